@@ -1,0 +1,39 @@
+# sealbridge: `make demo` and `make test` each set everything up from scratch.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ANVIL := node_modules/.bin/anvil
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: demo test lint typecheck unit e2e bench setup clean
+
+setup: $(VENV)/.stamp-deps $(ANVIL)
+
+$(VENV)/.stamp-deps: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+$(ANVIL): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup
+	$(VENV)/bin/sealbridge demo
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy --strict src/
+
+test: lint typecheck
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+bench: setup
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf $(VENV) node_modules .sealbridge
