@@ -1,0 +1,298 @@
+"""ABI helpers and the digests the management contracts verify.
+
+Theory of operation: every message a TEE signs for the chain is the Keccak-256 of the
+Solidity ABI encoding (``abi_encode`` in Vyper, ``eth_abi.encode`` here) of a tuple that
+starts with the verifying contract's address and the chain id, so a signature is bound
+to one deployment on one chain and cannot be replayed elsewhere. The digest is signed
+raw (no EIP-191 prefix) with the enclave's secp256k1 key as ``r || s || v`` (65 bytes,
+``v`` in {27, 28}; 0/1 are accepted too), and the contract checks
+``ecrecover(digest, v, r, s)`` against the enclave address stored in the NodeRegistry.
+
+:class:`AbiCodec` turns one contract's JSON ABI into encoders/decoders for calls and
+events without going through web3's ``Contract`` objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import IntEnum
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError
+from eth_keys import keys
+from eth_keys.exceptions import BadSignature, ValidationError
+from eth_utils import keccak as _keccak
+from eth_utils import to_canonical_address, to_checksum_address
+
+from sealbridge.chain.errors import ChainConfigError, ChainError
+from sealbridge.core.errors import InvalidSignature
+
+SIGNATURE_SIZE = 65
+
+
+class Role(IntEnum):
+    """Node roles in the NodeRegistry."""
+
+    GATEKEEPER = 1
+    WORKER = 2
+    STORAGE = 3
+    GATEWAY = 4
+
+
+def _b32(value: bytes, what: str) -> bytes:
+    if not isinstance(value, bytes | bytearray) or len(value) != 32:
+        raise ChainConfigError(f"{what} must be 32 bytes")
+    return bytes(value)
+
+
+def compute_registration_digest(
+    *,
+    registry: str,
+    chain_id: int,
+    role: int,
+    identity_key: bytes,
+    encryption_key: bytes,
+    enclave_address: str,
+    quote_hash: bytes,
+    measurement: bytes,
+    expiry: int,
+) -> bytes:
+    """Digest an attestor's enclave signs to approve a node (NodeRegistry.register)."""
+    return bytes(
+        _keccak(
+            abi_encode(
+                [
+                    "address",
+                    "uint256",
+                    "uint8",
+                    "bytes32",
+                    "bytes32",
+                    "address",
+                    "bytes32",
+                    "bytes32",
+                    "uint256",
+                ],
+                [
+                    to_checksum_address(registry),
+                    chain_id,
+                    int(role),
+                    _b32(identity_key, "identity_key"),
+                    _b32(encryption_key, "encryption_key"),
+                    to_checksum_address(enclave_address),
+                    _b32(quote_hash, "quote_hash"),
+                    _b32(measurement, "measurement"),
+                    expiry,
+                ],
+            )
+        )
+    )
+
+
+def compute_contract_key_digest(
+    *,
+    contract_registry: str,
+    chain_id: int,
+    contract_id: bytes,
+    contract_public_key: bytes,
+    wrapped_key: bytes,
+) -> bytes:
+    """Digest a gatekeeper's enclave signs to publish a contract key."""
+    return bytes(
+        _keccak(
+            abi_encode(
+                ["address", "uint256", "bytes32", "bytes32", "bytes32"],
+                [
+                    to_checksum_address(contract_registry),
+                    chain_id,
+                    _b32(contract_id, "contract_id"),
+                    _b32(contract_public_key, "contract_public_key"),
+                    bytes(_keccak(bytes(wrapped_key))),
+                ],
+            )
+        )
+    )
+
+
+def compute_output_digest(
+    *,
+    output_records: str,
+    chain_id: int,
+    contract_id: bytes,
+    block_number: int,
+    state_root: bytes,
+    command_count: int,
+) -> bytes:
+    """Digest a worker's enclave signs to record an output (OutputRecords.record)."""
+    return bytes(
+        _keccak(
+            abi_encode(
+                ["address", "uint256", "bytes32", "uint256", "bytes32", "uint256"],
+                [
+                    to_checksum_address(output_records),
+                    chain_id,
+                    _b32(contract_id, "contract_id"),
+                    block_number,
+                    _b32(state_root, "state_root"),
+                    command_count,
+                ],
+            )
+        )
+    )
+
+
+def compute_address(private_key: bytes) -> str:
+    """Checksummed Ethereum address of a secp256k1 private key."""
+    try:
+        return str(keys.PrivateKey(bytes(private_key)).public_key.to_checksum_address())
+    except ValidationError as exc:
+        raise ChainConfigError(f"invalid secp256k1 private key: {exc}") from exc
+
+
+def sign_digest(digest: bytes, private_key: bytes) -> bytes:
+    """Sign a 32-byte digest raw; return ``r || s || v`` with ``v`` in {27, 28}."""
+    _b32(digest, "digest")
+    try:
+        sig = keys.PrivateKey(bytes(private_key)).sign_msg_hash(digest)
+    except ValidationError as exc:
+        raise ChainConfigError(f"invalid secp256k1 private key: {exc}") from exc
+    return sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27])
+
+
+def recover_signer(digest: bytes, signature: bytes) -> str:
+    """Checksummed address that produced ``signature`` over ``digest``."""
+    _b32(digest, "digest")
+    if len(signature) != SIGNATURE_SIZE:
+        raise InvalidSignature(f"signature must be {SIGNATURE_SIZE} bytes")
+    v = signature[64]
+    v = v - 27 if v >= 27 else v
+    try:
+        sig = keys.Signature(vrs=(v, int.from_bytes(signature[:32]), int.from_bytes(signature[32:64])))
+        return str(sig.recover_public_key_from_msg_hash(digest).to_checksum_address())
+    except (BadSignature, ValidationError) as exc:
+        raise InvalidSignature(f"cannot recover signer: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- codec
+
+
+def abi_type(param: dict[str, Any]) -> str:
+    """Canonical type string of an ABI parameter (tuples expanded)."""
+    typ = str(param["type"])
+    if typ.startswith("tuple"):
+        inner = ",".join(abi_type(c) for c in param["components"])
+        return f"({inner}){typ[len('tuple') :]}"
+    return typ
+
+
+class AbiFunction:
+    """Encoder/decoder of one function."""
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.name = str(entry["name"])
+        self.input_types = [abi_type(p) for p in entry.get("inputs", [])]
+        self.output_types = [abi_type(p) for p in entry.get("outputs", [])]
+        self.output_names = [str(p.get("name", "")) for p in entry.get("outputs", [])]
+        self.payable = entry.get("stateMutability") == "payable"
+        signature = f"{self.name}({','.join(self.input_types)})"
+        self.selector = bytes(_keccak(text=signature))[:4]
+
+    def encode_call(self, args: Sequence[Any]) -> bytes:
+        if len(args) != len(self.input_types):
+            raise ChainConfigError(
+                f"{self.name} takes {len(self.input_types)} arguments, got {len(args)}"
+            )
+        try:
+            return self.selector + abi_encode(self.input_types, list(args))
+        except Exception as exc:  # eth_abi raises several encoding error types
+            raise ChainConfigError(f"cannot encode arguments of {self.name}: {exc}") from exc
+
+    def decode_result(self, data: bytes) -> tuple[Any, ...]:
+        try:
+            return tuple(abi_decode(self.output_types, data))
+        except DecodingError as exc:
+            raise ChainError(f"cannot decode result of {self.name}: {exc}") from exc
+
+
+class AbiEvent:
+    """Decoder of one event's logs."""
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.name = str(entry["name"])
+        self.inputs = list(entry.get("inputs", []))
+        types = ",".join(abi_type(p) for p in self.inputs)
+        self.topic = bytes(_keccak(text=f"{self.name}({types})"))
+        self.indexed = [(str(p["name"]), abi_type(p)) for p in self.inputs if p.get("indexed")]
+        self.data = [(str(p["name"]), abi_type(p)) for p in self.inputs if not p.get("indexed")]
+
+    def decode(self, topics: Sequence[bytes], data: bytes) -> dict[str, Any]:
+        """Arguments by name; bytes stay bytes, addresses are checksummed strings."""
+        if len(topics) != 1 + len(self.indexed):
+            raise ChainError(f"{self.name}: expected {1 + len(self.indexed)} topics")
+        values: dict[str, Any] = {}
+        try:
+            for (name, typ), topic in zip(self.indexed, topics[1:], strict=True):
+                values[name] = abi_decode([typ], bytes(topic))[0]
+            decoded = abi_decode([t for _, t in self.data], bytes(data))
+        except DecodingError as exc:
+            raise ChainError(f"cannot decode {self.name} log: {exc}") from exc
+        for (name, _), value in zip(self.data, decoded, strict=True):
+            values[name] = value
+        return {name: _normalise(values[name]) for name in (str(p["name"]) for p in self.inputs)}
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_normalise(v) for v in value]
+    if isinstance(value, bytearray):
+        return bytes(value)
+    return value
+
+
+class AbiCodec:
+    """All functions, events and the constructor of one contract ABI."""
+
+    def __init__(self, abi: list[dict[str, Any]]) -> None:
+        self.functions: dict[str, AbiFunction] = {}
+        self.events: dict[bytes, AbiEvent] = {}
+        self.constructor_types: list[str] = []
+        for entry in abi:
+            kind = entry.get("type")
+            if kind == "function":
+                fn = AbiFunction(entry)
+                self.functions[fn.name] = fn
+            elif kind == "event":
+                ev = AbiEvent(entry)
+                self.events[ev.topic] = ev
+            elif kind == "constructor":
+                self.constructor_types = [abi_type(p) for p in entry.get("inputs", [])]
+
+    def function(self, name: str) -> AbiFunction:
+        try:
+            return self.functions[name]
+        except KeyError:
+            raise ChainConfigError(f"no function {name!r} in ABI") from None
+
+    def encode_constructor(self, args: Sequence[Any]) -> bytes:
+        if len(args) != len(self.constructor_types):
+            raise ChainConfigError("wrong number of constructor arguments")
+        return abi_encode(self.constructor_types, list(args))
+
+    def event_by_name(self, name: str) -> AbiEvent:
+        for ev in self.events.values():
+            if ev.name == name:
+                return ev
+        raise ChainConfigError(f"no event {name!r} in ABI")
+
+
+def checksum(address: str | bytes) -> str:
+    """Checksummed form of an address given as hex or 20 raw bytes."""
+    try:
+        return str(to_checksum_address(address))
+    except ValueError as exc:
+        raise ChainConfigError(f"invalid address {address!r}") from exc
+
+
+def canonical_address(address: str) -> bytes:
+    return bytes(to_canonical_address(address))

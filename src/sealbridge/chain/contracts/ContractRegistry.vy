@@ -1,0 +1,146 @@
+# pragma version ~=0.4.3
+"""
+@title ContractRegistry
+@notice Confidential contracts deployed on sealbridge. A deployer names a contract id,
+    the hash of its code, one gatekeeper (which derives the contract key) and the
+    workers that execute it. The gatekeeper's enclave then publishes the contract's
+    public key and the contract private key wrapped for the workers, signed with its
+    enclave key. Commands may only be sent once the key is published.
+"""
+
+ROLE_GATEKEEPER: constant(uint8) = 1
+ROLE_WORKER: constant(uint8) = 2
+MAX_WORKERS: constant(uint256) = 16
+
+
+interface INodeRegistry:
+    def is_active(node_id: bytes32, role: uint8) -> bool: view
+    def get_enclave_address(node_id: bytes32) -> address: view
+
+
+struct ContractInfo:
+    code_hash: bytes32
+    deployer: address
+    gatekeeper_id: bytes32
+    workers: DynArray[bytes32, MAX_WORKERS]
+    contract_public_key: bytes32
+    wrapped_key: Bytes[256]
+    key_published: bool
+
+
+event ContractDeployed:
+    contract_id: indexed(bytes32)
+    deployer: address
+    code_hash: bytes32
+    gatekeeper_id: bytes32
+    workers: DynArray[bytes32, MAX_WORKERS]
+
+
+event ContractKeyPublished:
+    contract_id: indexed(bytes32)
+    contract_public_key: bytes32
+    wrapped_key: Bytes[256]
+
+
+node_registry: public(address)
+contract_count: public(uint256)
+contracts: HashMap[bytes32, ContractInfo]
+assigned: HashMap[bytes32, HashMap[bytes32, bool]]
+
+
+@deploy
+def __init__(node_registry: address):
+    self.node_registry = node_registry
+
+
+@internal
+@view
+def _recover(digest: bytes32, signature: Bytes[65]) -> address:
+    assert len(signature) == 65, "bad signature length"
+    r: bytes32 = extract32(signature, 0)
+    s: bytes32 = extract32(signature, 32)
+    v: uint256 = convert(slice(signature, 64, 1), uint256)
+    if v < 27:
+        v += 27
+    return ecrecover(digest, v, r, s)
+
+
+@external
+def deploy(
+    contract_id: bytes32,
+    code_hash: bytes32,
+    gatekeeper_id: bytes32,
+    workers: DynArray[bytes32, MAX_WORKERS],
+):
+    assert contract_id != empty(bytes32), "empty contract id"
+    assert self.contracts[contract_id].deployer == empty(address), "contract id already used"
+    registry: INodeRegistry = INodeRegistry(self.node_registry)
+    assert staticcall registry.is_active(gatekeeper_id, ROLE_GATEKEEPER), "gatekeeper is not active"
+    assert len(workers) >= 1, "no workers"
+    for worker: bytes32 in workers:
+        assert staticcall registry.is_active(worker, ROLE_WORKER), "worker is not active"
+        assert not self.assigned[contract_id][worker], "duplicate worker"
+        self.assigned[contract_id][worker] = True
+    self.contracts[contract_id] = ContractInfo(
+        code_hash=code_hash,
+        deployer=msg.sender,
+        gatekeeper_id=gatekeeper_id,
+        workers=workers,
+        contract_public_key=empty(bytes32),
+        wrapped_key=b"",
+        key_published=False,
+    )
+    self.contract_count += 1
+    log ContractDeployed(
+        contract_id=contract_id,
+        deployer=msg.sender,
+        code_hash=code_hash,
+        gatekeeper_id=gatekeeper_id,
+        workers=workers,
+    )
+
+
+@external
+def publish_contract_key(
+    contract_id: bytes32,
+    contract_public_key: bytes32,
+    wrapped_key: Bytes[256],
+    signature: Bytes[65],
+):
+    info: ContractInfo = self.contracts[contract_id]
+    assert info.deployer != empty(address), "unknown contract"
+    assert not info.key_published, "key already published"
+    registry: INodeRegistry = INodeRegistry(self.node_registry)
+    assert staticcall registry.is_active(info.gatekeeper_id, ROLE_GATEKEEPER), "gatekeeper is not active"
+    digest: bytes32 = keccak256(
+        abi_encode(self, chain.id, contract_id, contract_public_key, keccak256(wrapped_key))
+    )
+    signer: address = self._recover(digest, signature)
+    assert signer != empty(address), "invalid signature"
+    assert signer == staticcall registry.get_enclave_address(info.gatekeeper_id), "not signed by gatekeeper"
+    self.contracts[contract_id].contract_public_key = contract_public_key
+    self.contracts[contract_id].wrapped_key = wrapped_key
+    self.contracts[contract_id].key_published = True
+    log ContractKeyPublished(
+        contract_id=contract_id,
+        contract_public_key=contract_public_key,
+        wrapped_key=wrapped_key,
+    )
+
+
+@external
+@view
+def get_contract(contract_id: bytes32) -> ContractInfo:
+    return self.contracts[contract_id]
+
+
+@external
+@view
+def is_assigned(contract_id: bytes32, worker_id: bytes32) -> bool:
+    return self.assigned[contract_id][worker_id]
+
+
+@external
+@view
+def is_key_published(contract_id: bytes32) -> bool:
+    return self.contracts[contract_id].key_published

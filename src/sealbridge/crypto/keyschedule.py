@@ -1,0 +1,61 @@
+"""The per-contract key schedule.
+
+A gatekeeper derives one 32-byte contract key per contract from the root key. Every other
+key of the contract comes from that contract key, so any executor holding it derives the
+same set (RaceTEE's dual-layer encryption):
+
+* the user layer: an X25519 key pair; users encrypt commands to its public key;
+* the state layer: an AES-256-GCM key sealing state at rest and checkpoints;
+* a salt that makes state roots commitments rather than plain hashes, so that a short
+  state (a few balances) cannot be guessed from its root.
+"""
+
+from __future__ import annotations
+
+from sealbridge.core.encoding import Message
+from sealbridge.crypto.ecies import x25519_keypair
+from sealbridge.crypto.kdf import derive_key
+
+CONTRACT_KEY_INFO = "sealbridge/contract-key/v1"
+ROOT_WRAP_INFO = "sealbridge/root-wrap/v1"
+KEY_RELEASE_AAD_TAG = b"sealbridge/key-release/v1"
+WRAPPED_KEY_AAD_TAG = b"sealbridge/wrapped-contract-key/v1"
+
+
+class ContractKeys(Message, frozen=True):
+    contract_id: bytes
+    command_private_key: bytes  # X25519, user layer
+    command_public_key: bytes
+    state_key: bytes  # AES-256-GCM, state layer
+    root_salt: bytes
+
+
+def compute_contract_key(root_key: bytes, contract_id: bytes) -> bytes:
+    """The contract key: HKDF of the root key, salted by the contract id."""
+    return derive_key(root_key, CONTRACT_KEY_INFO, salt=contract_id)
+
+
+def compute_root_wrap_key(root_key: bytes) -> bytes:
+    """The key under which contract keys are recorded on chain."""
+    return derive_key(root_key, ROOT_WRAP_INFO)
+
+
+def compute_contract_keys(contract_id: bytes, contract_key: bytes) -> ContractKeys:
+    seed = derive_key(contract_key, "sealbridge/command-x25519/v1", salt=contract_id)
+    private, public = x25519_keypair(seed)
+    return ContractKeys(
+        contract_id=contract_id,
+        command_private_key=private,
+        command_public_key=public,
+        state_key=derive_key(contract_key, "sealbridge/state-key/v1", salt=contract_id),
+        root_salt=derive_key(contract_key, "sealbridge/state-root-salt/v1", salt=contract_id),
+    )
+
+
+def key_release_aad(contract_id: bytes, worker_id: bytes) -> bytes:
+    """Binds a released contract key to the contract and the attested worker."""
+    return KEY_RELEASE_AAD_TAG + contract_id + worker_id
+
+
+def wrapped_key_aad(contract_id: bytes) -> bytes:
+    return WRAPPED_KEY_AAD_TAG + contract_id

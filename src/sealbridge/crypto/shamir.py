@@ -1,0 +1,144 @@
+"""Shamir secret sharing over the BLS12-381 scalar field, and Lagrange coefficients.
+
+A secret ``s`` is the constant term of a random polynomial ``f`` of degree
+``threshold - 1`` over ``GF(r)``, where ``r`` is the order of the BLS12-381 groups; share
+``i`` (for ``i = 1..count``) is ``f(i)``. Any ``threshold`` shares determine ``f`` (and so
+``s = f(0)``) by Lagrange interpolation; fewer reveal nothing about ``s``.
+
+The same Lagrange coefficients interpolate "in the exponent", which is how threshold BLS
+(:mod:`sealbridge.crypto.bls`) combines partial signatures.
+
+Scalars travel as 32 bytes big-endian: msgpack cannot carry integers over 64 bits.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from sealbridge.core.encoding import Message
+from sealbridge.core.errors import ConfigError, LocalProtocolError
+from sealbridge.crypto.kdf import derive_key
+
+BLS_SCALAR_ORDER = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
+SCALAR_SIZE = 32
+# 48 bytes reduced mod r: the bias from the reduction is below 2**-128 (as in IETF KeyGen).
+_WIDE_SIZE = 48
+
+
+class ThresholdError(LocalProtocolError):
+    """Too few (distinct) shares or partial signatures to reach the threshold."""
+
+    code = "threshold"
+
+
+def scalar_to_bytes(value: int) -> bytes:
+    """A scalar in ``[0, r)`` as 32 bytes big-endian."""
+    if not isinstance(value, int) or not 0 <= value < BLS_SCALAR_ORDER:
+        raise ConfigError("scalar must be an int in [0, r)")
+    return value.to_bytes(SCALAR_SIZE, "big")
+
+
+def scalar_from_bytes(data: bytes) -> int:
+    """Parse 32 bytes big-endian as a scalar in ``[0, r)``."""
+    if not isinstance(data, bytes | bytearray) or len(data) != SCALAR_SIZE:
+        raise ConfigError(f"scalar must be {SCALAR_SIZE} bytes big-endian")
+    value = int.from_bytes(data, "big")
+    if value >= BLS_SCALAR_ORDER:
+        raise ConfigError("scalar is not reduced modulo r")
+    return value
+
+
+class Share(Message, frozen=True):
+    """Share ``index`` (1..n) of a secret: the polynomial's value there, 32 bytes big-endian."""
+
+    index: int
+    value: bytes
+
+    @property
+    def int_value(self) -> int:
+        return scalar_from_bytes(self.value)
+
+
+def _coefficients(secret: int, threshold: int, count: int, randomness: bytes | None) -> list[int]:
+    """``[secret, a_1, ..., a_{t-1}]``: random, or derived from ``randomness`` by HKDF."""
+    coefficients = [secret]
+    for j in range(1, threshold):
+        if randomness is None:
+            wide = os.urandom(_WIDE_SIZE)
+        else:
+            # Bind the secret and the parameters, so one seed reused for two secrets does
+            # not give polynomials that differ only in their constant term.
+            wide = derive_key(
+                randomness,
+                f"sealbridge/shamir/v1/coefficient/{threshold}/{count}/{j}",
+                salt=scalar_to_bytes(secret),
+                length=_WIDE_SIZE,
+            )
+        coefficients.append(int.from_bytes(wide, "big") % BLS_SCALAR_ORDER)
+    return coefficients
+
+
+def split_secret(
+    secret: int, threshold: int, count: int, *, randomness: bytes | None = None
+) -> list[Share]:
+    """Split ``secret`` into ``count`` shares, any ``threshold`` of which recover it."""
+    if not isinstance(secret, int) or not 0 <= secret < BLS_SCALAR_ORDER:
+        raise ConfigError("secret must be an int in [0, r)")
+    if not (
+        isinstance(threshold, int)
+        and isinstance(count, int)
+        and 1 <= threshold <= count < BLS_SCALAR_ORDER
+    ):
+        raise ConfigError(f"need 1 <= threshold <= count < r, got {threshold} of {count}")
+    if randomness is not None and not isinstance(randomness, bytes | bytearray):
+        raise ConfigError("randomness must be bytes")
+    coefficients = _coefficients(secret, threshold, count, randomness)
+    shares = []
+    for x in range(1, count + 1):
+        y = 0
+        for a in reversed(coefficients):  # Horner
+            y = (y * x + a) % BLS_SCALAR_ORDER
+        shares.append(Share(index=x, value=scalar_to_bytes(y)))
+    return shares
+
+
+def lagrange_coefficients(indices: Sequence[int], at: int = 0) -> list[int]:
+    """Coefficients ``l_i`` with ``f(at) = sum(l_i * f(x_i))`` for ``x_i`` in ``indices``."""
+    r = BLS_SCALAR_ORDER
+    xs = list(indices)
+    if not xs:
+        raise ConfigError("need at least one index to interpolate")
+    for x in xs:
+        if not isinstance(x, int) or not 0 < x < r:
+            raise ConfigError(f"share index must be an int in [1, r), got {x!r}")
+    if len(set(xs)) != len(xs):
+        raise ConfigError("share indices must be distinct")
+    if not isinstance(at, int) or not 0 <= at < r:
+        raise ConfigError("interpolation point must be an int in [0, r)")
+    result = []
+    for i, xi in enumerate(xs):
+        numerator, denominator = 1, 1
+        for j, xj in enumerate(xs):
+            if j != i:
+                numerator = numerator * (at - xj) % r
+                denominator = denominator * (xi - xj) % r
+        result.append(numerator * pow(denominator, -1, r) % r)
+    return result
+
+
+def recover_secret(shares: Sequence[Share], threshold: int) -> int:
+    """Interpolate the secret from the first ``threshold`` shares (indices must be distinct)."""
+    if not isinstance(threshold, int) or threshold < 1:
+        raise ConfigError(f"threshold must be a positive int, got {threshold!r}")
+    indices = [share.index for share in shares]
+    if len(set(indices)) != len(indices):
+        raise ThresholdError("duplicate share indices")
+    if len(shares) < threshold:
+        raise ThresholdError(f"need {threshold} shares, got {len(shares)}")
+    chosen = list(shares)[:threshold]
+    coefficients = lagrange_coefficients([share.index for share in chosen])
+    return (
+        sum(c * share.int_value for c, share in zip(coefficients, chosen, strict=True))
+        % BLS_SCALAR_ORDER
+    )

@@ -1,0 +1,78 @@
+"""Messages of the key service (gatekeeper role).
+
+* ``RegistrationRequest`` -> ``RegistrationApproval``: a node asks an attested gatekeeper
+  to vouch for its quote; the approval is a secp256k1 signature the NodeRegistry checks.
+* ``PublishKeyRequest`` -> ``PublishedContractKey``: on a deployment the gatekeeper derives
+  the contract key and returns what goes on chain (public key, key wrapped under the root
+  key, signature).
+* ``KeyRequest`` + ``ChainFacts`` -> ``KeyRelease``: a worker asks for a contract key; the
+  gatekeeper re-verifies the worker's quote and releases the key encrypted to the worker's
+  attested encryption key.
+"""
+
+from __future__ import annotations
+
+from sealbridge.core.encoding import Message
+from sealbridge.tee.sim import NodeKeys
+
+KEY_REQUEST_SIGN_TAG = b"sealbridge/key-request/v1"
+
+
+
+
+class RegistrationRequest(Message, frozen=True):
+    role: int
+    node: NodeKeys
+    quote: bytes
+    expiry: int
+    chain_id: int
+    registry_address: bytes
+
+
+class RegistrationApproval(Message, frozen=True):
+    attestor_id: bytes
+    measurement: bytes
+    quote_hash: bytes
+    expiry: int
+    signature: bytes  # 65 bytes, r||s||v, over the NodeRegistry digest
+
+
+class PublishKeyRequest(Message, frozen=True):
+    contract_id: bytes
+    chain_id: int
+    contract_registry_address: bytes
+
+
+class PublishedContractKey(Message, frozen=True):
+    contract_id: bytes
+    contract_public_key: bytes
+    wrapped_key: bytes
+    signature: bytes
+
+
+class KeyRequestBody(Message, frozen=True):
+    contract_id: bytes
+    worker_id: bytes
+    issued_at: int
+
+
+class KeyRequest(Message, frozen=True):
+    body: bytes  # canonical KeyRequestBody
+    signature: bytes  # by the worker's enclave identity key
+    node: NodeKeys
+    quote: bytes
+
+
+class ChainFacts(Message, frozen=True):
+    """What the gatekeeper's host read from the chain about a key request."""
+
+    worker_active: bool
+    worker_assigned: bool
+    key_published: bool
+
+
+class KeyRelease(Message, frozen=True):
+    contract_id: bytes
+    worker_id: bytes
+    wrapped_key: bytes  # ECIES to the worker's attested encryption key
+    gatekeeper_key: bytes

@@ -1,0 +1,164 @@
+"""The worker runtime core, driven directly (no enclave process, no chain)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sealbridge.contracts.catalog import get_code_hash
+from sealbridge.core.encoding import encode
+from sealbridge.crypto import ecies
+from sealbridge.crypto.keyschedule import compute_contract_keys, key_release_aad
+from sealbridge.crypto.signing import ed25519_keypair
+from sealbridge.runtime import errors
+from sealbridge.runtime.envelope import make_query, open_answer, seal_command
+from sealbridge.runtime.messages import BlockInput, InboxCommand, InstallContract, SignedCommand
+from sealbridge.runtime.worker import WorkerRuntime, unseal_state
+
+CONTRACT_ID = bytes(range(32))
+CONTRACT_KEY = bytes([7]) * 32
+KEYS = compute_contract_keys(CONTRACT_ID, CONTRACT_KEY)
+ALICE, ALICE_PUB = ed25519_keypair(b"a" * 32)
+BOB, BOB_PUB = ed25519_keypair(b"b" * 32)
+
+
+def make_worker(seed: bytes) -> WorkerRuntime:
+    identity, identity_pub = ed25519_keypair(seed)
+    enc_priv, enc_pub = ecies.x25519_keypair(seed)
+    worker = WorkerRuntime(identity, enc_priv, os.urandom)
+    wrapped = ecies.encrypt_to(enc_pub, CONTRACT_KEY, key_release_aad(CONTRACT_ID, identity_pub))
+    worker.install_contract(
+        InstallContract(
+            contract_id=CONTRACT_ID,
+            code_hash=get_code_hash("token"),
+            contract_public_key=KEYS.command_public_key,
+            wrapped_key=wrapped,
+            gatekeeper_key=b"\x00" * 32,
+        )
+    )
+    return worker
+
+
+def cmd(sender: bytes, nonce: int, method: str, args: dict[str, object]) -> bytes:
+    return seal_command(
+        contract_id=CONTRACT_ID,
+        contract_public_key=KEYS.command_public_key,
+        sender_private_key=sender,
+        nonce=nonce,
+        method=method,
+        args=args,
+    )
+
+
+def block(number: int, *ciphertexts: bytes) -> BlockInput:
+    return BlockInput(
+        contract_id=CONTRACT_ID,
+        number=number,
+        block_hash=number.to_bytes(32, "big"),
+        commands=[
+            InboxCommand(seq=number * 100 + i, tx_index=i, log_index=0, ciphertext=c)
+            for i, c in enumerate(ciphertexts)
+        ],
+    )
+
+
+def setup_blocks() -> list[BlockInput]:
+    return [
+        block(1, cmd(ALICE, 1, "initialize", {}), cmd(ALICE, 2, "mint", {"to": ALICE_PUB, "amount": 100})),
+        block(3, cmd(ALICE, 3, "transfer", {"to": BOB_PUB, "amount": 40})),
+    ]
+
+
+def query_balance(worker: WorkerRuntime, caller: bytes, owner: bytes) -> int:
+    query, reply = make_query(
+        contract_id=CONTRACT_ID, caller_private_key=caller, method="balance",
+        args={"owner": owner}, issued_at=0,
+    )
+    answer, signed = open_answer(query, reply, worker.answer_query(query))
+    assert signed.worker_key == worker.identity_key
+    return answer.result
+
+
+def test_commands_apply_and_queries_answer_signed() -> None:
+    worker = make_worker(b"w" * 32)
+    for b in setup_blocks():
+        out = worker.process_block(b)
+        assert all(r.ok for r in out.receipts)
+    assert query_balance(worker, ALICE, ALICE_PUB) == 60
+    assert query_balance(worker, BOB, BOB_PUB) == 40
+    with pytest.raises(errors.QueryRefused):
+        query_balance(worker, BOB, ALICE_PUB)
+
+
+def test_two_workers_reach_the_same_state_root() -> None:
+    a, b = make_worker(b"1" * 32), make_worker(b"2" * 32)
+    roots_a = [a.process_block(x).state_root for x in setup_blocks()]
+    roots_b = [b.process_block(x).state_root for x in setup_blocks()]
+    assert roots_a == roots_b
+    assert len(set(roots_a)) == 2
+
+
+@pytest.mark.parametrize("case", ["wrong_key", "replayed", "malformed", "bad_signature", "garbage"])
+def test_bad_commands_are_typed_and_change_nothing(case: str) -> None:
+    worker = make_worker(b"w" * 32)
+    for b in setup_blocks():
+        worker.process_block(b)
+    runtime = worker.get_contract(CONTRACT_ID)
+    before = runtime.compute_state_root()
+    if case == "wrong_key":
+        _, other_pub = ecies.x25519_keypair(b"x" * 32)
+        bad = seal_command(contract_id=CONTRACT_ID, contract_public_key=other_pub,
+                           sender_private_key=ALICE, nonce=4, method="transfer",
+                           args={"to": BOB_PUB, "amount": 1})
+        expected: type[Exception] = errors.WrongKeyError
+    elif case == "replayed":
+        bad = cmd(ALICE, 3, "transfer", {"to": BOB_PUB, "amount": 40})
+        expected = errors.ReplayedCommand
+    elif case == "malformed":
+        bad = ecies.encrypt_to(KEYS.command_public_key, b"\xc1not msgpack",
+                               b"sealbridge/command/v1" + CONTRACT_ID)
+        expected = errors.MalformedCommand
+    elif case == "bad_signature":
+        good = ecies.decrypt_with(KEYS.command_private_key,
+                                  cmd(ALICE, 4, "transfer", {"to": BOB_PUB, "amount": 1}),
+                                  b"sealbridge/command/v1" + CONTRACT_ID)
+        from sealbridge.core.encoding import decode
+        signed = decode(good, SignedCommand)
+        forged = SignedCommand(body=signed.body, signature=bytes(64))
+        bad = ecies.encrypt_to(KEYS.command_public_key, encode(forged),
+                               b"sealbridge/command/v1" + CONTRACT_ID)
+        expected = errors.BadCommandSignature
+    else:
+        bad = b"\x00" * 10
+        expected = errors.WrongKeyError
+    with pytest.raises(expected):
+        runtime.apply_command(bad, 9)
+    assert runtime.compute_state_root() == before
+    out = worker.process_block(block(9, bad))
+    assert out.receipts[0].ok is False and out.receipts[0].error == expected.code
+    assert query_balance(worker, ALICE, ALICE_PUB) == 60
+
+
+def test_stale_block_is_refused_and_sealed_state_round_trips() -> None:
+    worker = make_worker(b"w" * 32)
+    outs = [worker.process_block(b) for b in setup_blocks()]
+    with pytest.raises(errors.StaleBlock):
+        worker.process_block(setup_blocks()[0])
+    restored = unseal_state(KEYS, outs[-1].sealed_state)
+    assert restored.token.balances[BOB_PUB.hex()] == 40
+    assert restored.height == 3
+
+
+def test_released_key_for_another_worker_is_refused() -> None:
+    identity, _ = ed25519_keypair(b"q" * 32)
+    enc_priv, _ = ecies.x25519_keypair(b"q" * 32)
+    worker = WorkerRuntime(identity, enc_priv, os.urandom)
+    _, other_enc_pub = ecies.x25519_keypair(b"z" * 32)
+    wrapped = ecies.encrypt_to(other_enc_pub, CONTRACT_KEY, key_release_aad(CONTRACT_ID, worker.identity_key))
+    with pytest.raises(errors.WrongKeyError):
+        worker.install_contract(InstallContract(
+            contract_id=CONTRACT_ID, code_hash=get_code_hash("token"),
+            contract_public_key=KEYS.command_public_key, wrapped_key=wrapped,
+            gatekeeper_key=b"\x00" * 32))
+    assert worker.contracts == {}
