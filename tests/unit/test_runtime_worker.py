@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from sealbridge.contracts.catalog import get_code_hash
@@ -15,6 +13,7 @@ from sealbridge.runtime import errors
 from sealbridge.runtime.envelope import make_query, open_answer, seal_command
 from sealbridge.runtime.messages import BlockInput, InboxCommand, InstallContract, SignedCommand
 from sealbridge.runtime.worker import WorkerRuntime, unseal_state
+from sealbridge.tee.enclave import EnclaveContext
 
 CONTRACT_ID = bytes(range(32))
 CONTRACT_KEY = bytes([7]) * 32
@@ -23,11 +22,15 @@ ALICE, ALICE_PUB = ed25519_keypair(b"a" * 32)
 BOB, BOB_PUB = ed25519_keypair(b"b" * 32)
 
 
+def make_enclave() -> EnclaveContext:
+    """A fresh in-process enclave context (fresh identity keys), no child process."""
+    return EnclaveContext(program="tests:Worker", measurement=bytes(32), platform_private_key=bytes([9]) * 32)
+
+
 def make_worker(seed: bytes) -> WorkerRuntime:
-    identity, identity_pub = ed25519_keypair(seed)
-    enc_priv, enc_pub = ecies.x25519_keypair(seed)
-    worker = WorkerRuntime(identity, enc_priv, os.urandom)
-    wrapped = ecies.encrypt_to(enc_pub, CONTRACT_KEY, key_release_aad(CONTRACT_ID, identity_pub))
+    worker = WorkerRuntime(make_enclave())
+    keys = worker.enclave.identity
+    wrapped = ecies.encrypt_to(keys.encryption_key, CONTRACT_KEY, key_release_aad(CONTRACT_ID, keys.identity_key))
     worker.install_contract(
         InstallContract(
             contract_id=CONTRACT_ID,
@@ -151,9 +154,7 @@ def test_stale_block_is_refused_and_sealed_state_round_trips() -> None:
 
 
 def test_released_key_for_another_worker_is_refused() -> None:
-    identity, _ = ed25519_keypair(b"q" * 32)
-    enc_priv, _ = ecies.x25519_keypair(b"q" * 32)
-    worker = WorkerRuntime(identity, enc_priv, os.urandom)
+    worker = WorkerRuntime(make_enclave())
     _, other_enc_pub = ecies.x25519_keypair(b"z" * 32)
     wrapped = ecies.encrypt_to(other_enc_pub, CONTRACT_KEY, key_release_aad(CONTRACT_ID, worker.identity_key))
     with pytest.raises(errors.WrongKeyError):

@@ -18,13 +18,14 @@ from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_abi.exceptions import DecodingError
-from eth_keys import keys
-from eth_keys.exceptions import BadSignature, ValidationError
-from eth_utils import keccak as _keccak
-from eth_utils import to_canonical_address, to_checksum_address
+from eth_keys import datatypes as keys
+from eth_keys.exceptions import BadSignature
+from eth_utils.address import to_canonical_address, to_checksum_address
+from eth_utils.crypto import keccak as _keccak
+from eth_utils.exceptions import ValidationError
 
 from sealbridge.chain.errors import ChainConfigError, ChainError
 from sealbridge.core.errors import InvalidSignature
@@ -157,7 +158,8 @@ def sign_digest(digest: bytes, private_key: bytes) -> bytes:
         sig = keys.PrivateKey(bytes(private_key)).sign_msg_hash(digest)
     except ValidationError as exc:
         raise ChainConfigError(f"invalid secp256k1 private key: {exc}") from exc
-    return sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v + 27])
+    r, s, v = int(sig.r), int(sig.s), int(sig.v)
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v + 27])
 
 
 def recover_signer(digest: bytes, signature: bytes) -> str:
@@ -168,7 +170,9 @@ def recover_signer(digest: bytes, signature: bytes) -> str:
     v = signature[64]
     v = v - 27 if v >= 27 else v
     try:
-        sig = keys.Signature(vrs=(v, int.from_bytes(signature[:32]), int.from_bytes(signature[32:64])))
+        sig = keys.Signature(
+            vrs=(v, int.from_bytes(signature[:32]), int.from_bytes(signature[32:64]))
+        )
         return str(sig.recover_public_key_from_msg_hash(digest).to_checksum_address())
     except (BadSignature, ValidationError) as exc:
         raise InvalidSignature(f"cannot recover signer: {exc}") from exc
@@ -239,12 +243,17 @@ class AbiEvent:
             raise ChainError(f"cannot decode {self.name} log: {exc}") from exc
         for (name, _), value in zip(self.data, decoded, strict=True):
             values[name] = value
-        return {name: _normalise(values[name]) for name in (str(p["name"]) for p in self.inputs)}
+        return {
+            str(p["name"]): _normalise(values[str(p["name"])], abi_type(p)) for p in self.inputs
+        }
 
 
-def _normalise(value: Any) -> Any:
+def _normalise(value: Any, typ: str) -> Any:
     if isinstance(value, tuple | list):
-        return [_normalise(v) for v in value]
+        inner = typ[: typ.rindex("[")] if typ.endswith("]") else typ
+        return [_normalise(v, inner) for v in value]
+    if typ == "address":
+        return str(to_checksum_address(value))
     if isinstance(value, bytearray):
         return bytes(value)
     return value

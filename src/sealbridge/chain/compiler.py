@@ -78,7 +78,9 @@ def compute_source_hash(source: str, evm_version: str) -> str:
     return h.hexdigest()
 
 
-def compile_source(name: str, source: str, *, evm_version: str = DEFAULT_EVM_VERSION) -> CompiledContract:
+def compile_source(
+    name: str, source: str, *, evm_version: str = DEFAULT_EVM_VERSION
+) -> CompiledContract:
     """Compile ``source`` (cached in memory and on disk by source hash)."""
     key = compute_source_hash(source, evm_version)
     with _LOCK:

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sealbridge.chain.digests import compute_publish_key_digest, compute_registration_digest
-from sealbridge.core.encoding import decode_canonical, encode
+from sealbridge.chain.abi import compute_contract_key_digest, compute_registration_digest
+from sealbridge.core.encoding import decode_canonical
 from sealbridge.core.errors import EncodingError, InvalidSignature, RemoteProtocolError
 from sealbridge.core.ids import keccak
 from sealbridge.crypto import aead, ecies
@@ -44,11 +44,7 @@ from sealbridge.crypto.keyschedule import (
     key_release_aad,
     wrapped_key_aad,
 )
-from sealbridge.crypto.signing import (
-    ed25519_public,
-    ed25519_verify,
-    secp256k1_sign_hash,
-)
+from sealbridge.crypto.signing import ed25519_verify, to_checksum_address
 from sealbridge.keyservice.messages import (
     KEY_REQUEST_SIGN_TAG,
     ChainFacts,
@@ -62,7 +58,8 @@ from sealbridge.keyservice.messages import (
 )
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.policy import AttestationPolicy
-from sealbridge.tee.sim import NodeKeys, compute_report_data
+from sealbridge.runtime.worker import EnclaveKeys
+from sealbridge.tee.enclave import NodeKeys, compute_report_data
 
 RandomBytes = Callable[[int], bytes]
 KEY_REQUEST_MAX_AGE = 300
@@ -79,18 +76,15 @@ class Gatekeeper:
         self,
         *,
         root_key: bytes,
-        identity_private_key: bytes,
-        eth_private_key: bytes,
+        enclave: EnclaveKeys,
         policy: AttestationPolicy,
-        random_bytes: RandomBytes,
     ) -> None:
         self._root_key = root_key
         self._wrap_key = compute_root_wrap_key(root_key)
-        self._identity_private_key = identity_private_key
-        self._eth_private_key = eth_private_key
-        self.identity_key = ed25519_public(identity_private_key)
+        self.enclave = enclave
+        self.identity_key = enclave.identity.identity_key
         self.policy = policy
-        self.random_bytes = random_bytes
+        self.random_bytes: RandomBytes = enclave.random_bytes
 
     def _check_node_quote(self, node: NodeKeys, quote: bytes, now: int) -> bytes:
         verdict = verify_quote(
@@ -105,12 +99,12 @@ class Gatekeeper:
             raise KeyRequestRefused("registration expiry is in the past")
         quote_hash = keccak(request.quote)
         digest = compute_registration_digest(
-            registry_address=request.registry_address,
+            registry=request.registry_address,
             chain_id=request.chain_id,
             role=request.role,
             identity_key=request.node.identity_key,
             encryption_key=request.node.encryption_key,
-            enclave_address=request.node.eth_address,
+            enclave_address=to_checksum_address(request.node.eth_address),
             quote_hash=quote_hash,
             measurement=measurement,
             expiry=request.expiry,
@@ -120,7 +114,7 @@ class Gatekeeper:
             measurement=measurement,
             quote_hash=quote_hash,
             expiry=request.expiry,
-            signature=secp256k1_sign_hash(self._eth_private_key, digest),
+            signature=self.enclave.sign_eth_digest(digest),
         )
 
     def publish_contract_key(self, request: PublishKeyRequest) -> PublishedContractKey:
@@ -133,8 +127,8 @@ class Gatekeeper:
             wrapped_key_aad(request.contract_id),
             nonce=self.random_bytes(aead.NONCE_SIZE),
         )
-        digest = compute_publish_key_digest(
-            contract_registry_address=request.contract_registry_address,
+        digest = compute_contract_key_digest(
+            contract_registry=request.contract_registry_address,
             chain_id=request.chain_id,
             contract_id=request.contract_id,
             contract_public_key=keys.command_public_key,
@@ -144,7 +138,7 @@ class Gatekeeper:
             contract_id=request.contract_id,
             contract_public_key=keys.command_public_key,
             wrapped_key=wrapped,
-            signature=secp256k1_sign_hash(self._eth_private_key, digest),
+            signature=self.enclave.sign_eth_digest(digest),
         )
 
     def release_contract_key(self, request: KeyRequest, facts: ChainFacts, now: int) -> KeyRelease:
@@ -183,6 +177,3 @@ class Gatekeeper:
             gatekeeper_key=self.identity_key,
         )
 
-
-def encode_key_request_body(body: KeyRequestBody) -> bytes:
-    return encode(body)

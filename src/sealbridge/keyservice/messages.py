@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from sealbridge.core.encoding import Message
-from sealbridge.tee.sim import NodeKeys
+from sealbridge.tee.enclave import NodeKeys
 
 KEY_REQUEST_SIGN_TAG = b"sealbridge/key-request/v1"
 
@@ -26,7 +26,7 @@ class RegistrationRequest(Message, frozen=True):
     quote: bytes
     expiry: int
     chain_id: int
-    registry_address: bytes
+    registry_address: str
 
 
 class RegistrationApproval(Message, frozen=True):
@@ -40,7 +40,7 @@ class RegistrationApproval(Message, frozen=True):
 class PublishKeyRequest(Message, frozen=True):
     contract_id: bytes
     chain_id: int
-    contract_registry_address: bytes
+    contract_registry_address: str
 
 
 class PublishedContractKey(Message, frozen=True):

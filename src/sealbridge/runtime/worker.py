@@ -31,7 +31,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
+from typing import Protocol
 
+from sealbridge.chain.abi import compute_output_digest
 from sealbridge.contracts import token
 from sealbridge.contracts.catalog import get_name_by_hash
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
@@ -43,7 +45,7 @@ from sealbridge.crypto.keyschedule import (
     compute_contract_keys,
     key_release_aad,
 )
-from sealbridge.crypto.signing import ed25519_public, ed25519_sign, ed25519_verify
+from sealbridge.crypto.signing import ed25519_verify, to_checksum_address
 from sealbridge.runtime.errors import (
     BadCommandSignature,
     KeyMismatch,
@@ -57,6 +59,7 @@ from sealbridge.runtime.errors import (
     WrongContract,
     WrongKeyError,
 )
+from sealbridge.tee.enclave import NodeKeys
 from sealbridge.runtime.messages import (
     ANSWER_SIGN_TAG,
     COMMAND_SIGN_TAG,
@@ -73,6 +76,7 @@ from sealbridge.runtime.messages import (
     SignedAnswer,
     SignedCommand,
     SignedQuery,
+    SignOutput,
     answer_aad,
     command_aad,
     state_aad,
@@ -106,6 +110,7 @@ class ContractRuntime:
         self.height = state.height
         self.commands_applied = state.commands_applied
         self.phase = ContractPhase.RUNNING if state.height else ContractPhase.INSTALLED
+        self.last_command_count = 0
         self.state_root = self.compute_state_root()
 
     @property
@@ -178,6 +183,7 @@ class ContractRuntime:
             raise MalformedCommand("block commands are not in chain order")
         receipts = [self.process_command(c, block.number) for c in block.commands]
         self.height = block.number
+        self.last_command_count = len(block.commands)
         self.phase = ContractPhase.RUNNING
         self.state_root = self.compute_state_root()
         return BlockOutput(
@@ -216,16 +222,28 @@ def empty_state() -> PersistedState:
     return PersistedState(token=token.TokenState(), nonces={}, height=0, commands_applied=0)
 
 
+class EnclaveKeys(Protocol):
+    """What the runtime needs from its enclave: key operations, never the private keys."""
+
+    @property
+    def identity(self) -> NodeKeys: ...
+
+    def random_bytes(self, n: int) -> bytes: ...
+
+    def sign_identity(self, message: bytes) -> bytes: ...
+
+    def sign_eth_digest(self, digest: bytes) -> bytes: ...
+
+    def decrypt_for_identity(self, blob: bytes, aad: bytes = b"") -> bytes: ...
+
+
 class WorkerRuntime:
     """All contracts installed on one worker; the enclave program delegates to this."""
 
-    def __init__(
-        self, identity_private_key: bytes, encryption_private_key: bytes, random_bytes: RandomBytes
-    ) -> None:
-        self._identity_private_key = identity_private_key
-        self._encryption_private_key = encryption_private_key
-        self.identity_key = ed25519_public(identity_private_key)
-        self.random_bytes = random_bytes
+    def __init__(self, enclave: EnclaveKeys) -> None:
+        self.enclave = enclave
+        self.identity_key = enclave.identity.identity_key
+        self.random_bytes: RandomBytes = enclave.random_bytes
         self.contracts: dict[bytes, ContractRuntime] = {}
 
     def install_contract(self, request: InstallContract) -> ContractStatus:
@@ -235,10 +253,8 @@ class WorkerRuntime:
         except Exception as exc:
             raise UnsupportedCode(str(exc)) from exc
         try:
-            contract_key = ecies.decrypt_with(
-                self._encryption_private_key,
-                request.wrapped_key,
-                key_release_aad(request.contract_id, self.identity_key),
+            contract_key = self.enclave.decrypt_for_identity(
+                request.wrapped_key, key_release_aad(request.contract_id, self.identity_key)
             )
         except DecryptionError as exc:
             raise WrongKeyError("released contract key is not for this worker") from exc
@@ -294,7 +310,7 @@ class WorkerRuntime:
         answer_bytes = encode(answer)
         signed = SignedAnswer(
             answer=answer_bytes,
-            signature=ed25519_sign(self._identity_private_key, ANSWER_SIGN_TAG + answer_bytes),
+            signature=self.enclave.sign_identity(ANSWER_SIGN_TAG + answer_bytes),
             worker_key=self.identity_key,
         )
         return ecies.encrypt_to(
@@ -303,3 +319,21 @@ class WorkerRuntime:
             answer_aad(query_hash),
             ephemeral_seed=self.random_bytes(32),
         )
+
+    def sign_output(self, request: SignOutput) -> bytes:
+        """Sign the OutputRecords digest of the root this runtime computed at that block."""
+        runtime = self.get_contract(request.contract_id)
+        if request.number != runtime.height:
+            raise StaleBlock(f"block {request.number} is not the applied height {runtime.height}")
+        digest = compute_output_digest(
+            output_records=to_checksum_address(request.outputs_address),
+            chain_id=request.chain_id,
+            contract_id=request.contract_id,
+            block_number=request.number,
+            state_root=runtime.state_root,
+            command_count=runtime.last_command_count,
+        )
+        return self.enclave.sign_eth_digest(digest)
+
+    def get_status(self) -> list[ContractStatus]:
+        return [c.get_status() for c in self.contracts.values()]

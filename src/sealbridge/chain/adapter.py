@@ -1,0 +1,485 @@
+"""EVM adapter: one small, typed surface over web3.py for every chain backend.
+
+Theory of operation
+-------------------
+A :class:`ChainAdapter` wraps a :class:`web3.Web3` and is built by one of two
+constructors that behave identically from the outside:
+
+* :meth:`ChainAdapter.rpc` -- any Ethereum JSON-RPC endpoint over HTTP (anvil for the
+  devnet, any EVM node in production). Dev keys are anvil's default mnemonic accounts.
+* :meth:`ChainAdapter.in_process` -- eth-tester on py-evm 0.12, whose default fork is
+  Prague (``PragueVM``), so contracts are compiled for ``prague`` on both backends. Its
+  genesis funds the same anvil mnemonic accounts, so dev keys agree across backends.
+  py-evm is not thread-safe; every request to it is serialised by a lock.
+
+Transactions are EIP-1559, signed locally with ``eth_account`` and sent raw; nothing
+depends on node-side accounts. Nonces are kept per sender under a per-sender lock (the
+first use reads the pending count; a failed send forgets the cached nonce). Gas is
+estimated unless given; estimation replays the call, so a transaction that would revert
+raises :class:`TransactionReverted` with the decoded reason before anything is sent. A
+transaction that is mined with status 0 is replayed with ``eth_call`` to recover the
+reason. Reads (:meth:`call`, logs, headers) never change state. Block headers for a
+range are fetched in one JSON-RPC batch where the provider supports it.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Literal
+
+from eth_account import Account
+from eth_utils.address import to_checksum_address
+from web3 import HTTPProvider, Web3
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    ContractPanicError,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+)
+
+from sealbridge.chain.abi import checksum, compute_address
+from sealbridge.chain.compiler import DEFAULT_EVM_VERSION
+from sealbridge.chain.errors import ChainConfigError, ChainError, RpcError, TransactionReverted
+from sealbridge.core.encoding import Message
+
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+ANVIL_HD_PATH = "m/44'/60'/0'/0"
+DEFAULT_PRIORITY_FEE = 1_000_000_000  # 1 gwei
+_FEE_CACHE_SECONDS = 1.0
+_GAS_MARGIN_NUM, _GAS_MARGIN_DEN = 5, 4  # estimate * 1.25
+
+BackendKind = Literal["rpc", "in_process"]
+
+
+@functools.cache
+def get_anvil_dev_keys(count: int = 10) -> tuple[bytes, ...]:
+    """Private keys of anvil's default accounts (its standard test mnemonic)."""
+    Account.enable_unaudited_hdwallet_features()
+    return tuple(
+        bytes(Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"{ANVIL_HD_PATH}/{i}").key)
+        for i in range(count)
+    )
+
+
+class BlockHeader(Message, frozen=True):
+    """The header fields sealbridge uses."""
+
+    number: int
+    hash: bytes
+    parent_hash: bytes
+    timestamp: int
+    receipts_root: bytes
+
+
+class LogEntry(Message, frozen=True):
+    """One raw log as returned by eth_getLogs / a receipt."""
+
+    block_number: int
+    block_hash: bytes
+    tx_index: int
+    log_index: int
+    tx_hash: bytes
+    address: str
+    topics: list[bytes]
+    data: bytes
+
+
+class TxReceipt(Message, frozen=True):
+    """A mined transaction's receipt."""
+
+    tx_hash: bytes
+    block_number: int
+    block_hash: bytes
+    tx_index: int
+    status: int
+    gas_used: int
+    contract_address: str | None
+    logs: list[LogEntry]
+
+
+def _reason_of(exc: Exception) -> str:
+    message = str(getattr(exc, "message", None) or (exc.args[0] if exc.args else exc))
+    for prefix in ("execution reverted: ", "execution reverted:", "execution reverted"):
+        if message.startswith(prefix):
+            return message[len(prefix) :].strip()
+    return message
+
+
+def _to_log(raw: Any) -> LogEntry:
+    return LogEntry(
+        block_number=int(raw["blockNumber"]),
+        block_hash=bytes(raw["blockHash"]),
+        tx_index=int(raw["transactionIndex"]),
+        log_index=int(raw["logIndex"]),
+        tx_hash=bytes(raw["transactionHash"]),
+        address=checksum(raw["address"]),
+        topics=[bytes(t) for t in raw["topics"]],
+        data=bytes(raw["data"]),
+    )
+
+
+def _to_header(raw: Any) -> BlockHeader:
+    if raw is None:
+        raise ChainError("block not found")
+    return BlockHeader(
+        number=int(raw["number"]),
+        hash=bytes(raw["hash"]),
+        parent_hash=bytes(raw["parentHash"]),
+        timestamp=int(raw["timestamp"]),
+        receipts_root=bytes(raw["receiptsRoot"]),
+    )
+
+
+class ChainAdapter:
+    """Typed access to one EVM chain (see module docstring)."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        *,
+        kind: BackendKind,
+        dev_keys: Sequence[bytes],
+        evm_version: str = DEFAULT_EVM_VERSION,
+        tester: Any = None,
+        receipt_poll_interval: float = 0.02,
+    ) -> None:
+        self.web3 = w3
+        self.kind: BackendKind = kind
+        self.evm_version = evm_version
+        self.dev_keys: tuple[bytes, ...] = tuple(dev_keys)
+        self.receipt_poll_interval = receipt_poll_interval
+        self._tester = tester
+        self._io: AbstractContextManager[Any] = (
+            threading.RLock() if kind == "in_process" else nullcontext()
+        )
+        self._nonce_guard = threading.Lock()
+        self._sender_locks: dict[str, threading.Lock] = {}
+        self._nonces: dict[str, int] = {}
+        self._fee_lock = threading.Lock()
+        self._fee_cache: tuple[float, int] | None = None
+        with self._guard():
+            self.chain_id = int(w3.eth.chain_id)
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def rpc(cls, url: str, *, timeout: float = 30.0) -> ChainAdapter:
+        """Adapter for a JSON-RPC endpoint (``http://...``)."""
+        if not url.startswith(("http://", "https://")):
+            raise ChainConfigError(f"only http(s) JSON-RPC endpoints are supported: {url!r}")
+        w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
+        return cls(w3, kind="rpc", dev_keys=get_anvil_dev_keys())
+
+    @classmethod
+    def in_process(cls, *, accounts: int = 10) -> ChainAdapter:
+        """Adapter for an in-process eth-tester/py-evm chain (Prague)."""
+        from eth_tester import EthereumTester, PyEVMBackend
+        from web3 import EthereumTesterProvider
+
+        backend = PyEVMBackend.from_mnemonic(
+            ANVIL_MNEMONIC, num_accounts=accounts, hd_path=ANVIL_HD_PATH
+        )
+        tester = EthereumTester(backend)
+        w3 = Web3(EthereumTesterProvider(tester))
+        keys = [bytes(k.to_bytes()) for k in backend.account_keys]
+        return cls(w3, kind="in_process", dev_keys=keys, tester=tester)
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Serialise (in-process) and map web3/transport errors to typed ones."""
+        with self._io:
+            try:
+                yield
+            except (TimeExhausted, TransactionNotFound):
+                raise
+            except (ContractLogicError, ContractCustomError, ContractPanicError) as exc:
+                raise TransactionReverted(_reason_of(exc)) from exc
+            except Web3RPCError as exc:
+                message = _reason_of(exc)
+                if "revert" in str(exc).lower():
+                    raise TransactionReverted(message) from exc
+                raise RpcError(f"JSON-RPC error: {message}") from exc
+            except Web3Exception as exc:
+                raise ChainError(f"web3 error: {exc}") from exc
+            except (OSError, ConnectionError) as exc:
+                raise RpcError(f"cannot reach chain: {exc}") from exc
+            except Exception as exc:
+                if type(exc).__module__.startswith(("requests", "urllib3", "eth_tester")):
+                    name = type(exc).__name__
+                    if name == "TransactionFailed":
+                        raise TransactionReverted(_reason_of(exc)) from exc
+                    raise RpcError(f"chain request failed: {name}: {exc}") from exc
+                raise
+
+    def _sender_lock(self, sender: str) -> threading.Lock:
+        with self._nonce_guard:
+            lock = self._sender_locks.get(sender)
+            if lock is None:
+                lock = self._sender_locks[sender] = threading.Lock()
+            return lock
+
+    def _fees(self) -> tuple[int, int]:
+        now = time.monotonic()
+        with self._fee_lock:
+            cached = self._fee_cache
+            if cached is None or now - cached[0] > _FEE_CACHE_SECONDS:
+                with self._guard():
+                    block = self.web3.eth.get_block("latest")
+                base = int(block.get("baseFeePerGas", 0) or 0)
+                cached = self._fee_cache = (now, base)
+        base_fee = cached[1]
+        return 3 * base_fee + DEFAULT_PRIORITY_FEE, DEFAULT_PRIORITY_FEE
+
+    # ------------------------------------------------------------------ accounts
+
+    @staticmethod
+    def address_of(private_key: bytes) -> str:
+        """Checksummed address of a private key."""
+        return compute_address(private_key)
+
+    def get_dev_key(self, index: int = 0) -> bytes:
+        """A funded dev account's private key."""
+        if not 0 <= index < len(self.dev_keys):
+            raise ChainConfigError(f"no dev account {index} (have {len(self.dev_keys)})")
+        return self.dev_keys[index]
+
+    def balance(self, address: str) -> int:
+        with self._guard():
+            return int(self.web3.eth.get_balance(to_checksum_address(address)))
+
+    def fund(self, to: str, amount: int, *, sender_key: bytes | None = None) -> TxReceipt:
+        """Send ``amount`` wei to ``to`` from ``sender_key`` (default: dev account 0)."""
+        key = sender_key if sender_key is not None else self.get_dev_key(0)
+        return self.transact(key, to=to, data=b"", value=amount, gas=21_000)
+
+    def get_nonce(self, address: str) -> int:
+        with self._guard():
+            return int(self.web3.eth.get_transaction_count(to_checksum_address(address), "pending"))
+
+    # ------------------------------------------------------------------ transactions
+
+    def estimate_gas(self, sender: str, *, to: str | None, data: bytes, value: int = 0) -> int:
+        """Gas estimate; raises TransactionReverted if the call would revert."""
+        tx: dict[str, Any] = {"from": checksum(sender), "data": data, "value": value}
+        if to is not None:
+            tx["to"] = checksum(to)
+        with self._guard():
+            return int(self.web3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+
+    def send_transaction(
+        self,
+        private_key: bytes,
+        *,
+        to: str | None,
+        data: bytes,
+        value: int = 0,
+        gas: int | None = None,
+    ) -> bytes:
+        """Sign and send; return the transaction hash without waiting for it."""
+        sender = compute_address(private_key)
+        if gas is None:
+            estimate = self.estimate_gas(sender, to=to, data=data, value=value)
+            gas = estimate * _GAS_MARGIN_NUM // _GAS_MARGIN_DEN + 10_000
+        max_fee, tip = self._fees()
+        with self._sender_lock(sender):
+            nonce = self._nonces.get(sender)
+            if nonce is None:
+                nonce = self.get_nonce(sender)
+            tx: dict[str, Any] = {
+                "type": 2,
+                "chainId": self.chain_id,
+                "nonce": nonce,
+                "value": value,
+                "data": data,
+                "gas": gas,
+                "maxFeePerGas": max_fee,
+                "maxPriorityFeePerGas": tip,
+            }
+            if to is not None:
+                tx["to"] = checksum(to)
+            signed = Account.sign_transaction(tx, private_key)
+            try:
+                with self._guard():
+                    tx_hash = bytes(self.web3.eth.send_raw_transaction(signed.raw_transaction))
+            except ChainError:
+                self._nonces.pop(sender, None)
+                raise
+            self._nonces[sender] = nonce + 1
+            return tx_hash
+
+    def wait_for_receipt(
+        self, tx_hash: bytes, *, timeout: float = 60.0, check: bool = True
+    ) -> TxReceipt:
+        """Wait until mined; raise TransactionReverted on status 0 when ``check``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self._guard():
+                    raw = self.web3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                raw = None
+            if raw is not None and raw.get("blockNumber") is not None:
+                break
+            if time.monotonic() > deadline:
+                raise ChainError(f"transaction 0x{tx_hash.hex()} not mined within {timeout}s")
+            time.sleep(self.receipt_poll_interval)
+        contract = raw.get("contractAddress")
+        receipt = TxReceipt(
+            tx_hash=bytes(raw["transactionHash"]),
+            block_number=int(raw["blockNumber"]),
+            block_hash=bytes(raw["blockHash"]),
+            tx_index=int(raw["transactionIndex"]),
+            status=int(raw["status"]),
+            gas_used=int(raw["gasUsed"]),
+            contract_address=checksum(contract) if contract else None,
+            logs=[_to_log(entry) for entry in raw["logs"]],
+        )
+        if check and receipt.status != 1:
+            raise TransactionReverted(self._replay_reason(receipt), tx_hash=receipt.tx_hash)
+        return receipt
+
+    def _replay_reason(self, receipt: TxReceipt) -> str:
+        with self._guard():
+            tx = self.web3.eth.get_transaction(receipt.tx_hash)  # type: ignore[arg-type]
+        call: dict[str, Any] = {
+            "from": tx["from"],
+            "data": bytes(tx["input"]),
+            "value": tx["value"],
+            "gas": tx["gas"],
+        }
+        if tx.get("to"):
+            call["to"] = tx["to"]
+        try:
+            with self._guard():
+                self.web3.eth.call(call, max(receipt.block_number - 1, 0))  # type: ignore[arg-type]
+        except TransactionReverted as exc:
+            return exc.reason
+        except ChainError as exc:
+            return exc.message
+        return "reverted (reason not reproducible by replay; out of gas?)"
+
+    def transact(
+        self,
+        private_key: bytes,
+        *,
+        to: str | None,
+        data: bytes,
+        value: int = 0,
+        gas: int | None = None,
+        timeout: float = 60.0,
+    ) -> TxReceipt:
+        """Send a transaction and wait for its receipt (status 1, or TransactionReverted)."""
+        tx_hash = self.send_transaction(private_key, to=to, data=data, value=value, gas=gas)
+        try:
+            return self.wait_for_receipt(tx_hash, timeout=timeout)
+        except TransactionReverted as exc:
+            raise TransactionReverted(exc.reason, tx_hash=tx_hash) from exc
+
+    def deploy(
+        self, private_key: bytes, bytecode: bytes, constructor_args: bytes = b"", *, value: int = 0
+    ) -> str:
+        """Deploy ``bytecode + constructor_args``; return the new contract's address."""
+        receipt = self.transact(private_key, to=None, data=bytecode + constructor_args, value=value)
+        if receipt.contract_address is None:
+            raise ChainError("deployment receipt carries no contract address")
+        return receipt.contract_address
+
+    def call(
+        self, to: str, data: bytes, *, block: int | str = "latest", sender: str | None = None
+    ) -> bytes:
+        """eth_call; raises TransactionReverted if the call reverts."""
+        tx: dict[str, Any] = {"to": checksum(to), "data": data}
+        if sender is not None:
+            tx["from"] = checksum(sender)
+        with self._guard():
+            return bytes(self.web3.eth.call(tx, block))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ blocks and logs
+
+    def get_block_number(self) -> int:
+        with self._guard():
+            return int(self.web3.eth.block_number)
+
+    def get_block(self, number: int | str = "latest") -> BlockHeader:
+        with self._guard():
+            return _to_header(self.web3.eth.get_block(number))  # type: ignore[arg-type]
+
+    def get_blocks(self, numbers: Sequence[int]) -> list[BlockHeader]:
+        """Headers of ``numbers`` (one JSON-RPC batch on HTTP backends)."""
+        if not numbers:
+            return []
+        if self.kind != "rpc" or len(numbers) == 1:
+            return [self.get_block(n) for n in numbers]
+        with self._guard():
+            with self.web3.batch_requests() as batch:
+                for n in numbers:
+                    batch.add(self.web3.eth.get_block(n))
+                raw = batch.execute()
+        return [_to_header(r) for r in raw]
+
+    def get_logs(
+        self,
+        from_block: int,
+        to_block: int,
+        addresses: Sequence[str],
+        topics: Sequence[bytes | None] | None = None,
+    ) -> list[LogEntry]:
+        """Logs of ``addresses`` in the inclusive range, in chain order."""
+        params: dict[str, Any] = {
+            "fromBlock": from_block,
+            "toBlock": to_block,
+            "address": [checksum(a) for a in addresses],
+        }
+        if topics is not None:
+            params["topics"] = [None if t is None else "0x" + t.hex() for t in topics]
+        with self._guard():
+            raw = self.web3.eth.get_logs(params)  # type: ignore[arg-type]
+        logs = [_to_log(r) for r in raw]
+        logs.sort(key=lambda e: (e.block_number, e.tx_index, e.log_index))
+        return logs
+
+    # ------------------------------------------------------------------ dev-chain control
+
+    def mine(self, blocks: int = 1) -> None:
+        """Mine ``blocks`` empty blocks (devnet / in-process only)."""
+        if blocks < 0:
+            raise ChainConfigError("cannot mine a negative number of blocks")
+        if blocks == 0:
+            return
+        with self._guard():
+            if self._tester is not None:
+                self._tester.mine_blocks(blocks)
+            else:
+                self.web3.provider.make_request("anvil_mine", [hex(blocks)])  # type: ignore[arg-type]
+
+    def set_automine(self, enabled: bool) -> None:
+        """Mine every transaction at once (default) or only on :meth:`mine`."""
+        with self._guard():
+            if self._tester is not None:
+                if enabled:
+                    self._tester.enable_auto_mine_transactions()
+                else:
+                    self._tester.disable_auto_mine_transactions()
+            else:
+                self.web3.provider.make_request("evm_setAutomine", [enabled])  # type: ignore[arg-type]
+
+    def increase_time(self, seconds: int) -> None:
+        """Move the dev chain's clock forward and mine one block at the new time."""
+        if seconds < 0:
+            raise ChainConfigError("cannot move time backwards")
+        with self._guard():
+            if self._tester is not None:
+                latest = self.web3.eth.get_block("latest")
+                self._tester.time_travel(int(latest["timestamp"]) + seconds)
+            else:
+                self.web3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+                self.web3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]

@@ -1,0 +1,532 @@
+"""Typed Python wrappers of the four management contracts.
+
+Theory of operation: :func:`deploy_management` compiles and deploys NodeRegistry,
+ContractRegistry, CommandInbox and OutputRecords in dependency order and returns their
+:class:`ManagementAddresses` (JSON-saveable). :class:`ManagementContracts` binds those
+addresses to a :class:`~sealbridge.chain.adapter.ChainAdapter` and exposes one method
+per contract function, so other layers never touch an ABI. Transacting methods take the
+contract's arguments first and the sender's private key last, wait for the receipt and
+raise :class:`~sealbridge.chain.errors.TransactionReverted` (with the contract's revert
+string) when the contract refuses. Views return frozen Structs, or ``None`` for an
+unknown id. Each wrapper also computes the digest its contract verifies, bound to its
+own address and the chain id (see :mod:`sealbridge.chain.abi`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from sealbridge.chain.abi import (
+    AbiCodec,
+    Role,
+    checksum,
+    compute_contract_key_digest,
+    compute_output_digest,
+    compute_registration_digest,
+)
+from sealbridge.chain.adapter import ChainAdapter, TxReceipt
+from sealbridge.chain.compiler import CompiledContract, compile_contract
+from sealbridge.chain.errors import ChainConfigError, ChainError
+from sealbridge.core.encoding import Message, to_json
+from sealbridge.core.errors import EncodingError
+from sealbridge.core.ids import keccak
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+MAX_WORKERS = 16
+MAX_BATCH = 64
+MAX_CIPHERTEXT = 4096
+MAX_QUOTE = 8192
+MAX_WRAPPED_KEY = 256
+
+
+class ManagementAddresses(Message, frozen=True):
+    """Where the management contracts live on one chain."""
+
+    chain_id: int
+    node_registry: str
+    contract_registry: str
+    command_inbox: str
+    output_records: str
+    deployed_at_block: int
+    evm_version: str
+
+    def get_all(self) -> list[str]:
+        return [self.node_registry, self.contract_registry, self.command_inbox, self.output_records]
+
+    def to_json(self) -> str:
+        return to_json(self, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ManagementAddresses:
+        try:
+            return msgspec.json.decode(text, type=cls)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise EncodingError(f"malformed ManagementAddresses JSON: {exc}") from exc
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ManagementAddresses:
+        return cls.from_json(Path(path).read_bytes())
+
+
+class NodeRecord(Message, frozen=True):
+    """NodeRegistry.get_node."""
+
+    owner: str
+    role: int
+    identity_key: bytes
+    encryption_key: bytes
+    enclave_address: str
+    quote_hash: bytes
+    measurement: bytes
+    stake: int
+    expiry: int
+    active: bool
+
+
+class ContractRecord(Message, frozen=True):
+    """ContractRegistry.get_contract."""
+
+    contract_id: bytes
+    code_hash: bytes
+    deployer: str
+    gatekeeper_id: bytes
+    workers: list[bytes]
+    contract_public_key: bytes
+    wrapped_key: bytes
+    key_published: bool
+
+
+class OutputRecord(Message, frozen=True):
+    """OutputRecords.get_output; ``recorded_at`` is the block that stored it."""
+
+    contract_id: bytes
+    node_id: bytes
+    block_number: int
+    state_root: bytes
+    command_count: int
+    recorded_at: int
+
+
+class SubmittedCommand(Message, frozen=True):
+    """Where a command landed in the inbox."""
+
+    contract_id: bytes
+    seq: int
+    tx_hash: bytes
+    block_number: int
+    tx_index: int
+    log_index: int
+
+
+def _check_len(value: bytes, limit: int, what: str) -> bytes:
+    if not isinstance(value, bytes | bytearray):
+        raise ChainConfigError(f"{what} must be bytes")
+    if len(value) > limit:
+        raise ChainConfigError(f"{what} is {len(value)} bytes; the contract accepts {limit}")
+    return bytes(value)
+
+
+class _BoundContract:
+    name = ""
+
+    def __init__(self, adapter: ChainAdapter, address: str, compiled: CompiledContract) -> None:
+        self.adapter = adapter
+        self.address = checksum(address)
+        self.codec = AbiCodec(compiled.abi)
+
+    def _call(self, fn: str, *args: Any) -> tuple[Any, ...]:
+        function = self.codec.function(fn)
+        return function.decode_result(self.adapter.call(self.address, function.encode_call(args)))
+
+    def _transact(
+        self, fn: str, args: Sequence[Any], sender_key: bytes, value: int = 0
+    ) -> TxReceipt:
+        data = self.codec.function(fn).encode_call(args)
+        return self.adapter.transact(sender_key, to=self.address, data=data, value=value)
+
+    def _send(self, fn: str, args: Sequence[Any], sender_key: bytes, value: int = 0) -> bytes:
+        data = self.codec.function(fn).encode_call(args)
+        return self.adapter.send_transaction(sender_key, to=self.address, data=data, value=value)
+
+
+class NodeRegistry(_BoundContract):
+    name = "NodeRegistry"
+
+    def compute_registration_digest(
+        self,
+        *,
+        role: int,
+        identity_key: bytes,
+        encryption_key: bytes,
+        enclave_address: str,
+        quote_hash: bytes,
+        measurement: bytes,
+        expiry: int,
+    ) -> bytes:
+        """The digest an attestor's enclave signs to approve this registration."""
+        return compute_registration_digest(
+            registry=self.address,
+            chain_id=self.adapter.chain_id,
+            role=role,
+            identity_key=identity_key,
+            encryption_key=encryption_key,
+            enclave_address=enclave_address,
+            quote_hash=quote_hash,
+            measurement=measurement,
+            expiry=expiry,
+        )
+
+    def register_genesis_gatekeeper(
+        self,
+        identity_key: bytes,
+        encryption_key: bytes,
+        enclave_address: str,
+        measurement: bytes,
+        expiry: int,
+        quote: bytes,
+        sender_key: bytes,
+        *,
+        stake: int = 0,
+        quote_hash: bytes | None = None,
+    ) -> TxReceipt:
+        """Admin only: register the first gatekeeper (no attestor exists yet)."""
+        quote = _check_len(quote, MAX_QUOTE, "quote")
+        args = [
+            identity_key,
+            encryption_key,
+            checksum(enclave_address),
+            quote_hash if quote_hash is not None else keccak(quote),
+            measurement,
+            expiry,
+            quote,
+        ]
+        return self._transact("register_genesis_gatekeeper", args, sender_key, stake)
+
+    def register(
+        self,
+        role: int,
+        identity_key: bytes,
+        encryption_key: bytes,
+        enclave_address: str,
+        measurement: bytes,
+        expiry: int,
+        attestor_id: bytes,
+        approval: bytes,
+        quote: bytes,
+        sender_key: bytes,
+        *,
+        stake: int,
+        quote_hash: bytes | None = None,
+    ) -> TxReceipt:
+        """Register a node approved by an active gatekeeper's enclave signature."""
+        quote = _check_len(quote, MAX_QUOTE, "quote")
+        args = [
+            int(role),
+            identity_key,
+            encryption_key,
+            checksum(enclave_address),
+            quote_hash if quote_hash is not None else keccak(quote),
+            measurement,
+            expiry,
+            attestor_id,
+            _check_len(approval, 65, "approval"),
+            quote,
+        ]
+        return self._transact("register", args, sender_key, stake)
+
+    def get_node(self, node_id: bytes) -> NodeRecord | None:
+        (raw,) = self._call("get_node", node_id)
+        if raw[0] == ZERO_ADDRESS:
+            return None
+        return NodeRecord(
+            owner=checksum(raw[0]),
+            role=int(raw[1]),
+            identity_key=bytes(raw[2]),
+            encryption_key=bytes(raw[3]),
+            enclave_address=checksum(raw[4]),
+            quote_hash=bytes(raw[5]),
+            measurement=bytes(raw[6]),
+            stake=int(raw[7]),
+            expiry=int(raw[8]),
+            active=bool(raw[9]),
+        )
+
+    def is_active(self, node_id: bytes, role: int) -> bool:
+        return bool(self._call("is_active", node_id, int(role))[0])
+
+    def get_enclave_address(self, node_id: bytes) -> str:
+        return checksum(self._call("get_enclave_address", node_id)[0])
+
+    def get_admin(self) -> str:
+        return checksum(self._call("admin")[0])
+
+    def get_min_stake(self) -> int:
+        return int(self._call("min_stake")[0])
+
+    def get_node_count(self) -> int:
+        return int(self._call("node_count")[0])
+
+
+class ContractRegistry(_BoundContract):
+    name = "ContractRegistry"
+
+    def compute_contract_key_digest(
+        self, contract_id: bytes, contract_public_key: bytes, wrapped_key: bytes
+    ) -> bytes:
+        """The digest the assigned gatekeeper's enclave signs to publish a key."""
+        return compute_contract_key_digest(
+            contract_registry=self.address,
+            chain_id=self.adapter.chain_id,
+            contract_id=contract_id,
+            contract_public_key=contract_public_key,
+            wrapped_key=wrapped_key,
+        )
+
+    def deploy(
+        self,
+        contract_id: bytes,
+        code_hash: bytes,
+        gatekeeper_id: bytes,
+        workers: Sequence[bytes],
+        sender_key: bytes,
+    ) -> TxReceipt:
+        """Deploy a confidential contract; the sender becomes its deployer."""
+        if len(workers) > MAX_WORKERS:
+            raise ChainConfigError(f"at most {MAX_WORKERS} workers per contract")
+        args = [contract_id, code_hash, gatekeeper_id, list(workers)]
+        return self._transact("deploy", args, sender_key)
+
+    def publish_contract_key(
+        self,
+        contract_id: bytes,
+        contract_public_key: bytes,
+        wrapped_key: bytes,
+        signature: bytes,
+        sender_key: bytes,
+    ) -> TxReceipt:
+        """Publish the contract key, signed by the assigned gatekeeper's enclave."""
+        args = [
+            contract_id,
+            contract_public_key,
+            _check_len(wrapped_key, MAX_WRAPPED_KEY, "wrapped_key"),
+            _check_len(signature, 65, "signature"),
+        ]
+        return self._transact("publish_contract_key", args, sender_key)
+
+    def get_contract(self, contract_id: bytes) -> ContractRecord | None:
+        (raw,) = self._call("get_contract", contract_id)
+        if raw[1] == ZERO_ADDRESS:
+            return None
+        return ContractRecord(
+            contract_id=bytes(contract_id),
+            code_hash=bytes(raw[0]),
+            deployer=checksum(raw[1]),
+            gatekeeper_id=bytes(raw[2]),
+            workers=[bytes(w) for w in raw[3]],
+            contract_public_key=bytes(raw[4]),
+            wrapped_key=bytes(raw[5]),
+            key_published=bool(raw[6]),
+        )
+
+    def is_assigned(self, contract_id: bytes, worker_id: bytes) -> bool:
+        return bool(self._call("is_assigned", contract_id, worker_id)[0])
+
+    def is_key_published(self, contract_id: bytes) -> bool:
+        return bool(self._call("is_key_published", contract_id)[0])
+
+    def get_contract_count(self) -> int:
+        return int(self._call("contract_count")[0])
+
+
+class CommandInbox(_BoundContract):
+    name = "CommandInbox"
+
+    def _commands(self, receipt: TxReceipt) -> list[SubmittedCommand]:
+        event = self.codec.event_by_name("Command")
+        out: list[SubmittedCommand] = []
+        for log in receipt.logs:
+            if log.address == self.address and log.topics and log.topics[0] == event.topic:
+                args = event.decode(log.topics, log.data)
+                out.append(
+                    SubmittedCommand(
+                        contract_id=args["contract_id"],
+                        seq=args["seq"],
+                        tx_hash=receipt.tx_hash,
+                        block_number=receipt.block_number,
+                        tx_index=receipt.tx_index,
+                        log_index=log.log_index,
+                    )
+                )
+        return out
+
+    def submit(self, contract_id: bytes, ciphertext: bytes, sender_key: bytes) -> SubmittedCommand:
+        """Append one encrypted command; wait and return where it landed."""
+        ciphertext = _check_len(ciphertext, MAX_CIPHERTEXT, "ciphertext")
+        receipt = self._transact("submit", [contract_id, ciphertext], sender_key)
+        commands = self._commands(receipt)
+        if len(commands) != 1:
+            raise ChainError(f"expected one Command event, got {len(commands)}")
+        return commands[0]
+
+    def send_submit(self, contract_id: bytes, ciphertext: bytes, sender_key: bytes) -> bytes:
+        """Like :meth:`submit` but return the tx hash at once (pipelined sending)."""
+        ciphertext = _check_len(ciphertext, MAX_CIPHERTEXT, "ciphertext")
+        return self._send("submit", [contract_id, ciphertext], sender_key)
+
+    def submit_batch(
+        self, commands: Sequence[tuple[bytes, bytes]], sender_key: bytes
+    ) -> list[SubmittedCommand]:
+        """Append up to 64 ``(contract_id, ciphertext)`` commands in one transaction."""
+        if not 1 <= len(commands) <= MAX_BATCH:
+            raise ChainConfigError(f"a batch holds 1..{MAX_BATCH} commands")
+        ids = [cid for cid, _ in commands]
+        texts = [_check_len(ct, MAX_CIPHERTEXT, "ciphertext") for _, ct in commands]
+        return self._commands(self._transact("submit_batch", [ids, texts], sender_key))
+
+    def get_command_count(self) -> int:
+        return int(self._call("command_count")[0])
+
+
+class OutputRecords(_BoundContract):
+    name = "OutputRecords"
+
+    def compute_output_digest(
+        self, contract_id: bytes, block_number: int, state_root: bytes, command_count: int
+    ) -> bytes:
+        """The digest a worker's enclave signs to record an output."""
+        return compute_output_digest(
+            output_records=self.address,
+            chain_id=self.adapter.chain_id,
+            contract_id=contract_id,
+            block_number=block_number,
+            state_root=state_root,
+            command_count=command_count,
+        )
+
+    def record(
+        self,
+        contract_id: bytes,
+        block_number: int,
+        state_root: bytes,
+        command_count: int,
+        node_id: bytes,
+        signature: bytes,
+        sender_key: bytes,
+    ) -> TxReceipt:
+        """Record a worker's signed output (latest per contract and node)."""
+        args = [
+            contract_id,
+            block_number,
+            state_root,
+            command_count,
+            node_id,
+            _check_len(signature, 65, "signature"),
+        ]
+        return self._transact("record", args, sender_key)
+
+    def get_output(self, contract_id: bytes, node_id: bytes) -> OutputRecord | None:
+        (raw,) = self._call("get_output", contract_id, node_id)
+        if not raw[4]:
+            return None
+        return OutputRecord(
+            contract_id=bytes(contract_id),
+            node_id=bytes(node_id),
+            block_number=int(raw[0]),
+            state_root=bytes(raw[1]),
+            command_count=int(raw[2]),
+            recorded_at=int(raw[3]),
+        )
+
+
+class ManagementContracts:
+    """The four management contracts bound to one adapter."""
+
+    def __init__(self, adapter: ChainAdapter, addresses: ManagementAddresses) -> None:
+        if addresses.chain_id != adapter.chain_id:
+            raise ChainConfigError(
+                f"addresses are for chain {addresses.chain_id}, adapter is on {adapter.chain_id}"
+            )
+        ev = addresses.evm_version
+        self.adapter = adapter
+        self.addresses = addresses
+        self.node_registry = NodeRegistry(
+            adapter, addresses.node_registry, compile_contract("NodeRegistry", evm_version=ev)
+        )
+        self.contract_registry = ContractRegistry(
+            adapter,
+            addresses.contract_registry,
+            compile_contract("ContractRegistry", evm_version=ev),
+        )
+        self.command_inbox = CommandInbox(
+            adapter, addresses.command_inbox, compile_contract("CommandInbox", evm_version=ev)
+        )
+        self.output_records = OutputRecords(
+            adapter, addresses.output_records, compile_contract("OutputRecords", evm_version=ev)
+        )
+
+    def get_codecs(self) -> dict[str, AbiCodec]:
+        """ABI codec per (checksummed) contract address, for decoding logs."""
+        return {
+            c.address: c.codec
+            for c in (
+                self.node_registry,
+                self.contract_registry,
+                self.command_inbox,
+                self.output_records,
+            )
+        }
+
+
+def deploy_management(
+    adapter: ChainAdapter, admin_key: bytes, min_stake: int
+) -> ManagementAddresses:
+    """Compile and deploy the four management contracts; the admin key pays and owns."""
+    if min_stake < 0:
+        raise ChainConfigError("min_stake must be non-negative")
+    ev = adapter.evm_version
+    compiled = {
+        name: compile_contract(name, evm_version=ev)
+        for name in ("NodeRegistry", "ContractRegistry", "CommandInbox", "OutputRecords")
+    }
+
+    def deploy(name: str, args: list[Any]) -> str:
+        c = compiled[name]
+        return adapter.deploy(admin_key, c.bytecode, AbiCodec(c.abi).encode_constructor(args))
+
+    node_registry = deploy("NodeRegistry", [min_stake])
+    first_block = adapter.get_block_number()
+    contract_registry = deploy("ContractRegistry", [node_registry])
+    command_inbox = deploy("CommandInbox", [contract_registry])
+    output_records = deploy("OutputRecords", [node_registry, contract_registry])
+    return ManagementAddresses(
+        chain_id=adapter.chain_id,
+        node_registry=node_registry,
+        contract_registry=contract_registry,
+        command_inbox=command_inbox,
+        output_records=output_records,
+        deployed_at_block=first_block,
+        evm_version=ev,
+    )
+
+
+__all__ = [
+    "CommandInbox",
+    "ContractRecord",
+    "ContractRegistry",
+    "ManagementAddresses",
+    "ManagementContracts",
+    "NodeRecord",
+    "NodeRegistry",
+    "OutputRecord",
+    "OutputRecords",
+    "Role",
+    "SubmittedCommand",
+    "deploy_management",
+]

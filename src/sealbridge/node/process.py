@@ -1,0 +1,79 @@
+"""Entry point of a node process: ``python -m sealbridge.node <config.json>``.
+
+Wires a role's host to its enclave (sim TEE backend: a child process), the chain (JSON-RPC)
+and an HTTP API (FastAPI on uvicorn, loopback), and runs the chain follower in a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from sealbridge.chain.adapter import ChainAdapter
+from sealbridge.core.errors import SealbridgeError
+from sealbridge.net.http import add_bytes_route, add_json_route, install_error_handler
+from sealbridge.node.config import GATEKEEPER, NodeConfig, load_node_config
+from sealbridge.node.gatekeeper import GatekeeperHost
+from sealbridge.node.worker import WorkerHost
+from sealbridge.tee.sim import SimBackend
+
+WORKER_PROGRAM = "sealbridge.runtime.enclave:WorkerProgram"
+GATEKEEPER_PROGRAM = "sealbridge.keyservice.enclave:GatekeeperProgram"
+
+
+def build_app(config: NodeConfig) -> tuple[FastAPI, threading.Thread, object]:
+    home = Path(config.home)
+    home.mkdir(parents=True, exist_ok=True)
+    chain = ChainAdapter.rpc(config.rpc_url)
+    program = GATEKEEPER_PROGRAM if config.role == GATEKEEPER else WORKER_PROGRAM
+    enclave = SimBackend().launch(
+        program,
+        platform_key_file=Path(config.platform_key_file),
+        sealed_identity_file=home / "identity.sealed",
+    )
+    app = FastAPI(title=f"sealbridge {config.role} {config.name}")
+    install_error_handler(app)
+    if config.role == GATEKEEPER:
+        gk = GatekeeperHost(config, enclave, chain)
+        add_bytes_route(app, "/v1/attest", gk.on_attest)
+        add_bytes_route(app, "/v1/keys", gk.on_key_request)
+        add_json_route(app, "/v1/info", gk.get_info)
+        add_json_route(app, "/v1/status", gk.get_status)
+        host: GatekeeperHost | WorkerHost = gk
+    else:
+        worker = WorkerHost(config, enclave, chain)
+        add_bytes_route(app, "/v1/query", worker.on_query)
+        add_json_route(app, "/v1/status", worker.get_status)
+        host = worker
+    thread = threading.Thread(target=host.run, name=f"{config.role}-follower", daemon=True)
+    return app, thread, host
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m sealbridge.node <node-config.json>", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        config = load_node_config(Path(args[0]))
+        app, thread, host = build_app(config)
+    except SealbridgeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    thread.start()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning")
+    )
+    server.run()
+    stop = getattr(host, "stop", None)
+    if callable(stop):
+        stop()
+    return 0

@@ -1,0 +1,263 @@
+"""The worker host: the untrusted half of a worker node.
+
+Theory of operation
+-------------------
+The host only moves bytes between the chain, the network and its enclave:
+
+1. **Registration.** It asks its enclave for a quote over the enclave's keys, sends the
+   quote to the gatekeeper (``POST /v1/attest``) for an approval signature, and registers
+   on the NodeRegistry with that approval and its stake.
+2. **Following.** A :class:`BlockFollower` delivers final blocks in order. For every
+   ``ContractKeyPublished`` of a contract the worker is assigned to, the host has the
+   enclave sign a key request, fetches the key release from the gatekeeper and installs
+   it in the enclave. For every block, the ``Command`` events of each installed contract
+   go to the enclave as one :class:`BlockInput` (block-atomic order: transaction index,
+   log index).
+3. **Outputs.** After a block with commands the host stores the sealed state the enclave
+   returned (state at rest is always encrypted), and records the enclave-signed
+   (block, state root, command count) on the OutputRecords contract.
+4. **Queries.** ``POST /v1/query`` passes the caller's signed query to the enclave and
+   returns the enclave's answer, which is encrypted to the caller: the host sees neither.
+
+States: ``STARTING`` -> ``REGISTERING`` -> ``FOLLOWING`` (or ``FAILED`` with a reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from sealbridge.chain.abi import Role
+from sealbridge.chain.adapter import ChainAdapter
+from sealbridge.chain.follower import BlockFollower, ChainEvent, ObservedBlock
+from sealbridge.chain.management import ManagementAddresses, ManagementContracts
+from sealbridge.core.encoding import decode, encode
+from sealbridge.core.errors import SealbridgeError
+from sealbridge.core.ids import to_hex
+from sealbridge.keyservice.messages import KeyRelease, RegistrationApproval, RegistrationRequest
+from sealbridge.net.http import NodeClient
+from sealbridge.node.config import NodeConfig
+from sealbridge.runtime.ecalls import WorkerEnclaveClient
+from sealbridge.runtime.messages import BlockInput, InboxCommand, InstallContract, SignOutput
+from sealbridge.tee.backend import EnclaveHandle
+
+log = logging.getLogger("sealbridge.worker")
+
+
+class WorkerPhase(Enum):
+    STARTING = "starting"
+    REGISTERING = "registering"
+    FOLLOWING = "following"
+    FAILED = "failed"
+
+
+class WorkerHost:
+    def __init__(self, config: NodeConfig, enclave: EnclaveHandle, chain: ChainAdapter) -> None:
+        self.config = config
+        self.enclave = enclave
+        self.calls = WorkerEnclaveClient(enclave)
+        self.chain = chain
+        self.addresses = ManagementAddresses.load(config.addresses_file)
+        self.mgmt = ManagementContracts(chain, self.addresses)
+        self.eth_key = bytes.fromhex(config.eth_private_key.removeprefix("0x"))
+        self.node_id = enclave.node_keys.identity_key
+        self.state_dir = Path(config.home) / "state"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.phase = WorkerPhase.STARTING
+        self.error = ""
+        self.height = 0
+        self.installed: dict[bytes, int] = {}  # contract id -> height applied in the enclave
+        self.outputs_recorded = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # -- registration ---------------------------------------------------------------
+    def ensure_registered(self) -> None:
+        self.phase = WorkerPhase.REGISTERING
+        if self.mgmt.node_registry.is_active(self.node_id, Role.WORKER):
+            log.info("already registered as %s", to_hex(self.node_id))
+            return
+        quote = self.enclave.get_quote()
+        now = int(time.time())
+        request = RegistrationRequest(
+            role=int(Role.WORKER),
+            node=self.enclave.node_keys,
+            quote=quote,
+            expiry=now + self.config.registration_ttl,
+            chain_id=self.chain.chain_id,
+            registry_address=self.addresses.node_registry,
+        )
+        with NodeClient(self.config.gatekeeper_url) as gk:
+            approval = decode(gk.post("/v1/attest", encode(request)), RegistrationApproval)
+        keys = self.enclave.node_keys
+        self.mgmt.node_registry.register(
+            int(Role.WORKER),
+            keys.identity_key,
+            keys.encryption_key,
+            to_hex(keys.eth_address),
+            approval.measurement,
+            approval.expiry,
+            approval.attestor_id,
+            approval.signature,
+            quote,
+            self.eth_key,
+            stake=self.config.stake_wei,
+        )
+        log.info("registered worker %s", to_hex(self.node_id))
+
+    # -- following ------------------------------------------------------------------
+    def run(self) -> None:
+        """Register, then follow the chain until stopped; failures are kept in status."""
+        try:
+            self.ensure_registered()
+            follower = BlockFollower(
+                self.chain,
+                self.addresses,
+                start_block=self.addresses.deployed_at_block,
+                confirmations=self.config.confirmations,
+            )
+            self.phase = WorkerPhase.FOLLOWING
+            while not self._stop.is_set():
+                blocks = follower.poll()
+                for block in blocks:
+                    self.on_block(block)
+                if not blocks:
+                    self._stop.wait(self.config.poll_interval)
+        except SealbridgeError as exc:
+            self.phase = WorkerPhase.FAILED
+            self.error = f"{type(exc).__name__}: {exc.message}"
+            log.exception("worker stopped")
+        except Exception as exc:  # keep the process up to report the failure in status
+            self.phase = WorkerPhase.FAILED
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("worker crashed")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def on_block(self, block: ObservedBlock) -> None:
+        commands: dict[bytes, list[InboxCommand]] = {}
+        for event in block.events:
+            if event.name == "ContractKeyPublished":
+                self.on_key_published(event)
+            elif event.name == "Command":
+                contract_id = bytes(event.args["contract_id"])
+                if contract_id in self.installed:
+                    commands.setdefault(contract_id, []).append(
+                        InboxCommand(
+                            seq=int(event.args["seq"]),
+                            tx_index=event.tx_index,
+                            log_index=event.log_index,
+                            ciphertext=bytes(event.args["ciphertext"]),
+                        )
+                    )
+        for contract_id, items in commands.items():
+            if block.number > self.installed[contract_id]:  # resumed state already has it
+                self.process_commands(block, contract_id, items)
+        self.height = block.number
+
+    def on_key_published(self, event: ChainEvent) -> None:
+        contract_id = bytes(event.args["contract_id"])
+        if not self.mgmt.contract_registry.is_assigned(contract_id, self.node_id):
+            return
+        record = self.mgmt.contract_registry.get_contract(contract_id)
+        if record is None:
+            return
+        request = self.calls.make_key_request(contract_id)
+        with NodeClient(self.config.gatekeeper_url) as gk:
+            release = decode(gk.post("/v1/keys", encode(request)), KeyRelease)
+        sealed_file = self.state_dir / f"{contract_id.hex()}.sealed"
+        sealed = sealed_file.read_bytes() if sealed_file.exists() else b""
+        with self._lock:
+            status = self.calls.install_contract(
+                InstallContract(
+                    contract_id=contract_id,
+                    code_hash=record.code_hash,
+                    contract_public_key=record.contract_public_key,
+                    wrapped_key=release.wrapped_key,
+                    gatekeeper_key=release.gatekeeper_key,
+                    sealed_state=sealed,
+                )
+            )
+        self.installed[contract_id] = status.height
+        log.info("installed contract %s", to_hex(contract_id))
+
+    def process_commands(
+        self, block: ObservedBlock, contract_id: bytes, commands: list[InboxCommand]
+    ) -> None:
+        with self._lock:
+            output = self.calls.process_block(
+                BlockInput(
+                    contract_id=contract_id,
+                    number=block.number,
+                    block_hash=block.hash,
+                    commands=commands,
+                )
+            )
+            signature = self.calls.sign_output(
+                SignOutput(
+                    contract_id=contract_id,
+                    number=block.number,
+                    chain_id=self.chain.chain_id,
+                    outputs_address=bytes.fromhex(self.addresses.output_records[2:]),
+                )
+            )
+        sealed_file = self.state_dir / f"{contract_id.hex()}.sealed"
+        tmp = sealed_file.with_suffix(".tmp")
+        tmp.write_bytes(output.sealed_state)
+        tmp.replace(sealed_file)
+        self.installed[contract_id] = block.number
+        try:
+            self.mgmt.output_records.record(
+                contract_id,
+                block.number,
+                output.state_root,
+                output.command_count,
+                self.node_id,
+                signature,
+                self.eth_key,
+            )
+            self.outputs_recorded += 1
+        except SealbridgeError as exc:  # the output is advisory; execution goes on
+            log.warning("could not record output of block %d: %s", block.number, exc.message)
+        ok = sum(1 for r in output.receipts if r.ok)
+        log.info(
+            "block %d contract %s: %d commands (%d ok), root %s",
+            block.number,
+            to_hex(contract_id)[:14],
+            output.command_count,
+            ok,
+            to_hex(output.state_root)[:18],
+        )
+
+    # -- queries and status -------------------------------------------------------------
+    def on_query(self, payload: bytes) -> bytes:
+        with self._lock:
+            return self.calls.answer_query(payload)
+
+    def get_status(self) -> dict[str, Any]:
+        with self._lock:
+            contracts = self.calls.get_status() if self.installed else []
+        return {
+            "role": "worker",
+            "name": self.config.name,
+            "node_id": to_hex(self.node_id),
+            "phase": self.phase.value,
+            "error": self.error,
+            "height": self.height,
+            "measurement": to_hex(self.enclave.measurement),
+            "outputs_recorded": self.outputs_recorded,
+            "contracts": [
+                {
+                    "contract_id": to_hex(c.contract_id),
+                    "height": c.height,
+                    "state_root": to_hex(c.state_root),
+                    "commands_applied": c.commands_applied,
+                }
+                for c in contracts
+            ],
+        }

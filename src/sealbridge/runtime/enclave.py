@@ -1,0 +1,68 @@
+"""The worker's enclave program: the ECALL table around :class:`WorkerRuntime`.
+
+Runs inside the enclave process (``sealbridge.runtime.enclave:WorkerProgram``). Every
+ECALL decodes its canonical input (malformed bytes become a typed EncodingError), calls
+the runtime core and encodes the answer. Time comes from the enclave's platform clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from sealbridge.core.encoding import decode, encode
+from sealbridge.keyservice.messages import KEY_REQUEST_SIGN_TAG, KeyRequest, KeyRequestBody
+from sealbridge.runtime.ecalls import MakeKeyRequest, SealedAnswer, Signature, StatusList
+from sealbridge.runtime.messages import BlockInput, InstallContract, SignedQuery, SignOutput
+from sealbridge.runtime.worker import WorkerRuntime
+from sealbridge.tee.enclave import EnclaveContext
+
+
+class WorkerProgram:
+    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] = time.time) -> None:
+        self.ctx = ctx
+        self.clock = clock
+        self.runtime = WorkerRuntime(ctx)
+
+    def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
+        return {
+            "make_key_request": self.make_key_request,
+            "install_contract": self.install_contract,
+            "process_block": self.process_block,
+            "sign_output": self.sign_output,
+            "query": self.query,
+            "get_status": self.get_status,
+        }
+
+    def make_key_request(self, payload: bytes) -> bytes:
+        request = decode(payload, MakeKeyRequest)
+        body = encode(
+            KeyRequestBody(
+                contract_id=request.contract_id,
+                worker_id=self.ctx.identity.identity_key,
+                issued_at=int(self.clock()),
+            )
+        )
+        return encode(
+            KeyRequest(
+                body=body,
+                signature=self.ctx.sign_identity(KEY_REQUEST_SIGN_TAG + body),
+                node=self.ctx.identity,
+                quote=self.ctx.get_identity_quote(),
+            )
+        )
+
+    def install_contract(self, payload: bytes) -> bytes:
+        return encode(self.runtime.install_contract(decode(payload, InstallContract)))
+
+    def process_block(self, payload: bytes) -> bytes:
+        return encode(self.runtime.process_block(decode(payload, BlockInput)))
+
+    def sign_output(self, payload: bytes) -> bytes:
+        return encode(Signature(signature=self.runtime.sign_output(decode(payload, SignOutput))))
+
+    def query(self, payload: bytes) -> bytes:
+        return encode(SealedAnswer(sealed=self.runtime.answer_query(decode(payload, SignedQuery))))
+
+    def get_status(self, payload: bytes) -> bytes:
+        return encode(StatusList(contracts=self.runtime.get_status()))

@@ -1,0 +1,90 @@
+"""The trusted side of the ECALL boundary: start a program and dispatch calls to it.
+
+Theory of operation: :func:`start_enclave` does what the platform does when an enclave is
+created -- compute the measurement, load the (simulated) platform key, build the
+:class:`EnclaveContext` (which generates or unseals the identity), construct the program
+and read its ECALL table. :meth:`EnclaveDispatcher.process_request` turns one
+:class:`EcallRequest` into one :class:`EcallReply`; any exception raised by trusted code
+becomes an error reply (class name, ``code``, message -- never a traceback, which could
+carry secrets). The same dispatcher serves the child process (``tee.sim_enclave``) and the
+in-process backend, so both behave identically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sealbridge.core.errors import SealbridgeError
+from sealbridge.tee.backend import ECALL_GET_QUOTE, EcallReply, EcallRequest, EnclaveHello
+from sealbridge.tee.enclave import (
+    Ecall,
+    EnclaveContext,
+    get_program_ecalls,
+    load_program_class,
+)
+from sealbridge.tee.errors import UnknownEcall
+from sealbridge.tee.measurement import compute_sim_measurement
+from sealbridge.tee.quote import load_sim_platform_key
+
+
+def compute_error_reply(exc: BaseException) -> EcallReply:
+    """The error frame for an exception raised inside the enclave."""
+    code = exc.code if isinstance(exc, SealbridgeError) else "exception"
+    message = exc.message if isinstance(exc, SealbridgeError) else str(exc)
+    return EcallReply(
+        ok=False, error_kind=type(exc).__name__, error_code=code, error_message=message
+    )
+
+
+class EnclaveDispatcher:
+    """A started program and its ECALL table."""
+
+    def __init__(self, ctx: EnclaveContext, ecalls: dict[str, Ecall]) -> None:
+        self.ctx = ctx
+        self._ecalls: dict[str, Ecall] = {ECALL_GET_QUOTE: self._on_get_quote, **ecalls}
+
+    def _on_get_quote(self, payload: bytes) -> bytes:
+        return self.ctx.get_identity_quote()
+
+    def get_hello(self) -> EnclaveHello:
+        return EnclaveHello(
+            program=self.ctx.program,
+            measurement=self.ctx.measurement,
+            node_keys=self.ctx.identity,
+            ecalls=sorted(self._ecalls),
+        )
+
+    def process_request(self, request: EcallRequest) -> EcallReply:
+        fn = self._ecalls.get(request.name)
+        if fn is None:
+            return compute_error_reply(UnknownEcall(f"no ECALL named {request.name!r}"))
+        try:
+            result = fn(bytes(request.payload))
+            if not isinstance(result, bytes | bytearray):
+                raise TypeError(f"ECALL {request.name!r} returned {type(result).__name__}")
+        except Exception as exc:  # trusted code's failure becomes an error frame
+            return compute_error_reply(exc)
+        return EcallReply(ok=True, payload=bytes(result))
+
+
+def start_enclave(
+    program: str,
+    *,
+    platform_key_file: Path,
+    sealed_identity_file: Path | None = None,
+    clock: Callable[[], float] = time.time,
+) -> EnclaveDispatcher:
+    """Create the enclave: measure, load the platform key, build context and program."""
+    measurement = compute_sim_measurement(program)
+    cls = load_program_class(program)
+    ctx = EnclaveContext(
+        program=program,
+        measurement=measurement,
+        platform_private_key=load_sim_platform_key(platform_key_file),
+        sealed_identity_file=sealed_identity_file,
+        clock=clock,
+    )
+    instance = cls(ctx)
+    return EnclaveDispatcher(ctx, get_program_ecalls(instance))

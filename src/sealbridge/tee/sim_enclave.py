@@ -1,0 +1,71 @@
+"""Entry point of a sim enclave process: ``python -m sealbridge.tee.sim_enclave``.
+
+Theory of operation: the host starts this module as a child process with the program's
+import path, the platform key file and optionally a sealed-identity file. The process
+first moves its real stdout aside (so a stray ``print`` in trusted code goes to stderr
+and cannot corrupt the frame stream), starts the enclave, sends the hello frame, then
+serves one reply per request frame read from stdin until stdin closes, and exits 0.
+If the enclave cannot start it sends an error frame and exits 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+from sealbridge.core.encoding import decode, encode
+from sealbridge.core.errors import EncodingError
+from sealbridge.tee.backend import EcallReply, EcallRequest, compute_frame, read_frame
+from sealbridge.tee.dispatch import compute_error_reply, start_enclave
+
+EXIT_LAUNCH_FAILED = 3
+EXIT_PROTOCOL_ERROR = 4
+
+
+def _send(out: BinaryIO, reply: EcallReply) -> None:
+    out.write(compute_frame(encode(reply)))
+    out.flush()
+
+
+def _take_stdio() -> tuple[BinaryIO, BinaryIO]:
+    """Private binary streams for the frames; fd 1 becomes a copy of stderr."""
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(0, "rb", buffering=0), os.fdopen(out_fd, "wb")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sealbridge.tee.sim_enclave")
+    parser.add_argument("--program", required=True)
+    parser.add_argument("--platform-key-file", required=True, type=Path)
+    parser.add_argument("--sealed-identity-file", type=Path, default=None)
+    args = parser.parse_args(argv)
+    inp, out = _take_stdio()
+    try:
+        dispatcher = start_enclave(
+            args.program,
+            platform_key_file=args.platform_key_file,
+            sealed_identity_file=args.sealed_identity_file,
+        )
+    except Exception as exc:  # report why the enclave did not start, then exit
+        _send(out, compute_error_reply(exc))
+        return EXIT_LAUNCH_FAILED
+    _send(out, EcallReply(ok=True, payload=encode(dispatcher.get_hello())))
+    while True:
+        try:
+            frame = read_frame(inp)
+            if frame is None:
+                return 0
+            request = decode(frame, EcallRequest)
+        except EncodingError as exc:
+            _send(out, compute_error_reply(exc))
+            return EXIT_PROTOCOL_ERROR
+        _send(out, dispatcher.process_request(request))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
