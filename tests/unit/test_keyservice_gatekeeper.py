@@ -36,7 +36,9 @@ FACTS = ChainFacts(worker_active=True, worker_assigned=True, key_published=True)
 
 def enclave(measurement: bytes, platform: bytes = PLATFORM) -> EnclaveContext:
     return EnclaveContext(
-        program="tests:Node", measurement=measurement, platform_private_key=platform,
+        program="tests:Node",
+        measurement=measurement,
+        platform_private_key=platform,
         clock=lambda: float(NOW),
     )
 
@@ -44,33 +46,50 @@ def enclave(measurement: bytes, platform: bytes = PLATFORM) -> EnclaveContext:
 @pytest.fixture
 def gatekeeper() -> Gatekeeper:
     return Gatekeeper(
-        root_key=bytes([3]) * 32, enclave=enclave(GOOD),
+        root_key=bytes([3]) * 32,
+        enclave=enclave(GOOD),
         policy=devnet_policy(PLATFORM_PUB, [GOOD]),
     )
 
 
 def registration(node: EnclaveContext, quote: bytes | None = None) -> RegistrationRequest:
     return RegistrationRequest(
-        role=2, node=node.identity, quote=quote or node.get_identity_quote(),
-        expiry=NOW + 3600, chain_id=31337, registry_address=REGISTRY,
+        role=2,
+        node=node.identity,
+        quote=quote or node.get_identity_quote(),
+        expiry=NOW + 3600,
+        chain_id=31337,
+        registry_address=REGISTRY,
     )
 
 
 def key_request(node: EnclaveContext, issued_at: int = NOW) -> KeyRequest:
-    body = encode(KeyRequestBody(contract_id=CONTRACT_ID, worker_id=node.identity.identity_key,
-                                 issued_at=issued_at))
-    return KeyRequest(body=body, signature=node.sign_identity(KEY_REQUEST_SIGN_TAG + body),
-                      node=node.identity, quote=node.get_identity_quote())
+    body = encode(
+        KeyRequestBody(
+            contract_id=CONTRACT_ID, worker_id=node.identity.identity_key, issued_at=issued_at
+        )
+    )
+    return KeyRequest(
+        body=body,
+        signature=node.sign_identity(KEY_REQUEST_SIGN_TAG + body),
+        node=node.identity,
+        quote=node.get_identity_quote(),
+    )
 
 
 def test_approval_recovers_to_the_gatekeeper_enclave(gatekeeper: Gatekeeper) -> None:
     worker = enclave(GOOD)
     approval = gatekeeper.approve_registration(registration(worker), NOW)
     digest = compute_registration_digest(
-        registry=REGISTRY, chain_id=31337, role=2,
-        identity_key=worker.identity.identity_key, encryption_key=worker.identity.encryption_key,
+        registry=REGISTRY,
+        chain_id=31337,
+        role=2,
+        identity_key=worker.identity.identity_key,
+        encryption_key=worker.identity.encryption_key,
         enclave_address=to_checksum_address(worker.identity.eth_address),
-        quote_hash=approval.quote_hash, measurement=GOOD, expiry=NOW + 3600,
+        quote_hash=approval.quote_hash,
+        measurement=GOOD,
+        expiry=NOW + 3600,
     )
     signer = recover_signer(digest, approval.signature)
     assert signer.lower() == "0x" + gatekeeper.enclave.identity.eth_address.hex()
@@ -109,26 +128,48 @@ def test_bad_quotes_are_refused(gatekeeper: Gatekeeper, case: str, error: type[E
 
 def test_key_release_reaches_only_the_attested_worker(gatekeeper: Gatekeeper) -> None:
     published = gatekeeper.publish_contract_key(
-        PublishKeyRequest(contract_id=CONTRACT_ID, chain_id=31337, contract_registry_address=CONTRACTS)
+        PublishKeyRequest(
+            contract_id=CONTRACT_ID, chain_id=31337, contract_registry_address=CONTRACTS
+        )
     )
     node = enclave(GOOD)
     release = gatekeeper.release_contract_key(key_request(node), FACTS, NOW)
     worker = WorkerRuntime(node)
-    status = worker.install_contract(InstallContract(
-        contract_id=CONTRACT_ID, code_hash=get_code_hash("token"),
-        contract_public_key=published.contract_public_key, wrapped_key=release.wrapped_key,
-        gatekeeper_key=release.gatekeeper_key))
+    status = worker.install_contract(
+        InstallContract(
+            contract_id=CONTRACT_ID,
+            code_hash=get_code_hash("token"),
+            contract_public_key=published.contract_public_key,
+            wrapped_key=release.wrapped_key,
+            gatekeeper_key=release.gatekeeper_key,
+        )
+    )
     assert status.height == 0
     # Every call derives the same contract key from the root.
     again = gatekeeper.publish_contract_key(
-        PublishKeyRequest(contract_id=CONTRACT_ID, chain_id=31337, contract_registry_address=CONTRACTS)
+        PublishKeyRequest(
+            contract_id=CONTRACT_ID, chain_id=31337, contract_registry_address=CONTRACTS
+        )
     )
     assert again.contract_public_key == published.contract_public_key
-    assert compute_contract_keys(CONTRACT_ID, bytes(32)).command_public_key != published.contract_public_key
+    assert (
+        compute_contract_keys(CONTRACT_ID, bytes(32)).command_public_key
+        != published.contract_public_key
+    )
 
 
-@pytest.mark.parametrize("case", ["not_assigned", "inactive", "unpublished", "stale", "bad_sig",
-                                  "other_worker", "bad_measurement"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "not_assigned",
+        "inactive",
+        "unpublished",
+        "stale",
+        "bad_sig",
+        "other_worker",
+        "bad_measurement",
+    ],
+)
 def test_key_requests_are_refused(gatekeeper: Gatekeeper, case: str) -> None:
     node = enclave(GOOD)
     request = key_request(node)
@@ -143,11 +184,17 @@ def test_key_requests_are_refused(gatekeeper: Gatekeeper, case: str) -> None:
     elif case == "stale":
         request = key_request(node, issued_at=NOW - 3600)
     elif case == "bad_sig":
-        request = KeyRequest(body=request.body, signature=bytes(64), node=request.node, quote=request.quote)
+        request = KeyRequest(
+            body=request.body, signature=bytes(64), node=request.node, quote=request.quote
+        )
     elif case == "other_worker":
         other = enclave(GOOD)
-        request = KeyRequest(body=request.body, signature=request.signature, node=other.identity,
-                             quote=other.get_identity_quote())
+        request = KeyRequest(
+            body=request.body,
+            signature=request.signature,
+            node=other.identity,
+            quote=other.get_identity_quote(),
+        )
     else:
         request = key_request(enclave(BAD))
         expected = tee_errors.MeasurementRefused

@@ -24,13 +24,17 @@ BOB, BOB_PUB = ed25519_keypair(b"b" * 32)
 
 def make_enclave() -> EnclaveContext:
     """A fresh in-process enclave context (fresh identity keys), no child process."""
-    return EnclaveContext(program="tests:Worker", measurement=bytes(32), platform_private_key=bytes([9]) * 32)
+    return EnclaveContext(
+        program="tests:Worker", measurement=bytes(32), platform_private_key=bytes([9]) * 32
+    )
 
 
 def make_worker(seed: bytes) -> WorkerRuntime:
     worker = WorkerRuntime(make_enclave())
     keys = worker.enclave.identity
-    wrapped = ecies.encrypt_to(keys.encryption_key, CONTRACT_KEY, key_release_aad(CONTRACT_ID, keys.identity_key))
+    wrapped = ecies.encrypt_to(
+        keys.encryption_key, CONTRACT_KEY, key_release_aad(CONTRACT_ID, keys.identity_key)
+    )
     worker.install_contract(
         InstallContract(
             contract_id=CONTRACT_ID,
@@ -68,15 +72,22 @@ def block(number: int, *ciphertexts: bytes) -> BlockInput:
 
 def setup_blocks() -> list[BlockInput]:
     return [
-        block(1, cmd(ALICE, 1, "initialize", {}), cmd(ALICE, 2, "mint", {"to": ALICE_PUB, "amount": 100})),
+        block(
+            1,
+            cmd(ALICE, 1, "initialize", {}),
+            cmd(ALICE, 2, "mint", {"to": ALICE_PUB, "amount": 100}),
+        ),
         block(3, cmd(ALICE, 3, "transfer", {"to": BOB_PUB, "amount": 40})),
     ]
 
 
 def query_balance(worker: WorkerRuntime, caller: bytes, owner: bytes) -> int:
     query, reply = make_query(
-        contract_id=CONTRACT_ID, caller_private_key=caller, method="balance",
-        args={"owner": owner}, issued_at=0,
+        contract_id=CONTRACT_ID,
+        caller_private_key=caller,
+        method="balance",
+        args={"owner": owner},
+        issued_at=0,
     )
     answer, signed = open_answer(query, reply, worker.answer_query(query))
     assert signed.worker_key == worker.identity_key
@@ -111,26 +122,36 @@ def test_bad_commands_are_typed_and_change_nothing(case: str) -> None:
     before = runtime.compute_state_root()
     if case == "wrong_key":
         _, other_pub = ecies.x25519_keypair(b"x" * 32)
-        bad = seal_command(contract_id=CONTRACT_ID, contract_public_key=other_pub,
-                           sender_private_key=ALICE, nonce=4, method="transfer",
-                           args={"to": BOB_PUB, "amount": 1})
+        bad = seal_command(
+            contract_id=CONTRACT_ID,
+            contract_public_key=other_pub,
+            sender_private_key=ALICE,
+            nonce=4,
+            method="transfer",
+            args={"to": BOB_PUB, "amount": 1},
+        )
         expected: type[Exception] = errors.WrongKeyError
     elif case == "replayed":
         bad = cmd(ALICE, 3, "transfer", {"to": BOB_PUB, "amount": 40})
         expected = errors.ReplayedCommand
     elif case == "malformed":
-        bad = ecies.encrypt_to(KEYS.command_public_key, b"\xc1not msgpack",
-                               b"sealbridge/command/v1" + CONTRACT_ID)
+        bad = ecies.encrypt_to(
+            KEYS.command_public_key, b"\xc1not msgpack", b"sealbridge/command/v1" + CONTRACT_ID
+        )
         expected = errors.MalformedCommand
     elif case == "bad_signature":
-        good = ecies.decrypt_with(KEYS.command_private_key,
-                                  cmd(ALICE, 4, "transfer", {"to": BOB_PUB, "amount": 1}),
-                                  b"sealbridge/command/v1" + CONTRACT_ID)
+        good = ecies.decrypt_with(
+            KEYS.command_private_key,
+            cmd(ALICE, 4, "transfer", {"to": BOB_PUB, "amount": 1}),
+            b"sealbridge/command/v1" + CONTRACT_ID,
+        )
         from sealbridge.core.encoding import decode
+
         signed = decode(good, SignedCommand)
         forged = SignedCommand(body=signed.body, signature=bytes(64))
-        bad = ecies.encrypt_to(KEYS.command_public_key, encode(forged),
-                               b"sealbridge/command/v1" + CONTRACT_ID)
+        bad = ecies.encrypt_to(
+            KEYS.command_public_key, encode(forged), b"sealbridge/command/v1" + CONTRACT_ID
+        )
         expected = errors.BadCommandSignature
     else:
         bad = b"\x00" * 10
@@ -156,10 +177,17 @@ def test_stale_block_is_refused_and_sealed_state_round_trips() -> None:
 def test_released_key_for_another_worker_is_refused() -> None:
     worker = WorkerRuntime(make_enclave())
     _, other_enc_pub = ecies.x25519_keypair(b"z" * 32)
-    wrapped = ecies.encrypt_to(other_enc_pub, CONTRACT_KEY, key_release_aad(CONTRACT_ID, worker.identity_key))
+    wrapped = ecies.encrypt_to(
+        other_enc_pub, CONTRACT_KEY, key_release_aad(CONTRACT_ID, worker.identity_key)
+    )
     with pytest.raises(errors.WrongKeyError):
-        worker.install_contract(InstallContract(
-            contract_id=CONTRACT_ID, code_hash=get_code_hash("token"),
-            contract_public_key=KEYS.command_public_key, wrapped_key=wrapped,
-            gatekeeper_key=b"\x00" * 32))
+        worker.install_contract(
+            InstallContract(
+                contract_id=CONTRACT_ID,
+                code_hash=get_code_hash("token"),
+                contract_public_key=KEYS.command_public_key,
+                wrapped_key=wrapped,
+                gatekeeper_key=b"\x00" * 32,
+            )
+        )
     assert worker.contracts == {}

@@ -17,7 +17,9 @@ def env(caller: bytes) -> token.ExecEnv:
 
 
 def initialized(supply: int = 100) -> token.TokenState:
-    state = token.apply(token.TokenState(), token.execute(token.TokenState(), "initialize", {}, env(ALICE)))
+    state = token.apply(
+        token.TokenState(), token.execute(token.TokenState(), "initialize", {}, env(ALICE))
+    )
     out = token.execute(state, "mint", {"to": ALICE, "amount": supply}, env(ALICE))
     return token.apply(state, out)
 
@@ -25,7 +27,9 @@ def initialized(supply: int = 100) -> token.TokenState:
 def test_initialize_mint_transfer_and_balance() -> None:
     state = initialized(100)
     assert state.owner == ALICE.hex()
-    state = token.apply(state, token.execute(state, "transfer", {"to": BOB, "amount": 30}, env(ALICE)))
+    state = token.apply(
+        state, token.execute(state, "transfer", {"to": BOB, "amount": 30}, env(ALICE))
+    )
     assert token.query(state, "balance", {"owner": ALICE}, ALICE) == 70
     assert token.query(state, "balance", {"owner": BOB}, BOB) == 30
     assert state.total_supply == 100

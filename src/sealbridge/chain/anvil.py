@@ -5,15 +5,19 @@ Theory of operation: :class:`AnvilNode` locates the binary (``$SEALBRIDGE_ANVIL`
 directory, then ``PATH``), starts it on a fixed or free port with ``--hardfork prague``
 and the standard test mnemonic, and polls ``eth_chainId`` until the RPC answers.
 :meth:`AnvilNode.stop` terminates exactly the process it started (and kills it if it
-does not exit). Port 0 picks a free port by binding a socket first; the tiny window
+does not exit); anvil runs in its own process group, so the npm wrapper script and the
+native binary it spawns stop together, and nodes still running at interpreter exit are
+stopped by an ``atexit`` hook. Port 0 picks a free port by binding a socket first; the tiny window
 before anvil binds it is covered by retrying the start on another port.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -23,12 +27,21 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+from weakref import WeakSet
 
 from sealbridge.chain.adapter import ANVIL_MNEMONIC, ChainAdapter
 from sealbridge.chain.errors import AnvilError, AnvilNotFound, ChainConfigError
 
 ANVIL_ENV = "SEALBRIDGE_ANVIL"
 DEFAULT_CHAIN_ID = 31337
+
+_RUNNING: WeakSet[AnvilNode] = WeakSet()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    for node in list(_RUNNING):
+        node.stop()
 
 
 def find_anvil() -> Path:
@@ -145,7 +158,9 @@ class AnvilNode:
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
+            _RUNNING.add(self)
             error = self._wait_ready()
             if error is None:
                 return self
@@ -185,16 +200,26 @@ class AnvilNode:
     def stop(self) -> None:
         """Terminate the process started by :meth:`start` (kill after 5 s)."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
+        _RUNNING.discard(self)
+        if process is not None:
+            # the npm shim spawns the native binary: signal the whole process group
+            self._signal_group(process, signal.SIGTERM)
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                process.kill()
+                self._signal_group(process, signal.SIGKILL)
                 process.wait(timeout=5)
+            self._signal_group(process, signal.SIGKILL)  # stragglers in the group
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    @staticmethod
+    def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        try:
+            os.killpg(process.pid, sig)  # our own session: pgid == pid
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def adapter(self) -> ChainAdapter:
         """A :class:`ChainAdapter` connected to this node."""

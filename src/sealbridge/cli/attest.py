@@ -95,7 +95,9 @@ def _print_verdict(verdict: Verdict, policy: AttestationPolicy, now: int) -> Non
     table.add_column("value", overflow="fold")
     style = "green" if verdict.accepted else "red"
     table.add_row("verdict", f"[{style}]{'ACCEPTED' if verdict.accepted else 'REFUSED'}[/]")
-    table.add_row("kind", verdict.kind + (" (not hardware evidence)" if verdict.kind == "simulated" else ""))
+    table.add_row(
+        "kind", verdict.kind + (" (not hardware evidence)" if verdict.kind == "simulated" else "")
+    )
     table.add_row("TCB status", verdict.status)
     table.add_row("advisories", ", ".join(verdict.advisories) or "none")
     table.add_row("measurement", "0x" + verdict.measurement.hex())

@@ -56,7 +56,9 @@ class Keystore:
         path = self.path_of(name)
         if path.exists():
             raise KeystoreError(f"key {name!r} already exists at {path}")
-        key = UserKey(name=name, identity_private_key=identity_seed, eth_private_key=eth_private_key)
+        key = UserKey(
+            name=name, identity_private_key=identity_seed, eth_private_key=eth_private_key
+        )
         self.directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:

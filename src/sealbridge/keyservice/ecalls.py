@@ -59,5 +59,7 @@ class GatekeeperEnclaveClient:
         return decode(out, PublishedContractKey)
 
     def release_contract_key(self, request: KeyRequest, facts: ChainFacts) -> KeyRelease:
-        out = self.enclave.ecall("release_contract_key", encode(ReleaseKey(request=request, facts=facts)))
+        out = self.enclave.ecall(
+            "release_contract_key", encode(ReleaseKey(request=request, facts=facts))
+        )
         return decode(out, KeyRelease)

@@ -150,8 +150,9 @@ class Gatekeeper:
         if body.worker_id != request.node.identity_key:
             raise KeyRequestRefused("key request names another worker than its quote binds")
         try:
-            ed25519_verify(request.node.identity_key, KEY_REQUEST_SIGN_TAG + request.body,
-                           request.signature)
+            ed25519_verify(
+                request.node.identity_key, KEY_REQUEST_SIGN_TAG + request.body, request.signature
+            )
         except InvalidSignature as exc:
             raise KeyRequestRefused("key request signature does not verify") from exc
         if abs(now - body.issued_at) > KEY_REQUEST_MAX_AGE:
@@ -176,4 +177,3 @@ class Gatekeeper:
             wrapped_key=wrapped,
             gatekeeper_key=self.identity_key,
         )
-

@@ -18,8 +18,6 @@ from sealbridge.tee.enclave import NodeKeys
 KEY_REQUEST_SIGN_TAG = b"sealbridge/key-request/v1"
 
 
-
-
 class RegistrationRequest(Message, frozen=True):
     role: int
     node: NodeKeys

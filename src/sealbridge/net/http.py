@@ -140,5 +140,3 @@ class NodeClient:
             raise TransportError(
                 f"{self.base_url} answered HTTP {response.status_code}: {response.text[:200]}"
             ) from exc
-
-

@@ -47,7 +47,9 @@ class WorkerEnclaveClient:
         self.enclave = enclave
 
     def make_key_request(self, contract_id: bytes) -> KeyRequest:
-        out = self.enclave.ecall("make_key_request", encode(MakeKeyRequest(contract_id=contract_id)))
+        out = self.enclave.ecall(
+            "make_key_request", encode(MakeKeyRequest(contract_id=contract_id))
+        )
         return decode(out, KeyRequest)
 
     def install_contract(self, request: InstallContract) -> ContractStatus:

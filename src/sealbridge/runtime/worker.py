@@ -126,7 +126,9 @@ class ContractRuntime:
         )
 
     def compute_state_root(self) -> bytes:
-        return tagged_hash("sealbridge/state-root/v1", self.keys.root_salt + encode(self.snapshot()))
+        return tagged_hash(
+            "sealbridge/state-root/v1", self.keys.root_salt + encode(self.snapshot())
+        )
 
     def open_command(self, ciphertext: bytes) -> CommandBody:
         """Decrypt and authenticate one command; raise a RuntimeRefusal if it is bad."""

@@ -59,9 +59,22 @@ def compute_frame(data: bytes) -> bytes:
     return len(data).to_bytes(FRAME_HEADER, "big") + data
 
 
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    """Read exactly ``n`` bytes (fewer only at EOF), looping over short reads."""
+    chunks: list[bytes] = []
+    remaining = n
+    while remaining:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_frame(stream: BinaryIO) -> bytes | None:
     """Read one frame from a blocking stream; ``None`` on clean EOF before a frame."""
-    header = stream.read(FRAME_HEADER)
+    header = _read_exact(stream, FRAME_HEADER)
     if not header:
         return None
     if len(header) != FRAME_HEADER:
@@ -69,7 +82,7 @@ def read_frame(stream: BinaryIO) -> bytes | None:
     size = int.from_bytes(header, "big")
     if size > MAX_FRAME:
         raise EncodingError(f"frame of {size} bytes exceeds {MAX_FRAME}")
-    body = stream.read(size)
+    body = _read_exact(stream, size)
     if len(body) != size:
         raise EncodingError("truncated frame body")
     return body

@@ -129,7 +129,7 @@ class EnclaveContext:
             blob = path.read_bytes()
             try:
                 return decode_canonical(self.unseal(blob, _IDENTITY_LABEL), _IdentitySecrets)
-            except EncodingError as exc:
+            except (EncodingError, ValueError) as exc:  # msgspec: UnicodeDecodeError
                 raise SealingError(f"sealed identity {path} is malformed") from exc
         secrets = _fresh_identity()
         tmp = path.with_name(path.name + ".tmp")

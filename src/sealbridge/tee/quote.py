@@ -88,8 +88,8 @@ def parse_sim_quote(quote: bytes) -> SimQuote:
         raise QuoteFormatError("not a simulated quote (missing SBSIMQ01 magic)")
     try:
         parsed = decode_canonical(bytes(quote[len(SIM_QUOTE_MAGIC) :]), SimQuote)
-    except EncodingError as exc:
-        raise QuoteFormatError(f"malformed simulated quote: {exc.message}") from exc
+    except (EncodingError, ValueError) as exc:  # msgspec: UnicodeDecodeError
+        raise QuoteFormatError(f"malformed simulated quote: {exc}") from exc
     body = parsed.body
     if body.version != SIM_QUOTE_VERSION:
         raise QuoteFormatError(f"unsupported simulated quote version {body.version}")
@@ -129,8 +129,8 @@ def load_sim_platform_key(path: Path) -> bytes:
         raise ConfigError(f"cannot read sim platform key file {path}: {exc.strerror}") from exc
     try:
         secret = decode_canonical(data, SimPlatformSecret)
-    except EncodingError as exc:
-        raise ConfigError(f"{path} is not a sim platform key file: {exc.message}") from exc
+    except (EncodingError, ValueError) as exc:  # msgspec: UnicodeDecodeError
+        raise ConfigError(f"{path} is not a sim platform key file: {exc}") from exc
     if secret.kind != SIM_PLATFORM_KIND or len(secret.private_key) != 32:
         raise ConfigError(f"{path} is not a sim platform key file")
     return secret.private_key

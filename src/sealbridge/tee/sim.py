@@ -84,7 +84,7 @@ class SimEnclaveHandle:
             first = self._read_reply(start_timeout)
         except EnclaveUnavailable as exc:
             self._kill()
-            raise EnclaveLaunchError(f"enclave did not start: {exc.message}") from exc
+            raise EnclaveLaunchError(f"enclave did not start: {exc}") from exc
         if not first.ok:
             self._reap(DEFAULT_CLOSE_TIMEOUT)
             raise EnclaveLaunchError(
@@ -92,9 +92,9 @@ class SimEnclaveHandle:
             )
         try:
             self._hello = decode(first.payload, EnclaveHello)
-        except EncodingError as exc:
+        except (EncodingError, ValueError) as exc:  # msgspec: UnicodeDecodeError
             self._kill()
-            raise EnclaveLaunchError(f"malformed hello frame: {exc.message}") from exc
+            raise EnclaveLaunchError(f"malformed hello frame: {exc}") from exc
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -216,8 +216,8 @@ class SimEnclaveHandle:
         body = self._read_exact(size, deadline)
         try:
             return decode(body, EcallReply)
-        except EncodingError as exc:
-            raise self._dead(f"enclave sent a malformed frame: {exc.message}") from exc
+        except (EncodingError, ValueError) as exc:  # msgspec: UnicodeDecodeError
+            raise self._dead(f"enclave sent a malformed frame: {exc}") from exc
 
 
 class SimBackend:

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             if frame is None:
                 return 0
             request = decode(frame, EcallRequest)
-        except EncodingError as exc:
+        except (EncodingError, ValueError) as exc:  # msgspec: UnicodeDecodeError
             _send(out, compute_error_reply(exc))
             return EXIT_PROTOCOL_ERROR
         _send(out, dispatcher.process_request(request))

@@ -1,0 +1,273 @@
+"""The Python client: deploy contracts, send encrypted commands, make signed queries.
+
+The client talks to the chain (to deploy and to submit commands), and to workers over
+HTTP (to query). It never trusts a worker's answer blindly: the answer must decrypt with
+the query's one-time key, carry a valid Ed25519 signature, answer exactly this query, and
+come from a worker that is active in the on-chain NodeRegistry.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sealbridge.chain.abi import Role
+from sealbridge.chain.adapter import ChainAdapter
+from sealbridge.chain.management import ContractRecord, ManagementAddresses, ManagementContracts
+from sealbridge.client.keystore import Keystore, UserKey
+from sealbridge.contracts.catalog import get_code_hash
+from sealbridge.core.encoding import Message, encode
+from sealbridge.core.errors import LocalProtocolError, RemoteProtocolError
+from sealbridge.core.ids import from_hex, tagged_hash, to_hex
+from sealbridge.net.http import NodeClient
+from sealbridge.node.config import DevnetState, NodeEntry
+from sealbridge.node.devnet import load_running
+from sealbridge.runtime.envelope import make_query, open_answer, seal_command
+from sealbridge.runtime.messages import ANSWER_SIGN_TAG, QueryAnswer, SignedAnswer
+
+Progress = Callable[[str], None]
+
+
+class ClientError(LocalProtocolError):
+    code = "client"
+
+
+class UnknownContractId(ClientError):
+    code = "unknown_contract"
+
+
+class UntrustedWorker(RemoteProtocolError):
+    code = "untrusted_worker"
+
+
+class Deployment(Message, frozen=True):
+    contract_id: bytes
+    contract: str
+    code_hash: bytes
+    deployer: str
+    gatekeeper_id: bytes
+    workers: list[bytes]
+    contract_public_key: bytes
+    deploy_block: int
+    deploy_tx: bytes
+
+
+class CallReceipt(Message, frozen=True):
+    contract_id: bytes
+    method: str
+    sender: str
+    nonce: int
+    seq: int
+    tx_hash: bytes
+    block_number: int
+    ciphertext_size: int
+
+
+class VerifiedAnswer(Message, frozen=True):
+    """An answer whose signature, binding and worker registration were all checked."""
+
+    answer: QueryAnswer
+    signed_payload: bytes  # canonical QueryAnswer bytes, as signed
+    signature: bytes  # Ed25519 over ANSWER_SIGN_TAG + signed_payload
+    signed_message_prefix: bytes
+    worker_key: bytes
+    worker_url: str
+
+
+class Client:
+    def __init__(self, state: DevnetState, *, keystore_home: Path | None = None) -> None:
+        self.state = state
+        self.chain = ChainAdapter.rpc(state.rpc_url)
+        self.addresses = ManagementAddresses.load(state.addresses_file)
+        self.mgmt = ManagementContracts(self.chain, self.addresses)
+        self.keystore = Keystore(keystore_home or Path(state.home) / "devnet")
+        self.nonce_dir = Path(state.home) / "devnet" / "nonces"
+
+    @classmethod
+    def from_home(cls, home: Path) -> Client:
+        return cls(load_running(home))
+
+    # -- helpers -------------------------------------------------------------------
+    def get_user(self, name: str) -> UserKey:
+        return self.keystore.get(name)
+
+    def resolve_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Key names (``"bob"``) and 0x-hex account keys become 32-byte account keys."""
+        out: dict[str, Any] = {}
+        for key, value in args.items():
+            if isinstance(value, str) and value in self.keystore.list_names():
+                out[key] = self.keystore.get(value).identity_key
+            elif isinstance(value, str) and value.startswith("0x") and len(value) == 66:
+                out[key] = from_hex(value, size=32, what=key)
+            else:
+                out[key] = value
+        return out
+
+    def get_contract(self, contract_id: bytes) -> ContractRecord:
+        record = self.mgmt.contract_registry.get_contract(contract_id)
+        if record is None:
+            raise UnknownContractId(
+                f"no contract {to_hex(contract_id)} on chain {self.chain.chain_id}"
+            )
+        return record
+
+    # -- deploy ----------------------------------------------------------------------
+    def deploy(
+        self,
+        contract: str,
+        *,
+        as_user: str,
+        timeout: float = 60.0,
+        progress: Progress | None = None,
+    ) -> Deployment:
+        say = progress or (lambda _m: None)
+        user = self.get_user(as_user)
+        code_hash = get_code_hash(contract)
+        contract_id = tagged_hash(
+            "sealbridge/contract-id/v1", user.identity_key + code_hash + os.urandom(16)
+        )
+        workers = [from_hex(w.node_id, size=32) for w in self.state.workers]
+        gatekeeper = from_hex(self.state.gatekeeper.node_id, size=32)
+        receipt = self.mgmt.contract_registry.deploy(
+            contract_id, code_hash, gatekeeper, workers, user.eth_private_key
+        )
+        say(f"deployed {contract} as {to_hex(contract_id)} in block {receipt.block_number}")
+        record = self._wait(
+            lambda: self._published(contract_id), timeout, "the gatekeeper to publish the key"
+        )
+        say(f"gatekeeper published the contract key ({to_hex(record.contract_public_key)[:18]}…)")
+        init = self.call(to_hex(contract_id), "initialize", {}, as_user=as_user)
+        self.wait_applied(contract_id, init.block_number, timeout=timeout)
+        say(f"{as_user} initialized the contract (owner) in block {init.block_number}")
+        return Deployment(
+            contract_id=contract_id,
+            contract=contract,
+            code_hash=code_hash,
+            deployer=as_user,
+            gatekeeper_id=gatekeeper,
+            workers=workers,
+            contract_public_key=record.contract_public_key,
+            deploy_block=receipt.block_number,
+            deploy_tx=receipt.tx_hash,
+        )
+
+    def _published(self, contract_id: bytes) -> ContractRecord | None:
+        record = self.mgmt.contract_registry.get_contract(contract_id)
+        return record if record is not None and record.key_published else None
+
+    @staticmethod
+    def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise ClientError(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(0.1)
+
+    # -- commands --------------------------------------------------------------------
+    def _nonce_file(self, user: UserKey, contract_id: bytes) -> Path:
+        return self.nonce_dir / f"{user.name}-{contract_id.hex()}"
+
+    def next_nonce(self, user: UserKey, contract_id: bytes) -> int:
+        path = self._nonce_file(user, contract_id)
+        if path.exists():
+            return int(path.read_text()) + 1
+        return 1
+
+    def call(
+        self, contract_id_hex: str, method: str, args: dict[str, Any], *, as_user: str
+    ) -> CallReceipt:
+        contract_id = from_hex(contract_id_hex, size=32, what="contract id")
+        user = self.get_user(as_user)
+        record = self.get_contract(contract_id)
+        if not record.key_published:
+            raise ClientError("the contract's key is not published yet; wait for the gatekeeper")
+        nonce = self.next_nonce(user, contract_id)
+        ciphertext = seal_command(
+            contract_id=contract_id,
+            contract_public_key=record.contract_public_key,
+            sender_private_key=user.identity_private_key,
+            nonce=nonce,
+            method=method,
+            args=self.resolve_args(args),
+        )
+        submitted = self.mgmt.command_inbox.submit(contract_id, ciphertext, user.eth_private_key)
+        path = self._nonce_file(user, contract_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(nonce))
+        return CallReceipt(
+            contract_id=contract_id,
+            method=method,
+            sender=user.name,
+            nonce=nonce,
+            seq=submitted.seq,
+            tx_hash=submitted.tx_hash,
+            block_number=submitted.block_number,
+            ciphertext_size=len(ciphertext),
+        )
+
+    def wait_applied(self, contract_id: bytes, block_number: int, *, timeout: float = 60.0) -> None:
+        """Wait until every assigned worker has applied ``block_number`` of this contract."""
+
+        def applied() -> bool:
+            for worker in self.state.workers:
+                status = httpx.get(worker.url + "/v1/status", timeout=5.0).json()
+                heights = [
+                    c["height"]
+                    for c in status["contracts"]
+                    if c["contract_id"] == to_hex(contract_id)
+                ]
+                if not heights or heights[0] < block_number:
+                    return False
+            return True
+
+        self._wait(applied, timeout, f"workers to apply block {block_number}")
+
+    # -- queries ---------------------------------------------------------------------
+    def query(
+        self,
+        contract_id_hex: str,
+        method: str,
+        args: dict[str, Any],
+        *,
+        as_user: str,
+        worker: int = 0,
+    ) -> VerifiedAnswer:
+        contract_id = from_hex(contract_id_hex, size=32, what="contract id")
+        self.get_contract(contract_id)
+        if not 0 <= worker < len(self.state.workers):
+            raise ClientError(f"worker index must be in 0..{len(self.state.workers) - 1}")
+        user = self.get_user(as_user)
+        query, reply_key = make_query(
+            contract_id=contract_id,
+            caller_private_key=user.identity_private_key,
+            method=method,
+            args=self.resolve_args(args),
+            issued_at=int(time.time()),
+        )
+        entry: NodeEntry = self.state.workers[worker]
+        with NodeClient(entry.url) as node:
+            sealed = node.post("/v1/query", encode(query))
+        answer, signed = open_answer(query, reply_key, sealed)
+        self.check_worker(signed)
+        return VerifiedAnswer(
+            answer=answer,
+            signed_payload=signed.answer,
+            signature=signed.signature,
+            signed_message_prefix=ANSWER_SIGN_TAG,
+            worker_key=signed.worker_key,
+            worker_url=entry.url,
+        )
+
+    def check_worker(self, signed: SignedAnswer) -> None:
+        if not self.mgmt.node_registry.is_active(signed.worker_key, Role.WORKER):
+            raise UntrustedWorker(
+                f"answer signed by {to_hex(signed.worker_key)}, which is not an active worker"
+            )

@@ -1,0 +1,385 @@
+"""The embedded devnet: one anvil chain, one gatekeeper, N workers, a few user keys.
+
+Theory of operation
+-------------------
+``start_devnet`` brings everything up as separate OS processes (each in its own session so
+they outlive the command that started them) and writes ``<home>/devnet/devnet.json``:
+
+1. anvil (prague hardfork, the standard dev mnemonic) on a free loopback port;
+2. the four management contracts, deployed by the admin account;
+3. a simulated TEE platform key (the sim backend's stand-in for a CPU's fused key);
+4. the gatekeeper process; it performs genesis inside its enclave. The operator (this
+   function) verifies the gatekeeper's quote under the devnet policy and registers it
+   as the genesis attestor -- the one trust decision made outside an enclave;
+5. the worker processes; each registers itself with the gatekeeper's approval;
+6. user keys (``alice``, ``bob``, ``carol``), each with a funded gas account.
+
+``stop_devnet`` ends every process group and deletes the devnet directory (anvil keeps
+its chain in memory, so nothing in it would be valid afterwards).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sealbridge.chain.adapter import ANVIL_MNEMONIC, ChainAdapter, get_anvil_dev_keys
+from sealbridge.chain.anvil import find_anvil, get_free_port
+from sealbridge.chain.management import ManagementContracts, deploy_management
+from sealbridge.client.keystore import Keystore
+from sealbridge.core.errors import LocalProtocolError, SealbridgeError
+from sealbridge.core.ids import from_hex, to_hex
+from sealbridge.node.config import (
+    GATEKEEPER,
+    WORKER,
+    DevnetState,
+    NodeConfig,
+    NodeEntry,
+    load_devnet_state,
+    save_json,
+)
+from sealbridge.node.process import GATEKEEPER_PROGRAM, WORKER_PROGRAM
+from sealbridge.tee.attestation import verify_quote
+from sealbridge.tee.enclave import NodeKeys, compute_report_data
+from sealbridge.tee.measurement import compute_sim_measurement
+from sealbridge.tee.policy import devnet_policy
+from sealbridge.tee.quote import create_sim_platform
+
+DEFAULT_USERS = ("alice", "bob", "carol")
+MIN_STAKE = 10**18
+Progress = Callable[[str], None]
+
+
+class DevnetError(LocalProtocolError):
+    code = "devnet"
+
+
+class DevnetNotRunning(DevnetError):
+    code = "devnet_not_running"
+
+
+def get_devnet_dir(home: Path) -> Path:
+    return home / "devnet"
+
+
+def get_state_file(home: Path) -> Path:
+    return get_devnet_dir(home) / "devnet.json"
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_running(home: Path) -> DevnetState:
+    """The state of the running devnet under ``home``, or a clear error."""
+    path = get_state_file(home)
+    if not path.exists():
+        raise DevnetNotRunning(
+            f"no devnet is running under {home} (start one with `sealbridge devnet up`)"
+        )
+    state = load_devnet_state(path)
+    if not is_alive(state.anvil_pid):
+        raise DevnetNotRunning(
+            f"the devnet under {home} is not running any more (its chain process is gone); "
+            "run `sealbridge devnet down` then `sealbridge devnet up`"
+        )
+    return state
+
+
+def _spawn(argv: list[str], log_file: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+        )
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], log_file: Path, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_file.read_text(errors="replace")[-1500:]
+            raise DevnetError(f"process {process.pid} exited ({process.returncode}):\n{tail}")
+        try:
+            response = httpx.get(url, timeout=1.0)
+            if response.status_code == 200:
+                return response.json()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise DevnetError(f"{url} did not answer within {timeout:.0f}s (log: {log_file})")
+
+
+def _wait_worker(url: str, process: subprocess.Popen[bytes], log_file: Path, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _wait_http(url + "/v1/status", process, log_file, timeout)
+        if status["phase"] == "following":
+            return status
+        if status["phase"] == "failed":
+            raise DevnetError(f"worker at {url} failed: {status['error']} (log: {log_file})")
+        if time.monotonic() > deadline:
+            raise DevnetError(f"worker at {url} did not register within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def start_devnet(
+    home: Path,
+    *,
+    workers: int = 2,
+    chain_id: int = 31337,
+    progress: Progress | None = None,
+    timeout: float = 60.0,
+) -> DevnetState:
+    say = progress or (lambda _msg: None)
+    if workers < 1 or workers > 4:
+        raise DevnetError("a devnet has between 1 and 4 workers")
+    directory = get_devnet_dir(home)
+    if get_state_file(home).exists():
+        state = load_devnet_state(get_state_file(home))
+        if is_alive(state.anvil_pid):
+            raise DevnetError(f"a devnet is already running under {home} (chain {state.rpc_url})")
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    pids: list[int] = []
+    try:
+        return _start(directory, home, workers, chain_id, say, timeout, pids)
+    except BaseException:
+        for pid in pids:
+            _kill_group(pid)
+        raise
+
+
+def _start(
+    directory: Path,
+    home: Path,
+    workers: int,
+    chain_id: int,
+    say: Progress,
+    timeout: float,
+    pids: list[int],
+) -> DevnetState:
+    port = get_free_port()
+    rpc_url = f"http://127.0.0.1:{port}"
+    anvil_argv = [
+        str(find_anvil()),
+        "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id),
+        "--hardfork", "prague", "--mnemonic", ANVIL_MNEMONIC, "--accounts", "10",
+        "--balance", "10000",
+    ]  # fmt: skip
+    anvil = _spawn(anvil_argv, directory / "anvil.log")
+    pids.append(anvil.pid)
+    chain = _connect(rpc_url, anvil, directory / "anvil.log", timeout)
+    say(f"chain {chain_id} (anvil) at {rpc_url}")
+
+    dev_keys = get_anvil_dev_keys(10)
+    admin = dev_keys[0]
+    addresses = deploy_management(chain, admin, MIN_STAKE)
+    addresses_file = directory / "addresses.json"
+    addresses.save(addresses_file)
+    say(f"management contracts deployed (NodeRegistry {addresses.node_registry})")
+
+    platform_key_file = directory / "sim-platform.key"
+    platform_pub = create_sim_platform(platform_key_file)
+    measurements = {
+        GATEKEEPER: compute_sim_measurement(GATEKEEPER_PROGRAM),
+        WORKER: compute_sim_measurement(WORKER_PROGRAM),
+    }
+
+    def node_config(role: str, name: str, eth_key: bytes, gatekeeper_url: str = "") -> NodeConfig:
+        return NodeConfig(
+            role=role,
+            name=name,
+            home=str(directory / name),
+            rpc_url=rpc_url,
+            addresses_file=str(addresses_file),
+            eth_private_key=eth_key.hex(),
+            port=get_free_port(),
+            platform_key_file=str(platform_key_file),
+            platform_public_key=platform_pub.hex(),
+            allowed_measurements=[measurements[WORKER].hex(), measurements[GATEKEEPER].hex()],
+            gatekeeper_url=gatekeeper_url,
+        )
+
+    def launch(config: NodeConfig) -> tuple[subprocess.Popen[bytes], NodeEntry]:
+        config_file = directory / f"{config.name}.json"
+        save_json(config_file, config)
+        log_file = directory / f"{config.name}.log"
+        process = _spawn([sys.executable, "-m", "sealbridge.node", str(config_file)], log_file)
+        pids.append(process.pid)
+        entry = NodeEntry(
+            name=config.name,
+            role=config.role,
+            url=f"http://127.0.0.1:{config.port}",
+            pid=process.pid,
+            config_file=str(config_file),
+            log_file=str(log_file),
+        )
+        return process, entry
+
+    # Gatekeeper: genesis inside its enclave, then the operator's genesis registration.
+    gk_process, gk_entry = launch(node_config(GATEKEEPER, "gatekeeper", dev_keys[1]))
+    info = _wait_http(gk_entry.url + "/v1/info", gk_process, Path(gk_entry.log_file), timeout)
+    gk_keys = NodeKeys(
+        identity_key=from_hex(info["identity_key"], size=32),
+        encryption_key=from_hex(info["encryption_key"], size=32),
+        eth_address=from_hex(info["eth_address"], size=20),
+    )
+    quote = from_hex(info["quote"])
+    verdict = verify_quote(
+        quote,
+        policy=devnet_policy(platform_pub, [measurements[GATEKEEPER]]),
+        now=int(time.time()),
+        expected_report_data=compute_report_data(gk_keys),
+    )
+    mgmt = ManagementContracts(chain, addresses)
+    mgmt.node_registry.register_genesis_gatekeeper(
+        gk_keys.identity_key,
+        gk_keys.encryption_key,
+        to_hex(gk_keys.eth_address),
+        verdict.measurement,
+        int(time.time()) + 30 * 24 * 3600,
+        quote,
+        admin,
+    )
+    gk_entry = NodeEntry(**{**_fields(gk_entry), "node_id": to_hex(gk_keys.identity_key)})
+    say(
+        f"gatekeeper {to_hex(gk_keys.identity_key)[:18]}… genesis done; quote verified "
+        f"({verdict.kind}, measurement {to_hex(verdict.measurement)[:18]}…) and registered"
+    )
+
+    worker_entries: list[NodeEntry] = []
+    started = []
+    for i in range(workers):
+        config = node_config(WORKER, f"worker-{i + 1}", dev_keys[2 + i], gk_entry.url)
+        started.append(launch(config))
+    for process, entry in started:
+        status = _wait_worker(entry.url, process, Path(entry.log_file), timeout)
+        worker_entries.append(NodeEntry(**{**_fields(entry), "node_id": status["node_id"]}))
+        say(
+            f"{entry.name} {status['node_id'][:18]}… registered by attestation "
+            f"(measurement {status['measurement'][:18]}…)"
+        )
+
+    keystore = Keystore(directory)
+    for offset, name in enumerate(DEFAULT_USERS):
+        keystore.create(name, identity_seed=os.urandom(32), eth_private_key=dev_keys[6 + offset])
+    say(f"user keys: {', '.join(DEFAULT_USERS)}")
+
+    state = DevnetState(
+        home=str(home),
+        chain_id=chain_id,
+        rpc_url=rpc_url,
+        anvil_pid=anvil.pid,
+        addresses_file=str(addresses_file),
+        platform_public_key=platform_pub.hex(),
+        measurements={k: v.hex() for k, v in measurements.items()},
+        gatekeeper=gk_entry,
+        workers=worker_entries,
+        users=list(DEFAULT_USERS),
+    )
+    save_json(get_state_file(home), state)
+    return state
+
+
+def _fields(entry: NodeEntry) -> dict[str, Any]:
+    return {f: getattr(entry, f) for f in entry.__struct_fields__}
+
+
+def _connect(
+    rpc_url: str, process: subprocess.Popen[bytes], log_file: Path, timeout: float
+) -> ChainAdapter:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise DevnetError(f"anvil exited: {log_file.read_text(errors='replace')[-1500:]}")
+        try:
+            chain = ChainAdapter.rpc(rpc_url)
+            chain.get_block_number()
+            return chain
+        except SealbridgeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and is_alive(pid):
+        time.sleep(0.05)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    if is_alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def stop_devnet(home: Path) -> list[str]:
+    """Stop every process of the devnet under ``home`` and delete its directory."""
+    path = get_state_file(home)
+    if not path.exists():
+        raise DevnetNotRunning(f"no devnet under {home}")
+    state = load_devnet_state(path)
+    stopped = []
+    for entry in [*state.workers, state.gatekeeper]:
+        _kill_group(entry.pid)
+        stopped.append(entry.name)
+    _kill_group(state.anvil_pid)
+    stopped.append("anvil")
+    shutil.rmtree(get_devnet_dir(home), ignore_errors=True)
+    return stopped
+
+
+def get_devnet_status(home: Path) -> dict[str, Any]:
+    state = load_running(home)
+    chain = ChainAdapter.rpc(state.rpc_url)
+    nodes = []
+    for entry in [state.gatekeeper, *state.workers]:
+        row: dict[str, Any] = {
+            "name": entry.name,
+            "role": entry.role,
+            "url": entry.url,
+            "pid": entry.pid,
+            "alive": is_alive(entry.pid),
+        }
+        try:
+            row.update(httpx.get(entry.url + "/v1/status", timeout=2.0).json())
+        except (httpx.HTTPError, ValueError):
+            row["phase"] = "unreachable"
+        nodes.append(row)
+    return {
+        "home": state.home,
+        "chain_id": state.chain_id,
+        "rpc_url": state.rpc_url,
+        "block_number": chain.get_block_number(),
+        "nodes": nodes,
+        "users": state.users,
+    }
