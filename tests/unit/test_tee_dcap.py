@@ -99,7 +99,9 @@ def test_sgx_sample_refused_by_default_policy(sgx: tuple[bytes, bytes]) -> None:
     quote, collateral = sgx
     mrenclave = parse_dcap_quote(quote).measurement
     with pytest.raises(TcbStatusRefused) as info:
-        verify_quote(quote, policy=default_policy([mrenclave]), now=IN_WINDOW, collateral=collateral)
+        verify_quote(
+            quote, policy=default_policy([mrenclave]), now=IN_WINDOW, collateral=collateral
+        )
     message = str(info.value)
     assert SGX_STATUS in message
     assert all(a in message for a in SGX_ADVISORIES)
@@ -152,7 +154,9 @@ def test_outdated_tdx_sample_refused_with_reason() -> None:
 def test_wrong_measurement_refused(tdx: tuple[bytes, bytes]) -> None:
     quote, collateral = tdx
     with pytest.raises(MeasurementRefused):
-        verify_quote(quote, policy=default_policy([bytes(48)]), now=IN_WINDOW, collateral=collateral)
+        verify_quote(
+            quote, policy=default_policy([bytes(48)]), now=IN_WINDOW, collateral=collateral
+        )
 
 
 def test_empty_measurement_list_allows_nothing(tdx: tuple[bytes, bytes]) -> None:
@@ -225,6 +229,7 @@ def flip(data: bytes, index: int, bit: int = 0) -> bytes:
 # Offsets in the SGX v3 sample: header 0..48, report body 48..432 (MRENCLAVE at 112,
 # report data at 368), signature data from 436 (ISV signature, attestation key, QE report
 # and its signature, then the PCK chain as PEM from 1052, root CA from 3651).
+# fmt: off
 SGX_POSITIONS = [0, 2, 4, 8, 12, 30, 60, 112, 200, 368, 400, 431, 436, 470, 540, 700, 950,
                  1048, 1049, 1079, 1100, 1500, 2500, 3651, 3700, 4000, 4598, 4599]
 # TDX v4 sample: header 0..48, TD report 48..632 (MRTD at 184, report data at 568), sig
@@ -232,6 +237,7 @@ SGX_POSITIONS = [0, 2, 4, 8, 12, 30, 60, 112, 200, 368, 400, 431, 436, 470, 540,
 # padding after 4936.
 TDX_POSITIONS = [0, 4, 20, 48, 184, 230, 568, 600, 632, 636, 700, 764, 765, 800, 1254, 1255,
                  1285, 2000, 3004, 3987, 4500, 4935, 4936, 5005]
+# fmt: on
 
 
 @pytest.mark.parametrize("index", SGX_POSITIONS)

@@ -23,7 +23,6 @@ from sealbridge.tee.errors import (
     QuoteFormatError,
     QuoteSignatureError,
     ReportDataMismatch,
-    SealingError,
     SimulatedQuoteRefused,
     StaleQuote,
     UnknownEcall,
@@ -200,7 +199,9 @@ def test_quote_with_swapped_platform_key_refused(
     rogue = load_sim_platform_key(tmp_path / "rogue.key")
     now = int(time.time())
     forged = parse_sim_quote(
-        compute_sim_quote(rogue, measurement=enclave.measurement, report_data=bytes(64), timestamp=now)
+        compute_sim_quote(
+            rogue, measurement=enclave.measurement, report_data=bytes(64), timestamp=now
+        )
     )
     relabelled = forged.__class__(
         body=forged.body.__class__(
@@ -240,7 +241,9 @@ def test_wrong_measurement_refused(enclave: SimEnclaveHandle, platform: tuple[Pa
     with pytest.raises(MeasurementRefused):
         verify_quote(enclave.get_quote(), policy=policy, now=int(time.time()))
     with pytest.raises(MeasurementRefused):
-        verify_quote(enclave.get_quote(), policy=devnet_policy(platform[1], []), now=int(time.time()))
+        verify_quote(
+            enclave.get_quote(), policy=devnet_policy(platform[1], []), now=int(time.time())
+        )
 
 
 def test_stale_and_future_quotes_refused(

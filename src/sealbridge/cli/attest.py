@@ -49,6 +49,12 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+
+@app.callback()
+def _group() -> None:
+    """Attestation quotes: verify under an explicit policy."""
+
+
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
 

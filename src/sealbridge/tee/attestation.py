@@ -77,7 +77,11 @@ def _check_common(
     if not is_measurement_allowed(policy, facts.measurement):
         raise MeasurementRefused(
             f"{facts.kind} measurement 0x{facts.measurement.hex()} is not in allowed_measurements"
-            + (" (the list is empty: nothing is allowed)" if not policy.allowed_measurements else "")
+            + (
+                " (the list is empty: nothing is allowed)"
+                if not policy.allowed_measurements
+                else ""
+            )
         )
     if policy.any_measurement:
         facts.notes.append("measurement NOT checked (any_measurement)")

@@ -29,8 +29,6 @@ The outcome is a :class:`Verdict`, which is what gets logged and printed.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import msgspec
 
 from sealbridge.core.encoding import Message
@@ -39,9 +37,11 @@ UP_TO_DATE = "UpToDate"
 NEVER_ACCEPTABLE_STATUSES = frozenset({"Revoked"})
 #: Statuses that say "patched, but residual risk is described by advisories" (as opposed to
 #: OutOfDate*, which means missing microcode or firmware updates).
-ADVISORY_ONLY_STATUSES = ("SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded")
-
-QuoteKind = Literal["sgx", "tdx", "simulated"]
+ADVISORY_ONLY_STATUSES = (
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+)
 
 
 class AttestationPolicy(Message, frozen=True):
@@ -86,7 +86,9 @@ def devnet_policy(
     )
 
 
-def compute_tcb_refusal(policy: AttestationPolicy, status: str, advisories: list[str]) -> str | None:
+def compute_tcb_refusal(
+    policy: AttestationPolicy, status: str, advisories: list[str]
+) -> str | None:
     """Why ``status`` with ``advisories`` is refused by ``policy``; ``None`` if acceptable."""
     shown = ", ".join(advisories) if advisories else "none"
     if status in NEVER_ACCEPTABLE_STATUSES:

@@ -329,7 +329,5 @@ class InProcessBackend:
                 sealed_identity_file=sealed_identity_file,
             )
         except Exception as exc:
-            raise EnclaveLaunchError(
-                f"enclave did not start: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise EnclaveLaunchError(f"enclave did not start: {type(exc).__name__}: {exc}") from exc
         return InProcessEnclaveHandle(dispatcher)

@@ -1,0 +1,246 @@
+"""The ``sealbridge`` command line.
+
+Every command takes ``--home`` (default ``.sealbridge``, or ``$SEALBRIDGE_HOME``) and
+``--json`` for scripts. Errors are one line on stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from sealbridge.cli import attest
+from sealbridge.cli.output import console, fail, friendly_errors, print_json
+from sealbridge.core.encoding import to_builtins
+from sealbridge.core.ids import to_hex
+
+app = typer.Typer(
+    help="sealbridge: confidential smart contracts run in TEEs, ordered by an EVM chain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+devnet_app = typer.Typer(help="Start, stop and inspect the embedded devnet.", no_args_is_help=True)
+keys_app = typer.Typer(help="User keys of the devnet.", no_args_is_help=True)
+app.add_typer(devnet_app, name="devnet")
+app.add_typer(keys_app, name="keys")
+app.add_typer(attest.app, name="attest")
+
+HomeOption = Annotated[
+    Path,
+    typer.Option("--home", envvar="SEALBRIDGE_HOME", help="Where devnet state and keys live."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+AsOption = Annotated[str, typer.Option("--as", help="Name of the user key to act as.")]
+ArgsOption = Annotated[
+    str, typer.Option("--args", help='Arguments as a JSON object, e.g. \'{"to": "bob"}\'.')
+]
+DEFAULT_HOME = Path(".sealbridge")
+
+
+def parse_args_json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"--args is not valid JSON: {exc.msg} at position {exc.pos}")
+    if not isinstance(value, dict):
+        fail('--args must be a JSON object, e.g. \'{"to": "bob", "amount": 10}\'')
+    return value
+
+
+# -- devnet ---------------------------------------------------------------------------
+@devnet_app.command("up")
+def devnet_up(
+    home: HomeOption = DEFAULT_HOME,
+    workers: Annotated[int, typer.Option(help="Number of worker nodes (1-4).")] = 2,
+    chain_id: Annotated[
+        int, typer.Option("--chain-id", help="Chain id of the anvil chain.")
+    ] = 31337,
+    as_json: JsonOption = False,
+) -> None:
+    """Start anvil, a gatekeeper and workers as separate processes; register them."""
+    from sealbridge.node.devnet import start_devnet
+
+    with friendly_errors():
+        if as_json:
+            state = start_devnet(home, workers=workers, chain_id=chain_id)
+            print_json(state)
+            return
+        with console.status("starting the devnet…") as status:
+
+            def show(message: str) -> None:
+                console.print(f"[green]✓[/] {message}")
+                status.update(message)
+
+            state = start_devnet(home, workers=workers, chain_id=chain_id, progress=show)
+    console.print(f"devnet up: chain {state.chain_id} at {state.rpc_url}; state in {home}/devnet")
+
+
+@devnet_app.command("down")
+def devnet_down(home: HomeOption = DEFAULT_HOME, as_json: JsonOption = False) -> None:
+    """Stop every devnet process and delete its state."""
+    from sealbridge.node.devnet import stop_devnet
+
+    with friendly_errors():
+        stopped = stop_devnet(home)
+    if as_json:
+        print_json({"stopped": stopped})
+    else:
+        console.print(f"stopped {', '.join(stopped)}")
+
+
+@devnet_app.command("status")
+def devnet_status(home: HomeOption = DEFAULT_HOME, as_json: JsonOption = False) -> None:
+    """Show the chain and every node's phase, height and contracts."""
+    from sealbridge.node.devnet import get_devnet_status
+
+    with friendly_errors():
+        status = get_devnet_status(home)
+    if as_json:
+        print_json(status)
+        return
+    console.print(
+        f"chain {status['chain_id']} at {status['rpc_url']}, block {status['block_number']}"
+    )
+    table = Table("node", "role", "phase", "height", "node id", "contracts")
+    for node in status["nodes"]:
+        contracts = node.get("contracts", [])
+        table.add_row(
+            node["name"],
+            node["role"],
+            str(node.get("phase")),
+            str(node.get("height", "")),
+            str(node.get("node_id", ""))[:18] + "…",
+            ", ".join(f"{c['contract_id'][:10]}…@{c['height']}" for c in contracts) or "-",
+        )
+    console.print(table)
+
+
+@keys_app.command("list")
+def keys_list(home: HomeOption = DEFAULT_HOME, as_json: JsonOption = False) -> None:
+    """List user keys with their contract identities and gas accounts."""
+    from sealbridge.client.keystore import Keystore
+    from sealbridge.node.devnet import get_devnet_dir
+
+    with friendly_errors():
+        store = Keystore(get_devnet_dir(home))
+        rows = [
+            {
+                "name": n,
+                "identity_key": to_hex(store.get(n).identity_key),
+                "eth_address": to_hex(store.get(n).eth_address),
+            }
+            for n in store.list_names()
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("name", "identity key (in contracts)", "gas account")
+    for row in rows:
+        table.add_row(row["name"], row["identity_key"], row["eth_address"])
+    console.print(table)
+
+
+# -- contracts ------------------------------------------------------------------------
+@app.command("deploy")
+def deploy(
+    contract: Annotated[str, typer.Argument(help="Contract to deploy (built in: token).")],
+    home: HomeOption = DEFAULT_HOME,
+    as_user: AsOption = "alice",
+    as_json: JsonOption = False,
+) -> None:
+    """Deploy a contract; the gatekeeper publishes its key; the deployer becomes owner."""
+    from sealbridge.client.api import Client
+
+    with friendly_errors():
+        client = Client.from_home(home)
+        if as_json:
+            print_json(client.deploy(contract, as_user=as_user))
+            return
+        with console.status(f"deploying {contract}…"):
+            d = client.deploy(contract, as_user=as_user, progress=lambda m: console.print(f"  {m}"))
+    console.print(f"[bold]contract id[/] {to_hex(d.contract_id)}")
+
+
+@app.command("call")
+def call(
+    contract_id: Annotated[str, typer.Argument(help="Contract id (0x-hex).")],
+    command: Annotated[str, typer.Argument(help="Command name, e.g. transfer.")],
+    args: ArgsOption = "{}",
+    home: HomeOption = DEFAULT_HOME,
+    as_user: AsOption = "alice",
+    wait: Annotated[bool, typer.Option(help="Wait until the workers applied it.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Sign, encrypt and submit a command through the chain's command inbox."""
+    from sealbridge.client.api import Client
+
+    parsed = parse_args_json(args)
+    with friendly_errors():
+        client = Client.from_home(home)
+        receipt = client.call(contract_id, command, parsed, as_user=as_user)
+        if wait:
+            client.wait_applied(receipt.contract_id, receipt.block_number)
+    if as_json:
+        print_json(receipt)
+        return
+    console.print(
+        f"{command} by {as_user}: encrypted command ({receipt.ciphertext_size} bytes) "
+        f"in block {receipt.block_number}, inbox seq {receipt.seq}, tx {to_hex(receipt.tx_hash)}"
+        + (" — applied by the workers" if wait else "")
+    )
+
+
+@app.command("query")
+def query(
+    contract_id: Annotated[str, typer.Argument(help="Contract id (0x-hex).")],
+    name: Annotated[str, typer.Argument(help="Query name, e.g. balance.")],
+    args: ArgsOption = "{}",
+    home: HomeOption = DEFAULT_HOME,
+    as_user: AsOption = "alice",
+    worker: Annotated[int, typer.Option(help="Which worker to ask (0-based).")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask a worker; the signed answer is checked before it is shown."""
+    from sealbridge.client.api import Client
+
+    parsed = parse_args_json(args)
+    with friendly_errors():
+        client = Client.from_home(home)
+        verified = client.query(contract_id, name, parsed, as_user=as_user, worker=worker)
+    if as_json:
+        out = to_builtins(verified)
+        out["signature_scheme"] = "ed25519"
+        out["how_to_verify"] = (
+            "Ed25519 verify(worker_key, signed_message_prefix || signed_payload, signature); "
+            "signed_payload is the msgpack QueryAnswer shown in 'answer'"
+        )
+        print_json(out)
+        return
+    a = verified.answer
+    console.print(
+        f"[bold]{name}[/] = [bold green]{a.result}[/]  (block {a.block_height}, state root "
+        f"{to_hex(a.state_root)[:18]}…, signed by worker {to_hex(verified.worker_key)[:18]}…)"
+    )
+
+
+@app.command("demo")
+def demo(
+    home: Annotated[
+        Path, typer.Option("--home", help="Scratch directory for the demo devnet.")
+    ] = Path(".sealbridge-demo"),
+    keep: Annotated[bool, typer.Option(help="Leave the devnet running afterwards.")] = False,
+) -> None:
+    """Run the confidential-token story end to end on a fresh devnet."""
+    from sealbridge.cli.demo import run_demo
+
+    with friendly_errors():
+        run_demo(home, keep=keep)
+
+
+def main() -> None:
+    app()
