@@ -161,6 +161,7 @@ def test_bad_commands_are_typed_and_change_nothing(case: str) -> None:
     assert runtime.compute_state_root() == before
     out = worker.process_block(block(9, bad))
     assert out.receipts[0].ok is False and out.receipts[0].error == expected.code
+    assert out.state_root == before
     assert query_balance(worker, ALICE, ALICE_PUB) == 60
 
 

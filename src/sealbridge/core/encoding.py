@@ -44,7 +44,7 @@ def decode(data: bytes, kind: type[T]) -> T:
         raise EncodingError(f"expected bytes to decode {kind.__name__}, got {type(data).__name__}")
     try:
         return msgspec.msgpack.decode(data, type=kind)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise EncodingError(f"malformed {kind.__name__}: {exc}") from exc
 
 

@@ -99,6 +99,14 @@ class PersistedState(Message, frozen=True):
     commands_applied: int
 
 
+class StateCommitment(Message, frozen=True):
+    """What a state root commits to."""
+
+    token: token.TokenState
+    nonces: dict[str, int]
+    commands_applied: int
+
+
 class ContractRuntime:
     """One installed contract: its keys and live state."""
 
@@ -126,9 +134,14 @@ class ContractRuntime:
         )
 
     def compute_state_root(self) -> bytes:
-        return tagged_hash(
-            "sealbridge/state-root/v1", self.keys.root_salt + encode(self.snapshot())
+        """A salted commitment to the state; the block height is not part of it, so a block
+        whose commands were all refused leaves the root unchanged."""
+        committed = StateCommitment(
+            token=self.ledger.snapshot(),
+            nonces=dict(self.nonces),
+            commands_applied=self.commands_applied,
         )
+        return tagged_hash("sealbridge/state-root/v1", self.keys.root_salt + encode(committed))
 
     def open_command(self, ciphertext: bytes) -> CommandBody:
         """Decrypt and authenticate one command; raise a RuntimeRefusal if it is bad."""
