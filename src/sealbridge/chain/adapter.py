@@ -291,30 +291,50 @@ class ChainAdapter:
             gas = estimate * _GAS_MARGIN_NUM // _GAS_MARGIN_DEN + 10_000
         max_fee, tip = self._fees()
         with self._sender_lock(sender):
-            nonce = self._nonces.get(sender)
-            if nonce is None:
-                nonce = self.get_nonce(sender)
-            tx: dict[str, Any] = {
-                "type": 2,
-                "chainId": self.chain_id,
-                "nonce": nonce,
-                "value": value,
-                "data": data,
-                "gas": gas,
-                "maxFeePerGas": max_fee,
-                "maxPriorityFeePerGas": tip,
-            }
-            if to is not None:
-                tx["to"] = checksum(to)
-            signed = Account.sign_transaction(tx, private_key)
             try:
-                with self._guard():
-                    tx_hash = bytes(self.web3.eth.send_raw_transaction(signed.raw_transaction))
-            except ChainError:
-                self._nonces.pop(sender, None)
-                raise
-            self._nonces[sender] = nonce + 1
-            return tx_hash
+                return self._send_locked(private_key, sender, to, data, value, gas, max_fee, tip)
+            except RpcError as exc:
+                # Another process sent from this account: our cached nonce is stale.
+                if "nonce too low" not in exc.message:
+                    raise
+                return self._send_locked(private_key, sender, to, data, value, gas, max_fee, tip)
+
+    def _send_locked(
+        self,
+        private_key: bytes,
+        sender: str,
+        to: str | None,
+        data: bytes,
+        value: int,
+        gas: int,
+        max_fee: int,
+        tip: int,
+    ) -> bytes:
+        """Send with the cached nonce (the caller holds the sender's lock)."""
+        nonce = self._nonces.get(sender)
+        if nonce is None:
+            nonce = self.get_nonce(sender)
+        tx: dict[str, Any] = {
+            "type": 2,
+            "chainId": self.chain_id,
+            "nonce": nonce,
+            "value": value,
+            "data": data,
+            "gas": gas,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": tip,
+        }
+        if to is not None:
+            tx["to"] = checksum(to)
+        signed = Account.sign_transaction(tx, private_key)
+        try:
+            with self._guard():
+                tx_hash = bytes(self.web3.eth.send_raw_transaction(signed.raw_transaction))
+        except ChainError:
+            self._nonces.pop(sender, None)
+            raise
+        self._nonces[sender] = nonce + 1
+        return tx_hash
 
     def wait_for_receipt(
         self, tx_hash: bytes, *, timeout: float = 60.0, check: bool = True

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from web3.types import RPCEndpoint
+
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.errors import RpcError
 from sealbridge.core.encoding import Message
@@ -48,7 +50,8 @@ def collect_chain_blobs(
     blobs: list[ChainBlob] = []
     for number in range(from_block, to_block + 1):
         block = w3.eth.get_block(number, full_transactions=True)
-        for tx in block["transactions"]:
+        transactions: list[Any] = list(block["transactions"])
+        for tx in transactions:
             tx_hash = bytes(tx["hash"])
             blobs.append(
                 ChainBlob(
@@ -79,7 +82,7 @@ def collect_chain_blobs(
 def _storage_writes(adapter: ChainAdapter, number: int, tx_hash: bytes) -> list[ChainBlob]:
     try:
         trace = adapter.web3.provider.make_request(
-            "debug_traceTransaction",
+            RPCEndpoint("debug_traceTransaction"),
             [
                 "0x" + tx_hash.hex(),
                 {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}},

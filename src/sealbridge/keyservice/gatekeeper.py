@@ -56,10 +56,10 @@ from sealbridge.keyservice.messages import (
     RegistrationApproval,
     RegistrationRequest,
 )
-from sealbridge.tee.attestation import verify_quote
-from sealbridge.tee.policy import AttestationPolicy
 from sealbridge.runtime.worker import EnclaveKeys
+from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import NodeKeys, compute_report_data
+from sealbridge.tee.policy import AttestationPolicy
 
 RandomBytes = Callable[[int], bytes]
 KEY_REQUEST_MAX_AGE = 300

@@ -36,8 +36,8 @@ from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.keyservice.ecalls import GatekeeperEnclaveClient
 from sealbridge.keyservice.messages import ChainFacts, KeyRequest, KeyRequestBody, PublishKeyRequest
 from sealbridge.node.config import NodeConfig
-from sealbridge.tee.policy import devnet_policy
 from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.tee.policy import devnet_policy
 
 log = logging.getLogger("sealbridge.gatekeeper")
 

@@ -59,7 +59,6 @@ from sealbridge.runtime.errors import (
     WrongContract,
     WrongKeyError,
 )
-from sealbridge.tee.enclave import NodeKeys
 from sealbridge.runtime.messages import (
     ANSWER_SIGN_TAG,
     COMMAND_SIGN_TAG,
@@ -81,6 +80,7 @@ from sealbridge.runtime.messages import (
     command_aad,
     state_aad,
 )
+from sealbridge.tee.enclave import NodeKeys
 
 RandomBytes = Callable[[int], bytes]
 

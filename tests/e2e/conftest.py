@@ -1,0 +1,37 @@
+"""A real devnet (anvil + gatekeeper + two workers as OS processes) shared by the e2e tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sealbridge.client.api import Client, Deployment
+from sealbridge.core.ids import to_hex
+from sealbridge.node.devnet import start_devnet, stop_devnet
+
+
+@pytest.fixture(scope="session")
+def devnet_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("devnet")
+    start_devnet(home, workers=2)
+    try:
+        yield home
+    finally:
+        stop_devnet(home)
+
+
+@pytest.fixture(scope="session")
+def client(devnet_home: Path) -> Client:
+    return Client.from_home(devnet_home)
+
+
+@pytest.fixture(scope="session")
+def token(client: Client) -> Deployment:
+    return client.deploy("token", as_user="alice")
+
+
+@pytest.fixture(scope="session")
+def token_id(token: Deployment) -> str:
+    return to_hex(token.contract_id)

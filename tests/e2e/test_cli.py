@@ -1,0 +1,116 @@
+"""The ``sealbridge`` command line against the running devnet (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+pytestmark = pytest.mark.e2e
+
+
+def run(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sealbridge.cli", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_token(devnet_home: Path) -> str:
+    """A token deployed through the CLI (separate from the token other modules use)."""
+    out = run("deploy", "token", "--as", "bob", "--json", home=devnet_home)
+    assert out.returncode == 0, out.stderr
+    deployment = json.loads(out.stdout)
+    assert deployment["deployer"] == "bob"
+    return str(deployment["contract_id"])
+
+
+def test_status_json(devnet_home: Path) -> None:
+    out = run("devnet", "status", "--json", home=devnet_home)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    phases = {n["name"]: n["phase"] for n in status["nodes"]}
+    assert phases == {"gatekeeper": "following", "worker-1": "following", "worker-2": "following"}
+
+
+def test_call_then_query_json_verifies_with_a_standard_library(
+    devnet_home: Path, cli_token: str
+) -> None:
+    token_id = cli_token
+    mint = run(
+        "call",
+        token_id,
+        "mint",
+        "--args",
+        '{"to": "carol", "amount": 5}',
+        "--as",
+        "bob",
+        "--json",
+        home=devnet_home,
+    )
+    assert mint.returncode == 0, mint.stderr
+    assert json.loads(mint.stdout)["method"] == "mint"
+    out = run(
+        "query",
+        token_id,
+        "balance",
+        "--args",
+        '{"owner": "carol"}',
+        "--as",
+        "carol",
+        "--json",
+        home=devnet_home,
+    )
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    payload = bytes.fromhex(record["signed_payload"][2:])
+    prefix = bytes.fromhex(record["signed_message_prefix"][2:])
+    signature = bytes.fromhex(record["signature"][2:])
+    worker = Ed25519PublicKey.from_public_bytes(bytes.fromhex(record["worker_key"][2:]))
+    worker.verify(signature, prefix + payload)  # raises if it does not verify
+    answer = msgspec.msgpack.decode(payload)
+    assert answer["result"] == record["answer"]["result"] == 5
+    with pytest.raises(Exception):  # noqa: B017 - any InvalidSignature
+        worker.verify(signature, prefix + payload + b"x")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["call", "0x" + "00" * 32, "mint", "--args", "{}", "--as", "alice"], "no contract"),
+        (["call", "TOKEN", "mint", "--args", "{not json", "--as", "alice"], "not valid JSON"),
+        (["call", "TOKEN", "mint", "--args", "[1]", "--as", "alice"], "JSON object"),
+        (["call", "TOKEN", "mint", "--args", "{}", "--as", "mallory"], "no key named"),
+        (["query", "0xzz", "balance", "--as", "alice"], "not valid hex"),
+        (
+            ["query", "TOKEN", "balance", "--args", '{"owner": "alice"}', "--as", "bob"],
+            "readable only by its owner",
+        ),
+        (["deploy", "nosuch", "--as", "alice"], "unknown contract"),
+    ],
+)
+def test_bad_input_gets_one_line_and_nonzero_exit(
+    devnet_home: Path, cli_token: str, args: list[str], message: str
+) -> None:
+    token_id = cli_token
+    out = run(*[token_id if a == "TOKEN" else a for a in args], home=devnet_home)
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert len(out.stderr.strip().splitlines()) <= 3  # one message (rich may wrap it)
+
+
+def test_no_devnet_running(tmp_path: Path) -> None:
+    out = run("devnet", "status", home=tmp_path)
+    assert out.returncode == 2
+    assert "no devnet is running" in out.stderr
+    assert "Traceback" not in out.stderr
