@@ -56,9 +56,8 @@ from sealbridge.keyservice.messages import (
     RegistrationApproval,
     RegistrationRequest,
 )
-from sealbridge.runtime.worker import EnclaveKeys
 from sealbridge.tee.attestation import verify_quote
-from sealbridge.tee.enclave import NodeKeys, compute_report_data
+from sealbridge.tee.enclave import EnclaveKeys, NodeKeys, compute_report_data
 from sealbridge.tee.policy import AttestationPolicy
 
 RandomBytes = Callable[[int], bytes]

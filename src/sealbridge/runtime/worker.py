@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from typing import Protocol
 
 from sealbridge.chain.abi import compute_output_digest
 from sealbridge.contracts import token
@@ -80,7 +79,7 @@ from sealbridge.runtime.messages import (
     command_aad,
     state_aad,
 )
-from sealbridge.tee.enclave import NodeKeys
+from sealbridge.tee.enclave import EnclaveKeys
 
 RandomBytes = Callable[[int], bytes]
 
@@ -235,21 +234,6 @@ def unseal_state(keys: ContractKeys, sealed: bytes) -> PersistedState:
 
 def empty_state() -> PersistedState:
     return PersistedState(token=token.TokenState(), nonces={}, height=0, commands_applied=0)
-
-
-class EnclaveKeys(Protocol):
-    """What the runtime needs from its enclave: key operations, never the private keys."""
-
-    @property
-    def identity(self) -> NodeKeys: ...
-
-    def random_bytes(self, n: int) -> bytes: ...
-
-    def sign_identity(self, message: bytes) -> bytes: ...
-
-    def sign_eth_digest(self, digest: bytes) -> bytes: ...
-
-    def decrypt_for_identity(self, blob: bytes, aad: bytes = b"") -> bytes: ...
 
 
 class WorkerRuntime:

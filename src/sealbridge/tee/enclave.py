@@ -206,6 +206,21 @@ class EnclaveContext:
         return decrypt_with(self._secrets.encryption_seed, bytes(blob), bytes(aad))
 
 
+class EnclaveKeys(Protocol):
+    """What the runtime needs from its enclave: key operations, never the private keys."""
+
+    @property
+    def identity(self) -> NodeKeys: ...
+
+    def random_bytes(self, n: int) -> bytes: ...
+
+    def sign_identity(self, message: bytes) -> bytes: ...
+
+    def sign_eth_digest(self, digest: bytes) -> bytes: ...
+
+    def decrypt_for_identity(self, blob: bytes, aad: bytes = b"") -> bytes: ...
+
+
 class EnclaveProgram(Protocol):
     """Trusted code: constructed as ``Program(ctx)``, exports named ECALLs."""
 

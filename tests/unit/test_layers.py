@@ -1,0 +1,98 @@
+"""Imports point only downwards (see DESIGN.md, "Layers")."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "sealbridge"
+
+# Each package may import only from the packages listed (and the standard library / deps).
+ALLOWED: dict[str, set[str]] = {
+    "core": {"core"},
+    "crypto": {"core", "crypto"},
+    "tee": {"core", "crypto", "tee"},
+    "chain": {"core", "crypto", "chain"},
+    "contracts": {"core", "crypto", "contracts"},
+    "runtime": {"core", "crypto", "tee", "chain", "contracts", "runtime", "keyservice"},
+    "keyservice": {"core", "crypto", "tee", "chain", "contracts", "keyservice"},
+    "net": {"core", "net"},
+    "node": {
+        "core",
+        "crypto",
+        "tee",
+        "chain",
+        "contracts",
+        "runtime",
+        "keyservice",
+        "net",
+        "node",
+        "client",
+    },
+    "client": {
+        "core",
+        "crypto",
+        "tee",
+        "chain",
+        "contracts",
+        "runtime",
+        "keyservice",
+        "net",
+        "node",
+        "client",
+    },
+    "cli": {
+        "core",
+        "crypto",
+        "tee",
+        "chain",
+        "contracts",
+        "runtime",
+        "keyservice",
+        "net",
+        "node",
+        "client",
+        "cli",
+    },
+}
+DRIVERS = {"net", "sim", "node", "cli"}
+
+
+def get_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "sealbridge" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+def get_files() -> list[tuple[str, Path]]:
+    return [(p.relative_to(SRC).parts[0], p) for p in sorted(SRC.glob("*/**/*.py"))]
+
+
+@pytest.mark.parametrize(("package", "path"), get_files(), ids=lambda v: str(v))
+def test_imports_point_downwards(package: str, path: Path) -> None:
+    assert package in ALLOWED, f"new package {package}: add it to the layer table"
+    illegal = get_imports(path) - ALLOWED[package]
+    assert not illegal, f"{path.relative_to(SRC)} imports {sorted(illegal)}"
+
+
+def test_cores_never_import_drivers() -> None:
+    for package in ("core", "crypto", "tee", "chain", "contracts", "runtime", "keyservice"):
+        assert not ALLOWED[package] & DRIVERS
+
+
+def test_the_checker_can_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from sealbridge.node.devnet import start_devnet\nimport sealbridge.cli.main\n")
+    assert get_imports(bad) == {"node", "cli"}
