@@ -16,7 +16,7 @@ $(VENV)/.stamp-deps: pyproject.toml constraints.txt
 	touch $@
 
 $(ANVIL): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 demo: setup

@@ -30,10 +30,12 @@ from typing import Any
 from bench.common import console, fmt, fmt_ratio, print_table, ratio, write_results
 from sealbridge.contracts import token
 from sealbridge.contracts.catalog import get_code_hash
+from sealbridge.core.encoding import decode, encode
 from sealbridge.crypto.signing import ed25519_keypair
 from sealbridge.keyservice.gatekeeper import Gatekeeper
-from sealbridge.keyservice.messages import ChainFacts, PublishKeyRequest
-from sealbridge.runtime.ecalls import WorkerEnclaveClient
+from sealbridge.keyservice.messages import ChainFacts, KeyRequest, PublishKeyRequest
+from sealbridge.runtime.ecalls import MakeKeyRequest, WorkerEnclaveClient
+from sealbridge.runtime.enclave import WorkerProgram
 from sealbridge.runtime.envelope import seal_command
 from sealbridge.runtime.messages import BlockInput, InboxCommand, InstallContract, SignOutput
 from sealbridge.runtime.worker import WorkerRuntime
@@ -78,7 +80,9 @@ class Workload:
             )
 
         setup_plain: list[Plain] = [(self.owner, "initialize", {})]
-        setup_plain += [(self.owner, "mint", {"to": pub, "amount": MINT}) for _, pub in self.senders]
+        setup_plain += [
+            (self.owner, "mint", {"to": pub, "amount": MINT}) for _, pub in self.senders
+        ]
         self.setup_plain = setup_plain
         self.setup = _block(1, [seal(self.owner_seed, s, m, a) for s, m, a in setup_plain])
         self.blocks: list[BlockInput] = []
@@ -126,7 +130,9 @@ def run_plain_live(work: Workload) -> dict[str, int]:
 def run_plain_pure(work: Workload) -> dict[str, int]:
     state = token.TokenState()
     for sender, method, args in work.setup_plain:
-        state = token.apply(state, token.execute(state, method, dict(args), token.ExecEnv(1, sender)))
+        state = token.apply(
+            state, token.execute(state, method, dict(args), token.ExecEnv(1, sender))
+        )
     start = time.perf_counter()
     for number, block in enumerate(work.plain, start=2):
         for sender, method, args in block:
@@ -165,7 +171,7 @@ class Keys:
         )
         self.contract_public_key = published.contract_public_key
 
-    def install_request(self, request: Any) -> InstallContract:
+    def install_request(self, request: KeyRequest) -> InstallContract:
         release = self.gatekeeper.release_contract_key(request, FACTS, int(time.time()))
         return InstallContract(
             contract_id=CONTRACT_ID,
@@ -177,9 +183,6 @@ class Keys:
 
 
 def run_in_process(work: Workload, keys: Keys) -> dict[str, int]:
-    from sealbridge.runtime.enclave import WorkerProgram
-    from sealbridge.runtime.ecalls import MakeKeyRequest
-    from sealbridge.core.encoding import decode, encode
     from sealbridge.keyservice.messages import KeyRequest
 
     ctx = EnclaveContext(
@@ -258,12 +261,32 @@ def run(quick: bool = False) -> dict[str, Any]:
         build_s = time.perf_counter() - t0
         console.print(f"[dim]  built and sealed {work.commands} commands in {build_s:.2f}s[/]")
         variants: list[tuple[str, str, Callable[[], dict[str, int]]]] = [
-            ("plain_live", "token.execute + LiveToken.apply (baseline)", lambda: run_plain_live(work)),
-            ("plain_pure", "token.execute + token.apply (pure, copies state)", lambda: run_plain_pure(work)),
-            ("in_process", "WorkerRuntime.process_block, in process", lambda: run_in_process(work, keys)),
-            ("sim_enclave", "process_block ECALL, sim enclave process", lambda: run_sim_enclave(work, keys, sign=False)),
-            ("sim_enclave_sign", "  + sign_output ECALL per block (as the host)", lambda: run_sim_enclave(work, keys, sign=True)),
-        ]  # fmt: skip
+            (
+                "plain_live",
+                "token.execute + LiveToken.apply (baseline)",
+                lambda: run_plain_live(work),
+            ),
+            (
+                "plain_pure",
+                "token.execute + token.apply (pure, copies state)",
+                lambda: run_plain_pure(work),
+            ),
+            (
+                "in_process",
+                "WorkerRuntime.process_block, in process",
+                lambda: run_in_process(work, keys),
+            ),
+            (
+                "sim_enclave",
+                "process_block ECALL, sim enclave process",
+                lambda: run_sim_enclave(work, keys, sign=False),
+            ),
+            (
+                "sim_enclave_sign",
+                "  + sign_output ECALL per block (as the host)",
+                lambda: run_sim_enclave(work, keys, sign=True),
+            ),
+        ]
         results: dict[str, Any] = {}
         reference: dict[str, int] | None = None
         for key, label, fn in variants:

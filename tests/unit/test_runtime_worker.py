@@ -192,3 +192,19 @@ def test_released_key_for_another_worker_is_refused() -> None:
             )
         )
     assert worker.contracts == {}
+
+
+def test_contract_refusal_consumes_the_nonce_only() -> None:
+    worker = make_worker(b"w" * 32)
+    for b in setup_blocks():
+        worker.process_block(b)
+    runtime = worker.get_contract(CONTRACT_ID)
+    balances = dict(runtime.ledger.balances)
+    out = worker.process_block(block(5, cmd(BOB, 1, "transfer", {"to": ALICE_PUB, "amount": 999})))
+    assert out.receipts[0].error == "insufficient_balance"
+    assert runtime.ledger.balances == balances
+    assert runtime.nonces[BOB_PUB.hex()] == 1
+    # The sender's next command (nonce 2) is accepted: client and runtime stay in step.
+    out = worker.process_block(block(6, cmd(BOB, 2, "transfer", {"to": ALICE_PUB, "amount": 1})))
+    assert out.receipts[0].ok
+    assert query_balance(worker, BOB, BOB_PUB) == 39

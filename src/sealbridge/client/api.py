@@ -92,6 +92,14 @@ class Client:
     def from_home(cls, home: Path) -> Client:
         return cls(load_running(home))
 
+    @property
+    def state_home(self) -> Path:
+        return Path(self.state.home)
+
+    def refresh_state(self) -> None:
+        """Re-read the devnet state (after a node was restarted)."""
+        self.state = load_running(self.state_home)
+
     # -- helpers -------------------------------------------------------------------
     def get_user(self, name: str) -> UserKey:
         return self.keystore.get(name)

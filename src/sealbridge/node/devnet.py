@@ -383,3 +383,37 @@ def get_devnet_status(home: Path) -> dict[str, Any]:
         "nodes": nodes,
         "users": state.users,
     }
+
+
+def restart_node(home: Path, name: str, *, timeout: float = 60.0) -> NodeEntry:
+    """Kill a node process (as a crash would) and start it again from its data directory.
+
+    The enclave unseals its identity (same measurement, same platform), so the node keeps
+    its registration; a worker reinstalls its contracts from their sealed state.
+    """
+    state = load_running(home)
+    entries = {e.name: e for e in [state.gatekeeper, *state.workers]}
+    if name not in entries:
+        raise DevnetError(f"no node named {name!r} (nodes: {', '.join(entries)})")
+    entry = entries[name]
+    tip = ChainAdapter.rpc(state.rpc_url).get_block_number()
+    _kill_group(entry.pid)
+    log_file = Path(entry.log_file)
+    process = _spawn([sys.executable, "-m", "sealbridge.node", entry.config_file], log_file)
+    if entry.role == WORKER:
+        deadline = time.monotonic() + timeout
+        while _wait_worker(entry.url, process, log_file, timeout)["height"] < tip:
+            if time.monotonic() > deadline:
+                raise DevnetError(f"{name} did not catch up to block {tip} within {timeout:.0f}s")
+            time.sleep(0.1)
+    else:
+        _wait_http(entry.url + "/v1/status", process, log_file, timeout)
+    fresh = NodeEntry(**{**_fields(entry), "pid": process.pid})
+    workers = [fresh if w.name == name else w for w in state.workers]
+    gatekeeper = fresh if state.gatekeeper.name == name else state.gatekeeper
+    fields = {f: getattr(state, f) for f in state.__struct_fields__}
+    save_json(
+        get_state_file(home),
+        DevnetState(**{**fields, "workers": workers, "gatekeeper": gatekeeper}),
+    )
+    return fresh

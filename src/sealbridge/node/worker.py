@@ -27,25 +27,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter
+from sealbridge.chain.errors import RpcError
 from sealbridge.chain.follower import BlockFollower, ChainEvent, ObservedBlock
 from sealbridge.chain.management import ManagementAddresses, ManagementContracts
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.core.ids import to_hex
 from sealbridge.keyservice.messages import KeyRelease, RegistrationApproval, RegistrationRequest
-from sealbridge.net.http import NodeClient
+from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.config import NodeConfig
 from sealbridge.runtime.ecalls import WorkerEnclaveClient
 from sealbridge.runtime.messages import BlockInput, InboxCommand, InstallContract, SignOutput
 from sealbridge.tee.backend import EnclaveHandle
 
 log = logging.getLogger("sealbridge.worker")
+RETRY_DELAY = 1.0
 
 
 class WorkerPhase(Enum):
@@ -121,12 +124,23 @@ class WorkerHost:
                 confirmations=self.config.confirmations,
             )
             self.phase = WorkerPhase.FOLLOWING
+            pending: deque[ObservedBlock] = deque()
             while not self._stop.is_set():
-                blocks = follower.poll()
-                for block in blocks:
-                    self.on_block(block)
-                if not blocks:
-                    self._stop.wait(self.config.poll_interval)
+                if not pending:
+                    pending.extend(follower.poll())
+                    if not pending:
+                        self._stop.wait(self.config.poll_interval)
+                        continue
+                try:
+                    self.on_block(pending[0])
+                except (TransportError, RpcError) as exc:
+                    # The gatekeeper or the chain is briefly unreachable: retry this block.
+                    self.error = f"retrying block {pending[0].number}: {exc.message}"
+                    log.warning(self.error)
+                    self._stop.wait(RETRY_DELAY)
+                    continue
+                self.error = ""
+                pending.popleft()
         except SealbridgeError as exc:
             self.phase = WorkerPhase.FAILED
             self.error = f"{type(exc).__name__}: {exc.message}"
@@ -162,6 +176,8 @@ class WorkerHost:
 
     def on_key_published(self, event: ChainEvent) -> None:
         contract_id = bytes(event.args["contract_id"])
+        if contract_id in self.installed:
+            return
         if not self.mgmt.contract_registry.is_assigned(contract_id, self.node_id):
             return
         record = self.mgmt.contract_registry.get_contract(contract_id)

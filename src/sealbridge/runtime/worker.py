@@ -11,10 +11,11 @@ command the runtime
    over the body -- else ``MalformedCommand`` / ``BadCommandSignature``;
 3. checks the body names this contract and carries the next nonce of its sender -- else
    ``WrongContract`` / ``ReplayedCommand``;
-4. executes it as a pure transition of the contract state and applies the writes only
-   when the contract accepted it.
+4. consumes the nonce, executes the command as a pure transition of the contract state
+   and applies the writes only when the contract accepted it.
 
-A refused command changes nothing but is recorded in the block's receipts by error code.
+A command refused in steps 1-3 changes nothing; one the contract refuses (step 4) changes
+only its sender's nonce. Either way the block's receipts record it by error code.
 After the block the runtime computes a state root -- a salted commitment to the whole
 state (ledger, nonces, height) -- and seals the state under the contract's state key
 (state layer). Two runtimes given the same blocks compute the same root.
@@ -171,12 +172,18 @@ class ContractRuntime:
         return body
 
     def apply_command(self, ciphertext: bytes, block_number: int) -> int | None:
-        """Run one encrypted command; on any refusal raise and leave the state unchanged."""
+        """Run one encrypted command.
+
+        A command that fails to open (wrong key, malformed, bad signature, replayed nonce)
+        raises and changes nothing. An authentic command consumes its sender's nonce even
+        when the contract refuses it (as a reverted Ethereum transaction does), so senders
+        never fall out of step with the runtime; the contract's own state is untouched.
+        """
         body = self.open_command(ciphertext)
+        self.nonces[body.sender.hex()] = body.nonce
         env = token.ExecEnv(block_number=block_number, caller=body.sender)
         outcome = token.execute(self.ledger, body.method, dict(body.args), env)
         self.ledger.apply(outcome)
-        self.nonces[body.sender.hex()] = body.nonce
         self.commands_applied += 1
         return outcome.result
 
