@@ -104,7 +104,7 @@ def _in_process_query(bob_seed: bytes, bob_key: bytes) -> Callable[[], int]:
             args={"owner": bob_key},
             issued_at=int(time.time()),
         )
-        answer, _signed = open_answer(query, reply, runtime.answer_query(query))
+        answer, _signed = open_answer(query, reply, runtime.answer_query(query, int(time.time())))
         return int(answer.result)
 
     return once

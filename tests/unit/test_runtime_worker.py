@@ -89,7 +89,7 @@ def query_balance(worker: WorkerRuntime, caller: bytes, owner: bytes) -> int:
         args={"owner": owner},
         issued_at=0,
     )
-    answer, signed = open_answer(query, reply, worker.answer_query(query))
+    answer, signed = open_answer(query, reply, worker.answer_query(query, 0))
     assert signed.worker_key == worker.identity_key
     return answer.result
 
@@ -208,3 +208,21 @@ def test_contract_refusal_consumes_the_nonce_only() -> None:
     out = worker.process_block(block(6, cmd(BOB, 2, "transfer", {"to": ALICE_PUB, "amount": 1})))
     assert out.receipts[0].ok
     assert query_balance(worker, BOB, BOB_PUB) == 39
+
+
+def test_stale_query_is_refused() -> None:
+    worker = make_worker(b"w" * 32)
+    for b in setup_blocks():
+        worker.process_block(b)
+    query, _ = make_query(
+        contract_id=CONTRACT_ID,
+        caller_private_key=ALICE,
+        method="balance",
+        args={"owner": ALICE_PUB},
+        issued_at=1_000,
+    )
+    worker.answer_query(query, 1_000 + 300)
+    with pytest.raises(errors.QueryRefused):
+        worker.answer_query(query, 1_000 + 301)
+    with pytest.raises(errors.QueryRefused):
+        worker.answer_query(query, 1_000 - 301)

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sealbridge.core.encoding import to_json
 from sealbridge.core.errors import SealbridgeError
@@ -18,7 +19,7 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, *, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

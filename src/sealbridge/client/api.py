@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.management import ContractRecord, ManagementAddresses, ManagementContracts
@@ -87,6 +85,19 @@ class Client:
         self.mgmt = ManagementContracts(self.chain, self.addresses)
         self.keystore = Keystore(keystore_home or Path(state.home) / "devnet")
         self.nonce_dir = Path(state.home) / "devnet" / "nonces"
+        self._nodes: dict[str, NodeClient] = {}
+
+    def get_node(self, url: str) -> NodeClient:
+        """A kept-alive HTTP client per node (building one costs far more than a request)."""
+        node = self._nodes.get(url)
+        if node is None:
+            node = self._nodes[url] = NodeClient(url)
+        return node
+
+    def close(self) -> None:
+        for node in self._nodes.values():
+            node.close()
+        self._nodes.clear()
 
     @classmethod
     def from_home(cls, home: Path) -> Client:
@@ -99,6 +110,7 @@ class Client:
     def refresh_state(self) -> None:
         """Re-read the devnet state (after a node was restarted)."""
         self.state = load_running(self.state_home)
+        self.close()
 
     # -- helpers -------------------------------------------------------------------
     def get_user(self, name: str) -> UserKey:
@@ -177,7 +189,7 @@ class Client:
                 return value
             if time.monotonic() > deadline:
                 raise ClientError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(0.1)
+            time.sleep(0.02)
 
     # -- commands --------------------------------------------------------------------
     def _nonce_file(self, user: UserKey, contract_id: bytes) -> Path:
@@ -226,7 +238,7 @@ class Client:
 
         def applied() -> bool:
             for worker in self.state.workers:
-                status = httpx.get(worker.url + "/v1/status", timeout=5.0).json()
+                status = self.get_node(worker.url).get_json("/v1/status")
                 heights = [
                     c["height"]
                     for c in status["contracts"]
@@ -261,8 +273,7 @@ class Client:
             issued_at=int(time.time()),
         )
         entry: NodeEntry = self.state.workers[worker]
-        with NodeClient(entry.url) as node:
-            sealed = node.post("/v1/query", encode(query))
+        sealed = self.get_node(entry.url).post("/v1/query", encode(query))
         answer, signed = open_answer(query, reply_key, sealed)
         self.check_worker(signed)
         return VerifiedAnswer(

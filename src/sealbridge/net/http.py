@@ -40,7 +40,7 @@ class NodeRefused(RemoteProtocolError):
 
 
 def error_status(exc: SealbridgeError) -> int:
-    if getattr(exc, "code", "") in {"unknown_contract", "not_found"}:
+    if getattr(exc, "remote_code", exc.code) in {"unknown_contract", "not_found"}:
         return 404
     if isinstance(exc, RemoteProtocolError):
         return 400

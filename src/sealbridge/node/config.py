@@ -28,7 +28,7 @@ class NodeConfig(Message, frozen=True):
     allowed_measurements: list[str]  # hex; the policy the gatekeeper fixes at genesis
     gatekeeper_url: str = ""
     confirmations: int = 0
-    poll_interval: float = 0.2
+    poll_interval: float = 0.05
     stake_wei: int = 10**18
     registration_ttl: int = 30 * 24 * 3600
 

@@ -62,7 +62,8 @@ class WorkerProgram:
         return encode(Signature(signature=self.runtime.sign_output(decode(payload, SignOutput))))
 
     def query(self, payload: bytes) -> bytes:
-        return encode(SealedAnswer(sealed=self.runtime.answer_query(decode(payload, SignedQuery))))
+        query = decode(payload, SignedQuery)
+        return encode(SealedAnswer(sealed=self.runtime.answer_query(query, int(self.clock()))))
 
     def get_status(self, payload: bytes) -> bytes:
         return encode(StatusList(contracts=self.runtime.get_status()))

@@ -83,6 +83,7 @@ from sealbridge.runtime.messages import (
 from sealbridge.tee.enclave import EnclaveKeys
 
 RandomBytes = Callable[[int], bytes]
+QUERY_MAX_AGE = 300  # seconds between a query's issued_at and the enclave clock
 
 
 class ContractPhase(Enum):
@@ -281,8 +282,11 @@ class WorkerRuntime:
     def process_block(self, block: BlockInput) -> BlockOutput:
         return self.get_contract(block.contract_id).process_block(block, self.random_bytes)
 
-    def answer_query(self, request: SignedQuery) -> bytes:
-        """Return the signed answer encrypted to the caller's reply key."""
+    def answer_query(self, request: SignedQuery, now: int) -> bytes:
+        """Return the signed answer encrypted to the caller's reply key.
+
+        ``now`` is the enclave's clock; a query issued more than QUERY_MAX_AGE seconds away
+        from it is refused, so a relayed old query cannot be answered again much later."""
         try:
             body = decode_canonical(request.body, QueryBody)
         except EncodingError as exc:
@@ -291,6 +295,8 @@ class WorkerRuntime:
             ed25519_verify(body.caller, QUERY_SIGN_TAG + request.body, request.signature)
         except InvalidSignature as exc:
             raise QueryRefused("query signature does not verify") from exc
+        if abs(now - body.issued_at) > QUERY_MAX_AGE:
+            raise QueryRefused(f"query issued at {body.issued_at} is stale or from the future")
         runtime = self.get_contract(body.contract_id)
         if body.method == "next_nonce":
             # Runtime-level query: the caller's own next command nonce on this contract.

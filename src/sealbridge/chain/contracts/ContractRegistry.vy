@@ -4,8 +4,9 @@
 @notice Confidential contracts deployed on sealbridge. A deployer names a contract id,
     the hash of its code, one gatekeeper (which derives the contract key) and the
     workers that execute it. The gatekeeper's enclave then publishes the contract's
-    public key and the contract private key wrapped for the workers, signed with its
-    enclave key. Commands may only be sent once the key is published.
+    public key and the contract key wrapped under a key derived from the root key,
+    signed with its enclave key (workers receive the contract key off chain, by attested
+    key release). Commands may only be sent once the key is published.
 """
 
 ROLE_GATEKEEPER: constant(uint8) = 1
