@@ -114,3 +114,45 @@ def test_no_devnet_running(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "no devnet is running" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_call_reports_the_contract_outcome(devnet_home: Path, cli_token: str) -> None:
+    ok = run(
+        "call",
+        cli_token,
+        "mint",
+        "--args",
+        '{"to": "bob", "amount": 7}',
+        "--as",
+        "bob",
+        home=devnet_home,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "accepted" in ok.stdout
+    refused = run(
+        "call",
+        cli_token,
+        "transfer",
+        "--args",
+        '{"to": "alice", "amount": 999999}',
+        "--as",
+        "carol",
+        "--json",
+        home=devnet_home,
+    )
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["outcome"] == "insufficient_balance"
+    # The refused command used up carol's nonce, so her next command is accepted.
+    again = run(
+        "call",
+        cli_token,
+        "transfer",
+        "--args",
+        '{"to": "alice", "amount": 1}',
+        "--as",
+        "carol",
+        "--json",
+        home=devnet_home,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["outcome"] == "ok"

@@ -114,13 +114,20 @@ def test_encrypted_transfers_and_signed_queries(
             assert answer.worker_key == from_hex(client.state.workers[worker].node_id)
     # Both workers (separate processes) reached the same state root, and say so on chain.
     assert get_worker_root(client, token, 0) == get_worker_root(client, token, 1)
-    outputs = [
-        client.mgmt.output_records.get_output(token.contract_id, from_hex(w.node_id))
-        for w in client.state.workers
-    ]
-    assert all(o is not None and o.block_number == r.block_number for o in outputs)
+    # Each worker records its enclave-signed root on chain once it has caught up.
+    deadline = time.monotonic() + 30
+    while True:
+        outputs = [
+            client.mgmt.output_records.get_output(token.contract_id, from_hex(w.node_id))
+            for w in client.state.workers
+        ]
+        if all(o is not None and o.block_number == r.block_number for o in outputs):
+            break
+        assert time.monotonic() < deadline, f"outputs not recorded: {outputs}"
+        time.sleep(0.1)
     assert outputs[0] is not None and outputs[1] is not None
     assert outputs[0].state_root == outputs[1].state_root
+    assert outputs[0].state_root == from_hex(get_worker_root(client, token, 0))
 
 
 def test_only_the_owner_reads_a_balance(client: Client, token_id: str) -> None:

@@ -210,6 +210,31 @@ def test_contract_refusal_consumes_the_nonce_only() -> None:
     assert query_balance(worker, BOB, BOB_PUB) == 39
 
 
+def query_result(worker: WorkerRuntime, caller: bytes, nonce: int) -> int | str:
+    query, reply = make_query(
+        contract_id=CONTRACT_ID,
+        caller_private_key=caller,
+        method="command_result",
+        args={"nonce": nonce},
+        issued_at=0,
+    )
+    answer, _ = open_answer(query, reply, worker.answer_query(query, 0))
+    return answer.result
+
+
+def test_command_result_is_readable_by_its_sender() -> None:
+    worker = make_worker(b"w" * 32)
+    for b in setup_blocks():
+        worker.process_block(b)
+    assert query_result(worker, ALICE, 3) == "ok"
+    worker.process_block(block(5, cmd(BOB, 1, "transfer", {"to": ALICE_PUB, "amount": 999})))
+    assert query_result(worker, BOB, 1) == "insufficient_balance"
+    with pytest.raises(errors.QueryRefused):
+        query_result(worker, BOB, 2)  # no such command yet
+    with pytest.raises(errors.QueryRefused):
+        query_result(worker, ALICE, 2)  # only the latest result is kept
+
+
 def test_stale_query_is_refused() -> None:
     worker = make_worker(b"w" * 32)
     for b in setup_blocks():

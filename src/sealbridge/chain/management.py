@@ -431,6 +431,27 @@ class OutputRecords(_BoundContract):
         ]
         return self._transact("record", args, sender_key)
 
+    def send_record(
+        self,
+        contract_id: bytes,
+        block_number: int,
+        state_root: bytes,
+        command_count: int,
+        node_id: bytes,
+        signature: bytes,
+        sender_key: bytes,
+    ) -> bytes:
+        """Like :meth:`record` but return the tx hash at once (no wait for the receipt)."""
+        args = [
+            contract_id,
+            block_number,
+            state_root,
+            command_count,
+            node_id,
+            _check_len(signature, 65, "signature"),
+        ]
+        return self._send("record", args, sender_key)
+
     def get_output(self, contract_id: bytes, node_id: bytes) -> OutputRecord | None:
         (raw,) = self._call("get_output", contract_id, node_id)
         if not raw[4]:

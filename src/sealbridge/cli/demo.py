@@ -10,6 +10,7 @@ everything the chain stored finds none of the plaintext.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from rich.panel import Panel
@@ -142,13 +143,26 @@ def _story(home: Path) -> None:
         console.print(f"[green]refused[/] by the worker's enclave: {exc.message}")
 
     console.rule("6. both workers computed the same state")
+    last_block = calls[-1].block_number
+    deadline = time.monotonic() + 30
+    roots: set[bytes] = set()
     for entry in client.state.workers:
         output = mgmt.output_records.get_output(deployment.contract_id, from_hex(entry.node_id))
-        if output is not None:
-            console.print(
-                f"{entry.name}: block {output.block_number}, {output.command_count} command(s), "
-                f"state root {to_hex(output.state_root)}"
-            )
+        while (output is None or output.block_number < last_block) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            output = mgmt.output_records.get_output(deployment.contract_id, from_hex(entry.node_id))
+        if output is None:
+            console.print(f"[bold red]{entry.name} recorded no output[/]")
+            raise SystemExit(1)
+        roots.add(output.state_root)
+        console.print(
+            f"{entry.name}: block {output.block_number}, state root {to_hex(output.state_root)} "
+            "(signed by its enclave, checked by OutputRecords)"
+        )
+    if len(roots) != 1:
+        console.print("[bold red]the workers disagree on the state root[/]")
+        raise SystemExit(1)
+    console.print("[green]✓[/] same state root, computed independently in two enclave processes")
 
     console.rule("7. nothing readable on chain")
     blobs = collect_chain_blobs(chain, start_block, chain.get_block_number())

@@ -180,19 +180,29 @@ def call(
     from sealbridge.client.api import Client
 
     parsed = parse_args_json(args)
+    outcome = None
     with friendly_errors():
         client = Client.from_home(home)
         receipt = client.call(contract_id, command, parsed, as_user=as_user)
         if wait:
             client.wait_applied(receipt.contract_id, receipt.block_number)
+            outcome = client.get_command_result(receipt, as_user=as_user)
     if as_json:
-        print_json(receipt)
+        out = to_builtins(receipt)
+        out["outcome"] = outcome
+        print_json(out)
+        if outcome not in (None, "ok"):
+            raise typer.Exit(1)
         return
     console.print(
         f"{command} by {as_user}: encrypted command ({receipt.ciphertext_size} bytes) "
         f"in block {receipt.block_number}, inbox seq {receipt.seq}, tx {to_hex(receipt.tx_hash)}"
-        + (" — applied by the workers" if wait else "")
     )
+    if outcome == "ok":
+        console.print("[green]accepted[/] by the contract (applied by every worker)")
+    elif outcome is not None:
+        console.print(f"[red]refused by the contract:[/] {outcome} (its nonce is used up)")
+        raise typer.Exit(1)
 
 
 @app.command("query")

@@ -250,6 +250,16 @@ class Client:
 
         self._wait(applied, timeout, f"workers to apply block {block_number}")
 
+    def get_command_result(self, receipt: CallReceipt, *, as_user: str) -> str:
+        """ "ok", or the contract's error code, for a command already applied."""
+        answer = self.query(
+            to_hex(receipt.contract_id),
+            "command_result",
+            {"nonce": receipt.nonce},
+            as_user=as_user,
+        )
+        return str(answer.answer.result)
+
     # -- queries ---------------------------------------------------------------------
     def query(
         self,

@@ -75,6 +75,7 @@ class WorkerHost:
         self.height = 0
         self.installed: dict[bytes, int] = {}  # contract id -> height applied in the enclave
         self.outputs_recorded = 0
+        self.unrecorded: dict[bytes, int] = {}  # contract id -> commands since last record
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -141,6 +142,8 @@ class WorkerHost:
                     continue
                 self.error = ""
                 pending.popleft()
+                if not pending and self.unrecorded:
+                    self.flush_outputs()
         except SealbridgeError as exc:
             self.phase = WorkerPhase.FAILED
             self.error = f"{type(exc).__name__}: {exc.message}"
@@ -214,32 +217,12 @@ class WorkerHost:
                     commands=commands,
                 )
             )
-            signature = self.calls.sign_output(
-                SignOutput(
-                    contract_id=contract_id,
-                    number=block.number,
-                    chain_id=self.chain.chain_id,
-                    outputs_address=bytes.fromhex(self.addresses.output_records[2:]),
-                )
-            )
         sealed_file = self.state_dir / f"{contract_id.hex()}.sealed"
         tmp = sealed_file.with_suffix(".tmp")
         tmp.write_bytes(output.sealed_state)
         tmp.replace(sealed_file)
         self.installed[contract_id] = block.number
-        try:
-            self.mgmt.output_records.record(
-                contract_id,
-                block.number,
-                output.state_root,
-                output.command_count,
-                self.node_id,
-                signature,
-                self.eth_key,
-            )
-            self.outputs_recorded += 1
-        except SealbridgeError as exc:  # the output is advisory; execution goes on
-            log.warning("could not record output of block %d: %s", block.number, exc.message)
+        self.unrecorded[contract_id] = output.command_count
         ok = sum(1 for r in output.receipts if r.ok)
         log.info(
             "block %d contract %s: %d commands (%d ok), root %s",
@@ -249,6 +232,38 @@ class WorkerHost:
             ok,
             to_hex(output.state_root)[:18],
         )
+
+    def flush_outputs(self) -> None:
+        """Record the latest enclave-signed state root of each contract that changed.
+
+        Called when the host has caught up with the chain, so a backlog of blocks costs one
+        output transaction per contract, not one per block. The transaction is sent
+        without waiting for its receipt (a send that would revert is logged)."""
+        for contract_id in list(self.unrecorded):
+            number = self.installed[contract_id]
+            with self._lock:
+                signature = self.calls.sign_output(
+                    SignOutput(
+                        contract_id=contract_id,
+                        number=number,
+                        chain_id=self.chain.chain_id,
+                        outputs_address=bytes.fromhex(self.addresses.output_records[2:]),
+                    )
+                )
+                status = {c.contract_id: c for c in self.calls.get_status()}[contract_id]
+            try:
+                self.mgmt.output_records.send_record(
+                    contract_id,
+                    number,
+                    status.state_root,
+                    self.unrecorded.pop(contract_id),
+                    self.node_id,
+                    signature,
+                    self.eth_key,
+                )
+                self.outputs_recorded += 1
+            except SealbridgeError as exc:  # the output is advisory; execution goes on
+                log.warning("could not record output of block %d: %s", number, exc.message)
 
     # -- queries and status -------------------------------------------------------------
     def on_query(self, payload: bytes) -> bytes:

@@ -113,7 +113,7 @@ class QueryAnswer(Message, frozen=True):
     args: dict[str, Any]
     caller: bytes
     query_hash: bytes
-    result: int
+    result: int | str  # a number, or for command_result "ok" / an error code
     block_height: int
     state_root: bytes
 

@@ -83,6 +83,7 @@ from sealbridge.runtime.messages import (
 from sealbridge.tee.enclave import EnclaveKeys
 
 RandomBytes = Callable[[int], bytes]
+RESULT_OK = "ok"
 QUERY_MAX_AGE = 300  # seconds between a query's issued_at and the enclave clock
 
 
@@ -120,6 +121,9 @@ class ContractRuntime:
         self.commands_applied = state.commands_applied
         self.phase = ContractPhase.RUNNING if state.height else ContractPhase.INSTALLED
         self.last_command_count = 0
+        # sender hex -> (nonce, "ok" | error code) of the sender's latest authentic command;
+        # not part of the state root or the sealed state (it is lost on restart).
+        self.last_results: dict[str, tuple[int, str]] = {}
         self.state_root = self.compute_state_root()
 
     @property
@@ -179,13 +183,21 @@ class ContractRuntime:
         raises and changes nothing. An authentic command consumes its sender's nonce even
         when the contract refuses it (as a reverted Ethereum transaction does), so senders
         never fall out of step with the runtime; the contract's own state is untouched.
+        The outcome ("ok" or the contract's error code) is kept as the sender's latest
+        result, which only the sender can query (``command_result``).
         """
         body = self.open_command(ciphertext)
-        self.nonces[body.sender.hex()] = body.nonce
+        sender = body.sender.hex()
+        self.nonces[sender] = body.nonce
         env = token.ExecEnv(block_number=block_number, caller=body.sender)
-        outcome = token.execute(self.ledger, body.method, dict(body.args), env)
+        try:
+            outcome = token.execute(self.ledger, body.method, dict(body.args), env)
+        except token.ContractError as exc:
+            self.last_results[sender] = (body.nonce, exc.code)
+            raise
         self.ledger.apply(outcome)
         self.commands_applied += 1
+        self.last_results[sender] = (body.nonce, RESULT_OK)
         return outcome.result
 
     def process_command(self, command: InboxCommand, block_number: int) -> Receipt:
@@ -194,6 +206,17 @@ class ContractRuntime:
         except (RuntimeRefusal, token.ContractError) as exc:
             return Receipt(seq=command.seq, ok=False, error=exc.code)
         return Receipt(seq=command.seq, ok=True)
+
+    def get_command_result(self, sender: bytes, nonce: int) -> str:
+        """The outcome of the sender's latest authentic command, if it had this nonce."""
+        kept = self.last_results.get(sender.hex())
+        if kept is None or kept[0] != nonce:
+            latest = "none" if kept is None else str(kept[0])
+            raise QueryRefused(
+                f"no result kept for nonce {nonce} (only the latest command's result is kept; "
+                f"latest: {latest})"
+            )
+        return kept[1]
 
     def process_block(self, block: BlockInput, random_bytes: RandomBytes) -> BlockOutput:
         if block.contract_id != self.contract_id:
@@ -302,7 +325,13 @@ class WorkerRuntime:
             # Runtime-level query: the caller's own next command nonce on this contract.
             if body.args:
                 raise QueryRefused("next_nonce takes no arguments")
-            result = runtime.nonces.get(body.caller.hex(), 0) + 1
+            result: int | str = runtime.nonces.get(body.caller.hex(), 0) + 1
+        elif body.method == "command_result":
+            # Runtime-level query: "ok" or the error code of the caller's latest command.
+            nonce = body.args.get("nonce")
+            if set(body.args) != {"nonce"} or not isinstance(nonce, int):
+                raise QueryRefused("command_result takes {nonce: int}")
+            result = runtime.get_command_result(body.caller, nonce)
         else:
             try:
                 result = token.query(runtime.ledger, body.method, dict(body.args), body.caller)
