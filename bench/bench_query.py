@@ -4,9 +4,9 @@ On one devnet (anvil, gatekeeper, two workers), bob reads his own balance ``samp
 times per variant, back to back:
 
 * ``client.query`` -- the full client path: an eth_call for the contract record, signing
-  and encryption of the query, a new HTTP connection to worker 0, the worker host, the
-  sim enclave (ECALL), decryption and Ed25519 verification of the answer, and an
-  on-chain ``is_active`` eth_call for the worker that signed it;
+  and encryption of the query, the client's kept-alive HTTP connection to worker 0, the
+  worker host, the sim enclave (ECALL), decryption and Ed25519 verification of the answer,
+  and an on-chain ``is_active`` eth_call for the worker that signed it;
 * the same without the chain reads: ``make_query`` + ``NodeClient.post`` + ``open_answer``,
   once with a kept-alive connection and once with a new connection per query;
 * the runtime alone in this process (``answer_query`` + ``open_answer``): the crypto cost;
@@ -163,7 +163,7 @@ def _run(home: Any, samples: int, quick: bool) -> dict[str, Any]:
 
     variants: list[tuple[str, str, Callable[[], int]]] = [
         ("eth_call", "anvil eth_call balanceOf, plain token (baseline)", eth_call),
-        ("client_query", "client.query (full: + 2 eth_calls, new connection)", full),
+        ("client_query", "client.query (full: + 2 eth_calls, kept-alive connection)", full),
         ("direct_new_conn", "worker direct, new connection, no chain checks", direct_new),
         ("direct_keepalive", "worker direct, kept-alive connection, no chain checks", direct_kept),
         ("in_process", "runtime answer_query + open_answer in process (crypto only)",

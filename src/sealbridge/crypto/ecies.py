@@ -71,19 +71,29 @@ def encrypt_to(
     return ephemeral_pub + aead.seal(key, plaintext, aad, nonce=nonce)
 
 
+class Recipient:
+    """A parsed X25519 private key, for decrypting many blobs without re-parsing it."""
+
+    def __init__(self, private_key: bytes) -> None:
+        self._key = _private(private_key)
+        self.public_key = self._key.public_key().public_bytes_raw()
+
+    def decrypt(self, blob: bytes, aad: bytes = b"") -> bytes:
+        """Decrypt a blob made by :func:`encrypt_to`; DecryptionError on any failure."""
+        if not isinstance(blob, bytes | bytearray) or len(blob) < OVERHEAD:
+            raise DecryptionError("ECIES blob is too short")
+        blob = bytes(blob)
+        ephemeral_pub = blob[:KEY_SIZE]
+        try:
+            shared = self._key.exchange(X25519PublicKey.from_public_bytes(ephemeral_pub))
+        except ValueError as exc:
+            raise DecryptionError("ECIES ephemeral key is a low-order point") from exc
+        key, nonce = _key_and_nonce(shared, ephemeral_pub, self.public_key)
+        if blob[KEY_SIZE : KEY_SIZE + aead.NONCE_SIZE] != nonce:
+            raise DecryptionError("ECIES nonce does not match the key schedule")
+        return aead.open_sealed(key, blob[KEY_SIZE:], aad)
+
+
 def decrypt_with(private_key: bytes, blob: bytes, aad: bytes = b"") -> bytes:
     """Decrypt a blob made by :func:`encrypt_to`; DecryptionError on any failure."""
-    recipient = _private(private_key)
-    if not isinstance(blob, bytes | bytearray) or len(blob) < OVERHEAD:
-        raise DecryptionError("ECIES blob is too short")
-    blob = bytes(blob)
-    ephemeral_pub = blob[:KEY_SIZE]
-    try:
-        shared = recipient.exchange(X25519PublicKey.from_public_bytes(ephemeral_pub))
-    except ValueError as exc:
-        raise DecryptionError("ECIES ephemeral key is a low-order point") from exc
-    recipient_pub = recipient.public_key().public_bytes_raw()
-    key, nonce = _key_and_nonce(shared, ephemeral_pub, recipient_pub)
-    if blob[KEY_SIZE : KEY_SIZE + aead.NONCE_SIZE] != nonce:
-        raise DecryptionError("ECIES nonce does not match the key schedule")
-    return aead.open_sealed(key, blob[KEY_SIZE:], aad)
+    return Recipient(private_key).decrypt(blob, aad)

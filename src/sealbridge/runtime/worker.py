@@ -114,6 +114,7 @@ class ContractRuntime:
 
     def __init__(self, keys: ContractKeys, code_hash: bytes, state: PersistedState) -> None:
         self.keys = keys
+        self._recipient = ecies.Recipient(keys.command_private_key)
         self.code_hash = code_hash
         self.ledger = token.LiveToken(state.token)
         self.nonces = dict(state.nonces)
@@ -151,9 +152,7 @@ class ContractRuntime:
     def open_command(self, ciphertext: bytes) -> CommandBody:
         """Decrypt and authenticate one command; raise a RuntimeRefusal if it is bad."""
         try:
-            plaintext = ecies.decrypt_with(
-                self.keys.command_private_key, ciphertext, command_aad(self.contract_id)
-            )
+            plaintext = self._recipient.decrypt(ciphertext, command_aad(self.contract_id))
         except DecryptionError as exc:
             raise WrongKeyError("command does not decrypt under this contract's key") from exc
         try:
