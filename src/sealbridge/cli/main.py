@@ -60,6 +60,9 @@ def devnet_up(
     chain_id: Annotated[
         int, typer.Option("--chain-id", help="Chain id of the anvil chain.")
     ] = 31337,
+    confirmations: Annotated[
+        int, typer.Option(help="Blocks a node waits before acting on a block (0-64).")
+    ] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Start anvil, a gatekeeper and workers as separate processes; register them."""
@@ -67,7 +70,9 @@ def devnet_up(
 
     with friendly_errors():
         if as_json:
-            state = start_devnet(home, workers=workers, chain_id=chain_id)
+            state = start_devnet(
+                home, workers=workers, chain_id=chain_id, confirmations=confirmations
+            )
             print_json(state)
             return
         with console.status("starting the devnet…") as status:
@@ -76,7 +81,13 @@ def devnet_up(
                 console.print(f"[green]✓[/] {message}")
                 status.update(message)
 
-            state = start_devnet(home, workers=workers, chain_id=chain_id, progress=show)
+            state = start_devnet(
+                home,
+                workers=workers,
+                chain_id=chain_id,
+                confirmations=confirmations,
+                progress=show,
+            )
     console.print(f"devnet up: chain {state.chain_id} at {state.rpc_url}; state in {home}/devnet")
 
 

@@ -148,10 +148,18 @@ def start_devnet(
     *,
     workers: int = 2,
     chain_id: int = 31337,
+    confirmations: int = 0,
+    block_time: float | None = None,
     progress: Progress | None = None,
     timeout: float = 60.0,
 ) -> DevnetState:
     say = progress or (lambda _msg: None)
+    if confirmations < 0 or confirmations > 64:
+        raise DevnetError("confirmations must be between 0 and 64")
+    if block_time is not None and not 0 < block_time <= 60:
+        raise DevnetError("block time must be in (0, 60] seconds")
+    if confirmations and block_time is None:
+        block_time = 1.0  # with confirmations, blocks must come even when no tx arrives
     if workers < 1 or workers > 4:
         raise DevnetError("a devnet has between 1 and 4 workers")
     directory = get_devnet_dir(home)
@@ -163,7 +171,9 @@ def start_devnet(
     directory.mkdir(parents=True, exist_ok=True)
     pids: list[int] = []
     try:
-        return _start(directory, home, workers, chain_id, say, timeout, pids)
+        return _start(
+            directory, home, workers, chain_id, confirmations, block_time, say, timeout, pids
+        )
     except BaseException:
         for pid in pids:
             _kill_group(pid)
@@ -175,6 +185,8 @@ def _start(
     home: Path,
     workers: int,
     chain_id: int,
+    confirmations: int,
+    block_time: float | None,
     say: Progress,
     timeout: float,
     pids: list[int],
@@ -187,10 +199,15 @@ def _start(
         "--hardfork", "prague", "--mnemonic", ANVIL_MNEMONIC, "--accounts", "10",
         "--balance", "10000",
     ]  # fmt: skip
+    if block_time is not None:
+        anvil_argv += ["--block-time", f"{block_time:g}"]
     anvil = _spawn(anvil_argv, directory / "anvil.log")
     pids.append(anvil.pid)
     chain = _connect(rpc_url, anvil, directory / "anvil.log", timeout)
-    say(f"chain {chain_id} (anvil) at {rpc_url}")
+    mining = "automine" if block_time is None else f"a block every {block_time:g}s"
+    say(
+        f"chain {chain_id} (anvil, {mining}) at {rpc_url}; nodes wait {confirmations} confirmations"
+    )
 
     dev_keys = get_anvil_dev_keys(10)
     admin = dev_keys[0]
@@ -219,6 +236,7 @@ def _start(
             platform_public_key=platform_pub.hex(),
             allowed_measurements=[measurements[WORKER].hex(), measurements[GATEKEEPER].hex()],
             gatekeeper_url=gatekeeper_url,
+            confirmations=confirmations,
         )
 
     def launch(config: NodeConfig) -> tuple[subprocess.Popen[bytes], NodeEntry]:
