@@ -394,6 +394,18 @@ class CommandInbox(_BoundContract):
         return int(self._call("command_count")[0])
 
 
+def _record_args(
+    contract_id: bytes,
+    block_number: int,
+    state_root: bytes,
+    command_count: int,
+    node_id: bytes,
+    signature: bytes,
+) -> list[Any]:
+    signature = _check_len(signature, 65, "signature")
+    return [contract_id, block_number, state_root, command_count, node_id, signature]
+
+
 class OutputRecords(_BoundContract):
     name = "OutputRecords"
 
@@ -421,14 +433,9 @@ class OutputRecords(_BoundContract):
         sender_key: bytes,
     ) -> TxReceipt:
         """Record a worker's signed output (latest per contract and node)."""
-        args = [
-            contract_id,
-            block_number,
-            state_root,
-            command_count,
-            node_id,
-            _check_len(signature, 65, "signature"),
-        ]
+        args = _record_args(
+            contract_id, block_number, state_root, command_count, node_id, signature
+        )
         return self._transact("record", args, sender_key)
 
     def send_record(
@@ -442,14 +449,9 @@ class OutputRecords(_BoundContract):
         sender_key: bytes,
     ) -> bytes:
         """Like :meth:`record` but return the tx hash at once (no wait for the receipt)."""
-        args = [
-            contract_id,
-            block_number,
-            state_root,
-            command_count,
-            node_id,
-            _check_len(signature, 65, "signature"),
-        ]
+        args = _record_args(
+            contract_id, block_number, state_root, command_count, node_id, signature
+        )
         return self._send("record", args, sender_key)
 
     def get_output(self, contract_id: bytes, node_id: bytes) -> OutputRecord | None:

@@ -21,50 +21,32 @@ States: ``STARTING`` -> ``FOLLOWING`` (or ``FAILED`` with a reason).
 from __future__ import annotations
 
 import logging
-import threading
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.follower import BlockFollower, ChainEvent
-from sealbridge.chain.management import ManagementAddresses, ManagementContracts
+from sealbridge.chain.errors import TransactionReverted
+from sealbridge.chain.follower import ChainEvent, ObservedBlock
 from sealbridge.core.encoding import decode, encode
-from sealbridge.core.errors import SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.keyservice.ecalls import GatekeeperEnclaveClient
 from sealbridge.keyservice.messages import ChainFacts, KeyRequest, KeyRequestBody, PublishKeyRequest
 from sealbridge.node.config import NodeConfig
+from sealbridge.node.host import NodeHost
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.policy import devnet_policy
 
 log = logging.getLogger("sealbridge.gatekeeper")
 
 
-class GatekeeperPhase(Enum):
-    STARTING = "starting"
-    FOLLOWING = "following"
-    FAILED = "failed"
-
-
-class GatekeeperHost:
+class GatekeeperHost(NodeHost):
     def __init__(self, config: NodeConfig, enclave: EnclaveHandle, chain: ChainAdapter) -> None:
-        self.config = config
-        self.enclave = enclave
+        super().__init__(config, enclave, chain)
         self.calls = GatekeeperEnclaveClient(enclave)
-        self.chain = chain
-        self.addresses = ManagementAddresses.load(config.addresses_file)
-        self.mgmt = ManagementContracts(chain, self.addresses)
-        self.eth_key = from_hex(config.eth_private_key, size=32, what="eth_private_key")
-        self.node_id = enclave.node_keys.identity_key
-        self.phase = GatekeeperPhase.STARTING
-        self.error = ""
-        self.height = 0
         self.published = 0
         self.released = 0
         self.approved = 0
-        self._stop = threading.Event()
         self.start_enclave_state()
 
     def start_enclave_state(self) -> None:
@@ -104,31 +86,10 @@ class GatekeeperHost:
         return encode(release)
 
     # -- chain ---------------------------------------------------------------------------
-    def run(self) -> None:
-        try:
-            follower = BlockFollower(
-                self.chain,
-                self.addresses,
-                start_block=self.addresses.deployed_at_block,
-                confirmations=self.config.confirmations,
-            )
-            self.phase = GatekeeperPhase.FOLLOWING
-            while not self._stop.is_set():
-                blocks = follower.poll()
-                for block in blocks:
-                    for event in block.events:
-                        if event.name == "ContractDeployed":
-                            self.on_contract_deployed(event)
-                    self.height = block.number
-                if not blocks:
-                    self._stop.wait(self.config.poll_interval)
-        except Exception as exc:  # keep the process up to report the failure in status
-            self.phase = GatekeeperPhase.FAILED
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("gatekeeper follower stopped")
-
-    def stop(self) -> None:
-        self._stop.set()
+    def on_block(self, block: ObservedBlock) -> None:
+        for event in block.events:
+            if event.name == "ContractDeployed":
+                self.on_contract_deployed(event)
 
     def on_contract_deployed(self, event: ChainEvent) -> None:
         contract_id = bytes(event.args["contract_id"])
@@ -151,7 +112,7 @@ class GatekeeperHost:
                 published.signature,
                 self.eth_key,
             )
-        except SealbridgeError as exc:
+        except TransactionReverted as exc:  # e.g. published meanwhile; a passing RPC error retries
             log.warning("could not publish key of %s: %s", to_hex(contract_id), exc.message)
             return
         self.published += 1

@@ -27,61 +27,40 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.errors import RpcError
-from sealbridge.chain.follower import BlockFollower, ChainEvent, ObservedBlock
-from sealbridge.chain.management import ManagementAddresses, ManagementContracts
+from sealbridge.chain.follower import ChainEvent, ObservedBlock
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.core.ids import to_hex
 from sealbridge.keyservice.messages import KeyRelease, RegistrationApproval, RegistrationRequest
-from sealbridge.net.http import NodeClient, TransportError
+from sealbridge.net.http import NodeClient
 from sealbridge.node.config import NodeConfig
+from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.runtime.ecalls import WorkerEnclaveClient
 from sealbridge.runtime.messages import BlockInput, InboxCommand, InstallContract, SignOutput
 from sealbridge.tee.backend import EnclaveHandle
 
 log = logging.getLogger("sealbridge.worker")
-RETRY_DELAY = 1.0
 
 
-class WorkerPhase(Enum):
-    STARTING = "starting"
-    REGISTERING = "registering"
-    FOLLOWING = "following"
-    FAILED = "failed"
-
-
-class WorkerHost:
+class WorkerHost(NodeHost):
     def __init__(self, config: NodeConfig, enclave: EnclaveHandle, chain: ChainAdapter) -> None:
-        self.config = config
-        self.enclave = enclave
+        super().__init__(config, enclave, chain)
         self.calls = WorkerEnclaveClient(enclave)
-        self.chain = chain
-        self.addresses = ManagementAddresses.load(config.addresses_file)
-        self.mgmt = ManagementContracts(chain, self.addresses)
-        self.eth_key = bytes.fromhex(config.eth_private_key.removeprefix("0x"))
-        self.node_id = enclave.node_keys.identity_key
         self.state_dir = Path(config.home) / "state"
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.phase = WorkerPhase.STARTING
-        self.error = ""
-        self.height = 0
         self.installed: dict[bytes, int] = {}  # contract id -> height applied in the enclave
         self.outputs_recorded = 0
-        self.unrecorded: dict[bytes, int] = {}  # contract id -> commands since last record
-        self._stop = threading.Event()
+        self.unrecorded: dict[bytes, int] = {}  # contract id -> commands in its last block
         self._lock = threading.Lock()
 
     # -- registration ---------------------------------------------------------------
-    def ensure_registered(self) -> None:
-        self.phase = WorkerPhase.REGISTERING
+    def before_following(self) -> None:
+        self.phase = HostPhase.REGISTERING
         if self.mgmt.node_registry.is_active(self.node_id, Role.WORKER):
             log.info("already registered as %s", to_hex(self.node_id))
             return
@@ -114,48 +93,6 @@ class WorkerHost:
         log.info("registered worker %s", to_hex(self.node_id))
 
     # -- following ------------------------------------------------------------------
-    def run(self) -> None:
-        """Register, then follow the chain until stopped; failures are kept in status."""
-        try:
-            self.ensure_registered()
-            follower = BlockFollower(
-                self.chain,
-                self.addresses,
-                start_block=self.addresses.deployed_at_block,
-                confirmations=self.config.confirmations,
-            )
-            self.phase = WorkerPhase.FOLLOWING
-            pending: deque[ObservedBlock] = deque()
-            while not self._stop.is_set():
-                if not pending:
-                    pending.extend(follower.poll())
-                    if not pending:
-                        self._stop.wait(self.config.poll_interval)
-                        continue
-                try:
-                    self.on_block(pending[0])
-                except (TransportError, RpcError) as exc:
-                    # The gatekeeper or the chain is briefly unreachable: retry this block.
-                    self.error = f"retrying block {pending[0].number}: {exc.message}"
-                    log.warning(self.error)
-                    self._stop.wait(RETRY_DELAY)
-                    continue
-                self.error = ""
-                pending.popleft()
-                if not pending and self.unrecorded:
-                    self.flush_outputs()
-        except SealbridgeError as exc:
-            self.phase = WorkerPhase.FAILED
-            self.error = f"{type(exc).__name__}: {exc.message}"
-            log.exception("worker stopped")
-        except Exception as exc:  # keep the process up to report the failure in status
-            self.phase = WorkerPhase.FAILED
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("worker crashed")
-
-    def stop(self) -> None:
-        self._stop.set()
-
     def on_block(self, block: ObservedBlock) -> None:
         commands: dict[bytes, list[InboxCommand]] = {}
         for event in block.events:
@@ -175,7 +112,10 @@ class WorkerHost:
         for contract_id, items in commands.items():
             if block.number > self.installed[contract_id]:  # resumed state already has it
                 self.process_commands(block, contract_id, items)
-        self.height = block.number
+
+    def on_caught_up(self) -> None:
+        if self.unrecorded:
+            self.flush_outputs()
 
     def on_key_published(self, event: ChainEvent) -> None:
         contract_id = bytes(event.args["contract_id"])
