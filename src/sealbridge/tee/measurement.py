@@ -3,7 +3,8 @@
 Theory of operation: a hardware enclave's measurement (MRENCLAVE, MRTD) is a hash of the
 code loaded into it. The sim backend's equivalent is SHA-256 over a domain tag, the
 program's import path, and every ``.py`` file of the trusted sealbridge packages
-(:data:`TRUSTED_PACKAGES`) in sorted path order, each as length-prefixed
+(:data:`TRUSTED_PACKAGES`, plus the single modules in :data:`TRUSTED_MODULES`) in sorted
+path order, each as length-prefixed
 (relative path, source bytes). When the program's module lives outside those packages its
 own source file is included too. Any change to trusted code changes the measurement, and
 a verifier computes the expected value with :func:`compute_sim_measurement` from the same
@@ -21,6 +22,8 @@ from sealbridge.core.errors import ConfigError
 from sealbridge.tee.enclave import split_program_path
 
 TRUSTED_PACKAGES = ("core", "crypto", "tee", "contracts", "runtime", "keyservice")
+# Single modules outside those packages that trusted code imports (digests it signs).
+TRUSTED_MODULES = ("__init__.py", "chain/__init__.py", "chain/abi.py", "chain/errors.py")
 _TAG = b"sealbridge/tee/sim-measurement/v1"
 
 
@@ -37,6 +40,7 @@ def get_trusted_files(root: Path | None = None) -> list[Path]:
         folder = base / package
         if folder.is_dir():
             files.extend(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+    files.extend(base / m for m in TRUSTED_MODULES if (base / m).is_file())
     return sorted(files, key=lambda p: p.relative_to(base).as_posix())
 
 
