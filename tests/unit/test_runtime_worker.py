@@ -251,3 +251,38 @@ def test_stale_query_is_refused() -> None:
         worker.answer_query(query, 1_000 + 301)
     with pytest.raises(errors.QueryRefused):
         worker.answer_query(query, 1_000 - 301)
+
+
+def test_tampered_sealed_state_is_refused_at_install() -> None:
+    from sealbridge.core.errors import DecryptionError
+
+    worker = make_worker(b"w" * 32)
+    outs = [worker.process_block(b) for b in setup_blocks()]
+    sealed = bytearray(outs[-1].sealed_state)
+    sealed[-1] ^= 1
+    fresh = WorkerRuntime(make_enclave())
+    keys = fresh.enclave.identity
+    wrapped = ecies.encrypt_to(
+        keys.encryption_key, CONTRACT_KEY, key_release_aad(CONTRACT_ID, keys.identity_key)
+    )
+    request = InstallContract(
+        contract_id=CONTRACT_ID,
+        code_hash=get_code_hash("token"),
+        contract_public_key=KEYS.command_public_key,
+        wrapped_key=wrapped,
+        gatekeeper_key=b"\x00" * 32,
+        sealed_state=bytes(sealed),
+    )
+    with pytest.raises(DecryptionError):
+        fresh.install_contract(request)
+    assert fresh.contracts == {}
+    # The untampered state installs and resumes at the same root and height.
+    status = fresh.install_contract(
+        InstallContract(
+            **{
+                **{f: getattr(request, f) for f in request.__struct_fields__},
+                "sealed_state": outs[-1].sealed_state,
+            }
+        )
+    )
+    assert status.state_root == outs[-1].state_root and status.height == 3
