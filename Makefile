@@ -33,6 +33,7 @@ test: lint typecheck
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 bench: setup
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(PY) -m bench.run_all
 
 clean:

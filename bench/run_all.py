@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import bench_e2e, bench_query, bench_runtime
+from bench import bench_e2e, bench_query, bench_runtime, plots
 from bench.common import console, get_machine_info, print_table, write_results
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         [[n, f"{durations[n]:.1f}", files[n]] for n in files],
     )
     write_results("run_all", {"quick": args.quick, "wall_time_s": durations, "files": files})
+    for path in plots.main():
+        console.print(f"figure written to {path}")
     return 0
 
 

@@ -1,0 +1,105 @@
+"""PNG figures beside the JSON results: ``python -m bench.plots`` (run_all calls it).
+
+Each figure is drawn from the JSON a benchmark wrote, so it always shows the figures of
+the same run, baseline included.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _subtitle(data: dict[str, Any]) -> str:
+    m = data["machine"]
+    return f"{m['cpu_count']} CPUs, Python {m['python']}, {m['date'][:16]}"
+
+
+def plot_runtime(data: dict[str, Any]) -> Path:
+    variants = data["variants"]
+    labels = [v["label"].strip() for v in variants.values()]
+    rates = [v["commands_per_s"] for v in variants.values()]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    bars = ax.barh(labels[::-1], rates[::-1], color="#4c72b0")
+    ax.set_xscale("log")
+    ax.set_xlabel("commands per second (log scale)")
+    ax.set_title(f"runtime replay of recorded blocks\n{_subtitle(data)}", fontsize=10)
+    for bar, rate in zip(bars, rates[::-1], strict=True):
+        ax.text(rate, bar.get_y() + bar.get_height() / 2, f" {rate:,.0f}", va="center")
+    return _save(fig, "runtime_replay")
+
+
+def plot_query(data: dict[str, Any]) -> Path:
+    variants = data["variants"]
+    labels = [v["label"] for v in variants.values()]
+    p50 = [v["p50_ms"] for v in variants.values()]
+    p95 = [v["p95_ms"] for v in variants.values()]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    y = range(len(labels))
+    ax.barh([i + 0.2 for i in y], p50[::-1], height=0.4, label="p50", color="#4c72b0")
+    ax.barh([i - 0.2 for i in y], p95[::-1], height=0.4, label="p95", color="#dd8452")
+    ax.set_yticks(list(y), labels[::-1], fontsize=8)
+    ax.set_xlabel("latency (ms)")
+    ax.legend()
+    ax.set_title(f"signed query latency vs eth_call\n{_subtitle(data)}", fontsize=10)
+    return _save(fig, "query_latency")
+
+
+def plot_e2e(data: dict[str, Any]) -> Path:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    throughput = data["throughput"]
+    names = ["plain Vyper token", "sealbridge"]
+    rates = [throughput["plain"]["tx_per_s"], throughput["sealbridge"]["tx_per_s"]]
+    left.bar(names, rates, color=["#8c8c8c", "#4c72b0"])
+    left.set_ylabel("transfers per second")
+    left.set_title("throughput (same anvil, same run)", fontsize=10)
+    samples = data["latency"].get("samples_ms", {})
+    series = [samples.get("plain", []), samples.get("sealbridge", [])]
+    if all(series):
+        right.boxplot(series, tick_labels=names)
+    right.set_ylabel("submit → visible to the receiver (ms)")
+    right.set_title("latency", fontsize=10)
+    fig.suptitle(f"encrypted transfers end to end\n{_subtitle(data)}", fontsize=10)
+    return _save(fig, "e2e_transfers")
+
+
+def _save(fig: Any, name: str) -> Path:
+    path = RESULTS / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main() -> list[Path]:
+    written = []
+    for name, plot in (
+        ("runtime_replay", plot_runtime),
+        ("query_latency", plot_query),
+        ("e2e_transfers", plot_e2e),
+    ):
+        data = _load(name)
+        if data is not None:
+            written.append(plot(data))
+    return written
+
+
+if __name__ == "__main__":
+    for path in main():
+        print(path)
