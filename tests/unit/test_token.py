@@ -63,6 +63,8 @@ def test_balance_is_readable_only_by_its_owner() -> None:
     state = initialized()
     with pytest.raises(token.NotAuthorized):
         token.query(state, "balance", {"owner": ALICE}, BOB)
+    with pytest.raises(token.UnknownMethod):
+        token.query(state, "total_supply", {}, ALICE)  # no other read, even for the owner
 
 
 @given(st.lists(st.tuples(st.booleans(), st.integers(min_value=1, max_value=60)), max_size=40))

@@ -187,16 +187,12 @@ def apply(state: TokenState, outcome: Outcome) -> TokenState:
 
 
 def query(state: TokenView, method: str, args: dict[str, Any], caller: bytes) -> int:
-    """Answer a query; an owner may read only their own balance."""
+    """Answer a query. The only read is ``balance``, and only by the balance's owner;
+    anything else is refused."""
     if method == "balance":
         _only_keys(args, {"owner"})
         owner = get_account(args["owner"], "owner")
         if owner != caller.hex():
             raise NotAuthorized("a balance is readable only by its owner")
         return state.balances.get(owner, 0)
-    if method == "total_supply":
-        _only_keys(args, set())
-        if caller.hex() != state.owner:
-            raise NotAuthorized("the total supply is readable only by the token owner")
-        return state.total_supply
     raise UnknownMethod(f"token has no query {method!r}")

@@ -93,7 +93,7 @@ class ContractPhase(Enum):
 
 
 class PersistedState(Message, frozen=True):
-    """Everything that determines a contract's future: what is sealed and committed to."""
+    """Everything that determines a contract's future: what is sealed at rest."""
 
     token: token.TokenState
     nonces: dict[str, int]
