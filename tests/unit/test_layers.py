@@ -10,52 +10,20 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "sealbridge"
 
 # Each package may import only from the packages listed (and the standard library / deps).
+TRUSTED_BELOW = {"core", "crypto", "tee", "chain", "contracts"}
+CORES = TRUSTED_BELOW | {"runtime", "keyservice"}
 ALLOWED: dict[str, set[str]] = {
     "core": {"core"},
     "crypto": {"core", "crypto"},
     "tee": {"core", "crypto", "tee"},
     "chain": {"core", "crypto", "chain"},
     "contracts": {"core", "crypto", "contracts"},
-    "runtime": {"core", "crypto", "tee", "chain", "contracts", "runtime", "keyservice"},
-    "keyservice": {"core", "crypto", "tee", "chain", "contracts", "keyservice"},
+    "runtime": CORES,  # the worker's ECALLs carry the key service's KeyRequest
+    "keyservice": TRUSTED_BELOW | {"keyservice"},
     "net": {"core", "net"},
-    "node": {
-        "core",
-        "crypto",
-        "tee",
-        "chain",
-        "contracts",
-        "runtime",
-        "keyservice",
-        "net",
-        "node",
-        "client",
-    },
-    "client": {
-        "core",
-        "crypto",
-        "tee",
-        "chain",
-        "contracts",
-        "runtime",
-        "keyservice",
-        "net",
-        "node",
-        "client",
-    },
-    "cli": {
-        "core",
-        "crypto",
-        "tee",
-        "chain",
-        "contracts",
-        "runtime",
-        "keyservice",
-        "net",
-        "node",
-        "client",
-        "cli",
-    },
+    "node": CORES | {"net", "node", "client"},
+    "client": CORES | {"net", "node", "client"},
+    "cli": CORES | {"net", "node", "client", "cli"},
 }
 DRIVERS = {"net", "sim", "node", "cli"}
 

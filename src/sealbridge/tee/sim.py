@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import EncodingError
@@ -66,7 +67,46 @@ def _raise_for_reply(reply: EcallReply, name: str) -> bytes:
     )
 
 
-class SimEnclaveHandle:
+class _HandleBase:
+    """What both handle kinds share: the enclave's hello, quotes, context management."""
+
+    _hello: EnclaveHello
+
+    @property
+    def node_keys(self) -> NodeKeys:
+        return self._hello.node_keys
+
+    @property
+    def measurement(self) -> bytes:
+        return self._hello.measurement
+
+    @property
+    def program(self) -> str:
+        return self._hello.program
+
+    def ecall(self, name: str, payload: bytes) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def get_quote(self) -> bytes:
+        """A quote over ``compute_report_data(node_keys)``."""
+        return self.ecall(ECALL_GET_QUOTE, b"")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SimEnclaveHandle(_HandleBase):
     """Host handle of a sim enclave child process (thread-safe)."""
 
     def __init__(
@@ -99,18 +139,6 @@ class SimEnclaveHandle:
     # --- reads -----------------------------------------------------------------------------
 
     @property
-    def node_keys(self) -> NodeKeys:
-        return self._hello.node_keys
-
-    @property
-    def measurement(self) -> bytes:
-        return self._hello.measurement
-
-    @property
-    def program(self) -> str:
-        return self._hello.program
-
-    @property
     def pid(self) -> int:
         return self._process.pid
 
@@ -138,10 +166,6 @@ class SimEnclaveHandle:
             reply = self._read_reply(self._call_timeout)
         return _raise_for_reply(reply, name)
 
-    def get_quote(self) -> bytes:
-        """A quote over ``compute_report_data(node_keys)``."""
-        return self.ecall(ECALL_GET_QUOTE, b"")
-
     # --- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -155,17 +179,6 @@ class SimEnclaveHandle:
             except OSError:
                 pass
             self._reap(DEFAULT_CLOSE_TIMEOUT)
-
-    def __enter__(self) -> SimEnclaveHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True) and self._process.poll() is None:
@@ -264,7 +277,7 @@ class SimBackend:
         )
 
 
-class InProcessEnclaveHandle:
+class InProcessEnclaveHandle(_HandleBase):
     """The program runs in the calling process. FOR UNIT TESTS AND BENCHMARKS ONLY."""
 
     def __init__(self, dispatcher: EnclaveDispatcher) -> None:
@@ -272,18 +285,6 @@ class InProcessEnclaveHandle:
         self._hello = dispatcher.get_hello()
         self._lock = threading.Lock()
         self._closed = False
-
-    @property
-    def node_keys(self) -> NodeKeys:
-        return self._hello.node_keys
-
-    @property
-    def measurement(self) -> bytes:
-        return self._hello.measurement
-
-    @property
-    def program(self) -> str:
-        return self._hello.program
 
     def ecall(self, name: str, payload: bytes) -> bytes:
         with self._lock:
@@ -294,22 +295,8 @@ class InProcessEnclaveHandle:
             )
         return _raise_for_reply(reply, name)
 
-    def get_quote(self) -> bytes:
-        return self.ecall(ECALL_GET_QUOTE, b"")
-
     def close(self) -> None:
         self._closed = True
-
-    def __enter__(self) -> InProcessEnclaveHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class InProcessBackend:
