@@ -16,7 +16,6 @@ with transactions sent through the same :class:`ChainAdapter` (EIP-1559, gas est
 
 from __future__ import annotations
 
-import argparse
 import os
 import threading
 import time
@@ -31,6 +30,7 @@ from bench.common import (
     fmt_ratio,
     print_table,
     ratio,
+    run_cli,
     summarize,
     temp_home,
     write_results,
@@ -371,11 +371,5 @@ def _lat_row(label: str, stats: dict[str, float], base: dict[str, float]) -> lis
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    run(parser.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    run_cli(run, __doc__)

@@ -15,7 +15,6 @@ times per variant, back to back:
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +25,7 @@ from bench.common import (
     fmt_ratio,
     print_table,
     ratio,
+    run_cli,
     summarize,
     temp_home,
     time_samples,
@@ -208,11 +208,5 @@ def _run(home: Any, samples: int, quick: bool) -> dict[str, Any]:
     return payload
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    run(parser.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    run_cli(run, __doc__)

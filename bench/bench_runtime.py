@@ -18,7 +18,6 @@ with the same balances.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import console, fmt, fmt_ratio, print_table, ratio, write_results
+from bench.common import console, fmt, fmt_ratio, print_table, ratio, run_cli, write_results
 from sealbridge.contracts import token
 from sealbridge.contracts.catalog import get_code_hash
 from sealbridge.core.encoding import decode, encode
@@ -343,11 +342,5 @@ def run(quick: bool = False) -> dict[str, Any]:
     return payload
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    run(parser.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    run_cli(run, __doc__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
@@ -119,3 +120,10 @@ def temp_home(prefix: str) -> Iterator[Path]:
     """A temporary sealbridge home (removed afterwards)."""
     with tempfile.TemporaryDirectory(prefix=f"sealbridge-bench-{prefix}-") as directory:
         yield Path(directory)
+
+
+def run_cli(run: Callable[[bool], object], doc: str | None) -> None:
+    """Command line of one benchmark module: ``python -m bench.<name> [--quick]``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    run(parser.parse_args().quick)

@@ -81,17 +81,22 @@ def setup_blocks() -> list[BlockInput]:
     ]
 
 
-def query_balance(worker: WorkerRuntime, caller: bytes, owner: bytes) -> int:
+def ask(worker: WorkerRuntime, caller: bytes, method: str, args: dict[str, object]) -> int | str:
+    """A signed query from ``caller``; the answer is opened and its signer checked."""
     query, reply = make_query(
         contract_id=CONTRACT_ID,
         caller_private_key=caller,
-        method="balance",
-        args={"owner": owner},
+        method=method,
+        args=args,
         issued_at=0,
     )
     answer, signed = open_answer(query, reply, worker.answer_query(query, 0))
     assert signed.worker_key == worker.identity_key
     return answer.result
+
+
+def query_balance(worker: WorkerRuntime, caller: bytes, owner: bytes) -> int | str:
+    return ask(worker, caller, "balance", {"owner": owner})
 
 
 def test_commands_apply_and_queries_answer_signed() -> None:
@@ -211,15 +216,7 @@ def test_contract_refusal_consumes_the_nonce_only() -> None:
 
 
 def query_result(worker: WorkerRuntime, caller: bytes, nonce: int) -> int | str:
-    query, reply = make_query(
-        contract_id=CONTRACT_ID,
-        caller_private_key=caller,
-        method="command_result",
-        args={"nonce": nonce},
-        issued_at=0,
-    )
-    answer, _ = open_answer(query, reply, worker.answer_query(query, 0))
-    return answer.result
+    return ask(worker, caller, "command_result", {"nonce": nonce})
 
 
 def test_command_result_is_readable_by_its_sender() -> None:
