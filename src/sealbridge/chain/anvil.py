@@ -76,6 +76,30 @@ def get_free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def get_anvil_argv(
+    binary: Path,
+    *,
+    port: int,
+    chain_id: int,
+    accounts: int = 10,
+    balance_ether: int = 10_000,
+    block_time: float | None = None,
+    silent: bool = True,
+) -> list[str]:
+    """The command line of an anvil dev node: loopback, prague, the standard dev mnemonic."""
+    argv = [
+        str(binary),
+        "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id),
+        "--hardfork", "prague", "--mnemonic", ANVIL_MNEMONIC, "--accounts", str(accounts),
+        "--balance", str(balance_ether),
+    ]  # fmt: skip
+    if silent:
+        argv.append("--silent")
+    if block_time is not None:
+        argv += ["--block-time", f"{block_time:g}"]
+    return argv
+
+
 class AnvilNode:
     """One anvil process; a context manager (``with AnvilNode() as node: ...``)."""
 
@@ -121,27 +145,17 @@ class AnvilNode:
         return self._process is not None and self._process.poll() is None
 
     def _command(self, binary: Path) -> list[str]:
-        cmd = [
-            str(binary),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--chain-id",
-            str(self.chain_id),
-            "--hardfork",
-            "prague",
-            "--mnemonic",
-            ANVIL_MNEMONIC,
-            "--accounts",
-            str(self.accounts),
-            "--balance",
-            str(self.balance_ether),
-            "--silent",
-        ]
-        if self.block_time is not None:
-            cmd += ["--block-time", f"{self.block_time:g}"]
-        return cmd + self.extra_args
+        return (
+            get_anvil_argv(
+                binary,
+                port=self.port,
+                chain_id=self.chain_id,
+                accounts=self.accounts,
+                balance_ether=self.balance_ether,
+                block_time=self.block_time,
+            )
+            + self.extra_args
+        )
 
     def start(self) -> AnvilNode:
         """Start anvil and wait until its RPC answers."""

@@ -32,8 +32,8 @@ from typing import Any
 
 import httpx
 
-from sealbridge.chain.adapter import ANVIL_MNEMONIC, ChainAdapter, get_anvil_dev_keys
-from sealbridge.chain.anvil import find_anvil, get_free_port
+from sealbridge.chain.adapter import ChainAdapter, get_anvil_dev_keys
+from sealbridge.chain.anvil import find_anvil, get_anvil_argv, get_free_port
 from sealbridge.chain.management import ManagementContracts, deploy_management
 from sealbridge.client.keystore import Keystore
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
@@ -193,14 +193,9 @@ def _start(
 ) -> DevnetState:
     port = get_free_port()
     rpc_url = f"http://127.0.0.1:{port}"
-    anvil_argv = [
-        str(find_anvil()),
-        "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id),
-        "--hardfork", "prague", "--mnemonic", ANVIL_MNEMONIC, "--accounts", "10",
-        "--balance", "10000",
-    ]  # fmt: skip
-    if block_time is not None:
-        anvil_argv += ["--block-time", f"{block_time:g}"]
+    anvil_argv = get_anvil_argv(
+        find_anvil(), port=port, chain_id=chain_id, block_time=block_time, silent=False
+    )
     anvil = _spawn(anvil_argv, directory / "anvil.log")
     pids.append(anvil.pid)
     chain = _connect(rpc_url, anvil, directory / "anvil.log", timeout)
