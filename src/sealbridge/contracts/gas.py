@@ -1,0 +1,160 @@
+"""Gas: the deterministic budget every command and query runs under.
+
+Theory of operation
+-------------------
+Sandboxed code is instrumented (``sandbox.py``) to charge the current :class:`Meter` at
+every function entry, every loop iteration (``for``, ``while`` and comprehensions), for
+every element a built-in consumes, for the size of every sequence an operator builds
+(``*``, ``+``, ``**``, ``<<``, ``%``), and for every storage write by size. Charges are a
+pure function of the code and its inputs, so every executor stops a runaway command at
+exactly the same point.
+
+Running out raises :class:`OutOfGas`; growing the interpreter's memory by more than the
+meter's memory limit raises :class:`OutOfMemory`; calling deeper than
+:data:`MAX_CALL_DEPTH` raises :class:`CallDepthExceeded`. All three derive from
+:class:`Abort`, a ``BaseException``, so contract code (which can only name ``Exception``
+subclasses and may not write a bare ``except:``) cannot catch them; and once a meter is
+exhausted the executor reverts the command even if the contract somehow carried on.
+
+The memory limit is a safety net, sampled from the process's resident size every
+:data:`MEMORY_SAMPLE_EVERY` charges; allocation itself is bounded deterministically by
+the size charges and by :data:`MAX_OBJECT_SIZE`.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_GAS_LIMIT = 5_000_000
+MAX_GAS_LIMIT = 50_000_000
+QUERY_GAS_LIMIT = 5_000_000
+MAX_CALL_DEPTH = 64
+MAX_OBJECT_SIZE = 8 * 1024 * 1024  # elements or bytes in one sequence an operator builds
+MEMORY_LIMIT = 512 * 1024 * 1024  # growth of resident memory during one command
+MEMORY_SAMPLE_EVERY = 4096
+CALL_GAS = 5
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class Abort(BaseException):
+    """Execution must stop now; contract code cannot catch this."""
+
+    code = "abort"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class OutOfGas(Abort):
+    code = "out_of_gas"
+
+
+class OutOfMemory(Abort):
+    code = "out_of_memory"
+
+
+class CallDepthExceeded(Abort):
+    code = "call_depth_exceeded"
+
+
+def get_resident_bytes() -> int:
+    """The process's resident memory (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Meter:
+    """Counts gas for one command (and the calls it makes)."""
+
+    __slots__ = (
+        "limit",
+        "remaining",
+        "depth",
+        "countdown",
+        "memory_base",
+        "memory_limit",
+        "exhausted",
+    )
+
+    def __init__(self, limit: int = DEFAULT_GAS_LIMIT, memory_limit: int = MEMORY_LIMIT) -> None:
+        self.memory_limit = memory_limit
+        self.limit = limit
+        self.remaining = limit
+        self.depth = 0
+        self.countdown = MEMORY_SAMPLE_EVERY
+        self.memory_base = 0
+        self.exhausted: Abort | None = None
+
+    def start(self, limit: int) -> None:
+        """Begin a new command with a fresh budget."""
+        self.limit = limit
+        self.remaining = limit
+        self.depth = 0
+        self.countdown = MEMORY_SAMPLE_EVERY
+        self.memory_base = get_resident_bytes()
+        self.exhausted = None
+
+    @property
+    def used(self) -> int:
+        return self.limit - self.remaining
+
+    def charge(self, units: int) -> None:
+        self.remaining -= units
+        if self.remaining < 0:
+            self.remaining = 0
+            self._stop(OutOfGas(f"out of gas (limit {self.limit})"))
+        self.countdown -= 1
+        if self.countdown <= 0:
+            self.countdown = MEMORY_SAMPLE_EVERY
+            self.check_memory()
+
+    def tick(self) -> None:
+        """One loop iteration."""
+        self.charge(1)
+
+    def enter(self) -> None:
+        """A function call begins."""
+        self.depth += 1
+        if self.depth > MAX_CALL_DEPTH:
+            self._stop(CallDepthExceeded(f"calls nested deeper than {MAX_CALL_DEPTH}"))
+        self.charge(CALL_GAS)
+
+    def leave(self) -> None:
+        self.depth -= 1
+
+    def check_memory(self) -> None:
+        if self.memory_base and get_resident_bytes() - self.memory_base > self.memory_limit:
+            self._stop(OutOfMemory(f"memory grew by more than {self.memory_limit >> 20} MiB"))
+
+    def check_size(self, size: int) -> None:
+        """Charge for building a sequence of ``size`` elements or bytes."""
+        if size > MAX_OBJECT_SIZE:
+            self._stop(OutOfMemory(f"a single object may hold at most {MAX_OBJECT_SIZE} items"))
+        self.charge(1 + size // 64)
+
+    def _stop(self, abort: Abort) -> None:
+        if self.exhausted is None:
+            self.exhausted = abort
+        raise abort
+
+
+class Unmetered(Meter):
+    """The meter of plain (baseline) execution: counts nothing, never stops."""
+
+    def charge(self, units: int) -> None:
+        return None
+
+    def enter(self) -> None:
+        return None
+
+    def leave(self) -> None:
+        return None
+
+    def start(self, limit: int) -> None:
+        self.limit = limit
+        self.remaining = limit
+        self.exhausted = None

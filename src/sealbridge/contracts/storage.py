@@ -1,0 +1,186 @@
+"""Contract storage: typed values and maps, with an undo journal.
+
+Theory of operation
+-------------------
+A contract's persistent state is one :class:`Storage`: named *values* (``Value``
+declarations) and named *maps* (``Map`` declarations). Writes go straight into the live
+dicts -- reads are plain dict lookups, which keeps execution fast -- but every write first
+records the slot's previous content in the current :class:`Journal`. A command that fails
+rolls the journal back (newest first) and leaves every storage it touched exactly as it
+was, across all contracts of a synchronous call tree. A block keeps the journals of its
+commands until it ends, so a whole block can be undone as one unit.
+
+Everything stored has one canonical msgpack encoding: ints fit in 64 bits, dict keys are
+strings, containers are copied on write and on read (a contract can never mutate stored
+state without a journaled write). Map keys are ``int``, ``str`` or ``bytes``; maps are
+persisted as sorted ``[key, value]`` pairs and iterate in sorted key order, so the order a
+contract sees never depends on insertion history or on the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+
+from sealbridge.core.encoding import Message
+from sealbridge.core.errors import RemoteProtocolError
+
+MIN_INT = -(2**63)
+MAX_INT = 2**64 - 1
+SCALARS = (int, float, str, bytes, bool)
+CONTAINERS = (list, dict)
+KEY_KINDS = (int, str, bytes)
+WRITE_GAS = 20  # per storage write, plus one unit per 32 bytes written
+_MISSING = object()
+_ENCODER = msgspec.msgpack.Encoder(order="sorted")
+
+
+class StorageError(RemoteProtocolError):
+    """A contract tried to store something storage cannot hold."""
+
+    code = "storage_error"
+
+
+class PersistedStorage(Message, frozen=True):
+    """The canonical, encodable form of one contract's storage."""
+
+    values: dict[str, Any] = {}
+    maps: dict[str, list[tuple[Any, Any]]] = {}
+
+
+def check_int(value: int, what: str) -> None:
+    if not MIN_INT <= value <= MAX_INT:
+        raise StorageError(f"{what} does not fit in 64 bits")
+
+
+def canonical_copy(value: Any, what: str) -> tuple[Any, int]:
+    """A deep, canonical copy of ``value`` and its encoded size; refuse what cannot be
+    stored (sets, objects, out-of-range ints, non-string dict keys)."""
+    kind = type(value)
+    if kind is int:
+        check_int(value, what)
+        return value, 8
+    if kind is str or kind is bytes:
+        return value, len(value)
+    if value is None or kind is bool or kind is float:
+        return value, 8
+    try:
+        data = _ENCODER.encode(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise StorageError(f"{what} cannot be stored: {exc}") from exc
+    return msgspec.msgpack.decode(data), len(data)
+
+
+def copy_out(value: Any) -> Any:
+    """What a read returns: scalars as they are, containers as fresh copies."""
+    if type(value) is list or type(value) is dict:
+        return msgspec.msgpack.decode(_ENCODER.encode(value))
+    return value
+
+
+class Journal:
+    """Undo records of one command (or one block): (slot dict, key, previous content)."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[dict[Any, Any], Any, Any]] = []
+
+    def record(self, slots: dict[Any, Any], key: Any) -> None:
+        self.entries.append((slots, key, slots.get(key, _MISSING)))
+
+    def roll_back(self) -> None:
+        for slots, key, previous in reversed(self.entries):
+            if previous is _MISSING:
+                slots.pop(key, None)
+            else:
+                slots[key] = previous
+        self.entries.clear()
+
+    def absorb(self, other: Journal) -> None:
+        """Keep another journal's records (a finished command's, inside a block)."""
+        self.entries.extend(other.entries)
+        other.entries.clear()
+
+
+Charge = Callable[[int], None]
+
+
+def _no_charge(_units: int) -> None:
+    return None
+
+
+class Storage:
+    """One contract's live storage."""
+
+    def __init__(self, persisted: PersistedStorage | None = None) -> None:
+        base = persisted or PersistedStorage()
+        self.values: dict[str, Any] = dict(base.values)
+        self.maps: dict[str, dict[Any, Any]] = {
+            name: {k: v for k, v in pairs} for name, pairs in base.maps.items()
+        }
+        self.journal: Journal | None = None
+        self.writable = True
+        self.charge: Charge = _no_charge
+
+    # -- values -----------------------------------------------------------------------
+    def get_value(self, name: str, default: Any) -> Any:
+        value = self.values.get(name, _MISSING)
+        return default if value is _MISSING else copy_out(value)
+
+    def set_value(self, name: str, value: Any) -> None:
+        stored, size = self._prepare(value, f"value {name!r}")
+        self._record(self.values, name)
+        self.values[name] = stored
+        self.charge(WRITE_GAS + size // 32)
+
+    # -- maps -------------------------------------------------------------------------
+    def get_map(self, name: str) -> dict[Any, Any]:
+        slots = self.maps.get(name)
+        if slots is None:
+            slots = self.maps[name] = {}
+        return slots
+
+    def get_item(self, name: str, key: Any, default: Any) -> Any:
+        value = self.get_map(name).get(key, _MISSING)
+        return default if value is _MISSING else copy_out(value)
+
+    def set_item(self, name: str, key: Any, value: Any) -> None:
+        stored, size = self._prepare(value, f"{name}[{key!r}]")
+        slots = self.get_map(name)
+        self._record(slots, key)
+        slots[key] = stored
+        self.charge(WRITE_GAS + size // 32)
+
+    def delete_item(self, name: str, key: Any) -> None:
+        slots = self.get_map(name)
+        if key in slots:
+            self._prepare(None, f"{name}[{key!r}]")
+            self._record(slots, key)
+            del slots[key]
+            self.charge(WRITE_GAS)
+
+    def iter_keys(self, name: str) -> Iterator[Any]:
+        return iter(sorted(self.get_map(name)))
+
+    # -- internals ----------------------------------------------------------------------
+    def _prepare(self, value: Any, what: str) -> tuple[Any, int]:
+        if not self.writable:
+            raise StorageError("storage is read-only in a query")
+        return canonical_copy(value, what)
+
+    def _record(self, slots: dict[Any, Any], key: Any) -> None:
+        if self.journal is not None:
+            self.journal.record(slots, key)
+
+    def snapshot(self) -> PersistedStorage:
+        return PersistedStorage(
+            values=dict(self.values),
+            maps={
+                name: [(k, slots[k]) for k in sorted(slots)]
+                for name, slots in sorted(self.maps.items())
+                if slots
+            },
+        )
