@@ -42,7 +42,7 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
             ran += 1
             if "--as carol" in line and '"owner": "alice"' in line:
                 assert out.returncode == 2, out.stdout + out.stderr
-                assert "readable only by its owner" in out.stderr
+                assert "only the account given as 'owner' may ask" in out.stderr
                 continue
             assert out.returncode == 0, f"{line}\n{out.stdout}\n{out.stderr}"
             if line.startswith("sealbridge deploy"):

@@ -130,7 +130,7 @@ class World:
         gk = gatekeeper or self.gatekeeper
         cid = os.urandom(32)
         self.m.contract_registry.deploy(
-            cid, keccak(b"code"), gk.node_id, [w.node_id for w in workers], self.user
+            cid, keccak(b"code"), gk.node_id, [w.node_id for w in workers], b"\x11" * 32, self.user
         )
         if publish:
             self.publish(cid, gk)
@@ -426,7 +426,7 @@ def test_deploy_reverts(world: World) -> None:
     ]
     for expected, contract_id, gatekeeper, workers in cases:
         with pytest.raises(TransactionReverted) as info:
-            cr.deploy(contract_id, code, gatekeeper, workers, world.user)
+            cr.deploy(contract_id, code, gatekeeper, workers, b"\x11" * 32, world.user)
         assert reason(info) == expected
 
 
@@ -468,8 +468,12 @@ def test_submit_and_batch(world: World) -> None:
     assert [c.seq for c in batch] == [second.seq + 1, second.seq + 2, second.seq + 3]
     assert len({c.tx_hash for c in batch}) == 1
     assert inbox.get_command_count() == batch[-1].seq + 1
+    big = inbox.submit(cid, b"x" * 20_000, world.user)  # a deploy command carries code
+    assert big.seq == batch[-1].seq + 1
     with pytest.raises(ChainConfigError):
-        inbox.submit(cid, b"x" * 4097, world.user)
+        inbox.submit(cid, b"x" * 32769, world.user)
+    with pytest.raises(ChainConfigError):
+        inbox.submit_batch([(cid, b"x" * 4097)], world.user)
     with pytest.raises(ChainConfigError):
         inbox.submit_batch([], world.user)
 

@@ -142,9 +142,11 @@ def test_key_release_reaches_only_the_attested_worker(gatekeeper: Gatekeeper) ->
             contract_public_key=published.contract_public_key,
             wrapped_key=release.wrapped_key,
             gatekeeper_key=release.gatekeeper_key,
+            deployer_commitment=b"\x05" * 32,
+            workers=[node.identity.identity_key],
         )
     )
-    assert status.height == 0
+    assert status.height == 0 and status.phase == "awaiting_code"
     # Every call derives the same contract key from the root.
     again = gatekeeper.publish_contract_key(
         PublishKeyRequest(

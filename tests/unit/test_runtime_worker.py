@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from sealbridge.contracts.catalog import get_code_hash
-from sealbridge.core.encoding import encode
+from sealbridge.contracts.catalog import get_code_hash, get_source
+from sealbridge.core.encoding import decode, encode
 from sealbridge.crypto import ecies
 from sealbridge.crypto.keyschedule import compute_contract_keys, key_release_aad
 from sealbridge.crypto.signing import ed25519_keypair
 from sealbridge.runtime import errors
-from sealbridge.runtime.envelope import make_query, open_answer, seal_command
-from sealbridge.runtime.messages import BlockInput, InboxCommand, InstallContract, SignedCommand
+from sealbridge.runtime.envelope import make_query, open_answer, open_result, seal_command
+from sealbridge.runtime.messages import (
+    DEPLOY_METHOD,
+    BlockInput,
+    BlockOutput,
+    CommandResult,
+    InboxCommand,
+    InstallContract,
+    SignedCommand,
+    compute_deployer_commitment,
+)
 from sealbridge.runtime.worker import WorkerRuntime, unseal_state
 from sealbridge.tee.enclave import EnclaveContext
 
@@ -20,6 +31,7 @@ CONTRACT_KEY = bytes([7]) * 32
 KEYS = compute_contract_keys(CONTRACT_ID, CONTRACT_KEY)
 ALICE, ALICE_PUB = ed25519_keypair(b"a" * 32)
 BOB, BOB_PUB = ed25519_keypair(b"b" * 32)
+WORKERS = [b"\x01" * 32, b"\x02" * 32]
 
 
 def make_enclave() -> EnclaveContext:
@@ -29,21 +41,27 @@ def make_enclave() -> EnclaveContext:
     )
 
 
-def make_worker(seed: bytes) -> WorkerRuntime:
-    worker = WorkerRuntime(make_enclave())
+def install_request(worker: WorkerRuntime, **overrides: Any) -> InstallContract:
     keys = worker.enclave.identity
     wrapped = ecies.encrypt_to(
         keys.encryption_key, CONTRACT_KEY, key_release_aad(CONTRACT_ID, keys.identity_key)
     )
-    worker.install_contract(
-        InstallContract(
-            contract_id=CONTRACT_ID,
-            code_hash=get_code_hash("token"),
-            contract_public_key=KEYS.command_public_key,
-            wrapped_key=wrapped,
-            gatekeeper_key=b"\x00" * 32,
-        )
-    )
+    fields: dict[str, Any] = {
+        "contract_id": CONTRACT_ID,
+        "code_hash": get_code_hash("token"),
+        "contract_public_key": KEYS.command_public_key,
+        "wrapped_key": wrapped,
+        "gatekeeper_key": b"\x00" * 32,
+        "deployer_commitment": compute_deployer_commitment(CONTRACT_ID, ALICE_PUB),
+        "workers": WORKERS,
+    }
+    fields.update(overrides)
+    return InstallContract(**fields)
+
+
+def make_worker(seed: bytes) -> WorkerRuntime:
+    worker = WorkerRuntime(make_enclave())
+    worker.install_contract(install_request(worker))
     return worker
 
 
@@ -58,13 +76,23 @@ def cmd(sender: bytes, nonce: int, method: str, args: dict[str, object]) -> byte
     )
 
 
+def deploy_cmd(sender: bytes = ALICE, nonce: int = 1, code: bytes | None = None) -> bytes:
+    source = get_source("token") if code is None else code
+    return cmd(sender, nonce, DEPLOY_METHOD, {"code": source, "init": {}})
+
+
 def block(number: int, *ciphertexts: bytes) -> BlockInput:
     return BlockInput(
-        contract_id=CONTRACT_ID,
         number=number,
         block_hash=number.to_bytes(32, "big"),
         commands=[
-            InboxCommand(seq=number * 100 + i, tx_index=i, log_index=0, ciphertext=c)
+            InboxCommand(
+                contract_id=CONTRACT_ID,
+                seq=number * 100 + i,
+                tx_index=i,
+                log_index=0,
+                ciphertext=c,
+            )
             for i, c in enumerate(ciphertexts)
         ],
     )
@@ -72,16 +100,30 @@ def block(number: int, *ciphertexts: bytes) -> BlockInput:
 
 def setup_blocks() -> list[BlockInput]:
     return [
-        block(
-            1,
-            cmd(ALICE, 1, "initialize", {}),
-            cmd(ALICE, 2, "mint", {"to": ALICE_PUB, "amount": 100}),
-        ),
+        block(1, deploy_cmd(), cmd(ALICE, 2, "mint", {"to": ALICE_PUB, "amount": 100})),
         block(3, cmd(ALICE, 3, "transfer", {"to": BOB_PUB, "amount": 40})),
     ]
 
 
-def ask(worker: WorkerRuntime, caller: bytes, method: str, args: dict[str, object]) -> int | str:
+def results(out: BlockOutput, senders: dict[int, tuple[bytes, int]]) -> list[CommandResult]:
+    """Open the sealed results of a block's receipts: ``senders`` maps the receipt's index
+    to (sender private key, nonce)."""
+    opened = []
+    for index, (sender, nonce) in senders.items():
+        receipt = out.receipts[index]
+        assert receipt.status == "applied"
+        opened.append(
+            open_result(
+                sender_private_key=sender,
+                contract_id=CONTRACT_ID,
+                nonce=nonce,
+                sealed_result=receipt.sealed_result,
+            )
+        )
+    return opened
+
+
+def ask(worker: WorkerRuntime, caller: bytes, method: str, args: dict[str, object]) -> Any:
     """A signed query from ``caller``; the answer is opened and its signer checked."""
     query, reply = make_query(
         contract_id=CONTRACT_ID,
@@ -95,27 +137,80 @@ def ask(worker: WorkerRuntime, caller: bytes, method: str, args: dict[str, objec
     return answer.result
 
 
-def query_balance(worker: WorkerRuntime, caller: bytes, owner: bytes) -> int | str:
+def query_balance(worker: WorkerRuntime, caller: bytes, owner: bytes) -> Any:
     return ask(worker, caller, "balance", {"owner": owner})
+
+
+def root_of(out: BlockOutput) -> bytes:
+    (only,) = out.contracts
+    return only.state_root
 
 
 def test_commands_apply_and_queries_answer_signed() -> None:
     worker = make_worker(b"w" * 32)
-    for b in setup_blocks():
-        out = worker.process_block(b)
-        assert all(r.ok for r in out.receipts)
+    outs = [worker.process_block(b) for b in setup_blocks()]
+    deployed, minted = results(outs[0], {0: (ALICE, 1), 1: (ALICE, 2)})
+    assert deployed.ok and minted.ok and minted.value == 100
+    (transferred,) = results(outs[1], {0: (ALICE, 3)})
+    assert transferred.ok and transferred.gas_used > 0
     assert query_balance(worker, ALICE, ALICE_PUB) == 60
     assert query_balance(worker, BOB, BOB_PUB) == 40
-    with pytest.raises(errors.QueryRefused):
+    with pytest.raises(errors.QueryRefused, match="not_a_reader"):
         query_balance(worker, BOB, ALICE_PUB)
+
+
+def test_results_are_sealed_for_the_sender_only() -> None:
+    worker = make_worker(b"w" * 32)
+    out = worker.process_block(setup_blocks()[0])
+    receipt = out.receipts[1]
+    assert receipt.sealed_result and b"mint" not in receipt.sealed_result
+    with pytest.raises(errors.QueryRefused):
+        open_result(
+            sender_private_key=BOB,
+            contract_id=CONTRACT_ID,
+            nonce=2,
+            sealed_result=receipt.sealed_result,
+        )
 
 
 def test_two_workers_reach_the_same_state_root() -> None:
     a, b = make_worker(b"1" * 32), make_worker(b"2" * 32)
-    roots_a = [a.process_block(x).state_root for x in setup_blocks()]
-    roots_b = [b.process_block(x).state_root for x in setup_blocks()]
+    roots_a = [root_of(a.process_block(x)) for x in setup_blocks()]
+    roots_b = [root_of(b.process_block(x)) for x in setup_blocks()]
     assert roots_a == roots_b
     assert len(set(roots_a)) == 2
+
+
+def test_only_the_deployer_may_deploy_matching_code() -> None:
+    worker = make_worker(b"w" * 32)
+    runtime = worker.get_contract(CONTRACT_ID)
+    before = runtime.compute_state_root()
+    out = worker.process_block(block(1, deploy_cmd(BOB), cmd(ALICE, 1, "mint", {})))
+    bob_deploy, alice_mint = results(out, {0: (BOB, 1), 1: (ALICE, 1)})
+    assert bob_deploy.error == "not_deployer"
+    assert alice_mint.error == "not_deployed"
+    other = get_source("token") + b"\n# changed\n"
+    out = worker.process_block(block(2, deploy_cmd(ALICE, 2, code=other)))
+    (mismatch,) = results(out, {0: (ALICE, 2)})
+    assert mismatch.error == "code_hash_mismatch"
+    assert runtime.phase.value == "awaiting_code" and runtime.code == b""
+    # only nonces moved
+    assert runtime.storage.snapshot() == unseal_state(KEYS, out.contracts[0].sealed_state).storage
+    assert runtime.compute_state_root() != before  # nonces are part of the root
+    out = worker.process_block(block(3, deploy_cmd(ALICE, 3)))
+    (ok,) = results(out, {0: (ALICE, 3)})
+    assert ok.ok and runtime.phase.value == "running"
+    assert ask(worker, BOB, "code", {}) == get_source("token")
+
+
+def test_confidential_code_is_disclosed_to_the_deployer_only() -> None:
+    worker = make_worker(b"w" * 32)
+    code = get_source("token")
+    deploy = cmd(ALICE, 1, DEPLOY_METHOD, {"code": code, "init": {}, "confidential": True})
+    worker.process_block(block(1, deploy))
+    assert ask(worker, ALICE, "code", {}) == code
+    with pytest.raises(errors.QueryRefused, match="confidential"):
+        ask(worker, BOB, "code", {})
 
 
 @pytest.mark.parametrize("case", ["wrong_key", "replayed", "malformed", "bad_signature", "garbage"])
@@ -150,8 +245,6 @@ def test_bad_commands_are_typed_and_change_nothing(case: str) -> None:
             cmd(ALICE, 4, "transfer", {"to": BOB_PUB, "amount": 1}),
             b"sealbridge/command/v1" + CONTRACT_ID,
         )
-        from sealbridge.core.encoding import decode
-
         signed = decode(good, SignedCommand)
         forged = SignedCommand(body=signed.body, signature=bytes(64))
         bad = ecies.encrypt_to(
@@ -162,11 +255,11 @@ def test_bad_commands_are_typed_and_change_nothing(case: str) -> None:
         bad = b"\x00" * 10
         expected = errors.WrongKeyError
     with pytest.raises(expected):
-        runtime.apply_command(bad, 9)
-    assert runtime.compute_state_root() == before
+        runtime.open_command(bad)
     out = worker.process_block(block(9, bad))
-    assert out.receipts[0].ok is False and out.receipts[0].error == expected.code
-    assert out.state_root == before
+    assert out.receipts[0].status == expected.code  # type: ignore[attr-defined]
+    assert out.receipts[0].sealed_result == b""
+    assert root_of(out) == before
     assert query_balance(worker, ALICE, ALICE_PUB) == 60
 
 
@@ -175,9 +268,29 @@ def test_stale_block_is_refused_and_sealed_state_round_trips() -> None:
     outs = [worker.process_block(b) for b in setup_blocks()]
     with pytest.raises(errors.StaleBlock):
         worker.process_block(setup_blocks()[0])
-    restored = unseal_state(KEYS, outs[-1].sealed_state)
-    assert restored.token.balances[BOB_PUB.hex()] == 40
-    assert restored.height == 3
+    restored = unseal_state(KEYS, outs[-1].contracts[0].sealed_state)
+    balances = dict(restored.storage.maps["balances"])
+    assert balances[BOB_PUB] == 40
+    assert restored.height == 3 and restored.code == get_source("token")
+
+
+def test_block_out_of_chain_order_is_refused_whole() -> None:
+    worker = make_worker(b"w" * 32)
+    worker.process_block(setup_blocks()[0])
+    runtime = worker.get_contract(CONTRACT_ID)
+    before = runtime.compute_state_root()
+    good = block(5, cmd(ALICE, 3, "transfer", {"to": BOB_PUB, "amount": 1}))
+    swapped = BlockInput(
+        number=5,
+        block_hash=good.block_hash,
+        commands=[
+            InboxCommand(contract_id=CONTRACT_ID, seq=1, tx_index=2, log_index=0, ciphertext=b""),
+            good.commands[0],
+        ],
+    )
+    with pytest.raises(errors.MalformedCommand):
+        worker.process_block(swapped)
+    assert runtime.compute_state_root() == before and runtime.height == 1
 
 
 def test_released_key_for_another_worker_is_refused() -> None:
@@ -187,15 +300,7 @@ def test_released_key_for_another_worker_is_refused() -> None:
         other_enc_pub, CONTRACT_KEY, key_release_aad(CONTRACT_ID, worker.identity_key)
     )
     with pytest.raises(errors.WrongKeyError):
-        worker.install_contract(
-            InstallContract(
-                contract_id=CONTRACT_ID,
-                code_hash=get_code_hash("token"),
-                contract_public_key=KEYS.command_public_key,
-                wrapped_key=wrapped,
-                gatekeeper_key=b"\x00" * 32,
-            )
-        )
+        worker.install_contract(install_request(worker, wrapped_key=wrapped))
     assert worker.contracts == {}
 
 
@@ -204,32 +309,31 @@ def test_contract_refusal_consumes_the_nonce_only() -> None:
     for b in setup_blocks():
         worker.process_block(b)
     runtime = worker.get_contract(CONTRACT_ID)
-    balances = dict(runtime.ledger.balances)
+    storage = runtime.storage.snapshot()
     out = worker.process_block(block(5, cmd(BOB, 1, "transfer", {"to": ALICE_PUB, "amount": 999})))
-    assert out.receipts[0].error == "insufficient_balance"
-    assert runtime.ledger.balances == balances
+    (refused,) = results(out, {0: (BOB, 1)})
+    assert refused.error == "insufficient_balance" and not refused.ok
+    assert runtime.storage.snapshot() == storage
     assert runtime.nonces[BOB_PUB.hex()] == 1
     # The sender's next command (nonce 2) is accepted: client and runtime stay in step.
     out = worker.process_block(block(6, cmd(BOB, 2, "transfer", {"to": ALICE_PUB, "amount": 1})))
-    assert out.receipts[0].ok
+    assert results(out, {0: (BOB, 2)})[0].ok
     assert query_balance(worker, BOB, BOB_PUB) == 39
-
-
-def query_result(worker: WorkerRuntime, caller: bytes, nonce: int) -> int | str:
-    return ask(worker, caller, "command_result", {"nonce": nonce})
 
 
 def test_command_result_is_readable_by_its_sender() -> None:
     worker = make_worker(b"w" * 32)
     for b in setup_blocks():
         worker.process_block(b)
-    assert query_result(worker, ALICE, 3) == "ok"
+    kept = decode(ask(worker, ALICE, "command_result", {"nonce": 3}), CommandResult)
+    assert kept.ok and kept.value == 60
     worker.process_block(block(5, cmd(BOB, 1, "transfer", {"to": ALICE_PUB, "amount": 999})))
-    assert query_result(worker, BOB, 1) == "insufficient_balance"
+    kept = decode(ask(worker, BOB, "command_result", {"nonce": 1}), CommandResult)
+    assert kept.error == "insufficient_balance"
     with pytest.raises(errors.QueryRefused):
-        query_result(worker, BOB, 2)  # no such command yet
+        ask(worker, BOB, "command_result", {"nonce": 2})  # no such command yet
     with pytest.raises(errors.QueryRefused):
-        query_result(worker, ALICE, 2)  # only the latest result is kept
+        ask(worker, ALICE, "command_result", {"nonce": 2})  # only the latest result is kept
 
 
 def test_stale_query_is_refused() -> None:
@@ -255,31 +359,16 @@ def test_tampered_sealed_state_is_refused_at_install() -> None:
 
     worker = make_worker(b"w" * 32)
     outs = [worker.process_block(b) for b in setup_blocks()]
-    sealed = bytearray(outs[-1].sealed_state)
+    sealed = bytearray(outs[-1].contracts[0].sealed_state)
     sealed[-1] ^= 1
     fresh = WorkerRuntime(make_enclave())
-    keys = fresh.enclave.identity
-    wrapped = ecies.encrypt_to(
-        keys.encryption_key, CONTRACT_KEY, key_release_aad(CONTRACT_ID, keys.identity_key)
-    )
-    request = InstallContract(
-        contract_id=CONTRACT_ID,
-        code_hash=get_code_hash("token"),
-        contract_public_key=KEYS.command_public_key,
-        wrapped_key=wrapped,
-        gatekeeper_key=b"\x00" * 32,
-        sealed_state=bytes(sealed),
-    )
     with pytest.raises(DecryptionError):
-        fresh.install_contract(request)
+        fresh.install_contract(install_request(fresh, sealed_state=bytes(sealed)))
     assert fresh.contracts == {}
-    # The untampered state installs and resumes at the same root and height.
+    # The untampered state installs and resumes at the same root and height, code included.
     status = fresh.install_contract(
-        InstallContract(
-            **{
-                **{f: getattr(request, f) for f in request.__struct_fields__},
-                "sealed_state": outs[-1].sealed_state,
-            }
-        )
+        install_request(fresh, sealed_state=outs[-1].contracts[0].sealed_state)
     )
-    assert status.state_root == outs[-1].state_root and status.height == 3
+    assert status.state_root == root_of(outs[-1]) and status.height == 3
+    assert status.phase == "running"
+    assert query_balance(fresh, BOB, BOB_PUB) == 40

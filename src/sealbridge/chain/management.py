@@ -38,7 +38,8 @@ from sealbridge.core.ids import keccak
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 MAX_WORKERS = 16
 MAX_BATCH = 64
-MAX_CIPHERTEXT = 4096
+MAX_CIPHERTEXT = 32768  # CommandInbox.submit (a deploy command carries code)
+MAX_BATCH_CIPHERTEXT = 4096  # each command of CommandInbox.submit_batch
 MAX_QUOTE = 8192
 MAX_WRAPPED_KEY = 256
 
@@ -98,6 +99,7 @@ class ContractRecord(Message, frozen=True):
     deployer: str
     gatekeeper_id: bytes
     workers: list[bytes]
+    deployer_commitment: bytes
     contract_public_key: bytes
     wrapped_key: bytes
     key_published: bool
@@ -295,12 +297,15 @@ class ContractRegistry(_BoundContract):
         code_hash: bytes,
         gatekeeper_id: bytes,
         workers: Sequence[bytes],
+        deployer_commitment: bytes,
         sender_key: bytes,
     ) -> TxReceipt:
-        """Deploy a confidential contract; the sender becomes its deployer."""
+        """Deploy a confidential contract: the sender's account pays; only the identity key
+        behind ``deployer_commitment`` (see ``compute_deployer_commitment``) may install
+        its code."""
         if len(workers) > MAX_WORKERS:
             raise ChainConfigError(f"at most {MAX_WORKERS} workers per contract")
-        args = [contract_id, code_hash, gatekeeper_id, list(workers)]
+        args = [contract_id, code_hash, gatekeeper_id, list(workers), deployer_commitment]
         return self._transact("deploy", args, sender_key)
 
     def publish_contract_key(
@@ -330,9 +335,10 @@ class ContractRegistry(_BoundContract):
             deployer=checksum(raw[1]),
             gatekeeper_id=bytes(raw[2]),
             workers=[bytes(w) for w in raw[3]],
-            contract_public_key=bytes(raw[4]),
-            wrapped_key=bytes(raw[5]),
-            key_published=bool(raw[6]),
+            deployer_commitment=bytes(raw[4]),
+            contract_public_key=bytes(raw[5]),
+            wrapped_key=bytes(raw[6]),
+            key_published=bool(raw[7]),
         )
 
     def is_assigned(self, contract_id: bytes, worker_id: bytes) -> bool:
@@ -387,7 +393,7 @@ class CommandInbox(_BoundContract):
         if not 1 <= len(commands) <= MAX_BATCH:
             raise ChainConfigError(f"a batch holds 1..{MAX_BATCH} commands")
         ids = [cid for cid, _ in commands]
-        texts = [_check_len(ct, MAX_CIPHERTEXT, "ciphertext") for _, ct in commands]
+        texts = [_check_len(ct, MAX_BATCH_CIPHERTEXT, "ciphertext") for _, ct in commands]
         return self._commands(self._transact("submit_batch", [ids, texts], sender_key))
 
     def get_command_count(self) -> int:

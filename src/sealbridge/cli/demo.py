@@ -115,7 +115,7 @@ def _story(home: Path) -> None:
                     str(event.args["seq"]),
                     ciphertext[:20].hex() + "…",
                     str(len(ciphertext)),
-                    said.get(int(event.args["seq"]), "initialize"),
+                    said.get(int(event.args["seq"]), "alice: deploy (code + init)"),
                 )
     console.print(table)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sealbridge.cli import attest
@@ -42,13 +43,13 @@ ArgsOption = Annotated[
 DEFAULT_HOME = Path(".sealbridge")
 
 
-def parse_args_json(text: str) -> dict[str, Any]:
+def parse_args_json(text: str, option: str = "--args") -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        fail(f"--args is not valid JSON: {exc.msg} at position {exc.pos}")
+        fail(f"{option} is not valid JSON: {exc.msg} at position {exc.pos}")
     if not isinstance(value, dict):
-        fail('--args must be a JSON object, e.g. \'{"to": "bob", "amount": 10}\'')
+        fail(f'{option} must be a JSON object, e.g. \'{{"to": "bob", "amount": 10}}\'')
     return value
 
 
@@ -159,21 +160,42 @@ def keys_list(home: HomeOption = DEFAULT_HOME, as_json: JsonOption = False) -> N
 # -- contracts ------------------------------------------------------------------------
 @app.command("deploy")
 def deploy(
-    contract: Annotated[str, typer.Argument(help="Contract to deploy (built in: token).")],
+    contract: Annotated[
+        str,
+        typer.Argument(help="A built-in contract (token, dex, auction, kmeans) or a .py file."),
+    ],
     home: HomeOption = DEFAULT_HOME,
     as_user: AsOption = "alice",
+    init: Annotated[
+        str, typer.Option("--init", help="Arguments of the contract's @init, as JSON.")
+    ] = "{}",
+    confidential: Annotated[
+        bool, typer.Option(help="Keep the code secret: only executors and you can read it.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Deploy a contract; the gatekeeper publishes its key; the deployer becomes owner."""
+    """Deploy a contract: the chain records its code hash, the gatekeeper publishes its
+    key, and the code travels encrypted in the deploy command."""
     from sealbridge.client.api import Client
 
+    init_args = parse_args_json(init, option="--init")
     with friendly_errors():
         client = Client.from_home(home)
         if as_json:
-            print_json(client.deploy(contract, as_user=as_user))
+            print_json(
+                client.deploy(
+                    contract, as_user=as_user, init_args=init_args, confidential=confidential
+                )
+            )
             return
         with console.status(f"deploying {contract}…"):
-            d = client.deploy(contract, as_user=as_user, progress=lambda m: console.print(f"  {m}"))
+            d = client.deploy(
+                contract,
+                as_user=as_user,
+                init_args=init_args,
+                confidential=confidential,
+                progress=lambda m: console.print(f"  {m}"),
+            )
     console.print(f"[bold]contract id[/] {to_hex(d.contract_id)}")
 
 
@@ -191,29 +213,38 @@ def call(
     from sealbridge.client.api import Client
 
     parsed = parse_args_json(args)
-    outcome = None
+    result = None
     with friendly_errors():
         client = Client.from_home(home)
         receipt = client.call(contract_id, command, parsed, as_user=as_user)
         if wait:
-            client.wait_applied(receipt.contract_id, receipt.block_number)
-            outcome = client.get_command_result(receipt, as_user=as_user)
+            result = client.wait_result(receipt, as_user=as_user)
     if as_json:
         out = to_builtins(receipt)
-        out["outcome"] = outcome
+        out["outcome"] = None if result is None else to_builtins(result)
         print_json(out)
-        if outcome not in (None, "ok"):
+        if result is not None and not result.ok:
             raise typer.Exit(1)
         return
     console.print(
         f"{command} by {as_user}: encrypted command ({receipt.ciphertext_size} bytes) "
         f"in block {receipt.block_number}, inbox seq {receipt.seq}, tx {to_hex(receipt.tx_hash)}"
     )
-    if outcome == "ok":
-        console.print("[green]accepted[/] by the contract (applied by every worker)")
-    elif outcome is not None:
-        console.print(f"[red]refused by the contract:[/] {outcome} (its nonce is used up)")
+    if result is None:
+        return
+    if result.ok:
+        shown = "" if result.value is None else f", returned {render_value(result.value)}"
+        console.print(f"[green]accepted[/] by the contract (gas {result.gas_used}{shown})")
+    else:
+        console.print(
+            f"[red]refused by the contract:[/] {escape(result.error)}: {escape(result.message)} "
+            "(its nonce is used up)"
+        )
         raise typer.Exit(1)
+
+
+def render_value(value: Any) -> str:
+    return escape(json.dumps(to_builtins(value)))
 
 
 @app.command("query")
@@ -244,7 +275,8 @@ def query(
         return
     a = verified.answer
     console.print(
-        f"[bold]{name}[/] = [bold green]{a.result}[/]  (block {a.block_height}, state root "
+        f"[bold]{name}[/] = [bold green]{render_value(a.result)}[/]  "
+        f"(block {a.block_height}, state root "
         f"{to_hex(a.state_root)[:18]}…, signed by worker {to_hex(verified.worker_key)[:18]}…)"
     )
 

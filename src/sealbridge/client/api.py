@@ -18,15 +18,24 @@ from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.management import ContractRecord, ManagementAddresses, ManagementContracts
 from sealbridge.client.keystore import Keystore, UserKey
-from sealbridge.contracts.catalog import get_code_hash
-from sealbridge.core.encoding import Message, encode
+from sealbridge.contracts.catalog import BUILTIN, get_source
+from sealbridge.contracts.executor import compute_code_hash
+from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, RemoteProtocolError
 from sealbridge.core.ids import from_hex, tagged_hash, to_hex
-from sealbridge.net.http import NodeClient
+from sealbridge.net.http import NodeClient, NodeRefused
 from sealbridge.node.config import DevnetState, NodeEntry
 from sealbridge.node.devnet import load_running
-from sealbridge.runtime.envelope import make_query, open_answer, seal_command
-from sealbridge.runtime.messages import ANSWER_SIGN_TAG, QueryAnswer, SignedAnswer
+from sealbridge.runtime.envelope import make_query, open_answer, open_result, seal_command
+from sealbridge.runtime.messages import (
+    ANSWER_SIGN_TAG,
+    DEPLOY_METHOD,
+    CommandResult,
+    QueryAnswer,
+    Receipt,
+    SignedAnswer,
+    compute_deployer_commitment,
+)
 
 Progress = Callable[[str], None]
 
@@ -43,10 +52,21 @@ class UntrustedWorker(RemoteProtocolError):
     code = "untrusted_worker"
 
 
+class CommandFailed(RemoteProtocolError):
+    """The contract (or the runtime) refused a command; ``code`` says why."""
+
+    code = "command_failed"
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class Deployment(Message, frozen=True):
     contract_id: bytes
     contract: str
     code_hash: bytes
+    confidential: bool
     deployer: str
     gatekeeper_id: bytes
     workers: list[bytes]
@@ -137,37 +157,69 @@ class Client:
         return record
 
     # -- deploy ----------------------------------------------------------------------
+    @staticmethod
+    def read_source(contract: str) -> bytes:
+        """A built-in contract's source by name, or a contract source file's bytes."""
+        if contract in BUILTIN:
+            return get_source(contract)
+        path = Path(contract)
+        if path.suffix == ".py" and path.is_file():
+            return path.read_bytes()
+        raise ClientError(
+            f"{contract!r} is neither a built-in contract ({', '.join(sorted(BUILTIN))}) "
+            "nor a .py file"
+        )
+
     def deploy(
         self,
         contract: str,
         *,
         as_user: str,
+        init_args: dict[str, Any] | None = None,
+        confidential: bool = False,
         timeout: float = 60.0,
         progress: Progress | None = None,
     ) -> Deployment:
+        """Register the contract on chain (code hash only), wait for its key, then send
+        the code and init arguments as the encrypted deploy command."""
         say = progress or (lambda _m: None)
         user = self.get_user(as_user)
-        code_hash = get_code_hash(contract)
+        source = self.read_source(contract)
+        code_hash = compute_code_hash(source)
         contract_id = tagged_hash(
             "sealbridge/contract-id/v1", user.identity_key + code_hash + os.urandom(16)
         )
         workers = [from_hex(w.node_id, size=32) for w in self.state.workers]
         gatekeeper = from_hex(self.state.gatekeeper.node_id, size=32)
         receipt = self.mgmt.contract_registry.deploy(
-            contract_id, code_hash, gatekeeper, workers, user.eth_private_key
+            contract_id,
+            code_hash,
+            gatekeeper,
+            workers,
+            compute_deployer_commitment(contract_id, user.identity_key),
+            user.eth_private_key,
         )
-        say(f"deployed {contract} as {to_hex(contract_id)} in block {receipt.block_number}")
+        say(f"registered {contract} as {to_hex(contract_id)} in block {receipt.block_number}")
         record = self._wait(
             lambda: self._published(contract_id), timeout, "the gatekeeper to publish the key"
         )
         say(f"gatekeeper published the contract key ({to_hex(record.contract_public_key)[:18]}…)")
-        init = self.call(to_hex(contract_id), "initialize", {}, as_user=as_user)
-        self.wait_applied(contract_id, init.block_number, timeout=timeout)
-        say(f"{as_user} initialized the contract (owner) in block {init.block_number}")
+        deploy = self.call(
+            to_hex(contract_id),
+            DEPLOY_METHOD,
+            {"code": source, "init": init_args or {}, "confidential": confidential},
+            as_user=as_user,
+        )
+        result = self.wait_result(deploy, as_user=as_user, timeout=timeout)
+        if not result.ok:
+            raise CommandFailed(f"deploy refused: {result.error}: {result.message}", result.error)
+        kind = "confidential code" if confidential else "code"
+        say(f"{as_user} deployed the {kind} ({len(source)} bytes) in block {deploy.block_number}")
         return Deployment(
             contract_id=contract_id,
             contract=contract,
             code_hash=code_hash,
+            confidential=confidential,
             deployer=as_user,
             gatekeeper_id=gatekeeper,
             workers=workers,
@@ -250,15 +302,37 @@ class Client:
 
         self._wait(applied, timeout, f"workers to apply block {block_number}")
 
-    def get_command_result(self, receipt: CallReceipt, *, as_user: str) -> str:
-        """ "ok", or the contract's error code, for a command already applied."""
-        answer = self.query(
-            to_hex(receipt.contract_id),
-            "command_result",
-            {"nonce": receipt.nonce},
-            as_user=as_user,
+    def get_result(self, receipt: CallReceipt, *, as_user: str, worker: int = 0) -> CommandResult:
+        """The outcome of an applied command, opened with the sender's key (the worker
+        relays it sealed; it cannot read it)."""
+        entry = self.state.workers[worker]
+        request = {"contract_id": receipt.contract_id, "seq": receipt.seq}
+        held = decode(self.get_node(entry.url).post("/v1/result", encode(request)), Receipt)
+        if held.status != "applied":
+            raise CommandFailed(f"the runtime refused the command: {held.status}", held.status)
+        return open_result(
+            sender_private_key=self.get_user(as_user).identity_private_key,
+            contract_id=receipt.contract_id,
+            nonce=receipt.nonce,
+            sealed_result=held.sealed_result,
         )
-        return str(answer.answer.result)
+
+    def wait_result(
+        self, receipt: CallReceipt, *, as_user: str, timeout: float = 60.0
+    ) -> CommandResult:
+        """Wait until every worker applied the command's block, then open its outcome."""
+        self.wait_applied(receipt.contract_id, receipt.block_number, timeout=timeout)
+
+        def fetch() -> CommandResult | None:
+            try:
+                return self.get_result(receipt, as_user=as_user)
+            except NodeRefused as exc:
+                if exc.remote_code == "result_not_found":
+                    return None
+                raise
+
+        result: CommandResult = self._wait(fetch, timeout, "the command's result")
+        return result
 
     # -- queries ---------------------------------------------------------------------
     def query(

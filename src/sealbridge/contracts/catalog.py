@@ -1,18 +1,22 @@
-"""The contracts this build of the runtime can execute, named by code hash.
+"""The reference contracts shipped with sealbridge, by name.
 
-A contract is deployed by the hash of its source (``code_hash`` on chain); a worker runs
-it only if that hash is in its catalog. Issue-level note: the general SDK that runs any
-Python contract comes later; today the catalog holds the built-in token.
+Any Python contract can be deployed from its source; these four come with the package
+(``sealbridge deploy token`` works without a file). Each is an ordinary module under
+``sealbridge/contracts/reference/``: the sandbox loads its source text, and the baseline
+benchmarks import the same class to run it plainly.
 """
 
 from __future__ import annotations
 
+import importlib
 from importlib import resources
 
+from sealbridge.contracts import sdk
+from sealbridge.contracts.executor import ContractProgram, compute_code_hash
+from sealbridge.contracts.sandbox import load_source
 from sealbridge.core.errors import LocalProtocolError
-from sealbridge.core.ids import tagged_hash
 
-BUILTIN = {"token": "token.py"}
+BUILTIN = {"token": "token", "dex": "dex", "auction": "auction", "kmeans": "kmeans"}
 
 
 class UnknownContractCode(LocalProtocolError):
@@ -22,21 +26,26 @@ class UnknownContractCode(LocalProtocolError):
 def get_source(name: str) -> bytes:
     if name not in BUILTIN:
         raise UnknownContractCode(
-            f"unknown contract {name!r}; available: {', '.join(sorted(BUILTIN))}"
+            f"unknown contract {name!r}; built in: {', '.join(sorted(BUILTIN))} "
+            "(or give the path of a .py file)"
         )
-    return resources.files("sealbridge.contracts").joinpath(BUILTIN[name]).read_bytes()
-
-
-def compute_code_hash(source: bytes) -> bytes:
-    return tagged_hash("sealbridge/contract-code/v1", source)
+    reference = resources.files("sealbridge.contracts").joinpath("reference")
+    return reference.joinpath(f"{BUILTIN[name]}.py").read_bytes()
 
 
 def get_code_hash(name: str) -> bytes:
     return compute_code_hash(get_source(name))
 
 
-def get_name_by_hash(code_hash: bytes) -> str:
-    for name in BUILTIN:
-        if get_code_hash(name) == code_hash:
-            return name
-    raise UnknownContractCode(f"no contract with code hash 0x{code_hash.hex()} in this build")
+def load_builtin(name: str, *, sandboxed: bool = True) -> ContractProgram:
+    """A reference contract, sandboxed (as workers run it) or plain (the baseline)."""
+    source = get_source(name)
+    if sandboxed:
+        return load_source(source, filename=f"<{name}>")
+    module = importlib.import_module(f"sealbridge.contracts.reference.{BUILTIN[name]}")
+    classes = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, sdk.Contract) and value is not sdk.Contract
+    ]
+    return ContractProgram.from_class(classes[0])

@@ -96,6 +96,7 @@ class Outcome(Message, frozen=True):
 
 
 def _kind_name(annotation: Any) -> str | None:
+    annotation = sdk.get_real_kind(annotation)
     if isinstance(annotation, str):
         return annotation if annotation in ARG_KINDS else None
     for name, kind in ARG_KINDS.items():
@@ -252,6 +253,7 @@ class Executor:
         self._stack: list[bytes] = []
         self._outbox: list[OutMessage] = []
         self._journal = Journal()
+        self.touched: set[bytes] = set()  # contracts whose code ran (for their new roots)
 
     # -- contracts ----------------------------------------------------------------------
     def add(
@@ -337,6 +339,7 @@ class Executor:
         storage = deployed.storage
         storage.journal = self._journal
         storage.charge = self.meter.charge
+        self.touched.add(deployed.contract_id)
         instance = deployed.cls(Frame(env, deployed, self))
         value = getattr(instance, method)(**args)
         try:

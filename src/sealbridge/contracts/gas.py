@@ -16,14 +16,14 @@ meter's memory limit raises :class:`OutOfMemory`; calling deeper than
 subclasses and may not write a bare ``except:``) cannot catch them; and once a meter is
 exhausted the executor reverts the command even if the contract somehow carried on.
 
-The memory limit is a safety net, sampled from the process's resident size every
+The memory limit is a safety net, sampled from the process's peak resident size every
 :data:`MEMORY_SAMPLE_EVERY` charges; allocation itself is bounded deterministically by
 the size charges and by :data:`MAX_OBJECT_SIZE`.
 """
 
 from __future__ import annotations
 
-import os
+import resource
 
 DEFAULT_GAS_LIMIT = 5_000_000
 MAX_GAS_LIMIT = 50_000_000
@@ -33,7 +33,6 @@ MAX_OBJECT_SIZE = 8 * 1024 * 1024  # elements or bytes in one sequence an operat
 MEMORY_LIMIT = 512 * 1024 * 1024  # growth of resident memory during one command
 MEMORY_SAMPLE_EVERY = 4096
 CALL_GAS = 5
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class Abort(BaseException):
@@ -59,12 +58,8 @@ class CallDepthExceeded(Abort):
 
 
 def get_resident_bytes() -> int:
-    """The process's resident memory (Linux /proc; 0 where unavailable)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return 0
+    """The process's peak resident memory (one cheap system call)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class Meter:

@@ -108,10 +108,16 @@ def _check_kind(value: Any, kind: type[Any], what: str) -> Any:
     return value
 
 
+def get_real_kind(kind: Any) -> Any:
+    """The type behind a sandbox's guarded built-in (``list`` as contracts see it)."""
+    return getattr(kind, "sb_type", kind)
+
+
 class Value(Generic[T]):
     """One persistent value of a declared kind."""
 
     def __init__(self, kind: type[T], default: T) -> None:
+        kind = get_real_kind(kind)
         if kind not in VALUE_KINDS:
             raise TypeError(f"Value kind must be one of {[k.__name__ for k in VALUE_KINDS]}")
         self.kind = kind
@@ -202,6 +208,8 @@ class Map(Generic[K, T]):
     keys read as ``default``."""
 
     def __init__(self, key_kind: type[K], value_kind: type[T], default: T) -> None:
+        key_kind = get_real_kind(key_kind)
+        value_kind = get_real_kind(value_kind)
         if key_kind not in KEY_KINDS:
             raise TypeError("Map keys must be int, str or bytes")
         if value_kind not in VALUE_KINDS:

@@ -128,7 +128,7 @@ class Storage:
     # -- values -----------------------------------------------------------------------
     def get_value(self, name: str, default: Any) -> Any:
         value = self.values.get(name, _MISSING)
-        return default if value is _MISSING else copy_out(value)
+        return copy_out(default if value is _MISSING else value)
 
     def set_value(self, name: str, value: Any) -> None:
         stored, size = self._prepare(value, f"value {name!r}")
@@ -145,7 +145,7 @@ class Storage:
 
     def get_item(self, name: str, key: Any, default: Any) -> Any:
         value = self.get_map(name).get(key, _MISSING)
-        return default if value is _MISSING else copy_out(value)
+        return copy_out(default if value is _MISSING else value)
 
     def set_item(self, name: str, key: Any, value: Any) -> None:
         stored, size = self._prepare(value, f"{name}[{key!r}]")

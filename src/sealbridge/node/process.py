@@ -48,6 +48,7 @@ def build_app(config: NodeConfig) -> tuple[FastAPI, threading.Thread, object]:
     else:
         worker = WorkerHost(config, enclave, chain)
         add_bytes_route(app, "/v1/query", worker.on_query)
+        add_bytes_route(app, "/v1/result", worker.on_result)
         add_json_route(app, "/v1/status", worker.get_status)
         host = worker
     thread = threading.Thread(target=host.run, name=f"{config.role}-follower", daemon=True)

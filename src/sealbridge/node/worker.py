@@ -10,12 +10,14 @@ The host only moves bytes between the chain, the network and its enclave:
 2. **Following.** A :class:`BlockFollower` delivers final blocks in order. For every
    ``ContractKeyPublished`` of a contract the worker is assigned to, the host has the
    enclave sign a key request, fetches the key release from the gatekeeper and installs
-   it in the enclave. For every block, the ``Command`` events of each installed contract
+   it in the enclave. For every block, the ``Command`` events of all installed contracts
    go to the enclave as one :class:`BlockInput` (block-atomic order: transaction index,
-   log index).
-3. **Outputs.** After a block with commands the host stores the sealed state the enclave
-   returned (state at rest is always encrypted), and records the enclave-signed
-   (block, state root, command count) on the OutputRecords contract.
+   log index), which the enclave applies as one unit.
+3. **Outputs.** After a block with commands the host stores the sealed states the enclave
+   returned in one state bundle file, replaced atomically (state at rest is always
+   encrypted, and all contracts resume from the same height), keeps the receipts (each
+   command's outcome sealed for its sender) for ``POST /v1/result``, and records the
+   enclave-signed (block, state root, command count) on the OutputRecords contract.
 4. **Queries.** ``POST /v1/query`` passes the caller's signed query to the enclave and
    returns the enclave's answer, which is encrypted to the caller: the host sees neither.
 
@@ -27,24 +29,48 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.follower import ChainEvent, ObservedBlock
-from sealbridge.core.encoding import decode, encode
-from sealbridge.core.errors import SealbridgeError
+from sealbridge.core.encoding import Message, decode, encode
+from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import to_hex
 from sealbridge.keyservice.messages import KeyRelease, RegistrationApproval, RegistrationRequest
 from sealbridge.net.http import NodeClient
 from sealbridge.node.config import NodeConfig
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.runtime.ecalls import WorkerEnclaveClient
-from sealbridge.runtime.messages import BlockInput, InboxCommand, InstallContract, SignOutput
+from sealbridge.runtime.messages import (
+    BlockInput,
+    InboxCommand,
+    InstallContract,
+    Receipt,
+    SignOutput,
+)
 from sealbridge.tee.backend import EnclaveHandle
 
 log = logging.getLogger("sealbridge.worker")
+RECEIPTS_KEPT = 20_000
+
+
+class StateBundle(Message, frozen=True):
+    """The host's file of sealed contract states, all valid at ``height``."""
+
+    height: int = 0
+    states: dict[str, bytes] = {}  # contract id hex -> state sealed under its state key
+
+
+class ResultRequest(Message, frozen=True):
+    contract_id: bytes
+    seq: int
+
+
+class ResultNotFound(LocalProtocolError):
+    code = "result_not_found"
 
 
 class WorkerHost(NodeHost):
@@ -54,6 +80,13 @@ class WorkerHost(NodeHost):
         self.state_dir = Path(config.home) / "state"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.installed: dict[bytes, int] = {}  # contract id -> height applied in the enclave
+        self.bundle_file = self.state_dir / "bundle.sealed"
+        self.bundle = (
+            decode(self.bundle_file.read_bytes(), StateBundle)
+            if self.bundle_file.exists()
+            else StateBundle()
+        )
+        self.receipts: OrderedDict[tuple[bytes, int], Receipt] = OrderedDict()
         self.outputs_recorded = 0
         self.unrecorded: dict[bytes, int] = {}  # contract id -> commands in its last block
         self._lock = threading.Lock()
@@ -94,24 +127,25 @@ class WorkerHost(NodeHost):
 
     # -- following ------------------------------------------------------------------
     def on_block(self, block: ObservedBlock) -> None:
-        commands: dict[bytes, list[InboxCommand]] = {}
+        commands: list[InboxCommand] = []
         for event in block.events:
             if event.name == "ContractKeyPublished":
                 self.on_key_published(event)
             elif event.name == "Command":
                 contract_id = bytes(event.args["contract_id"])
-                if contract_id in self.installed:
-                    commands.setdefault(contract_id, []).append(
+                # a resumed contract's sealed state already holds blocks up to its height
+                if block.number > self.installed.get(contract_id, block.number):
+                    commands.append(
                         InboxCommand(
+                            contract_id=contract_id,
                             seq=int(event.args["seq"]),
                             tx_index=event.tx_index,
                             log_index=event.log_index,
                             ciphertext=bytes(event.args["ciphertext"]),
                         )
                     )
-        for contract_id, items in commands.items():
-            if block.number > self.installed[contract_id]:  # resumed state already has it
-                self.process_commands(block, contract_id, items)
+        if commands:
+            self.process_commands(block, commands)
 
     def on_caught_up(self) -> None:
         if self.unrecorded:
@@ -129,8 +163,7 @@ class WorkerHost(NodeHost):
         request = self.calls.make_key_request(contract_id)
         with NodeClient(self.config.gatekeeper_url) as gk:
             release = decode(gk.post("/v1/keys", encode(request)), KeyRelease)
-        sealed_file = self.state_dir / f"{contract_id.hex()}.sealed"
-        sealed = sealed_file.read_bytes() if sealed_file.exists() else b""
+        sealed = self.bundle.states.get(contract_id.hex(), b"")
         with self._lock:
             status = self.calls.install_contract(
                 InstallContract(
@@ -139,38 +172,40 @@ class WorkerHost(NodeHost):
                     contract_public_key=record.contract_public_key,
                     wrapped_key=release.wrapped_key,
                     gatekeeper_key=release.gatekeeper_key,
+                    deployer_commitment=record.deployer_commitment,
+                    workers=record.workers,
                     sealed_state=sealed,
+                    resume_height=self.bundle.height if sealed else 0,
                 )
             )
         self.installed[contract_id] = status.height
         log.info("installed contract %s", to_hex(contract_id))
 
-    def process_commands(
-        self, block: ObservedBlock, contract_id: bytes, commands: list[InboxCommand]
-    ) -> None:
+    def process_commands(self, block: ObservedBlock, commands: list[InboxCommand]) -> None:
         with self._lock:
             output = self.calls.process_block(
-                BlockInput(
-                    contract_id=contract_id,
-                    number=block.number,
-                    block_hash=block.hash,
-                    commands=commands,
-                )
+                BlockInput(number=block.number, block_hash=block.hash, commands=commands)
             )
-        sealed_file = self.state_dir / f"{contract_id.hex()}.sealed"
-        tmp = sealed_file.with_suffix(".tmp")
-        tmp.write_bytes(output.sealed_state)
-        tmp.replace(sealed_file)
-        self.installed[contract_id] = block.number
-        self.unrecorded[contract_id] = output.command_count
-        ok = sum(1 for r in output.receipts if r.ok)
+        states = dict(self.bundle.states)
+        for contract in output.contracts:
+            states[contract.contract_id.hex()] = contract.sealed_state
+            self.installed[contract.contract_id] = block.number
+            self.unrecorded[contract.contract_id] = contract.command_count
+        self.bundle = StateBundle(height=block.number, states=states)
+        tmp = self.bundle_file.with_suffix(".tmp")
+        tmp.write_bytes(encode(self.bundle))
+        tmp.replace(self.bundle_file)
+        for receipt in output.receipts:
+            self.receipts[(receipt.contract_id, receipt.seq)] = receipt
+        while len(self.receipts) > RECEIPTS_KEPT:
+            self.receipts.popitem(last=False)
+        refused = sum(1 for r in output.receipts if r.status != "applied")
         log.info(
-            "block %d contract %s: %d commands (%d ok), root %s",
+            "block %d: %d commands (%d refused before execution), %d contracts changed",
             block.number,
-            to_hex(contract_id)[:14],
-            output.command_count,
-            ok,
-            to_hex(output.state_root)[:18],
+            len(commands),
+            refused,
+            len(output.contracts),
         )
 
     def flush_outputs(self) -> None:
@@ -210,6 +245,16 @@ class WorkerHost(NodeHost):
         with self._lock:
             return self.calls.answer_query(payload)
 
+    def on_result(self, payload: bytes) -> bytes:
+        """The receipt of one command: its outcome sealed for the sender (opaque here)."""
+        request = decode(payload, ResultRequest)
+        receipt = self.receipts.get((request.contract_id, request.seq))
+        if receipt is None:
+            raise ResultNotFound(
+                f"no receipt for inbox seq {request.seq} (not applied yet, or too old)"
+            )
+        return encode(receipt)
+
     def get_status(self) -> dict[str, Any]:
         with self._lock:
             contracts = self.calls.get_status() if self.installed else []
@@ -228,6 +273,7 @@ class WorkerHost(NodeHost):
                     "height": c.height,
                     "state_root": to_hex(c.state_root),
                     "commands_applied": c.commands_applied,
+                    "phase": c.phase,
                 }
                 for c in contracts
             ],

@@ -10,7 +10,8 @@ from typing import Any
 from sealbridge.core.encoding import decode, decode_canonical, encode
 from sealbridge.core.errors import DecryptionError, EncodingError, InvalidSignature
 from sealbridge.core.ids import hash_message
-from sealbridge.crypto import ecies
+from sealbridge.crypto import aead, ecies
+from sealbridge.crypto.kdf import derive_key
 from sealbridge.crypto.signing import ed25519_public, ed25519_sign, ed25519_verify
 from sealbridge.runtime.errors import QueryRefused
 from sealbridge.runtime.messages import (
@@ -18,6 +19,7 @@ from sealbridge.runtime.messages import (
     COMMAND_SIGN_TAG,
     QUERY_SIGN_TAG,
     CommandBody,
+    CommandResult,
     QueryAnswer,
     QueryBody,
     SignedAnswer,
@@ -25,7 +27,15 @@ from sealbridge.runtime.messages import (
     SignedQuery,
     answer_aad,
     command_aad,
+    result_aad,
 )
+
+
+def compute_result_key(sender_private_key: bytes, contract_id: bytes, nonce: int) -> bytes:
+    """The key a command's outcome is sealed under; the sender can always re-derive it."""
+    return derive_key(
+        sender_private_key, "sealbridge/result-key/v1", salt=contract_id + nonce.to_bytes(8, "big")
+    )
 
 
 def seal_command(
@@ -37,14 +47,21 @@ def seal_command(
     method: str,
     args: dict[str, Any],
     ephemeral_seed: bytes | None = None,
+    gas_limit: int = 0,
+    with_result: bool = True,
 ) -> bytes:
-    """Sign a command with the sender's key and encrypt it to the contract's key."""
+    """Sign a command with the sender's key and encrypt it to the contract's key. With
+    ``with_result`` the runtime seals the outcome for the sender (see :func:`open_result`)."""
     body = CommandBody(
         contract_id=contract_id,
         sender=ed25519_public(sender_private_key),
         nonce=nonce,
         method=method,
         args=args,
+        gas_limit=gas_limit,
+        result_key=compute_result_key(sender_private_key, contract_id, nonce)
+        if with_result
+        else b"",
     )
     body_bytes = encode(body)
     signed = SignedCommand(
@@ -99,3 +116,15 @@ def open_answer(
     if answer.query_hash != query_hash:
         raise QueryRefused("answer is for another query")
     return answer, signed
+
+
+def open_result(
+    *, sender_private_key: bytes, contract_id: bytes, nonce: int, sealed_result: bytes
+) -> CommandResult:
+    """Open the sealed outcome of one of the sender's own commands."""
+    key = compute_result_key(sender_private_key, contract_id, nonce)
+    aad = result_aad(contract_id, ed25519_public(sender_private_key), nonce)
+    try:
+        return decode(aead.open_sealed(key, sealed_result, aad), CommandResult)
+    except (DecryptionError, EncodingError) as exc:
+        raise QueryRefused(f"result does not open: {exc.message}") from exc

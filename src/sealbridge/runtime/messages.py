@@ -3,8 +3,15 @@
 A user's command travels as ``encrypt_to(contract_public_key, SignedCommand, aad)`` in
 one ``CommandInbox.Command`` event. Inside the enclave it decrypts to a
 :class:`SignedCommand` whose ``body`` is the canonical encoding of a :class:`CommandBody`
-signed by the sender's Ed25519 key. Queries go over HTTP as a :class:`SignedQuery`; the
-answer is a :class:`SignedAnswer` encrypted to the query's one-time reply key.
+signed by the sender's Ed25519 key. The first command of a contract is its deploy
+command (method :data:`DEPLOY_METHOD`, arguments :class:`DeployArgs`): it carries the
+code, encrypted like any command, so only executors ever see it.
+
+The outcome of every authentic command is a :class:`CommandResult` sealed under the
+``result_key`` the sender put inside its (encrypted) command: the host relays the
+:class:`Receipt` but cannot read whether the command succeeded or what it returned.
+Queries go over HTTP as a :class:`SignedQuery`; the answer is a :class:`SignedAnswer`
+encrypted to the query's one-time reply key.
 """
 
 from __future__ import annotations
@@ -12,10 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 from sealbridge.core.encoding import Message
+from sealbridge.core.ids import tagged_hash
 
 COMMAND_AAD_TAG = b"sealbridge/command/v1"
 ANSWER_AAD_TAG = b"sealbridge/answer/v1"
 STATE_AAD_TAG = b"sealbridge/state/v1"
+RESULT_AAD_TAG = b"sealbridge/result/v1"
+DEPLOY_METHOD = "sealbridge.deploy"
 
 
 def command_aad(contract_id: bytes) -> bytes:
@@ -31,12 +41,44 @@ def state_aad(contract_id: bytes) -> bytes:
     return STATE_AAD_TAG + contract_id
 
 
+def compute_deployer_commitment(contract_id: bytes, deployer_key: bytes) -> bytes:
+    """What the chain records of the deployer: a hiding commitment to its identity key."""
+    return tagged_hash("sealbridge/deployer/v1", contract_id + deployer_key)
+
+
+def result_aad(contract_id: bytes, sender: bytes, nonce: int) -> bytes:
+    """Binds a sealed result to its command (contract, sender, nonce)."""
+    return RESULT_AAD_TAG + contract_id + sender + nonce.to_bytes(8, "big")
+
+
 class CommandBody(Message, frozen=True):
     contract_id: bytes
     sender: bytes  # Ed25519 public key of the author
     nonce: int  # strictly increasing per (contract, sender), starting at 1
     method: str
     args: dict[str, Any] = {}
+    gas_limit: int = 0  # 0: the platform default
+    result_key: bytes = b""  # AES-256-GCM key the outcome is sealed under (empty: no result)
+
+
+class DeployArgs(Message, frozen=True):
+    """Arguments of the deploy command."""
+
+    code: bytes  # contract source; its hash must equal the code hash on chain
+    init: dict[str, Any] = {}  # arguments of the contract's @init method
+    confidential: bool = False  # refuse the ``code`` query to everyone but the deployer
+
+
+class CommandResult(Message, frozen=True):
+    """What the sender learns about its command (sealed under its result key)."""
+
+    contract_id: bytes
+    nonce: int
+    ok: bool
+    value: Any = None
+    error: str = ""
+    message: str = ""
+    gas_used: int = 0
 
 
 class SignedCommand(Message, frozen=True):
@@ -47,6 +89,7 @@ class SignedCommand(Message, frozen=True):
 class InboxCommand(Message, frozen=True):
     """One Command event as the host saw it on chain."""
 
+    contract_id: bytes
     seq: int
     tx_index: int
     log_index: int
@@ -54,27 +97,37 @@ class InboxCommand(Message, frozen=True):
 
 
 class BlockInput(Message, frozen=True):
-    """The commands of one contract in one block, in chain order."""
+    """The commands of one block for the contracts this worker runs, in chain order."""
 
-    contract_id: bytes
     number: int
     block_hash: bytes
     commands: list[InboxCommand] = []
 
 
 class Receipt(Message, frozen=True):
+    """What the host learns of one command. ``status`` is ``"applied"`` for an authentic
+    command (its outcome is in ``sealed_result``, readable only by the sender), or the
+    code of the runtime's refusal (wrong key, bad signature, replay ...)."""
+
+    contract_id: bytes
     seq: int
-    ok: bool
-    error: str = ""  # a typed error code, never plaintext arguments
+    status: str
+    sealed_result: bytes = b""
+
+
+class ContractOutput(Message, frozen=True):
+    """One contract's state after a block that changed it."""
+
+    contract_id: bytes
+    state_root: bytes
+    command_count: int
+    sealed_state: bytes  # state encrypted under the contract's state key
 
 
 class BlockOutput(Message, frozen=True):
-    contract_id: bytes
     number: int
-    state_root: bytes
-    command_count: int
+    contracts: list[ContractOutput]
     receipts: list[Receipt]
-    sealed_state: bytes  # state encrypted under the contract's state key
 
 
 class InstallContract(Message, frozen=True):
@@ -83,7 +136,10 @@ class InstallContract(Message, frozen=True):
     contract_public_key: bytes
     wrapped_key: bytes  # the contract key, ECIES-encrypted to this worker's encryption key
     gatekeeper_key: bytes  # Ed25519 identity of the gatekeeper that released it
+    deployer_commitment: bytes  # commitment to the key whose deploy command installs the code
+    workers: list[bytes]  # the executor set (contracts with the same set may call each other)
     sealed_state: bytes = b""  # resume from this sealed state when given
+    resume_height: int = 0  # the host's saved height (at least the sealed state's)
 
 
 class ContractStatus(Message, frozen=True):
@@ -91,6 +147,7 @@ class ContractStatus(Message, frozen=True):
     height: int
     state_root: bytes
     commands_applied: int
+    phase: str = "running"
 
 
 class QueryBody(Message, frozen=True):
@@ -113,7 +170,7 @@ class QueryAnswer(Message, frozen=True):
     args: dict[str, Any]
     caller: bytes
     query_hash: bytes
-    result: int | str  # a number, or for command_result "ok" / an error code
+    result: Any
     block_height: int
     state_root: bytes
 

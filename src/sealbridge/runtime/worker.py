@@ -2,49 +2,62 @@
 
 Theory of operation
 -------------------
-The host (untrusted) follows the chain and hands the runtime, block by block, the
-encrypted commands addressed to each installed contract (:class:`BlockInput`). For every
-command the runtime
+The host (untrusted) follows the chain and hands the runtime, block by block, every
+encrypted command addressed to the contracts this worker runs (:class:`BlockInput`). The
+block is one atomic unit (RaceTEE's global order): its commands are applied in chain
+order -- (transaction index, log index) -- across all contracts, and if the block cannot
+be applied as a whole the runtime undoes all of it. For every command the runtime
 
 1. decrypts it with the contract's command key (user layer) -- else ``WrongKeyError``;
 2. decodes the canonical :class:`SignedCommand` and checks the author's Ed25519 signature
    over the body -- else ``MalformedCommand`` / ``BadCommandSignature``;
 3. checks the body names this contract and carries the next nonce of its sender -- else
    ``WrongContract`` / ``ReplayedCommand``;
-4. consumes the nonce, executes the command as a pure transition of the contract state
-   and applies the writes only when the contract accepted it.
+4. consumes the nonce and runs the command in the contract executor (sandboxed, metered;
+   a synchronous call tree spans the contracts of one domain). A failed command reverts
+   itself only.
 
-A command refused in steps 1-3 changes nothing; one the contract refuses (step 4) changes
-only its sender's nonce. Either way the block's receipts record it by error code.
-After the block the runtime computes a state root -- a salted commitment to the whole
-state (ledger, nonces, height) -- and seals the state under the contract's state key
-(state layer). Two runtimes given the same blocks compute the same root.
+The first command a contract accepts is its deploy command, from the deployer key the
+chain recorded, carrying code whose hash matches the chain's code hash: the runtime
+compiles it (deploy-time checks), runs its ``@init`` and from then on the contract is
+``RUNNING``. Before that it is ``AWAITING_CODE`` and refuses everything else.
+
+Refusals in steps 1-3 change nothing and the receipt names them. The outcome of an
+authentic command -- ok or the contract's error, its result, gas used -- is sealed under
+the result key inside the command, so only its sender can read it. After the block every
+contract whose state changed gets a new state root -- a salted commitment to its storage,
+nonces and code hash -- and its state is sealed under its state key (state layer).
+Two runtimes given the same blocks compute the same roots.
 
 Queries arrive signed by the caller; the answer commits to (block height, state root), is
 signed by the worker's identity key and is encrypted to the caller's one-time reply key,
-so the host relaying it learns nothing.
-
-States of an installed contract: ``INSTALLED`` (key known, no block yet) -> ``RUNNING``.
-Randomness (AEAD nonces) is an input: the runtime is given a ``random_bytes`` function.
+so the host relaying it learns nothing. Randomness (AEAD nonces) is an input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
+from typing import Any
 
 from sealbridge.chain.abi import compute_output_digest
-from sealbridge.contracts import token
-from sealbridge.contracts.catalog import get_name_by_hash
+from sealbridge.contracts.errors import CodeRejected
+from sealbridge.contracts.executor import (
+    ContractProgram,
+    Deployed,
+    Executor,
+    Outcome,
+    compute_code_hash,
+    compute_domain,
+)
+from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
+from sealbridge.contracts.sandbox import load_source
+from sealbridge.contracts.storage import Journal, PersistedStorage, Storage
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import DecryptionError, EncodingError, InvalidSignature
 from sealbridge.core.ids import hash_message, tagged_hash
 from sealbridge.crypto import aead, ecies
-from sealbridge.crypto.keyschedule import (
-    ContractKeys,
-    compute_contract_keys,
-    key_release_aad,
-)
+from sealbridge.crypto.keyschedule import ContractKeys, compute_contract_keys, key_release_aad
 from sealbridge.crypto.signing import ed25519_verify, to_checksum_address
 from sealbridge.runtime.errors import (
     BadCommandSignature,
@@ -55,18 +68,21 @@ from sealbridge.runtime.errors import (
     RuntimeRefusal,
     StaleBlock,
     UnknownContract,
-    UnsupportedCode,
     WrongContract,
     WrongKeyError,
 )
 from sealbridge.runtime.messages import (
     ANSWER_SIGN_TAG,
     COMMAND_SIGN_TAG,
+    DEPLOY_METHOD,
     QUERY_SIGN_TAG,
     BlockInput,
     BlockOutput,
     CommandBody,
+    CommandResult,
+    ContractOutput,
     ContractStatus,
+    DeployArgs,
     InboxCommand,
     InstallContract,
     QueryAnswer,
@@ -78,74 +94,108 @@ from sealbridge.runtime.messages import (
     SignOutput,
     answer_aad,
     command_aad,
+    compute_deployer_commitment,
+    result_aad,
     state_aad,
 )
 from sealbridge.tee.enclave import EnclaveKeys
 
 RandomBytes = Callable[[int], bytes]
-RESULT_OK = "ok"
 QUERY_MAX_AGE = 300  # seconds between a query's issued_at and the enclave clock
+STATUS_APPLIED = "applied"
 
 
 class ContractPhase(Enum):
-    INSTALLED = "installed"
+    AWAITING_CODE = "awaiting_code"
     RUNNING = "running"
 
 
 class PersistedState(Message, frozen=True):
     """Everything that determines a contract's future: what is sealed at rest."""
 
-    token: token.TokenState
+    storage: PersistedStorage
     nonces: dict[str, int]
     height: int
     commands_applied: int
+    code: bytes = b""  # empty until the deploy command installed it
+    deployer: bytes = b""  # the deployer's identity key, learned from the deploy command
+    confidential: bool = False
 
 
 class StateCommitment(Message, frozen=True):
     """What a state root commits to."""
 
-    token: token.TokenState
+    storage: PersistedStorage
     nonces: dict[str, int]
     commands_applied: int
+    code_hash: bytes
 
 
 class ContractRuntime:
-    """One installed contract: its keys and live state."""
+    """One installed contract: its keys, nonces, code and (through the executor) storage."""
 
-    def __init__(self, keys: ContractKeys, code_hash: bytes, state: PersistedState) -> None:
+    def __init__(
+        self,
+        keys: ContractKeys,
+        request: InstallContract,
+        state: PersistedState,
+        executor: Executor,
+    ) -> None:
         self.keys = keys
         self._recipient = ecies.Recipient(keys.command_private_key)
-        self.code_hash = code_hash
-        self.ledger = token.LiveToken(state.token)
+        self.code_hash = request.code_hash
+        self.deployer_commitment = request.deployer_commitment
+        self.deployer = state.deployer
+        self.domain = compute_domain(request.workers)
+        self.executor = executor
+        self.storage = Storage(state.storage)
         self.nonces = dict(state.nonces)
-        self.height = state.height
+        self.height = max(state.height, request.resume_height)
         self.commands_applied = state.commands_applied
-        self.phase = ContractPhase.RUNNING if state.height else ContractPhase.INSTALLED
+        self.code = state.code
+        self.confidential = state.confidential
+        self.deployed: Deployed | None = None
+        if state.code:
+            self.deployed = executor.add(
+                self.contract_id,
+                load_source(state.code, filename="<contract>"),
+                deployer=self.deployer,
+                domain=self.domain,
+                storage=self.storage,
+            )
         self.last_command_count = 0
-        # sender hex -> (nonce, "ok" | error code) of the sender's latest authentic command;
-        # not part of the state root or the sealed state (it is lost on restart).
-        self.last_results: dict[str, tuple[int, str]] = {}
+        # sender hex -> (nonce, result) of the sender's latest authentic command; not part
+        # of the state root or the sealed state (it is lost on restart).
+        self.last_results: dict[str, tuple[int, CommandResult]] = {}
         self.state_root = self.compute_state_root()
 
     @property
     def contract_id(self) -> bytes:
         return self.keys.contract_id
 
+    @property
+    def phase(self) -> ContractPhase:
+        return ContractPhase.RUNNING if self.deployed else ContractPhase.AWAITING_CODE
+
     def snapshot(self) -> PersistedState:
         return PersistedState(
-            token=self.ledger.snapshot(),
+            storage=self.storage.snapshot(),
             nonces=dict(self.nonces),
             height=self.height,
             commands_applied=self.commands_applied,
+            code=self.code,
+            deployer=self.deployer,
+            confidential=self.confidential,
         )
 
     def compute_state_root(self) -> bytes:
         """A salted commitment to the state; the block height is not part of it, so a block
         whose commands were all refused leaves the root unchanged."""
         committed = StateCommitment(
-            token=self.ledger.snapshot(),
+            storage=self.storage.snapshot(),
             nonces=dict(self.nonces),
             commands_applied=self.commands_applied,
+            code_hash=compute_code_hash(self.code) if self.code else b"",
         )
         return tagged_hash("sealbridge/state-root/v1", self.keys.root_salt + encode(committed))
 
@@ -173,40 +223,112 @@ class ContractRuntime:
                 if body.nonce > last
                 else f"nonce {body.nonce} was already used"
             )
+        if body.result_key and len(body.result_key) != aead.KEY_SIZE:
+            raise MalformedCommand(f"result key must be {aead.KEY_SIZE} bytes")
         return body
 
-    def apply_command(self, ciphertext: bytes, block_number: int) -> int | None:
-        """Run one encrypted command.
+    def execute(
+        self, body: CommandBody, command: InboxCommand, block: BlockInput, journal: Journal
+    ) -> Outcome:
+        """Run an authenticated command (its nonce is already consumed)."""
+        seed = tagged_hash(
+            "sealbridge/command-seed/v1",
+            block.block_hash
+            + self.contract_id
+            + command.tx_index.to_bytes(8, "big")
+            + command.log_index.to_bytes(8, "big"),
+        )
+        gas_limit = min(body.gas_limit or DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT)
+        if body.method == DEPLOY_METHOD:
+            return self.deploy(body, block.number, seed, gas_limit, journal)
+        if self.deployed is None:
+            return Outcome(ok=False, error="not_deployed", message="the code is not deployed yet")
+        return self.executor.run_command(
+            self.contract_id,
+            body.method,
+            dict(body.args),
+            caller=body.sender,
+            block_number=block.number,
+            seed=seed,
+            gas_limit=gas_limit,
+            block_journal=journal,
+        )
 
-        A command that fails to open (wrong key, malformed, bad signature, replayed nonce)
-        raises and changes nothing. An authentic command consumes its sender's nonce even
-        when the contract refuses it (as a reverted Ethereum transaction does), so senders
-        never fall out of step with the runtime; the contract's own state is untouched.
-        The outcome ("ok" or the contract's error code) is kept as the sender's latest
-        result, which only the sender can query (``command_result``).
-        """
-        body = self.open_command(ciphertext)
-        sender = body.sender.hex()
-        self.nonces[sender] = body.nonce
-        env = token.ExecEnv(block_number=block_number, caller=body.sender)
+    def deploy(
+        self, body: CommandBody, number: int, seed: bytes, gas_limit: int, journal: Journal
+    ) -> Outcome:
+        """Install the contract's code and run its @init (all or nothing)."""
+        if self.deployed is not None:
+            return Outcome(ok=False, error="already_deployed", message="code is already set")
+        if compute_deployer_commitment(self.contract_id, body.sender) != self.deployer_commitment:
+            return Outcome(
+                ok=False, error="not_deployer", message="only the deployer may deploy the code"
+            )
         try:
-            outcome = token.execute(self.ledger, body.method, dict(body.args), env)
-        except token.ContractError as exc:
-            self.last_results[sender] = (body.nonce, exc.code)
-            raise
-        self.ledger.apply(outcome)
-        self.commands_applied += 1
-        self.last_results[sender] = (body.nonce, RESULT_OK)
-        return outcome.result
-
-    def process_command(self, command: InboxCommand, block_number: int) -> Receipt:
+            args = decode(encode(dict(body.args)), DeployArgs)
+        except EncodingError as exc:
+            return Outcome(ok=False, error="bad_arguments", message=exc.message)
+        if compute_code_hash(args.code) != self.code_hash:
+            return Outcome(
+                ok=False, error="code_hash_mismatch", message="code does not match the chain"
+            )
         try:
-            self.apply_command(command.ciphertext, block_number)
-        except (RuntimeRefusal, token.ContractError) as exc:
-            return Receipt(seq=command.seq, ok=False, error=exc.code)
-        return Receipt(seq=command.seq, ok=True)
+            program: ContractProgram = load_source(args.code, filename="<contract>")
+        except CodeRejected as exc:
+            return Outcome(ok=False, error=exc.code, message=exc.message)
+        deployed = self.executor.add(
+            self.contract_id,
+            program,
+            deployer=body.sender,
+            domain=self.domain,
+            storage=self.storage,
+        )
+        if "init" in {spec.kind for spec in program.methods.values()}:
+            init_name = next(n for n, s in program.methods.items() if s.kind == "init")
+            outcome = self.executor.run_command(
+                self.contract_id,
+                init_name,
+                dict(args.init),
+                caller=body.sender,
+                block_number=number,
+                seed=seed,
+                gas_limit=gas_limit,
+                is_init=True,
+                block_journal=journal,
+            )
+            if not outcome.ok:
+                del self.executor.contracts[self.contract_id]
+                return outcome
+        elif args.init:
+            del self.executor.contracts[self.contract_id]
+            return Outcome(ok=False, error="bad_arguments", message="the contract has no @init")
+        self.deployed = deployed
+        self.deployer = body.sender
+        self.code = args.code
+        self.confidential = args.confidential
+        return Outcome(ok=True)
 
-    def get_command_result(self, sender: bytes, nonce: int) -> str:
+    def undeploy(self) -> None:
+        """Forget code installed in a block that is being undone."""
+        self.deployed = None
+        self.deployer = b""
+        self.code = b""
+        self.confidential = False
+        self.executor.contracts.pop(self.contract_id, None)
+
+    def seal_result(
+        self, body: CommandBody, result: CommandResult, random_bytes: RandomBytes
+    ) -> bytes:
+        if not body.result_key:
+            return b""
+        return aead.seal(
+            body.result_key,
+            encode(result),
+            result_aad(self.contract_id, body.sender, body.nonce),
+            nonce=random_bytes(aead.NONCE_SIZE),
+        )
+
+    def get_command_result(self, sender: bytes, nonce: int) -> CommandResult:
         """The outcome of the sender's latest authentic command, if it had this nonce."""
         kept = self.last_results.get(sender.hex())
         if kept is None or kept[0] != nonce:
@@ -216,28 +338,6 @@ class ContractRuntime:
                 f"latest: {latest})"
             )
         return kept[1]
-
-    def process_block(self, block: BlockInput, random_bytes: RandomBytes) -> BlockOutput:
-        if block.contract_id != self.contract_id:
-            raise WrongContract("block input is for another contract")
-        if block.number <= self.height:
-            raise StaleBlock(f"block {block.number} is not above height {self.height}")
-        order = [(c.tx_index, c.log_index) for c in block.commands]
-        if order != sorted(order) or len(set(order)) != len(order):
-            raise MalformedCommand("block commands are not in chain order")
-        receipts = [self.process_command(c, block.number) for c in block.commands]
-        self.height = block.number
-        self.last_command_count = len(block.commands)
-        self.phase = ContractPhase.RUNNING
-        self.state_root = self.compute_state_root()
-        return BlockOutput(
-            contract_id=self.contract_id,
-            number=block.number,
-            state_root=self.state_root,
-            command_count=len(block.commands),
-            receipts=receipts,
-            sealed_state=self.seal_state(random_bytes),
-        )
 
     def seal_state(self, random_bytes: RandomBytes) -> bytes:
         return aead.seal(
@@ -253,6 +353,7 @@ class ContractRuntime:
             height=self.height,
             state_root=self.state_root,
             commands_applied=self.commands_applied,
+            phase=self.phase.value,
         )
 
 
@@ -263,7 +364,7 @@ def unseal_state(keys: ContractKeys, sealed: bytes) -> PersistedState:
 
 
 def empty_state() -> PersistedState:
-    return PersistedState(token=token.TokenState(), nonces={}, height=0, commands_applied=0)
+    return PersistedState(storage=PersistedStorage(), nonces={}, height=0, commands_applied=0)
 
 
 class WorkerRuntime:
@@ -274,13 +375,10 @@ class WorkerRuntime:
         self.identity_key = enclave.identity.identity_key
         self.random_bytes: RandomBytes = enclave.random_bytes
         self.contracts: dict[bytes, ContractRuntime] = {}
+        self.executor = Executor()
 
     def install_contract(self, request: InstallContract) -> ContractStatus:
         """Accept a released contract key and (optionally) a sealed state to resume from."""
-        try:
-            get_name_by_hash(request.code_hash)
-        except Exception as exc:
-            raise UnsupportedCode(str(exc)) from exc
         try:
             contract_key = self.enclave.decrypt_for_identity(
                 request.wrapped_key, key_release_aad(request.contract_id, self.identity_key)
@@ -291,7 +389,9 @@ class WorkerRuntime:
         if keys.command_public_key != request.contract_public_key:
             raise KeyMismatch("released key does not match the contract's public key on chain")
         state = unseal_state(keys, request.sealed_state) if request.sealed_state else empty_state()
-        runtime = ContractRuntime(keys, request.code_hash, state)
+        if state.code and compute_code_hash(state.code) != request.code_hash:
+            raise KeyMismatch("sealed state holds code other than the chain's code hash")
+        runtime = ContractRuntime(keys, request, state, self.executor)
         self.contracts[request.contract_id] = runtime
         return runtime.get_status()
 
@@ -301,8 +401,92 @@ class WorkerRuntime:
             raise UnknownContract(f"contract 0x{contract_id.hex()} is not installed here")
         return runtime
 
+    def check_block(self, block: BlockInput) -> None:
+        """Refuse a block the host assembled wrongly, before anything runs."""
+        order = [(c.tx_index, c.log_index) for c in block.commands]
+        if order != sorted(order) or len(set(order)) != len(order):
+            raise MalformedCommand("block commands are not in chain order")
+        for command in block.commands:
+            runtime = self.get_contract(command.contract_id)
+            if block.number <= runtime.height:
+                raise StaleBlock(
+                    f"block {block.number} is not above height {runtime.height} of "
+                    f"contract 0x{command.contract_id.hex()[:12]}…"
+                )
+
     def process_block(self, block: BlockInput) -> BlockOutput:
-        return self.get_contract(block.contract_id).process_block(block, self.random_bytes)
+        """Apply one block's commands as one atomic unit."""
+        self.check_block(block)
+        journal = Journal()
+        before = {
+            cid: (r.commands_applied, r.deployed is not None) for cid, r in self.contracts.items()
+        }
+        touched: dict[bytes, int] = {}
+        receipts: list[Receipt] = []
+        try:
+            for command in block.commands:
+                receipts.append(self.process_command(command, block, journal, touched))
+        except BaseException:
+            journal.roll_back()
+            for cid, (applied, had_code) in before.items():
+                runtime = self.contracts[cid]
+                runtime.commands_applied = applied
+                if not had_code and runtime.deployed is not None:
+                    runtime.undeploy()
+            raise
+        outputs: list[ContractOutput] = []
+        for cid in sorted(touched):
+            runtime = self.contracts[cid]
+            runtime.height = block.number
+            runtime.last_command_count = touched[cid]
+            runtime.state_root = runtime.compute_state_root()
+            outputs.append(
+                ContractOutput(
+                    contract_id=cid,
+                    state_root=runtime.state_root,
+                    command_count=touched[cid],
+                    sealed_state=runtime.seal_state(self.random_bytes),
+                )
+            )
+        return BlockOutput(number=block.number, contracts=outputs, receipts=receipts)
+
+    def process_command(
+        self,
+        command: InboxCommand,
+        block: BlockInput,
+        journal: Journal,
+        touched: dict[bytes, int],
+    ) -> Receipt:
+        runtime = self.contracts[command.contract_id]
+        touched[command.contract_id] = touched.get(command.contract_id, 0) + 1
+        try:
+            body = runtime.open_command(command.ciphertext)
+        except RuntimeRefusal as exc:
+            return Receipt(contract_id=command.contract_id, seq=command.seq, status=exc.code)
+        journal.record(runtime.nonces, body.sender.hex())
+        runtime.nonces[body.sender.hex()] = body.nonce
+        self.executor.touched.clear()
+        outcome = runtime.execute(body, command, block, journal)
+        for cid in self.executor.touched:
+            touched.setdefault(cid, 0)
+        if outcome.ok:
+            runtime.commands_applied += 1
+        result = CommandResult(
+            contract_id=command.contract_id,
+            nonce=body.nonce,
+            ok=outcome.ok,
+            value=outcome.value,
+            error=outcome.error,
+            message=outcome.message,
+            gas_used=outcome.gas_used,
+        )
+        runtime.last_results[body.sender.hex()] = (body.nonce, result)
+        return Receipt(
+            contract_id=command.contract_id,
+            seq=command.seq,
+            status=STATUS_APPLIED,
+            sealed_result=runtime.seal_result(body, result, self.random_bytes),
+        )
 
     def answer_query(self, request: SignedQuery, now: int) -> bytes:
         """Return the signed answer encrypted to the caller's reply key.
@@ -320,22 +504,7 @@ class WorkerRuntime:
         if abs(now - body.issued_at) > QUERY_MAX_AGE:
             raise QueryRefused(f"query issued at {body.issued_at} is stale or from the future")
         runtime = self.get_contract(body.contract_id)
-        if body.method == "next_nonce":
-            # Runtime-level query: the caller's own next command nonce on this contract.
-            if body.args:
-                raise QueryRefused("next_nonce takes no arguments")
-            result: int | str = runtime.nonces.get(body.caller.hex(), 0) + 1
-        elif body.method == "command_result":
-            # Runtime-level query: "ok" or the error code of the caller's latest command.
-            nonce = body.args.get("nonce")
-            if set(body.args) != {"nonce"} or not isinstance(nonce, int):
-                raise QueryRefused("command_result takes {nonce: int}")
-            result = runtime.get_command_result(body.caller, nonce)
-        else:
-            try:
-                result = token.query(runtime.ledger, body.method, dict(body.args), body.caller)
-            except token.ContractError as exc:
-                raise QueryRefused(f"{exc.code}: {exc.message}") from exc
+        result = self.run_query(runtime, body)
         query_hash = hash_message("sealbridge/query/v1", request)
         answer = QueryAnswer(
             contract_id=body.contract_id,
@@ -359,6 +528,36 @@ class WorkerRuntime:
             answer_aad(query_hash),
             ephemeral_seed=self.random_bytes(32),
         )
+
+    def run_query(self, runtime: ContractRuntime, body: QueryBody) -> Any:
+        """Runtime-level queries (``next_nonce``, ``command_result``, ``code``), else the
+        contract's own ``@query`` methods under their readers rule."""
+        args = dict(body.args)
+        if body.method == "next_nonce":
+            if args:
+                raise QueryRefused("next_nonce takes no arguments")
+            return runtime.nonces.get(body.caller.hex(), 0) + 1
+        if body.method == "command_result":
+            nonce = args.get("nonce")
+            if set(args) != {"nonce"} or not isinstance(nonce, int):
+                raise QueryRefused("command_result takes {nonce: int}")
+            return encode(runtime.get_command_result(body.caller, nonce))
+        if body.method == "code":
+            if args:
+                raise QueryRefused("code takes no arguments")
+            if not runtime.code:
+                raise QueryRefused("the contract's code is not deployed yet")
+            if runtime.confidential and body.caller != runtime.deployer:
+                raise QueryRefused("the code of a confidential contract is not disclosed")
+            return runtime.code
+        if runtime.deployed is None:
+            raise QueryRefused("the contract's code is not deployed yet")
+        outcome = self.executor.run_query(
+            runtime.contract_id, body.method, args, caller=body.caller, block_number=runtime.height
+        )
+        if not outcome.ok:
+            raise QueryRefused(f"{outcome.error}: {outcome.message}")
+        return outcome.value
 
     def sign_output(self, request: SignOutput) -> bytes:
         """Sign the OutputRecords digest of the root this runtime computed at that block."""

@@ -6,7 +6,8 @@
     which every executor applies them. The inbox never sees plaintext.
 """
 
-MAX_CIPHERTEXT: constant(uint256) = 4096
+MAX_CIPHERTEXT: constant(uint256) = 32768  # a deploy command carries the contract's code
+MAX_BATCH_CIPHERTEXT: constant(uint256) = 4096
 MAX_BATCH: constant(uint256) = 64
 
 
@@ -47,7 +48,7 @@ def submit(contract_id: bytes32, ciphertext: Bytes[MAX_CIPHERTEXT]) -> uint256:
 @external
 def submit_batch(
     contract_ids: DynArray[bytes32, MAX_BATCH],
-    ciphertexts: DynArray[Bytes[MAX_CIPHERTEXT], MAX_BATCH],
+    ciphertexts: DynArray[Bytes[MAX_BATCH_CIPHERTEXT], MAX_BATCH],
 ) -> uint256:
     assert len(contract_ids) == len(ciphertexts), "length mismatch"
     assert len(contract_ids) >= 1, "empty batch"

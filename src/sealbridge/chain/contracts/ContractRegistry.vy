@@ -2,8 +2,9 @@
 """
 @title ContractRegistry
 @notice Confidential contracts deployed on sealbridge. A deployer names a contract id,
-    the hash of its code, one gatekeeper (which derives the contract key) and the
-    workers that execute it. The gatekeeper's enclave then publishes the contract's
+    the hash of its code, one gatekeeper (which derives the contract key), the
+    workers that execute it and a commitment to the deployer's identity key (only
+    that key's signed deploy command may install the code; the key itself stays off chain). The gatekeeper's enclave then publishes the contract's
     public key and the contract key wrapped under a key derived from the root key,
     signed with its enclave key (workers receive the contract key off chain, by attested
     key release). Commands may only be sent once the key is published.
@@ -24,6 +25,7 @@ struct ContractInfo:
     deployer: address
     gatekeeper_id: bytes32
     workers: DynArray[bytes32, MAX_WORKERS]
+    deployer_commitment: bytes32
     contract_public_key: bytes32
     wrapped_key: Bytes[256]
     key_published: bool
@@ -35,6 +37,7 @@ event ContractDeployed:
     code_hash: bytes32
     gatekeeper_id: bytes32
     workers: DynArray[bytes32, MAX_WORKERS]
+    deployer_commitment: bytes32
 
 
 event ContractKeyPublished:
@@ -72,8 +75,10 @@ def deploy(
     code_hash: bytes32,
     gatekeeper_id: bytes32,
     workers: DynArray[bytes32, MAX_WORKERS],
+    deployer_commitment: bytes32,
 ):
     assert contract_id != empty(bytes32), "empty contract id"
+    assert deployer_commitment != empty(bytes32), "empty deployer commitment"
     assert self.contracts[contract_id].deployer == empty(address), "contract id already used"
     registry: INodeRegistry = INodeRegistry(self.node_registry)
     assert staticcall registry.is_active(gatekeeper_id, ROLE_GATEKEEPER), "gatekeeper is not active"
@@ -87,6 +92,7 @@ def deploy(
         deployer=msg.sender,
         gatekeeper_id=gatekeeper_id,
         workers=workers,
+        deployer_commitment=deployer_commitment,
         contract_public_key=empty(bytes32),
         wrapped_key=b"",
         key_published=False,
@@ -98,6 +104,7 @@ def deploy(
         code_hash=code_hash,
         gatekeeper_id=gatekeeper_id,
         workers=workers,
+        deployer_commitment=deployer_commitment,
     )
 
 

@@ -1,0 +1,1 @@
+"""Reference contracts written against the contract SDK (token, DEX, auction, K-Means)."""
