@@ -81,11 +81,12 @@ def test_contract_key_and_output_digest_layout() -> None:
         chain_id=7,
         contract_id=cid,
         contract_public_key=pub,
+        message_key=b"\x04" * 32,
         wrapped_key=b"wk",
     ) == keccak(
         encode(
-            ["address", "uint256", "bytes32", "bytes32", "bytes32"],
-            [REGISTRY, 7, cid, pub, keccak(b"wk")],
+            ["address", "uint256", "bytes32", "bytes32", "bytes32", "bytes32"],
+            [REGISTRY, 7, cid, pub, b"\x04" * 32, keccak(b"wk")],
         )
     )
     root = b"\x03" * 32

@@ -138,8 +138,10 @@ class World:
 
     def publish(self, cid: bytes, gk: Enclave, *, pub: bytes = b"\x44" * 32) -> None:
         wrapped = b"wrapped:" + cid
-        sig = gk.sign(self.m.contract_registry.compute_contract_key_digest(cid, pub, wrapped))
-        self.m.contract_registry.publish_contract_key(cid, pub, wrapped, sig, self.host)
+        mkey = b"\x45" * 32
+        cr = self.m.contract_registry
+        sig = gk.sign(cr.compute_contract_key_digest(cid, pub, mkey, wrapped))
+        cr.publish_contract_key(cid, pub, mkey, wrapped, sig, self.host)
 
     def output_sig(self, worker: Enclave, cid: bytes, block: int, root: bytes, count: int) -> bytes:
         return worker.sign(self.m.output_records.compute_output_digest(cid, block, root, count))
@@ -435,22 +437,25 @@ def test_publish_key_reverts(world: World) -> None:
     other_gk = world.register(Role.GATEKEEPER)
     cid = world.deploy([worker], publish=False)
     cr = world.m.contract_registry
-    pub, wrapped = b"\x66" * 32, b"wrapped-key"
-    digest = cr.compute_contract_key_digest(cid, pub, wrapped)
+    pub, mkey, wrapped = b"\x66" * 32, b"\x67" * 32, b"wrapped-key"
+    digest = cr.compute_contract_key_digest(cid, pub, mkey, wrapped)
+    gk_sig = world.gatekeeper.sign(digest)
     with pytest.raises(TransactionReverted) as info:  # signed by a gatekeeper not assigned
-        cr.publish_contract_key(cid, pub, wrapped, other_gk.sign(digest), world.host)
+        cr.publish_contract_key(cid, pub, mkey, wrapped, other_gk.sign(digest), world.host)
     assert reason(info) == "not signed by gatekeeper"
     with pytest.raises(TransactionReverted) as info:  # signature over another wrapped key
-        cr.publish_contract_key(cid, pub, b"other", world.gatekeeper.sign(digest), world.host)
+        cr.publish_contract_key(cid, pub, mkey, b"other", gk_sig, world.host)
+    assert reason(info) == "not signed by gatekeeper"
+    with pytest.raises(TransactionReverted) as info:  # signature over another message key
+        cr.publish_contract_key(cid, pub, b"\x68" * 32, wrapped, gk_sig, world.host)
     assert reason(info) == "not signed by gatekeeper"
     with pytest.raises(TransactionReverted) as info:
-        cr.publish_contract_key(
-            os.urandom(32), pub, wrapped, world.gatekeeper.sign(digest), world.host
-        )
+        cr.publish_contract_key(os.urandom(32), pub, mkey, wrapped, gk_sig, world.host)
     assert reason(info) == "unknown contract"
-    cr.publish_contract_key(cid, pub, wrapped, world.gatekeeper.sign(digest), world.host)
+    cr.publish_contract_key(cid, pub, mkey, wrapped, gk_sig, world.host)
+    assert cr.get_contract(cid).message_key == mkey  # type: ignore[union-attr]
     with pytest.raises(TransactionReverted) as info:
-        cr.publish_contract_key(cid, pub, wrapped, world.gatekeeper.sign(digest), world.host)
+        cr.publish_contract_key(cid, pub, mkey, wrapped, gk_sig, world.host)
     assert reason(info) == "key already published"
 
 

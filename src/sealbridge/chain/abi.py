@@ -97,18 +97,20 @@ def compute_contract_key_digest(
     chain_id: int,
     contract_id: bytes,
     contract_public_key: bytes,
+    message_key: bytes,
     wrapped_key: bytes,
 ) -> bytes:
     """Digest a gatekeeper's enclave signs to publish a contract key."""
     return bytes(
         _keccak(
             abi_encode(
-                ["address", "uint256", "bytes32", "bytes32", "bytes32"],
+                ["address", "uint256", "bytes32", "bytes32", "bytes32", "bytes32"],
                 [
                     to_checksum_address(contract_registry),
                     chain_id,
                     _b32(contract_id, "contract_id"),
                     _b32(contract_public_key, "contract_public_key"),
+                    _b32(message_key, "message_key"),
                     bytes(_keccak(bytes(wrapped_key))),
                 ],
             )

@@ -101,6 +101,7 @@ class ContractRecord(Message, frozen=True):
     workers: list[bytes]
     deployer_commitment: bytes
     contract_public_key: bytes
+    message_key: bytes
     wrapped_key: bytes
     key_published: bool
 
@@ -280,7 +281,11 @@ class ContractRegistry(_BoundContract):
     name = "ContractRegistry"
 
     def compute_contract_key_digest(
-        self, contract_id: bytes, contract_public_key: bytes, wrapped_key: bytes
+        self,
+        contract_id: bytes,
+        contract_public_key: bytes,
+        message_key: bytes,
+        wrapped_key: bytes,
     ) -> bytes:
         """The digest the assigned gatekeeper's enclave signs to publish a key."""
         return compute_contract_key_digest(
@@ -288,6 +293,7 @@ class ContractRegistry(_BoundContract):
             chain_id=self.adapter.chain_id,
             contract_id=contract_id,
             contract_public_key=contract_public_key,
+            message_key=message_key,
             wrapped_key=wrapped_key,
         )
 
@@ -312,6 +318,7 @@ class ContractRegistry(_BoundContract):
         self,
         contract_id: bytes,
         contract_public_key: bytes,
+        message_key: bytes,
         wrapped_key: bytes,
         signature: bytes,
         sender_key: bytes,
@@ -320,6 +327,7 @@ class ContractRegistry(_BoundContract):
         args = [
             contract_id,
             contract_public_key,
+            message_key,
             _check_len(wrapped_key, MAX_WRAPPED_KEY, "wrapped_key"),
             _check_len(signature, 65, "signature"),
         ]
@@ -337,8 +345,9 @@ class ContractRegistry(_BoundContract):
             workers=[bytes(w) for w in raw[3]],
             deployer_commitment=bytes(raw[4]),
             contract_public_key=bytes(raw[5]),
-            wrapped_key=bytes(raw[6]),
-            key_published=bool(raw[7]),
+            message_key=bytes(raw[6]),
+            wrapped_key=bytes(raw[7]),
+            key_published=bool(raw[8]),
         )
 
     def is_assigned(self, contract_id: bytes, worker_id: bytes) -> bool:

@@ -38,14 +38,18 @@ def encode(value: Any) -> bytes:
         raise EncodingError(f"cannot encode {type(value).__name__}: {exc}") from exc
 
 
+def _name(kind: Any) -> str:
+    return str(getattr(kind, "__name__", kind))
+
+
 def decode(data: bytes, kind: type[T]) -> T:
     """Decode canonical bytes into ``kind``; raise EncodingError on any mismatch."""
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise EncodingError(f"expected bytes to decode {kind.__name__}, got {type(data).__name__}")
+        raise EncodingError(f"expected bytes to decode {_name(kind)}, got {type(data).__name__}")
     try:
         return msgspec.msgpack.decode(data, type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-        raise EncodingError(f"malformed {kind.__name__}: {exc}") from exc
+        raise EncodingError(f"malformed {_name(kind)}: {exc}") from exc
 
 
 def is_canonical(data: bytes, kind: type[Any]) -> bool:
@@ -60,7 +64,7 @@ def decode_canonical(data: bytes, kind: type[T]) -> T:
     """Decode and insist the bytes are the canonical encoding (no alternative forms)."""
     value = decode(data, kind)
     if encode(value) != bytes(data):
-        raise EncodingError(f"{kind.__name__} is not canonically encoded")
+        raise EncodingError(f"{_name(kind)} is not canonically encoded")
     return value
 
 

@@ -6,6 +6,8 @@ same set (RaceTEE's dual-layer encryption):
 
 * the user layer: an X25519 key pair; users encrypt commands to its public key;
 * the state layer: an AES-256-GCM key sealing state at rest and checkpoints;
+* an Ed25519 key pair signing the contract's asynchronous messages to other contracts
+  (its public half is published on chain with the command key);
 * a salt that makes state roots commitments rather than plain hashes, so that a short
   state (a few balances) cannot be guessed from its root.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 from sealbridge.core.encoding import Message
 from sealbridge.crypto.ecies import x25519_keypair
 from sealbridge.crypto.kdf import derive_key
+from sealbridge.crypto.signing import ed25519_keypair
 
 CONTRACT_KEY_INFO = "sealbridge/contract-key/v1"
 ROOT_WRAP_INFO = "sealbridge/root-wrap/v1"
@@ -28,6 +31,8 @@ class ContractKeys(Message, frozen=True):
     command_public_key: bytes
     state_key: bytes  # AES-256-GCM, state layer
     root_salt: bytes
+    message_private_key: bytes  # Ed25519 seed, signs outgoing messages
+    message_public_key: bytes
 
 
 def compute_contract_key(root_key: bytes, contract_id: bytes) -> bytes:
@@ -43,12 +48,17 @@ def compute_root_wrap_key(root_key: bytes) -> bytes:
 def compute_contract_keys(contract_id: bytes, contract_key: bytes) -> ContractKeys:
     seed = derive_key(contract_key, "sealbridge/command-x25519/v1", salt=contract_id)
     private, public = x25519_keypair(seed)
+    message_private, message_public = ed25519_keypair(
+        derive_key(contract_key, "sealbridge/message-ed25519/v1", salt=contract_id)
+    )
     return ContractKeys(
         contract_id=contract_id,
         command_private_key=private,
         command_public_key=public,
         state_key=derive_key(contract_key, "sealbridge/state-key/v1", salt=contract_id),
         root_salt=derive_key(contract_key, "sealbridge/state-root-salt/v1", salt=contract_id),
+        message_private_key=message_private,
+        message_public_key=message_public,
     )
 
 

@@ -131,11 +131,13 @@ class Gatekeeper:
             chain_id=request.chain_id,
             contract_id=request.contract_id,
             contract_public_key=keys.command_public_key,
+            message_key=keys.message_public_key,
             wrapped_key=wrapped,
         )
         return PublishedContractKey(
             contract_id=request.contract_id,
             contract_public_key=keys.command_public_key,
+            message_key=keys.message_public_key,
             wrapped_key=wrapped,
             signature=self.enclave.sign_eth_digest(digest),
         )

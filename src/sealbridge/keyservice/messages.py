@@ -44,6 +44,7 @@ class PublishKeyRequest(Message, frozen=True):
 class PublishedContractKey(Message, frozen=True):
     contract_id: bytes
     contract_public_key: bytes
+    message_key: bytes  # Ed25519 key that verifies the contract's outgoing messages
     wrapped_key: bytes
     signature: bytes
 

@@ -108,6 +108,7 @@ class GatekeeperHost(NodeHost):
             self.mgmt.contract_registry.publish_contract_key(
                 contract_id,
                 published.contract_public_key,
+                published.message_key,
                 published.wrapped_key,
                 published.signature,
                 self.eth_key,

@@ -18,6 +18,10 @@ The host only moves bytes between the chain, the network and its enclave:
    encrypted, and all contracts resume from the same height), keeps the receipts (each
    command's outcome sealed for its sender) for ``POST /v1/result``, and records the
    enclave-signed (block, state root, command count) on the OutputRecords contract.
+   Messages the block's contracts sent to other contracts are posted to the target's
+   inbox by the first worker assigned to the sending contract (the others only log them).
+   The host also hands the enclave the published keys of every contract it saw
+   (``BlockInput.directory``), which the runtime needs to address and authenticate them.
 4. **Queries.** ``POST /v1/query`` passes the caller's signed query to the enclave and
    returns the enclave's answer, which is encrypted to the caller: the host sees neither.
 
@@ -46,6 +50,8 @@ from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.runtime.ecalls import WorkerEnclaveClient
 from sealbridge.runtime.messages import (
     BlockInput,
+    BlockOutput,
+    DirectoryEntry,
     InboxCommand,
     InstallContract,
     Receipt,
@@ -87,6 +93,9 @@ class WorkerHost(NodeHost):
             else StateBundle()
         )
         self.receipts: OrderedDict[tuple[bytes, int], Receipt] = OrderedDict()
+        self.directory: list[DirectoryEntry] = []  # entries not yet given to the enclave
+        self.workers_of: dict[bytes, list[bytes]] = {}  # installed contract -> its workers
+        self.messages_posted = 0
         self.outputs_recorded = 0
         self.unrecorded: dict[bytes, int] = {}  # contract id -> commands in its last block
         self._lock = threading.Lock()
@@ -153,6 +162,13 @@ class WorkerHost(NodeHost):
 
     def on_key_published(self, event: ChainEvent) -> None:
         contract_id = bytes(event.args["contract_id"])
+        self.directory.append(
+            DirectoryEntry(
+                contract_id=contract_id,
+                command_key=bytes(event.args["contract_public_key"]),
+                message_key=bytes(event.args["message_key"]),
+            )
+        )
         if contract_id in self.installed:
             return
         if not self.mgmt.contract_registry.is_assigned(contract_id, self.node_id):
@@ -179,13 +195,20 @@ class WorkerHost(NodeHost):
                 )
             )
         self.installed[contract_id] = status.height
+        self.workers_of[contract_id] = record.workers
         log.info("installed contract %s", to_hex(contract_id))
 
     def process_commands(self, block: ObservedBlock, commands: list[InboxCommand]) -> None:
         with self._lock:
             output = self.calls.process_block(
-                BlockInput(number=block.number, block_hash=block.hash, commands=commands)
+                BlockInput(
+                    number=block.number,
+                    block_hash=block.hash,
+                    commands=commands,
+                    directory=self.directory,
+                )
             )
+        self.directory = []
         states = dict(self.bundle.states)
         for contract in output.contracts:
             states[contract.contract_id.hex()] = contract.sealed_state
@@ -199,6 +222,7 @@ class WorkerHost(NodeHost):
             self.receipts[(receipt.contract_id, receipt.seq)] = receipt
         while len(self.receipts) > RECEIPTS_KEPT:
             self.receipts.popitem(last=False)
+        self.post_messages(output)
         refused = sum(1 for r in output.receipts if r.status != "applied")
         log.info(
             "block %d: %d commands (%d refused before execution), %d contracts changed",
@@ -207,6 +231,28 @@ class WorkerHost(NodeHost):
             refused,
             len(output.contracts),
         )
+
+    def post_messages(self, output: BlockOutput) -> None:
+        """Post the block's outgoing messages whose source this worker leads."""
+        for message in output.messages:
+            workers = self.workers_of.get(message.source, [])
+            if not workers or workers[0] != self.node_id:
+                continue
+            if not message.ciphertext:
+                log.warning(
+                    "message %d from %s to %s not deliverable: target key unknown",
+                    message.seq,
+                    to_hex(message.source)[:14],
+                    to_hex(message.target)[:14],
+                )
+                continue
+            try:
+                self.mgmt.command_inbox.send_submit(
+                    message.target, message.ciphertext, self.eth_key
+                )
+                self.messages_posted += 1
+            except SealbridgeError as exc:
+                log.warning("could not post message %d: %s", message.seq, exc.message)
 
     def flush_outputs(self) -> None:
         """Record the latest enclave-signed state root of each contract that changed.
@@ -267,6 +313,7 @@ class WorkerHost(NodeHost):
             "height": self.height,
             "measurement": to_hex(self.enclave.measurement),
             "outputs_recorded": self.outputs_recorded,
+            "messages_posted": self.messages_posted,
             "contracts": [
                 {
                     "contract_id": to_hex(c.contract_id),

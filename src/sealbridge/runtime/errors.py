@@ -55,6 +55,13 @@ class KeyMismatch(RuntimeRefusal):
     code = "key_mismatch"
 
 
+class DirectoryIncomplete(LocalProtocolError):
+    """A message names a source whose published keys the host has not supplied: the
+    block is refused whole (the host must send the directory entry first)."""
+
+    code = "directory_incomplete"
+
+
 class UnknownContract(LocalProtocolError):
     code = "unknown_contract"
 

@@ -10,6 +10,9 @@ code, encrypted like any command, so only executors ever see it.
 The outcome of every authentic command is a :class:`CommandResult` sealed under the
 ``result_key`` the sender put inside its (encrypted) command: the host relays the
 :class:`Receipt` but cannot read whether the command succeeded or what it returned.
+Contracts send each other asynchronous messages the same way: a :class:`SignedMessage`
+(a :class:`MessageBody` signed by the source contract's message key) encrypted to the
+target contract's command key and posted to the inbox by a worker of the source.
 Queries go over HTTP as a :class:`SignedQuery`; the answer is a :class:`SignedAnswer`
 encrypted to the query's one-time reply key.
 """
@@ -81,9 +84,41 @@ class CommandResult(Message, frozen=True):
     gas_used: int = 0
 
 
-class SignedCommand(Message, frozen=True):
+class SignedCommand(Message, frozen=True, tag="command"):
     body: bytes  # canonical CommandBody
     signature: bytes
+
+
+class MessageBody(Message, frozen=True):
+    """An asynchronous message from one contract to another."""
+
+    source: bytes  # the sending contract
+    target: bytes
+    seq: int  # strictly increasing per (source, target), from 1
+    method: str
+    args: dict[str, Any] = {}
+
+
+class SignedMessage(Message, frozen=True, tag="message"):
+    body: bytes  # canonical MessageBody
+    signature: bytes  # Ed25519 by the source contract's message key
+
+
+class DirectoryEntry(Message, frozen=True):
+    """A contract's published keys, as the host read them from ContractKeyPublished."""
+
+    contract_id: bytes
+    command_key: bytes  # X25519: messages to it are encrypted to this
+    message_key: bytes  # Ed25519: its messages are signed by this
+
+
+class OutgoingMessage(Message, frozen=True):
+    """A message a block produced, for the host to post to the target's inbox."""
+
+    source: bytes
+    target: bytes
+    seq: int
+    ciphertext: bytes  # empty when the target's key is not known yet (not deliverable)
 
 
 class InboxCommand(Message, frozen=True):
@@ -102,6 +137,7 @@ class BlockInput(Message, frozen=True):
     number: int
     block_hash: bytes
     commands: list[InboxCommand] = []
+    directory: list[DirectoryEntry] = []  # published keys the runtime has not been given yet
 
 
 class Receipt(Message, frozen=True):
@@ -128,6 +164,7 @@ class BlockOutput(Message, frozen=True):
     number: int
     contracts: list[ContractOutput]
     receipts: list[Receipt]
+    messages: list[OutgoingMessage] = []
 
 
 class InstallContract(Message, frozen=True):
@@ -190,6 +227,7 @@ class SignOutput(Message, frozen=True):
     outputs_address: bytes
 
 
+MESSAGE_SIGN_TAG = b"sealbridge/message-sig/v1"
 ANSWER_SIGN_TAG = b"sealbridge/query-answer/v1"
 COMMAND_SIGN_TAG = b"sealbridge/command-sig/v1"
 QUERY_SIGN_TAG = b"sealbridge/query-sig/v1"

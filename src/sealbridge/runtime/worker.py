@@ -22,6 +22,16 @@ chain recorded, carrying code whose hash matches the chain's code hash: the runt
 compiles it (deploy-time checks), runs its ``@init`` and from then on the contract is
 ``RUNNING``. Before that it is ``AWAITING_CODE`` and refuses everything else.
 
+Contracts also receive asynchronous messages (PODG's egress events): a contract that
+calls ``self.send`` in a successful command produces a :class:`SignedMessage` -- numbered
+per (source, target), signed with the source's message key, encrypted to the target's
+command key -- which the host posts to the inbox; it is delivered in a later block, in
+chain order, and accepted once (its number must exceed the last one accepted from that
+source). The keys of other contracts come from the host (``BlockInput.directory``, read
+from ContractKeyPublished events); a message from a source the directory lacks refuses
+the whole block rather than the message, so a host cannot make one worker drop a message
+the others accept.
+
 Refusals in steps 1-3 change nothing and the receipt names them. The outcome of an
 authentic command -- ok or the contract's error, its result, gas used -- is sealed under
 the result key inside the command, so only its sender can read it. After the block every
@@ -38,7 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 from sealbridge.chain.abi import compute_output_digest
 from sealbridge.contracts.errors import CodeRejected
@@ -58,9 +68,10 @@ from sealbridge.core.errors import DecryptionError, EncodingError, InvalidSignat
 from sealbridge.core.ids import hash_message, tagged_hash
 from sealbridge.crypto import aead, ecies
 from sealbridge.crypto.keyschedule import ContractKeys, compute_contract_keys, key_release_aad
-from sealbridge.crypto.signing import ed25519_verify, to_checksum_address
+from sealbridge.crypto.signing import ed25519_sign, ed25519_verify, to_checksum_address
 from sealbridge.runtime.errors import (
     BadCommandSignature,
+    DirectoryIncomplete,
     KeyMismatch,
     MalformedCommand,
     QueryRefused,
@@ -75,6 +86,7 @@ from sealbridge.runtime.messages import (
     ANSWER_SIGN_TAG,
     COMMAND_SIGN_TAG,
     DEPLOY_METHOD,
+    MESSAGE_SIGN_TAG,
     QUERY_SIGN_TAG,
     BlockInput,
     BlockOutput,
@@ -83,13 +95,17 @@ from sealbridge.runtime.messages import (
     ContractOutput,
     ContractStatus,
     DeployArgs,
+    DirectoryEntry,
     InboxCommand,
     InstallContract,
+    MessageBody,
+    OutgoingMessage,
     QueryAnswer,
     QueryBody,
     Receipt,
     SignedAnswer,
     SignedCommand,
+    SignedMessage,
     SignedQuery,
     SignOutput,
     answer_aad,
@@ -101,6 +117,7 @@ from sealbridge.runtime.messages import (
 from sealbridge.tee.enclave import EnclaveKeys
 
 RandomBytes = Callable[[int], bytes]
+ENVELOPE: Any = SignedCommand | SignedMessage
 QUERY_MAX_AGE = 300  # seconds between a query's issued_at and the enclave clock
 STATUS_APPLIED = "applied"
 
@@ -120,6 +137,8 @@ class PersistedState(Message, frozen=True):
     code: bytes = b""  # empty until the deploy command installed it
     deployer: bytes = b""  # the deployer's identity key, learned from the deploy command
     confidential: bool = False
+    inbox_seqs: dict[str, int] = {}  # source contract hex -> last message number accepted
+    outbox_seqs: dict[str, int] = {}  # target contract hex -> last message number sent
 
 
 class StateCommitment(Message, frozen=True):
@@ -129,6 +148,8 @@ class StateCommitment(Message, frozen=True):
     nonces: dict[str, int]
     commands_applied: int
     code_hash: bytes
+    inbox_seqs: dict[str, int]
+    outbox_seqs: dict[str, int]
 
 
 class ContractRuntime:
@@ -154,6 +175,8 @@ class ContractRuntime:
         self.commands_applied = state.commands_applied
         self.code = state.code
         self.confidential = state.confidential
+        self.inbox_seqs = dict(state.inbox_seqs)
+        self.outbox_seqs = dict(state.outbox_seqs)
         self.deployed: Deployed | None = None
         if state.code:
             self.deployed = executor.add(
@@ -186,6 +209,8 @@ class ContractRuntime:
             code=self.code,
             deployer=self.deployer,
             confidential=self.confidential,
+            inbox_seqs=dict(self.inbox_seqs),
+            outbox_seqs=dict(self.outbox_seqs),
         )
 
     def compute_state_root(self) -> bytes:
@@ -196,17 +221,25 @@ class ContractRuntime:
             nonces=dict(self.nonces),
             commands_applied=self.commands_applied,
             code_hash=compute_code_hash(self.code) if self.code else b"",
+            inbox_seqs=dict(self.inbox_seqs),
+            outbox_seqs=dict(self.outbox_seqs),
         )
         return tagged_hash("sealbridge/state-root/v1", self.keys.root_salt + encode(committed))
 
-    def open_command(self, ciphertext: bytes) -> CommandBody:
-        """Decrypt and authenticate one command; raise a RuntimeRefusal if it is bad."""
+    def open_command(
+        self, ciphertext: bytes, directory: dict[bytes, DirectoryEntry] | None = None
+    ) -> CommandBody | MessageBody:
+        """Decrypt and authenticate one command or message; raise a RuntimeRefusal if it
+        is bad (DirectoryIncomplete if a message's source keys are unknown)."""
         try:
             plaintext = self._recipient.decrypt(ciphertext, command_aad(self.contract_id))
         except DecryptionError as exc:
             raise WrongKeyError("command does not decrypt under this contract's key") from exc
         try:
-            signed = decode_canonical(plaintext, SignedCommand)
+            envelope = cast(SignedCommand | SignedMessage, decode_canonical(plaintext, ENVELOPE))
+            if isinstance(envelope, SignedMessage):
+                return self.open_message(envelope, directory or {})
+            signed = envelope
             body = decode_canonical(signed.body, CommandBody)
         except EncodingError as exc:
             raise MalformedCommand(f"command is malformed: {exc.message}") from exc
@@ -227,17 +260,40 @@ class ContractRuntime:
             raise MalformedCommand(f"result key must be {aead.KEY_SIZE} bytes")
         return body
 
-    def execute(
-        self, body: CommandBody, command: InboxCommand, block: BlockInput, journal: Journal
-    ) -> Outcome:
-        """Run an authenticated command (its nonce is already consumed)."""
-        seed = tagged_hash(
+    def open_message(
+        self, signed: SignedMessage, directory: dict[bytes, DirectoryEntry]
+    ) -> MessageBody:
+        body = decode_canonical(signed.body, MessageBody)
+        source = directory.get(body.source)
+        if source is None:
+            raise DirectoryIncomplete(
+                f"message from 0x{body.source.hex()}, whose keys the host has not supplied"
+            )
+        try:
+            ed25519_verify(source.message_key, MESSAGE_SIGN_TAG + signed.body, signed.signature)
+        except InvalidSignature as exc:
+            raise BadCommandSignature("message signature does not verify") from exc
+        if body.target != self.contract_id:
+            raise WrongContract("message names another contract")
+        last = self.inbox_seqs.get(body.source.hex(), 0)
+        if body.seq <= last:
+            raise ReplayedCommand(f"message {body.seq} from this source was already delivered")
+        return body
+
+    def seed_for(self, command: InboxCommand, block: BlockInput) -> bytes:
+        return tagged_hash(
             "sealbridge/command-seed/v1",
             block.block_hash
             + self.contract_id
             + command.tx_index.to_bytes(8, "big")
             + command.log_index.to_bytes(8, "big"),
         )
+
+    def execute(
+        self, body: CommandBody, command: InboxCommand, block: BlockInput, journal: Journal
+    ) -> Outcome:
+        """Run an authenticated command (its nonce is already consumed)."""
+        seed = self.seed_for(command, block)
         gas_limit = min(body.gas_limit or DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT)
         if body.method == DEPLOY_METHOD:
             return self.deploy(body, block.number, seed, gas_limit, journal)
@@ -283,6 +339,7 @@ class ContractRuntime:
             domain=self.domain,
             storage=self.storage,
         )
+        gas_used = 0
         if "init" in {spec.kind for spec in program.methods.values()}:
             init_name = next(n for n, s in program.methods.items() if s.kind == "init")
             outcome = self.executor.run_command(
@@ -299,6 +356,7 @@ class ContractRuntime:
             if not outcome.ok:
                 del self.executor.contracts[self.contract_id]
                 return outcome
+            gas_used = outcome.gas_used
         elif args.init:
             del self.executor.contracts[self.contract_id]
             return Outcome(ok=False, error="bad_arguments", message="the contract has no @init")
@@ -306,7 +364,7 @@ class ContractRuntime:
         self.deployer = body.sender
         self.code = args.code
         self.confidential = args.confidential
-        return Outcome(ok=True)
+        return Outcome(ok=True, gas_used=gas_used)
 
     def undeploy(self) -> None:
         """Forget code installed in a block that is being undone."""
@@ -376,6 +434,7 @@ class WorkerRuntime:
         self.random_bytes: RandomBytes = enclave.random_bytes
         self.contracts: dict[bytes, ContractRuntime] = {}
         self.executor = Executor()
+        self.directory: dict[bytes, DirectoryEntry] = {}
 
     def install_contract(self, request: InstallContract) -> ContractStatus:
         """Accept a released contract key and (optionally) a sealed state to resume from."""
@@ -417,15 +476,18 @@ class WorkerRuntime:
     def process_block(self, block: BlockInput) -> BlockOutput:
         """Apply one block's commands as one atomic unit."""
         self.check_block(block)
+        for entry in block.directory:
+            self.directory.setdefault(entry.contract_id, entry)
         journal = Journal()
         before = {
             cid: (r.commands_applied, r.deployed is not None) for cid, r in self.contracts.items()
         }
         touched: dict[bytes, int] = {}
         receipts: list[Receipt] = []
+        outgoing: list[OutgoingMessage] = []
         try:
             for command in block.commands:
-                receipts.append(self.process_command(command, block, journal, touched))
+                receipts.append(self.process_command(command, block, journal, touched, outgoing))
         except BaseException:
             journal.roll_back()
             for cid, (applied, had_code) in before.items():
@@ -448,7 +510,9 @@ class WorkerRuntime:
                     sealed_state=runtime.seal_state(self.random_bytes),
                 )
             )
-        return BlockOutput(number=block.number, contracts=outputs, receipts=receipts)
+        return BlockOutput(
+            number=block.number, contracts=outputs, receipts=receipts, messages=outgoing
+        )
 
     def process_command(
         self,
@@ -456,21 +520,28 @@ class WorkerRuntime:
         block: BlockInput,
         journal: Journal,
         touched: dict[bytes, int],
+        outgoing: list[OutgoingMessage],
     ) -> Receipt:
         runtime = self.contracts[command.contract_id]
         touched[command.contract_id] = touched.get(command.contract_id, 0) + 1
         try:
-            body = runtime.open_command(command.ciphertext)
+            body = runtime.open_command(command.ciphertext, self.directory)
         except RuntimeRefusal as exc:
             return Receipt(contract_id=command.contract_id, seq=command.seq, status=exc.code)
-        journal.record(runtime.nonces, body.sender.hex())
-        runtime.nonces[body.sender.hex()] = body.nonce
         self.executor.touched.clear()
-        outcome = runtime.execute(body, command, block, journal)
+        if isinstance(body, MessageBody):
+            outcome = self.deliver_message(runtime, body, command, block, journal)
+        else:
+            journal.record(runtime.nonces, body.sender.hex())
+            runtime.nonces[body.sender.hex()] = body.nonce
+            outcome = runtime.execute(body, command, block, journal)
         for cid in self.executor.touched:
             touched.setdefault(cid, 0)
         if outcome.ok:
             runtime.commands_applied += 1
+            outgoing.extend(self.send_messages(outcome, journal))
+        if isinstance(body, MessageBody):
+            return Receipt(contract_id=command.contract_id, seq=command.seq, status=STATUS_APPLIED)
         result = CommandResult(
             contract_id=command.contract_id,
             nonce=body.nonce,
@@ -487,6 +558,70 @@ class WorkerRuntime:
             status=STATUS_APPLIED,
             sealed_result=runtime.seal_result(body, result, self.random_bytes),
         )
+
+    def deliver_message(
+        self,
+        runtime: ContractRuntime,
+        body: MessageBody,
+        command: InboxCommand,
+        block: BlockInput,
+        journal: Journal,
+    ) -> Outcome:
+        """Run a message from another contract (its number is consumed either way)."""
+        journal.record(runtime.inbox_seqs, body.source.hex())
+        runtime.inbox_seqs[body.source.hex()] = body.seq
+        if runtime.deployed is None:
+            return Outcome(ok=False, error="not_deployed", message="the code is not deployed yet")
+        return self.executor.run_command(
+            runtime.contract_id,
+            body.method,
+            dict(body.args),
+            caller=body.source,
+            caller_is_contract=True,
+            block_number=block.number,
+            seed=runtime.seed_for(command, block),
+            block_journal=journal,
+        )
+
+    def send_messages(self, outcome: Outcome, journal: Journal) -> list[OutgoingMessage]:
+        """Number, sign and encrypt the messages a successful command sent."""
+        out: list[OutgoingMessage] = []
+        for message in outcome.messages:
+            source = self.contracts[message.source]
+            key = message.target.hex()
+            journal.record(source.outbox_seqs, key)
+            seq = source.outbox_seqs.get(key, 0) + 1
+            source.outbox_seqs[key] = seq
+            body = encode(
+                MessageBody(
+                    source=message.source,
+                    target=message.target,
+                    seq=seq,
+                    method=message.method,
+                    args=message.args,
+                )
+            )
+            signed = SignedMessage(
+                body=body,
+                signature=ed25519_sign(source.keys.message_private_key, MESSAGE_SIGN_TAG + body),
+            )
+            target = self.directory.get(message.target)
+            ciphertext = (
+                b""
+                if target is None
+                else ecies.encrypt_to(
+                    target.command_key,
+                    encode(signed),
+                    command_aad(message.target),
+                    ephemeral_seed=self.random_bytes(32),
+                )
+            )
+            out.append(
+                OutgoingMessage(
+                    source=message.source, target=message.target, seq=seq, ciphertext=ciphertext
+                )
+            )
+        return out
 
     def answer_query(self, request: SignedQuery, now: int) -> bytes:
         """Return the signed answer encrypted to the caller's reply key.

@@ -27,6 +27,7 @@ struct ContractInfo:
     workers: DynArray[bytes32, MAX_WORKERS]
     deployer_commitment: bytes32
     contract_public_key: bytes32
+    message_key: bytes32
     wrapped_key: Bytes[256]
     key_published: bool
 
@@ -43,6 +44,7 @@ event ContractDeployed:
 event ContractKeyPublished:
     contract_id: indexed(bytes32)
     contract_public_key: bytes32
+    message_key: bytes32
     wrapped_key: Bytes[256]
 
 
@@ -94,6 +96,7 @@ def deploy(
         workers=workers,
         deployer_commitment=deployer_commitment,
         contract_public_key=empty(bytes32),
+        message_key=empty(bytes32),
         wrapped_key=b"",
         key_published=False,
     )
@@ -112,6 +115,7 @@ def deploy(
 def publish_contract_key(
     contract_id: bytes32,
     contract_public_key: bytes32,
+    message_key: bytes32,
     wrapped_key: Bytes[256],
     signature: Bytes[65],
 ):
@@ -121,17 +125,21 @@ def publish_contract_key(
     registry: INodeRegistry = INodeRegistry(self.node_registry)
     assert staticcall registry.is_active(info.gatekeeper_id, ROLE_GATEKEEPER), "gatekeeper is not active"
     digest: bytes32 = keccak256(
-        abi_encode(self, chain.id, contract_id, contract_public_key, keccak256(wrapped_key))
+        abi_encode(
+            self, chain.id, contract_id, contract_public_key, message_key, keccak256(wrapped_key)
+        )
     )
     signer: address = self._recover(digest, signature)
     assert signer != empty(address), "invalid signature"
     assert signer == staticcall registry.get_enclave_address(info.gatekeeper_id), "not signed by gatekeeper"
     self.contracts[contract_id].contract_public_key = contract_public_key
+    self.contracts[contract_id].message_key = message_key
     self.contracts[contract_id].wrapped_key = wrapped_key
     self.contracts[contract_id].key_published = True
     log ContractKeyPublished(
         contract_id=contract_id,
         contract_public_key=contract_public_key,
+        message_key=message_key,
         wrapped_key=wrapped_key,
     )
 

@@ -1,0 +1,56 @@
+"""Asynchronous messages between contracts on a real devnet: a worker posts them to the
+target's inbox, and every worker delivers them in a later block, once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from sealbridge.client.api import Client
+from sealbridge.core.ids import to_hex
+from sealbridge.net.http import NodeClient
+from tests.unit.test_runtime_interop import PINGER, PONGER
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_contract_messages_another_through_the_chain(client: Client, tmp_path: Path) -> None:
+    (tmp_path / "ponger.py").write_bytes(PONGER)
+    (tmp_path / "pinger.py").write_bytes(PINGER)
+    ponger = client.deploy(str(tmp_path / "ponger.py"), as_user="alice")
+    pinger = client.deploy(
+        str(tmp_path / "pinger.py"),
+        as_user="alice",
+        init_args={"target": to_hex(ponger.contract_id)},
+    )
+    sent = client.wait_result(
+        client.call(to_hex(pinger.contract_id), "ping", {"times": 3}, as_user="alice"),
+        as_user="alice",
+    )
+    assert sent.ok and sent.value == 3
+    # delivered in a later block by both workers, from one posting of each message
+    deadline = time.monotonic() + 60
+    states = []
+    while time.monotonic() < deadline:
+        states = [
+            client.query(to_hex(ponger.contract_id), "state", {}, as_user="bob", worker=w)
+            for w in (0, 1)
+        ]
+        if all(s.answer.result["total"] == 6 for s in states):
+            break
+        time.sleep(0.2)
+    assert [s.answer.result for s in states] == [{"total": 6, "seen": [1, 2, 3]}] * 2
+    assert states[0].answer.state_root == states[1].answer.state_root
+    assert states[0].answer.block_height > sent_block(client, pinger.contract_id)
+    posted = [
+        NodeClient(w.url).get_json("/v1/status")["messages_posted"] for w in client.state.workers
+    ]
+    assert sorted(posted) == [0, 3]  # only the first assigned worker posts
+
+
+def sent_block(client: Client, contract_id: bytes) -> int:
+    status = NodeClient(client.state.workers[0].url).get_json("/v1/status")
+    (entry,) = [c for c in status["contracts"] if c["contract_id"] == to_hex(contract_id)]
+    return int(entry["height"])
