@@ -376,3 +376,62 @@ def test_dex_calls_tokens_synchronously_in_one_block() -> None:
     assert swapped.ok and 0 < swapped.value < 100
     changed = {o.contract_id for o in out.contracts}
     assert changed == {token_a.contract_id, token_b.contract_id, dex.contract_id}
+
+
+SPINNER = b"""
+from sealbridge.contracts.sdk import ANYONE, Contract, Value, command, query
+
+class Spinner(Contract):
+    turns = Value(int, default=0)
+
+    @command
+    def spin(self) -> None:
+        self.turns = 1
+        while True:
+            self.turns = self.turns + 1
+
+    @command
+    def hoard(self) -> None:
+        pile = []
+        while True:
+            pile.append("x" * 100000)
+
+    @query(readers=ANYONE)
+    def count(self) -> int:
+        return self.turns
+"""
+
+
+def test_a_hostile_contract_does_not_stall_its_neighbours() -> None:
+    """An endless loop and an endless allocation on the same worker, in the same block as
+    ordinary token transfers: they stop with typed errors, revert, and the transfers apply."""
+    worker, chain = make_worker(), Chain()
+    domain = [b"\x01" * 32]
+    token = install(worker, 20, get_source("token"), domain)
+    spinner = install(worker, 21, SPINNER, domain)
+    worker.process_block(
+        chain.block(
+            [
+                (token.contract_id, token.command(DEPLOY_METHOD, {"code": token.code})),
+                (spinner.contract_id, spinner.command(DEPLOY_METHOD, {"code": SPINNER})),
+                (token.contract_id, token.command("mint", {"to": ALICE_PUB, "amount": 100})),
+            ]
+        )
+    )
+    out = worker.process_block(
+        chain.block(
+            [
+                (spinner.contract_id, spinner.command("spin", {})),
+                (token.contract_id, token.command("transfer", {"to": BOB_PUB, "amount": 10})),
+                (spinner.contract_id, spinner.command("hoard", {})),
+                (token.contract_id, token.command("transfer", {"to": BOB_PUB, "amount": 5})),
+            ]
+        )
+    )
+    spun = result_of(out, 0, spinner, 2)
+    hoarded = result_of(out, 2, spinner, 3)
+    assert spun.error == "out_of_gas" and spun.gas_used >= 5_000_000
+    assert hoarded.error in ("out_of_gas", "out_of_memory")
+    assert result_of(out, 1, token, 3).value == 90
+    assert result_of(out, 3, token, 4).value == 85
+    assert ask(worker, spinner, "count") == 0  # both hostile commands reverted
