@@ -1,10 +1,12 @@
-"""``sealbridge demo``: the confidential token, end to end, told as a short story.
+"""``sealbridge demo``: confidential contracts, end to end, told as a short story.
 
 A fresh devnet (anvil, one gatekeeper, two workers -- separate processes on loopback) is
-started; the workers register by attestation; alice deploys a token, mints and pays bob;
-bob pays carol; every owner reads their own balance as a signed answer; carol's attempt to
-read alice's balance is refused; both workers' on-chain outputs agree; and a scan of
-everything the chain stored finds none of the plaintext.
+started; the workers register by attestation; alice deploys a token (its code travels
+encrypted), mints and pays bob; bob pays carol; every owner reads their own balance as a
+signed answer; carol's attempt to read alice's balance is refused; alice opens a DEX
+between two tokens and bob swaps through it (one command, a call tree across three
+contracts); both workers' on-chain outputs agree; and a scan of everything the chain
+stored finds none of the plaintext.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.panel import Panel
 from rich.table import Table
@@ -26,11 +29,69 @@ from sealbridge.net.http import NodeRefused
 from sealbridge.node.devnet import start_devnet, stop_devnet
 
 AMOUNTS = {"mint": 1_000_000, "alice->bob": 250_000, "bob->carol": 40_000}
+DEX = {"liquidity_a": 300_000, "liquidity_b": 600_000, "swap": 7_000}
 
 
 def short(value: bytes | str, n: int = 10) -> str:
     text = value if isinstance(value, str) else to_hex(value)
     return text[: 2 + n] + "…"
+
+
+def _dex_chapter(client: Client, token_a: str) -> None:
+    """Alice lists token A against a second token on a constant-product DEX; bob swaps."""
+    say = console.print
+    token_b = to_hex(client.deploy("token", as_user="alice").contract_id)
+    dex = client.deploy(
+        "dex", as_user="alice", init_args={"token_a": token_a, "token_b": token_b}
+    ).contract_id
+    say(f"  alice deployed token B {short(token_b)} and a DEX {short(dex)} over A and B")
+    steps: list[tuple[str, str, dict[str, Any], str]] = [
+        (token_b, "mint", {"to": "alice", "amount": DEX["liquidity_b"]}, "alice"),
+        (token_a, "approve", {"spender": to_hex(dex), "amount": DEX["liquidity_a"]}, "alice"),
+        (token_b, "approve", {"spender": to_hex(dex), "amount": DEX["liquidity_b"]}, "alice"),
+        (
+            to_hex(dex),
+            "add_liquidity",
+            {"amount_a": DEX["liquidity_a"], "amount_b": DEX["liquidity_b"]},
+            "alice",
+        ),
+        (token_a, "approve", {"spender": to_hex(dex), "amount": DEX["swap"]}, "bob"),
+        (
+            to_hex(dex),
+            "swap",
+            {"token_in": token_a, "amount_in": DEX["swap"], "min_out": 1},
+            "bob",
+        ),
+    ]
+    for contract, method, args, user in steps:
+        result = client.wait_result(client.call(contract, method, args, as_user=user), as_user=user)
+        if not result.ok:
+            say(f"[bold red]{user}: {method} refused: {result.error}: {result.message}[/]")
+            raise SystemExit(1)
+    say(
+        f"  alice added liquidity; bob swapped {DEX['swap']} A for {result.value} B in one "
+        "command: DEX -> token A (transfer_from) and DEX -> token B (transfer), all or nothing"
+    )
+    bob_b = client.query(token_b, "balance", {"owner": "bob"}, as_user="bob").answer.result
+    reserves = client.query(to_hex(dex), "reserves", {}, as_user="carol").answer.result
+    say(f"  bob's token B balance (only bob may read it): {bob_b}")
+    say(
+        f"  the DEX's reserves (public by its own rule): {reserves['reserve_a']} A / "
+        f"{reserves['reserve_b']} B"
+    )
+    refused = client.wait_result(
+        client.call(
+            to_hex(dex),
+            "swap",
+            {"token_in": token_a, "amount_in": 1_000, "min_out": 10**9},
+            as_user="bob",
+        ),
+        as_user="bob",
+    )
+    say(
+        f"  a swap asking for too much is refused ([green]{refused.error}[/]); "
+        "no token moved in any of the three contracts"
+    )
 
 
 def run_demo(home: Path, *, keep: bool = False) -> None:
@@ -39,7 +100,7 @@ def run_demo(home: Path, *, keep: bool = False) -> None:
             stop_devnet(home)
         except Exception:  # a stale earlier demo; start clean
             shutil.rmtree(home / "devnet", ignore_errors=True)
-    console.rule("[bold]sealbridge demo: a confidential token")
+    console.rule("[bold]sealbridge demo: confidential contracts")
     with console.status("starting the devnet (anvil, gatekeeper, 2 workers)…") as status:
 
         def show(message: str) -> None:
@@ -142,7 +203,10 @@ def _story(home: Path) -> None:
     except NodeRefused as exc:
         console.print(f"[green]refused[/] by the worker's enclave: {exc.message}")
 
-    console.rule("6. both workers computed the same state")
+    console.rule("6. a DEX trades two confidential tokens (cross-contract calls)")
+    _dex_chapter(client, cid)
+
+    console.rule("7. both workers computed the same state")
     last_block = calls[-1].block_number
     deadline = time.monotonic() + 30
     roots: set[bytes] = set()
@@ -164,7 +228,7 @@ def _story(home: Path) -> None:
         raise SystemExit(1)
     console.print("[green]✓[/] same state root, computed independently in two enclave processes")
 
-    console.rule("7. nothing readable on chain")
+    console.rule("8. nothing readable on chain")
     blobs = collect_chain_blobs(chain, start_block, chain.get_block_number())
     needles: dict[str, bytes] = {}
     for user in ("alice", "bob", "carol"):
