@@ -435,3 +435,51 @@ def test_a_hostile_contract_does_not_stall_its_neighbours() -> None:
     assert result_of(out, 1, token, 3).value == 90
     assert result_of(out, 3, token, 4).value == 85
     assert ask(worker, spinner, "count") == 0  # both hostile commands reverted
+
+
+SNEAKY = b"""
+from sealbridge.contracts.sdk import ANYONE, Contract, command, query
+
+class Sneaky(Contract):
+    @query(readers=ANYONE)
+    def steal(self, token: bytes, to: bytes) -> int:
+        return self.call(token, "transfer", to=to, amount=1)
+
+    @query(readers=ANYONE)
+    def shout(self, token: bytes) -> None:
+        self.send(token, "transfer", to=token, amount=1)
+"""
+
+
+def test_queries_cannot_call_or_send() -> None:
+    worker, chain = make_worker(), Chain()
+    domain = [b"\x01" * 32]
+    token = install(worker, 30, get_source("token"), domain)
+    sneaky = install(worker, 31, SNEAKY, domain)
+    worker.process_block(
+        chain.block(
+            [
+                (token.contract_id, token.command(DEPLOY_METHOD, {"code": token.code})),
+                (sneaky.contract_id, sneaky.command(DEPLOY_METHOD, {"code": SNEAKY})),
+                (
+                    token.contract_id,
+                    token.command("mint", {"to": sneaky.contract_id, "amount": 5}),
+                ),
+            ]
+        )
+    )
+    root = worker.get_contract(token.contract_id).compute_state_root()
+    for method, args in (
+        ("steal", {"token": token.contract_id, "to": BOB_PUB}),
+        ("shout", {"token": token.contract_id}),
+    ):
+        query, reply = make_query(
+            contract_id=sneaky.contract_id,
+            caller_private_key=BOB,
+            method=method,
+            args=args,
+            issued_at=0,
+        )
+        with pytest.raises(errors.QueryRefused, match="read_only"):
+            worker.answer_query(query, 0)
+    assert worker.get_contract(token.contract_id).compute_state_root() == root

@@ -254,6 +254,7 @@ class Executor:
         self._outbox: list[OutMessage] = []
         self._journal = Journal()
         self.touched: set[bytes] = set()  # contracts whose code ran (for their new roots)
+        self._read_only = False  # a query is running: no calls, no messages
 
     # -- contracts ----------------------------------------------------------------------
     def add(
@@ -351,6 +352,10 @@ class Executor:
         self, frame: Frame, contract_id: bytes, method: str, args: dict[str, Any]
     ) -> Any:
         """A synchronous call from the contract running in ``frame``."""
+        if self._read_only:
+            raise CallFailed("a query cannot call other contracts", "read_only")
+        if type(contract_id) is not bytes or type(method) is not str:
+            raise CallFailed("call: the target must be a contract id and a name", "bad_arguments")
         target = self.contracts.get(contract_id)
         where = f"call to 0x{contract_id.hex()[:12]}….{method}"
         if target is None:
@@ -389,6 +394,8 @@ class Executor:
     def queue_message(
         self, frame: Frame, contract_id: bytes, method: str, args: dict[str, Any]
     ) -> None:
+        if self._read_only:
+            raise CallFailed("a query cannot send messages", "read_only")
         if type(contract_id) is not bytes or len(contract_id) != 32:
             raise CallFailed("send: the target must be a 32-byte contract id", "bad_arguments")
         if type(method) is not str or not method:
@@ -431,6 +438,7 @@ class Executor:
         storage = deployed.storage
         storage.writable = False
         storage.journal = None
+        self._read_only = True
         self.meter.start(gas_limit)
         self._stack = [contract_id]
         try:
@@ -445,6 +453,7 @@ class Executor:
             return Outcome(ok=False, error=code, message=message, gas_used=self.meter.used)
         finally:
             storage.writable = True
+            self._read_only = False
             self._stack = []
         return Outcome(ok=True, value=value, gas_used=self.meter.used)
 
