@@ -16,6 +16,7 @@ from rich.table import Table
 
 from sealbridge.cli import attest
 from sealbridge.cli.output import console, fail, friendly_errors, print_json
+from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
 from sealbridge.core.encoding import to_builtins
 from sealbridge.core.ids import to_hex
 
@@ -51,6 +52,15 @@ def parse_args_json(text: str, option: str = "--args") -> dict[str, Any]:
     if not isinstance(value, dict):
         fail(f'{option} must be a JSON object, e.g. \'{{"to": "bob", "amount": 10}}\'')
     return value
+
+
+def parse_gas(gas: int | None) -> int:
+    """``--gas``: absent means the platform default (0 on the wire)."""
+    if gas is None:
+        return 0
+    if not 1 <= gas <= MAX_GAS_LIMIT:
+        fail(f"--gas must be from 1 to {MAX_GAS_LIMIT:_} (the platform's maximum), not {gas}")
+    return gas
 
 
 # -- devnet ---------------------------------------------------------------------------
@@ -207,16 +217,25 @@ def call(
     home: HomeOption = DEFAULT_HOME,
     as_user: AsOption = "alice",
     wait: Annotated[bool, typer.Option(help="Wait until the workers applied it.")] = True,
+    gas: Annotated[
+        int | None,
+        typer.Option(
+            "--gas",
+            help=f"Gas limit of the command (1 to {MAX_GAS_LIMIT:_}; "
+            f"default {DEFAULT_GAS_LIMIT:_}).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Sign, encrypt and submit a command through the chain's command inbox."""
     from sealbridge.client.api import Client
 
     parsed = parse_args_json(args)
+    gas_limit = parse_gas(gas)
     result = None
     with friendly_errors():
         client = Client.from_home(home)
-        receipt = client.call(contract_id, command, parsed, as_user=as_user)
+        receipt = client.call(contract_id, command, parsed, as_user=as_user, gas_limit=gas_limit)
         if wait:
             result = client.wait_result(receipt, as_user=as_user)
     if as_json:

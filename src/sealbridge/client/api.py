@@ -20,6 +20,7 @@ from sealbridge.chain.management import ContractRecord, ManagementAddresses, Man
 from sealbridge.client.keystore import Keystore, UserKey
 from sealbridge.contracts.catalog import BUILTIN, get_source
 from sealbridge.contracts.executor import compute_code_hash
+from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, RemoteProtocolError
 from sealbridge.core.ids import from_hex, tagged_hash, to_hex
@@ -60,6 +61,19 @@ class CommandFailed(RemoteProtocolError):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def check_gas_limit(gas_limit: int) -> None:
+    """A command's gas limit: 0 (the platform default) or 1 to ``MAX_GAS_LIMIT``."""
+    if (
+        not isinstance(gas_limit, int)
+        or isinstance(gas_limit, bool)
+        or not 0 <= gas_limit <= MAX_GAS_LIMIT
+    ):
+        raise ClientError(
+            f"gas limit must be an int from 1 to {MAX_GAS_LIMIT:_} (0: the default "
+            f"{DEFAULT_GAS_LIMIT:_}), not {gas_limit!r}"
+        )
 
 
 class Deployment(Message, frozen=True):
@@ -137,16 +151,23 @@ class Client:
         return self.keystore.get(name)
 
     def resolve_args(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Key names (``"bob"``) and 0x-hex account keys become 32-byte account keys."""
-        out: dict[str, Any] = {}
-        for key, value in args.items():
-            if isinstance(value, str) and value in self.keystore.list_names():
-                out[key] = self.keystore.get(value).identity_key
-            elif isinstance(value, str) and value.startswith("0x") and len(value) == 66:
-                out[key] = from_hex(value, size=32, what=key)
-            else:
-                out[key] = value
-        return out
+        """Key names (``"bob"``) and 0x-hex 32-byte ids (account keys, contract ids) become
+        32-byte bytes, at any depth inside lists and dicts (dict keys stay as they are)."""
+        names = frozenset(self.keystore.list_names())
+        return {key: self._resolve_value(value, names, key) for key, value in args.items()}
+
+    def _resolve_value(self, value: Any, names: frozenset[str], where: str) -> Any:
+        if isinstance(value, str):
+            if value in names:
+                return self.keystore.get(value).identity_key
+            if value.startswith("0x") and len(value) == 66:
+                return from_hex(value, size=32, what=where)
+            return value
+        if isinstance(value, dict):
+            return {k: self._resolve_value(v, names, f"{where}.{k}") for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._resolve_value(v, names, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
 
     def get_contract(self, contract_id: bytes) -> ContractRecord:
         record = self.mgmt.contract_registry.get_contract(contract_id)
@@ -254,8 +275,18 @@ class Client:
         return 1
 
     def call(
-        self, contract_id_hex: str, method: str, args: dict[str, Any], *, as_user: str
+        self,
+        contract_id_hex: str,
+        method: str,
+        args: dict[str, Any],
+        *,
+        as_user: str,
+        gas_limit: int = 0,
     ) -> CallReceipt:
+        """Sign, encrypt and submit a command. ``gas_limit`` 0 means the platform default
+        (:data:`~sealbridge.contracts.gas.DEFAULT_GAS_LIMIT`); at most
+        :data:`~sealbridge.contracts.gas.MAX_GAS_LIMIT`."""
+        check_gas_limit(gas_limit)
         contract_id = from_hex(contract_id_hex, size=32, what="contract id")
         user = self.get_user(as_user)
         record = self.get_contract(contract_id)
@@ -269,6 +300,7 @@ class Client:
             nonce=nonce,
             method=method,
             args=self.resolve_args(args),
+            gas_limit=gas_limit,
         )
         submitted = self.mgmt.command_inbox.submit(contract_id, ciphertext, user.eth_private_key)
         path = self._nonce_file(user, contract_id)
@@ -332,6 +364,24 @@ class Client:
                 raise
 
         result: CommandResult = self._wait(fetch, timeout, "the command's result")
+        return result
+
+    def call_and_wait(
+        self,
+        contract_id_hex: str,
+        method: str,
+        args: dict[str, Any],
+        *,
+        as_user: str,
+        gas_limit: int = 0,
+        timeout: float = 60.0,
+    ) -> CommandResult:
+        """:meth:`call`, then :meth:`wait_result`; raise :class:`CommandFailed` (with the
+        contract's error code) unless the command was accepted."""
+        receipt = self.call(contract_id_hex, method, args, as_user=as_user, gas_limit=gas_limit)
+        result = self.wait_result(receipt, as_user=as_user, timeout=timeout)
+        if not result.ok:
+            raise CommandFailed(f"{method} refused: {result.error}: {result.message}", result.error)
         return result
 
     # -- queries ---------------------------------------------------------------------

@@ -16,13 +16,17 @@ meter's memory limit raises :class:`OutOfMemory`; calling deeper than
 subclasses and may not write a bare ``except:``) cannot catch them; and once a meter is
 exhausted the executor reverts the command even if the contract somehow carried on.
 
-The memory limit is a safety net, sampled from the process's peak resident size every
-:data:`MEMORY_SAMPLE_EVERY` charges; allocation itself is bounded deterministically by
-the size charges and by :data:`MAX_OBJECT_SIZE`.
+The memory limit is a safety net, sampled from the process's resident size every
+:data:`MEMORY_SAMPLE_EVERY` charges, and sooner after large objects (every
+:data:`MEMORY_SAMPLE_SIZE` elements or bytes built); allocation itself is bounded
+deterministically by the size charges, by :data:`MAX_OBJECT_SIZE` and by
+:data:`MAX_INT_BITS`. Integer arithmetic on large numbers is charged for its work
+(products of 64-bit words), which grows faster than the numbers' size.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 
 DEFAULT_GAS_LIMIT = 5_000_000
@@ -32,7 +36,11 @@ MAX_CALL_DEPTH = 64
 MAX_OBJECT_SIZE = 8 * 1024 * 1024  # elements or bytes in one sequence an operator builds
 MEMORY_LIMIT = 512 * 1024 * 1024  # growth of resident memory during one command
 MEMORY_SAMPLE_EVERY = 4096
+MEMORY_SAMPLE_SIZE = 1 << 22  # elements or bytes built between two samples, at most
+MAX_INT_BITS = 1 << 16  # the largest integer arithmetic may build
+INT_FREE_WORK = 4096  # products of 64-bit words an integer operation may do for free
 CALL_GAS = 5
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class Abort(BaseException):
@@ -58,8 +66,16 @@ class CallDepthExceeded(Abort):
 
 
 def get_resident_bytes() -> int:
-    """The process's peak resident memory (one cheap system call)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """The process's current resident memory (Linux /proc), else its peak.
+
+    The current size, not the peak: measured from the peak, every command could grow the
+    process by another ``MEMORY_LIMIT`` above the highest point any earlier command
+    reached, without bound across commands."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class Meter:
@@ -129,11 +145,27 @@ class Meter:
         """Charge for building a sequence of ``size`` elements or bytes."""
         if size > MAX_OBJECT_SIZE:
             self._stop(OutOfMemory(f"a single object may hold at most {MAX_OBJECT_SIZE} items"))
+        self.charge_size(size)
+
+    def charge_size(self, size: int) -> None:
+        """Charge for copying or scanning ``size`` elements or bytes (no cap)."""
+        # large objects bring the next memory sample closer (a few of them can be huge)
+        self.countdown -= size * MEMORY_SAMPLE_EVERY // MEMORY_SAMPLE_SIZE
         self.charge(1 + size // 64)
+
+    def check_int(self, bits: int, work: int) -> None:
+        """Charge for integer arithmetic that builds about ``bits`` bits and multiplies or
+        divides ``work`` pairs of 64-bit words (schoolbook cost; Python's is lower)."""
+        if bits > MAX_INT_BITS:
+            self._stop(OutOfMemory(f"integers may have at most {MAX_INT_BITS} bits"))
+        if work > INT_FREE_WORK:
+            self.charge(work >> 4)
 
     def _stop(self, abort: Abort) -> None:
         if self.exhausted is None:
-            self.exhausted = abort
+            # a copy without the traceback, which would keep the stopped command's frames
+            # (and all they allocated) alive until the next command starts
+            self.exhausted = type(abort)(abort.message)
         raise abort
 
 

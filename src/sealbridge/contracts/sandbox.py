@@ -13,39 +13,57 @@ Contract source goes through four steps before it may run:
    ``globals``, ``hash``, ``id``, ...), frame and generator internals, generators and
    ``async``, bare ``except`` or handlers for anything but ordinary value errors (so
    platform stops and ``RecursionError`` cannot be swallowed), ``return``/``break``
-   inside ``finally``, mutable default arguments, f-string format specs.
+   inside ``finally``, mutable default arguments, f-string format specs, integer literals
+   of more than ``MAX_INT_BITS`` bits.
 3. **RestrictedPython** -- its transformer refuses names and attributes starting with
    ``_`` and routes attribute reads, item reads, writes, iteration and unpacking through
    guard functions we supply.
 4. **Gas instrumentation** (ours) -- every function body charges on entry and tracks call
    depth (``enter``/``leave`` in a ``try/finally``), every ``while``/``for`` body charges
    one unit per iteration, comprehensions and ``*``-unpacking iterate through a metered
-   iterator, and ``*``, ``+``, ``**``, ``<<`` and ``%`` go through guards that charge for
-   (and cap) the size of what they build.
+   iterator, and ``*``, ``+``, ``**``, ``<<``, ``%`` and ``//`` go through guards that
+   charge for (and cap) the size of what they build, and for the work of big-integer
+   arithmetic; ``x in seq`` charges for the length of ``seq``; an f-string charges for all
+   that the values it renders hold.
 
-The compiled module runs in fresh globals per executor (``make_class``), whose guards are
-bound to that executor's meter. Built-ins are a short allow-list; those that consume an
-iterable (``sum``, ``sorted``, ``list``, ...) consume it through the metered iterator.
+The compiled module runs in fresh globals per executor (``make_class``): its body runs
+under its own budget (:data:`MODULE_GAS_LIMIT`), then the guards are bound to that
+executor's meter. Built-ins are a short allow-list; those that consume an iterable
+(``sum``, ``sorted``, ``list``, ...) consume it through the metered iterator. Methods of
+built-in values are charged for what they scan, copy or build; calling them through their
+type (``str.join(s, parts)``) is refused, since it would skip those charges. Whatever C
+code walks in full -- ``str``/``repr``/f-strings, storage writes and reads, a command's
+result, ``call``/``send`` arguments -- is charged by :meth:`Guards.charge_deep`, which
+counts a shared part as often as it occurs, so ``[[big] * 1000] * 1000`` cannot make a
+cheap object expensive to render or encode. Text must be the same on every executor:
+rendering an object whose default text holds its address (a function, the contract...)
+is refused, object addresses are scrubbed from error messages, and ``dict.keys()`` /
+``dict.items()`` are lists (views combine into sets, ordered by the process's hash seed).
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import functools
+import re
 from collections.abc import Callable, Iterable, Iterator
 from types import CodeType, SimpleNamespace
 from typing import Any
 
+import msgspec
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
 
 from sealbridge.contracts import sdk
 from sealbridge.contracts.errors import CodeRejected
 from sealbridge.contracts.executor import ContractProgram, compute_code_hash
-from sealbridge.contracts.gas import Meter, OutOfMemory
+from sealbridge.contracts.gas import MAX_INT_BITS, MAX_OBJECT_SIZE, Abort, Meter
+from sealbridge.core.errors import SealbridgeError
 
 SDK_MODULE = "sealbridge.contracts.sdk"
 MAX_SOURCE_SIZE = 64 * 1024
+MODULE_GAS_LIMIT = 1_000_000  # for the module body (constants, declarations, decorators)
 GAS = "_sb_gas_"
 FORBIDDEN_NAMES = frozenset(
     {
@@ -262,6 +280,10 @@ class PolicyChecker(ast.NodeVisitor):
         if self.in_finally:
             self.refuse(node, "'continue' inside 'finally' is not allowed")
 
+    def visit_Constant(self, node: ast.Constant) -> None:
+        if type(node.value) is int and node.value.bit_length() > MAX_INT_BITS:
+            self.refuse(node, f"integer literals may have at most {MAX_INT_BITS} bits")
+
     def visit_FormattedValue(self, node: ast.FormattedValue) -> None:
         if node.format_spec is not None:
             self.refuse(node, "f-string format specs are not allowed")
@@ -322,7 +344,13 @@ OPERATOR_GUARDS = {
     ast.Pow: "_sb_pow_",
     ast.LShift: "_sb_lshift_",
     ast.Mod: "_sb_mod_",
+    ast.FloorDiv: "_sb_floordiv_",
 }
+
+
+def _guard_call(guard: str, value: ast.expr) -> ast.expr:
+    call = ast.Call(func=ast.Name(guard, ast.Load()), args=[value], keywords=[])
+    return ast.copy_location(call, value)
 
 
 class GasInstrumenter(ast.NodeTransformer):
@@ -376,6 +404,44 @@ class GasInstrumenter(ast.NodeTransformer):
         call = ast.Call(func=ast.Name(guard, ast.Load()), args=[node.left, node.right], keywords=[])
         return ast.copy_location(call, node)
 
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        # ``x in seq`` scans seq: charge for its length
+        self.generic_visit(node)
+        node.comparators = [
+            _guard_call("_sb_in_", value) if isinstance(op, ast.In | ast.NotIn) else value
+            for op, value in zip(node.ops, node.comparators, strict=True)
+        ]
+        return node
+
+    def visit_Dict(self, node: ast.Dict) -> ast.AST:
+        # {**d} copies all of d
+        self.generic_visit(node)
+        node.values = [
+            _guard_call("_sb_spread_", value) if key is None else value
+            for key, value in zip(node.keys, node.values, strict=True)
+        ]
+        return node
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        # f(**d) copies all of d
+        self.generic_visit(node)
+        for keyword in node.keywords:
+            if keyword.arg is None:
+                keyword.value = _guard_call("_sb_spread_", keyword.value)
+        return node
+
+    def visit_FormattedValue(self, node: ast.FormattedValue) -> ast.AST:
+        # f"{x}" renders all of x: the guard charges for it and renders it
+        self.generic_visit(node)
+        call = ast.Call(
+            func=ast.Name("_sb_text_", ast.Load()),
+            args=[node.value, ast.Constant(node.conversion)],
+            keywords=[],
+        )
+        node.value = ast.copy_location(call, node.value)
+        node.conversion = -1
+        return node
+
 
 def compile_contract(source: bytes, filename: str = "<contract>") -> CodeType:
     """Check and instrument contract source; raise CodeRejected naming every problem."""
@@ -406,13 +472,41 @@ def compile_contract(source: bytes, filename: str = "<contract>") -> CodeType:
 
 
 # -- guards ---------------------------------------------------------------------------------
+FLAT_KINDS = frozenset({int, float, bool, type(None)})
+BUILTIN_TYPES = frozenset({str, bytes, int, float, bool, list, tuple, dict, range})
+TYPE_METHODS = frozenset({"from_bytes", "fromhex", "fromkeys", "maketrans"})
+MOVING_METHODS = frozenset({"copy", "insert", "reverse"})  # list methods moving every item
+COMPARING_METHODS = frozenset({"count", "index", "remove"})  # comparing every item
+PADDING_METHODS = frozenset({"ljust", "rjust", "center", "zfill"})
+SPECIAL_METHODS = TYPE_METHODS | PADDING_METHODS | {
+    "replace", "join", "expandtabs", "to_bytes", "extend", "update", "pop", "keys", "items",
+    "translate",
+}  # fmt: skip
+SMALL_INT_BITS = 4096  # integer arithmetic below this size is not checked
+HALF_SMALL = 1 << (SMALL_INT_BITS // 2)  # the product of two ints below this is small
+WRAPPED_KINDS = frozenset({str, bytes, list, tuple, dict, int, bool, type})
+
+
+ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # in the default repr of objects
+
+
 def _sized(value: Any) -> int:
     return len(value) if isinstance(value, str | bytes | list | tuple) else 0
 
 
+def scrub(text: str) -> str:
+    """``text`` without object addresses (Python puts them in some error messages):
+    what a contract reads must be the same on every executor."""
+    return ADDRESS.sub("", text) if " at 0x" in text else text
+
+
+def _words(bits: int) -> int:
+    return (bits >> 6) + 1
+
+
 class GuardedType:
     """A built-in type as contracts see it: calling it builds through a metered guard;
-    ``isinstance`` and storage declarations see the real type (``sb_type``)."""
+    ``isinstance``, ``|`` and storage declarations see the real type (``sb_type``)."""
 
     __slots__ = ("sb_type", "build")
 
@@ -426,8 +520,42 @@ class GuardedType:
     def __instancecheck__(self, instance: Any) -> bool:
         return isinstance(instance, self.sb_type)
 
+    def __or__(self, other: Any) -> Any:
+        return self.sb_type | sdk.get_real_kind(other)
+
+    def __ror__(self, other: Any) -> Any:
+        return sdk.get_real_kind(other) | self.sb_type
+
     def __repr__(self) -> str:
         return f"<type {self.sb_type.__name__}>"
+
+
+class Writer:
+    """What ``_write_`` gives contract code for storage (the contract, a map): it charges
+    for what is written -- storage encodes all of a value, shared parts as often as they
+    occur -- then writes."""
+
+    __slots__ = ("sb_target", "sb_guards")
+    sb_target: Any
+    sb_guards: Guards
+
+    def __init__(self, target: Any, guards: Guards) -> None:
+        object.__setattr__(self, "sb_target", target)
+        object.__setattr__(self, "sb_guards", guards)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.sb_guards.charge_deep(value)
+        setattr(self.sb_target, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self.sb_target, name)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.sb_guards.charge_deep(value)
+        self.sb_target[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del self.sb_target[key]
 
 
 class Guards:
@@ -443,19 +571,110 @@ class Guards:
             yield item
 
     def getiter(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        if type(iterable) is sdk.MapView:
+            self.meter.charge_size(len(iterable))  # iterating a map sorts its keys
         return self.iterate(iterable)
+
+    def charge_deep(self, value: Any, *, render: bool = False) -> None:
+        """Charge for everything ``value`` holds, counting shared parts as often as C code
+        that renders or encodes it visits them (``[[x] * 1000] * 1000`` holds a million
+        ``x``): a unit per 16 elements and per 64 bytes; refuse more than
+        ``MAX_OBJECT_SIZE`` elements and bytes in all. With ``render``, also refuse
+        objects whose text is not the same on every executor (``<... at 0x7f...>``)."""
+        if type(value) in FLAT_KINDS:
+            return
+        meter = self.meter
+        total = 0
+        pending = [value]
+        while pending:
+            item = pending.pop()
+            kind = type(item)
+            if kind is str or kind is bytes:
+                total += len(item)
+                continue
+            if kind is dict:
+                parts: tuple[Any, ...] = (item.keys(), item.values())
+            elif kind is list or kind is tuple:
+                parts = (item,)
+            elif isinstance(item, BaseException):
+                parts = (item.args,)
+            else:
+                if render and not (
+                    kind is range or kind is GuardedType or isinstance(item, type | msgspec.Struct)
+                ):
+                    raise TypeError(
+                        f"{kind.__name__} objects have no text that is the same on every executor"
+                    )
+                continue  # anything else renders small, or cannot be encoded at all
+            for part in parts:
+                size = len(part)
+                total += 1 + size
+                if total > MAX_OBJECT_SIZE:
+                    meter.check_size(total)  # refuses
+                meter.charge(1 + size // 16)
+                if size and not FLAT_KINDS.issuperset(map(type, part)):
+                    meter.charge(size // 4)
+                    pending.extend(x for x in part if type(x) not in FLAT_KINDS)
+        meter.charge_size(total)
 
     def getattr(self, obj: Any, name: str, *default: Any) -> Any:
         if not isinstance(name, str) or name.startswith("_") or name in FORBIDDEN_ATTRIBUTES:
             raise AttributeError(f"attribute {name!r} is not available to contracts")
+        kind = type(obj)
+        if kind is GuardedType:
+            obj = obj.sb_type
+            kind = type
+        if kind is type and obj in BUILTIN_TYPES and name not in TYPE_METHODS:
+            # str.ljust(s, n) would skip the guard that s.ljust(n) goes through
+            raise AttributeError(f"call {name} on a value, not on {obj.__name__}")
+        if kind is sdk.Value or kind is sdk.Map:
+            # C.items.default is shared by every command: state outside storage
+            raise AttributeError("storage declarations have no attributes for contracts")
         value = getattr(obj, name, *default)
-        if isinstance(obj, str | bytes | list | dict | int) and callable(value):
-            return self.wrap_method(obj, name, value)
+        if kind in WRAPPED_KINDS:
+            return self.wrap_method(obj, name, value) if callable(value) else value
+        if kind is sdk.MapView:
+            return self.wrap_map_method(obj, name, value) if callable(value) else value
+        if isinstance(obj, sdk.Contract):
+            if name == "call" or name == "send":
+                return self.wrap_message(value)
+            if type(value) is list or type(value) is dict:
+                self.charge_deep(value)  # reading storage copied it
+        elif name == "args" and isinstance(obj, BaseException):
+            return tuple(scrub(a) if type(a) is str else a for a in value)
+        return value
+
+    def getitem(self, obj: Any, key: Any) -> Any:
+        if type(key) is slice:
+            if isinstance(obj, str | bytes | list | tuple):
+                self.meter.charge_size(len(range(*key.indices(len(obj)))))  # slices copy
+        elif type(key) is tuple:
+            self.charge_deep(key)  # hashing a tuple walks all of it
+        value = obj[key]
+        if type(obj) is sdk.MapView and (type(value) is list or type(value) is dict):
+            self.charge_deep(value)  # reading storage copied it
         return value
 
     def wrap_method(self, obj: Any, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         meter = self.meter
-        if name in ("ljust", "rjust", "center", "zfill"):
+        kind = type(obj)
+        if name not in SPECIAL_METHODS:
+            if kind is list or kind is tuple:
+                size = len(obj)
+                if name in COMPARING_METHODS:
+                    meter.charge_size(4 * size)
+                elif name == "sort":
+                    meter.charge_size(4 * size * size.bit_length())
+                elif name in MOVING_METHODS:
+                    meter.charge_size(size)
+            elif kind is str or kind is bytes or (kind is dict and name == "copy"):
+                meter.charge_size(len(obj))  # the method reads (and may copy) all of obj
+            return method
+        if name in TYPE_METHODS:
+            return self.wrap_type_method(name, method)
+        if kind is type:
+            return method
+        if name in PADDING_METHODS:
 
             def padded(width: int, *rest: Any) -> Any:
                 meter.check_size(width)
@@ -478,6 +697,16 @@ class Guards:
                 return method(parts)
 
             return join
+        if name == "translate" and kind is str:
+
+            def translate(table: Any) -> Any:
+                # each character may become a whole string of the table
+                values = table.values() if isinstance(table, dict) else table
+                longest = max((len(v) for v in self.iterate(values) if type(v) is str), default=1)
+                meter.check_size(len(obj) * max(1, longest))
+                return method(table)
+
+            return translate
         if name == "expandtabs":
 
             def expandtabs(tabsize: int = 8) -> Any:
@@ -492,7 +721,7 @@ class Guards:
                 return method(length, *rest, **kw)
 
             return to_bytes
-        if name in ("extend", "update", "fromkeys"):
+        if name in ("extend", "update"):
 
             def consume(items: Any, *rest: Any) -> Any:
                 if isinstance(items, dict):
@@ -501,14 +730,132 @@ class Guards:
                 return method(list(self.iterate(items)), *rest)
 
             return consume
-        if name in ("count", "index", "find", "rfind", "split", "copy", "sort"):
-            meter.charge(1 + _sized(obj) // 64)
+        if name == "pop" and kind is list:
+
+            def pop(*index: Any) -> Any:
+                if index:
+                    meter.charge_size(len(obj))  # moves the items after it
+                return method(*index)
+
+            return pop
+        if (name == "keys" or name == "items") and kind is dict:
+            # lists, not views: ``a.keys() | b.keys()`` would be a set, whose order
+            # depends on the process's string hash seed
+
+            def listed() -> list[Any]:
+                meter.charge_size(len(obj))
+                return list(method())
+
+            return listed
         return method
 
+    def wrap_type_method(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        """``int.from_bytes``, ``bytes.fromhex``, ``dict.fromkeys``, ``str.maketrans``."""
+        meter = self.meter
+
+        def on_type(data: Any, *rest: Any, **kw: Any) -> Any:
+            if name == "fromkeys":
+                data = list(self.iterate(data))
+            elif name == "from_bytes":
+                data = data if type(data) is bytes else self.make_bytes(data)
+                meter.check_int(8 * len(data), 0)
+            meter.charge_size(_sized(data))
+            return method(data, *rest, **kw)
+
+        return on_type
+
+    def wrap_message(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """``self.call`` / ``self.send``: the arguments are encoded."""
+
+        def message(*head: Any, **args: Any) -> Any:
+            self.charge_deep(args)
+            return method(*head, **args)
+
+        return message
+
+    def wrap_map_method(
+        self, view: sdk.MapView[Any, Any], name: str, method: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        if name in ("keys", "items", "values"):
+            self.meter.charge_size(len(view))  # sorts the keys
+        if name in ("get", "items", "values"):
+
+            def read(*args: Any) -> Any:
+                result = method(*args)
+                self.charge_deep(result)  # reading storage copied it
+                return result
+
+            return read
+        return method
+
+    def wrap_entry(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """A command, query or init: the executor encodes its result."""
+
+        @functools.wraps(method)
+        def entry(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = method(*args, **kwargs)
+            except Exception as exc:
+                # the message reaches the outcome: no object addresses in it
+                text = str(exc)
+                if " at 0x" not in text or isinstance(exc, SealbridgeError):
+                    raise
+                try:
+                    clean = type(exc)(scrub(text))
+                except Exception:  # noqa: BLE001 -- a type that takes other arguments
+                    clean = ValueError(scrub(text))
+                raise clean from None
+            self.charge_deep(result)
+            return result
+
+        return entry
+
     def write(self, obj: Any) -> Any:
-        if type(obj) in (list, dict) or isinstance(obj, sdk.Contract | sdk.MapView):
+        if type(obj) is list or type(obj) is dict:
             return obj
+        if isinstance(obj, sdk.Contract | sdk.MapView):
+            return Writer(obj, self)
         raise TypeError(f"contracts may not modify {type(obj).__name__} objects")
+
+    def contained(self, container: Any) -> Any:
+        """The right side of ``in``: scanning a sequence costs its length."""
+        kind = type(container)
+        if kind is list or kind is tuple:
+            if len(container) > 16:
+                self.meter.charge_size(4 * len(container))  # compares every item
+        elif (kind is str or kind is bytes) and len(container) > 64:
+            self.meter.charge_size(len(container))
+        return container
+
+    def spread(self, mapping: Any) -> Any:
+        """The operand of ``**``: it is copied."""
+        if isinstance(mapping, dict | sdk.MapView):
+            self.meter.charge_size(len(mapping))
+        return mapping
+
+    def round(self, number: Any, *ndigits: Any) -> Any:
+        if ndigits and isinstance(number, int) and isinstance(ndigits[0], int):
+            if ndigits[0] < -SMALL_INT_BITS // 4:
+                bits = -ndigits[0] * 4  # rounding to 10**-ndigits builds that power
+                self.meter.check_int(bits, _words(bits) * _words(bits))
+        return round(number, *ndigits)
+
+    def sum(self, iterable: Iterable[Any], start: Any = 0) -> Any:
+        if not isinstance(start, int | float):
+            # adding sequences one by one copies each partial result: quadratic
+            raise TypeError("sum() adds numbers only; join or extend sequences instead")
+        return sum(self.iterate(iterable), start)
+
+    def text(self, value: Any, conversion: int = -1) -> str:
+        """What an f-string shows for ``value`` (``conversion``: ``!r``, ``!a``...)."""
+        if type(value) is str and conversion < 0:
+            return value
+        self.charge_deep(value, render=True)
+        if conversion == ord("r"):
+            return scrub(repr(value))
+        if conversion == ord("a"):
+            return scrub(ascii(value))
+        return scrub(format(value, ""))
 
     def add(self, a: Any, b: Any) -> Any:
         if type(a) is int:
@@ -519,8 +866,11 @@ class Guards:
 
     def mul(self, a: Any, b: Any) -> Any:
         if type(a) is int and type(b) is int:
-            if a.bit_length() + b.bit_length() > 4096:
-                self.meter.check_size((a.bit_length() + b.bit_length()) // 8)
+            if -HALF_SMALL < a < HALF_SMALL and -HALF_SMALL < b < HALF_SMALL:
+                return a * b
+            bits_a, bits_b = a.bit_length(), b.bit_length()
+            if bits_a + bits_b > SMALL_INT_BITS:
+                self.meter.check_int(bits_a + bits_b, _words(bits_a) * _words(bits_b))
             return a * b
         if isinstance(a, str | bytes | list | tuple) and isinstance(b, int):
             self.meter.check_size(len(a) * max(b, 0))
@@ -529,21 +879,42 @@ class Guards:
         return a * b
 
     def pow(self, a: Any, b: Any) -> Any:
-        if type(a) is int and type(b) is int and b > 0:
-            bits = max(a.bit_length(), 1) * b
-            if bits > 4096:
-                self.meter.check_size(bits // 8)
+        if isinstance(a, int) and isinstance(b, int) and b > 0 and a.bit_length() > 1:
+            bits = a.bit_length() * b
+            if bits > SMALL_INT_BITS:
+                self.meter.check_int(bits, _words(bits) * _words(bits))
         return a**b
 
     def lshift(self, a: Any, b: Any) -> Any:
-        if type(b) is int and b > 4096:
-            self.meter.check_size(b // 8)
+        if isinstance(a, int) and isinstance(b, int) and a and b > 0:
+            bits = a.bit_length() + b
+            if bits > SMALL_INT_BITS:
+                self.meter.check_int(bits, 0)
+                self.meter.charge_size(bits // 8)
         return a << b
 
+    def check_division(self, a: Any, b: Any) -> None:
+        if isinstance(a, int) and isinstance(b, int):
+            bits_a = a.bit_length()
+            if bits_a > SMALL_INT_BITS:
+                self.meter.check_int(0, _words(bits_a) * _words(b.bit_length()))
+
+    def floordiv(self, a: Any, b: Any) -> Any:
+        if not (type(a) is int and -HALF_SMALL < a < HALF_SMALL):
+            self.check_division(a, b)
+        return a // b
+
     def mod(self, a: Any, b: Any) -> Any:
+        if type(a) is int and -HALF_SMALL < a < HALF_SMALL:
+            return a % b
         if isinstance(a, str | bytes):
             raise TypeError("'%' formatting is not available to contracts; use f-strings")
+        self.check_division(a, b)
         return a % b
+
+    def divmod(self, a: Any, b: Any) -> Any:
+        self.check_division(a, b)
+        return divmod(a, b)
 
     def inplace(self, op: str, a: Any, b: Any) -> Any:
         binary = {
@@ -552,17 +923,21 @@ class Guards:
             "**=": self.pow,
             "<<=": self.lshift,
             "%=": self.mod,
+            "//=": self.floordiv,
         }.get(op)
         if binary is not None:
             return binary(a, b)
         return INPLACE[op](a, b)
 
-    def consuming(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        """A built-in whose first argument is an iterable, fed through the meter."""
+    def consuming(
+        self, function: Callable[..., Any], at: int = 0, *, sole: bool = False
+    ) -> Callable[..., Any]:
+        """A built-in whose argument ``at`` is an iterable, fed through the meter (with
+        ``sole``, only when it is the only one: ``max(a, b)`` compares a and b)."""
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            if args and not isinstance(args[0], int | float):
-                args = (self.iterate(args[0]), *args[1:])
+            if len(args) > at and not (sole and len(args) > 1):
+                args = (*args[:at], self.iterate(args[at]), *args[at + 1 :])
             return function(*args, **kwargs)
 
         guarded.__name__ = function.__name__
@@ -576,31 +951,76 @@ class Guards:
             self.meter.check_size(value)
             return bytes(value)
         if isinstance(value, str):
+            self.meter.charge_size(len(value))
             return bytes(value, *rest)
         return bytes(self.iterate(value))
+
+    def make_float(self, value: Any = 0.0) -> float:
+        if isinstance(value, str | bytes):
+            self.meter.charge_size(len(value))
+        return float(value)
+
+    def make_dict(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
+        if args:
+            if type(args[0]) is dict:
+                self.meter.charge_size(len(args[0]))  # a copy
+            else:
+                args = (self.iterate(args[0]), *args[1:])
+        return dict(*args, **kwargs)
+
+    def make_int(self, value: Any = 0, *rest: Any) -> int:
+        if type(value) is float:
+            return int(value)  # at most 1024 bits
+        if isinstance(value, str | bytes):
+            # a power-of-two base has no digit limit: bound the text, then the result
+            self.meter.check_int(len(value), 0)
+            self.meter.charge_size(len(value))
+        result = int(value, *rest)
+        if result.bit_length() > SMALL_INT_BITS:
+            self.meter.check_int(result.bit_length(), 0)
+        return result
+
+    def make_str(self, *args: Any, **kwargs: Any) -> str:
+        if not args or type(args[0]) in FLAT_KINDS:
+            return str(*args, **kwargs)
+        if len(args) == 1 and not kwargs:
+            self.charge_deep(args[0], render=True)  # str() of a container renders it all
+            return scrub(str(args[0]))
+        self.meter.charge_size(_sized(args[0]))  # decoding bytes
+        return str(*args, **kwargs)
+
+    def repr(self, value: Any) -> str:
+        self.charge_deep(value, render=True)
+        return scrub(repr(value))
 
     def make_builtins(self) -> dict[str, Any]:
         plain = {
             name: getattr(builtins, name)
             for name in (
-                "abs", "bool", "chr", "divmod", "float", "int", "isinstance", "len", "ord",
-                "range", "repr", "round", "str", "callable", "True", "False", "None",
-                "ValueError", "KeyError", "IndexError", "LookupError", "ZeroDivisionError",
-                "ArithmeticError", "TypeError", "OverflowError", "__build_class__",
+                "abs", "bool", "chr", "isinstance", "len", "ord", "range", "reversed",
+                "callable", "True", "False", "None", "ValueError", "KeyError",
+                "IndexError", "LookupError", "ZeroDivisionError", "ArithmeticError", "TypeError",
+                "OverflowError", "__build_class__",
             )
         }  # fmt: skip
         consuming = {
-            name: self.consuming(getattr(builtins, name))
-            for name in (
-                "all", "any", "enumerate", "filter", "map", "max", "min", "reversed", "sorted",
-                "sum",
-            )
-        }  # fmt: skip
+            **{
+                name: self.consuming(getattr(builtins, name))
+                for name in ("all", "any", "enumerate", "sorted")
+            },
+            "filter": self.consuming(filter, 1),
+            "map": self.consuming(map, 1),
+            "max": self.consuming(max, sole=True),
+            "min": self.consuming(min, sole=True),
+        }
         types = {
             "bytes": GuardedType(bytes, self.make_bytes),
+            "int": GuardedType(int, self.make_int),
+            "float": GuardedType(float, self.make_float),
+            "str": GuardedType(str, self.make_str),
             "list": GuardedType(list, self.consuming(list)),
             "tuple": GuardedType(tuple, self.consuming(tuple)),
-            "dict": GuardedType(dict, self.consuming(dict)),
+            "dict": GuardedType(dict, self.make_dict),
         }
         sdk_namespace = SimpleNamespace(**{n: getattr(sdk, n) for n in sdk.PUBLIC_NAMES})
 
@@ -615,6 +1035,10 @@ class Guards:
             **types,
             "zip": self.zip,
             "pow": self.pow,
+            "divmod": self.divmod,
+            "repr": self.repr,
+            "round": self.round,
+            "sum": self.sum,
             "__import__": import_sdk,
         }
 
@@ -625,7 +1049,7 @@ class Guards:
             "__metaclass__": type,
             GAS: self.meter,
             "_getattr_": self.getattr,
-            "_getitem_": lambda obj, key: obj[key],
+            "_getitem_": self.getitem,
             "_getiter_": self.getiter,
             "_write_": self.write,
             "_inplacevar_": self.inplace,
@@ -637,13 +1061,16 @@ class Guards:
             "_sb_pow_": self.pow,
             "_sb_lshift_": self.lshift,
             "_sb_mod_": self.mod,
+            "_sb_floordiv_": self.floordiv,
+            "_sb_in_": self.contained,
+            "_sb_text_": self.text,
+            "_sb_spread_": self.spread,
         }
 
 
 INPLACE: dict[str, Callable[[Any, Any], Any]] = {
     "-=": lambda a, b: a - b,
     "/=": lambda a, b: a / b,
-    "//=": lambda a, b: a // b,
     ">>=": lambda a, b: a >> b,
     "&=": lambda a, b: a & b,
     "|=": lambda a, b: a | b,
@@ -657,11 +1084,18 @@ def load_source(source: bytes, filename: str = "<contract>") -> ContractProgram:
     code = compile_contract(source, filename)
 
     def make_class(meter: Meter) -> type[sdk.Contract]:
-        namespace = Guards(meter).make_globals()
+        # the module body runs under its own budget (it is code too: a declaration's
+        # default or a decorator's argument may loop), then the guards serve ``meter``
+        guards = Guards(Meter())
+        guards.meter.start(MODULE_GAS_LIMIT)
+        namespace = guards.make_globals()
         try:
             exec(code, namespace)  # noqa: S102 -- checked, instrumented, guarded code
-        except (Exception, OutOfMemory) as exc:  # noqa: BLE001 -- module body failed
-            raise CodeRejected([(0, f"module body failed: {type(exc).__name__}: {exc}")]) from exc
+        except (Exception, Abort) as exc:  # noqa: BLE001 -- module body failed
+            why = scrub(f"module body failed: {type(exc).__name__}: {exc}")
+            raise CodeRejected([(0, why)]) from exc
+        guards.meter = meter
+        namespace[GAS] = meter
         classes = [
             v
             for v in namespace.values()
@@ -669,7 +1103,11 @@ def load_source(source: bytes, filename: str = "<contract>") -> ContractProgram:
         ]
         if len(classes) != 1:
             raise CodeRejected([(0, "the source must define exactly one Contract class")])
-        return classes[0]
+        cls = classes[0]
+        for name, member in list(vars(cls).items()):
+            if callable(member) and getattr(member, sdk.KIND_ATTR, None) is not None:
+                setattr(cls, name, guards.wrap_entry(member))
+        return cls
 
     return ContractProgram(
         source=source, code_hash=compute_code_hash(source), make_class=make_class, sandboxed=True
