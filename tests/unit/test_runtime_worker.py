@@ -372,3 +372,22 @@ def test_tampered_sealed_state_is_refused_at_install() -> None:
     assert status.state_root == root_of(outs[-1]) and status.height == 3
     assert status.phase == "running"
     assert query_balance(fresh, BOB, BOB_PUB) == 40
+
+
+def test_queries_see_the_newest_delivered_block() -> None:
+    """An empty block moves the runtime's clock: the contract's state (and root) stay as
+    of its own height, but queries evaluate at the newest block."""
+    worker = make_worker(b"w" * 32)
+    outs = [worker.process_block(b) for b in setup_blocks()]
+    out = worker.process_block(BlockInput(number=9, block_hash=b"\x09" * 32))
+    assert out.contracts == [] and out.receipts == []
+    query, reply = make_query(
+        contract_id=CONTRACT_ID,
+        caller_private_key=ALICE,
+        method="balance",
+        args={"owner": ALICE_PUB},
+        issued_at=0,
+    )
+    answer, _ = open_answer(query, reply, worker.answer_query(query, 0))
+    assert answer.block_height == 9 and answer.state_root == root_of(outs[-1])
+    assert worker.get_contract(CONTRACT_ID).height == 3

@@ -96,6 +96,8 @@ class WorkerHost(NodeHost):
         self.directory: list[DirectoryEntry] = []  # entries not yet given to the enclave
         self.workers_of: dict[bytes, list[bytes]] = {}  # installed contract -> its workers
         self.messages_posted = 0
+        self.last_seen: ObservedBlock | None = None  # the newest block followed
+        self.last_delivered = 0  # the newest block handed to the enclave
         self.outputs_recorded = 0
         self.unrecorded: dict[bytes, int] = {}  # contract id -> commands in its last block
         self._lock = threading.Lock()
@@ -136,6 +138,7 @@ class WorkerHost(NodeHost):
 
     # -- following ------------------------------------------------------------------
     def on_block(self, block: ObservedBlock) -> None:
+        self.last_seen = block
         commands: list[InboxCommand] = []
         for event in block.events:
             if event.name == "ContractKeyPublished":
@@ -157,6 +160,11 @@ class WorkerHost(NodeHost):
             self.process_commands(block, commands)
 
     def on_caught_up(self) -> None:
+        last = self.last_seen
+        if last is not None and last.number > self.last_delivered and self.installed:
+            # an empty block: the enclave learns the time (queries evaluate at it) and the
+            # directory entries seen since
+            self.process_commands(last, [])
         if self.unrecorded:
             self.flush_outputs()
 
@@ -209,6 +217,9 @@ class WorkerHost(NodeHost):
                 )
             )
         self.directory = []
+        self.last_delivered = block.number
+        if not output.contracts and not output.receipts:
+            return
         states = dict(self.bundle.states)
         for contract in output.contracts:
             states[contract.contract_id.hex()] = contract.sealed_state

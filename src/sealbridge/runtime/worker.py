@@ -435,6 +435,7 @@ class WorkerRuntime:
         self.contracts: dict[bytes, ContractRuntime] = {}
         self.executor = Executor()
         self.directory: dict[bytes, DirectoryEntry] = {}
+        self.latest_block = 0  # the newest block the host delivered (queries see this time)
 
     def install_contract(self, request: InstallContract) -> ContractStatus:
         """Accept a released contract key and (optionally) a sealed state to resume from."""
@@ -476,6 +477,7 @@ class WorkerRuntime:
     def process_block(self, block: BlockInput) -> BlockOutput:
         """Apply one block's commands as one atomic unit."""
         self.check_block(block)
+        self.latest_block = max(self.latest_block, block.number)
         for entry in block.directory:
             self.directory.setdefault(entry.contract_id, entry)
         journal = Journal()
@@ -639,7 +641,8 @@ class WorkerRuntime:
         if abs(now - body.issued_at) > QUERY_MAX_AGE:
             raise QueryRefused(f"query issued at {body.issued_at} is stale or from the future")
         runtime = self.get_contract(body.contract_id)
-        result = self.run_query(runtime, body)
+        as_of = max(runtime.height, self.latest_block)
+        result = self.run_query(runtime, body, as_of)
         query_hash = hash_message("sealbridge/query/v1", request)
         answer = QueryAnswer(
             contract_id=body.contract_id,
@@ -648,7 +651,7 @@ class WorkerRuntime:
             caller=body.caller,
             query_hash=query_hash,
             result=result,
-            block_height=runtime.height,
+            block_height=as_of,
             state_root=runtime.state_root,
         )
         answer_bytes = encode(answer)
@@ -664,9 +667,11 @@ class WorkerRuntime:
             ephemeral_seed=self.random_bytes(32),
         )
 
-    def run_query(self, runtime: ContractRuntime, body: QueryBody) -> Any:
+    def run_query(self, runtime: ContractRuntime, body: QueryBody, as_of: int) -> Any:
         """Runtime-level queries (``next_nonce``, ``command_result``, ``code``), else the
-        contract's own ``@query`` methods under their readers rule."""
+        contract's own ``@query`` methods under their readers rule, with
+        ``env.block_number`` = ``as_of`` (the newest block delivered: the contract's state
+        is the same there as at its own height, but time has moved on)."""
         args = dict(body.args)
         if body.method == "next_nonce":
             if args:
@@ -688,7 +693,7 @@ class WorkerRuntime:
         if runtime.deployed is None:
             raise QueryRefused("the contract's code is not deployed yet")
         outcome = self.executor.run_query(
-            runtime.contract_id, body.method, args, caller=body.caller, block_number=runtime.height
+            runtime.contract_id, body.method, args, caller=body.caller, block_number=as_of
         )
         if not outcome.ok:
             raise QueryRefused(f"{outcome.error}: {outcome.message}")
