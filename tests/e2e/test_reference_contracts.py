@@ -27,6 +27,7 @@ from sealbridge.chain.scan import collect_chain_blobs, find_leaks
 from sealbridge.cli.main import app
 from sealbridge.client.api import CallReceipt, Client, CommandFailed, Deployment
 from sealbridge.contracts.catalog import get_source
+from sealbridge.contracts.errors import CodeRejected
 from sealbridge.contracts.executor import compute_code_hash
 from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
 from sealbridge.core.ids import to_hex
@@ -582,8 +583,14 @@ def test_forbidden_code_is_refused_at_deploy(client: Client, tmp_path: Path) -> 
     path = tmp_path / "snoop.py"
     path.write_text(REJECTED_SOURCE)
     first = client.chain.get_block_number()
-    with pytest.raises(CommandFailed) as failed:
+    # by default the client checks the code first: nothing reaches the chain
+    with pytest.raises(CodeRejected) as early:
         client.deploy(str(path), as_user="carol")
+    assert early.value.problems[0][0] == 3 and "'os'" in early.value.message
+    assert client.chain.get_block_number() == first
+    # skipping the local check, the workers refuse it the same way
+    with pytest.raises(CommandFailed) as failed:
+        client.deploy(str(path), as_user="carol", precheck=False)
     assert failed.value.code == "code_rejected"
     assert "line 3" in failed.value.message and "'os'" in failed.value.message
     # The chain accepted the registration (it sees only the hash); the workers refused the

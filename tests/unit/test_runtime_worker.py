@@ -391,3 +391,38 @@ def test_queries_see_the_newest_delivered_block() -> None:
     answer, _ = open_answer(query, reply, worker.answer_query(query, 0))
     assert answer.block_height == 9 and answer.state_root == root_of(outs[-1])
     assert worker.get_contract(CONTRACT_ID).height == 3
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        b"from sealbridge.contracts.sdk import Contract, command\n"
+        b"class C(Contract):\n    @command\n    def f(self, *rest):\n        pass\n",
+        b"X = " + b"+".join([b"1"] * 3000) + b"\n",
+        b"X = " + b"(" * 500 + b"1" + b")" * 500 + b"\n",
+    ],
+    ids=["star-args", "long-expression", "deep-nesting"],
+)
+def test_code_that_breaks_the_loader_is_refused_not_fatal(code: bytes) -> None:
+    """Found by the docs work: such code stopped the whole block (and the worker)."""
+    worker = WorkerRuntime(make_enclave())
+    from sealbridge.contracts.executor import compute_code_hash
+
+    worker.install_contract(install_request(worker, code_hash=compute_code_hash(code)))
+    out = worker.process_block(block(1, deploy_cmd(code=code)))
+    (refused,) = results(out, {0: (ALICE, 1)})
+    assert refused.error == "code_rejected"
+    assert worker.get_contract(CONTRACT_ID).phase.value == "awaiting_code"
+
+
+def test_salted_deployer_commitment() -> None:
+    worker = WorkerRuntime(make_enclave())
+    salt = b"s" * 16
+    commitment = compute_deployer_commitment(CONTRACT_ID, ALICE_PUB, salt)
+    worker.install_contract(install_request(worker, deployer_commitment=commitment))
+    code = get_source("token")
+    unsalted = cmd(ALICE, 1, DEPLOY_METHOD, {"code": code})
+    salted = cmd(ALICE, 2, DEPLOY_METHOD, {"code": code, "salt": salt})
+    out = worker.process_block(block(1, unsalted, salted))
+    first, second = results(out, {0: (ALICE, 1), 1: (ALICE, 2)})
+    assert first.error == "not_deployer" and second.ok

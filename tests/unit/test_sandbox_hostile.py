@@ -717,21 +717,17 @@ def test_module_body_cannot_loop_at_deploy() -> None:
         load_source(source.encode())
 
 
-# -- holes still open -------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="equality and ordering comparisons are not metered: comparing two distinct "
-    "8 MB strings (or big / deeply shared lists) costs O(size) CPU for O(1) gas",
-)
-def test_comparisons_are_charged_for_their_work() -> None:
-    methods = """
+# -- comparisons and hashing walk their operands: charged by size ---------------------------
+@pytest.mark.parametrize("test", ["s == t", "s < t", "'a' < s >= t", "[s] == [t]"])
+def test_comparisons_are_charged_for_their_work(test: str) -> None:
+    methods = f"""
     @command
     def work(self, times: int) -> int:
         s = 'x' * 8_000_000
         t = 'x' * 8_000_000
         same = 0
         for i in range(times):
-            if s == t:
+            if {test}:
                 same = same + 1
         return same
     """
@@ -741,32 +737,24 @@ def test_comparisons_are_charged_for_their_work() -> None:
     assert eleven.gas_used - one.gas_used >= 10 * 8_000_000 // 64
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hashing is not metered: a tuple key is hashed in full on every dict lookup "
-    "(d.get(t), t in d, d[t] = v), O(len) CPU for O(1) gas",
-)
-def test_hashing_big_tuple_keys_is_charged() -> None:
-    methods = """
+@pytest.mark.parametrize("use", ["d.get(t)", "t in d", "d[t] = 1", "d.setdefault(t, 1)"])
+def test_hashing_big_tuple_keys_is_charged(use: str) -> None:
+    methods = f"""
     @command
     def work(self, times: int) -> int:
         t = (0,) * 1_000_000
-        d = {}
+        d = {{}}
         for i in range(times):
-            d.get(t)
+            {use}
         return 0
     """
     ex = make_world("pass", methods=methods)
     one = command(ex, HOSTILE_ID, "work", times=1)
     eleven = command(ex, HOSTILE_ID, "work", times=11)
+    assert one.ok, one
     assert eleven.gas_used - one.gas_used >= 10 * 1_000_000 // 64
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="element comparisons inside sorted/min/max/list.sort are charged per element, "
-    "not for the size of the elements compared",
-)
 def test_sorting_big_elements_is_charged_for_the_comparisons() -> None:
     methods = """
     @command

@@ -21,6 +21,7 @@ from sealbridge.client.keystore import Keystore, UserKey
 from sealbridge.contracts.catalog import BUILTIN, get_source
 from sealbridge.contracts.executor import compute_code_hash
 from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
+from sealbridge.contracts.sandbox import load_source
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, RemoteProtocolError
 from sealbridge.core.ids import from_hex, tagged_hash, to_hex
@@ -200,12 +201,16 @@ class Client:
         confidential: bool = False,
         timeout: float = 60.0,
         progress: Progress | None = None,
+        precheck: bool = True,
     ) -> Deployment:
         """Register the contract on chain (code hash only), wait for its key, then send
         the code and init arguments as the encrypted deploy command."""
         say = progress or (lambda _m: None)
         user = self.get_user(as_user)
         source = self.read_source(contract)
+        if precheck:  # the workers run the same checks; failing here costs no transaction
+            load_source(source, filename=contract)
+        salt = os.urandom(16)
         code_hash = compute_code_hash(source)
         contract_id = tagged_hash(
             "sealbridge/contract-id/v1", user.identity_key + code_hash + os.urandom(16)
@@ -217,7 +222,7 @@ class Client:
             code_hash,
             gatekeeper,
             workers,
-            compute_deployer_commitment(contract_id, user.identity_key),
+            compute_deployer_commitment(contract_id, user.identity_key, salt),
             user.eth_private_key,
         )
         say(f"registered {contract} as {to_hex(contract_id)} in block {receipt.block_number}")
@@ -228,7 +233,12 @@ class Client:
         deploy = self.call(
             to_hex(contract_id),
             DEPLOY_METHOD,
-            {"code": source, "init": init_args or {}, "confidential": confidential},
+            {
+                "code": source,
+                "init": init_args or {},
+                "confidential": confidential,
+                "salt": salt,
+            },
             as_user=as_user,
         )
         result = self.wait_result(deploy, as_user=as_user, timeout=timeout)

@@ -62,7 +62,7 @@ from sealbridge.contracts.gas import MAX_INT_BITS, MAX_OBJECT_SIZE, Abort, Meter
 from sealbridge.core.errors import SealbridgeError
 
 SDK_MODULE = "sealbridge.contracts.sdk"
-MAX_SOURCE_SIZE = 64 * 1024
+MAX_SOURCE_SIZE = 30 * 1024  # the deploy command (code + envelope) must fit the inbox's 32 KiB
 MODULE_GAS_LIMIT = 1_000_000  # for the module body (constants, declarations, decorators)
 GAS = "_sb_gas_"
 FORBIDDEN_NAMES = frozenset(
@@ -405,12 +405,25 @@ class GasInstrumenter(ast.NodeTransformer):
         return ast.copy_location(call, node)
 
     def visit_Compare(self, node: ast.Compare) -> ast.AST:
-        # ``x in seq`` scans seq: charge for its length
+        # ``x in seq`` scans seq: charge for its length. ``a == b``, ``a < b`` ... walk
+        # min(a, b) and ``k in d`` hashes k: charge the left operand of each pair for its
+        # size (a constant bounds the work by its own size, so it needs no guard).
         self.generic_visit(node)
-        node.comparators = [
-            _guard_call("_sb_in_", value) if isinstance(op, ast.In | ast.NotIn) else value
-            for op, value in zip(node.ops, node.comparators, strict=True)
-        ]
+        operands = [node.left, *node.comparators]
+        for index, op in enumerate(node.ops):
+            left = operands[index]
+            if not isinstance(op, ast.Is | ast.IsNot) and not isinstance(left, ast.Constant):
+                operands[index] = _guard_call("_sb_cmp_", left)
+            if isinstance(op, ast.In | ast.NotIn):
+                operands[index + 1] = _guard_call("_sb_in_", operands[index + 1])
+        node.left, node.comparators = operands[0], operands[1:]
+        return node
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        # ``d[k] = v`` and ``del d[k]`` hash k (reads go through _getitem_, which charges)
+        self.generic_visit(node)
+        if not isinstance(node.ctx, ast.Load) and not isinstance(node.slice, ast.Constant):
+            node.slice = _guard_call("_sb_cmp_", node.slice)
         return node
 
     def visit_Dict(self, node: ast.Dict) -> ast.AST:
@@ -658,6 +671,12 @@ class Guards:
     def wrap_method(self, obj: Any, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         meter = self.meter
         kind = type(obj)
+        if kind is dict and name in ("get", "setdefault", "pop"):
+
+            def keyed(key: Any, *rest: Any) -> Any:
+                return method(self.compared(key), *rest)  # hashing a tuple key walks it
+
+            return keyed
         if name not in SPECIAL_METHODS:
             if kind is list or kind is tuple:
                 size = len(obj)
@@ -665,6 +684,8 @@ class Guards:
                     meter.charge_size(4 * size)
                 elif name == "sort":
                     meter.charge_size(4 * size * size.bit_length())
+                    for item in obj:
+                        self.compared(item)
                 elif name in MOVING_METHODS:
                     meter.charge_size(size)
             elif kind is str or kind is bytes or (kind is dict and name == "copy"):
@@ -817,6 +838,26 @@ class Guards:
             return Writer(obj, self)
         raise TypeError(f"contracts may not modify {type(obj).__name__} objects")
 
+    def compared(self, value: Any) -> Any:
+        """An operand of a comparison or a hashed key: comparing walks it, hashing a tuple
+        walks it; charge for its size (numbers pass for free)."""
+        kind = type(value)
+        if kind is int or kind is float or kind is bool or value is None:
+            return value
+        if kind is str or kind is bytes:
+            if len(value) > 64:
+                self.meter.charge_size(len(value))
+        elif kind is list or kind is tuple or kind is dict:
+            self.charge_deep(value)
+        return value
+
+    def iterate_compared(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        """The items of an iterable a built-in will compare (sorted, min, max)."""
+        charge, compared = self.meter.charge, self.compared
+        for item in iterable:
+            charge(1)
+            yield compared(item)
+
     def contained(self, container: Any) -> Any:
         """The right side of ``in``: scanning a sequence costs its length."""
         kind = type(container)
@@ -930,14 +971,23 @@ class Guards:
         return INPLACE[op](a, b)
 
     def consuming(
-        self, function: Callable[..., Any], at: int = 0, *, sole: bool = False
+        self,
+        function: Callable[..., Any],
+        at: int = 0,
+        *,
+        sole: bool = False,
+        compares: bool = False,
     ) -> Callable[..., Any]:
         """A built-in whose argument ``at`` is an iterable, fed through the meter (with
-        ``sole``, only when it is the only one: ``max(a, b)`` compares a and b)."""
+        ``sole``, only when it is the only one: ``max(a, b)`` compares a and b); with
+        ``compares``, each item is also charged for its size (the built-in compares it)."""
+        iterate = self.iterate_compared if compares else self.iterate
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             if len(args) > at and not (sole and len(args) > 1):
-                args = (*args[:at], self.iterate(args[at]), *args[at + 1 :])
+                args = (*args[:at], iterate(args[at]), *args[at + 1 :])
+            elif compares:
+                args = tuple(self.compared(a) for a in args)
             return function(*args, **kwargs)
 
         guarded.__name__ = function.__name__
@@ -1006,12 +1056,13 @@ class Guards:
         consuming = {
             **{
                 name: self.consuming(getattr(builtins, name))
-                for name in ("all", "any", "enumerate", "sorted")
+                for name in ("all", "any", "enumerate")
             },
+            "sorted": self.consuming(sorted, compares=True),
             "filter": self.consuming(filter, 1),
             "map": self.consuming(map, 1),
-            "max": self.consuming(max, sole=True),
-            "min": self.consuming(min, sole=True),
+            "max": self.consuming(max, sole=True, compares=True),
+            "min": self.consuming(min, sole=True, compares=True),
         }
         types = {
             "bytes": GuardedType(bytes, self.make_bytes),
@@ -1063,6 +1114,7 @@ class Guards:
             "_sb_mod_": self.mod,
             "_sb_floordiv_": self.floordiv,
             "_sb_in_": self.contained,
+            "_sb_cmp_": self.compared,
             "_sb_text_": self.text,
             "_sb_spread_": self.spread,
         }
@@ -1080,7 +1132,19 @@ INPLACE: dict[str, Callable[[Any, Any], Any]] = {
 
 
 def load_source(source: bytes, filename: str = "<contract>") -> ContractProgram:
-    """Check, instrument and load contract source as a sandboxed program."""
+    """Check, instrument and load contract source as a sandboxed program. Whatever goes
+    wrong -- including the compiler's own limits (``RecursionError`` on deeply nested
+    expressions) and methods the executor cannot call -- is a CodeRejected."""
+    try:
+        return _load_source(source, filename)
+    except CodeRejected:
+        raise
+    except (Exception, Abort) as exc:  # noqa: BLE001 -- any failure refuses the code
+        why = scrub(f"{type(exc).__name__}: {exc}")
+        raise CodeRejected([(0, f"cannot load the contract: {why}")]) from exc
+
+
+def _load_source(source: bytes, filename: str) -> ContractProgram:
     code = compile_contract(source, filename)
 
     def make_class(meter: Meter) -> type[sdk.Contract]:

@@ -64,7 +64,3 @@ class DirectoryIncomplete(LocalProtocolError):
 
 class UnknownContract(LocalProtocolError):
     code = "unknown_contract"
-
-
-class UnsupportedCode(LocalProtocolError):
-    code = "unsupported_code"

@@ -44,9 +44,13 @@ def state_aad(contract_id: bytes) -> bytes:
     return STATE_AAD_TAG + contract_id
 
 
-def compute_deployer_commitment(contract_id: bytes, deployer_key: bytes) -> bytes:
-    """What the chain records of the deployer: a hiding commitment to its identity key."""
-    return tagged_hash("sealbridge/deployer/v1", contract_id + deployer_key)
+def compute_deployer_commitment(
+    contract_id: bytes, deployer_key: bytes, salt: bytes = b""
+) -> bytes:
+    """What the chain records of the deployer: a commitment to its identity key. With a
+    random ``salt`` (the client uses 16 bytes, revealed only inside the encrypted deploy
+    command) it hides the key even from someone testing candidate keys."""
+    return tagged_hash("sealbridge/deployer/v1", contract_id + deployer_key + salt)
 
 
 def result_aad(contract_id: bytes, sender: bytes, nonce: int) -> bytes:
@@ -70,6 +74,7 @@ class DeployArgs(Message, frozen=True):
     code: bytes  # contract source; its hash must equal the code hash on chain
     init: dict[str, Any] = {}  # arguments of the contract's @init method
     confidential: bool = False  # refuse the ``code`` query to everyone but the deployer
+    salt: bytes = b""  # the deployer commitment's salt
 
 
 class CommandResult(Message, frozen=True):

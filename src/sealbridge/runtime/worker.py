@@ -29,8 +29,10 @@ command key -- which the host posts to the inbox; it is delivered in a later blo
 chain order, and accepted once (its number must exceed the last one accepted from that
 source). The keys of other contracts come from the host (``BlockInput.directory``, read
 from ContractKeyPublished events); a message from a source the directory lacks refuses
-the whole block rather than the message, so a host cannot make one worker drop a message
-the others accept.
+the whole block rather than the message, so withholding a directory entry cannot make one
+worker drop a message the others accept. (A host that leaves events out of the blocks it
+delivers can still do that, for messages as for commands; the light-client checks of
+block contents are not built yet.)
 
 Refusals in steps 1-3 change nothing and the receipt names them. The outcome of an
 authentic command -- ok or the contract's error, its result, gas used -- is sealed under
@@ -60,7 +62,7 @@ from sealbridge.contracts.executor import (
     compute_code_hash,
     compute_domain,
 )
-from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
+from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT, Abort
 from sealbridge.contracts.sandbox import load_source
 from sealbridge.contracts.storage import Journal, PersistedStorage, Storage
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
@@ -316,14 +318,15 @@ class ContractRuntime:
         """Install the contract's code and run its @init (all or nothing)."""
         if self.deployed is not None:
             return Outcome(ok=False, error="already_deployed", message="code is already set")
-        if compute_deployer_commitment(self.contract_id, body.sender) != self.deployer_commitment:
-            return Outcome(
-                ok=False, error="not_deployer", message="only the deployer may deploy the code"
-            )
         try:
             args = decode(encode(dict(body.args)), DeployArgs)
         except EncodingError as exc:
             return Outcome(ok=False, error="bad_arguments", message=exc.message)
+        commitment = compute_deployer_commitment(self.contract_id, body.sender, args.salt)
+        if commitment != self.deployer_commitment:
+            return Outcome(
+                ok=False, error="not_deployer", message="only the deployer may deploy the code"
+            )
         if compute_code_hash(args.code) != self.code_hash:
             return Outcome(
                 ok=False, error="code_hash_mismatch", message="code does not match the chain"
@@ -332,6 +335,8 @@ class ContractRuntime:
             program: ContractProgram = load_source(args.code, filename="<contract>")
         except CodeRejected as exc:
             return Outcome(ok=False, error=exc.code, message=exc.message)
+        except (Exception, Abort) as exc:  # noqa: BLE001 -- never let code stop the worker
+            return Outcome(ok=False, error="code_rejected", message=type(exc).__name__)
         deployed = self.executor.add(
             self.contract_id,
             program,
