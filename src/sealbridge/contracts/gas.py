@@ -65,6 +65,26 @@ class CallDepthExceeded(Abort):
     code = "call_depth_exceeded"
 
 
+class _Statm:
+    """``/proc/self/statm`` kept open and re-read with ``pread`` (about 2 µs instead of 12
+    for an open/read/close per command); reopened after a fork."""
+
+    def __init__(self) -> None:
+        self.pid = -1
+        self.fd = -1
+
+    def read_resident(self) -> int:
+        if self.pid != os.getpid():
+            if self.fd >= 0:
+                os.close(self.fd)
+            self.fd = os.open("/proc/self/statm", os.O_RDONLY)
+            self.pid = os.getpid()
+        return int(os.pread(self.fd, 128, 0).split()[1]) * _PAGE
+
+
+_STATM = _Statm()
+
+
 def get_resident_bytes() -> int:
     """The process's current resident memory (Linux /proc), else its peak.
 
@@ -72,8 +92,7 @@ def get_resident_bytes() -> int:
     process by another ``MEMORY_LIMIT`` above the highest point any earlier command
     reached, without bound across commands."""
     try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
+        return _STATM.read_resident()
     except (OSError, ValueError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
