@@ -34,7 +34,7 @@ from bench.common import (
 from bench.plain_token import PlainToken
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.client.api import Client
-from sealbridge.contracts.catalog import get_code_hash
+from sealbridge.contracts.catalog import get_code_hash, get_source
 from sealbridge.core.encoding import encode
 from sealbridge.core.ids import to_hex
 from sealbridge.crypto import ecies
@@ -42,7 +42,13 @@ from sealbridge.crypto.keyschedule import compute_contract_keys, key_release_aad
 from sealbridge.net.http import NodeClient
 from sealbridge.node.devnet import start_devnet, stop_devnet
 from sealbridge.runtime.envelope import make_query, open_answer, seal_command
-from sealbridge.runtime.messages import BlockInput, InboxCommand, InstallContract
+from sealbridge.runtime.messages import (
+    DEPLOY_METHOD,
+    BlockInput,
+    InboxCommand,
+    InstallContract,
+    compute_deployer_commitment,
+)
 from sealbridge.runtime.worker import WorkerRuntime
 from sealbridge.tee.enclave import EnclaveContext
 
@@ -71,8 +77,14 @@ def _in_process_query(bob_seed: bytes, bob_key: bytes) -> Callable[[], int]:
                 key_release_aad(contract_id, identity.identity_key),
             ),
             gatekeeper_key=bytes(32),
+            deployer_commitment=compute_deployer_commitment(contract_id, bob_key),
+            workers=[bytes(32)],
         )
     )
+    steps: list[tuple[int, str, dict[str, Any]]] = [
+        (1, DEPLOY_METHOD, {"code": get_source("token"), "init": {}}),
+        (2, "mint", {"to": bob_key, "amount": BALANCE}),
+    ]
     commands = [
         seal_command(
             contract_id=contract_id,
@@ -82,19 +94,20 @@ def _in_process_query(bob_seed: bytes, bob_key: bytes) -> Callable[[], int]:
             method=m,
             args=a,
         )
-        for n, m, a in [(1, "initialize", {}), (2, "mint", {"to": bob_key, "amount": BALANCE})]
+        for n, m, a in steps
     ]
-    runtime.process_block(
+    out = runtime.process_block(
         BlockInput(
-            contract_id=contract_id,
             number=1,
             block_hash=bytes(32),
             commands=[
-                InboxCommand(seq=i, tx_index=i, log_index=0, ciphertext=c)
+                InboxCommand(contract_id=contract_id, seq=i, tx_index=i, log_index=0, ciphertext=c)
                 for i, c in enumerate(commands)
             ],
         )
     )
+    if any(r.status != "applied" for r in out.receipts):
+        raise AssertionError(f"setup refused: {[r.status for r in out.receipts]}")
 
     def once() -> int:
         query, reply = make_query(

@@ -79,6 +79,43 @@ def plot_e2e(data: dict[str, Any]) -> Path:
     return _save(fig, "e2e_transfers")
 
 
+def plot_contracts(data: dict[str, Any]) -> Path:
+    workloads = data["workloads"]
+    names = [w["label"] for w in workloads.values()]
+    kinds = [
+        ("direct", "direct calls", "#c4c4c4"),
+        ("plain", "plain executor (baseline)", "#8c8c8c"),
+        ("sandboxed", "sandboxed + metered", "#dd8452"),
+        ("runtime", "full runtime", "#4c72b0"),
+    ]
+    e2e = (data.get("e2e") or {}).get("workloads", {})
+    fig, axes = plt.subplots(1, 2 if e2e else 1, figsize=(12 if e2e else 8, 4.2), squeeze=False)
+    left = axes[0][0]
+    width = 0.8 / len(kinds)
+    for i, (key, label, color) in enumerate(kinds):
+        rates = [w["variants"][key]["commands_per_s"] for w in workloads.values()]
+        xs = [x + (i - (len(kinds) - 1) / 2) * width for x in range(len(names))]
+        left.bar(xs, rates, width=width, label=label, color=color)
+    left.set_yscale("log")
+    left.set_xticks(range(len(names)), [n.split(" (")[0] for n in names], fontsize=8)
+    left.set_ylabel("commands per second (log scale)")
+    left.set_title("in process", fontsize=10)
+    left.legend(fontsize=7)
+    if e2e:
+        right = axes[0][1]
+        keys = list(e2e)
+        for i, (system, color) in enumerate((("plain", "#8c8c8c"), ("sealbridge", "#4c72b0"))):
+            rates = [e2e[k][system]["commands_per_s"] for k in keys]
+            xs = [x + (i - 0.5) * 0.4 for x in range(len(keys))]
+            right.bar(xs, rates, width=0.4, color=color, label=f"{system} (until applied)")
+        right.set_xticks(range(len(keys)), keys, fontsize=8)
+        right.set_ylabel("commands per second")
+        right.set_title("end to end on anvil (same run)", fontsize=10)
+        right.legend(fontsize=7)
+    fig.suptitle(f"reference contracts\n{_subtitle(data)}", fontsize=10)
+    return _save(fig, "contracts")
+
+
 def _save(fig: Any, name: str) -> Path:
     path = RESULTS / f"{name}.png"
     fig.tight_layout()
@@ -93,6 +130,7 @@ def main() -> list[Path]:
         ("runtime_replay", plot_runtime),
         ("query_latency", plot_query),
         ("e2e_transfers", plot_e2e),
+        ("contracts", plot_contracts),
     ):
         data = _load(name)
         if data is not None:

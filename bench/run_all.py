@@ -7,13 +7,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import bench_e2e, bench_query, bench_runtime, plots
+from bench import bench_contracts, bench_e2e, bench_query, bench_runtime, plots
 from bench.common import console, get_machine_info, print_table, write_results
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "runtime": bench_runtime.run,
     "query": bench_query.run,
     "e2e": bench_e2e.run,
+    "contracts": bench_contracts.run,
 }
 
 
