@@ -143,8 +143,15 @@ class Meter:
             self.check_memory()
 
     def tick(self) -> None:
-        """One loop iteration."""
-        self.charge(1)
+        """One loop iteration (``charge(1)``, inlined: it runs on every iteration)."""
+        self.remaining -= 1
+        if self.remaining < 0:
+            self.remaining = 0
+            self._stop(OutOfGas(f"out of gas (limit {self.limit})"))
+        self.countdown -= 1
+        if self.countdown <= 0:
+            self.countdown = MEMORY_SAMPLE_EVERY
+            self.check_memory()
 
     def enter(self) -> None:
         """A function call begins."""
@@ -192,6 +199,9 @@ class Unmetered(Meter):
     """The meter of plain (baseline) execution: counts nothing, never stops."""
 
     def charge(self, units: int) -> None:
+        return None
+
+    def tick(self) -> None:
         return None
 
     def enter(self) -> None:

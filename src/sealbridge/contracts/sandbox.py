@@ -576,6 +576,15 @@ class Guards:
 
     def __init__(self, meter: Meter) -> None:
         self.meter = meter
+        self.inplace_guards: dict[str, Callable[[Any, Any], Any]] = {
+            "+=": self.add,
+            "*=": self.mul,
+            "**=": self.pow,
+            "<<=": self.lshift,
+            "%=": self.mod,
+            "//=": self.floordiv,
+            **INPLACE,
+        }
 
     def iterate(self, iterable: Iterable[Any]) -> Iterator[Any]:
         charge = self.meter.charge
@@ -899,13 +908,16 @@ class Guards:
         return scrub(format(value, ""))
 
     def add(self, a: Any, b: Any) -> Any:
-        if type(a) is int:
+        kind = type(a)
+        if kind is int or kind is float:
             return a + b
         if isinstance(a, str | bytes | list | tuple):
             self.meter.check_size(len(a) + _sized(b))
         return a + b
 
     def mul(self, a: Any, b: Any) -> Any:
+        if type(a) is float or type(b) is float:
+            return a * b  # a float result is 8 bytes; an int operand is at most 64 Kibit
         if type(a) is int and type(b) is int:
             if -HALF_SMALL < a < HALF_SMALL and -HALF_SMALL < b < HALF_SMALL:
                 return a * b
@@ -958,17 +970,7 @@ class Guards:
         return divmod(a, b)
 
     def inplace(self, op: str, a: Any, b: Any) -> Any:
-        binary = {
-            "+=": self.add,
-            "*=": self.mul,
-            "**=": self.pow,
-            "<<=": self.lshift,
-            "%=": self.mod,
-            "//=": self.floordiv,
-        }.get(op)
-        if binary is not None:
-            return binary(a, b)
-        return INPLACE[op](a, b)
+        return self.inplace_guards[op](a, b)
 
     def consuming(
         self,

@@ -202,9 +202,9 @@ class ContractRuntime:
     def phase(self) -> ContractPhase:
         return ContractPhase.RUNNING if self.deployed else ContractPhase.AWAITING_CODE
 
-    def snapshot(self) -> PersistedState:
+    def snapshot(self, storage: PersistedStorage | None = None) -> PersistedState:
         return PersistedState(
-            storage=self.storage.snapshot(),
+            storage=storage if storage is not None else self.storage.snapshot(),
             nonces=dict(self.nonces),
             height=self.height,
             commands_applied=self.commands_applied,
@@ -215,11 +215,12 @@ class ContractRuntime:
             outbox_seqs=dict(self.outbox_seqs),
         )
 
-    def compute_state_root(self) -> bytes:
+    def compute_state_root(self, storage: PersistedStorage | None = None) -> bytes:
         """A salted commitment to the state; the block height is not part of it, so a block
-        whose commands were all refused leaves the root unchanged."""
+        whose commands were all refused leaves the root unchanged. (``storage``: a snapshot
+        already taken, to take it once per block.)"""
         committed = StateCommitment(
-            storage=self.storage.snapshot(),
+            storage=storage if storage is not None else self.storage.snapshot(),
             nonces=dict(self.nonces),
             commands_applied=self.commands_applied,
             code_hash=compute_code_hash(self.code) if self.code else b"",
@@ -402,10 +403,12 @@ class ContractRuntime:
             )
         return kept[1]
 
-    def seal_state(self, random_bytes: RandomBytes) -> bytes:
+    def seal_state(
+        self, random_bytes: RandomBytes, storage: PersistedStorage | None = None
+    ) -> bytes:
         return aead.seal(
             self.keys.state_key,
-            encode(self.snapshot()),
+            encode(self.snapshot(storage)),
             state_aad(self.contract_id),
             nonce=random_bytes(aead.NONCE_SIZE),
         )
@@ -508,13 +511,14 @@ class WorkerRuntime:
             runtime = self.contracts[cid]
             runtime.height = block.number
             runtime.last_command_count = touched[cid]
-            runtime.state_root = runtime.compute_state_root()
+            storage = runtime.storage.snapshot()  # once, for the root and the sealed state
+            runtime.state_root = runtime.compute_state_root(storage)
             outputs.append(
                 ContractOutput(
                     contract_id=cid,
                     state_root=runtime.state_root,
                     command_count=touched[cid],
-                    sealed_state=runtime.seal_state(self.random_bytes),
+                    sealed_state=runtime.seal_state(self.random_bytes, storage),
                 )
             )
         return BlockOutput(
