@@ -283,6 +283,14 @@ class Executor:
             raise UnknownTarget(f"contract 0x{contract_id.hex()} is not on this executor")
         return deployed
 
+    def resolve(
+        self, contract_id: bytes, method: str, kinds: tuple[str, ...], args: dict[str, Any]
+    ) -> tuple[Deployed, dict[str, Any]]:
+        """The contract and the checked arguments of a call; ExecutionError if it cannot run."""
+        deployed = self.get(contract_id)
+        spec = deployed.program.get_method(method, kinds)
+        return deployed, check_arguments(spec, args)
+
     # -- commands -----------------------------------------------------------------------
     def run_command(
         self,
@@ -300,9 +308,9 @@ class Executor:
     ) -> Outcome:
         """Run one command; on any failure nothing it did remains."""
         try:
-            deployed = self.get(contract_id)
-            spec = deployed.program.get_method(method, ("init",) if is_init else ("command",))
-            checked = check_arguments(spec, args)
+            deployed, checked = self.resolve(
+                contract_id, method, ("init",) if is_init else ("command",), args
+            )
         except ExecutionError as exc:
             return Outcome(ok=False, error=exc.code, message=exc.message)
         env = sdk.Env(
@@ -367,8 +375,7 @@ class Executor:
                 f"{where}: other workers execute it; send it a message with self.send"
             )
         try:
-            spec = target.program.get_method(method, ("command",))
-            checked = check_arguments(spec, args)
+            _, checked = self.resolve(contract_id, method, ("command",), args)
         except ExecutionError as exc:
             raise CallFailed(f"{where}: {exc.message}", exc.code) from exc
         env = sdk.Env(
@@ -422,9 +429,7 @@ class Executor:
     ) -> Outcome:
         """Answer a query on read-only storage, if the caller may read it."""
         try:
-            deployed = self.get(contract_id)
-            spec = deployed.program.get_method(method, ("query",))
-            checked = check_arguments(spec, args)
+            deployed, checked = self.resolve(contract_id, method, ("query",), args)
         except ExecutionError as exc:
             return Outcome(ok=False, error=exc.code, message=exc.message)
         env = sdk.Env(
