@@ -300,13 +300,38 @@ class ContractRuntime:
         gas_limit = min(body.gas_limit or DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT)
         if body.method == DEPLOY_METHOD:
             return self.deploy(body, block.number, seed, gas_limit, journal)
+        return self.run(
+            body.method, dict(body.args), body.sender, False, block, seed, journal, gas_limit
+        )
+
+    def execute_message(
+        self, body: MessageBody, command: InboxCommand, block: BlockInput, journal: Journal
+    ) -> Outcome:
+        """Run a message from another contract (its number is consumed either way)."""
+        journal.record(self.inbox_seqs, body.source.hex())
+        self.inbox_seqs[body.source.hex()] = body.seq
+        seed = self.seed_for(command, block)
+        return self.run(body.method, dict(body.args), body.source, True, block, seed, journal)
+
+    def run(
+        self,
+        method: str,
+        args: dict[str, Any],
+        caller: bytes,
+        caller_is_contract: bool,
+        block: BlockInput,
+        seed: bytes,
+        journal: Journal,
+        gas_limit: int = DEFAULT_GAS_LIMIT,
+    ) -> Outcome:
         if self.deployed is None:
             return Outcome(ok=False, error="not_deployed", message="the code is not deployed yet")
         return self.executor.run_command(
             self.contract_id,
-            body.method,
-            dict(body.args),
-            caller=body.sender,
+            method,
+            args,
+            caller=caller,
+            caller_is_contract=caller_is_contract,
             block_number=block.number,
             seed=seed,
             gas_limit=gas_limit,
@@ -541,7 +566,7 @@ class WorkerRuntime:
             return Receipt(contract_id=command.contract_id, seq=command.seq, status=exc.code)
         self.executor.touched.clear()
         if isinstance(body, MessageBody):
-            outcome = self.deliver_message(runtime, body, command, block, journal)
+            outcome = runtime.execute_message(body, command, block, journal)
         else:
             journal.record(runtime.nonces, body.sender.hex())
             runtime.nonces[body.sender.hex()] = body.nonce
@@ -568,30 +593,6 @@ class WorkerRuntime:
             seq=command.seq,
             status=STATUS_APPLIED,
             sealed_result=runtime.seal_result(body, result, self.random_bytes),
-        )
-
-    def deliver_message(
-        self,
-        runtime: ContractRuntime,
-        body: MessageBody,
-        command: InboxCommand,
-        block: BlockInput,
-        journal: Journal,
-    ) -> Outcome:
-        """Run a message from another contract (its number is consumed either way)."""
-        journal.record(runtime.inbox_seqs, body.source.hex())
-        runtime.inbox_seqs[body.source.hex()] = body.seq
-        if runtime.deployed is None:
-            return Outcome(ok=False, error="not_deployed", message="the code is not deployed yet")
-        return self.executor.run_command(
-            runtime.contract_id,
-            body.method,
-            dict(body.args),
-            caller=body.source,
-            caller_is_contract=True,
-            block_number=block.number,
-            seed=runtime.seed_for(command, block),
-            block_journal=journal,
         )
 
     def send_messages(self, outcome: Outcome, journal: Journal) -> list[OutgoingMessage]:
