@@ -392,3 +392,25 @@ def test_in_process_backend_behaves_the_same(platform: tuple[Path, bytes]) -> No
         assert verdict.accepted
     with pytest.raises(EnclaveUnavailable):
         h.ecall("echo", b"x")
+
+
+def test_sim_enclave_process_caps_its_memory() -> None:
+    """The enclave process's address-space cap turns a runaway allocation into a
+    MemoryError (which the executor reports as out_of_memory) instead of exhausting the
+    machine."""
+    import subprocess
+    import sys
+
+    script = (
+        "from sealbridge.tee.sim_enclave import limit_memory\n"
+        "limit_memory(512)\n"
+        "try:\n"
+        "    x = bytearray(1024 * 1024 * 1024)\n"
+        "    print('allocated')\n"
+        "except MemoryError:\n"
+        "    print('refused')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "refused"

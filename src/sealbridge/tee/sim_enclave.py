@@ -6,12 +6,19 @@ first moves its real stdout aside (so a stray ``print`` in trusted code goes to 
 and cannot corrupt the frame stream), starts the enclave, sends the hello frame, then
 serves one reply per request frame read from stdin until stdin closes, and exits 0.
 If the enclave cannot start it sends an error frame and exits 3.
+
+Like a hardware enclave, whose heap is fixed when it is built (Gramine's
+``sgx.enclave_size``), the process caps its own address space (``RLIMIT_AS``,
+``--memory-limit-mib``, default 4096): an allocation beyond it fails with MemoryError inside
+the enclave -- a contract's command then fails with ``out_of_memory`` -- instead of
+exhausting the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +30,16 @@ from sealbridge.tee.dispatch import compute_error_reply, start_enclave
 
 EXIT_LAUNCH_FAILED = 3
 EXIT_PROTOCOL_ERROR = 4
+DEFAULT_MEMORY_LIMIT_MIB = 4096
+
+
+def limit_memory(mib: int) -> None:
+    """Cap the process's address space (never above an existing hard limit)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = mib * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _send(out: BinaryIO, reply: EcallReply) -> None:
@@ -43,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--program", required=True)
     parser.add_argument("--platform-key-file", required=True, type=Path)
     parser.add_argument("--sealed-identity-file", type=Path, default=None)
+    parser.add_argument("--memory-limit-mib", type=int, default=DEFAULT_MEMORY_LIMIT_MIB)
     args = parser.parse_args(argv)
     inp, out = _take_stdio()
+    if args.memory_limit_mib > 0:
+        limit_memory(args.memory_limit_mib)
     try:
         dispatcher = start_enclave(
             args.program,
