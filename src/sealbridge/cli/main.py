@@ -182,6 +182,14 @@ def deploy(
     confidential: Annotated[
         bool, typer.Option(help="Keep the code secret: only executors and you can read it.")
     ] = False,
+    gas: Annotated[
+        int | None,
+        typer.Option(
+            "--gas",
+            help=f"Gas limit of the contract's @init (1 to {MAX_GAS_LIMIT:_}; "
+            f"default {DEFAULT_GAS_LIMIT:_}).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Deploy a contract: the chain records its code hash, the gatekeeper publishes its
@@ -189,12 +197,17 @@ def deploy(
     from sealbridge.client.api import Client
 
     init_args = parse_args_json(init, option="--init")
+    gas_limit = parse_gas(gas)
     with friendly_errors():
         client = Client.from_home(home)
         if as_json:
             print_json(
                 client.deploy(
-                    contract, as_user=as_user, init_args=init_args, confidential=confidential
+                    contract,
+                    as_user=as_user,
+                    init_args=init_args,
+                    confidential=confidential,
+                    gas_limit=gas_limit,
                 )
             )
             return
@@ -204,6 +217,7 @@ def deploy(
                 as_user=as_user,
                 init_args=init_args,
                 confidential=confidential,
+                gas_limit=gas_limit,
                 progress=lambda m: console.print(f"  {m}"),
             )
     console.print(f"[bold]contract id[/] {to_hex(d.contract_id)}")

@@ -202,6 +202,7 @@ class Client:
         timeout: float = 60.0,
         progress: Progress | None = None,
         precheck: bool = True,
+        gas_limit: int = 0,
     ) -> Deployment:
         """Register the contract on chain (code hash only), wait for its key, then send
         the code and init arguments as the encrypted deploy command."""
@@ -240,6 +241,7 @@ class Client:
                 "salt": salt,
             },
             as_user=as_user,
+            gas_limit=gas_limit,  # for the contract's @init
         )
         result = self.wait_result(deploy, as_user=as_user, timeout=timeout)
         if not result.ok:
