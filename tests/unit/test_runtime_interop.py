@@ -483,3 +483,29 @@ def test_queries_cannot_call_or_send() -> None:
         with pytest.raises(errors.QueryRefused, match="read_only"):
             worker.answer_query(query, 0)
     assert worker.get_contract(token.contract_id).compute_state_root() == root
+
+
+def test_a_block_that_fails_midway_is_undone_whole(pair: Any) -> None:
+    """A deploy and a command applied before the block fails (an unknown message source)
+    are undone with it: code, counts, nonces and storage as before the block."""
+    w1, pinger, _w2, ponger, chain = pair
+    w3 = make_worker()
+    lone = install(w3, 2, PONGER, [b"\x02" * 32])
+    before = w3.get_contract(lone.contract_id)
+    root = before.compute_state_root()
+    out = w1.process_block(
+        chain.block([(pinger.contract_id, pinger.command("ping", {"times": 1}))])
+    )
+    block = chain.block(
+        [
+            (lone.contract_id, lone.command(DEPLOY_METHOD, {"code": PONGER})),
+            (ponger.contract_id, out.messages[0].ciphertext),
+        ]
+    )
+    with pytest.raises(errors.DirectoryIncomplete):
+        w3.process_block(block)
+    runtime = w3.get_contract(lone.contract_id)
+    assert runtime.phase.value == "awaiting_code" and runtime.code == b""
+    assert runtime.commands_applied == 0 and runtime.nonces == {}
+    assert runtime.compute_state_root() == root
+    assert lone.contract_id not in w3.executor.contracts

@@ -188,6 +188,10 @@ class ContractProgram:
             sandboxed=False,
         )
 
+    def get_init_name(self) -> str | None:
+        """The name of the ``@init`` method, if the contract has one."""
+        return next((n for n, s in self.methods.items() if s.kind == "init"), None)
+
     def get_method(self, name: str, kinds: tuple[str, ...]) -> MethodSpec:
         spec = self.methods.get(name)
         if spec is None or spec.kind not in kinds:

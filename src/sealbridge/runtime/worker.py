@@ -371,8 +371,8 @@ class ContractRuntime:
             storage=self.storage,
         )
         gas_used = 0
-        if "init" in {spec.kind for spec in program.methods.values()}:
-            init_name = next(n for n, s in program.methods.items() if s.kind == "init")
+        init_name = program.get_init_name()
+        if init_name is not None:
             outcome = self.executor.run_command(
                 self.contract_id,
                 init_name,
@@ -514,8 +514,10 @@ class WorkerRuntime:
         for entry in block.directory:
             self.directory.setdefault(entry.contract_id, entry)
         journal = Journal()
+        # only the contracts named by a command can change their count or get code
         before = {
-            cid: (r.commands_applied, r.deployed is not None) for cid, r in self.contracts.items()
+            cid: (self.contracts[cid].commands_applied, self.contracts[cid].deployed is not None)
+            for cid in {c.contract_id for c in block.commands}
         }
         touched: dict[bytes, int] = {}
         receipts: list[Receipt] = []
