@@ -13,7 +13,7 @@ sealed before timing) are replayed
   the state and every command's result;
 * through a real sim enclave child process (``SimBackend``), the contract key released
   to it by a gatekeeper core that verified its quote, exactly as on a devnet: each block
-  is one ``process_block`` ECALL (and, as the worker host does, one ``sign_output``).
+  is one ``process_block`` ECALL.
 
 Every variant starts from the same state (token deployed, senders minted) and must end
 with the same balances (the sim enclave: with the same state root as the in-process
@@ -45,7 +45,6 @@ from sealbridge.runtime.messages import (
     BlockInput,
     InboxCommand,
     InstallContract,
-    SignOutput,
     compute_deployer_commitment,
 )
 from sealbridge.runtime.worker import WorkerRuntime
@@ -61,7 +60,6 @@ GATEKEEPER_PROGRAM = "sealbridge.keyservice.enclave:GatekeeperProgram"
 CONTRACT_ID = bytes([0x5B]) * 32
 CHAIN_ID = 31337
 REGISTRY = "0x" + "22" * 20
-OUTPUTS = bytes([0x33]) * 20
 MINT = 10**12
 FACTS = ChainFacts(worker_active=True, worker_assigned=True, key_published=True)
 WORKERS = [bytes([0x44]) * 32]  # the executor set named in InstallContract
@@ -240,9 +238,7 @@ def run_in_process(work: Workload, keys: Keys, roots: list[bytes]) -> dict[str, 
     return _balances(contract.storage)
 
 
-def run_sim_enclave(
-    work: Workload, keys: Keys, roots: list[bytes], *, sign: bool
-) -> dict[str, int]:
+def run_sim_enclave(work: Workload, keys: Keys, roots: list[bytes]) -> dict[str, int]:
     handle = SimBackend().launch(WORKER_PROGRAM, platform_key_file=keys.platform_file)
     try:
         calls = WorkerEnclaveClient(handle)
@@ -254,15 +250,6 @@ def run_sim_enclave(
         start = time.perf_counter()
         for block in work.blocks:
             outputs.append(calls.process_block(block))
-            if sign:
-                calls.sign_output(
-                    SignOutput(
-                        contract_id=CONTRACT_ID,
-                        number=block.number,
-                        chain_id=CHAIN_ID,
-                        outputs_address=OUTPUTS,
-                    )
-                )
         _record(start)
         status = calls.get_status()
     finally:
@@ -323,12 +310,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             (
                 "sim_enclave",
                 "process_block ECALL, sim enclave process",
-                lambda: run_sim_enclave(work, keys, roots, sign=False),
-            ),
-            (
-                "sim_enclave_sign",
-                "  + sign_output ECALL per block (as the host)",
-                lambda: run_sim_enclave(work, keys, roots, sign=True),
+                lambda: run_sim_enclave(work, keys, roots),
             ),
         ]
         results: dict[str, Any] = {}

@@ -16,7 +16,7 @@ from sealbridge.chain.abi import (
     Role,
     compute_address,
     compute_contract_key_digest,
-    compute_output_digest,
+    compute_execution_digest,
     compute_registration_digest,
     recover_signer,
     sign_digest,
@@ -90,28 +90,39 @@ def test_contract_key_and_output_digest_layout() -> None:
         )
     )
     root = b"\x03" * 32
-    assert compute_output_digest(
-        output_records=REGISTRY,
-        chain_id=7,
-        contract_id=cid,
-        block_number=5,
-        state_root=root,
-        command_count=9,
-    ) == keccak(
+    tag = keccak(b"sealbridge/execution-output/v1")
+    args = {
+        "ledger": REGISTRY,
+        "chain_id": 7,
+        "contract_ids": [cid],
+        "starts": [4],
+        "end": 5,
+        "end_hash": b"\x05" * 32,
+        "state_roots": [root],
+        "commands_applied": [9],
+        "checkpoint_hash": bytes(32),
+        "checkpoint_size": 0,
+    }
+    assert compute_execution_digest(**args) == keccak(  # type: ignore[arg-type]
         encode(
-            ["address", "uint256", "bytes32", "uint256", "bytes32", "uint256"],
-            [REGISTRY, 7, cid, 5, root, 9],
+            [
+                "address",
+                "uint256",
+                "bytes32",
+                "bytes32[]",
+                "uint256[]",
+                "uint256",
+                "bytes32",
+                "bytes32[]",
+                "uint256[]",
+                "bytes32",
+                "uint256",
+            ],
+            [REGISTRY, 7, tag, [cid], [4], 5, b"\x05" * 32, [root], [9], bytes(32), 0],
         )
     )
     with pytest.raises(ChainConfigError):
-        compute_output_digest(
-            output_records=REGISTRY,
-            chain_id=7,
-            contract_id=b"short",
-            block_number=5,
-            state_root=root,
-            command_count=9,
-        )
+        compute_execution_digest(**{**args, "contract_ids": [b"short"]})  # type: ignore[arg-type]
 
 
 def test_sign_and_recover_match_eth_account() -> None:
@@ -188,7 +199,7 @@ def test_management_addresses_json(tmp_path: Path) -> None:
         node_registry=REGISTRY,
         contract_registry=REGISTRY,
         command_inbox=REGISTRY,
-        output_records=REGISTRY,
+        execution_ledger=REGISTRY,
         deployed_at_block=1,
         evm_version="prague",
     )

@@ -12,9 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from sealbridge.chain.abi import Role, compute_address, recover_signer, sign_digest
+from sealbridge.chain.abi import (
+    Role,
+    compute_address,
+    compute_storage_node_id,
+    recover_signer,
+    sign_digest,
+)
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.errors import ChainConfigError, ReorgDetected, TransactionReverted
@@ -22,6 +29,7 @@ from sealbridge.chain.follower import BlockFollower, ObservedBlock
 from sealbridge.chain.management import (
     ManagementAddresses,
     ManagementContracts,
+    OutputSubmission,
     deploy_management,
 )
 from sealbridge.core.ids import keccak
@@ -142,9 +150,6 @@ class World:
         cr = self.m.contract_registry
         sig = gk.sign(cr.compute_contract_key_digest(cid, pub, mkey, wrapped))
         cr.publish_contract_key(cid, pub, mkey, wrapped, sig, self.host)
-
-    def output_sig(self, worker: Enclave, cid: bytes, block: int, root: bytes, count: int) -> bytes:
-        return worker.sign(self.m.output_records.compute_output_digest(cid, block, root, count))
 
 
 @pytest.fixture(scope="module")
@@ -503,46 +508,277 @@ def test_submit_reverts(world: World) -> None:
     assert reason(info) == "length mismatch"
 
 
-# ----------------------------------------------------------------------------- OutputRecords
+# ----------------------------------------------------------------------------- ExecutionLedger
 
 
-def test_record_output_and_reverts(world: World) -> None:
+def _submission(
+    world: World,
+    worker: Enclave,
+    cids: list[bytes],
+    starts: list[int],
+    end: int,
+    *,
+    signer: Enclave | None = None,
+    end_hash: bytes | None = None,
+    roots: list[bytes] | None = None,
+    applied: list[int] | None = None,
+    **checkpoint: object,
+) -> OutputSubmission:
+    draft = OutputSubmission(
+        contract_ids=cids,
+        starts=starts,
+        end=end,
+        end_hash=end_hash if end_hash is not None else world.adapter.get_block(end).hash,
+        state_roots=roots if roots is not None else [keccak(b"root" + c) for c in cids],
+        commands_applied=applied if applied is not None else [1] * len(cids),
+        node_id=worker.node_id,
+        **checkpoint,  # type: ignore[arg-type]
+    )
+    digest = world.m.execution_ledger.compute_execution_digest(draft)
+    return msgspec.structs.replace(draft, signature=(signer or worker).sign(digest))
+
+
+def _tip(world: World) -> int:
+    world.adapter.mine(1)
+    return world.adapter.get_block_number() - 1
+
+
+def test_ledger_accepts_the_first_valid_output_and_refuses_the_rest(world: World) -> None:
     w1, w2 = world.register(Role.WORKER), world.register(Role.WORKER)
     outsider = world.register(Role.WORKER)
-    cid = world.deploy([w1, w2])
-    out = world.m.output_records
-    root = keccak(b"state")
-    assert out.get_output(cid, w1.node_id) is None
-    receipt = out.record(
-        cid, 10, root, 4, w1.node_id, world.output_sig(w1, cid, 10, root, 4), world.host
-    )
-    rec = out.get_output(cid, w1.node_id)
-    assert rec is not None
-    assert (rec.block_number, rec.state_root, rec.command_count) == (10, root, 4)
-    assert rec.recorded_at == receipt.block_number
-    event = out.codec.events[receipt.logs[0].topics[0]]
-    args = event.decode(receipt.logs[0].topics, receipt.logs[0].data)
-    assert event.name == "OutputRecorded" and args["node_id"] == w1.node_id
-    out.record(cid, 11, root, 5, w1.node_id, world.output_sig(w1, cid, 11, root, 5), world.host)
-    rec = out.get_output(cid, w1.node_id)
-    assert rec is not None and rec.block_number == 11
+    cid, other = world.deploy([w1, w2]), world.deploy([w1, w2])
+    ledger = world.m.execution_ledger
+    assert ledger.get_output(cid) is None
+    end = _tip(world)
+    receipt = ledger.submit(_submission(world, w1, [cid, other], [0, 0], end), world.host)
+    accepted = ledger.get_output(cid)
+    assert accepted is not None
+    assert (accepted.end, accepted.node_id, accepted.commands_applied) == (end, w1.node_id, 1)
+    assert accepted.end_hash == world.adapter.get_block(end).hash
+    assert accepted.accepted_at == receipt.block_number
+    events = [ledger.codec.events[log.topics[0]] for log in receipt.logs]
+    assert [e.name for e in events] == ["OutputAccepted", "OutputAccepted"]
+    # a slower worker's output for the same range is refused, whole
+    with pytest.raises(TransactionReverted) as info:
+        ledger.submit(_submission(world, w2, [cid], [0], end), world.host)
+    assert reason(info) == "range does not start at the last accepted end"
+    # the next range is open to anyone assigned
+    end2 = _tip(world)
+    ledger.submit(_submission(world, w2, [cid], [end], end2, applied=[3]), world.host)
+    after = ledger.get_output(cid)
+    assert after is not None and (after.end, after.node_id) == (end2, w2.node_id)
+    out = ledger.get_output(other)
+    assert out is not None and out.end == end  # untouched by w2's submission
 
+    end3 = _tip(world)
+    wrong = keccak(b"forged block")
     cases = [
-        ("worker not assigned to contract", outsider, outsider, 12),
-        ("node is not an active worker", world.gatekeeper, world.gatekeeper, 12),
-        ("node is not an active worker", Enclave(), Enclave(), 12),
-        ("not signed by worker enclave", w2, w1, 12),  # w1's enclave signs for w2
-        ("stale output", w1, w1, 11),
+        (
+            "end hash does not match the chain",
+            _submission(world, w1, [cid], [end2], end3, end_hash=wrong),
+        ),
+        ("worker not assigned to contract", _submission(world, outsider, [cid], [end2], end3)),
+        ("node is not an active worker", _submission(world, Enclave(), [cid], [end2], end3)),
+        ("not signed by worker enclave", _submission(world, w2, [cid], [end2], end3, signer=w1)),
+        ("command count went backwards", _submission(world, w1, [cid], [end2], end3, applied=[2])),
+        (
+            "range does not start at the last accepted end",
+            _submission(world, w1, [cid], [end], end3, applied=[3]),
+        ),
+        ("empty range", _submission(world, w1, [cid], [end2], end2, applied=[3])),
+        (
+            "range does not start at the last accepted end",
+            _submission(world, w1, [cid, cid], [end2, end2], end3, applied=[3, 3]),
+        ),
     ]
-    for expected, node, signer, block in cases:
-        sig = world.output_sig(signer, cid, block, root, 5)
+    for expected, submission in cases:
         with pytest.raises(TransactionReverted) as info:
-            out.record(cid, block, root, 5, node.node_id, sig, world.host)
-        assert reason(info) == expected
-    with pytest.raises(TransactionReverted) as info:  # signed a different state root
-        sig = world.output_sig(w2, cid, 12, keccak(b"other"), 5)
-        out.record(cid, 12, root, 5, w2.node_id, sig, world.host)
+            ledger.submit(submission, world.host)
+        assert reason(info) == expected, expected
+    future = world.adapter.get_block_number() + 5
+    with pytest.raises(TransactionReverted) as info:
+        ledger.submit(
+            msgspec.structs.replace(_submission(world, w1, [cid], [end2], end3), end=future),
+            world.host,
+        )
+    assert reason(info) == "end block is not in the past"
+    # a signature over one root does not carry another
+    good = _submission(world, w1, [cid], [end2], end3, applied=[3])
+    with pytest.raises(TransactionReverted) as info:
+        ledger.submit(msgspec.structs.replace(good, state_roots=[keccak(b"x")]), world.host)
     assert reason(info) == "not signed by worker enclave"
+    with pytest.raises(ChainConfigError):
+        ledger.submit(msgspec.structs.replace(good, starts=[]), world.host)
+    ledger.submit(good, world.host)  # after all refusals the honest one still goes in
+
+
+def test_ledger_refuses_an_end_older_than_256_blocks(world: World) -> None:
+    worker = world.register(Role.WORKER)
+    cid = world.deploy([worker])
+    old = _tip(world)
+    submission = _submission(world, worker, [cid], [0], old)
+    world.adapter.mine(260)
+    with pytest.raises(TransactionReverted) as info:
+        world.m.execution_ledger.submit(submission, world.host)
+    assert reason(info) == "end block is older than 256 blocks"
+
+
+def _storage_node(world: World) -> tuple[bytes, bytes]:
+    key = os.urandom(32)
+    node_id = world.m.node_registry.register_storage(
+        key, world.expiry(), world.host, stake=MIN_STAKE
+    )
+    return key, node_id
+
+
+def test_storage_registration_needs_stake_and_a_proof(world: World) -> None:
+    key, node_id = _storage_node(world)
+    assert node_id == compute_storage_node_id(compute_address(key))
+    assert world.m.node_registry.is_active(node_id, Role.STORAGE)
+    node = world.m.node_registry.get_node(node_id)
+    assert node is not None and node.enclave_address == compute_address(key)
+    registry = world.m.node_registry
+    other = os.urandom(32)
+    signer = compute_address(other)
+    other_id = compute_storage_node_id(signer)
+    expiry = world.expiry()
+    owner = world.adapter.address_of(world.host)
+    proof = sign_digest(
+        registry.compute_storage_registration_digest(other_id, owner, expiry), other
+    )
+    stranger_proof = sign_digest(
+        registry.compute_storage_registration_digest(other_id, owner, expiry), key
+    )
+    cases = [
+        ("stake below minimum", [other_id, signer, expiry, proof], 0),
+        ("node id does not match signer", [node_id, signer, expiry, proof], MIN_STAKE),
+        (
+            "proof not signed by the storage key",
+            [other_id, signer, expiry, stranger_proof],
+            MIN_STAKE,
+        ),
+        (
+            "node already active",
+            [
+                node_id,
+                compute_address(key),
+                expiry,
+                sign_digest(
+                    registry.compute_storage_registration_digest(node_id, owner, expiry), key
+                ),
+            ],
+            MIN_STAKE,
+        ),
+    ]
+    for expected, args, stake in cases:
+        data = registry.codec.function("register_storage").encode_call(args)
+        with pytest.raises(TransactionReverted) as info:
+            world.adapter.transact(world.host, to=registry.address, data=data, value=stake)
+        assert reason(info) == expected, expected
+    assert not registry.is_active(other_id, Role.STORAGE)
+
+
+def test_checkpoints_need_k_storage_confirmations_or_go_inline(world: World) -> None:
+    ledger = world.m.execution_ledger
+    assert ledger.get_storage_threshold() == 2
+    nodes = sorted((_storage_node(world) for _ in range(3)), key=lambda n: n[1])
+    worker = world.register(Role.WORKER)
+    cid = world.deploy([worker])
+    blob = os.urandom(3000)
+    blob_hash = keccak(blob)
+    digest = ledger.compute_storage_digest(blob_hash, len(blob))
+    sigs = {node_id: sign_digest(digest, key) for key, node_id in nodes}
+    ids = [n[1] for n in nodes]
+
+    def with_checkpoint(
+        start: int, end: int, storage: list[bytes], size: int = len(blob)
+    ) -> OutputSubmission:
+        return _submission(
+            world,
+            worker,
+            [cid],
+            [start],
+            end,
+            checkpoint_hash=blob_hash,
+            checkpoint_size=size,
+            storage_ids=storage,
+            storage_sigs=[sigs[i] for i in storage],
+        )
+
+    end = _tip(world)
+    stranger = os.urandom(32)
+    stranger_id = compute_storage_node_id(compute_address(stranger))
+    refused = [
+        ("too few storage confirmations", with_checkpoint(0, end, ids[:1])),
+        ("storage ids must be strictly increasing", with_checkpoint(0, end, [ids[1], ids[0]])),
+        ("storage ids must be strictly increasing", with_checkpoint(0, end, [ids[0], ids[0]])),
+        ("too few storage confirmations", with_checkpoint(0, end, ids[:2], size=len(blob) + 1)),
+    ]
+    unregistered = _submission(
+        world,
+        worker,
+        [cid],
+        [0],
+        end,
+        checkpoint_hash=blob_hash,
+        checkpoint_size=len(blob),
+        storage_ids=sorted([ids[0], stranger_id]),
+        storage_sigs=[
+            sigs[ids[0]] if i == ids[0] else sign_digest(digest, stranger)
+            for i in sorted([ids[0], stranger_id])
+        ],
+    )
+    refused.append(("too few storage confirmations", unregistered))
+    for expected, submission in refused:
+        with pytest.raises(TransactionReverted) as info:
+            ledger.submit(submission, world.host)
+        assert reason(info) == expected, expected
+    assert ledger.get_checkpoint(cid) is None
+    receipt = ledger.submit(with_checkpoint(0, end, ids[:2]), world.host)
+    record = ledger.get_checkpoint(cid)
+    assert record is not None
+    assert (record.height, record.blob_hash, record.size, record.inline) == (
+        end,
+        blob_hash,
+        len(blob),
+        False,
+    )
+    assert record.block_hash == world.adapter.get_block(end).hash
+    assert record.recorded_at == receipt.block_number
+    names = [ledger.codec.events[log.topics[0]].name for log in receipt.logs]
+    assert names == ["OutputAccepted", "CheckpointRecorded"]
+    # a small checkpoint may go on chain instead, with no storage confirmations
+    small = b"small sealed state"
+    end2 = _tip(world)
+    mismatch = _submission(
+        world,
+        worker,
+        [cid],
+        [end],
+        end2,
+        checkpoint_hash=keccak(b"other"),
+        checkpoint_size=len(small),
+        inline_blob=small,
+    )
+    with pytest.raises(TransactionReverted) as info:
+        ledger.submit(mismatch, world.host)
+    assert reason(info) == "inline checkpoint hash mismatch"
+    inline = _submission(
+        world,
+        worker,
+        [cid],
+        [end],
+        end2,
+        checkpoint_hash=keccak(small),
+        checkpoint_size=len(small),
+        inline_blob=small,
+    )
+    receipt = ledger.submit(inline, world.host)
+    record = ledger.get_checkpoint(cid)
+    assert record is not None and record.inline and record.height == end2
+    event = ledger.codec.events[receipt.logs[-1].topics[0]]
+    args = event.decode(receipt.logs[-1].topics, receipt.logs[-1].data)
+    assert args["inline_blob"] == small and args["contract_ids"] == [cid]
 
 
 # ----------------------------------------------------------------------------- follower
@@ -666,26 +902,18 @@ def test_in_process_smoke(inproc: World) -> None:
         world.m.command_inbox.submit(unpublished, b"c", world.user)
     assert reason(info) == "contract key not published"
     cid = world.deploy([worker])
-    cmd = world.m.command_inbox.submit(cid, b"hello", world.user)
-    root = keccak(b"root")
-    world.m.output_records.record(
-        cid,
-        cmd.block_number,
-        root,
-        1,
-        worker.node_id,
-        world.output_sig(worker, cid, cmd.block_number, root, 1),
-        world.host,
-    )
-    rec = world.m.output_records.get_output(cid, worker.node_id)
-    assert rec is not None and rec.state_root == root
+    world.m.command_inbox.submit(cid, b"hello", world.user)
+    end = _tip(world)
+    world.m.execution_ledger.submit(_submission(world, worker, [cid], [0], end), world.host)
+    rec = world.m.execution_ledger.get_output(cid)
+    assert rec is not None and rec.end == end
     follower = BlockFollower(
         world.adapter, world.addresses, start_block=world.addresses.deployed_at_block
     )
     blocks = follower.poll_until_caught_up()
     names = _names(blocks)
     assert names.count("NodeRegistered") == 2
-    assert names[-3:] == ["ContractKeyPublished", "Command", "OutputRecorded"]
+    assert names[-3:] == ["ContractKeyPublished", "Command", "OutputAccepted"]
     assert blocks[-1].number == world.adapter.get_block_number()
 
 
@@ -697,3 +925,44 @@ def test_in_process_time_and_mining(inproc: World) -> None:
     a.mine(2)
     assert a.get_block_number() >= before + 2
     assert not inproc.m.node_registry.is_active(node.node_id, Role.WORKER)
+
+
+def test_the_gas_budget_covers_the_largest_submissions(world: World) -> None:
+    """Submissions go with a fixed gas budget (an estimate at the newest block would call
+    the end "not in the past"): the largest ones must fit in it."""
+    ledger = world.m.execution_ledger
+    worker = world.register(Role.WORKER)
+    cids = [world.deploy([worker]) for _ in range(16)]
+    nodes = sorted((_storage_node(world) for _ in range(16)), key=lambda n: n[1])
+    blob = os.urandom(5000)
+    digest = ledger.compute_storage_digest(keccak(blob), len(blob))
+    end = _tip(world)
+    stored = _submission(
+        world,
+        worker,
+        cids,
+        [0] * 16,
+        end,
+        checkpoint_hash=keccak(blob),
+        checkpoint_size=len(blob),
+        storage_ids=[n[1] for n in nodes],
+        storage_sigs=[sign_digest(digest, n[0]) for n in nodes],
+    )
+    receipt = ledger.submit(stored, world.host)
+    assert receipt.gas_used < ledger.get_gas_budget(stored)
+    inline = os.urandom(8192)
+    end2 = _tip(world)
+    on_chain = _submission(
+        world,
+        worker,
+        cids,
+        [end] * 16,
+        end2,
+        checkpoint_hash=keccak(inline),
+        checkpoint_size=len(inline),
+        inline_blob=inline,
+    )
+    receipt = ledger.submit(on_chain, world.host)
+    assert receipt.gas_used < ledger.get_gas_budget(on_chain)
+    record = ledger.get_checkpoint(cids[-1])
+    assert record is not None and record.inline and record.height == end2

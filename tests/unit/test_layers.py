@@ -20,10 +20,11 @@ ALLOWED: dict[str, set[str]] = {
     "contracts": {"core", "crypto", "contracts"},
     "runtime": CORES,  # the worker's ECALLs carry the key service's KeyRequest
     "keyservice": TRUSTED_BELOW | {"keyservice"},
+    "storage": {"core", "crypto", "chain", "storage"},  # a core, but not trusted (no TEE)
     "net": {"core", "net"},
-    "node": CORES | {"net", "node", "client"},
-    "client": CORES | {"net", "node", "client"},
-    "cli": CORES | {"net", "node", "client", "cli"},
+    "node": CORES | {"storage", "net", "node", "client"},
+    "client": CORES | {"storage", "net", "node", "client"},
+    "cli": CORES | {"storage", "net", "node", "client", "cli"},
 }
 DRIVERS = {"net", "sim", "node", "cli"}
 
@@ -56,7 +57,8 @@ def test_imports_point_downwards(package: str, path: Path) -> None:
 
 
 def test_cores_never_import_drivers() -> None:
-    for package in ("core", "crypto", "tee", "chain", "contracts", "runtime", "keyservice"):
+    cores = ("core", "crypto", "tee", "chain", "contracts", "runtime", "keyservice", "storage")
+    for package in cores:
         assert not ALLOWED[package] & DRIVERS
 
 

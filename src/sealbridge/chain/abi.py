@@ -118,27 +118,100 @@ def compute_contract_key_digest(
     )
 
 
-def compute_output_digest(
+OUTPUT_TAG = bytes(_keccak(b"sealbridge/execution-output/v1"))
+STORAGE_TAG = bytes(_keccak(b"sealbridge/checkpoint-stored/v1"))
+STORAGE_ID_TAG = b"sealbridge/storage-node/v1"
+STORAGE_REGISTRATION_TAG = bytes(_keccak(b"sealbridge/storage-registration/v1"))
+
+
+def compute_execution_digest(
     *,
-    output_records: str,
+    ledger: str,
     chain_id: int,
-    contract_id: bytes,
-    block_number: int,
-    state_root: bytes,
-    command_count: int,
+    contract_ids: Sequence[bytes],
+    starts: Sequence[int],
+    end: int,
+    end_hash: bytes,
+    state_roots: Sequence[bytes],
+    commands_applied: Sequence[int],
+    checkpoint_hash: bytes,
+    checkpoint_size: int,
 ) -> bytes:
-    """Digest a worker's enclave signs to record an output (OutputRecords.record)."""
+    """Digest a worker's enclave signs to submit outputs (ExecutionLedger.submit): the
+    range (start, end] of each contract, the end block's hash, each contract's state root
+    and total command count at ``end``, and the checkpoint taken there (zero hash: none)."""
     return bytes(
         _keccak(
             abi_encode(
-                ["address", "uint256", "bytes32", "uint256", "bytes32", "uint256"],
                 [
-                    to_checksum_address(output_records),
+                    "address",
+                    "uint256",
+                    "bytes32",
+                    "bytes32[]",
+                    "uint256[]",
+                    "uint256",
+                    "bytes32",
+                    "bytes32[]",
+                    "uint256[]",
+                    "bytes32",
+                    "uint256",
+                ],
+                [
+                    to_checksum_address(ledger),
                     chain_id,
-                    _b32(contract_id, "contract_id"),
-                    block_number,
-                    _b32(state_root, "state_root"),
-                    command_count,
+                    OUTPUT_TAG,
+                    [_b32(c, "contract_id") for c in contract_ids],
+                    list(starts),
+                    end,
+                    _b32(end_hash, "end_hash"),
+                    [_b32(r, "state_root") for r in state_roots],
+                    list(commands_applied),
+                    _b32(checkpoint_hash, "checkpoint_hash"),
+                    checkpoint_size,
+                ],
+            )
+        )
+    )
+
+
+def compute_storage_digest(*, ledger: str, chain_id: int, blob_hash: bytes, size: int) -> bytes:
+    """Digest a storage node signs to confirm it durably holds a checkpoint blob."""
+    return bytes(
+        _keccak(
+            abi_encode(
+                ["address", "uint256", "bytes32", "bytes32", "uint256"],
+                [
+                    to_checksum_address(ledger),
+                    chain_id,
+                    STORAGE_TAG,
+                    _b32(blob_hash, "blob_hash"),
+                    size,
+                ],
+            )
+        )
+    )
+
+
+def compute_storage_node_id(signer: str) -> bytes:
+    """A storage node's id: derived from its signing address (NodeRegistry checks it)."""
+    return bytes(_keccak(STORAGE_ID_TAG + to_canonical_address(signer)))
+
+
+def compute_storage_registration_digest(
+    *, registry: str, chain_id: int, node_id: bytes, owner: str, expiry: int
+) -> bytes:
+    """Digest a storage node's key signs to prove possession (register_storage)."""
+    return bytes(
+        _keccak(
+            abi_encode(
+                ["address", "uint256", "bytes32", "bytes32", "address", "uint256"],
+                [
+                    to_checksum_address(registry),
+                    chain_id,
+                    STORAGE_REGISTRATION_TAG,
+                    _b32(node_id, "node_id"),
+                    to_checksum_address(owner),
+                    expiry,
                 ],
             )
         )

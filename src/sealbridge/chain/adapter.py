@@ -20,6 +20,12 @@ raises :class:`TransactionReverted` with the decoded reason before anything is s
 transaction that is mined with status 0 is replayed with ``eth_call`` to recover the
 reason. Reads (:meth:`call`, logs, headers) never change state. Block headers for a
 range are fetched in one JSON-RPC batch where the provider supports it.
+
+:meth:`ChainAdapter.get_block_evidence` fetches what the enclave's light client checks
+(:mod:`sealbridge.chain.lightclient`): every raw header field
+(``eth_getBlockByNumber``) and all receipts (``eth_getBlockReceipts``) of each block, in
+one JSON-RPC batch for the whole range, parsed from the raw hex without web3's
+formatters. Nothing is verified here; the enclave does that.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from web3.exceptions import (
 from sealbridge.chain.abi import checksum, compute_address
 from sealbridge.chain.compiler import DEFAULT_EVM_VERSION
 from sealbridge.chain.errors import ChainConfigError, ChainError, RpcError, TransactionReverted
+from sealbridge.chain.lightclient import BlockEvidence, EventLog, HeaderFields, ReceiptFields
 from sealbridge.core.encoding import Message
 
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
@@ -123,6 +130,127 @@ def _to_log(raw: Any) -> LogEntry:
         topics=[bytes(t) for t in raw["topics"]],
         data=bytes(raw["data"]),
     )
+
+
+def _hex_text(raw: Any, what: str) -> str:
+    if not isinstance(raw, str) or not raw.startswith(("0x", "0X")):
+        raise ChainError(f"node returned a malformed {what}: expected 0x-hex, got {raw!r:.80}")
+    return raw[2:]
+
+
+def _hex_int(raw: Any, what: str) -> int:
+    """A JSON-RPC quantity (``0x``-prefixed hex, ``0x0`` for zero)."""
+    body = _hex_text(raw, what)
+    try:
+        return int(body, 16) if body else 0
+    except ValueError:
+        raise ChainError(f"node returned a malformed {what}: {raw!r:.80}") from None
+
+
+def _hex_bytes(raw: Any, what: str) -> bytes:
+    """JSON-RPC data (``0x``-prefixed hex of whole bytes; ``0x`` is empty)."""
+    body = _hex_text(raw, what)
+    try:
+        return bytes.fromhex(body)
+    except ValueError:
+        raise ChainError(f"node returned malformed {what}: {raw!r:.80}") from None
+
+
+def _get(raw: dict[str, Any], key: str, what: str) -> Any:
+    if key not in raw:
+        raise ChainError(f"{what} lacks the field {key!r}")
+    return raw[key]
+
+
+_HEADER_BYTES = (
+    ("parent_hash", "parentHash"),
+    ("ommers_hash", "sha3Uncles"),
+    ("coinbase", "miner"),
+    ("state_root", "stateRoot"),
+    ("transactions_root", "transactionsRoot"),
+    ("receipts_root", "receiptsRoot"),
+    ("logs_bloom", "logsBloom"),
+    ("extra_data", "extraData"),
+    ("mix_hash", "mixHash"),
+    ("nonce", "nonce"),
+)
+_HEADER_INTS = (
+    ("difficulty", "difficulty"),
+    ("number", "number"),
+    ("gas_limit", "gasLimit"),
+    ("gas_used", "gasUsed"),
+    ("timestamp", "timestamp"),
+)
+_HEADER_OPTIONAL = (
+    ("base_fee_per_gas", "baseFeePerGas", True),
+    ("withdrawals_root", "withdrawalsRoot", False),
+    ("blob_gas_used", "blobGasUsed", True),
+    ("excess_blob_gas", "excessBlobGas", True),
+    ("parent_beacon_block_root", "parentBeaconBlockRoot", False),
+    ("requests_hash", "requestsHash", False),
+)
+
+
+def _to_header_fields(raw: Any, number: int) -> HeaderFields:
+    """Every header field of a raw ``eth_getBlockByNumber`` answer (unchecked)."""
+    what = f"block {number}"
+    if raw is None:
+        raise ChainError(f"{what} not found")
+    if not isinstance(raw, dict):
+        raise ChainError(f"{what}: node returned {type(raw).__name__}, not a block object")
+    fields: dict[str, Any] = {}
+    for name, key in _HEADER_BYTES:
+        fields[name] = _hex_bytes(_get(raw, key, what), f"{what} {key}")
+    for name, key in _HEADER_INTS:
+        fields[name] = _hex_int(_get(raw, key, what), f"{what} {key}")
+    for name, key, is_int in _HEADER_OPTIONAL:
+        value = raw.get(key)
+        if value is not None:
+            parse = _hex_int if is_int else _hex_bytes
+            fields[name] = parse(value, f"{what} {key}")
+    return HeaderFields(**fields)
+
+
+def _to_event_log(raw: Any, what: str) -> EventLog:
+    if not isinstance(raw, dict):
+        raise ChainError(f"{what}: node returned {type(raw).__name__}, not a log object")
+    topics = _get(raw, "topics", what)
+    if not isinstance(topics, list):
+        raise ChainError(f"{what}: topics is not a list")
+    return EventLog(
+        address=_hex_bytes(_get(raw, "address", what), f"{what} address"),
+        topics=[_hex_bytes(t, f"{what} topic") for t in topics],
+        data=_hex_bytes(_get(raw, "data", what), f"{what} data"),
+    )
+
+
+def _to_receipt_fields(raw: Any, what: str) -> ReceiptFields:
+    """The consensus fields of a raw receipt; a legacy receipt may omit ``type``."""
+    if not isinstance(raw, dict):
+        raise ChainError(f"{what}: node returned {type(raw).__name__}, not a receipt object")
+    if "status" not in raw and "root" in raw:
+        raise ChainError(f"{what} is a pre-Byzantium receipt (state root, no status)")
+    logs = _get(raw, "logs", what)
+    if not isinstance(logs, list):
+        raise ChainError(f"{what}: logs is not a list")
+    tx_type = raw.get("type")
+    return ReceiptFields(
+        tx_type=0 if tx_type is None else _hex_int(tx_type, f"{what} type"),
+        status=_hex_int(_get(raw, "status", what), f"{what} status"),
+        cumulative_gas_used=_hex_int(
+            _get(raw, "cumulativeGasUsed", what), f"{what} cumulativeGasUsed"
+        ),
+        logs_bloom=_hex_bytes(_get(raw, "logsBloom", what), f"{what} logsBloom"),
+        logs=[_to_event_log(log, f"{what} log {i}") for i, log in enumerate(logs)],
+    )
+
+
+def _to_receipts(raw: Any, number: int) -> list[ReceiptFields]:
+    if raw is None:
+        raise ChainError(f"receipts of block {number} not found")
+    if not isinstance(raw, list):
+        raise ChainError(f"receipts of block {number}: node returned {type(raw).__name__}")
+    return [_to_receipt_fields(r, f"block {number} receipt {i}") for i, r in enumerate(raw)]
 
 
 def _to_header(raw: Any) -> BlockHeader:
@@ -445,6 +573,52 @@ class ChainAdapter:
                     batch.add(self.web3.eth.get_block(n))
                 raw = batch.execute()
         return [_to_header(r) for r in raw]
+
+    def get_block_evidence(self, numbers: Sequence[int]) -> list[BlockEvidence]:
+        """Raw headers and all receipts of ``numbers`` for the enclave's light client.
+
+        One JSON-RPC batch (``eth_getBlockByNumber`` and ``eth_getBlockReceipts`` per
+        block). Nothing is verified here. Needs a JSON-RPC node: the in-process backend
+        raises :class:`ChainError`.
+        """
+        if self.kind != "rpc":
+            raise ChainError(
+                "block evidence (raw header fields and eth_getBlockReceipts) needs a "
+                "JSON-RPC node such as anvil; the in-process eth-tester backend cannot "
+                "supply it"
+            )
+        if not numbers:
+            return []
+        for n in numbers:
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ChainConfigError(f"invalid block number {n!r}")
+        requests: list[tuple[Any, Any]] = []
+        for n in numbers:
+            requests.append(("eth_getBlockByNumber", [hex(n), False]))
+            requests.append(("eth_getBlockReceipts", [hex(n)]))
+        with self._guard():
+            answer = self.web3.provider.make_batch_request(requests)  # type: ignore[attr-defined]
+        if not isinstance(answer, list):
+            error = answer.get("error") if isinstance(answer, dict) else answer
+            raise RpcError(f"JSON-RPC batch failed: {error!r:.200}")
+        if len(answer) != len(requests):
+            raise RpcError(f"JSON-RPC batch: {len(requests)} requests, {len(answer)} answers")
+        results: list[Any] = []
+        for (method, params), response in zip(requests, answer, strict=True):
+            if not isinstance(response, dict):
+                raise RpcError(f"{method}({params[0]}): malformed JSON-RPC response")
+            if response.get("error") is not None:
+                error = response["error"]
+                message = error.get("message", error) if isinstance(error, dict) else error
+                raise RpcError(f"{method}({params[0]}) failed: {message}")
+            results.append(response.get("result"))
+        return [
+            BlockEvidence(
+                header=_to_header_fields(results[2 * i], n),
+                receipts=_to_receipts(results[2 * i + 1], n),
+            )
+            for i, n in enumerate(numbers)
+        ]
 
     def get_logs(
         self,

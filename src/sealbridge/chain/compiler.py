@@ -30,7 +30,7 @@ CONTRACT_NAMES: tuple[str, ...] = (
     "NodeRegistry",
     "ContractRegistry",
     "CommandInbox",
-    "OutputRecords",
+    "ExecutionLedger",
 )
 
 

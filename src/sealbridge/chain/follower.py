@@ -25,6 +25,14 @@ on anvil (this machine): a batch of 500 headers takes ~0.25 s (0.5 ms a block, a
 catch-up over long empty stretches ``skip_empty=True`` fetches headers only for blocks
 with events; the height still advances (``core.next_block``) and parent links are
 checked between consecutive delivered blocks only.
+
+With ``with_evidence=True`` each :class:`ObservedBlock` also carries the block's
+:class:`~sealbridge.chain.lightclient.BlockEvidence` (every header field and every
+receipt, from one more batched request) for the enclave's light client. The follower
+recomputes each evidence header's hash and requires it, and its number, to equal the
+header fetched for the same block; a difference means the chain changed between the
+two requests (``ReorgDetected``). It does not check the receipts (the enclave does).
+Evidence needs every block, so it cannot be combined with ``skip_empty``.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from typing import Any
 from sealbridge.chain.abi import AbiCodec
 from sealbridge.chain.adapter import BlockHeader, ChainAdapter, LogEntry
 from sealbridge.chain.errors import ChainConfigError, ChainError, ReorgDetected
+from sealbridge.chain.lightclient import BlockEvidence, LightClientError, compute_header_hash
 from sealbridge.chain.management import ManagementAddresses, ManagementContracts
 from sealbridge.core.encoding import Message
 
@@ -61,6 +70,7 @@ class ObservedBlock(Message, frozen=True):
     timestamp: int
     receipts_root: bytes
     events: list[ChainEvent]
+    evidence: BlockEvidence | None = None
 
 
 class FollowerCore:
@@ -191,9 +201,16 @@ class BlockFollower:
         confirmations: int = 0,
         max_batch: int = 500,
         skip_empty: bool = False,
+        with_evidence: bool = False,
     ) -> None:
+        if with_evidence and skip_empty:
+            raise ChainConfigError(
+                "with_evidence needs every block (the light client follows the parent "
+                "links), so it cannot be combined with skip_empty"
+            )
         self.adapter = adapter
         self.skip_empty = skip_empty
+        self.with_evidence = with_evidence
         self.addresses = addresses
         self.core = FollowerCore(start_block, confirmations, max_batch=max_batch)
         self._codecs = ManagementContracts(adapter, addresses).get_codecs()
@@ -207,7 +224,9 @@ class BlockFollower:
         if self.skip_empty:
             wanted = sorted({log.block_number for log in logs})
             return self._assemble(self.adapter.get_blocks(wanted), logs, through=numbers[-1])
-        return self._assemble(self.adapter.get_blocks(numbers), logs)
+        headers = self.adapter.get_blocks(numbers)
+        evidence = self.adapter.get_block_evidence(numbers) if self.with_evidence else None
+        return self._assemble(headers, logs, evidence=evidence)
 
     def poll_until_caught_up(self) -> list[ObservedBlock]:
         """Poll repeatedly until no final block is left undelivered."""
@@ -218,9 +237,38 @@ class BlockFollower:
                 return out
             out.extend(batch)
 
+    @staticmethod
+    def _check_evidence(
+        headers: list[BlockHeader], evidence: list[BlockEvidence]
+    ) -> list[BlockEvidence | None]:
+        """Each evidence header must be the fetched header (same number and hash)."""
+        if len(evidence) != len(headers):
+            raise ChainError(f"asked for evidence of {len(headers)} blocks, got {len(evidence)}")
+        for header, item in zip(headers, evidence, strict=True):
+            try:
+                evidence_hash = compute_header_hash(item.header)
+            except LightClientError as exc:
+                raise ChainError(f"node returned malformed evidence: {exc.message}") from exc
+            if item.header.number != header.number or evidence_hash != header.hash:
+                raise ReorgDetected(
+                    f"block {header.number} (0x{header.hash.hex()}) changed between the "
+                    f"header and the evidence fetch: evidence is block {item.header.number} "
+                    f"hashing to 0x{evidence_hash.hex()}",
+                    block_number=header.number,
+                )
+        return list(evidence)
+
     def _assemble(
-        self, headers: list[BlockHeader], logs: list[LogEntry], *, through: int | None = None
+        self,
+        headers: list[BlockHeader],
+        logs: list[LogEntry],
+        *,
+        through: int | None = None,
+        evidence: list[BlockEvidence] | None = None,
     ) -> list[ObservedBlock]:
+        extra: list[BlockEvidence | None] = (
+            [None] * len(headers) if evidence is None else self._check_evidence(headers, evidence)
+        )
         by_block: dict[int, list[ChainEvent]] = {h.number: [] for h in headers}
         hashes = {h.number: h.hash for h in headers}
         for log in logs:
@@ -243,6 +291,7 @@ class BlockFollower:
                 timestamp=h.timestamp,
                 receipts_root=h.receipts_root,
                 events=sorted(by_block[h.number], key=lambda e: (e.tx_index, e.log_index)),
+                evidence=item,
             )
-            for h in headers
+            for h, item in zip(headers, extra, strict=True)
         ]

@@ -1,7 +1,7 @@
 """Typed Python wrappers of the four management contracts.
 
 Theory of operation: :func:`deploy_management` compiles and deploys NodeRegistry,
-ContractRegistry, CommandInbox and OutputRecords in dependency order and returns their
+ContractRegistry, CommandInbox and ExecutionLedger in dependency order and returns their
 :class:`ManagementAddresses` (JSON-saveable). :class:`ManagementContracts` binds those
 addresses to a :class:`~sealbridge.chain.adapter.ChainAdapter` and exposes one method
 per contract function, so other layers never touch an ABI. Transacting methods take the
@@ -25,8 +25,12 @@ from sealbridge.chain.abi import (
     Role,
     checksum,
     compute_contract_key_digest,
-    compute_output_digest,
+    compute_execution_digest,
     compute_registration_digest,
+    compute_storage_digest,
+    compute_storage_node_id,
+    compute_storage_registration_digest,
+    sign_digest,
 )
 from sealbridge.chain.adapter import ChainAdapter, TxReceipt
 from sealbridge.chain.compiler import CompiledContract, compile_contract
@@ -42,6 +46,10 @@ MAX_CIPHERTEXT = 32768  # CommandInbox.submit (a deploy command carries code)
 MAX_BATCH_CIPHERTEXT = 4096  # each command of CommandInbox.submit_batch
 MAX_QUOTE = 8192
 MAX_WRAPPED_KEY = 256
+MAX_OUTPUT_BATCH = 16  # ExecutionLedger.submit: contracts per submission
+MAX_STORAGE_SIGS = 16
+MAX_INLINE_CHECKPOINT = 8192
+ZERO_HASH = bytes(32)
 
 
 class ManagementAddresses(Message, frozen=True):
@@ -51,12 +59,17 @@ class ManagementAddresses(Message, frozen=True):
     node_registry: str
     contract_registry: str
     command_inbox: str
-    output_records: str
+    execution_ledger: str
     deployed_at_block: int
     evm_version: str
 
     def get_all(self) -> list[str]:
-        return [self.node_registry, self.contract_registry, self.command_inbox, self.output_records]
+        return [
+            self.node_registry,
+            self.contract_registry,
+            self.command_inbox,
+            self.execution_ledger,
+        ]
 
     def to_json(self) -> str:
         return to_json(self, indent=2)
@@ -106,15 +119,48 @@ class ContractRecord(Message, frozen=True):
     key_published: bool
 
 
-class OutputRecord(Message, frozen=True):
-    """OutputRecords.get_output; ``recorded_at`` is the block that stored it."""
+class AcceptedOutput(Message, frozen=True):
+    """ExecutionLedger.get_output: a contract's last accepted output."""
 
     contract_id: bytes
-    node_id: bytes
-    block_number: int
+    end: int
+    end_hash: bytes
     state_root: bytes
-    command_count: int
+    commands_applied: int
+    node_id: bytes
+    accepted_at: int
+
+
+class CheckpointRecord(Message, frozen=True):
+    """ExecutionLedger.get_checkpoint: a contract's latest recorded checkpoint."""
+
+    contract_id: bytes
+    height: int
+    block_hash: bytes
+    blob_hash: bytes
+    size: int
+    state_root: bytes
+    inline: bool
     recorded_at: int
+
+
+class OutputSubmission(Message, frozen=True):
+    """One ExecutionLedger.submit call: outputs of a worker's contracts over (start, end],
+    optionally with a checkpoint at ``end`` (zero hash: none)."""
+
+    contract_ids: list[bytes]
+    starts: list[int]
+    end: int
+    end_hash: bytes
+    state_roots: list[bytes]
+    commands_applied: list[int]
+    node_id: bytes
+    signature: bytes = b""
+    checkpoint_hash: bytes = ZERO_HASH
+    checkpoint_size: int = 0
+    storage_ids: list[bytes] = []
+    storage_sigs: list[bytes] = []
+    inline_blob: bytes = b""
 
 
 class SubmittedCommand(Message, frozen=True):
@@ -243,6 +289,30 @@ class NodeRegistry(_BoundContract):
             quote,
         ]
         return self._transact("register", args, sender_key, stake)
+
+    def compute_storage_registration_digest(self, node_id: bytes, owner: str, expiry: int) -> bytes:
+        return compute_storage_registration_digest(
+            registry=self.address,
+            chain_id=self.adapter.chain_id,
+            node_id=node_id,
+            owner=owner,
+            expiry=expiry,
+        )
+
+    def register_storage(
+        self, signer_key: bytes, expiry: int, sender_key: bytes, *, stake: int
+    ) -> bytes:
+        """Register a storage node (no attestation: it holds only ciphertext). The node's
+        signing key proves possession; ``sender_key`` pays the stake and owns the entry.
+        Returns the node id."""
+        signer = ChainAdapter.address_of(signer_key)
+        node_id = compute_storage_node_id(signer)
+        owner = ChainAdapter.address_of(sender_key)
+        proof = sign_digest(
+            self.compute_storage_registration_digest(node_id, owner, expiry), signer_key
+        )
+        self._transact("register_storage", [node_id, signer, expiry, proof], sender_key, stake)
+        return node_id
 
     def get_node(self, node_id: bytes) -> NodeRecord | None:
         (raw,) = self._call("get_node", node_id)
@@ -409,78 +479,122 @@ class CommandInbox(_BoundContract):
         return int(self._call("command_count")[0])
 
 
-def _record_args(
-    contract_id: bytes,
-    block_number: int,
-    state_root: bytes,
-    command_count: int,
-    node_id: bytes,
-    signature: bytes,
-) -> list[Any]:
-    signature = _check_len(signature, 65, "signature")
-    return [contract_id, block_number, state_root, command_count, node_id, signature]
+class ExecutionLedger(_BoundContract):
+    """Competitive execution: first valid output per range wins; checkpoint records."""
 
+    name = "ExecutionLedger"
 
-class OutputRecords(_BoundContract):
-    name = "OutputRecords"
-
-    def compute_output_digest(
-        self, contract_id: bytes, block_number: int, state_root: bytes, command_count: int
-    ) -> bytes:
-        """The digest a worker's enclave signs to record an output."""
-        return compute_output_digest(
-            output_records=self.address,
+    def compute_execution_digest(self, submission: OutputSubmission) -> bytes:
+        """The digest a worker's enclave signs for ``submission`` (its signature ignored)."""
+        return compute_execution_digest(
+            ledger=self.address,
             chain_id=self.adapter.chain_id,
-            contract_id=contract_id,
-            block_number=block_number,
-            state_root=state_root,
-            command_count=command_count,
+            contract_ids=submission.contract_ids,
+            starts=submission.starts,
+            end=submission.end,
+            end_hash=submission.end_hash,
+            state_roots=submission.state_roots,
+            commands_applied=submission.commands_applied,
+            checkpoint_hash=submission.checkpoint_hash,
+            checkpoint_size=submission.checkpoint_size,
         )
 
-    def record(
-        self,
-        contract_id: bytes,
-        block_number: int,
-        state_root: bytes,
-        command_count: int,
-        node_id: bytes,
-        signature: bytes,
-        sender_key: bytes,
-    ) -> TxReceipt:
-        """Record a worker's signed output (latest per contract and node)."""
-        args = _record_args(
-            contract_id, block_number, state_root, command_count, node_id, signature
+    def compute_storage_digest(self, blob_hash: bytes, size: int) -> bytes:
+        """The digest a storage node signs to confirm it holds a blob."""
+        return compute_storage_digest(
+            ledger=self.address, chain_id=self.adapter.chain_id, blob_hash=blob_hash, size=size
         )
-        return self._transact("record", args, sender_key)
 
-    def send_record(
-        self,
-        contract_id: bytes,
-        block_number: int,
-        state_root: bytes,
-        command_count: int,
-        node_id: bytes,
-        signature: bytes,
-        sender_key: bytes,
-    ) -> bytes:
-        """Like :meth:`record` but return the tx hash at once (no wait for the receipt)."""
-        args = _record_args(
-            contract_id, block_number, state_root, command_count, node_id, signature
+    @staticmethod
+    def _args(s: OutputSubmission) -> list[Any]:
+        count = len(s.contract_ids)
+        if not 0 < count <= MAX_OUTPUT_BATCH:
+            raise ChainConfigError(f"a submission covers 1..{MAX_OUTPUT_BATCH} contracts")
+        if not len(s.starts) == len(s.state_roots) == len(s.commands_applied) == count:
+            raise ChainConfigError("submission arrays differ in length")
+        if len(s.storage_ids) != len(s.storage_sigs) or len(s.storage_ids) > MAX_STORAGE_SIGS:
+            raise ChainConfigError(f"1..{MAX_STORAGE_SIGS} storage confirmations, one id each")
+        return [
+            list(s.contract_ids),
+            list(s.starts),
+            s.end,
+            s.end_hash,
+            list(s.state_roots),
+            list(s.commands_applied),
+            s.checkpoint_hash,
+            s.checkpoint_size,
+            s.node_id,
+            _check_len(s.signature, 65, "signature"),
+            list(s.storage_ids),
+            [_check_len(sig, 65, "storage signature") for sig in s.storage_sigs],
+            _check_len(s.inline_blob, MAX_INLINE_CHECKPOINT, "inline checkpoint"),
+        ]
+
+    @staticmethod
+    def get_gas_budget(submission: OutputSubmission) -> int:
+        """A gas limit that covers ``submission`` (unused gas is not paid). A fixed budget
+        rather than an estimate: an output usually ends at the newest block, which an
+        estimate run against that block would call "not in the past"."""
+        count = len(submission.contract_ids)
+        with_checkpoint = submission.checkpoint_hash != ZERO_HASH
+        return (
+            150_000
+            + 160_000 * count  # an output: six fresh storage slots, a registry call, an event
+            + (170_000 * count if with_checkpoint else 0)  # a checkpoint: seven more slots
+            + 20_000 * len(submission.storage_sigs)
+            + 48 * len(submission.inline_blob)
         )
-        return self._send("record", args, sender_key)
 
-    def get_output(self, contract_id: bytes, node_id: bytes) -> OutputRecord | None:
-        (raw,) = self._call("get_output", contract_id, node_id)
-        if not raw[4]:
+    def submit(self, submission: OutputSubmission, sender_key: bytes) -> TxReceipt:
+        """Submit signed outputs; TransactionReverted if the ledger refuses them."""
+        data = self.codec.function("submit").encode_call(self._args(submission))
+        return self.adapter.transact(
+            sender_key, to=self.address, data=data, gas=self.get_gas_budget(submission)
+        )
+
+    def send_submit(self, submission: OutputSubmission, sender_key: bytes) -> bytes:
+        """Like :meth:`submit` but return the tx hash at once (no wait for the receipt)."""
+        data = self.codec.function("submit").encode_call(self._args(submission))
+        return self.adapter.send_transaction(
+            sender_key, to=self.address, data=data, gas=self.get_gas_budget(submission)
+        )
+
+    def get_output(self, contract_id: bytes) -> AcceptedOutput | None:
+        """The contract's last accepted output (None before the first)."""
+        (raw,) = self._call("get_output", contract_id)
+        if int(raw[0]) == 0:
             return None
-        return OutputRecord(
+        return AcceptedOutput(
             contract_id=bytes(contract_id),
-            node_id=bytes(node_id),
-            block_number=int(raw[0]),
-            state_root=bytes(raw[1]),
-            command_count=int(raw[2]),
-            recorded_at=int(raw[3]),
+            end=int(raw[0]),
+            end_hash=bytes(raw[1]),
+            state_root=bytes(raw[2]),
+            commands_applied=int(raw[3]),
+            node_id=bytes(raw[4]),
+            accepted_at=int(raw[5]),
         )
+
+    def get_checkpoint(self, contract_id: bytes) -> CheckpointRecord | None:
+        """The contract's latest recorded checkpoint (None if none)."""
+        (raw,) = self._call("get_checkpoint", contract_id)
+        if int(raw[0]) == 0:
+            return None
+        return CheckpointRecord(
+            contract_id=bytes(contract_id),
+            height=int(raw[0]),
+            block_hash=bytes(raw[1]),
+            blob_hash=bytes(raw[2]),
+            size=int(raw[3]),
+            state_root=bytes(raw[4]),
+            inline=bool(raw[5]),
+            recorded_at=int(raw[6]),
+        )
+
+    def get_storage_threshold(self) -> int:
+        return int(self._call("storage_threshold")[0])
+
+    def get_accepted_count(self) -> int:
+        return int(self._call("accepted_count")[0])
 
 
 class ManagementContracts:
@@ -505,8 +619,10 @@ class ManagementContracts:
         self.command_inbox = CommandInbox(
             adapter, addresses.command_inbox, compile_contract("CommandInbox", evm_version=ev)
         )
-        self.output_records = OutputRecords(
-            adapter, addresses.output_records, compile_contract("OutputRecords", evm_version=ev)
+        self.execution_ledger = ExecutionLedger(
+            adapter,
+            addresses.execution_ledger,
+            compile_contract("ExecutionLedger", evm_version=ev),
         )
 
     def get_codecs(self) -> dict[str, AbiCodec]:
@@ -517,21 +633,24 @@ class ManagementContracts:
                 self.node_registry,
                 self.contract_registry,
                 self.command_inbox,
-                self.output_records,
+                self.execution_ledger,
             )
         }
 
 
 def deploy_management(
-    adapter: ChainAdapter, admin_key: bytes, min_stake: int
+    adapter: ChainAdapter, admin_key: bytes, min_stake: int, *, storage_threshold: int = 2
 ) -> ManagementAddresses:
-    """Compile and deploy the four management contracts; the admin key pays and owns."""
+    """Compile and deploy the four management contracts; the admin key pays and owns.
+    ``storage_threshold``: storage confirmations a checkpoint needs (k of n)."""
     if min_stake < 0:
         raise ChainConfigError("min_stake must be non-negative")
+    if storage_threshold < 1:
+        raise ChainConfigError("storage_threshold must be at least 1")
     ev = adapter.evm_version
     compiled = {
         name: compile_contract(name, evm_version=ev)
-        for name in ("NodeRegistry", "ContractRegistry", "CommandInbox", "OutputRecords")
+        for name in ("NodeRegistry", "ContractRegistry", "CommandInbox", "ExecutionLedger")
     }
 
     def deploy(name: str, args: list[Any]) -> str:
@@ -542,13 +661,15 @@ def deploy_management(
     first_block = adapter.get_block_number()
     contract_registry = deploy("ContractRegistry", [node_registry])
     command_inbox = deploy("CommandInbox", [contract_registry])
-    output_records = deploy("OutputRecords", [node_registry, contract_registry])
+    execution_ledger = deploy(
+        "ExecutionLedger", [node_registry, contract_registry, storage_threshold]
+    )
     return ManagementAddresses(
         chain_id=adapter.chain_id,
         node_registry=node_registry,
         contract_registry=contract_registry,
         command_inbox=command_inbox,
-        output_records=output_records,
+        execution_ledger=execution_ledger,
         deployed_at_block=first_block,
         evm_version=ev,
     )
@@ -562,8 +683,10 @@ __all__ = [
     "ManagementContracts",
     "NodeRecord",
     "NodeRegistry",
-    "OutputRecord",
-    "OutputRecords",
+    "AcceptedOutput",
+    "CheckpointRecord",
+    "ExecutionLedger",
+    "OutputSubmission",
     "Role",
     "SubmittedCommand",
     "deploy_management",

@@ -206,26 +206,39 @@ def _story(home: Path) -> None:
     console.rule("6. a DEX trades two confidential tokens (cross-contract calls)")
     _dex_chapter(client, cid)
 
-    console.rule("7. both workers computed the same state")
+    console.rule("7. the ledger accepted one output; both workers computed the same state")
     last_block = calls[-1].block_number
+    ledger = mgmt.execution_ledger
     deadline = time.monotonic() + 30
-    roots: set[bytes] = set()
-    for entry in client.state.workers:
-        output = mgmt.output_records.get_output(deployment.contract_id, from_hex(entry.node_id))
-        while (output is None or output.block_number < last_block) and time.monotonic() < deadline:
-            time.sleep(0.1)
-            output = mgmt.output_records.get_output(deployment.contract_id, from_hex(entry.node_id))
-        if output is None:
-            console.print(f"[bold red]{entry.name} recorded no output[/]")
-            raise SystemExit(1)
-        roots.add(output.state_root)
-        console.print(
-            f"{entry.name}: block {output.block_number}, state root {to_hex(output.state_root)} "
-            "(signed by its enclave, checked by OutputRecords)"
-        )
-    if len(roots) != 1:
-        console.print("[bold red]the workers disagree on the state root[/]")
+    output = ledger.get_output(deployment.contract_id)
+    while (output is None or output.end < last_block) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        output = ledger.get_output(deployment.contract_id)
+    if output is None or output.end < last_block:
+        console.print("[bold red]the ledger accepted no output covering the transfers[/]")
         raise SystemExit(1)
+    names = {from_hex(w.node_id): w.name for w in client.state.workers}
+    console.print(
+        f"ExecutionLedger accepted {names.get(output.node_id, 'a worker')}'s output for blocks "
+        f"up to {output.end}: state root {to_hex(output.state_root)}, "
+        f"{output.commands_applied} commands (the first valid output wins; its end hash is "
+        "the chain's own block hash)"
+    )
+    for entry in client.state.workers:
+        node = client.get_node(entry.url)
+        status = node.get_json("/v1/status")
+        while status["verified_height"] <= output.accepted_at and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status = node.get_json("/v1/status")
+        if status["verified_height"] <= output.accepted_at or status["diverged"]:
+            console.print(f"[bold red]{entry.name} does not confirm the accepted output[/]")
+            raise SystemExit(1)
+        console.print(
+            f"{entry.name}: verified the chain to block {status['verified_height']}; its own "
+            "root at that range end equals the accepted one "
+            f"(outputs accepted {status['outputs_accepted']}, refused as late "
+            f"{status['outputs_refused']})"
+        )
     console.print("[green]✓[/] same state root, computed independently in two enclave processes")
 
     console.rule("8. nothing readable on chain")

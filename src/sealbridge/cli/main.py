@@ -68,6 +68,16 @@ def parse_gas(gas: int | None) -> int:
 def devnet_up(
     home: HomeOption = DEFAULT_HOME,
     workers: Annotated[int, typer.Option(help="Number of worker nodes (1-4).")] = 2,
+    storage_nodes: Annotated[
+        int, typer.Option("--storage-nodes", help="Number of storage nodes (1-16).")
+    ] = 3,
+    storage_threshold: Annotated[
+        int,
+        typer.Option(
+            "--storage-threshold",
+            help="Storage confirmations a checkpoint needs (1 to --storage-nodes).",
+        ),
+    ] = 2,
     chain_id: Annotated[
         int, typer.Option("--chain-id", help="Chain id of the anvil chain.")
     ] = 31337,
@@ -76,13 +86,19 @@ def devnet_up(
     ] = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """Start anvil, a gatekeeper and workers as separate processes; register them."""
+    """Start anvil, a gatekeeper, workers and storage nodes as separate processes;
+    register them."""
     from sealbridge.node.devnet import start_devnet
 
     with friendly_errors():
         if as_json:
             state = start_devnet(
-                home, workers=workers, chain_id=chain_id, confirmations=confirmations
+                home,
+                workers=workers,
+                storage_nodes=storage_nodes,
+                storage_threshold=storage_threshold,
+                chain_id=chain_id,
+                confirmations=confirmations,
             )
             print_json(state)
             return
@@ -95,6 +111,8 @@ def devnet_up(
             state = start_devnet(
                 home,
                 workers=workers,
+                storage_nodes=storage_nodes,
+                storage_threshold=storage_threshold,
                 chain_id=chain_id,
                 confirmations=confirmations,
                 progress=show,
@@ -140,6 +158,21 @@ def devnet_status(home: HomeOption = DEFAULT_HOME, as_json: JsonOption = False) 
             ", ".join(f"{c['contract_id'][:10]}…@{c['height']}" for c in contracts) or "-",
         )
     console.print(table)
+    storage = status.get("storage", [])
+    if storage:
+        threshold = status.get("storage_threshold") or "?"
+        console.print(f"storage nodes (checkpoints need {threshold} of {len(storage)}):")
+        storage_table = Table("node", "phase", "registered", "node id", "blobs", "bytes")
+        for node in storage:
+            storage_table.add_row(
+                node["name"],
+                str(node.get("phase")),
+                "yes" if node.get("registered") else "no",
+                str(node.get("node_id", ""))[:18] + "…",
+                str(node.get("blobs", "")),
+                str(node.get("bytes", "")),
+            )
+        console.print(storage_table)
 
 
 @keys_app.command("list")

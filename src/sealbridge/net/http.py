@@ -1,6 +1,8 @@
 """HTTP transport: canonical msgpack bodies over loopback HTTP.
 
-Requests and answers are the canonical bytes of a message (``application/msgpack``).
+Requests and answers are the canonical bytes of a message (``application/msgpack``);
+raw-byte routes (``add_raw_post_route``, ``add_raw_get_route``) carry data that is not a
+message, such as a storage node's blobs.
 A refusal is a JSON body ``{"error": code, "kind": ErrorClass, "message": ...}`` with a
 4xx status (5xx for our own faults); :class:`NodeClient` turns it back into a typed
 :class:`NodeRefused` so callers see why, not a stack trace.
@@ -19,6 +21,7 @@ from fastapi.responses import JSONResponse
 from sealbridge.core.errors import LocalProtocolError, RemoteProtocolError, SealbridgeError
 
 MSGPACK = "application/msgpack"
+OCTET_STREAM = "application/octet-stream"
 
 
 class TransportError(SealbridgeError):
@@ -37,6 +40,12 @@ class NodeRefused(RemoteProtocolError):
         self.remote_code = remote_code
         self.kind = kind
         self.status = status
+
+
+class BodyTooLarge(RemoteProtocolError):
+    """A request body is larger than the route accepts."""
+
+    code = "too_large"
 
 
 def error_status(exc: SealbridgeError) -> int:
@@ -81,6 +90,62 @@ async def _run_blocking(handler: BytesHandler, body: bytes) -> bytes:
     return await anyio.to_thread.run_sync(handler, body)
 
 
+async def _read_body(request: Request, max_body: int) -> bytes:
+    """The request body, refused with BodyTooLarge as soon as it exceeds ``max_body``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_body:
+        raise BodyTooLarge(f"body of {declared} bytes; this route accepts at most {max_body}")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_body:
+            raise BodyTooLarge(f"body over {max_body} bytes; this route accepts at most that")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def add_raw_post_route(
+    app: FastAPI,
+    path: str,
+    handler: BytesHandler,
+    *,
+    max_body: int,
+    media_type: str = MSGPACK,
+) -> None:
+    """POST ``path``: the raw body (at most ``max_body`` bytes, else a typed BodyTooLarge
+    refusal before the rest is read) goes to ``handler`` in a worker thread; its bytes
+    are the answer."""
+
+    async def endpoint(request: Request) -> Response:
+        body = await _read_body(request, max_body)
+        result = await _run_blocking(handler, body)
+        return Response(content=result, media_type=media_type)
+
+    app.add_api_route(path, endpoint, methods=["POST"])
+
+
+def add_raw_get_route(
+    app: FastAPI,
+    path: str,
+    handler: Callable[[str], bytes],
+    *,
+    param: str,
+    media_type: str = OCTET_STREAM,
+) -> None:
+    """GET ``path`` (with one ``{param}`` segment): ``handler(value)`` runs in a worker
+    thread and its bytes are the answer."""
+
+    async def endpoint(request: Request) -> Response:
+        import anyio.to_thread
+
+        value = str(request.path_params[param])
+        result = await anyio.to_thread.run_sync(handler, value)
+        return Response(content=result, media_type=media_type)
+
+    app.add_api_route(path, endpoint, methods=["GET"])
+
+
 def add_json_route(app: FastAPI, path: str, handler: Callable[[], Any]) -> None:
     """GET ``path`` answering ``handler()`` as JSON."""
 
@@ -109,6 +174,26 @@ class NodeClient:
     def post(self, path: str, payload: bytes) -> bytes:
         try:
             response = self._client.post(path, content=payload, headers={"content-type": MSGPACK})
+        except httpx.HTTPError as exc:
+            raise TransportError(f"cannot reach {self.base_url}{path}: {exc}") from exc
+        self._raise_for_refusal(response)
+        return response.content
+
+    def post_raw(self, path: str, payload: bytes, *, content_type: str = OCTET_STREAM) -> bytes:
+        """POST raw bytes (not a message); the answer's bytes, or a typed refusal."""
+        try:
+            response = self._client.post(
+                path, content=payload, headers={"content-type": content_type}
+            )
+        except httpx.HTTPError as exc:
+            raise TransportError(f"cannot reach {self.base_url}{path}: {exc}") from exc
+        self._raise_for_refusal(response)
+        return response.content
+
+    def get_bytes(self, path: str) -> bytes:
+        """GET raw bytes; a typed refusal (e.g. 404) raises NodeRefused."""
+        try:
+            response = self._client.get(path)
         except httpx.HTTPError as exc:
             raise TransportError(f"cannot reach {self.base_url}{path}: {exc}") from exc
         self._raise_for_refusal(response)

@@ -11,26 +11,38 @@ from sealbridge.core.errors import ConfigError
 
 WORKER = "worker"
 GATEKEEPER = "gatekeeper"
+STORAGE = "storage"
+ROLES = (GATEKEEPER, WORKER, STORAGE)
+TEE_ROLES = (GATEKEEPER, WORKER)
+DEFAULT_MAX_BLOB_SIZE = 16 * 1024 * 1024
 
 
 class NodeConfig(Message, frozen=True):
-    """Everything a gatekeeper or worker process needs to start."""
+    """Everything a gatekeeper, worker or storage process needs to start.
 
-    role: str  # "gatekeeper" | "worker"
+    A storage node has no enclave: it leaves the three TEE fields empty."""
+
+    role: str  # "gatekeeper" | "worker" | "storage"
     name: str
     home: str  # the node's own data directory
     rpc_url: str
     addresses_file: str
     eth_private_key: str  # hex; the host account that pays gas (not the enclave's key)
     port: int
-    platform_key_file: str  # the simulated platform key (sim TEE backend)
-    platform_public_key: str  # hex
-    allowed_measurements: list[str]  # hex; the policy the gatekeeper fixes at genesis
+    platform_key_file: str = ""  # the simulated platform key (sim TEE backend)
+    platform_public_key: str = ""  # hex
+    allowed_measurements: list[str] = []  # hex; the policy the gatekeeper fixes at genesis
     gatekeeper_url: str = ""
     confirmations: int = 0
     poll_interval: float = 0.05
     stake_wei: int = 10**18
     registration_ttl: int = 30 * 24 * 3600
+    max_blob_size: int = DEFAULT_MAX_BLOB_SIZE  # storage: the largest blob it accepts
+    # worker: outputs and checkpoints (competitive execution)
+    submit_outputs: bool = True
+    checkpoint_interval: int = 20  # blocks between checkpoints (0: none)
+    storage_urls: list[str] = []  # storage nodes the checkpoints go to
+    inline_checkpoint_max: int = 0  # a checkpoint this small goes on chain instead
 
 
 class NodeEntry(Message, frozen=True):
@@ -56,6 +68,8 @@ class DevnetState(Message, frozen=True):
     gatekeeper: NodeEntry
     workers: list[NodeEntry]
     users: list[str]
+    storage: list[NodeEntry] = []
+    storage_threshold: int = 0  # confirmations a checkpoint needs (0: older devnet file)
 
 
 def load_json(path: Path, kind: type[msgspec.Struct]) -> msgspec.Struct:
@@ -71,8 +85,16 @@ def load_node_config(path: Path) -> NodeConfig:
     value = load_json(path, NodeConfig)
     if not isinstance(value, NodeConfig):  # pragma: no cover - msgspec guarantees it
         raise ConfigError(f"{path} is not a NodeConfig")
-    if value.role not in {WORKER, GATEKEEPER}:
-        raise ConfigError(f"{path}: role must be 'worker' or 'gatekeeper', not {value.role!r}")
+    if value.role not in ROLES:
+        raise ConfigError(
+            f"{path}: role must be 'worker', 'gatekeeper' or 'storage', not {value.role!r}"
+        )
+    if value.role in TEE_ROLES and not (value.platform_key_file and value.platform_public_key):
+        raise ConfigError(f"{path}: a {value.role} needs platform_key_file and platform_public_key")
+    if value.max_blob_size < 1:
+        raise ConfigError(f"{path}: max_blob_size must be positive, not {value.max_blob_size}")
+    if value.stake_wei < 0 or value.registration_ttl < 1:
+        raise ConfigError(f"{path}: stake_wei must be >= 0 and registration_ttl >= 1")
     return value
 
 

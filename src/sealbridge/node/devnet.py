@@ -1,4 +1,5 @@
-"""The embedded devnet: one anvil chain, one gatekeeper, N workers, a few user keys.
+"""The embedded devnet: one anvil chain, one gatekeeper, N workers, M storage nodes, a
+few user keys.
 
 Theory of operation
 -------------------
@@ -6,12 +7,16 @@ Theory of operation
 they outlive the command that started them) and writes ``<home>/devnet/devnet.json``:
 
 1. anvil (prague hardfork, the standard dev mnemonic) on a free loopback port;
-2. the four management contracts, deployed by the admin account;
+2. the four management contracts, deployed by the admin account (the ExecutionLedger
+   needs ``storage_threshold`` storage confirmations per checkpoint);
 3. a simulated TEE platform key (the sim backend's stand-in for a CPU's fused key);
 4. the gatekeeper process; it performs genesis inside its enclave. The operator (this
    function) verifies the gatekeeper's quote under the devnet policy and registers it
    as the genesis attestor -- the one trust decision made outside an enclave;
-5. the worker processes; each registers itself with the gatekeeper's approval;
+5. the worker processes, each registering itself with the gatekeeper's approval, and at
+   the same time the storage processes, each registering itself with a stake (storage
+   nodes hold only ciphertext: no enclave, no attestation); each storage node pays from
+   its own funded anvil account (indexes 10 and up);
 6. user keys (``alice``, ``bob``, ``carol``), each with a funded gas account.
 
 ``stop_devnet`` ends every process group and deletes the devnet directory (anvil keeps
@@ -40,6 +45,7 @@ from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.node.config import (
     GATEKEEPER,
+    STORAGE,
     WORKER,
     DevnetState,
     NodeConfig,
@@ -56,6 +62,8 @@ from sealbridge.tee.quote import create_sim_platform
 
 DEFAULT_USERS = ("alice", "bob", "carol")
 MIN_STAKE = 10**18
+BASE_ACCOUNTS = 10  # anvil's accounts 0..9: admin, gatekeeper, workers, users
+MAX_STORAGE_NODES = 16  # the ExecutionLedger counts at most 16 confirmations
 Progress = Callable[[str], None]
 
 
@@ -143,10 +151,27 @@ def _wait_worker(url: str, process: subprocess.Popen[bytes], log_file: Path, tim
         time.sleep(0.1)
 
 
+def _wait_storage(
+    url: str, process: subprocess.Popen[bytes], log_file: Path, timeout: float
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _wait_http(url + "/v1/status", process, log_file, timeout)
+        if status["registered"]:
+            return status
+        if status["phase"] == "failed":
+            raise DevnetError(f"storage node at {url} failed: {status['error']} (log: {log_file})")
+        if time.monotonic() > deadline:
+            raise DevnetError(f"storage node at {url} did not register within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
 def start_devnet(
     home: Path,
     *,
     workers: int = 2,
+    storage_nodes: int = 3,
+    storage_threshold: int = 2,
     chain_id: int = 31337,
     confirmations: int = 0,
     block_time: float | None = None,
@@ -162,6 +187,13 @@ def start_devnet(
         block_time = 1.0  # with confirmations, blocks must come even when no tx arrives
     if workers < 1 or workers > 4:
         raise DevnetError("a devnet has between 1 and 4 workers")
+    if not 1 <= storage_nodes <= MAX_STORAGE_NODES:
+        raise DevnetError(f"a devnet has between 1 and {MAX_STORAGE_NODES} storage nodes")
+    if not 1 <= storage_threshold <= storage_nodes:
+        raise DevnetError(
+            f"the storage threshold must be between 1 and the number of storage nodes "
+            f"({storage_nodes}), not {storage_threshold}"
+        )
     directory = get_devnet_dir(home)
     if get_state_file(home).exists():
         state = load_devnet_state(get_state_file(home))
@@ -172,7 +204,17 @@ def start_devnet(
     pids: list[int] = []
     try:
         return _start(
-            directory, home, workers, chain_id, confirmations, block_time, say, timeout, pids
+            directory,
+            home,
+            workers,
+            storage_nodes,
+            storage_threshold,
+            chain_id,
+            confirmations,
+            block_time,
+            say,
+            timeout,
+            pids,
         )
     except BaseException:
         for pid in pids:
@@ -184,6 +226,8 @@ def _start(
     directory: Path,
     home: Path,
     workers: int,
+    storage_nodes: int,
+    storage_threshold: int,
     chain_id: int,
     confirmations: int,
     block_time: float | None,
@@ -194,7 +238,12 @@ def _start(
     port = get_free_port()
     rpc_url = f"http://127.0.0.1:{port}"
     anvil_argv = get_anvil_argv(
-        find_anvil(), port=port, chain_id=chain_id, block_time=block_time, silent=False
+        find_anvil(),
+        port=port,
+        chain_id=chain_id,
+        accounts=BASE_ACCOUNTS + storage_nodes,
+        block_time=block_time,
+        silent=False,
     )
     anvil = _spawn(anvil_argv, directory / "anvil.log")
     pids.append(anvil.pid)
@@ -204,9 +253,9 @@ def _start(
         f"chain {chain_id} (anvil, {mining}) at {rpc_url}; nodes wait {confirmations} confirmations"
     )
 
-    dev_keys = get_anvil_dev_keys(10)
+    dev_keys = get_anvil_dev_keys(BASE_ACCOUNTS + storage_nodes)
     admin = dev_keys[0]
-    addresses = deploy_management(chain, admin, MIN_STAKE)
+    addresses = deploy_management(chain, admin, MIN_STAKE, storage_threshold=storage_threshold)
     addresses_file = directory / "addresses.json"
     addresses.save(addresses_file)
     say(f"management contracts deployed (NodeRegistry {addresses.node_registry})")
@@ -217,6 +266,24 @@ def _start(
         GATEKEEPER: compute_sim_measurement(GATEKEEPER_PROGRAM),
         WORKER: compute_sim_measurement(WORKER_PROGRAM),
     }
+
+    def storage_config(name: str, eth_key: bytes) -> NodeConfig:
+        return NodeConfig(
+            role=STORAGE,
+            name=name,
+            home=str(directory / name),
+            rpc_url=rpc_url,
+            addresses_file=str(addresses_file),
+            eth_private_key=eth_key.hex(),
+            port=get_free_port(),
+            stake_wei=MIN_STAKE,
+        )
+
+    storage_configs = [
+        storage_config(f"storage-{i + 1}", dev_keys[BASE_ACCOUNTS + i])
+        for i in range(storage_nodes)
+    ]
+    storage_urls = [f"http://127.0.0.1:{c.port}" for c in storage_configs]
 
     def node_config(role: str, name: str, eth_key: bytes, gatekeeper_url: str = "") -> NodeConfig:
         return NodeConfig(
@@ -232,6 +299,7 @@ def _start(
             allowed_measurements=[measurements[WORKER].hex(), measurements[GATEKEEPER].hex()],
             gatekeeper_url=gatekeeper_url,
             confirmations=confirmations,
+            storage_urls=storage_urls if role == WORKER else [],
         )
 
     def launch(config: NodeConfig) -> tuple[subprocess.Popen[bytes], NodeEntry]:
@@ -286,6 +354,8 @@ def _start(
     for i in range(workers):
         config = node_config(WORKER, f"worker-{i + 1}", dev_keys[2 + i], gk_entry.url)
         started.append(launch(config))
+    # Storage nodes need neither the gatekeeper nor the workers: start them alongside.
+    storage_started = [launch(config) for config in storage_configs]
     for process, entry in started:
         status = _wait_worker(entry.url, process, Path(entry.log_file), timeout)
         worker_entries.append(NodeEntry(**{**_fields(entry), "node_id": status["node_id"]}))
@@ -293,6 +363,15 @@ def _start(
             f"{entry.name} {status['node_id'][:18]}… registered by attestation "
             f"(measurement {status['measurement'][:18]}…)"
         )
+    storage_entries: list[NodeEntry] = []
+    for process, entry in storage_started:
+        status = _wait_storage(entry.url, process, Path(entry.log_file), timeout)
+        storage_entries.append(NodeEntry(**{**_fields(entry), "node_id": status["node_id"]}))
+        say(
+            f"{entry.name} {status['node_id'][:18]}… registered with a stake "
+            f"(signer {status['signer']})"
+        )
+    say(f"checkpoints need {storage_threshold} of {storage_nodes} storage confirmations")
 
     keystore = Keystore(directory)
     for offset, name in enumerate(DEFAULT_USERS):
@@ -310,6 +389,8 @@ def _start(
         gatekeeper=gk_entry,
         workers=worker_entries,
         users=list(DEFAULT_USERS),
+        storage=storage_entries,
+        storage_threshold=storage_threshold,
     )
     save_json(get_state_file(home), state)
     return state
@@ -362,7 +443,7 @@ def stop_devnet(home: Path) -> list[str]:
         raise DevnetNotRunning(f"no devnet under {home}")
     state = load_devnet_state(path)
     stopped = []
-    for entry in [*state.workers, state.gatekeeper]:
+    for entry in [*state.storage, *state.workers, state.gatekeeper]:
         _kill_group(entry.pid)
         stopped.append(entry.name)
     _kill_group(state.anvil_pid)
@@ -371,29 +452,33 @@ def stop_devnet(home: Path) -> list[str]:
     return stopped
 
 
+def _node_row(entry: NodeEntry) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "name": entry.name,
+        "role": entry.role,
+        "url": entry.url,
+        "pid": entry.pid,
+        "alive": is_alive(entry.pid),
+    }
+    try:
+        row.update(httpx.get(entry.url + "/v1/status", timeout=2.0).json())
+    except (httpx.HTTPError, ValueError):
+        row["phase"] = "unreachable"
+    return row
+
+
 def get_devnet_status(home: Path) -> dict[str, Any]:
+    """The chain, the TEE nodes (``nodes``) and the storage nodes (``storage``)."""
     state = load_running(home)
     chain = ChainAdapter.rpc(state.rpc_url)
-    nodes = []
-    for entry in [state.gatekeeper, *state.workers]:
-        row: dict[str, Any] = {
-            "name": entry.name,
-            "role": entry.role,
-            "url": entry.url,
-            "pid": entry.pid,
-            "alive": is_alive(entry.pid),
-        }
-        try:
-            row.update(httpx.get(entry.url + "/v1/status", timeout=2.0).json())
-        except (httpx.HTTPError, ValueError):
-            row["phase"] = "unreachable"
-        nodes.append(row)
     return {
         "home": state.home,
         "chain_id": state.chain_id,
         "rpc_url": state.rpc_url,
         "block_number": chain.get_block_number(),
-        "nodes": nodes,
+        "nodes": [_node_row(entry) for entry in [state.gatekeeper, *state.workers]],
+        "storage": [_node_row(entry) for entry in state.storage],
+        "storage_threshold": state.storage_threshold,
         "users": state.users,
     }
 
@@ -405,7 +490,7 @@ def restart_node(home: Path, name: str, *, timeout: float = 60.0) -> NodeEntry:
     its registration; a worker reinstalls its contracts from their sealed state.
     """
     state = load_running(home)
-    entries = {e.name: e for e in [state.gatekeeper, *state.workers]}
+    entries = {e.name: e for e in [state.gatekeeper, *state.workers, *state.storage]}
     if name not in entries:
         raise DevnetError(f"no node named {name!r} (nodes: {', '.join(entries)})")
     entry = entries[name]
@@ -419,14 +504,17 @@ def restart_node(home: Path, name: str, *, timeout: float = 60.0) -> NodeEntry:
             if time.monotonic() > deadline:
                 raise DevnetError(f"{name} did not catch up to block {tip} within {timeout:.0f}s")
             time.sleep(0.1)
+    elif entry.role == STORAGE:
+        _wait_storage(entry.url, process, log_file, timeout)
     else:
         _wait_http(entry.url + "/v1/status", process, log_file, timeout)
     fresh = NodeEntry(**{**_fields(entry), "pid": process.pid})
     workers = [fresh if w.name == name else w for w in state.workers]
+    storage = [fresh if s.name == name else s for s in state.storage]
     gatekeeper = fresh if state.gatekeeper.name == name else state.gatekeeper
     fields = {f: getattr(state, f) for f in state.__struct_fields__}
     save_json(
         get_state_file(home),
-        DevnetState(**{**fields, "workers": workers, "gatekeeper": gatekeeper}),
+        DevnetState(**{**fields, "workers": workers, "storage": storage, "gatekeeper": gatekeeper}),
     )
     return fresh

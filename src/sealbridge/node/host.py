@@ -42,6 +42,8 @@ class HostPhase(Enum):
 class NodeHost:
     """Base of the worker and gatekeeper hosts (the untrusted half of a node)."""
 
+    with_evidence = False  # deliver each block's header fields and receipts too
+
     def __init__(self, config: NodeConfig, enclave: EnclaveHandle, chain: ChainAdapter) -> None:
         self.config = config
         self.enclave = enclave
@@ -58,11 +60,18 @@ class NodeHost:
     def before_following(self) -> None:
         """Work to do once before the follow loop (e.g. registration)."""
 
+    def get_start_block(self) -> int:
+        """The first block to follow (called after :meth:`before_following`)."""
+        return self.addresses.deployed_at_block
+
     def on_block(self, block: ObservedBlock) -> None:
         """Handle one final block (override)."""
 
     def on_caught_up(self) -> None:
         """Called when no delivered block is left to handle (override)."""
+
+    def on_idle(self) -> None:
+        """Called after a poll that found no new block (override)."""
 
     def run(self) -> None:
         """Follow the chain until stopped; failures are kept in ``phase`` and ``error``."""
@@ -71,8 +80,9 @@ class NodeHost:
             follower = BlockFollower(
                 self.chain,
                 self.addresses,
-                start_block=self.addresses.deployed_at_block,
+                start_block=self.get_start_block(),
                 confirmations=self.config.confirmations,
+                with_evidence=self.with_evidence,
             )
             self.phase = HostPhase.FOLLOWING
             pending: deque[ObservedBlock] = deque()
@@ -80,6 +90,7 @@ class NodeHost:
                 if not pending:
                     pending.extend(follower.poll())
                     if not pending:
+                        self.on_idle()
                         self._stop.wait(self.config.poll_interval)
                         continue
                 try:

@@ -2,6 +2,7 @@
 
 Wires a role's host to its enclave (sim TEE backend: a child process), the chain (JSON-RPC)
 and an HTTP API (FastAPI on uvicorn, loopback), and runs the chain follower in a thread.
+A storage node has no enclave and no follower: its thread only registers it.
 """
 
 from __future__ import annotations
@@ -16,19 +17,42 @@ from fastapi import FastAPI
 
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.core.errors import SealbridgeError
-from sealbridge.net.http import add_bytes_route, add_json_route, install_error_handler
-from sealbridge.node.config import GATEKEEPER, NodeConfig, load_node_config
-from sealbridge.node.gatekeeper import GatekeeperHost
-from sealbridge.node.worker import WorkerHost
-from sealbridge.tee.sim import SimBackend
+from sealbridge.net.http import (
+    add_bytes_route,
+    add_json_route,
+    add_raw_get_route,
+    add_raw_post_route,
+    install_error_handler,
+)
+from sealbridge.node.config import GATEKEEPER, STORAGE, NodeConfig, load_node_config
+from sealbridge.node.storage import StorageHost
 
 WORKER_PROGRAM = "sealbridge.runtime.enclave:WorkerProgram"
 GATEKEEPER_PROGRAM = "sealbridge.keyservice.enclave:GatekeeperProgram"
 
 
+def build_storage_app(config: NodeConfig) -> tuple[FastAPI, threading.Thread, StorageHost]:
+    """A storage node: blob routes and status; its thread registers it on chain."""
+    host = StorageHost(config)
+    app = FastAPI(title=f"sealbridge storage {config.name}")
+    install_error_handler(app)
+    add_raw_post_route(app, "/v1/blobs", host.on_store, max_body=config.max_blob_size)
+    add_raw_get_route(app, "/v1/blobs/{blob_hash}", host.on_fetch, param="blob_hash")
+    add_json_route(app, "/v1/status", host.get_status)
+    thread = threading.Thread(target=host.run, name="storage-registration", daemon=True)
+    return app, thread, host
+
+
 def build_app(config: NodeConfig) -> tuple[FastAPI, threading.Thread, object]:
     home = Path(config.home)
     home.mkdir(parents=True, exist_ok=True)
+    if config.role == STORAGE:
+        return build_storage_app(config)
+    # imported here so that a storage process does not load the TEE roles' code
+    from sealbridge.node.gatekeeper import GatekeeperHost
+    from sealbridge.node.worker import WorkerHost
+    from sealbridge.tee.sim import SimBackend
+
     chain = ChainAdapter.rpc(config.rpc_url)
     program = GATEKEEPER_PROGRAM if config.role == GATEKEEPER else WORKER_PROGRAM
     enclave = SimBackend().launch(

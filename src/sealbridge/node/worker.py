@@ -2,28 +2,40 @@
 
 Theory of operation
 -------------------
-The host only moves bytes between the chain, the network and its enclave:
+The host only moves bytes between the chain, the network, the storage nodes and its
+enclave; the enclave checks everything it is given.
 
 1. **Registration.** It asks its enclave for a quote over the enclave's keys, sends the
    quote to the gatekeeper (``POST /v1/attest``) for an approval signature, and registers
    on the NodeRegistry with that approval and its stake.
-2. **Following.** A :class:`BlockFollower` delivers final blocks in order. For every
-   ``ContractKeyPublished`` of a contract the worker is assigned to, the host has the
-   enclave sign a key request, fetches the key release from the gatekeeper and installs
-   it in the enclave. For every block, the ``Command`` events of all installed contracts
-   go to the enclave as one :class:`BlockInput` (block-atomic order: transaction index,
-   log index), which the enclave applies as one unit.
-3. **Outputs.** After a block with commands the host stores the sealed states the enclave
-   returned in one state bundle file, replaced atomically (state at rest is always
-   encrypted, and all contracts resume from the same height), keeps the receipts (each
-   command's outcome sealed for its sender) for ``POST /v1/result``, and records the
-   enclave-signed (block, state root, command count) on the OutputRecords contract.
-   Messages the block's contracts sent to other contracts are posted to the target's
-   inbox by the first worker assigned to the sending contract (the others only log them).
-   The host also hands the enclave the published keys of every contract it saw
-   (``BlockInput.directory``), which the runtime needs to address and authenticate them.
-4. **Queries.** ``POST /v1/query`` passes the caller's signed query to the enclave and
-   returns the enclave's answer, which is encrypted to the caller: the host sees neither.
+2. **Where to start.** The enclave follows a verified chain of headers from an anchor
+   block. With a state bundle on disk the anchor is the bundle's block; with no state but
+   a checkpoint recorded for its contracts the worker *recovers*: it fetches the newest
+   checkpoint blob from the storage nodes (or from the chain, if it was stored inline),
+   gets each contract's key from the gatekeeper and has the enclave resume from the blob,
+   which becomes the anchor; otherwise the anchor is the block before the management
+   contracts (trust on first use). Contract keys published before the anchor are found
+   with one ``eth_getLogs`` scan.
+3. **Following.** A :class:`BlockFollower` delivers every block after the anchor with its
+   evidence (full header and all receipts). For every ``ContractKeyPublished`` of a
+   contract the worker is assigned to, the host has the enclave sign a key request,
+   fetches the key release from the gatekeeper and installs it. Then the block's evidence
+   goes to the enclave, which verifies it and applies the commands it finds in it as one
+   unit.
+4. **State at rest.** After a block that changed contracts the host stores their sealed
+   states in one state bundle file, replaced atomically, keeps the receipts (each
+   command's outcome sealed for its sender) for ``POST /v1/result``, and posts the
+   messages the block's contracts sent (if it is the sending contract's first worker).
+5. **Outputs and checkpoints** (competitive execution). When caught up, for each domain
+   (contracts with the same executor set) the host asks the enclave to sign outputs for
+   the range from the last accepted end to the newest block and submits them to the
+   ExecutionLedger; every worker of the domain does the same, and the ledger keeps the
+   first valid one. Every ``checkpoint_interval`` blocks the submission carries a
+   checkpoint: the enclave seals the domain's states into one blob, the host stores it on
+   the storage nodes and attaches their signed confirmations (or puts a small blob on
+   chain inline). Submissions run on their own thread, one at a time.
+6. **Queries.** ``POST /v1/query`` passes the caller's signed query to the enclave and
+   returns the enclave's answer, which is encrypted to the caller.
 
 States: ``STARTING`` -> ``REGISTERING`` -> ``FOLLOWING`` (or ``FAILED`` with a reason).
 """
@@ -37,36 +49,46 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from sealbridge.chain.abi import Role
+from sealbridge.chain.abi import Role, canonical_address
 from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.follower import ChainEvent, ObservedBlock
+from sealbridge.chain.errors import TransactionReverted
+from sealbridge.chain.follower import ChainEvent, ObservedBlock, decode_event
+from sealbridge.chain.management import MAX_OUTPUT_BATCH, CheckpointRecord, OutputSubmission
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
-from sealbridge.core.ids import to_hex
+from sealbridge.core.ids import keccak, to_hex
 from sealbridge.keyservice.messages import KeyRelease, RegistrationApproval, RegistrationRequest
 from sealbridge.net.http import NodeClient
+from sealbridge.node.checkpoint_store import fetch_blob, store_blob
 from sealbridge.node.config import NodeConfig
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.runtime.ecalls import WorkerEnclaveClient
+from sealbridge.runtime.errors import OutputsRefused
 from sealbridge.runtime.messages import (
     BlockInput,
     BlockOutput,
+    ChainConfig,
+    CheckpointBlob,
     DirectoryEntry,
-    InboxCommand,
     InstallContract,
     Receipt,
-    SignOutput,
+    RestoreCheckpoint,
+    SignOutputs,
 )
+from sealbridge.storage.messages import StorageReceipt
 from sealbridge.tee.backend import EnclaveHandle
 
 log = logging.getLogger("sealbridge.worker")
 RECEIPTS_KEPT = 20_000
+LOG_SCAN_CHUNK = 10_000
+STORAGE_TIMEOUT = 10.0
 
 
 class StateBundle(Message, frozen=True):
     """The host's file of sealed contract states, all valid at ``height``."""
 
     height: int = 0
+    block_hash: bytes = b""  # hash of block ``height``: the enclave's anchor on restart
     states: dict[str, bytes] = {}  # contract id hex -> state sealed under its state key
 
 
@@ -79,7 +101,22 @@ class ResultNotFound(LocalProtocolError):
     code = "result_not_found"
 
 
+class RecoveryFailed(LocalProtocolError):
+    code = "recovery_failed"
+
+
+class SubmissionStats:
+    """Counts of this worker's output submissions (competitive execution)."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.refused = 0  # another worker's output for the range was first
+        self.last_refusal = ""
+
+
 class WorkerHost(NodeHost):
+    with_evidence = True
+
     def __init__(self, config: NodeConfig, enclave: EnclaveHandle, chain: ChainAdapter) -> None:
         super().__init__(config, enclave, chain)
         self.calls = WorkerEnclaveClient(enclave)
@@ -93,18 +130,26 @@ class WorkerHost(NodeHost):
             else StateBundle()
         )
         self.receipts: OrderedDict[tuple[bytes, int], Receipt] = OrderedDict()
-        self.directory: list[DirectoryEntry] = []  # entries not yet given to the enclave
+        self.directory: list[DirectoryEntry] = []  # keys published before the anchor
         self.workers_of: dict[bytes, list[bytes]] = {}  # installed contract -> its workers
         self.messages_posted = 0
-        self.last_seen: ObservedBlock | None = None  # the newest block followed
+        self.anchor = 0  # the enclave's verified chain starts after this block
+        self.recovered_from: int | None = None  # checkpoint height, when recovered
         self.last_delivered = 0  # the newest block handed to the enclave
-        self.outputs_recorded = 0
-        self.unrecorded: dict[bytes, int] = {}  # contract id -> commands in its last block
+        self.submissions = SubmissionStats()
+        self.checkpoints_stored = 0
+        self._submit_after = 0  # no new submission before the enclave has seen this block
+        self._attempted_at = 0  # the verified height at the last attempt
+        self._submitting: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    # -- registration ---------------------------------------------------------------
+    # -- registration and start ---------------------------------------------------------
     def before_following(self) -> None:
         self.phase = HostPhase.REGISTERING
+        self.register()
+        self.choose_anchor()
+
+    def register(self) -> None:
         if self.mgmt.node_registry.is_active(self.node_id, Role.WORKER):
             log.info("already registered as %s", to_hex(self.node_id))
             return
@@ -136,83 +181,175 @@ class WorkerHost(NodeHost):
         )
         log.info("registered worker %s", to_hex(self.node_id))
 
+    def get_chain_config(self, anchor: int, anchor_hash: bytes) -> ChainConfig:
+        a = self.addresses
+        return ChainConfig(
+            chain_id=self.chain.chain_id,
+            command_inbox=canonical_address(a.command_inbox),
+            contract_registry=canonical_address(a.contract_registry),
+            execution_ledger=canonical_address(a.execution_ledger),
+            anchor_number=anchor,
+            anchor_hash=anchor_hash,
+        )
+
+    def choose_anchor(self) -> None:
+        """Resume from the bundle, else recover from a checkpoint, else start fresh."""
+        start = self.addresses.deployed_at_block
+        if self.bundle.height > 0:
+            anchor = self.bundle.height
+            anchor_hash = self.bundle.block_hash or self.chain.get_block(anchor).hash
+            self.calls.configure_chain(self.get_chain_config(anchor, anchor_hash))
+            log.info("resuming from the state bundle at block %d", anchor)
+        else:
+            recovered = self.recover_from_checkpoint()
+            if recovered is None:
+                anchor = max(start - 1, 0)
+                anchor_hash = self.chain.get_block(anchor).hash
+                self.calls.configure_chain(self.get_chain_config(anchor, anchor_hash))
+            else:
+                anchor = recovered
+        self.anchor = anchor
+        self.last_delivered = anchor
+        for event in self.scan_key_events(start, anchor):
+            self.on_key_published(event)
+
+    def get_start_block(self) -> int:
+        return self.anchor + 1
+
+    def scan_key_events(self, first: int, last: int) -> list[ChainEvent]:
+        """ContractKeyPublished events in [first, last], by eth_getLogs in chunks."""
+        events: list[ChainEvent] = []
+        codecs = self.mgmt.get_codecs()
+        for low in range(first, last + 1, LOG_SCAN_CHUNK):
+            high = min(last, low + LOG_SCAN_CHUNK - 1)
+            for entry in self.chain.get_logs(low, high, [self.addresses.contract_registry]):
+                event = decode_event(codecs, entry)
+                if event.name == "ContractKeyPublished":
+                    events.append(event)
+        return events
+
+    def recover_from_checkpoint(self) -> int | None:
+        """With no state on disk: resume from the newest checkpoint recorded for the
+        contracts assigned to this worker (None if there is none)."""
+        tip = self.chain.get_block_number()
+        ledger = self.mgmt.execution_ledger
+        best: CheckpointRecord | None = None
+        for event in self.scan_key_events(self.addresses.deployed_at_block, tip):
+            cid = bytes(event.args["contract_id"])
+            if not self.mgmt.contract_registry.is_assigned(cid, self.node_id):
+                continue
+            record = ledger.get_checkpoint(cid)
+            if record is not None and (best is None or record.height > best.height):
+                best = record
+        if best is None:
+            return None
+        started = time.perf_counter()
+        blob = self.fetch_checkpoint_blob(best)
+        contract_ids = [bytes.fromhex(h) for h in decode(blob, CheckpointBlob).states]
+        installs = [self.get_install(cid) for cid in contract_ids]
+        with self._lock:
+            statuses = self.calls.restore_checkpoint(
+                RestoreCheckpoint(
+                    blob=blob, installs=installs, chain=self.get_chain_config(0, bytes(32))
+                )
+            )
+        for status, install in zip(statuses, installs, strict=True):
+            self.installed[status.contract_id] = status.height
+            self.workers_of[status.contract_id] = install.workers
+        self.recovered_from = best.height
+        log.info(
+            "recovered %d contracts from the checkpoint at block %d (%d bytes) in %.2fs",
+            len(statuses),
+            best.height,
+            len(blob),
+            time.perf_counter() - started,
+        )
+        return best.height
+
+    def fetch_checkpoint_blob(self, record: CheckpointRecord) -> bytes:
+        if not record.inline:
+            return fetch_blob(
+                list(self.config.storage_urls), record.blob_hash, timeout=STORAGE_TIMEOUT
+            )
+        codecs = self.mgmt.get_codecs()
+        ledger = self.addresses.execution_ledger
+        for entry in self.chain.get_logs(record.recorded_at, record.recorded_at, [ledger]):
+            event = decode_event(codecs, entry)
+            if event.name == "CheckpointRecorded" and (
+                bytes(event.args["blob_hash"]) == record.blob_hash
+            ):
+                blob = bytes(event.args["inline_blob"])
+                if keccak(blob) == record.blob_hash:
+                    return blob
+        raise RecoveryFailed(f"inline checkpoint 0x{record.blob_hash.hex()} not found on chain")
+
+    def get_install(
+        self, contract_id: bytes, sealed: bytes = b"", height: int = 0
+    ) -> InstallContract:
+        """Fetch the contract key from the gatekeeper and build the install request."""
+        record = self.mgmt.contract_registry.get_contract(contract_id)
+        if record is None:
+            raise RecoveryFailed(f"contract 0x{contract_id.hex()} is not registered")
+        request = self.calls.make_key_request(contract_id)
+        with NodeClient(self.config.gatekeeper_url) as gk:
+            release = decode(gk.post("/v1/keys", encode(request)), KeyRelease)
+        return InstallContract(
+            contract_id=contract_id,
+            code_hash=record.code_hash,
+            contract_public_key=record.contract_public_key,
+            wrapped_key=release.wrapped_key,
+            gatekeeper_key=release.gatekeeper_key,
+            deployer_commitment=record.deployer_commitment,
+            workers=record.workers,
+            sealed_state=sealed,
+            resume_height=height,
+        )
+
     # -- following ------------------------------------------------------------------
     def on_block(self, block: ObservedBlock) -> None:
-        self.last_seen = block
-        commands: list[InboxCommand] = []
         for event in block.events:
             if event.name == "ContractKeyPublished":
                 self.on_key_published(event)
-            elif event.name == "Command":
-                contract_id = bytes(event.args["contract_id"])
-                # a resumed contract's sealed state already holds blocks up to its height
-                if block.number > self.installed.get(contract_id, block.number):
-                    commands.append(
-                        InboxCommand(
-                            contract_id=contract_id,
-                            seq=int(event.args["seq"]),
-                            tx_index=event.tx_index,
-                            log_index=event.log_index,
-                            ciphertext=bytes(event.args["ciphertext"]),
-                        )
-                    )
-        if commands:
-            self.process_commands(block, commands)
+        self.process_block(block)
 
     def on_caught_up(self) -> None:
-        last = self.last_seen
-        if last is not None and last.number > self.last_delivered and self.installed:
-            # an empty block: the enclave learns the time (queries evaluate at it) and the
-            # directory entries seen since
-            self.process_commands(last, [])
-        if self.unrecorded:
-            self.flush_outputs()
+        if self.config.submit_outputs and self.installed:
+            self.start_submission()
+
+    def on_idle(self) -> None:
+        self.on_caught_up()
 
     def on_key_published(self, event: ChainEvent) -> None:
         contract_id = bytes(event.args["contract_id"])
-        self.directory.append(
-            DirectoryEntry(
-                contract_id=contract_id,
-                command_key=bytes(event.args["contract_public_key"]),
-                message_key=bytes(event.args["message_key"]),
+        if event.block_number <= self.anchor:
+            self.directory.append(
+                DirectoryEntry(
+                    contract_id=contract_id,
+                    command_key=bytes(event.args["contract_public_key"]),
+                    message_key=bytes(event.args["message_key"]),
+                )
             )
-        )
         if contract_id in self.installed:
             return
         if not self.mgmt.contract_registry.is_assigned(contract_id, self.node_id):
             return
-        record = self.mgmt.contract_registry.get_contract(contract_id)
-        if record is None:
-            return
-        request = self.calls.make_key_request(contract_id)
-        with NodeClient(self.config.gatekeeper_url) as gk:
-            release = decode(gk.post("/v1/keys", encode(request)), KeyRelease)
         sealed = self.bundle.states.get(contract_id.hex(), b"")
+        install = self.get_install(contract_id, sealed, self.bundle.height if sealed else 0)
         with self._lock:
-            status = self.calls.install_contract(
-                InstallContract(
-                    contract_id=contract_id,
-                    code_hash=record.code_hash,
-                    contract_public_key=record.contract_public_key,
-                    wrapped_key=release.wrapped_key,
-                    gatekeeper_key=release.gatekeeper_key,
-                    deployer_commitment=record.deployer_commitment,
-                    workers=record.workers,
-                    sealed_state=sealed,
-                    resume_height=self.bundle.height if sealed else 0,
-                )
-            )
+            status = self.calls.install_contract(install)
         self.installed[contract_id] = status.height
-        self.workers_of[contract_id] = record.workers
+        self.workers_of[contract_id] = install.workers
         log.info("installed contract %s", to_hex(contract_id))
 
-    def process_commands(self, block: ObservedBlock, commands: list[InboxCommand]) -> None:
+    def process_block(self, block: ObservedBlock) -> None:
+        if block.evidence is None:
+            raise LocalProtocolError(f"block {block.number} came without evidence")
         with self._lock:
             output = self.calls.process_block(
                 BlockInput(
                     number=block.number,
                     block_hash=block.hash,
-                    commands=commands,
+                    evidence=block.evidence,
                     directory=self.directory,
                 )
             )
@@ -224,8 +361,7 @@ class WorkerHost(NodeHost):
         for contract in output.contracts:
             states[contract.contract_id.hex()] = contract.sealed_state
             self.installed[contract.contract_id] = block.number
-            self.unrecorded[contract.contract_id] = contract.command_count
-        self.bundle = StateBundle(height=block.number, states=states)
+        self.bundle = StateBundle(height=block.number, block_hash=block.hash, states=states)
         tmp = self.bundle_file.with_suffix(".tmp")
         tmp.write_bytes(encode(self.bundle))
         tmp.replace(self.bundle_file)
@@ -238,7 +374,7 @@ class WorkerHost(NodeHost):
         log.info(
             "block %d: %d commands (%d refused before execution), %d contracts changed",
             block.number,
-            len(commands),
+            len(output.receipts),
             refused,
             len(output.contracts),
         )
@@ -265,37 +401,122 @@ class WorkerHost(NodeHost):
             except SealbridgeError as exc:
                 log.warning("could not post message %d: %s", message.seq, exc.message)
 
-    def flush_outputs(self) -> None:
-        """Record the latest enclave-signed state root of each contract that changed.
+    # -- outputs and checkpoints (competitive execution) ---------------------------------
+    def start_submission(self) -> None:
+        """Submit outputs on a thread of their own, one submission at a time, and not
+        before the enclave has seen the block of the previous one (its start would be
+        stale)."""
+        busy = self._submitting is not None and self._submitting.is_alive()
+        if busy or self.last_delivered < self._submit_after:
+            return
+        if self.last_delivered <= self._attempted_at:
+            return  # nothing new since the last attempt
+        self._attempted_at = self.last_delivered
+        self._submitting = threading.Thread(
+            target=self.submit_outputs, name="worker-outputs", daemon=True
+        )
+        self._submitting.start()
 
-        Called when the host has caught up with the chain, so a backlog of blocks costs one
-        output transaction per contract, not one per block. The transaction is sent
-        without waiting for its receipt (a send that would revert is logged)."""
-        for contract_id in list(self.unrecorded):
-            number = self.installed[contract_id]
+    def get_domains(self) -> list[list[bytes]]:
+        """Installed contracts grouped by executor set (sorted, at most a batch each)."""
+        groups: dict[tuple[bytes, ...], list[bytes]] = {}
+        for cid in sorted(self.installed):
+            groups.setdefault(tuple(sorted(self.workers_of.get(cid, []))), []).append(cid)
+        out: list[list[bytes]] = []
+        for cids in groups.values():
+            out.extend(
+                cids[i : i + MAX_OUTPUT_BATCH] for i in range(0, len(cids), MAX_OUTPUT_BATCH)
+            )
+        return out
+
+    def is_checkpoint_due(self, contract_ids: list[bytes]) -> bool:
+        if self.config.checkpoint_interval <= 0:
+            return False
+        record = self.mgmt.execution_ledger.get_checkpoint(contract_ids[0])
+        last = record.height if record is not None else 0
+        return self.last_delivered - last >= self.config.checkpoint_interval
+
+    def submit_outputs(self) -> None:
+        try:
+            for contract_ids in self.get_domains():
+                self.submit_domain(contract_ids)
+        except SealbridgeError as exc:  # outputs are retried when next caught up
+            log.warning("output submission failed: %s", exc.message)
+        except Exception:  # noqa: BLE001 -- keep the follower alive, report it
+            log.exception("output submission failed")
+
+    def submit_domain(self, contract_ids: list[bytes]) -> None:
+        checkpoint: tuple[bytes, bytes] | None = None  # (blob, hash)
+        receipts: list[StorageReceipt] = []
+        if self.is_checkpoint_due(contract_ids):
             with self._lock:
-                signature = self.calls.sign_output(
-                    SignOutput(
-                        contract_id=contract_id,
-                        number=number,
+                blob = self.calls.make_checkpoint(contract_ids)
+            blob_hash = keccak(blob)
+            if len(blob) <= self.config.inline_checkpoint_max:
+                checkpoint = (blob, blob_hash)
+            else:
+                try:
+                    receipts = store_blob(
+                        list(self.config.storage_urls),
+                        blob,
+                        threshold=self.mgmt.execution_ledger.get_storage_threshold(),
+                        ledger_address=self.addresses.execution_ledger,
                         chain_id=self.chain.chain_id,
-                        outputs_address=bytes.fromhex(self.addresses.output_records[2:]),
+                        timeout=STORAGE_TIMEOUT,
+                    )
+                    checkpoint = (blob, blob_hash)
+                except SealbridgeError as exc:
+                    log.warning("checkpoint not stored (%s); outputs go without", exc.message)
+        try:
+            with self._lock:
+                signed = self.calls.sign_outputs(
+                    SignOutputs(
+                        contract_ids=contract_ids,
+                        checkpoint_hash=checkpoint[1] if checkpoint else bytes(32),
+                        checkpoint_size=len(checkpoint[0]) if checkpoint else 0,
+                        only_changed=checkpoint is None,
                     )
                 )
-                status = {c.contract_id: c for c in self.calls.get_status()}[contract_id]
-            try:
-                self.mgmt.output_records.send_record(
-                    contract_id,
-                    number,
-                    status.state_root,
-                    self.unrecorded.pop(contract_id),
-                    self.node_id,
-                    signature,
-                    self.eth_key,
-                )
-                self.outputs_recorded += 1
-            except SealbridgeError as exc:  # the output is advisory; execution goes on
-                log.warning("could not record output of block %d: %s", number, exc.message)
+        except OutputsRefused as exc:
+            log.info("no outputs to submit: %s", exc.message)
+            return
+        if not signed.contract_ids:
+            return
+        inline = checkpoint is not None and not receipts
+        submission = OutputSubmission(
+            contract_ids=signed.contract_ids,
+            starts=signed.starts,
+            end=signed.end,
+            end_hash=signed.end_hash,
+            state_roots=signed.state_roots,
+            commands_applied=signed.commands_applied,
+            node_id=self.node_id,
+            signature=signed.signature,
+            checkpoint_hash=signed.checkpoint_hash,
+            checkpoint_size=signed.checkpoint_size,
+            storage_ids=[r.node_id for r in receipts],
+            storage_sigs=[r.signature for r in receipts],
+            inline_blob=checkpoint[0] if checkpoint is not None and inline else b"",
+        )
+        try:
+            receipt = self.mgmt.execution_ledger.submit(submission, self.eth_key)
+        except TransactionReverted as exc:
+            # another worker was first for this range (or the end fell out of the window)
+            self.submissions.refused += 1
+            self.submissions.last_refusal = exc.reason
+            self._submit_after = max(self._submit_after, self.chain.get_block_number())
+            log.info("outputs up to block %d refused: %s", signed.end, exc.reason)
+            return
+        self.submissions.accepted += 1
+        if checkpoint is not None:
+            self.checkpoints_stored += 1
+        self._submit_after = max(self._submit_after, receipt.block_number)
+        log.info(
+            "outputs of %d contracts accepted for blocks up to %d%s",
+            len(signed.contract_ids),
+            signed.end,
+            " with a checkpoint" if checkpoint is not None else "",
+        )
 
     # -- queries and status -------------------------------------------------------------
     def on_query(self, payload: bytes) -> bytes:
@@ -314,7 +535,7 @@ class WorkerHost(NodeHost):
 
     def get_status(self) -> dict[str, Any]:
         with self._lock:
-            contracts = self.calls.get_status() if self.installed else []
+            status = self.calls.get_runtime_status()
         return {
             "role": "worker",
             "name": self.config.name,
@@ -322,8 +543,16 @@ class WorkerHost(NodeHost):
             "phase": self.phase.value,
             "error": self.error,
             "height": self.height,
+            "verified_height": status.chain_height,
+            "anchor": self.anchor,
+            "recovered_from": self.recovered_from,
             "measurement": to_hex(self.enclave.measurement),
-            "outputs_recorded": self.outputs_recorded,
+            "outputs_accepted": self.submissions.accepted,
+            "outputs_refused": self.submissions.refused,
+            "last_refusal": self.submissions.last_refusal,
+            "checkpoints_stored": self.checkpoints_stored,
+            "awaiting_checkpoint_record": status.awaiting_checkpoint_record,
+            "diverged": status.diverged,
             "messages_posted": self.messages_posted,
             "contracts": [
                 {
@@ -333,6 +562,6 @@ class WorkerHost(NodeHost):
                     "commands_applied": c.commands_applied,
                     "phase": c.phase,
                 }
-                for c in contracts
+                for c in status.contracts
             ],
         }

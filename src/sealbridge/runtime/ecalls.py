@@ -13,10 +13,14 @@ from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.runtime.messages import (
     BlockInput,
     BlockOutput,
+    ChainConfig,
     ContractStatus,
     InstallContract,
+    MakeCheckpoint,
+    RestoreCheckpoint,
+    SignedOutputs,
     SignedQuery,
-    SignOutput,
+    SignOutputs,
 )
 
 
@@ -26,10 +30,18 @@ class MakeKeyRequest(Message, frozen=True):
 
 class StatusList(Message, frozen=True):
     contracts: list[ContractStatus]
+    chain_height: int = 0  # the newest verified block (0: no verified view)
+    diverged: dict[str, str] = {}  # contract hex -> why its outputs are withheld
+    awaiting_checkpoint_record: bool = False
+    outputs_signed: int = 0
 
 
-class Signature(Message, frozen=True):
-    signature: bytes
+class Blob(Message, frozen=True):
+    data: bytes
+
+
+class Empty(Message, frozen=True):
+    pass
 
 
 class SealedAnswer(Message, frozen=True):
@@ -58,14 +70,31 @@ class WorkerEnclaveClient:
     def process_block(self, block: BlockInput) -> BlockOutput:
         return decode(self.enclave.ecall("process_block", encode(block)), BlockOutput)
 
-    def sign_output(self, request: SignOutput) -> bytes:
-        return decode(self.enclave.ecall("sign_output", encode(request)), Signature).signature
+    def configure_chain(self, config: ChainConfig) -> None:
+        self.enclave.ecall("configure_chain", encode(config))
+
+    def sign_outputs(self, request: SignOutputs) -> SignedOutputs:
+        return decode(self.enclave.ecall("sign_outputs", encode(request)), SignedOutputs)
+
+    def make_checkpoint(self, contract_ids: list[bytes]) -> bytes:
+        out = self.enclave.ecall(
+            "make_checkpoint", encode(MakeCheckpoint(contract_ids=contract_ids))
+        )
+        return decode(out, Blob).data
+
+    def restore_checkpoint(self, request: RestoreCheckpoint) -> list[ContractStatus]:
+        return decode(
+            self.enclave.ecall("restore_checkpoint", encode(request)), StatusList
+        ).contracts
 
     def answer_query(self, query_bytes: bytes) -> bytes:
         return decode(self.enclave.ecall("query", query_bytes), SealedAnswer).sealed
 
     def get_status(self) -> list[ContractStatus]:
-        return decode(self.enclave.ecall("get_status", b""), StatusList).contracts
+        return self.get_runtime_status().contracts
+
+    def get_runtime_status(self) -> StatusList:
+        return decode(self.enclave.ecall("get_status", b""), StatusList)
 
 
 def decode_query(data: bytes) -> SignedQuery:

@@ -12,8 +12,16 @@ from collections.abc import Callable, Mapping
 
 from sealbridge.core.encoding import decode, encode
 from sealbridge.keyservice.messages import KEY_REQUEST_SIGN_TAG, KeyRequest, KeyRequestBody
-from sealbridge.runtime.ecalls import MakeKeyRequest, SealedAnswer, Signature, StatusList
-from sealbridge.runtime.messages import BlockInput, InstallContract, SignedQuery, SignOutput
+from sealbridge.runtime.ecalls import Blob, Empty, MakeKeyRequest, SealedAnswer, StatusList
+from sealbridge.runtime.messages import (
+    BlockInput,
+    ChainConfig,
+    InstallContract,
+    MakeCheckpoint,
+    RestoreCheckpoint,
+    SignedQuery,
+    SignOutputs,
+)
 from sealbridge.runtime.worker import WorkerRuntime
 from sealbridge.tee.enclave import EnclaveContext
 
@@ -29,7 +37,10 @@ class WorkerProgram:
             "make_key_request": self.make_key_request,
             "install_contract": self.install_contract,
             "process_block": self.process_block,
-            "sign_output": self.sign_output,
+            "configure_chain": self.configure_chain,
+            "sign_outputs": self.sign_outputs,
+            "make_checkpoint": self.make_checkpoint,
+            "restore_checkpoint": self.restore_checkpoint,
             "query": self.query,
             "get_status": self.get_status,
         }
@@ -58,12 +69,32 @@ class WorkerProgram:
     def process_block(self, payload: bytes) -> bytes:
         return encode(self.runtime.process_block(decode(payload, BlockInput)))
 
-    def sign_output(self, payload: bytes) -> bytes:
-        return encode(Signature(signature=self.runtime.sign_output(decode(payload, SignOutput))))
+    def configure_chain(self, payload: bytes) -> bytes:
+        self.runtime.configure_chain(decode(payload, ChainConfig))
+        return encode(Empty())
+
+    def sign_outputs(self, payload: bytes) -> bytes:
+        return encode(self.runtime.sign_outputs(decode(payload, SignOutputs)))
+
+    def make_checkpoint(self, payload: bytes) -> bytes:
+        return encode(Blob(data=self.runtime.make_checkpoint(decode(payload, MakeCheckpoint))))
+
+    def restore_checkpoint(self, payload: bytes) -> bytes:
+        statuses = self.runtime.restore_checkpoint(decode(payload, RestoreCheckpoint))
+        return encode(StatusList(contracts=statuses))
 
     def query(self, payload: bytes) -> bytes:
         query = decode(payload, SignedQuery)
         return encode(SealedAnswer(sealed=self.runtime.answer_query(query, int(self.clock()))))
 
     def get_status(self, payload: bytes) -> bytes:
-        return encode(StatusList(contracts=self.runtime.get_status()))
+        runtime = self.runtime
+        return encode(
+            StatusList(
+                contracts=runtime.get_status(),
+                chain_height=runtime.view.number if runtime.view is not None else 0,
+                diverged={cid.hex(): why for cid, why in runtime.diverged.items()},
+                awaiting_checkpoint_record=runtime.pending_checkpoint is not None,
+                outputs_signed=runtime.outputs_signed,
+            )
+        )

@@ -64,3 +64,50 @@ class DirectoryIncomplete(LocalProtocolError):
 
 class UnknownContract(LocalProtocolError):
     code = "unknown_contract"
+
+
+class ChainNotConfigured(LocalProtocolError):
+    """An operation needs the verified chain view, which the host has not set up."""
+
+    code = "chain_not_configured"
+
+
+class ChainAlreadyConfigured(LocalProtocolError):
+    code = "chain_already_configured"
+
+
+class MalformedEvent(RuntimeRefusal):
+    """A management event in a verified receipt does not decode (never on a sound chain)."""
+
+    code = "malformed_event"
+
+
+class EvidenceRequired(RuntimeRefusal):
+    """With a verified chain view, a block must come as evidence, not as a list of
+    commands the host assembled."""
+
+    code = "evidence_required"
+
+
+class CheckpointRefused(RuntimeRefusal):
+    """A checkpoint that is tampered, inconsistent or not for this chain."""
+
+    code = "checkpoint_refused"
+
+
+class StaleCheckpoint(CheckpointRefused):
+    """A checkpoint older than state or a checkpoint record the runtime already knows."""
+
+    code = "stale_checkpoint"
+
+
+class CheckpointUnconfirmed(CheckpointRefused):
+    """The ledger did not record the checkpoint the runtime resumed from in time."""
+
+    code = "checkpoint_unconfirmed"
+
+
+class OutputsRefused(LocalProtocolError):
+    """The runtime will not sign outputs now (nothing new, unconfirmed resume, divergence)."""
+
+    code = "outputs_refused"

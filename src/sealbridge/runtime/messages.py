@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sealbridge.chain.lightclient import BlockEvidence
 from sealbridge.core.encoding import Message
 from sealbridge.core.ids import tagged_hash
 
@@ -137,12 +138,20 @@ class InboxCommand(Message, frozen=True):
 
 
 class BlockInput(Message, frozen=True):
-    """The commands of one block for the contracts this worker runs, in chain order."""
+    """One block for the runtime.
+
+    With a verified chain view (the normal case) the host sends ``evidence`` -- the full
+    header and every receipt -- and the runtime reads the commands and keys out of it
+    itself; ``commands`` must then be empty. Without one (tests and tools that drive the
+    runtime directly) ``commands`` are taken as given, in chain order.
+    ``directory``: published keys of contracts from before the runtime's anchor block
+    (later ones come from verified ContractKeyPublished events)."""
 
     number: int
     block_hash: bytes
     commands: list[InboxCommand] = []
-    directory: list[DirectoryEntry] = []  # published keys the runtime has not been given yet
+    directory: list[DirectoryEntry] = []
+    evidence: BlockEvidence | None = None
 
 
 class Receipt(Message, frozen=True):
@@ -223,13 +232,64 @@ class SignedAnswer(Message, frozen=True):
     worker_key: bytes  # the worker's Ed25519 identity key
 
 
-class SignOutput(Message, frozen=True):
-    """Ask the enclave to sign an OutputRecords entry (it signs only roots it computed)."""
+class ChainConfig(Message, frozen=True):
+    """Which chain and which management contracts the runtime follows, and the trusted
+    block its header chain starts from."""
 
-    contract_id: bytes
-    number: int
     chain_id: int
-    outputs_address: bytes
+    command_inbox: bytes  # 20-byte addresses
+    contract_registry: bytes
+    execution_ledger: bytes
+    anchor_number: int
+    anchor_hash: bytes
+
+
+class SignOutputs(Message, frozen=True):
+    """Ask the enclave to sign ExecutionLedger outputs for these contracts, ending at the
+    newest verified block (it signs only roots it computed). With ``only_changed`` it
+    leaves out contracts whose root and count equal their last accepted output."""
+
+    contract_ids: list[bytes]
+    checkpoint_hash: bytes = bytes(32)
+    checkpoint_size: int = 0
+    only_changed: bool = False
+
+
+class SignedOutputs(Message, frozen=True):
+    """Signed ExecutionLedger.submit arguments (``contract_ids`` empty: nothing to sign)."""
+
+    contract_ids: list[bytes]
+    starts: list[int]
+    end: int
+    end_hash: bytes
+    state_roots: list[bytes]
+    commands_applied: list[int]
+    checkpoint_hash: bytes
+    checkpoint_size: int
+    signature: bytes
+
+
+class CheckpointBlob(Message, frozen=True):
+    """A checkpoint: the sealed states of a domain's contracts, all valid at ``height``
+    (whose block hash is ``block_hash``). Its keccak is what the ledger records."""
+
+    height: int
+    block_hash: bytes
+    states: dict[str, bytes]  # contract id hex -> state sealed under its state key
+
+
+class MakeCheckpoint(Message, frozen=True):
+    contract_ids: list[bytes]
+
+
+class RestoreCheckpoint(Message, frozen=True):
+    """Resume a fresh runtime from a checkpoint: the blob, one key release per contract
+    in it (``sealed_state`` empty; the blob supplies it) and the chain to follow (its
+    anchor fields are ignored: the checkpoint is the anchor)."""
+
+    blob: bytes
+    installs: list[InstallContract]
+    chain: ChainConfig  # anchor fields ignored: the checkpoint is the anchor
 
 
 MESSAGE_SIGN_TAG = b"sealbridge/message-sig/v1"

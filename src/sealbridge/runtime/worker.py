@@ -52,7 +52,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, cast
 
-from sealbridge.chain.abi import compute_output_digest
+from sealbridge.chain.abi import compute_execution_digest
 from sealbridge.contracts.errors import CodeRejected
 from sealbridge.contracts.executor import (
     ContractProgram,
@@ -67,19 +67,31 @@ from sealbridge.contracts.sandbox import load_source
 from sealbridge.contracts.storage import Journal, PersistedStorage, Storage
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import DecryptionError, EncodingError, InvalidSignature
-from sealbridge.core.ids import hash_message, tagged_hash
+from sealbridge.core.ids import hash_message, keccak, tagged_hash
 from sealbridge.crypto import aead, ecies
 from sealbridge.crypto.keyschedule import ContractKeys, compute_contract_keys, key_release_aad
 from sealbridge.crypto.signing import ed25519_sign, ed25519_verify, to_checksum_address
+from sealbridge.runtime.chainview import (
+    AcceptedOutputEvent,
+    ChainView,
+    CheckpointEvent,
+    require_view,
+)
 from sealbridge.runtime.errors import (
     BadCommandSignature,
+    ChainAlreadyConfigured,
+    CheckpointRefused,
+    CheckpointUnconfirmed,
     DirectoryIncomplete,
+    EvidenceRequired,
     KeyMismatch,
     MalformedCommand,
+    OutputsRefused,
     QueryRefused,
     ReplayedCommand,
     RuntimeRefusal,
     StaleBlock,
+    StaleCheckpoint,
     UnknownContract,
     WrongContract,
     WrongKeyError,
@@ -92,6 +104,8 @@ from sealbridge.runtime.messages import (
     QUERY_SIGN_TAG,
     BlockInput,
     BlockOutput,
+    ChainConfig,
+    CheckpointBlob,
     CommandBody,
     CommandResult,
     ContractOutput,
@@ -100,16 +114,19 @@ from sealbridge.runtime.messages import (
     DirectoryEntry,
     InboxCommand,
     InstallContract,
+    MakeCheckpoint,
     MessageBody,
     OutgoingMessage,
     QueryAnswer,
     QueryBody,
     Receipt,
+    RestoreCheckpoint,
     SignedAnswer,
     SignedCommand,
     SignedMessage,
+    SignedOutputs,
     SignedQuery,
-    SignOutput,
+    SignOutputs,
     answer_aad,
     command_aad,
     compute_deployer_commitment,
@@ -122,6 +139,8 @@ RandomBytes = Callable[[int], bytes]
 ENVELOPE: Any = SignedCommand | SignedMessage
 QUERY_MAX_AGE = 300  # seconds between a query's issued_at and the enclave clock
 STATUS_APPLIED = "applied"
+HISTORY_KEPT = 512  # roots remembered per contract, to compare with accepted outputs
+CHECKPOINT_CONFIRM_WINDOW = 256  # the ledger checks blockhash(end): 256 blocks at most
 
 
 class ContractPhase(Enum):
@@ -141,6 +160,8 @@ class PersistedState(Message, frozen=True):
     confidential: bool = False
     inbox_seqs: dict[str, int] = {}  # source contract hex -> last message number accepted
     outbox_seqs: dict[str, int] = {}  # target contract hex -> last message number sent
+    block_hash: bytes = b""  # hash of block ``height`` when the runtime verified it
+    directory: list[DirectoryEntry] = []  # in checkpoints: the contract keys known then
 
 
 class StateCommitment(Message, frozen=True):
@@ -202,11 +223,20 @@ class ContractRuntime:
     def phase(self) -> ContractPhase:
         return ContractPhase.RUNNING if self.deployed else ContractPhase.AWAITING_CODE
 
-    def snapshot(self, storage: PersistedStorage | None = None) -> PersistedState:
+    def snapshot(
+        self,
+        storage: PersistedStorage | None = None,
+        *,
+        height: int | None = None,
+        block_hash: bytes = b"",
+        directory: list[DirectoryEntry] | None = None,
+    ) -> PersistedState:
         return PersistedState(
             storage=storage if storage is not None else self.storage.snapshot(),
             nonces=dict(self.nonces),
-            height=self.height,
+            height=self.height if height is None else height,
+            block_hash=block_hash,
+            directory=directory or [],
             commands_applied=self.commands_applied,
             code=self.code,
             deployer=self.deployer,
@@ -429,11 +459,18 @@ class ContractRuntime:
         return kept[1]
 
     def seal_state(
-        self, random_bytes: RandomBytes, storage: PersistedStorage | None = None
+        self,
+        random_bytes: RandomBytes,
+        storage: PersistedStorage | None = None,
+        *,
+        height: int | None = None,
+        block_hash: bytes = b"",
+        directory: list[DirectoryEntry] | None = None,
     ) -> bytes:
+        snapshot = self.snapshot(storage, height=height, block_hash=block_hash, directory=directory)
         return aead.seal(
             self.keys.state_key,
-            encode(self.snapshot(storage)),
+            encode(snapshot),
             state_aad(self.contract_id),
             nonce=random_bytes(aead.NONCE_SIZE),
         )
@@ -469,9 +506,17 @@ class WorkerRuntime:
         self.executor = Executor()
         self.directory: dict[bytes, DirectoryEntry] = {}
         self.latest_block = 0  # the newest block the host delivered (queries see this time)
+        self.view: ChainView | None = None  # verified chain (None: commands taken as given)
+        # competitive execution: what the ledger accepted, and our roots to compare
+        self.accepted: dict[bytes, AcceptedOutputEvent] = {}
+        self.history: dict[bytes, list[tuple[int, bytes, int]]] = {}  # (height, root, applied)
+        self.diverged: dict[bytes, str] = {}  # contract -> why its outputs are withheld
+        self.checkpoint_heights: dict[bytes, int] = {}  # newest recorded checkpoint seen
+        self.pending_checkpoint: CheckpointEvent | None = None  # resumed from, unconfirmed
+        self.outputs_signed = 0
 
-    def install_contract(self, request: InstallContract) -> ContractStatus:
-        """Accept a released contract key and (optionally) a sealed state to resume from."""
+    def open_contract_key(self, request: InstallContract) -> ContractKeys:
+        """Open a released contract key and check it against the chain's public key."""
         try:
             contract_key = self.enclave.decrypt_for_identity(
                 request.wrapped_key, key_release_aad(request.contract_id, self.identity_key)
@@ -481,11 +526,17 @@ class WorkerRuntime:
         keys = compute_contract_keys(request.contract_id, contract_key)
         if keys.command_public_key != request.contract_public_key:
             raise KeyMismatch("released key does not match the contract's public key on chain")
+        return keys
+
+    def install_contract(self, request: InstallContract) -> ContractStatus:
+        """Accept a released contract key and (optionally) a sealed state to resume from."""
+        keys = self.open_contract_key(request)
         state = unseal_state(keys, request.sealed_state) if request.sealed_state else empty_state()
         if state.code and compute_code_hash(state.code) != request.code_hash:
             raise KeyMismatch("sealed state holds code other than the chain's code hash")
         runtime = ContractRuntime(keys, request, state, self.executor)
         self.contracts[request.contract_id] = runtime
+        self.remember_root(runtime)
         return runtime.get_status()
 
     def get_contract(self, contract_id: bytes) -> ContractRuntime:
@@ -507,10 +558,49 @@ class WorkerRuntime:
                     f"contract 0x{command.contract_id.hex()[:12]}…"
                 )
 
+    def configure_chain(self, config: ChainConfig) -> None:
+        """Start the verified chain view at ``config``'s anchor (once)."""
+        if self.view is not None:
+            if self.view.config == config:
+                return
+            raise ChainAlreadyConfigured("the runtime already follows a verified chain")
+        self.view = ChainView(config)
+        self.latest_block = max(self.latest_block, config.anchor_number)
+
     def process_block(self, block: BlockInput) -> BlockOutput:
-        """Apply one block's commands as one atomic unit."""
+        """Apply one block as one atomic unit. With a verified view the block must come
+        as evidence: it is verified, its events read, its commands applied, and only
+        then does the view move to it."""
+        if self.view is None:
+            return self.apply_block(block)
+        if block.evidence is None or block.commands:
+            raise EvidenceRequired("blocks must come as evidence (header and all receipts)")
+        facts = self.view.verify(block.evidence)
+        number = facts.block.number
+        self.check_pending_checkpoint(number)
+        commands = [
+            c
+            for c in facts.commands
+            if c.contract_id in self.contracts and number > self.contracts[c.contract_id].height
+        ]
+        for entry in facts.directory:  # verified keys replace any host-supplied entry
+            self.directory[entry.contract_id] = entry
+        output = self.apply_block(
+            BlockInput(
+                number=number,
+                block_hash=facts.block.hash,
+                commands=commands,
+                directory=list(block.directory),
+            )
+        )
+        self.view.advance(block.evidence)
+        self.on_accepted_outputs(facts.outputs)
+        self.on_checkpoints(facts.checkpoints)
+        return output
+
+    def apply_block(self, block: BlockInput) -> BlockOutput:
+        """Apply one block's commands (already in chain order) as one atomic unit."""
         self.check_block(block)
-        self.latest_block = max(self.latest_block, block.number)
         for entry in block.directory:
             self.directory.setdefault(entry.contract_id, entry)
         journal = Journal()
@@ -533,6 +623,7 @@ class WorkerRuntime:
                 if not had_code and runtime.deployed is not None:
                     runtime.undeploy()
             raise
+        self.latest_block = max(self.latest_block, block.number)
         outputs: list[ContractOutput] = []
         for cid in sorted(touched):
             runtime = self.contracts[cid]
@@ -540,6 +631,7 @@ class WorkerRuntime:
             runtime.last_command_count = touched[cid]
             storage = runtime.storage.snapshot()  # once, for the root and the sealed state
             runtime.state_root = runtime.compute_state_root(storage)
+            self.remember_root(runtime)
             outputs.append(
                 ContractOutput(
                     contract_id=cid,
@@ -711,20 +803,208 @@ class WorkerRuntime:
             raise QueryRefused(f"{outcome.error}: {outcome.message}")
         return outcome.value
 
-    def sign_output(self, request: SignOutput) -> bytes:
-        """Sign the OutputRecords digest of the root this runtime computed at that block."""
-        runtime = self.get_contract(request.contract_id)
-        if request.number != runtime.height:
-            raise StaleBlock(f"block {request.number} is not the applied height {runtime.height}")
-        digest = compute_output_digest(
-            output_records=to_checksum_address(request.outputs_address),
-            chain_id=request.chain_id,
-            contract_id=request.contract_id,
-            block_number=request.number,
-            state_root=runtime.state_root,
-            command_count=runtime.last_command_count,
+    # -- competitive execution and checkpoints ----------------------------------------------
+    def remember_root(self, runtime: ContractRuntime) -> None:
+        history = self.history.setdefault(runtime.contract_id, [])
+        history.append((runtime.height, runtime.state_root, runtime.commands_applied))
+        del history[:-HISTORY_KEPT]
+
+    def get_root_at(self, contract_id: bytes, height: int) -> tuple[bytes, int] | None:
+        """Our (root, commands applied) after block ``height``, if still remembered."""
+        for at, root, applied in reversed(self.history.get(contract_id, [])):
+            if at <= height:
+                return root, applied
+        return None
+
+    def on_accepted_outputs(self, outputs: list[AcceptedOutputEvent]) -> None:
+        """The ledger accepted outputs (maybe another worker's): compare with our roots.
+
+        A mismatch means two enclaves disagree on a deterministic computation -- a broken
+        enclave or forged input somewhere. We withhold our outputs for that contract and
+        report it rather than stop (a faulty peer must not halt an honest worker)."""
+        for event in outputs:
+            if event.contract_id not in self.contracts:
+                continue
+            self.accepted[event.contract_id] = event
+            ours = self.get_root_at(event.contract_id, event.end)
+            if ours is not None and ours != (event.state_root, event.commands_applied):
+                self.diverged[event.contract_id] = (
+                    f"ledger accepted root 0x{event.state_root.hex()[:16]}… "
+                    f"({event.commands_applied} commands) at block {event.end}; ours is "
+                    f"0x{ours[0].hex()[:16]}… ({ours[1]} commands)"
+                )
+
+    def on_checkpoints(self, checkpoints: list[CheckpointEvent]) -> None:
+        for event in checkpoints:
+            pending = self.pending_checkpoint
+            # only the record at the checkpoint's own block confirms it (the ledger does not
+            # tie a blob hash to a height, so a faulty peer could record it elsewhere)
+            if pending is not None and (event.blob_hash, event.height, event.block_hash) == (
+                pending.blob_hash,
+                pending.height,
+                pending.block_hash,
+            ):
+                self.pending_checkpoint = None
+            for cid in event.contract_ids:
+                if cid in self.contracts:
+                    previous = self.checkpoint_heights.get(cid, 0)
+                    self.checkpoint_heights[cid] = max(previous, event.height)
+
+    def check_pending_checkpoint(self, number: int) -> None:
+        """The ledger records a checkpoint within 256 blocks of its height or never: a
+        runtime resumed from one that is still unrecorded after that refuses to go on."""
+        pending = self.pending_checkpoint
+        if pending is not None and number > pending.height + CHECKPOINT_CONFIRM_WINDOW:
+            raise CheckpointUnconfirmed(
+                f"checkpoint 0x{pending.blob_hash.hex()[:16]}… at block {pending.height} was "
+                f"not recorded by the ledger within {CHECKPOINT_CONFIRM_WINDOW} blocks"
+            )
+
+    def sign_outputs(self, request: SignOutputs) -> SignedOutputs:
+        """Sign ExecutionLedger outputs ending at the newest verified block."""
+        view = require_view(self.view)
+        if self.pending_checkpoint is not None:
+            raise OutputsRefused("the checkpoint this runtime resumed from is not confirmed yet")
+        end, end_hash = view.number, view.hash
+        chosen: list[ContractRuntime] = []
+        starts: list[int] = []
+        for cid in request.contract_ids:
+            runtime = self.get_contract(cid)
+            if cid in self.diverged:
+                raise OutputsRefused(f"contract 0x{cid.hex()[:12]}… diverged: {self.diverged[cid]}")
+            accepted = self.accepted.get(cid)
+            start = accepted.end if accepted is not None else 0
+            if end <= start:
+                if request.only_changed:
+                    continue
+                raise OutputsRefused(f"nothing after the accepted end {start} to sign")
+            if (
+                request.only_changed
+                and accepted is not None
+                and (accepted.state_root, accepted.commands_applied)
+                == (runtime.state_root, runtime.commands_applied)
+            ):
+                continue
+            chosen.append(runtime)
+            starts.append(start)
+        roots = [r.state_root for r in chosen]
+        applied = [r.commands_applied for r in chosen]
+        ids = [r.contract_id for r in chosen]
+        signature = b""
+        if chosen:
+            digest = compute_execution_digest(
+                ledger=to_checksum_address(view.config.execution_ledger),
+                chain_id=view.config.chain_id,
+                contract_ids=ids,
+                starts=starts,
+                end=end,
+                end_hash=end_hash,
+                state_roots=roots,
+                commands_applied=applied,
+                checkpoint_hash=request.checkpoint_hash,
+                checkpoint_size=request.checkpoint_size,
+            )
+            signature = self.enclave.sign_eth_digest(digest)
+            self.outputs_signed += 1
+        return SignedOutputs(
+            contract_ids=ids,
+            starts=starts,
+            end=end,
+            end_hash=end_hash,
+            state_roots=roots,
+            commands_applied=applied,
+            checkpoint_hash=request.checkpoint_hash,
+            checkpoint_size=request.checkpoint_size,
+            signature=signature,
         )
-        return self.enclave.sign_eth_digest(digest)
+
+    def make_checkpoint(self, request: MakeCheckpoint) -> bytes:
+        """Seal the named contracts' states, all at the newest verified block, with the
+        contract keys known now, into one checkpoint blob."""
+        view = require_view(self.view)
+        directory = sorted(self.directory.values(), key=lambda e: e.contract_id)
+        states: dict[str, bytes] = {}
+        for cid in request.contract_ids:
+            runtime = self.get_contract(cid)
+            states[cid.hex()] = runtime.seal_state(
+                self.random_bytes, height=view.number, block_hash=view.hash, directory=directory
+            )
+        return encode(CheckpointBlob(height=view.number, block_hash=view.hash, states=states))
+
+    def restore_checkpoint(self, request: RestoreCheckpoint) -> list[ContractStatus]:
+        """Resume from a checkpoint: every state in the blob must open under its contract
+        key and be sealed at the blob's height and block hash; the blob becomes the anchor
+        of the verified chain, and outputs wait until the ledger's record of it is seen."""
+        blob_hash = keccak(request.blob)
+        try:
+            blob = decode(request.blob, CheckpointBlob)
+        except EncodingError as exc:
+            raise CheckpointRefused(f"checkpoint blob is malformed: {exc.message}") from exc
+        installs = {i.contract_id.hex(): i for i in request.installs}
+        if set(installs) != set(blob.states):
+            raise CheckpointRefused("the key releases do not match the checkpoint's contracts")
+        for cid_hex in blob.states:
+            cid = bytes.fromhex(cid_hex)
+            known = max(
+                self.checkpoint_heights.get(cid, 0),
+                self.contracts[cid].height if cid in self.contracts else 0,
+            )
+            if blob.height < known:
+                raise StaleCheckpoint(
+                    f"checkpoint at block {blob.height} is older than block {known}, which "
+                    f"this runtime already holds for contract 0x{cid_hex[:12]}…"
+                )
+        if self.view is not None and self.view.number != blob.height:
+            raise CheckpointRefused("the runtime already follows the chain from another block")
+        restored: dict[bytes, tuple[ContractKeys, InstallContract, PersistedState]] = {}
+        directory: dict[bytes, DirectoryEntry] = {}
+        for cid_hex, sealed in blob.states.items():
+            install = installs[cid_hex]
+            keys = self.open_contract_key(install)
+            try:
+                state = unseal_state(keys, sealed)
+            except (DecryptionError, EncodingError) as exc:
+                raise CheckpointRefused(
+                    f"state of contract 0x{cid_hex[:12]}… does not open under its key"
+                ) from exc
+            if state.height != blob.height or state.block_hash != blob.block_hash:
+                raise CheckpointRefused(
+                    f"state of contract 0x{cid_hex[:12]}… is not sealed at the checkpoint block"
+                )
+            if state.code and compute_code_hash(state.code) != install.code_hash:
+                raise KeyMismatch("checkpoint holds code other than the chain's code hash")
+            restored[install.contract_id] = (keys, install, state)
+            for entry in state.directory:
+                directory[entry.contract_id] = entry
+        config = request.chain
+        self.configure_chain(
+            ChainConfig(
+                chain_id=config.chain_id,
+                command_inbox=config.command_inbox,
+                contract_registry=config.contract_registry,
+                execution_ledger=config.execution_ledger,
+                anchor_number=blob.height,
+                anchor_hash=blob.block_hash,
+            )
+        )
+        for entry in directory.values():
+            self.directory.setdefault(entry.contract_id, entry)
+        statuses: list[ContractStatus] = []
+        for cid, (keys, install, state) in restored.items():
+            runtime = ContractRuntime(keys, install, state, self.executor)
+            self.contracts[cid] = runtime
+            self.remember_root(runtime)
+            self.checkpoint_heights[cid] = blob.height
+            statuses.append(runtime.get_status())
+        self.pending_checkpoint = CheckpointEvent(
+            blob_hash=blob_hash,
+            node_id=b"",
+            height=blob.height,
+            block_hash=blob.block_hash,
+            size=len(request.blob),
+            contract_ids=list(restored),
+        )
+        return statuses
 
     def get_status(self) -> list[ContractStatus]:
         return [c.get_status() for c in self.contracts.values()]

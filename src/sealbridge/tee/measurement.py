@@ -23,7 +23,13 @@ from sealbridge.tee.enclave import split_program_path
 
 TRUSTED_PACKAGES = ("core", "crypto", "tee", "contracts", "runtime", "keyservice")
 # Single modules outside those packages that trusted code imports (digests it signs).
-TRUSTED_MODULES = ("__init__.py", "chain/__init__.py", "chain/abi.py", "chain/errors.py")
+TRUSTED_MODULES = (
+    "__init__.py",
+    "chain/__init__.py",
+    "chain/abi.py",
+    "chain/errors.py",
+    "chain/lightclient.py",
+)
 _TAG = b"sealbridge/tee/sim-measurement/v1"
 
 

@@ -13,6 +13,8 @@ ROLE_GATEKEEPER: constant(uint8) = 1
 ROLE_WORKER: constant(uint8) = 2
 ROLE_STORAGE: constant(uint8) = 3
 ROLE_GATEWAY: constant(uint8) = 4
+STORAGE_ID_TAG: constant(Bytes[26]) = b"sealbridge/storage-node/v1"
+STORAGE_REGISTRATION_TAG: constant(bytes32) = keccak256("sealbridge/storage-registration/v1")
 
 
 struct Node:
@@ -184,6 +186,31 @@ def register(
         measurement,
         expiry,
         quote,
+        msg.value,
+    )
+
+
+@external
+@payable
+def register_storage(node_id: bytes32, signer: address, expiry: uint256, proof: Bytes[65]):
+    """A storage node keeps only ciphertext and is trusted for availability alone, so it
+    registers without attestation: a stake, and a signing key that proves possession by
+    signing (registry, chain, node id, owner, expiry). Its node id is derived from that
+    key's address."""
+    assert msg.value >= self.min_stake, "stake below minimum"
+    assert signer != empty(address), "empty signer"
+    assert node_id == keccak256(concat(STORAGE_ID_TAG, convert(signer, bytes20))), "node id does not match signer"
+    digest: bytes32 = keccak256(abi_encode(self, chain.id, STORAGE_REGISTRATION_TAG, node_id, msg.sender, expiry))
+    assert self._recover(digest, proof) == signer, "proof not signed by the storage key"
+    self._store(
+        ROLE_STORAGE,
+        node_id,
+        empty(bytes32),
+        signer,
+        keccak256(b""),
+        empty(bytes32),
+        expiry,
+        b"",
         msg.value,
     )
 

@@ -1,0 +1,326 @@
+"""A synthetic chain in the real formats, for tests of the runtime's verified chain view.
+
+No node runs: :class:`ChainBuilder` makes hash-linked Prague-style headers (every optional
+field present, real field sizes) whose receipts root is the root of the receipts trie of
+the block's receipts, and whose logs are encoded exactly as the Vyper management
+contracts emit them (topic 0 is the keccak of the event signature, indexed arguments are
+the next topics, the rest is ``eth_abi.encode`` of the non-indexed arguments). The
+runtime cannot tell these blocks from a node's: it checks the same hashes and roots.
+
+A block is built (:meth:`ChainBuilder.build`) without becoming part of the chain, so a
+test can tamper with it first; :meth:`ChainBuilder.append` makes it the new head.
+:meth:`ChainBuilder.fork` starts a sibling chain from an earlier block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+import rlp
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_bloom.bloom import BloomFilter
+
+from sealbridge.chain.lightclient import (
+    EMPTY_TRIE_ROOT,
+    BlockEvidence,
+    EventLog,
+    HeaderFields,
+    ReceiptFields,
+    compute_header_hash,
+    compute_receipts_root,
+)
+from sealbridge.core.ids import keccak, sha256
+from sealbridge.crypto.signing import to_checksum_address
+from sealbridge.runtime.chainview import (
+    CHECKPOINT_RECORDED_TOPIC,
+    COMMAND_TOPIC,
+    KEY_PUBLISHED_TOPIC,
+    OUTPUT_ACCEPTED_TOPIC,
+)
+from sealbridge.runtime.messages import BlockInput, ChainConfig, InboxCommand
+
+replace = msgspec.structs.replace
+
+CHAIN_ID = 31337
+ANCHOR_NUMBER = 100
+INBOX = keccak(b"test/CommandInbox")[:20]
+REGISTRY = keccak(b"test/ContractRegistry")[:20]
+LEDGER = keccak(b"test/ExecutionLedger")[:20]
+STRANGER = keccak(b"test/some other contract")[:20]  # emits look-alike events
+USER = keccak(b"test/user account")[:20]  # msg.sender of the inbox transactions
+NODE_ID = keccak(b"test/worker node id")
+
+EMPTY_OMMERS_HASH = keccak(rlp.encode([]))
+EMPTY_REQUESTS_HASH = sha256(b"")  # EIP-7685: sha256 of no requests
+GENESIS_TIME = 1_750_000_000
+SLOT_SECONDS = 12
+BLOCK_GAS_LIMIT = 36_000_000
+BASE_FEE = 875_000_000
+TX_BASE_GAS = 21_000
+DYNAMIC_FEE_TX = 2  # EIP-1559 transactions: typed receipts
+
+
+# ----------------------------------------------------------------------------- events
+
+
+def command_log(
+    contract_id: bytes,
+    seq: int,
+    ciphertext: bytes,
+    *,
+    sender: bytes = USER,
+    address: bytes = INBOX,
+) -> EventLog:
+    """``CommandInbox.Command(contract_id indexed, seq, sender, ciphertext)``."""
+    return EventLog(
+        address=address,
+        topics=[COMMAND_TOPIC, contract_id],
+        data=abi_encode(
+            ["uint256", "address", "bytes"], [seq, to_checksum_address(sender), ciphertext]
+        ),
+    )
+
+
+def key_published_log(
+    contract_id: bytes,
+    command_key: bytes,
+    message_key: bytes,
+    wrapped_key: bytes = b"",
+    *,
+    address: bytes = REGISTRY,
+) -> EventLog:
+    """``ContractRegistry.ContractKeyPublished(contract_id indexed, contract_public_key,
+    message_key, wrapped_key)``."""
+    return EventLog(
+        address=address,
+        topics=[KEY_PUBLISHED_TOPIC, contract_id],
+        data=abi_encode(
+            ["bytes32", "bytes32", "bytes"],
+            [command_key, message_key, wrapped_key or keccak(contract_id) * 3],
+        ),
+    )
+
+
+def output_accepted_log(
+    contract_id: bytes,
+    *,
+    start: int,
+    end: int,
+    end_hash: bytes,
+    state_root: bytes,
+    commands_applied: int,
+    node_id: bytes = NODE_ID,
+    address: bytes = LEDGER,
+) -> EventLog:
+    """``ExecutionLedger.OutputAccepted(contract_id indexed, node_id indexed, start, end,
+    end_hash, state_root, commands_applied)``."""
+    return EventLog(
+        address=address,
+        topics=[OUTPUT_ACCEPTED_TOPIC, contract_id, node_id],
+        data=abi_encode(
+            ["uint256", "uint256", "bytes32", "bytes32", "uint256"],
+            [start, end, end_hash, state_root, commands_applied],
+        ),
+    )
+
+
+def checkpoint_recorded_log(
+    blob_hash: bytes,
+    *,
+    height: int,
+    block_hash: bytes,
+    size: int,
+    contract_ids: Sequence[bytes],
+    inline_blob: bytes = b"",
+    node_id: bytes = NODE_ID,
+    address: bytes = LEDGER,
+) -> EventLog:
+    """``ExecutionLedger.CheckpointRecorded(blob_hash indexed, node_id indexed, height,
+    block_hash, size, contract_ids, inline_blob)``."""
+    return EventLog(
+        address=address,
+        topics=[CHECKPOINT_RECORDED_TOPIC, blob_hash, node_id],
+        data=abi_encode(
+            ["uint256", "bytes32", "uint256", "bytes32[]", "bytes"],
+            [height, block_hash, size, list(contract_ids), inline_blob],
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def compute_bloom(logs: Sequence[EventLog]) -> bytes:
+    """The 2048-bit logs bloom of a set of logs (addresses and topics)."""
+    bloom = BloomFilter()
+    for log in logs:
+        bloom.add(log.address)
+        for topic in log.topics:
+            bloom.add(topic)
+    return int(bloom).to_bytes(256, "big")
+
+
+def make_receipts(txs: Sequence[Sequence[EventLog]]) -> list[ReceiptFields]:
+    """One successful EIP-1559 receipt per transaction, with plausible cumulative gas."""
+    receipts: list[ReceiptFields] = []
+    cumulative = 0
+    for logs in txs:
+        cumulative += (
+            TX_BASE_GAS + 30_000 + sum(375 * len(x.topics) + 8 * len(x.data) for x in logs)
+        )
+        receipts.append(
+            ReceiptFields(
+                tx_type=DYNAMIC_FEE_TX,
+                status=1,
+                cumulative_gas_used=cumulative,
+                logs_bloom=compute_bloom(logs),
+                logs=list(logs),
+            )
+        )
+    return receipts
+
+
+def make_header(
+    *, parent_hash: bytes, number: int, receipts: Sequence[ReceiptFields], salt: bytes = b""
+) -> HeaderFields:
+    """A Prague header over ``receipts`` (``salt`` tells sibling chains apart)."""
+    tag = salt + number.to_bytes(8, "big")
+    bloom = 0
+    for receipt in receipts:
+        bloom |= int.from_bytes(receipt.logs_bloom, "big")
+    return HeaderFields(
+        parent_hash=parent_hash,
+        ommers_hash=EMPTY_OMMERS_HASH,
+        coinbase=keccak(b"test/fee recipient")[:20],
+        state_root=keccak(b"state" + tag),
+        transactions_root=keccak(b"transactions" + tag) if receipts else EMPTY_TRIE_ROOT,
+        receipts_root=compute_receipts_root(receipts),
+        logs_bloom=bloom.to_bytes(256, "big"),
+        difficulty=0,
+        number=number,
+        gas_limit=BLOCK_GAS_LIMIT,
+        gas_used=receipts[-1].cumulative_gas_used if receipts else 0,
+        timestamp=GENESIS_TIME + SLOT_SECONDS * number,
+        extra_data=b"sealbridge test chain" + salt[:8],
+        mix_hash=keccak(b"prevrandao" + tag),
+        nonce=bytes(8),
+        base_fee_per_gas=BASE_FEE,
+        withdrawals_root=EMPTY_TRIE_ROOT,
+        blob_gas_used=0,
+        excess_blob_gas=0,
+        parent_beacon_block_root=keccak(b"beacon" + tag),
+        requests_hash=EMPTY_REQUESTS_HASH,
+    )
+
+
+def block_hash_of(evidence: BlockEvidence) -> bytes:
+    return compute_header_hash(evidence.header)
+
+
+def as_input(evidence: BlockEvidence, **fields: object) -> BlockInput:
+    """The BlockInput a host sends for ``evidence`` (extra fields: what a host adds)."""
+    return BlockInput(
+        number=evidence.header.number,
+        block_hash=block_hash_of(evidence),
+        evidence=evidence,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def commands_in(evidence: BlockEvidence, inbox: bytes = INBOX) -> list[InboxCommand]:
+    """The inbox's Command events of a block, decoded here independently of the runtime,
+    with block-wide log indices: what a host would hand an unverified runtime."""
+    commands: list[InboxCommand] = []
+    log_index = 0
+    for tx_index, receipt in enumerate(evidence.receipts):
+        for log in receipt.logs:
+            if log.address == inbox and log.topics and log.topics[0] == COMMAND_TOPIC:
+                seq, _sender, ciphertext = abi_decode(["uint256", "address", "bytes"], log.data)
+                commands.append(
+                    InboxCommand(
+                        contract_id=log.topics[1],
+                        seq=seq,
+                        tx_index=tx_index,
+                        log_index=log_index,
+                        ciphertext=ciphertext,
+                    )
+                )
+            log_index += 1
+    return commands
+
+
+class ChainBuilder:
+    """Hash-linked blocks from an anchor block, built one at a time."""
+
+    def __init__(
+        self,
+        *,
+        chain_id: int = CHAIN_ID,
+        anchor_number: int = ANCHOR_NUMBER,
+        salt: bytes = b"",
+    ) -> None:
+        self.chain_id = chain_id
+        self.salt = salt
+        self.seq = 0  # the inbox's command counter
+        anchor = BlockEvidence(
+            header=make_header(
+                parent_hash=keccak(b"test/before the anchor"), number=anchor_number, receipts=[]
+            ),
+            receipts=[],
+        )
+        self.anchor_number = anchor_number
+        self.blocks: dict[int, BlockEvidence] = {anchor_number: anchor}
+        self.hashes: dict[int, bytes] = {anchor_number: block_hash_of(anchor)}
+        self.number = anchor_number
+
+    def config(self) -> ChainConfig:
+        return ChainConfig(
+            chain_id=self.chain_id,
+            command_inbox=INBOX,
+            contract_registry=REGISTRY,
+            execution_ledger=LEDGER,
+            anchor_number=self.anchor_number,
+            anchor_hash=self.hashes[self.anchor_number],
+        )
+
+    @property
+    def head_hash(self) -> bytes:
+        return self.hashes[self.number]
+
+    def command(self, contract_id: bytes, ciphertext: bytes, **kw: bytes) -> EventLog:
+        """A Command log carrying the inbox's next sequence number."""
+        log = command_log(contract_id, self.seq, ciphertext, **kw)
+        self.seq += 1
+        return log
+
+    def build(self, *txs: Sequence[EventLog]) -> BlockEvidence:
+        """The next block (one receipt per transaction), not yet part of the chain."""
+        receipts = make_receipts(txs)
+        header = make_header(
+            parent_hash=self.head_hash, number=self.number + 1, receipts=receipts, salt=self.salt
+        )
+        return BlockEvidence(header=header, receipts=receipts)
+
+    def append(self, evidence: BlockEvidence) -> BlockEvidence:
+        header = evidence.header
+        if header.number != self.number + 1 or header.parent_hash != self.head_hash:
+            raise ValueError("the block does not extend this chain")
+        self.number = header.number
+        self.blocks[self.number] = evidence
+        self.hashes[self.number] = block_hash_of(evidence)
+        return evidence
+
+    def next(self, *txs: Sequence[EventLog]) -> BlockEvidence:
+        """Build the next block and make it the head."""
+        return self.append(self.build(*txs))
+
+    def fork(self, number: int, salt: bytes) -> ChainBuilder:
+        """A sibling chain sharing blocks up to ``number``; its new blocks differ."""
+        other = ChainBuilder(chain_id=self.chain_id, anchor_number=self.anchor_number, salt=salt)
+        other.blocks = {n: e for n, e in self.blocks.items() if n <= number}
+        other.hashes = {n: h for n, h in self.hashes.items() if n <= number}
+        other.number = number
+        other.seq = self.seq
+        return other
