@@ -1,0 +1,414 @@
+"""The gatekeeper committee: a threshold root key per era, generated, rotated and used.
+
+Theory of operation
+-------------------
+No gatekeeper ever holds the root key. The root secret ``s`` exists only as Shamir
+shares held by the members of the current *era*'s committee; the key of contract ``cid``
+is derived from the unique BLS signature ``s·H(cid)`` (a threshold PRF), which a worker
+combines from ``t`` partial signatures (see :mod:`sealbridge.keyservice.threshold`).
+
+The chain (GatekeeperCommittee contract) is the broadcast channel and referee. Per era:
+
+1. **Elected** (``EraElected``): members, threshold ``t``, dealers. At genesis the dealers
+   are the members themselves (joint-Feldman key generation: a fresh ``s``); at a
+   rotation they are the previous era's members, each dealing its own share as the
+   constant term of a new polynomial (resharing: the same ``s``, so the group public key
+   and every contract key stay the same).
+2. **Dealing**: each dealer's enclave publishes a :class:`Dealing` -- Feldman commitments
+   plus one share per member, ECIES-encrypted to that member's attested key and bound to
+   (era, dealer, member) -- signed with its Ed25519 identity key (the node id).
+3. **Collecting**: each member decrypts its share of every dealing and checks it against
+   the commitments (and, for a rotation, the constant term against the dealer's old
+   public share). A bad dealing is a complaint and its dealer is left out.
+4. **Ready**: with the qualified dealers the chain agreed on, each member computes its new
+   share and the group key, and confirms on chain (:class:`ReadyConfirmation`). The share
+   is *pending* until the chain's ``RotationReady`` event; then it becomes the active share
+   and the previous era's share is erased (a retired gatekeeper erases its only share).
+   A rotation that times out is restarted by the contract (the unresponsive are
+   penalized); the pending state of the failed era is simply dropped.
+
+Member facts come from the host, so they are checked here: every member's card carries
+an attestation quote that must verify under the enclave's policy, with the gatekeeper's
+own measurement and report data binding the card's keys -- so shares are only ever
+encrypted to genuine gatekeeper enclaves. Dealings are authenticated by the dealer's
+identity signature; the node id *is* that key.
+
+The core is sans-I/O: randomness and time are inputs.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+from sealbridge.core.encoding import Message, decode_canonical, encode
+from sealbridge.core.errors import (
+    DecryptionError,
+    EncodingError,
+    InvalidSignature,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+from sealbridge.crypto import ecies
+from sealbridge.crypto.dkg import (
+    Complaint,
+    DealingCommitment,
+    DkgParticipant,
+    GroupPublicKeys,
+    KeyShareResult,
+    ReshareParticipant,
+)
+from sealbridge.crypto.signing import ed25519_verify
+from sealbridge.keyservice.threshold import ShareHolder
+from sealbridge.keyservice.threshold_messages import PartialKeyRelease
+from sealbridge.tee.attestation import verify_quote
+from sealbridge.tee.enclave import EnclaveKeys, NodeKeys, compute_report_data
+from sealbridge.tee.policy import AttestationPolicy
+
+RandomBytes = Callable[[int], bytes]
+DEALING_SIGN_TAG = b"sealbridge/committee-dealing/v1"
+SHARE_AAD_TAG = b"sealbridge/committee-share/v1"
+
+
+class CommitteeError(RemoteProtocolError):
+    """Committee input (an era, a card, a dealing) that the enclave refuses."""
+
+    code = "committee_refused"
+
+
+class CommitteeStateError(LocalProtocolError):
+    code = "committee_state"
+
+
+class MemberCard(Message, frozen=True):
+    """A committee member's attested public keys (the host reads them from the registry)."""
+
+    node: NodeKeys
+    quote: bytes
+
+
+class EraInfo(Message, frozen=True):
+    """What the chain says of an era (EraElected): who holds shares and who deals."""
+
+    era: int
+    members: list[bytes]  # node ids; member i has share index i + 1
+    threshold: int
+    dealers: list[bytes]  # genesis: the members; rotation: the previous era's members
+    previous_era: int = 0  # 0: genesis
+
+
+class DealingBody(Message, frozen=True):
+    era: int
+    dealer: bytes
+    commitment: DealingCommitment
+    shares: list[bytes]  # share for member i, ECIES to member i's encryption key
+
+
+class Dealing(Message, frozen=True):
+    body: bytes  # canonical DealingBody
+    signature: bytes  # dealer's Ed25519 identity signature over DEALING_SIGN_TAG + body
+
+
+class ReadyConfirmation(Message, frozen=True):
+    era: int
+    member: bytes
+    group_public_key: bytes
+    public_share: bytes
+    qualified: list[bytes]  # dealer node ids whose dealings were combined
+
+
+class EraPhase(enum.Enum):
+    COLLECTING = "collecting"  # dealings arriving
+    READY = "ready"  # own share computed, waiting for the chain's RotationReady
+    ACTIVE = "active"  # the era's share serves key requests
+    RETIRED = "retired"  # erased
+
+
+def compute_share_aad(era: int, dealer: bytes, member: bytes) -> bytes:
+    return SHARE_AAD_TAG + encode([era, dealer, member])
+
+
+class _PendingEra:
+    def __init__(self, info: EraInfo, participant: DkgParticipant | ReshareParticipant) -> None:
+        self.info = info
+        self.participant = participant
+        self.result: KeyShareResult | None = None
+        self.complaints: dict[bytes, Complaint] = {}
+        self.phase = EraPhase.COLLECTING
+
+
+class CommitteeMember:
+    """A gatekeeper enclave's part in the committee (one object across eras)."""
+
+    def __init__(self, *, enclave: EnclaveKeys, policy: AttestationPolicy, measurement: bytes):
+        self.enclave = enclave
+        self.node_id = enclave.identity.identity_key
+        self.policy = policy
+        self.measurement = measurement
+        self.active: dict[int, ShareHolder] = {}  # era -> share (normally one)
+        self.pending: dict[int, _PendingEra] = {}
+        self.phases: dict[int, EraPhase] = {}
+        self.era_members: dict[int, list[bytes]] = {}  # eras known active here
+        self.publics: dict[int, GroupPublicKeys] = {}  # their public sides
+        self.current_era = 0
+
+    # -- facts -------------------------------------------------------------------------
+    def check_cards(
+        self, info: EraInfo, cards: list[MemberCard], now: int
+    ) -> dict[bytes, NodeKeys]:
+        """Verify every member's card: an attested gatekeeper enclave with these keys."""
+        keys: dict[bytes, NodeKeys] = {}
+        for card in cards:
+            verdict = verify_quote(
+                card.quote,
+                policy=self.policy,
+                now=now,
+                expected_report_data=compute_report_data(card.node),
+            )
+            if verdict.measurement != self.measurement:
+                raise CommitteeError(
+                    f"member 0x{card.node.identity_key.hex()[:12]}… is not a gatekeeper enclave"
+                )
+            keys[card.node.identity_key] = card.node
+        missing = [m for m in info.members if m not in keys]
+        if missing:
+            raise CommitteeError(f"no attested card for member 0x{missing[0].hex()[:12]}…")
+        return keys
+
+    @staticmethod
+    def check_era(info: EraInfo) -> None:
+        if len(set(info.members)) != len(info.members) or not info.members:
+            raise CommitteeError("era members must be distinct and non-empty")
+        if not 1 <= info.threshold <= len(info.members):
+            raise CommitteeError(f"threshold {info.threshold} out of 1..{len(info.members)}")
+        if len(set(info.dealers)) != len(info.dealers) or not info.dealers:
+            raise CommitteeError("era dealers must be distinct and non-empty")
+
+    # -- elected ----------------------------------------------------------------------
+    def process_era_elected(
+        self, info: EraInfo, cards: list[MemberCard], now: int
+    ) -> Dealing | None:
+        """Join the era (if a member) and deal (if a dealer). Returns our dealing."""
+        self.check_era(info)
+        if info.era in self.phases:
+            raise CommitteeStateError(f"era {info.era} was already processed")
+        keys = self.check_cards(info, cards, now)
+        indices = list(range(1, len(info.members) + 1))
+        is_member = self.node_id in info.members
+        is_dealer = self.node_id in info.dealers
+        genesis = info.previous_era == 0
+        if not genesis:
+            if info.dealers != self.get_previous_members(info):
+                raise CommitteeError("a rotation's dealers must be the previous era's members")
+        pending: _PendingEra | None = None
+        if is_member:
+            my_index = info.members.index(self.node_id) + 1
+            participant: DkgParticipant | ReshareParticipant
+            if genesis:
+                if info.dealers != info.members:
+                    raise CommitteeError("at genesis the dealers are the members")
+                participant = DkgParticipant(my_index, info.threshold, indices)
+            else:
+                participant = ReshareParticipant(
+                    my_index, info.threshold, indices, self.get_previous_public(info)
+                )
+            pending = _PendingEra(info, participant)
+        dealing: Dealing | None = None
+        if is_dealer:
+            randomness = self.enclave.random_bytes(32)
+            if genesis:
+                if pending is None:  # unreachable: genesis dealers are members
+                    raise CommitteeError("a genesis dealer must be a member")
+                participant_genesis = pending.participant
+                if not isinstance(participant_genesis, DkgParticipant):
+                    raise CommitteeStateError("genesis needs a key-generation participant")
+                commitment, shares = participant_genesis.start(randomness)
+            else:
+                holder = self.active.get(info.previous_era)
+                if holder is None:
+                    raise CommitteeStateError(
+                        f"no active share of era {info.previous_era} to deal from"
+                    )
+                commitment, shares = holder.deal_reshare(info.threshold, indices, randomness)
+            dealing = self.seal_dealing(info, keys, commitment, shares)
+            if pending is not None and not genesis:
+                # our own dealing reaches us like anyone else's
+                self.take_dealing(pending, info, dealing)
+        if pending is not None:
+            self.pending[info.era] = pending
+            self.phases[info.era] = EraPhase.COLLECTING
+        return dealing
+
+    def get_previous_members(self, info: EraInfo) -> list[bytes]:
+        known = self.era_members.get(info.previous_era)
+        if known is None:
+            raise CommitteeStateError(f"era {info.previous_era} is not known here")
+        return known
+
+    def get_previous_public(self, info: EraInfo) -> GroupPublicKeys:
+        public = self.publics.get(info.previous_era)
+        if public is None:
+            raise CommitteeStateError(f"the public keys of era {info.previous_era} are unknown")
+        return public
+
+    def seal_dealing(
+        self,
+        info: EraInfo,
+        keys: dict[bytes, NodeKeys],
+        commitment: DealingCommitment,
+        shares: dict[int, bytes],
+    ) -> Dealing:
+        sealed: list[bytes] = []
+        for position, member in enumerate(info.members, start=1):
+            share = shares.get(position)
+            if share is None:  # our own genesis share stays inside the participant
+                sealed.append(b"")
+                continue
+            sealed.append(
+                ecies.encrypt_to(
+                    keys[member].encryption_key,
+                    share,
+                    compute_share_aad(info.era, self.node_id, member),
+                    ephemeral_seed=self.enclave.random_bytes(32),
+                )
+            )
+        body = encode(
+            DealingBody(era=info.era, dealer=self.node_id, commitment=commitment, shares=sealed)
+        )
+        return Dealing(body=body, signature=self.enclave.sign_identity(DEALING_SIGN_TAG + body))
+
+    # -- collecting --------------------------------------------------------------------
+    def process_dealing(self, dealing: Dealing) -> Complaint | None:
+        """Take one dealing of a pending era (from the chain, relayed by the host)."""
+        body = self.decode_dealing(dealing)
+        pending = self.pending.get(body.era)
+        if pending is None or pending.phase is not EraPhase.COLLECTING:
+            raise CommitteeStateError(f"era {body.era} is not collecting dealings here")
+        return self.take_dealing(pending, pending.info, dealing, body)
+
+    def take_dealing(
+        self,
+        pending: _PendingEra,
+        info: EraInfo,
+        dealing: Dealing,
+        body: DealingBody | None = None,
+    ) -> Complaint | None:
+        if body is None:
+            body = self.decode_dealing(dealing)
+        if body.dealer not in info.dealers:
+            raise CommitteeError("the dealing's author is not a dealer of this era")
+        try:
+            ed25519_verify(body.dealer, DEALING_SIGN_TAG + dealing.body, dealing.signature)
+        except InvalidSignature as exc:
+            raise CommitteeError("the dealing's signature does not verify") from exc
+        dealer_index = info.dealers.index(body.dealer) + 1
+        if info.previous_era == 0 and body.dealer == self.node_id:
+            return None  # our own genesis dealing is already inside the participant
+        if len(body.shares) != len(info.members):
+            complaint = Complaint(
+                complainer=pending.participant.index,
+                dealer=dealer_index,
+                reason="wrong number of shares",
+            )
+            pending.complaints[body.dealer] = complaint
+            return complaint
+        my_position = info.members.index(self.node_id)
+        try:
+            share = self.enclave.decrypt_for_identity(
+                body.shares[my_position], compute_share_aad(info.era, body.dealer, self.node_id)
+            )
+        except DecryptionError:
+            share = b""
+        complaint_or_none = pending.participant.on_dealing(dealer_index, body.commitment, share)
+        if complaint_or_none is not None:
+            pending.complaints[body.dealer] = complaint_or_none
+        else:
+            pending.complaints.pop(body.dealer, None)
+        return complaint_or_none
+
+    @staticmethod
+    def decode_dealing(dealing: Dealing) -> DealingBody:
+        try:
+            return decode_canonical(dealing.body, DealingBody)
+        except EncodingError as exc:
+            raise CommitteeError(f"dealing does not decode: {exc.message}") from exc
+
+    def get_acceptable_dealers(self, era: int) -> list[bytes]:
+        """Dealers whose dealings checked out here (a proposal for the qualified set)."""
+        pending = self.pending.get(era)
+        if pending is None:
+            return []
+        accepted = pending.participant.accepted_dealers
+        return [d for i, d in enumerate(pending.info.dealers, start=1) if i in accepted]
+
+    def finish(self, era: int, qualified: list[bytes]) -> ReadyConfirmation:
+        """Compute our share from the qualified dealers; confirm readiness."""
+        pending = self.pending.get(era)
+        if pending is None or pending.phase is not EraPhase.COLLECTING:
+            raise CommitteeStateError(f"era {era} is not collecting dealings here")
+        info = pending.info
+        unknown = [d for d in qualified if d not in info.dealers]
+        if unknown:
+            raise CommitteeError("a qualified dealer is not a dealer of this era")
+        indices = {info.dealers.index(d) + 1 for d in qualified}
+        result = pending.participant.finish(indices)
+        if info.previous_era != 0:
+            previous = self.publics.get(info.previous_era)
+            if previous is None or previous.group_public_key != result.group_public_key:
+                raise CommitteeError("the rotation would change the group public key")
+        pending.result = result
+        pending.phase = EraPhase.READY
+        self.phases[era] = EraPhase.READY
+        return ReadyConfirmation(
+            era=era,
+            member=self.node_id,
+            group_public_key=result.group_public_key,
+            public_share=result.public_shares[result.index],
+            qualified=sorted(qualified, key=info.dealers.index),
+        )
+
+    # -- the chain's verdicts --------------------------------------------------------
+    def process_rotation_ready(self, info: EraInfo, group_public_key: bytes) -> None:
+        """The era is active: use its share; erase every older one (retired)."""
+        pending = self.pending.pop(info.era, None)
+        self.era_members[info.era] = list(info.members)
+        if pending is not None:
+            result = pending.result
+            if result is None or result.group_public_key != group_public_key:
+                raise CommitteeError("the chain's group key is not the one computed here")
+            self.active[info.era] = ShareHolder(result)
+            self.publics[info.era] = result.public
+            self.phases[info.era] = EraPhase.ACTIVE
+        for era, holder in list(self.active.items()):
+            if era != info.era:
+                holder.erase()
+                del self.active[era]
+                self.phases[era] = EraPhase.RETIRED
+        self.current_era = info.era
+
+    def learn_public(self, era: int, members: list[bytes], public: GroupPublicKeys) -> None:
+        """Record an era's public side (a member learns it from its own result; others,
+        e.g. a gatekeeper joining later, from the members' confirmations)."""
+        self.era_members[era] = list(members)
+        self.publics[era] = public
+
+    def process_era_failed(self, era: int) -> None:
+        """The chain restarted a rotation: drop what was pending for that era."""
+        self.pending.pop(era, None)
+        self.phases[era] = EraPhase.RETIRED
+
+    # -- serving ------------------------------------------------------------------------
+    def get_active(self) -> ShareHolder:
+        holder = self.active.get(self.current_era)
+        if holder is None or holder.is_erased:
+            raise CommitteeStateError("this gatekeeper holds no active share")
+        return holder
+
+    def release_partial(
+        self, contract_id: bytes, requester: NodeKeys, random_bytes: RandomBytes
+    ) -> PartialKeyRelease:
+        """Our partial of ``contract_id``'s key for an attested requester (the caller
+        checked its quote, signature and chain facts)."""
+        return self.get_active().release_partial(
+            contract_id, requester.identity_key, requester.encryption_key, random_bytes
+        )
