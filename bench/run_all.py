@@ -7,7 +7,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import bench_contracts, bench_e2e, bench_keys, bench_query, bench_runtime, plots
+from bench import (
+    bench_availability,
+    bench_contracts,
+    bench_e2e,
+    bench_keys,
+    bench_query,
+    bench_runtime,
+    plots,
+)
 from bench.common import console, get_machine_info, print_table, write_results
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
@@ -16,6 +24,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "e2e": bench_e2e.run,
     "contracts": bench_contracts.run,
     "keys": bench_keys.run,
+    "availability": bench_availability.run,
 }
 
 

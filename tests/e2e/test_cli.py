@@ -39,7 +39,13 @@ def test_status_json(devnet_home: Path) -> None:
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     phases = {n["name"]: n["phase"] for n in status["nodes"]}
-    assert phases == {"gatekeeper": "following", "worker-1": "following", "worker-2": "following"}
+    assert phases == {
+        "gatekeeper-1": "following",
+        "gatekeeper-2": "following",
+        "gatekeeper-3": "following",
+        "worker-1": "following",
+        "worker-2": "following",
+    }
 
 
 def test_call_then_query_json_verifies_with_a_standard_library(

@@ -57,10 +57,13 @@ def test_nodes_registered_by_attestation(client: Client) -> None:
         assert record.measurement == worker_measurement
         assert record.stake >= 10**18
     # The quote each worker registered with is on chain (event) and re-verifies.
+    registered = client.mgmt.node_registry.codec.event_by_name("NodeRegistered").topic
     follower_events = client.chain.get_logs(
-        0, client.chain.get_block_number(), [client.addresses.node_registry]
+        0, client.chain.get_block_number(), [client.addresses.node_registry], [registered]
     )
-    assert len(follower_events) == 3 + len(client.state.storage)  # storage nodes stake too
+    # every gatekeeper, every worker and every storage node (which stake too)
+    nodes = [*client.state.gatekeepers, *client.state.workers, *client.state.storage]
+    assert len(follower_events) == len(nodes)
     from sealbridge.chain.follower import BlockFollower
 
     seen = 0

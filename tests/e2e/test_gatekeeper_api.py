@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,13 +52,13 @@ def registration(client: Client, node: EnclaveContext) -> RegistrationRequest:
     )
 
 
-def status(client: Client) -> dict[str, int]:
+def status(client: Client) -> dict[str, Any]:
     return dict(NodeClient(client.state.gatekeeper.url).get_json("/v1/status"))
 
 
 def test_garbage_is_refused(client: Client) -> None:
     with NodeClient(client.state.gatekeeper.url) as gk:
-        for path in ("/v1/attest", "/v1/keys"):
+        for path in ("/v1/attest", "/v1/partial"):
             with pytest.raises(NodeRefused) as refused:
                 gk.post(path, b"\x92not-a-request")
             assert refused.value.status == 400
@@ -82,7 +83,7 @@ def test_an_attested_but_unregistered_node_gets_no_key(
     with NodeClient(client.state.gatekeeper.url) as gk:
         gk.post("/v1/attest", encode(registration(client, node)))
     # ... but without registering and being assigned it gets no contract key.
-    before = status(client)["keys_released"]
+    before = status(client)["partials_released"]
     body = encode(
         KeyRequestBody(
             contract_id=token.contract_id,
@@ -97,6 +98,19 @@ def test_an_attested_but_unregistered_node_gets_no_key(
         quote=node.get_identity_quote(),
     )
     with NodeClient(client.state.gatekeeper.url) as gk, pytest.raises(NodeRefused) as refused:
-        gk.post("/v1/keys", encode(request))
+        gk.post("/v1/partial", encode(request))
     assert "not an active registered worker" in refused.value.message
-    assert status(client)["keys_released"] == before
+    assert status(client)["partials_released"] == before
+
+
+def test_the_committee_holds_the_root_key_as_shares(client: Client) -> None:
+    """Every gatekeeper holds a share of the same group key; none holds the root key."""
+    keys = set()
+    for entry in client.state.gatekeepers:
+        committee = NodeClient(entry.url).get_json("/v1/status")["committee"]
+        assert committee["holds_share"] and committee["current_era"] >= 1
+        keys.add(committee["group_public_key"])
+    assert len(keys) == 1
+    with NodeClient(client.state.gatekeeper.url) as gk, pytest.raises(NodeRefused) as refused:
+        gk.post("/v1/keys", b"")
+    assert refused.value.status == 404  # there is no whole-key release any more

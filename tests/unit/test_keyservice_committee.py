@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from itertools import combinations
 
+import msgspec
 import pytest
 
-from sealbridge.core.encoding import decode, encode
 from sealbridge.crypto import bls
 from sealbridge.crypto.shamir import Share, recover_secret, scalar_to_bytes
 from sealbridge.crypto.signing import ed25519_keypair
@@ -20,12 +20,10 @@ from sealbridge.crypto.threshold_prf import (
     derive_contract_key_from_signature,
 )
 from sealbridge.keyservice.committee import (
-    DEALING_SIGN_TAG,
     CommitteeError,
     CommitteeMember,
     CommitteeStateError,
     Dealing,
-    DealingBody,
     EraInfo,
     EraPhase,
     MemberCard,
@@ -72,7 +70,7 @@ class Committee:
 
     def run_era(self, info: EraInfo) -> dict[bytes, ReadyConfirmation]:
         """Elect, deal, collect, finish with the dealers everyone accepted, activate."""
-        cards = [self.cards[m] for m in info.members]
+        cards = [self.cards[m] for m in dict.fromkeys([*info.members, *info.dealers])]
         dealings: list[Dealing] = []
         involved = {*info.members, *info.dealers}
         for node_id in involved:
@@ -80,9 +78,8 @@ class Committee:
             if dealing is not None:
                 dealings.append(dealing)
         for dealing in dealings:
-            body = decode(dealing.body, DealingBody)
             for member_id in info.members:
-                if member_id == body.dealer:
+                if member_id == dealing.dealer:
                     continue
                 self.by_id[member_id].process_dealing(dealing)
         # the chain's agreement: the dealers every member accepted
@@ -185,15 +182,14 @@ def test_a_dealer_that_deals_a_bad_share_is_left_out_and_the_rest_agree() -> Non
     cards = [committee.cards[m] for m in info.members]
     dealings = {m.node_id: m.process_era_elected(info, cards, NOW) for m in committee.members}
     cheat = committee.members[3]
-    # the cheat re-signs a dealing whose share for member 0 is garbage
-    body = decode(dealings[cheat.node_id].body, DealingBody)  # type: ignore[union-attr]
-    shares = list(body.shares)
+    # the cheat signs a dealing whose share for member 0 is garbage
+    honest = dealings[cheat.node_id]
+    assert honest is not None
+    shares = list(honest.shares)
     shares[0] = b"\x00" * len(shares[0])
-    bad_body = encode(
-        DealingBody(era=1, dealer=cheat.node_id, commitment=body.commitment, shares=shares)
-    )
-    dealings[cheat.node_id] = Dealing(
-        body=bad_body, signature=committee.enclaves[3].sign_identity(DEALING_SIGN_TAG + bad_body)
+    digest = cheat.compute_dealing_digest(1, cheat.node_id, honest.commitments, shares)
+    dealings[cheat.node_id] = msgspec.structs.replace(
+        honest, shares=shares, signature=committee.enclaves[3].sign_eth_digest(digest)
     )
     complaints = []
     for dealer, dealing in dealings.items():
@@ -243,13 +239,21 @@ def test_forged_dealings_and_unattested_members_are_refused() -> None:
     dealings = [m.process_era_elected(info, cards, NOW) for m in committee.members]
     first = dealings[1]
     assert first is not None
-    forged = Dealing(body=first.body, signature=b"\x00" * 64)
+    forged = msgspec.structs.replace(first, signature=b"\x00" * 65)
     with pytest.raises(CommitteeError, match="signature"):
         committee.members[0].process_dealing(forged)
-    with pytest.raises(CommitteeError, match="does not decode"):
-        committee.members[0].process_dealing(
-            Dealing(body=b"\x01garbage", signature=first.signature)
+    # signed by another enclave than the dealer's card attests
+    other = committee.enclaves[2].sign_eth_digest(
+        committee.members[1].compute_dealing_digest(
+            1, first.dealer, first.commitments, first.shares
         )
+    )
+    with pytest.raises(CommitteeError, match="not signed by the dealer"):
+        committee.members[0].process_dealing(msgspec.structs.replace(first, signature=other))
+    # altered shares no longer match the signature
+    altered = msgspec.structs.replace(first, shares=list(reversed(first.shares)))
+    with pytest.raises(CommitteeError, match="not signed by the dealer"):
+        committee.members[0].process_dealing(altered)
     with pytest.raises(CommitteeStateError):
         committee.members[0].process_era_elected(info, cards, NOW)  # twice
 

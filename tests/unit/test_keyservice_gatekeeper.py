@@ -7,17 +7,22 @@ import pytest
 from sealbridge.chain.abi import compute_registration_digest, recover_signer
 from sealbridge.contracts.catalog import get_code_hash
 from sealbridge.core.encoding import encode
+from sealbridge.crypto.dkg import GroupPublicKeys
 from sealbridge.crypto.keyschedule import compute_contract_keys
 from sealbridge.crypto.signing import ed25519_keypair, to_checksum_address
+from sealbridge.keyservice.committee import EraInfo, MemberCard
 from sealbridge.keyservice.gatekeeper import Gatekeeper, KeyRequestRefused
 from sealbridge.keyservice.messages import (
     KEY_REQUEST_SIGN_TAG,
     ChainFacts,
     KeyRequest,
     KeyRequestBody,
+    PublishedContractKey,
     PublishKeyRequest,
     RegistrationRequest,
 )
+from sealbridge.keyservice.threshold_messages import PartialKeyRelease
+from sealbridge.runtime import errors as runtime_errors
 from sealbridge.runtime.messages import InstallContract
 from sealbridge.runtime.worker import WorkerRuntime
 from sealbridge.tee import errors as tee_errors
@@ -32,6 +37,9 @@ REGISTRY = "0x" + "11" * 20
 CONTRACTS = "0x" + "22" * 20
 CONTRACT_ID = bytes([5]) * 32
 FACTS = ChainFacts(worker_active=True, worker_assigned=True, key_published=True)
+PUBLISHER_FACTS = ChainFacts(
+    worker_active=False, worker_assigned=False, key_published=False, requester_is_publisher=True
+)
 
 
 def enclave(measurement: bytes, platform: bytes = PLATFORM) -> EnclaveContext:
@@ -43,13 +51,40 @@ def enclave(measurement: bytes, platform: bytes = PLATFORM) -> EnclaveContext:
     )
 
 
+def committee(count: int = 3, threshold: int = 2) -> list[Gatekeeper]:
+    """Gatekeepers whose committee ran its genesis era (key generation) in process."""
+    gatekeepers = [
+        Gatekeeper(
+            enclave=enclave(GOOD), policy=devnet_policy(PLATFORM_PUB, [GOOD]), measurement=GOOD
+        )
+        for _ in range(count)
+    ]
+    ids = [g.identity_key for g in gatekeepers]
+    info = EraInfo(era=1, members=ids, threshold=threshold, dealers=ids)
+    cards = [
+        MemberCard(node=g.enclave.identity, quote=g.enclave.get_identity_quote())  # type: ignore[attr-defined]
+        for g in gatekeepers
+    ]
+    dealings = [g.committee.process_era_elected(info, cards, NOW) for g in gatekeepers]
+    for dealing in dealings:
+        assert dealing is not None
+        for g in gatekeepers:
+            if g.identity_key != dealing.dealer:
+                assert g.committee.process_dealing(dealing) is None
+    confirmations = [g.committee.finish(1, ids) for g in gatekeepers]
+    for g in gatekeepers:
+        g.committee.process_rotation_ready(info, confirmations[0].group_public_key)
+    return gatekeepers
+
+
+@pytest.fixture(scope="module")
+def gatekeepers() -> list[Gatekeeper]:
+    return committee()
+
+
 @pytest.fixture
-def gatekeeper() -> Gatekeeper:
-    return Gatekeeper(
-        root_key=bytes([3]) * 32,
-        enclave=enclave(GOOD),
-        policy=devnet_policy(PLATFORM_PUB, [GOOD]),
-    )
+def gatekeeper(gatekeepers: list[Gatekeeper]) -> Gatekeeper:
+    return gatekeepers[0]
 
 
 def registration(node: EnclaveContext, quote: bytes | None = None) -> RegistrationRequest:
@@ -126,38 +161,89 @@ def test_bad_quotes_are_refused(gatekeeper: Gatekeeper, case: str, error: type[E
         gatekeeper.approve_registration(request, NOW)
 
 
-def test_key_release_reaches_only_the_attested_worker(gatekeeper: Gatekeeper) -> None:
-    published = gatekeeper.publish_contract_key(
+def publish(gatekeepers: list[Gatekeeper]) -> PublishedContractKey:
+    """Gatekeeper 0 publishes: it collects gatekeeper 1's partial, as its host does."""
+    publisher = gatekeepers[0]
+    request = key_request(publisher.enclave)  # type: ignore[arg-type]
+    peer = gatekeepers[1].release_partial(request, PUBLISHER_FACTS, NOW)
+    return publisher.publish_contract_key(
         PublishKeyRequest(
             contract_id=CONTRACT_ID, chain_id=31337, contract_registry_address=CONTRACTS
-        )
+        ),
+        [peer],
     )
+
+
+def test_no_single_gatekeeper_can_make_the_key_and_t_of_them_can(
+    gatekeepers: list[Gatekeeper],
+) -> None:
+    published = publish(gatekeepers)
+    assert published.wrapped_key == b""  # nothing of the key goes on chain
+    # the publisher alone cannot: it needs a peer's partial
+    with pytest.raises(KeyRequestRefused, match="combine"):
+        gatekeepers[0].publish_contract_key(
+            PublishKeyRequest(
+                contract_id=CONTRACT_ID, chain_id=31337, contract_registry_address=CONTRACTS
+            ),
+            [],
+        )
     node = enclave(GOOD)
-    release = gatekeeper.release_contract_key(key_request(node), FACTS, NOW)
-    worker = WorkerRuntime(node)
-    status = worker.install_contract(
-        InstallContract(
-            contract_id=CONTRACT_ID,
-            code_hash=get_code_hash("token"),
-            contract_public_key=published.contract_public_key,
-            wrapped_key=release.wrapped_key,
-            gatekeeper_key=release.gatekeeper_key,
-            deployer_commitment=b"\x05" * 32,
-            workers=[node.identity.identity_key],
+    group = gatekeepers[0].committee.get_active().public
+    releases = [g.release_partial(key_request(node), FACTS, NOW) for g in gatekeepers]
+    # any two of the three give the contract key whose public half was published
+    for pair in ([0, 1], [1, 2], [0, 2]):
+        worker = WorkerRuntime(node)
+        status = worker.install_contract(
+            install_request(node, published, [releases[i] for i in pair], group)
         )
-    )
-    assert status.height == 0 and status.phase == "awaiting_code"
-    # Every call derives the same contract key from the root.
-    again = gatekeeper.publish_contract_key(
-        PublishKeyRequest(
-            contract_id=CONTRACT_ID, chain_id=31337, contract_registry_address=CONTRACTS
-        )
-    )
-    assert again.contract_public_key == published.contract_public_key
+        assert status.height == 0 and status.phase == "awaiting_code"
+    # one partial is not enough; a partial released to another worker is useless here
+    with pytest.raises(runtime_errors.WrongKeyError):
+        WorkerRuntime(node).install_contract(install_request(node, published, releases[:1], group))
+    other = enclave(GOOD)
+    foreign = [g.release_partial(key_request(other), FACTS, NOW) for g in gatekeepers[:2]]
+    with pytest.raises(runtime_errors.WrongKeyError):
+        WorkerRuntime(node).install_contract(install_request(node, published, foreign, group))
+    # the same key every time; not some fixed key
+    assert publish(gatekeepers).contract_public_key == published.contract_public_key
     assert (
         compute_contract_keys(CONTRACT_ID, bytes(32)).command_public_key
         != published.contract_public_key
     )
+
+
+def install_request(
+    node: EnclaveContext,
+    published: PublishedContractKey,
+    releases: list[PartialKeyRelease],
+    group: GroupPublicKeys,
+) -> InstallContract:
+    return InstallContract(
+        contract_id=CONTRACT_ID,
+        code_hash=get_code_hash("token"),
+        contract_public_key=published.contract_public_key,
+        wrapped_key=b"",
+        gatekeeper_key=b"",
+        deployer_commitment=b"\x05" * 32,
+        workers=[node.identity.identity_key],
+        releases=releases,
+        group=group,
+    )
+
+
+def test_a_publisher_gets_partials_only_before_the_key_is_published(
+    gatekeepers: list[Gatekeeper],
+) -> None:
+    request = key_request(gatekeepers[0].enclave)  # type: ignore[arg-type]
+    done = ChainFacts(
+        worker_active=False, worker_assigned=False, key_published=True, requester_is_publisher=True
+    )
+    with pytest.raises(KeyRequestRefused, match="already published"):
+        gatekeepers[1].release_partial(request, done, NOW)
+    # without the publisher fact, a gatekeeper is no worker
+    nobody = ChainFacts(worker_active=False, worker_assigned=False, key_published=False)
+    with pytest.raises(KeyRequestRefused, match="not an active registered worker"):
+        gatekeepers[1].release_partial(request, nobody, NOW)
 
 
 @pytest.mark.parametrize(
@@ -201,4 +287,4 @@ def test_key_requests_are_refused(gatekeeper: Gatekeeper, case: str) -> None:
         request = key_request(enclave(BAD))
         expected = tee_errors.MeasurementRefused
     with pytest.raises(expected):
-        gatekeeper.release_contract_key(request, facts, NOW)
+        gatekeeper.release_partial(request, facts, NOW)

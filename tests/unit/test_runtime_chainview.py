@@ -657,16 +657,18 @@ def test_outputs_follow_the_accepted_ranges() -> None:
     )
     feed(worker, chain.next())
     ids = [a.contract_id, b.contract_id]
-    checkpoint_hash = keccak(b"some checkpoint")
-    first = worker.sign_outputs(
-        SignOutputs(contract_ids=ids, checkpoint_hash=checkpoint_hash, checkpoint_size=321)
-    )
+    first = worker.sign_outputs(SignOutputs(contract_ids=ids, with_checkpoint=True))
     end = ANCHOR_NUMBER + 2
     assert first.contract_ids == ids and first.starts == [0, 0]
     assert (first.end, first.end_hash) == (end, chain.hashes[end])
     assert first.state_roots == [worker.get_contract(c).state_root for c in ids]
     assert first.commands_applied == [2, 2]
-    assert (first.checkpoint_hash, first.checkpoint_size) == (checkpoint_hash, 321)
+    # the checkpoint is sealed at exactly the signed end, and the signature covers it
+    blob = decode(first.checkpoint, CheckpointBlob)
+    assert (blob.height, blob.block_hash) == (first.end, first.end_hash)
+    assert sorted(blob.states) == sorted(c.hex() for c in ids)
+    assert first.checkpoint_hash == keccak(first.checkpoint)
+    assert first.checkpoint_size == len(first.checkpoint)
     assert signer_of(first) == eth_address(worker)
     assert recover_signer(outputs_digest(first, chain_id=1), first.signature) != eth_address(worker)
 

@@ -218,6 +218,102 @@ def compute_storage_registration_digest(
     )
 
 
+DEALING_TAG = bytes(_keccak(b"sealbridge/committee-dealing/v1"))
+READY_TAG = bytes(_keccak(b"sealbridge/committee-ready/v1"))
+
+
+def compute_dealing_digest(
+    *,
+    committee: str,
+    chain_id: int,
+    era: int,
+    dealer_id: bytes,
+    commitments: Sequence[bytes],
+    shares: Sequence[bytes],
+) -> bytes:
+    """Digest a dealer's enclave signs for GatekeeperCommittee.post_dealing."""
+    return bytes(
+        _keccak(
+            abi_encode(
+                ["address", "uint256", "bytes32", "uint256", "bytes32", "bytes32", "bytes32"],
+                [
+                    to_checksum_address(committee),
+                    chain_id,
+                    DEALING_TAG,
+                    era,
+                    _b32(dealer_id, "dealer_id"),
+                    bytes(_keccak(abi_encode(["bytes[]"], [list(commitments)]))),
+                    bytes(_keccak(abi_encode(["bytes[]"], [list(shares)]))),
+                ],
+            )
+        )
+    )
+
+
+def compute_ready_digest(
+    *,
+    committee: str,
+    chain_id: int,
+    era: int,
+    member_id: bytes,
+    group_public_key: bytes,
+    qualified: Sequence[bytes],
+) -> bytes:
+    """Digest a member's enclave signs for GatekeeperCommittee.confirm_ready."""
+    return bytes(
+        _keccak(
+            abi_encode(
+                ["address", "uint256", "bytes32", "uint256", "bytes32", "bytes32", "bytes32[]"],
+                [
+                    to_checksum_address(committee),
+                    chain_id,
+                    READY_TAG,
+                    era,
+                    _b32(member_id, "member_id"),
+                    bytes(_keccak(group_public_key)),
+                    [_b32(q, "qualified") for q in qualified],
+                ],
+            )
+        )
+    )
+
+
+HEARTBEAT_TAG = bytes(_keccak(b"sealbridge/heartbeat/v1"))
+HEARTBEAT_SLOTS = 8  # NodeRegistry: heartbeat slots per era
+MAX_ERA = 2**64 - 1
+
+
+def compute_heartbeat_digest(
+    *, registry: str, chain_id: int, node_id: bytes, era: int, slot: int
+) -> bytes:
+    """Digest a node's enclave (a storage node's signing key) signs for one heartbeat
+    (NodeRegistry.heartbeat). Refuses a slot outside 0..7 and an era or chain id outside
+    64 bits: with every field this small, the encoding cannot double as another digest
+    the same key signs (for example the contract-key digest, whose last word is a hash),
+    so a host cannot turn a heartbeat request into a signature of anything else."""
+    if not 0 <= slot < HEARTBEAT_SLOTS:
+        raise ChainConfigError(f"heartbeat slot must be in 0..{HEARTBEAT_SLOTS - 1}, not {slot}")
+    if not 0 <= era <= MAX_ERA:
+        raise ChainConfigError(f"heartbeat era out of range: {era}")
+    if not 0 < chain_id <= MAX_ERA:
+        raise ChainConfigError(f"chain id out of range: {chain_id}")
+    return bytes(
+        _keccak(
+            abi_encode(
+                ["address", "uint256", "bytes32", "bytes32", "uint256", "uint256"],
+                [
+                    checksum(registry),
+                    chain_id,
+                    HEARTBEAT_TAG,
+                    _b32(node_id, "node_id"),
+                    era,
+                    slot,
+                ],
+            )
+        )
+    )
+
+
 def compute_address(private_key: bytes) -> str:
     """Checksummed Ethereum address of a secp256k1 private key."""
     try:
@@ -292,6 +388,15 @@ class AbiFunction:
             return tuple(abi_decode(self.output_types, data))
         except DecodingError as exc:
             raise ChainError(f"cannot decode result of {self.name}: {exc}") from exc
+
+    def decode_call(self, data: bytes) -> tuple[Any, ...]:
+        """The arguments of a call to this function (its calldata, selector included)."""
+        if data[:4] != self.selector:
+            raise ChainError(f"calldata is not a call of {self.name}")
+        try:
+            return tuple(abi_decode(self.input_types, data[4:]))
+        except DecodingError as exc:
+            raise ChainError(f"cannot decode a call of {self.name}: {exc}") from exc
 
 
 class AbiEvent:

@@ -620,6 +620,12 @@ class ChainAdapter:
             for i, n in enumerate(numbers)
         ]
 
+    def get_transaction_input(self, tx_hash: bytes) -> bytes:
+        """The calldata of a mined transaction."""
+        with self._guard():
+            tx = self.web3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        return bytes(tx["input"])
+
     def get_logs(
         self,
         from_block: int,

@@ -31,6 +31,7 @@ CONTRACT_NAMES: tuple[str, ...] = (
     "ContractRegistry",
     "CommandInbox",
     "ExecutionLedger",
+    "GatekeeperCommittee",
 )
 
 

@@ -21,11 +21,13 @@ from typing import Any
 import msgspec
 
 from sealbridge.chain.abi import (
+    HEARTBEAT_SLOTS,
     AbiCodec,
     Role,
     checksum,
     compute_contract_key_digest,
     compute_execution_digest,
+    compute_heartbeat_digest,
     compute_registration_digest,
     compute_storage_digest,
     compute_storage_node_id,
@@ -50,6 +52,14 @@ MAX_OUTPUT_BATCH = 16  # ExecutionLedger.submit: contracts per submission
 MAX_STORAGE_SIGS = 16
 MAX_INLINE_CHECKPOINT = 8192
 ZERO_HASH = bytes(32)
+MAX_NODES = 256  # NodeRegistry: nodes listed (judged when eras close)
+NOT_LEFT = 2**256 - 1  # Tenure.left_era of a node that has not left
+HEARTBEAT_GAS = 100_000  # a heartbeat's gas limit (fixed: see NodeRegistry.send_heartbeat)
+# deploy_management defaults (the devnet's)
+DEFAULT_ERA_LENGTH = 100  # blocks
+DEFAULT_SLASH_BPS = 1000  # 10 % of the stake
+DEFAULT_UNBONDING_BLOCKS = 200
+DEFAULT_RENEWAL_GRACE = 24 * 3600  # seconds after expiry a registration may still be renewed
 
 
 class ManagementAddresses(Message, frozen=True):
@@ -102,6 +112,34 @@ class NodeRecord(Message, frozen=True):
     stake: int
     expiry: int
     active: bool
+
+
+class TenureRecord(Message, frozen=True):
+    """NodeRegistry.get_tenure: a node's lifecycle (eras, unbonding)."""
+
+    joined_era: int  # the era it (re-)registered in; judged from the next era on
+    left_era: int  # the era it left or was slashed out in (NOT_LEFT while registered)
+    unbond_at: int  # block from which the owner may withdraw the stake (once inactive)
+    listed: bool  # judged when eras close; false once the stake is withdrawn
+
+
+class EraParams(Message, frozen=True):
+    """How the NodeRegistry cuts blocks into eras and heartbeat slots (fixed at deploy)."""
+
+    genesis_block: int
+    era_length: int
+    slots: int = HEARTBEAT_SLOTS
+
+    def get_era(self, block_number: int) -> int:
+        return (block_number - self.genesis_block) // self.era_length
+
+    def get_slot(self, block_number: int) -> int:
+        offset = (block_number - self.genesis_block) % self.era_length
+        return offset * self.slots // self.era_length
+
+    def get_era_start(self, era: int) -> int:
+        """The first block of ``era``."""
+        return self.genesis_block + era * self.era_length
 
 
 class ContractRecord(Message, frozen=True):
@@ -207,6 +245,10 @@ class _BoundContract:
 
 class NodeRegistry(_BoundContract):
     name = "NodeRegistry"
+
+    def __init__(self, adapter: ChainAdapter, address: str, compiled: CompiledContract) -> None:
+        super().__init__(adapter, address, compiled)
+        self._era_params: EraParams | None = None
 
     def compute_registration_digest(
         self,
@@ -345,6 +387,146 @@ class NodeRegistry(_BoundContract):
 
     def get_node_count(self) -> int:
         return int(self._call("node_count")[0])
+
+    # -- lifecycle: renewal, heartbeats, eras, leaving -----------------------------------
+    def renew(
+        self,
+        node_id: bytes,
+        expiry: int,
+        measurement: bytes,
+        attestor_id: bytes,
+        approval: bytes,
+        quote: bytes,
+        sender_key: bytes,
+        *,
+        quote_hash: bytes | None = None,
+    ) -> TxReceipt:
+        """Extend a TEE node's registration (owner only): a fresh quote and expiry, with an
+        active gatekeeper's approval over the registration digest of the same keys."""
+        quote = _check_len(quote, MAX_QUOTE, "quote")
+        args = [
+            node_id,
+            expiry,
+            quote_hash if quote_hash is not None else keccak(quote),
+            measurement,
+            attestor_id,
+            _check_len(approval, 65, "approval"),
+            quote,
+        ]
+        return self._transact("renew", args, sender_key)
+
+    def renew_storage(self, signer_key: bytes, expiry: int, sender_key: bytes) -> TxReceipt:
+        """Extend a storage node's registration: its signing key signs the later expiry."""
+        node_id = compute_storage_node_id(ChainAdapter.address_of(signer_key))
+        owner = ChainAdapter.address_of(sender_key)
+        proof = sign_digest(
+            self.compute_storage_registration_digest(node_id, owner, expiry), signer_key
+        )
+        return self._transact("renew_storage", [node_id, expiry, proof], sender_key)
+
+    def get_era_params(self) -> EraParams:
+        """Genesis block and era length (immutable; read once, then cached)."""
+        if self._era_params is None:
+            self._era_params = EraParams(
+                genesis_block=int(self._call("genesis_block")[0]),
+                era_length=int(self._call("era_length")[0]),
+            )
+        return self._era_params
+
+    def compute_heartbeat_digest(self, node_id: bytes, era: int, slot: int) -> bytes:
+        """The digest a node's enclave (or storage key) signs for one heartbeat."""
+        return compute_heartbeat_digest(
+            registry=self.address,
+            chain_id=self.adapter.chain_id,
+            node_id=node_id,
+            era=era,
+            slot=slot,
+        )
+
+    def _heartbeat_call(self, node_id: bytes, era: int, slot: int, signature: bytes) -> bytes:
+        args = [node_id, era, slot, _check_len(signature, 65, "signature")]
+        return self.codec.function("heartbeat").encode_call(args)
+
+    def heartbeat(
+        self, node_id: bytes, era: int, slot: int, signature: bytes, sender_key: bytes
+    ) -> TxReceipt:
+        """Relay a signed heartbeat and wait (TransactionReverted if refused). Sent with a
+        fixed gas limit, like :meth:`send_heartbeat`."""
+        data = self._heartbeat_call(node_id, era, slot, signature)
+        return self.adapter.transact(sender_key, to=self.address, data=data, gas=HEARTBEAT_GAS)
+
+    def send_heartbeat(
+        self, node_id: bytes, era: int, slot: int, signature: bytes, sender_key: bytes
+    ) -> bytes:
+        """Relay a signed heartbeat without waiting; return the tx hash. The gas limit is
+        fixed rather than estimated: an estimate runs at the newest block, whose slot may
+        differ from the next block's, where the heartbeat lands."""
+        data = self._heartbeat_call(node_id, era, slot, signature)
+        return self.adapter.send_transaction(
+            sender_key, to=self.address, data=data, gas=HEARTBEAT_GAS
+        )
+
+    def set_reporter(self, reporter: str, sender_key: bytes) -> TxReceipt:
+        """Admin, once: the ExecutionLedger that reports activity."""
+        return self._transact("set_reporter", [checksum(reporter)], sender_key)
+
+    def close_era(self, era: int, sender_key: bytes) -> TxReceipt:
+        """Judge a finished era (anyone; in order, once each)."""
+        return self._transact("close_era", [era], sender_key)
+
+    def unregister(self, node_id: bytes, sender_key: bytes) -> TxReceipt:
+        """Owner: leave; the stake unbonds."""
+        return self._transact("unregister", [node_id], sender_key)
+
+    def withdraw_stake(self, node_id: bytes, sender_key: bytes) -> TxReceipt:
+        """Owner: take back the remaining stake of an unbonded, fully judged node."""
+        return self._transact("withdraw_stake", [node_id], sender_key)
+
+    def withdraw_slashed(self, to: str, sender_key: bytes) -> TxReceipt:
+        """Admin: pay out the slashed pool."""
+        return self._transact("withdraw_slashed", [checksum(to)], sender_key)
+
+    def get_tenure(self, node_id: bytes) -> TenureRecord:
+        (raw,) = self._call("get_tenure", node_id)
+        return TenureRecord(
+            joined_era=int(raw[0]), left_era=int(raw[1]), unbond_at=int(raw[2]), listed=bool(raw[3])
+        )
+
+    def get_current_era(self) -> int:
+        """The era of the newest block."""
+        return int(self._call("current_era")[0])
+
+    def get_current_slot(self) -> int:
+        return int(self._call("current_slot")[0])
+
+    def get_activity(self, era: int, node_id: bytes) -> int:
+        return int(self._call("get_activity", era, node_id)[0])
+
+    def get_heartbeat_slots(self, era: int, node_id: bytes) -> int:
+        """Bitmap of the slots of ``era`` the node sent a heartbeat for."""
+        return int(self._call("get_heartbeat_slots", era, node_id)[0])
+
+    def get_node_ids(self) -> list[bytes]:
+        return [bytes(n) for n in self._call("get_node_ids")[0]]
+
+    def get_next_era(self) -> int:
+        """The next era to close."""
+        return int(self._call("next_era")[0])
+
+    def get_slashed_total(self) -> int:
+        return int(self._call("slashed_total")[0])
+
+    def get_reporter(self) -> str:
+        return checksum(self._call("reporter")[0])
+
+    def get_slash_bps(self) -> int:
+        return int(self._call("slash_bps")[0])
+
+    def get_unbonding_blocks(self) -> int:
+        return int(self._call("unbonding_blocks")[0])
+
+    def get_renewal_grace(self) -> int:
+        return int(self._call("renewal_grace")[0])
 
 
 class ContractRegistry(_BoundContract):
@@ -538,10 +720,10 @@ class ExecutionLedger(_BoundContract):
         count = len(submission.contract_ids)
         with_checkpoint = submission.checkpoint_hash != ZERO_HASH
         return (
-            150_000
+            190_000  # the worker's activity reported to the NodeRegistry included
             + 160_000 * count  # an output: six fresh storage slots, a registry call, an event
             + (170_000 * count if with_checkpoint else 0)  # a checkpoint: seven more slots
-            + 20_000 * len(submission.storage_sigs)
+            + 50_000 * len(submission.storage_sigs)  # check + the node's activity reported
             + 48 * len(submission.inline_blob)
         )
 
@@ -639,14 +821,33 @@ class ManagementContracts:
 
 
 def deploy_management(
-    adapter: ChainAdapter, admin_key: bytes, min_stake: int, *, storage_threshold: int = 2
+    adapter: ChainAdapter,
+    admin_key: bytes,
+    min_stake: int,
+    *,
+    storage_threshold: int = 2,
+    era_length: int = DEFAULT_ERA_LENGTH,
+    slash_bps: int = DEFAULT_SLASH_BPS,
+    unbonding_blocks: int = DEFAULT_UNBONDING_BLOCKS,
+    renewal_grace: int = DEFAULT_RENEWAL_GRACE,
 ) -> ManagementAddresses:
-    """Compile and deploy the four management contracts; the admin key pays and owns.
-    ``storage_threshold``: storage confirmations a checkpoint needs (k of n)."""
+    """Compile and deploy the four management contracts; the admin key pays and owns, and
+    makes the ExecutionLedger the NodeRegistry's activity reporter.
+    ``storage_threshold``: storage confirmations a checkpoint needs (k of n);
+    ``era_length``: blocks per era (at least 8, one per heartbeat slot); ``slash_bps``:
+    share of the stake an unresponsive node loses, in basis points; ``unbonding_blocks``:
+    blocks a leaving node's stake stays locked; ``renewal_grace``: seconds after expiry a
+    registration may still be renewed."""
     if min_stake < 0:
         raise ChainConfigError("min_stake must be non-negative")
     if storage_threshold < 1:
         raise ChainConfigError("storage_threshold must be at least 1")
+    if era_length < HEARTBEAT_SLOTS:
+        raise ChainConfigError(f"era_length must be at least {HEARTBEAT_SLOTS} blocks")
+    if not 0 <= slash_bps <= 10_000:
+        raise ChainConfigError("slash_bps must be in 0..10000")
+    if unbonding_blocks < 0 or renewal_grace < 0:
+        raise ChainConfigError("unbonding_blocks and renewal_grace must be non-negative")
     ev = adapter.evm_version
     compiled = {
         name: compile_contract(name, evm_version=ev)
@@ -657,12 +858,20 @@ def deploy_management(
         c = compiled[name]
         return adapter.deploy(admin_key, c.bytecode, AbiCodec(c.abi).encode_constructor(args))
 
-    node_registry = deploy("NodeRegistry", [min_stake])
+    node_registry = deploy(
+        "NodeRegistry", [min_stake, era_length, slash_bps, unbonding_blocks, renewal_grace]
+    )
     first_block = adapter.get_block_number()
     contract_registry = deploy("ContractRegistry", [node_registry])
     command_inbox = deploy("CommandInbox", [contract_registry])
     execution_ledger = deploy(
         "ExecutionLedger", [node_registry, contract_registry, storage_threshold]
+    )
+    registry_codec = AbiCodec(compiled["NodeRegistry"].abi)
+    adapter.transact(
+        admin_key,
+        to=node_registry,
+        data=registry_codec.function("set_reporter").encode_call([execution_ledger]),
     )
     return ManagementAddresses(
         chain_id=adapter.chain_id,
@@ -679,6 +888,7 @@ __all__ = [
     "CommandInbox",
     "ContractRecord",
     "ContractRegistry",
+    "EraParams",
     "ManagementAddresses",
     "ManagementContracts",
     "NodeRecord",
@@ -689,5 +899,6 @@ __all__ = [
     "OutputSubmission",
     "Role",
     "SubmittedCommand",
+    "TenureRecord",
     "deploy_management",
 ]

@@ -127,7 +127,7 @@ def _story(home: Path) -> None:
 
     console.rule("1. who registered, and with which measurement")
     table = Table("node", "role", "node id", "measurement", "quote hash", "stake (ETH)")
-    for entry in [client.state.gatekeeper, *client.state.workers]:
+    for entry in [*(client.state.gatekeepers or [client.state.gatekeeper]), *client.state.workers]:
         record = mgmt.node_registry.get_node(from_hex(entry.node_id, size=32))
         if record is None:
             continue

@@ -16,6 +16,7 @@ from typing import Any
 
 from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter
+from sealbridge.chain.committee import GatekeeperCommittee
 from sealbridge.chain.management import ContractRecord, ManagementAddresses, ManagementContracts
 from sealbridge.client.keystore import Keystore, UserKey
 from sealbridge.contracts.catalog import BUILTIN, get_source
@@ -217,7 +218,7 @@ class Client:
             "sealbridge/contract-id/v1", user.identity_key + code_hash + os.urandom(16)
         )
         workers = [from_hex(w.node_id, size=32) for w in self.state.workers]
-        gatekeeper = from_hex(self.state.gatekeeper.node_id, size=32)
+        gatekeeper = self.choose_gatekeeper()
         receipt = self.mgmt.contract_registry.deploy(
             contract_id,
             code_hash,
@@ -260,6 +261,17 @@ class Client:
             deploy_block=receipt.block_number,
             deploy_tx=receipt.tx_hash,
         )
+
+    def choose_gatekeeper(self) -> bytes:
+        """A member of the committee's active era (it publishes the contract's key)."""
+        if self.state.committee_address:
+            committee = GatekeeperCommittee(self.chain, self.state.committee_address)
+            era = committee.get_current_era()
+            if era:
+                members = committee.get_members(era)
+                if members:
+                    return members[int.from_bytes(os.urandom(2), "big") % len(members)]
+        return from_hex(self.state.gatekeeper.node_id, size=32)
 
     def _published(self, contract_id: bytes) -> ContractRecord | None:
         record = self.mgmt.contract_registry.get_contract(contract_id)

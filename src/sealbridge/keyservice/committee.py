@@ -16,7 +16,8 @@ The chain (GatekeeperCommittee contract) is the broadcast channel and referee. P
    and every contract key stay the same).
 2. **Dealing**: each dealer's enclave publishes a :class:`Dealing` -- Feldman commitments
    plus one share per member, ECIES-encrypted to that member's attested key and bound to
-   (era, dealer, member) -- signed with its Ed25519 identity key (the node id).
+   (era, dealer, member) -- signed with its enclave's secp256k1 key over the digest the
+   contract checks.
 3. **Collecting**: each member decrypts its share of every dealing and checks it against
    the commitments (and, for a rotation, the constant term against the dealer's old
    public share). A bad dealing is a complaint and its dealer is left out.
@@ -30,8 +31,8 @@ The chain (GatekeeperCommittee contract) is the broadcast channel and referee. P
 Member facts come from the host, so they are checked here: every member's card carries
 an attestation quote that must verify under the enclave's policy, with the gatekeeper's
 own measurement and report data binding the card's keys -- so shares are only ever
-encrypted to genuine gatekeeper enclaves. Dealings are authenticated by the dealer's
-identity signature; the node id *is* that key.
+encrypted to genuine gatekeeper enclaves. A dealing must be signed by the enclave key its
+dealer's card attests.
 
 The core is sans-I/O: randomness and time are inputs.
 """
@@ -41,10 +42,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from sealbridge.core.encoding import Message, decode_canonical, encode
+from py_arkworks_bls12381 import G1Point, Scalar
+
+from sealbridge.chain.abi import compute_dealing_digest, compute_ready_digest, recover_signer
+from sealbridge.chain.errors import ChainError
+from sealbridge.core.encoding import Message, encode
 from sealbridge.core.errors import (
     DecryptionError,
-    EncodingError,
     InvalidSignature,
     LocalProtocolError,
     RemoteProtocolError,
@@ -58,7 +62,8 @@ from sealbridge.crypto.dkg import (
     KeyShareResult,
     ReshareParticipant,
 )
-from sealbridge.crypto.signing import ed25519_verify
+from sealbridge.crypto.shamir import lagrange_coefficients
+from sealbridge.crypto.signing import to_checksum_address
 from sealbridge.keyservice.threshold import ShareHolder
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.tee.attestation import verify_quote
@@ -66,7 +71,6 @@ from sealbridge.tee.enclave import EnclaveKeys, NodeKeys, compute_report_data
 from sealbridge.tee.policy import AttestationPolicy
 
 RandomBytes = Callable[[int], bytes]
-DEALING_SIGN_TAG = b"sealbridge/committee-dealing/v1"
 SHARE_AAD_TAG = b"sealbridge/committee-share/v1"
 
 
@@ -97,24 +101,54 @@ class EraInfo(Message, frozen=True):
     previous_era: int = 0  # 0: genesis
 
 
-class DealingBody(Message, frozen=True):
-    era: int
-    dealer: bytes
-    commitment: DealingCommitment
-    shares: list[bytes]  # share for member i, ECIES to member i's encryption key
+class ChainBinding(Message, frozen=True):
+    """The committee contract the enclave signs for (fixed at genesis, sealed)."""
+
+    chain_id: int
+    committee_address: str
 
 
 class Dealing(Message, frozen=True):
-    body: bytes  # canonical DealingBody
-    signature: bytes  # dealer's Ed25519 identity signature over DEALING_SIGN_TAG + body
+    """One dealer's dealing, exactly as GatekeeperCommittee.post_dealing carries it."""
+
+    era: int
+    dealer: bytes
+    commitments: list[bytes]  # Feldman commitments, t compressed G1 points
+    shares: list[bytes]  # share for member i, ECIES to member i's encryption key
+    signature: bytes  # the dealer enclave's secp256k1 signature over the dealing digest
 
 
 class ReadyConfirmation(Message, frozen=True):
+    """What a member confirms on chain (GatekeeperCommittee.confirm_ready)."""
+
     era: int
     member: bytes
     group_public_key: bytes
     public_share: bytes
     qualified: list[bytes]  # dealer node ids whose dealings were combined
+    signature: bytes  # the member enclave's secp256k1 signature over the ready digest
+
+
+class EraShare(Message, frozen=True):
+    era: int
+    result: KeyShareResult
+
+
+class EraPublic(Message, frozen=True):
+    era: int
+    members: list[bytes]
+    public: GroupPublicKeys
+
+
+class CommitteeState(Message, frozen=True):
+    """What a gatekeeper seals to its measurement: its shares (active, and computed but
+    not yet activated by the chain) and the public side of the eras it knows."""
+
+    current_era: int
+    active: list[EraShare]
+    ready: list[EraShare]  # confirmed on chain, waiting for RotationReady
+    ready_members: list[EraPublic]
+    eras: list[EraPublic]
 
 
 class EraPhase(enum.Enum):
@@ -124,13 +158,42 @@ class EraPhase(enum.Enum):
     RETIRED = "retired"  # erased
 
 
+def is_consistent_sharing(public: GroupPublicKeys) -> bool:
+    """True when every public share and the group key lie on one polynomial of degree
+    ``threshold - 1`` in the exponent (checked by interpolating from the first
+    ``threshold`` shares)."""
+    shares = public.public_shares
+    indices = sorted(shares)
+    t = public.threshold
+    if not 1 <= t <= len(indices):
+        return False
+    base = indices[:t]
+    try:
+        points = [G1Point.from_compressed_bytes(shares[i]) for i in base]
+        for target in [0, *indices[t:]]:
+            weights = lagrange_coefficients(base, at=target)
+            value = G1Point.multiexp_unchecked(points, [Scalar(w) for w in weights])
+            expected = public.group_public_key if target == 0 else shares[target]
+            if value.to_compressed_bytes() != expected:
+                return False
+    except (ValueError, TypeError, RuntimeError):
+        return False
+    return True
+
+
 def compute_share_aad(era: int, dealer: bytes, member: bytes) -> bytes:
     return SHARE_AAD_TAG + encode([era, dealer, member])
 
 
 class _PendingEra:
-    def __init__(self, info: EraInfo, participant: DkgParticipant | ReshareParticipant) -> None:
+    def __init__(
+        self,
+        info: EraInfo,
+        participant: DkgParticipant | ReshareParticipant,
+        cards: dict[bytes, NodeKeys] | None = None,
+    ) -> None:
         self.info = info
+        self.cards = cards or {}
         self.participant = participant
         self.result: KeyShareResult | None = None
         self.complaints: dict[bytes, Complaint] = {}
@@ -140,8 +203,16 @@ class _PendingEra:
 class CommitteeMember:
     """A gatekeeper enclave's part in the committee (one object across eras)."""
 
-    def __init__(self, *, enclave: EnclaveKeys, policy: AttestationPolicy, measurement: bytes):
+    def __init__(
+        self,
+        *,
+        enclave: EnclaveKeys,
+        policy: AttestationPolicy,
+        measurement: bytes,
+        chain: ChainBinding | None = None,
+    ):
         self.enclave = enclave
+        self.chain = chain or ChainBinding(chain_id=0, committee_address="0x" + "00" * 20)
         self.node_id = enclave.identity.identity_key
         self.policy = policy
         self.measurement = measurement
@@ -170,9 +241,9 @@ class CommitteeMember:
                     f"member 0x{card.node.identity_key.hex()[:12]}… is not a gatekeeper enclave"
                 )
             keys[card.node.identity_key] = card.node
-        missing = [m for m in info.members if m not in keys]
+        missing = [m for m in [*info.members, *info.dealers] if m not in keys]
         if missing:
-            raise CommitteeError(f"no attested card for member 0x{missing[0].hex()[:12]}…")
+            raise CommitteeError(f"no attested card for node 0x{missing[0].hex()[:12]}…")
         return keys
 
     @staticmethod
@@ -212,7 +283,7 @@ class CommitteeMember:
                 participant = ReshareParticipant(
                     my_index, info.threshold, indices, self.get_previous_public(info)
                 )
-            pending = _PendingEra(info, participant)
+            pending = _PendingEra(info, participant, keys)
         dealing: Dealing | None = None
         if is_dealer:
             randomness = self.enclave.random_bytes(32)
@@ -251,6 +322,18 @@ class CommitteeMember:
             raise CommitteeStateError(f"the public keys of era {info.previous_era} are unknown")
         return public
 
+    def compute_dealing_digest(
+        self, era: int, dealer: bytes, commitments: list[bytes], shares: list[bytes]
+    ) -> bytes:
+        return compute_dealing_digest(
+            committee=self.chain.committee_address,
+            chain_id=self.chain.chain_id,
+            era=era,
+            dealer_id=dealer,
+            commitments=commitments,
+            shares=shares,
+        )
+
     def seal_dealing(
         self,
         info: EraInfo,
@@ -272,66 +355,69 @@ class CommitteeMember:
                     ephemeral_seed=self.enclave.random_bytes(32),
                 )
             )
-        body = encode(
-            DealingBody(era=info.era, dealer=self.node_id, commitment=commitment, shares=sealed)
+        commitments = list(commitment.commitments)
+        digest = self.compute_dealing_digest(info.era, self.node_id, commitments, sealed)
+        return Dealing(
+            era=info.era,
+            dealer=self.node_id,
+            commitments=commitments,
+            shares=sealed,
+            signature=self.enclave.sign_eth_digest(digest),
         )
-        return Dealing(body=body, signature=self.enclave.sign_identity(DEALING_SIGN_TAG + body))
 
     # -- collecting --------------------------------------------------------------------
     def process_dealing(self, dealing: Dealing) -> Complaint | None:
         """Take one dealing of a pending era (from the chain, relayed by the host)."""
-        body = self.decode_dealing(dealing)
-        pending = self.pending.get(body.era)
+        pending = self.pending.get(dealing.era)
         if pending is None or pending.phase is not EraPhase.COLLECTING:
-            raise CommitteeStateError(f"era {body.era} is not collecting dealings here")
-        return self.take_dealing(pending, pending.info, dealing, body)
+            raise CommitteeStateError(f"era {dealing.era} is not collecting dealings here")
+        return self.take_dealing(pending, pending.info, dealing)
 
     def take_dealing(
-        self,
-        pending: _PendingEra,
-        info: EraInfo,
-        dealing: Dealing,
-        body: DealingBody | None = None,
+        self, pending: _PendingEra, info: EraInfo, dealing: Dealing
     ) -> Complaint | None:
-        if body is None:
-            body = self.decode_dealing(dealing)
-        if body.dealer not in info.dealers:
+        if dealing.dealer not in info.dealers:
             raise CommitteeError("the dealing's author is not a dealer of this era")
+        card = pending.cards.get(dealing.dealer)
+        if card is None:
+            raise CommitteeError("no attested card for the dealer")
+        digest = self.compute_dealing_digest(
+            dealing.era, dealing.dealer, dealing.commitments, dealing.shares
+        )
         try:
-            ed25519_verify(body.dealer, DEALING_SIGN_TAG + dealing.body, dealing.signature)
-        except InvalidSignature as exc:
+            signer = recover_signer(digest, dealing.signature)
+        except (InvalidSignature, ChainError) as exc:
             raise CommitteeError("the dealing's signature does not verify") from exc
-        dealer_index = info.dealers.index(body.dealer) + 1
-        if info.previous_era == 0 and body.dealer == self.node_id:
+        if signer != to_checksum_address(card.eth_address):
+            raise CommitteeError("the dealing is not signed by the dealer's enclave")
+        dealer_index = info.dealers.index(dealing.dealer) + 1
+        if info.previous_era == 0 and dealing.dealer == self.node_id:
             return None  # our own genesis dealing is already inside the participant
-        if len(body.shares) != len(info.members):
+        if len(dealing.shares) != len(info.members):
             complaint = Complaint(
                 complainer=pending.participant.index,
                 dealer=dealer_index,
                 reason="wrong number of shares",
             )
-            pending.complaints[body.dealer] = complaint
+            pending.complaints[dealing.dealer] = complaint
             return complaint
         my_position = info.members.index(self.node_id)
         try:
             share = self.enclave.decrypt_for_identity(
-                body.shares[my_position], compute_share_aad(info.era, body.dealer, self.node_id)
+                dealing.shares[my_position],
+                compute_share_aad(info.era, dealing.dealer, self.node_id),
             )
         except DecryptionError:
             share = b""
-        complaint_or_none = pending.participant.on_dealing(dealer_index, body.commitment, share)
+        commitment = DealingCommitment(
+            dealer=dealer_index, threshold=info.threshold, commitments=list(dealing.commitments)
+        )
+        complaint_or_none = pending.participant.on_dealing(dealer_index, commitment, share)
         if complaint_or_none is not None:
-            pending.complaints[body.dealer] = complaint_or_none
+            pending.complaints[dealing.dealer] = complaint_or_none
         else:
-            pending.complaints.pop(body.dealer, None)
+            pending.complaints.pop(dealing.dealer, None)
         return complaint_or_none
-
-    @staticmethod
-    def decode_dealing(dealing: Dealing) -> DealingBody:
-        try:
-            return decode_canonical(dealing.body, DealingBody)
-        except EncodingError as exc:
-            raise CommitteeError(f"dealing does not decode: {exc.message}") from exc
 
     def get_acceptable_dealers(self, era: int) -> list[bytes]:
         """Dealers whose dealings checked out here (a proposal for the qualified set)."""
@@ -359,12 +445,22 @@ class CommitteeMember:
         pending.result = result
         pending.phase = EraPhase.READY
         self.phases[era] = EraPhase.READY
+        ordered = sorted(qualified)  # the contract wants strictly increasing ids
+        digest = compute_ready_digest(
+            committee=self.chain.committee_address,
+            chain_id=self.chain.chain_id,
+            era=era,
+            member_id=self.node_id,
+            group_public_key=result.group_public_key,
+            qualified=ordered,
+        )
         return ReadyConfirmation(
             era=era,
             member=self.node_id,
             group_public_key=result.group_public_key,
             public_share=result.public_shares[result.index],
-            qualified=sorted(qualified, key=info.dealers.index),
+            qualified=ordered,
+            signature=self.enclave.sign_eth_digest(digest),
         )
 
     # -- the chain's verdicts --------------------------------------------------------
@@ -387,8 +483,14 @@ class CommitteeMember:
         self.current_era = info.era
 
     def learn_public(self, era: int, members: list[bytes], public: GroupPublicKeys) -> None:
-        """Record an era's public side (a member learns it from its own result; others,
-        e.g. a gatekeeper joining later, from the members' confirmations)."""
+        """Record an era's public side (a member learns it from its own result; a
+        newcomer to a rotation gets it from its host). The public shares must lie on one
+        polynomial of the era's degree whose value at 0 is the group key; every dealing
+        of the rotation is then checked against them."""
+        if len(public.shares) != len(members):
+            raise CommitteeError("the era's public shares do not match its members")
+        if not is_consistent_sharing(public):
+            raise CommitteeError("the era's public shares are not a sharing of its group key")
         self.era_members[era] = list(members)
         self.publics[era] = public
 
@@ -412,3 +514,56 @@ class CommitteeMember:
         return self.get_active().release_partial(
             contract_id, requester.identity_key, requester.encryption_key, random_bytes
         )
+
+    # -- sealing ------------------------------------------------------------------------
+    def export_state(self) -> CommitteeState:
+        ready: list[EraShare] = []
+        ready_members: list[EraPublic] = []
+        for era, pending in sorted(self.pending.items()):
+            if pending.phase is EraPhase.READY and pending.result is not None:
+                ready.append(EraShare(era=era, result=pending.result))
+                ready_members.append(
+                    EraPublic(era=era, members=pending.info.members, public=pending.result.public)
+                )
+        return CommitteeState(
+            current_era=self.current_era,
+            active=[
+                EraShare(era=era, result=holder.export_result())
+                for era, holder in sorted(self.active.items())
+                if not holder.is_erased
+            ],
+            ready=ready,
+            ready_members=ready_members,
+            eras=[
+                EraPublic(era=era, members=self.era_members[era], public=public)
+                for era, public in sorted(self.publics.items())
+                if era in self.era_members
+            ],
+        )
+
+    def restore_state(self, state: CommitteeState) -> None:
+        """Load a sealed state."""
+        self.current_era = state.current_era
+        for entry in state.eras:
+            self.era_members[entry.era] = list(entry.members)
+            self.publics[entry.era] = entry.public
+        for share in state.active:
+            self.active[share.era] = ShareHolder(share.result)
+            self.phases[share.era] = EraPhase.ACTIVE
+        members = {entry.era: entry.members for entry in state.ready_members}
+        for share in state.ready:
+            era_members = members.get(share.era)
+            if era_members is None:
+                continue
+            info = EraInfo(
+                era=share.era,
+                members=list(era_members),
+                threshold=share.result.threshold,
+                dealers=list(era_members),
+            )
+            indices = list(range(1, len(era_members) + 1))
+            pending = _PendingEra(info, DkgParticipant(share.result.index, info.threshold, indices))
+            pending.result = share.result
+            pending.phase = EraPhase.READY
+            self.pending[share.era] = pending
+            self.phases[share.era] = EraPhase.READY

@@ -1,10 +1,12 @@
-"""The gatekeeper's enclave program: genesis, sealing of the root key, and the ECALL table
-around :class:`Gatekeeper`.
+"""The gatekeeper's enclave program: genesis, sealing, and the ECALL table around
+:class:`Gatekeeper` and its committee member.
 
 Runs inside the enclave process (``sealbridge.keyservice.enclave:GatekeeperProgram``).
-The root key is drawn from enclave randomness at genesis and leaves the enclave only
-sealed to this program's measurement, together with the attestation policy fixed at
-genesis (so a host cannot loosen the policy later).
+At genesis the enclave fixes the attestation policy and the committee contract it signs
+for, sealed to this program's measurement (so a host cannot loosen the policy later).
+There is no root key: the enclave's part of the root secret is a committee share, which
+it seals after every change of the committee state (the host stores the blob and hands it
+back on restart).
 """
 
 from __future__ import annotations
@@ -12,21 +14,45 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+from sealbridge.chain.abi import compute_heartbeat_digest
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError
-from sealbridge.keyservice.ecalls import Genesis, ReleaseKey, SealedRoot
+from sealbridge.keyservice.committee import ChainBinding, CommitteeState, Dealing
+from sealbridge.keyservice.ecalls import (
+    Activate,
+    CommitteeStatus,
+    DealingOut,
+    Elected,
+    ElectedOut,
+    EraRef,
+    Finish,
+    FinishOut,
+    Genesis,
+    MakeKeyRequest,
+    PublishKey,
+    ReleaseKey,
+    Restore,
+    SealedBlob,
+    SignedHeartbeat,
+    SignHeartbeat,
+)
 from sealbridge.keyservice.gatekeeper import Gatekeeper
-from sealbridge.keyservice.messages import PublishKeyRequest, RegistrationRequest
+from sealbridge.keyservice.messages import (
+    KEY_REQUEST_SIGN_TAG,
+    KeyRequest,
+    KeyRequestBody,
+    RegistrationRequest,
+)
 from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import AttestationPolicy
 
-ROOT_SEAL_LABEL = "sealbridge/gatekeeper-root/v1"
-ROOT_KEY_SIZE = 32
+GENESIS_SEAL_LABEL = "sealbridge/gatekeeper-genesis/v2"
+COMMITTEE_SEAL_LABEL = "sealbridge/gatekeeper-committee/v1"
 
 
-class RootRecord(Message, frozen=True):
-    root_key: bytes
+class GenesisRecord(Message, frozen=True):
     policy: AttestationPolicy
+    chain: ChainBinding
 
 
 class GatekeeperNotReady(LocalProtocolError):
@@ -44,40 +70,145 @@ class GatekeeperProgram:
             "genesis": self.genesis,
             "restore": self.restore,
             "approve_registration": self.approve_registration,
+            "make_key_request": self.make_key_request,
+            "release_partial": self.release_partial,
             "publish_contract_key": self.publish_contract_key,
-            "release_contract_key": self.release_contract_key,
+            "committee_elected": self.committee_elected,
+            "committee_dealing": self.committee_dealing,
+            "committee_finish": self.committee_finish,
+            "committee_ready": self.committee_ready,
+            "committee_failed": self.committee_failed,
+            "committee_status": self.committee_status,
+            "sign_heartbeat": self.sign_heartbeat,
         }
 
-    def _start(self, record: RootRecord) -> None:
-        self.core = Gatekeeper(root_key=record.root_key, enclave=self.ctx, policy=record.policy)
+    def _start(self, record: GenesisRecord) -> Gatekeeper:
+        self.core = Gatekeeper(
+            enclave=self.ctx, policy=record.policy, measurement=self.ctx.measurement
+        )
+        self.core.committee.chain = record.chain
+        return self.core
 
     def _ready(self) -> Gatekeeper:
         if self.core is None:
-            raise GatekeeperNotReady("the gatekeeper has no root key yet (genesis or restore)")
+            raise GatekeeperNotReady("the gatekeeper is not set up yet (genesis or restore)")
         return self.core
+
+    def _seal_committee(self) -> bytes:
+        state = self._ready().committee.export_state()
+        return self.ctx.seal(encode(state), COMMITTEE_SEAL_LABEL)
 
     def genesis(self, payload: bytes) -> bytes:
         if self.core is not None:
             raise GatekeeperNotReady("genesis already happened in this enclave")
         request = decode(payload, Genesis)
-        record = RootRecord(root_key=self.ctx.random_bytes(ROOT_KEY_SIZE), policy=request.policy)
+        record = GenesisRecord(policy=request.policy, chain=request.chain)
         self._start(record)
-        return encode(SealedRoot(sealed=self.ctx.seal(encode(record), ROOT_SEAL_LABEL)))
+        return encode(SealedBlob(sealed=self.ctx.seal(encode(record), GENESIS_SEAL_LABEL)))
 
     def restore(self, payload: bytes) -> bytes:
-        sealed = decode(payload, SealedRoot).sealed
-        self._start(decode(self.ctx.unseal(sealed, ROOT_SEAL_LABEL), RootRecord))
+        request = decode(payload, Restore)
+        core = self._start(
+            decode(self.ctx.unseal(request.genesis, GENESIS_SEAL_LABEL), GenesisRecord)
+        )
+        if request.committee:
+            state = decode(self.ctx.unseal(request.committee, COMMITTEE_SEAL_LABEL), CommitteeState)
+            core.committee.restore_state(state)
         return b""
 
     def approve_registration(self, payload: bytes) -> bytes:
         request = decode(payload, RegistrationRequest)
         return encode(self._ready().approve_registration(request, int(self.clock())))
 
-    def publish_contract_key(self, payload: bytes) -> bytes:
-        return encode(self._ready().publish_contract_key(decode(payload, PublishKeyRequest)))
+    def make_key_request(self, payload: bytes) -> bytes:
+        """A key request of this gatekeeper's own (to collect partials for publishing)."""
+        request = decode(payload, MakeKeyRequest)
+        body = encode(
+            KeyRequestBody(
+                contract_id=request.contract_id,
+                worker_id=self.ctx.identity.identity_key,
+                issued_at=int(self.clock()),
+            )
+        )
+        return encode(
+            KeyRequest(
+                body=body,
+                signature=self.ctx.sign_identity(KEY_REQUEST_SIGN_TAG + body),
+                node=self.ctx.identity,
+                quote=self.ctx.get_identity_quote(),
+            )
+        )
 
-    def release_contract_key(self, payload: bytes) -> bytes:
+    def release_partial(self, payload: bytes) -> bytes:
         request = decode(payload, ReleaseKey)
         return encode(
-            self._ready().release_contract_key(request.request, request.facts, int(self.clock()))
+            self._ready().release_partial(request.request, request.facts, int(self.clock()))
+        )
+
+    def publish_contract_key(self, payload: bytes) -> bytes:
+        request = decode(payload, PublishKey)
+        return encode(self._ready().publish_contract_key(request.request, request.releases))
+
+    # -- the committee ------------------------------------------------------------------
+    def committee_elected(self, payload: bytes) -> bytes:
+        request = decode(payload, Elected)
+        committee = self._ready().committee
+        info = request.info
+        if request.previous is not None and info.previous_era not in committee.publics:
+            committee.learn_public(info.previous_era, info.dealers, request.previous)
+        dealing = committee.process_era_elected(info, request.cards, int(self.clock()))
+        return encode(ElectedOut(dealing=dealing, sealed=self._seal_committee()))
+
+    def committee_dealing(self, payload: bytes) -> bytes:
+        complaint = self._ready().committee.process_dealing(decode(payload, Dealing))
+        return encode(DealingOut(complaint=complaint.reason if complaint else ""))
+
+    def committee_finish(self, payload: bytes) -> bytes:
+        request = decode(payload, Finish)
+        confirmation = self._ready().committee.finish(request.era, request.qualified)
+        return encode(FinishOut(confirmation=confirmation, sealed=self._seal_committee()))
+
+    def committee_ready(self, payload: bytes) -> bytes:
+        request = decode(payload, Activate)
+        self._ready().committee.process_rotation_ready(request.info, request.group_public_key)
+        return encode(SealedBlob(sealed=self._seal_committee()))
+
+    def committee_failed(self, payload: bytes) -> bytes:
+        self._ready().committee.process_era_failed(decode(payload, EraRef).era)
+        return encode(SealedBlob(sealed=self._seal_committee()))
+
+    def committee_status(self, payload: bytes) -> bytes:
+        committee = self._ready().committee
+        holder = committee.active.get(committee.current_era)
+        return encode(
+            CommitteeStatus(
+                current_era=committee.current_era,
+                phases={str(era): phase.value for era, phase in committee.phases.items()},
+                group=holder.public if holder is not None and not holder.is_erased else None,
+                acceptable={
+                    str(era): committee.get_acceptable_dealers(era) for era in committee.pending
+                },
+            )
+        )
+
+    def sign_heartbeat(self, payload: bytes) -> bytes:
+        """Sign this gatekeeper's NodeRegistry heartbeat. The enclave builds the digest from
+        the fields itself, with its own node id and a bounded era and slot, so the host
+        cannot have anything else signed (see ``compute_heartbeat_digest``)."""
+        request = decode(payload, SignHeartbeat)
+        node_id = self.ctx.identity.identity_key
+        digest = compute_heartbeat_digest(
+            registry=request.registry,
+            chain_id=request.chain_id,
+            node_id=node_id,
+            era=request.era,
+            slot=request.slot,
+        )
+        return encode(
+            SignedHeartbeat(
+                node_id=node_id,
+                era=request.era,
+                slot=request.slot,
+                signature=self.ctx.sign_eth_digest(digest),
+            )
         )

@@ -1,9 +1,11 @@
-"""The gatekeeper: holder of the root key, attestor of nodes, source of contract keys.
+"""The gatekeeper: attestor of nodes, member of the key committee, source of key shares.
 
 Theory of operation
 -------------------
-At genesis the gatekeeper's enclave draws a 32-byte root key from enclave randomness. It
-never leaves the enclave except sealed to the enclave's own measurement.
+No gatekeeper holds a root key. The root secret exists only as Shamir shares held by the
+current era's committee (:mod:`sealbridge.keyservice.committee`: genesis key generation,
+rotation by resharing, erasure); the key of a contract is derived from a threshold BLS
+signature on its id, which the requester combines from ``t`` partial signatures.
 
 * **Registration** (the trust argument). The chain cannot verify an SGX/TDX quote
   cheaply, so an attested gatekeeper does: it verifies the node's quote under its policy
@@ -13,19 +15,22 @@ never leaves the enclave except sealed to the enclave's own measurement.
   quote hash and the quote (in the event) so anyone can re-verify it. The first
   gatekeeper is registered by the registry admin after the operator verified its quote
   (genesis bootstrap).
-* **Deployment**. For each contract assigned to it the gatekeeper derives the contract key
-  ``HKDF(root, salt=contract_id)``, and returns the contract's public command key, the
-  contract key wrapped under a root-derived key (recorded on chain), and a signature the
-  ContractRegistry checks.
-* **Key release**. A worker sends a signed key request with its quote. The gatekeeper
-  verifies the quote again and that the request is signed by the identity key the quote
-  binds, checks the chain facts its host supplies (worker active and assigned, key
-  published), and returns the contract key ECIES-encrypted to the worker's attested
-  encryption key, with associated data binding contract and worker. Only that enclave can
-  open it. (The host's chain facts are trusted here; the light-client checks that remove
-  this trust come with the availability work.)
+* **Partial key release**. A requester sends a signed key request with its quote. The
+  gatekeeper verifies the quote again and that the request is signed by the identity key
+  the quote binds, checks the chain facts its host supplies, and returns its partial
+  signature of the contract's PRF message ECIES-encrypted to the requester's attested
+  encryption key (bound to contract, requester and share index). Two kinds of requester:
+  an assigned, active worker once the contract's key is published; and the contract's
+  own gatekeeper before that, which needs the key to publish its public half.
+* **Deployment**. For each contract assigned to it the gatekeeper collects ``t - 1``
+  partials from its peers, adds its own, combines them into the contract key, derives the
+  contract's public command and message keys and signs them for the ContractRegistry.
+  Nothing of the key goes on chain (``wrapped_key`` is empty: no root key exists to wrap
+  it under).
 
-The core is sans-I/O: time (``now``) and randomness are inputs.
+The host's chain facts are trusted here (the light-client checks of the worker runtime are
+not built for the gatekeeper yet). The core is sans-I/O: time (``now``) and randomness are
+inputs.
 """
 
 from __future__ import annotations
@@ -36,19 +41,13 @@ from sealbridge.chain.abi import compute_contract_key_digest, compute_registrati
 from sealbridge.core.encoding import decode_canonical
 from sealbridge.core.errors import EncodingError, InvalidSignature, RemoteProtocolError
 from sealbridge.core.ids import keccak
-from sealbridge.crypto import aead, ecies
-from sealbridge.crypto.keyschedule import (
-    compute_contract_key,
-    compute_contract_keys,
-    compute_root_wrap_key,
-    key_release_aad,
-    wrapped_key_aad,
-)
+from sealbridge.crypto.keyschedule import compute_contract_keys
+from sealbridge.crypto.shamir import ThresholdError
 from sealbridge.crypto.signing import ed25519_verify, to_checksum_address
+from sealbridge.keyservice.committee import CommitteeMember
 from sealbridge.keyservice.messages import (
     KEY_REQUEST_SIGN_TAG,
     ChainFacts,
-    KeyRelease,
     KeyRequest,
     KeyRequestBody,
     PublishedContractKey,
@@ -56,6 +55,8 @@ from sealbridge.keyservice.messages import (
     RegistrationApproval,
     RegistrationRequest,
 )
+from sealbridge.keyservice.threshold import combine_released_key
+from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import EnclaveKeys, NodeKeys, compute_report_data
 from sealbridge.tee.policy import AttestationPolicy
@@ -74,16 +75,15 @@ class Gatekeeper:
     def __init__(
         self,
         *,
-        root_key: bytes,
         enclave: EnclaveKeys,
         policy: AttestationPolicy,
+        measurement: bytes,
     ) -> None:
-        self._root_key = root_key
-        self._wrap_key = compute_root_wrap_key(root_key)
         self.enclave = enclave
         self.identity_key = enclave.identity.identity_key
         self.policy = policy
         self.random_bytes: RandomBytes = enclave.random_bytes
+        self.committee = CommitteeMember(enclave=enclave, policy=policy, measurement=measurement)
 
     def _check_node_quote(self, node: NodeKeys, quote: bytes, now: int) -> bytes:
         verdict = verify_quote(
@@ -116,40 +116,14 @@ class Gatekeeper:
             signature=self.enclave.sign_eth_digest(digest),
         )
 
-    def publish_contract_key(self, request: PublishKeyRequest) -> PublishedContractKey:
-        """Derive a deployed contract's key and what the chain records of it."""
-        contract_key = compute_contract_key(self._root_key, request.contract_id)
-        keys = compute_contract_keys(request.contract_id, contract_key)
-        wrapped = aead.seal(
-            self._wrap_key,
-            contract_key,
-            wrapped_key_aad(request.contract_id),
-            nonce=self.random_bytes(aead.NONCE_SIZE),
-        )
-        digest = compute_contract_key_digest(
-            contract_registry=request.contract_registry_address,
-            chain_id=request.chain_id,
-            contract_id=request.contract_id,
-            contract_public_key=keys.command_public_key,
-            message_key=keys.message_public_key,
-            wrapped_key=wrapped,
-        )
-        return PublishedContractKey(
-            contract_id=request.contract_id,
-            contract_public_key=keys.command_public_key,
-            message_key=keys.message_public_key,
-            wrapped_key=wrapped,
-            signature=self.enclave.sign_eth_digest(digest),
-        )
-
-    def release_contract_key(self, request: KeyRequest, facts: ChainFacts, now: int) -> KeyRelease:
-        """Release a contract key to an attested, registered, assigned worker."""
+    def check_key_request(self, request: KeyRequest, now: int) -> KeyRequestBody:
+        """Decode and authenticate a key request (signature, freshness, attestation)."""
         try:
             body = decode_canonical(request.body, KeyRequestBody)
         except EncodingError as exc:
             raise KeyRequestRefused(f"key request is malformed: {exc.message}") from exc
         if body.worker_id != request.node.identity_key:
-            raise KeyRequestRefused("key request names another worker than its quote binds")
+            raise KeyRequestRefused("key request names another node than its quote binds")
         try:
             ed25519_verify(
                 request.node.identity_key, KEY_REQUEST_SIGN_TAG + request.body, request.signature
@@ -159,22 +133,58 @@ class Gatekeeper:
         if abs(now - body.issued_at) > KEY_REQUEST_MAX_AGE:
             raise KeyRequestRefused("key request is stale")
         self._check_node_quote(request.node, request.quote, now)
-        if not facts.worker_active:
-            raise KeyRequestRefused("worker is not an active registered worker")
-        if not facts.worker_assigned:
-            raise KeyRequestRefused("worker is not assigned to this contract")
-        if not facts.key_published:
-            raise KeyRequestRefused("contract key is not published yet")
-        contract_key = compute_contract_key(self._root_key, body.contract_id)
-        wrapped = ecies.encrypt_to(
-            request.node.encryption_key,
-            contract_key,
-            key_release_aad(body.contract_id, body.worker_id),
-            ephemeral_seed=self.random_bytes(32),
+        return body
+
+    def release_partial(
+        self, request: KeyRequest, facts: ChainFacts, now: int
+    ) -> PartialKeyRelease:
+        """This gatekeeper's partial of a contract key, for an entitled, attested requester."""
+        body = self.check_key_request(request, now)
+        if facts.requester_is_publisher:
+            if facts.key_published:
+                raise KeyRequestRefused("the contract key is already published")
+        else:
+            if not facts.worker_active:
+                raise KeyRequestRefused("worker is not an active registered worker")
+            if not facts.worker_assigned:
+                raise KeyRequestRefused("worker is not assigned to this contract")
+            if not facts.key_published:
+                raise KeyRequestRefused("contract key is not published yet")
+        return self.committee.release_partial(body.contract_id, request.node, self.random_bytes)
+
+    def publish_contract_key(
+        self, request: PublishKeyRequest, releases: list[PartialKeyRelease]
+    ) -> PublishedContractKey:
+        """Combine peers' partials (released to this enclave) with our own into the
+        contract key, and sign what the chain records of it (public keys only)."""
+        holder = self.committee.get_active()
+        own = self.committee.release_partial(
+            request.contract_id, self.enclave.identity, self.random_bytes
         )
-        return KeyRelease(
-            contract_id=body.contract_id,
-            worker_id=body.worker_id,
-            wrapped_key=wrapped,
-            gatekeeper_key=self.identity_key,
+        try:
+            contract_key = combine_released_key(
+                [own, *releases],
+                self.enclave.decrypt_for_identity,
+                contract_id=request.contract_id,
+                worker_id=self.identity_key,
+                group=holder.public,
+                drop_bad=True,
+            )
+        except (ThresholdError, InvalidSignature) as exc:
+            raise KeyRequestRefused(f"cannot combine the contract key: {exc}") from exc
+        keys = compute_contract_keys(request.contract_id, contract_key)
+        digest = compute_contract_key_digest(
+            contract_registry=request.contract_registry_address,
+            chain_id=request.chain_id,
+            contract_id=request.contract_id,
+            contract_public_key=keys.command_public_key,
+            message_key=keys.message_public_key,
+            wrapped_key=b"",
+        )
+        return PublishedContractKey(
+            contract_id=request.contract_id,
+            contract_public_key=keys.command_public_key,
+            message_key=keys.message_public_key,
+            wrapped_key=b"",
+            signature=self.enclave.sign_eth_digest(digest),
         )

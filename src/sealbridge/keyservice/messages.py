@@ -68,6 +68,9 @@ class ChainFacts(Message, frozen=True):
     worker_active: bool
     worker_assigned: bool
     key_published: bool
+    # the requester is an active gatekeeper, the one the contract names (it needs the key
+    # to publish the contract's public keys)
+    requester_is_publisher: bool = False
 
 
 class KeyRelease(Message, frozen=True):

@@ -149,6 +149,17 @@ class ShareHolder:
         """Deal this share (as the constant term) to a new committee."""
         return compute_reshare_dealing(self._key_share(), new_threshold, new_recipients, randomness)
 
+    def export_result(self) -> KeyShareResult:
+        """The share and its public side, for sealing to the enclave's measurement."""
+        share = self._key_share()
+        return KeyShareResult(
+            index=share.index,
+            threshold=self.public.threshold,
+            secret=share.secret,
+            group_public_key=self.public.group_public_key,
+            shares=list(self.public.shares),
+        )
+
     def erase(self) -> None:
         """Forget the key share (best effort: the buffer is zeroed, then dropped)."""
         if self._secret is not None:

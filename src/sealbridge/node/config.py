@@ -36,13 +36,18 @@ class NodeConfig(Message, frozen=True):
     confirmations: int = 0
     poll_interval: float = 0.05
     stake_wei: int = 10**18
-    registration_ttl: int = 30 * 24 * 3600
+    registration_ttl: int = 30 * 24 * 3600  # renewed when less than a quarter is left
+    heartbeats: bool = True  # one NodeRegistry heartbeat per slot (responsiveness)
     max_blob_size: int = DEFAULT_MAX_BLOB_SIZE  # storage: the largest blob it accepts
     # worker: outputs and checkpoints (competitive execution)
     submit_outputs: bool = True
     checkpoint_interval: int = 20  # blocks between checkpoints (0: none)
     storage_urls: list[str] = []  # storage nodes the checkpoints go to
     inline_checkpoint_max: int = 0  # a checkpoint this small goes on chain instead
+    # the gatekeeper committee (threshold root key)
+    committee_address: str = ""  # the GatekeeperCommittee contract
+    peer_urls: list[str] = []  # gatekeeper: the other gatekeepers
+    gatekeeper_urls: list[str] = []  # worker: every gatekeeper it may ask for partials
 
 
 class NodeEntry(Message, frozen=True):
@@ -65,10 +70,12 @@ class DevnetState(Message, frozen=True):
     addresses_file: str
     platform_public_key: str
     measurements: dict[str, str]  # program -> hex measurement
-    gatekeeper: NodeEntry
+    gatekeeper: NodeEntry  # the first gatekeeper (the genesis attestor)
     workers: list[NodeEntry]
     users: list[str]
     storage: list[NodeEntry] = []
+    gatekeepers: list[NodeEntry] = []  # the whole committee, the first one included
+    committee_address: str = ""
     storage_threshold: int = 0  # confirmations a checkpoint needs (0: older devnet file)
 
 

@@ -36,9 +36,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
+from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter, get_anvil_dev_keys
 from sealbridge.chain.anvil import find_anvil, get_anvil_argv, get_free_port
+from sealbridge.chain.committee import (
+    CommitteePhase,
+    EraRecord,
+    GatekeeperCommittee,
+    deploy_committee,
+)
 from sealbridge.chain.management import ManagementContracts, deploy_management
 from sealbridge.client.keystore import Keystore
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
@@ -64,6 +72,8 @@ DEFAULT_USERS = ("alice", "bob", "carol")
 MIN_STAKE = 10**18
 BASE_ACCOUNTS = 10  # anvil's accounts 0..9: admin, gatekeeper, workers, users
 MAX_STORAGE_NODES = 16  # the ExecutionLedger counts at most 16 confirmations
+MAX_GATEKEEPERS = 16
+ROTATION_TIMEOUT_BLOCKS = 40  # blocks a committee era has to become ready
 Progress = Callable[[str], None]
 
 
@@ -172,6 +182,8 @@ def start_devnet(
     workers: int = 2,
     storage_nodes: int = 3,
     storage_threshold: int = 2,
+    gatekeepers: int = 3,
+    committee_threshold: int = 2,
     chain_id: int = 31337,
     confirmations: int = 0,
     block_time: float | None = None,
@@ -194,6 +206,13 @@ def start_devnet(
             f"the storage threshold must be between 1 and the number of storage nodes "
             f"({storage_nodes}), not {storage_threshold}"
         )
+    if not 1 <= gatekeepers <= MAX_GATEKEEPERS:
+        raise DevnetError(f"a devnet has between 1 and {MAX_GATEKEEPERS} gatekeepers")
+    if not 1 <= committee_threshold <= gatekeepers:
+        raise DevnetError(
+            f"the committee threshold must be between 1 and the number of gatekeepers "
+            f"({gatekeepers}), not {committee_threshold}"
+        )
     directory = get_devnet_dir(home)
     if get_state_file(home).exists():
         state = load_devnet_state(get_state_file(home))
@@ -209,6 +228,8 @@ def start_devnet(
             workers,
             storage_nodes,
             storage_threshold,
+            gatekeepers,
+            committee_threshold,
             chain_id,
             confirmations,
             block_time,
@@ -228,6 +249,8 @@ def _start(
     workers: int,
     storage_nodes: int,
     storage_threshold: int,
+    gatekeepers: int,
+    committee_threshold: int,
     chain_id: int,
     confirmations: int,
     block_time: float | None,
@@ -241,7 +264,7 @@ def _start(
         find_anvil(),
         port=port,
         chain_id=chain_id,
-        accounts=BASE_ACCOUNTS + storage_nodes,
+        accounts=BASE_ACCOUNTS + storage_nodes + gatekeepers,
         block_time=block_time,
         silent=False,
     )
@@ -253,12 +276,21 @@ def _start(
         f"chain {chain_id} (anvil, {mining}) at {rpc_url}; nodes wait {confirmations} confirmations"
     )
 
-    dev_keys = get_anvil_dev_keys(BASE_ACCOUNTS + storage_nodes)
+    dev_keys = get_anvil_dev_keys(BASE_ACCOUNTS + storage_nodes + gatekeepers)
     admin = dev_keys[0]
     addresses = deploy_management(chain, admin, MIN_STAKE, storage_threshold=storage_threshold)
     addresses_file = directory / "addresses.json"
     addresses.save(addresses_file)
-    say(f"management contracts deployed (NodeRegistry {addresses.node_registry})")
+    committee_address = deploy_committee(
+        chain, admin, addresses.node_registry, ROTATION_TIMEOUT_BLOCKS
+    )
+    say(
+        f"management contracts deployed (NodeRegistry {addresses.node_registry}, "
+        f"GatekeeperCommittee {committee_address})"
+    )
+    gatekeeper_keys = [dev_keys[BASE_ACCOUNTS + storage_nodes + i] for i in range(gatekeepers)]
+    gatekeeper_ports = [get_free_port() for _ in range(gatekeepers)]
+    gatekeeper_urls = [f"http://127.0.0.1:{port}" for port in gatekeeper_ports]
 
     platform_key_file = directory / "sim-platform.key"
     platform_pub = create_sim_platform(platform_key_file)
@@ -300,7 +332,16 @@ def _start(
             gatekeeper_url=gatekeeper_url,
             confirmations=confirmations,
             storage_urls=storage_urls if role == WORKER else [],
+            committee_address=committee_address,
+            gatekeeper_urls=gatekeeper_urls if role == WORKER else [],
         )
+
+    def gatekeeper_config(index: int) -> NodeConfig:
+        name = f"gatekeeper-{index + 1}"
+        attestor = "" if index == 0 else gatekeeper_urls[0]
+        config = node_config(GATEKEEPER, name, gatekeeper_keys[index], attestor)
+        peers = [u for j, u in enumerate(gatekeeper_urls) if j != index]
+        return msgspec.structs.replace(config, port=gatekeeper_ports[index], peer_urls=peers)
 
     def launch(config: NodeConfig) -> tuple[subprocess.Popen[bytes], NodeEntry]:
         config_file = directory / f"{config.name}.json"
@@ -318,8 +359,8 @@ def _start(
         )
         return process, entry
 
-    # Gatekeeper: genesis inside its enclave, then the operator's genesis registration.
-    gk_process, gk_entry = launch(node_config(GATEKEEPER, "gatekeeper", dev_keys[1]))
+    # Gatekeeper 1: set up inside its enclave, then the operator's genesis registration.
+    gk_process, gk_entry = launch(gatekeeper_config(0))
     info = _wait_http(gk_entry.url + "/v1/info", gk_process, Path(gk_entry.log_file), timeout)
     gk_keys = NodeKeys(
         identity_key=from_hex(info["identity_key"], size=32),
@@ -345,8 +386,27 @@ def _start(
     )
     gk_entry = NodeEntry(**{**_fields(gk_entry), "node_id": to_hex(gk_keys.identity_key)})
     say(
-        f"gatekeeper {to_hex(gk_keys.identity_key)[:18]}… genesis done; quote verified "
+        f"{gk_entry.name} {to_hex(gk_keys.identity_key)[:18]}… quote verified by the operator "
         f"({verdict.kind}, measurement {to_hex(verdict.measurement)[:18]}…) and registered"
+    )
+    # The other gatekeepers register by attestation, approved by gatekeeper 1.
+    gatekeeper_entries = [gk_entry]
+    others = [launch(gatekeeper_config(i)) for i in range(1, gatekeepers)]
+    for process, entry in others:
+        info = _wait_http(entry.url + "/v1/info", process, Path(entry.log_file), timeout)
+        node_id = from_hex(info["identity_key"], size=32)
+        _wait_registered(mgmt, node_id, process, Path(entry.log_file), timeout)
+        gatekeeper_entries.append(NodeEntry(**{**_fields(entry), "node_id": to_hex(node_id)}))
+        say(f"{entry.name} {to_hex(node_id)[:18]}… registered by attestation")
+    # The committee's first era: a key generation among all gatekeepers, on chain.
+    committee = GatekeeperCommittee(chain, committee_address)
+    members = [from_hex(e.node_id, size=32) for e in gatekeeper_entries]
+    committee.elect(members, committee_threshold, admin)
+    record = _wait_era(committee, 1, timeout)
+    say(
+        f"root key generated as shares by the committee ({committee_threshold} of "
+        f"{gatekeepers}; no gatekeeper holds it), group key "
+        f"{to_hex(record.group_public_key)[:18]}…"
     )
 
     worker_entries: list[NodeEntry] = []
@@ -387,6 +447,8 @@ def _start(
         platform_public_key=platform_pub.hex(),
         measurements={k: v.hex() for k, v in measurements.items()},
         gatekeeper=gk_entry,
+        gatekeepers=gatekeeper_entries,
+        committee_address=committee_address,
         workers=worker_entries,
         users=list(DEFAULT_USERS),
         storage=storage_entries,
@@ -394,6 +456,62 @@ def _start(
     )
     save_json(get_state_file(home), state)
     return state
+
+
+def _wait_registered(
+    mgmt: ManagementContracts,
+    node_id: bytes,
+    process: subprocess.Popen[bytes],
+    log_file: Path,
+    timeout: float,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not mgmt.node_registry.is_active(node_id, Role.GATEKEEPER):
+        if process.poll() is not None:
+            raise DevnetError(
+                f"{log_file.stem} exited: {log_file.read_text(errors='replace')[-1500:]}"
+            )
+        if time.monotonic() > deadline:
+            raise DevnetError(f"{log_file.stem} did not register within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def _wait_era(committee: GatekeeperCommittee, era: int, timeout: float) -> EraRecord:
+    """Wait until ``era`` is active (its rotation is ready)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = committee.get_era(era)
+        if record is not None and record.phase == CommitteePhase.ACTIVE:
+            return record
+        if record is not None and record.phase == CommitteePhase.FAILED:
+            raise DevnetError(f"committee era {era} failed (timed out)")
+        if time.monotonic() > deadline:
+            raise DevnetError(
+                f"committee era {era} not ready within {timeout:.0f}s "
+                f"(dealings {record.dealing_count if record else 0}, confirmations "
+                f"{record.confirmation_count if record else 0}); see the gatekeeper logs"
+            )
+        time.sleep(0.1)
+
+
+def rotate_committee(
+    home: Path, members: list[str], threshold: int, *, timeout: float = 60.0
+) -> EraRecord:
+    """Elect a new committee era among the named gatekeepers and wait until the old
+    members have reshared the root key to them (the group key does not change)."""
+    state = load_running(home)
+    by_name = {e.name: e for e in state.gatekeepers}
+    unknown = [m for m in members if m not in by_name]
+    if unknown:
+        raise DevnetError(f"no gatekeeper named {', '.join(unknown)} (have {', '.join(by_name)})")
+    chain = ChainAdapter.rpc(state.rpc_url)
+    committee = GatekeeperCommittee(chain, state.committee_address)
+    ids = [from_hex(by_name[m].node_id, size=32) for m in members]
+    receipt = committee.elect(ids, threshold, get_anvil_dev_keys(1)[0])
+    era = next(
+        int(args["era"]) for name, args in committee.decode_events(receipt) if name == "EraElected"
+    )
+    return _wait_era(committee, era, timeout)
 
 
 def _fields(entry: NodeEntry) -> dict[str, Any]:
@@ -443,7 +561,8 @@ def stop_devnet(home: Path) -> list[str]:
         raise DevnetNotRunning(f"no devnet under {home}")
     state = load_devnet_state(path)
     stopped = []
-    for entry in [*state.storage, *state.workers, state.gatekeeper]:
+    gatekeepers = state.gatekeepers or [state.gatekeeper]
+    for entry in [*state.storage, *state.workers, *gatekeepers]:
         _kill_group(entry.pid)
         stopped.append(entry.name)
     _kill_group(state.anvil_pid)
@@ -476,7 +595,10 @@ def get_devnet_status(home: Path) -> dict[str, Any]:
         "chain_id": state.chain_id,
         "rpc_url": state.rpc_url,
         "block_number": chain.get_block_number(),
-        "nodes": [_node_row(entry) for entry in [state.gatekeeper, *state.workers]],
+        "nodes": [
+            _node_row(entry)
+            for entry in [*(state.gatekeepers or [state.gatekeeper]), *state.workers]
+        ],
         "storage": [_node_row(entry) for entry in state.storage],
         "storage_threshold": state.storage_threshold,
         "users": state.users,
@@ -490,7 +612,8 @@ def restart_node(home: Path, name: str, *, timeout: float = 60.0) -> NodeEntry:
     its registration; a worker reinstalls its contracts from their sealed state.
     """
     state = load_running(home)
-    entries = {e.name: e for e in [state.gatekeeper, *state.workers, *state.storage]}
+    gatekeepers = state.gatekeepers or [state.gatekeeper]
+    entries = {e.name: e for e in [*gatekeepers, *state.workers, *state.storage]}
     if name not in entries:
         raise DevnetError(f"no node named {name!r} (nodes: {', '.join(entries)})")
     entry = entries[name]
@@ -512,9 +635,87 @@ def restart_node(home: Path, name: str, *, timeout: float = 60.0) -> NodeEntry:
     workers = [fresh if w.name == name else w for w in state.workers]
     storage = [fresh if s.name == name else s for s in state.storage]
     gatekeeper = fresh if state.gatekeeper.name == name else state.gatekeeper
+    committee = [fresh if g.name == name else g for g in state.gatekeepers]
+    fields = {f: getattr(state, f) for f in state.__struct_fields__}
+    fields.update(workers=workers, storage=storage, gatekeeper=gatekeeper, gatekeepers=committee)
+    save_json(get_state_file(home), DevnetState(**fields))
+    return fresh
+
+
+def kill_node(home: Path, name: str, *, timeout: float = 10.0) -> NodeEntry:
+    """SIGKILL a node's whole process group (host and, for a TEE node, its enclave) at
+    once, as a crash or ``kill -9`` would: no handler runs, nothing is flushed. Its data
+    directory stays as it is; :func:`start_node` starts it again."""
+    state = load_running(home)
+    entries = {
+        e.name: e
+        for e in [*(state.gatekeepers or [state.gatekeeper]), *state.workers, *state.storage]
+    }
+    if name not in entries:
+        raise DevnetError(f"no node named {name!r} (nodes: {', '.join(entries)})")
+    entry = entries[name]
+    try:
+        os.killpg(entry.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return entry
+    deadline = time.monotonic() + timeout
+    while is_alive(entry.pid) and time.monotonic() < deadline:
+        try:
+            os.waitpid(entry.pid, os.WNOHANG)  # reap it when we started it
+        except ChildProcessError:
+            pass
+        time.sleep(0.02)
+    return entry
+
+
+def start_node(home: Path, name: str, *, wait: bool = True, timeout: float = 60.0) -> NodeEntry:
+    """Start a node that is not running (after :func:`kill_node`) from its config file
+    and data directory. Its new pid is recorded in the devnet state at once, so that
+    :func:`stop_devnet` ends it even when it fails to start. With ``wait``, wait as
+    :func:`restart_node` does (a worker: until it follows the chain up to the tip of the
+    moment it was started; a failed worker raises :class:`DevnetError`)."""
+    state = load_running(home)
+    entries = {
+        e.name: e
+        for e in [*(state.gatekeepers or [state.gatekeeper]), *state.workers, *state.storage]
+    }
+    if name not in entries:
+        raise DevnetError(f"no node named {name!r} (nodes: {', '.join(entries)})")
+    entry = entries[name]
+    if is_alive(entry.pid):
+        try:
+            os.waitpid(entry.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if is_alive(entry.pid):
+            raise DevnetError(f"{name} is still running (pid {entry.pid})")
+    tip = ChainAdapter.rpc(state.rpc_url).get_block_number()
+    log_file = Path(entry.log_file)
+    process = _spawn([sys.executable, "-m", "sealbridge.node", entry.config_file], log_file)
+    fresh = NodeEntry(**{**_fields(entry), "pid": process.pid})
     fields = {f: getattr(state, f) for f in state.__struct_fields__}
     save_json(
         get_state_file(home),
-        DevnetState(**{**fields, "workers": workers, "storage": storage, "gatekeeper": gatekeeper}),
+        DevnetState(
+            **{
+                **fields,
+                "workers": [fresh if w.name == name else w for w in state.workers],
+                "storage": [fresh if s.name == name else s for s in state.storage],
+                "gatekeeper": fresh if state.gatekeeper.name == name else state.gatekeeper,
+                "gatekeepers": [fresh if g.name == name else g for g in state.gatekeepers],
+            }
+        ),
     )
+    if not wait:
+        return fresh
+    if entry.role == WORKER:
+        deadline = time.monotonic() + timeout
+        while _wait_worker(entry.url, process, log_file, timeout)["height"] < tip:
+            if time.monotonic() > deadline:
+                raise DevnetError(f"{name} did not catch up to block {tip} within {timeout:.0f}s")
+            time.sleep(0.1)
+    elif entry.role == STORAGE:
+        _wait_storage(entry.url, process, log_file, timeout)
+    else:
+        _wait_http(entry.url + "/v1/status", process, log_file, timeout)
     return fresh

@@ -9,6 +9,16 @@ never skipped; any other failure stops the loop and is kept in ``error`` for the
 endpoint. Once the host has caught up (no delivered block left), :meth:`on_caught_up`
 runs, where a host batches work that need not happen per block.
 
+Lifecycle upkeep (:meth:`NodeHost.on_tick`) runs from the same loop, at most once every
+``TICK_INTERVAL`` seconds whatever the block rate: :meth:`maintain_registration` (the
+worker renews its registration there) and, with ``heartbeats`` on in the config, one
+NodeRegistry heartbeat per slot. The enclave signs the heartbeat (ECALL
+``sign_heartbeat``: it builds the digest itself) and the host relays it without waiting
+for the receipt. A heartbeat is aimed at the slot of the *next* block, where the
+transaction lands; the registry also accepts the slot before, so a heartbeat mined a
+little late still counts. Upkeep never stops the loop: a failure is logged and tried
+again at the next tick.
+
 Phases: ``STARTING`` -> (``REGISTERING``) -> ``FOLLOWING``, or ``FAILED`` with a reason.
 """
 
@@ -16,20 +26,65 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from enum import Enum
 
+from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.errors import RpcError
 from sealbridge.chain.follower import BlockFollower, ObservedBlock
-from sealbridge.chain.management import ManagementAddresses, ManagementContracts
+from sealbridge.chain.management import ManagementAddresses, ManagementContracts, NodeRegistry
+from sealbridge.core.errors import SealbridgeError
 from sealbridge.core.ids import from_hex
+from sealbridge.keyservice.ecalls import SignHeartbeat, call_sign_heartbeat
 from sealbridge.net.http import TransportError
-from sealbridge.node.config import NodeConfig
+from sealbridge.node.config import GATEKEEPER, STORAGE, WORKER, NodeConfig
 from sealbridge.tee.backend import EnclaveHandle
 
 log = logging.getLogger("sealbridge.node")
 RETRY_DELAY = 1.0
+TICK_INTERVAL = 1.0  # seconds between lifecycle checks (heartbeat, renewal)
+UPKEEP_RETRY_DELAY = 30.0  # seconds before a failed renewal is tried again
+ROLES = {GATEKEEPER: Role.GATEKEEPER, WORKER: Role.WORKER, STORAGE: Role.STORAGE}
+
+
+class HeartbeatSchedule:
+    """At most one heartbeat per (era, slot): which one is due for the next block."""
+
+    def __init__(self) -> None:
+        self.done: tuple[int, int] | None = None  # the last slot handled (sent, or skipped)
+        self.sent = 0
+
+    def get_due(self, registry: NodeRegistry, tip: int) -> tuple[int, int] | None:
+        params = registry.get_era_params()
+        due = (params.get_era(tip + 1), params.get_slot(tip + 1))
+        return None if due == self.done else due
+
+
+def process_heartbeat(
+    registry: NodeRegistry,
+    schedule: HeartbeatSchedule,
+    node_id: bytes,
+    role: int,
+    sign: Callable[[int, int], bytes],
+    sender_key: bytes,
+) -> bool:
+    """Send the node's heartbeat for the next block's slot unless done already. ``sign``
+    returns the signature for (era, slot). An inactive node (not registered yet, expired,
+    slashed) skips the slot. True if a heartbeat went out."""
+    due = schedule.get_due(registry, registry.adapter.get_block_number())
+    if due is None:
+        return False
+    if not registry.is_active(node_id, role):
+        schedule.done = due
+        return False
+    era, slot = due
+    registry.send_heartbeat(node_id, era, slot, sign(era, slot), sender_key)
+    schedule.done = due
+    schedule.sent += 1
+    return True
 
 
 class HostPhase(Enum):
@@ -55,6 +110,10 @@ class NodeHost:
         self.phase = HostPhase.STARTING
         self.error = ""
         self.height = 0
+        self.registration_expiry = 0  # of this node's registration, once known
+        self.heartbeats = HeartbeatSchedule()
+        self._next_tick = 0.0
+        self._next_upkeep = 0.0
         self._stop = threading.Event()
 
     def before_following(self) -> None:
@@ -73,6 +132,45 @@ class NodeHost:
     def on_idle(self) -> None:
         """Called after a poll that found no new block (override)."""
 
+    def maintain_registration(self) -> None:
+        """Keep the registration alive, e.g. renew before it expires (override)."""
+
+    def on_tick(self) -> None:
+        """Lifecycle upkeep, at most once every ``TICK_INTERVAL`` seconds (see the module
+        docstring). Failures are logged, never raised: they must not stop the loop."""
+        now = time.monotonic()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + TICK_INTERVAL
+        if now >= self._next_upkeep:
+            try:
+                self.maintain_registration()
+            except SealbridgeError as exc:
+                self._next_upkeep = now + UPKEEP_RETRY_DELAY
+                log.warning("registration upkeep failed (tried again later): %s", exc.message)
+        try:
+            if self.config.heartbeats:
+                process_heartbeat(
+                    self.mgmt.node_registry,
+                    self.heartbeats,
+                    self.node_id,
+                    ROLES[self.config.role],
+                    self.sign_heartbeat,
+                    self.eth_key,
+                )
+        except SealbridgeError as exc:
+            log.warning("heartbeat failed (tried again later): %s", exc.message)
+
+    def sign_heartbeat(self, era: int, slot: int) -> bytes:
+        """The enclave's signature of this node's heartbeat for (era, slot)."""
+        request = SignHeartbeat(
+            registry=self.addresses.node_registry,
+            chain_id=self.chain.chain_id,
+            era=era,
+            slot=slot,
+        )
+        return call_sign_heartbeat(self.enclave, request).signature
+
     def run(self) -> None:
         """Follow the chain until stopped; failures are kept in ``phase`` and ``error``."""
         try:
@@ -87,6 +185,7 @@ class NodeHost:
             self.phase = HostPhase.FOLLOWING
             pending: deque[ObservedBlock] = deque()
             while not self._stop.is_set():
+                self.on_tick()
                 if not pending:
                     pending.extend(follower.poll())
                     if not pending:

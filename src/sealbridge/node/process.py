@@ -65,7 +65,8 @@ def build_app(config: NodeConfig) -> tuple[FastAPI, threading.Thread, object]:
     if config.role == GATEKEEPER:
         gk = GatekeeperHost(config, enclave, chain)
         add_bytes_route(app, "/v1/attest", gk.on_attest)
-        add_bytes_route(app, "/v1/keys", gk.on_key_request)
+        add_bytes_route(app, "/v1/partial", gk.on_partial_request)
+        add_bytes_route(app, "/v1/group", gk.on_group)
         add_json_route(app, "/v1/info", gk.get_info)
         add_json_route(app, "/v1/status", gk.get_status)
         host: GatekeeperHost | WorkerHost = gk

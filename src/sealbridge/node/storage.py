@@ -14,6 +14,13 @@ registry refuses (for example a stake below its minimum) leaves the node ``FAILE
 the reason. Blobs are accepted in every phase, but their receipts count on chain only
 while the node is an active storage node.
 
+Once registered, the same thread keeps the node alive on chain, checking every
+``TICK_INTERVAL`` seconds: with ``heartbeats`` on, it sends one NodeRegistry heartbeat
+per slot, signed with the node's signing key (the node's responsiveness is measured per
+era, see docs/availability.md), and it renews the registration (``renew_storage``) once
+less than a quarter of ``registration_ttl`` is left. A failure there is logged and tried
+again later; it never stops the node.
+
 ``POST /v1/blobs`` (raw body = the blob): the core checks the blob
 (:meth:`StorageNode.process_store`); the host writes ``<home>/blobs/<hash hex>`` through
 a temp file in the same directory, fsync, rename and directory fsync; only then does
@@ -42,14 +49,20 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sealbridge.chain.abi import Role, compute_address
+from sealbridge.chain.abi import Role, compute_address, sign_digest
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.errors import ChainConfigError, RpcError, TransactionReverted
-from sealbridge.chain.management import ManagementAddresses, ManagementContracts
+from sealbridge.chain.management import ManagementAddresses, ManagementContracts, NodeRegistry
 from sealbridge.core.encoding import encode
 from sealbridge.core.errors import ConfigError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.node.config import NodeConfig
+from sealbridge.node.host import (
+    TICK_INTERVAL,
+    UPKEEP_RETRY_DELAY,
+    HeartbeatSchedule,
+    process_heartbeat,
+)
 from sealbridge.storage.errors import BadBlobHash, BlobNotFound
 from sealbridge.storage.node import StorageNode, compute_blob_hash, parse_blob_hash
 
@@ -141,6 +154,8 @@ class StorageHost:
         self.error = ""
         self.registered = False
         self.expiry = 0
+        self.heartbeats = HeartbeatSchedule()
+        self._registry: NodeRegistry | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sizes = self._scan()  # blob hash -> size, of the files held
@@ -157,9 +172,10 @@ class StorageHost:
                 sizes[bytes.fromhex(entry.name)] = entry.stat().st_size
         return sizes
 
-    # -- registration (background thread) ------------------------------------------
+    # -- registration and upkeep (background thread) ------------------------------------
     def run(self) -> None:
-        """Register the node unless it is active already; retry passing failures."""
+        """Register the node unless it is active already (retrying passing failures),
+        then keep it alive on chain until stopped: heartbeats and renewal."""
         self.phase = StoragePhase.REGISTERING
         while not self._stop.is_set():
             try:
@@ -177,16 +193,34 @@ class StorageHost:
                 return
             self.error = ""
             self.phase = StoragePhase.READY
-            return
+            break
+        next_renewal_check = 0.0
+        while not self._stop.wait(TICK_INTERVAL):
+            if time.monotonic() >= next_renewal_check:
+                try:
+                    self.maintain_registration()
+                except SealbridgeError as exc:
+                    next_renewal_check = time.monotonic() + UPKEEP_RETRY_DELAY
+                    log.warning("registration upkeep failed (tried again later): %s", exc.message)
+            if self.config.heartbeats:
+                try:
+                    self.send_heartbeat()
+                except SealbridgeError as exc:
+                    log.warning("heartbeat failed (tried again later): %s", exc.message)
+
+    def _get_registry(self) -> NodeRegistry:
+        if self._registry is None:
+            chain = ChainAdapter.rpc(self.config.rpc_url)
+            if chain.chain_id != self.addresses.chain_id:
+                raise ConfigError(
+                    f"{self.config.rpc_url} is chain {chain.chain_id}, "
+                    f"the addresses file is for chain {self.addresses.chain_id}"
+                )
+            self._registry = ManagementContracts(chain, self.addresses).node_registry
+        return self._registry
 
     def _ensure_registered(self) -> None:
-        chain = ChainAdapter.rpc(self.config.rpc_url)
-        if chain.chain_id != self.addresses.chain_id:
-            raise ConfigError(
-                f"{self.config.rpc_url} is chain {chain.chain_id}, "
-                f"the addresses file is for chain {self.addresses.chain_id}"
-            )
-        registry = ManagementContracts(chain, self.addresses).node_registry
+        registry = self._get_registry()
         if registry.is_active(self.node_id, Role.STORAGE):
             record = registry.get_node(self.node_id)
             self.expiry = record.expiry if record is not None else 0
@@ -208,6 +242,38 @@ class StorageHost:
                 self.core.signer_address,
             )
         self.registered = True
+
+    def is_renewal_due(self, now: int) -> bool:
+        """Renew once less than a quarter of ``registration_ttl`` is left."""
+        left = self.expiry - now
+        return self.expiry > 0 and left * 4 < self.config.registration_ttl
+
+    def maintain_registration(self) -> None:
+        """Renew before the registration expires; past the grace period, register again."""
+        if not self.is_renewal_due(int(time.time())):
+            return
+        expiry = int(time.time()) + self.config.registration_ttl
+        try:
+            self._get_registry().renew_storage(self._signing_key, expiry, self.eth_key)
+        except TransactionReverted as exc:
+            if exc.reason != "registration lapsed":
+                raise
+            self._ensure_registered()
+            return
+        self.expiry = expiry
+        log.info("renewed the registration of storage node %s", to_hex(self.node_id))
+
+    def send_heartbeat(self) -> bool:
+        """This node's heartbeat for the next block's slot, unless sent already."""
+        registry = self._get_registry()
+
+        def sign(era: int, slot: int) -> bytes:
+            digest = registry.compute_heartbeat_digest(self.node_id, era, slot)
+            return sign_digest(digest, self._signing_key)
+
+        return process_heartbeat(
+            registry, self.heartbeats, self.node_id, Role.STORAGE, sign, self.eth_key
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -270,6 +336,7 @@ class StorageHost:
             "error": self.error,
             "registered": self.registered,
             "expiry": self.expiry,
+            "heartbeats_sent": self.heartbeats.sent,
             "blobs": blobs,
             "bytes": held,
             "blobs_stored": self.stored,

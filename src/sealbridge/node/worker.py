@@ -57,8 +57,10 @@ from sealbridge.chain.management import MAX_OUTPUT_BATCH, CheckpointRecord, Outp
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import keccak, to_hex
-from sealbridge.keyservice.messages import KeyRelease, RegistrationApproval, RegistrationRequest
-from sealbridge.net.http import NodeClient
+from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.keyservice.messages import KeyRequest, RegistrationApproval, RegistrationRequest
+from sealbridge.keyservice.threshold_messages import PartialKeyRelease
+from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.checkpoint_store import fetch_blob, store_blob
 from sealbridge.node.config import NodeConfig
 from sealbridge.node.host import HostPhase, NodeHost
@@ -103,6 +105,12 @@ class ResultNotFound(LocalProtocolError):
 
 class RecoveryFailed(LocalProtocolError):
     code = "recovery_failed"
+
+
+class KeyUnavailable(TransportError):
+    """Too few gatekeepers released their partial (a passing condition: retried)."""
+
+    code = "key_unavailable"
 
 
 class SubmissionStats:
@@ -150,23 +158,15 @@ class WorkerHost(NodeHost):
         self.choose_anchor()
 
     def register(self) -> None:
-        if self.mgmt.node_registry.is_active(self.node_id, Role.WORKER):
+        registry = self.mgmt.node_registry
+        if registry.is_active(self.node_id, Role.WORKER):
+            record = registry.get_node(self.node_id)
+            self.registration_expiry = record.expiry if record is not None else 0
             log.info("already registered as %s", to_hex(self.node_id))
             return
-        quote = self.enclave.get_quote()
-        now = int(time.time())
-        request = RegistrationRequest(
-            role=int(Role.WORKER),
-            node=self.enclave.node_keys,
-            quote=quote,
-            expiry=now + self.config.registration_ttl,
-            chain_id=self.chain.chain_id,
-            registry_address=self.addresses.node_registry,
-        )
-        with NodeClient(self.config.gatekeeper_url) as gk:
-            approval = decode(gk.post("/v1/attest", encode(request)), RegistrationApproval)
+        quote, approval = self.request_approval(int(time.time()) + self.config.registration_ttl)
         keys = self.enclave.node_keys
-        self.mgmt.node_registry.register(
+        registry.register(
             int(Role.WORKER),
             keys.identity_key,
             keys.encryption_key,
@@ -179,7 +179,52 @@ class WorkerHost(NodeHost):
             self.eth_key,
             stake=self.config.stake_wei,
         )
+        self.registration_expiry = approval.expiry
         log.info("registered worker %s", to_hex(self.node_id))
+
+    def request_approval(self, expiry: int) -> tuple[bytes, RegistrationApproval]:
+        """A fresh quote of the enclave's keys and the gatekeeper's approval of it."""
+        quote = self.enclave.get_quote()
+        request = RegistrationRequest(
+            role=int(Role.WORKER),
+            node=self.enclave.node_keys,
+            quote=quote,
+            expiry=expiry,
+            chain_id=self.chain.chain_id,
+            registry_address=self.addresses.node_registry,
+        )
+        with NodeClient(self.config.gatekeeper_url) as gk:
+            approval = decode(gk.post("/v1/attest", encode(request)), RegistrationApproval)
+        return quote, approval
+
+    def is_renewal_due(self, now: int) -> bool:
+        """Renew once less than a quarter of ``registration_ttl`` is left."""
+        left = self.registration_expiry - now
+        return self.registration_expiry > 0 and left * 4 < self.config.registration_ttl
+
+    def maintain_registration(self) -> None:
+        """Renew the registration before it expires (a fresh quote, the gatekeeper's
+        approval, same keys); past the registry's grace period, register again."""
+        if not self.is_renewal_due(int(time.time())):
+            return
+        quote, approval = self.request_approval(int(time.time()) + self.config.registration_ttl)
+        try:
+            self.mgmt.node_registry.renew(
+                self.node_id,
+                approval.expiry,
+                approval.measurement,
+                approval.attestor_id,
+                approval.signature,
+                quote,
+                self.eth_key,
+            )
+        except TransactionReverted as exc:
+            if exc.reason != "registration lapsed":
+                raise
+            self.register()
+            return
+        self.registration_expiry = approval.expiry
+        log.info("renewed the registration of worker %s", to_hex(self.node_id))
 
     def get_chain_config(self, anchor: int, anchor_hash: bytes) -> ChainConfig:
         a = self.addresses
@@ -245,7 +290,13 @@ class WorkerHost(NodeHost):
             return None
         started = time.perf_counter()
         blob = self.fetch_checkpoint_blob(best)
-        contract_ids = [bytes.fromhex(h) for h in decode(blob, CheckpointBlob).states]
+        content = decode(blob, CheckpointBlob)
+        if (content.height, content.block_hash) != (best.height, best.block_hash):
+            raise RecoveryFailed(
+                f"checkpoint blob is sealed at block {content.height}, its record says "
+                f"{best.height}"
+            )
+        contract_ids = [bytes.fromhex(h) for h in content.states]
         installs = [self.get_install(cid) for cid in contract_ids]
         with self._lock:
             statuses = self.calls.restore_checkpoint(
@@ -291,19 +342,48 @@ class WorkerHost(NodeHost):
         if record is None:
             raise RecoveryFailed(f"contract 0x{contract_id.hex()} is not registered")
         request = self.calls.make_key_request(contract_id)
-        with NodeClient(self.config.gatekeeper_url) as gk:
-            release = decode(gk.post("/v1/keys", encode(request)), KeyRelease)
+        group, releases = self.collect_partials(request)
         return InstallContract(
             contract_id=contract_id,
             code_hash=record.code_hash,
             contract_public_key=record.contract_public_key,
-            wrapped_key=release.wrapped_key,
-            gatekeeper_key=release.gatekeeper_key,
+            wrapped_key=b"",
+            gatekeeper_key=b"",
             deployer_commitment=record.deployer_commitment,
             workers=record.workers,
             sealed_state=sealed,
             resume_height=height,
+            releases=releases,
+            group=group,
         )
+
+    def collect_partials(
+        self, request: KeyRequest
+    ) -> tuple[GroupPublicKeys, list[PartialKeyRelease]]:
+        """Ask the committee's gatekeepers for partials until ``t`` arrived (the enclave
+        verifies and combines them)."""
+        urls = list(self.config.gatekeeper_urls) or [self.config.gatekeeper_url]
+        group: GroupPublicKeys | None = None
+        releases: list[PartialKeyRelease] = []
+        problems: list[str] = []
+        for url in urls:
+            if group is not None and len(releases) >= group.threshold:
+                break
+            try:
+                with NodeClient(url) as gk:
+                    if group is None:
+                        group = decode(gk.post("/v1/group", b""), GroupPublicKeys)
+                    releases.append(
+                        decode(gk.post("/v1/partial", encode(request)), PartialKeyRelease)
+                    )
+            except (TransportError, SealbridgeError) as exc:
+                problems.append(f"{url}: {exc.message}")
+        if group is None or len(releases) < group.threshold:
+            raise KeyUnavailable(
+                f"got {len(releases)} partial key releases, need "
+                f"{group.threshold if group else '?'}: {'; '.join(problems) or 'no gatekeeper'}"
+            )
+        return group, releases
 
     # -- following ------------------------------------------------------------------
     def on_block(self, block: ObservedBlock) -> None:
@@ -446,40 +526,35 @@ class WorkerHost(NodeHost):
             log.exception("output submission failed")
 
     def submit_domain(self, contract_ids: list[bytes]) -> None:
-        checkpoint: tuple[bytes, bytes] | None = None  # (blob, hash)
-        receipts: list[StorageReceipt] = []
-        if self.is_checkpoint_due(contract_ids):
-            with self._lock:
-                blob = self.calls.make_checkpoint(contract_ids)
-            blob_hash = keccak(blob)
-            if len(blob) <= self.config.inline_checkpoint_max:
-                checkpoint = (blob, blob_hash)
-            else:
-                try:
-                    receipts = store_blob(
-                        list(self.config.storage_urls),
-                        blob,
-                        threshold=self.mgmt.execution_ledger.get_storage_threshold(),
-                        ledger_address=self.addresses.execution_ledger,
-                        chain_id=self.chain.chain_id,
-                        timeout=STORAGE_TIMEOUT,
-                    )
-                    checkpoint = (blob, blob_hash)
-                except SealbridgeError as exc:
-                    log.warning("checkpoint not stored (%s); outputs go without", exc.message)
+        due = self.is_checkpoint_due(contract_ids)
         try:
             with self._lock:
                 signed = self.calls.sign_outputs(
                     SignOutputs(
-                        contract_ids=contract_ids,
-                        checkpoint_hash=checkpoint[1] if checkpoint else bytes(32),
-                        checkpoint_size=len(checkpoint[0]) if checkpoint else 0,
-                        only_changed=checkpoint is None,
+                        contract_ids=contract_ids, only_changed=not due, with_checkpoint=due
                     )
                 )
         except OutputsRefused as exc:
             log.info("no outputs to submit: %s", exc.message)
             return
+        receipts: list[StorageReceipt] = []
+        blob = signed.checkpoint
+        if blob and len(blob) > self.config.inline_checkpoint_max:
+            try:
+                receipts = store_blob(
+                    list(self.config.storage_urls),
+                    blob,
+                    threshold=self.mgmt.execution_ledger.get_storage_threshold(),
+                    ledger_address=self.addresses.execution_ledger,
+                    chain_id=self.chain.chain_id,
+                    timeout=STORAGE_TIMEOUT,
+                )
+            except SealbridgeError as exc:
+                # the signature covers the checkpoint: without confirmations, no submission;
+                # the next attempt signs again (the ledger's refusal would be the same)
+                log.warning("checkpoint not stored (%s); outputs wait", exc.message)
+                return
+        checkpoint = (blob, signed.checkpoint_hash) if blob else None
         if not signed.contract_ids:
             return
         inline = checkpoint is not None and not receipts

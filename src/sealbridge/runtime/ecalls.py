@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from sealbridge.core.encoding import Message, decode, encode
+from sealbridge.keyservice.ecalls import SignedHeartbeat, SignHeartbeat, call_sign_heartbeat
 from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.runtime.messages import (
     BlockInput,
@@ -86,6 +87,10 @@ class WorkerEnclaveClient:
         return decode(
             self.enclave.ecall("restore_checkpoint", encode(request)), StatusList
         ).contracts
+
+    def sign_heartbeat(self, request: SignHeartbeat) -> SignedHeartbeat:
+        """The enclave signs this worker's NodeRegistry heartbeat for (era, slot)."""
+        return call_sign_heartbeat(self.enclave, request)
 
     def answer_query(self, query_bytes: bytes) -> bytes:
         return decode(self.enclave.ecall("query", query_bytes), SealedAnswer).sealed

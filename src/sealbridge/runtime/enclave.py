@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+from sealbridge.chain.abi import compute_heartbeat_digest
 from sealbridge.core.encoding import decode, encode
+from sealbridge.keyservice.ecalls import SignedHeartbeat, SignHeartbeat
 from sealbridge.keyservice.messages import KEY_REQUEST_SIGN_TAG, KeyRequest, KeyRequestBody
 from sealbridge.runtime.ecalls import Blob, Empty, MakeKeyRequest, SealedAnswer, StatusList
 from sealbridge.runtime.messages import (
@@ -43,6 +45,7 @@ class WorkerProgram:
             "restore_checkpoint": self.restore_checkpoint,
             "query": self.query,
             "get_status": self.get_status,
+            "sign_heartbeat": self.sign_heartbeat,
         }
 
     def make_key_request(self, payload: bytes) -> bytes:
@@ -96,5 +99,27 @@ class WorkerProgram:
                 diverged={cid.hex(): why for cid, why in runtime.diverged.items()},
                 awaiting_checkpoint_record=runtime.pending_checkpoint is not None,
                 outputs_signed=runtime.outputs_signed,
+            )
+        )
+
+    def sign_heartbeat(self, payload: bytes) -> bytes:
+        """Sign this worker's NodeRegistry heartbeat. The enclave builds the digest from the
+        fields itself, with its own node id and a bounded era and slot, so the host cannot
+        have anything else signed (see ``compute_heartbeat_digest``)."""
+        request = decode(payload, SignHeartbeat)
+        node_id = self.ctx.identity.identity_key
+        digest = compute_heartbeat_digest(
+            registry=request.registry,
+            chain_id=request.chain_id,
+            node_id=node_id,
+            era=request.era,
+            slot=request.slot,
+        )
+        return encode(
+            SignedHeartbeat(
+                node_id=node_id,
+                era=request.era,
+                slot=request.slot,
+                signature=self.ctx.sign_eth_digest(digest),
             )
         )

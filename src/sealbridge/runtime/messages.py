@@ -24,6 +24,8 @@ from typing import Any
 from sealbridge.chain.lightclient import BlockEvidence
 from sealbridge.core.encoding import Message
 from sealbridge.core.ids import tagged_hash
+from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 
 COMMAND_AAD_TAG = b"sealbridge/command/v1"
 ANSWER_AAD_TAG = b"sealbridge/answer/v1"
@@ -182,15 +184,22 @@ class BlockOutput(Message, frozen=True):
 
 
 class InstallContract(Message, frozen=True):
+    """Install a contract. Its key comes as ``releases``: partial signatures from ``t``
+    gatekeepers of the committee, each encrypted to this worker, which the runtime checks
+    against ``group`` and combines (or, for tools and tests that hold a contract key, as
+    ``wrapped_key``: the whole key ECIES-encrypted to this worker)."""
+
     contract_id: bytes
     code_hash: bytes
     contract_public_key: bytes
-    wrapped_key: bytes  # the contract key, ECIES-encrypted to this worker's encryption key
-    gatekeeper_key: bytes  # Ed25519 identity of the gatekeeper that released it
+    wrapped_key: bytes  # the whole contract key, ECIES-encrypted to this worker (tools/tests)
+    gatekeeper_key: bytes  # Ed25519 identity of the gatekeeper that released it (or b"")
     deployer_commitment: bytes  # commitment to the key whose deploy command installs the code
     workers: list[bytes]  # the executor set (contracts with the same set may call each other)
     sealed_state: bytes = b""  # resume from this sealed state when given
     resume_height: int = 0  # the host's saved height (at least the sealed state's)
+    releases: list[PartialKeyRelease] = []  # the committee's partials (instead of wrapped_key)
+    group: GroupPublicKeys | None = None  # the committee's public keys, to check them
 
 
 class ContractStatus(Message, frozen=True):
@@ -247,12 +256,14 @@ class ChainConfig(Message, frozen=True):
 class SignOutputs(Message, frozen=True):
     """Ask the enclave to sign ExecutionLedger outputs for these contracts, ending at the
     newest verified block (it signs only roots it computed). With ``only_changed`` it
-    leaves out contracts whose root and count equal their last accepted output."""
+    leaves out contracts whose root and count equal their last accepted output. With
+    ``with_checkpoint`` it also seals their states at that same block into a checkpoint
+    blob, whose hash and size the signature covers (one ECALL, so the two cannot drift
+    apart while the host follows the chain)."""
 
     contract_ids: list[bytes]
-    checkpoint_hash: bytes = bytes(32)
-    checkpoint_size: int = 0
     only_changed: bool = False
+    with_checkpoint: bool = False  # seal the contracts' states at ``end`` into a checkpoint
 
 
 class SignedOutputs(Message, frozen=True):
@@ -267,6 +278,7 @@ class SignedOutputs(Message, frozen=True):
     checkpoint_hash: bytes
     checkpoint_size: int
     signature: bytes
+    checkpoint: bytes = b""  # the CheckpointBlob the hash commits to (with_checkpoint)
 
 
 class CheckpointBlob(Message, frozen=True):

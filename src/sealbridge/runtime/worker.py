@@ -70,7 +70,9 @@ from sealbridge.core.errors import DecryptionError, EncodingError, InvalidSignat
 from sealbridge.core.ids import hash_message, keccak, tagged_hash
 from sealbridge.crypto import aead, ecies
 from sealbridge.crypto.keyschedule import ContractKeys, compute_contract_keys, key_release_aad
+from sealbridge.crypto.shamir import ThresholdError
 from sealbridge.crypto.signing import ed25519_sign, ed25519_verify, to_checksum_address
+from sealbridge.keyservice.threshold import combine_released_key
 from sealbridge.runtime.chainview import (
     AcceptedOutputEvent,
     ChainView,
@@ -516,13 +518,29 @@ class WorkerRuntime:
         self.outputs_signed = 0
 
     def open_contract_key(self, request: InstallContract) -> ContractKeys:
-        """Open a released contract key and check it against the chain's public key."""
-        try:
-            contract_key = self.enclave.decrypt_for_identity(
-                request.wrapped_key, key_release_aad(request.contract_id, self.identity_key)
-            )
-        except DecryptionError as exc:
-            raise WrongKeyError("released contract key is not for this worker") from exc
+        """Combine the committee's partial releases (or open a whole released key) and
+        check the result against the chain's public key."""
+        if request.releases:
+            if request.group is None:
+                raise KeyMismatch("partial releases need the committee's public keys")
+            try:
+                contract_key = combine_released_key(
+                    request.releases,
+                    self.enclave.decrypt_for_identity,
+                    contract_id=request.contract_id,
+                    worker_id=self.identity_key,
+                    group=request.group,
+                    drop_bad=True,
+                )
+            except (ThresholdError, InvalidSignature) as exc:
+                raise WrongKeyError(f"the released partials give no contract key: {exc}") from exc
+        else:
+            try:
+                contract_key = self.enclave.decrypt_for_identity(
+                    request.wrapped_key, key_release_aad(request.contract_id, self.identity_key)
+                )
+            except DecryptionError as exc:
+                raise WrongKeyError("released contract key is not for this worker") from exc
         keys = compute_contract_keys(request.contract_id, contract_key)
         if keys.command_public_key != request.contract_public_key:
             raise KeyMismatch("released key does not match the contract's public key on chain")
@@ -891,6 +909,11 @@ class WorkerRuntime:
         applied = [r.commands_applied for r in chosen]
         ids = [r.contract_id for r in chosen]
         signature = b""
+        blob = b""
+        checkpoint_hash = bytes(32)
+        if chosen and request.with_checkpoint:
+            blob = self.make_checkpoint(MakeCheckpoint(contract_ids=ids))
+            checkpoint_hash = keccak(blob)
         if chosen:
             digest = compute_execution_digest(
                 ledger=to_checksum_address(view.config.execution_ledger),
@@ -901,8 +924,8 @@ class WorkerRuntime:
                 end_hash=end_hash,
                 state_roots=roots,
                 commands_applied=applied,
-                checkpoint_hash=request.checkpoint_hash,
-                checkpoint_size=request.checkpoint_size,
+                checkpoint_hash=checkpoint_hash,
+                checkpoint_size=len(blob),
             )
             signature = self.enclave.sign_eth_digest(digest)
             self.outputs_signed += 1
@@ -913,9 +936,10 @@ class WorkerRuntime:
             end_hash=end_hash,
             state_roots=roots,
             commands_applied=applied,
-            checkpoint_hash=request.checkpoint_hash,
-            checkpoint_size=request.checkpoint_size,
+            checkpoint_hash=checkpoint_hash,
+            checkpoint_size=len(blob),
             signature=signature,
+            checkpoint=blob,
         )
 
     def make_checkpoint(self, request: MakeCheckpoint) -> bytes:

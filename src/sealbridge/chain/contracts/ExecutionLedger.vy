@@ -14,6 +14,8 @@
     checkpoint ciphertext lives on storage nodes; the ledger records its hash only with
     confirmations from `storage_threshold` distinct active storage nodes, each signing
     (ledger, chain, blob hash, size). A small checkpoint may instead go on chain inline.
+    Every accepted submission counts as one unit of activity of its worker in the
+    NodeRegistry's current era, and so does every storage confirmation counted for it.
 """
 
 ROLE_WORKER: constant(uint8) = 2
@@ -28,6 +30,7 @@ STORAGE_TAG: constant(bytes32) = keccak256("sealbridge/checkpoint-stored/v1")
 interface INodeRegistry:
     def is_active(node_id: bytes32, role: uint8) -> bool: view
     def get_enclave_address(node_id: bytes32) -> address: view
+    def record_activity(node_id: bytes32): nonpayable
 
 
 interface IContractRegistry:
@@ -102,7 +105,6 @@ def _recover(digest: bytes32, signature: Bytes[65]) -> address:
 
 
 @internal
-@view
 def _count_confirmations(
     blob_hash: bytes32,
     size: uint256,
@@ -123,6 +125,7 @@ def _count_confirmations(
         signer: address = self._recover(digest, storage_sigs[i])
         if signer != empty(address) and signer == staticcall registry.get_enclave_address(sid):
             valid += 1
+            extcall registry.record_activity(sid)
     return valid
 
 
@@ -195,6 +198,7 @@ def submit(
             commands_applied=commands_applied[i],
         )
     self.accepted_count += count
+    extcall registry.record_activity(node_id)
     if checkpoint_hash == empty(bytes32):
         assert len(inline_blob) == 0 and len(storage_ids) == 0, "checkpoint data without a hash"
         return

@@ -1,0 +1,380 @@
+"""Typed wrapper of the GatekeeperCommittee contract and the digests it verifies.
+
+Theory of operation: the gatekeeper committee holds the root key as Shamir shares, one
+elected set of gatekeepers per era. The contract is the committee's broadcast channel
+and referee (see ``contracts/GatekeeperCommittee.vy`` and docs/committee.md):
+
+* ``elect`` (the admin, standing in for PODG's stake/governance election) opens an era in
+  phase ELECTED with a deadline ``rotation_timeout`` blocks away. With no ACTIVE era it
+  is the genesis key generation (dealers = members); otherwise a resharing from the
+  ACTIVE era (dealers = its members, who must use at least its threshold of dealings).
+* each dealer posts one dealing (``DealingPosted``: commitments in clear, shares
+  encrypted to each member, opaque to the chain), signed by its enclave;
+* each member checks the dealings off chain and confirms the group public key and the
+  qualified dealer set it used (``ReadyConfirmed``). All must agree; a resharing must
+  keep the group key. The last confirmation activates the era (``RotationReady``) and
+  retires the previous one (``EraRetired``: its members erase their shares).
+* after the deadline anyone may ``restart``: the era FAILS, the unresponsive are
+  penalized (``GatekeeperPenalized``) and a retry era without the members that did not
+  confirm is opened (``RotationRestarted``; ``new_era`` 0 when too few remain).
+
+Digests (signed raw, as every chain message; see :mod:`sealbridge.chain.abi`)::
+
+    dealing = keccak(abi(address, uint256, bytes32, uint256, bytes32, bytes32, bytes32)(
+                committee, chain_id, DEALING_TAG, era, dealer_id,
+                keccak(abi((bytes[]))(commitments)), keccak(abi((bytes[]))(shares))))
+    ready   = keccak(abi(address, uint256, bytes32, uint256, bytes32, bytes32, bytes32[])(
+                committee, chain_id, READY_TAG, era, member_id,
+                keccak(group_public_key), qualified))
+
+``abi((bytes[]))(x)`` is the ABI encoding of the one-element tuple holding the array,
+which is what Vyper's ``abi_encode(x)`` produces. The digest functions and tags live in
+:mod:`sealbridge.chain.abi` (the enclave side imports them from there) and are
+re-exported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import IntEnum
+from typing import Any
+
+from eth_abi.abi import encode as abi_encode
+
+from sealbridge.chain.abi import (
+    DEALING_TAG,
+    READY_TAG,
+    AbiCodec,
+    checksum,
+    compute_dealing_digest,
+    compute_ready_digest,
+)
+from sealbridge.chain.adapter import ChainAdapter, TxReceipt
+from sealbridge.chain.compiler import CompiledContract, compile_contract
+from sealbridge.chain.errors import ChainConfigError
+from sealbridge.core.encoding import Message
+from sealbridge.core.ids import keccak
+
+CONTRACT_NAME = "GatekeeperCommittee"
+MAX_MEMBERS = 32
+COMMITMENT_SIZE = 48  # a compressed BLS12-381 G1 point
+GROUP_KEY_SIZE = 48
+MAX_SHARE = 256  # one encrypted share
+SIGNATURE_SIZE = 65
+PENALTY_NO_DEALING = "no dealing"
+PENALTY_NO_CONFIRMATION = "no confirmation"
+
+
+class CommitteePhase(IntEnum):
+    """Phase of an era on chain (0 means: no such era)."""
+
+    ELECTED = 1
+    ACTIVE = 2
+    FAILED = 3
+    RETIRED = 4
+
+
+class EraRecord(Message, frozen=True):
+    """GatekeeperCommittee.get_era.
+
+    ``dealer_threshold`` is 0 for a genesis era (then ``threshold`` dealings are needed)
+    and the previous era's threshold for a resharing. ``group_public_key`` is empty until
+    the era is ACTIVE. ``previous_era`` is the era whose members deal (0: genesis)."""
+
+    era: int
+    members: list[bytes]
+    threshold: int
+    dealers: list[bytes]
+    dealer_threshold: int
+    group_public_key: bytes
+    phase: CommitteePhase
+    elected_at: int
+    deadline: int
+    previous_era: int
+    dealing_count: int
+    confirmation_count: int
+
+    @property
+    def is_genesis(self) -> bool:
+        return self.previous_era == 0
+
+    @property
+    def required_dealings(self) -> int:
+        """How many dealings a confirmation's qualified set must name at least."""
+        return self.dealer_threshold or self.threshold
+
+    def get_member_index(self, node_id: bytes) -> int:
+        """1-based share index of ``node_id`` in this era (ChainConfigError if absent)."""
+        try:
+            return self.members.index(node_id) + 1
+        except ValueError:
+            raise ChainConfigError("node is not a member of the era") from None
+
+    def get_dealer_index(self, node_id: bytes) -> int:
+        """1-based index of ``node_id`` among the dealers (its old share index)."""
+        try:
+            return self.dealers.index(node_id) + 1
+        except ValueError:
+            raise ChainConfigError("node is not a dealer of the era") from None
+
+
+def _b32(value: bytes, what: str) -> bytes:
+    if not isinstance(value, bytes | bytearray) or len(value) != 32:
+        raise ChainConfigError(f"{what} must be 32 bytes")
+    return bytes(value)
+
+
+def _bytes_list(values: Sequence[bytes], limit: int, what: str) -> list[bytes]:
+    if len(values) > MAX_MEMBERS:
+        raise ChainConfigError(f"at most {MAX_MEMBERS} {what}s")
+    out: list[bytes] = []
+    for value in values:
+        if not isinstance(value, bytes | bytearray):
+            raise ChainConfigError(f"each {what} must be bytes")
+        if len(value) > limit:
+            raise ChainConfigError(f"a {what} is {len(value)} bytes; the contract accepts {limit}")
+        out.append(bytes(value))
+    return out
+
+
+def _ids(values: Sequence[bytes], what: str) -> list[bytes]:
+    if len(values) > MAX_MEMBERS:
+        raise ChainConfigError(f"at most {MAX_MEMBERS} {what}")
+    return [_b32(v, what) for v in values]
+
+
+def compute_array_hash(items: Sequence[bytes]) -> bytes:
+    """Keccak of the ABI encoding of ``(bytes[])``: Vyper's ``keccak256(abi_encode(a))``."""
+    return keccak(abi_encode(["bytes[]"], [[bytes(i) for i in items]]))
+
+
+class GatekeeperCommittee:
+    """The GatekeeperCommittee contract bound to an adapter (methods as in
+    :mod:`sealbridge.chain.management`: arguments first, the sender's key last)."""
+
+    name = CONTRACT_NAME
+
+    def __init__(
+        self, adapter: ChainAdapter, address: str, compiled: CompiledContract | None = None
+    ) -> None:
+        self.adapter = adapter
+        self.address = checksum(address)
+        if compiled is None:
+            compiled = compile_contract(CONTRACT_NAME, evm_version=adapter.evm_version)
+        self.codec = AbiCodec(compiled.abi)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(self, fn: str, *args: Any) -> tuple[Any, ...]:
+        function = self.codec.function(fn)
+        return function.decode_result(self.adapter.call(self.address, function.encode_call(args)))
+
+    def _transact(
+        self, fn: str, args: Sequence[Any], sender_key: bytes, gas: int | None = None
+    ) -> TxReceipt:
+        data = self.codec.function(fn).encode_call(args)
+        return self.adapter.transact(sender_key, to=self.address, data=data, gas=gas)
+
+    def decode_events(self, receipt: TxReceipt) -> list[tuple[str, dict[str, Any]]]:
+        """This contract's events in ``receipt``, in log order, as ``(name, args)``."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for log in receipt.logs:
+            if log.address != self.address or not log.topics:
+                continue
+            event = self.codec.events.get(log.topics[0])
+            if event is not None:
+                out.append((event.name, event.decode(log.topics, log.data)))
+        return out
+
+    def get_events(
+        self, from_block: int, to_block: int | None = None, *, name: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """This contract's events in a block range (inclusive), optionally of one kind."""
+        end = self.adapter.get_block_number() if to_block is None else to_block
+        topics: list[bytes | None] | None = None
+        if name is not None:
+            topics = [self.codec.event_by_name(name).topic]
+        out: list[tuple[str, dict[str, Any]]] = []
+        for log in self.adapter.get_logs(from_block, end, [self.address], topics):
+            event = self.codec.events.get(log.topics[0]) if log.topics else None
+            if event is not None:
+                out.append((event.name, event.decode(log.topics, log.data)))
+        return out
+
+    # ------------------------------------------------------------------ digests
+
+    def compute_dealing_digest(
+        self, era: int, dealer_id: bytes, commitments: Sequence[bytes], shares: Sequence[bytes]
+    ) -> bytes:
+        return compute_dealing_digest(
+            committee=self.address,
+            chain_id=self.adapter.chain_id,
+            era=era,
+            dealer_id=dealer_id,
+            commitments=commitments,
+            shares=shares,
+        )
+
+    def compute_ready_digest(
+        self, era: int, member_id: bytes, group_public_key: bytes, qualified: Sequence[bytes]
+    ) -> bytes:
+        return compute_ready_digest(
+            committee=self.address,
+            chain_id=self.adapter.chain_id,
+            era=era,
+            member_id=member_id,
+            group_public_key=group_public_key,
+            qualified=qualified,
+        )
+
+    # ------------------------------------------------------------------ transactions
+
+    def elect(self, members: Sequence[bytes], threshold: int, sender_key: bytes) -> TxReceipt:
+        """Admin only: open the next era (genesis or resharing) with these members."""
+        return self._transact("elect", [_ids(members, "members"), threshold], sender_key)
+
+    def post_dealing(
+        self,
+        era: int,
+        dealer_id: bytes,
+        commitments: Sequence[bytes],
+        shares: Sequence[bytes],
+        signature: bytes,
+        sender_key: bytes,
+    ) -> TxReceipt:
+        """Broadcast a dealing signed by the dealer's enclave (any account may relay)."""
+        args = [
+            era,
+            _b32(dealer_id, "dealer_id"),
+            _bytes_list(commitments, COMMITMENT_SIZE, "commitment"),
+            _bytes_list(shares, MAX_SHARE, "share"),
+            _bytes_list([signature], SIGNATURE_SIZE, "signature")[0],
+        ]
+        return self._transact("post_dealing", args, sender_key)
+
+    def confirm_ready(
+        self,
+        era: int,
+        member_id: bytes,
+        group_public_key: bytes,
+        qualified: Sequence[bytes],
+        signature: bytes,
+        sender_key: bytes,
+    ) -> TxReceipt:
+        """A member's enclave-signed confirmation; the last one activates the era."""
+        args = [
+            era,
+            _b32(member_id, "member_id"),
+            _bytes_list([group_public_key], GROUP_KEY_SIZE, "group public key")[0],
+            _ids(qualified, "qualified dealers"),
+            _bytes_list([signature], SIGNATURE_SIZE, "signature")[0],
+        ]
+        # A fixed budget, not an estimate: which confirmation comes last (and activates the
+        # era, the dearest case) is only known when it is mined.
+        gas = 350_000 + 15_000 * MAX_MEMBERS
+        return self._transact("confirm_ready", args, sender_key, gas)
+
+    def restart(self, era: int, sender_key: bytes) -> TxReceipt:
+        """After the deadline of a pending era: fail it, penalize, open the retry era."""
+        return self._transact("restart", [era], sender_key, 8_000_000)
+
+    # ------------------------------------------------------------------ views
+
+    def get_era(self, era: int) -> EraRecord | None:
+        """The era's record, or None if there is no such era."""
+        (raw,) = self._call("get_era", era)
+        if int(raw[5]) == 0:
+            return None
+        return EraRecord(
+            era=era,
+            members=[bytes(m) for m in raw[0]],
+            threshold=int(raw[1]),
+            dealers=[bytes(d) for d in raw[2]],
+            dealer_threshold=int(raw[3]),
+            group_public_key=bytes(raw[4]),
+            phase=CommitteePhase(int(raw[5])),
+            elected_at=int(raw[6]),
+            deadline=int(raw[7]),
+            previous_era=int(raw[8]),
+            dealing_count=int(raw[9]),
+            confirmation_count=int(raw[10]),
+        )
+
+    def get_members(self, era: int) -> list[bytes]:
+        return [bytes(m) for m in self._call("get_members", era)[0]]
+
+    def get_dealers(self, era: int) -> list[bytes]:
+        return [bytes(d) for d in self._call("get_dealers", era)[0]]
+
+    def get_member_index(self, era: int, node_id: bytes) -> int:
+        """1-based share index of a member (0: not a member of the era)."""
+        return int(self._call("get_member_index", era, node_id)[0])
+
+    def get_dealer_index(self, era: int, node_id: bytes) -> int:
+        return int(self._call("get_dealer_index", era, node_id)[0])
+
+    def has_dealt(self, era: int, dealer_id: bytes) -> bool:
+        return bool(self._call("has_dealt", era, dealer_id)[0])
+
+    def get_dealing_hash(self, era: int, dealer_id: bytes) -> bytes:
+        """The dealing digest the dealer signed (32 zero bytes: no dealing)."""
+        return bytes(self._call("get_dealing_hash", era, dealer_id)[0])
+
+    def has_confirmed(self, era: int, member_id: bytes) -> bool:
+        return bool(self._call("has_confirmed", era, member_id)[0])
+
+    def get_penalties(self, node_id: bytes) -> int:
+        return int(self._call("get_penalties", node_id)[0])
+
+    def get_current_era(self) -> int:
+        """The ACTIVE era (0: none yet)."""
+        return int(self._call("current_era")[0])
+
+    def get_pending_era(self) -> int:
+        """The era being keyed (0: none)."""
+        return int(self._call("pending_era")[0])
+
+    def get_era_count(self) -> int:
+        return int(self._call("era_count")[0])
+
+    def get_rotation_timeout(self) -> int:
+        return int(self._call("rotation_timeout")[0])
+
+    def get_node_registry(self) -> str:
+        return checksum(self._call("node_registry")[0])
+
+    def get_admin(self) -> str:
+        return checksum(self._call("admin")[0])
+
+
+def deploy_committee(
+    adapter: ChainAdapter, admin_key: bytes, node_registry_address: str, rotation_timeout: int
+) -> str:
+    """Compile and deploy a GatekeeperCommittee; ``admin_key`` pays and becomes admin.
+    ``rotation_timeout``: blocks an era has, from its election, to become ready."""
+    if rotation_timeout < 1:
+        raise ChainConfigError("rotation_timeout must be at least one block")
+    compiled = compile_contract(CONTRACT_NAME, evm_version=adapter.evm_version)
+    ctor = AbiCodec(compiled.abi).encode_constructor(
+        [checksum(node_registry_address), rotation_timeout]
+    )
+    return adapter.deploy(admin_key, compiled.bytecode, ctor)
+
+
+__all__ = [
+    "COMMITMENT_SIZE",
+    "DEALING_TAG",
+    "CommitteePhase",
+    "EraRecord",
+    "GROUP_KEY_SIZE",
+    "GatekeeperCommittee",
+    "MAX_MEMBERS",
+    "MAX_SHARE",
+    "PENALTY_NO_CONFIRMATION",
+    "PENALTY_NO_DEALING",
+    "READY_TAG",
+    "compute_array_hash",
+    "compute_dealing_digest",
+    "compute_ready_digest",
+    "deploy_committee",
+]

@@ -1,0 +1,339 @@
+"""Seeded kill -9 faults on a real devnet while users keep sending token commands.
+
+One devnet of its own (anvil, the gatekeeper(s), three workers, three storage nodes).
+A fixed seed (``SEALBRIDGE_FAULT_SEED`` overrides it; it is printed) fixes the schedule:
+which role is killed at each kill point, which node, how many transfers come just before
+the kill (the victim is usually busy with them), how many come while it is down, and how
+many empty blocks are mined. The kill is SIGKILL to the node's process group (host and
+enclave at once). Then the node starts again from what its disk holds:
+
+* a worker with its state kept resumes from its state bundle;
+* a worker whose ``state/`` was deleted (sealed identity kept) recovers from the newest
+  checkpoint recorded on the ExecutionLedger and replays the blocks after it;
+* a storage node comes back with its key and blobs (checkpoints made while it was down
+  need only the other two);
+* a gatekeeper comes back from its sealed key material, with the same identity.
+
+At the end every worker must hold exactly the balances the mined commands imply (no
+command lost, none applied twice), the same command count (the number of commands sent,
+all valid) and the same root, with no divergence, and the ledger's latest accepted
+output must carry that root and count.
+
+Timing decides where a kill lands, never the outcome: waits poll with deadlines.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from sealbridge.client.api import Client, Deployment
+from sealbridge.core.ids import to_hex
+from sealbridge.net.http import NodeRefused
+from sealbridge.node.config import NodeEntry
+from sealbridge.node.devnet import kill_node, start_devnet, start_node, stop_devnet
+
+pytestmark = pytest.mark.e2e
+
+T = TypeVar("T")
+SEED = int(os.environ.get("SEALBRIDGE_FAULT_SEED", "20240611"))
+USERS = ("alice", "bob", "carol")
+WORKERS = 3
+DEADLINE = 90.0  # generous: two cores, a dozen processes
+QUIET = 1.0  # seconds without a new block before the devnet counts as settled
+# The kill points, shuffled by the seed: every role at least once.
+PLAN = ("worker", "worker-wiped", "worker-wiped", "storage", "storage", "gatekeeper", "worker")
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
+    """Poll ``check`` until it returns something truthy; fail with the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = check()
+        except (httpx.HTTPError, NodeRefused) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+        time.sleep(0.1)
+
+
+def get_status(url: str) -> dict[str, Any]:
+    return dict(httpx.get(url + "/v1/status", timeout=5.0).json())
+
+
+def get_entry(status: dict[str, Any], contract_id: bytes) -> dict[str, Any] | None:
+    for entry in status["contracts"]:
+        if entry["contract_id"] == to_hex(contract_id):
+            return dict(entry)
+    return None
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    kind: str  # "worker", "worker-wiped", "storage", "gatekeeper"
+    target: str  # node name
+    before: int  # transfers sent just before the kill
+    during: int  # transfers sent while the node is down
+    mine: int  # empty blocks mined while the node is down
+
+    @property
+    def role(self) -> str:
+        return self.kind.split("-")[0]
+
+
+def make_schedule(rng: random.Random, gatekeepers: list[str]) -> list[KillPoint]:
+    kinds = list(PLAN)
+    rng.shuffle(kinds)
+    # a gatekeeper restart is proven by a later worker restart (which needs key releases)
+    last_worker = max(i for i, k in enumerate(kinds) if k.startswith("worker"))
+    if kinds.index("gatekeeper") > last_worker:
+        kinds.remove("gatekeeper")
+        kinds.insert(0, "gatekeeper")
+    points = []
+    for kind in kinds:
+        if kind.startswith("worker"):
+            target = f"worker-{rng.randint(1, WORKERS)}"
+        elif kind == "storage":
+            target = f"storage-{rng.randint(1, 3)}"
+        else:
+            target = rng.choice(gatekeepers)
+        mine = 20 if kind == "storage" else rng.choice([0, 0, 4, 10])
+        points.append(KillPoint(kind, target, rng.randint(1, 4), rng.randint(1, 3), mine))
+    return points
+
+
+@dataclass
+class Stream:
+    """The token, the command stream and the balances it implies."""
+
+    home: Path
+    client: Client
+    token: Deployment
+    rng: random.Random
+    balances: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USERS, 0))
+    sent: int = 1  # commands sent and mined, the deploy included (all valid)
+    last_block: int = 0
+
+    @property
+    def token_id(self) -> str:
+        return to_hex(self.token.contract_id)
+
+    def get_node(self, name: str) -> NodeEntry:
+        state = self.client.state
+        nodes = [*state.workers, *state.storage, *(getattr(state, "gatekeepers", []) or [])]
+        return {n.name: n for n in [state.gatekeeper, *nodes]}[name]
+
+    def mint(self, to: str, amount: int) -> None:
+        receipt = self.client.call(
+            self.token_id, "mint", {"to": to, "amount": amount}, as_user="alice"
+        )
+        self.balances[to] += amount
+        self.sent += 1
+        self.last_block = receipt.block_number
+
+    def transfer(self) -> None:
+        """One random valid transfer between two users (known amount)."""
+        sender = self.rng.choice([u for u in USERS if self.balances[u] > 0])
+        to = self.rng.choice([u for u in USERS if u != sender])
+        amount = self.rng.randint(1, min(self.balances[sender], 500))
+        receipt = self.client.call(
+            self.token_id, "transfer", {"to": to, "amount": amount}, as_user=sender
+        )
+        self.balances[sender] -= amount
+        self.balances[to] += amount
+        self.sent += 1
+        self.last_block = receipt.block_number
+
+    def workers(self, *, but: str = "") -> list[str]:
+        return [w.name for w in self.client.state.workers if w.name != but]
+
+    def wait_applied(self, names: list[str]) -> None:
+        def done() -> bool:
+            for name in names:
+                entry = get_entry(get_status(self.get_node(name).url), self.token.contract_id)
+                if entry is None or entry["height"] < self.last_block:
+                    return False
+            return True
+
+        wait_for(done, f"{', '.join(names)} to apply block {self.last_block}")
+
+    def settle(self, names: list[str]) -> None:
+        chain = self.client.chain
+        tip, since = chain.get_block_number(), time.monotonic()
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            now_tip = chain.get_block_number()
+            if now_tip != tip:
+                tip, since = now_tip, time.monotonic()
+            heights = [get_status(self.get_node(n).url)["verified_height"] for n in names]
+            if all(h == tip for h in heights) and time.monotonic() - since >= QUIET:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"devnet did not settle: tip {tip}, workers at {heights}")
+            time.sleep(0.1)
+
+    def checkpoint_height(self) -> int:
+        record = self.client.mgmt.execution_ledger.get_checkpoint(self.token.contract_id)
+        return 0 if record is None else record.height
+
+    def wait_checkpoint_after(self, height: int) -> int:
+        def newer() -> int:
+            found = self.checkpoint_height()
+            if found <= height:
+                self.client.chain.mine(2)
+            return found if found > height else 0
+
+        return wait_for(newer, f"a checkpoint after block {height}")
+
+    def balance(self, user: str, worker: str) -> int:
+        index = self.workers().index(worker)
+        answer = self.client.query(
+            self.token_id, "balance", {"owner": user}, as_user=user, worker=index
+        )
+        return int(answer.answer.result)
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stream]:
+    home = tmp_path_factory.mktemp("faults")
+    start_devnet(home, workers=WORKERS)
+    client = Client.from_home(home)
+    try:
+        token = client.deploy("token", as_user="alice")
+        yield Stream(home=home, client=client, token=token, rng=random.Random(SEED))
+    finally:
+        client.close()
+        stop_devnet(home)
+
+
+def run_kill_point(s: Stream, point: KillPoint, log: list[str]) -> None:
+    for _ in range(point.before):
+        s.transfer()
+    checkpoint_before = s.checkpoint_height()
+    victim = s.get_node(point.target)
+    status_before = get_status(victim.url)
+    kill_node(s.home, point.target)  # the victim is usually still busy with the burst
+    started = time.monotonic()
+
+    # the others keep the contract alive meanwhile
+    for _ in range(point.during):
+        s.transfer()
+    live = s.workers(but=point.target)
+    s.wait_applied(live)
+    if point.mine:
+        s.client.chain.mine(point.mine)
+    if point.role == "storage":
+        # a checkpoint made now gets 2 of 3 confirmations: enough for the ledger
+        checkpoint_before = s.wait_checkpoint_after(checkpoint_before)
+    s.settle(live)
+    if point.kind == "worker-wiped":
+        shutil.rmtree(s.home / "devnet" / point.target / "state")
+        assert (s.home / "devnet" / point.target / "identity.sealed").exists()
+        checkpoint_before = s.checkpoint_height()
+
+    start_node(s.home, point.target, wait=True, timeout=DEADLINE)
+    s.client.refresh_state()
+    status = get_status(victim.url)
+    note = ""
+    if point.role == "worker":
+        assert status["phase"] == "following", status["error"]
+        assert status["node_id"] == status_before["node_id"]
+        if point.kind == "worker-wiped":
+            # it recovered from the checkpoint the ledger held (or a newer one)
+            assert status["recovered_from"] is not None, status
+            assert status["recovered_from"] >= checkpoint_before > 0
+            note = f", recovered from block {status['recovered_from']}"
+        else:
+            assert status["recovered_from"] is None
+            note = f", resumed from its bundle (anchor {status['anchor']})"
+    elif point.role == "gatekeeper":
+        assert status["node_id"] == status_before["node_id"]  # same sealed identity
+        wait_for(lambda: get_status(victim.url)["phase"] == "following", "the gatekeeper to follow")
+    else:
+        assert status["registered"] and status["phase"] == "ready"
+        assert status["node_id"] == status_before["node_id"]  # same key, same registration
+    s.wait_applied(s.workers())
+    log.append(
+        f"{point.kind} {point.target}: {point.before} transfers before, {point.during} while "
+        f"down, {point.mine} blocks mined; back in {time.monotonic() - started:.1f}s{note}"
+    )
+
+
+def test_seeded_kill_points_lose_and_duplicate_no_command(
+    stream: Stream, record_property: Callable[[str, object], None]
+) -> None:
+    s = stream
+    state = s.client.state
+    gatekeepers = [g.name for g in (getattr(state, "gatekeepers", []) or [state.gatekeeper])]
+    schedule = make_schedule(random.Random(SEED), gatekeepers)
+    print(f"\nfault seed {SEED}; schedule: {[(p.kind, p.target) for p in schedule]}")
+
+    # warm-up: funds for everyone, and a first checkpoint to recover from
+    for user in USERS:
+        s.mint(user, 5_000)
+    s.transfer()
+    s.wait_applied(s.workers())
+    s.wait_checkpoint_after(0)
+
+    log: list[str] = []
+    for point in schedule:
+        run_kill_point(s, point, log)
+        print(log[-1])
+    exercised = Counter(p.role for p in schedule)
+    wiped = sum(1 for p in schedule if p.kind == "worker-wiped")
+    summary = (
+        f"kill points exercised: worker {exercised['worker']} ({wiped} with wiped state), "
+        f"storage {exercised['storage']}, gatekeeper {exercised['gatekeeper']} (seed {SEED})"
+    )
+    print(summary)
+    record_property("kill_points", summary)
+    record_property("fault_log", "; ".join(log))
+
+    # the end: every worker holds what the mined commands imply, exactly once each
+    s.transfer()
+    names = s.workers()
+    s.wait_applied(names)
+    s.settle(names)
+    statuses = {n: get_status(s.get_node(n).url) for n in names}
+    entries = {n: get_entry(st, s.token.contract_id) for n, st in statuses.items()}
+    for name, status in statuses.items():
+        assert status["phase"] == "following", (summary, name, status["error"])
+        assert status["diverged"] == {}, (summary, name, status["diverged"])
+        assert not status["awaiting_checkpoint_record"], (summary, name)
+        entry = entries[name]
+        assert entry is not None, (summary, name)
+        assert entry["commands_applied"] == s.sent, (summary, name, entry, s.sent)
+        for user in USERS:
+            assert s.balance(user, name) == s.balances[user], (summary, name, user)
+    roots = {n: e["state_root"] for n, e in entries.items() if e is not None}
+    assert len(set(roots.values())) == 1, (summary, roots)
+    total = s.client.query(s.token_id, "total_supply", {}, as_user="bob").answer.result
+    assert total == sum(s.balances.values()) == 3 * 5_000, summary
+
+    ledger = s.client.mgmt.execution_ledger
+    output = wait_for(
+        lambda: (
+            (o := ledger.get_output(s.token.contract_id)) and o.commands_applied == s.sent and o
+        ),
+        "the ledger to accept an output with every command",
+    )
+    assert to_hex(output.state_root) == next(iter(roots.values())), summary
+    print(
+        f"{s.sent} commands, every worker at root {output.state_root.hex()[:16]}…, "
+        f"ledger output up to block {output.end}"
+    )
