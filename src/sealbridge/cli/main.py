@@ -78,6 +78,14 @@ def devnet_up(
             help="Storage confirmations a checkpoint needs (1 to --storage-nodes).",
         ),
     ] = 2,
+    gatekeepers: Annotated[int, typer.Option(help="Gatekeepers in the key committee (1-16).")] = 3,
+    committee_threshold: Annotated[
+        int,
+        typer.Option(
+            "--committee-threshold",
+            help="Gatekeepers whose partials make a contract key (1 to --gatekeepers).",
+        ),
+    ] = 2,
     chain_id: Annotated[
         int, typer.Option("--chain-id", help="Chain id of the anvil chain.")
     ] = 31337,
@@ -86,8 +94,8 @@ def devnet_up(
     ] = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """Start anvil, a gatekeeper, workers and storage nodes as separate processes;
-    register them."""
+    """Start anvil, the gatekeeper committee, workers and storage nodes as separate
+    processes; register them; the committee generates the root key as shares."""
     from sealbridge.node.devnet import start_devnet
 
     with friendly_errors():
@@ -97,6 +105,8 @@ def devnet_up(
                 workers=workers,
                 storage_nodes=storage_nodes,
                 storage_threshold=storage_threshold,
+                gatekeepers=gatekeepers,
+                committee_threshold=committee_threshold,
                 chain_id=chain_id,
                 confirmations=confirmations,
             )
@@ -113,11 +123,46 @@ def devnet_up(
                 workers=workers,
                 storage_nodes=storage_nodes,
                 storage_threshold=storage_threshold,
+                gatekeepers=gatekeepers,
+                committee_threshold=committee_threshold,
                 chain_id=chain_id,
                 confirmations=confirmations,
                 progress=show,
             )
     console.print(f"devnet up: chain {state.chain_id} at {state.rpc_url}; state in {home}/devnet")
+
+
+@devnet_app.command("rotate")
+def devnet_rotate(
+    members: Annotated[
+        str, typer.Option(help="The new committee: gatekeeper names, comma-separated.")
+    ],
+    threshold: Annotated[int, typer.Option(help="The new committee's threshold.")],
+    home: HomeOption = DEFAULT_HOME,
+    as_json: JsonOption = False,
+) -> None:
+    """Elect a new key committee; the old members reshare the root key to it (every
+    contract key stays the same) and then erase their shares."""
+    from sealbridge.node.devnet import rotate_committee
+
+    names = [m.strip() for m in members.split(",") if m.strip()]
+    with friendly_errors(), console.status("resharing the root key…"):
+        record = rotate_committee(home, names, threshold)
+    if as_json:
+        print_json(
+            {
+                "era": record.era,
+                "members": [to_hex(m) for m in record.members],
+                "threshold": record.threshold,
+                "group_public_key": to_hex(record.group_public_key),
+            }
+        )
+        return
+    console.print(
+        f"era {record.era} is active: {', '.join(names)} hold the root key as "
+        f"{record.threshold}-of-{len(names)} shares; group key "
+        f"{to_hex(record.group_public_key)[:18]}… (unchanged)"
+    )
 
 
 @devnet_app.command("down")

@@ -76,6 +76,7 @@ from sealbridge.tee.enclave import NodeKeys
 from sealbridge.tee.policy import devnet_policy
 
 log = logging.getLogger("sealbridge.gatekeeper")
+DEADLINE_CHECK_INTERVAL = 1.0  # seconds between looks at a pending era's deadline
 
 
 class CommitteeUnavailable(LocalProtocolError):
@@ -109,6 +110,7 @@ class GatekeeperHost(NodeHost):
         self.eras: dict[int, EraTrack] = {}
         self.scanned = self.addresses.deployed_at_block - 1
         self.handled: set[tuple[bytes, int]] = set()  # events of the unfinished scan
+        self._deadline_checked = 0.0
         self.start_enclave_state()
 
     def start_enclave_state(self) -> None:
@@ -234,6 +236,10 @@ class GatekeeperHost(NodeHost):
                 self.handled.add(key)
             self.scanned = high
             self.handled.clear()
+        now = time.monotonic()
+        if now - self._deadline_checked < DEADLINE_CHECK_INTERVAL:
+            return
+        self._deadline_checked = now
         pending = self.committee.get_pending_era()
         if pending:
             record = self.committee.get_era(pending)
