@@ -234,6 +234,8 @@ def test_deploy_parameters_and_reporter(life: Life) -> None:
         0,
         True,
     )
+    assert not reg.get_tenure(os.urandom(32)).listed  # unknown: all zero
+    assert reg.get_tenure(os.urandom(32)).unbond_at == 0
     tip = life.tip()
     assert reg.get_current_era() == life.params.get_era(tip)
     assert reg.get_current_slot() == life.params.get_slot(tip)

@@ -237,7 +237,8 @@ def _story(home: Path) -> None:
             f"{entry.name}: verified the chain to block {status['verified_height']}; its own "
             "root at that range end equals the accepted one "
             f"(outputs accepted {status['outputs_accepted']}, refused as late "
-            f"{status['outputs_refused']})"
+            f"{status['outputs_refused']}, not sent as already covered "
+            f"{status['outputs_skipped']})"
         )
     console.print("[green]✓[/] same state root, computed independently in two enclave processes")
 

@@ -119,6 +119,7 @@ class SubmissionStats:
     def __init__(self) -> None:
         self.accepted = 0
         self.refused = 0  # another worker's output for the range was first
+        self.skipped = 0  # not sent: the ledger had already moved past our start
         self.last_refusal = ""
 
 
@@ -509,6 +510,16 @@ class WorkerHost(NodeHost):
             )
         return out
 
+    def is_range_open(self, contract_ids: list[bytes], starts: list[int]) -> bool:
+        """Whether the ledger's last accepted end is still each range's start (a cheap
+        read that saves a transaction bound to be refused; the ledger decides anyway)."""
+        ledger = self.mgmt.execution_ledger
+        for cid, start in zip(contract_ids, starts, strict=True):
+            accepted = ledger.get_output(cid)
+            if (accepted.end if accepted is not None else 0) != start:
+                return False
+        return True
+
     def is_checkpoint_due(self, contract_ids: list[bytes]) -> bool:
         if self.config.checkpoint_interval <= 0:
             return False
@@ -556,6 +567,12 @@ class WorkerHost(NodeHost):
                 return
         checkpoint = (blob, signed.checkpoint_hash) if blob else None
         if not signed.contract_ids:
+            return
+        if not self.is_range_open(signed.contract_ids, signed.starts):
+            # another worker's output already moved the accepted end; our enclave has not
+            # seen it yet -- sending would only be refused (and cost gas)
+            self.submissions.skipped += 1
+            self._submit_after = max(self._submit_after, self.chain.get_block_number())
             return
         inline = checkpoint is not None and not receipts
         submission = OutputSubmission(
@@ -624,6 +641,7 @@ class WorkerHost(NodeHost):
             "measurement": to_hex(self.enclave.measurement),
             "outputs_accepted": self.submissions.accepted,
             "outputs_refused": self.submissions.refused,
+            "outputs_skipped": self.submissions.skipped,
             "last_refusal": self.submissions.last_refusal,
             "checkpoints_stored": self.checkpoints_stored,
             "awaiting_checkpoint_record": status.awaiting_checkpoint_record,

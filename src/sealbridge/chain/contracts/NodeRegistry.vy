@@ -638,6 +638,8 @@ def get_node(node_id: bytes32) -> Node:
 @external
 @view
 def get_tenure(node_id: bytes32) -> Tenure:
+    if self.nodes[node_id].owner == empty(address):
+        return empty(Tenure)  # never registered
     left: uint256 = self.left_era[node_id]
     return Tenure(
         joined_era=self.joined_era[node_id],
