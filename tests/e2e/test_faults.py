@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from sealbridge.chain.management import AcceptedOutput
 from sealbridge.client.api import Client, Deployment
 from sealbridge.core.ids import to_hex
 from sealbridge.net.http import NodeRefused
@@ -50,23 +51,23 @@ SEED = int(os.environ.get("SEALBRIDGE_FAULT_SEED", "20240611"))
 USERS = ("alice", "bob", "carol")
 WORKERS = 3
 DEADLINE = 90.0  # generous: two cores, a dozen processes
-QUIET = 1.0  # seconds without a new block before the devnet counts as settled
 # The kill points, shuffled by the seed: every role at least once.
-PLAN = ("worker", "worker-wiped", "worker-wiped", "storage", "storage", "gatekeeper", "worker")
+PLAN = ("worker", "worker", "worker-wiped", "worker-wiped", "storage", "storage", "gatekeeper")
 
 
 def wait_for(check: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
     """Poll ``check`` until it returns something truthy; fail with the last value."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while True:
         try:
-            last = check()
+            value = check()
         except (httpx.HTTPError, NodeRefused) as exc:
             last = exc
         else:
-            if last:
-                return last
+            if value:
+                return value
+            last = value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
         time.sleep(0.1)
@@ -74,6 +75,26 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float = DEADLINE
 
 def get_status(url: str) -> dict[str, Any]:
     return dict(httpx.get(url + "/v1/status", timeout=5.0).json())
+
+
+def wait_status(url: str, ready: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+    """The node's status once ``ready`` holds for it."""
+
+    def check() -> dict[str, Any] | None:
+        status = get_status(url)
+        return status if ready(status) else None
+
+    return wait_for(check, what)
+
+
+def wait_output(client: Client, contract_id: bytes, applied: int) -> AcceptedOutput:
+    """The ledger's latest accepted output once it carries ``applied`` commands."""
+
+    def check() -> AcceptedOutput | None:
+        output = client.mgmt.execution_ledger.get_output(contract_id)
+        return output if output is not None and output.commands_applied == applied else None
+
+    return wait_for(check, f"the ledger to accept an output with all {applied} commands")
 
 
 def get_entry(status: dict[str, Any], contract_id: bytes) -> dict[str, Any] | None:
@@ -104,14 +125,17 @@ def make_schedule(rng: random.Random, gatekeepers: list[str]) -> list[KillPoint]
     if kinds.index("gatekeeper") > last_worker:
         kinds.remove("gatekeeper")
         kinds.insert(0, "gatekeeper")
+    # targets: each role's nodes in a seeded order, in turn (spread over the nodes)
+    workers = rng.sample([f"worker-{i}" for i in range(1, WORKERS + 1)], WORKERS)
+    storage = rng.sample([f"storage-{i}" for i in range(1, 4)], 3)
+    keepers = rng.sample(gatekeepers, len(gatekeepers))
+    turns: Counter[str] = Counter()
     points = []
     for kind in kinds:
-        if kind.startswith("worker"):
-            target = f"worker-{rng.randint(1, WORKERS)}"
-        elif kind == "storage":
-            target = f"storage-{rng.randint(1, 3)}"
-        else:
-            target = rng.choice(gatekeepers)
+        role = kind.split("-")[0]
+        nodes = {"worker": workers, "storage": storage, "gatekeeper": keepers}[role]
+        target = nodes[turns[role] % len(nodes)]
+        turns[role] += 1
         mine = 20 if kind == "storage" else rng.choice([0, 0, 4, 10])
         points.append(KillPoint(kind, target, rng.randint(1, 4), rng.randint(1, 3), mine))
     return points
@@ -135,8 +159,8 @@ class Stream:
 
     def get_node(self, name: str) -> NodeEntry:
         state = self.client.state
-        nodes = [*state.workers, *state.storage, *(getattr(state, "gatekeepers", []) or [])]
-        return {n.name: n for n in [state.gatekeeper, *nodes]}[name]
+        nodes = [state.gatekeeper, *state.gatekeepers, *state.workers, *state.storage]
+        return {n.name: n for n in nodes}[name]
 
     def mint(self, to: str, amount: int) -> None:
         receipt = self.client.call(
@@ -172,21 +196,6 @@ class Stream:
 
         wait_for(done, f"{', '.join(names)} to apply block {self.last_block}")
 
-    def settle(self, names: list[str]) -> None:
-        chain = self.client.chain
-        tip, since = chain.get_block_number(), time.monotonic()
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            now_tip = chain.get_block_number()
-            if now_tip != tip:
-                tip, since = now_tip, time.monotonic()
-            heights = [get_status(self.get_node(n).url)["verified_height"] for n in names]
-            if all(h == tip for h in heights) and time.monotonic() - since >= QUIET:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"devnet did not settle: tip {tip}, workers at {heights}")
-            time.sleep(0.1)
-
     def checkpoint_height(self) -> int:
         record = self.client.mgmt.execution_ledger.get_checkpoint(self.token.contract_id)
         return 0 if record is None else record.height
@@ -199,6 +208,24 @@ class Stream:
             return found if found > height else 0
 
         return wait_for(newer, f"a checkpoint after block {height}")
+
+    def wait_checkpoint_stored_without(self, storage: str) -> int:
+        """A checkpoint recorded with the confirmations of the other storage nodes only:
+        its blob is on them, not on ``storage`` (down). Returns its height."""
+
+        def stored_without() -> int:
+            record = self.client.mgmt.execution_ledger.get_checkpoint(self.token.contract_id)
+            if record is not None:
+                held = {
+                    n: (self.home / "devnet" / n / "blobs" / record.blob_hash.hex()).exists()
+                    for n in ("storage-1", "storage-2", "storage-3")
+                }
+                if not held.pop(storage) and all(held.values()):
+                    return record.height
+            self.client.chain.mine(2)
+            return 0
+
+        return wait_for(stored_without, f"a checkpoint stored while {storage} is down")
 
     def balance(self, user: str, worker: str) -> int:
         index = self.workers().index(worker)
@@ -215,7 +242,7 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stream]:
     client = Client.from_home(home)
     try:
         token = client.deploy("token", as_user="alice")
-        yield Stream(home=home, client=client, token=token, rng=random.Random(SEED))
+        yield Stream(home=home, client=client, token=token, rng=random.Random(SEED + 1))
     finally:
         client.close()
         stop_devnet(home)
@@ -224,7 +251,6 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stream]:
 def run_kill_point(s: Stream, point: KillPoint, log: list[str]) -> None:
     for _ in range(point.before):
         s.transfer()
-    checkpoint_before = s.checkpoint_height()
     victim = s.get_node(point.target)
     status_before = get_status(victim.url)
     kill_node(s.home, point.target)  # the victim is usually still busy with the burst
@@ -239,8 +265,8 @@ def run_kill_point(s: Stream, point: KillPoint, log: list[str]) -> None:
         s.client.chain.mine(point.mine)
     if point.role == "storage":
         # a checkpoint made now gets 2 of 3 confirmations: enough for the ledger
-        checkpoint_before = s.wait_checkpoint_after(checkpoint_before)
-    s.settle(live)
+        s.wait_checkpoint_stored_without(point.target)
+    checkpoint_before = 0
     if point.kind == "worker-wiped":
         shutil.rmtree(s.home / "devnet" / point.target / "state")
         assert (s.home / "devnet" / point.target / "identity.sealed").exists()
@@ -263,7 +289,15 @@ def run_kill_point(s: Stream, point: KillPoint, log: list[str]) -> None:
             note = f", resumed from its bundle (anchor {status['anchor']})"
     elif point.role == "gatekeeper":
         assert status["node_id"] == status_before["node_id"]  # same sealed identity
-        wait_for(lambda: get_status(victim.url)["phase"] == "following", "the gatekeeper to follow")
+        status = wait_status(
+            victim.url,
+            lambda st: st["phase"] == "following",
+            "the gatekeeper to follow the chain again",
+        )
+        committee = status.get("committee")
+        if committee is not None:  # it unsealed its share of the root key: same group key
+            assert committee["holds_share"], committee
+            assert committee["group_public_key"] == status_before["committee"]["group_public_key"]
     else:
         assert status["registered"] and status["phase"] == "ready"
         assert status["node_id"] == status_before["node_id"]  # same key, same registration
@@ -279,7 +313,7 @@ def test_seeded_kill_points_lose_and_duplicate_no_command(
 ) -> None:
     s = stream
     state = s.client.state
-    gatekeepers = [g.name for g in (getattr(state, "gatekeepers", []) or [state.gatekeeper])]
+    gatekeepers = [g.name for g in (state.gatekeepers or [state.gatekeeper])]
     schedule = make_schedule(random.Random(SEED), gatekeepers)
     print(f"\nfault seed {SEED}; schedule: {[(p.kind, p.target) for p in schedule]}")
 
@@ -308,7 +342,6 @@ def test_seeded_kill_points_lose_and_duplicate_no_command(
     s.transfer()
     names = s.workers()
     s.wait_applied(names)
-    s.settle(names)
     statuses = {n: get_status(s.get_node(n).url) for n in names}
     entries = {n: get_entry(st, s.token.contract_id) for n, st in statuses.items()}
     for name, status in statuses.items():
@@ -325,13 +358,7 @@ def test_seeded_kill_points_lose_and_duplicate_no_command(
     total = s.client.query(s.token_id, "total_supply", {}, as_user="bob").answer.result
     assert total == sum(s.balances.values()) == 3 * 5_000, summary
 
-    ledger = s.client.mgmt.execution_ledger
-    output = wait_for(
-        lambda: (
-            (o := ledger.get_output(s.token.contract_id)) and o.commands_applied == s.sent and o
-        ),
-        "the ledger to accept an output with every command",
-    )
+    output = wait_output(s.client, s.token.contract_id, s.sent)
     assert to_hex(output.state_root) == next(iter(roots.values())), summary
     print(
         f"{s.sent} commands, every worker at root {output.state_root.hex()[:16]}…, "

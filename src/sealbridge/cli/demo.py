@@ -1,11 +1,12 @@
 """``sealbridge demo``: confidential contracts, end to end, told as a short story.
 
-A fresh devnet (anvil, one gatekeeper, two workers -- separate processes on loopback) is
-started; the workers register by attestation; alice deploys a token (its code travels
+A fresh devnet (anvil, a committee of three gatekeepers holding the root key as shares,
+two workers, three storage nodes -- separate processes on loopback) is started; the
+workers register by attestation; alice deploys a token (its code travels
 encrypted), mints and pays bob; bob pays carol; every owner reads their own balance as a
 signed answer; carol's attempt to read alice's balance is refused; alice opens a DEX
 between two tokens and bob swaps through it (one command, a call tree across three
-contracts); both workers' on-chain outputs agree; and a scan of everything the chain
+contracts); the ledger accepts one worker's output and both workers' roots agree; and a scan of everything the chain
 stored finds none of the plaintext.
 """
 
@@ -101,7 +102,9 @@ def run_demo(home: Path, *, keep: bool = False) -> None:
         except Exception:  # a stale earlier demo; start clean
             shutil.rmtree(home / "devnet", ignore_errors=True)
     console.rule("[bold]sealbridge demo: confidential contracts")
-    with console.status("starting the devnet (anvil, gatekeeper, 2 workers)…") as status:
+    with console.status(
+        "starting the devnet (anvil, 3 gatekeepers, 2 workers, 3 storage nodes)…"
+    ) as status:
 
         def show(message: str) -> None:
             console.print(f"[green]✓[/] {message}")

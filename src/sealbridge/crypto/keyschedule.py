@@ -1,6 +1,7 @@
 """The per-contract key schedule.
 
-A gatekeeper derives one 32-byte contract key per contract from the root key. Every other
+The gatekeeper committee derives one 32-byte contract key per contract (a threshold PRF of
+the root secret, see :mod:`sealbridge.crypto.threshold_prf`). Every other
 key of the contract comes from that contract key, so any executor holding it derives the
 same set (RaceTEE's dual-layer encryption):
 
@@ -19,10 +20,7 @@ from sealbridge.crypto.ecies import x25519_keypair
 from sealbridge.crypto.kdf import derive_key
 from sealbridge.crypto.signing import ed25519_keypair
 
-CONTRACT_KEY_INFO = "sealbridge/contract-key/v1"
-ROOT_WRAP_INFO = "sealbridge/root-wrap/v1"
 KEY_RELEASE_AAD_TAG = b"sealbridge/key-release/v1"
-WRAPPED_KEY_AAD_TAG = b"sealbridge/wrapped-contract-key/v1"
 
 
 class ContractKeys(Message, frozen=True):
@@ -33,16 +31,6 @@ class ContractKeys(Message, frozen=True):
     root_salt: bytes
     message_private_key: bytes  # Ed25519 seed, signs outgoing messages
     message_public_key: bytes
-
-
-def compute_contract_key(root_key: bytes, contract_id: bytes) -> bytes:
-    """The contract key: HKDF of the root key, salted by the contract id."""
-    return derive_key(root_key, CONTRACT_KEY_INFO, salt=contract_id)
-
-
-def compute_root_wrap_key(root_key: bytes) -> bytes:
-    """The key under which contract keys are recorded on chain."""
-    return derive_key(root_key, ROOT_WRAP_INFO)
 
 
 def compute_contract_keys(contract_id: bytes, contract_key: bytes) -> ContractKeys:
@@ -65,7 +53,3 @@ def compute_contract_keys(contract_id: bytes, contract_key: bytes) -> ContractKe
 def key_release_aad(contract_id: bytes, worker_id: bytes) -> bytes:
     """Binds a released contract key to the contract and the attested worker."""
     return KEY_RELEASE_AAD_TAG + contract_id + worker_id
-
-
-def wrapped_key_aad(contract_id: bytes) -> bytes:
-    return WRAPPED_KEY_AAD_TAG + contract_id

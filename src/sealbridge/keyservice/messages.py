@@ -2,12 +2,13 @@
 
 * ``RegistrationRequest`` -> ``RegistrationApproval``: a node asks an attested gatekeeper
   to vouch for its quote; the approval is a secp256k1 signature the NodeRegistry checks.
-* ``PublishKeyRequest`` -> ``PublishedContractKey``: on a deployment the gatekeeper derives
-  the contract key and returns what goes on chain (public key, key wrapped under the root
-  key, signature).
-* ``KeyRequest`` + ``ChainFacts`` -> ``KeyRelease``: a worker asks for a contract key; the
-  gatekeeper re-verifies the worker's quote and releases the key encrypted to the worker's
-  attested encryption key.
+* ``PublishKeyRequest`` (+ peers' partials) -> ``PublishedContractKey``: on a deployment
+  the contract's gatekeeper combines the contract key from ``t`` partials and returns what
+  goes on chain (public keys and a signature; ``wrapped_key`` is empty -- there is no root
+  key to wrap it under).
+* ``KeyRequest`` + ``ChainFacts`` -> ``PartialKeyRelease``: a worker (or the publishing
+  gatekeeper) asks for a contract key; each gatekeeper re-verifies the requester's quote
+  and releases its partial signature encrypted to the requester's attested key.
 """
 
 from __future__ import annotations
@@ -71,10 +72,3 @@ class ChainFacts(Message, frozen=True):
     # the requester is an active gatekeeper, the one the contract names (it needs the key
     # to publish the contract's public keys)
     requester_is_publisher: bool = False
-
-
-class KeyRelease(Message, frozen=True):
-    contract_id: bytes
-    worker_id: bytes
-    wrapped_key: bytes  # ECIES to the worker's attested encryption key
-    gatekeeper_key: bytes

@@ -1,5 +1,5 @@
-"""The embedded devnet: one anvil chain, one gatekeeper, N workers, M storage nodes, a
-few user keys.
+"""The embedded devnet: one anvil chain, a committee of gatekeepers, N workers, M storage
+nodes, a few user keys.
 
 Theory of operation
 -------------------
@@ -10,9 +10,11 @@ they outlive the command that started them) and writes ``<home>/devnet/devnet.js
 2. the four management contracts, deployed by the admin account (the ExecutionLedger
    needs ``storage_threshold`` storage confirmations per checkpoint);
 3. a simulated TEE platform key (the sim backend's stand-in for a CPU's fused key);
-4. the gatekeeper process; it performs genesis inside its enclave. The operator (this
-   function) verifies the gatekeeper's quote under the devnet policy and registers it
-   as the genesis attestor -- the one trust decision made outside an enclave;
+4. the gatekeeper processes. The operator (this function) verifies gatekeeper-1's quote
+   under the devnet policy and registers it as the genesis attestor -- the one trust
+   decision made outside an enclave; the others register by attestation, approved by
+   gatekeeper-1. The admin then elects them as the committee's first era and they
+   generate the root key as shares on chain (GatekeeperCommittee); no one holds it;
 5. the worker processes, each registering itself with the gatekeeper's approval, and at
    the same time the storage processes, each registering itself with a stake (storage
    nodes hold only ciphertext: no enclave, no attestation); each storage node pays from

@@ -83,6 +83,12 @@ class CommitteeUnavailable(LocalProtocolError):
     code = "committee_unavailable"
 
 
+class PartialsUnavailable(TransportError):
+    """Too few peers answered with a partial (a passing condition: the block is retried)."""
+
+    code = "partials_unavailable"
+
+
 class EraTrack:
     """What the host follows of one era it takes part in."""
 
@@ -298,11 +304,15 @@ class GatekeeperHost(NodeHost):
         cards = [self.get_card(node_id) for node_id in dict.fromkeys(involved)]
         previous = None
         if record.previous_era and self.node_id not in record.dealers:
-            previous = self.fetch_group(exclude_self=True)
+            previous = self.fetch_group()
         out = self.calls.committee_elected(info, cards, previous)
         self.store_committee(out.sealed)
         self.eras[era] = EraTrack(info, record)
-        if out.dealing is not None:
+        if out.dealing is not None and self.committee.has_dealt(era, self.node_id):
+            # dealt before a restart: that dealing stands (the new one is dropped); without
+            # the lost pending state this member cannot finish, and the era times out
+            log.warning("era %d: already dealt before a restart; not dealing again", era)
+        elif out.dealing is not None:
             dealing = out.dealing
             self.committee.post_dealing(
                 era,
@@ -343,10 +353,11 @@ class GatekeeperHost(NodeHost):
         self, era: int, dealer: bytes, args: dict[str, Any], tx_hash: bytes
     ) -> None:
         track = self.eras.get(era)
-        if track is None or track.finished:
+        if track is None or track.finished or dealer in track.dealt:
             return
-        track.dealt.append(dealer)
-        if self.node_id in track.info.members:
+        if self.node_id not in track.info.members:
+            track.dealt.append(dealer)
+        else:
             function = self.committee.codec.function("post_dealing")
             call = function.decode_call(self.chain.get_transaction_input(tx_hash))
             dealing = Dealing(
@@ -357,6 +368,7 @@ class GatekeeperHost(NodeHost):
                 signature=bytes(call[4]),
             )
             complaint = self.calls.committee_dealing(dealing)
+            track.dealt.append(dealer)
             if complaint:
                 log.warning("era %d: dealing of %s refused: %s", era, to_hex(dealer), complaint)
             if len(track.dealt) == track.record.required_dealings:
@@ -380,7 +392,7 @@ class GatekeeperHost(NodeHost):
         self.confirmations_posted += 1
         log.info("era %d: ready confirmed", track.info.era)
 
-    def fetch_group(self, *, exclude_self: bool = False) -> GroupPublicKeys:
+    def fetch_group(self) -> GroupPublicKeys:
         """The active era's public keys, from a peer (the enclave checks them)."""
         for url in self.config.peer_urls:
             try:
@@ -416,6 +428,11 @@ class GatekeeperHost(NodeHost):
             return
         request = self.calls.make_key_request(contract_id)
         releases = self.collect_partials(request, group.threshold - 1)
+        if len(releases) < group.threshold - 1:
+            raise PartialsUnavailable(
+                f"{len(releases)} of {group.threshold - 1} peer partials for "
+                f"{to_hex(contract_id)[:14]}…; retrying"
+            )
         published = self.calls.publish_contract_key(
             PublishKeyRequest(
                 contract_id=contract_id,

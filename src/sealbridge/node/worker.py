@@ -12,14 +12,16 @@ enclave; the enclave checks everything it is given.
    block. With a state bundle on disk the anchor is the bundle's block; with no state but
    a checkpoint recorded for its contracts the worker *recovers*: it fetches the newest
    checkpoint blob from the storage nodes (or from the chain, if it was stored inline),
-   gets each contract's key from the gatekeeper and has the enclave resume from the blob,
+   gets each contract's key from the gatekeeper committee (``t`` partial releases, which
+   the enclave verifies and combines) and has the enclave resume from the blob,
    which becomes the anchor; otherwise the anchor is the block before the management
    contracts (trust on first use). Contract keys published before the anchor are found
    with one ``eth_getLogs`` scan.
 3. **Following.** A :class:`BlockFollower` delivers every block after the anchor with its
    evidence (full header and all receipts). For every ``ContractKeyPublished`` of a
    contract the worker is assigned to, the host has the enclave sign a key request,
-   fetches the key release from the gatekeeper and installs it. Then the block's evidence
+   fetches ``t`` partial key releases from the committee's gatekeepers and installs the
+   contract. Then the block's evidence
    goes to the enclave, which verifies it and applies the commands it finds in it as one
    unit.
 4. **State at rest.** After a block that changed contracts the host stores their sealed
@@ -548,6 +550,16 @@ class WorkerHost(NodeHost):
         except OutputsRefused as exc:
             log.info("no outputs to submit: %s", exc.message)
             return
+        if not signed.contract_ids:
+            return
+        if not self.is_range_open(signed.contract_ids, signed.starts):
+            # another worker's output already moved the accepted end; our enclave has not
+            # seen it yet -- sending would only be refused (and cost gas). Checked before
+            # the checkpoint goes to the storage nodes: a blob no submission refers to
+            # would only take their space.
+            self.submissions.skipped += 1
+            self._submit_after = max(self._submit_after, self.chain.get_block_number())
+            return
         receipts: list[StorageReceipt] = []
         blob = signed.checkpoint
         if blob and len(blob) > self.config.inline_checkpoint_max:
@@ -566,14 +578,6 @@ class WorkerHost(NodeHost):
                 log.warning("checkpoint not stored (%s); outputs wait", exc.message)
                 return
         checkpoint = (blob, signed.checkpoint_hash) if blob else None
-        if not signed.contract_ids:
-            return
-        if not self.is_range_open(signed.contract_ids, signed.starts):
-            # another worker's output already moved the accepted end; our enclave has not
-            # seen it yet -- sending would only be refused (and cost gas)
-            self.submissions.skipped += 1
-            self._submit_after = max(self._submit_after, self.chain.get_block_number())
-            return
         inline = checkpoint is not None and not receipts
         submission = OutputSubmission(
             contract_ids=signed.contract_ids,
