@@ -6,8 +6,8 @@ workers register by attestation; alice deploys a token (its code travels
 encrypted), mints and pays bob; bob pays carol; every owner reads their own balance as a
 signed answer; carol's attempt to read alice's balance is refused; alice opens a DEX
 between two tokens and bob swaps through it (one command, a call tree across three
-contracts); the ledger accepts one worker's output and both workers' roots agree; and a scan of everything the chain
-stored finds none of the plaintext.
+contracts); the ledger accepts one worker's output and both workers' roots agree; and a
+scan of everything the chain stored finds none of the plaintext.
 """
 
 from __future__ import annotations

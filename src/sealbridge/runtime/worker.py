@@ -30,9 +30,9 @@ chain order, and accepted once (its number must exceed the last one accepted fro
 source). The keys of other contracts come from the host (``BlockInput.directory``, read
 from ContractKeyPublished events); a message from a source the directory lacks refuses
 the whole block rather than the message, so withholding a directory entry cannot make one
-worker drop a message the others accept. With a verified chain view (:mod:`sealbridge.runtime.chainview`) the runtime reads
-commands, messages and keys out of the block's receipts itself, so a host can no longer
-leave events out either.
+worker drop a message the others accept. With a verified chain view
+(:mod:`sealbridge.runtime.chainview`) the runtime reads commands, messages and keys out of
+the block's receipts itself, so a host can no longer leave events out either.
 
 Refusals in steps 1-3 change nothing and the receipt names them. The outcome of an
 authentic command -- ok or the contract's error, its result, gas used -- is sealed under
