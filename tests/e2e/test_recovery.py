@@ -421,13 +421,6 @@ def test_no_intact_copy_means_a_clear_failure_not_a_wrong_state(scenario: Scenar
     s.check_in_step()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runtime learns the last accepted output only from OutputAccepted events "
-    "after its anchor: resumed from a state bundle newer than that event, it signs start 0 "
-    "and no output of the contract is accepted again (runtime/worker.py sign_outputs, "
-    "self.accepted is not sealed with the state)",
-)
 def test_outputs_resume_after_every_worker_restarts_from_its_bundle(scenario: Scenario) -> None:
     """Last in the module: while it fails, the contract's outputs stay stalled.
 
@@ -456,7 +449,7 @@ def test_outputs_resume_after_every_worker_restarts_from_its_bundle(scenario: Sc
     s.client.refresh_state()
     s.check_in_step()  # the state itself is right
 
-    deadline = time.monotonic() + 25.0
+    deadline = time.monotonic() + 15.0
     output = ledger.get_output(s.token.contract_id)
     while time.monotonic() < deadline:
         output = ledger.get_output(s.token.contract_id)

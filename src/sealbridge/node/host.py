@@ -174,7 +174,18 @@ class NodeHost:
     def run(self) -> None:
         """Follow the chain until stopped; failures are kept in ``phase`` and ``error``."""
         try:
-            self.before_following()
+            while True:
+                try:
+                    self.before_following()
+                    break
+                except (TransportError, RpcError) as exc:
+                    # a peer or the chain briefly unreachable (e.g. too few gatekeepers or
+                    # storage nodes answer a recovering worker): try again
+                    self.error = f"retrying start: {exc.message}"
+                    log.warning(self.error)
+                    if self._stop.wait(RETRY_DELAY):
+                        return
+            self.error = ""
             follower = BlockFollower(
                 self.chain,
                 self.addresses,

@@ -538,8 +538,8 @@ class WorkerHost(NodeHost):
         except Exception:  # noqa: BLE001 -- keep the follower alive, report it
             log.exception("output submission failed")
 
-    def submit_domain(self, contract_ids: list[bytes]) -> None:
-        due = self.is_checkpoint_due(contract_ids)
+    def submit_domain(self, contract_ids: list[bytes], *, checkpoint_ok: bool = True) -> None:
+        due = checkpoint_ok and self.is_checkpoint_due(contract_ids)
         try:
             with self._lock:
                 signed = self.calls.sign_outputs(
@@ -573,9 +573,11 @@ class WorkerHost(NodeHost):
                     timeout=STORAGE_TIMEOUT,
                 )
             except SealbridgeError as exc:
-                # the signature covers the checkpoint: without confirmations, no submission;
-                # the next attempt signs again (the ledger's refusal would be the same)
-                log.warning("checkpoint not stored (%s); outputs wait", exc.message)
+                # the signature covers the checkpoint, which the ledger would refuse without
+                # confirmations: sign the outputs again without one (outputs must not wait
+                # for storage; the next due attempt tries the checkpoint again)
+                log.warning("checkpoint not stored (%s); outputs go without", exc.message)
+                self.submit_domain(contract_ids, checkpoint_ok=False)
                 return
         checkpoint = (blob, signed.checkpoint_hash) if blob else None
         inline = checkpoint is not None and not receipts

@@ -164,6 +164,11 @@ class PersistedState(Message, frozen=True):
     outbox_seqs: dict[str, int] = {}  # target contract hex -> last message number sent
     block_hash: bytes = b""  # hash of block ``height`` when the runtime verified it
     directory: list[DirectoryEntry] = []  # in checkpoints: the contract keys known then
+    # the last output the ExecutionLedger accepted for this contract, as the runtime read
+    # it: where its next output starts (after a restart the event may lie before the anchor)
+    accepted_end: int = 0
+    accepted_root: bytes = b""
+    accepted_applied: int = 0
 
 
 class StateCommitment(Message, frozen=True):
@@ -212,6 +217,17 @@ class ContractRuntime:
                 storage=self.storage,
             )
         self.last_command_count = 0
+        self.accepted: AcceptedOutputEvent | None = None
+        if state.accepted_end:
+            self.accepted = AcceptedOutputEvent(
+                contract_id=self.contract_id,
+                node_id=b"",
+                start=0,
+                end=state.accepted_end,
+                end_hash=b"",
+                state_root=state.accepted_root,
+                commands_applied=state.accepted_applied,
+            )
         # sender hex -> (nonce, result) of the sender's latest authentic command; not part
         # of the state root or the sealed state (it is lost on restart).
         self.last_results: dict[str, tuple[int, CommandResult]] = {}
@@ -239,6 +255,9 @@ class ContractRuntime:
             height=self.height if height is None else height,
             block_hash=block_hash,
             directory=directory or [],
+            accepted_end=self.accepted.end if self.accepted else 0,
+            accepted_root=self.accepted.state_root if self.accepted else b"",
+            accepted_applied=self.accepted.commands_applied if self.accepted else 0,
             commands_applied=self.commands_applied,
             code=self.code,
             deployer=self.deployer,
@@ -555,6 +574,8 @@ class WorkerRuntime:
         runtime = ContractRuntime(keys, request, state, self.executor)
         self.contracts[request.contract_id] = runtime
         self.remember_root(runtime)
+        if runtime.accepted is not None:
+            self.accepted.setdefault(request.contract_id, runtime.accepted)
         return runtime.get_status()
 
     def get_contract(self, contract_id: bytes) -> ContractRuntime:
@@ -614,6 +635,26 @@ class WorkerRuntime:
         self.view.advance(block.evidence)
         self.on_accepted_outputs(facts.outputs)
         self.on_checkpoints(facts.checkpoints)
+        # a contract whose accepted output moved is sealed again, so that the state at rest
+        # knows where its next output starts even if the event lies before a later anchor
+        changed = {c.contract_id for c in output.contracts}
+        resealed = [
+            ContractOutput(
+                contract_id=cid,
+                state_root=self.contracts[cid].state_root,
+                command_count=0,
+                sealed_state=self.contracts[cid].seal_state(self.random_bytes),
+            )
+            for cid in sorted({e.contract_id for e in facts.outputs})
+            if cid in self.contracts and cid not in changed
+        ]
+        if resealed:
+            output = BlockOutput(
+                number=output.number,
+                contracts=[*output.contracts, *resealed],
+                receipts=output.receipts,
+                messages=output.messages,
+            )
         return output
 
     def apply_block(self, block: BlockInput) -> BlockOutput:
@@ -844,6 +885,7 @@ class WorkerRuntime:
             if event.contract_id not in self.contracts:
                 continue
             self.accepted[event.contract_id] = event
+            self.contracts[event.contract_id].accepted = event
             ours = self.get_root_at(event.contract_id, event.end)
             if ours is not None and ours != (event.state_root, event.commands_applied):
                 self.diverged[event.contract_id] = (
@@ -1018,6 +1060,8 @@ class WorkerRuntime:
             runtime = ContractRuntime(keys, install, state, self.executor)
             self.contracts[cid] = runtime
             self.remember_root(runtime)
+            if runtime.accepted is not None:
+                self.accepted.setdefault(cid, runtime.accepted)
             self.checkpoint_heights[cid] = blob.height
             statuses.append(runtime.get_status())
         self.pending_checkpoint = CheckpointEvent(
