@@ -224,16 +224,23 @@ class RecoveryWorld:
         tip = self.chain.get_block_number()
         for name in (VICTIM, SURVIVOR):
             _kill_group(_worker_pid(self.home, name))
-        for name in (VICTIM, SURVIVOR):
-            _spawn_node(self.home, name)
+        processes = {name: _spawn_node(self.home, name) for name in (VICTIM, SURVIVOR)}
         deadline = time.monotonic() + RECOVERY_TIMEOUT
-        while not all(
-            s is not None and s["phase"] == "following" and s["verified_height"] >= tip
-            for s in (self.status(VICTIM), self.status(SURVIVOR))
-        ):
+        while True:
+            statuses = {name: self.status(name) for name in processes}
+            if all(
+                s is not None and s["phase"] == "following" and s["verified_height"] >= tip
+                for s in statuses.values()
+            ):
+                break
+            for name, process in processes.items():
+                status = statuses[name]
+                if process.poll() is not None or (status and status["phase"] == "failed"):
+                    raise RuntimeError(f"{name} did not come back: {self.log_tail(name)}")
             if time.monotonic() > deadline:
-                raise TimeoutError("the workers did not come back after the config change")
+                raise TimeoutError(f"the workers did not come back: {statuses}")
             time.sleep(0.1)
+
         deployment = self.client.deploy("token", as_user="alice")
         self.cid = deployment.contract_id
         self.cid_hex = to_hex(self.cid)
@@ -248,6 +255,11 @@ class RecoveryWorld:
         )
         self.client.wait_applied(self.cid, minted.block_number)
         self.wait_quiet()
+
+    def log_tail(self, name: str) -> str:
+        state = load_devnet_state(get_state_file(self.home))
+        entry = next(w for w in state.workers if w.name == name)
+        return Path(entry.log_file).read_text(errors="replace")[-3000:]
 
     def status(self, name: str) -> dict[str, Any] | None:
         return _get_status(self.http, self.urls[name])
@@ -348,6 +360,10 @@ class RecoveryWorld:
         log_offset = log_file.stat().st_size
         start = time.perf_counter()
         process = _spawn_node(self.home, VICTIM)
+
+        def text_after() -> str:
+            return log_file.read_text(errors="replace")[log_offset:][-3000:]
+
         marks: dict[str, float] = {}
         anchor = 0
         deadline = start + RECOVERY_TIMEOUT
@@ -359,7 +375,7 @@ class RecoveryWorld:
             if status is not None:
                 marks.setdefault("up", now)
                 if status["phase"] == "failed":
-                    raise RuntimeError(f"{VICTIM} failed: {status['error']}")
+                    raise RuntimeError(f"{VICTIM} failed: {status['error']}\n{text_after()}")
                 if status["phase"] == "following" and "following" not in marks:
                     marks["following"] = now
                     anchor = int(status["anchor"])
@@ -373,7 +389,7 @@ class RecoveryWorld:
                     final = status
                     break
             if time.perf_counter() > deadline:
-                raise TimeoutError(f"{VICTIM} did not catch up to block {tip}")
+                raise TimeoutError(f"{VICTIM} did not catch up to {tip}: {status}\n{text_after()}")
             time.sleep(POLL)
         text = log_file.read_text(errors="replace")[log_offset:]
         found = RECOVERED_LINE.search(text)
@@ -437,7 +453,6 @@ def run_recovery(home: Path, rows: list[int], reps: int, interval: int) -> dict[
     _say(f"plain restart: {baselines[0]['done_s']:.2f} s")
     results: list[dict[str, Any]] = []
     checkpoints: list[dict[str, Any]] = []
-    idle_restart: dict[str, Any] | None = None
     for count in rows:
         record = world.record_checkpoint()
         checkpoints.append({"height": record.height, "size": record.size})
@@ -447,14 +462,6 @@ def run_recovery(home: Path, rows: list[int], reps: int, interval: int) -> dict[
             baseline = baselines[-1]
         else:
             baseline = baselines[0]
-            if idle_restart is None:
-                # the bundle is as old as the last block that changed the contract: a plain
-                # restart replays every (empty) block since, up to the checkpoint and beyond
-                idle_restart = world.restart_victim(wipe=False)
-                _say(
-                    f"plain restart after {idle_restart['blocks_replayed']} blocks that did "
-                    f"not touch the contract: {idle_restart['done_s']:.2f} s"
-                )
         samples = [world.restart_victim(wipe=True) for _ in range(reps)]
         for sample in samples:
             if sample["recovered_from"] != record.height:
@@ -494,7 +501,6 @@ def run_recovery(home: Path, rows: list[int], reps: int, interval: int) -> dict[
     return {
         "rows": results,
         "baseline_samples": baselines,
-        "idle_restart": idle_restart,
         "baseline": {
             k: _median([b[k] for b in baselines])
             for k in ("blocks_replayed", "up_s", "following_s", "replay_s", "done_s")
@@ -779,6 +785,7 @@ def _counts(http: httpx.Client, client: Client, alive: set[str]) -> dict[str, di
             out[w.name] = {
                 "accepted": int(status["outputs_accepted"]),
                 "refused": int(status["outputs_refused"]),
+                "skipped": int(status.get("outputs_skipped", 0)),
                 "checkpoints": int(status["checkpoints_stored"]),
             }
     return out
@@ -912,22 +919,6 @@ def _print_recovery(rec: dict[str, Any]) -> None:
                 fmt(row["done_s"]),
                 f"{fmt_ratio(ratio(row['done_s'], row['baseline']['done_s']))} "
                 f"(of {fmt(row['baseline']['done_s'])})",
-            ]
-        )
-    idle = rec.get("idle_restart")
-    if idle:
-        rows.append(
-            [
-                "plain restart, bundle older than the idle blocks",
-                "-",
-                fmt(idle["blocks_replayed"], 0),
-                fmt(idle["up_s"]),
-                fmt(idle["following_s"]),
-                "-",
-                fmt(idle["replay_s"]),
-                fmt(idle["replay_ms_per_block"]),
-                fmt(idle["done_s"]),
-                fmt_ratio(ratio(idle["done_s"], base["done_s"])),
             ]
         )
     print_table(
@@ -1064,7 +1055,8 @@ def _print_competitive(results: list[dict[str, Any]], stall_timeout: float) -> N
             cells.append(fmt(percentile(mined, 50), 0))
             counts = part["status_counts"]
             won = ", ".join(
-                f"{n}: {c['accepted']}/{c['refused']}" for n, c in sorted(counts.items())
+                f"{n}: {c['accepted']}/{c['refused']}/{c.get('skipped', 0)}"
+                for n, c in sorted(counts.items())
             )
             rows.append(
                 [
@@ -1086,7 +1078,7 @@ def _print_competitive(results: list[dict[str, Any]], stall_timeout: float) -> N
             "max (ms)",
             "of which until mined, p50 (ms)",
             "stalled",
-            "status: accepted/refused per worker",
+            "status: accepted/refused/skipped per worker",
         ],
         rows,
     )
@@ -1149,15 +1141,6 @@ def _plot(payload: dict[str, Any]) -> Path:
         color="grey",
         label="plain restart, bundle kept (baseline)",
     )
-    idle = rec.get("idle_restart")
-    if idle:
-        ax.scatter(
-            [idle["blocks_replayed"]],
-            [idle["done_s"]],
-            marker="D",
-            color="black",
-            label="plain restart, bundle older than idle blocks",
-        )
     trade = payload["tradeoff"]["measured"]
     top = max([*xs_rec, 1])
     ax.plot(

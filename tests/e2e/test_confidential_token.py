@@ -96,7 +96,10 @@ def test_deploy_publishes_the_key_and_initializes(client: Client, token: Deploym
     assert record.key_published
     assert record.contract_public_key == token.contract_public_key
     assert sorted(record.workers) == sorted(from_hex(w.node_id) for w in client.state.workers)
-    assert len(record.wrapped_key) > 32  # the contract key, wrapped under the root key
+    assert record.wrapped_key == b""  # no root key exists to wrap the contract key under
+    # the publisher is a member of the committee's active era
+    members = {from_hex(g.node_id) for g in client.state.gatekeepers}
+    assert record.gatekeeper_id in members
 
 
 def test_encrypted_transfers_and_signed_queries(
