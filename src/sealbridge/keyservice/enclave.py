@@ -37,12 +37,7 @@ from sealbridge.keyservice.ecalls import (
     SignHeartbeat,
 )
 from sealbridge.keyservice.gatekeeper import Gatekeeper
-from sealbridge.keyservice.messages import (
-    KEY_REQUEST_SIGN_TAG,
-    KeyRequest,
-    KeyRequestBody,
-    RegistrationRequest,
-)
+from sealbridge.keyservice.messages import RegistrationRequest, make_key_request
 from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import AttestationPolicy
 
@@ -121,23 +116,8 @@ class GatekeeperProgram:
         return encode(self._ready().approve_registration(request, int(self.clock())))
 
     def make_key_request(self, payload: bytes) -> bytes:
-        """A key request of this gatekeeper's own (to collect partials for publishing)."""
         request = decode(payload, MakeKeyRequest)
-        body = encode(
-            KeyRequestBody(
-                contract_id=request.contract_id,
-                worker_id=self.ctx.identity.identity_key,
-                issued_at=int(self.clock()),
-            )
-        )
-        return encode(
-            KeyRequest(
-                body=body,
-                signature=self.ctx.sign_identity(KEY_REQUEST_SIGN_TAG + body),
-                node=self.ctx.identity,
-                quote=self.ctx.get_identity_quote(),
-            )
-        )
+        return encode(make_key_request(self.ctx, request.contract_id, int(self.clock())))
 
     def release_partial(self, payload: bytes) -> bytes:
         request = decode(payload, ReleaseKey)

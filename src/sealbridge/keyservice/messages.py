@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
-from sealbridge.core.encoding import Message
-from sealbridge.tee.enclave import NodeKeys
+from sealbridge.core.encoding import Message, encode
+from sealbridge.tee.enclave import EnclaveContext, NodeKeys
 
 KEY_REQUEST_SIGN_TAG = b"sealbridge/key-request/v1"
 
@@ -72,3 +72,19 @@ class ChainFacts(Message, frozen=True):
     # the requester is an active gatekeeper, the one the contract names (it needs the key
     # to publish the contract's public keys)
     requester_is_publisher: bool = False
+
+
+def make_key_request(ctx: EnclaveContext, contract_id: bytes, issued_at: int) -> KeyRequest:
+    """A key request of the enclave ``ctx`` (a worker, or a gatekeeper that publishes):
+    signed with its identity key, with a fresh quote binding its keys."""
+    body = encode(
+        KeyRequestBody(
+            contract_id=contract_id, worker_id=ctx.identity.identity_key, issued_at=issued_at
+        )
+    )
+    return KeyRequest(
+        body=body,
+        signature=ctx.sign_identity(KEY_REQUEST_SIGN_TAG + body),
+        node=ctx.identity,
+        quote=ctx.get_identity_quote(),
+    )

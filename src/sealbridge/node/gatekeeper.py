@@ -144,37 +144,19 @@ class GatekeeperHost(NodeHost):
     # -- registration ---------------------------------------------------------------------
     def before_following(self) -> None:
         if self.mgmt.node_registry.is_active(self.node_id, Role.GATEKEEPER):
+            self.register()  # learns the expiry, for renewals
             return
         if not self.config.gatekeeper_url:
             log.info("not registered yet; waiting for the genesis registration")
             return
         self.phase = HostPhase.REGISTERING
-        quote = self.enclave.get_quote()
-        request = RegistrationRequest(
-            role=int(Role.GATEKEEPER),
-            node=self.enclave.node_keys,
-            quote=quote,
-            expiry=int(time.time()) + self.config.registration_ttl,
-            chain_id=self.chain.chain_id,
-            registry_address=self.addresses.node_registry,
-        )
-        with NodeClient(self.config.gatekeeper_url) as gk:
-            approval = decode(gk.post("/v1/attest", encode(request)), RegistrationApproval)
-        keys = self.enclave.node_keys
-        self.mgmt.node_registry.register(
-            int(Role.GATEKEEPER),
-            keys.identity_key,
-            keys.encryption_key,
-            to_hex(keys.eth_address),
-            approval.measurement,
-            approval.expiry,
-            approval.attestor_id,
-            approval.signature,
-            quote,
-            self.eth_key,
-            stake=self.config.stake_wei,
-        )
-        log.info("registered gatekeeper %s", to_hex(self.node_id))
+        self.register()
+
+    def get_approval(self, request: RegistrationRequest) -> RegistrationApproval:
+        """The genesis gatekeeper (no attestor configured) approves its own renewals."""
+        if self.config.gatekeeper_url:
+            return super().get_approval(request)
+        return decode(self.calls.approve_registration(encode(request)), RegistrationApproval)
 
     # -- HTTP handlers -------------------------------------------------------------------
     def on_attest(self, payload: bytes) -> bytes:

@@ -33,13 +33,15 @@ from enum import Enum
 
 from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.errors import RpcError
+from sealbridge.chain.errors import RpcError, TransactionReverted
 from sealbridge.chain.follower import BlockFollower, ObservedBlock
 from sealbridge.chain.management import ManagementAddresses, ManagementContracts, NodeRegistry
+from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import SealbridgeError
-from sealbridge.core.ids import from_hex
+from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.keyservice.ecalls import SignHeartbeat, call_sign_heartbeat
-from sealbridge.net.http import TransportError
+from sealbridge.keyservice.messages import RegistrationApproval, RegistrationRequest
+from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.config import GATEKEEPER, STORAGE, WORKER, NodeConfig
 from sealbridge.tee.backend import EnclaveHandle
 
@@ -132,8 +134,85 @@ class NodeHost:
     def on_idle(self) -> None:
         """Called after a poll that found no new block (override)."""
 
+    # -- attested registration (workers and gatekeepers) ---------------------------------
+    def get_approval(self, request: RegistrationRequest) -> RegistrationApproval:
+        """An attested gatekeeper's approval of ``request`` (over HTTP by default)."""
+        with NodeClient(self.config.gatekeeper_url) as gk:
+            return decode(gk.post("/v1/attest", encode(request)), RegistrationApproval)
+
+    def request_approval(self, expiry: int) -> tuple[bytes, RegistrationApproval]:
+        """A fresh quote of the enclave's keys and a gatekeeper's approval of it."""
+        quote = self.enclave.get_quote()
+        request = RegistrationRequest(
+            role=int(ROLES[self.config.role]),
+            node=self.enclave.node_keys,
+            quote=quote,
+            expiry=expiry,
+            chain_id=self.chain.chain_id,
+            registry_address=self.addresses.node_registry,
+        )
+        return quote, self.get_approval(request)
+
+    def register(self) -> None:
+        """Register by attestation unless already active (then learn the expiry)."""
+        registry = self.mgmt.node_registry
+        role = ROLES[self.config.role]
+        if registry.is_active(self.node_id, role):
+            record = registry.get_node(self.node_id)
+            self.registration_expiry = record.expiry if record is not None else 0
+            log.info("already registered as %s", to_hex(self.node_id))
+            return
+        quote, approval = self.request_approval(int(time.time()) + self.config.registration_ttl)
+        keys = self.enclave.node_keys
+        registry.register(
+            int(role),
+            keys.identity_key,
+            keys.encryption_key,
+            to_hex(keys.eth_address),
+            approval.measurement,
+            approval.expiry,
+            approval.attestor_id,
+            approval.signature,
+            quote,
+            self.eth_key,
+            stake=self.config.stake_wei,
+        )
+        self.registration_expiry = approval.expiry
+        log.info("registered %s %s", self.config.role, to_hex(self.node_id))
+
+    def is_renewal_due(self, now: int) -> bool:
+        """Renew once less than a quarter of ``registration_ttl`` is left."""
+        left = self.registration_expiry - now
+        return self.registration_expiry > 0 and left * 4 < self.config.registration_ttl
+
     def maintain_registration(self) -> None:
-        """Keep the registration alive, e.g. renew before it expires (override)."""
+        """Renew the registration before it expires (a fresh quote, a gatekeeper's
+        approval, same keys); past the registry's grace period, register again."""
+        if self.registration_expiry == 0:  # registered by someone else (genesis): learn when
+            record = self.mgmt.node_registry.get_node(self.node_id)
+            if record is None or not record.active:
+                return
+            self.registration_expiry = record.expiry
+        if not self.is_renewal_due(int(time.time())):
+            return
+        quote, approval = self.request_approval(int(time.time()) + self.config.registration_ttl)
+        try:
+            self.mgmt.node_registry.renew(
+                self.node_id,
+                approval.expiry,
+                approval.measurement,
+                approval.attestor_id,
+                approval.signature,
+                quote,
+                self.eth_key,
+            )
+        except TransactionReverted as exc:
+            if exc.reason != "registration lapsed":
+                raise
+            self.register()
+            return
+        self.registration_expiry = approval.expiry
+        log.info("renewed the registration of %s %s", self.config.role, to_hex(self.node_id))
 
     def on_tick(self) -> None:
         """Lifecycle upkeep, at most once every ``TICK_INTERVAL`` seconds (see the module

@@ -51,7 +51,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from sealbridge.chain.abi import Role, canonical_address
+from sealbridge.chain.abi import canonical_address
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.chain.follower import ChainEvent, ObservedBlock, decode_event
@@ -60,7 +60,7 @@ from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import keccak, to_hex
 from sealbridge.crypto.dkg import GroupPublicKeys
-from sealbridge.keyservice.messages import KeyRequest, RegistrationApproval, RegistrationRequest
+from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.checkpoint_store import fetch_blob, store_blob
@@ -159,75 +159,6 @@ class WorkerHost(NodeHost):
         self.phase = HostPhase.REGISTERING
         self.register()
         self.choose_anchor()
-
-    def register(self) -> None:
-        registry = self.mgmt.node_registry
-        if registry.is_active(self.node_id, Role.WORKER):
-            record = registry.get_node(self.node_id)
-            self.registration_expiry = record.expiry if record is not None else 0
-            log.info("already registered as %s", to_hex(self.node_id))
-            return
-        quote, approval = self.request_approval(int(time.time()) + self.config.registration_ttl)
-        keys = self.enclave.node_keys
-        registry.register(
-            int(Role.WORKER),
-            keys.identity_key,
-            keys.encryption_key,
-            to_hex(keys.eth_address),
-            approval.measurement,
-            approval.expiry,
-            approval.attestor_id,
-            approval.signature,
-            quote,
-            self.eth_key,
-            stake=self.config.stake_wei,
-        )
-        self.registration_expiry = approval.expiry
-        log.info("registered worker %s", to_hex(self.node_id))
-
-    def request_approval(self, expiry: int) -> tuple[bytes, RegistrationApproval]:
-        """A fresh quote of the enclave's keys and the gatekeeper's approval of it."""
-        quote = self.enclave.get_quote()
-        request = RegistrationRequest(
-            role=int(Role.WORKER),
-            node=self.enclave.node_keys,
-            quote=quote,
-            expiry=expiry,
-            chain_id=self.chain.chain_id,
-            registry_address=self.addresses.node_registry,
-        )
-        with NodeClient(self.config.gatekeeper_url) as gk:
-            approval = decode(gk.post("/v1/attest", encode(request)), RegistrationApproval)
-        return quote, approval
-
-    def is_renewal_due(self, now: int) -> bool:
-        """Renew once less than a quarter of ``registration_ttl`` is left."""
-        left = self.registration_expiry - now
-        return self.registration_expiry > 0 and left * 4 < self.config.registration_ttl
-
-    def maintain_registration(self) -> None:
-        """Renew the registration before it expires (a fresh quote, the gatekeeper's
-        approval, same keys); past the registry's grace period, register again."""
-        if not self.is_renewal_due(int(time.time())):
-            return
-        quote, approval = self.request_approval(int(time.time()) + self.config.registration_ttl)
-        try:
-            self.mgmt.node_registry.renew(
-                self.node_id,
-                approval.expiry,
-                approval.measurement,
-                approval.attestor_id,
-                approval.signature,
-                quote,
-                self.eth_key,
-            )
-        except TransactionReverted as exc:
-            if exc.reason != "registration lapsed":
-                raise
-            self.register()
-            return
-        self.registration_expiry = approval.expiry
-        log.info("renewed the registration of worker %s", to_hex(self.node_id))
 
     def get_chain_config(self, anchor: int, anchor_hash: bytes) -> ChainConfig:
         a = self.addresses

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from sealbridge.chain.abi import compute_heartbeat_digest
 from sealbridge.core.encoding import decode, encode
 from sealbridge.keyservice.ecalls import SignedHeartbeat, SignHeartbeat
-from sealbridge.keyservice.messages import KEY_REQUEST_SIGN_TAG, KeyRequest, KeyRequestBody
+from sealbridge.keyservice.messages import make_key_request
 from sealbridge.runtime.ecalls import Blob, Empty, MakeKeyRequest, SealedAnswer, StatusList
 from sealbridge.runtime.messages import (
     BlockInput,
@@ -50,21 +50,7 @@ class WorkerProgram:
 
     def make_key_request(self, payload: bytes) -> bytes:
         request = decode(payload, MakeKeyRequest)
-        body = encode(
-            KeyRequestBody(
-                contract_id=request.contract_id,
-                worker_id=self.ctx.identity.identity_key,
-                issued_at=int(self.clock()),
-            )
-        )
-        return encode(
-            KeyRequest(
-                body=body,
-                signature=self.ctx.sign_identity(KEY_REQUEST_SIGN_TAG + body),
-                node=self.ctx.identity,
-                quote=self.ctx.get_identity_quote(),
-            )
-        )
+        return encode(make_key_request(self.ctx, request.contract_id, int(self.clock())))
 
     def install_contract(self, payload: bytes) -> bytes:
         return encode(self.runtime.install_contract(decode(payload, InstallContract)))
