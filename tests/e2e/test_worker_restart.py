@@ -33,7 +33,10 @@ def test_worker_restart_resumes_from_sealed_state(
 
     after = get_contract_status(client, 1, token.contract_id)
     assert after["state_root"] == before["state_root"]
-    assert after["height"] == before["height"]
+    assert after["commands_applied"] == before["commands_applied"]
+    # the height says at which block the state is valid: the restart resumes at the state
+    # bundle's block, which later blocks (an accepted output re-seals the state) may move
+    assert after["height"] >= before["height"]
     assert client.state.workers[1].node_id == node_id  # same enclave identity, unsealed
     # It keeps executing new commands, in step with the worker that never stopped.
     r = client.call(token_id, "transfer", {"to": "carol", "amount": 2}, as_user="alice")
