@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from sealbridge.chain.abi import compute_heartbeat_digest
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.crypto.dkg import GroupPublicKeys
 from sealbridge.keyservice.committee import (
@@ -27,6 +28,7 @@ from sealbridge.keyservice.messages import (
     RegistrationRequest,
 )
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
+from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import AttestationPolicy
 
 
@@ -123,6 +125,30 @@ class SignedHeartbeat(Message, frozen=True):
 
 class Ecaller(Protocol):
     def ecall(self, name: str, payload: bytes) -> bytes: ...
+
+
+def sign_heartbeat(ctx: EnclaveContext, payload: bytes) -> bytes:
+    """The enclave side of ``sign_heartbeat`` (worker and gatekeeper programs alike). The
+    enclave builds the digest from the fields itself, with its own node id and a bounded
+    era and slot, so the host cannot have anything else signed (see
+    ``compute_heartbeat_digest``)."""
+    request = decode(payload, SignHeartbeat)
+    node_id = ctx.identity.identity_key
+    digest = compute_heartbeat_digest(
+        registry=request.registry,
+        chain_id=request.chain_id,
+        node_id=node_id,
+        era=request.era,
+        slot=request.slot,
+    )
+    return encode(
+        SignedHeartbeat(
+            node_id=node_id,
+            era=request.era,
+            slot=request.slot,
+            signature=ctx.sign_eth_digest(digest),
+        )
+    )
 
 
 def call_sign_heartbeat(enclave: Ecaller, request: SignHeartbeat) -> SignedHeartbeat:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from sealbridge.chain.abi import compute_heartbeat_digest
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError
 from sealbridge.keyservice.committee import ChainBinding, CommitteeState, Dealing
@@ -33,8 +32,7 @@ from sealbridge.keyservice.ecalls import (
     ReleaseKey,
     Restore,
     SealedBlob,
-    SignedHeartbeat,
-    SignHeartbeat,
+    sign_heartbeat,
 )
 from sealbridge.keyservice.gatekeeper import Gatekeeper
 from sealbridge.keyservice.messages import RegistrationRequest, make_key_request
@@ -172,23 +170,5 @@ class GatekeeperProgram:
         )
 
     def sign_heartbeat(self, payload: bytes) -> bytes:
-        """Sign this gatekeeper's NodeRegistry heartbeat. The enclave builds the digest from
-        the fields itself, with its own node id and a bounded era and slot, so the host
-        cannot have anything else signed (see ``compute_heartbeat_digest``)."""
-        request = decode(payload, SignHeartbeat)
-        node_id = self.ctx.identity.identity_key
-        digest = compute_heartbeat_digest(
-            registry=request.registry,
-            chain_id=request.chain_id,
-            node_id=node_id,
-            era=request.era,
-            slot=request.slot,
-        )
-        return encode(
-            SignedHeartbeat(
-                node_id=node_id,
-                era=request.era,
-                slot=request.slot,
-                signature=self.ctx.sign_eth_digest(digest),
-            )
-        )
+        """Sign this gatekeeper's heartbeat (see :func:`keyservice.ecalls.sign_heartbeat`)."""
+        return sign_heartbeat(self.ctx, payload)

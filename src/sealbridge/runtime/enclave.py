@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from sealbridge.chain.abi import compute_heartbeat_digest
 from sealbridge.core.encoding import decode, encode
-from sealbridge.keyservice.ecalls import SignedHeartbeat, SignHeartbeat
+from sealbridge.keyservice.ecalls import sign_heartbeat
 from sealbridge.keyservice.messages import make_key_request
 from sealbridge.runtime.ecalls import Blob, Empty, MakeKeyRequest, SealedAnswer, StatusList
 from sealbridge.runtime.messages import (
@@ -89,23 +88,5 @@ class WorkerProgram:
         )
 
     def sign_heartbeat(self, payload: bytes) -> bytes:
-        """Sign this worker's NodeRegistry heartbeat. The enclave builds the digest from the
-        fields itself, with its own node id and a bounded era and slot, so the host cannot
-        have anything else signed (see ``compute_heartbeat_digest``)."""
-        request = decode(payload, SignHeartbeat)
-        node_id = self.ctx.identity.identity_key
-        digest = compute_heartbeat_digest(
-            registry=request.registry,
-            chain_id=request.chain_id,
-            node_id=node_id,
-            era=request.era,
-            slot=request.slot,
-        )
-        return encode(
-            SignedHeartbeat(
-                node_id=node_id,
-                era=request.era,
-                slot=request.slot,
-                signature=self.ctx.sign_eth_digest(digest),
-            )
-        )
+        """Sign this worker's NodeRegistry heartbeat (:func:`keyservice.ecalls.sign_heartbeat`)."""
+        return sign_heartbeat(self.ctx, payload)
