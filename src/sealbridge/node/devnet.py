@@ -607,6 +607,56 @@ def get_devnet_status(home: Path) -> dict[str, Any]:
     }
 
 
+def _find_node(state: DevnetState, name: str) -> NodeEntry:
+    entries = {
+        e.name: e
+        for e in [*(state.gatekeepers or [state.gatekeeper]), *state.workers, *state.storage]
+    }
+    if name not in entries:
+        raise DevnetError(f"no node named {name!r} (nodes: {', '.join(entries)})")
+    return entries[name]
+
+
+def _spawn_again(home: Path, state: DevnetState, entry: NodeEntry) -> subprocess.Popen[bytes]:
+    """Start ``entry``'s process from its config file and record its new pid at once."""
+    process = _spawn(
+        [sys.executable, "-m", "sealbridge.node", entry.config_file], Path(entry.log_file)
+    )
+    fresh = NodeEntry(**{**_fields(entry), "pid": process.pid})
+
+    def swap(entries: list[NodeEntry]) -> list[NodeEntry]:
+        return [fresh if e.name == entry.name else e for e in entries]
+
+    fields = {f: getattr(state, f) for f in state.__struct_fields__}
+    fields.update(
+        workers=swap(state.workers),
+        storage=swap(state.storage),
+        gatekeepers=swap(state.gatekeepers),
+        gatekeeper=fresh if state.gatekeeper.name == entry.name else state.gatekeeper,
+    )
+    save_json(get_state_file(home), DevnetState(**fields))
+    return process
+
+
+def _wait_started(
+    entry: NodeEntry, process: subprocess.Popen[bytes], tip: int, timeout: float
+) -> None:
+    """Wait until the node serves again (a worker: until it follows the chain to ``tip``)."""
+    log_file = Path(entry.log_file)
+    if entry.role == WORKER:
+        deadline = time.monotonic() + timeout
+        while _wait_worker(entry.url, process, log_file, timeout)["height"] < tip:
+            if time.monotonic() > deadline:
+                raise DevnetError(
+                    f"{entry.name} did not catch up to block {tip} within {timeout:.0f}s"
+                )
+            time.sleep(0.1)
+    elif entry.role == STORAGE:
+        _wait_storage(entry.url, process, log_file, timeout)
+    else:
+        _wait_http(entry.url + "/v1/status", process, log_file, timeout)
+
+
 def restart_node(home: Path, name: str, *, timeout: float = 60.0) -> NodeEntry:
     """Kill a node process (as a crash would) and start it again from its data directory.
 
@@ -614,48 +664,19 @@ def restart_node(home: Path, name: str, *, timeout: float = 60.0) -> NodeEntry:
     its registration; a worker reinstalls its contracts from their sealed state.
     """
     state = load_running(home)
-    gatekeepers = state.gatekeepers or [state.gatekeeper]
-    entries = {e.name: e for e in [*gatekeepers, *state.workers, *state.storage]}
-    if name not in entries:
-        raise DevnetError(f"no node named {name!r} (nodes: {', '.join(entries)})")
-    entry = entries[name]
+    entry = _find_node(state, name)
     tip = ChainAdapter.rpc(state.rpc_url).get_block_number()
     _kill_group(entry.pid)
-    log_file = Path(entry.log_file)
-    process = _spawn([sys.executable, "-m", "sealbridge.node", entry.config_file], log_file)
-    if entry.role == WORKER:
-        deadline = time.monotonic() + timeout
-        while _wait_worker(entry.url, process, log_file, timeout)["height"] < tip:
-            if time.monotonic() > deadline:
-                raise DevnetError(f"{name} did not catch up to block {tip} within {timeout:.0f}s")
-            time.sleep(0.1)
-    elif entry.role == STORAGE:
-        _wait_storage(entry.url, process, log_file, timeout)
-    else:
-        _wait_http(entry.url + "/v1/status", process, log_file, timeout)
-    fresh = NodeEntry(**{**_fields(entry), "pid": process.pid})
-    workers = [fresh if w.name == name else w for w in state.workers]
-    storage = [fresh if s.name == name else s for s in state.storage]
-    gatekeeper = fresh if state.gatekeeper.name == name else state.gatekeeper
-    committee = [fresh if g.name == name else g for g in state.gatekeepers]
-    fields = {f: getattr(state, f) for f in state.__struct_fields__}
-    fields.update(workers=workers, storage=storage, gatekeeper=gatekeeper, gatekeepers=committee)
-    save_json(get_state_file(home), DevnetState(**fields))
-    return fresh
+    process = _spawn_again(home, state, entry)
+    _wait_started(entry, process, tip, timeout)
+    return NodeEntry(**{**_fields(entry), "pid": process.pid})
 
 
 def kill_node(home: Path, name: str, *, timeout: float = 10.0) -> NodeEntry:
     """SIGKILL a node's whole process group (host and, for a TEE node, its enclave) at
     once, as a crash or ``kill -9`` would: no handler runs, nothing is flushed. Its data
     directory stays as it is; :func:`start_node` starts it again."""
-    state = load_running(home)
-    entries = {
-        e.name: e
-        for e in [*(state.gatekeepers or [state.gatekeeper]), *state.workers, *state.storage]
-    }
-    if name not in entries:
-        raise DevnetError(f"no node named {name!r} (nodes: {', '.join(entries)})")
-    entry = entries[name]
+    entry = _find_node(load_running(home), name)
     try:
         os.killpg(entry.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -677,13 +698,7 @@ def start_node(home: Path, name: str, *, wait: bool = True, timeout: float = 60.
     :func:`restart_node` does (a worker: until it follows the chain up to the tip of the
     moment it was started; a failed worker raises :class:`DevnetError`)."""
     state = load_running(home)
-    entries = {
-        e.name: e
-        for e in [*(state.gatekeepers or [state.gatekeeper]), *state.workers, *state.storage]
-    }
-    if name not in entries:
-        raise DevnetError(f"no node named {name!r} (nodes: {', '.join(entries)})")
-    entry = entries[name]
+    entry = _find_node(state, name)
     if is_alive(entry.pid):
         try:
             os.waitpid(entry.pid, os.WNOHANG)
@@ -692,32 +707,7 @@ def start_node(home: Path, name: str, *, wait: bool = True, timeout: float = 60.
         if is_alive(entry.pid):
             raise DevnetError(f"{name} is still running (pid {entry.pid})")
     tip = ChainAdapter.rpc(state.rpc_url).get_block_number()
-    log_file = Path(entry.log_file)
-    process = _spawn([sys.executable, "-m", "sealbridge.node", entry.config_file], log_file)
-    fresh = NodeEntry(**{**_fields(entry), "pid": process.pid})
-    fields = {f: getattr(state, f) for f in state.__struct_fields__}
-    save_json(
-        get_state_file(home),
-        DevnetState(
-            **{
-                **fields,
-                "workers": [fresh if w.name == name else w for w in state.workers],
-                "storage": [fresh if s.name == name else s for s in state.storage],
-                "gatekeeper": fresh if state.gatekeeper.name == name else state.gatekeeper,
-                "gatekeepers": [fresh if g.name == name else g for g in state.gatekeepers],
-            }
-        ),
-    )
-    if not wait:
-        return fresh
-    if entry.role == WORKER:
-        deadline = time.monotonic() + timeout
-        while _wait_worker(entry.url, process, log_file, timeout)["height"] < tip:
-            if time.monotonic() > deadline:
-                raise DevnetError(f"{name} did not catch up to block {tip} within {timeout:.0f}s")
-            time.sleep(0.1)
-    elif entry.role == STORAGE:
-        _wait_storage(entry.url, process, log_file, timeout)
-    else:
-        _wait_http(entry.url + "/v1/status", process, log_file, timeout)
-    return fresh
+    process = _spawn_again(home, state, entry)
+    if wait:
+        _wait_started(entry, process, tip, timeout)
+    return NodeEntry(**{**_fields(entry), "pid": process.pid})
