@@ -32,76 +32,22 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
-import httpx
 import pytest
 
-from sealbridge.chain.management import AcceptedOutput
 from sealbridge.client.api import Client, Deployment
 from sealbridge.core.ids import to_hex
-from sealbridge.net.http import NodeRefused
 from sealbridge.node.config import NodeEntry
 from sealbridge.node.devnet import kill_node, start_devnet, start_node, stop_devnet
+from tests.e2e.polling import DEADLINE, get_entry, get_status, wait_for, wait_output, wait_status
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
 SEED = int(os.environ.get("SEALBRIDGE_FAULT_SEED", "20240611"))
 USERS = ("alice", "bob", "carol")
 WORKERS = 3
-DEADLINE = 90.0  # generous: two cores, a dozen processes
 # The kill points, shuffled by the seed: every role at least once.
 PLAN = ("worker", "worker", "worker-wiped", "worker-wiped", "storage", "storage", "gatekeeper")
-
-
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
-    """Poll ``check`` until it returns something truthy; fail with the last value."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = check()
-        except (httpx.HTTPError, NodeRefused) as exc:
-            last = exc
-        else:
-            if value:
-                return value
-            last = value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-        time.sleep(0.1)
-
-
-def get_status(url: str) -> dict[str, Any]:
-    return dict(httpx.get(url + "/v1/status", timeout=5.0).json())
-
-
-def wait_status(url: str, ready: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
-    """The node's status once ``ready`` holds for it."""
-
-    def check() -> dict[str, Any] | None:
-        status = get_status(url)
-        return status if ready(status) else None
-
-    return wait_for(check, what)
-
-
-def wait_output(client: Client, contract_id: bytes, applied: int) -> AcceptedOutput:
-    """The ledger's latest accepted output once it carries ``applied`` commands."""
-
-    def check() -> AcceptedOutput | None:
-        output = client.mgmt.execution_ledger.get_output(contract_id)
-        return output if output is not None and output.commands_applied == applied else None
-
-    return wait_for(check, f"the ledger to accept an output with all {applied} commands")
-
-
-def get_entry(status: dict[str, Any], contract_id: bytes) -> dict[str, Any] | None:
-    for entry in status["contracts"]:
-        if entry["contract_id"] == to_hex(contract_id):
-            return dict(entry)
-    return None
 
 
 @dataclass(frozen=True)
