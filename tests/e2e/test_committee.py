@@ -79,6 +79,12 @@ def test_rotation_keeps_contract_keys_and_erases_retired_shares(home: Path) -> N
     record = rotate_committee(home, ["gatekeeper-2", "gatekeeper-3"], 2)
     assert record.group_public_key == genesis.group_public_key
     retired, *members = client.state.gatekeepers
+    # each host acts on RotationReady when it next reads the chain: wait for all of them
+    for entry in client.state.gatekeepers:
+        wait_for(
+            lambda url=entry.url: status(url)["committee"]["current_era"] == record.era,
+            f"{entry.name} to see era {record.era} active",
+        )
     gone = status(retired.url)["committee"]
     assert not gone["holds_share"] and gone["eras"]["1"] == "retired"
     for member in members:
