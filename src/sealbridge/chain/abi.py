@@ -31,6 +31,7 @@ from sealbridge.chain.errors import ChainConfigError, ChainError
 from sealbridge.core.errors import InvalidSignature
 
 SIGNATURE_SIZE = 65
+KEY_ROTATION_TAG = bytes(_keccak(b"sealbridge/contract-key-rotation/v1"))
 
 
 class Role(IntEnum):
@@ -85,6 +86,35 @@ def compute_registration_digest(
                     _b32(quote_hash, "quote_hash"),
                     _b32(measurement, "measurement"),
                     expiry,
+                ],
+            )
+        )
+    )
+
+
+def compute_key_rotation_digest(
+    *,
+    contract_registry: str,
+    chain_id: int,
+    contract_id: bytes,
+    version: int,
+    contract_public_key: bytes,
+    message_key: bytes,
+) -> bytes:
+    """Digest a gatekeeper's enclave signs to publish version ``version`` of a contract's
+    key (ContractRegistry.rotate_contract_key)."""
+    return bytes(
+        _keccak(
+            abi_encode(
+                ["address", "uint256", "bytes32", "bytes32", "uint256", "bytes32", "bytes32"],
+                [
+                    to_checksum_address(contract_registry),
+                    chain_id,
+                    KEY_ROTATION_TAG,
+                    _b32(contract_id, "contract_id"),
+                    version,
+                    _b32(contract_public_key, "contract_public_key"),
+                    _b32(message_key, "message_key"),
                 ],
             )
         )

@@ -28,6 +28,7 @@ from sealbridge.chain.abi import (
     compute_contract_key_digest,
     compute_execution_digest,
     compute_heartbeat_digest,
+    compute_key_rotation_digest,
     compute_registration_digest,
     compute_storage_digest,
     compute_storage_node_id,
@@ -155,6 +156,16 @@ class ContractRecord(Message, frozen=True):
     message_key: bytes
     wrapped_key: bytes
     key_published: bool
+    key_version: int = 0  # the contract key's version (0 until the first rotation)
+    rotated_at: int = 0  # the block of the latest rotation (0: never rotated)
+    rotation_pending: bool = False  # the deployer asked for a new version, not yet published
+
+    def get_version_at(self, height: int) -> int:
+        """The key version that seals the contract's state after block ``height`` (the
+        switch happens after the rotation's block)."""
+        if self.key_version > 0 and height < self.rotated_at:
+            return self.key_version - 1
+        return self.key_version
 
 
 class AcceptedOutput(Message, frozen=True):
@@ -585,6 +596,42 @@ class ContractRegistry(_BoundContract):
         ]
         return self._transact("publish_contract_key", args, sender_key)
 
+    def compute_key_rotation_digest(
+        self, contract_id: bytes, version: int, contract_public_key: bytes, message_key: bytes
+    ) -> bytes:
+        """The digest the contract's gatekeeper enclave signs to publish a new key version."""
+        return compute_key_rotation_digest(
+            contract_registry=self.address,
+            chain_id=self.adapter.chain_id,
+            contract_id=contract_id,
+            version=version,
+            contract_public_key=contract_public_key,
+            message_key=message_key,
+        )
+
+    def request_key_rotation(self, contract_id: bytes, sender_key: bytes) -> TxReceipt:
+        """Ask for a new version of the contract's key (the deployer's account only)."""
+        return self._transact("request_key_rotation", [contract_id], sender_key)
+
+    def rotate_contract_key(
+        self,
+        contract_id: bytes,
+        version: int,
+        contract_public_key: bytes,
+        message_key: bytes,
+        signature: bytes,
+        sender_key: bytes,
+    ) -> TxReceipt:
+        """Publish key version ``version``, signed by the contract's gatekeeper enclave."""
+        args = [
+            contract_id,
+            version,
+            contract_public_key,
+            message_key,
+            _check_len(signature, 65, "signature"),
+        ]
+        return self._transact("rotate_contract_key", args, sender_key)
+
     def get_contract(self, contract_id: bytes) -> ContractRecord | None:
         (raw,) = self._call("get_contract", contract_id)
         if raw[1] == ZERO_ADDRESS:
@@ -600,6 +647,9 @@ class ContractRegistry(_BoundContract):
             message_key=bytes(raw[6]),
             wrapped_key=bytes(raw[7]),
             key_published=bool(raw[8]),
+            key_version=int(raw[9]),
+            rotated_at=int(raw[10]),
+            rotation_pending=bool(raw[11]),
         )
 
     def is_assigned(self, contract_id: bytes, worker_id: bytes) -> bool:

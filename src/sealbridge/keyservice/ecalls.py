@@ -56,6 +56,7 @@ class ReleaseKey(Message, frozen=True):
 
 class MakeKeyRequest(Message, frozen=True):
     contract_id: bytes
+    version: int = 0
 
 
 class PublishKey(Message, frozen=True):
@@ -177,8 +178,9 @@ class GatekeeperEnclaveClient:
         decode(out, RegistrationApproval)
         return out
 
-    def make_key_request(self, contract_id: bytes) -> KeyRequest:
-        out = self._call("make_key_request", MakeKeyRequest(contract_id=contract_id))
+    def make_key_request(self, contract_id: bytes, version: int = 0) -> KeyRequest:
+        request = MakeKeyRequest(contract_id=contract_id, version=version)
+        out = self._call("make_key_request", request)
         return decode(out, KeyRequest)
 
     def release_partial(self, request: KeyRequest, facts: ChainFacts) -> PartialKeyRelease:

@@ -115,7 +115,9 @@ class GatekeeperProgram:
 
     def make_key_request(self, payload: bytes) -> bytes:
         request = decode(payload, MakeKeyRequest)
-        return encode(make_key_request(self.ctx, request.contract_id, int(self.clock())))
+        return encode(
+            make_key_request(self.ctx, request.contract_id, int(self.clock()), request.version)
+        )
 
     def release_partial(self, payload: bytes) -> bytes:
         request = decode(payload, ReleaseKey)

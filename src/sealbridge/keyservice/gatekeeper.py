@@ -27,6 +27,13 @@ signature on its id, which the requester combines from ``t`` partial signatures.
   contract's public command and message keys and signs them for the ContractRegistry.
   Nothing of the key goes on chain (``wrapped_key`` is empty: no root key exists to wrap
   it under).
+* **Contract key rotation**. Key version ``v`` is the PRF of
+  :func:`~sealbridge.crypto.keyschedule.compute_key_id` ``(contract_id, v)``. When the
+  deployer asks for a rotation, the contract's gatekeeper publishes version ``v + 1``
+  the same way (signed for ``rotate_contract_key``). Partials are released for the
+  current version, for the previous one only while no checkpoint sealed under the current
+  one is recorded, and for the next one only to the publisher of a pending rotation; any
+  older version is refused, so once the workers erased it the old key is gone.
 
 The host's chain facts are trusted here (the light-client checks of the worker runtime are
 not built for the gatekeeper yet). The core is sans-I/O: time (``now``) and randomness are
@@ -37,11 +44,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sealbridge.chain.abi import compute_contract_key_digest, compute_registration_digest
+from sealbridge.chain.abi import (
+    compute_contract_key_digest,
+    compute_key_rotation_digest,
+    compute_registration_digest,
+)
 from sealbridge.core.encoding import decode_canonical
 from sealbridge.core.errors import EncodingError, InvalidSignature, RemoteProtocolError
 from sealbridge.core.ids import keccak
-from sealbridge.crypto.keyschedule import compute_contract_keys
+from sealbridge.crypto.keyschedule import compute_contract_keys, compute_key_id
 from sealbridge.crypto.shamir import ThresholdError
 from sealbridge.crypto.signing import ed25519_verify, to_checksum_address
 from sealbridge.keyservice.committee import CommitteeMember
@@ -140,9 +151,16 @@ class Gatekeeper:
     ) -> PartialKeyRelease:
         """This gatekeeper's partial of a contract key, for an entitled, attested requester."""
         body = self.check_key_request(request, now)
-        if facts.requester_is_publisher:
+        version = body.version
+        if version < 0:
+            raise KeyRequestRefused(f"key version {version} is negative")
+        current = facts.key_version
+        if facts.requester_is_publisher and version == 0:
             if facts.key_published:
                 raise KeyRequestRefused("the contract key is already published")
+        elif facts.requester_is_publisher and version > 0 and version == current + 1:
+            if not facts.rotation_pending:
+                raise KeyRequestRefused(f"no rotation to key version {version} is pending")
         else:
             if not facts.worker_active:
                 raise KeyRequestRefused("worker is not an active registered worker")
@@ -150,7 +168,16 @@ class Gatekeeper:
                 raise KeyRequestRefused("worker is not assigned to this contract")
             if not facts.key_published:
                 raise KeyRequestRefused("contract key is not published yet")
-        return self.committee.release_partial(body.contract_id, request.node, self.random_bytes)
+            if version > current:
+                raise KeyRequestRefused(
+                    f"key version {version} is not published (the current one is {current})"
+                )
+            if version < current and not (version == current - 1 and facts.previous_version_open):
+                raise KeyRequestRefused(
+                    f"key version {version} is retired (the current one is {current})"
+                )
+        key_id = compute_key_id(body.contract_id, version)
+        return self.committee.release_partial(key_id, request.node, self.random_bytes)
 
     def publish_contract_key(
         self, request: PublishKeyRequest, releases: list[PartialKeyRelease]
@@ -158,14 +185,13 @@ class Gatekeeper:
         """Combine peers' partials (released to this enclave) with our own into the
         contract key, and sign what the chain records of it (public keys only)."""
         holder = self.committee.get_active()
-        own = self.committee.release_partial(
-            request.contract_id, self.enclave.identity, self.random_bytes
-        )
+        key_id = compute_key_id(request.contract_id, request.version)
+        own = self.committee.release_partial(key_id, self.enclave.identity, self.random_bytes)
         try:
             contract_key = combine_released_key(
                 [own, *releases],
                 self.enclave.decrypt_for_identity,
-                contract_id=request.contract_id,
+                contract_id=key_id,
                 worker_id=self.identity_key,
                 group=holder.public,
                 drop_bad=True,
@@ -173,18 +199,29 @@ class Gatekeeper:
         except (ThresholdError, InvalidSignature) as exc:
             raise KeyRequestRefused(f"cannot combine the contract key: {exc}") from exc
         keys = compute_contract_keys(request.contract_id, contract_key)
-        digest = compute_contract_key_digest(
-            contract_registry=request.contract_registry_address,
-            chain_id=request.chain_id,
-            contract_id=request.contract_id,
-            contract_public_key=keys.command_public_key,
-            message_key=keys.message_public_key,
-            wrapped_key=b"",
-        )
+        if request.version == 0:
+            digest = compute_contract_key_digest(
+                contract_registry=request.contract_registry_address,
+                chain_id=request.chain_id,
+                contract_id=request.contract_id,
+                contract_public_key=keys.command_public_key,
+                message_key=keys.message_public_key,
+                wrapped_key=b"",
+            )
+        else:
+            digest = compute_key_rotation_digest(
+                contract_registry=request.contract_registry_address,
+                chain_id=request.chain_id,
+                contract_id=request.contract_id,
+                version=request.version,
+                contract_public_key=keys.command_public_key,
+                message_key=keys.message_public_key,
+            )
         return PublishedContractKey(
             contract_id=request.contract_id,
             contract_public_key=keys.command_public_key,
             message_key=keys.message_public_key,
             wrapped_key=b"",
             signature=self.enclave.sign_eth_digest(digest),
+            version=request.version,
         )

@@ -7,8 +7,12 @@
   goes on chain (public keys and a signature; ``wrapped_key`` is empty -- there is no root
   key to wrap it under).
 * ``KeyRequest`` + ``ChainFacts`` -> ``PartialKeyRelease``: a worker (or the publishing
-  gatekeeper) asks for a contract key; each gatekeeper re-verifies the requester's quote
-  and releases its partial signature encrypted to the requester's attested key.
+  gatekeeper) asks for a version of a contract key; each gatekeeper re-verifies the
+  requester's quote and releases its partial signature encrypted to the requester's
+  attested key. Versions: the current one; the one before it only while no checkpoint
+  sealed under the current one is recorded (a lagging worker still has to replay up to
+  the rotation); the next one only to the contract's gatekeeper while a rotation is
+  pending (it publishes it). Any older version is refused: it is gone.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class PublishKeyRequest(Message, frozen=True):
     contract_id: bytes
     chain_id: int
     contract_registry_address: str
+    version: int = 0  # above 0: a rotation (signed for ContractRegistry.rotate_contract_key)
 
 
 class PublishedContractKey(Message, frozen=True):
@@ -48,12 +53,14 @@ class PublishedContractKey(Message, frozen=True):
     message_key: bytes  # Ed25519 key that verifies the contract's outgoing messages
     wrapped_key: bytes
     signature: bytes
+    version: int = 0
 
 
 class KeyRequestBody(Message, frozen=True):
     contract_id: bytes
     worker_id: bytes
     issued_at: int
+    version: int = 0  # the version of the contract key asked for
 
 
 class KeyRequest(Message, frozen=True):
@@ -72,14 +79,24 @@ class ChainFacts(Message, frozen=True):
     # the requester is an active gatekeeper, the one the contract names (it needs the key
     # to publish the contract's public keys)
     requester_is_publisher: bool = False
+    key_version: int = 0  # the contract's current key version
+    rotation_pending: bool = False  # the deployer asked for version key_version + 1
+    # no checkpoint sealed under the current version is recorded yet, so the previous
+    # version is still released (workers behind the rotation need it to replay up to it)
+    previous_version_open: bool = False
 
 
-def make_key_request(ctx: EnclaveContext, contract_id: bytes, issued_at: int) -> KeyRequest:
+def make_key_request(
+    ctx: EnclaveContext, contract_id: bytes, issued_at: int, version: int = 0
+) -> KeyRequest:
     """A key request of the enclave ``ctx`` (a worker, or a gatekeeper that publishes):
     signed with its identity key, with a fresh quote binding its keys."""
     body = encode(
         KeyRequestBody(
-            contract_id=contract_id, worker_id=ctx.identity.identity_key, issued_at=issued_at
+            contract_id=contract_id,
+            worker_id=ctx.identity.identity_key,
+            issued_at=issued_at,
+            version=version,
         )
     )
     return KeyRequest(

@@ -37,6 +37,11 @@ and follows the chain:
 * **Deployments**: on each ``ContractDeployed`` naming this gatekeeper, it collects
   ``t - 1`` partials from its peers, the enclave combines them with its own into the
   contract key and signs the contract's public keys, and the host publishes them.
+* **Key rotations**: on each ``KeyRotationRequested`` of a contract naming this
+  gatekeeper, the same for the next key version, published with ``rotate_contract_key``.
+  For key requests the host also reads the contract's key version, whether a rotation is
+  pending, and whether a checkpoint at or after the rotation is recorded (until then the
+  previous version is still released).
 
 States: ``STARTING`` -> (``REGISTERING``) -> ``FOLLOWING`` (or ``FAILED`` with a reason).
 """
@@ -63,6 +68,7 @@ from sealbridge.keyservice.messages import (
     ChainFacts,
     KeyRequest,
     KeyRequestBody,
+    PublishedContractKey,
     PublishKeyRequest,
     RegistrationApproval,
     RegistrationRequest,
@@ -107,6 +113,7 @@ class GatekeeperHost(NodeHost):
             raise LocalProtocolError("a gatekeeper needs committee_address in its config")
         self.committee = GatekeeperCommittee(chain, config.committee_address)
         self.published = 0
+        self.rotated = 0
         self.released = 0
         self.approved = 0
         self.dealings_posted = 0
@@ -174,6 +181,10 @@ class GatekeeperHost(NodeHost):
             and record.gatekeeper_id == body.worker_id
             and registry.is_active(body.worker_id, Role.GATEKEEPER)
         )
+        previous_open = False
+        if record is not None and record.key_version > 0:
+            checkpoint = self.mgmt.execution_ledger.get_checkpoint(body.contract_id)
+            previous_open = checkpoint is None or checkpoint.height < record.rotated_at
         facts = ChainFacts(
             worker_active=registry.is_active(body.worker_id, Role.WORKER),
             worker_assigned=self.mgmt.contract_registry.is_assigned(
@@ -181,6 +192,9 @@ class GatekeeperHost(NodeHost):
             ),
             key_published=record is not None and record.key_published,
             requester_is_publisher=publisher,
+            key_version=record.key_version if record is not None else 0,
+            rotation_pending=record is not None and record.rotation_pending,
+            previous_version_open=previous_open,
         )
         release = self.calls.release_partial(request, facts)
         self.released += 1
@@ -197,6 +211,8 @@ class GatekeeperHost(NodeHost):
         for event in block.events:
             if event.name == "ContractDeployed":
                 self.on_contract_deployed(event)
+            elif event.name == "KeyRotationRequested":
+                self.on_rotation_requested(event)
 
     def on_caught_up(self) -> None:
         self.follow_committee()
@@ -404,25 +420,9 @@ class GatekeeperHost(NodeHost):
             return
         if self.mgmt.contract_registry.is_key_published(contract_id):
             return
-        group = self.calls.committee_status().group
-        if group is None:
-            log.warning("cannot publish the key of %s: no active share", to_hex(contract_id))
+        published = self.derive_public_keys(contract_id, 0)
+        if published is None:
             return
-        request = self.calls.make_key_request(contract_id)
-        releases = self.collect_partials(request, group.threshold - 1)
-        if len(releases) < group.threshold - 1:
-            raise PartialsUnavailable(
-                f"{len(releases)} of {group.threshold - 1} peer partials for "
-                f"{to_hex(contract_id)[:14]}…; retrying"
-            )
-        published = self.calls.publish_contract_key(
-            PublishKeyRequest(
-                contract_id=contract_id,
-                chain_id=self.chain.chain_id,
-                contract_registry_address=self.addresses.contract_registry,
-            ),
-            releases,
-        )
         try:
             self.mgmt.contract_registry.publish_contract_key(
                 contract_id,
@@ -437,6 +437,57 @@ class GatekeeperHost(NodeHost):
             return
         self.published += 1
         log.info("published contract key of %s", to_hex(contract_id))
+
+    def derive_public_keys(self, contract_id: bytes, version: int) -> PublishedContractKey | None:
+        """Version ``version`` of a contract's key, combined in the enclave from our
+        partial and ``t - 1`` of our peers'; what the registry records of it, signed."""
+        group = self.calls.committee_status().group
+        if group is None:
+            log.warning("cannot publish the key of %s: no active share", to_hex(contract_id))
+            return None
+        request = self.calls.make_key_request(contract_id, version)
+        releases = self.collect_partials(request, group.threshold - 1)
+        if len(releases) < group.threshold - 1:
+            raise PartialsUnavailable(
+                f"{len(releases)} of {group.threshold - 1} peer partials for "
+                f"{to_hex(contract_id)[:14]}… (key version {version}); retrying"
+            )
+        return self.calls.publish_contract_key(
+            PublishKeyRequest(
+                contract_id=contract_id,
+                chain_id=self.chain.chain_id,
+                contract_registry_address=self.addresses.contract_registry,
+                version=version,
+            ),
+            releases,
+        )
+
+    def on_rotation_requested(self, event: ChainEvent) -> None:
+        """The deployer asked for a new key version: publish it if the contract names us."""
+        contract_id = bytes(event.args["contract_id"])
+        version = int(event.args["version"])
+        record = self.mgmt.contract_registry.get_contract(contract_id)
+        if record is None or record.gatekeeper_id != self.node_id:
+            return
+        if not record.rotation_pending or record.key_version + 1 != version:
+            return  # rotated meanwhile (this event is being read again)
+        published = self.derive_public_keys(contract_id, version)
+        if published is None:
+            return
+        try:
+            self.mgmt.contract_registry.rotate_contract_key(
+                contract_id,
+                version,
+                published.contract_public_key,
+                published.message_key,
+                published.signature,
+                self.eth_key,
+            )
+        except TransactionReverted as exc:
+            log.warning("could not rotate the key of %s: %s", to_hex(contract_id), exc.message)
+            return
+        self.rotated += 1
+        log.info("rotated the key of %s to version %d", to_hex(contract_id), version)
 
     def get_info(self) -> dict[str, Any]:
         keys = self.enclave.node_keys
@@ -463,6 +514,7 @@ class GatekeeperHost(NodeHost):
             "measurement": to_hex(self.enclave.measurement),
             "registrations_approved": self.approved,
             "keys_published": self.published,
+            "keys_rotated": self.rotated,
             "partials_released": self.released,
             "committee": {
                 "current_era": committee.current_era,

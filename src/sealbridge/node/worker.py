@@ -21,9 +21,10 @@ enclave; the enclave checks everything it is given.
    evidence (full header and all receipts). For every ``ContractKeyPublished`` of a
    contract the worker is assigned to, the host has the enclave sign a key request,
    fetches ``t`` partial key releases from the committee's gatekeepers and installs the
-   contract. Then the block's evidence
-   goes to the enclave, which verifies it and applies the commands it finds in it as one
-   unit.
+   contract. For every ``ContractKeyRotated`` of an installed contract it fetches the new
+   key version the same way and stages it in the enclave (which switches after that
+   block). Then the block's evidence goes to the enclave, which verifies it and applies
+   the commands it finds in it as one unit.
 4. **State at rest.** After a block that changed contracts the host stores their sealed
    states in one state bundle file, replaced atomically, keeps the receipts (each
    command's outcome sealed for its sender) for ``POST /v1/result``, and posts the
@@ -32,10 +33,11 @@ enclave; the enclave checks everything it is given.
    (contracts with the same executor set) the host asks the enclave to sign outputs for
    the range from the last accepted end to the newest block and submits them to the
    ExecutionLedger; every worker of the domain does the same, and the ledger keeps the
-   first valid one. Every ``checkpoint_interval`` blocks the submission carries a
-   checkpoint: the enclave seals the domain's states into one blob, the host stores it on
-   the storage nodes and attaches their signed confirmations (or puts a small blob on
-   chain inline). Submissions run on their own thread, one at a time.
+   first valid one. Every ``checkpoint_interval`` blocks, and at once after a contract's
+   key rotation (until then the committee keeps releasing the old key version), the
+   submission carries a checkpoint: the enclave seals the domain's states into one blob,
+   the host stores it on the storage nodes and attaches their signed confirmations (or
+   puts a small blob on chain inline). Submissions run on their own thread, one at a time.
 6. **Queries.** ``POST /v1/query`` passes the caller's signed query to the enclave and
    returns the enclave's answer, which is encrypted to the caller.
 
@@ -78,6 +80,7 @@ from sealbridge.runtime.messages import (
     Receipt,
     RestoreCheckpoint,
     SignOutputs,
+    StageContractKey,
 )
 from sealbridge.storage.messages import StorageReceipt
 from sealbridge.tee.backend import EnclaveHandle
@@ -231,7 +234,7 @@ class WorkerHost(NodeHost):
                 f"{best.height}"
             )
         contract_ids = [bytes.fromhex(h) for h in content.states]
-        installs = [self.get_install(cid) for cid in contract_ids]
+        installs = [self.get_install(cid, at=content.height) for cid in contract_ids]
         with self._lock:
             statuses = self.calls.restore_checkpoint(
                 RestoreCheckpoint(
@@ -269,13 +272,17 @@ class WorkerHost(NodeHost):
         raise RecoveryFailed(f"inline checkpoint 0x{record.blob_hash.hex()} not found on chain")
 
     def get_install(
-        self, contract_id: bytes, sealed: bytes = b"", height: int = 0
+        self, contract_id: bytes, sealed: bytes = b"", height: int = 0, *, at: int | None = None
     ) -> InstallContract:
-        """Fetch the contract key from the gatekeeper and build the install request."""
+        """Fetch the contract key from the gatekeeper and build the install request. The
+        key version is the one in force after block ``at`` (default: ``height``, the
+        sealed state's block; a state before the latest rotation needs the version
+        before it)."""
         record = self.mgmt.contract_registry.get_contract(contract_id)
         if record is None:
             raise RecoveryFailed(f"contract 0x{contract_id.hex()} is not registered")
-        request = self.calls.make_key_request(contract_id)
+        version = record.get_version_at(height if at is None else at)
+        request = self.calls.make_key_request(contract_id, version)
         group, releases = self.collect_partials(request)
         return InstallContract(
             contract_id=contract_id,
@@ -289,7 +296,28 @@ class WorkerHost(NodeHost):
             resume_height=height,
             releases=releases,
             group=group,
+            key_version=version,
         )
+
+    def stage_rotated_key(self, event: ChainEvent) -> None:
+        """Fetch the rotated contract key's new version and stage it in the enclave."""
+        contract_id = bytes(event.args["contract_id"])
+        if contract_id not in self.installed:
+            return
+        version = int(event.args["version"])
+        request = self.calls.make_key_request(contract_id, version)
+        group, releases = self.collect_partials(request)
+        with self._lock:
+            self.calls.stage_contract_key(
+                StageContractKey(
+                    contract_id=contract_id,
+                    version=version,
+                    contract_public_key=bytes(event.args["contract_public_key"]),
+                    releases=releases,
+                    group=group,
+                )
+            )
+        log.info("staged key version %d of contract %s", version, to_hex(contract_id))
 
     def collect_partials(
         self, request: KeyRequest
@@ -324,6 +352,8 @@ class WorkerHost(NodeHost):
         for event in block.events:
             if event.name == "ContractKeyPublished":
                 self.on_key_published(event)
+            elif event.name == "ContractKeyRotated":
+                self.stage_rotated_key(event)
         self.process_block(block)
 
     def on_caught_up(self) -> None:
@@ -348,7 +378,8 @@ class WorkerHost(NodeHost):
         if not self.mgmt.contract_registry.is_assigned(contract_id, self.node_id):
             return
         sealed = self.bundle.states.get(contract_id.hex(), b"")
-        install = self.get_install(contract_id, sealed, self.bundle.height if sealed else 0)
+        height = self.bundle.height if sealed else 0
+        install = self.get_install(contract_id, sealed, height, at=height or self.anchor)
         with self._lock:
             status = self.calls.install_contract(install)
         self.installed[contract_id] = status.height
@@ -454,9 +485,22 @@ class WorkerHost(NodeHost):
         return True
 
     def is_checkpoint_due(self, contract_ids: list[bytes]) -> bool:
+        """Every ``checkpoint_interval`` blocks; and at once if a contract's key was
+        rotated after its last checkpoint (the old version stays released until then)."""
+        ledger = self.mgmt.execution_ledger
+        registry = self.mgmt.contract_registry
+        for cid in contract_ids:
+            contract = registry.get_contract(cid)
+            if contract is None or contract.rotated_at == 0:
+                continue
+            record = ledger.get_checkpoint(cid)
+            if (record is None or record.height < contract.rotated_at) and (
+                self.last_delivered >= contract.rotated_at
+            ):
+                return True
         if self.config.checkpoint_interval <= 0:
             return False
-        record = self.mgmt.execution_ledger.get_checkpoint(contract_ids[0])
+        record = ledger.get_checkpoint(contract_ids[0])
         last = record.height if record is not None else 0
         return self.last_delivered - last >= self.config.checkpoint_interval
 

@@ -12,6 +12,8 @@ contracts out of the receipts itself:
 
 * ``CommandInbox.Command`` -- the commands and messages addressed to contracts;
 * ``ContractRegistry.ContractKeyPublished`` -- the directory of contract keys;
+* ``ContractRegistry.ContractKeyRotated`` -- a new key version (the directory changes, and
+  the contract's executors switch to the new key after this block);
 * ``ExecutionLedger.OutputAccepted`` -- the outputs the ledger accepted (competitive
   execution: the runtime checks them against its own roots);
 * ``ExecutionLedger.CheckpointRecorded`` -- checkpoints (recovery waits for its own).
@@ -52,6 +54,7 @@ KEY_PUBLISHED_TOPIC = bytes(keccak(text="ContractKeyPublished(bytes32,bytes32,by
 OUTPUT_ACCEPTED_TOPIC = bytes(
     keccak(text="OutputAccepted(bytes32,bytes32,uint256,uint256,bytes32,bytes32,uint256)")
 )
+KEY_ROTATED_TOPIC = bytes(keccak(text="ContractKeyRotated(bytes32,uint256,bytes32,bytes32)"))
 CHECKPOINT_RECORDED_TOPIC = bytes(
     keccak(text="CheckpointRecorded(bytes32,bytes32,uint256,bytes32,uint256,bytes32[],bytes)")
 )
@@ -65,6 +68,13 @@ class AcceptedOutputEvent(Message, frozen=True):
     end_hash: bytes
     state_root: bytes
     commands_applied: int
+
+
+class KeyRotationEvent(Message, frozen=True):
+    contract_id: bytes
+    version: int
+    command_key: bytes
+    message_key: bytes
 
 
 class CheckpointEvent(Message, frozen=True):
@@ -84,6 +94,7 @@ class BlockFacts(Message, frozen=True):
     directory: list[DirectoryEntry]
     outputs: list[AcceptedOutputEvent]
     checkpoints: list[CheckpointEvent]
+    rotations: list[KeyRotationEvent] = []
 
 
 def _topic_bytes32(topics: list[bytes], index: int) -> bytes:
@@ -134,6 +145,7 @@ class ChainView:
         directory: list[DirectoryEntry] = []
         outputs: list[AcceptedOutputEvent] = []
         checkpoints: list[CheckpointEvent] = []
+        rotations: list[KeyRotationEvent] = []
         cfg = self.config
         for log in block.logs:
             if not log.topics:
@@ -161,6 +173,24 @@ class ChainView:
                         contract_id=_topic_bytes32(log.topics, 1),
                         command_key=bytes(command_key),  # type: ignore[call-overload]
                         message_key=bytes(message_key),  # type: ignore[call-overload]
+                    )
+                )
+            elif log.address == cfg.contract_registry and topic == KEY_ROTATED_TOPIC:
+                version, command_key, message_key = _decode(
+                    ["uint256", "bytes32", "bytes32"], log.data, "ContractKeyRotated"
+                )
+                rotation = KeyRotationEvent(
+                    contract_id=_topic_bytes32(log.topics, 1),
+                    version=int(version),  # type: ignore[call-overload]
+                    command_key=bytes(command_key),  # type: ignore[call-overload]
+                    message_key=bytes(message_key),  # type: ignore[call-overload]
+                )
+                rotations.append(rotation)
+                directory.append(
+                    DirectoryEntry(
+                        contract_id=rotation.contract_id,
+                        command_key=rotation.command_key,
+                        message_key=rotation.message_key,
                     )
                 )
             elif log.address == cfg.execution_ledger and topic == OUTPUT_ACCEPTED_TOPIC:
@@ -202,6 +232,7 @@ class ChainView:
             directory=directory,
             outputs=outputs,
             checkpoints=checkpoints,
+            rotations=rotations,
         )
 
 

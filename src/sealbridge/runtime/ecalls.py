@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import Protocol
 
 from sealbridge.core.encoding import Message, decode, encode
-from sealbridge.keyservice.ecalls import SignedHeartbeat, SignHeartbeat, call_sign_heartbeat
+from sealbridge.keyservice.ecalls import (
+    MakeKeyRequest,
+    SignedHeartbeat,
+    SignHeartbeat,
+    call_sign_heartbeat,
+)
 from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.runtime.messages import (
     BlockInput,
@@ -22,11 +27,10 @@ from sealbridge.runtime.messages import (
     SignedOutputs,
     SignedQuery,
     SignOutputs,
+    StageContractKey,
 )
 
-
-class MakeKeyRequest(Message, frozen=True):
-    contract_id: bytes
+__all__ = ["MakeKeyRequest", "StatusList", "WorkerEnclaveClient", "decode_query"]
 
 
 class StatusList(Message, frozen=True):
@@ -59,11 +63,12 @@ class WorkerEnclaveClient:
     def __init__(self, enclave: Ecaller) -> None:
         self.enclave = enclave
 
-    def make_key_request(self, contract_id: bytes) -> KeyRequest:
-        out = self.enclave.ecall(
-            "make_key_request", encode(MakeKeyRequest(contract_id=contract_id))
-        )
-        return decode(out, KeyRequest)
+    def make_key_request(self, contract_id: bytes, version: int = 0) -> KeyRequest:
+        request = MakeKeyRequest(contract_id=contract_id, version=version)
+        return decode(self.enclave.ecall("make_key_request", encode(request)), KeyRequest)
+
+    def stage_contract_key(self, request: StageContractKey) -> None:
+        self.enclave.ecall("stage_contract_key", encode(request))
 
     def install_contract(self, request: InstallContract) -> ContractStatus:
         return decode(self.enclave.ecall("install_contract", encode(request)), ContractStatus)

@@ -22,6 +22,7 @@ from sealbridge.runtime.messages import (
     RestoreCheckpoint,
     SignedQuery,
     SignOutputs,
+    StageContractKey,
 )
 from sealbridge.runtime.worker import WorkerRuntime
 from sealbridge.tee.enclave import EnclaveContext
@@ -37,6 +38,7 @@ class WorkerProgram:
         return {
             "make_key_request": self.make_key_request,
             "install_contract": self.install_contract,
+            "stage_contract_key": self.stage_contract_key,
             "process_block": self.process_block,
             "configure_chain": self.configure_chain,
             "sign_outputs": self.sign_outputs,
@@ -49,10 +51,16 @@ class WorkerProgram:
 
     def make_key_request(self, payload: bytes) -> bytes:
         request = decode(payload, MakeKeyRequest)
-        return encode(make_key_request(self.ctx, request.contract_id, int(self.clock())))
+        return encode(
+            make_key_request(self.ctx, request.contract_id, int(self.clock()), request.version)
+        )
 
     def install_contract(self, payload: bytes) -> bytes:
         return encode(self.runtime.install_contract(decode(payload, InstallContract)))
+
+    def stage_contract_key(self, payload: bytes) -> bytes:
+        self.runtime.stage_contract_key(decode(payload, StageContractKey))
+        return encode(Empty())
 
     def process_block(self, payload: bytes) -> bytes:
         return encode(self.runtime.process_block(decode(payload, BlockInput)))

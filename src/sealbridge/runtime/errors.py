@@ -111,3 +111,15 @@ class OutputsRefused(LocalProtocolError):
     """The runtime will not sign outputs now (nothing new, unconfirmed resume, divergence)."""
 
     code = "outputs_refused"
+
+
+class KeyRotationPending(LocalProtocolError):
+    """A verified block rotates the key of a contract and the host has not staged the new
+    version yet: the block is not applied (nothing changes); stage the key and retry."""
+
+    code = "key_rotation_pending"
+
+    def __init__(self, message: str, contract_id: bytes = b"", version: int = 0) -> None:
+        super().__init__(message)
+        self.contract_id = contract_id
+        self.version = version

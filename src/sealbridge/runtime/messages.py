@@ -118,6 +118,9 @@ class DirectoryEntry(Message, frozen=True):
     contract_id: bytes
     command_key: bytes  # X25519: messages to it are encrypted to this
     message_key: bytes  # Ed25519: its messages are signed by this
+    # after a key rotation: the message key of the version before, which still verifies
+    # the messages the contract sent before its rotation (delivered after it)
+    previous_message_key: bytes = b""
 
 
 class OutgoingMessage(Message, frozen=True):
@@ -200,6 +203,19 @@ class InstallContract(Message, frozen=True):
     resume_height: int = 0  # the host's saved height (at least the sealed state's)
     releases: list[PartialKeyRelease] = []  # the committee's partials (instead of wrapped_key)
     group: GroupPublicKeys | None = None  # the committee's public keys, to check them
+    key_version: int = 0  # the version of the contract key released (and of sealed_state)
+
+
+class StageContractKey(Message, frozen=True):
+    """The next version of an installed contract's key, released by the committee after a
+    ContractKeyRotated event; the runtime keeps it until it reads that event in a
+    verified block and switches to it after that block."""
+
+    contract_id: bytes
+    version: int
+    contract_public_key: bytes  # as the host read it (checked again against the event)
+    releases: list[PartialKeyRelease]
+    group: GroupPublicKeys
 
 
 class ContractStatus(Message, frozen=True):
@@ -208,6 +224,7 @@ class ContractStatus(Message, frozen=True):
     state_root: bytes
     commands_applied: int
     phase: str = "running"
+    key_version: int = 0
 
 
 class QueryBody(Message, frozen=True):

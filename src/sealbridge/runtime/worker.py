@@ -41,6 +41,16 @@ contract whose state changed gets a new state root -- a salted commitment to its
 nonces and code hash -- and its state is sealed under its state key (state layer).
 Two runtimes given the same blocks compute the same roots.
 
+Contract key rotation: a verified block with ``ContractKeyRotated(contract, v)`` makes
+the contract's executors switch to key version ``v`` after that block. The host stages
+the new version first (:meth:`WorkerRuntime.stage_contract_key`: the committee's partials
+for ``compute_key_id(contract, v)``, combined and checked like an install); without it
+the block is refused with ``KeyRotationPending`` and nothing changes. After the block the
+runtime drops the old keys, recomputes the root under the new salt and seals the state
+under the new state key. Commands and messages encrypted to the old key that land after
+the rotation block are refused (``wrong_key``); messages the contract signed before its
+rotation still verify under the previous message key kept in the directory.
+
 Queries arrive signed by the caller; the answer commits to (block height, state root), is
 signed by the worker's identity key and is encrypted to the caller's one-time reply key,
 so the host relaying it learns nothing. Randomness (AEAD nonces) is an input.
@@ -69,14 +79,22 @@ from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import DecryptionError, EncodingError, InvalidSignature
 from sealbridge.core.ids import hash_message, keccak, tagged_hash
 from sealbridge.crypto import aead, ecies
-from sealbridge.crypto.keyschedule import ContractKeys, compute_contract_keys, key_release_aad
+from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.crypto.keyschedule import (
+    ContractKeys,
+    compute_contract_keys,
+    compute_key_id,
+    key_release_aad,
+)
 from sealbridge.crypto.shamir import ThresholdError
 from sealbridge.crypto.signing import ed25519_sign, ed25519_verify, to_checksum_address
 from sealbridge.keyservice.threshold import combine_released_key
+from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.runtime.chainview import (
     AcceptedOutputEvent,
     ChainView,
     CheckpointEvent,
+    KeyRotationEvent,
     require_view,
 )
 from sealbridge.runtime.errors import (
@@ -87,6 +105,7 @@ from sealbridge.runtime.errors import (
     DirectoryIncomplete,
     EvidenceRequired,
     KeyMismatch,
+    KeyRotationPending,
     MalformedCommand,
     OutputsRefused,
     QueryRefused,
@@ -129,6 +148,7 @@ from sealbridge.runtime.messages import (
     SignedOutputs,
     SignedQuery,
     SignOutputs,
+    StageContractKey,
     answer_aad,
     command_aad,
     compute_deployer_commitment,
@@ -169,6 +189,7 @@ class PersistedState(Message, frozen=True):
     accepted_end: int = 0
     accepted_root: bytes = b""
     accepted_applied: int = 0
+    key_version: int = 0  # the version of the contract key this state is sealed under
 
 
 class StateCommitment(Message, frozen=True):
@@ -193,6 +214,7 @@ class ContractRuntime:
         executor: Executor,
     ) -> None:
         self.keys = keys
+        self.key_version = request.key_version
         self._recipient = ecies.Recipient(keys.command_private_key)
         self.code_hash = request.code_hash
         self.deployer_commitment = request.deployer_commitment
@@ -258,6 +280,7 @@ class ContractRuntime:
             accepted_end=self.accepted.end if self.accepted else 0,
             accepted_root=self.accepted.state_root if self.accepted else b"",
             accepted_applied=self.accepted.commands_applied if self.accepted else 0,
+            key_version=self.key_version,
             commands_applied=self.commands_applied,
             code=self.code,
             deployer=self.deployer,
@@ -314,6 +337,14 @@ class ContractRuntime:
             raise MalformedCommand(f"result key must be {aead.KEY_SIZE} bytes")
         return body
 
+    def rotate_key(self, keys: ContractKeys, version: int) -> None:
+        """Switch to key version ``version`` (the old keys are dropped) and recompute the
+        root under the new salt."""
+        self.keys = keys
+        self.key_version = version
+        self._recipient = ecies.Recipient(keys.command_private_key)
+        self.state_root = self.compute_state_root()
+
     def open_message(
         self, signed: SignedMessage, directory: dict[bytes, DirectoryEntry]
     ) -> MessageBody:
@@ -323,10 +354,17 @@ class ContractRuntime:
             raise DirectoryIncomplete(
                 f"message from 0x{body.source.hex()}, whose keys the host has not supplied"
             )
-        try:
-            ed25519_verify(source.message_key, MESSAGE_SIGN_TAG + signed.body, signed.signature)
-        except InvalidSignature as exc:
-            raise BadCommandSignature("message signature does not verify") from exc
+        signed_by = [source.message_key]
+        if source.previous_message_key:  # sent before the source's key rotation
+            signed_by.append(source.previous_message_key)
+        for key in signed_by:
+            try:
+                ed25519_verify(key, MESSAGE_SIGN_TAG + signed.body, signed.signature)
+                break
+            except InvalidSignature:
+                continue
+        else:
+            raise BadCommandSignature("message signature does not verify")
         if body.target != self.contract_id:
             raise WrongContract("message names another contract")
         last = self.inbox_seqs.get(body.source.hex(), 0)
@@ -503,6 +541,7 @@ class ContractRuntime:
             state_root=self.state_root,
             commands_applied=self.commands_applied,
             phase=self.phase.value,
+            key_version=self.key_version,
         )
 
 
@@ -510,6 +549,16 @@ def unseal_state(keys: ContractKeys, sealed: bytes) -> PersistedState:
     """Open a sealed state blob; a wrong key or tampering gives DecryptionError."""
     plaintext = aead.open_sealed(keys.state_key, sealed, state_aad(keys.contract_id))
     return decode(plaintext, PersistedState)
+
+
+def check_key_version(state: PersistedState, request: InstallContract) -> None:
+    """A sealed state names the key version it was sealed under; the install must agree
+    (the host names the version it asked the committee for)."""
+    if state.key_version != request.key_version:
+        raise KeyMismatch(
+            f"state is sealed under key version {state.key_version}, the install names "
+            f"version {request.key_version}"
+        )
 
 
 def empty_state() -> PersistedState:
@@ -535,24 +584,38 @@ class WorkerRuntime:
         self.checkpoint_heights: dict[bytes, int] = {}  # newest recorded checkpoint seen
         self.pending_checkpoint: CheckpointEvent | None = None  # resumed from, unconfirmed
         self.outputs_signed = 0
+        self.staged: dict[bytes, tuple[int, ContractKeys]] = {}  # next key versions
+
+    def combine_key(
+        self,
+        contract_id: bytes,
+        version: int,
+        releases: list[PartialKeyRelease],
+        group: GroupPublicKeys | None,
+    ) -> ContractKeys:
+        """Combine the committee's partial releases of key version ``version``."""
+        if group is None:
+            raise KeyMismatch("partial releases need the committee's public keys")
+        try:
+            contract_key = combine_released_key(
+                releases,
+                self.enclave.decrypt_for_identity,
+                contract_id=compute_key_id(contract_id, version),
+                worker_id=self.identity_key,
+                group=group,
+                drop_bad=True,
+            )
+        except (ThresholdError, InvalidSignature) as exc:
+            raise WrongKeyError(f"the released partials give no contract key: {exc}") from exc
+        return compute_contract_keys(contract_id, contract_key)
 
     def open_contract_key(self, request: InstallContract) -> ContractKeys:
         """Combine the committee's partial releases (or open a whole released key) and
         check the result against the chain's public key."""
         if request.releases:
-            if request.group is None:
-                raise KeyMismatch("partial releases need the committee's public keys")
-            try:
-                contract_key = combine_released_key(
-                    request.releases,
-                    self.enclave.decrypt_for_identity,
-                    contract_id=request.contract_id,
-                    worker_id=self.identity_key,
-                    group=request.group,
-                    drop_bad=True,
-                )
-            except (ThresholdError, InvalidSignature) as exc:
-                raise WrongKeyError(f"the released partials give no contract key: {exc}") from exc
+            keys = self.combine_key(
+                request.contract_id, request.key_version, request.releases, request.group
+            )
         else:
             try:
                 contract_key = self.enclave.decrypt_for_identity(
@@ -560,7 +623,7 @@ class WorkerRuntime:
                 )
             except DecryptionError as exc:
                 raise WrongKeyError("released contract key is not for this worker") from exc
-        keys = compute_contract_keys(request.contract_id, contract_key)
+            keys = compute_contract_keys(request.contract_id, contract_key)
         if keys.command_public_key != request.contract_public_key:
             raise KeyMismatch("released key does not match the contract's public key on chain")
         return keys
@@ -571,12 +634,61 @@ class WorkerRuntime:
         state = unseal_state(keys, request.sealed_state) if request.sealed_state else empty_state()
         if state.code and compute_code_hash(state.code) != request.code_hash:
             raise KeyMismatch("sealed state holds code other than the chain's code hash")
+        if request.sealed_state:
+            check_key_version(state, request)
         runtime = ContractRuntime(keys, request, state, self.executor)
         self.contracts[request.contract_id] = runtime
         self.remember_root(runtime)
         if runtime.accepted is not None:
             self.accepted.setdefault(request.contract_id, runtime.accepted)
         return runtime.get_status()
+
+    def stage_contract_key(self, request: StageContractKey) -> None:
+        """Keep the next version of an installed contract's key until the verified block
+        that rotates to it (see :meth:`process_block`)."""
+        runtime = self.get_contract(request.contract_id)
+        if request.version != runtime.key_version + 1:
+            raise KeyMismatch(
+                f"key version {request.version} is not the next one after "
+                f"{runtime.key_version} for contract 0x{request.contract_id.hex()[:12]}…"
+            )
+        keys = self.combine_key(
+            request.contract_id, request.version, request.releases, request.group
+        )
+        if keys.command_public_key != request.contract_public_key:
+            raise KeyMismatch("staged key does not match the public key the host names")
+        self.staged[request.contract_id] = (request.version, keys)
+
+    def take_rotations(
+        self, rotations: list[KeyRotationEvent]
+    ) -> list[tuple[bytes, int, ContractKeys]]:
+        """The staged keys of this block's rotations of installed contracts; refuse the
+        block (nothing changed yet) if one is missing or does not match the event."""
+        out: list[tuple[bytes, int, ContractKeys]] = []
+        for event in rotations:
+            cid = event.contract_id
+            if cid not in self.contracts:
+                continue
+            staged = self.staged.get(cid)
+            if staged is None or staged[0] != event.version:
+                raise KeyRotationPending(
+                    f"contract 0x{cid.hex()[:12]}… rotates to key version {event.version} in "
+                    "this block; stage that key first",
+                    cid,
+                    event.version,
+                )
+            if staged[1].command_public_key != event.command_key or (
+                staged[1].message_public_key != event.message_key
+            ):
+                del self.staged[cid]
+                raise KeyRotationPending(
+                    f"the staged key version {event.version} of contract 0x{cid.hex()[:12]}… "
+                    "does not match the rotation event; stage it again",
+                    cid,
+                    event.version,
+                )
+            out.append((cid, event.version, staged[1]))
+        return out
 
     def get_contract(self, contract_id: bytes) -> ContractRuntime:
         runtime = self.contracts.get(contract_id)
@@ -617,12 +729,23 @@ class WorkerRuntime:
         facts = self.view.verify(block.evidence)
         number = facts.block.number
         self.check_pending_checkpoint(number)
+        rotations = self.take_rotations(facts.rotations)
         commands = [
             c
             for c in facts.commands
             if c.contract_id in self.contracts and number > self.contracts[c.contract_id].height
         ]
+        rotated_ids = {e.contract_id for e in facts.rotations}
         for entry in facts.directory:  # verified keys replace any host-supplied entry
+            old = self.directory.get(entry.contract_id)
+            if entry.contract_id in rotated_ids and old is not None:
+                if old.message_key != entry.message_key:
+                    entry = DirectoryEntry(
+                        contract_id=entry.contract_id,
+                        command_key=entry.command_key,
+                        message_key=entry.message_key,
+                        previous_message_key=old.message_key,
+                    )
             self.directory[entry.contract_id] = entry
         output = self.apply_block(
             BlockInput(
@@ -635,6 +758,8 @@ class WorkerRuntime:
         self.view.advance(block.evidence)
         self.on_accepted_outputs(facts.outputs)
         self.on_checkpoints(facts.checkpoints)
+        if rotations:
+            output = self.apply_rotations(output, rotations)
         # a contract whose accepted output moved is sealed again, so that the state at rest
         # knows where its next output starts even if the event lies before a later anchor
         changed = {c.contract_id for c in output.contracts}
@@ -656,6 +781,36 @@ class WorkerRuntime:
                 messages=output.messages,
             )
         return output
+
+    def apply_rotations(
+        self, output: BlockOutput, rotations: list[tuple[bytes, int, ContractKeys]]
+    ) -> BlockOutput:
+        """Switch the rotated contracts to their new keys after the block: new root (new
+        salt), state sealed under the new state key, old keys dropped."""
+        rotated = {cid for cid, _, _ in rotations}
+        counts = {c.contract_id: c.command_count for c in output.contracts}
+        for cid, version, keys in rotations:
+            runtime = self.contracts[cid]
+            runtime.rotate_key(keys, version)
+            del self.staged[cid]
+            self.remember_root(runtime)
+        contracts = [c for c in output.contracts if c.contract_id not in rotated]
+        for cid in sorted(rotated):
+            runtime = self.contracts[cid]
+            contracts.append(
+                ContractOutput(
+                    contract_id=cid,
+                    state_root=runtime.state_root,
+                    command_count=counts.get(cid, 0),
+                    sealed_state=runtime.seal_state(self.random_bytes),
+                )
+            )
+        return BlockOutput(
+            number=output.number,
+            contracts=contracts,
+            receipts=output.receipts,
+            messages=output.messages,
+        )
 
     def apply_block(self, block: BlockInput) -> BlockOutput:
         """Apply one block's commands (already in chain order) as one atomic unit."""
@@ -1039,6 +1194,7 @@ class WorkerRuntime:
                 )
             if state.code and compute_code_hash(state.code) != install.code_hash:
                 raise KeyMismatch("checkpoint holds code other than the chain's code hash")
+            check_key_version(state, install)
             restored[install.contract_id] = (keys, install, state)
             for entry in state.directory:
                 directory[entry.contract_id] = entry

@@ -4,15 +4,23 @@
 @notice Confidential contracts deployed on sealbridge. A deployer names a contract id,
     the hash of its code, one gatekeeper (which derives the contract key), the
     workers that execute it and a commitment to the deployer's identity key (only
-    that key's signed deploy command may install the code; the key itself stays off chain). The gatekeeper's enclave then publishes the contract's
-    public key and the contract key wrapped under a key derived from the root key,
-    signed with its enclave key (workers receive the contract key off chain, by attested
-    key release). Commands may only be sent once the key is published.
+    that key's signed deploy command may install the code; the key itself stays off
+    chain). The gatekeeper's enclave then publishes the contract's public command and
+    message keys, signed with its enclave key (workers get the contract key off chain,
+    from the gatekeeper committee's threshold release; `wrapped_key` stays empty).
+    Commands may only be sent once the key is published.
+    Key rotation: the deployer asks for a new key version; the contract's gatekeeper
+    derives it (version v of the contract key) and publishes its public keys, signed
+    with its enclave key. The version, its public keys and the block of the switch
+    (`rotated_at`) change together in that one transaction; workers switch to the new
+    key after that block, and gatekeepers stop releasing the old version once a
+    checkpoint at or after `rotated_at` is recorded.
 """
 
 ROLE_GATEKEEPER: constant(uint8) = 1
 ROLE_WORKER: constant(uint8) = 2
 MAX_WORKERS: constant(uint256) = 16
+ROTATION_TAG: constant(bytes32) = keccak256("sealbridge/contract-key-rotation/v1")
 
 
 interface INodeRegistry:
@@ -30,6 +38,9 @@ struct ContractInfo:
     message_key: bytes32
     wrapped_key: Bytes[256]
     key_published: bool
+    key_version: uint256
+    rotated_at: uint256
+    rotation_pending: bool
 
 
 event ContractDeployed:
@@ -46,6 +57,18 @@ event ContractKeyPublished:
     contract_public_key: bytes32
     message_key: bytes32
     wrapped_key: Bytes[256]
+
+
+event KeyRotationRequested:
+    contract_id: indexed(bytes32)
+    version: uint256
+
+
+event ContractKeyRotated:
+    contract_id: indexed(bytes32)
+    version: uint256
+    contract_public_key: bytes32
+    message_key: bytes32
 
 
 node_registry: public(address)
@@ -99,6 +122,9 @@ def deploy(
         message_key=empty(bytes32),
         wrapped_key=b"",
         key_published=False,
+        key_version=0,
+        rotated_at=0,
+        rotation_pending=False,
     )
     self.contract_count += 1
     log ContractDeployed(
@@ -141,6 +167,53 @@ def publish_contract_key(
         contract_public_key=contract_public_key,
         message_key=message_key,
         wrapped_key=wrapped_key,
+    )
+
+
+@external
+def request_key_rotation(contract_id: bytes32):
+    info: ContractInfo = self.contracts[contract_id]
+    assert info.deployer != empty(address), "unknown contract"
+    assert msg.sender == info.deployer, "only the deployer may rotate the key"
+    assert info.key_published, "key not published yet"
+    assert not info.rotation_pending, "a rotation is already pending"
+    self.contracts[contract_id].rotation_pending = True
+    log KeyRotationRequested(contract_id=contract_id, version=info.key_version + 1)
+
+
+@external
+def rotate_contract_key(
+    contract_id: bytes32,
+    version: uint256,
+    contract_public_key: bytes32,
+    message_key: bytes32,
+    signature: Bytes[65],
+):
+    info: ContractInfo = self.contracts[contract_id]
+    assert info.deployer != empty(address), "unknown contract"
+    assert info.rotation_pending, "no rotation pending"
+    assert version == info.key_version + 1, "not the next key version"
+    registry: INodeRegistry = INodeRegistry(self.node_registry)
+    assert staticcall registry.is_active(info.gatekeeper_id, ROLE_GATEKEEPER), "gatekeeper is not active"
+    digest: bytes32 = keccak256(
+        abi_encode(
+            self, chain.id, ROTATION_TAG, contract_id, version, contract_public_key, message_key
+        )
+    )
+    signer: address = self._recover(digest, signature)
+    assert signer != empty(address), "invalid signature"
+    assert signer == staticcall registry.get_enclave_address(info.gatekeeper_id), "not signed by gatekeeper"
+    assert contract_public_key != info.contract_public_key, "the key did not change"
+    self.contracts[contract_id].contract_public_key = contract_public_key
+    self.contracts[contract_id].message_key = message_key
+    self.contracts[contract_id].key_version = version
+    self.contracts[contract_id].rotated_at = block.number
+    self.contracts[contract_id].rotation_pending = False
+    log ContractKeyRotated(
+        contract_id=contract_id,
+        version=version,
+        contract_public_key=contract_public_key,
+        message_key=message_key,
     )
 
 
