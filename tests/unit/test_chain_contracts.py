@@ -8,8 +8,9 @@ every test here fails with that message (nothing is skipped).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -22,7 +23,7 @@ from sealbridge.chain.abi import (
     recover_signer,
     sign_digest,
 )
-from sealbridge.chain.adapter import ChainAdapter
+from sealbridge.chain.adapter import ChainAdapter, TxReceipt
 from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.errors import ChainConfigError, ReorgDetected, TransactionReverted
 from sealbridge.chain.follower import BlockFollower, ObservedBlock
@@ -462,6 +463,221 @@ def test_publish_key_reverts(world: World) -> None:
     with pytest.raises(TransactionReverted) as info:
         cr.publish_contract_key(cid, pub, mkey, wrapped, gk_sig, world.host)
     assert reason(info) == "key already published"
+
+
+def _rotate(
+    world: World,
+    cid: bytes,
+    version: int,
+    pub: bytes,
+    mkey: bytes,
+    *,
+    signer: Enclave | None = None,
+    signed: tuple[bytes, int, bytes, bytes] | None = None,
+) -> TxReceipt:
+    """Publish key version ``version``, signed by the contract's gatekeeper enclave (or
+    ``signer``) over the rotation digest of ``signed`` (by default what is sent)."""
+    cr = world.m.contract_registry
+    digest = cr.compute_key_rotation_digest(*(signed or (cid, version, pub, mkey)))
+    sig = (signer or world.gatekeeper).sign(digest)
+    return cr.rotate_contract_key(cid, version, pub, mkey, sig, world.host)
+
+
+def _event(world: World, receipt: TxReceipt) -> tuple[str, dict[str, object]]:
+    (log,) = receipt.logs
+    event = world.m.contract_registry.codec.events[log.topics[0]]
+    return event.name, event.decode(log.topics, log.data)
+
+
+def test_key_rotation_request_rotate_and_rotate_again(world: World) -> None:
+    worker = world.register(Role.WORKER)
+    cid = world.deploy([worker])
+    cr = world.m.contract_registry
+    published = cr.get_contract(cid)
+    assert published is not None and published.key_published
+    assert (published.key_version, published.rotated_at, published.rotation_pending) == (
+        0,
+        0,
+        False,
+    )
+    # the deployer asks for version 1
+    receipt = cr.request_key_rotation(cid, world.user)
+    assert _event(world, receipt) == ("KeyRotationRequested", {"contract_id": cid, "version": 1})
+    pending = cr.get_contract(cid)
+    assert pending == msgspec.structs.replace(published, rotation_pending=True)
+    # the gatekeeper's enclave publishes it
+    pub1, mkey1 = b"\x71" * 32, b"\x72" * 32
+    receipt = _rotate(world, cid, 1, pub1, mkey1)
+    rotated = cr.get_contract(cid)
+    assert rotated is not None
+    assert rotated.rotated_at == receipt.block_number > 0
+    assert rotated == msgspec.structs.replace(
+        published,
+        contract_public_key=pub1,
+        message_key=mkey1,
+        key_version=1,
+        rotated_at=receipt.block_number,
+        rotation_pending=False,
+    )
+    assert rotated.key_published and rotated.wrapped_key == published.wrapped_key
+    assert _event(world, receipt) == (
+        "ContractKeyRotated",
+        {"contract_id": cid, "version": 1, "contract_public_key": pub1, "message_key": mkey1},
+    )
+    assert cr.is_key_published(cid)
+    world.m.command_inbox.submit(cid, b"still open", world.user)  # commands keep flowing
+    # and once more, to version 2
+    receipt = cr.request_key_rotation(cid, world.user)
+    assert _event(world, receipt) == ("KeyRotationRequested", {"contract_id": cid, "version": 2})
+    pub2, mkey2 = b"\x73" * 32, b"\x74" * 32
+    receipt = _rotate(world, cid, 2, pub2, mkey2)
+    again = cr.get_contract(cid)
+    assert again == msgspec.structs.replace(
+        rotated,
+        contract_public_key=pub2,
+        message_key=mkey2,
+        key_version=2,
+        rotated_at=receipt.block_number,
+    )
+    assert again is not None and again.rotated_at > rotated.rotated_at
+    assert _event(world, receipt) == (
+        "ContractKeyRotated",
+        {"contract_id": cid, "version": 2, "contract_public_key": pub2, "message_key": mkey2},
+    )
+
+
+def test_key_rotation_reverts_leave_the_record_unchanged(world: World) -> None:
+    worker = world.register(Role.WORKER)
+    other_gk = world.register(Role.GATEKEEPER)
+    cr = world.m.contract_registry
+    pub1, mkey1 = b"\x81" * 32, b"\x82" * 32
+
+    def refused(expected: str, cid: bytes, action: Callable[[], object]) -> None:
+        before = cr.get_contract(cid)
+        assert before is not None
+        with pytest.raises(TransactionReverted) as info:
+            action()
+        assert reason(info) == expected
+        assert cr.get_contract(cid) == before
+
+    # requests: only the deployer, only once the key is published, one at a time
+    unpublished = world.deploy([worker], publish=False)
+    refused(
+        "key not published yet",
+        unpublished,
+        lambda: cr.request_key_rotation(unpublished, world.user),
+    )
+    cid = world.deploy([worker])
+    for stranger in (world.host, world.admin):
+        refused(
+            "only the deployer may rotate the key",
+            cid,
+            partial(cr.request_key_rotation, cid, stranger),
+        )
+    unknown = os.urandom(32)
+    with pytest.raises(TransactionReverted) as info:
+        cr.request_key_rotation(unknown, world.user)
+    assert reason(info) == "unknown contract"
+    # rotations: only a pending one
+    refused("no rotation pending", cid, lambda: _rotate(world, cid, 1, pub1, mkey1))
+    refused(
+        "no rotation pending",
+        unpublished,
+        lambda: _rotate(world, unpublished, 1, pub1, mkey1),
+    )
+    with pytest.raises(TransactionReverted) as info:
+        _rotate(world, unknown, 1, pub1, mkey1)
+    assert reason(info) == "unknown contract"
+    cr.request_key_rotation(cid, world.user)
+    refused("a rotation is already pending", cid, lambda: cr.request_key_rotation(cid, world.user))
+    # the next version only
+    for version in (0, 2, 7):
+        refused(
+            "not the next key version",
+            cid,
+            partial(_rotate, world, cid, version, pub1, mkey1),
+        )
+    # signed by the contract's gatekeeper enclave, over exactly what is sent
+    for signer in (other_gk, Enclave(), worker):
+        refused(
+            "not signed by gatekeeper",
+            cid,
+            partial(_rotate, world, cid, 1, pub1, mkey1, signer=signer),
+        )
+    other_cid = world.deploy([worker])
+    for signed in (
+        (cid, 1, pub1, b"\x83" * 32),  # another message key
+        (cid, 1, b"\x83" * 32, mkey1),  # another command key
+        (cid, 2, pub1, mkey1),  # another version
+        (other_cid, 1, pub1, mkey1),  # another contract
+    ):
+        refused(
+            "not signed by gatekeeper",
+            cid,
+            partial(_rotate, world, cid, 1, pub1, mkey1, signed=signed),
+        )
+    # a publish signature is no rotation signature (the digests are domain-separated)
+    publish_sig = world.gatekeeper.sign(cr.compute_contract_key_digest(cid, pub1, mkey1, b""))
+    refused(
+        "not signed by gatekeeper",
+        cid,
+        lambda: cr.rotate_contract_key(cid, 1, pub1, mkey1, publish_sig, world.host),
+    )
+    refused(
+        "invalid signature",
+        cid,
+        lambda: cr.rotate_contract_key(cid, 1, pub1, mkey1, b"\x00" * 65, world.host),
+    )
+    # the key must change (world.publish published b"\x44" * 32)
+    current = cr.get_contract(cid)
+    assert current is not None and current.contract_public_key == b"\x44" * 32
+    refused(
+        "the key did not change",
+        cid,
+        lambda: _rotate(world, cid, 1, current.contract_public_key, mkey1),
+    )
+    # after all refusals the good one still goes in
+    _rotate(world, cid, 1, pub1, mkey1)
+    rec = cr.get_contract(cid)
+    assert rec is not None and (rec.key_version, rec.contract_public_key) == (1, pub1)
+    assert not rec.rotation_pending
+    # nothing is pending again; and the next rotation too must change the (new) key
+    refused("no rotation pending", cid, lambda: _rotate(world, cid, 2, b"\x85" * 32, mkey1))
+    cr.request_key_rotation(cid, world.user)
+    refused("the key did not change", cid, lambda: _rotate(world, cid, 2, pub1, b"\x84" * 32))
+    # the contract's gatekeeper must still be active
+    short_gk = world.register(Role.GATEKEEPER, expiry=world.expiry(30))
+    lapsing = world.deploy([worker], gatekeeper=short_gk)
+    cr.request_key_rotation(lapsing, world.user)
+    world.adapter.increase_time(60)
+    assert not world.m.node_registry.is_active(short_gk.node_id, Role.GATEKEEPER)
+    refused(
+        "gatekeeper is not active",
+        lapsing,
+        lambda: _rotate(world, lapsing, 1, pub1, mkey1, signer=short_gk),
+    )
+
+
+def test_key_version_at_a_height(world: World) -> None:
+    worker = world.register(Role.WORKER)
+    cid = world.deploy([worker])
+    cr = world.m.contract_registry
+    never = cr.get_contract(cid)
+    assert never is not None
+    assert [never.get_version_at(h) for h in (0, 1, 10**9)] == [0, 0, 0]
+    cr.request_key_rotation(cid, world.user)
+    pending = cr.get_contract(cid)
+    assert pending is not None and pending.get_version_at(10**9) == 0  # not rotated yet
+    at = _rotate(world, cid, 1, b"\x91" * 32, b"\x92" * 32).block_number
+    rec = cr.get_contract(cid)
+    assert rec is not None and rec.rotated_at == at
+    assert [rec.get_version_at(h) for h in (0, at - 1, at, at + 1, at + 1000)] == [0, 0, 1, 1, 1]
+    cr.request_key_rotation(cid, world.user)
+    world.adapter.mine(2)
+    at2 = _rotate(world, cid, 2, b"\x93" * 32, b"\x94" * 32).block_number
+    rec2 = cr.get_contract(cid)
+    assert rec2 is not None and rec2.rotated_at == at2 > at + 2
+    assert [rec2.get_version_at(h) for h in (at, at2 - 1, at2, at2 + 1)] == [1, 1, 2, 2]
 
 
 # ----------------------------------------------------------------------------- CommandInbox

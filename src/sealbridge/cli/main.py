@@ -301,6 +301,48 @@ def deploy(
     console.print(f"[bold]contract id[/] {to_hex(d.contract_id)}")
 
 
+@app.command("rotate-key")
+def rotate_key(
+    contract_id: Annotated[str, typer.Argument(help="Contract id (0x-hex).")],
+    home: HomeOption = DEFAULT_HOME,
+    as_user: AsOption = "alice",
+    wait_checkpoint: Annotated[
+        bool,
+        typer.Option(help="Wait for a checkpoint under the new key (the old one is retired)."),
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each step.")] = 60.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Rotate a contract's key (its deployer only): the gatekeeper committee derives the
+    next key version, the workers re-seal the state under it, the old version is retired."""
+    from sealbridge.client.api import Client
+
+    with friendly_errors():
+        client = Client.from_home(home)
+        if as_json:
+            print_json(
+                client.rotate_key(
+                    contract_id,
+                    as_user=as_user,
+                    timeout=timeout,
+                    wait_checkpoint=wait_checkpoint,
+                )
+            )
+            return
+        with console.status("rotating the contract key…"):
+            r = client.rotate_key(
+                contract_id,
+                as_user=as_user,
+                timeout=timeout,
+                wait_checkpoint=wait_checkpoint,
+                progress=lambda m: console.print(f"  {m}"),
+            )
+    console.print(
+        f"[bold]key version {r.version}[/] of {to_hex(r.contract_id)} "
+        f"(public key {to_hex(r.contract_public_key)[:18]}…) from block {r.rotated_at}"
+    )
+
+
 @app.command("call")
 def call(
     contract_id: Annotated[str, typer.Argument(help="Contract id (0x-hex).")],

@@ -91,6 +91,18 @@ class Deployment(Message, frozen=True):
     deploy_tx: bytes
 
 
+class KeyRotation(Message, frozen=True):
+    """A finished contract key rotation."""
+
+    contract_id: bytes
+    version: int
+    rotated_at: int  # the block of ContractKeyRotated: workers switched after it
+    contract_public_key: bytes
+    # the first checkpoint sealed under the new version (0: not waited for); from then
+    # on the gatekeepers refuse the old version
+    checkpoint_height: int = 0
+
+
 class CallReceipt(Message, frozen=True):
     contract_id: bytes
     method: str
@@ -260,6 +272,83 @@ class Client:
             contract_public_key=record.contract_public_key,
             deploy_block=receipt.block_number,
             deploy_tx=receipt.tx_hash,
+        )
+
+    def rotate_key(
+        self,
+        contract_id: str | bytes,
+        *,
+        as_user: str,
+        timeout: float = 60.0,
+        wait_checkpoint: bool = True,
+        progress: Progress | None = None,
+    ) -> KeyRotation:
+        """Rotate a contract's key (its deployer only): ask the registry for the next key
+        version, wait until the contract's gatekeeper published it and every worker
+        switched to it, and (``wait_checkpoint``) until a checkpoint sealed under it is
+        recorded, after which the old version is refused to everyone."""
+        say = progress or (lambda _m: None)
+        cid = from_hex(contract_id, size=32) if isinstance(contract_id, str) else contract_id
+        user = self.get_user(as_user)
+        record = self.get_contract(cid)
+        if from_hex(record.deployer, size=20) != user.eth_address:
+            raise ClientError(
+                f"{as_user} did not deploy contract {to_hex(cid)}: only its deployer's "
+                f"account ({record.deployer}) may rotate its key"
+            )
+        if not record.key_published:
+            raise ClientError(f"the key of contract {to_hex(cid)} is not published yet")
+        if record.rotation_pending:
+            raise ClientError(f"a key rotation of contract {to_hex(cid)} is already pending")
+        version = record.key_version + 1
+        receipt = self.mgmt.contract_registry.request_key_rotation(cid, user.eth_private_key)
+        say(f"asked for key version {version} in block {receipt.block_number}")
+
+        def rotated() -> ContractRecord | None:
+            current = self.get_contract(cid)
+            return current if current.key_version >= version else None
+
+        done: ContractRecord = self._wait(rotated, timeout, "the gatekeeper to publish the key")
+        say(
+            f"gatekeeper published key version {version} in block {done.rotated_at} "
+            f"({to_hex(done.contract_public_key)[:18]}…)"
+        )
+
+        def switched() -> bool:
+            for worker in self.state.workers:
+                status = self.get_node(worker.url).get_json("/v1/status")
+                versions = [
+                    c.get("key_version", 0)
+                    for c in status["contracts"]
+                    if c["contract_id"] == to_hex(cid)
+                ]
+                if not versions or versions[0] < version:
+                    return False
+            return True
+
+        self._wait(switched, timeout, f"workers to switch to key version {version}")
+        say(f"all {len(self.state.workers)} workers switched to key version {version}")
+        checkpoint_height = 0
+        if wait_checkpoint:
+
+            def checkpointed() -> int:
+                record = self.mgmt.execution_ledger.get_checkpoint(cid)
+                ok = record is not None and record.height >= done.rotated_at
+                return record.height if ok and record is not None else 0
+
+            checkpoint_height = self._wait(
+                checkpointed, timeout, "a checkpoint under the new key version"
+            )
+            say(
+                f"checkpoint at block {checkpoint_height} sealed under version {version}: "
+                f"version {version - 1} is retired"
+            )
+        return KeyRotation(
+            contract_id=cid,
+            version=version,
+            rotated_at=done.rotated_at,
+            contract_public_key=done.contract_public_key,
+            checkpoint_height=checkpoint_height,
         )
 
     def choose_gatekeeper(self) -> bytes:

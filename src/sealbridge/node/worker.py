@@ -193,20 +193,24 @@ class WorkerHost(NodeHost):
         self.anchor = anchor
         self.last_delivered = anchor
         for event in self.scan_key_events(start, anchor):
-            self.on_key_published(event)
+            if event.name == "ContractKeyRotated":
+                self.note_directory_key(event)
+            else:
+                self.on_key_published(event)
 
     def get_start_block(self) -> int:
         return self.anchor + 1
 
     def scan_key_events(self, first: int, last: int) -> list[ChainEvent]:
-        """ContractKeyPublished events in [first, last], by eth_getLogs in chunks."""
+        """ContractKeyPublished and ContractKeyRotated events in [first, last], by
+        eth_getLogs in chunks."""
         events: list[ChainEvent] = []
         codecs = self.mgmt.get_codecs()
         for low in range(first, last + 1, LOG_SCAN_CHUNK):
             high = min(last, low + LOG_SCAN_CHUNK - 1)
             for entry in self.chain.get_logs(low, high, [self.addresses.contract_registry]):
                 event = decode_event(codecs, entry)
-                if event.name == "ContractKeyPublished":
+                if event.name in ("ContractKeyPublished", "ContractKeyRotated"):
                     events.append(event)
         return events
 
@@ -217,6 +221,8 @@ class WorkerHost(NodeHost):
         ledger = self.mgmt.execution_ledger
         best: CheckpointRecord | None = None
         for event in self.scan_key_events(self.addresses.deployed_at_block, tip):
+            if event.name != "ContractKeyPublished":
+                continue
             cid = bytes(event.args["contract_id"])
             if not self.mgmt.contract_registry.is_assigned(cid, self.node_id):
                 continue
@@ -363,16 +369,24 @@ class WorkerHost(NodeHost):
     def on_idle(self) -> None:
         self.on_caught_up()
 
+    def note_directory_key(self, event: ChainEvent) -> None:
+        """Keys published (or rotated) before the anchor go to the enclave as the host's
+        directory (verified events after the anchor replace them); the latest wins."""
+        if event.block_number > self.anchor:
+            return
+        contract_id = bytes(event.args["contract_id"])
+        self.directory = [e for e in self.directory if e.contract_id != contract_id]
+        self.directory.append(
+            DirectoryEntry(
+                contract_id=contract_id,
+                command_key=bytes(event.args["contract_public_key"]),
+                message_key=bytes(event.args["message_key"]),
+            )
+        )
+
     def on_key_published(self, event: ChainEvent) -> None:
         contract_id = bytes(event.args["contract_id"])
-        if event.block_number <= self.anchor:
-            self.directory.append(
-                DirectoryEntry(
-                    contract_id=contract_id,
-                    command_key=bytes(event.args["contract_public_key"]),
-                    message_key=bytes(event.args["message_key"]),
-                )
-            )
+        self.note_directory_key(event)
         if contract_id in self.installed:
             return
         if not self.mgmt.contract_registry.is_assigned(contract_id, self.node_id):
@@ -635,6 +649,7 @@ class WorkerHost(NodeHost):
                     "state_root": to_hex(c.state_root),
                     "commands_applied": c.commands_applied,
                     "phase": c.phase,
+                    "key_version": c.key_version,
                 }
                 for c in status.contracts
             ],
