@@ -575,6 +575,7 @@ class WorkerRuntime:
         self.contracts: dict[bytes, ContractRuntime] = {}
         self.executor = Executor()
         self.directory: dict[bytes, DirectoryEntry] = {}
+        self.verified_keys: set[bytes] = set()  # directory entries read from the chain
         self.latest_block = 0  # the newest block the host delivered (queries see this time)
         self.view: ChainView | None = None  # verified chain (None: commands taken as given)
         # competitive execution: what the ledger accepted, and our roots to compare
@@ -735,26 +736,21 @@ class WorkerRuntime:
             for c in facts.commands
             if c.contract_id in self.contracts and number > self.contracts[c.contract_id].height
         ]
-        rotated_ids = {e.contract_id for e in facts.rotations}
-        for entry in facts.directory:  # verified keys replace any host-supplied entry
-            old = self.directory.get(entry.contract_id)
-            if entry.contract_id in rotated_ids and old is not None:
-                if old.message_key != entry.message_key:
-                    entry = DirectoryEntry(
-                        contract_id=entry.contract_id,
-                        command_key=entry.command_key,
-                        message_key=entry.message_key,
-                        previous_message_key=old.message_key,
-                    )
-            self.directory[entry.contract_id] = entry
-        output = self.apply_block(
-            BlockInput(
-                number=number,
-                block_hash=facts.block.hash,
-                commands=commands,
-                directory=list(block.directory),
+        # a refused block must leave the directory as it was (it is offered again)
+        saved_directory, saved_verified = dict(self.directory), set(self.verified_keys)
+        self.update_directory(facts.directory, {e.contract_id for e in facts.rotations})
+        try:
+            output = self.apply_block(
+                BlockInput(
+                    number=number,
+                    block_hash=facts.block.hash,
+                    commands=commands,
+                    directory=list(block.directory),
+                )
             )
-        )
+        except BaseException:
+            self.directory, self.verified_keys = saved_directory, saved_verified
+            raise
         self.view.advance(block.evidence)
         self.on_accepted_outputs(facts.outputs)
         self.on_checkpoints(facts.checkpoints)
@@ -782,6 +778,27 @@ class WorkerRuntime:
             )
         return output
 
+    def update_directory(self, entries: list[DirectoryEntry], rotated: set[bytes]) -> None:
+        """Verified keys replace any host-supplied entry. A rotated contract's entry keeps
+        its previous message key -- only if that key was verified too (read from the chain
+        or a checkpoint), never one its host supplied."""
+        for entry in entries:
+            old = self.directory.get(entry.contract_id)
+            if (
+                entry.contract_id in rotated
+                and old is not None
+                and entry.contract_id in self.verified_keys
+                and old.message_key != entry.message_key
+            ):
+                entry = DirectoryEntry(
+                    contract_id=entry.contract_id,
+                    command_key=entry.command_key,
+                    message_key=entry.message_key,
+                    previous_message_key=old.message_key,
+                )
+            self.directory[entry.contract_id] = entry
+            self.verified_keys.add(entry.contract_id)
+
     def apply_rotations(
         self, output: BlockOutput, rotations: list[tuple[bytes, int, ContractKeys]]
     ) -> BlockOutput:
@@ -792,6 +809,9 @@ class WorkerRuntime:
         for cid, version, keys in rotations:
             runtime = self.contracts[cid]
             runtime.rotate_key(keys, version)
+            # the root changed at this block (even with no command): remember it here, not
+            # at an older height, or an accepted output before it would look diverged
+            runtime.height = max(runtime.height, output.number)
             del self.staged[cid]
             self.remember_root(runtime)
         contracts = [c for c in output.contracts if c.contract_id not in rotated]
@@ -1209,8 +1229,9 @@ class WorkerRuntime:
                 anchor_hash=blob.block_hash,
             )
         )
-        for entry in directory.values():
+        for entry in directory.values():  # sealed with the states: as good as verified
             self.directory.setdefault(entry.contract_id, entry)
+            self.verified_keys.add(entry.contract_id)
         statuses: list[ContractStatus] = []
         for cid, (keys, install, state) in restored.items():
             runtime = ContractRuntime(keys, install, state, self.executor)
