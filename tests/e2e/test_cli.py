@@ -102,6 +102,8 @@ def test_call_then_query_json_verifies_with_a_standard_library(
             "only the account given as 'owner' may ask",
         ),
         (["deploy", "nosuch", "--as", "alice"], "neither a built-in contract"),
+        (["rotate-key", "TOKEN", "--as", "alice"], "only its deployer"),
+        (["rotate-key", "0x1234", "--as", "bob"], "contract"),
     ],
 )
 def test_bad_input_gets_one_line_and_nonzero_exit(
@@ -164,3 +166,53 @@ def test_call_reports_the_contract_outcome(devnet_home: Path, cli_token: str) ->
     assert again.returncode == 0, again.stdout + again.stderr
     outcome = json.loads(again.stdout)["outcome"]
     assert outcome["ok"] is True and outcome["gas_used"] > 0
+
+
+def test_rotate_key_then_the_contract_keeps_working(devnet_home: Path, cli_token: str) -> None:
+    """The deployer rotates the key; the state carries over and new commands apply (the
+    client encrypts to the key now on chain)."""
+    before = run(
+        "query",
+        cli_token,
+        "balance",
+        "--args",
+        '{"owner": "bob"}',
+        "--as",
+        "bob",
+        "--json",
+        home=devnet_home,
+    )
+    assert before.returncode == 0, before.stderr
+    out = run("rotate-key", cli_token, "--as", "bob", "--json", home=devnet_home)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rotation = json.loads(out.stdout)
+    assert rotation["version"] == 1
+    assert rotation["checkpoint_height"] >= rotation["rotated_at"] > 0
+    after = run(
+        "query",
+        cli_token,
+        "balance",
+        "--args",
+        '{"owner": "bob"}',
+        "--as",
+        "bob",
+        "--json",
+        home=devnet_home,
+    )
+    assert after.returncode == 0, after.stderr
+    assert (
+        json.loads(after.stdout)["answer"]["result"]
+        == json.loads(before.stdout)["answer"]["result"]
+    )
+    mint = run(
+        "call",
+        cli_token,
+        "mint",
+        "--args",
+        '{"to": "bob", "amount": 3}',
+        "--as",
+        "bob",
+        home=devnet_home,
+    )
+    assert mint.returncode == 0, mint.stdout + mint.stderr
+    assert "accepted" in mint.stdout

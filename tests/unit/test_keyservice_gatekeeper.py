@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
-from sealbridge.chain.abi import compute_registration_digest, recover_signer
+from sealbridge.chain.abi import (
+    compute_contract_key_digest,
+    compute_key_rotation_digest,
+    compute_registration_digest,
+    recover_signer,
+)
 from sealbridge.contracts.catalog import get_code_hash
 from sealbridge.core.encoding import encode
 from sealbridge.crypto.dkg import GroupPublicKeys
-from sealbridge.crypto.keyschedule import compute_contract_keys
+from sealbridge.crypto.keyschedule import compute_contract_keys, compute_key_id
+from sealbridge.crypto.shamir import ThresholdError
 from sealbridge.crypto.signing import ed25519_keypair, to_checksum_address
+from sealbridge.crypto.threshold_prf import BadPartial, combine_contract_key
 from sealbridge.keyservice.committee import EraInfo, MemberCard
 from sealbridge.keyservice.gatekeeper import Gatekeeper, KeyRequestRefused
 from sealbridge.keyservice.messages import (
@@ -21,6 +29,7 @@ from sealbridge.keyservice.messages import (
     PublishKeyRequest,
     RegistrationRequest,
 )
+from sealbridge.keyservice.threshold import BadRelease, combine_released_key, open_partials
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.runtime import errors as runtime_errors
 from sealbridge.runtime.messages import InstallContract
@@ -98,10 +107,13 @@ def registration(node: EnclaveContext, quote: bytes | None = None) -> Registrati
     )
 
 
-def key_request(node: EnclaveContext, issued_at: int = NOW) -> KeyRequest:
+def key_request(node: EnclaveContext, issued_at: int = NOW, *, version: int = 0) -> KeyRequest:
     body = encode(
         KeyRequestBody(
-            contract_id=CONTRACT_ID, worker_id=node.identity.identity_key, issued_at=issued_at
+            contract_id=CONTRACT_ID,
+            worker_id=node.identity.identity_key,
+            issued_at=issued_at,
+            version=version,
         )
     )
     return KeyRequest(
@@ -288,3 +300,321 @@ def test_key_requests_are_refused(gatekeeper: Gatekeeper, case: str) -> None:
         expected = tee_errors.MeasurementRefused
     with pytest.raises(expected):
         gatekeeper.release_partial(request, facts, NOW)
+
+
+# ----------------------------------------------------------------------------- key versions
+
+
+def own_enclave(gatekeeper: Gatekeeper) -> EnclaveContext:
+    """The gatekeeper's enclave (an in-process EnclaveContext here), to sign its requests."""
+    assert isinstance(gatekeeper.enclave, EnclaveContext)
+    return gatekeeper.enclave
+
+
+def versioned_facts(current: int, *, previous_open: bool = False) -> ChainFacts:
+    """A published contract at key version ``current``, for an active assigned worker."""
+    return ChainFacts(
+        worker_active=True,
+        worker_assigned=True,
+        key_published=True,
+        key_version=current,
+        previous_version_open=previous_open,
+    )
+
+
+def combine_for(
+    node: EnclaveContext, releases: list[PartialKeyRelease], key_id: bytes, group: GroupPublicKeys
+) -> bytes:
+    return combine_released_key(
+        releases,
+        node.decrypt_for_identity,
+        contract_id=key_id,
+        worker_id=node.identity.identity_key,
+        group=group,
+    )
+
+
+PAIRS = ([0, 1], [1, 2], [0, 2])
+
+
+def worker_key(gatekeepers: list[Gatekeeper], version: int, facts: ChainFacts) -> bytes:
+    """Version ``version`` of the contract key, as a worker combines it from two partials
+    (and the same from every pair of the three gatekeepers)."""
+    node = enclave(GOOD)
+    group = gatekeepers[0].committee.get_active().public
+    releases = [
+        g.release_partial(key_request(node, version=version), facts, NOW) for g in gatekeepers
+    ]
+    key_id = compute_key_id(CONTRACT_ID, version)
+    assert all(r.contract_id == key_id for r in releases)
+    keys = {combine_for(node, [releases[i] for i in pair], key_id, group) for pair in PAIRS}
+    assert len(keys) == 1
+    return keys.pop()
+
+
+def rotation_facts(current: int, *, pending: bool = True) -> ChainFacts:
+    """The publisher's facts while the deployer asked for version ``current + 1``."""
+    return ChainFacts(
+        worker_active=False,
+        worker_assigned=False,
+        key_published=True,
+        requester_is_publisher=True,
+        key_version=current,
+        rotation_pending=pending,
+    )
+
+
+def publish_version(gatekeepers: list[Gatekeeper], version: int) -> PublishedContractKey:
+    """Gatekeeper 0 publishes version ``version`` with gatekeeper 1's partial."""
+    publisher = gatekeepers[0]
+    request = key_request(own_enclave(publisher), version=version)
+    peer = gatekeepers[1].release_partial(request, rotation_facts(version - 1), NOW)
+    return publisher.publish_contract_key(
+        PublishKeyRequest(
+            contract_id=CONTRACT_ID,
+            chain_id=31337,
+            contract_registry_address=CONTRACTS,
+            version=version,
+        ),
+        [peer],
+    )
+
+
+def test_each_key_version_is_another_key(gatekeepers: list[Gatekeeper]) -> None:
+    key0 = worker_key(gatekeepers, 0, versioned_facts(0))
+    key1 = worker_key(gatekeepers, 1, versioned_facts(1))
+    key2 = worker_key(gatekeepers, 2, versioned_facts(2))
+    assert len({key0, key1, key2}) == 3
+    assert compute_key_id(CONTRACT_ID, 0) == CONTRACT_ID
+    assert compute_key_id(CONTRACT_ID, 1) != CONTRACT_ID
+    # the key does not depend on who asks: a second worker gets the same version 1
+    assert worker_key(gatekeepers, 1, versioned_facts(1)) == key1
+    keys0, keys1 = (
+        compute_contract_keys(CONTRACT_ID, key0),
+        compute_contract_keys(CONTRACT_ID, key1),
+    )
+    assert keys0.command_public_key != keys1.command_public_key
+    assert keys0.message_public_key != keys1.message_public_key
+    assert keys0.state_key != keys1.state_key and keys0.root_salt != keys1.root_salt
+
+
+def test_a_rotation_is_published_with_the_new_version_keys_and_signed_for_rotate(
+    gatekeepers: list[Gatekeeper],
+) -> None:
+    key0 = worker_key(gatekeepers, 0, versioned_facts(0))
+    key1 = worker_key(gatekeepers, 1, versioned_facts(1))
+    first = publish(gatekeepers)
+    assert first.version == 0
+    assert first.contract_public_key == compute_contract_keys(CONTRACT_ID, key0).command_public_key
+    rotated = publish_version(gatekeepers, 1)
+    expected = compute_contract_keys(CONTRACT_ID, key1)
+    assert rotated.version == 1 and rotated.contract_id == CONTRACT_ID
+    assert rotated.contract_public_key == expected.command_public_key
+    assert rotated.message_key == expected.message_public_key
+    assert rotated.contract_public_key != first.contract_public_key
+    assert rotated.wrapped_key == b""
+    publisher = to_checksum_address(gatekeepers[0].enclave.identity.eth_address)
+    digest = compute_key_rotation_digest(
+        contract_registry=CONTRACTS,
+        chain_id=31337,
+        contract_id=CONTRACT_ID,
+        version=1,
+        contract_public_key=expected.command_public_key,
+        message_key=expected.message_public_key,
+    )
+    assert recover_signer(digest, rotated.signature) == publisher
+    # the signature is for version 1's rotation only: not for a first publication of the
+    # same keys, nor for another version
+    as_publish = compute_contract_key_digest(
+        contract_registry=CONTRACTS,
+        chain_id=31337,
+        contract_id=CONTRACT_ID,
+        contract_public_key=expected.command_public_key,
+        message_key=expected.message_public_key,
+        wrapped_key=b"",
+    )
+    assert recover_signer(as_publish, rotated.signature) != publisher
+    as_v2 = compute_key_rotation_digest(
+        contract_registry=CONTRACTS,
+        chain_id=31337,
+        contract_id=CONTRACT_ID,
+        version=2,
+        contract_public_key=expected.command_public_key,
+        message_key=expected.message_public_key,
+    )
+    assert recover_signer(as_v2, rotated.signature) != publisher
+    # the first publication is signed with the publish digest, as before
+    assert (
+        recover_signer(
+            compute_contract_key_digest(
+                contract_registry=CONTRACTS,
+                chain_id=31337,
+                contract_id=CONTRACT_ID,
+                contract_public_key=first.contract_public_key,
+                message_key=first.message_key,
+                wrapped_key=b"",
+            ),
+            first.signature,
+        )
+        == publisher
+    )
+    # version 2 is another key again
+    assert publish_version(gatekeepers, 2).contract_public_key not in (
+        first.contract_public_key,
+        rotated.contract_public_key,
+    )
+
+
+def test_a_rotation_cannot_be_published_from_partials_of_another_version(
+    gatekeepers: list[Gatekeeper],
+) -> None:
+    """The publisher's own partial is for the version's key id: a peer's partial of
+    version 0 (released before the first publication) does not make up version 1."""
+    publisher = gatekeepers[0]
+    v0 = gatekeepers[1].release_partial(
+        key_request(own_enclave(publisher)),
+        PUBLISHER_FACTS,
+        NOW,
+    )
+    with pytest.raises(KeyRequestRefused, match="combine"):
+        publisher.publish_contract_key(
+            PublishKeyRequest(
+                contract_id=CONTRACT_ID,
+                chain_id=31337,
+                contract_registry_address=CONTRACTS,
+                version=1,
+            ),
+            [v0],
+        )
+
+
+@pytest.mark.parametrize(
+    ("current", "asked", "previous_open", "refusal"),
+    [
+        (1, 0, True, None),  # the previous version while no checkpoint under v1 is recorded
+        (1, 0, False, "retired"),
+        (2, 1, True, None),
+        (2, 1, False, "retired"),
+        (2, 0, True, "retired"),  # never two back
+        (2, 0, False, "retired"),
+        (5, 3, True, "retired"),
+        (0, 1, False, "not published"),  # newer than the current version
+        (0, 1, True, "not published"),
+        (1, 2, True, "not published"),
+        (1, 5, False, "not published"),
+        (1, 1, False, None),  # the current version, always
+        (1, 1, True, None),
+        (0, 0, False, None),
+    ],
+)
+def test_worker_version_rules(
+    gatekeepers: list[Gatekeeper],
+    current: int,
+    asked: int,
+    previous_open: bool,
+    refusal: str | None,
+) -> None:
+    node = enclave(GOOD)
+    request = key_request(node, version=asked)
+    facts = versioned_facts(current, previous_open=previous_open)
+    if refusal is not None:
+        for g in gatekeepers:
+            with pytest.raises(KeyRequestRefused, match=refusal):
+                g.release_partial(request, facts, NOW)
+        return
+    releases = [g.release_partial(request, facts, NOW) for g in gatekeepers[:2]]
+    group = gatekeepers[0].committee.get_active().public
+    key = combine_for(node, releases, compute_key_id(CONTRACT_ID, asked), group)
+    assert key == worker_key(gatekeepers, asked, versioned_facts(asked))
+
+
+def test_a_worker_gets_no_next_version_even_while_a_rotation_is_pending(
+    gatekeepers: list[Gatekeeper],
+) -> None:
+    facts = ChainFacts(
+        worker_active=True,
+        worker_assigned=True,
+        key_published=True,
+        key_version=1,
+        rotation_pending=True,
+        previous_version_open=True,
+    )
+    request = key_request(enclave(GOOD), version=2)
+    with pytest.raises(KeyRequestRefused, match="not published"):
+        gatekeepers[1].release_partial(request, facts, NOW)
+    # nor a negative version
+    with pytest.raises(KeyRequestRefused, match="negative"):
+        gatekeepers[1].release_partial(key_request(enclave(GOOD), version=-1), facts, NOW)
+
+
+def test_a_publisher_gets_the_next_version_only_while_a_rotation_is_pending(
+    gatekeepers: list[Gatekeeper],
+) -> None:
+    publisher = own_enclave(gatekeepers[0])
+    next_version = key_request(publisher, version=1)
+    with pytest.raises(KeyRequestRefused, match="no rotation to key version 1 is pending"):
+        gatekeepers[1].release_partial(next_version, rotation_facts(0, pending=False), NOW)
+    release = gatekeepers[1].release_partial(next_version, rotation_facts(0), NOW)
+    assert release.contract_id == compute_key_id(CONTRACT_ID, 1)
+    assert release.worker_id == gatekeepers[0].identity_key
+    # two ahead, the current one, or the one before: the publisher is no worker
+    for asked, current in ((2, 0), (1, 1), (1, 2)):
+        with pytest.raises(KeyRequestRefused, match="not an active registered worker"):
+            gatekeepers[1].release_partial(
+                key_request(publisher, version=asked),
+                rotation_facts(current),
+                NOW,
+            )
+    # version 0 stays refused once published, rotation pending or not
+    with pytest.raises(KeyRequestRefused, match="already published"):
+        gatekeepers[1].release_partial(key_request(publisher), rotation_facts(0), NOW)
+
+
+def test_a_partial_of_one_version_does_not_combine_as_another(
+    gatekeepers: list[Gatekeeper],
+) -> None:
+    node = enclave(GOOD)
+    group = gatekeepers[0].committee.get_active().public
+    facts = versioned_facts(1, previous_open=True)
+    v1 = [g.release_partial(key_request(node, version=1), facts, NOW) for g in gatekeepers[:2]]
+    v0 = [g.release_partial(key_request(node, version=0), facts, NOW) for g in gatekeepers[:2]]
+    key1 = combine_for(node, v1, compute_key_id(CONTRACT_ID, 1), group)
+    key0 = combine_for(node, v0, CONTRACT_ID, group)
+    assert key0 != key1
+    # as released: labelled for version 1's key id, refused as version 0
+    with pytest.raises(BadRelease, match="another contract"):
+        combine_for(node, v1, CONTRACT_ID, group)
+    # relabelled: the associated data differs, so it does not decrypt
+    relabelled = [msgspec.structs.replace(r, contract_id=CONTRACT_ID) for r in v1]
+    with pytest.raises(BadRelease, match="does not decrypt"):
+        combine_for(node, relabelled, CONTRACT_ID, group)
+    # decrypted under its own label, the partial is a PRF share of version 1's input,
+    # which does not verify against version 0's
+    partials = open_partials(
+        v1,
+        node.decrypt_for_identity,
+        contract_id=compute_key_id(CONTRACT_ID, 1),
+        worker_id=node.identity.identity_key,
+    )
+    with pytest.raises(BadPartial, match="holder"):
+        combine_contract_key(
+            CONTRACT_ID,
+            partials,
+            threshold=group.threshold,
+            group_public_key=group.group_public_key,
+            public_shares=group.public_shares,
+        )
+    # one partial of each version does not make either key
+    mixed = [v0[0], msgspec.structs.replace(v1[1], contract_id=CONTRACT_ID)]
+    with pytest.raises(ThresholdError):
+        combine_released_key(
+            mixed,
+            node.decrypt_for_identity,
+            contract_id=CONTRACT_ID,
+            worker_id=node.identity.identity_key,
+            group=group,
+            drop_bad=True,
+        )
+    # and the other way round: version 0's partials are not version 1's
+    with pytest.raises(BadRelease, match="another contract"):
+        combine_for(node, v0, compute_key_id(CONTRACT_ID, 1), group)

@@ -162,7 +162,9 @@ class ContractRecord(Message, frozen=True):
 
     def get_version_at(self, height: int) -> int:
         """The key version that seals the contract's state after block ``height`` (the
-        switch happens after the rotation's block)."""
+        switch happens after the rotation's block). The registry keeps only the latest
+        rotation, so any height before it gives the version just before it (older
+        versions are never released anyway)."""
         if self.key_version > 0 and height < self.rotated_at:
             return self.key_version - 1
         return self.key_version

@@ -288,7 +288,11 @@ class Client:
         switched to it, and (``wait_checkpoint``) until a checkpoint sealed under it is
         recorded, after which the old version is refused to everyone."""
         say = progress or (lambda _m: None)
-        cid = from_hex(contract_id, size=32) if isinstance(contract_id, str) else contract_id
+        cid = (
+            from_hex(contract_id, size=32, what="contract id")
+            if isinstance(contract_id, str)
+            else contract_id
+        )
         user = self.get_user(as_user)
         record = self.get_contract(cid)
         if from_hex(record.deployer, size=20) != user.eth_address:
