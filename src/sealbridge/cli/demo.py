@@ -245,7 +245,20 @@ def _story(home: Path) -> None:
         )
     console.print("[green]✓[/] same state root, computed independently in two enclave processes")
 
-    console.rule("8. nothing readable on chain")
+    console.rule("8. alice rotates the token's key; the state carries over")
+    before = client.query(cid, "balance", {"owner": "bob"}, as_user="bob").answer
+    rotation = client.rotate_key(cid, as_user="alice", progress=lambda m: console.print(f"  {m}"))
+    after = client.query(cid, "balance", {"owner": "bob"}, as_user="bob").answer
+    if after.result != before.result:
+        console.print("[bold red]bob's balance changed across the key rotation[/]")
+        raise SystemExit(1)
+    console.print(
+        f"key version {rotation.version}: bob's balance is still {after.result}; the state "
+        f"root moved from {short(before.state_root)} to {short(after.state_root)} "
+        "(same state, new key and salt); the old key version is refused from now on"
+    )
+
+    console.rule("9. nothing readable on chain")
     blobs = collect_chain_blobs(chain, start_block, chain.get_block_number())
     needles: dict[str, bytes] = {}
     for user in ("alice", "bob", "carol"):
