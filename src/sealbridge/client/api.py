@@ -319,16 +319,8 @@ class Client:
         )
 
         def switched() -> bool:
-            for worker in self.state.workers:
-                status = self.get_node(worker.url).get_json("/v1/status")
-                versions = [
-                    c.get("key_version", 0)
-                    for c in status["contracts"]
-                    if c["contract_id"] == to_hex(cid)
-                ]
-                if not versions or versions[0] < version:
-                    return False
-            return True
+            entries = self.get_worker_entries(cid)
+            return all(e is not None and e.get("key_version", 0) >= version for e in entries)
 
         self._wait(switched, timeout, f"workers to switch to key version {version}")
         say(f"all {len(self.state.workers)} workers switched to key version {version}")
@@ -434,20 +426,21 @@ class Client:
             ciphertext_size=len(ciphertext),
         )
 
+    def get_worker_entries(self, contract_id: bytes) -> list[dict[str, Any] | None]:
+        """Each worker's status entry for the contract (None where it has none)."""
+        out: list[dict[str, Any] | None] = []
+        for worker in self.state.workers:
+            status = self.get_node(worker.url).get_json("/v1/status")
+            entries = [c for c in status["contracts"] if c["contract_id"] == to_hex(contract_id)]
+            out.append(dict(entries[0]) if entries else None)
+        return out
+
     def wait_applied(self, contract_id: bytes, block_number: int, *, timeout: float = 60.0) -> None:
         """Wait until every assigned worker has applied ``block_number`` of this contract."""
 
         def applied() -> bool:
-            for worker in self.state.workers:
-                status = self.get_node(worker.url).get_json("/v1/status")
-                heights = [
-                    c["height"]
-                    for c in status["contracts"]
-                    if c["contract_id"] == to_hex(contract_id)
-                ]
-                if not heights or heights[0] < block_number:
-                    return False
-            return True
+            entries = self.get_worker_entries(contract_id)
+            return all(e is not None and e["height"] >= block_number for e in entries)
 
         self._wait(applied, timeout, f"workers to apply block {block_number}")
 
