@@ -1,6 +1,6 @@
-"""Benchmark: availability -- recovery by replay, checkpoint cost, competitive execution.
+"""Benchmark: availability -- recovery, checkpoint cost, competitive execution, key rotation.
 
-Three parts, each with a baseline measured in the same run:
+Four parts, each with a baseline measured in the same run:
 
 1. **Recovery time against the blocks to replay** (a real devnet: anvil in automine, two
    workers, three storage nodes, k = 2). The token is deployed; the workers' checkpoint
@@ -29,10 +29,27 @@ Three parts, each with a baseline measured in the same run:
    block. Then the worker with most accepted outputs is killed (SIGKILL) and the latency
    measured again: the others take over. With one worker the contract stalls: that is
    the expected baseline, reported as such after a timeout.
+4. **Contract-key rotation** (anvil with a block every second, two workers, three
+   gatekeepers 2-of-3): a token with some state (mint, three transfers) has its key
+   rotated N times, one after the other. For each rotation, from sending
+   ``ContractRegistry.request_key_rotation``, in seconds and in blocks after the
+   request's block: the key published (``ContractKeyRotated``, ``rotated_at``), every
+   worker reporting the new ``key_version`` on ``/v1/status``, and a checkpoint at a
+   height >= ``rotated_at`` recorded on the ledger (the old version is retired from
+   then on). Baseline, interleaved in the same run: a fresh registration's first key
+   publication (``ContractRegistry.deploy`` until ``key_published``, same gatekeeper),
+   one threshold key derivation and one gatekeeper transaction as well. Checked: the
+   balances answered by every worker are unchanged after all rotations, every worker is
+   at version N, and a transfer encrypted to the latest key applies.
+
+Run one part only: ``python -m bench.bench_availability [--quick] --part rotation`` (or
+``SEALBRIDGE_BENCH_AVAILABILITY_PARTS=rotation python -m bench.run_all --only
+availability``); a partial run writes ``availability_<parts>.json`` and no figure.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -58,14 +75,13 @@ from bench.common import (
     percentile,
     print_table,
     ratio,
-    run_cli,
     summarize,
     temp_home,
     write_results,
 )
 from bench.workloads import make_enclave_context
 from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.management import CheckpointRecord
+from sealbridge.chain.management import CheckpointRecord, ContractRecord
 from sealbridge.client.api import Client
 from sealbridge.contracts.catalog import get_code_hash, get_source
 from sealbridge.contracts.storage import PersistedStorage
@@ -886,6 +902,247 @@ def run_competitive(
     return result
 
 
+# --------------------------------------------------------------------------- part 4
+
+ROTATION_TIMEOUT = 60.0  # per stage of one rotation or first publication (s)
+ROTATION_POLL = 0.01  # chain and /v1/status polling during a rotation (s)
+ROTATION_STAGES = ("published", "switched", "checkpoint")
+
+
+def _registry_event_block(client: Client, event: str, cid: bytes, first: int) -> tuple[int, int]:
+    """Block and gas of the registry transaction that logged ``event`` for ``cid``
+    (from block ``first`` on)."""
+    registry = client.mgmt.contract_registry
+    topic = registry.codec.event_by_name(event).topic
+    logs = client.chain.get_logs(first, client.chain.get_block_number(), [registry.address])
+    for entry in logs:
+        if entry.topics[:2] == [topic, cid]:
+            gas = client.chain.wait_for_receipt(entry.tx_hash, check=False).gas_used
+            return entry.block_number, gas
+    raise AssertionError(f"no {event} for {to_hex(cid)} after block {first}")
+
+
+def _first_publish_sample(client: Client, gatekeeper: bytes) -> dict[str, Any]:
+    """A fresh registration of the token's code (the registry transaction only, as
+    ``Client.deploy`` sends it): from sending it until its key is published."""
+    registry = client.mgmt.contract_registry
+    user = client.get_user("alice")
+    cid = os.urandom(32)
+    workers = [from_hex(w.node_id, size=32) for w in client.state.workers]
+    commitment = compute_deployer_commitment(cid, user.identity_key, os.urandom(16))
+    start = time.perf_counter()
+    receipt = registry.deploy(
+        cid, get_code_hash("token"), gatekeeper, workers, commitment, user.eth_private_key
+    )
+    mined = time.perf_counter() - start
+    while True:
+        record = registry.get_contract(cid)
+        if record is not None and record.key_published:
+            published = time.perf_counter() - start
+            break
+        if time.perf_counter() - start > ROTATION_TIMEOUT:
+            raise TimeoutError(f"the key of {to_hex(cid)} was not published")
+        time.sleep(ROTATION_POLL)
+    block, gas = _registry_event_block(client, "ContractKeyPublished", cid, receipt.block_number)
+    return {
+        "contract_id": to_hex(cid),
+        "request_block": receipt.block_number,
+        "published_block": block,
+        "mined_s": mined,
+        "published_s": published,
+        "published_blocks": block - receipt.block_number,
+        "publish_gas": gas,
+    }
+
+
+def _rotation_sample(
+    client: Client, http: httpx.Client, cid: bytes, version: int, applied: int
+) -> dict[str, Any]:
+    """One rotation to ``version``: from sending ``request_key_rotation`` until the key is
+    published, every worker reports ``version`` and a checkpoint at or after the
+    rotation block is recorded. Every stage is polled in the same loop."""
+    registry = client.mgmt.contract_registry
+    ledger = client.mgmt.execution_ledger
+    cid_hex = to_hex(cid)
+    urls = {w.name: w.url for w in client.state.workers}
+    old = client.get_contract(cid)
+    if old.key_version != version - 1 or old.rotation_pending:
+        raise AssertionError(f"before rotation {version}: {old}")
+    start = time.perf_counter()
+    receipt = registry.request_key_rotation(cid, client.get_user("alice").eth_private_key)
+    mined = time.perf_counter() - start
+    request = receipt.block_number
+    marks: dict[str, float] = {}
+    blocks: dict[str, int] = {}
+    record: ContractRecord | None = None
+    checkpoint: CheckpointRecord | None = None
+    contracts: dict[str, dict[str, Any] | None] = {}
+    while True:
+        now = time.perf_counter() - start
+        if record is None:
+            current = registry.get_contract(cid)
+            if current is not None and current.key_version >= version:
+                record = current
+                marks["published"] = now
+                blocks["published"] = current.rotated_at - request
+        if "switched" not in marks:
+            tip = client.chain.get_block_number()
+            contracts = {n: _contract_of(_get_status(http, u), cid_hex) for n, u in urls.items()}
+            if all(
+                c is not None and c.get("key_version", 0) >= version for c in contracts.values()
+            ):
+                marks["switched"] = time.perf_counter() - start
+                blocks["switched"] = tip - request  # the tip when all were seen switched
+        if record is not None and checkpoint is None:
+            found = ledger.get_checkpoint(cid)
+            if found is not None and found.height >= record.rotated_at:
+                checkpoint = found
+                marks["checkpoint"] = time.perf_counter() - start
+                blocks["checkpoint"] = found.recorded_at - request
+        if len(marks) == len(ROTATION_STAGES):
+            break
+        if now > ROTATION_TIMEOUT:
+            raise TimeoutError(
+                f"rotation to version {version}: only {sorted(marks)} after {now:.0f} s"
+            )
+        time.sleep(ROTATION_POLL)
+    assert record is not None and checkpoint is not None
+    # correctness of this rotation
+    if record.key_version != version or record.rotation_pending:
+        raise AssertionError(f"registry after rotation {version}: {record}")
+    if record.contract_public_key == old.contract_public_key:
+        raise AssertionError(f"version {version} has the command key of version {version - 1}")
+    for name, contract in contracts.items():
+        assert contract is not None
+        if int(contract["key_version"]) != version:
+            raise AssertionError(f"{name} reports key version {contract['key_version']}")
+        if int(contract["commands_applied"]) != applied:
+            raise AssertionError(f"{name}: {contract['commands_applied']} commands, not {applied}")
+    block, gas = _registry_event_block(client, "ContractKeyRotated", cid, request)
+    if block != record.rotated_at:
+        raise AssertionError(f"ContractKeyRotated in block {block}, rotated_at {record.rotated_at}")
+    return {
+        "version": version,
+        "request_block": request,
+        "rotated_at": record.rotated_at,
+        "checkpoint_height": checkpoint.height,
+        "checkpoint_recorded_at": checkpoint.recorded_at,
+        "mined_s": mined,
+        **{f"{stage}_s": marks[stage] for stage in ROTATION_STAGES},
+        **{f"{stage}_blocks": blocks[stage] for stage in ROTATION_STAGES},
+        "rotate_gas": gas,
+    }
+
+
+def _commands_applied(client: Client, http: httpx.Client, cid_hex: str) -> int:
+    """The contract's applied command count, the same on every worker (else an error)."""
+    counts = {
+        w.name: int((_contract_of(_get_status(http, w.url), cid_hex) or {})["commands_applied"])
+        for w in client.state.workers
+    }
+    if len(set(counts.values())) != 1:
+        raise AssertionError(f"the workers disagree on the applied commands: {counts}")
+    return counts[client.state.workers[0].name]
+
+
+def _balances(client: Client, cid_hex: str, owners: list[str]) -> dict[str, list[Any]]:
+    """Each owner's balance as answered (signed, verified) by every worker."""
+    return {
+        owner: [
+            client.query(
+                cid_hex, "balance", {"owner": owner}, as_user=owner, worker=i
+            ).answer.result
+            for i in range(len(client.state.workers))
+        ]
+        for owner in owners
+    }
+
+
+def run_rotation(home: Path, reps: int) -> dict[str, Any]:
+    """``reps`` rotations of a token's key one after the other, each after a fresh
+    registration's first key publication (the baseline), on one devnet."""
+    start_devnet(home, workers=2, block_time=BLOCK_TIME, progress=_say)
+    http = httpx.Client()
+    client = Client.from_home(home)
+    try:
+        deployment = client.deploy("token", as_user="alice")
+        cid = deployment.contract_id
+        cid_hex = to_hex(cid)
+        client.call_and_wait(cid_hex, "mint", {"to": "alice", "amount": MINT}, as_user="alice")
+        for to, amount, sender in (
+            ("bob", 1200, "alice"),
+            ("carol", 300, "bob"),
+            ("carol", 45, "alice"),
+        ):
+            client.call_and_wait(cid_hex, "transfer", {"to": to, "amount": amount}, as_user=sender)
+        applied = _commands_applied(client, http, cid_hex)
+        owners = ["alice", "bob", "carol"]
+        before = _balances(client, cid_hex, owners)
+        expected = {"alice": MINT - 1245, "bob": 900, "carol": 345}
+        if before != {o: [v] * len(client.state.workers) for o, v in expected.items()}:
+            raise AssertionError(f"balances before the rotations: {before}")
+        gatekeeper = client.get_contract(cid).gatekeeper_id
+        _say(f"token deployed with {applied} commands applied; rotating its key {reps} times")
+        first: list[dict[str, Any]] = []
+        rotations: list[dict[str, Any]] = []
+        for version in range(1, reps + 1):
+            first.append(_first_publish_sample(client, gatekeeper))
+            rotations.append(_rotation_sample(client, http, cid, version, applied))
+            r, f = rotations[-1], first[-1]
+            _say(
+                f"v{version}: published {r['published_s']:.2f} s ({r['published_blocks']} blocks), "
+                f"workers {r['switched_s']:.2f} s, checkpoint {r['checkpoint_s']:.2f} s "
+                f"({r['checkpoint_blocks']} blocks); a first publication: "
+                f"{f['published_s']:.2f} s ({f['published_blocks']} blocks)"
+            )
+        # the state carried over every rotation, and every worker holds the last version
+        after = _balances(client, cid_hex, owners)
+        if after != before:
+            raise AssertionError(f"balances changed across {reps} rotations: {before} → {after}")
+        versions = {
+            w.name: (_contract_of(_get_status(http, w.url), cid_hex) or {}).get("key_version")
+            for w in client.state.workers
+        }
+        if set(versions.values()) != {reps} or client.get_contract(cid).key_version != reps:
+            raise AssertionError(f"key versions after {reps} rotations: {versions}")
+        # and a command encrypted to the latest key applies
+        client.call_and_wait(cid_hex, "transfer", {"to": "carol", "amount": 5}, as_user="bob")
+        moved = _balances(client, cid_hex, ["bob", "carol"])
+        if moved != {"bob": [895] * len(versions), "carol": [350] * len(versions)}:
+            raise AssertionError(f"a transfer under key version {reps}: {moved}")
+    finally:
+        http.close()
+        client.close()
+        stop_devnet(home)
+    medians = {
+        f"rotation_{stage}_{unit}": _median([float(r[f"{stage}_{unit}"]) for r in rotations])
+        for stage in ROTATION_STAGES
+        for unit in ("s", "blocks")
+    }
+    medians["rotation_mined_s"] = _median([r["mined_s"] for r in rotations])
+    medians["first_published_s"] = _median([f["published_s"] for f in first])
+    medians["first_published_blocks"] = _median([float(f["published_blocks"]) for f in first])
+    medians["first_mined_s"] = _median([f["mined_s"] for f in first])
+    medians["rotate_gas"] = _median([float(r["rotate_gas"]) for r in rotations])
+    medians["publish_gas"] = _median([float(f["publish_gas"]) for f in first])
+    return {
+        "reps": reps,
+        "rotations": rotations,
+        "first_publications": first,
+        "medians": medians,
+        "publish_ratio_s": ratio(medians["rotation_published_s"], medians["first_published_s"]),
+        "publish_ratio_blocks": ratio(
+            medians["rotation_published_blocks"], medians["first_published_blocks"]
+        ),
+        "checks": {
+            "balances_before": before,
+            "balances_after": after,
+            "worker_key_versions": versions,
+            "transfer_after_rotations": moved,
+        },
+    }
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -1112,6 +1369,96 @@ def _print_competitive(results: list[dict[str, Any]], stall_timeout: float) -> N
     )
 
 
+def _print_rotation(rot: dict[str, Any]) -> None:
+    m = rot["medians"]
+    rows = []
+    for r in rot["rotations"]:
+        rows.append(
+            [
+                f"rotation to v{r['version']} (request in block {r['request_block']})",
+                fmt(r["mined_s"]),
+                fmt(r["published_s"]),
+                str(r["published_blocks"]),
+                fmt(r["switched_s"]),
+                str(r["switched_blocks"]),
+                fmt(r["checkpoint_s"]),
+                str(r["checkpoint_blocks"]),
+            ]
+        )
+    rows.append(
+        [
+            f"[bold]rotation: median of {rot['reps']}[/]",
+            fmt(m["rotation_mined_s"]),
+            fmt(m["rotation_published_s"]),
+            fmt(m["rotation_published_blocks"], 1),
+            fmt(m["rotation_switched_s"]),
+            fmt(m["rotation_switched_blocks"], 1),
+            fmt(m["rotation_checkpoint_s"]),
+            fmt(m["rotation_checkpoint_blocks"], 1),
+        ]
+    )
+    for i, f in enumerate(rot["first_publications"], 1):
+        rows.append(
+            [
+                f"first publish #{i} (deploy in block {f['request_block']})",
+                fmt(f["mined_s"]),
+                fmt(f["published_s"]),
+                str(f["published_blocks"]),
+                "-",
+                "-",
+                "-",
+                "-",
+            ]
+        )
+    rows.append(
+        [
+            f"[bold]first publish (baseline): median of {len(rot['first_publications'])}[/]",
+            fmt(m["first_mined_s"]),
+            fmt(m["first_published_s"]),
+            fmt(m["first_published_blocks"], 1),
+            "-",
+            "-",
+            "-",
+            "-",
+        ]
+    )
+    rows.append(
+        [
+            "[bold]rotation / first publish (medians)[/]",
+            "-",
+            fmt_ratio(rot["publish_ratio_s"]),
+            fmt_ratio(rot["publish_ratio_blocks"]),
+            "-",
+            "-",
+            "-",
+            "-",
+        ]
+    )
+    print_table(
+        f"4. contract-key rotation: s from sending the request, and blocks after its block, "
+        f"until each stage (anvil, a block every {BLOCK_TIME:g} s; 2 workers; gatekeepers 2-of-3)",
+        [
+            "sample",
+            "mined (s)",
+            "key published (s)",
+            "blocks",
+            "all workers switched (s)",
+            "blocks (tip)",
+            "checkpoint recorded (s)",
+            "blocks",
+        ],
+        rows,
+    )
+    checks = rot["checks"]
+    console.print(
+        f"[dim]  gas of the gatekeeper's transaction (median): rotate_contract_key "
+        f"{m['rotate_gas']:,.0f}, publish_contract_key {m['publish_gas']:,.0f}; checked: "
+        f"balances unchanged over {rot['reps']} rotations on every worker "
+        f"({checks['balances_after']}), key version {rot['reps']} on every worker "
+        f"({checks['worker_key_versions']}), a transfer under it applied[/]"
+    )
+
+
 def _plot(payload: dict[str, Any]) -> Path:
     import matplotlib
 
@@ -1226,7 +1573,23 @@ def _plot(payload: dict[str, Any]) -> Path:
 # --------------------------------------------------------------------------- run
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+PARTS = ("recovery", "competitive", "rotation")  # recovery: parts 1 and 2 (one devnet)
+PARTS_ENV = "SEALBRIDGE_BENCH_AVAILABILITY_PARTS"  # e.g. "rotation" (comma-separated)
+
+
+def _select_parts(parts: list[str] | None) -> list[str]:
+    """The parts to run: ``parts``, else ``$SEALBRIDGE_BENCH_AVAILABILITY_PARTS``, else all."""
+    if parts is None:
+        raw = os.environ.get(PARTS_ENV, "")
+        parts = [p.strip() for p in raw.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown availability parts {unknown}; choose from {list(PARTS)}")
+    return [p for p in PARTS if p in parts] or list(PARTS)
+
+
+def run(quick: bool = False, parts: list[str] | None = None) -> dict[str, Any]:
+    selected = _select_parts(parts)
     rows = [0, 50] if quick else [0, 50, 200, 500]
     reps = 1 if quick else 2
     interval = max(rows) + 100
@@ -1236,85 +1599,133 @@ def run(quick: bool = False) -> dict[str, Any]:
     n_before = 4 if quick else 20
     n_after = 4 if quick else 20
     stall_timeout = 8.0 if quick else 30.0
-    console.rule(
-        f"[bold]benchmark: availability (recovery B={rows}, state S={sizes}, "
-        f"workers {worker_counts})"
-    )
+    rotation_reps = 2 if quick else 5
+    described = {
+        "recovery": f"recovery B={rows}, state S={sizes}",
+        "competitive": f"workers {worker_counts}",
+        "rotation": f"{rotation_reps} key rotations",
+    }
+    console.rule(f"[bold]benchmark: availability ({', '.join(described[p] for p in selected)})")
     wall: dict[str, float] = {}
-    start = time.perf_counter()
-    with temp_home("avail") as home:
-        start_devnet(home, workers=2, storage_nodes=3, storage_threshold=2, progress=_say)
-        wall["devnet_start"] = time.perf_counter() - start
-        try:
-            start = time.perf_counter()
-            recovery = run_recovery(home, rows, reps, interval)
-            wall["recovery"] = time.perf_counter() - start
-            start = time.perf_counter()
-            state_sizes = run_state_sizes(
-                sizes, size_reps, recovery["storage_urls"], recovery["ledger"], recovery["chain_id"]
-            )
-            wall["state_sizes"] = time.perf_counter() - start
-        finally:
-            stop_devnet(home)
-    tradeoff = derive_tradeoff(recovery, state_sizes)
-    competitive = []
-    for n in worker_counts:
+    config: dict[str, Any] = {}
+    payload: dict[str, Any] = {"quick": quick, "parts": selected, "config": config}
+    if "recovery" in selected:
         start = time.perf_counter()
-        competitive.append(run_competitive(n, n_before, n_after, 60.0, stall_timeout))
-        wall[f"competitive_{n}_workers"] = time.perf_counter() - start
-    _print_recovery(recovery)
-    _print_cost(tradeoff)
-    _print_sizes(state_sizes)
-    _print_competitive(competitive, stall_timeout)
+        with temp_home("avail") as home:
+            start_devnet(home, workers=2, storage_nodes=3, storage_threshold=2, progress=_say)
+            wall["devnet_start"] = time.perf_counter() - start
+            try:
+                start = time.perf_counter()
+                recovery = run_recovery(home, rows, reps, interval)
+                wall["recovery"] = time.perf_counter() - start
+                start = time.perf_counter()
+                state_sizes = run_state_sizes(
+                    sizes,
+                    size_reps,
+                    recovery["storage_urls"],
+                    recovery["ledger"],
+                    recovery["chain_id"],
+                )
+                wall["state_sizes"] = time.perf_counter() - start
+            finally:
+                stop_devnet(home)
+        tradeoff = derive_tradeoff(recovery, state_sizes)
+        config["recovery"] = {
+            "devnet": "anvil automine, 2 workers, 3 storage nodes (k=2), sim TEE",
+            "transfers_after_checkpoint": rows,
+            "repetitions": reps,
+            "checkpoint_interval": interval,
+            "blocks": "one encrypted transfer per block (automine off, anvil_mine per "
+            "block); the workers' output submissions land in the same blocks",
+            "timing": "from the restarted process's start; /v1/status polled every 10 ms",
+            "baseline": "kill -9 and start again with the state bundle kept",
+        }
+        config["state_sizes"] = {
+            "accounts": sizes,
+            "repetitions": size_reps,
+            "in_process": "WorkerRuntime in this process (no enclave IPC)",
+            "storage": "the devnet's 3 storage node processes, k=2",
+            "baseline": "encode(storage.snapshot()) (msgspec msgpack), no encryption",
+        }
+        config["tradeoff"] = "derived, not measured: see tradeoff.measured for the inputs"
+        payload.update(recovery=recovery, tradeoff=tradeoff, state_sizes=state_sizes)
+    if "competitive" in selected:
+        competitive = []
+        for n in worker_counts:
+            start = time.perf_counter()
+            competitive.append(run_competitive(n, n_before, n_after, 60.0, stall_timeout))
+            wall[f"competitive_{n}_workers"] = time.perf_counter() - start
+        config["competitive"] = {
+            "workers": worker_counts,
+            "block_time_s": BLOCK_TIME,
+            "samples_before": n_before,
+            "samples_after": n_after,
+            "stall_timeout_s": stall_timeout,
+            "latency": "client.call (waits for the command's block) then get_output polled "
+            "every 20 ms until end >= the command's block",
+            "killed": "the worker with most accepted outputs before the kill (kill -9 of "
+            "its process group)",
+        }
+        payload["competitive"] = {"results": competitive}
+    if "rotation" in selected:
+        start = time.perf_counter()
+        with temp_home("avail-rot") as home:
+            rotation = run_rotation(home, rotation_reps)
+        wall["rotation"] = time.perf_counter() - start
+        config["rotation"] = {
+            "devnet": f"anvil with a block every {BLOCK_TIME:g} s, 2 workers, 3 gatekeepers "
+            "(2-of-3), 3 storage nodes (k=2), sim TEE",
+            "repetitions": rotation_reps,
+            "state": "token: deploy, mint, 3 transfers (alice, bob, carol)",
+            "timing": "from sending ContractRegistry.request_key_rotation; the registry, "
+            f"the ledger and both workers' /v1/status polled every {ROTATION_POLL * 1e3:g} ms "
+            "in one loop",
+            "blocks": "after the request's block: ContractKeyRotated's block (rotated_at); "
+            "the tip when every worker was first seen at the new key_version; the block "
+            "that recorded the checkpoint at height >= rotated_at (recorded_at)",
+            "baseline": "a fresh registration of the token's code (ContractRegistry.deploy "
+            "as Client.deploy sends it, same gatekeeper as the token) until its key is "
+            "published (ContractKeyPublished's block); one before each rotation",
+            "checks": "balances queried on every worker equal before and after all "
+            "rotations; key_version == repetitions on every worker and in the registry; a "
+            "transfer encrypted to the latest key applies",
+        }
+        payload["rotation"] = rotation
+    if "recovery" in selected:
+        _print_recovery(recovery)
+        _print_cost(tradeoff)
+        _print_sizes(state_sizes)
+    if "competitive" in selected:
+        _print_competitive(competitive, stall_timeout)
+    if "rotation" in selected:
+        _print_rotation(rotation)
     load = os.getloadavg()
     console.print(
         "[dim]wall time per part (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in wall.items())
         + f"; load average now {load[0]:.1f} on {os.cpu_count()} CPUs[/]"
     )
-    payload: dict[str, Any] = {
-        "quick": quick,
-        "config": {
-            "recovery": {
-                "devnet": "anvil automine, 2 workers, 3 storage nodes (k=2), sim TEE",
-                "transfers_after_checkpoint": rows,
-                "repetitions": reps,
-                "checkpoint_interval": interval,
-                "blocks": "one encrypted transfer per block (automine off, anvil_mine per "
-                "block); the workers' output submissions land in the same blocks",
-                "timing": "from the restarted process's start; /v1/status polled every 10 ms",
-                "baseline": "kill -9 and start again with the state bundle kept",
-            },
-            "state_sizes": {
-                "accounts": sizes,
-                "repetitions": size_reps,
-                "in_process": "WorkerRuntime in this process (no enclave IPC)",
-                "storage": "the devnet's 3 storage node processes, k=2",
-                "baseline": "encode(storage.snapshot()) (msgspec msgpack), no encryption",
-            },
-            "competitive": {
-                "workers": worker_counts,
-                "block_time_s": BLOCK_TIME,
-                "samples_before": n_before,
-                "samples_after": n_after,
-                "stall_timeout_s": stall_timeout,
-                "latency": "client.call (waits for the command's block) then get_output polled "
-                "every 20 ms until end >= the command's block",
-                "killed": "the worker with most accepted outputs before the kill (kill -9 of "
-                "its process group)",
-            },
-            "tradeoff": "derived, not measured: see tradeoff.measured for the inputs",
-        },
-        "wall_time_s": wall,
-        "recovery": recovery,
-        "tradeoff": tradeoff,
-        "state_sizes": state_sizes,
-        "competitive": {"results": competitive},
-    }
-    payload["results_file"] = str(write_results(NAME, payload))
-    payload["figure"] = str(_plot(payload))
+    payload["wall_time_s"] = wall
+    # a partial run keeps the full run's files: availability_<parts>.json, no figure
+    name = NAME if selected == list(PARTS) else "_".join([NAME, *selected])
+    payload["results_file"] = str(write_results(name, payload))
+    if "recovery" in selected and "competitive" in selected:
+        payload["figure"] = str(_plot(payload))
     return payload
 
 
+def _main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    parser.add_argument(
+        "--part",
+        action="append",
+        choices=PARTS,
+        help=f"run only this part (repeatable; default: ${PARTS_ENV}, else all)",
+    )
+    args = parser.parse_args()
+    run(args.quick, args.part)
+
+
 if __name__ == "__main__":
-    run_cli(run, __doc__)
+    _main()
