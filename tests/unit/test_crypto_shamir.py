@@ -135,3 +135,40 @@ def test_share_encodes_canonically() -> None:
     assert decode(encode(share), Share) == share
     with pytest.raises(ConfigError):
         _ = Share(index=1, value=b"\xff" * 32).int_value
+
+
+def _naive_lagrange(xs: list[int], at: int) -> list[int]:
+    out = []
+    for i, xi in enumerate(xs):
+        numerator, denominator = 1, 1
+        for j, xj in enumerate(xs):
+            if j != i:
+                numerator = numerator * (at - xj) % R
+                denominator = denominator * (xi - xj) % R
+        out.append(numerator * pow(denominator, -1, R) % R)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    xs=st.lists(st.integers(1, 2_000), min_size=1, max_size=40, unique=True),
+    at=st.integers(0, 5_000),
+    large=st.booleans(),
+)
+def test_lagrange_coefficients_equal_the_textbook_formula(
+    xs: list[int], at: int, large: bool
+) -> None:
+    """The fast path (exact small-integer products, one batched inversion) and the modular
+    path for large indices both give the textbook coefficients; they interpolate."""
+    if large:  # indices above 2**32 take the modular path
+        xs = [R - x for x in xs]
+    expected = [1 if x == at else 0 for x in xs] if at in xs else _naive_lagrange(xs, at)
+    assert lagrange_coefficients(xs, at=at) == expected
+    # f(x) = 3 + 5x + ... of degree len(xs) - 1 is recovered at ``at``
+    coefficients = [3, 5, 7, 11, 13][: len(xs)] + [1] * max(0, len(xs) - 5)
+
+    def f(x: int) -> int:
+        return sum(c * pow(x, k, R) for k, c in enumerate(coefficients)) % R
+
+    weights = lagrange_coefficients(xs, at=at)
+    assert sum(w * f(x) for w, x in zip(weights, xs, strict=True)) % R == f(at)

@@ -21,10 +21,13 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": CORES,  # the worker's ECALLs carry the key service's KeyRequest
     "keyservice": TRUSTED_BELOW | {"keyservice"},
     "storage": {"core", "crypto", "chain", "storage"},  # a core, but not trusted (no TEE)
+    "consensus": {"core", "crypto", "consensus"},  # BFT replicas of an autonomous system
+    "interop": {"core", "crypto", "tee", "chain", "consensus", "interop"},  # gateways
+    "sim": {"core", "crypto", "tee", "consensus", "interop", "sim"},  # a driver of cores
     "net": {"core", "net"},
-    "node": CORES | {"storage", "net", "node", "client"},
-    "client": CORES | {"storage", "net", "node", "client"},
-    "cli": CORES | {"storage", "net", "node", "client", "cli"},
+    "node": CORES | {"storage", "net", "node", "client", "consensus", "interop", "sim"},
+    "client": CORES | {"storage", "net", "node", "client", "consensus", "interop", "sim"},
+    "cli": CORES | {"storage", "net", "node", "client", "cli", "consensus", "interop", "sim"},
 }
 DRIVERS = {"net", "sim", "node", "cli"}
 
@@ -57,7 +60,18 @@ def test_imports_point_downwards(package: str, path: Path) -> None:
 
 
 def test_cores_never_import_drivers() -> None:
-    cores = ("core", "crypto", "tee", "chain", "contracts", "runtime", "keyservice", "storage")
+    cores = (
+        "core",
+        "crypto",
+        "tee",
+        "chain",
+        "contracts",
+        "runtime",
+        "keyservice",
+        "storage",
+        "consensus",
+        "interop",
+    )
     for package in cores:
         assert not ALLOWED[package] & DRIVERS
 
