@@ -32,6 +32,8 @@ CONTRACT_NAMES: tuple[str, ...] = (
     "CommandInbox",
     "ExecutionLedger",
     "GatekeeperCommittee",
+    "HTLC",
+    "GatewayEscrow",
 )
 
 
