@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sealbridge.cli import attest
+from sealbridge.cli import attest, swap
 from sealbridge.cli.output import console, fail, friendly_errors, print_json
 from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
 from sealbridge.core.encoding import to_builtins
@@ -432,6 +432,9 @@ def query(
         f"(block {a.block_height}, state root "
         f"{to_hex(a.state_root)[:18]}…, signed by worker {to_hex(verified.worker_key)[:18]}…)"
     )
+
+
+app.command("swap")(swap.swap)
 
 
 @app.command("demo")
