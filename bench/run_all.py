@@ -14,6 +14,7 @@ from bench import (
     bench_keys,
     bench_query,
     bench_runtime,
+    bench_swap,
     plots,
 )
 from bench.common import console, get_machine_info, print_table, write_results
@@ -25,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "contracts": bench_contracts.run,
     "keys": bench_keys.run,
     "availability": bench_availability.run,
+    "swap": bench_swap.run,
 }
 
 

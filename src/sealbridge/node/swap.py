@@ -328,16 +328,21 @@ class SwapDevnet:
         deadline_s: int = 120,
         progress: Progress | None = None,
         timeout: float = 90.0,
+        reverse: bool = False,
     ) -> SwapResult:
         """Move ``amount`` wei from dev account 1 on chain A to dev account 2 on chain B
-        (or, with ``abort``, let the destination never release and refund after the
-        deadline)."""
+        (``reverse``: from dev account 2 on B to dev account 1 on A; with ``abort``, the
+        destination never releases and the sender is refunded after the deadline)."""
         if amount <= 0:
             raise SwapError("amount must be positive")
         source, dest = self.escrows[CHAIN_A], self.escrows[CHAIN_B]
-        sender_key = source.adapter.get_dev_key(1)
+        sender_index, recipient_index = 1, 2
+        if reverse:
+            source, dest = dest, source
+            sender_index, recipient_index = 2, 1
+        sender_key = source.adapter.get_dev_key(sender_index)
         relayer_key = source.adapter.get_dev_key(3)
-        recipient = ChainAdapter.address_of(dest.adapter.get_dev_key(2))
+        recipient = ChainAdapter.address_of(dest.adapter.get_dev_key(recipient_index))
         started = time.monotonic()
         phases: list[PhaseRecord] = []
         gas: dict[str, int] = {}
@@ -383,7 +388,9 @@ class SwapDevnet:
             [],
         )
         if abort:
-            return self._abort(transfer, relayer_key, emit, tx, phases, gas, started, timeout)
+            return self._abort(
+                source, dest, transfer, relayer_key, emit, tx, phases, gas, started, timeout
+            )
         release_sig = self.collect(SignKind.RELEASE, transfer.transfer_id, timeout)
         emit(
             "verify",
@@ -425,6 +432,8 @@ class SwapDevnet:
 
     def _abort(
         self,
+        source: GatewayEscrow,
+        dest: GatewayEscrow,
         transfer: LockedTransfer,
         relayer_key: bytes,
         emit: Callable[[str, dict[str, Any], list[SignatureRecord]], None],
@@ -434,7 +443,6 @@ class SwapDevnet:
         started: float,
         timeout: float,
     ) -> SwapResult:
-        source = self.escrows[CHAIN_A]
         sender_before = source.adapter.balance(transfer.sender)
         abort_sig = self.collect(SignKind.ABORT, transfer.transfer_id, timeout)
         receipt = source.abort(
@@ -448,7 +456,7 @@ class SwapDevnet:
                 "reason": "no release before the deadline on the destination chain",
                 "sender_refunded_wei": source.adapter.balance(transfer.sender) - sender_before,
                 "source_state": lock.state.name if lock is not None else "?",
-                "released_on_destination": self.escrows[CHAIN_B].is_released(transfer.transfer_id),
+                "released_on_destination": dest.is_released(transfer.transfer_id),
             },
             [abort_sig],
         )
