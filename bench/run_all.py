@@ -9,6 +9,7 @@ from typing import Any
 
 from bench import (
     bench_availability,
+    bench_consensus,
     bench_contracts,
     bench_e2e,
     bench_keys,
@@ -27,6 +28,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "keys": bench_keys.run,
     "availability": bench_availability.run,
     "swap": bench_swap.run,
+    "consensus": bench_consensus.run,
 }
 
 

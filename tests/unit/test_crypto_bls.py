@@ -243,3 +243,17 @@ def test_messages_encode_canonically(key_set: ThresholdKeySet) -> None:
     assert decode(encode(key_set), ThresholdKeySet) == key_set
     partial = partial_sign(key_set.shares[0], MSG)
     assert decode(encode(partial), PartialSignature) == partial
+
+
+def test_combine_without_subgroup_checks_gives_the_same_signature() -> None:
+    """The collector's fast path (it verifies the result) combines to the same bytes; a
+    malformed partial is still refused."""
+    key_set = bls.deal_threshold_key(3, 5, randomness=b"unchecked")
+    message = b"certificate statement"
+    partials = [bls.partial_sign(share, message) for share in key_set.shares[1:4]]
+    fast = bls.combine(partials, 3, check_subgroup=False)
+    assert fast == bls.combine(partials, 3)
+    assert bls.verify(key_set.group_public_key, message, fast)
+    broken = [*partials[:2], bls.PartialSignature(index=4, signature=b"\x00" * 96)]
+    with pytest.raises(InvalidSignature):
+        bls.combine(broken, 3, check_subgroup=False)

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sealbridge.cli import attest, swap
+from sealbridge.cli import attest, bench, swap
 from sealbridge.cli.output import console, fail, friendly_errors, print_json
 from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
 from sealbridge.core.encoding import to_builtins
@@ -31,6 +31,7 @@ keys_app = typer.Typer(help="User keys of the devnet.", no_args_is_help=True)
 app.add_typer(devnet_app, name="devnet")
 app.add_typer(keys_app, name="keys")
 app.add_typer(attest.app, name="attest")
+app.add_typer(bench.app, name="bench")
 
 HomeOption = Annotated[
     Path,

@@ -311,11 +311,17 @@ def verify_partial(public_share: bytes, message: bytes, partial: PartialSignatur
     return verify(public_share, message, partial.signature)
 
 
-def combine(partials: Sequence[PartialSignature], threshold: int) -> bytes:
+def combine(
+    partials: Sequence[PartialSignature], threshold: int, *, check_subgroup: bool = True
+) -> bytes:
     """Combine the first ``threshold`` distinct-index partials into the group signature.
 
     Partials are not verified here: check each with :func:`verify_partial` first (or
-    verify the result), or one bad partial spoils the combination.
+    verify the result), or one bad partial spoils the combination. With
+    ``check_subgroup=False`` the partials' points skip the (costly) subgroup check when
+    decompressed -- for a caller that verifies the combined signature anyway, which is
+    then either the group's unique signature or rejected (a collector's optimistic
+    combine).
     """
     if not isinstance(threshold, int) or threshold < 1:
         raise ConfigError(f"threshold must be a positive int, got {threshold!r}")
@@ -333,7 +339,10 @@ def combine(partials: Sequence[PartialSignature], threshold: int) -> bytes:
         if not isinstance(signature, bytes | bytearray) or len(signature) != SIGNATURE_SIZE:
             raise InvalidSignature(f"partial signature {index} must be {SIGNATURE_SIZE} bytes")
         try:
-            point = G2Point.from_compressed_bytes(bytes(signature))  # checks the subgroup
+            if check_subgroup:
+                point = G2Point.from_compressed_bytes(bytes(signature))
+            else:
+                point = G2Point.from_compressed_bytes_unchecked(bytes(signature))
         except _VERIFY_ERRORS as exc:
             raise InvalidSignature(f"partial signature {index} is not a G2 point") from exc
         if point.to_compressed_bytes() != bytes(signature):
