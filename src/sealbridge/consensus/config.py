@@ -21,6 +21,9 @@ Parameters and their defaults
                  change no longer preserves commits. Above ``n - f`` the group stalls when
                  ``f`` replicas are silent.
   view-change quorum  ``max(2f + 1, threshold)`` ViewChange messages make a NewView.
+  ``gateway_keys`` the Ed25519 identity keys of this AS's own interop gateways
+                 (:mod:`sealbridge.interop`): the ledger accepts cross-chain certificates
+                 under keys they endorsed, and refusals they signed. Empty by default.
   ``single_phase`` one certificate round per batch (PrePrepare, COMMIT shares, Commit):
                  the round InterTrust's Figure 4 measures, three message delays instead
                  of five. A measurement mode: **not safe across view changes** -- a
@@ -101,6 +104,7 @@ class ConsensusConfig:
     genesis: tuple[tuple[str, int], ...] = ()
     send_replies: bool = True  # False: no Reply messages (nobody listens; read the reports)
     single_phase: bool = False  # the paper's one-certificate round; unsafe across view changes
+    gateway_keys: tuple[bytes, ...] = ()  # Ed25519 keys of this AS's interop gateways
     _index: dict[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -146,6 +150,10 @@ class ConsensusConfig:
             raise ConsensusConfigError("single_phase must be a bool")
         if self.view_change_timeout <= 0:
             raise ConsensusConfigError("view_change_timeout must be positive")
+        gateway_keys = tuple(self.gateway_keys)
+        if not all(isinstance(k, bytes) and len(k) == 32 for k in gateway_keys):
+            raise ConsensusConfigError("gateway keys are 32-byte Ed25519 public keys")
+        object.__setattr__(self, "gateway_keys", gateway_keys)
         object.__setattr__(self, "genesis", tuple(sorted(validate_genesis(self.genesis).items())))
         object.__setattr__(self, "_index", {node: i for i, node in enumerate(ids)})
 
@@ -165,6 +173,7 @@ class ConsensusConfig:
         window: int = 64,
         send_replies: bool = True,
         single_phase: bool = False,
+        gateway_keys: Iterable[bytes] = (),
     ) -> ConsensusConfig:
         """Build a configuration; ``f`` defaults to :func:`compute_default_f`.
 
@@ -186,6 +195,7 @@ class ConsensusConfig:
             genesis=tuple((str(k), v) for k, v in pairs),
             send_replies=send_replies,
             single_phase=single_phase,
+            gateway_keys=tuple(gateway_keys),
         )
 
     # derived values

@@ -262,7 +262,12 @@ class Replica:
         self._share = key_share
         self._verifier = verifier if verifier is not None else VerifyCache()
         self._others = tuple(node for node in config.replica_ids if node != self._node_id)
-        self.ledger = Ledger(config.genesis)
+        self.ledger = Ledger(
+            config.genesis,
+            as_id=config.as_id,
+            gateway_keys=config.gateway_keys,
+            verify=self._verifier.verify,
+        )
         self.stats = ReplicaStats()
         # replicated state
         self.view = 0
@@ -328,6 +333,11 @@ class Replica:
     @property
     def primary_id(self) -> int:
         return self.config.get_primary_id(self.view)
+
+    @property
+    def has_pending_requests(self) -> bool:
+        """True while a request this replica has seen is not executed yet."""
+        return bool(self._pending)
 
     def get_committed(self, seq: int) -> CommittedBatch | None:
         """The executed batch at ``seq`` with its commit certificate."""
