@@ -257,3 +257,27 @@ def test_combine_without_subgroup_checks_gives_the_same_signature() -> None:
     broken = [*partials[:2], bls.PartialSignature(index=4, signature=b"\x00" * 96)]
     with pytest.raises(InvalidSignature):
         bls.combine(broken, 3, check_subgroup=False)
+
+
+def test_uncompressed_partials_combine_and_verify_like_compressed_ones() -> None:
+    """A collector's partials may travel uncompressed (192 bytes, no square root to load):
+    they combine to the same signature, verify, and bad ones are refused."""
+    key_set = bls.deal_threshold_key(3, 5, randomness=b"uncompressed")
+    message = b"statement"
+    compressed = [bls.partial_sign(share, message) for share in key_set.shares[:3]]
+    raw = [bls.partial_sign(share, message, uncompressed=True) for share in key_set.shares[:3]]
+    assert all(len(p.signature) == bls.UNCOMPRESSED_SIGNATURE_SIZE for p in raw)
+    assert [bls.compress_signature(p.signature) for p in raw] == [p.signature for p in compressed]
+    expected = bls.combine(compressed, 3)
+    assert bls.combine(raw, 3, check_subgroup=False) == expected == bls.combine(raw, 3)
+    assert bls.combine([raw[0], compressed[1], raw[2]], 3) == expected
+    assert bls.verify_partial(key_set.public_shares[0], message, raw[0])
+    assert not bls.verify_partial(key_set.public_shares[1], message, raw[0])
+    bent = raw[0].signature[:-1] + bytes([raw[0].signature[-1] ^ 1])  # off the curve
+    assert not bls.verify(key_set.public_shares[0], message, bent)
+    with pytest.raises(InvalidSignature):
+        bls.combine([bls.PartialSignature(index=1, signature=bent), *raw[1:]], 3)
+    with pytest.raises(InvalidSignature):
+        bls.compress_signature(bent)
+    with pytest.raises(InvalidSignature):
+        bls.combine([bls.PartialSignature(index=1, signature=b"\x01" * 150), *raw[1:]], 3)

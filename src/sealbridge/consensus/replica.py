@@ -556,7 +556,9 @@ class Replica:
             return []
         self._sent_shares.add((phase, seq))
         message = compute_statement(phase, self.config.as_id, self.view, seq, digest)
-        share = bls.partial_sign(self._share, message)
+        # uncompressed: the collector loads it without a square root (its combine is on
+        # every round's critical path); certificates stay compressed
+        share = bls.partial_sign(self._share, message, uncompressed=True)
         if self.is_primary:
             return self._collect(self.index, phase, seq, digest, share, now, trusted=True)
         msg = SignShare(

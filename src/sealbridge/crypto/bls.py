@@ -72,6 +72,7 @@ POP_CIPHERSUITE = b"BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_"
 SECRET_KEY_SIZE = 32
 PUBLIC_KEY_SIZE = 48
 SIGNATURE_SIZE = 96
+UNCOMPRESSED_SIGNATURE_SIZE = 192  # G2 point as big-endian x || y (no square root to load)
 _KEYGEN_SALT = b"BLS-SIG-KEYGEN-SALT-"
 _KEYGEN_L = 48  # ceil(3 * ceil(log2(r)) / 16)
 _IDENTITY_G1 = G1Point.identity().to_compressed_bytes()
@@ -151,9 +152,12 @@ def public_key(secret_key: bytes) -> bytes:
 # --- single signatures ---------------------------------------------------------------------
 
 
+def _sign_point(value: int, message: bytes) -> G2Point:
+    return G2Point.hash_to_curve(bytes(message), CIPHERSUITE) * Scalar(value)
+
+
 def _sign_scalar(value: int, message: bytes) -> bytes:
-    point = G2Point.hash_to_curve(bytes(message), CIPHERSUITE) * Scalar(value)
-    return point.to_compressed_bytes()
+    return _sign_point(value, message).to_compressed_bytes()
 
 
 def sign(secret_key: bytes, message: bytes) -> bytes:
@@ -173,8 +177,26 @@ def _g1(data: bytes) -> blspy.G1Element | None:
         return None
 
 
+def compress_signature(signature: bytes) -> bytes:
+    """The 96-byte form of a signature given uncompressed (192 bytes; checked to lie in
+    G2), or the signature itself when it is already compressed."""
+    if isinstance(signature, bytes | bytearray) and len(signature) == UNCOMPRESSED_SIGNATURE_SIZE:
+        try:
+            point = G2Point.from_xy_bytes_be(bytes(signature))
+        except _VERIFY_ERRORS as exc:
+            raise InvalidSignature("uncompressed signature is not a point of G2") from exc
+        return bytes(point.to_compressed_bytes())
+    return bytes(signature)
+
+
 def _g2(data: bytes) -> blspy.G2Element | None:
-    """A signature decoded and validated (canonical, in G2), or None."""
+    """A signature decoded and validated (canonical, in G2), or None; an uncompressed
+    (192-byte) signature is accepted too."""
+    if isinstance(data, bytes | bytearray) and len(data) == UNCOMPRESSED_SIGNATURE_SIZE:
+        try:
+            data = compress_signature(data)
+        except InvalidSignature:
+            return None
     if not isinstance(data, bytes | bytearray) or len(data) != SIGNATURE_SIZE:
         return None
     try:
@@ -298,12 +320,16 @@ def deal_threshold_key(
     )
 
 
-def partial_sign(share: KeyShare, message: bytes) -> PartialSignature:
-    """Sign ``message`` with a key share."""
+def partial_sign(
+    share: KeyShare, message: bytes, *, uncompressed: bool = False
+) -> PartialSignature:
+    """Sign ``message`` with a key share. ``uncompressed``: the 192-byte form, which a
+    combiner loads without a square root (for partials sent to a collector)."""
     if not isinstance(share.index, int) or share.index < 1:
         raise ConfigError(f"key share index must be >= 1, got {share.index!r}")
-    value = scalar_from_bytes(share.secret)
-    return PartialSignature(index=share.index, signature=_sign_scalar(value, message))
+    point = _sign_point(scalar_from_bytes(share.secret), message)
+    signature = point.to_xy_bytes_be() if uncompressed else point.to_compressed_bytes()
+    return PartialSignature(index=share.index, signature=bytes(signature))
 
 
 def verify_partial(public_share: bytes, message: bytes, partial: PartialSignature) -> bool:
@@ -336,22 +362,41 @@ def combine(
         raise ThresholdError(f"need {threshold} distinct partial signatures, got {len(chosen)}")
     points = []
     for index, signature in chosen.items():
-        if not isinstance(signature, bytes | bytearray) or len(signature) != SIGNATURE_SIZE:
-            raise InvalidSignature(f"partial signature {index} must be {SIGNATURE_SIZE} bytes")
-        try:
-            if check_subgroup:
-                point = G2Point.from_compressed_bytes(bytes(signature))
-            else:
-                point = G2Point.from_compressed_bytes_unchecked(bytes(signature))
-        except _VERIFY_ERRORS as exc:
-            raise InvalidSignature(f"partial signature {index} is not a G2 point") from exc
-        if point.to_compressed_bytes() != bytes(signature):
-            raise InvalidSignature(f"partial signature {index} is not canonically encoded")
-        points.append(point)
+        points.append(_load_partial(index, signature, check_subgroup))
     pairs = sorted(zip(chosen, points, strict=True), key=lambda pair: pair[0])
     coefficients = _get_lagrange_scalars(tuple(index for index, _ in pairs))
     combined = G2Point.multiexp_unchecked([point for _, point in pairs], list(coefficients))
     return combined.to_compressed_bytes()
+
+
+def _load_partial(index: int, signature: bytes, check_subgroup: bool) -> G2Point:
+    """A partial's point, from its compressed (96) or uncompressed (192-byte) form."""
+    if not isinstance(signature, bytes | bytearray):
+        raise InvalidSignature(f"partial signature {index} is not bytes")
+    data = bytes(signature)
+    try:
+        if len(data) == UNCOMPRESSED_SIGNATURE_SIZE:
+            if check_subgroup:
+                point = G2Point.from_xy_bytes_be(data)
+            else:
+                point = G2Point.from_xy_bytes_unchecked_be(data)
+            canonical = point.to_xy_bytes_be()
+        elif len(data) == SIGNATURE_SIZE:
+            if check_subgroup:
+                point = G2Point.from_compressed_bytes(data)
+            else:
+                point = G2Point.from_compressed_bytes_unchecked(data)
+            canonical = point.to_compressed_bytes()
+        else:
+            raise InvalidSignature(
+                f"partial signature {index} must be {SIGNATURE_SIZE} or "
+                f"{UNCOMPRESSED_SIGNATURE_SIZE} bytes"
+            )
+    except _VERIFY_ERRORS as exc:
+        raise InvalidSignature(f"partial signature {index} is not a G2 point") from exc
+    if bytes(canonical) != data:
+        raise InvalidSignature(f"partial signature {index} is not canonically encoded")
+    return point
 
 
 @functools.lru_cache(maxsize=64)
