@@ -50,6 +50,7 @@ from sealbridge.chain.abi import (
     compute_ready_digest,
 )
 from sealbridge.chain.adapter import ChainAdapter, TxReceipt
+from sealbridge.chain.bound import EventReader
 from sealbridge.chain.compiler import CompiledContract, compile_contract
 from sealbridge.chain.errors import ChainConfigError
 from sealbridge.core.encoding import Message
@@ -148,7 +149,7 @@ def compute_array_hash(items: Sequence[bytes]) -> bytes:
     return keccak(abi_encode(["bytes[]"], [[bytes(i) for i in items]]))
 
 
-class GatekeeperCommittee:
+class GatekeeperCommittee(EventReader):
     """The GatekeeperCommittee contract bound to an adapter (methods as in
     :mod:`sealbridge.chain.management`: arguments first, the sender's key last)."""
 
@@ -174,32 +175,6 @@ class GatekeeperCommittee:
     ) -> TxReceipt:
         data = self.codec.function(fn).encode_call(args)
         return self.adapter.transact(sender_key, to=self.address, data=data, gas=gas)
-
-    def decode_events(self, receipt: TxReceipt) -> list[tuple[str, dict[str, Any]]]:
-        """This contract's events in ``receipt``, in log order, as ``(name, args)``."""
-        out: list[tuple[str, dict[str, Any]]] = []
-        for log in receipt.logs:
-            if log.address != self.address or not log.topics:
-                continue
-            event = self.codec.events.get(log.topics[0])
-            if event is not None:
-                out.append((event.name, event.decode(log.topics, log.data)))
-        return out
-
-    def get_events(
-        self, from_block: int, to_block: int | None = None, *, name: str | None = None
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """This contract's events in a block range (inclusive), optionally of one kind."""
-        end = self.adapter.get_block_number() if to_block is None else to_block
-        topics: list[bytes | None] | None = None
-        if name is not None:
-            topics = [self.codec.event_by_name(name).topic]
-        out: list[tuple[str, dict[str, Any]]] = []
-        for log in self.adapter.get_logs(from_block, end, [self.address], topics):
-            event = self.codec.events.get(log.topics[0]) if log.topics else None
-            if event is not None:
-                out.append((event.name, event.decode(log.topics, log.data)))
-        return out
 
     # ------------------------------------------------------------------ digests
 

@@ -54,6 +54,7 @@ from sealbridge.chain.bls_onchain import (
     encode_g1,
     encode_g2,
 )
+from sealbridge.chain.bound import EventReader
 from sealbridge.chain.compiler import CompiledContract, compile_contract
 from sealbridge.chain.errors import ChainConfigError, ChainError
 from sealbridge.core.encoding import Message
@@ -188,7 +189,7 @@ def to_signature_arg(signature: bytes) -> bytes:
     raise ChainConfigError(f"a signature is {SIGNATURE_SIZE} (compressed) or {G2_SIZE} bytes")
 
 
-class GatewayEscrow:
+class GatewayEscrow(EventReader):
     """The GatewayEscrow contract bound to an adapter (arguments first, the sender's key
     last)."""
 
@@ -224,32 +225,6 @@ class GatewayEscrow:
     ) -> TxReceipt:
         data = self.codec.function(fn).encode_call(args)
         return self.adapter.transact(sender_key, to=self.address, data=data, value=value, gas=gas)
-
-    def decode_events(self, receipt: TxReceipt) -> list[tuple[str, dict[str, Any]]]:
-        """This contract's events in ``receipt``, in log order, as ``(name, args)``."""
-        out: list[tuple[str, dict[str, Any]]] = []
-        for log in receipt.logs:
-            if log.address != self.address or not log.topics:
-                continue
-            event = self.codec.events.get(log.topics[0])
-            if event is not None:
-                out.append((event.name, event.decode(log.topics, log.data)))
-        return out
-
-    def get_events(
-        self, from_block: int, to_block: int | None = None, *, name: str | None = None
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """This contract's events in a block range (inclusive), optionally of one kind."""
-        end = self.adapter.get_block_number() if to_block is None else to_block
-        topics: list[bytes | None] | None = None
-        if name is not None:
-            topics = [self.codec.event_by_name(name).topic]
-        out: list[tuple[str, dict[str, Any]]] = []
-        for log in self.adapter.get_logs(from_block, end, [self.address], topics):
-            event = self.codec.events.get(log.topics[0]) if log.topics else None
-            if event is not None:
-                out.append((event.name, event.decode(log.topics, log.data)))
-        return out
 
     def to_locked_transfer(self, args: dict[str, Any]) -> LockedTransfer:
         """A ``Locked`` event of this escrow as a :class:`LockedTransfer`."""
