@@ -27,6 +27,7 @@ TRUSTED_MODULES = (
     "__init__.py",
     "chain/__init__.py",
     "chain/abi.py",
+    "chain/bls_onchain.py",
     "chain/errors.py",
     "chain/lightclient.py",
 )
