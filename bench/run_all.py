@@ -12,6 +12,7 @@ from bench import (
     bench_consensus,
     bench_contracts,
     bench_e2e,
+    bench_interop,
     bench_keys,
     bench_query,
     bench_runtime,
@@ -28,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "keys": bench_keys.run,
     "availability": bench_availability.run,
     "swap": bench_swap.run,
+    "interop": bench_interop.run,
     "consensus": bench_consensus.run,
 }
 
