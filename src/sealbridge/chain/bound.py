@@ -1,19 +1,50 @@
-"""Reading a bound contract's events (shared by the typed contract wrappers)."""
+"""A contract bound to an adapter: calls, transactions and events (shared by the typed
+contract wrappers)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sealbridge.chain.abi import AbiCodec
+from sealbridge.chain.abi import AbiCodec, checksum
 from sealbridge.chain.adapter import ChainAdapter, TxReceipt
+from sealbridge.chain.compiler import CompiledContract, compile_contract
 
 
-class EventReader:
-    """Mixin for a wrapper with ``adapter``, ``address`` (checksummed) and ``codec``."""
+class BoundContract:
+    """One deployed contract: ``name`` is its Vyper contract name, compiled on demand when
+    no compiled artefact is given."""
 
-    adapter: ChainAdapter
-    address: str
-    codec: AbiCodec
+    name = ""
+
+    def __init__(
+        self, adapter: ChainAdapter, address: str, compiled: CompiledContract | None = None
+    ) -> None:
+        self.adapter = adapter
+        self.address = checksum(address)
+        if compiled is None:
+            compiled = compile_contract(self.name, evm_version=adapter.evm_version)
+        self.codec = AbiCodec(compiled.abi)
+
+    @property
+    def chain_id(self) -> int:
+        return self.adapter.chain_id
+
+    def _call(self, fn: str, *args: Any) -> tuple[Any, ...]:
+        function = self.codec.function(fn)
+        return function.decode_result(self.adapter.call(self.address, function.encode_call(args)))
+
+    def _transact(
+        self,
+        fn: str,
+        args: Sequence[Any],
+        sender_key: bytes,
+        value: int = 0,
+        *,
+        gas: int | None = None,
+    ) -> TxReceipt:
+        data = self.codec.function(fn).encode_call(args)
+        return self.adapter.transact(sender_key, to=self.address, data=data, value=value, gas=gas)
 
     def decode_events(self, receipt: TxReceipt) -> list[tuple[str, dict[str, Any]]]:
         """This contract's events in ``receipt``, in log order, as ``(name, args)``."""

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any
 
 from eth_abi.abi import encode as abi_encode
 
@@ -50,8 +49,8 @@ from sealbridge.chain.abi import (
     compute_ready_digest,
 )
 from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.bound import EventReader
-from sealbridge.chain.compiler import CompiledContract, compile_contract
+from sealbridge.chain.bound import BoundContract
+from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.errors import ChainConfigError
 from sealbridge.core.encoding import Message
 from sealbridge.core.ids import keccak
@@ -149,32 +148,11 @@ def compute_array_hash(items: Sequence[bytes]) -> bytes:
     return keccak(abi_encode(["bytes[]"], [[bytes(i) for i in items]]))
 
 
-class GatekeeperCommittee(EventReader):
+class GatekeeperCommittee(BoundContract):
     """The GatekeeperCommittee contract bound to an adapter (methods as in
     :mod:`sealbridge.chain.management`: arguments first, the sender's key last)."""
 
     name = CONTRACT_NAME
-
-    def __init__(
-        self, adapter: ChainAdapter, address: str, compiled: CompiledContract | None = None
-    ) -> None:
-        self.adapter = adapter
-        self.address = checksum(address)
-        if compiled is None:
-            compiled = compile_contract(CONTRACT_NAME, evm_version=adapter.evm_version)
-        self.codec = AbiCodec(compiled.abi)
-
-    # ------------------------------------------------------------------ plumbing
-
-    def _call(self, fn: str, *args: Any) -> tuple[Any, ...]:
-        function = self.codec.function(fn)
-        return function.decode_result(self.adapter.call(self.address, function.encode_call(args)))
-
-    def _transact(
-        self, fn: str, args: Sequence[Any], sender_key: bytes, gas: int | None = None
-    ) -> TxReceipt:
-        data = self.codec.function(fn).encode_call(args)
-        return self.adapter.transact(sender_key, to=self.address, data=data, gas=gas)
 
     # ------------------------------------------------------------------ digests
 
@@ -247,11 +225,11 @@ class GatekeeperCommittee(EventReader):
         # A fixed budget, not an estimate: which confirmation comes last (and activates the
         # era, the dearest case) is only known when it is mined.
         gas = 350_000 + 15_000 * MAX_MEMBERS
-        return self._transact("confirm_ready", args, sender_key, gas)
+        return self._transact("confirm_ready", args, sender_key, gas=gas)
 
     def restart(self, era: int, sender_key: bytes) -> TxReceipt:
         """After the deadline of a pending era: fail it, penalize, open the retry era."""
-        return self._transact("restart", [era], sender_key, 8_000_000)
+        return self._transact("restart", [era], sender_key, gas=8_000_000)
 
     # ------------------------------------------------------------------ views
 

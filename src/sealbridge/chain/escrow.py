@@ -36,7 +36,7 @@ takes. Revert reasons are listed in :class:`EscrowRevert`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -54,8 +54,8 @@ from sealbridge.chain.bls_onchain import (
     encode_g1,
     encode_g2,
 )
-from sealbridge.chain.bound import EventReader
-from sealbridge.chain.compiler import CompiledContract, compile_contract
+from sealbridge.chain.bound import BoundContract
+from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.errors import ChainConfigError, ChainError
 from sealbridge.core.encoding import Message
 from sealbridge.crypto.bls import SIGNATURE_SIZE
@@ -189,42 +189,11 @@ def to_signature_arg(signature: bytes) -> bytes:
     raise ChainConfigError(f"a signature is {SIGNATURE_SIZE} (compressed) or {G2_SIZE} bytes")
 
 
-class GatewayEscrow(EventReader):
+class GatewayEscrow(BoundContract):
     """The GatewayEscrow contract bound to an adapter (arguments first, the sender's key
     last)."""
 
     name = CONTRACT_NAME
-
-    def __init__(
-        self, adapter: ChainAdapter, address: str, compiled: CompiledContract | None = None
-    ) -> None:
-        self.adapter = adapter
-        self.address = checksum(address)
-        if compiled is None:
-            compiled = compile_contract(CONTRACT_NAME, evm_version=adapter.evm_version)
-        self.codec = AbiCodec(compiled.abi)
-
-    @property
-    def chain_id(self) -> int:
-        return self.adapter.chain_id
-
-    # ------------------------------------------------------------------ plumbing
-
-    def _call(self, fn: str, *args: Any) -> tuple[Any, ...]:
-        function = self.codec.function(fn)
-        return function.decode_result(self.adapter.call(self.address, function.encode_call(args)))
-
-    def _transact(
-        self,
-        fn: str,
-        args: Sequence[Any],
-        sender_key: bytes,
-        *,
-        value: int = 0,
-        gas: int | None = None,
-    ) -> TxReceipt:
-        data = self.codec.function(fn).encode_call(args)
-        return self.adapter.transact(sender_key, to=self.address, data=data, value=value, gas=gas)
 
     def to_locked_transfer(self, args: dict[str, Any]) -> LockedTransfer:
         """A ``Locked`` event of this escrow as a :class:`LockedTransfer`."""

@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
 from enum import IntEnum, StrEnum
-from typing import Any
 
 from eth_abi.abi import encode as abi_encode
 
-from sealbridge.chain.abi import AbiCodec, checksum
+from sealbridge.chain.abi import checksum
 from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.bound import EventReader
-from sealbridge.chain.compiler import CompiledContract, compile_contract
+from sealbridge.chain.bound import BoundContract
+from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.errors import ChainConfigError, ChainError
 from sealbridge.core.encoding import Message
 from sealbridge.core.ids import keccak
@@ -184,35 +182,10 @@ def _preimage(value: bytes) -> bytes:
     return bytes(value)
 
 
-class HTLC(EventReader):
+class HTLC(BoundContract):
     """The HTLC contract bound to an adapter (arguments first, the sender's key last)."""
 
     name = CONTRACT_NAME
-
-    def __init__(
-        self, adapter: ChainAdapter, address: str, compiled: CompiledContract | None = None
-    ) -> None:
-        self.adapter = adapter
-        self.address = checksum(address)
-        if compiled is None:
-            compiled = compile_contract(CONTRACT_NAME, evm_version=adapter.evm_version)
-        self.codec = AbiCodec(compiled.abi)
-
-    @property
-    def chain_id(self) -> int:
-        return self.adapter.chain_id
-
-    # ------------------------------------------------------------------ plumbing
-
-    def _call(self, fn: str, *args: Any) -> tuple[Any, ...]:
-        function = self.codec.function(fn)
-        return function.decode_result(self.adapter.call(self.address, function.encode_call(args)))
-
-    def _transact(
-        self, fn: str, args: Sequence[Any], sender_key: bytes, *, value: int = 0
-    ) -> TxReceipt:
-        data = self.codec.function(fn).encode_call(args)
-        return self.adapter.transact(sender_key, to=self.address, data=data, value=value)
 
     # ------------------------------------------------------------------ transactions
 

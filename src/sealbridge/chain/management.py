@@ -36,6 +36,7 @@ from sealbridge.chain.abi import (
     sign_digest,
 )
 from sealbridge.chain.adapter import ChainAdapter, TxReceipt
+from sealbridge.chain.bound import BoundContract
 from sealbridge.chain.compiler import CompiledContract, compile_contract
 from sealbridge.chain.errors import ChainConfigError, ChainError
 from sealbridge.core.encoding import Message, to_json
@@ -233,23 +234,8 @@ def _check_len(value: bytes, limit: int, what: str) -> bytes:
     return bytes(value)
 
 
-class _BoundContract:
-    name = ""
-
-    def __init__(self, adapter: ChainAdapter, address: str, compiled: CompiledContract) -> None:
-        self.adapter = adapter
-        self.address = checksum(address)
-        self.codec = AbiCodec(compiled.abi)
-
-    def _call(self, fn: str, *args: Any) -> tuple[Any, ...]:
-        function = self.codec.function(fn)
-        return function.decode_result(self.adapter.call(self.address, function.encode_call(args)))
-
-    def _transact(
-        self, fn: str, args: Sequence[Any], sender_key: bytes, value: int = 0
-    ) -> TxReceipt:
-        data = self.codec.function(fn).encode_call(args)
-        return self.adapter.transact(sender_key, to=self.address, data=data, value=value)
+class _BoundContract(BoundContract):
+    """A management contract; ``_send`` submits without waiting for the receipt."""
 
     def _send(self, fn: str, args: Sequence[Any], sender_key: bytes, value: int = 0) -> bytes:
         data = self.codec.function(fn).encode_call(args)
