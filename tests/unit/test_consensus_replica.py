@@ -52,7 +52,7 @@ from sealbridge.consensus.messages import (
 from sealbridge.core.effects import CancelTimer, Effect, Report, Send, SetTimer
 from sealbridge.core.encoding import encode
 from sealbridge.crypto import bls
-from sealbridge.crypto.bls import PartialSignature, ThresholdKeySet
+from sealbridge.crypto.bls import KeyShare, PartialSignature, ThresholdKeySet
 
 AS_ID = 7
 CLIENT = 900
@@ -152,6 +152,7 @@ def make_cluster(
     batch_size: int = 4,
     seed: bytes | None = None,
     single_phase: bool = False,
+    speculative: bool = True,
 ) -> tuple[ConsensusConfig, list[Replica], ThresholdKeySet]:
     seed = seed or f"consensus-test-{n}-{f}-{threshold}".encode()
     key_set = deal_group_key(n, f=f, threshold=threshold, seed=seed)
@@ -165,6 +166,7 @@ def make_cluster(
         batch_timeout=0.01,
         view_change_timeout=1.0,
         single_phase=single_phase,
+        speculative_certificates=speculative,
     )
     verifier = VerifyCache()
     replicas = [Replica(config, i, key_set.shares[i], verifier=verifier) for i in range(n)]
@@ -214,6 +216,9 @@ def test_config_defaults_and_validation() -> None:
         ConsensusConfig.create(AS_ID, [1, 2, 3], key_set, f=1)  # n < 3f + 1
     with pytest.raises(ConsensusConfigError):
         ConsensusConfig.create(AS_ID, [1, 1, 2, 3], key_set, f=1)  # duplicate ids
+    assert config.speculative_certificates
+    with pytest.raises(ConsensusConfigError, match="speculative_certificates"):
+        ConsensusConfig.create(AS_ID, [1, 2, 3, 4], key_set, speculative_certificates=1)  # type: ignore[arg-type]
     with pytest.raises(ConsensusConfigError):
         deal_group_key(4, f=1, threshold=1)  # below f + 1
     low = deal_group_key(4, f=1, threshold=2, seed=b"low")
@@ -346,6 +351,59 @@ def test_invalid_shares_are_dropped_and_the_batch_still_commits(
     assert primary.stats.rejected["bad_share"] >= 2
     assert {d["signer"] for _, _, d in pump.get_reports("bad_share")} == {1}
     assert primary.view == 0  # no view change was needed
+
+
+@pytest.mark.parametrize("single_phase", [False, True])
+def test_a_collector_forwards_a_certificate_before_it_verifies_it(single_phase: bool) -> None:
+    """Speculative certificates: the Commit leaves the collector while the collector itself
+    has not yet verified (nor committed) it; the check runs right after, on a timer."""
+    _, replicas, _ = make_cluster(4, 1, single_phase=single_phase)
+    pump = Pump(replicas)
+    primary = replicas[0]
+    at_send: list[int] = []
+
+    def watch(sender: int, dest: int, message: Any) -> Any:
+        if sender == primary.node_id and isinstance(message, Commit):
+            at_send.append(primary.last_executed)
+        return message
+
+    pump.hooks.append(watch)
+    pump.send(CLIENT, [r.node_id for r in replicas], transfer(1))
+    assert pump.run(all_executed(replicas, 1))
+    assert_agree(replicas)
+    assert at_send and at_send[0] == 0  # sent before the collector executed it
+    assert primary.stats.rejected["bad_certificate"] == 0
+
+
+def test_a_bad_speculative_certificate_is_refused_then_replaced() -> None:
+    """One invalid share spoils the forwarded combination: every replica refuses it, the
+    collector's check finds the liar, and the good certificate follows; nothing forks."""
+    _, replicas, _ = make_cluster(4, 1, single_phase=True)
+    pump = Pump(replicas)
+    primary, liar = replicas[0], replicas[1]
+    certificates: list[bytes] = []
+
+    def corrupt(sender: int, dest: int, message: Any) -> Any:
+        if sender == liar.node_id and isinstance(message, SignShare):
+            bad = bls.partial_sign(KeyShare(index=message.share.index, secret=b"\x01" * 32), b"x")
+            return msgspec.structs.replace(message, share=bad)
+        if sender == primary.node_id and isinstance(message, Commit) and dest == 11:
+            certificates.append(message.certificate)
+        return message
+
+    pump.hooks.append(corrupt)
+    pump.send(CLIENT, [r.node_id for r in replicas], transfer(1))
+    assert pump.run(all_executed(replicas, 1))
+    assert_agree(replicas)
+    assert len(certificates) == 2 and certificates[0] != certificates[1]
+    assert all(r.stats.rejected["bad_certificate"] == 1 for r in replicas[1:])
+    assert primary.stats.bad_signers == {1}
+    assert primary.view == 0
+    # the liar is checked before it counts from now on: the next batch forwards once
+    certificates.clear()
+    pump.send(CLIENT, [r.node_id for r in replicas], transfer(2))
+    assert pump.run(all_executed(replicas, 2))
+    assert len(certificates) == 1
 
 
 @pytest.mark.parametrize(("n", "f"), [(4, 1), (7, 2)])
@@ -539,8 +597,9 @@ def test_a_crashed_primary_is_replaced_and_the_request_commits(n: int, f: int) -
 
 def test_a_batch_committed_only_at_the_old_primary_is_kept_by_the_new_view() -> None:
     """The commit certificate exists (at the crashed primary) but no Commit arrived: the
-    new view must re-propose that very batch at that sequence."""
-    _, replicas, _ = make_cluster(4, 1)
+    new view must re-propose that very batch at that sequence. (The collector verifies
+    before it forwards here, so it has committed when the Commit leaves.)"""
+    _, replicas, _ = make_cluster(4, 1, speculative=False)
     pump = Pump(replicas)
     primary = replicas[0]
 

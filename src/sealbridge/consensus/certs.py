@@ -27,7 +27,11 @@ never combine into a group signature.
 A :class:`SharePool` is the collector's side (SBFT's optimistic combine): once it holds
 ``threshold`` shares for one statement it combines them *without* checking them one by
 one and verifies the result once. Only if that fails does it verify each share, drop the
-invalid ones, report their signers, and wait for more.
+invalid ones, report their signers, and wait for more. A collector may also forward the
+combination *before* verifying it (:meth:`SharePool.combine_unverified`), taking the
+pairing off the round's critical path: every receiver verifies a certificate anyway, and
+should the combination be bad the collector's check, right after, falls back as above
+and forwards the good certificate once it has one.
 
 :class:`VerifyCache` memoizes ``verify(public_key, message, signature)`` -- a pure
 function, so sharing one cache among the replicas of a simulation (which pass the same
@@ -177,6 +181,8 @@ class SharePool:
         self.shares: dict[int, PartialSignature] = {}  # share index -> share
         self.verified: set[int] = set()
         self.certificate: bytes | None = None
+        self.speculative: bytes | None = None  # combined, not yet verified
+        self.forwarded: bytes | None = None  # the combination sent out unverified, if any
 
     def add(self, share: PartialSignature, *, verified: bool = False) -> bool:
         """Keep a share (False if that index already gave one)."""
@@ -187,6 +193,21 @@ class SharePool:
             self.verified.add(share.index)
         return True
 
+    def combine_unverified(self, threshold: int) -> bytes | None:
+        """The combination of ``threshold`` shares, not verified (None below the
+        threshold, or if a share does not even decode): what a collector may forward
+        speculatively, checking it afterwards with :meth:`try_certify`."""
+        if self.certificate is not None:
+            return self.certificate
+        if len(self.shares) < threshold:
+            return None
+        self.speculative = self._combine(self._ordered()[:threshold], threshold)
+        return self.speculative
+
+    def _ordered(self) -> list[PartialSignature]:
+        # Verified shares first, so a known-good set is tried before unknown ones.
+        return sorted(self.shares.values(), key=lambda s: (s.index not in self.verified,))
+
     def try_certify(
         self,
         threshold: int,
@@ -194,12 +215,13 @@ class SharePool:
         public_shares: Sequence[bytes],
         verifier: VerifyCache,
     ) -> tuple[bytes | None, list[int]]:
-        """Return (certificate or None, share indices found invalid just now)."""
+        """Return (certificate or None, share indices found invalid just now). A
+        speculative combination made before is verified instead of combining anew."""
         if self.certificate is not None or len(self.shares) < threshold:
             return self.certificate, []
-        # Verified shares first, so a known-good set is tried before unknown ones.
-        ordered = sorted(self.shares.values(), key=lambda s: (s.index not in self.verified,))
-        candidate = self._combine(ordered[:threshold], threshold)
+        candidate, self.speculative = self.speculative, None
+        if candidate is None:
+            candidate = self._combine(self._ordered()[:threshold], threshold)
         if candidate is not None and verifier.verify(group_public_key, self.message, candidate):
             self.certificate = candidate
             return candidate, []

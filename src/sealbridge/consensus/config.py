@@ -104,6 +104,8 @@ class ConsensusConfig:
     genesis: tuple[tuple[str, int], ...] = ()
     send_replies: bool = True  # False: no Reply messages (nobody listens; read the reports)
     single_phase: bool = False  # the paper's one-certificate round; unsafe across view changes
+    # the collector forwards a combined certificate before verifying it (then checks it)
+    speculative_certificates: bool = True
     gateway_keys: tuple[bytes, ...] = ()  # Ed25519 keys of this AS's interop gateways
     _index: dict[int, int] = field(init=False, repr=False, compare=False)
 
@@ -148,6 +150,8 @@ class ConsensusConfig:
             raise ConsensusConfigError("send_replies must be a bool")
         if type(self.single_phase) is not bool:
             raise ConsensusConfigError("single_phase must be a bool")
+        if type(self.speculative_certificates) is not bool:
+            raise ConsensusConfigError("speculative_certificates must be a bool")
         if self.view_change_timeout <= 0:
             raise ConsensusConfigError("view_change_timeout must be positive")
         gateway_keys = tuple(self.gateway_keys)
@@ -173,6 +177,7 @@ class ConsensusConfig:
         window: int = 64,
         send_replies: bool = True,
         single_phase: bool = False,
+        speculative_certificates: bool = True,
         gateway_keys: Iterable[bytes] = (),
     ) -> ConsensusConfig:
         """Build a configuration; ``f`` defaults to :func:`compute_default_f`.
@@ -195,6 +200,7 @@ class ConsensusConfig:
             genesis=tuple((str(k), v) for k, v in pairs),
             send_replies=send_replies,
             single_phase=single_phase,
+            speculative_certificates=speculative_certificates,
             gateway_keys=tuple(gateway_keys),
         )
 

@@ -199,6 +199,7 @@ __all__ = [
 TIMER_BATCH = "consensus/batch"
 TIMER_VIEW_CHANGE = "consensus/view-change"
 TIMER_FETCH = "consensus/fetch"
+TIMER_CHECK = "consensus/check"  # + "/<view>/<seq>/<phase>/<digest hex>"
 _EPSILON = 1e-9
 _MAX_BACKOFF_DOUBLINGS = 16
 _PROBE_SEQUENCES = 8
@@ -423,6 +424,8 @@ class Replica:
             return self._on_view_change_timer(now)
         if name == TIMER_FETCH:
             return self._on_fetch_timer(now)
+        if name.startswith(TIMER_CHECK + "/"):
+            return self._on_check_timer(name, now)
         return []
 
     # --- requests and proposals ---------------------------------------------------------------
@@ -755,6 +758,35 @@ class Replica:
             pool = SharePool(message)
             self._pools.setdefault(seq, {})[(phase, digest)] = pool
         pool.add(share, verified=trusted)
+        if pool.speculative is not None:
+            return []  # a combination is out and being checked: the check uses this share
+        if self.config.speculative_certificates and not pool.forwarded:
+            candidate = pool.combine_unverified(self.config.threshold)
+            if candidate is not None:
+                # Forward first, verify right after (a zero-delay timer): the pairing is off
+                # the critical path, and receivers verify the certificate anyway.
+                pool.forwarded = candidate
+                name = f"{TIMER_CHECK}/{self.view}/{seq}/{phase.value}/{digest.hex()}"
+                message_out = self._certificate_message(phase, seq, digest, candidate)
+                return [Send(self._others, message_out), SetTimer(name, 0.0)]
+        return self._try_certify(pool, phase, seq, digest, now)
+
+    def _on_check_timer(self, name: str, now: float) -> list[Effect]:
+        """Verify a combination forwarded unverified (see :meth:`_collect`)."""
+        try:
+            _, _, view_text, seq_text, phase_text, digest_hex = name.split("/")
+            view, seq = int(view_text), int(seq_text)
+            phase, digest = Phase(phase_text), bytes.fromhex(digest_hex)
+        except ValueError:
+            return []
+        pool = self._pools.get(seq, {}).get((phase, digest))
+        if view != self.view or self.status is not Status.NORMAL or pool is None:
+            return []  # the view moved on: its pools are gone
+        return self._try_certify(pool, phase, seq, digest, now)
+
+    def _try_certify(
+        self, pool: SharePool, phase: Phase, seq: int, digest: bytes, now: float
+    ) -> list[Effect]:
         certificate, bad = pool.try_certify(
             self.config.threshold,
             self.config.group_key.group_public_key,
@@ -769,23 +801,36 @@ class Replica:
             effects.append(Report("bad_share", data))
         if certificate is not None:
             pool.shares.clear()
-            effects += self._on_certified(phase, seq, digest, certificate, now)
+            sent = certificate == pool.forwarded
+            effects += self._on_certified(phase, seq, digest, certificate, now, send=not sent)
         return effects
 
+    def _certificate_message(
+        self, phase: Phase, seq: int, digest: bytes, certificate: bytes
+    ) -> Prepare | Commit:
+        as_id, view = self.config.as_id, self.view
+        if phase is Phase.PREPARE:
+            return Prepare(as_id=as_id, view=view, seq=seq, digest=digest, certificate=certificate)
+        return Commit(as_id=as_id, view=view, seq=seq, digest=digest, certificate=certificate)
+
     def _on_certified(
-        self, phase: Phase, seq: int, digest: bytes, certificate: bytes, now: float
+        self,
+        phase: Phase,
+        seq: int,
+        digest: bytes,
+        certificate: bytes,
+        now: float,
+        *,
+        send: bool = True,
     ) -> list[Effect]:
         data = {"phase": phase.value, "view": self.view, "seq": seq, "digest": digest}
         effects: list[Effect] = [Report("certified", data)]
-        as_id, view = self.config.as_id, self.view
-        if phase is Phase.PREPARE:
-            prepare = Prepare(
-                as_id=as_id, view=view, seq=seq, digest=digest, certificate=certificate
+        if send:
+            effects.append(
+                Send(self._others, self._certificate_message(phase, seq, digest, certificate))
             )
-            effects.append(Send(self._others, prepare))
+        if phase is Phase.PREPARE:
             return effects + self._process_prepare_cert(seq, digest, certificate, now)
-        commit = Commit(as_id=as_id, view=view, seq=seq, digest=digest, certificate=certificate)
-        effects.append(Send(self._others, commit))
         return effects + self._process_commit_cert(
             self.view, seq, digest, certificate, now, hint=None
         )

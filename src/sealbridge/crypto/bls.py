@@ -152,12 +152,14 @@ def public_key(secret_key: bytes) -> bytes:
 # --- single signatures ---------------------------------------------------------------------
 
 
-def _sign_point(value: int, message: bytes) -> G2Point:
-    return G2Point.hash_to_curve(bytes(message), CIPHERSUITE) * Scalar(value)
-
-
 def _sign_scalar(value: int, message: bytes) -> bytes:
-    return _sign_point(value, message).to_compressed_bytes()
+    """The compressed signature ``value * H(message)``: signed by blst (blspy), about
+    twice as fast as hashing and multiplying with arkworks; the zero scalar (which blst
+    refuses as a key) gives the identity, as the arithmetic does."""
+    if value % BLS_SCALAR_ORDER == 0:
+        return bytes(G2Point.identity().to_compressed_bytes())
+    secret = blspy.PrivateKey.from_bytes((value % BLS_SCALAR_ORDER).to_bytes(32, "big"))
+    return bytes(blspy.PopSchemeMPL.sign(secret, bytes(message)))
 
 
 def sign(secret_key: bytes, message: bytes) -> bytes:
@@ -327,9 +329,11 @@ def partial_sign(
     combiner loads without a square root (for partials sent to a collector)."""
     if not isinstance(share.index, int) or share.index < 1:
         raise ConfigError(f"key share index must be >= 1, got {share.index!r}")
-    point = _sign_point(scalar_from_bytes(share.secret), message)
-    signature = point.to_xy_bytes_be() if uncompressed else point.to_compressed_bytes()
-    return PartialSignature(index=share.index, signature=bytes(signature))
+    signature = _sign_scalar(scalar_from_bytes(share.secret), message)
+    if uncompressed:
+        # blst's output lies in G2: loading it skips only a check that cannot fail
+        signature = bytes(G2Point.from_compressed_bytes_unchecked(signature).to_xy_bytes_be())
+    return PartialSignature(index=share.index, signature=signature)
 
 
 def verify_partial(public_share: bytes, message: bytes, partial: PartialSignature) -> bool:

@@ -88,7 +88,7 @@ from sealbridge.consensus.messages import (
     Request,
     SignShare,
 )
-from sealbridge.core.effects import Effect, Report, Send
+from sealbridge.core.effects import Effect, Send
 from sealbridge.core.errors import ConfigError
 from sealbridge.sim.delays import Fixed, check_seconds
 from sealbridge.sim.engine import (
@@ -311,8 +311,12 @@ class _RecordingCpu:
             return cost
         if type(message) is SignShare:
             phase = str(message.phase.value)
-            certified = any(type(e) is Report and e.kind == "certified" for e in effects)
-            if certified:
+            # the certifying handler is the one that sends the certificate (speculative
+            # certificates: the collector verifies it afterwards, off the critical path)
+            certifies = any(
+                type(e) is Send and type(e.message) in (Prepare, Commit) for e in effects
+            )
+            if certifies:
                 record.collector_combine[phase] = record.collector_combine.get(phase, 0.0) + cost
             elif phase not in record.collector_combine:
                 record.collector_shares[phase] = record.collector_shares.get(phase, 0.0) + cost
@@ -338,7 +342,9 @@ class CriticalPath(msgspec.Struct, frozen=True, kw_only=True):
     ``replica_prepare_ms`` its Prepare handler (safe mode: verify the prepare
     certificate, sign the COMMIT share), ``collector_shares_ms`` the collector's share
     handlers before the quorum (per phase, summed), ``collector_combine_ms`` its
-    certifying handler(s) (combine ``threshold`` shares, verify the result, send),
+    certifying handler(s) (combine ``threshold`` shares and send the certificate, which the
+    collector verifies right after, off the path; or, without speculative certificates,
+    combine, verify and send),
     ``replica_commit_ms`` a replica's Commit handler (verify the certificate, execute).
     ``other_ms`` = round - link - the rest: waiting for the quorum's slowest share,
     queueing behind other handlers, and overlap (share handling partly overlaps the
