@@ -24,10 +24,14 @@ ALLOWED: dict[str, set[str]] = {
     "consensus": {"core", "crypto", "consensus"},  # BFT replicas of an autonomous system
     "interop": {"core", "crypto", "tee", "chain", "consensus", "interop"},  # gateways
     "sim": {"core", "crypto", "tee", "consensus", "interop", "sim"},  # a driver of cores
+    "keyrelease": {"core", "crypto", "tee", "chain", "keyrelease"},  # key-release contracts
     "net": {"core", "net"},
-    "node": CORES | {"storage", "net", "node", "client", "consensus", "interop", "sim"},
-    "client": CORES | {"storage", "net", "node", "client", "consensus", "interop", "sim"},
-    "cli": CORES | {"storage", "net", "node", "client", "cli", "consensus", "interop", "sim"},
+    "node": CORES
+    | {"keyrelease", "storage", "net", "node", "client", "consensus", "interop", "sim"},
+    "client": CORES
+    | {"keyrelease", "storage", "net", "node", "client", "consensus", "interop", "sim"},
+    "cli": CORES
+    | {"keyrelease", "storage", "net", "node", "client", "cli", "consensus", "interop", "sim"},
 }
 DRIVERS = {"net", "sim", "node", "cli"}
 

@@ -1,0 +1,47 @@
+"""Typed errors of the key-release contracts. Each refusal changes nothing."""
+
+from __future__ import annotations
+
+from sealbridge.core.errors import LocalProtocolError, RemoteProtocolError
+
+
+class KeyReleaseError(LocalProtocolError):
+    """Base of the key-release refusals."""
+
+    code = "keyrelease"
+
+
+class InvalidRequest(KeyReleaseError):
+    """A request, chunk or report that is malformed or names something unknown."""
+
+    code = "keyrelease_invalid"
+
+
+class InsufficientLiquidity(KeyReleaseError):
+    """The matcher cannot fill a request within its risk limits."""
+
+    code = "keyrelease_liquidity"
+
+
+class AlreadyReleased(KeyReleaseError):
+    """An honest vault releases each deposit key once."""
+
+    code = "keyrelease_already_released"
+
+
+class AttestationRefused(RemoteProtocolError):
+    """A peer enclave's quote, or what it binds, does not check out."""
+
+    code = "keyrelease_attestation"
+
+
+class ExchangeViolation(RemoteProtocolError):
+    """A counterparty's message breaks the exchange's rules (wrong key, wrong order)."""
+
+    code = "keyrelease_exchange"
+
+
+class ReportRejected(KeyReleaseError):
+    """A double-spend report that the chain does not bear out."""
+
+    code = "keyrelease_report_rejected"
