@@ -34,6 +34,9 @@ CONTRACT_NAMES: tuple[str, ...] = (
     "GatekeeperCommittee",
     "HTLC",
     "GatewayEscrow",
+    "PriceOracle",
+    "DepositToken",
+    "InsurancePool",
 )
 
 

@@ -116,4 +116,5 @@ class EnclaveBackend(Protocol):
         *,
         platform_key_file: Path,
         sealed_identity_file: Path | None = None,
+        simulate_compromise: bool = False,
     ) -> EnclaveHandle: ...

@@ -75,6 +75,7 @@ def start_enclave(
     platform_key_file: Path,
     sealed_identity_file: Path | None = None,
     clock: Callable[[], float] = time.time,
+    simulate_compromise: bool = False,
 ) -> EnclaveDispatcher:
     """Create the enclave: measure, load the platform key, build context and program."""
     measurement = compute_sim_measurement(program)
@@ -85,6 +86,7 @@ def start_enclave(
         platform_private_key=load_sim_platform_key(platform_key_file),
         sealed_identity_file=sealed_identity_file,
         clock=clock,
+        compromised=simulate_compromise,
     )
     instance = cls(ctx)
     return EnclaveDispatcher(ctx, get_program_ecalls(instance))

@@ -110,8 +110,10 @@ class EnclaveContext:
         platform_private_key: bytes,
         sealed_identity_file: Path | None = None,
         clock: Callable[[], float] = time.time,
+        compromised: bool = False,
     ) -> None:
         self._program = program
+        self._compromised = bool(compromised)
         self._measurement = bytes(measurement)
         self._platform_private_key = bytes(platform_private_key)
         self._clock = clock
@@ -148,6 +150,14 @@ class EnclaveContext:
     @property
     def measurement(self) -> bytes:
         return self._measurement
+
+    @property
+    def compromised(self) -> bool:
+        """True only in a declared adversary simulation (``--simulate-compromise``): the
+        platform is broken -- same measurement, valid quotes -- so trusted code that
+        checks this flag may misbehave the way extracted keys would let an attacker
+        (e.g. a key vault that releases a key twice). Never set on a real backend."""
+        return self._compromised
 
     @property
     def identity(self) -> NodeKeys:

@@ -253,8 +253,12 @@ class SimBackend:
         *,
         platform_key_file: Path,
         sealed_identity_file: Path | None = None,
+        simulate_compromise: bool = False,
     ) -> SimEnclaveHandle:
-        """Start ``program`` in a new enclave process and wait until it is ready."""
+        """Start ``program`` in a new enclave process and wait until it is ready.
+
+        ``simulate_compromise``: the enclave runs with the same measurement but its
+        platform is broken (see ``EnclaveContext.compromised``); for adversary tests."""
         argv = [
             self._python,
             "-m",
@@ -266,6 +270,8 @@ class SimBackend:
         ]
         if sealed_identity_file is not None:
             argv += ["--sealed-identity-file", str(sealed_identity_file)]
+        if simulate_compromise:
+            argv.append("--simulate-compromise")
         try:
             process = subprocess.Popen(  # noqa: S603 -- fixed argv, no shell
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -308,12 +314,14 @@ class InProcessBackend:
         *,
         platform_key_file: Path,
         sealed_identity_file: Path | None = None,
+        simulate_compromise: bool = False,
     ) -> InProcessEnclaveHandle:
         try:
             dispatcher = start_enclave(
                 program,
                 platform_key_file=platform_key_file,
                 sealed_identity_file=sealed_identity_file,
+                simulate_compromise=simulate_compromise,
             )
         except Exception as exc:
             raise EnclaveLaunchError(f"enclave did not start: {type(exc).__name__}: {exc}") from exc

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--platform-key-file", required=True, type=Path)
     parser.add_argument("--sealed-identity-file", type=Path, default=None)
     parser.add_argument("--memory-limit-mib", type=int, default=DEFAULT_MEMORY_LIMIT_MIB)
+    parser.add_argument("--simulate-compromise", action="store_true")
     args = parser.parse_args(argv)
     inp, out = _take_stdio()
     if args.memory_limit_mib > 0:
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             args.program,
             platform_key_file=args.platform_key_file,
             sealed_identity_file=args.sealed_identity_file,
+            simulate_compromise=args.simulate_compromise,
         )
     except Exception as exc:  # report why the enclave did not start, then exit
         _send(out, compute_error_reply(exc))
