@@ -1,0 +1,743 @@
+"""The client enclave's key vault: deposit keys made inside the TEE, released only by
+the contract they are bound to.
+
+Theory of operation
+-------------------
+A vault is an enclave program (:class:`VaultProgram`, sim TEE backend: its own process).
+
+* **Deposit keys.** ``create_keys`` draws ``count`` secp256k1 keys from enclave
+  randomness. Only public parts leave: per key its index, compressed public key, EIP-55
+  Ethereum address and P2WPKH address. The :class:`VaultManifest` carries a quote whose
+  report data is ``sha256(tag || node keys) || sha256(tag || key list)``, so it binds the
+  enclave's identity *and* a hash of every public key. A wallet funds an address only
+  after :func:`verify_manifest` accepted that quote under its attestation policy.
+* **Contracts.** A key moves only through a contract opened in the vault
+  (:mod:`sealbridge.keyrelease.exchange`: the tit-for-tat swap and the time-locked
+  escrow, run here). Opening a contract checks the counterparty's :class:`VaultCard`
+  (quote over its node keys) and binds the vault's keys to it; a bound key cannot be
+  bound again or swept by its owner. The machine's releases become
+  :class:`ReleasedKey` envelopes: the secret ECIES-encrypted to the counterparty's
+  attested encryption key (the contract and chunk id as associated data), signed with
+  this vault's identity key.
+* **Receiving.** ``deliver`` checks an envelope's signature against the counterparty
+  the contract names, decrypts it and hands the key to the machine, which checks that it
+  opens the promised chunk's address; a bad envelope changes nothing.
+* **Sweeps.** For every key received (and for the owner's own unbound keys), the vault
+  signs a transaction that moves the funds to a *fresh* key of its own -- native coin:
+  the balance less the gas; ERC-20: a ``transfer`` of the token balance, gas paid from
+  the chunk's native stipend. The host supplies nonce, balances and fees and submits.
+
+States of a deposit key: ``FREE`` -> ``BOUND`` (to one contract) -> ``RELEASED`` (sent to
+its counterparty) or back to ``FREE`` (the contract aborted before releasing it);
+``SWEPT`` once the owner withdrew it. Received keys are ``RECEIVED`` -> ``SWEPT``.
+
+Compromise (declared adversary simulation only): when the platform is marked compromised
+(``EnclaveContext.compromised``, ``--simulate-compromise``), ``leak`` hands a key's
+secret to the host, as key extraction from a broken TEE would. Honest vaults refuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import coincurve
+import msgspec
+from eth_account import Account
+
+from sealbridge.core.encoding import Message, decode, encode
+from sealbridge.core.errors import DecryptionError, InvalidSignature
+from sealbridge.crypto.ecies import encrypt_to
+from sealbridge.crypto.signing import (
+    ed25519_verify,
+    eth_address,
+    secp256k1_public,
+    to_checksum_address,
+)
+from sealbridge.keyrelease.errors import (
+    AlreadyReleased,
+    AttestationRefused,
+    ExchangeViolation,
+    InvalidRequest,
+    KeyReleaseError,
+)
+from sealbridge.keyrelease.exchange import (
+    ExchangeEffect,
+    ReleaseKey,
+    SwapFinished,
+    Sweep,
+    TimeLockedEscrow,
+    TitForTatSwap,
+)
+from sealbridge.keyrelease.types import Chunk, compute_chunk_id, parse_chunk_id
+from sealbridge.tee.attestation import verify_quote
+from sealbridge.tee.enclave import EnclaveContext, NodeKeys, compute_report_data
+from sealbridge.tee.errors import AttestationError
+from sealbridge.tee.policy import AttestationPolicy
+
+__all__ = [
+    "MAX_KEYS",
+    "VAULT_PROGRAM",
+    "DepositKey",
+    "KeyState",
+    "ReleasedKey",
+    "SweepRequest",
+    "SignedSweep",
+    "VaultCard",
+    "VaultCore",
+    "VaultManifest",
+    "VaultProgram",
+    "compute_manifest_report_data",
+    "verify_card",
+    "verify_manifest",
+]
+
+VAULT_PROGRAM = "sealbridge.keyrelease.vault:VaultProgram"
+MAX_KEYS = 4096
+MANIFEST_TAG = b"sealbridge/keyrelease/manifest/v1"
+RELEASE_TAG = b"sealbridge/keyrelease/release/v1"
+ERC20_TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
+NATIVE_SWEEP_GAS = 21_000
+TOKEN_SWEEP_GAS = 80_000
+
+
+class KeyState(StrEnum):
+    FREE = "free"
+    BOUND = "bound"
+    RELEASED = "released"
+    RECEIVED = "received"
+    SWEPT = "swept"
+
+
+class VaultCard(Message, frozen=True):
+    """A vault's attested identity: its node keys and a quote over them."""
+
+    node: NodeKeys
+    quote: bytes
+
+    @property
+    def vault(self) -> str:
+        return self.node.identity_key.hex()
+
+
+class DepositKey(Message, frozen=True):
+    index: int
+    public_key: bytes  # 33, compressed secp256k1
+    eth_address: str  # EIP-55
+    btc_address: str  # P2WPKH (bech32), "" when not derived
+
+
+class VaultManifest(Message, frozen=True):
+    """The public keys of a vault's deposit keys, bound by a quote."""
+
+    node: NodeKeys
+    keys: list[DepositKey]
+    quote: bytes
+
+    @property
+    def vault(self) -> str:
+        return self.node.identity_key.hex()
+
+
+class ReleasedKey(Message, frozen=True):
+    """A deposit key on its way to the counterparty's vault."""
+
+    contract: str
+    chunk_id: str
+    sender: bytes  # identity key of the releasing vault
+    recipient: bytes  # identity key of the receiving vault
+    ciphertext: bytes  # ECIES to the recipient's encryption key
+    signature: bytes = b""  # Ed25519 of the sender over RELEASE_TAG + the body
+
+    def get_body(self) -> bytes:
+        return RELEASE_TAG + encode(
+            ReleasedKey(
+                contract=self.contract,
+                chunk_id=self.chunk_id,
+                sender=self.sender,
+                recipient=self.recipient,
+                ciphertext=self.ciphertext,
+            )
+        )
+
+
+class SweepRequest(Message, frozen=True):
+    """What the host read on chain for a sweep, and the fees it will pay."""
+
+    chunk_id: str
+    chain_id: int
+    kind: str  # "native" | "erc20"
+    nonce: int
+    balance: int  # native balance of the chunk's address (wei)
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    token: str = ""  # ERC-20 contract
+    token_balance: int = 0
+
+
+class SignedSweep(Message, frozen=True):
+    chunk_id: str
+    raw_tx: bytes
+    tx_hash: bytes
+    destination: str  # the fresh address (EIP-55)
+    amount: int  # wei (native) or token units (erc20) moved
+
+
+def compute_manifest_report_data(node: NodeKeys, keys: list[DepositKey]) -> bytes:
+    """64 bytes: the identity half and the key-list half a manifest's quote binds."""
+    return (
+        hashlib.sha256(MANIFEST_TAG + encode(node)).digest()
+        + hashlib.sha256(MANIFEST_TAG + encode(keys)).digest()
+    )
+
+
+def verify_card(card: VaultCard, policy: AttestationPolicy, now: float) -> None:
+    """A counterparty's card: its quote must attest its node keys under ``policy``."""
+    try:
+        verify_quote(
+            card.quote,
+            policy=policy,
+            now=int(now),
+            expected_report_data=compute_report_data(card.node),
+        )
+    except AttestationError as exc:
+        raise AttestationRefused(f"vault card does not attest: {exc.message}") from exc
+
+
+def verify_manifest(manifest: VaultManifest, policy: AttestationPolicy, now: float) -> None:
+    """What a wallet checks before funding a deposit key: the quote binds this enclave's
+    keys and exactly these public keys, and every address derives from its key."""
+    for key in manifest.keys:
+        _check_deposit_key(key)
+    try:
+        verify_quote(
+            manifest.quote,
+            policy=policy,
+            now=int(now),
+            expected_report_data=compute_manifest_report_data(manifest.node, manifest.keys),
+        )
+    except AttestationError as exc:
+        raise AttestationRefused(f"vault manifest does not attest: {exc.message}") from exc
+
+
+def _check_deposit_key(key: DepositKey) -> None:
+    try:
+        address = to_checksum_address(eth_address(key.public_key))
+    except Exception as exc:  # a malformed key: coincurve / length errors
+        raise AttestationRefused(f"deposit key {key.index} is not a secp256k1 key") from exc
+    if address != key.eth_address:
+        raise AttestationRefused(f"deposit key {key.index}: address does not match its key")
+
+
+def _eth_address_of_secret(secret: bytes) -> str:
+    return to_checksum_address(eth_address(secp256k1_public(secret)))
+
+
+@dataclass
+class _Key:
+    """A secret the vault holds (its own deposit key, a received one or a fresh one)."""
+
+    secret: bytes
+    state: str
+    contract: str = ""
+    chunk_id: str = ""
+
+
+class VaultCore:
+    """Keys, contracts and sweeps of one vault (the enclave side)."""
+
+    def __init__(
+        self,
+        ctx: EnclaveContext,
+        *,
+        now: Callable[[], float] = time.time,
+        btc_address: Callable[[bytes], str] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.now = now
+        self.policy: AttestationPolicy | None = None
+        self._btc_address = btc_address
+        self.own: list[_Key] = []  # deposit keys, by index
+        self.public: list[DepositKey] = []
+        self.received: dict[str, _Key] = {}  # chunk id -> key
+        self.fresh: list[_Key] = []  # sweep destinations
+        self.swept: set[str] = set()  # chunk ids swept
+
+    # -- setup ------------------------------------------------------------------------------
+    def configure(self, policy: AttestationPolicy) -> None:
+        if not isinstance(policy, AttestationPolicy):
+            raise InvalidRequest("configure needs an attestation policy")
+        self.policy = policy
+
+    def _policy(self) -> AttestationPolicy:
+        if self.policy is None:
+            raise InvalidRequest("vault is not configured (no attestation policy)")
+        return self.policy
+
+    def get_card(self) -> VaultCard:
+        return VaultCard(node=self.ctx.identity, quote=self.ctx.get_identity_quote())
+
+    @property
+    def vault(self) -> str:
+        return self.ctx.identity.identity_key.hex()
+
+    def create_keys(self, count: int) -> VaultManifest:
+        if type(count) is not int or not 1 <= count <= MAX_KEYS - len(self.own):
+            raise InvalidRequest(
+                f"count must be an int in [1, {MAX_KEYS - len(self.own)}], got {count!r}"
+            )
+        for _ in range(count):
+            secret = coincurve.PrivateKey(self.ctx.random_bytes(32)).secret
+            public = secp256k1_public(secret)
+            index = len(self.own)
+            self.own.append(_Key(secret=secret, state=KeyState.FREE))
+            btc = self._btc_address(public) if self._btc_address is not None else ""
+            self.public.append(
+                DepositKey(
+                    index=index,
+                    public_key=public,
+                    eth_address=to_checksum_address(eth_address(public)),
+                    btc_address=btc,
+                )
+            )
+        return self.get_manifest()
+
+    def get_manifest(self) -> VaultManifest:
+        keys = list(self.public)
+        quote = self.ctx.get_quote(compute_manifest_report_data(self.ctx.identity, keys))
+        return VaultManifest(node=self.ctx.identity, keys=keys, quote=quote)
+
+    # -- own keys ---------------------------------------------------------------------------
+    def own_key(self, chunk_id: str) -> tuple[int, _Key]:
+        vault, index = parse_chunk_id(chunk_id)
+        if vault != self.vault or index >= len(self.own):
+            raise InvalidRequest(f"chunk {chunk_id} is not a key of this vault")
+        return index, self.own[index]
+
+    def check_own_chunk(self, chunk: Chunk) -> None:
+        index, _ = self.own_key(chunk.chunk_id)
+        if self.public[index].eth_address != chunk.address:
+            raise InvalidRequest(f"chunk {chunk.chunk_id}: address is not this vault's key")
+
+    def bind(self, chunk_ids: list[str], contract: str) -> None:
+        """Bind free own keys to a contract (all or nothing)."""
+        keys = [self.own_key(c)[1] for c in chunk_ids]
+        for chunk_id, key in zip(chunk_ids, keys, strict=True):
+            if key.state != KeyState.FREE:
+                raise AlreadyReleased(f"chunk {chunk_id} is {key.state}, not free")
+        if len(set(chunk_ids)) != len(chunk_ids):
+            raise InvalidRequest("a chunk is listed twice")
+        for chunk_id, key in zip(chunk_ids, keys, strict=True):
+            key.state = KeyState.BOUND
+            key.contract = contract
+            key.chunk_id = chunk_id
+
+    def unbind(self, contract: str) -> None:
+        for key in self.own:
+            if key.state == KeyState.BOUND and key.contract == contract:
+                key.state = KeyState.FREE
+                key.contract = ""
+
+    def release(self, chunk_id: str, contract: str, recipient: NodeKeys) -> ReleasedKey:
+        """Encrypt a bound key to the counterparty and mark it released (once)."""
+        _, key = self.own_key(chunk_id)
+        if key.state == KeyState.RELEASED and not self.ctx.compromised:
+            raise AlreadyReleased(f"chunk {chunk_id} was released already")
+        if key.state not in (KeyState.BOUND, KeyState.RELEASED) or key.contract != contract:
+            raise InvalidRequest(f"chunk {chunk_id} is not bound to {contract}")
+        aad = RELEASE_TAG + contract.encode() + b"\x00" + chunk_id.encode()
+        envelope = ReleasedKey(
+            contract=contract,
+            chunk_id=chunk_id,
+            sender=self.ctx.identity.identity_key,
+            recipient=recipient.identity_key,
+            ciphertext=encrypt_to(recipient.encryption_key, key.secret, aad),
+        )
+        key.state = KeyState.RELEASED
+        return msgspec.structs.replace(
+            envelope, signature=self.ctx.sign_identity(envelope.get_body())
+        )
+
+    def open_envelope(self, envelope: ReleasedKey, sender: NodeKeys) -> bytes:
+        """The secret in an envelope from ``sender`` to this vault; ExchangeViolation if
+        it is not one (nothing changes)."""
+        if envelope.recipient != self.ctx.identity.identity_key:
+            raise ExchangeViolation("the released key is addressed to another vault")
+        if envelope.sender != sender.identity_key:
+            raise ExchangeViolation("the released key comes from another vault")
+        try:
+            ed25519_verify(sender.identity_key, envelope.get_body(), envelope.signature)
+        except InvalidSignature as exc:
+            raise ExchangeViolation("the released key's signature does not verify") from exc
+        aad = RELEASE_TAG + envelope.contract.encode() + b"\x00" + envelope.chunk_id.encode()
+        try:
+            secret = self.ctx.decrypt_for_identity(envelope.ciphertext, aad)
+        except DecryptionError as exc:
+            raise ExchangeViolation("the released key does not decrypt") from exc
+        if len(secret) != 32:
+            raise ExchangeViolation("the released key is not 32 bytes")
+        return secret
+
+    def store_received(self, chunk_id: str, secret: bytes, contract: str) -> None:
+        self.received[chunk_id] = _Key(
+            secret=secret, state=KeyState.RECEIVED, contract=contract, chunk_id=chunk_id
+        )
+
+    # -- sweeps -----------------------------------------------------------------------------
+    def sign_sweep(self, request: SweepRequest) -> SignedSweep:
+        """Sign a transaction moving a received (or own, free) chunk to a fresh key."""
+        key = self.received.get(request.chunk_id)
+        if key is None:
+            _, key = self.own_key(request.chunk_id)
+        if key.state == KeyState.SWEPT:
+            raise AlreadyReleased(f"chunk {request.chunk_id} was swept already")
+        if key.state not in (KeyState.FREE, KeyState.RECEIVED):
+            raise InvalidRequest(f"own chunk {request.chunk_id} is {key.state}")
+        for name in ("nonce", "balance", "max_fee_per_gas", "max_priority_fee_per_gas"):
+            value = getattr(request, name)
+            if type(value) is not int or value < 0:
+                raise InvalidRequest(f"{name} must be an int >= 0")
+        if request.max_priority_fee_per_gas > request.max_fee_per_gas:
+            raise InvalidRequest("priority fee above the max fee")
+        fresh_secret = coincurve.PrivateKey(self.ctx.random_bytes(32)).secret
+        destination = _eth_address_of_secret(fresh_secret)
+        tx: dict[str, object] = {
+            "type": 2,
+            "chainId": request.chain_id,
+            "nonce": request.nonce,
+            "maxFeePerGas": request.max_fee_per_gas,
+            "maxPriorityFeePerGas": request.max_priority_fee_per_gas,
+        }
+        if request.kind == "native":
+            cost = NATIVE_SWEEP_GAS * request.max_fee_per_gas
+            if request.balance <= cost:
+                raise InvalidRequest(
+                    f"chunk {request.chunk_id}: balance {request.balance} does not cover "
+                    f"the sweep's gas ({cost} wei)"
+                )
+            amount = request.balance - cost
+            tx.update(to=destination, value=amount, gas=NATIVE_SWEEP_GAS, data=b"")
+        elif request.kind == "erc20":
+            if type(request.token_balance) is not int or request.token_balance <= 0:
+                raise InvalidRequest(f"chunk {request.chunk_id}: no token balance to sweep")
+            if request.balance < TOKEN_SWEEP_GAS * request.max_fee_per_gas:
+                raise InvalidRequest(f"chunk {request.chunk_id}: no native gas stipend left")
+            amount = request.token_balance
+            data = (
+                ERC20_TRANSFER_SELECTOR
+                + bytes(12)
+                + bytes.fromhex(destination[2:])
+                + amount.to_bytes(32, "big")
+            )
+            tx.update(to=request.token, value=0, gas=TOKEN_SWEEP_GAS, data=data)
+        else:
+            raise InvalidRequest(f"cannot sweep a {request.kind!r} chunk on an EVM chain")
+        try:
+            signed = Account.sign_transaction(tx, key.secret)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(f"sweep transaction is malformed: {exc}") from exc
+        key.state = KeyState.SWEPT
+        self.swept.add(request.chunk_id)
+        self.fresh.append(_Key(secret=fresh_secret, state=KeyState.FREE))
+        return SignedSweep(
+            chunk_id=request.chunk_id,
+            raw_tx=bytes(signed.raw_transaction),
+            tx_hash=bytes(signed.hash),
+            destination=destination,
+            amount=amount,
+        )
+
+    # -- adversary simulation ---------------------------------------------------------------
+    def leak(self, chunk_id: str) -> bytes:
+        if not self.ctx.compromised:
+            raise KeyReleaseError("this vault's platform is not compromised: no key leaves")
+        _, key = self.own_key(chunk_id)
+        return key.secret
+
+    def get_chunk_id(self, index: int) -> str:
+        return compute_chunk_id(self.vault, index)
+
+
+# --- contracts (contract Z runs here) ---------------------------------------------------------
+
+
+class VaultConfig(Message, frozen=True):
+    policy: AttestationPolicy
+
+
+class CreateKeys(Message, frozen=True):
+    count: int
+
+
+class OpenSwap(Message, frozen=True):
+    swap_id: str
+    role: str  # "A" (moves first) | "B"
+    mine: list[Chunk]
+    theirs: list[Chunk]
+    kinds: dict[str, str]  # asset id -> AssetKind value
+    deadline: float
+    counterparty: VaultCard
+
+
+class OpenEscrow(Message, frozen=True):
+    escrow_id: str
+    role: str  # "depositor" | "beneficiary"
+    chunks: list[Chunk]
+    kinds: dict[str, str]
+    unlock_at: float
+    counterparty: VaultCard
+
+
+class ContractRef(Message, frozen=True):
+    contract: str
+
+
+class ChunkRef(Message, frozen=True):
+    chunk_id: str
+
+
+class Deliver(Message, frozen=True):
+    envelope: ReleasedKey
+
+
+class Finished(Message, frozen=True):
+    """A contract reached its end (from the machine's SwapFinished / EscrowFinished)."""
+
+    contract: str
+    outcome: str  # "completed" | "aborted" | "released" | "cancelled"
+    given: int
+    received: int
+    reason: str = ""
+
+
+class VaultOutput(Message, frozen=True):
+    """What the host must do after an ECALL: send these envelopes, sweep these chunks."""
+
+    releases: list[ReleasedKey] = []
+    sweeps: list[str] = []  # chunk ids received and to be swept now
+    finished: list[Finished] = []
+
+
+class ContractStatus(Message, frozen=True):
+    contract: str
+    kind: str  # "swap" | "escrow"
+    role: str
+    status: str
+    given: int
+    received: int
+    exposure_usd_e8: int
+
+
+class VaultStatus(Message, frozen=True):
+    vault: str
+    keys: dict[str, int]  # state -> count (own keys)
+    received: list[str]
+    swept: list[str]
+    contracts: list[ContractStatus]
+    compromised: bool
+
+
+class _Contract:
+    def __init__(self, machine: TitForTatSwap | TimeLockedEscrow, counterparty: NodeKeys) -> None:
+        self.machine = machine
+        self.counterparty = counterparty
+
+
+class VaultProgram:
+    """The ECALL table of a vault enclave (``sealbridge.keyrelease.vault:VaultProgram``)."""
+
+    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] = time.time) -> None:
+        self.core = VaultCore(ctx, now=clock, btc_address=_btc_address_or_empty)
+        self.clock = clock
+        self.contracts: dict[str, _Contract] = {}
+
+    def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
+        return {
+            "configure": self.configure,
+            "card": self.card,
+            "create_keys": self.create_keys,
+            "manifest": self.manifest,
+            "open_swap": self.open_swap,
+            "open_escrow": self.open_escrow,
+            "deliver": self.deliver,
+            "tick": self.tick,
+            "cancel_escrow": self.cancel_escrow,
+            "sign_sweep": self.sign_sweep,
+            "status": self.status,
+            "leak": self.leak,
+        }
+
+    # -- setup ------------------------------------------------------------------------------
+    def configure(self, payload: bytes) -> bytes:
+        self.core.configure(decode(payload, VaultConfig).policy)
+        return encode(VaultOutput())
+
+    def card(self, payload: bytes) -> bytes:
+        return encode(self.core.get_card())
+
+    def create_keys(self, payload: bytes) -> bytes:
+        return encode(self.core.create_keys(decode(payload, CreateKeys).count))
+
+    def manifest(self, payload: bytes) -> bytes:
+        return encode(self.core.get_manifest())
+
+    # -- contracts --------------------------------------------------------------------------
+    def _check_new(self, contract: str, counterparty: VaultCard) -> None:
+        if contract in self.contracts:
+            raise InvalidRequest(f"contract {contract} is open already")
+        verify_card(counterparty, self.core._policy(), self.clock())
+        if counterparty.node.identity_key == self.core.ctx.identity.identity_key:
+            raise InvalidRequest("a vault does not contract with itself")
+
+    def open_swap(self, payload: bytes) -> bytes:
+        request = decode(payload, OpenSwap)
+        self._check_new(request.swap_id, request.counterparty)
+        for chunk in request.mine:
+            self.core.check_own_chunk(chunk)
+        for chunk in request.theirs:
+            if chunk.vault != request.counterparty.vault:
+                raise InvalidRequest(f"chunk {chunk.chunk_id} is not the counterparty's")
+        role: Any = request.role
+        machine = TitForTatSwap(
+            request.swap_id, role, request.mine, request.theirs, request.kinds, request.deadline
+        )
+        self.core.bind([c.chunk_id for c in request.mine], request.swap_id)
+        self.contracts[request.swap_id] = _Contract(machine, request.counterparty.node)
+        return encode(self._apply(request.swap_id, machine.start(self.clock())))
+
+    def open_escrow(self, payload: bytes) -> bytes:
+        request = decode(payload, OpenEscrow)
+        self._check_new(request.escrow_id, request.counterparty)
+        if request.role == "depositor":
+            for chunk in request.chunks:
+                self.core.check_own_chunk(chunk)
+        else:
+            for chunk in request.chunks:
+                if chunk.vault != request.counterparty.vault:
+                    raise InvalidRequest(f"chunk {chunk.chunk_id} is not the depositor's")
+        role: Any = request.role
+        machine = TimeLockedEscrow(
+            request.escrow_id, role, request.chunks, request.kinds, request.unlock_at
+        )
+        if request.role == "depositor":
+            self.core.bind([c.chunk_id for c in request.chunks], request.escrow_id)
+        self.contracts[request.escrow_id] = _Contract(machine, request.counterparty.node)
+        return encode(VaultOutput())
+
+    def _contract(self, contract: str) -> _Contract:
+        found = self.contracts.get(contract)
+        if found is None:
+            raise InvalidRequest(f"no contract {contract!r} in this vault")
+        return found
+
+    def deliver(self, payload: bytes) -> bytes:
+        envelope = decode(payload, Deliver).envelope
+        entry = self._contract(envelope.contract)
+        secret = self.core.open_envelope(envelope, entry.counterparty)
+        effects = entry.machine.on_key(envelope.chunk_id, secret, self.clock())
+        self.core.store_received(envelope.chunk_id, secret, envelope.contract)
+        return encode(self._apply(envelope.contract, effects))
+
+    def tick(self, payload: bytes) -> bytes:
+        contract = decode(payload, ContractRef).contract
+        entry = self._contract(contract)
+        return encode(self._apply(contract, entry.machine.on_tick(self.clock())))
+
+    def cancel_escrow(self, payload: bytes) -> bytes:
+        contract = decode(payload, ContractRef).contract
+        entry = self._contract(contract)
+        if not isinstance(entry.machine, TimeLockedEscrow):
+            raise InvalidRequest(f"{contract} is not an escrow")
+        return encode(self._apply(contract, entry.machine.cancel(self.clock())))
+
+    def _apply(self, contract: str, effects: list[ExchangeEffect]) -> VaultOutput:
+        entry = self.contracts[contract]
+        releases: list[ReleasedKey] = []
+        sweeps: list[str] = []
+        finished: list[Finished] = []
+        for effect in effects:
+            if isinstance(effect, ReleaseKey):
+                releases.append(self.core.release(effect.chunk_id, contract, entry.counterparty))
+            elif isinstance(effect, Sweep):
+                sweeps.append(effect.chunk_id)
+            else:
+                if isinstance(effect, SwapFinished):
+                    done = Finished(
+                        contract=contract,
+                        outcome=effect.outcome,
+                        given=effect.given,
+                        received=effect.received,
+                        reason=effect.reason,
+                    )
+                else:
+                    mine = entry.machine.role == "depositor"
+                    done = Finished(
+                        contract=contract,
+                        outcome=effect.outcome,
+                        given=effect.keys if mine else 0,
+                        received=0 if mine else effect.keys,
+                    )
+                finished.append(done)
+                if effect.outcome in ("aborted", "cancelled"):
+                    self.core.unbind(contract)  # keys never released go back to the owner
+        return VaultOutput(releases=releases, sweeps=sweeps, finished=finished)
+
+    # -- sweeps and status ------------------------------------------------------------------
+    def sign_sweep(self, payload: bytes) -> bytes:
+        return encode(self.core.sign_sweep(decode(payload, SweepRequest)))
+
+    def status(self, payload: bytes) -> bytes:
+        counts: dict[str, int] = {}
+        for key in self.core.own:
+            counts[key.state] = counts.get(key.state, 0) + 1
+        contracts = []
+        for name, entry in sorted(self.contracts.items()):
+            machine = entry.machine
+            if isinstance(machine, TitForTatSwap):
+                contracts.append(
+                    ContractStatus(
+                        contract=name,
+                        kind="swap",
+                        role=machine.role,
+                        status=str(machine.status()),
+                        given=machine.given,
+                        received=machine.received,
+                        exposure_usd_e8=machine.exposure_usd_e8,
+                    )
+                )
+            else:
+                contracts.append(
+                    ContractStatus(
+                        contract=name,
+                        kind="escrow",
+                        role=machine.role,
+                        status=str(machine.status()),
+                        given=0,
+                        received=machine.received,
+                        exposure_usd_e8=0,
+                    )
+                )
+        return encode(
+            VaultStatus(
+                vault=self.core.vault,
+                keys=counts,
+                received=sorted(self.core.received),
+                swept=sorted(self.core.swept),
+                contracts=contracts,
+                compromised=self.core.ctx.compromised,
+            )
+        )
+
+    def leak(self, payload: bytes) -> bytes:
+        return self.core.leak(decode(payload, ChunkRef).chunk_id)
+
+
+def _btc_address_or_empty(public_key: bytes) -> str:
+    """The regtest P2WPKH address of a deposit key (bitcoin has no node here)."""
+    from sealbridge.keyrelease.bitcoin import p2wpkh_address
+
+    return p2wpkh_address(public_key, "regtest")

@@ -1,0 +1,318 @@
+"""The key vault enclave: attested deposit keys, contracts run inside, envelopes, sweeps.
+
+Vaults run under the in-process sim backend here (same program, same ECALL bytes as the
+enclave process; the e2e tests use real enclave processes and anvil chains).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+import rlp
+from eth_account import Account
+
+from sealbridge.core.encoding import decode, encode
+from sealbridge.crypto.signing import eth_address, secp256k1_public, to_checksum_address
+from sealbridge.keyrelease.errors import (
+    AlreadyReleased,
+    AttestationRefused,
+    ExchangeViolation,
+    InvalidRequest,
+    KeyReleaseError,
+)
+from sealbridge.keyrelease.types import Chunk, compute_chunk_id
+from sealbridge.keyrelease.vault import (
+    VAULT_PROGRAM,
+    ChunkRef,
+    ContractRef,
+    CreateKeys,
+    Deliver,
+    OpenEscrow,
+    OpenSwap,
+    SignedSweep,
+    SweepRequest,
+    VaultCard,
+    VaultConfig,
+    VaultManifest,
+    VaultOutput,
+    VaultStatus,
+    verify_card,
+    verify_manifest,
+)
+from sealbridge.tee.errors import EnclaveCallError
+from sealbridge.tee.measurement import compute_sim_measurement
+from sealbridge.tee.policy import devnet_policy
+from sealbridge.tee.quote import create_sim_platform
+from sealbridge.tee.sim import InProcessBackend, InProcessEnclaveHandle
+
+USD = 10**8
+PROBE_PROGRAM = "sealbridge.tee.testing:EchoProgram"
+KINDS = {"ETH@31337": "native", "TKN@31338": "erc20"}
+FAR = 4_000_000_000.0
+
+
+class Vault:
+    def __init__(self, handle: InProcessEnclaveHandle, policy_bytes: bytes) -> None:
+        self.handle = handle
+        self.call("configure", decode(policy_bytes, VaultConfig))
+        self.card = decode(self.call("card"), VaultCard)
+        self.manifest = decode(self.call("create_keys", CreateKeys(count=6)), VaultManifest)
+
+    def call(self, name: str, request: msgspec.Struct | None = None) -> bytes:
+        return self.handle.ecall(name, encode(request) if request is not None else b"")
+
+    def chunk(self, index: int, asset: str = "ETH@31337") -> Chunk:
+        key = self.manifest.keys[index]
+        return Chunk(
+            chunk_id=compute_chunk_id(self.card.vault, index),
+            owner=key.eth_address,
+            vault=self.card.vault,
+            asset=asset,
+            address=key.eth_address,
+            amount=10**16,
+            usd_e8=100 * USD,
+        )
+
+    def status(self) -> VaultStatus:
+        return decode(self.call("status"), VaultStatus)
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    path = tmp_path_factory.mktemp("vault") / "platform.key"
+    return path, create_sim_platform(path)
+
+
+@pytest.fixture()
+def vaults(platform: tuple[Path, bytes]) -> Iterator[tuple[Vault, Vault, Vault]]:
+    path, pub = platform
+    policy = devnet_policy(pub, [compute_sim_measurement(VAULT_PROGRAM)])
+    config = encode(VaultConfig(policy=policy))
+    backend = InProcessBackend()
+    handles = [backend.launch(VAULT_PROGRAM, platform_key_file=path) for _ in range(2)]
+    handles.append(backend.launch(VAULT_PROGRAM, platform_key_file=path, simulate_compromise=True))
+    yield Vault(handles[0], config), Vault(handles[1], config), Vault(handles[2], config)
+    for handle in handles:
+        handle.close()
+
+
+def test_manifest_binds_every_public_key(
+    vaults: tuple[Vault, Vault, Vault], platform: tuple[Path, bytes]
+) -> None:
+    alice, _, _ = vaults
+    policy = devnet_policy(platform[1], [compute_sim_measurement(VAULT_PROGRAM)])
+    manifest = alice.manifest
+    verify_manifest(manifest, policy, now=manifest_time())
+    assert len(manifest.keys) == 6 and len({k.eth_address for k in manifest.keys}) == 6
+    for key in manifest.keys:
+        assert key.eth_address == to_checksum_address(eth_address(key.public_key))
+        assert key.btc_address.startswith("bcrt1q")
+    # swapping in another key (an address the enclave does not hold) breaks the binding
+    other = secp256k1_public(b"\x07" * 32)
+    forged_key = msgspec.structs.replace(
+        manifest.keys[0],
+        public_key=other,
+        eth_address=to_checksum_address(eth_address(other)),
+    )
+    forged = msgspec.structs.replace(manifest, keys=[forged_key, *manifest.keys[1:]])
+    with pytest.raises(AttestationRefused, match="does not attest"):
+        verify_manifest(forged, policy, now=manifest_time())
+    # an address that does not derive from its key is refused before the quote
+    bad = msgspec.structs.replace(manifest.keys[1], eth_address=manifest.keys[2].eth_address)
+    with pytest.raises(AttestationRefused, match="address does not match"):
+        verify_manifest(msgspec.structs.replace(manifest, keys=[bad]), policy, manifest_time())
+    # a quote from another program does not attest a vault
+    other_policy = devnet_policy(platform[1], [compute_sim_measurement(PROBE_PROGRAM)])
+    with pytest.raises(AttestationRefused):
+        verify_manifest(manifest, other_policy, now=manifest_time())
+    verify_card(alice.card, policy, now=manifest_time())
+
+
+def manifest_time() -> float:
+    import time
+
+    return time.time()
+
+
+def _swap(a: Vault, b: Vault, k: int, swap_id: str = "swap:1") -> tuple[list[Chunk], list[Chunk]]:
+    mine = [a.chunk(i) for i in range(k)]
+    theirs = [b.chunk(i, "TKN@31338") for i in range(k)]
+    return mine, theirs
+
+
+def _open(a: Vault, b: Vault, k: int, swap_id: str = "swap:1") -> VaultOutput:
+    a_chunks, b_chunks = _swap(a, b, k)
+    out_b = decode(
+        b.call(
+            "open_swap",
+            OpenSwap(
+                swap_id=swap_id,
+                role="B",
+                mine=b_chunks,
+                theirs=a_chunks,
+                kinds=KINDS,
+                deadline=FAR,
+                counterparty=a.card,
+            ),
+        ),
+        VaultOutput,
+    )
+    assert out_b.releases == []
+    return decode(
+        a.call(
+            "open_swap",
+            OpenSwap(
+                swap_id=swap_id,
+                role="A",
+                mine=a_chunks,
+                theirs=b_chunks,
+                kinds=KINDS,
+                deadline=FAR,
+                counterparty=b.card,
+            ),
+        ),
+        VaultOutput,
+    )
+
+
+def test_a_swap_between_two_vaults_exchanges_every_key(vaults: tuple[Vault, Vault, Vault]) -> None:
+    alice, bob, _ = vaults
+    out = _open(alice, bob, 3)
+    sweeps = {"alice": [], "bob": []}  # type: dict[str, list[str]]
+    turn, other = bob, alice
+    names = {id(alice): "alice", id(bob): "bob"}
+    while out.releases:
+        (envelope,) = out.releases
+        out = decode(turn.call("deliver", Deliver(envelope=envelope)), VaultOutput)
+        sweeps[names[id(turn)]] += out.sweeps
+        turn, other = other, turn
+    assert sweeps["bob"] == [alice.chunk(i).chunk_id for i in range(3)]
+    assert sweeps["alice"] == [bob.chunk(i, "TKN@31338").chunk_id for i in range(3)]
+    for vault in (alice, bob):
+        (status,) = vault.status().contracts
+        assert status.status == "completed" and status.given == status.received == 3
+        assert vault.status().keys == {"released": 3, "free": 3}
+
+
+def test_bad_envelopes_change_nothing(vaults: tuple[Vault, Vault, Vault]) -> None:
+    alice, bob, carol = vaults
+    out = _open(alice, bob, 2)
+    (envelope,) = out.releases
+    before = bob.status()
+    forged = [
+        msgspec.structs.replace(envelope, signature=bytes(64)),
+        msgspec.structs.replace(envelope, ciphertext=envelope.ciphertext[:-1] + b"\x00"),
+        msgspec.structs.replace(envelope, recipient=carol.card.node.identity_key),
+        msgspec.structs.replace(envelope, sender=carol.card.node.identity_key),
+        msgspec.structs.replace(envelope, chunk_id=alice.chunk(1).chunk_id),
+    ]
+    for bad in forged:
+        with pytest.raises(EnclaveCallError) as info:
+            bob.call("deliver", Deliver(envelope=bad))
+        assert info.value.remote_code == ExchangeViolation.code
+    with pytest.raises(EnclaveCallError) as info:
+        bob.call("deliver", Deliver(envelope=msgspec.structs.replace(envelope, contract="x")))
+    assert info.value.remote_code == InvalidRequest.code
+    assert bob.status() == before
+    # the honest envelope still works afterwards, and only once
+    decode(bob.call("deliver", Deliver(envelope=envelope)), VaultOutput)
+    with pytest.raises(EnclaveCallError) as info:
+        bob.call("deliver", Deliver(envelope=envelope))
+    assert info.value.remote_code == ExchangeViolation.code
+
+
+def test_a_bound_key_is_not_bound_twice_and_an_honest_vault_does_not_leak(
+    vaults: tuple[Vault, Vault, Vault],
+) -> None:
+    alice, bob, _ = vaults
+    _open(alice, bob, 2)
+    with pytest.raises(EnclaveCallError) as info:
+        _open(alice, bob, 2, swap_id="swap:2")  # bob's side opens, alice's keys are bound
+    assert info.value.remote_code == AlreadyReleased.code
+    with pytest.raises(EnclaveCallError) as info:
+        alice.call("leak", ChunkRef(chunk_id=alice.chunk(0).chunk_id))
+    assert info.value.remote_code == KeyReleaseError.code
+
+
+def test_a_compromised_vault_leaks_its_keys(vaults: tuple[Vault, Vault, Vault]) -> None:
+    _, _, mallory = vaults
+    assert mallory.status().compromised
+    secret = mallory.call("leak", ChunkRef(chunk_id=mallory.chunk(0).chunk_id))
+    assert to_checksum_address(eth_address(secp256k1_public(secret))) == mallory.chunk(0).address
+
+
+def test_sweeps_move_funds_to_a_fresh_key(vaults: tuple[Vault, Vault, Vault]) -> None:
+    alice, _, _ = vaults
+    chunk = alice.chunk(5)
+    request = SweepRequest(
+        chunk_id=chunk.chunk_id,
+        chain_id=31337,
+        kind="native",
+        nonce=0,
+        balance=10**16,
+        max_fee_per_gas=2 * 10**9,
+        max_priority_fee_per_gas=10**9,
+    )
+    signed = decode(alice.call("sign_sweep", request), SignedSweep)
+    assert Account.recover_transaction(signed.raw_tx) == chunk.address
+    fields = rlp.decode(signed.raw_tx[1:])
+    assert int.from_bytes(fields[6], "big") == signed.amount == 10**16 - 21_000 * 2 * 10**9
+    assert to_checksum_address(bytes(fields[5])) == signed.destination != chunk.address
+    with pytest.raises(EnclaveCallError) as info:  # swept once
+        alice.call("sign_sweep", request)
+    assert info.value.remote_code == AlreadyReleased.code
+    token = alice.chunk(4, "TKN@31338")
+    erc20 = msgspec.structs.replace(
+        request,
+        chunk_id=token.chunk_id,
+        kind="erc20",
+        token="0x" + "11" * 20,
+        token_balance=5 * 10**18,
+    )
+    signed = decode(alice.call("sign_sweep", erc20), SignedSweep)
+    fields = rlp.decode(signed.raw_tx[1:])
+    assert bytes(fields[5]) == bytes.fromhex("11" * 20)
+    assert bytes(fields[7])[:4] == bytes.fromhex("a9059cbb") and signed.amount == 5 * 10**18
+    for bad in (
+        msgspec.structs.replace(request, chunk_id=alice.chunk(3).chunk_id, balance=1000),
+        msgspec.structs.replace(request, chunk_id=alice.chunk(3).chunk_id, kind="btc"),
+        msgspec.structs.replace(request, chunk_id=alice.chunk(3).chunk_id, nonce=-1),
+    ):
+        with pytest.raises(EnclaveCallError) as info:
+            alice.call("sign_sweep", bad)
+        assert info.value.remote_code == InvalidRequest.code
+    assert alice.chunk(3).chunk_id not in alice.status().swept
+
+
+def test_an_escrow_releases_at_unlock_and_not_before(vaults: tuple[Vault, Vault, Vault]) -> None:
+    alice, bob, _ = vaults
+    import time
+
+    chunks = [alice.chunk(0), alice.chunk(1)]
+    unlock = time.time() + 0.5
+    for vault, role, other in ((bob, "beneficiary", alice), (alice, "depositor", bob)):
+        vault.call(
+            "open_escrow",
+            OpenEscrow(
+                escrow_id="escrow:1",
+                role=role,
+                chunks=chunks,
+                kinds=KINDS,
+                unlock_at=unlock,
+                counterparty=other.card,
+            ),
+        )
+    early = decode(alice.call("tick", ContractRef(contract="escrow:1")), VaultOutput)
+    assert early.releases == []
+    time.sleep(max(0.0, unlock - time.time()) + 0.05)
+    out = decode(alice.call("tick", ContractRef(contract="escrow:1")), VaultOutput)
+    assert [e.chunk_id for e in out.releases] == [c.chunk_id for c in chunks]
+    swept: list[str] = []
+    for envelope in out.releases:
+        swept += decode(bob.call("deliver", Deliver(envelope=envelope)), VaultOutput).sweeps
+    assert swept == [c.chunk_id for c in chunks]
+    with pytest.raises(EnclaveCallError):
+        alice.call("cancel_escrow", ContractRef(contract="escrow:1"))
