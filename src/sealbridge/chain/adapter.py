@@ -367,6 +367,33 @@ class ChainAdapter:
         base_fee = cached[1]
         return 3 * base_fee + DEFAULT_PRIORITY_FEE, DEFAULT_PRIORITY_FEE
 
+    def get_fees(self) -> tuple[int, int]:
+        """(max fee per gas, priority fee) this adapter would pay now."""
+        return self._fees()
+
+    def send_raw_transaction(self, raw_tx: bytes) -> bytes:
+        """Submit a transaction signed elsewhere (an enclave); return its hash."""
+        with self._guard():
+            return bytes(self.web3.eth.send_raw_transaction(bytes(raw_tx)))
+
+    def find_outgoing_transaction(
+        self, sender: str, from_block: int, to_block: int | None = None
+    ) -> tuple[str, bytes] | None:
+        """(recipient, tx hash) of the first transaction sent by ``sender`` in the block
+        range, or None: what left a deposit address (a scan; fine for a devnet)."""
+        sender = to_checksum_address(sender)
+        last = self.get_block_number() if to_block is None else to_block
+        for number in range(max(0, from_block), last + 1):
+            with self._guard():
+                block = self.web3.eth.get_block(number, full_transactions=True)
+            for tx in block["transactions"]:
+                if isinstance(tx, bytes | str):
+                    continue
+                if to_checksum_address(tx["from"]) == sender:
+                    recipient = tx.get("to")
+                    return (to_checksum_address(recipient) if recipient else "", bytes(tx["hash"]))
+        return None
+
     # ------------------------------------------------------------------ accounts
 
     @staticmethod

@@ -15,6 +15,7 @@ from sealbridge.core.encoding import Message
 from sealbridge.keyrelease.errors import InvalidRequest
 
 __all__ = [
+    "MAX_AMOUNT",
     "USD_DECIMALS",
     "Asset",
     "AssetKind",
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 USD_DECIMALS = 8  # USD amounts are integers in units of 1e-8 USD ("usd_e8")
+MAX_AMOUNT = 2**64 - 1  # base units per chunk (canonical messages carry 64-bit ints)
 
 
 class AssetKind(StrEnum):
@@ -107,4 +109,9 @@ def compute_chunk_amount(usd_e8: int, price_e8: int, decimals: int) -> int:
     if type(decimals) is not int or not 0 <= decimals <= 36:
         raise InvalidRequest(f"decimals must be an int in [0, 36], got {decimals!r}")
     amount: int = usd_e8 * 10**decimals // price_e8
+    if not 0 < amount <= MAX_AMOUNT:
+        raise InvalidRequest(
+            f"a chunk of {usd_e8} usd_e8 at {price_e8} is {amount} base units: chunk amounts "
+            f"must be in [1, 2**64) (messages carry 64-bit ints); pick another chunk size"
+        )
     return amount

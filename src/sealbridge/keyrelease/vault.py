@@ -566,6 +566,7 @@ class VaultProgram:
             "deliver": self.deliver,
             "tick": self.tick,
             "cancel_escrow": self.cancel_escrow,
+            "abort": self.abort,
             "sign_sweep": self.sign_sweep,
             "status": self.status,
             "leak": self.leak,
@@ -653,6 +654,15 @@ class VaultProgram:
         if not isinstance(entry.machine, TimeLockedEscrow):
             raise InvalidRequest(f"{contract} is not an escrow")
         return encode(self._apply(contract, entry.machine.cancel(self.clock())))
+
+    def abort(self, payload: bytes) -> bytes:
+        """Stop a swap now (e.g. its host saw a received chunk already emptied): it never
+        releases again; own keys not yet released go back to the owner."""
+        contract = decode(payload, ContractRef).contract
+        entry = self._contract(contract)
+        if not isinstance(entry.machine, TitForTatSwap):
+            raise InvalidRequest(f"{contract} is not a swap")
+        return encode(self._apply(contract, entry.machine.abort("aborted by the host")))
 
     def _apply(self, contract: str, effects: list[ExchangeEffect]) -> VaultOutput:
         entry = self.contracts[contract]

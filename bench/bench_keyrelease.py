@@ -1,0 +1,368 @@
+"""Key-release contracts: the matcher's latency and risk quality on large chunk books.
+
+``python -m bench.bench_keyrelease [--quick] [--part matching|swap|all]``
+
+Part ``matching`` (:func:`run_matching`): a :class:`~sealbridge.keyrelease.matcher.
+MatcherCore` with 1,000 owners (1-3 enclaves each, bonds of 2-40 chunks, a few of them
+cheats) is filled with 10,000 and 100,000 chunks of one asset. A warm-up history of
+matched, accepted and settled requests spreads the owners' reputations (the cheats'
+double spends are reported, proven and punished on the way). Then a few hundred requests
+of 10 chunks are matched and timed; each is accepted (and settled some requests later, so
+owners carry open exposure) or declined, which keeps the book's size stable. Reported:
+the build time of the book, match latency (mean, p50, p95), and quality -- distinct owners
+per request, the largest share of one request from one owner and from one enclave against
+the policy caps, the largest open exposure of an owner relative to its bond, and chunks
+handed out from banned owners (must be 0).
+
+Part ``swap`` (:func:`run_swap`) is reserved for the key-release swap benchmark; it is
+not implemented in this module yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import statistics
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from bench.common import console, fmt, print_table, summarize, write_results
+from sealbridge.keyrelease.errors import InsufficientLiquidity
+from sealbridge.keyrelease.matcher import (
+    ChainObservation,
+    DoubleSpendReport,
+    MatcherCore,
+    MatcherPolicy,
+)
+from sealbridge.keyrelease.types import Chunk, ChunkRequest, compute_chunk_id
+
+USD = 10**8
+ASSET = "ETH@31337"
+CHUNK_USD = 100 * USD
+CHUNK_AMOUNT = 4 * 10**16  # base units per chunk (0.04 ETH at 2,500 USD)
+CHUNKS_PER_REQUEST = 10
+OWNERS = 1_000
+CHEAT_FRACTION = 0.01
+WARMUP_REQUESTS = 1_000  # history that spreads the reputations before measuring
+SETTLE_LAG = 50  # an accepted request is settled this many requests later
+ACCEPT_RATE = 0.85
+REQUESTERS = [f"0x{0xC0FFEE << 136 | i:040x}" for i in range(20)]
+
+
+def _policy() -> MatcherPolicy:
+    return MatcherPolicy(
+        chunk_usd_e8={ASSET: CHUNK_USD},
+        fee_bps=30,
+        max_owner_share_bps=2500,
+        max_vault_share_bps=2500,
+        exposure_per_bond=1,
+        reputation_gain=10,
+        offer_ttl_s=60.0,
+    )
+
+
+def _build_chunks(
+    n_chunks: int, rng: random.Random
+) -> tuple[list[tuple[str, int]], list[list[Chunk]], int]:
+    """Owners with bonds, and each owner's chunks spread over its 1-3 enclaves."""
+    owners = [(f"0x{0xB0B << 148 | i:040x}", rng.randint(2, 40) * CHUNK_USD) for i in range(OWNERS)]
+    # chunks per owner: uneven (some owners deposit much more than others)
+    weights = [rng.paretovariate(1.5) for _ in owners]
+    scale = n_chunks / sum(weights)
+    counts = [max(1, int(w * scale)) for w in weights]
+    counts[-1] += n_chunks - sum(counts)
+    if counts[-1] < 1:
+        raise RuntimeError("chunk distribution left an owner empty")
+    per_owner: list[list[Chunk]] = []
+    address = 0
+    vault_total = 0
+    for index, ((owner, _), count) in enumerate(zip(owners, counts, strict=True)):
+        vaults = [
+            hashlib.sha256(f"bench/vault/{index}/{v}".encode()).hexdigest()
+            for v in range(rng.randint(1, 3))
+        ]
+        vault_total += len(vaults)
+        chunks = []
+        for key in range(count):
+            vault = vaults[key % len(vaults)]
+            address += 1
+            chunks.append(
+                Chunk(
+                    chunk_id=compute_chunk_id(vault, key // len(vaults)),
+                    owner=owner,
+                    vault=vault,
+                    asset=ASSET,
+                    address=f"0x{0xDE << 152 | address:040x}",
+                    amount=CHUNK_AMOUNT,
+                    usd_e8=CHUNK_USD,
+                )
+            )
+        per_owner.append(chunks)
+    return owners, per_owner, vault_total
+
+
+def _request(request_id: str, rng: random.Random) -> ChunkRequest:
+    return ChunkRequest(
+        request_id=request_id,
+        requester=rng.choice(REQUESTERS),
+        asset=ASSET,
+        usd_e8=CHUNKS_PER_REQUEST * CHUNK_USD,
+        contract=f"swap:{request_id}",
+    )
+
+
+class _Driver:
+    """Feeds requests to the core and keeps the book stable (accept+settle, or decline)."""
+
+    def __init__(
+        self, core: MatcherCore, cheats: set[str], rng: random.Random, next_key: dict[str, int]
+    ) -> None:
+        self.core = core
+        self.cheats = cheats
+        self.rng = rng
+        self.next_key = next_key  # vault -> next free key index (for refills)
+        self.refills = 0
+        self.pending: deque[tuple[int, list[tuple[str, str, str]]]] = deque()
+        self.step = 0
+        self.reports = 0
+        self.failures = 0
+
+    def one(self, on_offer: Callable[[Any, float], None] | None = None) -> None:
+        request = _request(f"req-{self.step}", self.rng)
+        now = float(self.step)
+        start = time.perf_counter()
+        try:
+            offer = self.core.match(request, seed=self.step.to_bytes(8, "big"), now=now)
+        except InsufficientLiquidity:
+            self.failures += 1
+            self.step += 1
+            return
+        elapsed = time.perf_counter() - start
+        if on_offer is not None:
+            on_offer(offer, elapsed)
+        if self.rng.random() < ACCEPT_RATE:
+            self.core.accept(request.request_id, now)
+            held = [(c.chunk_id, c.owner, request.requester) for c in offer.chunks]
+            self.pending.append((self.step, held))
+        else:
+            self.core.decline(request.request_id)
+        self.step += 1
+        while self.pending and self.pending[0][0] <= self.step - SETTLE_LAG:
+            self._finish(self.pending.popleft()[1])
+
+    def _finish(self, held: list[tuple[str, str, str]]) -> None:
+        for chunk_id, owner, requester in held:
+            if owner in self.cheats and not self.core.get_owner(owner).banned:
+                report = DoubleSpendReport(chunk_id=chunk_id, victim=requester)
+                self.core.report_double_spend(report, ChainObservation(balance=0))
+                self.reports += 1
+            elif self.core.get_chunk(chunk_id).state == "allocated":
+                self.core.settle(chunk_id, requester)
+                self._refill(self.core.get_chunk(chunk_id).chunk)
+
+    def _refill(self, spent: Chunk) -> None:
+        """The owner deposits a fresh chunk in the same enclave for the one swept."""
+        if self.core.get_owner(spent.owner).banned:
+            return
+        key = self.next_key[spent.vault]
+        self.next_key[spent.vault] = key + 1
+        self.refills += 1
+        fresh = msgspec.structs.replace(
+            spent,
+            chunk_id=compute_chunk_id(spent.vault, key),
+            address=f"0x{0xDF << 152 | self.refills:040x}",
+        )
+        self.core.add_chunks([fresh])
+
+    def drain(self) -> None:
+        while self.pending:
+            self._finish(self.pending.popleft()[1])
+
+
+def _measure(n_chunks: int, requests: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed * 1_000_003 + n_chunks)
+    owners, per_owner, vault_total = _build_chunks(n_chunks, rng)
+    core = MatcherCore(_policy())
+    start = time.perf_counter()
+    for (owner, bond), chunks in zip(owners, per_owner, strict=True):
+        core.register_owner(owner, bond)
+        core.add_chunks(chunks)
+    build_s = time.perf_counter() - start
+    cheats = {owner for owner, _ in rng.sample(owners, int(OWNERS * CHEAT_FRACTION))}
+    next_key: Counter[str] = Counter()
+    for chunks in per_owner:
+        next_key.update(c.vault for c in chunks)
+    driver = _Driver(core, cheats, rng, dict(next_key))
+
+    warmup = WARMUP_REQUESTS
+    start = time.perf_counter()
+    for _ in range(warmup):
+        driver.one()
+    warmup_s = time.perf_counter() - start
+    status = core.get_status()
+    reputations = sorted(o.reputation for o in status.owners.values() if not o.banned)
+    banned = {name for name, o in status.owners.items() if o.banned}
+
+    latencies: list[float] = []
+    owners_per_request: list[int] = []
+    owner_share = 0.0
+    vault_share = 0.0
+    exposure_ratio = 0.0
+    banned_picks = 0
+
+    def on_offer(offer: Any, elapsed: float) -> None:
+        nonlocal owner_share, vault_share, exposure_ratio, banned_picks
+        latencies.append(elapsed)
+        by_owner = Counter(c.owner for c in offer.chunks)
+        by_vault = Counter(c.vault for c in offer.chunks)
+        owners_per_request.append(len(by_owner))
+        owner_share = max(owner_share, max(by_owner.values()) / len(offer.chunks))
+        vault_share = max(vault_share, max(by_vault.values()) / len(offer.chunks))
+        banned_picks += sum(n for owner, n in by_owner.items() if owner in banned)
+        for owner in by_owner:
+            info = core.get_owner(owner)
+            exposure_ratio = max(exposure_ratio, info.exposure_usd_e8 / info.bond_usd_e8)
+
+    failures_before = driver.failures
+    for _ in range(requests):
+        driver.one(on_offer)
+    driver.drain()
+    final = core.get_status()
+    return {
+        "chunks": n_chunks,
+        "owners": OWNERS,
+        "vaults": vault_total,
+        "requests": requests,
+        "chunks_per_request": CHUNKS_PER_REQUEST,
+        "build_s": build_s,
+        "warmup_requests": warmup,
+        "available_before_after": [n_chunks, final.available_by_asset[ASSET]],
+        "warmup_s": warmup_s,
+        "match": summarize(latencies),
+        "liquidity_failures": driver.failures - failures_before,
+        "owners_per_request_mean": statistics.fmean(owners_per_request),
+        "owners_per_request_min": min(owners_per_request),
+        "max_owner_share": owner_share,
+        "owner_share_cap": _policy().max_owner_share_bps / 10_000,
+        "max_vault_share": vault_share,
+        "vault_share_cap": _policy().max_vault_share_bps / 10_000,
+        "max_exposure_over_bond": exposure_ratio,
+        "exposure_cap_over_bond": float(_policy().exposure_per_bond),
+        "banned_owners": len(banned),
+        "banned_picks": banned_picks,
+        "reputation_min_p50_max": [
+            reputations[0],
+            reputations[len(reputations) // 2],
+            reputations[-1],
+        ],
+        "double_spends_reported": driver.reports,
+        "pool_usd": final.pool_usd_e8 / USD,
+        "compensated_usd": final.compensated_usd_e8 / USD,
+        "chunks_by_state": final.chunks,
+    }
+
+
+def run_matching(
+    sizes: Sequence[int] = (10_000, 100_000), requests: int = 300, seed: int = 7
+) -> dict[str, Any]:
+    """Build books of ``sizes`` chunks, time ``requests`` 10-chunk matches on each."""
+    console.rule("[bold]Key-release matcher: latency and risk quality")
+    results = [_measure(n, requests, seed) for n in sizes]
+    rows = []
+    for r in results:
+        match = r["match"]
+        rep = r["reputation_min_p50_max"]
+        rows.append(
+            [
+                f"{r['chunks']:,}",
+                f"{r['owners']:,}/{r['vaults']:,}",
+                fmt(r["build_s"], 2),
+                fmt(match["mean_ms"], 3),
+                fmt(match["p50_ms"], 3),
+                fmt(match["p95_ms"], 3),
+                f"{r['owners_per_request_mean']:.2f}, min {r['owners_per_request_min']}",
+                f"{r['max_owner_share']:.0%} ({r['owner_share_cap']:.0%})",
+                f"{r['max_vault_share']:.0%} ({r['vault_share_cap']:.0%})",
+                f"{r['max_exposure_over_bond']:.2f} ({r['exposure_cap_over_bond']:.0f})",
+                f"{rep[0]}/{rep[1]}/{rep[2]}",
+                f"{r['banned_owners']}/{r['banned_picks']}",
+                str(r["liquidity_failures"]),
+            ]
+        )
+    print_table(
+        f"{requests} requests of {CHUNKS_PER_REQUEST} chunks per book (accept + settle "
+        f"{SETTLE_LAG} requests later, or decline); max shares and exposure with the caps in "
+        "parentheses; reputation min/p50/max after the warm-up",
+        [
+            "chunks",
+            "owners/vaults",
+            "build s",
+            "mean ms",
+            "p50 ms",
+            "p95 ms",
+            "owners/req",
+            "owner share",
+            "vault share",
+            "exp./bond",
+            "reputation",
+            "banned/picks",
+            "unfilled",
+        ],
+        rows,
+    )
+    path = write_results(
+        "keyrelease_matching",
+        {"sizes": list(sizes), "requests": requests, "seed": seed, "results": results},
+    )
+    return {"results_file": str(path), "results": results}
+
+
+def run_swap(quick: bool = False) -> dict[str, Any]:
+    """The key-release swap benchmark: to be added to this module later."""
+    raise NotImplementedError(
+        "the 'swap' part of bench_keyrelease is not implemented in this module yet"
+    )
+
+
+PARTS: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "matching": lambda quick: run_matching(
+        sizes=(10_000,) if quick else (10_000, 100_000), requests=100 if quick else 300
+    ),
+    "swap": run_swap,
+}
+
+
+def run(quick: bool = False, parts: Sequence[str] = ("matching",)) -> dict[str, Any]:
+    """Run the selected parts; ``run_all`` style (``results_file`` of the last part)."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        out[part] = PARTS[part](quick)
+    last = out[parts[-1]] if parts else {}
+    return {"results_file": last.get("results_file", ""), "parts": out}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    parser.add_argument(
+        "--part",
+        choices=[*PARTS, "all"],
+        default="matching",
+        help="which part to run (default: matching; 'all' runs every part)",
+    )
+    args = parser.parse_args(argv)
+    parts = list(PARTS) if args.part == "all" else [args.part]
+    try:
+        run(args.quick, parts)
+    except NotImplementedError as exc:
+        parser.exit(2, f"bench_keyrelease: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

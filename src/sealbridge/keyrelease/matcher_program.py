@@ -1,0 +1,350 @@
+"""The matcher as its own TEE node: :class:`MatcherCore` behind an attested ECALL table.
+
+Theory of operation
+-------------------
+Why its own enclave and not a sealbridge confidential contract: matching must answer in
+milliseconds over a book of 100k chunks and needs fresh enclave randomness per request;
+as a confidential contract every request would wait for block-atomic ordering (seconds)
+and the book would be re-executed by every worker. The matcher's state is a sans-I/O core
+(:mod:`sealbridge.keyrelease.matcher`), so hosting it as a contract later changes only
+this wrapper.
+
+* **Identity.** At ``configure`` the enclave draws a secp256k1 *operator key*; the
+  InsurancePool names its address as operator. :class:`MatcherCard` carries a quote whose
+  report data is ``sha256(tag || node keys) || sha256(tag || operator address)``, so a
+  client that checked the card knows which enclave answers and which key slashes.
+* **Owners and chunks.** An owner registers with its vault's manifest; the enclave
+  checks the manifest's quote under its vault policy and keeps it. A chunk is accepted
+  only if its address is the manifest's key at that index -- so every chunk the matcher
+  offers sits at a key an attested vault generated.
+* **Matching.** ``match`` seeds the core's weighted sampling with enclave randomness and
+  returns the offer with the manifests of every vault in it, signed by the enclave's
+  identity key, so the client can check each chunk's attestation itself.
+* **Double spends.** ``report`` runs the core's check on the chain facts the host read
+  (documented limit: the host is trusted for those reads, as the gatekeeper is). On a
+  proven double spend the enclave signs, with the operator key, the InsurancePool
+  transactions that slash the offender's bond and compensate the victim (amounts in wei
+  at the oracle price the host read); the host only submits them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+
+import coincurve
+from eth_abi.abi import encode as abi_encode
+from eth_account import Account
+from eth_utils.crypto import keccak
+
+from sealbridge.core.encoding import Message, decode, encode
+from sealbridge.crypto.signing import eth_address, secp256k1_public, to_checksum_address
+from sealbridge.keyrelease.errors import AttestationRefused, InvalidRequest
+from sealbridge.keyrelease.matcher import (
+    ChainObservation,
+    DoubleSpendReport,
+    MatcherCore,
+    MatcherPolicy,
+    MatcherStatus,
+    Penalty,
+)
+from sealbridge.keyrelease.types import Chunk, ChunkRequest, Offer, parse_chunk_id
+from sealbridge.keyrelease.vault import VaultManifest, verify_manifest
+from sealbridge.tee.attestation import verify_quote
+from sealbridge.tee.enclave import EnclaveContext, NodeKeys
+from sealbridge.tee.errors import AttestationError
+from sealbridge.tee.policy import AttestationPolicy
+
+__all__ = [
+    "MATCHER_PROGRAM",
+    "MatchAnswer",
+    "MatcherCard",
+    "MatcherConfig",
+    "MatcherProgram",
+    "OperatorTx",
+    "PenaltyOutcome",
+    "compute_matcher_report_data",
+    "usd_to_wei",
+    "verify_answer",
+    "verify_matcher_card",
+]
+
+MATCHER_PROGRAM = "sealbridge.keyrelease.matcher_program:MatcherProgram"
+CARD_TAG = b"sealbridge/keyrelease/matcher-card/v1"
+ANSWER_TAG = b"sealbridge/keyrelease/match-answer/v1"
+OPERATOR_GAS = 200_000
+
+
+class MatcherConfig(Message, frozen=True):
+    policy: MatcherPolicy
+    vault_policy: AttestationPolicy  # what a vault's manifest must attest under
+
+
+class MatcherCard(Message, frozen=True):
+    node: NodeKeys
+    operator: str  # EIP-55 address of the operator key (the InsurancePool's operator)
+    quote: bytes
+
+
+class RegisterOwner(Message, frozen=True):
+    owner: str
+    bond_usd_e8: int  # the host's reading of the owner's bond, at the oracle price
+    manifest: VaultManifest
+
+
+class AddChunks(Message, frozen=True):
+    chunks: list[Chunk]
+
+
+class Accept(Message, frozen=True):
+    request_id: str
+
+
+class Settle(Message, frozen=True):
+    chunk_id: str
+    requester: str
+
+
+class SweepAddress(Message, frozen=True):
+    requester: str
+    address: str
+
+
+class MatchAnswer(Message, frozen=True):
+    offer: Offer
+    manifests: list[VaultManifest]
+    signature: bytes = b""  # Ed25519 of the matcher over ANSWER_TAG + the body
+
+    def get_body(self) -> bytes:
+        return ANSWER_TAG + encode(MatchAnswer(offer=self.offer, manifests=self.manifests))
+
+
+class OperatorTx(Message, frozen=True):
+    """The facts the enclave needs to sign one InsurancePool transaction."""
+
+    chain_id: int
+    pool: str  # InsurancePool address
+    nonce: int
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+
+
+class Report(Message, frozen=True):
+    report: DoubleSpendReport
+    observation: ChainObservation
+    price_e8: int  # USD x 1e8 per ETH of the pool's chain (for the wei amounts)
+    tx: OperatorTx  # nonce of the first transaction; the second uses nonce + 1
+    owner_account: str  # the owner's bond account on the pool's chain
+
+
+class PenaltyOutcome(Message, frozen=True):
+    penalty: Penalty
+    slash_wei: int
+    compensation_wei: int
+    transactions: list[bytes]  # signed raw transactions, in nonce order
+
+
+def compute_matcher_report_data(node: NodeKeys, operator: str) -> bytes:
+    return (
+        hashlib.sha256(CARD_TAG + encode(node)).digest()
+        + hashlib.sha256(CARD_TAG + operator.encode()).digest()
+    )
+
+
+def verify_matcher_card(card: MatcherCard, policy: AttestationPolicy, now: float) -> None:
+    """A client's check of the matcher before it sends a request."""
+    try:
+        verify_quote(
+            card.quote,
+            policy=policy,
+            now=int(now),
+            expected_report_data=compute_matcher_report_data(card.node, card.operator),
+        )
+    except AttestationError as exc:
+        raise AttestationRefused(f"matcher card does not attest: {exc.message}") from exc
+
+
+def verify_answer(
+    answer: MatchAnswer, card: MatcherCard, vault_policy: AttestationPolicy, now: float
+) -> None:
+    """A client's check of an offer: signed by the attested matcher, and every chunk at a
+    key of an attested vault (the balances are checked on chain by the caller)."""
+    from sealbridge.crypto.signing import ed25519_verify
+
+    try:
+        ed25519_verify(card.node.identity_key, answer.get_body(), answer.signature)
+    except Exception as exc:
+        raise AttestationRefused("the offer is not signed by the matcher") from exc
+    manifests = {m.vault: m for m in answer.manifests}
+    for manifest in answer.manifests:
+        verify_manifest(manifest, vault_policy, now)
+    for chunk in answer.offer.chunks:
+        vault, index = parse_chunk_id(chunk.chunk_id)
+        found = manifests.get(vault)
+        if found is None or index >= len(found.keys):
+            raise AttestationRefused(f"chunk {chunk.chunk_id}: no attested manifest holds it")
+        if found.keys[index].eth_address != chunk.address or chunk.vault != vault:
+            raise AttestationRefused(f"chunk {chunk.chunk_id}: address is not the vault's key")
+
+
+def usd_to_wei(usd_e8: int, price_e8: int) -> int:
+    if type(price_e8) is not int or price_e8 <= 0:
+        raise InvalidRequest("price_e8 must be a positive int")
+    wei: int = usd_e8 * 10**18 // price_e8
+    return wei
+
+
+def _selector(signature: str) -> bytes:
+    return bytes(keccak(text=signature))[:4]
+
+
+class MatcherProgram:
+    """ECALL table of the matcher enclave."""
+
+    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] = time.time) -> None:
+        self.ctx = ctx
+        self.clock = clock
+        self.core: MatcherCore | None = None
+        self.vault_policy: AttestationPolicy | None = None
+        self.manifests: dict[str, VaultManifest] = {}
+        self._operator_secret = coincurve.PrivateKey(ctx.random_bytes(32)).secret
+        self.operator = to_checksum_address(eth_address(secp256k1_public(self._operator_secret)))
+
+    def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
+        return {
+            "configure": self.configure,
+            "card": self.card,
+            "register_owner": self.register_owner,
+            "add_chunks": self.add_chunks,
+            "register_sweep_address": self.register_sweep_address,
+            "match": self.match,
+            "accept": self.accept,
+            "decline": self.decline,
+            "settle": self.settle,
+            "report": self.report,
+            "status": self.status,
+        }
+
+    def _core(self) -> MatcherCore:
+        if self.core is None:
+            raise InvalidRequest("matcher is not configured")
+        return self.core
+
+    def configure(self, payload: bytes) -> bytes:
+        config = decode(payload, MatcherConfig)
+        if self.core is not None:
+            raise InvalidRequest("matcher is configured already")
+        self.core = MatcherCore(config.policy)
+        self.vault_policy = config.vault_policy
+        return b""
+
+    def card(self, payload: bytes) -> bytes:
+        node = self.ctx.identity
+        quote = self.ctx.get_quote(compute_matcher_report_data(node, self.operator))
+        return encode(MatcherCard(node=node, operator=self.operator, quote=quote))
+
+    def register_owner(self, payload: bytes) -> bytes:
+        request = decode(payload, RegisterOwner)
+        core = self._core()
+        if self.vault_policy is None:
+            raise InvalidRequest("matcher is not configured")
+        verify_manifest(request.manifest, self.vault_policy, self.clock())
+        core.register_owner(request.owner, request.bond_usd_e8)
+        self.manifests[request.manifest.vault] = request.manifest
+        return b""
+
+    def add_chunks(self, payload: bytes) -> bytes:
+        chunks = decode(payload, AddChunks).chunks
+        for chunk in chunks:
+            vault, index = parse_chunk_id(chunk.chunk_id)
+            manifest = self.manifests.get(vault)
+            if manifest is None or index >= len(manifest.keys):
+                raise InvalidRequest(f"chunk {chunk.chunk_id}: its vault is not registered")
+            if manifest.keys[index].eth_address != chunk.address:
+                raise InvalidRequest(f"chunk {chunk.chunk_id}: not the vault's key address")
+        self._core().add_chunks(chunks)
+        return b""
+
+    def register_sweep_address(self, payload: bytes) -> bytes:
+        request = decode(payload, SweepAddress)
+        self._core().register_sweep_address(request.requester, request.address)
+        return b""
+
+    def match(self, payload: bytes) -> bytes:
+        request = decode(payload, ChunkRequest)
+        offer = self._core().match(request, seed=self.ctx.random_bytes(32), now=self.clock())
+        vaults = sorted({chunk.vault for chunk in offer.chunks})
+        answer = MatchAnswer(offer=offer, manifests=[self.manifests[v] for v in vaults])
+        signature = self.ctx.sign_identity(answer.get_body())
+        return encode(MatchAnswer(offer=offer, manifests=answer.manifests, signature=signature))
+
+    def accept(self, payload: bytes) -> bytes:
+        return encode(self._core().accept(decode(payload, Accept).request_id, self.clock()))
+
+    def decline(self, payload: bytes) -> bytes:
+        self._core().decline(decode(payload, Accept).request_id)
+        return b""
+
+    def settle(self, payload: bytes) -> bytes:
+        request = decode(payload, Settle)
+        self._core().settle(request.chunk_id, request.requester)
+        return b""
+
+    def report(self, payload: bytes) -> bytes:
+        request = decode(payload, Report)
+        core = self._core()
+        owner = core.get_chunk(request.report.chunk_id).chunk.owner
+        if owner.lower() != request.owner_account.lower():
+            raise InvalidRequest("owner_account is not the chunk's owner")
+        if type(request.tx.nonce) is not int or request.tx.nonce < 0:
+            raise InvalidRequest("nonce must be an int >= 0")
+        usd_to_wei(1, request.price_e8)  # validates the price before anything changes
+        penalty = core.report_double_spend(request.report, request.observation)
+        slash_wei = usd_to_wei(penalty.slashed_usd_e8, request.price_e8)
+        compensation_wei = usd_to_wei(penalty.compensation_usd_e8, request.price_e8)
+        calls: list[bytes] = []
+        if slash_wei > 0:
+            calls.append(
+                _selector("slash(address,uint256,bytes32)")
+                + abi_encode(
+                    ["address", "uint256", "bytes32"],
+                    [request.owner_account, slash_wei, penalty.claim_id],
+                )
+            )
+        if compensation_wei > 0:
+            calls.append(
+                _selector("compensate(address,uint256,bytes32)")
+                + abi_encode(
+                    ["address", "uint256", "bytes32"],
+                    [penalty.victim, compensation_wei, penalty.claim_id],
+                )
+            )
+        transactions = []
+        for offset, data in enumerate(calls):
+            tx = {
+                "type": 2,
+                "chainId": request.tx.chain_id,
+                "nonce": request.tx.nonce + offset,
+                "to": request.tx.pool,
+                "value": 0,
+                "data": data,
+                "gas": OPERATOR_GAS,
+                "maxFeePerGas": request.tx.max_fee_per_gas,
+                "maxPriorityFeePerGas": request.tx.max_priority_fee_per_gas,
+            }
+            transactions.append(
+                bytes(Account.sign_transaction(tx, self._operator_secret).raw_transaction)
+            )
+        return encode(
+            PenaltyOutcome(
+                penalty=penalty,
+                slash_wei=slash_wei,
+                compensation_wei=compensation_wei,
+                transactions=transactions,
+            )
+        )
+
+    def status(self, payload: bytes) -> bytes:
+        status: MatcherStatus = self._core().get_status()
+        return encode(status)

@@ -1,0 +1,823 @@
+"""A key-release devnet: two anvil chains, a price oracle, an insurance pool, a matcher
+enclave and one vault enclave per client, with the hosts' work in between.
+
+Theory of operation
+-------------------
+This module is the *untrusted* side (wallets and hosts). Everything it decides that
+matters is checked by an enclave or by a chain: a wallet funds an address only after the
+vault's manifest attested it; a client accepts an offer only after the matcher's card
+and signature, every vault's manifest and every chunk's balance on chain checked out; a
+key moves only when the vault's contract machine releases it, encrypted to the
+counterparty's attested key; a double-spend report is judged by the matcher enclave, and
+the slash and the compensation are transactions signed inside it.
+
+Layout: chain A (31337) carries ETH chunks, the PriceOracle and the InsurancePool; chain
+B (31338) carries TKN, an ERC-20 token (DepositToken). Every chunk is worth
+``chunk_usd_e8`` when funded, at the oracle price (a price older than ``max_price_age``
+is refused). A TKN chunk also gets a native gas stipend so its receiver can sweep it.
+
+A compromised client (``compromised=...``) runs its vault on a platform declared broken
+(``--simulate-compromise``): its host extracts a key it released and sweeps it first,
+which is the double spend the matcher must catch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from sealbridge.chain.adapter import ChainAdapter
+from sealbridge.chain.anvil import AnvilNode
+from sealbridge.chain.insurance import InsurancePool, deploy_insurance_pool
+from sealbridge.chain.oracle import PriceOracle, deploy_price_oracle
+from sealbridge.chain.token import DepositToken, deploy_deposit_token
+from sealbridge.core.encoding import Message, decode, encode
+from sealbridge.core.errors import LocalProtocolError, SealbridgeError
+from sealbridge.keyrelease.matcher import (
+    ChainObservation,
+    DoubleSpendReport,
+    MatcherPolicy,
+    MatcherStatus,
+)
+from sealbridge.keyrelease.matcher_program import (
+    MATCHER_PROGRAM,
+    Accept,
+    AddChunks,
+    MatchAnswer,
+    MatcherCard,
+    MatcherConfig,
+    OperatorTx,
+    PenaltyOutcome,
+    RegisterOwner,
+    Report,
+    Settle,
+    SweepAddress,
+    usd_to_wei,
+    verify_answer,
+    verify_matcher_card,
+)
+from sealbridge.keyrelease.types import Asset, AssetKind, Chunk, ChunkRequest, compute_chunk_amount
+from sealbridge.keyrelease.vault import (
+    TOKEN_SWEEP_GAS,
+    VAULT_PROGRAM,
+    ChunkRef,
+    ContractRef,
+    CreateKeys,
+    Deliver,
+    OpenEscrow,
+    OpenSwap,
+    SignedSweep,
+    SweepRequest,
+    VaultCard,
+    VaultConfig,
+    VaultManifest,
+    VaultOutput,
+    VaultStatus,
+    verify_manifest,
+)
+from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.tee.measurement import compute_sim_measurement
+from sealbridge.tee.policy import AttestationPolicy, devnet_policy
+from sealbridge.tee.quote import create_sim_platform
+from sealbridge.tee.sim import SimBackend
+
+__all__ = [
+    "CHAIN_A",
+    "CHAIN_B",
+    "Event",
+    "KeyReleaseDevnet",
+    "KeyReleaseDevnetError",
+    "SwapOutcome",
+]
+
+CHAIN_A, CHAIN_B = 31337, 31338
+USD = 10**8
+ETHER = 10**18
+TKN_DECIMALS = 6  # a dollar-like token; chunk amounts must fit 64 bits
+DEFAULT_PRICES = {"ETH": 3_000 * USD, "TKN": 1 * USD}
+Progress = Callable[["Event"], None]
+
+
+class KeyReleaseDevnetError(LocalProtocolError):
+    code = "keyrelease_devnet"
+
+
+class Event(Message, frozen=True):
+    """One step, as the CLI shows it (``at``: seconds since the devnet started)."""
+
+    step: str
+    at: float
+    detail: dict[str, Any]
+
+
+class SwapOutcome(Message, frozen=True):
+    contract: str
+    requester: str
+    counterparties: dict[str, int]  # owner -> chunks it gave
+    given: int  # chunks the requester released
+    received: int  # chunks the requester received
+    swept: int  # chunks the requester swept successfully
+    double_spent: list[str]  # chunk ids found empty
+    compensated_wei: int
+    exposure_usd_e8: dict[str, int]  # per counterparty, the requester's exposure at the end
+    latency_s: float
+    transactions: int
+    gas: int
+
+
+class _Enclave:
+    def __init__(self, handle: EnclaveHandle) -> None:
+        self.handle = handle
+
+    def call(self, name: str, request: Message | None = None) -> bytes:
+        return self.handle.ecall(name, encode(request) if request is not None else b"")
+
+
+@dataclass
+class Client:
+    name: str
+    wallet_key: bytes  # the same dev account index on both chains
+    account: str
+    vault: _Enclave
+    card: VaultCard
+    manifest: VaultManifest
+    compromised: bool = False
+    next_key: int = 0
+    chunks: list[Chunk] = field(default_factory=list)  # funded, not yet given away
+
+    @property
+    def vault_id(self) -> str:
+        return self.card.vault
+
+
+class KeyReleaseDevnet:
+    """Context manager; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        clients: Sequence[str] = ("alice", "bob", "carol", "mallory"),
+        compromised: Sequence[str] = ("mallory",),
+        keys_per_vault: int = 32,
+        chunk_usd_e8: int = 100 * USD,
+        block_time: float | None = None,
+        max_price_age: int = 3600,
+        prices: dict[str, int] | None = None,
+        policy: MatcherPolicy | None = None,
+        progress: Progress | None = None,
+        home: Path | None = None,
+    ) -> None:
+        if len(set(clients)) != len(clients) or not 2 <= len(clients) <= 8:
+            raise KeyReleaseDevnetError("need 2 to 8 distinct client names")
+        if not set(compromised) <= set(clients):
+            raise KeyReleaseDevnetError("a compromised client must be one of the clients")
+        if type(keys_per_vault) is not int or not 1 <= keys_per_vault <= 1024:
+            raise KeyReleaseDevnetError("keys_per_vault must be in [1, 1024]")
+        self.client_names = list(clients)
+        self.compromised = set(compromised)
+        self.keys_per_vault = keys_per_vault
+        self.chunk_usd_e8 = chunk_usd_e8
+        self.block_time = block_time
+        self.max_price_age = max_price_age
+        self.prices = dict(DEFAULT_PRICES if prices is None else prices)
+        self._policy = policy
+        self.progress = progress
+        self.home = home
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.nodes: list[AnvilNode] = []
+        self.adapters: dict[int, ChainAdapter] = {}
+        self.clients: dict[str, Client] = {}
+        self.assets: dict[str, Asset] = {}
+        self.started = time.monotonic()
+        self.tx_count = 0
+        self.gas_used = 0
+        self.matcher: _Enclave | None = None
+        self.matcher_card: MatcherCard | None = None
+        self.vault_policy: AttestationPolicy | None = None
+        self.deposit_blocks: dict[str, int] = {}  # chunk id -> block it was funded in
+
+    # -- progress -------------------------------------------------------------------------
+    def _emit(self, step: str, **detail: Any) -> None:
+        if self.progress is not None:
+            at = round(time.monotonic() - self.started, 3)
+            self.progress(Event(step=step, at=at, detail=detail))
+
+    def _count(self, receipt_gas: int) -> None:
+        self.tx_count += 1
+        self.gas_used += receipt_gas
+
+    # -- start and stop ---------------------------------------------------------------------
+    def start(self) -> KeyReleaseDevnet:
+        self.started = time.monotonic()
+        if self.home is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="sealbridge-keyrelease-")
+            self.home = Path(self._tmp.name)
+        self.home.mkdir(parents=True, exist_ok=True)
+        for chain_id in (CHAIN_A, CHAIN_B):
+            node = AnvilNode(chain_id=chain_id, block_time=self.block_time).start()
+            self.nodes.append(node)
+            self.adapters[chain_id] = node.adapter()
+        a, b = self.adapters[CHAIN_A], self.adapters[CHAIN_B]
+        deployer = a.get_dev_key(0)
+        reporter = a.get_dev_key(1)
+        platform_key = self.home / "sim-platform.key"
+        platform_pub = create_sim_platform(platform_key)
+        self.vault_policy = devnet_policy(platform_pub, [compute_sim_measurement(VAULT_PROGRAM)])
+        matcher_policy = devnet_policy(platform_pub, [compute_sim_measurement(MATCHER_PROGRAM)])
+        backend = SimBackend()
+        # the matcher first: the pool names its operator key
+        self.matcher = _Enclave(backend.launch(MATCHER_PROGRAM, platform_key_file=platform_key))
+        card = decode(self.matcher.call("card"), MatcherCard)
+        verify_matcher_card(card, matcher_policy, time.time())
+        self.matcher_card = card
+        self.oracle = PriceOracle(a, deploy_price_oracle(a, deployer, a.address_of(reporter)))
+        self.pool = InsurancePool(
+            a, deploy_insurance_pool(a, deployer, card.operator, unbonding_period_s=86_400)
+        )
+        self.token = DepositToken(
+            b, deploy_deposit_token(b, b.get_dev_key(0), "Token", "TKN", TKN_DECIMALS)
+        )
+        a.fund(card.operator, ETHER)  # the operator pays gas for slashes and compensations
+        self.assets = {
+            "ETH@31337": Asset(symbol="ETH", chain_id=CHAIN_A, kind=AssetKind.NATIVE, decimals=18),
+            "TKN@31338": Asset(
+                symbol="TKN",
+                chain_id=CHAIN_B,
+                kind=AssetKind.ERC20,
+                decimals=TKN_DECIMALS,
+                token=self.token.address,
+            ),
+        }
+        for asset_id, asset in self.assets.items():
+            self.oracle.set_price(asset_id, self.prices[asset.symbol], reporter)
+        policy = self._policy or MatcherPolicy(
+            chunk_usd_e8={asset_id: self.chunk_usd_e8 for asset_id in self.assets},
+            max_owner_share_bps=5000,
+            max_vault_share_bps=5000,
+        )
+        self.matcher.call("configure", MatcherConfig(policy=policy, vault_policy=self.vault_policy))
+        self._emit(
+            "setup",
+            chains={str(n.chain_id): n.url for n in self.nodes},
+            oracle=self.oracle.address,
+            pool=self.pool.address,
+            token=self.token.address,
+            matcher=card.node.identity_key.hex(),
+            operator=card.operator,
+            prices_usd={k: v / USD for k, v in self.prices.items()},
+            chunk_usd=self.chunk_usd_e8 / USD,
+        )
+        for index, name in enumerate(self.client_names, start=2):
+            self._add_client(backend, platform_key, name, a.get_dev_key(index))
+        return self
+
+    def _add_client(
+        self, backend: SimBackend, platform_key: Path, name: str, wallet_key: bytes
+    ) -> None:
+        compromised = name in self.compromised
+        vault = _Enclave(
+            backend.launch(
+                VAULT_PROGRAM, platform_key_file=platform_key, simulate_compromise=compromised
+            )
+        )
+        assert_policy = self._vault_policy()
+        vault.call("configure", VaultConfig(policy=assert_policy))
+        card = decode(vault.call("card"), VaultCard)
+        manifest = decode(
+            vault.call("create_keys", CreateKeys(count=self.keys_per_vault)), VaultManifest
+        )
+        # the wallet checks the quote before it funds anything
+        verify_manifest(manifest, assert_policy, time.time())
+        account = ChainAdapter.address_of(wallet_key)
+        self.clients[name] = Client(
+            name=name,
+            wallet_key=wallet_key,
+            account=account,
+            vault=vault,
+            card=card,
+            manifest=manifest,
+            compromised=compromised,
+        )
+        self._emit(
+            "vault",
+            client=name,
+            vault=card.vault[:16],
+            keys=len(manifest.keys),
+            first_address=manifest.keys[0].eth_address,
+            first_btc_address=manifest.keys[0].btc_address,
+            attested="manifest quote verified before funding",
+            compromised=compromised,
+        )
+
+    def _vault_policy(self) -> AttestationPolicy:
+        if self.vault_policy is None:
+            raise KeyReleaseDevnetError("the devnet is not started")
+        return self.vault_policy
+
+    def _matcher(self) -> _Enclave:
+        if self.matcher is None:
+            raise KeyReleaseDevnetError("the devnet is not started")
+        return self.matcher
+
+    def stop(self) -> None:
+        handles = [c.vault.handle for c in self.clients.values()]
+        if self.matcher is not None:
+            handles.append(self.matcher.handle)
+        for handle in handles:
+            try:
+                handle.close()
+            except SealbridgeError:
+                pass
+        for node in self.nodes:
+            node.stop()
+        self.nodes = []
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> KeyReleaseDevnet:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- owners: bonds, deposits, offers ----------------------------------------------------
+    def price(self, asset_id: str) -> int:
+        """The oracle's price (USD x 1e8); a stale one raises StalePrice."""
+        return self.oracle.get_price(asset_id, self.max_price_age)
+
+    def post_bond(self, name: str, usd_e8: int) -> int:
+        """Post a sybil bond worth ``usd_e8`` in ETH on chain A and register with the
+        matcher (which checks the vault's manifest). Returns the wei bonded."""
+        client = self.clients[name]
+        price = self.price("ETH@31337")
+        wei = usd_to_wei(usd_e8, price)
+        receipt = self.pool.post_bond(wei, client.wallet_key)
+        self._count(receipt.gas_used)
+        bonded = self.pool.get_bond(client.account)
+        bond_usd = bonded * price // ETHER
+        self._matcher().call(
+            "register_owner",
+            RegisterOwner(owner=client.account, bond_usd_e8=bond_usd, manifest=client.manifest),
+        )
+        self._emit("bond", client=name, wei=bonded, usd=bond_usd / USD)
+        return bonded
+
+    def deposit(self, name: str, asset_id: str, count: int) -> list[Chunk]:
+        """Fund ``count`` fresh deposit keys of ``name``'s vault with one standard chunk
+        of ``asset_id`` each (at the oracle price)."""
+        client = self.clients[name]
+        asset = self.assets.get(asset_id)
+        if asset is None:
+            raise KeyReleaseDevnetError(f"unknown asset {asset_id!r}")
+        if client.next_key + count > len(client.manifest.keys):
+            raise KeyReleaseDevnetError(f"{name}'s vault has no {count} unused keys left")
+        price = self.price(asset_id)
+        amount = compute_chunk_amount(self.chunk_usd_e8, price, asset.decimals)
+        adapter = self.adapters[asset.chain_id]
+        chunks = []
+        for _ in range(count):
+            key = client.manifest.keys[client.next_key]
+            chunk_id = f"{client.vault_id}:{key.index}"
+            client.next_key += 1
+            if asset.kind == AssetKind.NATIVE:
+                receipt = adapter.fund(key.eth_address, amount, sender_key=client.wallet_key)
+                self._count(receipt.gas_used)
+            else:
+                receipt = self.token.transfer(key.eth_address, amount, _token_owner(self, name))
+                self._count(receipt.gas_used)
+                max_fee, _ = adapter.get_fees()
+                stipend = TOKEN_SWEEP_GAS * max_fee * 4
+                receipt = adapter.fund(key.eth_address, stipend, sender_key=client.wallet_key)
+                self._count(receipt.gas_used)
+            self.deposit_blocks[chunk_id] = receipt.block_number
+            chunks.append(
+                Chunk(
+                    chunk_id=chunk_id,
+                    owner=client.account,
+                    vault=client.vault_id,
+                    asset=asset_id,
+                    address=key.eth_address,
+                    amount=amount,
+                    usd_e8=self.chunk_usd_e8,
+                )
+            )
+        client.chunks += chunks
+        self._emit(
+            "deposit",
+            client=name,
+            asset=asset_id,
+            chunks=count,
+            amount_each=amount,
+            price_usd=price / USD,
+        )
+        return chunks
+
+    def offer(self, name: str, chunks: Sequence[Chunk]) -> None:
+        """Put funded chunks in the matcher's book."""
+        self._matcher().call("add_chunks", AddChunks(chunks=list(chunks)))
+        client = self.clients[name]
+        offered = {c.chunk_id for c in chunks}
+        client.chunks = [c for c in client.chunks if c.chunk_id not in offered]
+        self._emit("offer", client=name, chunks=len(chunks))
+
+    # -- requesters ---------------------------------------------------------------------------
+    def request(self, name: str, asset_id: str, usd_e8: int, contract: str) -> MatchAnswer:
+        """Ask the matcher; check its card, its signature, every vault's manifest and
+        every chunk's balance on chain before answering yes."""
+        client = self.clients[name]
+        started = time.monotonic()
+        answer = decode(
+            self._matcher().call(
+                "match",
+                ChunkRequest(
+                    request_id=hashlib.sha256(contract.encode()).hexdigest()[:32],
+                    requester=client.account,
+                    asset=asset_id,
+                    usd_e8=usd_e8,
+                    contract=contract,
+                ),
+            ),
+            MatchAnswer,
+        )
+        card = self.matcher_card
+        if card is None:
+            raise KeyReleaseDevnetError("the devnet is not started")
+        verify_answer(answer, card, self._vault_policy(), time.time())
+        for chunk in answer.offer.chunks:
+            held = self._chunk_balance(chunk)
+            if held < chunk.amount:
+                raise KeyReleaseDevnetError(
+                    f"offered chunk {chunk.chunk_id} holds {held}, not {chunk.amount}"
+                )
+        owners: dict[str, int] = {}
+        for chunk in answer.offer.chunks:
+            owners[self._name_of(chunk.owner)] = owners.get(self._name_of(chunk.owner), 0) + 1
+        self._emit(
+            "match",
+            client=name,
+            asset=asset_id,
+            usd=usd_e8 / USD,
+            chunks=len(answer.offer.chunks),
+            owners=owners,
+            fee_usd=answer.offer.fee_e8 / USD,
+            checked="matcher quote + signature, vault manifests, balances on chain",
+            ms=round((time.monotonic() - started) * 1e3, 1),
+        )
+        return answer
+
+    def accept(self, name: str, answer: MatchAnswer) -> None:
+        """Pay the fee into the insurance pool and confirm the allocation."""
+        client = self.clients[name]
+        fee_wei = usd_to_wei(answer.offer.fee_e8, self.price("ETH@31337"))
+        if fee_wei > 0:
+            request_key = hashlib.sha256(answer.offer.request_id.encode()).digest()
+            receipt = self.pool.pay_fee(request_key, fee_wei, client.wallet_key)
+            self._count(receipt.gas_used)
+        self._matcher().call("accept", Accept(request_id=answer.offer.request_id))
+        self._emit("accept", client=name, fee_wei=fee_wei, pool_wei=self.pool.get_pool())
+
+    def _name_of(self, account: str) -> str:
+        for client in self.clients.values():
+            if client.account == account:
+                return client.name
+        return account
+
+    def _chunk_balance(self, chunk: Chunk) -> int:
+        asset = self.assets[chunk.asset]
+        if asset.kind == AssetKind.NATIVE:
+            return self.adapters[asset.chain_id].balance(chunk.address)
+        return self.token.balance_of(chunk.address)
+
+    # -- contract Z: the tit-for-tat swap -------------------------------------------------------
+    def run_swap(
+        self,
+        requester: str,
+        answer: MatchAnswer,
+        give_asset: str,
+        *,
+        deadline_s: float = 120.0,
+        stop_after: dict[str, int] | None = None,
+    ) -> SwapOutcome:
+        """Swap the offer's chunks against the requester's chunks of ``give_asset``, one
+        pairwise tit-for-tat exchange per owner. ``stop_after[owner] = s``: that owner's
+        host stops delivering after ``s`` of its keys (it walks away)."""
+        started = time.monotonic()
+        tx_before, gas_before = self.tx_count, self.gas_used
+        alice = self.clients[requester]
+        by_owner: dict[str, list[Chunk]] = {}
+        for chunk in answer.offer.chunks:
+            by_owner.setdefault(self._name_of(chunk.owner), []).append(chunk)
+        needed = len(answer.offer.chunks)
+        mine_all = [c for c in alice.chunks if c.asset == give_asset]
+        if len(mine_all) < needed:
+            mine_all += self.deposit(requester, give_asset, needed - len(mine_all))
+            mine_all = [c for c in alice.chunks if c.asset == give_asset]
+        kinds = {asset_id: str(asset.kind) for asset_id, asset in self.assets.items()}
+        deadline = time.time() + deadline_s
+        contract = answer.offer.contract
+        self._matcher().call(
+            "register_sweep_address", SweepAddress(requester=alice.account, address=alice.account)
+        )
+        given = received = swept = 0
+        double_spent: list[str] = []
+        compensated = 0
+        exposures: dict[str, int] = {}
+        for owner_name, theirs in sorted(by_owner.items()):
+            owner = self.clients[owner_name]
+            mine = mine_all[: len(theirs)]
+            mine_all = mine_all[len(theirs) :]
+            alice.chunks = [c for c in alice.chunks if c not in mine]
+            swap_id = f"{contract}/{owner_name}"
+            owner.vault.call(
+                "open_swap",
+                OpenSwap(
+                    swap_id=swap_id,
+                    role="B",
+                    mine=theirs,
+                    theirs=mine,
+                    kinds=kinds,
+                    deadline=deadline,
+                    counterparty=alice.card,
+                ),
+            )
+            out = decode(
+                alice.vault.call(
+                    "open_swap",
+                    OpenSwap(
+                        swap_id=swap_id,
+                        role="A",
+                        mine=mine,
+                        theirs=theirs,
+                        kinds=kinds,
+                        deadline=deadline,
+                        counterparty=owner.card,
+                    ),
+                ),
+                VaultOutput,
+            )
+            self._emit(
+                "swap-open",
+                contract=swap_id,
+                requester=requester,
+                owner=owner_name,
+                chunks_each=len(theirs),
+            )
+            limit = None if stop_after is None else stop_after.get(owner_name)
+            owner_released = 0
+            chunk_of = {c.chunk_id: c for c in theirs + mine}
+            queue = deque(out.releases)
+            while queue:
+                envelope = queue.popleft()
+                from_alice = envelope.sender == alice.card.node.identity_key
+                target = owner if from_alice else alice
+                if not from_alice:
+                    if limit is not None and owner_released >= limit:
+                        self._emit("swap-stall", contract=swap_id, owner=owner_name, after=limit)
+                        break  # the owner walks away: its release is never delivered
+                    owner_released += 1
+                    if owner.compromised:
+                        self._double_spend(owner, chunk_of[envelope.chunk_id])
+                result = decode(
+                    target.vault.call("deliver", Deliver(envelope=envelope)), VaultOutput
+                )
+                for chunk_id in result.sweeps:
+                    if target is alice:
+                        received += 1
+                        ok, paid = self._sweep_or_report(alice, chunk_of[chunk_id])
+                        swept += int(ok)
+                        if not ok:
+                            double_spent.append(chunk_id)
+                            compensated += paid
+                            # stop giving to a counterparty whose chunk was emptied
+                            alice.vault.call("abort", ContractRef(contract=swap_id))
+                            self._emit("swap-abort", contract=swap_id, owner=owner_name)
+                            result = VaultOutput()
+                    else:
+                        given += 1
+                        self._sweep(owner, chunk_of[chunk_id])
+                queue.extend(result.releases)
+            status = decode(alice.vault.call("status"), VaultStatus)
+            for entry in status.contracts:
+                if entry.contract == swap_id:
+                    exposures[owner_name] = entry.exposure_usd_e8
+            self._emit(
+                "swap-pair",
+                contract=swap_id,
+                owner=owner_name,
+                exposure_usd=exposures.get(owner_name, 0) / USD,
+            )
+        outcome = SwapOutcome(
+            contract=contract,
+            requester=requester,
+            counterparties={k: len(v) for k, v in by_owner.items()},
+            given=given,
+            received=received,
+            swept=swept,
+            double_spent=double_spent,
+            compensated_wei=compensated,
+            exposure_usd_e8=exposures,
+            latency_s=round(time.monotonic() - started, 3),
+            transactions=self.tx_count - tx_before,
+            gas=self.gas_used - gas_before,
+        )
+        self._emit("swap-done", **msgspec.structs.asdict(outcome))
+        return outcome
+
+    def _double_spend(self, owner: Client, chunk: Chunk) -> None:
+        """The compromised owner's host: extract the key it is about to release and sweep
+        the chunk to itself first (same key, released twice)."""
+        secret = owner.vault.call("leak", ChunkRef(chunk_id=chunk.chunk_id))
+        asset = self.assets[chunk.asset]
+        adapter = self.adapters[asset.chain_id]
+        thief = owner.account
+        if asset.kind == AssetKind.NATIVE:
+            balance = adapter.balance(chunk.address)
+            max_fee, _ = adapter.get_fees()
+            value = balance - 21_000 * max_fee
+            tx_hash = adapter.send_transaction(secret, to=thief, data=b"", value=value, gas=21_000)
+        else:
+            data = self.token.encode_transfer(thief, self.token.balance_of(chunk.address))
+            tx_hash = adapter.send_transaction(
+                secret, to=self.token.address, data=data, gas=TOKEN_SWEEP_GAS
+            )
+        receipt = adapter.wait_for_receipt(tx_hash)
+        self._count(receipt.gas_used)
+        self._emit(
+            "double-spend",
+            owner=owner.name,
+            chunk=chunk.chunk_id[-6:],
+            note="compromised vault leaked the key; its host swept the chunk first",
+        )
+
+    def _sweep_request(self, chunk: Chunk) -> SweepRequest:
+        asset = self.assets[chunk.asset]
+        adapter = self.adapters[asset.chain_id]
+        max_fee, tip = adapter.get_fees()
+        return SweepRequest(
+            chunk_id=chunk.chunk_id,
+            chain_id=asset.chain_id,
+            kind=str(asset.kind),
+            nonce=adapter.get_nonce(chunk.address),
+            balance=adapter.balance(chunk.address),
+            max_fee_per_gas=max_fee,
+            max_priority_fee_per_gas=tip,
+            token=asset.token,
+            token_balance=self.token.balance_of(chunk.address)
+            if asset.kind == AssetKind.ERC20
+            else 0,
+        )
+
+    def _sweep(self, client: Client, chunk: Chunk) -> bool:
+        """Sweep a received chunk to a fresh key of the client's vault; False if the funds
+        were gone (nothing signed)."""
+        request = self._sweep_request(chunk)
+        held = request.token_balance if request.kind == "erc20" else request.balance
+        if held < chunk.amount:
+            return False
+        signed = decode(client.vault.call("sign_sweep", request), SignedSweep)
+        adapter = self.adapters[request.chain_id]
+        receipt = adapter.wait_for_receipt(adapter.send_raw_transaction(signed.raw_tx))
+        self._count(receipt.gas_used)
+        self._emit(
+            "sweep",
+            client=client.name,
+            chunk=chunk.chunk_id[-6:],
+            to=signed.destination,
+            amount=signed.amount,
+        )
+        return True
+
+    def _sweep_or_report(self, client: Client, chunk: Chunk) -> tuple[bool, int]:
+        if self._sweep(client, chunk):
+            self._matcher().call(
+                "settle", Settle(chunk_id=chunk.chunk_id, requester=client.account)
+            )
+            return True, 0
+        return False, self.report_double_spend(client, chunk)
+
+    def report_double_spend(self, victim: Client, chunk: Chunk) -> int:
+        """The victim reports; the matcher's host reads the chain; the matcher enclave
+        judges and signs the slash and the compensation; the host submits them."""
+        asset = self.assets[chunk.asset]
+        adapter = self.adapters[asset.chain_id]
+        outflow = adapter.find_outgoing_transaction(
+            chunk.address, self.deposit_blocks.get(chunk.chunk_id, 0)
+        )
+        observation = ChainObservation(
+            balance=self._chunk_balance(chunk),
+            outflow_to=outflow[0] if outflow else "",
+            outflow_tx=outflow[1].hex() if outflow else "",
+            address=chunk.address,
+        )
+        a = self.adapters[CHAIN_A]
+        card = self.matcher_card
+        if card is None:
+            raise KeyReleaseDevnetError("the devnet is not started")
+        max_fee, tip = a.get_fees()
+        outcome = decode(
+            self._matcher().call(
+                "report",
+                Report(
+                    report=DoubleSpendReport(chunk_id=chunk.chunk_id, victim=victim.account),
+                    observation=observation,
+                    price_e8=self.price("ETH@31337"),
+                    tx=OperatorTx(
+                        chain_id=CHAIN_A,
+                        pool=self.pool.address,
+                        nonce=a.get_nonce(card.operator),
+                        max_fee_per_gas=max_fee,
+                        max_priority_fee_per_gas=tip,
+                    ),
+                    owner_account=chunk.owner,
+                ),
+            ),
+            PenaltyOutcome,
+        )
+        for raw in outcome.transactions:
+            receipt = a.wait_for_receipt(a.send_raw_transaction(raw))
+            self._count(receipt.gas_used)
+        self._emit(
+            "penalty",
+            victim=victim.name,
+            offender=self._name_of(outcome.penalty.owner),
+            chunk=chunk.chunk_id[-6:],
+            slashed_wei=outcome.slash_wei,
+            compensation_wei=outcome.compensation_wei,
+            uncovered_usd=outcome.penalty.uncovered_usd_e8 / USD,
+            pool_wei=self.pool.get_pool(),
+        )
+        return outcome.compensation_wei
+
+    # -- contract Z: the time-locked escrow -----------------------------------------------------
+    def run_escrow(
+        self, depositor: str, beneficiary: str, asset_id: str, count: int, unlock_in_s: float
+    ) -> int:
+        """Lock ``count`` chunks of the depositor for the beneficiary until ``unlock_in_s``
+        from now; returns how many the beneficiary swept."""
+        dep, ben = self.clients[depositor], self.clients[beneficiary]
+        chunks = [c for c in dep.chunks if c.asset == asset_id][:count]
+        if len(chunks) < count:
+            chunks += self.deposit(depositor, asset_id, count - len(chunks))
+            chunks = [c for c in dep.chunks if c.asset == asset_id][:count]
+        dep.chunks = [c for c in dep.chunks if c not in chunks]
+        kinds = {asset_id: str(asset.kind) for asset_id, asset in self.assets.items()}
+        unlock_at = time.time() + unlock_in_s
+        escrow_id = f"escrow:{depositor}:{beneficiary}:{int(unlock_at)}"
+        for client, role, other in ((ben, "beneficiary", dep), (dep, "depositor", ben)):
+            client.vault.call(
+                "open_escrow",
+                OpenEscrow(
+                    escrow_id=escrow_id,
+                    role=role,
+                    chunks=chunks,
+                    kinds=kinds,
+                    unlock_at=unlock_at,
+                    counterparty=other.card,
+                ),
+            )
+        self._emit(
+            "escrow-open",
+            depositor=depositor,
+            beneficiary=beneficiary,
+            chunks=count,
+            unlock_in_s=unlock_in_s,
+        )
+        early = decode(dep.vault.call("tick", ContractRef(contract=escrow_id)), VaultOutput)
+        if early.releases:
+            raise KeyReleaseDevnetError("the escrow released before its unlock time")
+        time.sleep(max(0.0, unlock_at - time.time()) + 0.05)
+        out = decode(dep.vault.call("tick", ContractRef(contract=escrow_id)), VaultOutput)
+        by_id = {c.chunk_id: c for c in chunks}
+        swept = 0
+        for envelope in out.releases:
+            result = decode(ben.vault.call("deliver", Deliver(envelope=envelope)), VaultOutput)
+            for chunk_id in result.sweeps:
+                swept += int(self._sweep(ben, by_id[chunk_id]))
+        self._emit("escrow-done", beneficiary=beneficiary, released=len(out.releases), swept=swept)
+        return swept
+
+    # -- status -----------------------------------------------------------------------------------
+    def matcher_status(self) -> MatcherStatus:
+        return decode(self._matcher().call("status"), MatcherStatus)
+
+    def vault_status(self, name: str) -> VaultStatus:
+        return decode(self.clients[name].vault.call("status"), VaultStatus)
+
+
+def _token_owner(devnet: KeyReleaseDevnet, name: str) -> bytes:
+    """Mint the client's TKN on first use (the token's owner is chain B's dev account 0)
+    and return the client's key, which then holds the tokens."""
+    client = devnet.clients[name]
+    if devnet.token.balance_of(client.account) < 10**15:
+        receipt = devnet.token.mint(client.account, 10**24, devnet.adapters[CHAIN_B].get_dev_key(0))
+        devnet._count(receipt.gas_used)
+    return client.wallet_key
