@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sealbridge.cli import attest, bench, swap
+from sealbridge.cli import attest, bench, keyrelease, swap
 from sealbridge.cli.output import console, fail, friendly_errors, print_json
 from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
 from sealbridge.core.encoding import to_builtins
@@ -32,6 +32,7 @@ app.add_typer(devnet_app, name="devnet")
 app.add_typer(keys_app, name="keys")
 app.add_typer(attest.app, name="attest")
 app.add_typer(bench.app, name="bench")
+app.add_typer(keyrelease.app, name="keyrelease")
 
 HomeOption = Annotated[
     Path,

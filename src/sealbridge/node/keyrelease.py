@@ -101,6 +101,7 @@ __all__ = [
 CHAIN_A, CHAIN_B = 31337, 31338
 USD = 10**8
 ETHER = 10**18
+MAX_CLIENTS = 8  # dev accounts 2..9 of anvil
 TKN_DECIMALS = 6  # a dollar-like token; chunk amounts must fit 64 bits
 DEFAULT_PRICES = {"ETH": 3_000 * USD, "TKN": 1 * USD}
 Progress = Callable[["Event"], None]
@@ -175,8 +176,8 @@ class KeyReleaseDevnet:
         progress: Progress | None = None,
         home: Path | None = None,
     ) -> None:
-        if len(set(clients)) != len(clients) or not 2 <= len(clients) <= 8:
-            raise KeyReleaseDevnetError("need 2 to 8 distinct client names")
+        if len(set(clients)) != len(clients) or len(clients) > MAX_CLIENTS:
+            raise KeyReleaseDevnetError(f"need at most {MAX_CLIENTS} distinct client names")
         if not set(compromised) <= set(clients):
             raise KeyReleaseDevnetError("a compromised client must be one of the clients")
         if type(keys_per_vault) is not int or not 1 <= keys_per_vault <= 1024:
@@ -260,8 +261,8 @@ class KeyReleaseDevnet:
             self.oracle.set_price(asset_id, self.prices[asset.symbol], reporter)
         policy = self._policy or MatcherPolicy(
             chunk_usd_e8={asset_id: self.chunk_usd_e8 for asset_id in self.assets},
-            max_owner_share_bps=5000,
-            max_vault_share_bps=5000,
+            max_owner_share_bps=3400,  # a request of 6 chunks needs 3 owners
+            max_vault_share_bps=3400,
         )
         self.matcher.call("configure", MatcherConfig(policy=policy, vault_policy=self.vault_policy))
         self._emit(
@@ -275,29 +276,39 @@ class KeyReleaseDevnet:
             prices_usd={k: v / USD for k, v in self.prices.items()},
             chunk_usd=self.chunk_usd_e8 / USD,
         )
-        for index, name in enumerate(self.client_names, start=2):
-            self._add_client(backend, platform_key, name, a.get_dev_key(index))
+        self._backend = backend
+        self._platform_key = platform_key
+        for name in self.client_names:
+            self.add_client(name, compromised=name in self.compromised)
         return self
 
-    def _add_client(
-        self, backend: SimBackend, platform_key: Path, name: str, wallet_key: bytes
-    ) -> None:
-        compromised = name in self.compromised
+    def add_client(self, name: str, *, compromised: bool = False) -> Client:
+        """A new client: its vault enclave (declared compromised or not) makes its deposit
+        keys, and its wallet checks the manifest's quote."""
+        if not name or not name.isidentifier() or len(name) > 32:
+            raise KeyReleaseDevnetError(f"client names are short identifiers, not {name!r}")
+        if name in self.clients:
+            raise KeyReleaseDevnetError(f"client {name!r} exists already")
+        if len(self.clients) >= MAX_CLIENTS:
+            raise KeyReleaseDevnetError(f"at most {MAX_CLIENTS} clients")
+        wallet_key = self.adapters[CHAIN_A].get_dev_key(2 + len(self.clients))
         vault = _Enclave(
-            backend.launch(
-                VAULT_PROGRAM, platform_key_file=platform_key, simulate_compromise=compromised
+            self._backend.launch(
+                VAULT_PROGRAM,
+                platform_key_file=self._platform_key,
+                simulate_compromise=compromised,
             )
         )
-        assert_policy = self._vault_policy()
-        vault.call("configure", VaultConfig(policy=assert_policy))
+        vault_policy = self._vault_policy()
+        vault.call("configure", VaultConfig(policy=vault_policy))
         card = decode(vault.call("card"), VaultCard)
         manifest = decode(
             vault.call("create_keys", CreateKeys(count=self.keys_per_vault)), VaultManifest
         )
         # the wallet checks the quote before it funds anything
-        verify_manifest(manifest, assert_policy, time.time())
+        verify_manifest(manifest, vault_policy, time.time())
         account = ChainAdapter.address_of(wallet_key)
-        self.clients[name] = Client(
+        client = Client(
             name=name,
             wallet_key=wallet_key,
             account=account,
@@ -306,6 +317,9 @@ class KeyReleaseDevnet:
             manifest=manifest,
             compromised=compromised,
         )
+        self.clients[name] = client
+        if compromised:
+            self.compromised.add(name)
         self._emit(
             "vault",
             client=name,
@@ -316,6 +330,13 @@ class KeyReleaseDevnet:
             attested="manifest quote verified before funding",
             compromised=compromised,
         )
+        return client
+
+    def _client(self, name: str) -> Client:
+        client = self.clients.get(name)
+        if client is None:
+            raise KeyReleaseDevnetError(f"no client {name!r} (have: {', '.join(self.clients)})")
+        return client
 
     def _vault_policy(self) -> AttestationPolicy:
         if self.vault_policy is None:
@@ -357,7 +378,7 @@ class KeyReleaseDevnet:
     def post_bond(self, name: str, usd_e8: int) -> int:
         """Post a sybil bond worth ``usd_e8`` in ETH on chain A and register with the
         matcher (which checks the vault's manifest). Returns the wei bonded."""
-        client = self.clients[name]
+        client = self._client(name)
         price = self.price("ETH@31337")
         wei = usd_to_wei(usd_e8, price)
         receipt = self.pool.post_bond(wei, client.wallet_key)
@@ -374,7 +395,7 @@ class KeyReleaseDevnet:
     def deposit(self, name: str, asset_id: str, count: int) -> list[Chunk]:
         """Fund ``count`` fresh deposit keys of ``name``'s vault with one standard chunk
         of ``asset_id`` each (at the oracle price)."""
-        client = self.clients[name]
+        client = self._client(name)
         asset = self.assets.get(asset_id)
         if asset is None:
             raise KeyReleaseDevnetError(f"unknown asset {asset_id!r}")
@@ -424,7 +445,7 @@ class KeyReleaseDevnet:
     def offer(self, name: str, chunks: Sequence[Chunk]) -> None:
         """Put funded chunks in the matcher's book."""
         self._matcher().call("add_chunks", AddChunks(chunks=list(chunks)))
-        client = self.clients[name]
+        client = self._client(name)
         offered = {c.chunk_id for c in chunks}
         client.chunks = [c for c in client.chunks if c.chunk_id not in offered]
         self._emit("offer", client=name, chunks=len(chunks))
@@ -433,7 +454,7 @@ class KeyReleaseDevnet:
     def request(self, name: str, asset_id: str, usd_e8: int, contract: str) -> MatchAnswer:
         """Ask the matcher; check its card, its signature, every vault's manifest and
         every chunk's balance on chain before answering yes."""
-        client = self.clients[name]
+        client = self._client(name)
         started = time.monotonic()
         answer = decode(
             self._matcher().call(
@@ -476,7 +497,7 @@ class KeyReleaseDevnet:
 
     def accept(self, name: str, answer: MatchAnswer) -> None:
         """Pay the fee into the insurance pool and confirm the allocation."""
-        client = self.clients[name]
+        client = self._client(name)
         fee_wei = usd_to_wei(answer.offer.fee_e8, self.price("ETH@31337"))
         if fee_wei > 0:
             request_key = hashlib.sha256(answer.offer.request_id.encode()).digest()
@@ -512,7 +533,7 @@ class KeyReleaseDevnet:
         host stops delivering after ``s`` of its keys (it walks away)."""
         started = time.monotonic()
         tx_before, gas_before = self.tx_count, self.gas_used
-        alice = self.clients[requester]
+        alice = self._client(requester)
         by_owner: dict[str, list[Chunk]] = {}
         for chunk in answer.offer.chunks:
             by_owner.setdefault(self._name_of(chunk.owner), []).append(chunk)
@@ -532,7 +553,7 @@ class KeyReleaseDevnet:
         compensated = 0
         exposures: dict[str, int] = {}
         for owner_name, theirs in sorted(by_owner.items()):
-            owner = self.clients[owner_name]
+            owner = self._client(owner_name)
             mine = mine_all[: len(theirs)]
             mine_all = mine_all[len(theirs) :]
             alice.chunks = [c for c in alice.chunks if c not in mine]
@@ -763,7 +784,7 @@ class KeyReleaseDevnet:
     ) -> int:
         """Lock ``count`` chunks of the depositor for the beneficiary until ``unlock_in_s``
         from now; returns how many the beneficiary swept."""
-        dep, ben = self.clients[depositor], self.clients[beneficiary]
+        dep, ben = self._client(depositor), self._client(beneficiary)
         chunks = [c for c in dep.chunks if c.asset == asset_id][:count]
         if len(chunks) < count:
             chunks += self.deposit(depositor, asset_id, count - len(chunks))
@@ -810,7 +831,7 @@ class KeyReleaseDevnet:
         return decode(self._matcher().call("status"), MatcherStatus)
 
     def vault_status(self, name: str) -> VaultStatus:
-        return decode(self.clients[name].vault.call("status"), VaultStatus)
+        return decode(self._client(name).vault.call("status"), VaultStatus)
 
 
 def _token_owner(devnet: KeyReleaseDevnet, name: str) -> bytes:
@@ -821,3 +842,61 @@ def _token_owner(devnet: KeyReleaseDevnet, name: str) -> bytes:
         receipt = devnet.token.mint(client.account, 10**24, devnet.adapters[CHAIN_B].get_dev_key(0))
         devnet._count(receipt.gas_used)
     return client.wallet_key
+
+
+class DemoResult(Message, frozen=True):
+    swap: SwapOutcome
+    stalled: SwapOutcome
+    escrow_swept: int
+    pool_wei: int
+    owners: dict[str, dict[str, Any]]  # name -> reputation, banned, bond, double spends
+    honest_loss_usd_e8: int  # value the honest requester gave and did not get back
+    compensation_usd_e8: int
+
+
+def run_demo_scenario(devnet: KeyReleaseDevnet) -> DemoResult:
+    """The whole story on a started devnet with clients alice, bob, carol, mallory
+    (mallory compromised): owners bond and deposit ETH chunks, alice swaps TKN for them
+    tit-for-tat, mallory double-spends and is caught, slashed and banned while alice is
+    compensated; then carol walks away mid-swap (alice exposed by one chunk at most);
+    then a time-locked escrow. (The default 34 % cap makes the 6-chunk request draw 2
+    chunks from each owner, and the 2-chunk one 1 from each owner left.)"""
+    for name in ("alice", "bob", "carol", "mallory"):
+        devnet._client(name)
+    for owner in ("bob", "carol", "mallory"):
+        devnet.post_bond(owner, 500 * USD)
+        devnet.offer(owner, devnet.deposit(owner, "ETH@31337", 4))
+    answer = devnet.request("alice", "ETH@31337", 600 * USD, "swap:demo-1")
+    devnet.accept("alice", answer)
+    swap = devnet.run_swap("alice", answer, "TKN@31338")
+    # carol walks away without releasing: alice is one chunk short, never more
+    devnet.offer("carol", devnet.deposit("carol", "ETH@31337", 2))
+    answer = devnet.request("alice", "ETH@31337", 200 * USD, "swap:demo-2")
+    devnet.accept("alice", answer)
+    stalled = devnet.run_swap(
+        "alice", answer, "TKN@31338", deadline_s=30.0, stop_after={"carol": 0}
+    )
+    escrow = devnet.run_escrow("alice", "bob", "TKN@31338", 2, unlock_in_s=2.0)
+    status = devnet.matcher_status()
+    owners = {}
+    for name, client in devnet.clients.items():
+        entry = status.owners.get(client.account)
+        if entry is not None:
+            owners[name] = {
+                "reputation": entry.reputation,
+                "banned": entry.banned,
+                "bond_usd": entry.bond_usd_e8 / USD,
+                "double_spends": entry.double_spends,
+            }
+    chunk = devnet.chunk_usd_e8
+    loss = (swap.given - swap.swept) * chunk + (stalled.given - stalled.swept) * chunk
+    paid = status.compensation_paid.get(devnet._client("alice").account, 0)
+    return DemoResult(
+        swap=swap,
+        stalled=stalled,
+        escrow_swept=escrow,
+        pool_wei=devnet.pool.get_pool(),
+        owners=owners,
+        honest_loss_usd_e8=loss,
+        compensation_usd_e8=paid,
+    )

@@ -1,0 +1,205 @@
+"""The key-release devnet as a service: ``python -m sealbridge.node.keyrelease_service``.
+
+Theory of operation: one process owns a :class:`~sealbridge.node.keyrelease.KeyReleaseDevnet`
+(two anvil chains, the matcher enclave, the vault enclaves; all of them child processes)
+and serves its steps over loopback HTTP with canonical msgpack bodies
+(:mod:`sealbridge.net.http`), so the ``sealbridge keyrelease`` commands can run one step
+each: create a vault, post a bond, deposit and offer chunks, request, accept (which runs
+contract Z, the tit-for-tat swap), status. Every answer carries the events the step
+produced. One lock serializes the steps (the devnet is one host driving its enclaves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from sealbridge.core.encoding import Message, decode, encode, to_builtins
+from sealbridge.core.errors import SealbridgeError
+from sealbridge.keyrelease.matcher_program import MatchAnswer
+from sealbridge.net.http import add_bytes_route, add_json_route, install_error_handler
+from sealbridge.node.keyrelease import (
+    USD,
+    Event,
+    KeyReleaseDevnet,
+    KeyReleaseDevnetError,
+    SwapOutcome,
+)
+
+__all__ = [
+    "AcceptRequest",
+    "DepositRequest",
+    "MatchRequest",
+    "StepResult",
+    "VaultRequest",
+    "build_app",
+]
+
+
+class VaultRequest(Message, frozen=True):
+    name: str
+    compromised: bool = False
+
+
+class DepositRequest(Message, frozen=True):
+    name: str
+    asset: str
+    chunks: int
+    bond_usd: int = 0  # post (more) bond first and register as an owner
+    offer: bool = True  # put the chunks in the matcher's book
+
+
+class MatchRequest(Message, frozen=True):
+    name: str
+    asset: str
+    usd: int
+    contract: str
+
+
+class AcceptRequest(Message, frozen=True):
+    name: str
+    request_id: str
+    give_asset: str
+    stop_after: dict[str, int] = {}  # owner -> keys it releases before walking away
+
+
+class StepResult(Message, frozen=True):
+    events: list[Event]
+    result: dict[str, Any] = {}
+
+
+class KeyReleaseService:
+    def __init__(self, devnet: KeyReleaseDevnet) -> None:
+        self.devnet = devnet
+        self.lock = threading.Lock()
+        self.events: list[Event] = []
+        self.answers: dict[str, MatchAnswer] = {}
+        devnet.progress = self.events.append
+
+    def _step(self, run: Callable[[], dict[str, Any]]) -> bytes:
+        with self.lock:
+            self.events.clear()
+            result = run()
+            return encode(StepResult(events=list(self.events), result=result))
+
+    def on_vault(self, body: bytes) -> bytes:
+        request = decode(body, VaultRequest)
+
+        def run() -> dict[str, Any]:
+            client = self.devnet.add_client(request.name, compromised=request.compromised)
+            return {"name": client.name, "vault": client.vault_id, "account": client.account}
+
+        return self._step(run)
+
+    def on_deposit(self, body: bytes) -> bytes:
+        request = decode(body, DepositRequest)
+        if not 1 <= request.chunks <= 64:
+            raise KeyReleaseDevnetError("deposit 1 to 64 chunks at a time")
+        if not 0 <= request.bond_usd <= 10**9:
+            raise KeyReleaseDevnetError("bond_usd must be in [0, 1e9]")
+
+        def run() -> dict[str, Any]:
+            if request.bond_usd:
+                self.devnet.post_bond(request.name, request.bond_usd * USD)
+            chunks = self.devnet.deposit(request.name, request.asset, request.chunks)
+            if request.offer:
+                self.devnet.offer(request.name, chunks)
+            return {"chunks": [c.chunk_id for c in chunks], "offered": request.offer}
+
+        return self._step(run)
+
+    def on_request(self, body: bytes) -> bytes:
+        request = decode(body, MatchRequest)
+        if not 1 <= request.usd <= 10**9:
+            raise KeyReleaseDevnetError("usd must be in [1, 1e9]")
+
+        def run() -> dict[str, Any]:
+            answer = self.devnet.request(
+                request.name, request.asset, request.usd * USD, request.contract
+            )
+            self.answers[answer.offer.request_id] = answer
+            return {
+                "request_id": answer.offer.request_id,
+                "chunks": [c.chunk_id for c in answer.offer.chunks],
+                "fee_usd": answer.offer.fee_e8 / USD,
+            }
+
+        return self._step(run)
+
+    def on_accept(self, body: bytes) -> bytes:
+        request = decode(body, AcceptRequest)
+
+        def run() -> dict[str, Any]:
+            answer = self.answers.get(request.request_id)
+            if answer is None:
+                raise KeyReleaseDevnetError(f"no offer {request.request_id!r} to accept")
+            self.devnet.accept(request.name, answer)
+            del self.answers[request.request_id]
+            outcome: SwapOutcome = self.devnet.run_swap(
+                request.name, answer, request.give_asset, stop_after=request.stop_after or None
+            )
+            result: dict[str, Any] = to_builtins(outcome)
+            return result
+
+        return self._step(run)
+
+    def get_status(self) -> dict[str, Any]:
+        with self.lock:
+            devnet = self.devnet
+            return {
+                "chains": {str(n.chain_id): n.url for n in devnet.nodes},
+                "pool_wei": devnet.pool.get_pool(),
+                "matcher": to_builtins(devnet.matcher_status()),
+                "vaults": {name: to_builtins(devnet.vault_status(name)) for name in devnet.clients},
+                "open_offers": sorted(self.answers),
+            }
+
+
+def build_app(service: KeyReleaseService) -> FastAPI:
+    app = FastAPI(title="sealbridge key-release devnet")
+    install_error_handler(app)
+    add_bytes_route(app, "/v1/vaults", service.on_vault)
+    add_bytes_route(app, "/v1/deposits", service.on_deposit)
+    add_bytes_route(app, "/v1/requests", service.on_request)
+    add_bytes_route(app, "/v1/accept", service.on_accept)
+    add_json_route(app, "/v1/status", service.get_status)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sealbridge.node.keyrelease_service")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--ready-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    devnet = KeyReleaseDevnet(clients=(), compromised=(), home=args.home)
+    try:
+        devnet.start()
+    except SealbridgeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        devnet.stop()
+        return 2
+    service = KeyReleaseService(devnet)
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(service), host="127.0.0.1", port=args.port, log_level="warning")
+    )
+    args.ready_file.write_text(json.dumps({"port": args.port}))
+    try:
+        server.run()
+    finally:
+        devnet.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

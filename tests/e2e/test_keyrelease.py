@@ -1,0 +1,200 @@
+"""Key-release contracts end to end: two real anvil chains, the matcher and four vault
+enclaves as sim-TEE processes (mallory's platform declared compromised), and the
+``sealbridge keyrelease`` service driven through the CLI.
+
+What is checked on chain, not only in the enclaves' reports: the fresh addresses hold
+the swept funds, mallory's bond is slashed in the InsurancePool, alice's compensation
+arrived, the pool's balance adds up, a stale oracle price funds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sealbridge.chain.oracle import StalePrice
+from sealbridge.keyrelease.errors import InsufficientLiquidity
+from sealbridge.node.keyrelease import (
+    CHAIN_A,
+    USD,
+    DemoResult,
+    Event,
+    KeyReleaseDevnet,
+    KeyReleaseDevnetError,
+    run_demo_scenario,
+)
+from sealbridge.tee.errors import EnclaveCallError
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def story() -> Iterator[tuple[KeyReleaseDevnet, DemoResult, list[Event]]]:
+    events: list[Event] = []
+    devnet = KeyReleaseDevnet(progress=events.append)
+    devnet.start()
+    try:
+        alice = devnet.clients["alice"].account
+        a = devnet.adapters[CHAIN_A]
+        before = a.balance(alice)
+        result = run_demo_scenario(devnet)
+        devnet.alice_gain = a.balance(alice) - before  # type: ignore[attr-defined]
+        yield devnet, result, events
+    finally:
+        devnet.stop()
+
+
+def test_every_vault_was_attested_before_funding(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    devnet, _, events = story
+    vaults = [e for e in events if e.step == "vault"]
+    assert {e.detail["client"] for e in vaults} == {"alice", "bob", "carol", "mallory"}
+    assert all("quote verified" in e.detail["attested"] for e in vaults)
+    assert [e.detail["client"] for e in vaults if e.detail["compromised"]] == ["mallory"]
+    first_deposit = min(i for i, e in enumerate(events) if e.step == "deposit")
+    assert max(i for i, e in enumerate(events) if e.step == "vault") < first_deposit
+
+
+def test_the_swap_spreads_over_owners_and_the_double_spend_is_insured(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    devnet, result, events = story
+    swap = result.swap
+    assert sum(swap.counterparties.values()) == 6
+    assert swap.counterparties == {"bob": 2, "carol": 2, "mallory": 2}  # the 34 % cap
+    assert len(swap.counterparties) >= 2
+    # mallory was matched, released a key it had emptied, and was caught at once
+    assert swap.counterparties.get("mallory", 0) >= 1
+    assert len(swap.double_spent) == 1
+    assert swap.received - swap.swept == 1
+    (penalty,) = [e for e in events if e.step == "penalty"]
+    assert penalty.detail["offender"] == "mallory" and penalty.detail["victim"] == "alice"
+    assert penalty.detail["uncovered_usd"] == 0
+    # on chain: mallory slashed, alice paid, the pool holds fees + slashes - payouts
+    mallory = devnet.clients["mallory"].account
+    assert devnet.pool.is_slashed(mallory)
+    assert devnet.pool.get_bond(mallory) < devnet.pool.get_bond(devnet.clients["bob"].account)
+    assert swap.compensated_wei == penalty.detail["compensation_wei"] > 0
+    assert result.compensation_usd_e8 == 100 * USD
+    assert result.owners["mallory"]["banned"] and result.owners["mallory"]["reputation"] == 0
+    assert not result.owners["bob"]["banned"] and result.owners["bob"]["reputation"] > 100
+
+
+def test_sweeps_moved_the_funds_to_fresh_addresses(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    devnet, _, events = story
+    sweeps = [e for e in events if e.step == "sweep"]
+    assert sweeps
+    for sweep in sweeps:
+        client = devnet.clients[sweep.detail["client"]]
+        own = {k.eth_address for k in client.manifest.keys}
+        assert sweep.detail["to"] not in own  # a fresh key, not a deposit key
+        if sweep.detail["amount"] > 10**12:  # ETH (wei); TKN amounts are 1e8 units
+            assert devnet.adapters[CHAIN_A].balance(sweep.detail["to"]) == sweep.detail["amount"]
+        else:
+            assert devnet.token.balance_of(sweep.detail["to"]) == sweep.detail["amount"]
+
+
+def test_a_walk_away_costs_at_most_one_chunk(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    devnet, result, _ = story
+    stalled = result.stalled
+    assert stalled.exposure_usd_e8["carol"] == devnet.chunk_usd_e8  # one chunk, not more
+    assert all(v == 0 for k, v in stalled.exposure_usd_e8.items() if k != "carol")
+    assert stalled.given - stalled.swept == 1
+    status = devnet.vault_status("alice")
+    (carol_swap,) = [c for c in status.contracts if c.contract == "swap:demo-2/carol"]
+    assert carol_swap.given == 1 and carol_swap.received == 0
+    # honest losses: one insured double spend + one walk-away chunk
+    assert result.honest_loss_usd_e8 == 2 * devnet.chunk_usd_e8
+    assert result.honest_loss_usd_e8 - result.compensation_usd_e8 <= devnet.chunk_usd_e8
+    assert result.escrow_swept == 2
+
+
+def test_bad_requests_are_refused_and_change_nothing(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    devnet, _, _ = story
+    before = devnet.matcher_status()
+    # more than the book holds within the caps
+    with pytest.raises(EnclaveCallError) as info:
+        devnet.request("alice", "ETH@31337", 10_000 * USD, "swap:too-big")
+    assert info.value.remote_code == InsufficientLiquidity.code
+    # not a multiple of the chunk size
+    with pytest.raises(EnclaveCallError):
+        devnet.request("alice", "ETH@31337", 150 * USD, "swap:odd")
+    with pytest.raises(KeyReleaseDevnetError, match="no client"):
+        devnet.deposit("nobody", "ETH@31337", 1)
+    with pytest.raises(KeyReleaseDevnetError, match="unknown asset"):
+        devnet.deposit("bob", "DOGE@1", 1)
+    assert devnet.matcher_status() == before
+
+
+def test_a_stale_price_funds_nothing(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    devnet, _, _ = story
+    bob = devnet.clients["bob"]
+    a = devnet.adapters[CHAIN_A]
+    nonce = a.get_nonce(bob.account)
+    next_key = bob.next_key
+    a.increase_time(devnet.max_price_age + 10)
+    with pytest.raises(StalePrice):
+        devnet.deposit("bob", "ETH@31337", 1)
+    assert a.get_nonce(bob.account) == nonce and bob.next_key == next_key
+
+
+# --- the service, through the CLI ------------------------------------------------------------
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sealbridge.cli", "keyrelease", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_the_cli_drives_the_service_step_by_step(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    out = cli(home, "up", "--port", "18645")
+    assert out.returncode == 0, out.stdout + out.stderr
+    try:
+        for name in ("alice", "bob", "carol"):
+            out = cli(home, "vault", name, "--json")
+            assert out.returncode == 0, out.stdout + out.stderr
+        out = cli(home, "vault", "alice")
+        assert out.returncode == 2 and "exists already" in out.stderr
+        for owner in ("bob", "carol"):
+            out = cli(home, "deposit", owner, "--chunks", "2", "--bond", "300", "--json")
+            assert out.returncode == 0, out.stdout + out.stderr
+        out = cli(home, "request", "alice", "--usd", "200", "--contract", "swap:cli", "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        offer = json.loads(out.stdout.splitlines()[-1])
+        assert len(offer["chunks"]) == 2
+        out = cli(home, "accept", "alice", "nope")
+        assert out.returncode == 2 and "no offer" in out.stderr
+        out = cli(home, "accept", "alice", offer["request_id"], "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        result = json.loads(out.stdout.splitlines()[-1])
+        assert result["swept"] == result["received"] == 2 and result["double_spent"] == []
+        out = cli(home, "status", "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        status = json.loads(out.stdout)
+        assert status["matcher"]["chunks"]["spent"] == 2
+        assert {c["status"] for c in status["vaults"]["alice"]["contracts"]} == {"completed"}
+    finally:
+        down = cli(home, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    out = cli(home, "status")
+    assert out.returncode == 2 and "no key-release service" in out.stderr
