@@ -14,8 +14,10 @@ per request, the largest share of one request from one owner and from one enclav
 the policy caps, the largest open exposure of an owner relative to its bond, and chunks
 handed out from banned owners (must be 0).
 
-Part ``swap`` (:func:`run_swap`) is reserved for the key-release swap benchmark; it is
-not implemented in this module yet.
+Part ``swap`` (:func:`run_swap`): on two anvil chains with 1 s blocks, a 10-chunk
+key-release swap (alice's TKN chunks for ETH chunks of two owners, tit-for-tat, every
+chunk swept to a fresh key) against an HTLC swap of the same value; key release with each
+sweep confirmed before the exchange goes on, and with sweeps pipelined.
 """
 
 from __future__ import annotations
@@ -322,11 +324,141 @@ def run_matching(
     return {"results_file": str(path), "results": results}
 
 
-def run_swap(quick: bool = False) -> dict[str, Any]:
-    """The key-release swap benchmark: to be added to this module later."""
-    raise NotImplementedError(
-        "the 'swap' part of bench_keyrelease is not implemented in this module yet"
+SWAP_CHUNKS = 10
+SWAP_BLOCK_TIME = 1.0
+
+
+def _key_release_swap(devnet: Any, index: int) -> dict[str, Any]:
+    """One timed 10-chunk swap: request, accept (fee), tit-for-tat with sweeps."""
+    from sealbridge.node.keyrelease import USD
+
+    started = time.monotonic()
+    tx_before, gas_before = devnet.tx_count, devnet.gas_used
+    answer = devnet.request("alice", "ETH@31337", SWAP_CHUNKS * 100 * USD, f"swap:bench-{index}")
+    matched = time.monotonic()
+    devnet.accept("alice", answer)
+    outcome = devnet.run_swap("alice", answer, "TKN@31338")
+    if outcome.swept != SWAP_CHUNKS or outcome.given != SWAP_CHUNKS:
+        raise RuntimeError(f"swap {index} did not complete: {outcome}")
+    return {
+        "latency_s": time.monotonic() - started,
+        "match_s": matched - started,
+        "transactions": devnet.tx_count - tx_before,
+        "gas": devnet.gas_used - gas_before,
+        "owners": len(outcome.counterparties),
+    }
+
+
+def _htlc_baseline(devnet: Any, value_wei: int) -> dict[str, Any]:
+    from sealbridge.chain.htlc import HTLC, deploy_htlc, run_htlc_swap
+    from sealbridge.node.keyrelease import CHAIN_A, CHAIN_B
+
+    a, b = devnet.adapters[CHAIN_A], devnet.adapters[CHAIN_B]
+    htlc_a = HTLC(a, deploy_htlc(a, a.get_dev_key(0)))
+    htlc_b = HTLC(b, deploy_htlc(b, b.get_dev_key(0)))
+    started = time.monotonic()
+    result = run_htlc_swap(
+        htlc_a,
+        htlc_b,
+        alice_key=a.get_dev_key(1),
+        bob_key=b.get_dev_key(8),
+        amount_a=value_wei,
+        amount_b=value_wei,
     )
+    return {
+        "latency_s": time.monotonic() - started,
+        "transactions": len(result.steps),
+        "gas": result.total_gas,
+    }
+
+
+def run_swap(quick: bool = False) -> dict[str, Any]:
+    """A 10-chunk key-release swap (TKN on chain B for ETH chunks on chain A from two
+    owners) against an HTLC swap of the same value on the same two anvil chains, 1 s
+    blocks. Key release is timed with each sweep confirmed before the exchange goes on,
+    and with sweeps pipelined (sent at once, confirmed at the end)."""
+    from sealbridge.keyrelease.matcher import MatcherPolicy
+    from sealbridge.node.keyrelease import USD, KeyReleaseDevnet
+
+    rounds = 1 if quick else 3
+    samples: dict[str, list[dict[str, Any]]] = {"confirmed": [], "pipelined": [], "htlc": []}
+    policy = MatcherPolicy(
+        chunk_usd_e8={"ETH@31337": 100 * USD, "TKN@31338": 100 * USD},
+        max_owner_share_bps=5000,
+        max_vault_share_bps=5000,
+    )
+    started = time.monotonic()
+    with KeyReleaseDevnet(
+        clients=("alice", "bob", "carol"),
+        compromised=(),
+        keys_per_vault=8 * SWAP_CHUNKS * rounds,
+        block_time=SWAP_BLOCK_TIME,
+        policy=policy,
+    ) as devnet:
+        setup_s = time.monotonic() - started
+        for owner in ("bob", "carol"):
+            devnet.post_bond(owner, 4 * SWAP_CHUNKS * rounds * 100 * USD)
+        for index in range(2 * rounds):
+            mode = "confirmed" if index % 2 == 0 else "pipelined"
+            devnet.confirm_sweeps = mode == "confirmed"
+            for owner in ("bob", "carol"):
+                devnet.offer(owner, devnet.deposit(owner, "ETH@31337", SWAP_CHUNKS // 2))
+            devnet.deposit("alice", "TKN@31338", SWAP_CHUNKS)
+            samples[mode].append(_key_release_swap(devnet, index))
+            console.print(
+                f"  key release ({mode}) {index // 2 + 1}/{rounds}: "
+                f"{samples[mode][-1]['latency_s']:.2f} s"
+            )
+        value = SWAP_CHUNKS * 100 * USD * 10**18 // devnet.price("ETH@31337")
+        for index in range(rounds):
+            samples["htlc"].append(_htlc_baseline(devnet, value))
+            console.print(f"  htlc {index + 1}/{rounds}: {samples['htlc'][-1]['latency_s']:.2f} s")
+    results: dict[str, Any] = {}
+    for mode, rows in samples.items():
+        results[mode] = {
+            "latency": summarize([r["latency_s"] for r in rows]),
+            "latency_median_s": statistics.median(r["latency_s"] for r in rows),
+            "transactions": rows[0]["transactions"],
+            "gas": rows[0]["gas"],
+        }
+        if mode != "htlc":
+            results[mode]["match"] = summarize([r["match_s"] for r in rows])
+            results[mode]["owners"] = rows[0]["owners"]
+    baseline = results["htlc"]["latency_median_s"]
+    print_table(
+        f"{SWAP_CHUNKS}-chunk key-release swap vs HTLC swap of the same value "
+        f"(two anvil chains, {SWAP_BLOCK_TIME:.0f} s blocks, {rounds} runs each)",
+        ["swap", "latency s (median)", "vs HTLC", "transactions", "gas"],
+        [
+            [
+                {
+                    "confirmed": "key release, sweep confirmed per chunk",
+                    "pipelined": "key release, sweeps pipelined",
+                    "htlc": "HTLC (baseline)",
+                }[mode],
+                fmt(r["latency_median_s"], 2),
+                fmt(r["latency_median_s"] / baseline, 2) + "x",
+                str(r["transactions"]),
+                f"{r['gas']:,}",
+            ]
+            for mode, r in results.items()
+        ],
+    )
+    path = write_results(
+        "keyrelease_swap",
+        {
+            "chunks": SWAP_CHUNKS,
+            "chunk_usd": 100,
+            "block_time_s": SWAP_BLOCK_TIME,
+            "rounds": rounds,
+            "setup_s": setup_s,
+            "results": results,
+            "note": "key-release transactions: the fee payment, 10 sweeps by alice, 10 by the "
+            "owners (each chunk moved to a fresh key); deposits are made before the timer. "
+            "HTLC: lock A, lock B, claim B, claim A.",
+        },
+    )
+    return {"results_file": str(path), "results": results}
 
 
 PARTS: dict[str, Callable[[bool], dict[str, Any]]] = {
@@ -352,8 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--part",
         choices=[*PARTS, "all"],
-        default="matching",
-        help="which part to run (default: matching; 'all' runs every part)",
+        default="all",
+        help="which part to run (default: all)",
     )
     args = parser.parse_args(argv)
     parts = list(PARTS) if args.part == "all" else [args.part]

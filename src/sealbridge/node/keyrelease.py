@@ -175,6 +175,7 @@ class KeyReleaseDevnet:
         policy: MatcherPolicy | None = None,
         progress: Progress | None = None,
         home: Path | None = None,
+        confirm_sweeps: bool = True,
     ) -> None:
         if len(set(clients)) != len(clients) or len(clients) > MAX_CLIENTS:
             raise KeyReleaseDevnetError(f"need at most {MAX_CLIENTS} distinct client names")
@@ -204,6 +205,10 @@ class KeyReleaseDevnet:
         self.matcher_card: MatcherCard | None = None
         self.vault_policy: AttestationPolicy | None = None
         self.deposit_blocks: dict[str, int] = {}  # chunk id -> block it was funded in
+        # True: wait for each sweep's receipt before the exchange goes on; False: send the
+        # sweeps and confirm them at the end of the swap (the balance is checked first)
+        self.confirm_sweeps = confirm_sweeps
+        self._unconfirmed: list[tuple[ChainAdapter, bytes]] = []
 
     # -- progress -------------------------------------------------------------------------
     def _emit(self, step: str, **detail: Any) -> None:
@@ -636,6 +641,7 @@ class KeyReleaseDevnet:
                 owner=owner_name,
                 exposure_usd=exposures.get(owner_name, 0) / USD,
             )
+        self._confirm_sweeps()
         outcome = SwapOutcome(
             contract=contract,
             requester=requester,
@@ -706,8 +712,11 @@ class KeyReleaseDevnet:
             return False
         signed = decode(client.vault.call("sign_sweep", request), SignedSweep)
         adapter = self.adapters[request.chain_id]
-        receipt = adapter.wait_for_receipt(adapter.send_raw_transaction(signed.raw_tx))
-        self._count(receipt.gas_used)
+        tx_hash = adapter.send_raw_transaction(signed.raw_tx)
+        if self.confirm_sweeps:
+            self._count(adapter.wait_for_receipt(tx_hash).gas_used)
+        else:
+            self._unconfirmed.append((adapter, tx_hash))
         self._emit(
             "sweep",
             client=client.name,
@@ -716,6 +725,12 @@ class KeyReleaseDevnet:
             amount=signed.amount,
         )
         return True
+
+    def _confirm_sweeps(self) -> None:
+        """Wait for the sweeps sent without waiting (``confirm_sweeps=False``)."""
+        while self._unconfirmed:
+            adapter, tx_hash = self._unconfirmed.pop(0)
+            self._count(adapter.wait_for_receipt(tx_hash).gas_used)
 
     def _sweep_or_report(self, client: Client, chunk: Chunk) -> tuple[bool, int]:
         if self._sweep(client, chunk):
