@@ -15,7 +15,12 @@ import rlp
 from eth_account import Account
 
 from sealbridge.core.encoding import decode, encode
-from sealbridge.crypto.signing import eth_address, secp256k1_public, to_checksum_address
+from sealbridge.crypto.signing import (
+    ed25519_verify,
+    eth_address,
+    secp256k1_public,
+    to_checksum_address,
+)
 from sealbridge.keyrelease.errors import (
     AlreadyReleased,
     AttestationRefused,
@@ -30,6 +35,7 @@ from sealbridge.keyrelease.vault import (
     ContractRef,
     CreateKeys,
     Deliver,
+    LossClaim,
     OpenEscrow,
     OpenSwap,
     SignedSweep,
@@ -178,23 +184,73 @@ def _open(a: Vault, b: Vault, k: int, swap_id: str = "swap:1") -> VaultOutput:
     )
 
 
+def _sweep(vault: Vault, chunk_id: str) -> SignedSweep:
+    request = SweepRequest(
+        chunk_id=chunk_id,
+        chain_id=31337,
+        kind="native",
+        nonce=0,
+        balance=10**16,
+        max_fee_per_gas=10**9,
+        max_priority_fee_per_gas=10**9,
+    )
+    return decode(vault.call("sign_sweep", request), SignedSweep)
+
+
 def test_a_swap_between_two_vaults_exchanges_every_key(vaults: tuple[Vault, Vault, Vault]) -> None:
     alice, bob, _ = vaults
     out = _open(alice, bob, 3)
-    sweeps = {"alice": [], "bob": []}  # type: dict[str, list[str]]
+    sweeps: dict[str, list[str]] = {"alice": [], "bob": []}
     turn, other = bob, alice
     names = {id(alice): "alice", id(bob): "bob"}
+    first = True
     while out.releases:
         (envelope,) = out.releases
         out = decode(turn.call("deliver", Deliver(envelope=envelope)), VaultOutput)
-        sweeps[names[id(turn)]] += out.sweeps
+        if out.sweeps:
+            # the release for this key is held until the received chunk is swept
+            assert out.releases == []
+            if first:
+                with pytest.raises(EnclaveCallError) as info:
+                    turn.call("proceed", ContractRef(contract="swap:1"))
+                assert "not swept yet" in str(info.value)
+                first = False
+            for chunk_id in out.sweeps:
+                _sweep(turn, chunk_id)
+            sweeps[names[id(turn)]] += out.sweeps
+            out = decode(turn.call("proceed", ContractRef(contract="swap:1")), VaultOutput)
         turn, other = other, turn
     assert sweeps["bob"] == [alice.chunk(i).chunk_id for i in range(3)]
     assert sweeps["alice"] == [bob.chunk(i, "TKN@31338").chunk_id for i in range(3)]
     for vault in (alice, bob):
         (status,) = vault.status().contracts
         assert status.status == "completed" and status.given == status.received == 3
+        assert status.exposure_usd_e8 == 0
         assert vault.status().keys == {"released": 3, "free": 3}
+
+
+def test_a_held_release_is_never_made_after_an_abort(vaults: tuple[Vault, Vault, Vault]) -> None:
+    """Bob receives a_1 and finds it empty: he aborts instead of sweeping; b_1 was held
+    back, so it is never released and goes back to him; he can claim the loss."""
+    alice, bob, _ = vaults
+    out = _open(alice, bob, 2)
+    (envelope,) = out.releases
+    out = decode(bob.call("deliver", Deliver(envelope=envelope)), VaultOutput)
+    assert out.sweeps == [alice.chunk(0).chunk_id] and out.releases == []
+    (status,) = bob.status().contracts
+    assert status.exposure_usd_e8 == -100 * USD  # received one, gave none
+    claim = decode(bob.call("claim_loss", ChunkRef(chunk_id=alice.chunk(0).chunk_id)), LossClaim)
+    ed25519_verify(bob.card.node.identity_key, claim.get_body(), claim.signature)
+    assert claim.vault == bob.card.node.identity_key and claim.contract == "swap:1"
+    decode(bob.call("abort", ContractRef(contract="swap:1")), VaultOutput)
+    assert decode(bob.call("proceed", ContractRef(contract="swap:1")), VaultOutput).releases == []
+    assert bob.status().keys == {"free": 6}
+    # a swept chunk is no loss, an unknown one is not claimable
+    _sweep(bob, alice.chunk(0).chunk_id)
+    for chunk_id in (alice.chunk(0).chunk_id, alice.chunk(1).chunk_id):
+        with pytest.raises(EnclaveCallError) as info:
+            bob.call("claim_loss", ChunkRef(chunk_id=chunk_id))
+        assert info.value.remote_code == InvalidRequest.code
 
 
 def test_bad_envelopes_change_nothing(vaults: tuple[Vault, Vault, Vault]) -> None:

@@ -20,8 +20,10 @@ this wrapper.
 * **Matching.** ``match`` seeds the core's weighted sampling with enclave randomness and
   returns the offer with the manifests of every vault in it, signed by the enclave's
   identity key, so the client can check each chunk's attestation itself.
-* **Double spends.** ``report`` runs the core's check on the chain facts the host read
-  (documented limit: the host is trusted for those reads, as the gatekeeper is). On a
+* **Double spends.** ``report`` needs the victim vault's signed :class:`LossClaim` (it
+  received the key and never signed a sweep of it; the requester registered that vault's
+  attested card) and runs the core's check on the chain facts the host read (documented
+  limit: the host is trusted for those reads, as the gatekeeper is). On a
   proven double spend the enclave signs, with the operator key, the InsurancePool
   transactions that slash the offender's bond and compensate the victim (amounts in wei
   at the oracle price the host read); the host only submits them.
@@ -40,7 +42,7 @@ from eth_utils.crypto import keccak
 
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.crypto.signing import eth_address, secp256k1_public, to_checksum_address
-from sealbridge.keyrelease.errors import AttestationRefused, InvalidRequest
+from sealbridge.keyrelease.errors import AttestationRefused, InvalidRequest, ReportRejected
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
     DoubleSpendReport,
@@ -50,7 +52,13 @@ from sealbridge.keyrelease.matcher import (
     Penalty,
 )
 from sealbridge.keyrelease.types import Chunk, ChunkRequest, Offer, parse_chunk_id
-from sealbridge.keyrelease.vault import VaultManifest, verify_manifest
+from sealbridge.keyrelease.vault import (
+    LossClaim,
+    VaultCard,
+    VaultManifest,
+    verify_card,
+    verify_manifest,
+)
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import EnclaveContext, NodeKeys
 from sealbridge.tee.errors import AttestationError
@@ -93,6 +101,11 @@ class RegisterOwner(Message, frozen=True):
     manifest: VaultManifest
 
 
+class RegisterRequester(Message, frozen=True):
+    account: str
+    card: VaultCard  # the requester's vault: its loss claims must be signed by it
+
+
 class AddChunks(Message, frozen=True):
     chunks: list[Chunk]
 
@@ -132,6 +145,7 @@ class OperatorTx(Message, frozen=True):
 
 class Report(Message, frozen=True):
     report: DoubleSpendReport
+    claim: LossClaim  # signed by the victim's registered vault
     observation: ChainObservation
     price_e8: int  # USD x 1e8 per ETH of the pool's chain (for the wei amounts)
     tx: OperatorTx  # nonce of the first transaction; the second uses nonce + 1
@@ -195,6 +209,16 @@ def usd_to_wei(usd_e8: int, price_e8: int) -> int:
     return wei
 
 
+def _is_address(value: str) -> bool:
+    if not isinstance(value, str) or len(value) != 42 or not value.startswith("0x"):
+        return False
+    try:
+        bytes.fromhex(value[2:])
+    except ValueError:
+        return False
+    return True
+
+
 def _selector(signature: str) -> bytes:
     return bytes(keccak(text=signature))[:4]
 
@@ -208,6 +232,7 @@ class MatcherProgram:
         self.core: MatcherCore | None = None
         self.vault_policy: AttestationPolicy | None = None
         self.manifests: dict[str, VaultManifest] = {}
+        self.requesters: dict[str, bytes] = {}  # account (lowercase) -> vault identity key
         self._operator_secret = coincurve.PrivateKey(ctx.random_bytes(32)).secret
         self.operator = to_checksum_address(eth_address(secp256k1_public(self._operator_secret)))
 
@@ -218,6 +243,7 @@ class MatcherProgram:
             "register_owner": self.register_owner,
             "add_chunks": self.add_chunks,
             "register_sweep_address": self.register_sweep_address,
+            "register_requester": self.register_requester,
             "match": self.match,
             "accept": self.accept,
             "decline": self.decline,
@@ -266,6 +292,32 @@ class MatcherProgram:
         self._core().add_chunks(chunks)
         return b""
 
+    def register_requester(self, payload: bytes) -> bytes:
+        request = decode(payload, RegisterRequester)
+        if self.vault_policy is None:
+            raise InvalidRequest("matcher is not configured")
+        verify_card(request.card, self.vault_policy, self.clock())
+        account = request.account.lower()
+        known = self.requesters.get(account)
+        if known is not None and known != request.card.node.identity_key:
+            raise InvalidRequest(f"{request.account} registered another vault already")
+        self.requesters[account] = request.card.node.identity_key
+        return b""
+
+    def _check_claim(self, report: DoubleSpendReport, claim: LossClaim) -> None:
+        """The victim's attested vault must say it received the key and never swept it."""
+        from sealbridge.crypto.signing import ed25519_verify
+
+        vault = self.requesters.get(report.victim.lower())
+        if vault is None:
+            raise ReportRejected(f"{report.victim} has no registered vault to vouch for it")
+        if claim.vault != vault or claim.chunk_id != report.chunk_id:
+            raise ReportRejected("the loss claim is not the victim's vault's, for this chunk")
+        try:
+            ed25519_verify(vault, claim.get_body(), claim.signature)
+        except Exception as exc:
+            raise ReportRejected("the loss claim's signature does not verify") from exc
+
     def register_sweep_address(self, payload: bytes) -> bytes:
         request = decode(payload, SweepAddress)
         self._core().register_sweep_address(request.requester, request.address)
@@ -300,6 +352,10 @@ class MatcherProgram:
         if type(request.tx.nonce) is not int or request.tx.nonce < 0:
             raise InvalidRequest("nonce must be an int >= 0")
         usd_to_wei(1, request.price_e8)  # validates the price before anything changes
+        self._check_claim(request.report, request.claim)
+        for address in (request.tx.pool, request.report.victim, request.owner_account):
+            if not _is_address(address):
+                raise InvalidRequest(f"not an address: {address!r}")
         penalty = core.report_double_spend(request.report, request.observation)
         slash_wei = usd_to_wei(penalty.slashed_usd_e8, request.price_e8)
         compensation_wei = usd_to_wei(penalty.compensation_usd_e8, request.price_e8)

@@ -84,6 +84,7 @@ __all__ = [
     "VAULT_PROGRAM",
     "DepositKey",
     "KeyState",
+    "LossClaim",
     "ReleasedKey",
     "SweepRequest",
     "SignedSweep",
@@ -514,6 +515,22 @@ class Finished(Message, frozen=True):
     reason: str = ""
 
 
+LOSS_TAG = b"sealbridge/keyrelease/loss-claim/v1"
+
+
+class LossClaim(Message, frozen=True):
+    """A vault's signed word that it received a chunk's key and never swept it."""
+
+    chunk_id: str
+    contract: str
+    vault: bytes  # identity key of the claiming vault
+    signature: bytes = b""  # Ed25519 over LOSS_TAG + the body
+
+    def get_body(self) -> bytes:
+        body = LossClaim(chunk_id=self.chunk_id, contract=self.contract, vault=self.vault)
+        return LOSS_TAG + encode(body)
+
+
 class VaultOutput(Message, frozen=True):
     """What the host must do after an ECALL: send these envelopes, sweep these chunks."""
 
@@ -542,9 +559,22 @@ class VaultStatus(Message, frozen=True):
 
 
 class _Contract:
-    def __init__(self, machine: TitForTatSwap | TimeLockedEscrow, counterparty: NodeKeys) -> None:
+    def __init__(
+        self,
+        machine: TitForTatSwap | TimeLockedEscrow,
+        counterparty: NodeKeys,
+        chunks: list[Chunk],
+    ) -> None:
         self.machine = machine
         self.counterparty = counterparty
+        self.usd = {chunk.chunk_id: chunk.usd_e8 for chunk in chunks}
+        self.pending: list[str] = []  # releases held until the received chunk is swept
+        self.released: list[str] = []  # own chunks actually released (envelopes made)
+        self.received: list[str] = []  # counterparty chunks received (keys checked)
+
+    def exposure_usd_e8(self) -> int:
+        given = sum(self.usd[c] for c in self.released)
+        return given - sum(self.usd[c] for c in self.received)
 
 
 class VaultProgram:
@@ -567,6 +597,8 @@ class VaultProgram:
             "tick": self.tick,
             "cancel_escrow": self.cancel_escrow,
             "abort": self.abort,
+            "proceed": self.proceed,
+            "claim_loss": self.claim_loss,
             "sign_sweep": self.sign_sweep,
             "status": self.status,
             "leak": self.leak,
@@ -607,7 +639,9 @@ class VaultProgram:
             request.swap_id, role, request.mine, request.theirs, request.kinds, request.deadline
         )
         self.core.bind([c.chunk_id for c in request.mine], request.swap_id)
-        self.contracts[request.swap_id] = _Contract(machine, request.counterparty.node)
+        self.contracts[request.swap_id] = _Contract(
+            machine, request.counterparty.node, request.mine + request.theirs
+        )
         return encode(self._apply(request.swap_id, machine.start(self.clock())))
 
     def open_escrow(self, payload: bytes) -> bytes:
@@ -626,7 +660,9 @@ class VaultProgram:
         )
         if request.role == "depositor":
             self.core.bind([c.chunk_id for c in request.chunks], request.escrow_id)
-        self.contracts[request.escrow_id] = _Contract(machine, request.counterparty.node)
+        self.contracts[request.escrow_id] = _Contract(
+            machine, request.counterparty.node, request.chunks
+        )
         return encode(VaultOutput())
 
     def _contract(self, contract: str) -> _Contract:
@@ -641,7 +677,44 @@ class VaultProgram:
         secret = self.core.open_envelope(envelope, entry.counterparty)
         effects = entry.machine.on_key(envelope.chunk_id, secret, self.clock())
         self.core.store_received(envelope.chunk_id, secret, envelope.contract)
+        entry.received.append(envelope.chunk_id)
         return encode(self._apply(envelope.contract, effects))
+
+    def proceed(self, payload: bytes) -> bytes:
+        """The host swept what this contract received: make the releases held back."""
+        contract = decode(payload, ContractRef).contract
+        entry = self._contract(contract)
+        if not entry.pending:
+            return encode(VaultOutput())  # nothing held back (or dropped by an abort)
+        for chunk_id in entry.received:
+            key = self.core.received[chunk_id]
+            if key.state != KeyState.SWEPT:
+                raise InvalidRequest(f"chunk {chunk_id} is not swept yet: no release before")
+        releases = [self._release(contract, entry, c) for c in entry.pending]
+        entry.pending.clear()
+        return encode(VaultOutput(releases=releases))
+
+    def _release(self, contract: str, entry: _Contract, chunk_id: str) -> ReleasedKey:
+        envelope = self.core.release(chunk_id, contract, entry.counterparty)
+        entry.released.append(chunk_id)
+        return envelope
+
+    def claim_loss(self, payload: bytes) -> bytes:
+        """A signed statement that this vault received ``chunk_id``'s key and never signed
+        a sweep of it: with the chain showing the funds gone, the owner's side moved them
+        (an honest vault's host never holds a key). The matcher checks the signature
+        against this vault's attested identity."""
+        chunk_id = decode(payload, ChunkRef).chunk_id
+        key = self.core.received.get(chunk_id)
+        if key is None:
+            raise InvalidRequest(f"chunk {chunk_id} was not received by this vault")
+        if key.state != KeyState.RECEIVED:
+            raise InvalidRequest(f"chunk {chunk_id} was swept by this vault: no loss to claim")
+        claim = LossClaim(
+            chunk_id=chunk_id, contract=key.contract, vault=self.core.ctx.identity.identity_key
+        )
+        signature = self.core.ctx.sign_identity(claim.get_body())
+        return encode(msgspec.structs.replace(claim, signature=signature))
 
     def tick(self, payload: bytes) -> bytes:
         contract = decode(payload, ContractRef).contract
@@ -669,9 +742,13 @@ class VaultProgram:
         releases: list[ReleasedKey] = []
         sweeps: list[str] = []
         finished: list[Finished] = []
+        hold = any(isinstance(effect, Sweep) for effect in effects)
         for effect in effects:
             if isinstance(effect, ReleaseKey):
-                releases.append(self.core.release(effect.chunk_id, contract, entry.counterparty))
+                if hold:  # sweep what we received first; the host then calls 'proceed'
+                    entry.pending.append(effect.chunk_id)
+                else:
+                    releases.append(self._release(contract, entry, effect.chunk_id))
             elif isinstance(effect, Sweep):
                 sweeps.append(effect.chunk_id)
             else:
@@ -693,6 +770,7 @@ class VaultProgram:
                     )
                 finished.append(done)
                 if effect.outcome in ("aborted", "cancelled"):
+                    entry.pending.clear()
                     self.core.unbind(contract)  # keys never released go back to the owner
         return VaultOutput(releases=releases, sweeps=sweeps, finished=finished)
 
@@ -714,9 +792,9 @@ class VaultProgram:
                         kind="swap",
                         role=machine.role,
                         status=str(machine.status()),
-                        given=machine.given,
-                        received=machine.received,
-                        exposure_usd_e8=machine.exposure_usd_e8,
+                        given=len(entry.released),
+                        received=len(entry.received),
+                        exposure_usd_e8=entry.exposure_usd_e8(),
                     )
                 )
             else:
@@ -726,9 +804,9 @@ class VaultProgram:
                         kind="escrow",
                         role=machine.role,
                         status=str(machine.status()),
-                        given=0,
-                        received=machine.received,
-                        exposure_usd_e8=0,
+                        given=len(entry.released),
+                        received=len(entry.received),
+                        exposure_usd_e8=entry.exposure_usd_e8(),
                     )
                 )
         return encode(

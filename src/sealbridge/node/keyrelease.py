@@ -57,6 +57,7 @@ from sealbridge.keyrelease.matcher_program import (
     OperatorTx,
     PenaltyOutcome,
     RegisterOwner,
+    RegisterRequester,
     Report,
     Settle,
     SweepAddress,
@@ -72,6 +73,7 @@ from sealbridge.keyrelease.vault import (
     ContractRef,
     CreateKeys,
     Deliver,
+    LossClaim,
     OpenEscrow,
     OpenSwap,
     SignedSweep,
@@ -236,8 +238,14 @@ class KeyReleaseDevnet:
         reporter = a.get_dev_key(1)
         platform_key = self.home / "sim-platform.key"
         platform_pub = create_sim_platform(platform_key)
-        self.vault_policy = devnet_policy(platform_pub, [compute_sim_measurement(VAULT_PROGRAM)])
-        matcher_policy = devnet_policy(platform_pub, [compute_sim_measurement(MATCHER_PROGRAM)])
+        # a manifest attests key generation once: its quote must stay checkable for as long
+        # as the keys hold funds (a day here); cards are fetched fresh for each contract
+        self.vault_policy = devnet_policy(
+            platform_pub, [compute_sim_measurement(VAULT_PROGRAM)], max_quote_age_seconds=86_400
+        )
+        matcher_policy = devnet_policy(
+            platform_pub, [compute_sim_measurement(MATCHER_PROGRAM)], max_quote_age_seconds=86_400
+        )
         backend = SimBackend()
         # the matcher first: the pool names its operator key
         self.matcher = _Enclave(backend.launch(MATCHER_PROGRAM, platform_key_file=platform_key))
@@ -322,6 +330,7 @@ class KeyReleaseDevnet:
             manifest=manifest,
             compromised=compromised,
         )
+        self._matcher().call("register_requester", RegisterRequester(account=account, card=card))
         self.clients[name] = client
         if compromised:
             self.compromised.add(name)
@@ -336,6 +345,13 @@ class KeyReleaseDevnet:
             compromised=compromised,
         )
         return client
+
+    def _fresh_card(self, client: Client) -> VaultCard:
+        """The client's card with a fresh quote (a peer checks the quote's age)."""
+        card = decode(client.vault.call("card"), VaultCard)
+        if card.node != client.card.node:
+            raise KeyReleaseDevnetError(f"{client.name}'s vault changed identity")
+        return card
 
     def _client(self, name: str) -> Client:
         client = self.clients.get(name)
@@ -572,7 +588,7 @@ class KeyReleaseDevnet:
                     theirs=mine,
                     kinds=kinds,
                     deadline=deadline,
-                    counterparty=alice.card,
+                    counterparty=self._fresh_card(alice),
                 ),
             )
             out = decode(
@@ -585,7 +601,7 @@ class KeyReleaseDevnet:
                         theirs=theirs,
                         kinds=kinds,
                         deadline=deadline,
-                        counterparty=owner.card,
+                        counterparty=self._fresh_card(owner),
                     ),
                 ),
                 VaultOutput,
@@ -615,6 +631,7 @@ class KeyReleaseDevnet:
                 result = decode(
                     target.vault.call("deliver", Deliver(envelope=envelope)), VaultOutput
                 )
+                safe = True
                 for chunk_id in result.sweeps:
                     if target is alice:
                         received += 1
@@ -623,14 +640,23 @@ class KeyReleaseDevnet:
                         if not ok:
                             double_spent.append(chunk_id)
                             compensated += paid
-                            # stop giving to a counterparty whose chunk was emptied
-                            alice.vault.call("abort", ContractRef(contract=swap_id))
-                            self._emit("swap-abort", contract=swap_id, owner=owner_name)
-                            result = VaultOutput()
+                            safe = False
                     else:
                         given += 1
-                        self._sweep(owner, chunk_of[chunk_id])
+                        safe = self._sweep(owner, chunk_of[chunk_id]) and safe
+                if not safe:
+                    # stop giving to a counterparty whose chunk was emptied: the release
+                    # held back for this sweep is never made
+                    target.vault.call("abort", ContractRef(contract=swap_id))
+                    self._emit("swap-abort", contract=swap_id, by=target.name)
+                    continue
                 queue.extend(result.releases)
+                if result.sweeps:  # swept: now the vault makes the release it held back
+                    more = decode(
+                        target.vault.call("proceed", ContractRef(contract=swap_id)),
+                        VaultOutput,
+                    )
+                    queue.extend(more.releases)
             status = decode(alice.vault.call("status"), VaultStatus)
             for entry in status.contracts:
                 if entry.contract == swap_id:
@@ -759,11 +785,15 @@ class KeyReleaseDevnet:
         if card is None:
             raise KeyReleaseDevnetError("the devnet is not started")
         max_fee, tip = a.get_fees()
+        claim = decode(
+            victim.vault.call("claim_loss", ChunkRef(chunk_id=chunk.chunk_id)), LossClaim
+        )
         outcome = decode(
             self._matcher().call(
                 "report",
                 Report(
                     report=DoubleSpendReport(chunk_id=chunk.chunk_id, victim=victim.account),
+                    claim=claim,
                     observation=observation,
                     price_e8=self.price("ETH@31337"),
                     tx=OperatorTx(
@@ -817,7 +847,7 @@ class KeyReleaseDevnet:
                     chunks=chunks,
                     kinds=kinds,
                     unlock_at=unlock_at,
-                    counterparty=other.card,
+                    counterparty=self._fresh_card(other),
                 ),
             )
         self._emit(
