@@ -13,6 +13,7 @@ from bench import (
     bench_contracts,
     bench_e2e,
     bench_interop,
+    bench_keyrelease,
     bench_keys,
     bench_query,
     bench_runtime,
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "swap": bench_swap.run,
     "interop": bench_interop.run,
     "consensus": bench_consensus.run,
+    "keyrelease": lambda quick: bench_keyrelease.run(quick, ("matching", "swap")),
 }
 
 

@@ -356,6 +356,11 @@ class MatcherProgram:
         for address in (request.tx.pool, request.report.victim, request.owner_account):
             if not _is_address(address):
                 raise InvalidRequest(f"not an address: {address!r}")
+        tx = request.tx
+        for name in ("chain_id", "max_fee_per_gas", "max_priority_fee_per_gas"):
+            value = getattr(tx, name)
+            if type(value) is not int or value < 0 or (name == "chain_id" and value == 0):
+                raise InvalidRequest(f"operator transaction: bad {name} {value!r}")
         penalty = core.report_double_spend(request.report, request.observation)
         slash_wei = usd_to_wei(penalty.slashed_usd_e8, request.price_e8)
         compensation_wei = usd_to_wei(penalty.compensation_usd_e8, request.price_e8)
