@@ -175,10 +175,10 @@ def down(home: HomeOption = DEFAULT_HOME) -> None:
     state = _read_state(home)
     pid = int(state["pid"])
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)  # the service stops its chains and enclaves itself
     except ProcessLookupError:
         pass
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if _alive(pid):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -182,20 +183,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-file", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(0)  # unwinds into the finally below: chains and enclaves stop
+
+    signal.signal(signal.SIGTERM, on_term)
     devnet = KeyReleaseDevnet(clients=(), compromised=(), home=args.home)
     try:
         devnet.start()
+        service = KeyReleaseService(devnet)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                build_app(service), host="127.0.0.1", port=args.port, log_level="warning"
+            )
+        )
+        args.ready_file.write_text(json.dumps({"port": args.port}))
+        server.run()
     except SealbridgeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        devnet.stop()
         return 2
-    service = KeyReleaseService(devnet)
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(service), host="127.0.0.1", port=args.port, log_level="warning")
-    )
-    args.ready_file.write_text(json.dumps({"port": args.port}))
-    try:
-        server.run()
     finally:
         devnet.stop()
     return 0
