@@ -21,6 +21,10 @@ action at a time:
 * a requester's deadline tick: the clock jumps to its earliest open deadline and every
   machine is ticked.
 
+The machines are driven directly, so a party releases its next key as soon as its
+machine allows, before it swept what it received; the vault adds a sweep-before-release
+rule on top (``VaultProgram.proceed``), which only removes schedules from this set.
+
 What runs for real: ``MatcherCore`` (offers, risk limits, settlement, reports, slashes,
 bans, the pool), both ``TitForTatSwap`` machines of every pair, and ``verify_chunk_key`` on
 real secp256k1 keys (``os.urandom``, addresses derived here with coincurve and keccak). The

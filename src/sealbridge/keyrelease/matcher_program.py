@@ -133,6 +133,10 @@ class MatchAnswer(Message, frozen=True):
         return ANSWER_TAG + encode(MatchAnswer(offer=self.offer, manifests=self.manifests))
 
 
+class Expired(Message, frozen=True):
+    request_ids: list[str]  # offers past their TTL, whose reservations were released
+
+
 class OperatorTx(Message, frozen=True):
     """The facts the enclave needs to sign one InsurancePool transaction."""
 
@@ -247,6 +251,7 @@ class MatcherProgram:
             "match": self.match,
             "accept": self.accept,
             "decline": self.decline,
+            "expire": self.expire,
             "settle": self.settle,
             "report": self.report,
             "status": self.status,
@@ -338,6 +343,10 @@ class MatcherProgram:
         self._core().decline(decode(payload, Accept).request_id)
         return b""
 
+    def expire(self, payload: bytes) -> bytes:
+        """Release the reservations of offers past their TTL (on the enclave's clock)."""
+        return encode(Expired(request_ids=self._core().expire(self.clock())))
+
     def settle(self, payload: bytes) -> bytes:
         request = decode(payload, Settle)
         self._core().settle(request.chunk_id, request.requester)
@@ -356,9 +365,8 @@ class MatcherProgram:
         for address in (request.tx.pool, request.report.victim, request.owner_account):
             if not _is_address(address):
                 raise InvalidRequest(f"not an address: {address!r}")
-        tx = request.tx
         for name in ("chain_id", "max_fee_per_gas", "max_priority_fee_per_gas"):
-            value = getattr(tx, name)
+            value = getattr(request.tx, name)
             if type(value) is not int or value < 0 or (name == "chain_id" and value == 0):
                 raise InvalidRequest(f"operator transaction: bad {name} {value!r}")
         penalty = core.report_double_spend(request.report, request.observation)

@@ -51,6 +51,7 @@ from sealbridge.keyrelease.matcher_program import (
     MATCHER_PROGRAM,
     Accept,
     AddChunks,
+    Expired,
     MatchAnswer,
     MatcherCard,
     MatcherConfig,
@@ -477,6 +478,9 @@ class KeyReleaseDevnet:
         every chunk's balance on chain before answering yes."""
         client = self._client(name)
         started = time.monotonic()
+        expired = decode(self._matcher().call("expire"), Expired)
+        if expired.request_ids:
+            self._emit("expire", offers=len(expired.request_ids))
         answer = decode(
             self._matcher().call(
                 "match",
