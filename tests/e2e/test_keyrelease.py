@@ -102,6 +102,20 @@ def test_sweeps_moved_the_funds_to_fresh_addresses(
             assert devnet.token.balance_of(sweep.detail["to"]) == sweep.detail["amount"]
 
 
+def test_a_restarted_vault_keeps_its_keys_and_contracts(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    devnet, result, events = story
+    steps = [e.step for e in events]
+    restart = steps.index("vault-restart")
+    assert restart < steps.index("swap-open", restart)  # the second swap ran after it
+    status = devnet.vault_status("alice")
+    assert any(
+        c.contract == "swap:demo-1/bob" and c.status == "completed" for c in status.contracts
+    )
+    assert result.escrow_swept == 2 and result.stalled.given >= 1  # keys made before the crash
+
+
 def test_a_walk_away_costs_at_most_one_chunk(
     story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
 ) -> None:

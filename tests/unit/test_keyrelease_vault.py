@@ -38,6 +38,9 @@ from sealbridge.keyrelease.vault import (
     LossClaim,
     OpenEscrow,
     OpenSwap,
+    OwnerBinding,
+    OwnerRef,
+    SealedState,
     SignedSweep,
     SweepRequest,
     VaultCard,
@@ -47,6 +50,7 @@ from sealbridge.keyrelease.vault import (
     VaultStatus,
     verify_card,
     verify_manifest,
+    verify_owner_binding,
 )
 from sealbridge.tee.errors import EnclaveCallError
 from sealbridge.tee.measurement import compute_sim_measurement
@@ -372,3 +376,71 @@ def test_an_escrow_releases_at_unlock_and_not_before(vaults: tuple[Vault, Vault,
     assert swept == [c.chunk_id for c in chunks]
     with pytest.raises(EnclaveCallError):
         alice.call("cancel_escrow", ContractRef(contract="escrow:1"))
+
+
+def test_a_vault_restarts_from_its_sealed_state_mid_swap(
+    platform: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """Bob's vault is killed while it holds a received key and a held-back release; the
+    same identity restores the sealed state, sweeps, proceeds, and the swap completes."""
+    path, pub = platform
+    config = encode(
+        VaultConfig(policy=devnet_policy(pub, [compute_sim_measurement(VAULT_PROGRAM)]))
+    )
+    backend = InProcessBackend()
+    ident = tmp_path / "bob.identity"
+    alice = Vault(backend.launch(VAULT_PROGRAM, platform_key_file=path), config)
+    bob = Vault(
+        backend.launch(VAULT_PROGRAM, platform_key_file=path, sealed_identity_file=ident), config
+    )
+    out = _open(alice, bob, 2)
+    out = decode(bob.call("deliver", Deliver(envelope=out.releases[0])), VaultOutput)
+    assert out.sweeps and not out.releases
+    blob = decode(bob.call("seal"), SealedState)
+    before = bob.status()
+    bob.handle.close()
+    # another identity cannot take the state, a tampered blob does not open
+    stranger = backend.launch(VAULT_PROGRAM, platform_key_file=path)
+    with pytest.raises(EnclaveCallError, match="another vault identity"):
+        stranger.ecall("restore", encode(blob))
+    restarted = backend.launch(VAULT_PROGRAM, platform_key_file=path, sealed_identity_file=ident)
+    bad = SealedState(blob=blob.blob[:-1] + bytes([blob.blob[-1] ^ 1]))
+    with pytest.raises(EnclaveCallError, match="does not open"):
+        restarted.ecall("restore", encode(bad))
+    restarted.ecall("restore", encode(blob))
+    with pytest.raises(EnclaveCallError, match="fresh vault"):
+        restarted.ecall("restore", encode(blob))
+    bob.handle = restarted
+    assert bob.status() == before
+    for chunk_id in out.sweeps:
+        _sweep(bob, chunk_id)
+    out = decode(bob.call("proceed", ContractRef(contract="swap:1")), VaultOutput)
+    while out.releases:
+        (envelope,) = out.releases
+        target = alice if envelope.recipient == alice.card.node.identity_key else bob
+        out = decode(target.call("deliver", Deliver(envelope=envelope)), VaultOutput)
+        for chunk_id in out.sweeps:
+            _sweep(target, chunk_id)
+        if out.sweeps:
+            out = decode(target.call("proceed", ContractRef(contract="swap:1")), VaultOutput)
+    for vault in (alice, bob):
+        (status,) = vault.status().contracts
+        assert status.status == "completed" and status.given == status.received == 2
+    for handle in (alice.handle, stranger, restarted):
+        handle.close()
+
+
+def test_a_vault_vouches_for_one_owner(vaults: tuple[Vault, Vault, Vault]) -> None:
+    alice, _, _ = vaults
+    account = "0x" + "ab" * 20
+    binding = decode(alice.call("bind_owner", OwnerRef(account=account)), OwnerBinding)
+    verify_owner_binding(binding, alice.card.node.identity_key)
+    assert binding.account == account
+    alice.call("bind_owner", OwnerRef(account=account))  # the same owner again: fine
+    with pytest.raises(EnclaveCallError) as info:
+        alice.call("bind_owner", OwnerRef(account="0x" + "cd" * 20))
+    assert info.value.remote_code == AlreadyReleased.code
+    with pytest.raises(AttestationRefused):
+        verify_owner_binding(
+            msgspec.structs.replace(binding, account="0x" + "cd" * 20), alice.card.node.identity_key
+        )

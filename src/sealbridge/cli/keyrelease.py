@@ -65,8 +65,9 @@ def _show_event(event: Any, as_json: bool) -> None:
 def demo(as_json: JsonOption = False) -> None:
     """The whole story on a fresh devnet: attested vaults, bonded owners, ETH chunks at the
     oracle price, a tit-for-tat swap of TKN for ETH across two chains, a compromised owner
-    caught double-spending (slashed, banned, the victim compensated from the pool), an
-    owner walking away mid-swap (exposure one chunk), and a time-locked escrow."""
+    caught double-spending (slashed, banned, the victim compensated from the pool), the
+    requester's vault killed and restarted from its sealed state, an owner walking away
+    mid-swap (exposure one chunk), and a time-locked escrow."""
     from sealbridge.node.keyrelease import USD, KeyReleaseDevnet, run_demo_scenario
 
     with friendly_errors():

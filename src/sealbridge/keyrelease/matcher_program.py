@@ -13,10 +13,12 @@ this wrapper.
   InsurancePool names its address as operator. :class:`MatcherCard` carries a quote whose
   report data is ``sha256(tag || node keys) || sha256(tag || operator address)``, so a
   client that checked the card knows which enclave answers and which key slashes.
-* **Owners and chunks.** An owner registers with its vault's manifest; the enclave
-  checks the manifest's quote under its vault policy and keeps it. A chunk is accepted
-  only if its address is the manifest's key at that index -- so every chunk the matcher
-  offers sits at a key an attested vault generated.
+* **Owners and chunks.** An owner registers with its vault's manifest and the vault's
+  signed :class:`OwnerBinding` for the owner's account; the enclave checks the manifest's
+  quote under its vault policy and the binding against the manifest's identity key. A
+  chunk is accepted only if its address is the manifest's key at that index and its owner
+  is the vault's bound owner -- so every chunk the matcher offers sits at a key an
+  attested vault generated, under the account that vault vouches for.
 * **Matching.** ``match`` seeds the core's weighted sampling with enclave randomness and
   returns the offer with the manifests of every vault in it, signed by the enclave's
   identity key, so the client can check each chunk's attestation itself.
@@ -54,10 +56,12 @@ from sealbridge.keyrelease.matcher import (
 from sealbridge.keyrelease.types import Chunk, ChunkRequest, Offer, parse_chunk_id
 from sealbridge.keyrelease.vault import (
     LossClaim,
+    OwnerBinding,
     VaultCard,
     VaultManifest,
     verify_card,
     verify_manifest,
+    verify_owner_binding,
 )
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import EnclaveContext, NodeKeys
@@ -99,6 +103,7 @@ class RegisterOwner(Message, frozen=True):
     owner: str
     bond_usd_e8: int  # the host's reading of the owner's bond, at the oracle price
     manifest: VaultManifest
+    binding: OwnerBinding  # the vault vouches that ``owner`` is its owner
 
 
 class RegisterRequester(Message, frozen=True):
@@ -237,6 +242,7 @@ class MatcherProgram:
         self.vault_policy: AttestationPolicy | None = None
         self.manifests: dict[str, VaultManifest] = {}
         self.requesters: dict[str, bytes] = {}  # account (lowercase) -> vault identity key
+        self.owners: dict[str, str] = {}  # vault hex -> owner account (lowercase)
         self._operator_secret = coincurve.PrivateKey(ctx.random_bytes(32)).secret
         self.operator = to_checksum_address(eth_address(secp256k1_public(self._operator_secret)))
 
@@ -281,8 +287,15 @@ class MatcherProgram:
         if self.vault_policy is None:
             raise InvalidRequest("matcher is not configured")
         verify_manifest(request.manifest, self.vault_policy, self.clock())
+        verify_owner_binding(request.binding, request.manifest.node.identity_key)
+        if request.binding.account.lower() != request.owner.lower():
+            raise AttestationRefused("the vault vouches for another owner")
+        known = self.owners.get(request.manifest.vault)
+        if known is not None and known != request.owner.lower():
+            raise InvalidRequest("this vault is registered to another owner")
         core.register_owner(request.owner, request.bond_usd_e8)
         self.manifests[request.manifest.vault] = request.manifest
+        self.owners[request.manifest.vault] = request.owner.lower()
         return b""
 
     def add_chunks(self, payload: bytes) -> bytes:
@@ -294,6 +307,8 @@ class MatcherProgram:
                 raise InvalidRequest(f"chunk {chunk.chunk_id}: its vault is not registered")
             if manifest.keys[index].eth_address != chunk.address:
                 raise InvalidRequest(f"chunk {chunk.chunk_id}: not the vault's key address")
+            if self.owners.get(vault) != chunk.owner.lower():
+                raise InvalidRequest(f"chunk {chunk.chunk_id}: its vault is not its owner's")
         self._core().add_chunks(chunks)
         return b""
 

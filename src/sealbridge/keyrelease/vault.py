@@ -50,7 +50,7 @@ import msgspec
 from eth_account import Account
 
 from sealbridge.core.encoding import Message, decode, encode
-from sealbridge.core.errors import DecryptionError, InvalidSignature
+from sealbridge.core.errors import DecryptionError, InvalidSignature, SealbridgeError
 from sealbridge.crypto.ecies import encrypt_to
 from sealbridge.crypto.signing import (
     ed25519_verify,
@@ -66,9 +66,11 @@ from sealbridge.keyrelease.errors import (
     KeyReleaseError,
 )
 from sealbridge.keyrelease.exchange import (
+    EscrowState,
     ExchangeEffect,
     ReleaseKey,
     SwapFinished,
+    SwapState,
     Sweep,
     TimeLockedEscrow,
     TitForTatSwap,
@@ -85,6 +87,10 @@ __all__ = [
     "DepositKey",
     "KeyState",
     "LossClaim",
+    "OwnerBinding",
+    "SealedState",
+    "VaultSnapshot",
+    "verify_owner_binding",
     "ReleasedKey",
     "SweepRequest",
     "SignedSweep",
@@ -267,6 +273,7 @@ class VaultCore:
         self.received: dict[str, _Key] = {}  # chunk id -> key
         self.fresh: list[_Key] = []  # sweep destinations
         self.swept: set[str] = set()  # chunk ids swept
+        self.owner = ""  # the wallet account this vault vouches for (bind_owner, once)
 
     # -- setup ------------------------------------------------------------------------------
     def configure(self, policy: AttestationPolicy) -> None:
@@ -516,6 +523,68 @@ class Finished(Message, frozen=True):
 
 
 LOSS_TAG = b"sealbridge/keyrelease/loss-claim/v1"
+OWNER_TAG = b"sealbridge/keyrelease/owner-binding/v1"
+SNAPSHOT_LABEL = "sealbridge/keyrelease/vault-state/v1"
+
+
+class OwnerRef(Message, frozen=True):
+    account: str
+
+
+class OwnerBinding(Message, frozen=True):
+    """A vault's signed word that ``account`` is its owner (the account bonds and is
+    paid; a matcher accepts the vault's chunks only under that owner)."""
+
+    account: str
+    vault: bytes  # identity key
+    signature: bytes = b""  # Ed25519 over OWNER_TAG + the body
+
+    def get_body(self) -> bytes:
+        return OWNER_TAG + encode(OwnerBinding(account=self.account, vault=self.vault))
+
+
+def verify_owner_binding(binding: OwnerBinding, vault: bytes) -> None:
+    if binding.vault != vault:
+        raise AttestationRefused("the owner binding is another vault's")
+    try:
+        ed25519_verify(vault, binding.get_body(), binding.signature)
+    except InvalidSignature as exc:
+        raise AttestationRefused("the owner binding's signature does not verify") from exc
+
+
+class KeySnapshot(Message, frozen=True):
+    secret: bytes
+    state: str
+    contract: str = ""
+    chunk_id: str = ""
+
+
+class ContractSnapshot(Message, frozen=True):
+    counterparty: NodeKeys
+    usd: dict[str, int]
+    pending: list[str]
+    released: list[str]
+    received: list[str]
+    swap: SwapState | None = None
+    escrow: EscrowState | None = None
+
+
+class VaultSnapshot(Message, frozen=True):
+    """Everything a vault holds, sealed to this program on this platform (``seal``)."""
+
+    identity: bytes  # a blob restores only into the vault with this identity
+    policy: AttestationPolicy | None
+    owner: str
+    own: list[KeySnapshot]
+    public: list[DepositKey]
+    received: dict[str, KeySnapshot]
+    fresh: list[KeySnapshot]
+    swept: list[str]
+    contracts: dict[str, ContractSnapshot]
+
+
+class SealedState(Message, frozen=True):
+    blob: bytes
 
 
 class LossClaim(Message, frozen=True):
@@ -602,6 +671,9 @@ class VaultProgram:
             "sign_sweep": self.sign_sweep,
             "status": self.status,
             "leak": self.leak,
+            "bind_owner": self.bind_owner,
+            "seal": self.seal,
+            "restore": self.restore,
         }
 
     # -- setup ------------------------------------------------------------------------------
@@ -822,6 +894,96 @@ class VaultProgram:
 
     def leak(self, payload: bytes) -> bytes:
         return self.core.leak(decode(payload, ChunkRef).chunk_id)
+
+    def bind_owner(self, payload: bytes) -> bytes:
+        """Vouch for the wallet account that owns this vault (once; the same account may
+        ask again)."""
+        account = decode(payload, OwnerRef).account
+        if not isinstance(account, str) or len(account) != 42 or not account.startswith("0x"):
+            raise InvalidRequest(f"not an account: {account!r}")
+        if self.core.owner and self.core.owner.lower() != account.lower():
+            raise AlreadyReleased(f"this vault is bound to {self.core.owner} already")
+        self.core.owner = account
+        binding = OwnerBinding(account=account, vault=self.core.ctx.identity.identity_key)
+        signature = self.core.ctx.sign_identity(binding.get_body())
+        return encode(msgspec.structs.replace(binding, signature=signature))
+
+    # -- sealing: a restarted vault keeps its keys and contracts ---------------------------
+    def seal(self, payload: bytes) -> bytes:
+        core = self.core
+
+        def snap(key: _Key) -> KeySnapshot:
+            return KeySnapshot(
+                secret=key.secret, state=key.state, contract=key.contract, chunk_id=key.chunk_id
+            )
+
+        contracts = {}
+        for name, entry in self.contracts.items():
+            machine = entry.machine
+            contracts[name] = ContractSnapshot(
+                swap=machine.to_state() if isinstance(machine, TitForTatSwap) else None,
+                escrow=machine.to_state() if isinstance(machine, TimeLockedEscrow) else None,
+                counterparty=entry.counterparty,
+                usd=dict(entry.usd),
+                pending=list(entry.pending),
+                released=list(entry.released),
+                received=list(entry.received),
+            )
+        snapshot = VaultSnapshot(
+            identity=core.ctx.identity.identity_key,
+            policy=core.policy,
+            owner=core.owner,
+            own=[snap(k) for k in core.own],
+            public=list(core.public),
+            received={c: snap(k) for c, k in core.received.items()},
+            fresh=[snap(k) for k in core.fresh],
+            swept=sorted(core.swept),
+            contracts=contracts,
+        )
+        return encode(SealedState(blob=core.ctx.seal(encode(snapshot), SNAPSHOT_LABEL)))
+
+    def restore(self, payload: bytes) -> bytes:
+        """Load a sealed snapshot into a fresh vault of the same identity."""
+        core = self.core
+        if core.own or self.contracts or core.received:
+            raise InvalidRequest("restore needs a fresh vault (this one holds keys already)")
+        blob = decode(payload, SealedState).blob
+        try:
+            snapshot = decode(core.ctx.unseal(blob, SNAPSHOT_LABEL), VaultSnapshot)
+        except SealbridgeError as exc:  # SealingError, or a malformed body
+            raise InvalidRequest(f"the sealed vault state does not open here: {exc}") from exc
+        if snapshot.identity != core.ctx.identity.identity_key:
+            raise InvalidRequest("the sealed vault state belongs to another vault identity")
+
+        def load(key: KeySnapshot) -> _Key:
+            return _Key(
+                secret=key.secret, state=key.state, contract=key.contract, chunk_id=key.chunk_id
+            )
+
+        contracts: dict[str, _Contract] = {}
+        for name, entry in snapshot.contracts.items():
+            machine: TitForTatSwap | TimeLockedEscrow
+            if entry.swap is not None:
+                machine = TitForTatSwap.from_state(entry.swap)
+            elif entry.escrow is not None:
+                machine = TimeLockedEscrow.from_state(entry.escrow)
+            else:
+                raise InvalidRequest(f"sealed contract {name} has no machine state")
+            record = _Contract(machine, entry.counterparty, [])
+            record.usd = dict(entry.usd)
+            record.pending = list(entry.pending)
+            record.released = list(entry.released)
+            record.received = list(entry.received)
+            contracts[name] = record
+        core.policy = snapshot.policy
+        core.owner = snapshot.owner
+        core.own = [load(k) for k in snapshot.own]
+        core.public = list(snapshot.public)
+        core.received = {c: load(k) for c, k in snapshot.received.items()}
+        core.fresh = [load(k) for k in snapshot.fresh]
+        core.swept = set(snapshot.swept)
+        self.contracts = contracts
+        return encode(VaultOutput())
 
 
 def _btc_address_or_empty(public_key: bytes) -> str:

@@ -77,6 +77,9 @@ from sealbridge.keyrelease.vault import (
     LossClaim,
     OpenEscrow,
     OpenSwap,
+    OwnerBinding,
+    OwnerRef,
+    SealedState,
     SignedSweep,
     SweepRequest,
     VaultCard,
@@ -145,12 +148,52 @@ class _Enclave:
         return self.handle.ecall(name, encode(request) if request is not None else b"")
 
 
+# the vault ECALLs that change what it holds: after each, the host stores a sealed snapshot
+_VAULT_MUTATING = frozenset(
+    {
+        "configure",
+        "create_keys",
+        "open_swap",
+        "open_escrow",
+        "deliver",
+        "tick",
+        "cancel_escrow",
+        "abort",
+        "proceed",
+        "sign_sweep",
+        "bind_owner",
+    }
+)
+
+
+class _Vault(_Enclave):
+    """A vault enclave whose host keeps its sealed state on disk after every change, so
+    a crashed vault process is restarted with its keys and contracts
+    (:meth:`KeyReleaseDevnet.restart_vault`)."""
+
+    def __init__(self, handle: EnclaveHandle, state_file: Path) -> None:
+        super().__init__(handle)
+        self.state_file = state_file
+
+    def call(self, name: str, request: Message | None = None) -> bytes:
+        answer = super().call(name, request)
+        if name in _VAULT_MUTATING:
+            self.persist()
+        return answer
+
+    def persist(self) -> None:
+        sealed = decode(super().call("seal"), SealedState)
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        tmp.write_bytes(sealed.blob)
+        tmp.replace(self.state_file)
+
+
 @dataclass
 class Client:
     name: str
     wallet_key: bytes  # the same dev account index on both chains
     account: str
-    vault: _Enclave
+    vault: _Vault
     card: VaultCard
     manifest: VaultManifest
     compromised: bool = False
@@ -306,13 +349,7 @@ class KeyReleaseDevnet:
         if len(self.clients) >= MAX_CLIENTS:
             raise KeyReleaseDevnetError(f"at most {MAX_CLIENTS} clients")
         wallet_key = self.adapters[CHAIN_A].get_dev_key(2 + len(self.clients))
-        vault = _Enclave(
-            self._backend.launch(
-                VAULT_PROGRAM,
-                platform_key_file=self._platform_key,
-                simulate_compromise=compromised,
-            )
-        )
+        vault = _Vault(self._launch_vault(name, compromised), self._vault_state_file(name))
         vault_policy = self._vault_policy()
         vault.call("configure", VaultConfig(policy=vault_policy))
         card = decode(vault.call("card"), VaultCard)
@@ -346,6 +383,37 @@ class KeyReleaseDevnet:
             compromised=compromised,
         )
         return client
+
+    def _vault_state_file(self, name: str) -> Path:
+        if self.home is None:
+            raise KeyReleaseDevnetError("the devnet is not started")
+        return self.home / f"vault-{name}.sealed"
+
+    def _launch_vault(self, name: str, compromised: bool) -> EnclaveHandle:
+        if self.home is None:
+            raise KeyReleaseDevnetError("the devnet is not started")
+        return self._backend.launch(
+            VAULT_PROGRAM,
+            platform_key_file=self._platform_key,
+            sealed_identity_file=self.home / f"vault-{name}.identity",
+            simulate_compromise=compromised,
+        )
+
+    def restart_vault(self, name: str) -> None:
+        """Kill a client's vault process and start it again: the same sealed identity,
+        then the last sealed state its host stored (keys, contracts, held releases).
+        Limit: a host could hand an *older* snapshot back (a rollback); the sim backend
+        has no monotonic counter to refuse it (see docs/keyrelease.md)."""
+        client = self._client(name)
+        client.vault.handle.close()
+        handle = self._launch_vault(name, client.compromised)
+        blob = client.vault.state_file.read_bytes()
+        vault = _Vault(handle, client.vault.state_file)
+        vault.call("restore", SealedState(blob=blob))
+        if decode(vault.call("card"), VaultCard).node != client.card.node:
+            raise KeyReleaseDevnetError(f"{name}'s vault came back with another identity")
+        client.vault = vault
+        self._emit("vault-restart", client=name, restored="sealed keys and contracts")
 
     def _fresh_card(self, client: Client) -> VaultCard:
         """The client's card with a fresh quote (a peer checks the quote's age)."""
@@ -407,9 +475,15 @@ class KeyReleaseDevnet:
         self._count(receipt.gas_used)
         bonded = self.pool.get_bond(client.account)
         bond_usd = bonded * price // ETHER
+        binding_bytes = client.vault.call("bind_owner", OwnerRef(account=client.account))
         self._matcher().call(
             "register_owner",
-            RegisterOwner(owner=client.account, bond_usd_e8=bond_usd, manifest=client.manifest),
+            RegisterOwner(
+                owner=client.account,
+                bond_usd_e8=bond_usd,
+                manifest=client.manifest,
+                binding=decode(binding_bytes, OwnerBinding),
+            ),
         )
         self._emit("bond", client=name, wei=bonded, usd=bond_usd / USD)
         return bonded
@@ -907,7 +981,8 @@ def run_demo_scenario(devnet: KeyReleaseDevnet) -> DemoResult:
     """The whole story on a started devnet with clients alice, bob, carol, mallory
     (mallory compromised): owners bond and deposit ETH chunks, alice swaps TKN for them
     tit-for-tat, mallory double-spends and is caught, slashed and banned while alice is
-    compensated; then carol walks away mid-swap (alice exposed by one chunk at most);
+    compensated; alice's vault process is killed and restarted from its sealed state;
+    then carol walks away mid-swap (alice exposed by one chunk at most);
     then a time-locked escrow. (The default 34 % cap makes the 6-chunk request draw 2
     chunks from each owner, and the 2-chunk one 1 from each owner left.)"""
     for name in ("alice", "bob", "carol", "mallory"):
@@ -918,6 +993,9 @@ def run_demo_scenario(devnet: KeyReleaseDevnet) -> DemoResult:
     answer = devnet.request("alice", "ETH@31337", 600 * USD, "swap:demo-1")
     devnet.accept("alice", answer)
     swap = devnet.run_swap("alice", answer, "TKN@31338")
+    # alice's vault process dies; it comes back with its sealed keys and contracts, and
+    # the rest of the story runs on keys it made before the crash
+    devnet.restart_vault("alice")
     # carol walks away without releasing: alice is one chunk short, never more
     devnet.offer("carol", devnet.deposit("carol", "ETH@31337", 2))
     answer = devnet.request("alice", "ETH@31337", 200 * USD, "swap:demo-2")
