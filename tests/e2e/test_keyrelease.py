@@ -152,6 +152,37 @@ def test_bad_requests_are_refused_and_change_nothing(
     assert devnet.matcher_status() == before
 
 
+def test_an_owner_reclaims_a_chunk_whose_requester_vanished(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    """Alice accepts one chunk and never delivers her key: the owner's swap aborts at its
+    deadline, its key is still free, and its vault's signed word puts the chunk back in
+    the book (exposure freed). A key that was released cannot be reclaimed."""
+    devnet, _, _ = story
+    answer = devnet.request("alice", "ETH@31337", 100 * USD, "swap:vanish")
+    devnet.accept("alice", answer)
+    (chunk,) = answer.offer.chunks
+    owner = devnet._name_of(chunk.owner)
+    devnet.run_swap("alice", answer, "TKN@31338", deadline_s=1.0, requester_stops_after=0)
+    assert devnet.matcher_status().owners[chunk.owner].exposure_usd_e8 >= chunk.usd_e8
+    import time
+
+    time.sleep(1.2)
+    assert devnet.tick(owner, f"swap:vanish/{owner}") == ["aborted"]
+    before = devnet.matcher_status().owners[chunk.owner].exposure_usd_e8
+    devnet.reclaim(owner, [chunk.chunk_id])
+    after = devnet.matcher_status()
+    assert after.owners[chunk.owner].exposure_usd_e8 == before - chunk.usd_e8
+    assert after.chunks.get("available", 0) >= 1
+    # bob's first swap released its keys: those are not free
+    released = [c for c in devnet.vault_status("bob").contracts if c.contract == "swap:demo-1/bob"]
+    assert released and released[0].given == 2
+    bob_chunk = f"{devnet.clients['bob'].vault_id}:0"
+    with pytest.raises(EnclaveCallError) as info:
+        devnet.reclaim("bob", [bob_chunk])
+    assert "not free" in str(info.value)
+
+
 def test_a_stale_price_funds_nothing(
     story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
 ) -> None:

@@ -472,6 +472,23 @@ def test_settle_earns_reputation_and_releases_exposure() -> None:
     assert core.get_owner(chunk.owner).reputation == min(104, 103 + 3 * len(same_owner))
 
 
+def test_reclaim_puts_an_unreleased_allocated_chunk_back() -> None:
+    core, _ = make_core()
+    offer = allocate(core, "r", 10)
+    chunk = offer.chunks[0]
+    unchanged(core, lambda: core.reclaim(chunk.chunk_id, OTHER), InvalidRequest)
+    before = core.get_owner(chunk.owner)
+    core.reclaim(chunk.chunk_id, chunk.owner.lower())
+    view = core.get_chunk(chunk.chunk_id)
+    assert view.state == ChunkState.AVAILABLE and view.holder == "" and view.request_id == ""
+    assert core.get_owner(chunk.owner).exposure_usd_e8 == before.exposure_usd_e8 - CHUNK
+    unchanged(core, lambda: core.reclaim(chunk.chunk_id, chunk.owner), WrongState)
+    # it can be matched again; a settled chunk cannot be reclaimed
+    other = offer.chunks[1]
+    core.settle(other.chunk_id, REQUESTER)
+    unchanged(core, lambda: core.reclaim(other.chunk_id, other.owner), WrongState)
+
+
 # --------------------------------------------------------------------------- double spends
 
 

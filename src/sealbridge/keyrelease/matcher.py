@@ -14,6 +14,7 @@ Chunk states (the moves are listed in ``_CHUNK_MOVES``)::
     AVAILABLE --match--> RESERVED --accept--> ALLOCATED --settle--> SPENT
     RESERVED --decline | expire | offer voided--> AVAILABLE
     ALLOCATED --proven double spend--> COMPENSATED
+    ALLOCATED --reclaim (key never released)--> AVAILABLE (WITHDRAWN if the owner is banned)
     AVAILABLE --withdraw | owner banned--> WITHDRAWN
     RESERVED --owner banned--> WITHDRAWN
 
@@ -119,7 +120,9 @@ _CHUNK_MOVES: dict[ChunkState, frozenset[ChunkState]] = {
     ChunkState.RESERVED: frozenset(
         {ChunkState.AVAILABLE, ChunkState.ALLOCATED, ChunkState.WITHDRAWN}
     ),
-    ChunkState.ALLOCATED: frozenset({ChunkState.SPENT, ChunkState.COMPENSATED}),
+    ChunkState.ALLOCATED: frozenset(
+        {ChunkState.SPENT, ChunkState.COMPENSATED, ChunkState.AVAILABLE, ChunkState.WITHDRAWN}
+    ),
     ChunkState.SPENT: frozenset(),
     ChunkState.COMPENSATED: frozenset(),
     ChunkState.WITHDRAWN: frozenset(),
@@ -726,6 +729,27 @@ class MatcherCore:
                 self.policy.max_reputation, owner.reputation + self.policy.reputation_gain
             )
         self._refresh(owner)
+
+    def reclaim(self, chunk_id: str, owner: str) -> None:
+        """An allocated chunk whose key was never released (its contract ended without
+        it: the requester vanished) goes back to the book and frees its owner's
+        exposure. The caller has checked the owner's vault says so (``Unreleased``)."""
+        record = self._get_chunk(chunk_id)
+        if record.chunk.owner.lower() != owner.lower():
+            raise InvalidRequest(f"chunk {chunk_id} is not owned by {owner!r}")
+        if record.state is not ChunkState.ALLOCATED:
+            raise WrongState(f"chunk {chunk_id} is {record.state.value}, not allocated")
+        holder = self._owners[record.chunk.owner]
+        if holder.banned:
+            self._move(record, ChunkState.WITHDRAWN)
+        else:
+            self._move(record, ChunkState.AVAILABLE)
+            self._books[record.chunk.asset].add(record.chunk)
+        holder.exposure -= record.chunk.usd_e8
+        record.request_id = ""
+        record.holder = ""
+        record.contract = ""
+        self._refresh(holder)
 
     def report_double_spend(
         self, report: DoubleSpendReport, observation: ChainObservation

@@ -57,11 +57,13 @@ from sealbridge.keyrelease.types import Chunk, ChunkRequest, Offer, parse_chunk_
 from sealbridge.keyrelease.vault import (
     LossClaim,
     OwnerBinding,
+    Unreleased,
     VaultCard,
     VaultManifest,
     verify_card,
     verify_manifest,
     verify_owner_binding,
+    verify_unreleased,
 )
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import EnclaveContext, NodeKeys
@@ -113,6 +115,15 @@ class RegisterRequester(Message, frozen=True):
 
 class AddChunks(Message, frozen=True):
     chunks: list[Chunk]
+
+
+class AddBond(Message, frozen=True):
+    owner: str
+    usd_e8: int  # the host's reading of the bond added on chain, at the oracle price
+
+
+class Reclaim(Message, frozen=True):
+    statement: Unreleased  # the owner's vault: the chunk's key is free
 
 
 class Accept(Message, frozen=True):
@@ -258,6 +269,9 @@ class MatcherProgram:
             "accept": self.accept,
             "decline": self.decline,
             "expire": self.expire,
+            "reclaim": self.reclaim,
+            "withdraw": self.withdraw,
+            "add_bond": self.add_bond,
             "settle": self.settle,
             "report": self.report,
             "status": self.status,
@@ -361,6 +375,38 @@ class MatcherProgram:
     def expire(self, payload: bytes) -> bytes:
         """Release the reservations of offers past their TTL (on the enclave's clock)."""
         return encode(Expired(request_ids=self._core().expire(self.clock())))
+
+    def _unreleased(self, payload: bytes) -> tuple[str, str]:
+        """(chunk id, owner) of a vault-signed Unreleased statement, checked."""
+        statement = decode(payload, Reclaim).statement
+        vault, _ = parse_chunk_id(statement.chunk_id)
+        manifest = self.manifests.get(vault)
+        owner = self.owners.get(vault)
+        if manifest is None or owner is None:
+            raise InvalidRequest(f"chunk {statement.chunk_id}: its vault is not registered")
+        verify_unreleased(statement, manifest.node.identity_key)
+        return statement.chunk_id, owner
+
+    def reclaim(self, payload: bytes) -> bytes:
+        """An allocated chunk whose key its vault never released goes back to the book."""
+        chunk_id, owner = self._unreleased(payload)
+        self._core().reclaim(chunk_id, owner)
+        return b""
+
+    def withdraw(self, payload: bytes) -> bytes:
+        """An available chunk leaves the book (its owner may then sweep it)."""
+        chunk_id, owner = self._unreleased(payload)
+        core = self._core()
+        exact = core.get_chunk(chunk_id).chunk.owner
+        if exact.lower() != owner:
+            raise InvalidRequest(f"chunk {chunk_id} is not its vault owner's")
+        core.withdraw_chunk(chunk_id, exact)
+        return b""
+
+    def add_bond(self, payload: bytes) -> bytes:
+        request = decode(payload, AddBond)
+        self._core().add_bond(request.owner, request.usd_e8)
+        return b""
 
     def settle(self, payload: bytes) -> bytes:
         request = decode(payload, Settle)

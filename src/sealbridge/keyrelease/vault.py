@@ -88,6 +88,8 @@ __all__ = [
     "KeyState",
     "LossClaim",
     "OwnerBinding",
+    "Unreleased",
+    "verify_unreleased",
     "SealedState",
     "VaultSnapshot",
     "verify_owner_binding",
@@ -524,6 +526,7 @@ class Finished(Message, frozen=True):
 
 LOSS_TAG = b"sealbridge/keyrelease/loss-claim/v1"
 OWNER_TAG = b"sealbridge/keyrelease/owner-binding/v1"
+UNRELEASED_TAG = b"sealbridge/keyrelease/unreleased/v1"
 SNAPSHOT_LABEL = "sealbridge/keyrelease/vault-state/v1"
 
 
@@ -550,6 +553,27 @@ def verify_owner_binding(binding: OwnerBinding, vault: bytes) -> None:
         ed25519_verify(vault, binding.get_body(), binding.signature)
     except InvalidSignature as exc:
         raise AttestationRefused("the owner binding's signature does not verify") from exc
+
+
+class Unreleased(Message, frozen=True):
+    """A vault's signed word that its own key ``chunk_id`` is free: bound to no contract,
+    never released, never swept (so the matcher may offer, or withdraw, it again)."""
+
+    chunk_id: str
+    vault: bytes
+    signature: bytes = b""
+
+    def get_body(self) -> bytes:
+        return UNRELEASED_TAG + encode(Unreleased(chunk_id=self.chunk_id, vault=self.vault))
+
+
+def verify_unreleased(statement: Unreleased, vault: bytes) -> None:
+    if statement.vault != vault:
+        raise AttestationRefused("the statement is another vault's")
+    try:
+        ed25519_verify(vault, statement.get_body(), statement.signature)
+    except InvalidSignature as exc:
+        raise AttestationRefused("the statement's signature does not verify") from exc
 
 
 class KeySnapshot(Message, frozen=True):
@@ -672,6 +696,7 @@ class VaultProgram:
             "status": self.status,
             "leak": self.leak,
             "bind_owner": self.bind_owner,
+            "attest_unreleased": self.attest_unreleased,
             "seal": self.seal,
             "restore": self.restore,
         }
@@ -907,6 +932,15 @@ class VaultProgram:
         binding = OwnerBinding(account=account, vault=self.core.ctx.identity.identity_key)
         signature = self.core.ctx.sign_identity(binding.get_body())
         return encode(msgspec.structs.replace(binding, signature=signature))
+
+    def attest_unreleased(self, payload: bytes) -> bytes:
+        chunk_id = decode(payload, ChunkRef).chunk_id
+        _, key = self.core.own_key(chunk_id)
+        if key.state != KeyState.FREE:
+            raise InvalidRequest(f"chunk {chunk_id} is {key.state}, not free")
+        statement = Unreleased(chunk_id=chunk_id, vault=self.core.ctx.identity.identity_key)
+        signature = self.core.ctx.sign_identity(statement.get_body())
+        return encode(msgspec.structs.replace(statement, signature=signature))
 
     # -- sealing: a restarted vault keeps its keys and contracts ---------------------------
     def seal(self, payload: bytes) -> bytes:

@@ -57,6 +57,7 @@ from sealbridge.keyrelease.matcher_program import (
     MatcherConfig,
     OperatorTx,
     PenaltyOutcome,
+    Reclaim,
     RegisterOwner,
     RegisterRequester,
     Report,
@@ -82,6 +83,7 @@ from sealbridge.keyrelease.vault import (
     SealedState,
     SignedSweep,
     SweepRequest,
+    Unreleased,
     VaultCard,
     VaultConfig,
     VaultManifest,
@@ -626,6 +628,7 @@ class KeyReleaseDevnet:
         *,
         deadline_s: float = 120.0,
         stop_after: dict[str, int] | None = None,
+        requester_stops_after: int | None = None,
     ) -> SwapOutcome:
         """Swap the offer's chunks against the requester's chunks of ``give_asset``, one
         pairwise tit-for-tat exchange per owner. ``stop_after[owner] = s``: that owner's
@@ -693,12 +696,23 @@ class KeyReleaseDevnet:
             )
             limit = None if stop_after is None else stop_after.get(owner_name)
             owner_released = 0
+            alice_released = 0
             chunk_of = {c.chunk_id: c for c in theirs + mine}
             queue = deque(out.releases)
             while queue:
                 envelope = queue.popleft()
                 from_alice = envelope.sender == alice.card.node.identity_key
                 target = owner if from_alice else alice
+                if from_alice and requester_stops_after is not None:
+                    if alice_released >= requester_stops_after:
+                        self._emit(
+                            "swap-stall",
+                            contract=swap_id,
+                            requester=requester,
+                            after=requester_stops_after,
+                        )
+                        break  # the requester walks away: its key is never delivered
+                    alice_released += 1
                 if not from_alice:
                     if limit is not None and owner_released >= limit:
                         self._emit("swap-stall", contract=swap_id, owner=owner_name, after=limit)
@@ -762,6 +776,25 @@ class KeyReleaseDevnet:
         )
         self._emit("swap-done", **msgspec.structs.asdict(outcome))
         return outcome
+
+    def tick(self, name: str, contract: str) -> list[str]:
+        """Let a client's vault see the time pass for one contract; returns the outcomes
+        of contracts that ended (e.g. a swap aborted after its deadline)."""
+        out = decode(
+            self._client(name).vault.call("tick", ContractRef(contract=contract)), VaultOutput
+        )
+        return [f.outcome for f in out.finished]
+
+    def reclaim(self, name: str, chunk_ids: Sequence[str]) -> None:
+        """Give allocated chunks whose keys were never released back to the book (their
+        contract ended without them): the owner's vault signs that each key is free."""
+        client = self._client(name)
+        for chunk_id in chunk_ids:
+            statement = decode(
+                client.vault.call("attest_unreleased", ChunkRef(chunk_id=chunk_id)), Unreleased
+            )
+            self._matcher().call("reclaim", Reclaim(statement=statement))
+        self._emit("reclaim", owner=name, chunks=len(chunk_ids))
 
     def _double_spend(self, owner: Client, chunk: Chunk) -> None:
         """The compromised owner's host: extract the key it is about to release and sweep
