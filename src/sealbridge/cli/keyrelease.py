@@ -66,7 +66,8 @@ def demo(as_json: JsonOption = False) -> None:
     """The whole story on a fresh devnet: attested vaults, bonded owners, ETH chunks at the
     oracle price, a tit-for-tat swap of TKN for ETH across two chains, a compromised owner
     caught double-spending (slashed, banned, the victim compensated from the pool), the
-    requester's vault killed and restarted from its sealed state, an owner walking away
+    requester's vault and the matcher killed and restarted from their sealed state, an
+    owner walking away
     mid-swap (exposure one chunk), and a time-locked escrow."""
     from sealbridge.node.keyrelease import USD, KeyReleaseDevnet, run_demo_scenario
 

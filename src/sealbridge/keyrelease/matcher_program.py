@@ -43,6 +43,7 @@ from eth_account import Account
 from eth_utils.crypto import keccak
 
 from sealbridge.core.encoding import Message, decode, encode
+from sealbridge.core.errors import SealbridgeError
 from sealbridge.crypto.signing import eth_address, secp256k1_public, to_checksum_address
 from sealbridge.keyrelease.errors import AttestationRefused, InvalidRequest, ReportRejected
 from sealbridge.keyrelease.matcher import (
@@ -88,6 +89,46 @@ MATCHER_PROGRAM = "sealbridge.keyrelease.matcher_program:MatcherProgram"
 CARD_TAG = b"sealbridge/keyrelease/matcher-card/v1"
 ANSWER_TAG = b"sealbridge/keyrelease/match-answer/v1"
 OPERATOR_GAS = 200_000
+
+
+JOURNAL_LABEL = "sealbridge/keyrelease/matcher-journal/v1"
+# the ECALLs that change the matcher's state: each one that succeeds is journaled with the
+# time and randomness it used, so a restarted matcher replays its way to the same state
+JOURNALED_ECALLS = (
+    "configure",
+    "register_owner",
+    "add_chunks",
+    "register_sweep_address",
+    "register_requester",
+    "match",
+    "accept",
+    "decline",
+    "expire",
+    "reclaim",
+    "withdraw",
+    "add_bond",
+    "settle",
+    "report",
+)
+
+
+class JournalEntry(Message, frozen=True):
+    name: str
+    payload: bytes
+    now: float
+    seed: bytes = b""
+
+
+class MatcherJournal(Message, frozen=True):
+    """What a matcher seals: its identity, its operator key and every state change."""
+
+    identity: bytes
+    operator_secret: bytes
+    entries: list[JournalEntry]
+
+
+class SealedJournal(Message, frozen=True):
+    blob: bytes
 
 
 class MatcherConfig(Message, frozen=True):
@@ -256,8 +297,12 @@ class MatcherProgram:
         self.owners: dict[str, str] = {}  # vault hex -> owner account (lowercase)
         self._operator_secret = coincurve.PrivateKey(ctx.random_bytes(32)).secret
         self.operator = to_checksum_address(eth_address(secp256k1_public(self._operator_secret)))
+        self.journal: list[JournalEntry] = []
+        self._replaying: JournalEntry | None = None
+        self._used_now: float | None = None
+        self._used_seed: bytes = b""
 
-    def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
+    def _handlers(self) -> dict[str, Callable[[bytes], bytes]]:
         return {
             "configure": self.configure,
             "card": self.card,
@@ -276,6 +321,80 @@ class MatcherProgram:
             "report": self.report,
             "status": self.status,
         }
+
+    def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
+        table = self._handlers()
+        for name in JOURNALED_ECALLS:
+            table[name] = self._journaled(name, table[name])
+        table["seal"] = self.seal
+        table["restore"] = self.restore
+        return table
+
+    # -- the journal: time and randomness are recorded inputs ------------------------------
+    def _now(self) -> float:
+        if self._replaying is not None:
+            return self._replaying.now
+        if self._used_now is None:
+            self._used_now = self.clock()
+        return self._used_now
+
+    def _seed(self) -> bytes:
+        if self._replaying is not None:
+            return self._replaying.seed
+        if not self._used_seed:
+            self._used_seed = self.ctx.random_bytes(32)
+        return self._used_seed
+
+    def _journaled(self, name: str, handler: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+        def run(payload: bytes) -> bytes:
+            self._used_now, self._used_seed = None, b""
+            answer = handler(payload)  # a refusal changes nothing and is not journaled
+            now = self._used_now if self._used_now is not None else 0.0
+            self.journal.append(
+                JournalEntry(name=name, payload=bytes(payload), now=now, seed=self._used_seed)
+            )
+            return answer
+
+        return run
+
+    def seal(self, payload: bytes) -> bytes:
+        journal = MatcherJournal(
+            identity=self.ctx.identity.identity_key,
+            operator_secret=self._operator_secret,
+            entries=list(self.journal),
+        )
+        return encode(SealedJournal(blob=self.ctx.seal(encode(journal), JOURNAL_LABEL)))
+
+    def restore(self, payload: bytes) -> bytes:
+        """Replay a sealed journal into a fresh matcher of the same identity: the same
+        book, owners, offers, pool and operator key."""
+        if self.core is not None or self.journal:
+            raise InvalidRequest("restore needs a fresh matcher")
+        try:
+            journal = decode(
+                self.ctx.unseal(decode(payload, SealedJournal).blob, JOURNAL_LABEL),
+                MatcherJournal,
+            )
+        except SealbridgeError as exc:
+            raise InvalidRequest(f"the sealed journal does not open here: {exc}") from exc
+        if journal.identity != self.ctx.identity.identity_key:
+            raise InvalidRequest("the sealed journal belongs to another matcher identity")
+        handlers = {
+            name: handler for name, handler in self._handlers().items() if name in JOURNALED_ECALLS
+        }
+        self._operator_secret = journal.operator_secret
+        self.operator = to_checksum_address(eth_address(secp256k1_public(self._operator_secret)))
+        try:
+            for entry in journal.entries:
+                self._replaying = entry
+                handlers[entry.name](entry.payload)
+                self.journal.append(entry)
+        except (SealbridgeError, KeyError) as exc:
+            self.core, self.vault_policy, self.journal = None, None, []
+            raise InvalidRequest(f"the journal does not replay: {exc}") from exc
+        finally:
+            self._replaying = None
+        return b""
 
     def _core(self) -> MatcherCore:
         if self.core is None:
@@ -300,7 +419,7 @@ class MatcherProgram:
         core = self._core()
         if self.vault_policy is None:
             raise InvalidRequest("matcher is not configured")
-        verify_manifest(request.manifest, self.vault_policy, self.clock())
+        verify_manifest(request.manifest, self.vault_policy, self._now())
         verify_owner_binding(request.binding, request.manifest.node.identity_key)
         if request.binding.account.lower() != request.owner.lower():
             raise AttestationRefused("the vault vouches for another owner")
@@ -330,7 +449,7 @@ class MatcherProgram:
         request = decode(payload, RegisterRequester)
         if self.vault_policy is None:
             raise InvalidRequest("matcher is not configured")
-        verify_card(request.card, self.vault_policy, self.clock())
+        verify_card(request.card, self.vault_policy, self._now())
         account = request.account.lower()
         known = self.requesters.get(account)
         if known is not None and known != request.card.node.identity_key:
@@ -359,14 +478,14 @@ class MatcherProgram:
 
     def match(self, payload: bytes) -> bytes:
         request = decode(payload, ChunkRequest)
-        offer = self._core().match(request, seed=self.ctx.random_bytes(32), now=self.clock())
+        offer = self._core().match(request, seed=self._seed(), now=self._now())
         vaults = sorted({chunk.vault for chunk in offer.chunks})
         answer = MatchAnswer(offer=offer, manifests=[self.manifests[v] for v in vaults])
         signature = self.ctx.sign_identity(answer.get_body())
         return encode(MatchAnswer(offer=offer, manifests=answer.manifests, signature=signature))
 
     def accept(self, payload: bytes) -> bytes:
-        return encode(self._core().accept(decode(payload, Accept).request_id, self.clock()))
+        return encode(self._core().accept(decode(payload, Accept).request_id, self._now()))
 
     def decline(self, payload: bytes) -> bytes:
         self._core().decline(decode(payload, Accept).request_id)
@@ -374,7 +493,7 @@ class MatcherProgram:
 
     def expire(self, payload: bytes) -> bytes:
         """Release the reservations of offers past their TTL (on the enclave's clock)."""
-        return encode(Expired(request_ids=self._core().expire(self.clock())))
+        return encode(Expired(request_ids=self._core().expire(self._now())))
 
     def _unreleased(self, payload: bytes) -> tuple[str, str]:
         """(chunk id, owner) of a vault-signed Unreleased statement, checked."""

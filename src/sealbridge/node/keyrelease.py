@@ -48,6 +48,7 @@ from sealbridge.keyrelease.matcher import (
     MatcherStatus,
 )
 from sealbridge.keyrelease.matcher_program import (
+    JOURNALED_ECALLS,
     MATCHER_PROGRAM,
     Accept,
     AddChunks,
@@ -168,10 +169,13 @@ _VAULT_MUTATING = frozenset(
 )
 
 
-class _Vault(_Enclave):
-    """A vault enclave whose host keeps its sealed state on disk after every change, so
-    a crashed vault process is restarted with its keys and contracts
-    (:meth:`KeyReleaseDevnet.restart_vault`)."""
+class _Sealed(_Enclave):
+    """An enclave whose host stores its sealed state on disk after every change, so a
+    crashed enclave process restarts with it (:meth:`KeyReleaseDevnet.restart_vault`,
+    :meth:`KeyReleaseDevnet.restart_matcher`). Both vault and matcher answer ``seal``
+    with a message whose only field is the sealed blob."""
+
+    mutating: frozenset[str] = frozenset()
 
     def __init__(self, handle: EnclaveHandle, state_file: Path) -> None:
         super().__init__(handle)
@@ -179,7 +183,7 @@ class _Vault(_Enclave):
 
     def call(self, name: str, request: Message | None = None) -> bytes:
         answer = super().call(name, request)
-        if name in _VAULT_MUTATING:
+        if name in self.mutating:
             self.persist()
         return answer
 
@@ -188,6 +192,17 @@ class _Vault(_Enclave):
         tmp = self.state_file.with_name(self.state_file.name + ".tmp")
         tmp.write_bytes(sealed.blob)
         tmp.replace(self.state_file)
+
+    def restore(self) -> None:
+        self.handle.ecall("restore", encode(SealedState(blob=self.state_file.read_bytes())))
+
+
+class _Vault(_Sealed):
+    mutating = _VAULT_MUTATING
+
+
+class _Matcher(_Sealed):
+    mutating = frozenset(JOURNALED_ECALLS)
 
 
 @dataclass
@@ -249,7 +264,7 @@ class KeyReleaseDevnet:
         self.started = time.monotonic()
         self.tx_count = 0
         self.gas_used = 0
-        self.matcher: _Enclave | None = None
+        self.matcher: _Matcher | None = None
         self.matcher_card: MatcherCard | None = None
         self.vault_policy: AttestationPolicy | None = None
         self.deposit_blocks: dict[str, int] = {}  # chunk id -> block it was funded in
@@ -294,7 +309,14 @@ class KeyReleaseDevnet:
         )
         backend = SimBackend()
         # the matcher first: the pool names its operator key
-        self.matcher = _Enclave(backend.launch(MATCHER_PROGRAM, platform_key_file=platform_key))
+        self.matcher = _Matcher(
+            backend.launch(
+                MATCHER_PROGRAM,
+                platform_key_file=platform_key,
+                sealed_identity_file=self.home / "matcher.identity",
+            ),
+            self.home / "matcher.sealed",
+        )
         card = decode(self.matcher.call("card"), MatcherCard)
         verify_matcher_card(card, matcher_policy, time.time())
         self.matcher_card = card
@@ -435,7 +457,29 @@ class KeyReleaseDevnet:
             raise KeyReleaseDevnetError("the devnet is not started")
         return self.vault_policy
 
-    def _matcher(self) -> _Enclave:
+    def restart_matcher(self) -> None:
+        """Kill the matcher's process and start it again: the same sealed identity (so
+        clients' checks of its card still hold), then its sealed journal replayed -- the
+        same book, owners, offers, pool books and operator key."""
+        matcher = self._matcher()
+        matcher.handle.close()
+        if self.home is None:
+            raise KeyReleaseDevnetError("the devnet is not started")
+        handle = self._backend.launch(
+            MATCHER_PROGRAM,
+            platform_key_file=self._platform_key,
+            sealed_identity_file=self.home / "matcher.identity",
+        )
+        restarted = _Matcher(handle, matcher.state_file)
+        restarted.restore()
+        card = decode(restarted.call("card"), MatcherCard)
+        previous = self.matcher_card
+        if previous is None or (card.node, card.operator) != (previous.node, previous.operator):
+            raise KeyReleaseDevnetError("the matcher came back with another identity or operator")
+        self.matcher = restarted
+        self._emit("matcher-restart", restored="sealed journal replayed", operator=card.operator)
+
+    def _matcher(self) -> _Matcher:
         if self.matcher is None:
             raise KeyReleaseDevnetError("the devnet is not started")
         return self.matcher
@@ -1014,7 +1058,8 @@ def run_demo_scenario(devnet: KeyReleaseDevnet) -> DemoResult:
     """The whole story on a started devnet with clients alice, bob, carol, mallory
     (mallory compromised): owners bond and deposit ETH chunks, alice swaps TKN for them
     tit-for-tat, mallory double-spends and is caught, slashed and banned while alice is
-    compensated; alice's vault process is killed and restarted from its sealed state;
+    compensated; alice's vault and the matcher are killed and restarted from their sealed
+    state;
     then carol walks away mid-swap (alice exposed by one chunk at most);
     then a time-locked escrow. (The default 34 % cap makes the 6-chunk request draw 2
     chunks from each owner, and the 2-chunk one 1 from each owner left.)"""
@@ -1029,6 +1074,8 @@ def run_demo_scenario(devnet: KeyReleaseDevnet) -> DemoResult:
     # alice's vault process dies; it comes back with its sealed keys and contracts, and
     # the rest of the story runs on keys it made before the crash
     devnet.restart_vault("alice")
+    # so does the matcher's: its sealed journal replays the book, the bans and the pool
+    devnet.restart_matcher()
     # carol walks away without releasing: alice is one chunk short, never more
     devnet.offer("carol", devnet.deposit("carol", "ETH@31337", 2))
     answer = devnet.request("alice", "ETH@31337", 200 * USD, "swap:demo-2")
