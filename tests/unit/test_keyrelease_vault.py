@@ -50,7 +50,7 @@ from sealbridge.keyrelease.vault import (
     VaultStatus,
     verify_card,
     verify_manifest,
-    verify_owner_binding,
+    verify_vault_statement,
 )
 from sealbridge.tee.errors import EnclaveCallError
 from sealbridge.tee.measurement import compute_sim_measurement
@@ -434,13 +434,13 @@ def test_a_vault_vouches_for_one_owner(vaults: tuple[Vault, Vault, Vault]) -> No
     alice, _, _ = vaults
     account = "0x" + "ab" * 20
     binding = decode(alice.call("bind_owner", OwnerRef(account=account)), OwnerBinding)
-    verify_owner_binding(binding, alice.card.node.identity_key)
+    verify_vault_statement(binding, alice.card.node.identity_key)
     assert binding.account == account
     alice.call("bind_owner", OwnerRef(account=account))  # the same owner again: fine
     with pytest.raises(EnclaveCallError) as info:
         alice.call("bind_owner", OwnerRef(account="0x" + "cd" * 20))
     assert info.value.remote_code == AlreadyReleased.code
     with pytest.raises(AttestationRefused):
-        verify_owner_binding(
+        verify_vault_statement(
             msgspec.structs.replace(binding, account="0x" + "cd" * 20), alice.card.node.identity_key
         )

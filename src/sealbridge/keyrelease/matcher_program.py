@@ -42,9 +42,10 @@ from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils.crypto import keccak
 
+from sealbridge.chain.abi import compute_address
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import SealbridgeError
-from sealbridge.crypto.signing import eth_address, secp256k1_public, to_checksum_address
+from sealbridge.crypto.signing import is_valid_ed25519
 from sealbridge.keyrelease.errors import AttestationRefused, InvalidRequest, ReportRejected
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
@@ -63,8 +64,7 @@ from sealbridge.keyrelease.vault import (
     VaultManifest,
     verify_card,
     verify_manifest,
-    verify_owner_binding,
-    verify_unreleased,
+    verify_vault_statement,
 )
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import EnclaveContext, NodeKeys
@@ -245,12 +245,8 @@ def verify_answer(
 ) -> None:
     """A client's check of an offer: signed by the attested matcher, and every chunk at a
     key of an attested vault (the balances are checked on chain by the caller)."""
-    from sealbridge.crypto.signing import ed25519_verify
-
-    try:
-        ed25519_verify(card.node.identity_key, answer.get_body(), answer.signature)
-    except Exception as exc:
-        raise AttestationRefused("the offer is not signed by the matcher") from exc
+    if not is_valid_ed25519(card.node.identity_key, answer.get_body(), answer.signature):
+        raise AttestationRefused("the offer is not signed by the matcher")
     manifests = {m.vault: m for m in answer.manifests}
     for manifest in answer.manifests:
         verify_manifest(manifest, vault_policy, now)
@@ -296,11 +292,15 @@ class MatcherProgram:
         self.requesters: dict[str, bytes] = {}  # account (lowercase) -> vault identity key
         self.owners: dict[str, str] = {}  # vault hex -> owner account (lowercase)
         self._operator_secret = coincurve.PrivateKey(ctx.random_bytes(32)).secret
-        self.operator = to_checksum_address(eth_address(secp256k1_public(self._operator_secret)))
         self.journal: list[JournalEntry] = []
         self._replaying: JournalEntry | None = None
         self._used_now: float | None = None
         self._used_seed: bytes = b""
+
+    @property
+    def operator(self) -> str:
+        """EIP-55 address of the operator key (the InsurancePool's operator)."""
+        return compute_address(self._operator_secret)
 
     def _handlers(self) -> dict[str, Callable[[bytes], bytes]]:
         return {
@@ -383,7 +383,6 @@ class MatcherProgram:
             name: handler for name, handler in self._handlers().items() if name in JOURNALED_ECALLS
         }
         self._operator_secret = journal.operator_secret
-        self.operator = to_checksum_address(eth_address(secp256k1_public(self._operator_secret)))
         try:
             for entry in journal.entries:
                 self._replaying = entry
@@ -420,7 +419,7 @@ class MatcherProgram:
         if self.vault_policy is None:
             raise InvalidRequest("matcher is not configured")
         verify_manifest(request.manifest, self.vault_policy, self._now())
-        verify_owner_binding(request.binding, request.manifest.node.identity_key)
+        verify_vault_statement(request.binding, request.manifest.node.identity_key)
         if request.binding.account.lower() != request.owner.lower():
             raise AttestationRefused("the vault vouches for another owner")
         known = self.owners.get(request.manifest.vault)
@@ -459,17 +458,13 @@ class MatcherProgram:
 
     def _check_claim(self, report: DoubleSpendReport, claim: LossClaim) -> None:
         """The victim's attested vault must say it received the key and never swept it."""
-        from sealbridge.crypto.signing import ed25519_verify
-
         vault = self.requesters.get(report.victim.lower())
         if vault is None:
             raise ReportRejected(f"{report.victim} has no registered vault to vouch for it")
         if claim.vault != vault or claim.chunk_id != report.chunk_id:
             raise ReportRejected("the loss claim is not the victim's vault's, for this chunk")
-        try:
-            ed25519_verify(vault, claim.get_body(), claim.signature)
-        except Exception as exc:
-            raise ReportRejected("the loss claim's signature does not verify") from exc
+        if not is_valid_ed25519(vault, claim.get_body(), claim.signature):
+            raise ReportRejected("the loss claim's signature does not verify")
 
     def register_sweep_address(self, payload: bytes) -> bytes:
         request = decode(payload, SweepAddress)
@@ -503,7 +498,7 @@ class MatcherProgram:
         owner = self.owners.get(vault)
         if manifest is None or owner is None:
             raise InvalidRequest(f"chunk {statement.chunk_id}: its vault is not registered")
-        verify_unreleased(statement, manifest.node.identity_key)
+        verify_vault_statement(statement, manifest.node.identity_key)
         return statement.chunk_id, owner
 
     def reclaim(self, payload: bytes) -> bytes:

@@ -49,12 +49,13 @@ import coincurve
 import msgspec
 from eth_account import Account
 
+from sealbridge.chain.abi import compute_address
 from sealbridge.core.encoding import Message, decode, encode
-from sealbridge.core.errors import DecryptionError, InvalidSignature, SealbridgeError
+from sealbridge.core.errors import DecryptionError, SealbridgeError
 from sealbridge.crypto.ecies import encrypt_to
 from sealbridge.crypto.signing import (
-    ed25519_verify,
     eth_address,
+    is_valid_ed25519,
     secp256k1_public,
     to_checksum_address,
 )
@@ -89,10 +90,9 @@ __all__ = [
     "LossClaim",
     "OwnerBinding",
     "Unreleased",
-    "verify_unreleased",
     "SealedState",
     "VaultSnapshot",
-    "verify_owner_binding",
+    "verify_vault_statement",
     "ReleasedKey",
     "SweepRequest",
     "SignedSweep",
@@ -242,10 +242,6 @@ def _check_deposit_key(key: DepositKey) -> None:
         raise AttestationRefused(f"deposit key {key.index}: address does not match its key")
 
 
-def _eth_address_of_secret(secret: bytes) -> str:
-    return to_checksum_address(eth_address(secp256k1_public(secret)))
-
-
 @dataclass
 class _Key:
     """A secret the vault holds (its own deposit key, a received one or a fresh one)."""
@@ -379,10 +375,8 @@ class VaultCore:
             raise ExchangeViolation("the released key is addressed to another vault")
         if envelope.sender != sender.identity_key:
             raise ExchangeViolation("the released key comes from another vault")
-        try:
-            ed25519_verify(sender.identity_key, envelope.get_body(), envelope.signature)
-        except InvalidSignature as exc:
-            raise ExchangeViolation("the released key's signature does not verify") from exc
+        if not is_valid_ed25519(sender.identity_key, envelope.get_body(), envelope.signature):
+            raise ExchangeViolation("the released key's signature does not verify")
         aad = RELEASE_TAG + envelope.contract.encode() + b"\x00" + envelope.chunk_id.encode()
         try:
             secret = self.ctx.decrypt_for_identity(envelope.ciphertext, aad)
@@ -414,7 +408,7 @@ class VaultCore:
         if request.max_priority_fee_per_gas > request.max_fee_per_gas:
             raise InvalidRequest("priority fee above the max fee")
         fresh_secret = coincurve.PrivateKey(self.ctx.random_bytes(32)).secret
-        destination = _eth_address_of_secret(fresh_secret)
+        destination = compute_address(fresh_secret)
         tx: dict[str, object] = {
             "type": 2,
             "chainId": request.chain_id,
@@ -546,15 +540,6 @@ class OwnerBinding(Message, frozen=True):
         return OWNER_TAG + encode(OwnerBinding(account=self.account, vault=self.vault))
 
 
-def verify_owner_binding(binding: OwnerBinding, vault: bytes) -> None:
-    if binding.vault != vault:
-        raise AttestationRefused("the owner binding is another vault's")
-    try:
-        ed25519_verify(vault, binding.get_body(), binding.signature)
-    except InvalidSignature as exc:
-        raise AttestationRefused("the owner binding's signature does not verify") from exc
-
-
 class Unreleased(Message, frozen=True):
     """A vault's signed word that its own key ``chunk_id`` is free: bound to no contract,
     never released, never swept (so the matcher may offer, or withdraw, it again)."""
@@ -567,13 +552,14 @@ class Unreleased(Message, frozen=True):
         return UNRELEASED_TAG + encode(Unreleased(chunk_id=self.chunk_id, vault=self.vault))
 
 
-def verify_unreleased(statement: Unreleased, vault: bytes) -> None:
+def verify_vault_statement(statement: OwnerBinding | Unreleased, vault: bytes) -> None:
+    """A vault's signed statement (owner binding, unreleased key) must be signed by the
+    identity key ``vault`` and name it."""
+    what = type(statement).__name__
     if statement.vault != vault:
-        raise AttestationRefused("the statement is another vault's")
-    try:
-        ed25519_verify(vault, statement.get_body(), statement.signature)
-    except InvalidSignature as exc:
-        raise AttestationRefused("the statement's signature does not verify") from exc
+        raise AttestationRefused(f"the {what} statement is another vault's")
+    if not is_valid_ed25519(vault, statement.get_body(), statement.signature):
+        raise AttestationRefused(f"the {what} statement's signature does not verify")
 
 
 class KeySnapshot(Message, frozen=True):

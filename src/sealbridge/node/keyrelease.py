@@ -446,6 +446,11 @@ class KeyReleaseDevnet:
             raise KeyReleaseDevnetError(f"{client.name}'s vault changed identity")
         return card
 
+    @property
+    def asset_kinds(self) -> dict[str, str]:
+        """Asset id -> AssetKind value, as contract Z's machines take them."""
+        return {asset_id: str(asset.kind) for asset_id, asset in self.assets.items()}
+
     def _client(self, name: str) -> Client:
         client = self.clients.get(name)
         if client is None:
@@ -688,7 +693,7 @@ class KeyReleaseDevnet:
         if len(mine_all) < needed:
             mine_all += self.deposit(requester, give_asset, needed - len(mine_all))
             mine_all = [c for c in alice.chunks if c.asset == give_asset]
-        kinds = {asset_id: str(asset.kind) for asset_id, asset in self.assets.items()}
+        kinds = self.asset_kinds
         deadline = time.time() + deadline_s
         contract = answer.offer.contract
         self._matcher().call(
@@ -990,7 +995,7 @@ class KeyReleaseDevnet:
             chunks += self.deposit(depositor, asset_id, count - len(chunks))
             chunks = [c for c in dep.chunks if c.asset == asset_id][:count]
         dep.chunks = [c for c in dep.chunks if c not in chunks]
-        kinds = {asset_id: str(asset.kind) for asset_id, asset in self.assets.items()}
+        kinds = self.asset_kinds
         unlock_at = time.time() + unlock_in_s
         escrow_id = f"escrow:{depositor}:{beneficiary}:{int(unlock_at)}"
         for client, role, other in ((ben, "beneficiary", dep), (dep, "depositor", ben)):
