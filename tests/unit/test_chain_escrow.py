@@ -121,17 +121,9 @@ class Env:
 
 @pytest.fixture(scope="module")
 def anvils() -> Iterator[tuple[AnvilNode, AnvilNode]]:
-    a = AnvilNode(chain_id=CHAIN_A)
-    b = AnvilNode(chain_id=CHAIN_B)
-    a.start()  # AnvilNotFound here fails every test with a clear message
-    try:
-        b.start()
-        try:
-            yield a, b
-        finally:
-            b.stop()
-    finally:
-        a.stop()
+    # AnvilNotFound here fails every test with a clear message; both stop on the way out
+    with AnvilNode(chain_id=CHAIN_A) as a, AnvilNode(chain_id=CHAIN_B) as b:
+        yield a, b
 
 
 @pytest.fixture(scope="module")
