@@ -111,6 +111,32 @@ class TxReceipt(Message, frozen=True):
     logs: list[LogEntry]
 
 
+class ChainStep(Message, frozen=True):
+    """One transaction of a multi-transaction run (a swap, a gateway transfer)."""
+
+    name: str
+    chain_id: int
+    sender: str
+    receipt: TxReceipt
+
+    @property
+    def gas_used(self) -> int:
+        return self.receipt.gas_used
+
+
+class StepsResult(Message, frozen=True):
+    """Base of the results that list their transactions, in order."""
+
+    steps: list[ChainStep]
+
+    @property
+    def total_gas(self) -> int:
+        return sum(step.gas_used for step in self.steps)
+
+    def get_gas_by_step(self) -> dict[str, int]:
+        return {step.name: step.gas_used for step in self.steps}
+
+
 def _reason_of(exc: Exception) -> str:
     message = str(getattr(exc, "message", None) or (exc.args[0] if exc.args else exc))
     for prefix in ("execution reverted: ", "execution reverted:", "execution reverted"):

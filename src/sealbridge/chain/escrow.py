@@ -41,7 +41,7 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from sealbridge.chain.abi import AbiCodec, checksum
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
+from sealbridge.chain.adapter import ChainAdapter, ChainStep, StepsResult, TxReceipt
 from sealbridge.chain.bls_onchain import (
     G2_SIZE,
     compute_abort_message,
@@ -387,31 +387,13 @@ def deploy_gateway_escrow(
 # --------------------------------------------------------------------------- one transfer
 
 
-class TransferStep(Message, frozen=True):
-    """One transaction of a gateway transfer."""
-
-    name: str
-    chain_id: int
-    sender: str
-    receipt: TxReceipt
-
-    @property
-    def gas_used(self) -> int:
-        return self.receipt.gas_used
+TransferStep = ChainStep  # one transaction of a gateway transfer
 
 
-class GatewayTransferResult(Message, frozen=True):
+class GatewayTransferResult(StepsResult, frozen=True):
     """What :func:`run_gateway_transfer` did: lock (A), release (B), commit (A)."""
 
     transfer: LockedTransfer
-    steps: list[TransferStep]
-
-    @property
-    def total_gas(self) -> int:
-        return sum(step.gas_used for step in self.steps)
-
-    def get_gas_by_step(self) -> dict[str, int]:
-        return {step.name: step.gas_used for step in self.steps}
 
 
 def run_gateway_transfer(

@@ -33,7 +33,7 @@ from enum import IntEnum, StrEnum
 from eth_abi.abi import encode as abi_encode
 
 from sealbridge.chain.abi import checksum
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
+from sealbridge.chain.adapter import ChainAdapter, ChainStep, StepsResult, TxReceipt
 from sealbridge.chain.bound import BoundContract
 from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.errors import ChainConfigError, ChainError
@@ -109,33 +109,15 @@ class HtlcLock(Message, frozen=True):
     receipt: TxReceipt
 
 
-class SwapStep(Message, frozen=True):
-    """One transaction of a two-chain swap."""
-
-    name: str
-    chain_id: int
-    sender: str
-    receipt: TxReceipt
-
-    @property
-    def gas_used(self) -> int:
-        return self.receipt.gas_used
+SwapStep = ChainStep  # one transaction of a two-chain swap
 
 
-class HtlcSwapResult(Message, frozen=True):
+class HtlcSwapResult(StepsResult, frozen=True):
     """What :func:`run_htlc_swap` did: the four steps in order."""
 
     hashlock: bytes
     swap_id_a: bytes
     swap_id_b: bytes
-    steps: list[SwapStep]
-
-    @property
-    def total_gas(self) -> int:
-        return sum(step.gas_used for step in self.steps)
-
-    def get_gas_by_step(self) -> dict[str, int]:
-        return {step.name: step.gas_used for step in self.steps}
 
 
 def compute_hashlock(preimage: bytes) -> bytes:
