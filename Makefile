@@ -9,10 +9,11 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 setup: $(VENV)/.stamp-deps $(ANVIL)
 
-$(VENV)/.stamp-deps: pyproject.toml constraints.txt
+$(VENV)/.stamp-deps: pyproject.toml constraints.txt $(wildcard src/sealbridge/contracts/wasm/guest/*.py) src/sealbridge/contracts/wasm/vm.wit src/sealbridge/contracts/sdk.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m sealbridge.contracts.wasm.build
 	touch $@
 
 $(ANVIL): package.json package-lock.json

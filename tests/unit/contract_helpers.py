@@ -29,7 +29,7 @@ PLAIN_CLASSES: dict[str, type[Contract]] = {
     "kmeans": KMeans,
 }
 MODES = [False, True]
-MODE_IDS = ["plain", "sandboxed"]
+MODE_IDS = ["plain", "wasm"]
 DOMAIN = b"reference-tests"
 SEED = b"reference-seed"
 

@@ -20,9 +20,8 @@ from sealbridge.chain.committee import GatekeeperCommittee
 from sealbridge.chain.management import ContractRecord, ManagementAddresses, ManagementContracts
 from sealbridge.client.keystore import Keystore, UserKey
 from sealbridge.contracts.catalog import BUILTIN, get_source
-from sealbridge.contracts.executor import compute_code_hash
+from sealbridge.contracts.executor import compute_code_hash, load_program
 from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
-from sealbridge.contracts.sandbox import load_source
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, RemoteProtocolError
 from sealbridge.core.ids import from_hex, tagged_hash, to_hex
@@ -223,7 +222,7 @@ class Client:
         user = self.get_user(as_user)
         source = self.read_source(contract)
         if precheck:  # the workers run the same checks; failing here costs no transaction
-            load_source(source, filename=contract)
+            load_program(source, filename=contract)
         salt = os.urandom(16)
         code_hash = compute_code_hash(source)
         contract_id = tagged_hash(

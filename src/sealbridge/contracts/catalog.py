@@ -2,7 +2,7 @@
 
 Any Python contract can be deployed from its source; these four come with the package
 (``sealbridge deploy token`` works without a file). Each is an ordinary module under
-``sealbridge/contracts/reference/``: the sandbox loads its source text, and the baseline
+``sealbridge/contracts/reference/``: the VM loads its source text, and the baseline
 benchmarks import the same class to run it plainly.
 """
 
@@ -12,8 +12,7 @@ import importlib
 from importlib import resources
 
 from sealbridge.contracts import sdk
-from sealbridge.contracts.executor import ContractProgram, compute_code_hash
-from sealbridge.contracts.sandbox import load_source
+from sealbridge.contracts.executor import ContractProgram, compute_code_hash, load_program
 from sealbridge.core.errors import LocalProtocolError
 
 BUILTIN = {"token": "token", "dex": "dex", "auction": "auction", "kmeans": "kmeans"}
@@ -38,10 +37,11 @@ def get_code_hash(name: str) -> bytes:
 
 
 def load_builtin(name: str, *, sandboxed: bool = True) -> ContractProgram:
-    """A reference contract, sandboxed (as workers run it) or plain (the baseline)."""
+    """A reference contract, in the WebAssembly VM (as workers run it) or plain (the
+    baseline)."""
     source = get_source(name)
     if sandboxed:
-        return load_source(source, filename=f"<{name}>")
+        return load_program(source)
     module = importlib.import_module(f"sealbridge.contracts.reference.{BUILTIN[name]}")
     classes = [
         value

@@ -7,8 +7,46 @@ result carries back to its caller.
 
 from __future__ import annotations
 
-from sealbridge.contracts.gas import Abort
 from sealbridge.core.errors import RemoteProtocolError
+
+
+class Abort(RemoteProtocolError):
+    """A command must stop now and fail whole (the contract cannot catch this: inside the
+    guest it is a trap). ``code`` names the cause."""
+
+    code = "abort"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class OutOfGas(Abort):
+    code = "out_of_gas"
+
+
+class CallDepthExceeded(Abort):
+    code = "call_depth_exceeded"
+
+
+class TooManyMessages(Abort):
+    code = "too_many_messages"
+
+
+class TooLarge(Abort):
+    """A value, result or message is larger than the enclave will carry."""
+
+    code = "too_large"
+
+
+class ContractFailed(Abort):
+    """The contract's own code failed (its error, an exception, a trap in the VM)."""
+
+    def __init__(self, code: str, message: str, line: int = 0) -> None:
+        where = f" (contract line {line})" if line else ""
+        super().__init__(message + where, code)
+        self.line = line
 
 
 class CodeRejected(RemoteProtocolError):
@@ -52,12 +90,11 @@ class BadResult(ExecutionError):
 
 
 class CallFailed(Abort):
-    """A synchronous call failed: the whole call tree is reverted."""
-
-    code = "call_failed"
+    """A synchronous call failed: the whole call tree is reverted; ``code`` is the
+    callee's."""
 
     def __init__(self, message: str, inner_code: str) -> None:
-        super().__init__(message)
+        super().__init__(message, inner_code)
         self.inner_code = inner_code
 
 

@@ -33,21 +33,22 @@ A contract is one Python class deriving from :class:`Contract`::
   :data:`ANYONE`, :data:`DEPLOYER`, ``arg("owner")`` (the caller must be that argument),
   or a function ``(self, caller) -> bool`` defined in the class.
 * ``self.env`` tells a method who calls it, in which block, and gives a deterministic seed;
-  ``self.call(contract_id, method, **args)`` calls another contract synchronously;
+  ``self.call(contract_id, method, **args)`` calls another contract synchronously (if the
+  callee fails, the whole command fails: a caller cannot catch it);
   ``self.send(contract_id, method, **args)`` sends it an asynchronous message.
 
-The same class runs plainly (imported as ordinary Python, as the benchmarks' baseline
-does) or sandboxed (compiled from source with gas metering, see ``sandbox.py``).
+This module uses only the standard library: the very same file is built into the
+WebAssembly guest that runs contracts (``contracts/wasm/``), and imported plainly by the
+benchmarks' baseline, where the executor hands it a host-side storage. Whatever a method
+reaches through ``self`` goes through the running :class:`Context`; in the guest, that is
+a thin client of the host functions, so storage, calls and messages live outside the
+contract's memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, Protocol, TypeVar, overload
-
-from sealbridge.contracts.storage import KEY_KINDS, Storage, StorageError, check_int
-from sealbridge.core.encoding import Message
-from sealbridge.core.errors import RemoteProtocolError
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -58,9 +59,12 @@ DEPLOYER = "deployer"
 KIND_ATTR = "sealbridge_kind"
 READERS_ATTR = "sealbridge_readers"
 VALUE_KINDS: tuple[type[Any], ...] = (int, float, str, bytes, bool, list, dict)
+KEY_KINDS: tuple[type[Any], ...] = (int, str, bytes)
+MIN_INT = -(2**63)
+MAX_INT = 2**64 - 1
 
 
-class ContractError(RemoteProtocolError):
+class ContractError(Exception):
     """Raised by a contract to refuse a command or query. ``code`` is a short
     snake_case word the caller sees; ``message`` explains it."""
 
@@ -68,7 +72,15 @@ class ContractError(RemoteProtocolError):
 
     def __init__(self, message: str, code: str = "contract_error") -> None:
         super().__init__(message)
+        self.message = message
         self.code = code
+
+
+class StorageError(ContractError):
+    """A contract tried to store something storage cannot hold."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "storage_error")
 
 
 def require(condition: object, message: str, code: str = "requirement_failed") -> None:
@@ -77,8 +89,10 @@ def require(condition: object, message: str, code: str = "requirement_failed") -
         raise ContractError(message, code)
 
 
-class Env(Message, frozen=True):
-    """What a method may learn from outside its storage."""
+class Env:
+    """What a method may learn from outside its storage (read-only)."""
+
+    __slots__ = ("contract_id", "caller", "caller_is_contract", "deployer", "block_number", "seed")
 
     contract_id: bytes
     caller: bytes  # a user's Ed25519 key, or the calling contract's id
@@ -87,16 +101,63 @@ class Env(Message, frozen=True):
     block_number: int
     seed: bytes  # deterministic per (block, contract, command); the same on every executor
 
+    def __init__(
+        self,
+        contract_id: bytes,
+        caller: bytes,
+        caller_is_contract: bool,
+        deployer: bytes,
+        block_number: int,
+        seed: bytes,
+    ) -> None:
+        for name, value in (
+            ("contract_id", contract_id),
+            ("caller", caller),
+            ("caller_is_contract", caller_is_contract),
+            ("deployer", deployer),
+            ("block_number", block_number),
+            ("seed", seed),
+        ):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("env is read-only")
+
+
+class StorageAccess(Protocol):
+    """The storage operations a running contract may use."""
+
+    def get_value(self, name: str, default: Any) -> Any: ...
+
+    def set_value(self, name: str, value: Any) -> None: ...
+
+    def get_item(self, name: str, key: Any, default: Any) -> Any: ...
+
+    def set_item(self, name: str, key: Any, value: Any) -> None: ...
+
+    def delete_item(self, name: str, key: Any) -> None: ...
+
+    def has_item(self, name: str, key: Any) -> bool: ...
+
+    def count_items(self, name: str) -> int: ...
+
+    def list_keys(self, name: str) -> list[Any]: ...
+
 
 class Context(Protocol):
     """What the executor gives a running contract (hidden from contract code)."""
 
     env: Env
-    storage: Storage
+    storage: StorageAccess
 
     def call(self, contract_id: bytes, method: str, args: dict[str, Any]) -> Any: ...
 
     def send(self, contract_id: bytes, method: str, args: dict[str, Any]) -> None: ...
+
+
+def check_int(value: int, what: str) -> None:
+    if not MIN_INT <= value <= MAX_INT:
+        raise StorageError(f"{what} does not fit in 64 bits")
 
 
 def _check_kind(value: Any, kind: type[Any], what: str) -> Any:
@@ -108,16 +169,10 @@ def _check_kind(value: Any, kind: type[Any], what: str) -> Any:
     return value
 
 
-def get_real_kind(kind: Any) -> Any:
-    """The type behind a sandbox's guarded built-in (``list`` as contracts see it)."""
-    return getattr(kind, "sb_type", kind)
-
-
 class Value(Generic[T]):
     """One persistent value of a declared kind."""
 
     def __init__(self, kind: type[T], default: T) -> None:
-        kind = get_real_kind(kind)
         if kind not in VALUE_KINDS:
             raise TypeError(f"Value kind must be one of {[k.__name__ for k in VALUE_KINDS]}")
         self.kind = kind
@@ -150,7 +205,12 @@ class MapView(Generic[K, T]):
     __slots__ = ("_storage", "_name", "_key_kind", "_value_kind", "_default")
 
     def __init__(
-        self, storage: Storage, name: str, key_kind: type[K], value_kind: type[T], default: T
+        self,
+        storage: StorageAccess,
+        name: str,
+        key_kind: type[K],
+        value_kind: type[T],
+        default: T,
     ) -> None:
         self._storage = storage
         self._name = name
@@ -163,7 +223,7 @@ class MapView(Generic[K, T]):
             raise StorageError(
                 f"{self._name} keys are {self._key_kind.__name__}, got {type(key).__name__}"
             )
-        if isinstance(key, int):
+        if type(key) is int:
             check_int(key, f"{self._name} key")
         return key
 
@@ -171,9 +231,8 @@ class MapView(Generic[K, T]):
         return self._storage.get_item(self._name, self._key(key), self._default)  # type: ignore[no-any-return]
 
     def get(self, key: K, default: T | None = None) -> T | None:
-        slots = self._storage.get_map(self._name)
         k = self._key(key)
-        if k not in slots:
+        if not self._storage.has_item(self._name, k):
             return default
         return self._storage.get_item(self._name, k, default)  # type: ignore[no-any-return]
 
@@ -185,22 +244,24 @@ class MapView(Generic[K, T]):
         self._storage.delete_item(self._name, self._key(key))
 
     def __contains__(self, key: object) -> bool:
-        return key in self._storage.get_map(self._name)
+        if type(key) is not self._key_kind:
+            return False
+        return self._storage.has_item(self._name, key)
 
     def __len__(self) -> int:
-        return len(self._storage.get_map(self._name))
+        return self._storage.count_items(self._name)
 
     def keys(self) -> list[K]:
-        return list(self._storage.iter_keys(self._name))
+        return self._storage.list_keys(self._name)
 
     def items(self) -> list[tuple[K, T]]:
-        return [(k, self[k]) for k in self._storage.iter_keys(self._name)]
+        return [(k, self[k]) for k in self._storage.list_keys(self._name)]
 
     def values(self) -> list[T]:
-        return [self[k] for k in self._storage.iter_keys(self._name)]
+        return [self[k] for k in self._storage.list_keys(self._name)]
 
     def __iter__(self) -> Iterator[K]:
-        return self._storage.iter_keys(self._name)
+        return iter(self._storage.list_keys(self._name))
 
 
 class Map(Generic[K, T]):
@@ -208,8 +269,6 @@ class Map(Generic[K, T]):
     keys read as ``default``."""
 
     def __init__(self, key_kind: type[K], value_kind: type[T], default: T) -> None:
-        key_kind = get_real_kind(key_kind)
-        value_kind = get_real_kind(value_kind)
         if key_kind not in KEY_KINDS:
             raise TypeError("Map keys must be int, str or bytes")
         if value_kind not in VALUE_KINDS:
@@ -279,15 +338,18 @@ def init(fn: F) -> F:
     return fn
 
 
-class ArgReader(Message, frozen=True):
+class ArgReader:
     """Readers rule: the caller must equal the named argument."""
 
-    name: str
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 def arg(name: str) -> ArgReader:
     """``readers=arg("owner")``: only the caller named by argument ``owner`` may query."""
-    return ArgReader(name=name)
+    return ArgReader(name)
 
 
 Readers = str | ArgReader | Callable[[Any, bytes], bool]
@@ -304,6 +366,22 @@ def query(*, readers: Readers) -> Callable[[F], F]:
         return fn
 
     return mark
+
+
+def is_reader(instance: Contract, function: Any, args: dict[str, Any], caller: bytes) -> str:
+    """Why ``caller`` may not run query ``function`` with ``args`` ("" when it may)."""
+    readers = getattr(function, READERS_ATTR, None)
+    if readers == ANYONE:
+        return ""
+    if readers == DEPLOYER:
+        return "" if caller == instance.env.deployer else "only the contract's deployer may ask this"
+    if isinstance(readers, ArgReader):
+        if args.get(readers.name) == caller:
+            return ""
+        return f"only the account given as {readers.name!r} may ask this"
+    if callable(readers) and readers(instance, caller) is True:
+        return ""
+    return "the contract does not let this caller ask this"
 
 
 PUBLIC_NAMES = (

@@ -19,7 +19,7 @@ contract sees never depends on insertion history or on the process.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -105,13 +105,6 @@ class Journal:
         other.entries.clear()
 
 
-Charge = Callable[[int], None]
-
-
-def _no_charge(_units: int) -> None:
-    return None
-
-
 class Storage:
     """One contract's live storage."""
 
@@ -123,18 +116,18 @@ class Storage:
         }
         self.journal: Journal | None = None
         self.writable = True
-        self.charge: Charge = _no_charge
 
     # -- values -----------------------------------------------------------------------
     def get_value(self, name: str, default: Any) -> Any:
         value = self.values.get(name, _MISSING)
         return copy_out(default if value is _MISSING else value)
 
-    def set_value(self, name: str, value: Any) -> None:
+    def set_value(self, name: str, value: Any) -> int:
+        """Store ``value``; the size of its encoding."""
         stored, size = self._prepare(value, f"value {name!r}")
         self._record(self.values, name)
         self.values[name] = stored
-        self.charge(WRITE_GAS + size // 32)
+        return size
 
     # -- maps -------------------------------------------------------------------------
     def get_map(self, name: str) -> dict[Any, Any]:
@@ -147,12 +140,13 @@ class Storage:
         value = self.get_map(name).get(key, _MISSING)
         return copy_out(default if value is _MISSING else value)
 
-    def set_item(self, name: str, key: Any, value: Any) -> None:
+    def set_item(self, name: str, key: Any, value: Any) -> int:
+        """Store ``value`` under ``key``; the size of its encoding."""
         stored, size = self._prepare(value, f"{name}[{key!r}]")
         slots = self.get_map(name)
         self._record(slots, key)
         slots[key] = stored
-        self.charge(WRITE_GAS + size // 32)
+        return size
 
     def delete_item(self, name: str, key: Any) -> None:
         slots = self.get_map(name)
@@ -160,10 +154,22 @@ class Storage:
             self._prepare(None, f"{name}[{key!r}]")
             self._record(slots, key)
             del slots[key]
-            self.charge(WRITE_GAS)
+
+    def has_item(self, name: str, key: Any) -> bool:
+        slots = self.maps.get(name)
+        return slots is not None and key in slots
+
+    def count_items(self, name: str) -> int:
+        slots = self.maps.get(name)
+        return 0 if slots is None else len(slots)
+
+    def list_keys(self, name: str) -> list[Any]:
+        """The map's keys in sorted order (of one kind: a map's keys share its key kind)."""
+        slots = self.maps.get(name)
+        return [] if slots is None else sorted(slots)
 
     def iter_keys(self, name: str) -> Iterator[Any]:
-        return iter(sorted(self.get_map(name)))
+        return iter(self.list_keys(name))
 
     # -- internals ----------------------------------------------------------------------
     def _prepare(self, value: Any, what: str) -> tuple[Any, int]:

@@ -13,7 +13,7 @@ be applied as a whole the runtime undoes all of it. For every command the runtim
    over the body -- else ``MalformedCommand`` / ``BadCommandSignature``;
 3. checks the body names this contract and carries the next nonce of its sender -- else
    ``WrongContract`` / ``ReplayedCommand``;
-4. consumes the nonce and runs the command in the contract executor (sandboxed, metered;
+4. consumes the nonce and runs the command in the contract executor (WebAssembly VM, fuel-metered;
    a synchronous call tree spans the contracts of one domain). A failed command reverts
    itself only.
 
@@ -71,9 +71,9 @@ from sealbridge.contracts.executor import (
     Outcome,
     compute_code_hash,
     compute_domain,
+    load_program,
 )
-from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT, Abort
-from sealbridge.contracts.sandbox import load_source
+from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
 from sealbridge.contracts.storage import Journal, PersistedStorage, Storage
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import DecryptionError, EncodingError, InvalidSignature
@@ -233,7 +233,7 @@ class ContractRuntime:
         if state.code:
             self.deployed = executor.add(
                 self.contract_id,
-                load_source(state.code, filename="<contract>"),
+                load_program(state.code),
                 deployer=self.deployer,
                 domain=self.domain,
                 storage=self.storage,
@@ -447,10 +447,10 @@ class ContractRuntime:
                 ok=False, error="code_hash_mismatch", message="code does not match the chain"
             )
         try:
-            program: ContractProgram = load_source(args.code, filename="<contract>")
+            program: ContractProgram = load_program(args.code)
         except CodeRejected as exc:
             return Outcome(ok=False, error=exc.code, message=exc.message)
-        except (Exception, Abort) as exc:  # noqa: BLE001 -- never let code stop the worker
+        except Exception as exc:  # noqa: BLE001 -- never let code stop the worker
             return Outcome(ok=False, error="code_rejected", message=type(exc).__name__)
         deployed = self.executor.add(
             self.contract_id,
@@ -474,11 +474,11 @@ class ContractRuntime:
                 block_journal=journal,
             )
             if not outcome.ok:
-                del self.executor.contracts[self.contract_id]
+                self.executor.remove(self.contract_id)
                 return outcome
             gas_used = outcome.gas_used
         elif args.init:
-            del self.executor.contracts[self.contract_id]
+            self.executor.remove(self.contract_id)
             return Outcome(ok=False, error="bad_arguments", message="the contract has no @init")
         self.deployed = deployed
         self.deployer = body.sender
@@ -492,7 +492,7 @@ class ContractRuntime:
         self.deployer = b""
         self.code = b""
         self.confidential = False
-        self.executor.contracts.pop(self.contract_id, None)
+        self.executor.remove(self.contract_id)
 
     def seal_result(
         self, body: CommandBody, result: CommandResult, random_bytes: RandomBytes

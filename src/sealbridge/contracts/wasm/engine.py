@@ -1,0 +1,209 @@
+"""The host side of the contract VM: wasmtime running the CPython guest.
+
+Theory of operation
+-------------------
+One process holds one :class:`Vm`: a wasmtime ``Engine`` configured for deterministic
+execution (fuel metering, NaN canonicalization, a fixed maximum wasm stack), the guest
+component compiled once and cached on disk (``build.py``), and a component ``Linker``
+whose single import, ``host(op, payload)``, forwards to whoever is running the current
+call (:class:`HostHandler`, the executor).
+
+A :class:`VmInstance` is one instantiation in its own ``Store`` with a linear-memory limit:
+nothing is shared between two instances but the read-only machine code, so a contract
+never sees another contract's memory, the enclave's keys or the host's objects.
+:meth:`VmInstance.call` runs one export under a fuel budget and returns the reply and the
+fuel it used; a trap (fuel exhausted, memory limit, stack overflow, an ``unreachable`` in
+the interpreter, or a host function that ended the call) becomes a :class:`VmTrap` naming
+its cause, after which the instance is *poisoned* and must be dropped.
+
+Fuel is deterministic: the same export called with the same payloads on instances with
+the same history uses the same fuel in every process (tests check this across processes
+and hash seeds). Host functions may charge extra fuel for work done outside the guest
+(storage bytes, messages) with :meth:`VmInstance.charge`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import wasmtime
+from wasmtime import component as wc
+
+from sealbridge.contracts.wasm.build import compute_guest_key, get_cache_dir, get_guest_wasm
+from sealbridge.core.errors import RemoteProtocolError
+
+MAX_WASM_STACK = 1 << 20  # bytes of native stack one guest call may use
+DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024  # linear memory of one instance
+INSTANTIATE_FUEL = 10**9  # instantiation runs no contract code; this is a safety net
+ENGINE_SETTINGS = f"fuel,nan-canon,stack={MAX_WASM_STACK}"
+
+
+class HostAbort(Exception):  # noqa: N818 -- raised through wasmtime, which wants Exception
+    """Raised by a host function to end the running call (it becomes a trap)."""
+
+
+class VmTrap(RemoteProtocolError):
+    """A guest call stopped abnormally; ``code`` says why (``out_of_gas``,
+    ``out_of_memory``, ``stack_overflow``, ``trap``, or the host's reason)."""
+
+    code = "trap"
+
+    def __init__(self, code: str, message: str, fuel_used: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.fuel_used = fuel_used
+
+
+class HostHandler(Protocol):
+    """Whoever answers the guest's host calls during one guest call."""
+
+    def on_host_call(self, instance: VmInstance, op: int, payload: str) -> str: ...
+
+
+class Vm:
+    """The engine, the compiled guest and the linker (one per process)."""
+
+    def __init__(self) -> None:
+        config = wasmtime.Config()
+        config.consume_fuel = True
+        config.cranelift_nan_canonicalization = True
+        config.max_wasm_stack = MAX_WASM_STACK
+        config.wasm_relaxed_simd_deterministic = True
+        self.engine = wasmtime.Engine(config)
+        self.compiled_path = self._compiled_path()
+        self.component = self._load_component()
+        self.linker = wc.Linker(self.engine)
+        self.linker.root().add_func("host", self._host)
+        self._running: list[tuple[VmInstance, HostHandler]] = []
+
+    @staticmethod
+    def _compiled_path() -> Path:
+        version = importlib.metadata.version("wasmtime")
+        settings = ENGINE_SETTINGS.replace(",", "-").replace("=", "")
+        return get_cache_dir() / f"guest-{compute_guest_key()}-wasmtime{version}-{settings}.cwasm"
+
+    def _load_component(self) -> wc.Component:
+        path = self.compiled_path
+        if path.exists():
+            try:
+                return wc.Component.deserialize_file(self.engine, str(path))
+            except wasmtime.WasmtimeError:
+                path.unlink(missing_ok=True)  # from another wasmtime or machine: rebuild
+        component = wc.Component.from_file(self.engine, str(get_guest_wasm()))
+        tmp = path.with_suffix(f".{id(self)}.tmp")
+        tmp.write_bytes(bytes(component.serialize()))
+        tmp.replace(path)
+        return component
+
+    def instantiate(self, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> VmInstance:
+        return VmInstance(self, memory_limit)
+
+    def _host(self, _store: Any, op: int, payload: str) -> str:
+        if not self._running:
+            raise HostAbort("host call outside a guest call")
+        instance, handler = self._running[-1]
+        try:
+            return handler.on_host_call(instance, op, payload)
+        except HostAbort:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- every failure must end the call, not leak
+            if instance.abort is None:
+                instance.abort = ("host_error", f"{type(exc).__name__}: {exc}")
+            raise HostAbort(str(exc)) from exc
+
+
+class VmInstance:
+    """One guest instance in its own store."""
+
+    def __init__(self, vm: Vm, memory_limit: int) -> None:
+        self.vm = vm
+        self.store = wasmtime.Store(vm.engine)
+        self.store.set_limits(memory_size=memory_limit, instances=64, tables=64, memories=16)
+        self.store.set_fuel(INSTANTIATE_FUEL)
+        self.instance = vm.linker.instantiate(self.store, vm.component)
+        self.exports: dict[str, wc.Func] = {}
+        for name in ("compile", "load", "invoke"):
+            func = self.instance.get_func(self.store, name)
+            if func is None:
+                raise VmTrap("trap", f"the guest does not export {name!r}")
+            self.exports[name] = func
+        self.poisoned = False
+        self.busy = False
+        self.abort: tuple[str, str] | None = None  # set by a host function that ends a call
+
+    def get_fuel(self) -> int:
+        return self.store.get_fuel()
+
+    def charge(self, fuel: int) -> None:
+        """Take ``fuel`` for work the host did for the running call; end it if short."""
+        left = self.store.get_fuel()
+        if fuel > left:
+            self.store.set_fuel(0)
+            self.abort = ("out_of_gas", "out of gas")
+            raise HostAbort("out of gas")
+        self.store.set_fuel(left - fuel)
+
+    def call(
+        self, name: str, args: tuple[str, ...], fuel: int, handler: HostHandler
+    ) -> tuple[str, int]:
+        """Run export ``name`` with at most ``fuel``; the reply and the fuel used."""
+        if self.poisoned:
+            raise VmTrap("trap", "this instance stopped abnormally before")
+        if self.busy:
+            raise VmTrap("reentrant_call", "the instance is already running")
+        func = self.exports[name]
+        self.store.set_fuel(fuel)
+        self.abort = None
+        self.busy = True
+        self.vm._running.append((self, handler))
+        try:
+            reply = func(self.store, *args)
+            func.post_return(self.store)
+        except (wasmtime.WasmtimeError, wasmtime.Trap, HostAbort) as exc:
+            self.poisoned = True
+            trap = self._describe(exc)
+            trap.fuel_used = fuel - self._fuel_left()
+            raise trap from None
+        finally:
+            self.vm._running.pop()
+            self.busy = False
+        if not isinstance(reply, str):
+            self.poisoned = True
+            raise VmTrap("trap", "the guest returned no text")
+        return reply, fuel - self.store.get_fuel()
+
+    def _fuel_left(self) -> int:
+        try:
+            return self.store.get_fuel()
+        except wasmtime.WasmtimeError:
+            return 0
+
+    def _describe(self, exc: BaseException) -> VmTrap:
+        if self.abort is not None:
+            return VmTrap(*self.abort)
+        text = str(exc)
+        if "all fuel consumed" in text or self._fuel_left() == 0:
+            return VmTrap("out_of_gas", "out of gas")
+        if "stack overflow" in text or "call stack exhausted" in text:
+            return VmTrap("stack_overflow", "the contract used too much stack (recursion)")
+        if "memory" in text and ("grow" in text or "limit" in text or "out of bounds" in text):
+            return VmTrap("out_of_memory", "the contract ran out of memory")
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return VmTrap("trap", f"the contract's VM stopped: {first[:200]}")
+
+
+_VM: Vm | None = None
+
+
+def get_vm() -> Vm:
+    """This process's VM (built and compiled on first use)."""
+    global _VM
+    if _VM is None:
+        _VM = Vm()
+    return _VM
+
+
+Charge = Callable[[int], None]
