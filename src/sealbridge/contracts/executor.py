@@ -121,6 +121,9 @@ DELETE_ITEM = 2
 MAX_HOST_PAYLOAD = 2 * MAX_VALUE_SIZE  # one host call's payload from the guest
 MAX_REPLY = MAX_WRITE_BYTES + MAX_RESULT_SIZE + 4096  # one guest reply
 MAX_METHODS = 256
+# failures whose cost the fuel count cannot see (page faults of fresh memory, a trap's
+# unwinding) take the whole gas limit, as the EVM does for an invalid instruction
+CONSUME_ALL_GAS = frozenset({"out_of_memory", "stack_overflow", "trap"})
 MAX_NAME = 64
 
 
@@ -508,6 +511,8 @@ class Executor:
             journal.roll_back()
             for ran in run.ran:
                 self._instances.pop(ran, None)  # their history now holds a failed command
+            if exc.code in CONSUME_ALL_GAS:
+                run.used = run.limit
             return Outcome(
                 ok=False, error=exc.code, message=exc.message, gas_used=compute_gas(run.used)
             )

@@ -47,6 +47,7 @@ contract's memory.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, Protocol, TypeVar, overload
 
@@ -176,8 +177,13 @@ class Value(Generic[T]):
         if kind not in VALUE_KINDS:
             raise TypeError(f"Value kind must be one of {[k.__name__ for k in VALUE_KINDS]}")
         self.kind = kind
-        self.default = default
+        self._default = copy.deepcopy(default)
         self.name = ""
+
+    @property
+    def default(self) -> T:
+        """A copy of the declared default (the declaration itself holds no state)."""
+        return copy.deepcopy(self._default)
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self.name = name
@@ -191,7 +197,7 @@ class Value(Generic[T]):
     def __get__(self, instance: Contract | None, owner: type[Any]) -> Value[T] | T:
         if instance is None:
             return self
-        return instance._ctx.storage.get_value(self.name, self.default)  # type: ignore[no-any-return]
+        return instance._ctx.storage.get_value(self.name, self._default)  # type: ignore[no-any-return]
 
     def __set__(self, instance: Contract, value: T) -> None:
         value = _check_kind(value, self.kind, f"value {self.name!r}")
@@ -275,8 +281,13 @@ class Map(Generic[K, T]):
             raise TypeError(f"Map values must be one of {[k.__name__ for k in VALUE_KINDS]}")
         self.key_kind = key_kind
         self.value_kind = value_kind
-        self.default = default
+        self._default = copy.deepcopy(default)
         self.name = ""
+
+    @property
+    def default(self) -> T:
+        """A copy of the declared default (the declaration itself holds no state)."""
+        return copy.deepcopy(self._default)
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self.name = name
@@ -291,7 +302,7 @@ class Map(Generic[K, T]):
         if instance is None:
             return self
         return MapView(
-            instance._ctx.storage, self.name, self.key_kind, self.value_kind, self.default
+            instance._ctx.storage, self.name, self.key_kind, self.value_kind, self._default
         )
 
     def __set__(self, instance: Contract, value: Any) -> None:

@@ -32,7 +32,7 @@ MAX_INT = 2**64 - 1
 SCALARS = (int, float, str, bytes, bool)
 CONTAINERS = (list, dict)
 KEY_KINDS = (int, str, bytes)
-WRITE_GAS = 20  # per storage write, plus one unit per 32 bytes written
+MAX_NESTING = 64  # levels of lists and dicts in a stored value, argument or result
 _MISSING = object()
 _ENCODER = msgspec.msgpack.Encoder(order="sorted")
 
@@ -55,9 +55,27 @@ def check_int(value: int, what: str) -> None:
         raise StorageError(f"{what} does not fit in 64 bits")
 
 
+def check_nesting(value: Any, what: str, limit: int = MAX_NESTING) -> None:
+    """Refuse containers nested deeper than ``limit`` (iteratively: no recursion to blow)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is list or kind is tuple:
+            children: Any = item
+        elif kind is dict:
+            children = item.values()
+        else:
+            continue
+        if depth >= limit:
+            raise StorageError(f"{what} is nested deeper than {limit} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
 def canonical_copy(value: Any, what: str) -> tuple[Any, int]:
     """A deep, canonical copy of ``value`` and its encoded size; refuse what cannot be
-    stored (sets, objects, out-of-range ints, non-string dict keys)."""
+    stored (sets, objects, out-of-range ints, non-string dict keys, nesting deeper than
+    :data:`MAX_NESTING`)."""
     kind = type(value)
     if kind is int:
         check_int(value, what)
@@ -66,6 +84,7 @@ def canonical_copy(value: Any, what: str) -> tuple[Any, int]:
         return value, len(value)
     if value is None or kind is bool or kind is float:
         return value, 8
+    check_nesting(value, what)
     try:
         data = _ENCODER.encode(value)
     except (TypeError, ValueError, OverflowError) as exc:

@@ -37,8 +37,10 @@ from sealbridge.core.errors import RemoteProtocolError
 
 MAX_WASM_STACK = 1 << 20  # bytes of native stack one guest call may use
 DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024  # linear memory of one instance
+MEMORY_RESERVATION = DEFAULT_MEMORY_LIMIT
+MEMORY_GUARD = 64 * 1024
 INSTANTIATE_FUEL = 10**9  # instantiation runs no contract code; this is a safety net
-ENGINE_SETTINGS = f"fuel,nan-canon,stack={MAX_WASM_STACK}"
+ENGINE_SETTINGS = f"fuel,nan-canon,stack={MAX_WASM_STACK},reserve={MEMORY_RESERVATION}"
 
 
 class HostAbort(Exception):  # noqa: N818 -- raised through wasmtime, which wants Exception
@@ -72,6 +74,12 @@ class Vm:
         config.cranelift_nan_canonicalization = True
         config.max_wasm_stack = MAX_WASM_STACK
         config.wasm_relaxed_simd_deterministic = True
+        # The enclave caps its address space (sim: RLIMIT_AS; SGX: the enclave size), so
+        # no memory gets wasmtime's default 4 GiB reservation plus 2 GiB guard; bounds are
+        # checked explicitly instead, and a memory that outgrows its reservation moves.
+        config.memory_reservation = MEMORY_RESERVATION
+        config.memory_guard_size = MEMORY_GUARD
+        config.memory_reservation_for_growth = MEMORY_GUARD
         self.engine = wasmtime.Engine(config)
         self.compiled_path = self._compiled_path()
         self.component = self._load_component()

@@ -37,6 +37,7 @@ import sealbridge.contracts.sdk as sdk
 
 # modules preloaded into the snapshot so a contract's import costs nothing
 import bisect  # noqa: F401
+import copy  # noqa: F401
 import collections  # noqa: F401
 import dataclasses  # noqa: F401
 import decimal  # noqa: F401
@@ -79,12 +80,23 @@ REMOVED_BUILTINS = (
 )  # fmt: skip
 MAX_DEPTH = 64
 MAX_MESSAGE = 1000
+MAX_VALUE_SIZE = 1 << 20  # as contracts/gas.py (the host enforces its own copy)
+MAX_WRITE_BYTES = 4 << 20
 _real_import = __import__
 
 
 # -- msgpack encoder (guest -> host) ------------------------------------------------------
 class EncodeError(ValueError):
     pass
+
+
+class Packed:
+    """A value encoded already (a buffered write)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
 
 
 def _pack_into(out, value, depth):
@@ -119,6 +131,8 @@ def _pack_into(out, value, depth):
         out.append(b"\xdd" + len(value).to_bytes(4, "big"))
         for item in value:
             _pack_into(out, item, depth + 1)
+    elif kind is Packed:
+        out.append(value.data)
     elif kind is dict:
         if depth >= MAX_DEPTH:
             raise EncodeError("a value is nested too deeply")
@@ -130,10 +144,14 @@ def _pack_into(out, value, depth):
         raise EncodeError(f"a {kind.__name__} cannot be stored or passed")
 
 
-def pack(value):
+def pack_bytes(value):
     out = []
     _pack_into(out, value, 0)
-    return b"".join(out).decode("latin-1")
+    return b"".join(out)
+
+
+def pack(value):
+    return pack_bytes(value).decode("latin-1")
 
 
 def _ask(op, parts):
@@ -165,18 +183,32 @@ class GuestStorage:
     buffer reaches the host with the reply (or earlier, before a read that needs the
     host's whole view of a map). The host validates, charges and journals every write."""
 
-    __slots__ = ("cache", "writes", "read_only")
+    __slots__ = ("cache", "writes", "read_only", "written")
 
     def __init__(self, read_only):
         self.cache = {}
         self.writes = {}
         self.read_only = read_only
+        self.written = 0
 
-    def _write(self, slot, record, value):
+    def _write(self, slot, kind, name, key, value):
         if self.read_only:
             raise sdk.StorageError("storage is read-only in a query")
-        self.writes[slot] = record
-        self.cache[slot] = value
+        try:
+            data = pack_bytes(value)
+        except EncodeError as exc:
+            raise sdk.StorageError(f"{name} cannot hold this value: {exc}") from None
+        if len(data) > MAX_VALUE_SIZE:
+            raise sdk.ContractError(
+                f"a stored value may be at most {MAX_VALUE_SIZE} bytes ({name})", "too_large"
+            )
+        self.written += len(data)
+        if self.written > MAX_WRITE_BYTES:
+            raise sdk.ContractError(
+                f"a command may write at most {MAX_WRITE_BYTES} bytes", "too_large"
+            )
+        self.writes[slot] = [kind, name, key, Packed(data)]
+        self.cache[slot] = _ABSENT if kind == DELETE_ITEM else _copy(value)
 
     def flush(self):
         if self.writes:
@@ -200,7 +232,7 @@ class GuestStorage:
         return _copy(default) if value is _ABSENT else _copy(value)
 
     def set_value(self, name, value):
-        self._write((0, name), [WRITE_VALUE, name, None, value], _copy(value))
+        self._write((0, name), WRITE_VALUE, name, None, value)
 
     def get_item(self, name, key, default):
         slot = (1, name, type(key), key)
@@ -213,10 +245,10 @@ class GuestStorage:
         return _copy(default) if value is _ABSENT else _copy(value)
 
     def set_item(self, name, key, value):
-        self._write((1, name, type(key), key), [WRITE_ITEM, name, key, value], _copy(value))
+        self._write((1, name, type(key), key), WRITE_ITEM, name, key, value)
 
     def delete_item(self, name, key):
-        self._write((1, name, type(key), key), [DELETE_ITEM, name, key, None], _ABSENT)
+        self._write((1, name, type(key), key), DELETE_ITEM, name, key, None)
 
     def has_item(self, name, key):
         value = self.cache.get((1, name, type(key), key), _MISSING)
