@@ -152,7 +152,6 @@ def attack(
     return out
 
 
-
 def nested(depth: int) -> Any:
     value: Any = 1
     for _ in range(depth):
@@ -217,7 +216,9 @@ def test_infinite_recursion_is_stopped() -> None:
 
 def test_recursion_in_c_is_stopped() -> None:
     # repr of a deeply nested list recurses in C, not in Python frames
-    attack("x = []\nfor i in range(10**6):\n    x = [x]\ny = repr(x)", "stack_overflow", gas=WORK_GAS)
+    attack(
+        "x = []\nfor i in range(10**6):\n    x = [x]\ny = repr(x)", "stack_overflow", gas=WORK_GAS
+    )
 
 
 # -- a failed call cannot be kept --------------------------------------------------------------
@@ -280,7 +281,10 @@ def test_callee_writes_survive_only_with_the_caller() -> None:
     ex.add(VICTIM_ID, load_program(VICTIM.encode()), deployer=ALICE, domain=DOMAIN)
     body = "self.call(VICTIM, 'book')\nrequire_fail = 1 // 0"
     ex.add(
-        HOSTILE_ID, load_program(hostile_source(body, helpers).encode()), deployer=ALICE, domain=DOMAIN
+        HOSTILE_ID,
+        load_program(hostile_source(body, helpers).encode()),
+        deployer=ALICE,
+        domain=DOMAIN,
     )
     attack(body, "contract_exception", world=ex, gas=WORK_GAS)
     assert query(ex, VICTIM_ID, "booked").value == 0
@@ -442,9 +446,7 @@ def test_state_outside_storage_never_outlives_a_block() -> None:
         restarted.add(cid, program, deployer=ALICE)
         run_blocks(restarted, cid, blocks[:cut])
         fresh = Executor()  # a new process: storage from the snapshot, no instances
-        fresh.add(
-            cid, program, deployer=ALICE, storage=_copy_storage(restarted.get(cid).storage)
-        )
+        fresh.add(cid, program, deployer=ALICE, storage=_copy_storage(restarted.get(cid).storage))
         assert run_blocks(fresh, cid, blocks[cut:]) == outcomes[cut:]
 
 
@@ -456,9 +458,9 @@ def _copy_storage(storage: Any) -> Any:
 
 def test_a_failed_command_leaves_no_state_in_its_instance() -> None:
     cid = b"\x42" * 32
-    source = CLOSURE.replace("return len(seen)", "require(len(seen) > 1, 'first')\n        return len(seen)").replace(
-        "import ANYONE,", "import ANYONE, require,"
-    )
+    source = CLOSURE.replace(
+        "return len(seen)", "require(len(seen) > 1, 'first')\n        return len(seen)"
+    ).replace("import ANYONE,", "import ANYONE, require,")
     ex = Executor()
     ex.add(cid, load_program(source.encode()), deployer=ALICE)
     first, second = run_blocks(ex, cid, [1, 1])

@@ -75,6 +75,7 @@ from sealbridge.contracts.gas import (
     MAX_MESSAGE_SIZE,
     MAX_MESSAGES_PER_COMMAND,
     MAX_RESULT_SIZE,
+    MAX_STORAGE_BYTES,
     MAX_VALUE_SIZE,
     MAX_WRITE_BYTES,
     QUERY_GAS_LIMIT,
@@ -247,7 +248,9 @@ def inspect_class(cls: type[sdk.Contract]) -> dict[str, MethodSpec]:
         kinds = {}
         for p in params:
             annotation = p.annotation
-            shown = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+            shown = (
+                annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+            )
             if shown in ARG_KINDS:
                 kinds[p.name] = shown
         specs[name] = MethodSpec(
@@ -282,7 +285,13 @@ def _parse_method_table(table: Any) -> dict[str, MethodSpec]:
         try:
             name, kind, params, required, kinds, bad = row
             spec = msgspec.convert(
-                {"name": name, "kind": kind, "params": params, "required": required, "kinds": kinds},
+                {
+                    "name": name,
+                    "kind": kind,
+                    "params": params,
+                    "required": required,
+                    "kinds": kinds,
+                },
                 MethodSpec,
             )
         except (ValueError, TypeError, msgspec.ValidationError) as exc:
@@ -409,7 +418,9 @@ class _PlainFrame:
         self.run = run
 
     def call(self, contract_id: bytes, method: str, args: dict[str, Any]) -> Any:
-        return self.executor.call_nested(self.run, self.deployed, self.env, contract_id, method, args)
+        return self.executor.call_nested(
+            self.run, self.deployed, self.env, contract_id, method, args
+        )
 
     def send(self, contract_id: bytes, method: str, args: dict[str, Any]) -> None:
         self.executor.queue_message(self.run, self.deployed, contract_id, method, args)
@@ -506,7 +517,9 @@ class Executor:
         self._run = run
         journal = self._journal
         try:
-            value = self._invoke(run, deployed, "init" if is_init else "command", method, checked, env)
+            value = self._invoke(
+                run, deployed, "init" if is_init else "command", method, checked, env
+            )
         except (Abort, ExecutionError, VmTrap) as exc:
             journal.roll_back()
             for ran in run.ran:
@@ -522,9 +535,7 @@ class Executor:
             block_journal.absorb(journal)
         else:
             journal.entries.clear()
-        return Outcome(
-            ok=True, value=value, gas_used=compute_gas(run.used), messages=run.outbox
-        )
+        return Outcome(ok=True, value=value, gas_used=compute_gas(run.used), messages=run.outbox)
 
     def _instance_for(self, run: _Run, deployed: Deployed) -> VmInstance:
         """The contract's instance for this block (loading its module, on this run's fuel)."""
@@ -675,9 +686,11 @@ class Executor:
             if op == OP_CALL:
                 value = self._host_call(instance, run, deployed, env, parts)
             elif op == OP_SEND:
-                value = self._host_send(instance, run, deployed, parts)
+                self._host_send(instance, run, deployed, parts)
+                value = None
             elif op == OP_WRITE and len(parts) == 1:
-                value = self._apply_writes(run, deployed, parts[0], instance)
+                self._apply_writes(run, deployed, parts[0], instance)
+                value = None
             else:
                 value = self._host_read(instance, deployed.storage, op, parts)
         except StorageError as exc:
@@ -747,6 +760,8 @@ class Executor:
                 instance.charge(fuel)
             else:
                 run.charge(fuel)
+        if writes and storage.get_size() > MAX_STORAGE_BYTES:
+            raise TooLarge(f"a contract's state may hold at most {MAX_STORAGE_BYTES} bytes")
 
     def _host_call(
         self, instance: VmInstance, run: _Run, caller: Deployed, env: sdk.Env, parts: list[Any]
@@ -919,4 +934,3 @@ def _check_key_kind(storage: Storage, name: str, key: Any) -> None:
         first = next(iter(slots))
         if type(first) is not type(key):
             raise StorageError(f"map {name!r} has {type(first).__name__} keys")
-

@@ -44,6 +44,7 @@ MAX_VALUE_SIZE = 1 << 20  # bytes of one stored value's encoding
 MAX_WRITE_BYTES = 4 << 20  # bytes one command may write in all
 MAX_RESULT_SIZE = 1 << 20  # bytes of a command's or query's result
 MAX_MESSAGE_SIZE = 16 * 1024  # bytes of one message's arguments
+MAX_STORAGE_BYTES = 8 << 20  # bytes of one contract's whole state (keys and values)
 
 
 def compute_gas(fuel: int) -> int:

@@ -318,8 +318,6 @@ class PolicyChecker(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-
-
 _ALLOWED_TEXT = f" (allowed: the SDK, {', '.join(sorted(ALLOWED_MODULES - {'__future__'}))})"
 
 

@@ -130,11 +130,11 @@ class StorageAccess(Protocol):
 
     def get_value(self, name: str, default: Any) -> Any: ...
 
-    def set_value(self, name: str, value: Any) -> None: ...
+    def set_value(self, name: str, value: Any) -> object: ...
 
     def get_item(self, name: str, key: Any, default: Any) -> Any: ...
 
-    def set_item(self, name: str, key: Any, value: Any) -> None: ...
+    def set_item(self, name: str, key: Any, value: Any) -> object: ...
 
     def delete_item(self, name: str, key: Any) -> None: ...
 
@@ -148,8 +148,11 @@ class StorageAccess(Protocol):
 class Context(Protocol):
     """What the executor gives a running contract (hidden from contract code)."""
 
-    env: Env
-    storage: StorageAccess
+    @property
+    def env(self) -> Env: ...
+
+    @property
+    def storage(self) -> StorageAccess: ...
 
     def call(self, contract_id: bytes, method: str, args: dict[str, Any]) -> Any: ...
 
@@ -229,7 +232,7 @@ class MapView(Generic[K, T]):
             raise StorageError(
                 f"{self._name} keys are {self._key_kind.__name__}, got {type(key).__name__}"
             )
-        if type(key) is int:
+        if isinstance(key, int):
             check_int(key, f"{self._name} key")
         return key
 
@@ -385,7 +388,9 @@ def is_reader(instance: Contract, function: Any, args: dict[str, Any], caller: b
     if readers == ANYONE:
         return ""
     if readers == DEPLOYER:
-        return "" if caller == instance.env.deployer else "only the contract's deployer may ask this"
+        return (
+            "" if caller == instance.env.deployer else "only the contract's deployer may ask this"
+        )
     if isinstance(readers, ArgReader):
         if args.get(readers.name) == caller:
             return ""

@@ -92,6 +92,10 @@ def canonical_copy(value: Any, what: str) -> tuple[Any, int]:
     return msgspec.msgpack.decode(data), len(data)
 
 
+def _key_size(name: str, key: Any) -> int:
+    return len(name) + (8 if type(key) is int else len(key))
+
+
 def copy_out(value: Any) -> Any:
     """What a read returns: scalars as they are, containers as fresh copies."""
     if type(value) is list or type(value) is dict:
@@ -111,12 +115,20 @@ class Journal:
         self.entries.append((slots, key, slots.get(key, _MISSING)))
 
     def roll_back(self) -> None:
-        for slots, key, previous in reversed(self.entries):
+        self.roll_back_to(0)
+
+    def mark(self) -> int:
+        """A point to roll back to (the records kept so far)."""
+        return len(self.entries)
+
+    def roll_back_to(self, mark: int) -> None:
+        """Undo the records made after ``mark`` (newest first)."""
+        for slots, key, previous in reversed(self.entries[mark:]):
             if previous is _MISSING:
                 slots.pop(key, None)
             else:
                 slots[key] = previous
-        self.entries.clear()
+        del self.entries[mark:]
 
     def absorb(self, other: Journal) -> None:
         """Keep another journal's records (a finished command's, inside a block)."""
@@ -135,6 +147,29 @@ class Storage:
         }
         self.journal: Journal | None = None
         self.writable = True
+        # encoded bytes per slot and in all (journaled like the slots themselves), so a
+        # contract's state can be capped without encoding it
+        self.sizes: dict[tuple[Any, ...], int] = {}
+        for name, value in self.values.items():
+            self.sizes[("v", name)] = len(name) + canonical_copy(value, name)[1]
+        for name, slots in self.maps.items():
+            for key, item in slots.items():
+                self.sizes[("m", name, key)] = _key_size(name, key) + canonical_copy(item, name)[1]
+        self.total = {"size": sum(self.sizes.values())}
+
+    def get_size(self) -> int:
+        """About how many bytes the persisted state takes (keys and values)."""
+        return int(self.total["size"])
+
+    def _resize(self, slot: tuple[Any, ...], size: int) -> None:
+        if self.journal is not None:
+            self.journal.record(self.sizes, slot)
+            self.journal.record(self.total, "size")
+        self.total["size"] += size - self.sizes.get(slot, 0)
+        if size:
+            self.sizes[slot] = size
+        else:
+            self.sizes.pop(slot, None)
 
     # -- values -----------------------------------------------------------------------
     def get_value(self, name: str, default: Any) -> Any:
@@ -146,6 +181,7 @@ class Storage:
         stored, size = self._prepare(value, f"value {name!r}")
         self._record(self.values, name)
         self.values[name] = stored
+        self._resize(("v", name), len(name) + size)
         return size
 
     # -- maps -------------------------------------------------------------------------
@@ -165,6 +201,7 @@ class Storage:
         slots = self.get_map(name)
         self._record(slots, key)
         slots[key] = stored
+        self._resize(("m", name, key), _key_size(name, key) + size)
         return size
 
     def delete_item(self, name: str, key: Any) -> None:
@@ -173,6 +210,7 @@ class Storage:
             self._prepare(None, f"{name}[{key!r}]")
             self._record(slots, key)
             del slots[key]
+            self._resize(("m", name, key), 0)
 
     def has_item(self, name: str, key: Any) -> bool:
         slots = self.maps.get(name)

@@ -50,6 +50,68 @@ def decode(data: bytes, kind: type[T]) -> T:
         return msgspec.msgpack.decode(data, type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise EncodingError(f"malformed {_name(kind)}: {exc}") from exc
+    except RecursionError as exc:
+        raise EncodingError(f"malformed {_name(kind)}: nested too deeply") from exc
+
+
+# msgpack first bytes: how many bytes follow the marker before the next item, for the
+# fixed-size kinds; containers and variable-size kinds are handled by check_nesting
+_FIXED_FOLLOW = {
+    0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
+    0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8, 0xD4: 2, 0xD5: 3, 0xD6: 5, 0xD7: 9, 0xD8: 17,
+}  # fmt: skip
+_SIZED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin8..32, str8..32
+_EXT = {0xC7: 1, 0xC8: 2, 0xC9: 4}
+_ARRAYS = {0xDC: 2, 0xDD: 4}
+_MAPS = {0xDE: 2, 0xDF: 4}
+
+
+def check_nesting(data: bytes, limit: int) -> None:
+    """Refuse msgpack ``data`` whose arrays and maps nest deeper than ``limit``, before any
+    decoder recurses into it (iterative: a hostile depth costs a loop, not the stack).
+    Truncated data is left for the decoder to refuse."""
+    view = memoryview(data)
+    end = len(view)
+    pos = 0
+    pending: list[int] = []  # items still to read at each open level
+    while pos < end:
+        marker = view[pos]
+        pos += 1
+        items = -1
+        if marker <= 0x7F or marker >= 0xE0:
+            pass
+        elif 0x80 <= marker <= 0x8F:
+            items = 2 * (marker & 0x0F)
+        elif 0x90 <= marker <= 0x9F:
+            items = marker & 0x0F
+        elif 0xA0 <= marker <= 0xBF:
+            pos += marker & 0x1F
+        elif marker in _FIXED_FOLLOW:
+            pos += _FIXED_FOLLOW[marker]
+        elif marker in _SIZED:
+            width = _SIZED[marker]
+            pos += width + int.from_bytes(view[pos : pos + width], "big")
+        elif marker in _EXT:
+            width = _EXT[marker]
+            pos += width + 1 + int.from_bytes(view[pos : pos + width], "big")
+        elif marker in _ARRAYS or marker in _MAPS:
+            width = _ARRAYS.get(marker) or _MAPS[marker]
+            count = int.from_bytes(view[pos : pos + width], "big")
+            pos += width
+            items = count if marker in _ARRAYS else 2 * count
+        else:
+            return  # 0xC1 (never used): the decoder refuses it
+        if items > 0:
+            if len(pending) >= limit:
+                raise EncodingError(f"data nests deeper than {limit} levels")
+            if pending:
+                pending[-1] -= 1
+            pending.append(items)
+            continue
+        if pending:
+            pending[-1] -= 1
+        while pending and pending[-1] == 0:
+            pending.pop()
 
 
 def is_canonical(data: bytes, kind: type[Any]) -> bool:

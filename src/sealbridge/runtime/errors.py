@@ -45,6 +45,13 @@ class StaleBlock(RuntimeRefusal):
     code = "stale_block"
 
 
+class BlockFull(RuntimeRefusal):
+    """A command would take the block's output (results, messages, state) past its
+    budget; it is refused whole and may be sent again."""
+
+    code = "block_full"
+
+
 class QueryRefused(RuntimeRefusal):
     code = "query_refused"
 

@@ -75,7 +75,7 @@ from sealbridge.contracts.executor import (
 )
 from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
 from sealbridge.contracts.storage import Journal, PersistedStorage, Storage
-from sealbridge.core.encoding import Message, decode, decode_canonical, encode
+from sealbridge.core.encoding import Message, check_nesting, decode, decode_canonical, encode
 from sealbridge.core.errors import DecryptionError, EncodingError, InvalidSignature
 from sealbridge.core.ids import hash_message, keccak, tagged_hash
 from sealbridge.crypto import aead, ecies
@@ -99,6 +99,7 @@ from sealbridge.runtime.chainview import (
 )
 from sealbridge.runtime.errors import (
     BadCommandSignature,
+    BlockFull,
     ChainAlreadyConfigured,
     CheckpointRefused,
     CheckpointUnconfirmed,
@@ -160,6 +161,9 @@ from sealbridge.tee.enclave import EnclaveKeys
 RandomBytes = Callable[[int], bytes]
 ENVELOPE: Any = SignedCommand | SignedMessage
 QUERY_MAX_AGE = 300  # seconds between a query's issued_at and the enclave clock
+MAX_BODY_NESTING = 72  # levels of a command, message or query body (arguments: 64)
+MAX_BLOCK_MESSAGES = 256  # messages all commands of one block may send
+MAX_BLOCK_OUTPUT = 24 * 1024 * 1024  # bytes of results, messages and touched state per block
 STATUS_APPLIED = "applied"
 HISTORY_KEPT = 512  # roots remembered per contract, to compare with accepted outputs
 CHECKPOINT_CONFIRM_WINDOW = 256  # the ledger checks blockhash(end): 256 blocks at most
@@ -317,6 +321,7 @@ class ContractRuntime:
             if isinstance(envelope, SignedMessage):
                 return self.open_message(envelope, directory or {})
             signed = envelope
+            check_nesting(signed.body, MAX_BODY_NESTING)
             body = decode_canonical(signed.body, CommandBody)
         except EncodingError as exc:
             raise MalformedCommand(f"command is malformed: {exc.message}") from exc
@@ -348,6 +353,7 @@ class ContractRuntime:
     def open_message(
         self, signed: SignedMessage, directory: dict[bytes, DirectoryEntry]
     ) -> MessageBody:
+        check_nesting(signed.body, MAX_BODY_NESTING)
         body = decode_canonical(signed.body, MessageBody)
         source = directory.get(body.source)
         if source is None:
@@ -574,6 +580,7 @@ class WorkerRuntime:
         self.random_bytes: RandomBytes = enclave.random_bytes
         self.contracts: dict[bytes, ContractRuntime] = {}
         self.executor = Executor()
+        self._block_results = 0  # bytes of sealed results in the block being applied
         self.directory: dict[bytes, DirectoryEntry] = {}
         self.verified_keys: set[bytes] = set()  # directory entries read from the chain
         self.latest_block = 0  # the newest block the host delivered (queries see this time)
@@ -846,6 +853,7 @@ class WorkerRuntime:
         touched: dict[bytes, int] = {}
         receipts: list[Receipt] = []
         outgoing: list[OutgoingMessage] = []
+        self._block_results = 0
         try:
             for command in block.commands:
                 receipts.append(self.process_command(command, block, journal, touched, outgoing))
@@ -879,6 +887,50 @@ class WorkerRuntime:
         )
 
     def process_command(
+        self,
+        command: InboxCommand,
+        block: BlockInput,
+        journal: Journal,
+        touched: dict[bytes, int],
+        outgoing: list[OutgoingMessage],
+    ) -> Receipt:
+        """Apply one command of a block. Whatever goes wrong with this one command -- a
+        refusal, an unforeseen error while decoding or running it, or a result that would
+        overflow the block's budget -- refuses it alone: its changes are undone and its
+        receipt says why; the block and the process go on."""
+        runtime = self.contracts[command.contract_id]
+        mark, sent = journal.mark(), len(outgoing)
+        applied, seen = runtime.commands_applied, set(touched)
+        try:
+            receipt = self._process_command(command, block, journal, touched, outgoing)
+            results = self._block_results + len(receipt.sealed_result)
+            if self._is_over_budget(touched, outgoing, results):
+                raise BlockFull("the block's output budget is used up; send it again later")
+        except (MemoryError, DirectoryIncomplete):
+            raise  # the block is retried: this process's trouble, or the host owes keys
+        except Exception as exc:  # noqa: BLE001 -- one command never stops the block
+            journal.roll_back_to(mark)
+            del outgoing[sent:]
+            runtime.commands_applied = applied
+            for cid in set(touched) - seen:
+                if cid != command.contract_id:
+                    del touched[cid]
+            touched[command.contract_id] = touched.get(command.contract_id, 0) + 1
+            code = exc.code if isinstance(exc, BlockFull) else "internal_error"
+            return Receipt(contract_id=command.contract_id, seq=command.seq, status=code)
+        self._block_results = results
+        return receipt
+
+    def _is_over_budget(
+        self, touched: dict[bytes, int], outgoing: list[OutgoingMessage], results: int
+    ) -> bool:
+        if len(outgoing) > MAX_BLOCK_MESSAGES:
+            return True
+        size = results + sum(len(m.ciphertext) for m in outgoing)
+        size += sum(self.contracts[cid].storage.get_size() for cid in touched)
+        return size > MAX_BLOCK_OUTPUT
+
+    def _process_command(
         self,
         command: InboxCommand,
         block: BlockInput,
@@ -969,6 +1021,7 @@ class WorkerRuntime:
         ``now`` is the enclave's clock; a query issued more than QUERY_MAX_AGE seconds away
         from it is refused, so a relayed old query cannot be answered again much later."""
         try:
+            check_nesting(request.body, MAX_BODY_NESTING)
             body = decode_canonical(request.body, QueryBody)
         except EncodingError as exc:
             raise QueryRefused(f"query is malformed: {exc.message}") from exc

@@ -26,19 +26,10 @@ Payloads from the host are marshal data; payloads to the host are msgpack built 
 small encoder below (deterministic, depth- and size-bounded).
 """
 
-import marshal
-import struct
-import sys
-
-import wit_world
-from wit_world import host as _host
-
-import sealbridge.contracts.sdk as sdk
-
 # modules preloaded into the snapshot so a contract's import costs nothing
 import bisect  # noqa: F401
-import copy  # noqa: F401
 import collections  # noqa: F401
+import copy  # noqa: F401
 import dataclasses  # noqa: F401
 import decimal  # noqa: F401
 import enum  # noqa: F401
@@ -48,12 +39,20 @@ import heapq  # noqa: F401
 import inspect
 import itertools  # noqa: F401
 import json  # noqa: F401
+import marshal
 import math  # noqa: F401
 import operator  # noqa: F401
 import re  # noqa: F401
 import statistics  # noqa: F401
 import string  # noqa: F401
+import struct
+import sys
 import typing  # noqa: F401
+
+import wit_world
+from wit_world import host as _host
+
+import sealbridge.contracts.sdk as sdk
 
 OP_GET_VALUE = 1
 OP_GET_ITEM = 2
