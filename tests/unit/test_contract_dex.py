@@ -280,3 +280,58 @@ def test_swaps_never_shrink_the_product(trades: list[tuple[bool, int]]) -> None:
         assert ra * rb >= product
         product = ra * rb
         assert_backed(world)
+
+
+DRAINER = """
+from sealbridge.contracts.sdk import ANYONE, Contract, Value, command, query
+
+
+def deposit(contract, dex, amount):
+    try:
+        contract.call(dex, "add_liquidity", amount_a=amount, amount_b=amount)
+    finally:
+        raise ValueError("turn the token's refusal into an ordinary error")
+
+
+class Drainer(Contract):
+    done = Value(int, default=0)
+
+    @command
+    def deposit_nothing(self, dex: bytes, amount: int) -> int:
+        try:
+            deposit(self, dex, amount)
+        except ValueError:
+            pass
+        return 0
+
+    @command
+    def withdraw(self, dex: bytes, shares: int) -> dict:
+        return self.call(dex, "remove_liquidity", shares=shares)
+"""
+
+
+def test_a_swallowed_deposit_failure_cannot_drain_the_pool() -> None:
+    # issue 13's theft: a contract with no tokens wraps add_liquidity in try/finally so
+    # the token's refusal is hidden, keeps the shares the DEX booked, then withdraws them.
+    # In the VM a failed callee ends the whole command, and the DEX books no share before
+    # both deposits have arrived.
+    from sealbridge.contracts.executor import load_program
+    from tests.unit.contract_helpers import DOMAIN
+
+    world = make_world(True)
+    for token in (TOKEN_A, TOKEN_B):
+        world.fund(token, ALICE, FUNDS)
+        world.approve(token, ALICE, DEX, FUNDS)
+    world.ok(DEX, "add_liquidity", ALICE, amount_a=FUNDS, amount_b=FUNDS)
+    drainer = contract_id("drainer")
+    world.executor.add(drainer, load_program(DRAINER.encode()), deployer=BOB, domain=DOMAIN)
+    before = world.snapshot()
+    out = world.run(drainer, "deposit_nothing", BOB, dex=DEX, amount=FUNDS)
+    assert not out.ok and out.error == "insufficient_allowance", out
+    assert world.snapshot() == before
+    assert world.read(DEX, "shares", drainer, owner=drainer) == 0
+    out = world.run(drainer, "withdraw", BOB, dex=DEX, shares=FUNDS)
+    assert not out.ok and out.error == "insufficient_shares", out
+    assert reserves(world) == (FUNDS, FUNDS)
+    assert world.balance(TOKEN_A, drainer) == world.balance(TOKEN_B, drainer) == 0
+    assert_backed(world)

@@ -125,16 +125,13 @@ class SealedBidAuction(Contract):
                 "bids start at " + str(self.reserve_price),
                 "below_reserve",
             )
-            self.bid_count = self.bid_count + 1
         else:
             require(
                 amount > previous,
                 "a new bid must exceed the previous one (" + str(previous) + ")",
                 "bid_too_low",
             )
-        self.sequence = self.sequence + 1
-        self.bids[caller] = amount
-        self.bid_times[caller] = self.sequence
+        # the escrow first: no bid is booked unless its tokens have arrived
         self.call(
             self.token,
             "transfer_from",
@@ -142,6 +139,11 @@ class SealedBidAuction(Contract):
             to=self.env.contract_id,
             amount=amount - previous,
         )
+        if previous == 0:
+            self.bid_count = self.bid_count + 1
+        self.sequence = self.sequence + 1
+        self.bids[caller] = amount
+        self.bid_times[caller] = self.sequence
         return amount
 
     @command

@@ -136,13 +136,14 @@ class Dex(Contract):
             take_a = ceil_div(minted * reserve_a, total)
             take_b = ceil_div(minted * reserve_b, total)
         caller = self.env.caller
+        here = self.env.contract_id
+        # the deposits first: no share is booked unless both tokens have arrived
+        self.call(self.token_a, "transfer_from", owner=caller, to=here, amount=take_a)
+        self.call(self.token_b, "transfer_from", owner=caller, to=here, amount=take_b)
         self.share_supply = total + minted
         self.holdings[caller] = self.holdings[caller] + minted
         self.reserve_a = reserve_a + take_a
         self.reserve_b = reserve_b + take_b
-        here = self.env.contract_id
-        self.call(self.token_a, "transfer_from", owner=caller, to=here, amount=take_a)
-        self.call(self.token_b, "transfer_from", owner=caller, to=here, amount=take_b)
         return {"shares": minted, "amount_a": take_a, "amount_b": take_b}
 
     @command
@@ -198,16 +199,17 @@ class Dex(Contract):
             "the swap pays " + str(out) + ", less than min_out " + str(min_out),
             "slippage",
         )
+        caller = self.env.caller
+        # the payment in first, then the books, then the payment out
+        self.call(
+            token_in, "transfer_from", owner=caller, to=self.env.contract_id, amount=amount_in
+        )
         if token_in == self.token_a:
             self.reserve_a = reserve_in + amount_in
             self.reserve_b = reserve_out - out
         else:
             self.reserve_b = reserve_in + amount_in
             self.reserve_a = reserve_out - out
-        caller = self.env.caller
-        self.call(
-            token_in, "transfer_from", owner=caller, to=self.env.contract_id, amount=amount_in
-        )
         self.call(token_out, "transfer", to=caller, amount=out)
         return out
 
