@@ -36,6 +36,8 @@ class ReplayJob(Message, frozen=True):
 class ReplayResult(Message, frozen=True):
     roots: list[list[tuple[bytes, bytes]]]  # per block: (contract id, state root), sorted
     statuses: list[list[str]]  # per block: each receipt's status
+    # per block: every sender's latest result (contract, sender, nonce, ok, error, gas)
+    results: list[list[tuple[bytes, str, int, bool, str, int]]] = []
 
 
 def read_frame(stream: BinaryIO) -> bytes | None:
@@ -77,11 +79,19 @@ def replay(job: ReplayJob) -> ReplayResult:
         )
     roots: list[list[tuple[bytes, bytes]]] = []
     statuses: list[list[str]] = []
+    results: list[list[tuple[bytes, str, int, bool, str, int]]] = []
     for raw in job.blocks:
         out = worker.process_block(decode(raw, BlockInput))
         statuses.append([r.status for r in out.receipts])
         roots.append(sorted((cid, runtime.state_root) for cid, runtime in worker.contracts.items()))
-    return ReplayResult(roots=roots, statuses=statuses)
+        results.append(
+            sorted(
+                (cid, sender, nonce, r.ok, r.error, r.gas_used)
+                for cid, runtime in worker.contracts.items()
+                for sender, (nonce, r) in runtime.last_results.items()
+            )
+        )
+    return ReplayResult(roots=roots, statuses=statuses, results=results)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -89,6 +90,36 @@ def setup_commands(script: Script) -> None:
 
 users = st.sampled_from(sorted(USERS))
 tokens = st.sampled_from(["tok_a", "tok_b"])
+
+
+def nested_value(depth: int) -> Any:
+    """``depth`` nested one-element arrays, as raw msgpack (deeper than encoders recurse)."""
+    return msgspec.Raw(b"\x91" * depth + b"\x01")
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=20)
+    | st.binary(max_size=40)
+)
+hostile_args = st.one_of(
+    st.integers(1, 5_000).map(lambda depth: {"to": nested_value(depth), "amount": 1}),
+    st.integers(1, 5_000).map(lambda depth: {"amount": 1, "junk": nested_value(depth)}),
+    st.binary(max_size=20_000).map(lambda data: {"to": data, "amount": 1}),
+    st.text(max_size=5_000).map(lambda text: {"to": text, "amount": text}),
+    st.dictionaries(
+        st.text(max_size=6),
+        st.recursive(
+            scalars,
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner),
+            max_leaves=20,
+        ),
+        max_size=4,
+    ),
+)
 operations = st.one_of(
     st.tuples(st.just("transfer"), tokens, users, users, st.integers(0, 6_000)),
     st.tuples(st.just("swap"), users, tokens, st.integers(0, 800), st.integers(0, 60)),
@@ -99,10 +130,21 @@ operations = st.one_of(
     st.tuples(st.just("mint"), tokens, users, st.integers(1, 100)),
     st.tuples(st.just("garbage"), tokens, st.binary(min_size=0, max_size=80)),
     st.tuples(st.just("replay"), st.integers(0, 10_000)),
+    st.tuples(
+        st.just("hostile"),
+        st.sampled_from(sorted(IDS)),
+        users,
+        st.sampled_from(["transfer", "swap", "bid", "mint", "setup", "close", "nope", "_ctx"]),
+        hostile_args,
+    ),
 )
 
 
 def apply_operation(script: Script, op: tuple[Any, ...]) -> None:
+    if op[0] == "hostile":
+        _, contract, sender, method, args = op
+        script.command(contract, sender, method, args)
+        return
     kind = op[0]
     if kind == "transfer":
         _, token, sender, to, amount = op

@@ -111,15 +111,13 @@ class Env:
         block_number: int,
         seed: bytes,
     ) -> None:
-        for name, value in (
-            ("contract_id", contract_id),
-            ("caller", caller),
-            ("caller_is_contract", caller_is_contract),
-            ("deployer", deployer),
-            ("block_number", block_number),
-            ("seed", seed),
-        ):
-            object.__setattr__(self, name, value)
+        setter = object.__setattr__
+        setter(self, "contract_id", contract_id)
+        setter(self, "caller", caller)
+        setter(self, "caller_is_contract", caller_is_contract)
+        setter(self, "deployer", deployer)
+        setter(self, "block_number", block_number)
+        setter(self, "seed", seed)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("env is read-only")

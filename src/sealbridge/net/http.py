@@ -73,15 +73,16 @@ def install_error_handler(app: FastAPI) -> None:
 BytesHandler = Callable[[bytes], bytes]
 
 
-def add_bytes_route(app: FastAPI, path: str, handler: BytesHandler) -> None:
-    """POST ``path``: the body is passed as bytes to ``handler``; its bytes are returned."""
+DEFAULT_MAX_BODY = 1 << 20  # bytes of a message body on a route that names no other cap
 
-    async def endpoint(request: Request) -> Response:
-        body = await request.body()
-        result = await _run_blocking(handler, body)
-        return Response(content=result, media_type=MSGPACK)
 
-    app.add_api_route(path, endpoint, methods=["POST"])
+def add_bytes_route(
+    app: FastAPI, path: str, handler: BytesHandler, *, max_body: int = DEFAULT_MAX_BODY
+) -> None:
+    """POST ``path``: the body (at most ``max_body`` bytes, else a typed BodyTooLarge
+    refusal before the rest is read) is passed as bytes to ``handler``; its bytes are
+    returned."""
+    add_raw_post_route(app, path, handler, max_body=max_body, media_type=MSGPACK)
 
 
 async def _run_blocking(handler: BytesHandler, body: bytes) -> bytes:

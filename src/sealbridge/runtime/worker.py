@@ -164,6 +164,7 @@ QUERY_MAX_AGE = 300  # seconds between a query's issued_at and the enclave clock
 MAX_BODY_NESTING = 72  # levels of a command, message or query body (arguments: 64)
 MAX_BLOCK_MESSAGES = 256  # messages all commands of one block may send
 MAX_BLOCK_OUTPUT = 24 * 1024 * 1024  # bytes of results, messages and touched state per block
+MAX_BLOCK_GAS = 100_000_000  # gas all commands of one block may use (bounds one ECALL)
 STATUS_APPLIED = "applied"
 HISTORY_KEPT = 512  # roots remembered per contract, to compare with accepted outputs
 CHECKPOINT_CONFIRM_WINDOW = 256  # the ledger checks blockhash(end): 256 blocks at most
@@ -581,6 +582,8 @@ class WorkerRuntime:
         self.contracts: dict[bytes, ContractRuntime] = {}
         self.executor = Executor()
         self._block_results = 0  # bytes of sealed results in the block being applied
+        self._block_gas = 0  # gas its commands used
+        self._last_gas = 0  # gas of the command just run
         self.directory: dict[bytes, DirectoryEntry] = {}
         self.verified_keys: set[bytes] = set()  # directory entries read from the chain
         self.latest_block = 0  # the newest block the host delivered (queries see this time)
@@ -853,7 +856,7 @@ class WorkerRuntime:
         touched: dict[bytes, int] = {}
         receipts: list[Receipt] = []
         outgoing: list[OutgoingMessage] = []
-        self._block_results = 0
+        self._block_results = self._block_gas = 0
         try:
             for command in block.commands:
                 receipts.append(self.process_command(command, block, journal, touched, outgoing))
@@ -904,8 +907,9 @@ class WorkerRuntime:
         try:
             receipt = self._process_command(command, block, journal, touched, outgoing)
             results = self._block_results + len(receipt.sealed_result)
-            if self._is_over_budget(touched, outgoing, results):
-                raise BlockFull("the block's output budget is used up; send it again later")
+            gas = self._block_gas + self._last_gas
+            if gas > MAX_BLOCK_GAS or self._is_over_budget(touched, outgoing, results):
+                raise BlockFull("the block's budget is used up; send the command again later")
         except (MemoryError, DirectoryIncomplete):
             raise  # the block is retried: this process's trouble, or the host owes keys
         except Exception as exc:  # noqa: BLE001 -- one command never stops the block
@@ -918,7 +922,7 @@ class WorkerRuntime:
             touched[command.contract_id] = touched.get(command.contract_id, 0) + 1
             code = exc.code if isinstance(exc, BlockFull) else "internal_error"
             return Receipt(contract_id=command.contract_id, seq=command.seq, status=code)
-        self._block_results = results
+        self._block_results, self._block_gas = results, gas
         return receipt
 
     def _is_over_budget(
@@ -945,12 +949,14 @@ class WorkerRuntime:
         except RuntimeRefusal as exc:
             return Receipt(contract_id=command.contract_id, seq=command.seq, status=exc.code)
         self.executor.touched.clear()
+        self._last_gas = 0
         if isinstance(body, MessageBody):
             outcome = runtime.execute_message(body, command, block, journal)
         else:
             journal.record(runtime.nonces, body.sender.hex())
             runtime.nonces[body.sender.hex()] = body.nonce
             outcome = runtime.execute(body, command, block, journal)
+        self._last_gas = outcome.gas_used
         for cid in self.executor.touched:
             touched.setdefault(cid, 0)
         if outcome.ok:

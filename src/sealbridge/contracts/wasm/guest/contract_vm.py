@@ -100,7 +100,16 @@ class Packed:
 
 def _pack_into(out, value, depth):
     kind = type(value)
-    if value is None:
+    if kind is str:
+        data = value.encode("utf-8", "surrogatepass")
+        out.append(b"\xdb" + len(data).to_bytes(4, "big"))
+        out.append(data)
+    elif kind is bytes:
+        out.append(b"\xc6" + len(value).to_bytes(4, "big"))
+        out.append(value)
+    elif kind is int and 0 <= value < 128:
+        out.append(_SMALL[value])
+    elif value is None:
         out.append(b"\xc0")
     elif kind is bool:
         out.append(b"\xc3" if value else b"\xc2")
@@ -143,6 +152,9 @@ def _pack_into(out, value, depth):
         raise EncodeError(f"a {kind.__name__} cannot be stored or passed")
 
 
+_SMALL = [bytes((i,)) for i in range(128)]
+
+
 def pack_bytes(value):
     out = []
     _pack_into(out, value, 0)
@@ -154,14 +166,19 @@ def pack(value):
 
 
 def _ask(op, parts):
+    out = [b"\xdd" + len(parts).to_bytes(4, "big")]
     try:
-        payload = pack(parts)
+        for part in parts:
+            _pack_into(out, part, 1)
     except EncodeError as exc:
         raise sdk.StorageError(str(exc)) from None
-    ok, value = marshal.loads(_host(op, payload).encode("latin-1"))
+    ok, value = _loads(_host(op, b"".join(out).decode("latin-1")).encode("latin-1"))
     if not ok:
         raise sdk.StorageError(value)
     return value
+
+
+_loads = marshal.loads
 
 
 def _copy(value):
@@ -372,12 +389,13 @@ def _invoke(kind, method, args, env):
         raise sdk.ContractError("no contract is loaded", "not_loaded")
     storage = GuestStorage(kind == "query")
     instance = cls(GuestContext(sdk.Env(*env), storage))
+    function = getattr(cls, method)
     if kind == "query":
-        why = sdk.is_reader(instance, getattr(cls, method), args, env[1])
+        why = sdk.is_reader(instance, function, args, env[1])
         if why:
             return ["denied", why]
-    value = getattr(instance, method)(**args)
-    return ["ok", value, storage.take_writes()]
+    value = function(instance, **args)
+    return ["ok", value, list(storage.writes.values())]
 
 
 def _failure(exc):
