@@ -1,4 +1,4 @@
-"""Benchmark 4: the reference contracts, plain vs sandboxed vs the runtime vs end to end.
+"""Benchmark 4: the reference contracts, plain vs the WebAssembly VM vs the runtime vs end to end.
 
 Four workloads (``bench/workloads.py``): token transfers; DEX swaps (two tokens and a
 constant-product DEX, two synchronous token calls per swap); sealed-bid auction bids (one
@@ -8,13 +8,14 @@ same deploys and set-up (untimed) through the same timed blocks:
 
 * **direct** -- the contract classes called as plain Python methods with a trivial
   context (storage in two dicts, a synchronous call is a method call): the floor;
-* **plain** -- the same classes on the platform's executor without sandbox or metering
-  (``load_builtin(name, sandboxed=False)`` on ``Executor(metered=False)``): no sandbox, no
-  metering, no encryption. **The baseline every ratio is taken against**;
-* **sandboxed** -- ``load_builtin(name)`` (policy-checked, RestrictedPython, gas
-  instrumented) on ``Executor()`` (metered): the sandbox's own cost;
+* **plain** -- the same classes on the platform's executor as ordinary Python
+  (``load_builtin(name, sandboxed=False)`` on ``Executor(metered=False)``): no VM, no
+  fuel, no encryption. **The baseline every ratio is taken against**;
+* **wasm** -- ``load_builtin(name)`` on ``Executor()``: the same source in CPython on
+  WebAssembly (wasmtime, fuel = gas, storage and calls through host functions): the
+  VM's own cost;
 * **runtime** -- ``WorkerRuntime.process_block`` on commands sealed beforehand: ECIES
-  decryption, decoding, Ed25519 verification, nonces, sandboxed execution, state root,
+  decryption, decoding, Ed25519 verification, nonces, execution in the VM, state root,
   sealed state and sealed results.
 
 Every variant must apply every command (every executor outcome ok; every runtime receipt
@@ -100,11 +101,11 @@ from sealbridge.runtime import worker as worker_module
 from sealbridge.runtime.envelope import make_query, open_answer, seal_command
 
 NAME = "contracts"
-VARIANTS = ["direct", "plain", "sandboxed", "runtime"]
+VARIANTS = ["direct", "plain", "wasm", "runtime"]
 VARIANT_LABELS = {
     "direct": "direct Python calls (trivial context)",
-    "plain": "plain executor (no sandbox, no gas, no crypto) = baseline",
-    "sandboxed": "sandboxed + metered executor",
+    "plain": "plain executor (no VM, no gas, no crypto) = baseline",
+    "wasm": "executor on the WebAssembly VM (fuel-metered)",
     "runtime": "WorkerRuntime.process_block (full runtime)",
 }
 E2E_WORKERS = 1
@@ -192,7 +193,7 @@ def run_variant(kind: str, scenario: Scenario, sealed: SealedScenario) -> tuple[
         runtime_world = RuntimeWorld(sealed)
         return time_runtime(runtime_world), runtime_world
     world: DirectWorld | ExecutorWorld = (
-        DirectWorld() if kind == "direct" else ExecutorWorld(sandboxed=kind == "sandboxed")
+        DirectWorld() if kind == "direct" else ExecutorWorld(sandboxed=kind == "wasm")
     )
     return time_direct_or_executor(world, scenario), world
 
@@ -267,10 +268,10 @@ def measure_scenario(scenario: Scenario, repeats: int) -> dict[str, Any]:
         "variants": variants,
         "states_equal": True,
         "ratios": {
-            "sandboxed_over_plain": variants["sandboxed"]["slowdown_vs_plain"],
+            "wasm_over_plain": variants["wasm"]["slowdown_vs_plain"],
             "runtime_over_plain": variants["runtime"]["slowdown_vs_plain"],
-            "runtime_over_sandboxed": ratio(
-                variants["runtime"]["us_per_command"], variants["sandboxed"]["us_per_command"]
+            "runtime_over_wasm": ratio(
+                variants["runtime"]["us_per_command"], variants["wasm"]["us_per_command"]
             ),
             "plain_over_direct": variants["plain"]["slowdown_vs_direct"],
         },
@@ -283,7 +284,7 @@ STAGES: list[tuple[str, str]] = [
     ("decrypt", "ECIES decrypt (X25519, HKDF, AES-GCM)"),
     ("decode", "decode SignedCommand + CommandBody"),
     ("verify", "Ed25519 signature verification"),
-    ("execute", "sandboxed, metered execution (run_command)"),
+    ("execute", "execution in the VM (run_command)"),
     ("memory_sample", "  of which: gas meter's memory sample (/proc/self/statm)"),
     ("seal_result", "seal the result for the sender (AES-GCM)"),
     ("state_root", "state root (snapshot, encode, hash)"),
@@ -403,8 +404,8 @@ def profile_runtime(scenario: Scenario, repeats: int, profile_blocks: int) -> di
 CRYPTO = ("cryptography", "/crypto/", "_hashlib", "hashlib", "_blake2")
 AREAS: list[tuple[str, tuple[str, ...]]] = [
     ("crypto (Ed25519, X25519, AES-GCM, HKDF, hashes)", CRYPTO),
-    ("contract code (sandboxed source)", ("<contract>",)),
-    ("sandbox guards + gas meter", ("/contracts/sandbox.py", "/contracts/gas.py")),
+    ("VM (wasmtime calls, guest work)", ("/wasmtime/",)),
+    ("VM host side (engine, host functions)", ("/contracts/wasm/", "/contracts/executor.py")),
     ("SDK + storage", ("/contracts/sdk.py", "/contracts/storage.py")),
     ("executor", ("/contracts/executor.py",)),
     ("runtime (worker.py, messages)", ("/runtime/",)),
@@ -452,7 +453,7 @@ def cprofile_runtime(sealed: SealedScenario, blocks: int) -> dict[str, Any]:
     return {
         "blocks": len(chosen),
         "commands": commands,
-        "note": "cProfile's own overhead inflates Python-level code (sandbox, storage) "
+        "note": "cProfile's own overhead inflates Python-level code (host functions, storage) "
         "more than C-level crypto; read the shares, not the absolute times",
         "total_s": total,
         "by_area": [
@@ -869,7 +870,7 @@ def _run_e2e(home: Path, quick: bool) -> dict[str, Any]:
 
 def run(quick: bool = False, *, e2e: bool = True) -> dict[str, Any]:
     repeats = 2 if quick else 5
-    console.rule("[bold]benchmark 4: reference contracts -- plain, sandboxed, runtime, end to end")
+    console.rule("[bold]benchmark 4: reference contracts -- plain, wasm, runtime, end to end")
     deployer = make_users(1, "deployer")[0]
     scenarios = {
         name: sizes.builder(deployer, **(sizes.quick if quick else sizes.full))
@@ -917,7 +918,7 @@ def print_in_process(workloads: dict[str, Any], repeats: int) -> None:
                 w["label"],
                 str(w["commands"]),
                 *(fmt(v[k]["commands_per_s"], 0) for k in VARIANTS),
-                fmt_ratio(w["ratios"]["sandboxed_over_plain"]),
+                fmt_ratio(w["ratios"]["wasm_over_plain"]),
                 fmt_ratio(w["ratios"]["runtime_over_plain"]),
                 fmt_ratio(v["runtime"]["slowdown_vs_direct"]),
             ]
@@ -925,8 +926,8 @@ def print_in_process(workloads: dict[str, Any], repeats: int) -> None:
     print_table(
         f"in process, commands/s (best of {repeats}); ratios = time per command vs the plain "
         "executor (and vs direct calls)",
-        ["workload", "commands", "direct", "plain", "sandboxed", "runtime",
-         "sandboxed ÷ plain", "runtime ÷ plain", "runtime ÷ direct"],
+        ["workload", "commands", "direct", "plain", "wasm", "runtime",
+         "wasm ÷ plain", "runtime ÷ plain", "runtime ÷ direct"],
         rows,
     )  # fmt: skip
     rows = []
@@ -1042,14 +1043,14 @@ def print_summary(workloads: dict[str, Any], e2e: dict[str, Any] | None) -> None
         rows.append(
             [
                 w["label"],
-                fmt_ratio(w["ratios"]["sandboxed_over_plain"]),
+                fmt_ratio(w["ratios"]["wasm_over_plain"]),
                 fmt_ratio(w["ratios"]["runtime_over_plain"]),
                 fmt_ratio(e["slowdown_vs_plain"]) if e else "-",
             ]
         )
     print_table(
         "slowdown against the same contract class run plainly (time per command; 1.00× = as fast)",
-        ["workload", "sandboxed ÷ plain", "runtime ÷ plain", "e2e sealbridge ÷ e2e plain"],
+        ["workload", "wasm ÷ plain", "runtime ÷ plain", "e2e sealbridge ÷ e2e plain"],
         rows,
     )  # fmt: skip
 

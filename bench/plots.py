@@ -85,7 +85,7 @@ def plot_contracts(data: dict[str, Any]) -> Path:
     kinds = [
         ("direct", "direct calls", "#c4c4c4"),
         ("plain", "plain executor (baseline)", "#8c8c8c"),
-        ("sandboxed", "sandboxed + metered", "#dd8452"),
+        ("wasm", "WebAssembly VM (fuel)", "#dd8452"),
         ("runtime", "full runtime", "#4c72b0"),
     ]
     e2e = (data.get("e2e") or {}).get("workloads", {})

@@ -11,10 +11,11 @@ same scenario runs in every *world*:
 * :class:`ExecutorWorld` -- the platform's executor, either on the plain imported classes
   without metering (``load_builtin(name, sandboxed=False)`` on ``Executor(metered=False)``:
   argument checks, journaled canonical storage, no sandbox, no gas, no crypto) or on the
-  sandboxed classes with metering (``load_builtin(name)`` on ``Executor()``).
+  same source loaded into the WebAssembly VM (``load_builtin(name)`` on ``Executor()``:
+  CPython in wasmtime, fuel-metered, storage through host functions).
 * :class:`RuntimeWorld` -- ``WorkerRuntime.process_block`` in this process on commands
   sealed beforehand (:class:`SealedScenario`): ECIES decryption, decoding, Ed25519
-  verification, nonces, sandboxed metered execution, state roots, sealed state and sealed
+  verification, nonces, execution in the VM, state roots, sealed state and sealed
   results.
 
 Every world reports its final storage in one form (:func:`canonical_state`), so a
@@ -31,7 +32,6 @@ from typing import Any, NamedTuple
 
 from sealbridge.contracts.catalog import get_code_hash, get_source, load_builtin
 from sealbridge.contracts.executor import ContractProgram, Executor, Outcome
-from sealbridge.contracts.gas import Unmetered
 from sealbridge.contracts.sdk import Contract, Env
 from sealbridge.contracts.storage import Storage
 from sealbridge.crypto import ecies
@@ -444,8 +444,14 @@ class DirectStorage:
     def delete_item(self, name: str, key: Any) -> None:
         self.get_map(name).pop(key, None)
 
-    def iter_keys(self, name: str) -> Iterator[Any]:
-        return iter(sorted(self.get_map(name)))
+    def has_item(self, name: str, key: Any) -> bool:
+        return key in self.get_map(name)
+
+    def count_items(self, name: str) -> int:
+        return len(self.get_map(name))
+
+    def list_keys(self, name: str) -> list[Any]:
+        return sorted(self.get_map(name))
 
 
 class DirectContext:
@@ -476,7 +482,9 @@ class DirectWorld:
 
     def deploy(self, cid: bytes, name: str, deployer: bytes, init: dict[str, Any]) -> None:
         program = get_program(name, False)
-        self.contracts[cid] = (program.make_class(Unmetered()), DirectStorage(), deployer)
+        if program.plain_class is None:
+            raise TypeError(f"{name}: not a plain program")
+        self.contracts[cid] = (program.plain_class, DirectStorage(), deployer)
         self.invoke(cid, get_init_method(program), init, deployer, False, DEPLOY_BLOCK)
 
     def invoke(
@@ -521,11 +529,12 @@ class CommandFailed(AssertionError):
 
 
 class ExecutorWorld:
-    """The platform's executor, plain (unsandboxed, unmetered) or sandboxed (metered)."""
+    """The platform's executor, plain (the class as ordinary Python, no fuel) or in the
+    WebAssembly VM (fuel-metered)."""
 
     def __init__(self, sandboxed: bool) -> None:
         self.sandboxed = sandboxed
-        self.kind = "sandboxed" if sandboxed else "plain"
+        self.kind = "wasm" if sandboxed else "plain"
         self.executor = Executor(metered=sandboxed)
         self.failures: list[str] = []
 

@@ -393,7 +393,7 @@ KMEANS_PARTIES = ["alice", "bob", "carol"]
 KMEANS_K = 8
 KMEANS_ITERATIONS = 70
 KMEANS_DIMS = 3
-KMEANS_POINTS_EACH = 300  # sized so that compute needs more than the default gas
+KMEANS_POINTS_EACH = 400  # sized so that compute needs more than the default gas
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ applies.
 
 from __future__ import annotations
 
-import textwrap
 from typing import Any
 
 import pytest
 
+from bench.hostile_catalog import MEMORY_BOMBS, RECURSION, RUNAWAY, hostile_source
 from sealbridge.contracts.executor import ContractProgram, Executor, Outcome, load_program
 from sealbridge.contracts.gas import MAX_MESSAGES_PER_COMMAND
 from sealbridge.contracts.storage import PersistedStorage
@@ -52,39 +52,6 @@ class Counter(Contract):
         return self.count
 """
 
-HOSTILE = """
-from sealbridge.contracts.sdk import ANYONE, Contract, ContractError, Map, Value, command, query
-import re
-
-{helpers}
-
-
-class Hostile(Contract):
-    n = Value(int, default=0)
-    items = Value(list, default=[])
-    table = Value(dict, default={{}})
-    m = Map(bytes, int, default=0)
-    blobs = Map(int, str, default="")
-
-    @command
-    def go(self):
-        self.n = 7
-        self.m[b"k"] = 1
-        self.items = [1, 2, 3]
-{body}
-
-    @command
-    def store(self, size: int) -> int:
-        self.items = list(range(size))
-        return size
-
-    @query(readers=ANYONE)
-    def state(self) -> list:
-        return [self.n, self.m[b"k"], self.items, self.table]
-
-{methods}
-"""
-
 _COUNTER_PROGRAM: ContractProgram | None = None
 
 
@@ -93,14 +60,6 @@ def counter_program() -> ContractProgram:
     if _COUNTER_PROGRAM is None:
         _COUNTER_PROGRAM = load_program(COUNTER.encode())
     return _COUNTER_PROGRAM
-
-
-def hostile_source(body: str, helpers: str = "", methods: str = "") -> str:
-    return HOSTILE.format(
-        body=textwrap.indent(textwrap.dedent(body).strip("\n"), " " * 8),
-        helpers=textwrap.dedent(helpers),
-        methods=textwrap.indent(textwrap.dedent(methods), " " * 4),
-    )
 
 
 def command(ex: Executor, cid: bytes, method: str, gas: int = WORK_GAS, **args: Any) -> Outcome:
@@ -160,65 +119,26 @@ def nested(depth: int) -> Any:
 
 
 # -- work the interpreter does in C is metered by construction ---------------------------
-RUNAWAY = [
-    "while True:\n    pass",
-    "i = 0\nwhile i >= 0:\n    i = i + 1",
-    "x = 0.5 in range(10**18)",
-    "x = range(10**18).count(0.5)",
-    "x = range(10**18).index(0.5)",
-    "d = {}\nfor i in range(10**7):\n    d[i * (2**61 - 1)] = i",
-    "x = list(range(10**5))\nwhile True:\n    y = 0.5 in reversed(x)",
-    "d = {i: i for i in range(10**4)}\nwhile True:\n    d = d | d",
-    "d = {i: i for i in range(10**4)}\nwhile True:\n    x = 0.5 in d.values()",
-    "x = 7 ** (10**9)",
-    "x = re.match('(a+)+b', 'a' * 64)",
-    "x = [i for i in range(10**12)]",
-    "x = sum(range(10**12))",
-    "x = sorted([5] * 4_000_000, key=lambda v: -v)",
-    "x = bytes(range(256))\nwhile True:\n    x = bytes(b for b in x)",
-    "b = bytes(10**7)\nwhile True:\n    x = b.find(b'x')",
-    "b = bytes(10**7)\nc = bytes(10**7)\nwhile True:\n    x = b == c",
-    "try:\n    while True:\n        pass\nexcept ValueError:\n    pass",
-    "try:\n    while True:\n        pass\nfinally:\n    self.n = 99",
-    "try:\n    while True:\n        pass\nfinally:\n    while True:\n        pass",
-]
-
-
-@pytest.mark.parametrize("body", RUNAWAY)
+@pytest.mark.parametrize("body", list(RUNAWAY.values()), ids=list(RUNAWAY))
 def test_runaway_work_runs_out_of_gas(body: str) -> None:
     out = attack(body, "out_of_gas")
     assert out.gas_used == GAS
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        "x = 'a' * 10**9",
-        "x = [0] * 10**9",
-        "x = bytes(10**9)",
-        "x = []\nwhile True:\n    x.append('y' * 10**6)",
-        "x = [[0] * 10**6 for i in range(10**3)]",
-    ],
-)
+@pytest.mark.parametrize("body", list(MEMORY_BOMBS.values()), ids=list(MEMORY_BOMBS))
 def test_memory_bombs_stop_at_the_memory_limit(body: str) -> None:
     out = attack(body, "out_of_memory", gas=WORK_GAS)
     assert out.gas_used == WORK_GAS  # a trap or memory exhaustion consumes all the gas
 
 
 def test_infinite_recursion_is_stopped() -> None:
-    helpers = """
-    def f(n):
-        return f(n + 1)
-    """
-    out = attack("f(0)", "call_depth_exceeded", helpers=helpers, gas=WORK_GAS)
+    out = attack(RECURSION["python_recursion"], "call_depth_exceeded", gas=WORK_GAS)
     assert "line" in out.message
 
 
 def test_recursion_in_c_is_stopped() -> None:
     # repr of a deeply nested list recurses in C, not in Python frames
-    attack(
-        "x = []\nfor i in range(10**6):\n    x = [x]\ny = repr(x)", "stack_overflow", gas=WORK_GAS
-    )
+    attack(RECURSION["c_recursion"], "stack_overflow", gas=WORK_GAS)
 
 
 # -- a failed call cannot be kept --------------------------------------------------------------

@@ -526,8 +526,9 @@ class Executor:
                 self._instances.pop(ran, None)  # their history now holds a failed command
             if exc.code in CONSUME_ALL_GAS:
                 run.used = run.limit
+            message = f"out of gas (limit {gas_limit})" if exc.code == "out_of_gas" else exc.message
             return Outcome(
-                ok=False, error=exc.code, message=exc.message, gas_used=compute_gas(run.used)
+                ok=False, error=exc.code, message=message, gas_used=compute_gas(run.used)
             )
         finally:
             self._run = None
