@@ -5,11 +5,11 @@ minted in block 1; then the same ``blocks × per_block`` encrypted transfers (bu
 sealed before timing) are replayed
 
 * by the same token class run plainly -- ``load_builtin("token", sandboxed=False)`` on
-  ``Executor(metered=False)`` -- on the decoded commands: no crypto, no nonces, no sandbox,
-  no gas. This is the baseline; and sandboxed and metered (``load_builtin("token")`` on
+  ``Executor(metered=False)`` -- on the decoded commands: no crypto, no nonces, no VM,
+  no gas. This is the baseline; and in the WebAssembly VM (``load_builtin("token")`` on
   ``Executor()``), still without crypto;
 * by ``WorkerRuntime.process_block`` in this process (no enclave IPC): decrypt, decode,
-  verify the sender's signature, check the nonce, execute in the sandbox, state root, seal
+  verify the sender's signature, check the nonce, execute in the VM, state root, seal
   the state and every command's result;
 * through a real sim enclave child process (``SimBackend``), the contract key released
   to it by a gatekeeper core that verified its quote, exactly as on a devnet: each block
@@ -34,9 +34,10 @@ from bench.common import console, fmt, fmt_ratio, print_table, ratio, run_cli, w
 from sealbridge.contracts.catalog import get_code_hash, get_source, load_builtin
 from sealbridge.contracts.executor import Executor
 from sealbridge.core.encoding import decode, encode
+from sealbridge.crypto import ecies
+from sealbridge.crypto.keyschedule import compute_contract_keys, key_release_aad
 from sealbridge.crypto.signing import ed25519_keypair
-from sealbridge.keyservice.gatekeeper import Gatekeeper
-from sealbridge.keyservice.messages import ChainFacts, KeyRequest, PublishKeyRequest
+from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.runtime.ecalls import MakeKeyRequest, WorkerEnclaveClient
 from sealbridge.runtime.enclave import WorkerProgram
 from sealbridge.runtime.envelope import seal_command
@@ -48,7 +49,8 @@ from sealbridge.runtime.messages import (
     compute_deployer_commitment,
 )
 from sealbridge.runtime.worker import WorkerRuntime
-from sealbridge.tee.enclave import EnclaveContext
+from sealbridge.tee.attestation import verify_quote
+from sealbridge.tee.enclave import EnclaveContext, compute_report_data
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import devnet_policy
 from sealbridge.tee.quote import create_sim_platform, load_sim_platform_key
@@ -56,12 +58,10 @@ from sealbridge.tee.sim import SimBackend
 
 NAME = "runtime_replay"
 WORKER_PROGRAM = "sealbridge.runtime.enclave:WorkerProgram"
-GATEKEEPER_PROGRAM = "sealbridge.keyservice.enclave:GatekeeperProgram"
 CONTRACT_ID = bytes([0x5B]) * 32
 CHAIN_ID = 31337
 REGISTRY = "0x" + "22" * 20
 MINT = 10**12
-FACTS = ChainFacts(worker_active=True, worker_assigned=True, key_published=True)
 WORKERS = [bytes([0x44]) * 32]  # the executor set named in InstallContract
 
 Plain = tuple[bytes, str, dict[str, Any]]  # (sender, method, args)
@@ -133,7 +133,7 @@ def _block(number: int, ciphertexts: list[bytes]) -> BlockInput:
 
 
 def run_executor(work: Workload, *, sandboxed: bool) -> dict[str, int]:
-    """The token class on the executor, without crypto: plain (the baseline) or sandboxed."""
+    """The token class on the executor, without crypto: plain (the baseline) or in the VM."""
     executor = Executor(metered=sandboxed)
     executor.add(CONTRACT_ID, load_builtin("token", sandboxed=sandboxed), deployer=work.owner)
     outcomes = [
@@ -177,35 +177,36 @@ def _record(start: float) -> None:
 
 
 class Keys:
-    """A platform key, a gatekeeper core with the devnet policy, a published contract key."""
+    """A platform key and a contract key, released to a worker enclave after its quote
+    verified under the devnet policy (what a gatekeeper committee checks before it
+    releases; the committee's threshold protocol itself is benchmarked in bench_keys)."""
 
     def __init__(self, directory: Path) -> None:
         self.platform_file = directory / "platform.key"
         platform_pub = create_sim_platform(self.platform_file)
-        self.gatekeeper = Gatekeeper(
-            root_key=os.urandom(32),
-            enclave=EnclaveContext(
-                program=GATEKEEPER_PROGRAM,
-                measurement=compute_sim_measurement(GATEKEEPER_PROGRAM),
-                platform_private_key=load_sim_platform_key(self.platform_file),
-            ),
-            policy=devnet_policy(platform_pub, [compute_sim_measurement(WORKER_PROGRAM)]),
-        )
-        published = self.gatekeeper.publish_contract_key(
-            PublishKeyRequest(
-                contract_id=CONTRACT_ID, chain_id=CHAIN_ID, contract_registry_address=REGISTRY
-            )
-        )
-        self.contract_public_key = published.contract_public_key
+        self.policy = devnet_policy(platform_pub, [compute_sim_measurement(WORKER_PROGRAM)])
+        self.contract_key = os.urandom(32)
+        keys = compute_contract_keys(CONTRACT_ID, self.contract_key)
+        self.contract_public_key = keys.command_public_key
 
     def install_request(self, request: KeyRequest, deployer: bytes) -> InstallContract:
-        release = self.gatekeeper.release_contract_key(request, FACTS, int(time.time()))
+        verify_quote(
+            request.quote,
+            policy=self.policy,
+            now=int(time.time()),
+            expected_report_data=compute_report_data(request.node),
+        )
+        wrapped = ecies.encrypt_to(
+            request.node.encryption_key,
+            self.contract_key,
+            key_release_aad(CONTRACT_ID, request.node.identity_key),
+        )
         return InstallContract(
             contract_id=CONTRACT_ID,
             code_hash=get_code_hash("token"),
             contract_public_key=self.contract_public_key,
-            wrapped_key=release.wrapped_key,
-            gatekeeper_key=release.gatekeeper_key,
+            wrapped_key=wrapped,
+            gatekeeper_key=bytes(32),
             deployer_commitment=compute_deployer_commitment(CONTRACT_ID, deployer),
             workers=WORKERS,
         )
@@ -298,8 +299,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 lambda: run_executor(work, sandboxed=False),
             ),
             (
-                "sandboxed",
-                "sandboxed token on Executor() (metered), no crypto",
+                "wasm",
+                "token in the WebAssembly VM on Executor(), no crypto",
                 lambda: run_executor(work, sandboxed=True),
             ),
             (

@@ -42,7 +42,6 @@ class as ordinary Python with no fuel; they are not a containment mode.
 from __future__ import annotations
 
 import inspect
-import marshal
 from typing import Any
 
 import msgspec
@@ -94,6 +93,7 @@ from sealbridge.contracts.storage import (
     check_int,
 )
 from sealbridge.contracts.wasm.engine import Vm, VmInstance, VmTrap, get_vm
+from sealbridge.contracts.wasm.wire import WireError, decode_guest, to_guest
 from sealbridge.core.encoding import Message
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.core.ids import tagged_hash
@@ -264,17 +264,26 @@ def inspect_class(cls: type[sdk.Contract]) -> dict[str, MethodSpec]:
 
 
 def _decode_guest(text: str, limit: int) -> Any:
-    """Decode a guest payload (msgpack in a latin-1 string) as hostile input."""
+    """Decode a guest payload (a latin-1 string) as hostile input."""
     if len(text) > limit:
         raise TooLarge(f"the contract sent {len(text)} bytes; at most {limit}")
     try:
-        return msgspec.msgpack.decode(text.encode("latin-1"))
-    except (UnicodeEncodeError, msgspec.DecodeError, RecursionError, ValueError) as exc:
+        return decode_guest(text.encode("latin-1"))
+    except (UnicodeEncodeError, WireError) as exc:
         raise ContractFailed("bad_reply", f"the contract's VM sent malformed data: {exc}") from exc
 
 
-def _to_guest(value: Any) -> str:
-    return marshal.dumps(value, 4).decode("latin-1")
+def _decode_value(data: Any, error: type[StorageError] | type[BadResult], what: str) -> Any:
+    """A value the guest encoded on its own (a write, a result)."""
+    if type(data) is not bytes:
+        raise ContractFailed("bad_reply", f"{what} is not encoded")
+    try:
+        return decode_guest(data)
+    except WireError as exc:
+        raise error(f"{what} cannot be stored or returned: {exc}") from exc
+
+
+_to_guest = to_guest
 
 
 def _parse_method_table(table: Any) -> dict[str, MethodSpec]:
@@ -621,7 +630,8 @@ class Executor:
                 self._apply_writes(run, deployed, answer[2])
             except StorageError as exc:
                 raise ContractFailed(exc.code, exc.message) from exc
-            return self._check_result(answer[1], method)
+            result = _decode_value(answer[1], BadResult, f"the result of {method}")
+            return self._check_result(result, method)
         if answer[0] == "denied" and len(answer) == 2:
             raise QueryNotAllowed(str(answer[1])[:200])
         if answer[0] == "error" and len(answer) == 4:
@@ -739,7 +749,8 @@ class Executor:
         for write in writes:
             if type(write) is not list or len(write) != 4 or type(write[1]) is not str:
                 raise ContractFailed("bad_reply", "a write is malformed")
-            kind, name, key, value = write
+            kind, name, key, encoded = write
+            value = None if kind == DELETE_ITEM else _decode_value(encoded, StorageError, name)
             if kind == WRITE_VALUE:
                 size = storage.set_value(name, value)
             elif kind == WRITE_ITEM:

@@ -90,37 +90,50 @@ def require(condition: object, message: str, code: str = "requirement_failed") -
         raise ContractError(message, code)
 
 
-class Env:
+class Env(tuple[Any, ...]):
     """What a method may learn from outside its storage (read-only)."""
 
-    __slots__ = ("contract_id", "caller", "caller_is_contract", "deployer", "block_number", "seed")
+    __slots__ = ()
 
-    contract_id: bytes
-    caller: bytes  # a user's Ed25519 key, or the calling contract's id
-    caller_is_contract: bool
-    deployer: bytes
-    block_number: int
-    seed: bytes  # deterministic per (block, contract, command); the same on every executor
-
-    def __init__(
-        self,
+    def __new__(
+        cls,
         contract_id: bytes,
         caller: bytes,
         caller_is_contract: bool,
         deployer: bytes,
         block_number: int,
         seed: bytes,
-    ) -> None:
-        setter = object.__setattr__
-        setter(self, "contract_id", contract_id)
-        setter(self, "caller", caller)
-        setter(self, "caller_is_contract", caller_is_contract)
-        setter(self, "deployer", deployer)
-        setter(self, "block_number", block_number)
-        setter(self, "seed", seed)
+    ) -> Env:
+        return tuple.__new__(
+            cls, (contract_id, caller, caller_is_contract, deployer, block_number, seed)
+        )
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("env is read-only")
+    @property
+    def contract_id(self) -> bytes:
+        """This contract's id."""
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def caller(self) -> bytes:
+        """A user's Ed25519 key, or the calling contract's id."""
+        return self[1]  # type: ignore[no-any-return]
+
+    @property
+    def caller_is_contract(self) -> bool:
+        return self[2]  # type: ignore[no-any-return]
+
+    @property
+    def deployer(self) -> bytes:
+        return self[3]  # type: ignore[no-any-return]
+
+    @property
+    def block_number(self) -> int:
+        return self[4]  # type: ignore[no-any-return]
+
+    @property
+    def seed(self) -> bytes:
+        """Deterministic per (block, contract, command); the same on every executor."""
+        return self[5]  # type: ignore[no-any-return]
 
 
 class StorageAccess(Protocol):

@@ -35,6 +35,7 @@ import decimal  # noqa: F401
 import enum  # noqa: F401
 import fractions  # noqa: F401
 import functools  # noqa: F401
+import gc
 import heapq  # noqa: F401
 import inspect
 import itertools  # noqa: F401
@@ -45,7 +46,6 @@ import operator  # noqa: F401
 import re  # noqa: F401
 import statistics  # noqa: F401
 import string  # noqa: F401
-import struct
 import sys
 import typing  # noqa: F401
 
@@ -77,108 +77,42 @@ REMOVED_BUILTINS = (
     "open", "exec", "eval", "compile", "input", "breakpoint", "help", "exit", "quit",
     "print", "globals", "locals", "vars", "memoryview",
 )  # fmt: skip
-MAX_DEPTH = 64
 MAX_MESSAGE = 1000
 MAX_VALUE_SIZE = 1 << 20  # as contracts/gas.py (the host enforces its own copy)
 MAX_WRITE_BYTES = 4 << 20
 _real_import = __import__
 
 
-# -- msgpack encoder (guest -> host) ------------------------------------------------------
+# -- encoding (guest -> host: marshal format 2, which the host decodes as hostile) ----------
 class EncodeError(ValueError):
     pass
 
 
-class Packed:
-    """A value encoded already (a buffered write)."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data):
-        self.data = data
-
-
-def _pack_into(out, value, depth):
-    kind = type(value)
-    if kind is str:
-        data = value.encode("utf-8", "surrogatepass")
-        out.append(b"\xdb" + len(data).to_bytes(4, "big"))
-        out.append(data)
-    elif kind is bytes:
-        out.append(b"\xc6" + len(value).to_bytes(4, "big"))
-        out.append(value)
-    elif kind is int and 0 <= value < 128:
-        out.append(_SMALL[value])
-    elif value is None:
-        out.append(b"\xc0")
-    elif kind is bool:
-        out.append(b"\xc3" if value else b"\xc2")
-    elif kind is int:
-        if 0 <= value < 128:
-            out.append(bytes((value,)))
-        elif -32 <= value < 0:
-            out.append(bytes((value & 0xFF,)))
-        elif 0 <= value < 2**64:
-            out.append(b"\xcf" + value.to_bytes(8, "big"))
-        elif -(2**63) <= value < 0:
-            out.append(b"\xd3" + value.to_bytes(8, "big", signed=True))
-        else:
-            raise EncodeError("an int does not fit in 64 bits")
-    elif kind is float:
-        out.append(b"\xcb" + struct.pack(">d", value))
-    elif kind is str:
-        data = value.encode("utf-8", "surrogatepass")
-        out.append(b"\xdb" + len(data).to_bytes(4, "big"))
-        out.append(data)
-    elif kind is bytes:
-        out.append(b"\xc6" + len(value).to_bytes(4, "big"))
-        out.append(value)
-    elif kind is list or kind is tuple:
-        if depth >= MAX_DEPTH:
-            raise EncodeError("a value is nested too deeply")
-        out.append(b"\xdd" + len(value).to_bytes(4, "big"))
-        for item in value:
-            _pack_into(out, item, depth + 1)
-    elif kind is Packed:
-        out.append(value.data)
-    elif kind is dict:
-        if depth >= MAX_DEPTH:
-            raise EncodeError("a value is nested too deeply")
-        out.append(b"\xdf" + len(value).to_bytes(4, "big"))
-        for key, item in value.items():
-            _pack_into(out, key, depth + 1)
-            _pack_into(out, item, depth + 1)
-    else:
-        raise EncodeError(f"a {kind.__name__} cannot be stored or passed")
-
-
-_SMALL = [bytes((i,)) for i in range(128)]
-
-
 def pack_bytes(value):
-    out = []
-    _pack_into(out, value, 0)
-    return b"".join(out)
+    try:
+        return _dumps(value, 2)
+    except (ValueError, TypeError, RecursionError):
+        raise EncodeError(f"{type(value).__name__} cannot be stored or passed") from None
 
 
 def pack(value):
     return pack_bytes(value).decode("latin-1")
 
 
+_dumps = marshal.dumps
+_loads = marshal.loads
+_make_env = tuple.__new__
+
+
 def _ask(op, parts):
-    out = [b"\xdd" + len(parts).to_bytes(4, "big")]
     try:
-        for part in parts:
-            _pack_into(out, part, 1)
-    except EncodeError as exc:
-        raise sdk.StorageError(str(exc)) from None
-    ok, value = _loads(_host(op, b"".join(out).decode("latin-1")).encode("latin-1"))
+        payload = _dumps(parts, 2).decode("latin-1")
+    except (ValueError, TypeError, RecursionError):
+        raise sdk.StorageError("a value cannot be stored or passed") from None
+    ok, value = _loads(_host(op, payload).encode("latin-1"))
     if not ok:
         raise sdk.StorageError(value)
     return value
-
-
-_loads = marshal.loads
 
 
 def _copy(value):
@@ -223,7 +157,7 @@ class GuestStorage:
             raise sdk.ContractError(
                 f"a command may write at most {MAX_WRITE_BYTES} bytes", "too_large"
             )
-        self.writes[slot] = [kind, name, key, Packed(data)]
+        self.writes[slot] = [kind, name, key, data]
         self.cache[slot] = _ABSENT if kind == DELETE_ITEM else _copy(value)
 
     def flush(self):
@@ -388,14 +322,18 @@ def _invoke(kind, method, args, env):
     if cls is None:
         raise sdk.ContractError("no contract is loaded", "not_loaded")
     storage = GuestStorage(kind == "query")
-    instance = cls(GuestContext(sdk.Env(*env), storage))
+    instance = cls(GuestContext(_make_env(sdk.Env, env), storage))
     function = getattr(cls, method)
     if kind == "query":
         why = sdk.is_reader(instance, function, args, env[1])
         if why:
             return ["denied", why]
     value = function(instance, **args)
-    return ["ok", value, list(storage.writes.values())]
+    try:
+        result = pack_bytes(value)
+    except EncodeError as exc:
+        return ["error", "bad_result", f"the result cannot be returned: {exc}", 0]
+    return ["ok", result, list(storage.writes.values())]
 
 
 def _failure(exc):
@@ -450,3 +388,8 @@ class WitWorld(wit_world.WitWorld):
 
 
 sys.setrecursionlimit(400)
+
+# Everything above is in the snapshot: move it to the permanent generation so that the
+# collector of a fresh instance never walks (and never faults in) the interpreter's heap.
+gc.collect()
+gc.freeze()
