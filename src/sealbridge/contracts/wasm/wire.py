@@ -37,6 +37,19 @@ def to_guest(value: Any) -> str:
 
 def decode_guest(data: bytes, max_nesting: int = MAX_NESTING) -> Any:
     """The plain value marshalled (format 2) in ``data``; WireError if it is anything else."""
+    size = len(data)
+    if size:  # the common scalars, without the general loop
+        code = data[0]
+        if code == 0x69 and size == 5:
+            return _INT32.unpack_from(data, 1)[0]
+        if code == 0x73 and size >= 5 and size == 5 + _INT32.unpack_from(data, 1)[0]:
+            return data[5:]
+        if code == 0x4E and size == 1:
+            return None
+    return _decode_general(data, max_nesting)
+
+
+def _decode_general(data: bytes, max_nesting: int) -> Any:
     view = memoryview(data)
     end = len(view)
     pos = 0
