@@ -20,7 +20,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# where JSON and figures go: bench/results, or $SEALBRIDGE_BENCH_RESULTS (the smoke run)
+RESULTS_DIR = Path(
+    os.environ.get("SEALBRIDGE_BENCH_RESULTS") or Path(__file__).resolve().parent / "results"
+)
+
+
+def is_smoke() -> bool:
+    """True in ``run_all --smoke``: the smallest sizes that still exercise every path."""
+    return os.environ.get("SEALBRIDGE_BENCH_SMOKE") == "1"
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 

@@ -15,7 +15,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.common import RESULTS_DIR  # noqa: E402
+
+RESULTS = RESULTS_DIR
 
 
 def _load(name: str) -> dict[str, Any] | None:
