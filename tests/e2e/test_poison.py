@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sealbridge.client.api import Client, CommandFailed, Deployment
+from sealbridge.client.api import CallReceipt, Client, CommandFailed, Deployment
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.net.http import NodeClient
 from sealbridge.node.devnet import restart_node
@@ -82,7 +82,7 @@ class Poison(Contract):
             pass
 '''
 
-RUNAWAY_MODULE = '''from sealbridge.contracts.sdk import Contract, Value, command
+RUNAWAY_MODULE = """from sealbridge.contracts.sdk import Contract, Value, command
 
 
 class Runaway(Contract):
@@ -91,9 +91,9 @@ class Runaway(Contract):
     @command
     def go(self) -> int:
         return 1
-'''
+"""
 
-FAILING_MODULE = '''from sealbridge.contracts.sdk import Contract, Value, command
+FAILING_MODULE = """from sealbridge.contracts.sdk import Contract, Value, command
 
 
 class Failing(Contract):
@@ -102,7 +102,7 @@ class Failing(Contract):
     @command
     def go(self) -> int:
         return 1
-'''
+"""
 
 POISON_GAS = 1_000_000  # enough to show the runaway commands stop, cheap for both workers
 # (method, args, expected error)
@@ -137,12 +137,12 @@ def test_poison_among_transfers_with_a_worker_killed(
     poison_id = "0x" + poison.contract_id.hex()
     client.call_and_wait(token_id, "mint", {"to": "alice", "amount": 1000}, as_user="alice")
     carol_before = client.query(token_id, "balance", {"owner": "carol"}, as_user="carol")
-    sent = 0
+    sent: list[CallReceipt] = []
 
     def transfer() -> None:
-        nonlocal sent
-        client.call(token_id, "transfer", {"to": "carol", "amount": 1}, as_user="alice")
-        sent += 1
+        sent.append(
+            client.call(token_id, "transfer", {"to": "carol", "amount": 1}, as_user="alice")
+        )
 
     # each poison command fails alone, with its own code, between working transfers
     for method, args, error in POISON_COMMANDS:
@@ -168,14 +168,14 @@ def test_poison_among_transfers_with_a_worker_killed(
         last = client.call(poison_id, method, args, as_user="bob", gas_limit=POISON_GAS)
     assert last is not None
     client.wait_applied(poison.contract_id, last.block_number, timeout=120)
-    client.wait_applied(token.contract_id, last.block_number, timeout=120)
+    client.wait_applied(token.contract_id, sent[-1].block_number, timeout=120)
 
     # the transfers all applied, on both workers, and the workers agree on everything
     for worker in (0, 1):
         answer = client.query(
             token_id, "balance", {"owner": "carol"}, as_user="carol", worker=worker
         )
-        assert answer.answer.result == carol_before.answer.result + sent
+        assert answer.answer.result == carol_before.answer.result + len(sent)
     for contract_id in (token.contract_id, poison.contract_id):
         first, second = contract_entries(client, contract_id)
         assert first["state_root"] == second["state_root"], contract_id.hex()
@@ -192,7 +192,13 @@ def test_poison_among_transfers_with_a_worker_killed(
     [("runaway.py", RUNAWAY_MODULE, "out of gas"), ("failing.py", FAILING_MODULE, "ZeroDivision")],
 )
 def test_poison_deploys_are_refused_and_the_workers_go_on(
-    client: Client, token: Deployment, token_id: str, tmp_path: Path, name: str, source: str, why: str
+    client: Client,
+    token: Deployment,
+    token_id: str,
+    tmp_path: Path,
+    name: str,
+    source: str,
+    why: str,
 ) -> None:
     # the client's own check refuses it first
     with pytest.raises(SealbridgeError, match="code_rejected|refused"):
