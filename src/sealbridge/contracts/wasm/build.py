@@ -13,7 +13,7 @@ under the cache directory (``$SEALBRIDGE_CACHE``, else ``~/.cache/sealbridge``):
 
 Concurrent processes build once: the build runs under an exclusive file lock, and files
 appear by atomic rename. ``python -m sealbridge.contracts.wasm.build`` builds ahead of
-time (``make setup`` does).
+time, and compiles for both memory layouts (``make setup`` does).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _version(package: str) -> str:
 
 
 @contextmanager
-def _locked(cache: Path) -> Iterator[None]:
+def locked(cache: Path) -> Iterator[None]:
     with open(cache / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -135,7 +135,7 @@ def get_guest_wasm() -> Path:
     out = cache / f"guest-{compute_guest_key()}.wasm"
     if out.exists():
         return out
-    with _locked(cache):
+    with locked(cache):
         if not out.exists():
             build_guest(out)
     return out
@@ -144,10 +144,18 @@ def get_guest_wasm() -> Path:
 def main() -> None:
     path = get_guest_wasm()
     print(f"contract VM guest: {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    from sealbridge.contracts.wasm.engine import get_vm
+    from sealbridge.contracts.wasm.engine import (
+        DEFAULT_MEMORY_LIMIT,
+        LARGE_GUARD,
+        LARGE_RESERVATION,
+        MEMORY_GUARD,
+        Vm,
+    )
 
-    vm = get_vm()
-    print(f"compiled: {vm.compiled_path}")
+    # both memory layouts: this process's, and the one of a capped address space (the sim
+    # enclave's), so that no enclave compiles the guest when it starts
+    for layout in ((LARGE_RESERVATION, LARGE_GUARD), (DEFAULT_MEMORY_LIMIT, MEMORY_GUARD)):
+        print(f"compiled: {Vm(layout).compiled_path}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import os
+import resource
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,15 +37,30 @@ from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 from wasmtime.component._enter import catch_exceptions, enter_wasm
 
-from sealbridge.contracts.wasm.build import compute_guest_key, get_cache_dir, get_guest_wasm
+from sealbridge.contracts.wasm.build import (
+    compute_guest_key,
+    get_cache_dir,
+    get_guest_wasm,
+    locked,
+)
 from sealbridge.core.errors import RemoteProtocolError
 
 MAX_WASM_STACK = 1 << 20  # bytes of native stack one guest call may use
 DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024  # linear memory of one instance
-MEMORY_RESERVATION = DEFAULT_MEMORY_LIMIT
 MEMORY_GUARD = 64 * 1024
+UNCAPPED_AS = 1 << 40  # an address-space cap at least this large leaves room for guards
 INSTANTIATE_FUEL = 10**9  # instantiation runs no contract code; this is a safety net
-ENGINE_SETTINGS = f"fuel,nan-canon,stack={MAX_WASM_STACK},reserve={MEMORY_RESERVATION}"
+ENGINE_SETTINGS = f"fuel,nan-canon,stack={MAX_WASM_STACK}"
+LARGE_RESERVATION = 4 << 30
+LARGE_GUARD = 2 << 30
+
+
+def get_memory_layout() -> tuple[int, int]:
+    """(reservation, guard) of each linear memory for this process's address space."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or soft >= UNCAPPED_AS:
+        return LARGE_RESERVATION, LARGE_GUARD
+    return DEFAULT_MEMORY_LIMIT, MEMORY_GUARD
 
 
 class HostAbort(Exception):  # noqa: N818 -- raised through wasmtime, which wants Exception
@@ -71,17 +88,20 @@ class HostHandler(Protocol):
 class Vm:
     """The engine, the compiled guest and the linker (one per process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, layout: tuple[int, int] | None = None) -> None:
         config = wasmtime.Config()
         config.consume_fuel = True
         config.cranelift_nan_canonicalization = True
         config.max_wasm_stack = MAX_WASM_STACK
         config.wasm_relaxed_simd_deterministic = True
-        # The enclave caps its address space (sim: RLIMIT_AS; SGX: the enclave size), so
-        # no memory gets wasmtime's default 4 GiB reservation plus 2 GiB guard; bounds are
-        # checked explicitly instead, and a memory that outgrows its reservation moves.
-        config.memory_reservation = MEMORY_RESERVATION
-        config.memory_guard_size = MEMORY_GUARD
+        # Where the address space is capped (the sim enclave's RLIMIT_AS; an SGX enclave's
+        # size), a memory reserves only its limit and bounds are checked explicitly;
+        # elsewhere it reserves 4 GiB plus a 2 GiB guard and the checks vanish (about 20 %
+        # faster). Only the machine code differs: fuel counts WebAssembly instructions,
+        # so gas and outcomes are the same either way.
+        self.reservation, self.guard = layout or get_memory_layout()
+        config.memory_reservation = self.reservation
+        config.memory_guard_size = self.guard
         config.memory_reservation_for_growth = MEMORY_GUARD
         self.engine = wasmtime.Engine(config)
         self.compiled_path = self._compiled_path()
@@ -90,24 +110,36 @@ class Vm:
         _add_host_function(self.linker, self._host)
         self._running: list[tuple[VmInstance, HostHandler]] = []
 
-    @staticmethod
-    def _compiled_path() -> Path:
+    def _compiled_path(self) -> Path:
         version = importlib.metadata.version("wasmtime")
-        settings = ENGINE_SETTINGS.replace(",", "-").replace("=", "")
+        settings = f"{ENGINE_SETTINGS},reserve={self.reservation},guard={self.guard}"
+        settings = settings.replace(",", "-").replace("=", "")
         return get_cache_dir() / f"guest-{compute_guest_key()}-wasmtime{version}-{settings}.cwasm"
 
     def _load_component(self) -> wc.Component:
         path = self.compiled_path
-        if path.exists():
-            try:
-                return wc.Component.deserialize_file(self.engine, str(path))
-            except wasmtime.WasmtimeError:
-                path.unlink(missing_ok=True)  # from another wasmtime or machine: rebuild
-        component = wc.Component.from_file(self.engine, str(get_guest_wasm()))
-        tmp = path.with_suffix(f".{id(self)}.tmp")
-        tmp.write_bytes(bytes(component.serialize()))
-        tmp.replace(path)
+        loaded = self._deserialize(path)
+        if loaded is not None:
+            return loaded
+        wasm = get_guest_wasm()
+        with locked(get_cache_dir()):  # one process compiles; the others then load it
+            loaded = self._deserialize(path)
+            if loaded is not None:
+                return loaded
+            component = wc.Component.from_file(self.engine, str(wasm))
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(bytes(component.serialize()))
+            tmp.replace(path)
         return component
+
+    def _deserialize(self, path: Path) -> wc.Component | None:
+        if not path.exists():
+            return None
+        try:
+            return wc.Component.deserialize_file(self.engine, str(path))
+        except wasmtime.WasmtimeError:
+            path.unlink(missing_ok=True)  # from another wasmtime or machine: compile again
+            return None
 
     def instantiate(self, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> VmInstance:
         return VmInstance(self, memory_limit)
