@@ -8,9 +8,9 @@ sorted path order, each as length-prefixed (relative path, source bytes), then t
 versions of the packages that make the contract VM (:data:`VM_PACKAGES`: the CPython the
 guest embeds comes with componentize-py, the machine code with wasmtime; the guest's own
 sources are among the trusted files). When the program's module lives outside those
-packages its own source file is included too. Any change to trusted code changes the measurement, and
-a verifier computes the expected value with :func:`compute_sim_measurement` from the same
-source tree.
+packages its own source file is included too. Any change to trusted code changes the
+measurement, and a verifier computes the expected value with
+:func:`compute_sim_measurement` from the same source tree.
 """
 
 from __future__ import annotations
