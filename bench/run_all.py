@@ -1,4 +1,4 @@
-"""Run every sealbridge benchmark: ``python -m bench.run_all [--quick | --smoke] [--only NAME ...]``.
+"""Run every sealbridge benchmark: ``python -m bench.run_all [--quick | --smoke] [--only NAME]``.
 
 ``--smoke`` is what ``make test`` runs (``tests/e2e/test_bench_smoke.py``): every benchmark
 at its smallest sizes, results written to ``$SEALBRIDGE_BENCH_RESULTS`` (a temporary

@@ -239,11 +239,12 @@ class MapView(Generic[K, T]):
         self._default = default
 
     def _key(self, key: Any) -> Any:
-        if type(key) is not self._key_kind:
+        kind = type(key)
+        if kind is not self._key_kind:
             raise StorageError(
-                f"{self._name} keys are {self._key_kind.__name__}, got {type(key).__name__}"
+                f"{self._name} keys are {self._key_kind.__name__}, got {kind.__name__}"
             )
-        if isinstance(key, int):
+        if kind is int:
             check_int(key, f"{self._name} key")
         return key
 
@@ -315,9 +316,13 @@ class Map(Generic[K, T]):
     def __get__(self, instance: Contract | None, owner: type[Any]) -> Map[K, T] | MapView[K, T]:
         if instance is None:
             return self
-        return MapView(
-            instance._ctx.storage, self.name, self.key_kind, self.value_kind, self._default
-        )
+        views = instance._views
+        view = views.get(self.name)
+        if view is None:
+            view = views[self.name] = MapView(
+                instance._ctx.storage, self.name, self.key_kind, self.value_kind, self._default
+            )
+        return view
 
     def __set__(self, instance: Contract, value: Any) -> None:
         raise StorageError(f"assign to items of map {self.name!r}, not to the map itself")
@@ -327,9 +332,11 @@ class Contract:
     """Base class of every contract. Subclasses declare storage and methods only."""
 
     _ctx: Context  # set by the executor; contract code cannot reach it by name
+    _views: dict[str, MapView[Any, Any]]  # the maps' views, made once per invocation
 
     def __init__(self, context: Context) -> None:
         object.__setattr__(self, "_ctx", context)
+        object.__setattr__(self, "_views", {})
 
     def __setattr__(self, name: str, value: Any) -> None:
         declared = getattr(type(self), name, None)
