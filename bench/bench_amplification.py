@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.common import console, fmt, fmt_ratio, print_table, ratio, write_results
+from bench.common import console, fmt, fmt_ratio, is_smoke, print_table, ratio, write_results
 from bench.hostile_catalog import get_catalog, hostile_source
 from sealbridge.contracts.catalog import load_builtin
 from sealbridge.contracts.executor import Executor, load_program
@@ -103,6 +103,7 @@ def plot(rows: list[dict[str, Any]], baseline: float) -> str:
     axis.set_title("amplification of the hostile catalog")
     axis.legend(loc="lower right")
     fig.tight_layout()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)  # the figure is written before the JSON
     path = RESULTS_DIR / f"{NAME}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -112,7 +113,8 @@ def plot(rows: list[dict[str, Any]], baseline: float) -> str:
 def run(quick: bool = False) -> dict[str, Any]:
     console.rule("[bold]amplification: wall time per million gas")
     gas_limit = 300_000 if quick else 5_000_000
-    token = measure_token(transfers=200 if quick else 2000, blocks=1 if quick else 3)
+    transfers = 20 if is_smoke() else 200 if quick else 2000
+    token = measure_token(transfers=transfers, blocks=1 if quick else 3)
     rows = [measure_program(name, body, gas_limit) for name, body in get_catalog().items()]
     for row in rows:
         row["vs_token"] = ratio(row["ms_per_mgas"], token["ms_per_mgas"])

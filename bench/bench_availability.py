@@ -71,7 +71,9 @@ from bench.common import (
     console,
     fmt,
     fmt_ratio,
+    get_devnet_sizes,
     get_machine_info,
+    is_smoke,
     percentile,
     print_table,
     ratio,
@@ -839,7 +841,7 @@ def run_competitive(
     workers: int, n_before: int, n_after: int, timeout: float, stall_timeout: float
 ) -> dict[str, Any]:
     with temp_home(f"avail-comp{workers}") as home:
-        start_devnet(home, workers=workers, block_time=BLOCK_TIME)
+        start_devnet(home, **get_devnet_sizes(workers=workers), block_time=BLOCK_TIME)
         http = httpx.Client()
         try:
             client = Client.from_home(home)
@@ -1061,7 +1063,7 @@ def _balances(client: Client, cid_hex: str, owners: list[str]) -> dict[str, list
 def run_rotation(home: Path, reps: int) -> dict[str, Any]:
     """``reps`` rotations of a token's key one after the other, each after a fresh
     registration's first key publication (the baseline), on one devnet."""
-    start_devnet(home, workers=2, block_time=BLOCK_TIME, progress=_say)
+    start_devnet(home, **get_devnet_sizes(workers=2), block_time=BLOCK_TIME, progress=_say)
     http = httpx.Client()
     client = Client.from_home(home)
     try:
@@ -1600,6 +1602,11 @@ def run(quick: bool = False, parts: list[str] | None = None) -> dict[str, Any]:
     n_after = 4 if quick else 20
     stall_timeout = 8.0 if quick else 30.0
     rotation_reps = 2 if quick else 5
+    if is_smoke():  # every part and kind of sample once, on the smallest devnets
+        rows, sizes, size_reps = [0, 5], [10, 100], 1
+        n_before = n_after = rotation_reps = 1
+        stall_timeout = 3.0
+        interval = max(rows) + 100
     described = {
         "recovery": f"recovery B={rows}, state S={sizes}",
         "competitive": f"workers {worker_counts}",
@@ -1612,7 +1619,11 @@ def run(quick: bool = False, parts: list[str] | None = None) -> dict[str, Any]:
     if "recovery" in selected:
         start = time.perf_counter()
         with temp_home("avail") as home:
-            start_devnet(home, workers=2, storage_nodes=3, storage_threshold=2, progress=_say)
+            start_devnet(
+                home,
+                **get_devnet_sizes(workers=2, storage_nodes=3, storage_threshold=2),
+                progress=_say,
+            )
             wall["devnet_start"] = time.perf_counter() - start
             try:
                 start = time.perf_counter()

@@ -44,7 +44,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import RESULTS_DIR, console, fmt, print_table, run_cli, write_results
+from bench.common import (
+    RESULTS_DIR,
+    console,
+    fmt,
+    is_smoke,
+    print_table,
+    run_cli,
+    write_results,
+)
 from sealbridge.consensus import deal_group_key
 from sealbridge.crypto import bls
 from sealbridge.crypto.shamir import lagrange_coefficients
@@ -65,6 +73,7 @@ RATIOS: tuple[tuple[str, float], ...] = (
     ("1/3", 1 / 3),
 )
 SAFE_SIZES = (64, 200, 800)
+SMOKE_SIZES = (16, 64)
 LINK = 0.010
 SEED = 5
 FLOOR_ROUNDS = 2  # ZeroCpu rounds per point: deterministic, one warm round is enough
@@ -74,6 +83,8 @@ def compute_rounds(n: int, quick: bool) -> int:
     """Rounds per point (round 1 is the cold one), sized so the full sweep fits in about
     ten minutes on 2 cores: a round costs ~3.1 ms of real crypto per replica (one share
     signature, one certificate check), 2.5 s of wall time at n = 800."""
+    if is_smoke():
+        return 2  # the cold round and one warm round
     if quick:
         return 4
     if n <= 200:
@@ -84,6 +95,8 @@ def compute_rounds(n: int, quick: bool) -> int:
 
 
 def compute_safe_rounds(n: int, quick: bool) -> int:
+    if is_smoke():
+        return 2
     return 3 if quick else (8 if n <= 200 else 5)
 
 
@@ -277,6 +290,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     sizes = (64, 200) if quick else SIZES
     ratios = (RATIOS[0], RATIOS[3]) if quick else RATIOS
     safe_sizes = (64,) if quick else SAFE_SIZES
+    if is_smoke():  # two sizes: the fits of messages and bytes against n need two
+        sizes, safe_sizes = SMOKE_SIZES, SMOKE_SIZES[:1]
     console.rule(
         f"[bold]benchmark: consensus rounds, InterTrust Figure 4 ({len(sizes) * len(ratios)} "
         f"points, paper mode; safe mode at n = {', '.join(map(str, safe_sizes))})"

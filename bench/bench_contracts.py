@@ -65,6 +65,8 @@ from bench.common import (
     console,
     fmt,
     fmt_ratio,
+    get_devnet_sizes,
+    is_smoke,
     print_table,
     ratio,
     run_cli,
@@ -116,13 +118,21 @@ E2E_REPS = 3
 
 
 class Sizes(NamedTuple):
-    """A workload's builder and its sizes: in process (full, quick), end to end."""
+    """A workload's builder and its sizes: in process (full, quick, smoke), end to end."""
 
     builder: Callable[..., Scenario]
     full: dict[str, int]
     quick: dict[str, int]
+    smoke: dict[str, int]
     e2e: dict[str, int]
     e2e_quick: dict[str, int]
+    e2e_smoke: dict[str, int]
+
+    def in_process(self, quick: bool) -> dict[str, int]:
+        return self.smoke if is_smoke() else self.quick if quick else self.full
+
+    def end_to_end(self, quick: bool) -> dict[str, int]:
+        return self.e2e_smoke if is_smoke() else self.e2e_quick if quick else self.e2e
 
 
 SIZES: dict[str, Sizes] = {
@@ -130,29 +140,37 @@ SIZES: dict[str, Sizes] = {
         token_transfers,
         full={"blocks": 100},
         quick={"blocks": 10},
+        smoke={"blocks": 2, "senders": 8},
         e2e={"blocks": 32, "senders": 64},
         e2e_quick={"blocks": 2, "senders": 64},
+        e2e_smoke={"blocks": 1, "senders": 8},
     ),
     "dex": Sizes(
         dex_swaps,
         full={"blocks": 40},
         quick={"blocks": 6},
+        smoke={"blocks": 2, "traders": 8},
         e2e={"blocks": 16, "traders": 64},
         e2e_quick={"blocks": 2, "traders": 64},
+        e2e_smoke={"blocks": 1, "traders": 8},
     ),
     "auction": Sizes(
         auction_bids,
         full={"rounds": 40},
         quick={"rounds": 6},
+        smoke={"rounds": 2, "bidders": 8},
         e2e={"rounds": 16, "bidders": 64},
         e2e_quick={"rounds": 2, "bidders": 64},
+        e2e_smoke={"rounds": 1, "bidders": 8},
     ),
     "kmeans": Sizes(
         kmeans_rounds,
         full={"rounds": 20, "compute_every": 10},
         quick={"rounds": 10, "compute_every": 5},
+        smoke={"rounds": 2, "compute_every": 2},
         e2e={"rounds": 10, "compute_every": 5},
         e2e_quick={"rounds": 5, "compute_every": 5},
+        e2e_smoke={"rounds": 2, "compute_every": 2},
     ),
 }
 
@@ -727,7 +745,11 @@ class Devnet:
 
 def run_e2e(quick: bool) -> dict[str, Any]:
     with temp_home("contracts") as home:
-        start_devnet(home, workers=E2E_WORKERS, progress=lambda m: console.print(f"[dim]  {m}[/]"))
+        start_devnet(
+            home,
+            **get_devnet_sizes(workers=E2E_WORKERS),
+            progress=lambda m: console.print(f"[dim]  {m}[/]"),
+        )
         try:
             return _run_e2e(home, quick)
         finally:
@@ -739,7 +761,7 @@ def _run_e2e(home: Path, quick: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     scenarios: dict[str, Scenario] = {}
     for name, sizes in SIZES.items():
-        scenarios[name] = net.deploy(sizes.builder, sizes.e2e_quick if quick else sizes.e2e)
+        scenarios[name] = net.deploy(sizes.builder, sizes.end_to_end(quick))
     deploy_s = time.perf_counter() - t0
     console.print(f"[dim]  deployed {sum(len(s.ids) for s in scenarios.values())} contracts "
                   f"in {deploy_s:.1f}s[/]")  # fmt: skip
@@ -771,9 +793,7 @@ def _run_e2e(home: Path, quick: bool) -> dict[str, Any]:
     for rep in range(reps):
         # the timed commands of this repetition, sealed and encoded before timing
         current = {
-            n: SIZES[n].builder(
-                net.deployer, s.ids, rep=rep, **(SIZES[n].e2e_quick if quick else SIZES[n].e2e)
-            )
+            n: SIZES[n].builder(net.deployer, s.ids, rep=rep, **SIZES[n].end_to_end(quick))
             for n, s in scenarios.items()
         }
         sealed_items = {n: net.seal(s, list(s.ops())) for n, s in current.items()}
@@ -869,18 +889,18 @@ def _run_e2e(home: Path, quick: bool) -> dict[str, Any]:
 
 
 def run(quick: bool = False, *, e2e: bool = True) -> dict[str, Any]:
-    repeats = 2 if quick else 5
+    repeats = 1 if is_smoke() else 2 if quick else 5
+    profile_blocks = 2 if is_smoke() else 10 if quick else 20
     console.rule("[bold]benchmark 4: reference contracts -- plain, wasm, runtime, end to end")
     deployer = make_users(1, "deployer")[0]
     scenarios = {
-        name: sizes.builder(deployer, **(sizes.quick if quick else sizes.full))
-        for name, sizes in SIZES.items()
+        name: sizes.builder(deployer, **sizes.in_process(quick)) for name, sizes in SIZES.items()
     }
     workloads: dict[str, Any] = {}
     for name, scenario in scenarios.items():
         workloads[name] = measure_scenario(scenario, repeats)
     console.print("[dim]  profiling the runtime on token transfers[/]")
-    profile = profile_runtime(scenarios["token"], repeats, profile_blocks=10 if quick else 20)
+    profile = profile_runtime(scenarios["token"], repeats, profile_blocks=profile_blocks)
     profile["uninstrumented_us_per_command"] = workloads["token"]["variants"]["runtime"][
         "us_per_command"
     ]

@@ -28,6 +28,8 @@ from bench.common import (
     console,
     fmt,
     fmt_ratio,
+    get_devnet_sizes,
+    is_smoke,
     print_table,
     ratio,
     run_cli,
@@ -160,11 +162,15 @@ def _check_all_receipts(chain: ChainAdapter, streams: list[Stream]) -> tuple[int
 def run(quick: bool = False) -> dict[str, Any]:
     n_tput = 40 if quick else 200
     n_lat = 10 if quick else 30
+    if is_smoke():
+        n_tput, n_lat = 2 * STREAMS, 2
     per_stream = n_tput // STREAMS
     n_tput = per_stream * STREAMS
     console.rule(f"[bold]benchmark 1: encrypted transfers end to end ({n_tput} / {n_lat})")
     with temp_home("e2e") as home:
-        start_devnet(home, workers=2, progress=lambda m: console.print(f"[dim]  {m}[/]"))
+        start_devnet(
+            home, **get_devnet_sizes(workers=2), progress=lambda m: console.print(f"[dim]  {m}[/]")
+        )
         try:
             return _run(home, n_tput, per_stream, n_lat, quick)
         finally:

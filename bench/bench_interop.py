@@ -16,12 +16,14 @@ import argparse
 import os
 from typing import Any
 
-from bench.common import console, fmt, print_table, ratio, write_results
+from bench.common import console, fmt, is_smoke, print_table, ratio, write_results
 from sealbridge.sim.interop_run import compare_key_modes
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     sizes = [(4, 8), (16, 8)] if quick else [(4, 20), (16, 20), (31, 10)]
+    if is_smoke():  # one transfer each way
+        sizes = [(4, 2)]
     console.rule("[bold]InterTrust: per-transaction keys vs. epoch keys")
     rows: list[list[str]] = []
     results: list[dict[str, Any]] = []

@@ -33,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-from bench.common import console, fmt, print_table, summarize, write_results
+from bench.common import console, fmt, is_smoke, print_table, summarize, write_results
 from sealbridge.keyrelease.errors import InsufficientLiquidity
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
@@ -325,20 +325,21 @@ def run_matching(
 
 
 SWAP_CHUNKS = 10
+SMOKE_SWAP_CHUNKS = 2
 SWAP_BLOCK_TIME = 1.0
 
 
-def _key_release_swap(devnet: Any, index: int) -> dict[str, Any]:
-    """One timed 10-chunk swap: request, accept (fee), tit-for-tat with sweeps."""
+def _key_release_swap(devnet: Any, index: int, chunks: int) -> dict[str, Any]:
+    """One timed swap of ``chunks`` chunks: request, accept (fee), tit-for-tat with sweeps."""
     from sealbridge.node.keyrelease import USD
 
     started = time.monotonic()
     tx_before, gas_before = devnet.tx_count, devnet.gas_used
-    answer = devnet.request("alice", "ETH@31337", SWAP_CHUNKS * 100 * USD, f"swap:bench-{index}")
+    answer = devnet.request("alice", "ETH@31337", chunks * 100 * USD, f"swap:bench-{index}")
     matched = time.monotonic()
     devnet.accept("alice", answer)
     outcome = devnet.run_swap("alice", answer, "TKN@31338")
-    if outcome.swept != SWAP_CHUNKS or outcome.given != SWAP_CHUNKS:
+    if outcome.swept != chunks or outcome.given != chunks:
         raise RuntimeError(f"swap {index} did not complete: {outcome}")
     return {
         "latency_s": time.monotonic() - started,
@@ -381,6 +382,8 @@ def run_swap(quick: bool = False) -> dict[str, Any]:
     from sealbridge.node.keyrelease import USD, KeyReleaseDevnet
 
     rounds = 1 if quick else 3
+    # the smoke run: one chunk from each of the two owners (each chunk is a few transactions)
+    chunks = SMOKE_SWAP_CHUNKS if is_smoke() else SWAP_CHUNKS
     samples: dict[str, list[dict[str, Any]]] = {"confirmed": [], "pipelined": [], "htlc": []}
     policy = MatcherPolicy(
         chunk_usd_e8={"ETH@31337": 100 * USD, "TKN@31338": 100 * USD},
@@ -391,25 +394,25 @@ def run_swap(quick: bool = False) -> dict[str, Any]:
     with KeyReleaseDevnet(
         clients=("alice", "bob", "carol"),
         compromised=(),
-        keys_per_vault=8 * SWAP_CHUNKS * rounds,
+        keys_per_vault=8 * chunks * rounds,
         block_time=SWAP_BLOCK_TIME,
         policy=policy,
     ) as devnet:
         setup_s = time.monotonic() - started
         for owner in ("bob", "carol"):
-            devnet.post_bond(owner, 4 * SWAP_CHUNKS * rounds * 100 * USD)
+            devnet.post_bond(owner, 4 * chunks * rounds * 100 * USD)
         for index in range(2 * rounds):
             mode = "confirmed" if index % 2 == 0 else "pipelined"
             devnet.confirm_sweeps = mode == "confirmed"
             for owner in ("bob", "carol"):
-                devnet.offer(owner, devnet.deposit(owner, "ETH@31337", SWAP_CHUNKS // 2))
-            devnet.deposit("alice", "TKN@31338", SWAP_CHUNKS)
-            samples[mode].append(_key_release_swap(devnet, index))
+                devnet.offer(owner, devnet.deposit(owner, "ETH@31337", chunks // 2))
+            devnet.deposit("alice", "TKN@31338", chunks)
+            samples[mode].append(_key_release_swap(devnet, index, chunks))
             console.print(
                 f"  key release ({mode}) {index // 2 + 1}/{rounds}: "
                 f"{samples[mode][-1]['latency_s']:.2f} s"
             )
-        value = SWAP_CHUNKS * 100 * USD * 10**18 // devnet.price("ETH@31337")
+        value = chunks * 100 * USD * 10**18 // devnet.price("ETH@31337")
         for index in range(rounds):
             samples["htlc"].append(_htlc_baseline(devnet, value))
             console.print(f"  htlc {index + 1}/{rounds}: {samples['htlc'][-1]['latency_s']:.2f} s")
@@ -426,7 +429,7 @@ def run_swap(quick: bool = False) -> dict[str, Any]:
             results[mode]["owners"] = rows[0]["owners"]
     baseline = results["htlc"]["latency_median_s"]
     print_table(
-        f"{SWAP_CHUNKS}-chunk key-release swap vs HTLC swap of the same value "
+        f"{chunks}-chunk key-release swap vs HTLC swap of the same value "
         f"(two anvil chains, {SWAP_BLOCK_TIME:.0f} s blocks, {rounds} runs each)",
         ["swap", "latency s (median)", "vs HTLC", "transactions", "gas"],
         [
@@ -447,15 +450,15 @@ def run_swap(quick: bool = False) -> dict[str, Any]:
     path = write_results(
         "keyrelease_swap",
         {
-            "chunks": SWAP_CHUNKS,
+            "chunks": chunks,
             "chunk_usd": 100,
             "block_time_s": SWAP_BLOCK_TIME,
             "rounds": rounds,
             "setup_s": setup_s,
             "results": results,
-            "note": "key-release transactions: the fee payment, 10 sweeps by alice, 10 by the "
-            "owners (each chunk moved to a fresh key); deposits are made before the timer. "
-            "HTLC: lock A, lock B, claim B, claim A.",
+            "note": f"key-release transactions: the fee payment, {chunks} sweeps by alice, "
+            f"{chunks} by the owners (each chunk moved to a fresh key); deposits are made "
+            "before the timer. HTLC: lock A, lock B, claim B, claim A.",
         },
     )
     return {"results_file": str(path), "results": results}

@@ -34,6 +34,7 @@ from bench.common import (
     console,
     fmt,
     fmt_ratio,
+    is_smoke,
     percentile,
     print_table,
     ratio,
@@ -54,6 +55,7 @@ from sealbridge.keyservice.threshold import ShareHolder, combine_released_key, o
 
 NAME = "keys"
 SIZES = (4, 7, 16, 31)
+SMOKE_SIZES = (4, 7)  # the smoke run: the two smallest committees
 WORKER_ID = bytes([0x77]) * 32
 BASELINE_INNER = 5  # baseline samples per repetition (it is ~100x faster)
 
@@ -282,11 +284,14 @@ class BaselineCase:
 def run(quick: bool = False) -> dict[str, Any]:
     reps = 8 if quick else 60
     setup_reps = 1 if quick else 3
+    sizes: tuple[int, ...] = SIZES
+    if is_smoke():
+        reps, sizes = 2, SMOKE_SIZES
     console.rule(f"[bold]benchmark: contract keys from t-of-n gatekeepers ({reps} repetitions)")
     worker = ecies.Recipient(ecies.x25519_keypair()[0])
     configs: list[dict[str, Any]] = []
     cases: list[ThresholdCase] = []
-    for n in SIZES:
+    for n in sizes:
         participants = list(range(1, n + 1))
         for kind, t in _thresholds(n):
             dkg_total, dkg_busiest, reshare_total, reshare_busiest = [], [], [], []
@@ -337,7 +342,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "quick": quick,
         "config": {
-            "sizes": list(SIZES),
+            "sizes": list(sizes),
             "thresholds": "majority: n//2 + 1; third: n//3 + 1",
             "repetitions": reps,
             "setup_repetitions": setup_reps,
@@ -456,7 +461,8 @@ def _plot(payload: dict[str, Any]) -> None:
     )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xticks(list(SIZES), [str(n) for n in SIZES])
+    sizes = payload["config"]["sizes"]
+    ax.set_xticks(sizes, [str(n) for n in sizes])
     ax.set_xlabel("gatekeepers n")
     ax.set_ylabel("contract-key derivation p50 (ms)")
     ax.set_title("threshold contract keys: slowest holder + worker combine", fontsize=10)

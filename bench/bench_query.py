@@ -23,6 +23,8 @@ from bench.common import (
     console,
     fmt,
     fmt_ratio,
+    get_devnet_sizes,
+    is_smoke,
     print_table,
     ratio,
     run_cli,
@@ -125,16 +127,24 @@ def _in_process_query(bob_seed: bytes, bob_key: bytes) -> Callable[[], int]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     samples = 50 if quick else 200
+    warmup = 5
+    workers = 2
+    if is_smoke():  # only worker 0 is queried
+        samples, warmup, workers = 3, 1, 1
     console.rule(f"[bold]benchmark 3: signed query latency ({samples} samples per variant)")
     with temp_home("query") as home:
-        start_devnet(home, workers=2, progress=lambda m: console.print(f"[dim]  {m}[/]"))
+        start_devnet(
+            home,
+            **get_devnet_sizes(workers=workers),
+            progress=lambda m: console.print(f"[dim]  {m}[/]"),
+        )
         try:
-            return _run(home, samples, quick)
+            return _run(home, samples, warmup, quick)
         finally:
             stop_devnet(home)
 
 
-def _run(home: Any, samples: int, quick: bool) -> dict[str, Any]:
+def _run(home: Any, samples: int, warmup: int, quick: bool) -> dict[str, Any]:
     client = Client.from_home(home)
     chain = client.chain
     admin = chain.get_dev_key(0)
@@ -187,7 +197,7 @@ def _run(home: Any, samples: int, quick: bool) -> dict[str, Any]:
         for key, label, fn in variants:
             if fn() != BALANCE:
                 raise AssertionError(f"{key} read a wrong balance")
-            stats = summarize(time_samples(fn, samples, warmup=5))
+            stats = summarize(time_samples(fn, samples, warmup=warmup))
             results[key] = {"label": label, **stats}
     finally:
         kept.close()
@@ -214,7 +224,12 @@ def _run(home: Any, samples: int, quick: bool) -> dict[str, Any]:
     )
     payload: dict[str, Any] = {
         "quick": quick,
-        "config": {"samples": samples, "warmup": 5, "workers": 2, "worker_queried": 0},
+        "config": {
+            "samples": samples,
+            "warmup": warmup,
+            "workers": len(client.state.workers),
+            "worker_queried": 0,
+        },
         "variants": results,
     }
     payload["results_file"] = str(write_results(NAME, payload))

@@ -30,7 +30,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import console, fmt, fmt_ratio, print_table, ratio, run_cli, write_results
+from bench.common import (
+    console,
+    fmt,
+    fmt_ratio,
+    is_smoke,
+    print_table,
+    ratio,
+    run_cli,
+    write_results,
+)
 from sealbridge.contracts.catalog import get_code_hash, get_source, load_builtin
 from sealbridge.contracts.executor import Executor
 from sealbridge.core.encoding import decode, encode
@@ -284,6 +293,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     blocks = 20 if quick else 100
     per_block = 50
     repeats = 2 if quick else 3
+    if is_smoke():
+        blocks, per_block, repeats = 2, 10, 1
     console.rule(f"[bold]benchmark 2: runtime replay ({blocks} blocks × {per_block} commands)")
     with tempfile.TemporaryDirectory(prefix="sealbridge-bench-runtime-") as directory:
         keys = Keys(Path(directory))

@@ -26,7 +26,7 @@ import statistics
 import time
 from typing import Any
 
-from bench.common import console, fmt, print_table, ratio, write_results
+from bench.common import console, fmt, is_smoke, print_table, ratio, write_results
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.htlc import HTLC, deploy_htlc, run_htlc_swap
 from sealbridge.node.swap import CHAIN_A, CHAIN_B, SwapDevnet
@@ -76,7 +76,7 @@ def _median(samples: list[dict[str, Any]], key: str) -> float:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    reps = 2 if quick else 5
+    reps = 1 if is_smoke() else 2 if quick else 5
     console.rule("[bold]HTLC swap vs. gateway swap (two anvil chains)")
     samples: dict[str, list[dict[str, Any]]] = {"htlc": [], "gateway_one_way": [], "gateway": []}
     with SwapDevnet(block_time=BLOCK_TIME) as devnet:

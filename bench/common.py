@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from rich.console import Console
 from rich.table import Table
@@ -29,6 +29,35 @@ RESULTS_DIR = Path(
 def is_smoke() -> bool:
     """True in ``run_all --smoke``: the smallest sizes that still exercise every path."""
     return os.environ.get("SEALBRIDGE_BENCH_SMOKE") == "1"
+
+
+class DevnetSizes(TypedDict, total=False):
+    """Keyword arguments of ``start_devnet`` that size a devnet."""
+
+    workers: int
+    gatekeepers: int
+    committee_threshold: int
+    storage_nodes: int
+    storage_threshold: int
+
+
+# the smoke run's devnets: one gatekeeper (a 1-of-1 committee) and one storage node
+SMOKE_DEVNET = DevnetSizes(
+    gatekeepers=1, committee_threshold=1, storage_nodes=1, storage_threshold=1
+)
+
+
+def get_devnet_sizes(**sizes: Unpack[DevnetSizes]) -> DevnetSizes:
+    """``start_devnet`` keyword arguments: ``sizes``; in the smoke run, whatever they leave
+    out is the smallest (:data:`SMOKE_DEVNET`: one gatekeeper, one storage node), so that
+    the devnet starts in seconds."""
+    if not is_smoke():
+        return sizes
+    out = SMOKE_DEVNET.copy()
+    out.update(sizes)
+    return out
+
+
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
