@@ -28,6 +28,7 @@ import ctypes
 import importlib.metadata
 import os
 import resource
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -109,6 +110,10 @@ class Vm:
         self.linker = wc.Linker(self.engine)
         _add_host_function(self.linker, self._host)
         self._running: list[tuple[VmInstance, HostHandler]] = []
+        # one guest call at a time per process (a host function's nested call into another
+        # instance runs on the same thread, hence re-entrant): the stack above names the
+        # handler of the innermost call, which threads must not interleave
+        self.lock = threading.RLock()
 
     def _compiled_path(self) -> Path:
         version = importlib.metadata.version("wasmtime")
@@ -198,21 +203,22 @@ class VmInstance:
         if self.busy:
             raise VmTrap("reentrant_call", "the instance is already running")
         func = self.exports[name]
-        self.store.set_fuel(fuel)
-        self.abort = None
-        self.busy = True
-        self.vm._running.append((self, handler))
-        try:
-            reply = _call_string_export(func, self.store, args)
-        except (wasmtime.WasmtimeError, wasmtime.Trap, HostAbort) as exc:
-            self.poisoned = True
-            trap = self._describe(exc)
-            trap.fuel_used = fuel - self._fuel_left()
-            raise trap from None
-        finally:
-            self.vm._running.pop()
-            self.busy = False
-        return reply, fuel - self.store.get_fuel()
+        with self.vm.lock:
+            self.store.set_fuel(fuel)
+            self.abort = None
+            self.busy = True
+            self.vm._running.append((self, handler))
+            try:
+                reply = _call_string_export(func, self.store, args)
+            except (wasmtime.WasmtimeError, wasmtime.Trap, HostAbort) as exc:
+                self.poisoned = True
+                trap = self._describe(exc)
+                trap.fuel_used = fuel - self._fuel_left()
+                raise trap from None
+            finally:
+                self.vm._running.pop()
+                self.busy = False
+            return reply, fuel - self.store.get_fuel()
 
     def _fuel_left(self) -> int:
         try:
