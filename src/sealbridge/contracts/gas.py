@@ -30,7 +30,7 @@ from __future__ import annotations
 FUEL_PER_GAS = 1000
 DEFAULT_GAS_LIMIT = 5_000_000
 MAX_GAS_LIMIT = 50_000_000
-QUERY_GAS_LIMIT = 1_000_000  # queries are free to ask: a small budget bounds what one costs a worker
+QUERY_GAS_LIMIT = 1_000_000  # queries cost their askers nothing: a small budget
 DEPLOY_COMPILE_GAS = 200_000  # compiling the source at deploy (on top of the command's)
 READ_GAS = 5
 WRITE_GAS = 20
