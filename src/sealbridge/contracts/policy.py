@@ -25,6 +25,7 @@ recursion is bounded before it runs).
 from __future__ import annotations
 
 import ast
+import threading
 
 from sealbridge.contracts import sdk
 from sealbridge.contracts.errors import CodeRejected
@@ -318,6 +319,7 @@ class PolicyChecker(ast.NodeVisitor):
         self.generic_visit(node)
 
 
+_PARSE_LOCK = threading.Lock()
 _ALLOWED_TEXT = f" (allowed: the SDK, {', '.join(sorted(ALLOWED_MODULES - {'__future__'}))})"
 
 
@@ -347,14 +349,16 @@ def check_source(source: bytes) -> str:
     if _max_nesting(text) > MAX_NESTING:
         raise CodeRejected([(0, f"brackets nest deeper than {MAX_NESTING}")])
     try:
-        tree = ast.parse(text, "<contract>")
+        with _PARSE_LOCK:  # CPython 3.11's parser is not safe to run on two threads at once
+            tree = ast.parse(text, "<contract>")
     except SyntaxError as exc:
         raise CodeRejected([(exc.lineno or 0, f"syntax error: {exc.msg}")]) from exc
     except (RecursionError, MemoryError, ValueError) as exc:
         raise CodeRejected([(0, f"the source cannot be parsed: {type(exc).__name__}")]) from exc
     checker = PolicyChecker()
     try:
-        checker.check_module(tree)
+        with _PARSE_LOCK:
+            checker.check_module(tree)
     except RecursionError as exc:
         raise CodeRejected([(0, "the source nests too deeply")]) from exc
     if checker.problems:
