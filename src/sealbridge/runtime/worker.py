@@ -903,7 +903,7 @@ class WorkerRuntime:
         receipt says why; the block and the process go on."""
         runtime = self.contracts[command.contract_id]
         mark, sent = journal.mark(), len(outgoing)
-        applied, seen = runtime.commands_applied, set(touched)
+        applied, seen = runtime.commands_applied, dict(touched)
         try:
             receipt = self._process_command(command, block, journal, touched, outgoing)
             results = self._block_results + len(receipt.sealed_result)
@@ -916,10 +916,9 @@ class WorkerRuntime:
             journal.roll_back_to(mark)
             del outgoing[sent:]
             runtime.commands_applied = applied
-            for cid in set(touched) - seen:
-                if cid != command.contract_id:
-                    del touched[cid]
-            touched[command.contract_id] = touched.get(command.contract_id, 0) + 1
+            touched.clear()
+            touched.update(seen)  # as before the command, which then counts once, refused
+            touched[command.contract_id] = seen.get(command.contract_id, 0) + 1
             code = exc.code if isinstance(exc, BlockFull) else "internal_error"
             return Receipt(contract_id=command.contract_id, seq=command.seq, status=code)
         self._block_results, self._block_gas = results, gas
