@@ -54,6 +54,47 @@ def test_ed25519_rejections() -> None:
 # --- secp256k1 -----------------------------------------------------------------------------
 
 
+L = 2**252 + 27742317777372353535851937790883648493  # the order of Ed25519's base point
+
+
+def test_ed25519_refuses_malleable_and_small_order_signatures() -> None:
+    """The verifier (libsodium) refuses what an honest signer never makes: S not reduced
+    mod L (a second encoding of a valid signature), the neutral point as public key (a
+    key every signature "verifies" under with R = [S]B), and a small-order R."""
+    private, public = s.ed25519_keypair(SEED)
+    signature = s.ed25519_sign(private, b"msg")
+    s.ed25519_verify(public, b"msg", signature)
+    r, scalar = signature[:32], int.from_bytes(signature[32:], "little")
+    with pytest.raises(InvalidSignature):
+        s.ed25519_verify(public, b"msg", r + (scalar + L).to_bytes(32, "little"))
+    neutral = (1).to_bytes(32, "little")  # the encoding of the point (0, 1)
+    with pytest.raises(InvalidSignature):
+        s.ed25519_verify(neutral, b"msg", neutral + bytes(32))
+    with pytest.raises(InvalidSignature):
+        s.ed25519_verify(public, b"msg", neutral + signature[32:])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=300), st.integers(0, 511))
+def test_ed25519_verifier_agrees_with_openssl(seed: bytes, message: bytes, flip: int) -> None:
+    """Signatures made with ``cryptography`` (OpenSSL) verify, and any flipped bit of the
+    signature is refused by both libraries."""
+    from cryptography.exceptions import InvalidSignature as OpenSslInvalid
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    private, public = s.ed25519_keypair(seed)
+    signature = s.ed25519_sign(private, message)
+    assert s.is_valid_ed25519(public, message, signature)
+    tampered = bytearray(signature)
+    tampered[flip // 8] ^= 1 << (flip % 8)
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(bytes(tampered), message)
+        openssl_ok = True
+    except OpenSslInvalid:
+        openssl_ok = False
+    assert s.is_valid_ed25519(public, message, bytes(tampered)) == openssl_ok
+
+
 def test_secp256k1_keypair() -> None:
     private, public = s.secp256k1_keypair(SEED)
     assert private == SEED and len(public) == 33 and public[0] in (2, 3)

@@ -426,3 +426,45 @@ def test_salted_deployer_commitment() -> None:
     out = worker.process_block(block(1, unsalted, salted))
     first, second = results(out, {0: (ALICE, 1), 1: (ALICE, 2)})
     assert first.error == "not_deployer" and second.ok
+
+
+def test_a_command_over_the_block_budget_is_refused_alone_and_counted_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The block's gas budget runs out at the third command: it and the fourth are refused
+    as ``block_full`` with their changes and nonces undone, the block goes on, and the
+    contract's command count names every command of the block exactly once."""
+    from sealbridge.runtime import worker as worker_module
+
+    def fourth_block() -> BlockInput:
+        return block(
+            4,
+            cmd(ALICE, 4, "transfer", {"to": BOB_PUB, "amount": 1}),
+            cmd(ALICE, 5, "transfer", {"to": BOB_PUB, "amount": 1}),
+            cmd(BOB, 1, "transfer", {"to": ALICE_PUB, "amount": 5}),
+            cmd(ALICE, 6, "transfer", {"to": BOB_PUB, "amount": 1}),
+        )
+
+    twin, worker = make_worker(b"t" * 32), make_worker(b"w" * 32)
+    for b in setup_blocks():
+        twin.process_block(b)
+        worker.process_block(b)
+    # gas is deterministic: the twin, without a cap, tells what each command costs
+    gas = [
+        r.gas_used
+        for r in results(
+            twin.process_block(fourth_block()), {0: (ALICE, 4), 1: (ALICE, 5), 2: (BOB, 1)}
+        )
+    ]
+    runtime = worker.get_contract(CONTRACT_ID)
+    applied = runtime.commands_applied
+    monkeypatch.setattr(worker_module, "MAX_BLOCK_GAS", gas[0] + gas[1] + gas[2] // 2)
+    out = worker.process_block(fourth_block())
+    assert [r.status for r in out.receipts] == ["applied", "applied", "block_full", "block_full"]
+    assert out.receipts[2].sealed_result == b"" and out.receipts[3].sealed_result == b""
+    (output,) = out.contracts
+    assert output.command_count == 4  # every command once, the refused ones included
+    assert runtime.commands_applied == applied + 2
+    assert BOB_PUB.hex() not in runtime.nonces  # bob's nonce 1 can be sent again
+    assert runtime.nonces[ALICE_PUB.hex()] == 5
+    assert query_balance(worker, BOB, BOB_PUB) == 40 + 2

@@ -170,6 +170,14 @@ class Context(Protocol):
     def send(self, contract_id: bytes, method: str, args: dict[str, Any]) -> None: ...
 
 
+_IMMUTABLE: tuple[type[Any], ...] = (int, float, str, bytes, bool, type(None))
+
+
+def _own_copy(value: Any) -> Any:
+    """A copy of ``value`` nobody else holds (immutable values are their own copy)."""
+    return value if type(value) in _IMMUTABLE else copy.deepcopy(value)
+
+
 def check_int(value: int, what: str) -> None:
     if not MIN_INT <= value <= MAX_INT:
         raise StorageError(f"{what} does not fit in 64 bits")
@@ -191,13 +199,13 @@ class Value(Generic[T]):
         if kind not in VALUE_KINDS:
             raise TypeError(f"Value kind must be one of {[k.__name__ for k in VALUE_KINDS]}")
         self.kind = kind
-        self._default = copy.deepcopy(default)
+        self._default = _own_copy(default)
         self.name = ""
 
     @property
     def default(self) -> T:
         """A copy of the declared default (the declaration itself holds no state)."""
-        return copy.deepcopy(self._default)
+        return _own_copy(self._default)  # type: ignore[no-any-return]
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self.name = name
@@ -296,13 +304,13 @@ class Map(Generic[K, T]):
             raise TypeError(f"Map values must be one of {[k.__name__ for k in VALUE_KINDS]}")
         self.key_kind = key_kind
         self.value_kind = value_kind
-        self._default = copy.deepcopy(default)
+        self._default = _own_copy(default)
         self.name = ""
 
     @property
     def default(self) -> T:
         """A copy of the declared default (the declaration itself holds no state)."""
-        return copy.deepcopy(self._default)
+        return _own_copy(self._default)  # type: ignore[no-any-return]
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self.name = name

@@ -64,12 +64,17 @@ _SIZED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin8..32, str
 _EXT = {0xC7: 1, 0xC8: 2, 0xC9: 4}
 _ARRAYS = {0xDC: 2, 0xDD: 4}
 _MAPS = {0xDE: 2, 0xDF: 4}
+# every byte that is not a container marker: deleting them leaves at most one byte per
+# array or map in the data (plus look-alikes inside strings and integers)
+_NOT_CONTAINER = bytes(b for b in range(256) if not (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF))
 
 
 def check_nesting(data: bytes, limit: int) -> None:
     """Refuse msgpack ``data`` whose arrays and maps nest deeper than ``limit``, before any
     decoder recurses into it (iterative: a hostile depth costs a loop, not the stack).
     Truncated data is left for the decoder to refuse."""
+    if len(bytes(data).translate(None, _NOT_CONTAINER)) <= limit:
+        return  # fewer container markers than levels: it cannot nest that deep
     view = memoryview(data)
     end = len(view)
     pos = 0
