@@ -76,3 +76,32 @@ def test_nesting_is_capped_without_recursion() -> None:
 def test_malformed_data_is_refused(data: bytes) -> None:
     with pytest.raises(WireError):
         decode_guest(data)
+
+
+def test_the_guest_and_the_host_agree_on_the_protocol_constants() -> None:
+    """The guest (built into the WebAssembly component, so it cannot import the host's
+    modules) keeps its own copies of the host-call numbers, write kinds and size caps;
+    read them from its source and compare with the host's."""
+    import ast
+    from pathlib import Path
+
+    from sealbridge.contracts import executor, gas
+
+    source = (Path(executor.__file__).parent / "wasm/guest/contract_vm.py").read_text()
+    constants: dict[str, Any] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name) and target.id.isupper():
+                expression = compile(ast.Expression(node.value), "contract_vm.py", "eval")
+                try:  # the guest's own constant expressions, such as 1 << 20
+                    constants[target.id] = eval(expression, {"__builtins__": {}})  # noqa: S307
+                except NameError:
+                    continue  # refers to something else: not a plain constant
+    names = [n for n in vars(executor) if n.startswith("OP_")]
+    names += ["WRITE_VALUE", "WRITE_ITEM", "DELETE_ITEM"]
+    assert len(names) == 11
+    for name in names:
+        assert constants[name] == getattr(executor, name), name
+    assert constants["MAX_VALUE_SIZE"] == gas.MAX_VALUE_SIZE
+    assert constants["MAX_WRITE_BYTES"] == gas.MAX_WRITE_BYTES

@@ -85,7 +85,6 @@ from sealbridge.contracts.gas import (
 )
 from sealbridge.contracts.policy import check_source
 from sealbridge.contracts.storage import (
-    KEY_KINDS,
     Journal,
     Storage,
     StorageError,
@@ -931,7 +930,7 @@ def _size_of(value: Any) -> int:
 
 
 def _check_key(key: Any) -> Any:
-    if type(key) not in KEY_KINDS:
+    if type(key) not in sdk.KEY_KINDS:
         raise StorageError(f"map keys are int, str or bytes, not {type(key).__name__}")
     if type(key) is int:
         check_int(key, "a map key")

@@ -24,14 +24,12 @@ from typing import Any
 
 import msgspec
 
+from sealbridge.contracts.sdk import MAX_INT, MIN_INT
 from sealbridge.core.encoding import Message
 from sealbridge.core.errors import RemoteProtocolError
 
-MIN_INT = -(2**63)
-MAX_INT = 2**64 - 1
 SCALARS = (int, float, str, bytes, bool)
 CONTAINERS = (list, dict)
-KEY_KINDS = (int, str, bytes)
 MAX_NESTING = 64  # levels of lists and dicts in a stored value, argument or result
 _MISSING = object()
 _ENCODER = msgspec.msgpack.Encoder(order="sorted")
