@@ -94,7 +94,6 @@ from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.follower import BlockFollower
 from sealbridge.chain.management import MAX_BATCH
 from sealbridge.client.api import Client
-from sealbridge.contracts import gas as gas_module
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.crypto import ecies
 from sealbridge.crypto.signing import secp256k1_keypair
@@ -303,7 +302,6 @@ STAGES: list[tuple[str, str]] = [
     ("decode", "decode SignedCommand + CommandBody"),
     ("verify", "Ed25519 signature verification"),
     ("execute", "execution in the VM (run_command)"),
-    ("memory_sample", "  of which: gas meter's memory sample (/proc/self/statm)"),
     ("seal_result", "seal the result for the sender (AES-GCM)"),
     ("state_root", "state root (snapshot, encode, hash)"),
     ("seal_state", "seal the state (snapshot, encode, AES-GCM)"),
@@ -311,7 +309,7 @@ STAGES: list[tuple[str, str]] = [
 ]
 
 
-NESTED_STAGES = {"memory_sample"}  # inside another stage: not added to the total
+NESTED_STAGES: set[str] = set()  # stages inside another stage: not added to the total
 
 
 class StageTimer:
@@ -344,7 +342,6 @@ def instrumented(world: RuntimeWorld, timer: StageTimer) -> Iterator[list[str]]:
         (worker_module, "decode_canonical", "decode"),
         (worker_module, "ed25519_verify", "verify"),
         (world.runtime.executor, "run_command", "execute"),
-        (gas_module, "get_resident_bytes", "memory_sample"),
         (worker_module.ContractRuntime, "seal_result", "seal_result"),
         (worker_module.ContractRuntime, "compute_state_root", "state_root"),
         (worker_module.ContractRuntime, "seal_state", "seal_state"),
