@@ -48,7 +48,7 @@ from sealbridge.crypto.keyschedule import compute_contract_keys, key_release_aad
 from sealbridge.crypto.signing import ed25519_keypair
 from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.runtime.ecalls import MakeKeyRequest, WorkerEnclaveClient
-from sealbridge.runtime.enclave import WorkerProgram
+from sealbridge.runtime.enclave import UnverifiedWorkerProgram
 from sealbridge.runtime.envelope import seal_command
 from sealbridge.runtime.messages import (
     DEPLOY_METHOD,
@@ -66,7 +66,8 @@ from sealbridge.tee.quote import create_sim_platform, load_sim_platform_key
 from sealbridge.tee.sim import SimBackend
 
 NAME = "runtime_replay"
-WORKER_PROGRAM = "sealbridge.runtime.enclave:WorkerProgram"
+# the labelled unverified program: this benchmark replays blocks without a chain view
+WORKER_PROGRAM = "sealbridge.runtime.enclave:UnverifiedWorkerProgram"
 CONTRACT_ID = bytes([0x5B]) * 32
 CHAIN_ID = 31337
 REGISTRY = "0x" + "22" * 20
@@ -227,7 +228,9 @@ def run_in_process(work: Workload, keys: Keys, roots: list[bytes]) -> dict[str, 
         measurement=compute_sim_measurement(WORKER_PROGRAM),
         platform_private_key=load_sim_platform_key(keys.platform_file),
     )
-    program = WorkerProgram(ctx)  # used only to make a quoted key request, as a host would
+    program = UnverifiedWorkerProgram(
+        ctx
+    )  # used only to make a quoted key request, as a host would
     request = decode(
         program.make_key_request(encode(MakeKeyRequest(contract_id=CONTRACT_ID))), KeyRequest
     )

@@ -34,6 +34,7 @@ from sealbridge.chain.lightclient import (
 from sealbridge.core.ids import keccak, sha256
 from sealbridge.crypto.signing import to_checksum_address
 from sealbridge.runtime.chainview import (
+    DEPLOYED_TOPIC,
     CHECKPOINT_RECORDED_TOPIC,
     COMMAND_TOPIC,
     KEY_PUBLISHED_TOPIC,
@@ -79,6 +80,34 @@ def command_log(
         topics=[COMMAND_TOPIC, contract_id],
         data=abi_encode(
             ["uint256", "address", "bytes"], [seq, to_checksum_address(sender), ciphertext]
+        ),
+    )
+
+
+def contract_deployed_log(
+    contract_id: bytes,
+    *,
+    code_hash: bytes,
+    workers: Sequence[bytes],
+    deployer_commitment: bytes,
+    gatekeeper_id: bytes = b"\x0b" * 32,
+    deployer: bytes = USER,
+    address: bytes = REGISTRY,
+) -> EventLog:
+    """``ContractRegistry.ContractDeployed(contract_id indexed, deployer, code_hash,
+    gatekeeper_id, workers, deployer_commitment)``."""
+    return EventLog(
+        address=address,
+        topics=[DEPLOYED_TOPIC, contract_id],
+        data=abi_encode(
+            ["address", "bytes32", "bytes32", "bytes32[]", "bytes32"],
+            [
+                to_checksum_address(deployer),
+                code_hash,
+                gatekeeper_id,
+                list(workers),
+                deployer_commitment,
+            ],
         ),
     )
 

@@ -80,7 +80,11 @@ replace = msgspec.structs.replace
 ALICE, ALICE_PUB = ed25519_keypair(b"a" * 32)
 BOB, BOB_PUB = ed25519_keypair(b"b" * 32)
 TOKEN = get_source("token")
-DOMAIN = [b"\x01" * 32, b"\x02" * 32]
+# enclaves every test contract names as executors (a worker resuming from a checkpoint
+# must be one: the runtime checks the sealed executor set); other workers install in the
+# unverified mode (before a chain view), where the host's word is taken
+EXECUTORS = [make_enclave() for _ in range(4)]
+DOMAIN = [enclave.identity.identity_key for enclave in EXECUTORS]
 Roots = dict[bytes, tuple[bytes, int, dict[str, int]]]  # contract -> (root, count, nonces)
 
 
@@ -811,7 +815,7 @@ def test_a_restored_checkpoint_resumes_and_signs_once_recorded() -> None:
     parsed = decode(blob, CheckpointBlob)
     assert (parsed.height, parsed.block_hash) == (height, chain.hashes[height])
 
-    b = WorkerRuntime(make_enclave())
+    b = WorkerRuntime(EXECUTORS[0])
     assert b.identity_key != a.identity_key
     (status,) = restore(b, chain, blob, token)
     assert status.state_root == a.get_contract(token.contract_id).state_root
@@ -865,7 +869,7 @@ def test_tampered_checkpoints_are_refused_and_change_nothing() -> None:
     bad_blobs += [_flip(blob, i) for i in range(0, len(blob), stride)] + [
         _flip(blob, len(blob) - 1)
     ]
-    b = WorkerRuntime(make_enclave())
+    b = WorkerRuntime(EXECUTORS[1])
     fresh = snapshot(b)
     for bad in bad_blobs:
         with pytest.raises(errors.CheckpointRefused):
@@ -895,7 +899,7 @@ def test_a_spliced_checkpoint_is_refused() -> None:
         replace(late, height=early.height),  # late states and hash, early height
         replace(late, block_hash=early.block_hash),
     ]
-    b = WorkerRuntime(make_enclave())
+    b = WorkerRuntime(EXECUTORS[2])
     fresh = snapshot(b)
     for blob in spliced:
         with pytest.raises(errors.CheckpointRefused, match="not sealed at the checkpoint"):
@@ -915,7 +919,7 @@ def test_an_older_checkpoint_is_stale() -> None:
     at = roots(a)
 
     # a runtime that already holds the newer state
-    b = WorkerRuntime(make_enclave())
+    b = WorkerRuntime(EXECUTORS[3])
     restore(b, chain, late, token)
     before = snapshot(b)
     with pytest.raises(errors.StaleCheckpoint):
@@ -932,7 +936,7 @@ def test_an_older_checkpoint_is_stale() -> None:
     assert snapshot(a) == before
 
     # the older checkpoint itself is sound: a fresh runtime takes it
-    restore(WorkerRuntime(make_enclave()), chain, early, token)
+    restore(WorkerRuntime(EXECUTORS[0]), chain, early, token)
 
 
 def test_an_unrecorded_checkpoint_stops_the_runtime_after_the_window() -> None:
@@ -940,7 +944,7 @@ def test_an_unrecorded_checkpoint_stops_the_runtime_after_the_window() -> None:
     height = ANCHOR_NUMBER + 3
     blob = a.make_checkpoint(MakeCheckpoint(contract_ids=[token.contract_id]))
     at = roots(a)
-    late, just_in_time = WorkerRuntime(make_enclave()), WorkerRuntime(make_enclave())
+    late, just_in_time = WorkerRuntime(EXECUTORS[1]), WorkerRuntime(EXECUTORS[2])
     restore(late, chain, blob, token)
     restore(just_in_time, chain, blob, token)
     for _ in range(CHECKPOINT_CONFIRM_WINDOW - 1):
@@ -972,7 +976,7 @@ def test_a_record_of_our_blob_at_another_height_does_not_half_apply_a_block() ->
     chain, a, (token,) = checkpoint_world()
     height = ANCHOR_NUMBER + 3
     blob = a.make_checkpoint(MakeCheckpoint(contract_ids=[token.contract_id]))
-    b = WorkerRuntime(make_enclave())
+    b = WorkerRuntime(EXECUTORS[3])
     restore(b, chain, blob, token)
     transfer = token.command(BOB, "transfer", {"to": ALICE_PUB, "amount": 5})
     misplaced = checkpoint_recorded_log(

@@ -69,6 +69,7 @@ from tests.unit.test_runtime_chainview import (
     ALICE_PUB,
     BOB,
     BOB_PUB,
+    EXECUTORS,
     TOKEN,
     Contract,
     ask,
@@ -79,7 +80,6 @@ from tests.unit.test_runtime_chainview import (
     roots,
     snapshot,
 )
-from tests.unit.test_runtime_worker import make_enclave
 
 replace = msgspec.structs.replace
 
@@ -479,7 +479,7 @@ def test_the_root_changes_exactly_at_the_rotation_block_and_runtimes_agree() -> 
     # the new root is the same state committed under the new salt: a runtime installed at
     # version 1 from the sealed state of block 103 computes it itself
     sealed = outs[1][0].contracts[0].sealed_state
-    fresh = WorkerRuntime(make_enclave())
+    fresh = WorkerRuntime(EXECUTORS[3])
     status = fresh.install_contract(
         token.install_request(fresh, 1, sealed_state=sealed, resume_height=ANCHOR_NUMBER + 3)
     )
@@ -494,7 +494,7 @@ def test_a_sealed_state_installs_only_under_the_version_it_names() -> None:
     sealed = out.contracts[0].sealed_state
     root = root_of(worker, token)
 
-    fresh = WorkerRuntime(make_enclave())
+    fresh = WorkerRuntime(EXECUTORS[3])
     # the version before does not open it
     with pytest.raises(DecryptionError):
         fresh.install_contract(token.install_request(fresh, 0, sealed_state=sealed))
@@ -528,7 +528,7 @@ def test_a_sealed_state_installs_only_under_the_version_it_names() -> None:
     )
     sealed0 = out0.contracts[0].sealed_state
     assert unseal_state(token0.keys_at(0), sealed0).key_version == 0
-    other = WorkerRuntime(make_enclave())
+    other = WorkerRuntime(EXECUTORS[3])
     with pytest.raises(errors.KeyMismatch, match="key version 0"):
         other.install_contract(token0.wrapped_install(other, 0, 1, sealed_state=sealed0))
     assert other.contracts == {}
@@ -547,7 +547,7 @@ def test_staging_refuses_wrong_versions_keys_and_releases() -> None:
         with pytest.raises(errors.KeyMismatch, match="public key"):
             worker.stage_contract_key(replace(good, contract_public_key=public))
     # partials of another key version, too few, for another worker, under another group
-    other = WorkerRuntime(make_enclave())
+    other = WorkerRuntime(EXECUTORS[3])
     wrong_group = GroupPublicKeys.from_dict(
         THRESHOLD,
         sharing().group.group_public_key,
@@ -818,7 +818,7 @@ def test_a_checkpoint_after_the_rotation_restores_only_with_the_new_version() ->
     entry = {e.contract_id: e for e in state.directory}[cid]
     assert entry.previous_message_key == token.keys_at(0).message_public_key
 
-    b = WorkerRuntime(make_enclave())
+    b = WorkerRuntime(EXECUTORS[3])
     fresh = full_snapshot(b)
     # the committee's version-0 key does not open it
     with pytest.raises(errors.CheckpointRefused, match="does not open"):
@@ -856,7 +856,7 @@ def test_a_checkpoint_before_the_rotation_restores_with_the_old_version() -> Non
         unseal_state(token.keys_at(0), decode(blob, CheckpointBlob).states[cid.hex()]).key_version
         == 0
     )
-    b = WorkerRuntime(make_enclave())
+    b = WorkerRuntime(EXECUTORS[3])
     fresh = full_snapshot(b)
     with pytest.raises(errors.CheckpointRefused, match="does not open"):
         restore_with(b, chain, blob, token.install_request(b, 1))

@@ -84,6 +84,7 @@ from sealbridge.runtime.messages import (
 )
 from sealbridge.storage.messages import StorageReceipt
 from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.tee.errors import EnclaveCallError
 
 log = logging.getLogger("sealbridge.worker")
 RECEIPTS_KEPT = 20_000
@@ -356,11 +357,14 @@ class WorkerHost(NodeHost):
     # -- following ------------------------------------------------------------------
     def on_block(self, block: ObservedBlock) -> None:
         for event in block.events:
-            if event.name == "ContractKeyPublished":
-                self.on_key_published(event)
-            elif event.name == "ContractKeyRotated":
+            if event.name == "ContractKeyRotated":
                 self.stage_rotated_key(event)
         self.process_block(block)
+        # the enclave installs a contract only with the facts it read itself: after it
+        # verified the blocks that deployed the contract and published its key
+        for event in block.events:
+            if event.name == "ContractKeyPublished":
+                self.on_key_published(event)
 
     def on_caught_up(self) -> None:
         if self.config.submit_outputs and self.installed:
@@ -393,9 +397,17 @@ class WorkerHost(NodeHost):
             return
         sealed = self.bundle.states.get(contract_id.hex(), b"")
         height = self.bundle.height if sealed else 0
-        install = self.get_install(contract_id, sealed, height, at=height or self.anchor)
-        with self._lock:
-            status = self.calls.install_contract(install)
+        install = self.get_install(contract_id, sealed, height, at=height or self.last_delivered)
+        try:
+            with self._lock:
+                status = self.calls.install_contract(install)
+        except EnclaveCallError as exc:
+            if exc.remote_code not in ("install_facts_unverified", "install_facts_mismatch"):
+                raise
+            # e.g. deployed before this enclave's anchor, with no sealed state to vouch
+            # for it: the contract stays uninstalled here (other workers serve it)
+            log.warning("contract %s not installed: %s", to_hex(contract_id), exc.message)
+            return
         self.installed[contract_id] = status.height
         self.workers_of[contract_id] = install.workers
         log.info("installed contract %s", to_hex(contract_id))

@@ -11,6 +11,9 @@ header to link to the last block it accepted (``number = last + 1``,
 contracts out of the receipts itself:
 
 * ``CommandInbox.Command`` -- the commands and messages addressed to contracts;
+* ``ContractRegistry.ContractDeployed`` -- what a contract must be installed with: its
+  code hash, deployer commitment, executor set and publishing gatekeeper (the runtime
+  refuses an install whose host-supplied facts differ from these);
 * ``ContractRegistry.ContractKeyPublished`` -- the directory of contract keys;
 * ``ContractRegistry.ContractKeyRotated`` -- a new key version (the directory changes, and
   the contract's executors switch to the new key after this block);
@@ -50,6 +53,9 @@ from sealbridge.runtime.errors import ChainNotConfigured, MalformedEvent
 from sealbridge.runtime.messages import ChainConfig, DirectoryEntry, InboxCommand
 
 COMMAND_TOPIC = bytes(keccak(text="Command(bytes32,uint256,address,bytes)"))
+DEPLOYED_TOPIC = bytes(
+    keccak(text="ContractDeployed(bytes32,address,bytes32,bytes32,bytes32[],bytes32)")
+)
 KEY_PUBLISHED_TOPIC = bytes(keccak(text="ContractKeyPublished(bytes32,bytes32,bytes32,bytes)"))
 OUTPUT_ACCEPTED_TOPIC = bytes(
     keccak(text="OutputAccepted(bytes32,bytes32,uint256,uint256,bytes32,bytes32,uint256)")
@@ -58,6 +64,16 @@ KEY_ROTATED_TOPIC = bytes(keccak(text="ContractKeyRotated(bytes32,uint256,bytes3
 CHECKPOINT_RECORDED_TOPIC = bytes(
     keccak(text="CheckpointRecorded(bytes32,bytes32,uint256,bytes32,uint256,bytes32[],bytes)")
 )
+
+
+class DeploymentEvent(Message, frozen=True):
+    """``ContractRegistry.ContractDeployed``: the facts a contract is installed with."""
+
+    contract_id: bytes
+    code_hash: bytes
+    gatekeeper_id: bytes
+    workers: list[bytes]
+    deployer_commitment: bytes
 
 
 class AcceptedOutputEvent(Message, frozen=True):
@@ -95,6 +111,7 @@ class BlockFacts(Message, frozen=True):
     outputs: list[AcceptedOutputEvent]
     checkpoints: list[CheckpointEvent]
     rotations: list[KeyRotationEvent] = []
+    deployments: list[DeploymentEvent] = []
 
 
 def _topic_bytes32(topics: list[bytes], index: int) -> bytes:
@@ -146,6 +163,7 @@ class ChainView:
         outputs: list[AcceptedOutputEvent] = []
         checkpoints: list[CheckpointEvent] = []
         rotations: list[KeyRotationEvent] = []
+        deployments: list[DeploymentEvent] = []
         cfg = self.config
         for log in block.logs:
             if not log.topics:
@@ -162,6 +180,21 @@ class ChainView:
                         tx_index=log.tx_index,
                         log_index=log.log_index,
                         ciphertext=bytes(ciphertext),  # type: ignore[call-overload]
+                    )
+                )
+            elif log.address == cfg.contract_registry and topic == DEPLOYED_TOPIC:
+                _deployer, code_hash, gatekeeper, workers, commitment = _decode(
+                    ["address", "bytes32", "bytes32", "bytes32[]", "bytes32"],
+                    log.data,
+                    "ContractDeployed",
+                )
+                deployments.append(
+                    DeploymentEvent(
+                        contract_id=_topic_bytes32(log.topics, 1),
+                        code_hash=bytes(code_hash),  # type: ignore[call-overload]
+                        gatekeeper_id=bytes(gatekeeper),  # type: ignore[call-overload]
+                        workers=[bytes(w) for w in workers],  # type: ignore[attr-defined]
+                        deployer_commitment=bytes(commitment),  # type: ignore[call-overload]
                     )
                 )
             elif log.address == cfg.contract_registry and topic == KEY_PUBLISHED_TOPIC:
@@ -233,6 +266,7 @@ class ChainView:
             outputs=outputs,
             checkpoints=checkpoints,
             rotations=rotations,
+            deployments=deployments,
         )
 
 

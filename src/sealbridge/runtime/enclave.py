@@ -3,6 +3,14 @@
 Runs inside the enclave process (``sealbridge.runtime.enclave:WorkerProgram``). Every
 ECALL decodes its canonical input (malformed bytes become a typed EncodingError), calls
 the runtime core and encodes the answer. Time comes from the enclave's platform clock.
+
+The runtime core also has an *unverified* mode (no chain view: the host's lists of
+commands and its install facts are taken as given), which tests and benchmarks drive
+directly. :class:`WorkerProgram` does not offer it: it installs contracts and applies
+blocks only after ``configure_chain`` (or ``restore_checkpoint``) started the verified
+view, so a host cannot skip verification by never configuring it.
+:class:`UnverifiedWorkerProgram` does offer it, for replay benchmarks; it is another
+program with another measurement, which no key-release policy should name.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from sealbridge.core.encoding import decode, encode
 from sealbridge.keyservice.ecalls import sign_heartbeat
 from sealbridge.keyservice.messages import make_key_request
 from sealbridge.runtime.ecalls import Blob, Empty, MakeKeyRequest, SealedAnswer, StatusList
+from sealbridge.runtime.errors import ChainNotConfigured
 from sealbridge.runtime.messages import (
     BlockInput,
     ChainConfig,
@@ -29,6 +38,8 @@ from sealbridge.tee.enclave import EnclaveContext
 
 
 class WorkerProgram:
+    requires_chain = True  # install and apply only with a verified chain view
+
     def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] = time.time) -> None:
         self.ctx = ctx
         self.clock = clock
@@ -55,15 +66,28 @@ class WorkerProgram:
             make_key_request(self.ctx, request.contract_id, int(self.clock()), request.version)
         )
 
+    def require_chain(self) -> None:
+        if self.requires_chain and self.runtime.view is None:
+            raise ChainNotConfigured(
+                "configure the verified chain view (configure_chain) before installing "
+                "contracts or applying blocks"
+            )
+
     def install_contract(self, payload: bytes) -> bytes:
-        return encode(self.runtime.install_contract(decode(payload, InstallContract)))
+        request = decode(payload, InstallContract)
+        self.require_chain()
+        return encode(self.runtime.install_contract(request))
 
     def stage_contract_key(self, payload: bytes) -> bytes:
-        self.runtime.stage_contract_key(decode(payload, StageContractKey))
+        request = decode(payload, StageContractKey)
+        self.require_chain()
+        self.runtime.stage_contract_key(request)
         return encode(Empty())
 
     def process_block(self, payload: bytes) -> bytes:
-        return encode(self.runtime.process_block(decode(payload, BlockInput)))
+        block = decode(payload, BlockInput)
+        self.require_chain()
+        return encode(self.runtime.process_block(block))
 
     def configure_chain(self, payload: bytes) -> bytes:
         self.runtime.configure_chain(decode(payload, ChainConfig))
@@ -98,3 +122,11 @@ class WorkerProgram:
     def sign_heartbeat(self, payload: bytes) -> bytes:
         """Sign this worker's NodeRegistry heartbeat (:func:`keyservice.ecalls.sign_heartbeat`)."""
         return sign_heartbeat(self.ctx, payload)
+
+
+class UnverifiedWorkerProgram(WorkerProgram):
+    """The worker runtime without a chain view: blocks and install facts are taken from
+    the host as given. For replay benchmarks only; its measurement differs from
+    :class:`WorkerProgram`'s, and no key-release policy should allow it."""
+
+    requires_chain = False

@@ -62,6 +62,20 @@ class KeyMismatch(RuntimeRefusal):
     code = "key_mismatch"
 
 
+class InstallFactsMismatch(RuntimeRefusal):
+    """An install names a code hash, deployer commitment, executor set or key that differs
+    from what the chain (or the contract's own sealed state) says."""
+
+    code = "install_facts_mismatch"
+
+
+class InstallFactsUnverified(RuntimeRefusal):
+    """The runtime has not verified the contract's ``ContractDeployed`` event (nor its key
+    publication): the host must deliver those blocks before installing it."""
+
+    code = "install_facts_unverified"
+
+
 class DirectoryIncomplete(LocalProtocolError):
     """A message names a source whose published keys the host has not supplied: the
     block is refused whole (the host must send the directory entry first)."""

@@ -92,8 +92,10 @@ from sealbridge.keyservice.threshold import combine_released_key
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.runtime.chainview import (
     AcceptedOutputEvent,
+    BlockFacts,
     ChainView,
     CheckpointEvent,
+    DeploymentEvent,
     KeyRotationEvent,
     require_view,
 )
@@ -105,6 +107,8 @@ from sealbridge.runtime.errors import (
     CheckpointUnconfirmed,
     DirectoryIncomplete,
     EvidenceRequired,
+    InstallFactsMismatch,
+    InstallFactsUnverified,
     KeyMismatch,
     KeyRotationPending,
     MalformedCommand,
@@ -195,6 +199,11 @@ class PersistedState(Message, frozen=True):
     accepted_root: bytes = b""
     accepted_applied: int = 0
     key_version: int = 0  # the version of the contract key this state is sealed under
+    # the contract's install facts as the runtime verified them (ContractDeployed), so that
+    # a restart from this state cannot be installed with other ones
+    code_hash: bytes = b""
+    deployer_commitment: bytes = b""
+    workers: list[bytes] = []
 
 
 class StateCommitment(Message, frozen=True):
@@ -223,6 +232,7 @@ class ContractRuntime:
         self._recipient = ecies.Recipient(keys.command_private_key)
         self.code_hash = request.code_hash
         self.deployer_commitment = request.deployer_commitment
+        self.workers = list(request.workers)
         self.deployer = state.deployer
         self.domain = compute_domain(request.workers)
         self.executor = executor
@@ -292,6 +302,9 @@ class ContractRuntime:
             confidential=self.confidential,
             inbox_seqs=dict(self.inbox_seqs),
             outbox_seqs=dict(self.outbox_seqs),
+            code_hash=self.code_hash,
+            deployer_commitment=self.deployer_commitment,
+            workers=list(self.workers),
         )
 
     def compute_state_root(self, storage: PersistedStorage | None = None) -> bytes:
@@ -596,6 +609,10 @@ class WorkerRuntime:
         self.pending_checkpoint: CheckpointEvent | None = None  # resumed from, unconfirmed
         self.outputs_signed = 0
         self.staged: dict[bytes, tuple[int, ContractKeys]] = {}  # next key versions
+        # install facts read from verified blocks: the deployments naming this worker, and
+        # the key version in force for each contract whose key was published or rotated
+        self.deployments: dict[bytes, DeploymentEvent] = {}
+        self.key_versions: dict[bytes, int] = {}
 
     def combine_key(
         self,
@@ -640,19 +657,82 @@ class WorkerRuntime:
         return keys
 
     def install_contract(self, request: InstallContract) -> ContractStatus:
-        """Accept a released contract key and (optionally) a sealed state to resume from."""
+        """Accept a released contract key and (optionally) a sealed state to resume from.
+
+        With a verified chain view, the install's facts (code hash, deployer commitment,
+        executor set, key and key version) must be the ones the runtime read from the
+        chain itself, or, resuming from a sealed state, the ones sealed with it; the host's
+        word counts only in the unverified mode of tests and tools (no view)."""
         keys = self.open_contract_key(request)
         state = unseal_state(keys, request.sealed_state) if request.sealed_state else empty_state()
         if state.code and compute_code_hash(state.code) != request.code_hash:
             raise KeyMismatch("sealed state holds code other than the chain's code hash")
         if request.sealed_state:
             check_key_version(state, request)
+        if self.view is not None:
+            self.check_install_facts(request, keys, state if request.sealed_state else None)
         runtime = ContractRuntime(keys, request, state, self.executor)
         self.contracts[request.contract_id] = runtime
         self.remember_root(runtime)
         if runtime.accepted is not None:
             self.accepted.setdefault(request.contract_id, runtime.accepted)
         return runtime.get_status()
+
+    def check_install_facts(
+        self, request: InstallContract, keys: ContractKeys, state: PersistedState | None
+    ) -> None:
+        """Refuse an install whose facts differ from the verified ones (see
+        :meth:`install_contract`); ``state`` is the sealed state it resumes from, if any."""
+        cid = request.contract_id
+        named = f"contract 0x{cid.hex()[:12]}…"
+        if state is not None and state.deployer_commitment:
+            facts = (state.code_hash, state.deployer_commitment, list(state.workers))
+            source = "its sealed state"
+        else:
+            deployment = self.deployments.get(cid)
+            if deployment is None:
+                raise InstallFactsUnverified(
+                    f"no verified ContractDeployed event names this worker for {named}: "
+                    "deliver the block that deployed it before installing it"
+                )
+            facts = (deployment.code_hash, deployment.deployer_commitment, deployment.workers)
+            source = "the chain"
+        given = (request.code_hash, request.deployer_commitment, list(request.workers))
+        for name, want, got in zip(
+            ("code hash", "deployer commitment", "executor set"), facts, given, strict=True
+        ):
+            if want != got:
+                raise InstallFactsMismatch(f"the install names another {name} than {source}")
+        if self.identity_key not in request.workers:
+            raise InstallFactsMismatch(f"this worker is not an executor of {named}")
+        if state is not None:
+            return  # the key opened the contract's sealed state: it is the contract's key
+        entry = self.directory.get(cid)
+        if entry is None or cid not in self.verified_keys or cid not in self.key_versions:
+            raise InstallFactsUnverified(
+                f"the key of {named} was not read from a verified block: deliver the block "
+                "that published it before installing it"
+            )
+        if keys.command_public_key != entry.command_key:
+            raise InstallFactsMismatch(
+                f"the released key is not the key the chain names for {named}"
+            )
+        if request.key_version != self.key_versions[cid]:
+            raise InstallFactsMismatch(
+                f"the install names key version {request.key_version}, the chain "
+                f"{self.key_versions[cid]} for {named}"
+            )
+
+    def note_deployments(self, facts: BlockFacts) -> None:
+        """Keep the install facts of a verified block (deployments naming this worker,
+        key versions of every published or rotated key)."""
+        for deployment in facts.deployments:
+            if self.identity_key in deployment.workers:
+                self.deployments[deployment.contract_id] = deployment
+        for entry in facts.directory:
+            self.key_versions.setdefault(entry.contract_id, 0)
+        for rotation in facts.rotations:
+            self.key_versions[rotation.contract_id] = rotation.version
 
     def stage_contract_key(self, request: StageContractKey) -> None:
         """Keep the next version of an installed contract's key until the verified block
@@ -748,7 +828,9 @@ class WorkerRuntime:
         ]
         # a refused block must leave the directory as it was (it is offered again)
         saved_directory, saved_verified = dict(self.directory), set(self.verified_keys)
+        saved_facts = dict(self.deployments), dict(self.key_versions)
         self.update_directory(facts.directory, {e.contract_id for e in facts.rotations})
+        self.note_deployments(facts)
         try:
             output = self.apply_block(
                 BlockInput(
@@ -760,6 +842,7 @@ class WorkerRuntime:
             )
         except BaseException:
             self.directory, self.verified_keys = saved_directory, saved_verified
+            self.deployments, self.key_versions = saved_facts
             raise
         self.view.advance(block.evidence)
         self.on_accepted_outputs(facts.outputs)
@@ -1273,6 +1356,7 @@ class WorkerRuntime:
             if state.code and compute_code_hash(state.code) != install.code_hash:
                 raise KeyMismatch("checkpoint holds code other than the chain's code hash")
             check_key_version(state, install)
+            self.check_install_facts(install, keys, state)
             restored[install.contract_id] = (keys, install, state)
             for entry in state.directory:
                 directory[entry.contract_id] = entry
