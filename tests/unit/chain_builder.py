@@ -34,9 +34,9 @@ from sealbridge.chain.lightclient import (
 from sealbridge.core.ids import keccak, sha256
 from sealbridge.crypto.signing import to_checksum_address
 from sealbridge.runtime.chainview import (
-    DEPLOYED_TOPIC,
     CHECKPOINT_RECORDED_TOPIC,
     COMMAND_TOPIC,
+    DEPLOYED_TOPIC,
     KEY_PUBLISHED_TOPIC,
     OUTPUT_ACCEPTED_TOPIC,
 )

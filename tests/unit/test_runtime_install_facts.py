@@ -25,7 +25,6 @@ from sealbridge.runtime.messages import DEPLOY_METHOD, InstallContract, compute_
 from sealbridge.runtime.worker import WorkerRuntime
 from tests.unit.chain_builder import ChainBuilder, contract_deployed_log, key_published_log
 from tests.unit.test_runtime_chainview import (
-    ALICE,
     ALICE_PUB,
     DOMAIN,
     EXECUTORS,
@@ -108,7 +107,9 @@ def test_a_host_cannot_install_under_its_own_facts(field: str) -> None:
     assert snapshot(worker) == before and worker.contracts == {}
     # and the honest install still works afterwards
     worker.install_contract(honest)
-    mallory_deploy = Contract(1, code=SPY).command(MALLORY, DEPLOY_METHOD, {"code": SPY, "init": {}})
+    mallory_deploy = Contract(1, code=SPY).command(
+        MALLORY, DEPLOY_METHOD, {"code": SPY, "init": {}}
+    )
     out = feed(
         worker,
         chain.next(

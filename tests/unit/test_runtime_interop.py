@@ -509,3 +509,179 @@ def test_a_block_that_fails_midway_is_undone_whole(pair: Any) -> None:
     assert runtime.commands_applied == 0 and runtime.nonces == {}
     assert runtime.compute_state_root() == root
     assert lone.contract_id not in w3.executor.contracts
+
+
+# -- messages out of order (issue 14): held until their turn, never skipped ---------------
+
+
+def pings(w1: WorkerRuntime, pinger: Deployed, chain: Chain, times: int) -> list[bytes]:
+    """Have the pinger send ``times`` messages (at most 16 per command); their ciphertexts."""
+    sent: list[bytes] = []
+    while len(sent) < times:
+        batch = min(16, times - len(sent))
+        out = w1.process_block(
+            chain.block([(pinger.contract_id, pinger.command("ping", {"times": batch}))])
+        )
+        assert len(out.messages) == batch
+        sent += [m.ciphertext for m in out.messages]
+    return sent
+
+
+def test_messages_posted_out_of_order_are_held_and_run_in_order(pair: Any) -> None:
+    """A host that posts message 3 and 2 before 1: before the fix, 3 ran and 1 and 2 were
+    "replays" forever. Now 3 and 2 are held, and 1 runs them all, in order."""
+    w1, pinger, w2, ponger, chain = pair
+    first, second, third = pings(w1, pinger, chain, 3)
+    target = ponger.contract_id
+    out = w2.process_block(chain.block([(target, third), (target, second)]))
+    assert [r.status for r in out.receipts] == ["held", "held"]
+    assert ask(w2, ponger, "state") == {"total": 0, "seen": []}
+    runtime = w2.get_contract(target)
+    assert sorted(runtime.held[pinger.contract_id.hex()]) == [2, 3]
+    # a duplicate of a held message is a replay and changes nothing
+    root = runtime.state_root
+    out = w2.process_block(chain.block([(target, third)]))
+    assert [r.status for r in out.receipts] == ["replayed_command"]
+    assert runtime.state_root == root
+    out = w2.process_block(chain.block([(target, first)]))
+    assert [r.status for r in out.receipts] == ["applied"]
+    assert ask(w2, ponger, "state") == {"total": 6, "seen": [1, 2, 3]}
+    assert runtime.held == {} and runtime.inbox_seqs[pinger.contract_id.hex()] == 3
+    assert runtime.commands_applied == 1 + 3  # the deploy, then the three messages
+
+
+def test_a_message_too_far_ahead_is_refused_and_can_come_again(pair: Any) -> None:
+    from sealbridge.runtime.worker import MAX_MESSAGE_GAP
+
+    w1, pinger, w2, ponger, chain = pair
+    sent = pings(w1, pinger, chain, MAX_MESSAGE_GAP + 1)
+    target = ponger.contract_id
+    out = w2.process_block(chain.block([(target, sent[-1])]))
+    assert [r.status for r in out.receipts] == ["message_too_early"]
+    assert w2.get_contract(target).held == {}
+    out = w2.process_block(chain.block([(target, c) for c in sent[1:-1]]))
+    assert {r.status for r in out.receipts} == {"held"}
+    out = w2.process_block(chain.block([(target, sent[0]), (target, sent[-1])]))
+    assert [r.status for r in out.receipts] == ["applied", "applied"]
+    expected = [n for n in range(1, MAX_MESSAGE_GAP + 2) if n != 13]  # 13: the target refuses
+    assert ask(w2, ponger, "state")["seen"] == expected
+
+
+def test_held_messages_survive_a_restart_from_the_sealed_state(pair: Any) -> None:
+    w1, pinger, w2, ponger, chain = pair
+    first, second = pings(w1, pinger, chain, 2)
+    target = ponger.contract_id
+    out = w2.process_block(chain.block([(target, second)]))
+    (sealed,) = [c.sealed_state for c in out.contracts]
+    # a fresh enclave resumes the contract from the sealed state (same contract key)
+    w3 = make_worker()
+    identity = w3.enclave.identity
+    w3.install_contract(
+        InstallContract(
+            contract_id=target,
+            code_hash=compute_code_hash(PONGER),
+            contract_public_key=ponger.keys.command_public_key,
+            wrapped_key=ecies.encrypt_to(
+                identity.encryption_key,
+                bytes([2 + 100]) * 32,
+                key_release_aad(target, identity.identity_key),
+            ),
+            gatekeeper_key=b"\x00" * 32,
+            deployer_commitment=compute_deployer_commitment(target, ALICE_PUB),
+            workers=[b"\x02" * 32],
+            sealed_state=sealed,
+        )
+    )
+    assert w3.get_contract(target).state_root == w2.get_contract(target).state_root
+    block = chain.block([(target, first)], [pinger.entry])
+    out2, out3 = w2.process_block(block), w3.process_block(block)
+    assert [r.status for r in out3.receipts] == ["applied"]
+    assert ask(w3, ponger, "state") == {"total": 3, "seen": [1, 2]}
+    assert out2.contracts[0].state_root == out3.contracts[0].state_root
+
+
+def test_held_messages_over_the_block_budget_run_first_in_the_next_block(
+    pair: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sealbridge.runtime import worker as worker_module
+
+    w1, pinger, w2, ponger, chain = pair
+    sent = pings(w1, pinger, chain, 4)
+    target = ponger.contract_id
+    w2.process_block(chain.block([(target, c) for c in sent[1:]]))  # 2, 3, 4 held
+    monkeypatch.setattr(worker_module, "MAX_BLOCK_GAS", 1)  # room for nothing more
+    out = w2.process_block(chain.block([(target, sent[0])]))
+    assert [r.status for r in out.receipts] == ["block_full"]
+    monkeypatch.setattr(worker_module, "MAX_BLOCK_GAS", 10**9)
+    out = w2.process_block(chain.block([(target, sent[0])]))
+    assert ask(w2, ponger, "state")["seen"] == [1, 2, 3, 4]
+    # budget for the message that arrives and one held message: the third waits for the
+    # next block, which runs it first even though it carries nothing for the contract
+    sent = pings(w1, pinger, chain, 3)
+    w2.process_block(chain.block([(target, c) for c in sent[1:]]))
+    runtime = w2.get_contract(target)
+    checks = {"left": 2}
+    original = worker_module.WorkerRuntime._is_over_budget
+
+    def budget(self: Any, *args: Any) -> bool:
+        checks["left"] -= 1
+        return checks["left"] < 0 or original(self, *args)
+
+    monkeypatch.setattr(worker_module.WorkerRuntime, "_is_over_budget", budget)
+    out = w2.process_block(chain.block([(target, sent[0])]))
+    assert [r.status for r in out.receipts] == ["applied"]
+    assert ask(w2, ponger, "state")["seen"] == [1, 2, 3, 4, 5, 6]
+    assert sorted(runtime.held[pinger.contract_id.hex()]) == [7]
+    checks["left"] = 10**6
+    out = w2.process_block(chain.block([]))
+    assert [c.contract_id for c in out.contracts] == [target]
+    assert ask(w2, ponger, "state")["seen"] == [1, 2, 3, 4, 5, 6, 7]
+    assert runtime.held == {}
+
+
+def test_every_worker_of_a_source_makes_the_same_message_ciphertext(pair: Any) -> None:
+    """So that any of their hosts can see on chain that a message was posted."""
+    w1, pinger, _w2, ponger, chain = pair
+    twin = make_worker()
+    identity = twin.enclave.identity
+    # the same contract (same key) on a second worker, fed the same blocks from the start
+    w0 = make_worker()
+    copies = []
+    for worker in (w0, twin):
+        ident = worker.enclave.identity
+        worker.install_contract(
+            InstallContract(
+                contract_id=pinger.contract_id,
+                code_hash=compute_code_hash(PINGER),
+                contract_public_key=pinger.keys.command_public_key,
+                wrapped_key=ecies.encrypt_to(
+                    ident.encryption_key,
+                    bytes([1 + 100]) * 32,
+                    key_release_aad(pinger.contract_id, ident.identity_key),
+                ),
+                gatekeeper_key=b"\x00" * 32,
+                deployer_commitment=compute_deployer_commitment(pinger.contract_id, ALICE_PUB),
+                workers=[b"\x01" * 32],
+            )
+        )
+    assert identity != w0.enclave.identity
+    fresh = Deployed(pinger.contract_id, pinger.keys, PINGER)
+    other = Chain()
+    blocks = [
+        other.block(
+            [
+                (
+                    pinger.contract_id,
+                    fresh.command(
+                        DEPLOY_METHOD, {"code": PINGER, "init": {"target": ponger.contract_id}}
+                    ),
+                )
+            ],
+            [ponger.entry],
+        ),
+        other.block([(pinger.contract_id, fresh.command("ping", {"times": 2}))]),
+    ]
+    for worker in (w0, twin):
+        outs = [worker.process_block(b) for b in blocks]
+        copies.append([m.ciphertext for m in outs[-1].messages])
+    assert copies[0] == copies[1] and len(copies[0]) == 2 and all(copies[0])

@@ -35,6 +35,13 @@ class ReplayedCommand(RuntimeRefusal):
     code = "replayed_command"
 
 
+class MessageTooEarly(RuntimeRefusal):
+    """A message is too far ahead of its source's next number to be held; it can be
+    posted again once the earlier ones arrived."""
+
+    code = "message_too_early"
+
+
 class WrongContract(RuntimeRefusal):
     code = "wrong_contract"
 

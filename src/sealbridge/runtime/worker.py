@@ -80,6 +80,7 @@ from sealbridge.core.errors import DecryptionError, EncodingError, InvalidSignat
 from sealbridge.core.ids import hash_message, keccak, tagged_hash
 from sealbridge.crypto import aead, ecies
 from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.crypto.kdf import derive_key
 from sealbridge.crypto.keyschedule import (
     ContractKeys,
     compute_contract_keys,
@@ -112,6 +113,7 @@ from sealbridge.runtime.errors import (
     KeyMismatch,
     KeyRotationPending,
     MalformedCommand,
+    MessageTooEarly,
     OutputsRefused,
     QueryRefused,
     ReplayedCommand,
@@ -170,6 +172,8 @@ MAX_BLOCK_MESSAGES = 256  # messages all commands of one block may send
 MAX_BLOCK_OUTPUT = 24 * 1024 * 1024  # bytes of results, messages and touched state per block
 MAX_BLOCK_GAS = 100_000_000  # gas all commands of one block may use (bounds one ECALL)
 STATUS_APPLIED = "applied"
+STATUS_HELD = "held"  # a message ahead of its source's next number, kept until its turn
+MAX_MESSAGE_GAP = 32  # how far ahead of the next number a message is held (per source)
 HISTORY_KEPT = 512  # roots remembered per contract, to compare with accepted outputs
 CHECKPOINT_CONFIRM_WINDOW = 256  # the ledger checks blockhash(end): 256 blocks at most
 
@@ -191,6 +195,8 @@ class PersistedState(Message, frozen=True):
     confidential: bool = False
     inbox_seqs: dict[str, int] = {}  # source contract hex -> last message number accepted
     outbox_seqs: dict[str, int] = {}  # target contract hex -> last message number sent
+    # messages that arrived ahead of their turn: source hex -> number (decimal) -> body
+    held: dict[str, dict[str, bytes]] = {}
     block_hash: bytes = b""  # hash of block ``height`` when the runtime verified it
     directory: list[DirectoryEntry] = []  # in checkpoints: the contract keys known then
     # the last output the ExecutionLedger accepted for this contract, as the runtime read
@@ -215,6 +221,7 @@ class StateCommitment(Message, frozen=True):
     code_hash: bytes
     inbox_seqs: dict[str, int]
     outbox_seqs: dict[str, int]
+    held: dict[str, dict[str, bytes]]
 
 
 class ContractRuntime:
@@ -244,6 +251,10 @@ class ContractRuntime:
         self.confidential = state.confidential
         self.inbox_seqs = dict(state.inbox_seqs)
         self.outbox_seqs = dict(state.outbox_seqs)
+        self.held: dict[str, dict[int, bytes]] = {
+            source: {int(seq): body for seq, body in bodies.items()}
+            for source, bodies in state.held.items()
+        }
         self.deployed: Deployed | None = None
         if state.code:
             self.deployed = executor.add(
@@ -302,6 +313,7 @@ class ContractRuntime:
             confidential=self.confidential,
             inbox_seqs=dict(self.inbox_seqs),
             outbox_seqs=dict(self.outbox_seqs),
+            held=self.copy_held(),
             code_hash=self.code_hash,
             deployer_commitment=self.deployer_commitment,
             workers=list(self.workers),
@@ -318,6 +330,7 @@ class ContractRuntime:
             code_hash=compute_code_hash(self.code) if self.code else b"",
             inbox_seqs=dict(self.inbox_seqs),
             outbox_seqs=dict(self.outbox_seqs),
+            held=self.copy_held(),
         )
         return tagged_hash("sealbridge/state-root/v1", self.keys.root_salt + encode(committed))
 
@@ -390,7 +403,49 @@ class ContractRuntime:
         last = self.inbox_seqs.get(body.source.hex(), 0)
         if body.seq <= last:
             raise ReplayedCommand(f"message {body.seq} from this source was already delivered")
+        if body.seq in self.held.get(body.source.hex(), {}):
+            raise ReplayedCommand(f"message {body.seq} from this source is already held")
+        if body.seq > last + MAX_MESSAGE_GAP:
+            raise MessageTooEarly(
+                f"message {body.seq} is more than {MAX_MESSAGE_GAP} ahead of this source's "
+                f"next number ({last + 1}); post the earlier ones first"
+            )
         return body
+
+    def copy_held(self) -> dict[str, dict[str, bytes]]:
+        """The held messages in their canonical form (string keys)."""
+        return {
+            source: {str(seq): body for seq, body in bodies.items()}
+            for source, bodies in self.held.items()
+            if bodies
+        }
+
+    def hold_message(self, body: MessageBody, journal: Journal) -> None:
+        """Keep a message that arrived ahead of its turn (copy-on-write, journaled)."""
+        source = body.source.hex()
+        journal.record(self.held, source)
+        self.held[source] = {**self.held.get(source, {}), body.seq: encode(body)}
+
+    def take_ready_message(self, journal: Journal) -> MessageBody | None:
+        """The held message whose turn has come (lowest source first), taken out of the
+        held set; None if there is none."""
+        for source in sorted(self.held):
+            bodies = self.held[source]
+            seq = self.inbox_seqs.get(source, 0) + 1
+            if seq in bodies:
+                journal.record(self.held, source)
+                rest = {n: b for n, b in bodies.items() if n != seq}
+                if rest:
+                    self.held[source] = rest
+                else:
+                    del self.held[source]
+                return decode(bodies[seq], MessageBody)
+        return None
+
+    def has_ready_message(self) -> bool:
+        return any(
+            self.inbox_seqs.get(source, 0) + 1 in bodies for source, bodies in self.held.items()
+        )
 
     def seed_for(self, command: InboxCommand, block: BlockInput) -> bytes:
         return tagged_hash(
@@ -414,13 +469,23 @@ class ContractRuntime:
         )
 
     def execute_message(
-        self, body: MessageBody, command: InboxCommand, block: BlockInput, journal: Journal
+        self, body: MessageBody, seed: bytes, block: BlockInput, journal: Journal
     ) -> Outcome:
         """Run a message from another contract (its number is consumed either way)."""
+        self.consume_message_number(body, journal)
+        return self.run(body.method, dict(body.args), body.source, True, block, seed, journal)
+
+    def consume_message_number(self, body: MessageBody, journal: Journal) -> None:
         journal.record(self.inbox_seqs, body.source.hex())
         self.inbox_seqs[body.source.hex()] = body.seq
-        seed = self.seed_for(command, block)
-        return self.run(body.method, dict(body.args), body.source, True, block, seed, journal)
+
+    def held_seed(self, body: MessageBody, block: BlockInput) -> bytes:
+        """The seed of a held message run when its turn came (no inbox position of its
+        own in this block)."""
+        return tagged_hash(
+            "sealbridge/held-message-seed/v1",
+            block.block_hash + self.contract_id + body.source + body.seq.to_bytes(8, "big"),
+        )
 
     def run(
         self,
@@ -931,16 +996,20 @@ class WorkerRuntime:
         for entry in block.directory:
             self.directory.setdefault(entry.contract_id, entry)
         journal = Journal()
-        # only the contracts named by a command can change their count or get code
+        # held messages whose turn came in an earlier block that ran out of budget
+        ready = sorted(cid for cid, c in self.contracts.items() if c.has_ready_message())
+        # only these and the contracts named by a command can change their count or code
         before = {
             cid: (self.contracts[cid].commands_applied, self.contracts[cid].deployed is not None)
-            for cid in {c.contract_id for c in block.commands}
+            for cid in {c.contract_id for c in block.commands} | set(ready)
         }
         touched: dict[bytes, int] = {}
         receipts: list[Receipt] = []
         outgoing: list[OutgoingMessage] = []
         self._block_results = self._block_gas = 0
         try:
+            for cid in ready:
+                self.drain_messages(self.contracts[cid], block, journal, touched, outgoing)
             for command in block.commands:
                 receipts.append(self.process_command(command, block, journal, touched, outgoing))
         except BaseException:
@@ -1005,7 +1074,60 @@ class WorkerRuntime:
             code = exc.code if isinstance(exc, BlockFull) else "internal_error"
             return Receipt(contract_id=command.contract_id, seq=command.seq, status=code)
         self._block_results, self._block_gas = results, gas
+        if runtime.held:
+            self.drain_messages(runtime, block, journal, touched, outgoing)
         return receipt
+
+    def drain_messages(
+        self,
+        runtime: ContractRuntime,
+        block: BlockInput,
+        journal: Journal,
+        touched: dict[bytes, int],
+        outgoing: list[OutgoingMessage],
+    ) -> None:
+        """Run the held messages whose turn has come, each as a unit of its own. One that
+        does not fit the block's budget stays held (the next block runs it first); one
+        that fails unforeseen is rolled back and its number consumed, so that it cannot
+        hold up its source's later messages."""
+        cid = runtime.contract_id
+        while True:
+            mark, sent = journal.mark(), len(outgoing)
+            applied, seen = runtime.commands_applied, dict(touched)
+            body = runtime.take_ready_message(journal)
+            if body is None:
+                return
+            try:
+                touched[cid] = touched.get(cid, 0) + 1
+                self.executor.touched.clear()
+                outcome = runtime.execute_message(
+                    body, runtime.held_seed(body, block), block, journal
+                )
+                for other in self.executor.touched:
+                    touched.setdefault(other, 0)
+                if outcome.ok:
+                    runtime.commands_applied += 1
+                    outgoing.extend(self.send_messages(outcome, journal))
+                gas = self._block_gas + outcome.gas_used
+                if gas > MAX_BLOCK_GAS or self._is_over_budget(
+                    touched, outgoing, self._block_results
+                ):
+                    raise BlockFull("the block's budget is used up")
+            except (MemoryError, DirectoryIncomplete):
+                raise
+            except Exception as exc:  # noqa: BLE001 -- one message never stops the block
+                journal.roll_back_to(mark)
+                del outgoing[sent:]
+                runtime.commands_applied = applied
+                touched.clear()
+                touched.update(seen)
+                if isinstance(exc, BlockFull):
+                    return  # still held, and first in line at the next block
+                runtime.take_ready_message(journal)
+                runtime.consume_message_number(body, journal)
+                touched[cid] = touched.get(cid, 0) + 1
+                continue
+            self._block_gas = gas
 
     def _is_over_budget(
         self, touched: dict[bytes, int], outgoing: list[OutgoingMessage], results: int
@@ -1033,7 +1155,12 @@ class WorkerRuntime:
         self.executor.touched.clear()
         self._last_gas = 0
         if isinstance(body, MessageBody):
-            outcome = runtime.execute_message(body, command, block, journal)
+            if body.seq > runtime.inbox_seqs.get(body.source.hex(), 0) + 1:
+                runtime.hold_message(body, journal)  # runs when the earlier ones arrived
+                return Receipt(contract_id=command.contract_id, seq=command.seq, status=STATUS_HELD)
+            outcome = runtime.execute_message(
+                body, runtime.seed_for(command, block), block, journal
+            )
         else:
             journal.record(runtime.nonces, body.sender.hex())
             runtime.nonces[body.sender.hex()] = body.nonce
@@ -1086,6 +1213,14 @@ class WorkerRuntime:
                 signature=ed25519_sign(source.keys.message_private_key, MESSAGE_SIGN_TAG + body),
             )
             target = self.directory.get(message.target)
+            # every worker of the source encrypts message n to a target with the same
+            # ephemeral key (secret, used for this one message only), so the ciphertexts
+            # are equal and any of their hosts can tell that a message was posted
+            ephemeral = derive_key(
+                source.keys.message_private_key,
+                f"sealbridge/message-ephemeral/v1/{message.target.hex()}/{seq}",
+                salt=target.command_key if target is not None else b"",
+            )
             ciphertext = (
                 b""
                 if target is None
@@ -1093,7 +1228,7 @@ class WorkerRuntime:
                     target.command_key,
                     encode(signed),
                     command_aad(message.target),
-                    ephemeral_seed=self.random_bytes(32),
+                    ephemeral_seed=ephemeral,
                 )
             )
             out.append(
