@@ -42,6 +42,9 @@ class NodeConfig(Message, frozen=True):
     # worker: outputs and checkpoints (competitive execution)
     submit_outputs: bool = True
     checkpoint_interval: int = 20  # blocks between checkpoints (0: none)
+    # a message its source's first worker should have posted, and that is not on chain
+    # this many blocks later, is posted by any other worker of the source
+    message_repost_blocks: int = 10
     storage_urls: list[str] = []  # storage nodes the checkpoints go to
     inline_checkpoint_max: int = 0  # a checkpoint this small goes on chain instead
     # the gatekeeper committee (threshold root key)

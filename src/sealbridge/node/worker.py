@@ -29,6 +29,11 @@ enclave; the enclave checks everything it is given.
    states in one state bundle file, replaced atomically, keeps the receipts (each
    command's outcome sealed for its sender) for ``POST /v1/result``, and posts the
    messages the block's contracts sent (if it is the sending contract's first worker).
+   Every worker of the sending contract keeps the messages until it sees them in the
+   inbox (all of them make the same ciphertext for a message); one still missing
+   ``message_repost_blocks`` blocks later is posted by whichever worker notices, so a
+   stalled or dead first worker delays messages but never loses them. A second copy is
+   refused by the target as a replay, without effect.
 5. **Outputs and checkpoints** (competitive execution). When caught up, for each domain
    (contracts with the same executor set) the host asks the enclave to sign outputs for
    the range from the last accepted end to the newest block and submits them to the
@@ -88,6 +93,7 @@ from sealbridge.tee.errors import EnclaveCallError
 
 log = logging.getLogger("sealbridge.worker")
 RECEIPTS_KEPT = 20_000
+MAX_PENDING_MESSAGES = 10_000  # messages remembered until seen on chain (oldest dropped)
 LOG_SCAN_CHUNK = 10_000
 STORAGE_TIMEOUT = 10.0
 
@@ -148,6 +154,10 @@ class WorkerHost(NodeHost):
         self.directory: list[DirectoryEntry] = []  # keys published before the anchor
         self.workers_of: dict[bytes, list[bytes]] = {}  # installed contract -> its workers
         self.messages_posted = 0
+        self.messages_reposted = 0
+        # messages of our contracts not yet seen in the inbox: keccak(ciphertext) ->
+        # (target, ciphertext, block by which it should be on chain)
+        self.pending_messages: OrderedDict[bytes, tuple[bytes, bytes, int]] = OrderedDict()
         self.anchor = 0  # the enclave's verified chain starts after this block
         self.recovered_from: int | None = None  # checkpoint height, when recovered
         self.last_delivered = 0  # the newest block handed to the enclave
@@ -359,7 +369,11 @@ class WorkerHost(NodeHost):
         for event in block.events:
             if event.name == "ContractKeyRotated":
                 self.stage_rotated_key(event)
+            elif event.name == "Command" and self.pending_messages:
+                self.pending_messages.pop(keccak(bytes(event.args["ciphertext"])), None)
         self.process_block(block)
+        if self.pending_messages:
+            self.repost_overdue(block.number)
         # the enclave installs a contract only with the facts it read itself: after it
         # verified the blocks that deployed the contract and published its key
         for event in block.events:
@@ -440,7 +454,7 @@ class WorkerHost(NodeHost):
             self.receipts[(receipt.contract_id, receipt.seq)] = receipt
         while len(self.receipts) > RECEIPTS_KEPT:
             self.receipts.popitem(last=False)
-        self.post_messages(output)
+        self.post_messages(output, block.number)
         refused = sum(1 for r in output.receipts if r.status != "applied")
         log.info(
             "block %d: %d commands (%d refused before execution), %d contracts changed",
@@ -450,8 +464,22 @@ class WorkerHost(NodeHost):
             len(output.contracts),
         )
 
-    def post_messages(self, output: BlockOutput) -> None:
-        """Post the block's outgoing messages whose source this worker leads."""
+    def post_messages(self, output: BlockOutput, number: int) -> None:
+        """Post the block's outgoing messages whose source this worker leads; remember
+        every message of our contracts until it is seen on chain, and post the ones
+        overdue (whoever was to post them)."""
+        for message in output.messages:
+            workers = self.workers_of.get(message.source, [])
+            if not workers or not message.ciphertext:
+                continue
+            due = number + max(1, self.config.message_repost_blocks)
+            self.pending_messages[keccak(message.ciphertext)] = (
+                message.target,
+                message.ciphertext,
+                due,
+            )
+        while len(self.pending_messages) > MAX_PENDING_MESSAGES:
+            self.pending_messages.popitem(last=False)
         for message in output.messages:
             workers = self.workers_of.get(message.source, [])
             if not workers or workers[0] != self.node_id:
@@ -471,6 +499,23 @@ class WorkerHost(NodeHost):
                 self.messages_posted += 1
             except SealbridgeError as exc:
                 log.warning("could not post message %d: %s", message.seq, exc.message)
+
+    def repost_overdue(self, number: int) -> None:
+        """Post the remembered messages that should be on chain by now and are not."""
+        for key, (target, ciphertext, due) in list(self.pending_messages.items()):
+            if due > number:
+                continue
+            self.pending_messages[key] = (
+                target,
+                ciphertext,
+                number + max(1, self.config.message_repost_blocks),
+            )
+            try:
+                self.mgmt.command_inbox.send_submit(target, ciphertext, self.eth_key)
+                self.messages_reposted += 1
+                log.info("posted an overdue message to %s", to_hex(target)[:14])
+            except SealbridgeError as exc:
+                log.warning("could not post an overdue message: %s", exc.message)
 
     # -- outputs and checkpoints (competitive execution) ---------------------------------
     def start_submission(self) -> None:
@@ -654,6 +699,8 @@ class WorkerHost(NodeHost):
             "awaiting_checkpoint_record": status.awaiting_checkpoint_record,
             "diverged": status.diverged,
             "messages_posted": self.messages_posted,
+            "messages_reposted": self.messages_reposted,
+            "messages_pending": len(self.pending_messages),
             "contracts": [
                 {
                     "contract_id": to_hex(c.contract_id),
