@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from sealbridge.tee.boundary import ENCLAVE_PROGRAMS, HOST_PACKAGES, get_measured_modules
+
 SRC = Path(__file__).resolve().parents[2] / "src" / "sealbridge"
 
 # Each package may import only from the packages listed (and the standard library / deps).
@@ -78,6 +80,25 @@ def test_cores_never_import_drivers() -> None:
     )
     for package in cores:
         assert not ALLOWED[package] & DRIVERS
+
+
+# the packages enclave code comes from, as the one declaration of the boundary computes
+ENCLAVE_PACKAGES = {
+    module.split(".")[1]
+    for program in ENCLAVE_PROGRAMS
+    for module in get_measured_modules(program)
+    if module.count(".") >= 1
+}
+
+
+def test_the_boundary_and_the_layers_agree() -> None:
+    """No package that enclave code comes from may import a host-side package, and the
+    drivers of this table are host-side in the boundary's declaration."""
+    assert DRIVERS <= HOST_PACKAGES
+    assert not ENCLAVE_PACKAGES & HOST_PACKAGES
+    for package in ENCLAVE_PACKAGES:
+        assert package in ALLOWED, f"enclave package {package}: add it to the layer table"
+        assert not ALLOWED[package] & HOST_PACKAGES, f"{package} may import host code"
 
 
 def test_the_checker_can_fail(tmp_path: Path) -> None:
