@@ -17,7 +17,12 @@ from typing import Any
 from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.committee import GatekeeperCommittee
-from sealbridge.chain.management import ContractRecord, ManagementAddresses, ManagementContracts
+from sealbridge.chain.management import (
+    AcceptedOutput,
+    ContractRecord,
+    ManagementAddresses,
+    ManagementContracts,
+)
 from sealbridge.client.keystore import Keystore, UserKey
 from sealbridge.contracts.catalog import BUILTIN, get_source
 from sealbridge.contracts.executor import compute_code_hash, load_program
@@ -52,6 +57,47 @@ class UnknownContractId(ClientError):
 
 class UntrustedWorker(RemoteProtocolError):
     code = "untrusted_worker"
+
+
+class AnswerNotAccepted(RemoteProtocolError):
+    """The answer's state is not the one the ExecutionLedger last accepted for the
+    contract: the worker is behind or ahead of the accepted outputs (wait and ask again),
+    rolled back, or on a fork of its host's making."""
+
+    code = "answer_not_accepted"
+
+
+class StaleAnswer(RemoteProtocolError):
+    """The answering worker's newest block is further behind the chain tip than allowed."""
+
+    code = "stale_answer"
+
+
+DEFAULT_MAX_ANSWER_LAG = 64  # blocks an answer's newest block may trail the tip
+
+
+def check_answer_accepted(
+    answer: QueryAnswer, accepted: AcceptedOutput | None, tip: int, max_lag: int
+) -> None:
+    """Trust an answer only about state the chain accepted: its state root must be the
+    root of the contract's last accepted output (roots never repeat: the command count
+    is part of them, so an older or forked state has another root), and the worker's
+    newest block at most ``max_lag`` blocks behind ``tip``."""
+    if accepted is None:
+        raise AnswerNotAccepted(
+            f"no output of contract {to_hex(answer.contract_id)} is accepted on chain yet"
+        )
+    if answer.state_root != accepted.state_root:
+        raise AnswerNotAccepted(
+            f"the answer's state root {to_hex(answer.state_root)[:18]}… is not the root the "
+            f"ExecutionLedger accepted up to block {accepted.end} "
+            f"({to_hex(accepted.state_root)[:18]}…)"
+        )
+    if tip - answer.block_height > max_lag:
+        raise StaleAnswer(
+            f"the worker answered as of block {answer.block_height}, {tip - answer.block_height} "
+            f"blocks behind the tip (at most {max_lag} allowed)"
+        )
 
 
 class CommandFailed(RemoteProtocolError):
@@ -502,7 +548,42 @@ class Client:
         *,
         as_user: str,
         worker: int = 0,
+        accepted_only: bool = True,
+        max_lag: int = DEFAULT_MAX_ANSWER_LAG,
+        timeout: float = 30.0,
     ) -> VerifiedAnswer:
+        """Ask a worker and check its signed answer. With ``accepted_only`` (the default)
+        the answer must be about the state the ExecutionLedger last accepted for the
+        contract (see :func:`check_answer_accepted`); until the worker's state and the
+        accepted outputs agree (a command applied but not yet covered by an output), it
+        asks again, for up to ``timeout`` seconds, then raises AnswerNotAccepted."""
+        deadline = time.monotonic() + timeout
+        while True:
+            verified = self.query_once(
+                contract_id_hex, method, args, as_user=as_user, worker=worker
+            )
+            if not accepted_only:
+                return verified
+            accepted = self.mgmt.execution_ledger.get_output(verified.answer.contract_id)
+            tip = self.chain.get_block_number()
+            try:
+                check_answer_accepted(verified.answer, accepted, tip, max_lag)
+                return verified
+            except (AnswerNotAccepted, StaleAnswer):
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+
+    def query_once(
+        self,
+        contract_id_hex: str,
+        method: str,
+        args: dict[str, Any],
+        *,
+        as_user: str,
+        worker: int = 0,
+    ) -> VerifiedAnswer:
+        """Ask a worker once; check the answer's signature, binding and signer only."""
         contract_id = from_hex(contract_id_hex, size=32, what="contract id")
         self.get_contract(contract_id)
         if not 0 <= worker < len(self.state.workers):
