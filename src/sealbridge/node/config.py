@@ -30,6 +30,7 @@ class NodeConfig(Message, frozen=True):
     eth_private_key: str  # hex; the host account that pays gas (not the enclave's key)
     port: int
     platform_key_file: str = ""  # the simulated platform key (sim TEE backend)
+    tee_backend: str = "sim"  # sim | tdx | gramine-sgx (the enclave process attests with it)
     platform_public_key: str = ""  # hex
     allowed_measurements: list[str] = []  # hex; the policy the gatekeeper fixes at genesis
     gatekeeper_url: str = ""

@@ -57,8 +57,10 @@ def build_app(config: NodeConfig) -> tuple[FastAPI, threading.Thread, object]:
     program = GATEKEEPER_PROGRAM if config.role == GATEKEEPER else WORKER_PROGRAM
     enclave = SimBackend().launch(
         program,
-        platform_key_file=Path(config.platform_key_file),
-        sealed_identity_file=home / "identity.sealed",
+        platform_key_file=Path(config.platform_key_file) if config.platform_key_file else None,
+        # a TDX guest has no sealing key: its node starts with fresh keys each time
+        sealed_identity_file=None if config.tee_backend == "tdx" else home / "identity.sealed",
+        tee=config.tee_backend,
     )
     app = FastAPI(title=f"sealbridge {config.role} {config.name}")
     install_error_handler(app)

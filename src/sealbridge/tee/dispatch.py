@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sealbridge.core.errors import SealbridgeError
+from sealbridge.core.errors import ConfigError, SealbridgeError
 from sealbridge.tee.backend import ECALL_GET_QUOTE, EcallReply, EcallRequest, EnclaveHello
+from sealbridge.tee.dcap import parse_dcap_quote
 from sealbridge.tee.enclave import (
     Ecall,
     EnclaveContext,
@@ -25,8 +26,9 @@ from sealbridge.tee.enclave import (
     load_program_class,
 )
 from sealbridge.tee.errors import UnknownEcall
+from sealbridge.tee.hardware import make_quoter
 from sealbridge.tee.measurement import compute_sim_measurement
-from sealbridge.tee.quote import load_sim_platform_key
+from sealbridge.tee.quote import REPORT_DATA_SIZE, load_sim_platform_key
 
 
 def compute_error_reply(exc: BaseException) -> EcallReply:
@@ -72,21 +74,44 @@ class EnclaveDispatcher:
 def start_enclave(
     program: str,
     *,
-    platform_key_file: Path,
+    platform_key_file: Path | None,
     sealed_identity_file: Path | None = None,
     clock: Callable[[], float] = time.time,
     simulate_compromise: bool = False,
+    tee: str = "sim",
+    tee_root: Path | None = None,
 ) -> EnclaveDispatcher:
-    """Create the enclave: measure, load the platform key, build context and program."""
-    measurement = compute_sim_measurement(program)
+    """Create the enclave: measure, load the platform key, build context and program.
+
+    ``tee`` chooses the platform: ``sim`` (the simulated platform key in
+    ``platform_key_file``), or a hardware backend (``tdx``, ``gramine-sgx``; see
+    ``tee/hardware.py``), whose measurement is the one its own first quote reports and
+    whose quotes and sealing key come from the platform's interface (``tee_root``: where
+    that interface is, for tests)."""
     cls = load_program_class(program)
-    ctx = EnclaveContext(
-        program=program,
-        measurement=measurement,
-        platform_private_key=load_sim_platform_key(platform_key_file),
-        sealed_identity_file=sealed_identity_file,
-        clock=clock,
-        compromised=simulate_compromise,
-    )
+    if tee == "sim":
+        if platform_key_file is None:
+            raise ConfigError("the sim backend needs the platform key file")
+        ctx = EnclaveContext(
+            program=program,
+            measurement=compute_sim_measurement(program),
+            platform_private_key=load_sim_platform_key(platform_key_file),
+            sealed_identity_file=sealed_identity_file,
+            clock=clock,
+            compromised=simulate_compromise,
+        )
+    else:
+        if simulate_compromise:
+            raise ConfigError("a compromise is simulated on the sim backend only")
+        quoter = make_quoter(tee, tee_root)
+        measurement = parse_dcap_quote(quoter.get_quote(bytes(REPORT_DATA_SIZE))).measurement
+        ctx = EnclaveContext(
+            program=program,
+            measurement=measurement,
+            platform_private_key=b"",
+            sealed_identity_file=sealed_identity_file,
+            clock=clock,
+            quoter=quoter,
+        )
     instance = cls(ctx)
     return EnclaveDispatcher(ctx, get_program_ecalls(instance))

@@ -36,7 +36,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sealbridge.core.encoding import Message, decode_canonical, encode
 from sealbridge.core.errors import ConfigError, DecryptionError, EncodingError
@@ -53,6 +53,9 @@ from sealbridge.crypto.signing import (
 )
 from sealbridge.tee.errors import SealingError
 from sealbridge.tee.quote import REPORT_DATA_SIZE, compute_sim_quote
+
+if TYPE_CHECKING:
+    from sealbridge.tee.hardware import Quoter
 
 Ecall = Callable[[bytes], bytes]
 BUILTIN_PREFIX = "sb."
@@ -111,14 +114,20 @@ class EnclaveContext:
         sealed_identity_file: Path | None = None,
         clock: Callable[[], float] = time.time,
         compromised: bool = False,
+        quoter: Quoter | None = None,
     ) -> None:
         self._program = program
         self._compromised = bool(compromised)
         self._measurement = bytes(measurement)
         self._platform_private_key = bytes(platform_private_key)
         self._clock = clock
-        self._sealing_key = derive_key(
-            self._platform_private_key, _SEAL_INFO, salt=self._measurement
+        # on hardware (``quoter``), quotes come from the platform's interface and the
+        # sealing key from its sealing material, fetched when first needed
+        self._quoter = quoter
+        self._sealing: bytes | None = (
+            None
+            if quoter is not None
+            else derive_key(self._platform_private_key, _SEAL_INFO, salt=self._measurement)
         )
         self._secrets = self._load_identity(sealed_identity_file)
         self._node_keys = _public_keys(self._secrets)
@@ -175,6 +184,8 @@ class EnclaveContext:
         """A simulated quote over 64 bytes of report data chosen by trusted code."""
         if not isinstance(report_data, bytes | bytearray) or len(report_data) != REPORT_DATA_SIZE:
             raise ConfigError(f"report data must be {REPORT_DATA_SIZE} bytes")
+        if self._quoter is not None:
+            return self._quoter.get_quote(bytes(report_data))
         return compute_sim_quote(
             self._platform_private_key,
             measurement=self._measurement,
@@ -187,6 +198,13 @@ class EnclaveContext:
         return self.get_quote(compute_report_data(self._node_keys))
 
     # --- sealing ---------------------------------------------------------------------------
+
+    @property
+    def _sealing_key(self) -> bytes:
+        if self._sealing is None:
+            material = self._quoter.get_sealing_material() if self._quoter is not None else b""
+            self._sealing = derive_key(material, _SEAL_INFO, salt=self._measurement)
+        return self._sealing
 
     def seal(self, data: bytes, label: str) -> bytes:
         """Encrypt ``data`` so that only this program on this platform, with ``label``, opens it."""

@@ -251,23 +251,25 @@ class SimBackend:
         self,
         program: str,
         *,
-        platform_key_file: Path,
+        platform_key_file: Path | None,
         sealed_identity_file: Path | None = None,
         simulate_compromise: bool = False,
+        tee: str = "sim",
+        tee_root: Path | None = None,
     ) -> SimEnclaveHandle:
         """Start ``program`` in a new enclave process and wait until it is ready.
 
         ``simulate_compromise``: the enclave runs with the same measurement but its
-        platform is broken (see ``EnclaveContext.compromised``); for adversary tests."""
-        argv = [
-            self._python,
-            "-m",
-            "sealbridge.tee.sim_enclave",
-            "--program",
-            program,
-            "--platform-key-file",
-            str(platform_key_file),
-        ]
+        platform is broken (see ``EnclaveContext.compromised``); for adversary tests.
+        ``tee``: the platform the process attests with (``sim``, or ``tdx`` /
+        ``gramine-sgx`` when the process runs inside that TEE; see ``tee/hardware.py``)."""
+        argv = [self._python, "-m", "sealbridge.tee.sim_enclave", "--program", program]
+        if platform_key_file is not None:
+            argv += ["--platform-key-file", str(platform_key_file)]
+        if tee != "sim":
+            argv += ["--tee", tee]
+        if tee_root is not None:
+            argv += ["--tee-root", str(tee_root)]
         if sealed_identity_file is not None:
             argv += ["--sealed-identity-file", str(sealed_identity_file)]
         if simulate_compromise:

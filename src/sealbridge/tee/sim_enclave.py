@@ -27,6 +27,7 @@ from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import EncodingError
 from sealbridge.tee.backend import EcallReply, EcallRequest, compute_frame, read_frame
 from sealbridge.tee.dispatch import compute_error_reply, start_enclave
+from sealbridge.tee.hardware import TEE_BACKENDS
 
 EXIT_LAUNCH_FAILED = 3
 EXIT_PROTOCOL_ERROR = 4
@@ -58,7 +59,9 @@ def _take_stdio() -> tuple[BinaryIO, BinaryIO]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sealbridge.tee.sim_enclave")
     parser.add_argument("--program", required=True)
-    parser.add_argument("--platform-key-file", required=True, type=Path)
+    parser.add_argument("--platform-key-file", type=Path, default=None)  # the sim backend's
+    parser.add_argument("--tee", choices=TEE_BACKENDS, default="sim")
+    parser.add_argument("--tee-root", type=Path, default=None)  # the hardware interface dir
     parser.add_argument("--sealed-identity-file", type=Path, default=None)
     parser.add_argument("--memory-limit-mib", type=int, default=DEFAULT_MEMORY_LIMIT_MIB)
     parser.add_argument("--simulate-compromise", action="store_true")
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             platform_key_file=args.platform_key_file,
             sealed_identity_file=args.sealed_identity_file,
             simulate_compromise=args.simulate_compromise,
+            tee=args.tee,
+            tee_root=args.tee_root,
         )
     except Exception as exc:  # report why the enclave did not start, then exit
         _send(out, compute_error_reply(exc))
