@@ -103,10 +103,24 @@ class Gatekeeper:
         return verdict.measurement
 
     def approve_registration(self, request: RegistrationRequest, now: int) -> RegistrationApproval:
-        """Verify a node's quote under policy and sign the registry's approval digest."""
-        measurement = self._check_node_quote(request.node, request.quote, now)
+        """Verify a node's quote under policy (a DCAP quote with the collateral the request
+        carries) and sign the registry's approval digest, for a lifetime no longer than
+        the policy allows."""
+        verdict = verify_quote(
+            request.quote,
+            policy=self.policy,
+            now=now,
+            collateral=request.collateral or None,
+            expected_report_data=compute_report_data(request.node),
+        )
         if request.expiry <= now:
             raise KeyRequestRefused("registration expiry is in the past")
+        if request.expiry - now > self.policy.max_registration_seconds:
+            raise KeyRequestRefused(
+                f"registration expiry is {request.expiry - now}s away; this gatekeeper's "
+                f"policy approves at most {self.policy.max_registration_seconds}s"
+            )
+        measurement = verdict.measurement
         quote_hash = keccak(request.quote)
         digest = compute_registration_digest(
             registry=request.registry_address,

@@ -30,6 +30,7 @@ class RegistrationRequest(Message, frozen=True):
     expiry: int
     chain_id: int
     registry_address: str
+    collateral: bytes = b""  # a DCAP quote's collateral (Intel PCS/PCCS JSON); sim: empty
 
 
 class RegistrationApproval(Message, frozen=True):

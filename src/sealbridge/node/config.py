@@ -31,6 +31,7 @@ class NodeConfig(Message, frozen=True):
     port: int
     platform_key_file: str = ""  # the simulated platform key (sim TEE backend)
     tee_backend: str = "sim"  # sim | tdx | gramine-sgx (the enclave process attests with it)
+    collateral_file: str = ""  # hardware: the DCAP collateral (PCS/PCCS JSON) sent to register
     platform_public_key: str = ""  # hex
     allowed_measurements: list[str] = []  # hex; the policy the gatekeeper fixes at genesis
     gatekeeper_url: str = ""

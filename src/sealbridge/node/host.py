@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
+from pathlib import Path
 
 from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter
@@ -150,6 +151,13 @@ class NodeHost:
             expiry=expiry,
             chain_id=self.chain.chain_id,
             registry_address=self.addresses.node_registry,
+            # a hardware quote's collateral, fetched by the operator from Intel PCS or a
+            # PCCS (the gatekeeper verifies the quote with it; sim quotes need none)
+            collateral=(
+                Path(self.config.collateral_file).read_bytes()
+                if self.config.collateral_file
+                else b""
+            ),
         )
         return quote, self.get_approval(request)
 

@@ -110,6 +110,14 @@ def _check_dcap(
     result = verify_dcap(quote, collateral, now=now)
     facts.status = result.status
     facts.advisories = result.advisories
+    if (
+        info.kind == "tdx"
+        and policy.allowed_tdx_rtmrs
+        and info.rtmrs not in policy.allowed_tdx_rtmrs
+    ):
+        raise MeasurementRefused(
+            f"tdx RTMRs 0x{info.rtmrs.hex()[:32]}… are not in allowed_tdx_rtmrs"
+        )
     _check_common(facts, policy, expected_report_data)
 
 

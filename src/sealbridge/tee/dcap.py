@@ -86,6 +86,7 @@ class DcapQuoteInfo:
     measurement: bytes  # SGX: MRENCLAVE; TDX: MRTD
     report_data: bytes
     embedded_root_der: bytes
+    rtmrs: bytes = b""  # TDX: RTMR0 || RTMR1 || RTMR2 || RTMR3 (192 bytes); SGX: empty
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,9 @@ def parse_dcap_quote(quote: bytes) -> DcapQuoteInfo:
             measurement=bytes(report.mr_td),
             report_data=bytes(report.report_data),
             embedded_root_der=root_der,
+            rtmrs=b"".join(
+                bytes(r) for r in (report.rt_mr0, report.rt_mr1, report.rt_mr2, report.rt_mr3)
+            ),
         )
     return DcapQuoteInfo(
         kind="sgx",

@@ -55,6 +55,12 @@ class AttestationPolicy(Message, frozen=True):
     trusted_sim_platform_keys: list[bytes] = []
     max_quote_age_seconds: int = 600
     max_clock_skew_seconds: int = 60
+    # TDX: MRTD covers only the TD's firmware image; the kernel and the application are
+    # measured into RTMR0..3. Each entry is RTMR0 || RTMR1 || RTMR2 || RTMR3 (192 bytes);
+    # non-empty: a TDX quote's RTMRs must equal one of them (empty: not pinned).
+    allowed_tdx_rtmrs: list[bytes] = []
+    # registration: the longest lifetime a gatekeeper approves (renewal needs a new quote)
+    max_registration_seconds: int = 31 * 24 * 3600
 
 
 class Verdict(Message, frozen=True):
