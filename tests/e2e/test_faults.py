@@ -10,6 +10,9 @@ enclave at once). Then the node starts again from what its disk holds:
 * a worker with its state kept resumes from its state bundle;
 * a worker whose ``state/`` was deleted (sealed identity kept) recovers from the newest
   checkpoint recorded on the ExecutionLedger and replays the blocks after it;
+* a worker whose host rolls it back (its state bundle replaced by an older copy, taken
+  before the burst) replays the real blocks from the older height and must end exactly
+  where the others are;
 * a storage node comes back with its key and blobs (checkpoints made while it was down
   need only the other two);
 * a gatekeeper comes back from its sealed key material, with the same identity.
@@ -47,12 +50,22 @@ SEED = int(os.environ.get("SEALBRIDGE_FAULT_SEED", "20240611"))
 USERS = ("alice", "bob", "carol")
 WORKERS = 3
 # The kill points, shuffled by the seed: every role at least once.
-PLAN = ("worker", "worker", "worker-wiped", "worker-wiped", "storage", "storage", "gatekeeper")
+PLAN = (
+    "worker",
+    "worker",
+    "worker-wiped",
+    "worker-wiped",
+    "worker-rollback",
+    "worker-rollback",
+    "storage",
+    "storage",
+    "gatekeeper",
+)
 
 
 @dataclass(frozen=True)
 class KillPoint:
-    kind: str  # "worker", "worker-wiped", "storage", "gatekeeper"
+    kind: str  # "worker", "worker-wiped", "worker-rollback", "storage", "gatekeeper"
     target: str  # node name
     before: int  # transfers sent just before the kill
     during: int  # transfers sent while the node is down
@@ -195,8 +208,11 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stream]:
 
 
 def run_kill_point(s: Stream, point: KillPoint, log: list[str]) -> None:
+    bundle = s.home / "devnet" / point.target / "state" / "bundle.sealed"
+    older = bundle.read_bytes() if point.kind == "worker-rollback" else b""
     for _ in range(point.before):
         s.transfer()
+    s.wait_applied([point.target] if point.role == "worker" else [])
     victim = s.get_node(point.target)
     status_before = get_status(victim.url)
     kill_node(s.home, point.target)  # the victim is usually still busy with the burst
@@ -213,6 +229,9 @@ def run_kill_point(s: Stream, point: KillPoint, log: list[str]) -> None:
         # a checkpoint made now gets 2 of 3 confirmations: enough for the ledger
         s.wait_checkpoint_stored_without(point.target)
     checkpoint_before = 0
+    if point.kind == "worker-rollback":
+        assert older and bundle.read_bytes() != older  # the burst moved the state on
+        bundle.write_bytes(older)  # the host restarts its enclave from the older blob
     if point.kind == "worker-wiped":
         shutil.rmtree(s.home / "devnet" / point.target / "state")
         assert (s.home / "devnet" / point.target / "identity.sealed").exists()
@@ -233,6 +252,8 @@ def run_kill_point(s: Stream, point: KillPoint, log: list[str]) -> None:
         else:
             assert status["recovered_from"] is None
             note = f", resumed from its bundle (anchor {status['anchor']})"
+            if point.kind == "worker-rollback":
+                note += ", rolled back by its host"
     elif point.role == "gatekeeper":
         assert status["node_id"] == status_before["node_id"]  # same sealed identity
         status = wait_status(
@@ -276,9 +297,11 @@ def test_seeded_kill_points_lose_and_duplicate_no_command(
         print(log[-1])
     exercised = Counter(p.role for p in schedule)
     wiped = sum(1 for p in schedule if p.kind == "worker-wiped")
+    rolled = sum(1 for p in schedule if p.kind == "worker-rollback")
     summary = (
-        f"kill points exercised: worker {exercised['worker']} ({wiped} with wiped state), "
-        f"storage {exercised['storage']}, gatekeeper {exercised['gatekeeper']} (seed {SEED})"
+        f"kill points exercised: worker {exercised['worker']} ({wiped} with wiped state, "
+        f"{rolled} rollback attempts from an older sealed bundle), storage "
+        f"{exercised['storage']}, gatekeeper {exercised['gatekeeper']} (seed {SEED})"
     )
     print(summary)
     record_property("kill_points", summary)
