@@ -129,3 +129,18 @@ def test_nothing_accepted_yet_and_a_lagging_worker_are_refused() -> None:
     with pytest.raises(StaleAnswer, match="behind the tip"):
         check_answer_accepted(answer, accepted, chain.number + 65, 64)
     check_answer_accepted(answer, accepted, chain.number + 64, 64)
+
+
+def test_an_answer_from_the_future_or_from_before_the_accepted_output_is_refused() -> None:
+    """A host that inflates its enclave's idea of the newest block (an anchor or resume
+    height far ahead) gets answers about deadlines that have not passed; the root alone
+    does not show it (the state did not change), the height does."""
+    chain, honest, token, _sealed, _old = world()
+    answer = answer_of(honest, token, ALICE_PUB, ALICE)
+    accepted = accepted_of(honest, token, chain)
+    with pytest.raises(StaleAnswer, match="ahead of the chain tip"):
+        check_answer_accepted(replace(answer, block_height=10**9), accepted, chain.number, 64)
+    with pytest.raises(AnswerNotAccepted, match="before the accepted output"):
+        check_answer_accepted(
+            replace(answer, block_height=accepted.end - 1), accepted, chain.number, 64
+        )

@@ -93,6 +93,16 @@ def check_answer_accepted(
             f"ExecutionLedger accepted up to block {accepted.end} "
             f"({to_hex(accepted.state_root)[:18]}…)"
         )
+    if answer.block_height > tip:
+        raise StaleAnswer(
+            f"the worker answered as of block {answer.block_height}, ahead of the chain tip "
+            f"({tip}): its view of time is not the chain's"
+        )
+    if answer.block_height < accepted.end:
+        raise AnswerNotAccepted(
+            f"the worker answered as of block {answer.block_height}, before the accepted "
+            f"output's end (block {accepted.end})"
+        )
     if tip - answer.block_height > max_lag:
         raise StaleAnswer(
             f"the worker answered as of block {answer.block_height}, {tip - answer.block_height} "

@@ -174,6 +174,7 @@ MAX_BLOCK_GAS = 100_000_000  # gas all commands of one block may use (bounds one
 STATUS_APPLIED = "applied"
 STATUS_HELD = "held"  # a message ahead of its source's next number, kept until its turn
 MAX_MESSAGE_GAP = 32  # how far ahead of the next number a message is held (per source)
+MAX_HELD_MESSAGES = 256  # messages one contract holds at most, all sources together
 HISTORY_KEPT = 512  # roots remembered per contract, to compare with accepted outputs
 CHECKPOINT_CONFIRM_WINDOW = 256  # the ledger checks blockhash(end): 256 blocks at most
 
@@ -409,6 +410,12 @@ class ContractRuntime:
             raise MessageTooEarly(
                 f"message {body.seq} is more than {MAX_MESSAGE_GAP} ahead of this source's "
                 f"next number ({last + 1}); post the earlier ones first"
+            )
+        held = sum(len(bodies) for bodies in self.held.values())
+        if body.seq > last + 1 and held >= MAX_HELD_MESSAGES:
+            raise MessageTooEarly(
+                f"the contract already holds {held} messages ahead of their turn; post the "
+                "earlier ones first"
             )
         return body
 
@@ -736,6 +743,11 @@ class WorkerRuntime:
             check_key_version(state, request)
         if self.view is not None:
             self.check_install_facts(request, keys, state if request.sealed_state else None)
+            if request.resume_height > self.view.number:
+                raise InstallFactsMismatch(
+                    f"the install resumes at block {request.resume_height}, beyond the "
+                    f"verified chain (block {self.view.number})"
+                )
         runtime = ContractRuntime(keys, request, state, self.executor)
         self.contracts[request.contract_id] = runtime
         self.remember_root(runtime)
@@ -996,8 +1008,13 @@ class WorkerRuntime:
         for entry in block.directory:
             self.directory.setdefault(entry.contract_id, entry)
         journal = Journal()
-        # held messages whose turn came in an earlier block that ran out of budget
-        ready = sorted(cid for cid, c in self.contracts.items() if c.has_ready_message())
+        # held messages whose turn came in an earlier block that ran out of budget (only in
+        # a block after the contract's height: never at a block number a host chose below)
+        ready = sorted(
+            cid
+            for cid, c in self.contracts.items()
+            if block.number > c.height and c.has_ready_message()
+        )
         # only these and the contracts named by a command can change their count or code
         before = {
             cid: (self.contracts[cid].commands_applied, self.contracts[cid].deployed is not None)
@@ -1024,7 +1041,7 @@ class WorkerRuntime:
         outputs: list[ContractOutput] = []
         for cid in sorted(touched):
             runtime = self.contracts[cid]
-            runtime.height = block.number
+            runtime.height = max(runtime.height, block.number)  # heights never go back
             runtime.last_command_count = touched[cid]
             storage = runtime.storage.snapshot()  # once, for the root and the sealed state
             runtime.state_root = runtime.compute_state_root(storage)
