@@ -128,6 +128,8 @@ CHAIN_ID = 31337
 MINTS_PER_BLOCK = 1000  # part 2: mint commands per in-process block
 Progress = Callable[[str], None]
 
+RESTORING_ENCLAVE = make_enclave_context()  # restores checkpoints; an executor
+
 
 def _say(message: str) -> None:
     console.print(f"[dim]  {message}[/]")
@@ -604,7 +606,9 @@ class TokenState:
 
     @staticmethod
     def new_runtime() -> WorkerRuntime:
-        return WorkerRuntime(make_enclave_context())
+        # the restoring enclave must be one of the contract's executors (the runtime
+        # checks the executor set sealed with the state): the same enclave identity
+        return WorkerRuntime(RESTORING_ENCLAVE)
 
     def install_request(self, runtime: WorkerRuntime) -> InstallContract:
         identity = runtime.enclave.identity
@@ -619,7 +623,7 @@ class TokenState:
             ),
             gatekeeper_key=bytes(32),
             deployer_commitment=compute_deployer_commitment(self.contract_id, self.owner),
-            workers=[bytes([0x44]) * 32],
+            workers=[RESTORING_ENCLAVE.identity.identity_key],
         )
 
     def make(self) -> bytes:
