@@ -197,3 +197,25 @@ def test_the_enclave_program_installs_only_with_a_verified_view() -> None:
     replay = UnverifiedWorkerProgram(make_enclave())
     replay.install_contract(encode(token.install_request(replay.runtime)))
     assert token.contract_id in replay.runtime.contracts
+
+
+def test_a_sealed_state_under_a_rotated_key_version_is_refused() -> None:
+    """The host resumes a contract from a state sealed under key version 0 after the
+    enclave has read, in a verified block, that the key rotated to version 1."""
+    from tests.unit.test_runtime_rotation import rotated_log
+
+    chain, token = ChainBuilder(), Contract(1)
+    worker = verified_worker(chain)
+    deploy_and_publish(chain, worker, token)
+    worker.install_contract(token.install_request(worker))
+    out = feed(worker, chain.next([chain.command(token.contract_id, token.deploy())]))
+    (sealed,) = [c.sealed_state for c in out.contracts]
+    resumed = WorkerRuntime(EXECUTORS[1])
+    later = ChainBuilder(anchor_number=chain.number)
+    resumed.configure_chain(replace(later.config(), anchor_hash=chain.head_hash))
+    fresh = b"\x42" * 32
+    feed(resumed, chain.next([rotated_log(token.contract_id, 1, fresh, fresh)]))
+    request = replace(token.install_request(resumed), sealed_state=sealed)
+    with pytest.raises(errors.InstallFactsMismatch, match="key version 0, the chain 1"):
+        resumed.install_contract(request)
+    assert resumed.contracts == {}

@@ -782,6 +782,12 @@ class WorkerRuntime:
                 raise InstallFactsMismatch(f"the install names another {name} than {source}")
         if self.identity_key not in request.workers:
             raise InstallFactsMismatch(f"this worker is not an executor of {named}")
+        known = self.key_versions.get(cid)
+        if known is not None and request.key_version != known:
+            raise InstallFactsMismatch(
+                f"the install names key version {request.key_version}, the chain "
+                f"{known} for {named}"
+            )
         if state is not None:
             return  # the key opened the contract's sealed state: it is the contract's key
         entry = self.directory.get(cid)
@@ -793,11 +799,6 @@ class WorkerRuntime:
         if keys.command_public_key != entry.command_key:
             raise InstallFactsMismatch(
                 f"the released key is not the key the chain names for {named}"
-            )
-        if request.key_version != self.key_versions[cid]:
-            raise InstallFactsMismatch(
-                f"the install names key version {request.key_version}, the chain "
-                f"{self.key_versions[cid]} for {named}"
             )
 
     def note_deployments(self, facts: BlockFacts) -> None:
