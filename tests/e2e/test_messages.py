@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sealbridge.client.api import Client
+from sealbridge.client.api import Client, Deployment
 from sealbridge.core.ids import to_hex
 from sealbridge.net.http import NodeClient
 from tests.unit.test_runtime_interop import PINGER, PONGER
@@ -16,7 +16,8 @@ from tests.unit.test_runtime_interop import PINGER, PONGER
 pytestmark = pytest.mark.e2e
 
 
-def test_a_contract_messages_another_through_the_chain(client: Client, tmp_path: Path) -> None:
+def deploy_pair(client: Client, tmp_path: Path) -> tuple[Deployment, Deployment]:
+    """The ponger, and a pinger that messages it."""
     (tmp_path / "ponger.py").write_bytes(PONGER)
     (tmp_path / "pinger.py").write_bytes(PINGER)
     ponger = client.deploy(str(tmp_path / "ponger.py"), as_user="alice")
@@ -25,6 +26,11 @@ def test_a_contract_messages_another_through_the_chain(client: Client, tmp_path:
         as_user="alice",
         init_args={"target": to_hex(ponger.contract_id)},
     )
+    return ponger, pinger
+
+
+def test_a_contract_messages_another_through_the_chain(client: Client, tmp_path: Path) -> None:
+    ponger, pinger = deploy_pair(client, tmp_path)
     sent = client.wait_result(
         client.call(to_hex(pinger.contract_id), "ping", {"times": 3}, as_user="alice"),
         as_user="alice",
@@ -65,14 +71,7 @@ def test_a_dead_first_worker_delays_messages_but_does_not_lose_them(
     from sealbridge.chain.adapter import ChainAdapter
     from sealbridge.node.devnet import kill_node, start_node
 
-    (tmp_path / "ponger.py").write_bytes(PONGER)
-    (tmp_path / "pinger.py").write_bytes(PINGER)
-    ponger = client.deploy(str(tmp_path / "ponger.py"), as_user="alice")
-    pinger = client.deploy(
-        str(tmp_path / "pinger.py"),
-        as_user="alice",
-        init_args={"target": to_hex(ponger.contract_id)},
-    )
+    ponger, pinger = deploy_pair(client, tmp_path)
     home = client.state_home
     kill_node(home, "worker-1")  # the first worker of both contracts
     try:

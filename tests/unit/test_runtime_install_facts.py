@@ -68,6 +68,25 @@ def deploy_and_publish(chain: ChainBuilder, worker: WorkerRuntime, token: Contra
     feed(worker, chain.next([deployed_log(token)], [published_log(token)]))
 
 
+def deployed_and_sealed() -> tuple[ChainBuilder, Contract, bytes]:
+    """A token installed, deployed and sealed by a verified worker."""
+    chain, token = ChainBuilder(), Contract(1)
+    worker = verified_worker(chain)
+    deploy_and_publish(chain, worker, token)
+    worker.install_contract(token.install_request(worker))
+    out = feed(worker, chain.next([chain.command(token.contract_id, token.deploy())]))
+    (sealed,) = [c.sealed_state for c in out.contracts]
+    return chain, token, sealed
+
+
+def resumed_at_head(chain: ChainBuilder, index: int) -> WorkerRuntime:
+    """A fresh enclave whose verified view starts at the chain's head (as on a restart)."""
+    resumed = WorkerRuntime(EXECUTORS[index])
+    later = ChainBuilder(anchor_number=chain.number)
+    resumed.configure_chain(replace(later.config(), anchor_hash=chain.head_hash))
+    return resumed
+
+
 def test_the_honest_install_applies_the_real_deploy() -> None:
     chain, token = ChainBuilder(), Contract(1)
     worker = verified_worker(chain)
@@ -163,15 +182,8 @@ def test_a_stale_key_version_is_refused() -> None:
 def test_a_sealed_state_keeps_its_facts() -> None:
     """Resuming from a sealed state, the facts sealed with it count: a host cannot resume
     the contract under another deployer commitment either."""
-    chain, token = ChainBuilder(), Contract(1)
-    worker = verified_worker(chain)
-    deploy_and_publish(chain, worker, token)
-    worker.install_contract(token.install_request(worker))
-    out = feed(worker, chain.next([chain.command(token.contract_id, token.deploy())]))
-    (sealed,) = [c.sealed_state for c in out.contracts]
-    resumed = WorkerRuntime(EXECUTORS[0])
-    later = ChainBuilder(anchor_number=chain.number)
-    resumed.configure_chain(replace(later.config(), anchor_hash=chain.head_hash))
+    chain, token, sealed = deployed_and_sealed()
+    resumed = resumed_at_head(chain, 0)
     request = replace(
         token.install_request(resumed), sealed_state=sealed, resume_height=chain.number
     )
@@ -204,15 +216,8 @@ def test_a_sealed_state_under_a_rotated_key_version_is_refused() -> None:
     enclave has read, in a verified block, that the key rotated to version 1."""
     from tests.unit.test_runtime_rotation import rotated_log
 
-    chain, token = ChainBuilder(), Contract(1)
-    worker = verified_worker(chain)
-    deploy_and_publish(chain, worker, token)
-    worker.install_contract(token.install_request(worker))
-    out = feed(worker, chain.next([chain.command(token.contract_id, token.deploy())]))
-    (sealed,) = [c.sealed_state for c in out.contracts]
-    resumed = WorkerRuntime(EXECUTORS[1])
-    later = ChainBuilder(anchor_number=chain.number)
-    resumed.configure_chain(replace(later.config(), anchor_hash=chain.head_hash))
+    chain, token, sealed = deployed_and_sealed()
+    resumed = resumed_at_head(chain, 1)
     fresh = b"\x42" * 32
     feed(resumed, chain.next([rotated_log(token.contract_id, 1, fresh, fresh)]))
     request = replace(token.install_request(resumed), sealed_state=sealed)

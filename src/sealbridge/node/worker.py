@@ -465,32 +465,28 @@ class WorkerHost(NodeHost):
         )
 
     def post_messages(self, output: BlockOutput, number: int) -> None:
-        """Post the block's outgoing messages whose source this worker leads; remember
-        every message of our contracts until it is seen on chain, and post the ones
-        overdue (whoever was to post them)."""
+        """Post the block's outgoing messages whose source this worker leads, and remember
+        every message of our contracts until it is seen on chain (``repost_overdue``
+        posts the ones still missing later, whoever was to post them)."""
         for message in output.messages:
             workers = self.workers_of.get(message.source, [])
-            if not workers or not message.ciphertext:
+            if not workers:
                 continue
-            due = number + max(1, self.config.message_repost_blocks)
+            if not message.ciphertext:
+                if workers[0] == self.node_id:
+                    log.warning(
+                        "message %d from %s to %s not deliverable: target key unknown",
+                        message.seq,
+                        to_hex(message.source)[:14],
+                        to_hex(message.target)[:14],
+                    )
+                continue
             self.pending_messages[keccak(message.ciphertext)] = (
                 message.target,
                 message.ciphertext,
-                due,
+                self.get_repost_block(number),
             )
-        while len(self.pending_messages) > MAX_PENDING_MESSAGES:
-            self.pending_messages.popitem(last=False)
-        for message in output.messages:
-            workers = self.workers_of.get(message.source, [])
-            if not workers or workers[0] != self.node_id:
-                continue
-            if not message.ciphertext:
-                log.warning(
-                    "message %d from %s to %s not deliverable: target key unknown",
-                    message.seq,
-                    to_hex(message.source)[:14],
-                    to_hex(message.target)[:14],
-                )
+            if workers[0] != self.node_id:
                 continue
             try:
                 self.mgmt.command_inbox.send_submit(
@@ -499,17 +495,19 @@ class WorkerHost(NodeHost):
                 self.messages_posted += 1
             except SealbridgeError as exc:
                 log.warning("could not post message %d: %s", message.seq, exc.message)
+        while len(self.pending_messages) > MAX_PENDING_MESSAGES:
+            self.pending_messages.popitem(last=False)
+
+    def get_repost_block(self, number: int) -> int:
+        """The block by which a message posted (or due) at ``number`` must be on chain."""
+        return number + max(1, self.config.message_repost_blocks)
 
     def repost_overdue(self, number: int) -> None:
         """Post the remembered messages that should be on chain by now and are not."""
         for key, (target, ciphertext, due) in list(self.pending_messages.items()):
             if due > number:
                 continue
-            self.pending_messages[key] = (
-                target,
-                ciphertext,
-                number + max(1, self.config.message_repost_blocks),
-            )
+            self.pending_messages[key] = (target, ciphertext, self.get_repost_block(number))
             try:
                 self.mgmt.command_inbox.send_submit(target, ciphertext, self.eth_key)
                 self.messages_reposted += 1

@@ -657,6 +657,35 @@ def empty_state() -> PersistedState:
     return PersistedState(storage=PersistedStorage(), nonces={}, height=0, commands_applied=0)
 
 
+class UnitMark:
+    """Where one unit of a block (a command, or a held message run in its turn) began:
+    :meth:`undo` takes the block's journal, outgoing messages, the contract's command
+    count and the touched contracts back there."""
+
+    def __init__(
+        self,
+        runtime: ContractRuntime,
+        journal: Journal,
+        touched: dict[bytes, int],
+        outgoing: list[OutgoingMessage],
+    ) -> None:
+        self.runtime, self.journal, self.touched, self.outgoing = (
+            runtime,
+            journal,
+            touched,
+            outgoing,
+        )
+        self.mark, self.sent = journal.mark(), len(outgoing)
+        self.applied, self.seen = runtime.commands_applied, dict(touched)
+
+    def undo(self) -> None:
+        self.journal.roll_back_to(self.mark)
+        del self.outgoing[self.sent :]
+        self.runtime.commands_applied = self.applied
+        self.touched.clear()
+        self.touched.update(self.seen)
+
+
 class WorkerRuntime:
     """All contracts installed on one worker; the enclave program delegates to this."""
 
@@ -1072,8 +1101,7 @@ class WorkerRuntime:
         overflow the block's budget -- refuses it alone: its changes are undone and its
         receipt says why; the block and the process go on."""
         runtime = self.contracts[command.contract_id]
-        mark, sent = journal.mark(), len(outgoing)
-        applied, seen = runtime.commands_applied, dict(touched)
+        start = UnitMark(runtime, journal, touched, outgoing)
         try:
             receipt = self._process_command(command, block, journal, touched, outgoing)
             results = self._block_results + len(receipt.sealed_result)
@@ -1083,12 +1111,8 @@ class WorkerRuntime:
         except (MemoryError, DirectoryIncomplete):
             raise  # the block is retried: this process's trouble, or the host owes keys
         except Exception as exc:  # noqa: BLE001 -- one command never stops the block
-            journal.roll_back_to(mark)
-            del outgoing[sent:]
-            runtime.commands_applied = applied
-            touched.clear()
-            touched.update(seen)  # as before the command, which then counts once, refused
-            touched[command.contract_id] = seen.get(command.contract_id, 0) + 1
+            start.undo()  # as before the command, which then counts once, refused
+            touched[command.contract_id] = touched.get(command.contract_id, 0) + 1
             code = exc.code if isinstance(exc, BlockFull) else "internal_error"
             return Receipt(contract_id=command.contract_id, seq=command.seq, status=code)
         self._block_results, self._block_gas = results, gas
@@ -1110,8 +1134,7 @@ class WorkerRuntime:
         hold up its source's later messages."""
         cid = runtime.contract_id
         while True:
-            mark, sent = journal.mark(), len(outgoing)
-            applied, seen = runtime.commands_applied, dict(touched)
+            start = UnitMark(runtime, journal, touched, outgoing)
             body = runtime.take_ready_message(journal)
             if body is None:
                 return
@@ -1121,11 +1144,7 @@ class WorkerRuntime:
                 outcome = runtime.execute_message(
                     body, runtime.held_seed(body, block), block, journal
                 )
-                for other in self.executor.touched:
-                    touched.setdefault(other, 0)
-                if outcome.ok:
-                    runtime.commands_applied += 1
-                    outgoing.extend(self.send_messages(outcome, journal))
+                self.account(runtime, outcome, journal, touched, outgoing)
                 gas = self._block_gas + outcome.gas_used
                 if gas > MAX_BLOCK_GAS or self._is_over_budget(
                     touched, outgoing, self._block_results
@@ -1134,11 +1153,7 @@ class WorkerRuntime:
             except (MemoryError, DirectoryIncomplete):
                 raise
             except Exception as exc:  # noqa: BLE001 -- one message never stops the block
-                journal.roll_back_to(mark)
-                del outgoing[sent:]
-                runtime.commands_applied = applied
-                touched.clear()
-                touched.update(seen)
+                start.undo()
                 if isinstance(exc, BlockFull):
                     return  # still held, and first in line at the next block
                 runtime.take_ready_message(journal)
@@ -1146,6 +1161,22 @@ class WorkerRuntime:
                 touched[cid] = touched.get(cid, 0) + 1
                 continue
             self._block_gas = gas
+
+    def account(
+        self,
+        runtime: ContractRuntime,
+        outcome: Outcome,
+        journal: Journal,
+        touched: dict[bytes, int],
+        outgoing: list[OutgoingMessage],
+    ) -> None:
+        """After a command or message ran: the contracts its calls touched count as
+        touched; a success counts as applied and its messages go out."""
+        for cid in self.executor.touched:
+            touched.setdefault(cid, 0)
+        if outcome.ok:
+            runtime.commands_applied += 1
+            outgoing.extend(self.send_messages(outcome, journal))
 
     def _is_over_budget(
         self, touched: dict[bytes, int], outgoing: list[OutgoingMessage], results: int
@@ -1184,11 +1215,7 @@ class WorkerRuntime:
             runtime.nonces[body.sender.hex()] = body.nonce
             outcome = runtime.execute(body, command, block, journal)
         self._last_gas = outcome.gas_used
-        for cid in self.executor.touched:
-            touched.setdefault(cid, 0)
-        if outcome.ok:
-            runtime.commands_applied += 1
-            outgoing.extend(self.send_messages(outcome, journal))
+        self.account(runtime, outcome, journal, touched, outgoing)
         if isinstance(body, MessageBody):
             return Receipt(contract_id=command.contract_id, seq=command.seq, status=STATUS_APPLIED)
         result = CommandResult(

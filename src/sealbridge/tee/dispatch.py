@@ -89,29 +89,26 @@ def start_enclave(
     whose quotes and sealing key come from the platform's interface (``tee_root``: where
     that interface is, for tests)."""
     cls = load_program_class(program)
+    quoter = None
     if tee == "sim":
         if platform_key_file is None:
             raise ConfigError("the sim backend needs the platform key file")
-        ctx = EnclaveContext(
-            program=program,
-            measurement=compute_sim_measurement(program),
-            platform_private_key=load_sim_platform_key(platform_key_file),
-            sealed_identity_file=sealed_identity_file,
-            clock=clock,
-            compromised=simulate_compromise,
-        )
+        measurement = compute_sim_measurement(program)
+        platform_key = load_sim_platform_key(platform_key_file)
     else:
         if simulate_compromise:
             raise ConfigError("a compromise is simulated on the sim backend only")
         quoter = make_quoter(tee, tee_root)
         measurement = parse_dcap_quote(quoter.get_quote(bytes(REPORT_DATA_SIZE))).measurement
-        ctx = EnclaveContext(
-            program=program,
-            measurement=measurement,
-            platform_private_key=b"",
-            sealed_identity_file=sealed_identity_file,
-            clock=clock,
-            quoter=quoter,
-        )
+        platform_key = b""
+    ctx = EnclaveContext(
+        program=program,
+        measurement=measurement,
+        platform_private_key=platform_key,
+        sealed_identity_file=sealed_identity_file,
+        clock=clock,
+        compromised=simulate_compromise,
+        quoter=quoter,
+    )
     instance = cls(ctx)
     return EnclaveDispatcher(ctx, get_program_ecalls(instance))

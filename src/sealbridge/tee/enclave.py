@@ -122,13 +122,9 @@ class EnclaveContext:
         self._platform_private_key = bytes(platform_private_key)
         self._clock = clock
         # on hardware (``quoter``), quotes come from the platform's interface and the
-        # sealing key from its sealing material, fetched when first needed
+        # sealing key from its sealing material; either way derived when first needed
         self._quoter = quoter
-        self._sealing: bytes | None = (
-            None
-            if quoter is not None
-            else derive_key(self._platform_private_key, _SEAL_INFO, salt=self._measurement)
-        )
+        self._sealing: bytes | None = None
         self._secrets = self._load_identity(sealed_identity_file)
         self._node_keys = _public_keys(self._secrets)
 
@@ -202,7 +198,11 @@ class EnclaveContext:
     @property
     def _sealing_key(self) -> bytes:
         if self._sealing is None:
-            material = self._quoter.get_sealing_material() if self._quoter is not None else b""
+            material = (
+                self._platform_private_key
+                if self._quoter is None
+                else self._quoter.get_sealing_material()
+            )
             self._sealing = derive_key(material, _SEAL_INFO, salt=self._measurement)
         return self._sealing
 
