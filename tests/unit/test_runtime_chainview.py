@@ -74,6 +74,7 @@ from tests.unit.chain_builder import (
 )
 from tests.unit.test_runtime_interop import PINGER, PONGER
 from tests.unit.test_runtime_worker import make_enclave
+from tests.unit.witnesses import peer_witnesses, with_released
 
 replace = msgspec.structs.replace
 
@@ -176,7 +177,8 @@ def new_worker(*contracts: Contract, chain: ChainBuilder | None = None) -> Worke
 
 
 def feed(worker: WorkerRuntime, evidence: BlockEvidence) -> BlockOutput:
-    return worker.process_block(as_input(evidence))
+    """Deliver one block and release what honest peers' witnesses release."""
+    return with_released(worker, worker.process_block(as_input(evidence)))
 
 
 def ask(
@@ -193,7 +195,8 @@ def ask(
         args=args,
         issued_at=0,
     )
-    answer, signed = open_answer(query, reply, worker.answer_query(query, 0))
+    sealed = worker.answer_query(query, 0, peer_witnesses(worker))
+    answer, signed = open_answer(query, reply, sealed)
     assert signed.worker_key == worker.identity_key
     return answer.result
 

@@ -25,6 +25,7 @@ from sealbridge.runtime.messages import (
 )
 from sealbridge.runtime.worker import WorkerRuntime, unseal_state
 from sealbridge.tee.enclave import EnclaveContext
+from tests.unit.witnesses import remember
 
 CONTRACT_ID = bytes(range(32))
 CONTRACT_KEY = bytes([7]) * 32
@@ -36,8 +37,10 @@ WORKERS = [b"\x01" * 32, b"\x02" * 32]
 
 def make_enclave() -> EnclaveContext:
     """A fresh in-process enclave context (fresh identity keys), no child process."""
-    return EnclaveContext(
-        program="tests:Worker", measurement=bytes(32), platform_private_key=bytes([9]) * 32
+    return remember(
+        EnclaveContext(
+            program="tests:Worker", measurement=bytes(32), platform_private_key=bytes([9]) * 32
+        )
     )
 
 

@@ -51,7 +51,9 @@ class NodeConfig(Message, frozen=True):
     inline_checkpoint_max: int = 0  # a checkpoint this small goes on chain instead
     # the gatekeeper committee (threshold root key)
     committee_address: str = ""  # the GatekeeperCommittee contract
-    peer_urls: list[str] = []  # gatekeeper: the other gatekeepers
+    # gatekeeper: the other gatekeepers; worker: the other workers, whose enclaves vouch
+    # for our blocks (the witness rule: nothing is released without them)
+    peer_urls: list[str] = []
     gatekeeper_urls: list[str] = []  # worker: every gatekeeper it may ask for partials
 
 

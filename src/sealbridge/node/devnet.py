@@ -413,9 +413,15 @@ def _start(
 
     worker_entries: list[NodeEntry] = []
     started = []
-    for i in range(workers):
-        config = node_config(WORKER, f"worker-{i + 1}", dev_keys[2 + i], gk_entry.url)
-        started.append(launch(config))
+    worker_configs = [
+        node_config(WORKER, f"worker-{i + 1}", dev_keys[2 + i], gk_entry.url)
+        for i in range(workers)
+    ]
+    worker_urls = [f"http://127.0.0.1:{c.port}" for c in worker_configs]
+    for config in worker_configs:
+        # each worker's enclave needs the others' witnesses to release anything
+        peers = [u for u in worker_urls if not u.endswith(f":{config.port}")]
+        started.append(launch(msgspec.structs.replace(config, peer_urls=peers)))
     # Storage nodes need neither the gatekeeper nor the workers: start them alongside.
     storage_started = [launch(config) for config in storage_configs]
     for process, entry in started:

@@ -76,6 +76,7 @@ def build_app(config: NodeConfig) -> tuple[FastAPI, threading.Thread, object]:
         worker = WorkerHost(config, enclave, chain)
         add_bytes_route(app, "/v1/query", worker.on_query)
         add_bytes_route(app, "/v1/result", worker.on_result)
+        add_bytes_route(app, "/v1/witness", worker.on_witness)
         add_json_route(app, "/v1/status", worker.get_status)
         host = worker
     thread = threading.Thread(target=host.run, name=f"{config.role}-follower", daemon=True)

@@ -43,8 +43,15 @@ enclave; the enclave checks everything it is given.
    submission carries a checkpoint: the enclave seals the domain's states into one blob,
    the host stores it on the storage nodes and attaches their signed confirmations (or
    puts a small blob on chain inline). Submissions run on their own thread, one at a time.
-6. **Queries.** ``POST /v1/query`` passes the caller's signed query to the enclave and
-   returns the enclave's answer, which is encrypted to the caller.
+6. **Witnesses** (the enclave's fork rule, :mod:`sealbridge.runtime.witness`). The
+   enclave holds back every receipt and message until a majority of the contract's
+   executors vouched for the block, and answers a query only once they vouched for the
+   block its state is at. The host serves its enclave's witnesses to its peers
+   (``POST /v1/witness``) and, when caught up with something held and before each query,
+   fetches theirs (``peer_urls``: the other workers) and hands them in; a peer that does
+   not answer is skipped for a while.
+7. **Queries.** ``POST /v1/query`` passes the caller's signed query to the enclave with
+   the peers' witnesses and returns the enclave's answer, which is encrypted to the caller.
 
 States: ``STARTING`` -> ``REGISTERING`` -> ``FOLLOWING`` (or ``FAILED`` with a reason).
 """
@@ -55,6 +62,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +85,18 @@ from sealbridge.runtime.ecalls import WorkerEnclaveClient
 from sealbridge.runtime.errors import OutputsRefused
 from sealbridge.runtime.messages import (
     BlockInput,
-    BlockOutput,
+    BlockWitness,
     ChainConfig,
     CheckpointBlob,
     DirectoryEntry,
     InstallContract,
+    OutgoingMessage,
     Receipt,
+    ReleasedOutputs,
     RestoreCheckpoint,
     SignOutputs,
     StageContractKey,
+    WitnessRequest,
 )
 from sealbridge.storage.messages import StorageReceipt
 from sealbridge.tee.backend import EnclaveHandle
@@ -96,6 +107,8 @@ RECEIPTS_KEPT = 20_000
 MAX_PENDING_MESSAGES = 10_000  # messages remembered until seen on chain (oldest dropped)
 LOG_SCAN_CHUNK = 10_000
 STORAGE_TIMEOUT = 10.0
+WITNESS_TIMEOUT = 2.0  # seconds a peer has to answer for its witness
+PEER_BACKOFF = 5.0  # seconds a peer that did not answer is left alone
 
 
 class StateBundle(Message, frozen=True):
@@ -167,6 +180,14 @@ class WorkerHost(NodeHost):
         self._attempted_at = 0  # the verified height at the last attempt
         self._submitting: threading.Thread | None = None
         self._lock = threading.Lock()
+        # the witness rule: peers that vouch for our blocks, and what our enclave holds
+        self.peers = [NodeClient(url, timeout=WITNESS_TIMEOUT) for url in config.peer_urls]
+        self._peer_pool = ThreadPoolExecutor(
+            max_workers=max(1, min(8, len(self.peers))), thread_name_prefix="witness"
+        )
+        self._peer_quiet_until: dict[str, float] = {}
+        self.held = 0  # receipts and messages the enclave holds for witnesses
+        self.witnessed = 0  # the height the peers' witnesses last covered
 
     # -- registration and start ---------------------------------------------------------
     def before_following(self) -> None:
@@ -381,6 +402,11 @@ class WorkerHost(NodeHost):
                 self.on_key_published(event)
 
     def on_caught_up(self) -> None:
+        if self.held:
+            try:
+                self.release_held()
+            except SealbridgeError as exc:
+                log.warning("could not release held outputs: %s", exc.message)
         if self.config.submit_outputs and self.installed:
             self.start_submission()
 
@@ -440,7 +466,8 @@ class WorkerHost(NodeHost):
             )
         self.directory = []
         self.last_delivered = block.number
-        if not output.contracts and not output.receipts:
+        self.held = output.held
+        if not output.contracts and not output.receipts and not output.messages:
             return
         states = dict(self.bundle.states)
         for contract in output.contracts:
@@ -450,11 +477,8 @@ class WorkerHost(NodeHost):
         tmp = self.bundle_file.with_suffix(".tmp")
         tmp.write_bytes(encode(self.bundle))
         tmp.replace(self.bundle_file)
-        for receipt in output.receipts:
-            self.receipts[(receipt.contract_id, receipt.seq)] = receipt
-        while len(self.receipts) > RECEIPTS_KEPT:
-            self.receipts.popitem(last=False)
-        self.post_messages(output, block.number)
+        self.keep_receipts(output.receipts)
+        self.post_messages(output.messages, block.number)
         refused = sum(1 for r in output.receipts if r.status != "applied")
         log.info(
             "block %d: %d commands (%d refused before execution), %d contracts changed",
@@ -464,11 +488,54 @@ class WorkerHost(NodeHost):
             len(output.contracts),
         )
 
-    def post_messages(self, output: BlockOutput, number: int) -> None:
-        """Post the block's outgoing messages whose source this worker leads, and remember
-        every message of our contracts until it is seen on chain (``repost_overdue``
-        posts the ones still missing later, whoever was to post them)."""
-        for message in output.messages:
+    def keep_receipts(self, receipts: list[Receipt]) -> None:
+        for receipt in receipts:
+            self.receipts[(receipt.contract_id, receipt.seq)] = receipt
+        while len(self.receipts) > RECEIPTS_KEPT:
+            self.receipts.popitem(last=False)
+
+    # -- witnesses (the enclave's fork rule) ---------------------------------------------
+    def on_witness(self, payload: bytes) -> bytes:
+        """A peer asks for our enclave's witness of a block."""
+        request = decode(payload, WitnessRequest)
+        with self._lock:
+            return encode(self.calls.witness_block(request.height))
+
+    def collect_witnesses(self, height: int) -> list[BlockWitness]:
+        """Our peers' witnesses of block ``height`` (or of their newest, if lower), fetched
+        in parallel; a peer that fails is skipped for ``PEER_BACKOFF`` seconds."""
+        now = time.monotonic()
+        peers = [p for p in self.peers if self._peer_quiet_until.get(p.base_url, 0.0) <= now]
+        payload = encode(WitnessRequest(height=height))
+
+        def ask(peer: NodeClient) -> BlockWitness | None:
+            try:
+                return decode(peer.post("/v1/witness", payload), BlockWitness)
+            except SealbridgeError as exc:
+                log.debug("no witness from %s: %s", peer.base_url, exc.message)
+                self._peer_quiet_until[peer.base_url] = time.monotonic() + PEER_BACKOFF
+                return None
+
+        return [w for w in self._peer_pool.map(ask, peers) if w is not None]
+
+    def release_held(self) -> ReleasedOutputs | None:
+        """Fetch the peers' witnesses of our newest block and hand them to the enclave;
+        keep the receipts and post the messages they release."""
+        witnesses = self.collect_witnesses(self.last_delivered)
+        with self._lock:
+            released = self.calls.release_outputs(witnesses)
+        self.held = released.held
+        self.witnessed = released.witnessed
+        for block in released.blocks:
+            self.keep_receipts(block.receipts)
+            self.post_messages(block.messages, self.last_delivered)
+        return released
+
+    def post_messages(self, messages: list[OutgoingMessage], number: int) -> None:
+        """Post the outgoing messages (released by the enclave) whose source this worker
+        leads, and remember every message of our contracts until it is seen on chain
+        (``repost_overdue`` posts the ones still missing later, whoever was to post them)."""
+        for message in messages:
             workers = self.workers_of.get(message.source, [])
             if not workers:
                 continue
@@ -662,8 +729,9 @@ class WorkerHost(NodeHost):
 
     # -- queries and status -------------------------------------------------------------
     def on_query(self, payload: bytes) -> bytes:
+        witnesses = self.collect_witnesses(self.last_delivered)
         with self._lock:
-            return self.calls.answer_query(payload)
+            return self.calls.answer_query(payload, witnesses)
 
     def on_result(self, payload: bytes) -> bytes:
         """The receipt of one command: its outcome sealed for the sender (opaque here)."""

@@ -19,15 +19,20 @@ from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.runtime.messages import (
     BlockInput,
     BlockOutput,
+    BlockWitness,
     ChainConfig,
     ContractStatus,
     InstallContract,
     MakeCheckpoint,
+    ReleasedOutputs,
     RestoreCheckpoint,
     SignedOutputs,
     SignedQuery,
     SignOutputs,
     StageContractKey,
+    WitnessedQuery,
+    Witnesses,
+    WitnessRequest,
 )
 
 __all__ = ["MakeKeyRequest", "StatusList", "WorkerEnclaveClient", "decode_query"]
@@ -97,8 +102,23 @@ class WorkerEnclaveClient:
         """The enclave signs this worker's NodeRegistry heartbeat for (era, slot)."""
         return call_sign_heartbeat(self.enclave, request)
 
-    def answer_query(self, query_bytes: bytes) -> bytes:
-        return decode(self.enclave.ecall("query", query_bytes), SealedAnswer).sealed
+    def answer_query(
+        self, query_bytes: bytes, witnesses: list[BlockWitness] | None = None
+    ) -> bytes:
+        """The enclave's sealed answer to a caller's signed query (bytes as the caller
+        sent them), with the peers' witnesses the witness rule needs."""
+        request = WitnessedQuery(query=query_bytes, witnesses=witnesses or [])
+        return decode(self.enclave.ecall("query", encode(request)), SealedAnswer).sealed
+
+    def witness_block(self, height: int) -> BlockWitness:
+        """The enclave's signed word for block ``height`` (or its newest, if lower)."""
+        out = self.enclave.ecall("witness_block", encode(WitnessRequest(height=height)))
+        return decode(out, BlockWitness)
+
+    def release_outputs(self, witnesses: list[BlockWitness]) -> ReleasedOutputs:
+        """Hand peers' witnesses over; get the receipts and messages they release."""
+        out = self.enclave.ecall("release_outputs", encode(Witnesses(witnesses=witnesses)))
+        return decode(out, ReleasedOutputs)
 
     def get_status(self) -> list[ContractStatus]:
         return self.get_runtime_status().contracts

@@ -32,6 +32,9 @@ from sealbridge.runtime.messages import (
     SignedQuery,
     SignOutputs,
     StageContractKey,
+    WitnessedQuery,
+    Witnesses,
+    WitnessRequest,
 )
 from sealbridge.runtime.worker import WorkerRuntime
 from sealbridge.tee.enclave import EnclaveContext
@@ -56,6 +59,8 @@ class WorkerProgram:
             "make_checkpoint": self.make_checkpoint,
             "restore_checkpoint": self.restore_checkpoint,
             "query": self.query,
+            "witness_block": self.witness_block,
+            "release_outputs": self.release_outputs,
             "get_status": self.get_status,
             "sign_heartbeat": self.sign_heartbeat,
         }
@@ -104,8 +109,16 @@ class WorkerProgram:
         return encode(StatusList(contracts=statuses))
 
     def query(self, payload: bytes) -> bytes:
-        query = decode(payload, SignedQuery)
-        return encode(SealedAnswer(sealed=self.runtime.answer_query(query, int(self.clock()))))
+        request = decode(payload, WitnessedQuery)
+        query = decode(request.query, SignedQuery)
+        sealed = self.runtime.answer_query(query, int(self.clock()), request.witnesses)
+        return encode(SealedAnswer(sealed=sealed))
+
+    def witness_block(self, payload: bytes) -> bytes:
+        return encode(self.runtime.witness_block(decode(payload, WitnessRequest)))
+
+    def release_outputs(self, payload: bytes) -> bytes:
+        return encode(self.runtime.release_outputs(decode(payload, Witnesses)))
 
     def get_status(self, payload: bytes) -> bytes:
         runtime = self.runtime

@@ -151,3 +151,24 @@ class KeyRotationPending(LocalProtocolError):
         super().__init__(message)
         self.contract_id = contract_id
         self.version = version
+
+
+class NotWitnessed(RuntimeRefusal):
+    """Not enough of the contract's executors vouched for the block its state is at (the
+    witness rule, :mod:`sealbridge.runtime.witness`): nothing is released yet. Retry once
+    the peers have seen the block."""
+
+    code = "not_witnessed"
+
+
+class WitnessUnavailable(RuntimeRefusal):
+    """The enclave cannot witness that height (no verified chain, or too old to remember)."""
+
+    code = "witness_unavailable"
+
+
+class ReleaseBacklogFull(LocalProtocolError):
+    """Too many receipts and messages wait for witnesses: the runtime applies no more
+    blocks until peers vouch for the held ones (the block is not applied; retry)."""
+
+    code = "release_backlog_full"

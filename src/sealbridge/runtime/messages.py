@@ -180,10 +180,15 @@ class ContractOutput(Message, frozen=True):
 
 
 class BlockOutput(Message, frozen=True):
+    """What a block gave: the changed contracts' sealed states, and the receipts and
+    messages released now (with a verified view the witness rule may hold them back:
+    ``held`` counts the items still waiting, released later by ``release_outputs``)."""
+
     number: int
     contracts: list[ContractOutput]
     receipts: list[Receipt]
     messages: list[OutgoingMessage] = []
+    held: int = 0
 
 
 class InstallContract(Message, frozen=True):
@@ -321,7 +326,67 @@ class RestoreCheckpoint(Message, frozen=True):
     chain: ChainConfig  # anchor fields ignored: the checkpoint is the anchor
 
 
+class WitnessBody(Message, frozen=True):
+    """What a worker enclave vouches for: on the chain it verified (``chain_id``, with
+    ``command_inbox`` naming the deployment), block ``height`` has hash ``block_hash``."""
+
+    chain_id: int
+    command_inbox: bytes
+    height: int
+    block_hash: bytes
+
+
+class BlockWitness(Message, frozen=True):
+    """A :class:`WitnessBody` signed by a worker enclave's identity key (``worker``)."""
+
+    worker: bytes
+    body: bytes  # canonical WitnessBody
+    signature: bytes  # Ed25519 over WITNESS_SIGN_TAG + body
+
+
+class WitnessRequest(Message, frozen=True):
+    """Ask an enclave to witness block ``height`` (or its newest verified block, if it has
+    not reached ``height`` yet)."""
+
+    height: int
+
+
+class Witnesses(Message, frozen=True):
+    """Peers' witnesses the host hands to its enclave (see :mod:`runtime.witness`)."""
+
+    witnesses: list[BlockWitness] = []
+
+
+class WitnessedQuery(Message, frozen=True):
+    """A caller's signed query (canonical :class:`SignedQuery` bytes, passed through as the
+    caller sent them) with the witnesses the host collected for it."""
+
+    query: bytes
+    witnesses: list[BlockWitness] = []
+
+
+class HeldOutputs(Message, frozen=True):
+    """What a block gave that waits for witnesses: its command receipts (sealed results)
+    and the messages its contracts sent, released once a majority of the contract's
+    executors vouched for the block."""
+
+    number: int
+    receipts: list[Receipt] = []
+    messages: list[OutgoingMessage] = []
+
+
+class ReleasedOutputs(Message, frozen=True):
+    """Receipts and messages released by the witness rule, oldest block first; ``held``
+    counts the items still waiting and ``witnessed`` is the newest height the witnesses
+    cover for every installed contract."""
+
+    blocks: list[HeldOutputs] = []
+    held: int = 0
+    witnessed: int = 0
+
+
 MESSAGE_SIGN_TAG = b"sealbridge/message-sig/v1"
+WITNESS_SIGN_TAG = b"sealbridge/block-witness/v1"
 ANSWER_SIGN_TAG = b"sealbridge/query-answer/v1"
 COMMAND_SIGN_TAG = b"sealbridge/command-sig/v1"
 QUERY_SIGN_TAG = b"sealbridge/query-sig/v1"

@@ -114,6 +114,7 @@ from sealbridge.runtime.errors import (
     KeyRotationPending,
     MalformedCommand,
     MessageTooEarly,
+    NotWitnessed,
     OutputsRefused,
     QueryRefused,
     ReplayedCommand,
@@ -121,6 +122,7 @@ from sealbridge.runtime.errors import (
     StaleBlock,
     StaleCheckpoint,
     UnknownContract,
+    WitnessUnavailable,
     WrongContract,
     WrongKeyError,
 )
@@ -132,6 +134,7 @@ from sealbridge.runtime.messages import (
     QUERY_SIGN_TAG,
     BlockInput,
     BlockOutput,
+    BlockWitness,
     ChainConfig,
     CheckpointBlob,
     CommandBody,
@@ -140,6 +143,7 @@ from sealbridge.runtime.messages import (
     ContractStatus,
     DeployArgs,
     DirectoryEntry,
+    HeldOutputs,
     InboxCommand,
     InstallContract,
     MakeCheckpoint,
@@ -148,6 +152,7 @@ from sealbridge.runtime.messages import (
     QueryAnswer,
     QueryBody,
     Receipt,
+    ReleasedOutputs,
     RestoreCheckpoint,
     SignedAnswer,
     SignedCommand,
@@ -156,12 +161,15 @@ from sealbridge.runtime.messages import (
     SignedQuery,
     SignOutputs,
     StageContractKey,
+    Witnesses,
+    WitnessRequest,
     answer_aad,
     command_aad,
     compute_deployer_commitment,
     result_aad,
     state_aad,
 )
+from sealbridge.runtime.witness import WitnessGate, required_witnesses
 from sealbridge.tee.enclave import EnclaveKeys
 
 RandomBytes = Callable[[int], bytes]
@@ -714,6 +722,8 @@ class WorkerRuntime:
         # the key version in force for each contract whose key was published or rotated
         self.deployments: dict[bytes, DeploymentEvent] = {}
         self.key_versions: dict[bytes, int] = {}
+        # the witness rule (verified view only): what waits for peers to vouch for blocks
+        self.gate = WitnessGate(self.identity_key)
 
     def combine_key(
         self,
@@ -915,6 +925,7 @@ class WorkerRuntime:
             raise ChainAlreadyConfigured("the runtime already follows a verified chain")
         self.view = ChainView(config)
         self.latest_block = max(self.latest_block, config.anchor_number)
+        self.gate.note_block(config.anchor_number, config.anchor_hash)
 
     def process_block(self, block: BlockInput) -> BlockOutput:
         """Apply one block as one atomic unit. With a verified view the block must come
@@ -924,6 +935,7 @@ class WorkerRuntime:
             return self.apply_block(block)
         if block.evidence is None or block.commands:
             raise EvidenceRequired("blocks must come as evidence (header and all receipts)")
+        self.gate.check_room()
         facts = self.view.verify(block.evidence)
         number = facts.block.number
         self.check_pending_checkpoint(number)
@@ -952,6 +964,7 @@ class WorkerRuntime:
             self.deployments, self.key_versions = saved_facts
             raise
         self.view.advance(block.evidence)
+        self.gate.note_block(number, facts.block.hash)
         self.on_accepted_outputs(facts.outputs)
         self.on_checkpoints(facts.checkpoints)
         if rotations:
@@ -969,14 +982,62 @@ class WorkerRuntime:
             for cid in sorted({e.contract_id for e in facts.outputs})
             if cid in self.contracts and cid not in changed
         ]
-        if resealed:
-            output = BlockOutput(
-                number=output.number,
-                contracts=[*output.contracts, *resealed],
-                receipts=output.receipts,
-                messages=output.messages,
+        # receipts and messages wait for the witness rule; those of contracts that need
+        # no witness (one executor) come out at once
+        self.gate.hold(
+            HeldOutputs(number=number, receipts=output.receipts, messages=output.messages)
+        )
+        released = self.gate.release(self.get_covered)
+        return BlockOutput(
+            number=output.number,
+            contracts=[*output.contracts, *resealed],
+            receipts=[r for b in released for r in b.receipts],
+            messages=[m for b in released for m in b.messages],
+            held=self.gate.held_items,
+        )
+
+    # -- the witness rule (see runtime.witness) -----------------------------------------
+    def get_covered(self, contract_id: bytes) -> int:
+        """The height up to which a majority of the contract's executors vouched for our
+        chain (0 for a contract not installed here)."""
+        runtime = self.contracts.get(contract_id)
+        return self.gate.covered(runtime.workers) if runtime is not None else 0
+
+    def witness_block(self, request: WitnessRequest) -> BlockWitness:
+        """This enclave's signed word that block ``request.height`` is on its chain."""
+        if self.view is None:
+            raise WitnessUnavailable("the runtime follows no verified chain")
+        return self.gate.sign(self.view.config, request.height, self.enclave.sign_identity)
+
+    def release_outputs(self, request: Witnesses) -> ReleasedOutputs:
+        """Take peers' witnesses; release the held receipts and messages now covered."""
+        view = require_view(self.view)
+        self.gate.accept(view.config, request.witnesses)
+        released = self.gate.release(self.get_covered)
+        covered = [self.get_covered(cid) for cid in self.contracts]
+        return ReleasedOutputs(
+            blocks=released,
+            held=self.gate.held_items,
+            witnessed=min(covered) if covered else self.gate.tip,
+        )
+
+    def check_witnessed(self, runtime: ContractRuntime, witnesses: list[BlockWitness]) -> int:
+        """The height a query may be answered at: the contract must be covered up to the
+        block its state last changed at (else ``NotWitnessed``) and must not have diverged
+        from what the ledger accepted."""
+        view = require_view(self.view)
+        cid = runtime.contract_id
+        if cid in self.diverged:
+            raise QueryRefused(f"contract 0x{cid.hex()[:12]}… diverged: {self.diverged[cid]}")
+        self.gate.accept(view.config, witnesses)
+        covered = self.gate.covered(runtime.workers)
+        if covered < runtime.height:
+            raise NotWitnessed(
+                f"the state of contract 0x{cid.hex()[:12]}… is at block {runtime.height}; "
+                f"its executors vouched for blocks up to {covered} only (need "
+                f"{required_witnesses(runtime.workers)} of the other executors)"
             )
-        return output
+        return covered
 
     def update_directory(self, entries: list[DirectoryEntry], rotated: set[bytes]) -> None:
         """Verified keys replace any host-supplied entry. A rotated contract's entry keeps
@@ -1283,11 +1344,16 @@ class WorkerRuntime:
             )
         return out
 
-    def answer_query(self, request: SignedQuery, now: int) -> bytes:
+    def answer_query(
+        self, request: SignedQuery, now: int, witnesses: list[BlockWitness] | None = None
+    ) -> bytes:
         """Return the signed answer encrypted to the caller's reply key.
 
         ``now`` is the enclave's clock; a query issued more than QUERY_MAX_AGE seconds away
-        from it is refused, so a relayed old query cannot be answered again much later."""
+        from it is refused, so a relayed old query cannot be answered again much later.
+        With a verified view the witness rule applies: ``witnesses`` (peers' words for our
+        blocks) must cover the contract's state, and the answer is stated at the covered
+        height."""
         try:
             check_nesting(request.body, MAX_BODY_NESTING)
             body = decode_canonical(request.body, QueryBody)
@@ -1301,6 +1367,8 @@ class WorkerRuntime:
             raise QueryRefused(f"query issued at {body.issued_at} is stale or from the future")
         runtime = self.get_contract(body.contract_id)
         as_of = max(runtime.height, self.latest_block)
+        if self.view is not None:
+            as_of = min(as_of, self.check_witnessed(runtime, witnesses or []))
         result = self.run_query(runtime, body, as_of)
         query_hash = hash_message("sealbridge/query/v1", request)
         answer = QueryAnswer(
