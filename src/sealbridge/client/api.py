@@ -566,12 +566,22 @@ class Client:
         the answer must be about the state the ExecutionLedger last accepted for the
         contract (see :func:`check_answer_accepted`); until the worker's state and the
         accepted outputs agree (a command applied but not yet covered by an output), it
-        asks again, for up to ``timeout`` seconds, then raises AnswerNotAccepted."""
+        asks again, for up to ``timeout`` seconds, then raises AnswerNotAccepted. A worker
+        whose peers have not vouched for its newest blocks yet refuses with
+        ``not_witnessed``; that too is asked again until ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
-            verified = self.query_once(
-                contract_id_hex, method, args, as_user=as_user, worker=worker
-            )
+            try:
+                verified = self.query_once(
+                    contract_id_hex, method, args, as_user=as_user, worker=worker
+                )
+            except NodeRefused as exc:
+                # the enclave's witness rule: its peers have not vouched for the block the
+                # state is at yet (they are a little behind): ask again
+                if exc.remote_code != "not_witnessed" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
             if not accepted_only:
                 return verified
             accepted = self.mgmt.execution_ledger.get_output(verified.answer.contract_id)

@@ -47,6 +47,9 @@ class NodeConfig(Message, frozen=True):
     # a message its source's first worker should have posted, and that is not on chain
     # this many blocks later, is posted by any other worker of the source
     message_repost_blocks: int = 10
+    # whether this worker posts messages at all (as first worker or as a late one); a
+    # worker that does not still executes and vouches for blocks (the witness rule)
+    post_messages: bool = True
     storage_urls: list[str] = []  # storage nodes the checkpoints go to
     inline_checkpoint_max: int = 0  # a checkpoint this small goes on chain instead
     # the gatekeeper committee (threshold root key)

@@ -553,7 +553,7 @@ class WorkerHost(NodeHost):
                 message.ciphertext,
                 self.get_repost_block(number),
             )
-            if workers[0] != self.node_id:
+            if workers[0] != self.node_id or not self.config.post_messages:
                 continue
             try:
                 self.mgmt.command_inbox.send_submit(
@@ -571,6 +571,8 @@ class WorkerHost(NodeHost):
 
     def repost_overdue(self, number: int) -> None:
         """Post the remembered messages that should be on chain by now and are not."""
+        if not self.config.post_messages:
+            return
         for key, (target, ciphertext, due) in list(self.pending_messages.items()):
             if due > number:
                 continue
@@ -757,6 +759,8 @@ class WorkerHost(NodeHost):
             "anchor": self.anchor,
             "recovered_from": self.recovered_from,
             "measurement": to_hex(self.enclave.measurement),
+            "held": self.held,
+            "witnessed": self.witnessed,
             "outputs_accepted": self.submissions.accepted,
             "outputs_refused": self.submissions.refused,
             "outputs_skipped": self.submissions.skipped,
