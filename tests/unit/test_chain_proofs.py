@@ -25,6 +25,7 @@ from sealbridge.chain.proofs import (
     AccountProof,
     ProofInvalid,
     SlotProof,
+    slot_key,
     slot_of,
     verify_account,
     verify_slots,
@@ -82,7 +83,7 @@ def get_proof(world: World, slots: list[int], address: str | None = None) -> Acc
         address=bytes.fromhex((address or world.address)[2:]),
         proof=[bytes(n) for n in raw["accountProof"]],
         slots=[
-            SlotProof(slot=slot, proof=[bytes(n) for n in p["proof"]])
+            SlotProof(key=slot_key(slot), proof=[bytes(n) for n in p["proof"]])
             for slot, p in zip(slots, raw["storageProof"], strict=True)
         ],
     )
@@ -125,3 +126,13 @@ def test_forged_proofs_are_refused(world: World) -> None:
         verify_slots(world.state_root, replace(good, slots=[replace(slot, proof=[])]))
     with pytest.raises(ProofInvalid):  # garbage
         verify_slots(world.state_root, replace(good, proof=[b"\xff" * 5000]))
+    with pytest.raises(ProofInvalid):  # a slot key that is not 32 bytes
+        verify_slots(world.state_root, replace(good, slots=[replace(slot, key=slot.key[1:])]))
+
+
+def test_the_adapter_fetches_the_same_proofs(world: World) -> None:
+    slots = [0, slot_of(1, A)]
+    fetched = world.adapter.get_proof(world.address, slots, world.block)
+    assert verify_slots(world.state_root, fetched) == verify_slots(
+        world.state_root, get_proof(world, slots)
+    )

@@ -618,3 +618,15 @@ def test_a_partial_of_one_version_does_not_combine_as_another(
     # and the other way round: version 0's partials are not version 1's
     with pytest.raises(BadRelease, match="another contract"):
         combine_for(node, v0, compute_key_id(CONTRACT_ID, 1), group)
+
+
+def test_a_share_of_an_era_the_chain_has_left_is_not_used(gatekeepers: list[Gatekeeper]) -> None:
+    """A host that restores its enclave's committee state from before a rotation gets a
+    share the committee retired; the era the chain names (read from a state proof by the
+    enclave program) must be the share's, or nothing is released."""
+    node = enclave(GOOD)
+    current = gatekeepers[0].committee.current_era
+    gatekeepers[0].release_partial(key_request(node), FACTS, NOW, committee_era=current)
+    for era in (current + 1, current - 1):
+        with pytest.raises(KeyRequestRefused, match="era"):
+            gatekeepers[0].release_partial(key_request(node), FACTS, NOW, committee_era=era)

@@ -54,6 +54,7 @@ from sealbridge.chain.abi import checksum, compute_address
 from sealbridge.chain.compiler import DEFAULT_EVM_VERSION
 from sealbridge.chain.errors import ChainConfigError, ChainError, RpcError, TransactionReverted
 from sealbridge.chain.lightclient import BlockEvidence, EventLog, HeaderFields, ReceiptFields
+from sealbridge.chain.proofs import AccountProof, SlotProof, slot_key
 from sealbridge.core.encoding import Message
 
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
@@ -645,10 +646,21 @@ class ChainAdapter:
         for n in numbers:
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ChainConfigError(f"invalid block number {n!r}")
-        requests: list[tuple[Any, Any]] = []
+        requests: list[tuple[str, list[Any]]] = []
         for n in numbers:
             requests.append(("eth_getBlockByNumber", [hex(n), False]))
             requests.append(("eth_getBlockReceipts", [hex(n)]))
+        results = self._batch(requests)
+        return [
+            BlockEvidence(
+                header=_to_header_fields(results[2 * i], n),
+                receipts=_to_receipts(results[2 * i + 1], n),
+            )
+            for i, n in enumerate(numbers)
+        ]
+
+    def _batch(self, requests: list[tuple[str, list[Any]]]) -> list[Any]:
+        """One JSON-RPC batch; the results in order (any error raises RpcError)."""
         with self._guard():
             answer = self.web3.provider.make_batch_request(requests)  # type: ignore[attr-defined]
         if not isinstance(answer, list):
@@ -665,13 +677,43 @@ class ChainAdapter:
                 message = error.get("message", error) if isinstance(error, dict) else error
                 raise RpcError(f"{method}({params[0]}) failed: {message}")
             results.append(response.get("result"))
-        return [
-            BlockEvidence(
-                header=_to_header_fields(results[2 * i], n),
-                receipts=_to_receipts(results[2 * i + 1], n),
-            )
-            for i, n in enumerate(numbers)
-        ]
+        return results
+
+    def get_header_fields(self, numbers: Sequence[int]) -> list[HeaderFields]:
+        """Every header field of ``numbers`` (unchecked; one JSON-RPC batch)."""
+        if self.kind != "rpc":
+            raise ChainError("raw header fields need a JSON-RPC node such as anvil")
+        for n in numbers:
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ChainConfigError(f"invalid block number {n!r}")
+        if not numbers:
+            return []
+        results = self._batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+        return [_to_header_fields(r, n) for r, n in zip(results, numbers, strict=True)]
+
+    def get_proof(self, address: str, slots: Sequence[int], number: int) -> AccountProof:
+        """``eth_getProof`` of an account and its ``slots`` at block ``number`` (unchecked:
+        :mod:`sealbridge.chain.proofs` verifies it against a header's state root)."""
+        if self.kind != "rpc":
+            raise ChainError("state proofs (eth_getProof) need a JSON-RPC node such as anvil")
+        keys = ["0x" + s.to_bytes(32, "big").hex() for s in slots]
+        (raw,) = self._batch([("eth_getProof", [address, keys, hex(number)])])
+        what = f"proof of {address} at block {number}"
+        if not isinstance(raw, dict):
+            raise ChainError(f"{what}: node returned {type(raw).__name__}")
+        storage = _get(raw, "storageProof", what)
+        if not isinstance(storage, list) or len(storage) != len(slots):
+            raise ChainError(f"{what}: storageProof does not answer every slot")
+        return AccountProof(
+            address=_hex_bytes(address, "address"),
+            proof=[_hex_bytes(n, what) for n in _get(raw, "accountProof", what)],
+            slots=[
+                SlotProof(
+                    key=slot_key(slot), proof=[_hex_bytes(n, what) for n in _get(p, "proof", what)]
+                )
+                for slot, p in zip(slots, storage, strict=True)
+            ],
+        )
 
     def get_transaction_input(self, tx_hash: bytes) -> bytes:
         """The calldata of a mined transaction."""

@@ -56,8 +56,17 @@ class AccountState(Message, frozen=True):
 
 
 class SlotProof(Message, frozen=True):
-    slot: int
+    key: bytes  # the slot number, 32 bytes big-endian (a 256-bit number)
     proof: list[bytes]  # rlp-encoded trie nodes, root first (eth_getProof's storageProof)
+
+    @property
+    def slot(self) -> int:
+        return int.from_bytes(self.key, "big")
+
+
+def slot_key(slot: int) -> bytes:
+    """A slot number as :attr:`SlotProof.key`."""
+    return slot.to_bytes(32, "big")
 
 
 class AccountProof(Message, frozen=True):
@@ -115,9 +124,9 @@ def verify_slots(state_root: bytes, proof: AccountProof) -> dict[int, int]:
     account = verify_account(state_root, proof)
     values: dict[int, int] = {}
     for slot in proof.slots:
-        if not 0 <= slot.slot < 1 << 256:
-            raise ProofInvalid("a storage slot must be a 256-bit number")
-        key = keccak(slot.slot.to_bytes(32, "big"))
+        if len(slot.key) != 32:
+            raise ProofInvalid("a storage slot must be a 256-bit number (32 bytes)")
+        key = keccak(slot.key)
         raw = _walk(account.storage_root, key, slot.proof, "storage")
         if not raw:
             values[slot.slot] = 0

@@ -2,8 +2,13 @@
 :class:`Gatekeeper` and its committee member.
 
 Runs inside the enclave process (``sealbridge.keyservice.enclave:GatekeeperProgram``).
-At genesis the enclave fixes the attestation policy and the committee contract it signs
-for, sealed to this program's measurement (so a host cannot loosen the policy later).
+At genesis the enclave fixes the attestation policy, the committee contract it signs
+for, the management contracts whose storage it reads and the block its header chain
+starts from, sealed to this program's measurement (so a host cannot loosen the policy
+later). The host feeds it the chain's headers (``advance_headers``; the newest one comes
+back sealed, for restarts) and hands every key request in with ``eth_getProof`` proofs,
+from which the enclave reads the request's chain facts itself
+(:mod:`sealbridge.keyservice.chainfacts`).
 There is no root key: the enclave's part of the root secret is a committee share, which
 it seals after every change of the committee state (the host stores the blob and hands it
 back on restart).
@@ -14,11 +19,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from sealbridge.core.encoding import Message, decode, encode
-from sealbridge.core.errors import LocalProtocolError
+from sealbridge.core.encoding import Message, decode, decode_canonical, encode
+from sealbridge.core.errors import EncodingError, LocalProtocolError
+from sealbridge.keyservice.chainfacts import (
+    HeaderTip,
+    HeaderTrack,
+    ManagementBinding,
+    read_chain_facts,
+)
 from sealbridge.keyservice.committee import ChainBinding, CommitteeState, Dealing
 from sealbridge.keyservice.ecalls import (
     Activate,
+    AdvanceHeaders,
+    ChainTip,
     CommitteeStatus,
     DealingOut,
     Elected,
@@ -34,18 +47,21 @@ from sealbridge.keyservice.ecalls import (
     SealedBlob,
     sign_heartbeat,
 )
-from sealbridge.keyservice.gatekeeper import Gatekeeper
-from sealbridge.keyservice.messages import RegistrationRequest, make_key_request
+from sealbridge.keyservice.gatekeeper import Gatekeeper, KeyRequestRefused
+from sealbridge.keyservice.messages import KeyRequestBody, RegistrationRequest, make_key_request
 from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import AttestationPolicy
 
-GENESIS_SEAL_LABEL = "sealbridge/gatekeeper-genesis/v2"
+GENESIS_SEAL_LABEL = "sealbridge/gatekeeper-genesis/v3"
 COMMITTEE_SEAL_LABEL = "sealbridge/gatekeeper-committee/v1"
+CHAIN_TIP_SEAL_LABEL = "sealbridge/gatekeeper-chain-tip/v1"
 
 
 class GenesisRecord(Message, frozen=True):
     policy: AttestationPolicy
     chain: ChainBinding
+    management: ManagementBinding
+    anchor: HeaderTip
 
 
 class GatekeeperNotReady(LocalProtocolError):
@@ -57,6 +73,8 @@ class GatekeeperProgram:
         self.ctx = ctx
         self.clock = clock
         self.core: Gatekeeper | None = None
+        self.record: GenesisRecord | None = None
+        self.headers: HeaderTrack | None = None
 
     def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
         return {
@@ -65,6 +83,7 @@ class GatekeeperProgram:
             "approve_registration": self.approve_registration,
             "make_key_request": self.make_key_request,
             "release_partial": self.release_partial,
+            "advance_headers": self.advance_headers,
             "publish_contract_key": self.publish_contract_key,
             "committee_elected": self.committee_elected,
             "committee_dealing": self.committee_dealing,
@@ -80,6 +99,8 @@ class GatekeeperProgram:
             enclave=self.ctx, policy=record.policy, measurement=self.ctx.measurement
         )
         self.core.committee.chain = record.chain
+        self.record = record
+        self.headers = HeaderTrack(record.anchor)
         return self.core
 
     def _ready(self) -> Gatekeeper:
@@ -95,7 +116,12 @@ class GatekeeperProgram:
         if self.core is not None:
             raise GatekeeperNotReady("genesis already happened in this enclave")
         request = decode(payload, Genesis)
-        record = GenesisRecord(policy=request.policy, chain=request.chain)
+        record = GenesisRecord(
+            policy=request.policy,
+            chain=request.chain,
+            management=request.management,
+            anchor=request.anchor,
+        )
         self._start(record)
         return encode(SealedBlob(sealed=self.ctx.seal(encode(record), GENESIS_SEAL_LABEL)))
 
@@ -107,7 +133,23 @@ class GatekeeperProgram:
         if request.committee:
             state = decode(self.ctx.unseal(request.committee, COMMITTEE_SEAL_LABEL), CommitteeState)
             core.committee.restore_state(state)
+        if request.chain_tip:
+            # an older tip than the newest is harmless: the headers after it come again
+            tip = decode(self.ctx.unseal(request.chain_tip, CHAIN_TIP_SEAL_LABEL), HeaderTip)
+            if tip.number > self._track().tip.number:
+                self.headers = HeaderTrack(tip)
         return b""
+
+    def _track(self) -> HeaderTrack:
+        if self.headers is None:
+            raise GatekeeperNotReady("the gatekeeper is not set up yet (genesis or restore)")
+        return self.headers
+
+    def advance_headers(self, payload: bytes) -> bytes:
+        """Verify and take the next headers of the chain; the new tip comes back sealed."""
+        request = decode(payload, AdvanceHeaders)
+        tip = self._track().advance(request.headers)
+        return encode(ChainTip(tip=tip, sealed=self.ctx.seal(encode(tip), CHAIN_TIP_SEAL_LABEL)))
 
     def approve_registration(self, payload: bytes) -> bytes:
         request = decode(payload, RegistrationRequest)
@@ -120,9 +162,26 @@ class GatekeeperProgram:
         )
 
     def release_partial(self, payload: bytes) -> bytes:
+        """Read the request's chain facts from its state proofs (at a header this enclave
+        verified), then release the partial if they entitle the requester."""
         request = decode(payload, ReleaseKey)
+        core = self._ready()
+        if self.record is None:
+            raise GatekeeperNotReady("the gatekeeper is not set up yet (genesis or restore)")
+        try:
+            body = decode_canonical(request.request.body, KeyRequestBody)
+        except EncodingError as exc:
+            raise KeyRequestRefused(f"key request is malformed: {exc.message}") from exc
+        verified = read_chain_facts(
+            self.record.management, self._track(), request.proof, body.contract_id, body.worker_id
+        )
         return encode(
-            self._ready().release_partial(request.request, request.facts, int(self.clock()))
+            core.release_partial(
+                request.request,
+                verified.facts,
+                int(self.clock()),
+                committee_era=verified.committee_era,
+            )
         )
 
     def publish_contract_key(self, payload: bytes) -> bytes:

@@ -17,11 +17,12 @@ signature on its id, which the requester combines from ``t`` partial signatures.
   (genesis bootstrap).
 * **Partial key release**. A requester sends a signed key request with its quote. The
   gatekeeper verifies the quote again and that the request is signed by the identity key
-  the quote binds, checks the chain facts its host supplies, and returns its partial
+  the quote binds, checks the chain facts (read from state proofs), and returns its partial
   signature of the contract's PRF message ECIES-encrypted to the requester's attested
   encryption key (bound to contract, requester and share index). Two kinds of requester:
   an assigned, active worker once the contract's key is published; and the contract's
-  own gatekeeper before that, which needs the key to publish its public half.
+  own gatekeeper before that, which needs the key to publish its public half. The facts
+  come from state proofs the enclave checks itself.
 * **Deployment**. For each contract assigned to it the gatekeeper collects ``t - 1``
   partials from its peers, adds its own, combines them into the contract key, derives the
   contract's public command and message keys and signs them for the ContractRegistry.
@@ -35,9 +36,10 @@ signature on its id, which the requester combines from ``t`` partial signatures.
   one is recorded, and for the next one only to the publisher of a pending rotation; any
   older version is refused, so once the workers erased it the old key is gone.
 
-The host's chain facts are trusted here (the light-client checks of the worker runtime are
-not built for the gatekeeper yet). The core is sans-I/O: time (``now``) and randomness are
-inputs.
+The chain facts come in as :class:`ChainFacts`; the enclave program reads them itself from
+state proofs at a header it verified (:mod:`sealbridge.keyservice.chainfacts`), with the
+committee's current era, so a share the committee retired is never used. The core is
+sans-I/O: time (``now``) and randomness are inputs.
 """
 
 from __future__ import annotations
@@ -161,10 +163,17 @@ class Gatekeeper:
         return body
 
     def release_partial(
-        self, request: KeyRequest, facts: ChainFacts, now: int
+        self, request: KeyRequest, facts: ChainFacts, now: int, *, committee_era: int | None = None
     ) -> PartialKeyRelease:
-        """This gatekeeper's partial of a contract key, for an entitled, attested requester."""
+        """This gatekeeper's partial of a contract key, for an entitled, attested requester.
+        ``committee_era``: the committee's current era as the chain names it; a share of
+        another era (one the committee retired, restored by the host) is never used."""
         body = self.check_key_request(request, now)
+        if committee_era is not None and committee_era != self.committee.current_era:
+            raise KeyRequestRefused(
+                f"the chain's committee is in era {committee_era}; this enclave's share is "
+                f"of era {self.committee.current_era}"
+            )
         version = body.version
         if version < 0:
             raise KeyRequestRefused(f"key version {version} is negative")

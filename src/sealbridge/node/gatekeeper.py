@@ -17,8 +17,10 @@ The host serves:
 * ``POST /v1/attest``: a node's :class:`RegistrationRequest`; the enclave verifies the
   quote under the sealed policy and returns a signed approval.
 * ``POST /v1/partial``: a :class:`KeyRequest` of a worker (or of the contract's own
-  gatekeeper, to publish); the host reads the chain facts, the enclave returns its partial
-  signature encrypted to the requester's attested key.
+  gatekeeper, to publish); the host brings the enclave's header chain up to the final
+  block and fetches ``eth_getProof`` proofs of the request's facts there; the enclave
+  reads the facts from them itself and returns its partial signature encrypted to the
+  requester's attested key.
 * ``POST /v1/group``: the active era's public keys (threshold, group key, public shares).
 
 and follows the chain:
@@ -39,9 +41,9 @@ and follows the chain:
   contract key and signs the contract's public keys, and the host publishes them.
 * **Key rotations**: on each ``KeyRotationRequested`` of a contract naming this
   gatekeeper, the same for the next key version, published with ``rotate_contract_key``.
-  For key requests the host also reads the contract's key version, whether a rotation is
-  pending, and whether a checkpoint at or after the rotation is recorded (until then the
-  previous version is still released).
+  For key requests the proofs also cover the contract's key version, whether a rotation
+  is pending, whether a checkpoint at or after the rotation is recorded (until then the
+  previous version is still released) and the committee's current era.
 
 States: ``STARTING`` -> (``REGISTERING``) -> ``FOLLOWING`` (or ``FAILED`` with a reason).
 """
@@ -49,11 +51,12 @@ States: ``STARTING`` -> (``REGISTERING``) -> ``FOLLOWING`` (or ``FAILED`` with a
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from sealbridge.chain.abi import Role
+from sealbridge.chain.abi import Role, canonical_address
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.committee import CommitteePhase, EraRecord, GatekeeperCommittee
 from sealbridge.chain.errors import TransactionReverted
@@ -62,10 +65,15 @@ from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.keyservice.chainfacts import (
+    FactsProof,
+    HeaderTip,
+    ManagementBinding,
+    get_fact_slots,
+)
 from sealbridge.keyservice.committee import ChainBinding, Dealing, EraInfo, MemberCard
 from sealbridge.keyservice.ecalls import GatekeeperEnclaveClient
 from sealbridge.keyservice.messages import (
-    ChainFacts,
     KeyRequest,
     KeyRequestBody,
     PublishedContractKey,
@@ -120,6 +128,8 @@ class GatekeeperHost(NodeHost):
         self.confirmations_posted = 0
         self.home = Path(config.home)
         self.committee_file = self.home / "committee.sealed"
+        self.chain_tip_file = self.home / "chain-tip.sealed"
+        self._facts_lock = threading.Lock()  # headers advance, then proofs at the tip
         self.eras: dict[int, EraTrack] = {}
         self.scanned = self.addresses.deployed_at_block - 1
         self.handled: set[tuple[bytes, int]] = set()  # events of the unfinished scan
@@ -130,7 +140,8 @@ class GatekeeperHost(NodeHost):
         genesis_file = self.home / "genesis.sealed"
         if genesis_file.exists():
             committee = self.committee_file.read_bytes() if self.committee_file.exists() else b""
-            self.calls.restore(genesis_file.read_bytes(), committee)
+            tip = self.chain_tip_file.read_bytes() if self.chain_tip_file.exists() else b""
+            self.calls.restore(genesis_file.read_bytes(), committee, tip)
             log.info("policy and committee state restored from %s", self.home)
             return
         policy = devnet_policy(
@@ -138,10 +149,25 @@ class GatekeeperHost(NodeHost):
             [from_hex(m, size=32, what="measurement") for m in self.config.allowed_measurements],
         )
         chain = ChainBinding(chain_id=self.chain.chain_id, committee_address=self.committee.address)
-        sealed = self.calls.genesis(policy, chain)
+        a = self.addresses
+        management = ManagementBinding(
+            node_registry=canonical_address(a.node_registry),
+            contract_registry=canonical_address(a.contract_registry),
+            execution_ledger=canonical_address(a.execution_ledger),
+            committee=canonical_address(self.committee.address),
+        )
+        head = self.chain.get_block(
+            max(self.chain.get_block_number() - self.config.confirmations, 0)
+        )
+        anchor = HeaderTip(number=head.number, block_hash=head.hash)
+        sealed = self.calls.genesis(policy, chain, management, anchor)
         genesis_file.parent.mkdir(parents=True, exist_ok=True)
         genesis_file.write_bytes(sealed)
-        log.info("genesis: policy and committee contract fixed inside the enclave and sealed")
+        log.info(
+            "genesis: policy, committee and management contracts fixed inside the enclave and "
+            "sealed; its header chain starts at block %d",
+            head.number,
+        )
 
     def store_committee(self, sealed: bytes) -> None:
         tmp = self.committee_file.with_suffix(".tmp")
@@ -172,33 +198,44 @@ class GatekeeperHost(NodeHost):
         return out
 
     def on_partial_request(self, payload: bytes) -> bytes:
+        """A key request: bring the enclave's headers up to the chain, fetch the state
+        proofs of the request's facts at its newest header, and let it decide."""
         request = decode(payload, KeyRequest)
         body = decode(request.body, KeyRequestBody)
-        record = self.mgmt.contract_registry.get_contract(body.contract_id)
-        registry = self.mgmt.node_registry
-        publisher = (
-            record is not None
-            and record.gatekeeper_id == body.worker_id
-            and registry.is_active(body.worker_id, Role.GATEKEEPER)
-        )
-        previous_open = False
-        if record is not None and record.key_version > 0:
-            checkpoint = self.mgmt.execution_ledger.get_checkpoint(body.contract_id)
-            previous_open = checkpoint is None or checkpoint.height < record.rotated_at
-        facts = ChainFacts(
-            worker_active=registry.is_active(body.worker_id, Role.WORKER),
-            worker_assigned=self.mgmt.contract_registry.is_assigned(
-                body.contract_id, body.worker_id
-            ),
-            key_published=record is not None and record.key_published,
-            requester_is_publisher=publisher,
-            key_version=record.key_version if record is not None else 0,
-            rotation_pending=record is not None and record.rotation_pending,
-            previous_version_open=previous_open,
-        )
-        release = self.calls.release_partial(request, facts)
+        with self._facts_lock:
+            tip = self.sync_headers()
+            proof = self.get_facts_proof(body.contract_id, body.worker_id, tip.number)
+            release = self.calls.release_partial(request, proof)
         self.released += 1
         return encode(release)
+
+    def sync_headers(self) -> HeaderTip:
+        """Feed the enclave the headers after its newest, up to the final block."""
+        final = max(self.chain.get_block_number() - self.config.confirmations, 0)
+        out = self.calls.advance_headers([])
+        while out.tip.number < final:
+            numbers = list(range(out.tip.number + 1, min(final, out.tip.number + 256) + 1))
+            out = self.calls.advance_headers(self.chain.get_header_fields(numbers))
+            tmp = self.chain_tip_file.with_suffix(".tmp")
+            tmp.write_bytes(out.sealed)
+            tmp.replace(self.chain_tip_file)
+        return out.tip
+
+    def get_facts_proof(self, contract_id: bytes, requester: bytes, number: int) -> FactsProof:
+        """``eth_getProof`` of every slot a key request's facts are read from."""
+        slots = get_fact_slots(contract_id, requester)
+        a = self.addresses
+        return FactsProof(
+            number=number,
+            node_registry=self.chain.get_proof(a.node_registry, slots["node_registry"], number),
+            contract_registry=self.chain.get_proof(
+                a.contract_registry, slots["contract_registry"], number
+            ),
+            execution_ledger=self.chain.get_proof(
+                a.execution_ledger, slots["execution_ledger"], number
+            ),
+            committee=self.chain.get_proof(self.committee.address, slots["committee"], number),
+        )
 
     def on_group(self, payload: bytes) -> bytes:
         group = self.calls.committee_status().group

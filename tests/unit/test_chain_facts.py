@@ -1,0 +1,63 @@
+"""The gatekeeper's fact reader (``keyservice/chainfacts.py``): its storage layout matches
+the compiler's, its header track links or refuses, and a share of a retired committee era
+is never used. (Facts read from real proofs against the view functions: the e2e test
+``test_gatekeeper_facts.py``.)"""
+
+from __future__ import annotations
+
+import pytest
+from vyper.compiler import compile_code
+
+from sealbridge.chain.compiler import get_contract_source
+from sealbridge.chain.lightclient import compute_header_hash
+from sealbridge.keyservice import chainfacts as cf
+from tests.unit.chain_builder import ChainBuilder
+
+
+def layout(name: str) -> dict[str, int]:
+    out = compile_code(
+        get_contract_source(name), contract_path=f"{name}.vy", output_formats=["layout"]
+    )
+    storage = out["layout"].get("storage_layout", out["layout"])
+    return {k: int(v["slot"]) for k, v in storage.items()}
+
+
+def test_the_slots_are_the_compilers() -> None:
+    assert layout("NodeRegistry")["nodes"] == cf.NODE_REGISTRY_NODES
+    registry = layout("ContractRegistry")
+    assert registry["contracts"] == cf.CONTRACT_REGISTRY_CONTRACTS
+    assert registry["assigned"] == cf.CONTRACT_REGISTRY_ASSIGNED
+    assert layout("ExecutionLedger")["checkpoints"] == cf.LEDGER_CHECKPOINTS
+    assert layout("GatekeeperCommittee")["current_era"] == cf.COMMITTEE_CURRENT_ERA
+
+
+def test_headers_advance_only_along_their_links() -> None:
+    chain = ChainBuilder()
+    blocks = [chain.next() for _ in range(5)]
+    start = cf.HeaderTip(number=chain.config().anchor_number, block_hash=chain.config().anchor_hash)
+    track = cf.HeaderTrack(start)
+    assert track.advance([]) == start
+    with pytest.raises(cf.HeadersRefused):  # skips a block
+        track.advance([blocks[1].header])
+    with pytest.raises(cf.HeadersRefused):  # the second does not follow the first
+        track.advance([blocks[0].header, blocks[2].header])
+    assert track.tip == start and not track.recent  # nothing moved
+    tip = track.advance([b.header for b in blocks])
+    assert tip.block_hash == compute_header_hash(blocks[-1].header)
+    assert track.get(blocks[2].header.number).state_root == blocks[2].header.state_root
+    with pytest.raises(cf.HeadersRefused):  # a block again
+        track.advance([blocks[-1].header])
+    with pytest.raises(cf.HeadersRefused):
+        track.advance([blocks[0].header] * (cf.MAX_HEADERS_PER_CALL + 1))
+
+
+def test_only_recent_headers_are_kept() -> None:
+    chain = ChainBuilder()
+    start = cf.HeaderTip(number=chain.config().anchor_number, block_hash=chain.config().anchor_hash)
+    track = cf.HeaderTrack(start)
+    headers = [chain.next().header for _ in range(cf.RECENT_HEADERS + 10)]
+    track.advance(headers[:20])
+    track.advance(headers[20:])
+    assert len(track.recent) == cf.RECENT_HEADERS
+    with pytest.raises(cf.ProofInvalid, match="not among"):
+        track.get(headers[5].number)
