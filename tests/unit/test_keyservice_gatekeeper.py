@@ -30,7 +30,7 @@ from sealbridge.keyservice.messages import (
     RegistrationRequest,
 )
 from sealbridge.keyservice.threshold import BadRelease, combine_released_key, open_partials
-from sealbridge.keyservice.threshold_messages import PartialKeyRelease
+from sealbridge.keyservice.threshold_messages import PartialKeyRelease, compute_install_binding
 from sealbridge.runtime import errors as runtime_errors
 from sealbridge.runtime.messages import InstallContract
 from sealbridge.runtime.worker import WorkerRuntime
@@ -45,9 +45,17 @@ NOW = 1_800_000_000
 REGISTRY = "0x" + "11" * 20
 CONTRACTS = "0x" + "22" * 20
 CONTRACT_ID = bytes([5]) * 32
-FACTS = ChainFacts(worker_active=True, worker_assigned=True, key_published=True)
+INSTALL_WORKERS = [b"\x07" * 32]  # the executor set the tests' installs name
+BINDING = compute_install_binding(get_code_hash("token"), b"\x05" * 32, INSTALL_WORKERS)
+FACTS = ChainFacts(
+    install_binding=BINDING, worker_active=True, worker_assigned=True, key_published=True
+)
 PUBLISHER_FACTS = ChainFacts(
-    worker_active=False, worker_assigned=False, key_published=False, requester_is_publisher=True
+    install_binding=BINDING,
+    worker_active=False,
+    worker_assigned=False,
+    key_published=False,
+    requester_is_publisher=True,
 )
 
 
@@ -237,7 +245,7 @@ def install_request(
         wrapped_key=b"",
         gatekeeper_key=b"",
         deployer_commitment=b"\x05" * 32,
-        workers=[node.identity.identity_key],
+        workers=INSTALL_WORKERS,
         releases=releases,
         group=group,
     )
@@ -248,12 +256,18 @@ def test_a_publisher_gets_partials_only_before_the_key_is_published(
 ) -> None:
     request = key_request(gatekeepers[0].enclave)  # type: ignore[arg-type]
     done = ChainFacts(
-        worker_active=False, worker_assigned=False, key_published=True, requester_is_publisher=True
+        install_binding=BINDING,
+        worker_active=False,
+        worker_assigned=False,
+        key_published=True,
+        requester_is_publisher=True,
     )
     with pytest.raises(KeyRequestRefused, match="already published"):
         gatekeepers[1].release_partial(request, done, NOW)
     # without the publisher fact, a gatekeeper is no worker
-    nobody = ChainFacts(worker_active=False, worker_assigned=False, key_published=False)
+    nobody = ChainFacts(
+        install_binding=BINDING, worker_active=False, worker_assigned=False, key_published=False
+    )
     with pytest.raises(KeyRequestRefused, match="not an active registered worker"):
         gatekeepers[1].release_partial(request, nobody, NOW)
 
@@ -276,11 +290,17 @@ def test_key_requests_are_refused(gatekeeper: Gatekeeper, case: str) -> None:
     facts = FACTS
     expected: type[Exception] = KeyRequestRefused
     if case == "not_assigned":
-        facts = ChainFacts(worker_active=True, worker_assigned=False, key_published=True)
+        facts = ChainFacts(
+            install_binding=BINDING, worker_active=True, worker_assigned=False, key_published=True
+        )
     elif case == "inactive":
-        facts = ChainFacts(worker_active=False, worker_assigned=True, key_published=True)
+        facts = ChainFacts(
+            install_binding=BINDING, worker_active=False, worker_assigned=True, key_published=True
+        )
     elif case == "unpublished":
-        facts = ChainFacts(worker_active=True, worker_assigned=True, key_published=False)
+        facts = ChainFacts(
+            install_binding=BINDING, worker_active=True, worker_assigned=True, key_published=False
+        )
     elif case == "stale":
         request = key_request(node, issued_at=NOW - 3600)
     elif case == "bad_sig":
@@ -314,6 +334,7 @@ def own_enclave(gatekeeper: Gatekeeper) -> EnclaveContext:
 def versioned_facts(current: int, *, previous_open: bool = False) -> ChainFacts:
     """A published contract at key version ``current``, for an active assigned worker."""
     return ChainFacts(
+        install_binding=BINDING,
         worker_active=True,
         worker_assigned=True,
         key_published=True,
@@ -331,6 +352,7 @@ def combine_for(
         contract_id=key_id,
         worker_id=node.identity.identity_key,
         group=group,
+        binding=BINDING,
     )
 
 
@@ -355,6 +377,7 @@ def worker_key(gatekeepers: list[Gatekeeper], version: int, facts: ChainFacts) -
 def rotation_facts(current: int, *, pending: bool = True) -> ChainFacts:
     """The publisher's facts while the deployer asked for version ``current + 1``."""
     return ChainFacts(
+        install_binding=BINDING,
         worker_active=False,
         worker_assigned=False,
         key_published=True,
@@ -532,6 +555,7 @@ def test_a_worker_gets_no_next_version_even_while_a_rotation_is_pending(
     gatekeepers: list[Gatekeeper],
 ) -> None:
     facts = ChainFacts(
+        install_binding=BINDING,
         worker_active=True,
         worker_assigned=True,
         key_published=True,
@@ -595,6 +619,7 @@ def test_a_partial_of_one_version_does_not_combine_as_another(
         node.decrypt_for_identity,
         contract_id=compute_key_id(CONTRACT_ID, 1),
         worker_id=node.identity.identity_key,
+        binding=BINDING,
     )
     with pytest.raises(BadPartial, match="holder"):
         combine_contract_key(
@@ -630,3 +655,36 @@ def test_a_share_of_an_era_the_chain_has_left_is_not_used(gatekeepers: list[Gate
     for era in (current + 1, current - 1):
         with pytest.raises(KeyRequestRefused, match="era"):
             gatekeepers[0].release_partial(key_request(node), FACTS, NOW, committee_era=era)
+
+
+def test_a_worker_release_opens_only_under_the_install_facts_the_chain_records(
+    gatekeepers: list[Gatekeeper],
+) -> None:
+    """The attack: a host anchors a fresh worker enclave on a chain of its own whose
+    ContractDeployed names the host's code (or another executor set), so the install
+    facts the enclave verifies are the host's. The gatekeepers bind each worker release
+    to the facts they read from the chain: under any other facts it does not open."""
+    node = enclave(GOOD)
+    group = gatekeepers[0].committee.get_active().public
+    releases = [g.release_partial(key_request(node), FACTS, NOW) for g in gatekeepers[:2]]
+    assert combine_for(node, releases, CONTRACT_ID, group)
+    for other in (
+        compute_install_binding(b"\x66" * 32, b"\x05" * 32, INSTALL_WORKERS),  # host's code
+        compute_install_binding(get_code_hash("token"), b"\x66" * 32, INSTALL_WORKERS),
+        compute_install_binding(get_code_hash("token"), b"\x05" * 32, [node.identity.identity_key]),
+        b"",
+    ):
+        with pytest.raises(BadRelease, match="does not decrypt"):
+            combine_released_key(
+                releases,
+                node.decrypt_for_identity,
+                contract_id=CONTRACT_ID,
+                worker_id=node.identity.identity_key,
+                group=group,
+                binding=other,
+            )
+    # a gatekeeper that cannot read the facts (no such contract) releases nothing
+    with pytest.raises(KeyRequestRefused, match="install facts"):
+        gatekeepers[0].release_partial(
+            key_request(node), msgspec.structs.replace(FACTS, install_binding=b""), NOW
+        )

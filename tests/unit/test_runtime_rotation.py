@@ -40,7 +40,7 @@ from sealbridge.crypto.keyschedule import (
 from sealbridge.crypto.shamir import Share, recover_secret, scalar_to_bytes
 from sealbridge.crypto.threshold_prf import compute_prf_message, derive_contract_key_from_signature
 from sealbridge.keyservice.threshold import ShareHolder
-from sealbridge.keyservice.threshold_messages import PartialKeyRelease
+from sealbridge.keyservice.threshold_messages import PartialKeyRelease, compute_install_binding
 from sealbridge.runtime import errors
 from sealbridge.runtime.chainview import KEY_ROTATED_TOPIC
 from sealbridge.runtime.messages import (
@@ -124,9 +124,11 @@ class Sharing:
         indices: Sequence[int] = (1, 2),
         *,
         key_id: bytes | None = None,
+        binding: bytes = b"",
     ) -> list[PartialKeyRelease]:
         """The partials of ``indices`` for key version ``version``, released to ``worker``
-        (``key_id``: release another PRF input instead, as a confused gatekeeper would)."""
+        bound to the install facts ``binding`` (``key_id``: release another PRF input
+        instead, as a confused gatekeeper would)."""
         random_bytes = _counter_random(f"release/{contract_id.hex()}/{version}")
         return [
             self.holders[i].release_partial(
@@ -134,6 +136,7 @@ class Sharing:
                 worker.identity_key,
                 worker.enclave.identity.encryption_key,
                 random_bytes,
+                binding,
             )
             for i in indices
         ]
@@ -181,9 +184,18 @@ class Rotating(Contract):
             workers=self.workers,
             sealed_state=sealed_state,
             resume_height=resume_height,
-            releases=sharing().releases(worker, self.contract_id, version),
+            releases=sharing().releases(worker, self.contract_id, version, binding=self.binding),
             group=sharing().group,
             key_version=version,
+        )
+
+    @property
+    def binding(self) -> bytes:
+        """The install facts the gatekeepers bind this contract's worker releases to."""
+        return compute_install_binding(
+            compute_code_hash(self.code),
+            compute_deployer_commitment(self.contract_id, ALICE_PUB),
+            self.workers,
         )
 
     def wrapped_install(
@@ -215,7 +227,9 @@ class Rotating(Contract):
             contract_id=self.contract_id,
             version=version,
             contract_public_key=self.keys_at(version).command_public_key,
-            releases=sharing().releases(worker, self.contract_id, version, indices),
+            releases=sharing().releases(
+                worker, self.contract_id, version, indices, binding=self.binding
+            ),
             group=sharing().group,
         )
 
@@ -504,7 +518,7 @@ def test_a_sealed_state_installs_only_under_the_version_it_names() -> None:
     # the install names version 1 but the releases are of version 0
     bad = replace(
         token.install_request(fresh, 1, sealed_state=sealed),
-        releases=sharing().releases(fresh, token.contract_id, 0),
+        releases=sharing().releases(fresh, token.contract_id, 0, binding=token.binding),
     )
     with pytest.raises(errors.WrongKeyError):
         fresh.install_contract(bad)
@@ -553,12 +567,19 @@ def test_staging_refuses_wrong_versions_keys_and_releases() -> None:
         sharing().group.group_public_key,
         {i: bls.public_key(bytes([i]) * 32) for i in PARTICIPANTS},
     )
+    bound = token.binding
     bad_stages = [
-        replace(good, releases=sharing().releases(worker, cid, 0)),
-        replace(good, releases=sharing().releases(worker, cid, 1, key_id=compute_key_id(cid, 2))),
+        replace(good, releases=sharing().releases(worker, cid, 0, binding=bound)),
+        replace(
+            good,
+            releases=sharing().releases(
+                worker, cid, 1, key_id=compute_key_id(cid, 2), binding=bound
+            ),
+        ),
         replace(good, releases=good.releases[:1]),
         replace(good, releases=[good.releases[0], good.releases[0]]),
-        replace(good, releases=sharing().releases(other, cid, 1)),
+        replace(good, releases=sharing().releases(other, cid, 1, binding=bound)),
+        replace(good, releases=sharing().releases(worker, cid, 1)),  # bound to no facts
         replace(good, releases=[]),
         replace(good, group=wrong_group),
     ]
@@ -566,7 +587,7 @@ def test_staging_refuses_wrong_versions_keys_and_releases() -> None:
         with pytest.raises(errors.WrongKeyError):
             worker.stage_contract_key(bad)
     # a tampered release among three is dropped; two good ones suffice
-    three = sharing().releases(worker, cid, 1, (1, 2, 3))
+    three = sharing().releases(worker, cid, 1, (1, 2, 3), binding=bound)
     ciphertext = bytearray(three[1].ciphertext)
     ciphertext[-1] ^= 1
     three[1] = replace(three[1], ciphertext=bytes(ciphertext))

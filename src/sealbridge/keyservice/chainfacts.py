@@ -31,6 +31,10 @@ Which proof backs which fact (``ChainFacts`` field <- storage read at the header
 * ``worker_assigned`` <- ``ContractRegistry.assigned[cid][requester]``.
 * ``key_published``, ``key_version``, ``rotation_pending`` <- the same-named members of
   ``ContractRegistry.contracts[cid]``.
+* ``install_binding`` <- ``ContractRegistry.contracts[cid]``: ``code_hash``,
+  ``deployer_commitment`` and ``workers`` (length, then elements): a worker's partial is
+  bound to them, and opens only in an enclave whose own verified view of the contract
+  names the same (so a worker fed a chain with the host's code gets no key).
 * ``previous_version_open`` <- ``ExecutionLedger.checkpoints[cid].height`` <
   ``ContractRegistry.contracts[cid].rotated_at`` (no checkpoint under the current
   version yet).
@@ -51,6 +55,7 @@ from sealbridge.chain.lightclient import HeaderFields, compute_header_hash
 from sealbridge.chain.proofs import AccountProof, ProofInvalid, slot_of, verify_slots
 from sealbridge.core.encoding import Message
 from sealbridge.keyservice.messages import ChainFacts
+from sealbridge.keyservice.threshold_messages import compute_install_binding
 
 RECENT_HEADERS = 256  # headers whose state roots proofs may be read against
 MAX_HEADERS_PER_CALL = 4096
@@ -63,8 +68,12 @@ NODE_REGISTRY_NODES = 3  # nodes: HashMap[bytes32, Node]
 NODE_ROLE, NODE_EXPIRY, NODE_ACTIVE = 1, 8, 9  # Node member offsets
 CONTRACT_REGISTRY_CONTRACTS = 2  # contracts: HashMap[bytes32, ContractInfo]
 CONTRACT_REGISTRY_ASSIGNED = 3  # assigned: HashMap[bytes32, HashMap[bytes32, bool]]
-INFO_GATEKEEPER_ID = 2  # ContractInfo member offsets (workers is a DynArray of 16: 17 slots,
-INFO_KEY_PUBLISHED = 32  # wrapped_key a Bytes[256]: 9 slots)
+INFO_CODE_HASH = 0  # ContractInfo member offsets (workers is a DynArray of 16: 17 slots,
+INFO_GATEKEEPER_ID = 2  # its length first; wrapped_key a Bytes[256]: 9 slots)
+INFO_WORKERS = 3
+MAX_WORKERS = 16
+INFO_DEPLOYER_COMMITMENT = 20
+INFO_KEY_PUBLISHED = 32
 INFO_KEY_VERSION = 33
 INFO_ROTATED_AT = 34
 INFO_ROTATION_PENDING = 35
@@ -177,6 +186,10 @@ def get_fact_slots(contract_id: bytes, requester: bytes) -> dict[str, list[int]]
             info + INFO_ROTATED_AT,
             info + INFO_ROTATION_PENDING,
             slot_of(CONTRACT_REGISTRY_ASSIGNED, contract_id, requester),
+            info + INFO_CODE_HASH,
+            info + INFO_DEPLOYER_COMMITMENT,
+            info + INFO_WORKERS,
+            *(info + INFO_WORKERS + 1 + i for i in range(MAX_WORKERS)),
         ],
         "execution_ledger": [slot_of(LEDGER_CHECKPOINTS, contract_id)],
         "committee": [COMMITTEE_CURRENT_ERA],
@@ -209,12 +222,20 @@ def read_chain_facts(
     role, expiry, active = _read(
         root, proof.node_registry, binding.node_registry, slots["node_registry"], "NodeRegistry"
     )
-    gatekeeper_id, published, version, rotated_at, pending, assigned = _read(
+    info = _read(
         root,
         proof.contract_registry,
         binding.contract_registry,
         slots["contract_registry"],
         "ContractRegistry",
+    )
+    gatekeeper_id, published, version, rotated_at, pending, assigned = info[:6]
+    code_hash, commitment, count = info[6:9]
+    if count > MAX_WORKERS:
+        raise ProofInvalid(f"the contract names {count} workers (at most {MAX_WORKERS})")
+    workers = [_word(w) for w in info[9 : 9 + count]]
+    install_binding = (
+        compute_install_binding(_word(code_hash), _word(commitment), workers) if code_hash else b""
     )
     (checkpoint_height,) = _read(
         root,
@@ -237,5 +258,6 @@ def read_chain_facts(
         key_version=version,
         rotation_pending=pending != 0,
         previous_version_open=version > 0 and checkpoint_height < rotated_at,
+        install_binding=install_binding,
     )
     return VerifiedFacts(facts=facts, committee_era=era, number=proof.number)

@@ -507,12 +507,16 @@ class CommitteeMember:
         return holder
 
     def release_partial(
-        self, contract_id: bytes, requester: NodeKeys, random_bytes: RandomBytes
+        self,
+        contract_id: bytes,
+        requester: NodeKeys,
+        random_bytes: RandomBytes,
+        binding: bytes = b"",
     ) -> PartialKeyRelease:
         """Our partial of ``contract_id``'s key for an attested requester (the caller
-        checked its quote, signature and chain facts)."""
+        checked its quote, signature and chain facts), bound to ``binding``."""
         return self.get_active().release_partial(
-            contract_id, requester.identity_key, requester.encryption_key, random_bytes
+            contract_id, requester.identity_key, requester.encryption_key, random_bytes, binding
         )
 
     # -- sealing ------------------------------------------------------------------------

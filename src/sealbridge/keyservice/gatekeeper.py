@@ -200,7 +200,14 @@ class Gatekeeper:
                     f"key version {version} is retired (the current one is {current})"
                 )
         key_id = compute_key_id(body.contract_id, version)
-        return self.committee.release_partial(key_id, request.node, self.random_bytes)
+        if facts.requester_is_publisher and version in (0, current + 1):
+            # to publish: the gatekeeper's own enclave, which installs nothing
+            return self.committee.release_partial(key_id, request.node, self.random_bytes)
+        if not facts.install_binding:
+            raise KeyRequestRefused("the contract's install facts are not known")
+        return self.committee.release_partial(
+            key_id, request.node, self.random_bytes, facts.install_binding
+        )
 
     def publish_contract_key(
         self, request: PublishKeyRequest, releases: list[PartialKeyRelease]

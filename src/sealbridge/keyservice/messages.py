@@ -85,6 +85,9 @@ class ChainFacts(Message, frozen=True):
     # no checkpoint sealed under the current version is recorded yet, so the previous
     # version is still released (workers behind the rotation need it to replay up to it)
     previous_version_open: bool = False
+    # the contract's install facts as the chain records them (compute_install_binding):
+    # a worker's release is bound to them (empty: the contract is not registered)
+    install_binding: bytes = b""
 
 
 def make_key_request(

@@ -77,9 +77,15 @@ class BadRelease(RemoteProtocolError):
         self.reason = reason
 
 
-def compute_partial_release_aad(contract_id: bytes, worker_id: bytes, index: int) -> bytes:
-    """Associated data binding a released partial to contract, worker and share index."""
-    return PARTIAL_RELEASE_AAD_TAG + encode([bytes(contract_id), bytes(worker_id), index])
+def compute_partial_release_aad(
+    contract_id: bytes, worker_id: bytes, index: int, binding: bytes = b""
+) -> bytes:
+    """Associated data binding a released partial to contract, worker, share index and
+    (for a worker) the contract's install facts (``binding``)."""
+    fields: list[bytes | int] = [bytes(contract_id), bytes(worker_id), index]
+    if binding:
+        fields.append(bytes(binding))
+    return PARTIAL_RELEASE_AAD_TAG + encode(fields)
 
 
 class ShareHolder:
@@ -122,8 +128,10 @@ class ShareHolder:
         worker_id: bytes,
         worker_encryption_key: bytes,
         random_bytes: RandomBytes,
+        binding: bytes = b"",
     ) -> PartialKeyRelease:
-        """The partial for ``contract_id``, encrypted to the worker's attested X25519 key."""
+        """The partial for ``contract_id``, encrypted to the worker's attested X25519 key
+        (bound to ``binding``: the install facts, for a worker)."""
         if not isinstance(worker_id, bytes | bytearray) or not worker_id:
             raise ConfigError("worker id must be non-empty bytes")
         partial = self.compute_partial(contract_id)
@@ -133,7 +141,7 @@ class ShareHolder:
         ciphertext = ecies.encrypt_to(
             worker_encryption_key,
             partial.signature,
-            compute_partial_release_aad(contract_id, worker_id, self.index),
+            compute_partial_release_aad(contract_id, worker_id, self.index, binding),
             ephemeral_seed=seed,
         )
         return PartialKeyRelease(
@@ -177,6 +185,7 @@ def open_partials(
     contract_id: bytes,
     worker_id: bytes,
     drop_bad: bool = False,
+    binding: bytes = b"",
 ) -> list[PartialSignature]:
     """Decrypt partial releases addressed to ``worker_id`` for ``contract_id``.
 
@@ -190,7 +199,7 @@ def open_partials(
         if not isinstance(release, PartialKeyRelease):
             raise ConfigError(f"expected PartialKeyRelease, got {type(release).__name__}")
         try:
-            partials.append(_open(release, decrypt, contract_id, worker_id))
+            partials.append(_open(release, decrypt, contract_id, worker_id, binding))
         except BadRelease:
             if not drop_bad:
                 raise
@@ -198,13 +207,17 @@ def open_partials(
 
 
 def _open(
-    release: PartialKeyRelease, decrypt: Decrypt, contract_id: bytes, worker_id: bytes
+    release: PartialKeyRelease,
+    decrypt: Decrypt,
+    contract_id: bytes,
+    worker_id: bytes,
+    binding: bytes = b"",
 ) -> PartialSignature:
     if release.contract_id != contract_id:
         raise BadRelease(release.index, "released for another contract")
     if release.worker_id != worker_id:
         raise BadRelease(release.index, "released to another worker")
-    aad = compute_partial_release_aad(contract_id, worker_id, release.index)
+    aad = compute_partial_release_aad(contract_id, worker_id, release.index, binding)
     try:
         signature = decrypt(release.ciphertext, aad)
     except DecryptionError as exc:
@@ -223,10 +236,16 @@ def combine_released_key(
     group: GroupPublicKeys,
     drop_bad: bool = False,
     optimistic: bool = False,
+    binding: bytes = b"",
 ) -> bytes:
     """The contract key from ``group.threshold`` good releases (verified; see module doc)."""
     partials = open_partials(
-        releases, decrypt, contract_id=contract_id, worker_id=worker_id, drop_bad=drop_bad
+        releases,
+        decrypt,
+        contract_id=contract_id,
+        worker_id=worker_id,
+        drop_bad=drop_bad,
+        binding=binding,
     )
     return combine_contract_key(
         contract_id,

@@ -90,7 +90,7 @@ from sealbridge.crypto.keyschedule import (
 from sealbridge.crypto.shamir import ThresholdError
 from sealbridge.crypto.signing import ed25519_sign, ed25519_verify, to_checksum_address
 from sealbridge.keyservice.threshold import combine_released_key
-from sealbridge.keyservice.threshold_messages import PartialKeyRelease
+from sealbridge.keyservice.threshold_messages import PartialKeyRelease, compute_install_binding
 from sealbridge.runtime.chainview import (
     AcceptedOutputEvent,
     BlockFacts,
@@ -731,8 +731,11 @@ class WorkerRuntime:
         version: int,
         releases: list[PartialKeyRelease],
         group: GroupPublicKeys | None,
+        binding: bytes = b"",
     ) -> ContractKeys:
-        """Combine the committee's partial releases of key version ``version``."""
+        """Combine the committee's partial releases of key version ``version``, bound to
+        the contract's install facts (``binding``: they open only if the gatekeepers read
+        the same facts from the chain)."""
         if group is None:
             raise KeyMismatch("partial releases need the committee's public keys")
         try:
@@ -743,17 +746,24 @@ class WorkerRuntime:
                 worker_id=self.identity_key,
                 group=group,
                 drop_bad=True,
+                binding=binding,
             )
         except (ThresholdError, InvalidSignature) as exc:
-            raise WrongKeyError(f"the released partials give no contract key: {exc}") from exc
+            raise WrongKeyError(
+                f"the released partials give no contract key (or were released for other "
+                f"install facts than this install names): {exc}"
+            ) from exc
         return compute_contract_keys(contract_id, contract_key)
 
     def open_contract_key(self, request: InstallContract) -> ContractKeys:
         """Combine the committee's partial releases (or open a whole released key) and
         check the result against the chain's public key."""
         if request.releases:
+            binding = compute_install_binding(
+                request.code_hash, request.deployer_commitment, list(request.workers)
+            )
             keys = self.combine_key(
-                request.contract_id, request.key_version, request.releases, request.group
+                request.contract_id, request.key_version, request.releases, request.group, binding
             )
         else:
             try:
@@ -860,8 +870,11 @@ class WorkerRuntime:
                 f"key version {request.version} is not the next one after "
                 f"{runtime.key_version} for contract 0x{request.contract_id.hex()[:12]}…"
             )
+        binding = compute_install_binding(
+            runtime.code_hash, runtime.deployer_commitment, runtime.workers
+        )
         keys = self.combine_key(
-            request.contract_id, request.version, request.releases, request.group
+            request.contract_id, request.version, request.releases, request.group, binding
         )
         if keys.command_public_key != request.contract_public_key:
             raise KeyMismatch("staged key does not match the public key the host names")
