@@ -84,7 +84,9 @@ def world() -> tuple[ChainBuilder, WorkerRuntime, Contract, bytes, int]:
     """Alice has 100 at block 101 (the state sealed then is kept), then sends bob 40."""
     chain, honest, token = deployed_world()
     old_height = chain.number
-    sealed = honest.get_contract(token.contract_id).seal_state(honest.random_bytes)
+    sealed = honest.get_contract(token.contract_id).seal_state(
+        honest.random_bytes, height=chain.number, block_hash=chain.head_hash
+    )
     transfer = token.command(ALICE, "transfer", {"to": BOB_PUB, "amount": 40})
     out = feed(honest, chain.next([chain.command(token.contract_id, transfer)]))
     assert [r.status for r in out.receipts] == ["applied"]

@@ -104,9 +104,10 @@ def test_a_restart_anchored_below_the_sealed_height_runs_held_messages_as_before
         replace(chain.config(), anchor_number=anchor, anchor_hash=chain.hashes[anchor])
     )
     request = replace(ponger.install_request(restarted), sealed_state=sealed)
-    with pytest.raises(errors.InstallFactsMismatch, match="beyond the verified chain"):
-        restarted.install_contract(replace(request, resume_height=height))
-    restarted.install_contract(request)
+    with pytest.raises(errors.InstallFactsMismatch, match="after the block"):
+        restarted.install_contract(replace(request, resume_height=height + 1))
+    restarted.install_contract(request)  # sealed at `height`: checked when reached
+    assert restarted.claims == {ponger.contract_id: (height, chain.hashes[height])}
     for number in range(anchor + 1, height + 2):
         restarted.process_block(as_input(chain.blocks[number], directory=[pinger.entry]))
         assert restarted.get_contract(ponger.contract_id).height >= height  # never back

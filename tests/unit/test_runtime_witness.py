@@ -14,13 +14,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from sealbridge.contracts.catalog import get_source
 from sealbridge.core.encoding import encode
+from sealbridge.crypto import ecies
+from sealbridge.crypto.signing import ed25519_keypair
 from sealbridge.runtime import errors
 from sealbridge.runtime.envelope import make_query, open_answer
-from sealbridge.runtime.messages import BlockWitness, Witnesses, WitnessRequest
+from sealbridge.runtime.messages import (
+    BlockWitness,
+    MessageBody,
+    SignedMessage,
+    Witnesses,
+    WitnessRequest,
+    command_aad,
+)
 from sealbridge.runtime.witness import WITNESS_WINDOW, required_witnesses
 from sealbridge.runtime.worker import WorkerRuntime
 from tests.unit.chain_builder import ChainBuilder, as_input
@@ -217,3 +227,160 @@ def test_a_single_executor_contract_needs_no_witness() -> None:
     me = executor(0, token, chain=chain)
     out = me.process_block(as_input(chain.next([chain.command(token.contract_id, token.deploy())])))
     assert [r.status for r in out.receipts] == ["applied"] and out.held == 0
+
+
+MALLORY, MALLORY_PUB = ed25519_keypair(b"m" * 32)
+
+
+def poison_for(contract: Contract) -> bytes:
+    """A ciphertext anyone can make (the command key is public): a message from a source
+    no directory knows, which refuses (rolls back) the whole block."""
+    body = encode(
+        MessageBody(source=b"\xee" * 32, target=contract.contract_id, seq=1, method="x", args={})
+    )
+    signed = SignedMessage(body=body, signature=b"\x00" * 64)
+    return ecies.encrypt_to(
+        contract.keys.command_public_key,
+        encode(signed),
+        command_aad(contract.contract_id),
+        ephemeral_seed=b"\x01" * 32,
+    )
+
+
+def ask_as(
+    worker: WorkerRuntime,
+    contract: Contract,
+    method: str,
+    args: dict[str, Any],
+    caller: bytes,
+    witnesses: list[BlockWitness],
+) -> Any:
+    signed, reply = make_query(
+        contract_id=contract.contract_id,
+        caller_private_key=caller,
+        method=method,
+        args=args,
+        issued_at=0,
+    )
+    return open_answer(signed, reply, worker.answer_query(signed, 0, witnesses))[0]
+
+
+def test_a_rolled_back_fork_block_leaves_no_command_result() -> None:
+    """Found by attacking the rule: the fork's close() ran, then a poison message rolled
+    the whole block back -- but the close's result stayed kept for ``command_result``,
+    which the real chain's witnesses then covered (the contract's height had not moved)."""
+    chain, workers, _token, auction = auction_world()
+    victim, honest = workers[0], workers[1:]
+    fork = chain.fork(chain.number, salt=b"host-made")
+    for _ in range(chain.number + 1, CLOSE_BLOCK):
+        victim.process_block(as_input(fork.next()))
+    close = fork.build(
+        [fork.command(auction.contract_id, auction.command(MALLORY, "close", {}))],
+        [fork.command(auction.contract_id, poison_for(auction))],
+    )
+    with pytest.raises(errors.DirectoryIncomplete):
+        victim.process_block(as_input(close))
+    real = witnesses_of(honest, chain.number)
+    with pytest.raises(errors.QueryRefused, match="no result kept"):
+        ask_as(victim, auction, "command_result", {"nonce": 1}, MALLORY, real)
+    assert ask_as(victim, auction, "next_nonce", {}, MALLORY, real).result == 1
+
+
+def test_a_fork_state_cannot_be_moved_onto_the_real_chain() -> None:
+    """Found by attacking the rule: the fork-fed enclave's sealed states come out at once;
+    the host installed them into an enclave that follows the real chain, whose peers'
+    witnesses cover the height. Now a sealed state names its block (height and hash)
+    and installs only where that block is on the enclave's verified chain."""
+    chain, workers, token, auction = auction_world()
+    victim, honest = workers[0], workers[1:]
+    fork = chain.fork(chain.number, salt=b"host-made")
+    for _ in range(chain.number + 1, CLOSE_BLOCK):
+        victim.process_block(as_input(fork.next()))
+    close = fork.next([fork.command(auction.contract_id, auction.command(MALLORY, "close", {}))])
+    sealed = {
+        c.contract_id: c.sealed_state for c in victim.process_block(as_input(close)).contracts
+    }
+    for _ in range(chain.number + 1, CLOSE_BLOCK + 1):  # the real chain reaches block 400
+        block = chain.next()
+        for worker in honest:
+            worker.process_block(as_input(block))
+    # restarted at the real block 400: the state names fork block 400
+    at_head = WorkerRuntime(EXECUTORS[0])
+    at_head.configure_chain(
+        msgspec.structs.replace(
+            chain.config(), anchor_number=chain.number, anchor_hash=chain.head_hash
+        )
+    )
+    request = msgspec.structs.replace(
+        auction.install_request(at_head), sealed_state=sealed[auction.contract_id]
+    )
+    with pytest.raises(errors.InstallFactsMismatch, match="another chain"):
+        at_head.install_contract(request)
+    # anchored below it: the claim is checked when the real block 400 comes -- cut off
+    below = executor(0, token, chain=chain)  # follows the real chain from the anchor
+    request = msgspec.structs.replace(
+        auction.install_request(below), sealed_state=sealed[auction.contract_id]
+    )
+    below.install_contract(request)
+    with pytest.raises(errors.InstallFactsMismatch, match="installed already"):
+        below.install_contract(request)
+    for number in range(chain.anchor_number + 1, chain.number + 1):
+        below.process_block(as_input(chain.blocks[number]))
+    assert "another chain" in below.diverged[auction.contract_id]
+    with pytest.raises(errors.QueryRefused, match="diverged"):
+        query(below, auction, "outcome", witnesses_of(honest, chain.number))
+    # a state sealed before the anchor (blocks in between never seen) is refused too
+    late = WorkerRuntime(EXECUTORS[1])
+    late.configure_chain(
+        msgspec.structs.replace(
+            chain.config(), anchor_number=chain.number, anchor_hash=chain.head_hash
+        )
+    )
+    old = (
+        honest[0]
+        .get_contract(token.contract_id)
+        .seal_state(
+            honest[0].random_bytes,
+            height=chain.anchor_number + 1,
+            block_hash=chain.hashes[chain.anchor_number + 1],
+        )
+    )
+    with pytest.raises(errors.InstallFactsUnverified, match="anchor at or below"):
+        late.install_contract(
+            msgspec.structs.replace(token.install_request(late), sealed_state=old)
+        )
+
+
+def test_junk_is_not_held_and_held_receipts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by attacking the rule: 65,536 junk ciphertexts to a contract whose peers do not
+    vouch filled the backlog and stopped the worker for every contract. Refusals are not
+    held (they say no more than the ciphertext), and past the bound the oldest held
+    receipts are dropped rather than blocks refused."""
+    from sealbridge.runtime import witness
+
+    chain, workers, token, _auction = auction_world()
+    monkeypatch.setattr(witness, "MAX_HELD_RECEIPTS", 3)
+    me = workers[0]
+    junk = [[chain.command(token.contract_id, bytes([i]) * 200)] for i in range(20)]
+    out = me.process_block(as_input(chain.next(*junk)))
+    assert {r.status for r in out.receipts} == {"wrong_key"} and out.held == 0
+    for amount in range(1, 6):  # five applied transfers, none vouched for
+        transfer = token.command(ALICE, "transfer", {"to": BOB_PUB, "amount": amount})
+        out = me.process_block(as_input(chain.next([chain.command(token.contract_id, transfer)])))
+    assert out.held == 3 and me.gate.dropped_receipts == 2
+    released = me.release_outputs(Witnesses(witnesses=peer_witnesses(me)))
+    assert [b.number for b in released.blocks] == [chain.number - 2, chain.number - 1, chain.number]
+
+
+def test_too_many_held_messages_refuse_the_block_and_change_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sealbridge.runtime import witness
+
+    chain, workers, token, _auction = auction_world()
+    me = workers[0]
+    monkeypatch.setattr(witness, "MAX_HELD_ITEMS", 0)
+    before = me.view.number if me.view else 0
+    with pytest.raises(errors.ReleaseBacklogFull):
+        me.process_block(as_input(chain.next()))
+    assert me.view is not None and me.view.number == before

@@ -69,7 +69,10 @@ def with_released(worker: WorkerRuntime, output: BlockOutput) -> BlockOutput:
     return BlockOutput(
         number=output.number,
         contracts=output.contracts,
-        receipts=[*output.receipts, *(r for b in released.blocks for r in b.receipts)],
+        receipts=sorted(
+            [*output.receipts, *(r for b in released.blocks for r in b.receipts)],
+            key=lambda r: r.seq,
+        ),
         messages=[*output.messages, *(m for b in released.blocks for m in b.messages)],
         held=released.held,
     )

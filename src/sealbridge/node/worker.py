@@ -115,8 +115,11 @@ class StateBundle(Message, frozen=True):
     """The host's file of sealed contract states, all valid at ``height``."""
 
     height: int = 0
-    block_hash: bytes = b""  # hash of block ``height``: the enclave's anchor on restart
+    block_hash: bytes = b""  # hash of block ``height``
     states: dict[str, bytes] = {}  # contract id hex -> state sealed under its state key
+    # contract id hex -> the block its state was sealed at: the enclave's anchor on
+    # restart is the lowest of them (it must verify the block each state names)
+    heights: dict[str, int] = {}
 
 
 class ResultRequest(Message, frozen=True):
@@ -130,6 +133,12 @@ class ResultNotFound(LocalProtocolError):
 
 class RecoveryFailed(LocalProtocolError):
     code = "recovery_failed"
+
+
+class BacklogFull(TransportError):
+    """The enclave holds too much for witnesses to apply the block (retried)."""
+
+    code = "release_backlog_full"
 
 
 class KeyUnavailable(TransportError):
@@ -210,10 +219,15 @@ class WorkerHost(NodeHost):
         """Resume from the bundle, else recover from a checkpoint, else start fresh."""
         start = self.addresses.deployed_at_block
         if self.bundle.height > 0:
-            anchor = self.bundle.height
-            anchor_hash = self.bundle.block_hash or self.chain.get_block(anchor).hash
+            anchor = min(self.bundle.heights.values(), default=self.bundle.height)
+            anchor_hash = self.chain.get_block(anchor).hash
             self.calls.configure_chain(self.get_chain_config(anchor, anchor_hash))
-            log.info("resuming from the state bundle at block %d", anchor)
+            log.info(
+                "resuming from the state bundle of block %d (replaying from block %d, where "
+                "its oldest state was sealed)",
+                self.bundle.height,
+                anchor,
+            )
         else:
             recovered = self.recover_from_checkpoint()
             if recovered is None:
@@ -436,7 +450,7 @@ class WorkerHost(NodeHost):
         if not self.mgmt.contract_registry.is_assigned(contract_id, self.node_id):
             return
         sealed = self.bundle.states.get(contract_id.hex(), b"")
-        height = self.bundle.height if sealed else 0
+        height = self.bundle.heights.get(contract_id.hex(), self.bundle.height) if sealed else 0
         install = self.get_install(contract_id, sealed, height, at=height or self.last_delivered)
         try:
             with self._lock:
@@ -455,25 +469,37 @@ class WorkerHost(NodeHost):
     def process_block(self, block: ObservedBlock) -> None:
         if block.evidence is None:
             raise LocalProtocolError(f"block {block.number} came without evidence")
-        with self._lock:
-            output = self.calls.process_block(
-                BlockInput(
-                    number=block.number,
-                    block_hash=block.hash,
-                    evidence=block.evidence,
-                    directory=self.directory,
+        try:
+            with self._lock:
+                output = self.calls.process_block(
+                    BlockInput(
+                        number=block.number,
+                        block_hash=block.hash,
+                        evidence=block.evidence,
+                        directory=self.directory,
+                    )
                 )
-            )
+        except EnclaveCallError as exc:
+            if exc.remote_code != "release_backlog_full":
+                raise
+            # too much waits for the peers' witnesses: release what they cover, and
+            # offer the block again (the follow loop retries a transport error)
+            self.release_held()
+            raise BacklogFull(exc.message) from exc
         self.directory = []
         self.last_delivered = block.number
         self.held = output.held
         if not output.contracts and not output.receipts and not output.messages:
             return
         states = dict(self.bundle.states)
+        heights = dict(self.bundle.heights)
         for contract in output.contracts:
             states[contract.contract_id.hex()] = contract.sealed_state
+            heights[contract.contract_id.hex()] = block.number
             self.installed[contract.contract_id] = block.number
-        self.bundle = StateBundle(height=block.number, block_hash=block.hash, states=states)
+        self.bundle = StateBundle(
+            height=block.number, block_hash=block.hash, states=states, heights=heights
+        )
         tmp = self.bundle_file.with_suffix(".tmp")
         tmp.write_bytes(encode(self.bundle))
         tmp.replace(self.bundle_file)

@@ -44,6 +44,8 @@ class StatusList(Message, frozen=True):
     diverged: dict[str, str] = {}  # contract hex -> why its outputs are withheld
     awaiting_checkpoint_record: bool = False
     outputs_signed: int = 0
+    held: int = 0  # receipts and messages waiting for witnesses
+    dropped_receipts: int = 0  # held receipts dropped for room
 
 
 class Blob(Message, frozen=True):

@@ -129,6 +129,8 @@ class WorkerProgram:
                 diverged={cid.hex(): why for cid, why in runtime.diverged.items()},
                 awaiting_checkpoint_record=runtime.pending_checkpoint is not None,
                 outputs_signed=runtime.outputs_signed,
+                held=runtime.gate.held_items,
+                dropped_receipts=runtime.gate.dropped_receipts,
             )
         )
 

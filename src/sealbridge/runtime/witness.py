@@ -26,8 +26,10 @@ blocks, and a host cannot make another operator's enclave sign for its fork.
   ``|W| // 2``-th highest height vouched for by the other members of ``W``. With the
   enclave itself that is a majority of ``W``. (With one executor nothing is required and
   nothing is protected: a single-executor contract has no one to compare forks with.)
-* **Release.** Receipts (sealed command results) and outgoing messages of a block are
-  held until their contract is covered up to that block; a query is answered only if the
+* **Release.** Receipts with a sealed command result and outgoing messages of a block
+  are held until their contract is covered up to that block (a receipt without one --
+  a refusal, a delivered message -- says no more than its ciphertext and goes out at
+  once); a query is answered only if the
   contract is covered up to the block its state was last changed at, and the answer is
   stated at the covered height. Sealed states and state roots go out at once: the former
   are readable only by enclaves, the latter commit to nothing a user can read, and the
@@ -38,8 +40,10 @@ the contract's executor enclaves to have verified that fork, so it requires the 
 a majority of the executors to feed it to them. The devnet promises no more than this
 (anvil has no consensus to check); a chain with a light client could add one.
 
-The held backlog is bounded (:data:`MAX_HELD_ITEMS`); past that the runtime applies no
-more blocks (``ReleaseBacklogFull``) until witnesses arrive. Held items are not sealed:
+The held backlog is bounded: past :data:`MAX_HELD_RECEIPTS` receipts the oldest are
+dropped (counted; a sender can ask another executor), past :data:`MAX_HELD_ITEMS`
+messages the runtime applies no more blocks (``ReleaseBacklogFull``; the host releases
+what it can and retries) until witnesses arrive. Held items are not sealed:
 an enclave restarted from its state bundle loses them, and the other executors, who hold
 the same receipts and messages, serve and post them.
 """
@@ -63,7 +67,8 @@ from sealbridge.runtime.messages import (
 )
 
 WITNESS_WINDOW = 1024  # verified block hashes remembered (and witnessed)
-MAX_HELD_ITEMS = 65_536  # receipts and messages waiting for witnesses
+MAX_HELD_ITEMS = 65_536  # messages waiting for witnesses (then no block is applied)
+MAX_HELD_RECEIPTS = 65_536  # receipts waiting (then the oldest are dropped)
 MAX_WITNESSES = 64  # witnesses taken per call
 
 SignIdentity = Callable[[bytes], bytes]
@@ -84,6 +89,8 @@ class WitnessGate:
         self.vouched: dict[bytes, int] = {}  # worker -> newest height it vouched for
         self.held: list[HeldOutputs] = []
         self.held_items = 0
+        self.held_receipts = 0
+        self.dropped_receipts = 0  # held receipts dropped for room (their senders ask again)
 
     # -- the verified chain --------------------------------------------------------------
     def note_block(self, height: int, block_hash: bytes) -> None:
@@ -118,12 +125,15 @@ class WitnessGate:
             worker=self.identity_key, body=body, signature=sign(WITNESS_SIGN_TAG + body)
         )
 
-    def accept(self, config: ChainConfig, witnesses: list[BlockWitness]) -> int:
-        """Keep the witnesses that vouch for blocks of *our* chain; ignore the rest (a host
-        may relay a faulty or hostile peer's). Returns how many were kept."""
+    def accept(
+        self, config: ChainConfig, witnesses: list[BlockWitness], executors: set[bytes]
+    ) -> int:
+        """Keep the witnesses of ``executors`` (of our contracts) that vouch for blocks of
+        *our* chain; ignore the rest (a host may relay a faulty or hostile peer's).
+        Returns how many were kept."""
         kept = 0
         for witness in witnesses[:MAX_WITNESSES]:
-            if witness.worker == self.identity_key:
+            if witness.worker == self.identity_key or witness.worker not in executors:
                 continue
             try:
                 body = decode_canonical(witness.body, WitnessBody)
@@ -156,17 +166,51 @@ class WitnessGate:
 
     # -- held outputs --------------------------------------------------------------------
     def check_room(self) -> None:
-        if self.held_items >= MAX_HELD_ITEMS:
+        held = self.held_items - self.held_receipts
+        if held >= MAX_HELD_ITEMS:
             raise ReleaseBacklogFull(
-                f"{self.held_items} receipts and messages wait for witnesses; no block is "
-                "applied until peers vouch for the held ones"
+                f"{held} messages wait for witnesses; no block is applied until peers "
+                "vouch for the held ones"
             )
 
-    def hold(self, block: HeldOutputs) -> None:
-        count = len(block.receipts) + len(block.messages)
+    def hold(self, block: HeldOutputs) -> HeldOutputs:
+        """Hold what derives from the block's execution: receipts with a sealed result,
+        and messages. A receipt without one (a refusal, or a delivered message) says no
+        more than its ciphertext and goes out at once (returned)."""
+        at_once = [r for r in block.receipts if not r.sealed_result]
+        kept = HeldOutputs(
+            number=block.number,
+            receipts=[r for r in block.receipts if r.sealed_result],
+            messages=block.messages,
+        )
+        count = len(kept.receipts) + len(kept.messages)
         if count:
-            self.held.append(block)
+            self.held.append(kept)
             self.held_items += count
+            self.held_receipts += len(kept.receipts)
+        if self.held_receipts > MAX_HELD_RECEIPTS:
+            self._drop_receipts(self.held_receipts - MAX_HELD_RECEIPTS)
+        return HeldOutputs(number=block.number, receipts=at_once)
+
+    def _drop_receipts(self, count: int) -> None:
+        """Drop the oldest held receipts (their senders can ask another executor, or
+        ``command_result``), so that receipts alone never stop the worker."""
+        blocks: list[HeldOutputs] = []
+        for block in self.held:
+            take = min(count, len(block.receipts))
+            count -= take
+            self.dropped_receipts += take
+            rest = HeldOutputs(
+                number=block.number, receipts=block.receipts[take:], messages=block.messages
+            )
+            if rest.receipts or rest.messages:
+                blocks.append(rest)
+        self.held = blocks
+        self._recount()
+
+    def _recount(self) -> None:
+        self.held_receipts = sum(len(b.receipts) for b in self.held)
+        self.held_items = self.held_receipts + sum(len(b.messages) for b in self.held)
 
     def release(self, covered_of: Callable[[bytes], int]) -> list[HeldOutputs]:
         """Take out the held items whose contract is covered up to their block."""
@@ -190,5 +234,5 @@ class WitnessGate:
             if stay_r or stay_m:
                 kept.append(HeldOutputs(number=block.number, receipts=stay_r, messages=stay_m))
         self.held = kept
-        self.held_items = sum(len(b.receipts) + len(b.messages) for b in kept)
+        self._recount()
         return released

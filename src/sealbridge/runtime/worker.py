@@ -706,6 +706,9 @@ class WorkerRuntime:
         self._block_results = 0  # bytes of sealed results in the block being applied
         self._block_gas = 0  # gas its commands used
         self._last_gas = 0  # gas of the command just run
+        # results of the block's commands, kept for command_result once the block stands
+        self._staged_result: tuple[ContractRuntime, str, tuple[int, CommandResult]] | None = None
+        self._block_kept: list[tuple[ContractRuntime, str, tuple[int, CommandResult]]] = []
         self.directory: dict[bytes, DirectoryEntry] = {}
         self.verified_keys: set[bytes] = set()  # directory entries read from the chain
         self.latest_block = 0  # the newest block the host delivered (queries see this time)
@@ -724,6 +727,8 @@ class WorkerRuntime:
         self.key_versions: dict[bytes, int] = {}
         # the witness rule (verified view only): what waits for peers to vouch for blocks
         self.gate = WitnessGate(self.identity_key)
+        # contracts resumed from a state sealed at a block beyond the view: (height, hash)
+        self.claims: dict[bytes, tuple[int, bytes]] = {}
 
     def combine_key(
         self,
@@ -791,8 +796,14 @@ class WorkerRuntime:
         if request.sealed_state:
             check_key_version(state, request)
         if self.view is not None:
+            if request.contract_id in self.contracts:
+                raise InstallFactsMismatch(
+                    f"contract 0x{request.contract_id.hex()[:12]}… is installed already"
+                )
             self.check_install_facts(request, keys, state if request.sealed_state else None)
-            if request.resume_height > self.view.number:
+            if request.sealed_state:
+                self.check_sealed_block(request, state)
+            elif request.resume_height > self.view.number:
                 raise InstallFactsMismatch(
                     f"the install resumes at block {request.resume_height}, beyond the "
                     f"verified chain (block {self.view.number})"
@@ -803,6 +814,47 @@ class WorkerRuntime:
         if runtime.accepted is not None:
             self.accepted.setdefault(request.contract_id, runtime.accepted)
         return runtime.get_status()
+
+    def check_sealed_block(self, request: InstallContract, state: PersistedState) -> None:
+        """A sealed state names the block it was sealed at (height and hash): that block
+        must be on this enclave's verified chain -- known now, or checked when the chain
+        gets there (a *claim*; until then nothing of the contract is released). A state
+        sealed on another chain (a fork its host fed another enclave) or before this
+        enclave's anchor (whose blocks in between it would never see) is refused."""
+        view = require_view(self.view)
+        cid = request.contract_id
+        named = f"contract 0x{cid.hex()[:12]}…"
+        if request.resume_height > state.height:
+            raise InstallFactsMismatch(
+                f"the install resumes {named} at block {request.resume_height}, after the "
+                f"block its state was sealed at ({state.height})"
+            )
+        if not state.block_hash:
+            raise InstallFactsUnverified(f"the sealed state of {named} names no block")
+        if state.height > view.number:
+            self.claims[cid] = (state.height, state.block_hash)
+            return
+        known = self.gate.hashes.get(state.height)
+        if known is None:
+            raise InstallFactsUnverified(
+                f"the state of {named} was sealed at block {state.height}, which this "
+                f"enclave has not verified (its chain starts at block "
+                f"{min(self.gate.hashes, default=view.number)}): anchor at or below it"
+            )
+        if known != state.block_hash:
+            raise InstallFactsMismatch(
+                f"the state of {named} was sealed at block {state.height} of another chain"
+            )
+
+    def check_claims(self, number: int, block_hash: bytes) -> None:
+        """Settle the sealed-state claims of block ``number``: a contract whose state was
+        sealed at another block of that height is cut off (it diverged)."""
+        for cid, (height, claimed) in list(self.claims.items()):
+            if height != number:
+                continue
+            del self.claims[cid]
+            if claimed != block_hash:
+                self.diverged[cid] = f"its sealed state names block {number} of another chain"
 
     def check_install_facts(
         self, request: InstallContract, keys: ContractKeys, state: PersistedState | None
@@ -981,7 +1033,8 @@ class WorkerRuntime:
         self.on_accepted_outputs(facts.outputs)
         self.on_checkpoints(facts.checkpoints)
         if rotations:
-            output = self.apply_rotations(output, rotations)
+            output = self.apply_rotations(output, rotations, facts.block.hash)
+        self.check_claims(number, facts.block.hash)
         # a contract whose accepted output moved is sealed again, so that the state at rest
         # knows where its next output starts even if the event lies before a later anchor
         changed = {c.contract_id for c in output.contracts}
@@ -990,21 +1043,30 @@ class WorkerRuntime:
                 contract_id=cid,
                 state_root=self.contracts[cid].state_root,
                 command_count=0,
-                sealed_state=self.contracts[cid].seal_state(self.random_bytes),
+                sealed_state=self.contracts[cid].seal_state(
+                    self.random_bytes, height=number, block_hash=facts.block.hash
+                ),
             )
             for cid in sorted({e.contract_id for e in facts.outputs})
             if cid in self.contracts and cid not in changed
         ]
         # receipts and messages wait for the witness rule; those of contracts that need
         # no witness (one executor) come out at once
-        self.gate.hold(
+        at_once = self.gate.hold(
             HeldOutputs(number=number, receipts=output.receipts, messages=output.messages)
         )
         released = self.gate.release(self.get_covered)
+        # older blocks' receipts first, then this block's in chain order
+        out_now = {(r.contract_id, r.seq) for r in at_once.receipts} | {
+            (r.contract_id, r.seq) for b in released if b.number == number for r in b.receipts
+        }
         return BlockOutput(
             number=output.number,
             contracts=[*output.contracts, *resealed],
-            receipts=[r for b in released for r in b.receipts],
+            receipts=[
+                *(r for b in released if b.number != number for r in b.receipts),
+                *(r for r in output.receipts if (r.contract_id, r.seq) in out_now),
+            ],
             messages=[m for b in released for m in b.messages],
             held=self.gate.held_items,
         )
@@ -1014,7 +1076,12 @@ class WorkerRuntime:
         """The height up to which a majority of the contract's executors vouched for our
         chain (0 for a contract not installed here)."""
         runtime = self.contracts.get(contract_id)
-        return self.gate.covered(runtime.workers) if runtime is not None else 0
+        if runtime is None or contract_id in self.claims or contract_id in self.diverged:
+            return 0
+        return self.gate.covered(runtime.workers)
+
+    def get_executors(self) -> set[bytes]:
+        return {w for runtime in self.contracts.values() for w in runtime.workers}
 
     def witness_block(self, request: WitnessRequest) -> BlockWitness:
         """This enclave's signed word that block ``request.height`` is on its chain."""
@@ -1025,7 +1092,7 @@ class WorkerRuntime:
     def release_outputs(self, request: Witnesses) -> ReleasedOutputs:
         """Take peers' witnesses; release the held receipts and messages now covered."""
         view = require_view(self.view)
-        self.gate.accept(view.config, request.witnesses)
+        self.gate.accept(view.config, request.witnesses, self.get_executors())
         released = self.gate.release(self.get_covered)
         covered = [self.get_covered(cid) for cid in self.contracts]
         return ReleasedOutputs(
@@ -1042,7 +1109,12 @@ class WorkerRuntime:
         cid = runtime.contract_id
         if cid in self.diverged:
             raise QueryRefused(f"contract 0x{cid.hex()[:12]}… diverged: {self.diverged[cid]}")
-        self.gate.accept(view.config, witnesses)
+        if cid in self.claims:
+            raise NotWitnessed(
+                f"contract 0x{cid.hex()[:12]}… resumed from a state sealed at block "
+                f"{self.claims[cid][0]}, which this enclave has not reached yet"
+            )
+        self.gate.accept(view.config, witnesses, self.get_executors())
         covered = self.gate.covered(runtime.workers)
         if covered < runtime.height:
             raise NotWitnessed(
@@ -1074,7 +1146,10 @@ class WorkerRuntime:
             self.verified_keys.add(entry.contract_id)
 
     def apply_rotations(
-        self, output: BlockOutput, rotations: list[tuple[bytes, int, ContractKeys]]
+        self,
+        output: BlockOutput,
+        rotations: list[tuple[bytes, int, ContractKeys]],
+        block_hash: bytes,
     ) -> BlockOutput:
         """Switch the rotated contracts to their new keys after the block: new root (new
         salt), state sealed under the new state key, old keys dropped."""
@@ -1096,7 +1171,9 @@ class WorkerRuntime:
                     contract_id=cid,
                     state_root=runtime.state_root,
                     command_count=counts.get(cid, 0),
-                    sealed_state=runtime.seal_state(self.random_bytes),
+                    sealed_state=runtime.seal_state(
+                        self.random_bytes, height=output.number, block_hash=block_hash
+                    ),
                 )
             )
         return BlockOutput(
@@ -1128,6 +1205,7 @@ class WorkerRuntime:
         receipts: list[Receipt] = []
         outgoing: list[OutgoingMessage] = []
         self._block_results = self._block_gas = 0
+        self._block_kept = []
         try:
             for cid in ready:
                 self.drain_messages(self.contracts[cid], block, journal, touched, outgoing)
@@ -1142,6 +1220,9 @@ class WorkerRuntime:
                     runtime.undeploy()
             raise
         self.latest_block = max(self.latest_block, block.number)
+        for runtime, sender, kept in self._block_kept:  # the block stands: keep its results
+            runtime.last_results[sender] = kept
+        self._block_kept = []
         outputs: list[ContractOutput] = []
         for cid in sorted(touched):
             runtime = self.contracts[cid]
@@ -1155,7 +1236,9 @@ class WorkerRuntime:
                     contract_id=cid,
                     state_root=runtime.state_root,
                     command_count=touched[cid],
-                    sealed_state=runtime.seal_state(self.random_bytes, storage),
+                    sealed_state=runtime.seal_state(
+                        self.random_bytes, storage, height=block.number, block_hash=block.block_hash
+                    ),
                 )
             )
         return BlockOutput(
@@ -1176,6 +1259,7 @@ class WorkerRuntime:
         receipt says why; the block and the process go on."""
         runtime = self.contracts[command.contract_id]
         start = UnitMark(runtime, journal, touched, outgoing)
+        self._staged_result = None
         try:
             receipt = self._process_command(command, block, journal, touched, outgoing)
             results = self._block_results + len(receipt.sealed_result)
@@ -1190,6 +1274,8 @@ class WorkerRuntime:
             code = exc.code if isinstance(exc, BlockFull) else "internal_error"
             return Receipt(contract_id=command.contract_id, seq=command.seq, status=code)
         self._block_results, self._block_gas = results, gas
+        if self._staged_result is not None:
+            self._block_kept.append(self._staged_result)
         if runtime.held:
             self.drain_messages(runtime, block, journal, touched, outgoing)
         return receipt
@@ -1301,7 +1387,8 @@ class WorkerRuntime:
             message=outcome.message,
             gas_used=outcome.gas_used,
         )
-        runtime.last_results[body.sender.hex()] = (body.nonce, result)
+        # kept for the command_result query only once the command and its block stand
+        self._staged_result = (runtime, body.sender.hex(), (body.nonce, result))
         return Receipt(
             contract_id=command.contract_id,
             seq=command.seq,
@@ -1509,6 +1596,13 @@ class WorkerRuntime:
             runtime = self.get_contract(cid)
             if cid in self.diverged:
                 raise OutputsRefused(f"contract 0x{cid.hex()[:12]}… diverged: {self.diverged[cid]}")
+            if cid in self.claims:
+                if request.only_changed:
+                    continue
+                raise OutputsRefused(
+                    f"contract 0x{cid.hex()[:12]}… is sealed at block {self.claims[cid][0]}, "
+                    "beyond the verified chain"
+                )
             accepted = self.accepted.get(cid)
             start = accepted.end if accepted is not None else 0
             if end <= start:
