@@ -59,6 +59,7 @@ States: ``STARTING`` -> ``REGISTERING`` -> ``FOLLOWING`` (or ``FAILED`` with a r
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -71,10 +72,17 @@ from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.chain.follower import ChainEvent, ObservedBlock, decode_event
 from sealbridge.chain.management import MAX_OUTPUT_BATCH, CheckpointRecord, OutputSubmission
+from sealbridge.chain.proofs import AccountProof, slot_of
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import keccak, to_hex
 from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.keyservice.chainfacts import (
+    CONTRACT_REGISTRY_CONTRACTS,
+    INFO_CONTRACT_KEY,
+    INFO_KEY_PUBLISHED,
+    INFO_MESSAGE_KEY,
+)
 from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.net.http import NodeClient, TransportError
@@ -109,6 +117,12 @@ LOG_SCAN_CHUNK = 10_000
 STORAGE_TIMEOUT = 10.0
 WITNESS_TIMEOUT = 2.0  # seconds a peer has to answer for its witness
 PEER_BACKOFF = 5.0  # seconds a peer that did not answer is left alone
+
+
+def _named_source(message: str) -> bytes | None:
+    """The 32-byte contract id a DirectoryIncomplete message names, if any."""
+    found = re.search(r"0x([0-9a-f]{64})", message)
+    return bytes.fromhex(found.group(1)) if found else None
 
 
 class StateBundle(Message, frozen=True):
@@ -469,23 +483,35 @@ class WorkerHost(NodeHost):
     def process_block(self, block: ObservedBlock) -> None:
         if block.evidence is None:
             raise LocalProtocolError(f"block {block.number} came without evidence")
-        try:
-            with self._lock:
-                output = self.calls.process_block(
-                    BlockInput(
-                        number=block.number,
-                        block_hash=block.hash,
-                        evidence=block.evidence,
-                        directory=self.directory,
-                    )
-                )
-        except EnclaveCallError as exc:
-            if exc.remote_code != "release_backlog_full":
-                raise
-            # too much waits for the peers' witnesses: release what they cover, and
-            # offer the block again (the follow loop retries a transport error)
-            self.release_held()
-            raise BacklogFull(exc.message) from exc
+        sources: list[bytes] = []  # message sources the enclave asked about
+        while True:
+            request = BlockInput(
+                number=block.number,
+                block_hash=block.hash,
+                evidence=block.evidence,
+                directory=self.directory,
+                key_proof=self.get_key_proof(sources, block.number) if sources else None,
+                key_proof_ids=sources,
+            )
+            try:
+                with self._lock:
+                    output = self.calls.process_block(request)
+                break
+            except EnclaveCallError as exc:
+                if exc.remote_code == "directory_incomplete":
+                    # a message from a source the enclave does not know: prove its
+                    # ContractRegistry record at this block (its keys, or that it has none)
+                    source = _named_source(exc.message)
+                    if source is None or source in sources or len(sources) >= 64:
+                        raise
+                    sources.append(source)
+                    continue
+                if exc.remote_code != "release_backlog_full":
+                    raise
+                # too much waits for the peers' witnesses: release what they cover, and
+                # offer the block again (the follow loop retries a transport error)
+                self.release_held()
+                raise BacklogFull(exc.message) from exc
         self.directory = []
         self.last_delivered = block.number
         self.held = output.held
@@ -513,6 +539,15 @@ class WorkerHost(NodeHost):
             refused,
             len(output.contracts),
         )
+
+    def get_key_proof(self, sources: list[bytes], number: int) -> AccountProof:
+        """A state proof, at block ``number``, of the ContractRegistry records of
+        ``sources`` (key published, command key, message key)."""
+        slots: list[int] = []
+        for cid in sources:
+            base = slot_of(CONTRACT_REGISTRY_CONTRACTS, cid)
+            slots += [base + INFO_KEY_PUBLISHED, base + INFO_CONTRACT_KEY, base + INFO_MESSAGE_KEY]
+        return self.chain.get_proof(self.addresses.contract_registry, slots, number)
 
     def keep_receipts(self, receipts: list[Receipt]) -> None:
         for receipt in receipts:

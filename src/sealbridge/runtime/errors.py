@@ -84,10 +84,23 @@ class InstallFactsUnverified(RuntimeRefusal):
 
 
 class DirectoryIncomplete(LocalProtocolError):
-    """A message names a source whose published keys the host has not supplied: the
-    block is refused whole (the host must send the directory entry first)."""
+    """A message names a source whose published keys the runtime does not know: the
+    block is refused whole. The host offers it again with a state proof of the source's
+    ContractRegistry record at that block (``BlockInput.key_proof``), which either gives
+    the keys or shows there are none. ``source`` names it."""
 
     code = "directory_incomplete"
+
+    def __init__(self, message: str, source: bytes = b"") -> None:
+        super().__init__(message)
+        self.source = source
+
+
+class UnknownSource(RuntimeRefusal):
+    """A message names a source that, by a state proof at the block, has no published
+    key: the message alone is refused."""
+
+    code = "unknown_source"
 
 
 class UnknownContract(LocalProtocolError):

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from sealbridge.chain.lightclient import BlockEvidence
+from sealbridge.chain.proofs import AccountProof
 from sealbridge.core.encoding import Message
 from sealbridge.core.ids import tagged_hash
 from sealbridge.crypto.dkg import GroupPublicKeys
@@ -157,6 +158,10 @@ class BlockInput(Message, frozen=True):
     commands: list[InboxCommand] = []
     directory: list[DirectoryEntry] = []
     evidence: BlockEvidence | None = None
+    # with evidence: ContractRegistry records of message sources the runtime asked for
+    # (DirectoryIncomplete), proven at this block's state root
+    key_proof: AccountProof | None = None
+    key_proof_ids: list[bytes] = []
 
 
 class Receipt(Message, frozen=True):

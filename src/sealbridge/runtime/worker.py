@@ -63,6 +63,7 @@ from enum import Enum
 from typing import Any, cast
 
 from sealbridge.chain.abi import compute_execution_digest
+from sealbridge.chain.proofs import ProofInvalid, slot_of, verify_slots
 from sealbridge.contracts.errors import CodeRejected
 from sealbridge.contracts.executor import (
     ContractProgram,
@@ -89,6 +90,12 @@ from sealbridge.crypto.keyschedule import (
 )
 from sealbridge.crypto.shamir import ThresholdError
 from sealbridge.crypto.signing import ed25519_sign, ed25519_verify, to_checksum_address
+from sealbridge.keyservice.chainfacts import (
+    CONTRACT_REGISTRY_CONTRACTS,
+    INFO_CONTRACT_KEY,
+    INFO_KEY_PUBLISHED,
+    INFO_MESSAGE_KEY,
+)
 from sealbridge.keyservice.threshold import combine_released_key
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease, compute_install_binding
 from sealbridge.runtime.chainview import (
@@ -122,6 +129,7 @@ from sealbridge.runtime.errors import (
     StaleBlock,
     StaleCheckpoint,
     UnknownContract,
+    UnknownSource,
     WitnessUnavailable,
     WrongContract,
     WrongKeyError,
@@ -184,6 +192,7 @@ STATUS_HELD = "held"  # a message ahead of its source's next number, kept until 
 MAX_MESSAGE_GAP = 32  # how far ahead of the next number a message is held (per source)
 MAX_HELD_MESSAGES = 256  # messages one contract holds at most, all sources together
 HISTORY_KEPT = 512  # roots remembered per contract, to compare with accepted outputs
+MAX_KEY_PROOF_IDS = 64  # message sources one block's key proof may cover
 CHECKPOINT_CONFIRM_WINDOW = 256  # the ledger checks blockhash(end): 256 blocks at most
 
 
@@ -344,7 +353,10 @@ class ContractRuntime:
         return tagged_hash("sealbridge/state-root/v1", self.keys.root_salt + encode(committed))
 
     def open_command(
-        self, ciphertext: bytes, directory: dict[bytes, DirectoryEntry] | None = None
+        self,
+        ciphertext: bytes,
+        directory: dict[bytes, DirectoryEntry] | None = None,
+        absent: frozenset[bytes] = frozenset(),
     ) -> CommandBody | MessageBody:
         """Decrypt and authenticate one command or message; raise a RuntimeRefusal if it
         is bad (DirectoryIncomplete if a message's source keys are unknown)."""
@@ -355,7 +367,7 @@ class ContractRuntime:
         try:
             envelope = cast(SignedCommand | SignedMessage, decode_canonical(plaintext, ENVELOPE))
             if isinstance(envelope, SignedMessage):
-                return self.open_message(envelope, directory or {})
+                return self.open_message(envelope, directory or {}, absent)
             signed = envelope
             check_nesting(signed.body, MAX_BODY_NESTING)
             body = decode_canonical(signed.body, CommandBody)
@@ -387,14 +399,20 @@ class ContractRuntime:
         self.state_root = self.compute_state_root()
 
     def open_message(
-        self, signed: SignedMessage, directory: dict[bytes, DirectoryEntry]
+        self,
+        signed: SignedMessage,
+        directory: dict[bytes, DirectoryEntry],
+        absent: frozenset[bytes] = frozenset(),
     ) -> MessageBody:
         check_nesting(signed.body, MAX_BODY_NESTING)
         body = decode_canonical(signed.body, MessageBody)
         source = directory.get(body.source)
         if source is None:
+            if body.source in absent:
+                raise UnknownSource(f"message from 0x{body.source.hex()}, which has no key")
             raise DirectoryIncomplete(
-                f"message from 0x{body.source.hex()}, whose keys the host has not supplied"
+                f"message from 0x{body.source.hex()}, whose keys the runtime does not know",
+                body.source,
             )
         signed_by = [source.message_key]
         if source.previous_message_key:  # sent before the source's key rotation
@@ -706,6 +724,7 @@ class WorkerRuntime:
         self._block_results = 0  # bytes of sealed results in the block being applied
         self._block_gas = 0  # gas its commands used
         self._last_gas = 0  # gas of the command just run
+        self._absent: frozenset[bytes] = frozenset()  # sources proven to have no key
         # results of the block's commands, kept for command_result once the block stands
         self._staged_result: tuple[ContractRuntime, str, tuple[int, CommandResult]] | None = None
         self._block_kept: list[tuple[ContractRuntime, str, tuple[int, CommandResult]]] = []
@@ -1016,6 +1035,7 @@ class WorkerRuntime:
         self.update_directory(facts.directory, {e.contract_id for e in facts.rotations})
         self.note_deployments(facts)
         try:
+            self._absent = self.read_key_proof(block, block.evidence.header.state_root)
             output = self.apply_block(
                 BlockInput(
                     number=number,
@@ -1028,6 +1048,8 @@ class WorkerRuntime:
             self.directory, self.verified_keys = saved_directory, saved_verified
             self.deployments, self.key_versions = saved_facts
             raise
+        finally:
+            self._absent = frozenset()
         self.view.advance(block.evidence)
         self.gate.note_block(number, facts.block.hash)
         self.on_accepted_outputs(facts.outputs)
@@ -1123,6 +1145,36 @@ class WorkerRuntime:
                 f"{required_witnesses(runtime.workers)} of the other executors)"
             )
         return covered
+
+    def read_key_proof(self, block: BlockInput, state_root: bytes) -> frozenset[bytes]:
+        """Read the ContractRegistry records the host proved at this block (for message
+        sources the runtime did not know): a published key becomes a verified directory
+        entry, an unpublished one a source whose messages are refused one by one."""
+        if block.key_proof is None:
+            return frozenset()
+        view = require_view(self.view)
+        if block.key_proof.address != view.config.contract_registry:
+            raise ProofInvalid("the key proof is not of the ContractRegistry")
+        if len(block.key_proof_ids) > MAX_KEY_PROOF_IDS:
+            raise ProofInvalid(f"at most {MAX_KEY_PROOF_IDS} contracts per key proof")
+        values = verify_slots(state_root, block.key_proof)
+        absent: set[bytes] = set()
+        for cid in block.key_proof_ids:
+            base = slot_of(CONTRACT_REGISTRY_CONTRACTS, cid)
+            slots = [base + INFO_KEY_PUBLISHED, base + INFO_CONTRACT_KEY, base + INFO_MESSAGE_KEY]
+            if any(s not in values for s in slots):
+                raise ProofInvalid(f"the key proof leaves out contract 0x{cid.hex()[:12]}…")
+            published, command_key, message_key = (values[s] for s in slots)
+            if not published:
+                absent.add(cid)
+            elif cid not in self.verified_keys:
+                self.directory[cid] = DirectoryEntry(
+                    contract_id=cid,
+                    command_key=command_key.to_bytes(32, "big"),
+                    message_key=message_key.to_bytes(32, "big"),
+                )
+                self.verified_keys.add(cid)
+        return frozenset(absent)
 
     def update_directory(self, entries: list[DirectoryEntry], rotated: set[bytes]) -> None:
         """Verified keys replace any host-supplied entry. A rotated contract's entry keeps
@@ -1358,7 +1410,7 @@ class WorkerRuntime:
         runtime = self.contracts[command.contract_id]
         touched[command.contract_id] = touched.get(command.contract_id, 0) + 1
         try:
-            body = runtime.open_command(command.ciphertext, self.directory)
+            body = runtime.open_command(command.ciphertext, self.directory, self._absent)
         except RuntimeRefusal as exc:
             return Receipt(contract_id=command.contract_id, seq=command.seq, status=exc.code)
         self.executor.touched.clear()
