@@ -27,12 +27,14 @@ from bench import (
     bench_query,
     bench_runtime,
     bench_swap,
+    bench_verify,
     plots,
 )
 from bench.common import console, get_machine_info, print_table, write_results
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "runtime": bench_runtime.run,
+    "verify": bench_verify.run,
     "query": bench_query.run,
     "e2e": bench_e2e.run,
     "contracts": bench_contracts.run,

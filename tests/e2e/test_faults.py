@@ -15,7 +15,9 @@ enclave at once). Then the node starts again from what its disk holds:
   where the others are;
 * a storage node comes back with its key and blobs (checkpoints made while it was down
   need only the other two);
-* a gatekeeper comes back from its sealed key material, with the same identity.
+* a gatekeeper comes back from its sealed key material, with the same identity; once,
+  its host first puts back the sealed header tip and committee state it copied before
+  the burst (a rollback attempt: the enclave follows the headers again from there).
 
 At the end every worker must hold exactly the balances the mined commands imply (no
 command lost, none applied twice), the same command count (the number of commands sent,
@@ -47,6 +49,7 @@ from tests.e2e.polling import DEADLINE, get_entry, get_status, wait_for, wait_ou
 pytestmark = pytest.mark.e2e
 
 SEED = int(os.environ.get("SEALBRIDGE_FAULT_SEED", "20240611"))
+GATEKEEPER_BLOBS = ("chain-tip.sealed", "committee.sealed")
 USERS = ("alice", "bob", "carol")
 WORKERS = 3
 # The kill points, shuffled by the seed: every role at least once.
@@ -60,12 +63,14 @@ PLAN = (
     "storage",
     "storage",
     "gatekeeper",
+    "gatekeeper-rollback",
 )
 
 
 @dataclass(frozen=True)
 class KillPoint:
-    kind: str  # "worker", "worker-wiped", "worker-rollback", "storage", "gatekeeper"
+    kind: str  # "worker", "worker-wiped", "worker-rollback", "storage", "gatekeeper",
+    # "gatekeeper-rollback"
     target: str  # node name
     before: int  # transfers sent just before the kill
     during: int  # transfers sent while the node is down
@@ -80,10 +85,11 @@ def make_schedule(rng: random.Random, gatekeepers: list[str]) -> list[KillPoint]
     kinds = list(PLAN)
     rng.shuffle(kinds)
     # a gatekeeper restart is proven by a later worker restart (which needs key releases)
-    last_worker = max(i for i, k in enumerate(kinds) if k.startswith("worker"))
-    if kinds.index("gatekeeper") > last_worker:
-        kinds.remove("gatekeeper")
-        kinds.insert(0, "gatekeeper")
+    for kind in ("gatekeeper", "gatekeeper-rollback"):
+        last_worker = max(i for i, k in enumerate(kinds) if k.startswith("worker"))
+        if kinds.index(kind) > last_worker:
+            kinds.remove(kind)
+            kinds.insert(0, kind)
     # targets: each role's nodes in a seeded order, in turn (spread over the nodes)
     workers = rng.sample([f"worker-{i}" for i in range(1, WORKERS + 1)], WORKERS)
     storage = rng.sample([f"storage-{i}" for i in range(1, 4)], 3)
@@ -210,6 +216,13 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stream]:
 def run_kill_point(s: Stream, point: KillPoint, log: list[str]) -> None:
     bundle = s.home / "devnet" / point.target / "state" / "bundle.sealed"
     older = bundle.read_bytes() if point.kind == "worker-rollback" else b""
+    # a gatekeeper's host keeps its sealed blobs of now (header tip, committee share)
+    sealed_files = [s.home / "devnet" / point.target / f for f in GATEKEEPER_BLOBS]
+    kept = (
+        {f: f.read_bytes() if f.exists() else None for f in sealed_files}
+        if point.kind == "gatekeeper-rollback"
+        else {}
+    )
     for _ in range(point.before):
         s.transfer()
     s.wait_applied([point.target] if point.role == "worker" else [])
@@ -232,6 +245,11 @@ def run_kill_point(s: Stream, point: KillPoint, log: list[str]) -> None:
     if point.kind == "worker-rollback":
         assert older and bundle.read_bytes() != older  # the burst moved the state on
         bundle.write_bytes(older)  # the host restarts its enclave from the older blob
+    for path, data in kept.items():  # ... and restarts its enclave from them
+        if data is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(data)
     if point.kind == "worker-wiped":
         shutil.rmtree(s.home / "devnet" / point.target / "state")
         assert (s.home / "devnet" / point.target / "identity.sealed").exists()
@@ -261,6 +279,8 @@ def run_kill_point(s: Stream, point: KillPoint, log: list[str]) -> None:
             lambda st: st["phase"] == "following",
             "the gatekeeper to follow the chain again",
         )
+        if point.kind == "gatekeeper-rollback":
+            note = ", restarted from its older sealed header tip and committee state"
         committee = status.get("committee")
         if committee is not None:  # it unsealed its share of the root key: same group key
             assert committee["holds_share"], committee
@@ -298,10 +318,12 @@ def test_seeded_kill_points_lose_and_duplicate_no_command(
     exercised = Counter(p.role for p in schedule)
     wiped = sum(1 for p in schedule if p.kind == "worker-wiped")
     rolled = sum(1 for p in schedule if p.kind == "worker-rollback")
+    gk_rolled = sum(1 for p in schedule if p.kind == "gatekeeper-rollback")
     summary = (
-        f"kill points exercised: worker {exercised['worker']} ({wiped} with wiped state, "
-        f"{rolled} rollback attempts from an older sealed bundle), storage "
-        f"{exercised['storage']}, gatekeeper {exercised['gatekeeper']} (seed {SEED})"
+        f"kill points exercised: {len(schedule)}: worker {exercised['worker']} ({wiped} with "
+        f"wiped state, {rolled} rollback attempts from an older sealed bundle), storage "
+        f"{exercised['storage']}, gatekeeper {exercised['gatekeeper']} ({gk_rolled} rollback "
+        f"attempts from older sealed blobs); {s.sent} commands (seed {SEED})"
     )
     print(summary)
     record_property("kill_points", summary)
