@@ -14,7 +14,7 @@ test can tamper with it first; :meth:`ChainBuilder.append` makes it the new head
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 import rlp
@@ -31,6 +31,7 @@ from sealbridge.chain.lightclient import (
     compute_header_hash,
     compute_receipts_root,
 )
+from sealbridge.chain.proofs import AccountProof, SlotProof, slot_key, slot_of
 from sealbridge.core.ids import keccak, sha256
 from sealbridge.crypto.signing import to_checksum_address
 from sealbridge.runtime.chainview import (
@@ -345,6 +346,11 @@ class ChainBuilder:
         """Build the next block and make it the head."""
         return self.append(self.build(*txs))
 
+    def next_with_state(self, state_root: bytes, *txs: Sequence[EventLog]) -> BlockEvidence:
+        """The next block, with ``state_root`` in its header (see :func:`registry_state`)."""
+        block = self.build(*txs)
+        return self.append(replace(block, header=replace(block.header, state_root=state_root)))
+
     def fork(self, number: int, salt: bytes) -> ChainBuilder:
         """A sibling chain sharing blocks up to ``number``; its new blocks differ."""
         other = ChainBuilder(chain_id=self.chain_id, anchor_number=self.anchor_number, salt=salt)
@@ -353,3 +359,47 @@ class ChainBuilder:
         other.number = number
         other.seq = self.seq
         return other
+
+
+def registry_state(
+    records: dict[bytes, tuple[int, bytes, bytes]],
+) -> tuple[bytes, Callable[..., AccountProof]]:
+    """A state trie with the ContractRegistry account holding ``records`` (contract id ->
+    (key published, command key, message key)): its root, and a maker of its state
+    proofs for some contract ids (what ``eth_getProof`` would answer)."""
+    from trie.hexary import HexaryTrie
+
+    from sealbridge.keyservice import chainfacts as cf
+
+    def slots_of(cid: bytes) -> list[int]:
+        base = slot_of(cf.CONTRACT_REGISTRY_CONTRACTS, cid)
+        return [
+            base + cf.INFO_KEY_PUBLISHED,
+            base + cf.INFO_CONTRACT_KEY,
+            base + cf.INFO_MESSAGE_KEY,
+        ]
+
+    storage = HexaryTrie({})
+    for cid, (published, command_key, message_key) in records.items():
+        values = (published.to_bytes(32, "big"), command_key, message_key)
+        for slot, value in zip(slots_of(cid), values, strict=True):
+            if value.lstrip(b"\0"):
+                storage[keccak(slot_key(slot))] = rlp.encode(value.lstrip(b"\0"))
+    state = HexaryTrie({})
+    state[keccak(REGISTRY)] = rlp.encode([0, 0, storage.root_hash, keccak(b"")])
+
+    def prove(cids: list[bytes], address: bytes = REGISTRY) -> AccountProof:
+        return AccountProof(
+            address=address,
+            proof=[rlp.encode(n) for n in state.get_proof(keccak(REGISTRY))],
+            slots=[
+                SlotProof(
+                    key=slot_key(s),
+                    proof=[rlp.encode(n) for n in storage.get_proof(keccak(slot_key(s)))],
+                )
+                for cid in cids
+                for s in slots_of(cid)
+            ],
+        )
+
+    return bytes(state.root_hash), prove

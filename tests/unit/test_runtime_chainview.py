@@ -1034,9 +1034,9 @@ def test_a_published_key_in_evidence_lets_messages_from_that_contract_in() -> No
     )
     deploy_pong = [chain.command(ponger.contract_id, ponger.deploy())]
     fork = chain.fork(ANCHOR_NUMBER, salt=b"deaf")
-    # the host slips in a wrong entry first; the verified event replaces it
+    # the host slips in a wrong entry: a runtime with a view does not take it
     listening.process_block(as_input(chain.next(deploy_pong), directory=[forged_entry]))
-    assert listening.directory[pinger.contract_id] == forged_entry
+    assert pinger.contract_id not in listening.directory
     feed(listening, chain.next([published]))
     assert listening.directory[pinger.contract_id] == pinger.entry
     feed(deaf, fork.next(deploy_pong, [replace(published, address=STRANGER)]))

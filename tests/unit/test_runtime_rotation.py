@@ -63,6 +63,7 @@ from tests.unit.chain_builder import (
     command_log,
     key_published_log,
     output_accepted_log,
+    registry_state,
 )
 from tests.unit.test_runtime_chainview import (
     ALICE,
@@ -745,11 +746,18 @@ def test_a_rotation_block_refused_for_an_unknown_message_source_keeps_the_previo
         worker,
         chain.next([chain.command(ponger.contract_id, ponger.deploy())], [rotating.published()]),
     )
-    block = chain.next([rotating.rotated(1)], [command_log(ponger.contract_id, 50, messages[0])])
-    with pytest.raises(errors.DirectoryIncomplete):  # the host did not supply the pinger
+    root, prove = registry_state(
+        {pinger.contract_id: (1, pinger.keys.command_public_key, pinger.keys.message_public_key)}
+    )
+    block = chain.next_with_state(
+        root, [rotating.rotated(1)], [command_log(ponger.contract_id, 50, messages[0])]
+    )
+    with pytest.raises(errors.DirectoryIncomplete):  # the enclave does not know the pinger
         feed(worker, block)
-    # the host supplies the pinger's keys and retries the same block
-    out = worker.process_block(as_input(block, directory=[pinger.entry]))
+    # the host proves the pinger's record at the block and offers the same block again
+    out = worker.process_block(
+        as_input(block, key_proof=prove([pinger.contract_id]), key_proof_ids=[pinger.contract_id])
+    )
     assert statuses(out) == ["applied"]
     assert worker.directory[rotating.contract_id].previous_message_key == (
         rotating.keys_at(0).message_public_key

@@ -150,8 +150,10 @@ class BlockInput(Message, frozen=True):
     header and every receipt -- and the runtime reads the commands and keys out of it
     itself; ``commands`` must then be empty. Without one (tests and tools that drive the
     runtime directly) ``commands`` are taken as given, in chain order.
-    ``directory``: published keys of contracts from before the runtime's anchor block
-    (later ones come from verified ContractKeyPublished events)."""
+    ``directory``: published keys of other contracts, taken only without a view (with
+    one, keys come from verified ContractKeyPublished events, sealed states, and state
+    proofs of the ContractRegistry: ``key_proof`` for ``key_proof_ids``, which the host
+    adds when the runtime refused the block with ``DirectoryIncomplete``)."""
 
     number: int
     block_hash: bytes

@@ -1036,13 +1036,10 @@ class WorkerRuntime:
         self.note_deployments(facts)
         try:
             self._absent = self.read_key_proof(block, block.evidence.header.state_root)
+            # the host's directory entries are not taken: keys come from verified events,
+            # sealed states and state proofs (key_proof) only
             output = self.apply_block(
-                BlockInput(
-                    number=number,
-                    block_hash=facts.block.hash,
-                    commands=commands,
-                    directory=list(block.directory),
-                )
+                BlockInput(number=number, block_hash=facts.block.hash, commands=commands)
             )
         except BaseException:
             self.directory, self.verified_keys = saved_directory, saved_verified
@@ -1471,6 +1468,12 @@ class WorkerRuntime:
                 signature=ed25519_sign(source.keys.message_private_key, MESSAGE_SIGN_TAG + body),
             )
             target = self.directory.get(message.target)
+            if target is None and self.view is not None and message.target not in self._absent:
+                # the host proves the target's record (its key, or that it has none)
+                raise DirectoryIncomplete(
+                    f"message to 0x{message.target.hex()}, whose keys the runtime does not know",
+                    message.target,
+                )
             # every worker of the source encrypts message n to a target with the same
             # ephemeral key (secret, used for this one message only), so the ciphertexts
             # are equal and any of their hosts can tell that a message was posted
