@@ -29,6 +29,7 @@ from sealbridge.keyservice.chainfacts import (
     read_chain_facts,
 )
 from sealbridge.keyservice.messages import ChainFacts
+from sealbridge.keyservice.threshold_messages import compute_install_binding
 from tests.unit.test_runtime_interop import PONGER
 
 pytestmark = pytest.mark.e2e
@@ -102,6 +103,11 @@ def view_facts(client: Client, contract_id: bytes, requester: bytes) -> ChainFac
         key_version=record.key_version if record is not None else 0,
         rotation_pending=record is not None and record.rotation_pending,
         previous_version_open=previous_open,
+        install_binding=(
+            compute_install_binding(record.code_hash, record.deployer_commitment, record.workers)
+            if record is not None
+            else b""
+        ),
     )
 
 

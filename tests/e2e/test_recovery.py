@@ -354,10 +354,15 @@ def test_no_intact_copy_means_a_clear_failure_not_a_wrong_state(scenario: Scenar
         assert status["outputs_accepted"] == 0
         with pytest.raises(NodeRefused):  # no answer rather than a wrong one
             s.balance("bob", VICTIM)
-        # worker-1 keeps the contract alive meanwhile; the victim stays failed
+        # worker-1 executes meanwhile, but with one of two executors down it releases
+        # nothing about the new state (the witness rule: no majority vouched for it)
         s.transfer("alice", "bob", 6)
         s.wait_applied(("worker-1",))
-        assert s.balance("bob", "worker-1") == s.balances["bob"]
+        with pytest.raises(NodeRefused) as refused:
+            s.client.query_once(
+                to_hex(s.token.contract_id), "balance", {"owner": "bob"}, as_user="bob", worker=0
+            )
+        assert refused.value.remote_code == "not_witnessed"
         assert get_status(s.url(VICTIM))["phase"] == "failed"
     finally:
         for name, blob in originals.items():
