@@ -7,8 +7,10 @@ accounts or at headers the enclave never verified are refused."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -34,6 +36,11 @@ from tests.unit.test_runtime_interop import PONGER
 
 pytestmark = pytest.mark.e2e
 replace = msgspec.structs.replace
+
+
+def read_facts(*args: Any, **kw: Any) -> Any:
+    """``read_chain_facts`` by the enclave clock of now (the devnet's blocks are recent)."""
+    return read_chain_facts(*args, now=int(time.time()), **kw)
 
 
 @dataclass
@@ -130,12 +137,12 @@ def test_facts_from_proofs_equal_the_view_functions(client: Client, tmp_path: Pa
     number = client.chain.get_block_number()
     track = track_at(r, number)
     for contract_id, requester in cases:
-        got = read_chain_facts(
+        got = read_facts(
             r.binding, track, proof_at(r, contract_id, requester, number), contract_id, requester
         )
         assert got.facts == view_facts(client, contract_id, requester)
         assert got.committee_era == r.committee.get_current_era()
-    facts = read_chain_facts(r.binding, track, proof_at(r, cid, worker, number), cid, worker).facts
+    facts = read_facts(r.binding, track, proof_at(r, cid, worker, number), cid, worker).facts
     assert facts.worker_active and facts.worker_assigned and facts.key_published
     assert facts.key_version >= 1  # the rotation happened
 
@@ -147,26 +154,26 @@ def test_forged_or_misplaced_proofs_are_refused(client: Client) -> None:
     number = client.chain.get_block_number()
     track = track_at(r, number)
     good = proof_at(r, cid, worker, number)
-    read_chain_facts(r.binding, track, good, cid, worker)
+    read_facts(r.binding, track, good, cid, worker)
     # the proof of another account, for the node registry
     with pytest.raises(ProofInvalid, match="another address"):
-        read_chain_facts(
+        read_facts(
             r.binding, track, replace(good, node_registry=good.contract_registry), cid, worker
         )
     # a slot left out
     short = replace(good.contract_registry, slots=good.contract_registry.slots[:-1])
     with pytest.raises(ProofInvalid, match="leaves out"):
-        read_chain_facts(r.binding, track, replace(good, contract_registry=short), cid, worker)
+        read_facts(r.binding, track, replace(good, contract_registry=short), cid, worker)
     # a tampered node
     bad = replace(good.node_registry, proof=[good.node_registry.proof[0][:-1] + b"\x00"])
     with pytest.raises(ProofInvalid):
-        read_chain_facts(r.binding, track, replace(good, node_registry=bad), cid, worker)
+        read_facts(r.binding, track, replace(good, node_registry=bad), cid, worker)
     # the facts of another requester or contract than the proof's slots
     with pytest.raises(ProofInvalid, match="leaves out"):
-        read_chain_facts(r.binding, track, good, cid, os.urandom(32))
+        read_facts(r.binding, track, good, cid, os.urandom(32))
     # a header the enclave never verified
     with pytest.raises(ProofInvalid, match="not among"):
-        read_chain_facts(r.binding, track, replace(good, number=number - 1), cid, worker)
+        read_facts(r.binding, track, replace(good, number=number - 1), cid, worker)
     # headers that do not link
     with pytest.raises(HeadersRefused):
         track.advance(r.chain.get_header_fields([number]))
@@ -174,3 +181,7 @@ def test_forged_or_misplaced_proofs_are_refused(client: Client) -> None:
     with pytest.raises(HeadersRefused):
         track.advance([fork])
     assert track.tip.number == number
+    # facts read at a header older than the enclave's bound are refused
+    stamp = track.get(number).timestamp
+    with pytest.raises(ProofInvalid, match="old by this enclave's clock"):
+        read_chain_facts(r.binding, track, good, cid, worker, now=stamp + 3601, max_age=3600)

@@ -61,3 +61,39 @@ def test_only_recent_headers_are_kept() -> None:
     assert len(track.recent) == cf.RECENT_HEADERS
     with pytest.raises(cf.ProofInvalid, match="not among"):
         track.get(headers[5].number)
+
+
+def test_a_gatekeeper_enclave_restores_once() -> None:
+    """Found by attacking the facts: a host called ``restore`` again on a live enclave
+    with its older sealed committee state, to bring a retired share back."""
+    from sealbridge.core.encoding import decode, encode
+    from sealbridge.crypto.signing import ed25519_keypair
+    from sealbridge.keyservice.committee import ChainBinding
+    from sealbridge.keyservice.ecalls import Genesis, Restore, SealedBlob
+    from sealbridge.keyservice.enclave import GatekeeperNotReady, GatekeeperProgram
+    from sealbridge.tee.enclave import EnclaveContext
+    from sealbridge.tee.policy import devnet_policy
+
+    ctx = EnclaveContext(
+        program="tests:Gatekeeper", measurement=bytes(32), platform_private_key=bytes(32)
+    )
+    program = GatekeeperProgram(ctx)
+    chain = ChainBuilder()
+    genesis = Genesis(
+        policy=devnet_policy(ed25519_keypair()[1], [bytes(32)]),
+        chain=ChainBinding(chain_id=31337, committee_address="0x" + "33" * 20),
+        management=cf.ManagementBinding(
+            node_registry=b"\x01" * 20,
+            contract_registry=b"\x02" * 20,
+            execution_ledger=b"\x03" * 20,
+            committee=b"\x33" * 20,
+        ),
+        anchor=cf.HeaderTip(number=chain.anchor_number, block_hash=chain.config().anchor_hash),
+    )
+    sealed = decode(program.genesis(encode(genesis)), SealedBlob).sealed
+    restarted = GatekeeperProgram(ctx)
+    restarted.restore(encode(Restore(genesis=sealed)))
+    with pytest.raises(GatekeeperNotReady, match="once"):
+        restarted.restore(encode(Restore(genesis=sealed)))
+    with pytest.raises(GatekeeperNotReady, match="already"):
+        program.genesis(encode(genesis))

@@ -412,3 +412,21 @@ def test_a_message_from_a_source_proven_keyless_is_refused_alone() -> None:
     out = me.process_block(as_input(block, key_proof=prove([source]), key_proof_ids=[source]))
     assert [r.status for r in out.receipts] == ["unknown_source"]  # the transfer is held
     assert out.held == 1 and me.view is not None and me.view.number == chain.number
+
+
+def test_a_message_naming_a_malformed_source_is_refused_alone() -> None:
+    """Found by attacking the key proofs: a message from a 33-byte 'source' refused the
+    block, and no proof could ever answer for such an id: every contract stopped."""
+    chain, workers, token, auction = auction_world()
+    me = workers[0]
+    body = encode(
+        MessageBody(source=b"\xee" * 33, target=auction.contract_id, seq=1, method="x", args={})
+    )
+    poison = ecies.encrypt_to(
+        auction.keys.command_public_key,
+        encode(SignedMessage(body=body, signature=b"\x00" * 64)),
+        command_aad(auction.contract_id),
+        ephemeral_seed=b"\x02" * 32,
+    )
+    out = me.process_block(as_input(chain.next([chain.command(auction.contract_id, poison)])))
+    assert [r.status for r in out.receipts] == ["malformed_command"]

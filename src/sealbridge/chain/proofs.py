@@ -31,7 +31,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import rlp
-from trie.exceptions import BadTrieProof
 from trie.hexary import HexaryTrie
 
 from sealbridge.core.encoding import Message
@@ -42,6 +41,7 @@ EMPTY_STORAGE_ROOT: bytes = bytes(HexaryTrie.BLANK_NODE_HASH)
 EMPTY_CODE_HASH = keccak(b"")
 MAX_PROOF_NODES = 64  # a path in a 32-byte-key trie is at most 65 nodes deep
 MAX_NODE_SIZE = 1 << 12  # a branch node is 17 items of at most 33 bytes
+MAX_SLOTS = 256  # slots one account proof may cover
 
 
 class ProofInvalid(RemoteProtocolError):
@@ -84,12 +84,15 @@ def _walk(root: bytes, key: bytes, proof: Sequence[bytes], what: str) -> bytes:
             raise ProofInvalid(f"{what} proof holds a malformed node")
         try:
             nodes.append(rlp.decode(raw))
-        except rlp.exceptions.DecodingError as exc:
+        except rlp.exceptions.RLPException as exc:
             raise ProofInvalid(f"{what} proof holds a node that is not RLP: {exc}") from exc
     try:
-        return bytes(HexaryTrie.get_from_proof(root, key, nodes))  # type: ignore[no-untyped-call]
-    except (BadTrieProof, KeyError, ValueError, TypeError, IndexError) as exc:
+        value = HexaryTrie.get_from_proof(root, key, nodes)  # type: ignore[no-untyped-call]
+    except Exception as exc:  # noqa: BLE001 -- the trie walker raises many kinds on junk
         raise ProofInvalid(f"{what} proof does not verify against the root: {exc}") from exc
+    if not isinstance(value, bytes):
+        raise ProofInvalid(f"{what} proof leads to a value that is not bytes")
+    return value
 
 
 def verify_account(state_root: bytes, proof: AccountProof) -> AccountState:
@@ -104,9 +107,13 @@ def verify_account(state_root: bytes, proof: AccountProof) -> AccountState:
         )
     try:
         fields = rlp.decode(value)
-    except rlp.exceptions.DecodingError as exc:
+    except rlp.exceptions.RLPException as exc:
         raise ProofInvalid(f"the account is not RLP: {exc}") from exc
-    if not isinstance(fields, list) or len(fields) != 4:
+    if (
+        not isinstance(fields, list)
+        or len(fields) != 4
+        or not all(isinstance(f, bytes) for f in fields)
+    ):
         raise ProofInvalid("the account is not [nonce, balance, storage_root, code_hash]")
     nonce, balance, storage_root, code_hash = (bytes(f) for f in fields)
     if len(storage_root) != 32 or len(code_hash) != 32:
@@ -122,6 +129,8 @@ def verify_account(state_root: bytes, proof: AccountProof) -> AccountState:
 def verify_slots(state_root: bytes, proof: AccountProof) -> dict[int, int]:
     """The values of the proven slots of the account (absent slots read as 0)."""
     account = verify_account(state_root, proof)
+    if len(proof.slots) > MAX_SLOTS:
+        raise ProofInvalid(f"a proof may cover at most {MAX_SLOTS} slots")
     values: dict[int, int] = {}
     for slot in proof.slots:
         if len(slot.key) != 32:
@@ -133,7 +142,7 @@ def verify_slots(state_root: bytes, proof: AccountProof) -> dict[int, int]:
             continue
         try:
             decoded = rlp.decode(raw)
-        except rlp.exceptions.DecodingError as exc:
+        except rlp.exceptions.RLPException as exc:
             raise ProofInvalid(f"slot {slot.slot:#x} is not RLP: {exc}") from exc
         if not isinstance(decoded, bytes) or len(decoded) > 32 or decoded[:1] == b"\x00":
             raise ProofInvalid(f"slot {slot.slot:#x} is not a canonical 256-bit value")

@@ -12,8 +12,12 @@ itself:
 1. **Which header.** The enclave follows the chain's headers from an anchor fixed at
    genesis (:class:`HeaderTrack`: each header must carry the next number and its
    parent's hash; the host feeds them with ``advance_headers``). Proofs must be at one
-   of the last :data:`RECENT_HEADERS` headers it verified, and are read against that
-   header's state root.
+   of the last :data:`RECENT_HEADERS` headers it verified, no older than
+   ``max_facts_age`` (sealed at genesis, default an hour) by the enclave's clock, and
+   are read against that header's state root. The age bound keeps a host from answering
+   with a view it held back (for example before the rotation that retired a share it
+   restored); on a chain that mines only on transactions (the devnet) a key request
+   after an idle hour needs a block first.
 2. **Which accounts.** The management contracts' addresses are sealed at genesis
    (:class:`ManagementBinding`); a proof for another address is refused.
 3. **Which slots.** The storage layout of the Vyper contracts is fixed here (the slot
@@ -58,6 +62,7 @@ from sealbridge.keyservice.messages import ChainFacts
 from sealbridge.keyservice.threshold_messages import compute_install_binding
 
 RECENT_HEADERS = 256  # headers whose state roots proofs may be read against
+DEFAULT_MAX_FACTS_AGE = 3600  # seconds a header may be behind the enclave clock
 MAX_HEADERS_PER_CALL = 4096
 
 ROLE_GATEKEEPER = 1  # NodeRegistry's role constants
@@ -216,9 +221,20 @@ def read_chain_facts(
     proof: FactsProof,
     contract_id: bytes,
     requester: bytes,
+    *,
+    now: int,
+    max_age: int = DEFAULT_MAX_FACTS_AGE,
 ) -> VerifiedFacts:
-    """The facts of a key request, read from ``proof`` at a header the enclave verified."""
+    """The facts of a key request, read from ``proof`` at a header the enclave verified,
+    no older than ``max_age`` seconds by the enclave's clock ``now``."""
+    if len(contract_id) != 32 or len(requester) != 32:
+        raise ProofInvalid("a key request names 32-byte contract and requester ids")
     header = headers.get(proof.number)
+    if now - header.timestamp > max_age:
+        raise ProofInvalid(
+            f"block {proof.number} is {now - header.timestamp}s old by this enclave's clock "
+            f"(at most {max_age}s): facts must be read at a recent block"
+        )
     root = header.state_root
     slots = get_fact_slots(contract_id, requester)
     role, expiry, active = _read(

@@ -13,7 +13,12 @@ from sealbridge.chain.abi import compute_heartbeat_digest
 from sealbridge.chain.lightclient import HeaderFields
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.crypto.dkg import GroupPublicKeys
-from sealbridge.keyservice.chainfacts import FactsProof, HeaderTip, ManagementBinding
+from sealbridge.keyservice.chainfacts import (
+    DEFAULT_MAX_FACTS_AGE,
+    FactsProof,
+    HeaderTip,
+    ManagementBinding,
+)
 from sealbridge.keyservice.committee import (
     ChainBinding,
     Dealing,
@@ -42,6 +47,7 @@ class Genesis(Message, frozen=True):
     chain: ChainBinding
     management: ManagementBinding
     anchor: HeaderTip  # trust on first use, like a worker's first anchor
+    max_facts_age: int = DEFAULT_MAX_FACTS_AGE  # seconds a facts header may be old
 
 
 class SealedBlob(Message, frozen=True):

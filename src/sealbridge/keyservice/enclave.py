@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import EncodingError, LocalProtocolError
 from sealbridge.keyservice.chainfacts import (
+    DEFAULT_MAX_FACTS_AGE,
     HeaderTip,
     HeaderTrack,
     ManagementBinding,
@@ -62,6 +63,7 @@ class GenesisRecord(Message, frozen=True):
     chain: ChainBinding
     management: ManagementBinding
     anchor: HeaderTip
+    max_facts_age: int = DEFAULT_MAX_FACTS_AGE
 
 
 class GatekeeperNotReady(LocalProtocolError):
@@ -116,16 +118,21 @@ class GatekeeperProgram:
         if self.core is not None:
             raise GatekeeperNotReady("genesis already happened in this enclave")
         request = decode(payload, Genesis)
+        if request.max_facts_age <= 0:
+            raise GatekeeperNotReady("max_facts_age must be positive")
         record = GenesisRecord(
             policy=request.policy,
             chain=request.chain,
             management=request.management,
             anchor=request.anchor,
+            max_facts_age=request.max_facts_age,
         )
         self._start(record)
         return encode(SealedBlob(sealed=self.ctx.seal(encode(record), GENESIS_SEAL_LABEL)))
 
     def restore(self, payload: bytes) -> bytes:
+        if self.core is not None:
+            raise GatekeeperNotReady("this enclave is set up already (restore once, at start)")
         request = decode(payload, Restore)
         core = self._start(
             decode(self.ctx.unseal(request.genesis, GENESIS_SEAL_LABEL), GenesisRecord)
@@ -173,7 +180,13 @@ class GatekeeperProgram:
         except EncodingError as exc:
             raise KeyRequestRefused(f"key request is malformed: {exc.message}") from exc
         verified = read_chain_facts(
-            self.record.management, self._track(), request.proof, body.contract_id, body.worker_id
+            self.record.management,
+            self._track(),
+            request.proof,
+            body.contract_id,
+            body.worker_id,
+            now=int(self.clock()),
+            max_age=self.record.max_facts_age,
         )
         return encode(
             core.release_partial(

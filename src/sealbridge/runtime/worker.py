@@ -406,6 +406,8 @@ class ContractRuntime:
     ) -> MessageBody:
         check_nesting(signed.body, MAX_BODY_NESTING)
         body = decode_canonical(signed.body, MessageBody)
+        if len(body.source) != 32 or len(body.target) != 32:
+            raise MalformedCommand("a message's source and target are 32-byte contract ids")
         source = directory.get(body.source)
         if source is None:
             if body.source in absent:
@@ -744,6 +746,7 @@ class WorkerRuntime:
         # the key version in force for each contract whose key was published or rotated
         self.deployments: dict[bytes, DeploymentEvent] = {}
         self.key_versions: dict[bytes, int] = {}
+        self.published_at: dict[bytes, int] = {}  # the verified block of a key publication
         # the witness rule (verified view only): what waits for peers to vouch for blocks
         self.gate = WitnessGate(self.identity_key)
         # contracts resumed from a state sealed at a block beyond the view: (height, hash)
@@ -822,11 +825,8 @@ class WorkerRuntime:
             self.check_install_facts(request, keys, state if request.sealed_state else None)
             if request.sealed_state:
                 self.check_sealed_block(request, state)
-            elif request.resume_height > self.view.number:
-                raise InstallFactsMismatch(
-                    f"the install resumes at block {request.resume_height}, beyond the "
-                    f"verified chain (block {self.view.number})"
-                )
+            else:
+                self.check_fresh_install(request)
         runtime = ContractRuntime(keys, request, state, self.executor)
         self.contracts[request.contract_id] = runtime
         self.remember_root(runtime)
@@ -848,6 +848,12 @@ class WorkerRuntime:
                 f"the install resumes {named} at block {request.resume_height}, after the "
                 f"block its state was sealed at ({state.height})"
             )
+        if state.height < view.number:
+            raise InstallFactsUnverified(
+                f"the state of {named} was sealed at block {state.height}; this enclave "
+                f"is at block {view.number} already, so the blocks in between would be "
+                "skipped: anchor at or below it"
+            )
         if not state.block_hash:
             raise InstallFactsUnverified(f"the sealed state of {named} names no block")
         if state.height > view.number:
@@ -863,6 +869,25 @@ class WorkerRuntime:
         if known != state.block_hash:
             raise InstallFactsMismatch(
                 f"the state of {named} was sealed at block {state.height} of another chain"
+            )
+
+    def check_fresh_install(self, request: InstallContract) -> None:
+        """A contract without a sealed state starts empty: only right after the verified
+        block that published its key (no command can reach it before), never later, when
+        commands in between would be skipped."""
+        view = require_view(self.view)
+        cid = request.contract_id
+        published = self.published_at.get(cid)
+        if request.resume_height > view.number:
+            raise InstallFactsMismatch(
+                f"the install resumes at block {request.resume_height}, beyond the "
+                f"verified chain (block {view.number})"
+            )
+        if published is not None and view.number != published:
+            raise InstallFactsMismatch(
+                f"contract 0x{cid.hex()[:12]}… starts empty only right after block "
+                f"{published}, which published its key (this enclave is at block "
+                f"{view.number}; resume it from a sealed state or a checkpoint)"
             )
 
     def check_claims(self, number: int, block_hash: bytes) -> None:
@@ -929,6 +954,7 @@ class WorkerRuntime:
                 self.deployments[deployment.contract_id] = deployment
         for entry in facts.directory:
             self.key_versions.setdefault(entry.contract_id, 0)
+            self.published_at.setdefault(entry.contract_id, facts.block.number)
         for rotation in facts.rotations:
             self.key_versions[rotation.contract_id] = rotation.version
 
@@ -952,14 +978,17 @@ class WorkerRuntime:
         self.staged[request.contract_id] = (request.version, keys)
 
     def take_rotations(
-        self, rotations: list[KeyRotationEvent]
+        self, rotations: list[KeyRotationEvent], number: int
     ) -> list[tuple[bytes, int, ContractKeys]]:
         """The staged keys of this block's rotations of installed contracts; refuse the
-        block (nothing changed yet) if one is missing or does not match the event."""
+        block (nothing changed yet) if one is missing or does not match the event. A
+        contract whose state is already past this block (resumed from a later sealed
+        state) or at that version already has nothing to switch."""
         out: list[tuple[bytes, int, ContractKeys]] = []
         for event in rotations:
             cid = event.contract_id
-            if cid not in self.contracts:
+            runtime = self.contracts.get(cid)
+            if runtime is None or number <= runtime.height or event.version <= runtime.key_version:
                 continue
             staged = self.staged.get(cid)
             if staged is None or staged[0] != event.version:
@@ -1023,7 +1052,7 @@ class WorkerRuntime:
         facts = self.view.verify(block.evidence)
         number = facts.block.number
         self.check_pending_checkpoint(number)
-        rotations = self.take_rotations(facts.rotations)
+        rotations = self.take_rotations(facts.rotations, number)
         commands = [
             c
             for c in facts.commands
@@ -1031,7 +1060,7 @@ class WorkerRuntime:
         ]
         # a refused block must leave the directory as it was (it is offered again)
         saved_directory, saved_verified = dict(self.directory), set(self.verified_keys)
-        saved_facts = dict(self.deployments), dict(self.key_versions)
+        saved_facts = dict(self.deployments), dict(self.key_versions), dict(self.published_at)
         self.update_directory(facts.directory, {e.contract_id for e in facts.rotations})
         self.note_deployments(facts)
         try:
@@ -1043,7 +1072,7 @@ class WorkerRuntime:
             )
         except BaseException:
             self.directory, self.verified_keys = saved_directory, saved_verified
-            self.deployments, self.key_versions = saved_facts
+            self.deployments, self.key_versions, self.published_at = saved_facts
             raise
         finally:
             self._absent = frozenset()
@@ -1154,6 +1183,8 @@ class WorkerRuntime:
             raise ProofInvalid("the key proof is not of the ContractRegistry")
         if len(block.key_proof_ids) > MAX_KEY_PROOF_IDS:
             raise ProofInvalid(f"at most {MAX_KEY_PROOF_IDS} contracts per key proof")
+        if any(len(cid) != 32 for cid in block.key_proof_ids):
+            raise ProofInvalid("a key proof names contracts by their 32-byte ids")
         values = verify_slots(state_root, block.key_proof)
         absent: set[bytes] = set()
         for cid in block.key_proof_ids:
