@@ -415,12 +415,16 @@ class WorkerHost(NodeHost):
 
     # -- following ------------------------------------------------------------------
     def on_block(self, block: ObservedBlock) -> None:
+        # a block retried after a later step failed (e.g. too few gatekeepers answered
+        # for an install) is in the enclave already: only the steps after it run again
+        fresh = block.number > self.last_delivered
         for event in block.events:
-            if event.name == "ContractKeyRotated":
+            if event.name == "ContractKeyRotated" and fresh:
                 self.stage_rotated_key(event)
             elif event.name == "Command" and self.pending_messages:
                 self.pending_messages.pop(keccak(bytes(event.args["ciphertext"])), None)
-        self.process_block(block)
+        if fresh:
+            self.process_block(block)
         if self.pending_messages:
             self.repost_overdue(block.number)
         # the enclave installs a contract only with the facts it read itself: after it
