@@ -216,6 +216,16 @@ class WitnessGate:
         """Take out the held items whose contract is covered up to their block."""
         released: list[HeldOutputs] = []
         kept: list[HeldOutputs] = []
+        cache: dict[bytes, int] = {}
+
+        def covered_of_cached(contract_id: bytes) -> int:
+            found = cache.get(contract_id)
+            if found is None:
+                found = cache[contract_id] = covered_of(contract_id)
+            return found
+
+        if not self.held:
+            return released
         for block in self.held:
             receipts: list[Receipt] = []
             messages: list[OutgoingMessage] = []
