@@ -404,6 +404,16 @@ def test_truncated_or_padded_bytes_fail(signed: tuple[SignedSweep, list[Utxo]]) 
         verify_sweep("00" * 10, utxos)  # type: ignore[arg-type]
 
 
+def test_a_cleared_segwit_flag_is_a_typed_refusal(signed: tuple[SignedSweep, list[Utxo]]) -> None:
+    """Found by the property test below: with the segwit flag byte cleared, the decoder
+    raised its own UnboundLocalError, which escaped untyped."""
+    sweep, utxos = signed
+    raw = bytearray(sweep.raw_tx)
+    raw[5] ^= 1
+    with pytest.raises(SweepInvalid):
+        verify_sweep(bytes(raw), utxos)
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

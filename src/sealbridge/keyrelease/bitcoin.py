@@ -490,6 +490,9 @@ def _decode_transaction(raw_tx: bytes) -> CTransaction:
         return CTransaction.deserialize(bytes(raw_tx))
     except (SerializationError, ValueError, struct.error) as exc:
         raise MalformedTransaction(f"raw transaction does not decode: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 -- the decoder's own bugs on junk (e.g.
+        # UnboundLocalError on some malformed inputs) must not escape untyped
+        raise MalformedTransaction(f"raw transaction does not decode: {exc!r}") from exc
 
 
 def _check_shape(tx: CTransaction, points: list[tuple[bytes, int]], utxos: Sequence[Utxo]) -> None:
