@@ -31,7 +31,7 @@ from sealbridge.chain.lightclient import (
     compute_header_hash,
     compute_receipts_root,
 )
-from sealbridge.chain.proofs import AccountProof, SlotProof, slot_key, slot_of
+from sealbridge.chain.proofs import AccountProof, SlotProof, slot_key
 from sealbridge.core.ids import keccak, sha256
 from sealbridge.crypto.signing import to_checksum_address
 from sealbridge.runtime.chainview import (
@@ -371,13 +371,7 @@ def registry_state(
 
     from sealbridge.keyservice import chainfacts as cf
 
-    def slots_of(cid: bytes) -> list[int]:
-        base = slot_of(cf.CONTRACT_REGISTRY_CONTRACTS, cid)
-        return [
-            base + cf.INFO_KEY_PUBLISHED,
-            base + cf.INFO_CONTRACT_KEY,
-            base + cf.INFO_MESSAGE_KEY,
-        ]
+    slots_of = cf.get_key_slots
 
     storage = HexaryTrie({})
     for cid, (published, command_key, message_key) in records.items():

@@ -180,6 +180,13 @@ def _word(value: int) -> bytes:
     return value.to_bytes(32, "big")
 
 
+def get_key_slots(contract_id: bytes) -> list[int]:
+    """The ContractRegistry slots of a contract's published keys: key published, command
+    key, message key (what a worker's key proof covers)."""
+    base = slot_of(CONTRACT_REGISTRY_CONTRACTS, contract_id)
+    return [base + INFO_KEY_PUBLISHED, base + INFO_CONTRACT_KEY, base + INFO_MESSAGE_KEY]
+
+
 def get_fact_slots(contract_id: bytes, requester: bytes) -> dict[str, list[int]]:
     """The storage slots a key request's facts are read from, per contract."""
     node = slot_of(NODE_REGISTRY_NODES, requester)

@@ -72,17 +72,12 @@ from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.chain.follower import ChainEvent, ObservedBlock, decode_event
 from sealbridge.chain.management import MAX_OUTPUT_BATCH, CheckpointRecord, OutputSubmission
-from sealbridge.chain.proofs import AccountProof, slot_of
+from sealbridge.chain.proofs import AccountProof
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import keccak, to_hex
 from sealbridge.crypto.dkg import GroupPublicKeys
-from sealbridge.keyservice.chainfacts import (
-    CONTRACT_REGISTRY_CONTRACTS,
-    INFO_CONTRACT_KEY,
-    INFO_KEY_PUBLISHED,
-    INFO_MESSAGE_KEY,
-)
+from sealbridge.keyservice.chainfacts import get_key_slots
 from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.net.http import NodeClient, TransportError
@@ -547,10 +542,7 @@ class WorkerHost(NodeHost):
     def get_key_proof(self, sources: list[bytes], number: int) -> AccountProof:
         """A state proof, at block ``number``, of the ContractRegistry records of
         ``sources`` (key published, command key, message key)."""
-        slots: list[int] = []
-        for cid in sources:
-            base = slot_of(CONTRACT_REGISTRY_CONTRACTS, cid)
-            slots += [base + INFO_KEY_PUBLISHED, base + INFO_CONTRACT_KEY, base + INFO_MESSAGE_KEY]
+        slots = [slot for cid in sources for slot in get_key_slots(cid)]
         return self.chain.get_proof(self.addresses.contract_registry, slots, number)
 
     def keep_receipts(self, receipts: list[Receipt]) -> None:

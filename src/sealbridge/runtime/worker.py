@@ -63,7 +63,7 @@ from enum import Enum
 from typing import Any, cast
 
 from sealbridge.chain.abi import compute_execution_digest
-from sealbridge.chain.proofs import ProofInvalid, slot_of, verify_slots
+from sealbridge.chain.proofs import ProofInvalid, verify_slots
 from sealbridge.contracts.errors import CodeRejected
 from sealbridge.contracts.executor import (
     ContractProgram,
@@ -90,12 +90,7 @@ from sealbridge.crypto.keyschedule import (
 )
 from sealbridge.crypto.shamir import ThresholdError
 from sealbridge.crypto.signing import ed25519_sign, ed25519_verify, to_checksum_address
-from sealbridge.keyservice.chainfacts import (
-    CONTRACT_REGISTRY_CONTRACTS,
-    INFO_CONTRACT_KEY,
-    INFO_KEY_PUBLISHED,
-    INFO_MESSAGE_KEY,
-)
+from sealbridge.keyservice.chainfacts import get_key_slots
 from sealbridge.keyservice.threshold import combine_released_key
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease, compute_install_binding
 from sealbridge.runtime.chainview import (
@@ -1188,8 +1183,7 @@ class WorkerRuntime:
         values = verify_slots(state_root, block.key_proof)
         absent: set[bytes] = set()
         for cid in block.key_proof_ids:
-            base = slot_of(CONTRACT_REGISTRY_CONTRACTS, cid)
-            slots = [base + INFO_KEY_PUBLISHED, base + INFO_CONTRACT_KEY, base + INFO_MESSAGE_KEY]
+            slots = get_key_slots(cid)
             if any(s not in values for s in slots):
                 raise ProofInvalid(f"the key proof leaves out contract 0x{cid.hex()[:12]}…")
             published, command_key, message_key = (values[s] for s in slots)
