@@ -32,15 +32,31 @@ from sealbridge.keyservice.chainfacts import (
 )
 from sealbridge.keyservice.messages import ChainFacts
 from sealbridge.keyservice.threshold_messages import compute_install_binding
+from sealbridge.tee.enclave import NodeKeys
 from tests.unit.test_runtime_interop import PONGER
 
 pytestmark = pytest.mark.e2e
 replace = msgspec.structs.replace
 
 
-def read_facts(*args: Any, **kw: Any) -> Any:
-    """``read_chain_facts`` by the enclave clock of now (the devnet's blocks are recent)."""
-    return read_chain_facts(*args, now=int(time.time()), **kw)
+def read_facts(*args: Any, keys: NodeKeys | None = None, **kw: Any) -> Any:
+    """``read_chain_facts`` by the enclave clock of now (the devnet's blocks are recent),
+    for a request whose quote binds ``keys`` (default: keys no registry names)."""
+    if keys is None:
+        keys = NodeKeys(identity_key=args[4], encryption_key=bytes(32), eth_address=bytes(20))
+    return read_chain_facts(*args, requester_keys=keys, now=int(time.time()), **kw)
+
+
+def registered_keys(client: Client, requester: bytes) -> NodeKeys:
+    """The node keys the NodeRegistry names for ``requester`` (none: made-up ones)."""
+    record = client.mgmt.node_registry.get_node(requester)
+    if record is None:
+        return NodeKeys(identity_key=requester, encryption_key=bytes(32), eth_address=bytes(20))
+    return NodeKeys(
+        identity_key=requester,
+        encryption_key=record.encryption_key,
+        eth_address=from_hex(record.enclave_address, size=20),
+    )
 
 
 @dataclass
@@ -109,6 +125,7 @@ def view_facts(client: Client, contract_id: bytes, requester: bytes) -> ChainFac
         ),
         key_version=record.key_version if record is not None else 0,
         rotation_pending=record is not None and record.rotation_pending,
+        requester_keys_retired=False,
         previous_version_open=previous_open,
         install_binding=(
             compute_install_binding(record.code_hash, record.deployer_commitment, record.workers)
@@ -137,14 +154,26 @@ def test_facts_from_proofs_equal_the_view_functions(client: Client, tmp_path: Pa
     number = client.chain.get_block_number()
     track = track_at(r, number)
     for contract_id, requester in cases:
-        got = read_facts(
-            r.binding, track, proof_at(r, contract_id, requester, number), contract_id, requester
-        )
+        proof = proof_at(r, contract_id, requester, number)
+        keys = registered_keys(client, requester)
+        got = read_facts(r.binding, track, proof, contract_id, requester, keys=keys)
         assert got.facts == view_facts(client, contract_id, requester)
         assert got.committee_era == r.committee.get_current_era()
-    facts = read_facts(r.binding, track, proof_at(r, cid, worker, number), cid, worker).facts
+    proof = proof_at(r, cid, worker, number)
+    keys = registered_keys(client, worker)
+    facts = read_facts(r.binding, track, proof, cid, worker, keys=keys).facts
     assert facts.worker_active and facts.worker_assigned and facts.key_published
     assert facts.key_version >= 1  # the rotation happened
+    assert not facts.requester_keys_retired
+    # a request whose quote binds other keys of the same node (a renewal retired them,
+    # and its host restored the old sealed identity): the proofs say so
+    for retired in (
+        replace(keys, encryption_key=os.urandom(32)),
+        replace(keys, eth_address=os.urandom(20)),
+    ):
+        other = read_facts(r.binding, track, proof, cid, worker, keys=retired).facts
+        assert other.requester_keys_retired
+        assert other == replace(facts, requester_keys_retired=True)
 
 
 def test_forged_or_misplaced_proofs_are_refused(client: Client) -> None:
@@ -184,4 +213,13 @@ def test_forged_or_misplaced_proofs_are_refused(client: Client) -> None:
     # facts read at a header older than the enclave's bound are refused
     stamp = track.get(number).timestamp
     with pytest.raises(ProofInvalid, match="old by this enclave's clock"):
-        read_chain_facts(r.binding, track, good, cid, worker, now=stamp + 3601, max_age=3600)
+        read_chain_facts(
+            r.binding,
+            track,
+            good,
+            cid,
+            worker,
+            requester_keys=registered_keys(client, worker),
+            now=stamp + 3601,
+            max_age=3600,
+        )

@@ -630,21 +630,43 @@ def test_withdraw_slashed_is_for_the_admin(life: Life) -> None:
 
 
 def _renew(life: Life, node: Enclave, expiry: int, **kw: Any) -> TxReceipt:
+    """Renew ``node`` over fresh keys (or the ``renewed`` stand-in given); on success,
+    ``node`` takes the new keys (what the enclave's key switch does)."""
     attestor: Enclave = kw.pop("attestor", life.gatekeeper)
     sender: bytes = kw.pop("sender", life.host)
     quote = kw.pop("quote", b"quote:" + os.urandom(64))
     role = kw.pop("role", Role.WORKER)
+    renewed: Enclave = kw.pop("renewed", None) or Enclave(node_id=node.node_id, quote=quote)
     approval = kw.pop("approval", None)
     if approval is None:
-        renewed = Enclave(
-            node_id=node.node_id,
-            encryption_key=node.encryption_key,
-            enclave_key=node.enclave_key,
-            quote=quote,
-        )
         approval = life.approval(attestor, renewed, role, expiry)
-    return life.reg.renew(
-        node.node_id, expiry, MEASUREMENT, attestor.node_id, approval, quote, sender, **kw
+    receipt = life.reg.renew(
+        node.node_id,
+        renewed.encryption_key,
+        renewed.address,
+        expiry,
+        MEASUREMENT,
+        attestor.node_id,
+        approval,
+        renewed.quote,
+        sender,
+        **kw,
+    )
+    node.encryption_key, node.enclave_key, node.quote = (
+        renewed.encryption_key,
+        renewed.enclave_key,
+        renewed.quote,
+    )
+    return receipt
+
+
+def _same_keys(node: Enclave, *, encryption: bool = False, address: bool = False) -> Enclave:
+    """A renewal stand-in that keeps the node's keys: both, or only the flagged one."""
+    fresh = Enclave(node_id=node.node_id)
+    return Enclave(
+        node_id=node.node_id,
+        encryption_key=fresh.encryption_key if address else node.encryption_key,
+        enclave_key=fresh.enclave_key if encryption else node.enclave_key,
     )
 
 
@@ -654,13 +676,21 @@ def test_renewal_before_and_after_expiry(life: Life) -> None:
     joined = reg.get_tenure(node.node_id).joined_era
     later = life.expiry(3600)
     quote = b"quote:" + os.urandom(64)
+    retired = Enclave(
+        node_id=node.node_id, encryption_key=node.encryption_key, enclave_key=node.enclave_key
+    )
     receipt = _renew(life, node, later, quote=quote)
     (event,) = life.events(receipt, "NodeRenewed")
     assert event["expiry"] == later and event["quote"] == quote
     assert event["quote_hash"] == keccak(quote)
+    assert event["encryption_key"] == node.encryption_key != retired.encryption_key
+    assert event["enclave_address"] == node.address != retired.address
     record = reg.get_node(node.node_id)
     assert record is not None and record.expiry == later and record.quote_hash == keccak(quote)
+    assert (record.encryption_key, record.enclave_address) == (node.encryption_key, node.address)
     assert reg.get_tenure(node.node_id).joined_era == joined
+    # the retired keys count no more: the registry names the new enclave address
+    assert reg.get_enclave_address(node.node_id) == node.address
     # refusals
     stranger = Enclave()
     cases: list[tuple[str, dict[str, Any]]] = [
@@ -671,12 +701,18 @@ def test_renewal_before_and_after_expiry(life: Life) -> None:
         ("attestor is not an active gatekeeper", {"attestor": stranger}),
         ("invalid approval signature", {"approval": b"\x00" * 65}),
         ("quote hash mismatch", {"quote_hash": b"\x09" * 32}),
+        # PODG's rule: a renewal names fresh keys, both of them
+        ("renewal needs fresh node keys", {"renewed": _same_keys(node)}),
+        ("renewal needs fresh node keys", {"renewed": _same_keys(node, encryption=True)}),
+        ("renewal needs fresh node keys", {"renewed": _same_keys(node, address=True)}),
     ]
     for expected, kw in cases:
         expiry = kw.pop("expiry", later + 10)
+        before = reg.get_node(node.node_id)
         with pytest.raises(TransactionReverted) as info:
             _renew(life, node, expiry, **kw)
         assert reason(info) == expected, expected
+        assert reg.get_node(node.node_id) == before
     # expired but within the grace period: renewal brings it back
     life.adapter.increase_time(3600 + 10)
     assert not reg.is_active(node.node_id, Role.WORKER)

@@ -282,6 +282,8 @@ def test_a_publisher_gets_partials_only_before_the_key_is_published(
         "bad_sig",
         "other_worker",
         "bad_measurement",
+        "retired_keys",
+        "retired_keys_of_the_publisher",
     ],
 )
 def test_key_requests_are_refused(gatekeeper: Gatekeeper, case: str) -> None:
@@ -301,6 +303,10 @@ def test_key_requests_are_refused(gatekeeper: Gatekeeper, case: str) -> None:
         facts = ChainFacts(
             install_binding=BINDING, worker_active=True, worker_assigned=True, key_published=False
         )
+    elif case == "retired_keys":
+        facts = msgspec.structs.replace(FACTS, requester_keys_retired=True)
+    elif case == "retired_keys_of_the_publisher":
+        facts = msgspec.structs.replace(PUBLISHER_FACTS, requester_keys_retired=True)
     elif case == "stale":
         request = key_request(node, issued_at=NOW - 3600)
     elif case == "bad_sig":

@@ -391,6 +391,8 @@ class NodeRegistry(_BoundContract):
     def renew(
         self,
         node_id: bytes,
+        encryption_key: bytes,
+        enclave_address: str,
         expiry: int,
         measurement: bytes,
         attestor_id: bytes,
@@ -400,11 +402,14 @@ class NodeRegistry(_BoundContract):
         *,
         quote_hash: bytes | None = None,
     ) -> TxReceipt:
-        """Extend a TEE node's registration (owner only): a fresh quote and expiry, with an
-        active gatekeeper's approval over the registration digest of the same keys."""
+        """Extend a TEE node's registration (owner only) over fresh node keys: the new
+        encryption key and enclave address, a fresh quote binding them and a later
+        expiry, with an active gatekeeper's approval over their registration digest."""
         quote = _check_len(quote, MAX_QUOTE, "quote")
         args = [
             node_id,
+            encryption_key,
+            checksum(enclave_address),
             expiry,
             quote_hash if quote_hash is not None else keccak(quote),
             measurement,

@@ -60,6 +60,7 @@ from sealbridge.chain.proofs import AccountProof, ProofInvalid, slot_of, verify_
 from sealbridge.core.encoding import Message
 from sealbridge.keyservice.messages import ChainFacts
 from sealbridge.keyservice.threshold_messages import compute_install_binding
+from sealbridge.tee.enclave import NodeKeys
 
 RECENT_HEADERS = 256  # headers whose state roots proofs may be read against
 DEFAULT_MAX_FACTS_AGE = 3600  # seconds a header may be behind the enclave clock
@@ -71,6 +72,7 @@ ROLE_WORKER = 2
 # storage layout (slots) of the management contracts; see tests/unit/test_chain_facts.py
 NODE_REGISTRY_NODES = 3  # nodes: HashMap[bytes32, Node]
 NODE_ROLE, NODE_EXPIRY, NODE_ACTIVE = 1, 8, 9  # Node member offsets
+NODE_ENCRYPTION_KEY, NODE_ENCLAVE_ADDRESS = 3, 4
 CONTRACT_REGISTRY_CONTRACTS = 2  # contracts: HashMap[bytes32, ContractInfo]
 CONTRACT_REGISTRY_ASSIGNED = 3  # assigned: HashMap[bytes32, HashMap[bytes32, bool]]
 INFO_CODE_HASH = 0  # ContractInfo member offsets (workers is a DynArray of 16: 17 slots,
@@ -192,7 +194,13 @@ def get_fact_slots(contract_id: bytes, requester: bytes) -> dict[str, list[int]]
     node = slot_of(NODE_REGISTRY_NODES, requester)
     info = slot_of(CONTRACT_REGISTRY_CONTRACTS, contract_id)
     return {
-        "node_registry": [node + NODE_ROLE, node + NODE_EXPIRY, node + NODE_ACTIVE],
+        "node_registry": [
+            node + NODE_ROLE,
+            node + NODE_EXPIRY,
+            node + NODE_ACTIVE,
+            node + NODE_ENCRYPTION_KEY,
+            node + NODE_ENCLAVE_ADDRESS,
+        ],
         "contract_registry": [
             info + INFO_GATEKEEPER_ID,
             info + INFO_KEY_PUBLISHED,
@@ -229,11 +237,14 @@ def read_chain_facts(
     contract_id: bytes,
     requester: bytes,
     *,
+    requester_keys: NodeKeys,
     now: int,
     max_age: int = DEFAULT_MAX_FACTS_AGE,
 ) -> VerifiedFacts:
     """The facts of a key request, read from ``proof`` at a header the enclave verified,
-    no older than ``max_age`` seconds by the enclave's clock ``now``."""
+    no older than ``max_age`` seconds by the enclave's clock ``now``. ``requester_keys``:
+    the node keys the request's quote binds (compared with the ones the registry names:
+    keys a renewal retired get nothing)."""
     if len(contract_id) != 32 or len(requester) != 32:
         raise ProofInvalid("a key request names 32-byte contract and requester ids")
     header = headers.get(proof.number)
@@ -244,8 +255,11 @@ def read_chain_facts(
         )
     root = header.state_root
     slots = get_fact_slots(contract_id, requester)
-    role, expiry, active = _read(
+    role, expiry, active, encryption_key, enclave_address = _read(
         root, proof.node_registry, binding.node_registry, slots["node_registry"], "NodeRegistry"
+    )
+    keys_registered = _word(encryption_key) == requester_keys.encryption_key and (
+        enclave_address == int.from_bytes(requester_keys.eth_address, "big")
     )
     info = _read(
         root,
@@ -284,5 +298,6 @@ def read_chain_facts(
         rotation_pending=pending != 0,
         previous_version_open=version > 0 and checkpoint_height < rotated_at,
         install_binding=install_binding,
+        requester_keys_retired=active != 0 and not keys_registered,
     )
     return VerifiedFacts(facts=facts, committee_era=era, number=proof.number)

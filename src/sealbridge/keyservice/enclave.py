@@ -185,6 +185,7 @@ class GatekeeperProgram:
             request.proof,
             body.contract_id,
             body.worker_id,
+            requester_keys=request.request.node,
             now=int(self.clock()),
             max_age=self.record.max_facts_age,
         )

@@ -174,6 +174,11 @@ class Gatekeeper:
                 f"the chain's committee is in era {committee_era}; this enclave's share is "
                 f"of era {self.committee.current_era}"
             )
+        if facts.requester_keys_retired:
+            raise KeyRequestRefused(
+                "the request's node keys are not the ones the NodeRegistry names for this "
+                "node (retired by a renewal over fresh keys)"
+            )
         version = body.version
         if version < 0:
             raise KeyRequestRefused(f"key version {version} is negative")

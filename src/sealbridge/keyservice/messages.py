@@ -88,6 +88,9 @@ class ChainFacts(Message, frozen=True):
     # the contract's install facts as the chain records them (compute_install_binding):
     # a worker's release is bound to them (empty: the contract is not registered)
     install_binding: bytes = b""
+    # the registry names other node keys for the requester than its request's quote binds
+    # (keys retired by a renewal over fresh keys, restored from an old sealed identity)
+    requester_keys_retired: bool = False
 
 
 def make_key_request(

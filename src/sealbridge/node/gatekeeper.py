@@ -185,6 +185,11 @@ class GatekeeperHost(NodeHost):
         self.phase = HostPhase.REGISTERING
         self.register()
 
+    def may_renew_now(self) -> bool:
+        """Not while an era's key generation runs: the other members address their
+        dealings to this node's current keys."""
+        return all(track.finished for track in self.eras.values())
+
     def get_approval(self, request: RegistrationRequest) -> RegistrationApproval:
         """The genesis gatekeeper (no attestor configured) approves its own renewals."""
         if self.config.gatekeeper_url:
@@ -364,17 +369,21 @@ class GatekeeperHost(NodeHost):
         node = self.mgmt.node_registry.get_node(node_id)
         if node is None:
             raise CommitteeUnavailable(f"node 0x{node_id.hex()[:12]}… is not registered")
-        quote = b""
+        # the quote of the node's current keys: its registration's, or its last renewal's
         registry = self.mgmt.node_registry
-        topic = registry.codec.event_by_name("NodeRegistered").topic
-        for entry in self.chain.get_logs(
-            self.addresses.deployed_at_block,
-            self.chain.get_block_number(),
-            [self.addresses.node_registry],
-            [topic, node_id],
-        ):
-            event = registry.codec.events[entry.topics[0]]
-            quote = bytes(event.decode(entry.topics, entry.data)["quote"])
+        entries = []
+        for name in ("NodeRegistered", "NodeRenewed"):
+            entries += self.chain.get_logs(
+                self.addresses.deployed_at_block,
+                self.chain.get_block_number(),
+                [self.addresses.node_registry],
+                [registry.codec.event_by_name(name).topic, node_id],
+            )
+        quote = b""
+        if entries:
+            last = max(entries, key=lambda e: (e.block_number, e.tx_index, e.log_index))
+            event = registry.codec.events[last.topics[0]]
+            quote = bytes(event.decode(last.topics, last.data)["quote"])
         return MemberCard(
             node=NodeKeys(
                 identity_key=node.identity_key,

@@ -44,7 +44,7 @@ from sealbridge.keyservice.ecalls import SignHeartbeat, call_sign_heartbeat
 from sealbridge.keyservice.messages import RegistrationApproval, RegistrationRequest
 from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.config import GATEKEEPER, STORAGE, WORKER, NodeConfig
-from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.tee.backend import EnclaveHandle, StagedKeys
 
 log = logging.getLogger("sealbridge.node")
 RETRY_DELAY = 1.0
@@ -141,12 +141,16 @@ class NodeHost:
         with NodeClient(self.config.gatekeeper_url) as gk:
             return decode(gk.post("/v1/attest", encode(request)), RegistrationApproval)
 
-    def request_approval(self, expiry: int) -> tuple[bytes, RegistrationApproval]:
-        """A fresh quote of the enclave's keys and a gatekeeper's approval of it."""
-        quote = self.enclave.get_quote()
+    def request_approval(
+        self, expiry: int, *, staged: StagedKeys | None = None
+    ) -> tuple[bytes, RegistrationApproval]:
+        """A fresh quote of the enclave's keys (or of the keys ``staged`` for a renewal)
+        and a gatekeeper's approval of it."""
+        keys = self.enclave.node_keys if staged is None else staged.node_keys
+        quote = self.enclave.get_quote() if staged is None else staged.quote
         request = RegistrationRequest(
             role=int(ROLES[self.config.role]),
-            node=self.enclave.node_keys,
+            node=keys,
             quote=quote,
             expiry=expiry,
             chain_id=self.chain.chain_id,
@@ -162,12 +166,15 @@ class NodeHost:
         return quote, self.get_approval(request)
 
     def register(self) -> None:
-        """Register by attestation unless already active (then learn the expiry)."""
+        """Register by attestation unless already active (then learn the expiry, and
+        finish a key switch a crash interrupted)."""
         registry = self.mgmt.node_registry
         role = ROLES[self.config.role]
         if registry.is_active(self.node_id, role):
             record = registry.get_node(self.node_id)
             self.registration_expiry = record.expiry if record is not None else 0
+            if record is not None:
+                self.adopt_registered_keys(record.encryption_key, record.enclave_address)
             log.info("already registered as %s", to_hex(self.node_id))
             return
         quote, approval = self.request_approval(int(time.time()) + self.config.registration_ttl)
@@ -188,39 +195,76 @@ class NodeHost:
         self.registration_expiry = approval.expiry
         log.info("registered %s %s", self.config.role, to_hex(self.node_id))
 
+    def adopt_registered_keys(self, encryption_key: bytes, enclave_address: str) -> None:
+        """If the registry names the keys the enclave staged for a renewal (the renewal
+        was mined but the host stopped before the switch), switch to them now."""
+        keys = self.enclave.node_keys
+        if keys.encryption_key == encryption_key and to_hex(keys.eth_address) == (
+            enclave_address.lower()
+        ):
+            return
+        staged = self.enclave.stage_fresh_keys().node_keys
+        if staged.encryption_key == encryption_key and to_hex(staged.eth_address) == (
+            enclave_address.lower()
+        ):
+            self.enclave.switch_keys(staged)
+            log.info("switched to the node keys of the last renewal")
+        else:
+            log.warning("the registry names other node keys than this enclave holds")
+
     def is_renewal_due(self, now: int) -> bool:
         """Renew once less than a quarter of ``registration_ttl`` is left."""
         left = self.registration_expiry - now
         return self.registration_expiry > 0 and left * 4 < self.config.registration_ttl
 
+    def may_renew_now(self) -> bool:
+        """Whether a key switch is safe now (a gatekeeper defers it while an era's key
+        generation runs: its committee peers know it by its current keys)."""
+        return True
+
     def maintain_registration(self) -> None:
-        """Renew the registration before it expires (a fresh quote, a gatekeeper's
-        approval, same keys); past the registry's grace period, register again."""
+        """Renew the registration before it expires; past the registry's grace period,
+        register again."""
         if self.registration_expiry == 0:  # registered by someone else (genesis): learn when
             record = self.mgmt.node_registry.get_node(self.node_id)
             if record is None or not record.active:
                 return
             self.registration_expiry = record.expiry
-        if not self.is_renewal_due(int(time.time())):
+        if not self.is_renewal_due(int(time.time())) or not self.may_renew_now():
             return
-        quote, approval = self.request_approval(int(time.time()) + self.config.registration_ttl)
         try:
-            self.mgmt.node_registry.renew(
-                self.node_id,
-                approval.expiry,
-                approval.measurement,
-                approval.attestor_id,
-                approval.signature,
-                quote,
-                self.eth_key,
-            )
+            self.renew_registration()
         except TransactionReverted as exc:
             if exc.reason != "registration lapsed":
                 raise
             self.register()
-            return
+
+    def renew_registration(self) -> None:
+        """Renew over fresh node keys (PODG's rule): the enclave stages new keys and a
+        quote over them, a gatekeeper approves them, the renewal transaction names them,
+        and once it is mined the enclave switches to them (retiring the old secrets)."""
+        staged = self.enclave.stage_fresh_keys()
+        # the registry wants a later expiry than the current one, even within a second
+        expiry = max(int(time.time()) + self.config.registration_ttl, self.registration_expiry + 1)
+        quote, approval = self.request_approval(expiry, staged=staged)
+        self.mgmt.node_registry.renew(
+            self.node_id,
+            staged.node_keys.encryption_key,
+            to_hex(staged.node_keys.eth_address),
+            approval.expiry,
+            approval.measurement,
+            approval.attestor_id,
+            approval.signature,
+            quote,
+            self.eth_key,
+        )
+        self.enclave.switch_keys(staged.node_keys)
         self.registration_expiry = approval.expiry
-        log.info("renewed the registration of %s %s", self.config.role, to_hex(self.node_id))
+        log.info(
+            "renewed the registration of %s %s over fresh node keys",
+            self.config.role,
+            to_hex(self.node_id),
+        )
 
     def on_tick(self) -> None:
         """Lifecycle upkeep, at most once every ``TICK_INTERVAL`` seconds (see the module

@@ -13,7 +13,10 @@ frame the enclave sends, before any request, is a reply whose payload is an
 :class:`EnclaveHello` (or an error if the enclave failed to start).
 
 Built-in ECALLs use the reserved ``sb.`` prefix: ``sb.get_quote`` returns a quote over
-``compute_report_data(node_keys)`` (the host cannot choose report data).
+``compute_report_data(node_keys)`` (the host cannot choose report data);
+``sb.stage_keys`` stages fresh node keys for a registration renewal and returns them
+with a quote binding them (:class:`StagedKeys`); ``sb.switch_keys`` makes the staged keys
+current once the renewal is on chain (see ``tee/enclave.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,15 @@ from sealbridge.tee.enclave import NodeKeys
 FRAME_HEADER = 4
 MAX_FRAME = 64 * 1024 * 1024
 ECALL_GET_QUOTE = "sb.get_quote"
+ECALL_STAGE_KEYS = "sb.stage_keys"
+ECALL_SWITCH_KEYS = "sb.switch_keys"
+
+
+class StagedKeys(Message, frozen=True):
+    """Fresh node keys staged for a renewal, and a quote binding them."""
+
+    node_keys: NodeKeys
+    quote: bytes
 
 
 class EcallRequest(Message, frozen=True):
@@ -103,6 +115,10 @@ class EnclaveHandle(Protocol):
     def ecall(self, name: str, payload: bytes) -> bytes: ...
 
     def get_quote(self) -> bytes: ...
+
+    def stage_fresh_keys(self) -> StagedKeys: ...
+
+    def switch_keys(self, keys: NodeKeys) -> NodeKeys: ...
 
     def close(self) -> None: ...
 

@@ -16,12 +16,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sealbridge.core.encoding import decode_canonical, encode
 from sealbridge.core.errors import ConfigError, SealbridgeError
-from sealbridge.tee.backend import ECALL_GET_QUOTE, EcallReply, EcallRequest, EnclaveHello
+from sealbridge.tee.backend import (
+    ECALL_GET_QUOTE,
+    ECALL_STAGE_KEYS,
+    ECALL_SWITCH_KEYS,
+    EcallReply,
+    EcallRequest,
+    EnclaveHello,
+    StagedKeys,
+)
 from sealbridge.tee.dcap import parse_dcap_quote
 from sealbridge.tee.enclave import (
     Ecall,
     EnclaveContext,
+    NodeKeys,
     get_program_ecalls,
     load_program_class,
 )
@@ -45,10 +55,22 @@ class EnclaveDispatcher:
 
     def __init__(self, ctx: EnclaveContext, ecalls: dict[str, Ecall]) -> None:
         self.ctx = ctx
-        self._ecalls: dict[str, Ecall] = {ECALL_GET_QUOTE: self._on_get_quote, **ecalls}
+        self._ecalls: dict[str, Ecall] = {
+            ECALL_GET_QUOTE: self._on_get_quote,
+            ECALL_STAGE_KEYS: self._on_stage_keys,
+            ECALL_SWITCH_KEYS: self._on_switch_keys,
+            **ecalls,
+        }
 
     def _on_get_quote(self, payload: bytes) -> bytes:
         return self.ctx.get_identity_quote()
+
+    def _on_stage_keys(self, payload: bytes) -> bytes:
+        keys = self.ctx.stage_fresh_keys()
+        return encode(StagedKeys(node_keys=keys, quote=self.ctx.get_staged_quote()))
+
+    def _on_switch_keys(self, payload: bytes) -> bytes:
+        return encode(self.ctx.switch_to_staged_keys(decode_canonical(payload, NodeKeys)))
 
     def get_hello(self) -> EnclaveHello:
         return EnclaveHello(

@@ -26,6 +26,18 @@ Identity persistence: given a sealed-identity file, the context unseals the iden
 it (a restarted enclave keeps its keys) or, when the file does not exist yet, generates a
 fresh identity and seals it there. A file that does not unseal (other platform, other
 code) is an error, never a silent key change.
+
+Key renewal (PODG's rule: a registration is renewed over *fresh* node keys, so keys that
+may have leaked stop counting when the old registration does): ``stage_fresh_keys``
+draws a new encryption key and a new secp256k1 key -- the Ed25519 identity key stays, it
+is the node's name on chain -- and seals them beside the identity (``<file>.next``), so a
+crash between staging and the renewal transaction loses nothing; staging again returns
+the same staged keys. ``switch_to_staged_keys`` makes them current and erases the old
+secrets (the sealed identity is replaced). The host says when to switch; a host that
+switches too early or never only stops its own node (the chain and the gatekeepers
+accept the registered keys alone), it cannot make the enclave use retired keys again
+except by restoring an old sealed identity, and the gatekeepers refuse those keys
+(their facts proofs name the registered ones).
 """
 
 from __future__ import annotations
@@ -62,6 +74,7 @@ BUILTIN_PREFIX = "sb."
 _REPORT_DATA_TAG = b"sealbridge/tee/report-data/v1\x00"
 _SEAL_INFO = "sealbridge/tee/sim/sealing-key/v1"
 _IDENTITY_LABEL = "sealbridge/tee/identity/v1"
+_NEXT_KEYS_LABEL = "sealbridge/tee/identity-next/v1"
 
 
 class NodeKeys(Message, frozen=True):
@@ -91,6 +104,17 @@ def _fresh_identity() -> _IdentitySecrets:
     eth_private, _ = secp256k1_keypair()
     return _IdentitySecrets(
         identity_seed=identity_seed, encryption_seed=encryption_seed, eth_private=eth_private
+    )
+
+
+def _with_fresh_keys(secrets: _IdentitySecrets) -> _IdentitySecrets:
+    """The same identity key with a fresh encryption key and a fresh secp256k1 key."""
+    encryption_seed, _ = x25519_keypair()
+    eth_private, _ = secp256k1_keypair()
+    return _IdentitySecrets(
+        identity_seed=secrets.identity_seed,
+        encryption_seed=encryption_seed,
+        eth_private=eth_private,
     )
 
 
@@ -125,26 +149,47 @@ class EnclaveContext:
         # sealing key from its sealing material; either way derived when first needed
         self._quoter = quoter
         self._sealing: bytes | None = None
-        self._secrets = self._load_identity(sealed_identity_file)
+        self._identity_file = None if sealed_identity_file is None else Path(sealed_identity_file)
+        self._secrets = self._load_identity(self._identity_file)
         self._node_keys = _public_keys(self._secrets)
+        self._staged = self._load_staged(self._identity_file)
+
+    def _read_sealed(self, path: Path, label: str) -> _IdentitySecrets:
+        blob = path.read_bytes()
+        try:
+            return decode_canonical(self.unseal(blob, label), _IdentitySecrets)
+        except (EncodingError, ValueError) as exc:  # msgspec: UnicodeDecodeError
+            raise SealingError(f"sealed identity {path} is malformed") from exc
+
+    def _write_sealed(self, path: Path, secrets: _IdentitySecrets, label: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(self.seal(encode(secrets), label))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
 
     def _load_identity(self, path: Path | None) -> _IdentitySecrets:
         if path is None:
             return _fresh_identity()
-        path = Path(path)
         if path.exists():
-            blob = path.read_bytes()
-            try:
-                return decode_canonical(self.unseal(blob, _IDENTITY_LABEL), _IdentitySecrets)
-            except (EncodingError, ValueError) as exc:  # msgspec: UnicodeDecodeError
-                raise SealingError(f"sealed identity {path} is malformed") from exc
+            return self._read_sealed(path, _IDENTITY_LABEL)
         secrets = _fresh_identity()
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(self.seal(encode(secrets), _IDENTITY_LABEL))
-        os.replace(tmp, path)
+        self._write_sealed(path, secrets, _IDENTITY_LABEL)
         return secrets
+
+    @staticmethod
+    def _next_file(path: Path) -> Path:
+        return path.with_name(path.name + ".next")
+
+    def _load_staged(self, path: Path | None) -> _IdentitySecrets | None:
+        if path is None or not self._next_file(path).exists():
+            return None
+        staged = self._read_sealed(self._next_file(path), _NEXT_KEYS_LABEL)
+        if staged.identity_seed != self._secrets.identity_seed:
+            raise SealingError(f"{self._next_file(path)} holds keys of another identity")
+        return staged
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -218,6 +263,42 @@ class EnclaveContext:
             raise SealingError(
                 f"sealed blob does not open for label {label!r} under this enclave's sealing key"
             ) from exc
+
+    # --- key renewal (see the module docstring) ---------------------------------------------
+
+    @property
+    def staged_keys(self) -> NodeKeys | None:
+        """The public parts of the keys staged for a renewal, if any."""
+        return None if self._staged is None else _public_keys(self._staged)
+
+    def stage_fresh_keys(self) -> NodeKeys:
+        """Stage fresh keys for a renewal (the same ones until they are switched to)."""
+        if self._staged is None:
+            staged = _with_fresh_keys(self._secrets)
+            if self._identity_file is not None:
+                self._write_sealed(self._next_file(self._identity_file), staged, _NEXT_KEYS_LABEL)
+            self._staged = staged
+        return _public_keys(self._staged)
+
+    def get_staged_quote(self) -> bytes:
+        """A quote binding the staged keys (what a renewal's approval checks)."""
+        if self._staged is None:
+            raise ConfigError("no fresh keys are staged for a renewal")
+        return self.get_quote(compute_report_data(_public_keys(self._staged)))
+
+    def switch_to_staged_keys(self, expected: NodeKeys) -> NodeKeys:
+        """Make the staged keys current and forget the old secrets. ``expected``: the
+        staged keys the caller registered (a mismatch changes nothing)."""
+        if self._staged is None:
+            raise ConfigError("no fresh keys are staged for a renewal")
+        if _public_keys(self._staged) != expected:
+            raise ConfigError("the keys to switch to are not the staged ones")
+        if self._identity_file is not None:
+            self._write_sealed(self._identity_file, self._staged, _IDENTITY_LABEL)
+            self._next_file(self._identity_file).unlink(missing_ok=True)
+        self._secrets, self._staged = self._staged, None
+        self._node_keys = _public_keys(self._secrets)
+        return self._node_keys
 
     # --- identity key operations -----------------------------------------------------------
 

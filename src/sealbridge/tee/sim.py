@@ -31,15 +31,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import msgspec
+
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import EncodingError
 from sealbridge.tee.backend import (
     ECALL_GET_QUOTE,
+    ECALL_STAGE_KEYS,
+    ECALL_SWITCH_KEYS,
     FRAME_HEADER,
     MAX_FRAME,
     EcallReply,
     EcallRequest,
     EnclaveHello,
+    StagedKeys,
     compute_frame,
 )
 from sealbridge.tee.dispatch import EnclaveDispatcher, start_enclave
@@ -93,6 +98,16 @@ class _HandleBase:
     def get_quote(self) -> bytes:
         """A quote over ``compute_report_data(node_keys)``."""
         return self.ecall(ECALL_GET_QUOTE, b"")
+
+    def stage_fresh_keys(self) -> StagedKeys:
+        """Fresh node keys for a renewal, staged in the enclave, with a quote over them."""
+        return decode(self.ecall(ECALL_STAGE_KEYS, b""), StagedKeys)
+
+    def switch_keys(self, keys: NodeKeys) -> NodeKeys:
+        """Make the staged ``keys`` current (after the renewal naming them is on chain)."""
+        current = decode(self.ecall(ECALL_SWITCH_KEYS, encode(keys)), NodeKeys)
+        self._hello = msgspec.structs.replace(self._hello, node_keys=current)
+        return current
 
     def __enter__(self) -> Self:
         return self

@@ -70,6 +70,8 @@ event NodeRegistered:
 
 event NodeRenewed:
     node_id: indexed(bytes32)
+    encryption_key: bytes32
+    enclave_address: address
     expiry: uint256
     quote_hash: bytes32
     measurement: bytes32
@@ -428,6 +430,8 @@ def register_storage(node_id: bytes32, signer: address, expiry: uint256, proof: 
 @external
 def renew(
     node_id: bytes32,
+    encryption_key: bytes32,
+    enclave_address: address,
     expiry: uint256,
     quote_hash: bytes32,
     measurement: bytes32,
@@ -435,29 +439,43 @@ def renew(
     approval: Bytes[65],
     quote: Bytes[8192],
 ):
-    """Extend a TEE node's registration: same keys, a fresh quote, a later expiry, and
-    an active gatekeeper's approval over the registration digest (the node's own
-    gatekeeper enclave may approve itself). Owner only, while the node is active or
-    within ``renewal_grace`` seconds after its expiry."""
+    """Extend a TEE node's registration over fresh node keys (PODG's rule): the same
+    identity key (the node id), a new encryption key and a new enclave address, a fresh
+    quote binding them, a later expiry, and an active gatekeeper's approval over the
+    registration digest (the node's own gatekeeper enclave may approve itself). From
+    this transaction on, only the new keys count. Owner only, while the node is active
+    or within ``renewal_grace`` seconds after its expiry."""
     node: Node = self.nodes[node_id]
     self._check_renewable(node, expiry)
     assert node.role != ROLE_STORAGE, "storage nodes renew with renew_storage"
+    assert enclave_address != empty(address), "empty enclave address"
+    assert (
+        encryption_key != node.encryption_key and enclave_address != node.enclave_address
+    ), "renewal needs fresh node keys"
     assert keccak256(quote) == quote_hash, "quote hash mismatch"
     digest: bytes32 = self._approval_digest(
         node.role,
         node_id,
-        node.encryption_key,
-        node.enclave_address,
+        encryption_key,
+        enclave_address,
         quote_hash,
         measurement,
         expiry,
     )
     self._check_approval(attestor_id, digest, approval)
+    self.nodes[node_id].encryption_key = encryption_key
+    self.nodes[node_id].enclave_address = enclave_address
     self.nodes[node_id].quote_hash = quote_hash
     self.nodes[node_id].measurement = measurement
     self.nodes[node_id].expiry = expiry
     log NodeRenewed(
-        node_id=node_id, expiry=expiry, quote_hash=quote_hash, measurement=measurement, quote=quote
+        node_id=node_id,
+        encryption_key=encryption_key,
+        enclave_address=enclave_address,
+        expiry=expiry,
+        quote_hash=quote_hash,
+        measurement=measurement,
+        quote=quote,
     )
 
 
@@ -473,6 +491,8 @@ def renew_storage(node_id: bytes32, expiry: uint256, proof: Bytes[65]):
     self.nodes[node_id].expiry = expiry
     log NodeRenewed(
         node_id=node_id,
+        encryption_key=node.encryption_key,
+        enclave_address=node.enclave_address,
         expiry=expiry,
         quote_hash=node.quote_hash,
         measurement=node.measurement,
