@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sealbridge.chain.adapter import ChainAdapter
+from sealbridge.chain.errors import TransactionReverted
 from sealbridge.client.api import Client, Deployment
 from sealbridge.core.encoding import encode
 from sealbridge.core.ids import from_hex, to_hex
@@ -104,6 +105,31 @@ def test_a_renewal_switches_to_fresh_keys_and_retired_keys_get_nothing(
     cid = token.contract_id
     assert "retired by a renewal" in key_request_refusal(client, devnet_home, kept, cid)
     assert "not assigned" in key_request_refusal(client, devnet_home, sealed, cid)
+    # the host restarts an enclave from the old sealed identity and tries to renew back
+    # to the retired keys: the registry refuses them for good
+    kept_copy = tmp_path / "kept-copy.sealed"
+    shutil.copy(kept, kept_copy)
+    with SimBackend().launch(
+        WORKER_PROGRAM,
+        platform_key_file=platform_key_file(devnet_home),
+        sealed_identity_file=kept_copy,
+    ) as rolled_back:
+        assert rolled_back.node_keys == old
+        host = worker_host(client, tmp_path, rolled_back)
+        quote, approval = host.request_approval(expiry + 7200)  # the gatekeeper approves
+        with pytest.raises(TransactionReverted, match="node keys were retired"):
+            client.mgmt.node_registry.renew(
+                host.node_id,
+                old.encryption_key,
+                to_hex(old.eth_address),
+                approval.expiry,
+                approval.measurement,
+                approval.attestor_id,
+                approval.signature,
+                quote,
+                host.eth_key,
+            )
+    assert registered(client, host.node_id) == (new.encryption_key, new.eth_address)
     # renewing again needs fresh keys again: the enclave stages new ones every time
     with SimBackend().launch(
         WORKER_PROGRAM,
@@ -156,3 +182,42 @@ def test_a_renewal_mined_before_a_crash_is_finished_at_the_next_start(
         staged.node_keys.eth_address,
     )
     assert isinstance(staged.node_keys, NodeKeys)
+
+
+def test_a_node_whose_staged_keys_were_lost_renews_at_once(
+    client: Client, devnet_home: Path, tmp_path: Path
+) -> None:
+    """The renewal was mined, then the staged-keys file was lost: the registry names keys
+    no enclave holds. At the next start the host renews over fresh keys at once instead
+    of staying unusable until the next renewal is due."""
+    sealed = tmp_path / "identity.sealed"
+    with SimBackend().launch(
+        WORKER_PROGRAM,
+        platform_key_file=platform_key_file(devnet_home),
+        sealed_identity_file=sealed,
+    ) as enclave:
+        host = worker_host(client, tmp_path, enclave)
+        host.register()
+        staged = enclave.stage_fresh_keys()
+        quote, approval = host.request_approval(host.registration_expiry + 60, staged=staged)
+        client.mgmt.node_registry.renew(
+            host.node_id,
+            staged.node_keys.encryption_key,
+            to_hex(staged.node_keys.eth_address),
+            approval.expiry,
+            approval.measurement,
+            approval.attestor_id,
+            approval.signature,
+            quote,
+            host.eth_key,
+        )
+    sealed.with_name(sealed.name + ".next").unlink()
+    with SimBackend().launch(
+        WORKER_PROGRAM,
+        platform_key_file=platform_key_file(devnet_home),
+        sealed_identity_file=sealed,
+    ) as restarted:
+        worker_host(client, tmp_path, restarted).register()
+        now = restarted.node_keys
+    assert now.encryption_key != staged.node_keys.encryption_key
+    assert registered(client, now.identity_key) == (now.encryption_key, now.eth_address)

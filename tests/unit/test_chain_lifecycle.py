@@ -689,8 +689,24 @@ def test_renewal_before_and_after_expiry(life: Life) -> None:
     assert record is not None and record.expiry == later and record.quote_hash == keccak(quote)
     assert (record.encryption_key, record.enclave_address) == (node.encryption_key, node.address)
     assert reg.get_tenure(node.node_id).joined_era == joined
-    # the retired keys count no more: the registry names the new enclave address
+    # the retired keys count no more: the registry names the new enclave address, and
+    # they can never come back, by renewal or by registration
     assert reg.get_enclave_address(node.node_id) == node.address
+    assert reg.is_key_retired(node.node_id, retired.encryption_key)
+    assert reg.is_key_retired(node.node_id, bytes.fromhex(retired.address[2:]))
+    assert not reg.is_key_retired(node.node_id, node.encryption_key)
+    current = Enclave(
+        node_id=node.node_id, encryption_key=node.encryption_key, enclave_key=node.enclave_key
+    )
+    for back in (
+        retired,
+        Enclave(node_id=node.node_id, encryption_key=retired.encryption_key),
+        Enclave(node_id=node.node_id, enclave_key=retired.enclave_key),
+    ):
+        with pytest.raises(TransactionReverted) as info:
+            _renew(life, node, later + 5, renewed=back)
+        assert reason(info) == "node keys were retired"
+    assert reg.get_enclave_address(node.node_id) == current.address
     # refusals
     stranger = Enclave()
     cases: list[tuple[str, dict[str, Any]]] = [
@@ -705,6 +721,10 @@ def test_renewal_before_and_after_expiry(life: Life) -> None:
         ("renewal needs fresh node keys", {"renewed": _same_keys(node)}),
         ("renewal needs fresh node keys", {"renewed": _same_keys(node, encryption=True)}),
         ("renewal needs fresh node keys", {"renewed": _same_keys(node, address=True)}),
+        (
+            "empty encryption key",
+            {"renewed": Enclave(node_id=node.node_id, encryption_key=bytes(32))},
+        ),
     ]
     for expected, kw in cases:
         expiry = kw.pop("expiry", later + 10)
@@ -723,6 +743,9 @@ def test_renewal_before_and_after_expiry(life: Life) -> None:
     with pytest.raises(TransactionReverted) as info:
         _renew(life, node, life.expiry(3600))
     assert reason(info) == "registration lapsed"
+    with pytest.raises(TransactionReverted) as info:  # not with keys a renewal retired
+        life.register(Role.WORKER, node=retired)
+    assert reason(info) == "node keys were retired"
     life.register(Role.WORKER, node=node)
     assert reg.is_active(node.node_id, Role.WORKER)
     assert reg.get_tenure(node.node_id).joined_era == joined

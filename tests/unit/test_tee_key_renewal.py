@@ -172,3 +172,33 @@ def test_sealing_error_is_typed(tmp_path: Path, platform: tuple[Path, bytes]) ->
             platform_private_key=load_sim_platform_key(platform[0]),
             sealed_identity_file=sealed,
         )
+
+
+def test_a_switch_interrupted_after_the_identity_was_replaced_does_not_stick(
+    platform: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """Found by attacking the renewal: a crash between replacing the sealed identity and
+    removing the staged-keys file left the current keys "staged", so every later renewal
+    named the current keys again and was refused for good."""
+    from sealbridge.tee.quote import load_sim_platform_key
+
+    sealed = tmp_path / "identity.sealed"
+    staged_file = sealed.with_name(sealed.name + ".next")
+
+    def start() -> EnclaveContext:
+        return EnclaveContext(
+            program=ECHO_PROGRAM,
+            measurement=bytes(32),
+            platform_private_key=load_sim_platform_key(platform[0]),
+            sealed_identity_file=sealed,
+        )
+
+    ctx = start()
+    new = ctx.stage_fresh_keys()
+    kept = staged_file.read_bytes()
+    ctx.switch_to_staged_keys(new)
+    staged_file.write_bytes(kept)  # as if the unlink never happened
+    restarted = start()
+    assert restarted.identity == new
+    assert restarted.staged_keys is None and not staged_file.exists()
+    assert restarted.stage_fresh_keys() not in (new, None)

@@ -375,6 +375,13 @@ class NodeRegistry(_BoundContract):
     def is_active(self, node_id: bytes, role: int) -> bool:
         return bool(self._call("is_active", node_id, int(role))[0])
 
+    def is_key_retired(self, node_id: bytes, key: bytes) -> bool:
+        """Whether a renewal retired ``key`` (a 32-byte encryption key or a 20-byte enclave
+        address) for the node: it is never accepted for it again."""
+        if len(key) not in (20, 32):
+            raise ChainConfigError("a node key is a 32-byte encryption key or a 20-byte address")
+        return bool(self._call("retired_keys", node_id, key.rjust(32, b"\x00"))[0])
+
     def get_enclave_address(self, node_id: bytes) -> str:
         return checksum(self._call("get_enclave_address", node_id)[0])
 

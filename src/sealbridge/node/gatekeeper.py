@@ -27,15 +27,15 @@ and follows the chain:
 
 * **Committee** (GatekeeperCommittee events, read with ``eth_getLogs`` when caught up):
   on ``EraElected`` naming it (as member or dealer) the host gives the enclave the
-  attested cards of everyone involved (keys from the NodeRegistry, quotes from the
-  ``NodeRegistered`` events) and posts the dealing the enclave returns; on each
-  ``DealingPosted`` it passes the dealing (signature from the transaction's calldata) to
-  the enclave; once the era has its required number of dealings it has the enclave
-  finish with exactly the first ones in chain order -- every member sees the same order,
-  so all confirm the same qualified set -- and posts the confirmation; on
-  ``RotationReady`` the enclave activates the era and erases older shares; on
-  ``RotationRestarted`` it drops the failed era. After a pending era's deadline any host
-  calls ``restart``.
+  attested cards of everyone involved (keys from the NodeRegistry, quotes from the last
+  ``NodeRegistered`` or ``NodeRenewed`` event) and posts the dealing the enclave
+  returns; on each ``DealingPosted`` it passes the dealing (signature from the
+  transaction's calldata) to the enclave; once the era has its required number of
+  dealings it has the enclave finish with exactly the first ones in chain order -- every
+  member sees the same order, so all confirm the same qualified set -- and posts the
+  confirmation; on ``RotationReady`` the enclave activates the era and erases older
+  shares; on ``RotationRestarted`` it drops the failed era. After a pending era's
+  deadline any host calls ``restart``.
 * **Deployments**: on each ``ContractDeployed`` naming this gatekeeper, it collects
   ``t - 1`` partials from its peers, the enclave combines them with its own into the
   contract key and signs the contract's public keys, and the host publishes them.
@@ -186,9 +186,9 @@ class GatekeeperHost(NodeHost):
         self.register()
 
     def may_renew_now(self) -> bool:
-        """Not while an era's key generation runs: the other members address their
-        dealings to this node's current keys."""
-        return all(track.finished for track in self.eras.values())
+        """Not while an era's key generation runs on chain: its members read each
+        other's keys when it was elected and check dealings against them."""
+        return self.committee.get_pending_era() == 0
 
     def get_approval(self, request: RegistrationRequest) -> RegistrationApproval:
         """The genesis gatekeeper (no attestor configured) approves its own renewals."""

@@ -173,9 +173,13 @@ class NodeHost:
         if registry.is_active(self.node_id, role):
             record = registry.get_node(self.node_id)
             self.registration_expiry = record.expiry if record is not None else 0
-            if record is not None:
-                self.adopt_registered_keys(record.encryption_key, record.enclave_address)
             log.info("already registered as %s", to_hex(self.node_id))
+            if record is not None and not self.adopt_registered_keys(
+                record.encryption_key, record.enclave_address
+            ):
+                # the registry names keys this enclave does not hold (a lost staged-keys
+                # file, a restored identity): renew over fresh ones now, not when due
+                self.renew_registration()
             return
         quote, approval = self.request_approval(int(time.time()) + self.config.registration_ttl)
         keys = self.enclave.node_keys
@@ -195,22 +199,24 @@ class NodeHost:
         self.registration_expiry = approval.expiry
         log.info("registered %s %s", self.config.role, to_hex(self.node_id))
 
-    def adopt_registered_keys(self, encryption_key: bytes, enclave_address: str) -> None:
-        """If the registry names the keys the enclave staged for a renewal (the renewal
-        was mined but the host stopped before the switch), switch to them now."""
+    def adopt_registered_keys(self, encryption_key: bytes, enclave_address: str) -> bool:
+        """Whether the enclave holds the keys the registry names, switching to them if
+        they are its staged keys (the renewal was mined but the switch was not made:
+        the host stopped, or lost the transaction's receipt)."""
         keys = self.enclave.node_keys
         if keys.encryption_key == encryption_key and to_hex(keys.eth_address) == (
             enclave_address.lower()
         ):
-            return
+            return True
         staged = self.enclave.stage_fresh_keys().node_keys
         if staged.encryption_key == encryption_key and to_hex(staged.eth_address) == (
             enclave_address.lower()
         ):
             self.enclave.switch_keys(staged)
             log.info("switched to the node keys of the last renewal")
-        else:
-            log.warning("the registry names other node keys than this enclave holds")
+            return True
+        log.warning("the registry names other node keys than this enclave holds")
+        return False
 
     def is_renewal_due(self, now: int) -> bool:
         """Renew once less than a quarter of ``registration_ttl`` is left."""
@@ -235,6 +241,15 @@ class NodeHost:
         try:
             self.renew_registration()
         except TransactionReverted as exc:
+            if exc.reason == "renewal needs fresh node keys":
+                # an earlier attempt was mined after all (its receipt was lost): the
+                # registry names the staged keys already
+                record = self.mgmt.node_registry.get_node(self.node_id)
+                if record is not None and self.adopt_registered_keys(
+                    record.encryption_key, record.enclave_address
+                ):
+                    self.registration_expiry = record.expiry
+                    return
             if exc.reason != "registration lapsed":
                 raise
             self.register()

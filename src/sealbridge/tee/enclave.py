@@ -189,6 +189,9 @@ class EnclaveContext:
         staged = self._read_sealed(self._next_file(path), _NEXT_KEYS_LABEL)
         if staged.identity_seed != self._secrets.identity_seed:
             raise SealingError(f"{self._next_file(path)} holds keys of another identity")
+        if staged == self._secrets:  # a switch stopped after replacing the identity
+            self._next_file(path).unlink(missing_ok=True)
+            return None
         return staged
 
     # --- reads -----------------------------------------------------------------------------

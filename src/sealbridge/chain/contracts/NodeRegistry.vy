@@ -140,6 +140,9 @@ joined_era: HashMap[bytes32, uint256]
 left_era: HashMap[bytes32, uint256]  # NOT_LEFT while registered
 # era -> node -> (activity << 8) | bitmap of the slots it sent a heartbeat for
 activity_words: HashMap[uint256, HashMap[bytes32, uint256]]
+# node -> key -> retired: the encryption keys and enclave addresses (as bytes32) a
+# renewal replaced; they are never accepted for that node again (renewal or registration)
+retired_keys: public(HashMap[bytes32, HashMap[bytes32, bool]])
 
 
 @deploy
@@ -294,6 +297,8 @@ def _store(
     assert enclave_address != empty(address), "empty enclave address"
     assert expiry > block.timestamp, "attestation expired"
     assert keccak256(quote) == quote_hash, "quote hash mismatch"
+    assert not self.retired_keys[identity_key][encryption_key], "node keys were retired"
+    assert not self.retired_keys[identity_key][convert(enclave_address, bytes32)], "node keys were retired"
     previous: Node = self.nodes[identity_key]
     assert not (previous.active and previous.expiry > block.timestamp), "node already active"
     # stake left with the registry belongs to the previous owner
@@ -449,9 +454,12 @@ def renew(
     self._check_renewable(node, expiry)
     assert node.role != ROLE_STORAGE, "storage nodes renew with renew_storage"
     assert enclave_address != empty(address), "empty enclave address"
+    assert encryption_key != empty(bytes32), "empty encryption key"
     assert (
         encryption_key != node.encryption_key and enclave_address != node.enclave_address
     ), "renewal needs fresh node keys"
+    assert not self.retired_keys[node_id][encryption_key], "node keys were retired"
+    assert not self.retired_keys[node_id][convert(enclave_address, bytes32)], "node keys were retired"
     assert keccak256(quote) == quote_hash, "quote hash mismatch"
     digest: bytes32 = self._approval_digest(
         node.role,
@@ -463,6 +471,8 @@ def renew(
         expiry,
     )
     self._check_approval(attestor_id, digest, approval)
+    self.retired_keys[node_id][node.encryption_key] = True
+    self.retired_keys[node_id][convert(node.enclave_address, bytes32)] = True
     self.nodes[node_id].encryption_key = encryption_key
     self.nodes[node_id].enclave_address = enclave_address
     self.nodes[node_id].quote_hash = quote_hash
