@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -185,6 +186,56 @@ def test_an_owner_reclaims_a_chunk_whose_requester_vanished(
     with pytest.raises(EnclaveCallError) as info:
         devnet.reclaim("mallory", [emptied])
     assert "not free" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("asset", "give"), [("ETH@31337", "TKN@31338"), ("TKN@31338", "ETH@31337")]
+)
+def test_a_requester_is_never_paid_for_a_chunk_it_swept_itself(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+    monkeypatch: pytest.MonkeyPatch,
+    asset: str,
+    give: str,
+) -> None:
+    """Found by attacking the insurance (issue 15): alice's host keeps her vault's sealed
+    state from when it held a received key, has the vault sweep the chunk (the funds go
+    to alice's own sweep key), restores the older state and reports the emptied chunk as
+    a double spend. Before: the matcher paid her and slashed the honest owner. After:
+    the vault's loss claim names the one address it sweeps that chunk to, the matcher
+    refuses the report, nothing is paid or slashed, and the claimed key is never swept."""
+    devnet, _, _ = story
+    devnet.offer("bob", devnet.deposit("bob", asset, 1))  # (the demo offers no TKN)
+    answer = devnet.request("alice", asset, 100 * USD, f"swap:self-paid-{asset}")
+    devnet.accept("alice", answer)
+    (chunk,) = answer.offer.chunks
+    pool = devnet.pool.get_pool()
+    owner_bond = devnet.matcher_status().owners[chunk.owner].bond_usd_e8
+    refusals: list[str] = []
+    honest = devnet._sweep_or_report
+
+    def hostile(client: Any, received: Any) -> tuple[bool, int]:
+        if client.name != "alice" or received.chunk_id != chunk.chunk_id:
+            return honest(client, received)
+        older = client.vault.state_file.read_bytes()  # holds the key, not swept
+        assert devnet._sweep(client, received)  # to alice's own sweep key
+        devnet._confirm_sweeps()
+        client.vault.state_file.write_bytes(older)
+        devnet.restart_vault("alice")  # rolled back: the key is "received" again
+        with pytest.raises(EnclaveCallError) as info:
+            devnet.report_double_spend(client, received)
+        refusals.append(str(info.value))
+        with pytest.raises(EnclaveCallError) as info:  # the claim marked the key
+            client.vault.call("sign_sweep", devnet._sweep_request(received))
+        refusals.append(info.value.remote_code)
+        return False, 0
+
+    monkeypatch.setattr(devnet, "_sweep_or_report", hostile)
+    devnet.run_swap("alice", answer, give)
+    assert len(refusals) == 2, refusals
+    assert "own sweep key" in refusals[0]
+    assert refusals[1] == "keyrelease_loss_claimed"
+    assert devnet.pool.get_pool() == pool
+    assert devnet.matcher_status().owners[chunk.owner].bond_usd_e8 == owner_bond
 
 
 def test_a_stale_price_funds_nothing(

@@ -27,6 +27,7 @@ from sealbridge.keyrelease.errors import (
     ExchangeViolation,
     InvalidRequest,
     KeyReleaseError,
+    LossClaimed,
 )
 from sealbridge.keyrelease.types import Chunk, compute_chunk_id
 from sealbridge.keyrelease.vault import (
@@ -249,12 +250,25 @@ def test_a_held_release_is_never_made_after_an_abort(vaults: tuple[Vault, Vault,
     decode(bob.call("abort", ContractRef(contract="swap:1")), VaultOutput)
     assert decode(bob.call("proceed", ContractRef(contract="swap:1")), VaultOutput).releases == []
     assert bob.status().keys == {"free": 6}
-    # a swept chunk is no loss, an unknown one is not claimable
-    _sweep(bob, alice.chunk(0).chunk_id)
-    for chunk_id in (alice.chunk(0).chunk_id, alice.chunk(1).chunk_id):
-        with pytest.raises(EnclaveCallError) as info:
-            bob.call("claim_loss", ChunkRef(chunk_id=chunk_id))
-        assert info.value.remote_code == InvalidRequest.code
+    # a claimed chunk is never swept (it would be paid twice), an unknown one is not
+    # claimable (that a swept one is not either: test_a_swept_chunk_is_no_loss)
+    with pytest.raises(EnclaveCallError) as info:
+        _sweep(bob, alice.chunk(0).chunk_id)
+    assert info.value.remote_code == LossClaimed.code
+    with pytest.raises(EnclaveCallError) as info:
+        bob.call("claim_loss", ChunkRef(chunk_id=alice.chunk(1).chunk_id))
+    assert info.value.remote_code == InvalidRequest.code
+
+
+def test_a_swept_chunk_is_no_loss(vaults: tuple[Vault, Vault, Vault]) -> None:
+    alice, bob, _ = vaults
+    out = _open(alice, bob, 2)
+    out = decode(bob.call("deliver", Deliver(envelope=out.releases[0])), VaultOutput)
+    (chunk_id,) = out.sweeps
+    _sweep(bob, chunk_id)
+    with pytest.raises(EnclaveCallError) as info:
+        bob.call("claim_loss", ChunkRef(chunk_id=chunk_id))
+    assert info.value.remote_code == InvalidRequest.code
 
 
 def test_bad_envelopes_change_nothing(vaults: tuple[Vault, Vault, Vault]) -> None:
@@ -444,3 +458,80 @@ def test_a_vault_vouches_for_one_owner(vaults: tuple[Vault, Vault, Vault]) -> No
         verify_vault_statement(
             msgspec.structs.replace(binding, account="0x" + "cd" * 20), alice.card.node.identity_key
         )
+
+
+def test_a_claimed_chunk_is_never_swept(vaults: tuple[Vault, Vault, Vault]) -> None:
+    """Found by attacking the insurance (issue 15): a vault signed a loss claim for a
+    received chunk and its host then had it sweep that chunk anyway, to be paid twice.
+    A claim now marks the key: no sweep of it is ever signed, and the claim names the
+    one address the vault would ever sweep the chunk to."""
+    alice, bob, _ = vaults
+    out = _open(alice, bob, 2)
+    out = decode(bob.call("deliver", Deliver(envelope=out.releases[0])), VaultOutput)
+    (chunk_id,) = out.sweeps
+    claim = decode(bob.call("claim_loss", ChunkRef(chunk_id=chunk_id)), LossClaim)
+    ed25519_verify(bob.card.node.identity_key, claim.get_body(), claim.signature)
+    request = SweepRequest(
+        chunk_id=chunk_id,
+        chain_id=31337,
+        kind="native",
+        nonce=0,
+        balance=10**16,
+        max_fee_per_gas=2 * 10**9,
+        max_priority_fee_per_gas=10**9,
+    )
+    with pytest.raises(EnclaveCallError) as info:
+        bob.call("sign_sweep", request)
+    assert info.value.remote_code == LossClaimed.code
+    # claiming again gives the same word (a host that lost the first answer)
+    again = decode(bob.call("claim_loss", ChunkRef(chunk_id=chunk_id)), LossClaim)
+    assert again.get_body() == claim.get_body()
+    # (the mark is sealed with the rest: see the rollback test below)
+
+
+def test_a_sweep_made_before_a_rollback_is_named_by_the_later_claim(
+    platform: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """The same attack through a rollback: the host seals bob's vault while it holds a
+    received key, has it sweep the chunk, restores the older sealed state and claims the
+    loss. The sweep went to the key derived for that chunk, and the claim names exactly
+    that address, so the matcher sees the funds went to bob's own vault."""
+    path, pub = platform
+    config = encode(
+        VaultConfig(policy=devnet_policy(pub, [compute_sim_measurement(VAULT_PROGRAM)]))
+    )
+    backend = InProcessBackend()
+    ident = tmp_path / "bob.identity"
+    alice = Vault(backend.launch(VAULT_PROGRAM, platform_key_file=path), config)
+    bob = Vault(
+        backend.launch(VAULT_PROGRAM, platform_key_file=path, sealed_identity_file=ident), config
+    )
+    out = _open(alice, bob, 2)
+    out = decode(bob.call("deliver", Deliver(envelope=out.releases[0])), VaultOutput)
+    (chunk_id,) = out.sweeps
+    older = decode(bob.call("seal"), SealedState)
+    swept = _sweep(bob, chunk_id)
+    bob.handle.close()
+    rolled_back = backend.launch(VAULT_PROGRAM, platform_key_file=path, sealed_identity_file=ident)
+    rolled_back.ecall("restore", encode(older))
+    claim = decode(rolled_back.ecall("claim_loss", encode(ChunkRef(chunk_id=chunk_id))), LossClaim)
+    assert claim.sweep_address == swept.destination
+    # and a claimed key stays claimed across a restart from the state sealed after it
+    claimed = decode(rolled_back.ecall("seal", b""), SealedState)
+    rolled_back.close()
+    again = backend.launch(VAULT_PROGRAM, platform_key_file=path, sealed_identity_file=ident)
+    again.ecall("restore", encode(claimed))
+    request = SweepRequest(
+        chunk_id=chunk_id,
+        chain_id=31337,
+        kind="native",
+        nonce=0,
+        balance=10**16,
+        max_fee_per_gas=10**9,
+        max_priority_fee_per_gas=10**9,
+    )
+    with pytest.raises(EnclaveCallError) as info:
+        again.ecall("sign_sweep", encode(request))
+    assert info.value.remote_code == LossClaimed.code
+    again.close()
+    alice.handle.close()

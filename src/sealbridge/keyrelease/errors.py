@@ -29,6 +29,12 @@ class AlreadyReleased(KeyReleaseError):
     code = "keyrelease_already_released"
 
 
+class LossClaimed(KeyReleaseError):
+    """A vault that signed a loss claim for a chunk never sweeps it."""
+
+    code = "keyrelease_loss_claimed"
+
+
 class AttestationRefused(RemoteProtocolError):
     """A peer enclave's quote, or what it binds, does not check out."""
 

@@ -465,6 +465,8 @@ class MatcherProgram:
             raise ReportRejected("the loss claim is not the victim's vault's, for this chunk")
         if not is_valid_ed25519(vault, claim.get_body(), claim.signature):
             raise ReportRejected("the loss claim's signature does not verify")
+        if not _is_address(claim.sweep_address):
+            raise ReportRejected("the loss claim names no sweep address for the chunk")
 
     def register_sweep_address(self, payload: bytes) -> bytes:
         request = decode(payload, SweepAddress)
@@ -537,6 +539,12 @@ class MatcherProgram:
             raise InvalidRequest("nonce must be an int >= 0")
         usd_to_wei(1, request.price_e8)  # validates the price before anything changes
         self._check_claim(request.report, request.claim)
+        outflow = request.observation.outflow_to
+        if isinstance(outflow, str) and outflow.lower() == request.claim.sweep_address.lower():
+            raise ReportRejected(
+                "the funds went to the victim vault's own sweep key for this chunk "
+                "(the requester swept it itself)"
+            )
         for address in (request.tx.pool, request.report.victim, request.owner_account):
             if not _is_address(address):
                 raise InvalidRequest(f"not an address: {address!r}")

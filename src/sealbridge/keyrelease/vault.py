@@ -65,6 +65,7 @@ from sealbridge.keyrelease.errors import (
     ExchangeViolation,
     InvalidRequest,
     KeyReleaseError,
+    LossClaimed,
 )
 from sealbridge.keyrelease.exchange import (
     EscrowState,
@@ -108,6 +109,7 @@ __all__ = [
 VAULT_PROGRAM = "sealbridge.keyrelease.vault:VaultProgram"
 MAX_KEYS = 4096
 MANIFEST_TAG = b"sealbridge/keyrelease/manifest/v1"
+SWEEP_KEY_TAG = b"sealbridge/keyrelease/sweep-key/v1"
 RELEASE_TAG = b"sealbridge/keyrelease/release/v1"
 ERC20_TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
 NATIVE_SWEEP_GAS = 21_000
@@ -120,6 +122,7 @@ class KeyState(StrEnum):
     RELEASED = "released"
     RECEIVED = "received"
     SWEPT = "swept"
+    CLAIMED = "claimed"  # a loss was claimed for it: the vault never sweeps it
 
 
 class VaultCard(Message, frozen=True):
@@ -272,6 +275,10 @@ class VaultCore:
         self.fresh: list[_Key] = []  # sweep destinations
         self.swept: set[str] = set()  # chunk ids swept
         self.owner = ""  # the wallet account this vault vouches for (bind_owner, once)
+        # the seed of the sweep keys: a received chunk is swept only ever to the key
+        # derived from it and the chunk id, so a loss claim can name that key (and a
+        # sweep made before a rollback still went there)
+        self.sweep_seed = ctx.random_bytes(32)
 
     # -- setup ------------------------------------------------------------------------------
     def configure(self, policy: AttestationPolicy) -> None:
@@ -392,13 +399,32 @@ class VaultCore:
         )
 
     # -- sweeps -----------------------------------------------------------------------------
+    def get_sweep_secret(self, chunk_id: str) -> bytes:
+        """The one key a chunk is ever swept to (derived from the sealed sweep seed)."""
+        counter = 0
+        while True:
+            digest = hashlib.sha256(
+                SWEEP_KEY_TAG + self.sweep_seed + chunk_id.encode() + counter.to_bytes(4, "big")
+            ).digest()
+            try:
+                return bytes(coincurve.PrivateKey(digest).secret)
+            except ValueError:  # not a valid scalar (probability ~2^-128)
+                counter += 1
+
+    def get_sweep_address(self, chunk_id: str) -> str:
+        return compute_address(self.get_sweep_secret(chunk_id))
+
     def sign_sweep(self, request: SweepRequest) -> SignedSweep:
-        """Sign a transaction moving a received (or own, free) chunk to a fresh key."""
+        """Sign a transaction moving a received (or own, free) chunk to its sweep key."""
         key = self.received.get(request.chunk_id)
         if key is None:
             _, key = self.own_key(request.chunk_id)
         if key.state == KeyState.SWEPT:
             raise AlreadyReleased(f"chunk {request.chunk_id} was swept already")
+        if key.state == KeyState.CLAIMED:
+            raise LossClaimed(
+                f"a loss was claimed for chunk {request.chunk_id}: this vault never sweeps it"
+            )
         if key.state not in (KeyState.FREE, KeyState.RECEIVED):
             raise InvalidRequest(f"own chunk {request.chunk_id} is {key.state}")
         for name in ("nonce", "balance", "max_fee_per_gas", "max_priority_fee_per_gas"):
@@ -407,7 +433,7 @@ class VaultCore:
                 raise InvalidRequest(f"{name} must be an int >= 0")
         if request.max_priority_fee_per_gas > request.max_fee_per_gas:
             raise InvalidRequest("priority fee above the max fee")
-        fresh_secret = coincurve.PrivateKey(self.ctx.random_bytes(32)).secret
+        fresh_secret = self.get_sweep_secret(request.chunk_id)
         destination = compute_address(fresh_secret)
         tx: dict[str, object] = {
             "type": 2,
@@ -591,6 +617,7 @@ class VaultSnapshot(Message, frozen=True):
     fresh: list[KeySnapshot]
     swept: list[str]
     contracts: dict[str, ContractSnapshot]
+    sweep_seed: bytes
 
 
 class SealedState(Message, frozen=True):
@@ -598,15 +625,23 @@ class SealedState(Message, frozen=True):
 
 
 class LossClaim(Message, frozen=True):
-    """A vault's signed word that it received a chunk's key and never swept it."""
+    """A vault's signed word that it received a chunk's key, never swept it and never
+    will (the key is marked claimed), and that the one address it would ever sweep the
+    chunk to is ``sweep_address``: funds that went there are the victim's own."""
 
     chunk_id: str
     contract: str
     vault: bytes  # identity key of the claiming vault
+    sweep_address: str = ""  # EIP-55
     signature: bytes = b""  # Ed25519 over LOSS_TAG + the body
 
     def get_body(self) -> bytes:
-        body = LossClaim(chunk_id=self.chunk_id, contract=self.contract, vault=self.vault)
+        body = LossClaim(
+            chunk_id=self.chunk_id,
+            contract=self.contract,
+            vault=self.vault,
+            sweep_address=self.sweep_address,
+        )
         return LOSS_TAG + encode(body)
 
 
@@ -791,10 +826,14 @@ class VaultProgram:
         key = self.core.received.get(chunk_id)
         if key is None:
             raise InvalidRequest(f"chunk {chunk_id} was not received by this vault")
-        if key.state != KeyState.RECEIVED:
+        if key.state not in (KeyState.RECEIVED, KeyState.CLAIMED):
             raise InvalidRequest(f"chunk {chunk_id} was swept by this vault: no loss to claim")
+        key.state = KeyState.CLAIMED  # from now on no sweep of it is ever signed
         claim = LossClaim(
-            chunk_id=chunk_id, contract=key.contract, vault=self.core.ctx.identity.identity_key
+            chunk_id=chunk_id,
+            contract=key.contract,
+            vault=self.core.ctx.identity.identity_key,
+            sweep_address=self.core.get_sweep_address(chunk_id),
         )
         signature = self.core.ctx.sign_identity(claim.get_body())
         return encode(msgspec.structs.replace(claim, signature=signature))
@@ -959,6 +998,7 @@ class VaultProgram:
             fresh=[snap(k) for k in core.fresh],
             swept=sorted(core.swept),
             contracts=contracts,
+            sweep_seed=core.sweep_seed,
         )
         return encode(SealedState(blob=core.ctx.seal(encode(snapshot), SNAPSHOT_LABEL)))
 
@@ -1002,6 +1042,7 @@ class VaultProgram:
         core.received = {c: load(k) for c, k in snapshot.received.items()}
         core.fresh = [load(k) for k in snapshot.fresh]
         core.swept = set(snapshot.swept)
+        core.sweep_seed = snapshot.sweep_seed
         self.contracts = contracts
         return encode(VaultOutput())
 

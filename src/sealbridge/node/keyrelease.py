@@ -41,6 +41,7 @@ from sealbridge.chain.oracle import PriceOracle, deploy_price_oracle
 from sealbridge.chain.token import DepositToken, deploy_deposit_token
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
+from sealbridge.crypto.signing import to_checksum_address
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
     DoubleSpendReport,
@@ -70,6 +71,7 @@ from sealbridge.keyrelease.matcher_program import (
 )
 from sealbridge.keyrelease.types import Asset, AssetKind, Chunk, ChunkRequest, compute_chunk_amount
 from sealbridge.keyrelease.vault import (
+    ERC20_TRANSFER_SELECTOR,
     TOKEN_SWEEP_GAS,
     VAULT_PROGRAM,
     ChunkRef,
@@ -164,6 +166,7 @@ _VAULT_MUTATING = frozenset(
         "abort",
         "proceed",
         "sign_sweep",
+        "claim_loss",
         "bind_owner",
     }
 )
@@ -934,9 +937,19 @@ class KeyReleaseDevnet:
         outflow = adapter.find_outgoing_transaction(
             chunk.address, self.deposit_blocks.get(chunk.chunk_id, 0)
         )
+        outflow_to = outflow[0] if outflow else ""
+        if (
+            outflow
+            and asset.kind == AssetKind.ERC20
+            and outflow_to.lower() == self.token.address.lower()
+        ):
+            # a token chunk leaves by transfer(to, amount): the recipient is in the call
+            data = adapter.get_transaction_input(outflow[1])
+            if len(data) >= 36 and data[:4] == ERC20_TRANSFER_SELECTOR:
+                outflow_to = to_checksum_address(data[16:36])
         observation = ChainObservation(
             balance=self._chunk_balance(chunk),
-            outflow_to=outflow[0] if outflow else "",
+            outflow_to=outflow_to,
             outflow_tx=outflow[1].hex() if outflow else "",
             address=chunk.address,
         )
