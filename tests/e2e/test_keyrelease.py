@@ -10,16 +10,20 @@ arrived, the pool's balance adds up, a stale oracle price funds nothing.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from sealbridge.chain.oracle import StalePrice
 from sealbridge.keyrelease.errors import InsufficientLiquidity
+from sealbridge.keyrelease.matcher import MatcherPolicy
 from sealbridge.node.keyrelease import (
     CHAIN_A,
     USD,
@@ -238,6 +242,64 @@ def test_a_requester_is_never_paid_for_a_chunk_it_swept_itself(
     assert devnet.matcher_status().owners[chunk.owner].bond_usd_e8 == owner_bond
 
 
+def test_accepting_an_offer_made_to_another_pays_nothing(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    """Issue 15, item 2: bob accepting alice's offer is refused before any fee moves
+    (before: the fee left and the swap ran before the mismatch was noticed); so is a
+    forged answer that names bob, by the matcher enclave itself. Alice can still accept."""
+    devnet, _, _ = story
+    answer = devnet.request("alice", "ETH@31337", 100 * USD, "swap:not-bobs")
+    a = devnet.adapters[CHAIN_A]
+    bob = devnet.clients["bob"]
+    pool, nonce = devnet.pool.get_pool(), a.get_nonce(bob.account)
+    with pytest.raises(KeyReleaseDevnetError, match="another requester"):
+        devnet.accept("bob", answer)
+    forged = msgspec.structs.replace(
+        answer, offer=msgspec.structs.replace(answer.offer, requester=bob.account)
+    )
+    with pytest.raises(EnclaveCallError, match="another requester"):
+        devnet.accept("bob", forged)
+    assert devnet.pool.get_pool() == pool and a.get_nonce(bob.account) == nonce
+    devnet.accept("alice", answer)
+    assert devnet.run_swap("alice", answer, "TKN@31338").swept == 1
+
+
+def test_accepting_an_expired_offer_pays_nothing() -> None:
+    """Issue 15, item 2: before, the fee was paid and then the matcher said the offer had
+    expired (and every retry paid again). Now the matcher's preconditions come first."""
+    devnet = KeyReleaseDevnet(
+        clients=("alice", "bob"),
+        compromised=(),
+        keys_per_vault=4,
+        policy=MatcherPolicy(
+            chunk_usd_e8={"ETH@31337": 100 * USD, "TKN@31338": 100 * USD}, offer_ttl_s=2.0
+        ),
+    )
+    devnet.start()
+    try:
+        devnet.post_bond("bob", 500 * USD)
+        devnet.offer("bob", devnet.deposit("bob", "ETH@31337", 1))
+        answer = devnet.request("alice", "ETH@31337", 100 * USD, "swap:late")
+        a = devnet.adapters[CHAIN_A]
+        alice = devnet.clients["alice"]
+        pool, nonce = devnet.pool.get_pool(), a.get_nonce(alice.account)
+        time.sleep(2.2)
+        for _ in range(2):  # a retry pays nothing either
+            with pytest.raises(EnclaveCallError, match="expired"):
+                devnet.accept("alice", answer)
+        assert devnet.pool.get_pool() == pool and a.get_nonce(alice.account) == nonce
+        # a fresh request with another contract name goes through; the same name is refused
+        with pytest.raises(KeyReleaseDevnetError, match="used before"):
+            devnet.request("alice", "ETH@31337", 100 * USD, "swap:late")
+        again = devnet.request("alice", "ETH@31337", 100 * USD, "swap:on-time")
+        assert again.offer.request_id != answer.offer.request_id
+        devnet.accept("alice", again)
+        assert devnet.pool.get_pool() > pool
+    finally:
+        devnet.stop()
+
+
 def test_a_stale_price_funds_nothing(
     story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
 ) -> None:
@@ -298,3 +360,42 @@ def test_the_cli_drives_the_service_step_by_step(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stdout + down.stderr
     out = cli(home, "status")
     assert out.returncode == 2 and "no key-release service" in out.stderr
+
+
+def readme_flow() -> list[list[str]]:
+    """The step-by-step key-release commands of the README, as written (optional parts
+    in brackets and comments left out; the one-command demo too)."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    block = text.split("### Key-release contracts", 1)[1].split("```sh", 1)[1].split("```")[0]
+    steps = []
+    for line in block.strip().splitlines():
+        command = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()
+        assert command[:2] == ["sealbridge", "keyrelease"], line
+        if command[2] != "demo":
+            steps.append(command[2:])
+    return steps
+
+
+def test_the_readme_flow_runs_as_written(tmp_path: Path) -> None:
+    """Issue 15, item 8: the README's step-by-step flow works as written (before: the
+    request could not be filled, and a second one reused the request id)."""
+    home = tmp_path / "home"
+    steps = readme_flow()
+    assert steps[0] == ["up"] and steps[-1] == ["down"]
+    offer = ""
+    accepted = 0
+    try:
+        for step in steps:
+            args = [offer if arg == "<request-id>" else arg for arg in step]
+            if args == ["up"]:
+                args += ["--port", "18646"]
+            out = cli(home, *args)
+            assert out.returncode == 0, (step, out.stdout + out.stderr)
+            if step[0] == "request":
+                (offer,) = re.findall(r"offer ([0-9a-f]{32})", out.stdout)
+            if step[0] == "accept":
+                accepted += 1
+                assert "double-spent 0" in out.stdout, out.stdout
+    finally:
+        cli(home, "down")
+    assert accepted == 2

@@ -453,6 +453,27 @@ def test_decline_and_expiry_release_reservations() -> None:
     assert all(core.get_chunk(c).state == ChunkState.ALLOCATED for c in late)
 
 
+def test_the_preconditions_of_an_accept_are_checked_before_any_fee() -> None:
+    """Issue 15, item 2: ``check_accept`` says whether ``accept`` would go through (open,
+    made to this requester, still open after the fee's transaction) and changes nothing;
+    ``accept`` refuses another requester too."""
+    core, _ = make_core(offer_ttl_s=60.0)
+    offer = core.match(request("r", 3), seed=b"", now=0.0)
+    assert core.check_accept("r", 10.0, requester=REQUESTER, margin_s=15.0) == offer
+    assert core.check_accept("r", 10.0, requester=REQUESTER.lower()) == offer
+    other = account(99)
+    unchanged(core, lambda: core.check_accept("r", 10.0, requester=other), InvalidRequest)
+    unchanged(core, lambda: core.accept("r", 10.0, requester=other), InvalidRequest)
+    unchanged(core, lambda: core.check_accept("r", 50.0, margin_s=15.0), WrongState)
+    unchanged(core, lambda: core.check_accept("r", 61.0), WrongState)
+    unchanged(core, lambda: core.check_accept("r", 1.0, margin_s=-1.0), InvalidRequest)
+    unchanged(core, lambda: core.check_accept("nope", 1.0), InvalidRequest)
+    with pytest.raises(WrongState, match="expires in less than 15s"):
+        core.check_accept("r", 50.0, margin_s=15.0)
+    core.accept("r", 50.0, requester=REQUESTER)  # accept itself takes no margin
+    unchanged(core, lambda: core.check_accept("r", 50.0), WrongState)
+
+
 def test_settle_earns_reputation_and_releases_exposure() -> None:
     core, _ = make_core(reputation_gain=3, max_reputation=104)
     offer = allocate(core, "r", 10)

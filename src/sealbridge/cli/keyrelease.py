@@ -245,7 +245,9 @@ def request(
     name: Annotated[str, typer.Argument(help="Client name.")],
     usd: Annotated[int, typer.Option(help="USD worth to request.")],
     asset: Annotated[str, typer.Option(help="The asset wanted.")] = "ETH@31337",
-    contract: Annotated[str, typer.Option(help="Contract that binds the chunks.")] = "swap:1",
+    contract: Annotated[
+        str, typer.Option(help="Contract that binds the chunks (default: a fresh swap:<id>).")
+    ] = "",
     home: HomeOption = DEFAULT_HOME,
     as_json: JsonOption = False,
 ) -> None:

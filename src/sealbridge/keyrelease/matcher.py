@@ -678,11 +678,31 @@ class MatcherCore:
                 tree.set(index, weight)
         return picked
 
-    def accept(self, request_id: str, now: float) -> Offer:
-        """The requester takes the offer: its chunks are allocated, the fee goes to the pool."""
+    def check_accept(
+        self, request_id: str, now: float, *, requester: str = "", margin_s: float = 0.0
+    ) -> Offer:
+        """Every precondition of :meth:`accept`, changing nothing: the offer is open, made
+        to ``requester`` (if given), and still open ``margin_s`` seconds from ``now``
+        (the time its fee payment takes). A requester's host checks this before it pays."""
         record = self._get_open_offer(request_id)
-        if _require_time(now) > record.created_at + self.policy.offer_ttl_s:
-            raise WrongState(f"offer {request_id} has expired")
+        if requester and _normalize_account(requester) != (
+            _normalize_account(record.offer.requester)
+        ):
+            raise InvalidRequest(f"offer {request_id} was made to another requester")
+        if isinstance(margin_s, bool) or not isinstance(margin_s, int | float) or margin_s < 0:
+            raise InvalidRequest("margin_s must be a number >= 0")
+        if _require_time(now) + margin_s > record.created_at + self.policy.offer_ttl_s:
+            raise WrongState(
+                f"offer {request_id} has expired"
+                if margin_s == 0 or now > record.created_at + self.policy.offer_ttl_s
+                else f"offer {request_id} expires in less than {margin_s:g}s: request again"
+            )
+        return record.offer
+
+    def accept(self, request_id: str, now: float, *, requester: str = "") -> Offer:
+        """The requester takes the offer: its chunks are allocated, the fee goes to the pool."""
+        self.check_accept(request_id, now, requester=requester)
+        record = self._get_open_offer(request_id)
         offer = record.offer
         for chunk in offer.chunks:
             chunk_record = self._chunks[chunk.chunk_id]

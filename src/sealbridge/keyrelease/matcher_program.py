@@ -169,6 +169,8 @@ class Reclaim(Message, frozen=True):
 
 class Accept(Message, frozen=True):
     request_id: str
+    requester: str = ""  # the account accepting: it must be the one the offer was made to
+    margin_s: float = 0.0  # check_accept: the offer must stay open this much longer
 
 
 class Settle(Message, frozen=True):
@@ -312,6 +314,7 @@ class MatcherProgram:
             "register_requester": self.register_requester,
             "match": self.match,
             "accept": self.accept,
+            "check_accept": self.check_accept,
             "decline": self.decline,
             "expire": self.expire,
             "reclaim": self.reclaim,
@@ -482,7 +485,21 @@ class MatcherProgram:
         return encode(MatchAnswer(offer=offer, manifests=answer.manifests, signature=signature))
 
     def accept(self, payload: bytes) -> bytes:
-        return encode(self._core().accept(decode(payload, Accept).request_id, self._now()))
+        request = decode(payload, Accept)
+        offer = self._core().accept(request.request_id, self._now(), requester=request.requester)
+        return encode(offer)
+
+    def check_accept(self, payload: bytes) -> bytes:
+        """The preconditions of ``accept`` (not journaled: it changes nothing)."""
+        request = decode(payload, Accept)
+        offer = self._core().check_accept(
+            # the clock now (``_now`` is the time of the last journaled call)
+            request.request_id,
+            self.clock(),
+            requester=request.requester,
+            margin_s=request.margin_s,
+        )
+        return encode(offer)
 
     def decline(self, payload: bytes) -> bytes:
         self._core().decline(decode(payload, Accept).request_id)

@@ -24,6 +24,7 @@ which is the double spend the matcher must catch.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 import time
 from collections import deque
@@ -113,6 +114,10 @@ CHAIN_A, CHAIN_B = 31337, 31338
 USD = 10**8
 ETHER = 10**18
 MAX_CLIENTS = 8  # dev accounts 2..9 of anvil
+# a requester accepts only an offer that stays open this much longer (at most a quarter
+# of its time to live): the fee's transaction must be mined before the matcher confirms
+# (a refused accept pays nothing)
+ACCEPT_MARGIN_S = 15.0
 TKN_DECIMALS = 6  # a dollar-like token; chunk amounts must fit 64 bits
 DEFAULT_PRICES = {"ETH": 3_000 * USD, "TKN": 1 * USD}
 Progress = Callable[["Event"], None]
@@ -271,6 +276,8 @@ class KeyReleaseDevnet:
         self.matcher_card: MatcherCard | None = None
         self.vault_policy: AttestationPolicy | None = None
         self.deposit_blocks: dict[str, int] = {}  # chunk id -> block it was funded in
+        self._contracts: set[str] = set()  # contracts requests were matched for
+        self.risk_policy: MatcherPolicy | None = None  # the matcher's, once started
         # True: wait for each sweep's receipt before the exchange goes on; False: send the
         # sweeps and confirm them at the end of the swap (the balance is checked first)
         self.confirm_sweeps = confirm_sweeps
@@ -348,6 +355,7 @@ class KeyReleaseDevnet:
             max_owner_share_bps=3400,  # a request of 6 chunks needs 3 owners
             max_vault_share_bps=3400,
         )
+        self.risk_policy = policy
         self.matcher.call("configure", MatcherConfig(policy=policy, vault_policy=self.vault_policy))
         self._emit(
             "setup",
@@ -605,6 +613,10 @@ class KeyReleaseDevnet:
         """Ask the matcher; check its card, its signature, every vault's manifest and
         every chunk's balance on chain before answering yes."""
         client = self._client(name)
+        if contract in self._contracts:
+            raise KeyReleaseDevnetError(
+                f"contract {contract} was used before: name another one (or none, for a fresh one)"
+            )
         started = time.monotonic()
         expired = decode(self._matcher().call("expire"), Expired)
         if expired.request_ids:
@@ -613,7 +625,10 @@ class KeyReleaseDevnet:
             self._matcher().call(
                 "match",
                 ChunkRequest(
-                    request_id=hashlib.sha256(contract.encode()).hexdigest()[:32],
+                    # fresh per request, whatever the contract is called
+                    request_id=hashlib.sha256(
+                        contract.encode() + client.account.encode() + os.urandom(16)
+                    ).hexdigest()[:32],
                     requester=client.account,
                     asset=asset_id,
                     usd_e8=usd_e8,
@@ -626,6 +641,7 @@ class KeyReleaseDevnet:
         if card is None:
             raise KeyReleaseDevnetError("the devnet is not started")
         verify_answer(answer, card, self._vault_policy(), time.time())
+        self._contracts.add(contract)
         for chunk in answer.offer.chunks:
             held = self._chunk_balance(chunk)
             if held < chunk.amount:
@@ -649,14 +665,33 @@ class KeyReleaseDevnet:
         return answer
 
     def accept(self, name: str, answer: MatchAnswer) -> None:
-        """Pay the fee into the insurance pool and confirm the allocation."""
+        """Check every precondition, then pay the fee into the insurance pool and confirm
+        the allocation: a refused accept pays nothing."""
         client = self._client(name)
+        offer = answer.offer
+        if offer.requester.lower() != client.account.lower():
+            raise KeyReleaseDevnetError(
+                f"offer {offer.request_id} was made to another requester, not {name}"
+            )
+        # the matcher enclave's own word: open, made to this account, and still open
+        # after the fee's transaction (ACCEPT_MARGIN_S, at most a quarter of the ttl)
+        ttl = self.risk_policy.offer_ttl_s if self.risk_policy is not None else 0.0
+        self._matcher().call(
+            "check_accept",
+            Accept(
+                request_id=offer.request_id,
+                requester=client.account,
+                margin_s=min(ACCEPT_MARGIN_S, ttl / 4),
+            ),
+        )
         fee_wei = usd_to_wei(answer.offer.fee_e8, self.price("ETH@31337"))
         if fee_wei > 0:
             request_key = hashlib.sha256(answer.offer.request_id.encode()).digest()
             receipt = self.pool.pay_fee(request_key, fee_wei, client.wallet_key)
             self._count(receipt.gas_used)
-        self._matcher().call("accept", Accept(request_id=answer.offer.request_id))
+        self._matcher().call(
+            "accept", Accept(request_id=answer.offer.request_id, requester=client.account)
+        )
         self._emit("accept", client=name, fee_wei=fee_wei, pool_wei=self.pool.get_pool())
 
     def _name_of(self, account: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import secrets
 import signal
 import sys
 import threading
@@ -63,7 +64,7 @@ class MatchRequest(Message, frozen=True):
     name: str
     asset: str
     usd: int
-    contract: str
+    contract: str = ""  # "": a fresh swap contract name
 
 
 class AcceptRequest(Message, frozen=True):
@@ -123,13 +124,16 @@ class KeyReleaseService:
         if not 1 <= request.usd <= 10**9:
             raise KeyReleaseDevnetError("usd must be in [1, 1e9]")
 
+        contract = request.contract or f"swap:{secrets.token_hex(4)}"
+        if len(contract) > 64 or not contract.isprintable():
+            raise KeyReleaseDevnetError("contract names are at most 64 printable characters")
+
         def run() -> dict[str, Any]:
-            answer = self.devnet.request(
-                request.name, request.asset, request.usd * USD, request.contract
-            )
+            answer = self.devnet.request(request.name, request.asset, request.usd * USD, contract)
             self.answers[answer.offer.request_id] = answer
             return {
                 "request_id": answer.offer.request_id,
+                "contract": contract,
                 "chunks": [c.chunk_id for c in answer.offer.chunks],
                 "fee_usd": answer.offer.fee_e8 / USD,
             }
