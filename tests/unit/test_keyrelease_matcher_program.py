@@ -6,10 +6,13 @@ sim backend with real vault enclaves (their manifests and owner bindings)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.core.encoding import decode, encode
+from sealbridge.keyrelease.auth import sign_client_request
 from sealbridge.keyrelease.matcher import MatcherPolicy, MatcherStatus
 from sealbridge.keyrelease.matcher_program import (
     MATCHER_PROGRAM,
@@ -37,7 +40,14 @@ from sealbridge.tee.quote import create_sim_platform
 from sealbridge.tee.sim import InProcessBackend, InProcessEnclaveHandle
 
 USD = 10**8
+BPS = 10_000
 ETH = "ETH@31337"
+WALLET_KEY = bytes(31) + b"\x07"  # the requester's wallet key (its account signs requests)
+REQUESTER = ChainAdapter.address_of(WALLET_KEY)
+
+
+def signed(service: bytes, nonce: int, action: str, body: object, key: bytes = WALLET_KEY) -> Any:
+    return sign_client_request(key, service, nonce, action, encode(body))
 
 
 def call(handle: InProcessEnclaveHandle, name: str, request: object = None) -> bytes:
@@ -87,14 +97,16 @@ def test_a_restarted_matcher_replays_its_journal(tmp_path: Path) -> None:
             for key in manifest.keys
         ]
         call(matcher, "add_chunks", AddChunks(chunks=chunks))
-    request = ChunkRequest(
-        request_id="r1", requester="0x" + "ee" * 20, asset=ETH, usd_e8=200 * USD, contract="z"
-    )
-    answer = decode(call(matcher, "match", request), MatchAnswer)
-    call(matcher, "accept", Accept(request_id="r1"))
-    with pytest.raises(EnclaveCallError):  # refused: not journaled, changes nothing
-        call(matcher, "accept", Accept(request_id="r1"))
     card = decode(call(matcher, "card"), MatcherCard)
+    service = card.node.identity_key
+    request = ChunkRequest(
+        request_id="r1", requester=REQUESTER, asset=ETH, usd_e8=200 * USD, contract="z"
+    )
+    answer = decode(call(matcher, "match", signed(service, 1, "match", request)), MatchAnswer)
+    accept = Accept(request_id="r1", requester=REQUESTER)
+    call(matcher, "accept", signed(service, 2, "accept", accept))
+    with pytest.raises(EnclaveCallError):  # refused: not journaled, changes nothing
+        call(matcher, "accept", signed(service, 3, "accept", accept))
     status = decode(call(matcher, "status"), MatcherStatus)
     sealed = decode(call(matcher, "seal"), SealedJournal)
     matcher.close()
@@ -120,10 +132,86 @@ def test_a_restarted_matcher_replays_its_journal(tmp_path: Path) -> None:
     # it goes on from there: the allocated chunks are not offered again
     # (all four chunks left: exactly those the replayed draw did not allocate)
     more = ChunkRequest(
-        request_id="r2", requester="0x" + "ee" * 20, asset=ETH, usd_e8=400 * USD, contract="y"
+        request_id="r2", requester=REQUESTER, asset=ETH, usd_e8=400 * USD, contract="y"
     )
-    offer = decode(call(restarted, "match", more), MatchAnswer).offer
+    # the replayed journal remembers the requester's nonces: an old one is a replay
+    with pytest.raises(EnclaveCallError, match="replayed"):
+        call(restarted, "match", signed(service, 2, "match", more))
+    offer = decode(call(restarted, "match", signed(service, 4, "match", more)), MatchAnswer).offer
     every = {compute_chunk_id(m.vault, k.index) for m in manifests for k in m.keys}
     assert {c.chunk_id for c in offer.chunks} == every - {c.chunk_id for c in answer.offer.chunks}
     for handle in handles[1:]:
+        handle.close()
+
+
+def test_only_the_signing_account_acts_and_only_once(tmp_path: Path) -> None:
+    """Issue 15, item 1, inside the matcher enclave: a match or an accept is taken only
+    when signed by the requester's own key, for this matcher, with a fresh nonce; a
+    refusal changes nothing (the host cannot act for a client it does not hold the key
+    of, nor replay what the client signed)."""
+    platform = tmp_path / "platform.key"
+    pub = create_sim_platform(platform)
+    vault_policy = devnet_policy(pub, [compute_sim_measurement(VAULT_PROGRAM)])
+    backend = InProcessBackend()
+    matcher = backend.launch(MATCHER_PROGRAM, platform_key_file=platform)
+    policy = MatcherPolicy(
+        chunk_usd_e8={ETH: 100 * USD}, max_owner_share_bps=BPS, max_vault_share_bps=BPS
+    )
+    call(matcher, "configure", MatcherConfig(policy=policy, vault_policy=vault_policy))
+    vault = backend.launch(VAULT_PROGRAM, platform_key_file=platform)
+    call(vault, "configure", VaultConfig(policy=vault_policy))
+    manifest = decode(call(vault, "create_keys", CreateKeys(count=4)), VaultManifest)
+    owner = "0x" + "01" * 20
+    binding = decode(call(vault, "bind_owner", OwnerRef(account=owner)), OwnerBinding)
+    call(
+        matcher,
+        "register_owner",
+        RegisterOwner(owner=owner, bond_usd_e8=1_000 * USD, manifest=manifest, binding=binding),
+    )
+    chunks = [
+        Chunk(
+            chunk_id=compute_chunk_id(manifest.vault, key.index),
+            owner=owner,
+            vault=manifest.vault,
+            asset=ETH,
+            address=key.eth_address,
+            amount=10**16,
+            usd_e8=100 * USD,
+        )
+        for key in manifest.keys
+    ]
+    call(matcher, "add_chunks", AddChunks(chunks=chunks))
+    service = decode(call(matcher, "card"), MatcherCard).node.identity_key
+    request = ChunkRequest(
+        request_id="r1", requester=REQUESTER, asset=ETH, usd_e8=100 * USD, contract="z"
+    )
+    mallory = bytes(31) + b"\x09"
+    before = decode(call(matcher, "status"), MatcherStatus)
+    refusals = [
+        (encode(request), "SignedRequest"),  # unsigned, as the old host sent it
+        (encode(signed(service, 1, "match", request, key=mallory)), "another account"),
+        (encode(signed(bytes(32), 1, "match", request)), "another service"),
+        (encode(signed(service, 1, "accept", request)), "'accept', not 'match'"),
+        (encode(signed(service, 0, "match", request)), "nonce"),
+    ]
+    for payload, reason in refusals:
+        with pytest.raises(EnclaveCallError, match=reason):
+            matcher.ecall("match", payload)
+        assert decode(call(matcher, "status"), MatcherStatus) == before
+    offer = decode(call(matcher, "match", signed(service, 5, "match", request)), MatchAnswer)
+    with pytest.raises(EnclaveCallError, match="replayed"):
+        call(matcher, "match", signed(service, 5, "match", request))
+    # the offer is the requester's: mallory's signed accept (naming her or the requester)
+    # is refused, and so is a replay of the requester's own
+    for accept, key in (
+        (Accept(request_id="r1", requester=REQUESTER), mallory),
+        (Accept(request_id="r1", requester=ChainAdapter.address_of(mallory)), mallory),
+    ):
+        with pytest.raises(EnclaveCallError, match="another requester"):
+            call(matcher, "accept", signed(service, 6, "accept", accept, key=key))
+    mine = signed(service, 6, "accept", Accept(request_id="r1", requester=REQUESTER))
+    assert decode(call(matcher, "accept", mine), type(offer.offer)) == offer.offer
+    with pytest.raises(EnclaveCallError, match="replayed"):
+        call(matcher, "accept", mine)
+    for handle in (matcher, vault):
         handle.close()

@@ -535,3 +535,57 @@ def test_a_sweep_made_before_a_rollback_is_named_by_the_later_claim(
     assert info.value.remote_code == LossClaimed.code
     again.close()
     alice.handle.close()
+
+
+def test_a_second_process_of_the_vault_sweeps_to_the_claimed_address(
+    platform: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """Found by attacking the fix: the sweep seed was random per process, so a hostile
+    host started a second process of bob's identity (no restore), delivered the same
+    envelope there, swept the chunk to that process's own key and had the first one
+    claim. The seed now comes from the sealed identity: every process sweeps a chunk to
+    the same address, the one the claim names."""
+    path, pub = platform
+    config = encode(
+        VaultConfig(policy=devnet_policy(pub, [compute_sim_measurement(VAULT_PROGRAM)]))
+    )
+    backend = InProcessBackend()
+    ident = tmp_path / "bob.identity"
+    alice = Vault(backend.launch(VAULT_PROGRAM, platform_key_file=path), config)
+    bob = Vault(
+        backend.launch(VAULT_PROGRAM, platform_key_file=path, sealed_identity_file=ident), config
+    )
+    out = _open(alice, bob, 2)
+    envelope = out.releases[0]
+    (chunk_id,) = decode(bob.call("deliver", Deliver(envelope=envelope)), VaultOutput).sweeps
+    twin = backend.launch(VAULT_PROGRAM, platform_key_file=path, sealed_identity_file=ident)
+    twin.ecall("configure", config)
+    escrow = OpenEscrow(
+        escrow_id="swap:1",
+        role="beneficiary",
+        chunks=[alice.chunk(0)],
+        kinds=KINDS,
+        unlock_at=FAR,
+        counterparty=alice.card,
+    )
+    twin.ecall("open_escrow", encode(escrow))
+    assert decode(twin.ecall("deliver", encode(Deliver(envelope=envelope))), VaultOutput).sweeps
+    request = SweepRequest(
+        chunk_id=chunk_id,
+        chain_id=31337,
+        kind="native",
+        nonce=0,
+        balance=10**16,
+        max_fee_per_gas=10**9,
+        max_priority_fee_per_gas=10**9,
+    )
+    swept = decode(twin.ecall("sign_sweep", encode(request)), SignedSweep)
+    claim = decode(bob.call("claim_loss", ChunkRef(chunk_id=chunk_id)), LossClaim)
+    assert claim.sweep_address == swept.destination
+    # and a chunk is received once: a second envelope for it is refused before the
+    # contract sees it (it would turn the claimed key back into a sweepable one)
+    with pytest.raises(EnclaveCallError) as info:
+        bob.call("deliver", Deliver(envelope=envelope))
+    assert info.value.remote_code == ExchangeViolation.code
+    for handle in (alice.handle, bob.handle, twin):
+        handle.close()

@@ -408,8 +408,17 @@ class ChainAdapter:
     ) -> tuple[str, bytes] | None:
         """(recipient, tx hash) of the first transaction sent by ``sender`` in the block
         range, or None: what left a deposit address (a scan; fine for a devnet)."""
+        found = self.find_outgoing_transactions(sender, from_block, to_block, first_only=True)
+        return found[0] if found else None
+
+    def find_outgoing_transactions(
+        self, sender: str, from_block: int, to_block: int | None = None, *, first_only: bool = False
+    ) -> list[tuple[str, bytes]]:
+        """(recipient, tx hash) of every transaction sent by ``sender`` in the block range,
+        in chain order (a contract creation has recipient ""; a scan; fine for a devnet)."""
         sender = to_checksum_address(sender)
         last = self.get_block_number() if to_block is None else to_block
+        found: list[tuple[str, bytes]] = []
         for number in range(max(0, from_block), last + 1):
             with self._guard():
                 block = self.web3.eth.get_block(number, full_transactions=True)
@@ -418,8 +427,12 @@ class ChainAdapter:
                     continue
                 if to_checksum_address(tx["from"]) == sender:
                     recipient = tx.get("to")
-                    return (to_checksum_address(recipient) if recipient else "", bytes(tx["hash"]))
-        return None
+                    found.append(
+                        (to_checksum_address(recipient) if recipient else "", bytes(tx["hash"]))
+                    )
+                    if first_only:
+                        return found
+        return found
 
     # ------------------------------------------------------------------ accounts
 

@@ -154,6 +154,20 @@ class InsurancePool(BoundContract):
     def get_pool(self) -> int:
         return int(self._call("pool")[0])
 
+    def get_fees_paid(self, payer: str, request_id: bytes) -> int:
+        """What ``payer`` paid as fees of ``request_id`` (from the ``FeePaid`` events)."""
+        event = self.codec.event_by_name("FeePaid")
+        topic = bytes(12) + bytes.fromhex(checksum(payer)[2:])
+        logs = self.adapter.get_logs(
+            0, self.adapter.get_block_number(), [self.address], [event.topic, topic]
+        )
+        total = 0
+        for entry in logs:
+            fields = event.decode(entry.topics, entry.data)
+            if bytes(fields["request_id"]) == request_id:
+                total += int(fields["amount"])
+        return total
+
     def get_total_bonded(self) -> int:
         return int(self._call("total_bonded")[0])
 

@@ -116,6 +116,16 @@ class DepositToken(BoundContract):
     def get_owner(self) -> str:
         return checksum(self._call("owner")[0])
 
+    def get_transfer_recipients(self, sender: str, from_block: int) -> list[str]:
+        """The recipients of every ``Transfer`` out of ``sender`` since ``from_block``, in
+        chain order (``transfer`` and ``transferFrom`` alike)."""
+        event = self.codec.event_by_name("Transfer")
+        topic_from = bytes(12) + bytes.fromhex(checksum(sender)[2:])
+        logs = self.adapter.get_logs(
+            from_block, self.adapter.get_block_number(), [self.address], [event.topic, topic_from]
+        )
+        return [checksum(event.decode(e.topics, e.data)["receiver"]) for e in logs]
+
 
 def deploy_deposit_token(
     adapter: ChainAdapter, deployer_key: bytes, name: str, symbol: str, decimals: int

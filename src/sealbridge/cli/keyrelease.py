@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -199,8 +199,61 @@ def _post(home: Path, path: str, request: Message, as_json: bool) -> dict[str, A
     for event in result.events:
         _show_event(event, as_json)
     if as_json:
-        print(json.dumps({"step": "result", **result.result}), flush=True)
+        shown = {k: v for k, v in result.result.items() if k != "wallet_key"}
+        print(json.dumps({"step": "result", **shown}), flush=True)
     return result.result
+
+
+# --- client keys: every request is signed with the client's wallet key -----------------------
+
+
+def _no_key(name: str, path: Path) -> NoReturn:
+    fail(f"no key for client {name} in {path} (create it: sealbridge keyrelease vault {name})")
+
+
+def _key_file(home: Path, name: str) -> Path:
+    return _state_dir(home) / "clients" / f"{name}.key"
+
+
+def _save_key(home: Path, name: str, wallet_key_hex: str) -> Path:
+    path = _key_file(home, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(wallet_key_hex + "\n")
+    path.with_suffix(".tmp").replace(path)
+    return path
+
+
+def _sign(home: Path, name: str, action: str, body: Message) -> Any:
+    """A request of client ``name``, signed with its key for the running service."""
+    from sealbridge.keyrelease.auth import normalize_client_name, sign_client_request
+    from sealbridge.net.http import NodeClient
+
+    with friendly_errors():
+        name = normalize_client_name(name)
+    path = _key_file(home, name)
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        _no_key(name, path)
+    state = _read_state(home)
+    with friendly_errors(), NodeClient(f"http://127.0.0.1:{state['port']}") as node:
+        service = bytes.fromhex(node.get_json("/v1/status")["service"])
+    return sign_client_request(key, service, time.time_ns() // 1000, action, encode(body))
+
+
+def _account(home: Path, name: str) -> str:
+    from sealbridge.chain.adapter import ChainAdapter
+    from sealbridge.keyrelease.auth import normalize_client_name
+
+    with friendly_errors():
+        name = normalize_client_name(name)
+    path = _key_file(home, name)
+    try:
+        return ChainAdapter.address_of(bytes.fromhex(path.read_text().strip()))
+    except (OSError, ValueError):
+        _no_key(name, path)
 
 
 @app.command("vault")
@@ -217,8 +270,12 @@ def vault(
     from sealbridge.node.keyrelease_service import VaultRequest
 
     result = _post(home, "/v1/vaults", VaultRequest(name=name, compromised=compromised), as_json)
+    path = _save_key(home, result["name"], result["wallet_key"])
     if not as_json:
-        console.print(f"vault {result['vault'][:16]}… for {name} (account {result['account']})")
+        console.print(
+            f"vault {result['vault'][:16]}… for {result['name']} (account {result['account']}; "
+            f"its key, which signs every request: {path})"
+        )
 
 
 @app.command("deposit")
@@ -235,7 +292,7 @@ def deposit(
     from sealbridge.node.keyrelease_service import DepositRequest
 
     request = DepositRequest(name=name, asset=asset, chunks=chunks, bond_usd=bond, offer=offer)
-    result = _post(home, "/v1/deposits", request, as_json)
+    result = _post(home, "/v1/deposits", _sign(home, name, "deposit", request), as_json)
     if not as_json:
         console.print(f"{len(result['chunks'])} chunks funded (offered: {result['offered']})")
 
@@ -252,14 +309,18 @@ def request(
     as_json: JsonOption = False,
 ) -> None:
     """Ask the matcher for chunks; the offer is checked (attestations, balances on chain)."""
-    from sealbridge.node.keyrelease_service import MatchRequest
+    from sealbridge.keyrelease.types import ChunkRequest
 
-    result = _post(
-        home,
-        "/v1/requests",
-        MatchRequest(name=name, asset=asset, usd=usd, contract=contract),
-        as_json,
+    if not 1 <= usd <= 10**9:
+        fail("--usd must be in [1, 1e9]")
+    body = ChunkRequest(
+        request_id=os.urandom(16).hex(),
+        requester=_account(home, name),
+        asset=asset,
+        usd_e8=usd * 10**8,
+        contract=contract or f"swap:{os.urandom(4).hex()}",
     )
+    result = _post(home, "/v1/requests", _sign(home, name, "match", body), as_json)
     if not as_json:
         console.print(
             f"offer {result['request_id']}: {len(result['chunks'])} chunks, fee "
@@ -277,14 +338,12 @@ def accept(
     as_json: JsonOption = False,
 ) -> None:
     """Accept an offer: pay the fee into the pool and run the tit-for-tat swap."""
+    from sealbridge.keyrelease.matcher_program import Accept
     from sealbridge.node.keyrelease_service import AcceptRequest
 
-    result = _post(
-        home,
-        "/v1/accept",
-        AcceptRequest(name=name, request_id=request_id, give_asset=give),
-        as_json,
-    )
+    body = Accept(request_id=request_id, requester=_account(home, name))
+    signed = _sign(home, name, "accept", body)
+    result = _post(home, "/v1/accept", AcceptRequest(signed=signed, give_asset=give), as_json)
     if not as_json:
         console.print(
             f"swap {result['contract']}: gave {result['given']}, swept {result['swept']} of "

@@ -193,6 +193,9 @@ class ChainObservation(Message, frozen=True):
     outflow_to: str = ""  # where the funds went, "" if unknown or none
     outflow_tx: str = ""
     address: str = ""  # the address observed; if given it must be the chunk's
+    # every address value went to from the chunk's address: transaction recipients and,
+    # for a token chunk, the recipients of its Transfer events from that address
+    outflows_to: list[str] = []
 
 
 class Penalty(Message, frozen=True):
@@ -689,8 +692,13 @@ class MatcherCore:
             _normalize_account(record.offer.requester)
         ):
             raise InvalidRequest(f"offer {request_id} was made to another requester")
-        if isinstance(margin_s, bool) or not isinstance(margin_s, int | float) or margin_s < 0:
-            raise InvalidRequest("margin_s must be a number >= 0")
+        if (
+            isinstance(margin_s, bool)
+            or not isinstance(margin_s, int | float)
+            or not math.isfinite(margin_s)
+            or margin_s < 0
+        ):
+            raise InvalidRequest("margin_s must be a finite number >= 0")
         if _require_time(now) + margin_s > record.created_at + self.policy.offer_ttl_s:
             raise WrongState(
                 f"offer {request_id} has expired"

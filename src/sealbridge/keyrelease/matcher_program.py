@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import coincurve
 from eth_abi.abi import encode as abi_encode
@@ -43,9 +44,10 @@ from eth_account import Account
 from eth_utils.crypto import keccak
 
 from sealbridge.chain.abi import compute_address
-from sealbridge.core.encoding import Message, decode, encode
+from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.crypto.signing import is_valid_ed25519
+from sealbridge.keyrelease.auth import ClientRefused, SignedRequest, verify_client_request
 from sealbridge.keyrelease.errors import AttestationRefused, InvalidRequest, ReportRejected
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
@@ -94,6 +96,8 @@ OPERATOR_GAS = 200_000
 JOURNAL_LABEL = "sealbridge/keyrelease/matcher-journal/v1"
 # the ECALLs that change the matcher's state: each one that succeeds is journaled with the
 # time and randomness it used, so a restarted matcher replays its way to the same state
+T = TypeVar("T")
+
 JOURNALED_ECALLS = (
     "configure",
     "register_owner",
@@ -292,6 +296,7 @@ class MatcherProgram:
         self.vault_policy: AttestationPolicy | None = None
         self.manifests: dict[str, VaultManifest] = {}
         self.requesters: dict[str, bytes] = {}  # account (lowercase) -> vault identity key
+        self.nonces: dict[str, int] = {}  # account (lowercase) -> last client nonce taken
         self.owners: dict[str, str] = {}  # vault hex -> owner account (lowercase)
         self._operator_secret = coincurve.PrivateKey(ctx.random_bytes(32)).secret
         self.journal: list[JournalEntry] = []
@@ -476,17 +481,42 @@ class MatcherProgram:
         self._core().register_sweep_address(request.requester, request.address)
         return b""
 
+    def _client_request(self, payload: bytes, action: str, kind: type[T]) -> tuple[str, T]:
+        """The body of a signed client request, and the account that signed it (its nonce
+        is recorded by :meth:`_took`, once the request went through)."""
+        signed = decode(payload, SignedRequest)
+        account = verify_client_request(
+            signed,
+            service=self.ctx.identity.identity_key,
+            action=action,
+            last_nonce=lambda account: self.nonces.get(account.lower(), 0),
+        )
+        try:
+            body = decode_canonical(signed.request.body, kind)
+        except SealbridgeError as exc:
+            raise InvalidRequest(f"the {action} request is malformed: {exc}") from exc
+        return account, body
+
+    def _took(self, account: str, payload: bytes) -> None:
+        self.nonces[account.lower()] = decode(payload, SignedRequest).request.nonce
+
     def match(self, payload: bytes) -> bytes:
-        request = decode(payload, ChunkRequest)
+        """A requester's signed ``ChunkRequest`` (it must name the signing account)."""
+        account, request = self._client_request(payload, "match", ChunkRequest)
+        if request.requester.lower() != account.lower():
+            raise ClientRefused("the request is signed by another account than its requester")
         offer = self._core().match(request, seed=self._seed(), now=self._now())
+        self._took(account, payload)
         vaults = sorted({chunk.vault for chunk in offer.chunks})
         answer = MatchAnswer(offer=offer, manifests=[self.manifests[v] for v in vaults])
         signature = self.ctx.sign_identity(answer.get_body())
         return encode(MatchAnswer(offer=offer, manifests=answer.manifests, signature=signature))
 
     def accept(self, payload: bytes) -> bytes:
-        request = decode(payload, Accept)
-        offer = self._core().accept(request.request_id, self._now(), requester=request.requester)
+        """A requester's signed ``Accept``: only the account the offer was made to."""
+        account, request = self._client_request(payload, "accept", Accept)
+        offer = self._core().accept(request.request_id, self._now(), requester=account)
+        self._took(account, payload)
         return encode(offer)
 
     def check_accept(self, payload: bytes) -> bytes:
@@ -556,8 +586,15 @@ class MatcherProgram:
             raise InvalidRequest("nonce must be an int >= 0")
         usd_to_wei(1, request.price_e8)  # validates the price before anything changes
         self._check_claim(request.report, request.claim)
-        outflow = request.observation.outflow_to
-        if isinstance(outflow, str) and outflow.lower() == request.claim.sweep_address.lower():
+        observation = request.observation
+        if not isinstance(observation.outflows_to, list) or len(observation.outflows_to) > 256:
+            raise InvalidRequest("observation.outflows_to must be a list of at most 256")
+        recipients = {
+            a.lower()
+            for a in [observation.outflow_to, *observation.outflows_to]
+            if isinstance(a, str)
+        }
+        if request.claim.sweep_address.lower() in recipients:
             raise ReportRejected(
                 "the funds went to the victim vault's own sweep key for this chunk "
                 "(the requester swept it itself)"

@@ -110,6 +110,7 @@ VAULT_PROGRAM = "sealbridge.keyrelease.vault:VaultProgram"
 MAX_KEYS = 4096
 MANIFEST_TAG = b"sealbridge/keyrelease/manifest/v1"
 SWEEP_KEY_TAG = b"sealbridge/keyrelease/sweep-key/v1"
+SWEEP_SEED_LABEL = "keyrelease/sweep-seed/v1"
 RELEASE_TAG = b"sealbridge/keyrelease/release/v1"
 ERC20_TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
 NATIVE_SWEEP_GAS = 21_000
@@ -275,10 +276,12 @@ class VaultCore:
         self.fresh: list[_Key] = []  # sweep destinations
         self.swept: set[str] = set()  # chunk ids swept
         self.owner = ""  # the wallet account this vault vouches for (bind_owner, once)
-        # the seed of the sweep keys: a received chunk is swept only ever to the key
-        # derived from it and the chunk id, so a loss claim can name that key (and a
-        # sweep made before a rollback still went there)
-        self.sweep_seed = ctx.random_bytes(32)
+        # the seed of the sweep keys, derived from the sealed identity: the same in every
+        # process of this vault and in every state it is restored to, so a received chunk
+        # is swept only ever to the key derived from it and the chunk id, and a loss
+        # claim can name that key (a sweep made before a rollback, or by a second
+        # process of the same identity, still went there)
+        self.sweep_seed = ctx.derive_secret(SWEEP_SEED_LABEL)
 
     # -- setup ------------------------------------------------------------------------------
     def configure(self, policy: AttestationPolicy) -> None:
@@ -392,6 +395,13 @@ class VaultCore:
         if len(secret) != 32:
             raise ExchangeViolation("the released key is not 32 bytes")
         return secret
+
+    def check_not_received(self, chunk_id: str) -> None:
+        """A chunk is received once: a second envelope for it (a rolled-back or broken
+        owner releasing twice) must not turn a claimed or swept key back into one the
+        vault would sweep."""
+        if chunk_id in self.received:
+            raise ExchangeViolation(f"chunk {chunk_id} was received already")
 
     def store_received(self, chunk_id: str, secret: bytes, contract: str) -> None:
         self.received[chunk_id] = _Key(
@@ -617,7 +627,6 @@ class VaultSnapshot(Message, frozen=True):
     fresh: list[KeySnapshot]
     swept: list[str]
     contracts: dict[str, ContractSnapshot]
-    sweep_seed: bytes
 
 
 class SealedState(Message, frozen=True):
@@ -793,6 +802,7 @@ class VaultProgram:
         envelope = decode(payload, Deliver).envelope
         entry = self._contract(envelope.contract)
         secret = self.core.open_envelope(envelope, entry.counterparty)
+        self.core.check_not_received(envelope.chunk_id)
         effects = entry.machine.on_key(envelope.chunk_id, secret, self.clock())
         self.core.store_received(envelope.chunk_id, secret, envelope.contract)
         entry.received.append(envelope.chunk_id)
@@ -998,7 +1008,6 @@ class VaultProgram:
             fresh=[snap(k) for k in core.fresh],
             swept=sorted(core.swept),
             contracts=contracts,
-            sweep_seed=core.sweep_seed,
         )
         return encode(SealedState(blob=core.ctx.seal(encode(snapshot), SNAPSHOT_LABEL)))
 
@@ -1042,7 +1051,6 @@ class VaultProgram:
         core.received = {c: load(k) for c, k in snapshot.received.items()}
         core.fresh = [load(k) for k in snapshot.fresh]
         core.swept = set(snapshot.swept)
-        core.sweep_seed = snapshot.sweep_seed
         self.contracts = contracts
         return encode(VaultOutput())
 

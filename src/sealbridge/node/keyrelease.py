@@ -40,9 +40,16 @@ from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.insurance import InsurancePool, deploy_insurance_pool
 from sealbridge.chain.oracle import PriceOracle, deploy_price_oracle
 from sealbridge.chain.token import DepositToken, deploy_deposit_token
-from sealbridge.core.encoding import Message, decode, encode
+from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.crypto.signing import to_checksum_address
+from sealbridge.keyrelease.auth import (
+    ClientRefused,
+    SignedRequest,
+    normalize_client_name,
+    sign_client_request,
+    verify_client_request,
+)
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
     DoubleSpendReport,
@@ -70,7 +77,14 @@ from sealbridge.keyrelease.matcher_program import (
     verify_answer,
     verify_matcher_card,
 )
-from sealbridge.keyrelease.types import Asset, AssetKind, Chunk, ChunkRequest, compute_chunk_amount
+from sealbridge.keyrelease.types import (
+    Asset,
+    AssetKind,
+    Chunk,
+    ChunkRequest,
+    Offer,
+    compute_chunk_amount,
+)
 from sealbridge.keyrelease.vault import (
     ERC20_TRANSFER_SELECTOR,
     TOKEN_SWEEP_GAS,
@@ -224,6 +238,12 @@ class Client:
     compromised: bool = False
     next_key: int = 0
     chunks: list[Chunk] = field(default_factory=list)  # funded, not yet given away
+    nonce: int = 0  # of the last request signed for this client in process
+
+    def sign(self, service: bytes, action: str, body: bytes) -> SignedRequest:
+        """Sign a request with the wallet key (the in-process client: demo and tests)."""
+        self.nonce = max(self.nonce + 1, time.time_ns() // 1000)
+        return sign_client_request(self.wallet_key, service, self.nonce, action, body)
 
     @property
     def vault_id(self) -> str:
@@ -277,6 +297,7 @@ class KeyReleaseDevnet:
         self.vault_policy: AttestationPolicy | None = None
         self.deposit_blocks: dict[str, int] = {}  # chunk id -> block it was funded in
         self._contracts: set[str] = set()  # contracts requests were matched for
+        self._nonces: dict[str, int] = {}  # account (lowercase) -> last request nonce taken
         self.risk_policy: MatcherPolicy | None = None  # the matcher's, once started
         # True: wait for each sweep's receipt before the exchange goes on; False: send the
         # sweeps and confirm them at the end of the swap (the balance is checked first)
@@ -377,8 +398,7 @@ class KeyReleaseDevnet:
     def add_client(self, name: str, *, compromised: bool = False) -> Client:
         """A new client: its vault enclave (declared compromised or not) makes its deposit
         keys, and its wallet checks the manifest's quote."""
-        if not name or not name.isidentifier() or len(name) > 32:
-            raise KeyReleaseDevnetError(f"client names are short identifiers, not {name!r}")
+        name = normalize_client_name(name)  # a display label: NFKC-folded, unique
         if name in self.clients:
             raise KeyReleaseDevnetError(f"client {name!r} exists already")
         if len(self.clients) >= MAX_CLIENTS:
@@ -609,10 +629,52 @@ class KeyReleaseDevnet:
         self._emit("offer", client=name, chunks=len(chunks))
 
     # -- requesters ---------------------------------------------------------------------------
+    @property
+    def service_id(self) -> bytes:
+        """The matcher enclave's identity key: what client requests are signed for."""
+        if self.matcher_card is None:
+            raise KeyReleaseDevnetError("the devnet is not started")
+        return self.matcher_card.node.identity_key
+
     def request(self, name: str, asset_id: str, usd_e8: int, contract: str) -> MatchAnswer:
-        """Ask the matcher; check its card, its signature, every vault's manifest and
-        every chunk's balance on chain before answering yes."""
+        """Ask the matcher for ``name`` (signed in process with its wallet key)."""
         client = self._client(name)
+        body = ChunkRequest(
+            request_id=os.urandom(16).hex(),  # fresh per request, whatever the contract is
+            requester=client.account,
+            asset=asset_id,
+            usd_e8=usd_e8,
+            contract=contract,
+        )
+        return self.request_signed(client.sign(self.service_id, "match", encode(body)))
+
+    def check_client(self, signed: SignedRequest, action: str, account: str) -> Client:
+        """The client that signed ``signed`` (a fresh nonce, this service, ``action``),
+        which must be the client of ``account``: checked before anything happens."""
+        signer = verify_client_request(
+            signed,
+            service=self.service_id,
+            action=action,
+            last_nonce=lambda who: self._nonces.get(who.lower(), 0),
+        )
+        if not isinstance(account, str) or signer.lower() != account.lower():
+            raise ClientRefused(f"the {action} request is signed by another account")
+        return self.clients_by_account(signer)
+
+    def took(self, signed: SignedRequest, client: Client) -> None:
+        self._nonces[client.account.lower()] = signed.request.nonce
+
+    def request_signed(self, signed: SignedRequest) -> MatchAnswer:
+        """Ask the matcher with a client's signed ``ChunkRequest`` (the matcher enclave
+        checks the signature and the nonce too); check its card, its signature, every
+        vault's manifest and every chunk's balance on chain before answering yes."""
+        try:
+            body = decode_canonical(signed.request.body, ChunkRequest)
+        except SealbridgeError as exc:
+            raise KeyReleaseDevnetError(f"the match request is malformed: {exc}") from exc
+        client = self.check_client(signed, "match", body.requester)
+        name = client.name
+        asset_id, usd_e8, contract = body.asset, body.usd_e8, body.contract
         if contract in self._contracts:
             raise KeyReleaseDevnetError(
                 f"contract {contract} was used before: name another one (or none, for a fresh one)"
@@ -621,22 +683,8 @@ class KeyReleaseDevnet:
         expired = decode(self._matcher().call("expire"), Expired)
         if expired.request_ids:
             self._emit("expire", offers=len(expired.request_ids))
-        answer = decode(
-            self._matcher().call(
-                "match",
-                ChunkRequest(
-                    # fresh per request, whatever the contract is called
-                    request_id=hashlib.sha256(
-                        contract.encode() + client.account.encode() + os.urandom(16)
-                    ).hexdigest()[:32],
-                    requester=client.account,
-                    asset=asset_id,
-                    usd_e8=usd_e8,
-                    contract=contract,
-                ),
-            ),
-            MatchAnswer,
-        )
+        answer = decode(self._matcher().call("match", signed), MatchAnswer)
+        self.took(signed, client)
         card = self.matcher_card
         if card is None:
             raise KeyReleaseDevnetError("the devnet is not started")
@@ -665,9 +713,22 @@ class KeyReleaseDevnet:
         return answer
 
     def accept(self, name: str, answer: MatchAnswer) -> None:
-        """Check every precondition, then pay the fee into the insurance pool and confirm
-        the allocation: a refused accept pays nothing."""
+        """Accept for ``name`` (signed in process with its wallet key)."""
         client = self._client(name)
+        body = Accept(request_id=answer.offer.request_id, requester=client.account)
+        self.accept_signed(answer, client.sign(self.service_id, "accept", encode(body)))
+
+    def accept_signed(self, answer: MatchAnswer, signed: SignedRequest) -> None:
+        """Check every precondition, then pay the fee into the insurance pool and confirm
+        the allocation with the client's signed ``Accept``: a refused accept pays nothing."""
+        try:
+            body = decode_canonical(signed.request.body, Accept)
+        except SealbridgeError as exc:
+            raise KeyReleaseDevnetError(f"the accept request is malformed: {exc}") from exc
+        if body.request_id != answer.offer.request_id:
+            raise KeyReleaseDevnetError("the signed accept names another offer")
+        client = self.check_client(signed, "accept", body.requester)
+        name = client.name
         offer = answer.offer
         if offer.requester.lower() != client.account.lower():
             raise KeyReleaseDevnetError(
@@ -676,7 +737,7 @@ class KeyReleaseDevnet:
         # the matcher enclave's own word: open, made to this account, and still open
         # after the fee's transaction (ACCEPT_MARGIN_S, at most a quarter of the ttl)
         ttl = self.risk_policy.offer_ttl_s if self.risk_policy is not None else 0.0
-        self._matcher().call(
+        checked = self._matcher().call(
             "check_accept",
             Accept(
                 request_id=offer.request_id,
@@ -684,15 +745,23 @@ class KeyReleaseDevnet:
                 margin_s=min(ACCEPT_MARGIN_S, ttl / 4),
             ),
         )
+        if decode(checked, Offer) != offer:
+            raise KeyReleaseDevnetError(f"offer {offer.request_id} is not the one the matcher made")
         fee_wei = usd_to_wei(answer.offer.fee_e8, self.price("ETH@31337"))
-        if fee_wei > 0:
-            request_key = hashlib.sha256(answer.offer.request_id.encode()).digest()
+        request_key = hashlib.sha256(answer.offer.request_id.encode()).digest()
+        # paid once: a retry after a failure past the payment does not pay again
+        if fee_wei > 0 and self.pool.get_fees_paid(client.account, request_key) < fee_wei:
             receipt = self.pool.pay_fee(request_key, fee_wei, client.wallet_key)
             self._count(receipt.gas_used)
-        self._matcher().call(
-            "accept", Accept(request_id=answer.offer.request_id, requester=client.account)
-        )
+        self._matcher().call("accept", signed)
+        self.took(signed, client)
         self._emit("accept", client=name, fee_wei=fee_wei, pool_wei=self.pool.get_pool())
+
+    def clients_by_account(self, account: str) -> Client:
+        for client in self.clients.values():
+            if client.account.lower() == account.lower():
+                return client
+        raise KeyReleaseDevnetError(f"no client has the account {account}")
 
     def _name_of(self, account: str) -> str:
         for client in self.clients.values():
@@ -969,24 +1038,24 @@ class KeyReleaseDevnet:
         judges and signs the slash and the compensation; the host submits them."""
         asset = self.assets[chunk.asset]
         adapter = self.adapters[asset.chain_id]
-        outflow = adapter.find_outgoing_transaction(
-            chunk.address, self.deposit_blocks.get(chunk.chunk_id, 0)
-        )
-        outflow_to = outflow[0] if outflow else ""
-        if (
-            outflow
-            and asset.kind == AssetKind.ERC20
-            and outflow_to.lower() == self.token.address.lower()
-        ):
-            # a token chunk leaves by transfer(to, amount): the recipient is in the call
-            data = adapter.get_transaction_input(outflow[1])
-            if len(data) >= 36 and data[:4] == ERC20_TRANSFER_SELECTOR:
-                outflow_to = to_checksum_address(data[16:36])
+        since = self.deposit_blocks.get(chunk.chunk_id, 0)
+        outflows = adapter.find_outgoing_transactions(chunk.address, since)
+        recipients: list[str] = []  # where value went, in chain order
+        for to, tx_hash in outflows:
+            if asset.kind == AssetKind.ERC20 and to.lower() == self.token.address.lower():
+                # a token chunk leaves by transfer(to, amount): the recipient is in the call
+                data = adapter.get_transaction_input(tx_hash)
+                if len(data) >= 36 and data[:4] == ERC20_TRANSFER_SELECTOR:
+                    to = to_checksum_address(data[16:36])
+            recipients.append(to)
+        if asset.kind == AssetKind.ERC20:  # and by transferFrom, whoever sent it
+            recipients += self.token.get_transfer_recipients(chunk.address, since)
         observation = ChainObservation(
             balance=self._chunk_balance(chunk),
-            outflow_to=outflow_to,
-            outflow_tx=outflow[1].hex() if outflow else "",
+            outflow_to=recipients[0] if recipients else "",
+            outflow_tx=outflows[0][1].hex() if outflows else "",
             address=chunk.address,
+            outflows_to=recipients[:256],
         )
         a = self.adapters[CHAIN_A]
         card = self.matcher_card

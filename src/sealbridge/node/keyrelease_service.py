@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import secrets
 import signal
 import sys
 import threading
@@ -27,7 +26,9 @@ from fastapi import FastAPI
 
 from sealbridge.core.encoding import Message, decode, encode, to_builtins
 from sealbridge.core.errors import SealbridgeError
-from sealbridge.keyrelease.matcher_program import MatchAnswer
+from sealbridge.keyrelease.auth import SignedRequest
+from sealbridge.keyrelease.matcher_program import Accept, MatchAnswer
+from sealbridge.keyrelease.types import ChunkRequest
 from sealbridge.net.http import add_bytes_route, add_json_route, install_error_handler
 from sealbridge.node.keyrelease import (
     USD,
@@ -40,7 +41,6 @@ from sealbridge.node.keyrelease import (
 __all__ = [
     "AcceptRequest",
     "DepositRequest",
-    "MatchRequest",
     "StepResult",
     "VaultRequest",
     "build_app",
@@ -48,11 +48,16 @@ __all__ = [
 
 
 class VaultRequest(Message, frozen=True):
+    """Create a client. The answer carries its wallet key, once: every later request of
+    the client is signed with it (see ``keyrelease/auth.py``)."""
+
     name: str
     compromised: bool = False
 
 
 class DepositRequest(Message, frozen=True):
+    """The body of a signed ``deposit`` request."""
+
     name: str
     asset: str
     chunks: int
@@ -60,16 +65,8 @@ class DepositRequest(Message, frozen=True):
     offer: bool = True  # put the chunks in the matcher's book
 
 
-class MatchRequest(Message, frozen=True):
-    name: str
-    asset: str
-    usd: int
-    contract: str = ""  # "": a fresh swap contract name
-
-
 class AcceptRequest(Message, frozen=True):
-    name: str
-    request_id: str
+    signed: SignedRequest  # action "accept", body an ``Accept`` of the offer
     give_asset: str
     stop_after: dict[str, int] = {}  # owner -> keys it releases before walking away
 
@@ -98,42 +95,55 @@ class KeyReleaseService:
 
         def run() -> dict[str, Any]:
             client = self.devnet.add_client(request.name, compromised=request.compromised)
-            return {"name": client.name, "vault": client.vault_id, "account": client.account}
+            return {
+                "name": client.name,
+                "vault": client.vault_id,
+                "account": client.account,
+                "service": self.devnet.service_id.hex(),
+                # the client's key, to the client that created it (a custodial devnet
+                # wallet: the service sends the client's transactions with it)
+                "wallet_key": client.wallet_key.hex(),
+            }
 
         return self._step(run)
 
     def on_deposit(self, body: bytes) -> bytes:
-        request = decode(body, DepositRequest)
+        signed = decode(body, SignedRequest)
+        request = decode(signed.request.body, DepositRequest)
         if not 1 <= request.chunks <= 64:
             raise KeyReleaseDevnetError("deposit 1 to 64 chunks at a time")
         if not 0 <= request.bond_usd <= 10**9:
             raise KeyReleaseDevnetError("bond_usd must be in [0, 1e9]")
 
         def run() -> dict[str, Any]:
+            owner = self.devnet.clients.get(request.name)
+            if owner is None:
+                raise KeyReleaseDevnetError(f"no client {request.name!r}")
+            client = self.devnet.check_client(signed, "deposit", owner.account)
             if request.bond_usd:
-                self.devnet.post_bond(request.name, request.bond_usd * USD)
-            chunks = self.devnet.deposit(request.name, request.asset, request.chunks)
+                self.devnet.post_bond(client.name, request.bond_usd * USD)
+            chunks = self.devnet.deposit(client.name, request.asset, request.chunks)
             if request.offer:
-                self.devnet.offer(request.name, chunks)
+                self.devnet.offer(client.name, chunks)
+            self.devnet.took(signed, client)
             return {"chunks": [c.chunk_id for c in chunks], "offered": request.offer}
 
         return self._step(run)
 
     def on_request(self, body: bytes) -> bytes:
-        request = decode(body, MatchRequest)
-        if not 1 <= request.usd <= 10**9:
+        signed = decode(body, SignedRequest)
+        request = decode(signed.request.body, ChunkRequest)
+        if not 1 * USD <= request.usd_e8 <= 10**9 * USD:
             raise KeyReleaseDevnetError("usd must be in [1, 1e9]")
-
-        contract = request.contract or f"swap:{secrets.token_hex(4)}"
-        if len(contract) > 64 or not contract.isprintable():
-            raise KeyReleaseDevnetError("contract names are at most 64 printable characters")
+        if not 0 < len(request.contract) <= 64 or not request.contract.isprintable():
+            raise KeyReleaseDevnetError("contract names are 1 to 64 printable characters")
 
         def run() -> dict[str, Any]:
-            answer = self.devnet.request(request.name, request.asset, request.usd * USD, contract)
+            answer = self.devnet.request_signed(signed)
             self.answers[answer.offer.request_id] = answer
             return {
                 "request_id": answer.offer.request_id,
-                "contract": contract,
+                "contract": answer.offer.contract,
                 "chunks": [c.chunk_id for c in answer.offer.chunks],
                 "fee_usd": answer.offer.fee_e8 / USD,
             }
@@ -142,15 +152,19 @@ class KeyReleaseService:
 
     def on_accept(self, body: bytes) -> bytes:
         request = decode(body, AcceptRequest)
+        accept = decode(request.signed.request.body, Accept)
 
         def run() -> dict[str, Any]:
-            answer = self.answers.get(request.request_id)
+            answer = self.answers.get(accept.request_id)
             if answer is None:
-                raise KeyReleaseDevnetError(f"no offer {request.request_id!r} to accept")
-            self.devnet.accept(request.name, answer)
-            del self.answers[request.request_id]
+                raise KeyReleaseDevnetError(f"no offer {accept.request_id!r} to accept")
+            if request.give_asset not in self.devnet.assets:  # checked before the fee
+                raise KeyReleaseDevnetError(f"unknown asset {request.give_asset!r} to give")
+            self.devnet.accept_signed(answer, request.signed)
+            del self.answers[accept.request_id]
+            name = self.devnet.clients_by_account(accept.requester).name
             outcome: SwapOutcome = self.devnet.run_swap(
-                request.name, answer, request.give_asset, stop_after=request.stop_after or None
+                name, answer, request.give_asset, stop_after=request.stop_after or None
             )
             result: dict[str, Any] = to_builtins(outcome)
             return result
@@ -166,6 +180,7 @@ class KeyReleaseService:
                 "matcher": to_builtins(devnet.matcher_status()),
                 "vaults": {name: to_builtins(devnet.vault_status(name)) for name in devnet.clients},
                 "open_offers": sorted(self.answers),
+                "service": devnet.service_id.hex(),
             }
 
 

@@ -303,6 +303,14 @@ class EnclaveContext:
         self._node_keys = _public_keys(self._secrets)
         return self._node_keys
 
+    def derive_secret(self, label: str) -> bytes:
+        """A 32-byte secret that only this identity derives, the same in every process
+        and across key renewals (from the sealed identity seed; ``label`` separates
+        uses)."""
+        if not isinstance(label, str) or not label:
+            raise ConfigError("derive_secret needs a label")
+        return derive_key(self._secrets.identity_seed, f"sealbridge/tee/derived/{label}")
+
     # --- identity key operations -----------------------------------------------------------
 
     def sign_identity(self, message: bytes) -> bytes:
