@@ -10,6 +10,7 @@ arrived, the pool's balance adds up, a stale oracle price funds nothing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -23,10 +24,16 @@ import pytest
 
 from sealbridge.chain.oracle import StalePrice
 from sealbridge.core.encoding import decode
-from sealbridge.crypto.signing import to_checksum_address
+from sealbridge.crypto.signing import secp256k1_sign_hash, to_checksum_address
 from sealbridge.keyrelease.errors import InsufficientLiquidity
 from sealbridge.keyrelease.matcher import MatcherPolicy
-from sealbridge.keyrelease.vault import SignedSweep
+from sealbridge.keyrelease.vault import (
+    OwnerRef,
+    SignedSweep,
+    SignedWithdrawal,
+    WithdrawalRequest,
+    compute_withdrawal_digest,
+)
 from sealbridge.node.keyrelease import (
     CHAIN_A,
     USD,
@@ -320,6 +327,33 @@ def test_accepting_an_expired_offer_pays_nothing() -> None:
         assert devnet.pool.get_pool() > pool
     finally:
         devnet.stop()
+
+
+def test_swept_funds_are_withdrawn_to_where_the_owner_says(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    """Issue 15, item 6: what a vault swept sat in its sweep keys, which no ECALL could
+    spend. Now the vault's owner orders a withdrawal with its wallet key, and only it."""
+    devnet, _, _ = story
+    answer = devnet.request("alice", "ETH@31337", 100 * USD, "swap:to-withdraw")
+    devnet.accept("alice", answer)
+    assert devnet.run_swap("alice", answer, "TKN@31338").swept == 1
+    (chunk,) = answer.offer.chunks
+    a = devnet.adapters[CHAIN_A]
+    destination = to_checksum_address(os.urandom(20))
+    alice = devnet.clients["alice"]
+    # an order signed by anyone but alice is refused by her vault
+    source = devnet.swept_to[chunk.chunk_id]
+    sweep = devnet._sweep_request(msgspec.structs.replace(chunk, address=source))
+    order = WithdrawalRequest(vault=alice.vault_id, destination=destination, sweep=sweep)
+    alice.vault.call("bind_owner", OwnerRef(account=alice.account))
+    forged = secp256k1_sign_hash(devnet.clients["bob"].wallet_key, compute_withdrawal_digest(order))
+    with pytest.raises(EnclaveCallError, match="not signed by this vault's owner"):
+        alice.vault.call("withdraw", SignedWithdrawal(request=order, signature=forged))
+    held = a.balance(source)
+    signed = devnet.withdraw("alice", chunk, destination)
+    assert a.balance(destination) == signed.amount > 0
+    assert a.balance(source) <= held - signed.amount  # what is left paid the gas
 
 
 def test_a_stale_price_funds_nothing(

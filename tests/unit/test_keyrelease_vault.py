@@ -19,6 +19,7 @@ from sealbridge.crypto.signing import (
     ed25519_verify,
     eth_address,
     secp256k1_public,
+    secp256k1_sign_hash,
     to_checksum_address,
 )
 from sealbridge.keyrelease.errors import (
@@ -43,12 +44,15 @@ from sealbridge.keyrelease.vault import (
     OwnerRef,
     SealedState,
     SignedSweep,
+    SignedWithdrawal,
     SweepRequest,
     VaultCard,
     VaultConfig,
     VaultManifest,
     VaultOutput,
     VaultStatus,
+    WithdrawalRequest,
+    compute_withdrawal_digest,
     verify_card,
     verify_manifest,
     verify_vault_statement,
@@ -589,3 +593,52 @@ def test_a_second_process_of_the_vault_sweeps_to_the_claimed_address(
     assert info.value.remote_code == ExchangeViolation.code
     for handle in (alice.handle, bob.handle, twin):
         handle.close()
+
+
+def test_only_the_owner_withdraws_what_a_sweep_brought(vaults: tuple[Vault, Vault, Vault]) -> None:
+    """Issue 15, item 6: swept funds sit at the chunk's sweep key; the vault signs their
+    withdrawal to an address its bound owner names, signed by the owner's wallet key."""
+    alice, bob, _ = vaults
+    out = _open(alice, bob, 2)
+    (chunk_id,) = decode(bob.call("deliver", Deliver(envelope=out.releases[0])), VaultOutput).sweeps
+    swept = _sweep(bob, chunk_id)
+    owner_key, stranger_key = bytes(31) + b"\x05", bytes(31) + b"\x06"
+    owner = to_checksum_address(eth_address(secp256k1_public(owner_key, compressed=False)))
+    destination = to_checksum_address(b"\x42" * 20)
+    sweep = SweepRequest(
+        chunk_id=chunk_id,
+        chain_id=31337,
+        kind="native",
+        nonce=0,
+        balance=10**15,
+        max_fee_per_gas=10**9,
+        max_priority_fee_per_gas=10**9,
+    )
+    order = WithdrawalRequest(vault=bob.card.vault, destination=destination, sweep=sweep)
+
+    def withdraw(request: WithdrawalRequest, key: bytes) -> bytes:
+        signature = secp256k1_sign_hash(key, compute_withdrawal_digest(request))
+        return bob.call("withdraw", SignedWithdrawal(request=request, signature=signature))
+
+    with pytest.raises(EnclaveCallError, match="no owner yet"):
+        withdraw(order, owner_key)
+    bob.call("bind_owner", OwnerRef(account=owner))
+    refusals = [
+        (order, stranger_key, "not signed by this vault's owner"),
+        (msgspec.structs.replace(order, vault=alice.card.vault), owner_key, "another vault"),
+        (
+            msgspec.structs.replace(
+                order, sweep=msgspec.structs.replace(sweep, chunk_id=alice.chunk(1).chunk_id)
+            ),
+            owner_key,
+            "not swept by this vault",
+        ),
+        (msgspec.structs.replace(order, destination="0x1234"), owner_key, "not an address"),
+    ]
+    for request, key, reason in refusals:
+        with pytest.raises(EnclaveCallError, match=reason):
+            withdraw(request, key)
+    signed = decode(withdraw(order, owner_key), SignedSweep)
+    assert Account.recover_transaction(signed.raw_tx) == swept.destination
+    assert signed.destination == destination
+    assert signed.amount == 10**15 - 21_000 * 10**9

@@ -48,6 +48,7 @@ from typing import Any
 import coincurve
 import msgspec
 from eth_account import Account
+from eth_utils.crypto import keccak
 
 from sealbridge.chain.abi import compute_address
 from sealbridge.core.encoding import Message, decode, encode
@@ -57,6 +58,7 @@ from sealbridge.crypto.signing import (
     eth_address,
     is_valid_ed25519,
     secp256k1_public,
+    secp256k1_recover_address,
     to_checksum_address,
 )
 from sealbridge.keyrelease.errors import (
@@ -97,6 +99,9 @@ __all__ = [
     "ReleasedKey",
     "SweepRequest",
     "SignedSweep",
+    "SignedWithdrawal",
+    "WithdrawalRequest",
+    "compute_withdrawal_digest",
     "VaultCard",
     "VaultCore",
     "VaultManifest",
@@ -111,6 +116,7 @@ MAX_KEYS = 4096
 MANIFEST_TAG = b"sealbridge/keyrelease/manifest/v1"
 SWEEP_KEY_TAG = b"sealbridge/keyrelease/sweep-key/v1"
 SWEEP_SEED_LABEL = "keyrelease/sweep-seed/v1"
+WITHDRAWAL_TAG = b"sealbridge/keyrelease/withdrawal/v1"
 RELEASE_TAG = b"sealbridge/keyrelease/release/v1"
 ERC20_TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
 NATIVE_SWEEP_GAS = 21_000
@@ -192,6 +198,25 @@ class SweepRequest(Message, frozen=True):
     token_balance: int = 0
 
 
+class WithdrawalRequest(Message, frozen=True):
+    """The owner's order: move what the sweep of ``sweep.chunk_id`` brought to this
+    vault's sweep key to ``destination``. ``sweep`` carries the host's reading of that
+    address (as for a sweep; ``chunk_id`` names the key)."""
+
+    vault: str  # the vault's id (hex identity key): an order for one vault only
+    destination: str
+    sweep: SweepRequest
+
+
+class SignedWithdrawal(Message, frozen=True):
+    request: WithdrawalRequest
+    signature: bytes  # the owner's wallet key over compute_withdrawal_digest(request)
+
+
+def compute_withdrawal_digest(request: WithdrawalRequest) -> bytes:
+    return keccak(WITHDRAWAL_TAG + encode(request))
+
+
 class SignedSweep(Message, frozen=True):
     chunk_id: str
     raw_tx: bytes
@@ -244,6 +269,66 @@ def _check_deposit_key(key: DepositKey) -> None:
         raise AttestationRefused(f"deposit key {key.index} is not a secp256k1 key") from exc
     if address != key.eth_address:
         raise AttestationRefused(f"deposit key {key.index}: address does not match its key")
+
+
+def _is_account(value: object) -> bool:
+    if not isinstance(value, str) or len(value) != 42 or not value.startswith("0x"):
+        return False
+    try:
+        bytes.fromhex(value[2:])
+    except ValueError:
+        return False
+    return True
+
+
+def _sign_transfer(
+    secret: bytes, request: SweepRequest, destination: str, what: str
+) -> tuple[bytes, bytes, int]:
+    """Sign with ``secret`` a type-2 transaction moving everything the host says the
+    address holds to ``destination`` (native: the balance less the gas; ERC-20: the token
+    balance, gas from the native stipend). Returns (raw tx, hash, amount moved)."""
+    for name in ("nonce", "balance", "max_fee_per_gas", "max_priority_fee_per_gas"):
+        value = getattr(request, name)
+        if type(value) is not int or value < 0:
+            raise InvalidRequest(f"{name} must be an int >= 0")
+    if request.max_priority_fee_per_gas > request.max_fee_per_gas:
+        raise InvalidRequest("priority fee above the max fee")
+    tx: dict[str, object] = {
+        "type": 2,
+        "chainId": request.chain_id,
+        "nonce": request.nonce,
+        "maxFeePerGas": request.max_fee_per_gas,
+        "maxPriorityFeePerGas": request.max_priority_fee_per_gas,
+    }
+    if request.kind == "native":
+        cost = NATIVE_SWEEP_GAS * request.max_fee_per_gas
+        if request.balance <= cost:
+            raise InvalidRequest(
+                f"chunk {request.chunk_id}: balance {request.balance} does not cover "
+                f"the {what}'s gas ({cost} wei)"
+            )
+        amount = request.balance - cost
+        tx.update(to=destination, value=amount, gas=NATIVE_SWEEP_GAS, data=b"")
+    elif request.kind == "erc20":
+        if type(request.token_balance) is not int or request.token_balance <= 0:
+            raise InvalidRequest(f"chunk {request.chunk_id}: no token balance to move")
+        if request.balance < TOKEN_SWEEP_GAS * request.max_fee_per_gas:
+            raise InvalidRequest(f"chunk {request.chunk_id}: no native gas stipend left")
+        amount = request.token_balance
+        data = (
+            ERC20_TRANSFER_SELECTOR
+            + bytes(12)
+            + bytes.fromhex(destination[2:])
+            + amount.to_bytes(32, "big")
+        )
+        tx.update(to=request.token, value=0, gas=TOKEN_SWEEP_GAS, data=data)
+    else:
+        raise InvalidRequest(f"cannot move a {request.kind!r} chunk on an EVM chain")
+    try:
+        signed = Account.sign_transaction(tx, secret)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"{what} transaction is malformed: {exc}") from exc
+    return bytes(signed.raw_transaction), bytes(signed.hash), amount
 
 
 @dataclass
@@ -437,57 +522,47 @@ class VaultCore:
             )
         if key.state not in (KeyState.FREE, KeyState.RECEIVED):
             raise InvalidRequest(f"own chunk {request.chunk_id} is {key.state}")
-        for name in ("nonce", "balance", "max_fee_per_gas", "max_priority_fee_per_gas"):
-            value = getattr(request, name)
-            if type(value) is not int or value < 0:
-                raise InvalidRequest(f"{name} must be an int >= 0")
-        if request.max_priority_fee_per_gas > request.max_fee_per_gas:
-            raise InvalidRequest("priority fee above the max fee")
         fresh_secret = self.get_sweep_secret(request.chunk_id)
         destination = compute_address(fresh_secret)
-        tx: dict[str, object] = {
-            "type": 2,
-            "chainId": request.chain_id,
-            "nonce": request.nonce,
-            "maxFeePerGas": request.max_fee_per_gas,
-            "maxPriorityFeePerGas": request.max_priority_fee_per_gas,
-        }
-        if request.kind == "native":
-            cost = NATIVE_SWEEP_GAS * request.max_fee_per_gas
-            if request.balance <= cost:
-                raise InvalidRequest(
-                    f"chunk {request.chunk_id}: balance {request.balance} does not cover "
-                    f"the sweep's gas ({cost} wei)"
-                )
-            amount = request.balance - cost
-            tx.update(to=destination, value=amount, gas=NATIVE_SWEEP_GAS, data=b"")
-        elif request.kind == "erc20":
-            if type(request.token_balance) is not int or request.token_balance <= 0:
-                raise InvalidRequest(f"chunk {request.chunk_id}: no token balance to sweep")
-            if request.balance < TOKEN_SWEEP_GAS * request.max_fee_per_gas:
-                raise InvalidRequest(f"chunk {request.chunk_id}: no native gas stipend left")
-            amount = request.token_balance
-            data = (
-                ERC20_TRANSFER_SELECTOR
-                + bytes(12)
-                + bytes.fromhex(destination[2:])
-                + amount.to_bytes(32, "big")
-            )
-            tx.update(to=request.token, value=0, gas=TOKEN_SWEEP_GAS, data=data)
-        else:
-            raise InvalidRequest(f"cannot sweep a {request.kind!r} chunk on an EVM chain")
-        try:
-            signed = Account.sign_transaction(tx, key.secret)
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest(f"sweep transaction is malformed: {exc}") from exc
+        raw_tx, tx_hash, amount = _sign_transfer(key.secret, request, destination, "sweep")
         key.state = KeyState.SWEPT
         self.swept.add(request.chunk_id)
         self.fresh.append(_Key(secret=fresh_secret, state=KeyState.FREE))
         return SignedSweep(
             chunk_id=request.chunk_id,
-            raw_tx=bytes(signed.raw_transaction),
-            tx_hash=bytes(signed.hash),
+            raw_tx=raw_tx,
+            tx_hash=tx_hash,
             destination=destination,
+            amount=amount,
+        )
+
+    def sign_withdrawal(self, signed: SignedWithdrawal) -> SignedSweep:
+        """Move what a sweep brought to the chunk's sweep key to an address the vault's
+        owner names, signed with the owner's wallet key (``bind_owner``'s account)."""
+        if not self.owner:
+            raise InvalidRequest("this vault has no owner yet (bind_owner): nobody may withdraw")
+        request = signed.request
+        if not isinstance(request, WithdrawalRequest) or request.vault != self.vault:
+            raise InvalidRequest("the withdrawal is for another vault")
+        try:
+            signer = secp256k1_recover_address(compute_withdrawal_digest(request), signed.signature)
+        except SealbridgeError as exc:
+            raise InvalidRequest(f"the withdrawal's signature does not verify: {exc}") from exc
+        if to_checksum_address(signer).lower() != self.owner.lower():
+            raise InvalidRequest("the withdrawal is not signed by this vault's owner")
+        chunk_id = request.sweep.chunk_id
+        if chunk_id not in self.swept:
+            raise InvalidRequest(f"chunk {chunk_id} was not swept by this vault")
+        if not _is_account(request.destination):
+            raise InvalidRequest(f"not an address: {request.destination!r}")
+        raw_tx, tx_hash, amount = _sign_transfer(
+            self.get_sweep_secret(chunk_id), request.sweep, request.destination, "withdrawal"
+        )
+        return SignedSweep(
+            chunk_id=chunk_id,
+            raw_tx=raw_tx,
+            tx_hash=tx_hash,
+            destination=request.destination,
             amount=amount,
         )
 
@@ -723,6 +798,7 @@ class VaultProgram:
             "proceed": self.proceed,
             "claim_loss": self.claim_loss,
             "sign_sweep": self.sign_sweep,
+            "withdraw": self.withdraw,
             "status": self.status,
             "leak": self.leak,
             "bind_owner": self.bind_owner,
@@ -907,6 +983,9 @@ class VaultProgram:
         return VaultOutput(releases=releases, sweeps=sweeps, finished=finished)
 
     # -- sweeps and status ------------------------------------------------------------------
+    def withdraw(self, payload: bytes) -> bytes:
+        return encode(self.core.sign_withdrawal(decode(payload, SignedWithdrawal)))
+
     def sign_sweep(self, payload: bytes) -> bytes:
         return encode(self.core.sign_sweep(decode(payload, SweepRequest)))
 

@@ -42,7 +42,7 @@ from sealbridge.chain.oracle import PriceOracle, deploy_price_oracle
 from sealbridge.chain.token import DepositToken, deploy_deposit_token
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
-from sealbridge.crypto.signing import to_checksum_address
+from sealbridge.crypto.signing import secp256k1_sign_hash, to_checksum_address
 from sealbridge.keyrelease.auth import (
     ClientRefused,
     SignedRequest,
@@ -100,6 +100,7 @@ from sealbridge.keyrelease.vault import (
     OwnerRef,
     SealedState,
     SignedSweep,
+    SignedWithdrawal,
     SweepRequest,
     Unreleased,
     VaultCard,
@@ -107,6 +108,8 @@ from sealbridge.keyrelease.vault import (
     VaultManifest,
     VaultOutput,
     VaultStatus,
+    WithdrawalRequest,
+    compute_withdrawal_digest,
     verify_manifest,
 )
 from sealbridge.tee.backend import EnclaveHandle
@@ -297,6 +300,7 @@ class KeyReleaseDevnet:
         self.vault_policy: AttestationPolicy | None = None
         self.deposit_blocks: dict[str, int] = {}  # chunk id -> block it was funded in
         self._contracts: set[str] = set()  # contracts requests were matched for
+        self.swept_to: dict[str, str] = {}  # chunk id -> the sweep key it went to
         self._nonces: dict[str, int] = {}  # account (lowercase) -> last request nonce taken
         self.risk_policy: MatcherPolicy | None = None  # the matcher's, once started
         # True: wait for each sweep's receipt before the exchange goes on; False: send the
@@ -978,6 +982,28 @@ class KeyReleaseDevnet:
             note="compromised vault leaked the key; its host swept the chunk first",
         )
 
+    def withdraw(self, name: str, chunk: Chunk, destination: str) -> SignedSweep:
+        """Move what the client's vault swept of ``chunk`` to ``destination``: an order
+        signed with the client's wallet key (the vault's bound owner), sent as the
+        transaction the vault signs. The vault is bound to the client's account first if
+        it is not yet (a requester's vault)."""
+        client = self._client(name)
+        source = self.swept_to.get(chunk.chunk_id)
+        if source is None:
+            raise KeyReleaseDevnetError(f"{name} did not sweep chunk {chunk.chunk_id}")
+        client.vault.call("bind_owner", OwnerRef(account=client.account))
+        sweep = self._sweep_request(msgspec.structs.replace(chunk, address=source))
+        request = WithdrawalRequest(vault=client.vault_id, destination=destination, sweep=sweep)
+        signature = secp256k1_sign_hash(client.wallet_key, compute_withdrawal_digest(request))
+        signed = decode(
+            client.vault.call("withdraw", SignedWithdrawal(request=request, signature=signature)),
+            SignedSweep,
+        )
+        adapter = self.adapters[sweep.chain_id]
+        self._count(adapter.wait_for_receipt(adapter.send_raw_transaction(signed.raw_tx)).gas_used)
+        self._emit("withdraw", client=name, chunk=chunk.chunk_id[-6:], to=destination)
+        return signed
+
     def _sweep_request(self, chunk: Chunk) -> SweepRequest:
         asset = self.assets[chunk.asset]
         adapter = self.adapters[asset.chain_id]
@@ -1004,6 +1030,7 @@ class KeyReleaseDevnet:
         if held < chunk.amount:
             return False
         signed = decode(client.vault.call("sign_sweep", request), SignedSweep)
+        self.swept_to[chunk.chunk_id] = signed.destination
         adapter = self.adapters[request.chain_id]
         tx_hash = adapter.send_raw_transaction(signed.raw_tx)
         if self.confirm_sweeps:
