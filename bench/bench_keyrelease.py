@@ -26,14 +26,17 @@ import argparse
 import hashlib
 import random
 import statistics
+import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from bench.common import console, fmt, is_smoke, print_table, summarize, write_results
+from sealbridge.core.encoding import decode, encode
 from sealbridge.keyrelease.errors import InsufficientLiquidity
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
@@ -464,11 +467,80 @@ def run_swap(quick: bool = False) -> dict[str, Any]:
     return {"results_file": str(path), "results": results}
 
 
+def _persist_costs(entries: int, samples: int) -> dict[str, Any]:
+    """A matcher enclave (in process) with ``entries`` journal entries: the time to
+    persist one more change by resealing the whole journal (before) and by sealing the
+    new entries only (``seal_tail``, after)."""
+    from sealbridge.keyrelease.matcher_program import (
+        MATCHER_PROGRAM,
+        MatcherConfig,
+        SealedJournal,
+    )
+    from sealbridge.tee.policy import devnet_policy
+    from sealbridge.tee.quote import create_sim_platform
+    from sealbridge.tee.sim import InProcessBackend
+
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "platform.key"
+        pub = create_sim_platform(key)
+        handle = InProcessBackend().launch(MATCHER_PROGRAM, platform_key_file=key)
+        config = MatcherConfig(policy=_policy(), vault_policy=devnet_policy(pub, [bytes(32)]))
+        handle.ecall("configure", encode(config))
+        for _ in range(entries - 1):
+            handle.ecall("expire", b"")
+        full, tail, size_full, size_tail = [], [], 0, 0
+        for _ in range(samples):
+            handle.ecall("expire", b"")
+            start = time.perf_counter()
+            blob = decode(handle.ecall("seal", b""), SealedJournal).blob
+            full.append(time.perf_counter() - start)
+            size_full = len(blob)
+            del blob  # (its memory is not freed inside the next timing)
+            handle.ecall("expire", b"")
+            start = time.perf_counter()
+            blob = decode(handle.ecall("seal_tail", b""), SealedJournal).blob
+            tail.append(time.perf_counter() - start)
+            size_tail = len(blob)
+        handle.close()
+    return {
+        "entries": entries,
+        "reseal_all_ms": statistics.median(full) * 1e3,
+        "seal_tail_ms": statistics.median(tail) * 1e3,
+        "reseal_all_bytes": size_full,
+        "seal_tail_bytes": size_tail,
+    }
+
+
+def run_persist(quick: bool = False) -> dict[str, Any]:
+    """Persisting the matcher's journal per change, as it grows (issue 15, item 5)."""
+    console.rule("[bold]Key-release matcher: persisting cost per change")
+    sizes = (100, 1_000) if is_smoke() else (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
+    results = [_persist_costs(n, 5 if is_smoke() else 20) for n in sizes]
+    print_table(
+        "median time and size to persist one change of the matcher (reseal the whole "
+        "journal: the old way; seal the new entries only: seal_tail)",
+        ["journal entries", "reseal all ms", "bytes", "seal_tail ms", "bytes"],
+        [
+            [
+                f"{r['entries']:,}",
+                fmt(r["reseal_all_ms"], 3),
+                f"{r['reseal_all_bytes']:,}",
+                fmt(r["seal_tail_ms"], 3),
+                f"{r['seal_tail_bytes']:,}",
+            ]
+            for r in results
+        ],
+    )
+    path = write_results("keyrelease_persist", {"sizes": list(sizes), "results": results})
+    return {"results_file": str(path), "results": results}
+
+
 PARTS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "matching": lambda quick: run_matching(
         sizes=(10_000,) if quick else (10_000, 100_000), requests=100 if quick else 300
     ),
     "swap": run_swap,
+    "persist": run_persist,
 }
 
 

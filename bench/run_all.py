@@ -45,7 +45,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "swap": bench_swap.run,
     "interop": bench_interop.run,
     "consensus": bench_consensus.run,
-    "keyrelease": lambda quick: bench_keyrelease.run(quick, ("matching", "swap")),
+    "keyrelease": lambda quick: bench_keyrelease.run(quick, ("matching", "swap", "persist")),
 }
 
 

@@ -215,3 +215,58 @@ def test_only_the_signing_account_acts_and_only_once(tmp_path: Path) -> None:
         call(matcher, "accept", mine)
     for handle in (matcher, vault):
         handle.close()
+
+
+def test_the_journal_persists_in_sealed_segments_that_only_continue_it(tmp_path: Path) -> None:
+    """Issue 15, item 5 (persisting cost): after a base (``seal``), each change is sealed
+    as a segment of the new entries only (``seal_tail``). A restore takes the base and the
+    segments in order; a segment left out in the middle, two swapped, or one of another
+    matcher are refused; segments the base already holds (a compaction the host did not
+    finish) are skipped."""
+    platform = tmp_path / "platform.key"
+    pub = create_sim_platform(platform)
+    vault_policy = devnet_policy(pub, [compute_sim_measurement(VAULT_PROGRAM)])
+    backend = InProcessBackend()
+    ident = tmp_path / "matcher.identity"
+    matcher = backend.launch(
+        MATCHER_PROGRAM, platform_key_file=platform, sealed_identity_file=ident
+    )
+    policy = MatcherPolicy(chunk_usd_e8={ETH: 100 * USD})
+    call(matcher, "configure", MatcherConfig(policy=policy, vault_policy=vault_policy))
+    base = decode(call(matcher, "seal"), SealedJournal).blob
+    segments = []
+    for _ in range(4):
+        call(matcher, "expire")  # a journaled change
+        segments.append(decode(call(matcher, "seal_tail"), SealedJournal).blob)
+    later_base = decode(call(matcher, "seal"), SealedJournal).blob  # covers all four
+    status = decode(call(matcher, "status"), MatcherStatus)
+    matcher.close()
+    other = backend.launch(MATCHER_PROGRAM, platform_key_file=platform)
+    call(other, "configure", MatcherConfig(policy=policy, vault_policy=vault_policy))
+    call(other, "seal")
+    call(other, "expire")
+    foreign = decode(call(other, "seal_tail"), SealedJournal).blob
+    other.close()
+
+    def restore(blob: bytes, parts: list[bytes]) -> InProcessEnclaveHandle:
+        handle = backend.launch(
+            MATCHER_PROGRAM, platform_key_file=platform, sealed_identity_file=ident
+        )
+        call(handle, "restore", SealedJournal(blob=blob, segments=parts))
+        return handle
+
+    for parts, reason in (
+        ([segments[0], segments[2], segments[3]], "does not continue"),
+        ([segments[1], segments[0], *segments[2:]], "does not continue"),
+        ([*segments[:2], foreign], "does not open|another matcher"),
+    ):
+        with pytest.raises(EnclaveCallError, match=reason):
+            restore(base, parts)
+    for blob, parts in ((base, segments), (later_base, segments), (later_base, [])):
+        handle = restore(blob, parts)
+        assert decode(call(handle, "status"), MatcherStatus) == status
+        handle.close()
+    # a dropped tail is a rollback the host can still do (no monotonic counter yet)
+    handle = restore(base, segments[:2])
+    assert len(decode(call(handle, "seal"), SealedJournal).blob) < len(later_base)
+    handle.close()

@@ -94,6 +94,8 @@ OPERATOR_GAS = 200_000
 
 
 JOURNAL_LABEL = "sealbridge/keyrelease/matcher-journal/v1"
+SEGMENT_LABEL = "sealbridge/keyrelease/matcher-journal-segment/v1"
+_CHAIN_TAG = b"sealbridge/keyrelease/journal-chain/v1"
 # the ECALLs that change the matcher's state: each one that succeeds is journaled with the
 # time and randomness it used, so a restarted matcher replays its way to the same state
 T = TypeVar("T")
@@ -132,7 +134,20 @@ class MatcherJournal(Message, frozen=True):
 
 
 class SealedJournal(Message, frozen=True):
-    blob: bytes
+    blob: bytes  # a sealed MatcherJournal: the base
+    # sealed JournalSegments after the base, in order (``seal_tail``; restore only)
+    segments: list[bytes] = []
+
+
+class JournalSegment(Message, frozen=True):
+    """The journal entries sealed since the last seal: they continue the journal at
+    ``first`` (its length then) and its hash chain at ``prev_digest``, so a host can
+    drop only a tail of them, never one in the middle, and cannot reorder them."""
+
+    identity: bytes
+    first: int
+    prev_digest: bytes
+    entries: list[JournalEntry]
 
 
 class MatcherConfig(Message, frozen=True):
@@ -300,6 +315,10 @@ class MatcherProgram:
         self.owners: dict[str, str] = {}  # vault hex -> owner account (lowercase)
         self._operator_secret = coincurve.PrivateKey(ctx.random_bytes(32)).secret
         self.journal: list[JournalEntry] = []
+        # the hash chain over the journal's entries, and how far the host has them sealed
+        self._chain = bytes(32)
+        self._sealed_upto = 0
+        self._sealed_chain = bytes(32)
         self._replaying: JournalEntry | None = None
         self._used_now: float | None = None
         self._used_seed: bytes = b""
@@ -335,6 +354,7 @@ class MatcherProgram:
         for name in JOURNALED_ECALLS:
             table[name] = self._journaled(name, table[name])
         table["seal"] = self.seal
+        table["seal_tail"] = self.seal_tail
         table["restore"] = self.restore
         return table
 
@@ -358,20 +378,42 @@ class MatcherProgram:
             self._used_now, self._used_seed = None, b""
             answer = handler(payload)  # a refusal changes nothing and is not journaled
             now = self._used_now if self._used_now is not None else 0.0
-            self.journal.append(
+            self._append(
                 JournalEntry(name=name, payload=bytes(payload), now=now, seed=self._used_seed)
             )
             return answer
 
         return run
 
+    def _append(self, entry: JournalEntry) -> None:
+        self.journal.append(entry)
+        self._chain = hashlib.sha256(_CHAIN_TAG + self._chain + encode(entry)).digest()
+
     def seal(self, payload: bytes) -> bytes:
+        """The whole journal, sealed: a base for ``restore`` (it costs the journal's size;
+        ``seal_tail`` costs only what changed since)."""
         journal = MatcherJournal(
             identity=self.ctx.identity.identity_key,
             operator_secret=self._operator_secret,
             entries=list(self.journal),
         )
-        return encode(SealedJournal(blob=self.ctx.seal(encode(journal), JOURNAL_LABEL)))
+        blob = self.ctx.seal(encode(journal), JOURNAL_LABEL)
+        self._sealed_upto, self._sealed_chain = len(self.journal), self._chain
+        return encode(SealedJournal(blob=blob))
+
+    def seal_tail(self, payload: bytes) -> bytes:
+        """The entries since the last ``seal`` or ``seal_tail``, sealed as one segment that
+        the host appends after its base (the cost of persisting stays flat as the journal
+        grows)."""
+        segment = JournalSegment(
+            identity=self.ctx.identity.identity_key,
+            first=self._sealed_upto,
+            prev_digest=self._sealed_chain,
+            entries=self.journal[self._sealed_upto :],
+        )
+        blob = self.ctx.seal(encode(segment), SEGMENT_LABEL)
+        self._sealed_upto, self._sealed_chain = len(self.journal), self._chain
+        return encode(SealedJournal(blob=blob))
 
     def restore(self, payload: bytes) -> bytes:
         """Replay a sealed journal into a fresh matcher of the same identity: the same
@@ -387,20 +429,43 @@ class MatcherProgram:
             raise InvalidRequest(f"the sealed journal does not open here: {exc}") from exc
         if journal.identity != self.ctx.identity.identity_key:
             raise InvalidRequest("the sealed journal belongs to another matcher identity")
+        sealed = decode(payload, SealedJournal)
+        segments: list[JournalSegment] = []
+        for blob in sealed.segments:
+            try:
+                segment = decode(self.ctx.unseal(blob, SEGMENT_LABEL), JournalSegment)
+            except SealbridgeError as exc:
+                raise InvalidRequest(f"a journal segment does not open here: {exc}") from exc
+            if segment.identity != self.ctx.identity.identity_key:
+                raise InvalidRequest("a journal segment belongs to another matcher identity")
+            segments.append(segment)
         handlers = {
             name: handler for name, handler in self._handlers().items() if name in JOURNALED_ECALLS
         }
         self._operator_secret = journal.operator_secret
+        base = JournalSegment(
+            identity=journal.identity, first=0, prev_digest=bytes(32), entries=journal.entries
+        )
         try:
-            for entry in journal.entries:
-                self._replaying = entry
-                handlers[entry.name](entry.payload)
-                self.journal.append(entry)
+            for part in [base, *segments]:
+                if part is not base and part.first + len(part.entries) <= len(self.journal):
+                    continue  # already in the base (the host compacted after sealing it)
+                if part.first != len(self.journal) or part.prev_digest != self._chain:
+                    raise InvalidRequest(
+                        f"a journal segment does not continue the journal at entry "
+                        f"{len(self.journal)} (it starts at {part.first})"
+                    )
+                for entry in part.entries:
+                    self._replaying = entry
+                    handlers[entry.name](entry.payload)
+                    self._append(entry)
         except (SealbridgeError, KeyError) as exc:
             self.core, self.vault_policy, self.journal = None, None, []
+            self._chain = bytes(32)
             raise InvalidRequest(f"the journal does not replay: {exc}") from exc
         finally:
             self._replaying = None
+        self._sealed_upto, self._sealed_chain = len(self.journal), self._chain
         return b""
 
     def _core(self) -> MatcherCore:

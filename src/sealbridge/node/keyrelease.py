@@ -71,6 +71,7 @@ from sealbridge.keyrelease.matcher_program import (
     RegisterOwner,
     RegisterRequester,
     Report,
+    SealedJournal,
     Settle,
     SweepAddress,
     usd_to_wei,
@@ -227,7 +228,56 @@ class _Vault(_Sealed):
 
 
 class _Matcher(_Sealed):
+    """The matcher's host persists its journal as a sealed base (``seal``) and, after
+    each change, one sealed segment of the new entries (``seal_tail``) appended to
+    ``<state>.segments``: the cost per change does not grow with the journal. Every
+    ``COMPACT_EVERY`` segments it writes a new base and empties the segments file (a
+    crash in between leaves segments the base already holds; restore skips them)."""
+
     mutating = frozenset(JOURNALED_ECALLS)
+    COMPACT_EVERY = 1000
+
+    def __init__(self, handle: EnclaveHandle, state_file: Path) -> None:
+        super().__init__(handle, state_file)
+        self.segments_file = state_file.with_name(state_file.name + ".segments")
+        self._segments = 0
+
+    def persist(self) -> None:
+        if not self.state_file.exists() or self._segments >= self.COMPACT_EVERY:
+            # a new base (the whole journal), then no segments
+            base = decode(self.handle.ecall("seal", b""), SealedJournal).blob
+            tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+            tmp.write_bytes(base)
+            tmp.replace(self.state_file)
+            self.segments_file.write_bytes(b"")
+            self._segments = 0
+            return
+        blob = decode(self.handle.ecall("seal_tail", b""), SealedJournal).blob
+        with self.segments_file.open("ab") as fh:
+            fh.write(len(blob).to_bytes(4, "big") + blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._segments += 1
+
+    def read_segments(self) -> list[bytes]:
+        """The sealed segments after the base, in order (a torn last frame, from a crash
+        while appending, is left out: that change was not persisted)."""
+        if not self.segments_file.exists():
+            return []
+        data = self.segments_file.read_bytes()
+        segments, at = [], 0
+        while at + 4 <= len(data):
+            size = int.from_bytes(data[at : at + 4], "big")
+            if at + 4 + size > len(data):
+                break
+            segments.append(data[at + 4 : at + 4 + size])
+            at += 4 + size
+        return segments
+
+    def restore(self) -> None:
+        journal = SealedJournal(blob=self.state_file.read_bytes(), segments=self.read_segments())
+        self.handle.ecall("restore", encode(journal))
+        self._segments = len(journal.segments)
 
 
 @dataclass
