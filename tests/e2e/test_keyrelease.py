@@ -9,6 +9,7 @@ arrived, the pool's balance adds up, a stale oracle price funds nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -22,11 +23,18 @@ from typing import Any
 import msgspec
 import pytest
 
+from sealbridge.chain.lightclient import EventLog, ReceiptFields
 from sealbridge.chain.oracle import StalePrice
-from sealbridge.core.encoding import decode
+from sealbridge.core.encoding import decode, encode
 from sealbridge.crypto.signing import secp256k1_sign_hash, to_checksum_address
 from sealbridge.keyrelease.errors import InsufficientLiquidity
 from sealbridge.keyrelease.matcher import MatcherPolicy
+from sealbridge.keyrelease.matcher_program import (
+    FEE_PAID_TOPIC,
+    Accept,
+    AcceptOrder,
+    ObserveBlocks,
+)
 from sealbridge.keyrelease.vault import (
     OwnerRef,
     SignedSweep,
@@ -356,6 +364,52 @@ def test_swept_funds_are_withdrawn_to_where_the_owner_says(
     assert a.balance(source) <= held - signed.amount  # what is left paid the gas
 
 
+def test_the_matcher_credits_a_fee_only_once_it_saw_it_paid_on_chain(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    """Issue 15, item 2 (before: the matcher credited every fee on its host's word). The
+    matcher follows chain A block by block (headers linked, receipts root checked) and
+    accepts only once it saw the pool's FeePaid log for the offer, at the oracle price
+    it saw there; a block with a made-up payment is refused."""
+    devnet, _, _ = story
+    answer = devnet.request("alice", "ETH@31337", 100 * USD, "swap:unpaid")
+    alice = devnet.clients["alice"]
+    body = encode(Accept(request_id=answer.offer.request_id, requester=alice.account))
+    before = devnet.matcher_status().pool_usd_e8
+    devnet.sync_fee_chain()
+    unpaid = AcceptOrder(signed=alice.sign(devnet.service_id, "accept", body))
+    with pytest.raises(EnclaveCallError, match="not paid on the fee chain"):
+        devnet._matcher().call("accept", unpaid)
+    # the host makes up the payment: a FeePaid receipt the block does not hold
+    a = devnet.adapters[CHAIN_A]
+    a.mine(1)
+    (evidence,) = a.get_block_evidence([a.get_block_number()])
+    payer = bytes(12) + bytes.fromhex(alice.account[2:])
+    fee = hashlib.sha256(answer.offer.request_id.encode()).digest() + (10**18).to_bytes(32, "big")
+    made_up = ReceiptFields(
+        tx_type=2,
+        status=1,
+        cumulative_gas_used=21_000,
+        logs_bloom=bytes(256),
+        logs=[
+            EventLog(
+                address=bytes.fromhex(devnet.pool.address[2:]),
+                topics=[FEE_PAID_TOPIC, payer],
+                data=fee,
+            )
+        ],
+    )
+    forged = msgspec.structs.replace(evidence, receipts=[*evidence.receipts, made_up])
+    with pytest.raises(EnclaveCallError, match="receipts root"):
+        devnet._matcher().call("observe_blocks", ObserveBlocks(blocks=[forged]))
+    with pytest.raises(EnclaveCallError, match="not paid on the fee chain"):
+        devnet._matcher().call("accept", unpaid)
+    assert devnet.matcher_status().pool_usd_e8 == before
+    devnet.accept("alice", answer)  # pays, the matcher sees it, then accepts
+    assert devnet.matcher_status().pool_usd_e8 == before + answer.offer.fee_e8
+    assert devnet.run_swap("alice", answer, "TKN@31338").swept == 1
+
+
 def test_a_stale_price_funds_nothing(
     story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
 ) -> None:
@@ -391,7 +445,7 @@ def service(home: Path) -> Any:
 
 
 def key_of(home: Path, name: str) -> bytes:
-    return bytes.fromhex((home / "keyrelease" / "clients" / f"{name}.key").read_text())
+    return bytes.fromhex((home / "keyrelease" / "clients" / f"{name}.key").read_text().split()[0])
 
 
 def forged_requests_are_refused(home: Path) -> None:

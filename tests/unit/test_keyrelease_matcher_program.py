@@ -17,6 +17,7 @@ from sealbridge.keyrelease.matcher import MatcherPolicy, MatcherStatus
 from sealbridge.keyrelease.matcher_program import (
     MATCHER_PROGRAM,
     Accept,
+    AcceptOrder,
     AddChunks,
     MatchAnswer,
     MatcherCard,
@@ -104,9 +105,9 @@ def test_a_restarted_matcher_replays_its_journal(tmp_path: Path) -> None:
     )
     answer = decode(call(matcher, "match", signed(service, 1, "match", request)), MatchAnswer)
     accept = Accept(request_id="r1", requester=REQUESTER)
-    call(matcher, "accept", signed(service, 2, "accept", accept))
+    call(matcher, "accept", AcceptOrder(signed=signed(service, 2, "accept", accept)))
     with pytest.raises(EnclaveCallError):  # refused: not journaled, changes nothing
-        call(matcher, "accept", signed(service, 3, "accept", accept))
+        call(matcher, "accept", AcceptOrder(signed=signed(service, 3, "accept", accept)))
     status = decode(call(matcher, "status"), MatcherStatus)
     sealed = decode(call(matcher, "seal"), SealedJournal)
     matcher.close()
@@ -208,8 +209,11 @@ def test_only_the_signing_account_acts_and_only_once(tmp_path: Path) -> None:
         (Accept(request_id="r1", requester=ChainAdapter.address_of(mallory)), mallory),
     ):
         with pytest.raises(EnclaveCallError, match="another requester"):
-            call(matcher, "accept", signed(service, 6, "accept", accept, key=key))
-    mine = signed(service, 6, "accept", Accept(request_id="r1", requester=REQUESTER))
+            order = AcceptOrder(signed=signed(service, 6, "accept", accept, key=key))
+            call(matcher, "accept", order)
+    mine = AcceptOrder(
+        signed=signed(service, 6, "accept", Accept(request_id="r1", requester=REQUESTER))
+    )
     assert decode(call(matcher, "accept", mine), type(offer.offer)) == offer.offer
     with pytest.raises(EnclaveCallError, match="replayed"):
         call(matcher, "accept", mine)

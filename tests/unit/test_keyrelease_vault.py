@@ -67,6 +67,8 @@ USD = 10**8
 PROBE_PROGRAM = "sealbridge.tee.testing:EchoProgram"
 KINDS = {"ETH@31337": "native", "TKN@31338": "erc20"}
 FAR = 4_000_000_000.0
+OWNER_KEY = bytes(31) + b"\x05"  # every test vault's owner (its wallet key)
+OWNER = to_checksum_address(eth_address(secp256k1_public(OWNER_KEY, compressed=False)))
 
 
 class Vault:
@@ -75,6 +77,7 @@ class Vault:
         self.call("configure", decode(policy_bytes, VaultConfig))
         self.card = decode(self.call("card"), VaultCard)
         self.manifest = decode(self.call("create_keys", CreateKeys(count=6)), VaultManifest)
+        self.call("bind_owner", OwnerRef(account=OWNER))
 
     def call(self, name: str, request: msgspec.Struct | None = None) -> bytes:
         return self.handle.ecall(name, encode(request) if request is not None else b"")
@@ -450,7 +453,7 @@ def test_a_vault_restarts_from_its_sealed_state_mid_swap(
 
 def test_a_vault_vouches_for_one_owner(vaults: tuple[Vault, Vault, Vault]) -> None:
     alice, _, _ = vaults
-    account = "0x" + "ab" * 20
+    account = OWNER  # (the test vaults are bound to it at creation)
     binding = decode(alice.call("bind_owner", OwnerRef(account=account)), OwnerBinding)
     verify_vault_statement(binding, alice.card.node.identity_key)
     assert binding.account == account
@@ -564,6 +567,8 @@ def test_a_second_process_of_the_vault_sweeps_to_the_claimed_address(
     (chunk_id,) = decode(bob.call("deliver", Deliver(envelope=envelope)), VaultOutput).sweeps
     twin = backend.launch(VAULT_PROGRAM, platform_key_file=path, sealed_identity_file=ident)
     twin.ecall("configure", config)
+    # the host binds the twin to an account of its own (the twin holds nothing yet)
+    twin.ecall("bind_owner", encode(OwnerRef(account=to_checksum_address(b"\x66" * 20))))
     escrow = OpenEscrow(
         escrow_id="swap:1",
         role="beneficiary",
@@ -603,7 +608,6 @@ def test_only_the_owner_withdraws_what_a_sweep_brought(vaults: tuple[Vault, Vaul
     (chunk_id,) = decode(bob.call("deliver", Deliver(envelope=out.releases[0])), VaultOutput).sweeps
     swept = _sweep(bob, chunk_id)
     owner_key, stranger_key = bytes(31) + b"\x05", bytes(31) + b"\x06"
-    owner = to_checksum_address(eth_address(secp256k1_public(owner_key, compressed=False)))
     destination = to_checksum_address(b"\x42" * 20)
     sweep = SweepRequest(
         chunk_id=chunk_id,
@@ -620,9 +624,9 @@ def test_only_the_owner_withdraws_what_a_sweep_brought(vaults: tuple[Vault, Vaul
         signature = secp256k1_sign_hash(key, compute_withdrawal_digest(request))
         return bob.call("withdraw", SignedWithdrawal(request=request, signature=signature))
 
-    with pytest.raises(EnclaveCallError, match="no owner yet"):
-        withdraw(order, owner_key)
-    bob.call("bind_owner", OwnerRef(account=owner))
+    # bob's vault is bound to its owner (at creation): nobody else may bind it now
+    with pytest.raises(EnclaveCallError, match="bound to"):
+        bob.call("bind_owner", OwnerRef(account=to_checksum_address(b"\x66" * 20)))
     refusals = [
         (order, stranger_key, "not signed by this vault's owner"),
         (msgspec.structs.replace(order, vault=alice.card.vault), owner_key, "another vault"),
@@ -634,6 +638,7 @@ def test_only_the_owner_withdraws_what_a_sweep_brought(vaults: tuple[Vault, Vaul
             "not swept by this vault",
         ),
         (msgspec.structs.replace(order, destination="0x1234"), owner_key, "not an address"),
+        (msgspec.structs.replace(order, destination="0x" + "00" * 20), owner_key, "not an"),
     ]
     for request, key, reason in refusals:
         with pytest.raises(EnclaveCallError, match=reason):
@@ -642,3 +647,35 @@ def test_only_the_owner_withdraws_what_a_sweep_brought(vaults: tuple[Vault, Vaul
     assert Account.recover_transaction(signed.raw_tx) == swept.destination
     assert signed.destination == destination
     assert signed.amount == 10**15 - 21_000 * 10**9
+
+
+def test_an_unbound_vault_moves_no_key(platform: tuple[Path, bytes]) -> None:
+    """Found by attacking the withdrawal: a requester's vault was bound lazily, at the
+    first withdrawal, so its host could bind its own account first and withdraw what the
+    vault swept. Keys now move only in a bound vault (the devnet binds at creation)."""
+    path, pub = platform
+    config = encode(
+        VaultConfig(policy=devnet_policy(pub, [compute_sim_measurement(VAULT_PROGRAM)]))
+    )
+    backend = InProcessBackend()
+    alice = Vault(backend.launch(VAULT_PROGRAM, platform_key_file=path), config)
+    bob = backend.launch(VAULT_PROGRAM, platform_key_file=path)
+    bob.ecall("configure", config)
+    bob.ecall("create_keys", encode(CreateKeys(count=2)))
+    with pytest.raises(EnclaveCallError, match="not bound"):
+        bob.ecall(
+            "sign_sweep",
+            encode(
+                SweepRequest(
+                    chunk_id=alice.chunk(0).chunk_id,
+                    chain_id=31337,
+                    kind="native",
+                    nonce=0,
+                    balance=10**16,
+                    max_fee_per_gas=10**9,
+                    max_priority_fee_per_gas=10**9,
+                )
+            ),
+        )
+    for handle in (alice.handle, bob):
+        handle.close()

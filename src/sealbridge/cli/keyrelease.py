@@ -215,45 +215,62 @@ def _key_file(home: Path, name: str) -> Path:
     return _state_dir(home) / "clients" / f"{name}.key"
 
 
-def _save_key(home: Path, name: str, wallet_key_hex: str) -> Path:
+def _save_key(home: Path, name: str, wallet_key_hex: str, service_hex: str) -> Path:
+    """Keep a client's wallet key (mode 0600, in a 0700 directory) and the service it
+    was made for: the CLI signs for that service only."""
+    from sealbridge.keyrelease.auth import normalize_client_name
+
+    with friendly_errors():
+        name = normalize_client_name(name)  # (the service's answer: never a path)
+        bytes.fromhex(wallet_key_hex)
+        bytes.fromhex(service_hex)
     path = _key_file(home, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(wallet_key_hex + "\n")
-    path.with_suffix(".tmp").replace(path)
+        fh.write(wallet_key_hex + "\n" + service_hex + "\n")
+    tmp.replace(path)
     return path
 
 
-def _sign(home: Path, name: str, action: str, body: Message) -> Any:
-    """A request of client ``name``, signed with its key for the running service."""
-    from sealbridge.keyrelease.auth import normalize_client_name, sign_client_request
-    from sealbridge.net.http import NodeClient
-
-    with friendly_errors():
-        name = normalize_client_name(name)
-    path = _key_file(home, name)
-    try:
-        key = bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
-        _no_key(name, path)
-    state = _read_state(home)
-    with friendly_errors(), NodeClient(f"http://127.0.0.1:{state['port']}") as node:
-        service = bytes.fromhex(node.get_json("/v1/status")["service"])
-    return sign_client_request(key, service, time.time_ns() // 1000, action, encode(body))
-
-
-def _account(home: Path, name: str) -> str:
-    from sealbridge.chain.adapter import ChainAdapter
+def _read_key(home: Path, name: str) -> tuple[str, bytes, bytes]:
+    """(normalized name, wallet key, service id) of a client this CLI created."""
     from sealbridge.keyrelease.auth import normalize_client_name
 
     with friendly_errors():
         name = normalize_client_name(name)
     path = _key_file(home, name)
     try:
-        return ChainAdapter.address_of(bytes.fromhex(path.read_text().strip()))
+        key_hex, service_hex = path.read_text().split()
+        return name, bytes.fromhex(key_hex), bytes.fromhex(service_hex)
     except (OSError, ValueError):
         _no_key(name, path)
+
+
+def _sign(home: Path, name: str, action: str, body: Message) -> Any:
+    """A request of client ``name``, signed with its key for the service it was made
+    with (a service that names another identity gets nothing signed)."""
+    from sealbridge.keyrelease.auth import sign_client_request
+    from sealbridge.net.http import NodeClient
+
+    name, key, service = _read_key(home, name)
+    state = _read_state(home)
+    with friendly_errors(), NodeClient(f"http://127.0.0.1:{state['port']}") as node:
+        running = bytes.fromhex(node.get_json("/v1/status")["service"])
+    if running != service:
+        fail(
+            f"the running key-release service is not the one {name} was created with "
+            f"(its matcher is {running.hex()[:16]}…, not {service.hex()[:16]}…)"
+        )
+    return sign_client_request(key, service, time.time_ns() // 1000, action, encode(body))
+
+
+def _account(home: Path, name: str) -> str:
+    from sealbridge.chain.adapter import ChainAdapter
+
+    return ChainAdapter.address_of(_read_key(home, name)[1])
 
 
 @app.command("vault")
@@ -270,7 +287,7 @@ def vault(
     from sealbridge.node.keyrelease_service import VaultRequest
 
     result = _post(home, "/v1/vaults", VaultRequest(name=name, compromised=compromised), as_json)
-    path = _save_key(home, result["name"], result["wallet_key"])
+    path = _save_key(home, result["name"], result["wallet_key"], result["service"])
     if not as_json:
         console.print(
             f"vault {result['vault'][:16]}… for {result['name']} (account {result['account']}; "
@@ -291,6 +308,7 @@ def deposit(
     """Fund deposit keys with one standard USD chunk each, at the oracle's price."""
     from sealbridge.node.keyrelease_service import DepositRequest
 
+    name = _read_key(home, name)[0]
     request = DepositRequest(name=name, asset=asset, chunks=chunks, bond_usd=bond, offer=offer)
     result = _post(home, "/v1/deposits", _sign(home, name, "deposit", request), as_json)
     if not as_json:

@@ -20,8 +20,9 @@ signature; :func:`verify_client_request` recovers the signer, and the verifier c
 with the account the request acts for. A refused request changes nothing (the verifier
 records the nonce only once everything else has been checked).
 
-Client names are display labels: :func:`normalize_client_name` folds them with NFKC, so a
-full-width ``ａｌｉｃｅ`` is ``alice`` and cannot be registered beside it.
+Client names are display labels: :func:`normalize_client_name` folds them with NFKC and
+case-folds them, so a full-width ``ａｌｉｃｅ`` or ``Alice`` is ``alice`` and cannot be
+registered beside it (nor share its files on a case-insensitive file system).
 """
 
 from __future__ import annotations
@@ -106,10 +107,10 @@ def verify_client_request(
 
 
 def normalize_client_name(name: str) -> str:
-    """A client's display label, NFKC-folded: a short ASCII identifier."""
+    """A client's display label, NFKC- and case-folded: a short ASCII identifier."""
     if not isinstance(name, str):
         raise ClientRefused("a client name is a string")
-    folded = unicodedata.normalize("NFKC", name)
+    folded = unicodedata.normalize("NFKC", name).casefold()
     if not folded.isascii() or not folded.isidentifier() or not 0 < len(folded) <= MAX_NAME:
         raise ClientRefused(f"client names are short ASCII identifiers, not {name!r}")
     return folded

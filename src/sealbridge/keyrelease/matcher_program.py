@@ -44,6 +44,7 @@ from eth_account import Account
 from eth_utils.crypto import keccak
 
 from sealbridge.chain.abi import compute_address
+from sealbridge.chain.lightclient import BlockEvidence, HeaderChain, LightClientError
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.crypto.signing import is_valid_ed25519
@@ -96,12 +97,16 @@ OPERATOR_GAS = 200_000
 JOURNAL_LABEL = "sealbridge/keyrelease/matcher-journal/v1"
 SEGMENT_LABEL = "sealbridge/keyrelease/matcher-journal-segment/v1"
 _CHAIN_TAG = b"sealbridge/keyrelease/journal-chain/v1"
+FEE_PAID_TOPIC = keccak(b"FeePaid(address,bytes32,uint256)")
+PRICE_SET_TOPIC = keccak(b"PriceSet(bytes32,uint256,uint256)")
+MAX_OBSERVED_BLOCKS = 256
 # the ECALLs that change the matcher's state: each one that succeeds is journaled with the
 # time and randomness it used, so a restarted matcher replays its way to the same state
 T = TypeVar("T")
 
 JOURNALED_ECALLS = (
     "configure",
+    "observe_blocks",
     "register_owner",
     "add_chunks",
     "register_sweep_address",
@@ -150,9 +155,41 @@ class JournalSegment(Message, frozen=True):
     entries: list[JournalEntry]
 
 
+class FeeChain(Message, frozen=True):
+    """The chain the fees are paid on, as the matcher follows it: from an anchor block its
+    host names at configuration (trust on first use, like a gatekeeper's genesis), every
+    later block is verified (parent link, receipts root) before its ``FeePaid`` logs of
+    ``pool`` count."""
+
+    chain_id: int
+    pool: bytes  # the InsurancePool's address (20 bytes)
+    oracle: bytes  # the PriceOracle's address (20 bytes): its PriceSet logs give the price
+    fee_asset_key: bytes  # the oracle's key of the asset fees are paid in (ETH)
+    anchor_number: int
+    anchor_hash: bytes
+
+
 class MatcherConfig(Message, frozen=True):
     policy: MatcherPolicy
     vault_policy: AttestationPolicy  # what a vault's manifest must attest under
+    # None: fees are credited on accept without a look at the chain (unit tests, the
+    # simulator); the devnet always names its chain A
+    fee_chain: FeeChain | None = None
+
+
+class ObserveBlocks(Message, frozen=True):
+    blocks: list[BlockEvidence]  # the next blocks of the fee chain, in order
+
+
+class FeeTip(Message, frozen=True):
+    number: int  # the newest fee-chain block the matcher verified (0: no fee chain)
+
+
+class AcceptOrder(Message, frozen=True):
+    """A requester's signed ``Accept`` (with a fee chain, the fee must have been paid
+    there, at the price the oracle last set there, both seen by the matcher)."""
+
+    signed: SignedRequest
 
 
 class MatcherCard(Message, frozen=True):
@@ -312,6 +349,12 @@ class MatcherProgram:
         self.manifests: dict[str, VaultManifest] = {}
         self.requesters: dict[str, bytes] = {}  # account (lowercase) -> vault identity key
         self.nonces: dict[str, int] = {}  # account (lowercase) -> last client nonce taken
+        self.fee_pool = b""
+        self.fee_chain: HeaderChain | None = None
+        self.fees_paid: dict[tuple[str, bytes], int] = {}  # (payer, request key) -> wei
+        self.fee_oracle = b""
+        self.fee_asset_key = b""
+        self.fee_price_e8 = 0  # the fee asset's last price the oracle set on the fee chain
         self.owners: dict[str, str] = {}  # vault hex -> owner account (lowercase)
         self._operator_secret = coincurve.PrivateKey(ctx.random_bytes(32)).secret
         self.journal: list[JournalEntry] = []
@@ -339,6 +382,8 @@ class MatcherProgram:
             "match": self.match,
             "accept": self.accept,
             "check_accept": self.check_accept,
+            "observe_blocks": self.observe_blocks,
+            "fee_tip": self.fee_tip,
             "decline": self.decline,
             "expire": self.expire,
             "reclaim": self.reclaim,
@@ -477,9 +522,64 @@ class MatcherProgram:
         config = decode(payload, MatcherConfig)
         if self.core is not None:
             raise InvalidRequest("matcher is configured already")
+        fee = config.fee_chain
+        chain = None
+        if fee is not None:
+            if any(type(a) is not bytes or len(a) != 20 for a in (fee.pool, fee.oracle)):
+                raise InvalidRequest("fee_chain.pool and .oracle must be 20-byte addresses")
+            if type(fee.fee_asset_key) is not bytes or len(fee.fee_asset_key) != 32:
+                raise InvalidRequest("fee_chain.fee_asset_key must be 32 bytes")
+            try:
+                chain = HeaderChain(fee.anchor_number, fee.anchor_hash)
+            except SealbridgeError as exc:
+                raise InvalidRequest(f"bad fee chain anchor: {exc}") from exc
         self.core = MatcherCore(config.policy)
         self.vault_policy = config.vault_policy
+        if fee is not None and chain is not None:
+            self.fee_pool, self.fee_chain = fee.pool, chain
+            self.fee_oracle, self.fee_asset_key = fee.oracle, fee.fee_asset_key
         return b""
+
+    def observe_blocks(self, payload: bytes) -> bytes:
+        """Follow the fee chain: verify the next blocks (all or none) and count their
+        ``FeePaid`` logs of the pool."""
+        request = decode(payload, ObserveBlocks)
+        if self.fee_chain is None:
+            raise InvalidRequest("this matcher follows no fee chain")
+        if len(request.blocks) > MAX_OBSERVED_BLOCKS:
+            raise InvalidRequest(f"at most {MAX_OBSERVED_BLOCKS} blocks per call")
+        scratch = HeaderChain(self.fee_chain.number, self.fee_chain.hash)
+        paid: list[tuple[tuple[str, bytes], int]] = []
+        price = self.fee_price_e8
+        try:
+            for evidence in request.blocks:
+                block = scratch.process(evidence)
+                for log in block.logs:
+                    if (
+                        log.address == self.fee_oracle
+                        and len(log.topics) == 2
+                        and log.topics[0] == PRICE_SET_TOPIC
+                        and log.topics[1] == self.fee_asset_key
+                        and len(log.data) == 64
+                    ):
+                        price = int.from_bytes(log.data[:32], "big")
+                    if (
+                        log.address == self.fee_pool
+                        and len(log.topics) == 2
+                        and log.topics[0] == FEE_PAID_TOPIC
+                        and len(log.data) == 64
+                    ):
+                        payer = "0x" + log.topics[1][12:].hex()
+                        paid.append(((payer, log.data[:32]), int.from_bytes(log.data[32:], "big")))
+        except LightClientError as exc:
+            raise InvalidRequest(f"fee chain block refused: {exc.message}") from exc
+        self.fee_chain, self.fee_price_e8 = scratch, price
+        for key, amount in paid:
+            self.fees_paid[key] = self.fees_paid.get(key, 0) + amount
+        return encode(FeeTip(number=scratch.number))
+
+    def fee_tip(self, payload: bytes) -> bytes:
+        return encode(FeeTip(number=0 if self.fee_chain is None else self.fee_chain.number))
 
     def card(self, payload: bytes) -> bytes:
         node = self.ctx.identity
@@ -578,10 +678,26 @@ class MatcherProgram:
         return encode(MatchAnswer(offer=offer, manifests=answer.manifests, signature=signature))
 
     def accept(self, payload: bytes) -> bytes:
-        """A requester's signed ``Accept``: only the account the offer was made to."""
-        account, request = self._client_request(payload, "accept", Accept)
-        offer = self._core().accept(request.request_id, self._now(), requester=account)
-        self._took(account, payload)
+        """A requester's signed ``Accept``: only the account the offer was made to, and
+        (with a fee chain) only once the matcher has seen the fee paid there."""
+        order = decode(payload, AcceptOrder)
+        signed = encode(order.signed)
+        account, request = self._client_request(signed, "accept", Accept)
+        core = self._core()
+        offer = core.check_accept(request.request_id, self._now(), requester=account)
+        if self.fee_chain is not None and offer.fee_e8 > 0:
+            if self.fee_price_e8 <= 0:
+                raise InvalidRequest("no price of the fee asset seen on the fee chain yet")
+            due = usd_to_wei(offer.fee_e8, self.fee_price_e8)
+            key = (account.lower(), hashlib.sha256(request.request_id.encode()).digest())
+            paid = self.fees_paid.get(key, 0)
+            if paid < due:
+                raise InvalidRequest(
+                    f"the fee of offer {request.request_id} is not paid on the fee chain "
+                    f"(seen up to block {self.fee_chain.number}: {paid} of {due} wei)"
+                )
+        offer = core.accept(request.request_id, self._now(), requester=account)
+        self._took(account, signed)
         return encode(offer)
 
     def check_accept(self, payload: bytes) -> bytes:

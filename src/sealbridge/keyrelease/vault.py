@@ -509,8 +509,15 @@ class VaultCore:
     def get_sweep_address(self, chunk_id: str) -> str:
         return compute_address(self.get_sweep_secret(chunk_id))
 
+    def require_owner(self) -> None:
+        """Keys move only in a vault bound to its owner (``bind_owner``): its sweep keys
+        are the owner's to withdraw from, and nobody may bind them later."""
+        if not self.owner:
+            raise InvalidRequest("this vault is not bound to its owner yet (bind_owner)")
+
     def sign_sweep(self, request: SweepRequest) -> SignedSweep:
         """Sign a transaction moving a received (or own, free) chunk to its sweep key."""
+        self.require_owner()
         key = self.received.get(request.chunk_id)
         if key is None:
             _, key = self.own_key(request.chunk_id)
@@ -553,7 +560,7 @@ class VaultCore:
         chunk_id = request.sweep.chunk_id
         if chunk_id not in self.swept:
             raise InvalidRequest(f"chunk {chunk_id} was not swept by this vault")
-        if not _is_account(request.destination):
+        if not _is_account(request.destination) or int(request.destination, 16) == 0:
             raise InvalidRequest(f"not an address: {request.destination!r}")
         raw_tx, tx_hash, amount = _sign_transfer(
             self.get_sweep_secret(chunk_id), request.sweep, request.destination, "withdrawal"
@@ -876,6 +883,7 @@ class VaultProgram:
 
     def deliver(self, payload: bytes) -> bytes:
         envelope = decode(payload, Deliver).envelope
+        self.core.require_owner()
         entry = self._contract(envelope.contract)
         secret = self.core.open_envelope(envelope, entry.counterparty)
         self.core.check_not_received(envelope.chunk_id)

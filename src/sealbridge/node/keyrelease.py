@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import coincurve
 import msgspec
 
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.insurance import InsurancePool, deploy_insurance_pool
-from sealbridge.chain.oracle import PriceOracle, deploy_price_oracle
+from sealbridge.chain.oracle import PriceOracle, compute_asset_key, deploy_price_oracle
 from sealbridge.chain.token import DepositToken, deploy_deposit_token
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
@@ -59,12 +60,17 @@ from sealbridge.keyrelease.matcher import (
 from sealbridge.keyrelease.matcher_program import (
     JOURNALED_ECALLS,
     MATCHER_PROGRAM,
+    MAX_OBSERVED_BLOCKS,
     Accept,
+    AcceptOrder,
     AddChunks,
     Expired,
+    FeeChain,
+    FeeTip,
     MatchAnswer,
     MatcherCard,
     MatcherConfig,
+    ObserveBlocks,
     OperatorTx,
     PenaltyOutcome,
     Reclaim,
@@ -131,7 +137,8 @@ __all__ = [
 CHAIN_A, CHAIN_B = 31337, 31338
 USD = 10**8
 ETHER = 10**18
-MAX_CLIENTS = 8  # dev accounts 2..9 of anvil
+MAX_CLIENTS = 8
+WALLET_FUNDING_WEI = 500 * 10**18  # what each client's wallet gets on each chain
 # a requester accepts only an offer that stays open this much longer (at most a quarter
 # of its time to live): the fee's transaction must be mined before the matcher confirms
 # (a refused accept pays nothing)
@@ -423,6 +430,8 @@ class KeyReleaseDevnet:
                 token=self.token.address,
             ),
         }
+        # the matcher follows chain A from here: it sees the prices set next
+        head = self.adapters[CHAIN_A].get_block("latest")
         for asset_id, asset in self.assets.items():
             self.oracle.set_price(asset_id, self.prices[asset.symbol], reporter)
         policy = self._policy or MatcherPolicy(
@@ -431,7 +440,18 @@ class KeyReleaseDevnet:
             max_vault_share_bps=3400,
         )
         self.risk_policy = policy
-        self.matcher.call("configure", MatcherConfig(policy=policy, vault_policy=self.vault_policy))
+        fee_chain = FeeChain(
+            chain_id=CHAIN_A,
+            pool=bytes.fromhex(self.pool.address[2:]),
+            oracle=bytes.fromhex(self.oracle.address[2:]),
+            fee_asset_key=compute_asset_key("ETH@31337"),
+            anchor_number=head.number,
+            anchor_hash=head.hash,
+        )
+        self.matcher.call(
+            "configure",
+            MatcherConfig(policy=policy, vault_policy=self.vault_policy, fee_chain=fee_chain),
+        )
         self._emit(
             "setup",
             chains={str(n.chain_id): n.url for n in self.nodes},
@@ -457,10 +477,17 @@ class KeyReleaseDevnet:
             raise KeyReleaseDevnetError(f"client {name!r} exists already")
         if len(self.clients) >= MAX_CLIENTS:
             raise KeyReleaseDevnetError(f"at most {MAX_CLIENTS} clients")
-        wallet_key = self.adapters[CHAIN_A].get_dev_key(2 + len(self.clients))
+        # a wallet key of its own (not one of anvil's well-known dev accounts, whose keys
+        # everyone has), funded from dev account 0 on both chains
+        wallet_key = coincurve.PrivateKey(os.urandom(32)).secret
+        account = ChainAdapter.address_of(wallet_key)
+        for adapter in self.adapters.values():
+            self._count(adapter.fund(account, WALLET_FUNDING_WEI).gas_used)
         vault = _Vault(self._launch_vault(name, compromised), self._vault_state_file(name))
         vault_policy = self._vault_policy()
         vault.call("configure", VaultConfig(policy=vault_policy))
+        # bound to its owner before it holds anything (nobody else may withdraw from it)
+        vault.call("bind_owner", OwnerRef(account=account))
         card = decode(vault.call("card"), VaultCard)
         manifest = decode(
             vault.call("create_keys", CreateKeys(count=self.keys_per_vault)), VaultManifest
@@ -807,7 +834,8 @@ class KeyReleaseDevnet:
         if fee_wei > 0 and self.pool.get_fees_paid(client.account, request_key) < fee_wei:
             receipt = self.pool.pay_fee(request_key, fee_wei, client.wallet_key)
             self._count(receipt.gas_used)
-        self._matcher().call("accept", signed)
+        self.sync_fee_chain()  # the matcher sees the fee paid before it accepts
+        self._matcher().call("accept", AcceptOrder(signed=signed))
         self.took(signed, client)
         self._emit("accept", client=name, fee_wei=fee_wei, pool_wei=self.pool.get_pool())
 
@@ -1031,6 +1059,20 @@ class KeyReleaseDevnet:
             chunk=chunk.chunk_id[-6:],
             note="compromised vault leaked the key; its host swept the chunk first",
         )
+
+    def sync_fee_chain(self) -> int:
+        """Feed the matcher every chain-A block it has not verified yet (headers and
+        receipts); it counts the pool's ``FeePaid`` logs in them. Returns its tip."""
+        a = self.adapters[CHAIN_A]
+        tip = decode(self._matcher().call("fee_tip"), FeeTip).number
+        head = a.get_block_number()
+        while tip < head:
+            numbers = list(range(tip + 1, min(head, tip + MAX_OBSERVED_BLOCKS) + 1))
+            blocks = a.get_block_evidence(numbers)
+            tip = decode(
+                self._matcher().call("observe_blocks", ObserveBlocks(blocks=blocks)), FeeTip
+            ).number
+        return tip
 
     def withdraw(self, name: str, chunk: Chunk, destination: str) -> SignedSweep:
         """Move what the client's vault swept of ``chunk`` to ``destination``: an order

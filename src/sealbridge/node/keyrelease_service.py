@@ -26,7 +26,7 @@ from fastapi import FastAPI
 
 from sealbridge.core.encoding import Message, decode, encode, to_builtins
 from sealbridge.core.errors import SealbridgeError
-from sealbridge.keyrelease.auth import SignedRequest
+from sealbridge.keyrelease.auth import SignedRequest, normalize_client_name
 from sealbridge.keyrelease.matcher_program import Accept, MatchAnswer
 from sealbridge.keyrelease.types import ChunkRequest
 from sealbridge.net.http import add_bytes_route, add_json_route, install_error_handler
@@ -67,8 +67,7 @@ class DepositRequest(Message, frozen=True):
 
 class AcceptRequest(Message, frozen=True):
     signed: SignedRequest  # action "accept", body an ``Accept`` of the offer
-    give_asset: str
-    stop_after: dict[str, int] = {}  # owner -> keys it releases before walking away
+    give_asset: str  # (not signed: it names which of the requester's assets it gives)
 
 
 class StepResult(Message, frozen=True):
@@ -116,16 +115,25 @@ class KeyReleaseService:
             raise KeyReleaseDevnetError("bond_usd must be in [0, 1e9]")
 
         def run() -> dict[str, Any]:
-            owner = self.devnet.clients.get(request.name)
+            owner = self.devnet.clients.get(normalize_client_name(request.name))
             if owner is None:
                 raise KeyReleaseDevnetError(f"no client {request.name!r}")
             client = self.devnet.check_client(signed, "deposit", owner.account)
+            # everything that can be checked is, before money moves; the nonce is taken
+            # now, so the same signed deposit cannot be sent twice even if a step fails
+            if request.asset not in self.devnet.assets:
+                raise KeyReleaseDevnetError(f"unknown asset {request.asset!r}")
+            owners = self.devnet.matcher_status().owners
+            if request.offer and not request.bond_usd and client.account not in owners:
+                raise KeyReleaseDevnetError(
+                    f"{client.name} has no bond yet: post one (--bond) to offer chunks"
+                )
+            self.devnet.took(signed, client)
             if request.bond_usd:
                 self.devnet.post_bond(client.name, request.bond_usd * USD)
             chunks = self.devnet.deposit(client.name, request.asset, request.chunks)
             if request.offer:
                 self.devnet.offer(client.name, chunks)
-            self.devnet.took(signed, client)
             return {"chunks": [c.chunk_id for c in chunks], "offered": request.offer}
 
         return self._step(run)
@@ -135,8 +143,9 @@ class KeyReleaseService:
         request = decode(signed.request.body, ChunkRequest)
         if not 1 * USD <= request.usd_e8 <= 10**9 * USD:
             raise KeyReleaseDevnetError("usd must be in [1, 1e9]")
-        if not 0 < len(request.contract) <= 64 or not request.contract.isprintable():
-            raise KeyReleaseDevnetError("contract names are 1 to 64 printable characters")
+        for what, value in (("contract", request.contract), ("request id", request.request_id)):
+            if not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isprintable():
+                raise KeyReleaseDevnetError(f"{what}s are 1 to 64 printable characters")
 
         def run() -> dict[str, Any]:
             answer = self.devnet.request_signed(signed)
@@ -163,9 +172,7 @@ class KeyReleaseService:
             self.devnet.accept_signed(answer, request.signed)
             del self.answers[accept.request_id]
             name = self.devnet.clients_by_account(accept.requester).name
-            outcome: SwapOutcome = self.devnet.run_swap(
-                name, answer, request.give_asset, stop_after=request.stop_after or None
-            )
+            outcome: SwapOutcome = self.devnet.run_swap(name, answer, request.give_asset)
             result: dict[str, Any] = to_builtins(outcome)
             return result
 
