@@ -34,8 +34,11 @@ from sealbridge.keyrelease.matcher_program import (
     Accept,
     AcceptOrder,
     ObserveBlocks,
+    RegisterOwner,
+    usd_to_wei,
 )
 from sealbridge.keyrelease.vault import (
+    OwnerBinding,
     OwnerRef,
     SignedSweep,
     SignedWithdrawal,
@@ -408,6 +411,35 @@ def test_the_matcher_credits_a_fee_only_once_it_saw_it_paid_on_chain(
     devnet.accept("alice", answer)  # pays, the matcher sees it, then accepts
     assert devnet.matcher_status().pool_usd_e8 == before + answer.offer.fee_e8
     assert devnet.run_swap("alice", answer, "TKN@31338").swept == 1
+
+
+def test_the_matcher_books_only_the_bond_it_saw_posted(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    """Issue 15, item 3 (bonds): before, the matcher booked whatever bond its host said
+    an owner had. Now it follows the pool's BondPosted / Slashed / BondWithdrawn logs on
+    chain A and refuses a registration above what it saw."""
+    devnet, _, _ = story
+    dave = devnet.add_client("dave")
+    price = devnet.price("ETH@31337")
+    wei = usd_to_wei(100 * USD, price)
+    devnet.pool.post_bond(wei, dave.wallet_key)
+    devnet.sync_fee_chain()
+    binding = decode(dave.vault.call("bind_owner", OwnerRef(account=dave.account)), OwnerBinding)
+
+    def register(usd_e8: int) -> bytes:
+        return devnet._matcher().call(
+            "register_owner",
+            RegisterOwner(
+                owner=dave.account, bond_usd_e8=usd_e8, manifest=dave.manifest, binding=binding
+            ),
+        )
+
+    with pytest.raises(EnclaveCallError, match="more than the matcher saw"):
+        register(10_000 * USD)
+    assert dave.account not in devnet.matcher_status().owners
+    register(wei * price // 10**18)
+    assert devnet.matcher_status().owners[dave.account].bond_usd_e8 == wei * price // 10**18
 
 
 def test_a_stale_price_funds_nothing(

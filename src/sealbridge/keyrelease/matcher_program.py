@@ -99,6 +99,9 @@ SEGMENT_LABEL = "sealbridge/keyrelease/matcher-journal-segment/v1"
 _CHAIN_TAG = b"sealbridge/keyrelease/journal-chain/v1"
 FEE_PAID_TOPIC = keccak(b"FeePaid(address,bytes32,uint256)")
 PRICE_SET_TOPIC = keccak(b"PriceSet(bytes32,uint256,uint256)")
+BOND_POSTED_TOPIC = keccak(b"BondPosted(address,uint256,uint256)")
+SLASHED_TOPIC = keccak(b"Slashed(address,uint256,bytes32)")
+BOND_WITHDRAWN_TOPIC = keccak(b"BondWithdrawn(address,uint256,uint256)")
 MAX_OBSERVED_BLOCKS = 256
 # the ECALLs that change the matcher's state: each one that succeeds is journaled with the
 # time and randomness it used, so a restarted matcher replays its way to the same state
@@ -324,6 +327,17 @@ def usd_to_wei(usd_e8: int, price_e8: int) -> int:
     return wei
 
 
+def _track_bond(bonds: dict[str, int], topics: list[bytes], data: bytes) -> None:
+    """Follow an owner's bond in the pool through its verified logs."""
+    owner = "0x" + topics[1][12:].hex()
+    if topics[0] == BOND_POSTED_TOPIC and len(data) == 64:
+        bonds[owner] = int.from_bytes(data[32:64], "big")  # the new total
+    elif topics[0] == BOND_WITHDRAWN_TOPIC and len(data) == 64:
+        bonds[owner] = int.from_bytes(data[32:64], "big")  # what remains
+    elif topics[0] == SLASHED_TOPIC and len(data) == 64:
+        bonds[owner] = max(0, bonds.get(owner, 0) - int.from_bytes(data[:32], "big"))
+
+
 def _is_address(value: str) -> bool:
     if not isinstance(value, str) or len(value) != 42 or not value.startswith("0x"):
         return False
@@ -355,6 +369,7 @@ class MatcherProgram:
         self.fee_oracle = b""
         self.fee_asset_key = b""
         self.fee_price_e8 = 0  # the fee asset's last price the oracle set on the fee chain
+        self.bonds_wei: dict[str, int] = {}  # owner (lowercase) -> its bond in the pool
         self.owners: dict[str, str] = {}  # vault hex -> owner account (lowercase)
         self._operator_secret = coincurve.PrivateKey(ctx.random_bytes(32)).secret
         self.journal: list[JournalEntry] = []
@@ -551,6 +566,7 @@ class MatcherProgram:
         scratch = HeaderChain(self.fee_chain.number, self.fee_chain.hash)
         paid: list[tuple[tuple[str, bytes], int]] = []
         price = self.fee_price_e8
+        bonds = dict(self.bonds_wei)
         try:
             for evidence in request.blocks:
                 block = scratch.process(evidence)
@@ -563,6 +579,8 @@ class MatcherProgram:
                         and len(log.data) == 64
                     ):
                         price = int.from_bytes(log.data[:32], "big")
+                    if log.address == self.fee_pool and len(log.topics) == 2:
+                        _track_bond(bonds, log.topics, log.data)
                     if (
                         log.address == self.fee_pool
                         and len(log.topics) == 2
@@ -573,7 +591,7 @@ class MatcherProgram:
                         paid.append(((payer, log.data[:32]), int.from_bytes(log.data[32:], "big")))
         except LightClientError as exc:
             raise InvalidRequest(f"fee chain block refused: {exc.message}") from exc
-        self.fee_chain, self.fee_price_e8 = scratch, price
+        self.fee_chain, self.fee_price_e8, self.bonds_wei = scratch, price, bonds
         for key, amount in paid:
             self.fees_paid[key] = self.fees_paid.get(key, 0) + amount
         return encode(FeeTip(number=scratch.number))
@@ -598,6 +616,7 @@ class MatcherProgram:
         known = self.owners.get(request.manifest.vault)
         if known is not None and known != request.owner.lower():
             raise InvalidRequest("this vault is registered to another owner")
+        self._check_bond(request.owner, request.bond_usd_e8)
         core.register_owner(request.owner, request.bond_usd_e8)
         self.manifests[request.manifest.vault] = request.manifest
         self.owners[request.manifest.vault] = request.owner.lower()
@@ -749,8 +768,27 @@ class MatcherProgram:
 
     def add_bond(self, payload: bytes) -> bytes:
         request = decode(payload, AddBond)
-        self._core().add_bond(request.owner, request.usd_e8)
+        core = self._core()
+        status = core.get_status().owners.get(request.owner)
+        held = status.bond_usd_e8 if status is not None else 0
+        if type(request.usd_e8) is int:
+            self._check_bond(request.owner, held + request.usd_e8)
+        core.add_bond(request.owner, request.usd_e8)
         return b""
+
+    def _check_bond(self, owner: str, usd_e8: object) -> None:
+        """With a fee chain, a bond is booked only as far as the matcher saw it posted to
+        the pool there (at the last price it saw), never on its host's word."""
+        if self.fee_chain is None or type(usd_e8) is not int:
+            return
+        seen_wei = self.bonds_wei.get(owner.lower(), 0)
+        seen_usd = seen_wei * self.fee_price_e8 // 10**18
+        if usd_e8 > seen_usd:
+            raise InvalidRequest(
+                f"{owner}'s bond of {usd_e8 / 10**8:.2f} USD is more than the matcher saw "
+                f"posted on the fee chain ({seen_wei} wei = {seen_usd / 10**8:.2f} USD, "
+                f"up to block {self.fee_chain.number})"
+            )
 
     def settle(self, payload: bytes) -> bytes:
         request = decode(payload, Settle)

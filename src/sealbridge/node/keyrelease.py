@@ -639,6 +639,7 @@ class KeyReleaseDevnet:
         bonded = self.pool.get_bond(client.account)
         bond_usd = bonded * price // ETHER
         binding_bytes = client.vault.call("bind_owner", OwnerRef(account=client.account))
+        self.sync_fee_chain()  # the matcher books only the bond it saw posted
         self._matcher().call(
             "register_owner",
             RegisterOwner(
