@@ -540,14 +540,14 @@ def forged_accepts_are_refused(home: Path, request_id: str) -> None:
         for requester in (ChainAdapter.address_of(key_of(home, "alice")), "bob"):
             if requester == "bob":
                 requester = ChainAdapter.address_of(bob_key)
-            body = encode(Accept(request_id=request_id, requester=requester))
+            body = encode(
+                Accept(request_id=request_id, requester=requester, give_asset="TKN@31338")
+            )
             signed = sign_client_request(
                 bob_key, service_id, time.time_ns() // 1000, "accept", body
             )
             with pytest.raises(NodeRefused):
-                node.post(
-                    "/v1/accept", encode(AcceptRequest(signed=signed, give_asset="TKN@31338"))
-                )
+                node.post("/v1/accept", encode(AcceptRequest(signed=signed)))
         assert node.get_json("/v1/status") == status
 
 

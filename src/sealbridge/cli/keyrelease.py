@@ -359,9 +359,9 @@ def accept(
     from sealbridge.keyrelease.matcher_program import Accept
     from sealbridge.node.keyrelease_service import AcceptRequest
 
-    body = Accept(request_id=request_id, requester=_account(home, name))
+    body = Accept(request_id=request_id, requester=_account(home, name), give_asset=give)
     signed = _sign(home, name, "accept", body)
-    result = _post(home, "/v1/accept", AcceptRequest(signed=signed, give_asset=give), as_json)
+    result = _post(home, "/v1/accept", AcceptRequest(signed=signed), as_json)
     if not as_json:
         console.print(
             f"swap {result['contract']}: gave {result['given']}, swept {result['swept']} of "

@@ -229,6 +229,7 @@ class Reclaim(Message, frozen=True):
 class Accept(Message, frozen=True):
     request_id: str
     requester: str = ""  # the account accepting: it must be the one the offer was made to
+    give_asset: str = ""  # what the requester gives in the swap (its service runs it)
     margin_s: float = 0.0  # check_accept: the offer must stay open this much longer
 
 

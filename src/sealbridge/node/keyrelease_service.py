@@ -66,8 +66,8 @@ class DepositRequest(Message, frozen=True):
 
 
 class AcceptRequest(Message, frozen=True):
-    signed: SignedRequest  # action "accept", body an ``Accept`` of the offer
-    give_asset: str  # (not signed: it names which of the requester's assets it gives)
+    signed: SignedRequest  # action "accept", body an ``Accept`` of the offer (and the
+    # asset the requester gives in the swap: signed with the rest)
 
 
 class StepResult(Message, frozen=True):
@@ -167,12 +167,12 @@ class KeyReleaseService:
             answer = self.answers.get(accept.request_id)
             if answer is None:
                 raise KeyReleaseDevnetError(f"no offer {accept.request_id!r} to accept")
-            if request.give_asset not in self.devnet.assets:  # checked before the fee
-                raise KeyReleaseDevnetError(f"unknown asset {request.give_asset!r} to give")
+            if accept.give_asset not in self.devnet.assets:  # checked before the fee
+                raise KeyReleaseDevnetError(f"unknown asset {accept.give_asset!r} to give")
             self.devnet.accept_signed(answer, request.signed)
             del self.answers[accept.request_id]
             name = self.devnet.clients_by_account(accept.requester).name
-            outcome: SwapOutcome = self.devnet.run_swap(name, answer, request.give_asset)
+            outcome: SwapOutcome = self.devnet.run_swap(name, answer, accept.give_asset)
             result: dict[str, Any] = to_builtins(outcome)
             return result
 
