@@ -1,6 +1,6 @@
 """Key-release contracts: the matcher's latency and risk quality on large chunk books.
 
-``python -m bench.bench_keyrelease [--quick] [--part matching|swap|all]``
+``python -m bench.bench_keyrelease [--quick] [--part matching|swap|persist|all]``
 
 Part ``matching`` (:func:`run_matching`): a :class:`~sealbridge.keyrelease.matcher.
 MatcherCore` with 1,000 owners (1-3 enclaves each, bonds of 2-40 chunks, a few of them

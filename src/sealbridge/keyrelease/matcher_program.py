@@ -19,13 +19,29 @@ this wrapper.
   chunk is accepted only if its address is the manifest's key at that index and its owner
   is the vault's bound owner -- so every chunk the matcher offers sits at a key an
   attested vault generated, under the account that vault vouches for.
+* **Clients.** ``match`` and ``accept`` take a requester's :class:`SignedRequest`
+  (``keyrelease/auth.py``): signed by the requester account's key, for this enclave's
+  identity, with a nonce above the last one taken from that account (nonces are part of
+  the journal).
 * **Matching.** ``match`` seeds the core's weighted sampling with enclave randomness and
   returns the offer with the manifests of every vault in it, signed by the enclave's
   identity key, so the client can check each chunk's attestation itself.
+* **The fee chain.** Configured with a :class:`FeeChain`, the enclave follows that chain
+  from an anchor block its host names (``observe_blocks``: parent links and receipts
+  roots, all or none) and keeps the pool's ``FeePaid`` logs, each owner's bond
+  (``BondPosted``, ``Slashed``, ``BondWithdrawn``) and the oracle's price of the fee
+  asset. ``accept`` goes through only once the offer's fee was paid there at that
+  price; ``register_owner`` and ``add_bond`` book no more bond than it saw posted.
+* **Persistence.** Every state change is journaled with its time and randomness;
+  ``seal`` seals the whole journal (a base), ``seal_tail`` only the entries since
+  (a segment chained to the journal by entry index and hash); ``restore`` replays a
+  base and its segments into a fresh matcher of the same identity.
 * **Double spends.** ``report`` needs the victim vault's signed :class:`LossClaim` (it
-  received the key and never signed a sweep of it; the requester registered that vault's
-  attested card) and runs the core's check on the chain facts the host read (documented
-  limit: the host is trusted for those reads, as the gatekeeper is). On a
+  received the key, never signed a sweep of it, and names the chunk's sweep address;
+  the requester registered that vault's attested card) and runs the core's check on the
+  chain facts the host read: balance and every outflow (documented limit: the host is
+  trusted for those reads). A report whose funds went to the claim's sweep address is
+  refused. On a
   proven double spend the enclave signs, with the operator key, the InsurancePool
   transactions that slash the offender's bond and compensate the victim (amounts in wei
   at the oracle price the host read); the host only submits them.

@@ -22,14 +22,23 @@ A vault is an enclave program (:class:`VaultProgram`, sim TEE backend: its own p
 * **Receiving.** ``deliver`` checks an envelope's signature against the counterparty
   the contract names, decrypts it and hands the key to the machine, which checks that it
   opens the promised chunk's address; a bad envelope changes nothing.
+* **Owner.** ``bind_owner`` binds the vault to one wallet account, once (the devnet does
+  it at creation). Before that the vault accepts no key and signs no sweep.
 * **Sweeps.** For every key received (and for the owner's own unbound keys), the vault
-  signs a transaction that moves the funds to a *fresh* key of its own -- native coin:
-  the balance less the gas; ERC-20: a ``transfer`` of the token balance, gas paid from
-  the chunk's native stipend. The host supplies nonce, balances and fees and submits.
+  signs a transaction that moves the funds to the chunk's *sweep key*: a key derived
+  from a seed the sealed identity yields and the chunk id, the same in every process
+  and state of the vault -- native coin: the balance less the gas; ERC-20: a
+  ``transfer`` of the token balance, gas paid from the chunk's native stipend. The host
+  supplies nonce, balances and fees and submits. ``withdraw`` moves what a sweep key
+  holds to an address the owner names, in an order signed by the owner's wallet key.
+* **Loss claims.** ``claim_loss`` signs that the vault received a chunk's key, never
+  swept it and never will (the key becomes ``CLAIMED``), naming the chunk's sweep
+  address; the matcher refuses a report whose funds went there.
 
 States of a deposit key: ``FREE`` -> ``BOUND`` (to one contract) -> ``RELEASED`` (sent to
 its counterparty) or back to ``FREE`` (the contract aborted before releasing it);
-``SWEPT`` once the owner withdrew it. Received keys are ``RECEIVED`` -> ``SWEPT``.
+``FREE`` -> ``SWEPT`` when the owner swept its own unbound key. Received keys are
+``RECEIVED`` -> ``SWEPT`` or ``RECEIVED`` -> ``CLAIMED``; a chunk is received once.
 
 Compromise (declared adversary simulation only): when the platform is marked compromised
 (``EnclaveContext.compromised``, ``--simulate-compromise``), ``leak`` hands a key's

@@ -42,6 +42,9 @@ Which proof backs which fact (``ChainFacts`` field <- storage read at the header
 * ``previous_version_open`` <- ``ExecutionLedger.checkpoints[cid].height`` <
   ``ContractRegistry.contracts[cid].rotated_at`` (no checkpoint under the current
   version yet).
+* ``requester_keys_retired`` <- ``NodeRegistry.nodes[requester]``: ``active`` is set
+  and its ``encryption_key`` or ``enclave_address`` is not the one the request's quote
+  binds (keys a renewal over fresh keys retired get nothing).
 * ``committee_era`` <- ``GatekeeperCommittee.current_era``: the enclave releases only
   with the share of the era the chain names (a share its committee retired is never
   used, even if its host restores it).

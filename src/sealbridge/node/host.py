@@ -10,14 +10,14 @@ endpoint. Once the host has caught up (no delivered block left), :meth:`on_caugh
 runs, where a host batches work that need not happen per block.
 
 Lifecycle upkeep (:meth:`NodeHost.on_tick`) runs from the same loop, at most once every
-``TICK_INTERVAL`` seconds whatever the block rate: :meth:`maintain_registration` (the
-worker renews its registration there) and, with ``heartbeats`` on in the config, one
-NodeRegistry heartbeat per slot. The enclave signs the heartbeat (ECALL
-``sign_heartbeat``: it builds the digest itself) and the host relays it without waiting
-for the receipt. A heartbeat is aimed at the slot of the *next* block, where the
-transaction lands; the registry also accepts the slot before, so a heartbeat mined a
-little late still counts. Upkeep never stops the loop: a failure is logged and tried
-again at the next tick.
+``TICK_INTERVAL`` seconds whatever the block rate: :meth:`maintain_registration` (a
+worker or gatekeeper renews its registration there, over fresh node keys) and, with
+``heartbeats`` on in the config, one NodeRegistry heartbeat per slot. The enclave signs
+the heartbeat (ECALL ``sign_heartbeat``: it builds the digest itself) and the host
+relays it without waiting for the receipt. A heartbeat is aimed at the slot of the
+*next* block, where the transaction lands; the registry also accepts the slot before, so
+a heartbeat mined a little late still counts. Upkeep never stops the loop: a failure is
+logged and tried again at the next tick.
 
 Phases: ``STARTING`` -> (``REGISTERING``) -> ``FOLLOWING``, or ``FAILED`` with a reason.
 """
@@ -166,8 +166,9 @@ class NodeHost:
         return quote, self.get_approval(request)
 
     def register(self) -> None:
-        """Register by attestation unless already active (then learn the expiry, and
-        finish a key switch a crash interrupted)."""
+        """Register by attestation unless already active (then learn the expiry, finish
+        a key switch a crash interrupted, and renew at once if the registry names keys
+        the enclave does not hold)."""
         registry = self.mgmt.node_registry
         role = ROLES[self.config.role]
         if registry.is_active(self.node_id, role):

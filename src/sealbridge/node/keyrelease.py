@@ -290,7 +290,7 @@ class _Matcher(_Sealed):
 @dataclass
 class Client:
     name: str
-    wallet_key: bytes  # the same dev account index on both chains
+    wallet_key: bytes  # a fresh random key, the same account on both chains
     account: str
     vault: _Vault
     card: VaultCard
@@ -1078,13 +1078,11 @@ class KeyReleaseDevnet:
     def withdraw(self, name: str, chunk: Chunk, destination: str) -> SignedSweep:
         """Move what the client's vault swept of ``chunk`` to ``destination``: an order
         signed with the client's wallet key (the vault's bound owner), sent as the
-        transaction the vault signs. The vault is bound to the client's account first if
-        it is not yet (a requester's vault)."""
+        transaction the vault signs (every vault is bound to its client at creation)."""
         client = self._client(name)
         source = self.swept_to.get(chunk.chunk_id)
         if source is None:
             raise KeyReleaseDevnetError(f"{name} did not sweep chunk {chunk.chunk_id}")
-        client.vault.call("bind_owner", OwnerRef(account=client.account))
         sweep = self._sweep_request(msgspec.structs.replace(chunk, address=source))
         request = WithdrawalRequest(vault=client.vault_id, destination=destination, sweep=sweep)
         signature = secp256k1_sign_hash(client.wallet_key, compute_withdrawal_digest(request))
@@ -1116,7 +1114,7 @@ class KeyReleaseDevnet:
         )
 
     def _sweep(self, client: Client, chunk: Chunk) -> bool:
-        """Sweep a received chunk to a fresh key of the client's vault; False if the funds
+        """Sweep a received chunk to its sweep key in the client's vault; False if the funds
         were gone (nothing signed)."""
         request = self._sweep_request(chunk)
         held = request.token_balance if request.kind == "erc20" else request.balance

@@ -61,7 +61,7 @@ class DepositRequest(Message, frozen=True):
     name: str
     asset: str
     chunks: int
-    bond_usd: int = 0  # post (more) bond first and register as an owner
+    bond_usd: int = 0  # post a bond first and register as an owner (once)
     offer: bool = True  # put the chunks in the matcher's book
 
 
@@ -127,6 +127,11 @@ class KeyReleaseService:
             if request.offer and not request.bond_usd and client.account not in owners:
                 raise KeyReleaseDevnetError(
                     f"{client.name} has no bond yet: post one (--bond) to offer chunks"
+                )
+            if request.bond_usd and client.account in owners:
+                raise KeyReleaseDevnetError(
+                    f"{client.name} posted its bond already (a bond is posted once, when "
+                    "it registers as an owner): deposit without --bond"
                 )
             self.devnet.took(signed, client)
             if request.bond_usd:
