@@ -564,6 +564,13 @@ def test_the_cli_drives_the_service_step_by_step(tmp_path: Path) -> None:
         for owner in ("bob", "carol"):
             out = cli(home, "deposit", owner, "--chunks", "2", "--bond", "300", "--json")
             assert out.returncode == 0, out.stdout + out.stderr
+        # a second bond would move money the matcher then refuses to book: refused first
+        with service(home) as node:
+            before = node.get_json("/v1/status")
+        out = cli(home, "deposit", "bob", "--chunks", "1", "--bond", "100")
+        assert out.returncode == 2 and "posted its bond already" in out.stderr
+        with service(home) as node:
+            assert node.get_json("/v1/status") == before
         out = cli(home, "vault", "ａｌｉｃｅ")  # full-width: the same label as alice
         assert out.returncode == 2 and "exists already" in out.stderr
         assert "wallet_key" not in out.stdout
