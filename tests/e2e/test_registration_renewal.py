@@ -23,7 +23,7 @@ from sealbridge.keyservice.messages import make_key_request
 from sealbridge.net.http import NodeClient, NodeRefused
 from sealbridge.node.config import NodeConfig
 from sealbridge.node.host import NodeHost
-from sealbridge.tee.enclave import EnclaveContext, NodeKeys
+from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.quote import load_sim_platform_key
 from sealbridge.tee.sim import SimBackend
@@ -156,19 +156,7 @@ def test_a_renewal_mined_before_a_crash_is_finished_at_the_next_start(
         host.register()
         old = enclave.node_keys
         # the renewal's steps, stopped before the enclave switched (the host died)
-        staged = enclave.stage_fresh_keys()
-        quote, approval = host.request_approval(host.registration_expiry + 60, staged=staged)
-        client.mgmt.node_registry.renew(
-            host.node_id,
-            staged.node_keys.encryption_key,
-            to_hex(staged.node_keys.eth_address),
-            approval.expiry,
-            approval.measurement,
-            approval.attestor_id,
-            approval.signature,
-            quote,
-            host.eth_key,
-        )
+        staged, _ = host.send_renewal()  # mined, and the host stops before the switch
     with SimBackend().launch(
         WORKER_PROGRAM,
         platform_key_file=platform_key_file(devnet_home),
@@ -181,7 +169,6 @@ def test_a_renewal_mined_before_a_crash_is_finished_at_the_next_start(
         staged.node_keys.encryption_key,
         staged.node_keys.eth_address,
     )
-    assert isinstance(staged.node_keys, NodeKeys)
 
 
 def test_a_node_whose_staged_keys_were_lost_renews_at_once(
@@ -198,19 +185,7 @@ def test_a_node_whose_staged_keys_were_lost_renews_at_once(
     ) as enclave:
         host = worker_host(client, tmp_path, enclave)
         host.register()
-        staged = enclave.stage_fresh_keys()
-        quote, approval = host.request_approval(host.registration_expiry + 60, staged=staged)
-        client.mgmt.node_registry.renew(
-            host.node_id,
-            staged.node_keys.encryption_key,
-            to_hex(staged.node_keys.eth_address),
-            approval.expiry,
-            approval.measurement,
-            approval.attestor_id,
-            approval.signature,
-            quote,
-            host.eth_key,
-        )
+        staged, _ = host.send_renewal()  # mined, and the host stops before the switch
     sealed.with_name(sealed.name + ".next").unlink()
     with SimBackend().launch(
         WORKER_PROGRAM,

@@ -74,7 +74,7 @@ from sealbridge.keyrelease.matcher import (
     MatcherStatus,
     Penalty,
 )
-from sealbridge.keyrelease.types import Chunk, ChunkRequest, Offer, parse_chunk_id
+from sealbridge.keyrelease.types import Chunk, ChunkRequest, Offer, is_account, parse_chunk_id
 from sealbridge.keyrelease.vault import (
     LossClaim,
     OwnerBinding,
@@ -353,16 +353,6 @@ def _track_bond(bonds: dict[str, int], topics: list[bytes], data: bytes) -> None
         bonds[owner] = int.from_bytes(data[32:64], "big")  # what remains
     elif topics[0] == SLASHED_TOPIC and len(data) == 64:
         bonds[owner] = max(0, bonds.get(owner, 0) - int.from_bytes(data[:32], "big"))
-
-
-def _is_address(value: str) -> bool:
-    if not isinstance(value, str) or len(value) != 42 or not value.startswith("0x"):
-        return False
-    try:
-        bytes.fromhex(value[2:])
-    except ValueError:
-        return False
-    return True
 
 
 def _selector(signature: str) -> bytes:
@@ -674,7 +664,7 @@ class MatcherProgram:
             raise ReportRejected("the loss claim is not the victim's vault's, for this chunk")
         if not is_valid_ed25519(vault, claim.get_body(), claim.signature):
             raise ReportRejected("the loss claim's signature does not verify")
-        if not _is_address(claim.sweep_address):
+        if not is_account(claim.sweep_address):
             raise ReportRejected("the loss claim names no sweep address for the chunk")
 
     def register_sweep_address(self, payload: bytes) -> bytes:
@@ -836,7 +826,7 @@ class MatcherProgram:
                 "(the requester swept it itself)"
             )
         for address in (request.tx.pool, request.report.victim, request.owner_account):
-            if not _is_address(address):
+            if not is_account(address):
                 raise InvalidRequest(f"not an address: {address!r}")
         for name in ("chain_id", "max_fee_per_gas", "max_priority_fee_per_gas"):
             value = getattr(request.tx, name)

@@ -84,6 +84,17 @@ class Offer(Message, frozen=True):
     fee_e8: int  # the matching fee (USD x 1e8), paid into the insurance pool
 
 
+def is_account(value: object) -> bool:
+    """Whether ``value`` is a 0x-prefixed 20-byte hex account (any case)."""
+    if not isinstance(value, str) or len(value) != 42 or not value.startswith("0x"):
+        return False
+    try:
+        bytes.fromhex(value[2:])
+    except ValueError:
+        return False
+    return True
+
+
 def compute_chunk_id(vault: str, key_index: int) -> str:
     return f"{vault}:{key_index}"
 

@@ -88,7 +88,7 @@ from sealbridge.keyrelease.exchange import (
     TimeLockedEscrow,
     TitForTatSwap,
 )
-from sealbridge.keyrelease.types import Chunk, compute_chunk_id, parse_chunk_id
+from sealbridge.keyrelease.types import Chunk, compute_chunk_id, is_account, parse_chunk_id
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import EnclaveContext, NodeKeys, compute_report_data
 from sealbridge.tee.errors import AttestationError
@@ -278,16 +278,6 @@ def _check_deposit_key(key: DepositKey) -> None:
         raise AttestationRefused(f"deposit key {key.index} is not a secp256k1 key") from exc
     if address != key.eth_address:
         raise AttestationRefused(f"deposit key {key.index}: address does not match its key")
-
-
-def _is_account(value: object) -> bool:
-    if not isinstance(value, str) or len(value) != 42 or not value.startswith("0x"):
-        return False
-    try:
-        bytes.fromhex(value[2:])
-    except ValueError:
-        return False
-    return True
 
 
 def _sign_transfer(
@@ -569,7 +559,7 @@ class VaultCore:
         chunk_id = request.sweep.chunk_id
         if chunk_id not in self.swept:
             raise InvalidRequest(f"chunk {chunk_id} was not swept by this vault")
-        if not _is_account(request.destination) or int(request.destination, 16) == 0:
+        if not is_account(request.destination) or int(request.destination, 16) == 0:
             raise InvalidRequest(f"not an address: {request.destination!r}")
         raw_tx, tx_hash, amount = _sign_transfer(
             self.get_sweep_secret(chunk_id), request.sweep, request.destination, "withdrawal"

@@ -259,6 +259,18 @@ class NodeHost:
         """Renew over fresh node keys (PODG's rule): the enclave stages new keys and a
         quote over them, a gatekeeper approves them, the renewal transaction names them,
         and once it is mined the enclave switches to them (retiring the old secrets)."""
+        staged, expiry = self.send_renewal()
+        self.enclave.switch_keys(staged.node_keys)
+        self.registration_expiry = expiry
+        log.info(
+            "renewed the registration of %s %s over fresh node keys",
+            self.config.role,
+            to_hex(self.node_id),
+        )
+
+    def send_renewal(self) -> tuple[StagedKeys, int]:
+        """The renewal's transaction over the enclave's staged keys (approved by a
+        gatekeeper), without the switch to them; returns the keys and the new expiry."""
         staged = self.enclave.stage_fresh_keys()
         # the registry wants a later expiry than the current one, even within a second
         expiry = max(int(time.time()) + self.config.registration_ttl, self.registration_expiry + 1)
@@ -274,13 +286,7 @@ class NodeHost:
             quote,
             self.eth_key,
         )
-        self.enclave.switch_keys(staged.node_keys)
-        self.registration_expiry = approval.expiry
-        log.info(
-            "renewed the registration of %s %s over fresh node keys",
-            self.config.role,
-            to_hex(self.node_id),
-        )
+        return staged, approval.expiry
 
     def on_tick(self) -> None:
         """Lifecycle upkeep, at most once every ``TICK_INTERVAL`` seconds (see the module
