@@ -432,9 +432,9 @@ def test_elect_refusals(env: Env) -> None:
     reverts("threshold out of range", c.elect, ids(gks), 0, env.admin)
     reverts("threshold out of range", c.elect, ids(gks), 4, env.admin)
     unregistered = os.urandom(32)
-    reverts("member is not an active gatekeeper", c.elect, ids(gks) + [unregistered], 2, env.admin)
+    reverts("member is not an active node of the role", c.elect, ids(gks) + [unregistered], 2, env.admin)
     reverts(
-        "member is not an active gatekeeper", c.elect, ids(gks) + [worker.node_id], 2, env.admin
+        "member is not an active node of the role", c.elect, ids(gks) + [worker.node_id], 2, env.admin
     )
     reverts("duplicate member", c.elect, ids(gks) + [gks[1].node_id], 2, env.admin)
     c.elect(ids(gks), 2, env.admin)
@@ -645,11 +645,11 @@ def test_expired_member_cannot_be_elected_or_confirm(env: Env) -> None:
     env.adapter.increase_time(60)
     qualified = sorted_ids(gks)
     reverts(
-        "member is not an active gatekeeper", confirm, env, c, 1, short_lived, FAKE_KEY, qualified
+        "member is not an active node of the role", confirm, env, c, 1, short_lived, FAKE_KEY, qualified
     )
     confirm(env, c, 1, gks[0], FAKE_KEY, qualified)
     other = env.committee()
-    reverts("member is not an active gatekeeper", other.elect, ids(gks), 2, env.admin)
+    reverts("member is not an active node of the role", other.elect, ids(gks), 2, env.admin)
 
 
 # ----------------------------------------------------------------------------- timeout

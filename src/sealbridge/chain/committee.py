@@ -44,6 +44,7 @@ from sealbridge.chain.abi import (
     DEALING_TAG,
     READY_TAG,
     AbiCodec,
+    Role,
     checksum,
     compute_dealing_digest,
     compute_ready_digest,
@@ -299,17 +300,28 @@ class GatekeeperCommittee(BoundContract):
     def get_admin(self) -> str:
         return checksum(self._call("admin")[0])
 
+    def get_member_role(self) -> int:
+        return int(self._call("member_role")[0])
+
 
 def deploy_committee(
-    adapter: ChainAdapter, admin_key: bytes, node_registry_address: str, rotation_timeout: int
+    adapter: ChainAdapter,
+    admin_key: bytes,
+    node_registry_address: str,
+    rotation_timeout: int,
+    member_role: Role = Role.GATEKEEPER,
 ) -> str:
     """Compile and deploy a GatekeeperCommittee; ``admin_key`` pays and becomes admin.
-    ``rotation_timeout``: blocks an era has, from its election, to become ready."""
+    ``rotation_timeout``: blocks an era has, from its election, to become ready;
+    ``member_role``: the NodeRegistry role its members hold (gatekeepers, or gateways
+    for a gateway committee)."""
     if rotation_timeout < 1:
         raise ChainConfigError("rotation_timeout must be at least one block")
+    if member_role not in (Role.GATEKEEPER, Role.GATEWAY):
+        raise ChainConfigError("a committee's members are gatekeepers or gateways")
     compiled = compile_contract(CONTRACT_NAME, evm_version=adapter.evm_version)
     ctor = AbiCodec(compiled.abi).encode_constructor(
-        [checksum(node_registry_address), rotation_timeout]
+        [checksum(node_registry_address), rotation_timeout, int(member_role)]
     )
     return adapter.deploy(admin_key, compiled.bytecode, ctor)
 

@@ -1,42 +1,3 @@
-"""The gateway committee's enclave for cross-chain transfers between EVM chains.
-
-Theory of operation
--------------------
-A committee of ``m`` gateways (TEE nodes) jointly holds a ``t``-of-``m`` BLS key whose
-group public key is installed in the GatewayEscrow contract of every chain
-(:mod:`sealbridge.chain.escrow`). An escrow pays out only for a message the committee
-signed, so the committee's enclaves decide what is true across chains. Each enclave:
-
-* **Setup.** Every gateway publishes a :class:`GatewayCard` (its attested keys and a
-  quote over them). One gateway, the dealer, checks every card's quote under its sealed
-  attestation policy and generates the committee key *inside its enclave from enclave
-  randomness*; it encrypts share ``i`` to member ``i``'s attested encryption key and signs
-  the public side (:class:`CommitteeSetup`). InterTrust suggests seeding this with the
-  public transaction hash; a public seed would let anyone recompute every share, and
-  with them forge the committee's signature, so the seed never leaves the enclave. Each
-  member checks the dealer's quote and signature, decrypts its share and checks it
-  against its public share. (A dealer that is one enclave is InterTrust's setup; the
-  key service's joint-Feldman DKG, :mod:`sealbridge.crypto.dkg`, removes that single
-  point where more is at stake.)
-* **Following the chains.** The host hands the enclave every block of every watched
-  chain as evidence (header fields and all receipts). The enclave verifies the header
-  chain from an anchor and the receipts root (:mod:`sealbridge.chain.lightclient`) and
-  reads the escrows' ``Locked`` and ``Released`` events itself, so a host cannot invent,
-  hide or alter a lock or a release.
-* **Signing** (the phases of a transfer, each answered with a partial signature):
-  ``release`` -- only for a ``Locked`` event verified at least ``confirmations`` blocks
-  deep on its source chain, whose destination escrow is watched, and never after this
-  enclave signed an ``abort`` for it; ``commit`` -- only once the destination escrow's
-  ``Released`` event for that lock is verified; ``abort`` -- only if the lock's
-  deadline has passed on the destination chain's verified clock with no release seen and
-  no release signed here. A member never signs both a release and an abort of one
-  transfer, so with an honest threshold a transfer is paid on the destination and
-  committed on the source, or refunded, never both.
-
-The core is sans-I/O: time comes from verified block timestamps, randomness from the
-enclave. :class:`GatewayProgram` is its ECALL table (sim TEE backend: its own process).
-"""
-
 from __future__ import annotations
 
 import time
@@ -56,27 +17,21 @@ from sealbridge.chain.bls_onchain import (
 )
 from sealbridge.chain.lightclient import BlockEvidence, HeaderChain, LightClientError
 from sealbridge.core.encoding import Message, decode, encode
-from sealbridge.core.errors import (
-    DecryptionError,
-    InvalidSignature,
-    LocalProtocolError,
-    RemoteProtocolError,
-)
-from sealbridge.crypto import bls, ecies
-from sealbridge.crypto.bls import KeyShare, PartialSignature
-from sealbridge.crypto.signing import ed25519_verify
-from sealbridge.tee.attestation import verify_quote
-from sealbridge.tee.enclave import EnclaveContext, NodeKeys, compute_report_data
-from sealbridge.tee.errors import AttestationError
+from sealbridge.core.errors import EncodingError, LocalProtocolError, RemoteProtocolError
+from sealbridge.crypto.bls import PartialSignature
+from sealbridge.keyservice.committee import ChainBinding, CommitteeMember, CommitteeState
+from sealbridge.keyservice.ecalls import CommitteeEcalls, SealedBlob, sign_heartbeat
+from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import AttestationPolicy
 
-SETUP_SIGN_TAG = b"sealbridge/gateway-committee-setup/v1"
-SHARE_AAD_TAG = b"sealbridge/gateway-committee-share/v1"
+SETUP_SEAL_LABEL = "sealbridge/gateway-setup/v1"
+COMMITTEE_SEAL_LABEL = "sealbridge/gateway-committee/v1"
+STATE_SEAL_LABEL = "sealbridge/gateway-state/v1"
 LOCKED_TOPIC = bytes(
     _keccak(text="Locked(bytes32,address,uint256,uint256,address,address,uint256,bytes32)")
 )
 RELEASED_TOPIC = bytes(_keccak(text="Released(bytes32,address,uint256,uint256,bytes32)"))
-MAX_MEMBERS = 64
+MAX_CHAINS = 16
 
 
 class GatewayError(LocalProtocolError):
@@ -98,58 +53,43 @@ class SignKind(StrEnum):
 # --- messages ------------------------------------------------------------------------------
 
 
-class GatewayCard(Message, frozen=True):
-    node: NodeKeys
-    quote: bytes
+class ChainAnchor(Message, frozen=True):
+    """The block a chain's light client starts from (fixed at setup)."""
 
-
-class CommitteeSetup(Message, frozen=True):
-    """The dealer's output: the committee's public side and each member's encrypted share."""
-
-    threshold: int
-    group_public_key: bytes
-    public_shares: list[bytes]  # member i (0-based) holds share index i + 1
-    members: list[bytes]  # identity keys, in share order
-    shares: list[bytes]  # ECIES to each member's attested encryption key
-    dealer: bytes  # the dealer's identity key
-    signature: bytes = b""  # Ed25519 by the dealer over SETUP_SIGN_TAG + the body
-
-    def get_body(self) -> bytes:
-        unsigned = CommitteeSetup(
-            threshold=self.threshold,
-            group_public_key=self.group_public_key,
-            public_shares=self.public_shares,
-            members=self.members,
-            shares=self.shares,
-            dealer=self.dealer,
-        )
-        return SETUP_SIGN_TAG + encode(unsigned)
-
-
-class WatchedChain(Message, frozen=True):
     chain_id: int
-    escrow: str  # the GatewayEscrow address on that chain
-    anchor_number: int
-    anchor_hash: bytes
+    number: int
+    block_hash: bytes
 
 
-class Configure(Message, frozen=True):
+class GatewaySetup(Message, frozen=True):
+    """What the enclave fixes for good at setup (sealed to its measurement)."""
+
     policy: AttestationPolicy
+    committee: ChainBinding  # the gateway committee contract it signs DKG messages for
+    anchors: list[ChainAnchor]
     confirmations: int = 1  # blocks on top of a lock before a release is signed
 
 
+class EscrowRef(Message, frozen=True):
+    chain_id: int
+    escrow: str  # the GatewayEscrow address on that chain
+
+
 class Watch(Message, frozen=True):
-    chains: list[WatchedChain]
+    escrows: list[EscrowRef]
 
 
-class DealRequest(Message, frozen=True):
-    cards: list[GatewayCard]
-    threshold: int
+class GatewayState(Message, frozen=True):
+    """What the enclave seals after each change besides its committee share."""
+
+    escrows: list[EscrowRef]
+    signed: dict[str, list[str]]  # transfer id (hex) -> kinds signed
 
 
-class JoinRequest(Message, frozen=True):
-    setup: CommitteeSetup
-    dealer: GatewayCard
+class GatewayRestore(Message, frozen=True):
+    setup: bytes  # sealed GatewaySetup
+    committee: bytes = b""  # sealed CommitteeState, if any
+    state: bytes = b""  # sealed GatewayState, if any
 
 
 class FollowBlock(Message, frozen=True):
@@ -168,6 +108,11 @@ class SignedPartial(Message, frozen=True):
     message: bytes  # exactly what the escrow hashes to G2
     partial: PartialSignature
     chain_id: int  # the chain whose escrow takes the combined signature
+
+
+class SignOut(Message, frozen=True):
+    signed: SignedPartial
+    sealed: bytes  # the sealed GatewayState, with this signature recorded
 
 
 class LockFact(Message, frozen=True):
@@ -189,7 +134,10 @@ class LockFact(Message, frozen=True):
 class GatewayStatus(Message, frozen=True):
     member: bool
     index: int
+    era: int
+    group_public_key: bytes
     heights: dict[str, int]  # chain id -> newest verified block
+    escrows: dict[str, str]  # chain id -> escrow
     locks: int
     released: int
     signed: dict[str, int]  # kind -> count
@@ -204,131 +152,79 @@ class GatewayCore:
     def __init__(self, ctx: EnclaveContext, *, now: Callable[[], float] = time.time) -> None:
         self.ctx = ctx
         self.now = now
-        self.policy: AttestationPolicy | None = None
+        self.setup: GatewaySetup | None = None
+        self.committee: CommitteeMember | None = None
         self.confirmations = 1
         self.escrows: dict[int, str] = {}
         self.headers: dict[int, HeaderChain] = {}
         self.clock: dict[int, int] = {}  # chain id -> newest verified block timestamp
         self.locks: dict[bytes, LockFact] = {}
         self.released: dict[bytes, int] = {}  # transfer id -> block of its Released event
-        self.setup: CommitteeSetup | None = None
-        self._share: KeyShare | None = None
         self.signed: dict[bytes, set[SignKind]] = {}
 
-    # -- configuration and setup -----------------------------------------------------------
-    def configure(self, request: Configure) -> None:
-        if self.policy is not None:
-            raise GatewayError("the gateway is configured already")
-        if not 1 <= request.confirmations <= 64:
+    # -- setup and sealing -----------------------------------------------------------------
+    def process_setup(self, setup: GatewaySetup) -> None:
+        """Fix the policy, committee contract and anchors (once)."""
+        if self.setup is not None:
+            raise GatewayError("the gateway is set up already")
+        if not 1 <= setup.confirmations <= 64:
             raise GatewayError("confirmations must be in [1, 64]")
-        self.policy = request.policy
-        self.confirmations = request.confirmations
+        chain_ids = [a.chain_id for a in setup.anchors]
+        if not 1 <= len(chain_ids) <= MAX_CHAINS or len(set(chain_ids)) != len(chain_ids):
+            raise GatewayError(f"name 1 to {MAX_CHAINS} distinct chains to anchor")
+        for anchor in setup.anchors:
+            if anchor.number < 0 or len(anchor.block_hash) != 32:
+                raise GatewayError(f"the anchor of chain {anchor.chain_id} is malformed")
+        self.setup = setup
+        self.confirmations = setup.confirmations
+        self.committee = CommitteeMember(
+            enclave=self.ctx,
+            policy=setup.policy,
+            measurement=self.ctx.measurement,
+            chain=setup.committee,
+        )
+        for anchor in setup.anchors:
+            self.headers[anchor.chain_id] = HeaderChain(anchor.number, anchor.block_hash)
+            self.clock[anchor.chain_id] = 0
+
+    def get_committee(self) -> CommitteeMember:
+        if self.committee is None:
+            raise GatewayError("the gateway is not set up (setup or restore)")
+        return self.committee
 
     def watch(self, request: Watch) -> None:
-        """Follow these chains' escrows from their anchors (each chain once)."""
-        for chain in request.chains:
-            if chain.chain_id in self.escrows:
-                raise GatewayError(f"chain {chain.chain_id} is watched already")
-        for chain in request.chains:
-            self.escrows[chain.chain_id] = to_checksum_address(chain.escrow)
-            self.headers[chain.chain_id] = HeaderChain(chain.anchor_number, chain.anchor_hash)
-            self.clock[chain.chain_id] = 0
+        """Serve these escrows (each anchored chain once, for good)."""
+        seen: set[int] = set()
+        for ref in request.escrows:
+            if ref.chain_id not in self.headers:
+                raise GatewayError(f"chain {ref.chain_id} is not anchored in this gateway")
+            if ref.chain_id in self.escrows or ref.chain_id in seen:
+                raise GatewayError(f"the escrow of chain {ref.chain_id} is named already")
+            try:
+                to_checksum_address(ref.escrow)
+            except (ValueError, TypeError) as exc:
+                raise GatewayError(f"escrow {ref.escrow!r} is not an address") from exc
+            seen.add(ref.chain_id)
+        for ref in request.escrows:
+            self.escrows[ref.chain_id] = to_checksum_address(ref.escrow)
 
-    def _policy(self) -> AttestationPolicy:
-        if self.policy is None:
-            raise GatewayError("the gateway is not configured")
-        return self.policy
-
-    def get_card(self) -> GatewayCard:
-        return GatewayCard(node=self.ctx.identity, quote=self.ctx.get_identity_quote())
-
-    def check_card(self, card: GatewayCard) -> None:
-        try:
-            verify_quote(
-                card.quote,
-                policy=self._policy(),
-                now=int(self.now()),
-                expected_report_data=compute_report_data(card.node),
-            )
-        except AttestationError as exc:
-            raise GatewayRefused(f"gateway card does not attest: {exc.message}") from exc
-
-    def deal(self, request: DealRequest) -> CommitteeSetup:
-        """Generate the committee key in this enclave and encrypt each member's share."""
-        cards = list(request.cards)
-        if not 1 <= len(cards) <= MAX_MEMBERS:
-            raise GatewayRefused(f"a committee has 1 to {MAX_MEMBERS} members")
-        if not 1 <= request.threshold <= len(cards):
-            raise GatewayRefused("threshold must be in [1, members]")
-        members = [c.node.identity_key for c in cards]
-        if len(set(members)) != len(members):
-            raise GatewayRefused("a member is named twice")
-        if self.ctx.identity.identity_key not in members:
-            raise GatewayRefused("the dealer must be a member")
-        for card in cards:
-            self.check_card(card)
-        key_set = bls.deal_threshold_key(
-            request.threshold, len(cards), randomness=self.ctx.random_bytes(32)
+    def export_state(self) -> GatewayState:
+        return GatewayState(
+            escrows=[EscrowRef(chain_id=c, escrow=e) for c, e in sorted(self.escrows.items())],
+            signed={
+                "0x" + tid.hex(): sorted(k.value for k in kinds)
+                for tid, kinds in sorted(self.signed.items())
+            },
         )
-        shares = [
-            ecies.encrypt_to(
-                card.node.encryption_key,
-                key_share.secret,
-                SHARE_AAD_TAG + card.node.identity_key + key_set.group_public_key,
-                ephemeral_seed=self.ctx.random_bytes(ecies.KEY_SIZE),
-            )
-            for card, key_share in zip(cards, key_set.shares, strict=True)
-        ]
-        setup = CommitteeSetup(
-            threshold=key_set.threshold,
-            group_public_key=key_set.group_public_key,
-            public_shares=list(key_set.public_shares),
-            members=members,
-            shares=shares,
-            dealer=self.ctx.identity.identity_key,
-        )
-        setup = CommitteeSetup(
-            threshold=setup.threshold,
-            group_public_key=setup.group_public_key,
-            public_shares=setup.public_shares,
-            members=setup.members,
-            shares=setup.shares,
-            dealer=setup.dealer,
-            signature=self.ctx.sign_identity(setup.get_body()),
-        )
-        self._install(setup)
-        return setup
 
-    def join(self, request: JoinRequest) -> None:
-        """Check the dealer and take this member's share."""
-        setup, dealer = request.setup, request.dealer
-        if dealer.node.identity_key != setup.dealer:
-            raise GatewayRefused("the setup names another dealer than the card")
-        self.check_card(dealer)
-        try:
-            ed25519_verify(setup.dealer, setup.get_body(), setup.signature)
-        except InvalidSignature as exc:
-            raise GatewayRefused("the committee setup is not signed by its dealer") from exc
-        self._install(setup)
-
-    def _install(self, setup: CommitteeSetup) -> None:
-        if self.setup is not None:
-            raise GatewayError("this gateway already belongs to a committee")
-        me = self.ctx.identity.identity_key
-        n = len(setup.members)
-        if not (len(setup.shares) == len(setup.public_shares) == n) or me not in setup.members:
-            raise GatewayRefused("the setup does not name this gateway consistently")
-        index = setup.members.index(me)
-        try:
-            secret = self.ctx.decrypt_for_identity(
-                setup.shares[index], SHARE_AAD_TAG + me + setup.group_public_key
-            )
-        except DecryptionError as exc:
-            raise GatewayRefused("this gateway's share does not decrypt") from exc
-        share = KeyShare(index=index + 1, secret=secret)
-        if bls.public_key(secret) != setup.public_shares[index]:
-            raise GatewayRefused("this gateway's share does not match its public share")
-        self.setup, self._share = setup, share
+    def restore_state(self, state: GatewayState) -> None:
+        self.watch(Watch(escrows=state.escrows))
+        for tid, kinds in state.signed.items():
+            try:
+                key = bytes.fromhex(tid.removeprefix("0x"))
+                self.signed[key] = {SignKind(k) for k in kinds}
+            except ValueError as exc:
+                raise GatewayError("the sealed state names a malformed signature") from exc
 
     # -- following the chains --------------------------------------------------------------
     def follow(self, request: FollowBlock) -> int:
@@ -377,12 +273,11 @@ class GatewayCore:
 
     # -- signing -----------------------------------------------------------------------------
     def sign(self, request: SignRequest) -> SignedPartial:
-        if self._share is None:
-            raise GatewayError("this gateway holds no committee share")
+        holder = self.get_committee().get_active()
         fact = self.locks.get(request.transfer_id)
         if fact is None:
             raise GatewayRefused("no verified lock for this transfer")
-        done = self.signed.setdefault(request.transfer_id, set())
+        done = self.signed.get(request.transfer_id, set())
         if request.kind is SignKind.RELEASE:
             message, chain_id = self._check_release(fact, done)
         elif request.kind is SignKind.COMMIT:
@@ -397,12 +292,13 @@ class GatewayCore:
             )
         else:
             message, chain_id = self._check_abort(fact, done)
-        done.add(request.kind)
+        partial = holder.sign_message(message)
+        self.signed[request.transfer_id] = done | {request.kind}
         return SignedPartial(
             kind=request.kind,
             transfer_id=request.transfer_id,
             message=message,
-            partial=bls.partial_sign(self._share, message),
+            partial=partial,
             chain_id=chain_id,
         )
 
@@ -460,10 +356,18 @@ class GatewayCore:
         for kinds in self.signed.values():
             for kind in kinds:
                 signed[kind.value] = signed.get(kind.value, 0) + 1
+        committee = self.committee
+        holder = None
+        if committee is not None:
+            candidate = committee.active.get(committee.current_era)
+            holder = candidate if candidate is not None and not candidate.is_erased else None
         return GatewayStatus(
-            member=self._share is not None,
-            index=self._share.index if self._share is not None else 0,
+            member=holder is not None,
+            index=holder.index if holder is not None else 0,
+            era=committee.current_era if committee is not None else 0,
+            group_public_key=holder.group_public_key if holder is not None else b"",
             heights={str(cid): h.number for cid, h in self.headers.items()},
+            escrows={str(cid): e for cid, e in self.escrows.items()},
             locks=len(self.locks),
             released=len(self.released),
             signed=signed,
@@ -478,47 +382,83 @@ class Height(Message, frozen=True):
     number: int
 
 
+class GatewayNotReady(LocalProtocolError):
+    code = "gateway_not_ready"
+
+
 class GatewayProgram:
-    """The ECALL table of a gateway enclave (``sealbridge.interop.evm_gateway:GatewayProgram``)."""
+    """The ECALL table of a gateway enclave (``sealbridge.interop.evm_gateway:GatewayProgram``).
+
+    The committee ECALLs have the gatekeeper's names and message types
+    (:mod:`sealbridge.keyservice.ecalls`), so one host-side driver serves both."""
 
     def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] = time.time) -> None:
+        self.ctx = ctx
+        self.clock = clock
         self.core = GatewayCore(ctx, now=clock)
+        self.committee_calls = CommitteeEcalls(self.core.get_committee, self._seal_committee, clock)
 
     def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
         return {
-            "configure": self.configure,
+            "setup": self.setup,
+            "restore": self.restore,
             "watch": self.watch,
-            "card": self.card,
-            "deal": self.deal,
-            "join": self.join,
             "follow": self.follow,
             "sign": self.sign,
             "status": self.status,
+            **self.committee_calls.get_table(),
+            "sign_heartbeat": self.sign_heartbeat,
         }
 
-    def configure(self, payload: bytes) -> bytes:
-        self.core.configure(decode(payload, Configure))
+    def _seal_committee(self, state: CommitteeState) -> bytes:
+        return self.ctx.seal(encode(state), COMMITTEE_SEAL_LABEL)
+
+    def _seal_state(self) -> bytes:
+        return self.ctx.seal(encode(self.core.export_state()), STATE_SEAL_LABEL)
+
+    def setup(self, payload: bytes) -> bytes:
+        setup = decode(payload, GatewaySetup)
+        self.core.process_setup(setup)
+        return encode(SealedBlob(sealed=self.ctx.seal(encode(setup), SETUP_SEAL_LABEL)))
+
+    def restore(self, payload: bytes) -> bytes:
+        if self.core.setup is not None:
+            raise GatewayNotReady("this enclave is set up already (restore once, at start)")
+        request = decode(payload, GatewayRestore)
+        try:
+            setup = decode(self.ctx.unseal(request.setup, SETUP_SEAL_LABEL), GatewaySetup)
+            committee = (
+                decode(self.ctx.unseal(request.committee, COMMITTEE_SEAL_LABEL), CommitteeState)
+                if request.committee
+                else None
+            )
+            state = (
+                decode(self.ctx.unseal(request.state, STATE_SEAL_LABEL), GatewayState)
+                if request.state
+                else None
+            )
+        except EncodingError as exc:
+            raise GatewayError(f"a sealed blob does not decode: {exc.message}") from exc
+        self.core.process_setup(setup)
+        if committee is not None:
+            self.core.get_committee().restore_state(committee)
+        if state is not None:
+            self.core.restore_state(state)
         return encode(Empty())
 
     def watch(self, payload: bytes) -> bytes:
         self.core.watch(decode(payload, Watch))
-        return encode(Empty())
-
-    def card(self, payload: bytes) -> bytes:
-        return encode(self.core.get_card())
-
-    def deal(self, payload: bytes) -> bytes:
-        return encode(self.core.deal(decode(payload, DealRequest)))
-
-    def join(self, payload: bytes) -> bytes:
-        self.core.join(decode(payload, JoinRequest))
-        return encode(Empty())
+        return encode(SealedBlob(sealed=self._seal_state()))
 
     def follow(self, payload: bytes) -> bytes:
         return encode(Height(number=self.core.follow(decode(payload, FollowBlock))))
 
     def sign(self, payload: bytes) -> bytes:
-        return encode(self.core.sign(decode(payload, SignRequest)))
+        signed = self.core.sign(decode(payload, SignRequest))
+        return encode(SignOut(signed=signed, sealed=self._seal_state()))
 
     def status(self, payload: bytes) -> bytes:
         return encode(self.core.get_status())
+
+    def sign_heartbeat(self, payload: bytes) -> bytes:
+        return sign_heartbeat(self.ctx, payload)

@@ -7,6 +7,7 @@ code can ask either (:func:`call_sign_heartbeat`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from sealbridge.chain.abi import compute_heartbeat_digest
@@ -21,6 +22,8 @@ from sealbridge.keyservice.chainfacts import (
 )
 from sealbridge.keyservice.committee import (
     ChainBinding,
+    CommitteeMember,
+    CommitteeState,
     Dealing,
     EraInfo,
     MemberCard,
@@ -149,6 +152,77 @@ class SignedHeartbeat(Message, frozen=True):
 
 class Ecaller(Protocol):
     def ecall(self, name: str, payload: bytes) -> bytes: ...
+
+
+class CommitteeEcalls:
+    """The enclave side of the committee ECALLs (``committee_*``), shared by every
+    program that holds a :class:`CommitteeMember`: the gatekeeper (root key) and the
+    gateway (cross-chain signing key). ``get_member`` raises while the program is not set
+    up; ``seal`` seals a committee state to the program's measurement."""
+
+    def __init__(
+        self,
+        get_member: Callable[[], CommitteeMember],
+        seal: Callable[[CommitteeState], bytes],
+        clock: Callable[[], float],
+    ) -> None:
+        self.get_member = get_member
+        self.seal = seal
+        self.clock = clock
+
+    def get_table(self) -> dict[str, Callable[[bytes], bytes]]:
+        return {
+            "committee_elected": self.elected,
+            "committee_dealing": self.dealing,
+            "committee_finish": self.finish,
+            "committee_ready": self.ready,
+            "committee_failed": self.failed,
+            "committee_status": self.status,
+        }
+
+    def _sealed(self) -> bytes:
+        return self.seal(self.get_member().export_state())
+
+    def elected(self, payload: bytes) -> bytes:
+        request = decode(payload, Elected)
+        committee = self.get_member()
+        info = request.info
+        if request.previous is not None and info.previous_era not in committee.publics:
+            committee.learn_public(info.previous_era, info.dealers, request.previous)
+        dealing = committee.process_era_elected(info, request.cards, int(self.clock()))
+        return encode(ElectedOut(dealing=dealing, sealed=self._sealed()))
+
+    def dealing(self, payload: bytes) -> bytes:
+        complaint = self.get_member().process_dealing(decode(payload, Dealing))
+        return encode(DealingOut(complaint=complaint.reason if complaint else ""))
+
+    def finish(self, payload: bytes) -> bytes:
+        request = decode(payload, Finish)
+        confirmation = self.get_member().finish(request.era, request.qualified)
+        return encode(FinishOut(confirmation=confirmation, sealed=self._sealed()))
+
+    def ready(self, payload: bytes) -> bytes:
+        request = decode(payload, Activate)
+        self.get_member().process_rotation_ready(request.info, request.group_public_key)
+        return encode(SealedBlob(sealed=self._sealed()))
+
+    def failed(self, payload: bytes) -> bytes:
+        self.get_member().process_era_failed(decode(payload, EraRef).era)
+        return encode(SealedBlob(sealed=self._sealed()))
+
+    def status(self, payload: bytes) -> bytes:
+        committee = self.get_member()
+        holder = committee.active.get(committee.current_era)
+        return encode(
+            CommitteeStatus(
+                current_era=committee.current_era,
+                phases={str(era): phase.value for era, phase in committee.phases.items()},
+                group=holder.public if holder is not None and not holder.is_erased else None,
+                acceptable={
+                    str(era): committee.get_acceptable_dealers(era) for era in committee.pending
+                },
+            )
+        )
 
 
 def sign_heartbeat(ctx: EnclaveContext, payload: bytes) -> bytes:

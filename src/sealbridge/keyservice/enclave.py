@@ -28,18 +28,11 @@ from sealbridge.keyservice.chainfacts import (
     ManagementBinding,
     read_chain_facts,
 )
-from sealbridge.keyservice.committee import ChainBinding, CommitteeState, Dealing
+from sealbridge.keyservice.committee import ChainBinding, CommitteeState
 from sealbridge.keyservice.ecalls import (
-    Activate,
     AdvanceHeaders,
     ChainTip,
-    CommitteeStatus,
-    DealingOut,
-    Elected,
-    ElectedOut,
-    EraRef,
-    Finish,
-    FinishOut,
+    CommitteeEcalls,
     Genesis,
     MakeKeyRequest,
     PublishKey,
@@ -77,6 +70,9 @@ class GatekeeperProgram:
         self.core: Gatekeeper | None = None
         self.record: GenesisRecord | None = None
         self.headers: HeaderTrack | None = None
+        self.committee_calls = CommitteeEcalls(
+            lambda: self._ready().committee, self._seal_committee, clock
+        )
 
     def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
         return {
@@ -87,12 +83,7 @@ class GatekeeperProgram:
             "release_partial": self.release_partial,
             "advance_headers": self.advance_headers,
             "publish_contract_key": self.publish_contract_key,
-            "committee_elected": self.committee_elected,
-            "committee_dealing": self.committee_dealing,
-            "committee_finish": self.committee_finish,
-            "committee_ready": self.committee_ready,
-            "committee_failed": self.committee_failed,
-            "committee_status": self.committee_status,
+            **self.committee_calls.get_table(),
             "sign_heartbeat": self.sign_heartbeat,
         }
 
@@ -110,8 +101,7 @@ class GatekeeperProgram:
             raise GatekeeperNotReady("the gatekeeper is not set up yet (genesis or restore)")
         return self.core
 
-    def _seal_committee(self) -> bytes:
-        state = self._ready().committee.export_state()
+    def _seal_committee(self, state: CommitteeState) -> bytes:
         return self.ctx.seal(encode(state), COMMITTEE_SEAL_LABEL)
 
     def genesis(self, payload: bytes) -> bytes:
@@ -201,48 +191,6 @@ class GatekeeperProgram:
     def publish_contract_key(self, payload: bytes) -> bytes:
         request = decode(payload, PublishKey)
         return encode(self._ready().publish_contract_key(request.request, request.releases))
-
-    # -- the committee ------------------------------------------------------------------
-    def committee_elected(self, payload: bytes) -> bytes:
-        request = decode(payload, Elected)
-        committee = self._ready().committee
-        info = request.info
-        if request.previous is not None and info.previous_era not in committee.publics:
-            committee.learn_public(info.previous_era, info.dealers, request.previous)
-        dealing = committee.process_era_elected(info, request.cards, int(self.clock()))
-        return encode(ElectedOut(dealing=dealing, sealed=self._seal_committee()))
-
-    def committee_dealing(self, payload: bytes) -> bytes:
-        complaint = self._ready().committee.process_dealing(decode(payload, Dealing))
-        return encode(DealingOut(complaint=complaint.reason if complaint else ""))
-
-    def committee_finish(self, payload: bytes) -> bytes:
-        request = decode(payload, Finish)
-        confirmation = self._ready().committee.finish(request.era, request.qualified)
-        return encode(FinishOut(confirmation=confirmation, sealed=self._seal_committee()))
-
-    def committee_ready(self, payload: bytes) -> bytes:
-        request = decode(payload, Activate)
-        self._ready().committee.process_rotation_ready(request.info, request.group_public_key)
-        return encode(SealedBlob(sealed=self._seal_committee()))
-
-    def committee_failed(self, payload: bytes) -> bytes:
-        self._ready().committee.process_era_failed(decode(payload, EraRef).era)
-        return encode(SealedBlob(sealed=self._seal_committee()))
-
-    def committee_status(self, payload: bytes) -> bytes:
-        committee = self._ready().committee
-        holder = committee.active.get(committee.current_era)
-        return encode(
-            CommitteeStatus(
-                current_era=committee.current_era,
-                phases={str(era): phase.value for era, phase in committee.phases.items()},
-                group=holder.public if holder is not None and not holder.is_erased else None,
-                acceptable={
-                    str(era): committee.get_acceptable_dealers(era) for era in committee.pending
-                },
-            )
-        )
 
     def sign_heartbeat(self, payload: bytes) -> bytes:
         """Sign this gatekeeper's heartbeat (see :func:`keyservice.ecalls.sign_heartbeat`)."""

@@ -122,6 +122,11 @@ class ShareHolder:
         """This holder's partial signature of ``contract_id``'s PRF message."""
         return compute_partial(self._key_share(), contract_id)
 
+    def sign_message(self, message: bytes) -> PartialSignature:
+        """This holder's partial BLS signature of ``message`` (the gateway committee's
+        cross-chain messages; the IETF POP ciphersuite, like :func:`bls.partial_sign`)."""
+        return bls.partial_sign(self._key_share(), message)
+
     def release_partial(
         self,
         contract_id: bytes,

@@ -26,16 +26,8 @@ The host serves:
 and follows the chain:
 
 * **Committee** (GatekeeperCommittee events, read with ``eth_getLogs`` when caught up):
-  on ``EraElected`` naming it (as member or dealer) the host gives the enclave the
-  attested cards of everyone involved (keys from the NodeRegistry, quotes from the last
-  ``NodeRegistered`` or ``NodeRenewed`` event) and posts the dealing the enclave
-  returns; on each ``DealingPosted`` it passes the dealing (signature from the
-  transaction's calldata) to the enclave; once the era has its required number of
-  dealings it has the enclave finish with exactly the first ones in chain order -- every
-  member sees the same order, so all confirm the same qualified set -- and posts the
-  confirmation; on ``RotationReady`` the enclave activates the era and erases older
-  shares; on ``RotationRestarted`` it drops the failed era. After a pending era's
-  deadline any host calls ``restart``.
+  :class:`~sealbridge.node.committee.CommitteeDriver` takes the enclave through each
+  era it is elected to (cards, dealings, the ready confirmation, activation, restarts).
 * **Deployments**: on each ``ContractDeployed`` naming this gatekeeper, it collects
   ``t - 1`` partials from its peers, the enclave combines them with its own into the
   contract key and signs the contract's public keys, and the host publishes them.
@@ -52,26 +44,24 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import Role, canonical_address
 from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.committee import CommitteePhase, EraRecord, GatekeeperCommittee
+from sealbridge.chain.committee import GatekeeperCommittee
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.chain.follower import ChainEvent, ObservedBlock
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
-from sealbridge.crypto.dkg import GroupPublicKeys
 from sealbridge.keyservice.chainfacts import (
     FactsProof,
     HeaderTip,
     ManagementBinding,
     get_fact_slots,
 )
-from sealbridge.keyservice.committee import ChainBinding, Dealing, EraInfo, MemberCard
+from sealbridge.keyservice.committee import ChainBinding
 from sealbridge.keyservice.ecalls import GatekeeperEnclaveClient
 from sealbridge.keyservice.messages import (
     KeyRequest,
@@ -83,34 +73,19 @@ from sealbridge.keyservice.messages import (
 )
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.net.http import NodeClient, TransportError
+from sealbridge.node.committee import CommitteeDriver, CommitteeUnavailable
 from sealbridge.node.config import NodeConfig
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.tee.backend import EnclaveHandle
-from sealbridge.tee.enclave import NodeKeys
 from sealbridge.tee.policy import devnet_policy
 
 log = logging.getLogger("sealbridge.gatekeeper")
-DEADLINE_CHECK_INTERVAL = 1.0  # seconds between looks at a pending era's deadline
-
-
-class CommitteeUnavailable(LocalProtocolError):
-    code = "committee_unavailable"
 
 
 class PartialsUnavailable(TransportError):
     """Too few peers answered with a partial (a passing condition: the block is retried)."""
 
     code = "partials_unavailable"
-
-
-class EraTrack:
-    """What the host follows of one era it takes part in."""
-
-    def __init__(self, info: EraInfo, record: EraRecord) -> None:
-        self.info = info
-        self.record = record
-        self.dealt: list[bytes] = []  # dealer ids in chain order
-        self.finished = False
 
 
 class GatekeeperHost(NodeHost):
@@ -124,16 +99,20 @@ class GatekeeperHost(NodeHost):
         self.rotated = 0
         self.released = 0
         self.approved = 0
-        self.dealings_posted = 0
-        self.confirmations_posted = 0
         self.home = Path(config.home)
         self.committee_file = self.home / "committee.sealed"
         self.chain_tip_file = self.home / "chain-tip.sealed"
         self._facts_lock = threading.Lock()  # headers advance, then proofs at the tip
-        self.eras: dict[int, EraTrack] = {}
-        self.scanned = self.addresses.deployed_at_block - 1
-        self.handled: set[tuple[bytes, int]] = set()  # events of the unfinished scan
-        self._deadline_checked = 0.0
+        self.committee_driver = CommitteeDriver(
+            committee=self.committee,
+            registry=self.mgmt.node_registry,
+            registry_from_block=self.addresses.deployed_at_block,
+            calls=self.calls,
+            node_id=self.node_id,
+            eth_key=self.eth_key,
+            store=self.store_committee,
+            peer_urls=config.peer_urls,
+        )
         self.start_enclave_state()
 
     def start_enclave_state(self) -> None:
@@ -263,188 +242,14 @@ class GatekeeperHost(NodeHost):
         self.follow_committee()
 
     def follow_committee(self) -> None:
-        """Handle the committee's events up to the followed height (each once, in chain
-        order); restart a pending era whose deadline passed. A failure is logged and the
-        same events are read again next time (the ones already handled are skipped)."""
+        """Handle the committee's events up to the followed height (see
+        :class:`CommitteeDriver`). A failure is logged; the same events are read again
+        next time."""
         try:
-            self.process_committee_events()
+            self.committee_driver.process_events(self.height)
         except SealbridgeError as exc:
             self.error = f"committee: {exc.message}"
             log.warning(self.error)
-
-    def process_committee_events(self) -> None:
-        high = self.height
-        if high > self.scanned:
-            for name, args, key in self.read_committee_events(self.scanned + 1, high):
-                if key in self.handled:
-                    continue
-                self.on_committee_event(name, args, key[0])
-                self.handled.add(key)
-            self.scanned = high
-            self.handled.clear()
-        now = time.monotonic()
-        if now - self._deadline_checked < DEADLINE_CHECK_INTERVAL:
-            return
-        self._deadline_checked = now
-        pending = self.committee.get_pending_era()
-        if pending:
-            record = self.committee.get_era(pending)
-            if record is not None and self.chain.get_block_number() > record.deadline:
-                try:
-                    self.committee.restart(pending, self.eth_key)
-                    log.warning("era %d timed out: restarted", pending)
-                except TransactionReverted as exc:
-                    log.info("restart of era %d refused: %s", pending, exc.reason)
-
-    def read_committee_events(
-        self, first: int, last: int
-    ) -> list[tuple[str, dict[str, Any], tuple[bytes, int]]]:
-        """(name, args, (tx hash, log index)) of the committee's events, in chain order."""
-        out: list[tuple[str, dict[str, Any], tuple[bytes, int]]] = []
-        codec = self.committee.codec
-        for entry in self.chain.get_logs(first, last, [self.committee.address]):
-            event = codec.events.get(entry.topics[0]) if entry.topics else None
-            if event is not None:
-                key = (entry.tx_hash, entry.log_index)
-                out.append((event.name, event.decode(entry.topics, entry.data), key))
-        return out
-
-    def on_committee_event(self, name: str, args: dict[str, Any], tx_hash: bytes) -> None:
-        era = int(args.get("era", args.get("failed_era", 0)))
-        if name == "EraElected":
-            self.on_era_elected(era)
-        elif name == "DealingPosted":
-            self.on_dealing_posted(era, bytes(args["dealer_id"]), args, tx_hash)
-        elif name == "RotationReady":
-            track = self.eras.get(era)
-            if track is not None:
-                sealed = self.calls.committee_ready(track.info, bytes(args["group_public_key"]))
-                self.store_committee(sealed)
-                log.info("era %d is active (rotation ready)", era)
-        elif name == "RotationRestarted":
-            if era in self.eras:
-                self.store_committee(self.calls.committee_failed(era))
-                del self.eras[era]
-                log.warning("era %d failed and was restarted", era)
-
-    def on_era_elected(self, era: int) -> None:
-        record = self.committee.get_era(era)
-        if record is None or record.phase != CommitteePhase.ELECTED:
-            return
-        involved = [*record.members, *record.dealers]
-        if self.node_id not in involved:
-            return
-        info = EraInfo(
-            era=era,
-            members=record.members,
-            threshold=record.threshold,
-            dealers=record.dealers,
-            previous_era=record.previous_era,
-        )
-        cards = [self.get_card(node_id) for node_id in dict.fromkeys(involved)]
-        previous = None
-        if record.previous_era and self.node_id not in record.dealers:
-            previous = self.fetch_group()
-        out = self.calls.committee_elected(info, cards, previous)
-        self.store_committee(out.sealed)
-        self.eras[era] = EraTrack(info, record)
-        if out.dealing is not None and self.committee.has_dealt(era, self.node_id):
-            # dealt before a restart: that dealing stands (the new one is dropped); without
-            # the lost pending state this member cannot finish, and the era times out
-            log.warning("era %d: already dealt before a restart; not dealing again", era)
-        elif out.dealing is not None:
-            dealing = out.dealing
-            self.committee.post_dealing(
-                era,
-                dealing.dealer,
-                dealing.commitments,
-                dealing.shares,
-                dealing.signature,
-                self.eth_key,
-            )
-            self.dealings_posted += 1
-            log.info("era %d: dealing posted", era)
-
-    def get_card(self, node_id: bytes) -> MemberCard:
-        node = self.mgmt.node_registry.get_node(node_id)
-        if node is None:
-            raise CommitteeUnavailable(f"node 0x{node_id.hex()[:12]}… is not registered")
-        # the quote of the node's current keys: its registration's, or its last renewal's
-        registry = self.mgmt.node_registry
-        entries = []
-        for name in ("NodeRegistered", "NodeRenewed"):
-            entries += self.chain.get_logs(
-                self.addresses.deployed_at_block,
-                self.chain.get_block_number(),
-                [self.addresses.node_registry],
-                [registry.codec.event_by_name(name).topic, node_id],
-            )
-        quote = b""
-        if entries:
-            last = max(entries, key=lambda e: (e.block_number, e.tx_index, e.log_index))
-            event = registry.codec.events[last.topics[0]]
-            quote = bytes(event.decode(last.topics, last.data)["quote"])
-        return MemberCard(
-            node=NodeKeys(
-                identity_key=node.identity_key,
-                encryption_key=node.encryption_key,
-                eth_address=from_hex(node.enclave_address, size=20),
-            ),
-            quote=quote,
-        )
-
-    def on_dealing_posted(
-        self, era: int, dealer: bytes, args: dict[str, Any], tx_hash: bytes
-    ) -> None:
-        track = self.eras.get(era)
-        if track is None or track.finished or dealer in track.dealt:
-            return
-        if self.node_id not in track.info.members:
-            track.dealt.append(dealer)
-        else:
-            function = self.committee.codec.function("post_dealing")
-            call = function.decode_call(self.chain.get_transaction_input(tx_hash))
-            dealing = Dealing(
-                era=era,
-                dealer=dealer,
-                commitments=[bytes(c) for c in args["commitments"]],
-                shares=[bytes(x) for x in args["shares"]],
-                signature=bytes(call[4]),
-            )
-            complaint = self.calls.committee_dealing(dealing)
-            track.dealt.append(dealer)
-            if complaint:
-                log.warning("era %d: dealing of %s refused: %s", era, to_hex(dealer), complaint)
-            if len(track.dealt) == track.record.required_dealings:
-                self.finish_era(track)
-
-    def finish_era(self, track: EraTrack) -> None:
-        """Finish with exactly the first required dealings in chain order."""
-        qualified = sorted(track.dealt[: track.record.required_dealings])
-        out = self.calls.committee_finish(track.info.era, qualified)
-        self.store_committee(out.sealed)
-        track.finished = True
-        confirmation = out.confirmation
-        self.committee.confirm_ready(
-            confirmation.era,
-            confirmation.member,
-            confirmation.group_public_key,
-            confirmation.qualified,
-            confirmation.signature,
-            self.eth_key,
-        )
-        self.confirmations_posted += 1
-        log.info("era %d: ready confirmed", track.info.era)
-
-    def fetch_group(self) -> GroupPublicKeys:
-        """The active era's public keys, from a peer (the enclave checks them)."""
-        for url in self.config.peer_urls:
-            try:
-                with NodeClient(url) as peer:
-                    return decode(peer.post("/v1/group", b""), GroupPublicKeys)
-            except (TransportError, SealbridgeError) as exc:
-                log.info("no group keys from %s: %s", url, exc.message)
-        raise CommitteeUnavailable("no peer gave the committee's public keys")
 
     def collect_partials(self, request: KeyRequest, needed: int) -> list[PartialKeyRelease]:
         releases: list[PartialKeyRelease] = []
@@ -570,7 +375,7 @@ class GatekeeperHost(NodeHost):
                 "group_public_key": to_hex(committee.group.group_public_key)
                 if committee.group
                 else "",
-                "dealings_posted": self.dealings_posted,
-                "confirmations_posted": self.confirmations_posted,
+                "dealings_posted": self.committee_driver.dealings_posted,
+                "confirmations_posted": self.committee_driver.confirmations_posted,
             },
         }

@@ -1,8 +1,9 @@
 # pragma version ~=0.4.3
 """
 @title GatekeeperCommittee
-@notice Broadcast channel and referee of the gatekeeper committee's key lifecycle.
-    The root key is a threshold key held as Shamir shares by an elected set of
+@notice Broadcast channel and referee of a TEE committee's key lifecycle: the
+    gatekeepers' root key, or (deployed with ``member_role`` 4) the gateway committee's
+    signing key. The key is a threshold key held as Shamir shares by an elected set of
     gatekeepers, one set per era. The first era runs a joint-Feldman key generation
     (every member deals); each later era is a resharing: the members of the ACTIVE era
     deal their shares to the new members, so the group public key stays the same.
@@ -32,6 +33,7 @@
 """
 
 ROLE_GATEKEEPER: constant(uint8) = 1
+ROLE_GATEWAY: constant(uint8) = 4
 MAX_MEMBERS: constant(uint256) = 32
 MAX_SHARE: constant(uint256) = 256
 KEY_SIZE: constant(uint256) = 48
@@ -143,18 +145,24 @@ dealer_index: HashMap[uint256, HashMap[bytes32, uint256]]  # 1-based; 0: not a d
 dealing_hash: HashMap[uint256, HashMap[bytes32, bytes32]]  # signed digest; empty: none
 confirmed: HashMap[uint256, HashMap[bytes32, bool]]
 penalties: HashMap[bytes32, uint256]
+# last, so that the slots above (read by proofs: keyservice/chainfacts.py) stay put
+member_role: public(uint8)  # the NodeRegistry role every member must hold
 
 
 @deploy
-def __init__(node_registry: address, rotation_timeout: uint256):
+def __init__(node_registry: address, rotation_timeout: uint256, member_role: uint8):
     """
-    @param node_registry the NodeRegistry whose active gatekeepers may be elected
+    @param node_registry the NodeRegistry whose active nodes of ``member_role`` may be
+        elected
     @param rotation_timeout blocks an era has, from its election, to become ready
+    @param member_role ROLE_GATEKEEPER (1) or ROLE_GATEWAY (4)
     """
     assert node_registry != empty(address), "empty node registry"
     assert rotation_timeout > 0, "rotation timeout must be positive"
+    assert member_role == ROLE_GATEKEEPER or member_role == ROLE_GATEWAY, "unknown member role"
     self.admin = msg.sender
     self.node_registry = node_registry
+    self.member_role = member_role
     self.rotation_timeout = rotation_timeout
 
 
@@ -254,7 +262,7 @@ def elect(members: DynArray[bytes32, MAX_MEMBERS], threshold: uint256) -> uint25
     assert threshold >= 1 and threshold <= len(members), "threshold out of range"
     registry: INodeRegistry = INodeRegistry(self.node_registry)
     for member: bytes32 in members:
-        assert staticcall registry.is_active(member, ROLE_GATEKEEPER), "member is not an active gatekeeper"
+        assert staticcall registry.is_active(member, self.member_role), "member is not an active node of the role"
     current: uint256 = self.current_era
     if current == 0:
         return self._open_era(members, threshold, members, 0, 0)
@@ -337,7 +345,7 @@ def confirm_ready(
     assert not self.confirmed[era][member_id], "member already confirmed"
     assert len(group_public_key) == KEY_SIZE, "group key must be 48 bytes"
     registry: INodeRegistry = INodeRegistry(self.node_registry)
-    assert staticcall registry.is_active(member_id, ROLE_GATEKEEPER), "member is not an active gatekeeper"
+    assert staticcall registry.is_active(member_id, self.member_role), "member is not an active node of the role"
     key_hash: bytes32 = keccak256(group_public_key)
     digest: bytes32 = keccak256(
         abi_encode(self, chain.id, READY_TAG, era, member_id, key_hash, qualified)
