@@ -95,6 +95,11 @@ def is_valid_ed25519(public_key: bytes, message: bytes, signature: bytes) -> boo
 # --- secp256k1 -----------------------------------------------------------------------------
 
 
+def generate_secp256k1_key() -> bytes:
+    """A fresh secp256k1 private key (32 bytes, from the OS's randomness): an account key."""
+    return bytes(coincurve.PrivateKey().secret)
+
+
 def _secp256k1_private(private_key: bytes) -> coincurve.PrivateKey:
     if not _is_bytes(private_key, SECP256K1_PRIVATE_KEY_SIZE):
         raise ConfigError(f"secp256k1 private key must be {SECP256K1_PRIVATE_KEY_SIZE} bytes")

@@ -228,16 +228,20 @@ class GatewayCore:
 
     # -- following the chains --------------------------------------------------------------
     def follow(self, request: FollowBlock) -> int:
-        """Verify the next block of a watched chain and read its escrow events."""
+        """Verify the next block of a watched chain and read its escrow events. A chain
+        is followed only once its escrow is named (no lock can be missed before)."""
         headers = self.headers.get(request.chain_id)
         if headers is None:
-            raise GatewayRefused(f"chain {request.chain_id} is not watched")
+            raise GatewayRefused(f"chain {request.chain_id} is not anchored in this gateway")
+        named = self.escrows.get(request.chain_id)
+        if named is None:
+            raise GatewayRefused(f"the escrow of chain {request.chain_id} is not named yet")
         try:
             block = headers.process(request.evidence)
         except LightClientError as exc:
             raise GatewayRefused(f"block refused: {exc.message}") from exc
         self.clock[request.chain_id] = block.timestamp
-        escrow = bytes.fromhex(self.escrows[request.chain_id][2:])
+        escrow = bytes.fromhex(named[2:])
         for log in block.logs:
             if log.address != escrow or not log.topics:
                 continue
@@ -254,8 +258,8 @@ class GatewayCore:
             amount, dest_chain, dest_escrow, recipient, deadline, lock_ref = abi_decode(
                 ["uint256", "uint256", "address", "address", "uint256", "bytes32"], data
             )
-        except (DecodingError, ValueError, TypeError) as exc:
-            raise GatewayRefused(f"a Locked event does not decode: {exc}") from exc
+        except (DecodingError, ValueError, TypeError):
+            return  # not a lock this escrow could have emitted; the block stays verified
         fact = LockFact(
             transfer_id=topics[1],
             source_chain_id=chain_id,

@@ -12,17 +12,18 @@ from sealbridge.core.errors import ConfigError
 WORKER = "worker"
 GATEKEEPER = "gatekeeper"
 STORAGE = "storage"
-ROLES = (GATEKEEPER, WORKER, STORAGE)
-TEE_ROLES = (GATEKEEPER, WORKER)
+GATEWAY = "gateway"
+ROLES = (GATEKEEPER, WORKER, STORAGE, GATEWAY)
+TEE_ROLES = (GATEKEEPER, WORKER, GATEWAY)
 DEFAULT_MAX_BLOB_SIZE = 16 * 1024 * 1024
 
 
 class NodeConfig(Message, frozen=True):
-    """Everything a gatekeeper, worker or storage process needs to start.
+    """Everything a gatekeeper, worker, storage or gateway process needs to start.
 
     A storage node has no enclave: it leaves the three TEE fields empty."""
 
-    role: str  # "gatekeeper" | "worker" | "storage"
+    role: str  # "gatekeeper" | "worker" | "storage" | "gateway"
     name: str
     home: str  # the node's own data directory
     rpc_url: str
@@ -58,6 +59,12 @@ class NodeConfig(Message, frozen=True):
     # for our blocks (the witness rule: nothing is released without them)
     peer_urls: list[str] = []
     gatekeeper_urls: list[str] = []  # worker: every gatekeeper it may ask for partials
+    # gateway: the other chains it bridges (``rpc_url`` is the chain of its registry and
+    # committee, and a bridged chain too), the operator's file naming the escrows
+    # ({"<chain id>": "0x..."}), and the confirmations a lock needs before a release
+    bridged_rpc_urls: list[str] = []
+    escrows_file: str = ""
+    release_confirmations: int = 1
 
 
 class NodeEntry(Message, frozen=True):
@@ -104,7 +111,8 @@ def load_node_config(path: Path) -> NodeConfig:
         raise ConfigError(f"{path} is not a NodeConfig")
     if value.role not in ROLES:
         raise ConfigError(
-            f"{path}: role must be 'worker', 'gatekeeper' or 'storage', not {value.role!r}"
+            f"{path}: role must be 'worker', 'gatekeeper', 'storage' or 'gateway', "
+            f"not {value.role!r}"
         )
     if value.role in TEE_ROLES and not (value.platform_key_file and value.platform_public_key):
         raise ConfigError(f"{path}: a {value.role} needs platform_key_file and platform_public_key")

@@ -55,6 +55,7 @@ from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.node.config import (
     GATEKEEPER,
+    GATEWAY,
     STORAGE,
     WORKER,
     DevnetState,
@@ -63,7 +64,7 @@ from sealbridge.node.config import (
     load_devnet_state,
     save_json,
 )
-from sealbridge.node.process import GATEKEEPER_PROGRAM, WORKER_PROGRAM
+from sealbridge.node.process import GATEKEEPER_PROGRAM, GATEWAY_PROGRAM, WORKER_PROGRAM
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import NodeKeys, compute_report_data
 from sealbridge.tee.measurement import compute_sim_measurement
@@ -121,7 +122,9 @@ def load_running(home: Path) -> DevnetState:
     return state
 
 
-def _spawn(argv: list[str], log_file: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn_process(
+    argv: list[str], log_file: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         return subprocess.Popen(  # noqa: S603 - fixed argv, no shell
@@ -134,7 +137,7 @@ def _spawn(argv: list[str], log_file: Path, cwd: Path | None = None) -> subproce
         )
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], log_file: Path, timeout: float) -> Any:
+def wait_http(url: str, process: subprocess.Popen[bytes], log_file: Path, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -153,7 +156,7 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], log_file: Path, timeo
 def _wait_worker(url: str, process: subprocess.Popen[bytes], log_file: Path, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        status = _wait_http(url + "/v1/status", process, log_file, timeout)
+        status = wait_http(url + "/v1/status", process, log_file, timeout)
         if status["phase"] == "following":
             return status
         if status["phase"] == "failed":
@@ -168,7 +171,7 @@ def _wait_storage(
 ) -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        status = _wait_http(url + "/v1/status", process, log_file, timeout)
+        status = wait_http(url + "/v1/status", process, log_file, timeout)
         if status["registered"]:
             return status
         if status["phase"] == "failed":
@@ -199,11 +202,13 @@ def start_devnet(
         raise DevnetError("block time must be in (0, 60] seconds")
     if confirmations and block_time is None:
         block_time = 1.0  # with confirmations, blocks must come even when no tx arrives
-    if workers < 1 or workers > 4:
-        raise DevnetError("a devnet has between 1 and 4 workers")
-    if not 1 <= storage_nodes <= MAX_STORAGE_NODES:
-        raise DevnetError(f"a devnet has between 1 and {MAX_STORAGE_NODES} storage nodes")
-    if not 1 <= storage_threshold <= storage_nodes:
+    if workers < 0 or workers > 4:
+        raise DevnetError("a devnet has between 0 and 4 workers")
+    if not (1 if workers else 0) <= storage_nodes <= MAX_STORAGE_NODES:
+        raise DevnetError(
+            f"a devnet with workers has between 1 and {MAX_STORAGE_NODES} storage nodes"
+        )
+    if not 1 <= storage_threshold <= max(storage_nodes, 1):
         raise DevnetError(
             f"the storage threshold must be between 1 and the number of storage nodes "
             f"({storage_nodes}), not {storage_threshold}"
@@ -241,7 +246,7 @@ def start_devnet(
         )
     except BaseException:
         for pid in pids:
-            _kill_group(pid)
+            kill_group(pid)
         raise
 
 
@@ -270,7 +275,7 @@ def _start(
         block_time=block_time,
         silent=False,
     )
-    anvil = _spawn(anvil_argv, directory / "anvil.log")
+    anvil = spawn_process(anvil_argv, directory / "anvil.log")
     pids.append(anvil.pid)
     chain = _connect(rpc_url, anvil, directory / "anvil.log", timeout)
     mining = "automine" if block_time is None else f"a block every {block_time:g}s"
@@ -299,6 +304,7 @@ def _start(
     measurements = {
         GATEKEEPER: compute_sim_measurement(GATEKEEPER_PROGRAM),
         WORKER: compute_sim_measurement(WORKER_PROGRAM),
+        GATEWAY: compute_sim_measurement(GATEWAY_PROGRAM),
     }
 
     def storage_config(name: str, eth_key: bytes) -> NodeConfig:
@@ -343,13 +349,21 @@ def _start(
         attestor = "" if index == 0 else gatekeeper_urls[0]
         config = node_config(GATEKEEPER, name, gatekeeper_keys[index], attestor)
         peers = [u for j, u in enumerate(gatekeeper_urls) if j != index]
-        return msgspec.structs.replace(config, port=gatekeeper_ports[index], peer_urls=peers)
+        return msgspec.structs.replace(
+            config,
+            port=gatekeeper_ports[index],
+            peer_urls=peers,
+            # gatekeepers also admit gateways (cross-chain committees) by attestation
+            allowed_measurements=[*config.allowed_measurements, measurements[GATEWAY].hex()],
+        )
 
     def launch(config: NodeConfig) -> tuple[subprocess.Popen[bytes], NodeEntry]:
         config_file = directory / f"{config.name}.json"
         save_json(config_file, config)
         log_file = directory / f"{config.name}.log"
-        process = _spawn([sys.executable, "-m", "sealbridge.node", str(config_file)], log_file)
+        process = spawn_process(
+            [sys.executable, "-m", "sealbridge.node", str(config_file)], log_file
+        )
         pids.append(process.pid)
         entry = NodeEntry(
             name=config.name,
@@ -363,7 +377,7 @@ def _start(
 
     # Gatekeeper 1: set up inside its enclave, then the operator's genesis registration.
     gk_process, gk_entry = launch(gatekeeper_config(0))
-    info = _wait_http(gk_entry.url + "/v1/info", gk_process, Path(gk_entry.log_file), timeout)
+    info = wait_http(gk_entry.url + "/v1/info", gk_process, Path(gk_entry.log_file), timeout)
     gk_keys = NodeKeys(
         identity_key=from_hex(info["identity_key"], size=32),
         encryption_key=from_hex(info["encryption_key"], size=32),
@@ -395,7 +409,7 @@ def _start(
     gatekeeper_entries = [gk_entry]
     others = [launch(gatekeeper_config(i)) for i in range(1, gatekeepers)]
     for process, entry in others:
-        info = _wait_http(entry.url + "/v1/info", process, Path(entry.log_file), timeout)
+        info = wait_http(entry.url + "/v1/info", process, Path(entry.log_file), timeout)
         node_id = from_hex(info["identity_key"], size=32)
         _wait_registered(mgmt, node_id, process, Path(entry.log_file), timeout)
         gatekeeper_entries.append(NodeEntry(**{**_fields(entry), "node_id": to_hex(node_id)}))
@@ -404,7 +418,7 @@ def _start(
     committee = GatekeeperCommittee(chain, committee_address)
     members = [from_hex(e.node_id, size=32) for e in gatekeeper_entries]
     committee.elect(members, committee_threshold, admin)
-    record = _wait_era(committee, 1, timeout)
+    record = wait_era(committee, 1, timeout)
     say(
         f"root key generated as shares by the committee ({committee_threshold} of "
         f"{gatekeepers}; no gatekeeper holds it), group key "
@@ -484,7 +498,7 @@ def _wait_registered(
         time.sleep(0.1)
 
 
-def _wait_era(committee: GatekeeperCommittee, era: int, timeout: float) -> EraRecord:
+def wait_era(committee: GatekeeperCommittee, era: int, timeout: float) -> EraRecord:
     """Wait until ``era`` is active (its rotation is ready)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -519,7 +533,7 @@ def rotate_committee(
     era = next(
         int(args["era"]) for name, args in committee.decode_events(receipt) if name == "EraElected"
     )
-    return _wait_era(committee, era, timeout)
+    return wait_era(committee, era, timeout)
 
 
 def _fields(entry: NodeEntry) -> dict[str, Any]:
@@ -543,7 +557,7 @@ def _connect(
             time.sleep(0.1)
 
 
-def _kill_group(pid: int) -> None:
+def kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
@@ -571,9 +585,9 @@ def stop_devnet(home: Path) -> list[str]:
     stopped = []
     gatekeepers = state.gatekeepers or [state.gatekeeper]
     for entry in [*state.storage, *state.workers, *gatekeepers]:
-        _kill_group(entry.pid)
+        kill_group(entry.pid)
         stopped.append(entry.name)
-    _kill_group(state.anvil_pid)
+    kill_group(state.anvil_pid)
     stopped.append("anvil")
     shutil.rmtree(get_devnet_dir(home), ignore_errors=True)
     return stopped
@@ -625,7 +639,7 @@ def _find_node(state: DevnetState, name: str) -> NodeEntry:
 
 def _spawn_again(home: Path, state: DevnetState, entry: NodeEntry) -> subprocess.Popen[bytes]:
     """Start ``entry``'s process from its config file and record its new pid at once."""
-    process = _spawn(
+    process = spawn_process(
         [sys.executable, "-m", "sealbridge.node", entry.config_file], Path(entry.log_file)
     )
     fresh = NodeEntry(**{**_fields(entry), "pid": process.pid})
@@ -660,7 +674,7 @@ def _wait_started(
     elif entry.role == STORAGE:
         _wait_storage(entry.url, process, log_file, timeout)
     else:
-        _wait_http(entry.url + "/v1/status", process, log_file, timeout)
+        wait_http(entry.url + "/v1/status", process, log_file, timeout)
 
 
 def restart_node(home: Path, name: str, *, timeout: float = 60.0) -> NodeEntry:
@@ -672,7 +686,7 @@ def restart_node(home: Path, name: str, *, timeout: float = 60.0) -> NodeEntry:
     state = load_running(home)
     entry = _find_node(state, name)
     tip = ChainAdapter.rpc(state.rpc_url).get_block_number()
-    _kill_group(entry.pid)
+    kill_group(entry.pid)
     process = _spawn_again(home, state, entry)
     _wait_started(entry, process, tip, timeout)
     return NodeEntry(**{**_fields(entry), "pid": process.pid})

@@ -43,14 +43,19 @@ from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.keyservice.ecalls import SignHeartbeat, call_sign_heartbeat
 from sealbridge.keyservice.messages import RegistrationApproval, RegistrationRequest
 from sealbridge.net.http import NodeClient, TransportError
-from sealbridge.node.config import GATEKEEPER, STORAGE, WORKER, NodeConfig
+from sealbridge.node.config import GATEKEEPER, GATEWAY, STORAGE, WORKER, NodeConfig
 from sealbridge.tee.backend import EnclaveHandle, StagedKeys
 
 log = logging.getLogger("sealbridge.node")
 RETRY_DELAY = 1.0
 TICK_INTERVAL = 1.0  # seconds between lifecycle checks (heartbeat, renewal)
 UPKEEP_RETRY_DELAY = 30.0  # seconds before a failed renewal is tried again
-ROLES = {GATEKEEPER: Role.GATEKEEPER, WORKER: Role.WORKER, STORAGE: Role.STORAGE}
+ROLES = {
+    GATEKEEPER: Role.GATEKEEPER,
+    WORKER: Role.WORKER,
+    STORAGE: Role.STORAGE,
+    GATEWAY: Role.GATEWAY,
+}
 
 
 class HeartbeatSchedule:
@@ -98,7 +103,7 @@ class HostPhase(Enum):
 
 
 class NodeHost:
-    """Base of the worker and gatekeeper hosts (the untrusted half of a node)."""
+    """Base of the worker, gatekeeper and gateway hosts (the untrusted half of a node)."""
 
     with_evidence = False  # deliver each block's header fields and receipts too
 

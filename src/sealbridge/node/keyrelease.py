@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import coincurve
 import msgspec
 
 from sealbridge.chain.adapter import ChainAdapter
@@ -43,7 +42,11 @@ from sealbridge.chain.oracle import PriceOracle, compute_asset_key, deploy_price
 from sealbridge.chain.token import DepositToken, deploy_deposit_token
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
-from sealbridge.crypto.signing import secp256k1_sign_hash, to_checksum_address
+from sealbridge.crypto.signing import (
+    generate_secp256k1_key,
+    secp256k1_sign_hash,
+    to_checksum_address,
+)
 from sealbridge.keyrelease.auth import (
     ClientRefused,
     SignedRequest,
@@ -479,7 +482,7 @@ class KeyReleaseDevnet:
             raise KeyReleaseDevnetError(f"at most {MAX_CLIENTS} clients")
         # a wallet key of its own (not one of anvil's well-known dev accounts, whose keys
         # everyone has), funded from dev account 0 on both chains
-        wallet_key = coincurve.PrivateKey(os.urandom(32)).secret
+        wallet_key = generate_secp256k1_key()
         account = ChainAdapter.address_of(wallet_key)
         for adapter in self.adapters.values():
             self._count(adapter.fund(account, WALLET_FUNDING_WEI).gas_used)

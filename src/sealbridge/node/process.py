@@ -2,7 +2,8 @@
 
 Wires a role's host to its enclave (sim TEE backend: a child process), the chain (JSON-RPC)
 and an HTTP API (FastAPI on uvicorn, loopback), and runs the chain follower in a thread.
-A storage node has no enclave and no follower: its thread only registers it.
+A storage node has no enclave and no follower: its thread only registers it. A gateway
+(:mod:`sealbridge.node.gateway`) follows the other chains it bridges from the same thread.
 """
 
 from __future__ import annotations
@@ -24,11 +25,20 @@ from sealbridge.net.http import (
     add_raw_post_route,
     install_error_handler,
 )
-from sealbridge.node.config import GATEKEEPER, STORAGE, NodeConfig, load_node_config
+from sealbridge.node.config import (
+    GATEKEEPER,
+    GATEWAY,
+    STORAGE,
+    WORKER,
+    NodeConfig,
+    load_node_config,
+)
 from sealbridge.node.storage import StorageHost
 
 WORKER_PROGRAM = "sealbridge.runtime.enclave:WorkerProgram"
 GATEKEEPER_PROGRAM = "sealbridge.keyservice.enclave:GatekeeperProgram"
+GATEWAY_PROGRAM = "sealbridge.interop.evm_gateway:GatewayProgram"
+PROGRAMS = {GATEKEEPER: GATEKEEPER_PROGRAM, WORKER: WORKER_PROGRAM, GATEWAY: GATEWAY_PROGRAM}
 
 
 def build_storage_app(config: NodeConfig) -> tuple[FastAPI, threading.Thread, StorageHost]:
@@ -50,11 +60,12 @@ def build_app(config: NodeConfig) -> tuple[FastAPI, threading.Thread, object]:
         return build_storage_app(config)
     # imported here so that a storage process does not load the TEE roles' code
     from sealbridge.node.gatekeeper import GatekeeperHost
+    from sealbridge.node.gateway import GatewayHost
     from sealbridge.node.worker import WorkerHost
     from sealbridge.tee.sim import SimBackend
 
     chain = ChainAdapter.rpc(config.rpc_url)
-    program = GATEKEEPER_PROGRAM if config.role == GATEKEEPER else WORKER_PROGRAM
+    program = PROGRAMS[config.role]
     enclave = SimBackend().launch(
         program,
         platform_key_file=Path(config.platform_key_file) if config.platform_key_file else None,
@@ -71,7 +82,14 @@ def build_app(config: NodeConfig) -> tuple[FastAPI, threading.Thread, object]:
         add_bytes_route(app, "/v1/group", gk.on_group)
         add_json_route(app, "/v1/info", gk.get_info)
         add_json_route(app, "/v1/status", gk.get_status)
-        host: GatekeeperHost | WorkerHost = gk
+        host: GatekeeperHost | WorkerHost | GatewayHost = gk
+    elif config.role == GATEWAY:
+        gateway = GatewayHost(config, enclave, chain)
+        add_bytes_route(app, "/v1/sign", gateway.on_sign)
+        add_bytes_route(app, "/v1/group", gateway.on_group)
+        add_json_route(app, "/v1/info", gateway.get_info)
+        add_json_route(app, "/v1/status", gateway.get_status)
+        host = gateway
     else:
         worker = WorkerHost(config, enclave, chain)
         add_bytes_route(app, "/v1/query", worker.on_query)

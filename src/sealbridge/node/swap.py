@@ -2,22 +2,28 @@
 
 Theory of operation
 -------------------
-:class:`SwapDevnet` starts two anvil chains (prague, the same block time), a committee of
-``m`` gateways -- each a sim-TEE enclave in its own OS process running
-:class:`~sealbridge.interop.evm_gateway.GatewayProgram` -- and deploys a GatewayEscrow
-on each chain with the committee's group key. This module is the gateways' *host*: it
-moves bytes between the chains and the enclaves and relays transactions; the enclaves
-verify every block they are given and decide what to sign.
+:class:`SwapDevnet` starts two anvil chains (prague, the same block time) and a committee
+of ``m`` gateways, each its own node process (:mod:`sealbridge.node.gateway`) with its
+own sim-TEE enclave (a child of that process) and its own account on both chains, the
+way ``m`` operators would run them. Chain A also carries the management contracts and a
+gatekeeper (:func:`~sealbridge.node.devnet.start_devnet` with no workers), which admits
+the gateways to the NodeRegistry by attestation. This module plays the *operator* who
+elects the committee and deploys the escrows, and the *relayer* who asks the gateways
+for partial signatures over HTTP and submits transactions; it holds no key of the
+committee and runs no gateway code.
 
 A transfer (:meth:`SwapDevnet.run_transfer`) goes through InterTrust's phases, each
 reported as a :class:`PhaseRecord` as it happens:
 
-``setup``    the gateways attest each other, one deals the committee key in its enclave,
-             the escrows are deployed with the group key (once per devnet)
+``setup``    each gateway registers by attestation; the operator elects them on the
+             gateway committee contract (chain A) and they generate the committee key
+             by the dealer-free DKG on chain; the escrows are deployed with the group
+             key and named to the gateways (once per devnet)
 ``lock``     the sender locks value in the source escrow
-``verify``   every gateway follows both chains; once the lock is ``confirmations``
-             blocks deep, ``t`` gateways sign the release message; the host combines
-             the partials and checks the signature against the group key
+``verify``   every gateway follows both chains from the anchors sealed at its setup;
+             once the lock is ``confirmations`` blocks deep, ``t`` gateways sign the
+             release message; the relayer combines the partials and checks the
+             signature against the group key
 ``release``  the destination escrow checks the signature on chain (hash to G2, pairing)
              and pays the recipient out of its pool
 ``commit``   the gateways verify the destination's ``Released`` event and sign the
@@ -26,14 +32,19 @@ reported as a :class:`PhaseRecord` as it happens:
              before the lock's deadline) the gateways sign an abort once the
              destination chain's clock passed the deadline; the source refunds
 
-Every threshold signature is recorded with its exact message, the partials it came from
-and the committee's group public key (compressed, IETF POP ciphersuite), so anyone can
-check it with another BLS implementation.
+:meth:`SwapDevnet.rotate_committee` elects a new committee (a reshare: the same group
+key, so the escrows need no new key). Every threshold signature is recorded with its
+exact message, the partials it came from and the committee's group public key
+(compressed, IETF POP ciphersuite), so anyone can check it with another BLS
+implementation.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -41,37 +52,40 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sealbridge.chain.abi import Role
 from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.anvil import AnvilNode
+from sealbridge.chain.anvil import AnvilNode, get_free_port
+from sealbridge.chain.committee import EraRecord, GatekeeperCommittee, deploy_committee
 from sealbridge.chain.escrow import GatewayEscrow, LockedTransfer, deploy_gateway_escrow
+from sealbridge.chain.management import ManagementAddresses
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
-from sealbridge.core.ids import to_hex
+from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.crypto import bls
-from sealbridge.interop.evm_gateway import (
-    CommitteeSetup,
-    Configure,
-    DealRequest,
-    FollowBlock,
-    GatewayCard,
-    GatewayStatus,
-    Height,
-    JoinRequest,
-    SignedPartial,
-    SignKind,
-    SignRequest,
-    Watch,
-    WatchedChain,
+from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.crypto.signing import generate_secp256k1_key
+from sealbridge.interop.evm_gateway import SignedPartial, SignKind, SignRequest
+from sealbridge.keyservice.committee import is_consistent_sharing
+from sealbridge.net.http import NodeClient
+from sealbridge.node.config import GATEWAY, DevnetState, NodeConfig, save_json
+from sealbridge.node.devnet import (
+    MIN_STAKE,
+    ROTATION_TIMEOUT_BLOCKS,
+    get_devnet_dir,
+    kill_group,
+    spawn_process,
+    start_devnet,
+    stop_devnet,
+    wait_era,
+    wait_http,
 )
-from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.node.process import GATEWAY_PROGRAM
 from sealbridge.tee.measurement import compute_sim_measurement
-from sealbridge.tee.policy import devnet_policy
-from sealbridge.tee.quote import create_sim_platform
-from sealbridge.tee.sim import SimBackend
 
-GATEWAY_PROGRAM = "sealbridge.interop.evm_gateway:GatewayProgram"
 CHAIN_A, CHAIN_B = 31337, 31338
 ETHER = 10**18
+GATEWAY_FUNDING_WEI = 100 * ETHER  # each gateway's own account, on each chain
+SIGN_TIMEOUT_S = 30.0
 Progress = Callable[["PhaseRecord"], None]
 
 
@@ -108,18 +122,29 @@ class SwapResult(Message, frozen=True):
 
 
 class _Gateway:
-    def __init__(self, name: str, handle: EnclaveHandle) -> None:
-        self.name = name
-        self.handle = handle
-        self.followed: dict[int, int] = {}
+    """What the relayer knows of one gateway node: its API and its process."""
 
-    def call(self, name: str, request: Message | None = None) -> bytes:
-        return self.handle.ecall(name, encode(request) if request is not None else b"")
+    def __init__(self, name: str, url: str, process: subprocess.Popen[bytes], log_file: Path):
+        self.name = name
+        self.url = url
+        self.process = process
+        self.log_file = log_file
+        self.node_id = b""
+        self.account = ""
+
+    def sign(self, request: SignRequest) -> SignedPartial:
+        with NodeClient(self.url, timeout=SIGN_TIMEOUT_S) as client:
+            return decode(client.post("/v1/sign", encode(request)), SignedPartial)
+
+    def get_status(self) -> dict[str, Any]:
+        with NodeClient(self.url) as client:
+            status: dict[str, Any] = client.get_json("/v1/status")
+            return status
 
 
 class SwapDevnet:
-    """Two anvil chains, ``members`` gateway enclaves (``threshold`` of them sign), and a
-    GatewayEscrow on each chain; a context manager."""
+    """Two anvil chains, ``members`` gateway node processes (``threshold`` of them
+    sign), and a GatewayEscrow on each chain; a context manager."""
 
     def __init__(
         self,
@@ -131,6 +156,8 @@ class SwapDevnet:
         release_margin: int = 10,
         liquidity_eth: int = 100,
         home: Path | None = None,
+        timeout: float = 90.0,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         if not 1 <= threshold <= members <= 16:
             raise SwapError("need 1 <= threshold <= members <= 16")
@@ -142,13 +169,21 @@ class SwapDevnet:
         self.confirmations = confirmations
         self.release_margin = release_margin
         self.liquidity = liquidity_eth * ETHER
+        self.timeout = timeout
+        self.say = progress or (lambda _msg: None)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.home = home
+        self.devnet: DevnetState | None = None
         self.nodes: list[AnvilNode] = []
+        self.adapters: dict[int, ChainAdapter] = {}
+        self.urls: dict[int, str] = {}
         self.gateways: list[_Gateway] = []
-        self.setup: CommitteeSetup | None = None
+        self.committee: GatekeeperCommittee | None = None
+        self.group_public_key = b""
         self.escrows: dict[int, GatewayEscrow] = {}
         self.setup_record: PhaseRecord | None = None
+        self._shares: dict[int, bytes] = {}
+        self._shares_era = 0
 
     # -- start and stop ------------------------------------------------------------------
     def start(self) -> PhaseRecord:
@@ -157,85 +192,177 @@ class SwapDevnet:
             self._tmp = tempfile.TemporaryDirectory(prefix="sealbridge-swap-")
             self.home = Path(self._tmp.name)
         self.home.mkdir(parents=True, exist_ok=True)
-        for chain_id in (CHAIN_A, CHAIN_B):
-            self.nodes.append(AnvilNode(chain_id=chain_id, block_time=self.block_time).start())
-        adapters = {node.chain_id: node.adapter() for node in self.nodes}
-        platform_key = self.home / "sim-platform.key"
-        if platform_key.exists():
-            platform_key.unlink()
-        platform_pub = create_sim_platform(platform_key)
-        measurement = compute_sim_measurement(GATEWAY_PROGRAM)
-        backend = SimBackend()
-        for i in range(self.members):
-            handle = backend.launch(GATEWAY_PROGRAM, platform_key_file=platform_key)
-            self.gateways.append(_Gateway(f"gateway-{i + 1}", handle))
-        deployer = adapters[CHAIN_A].get_dev_key(0)
-        # the committee first: the escrows need its key
-        policy = devnet_policy(platform_pub, [measurement])
-        for gateway in self.gateways:
-            gateway.call("configure", Configure(policy=policy, confirmations=self.confirmations))
-        cards = [decode(g.call("card"), GatewayCard) for g in self.gateways]
-        dealer = self.gateways[0]
-        setup = decode(
-            dealer.call("deal", DealRequest(cards=cards, threshold=self.threshold)),
-            CommitteeSetup,
+        # chain A: management contracts and one gatekeeper (the gateways' attestor)
+        self.devnet = start_devnet(
+            self.home,
+            workers=0,
+            storage_nodes=0,
+            storage_threshold=1,
+            gatekeepers=1,
+            committee_threshold=1,
+            chain_id=CHAIN_A,
+            block_time=self.block_time,
+            progress=self.say,
+            timeout=self.timeout,
         )
-        for gateway in self.gateways[1:]:
-            gateway.call("join", JoinRequest(setup=setup, dealer=cards[0]))
-        self.setup = setup
-        for chain_id, adapter in adapters.items():
+        chain_a = ChainAdapter.rpc(self.devnet.rpc_url)
+        self.nodes.append(AnvilNode(chain_id=CHAIN_B, block_time=self.block_time).start())
+        self.adapters = {CHAIN_A: chain_a, CHAIN_B: self.nodes[0].adapter()}
+        self.urls = {CHAIN_A: self.devnet.rpc_url, CHAIN_B: self.nodes[0].url}
+        admin = chain_a.get_dev_key(0)
+        addresses = ManagementAddresses.load(Path(self.devnet.addresses_file))
+        committee_address = deploy_committee(
+            chain_a, admin, addresses.node_registry, ROTATION_TIMEOUT_BLOCKS, Role.GATEWAY
+        )
+        self.committee = GatekeeperCommittee(chain_a, committee_address)
+        self.say(f"gateway committee contract {committee_address} (members: gateways)")
+        self._launch_gateways(addresses.node_registry, committee_address)
+        record = self._elect(admin, [g.node_id for g in self.gateways])
+        self.group_public_key = record.group_public_key
+        for chain_id, adapter in self.adapters.items():
+            deployer = adapter.get_dev_key(0)
             address = deploy_gateway_escrow(
-                adapter, deployer, setup.group_public_key, self.release_margin
+                adapter, deployer, self.group_public_key, self.release_margin
             )
             escrow = GatewayEscrow(adapter, address)
             escrow.provide_liquidity(self.liquidity, deployer)
             self.escrows[chain_id] = escrow
-        self._watch_all(adapters)
+        self._name_escrows()
+        measurement = compute_sim_measurement(GATEWAY_PROGRAM)
         self.setup_record = PhaseRecord(
             phase="setup",
             at=round(time.monotonic() - started, 3),
             detail={
-                "chains": {str(node.chain_id): node.url for node in self.nodes},
+                "chains": {str(cid): url for cid, url in self.urls.items()},
                 "block_time_s": self.block_time,
                 "gateways": [
-                    {"name": g.name, "identity_key": to_hex(c.node.identity_key)}
-                    for g, c in zip(self.gateways, cards, strict=True)
+                    {
+                        "name": g.name,
+                        "url": g.url,
+                        "identity_key": to_hex(g.node_id),
+                        "account": g.account,
+                    }
+                    for g in self.gateways
                 ],
                 "measurement": to_hex(measurement),
-                "threshold": setup.threshold,
-                "members": len(setup.members),
-                "group_public_key": to_hex(setup.group_public_key),
-                "dealer": to_hex(setup.dealer),
+                "threshold": record.threshold,
+                "members": len(record.members),
+                "group_public_key": to_hex(self.group_public_key),
+                "committee": committee_address,
+                "era": 1,
                 "escrows": {str(cid): e.address for cid, e in self.escrows.items()},
                 "liquidity_wei": self.liquidity,
-                "note": "each gateway checked the others' quotes (sim TEE, devnet policy); "
-                "the dealer generated the key in its enclave and encrypted each share "
-                "to its member's attested key",
+                "note": "each gateway is its own process with its own account; a gatekeeper "
+                "enclave checked its quote before the registry admitted it; the committee "
+                "key was generated by the gateways' joint-Feldman DKG on chain (no dealer "
+                "holds it); each light client starts from an anchor sealed at its setup",
             },
         )
         return self.setup_record
 
-    def _watch_all(self, adapters: dict[int, ChainAdapter]) -> None:
-        chains = []
-        for chain_id, adapter in adapters.items():
-            anchor = adapter.get_block("latest")
-            chains.append(
-                WatchedChain(
-                    chain_id=chain_id,
-                    escrow=self.escrows[chain_id].address,
-                    anchor_number=anchor.number,
-                    anchor_hash=anchor.hash,
-                )
+    def _launch_gateways(self, node_registry: str, committee_address: str) -> None:
+        if self.devnet is None or self.home is None:
+            raise SwapError("the devnet is not started")
+        devnet = self.devnet
+        directory = get_devnet_dir(self.home)
+        ports = [get_free_port() for _ in range(self.members)]
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        escrows_file = directory / "escrows.json"
+        measurement = compute_sim_measurement(GATEWAY_PROGRAM)
+        for i in range(self.members):
+            name = f"gateway-{i + 1}"
+            account_key = generate_secp256k1_key()
+            for adapter in self.adapters.values():
+                adapter.fund(ChainAdapter.address_of(account_key), GATEWAY_FUNDING_WEI)
+            config = NodeConfig(
+                role=GATEWAY,
+                name=name,
+                home=str(directory / name),
+                rpc_url=devnet.rpc_url,
+                addresses_file=devnet.addresses_file,
+                eth_private_key=account_key.hex(),
+                port=ports[i],
+                platform_key_file=str(directory / "sim-platform.key"),
+                platform_public_key=devnet.platform_public_key,
+                allowed_measurements=[measurement.hex()],
+                gatekeeper_url=devnet.gatekeeper.url,
+                committee_address=committee_address,
+                peer_urls=[u for j, u in enumerate(urls) if j != i],
+                bridged_rpc_urls=[self.urls[CHAIN_B]],
+                escrows_file=str(escrows_file),
+                release_confirmations=max(self.confirmations, 1),
+                stake_wei=MIN_STAKE,
             )
+            config_file = directory / f"{name}.json"
+            save_json(config_file, config)
+            log_file = directory / f"{name}.log"
+            process = spawn_process(
+                [sys.executable, "-m", "sealbridge.node", str(config_file)], log_file
+            )
+            gateway = _Gateway(name, urls[i], process, log_file)
+            gateway.account = ChainAdapter.address_of(account_key)
+            self.gateways.append(gateway)
+        registry = self.adapters[CHAIN_A]
+        deadline = time.monotonic() + self.timeout
         for gateway in self.gateways:
-            gateway.call("watch", Watch(chains=chains))
-            for chain in chains:
-                gateway.followed[chain.chain_id] = chain.anchor_number
+            info = wait_http(gateway.url + "/v1/info", gateway.process, gateway.log_file, 60)
+            gateway.node_id = from_hex(info["node_id"], size=32)
+            while not gateway.get_status()["registered"]:
+                if gateway.process.poll() is not None or time.monotonic() > deadline:
+                    raise SwapError(f"{gateway.name} did not register (see {gateway.log_file})")
+                time.sleep(0.1)
+            self.say(
+                f"{gateway.name} {to_hex(gateway.node_id)[:18]}… registered by attestation "
+                f"(account {gateway.account}, registry {node_registry} on chain "
+                f"{registry.chain_id})"
+            )
+
+    def _elect(self, admin: bytes, members: list[bytes]) -> EraRecord:
+        committee = self._committee()
+        committee.elect(members, self.threshold, admin)
+        era = committee.get_pending_era()
+        record = wait_era(committee, era, self.timeout)
+        self.say(
+            f"committee era {era}: {record.threshold} of {len(record.members)} gateways, key "
+            f"generated on chain by the gateways (group key "
+            f"{to_hex(record.group_public_key)[:18]}…)"
+        )
+        return record
+
+    def _committee(self) -> GatekeeperCommittee:
+        if self.committee is None:
+            raise SwapError("the devnet is not started")
+        return self.committee
+
+    def _name_escrows(self) -> None:
+        if self.home is None:
+            raise SwapError("the devnet is not started")
+        escrows_file = get_devnet_dir(self.home) / "escrows.json"
+        tmp = escrows_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({str(cid): e.address for cid, e in self.escrows.items()}))
+        tmp.replace(escrows_file)
+        deadline = time.monotonic() + self.timeout
+        for gateway in self.gateways:
+            while len(gateway.get_status()["escrows"]) < len(self.escrows):
+                if gateway.process.poll() is not None or time.monotonic() > deadline:
+                    raise SwapError(f"{gateway.name} did not take the escrows")
+                time.sleep(0.1)
+
+    def rotate_committee(self, members: list[int]) -> EraRecord:
+        """Elect the gateways at positions ``members`` (0-based) as the next era: they
+        reshare the same key (the escrows keep theirs), the others erase their shares."""
+        admin = self.adapters[CHAIN_A].get_dev_key(0)
+        record = self._elect(admin, [self.gateways[i].node_id for i in members])
+        if record.group_public_key != self.group_public_key:
+            raise SwapError("the reshare changed the committee's group key")
+        return record
 
     def stop(self) -> None:
         for gateway in self.gateways:
+            kill_group(gateway.process.pid)
+        if self.home is not None and self.devnet is not None:
             try:
-                gateway.handle.close()
+                stop_devnet(self.home)
             except SealbridgeError:
                 pass
         for node in self.nodes:
@@ -245,79 +372,85 @@ class SwapDevnet:
             self._tmp = None
 
     def __enter__(self) -> SwapDevnet:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- the host's work -------------------------------------------------------------------
-    def follow(self) -> None:
-        """Hand every gateway enclave the blocks it has not seen (with their evidence)."""
-        for chain_id, escrow in self.escrows.items():
-            adapter = escrow.adapter
-            tip = adapter.get_block_number()
-            for gateway in self.gateways:
-                first = gateway.followed[chain_id] + 1
-                if first > tip:
-                    continue
-                for evidence in adapter.get_block_evidence(list(range(first, tip + 1))):
-                    out = gateway.call("follow", FollowBlock(chain_id=chain_id, evidence=evidence))
-                    gateway.followed[chain_id] = decode(out, Height).number
-
+    # -- the relayer's work ----------------------------------------------------------------
     def collect(self, kind: SignKind, transfer_id: bytes, timeout: float) -> SignatureRecord:
-        """Ask the gateways for partials until ``t`` arrive (following the chains while
-        they refuse, e.g. for too few confirmations); combine and check."""
-        assert_setup = self.setup
-        if assert_setup is None:
-            raise SwapError("the devnet is not started")
+        """Ask the gateways for partials until ``t`` arrive (asking again while they
+        refuse, e.g. for too few confirmations); combine and check."""
         deadline = time.monotonic() + timeout
-        partials: dict[int, SignedPartial] = {}
+        shares = self.get_public_shares()
+        by_message: dict[bytes, dict[int, SignedPartial]] = {}
+        chosen: list[SignedPartial] = []
         last_refusal = ""
-        while True:
-            self.follow()
+        while not chosen:
             for gateway in self.gateways:
-                if len(partials) >= assert_setup.threshold:
-                    break
                 try:
-                    signed = decode(
-                        gateway.call("sign", SignRequest(kind=kind, transfer_id=transfer_id)),
-                        SignedPartial,
-                    )
+                    signed = gateway.sign(SignRequest(kind=kind, transfer_id=transfer_id))
                 except SealbridgeError as exc:
                     last_refusal = f"{gateway.name}: {exc.message}"
                     continue
+                share = shares.get(signed.partial.index)
+                if share is None or not bls.verify_partial(share, signed.message, signed.partial):
+                    last_refusal = f"{gateway.name}: a partial that does not verify"
+                    continue
+                partials = by_message.setdefault(signed.message, {})
                 partials.setdefault(signed.partial.index, signed)
-            if len(partials) >= assert_setup.threshold:
+                if len(partials) >= self.threshold:
+                    chosen = list(partials.values())[: self.threshold]
+                    break
+            if chosen:
                 break
             if time.monotonic() > deadline:
+                most = max((len(p) for p in by_message.values()), default=0)
                 raise SwapError(
-                    f"timed out collecting {kind.value} partials ({len(partials)} of "
-                    f"{assert_setup.threshold}; last refusal: {last_refusal})"
+                    f"timed out collecting {kind.value} partials ({most} of "
+                    f"{self.threshold}; last refusal: {last_refusal})"
                 )
             time.sleep(self.block_time / 4)
-        chosen = list(partials.values())[: assert_setup.threshold]
-        messages = {s.message for s in chosen}
-        if len(messages) != 1:
-            raise SwapError("the gateways signed different messages")
         message = chosen[0].message
-        signature = bls.combine([s.partial for s in chosen], assert_setup.threshold)
-        if not bls.verify(assert_setup.group_public_key, message, signature):
+        signature = bls.combine([s.partial for s in chosen], self.threshold)
+        if not bls.verify(self.group_public_key, message, signature):
             raise SwapError("the combined signature does not verify under the group key")
         return SignatureRecord(
             kind=kind.value,
             chain_id=chosen[0].chain_id,
             message=to_hex(message),
             signature=to_hex(signature),
-            group_public_key=to_hex(assert_setup.group_public_key),
+            group_public_key=to_hex(self.group_public_key),
             ciphersuite=bls.CIPHERSUITE.decode(),
             partials=[
                 {"index": s.partial.index, "signature": to_hex(s.partial.signature)} for s in chosen
             ],
         )
 
-    def get_status(self) -> list[GatewayStatus]:
-        return [decode(g.call("status"), GatewayStatus) for g in self.gateways]
+    def get_status(self) -> list[dict[str, Any]]:
+        return [g.get_status() for g in self.gateways]
+
+    def get_public_shares(self) -> dict[int, bytes]:
+        """The current era's public shares, from any gateway that gives a consistent
+        sharing of the group key the chain recorded (cached per era)."""
+        era = self._committee().get_current_era()
+        if self._shares_era == era:
+            return self._shares
+        for gateway in self.gateways:
+            try:
+                with NodeClient(gateway.url) as client:
+                    group = decode(client.post("/v1/group", b""), GroupPublicKeys)
+            except SealbridgeError:
+                continue
+            if group.group_public_key == self.group_public_key and is_consistent_sharing(group):
+                self._shares, self._shares_era = group.public_shares, era
+                return self._shares
+        raise SwapError("no gateway gave the committee's public shares")
 
     # -- one transfer ----------------------------------------------------------------------
     def run_transfer(

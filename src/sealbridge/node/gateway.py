@@ -1,0 +1,288 @@
+"""A gateway node's host: one member of a cross-chain gateway committee, run by its own
+operator with its own account.
+
+Theory of operation
+-------------------
+The host is untrusted; its enclave (:class:`~sealbridge.interop.evm_gateway.GatewayProgram`)
+decides what to sign. The host:
+
+* **Sets the enclave up once** (``<home>/gateway-setup.sealed``): the attestation policy,
+  the gateway committee contract, and an anchor for every chain it bridges -- the block
+  ``confirmations`` below each chain's tip *as this host's own RPC node reports it* when
+  the node first starts. A restart restores the sealed setup, the sealed committee state
+  and the sealed signing record; the anchor cannot be moved afterwards.
+* **Registers by attestation** on the NodeRegistry with the gateway role, with an
+  approval from a gatekeeper enclave (like a worker), and keeps the registration
+  renewed over fresh node keys.
+* **Takes part in the committee's key generation** on chain
+  (:class:`~sealbridge.node.committee.CommitteeDriver`): dealings, confirmations, and
+  reshares when the operator elects a new committee.
+* **Names the escrows** once the operator has written them to ``escrows_file`` (they
+  are deployed with the committee's group key, so after its first era); the enclave
+  seals them and never takes others.
+* **Follows every bridged chain**: it hands the enclave each block from its anchor up to
+  ``confirmations`` below the tip, with its header fields and receipts
+  (``eth_getBlockReceipts``); the enclave verifies the hash links and receipts roots.
+* **Answers** ``POST /v1/sign`` (a :class:`SignRequest`; it first brings the enclave up to
+  the chains) with the enclave's :class:`SignedPartial`, ``POST /v1/group`` with the
+  committee's public keys (for a newcomer to a reshare), ``GET /v1/info`` and
+  ``GET /v1/status``.
+
+Phases: ``STARTING`` -> ``REGISTERING`` -> ``FOLLOWING`` (or ``FAILED`` with a reason).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from sealbridge.chain.abi import Role
+from sealbridge.chain.adapter import ChainAdapter
+from sealbridge.chain.committee import GatekeeperCommittee
+from sealbridge.chain.follower import ObservedBlock
+from sealbridge.core.encoding import decode, encode
+from sealbridge.core.errors import ConfigError, LocalProtocolError, SealbridgeError
+from sealbridge.core.ids import from_hex, to_hex
+from sealbridge.interop.evm_gateway import (
+    ChainAnchor,
+    EscrowRef,
+    FollowBlock,
+    GatewayRestore,
+    GatewaySetup,
+    GatewayStatus,
+    Height,
+    SignOut,
+    SignRequest,
+    Watch,
+)
+from sealbridge.keyservice.committee import ChainBinding
+from sealbridge.keyservice.ecalls import GatekeeperEnclaveClient, SealedBlob
+from sealbridge.node.committee import CommitteeDriver, CommitteeUnavailable
+from sealbridge.node.config import NodeConfig
+from sealbridge.node.host import HostPhase, NodeHost
+from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.tee.policy import devnet_policy
+
+log = logging.getLogger("sealbridge.gateway")
+EVIDENCE_BATCH = 32  # blocks fetched per JSON-RPC batch
+
+
+class GatewayHost(NodeHost):
+    def __init__(self, config: NodeConfig, enclave: EnclaveHandle, chain: ChainAdapter) -> None:
+        super().__init__(config, enclave, chain)
+        if not config.committee_address:
+            raise LocalProtocolError("a gateway needs committee_address (its committee contract)")
+        self.calls = GatekeeperEnclaveClient(enclave)  # the committee ECALLs have these names
+        self.committee = GatekeeperCommittee(chain, config.committee_address)
+        self.chains: dict[int, ChainAdapter] = {chain.chain_id: chain}
+        for url in config.bridged_rpc_urls:
+            other = ChainAdapter.rpc(url)
+            if other.chain_id in self.chains:
+                raise ConfigError(f"chain {other.chain_id} is named twice")
+            self.chains[other.chain_id] = other
+        self.home = Path(config.home)
+        self.setup_file = self.home / "gateway-setup.sealed"
+        self.committee_file = self.home / "committee.sealed"
+        self.state_file = self.home / "gateway-state.sealed"
+        self._follow_lock = threading.Lock()
+        self.followed: dict[int, int] = {}
+        self.signed = 0
+        self.refused = 0
+        self.committee_driver = CommitteeDriver(
+            committee=self.committee,
+            registry=self.mgmt.node_registry,
+            registry_from_block=self.addresses.deployed_at_block,
+            calls=self.calls,
+            node_id=self.node_id,
+            eth_key=self.eth_key,
+            store=lambda sealed: self._store(self.committee_file, sealed),
+            peer_urls=config.peer_urls,
+        )
+        self.start_enclave_state()
+
+    # -- the enclave's sealed state -------------------------------------------------------
+    @staticmethod
+    def _store(path: Path, sealed: bytes) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(sealed)
+        tmp.replace(path)
+
+    def start_enclave_state(self) -> None:
+        if self.setup_file.exists():
+            self.enclave.ecall(
+                "restore",
+                encode(
+                    GatewayRestore(
+                        setup=self.setup_file.read_bytes(),
+                        committee=self._read(self.committee_file),
+                        state=self._read(self.state_file),
+                    )
+                ),
+            )
+            log.info("setup, committee share and signing record restored from %s", self.home)
+        else:
+            anchors = []
+            for chain_id, adapter in sorted(self.chains.items()):
+                block = adapter.get_block(
+                    max(adapter.get_block_number() - self.config.confirmations, 0)
+                )
+                anchors.append(
+                    ChainAnchor(chain_id=chain_id, number=block.number, block_hash=block.hash)
+                )
+            setup = GatewaySetup(
+                policy=devnet_policy(
+                    from_hex(self.config.platform_public_key, size=32, what="platform_public_key"),
+                    [
+                        from_hex(m, size=32, what="measurement")
+                        for m in self.config.allowed_measurements
+                    ],
+                ),
+                committee=ChainBinding(
+                    chain_id=self.chain.chain_id, committee_address=self.committee.address
+                ),
+                anchors=anchors,
+                confirmations=max(self.config.release_confirmations, 1),
+            )
+            out = decode(self.enclave.ecall("setup", encode(setup)), SealedBlob)
+            self.setup_file.parent.mkdir(parents=True, exist_ok=True)
+            self._store(self.setup_file, out.sealed)
+            log.info(
+                "setup sealed: light clients anchored at %s",
+                ", ".join(f"chain {a.chain_id} block {a.number}" for a in anchors),
+            )
+        status = self.get_enclave_status()
+        self.followed = {int(cid): height for cid, height in status.heights.items()}
+
+    @staticmethod
+    def _read(path: Path) -> bytes:
+        return path.read_bytes() if path.exists() else b""
+
+    def get_enclave_status(self) -> GatewayStatus:
+        return decode(self.enclave.ecall("status", b""), GatewayStatus)
+
+    # -- registration ---------------------------------------------------------------------
+    def before_following(self) -> None:
+        if not self.mgmt.node_registry.is_active(self.node_id, Role.GATEWAY):
+            self.phase = HostPhase.REGISTERING
+        self.register()
+
+    def may_renew_now(self) -> bool:
+        """Not while an era's key generation runs (its members know us by our keys)."""
+        return self.committee.get_pending_era() == 0
+
+    # -- following ------------------------------------------------------------------------
+    def on_block(self, block: ObservedBlock) -> None:
+        """Management events are not a gateway's business; its committee is read when
+        caught up (:meth:`on_caught_up`)."""
+
+    def on_caught_up(self) -> None:
+        self.follow_everything()
+
+    def on_idle(self) -> None:
+        self.follow_everything()
+
+    def follow_everything(self) -> None:
+        try:
+            self.committee_driver.process_events(self.height)
+            self.name_escrows()
+            self.sync_chains()
+        except SealbridgeError as exc:
+            self.error = f"gateway: {exc.message}"
+            log.warning(self.error)
+
+    def name_escrows(self) -> None:
+        """Name the escrows to the enclave once the operator's file lists them."""
+        status = self.get_enclave_status()
+        if status.escrows or not self.config.escrows_file:
+            return
+        path = Path(self.config.escrows_file)
+        if not path.exists():
+            return
+        try:
+            listed = json.loads(path.read_text())
+            refs = [EscrowRef(chain_id=int(cid), escrow=str(a)) for cid, a in listed.items()]
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise ConfigError(f"{path}: not a JSON object of chain id -> escrow") from exc
+        out = decode(self.enclave.ecall("watch", encode(Watch(escrows=refs))), SealedBlob)
+        self._store(self.state_file, out.sealed)
+        log.info("serving the escrows %s", listed)
+
+    def sync_chains(self) -> None:
+        """Hand the enclave every block it has not verified, up to ``confirmations``
+        below each chain's tip."""
+        with self._follow_lock:
+            if not self.get_enclave_status().escrows:
+                return  # nothing to follow before the escrows are named
+            for chain_id, adapter in self.chains.items():
+                final = adapter.get_block_number() - self.config.confirmations
+                while self.followed.get(chain_id, final) < final:
+                    first = self.followed[chain_id] + 1
+                    numbers = list(range(first, min(final, first + EVIDENCE_BATCH - 1) + 1))
+                    for evidence in adapter.get_block_evidence(numbers):
+                        out = self.enclave.ecall(
+                            "follow", encode(FollowBlock(chain_id=chain_id, evidence=evidence))
+                        )
+                        self.followed[chain_id] = decode(out, Height).number
+
+    # -- HTTP handlers ---------------------------------------------------------------------
+    def on_sign(self, payload: bytes) -> bytes:
+        """A partial signature for one phase of a transfer, if the enclave agrees after
+        seeing the chains up to now."""
+        request = decode(payload, SignRequest)
+        self.sync_chains()
+        try:
+            out = decode(self.enclave.ecall("sign", encode(request)), SignOut)
+        except SealbridgeError:
+            self.refused += 1
+            raise
+        self._store(self.state_file, out.sealed)
+        self.signed += 1
+        return encode(out.signed)
+
+    def on_group(self, payload: bytes) -> bytes:
+        group = self.calls.committee_status().group
+        if group is None:
+            raise CommitteeUnavailable("this gateway holds no active share")
+        return encode(group)
+
+    def get_info(self) -> dict[str, Any]:
+        keys = self.enclave.node_keys
+        return {
+            "role": "gateway",
+            "name": self.config.name,
+            "node_id": to_hex(keys.identity_key),
+            "identity_key": to_hex(keys.identity_key),
+            "encryption_key": to_hex(keys.encryption_key),
+            "eth_address": to_hex(keys.eth_address),
+            "account": ChainAdapter.address_of(self.eth_key),
+            "measurement": to_hex(self.enclave.measurement),
+        }
+
+    def get_status(self) -> dict[str, Any]:
+        status = self.get_enclave_status()
+        return {
+            "role": "gateway",
+            "name": self.config.name,
+            "node_id": to_hex(self.node_id),
+            "account": ChainAdapter.address_of(self.eth_key),
+            "phase": self.phase.value,
+            "error": self.error,
+            "height": self.height,
+            "registered": self.mgmt.node_registry.is_active(self.node_id, Role.GATEWAY),
+            "measurement": to_hex(self.enclave.measurement),
+            "member": status.member,
+            "index": status.index,
+            "era": status.era,
+            "group_public_key": to_hex(status.group_public_key) if status.member else "",
+            "heights": status.heights,
+            "escrows": status.escrows,
+            "locks_seen": status.locks,
+            "releases_seen": status.released,
+            "partials_signed": self.signed,
+            "requests_refused": self.refused,
+            "dealings_posted": self.committee_driver.dealings_posted,
+            "confirmations_posted": self.committee_driver.confirmations_posted,
+        }
