@@ -115,8 +115,10 @@ class Env:
     def gatekeepers(self, count: int) -> list[Gatekeeper]:
         return [self.gatekeeper() for _ in range(count)]
 
-    def committee(self, timeout: int = TIMEOUT) -> GatekeeperCommittee:
-        address = deploy_committee(self.adapter, self.admin, self.registry.address, timeout)
+    def committee(
+        self, timeout: int = TIMEOUT, role: Role = Role.GATEKEEPER
+    ) -> GatekeeperCommittee:
+        address = deploy_committee(self.adapter, self.admin, self.registry.address, timeout, role)
         return GatekeeperCommittee(self.adapter, address)
 
 
@@ -432,9 +434,15 @@ def test_elect_refusals(env: Env) -> None:
     reverts("threshold out of range", c.elect, ids(gks), 0, env.admin)
     reverts("threshold out of range", c.elect, ids(gks), 4, env.admin)
     unregistered = os.urandom(32)
-    reverts("member is not an active node of the role", c.elect, ids(gks) + [unregistered], 2, env.admin)
     reverts(
-        "member is not an active node of the role", c.elect, ids(gks) + [worker.node_id], 2, env.admin
+        "member is not an active node of the role", c.elect, ids(gks) + [unregistered], 2, env.admin
+    )
+    reverts(
+        "member is not an active node of the role",
+        c.elect,
+        ids(gks) + [worker.node_id],
+        2,
+        env.admin,
     )
     reverts("duplicate member", c.elect, ids(gks) + [gks[1].node_id], 2, env.admin)
     c.elect(ids(gks), 2, env.admin)
@@ -645,11 +653,45 @@ def test_expired_member_cannot_be_elected_or_confirm(env: Env) -> None:
     env.adapter.increase_time(60)
     qualified = sorted_ids(gks)
     reverts(
-        "member is not an active node of the role", confirm, env, c, 1, short_lived, FAKE_KEY, qualified
+        "member is not an active node of the role",
+        confirm,
+        env,
+        c,
+        1,
+        short_lived,
+        FAKE_KEY,
+        qualified,
     )
     confirm(env, c, 1, gks[0], FAKE_KEY, qualified)
     other = env.committee()
     reverts("member is not an active node of the role", other.elect, ids(gks), 2, env.admin)
+
+
+def test_a_gateway_committee_elects_only_gateways(env: Env) -> None:
+    """The same contract deployed for a gateway committee (issue 15): its members are
+    registered gateways, never gatekeepers; an unknown role is refused at deploy."""
+    c = env.committee(role=Role.GATEWAY)
+    assert c.get_member_role() == int(Role.GATEWAY)
+    assert env.committee().get_member_role() == int(Role.GATEKEEPER)
+    gateways = [env.gatekeeper(role=Role.GATEWAY) for _ in range(3)]
+    gks = env.gatekeepers(1)
+    reverts("member is not an active node of the role", c.elect, ids(gks), 1, env.admin)
+    reverts(
+        "member is not an active node of the role",
+        env.committee().elect,
+        ids(gateways),
+        2,
+        env.admin,
+    )
+    c.elect(ids(gateways), 2, env.admin)
+    for dealer in gateways:
+        deal_dummy(env, c, 1, dealer)
+    for member in gateways:
+        confirm(env, c, 1, member, FAKE_KEY, sorted_ids(gateways))
+    record = c.get_era(1)
+    assert record is not None and record.phase == CommitteePhase.ACTIVE
+    with pytest.raises(ChainConfigError, match="gatekeepers or gateways"):
+        deploy_committee(env.adapter, env.admin, env.registry.address, TIMEOUT, Role.WORKER)
 
 
 # ----------------------------------------------------------------------------- timeout

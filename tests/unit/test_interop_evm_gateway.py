@@ -1,7 +1,10 @@
 """The EVM gateway committee's enclave core (interop/evm_gateway.py), against real anvil
-blocks: setup checks, verified following of both chains, and what it refuses to sign.
+blocks: setup and watch checks, the committee key from the gateways' own key generation,
+verified following of both chains, what it refuses to sign, and what survives a restart.
 
-The enclaves here are in-process :class:`EnclaveContext` objects with simulated quotes;
+The enclaves here are in-process :class:`EnclaveContext` objects with simulated quotes.
+The test plays the chain's part in the key generation (it elects the era, relays every
+dealing to every member, agrees on the qualified dealers and announces RotationReady);
 ``tests/e2e/test_swap.py`` runs the same program in sim-TEE processes."""
 
 from __future__ import annotations
@@ -9,44 +12,143 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
+from typing import TypeVar
 
-import msgspec
 import pytest
+from eth_utils.address import to_checksum_address
 
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.escrow import GatewayEscrow, LockedTransfer, deploy_gateway_escrow
 from sealbridge.chain.lightclient import BlockEvidence
+from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.crypto import bls
+from sealbridge.crypto.signing import ed25519_keypair
 from sealbridge.interop.evm_gateway import (
-    CommitteeSetup,
-    Configure,
-    DealRequest,
+    ChainAnchor,
+    EscrowRef,
     FollowBlock,
     GatewayCore,
     GatewayError,
+    GatewayNotReady,
+    GatewayProgram,
     GatewayRefused,
-    JoinRequest,
+    GatewayRestore,
+    GatewaySetup,
+    GatewayState,
+    GatewayStatus,
+    Height,
     SignKind,
     SignRequest,
     Watch,
-    WatchedChain,
 )
+from sealbridge.keyservice.committee import (
+    ChainBinding,
+    CommitteeError,
+    EraInfo,
+    MemberCard,
+)
+from sealbridge.keyservice.ecalls import (
+    Activate,
+    Elected,
+    ElectedOut,
+    Finish,
+    FinishOut,
+    SealedBlob,
+)
+from sealbridge.tee import errors as tee_errors
 from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import devnet_policy
-from sealbridge.tee.quote import create_sim_platform
 
-MEASUREMENT = bytes(range(32))
+PLATFORM, PLATFORM_PUB = ed25519_keypair(b"g" * 32)
+OTHER_PLATFORM, _ = ed25519_keypair(b"h" * 32)  # a platform the policy does not trust
+GATEWAY = bytes(range(32))
+WORKER = bytes([2]) * 32  # attests under the policy, but is not the gateway program
+NOW = 1_800_000_000
+POLICY = devnet_policy(PLATFORM_PUB, [GATEWAY, WORKER])
 PROGRAM = "sealbridge.interop.evm_gateway:GatewayProgram"
 CHAIN_A, CHAIN_B = 41001, 41002
+COMMITTEE = ChainBinding(chain_id=CHAIN_A, committee_address="0x" + "c0" * 20)
+# anchors of chains that are never followed (setup, watch and key-generation checks)
+PAPER_ANCHORS = [
+    ChainAnchor(chain_id=CHAIN_A, number=5, block_hash=b"\xaa" * 32),
+    ChainAnchor(chain_id=CHAIN_B, number=7, block_hash=b"\xbb" * 32),
+]
+M = TypeVar("M", bound=Message)
 
 
-def make_core(platform_key: bytes, measurement: bytes = MEASUREMENT) -> GatewayCore:
-    ctx = EnclaveContext(
-        program=PROGRAM, measurement=measurement, platform_private_key=platform_key
+def make_ctx(
+    identity_file: Path | None = None,
+    *,
+    measurement: bytes = GATEWAY,
+    platform: bytes = PLATFORM,
+) -> EnclaveContext:
+    return EnclaveContext(
+        program=PROGRAM,
+        measurement=measurement,
+        platform_private_key=platform,
+        sealed_identity_file=identity_file,
+        clock=lambda: float(NOW),
     )
-    return GatewayCore(ctx)
+
+
+def make_card(ctx: EnclaveContext) -> MemberCard:
+    return MemberCard(node=ctx.identity, quote=ctx.get_identity_quote())
+
+
+def make_setup(anchors: list[ChainAnchor], confirmations: int = 2) -> GatewaySetup:
+    return GatewaySetup(
+        policy=POLICY, committee=COMMITTEE, anchors=anchors, confirmations=confirmations
+    )
+
+
+def set_up_core(setup: GatewaySetup, identity_file: Path | None = None) -> GatewayCore:
+    core = GatewayCore(make_ctx(identity_file))
+    core.process_setup(setup)
+    return core
+
+
+def roundtrip(message: M) -> M:
+    """What the enclave seals comes back decoded from bytes."""
+    return decode(encode(message), type(message))
+
+
+def run_genesis(cores: list[GatewayCore], threshold: int) -> bytes:
+    """Era 1 among ``cores`` as the chain runs it; returns the group public key."""
+    ids = [core.ctx.identity.identity_key for core in cores]
+    info = EraInfo(era=1, members=ids, threshold=threshold, dealers=ids)
+    cards = [make_card(core.ctx) for core in cores]
+    dealings = [core.get_committee().process_era_elected(info, cards, NOW) for core in cores]
+    for dealing in dealings:
+        assert dealing is not None  # at genesis every member deals
+        for core in cores:  # the chain broadcasts each dealing to everyone
+            assert core.get_committee().process_dealing(dealing) is None
+    accepted = [set(core.get_committee().get_acceptable_dealers(1)) for core in cores]
+    qualified = [d for d in ids if all(d in a for a in accepted)]
+    assert qualified == ids  # every member's contribution is in the key
+    confirmations = [core.get_committee().finish(1, qualified) for core in cores]
+    (group_key,) = {c.group_public_key for c in confirmations}
+    for core in cores:
+        core.get_committee().process_rotation_ready(info, group_key)
+    return group_key
+
+
+def catch_up(core: GatewayCore, escrows: dict[int, GatewayEscrow]) -> None:
+    """Hand ``core`` every block it has not verified yet, as its host does."""
+    for chain_id, escrow in escrows.items():
+        first = core.headers[chain_id].number + 1
+        tip = escrow.adapter.get_block_number()
+        if first > tip:
+            continue
+        for evidence in escrow.adapter.get_block_evidence(list(range(first, tip + 1))):
+            number = core.follow(FollowBlock(chain_id=chain_id, evidence=evidence))
+            assert number == evidence.header.number
+
+
+def sign(core: GatewayCore, kind: SignKind, transfer: LockedTransfer) -> bls.PartialSignature:
+    return core.sign(SignRequest(kind=kind, transfer_id=transfer.transfer_id)).partial
 
 
 @dataclass
@@ -54,25 +156,22 @@ class World:
     nodes: dict[int, AnvilNode]
     escrows: dict[int, GatewayEscrow]
     cores: list[GatewayCore]
-    setup: CommitteeSetup
-    followed: dict[tuple[int, int], int]
+    identities: list[Path]  # each core's sealed identity (a restart reopens it)
+    setup: GatewaySetup
+    group_key: bytes
 
-    def follow(self, core_index: int | None = None) -> None:
-        for chain_id, escrow in self.escrows.items():
-            tip = escrow.adapter.get_block_number()
-            for i, core in enumerate(self.cores):
-                if core_index is not None and i != core_index:
-                    continue
-                first = self.followed[(i, chain_id)] + 1
-                if first > tip:
-                    continue
-                for ev in escrow.adapter.get_block_evidence(list(range(first, tip + 1))):
-                    self.followed[(i, chain_id)] = core.follow(
-                        FollowBlock(chain_id=chain_id, evidence=ev)
-                    )
+    def follow(self) -> None:
+        for core in self.cores:
+            catch_up(core, self.escrows)
 
-    def lock(self, amount: int = 10**15, deadline_s: int = 3600) -> LockedTransfer:
-        source, dest = self.escrows[CHAIN_A], self.escrows[CHAIN_B]
+    def lock(
+        self,
+        amount: int = 10**15,
+        deadline_s: int = 3600,
+        source: GatewayEscrow | None = None,
+    ) -> LockedTransfer:
+        source = source or self.escrows[CHAIN_A]
+        dest = self.escrows[CHAIN_B]
         key = source.adapter.get_dev_key(1)
         recipient = ChainAdapter.address_of(dest.adapter.get_dev_key(2))
         deadline = source.adapter.get_block("latest").timestamp + deadline_s
@@ -81,135 +180,212 @@ class World:
         )
         return transfer
 
-
-def _platform(tmp: Path) -> tuple[bytes, bytes]:
-    path = tmp / "platform.key"
-    public = create_sim_platform(path)
-    secret = msgspec.msgpack.decode(path.read_bytes())
-    return public, bytes(secret["private_key"])
+    def combine(self, kind: SignKind, transfer: LockedTransfer, signers: list[int]) -> bytes:
+        signed = [
+            self.cores[i].sign(SignRequest(kind=kind, transfer_id=transfer.transfer_id))
+            for i in signers
+        ]
+        (message,) = {s.message for s in signed}
+        signature = bls.combine([s.partial for s in signed], 2)
+        assert bls.verify(self.group_key, message, signature)
+        return signature
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("gateways")
-    platform_pub, platform_key = _platform(tmp)
-    nodes = {cid: AnvilNode(chain_id=cid).start() for cid in (CHAIN_A, CHAIN_B)}
+    nodes: dict[int, AnvilNode] = {}
     try:
-        cores = [make_core(platform_key) for _ in range(3)]
-        policy = devnet_policy(platform_pub, [MEASUREMENT])
-        for core in cores:
-            core.configure(Configure(policy=policy, confirmations=2))
-        cards = [core.get_card() for core in cores]
-        setup = cores[0].deal(DealRequest(cards=cards, threshold=2))
-        for core in cores[1:]:
-            core.join(JoinRequest(setup=setup, dealer=cards[0]))
+        for cid in (CHAIN_A, CHAIN_B):
+            nodes[cid] = AnvilNode(chain_id=cid).start()
+        adapters = {cid: node.adapter() for cid, node in nodes.items()}
+        anchors = []
+        for cid, adapter in adapters.items():
+            block = adapter.get_block("latest")
+            anchors.append(ChainAnchor(chain_id=cid, number=block.number, block_hash=block.hash))
+        setup = make_setup(anchors, confirmations=2)
+        identities = [tmp / f"gateway{i}.identity" for i in range(3)]
+        cores = [set_up_core(setup, path) for path in identities]
+        group_key = run_genesis(cores, threshold=2)
+        # the escrows trust the key the gateways generated (deployed after the anchors:
+        # the gateways verify their deployment blocks like any other)
         escrows: dict[int, GatewayEscrow] = {}
-        for cid, node in nodes.items():
-            adapter = node.adapter()
+        for cid, adapter in adapters.items():
             deployer = adapter.get_dev_key(0)
-            address = deploy_gateway_escrow(adapter, deployer, setup.group_public_key, 10)
+            address = deploy_gateway_escrow(adapter, deployer, group_key, 10)
             escrows[cid] = GatewayEscrow(adapter, address)
             escrows[cid].provide_liquidity(10**18, deployer)
-        chains = []
-        for cid, escrow in escrows.items():
-            anchor = escrow.adapter.get_block("latest")
-            chains.append(
-                WatchedChain(
-                    chain_id=cid,
-                    escrow=escrow.address,
-                    anchor_number=anchor.number,
-                    anchor_hash=anchor.hash,
-                )
-            )
-        followed = {}
-        for i, core in enumerate(cores):
-            core.watch(Watch(chains=chains))
-            for chain in chains:
-                followed[(i, chain.chain_id)] = chain.anchor_number
-        yield World(nodes, escrows, cores, setup, followed)
+        watch = Watch(
+            escrows=[EscrowRef(chain_id=cid, escrow=e.address) for cid, e in escrows.items()]
+        )
+        for core in cores:
+            core.watch(watch)
+        yield World(nodes, escrows, cores, identities, setup, group_key)
     finally:
         for node in nodes.values():
             node.stop()
 
 
-def combine(world: World, kind: SignKind, transfer_id: bytes) -> tuple[bytes, bytes]:
-    signed = [core.sign(SignRequest(kind=kind, transfer_id=transfer_id)) for core in world.cores]
-    assert len({s.message for s in signed}) == 1
-    signature = bls.combine([s.partial for s in signed[:2]], 2)
-    assert bls.verify(world.setup.group_public_key, signed[0].message, signature)
-    return signed[0].message, signature
+# --- the committee key ---------------------------------------------------------------------
 
 
-# --- setup -------------------------------------------------------------------------------
-
-
-def test_every_member_holds_a_share_of_one_key(world: World) -> None:
+def test_every_member_holds_a_share_of_one_key_from_their_dkg(world: World) -> None:
     statuses = [core.get_status() for core in world.cores]
-    assert [s.index for s in statuses] == [1, 2, 3] and all(s.member for s in statuses)
-    assert world.setup.threshold == 2 and len(world.setup.members) == 3
-    assert world.setup.dealer == world.cores[0].ctx.identity.identity_key
+    assert [s.index for s in statuses] == [1, 2, 3]
+    assert all(s.member and s.era == 1 for s in statuses)
+    assert {s.group_public_key for s in statuses} == {world.group_key}
+    holders = [core.get_committee().get_active() for core in world.cores]
+    assert all(h.public == holders[0].public and h.threshold == 2 for h in holders)
+    message = b"sealbridge/test/one committee key"
+    partials = [h.sign_message(message) for h in holders]
+    for holder, partial in zip(holders, partials, strict=True):
+        assert bls.verify_partial(holder.public.public_shares[partial.index], message, partial)
+        assert not bls.verify(world.group_key, message, partial.signature)
+    for pair in combinations(partials, 2):
+        signature = bls.combine(list(pair), 2)
+        assert bls.verify(world.group_key, message, signature)
+    # it is the key the escrows check, on chain
+    escrow = world.escrows[CHAIN_A]
+    assert escrow.get_group_public_key() == world.group_key
+    assert escrow.verify_signature(message, bls.combine(partials[1:], 2))
+    assert not escrow.verify_signature(message, partials[0].signature)
 
 
-def test_setup_refuses_bad_cards_dealers_and_shares(tmp_path: Path) -> None:
-    platform_pub, platform_key = _platform(tmp_path)
-    policy = devnet_policy(platform_pub, [MEASUREMENT])
-    cores = [make_core(platform_key) for _ in range(3)]
-    for core in cores:
-        core.configure(Configure(policy=policy))
-    cards = [core.get_card() for core in cores]
-    # a card from another measurement (not the gateway program) does not attest
-    stranger = make_core(platform_key, measurement=bytes(32))
-    stranger.configure(Configure(policy=policy))
-    with pytest.raises(GatewayRefused, match="does not attest"):
-        cores[0].deal(DealRequest(cards=[*cards[:2], stranger.get_card()], threshold=2))
-    with pytest.raises(GatewayRefused, match="threshold"):
-        cores[0].deal(DealRequest(cards=cards, threshold=4))
-    setup = cores[0].deal(DealRequest(cards=cards, threshold=2))
-    # a forged signature, a card that is not the dealer's, a share swapped for another's
-    forged = msgspec.structs.replace(setup, signature=bytes(64))
-    with pytest.raises(GatewayRefused, match="not signed by its dealer"):
-        cores[1].join(JoinRequest(setup=forged, dealer=cards[0]))
-    with pytest.raises(GatewayRefused, match="another dealer"):
-        cores[1].join(JoinRequest(setup=setup, dealer=cards[2]))
-    swapped = msgspec.structs.replace(
-        setup, shares=[setup.shares[0], setup.shares[2], setup.shares[1]]
+def test_a_card_that_does_not_attest_is_refused_and_changes_nothing() -> None:
+    cores = [set_up_core(make_setup(PAPER_ANCHORS)) for _ in range(3)]
+    cards = [make_card(core.ctx) for core in cores]
+    ids = [core.ctx.identity.identity_key for core in cores]
+    member = cores[0].get_committee()
+    worker = make_ctx(measurement=WORKER)  # attests, but runs other code
+    foreign = make_ctx(platform=OTHER_PLATFORM)  # the gateway's code, on an untrusted platform
+    for stranger, error, match in (
+        (worker, CommitteeError, "not a gatekeeper enclave"),
+        (foreign, tee_errors.QuoteSignatureError, None),
+    ):
+        node = stranger.identity.identity_key
+        info = EraInfo(era=1, members=[*ids[:2], node], threshold=2, dealers=[*ids[:2], node])
+        with pytest.raises(error, match=match):
+            member.process_era_elected(info, [*cards[:2], make_card(stranger)], NOW)
+    # a card whose keys its quote does not bind (another gateway's quote)
+    genuine = EraInfo(era=1, members=ids, threshold=2, dealers=ids)
+    swapped = MemberCard(node=cores[2].ctx.identity, quote=cores[1].ctx.get_identity_quote())
+    with pytest.raises(tee_errors.ReportDataMismatch):
+        member.process_era_elected(genuine, [cards[0], cards[1], swapped], NOW)
+    assert member.phases == {} and member.pending == {} and member.current_era == 0
+    assert cores[0].get_status().member is False
+    # era 1 is still open to the genuine members
+    group_key = run_genesis(cores, threshold=2)
+    assert cores[0].get_status().group_public_key == group_key
+
+
+# --- setup and watch ------------------------------------------------------------------------
+
+
+def test_setup_is_checked_and_happens_once() -> None:
+    core = GatewayCore(make_ctx())
+    with pytest.raises(GatewayError, match="not set up"):
+        core.get_committee()
+    again_a = ChainAnchor(chain_id=CHAIN_A, number=6, block_hash=b"\xcc" * 32)
+    short_hash = ChainAnchor(chain_id=CHAIN_A, number=5, block_hash=b"\xaa" * 31)
+    refused = [
+        (make_setup(PAPER_ANCHORS, confirmations=0), "confirmations"),
+        (make_setup(PAPER_ANCHORS, confirmations=65), "confirmations"),
+        (make_setup([*PAPER_ANCHORS, again_a]), "distinct chains"),
+        (make_setup([]), "distinct chains"),
+        (make_setup([short_hash]), "malformed"),
+    ]
+    for setup, match in refused:
+        with pytest.raises(GatewayError, match=match):
+            core.process_setup(setup)
+        assert core.setup is None and core.committee is None and core.headers == {}
+    core.process_setup(make_setup(PAPER_ANCHORS, confirmations=64))
+    with pytest.raises(GatewayError, match="set up already"):
+        core.process_setup(make_setup([again_a], confirmations=1))
+    assert core.get_status().heights == {str(CHAIN_A): 5, str(CHAIN_B): 7}
+    assert core.headers[CHAIN_A].hash == b"\xaa" * 32 and core.confirmations == 64
+
+
+def test_watch_names_each_anchored_chain_once() -> None:
+    core = set_up_core(make_setup([PAPER_ANCHORS[0], PAPER_ANCHORS[1]]))
+    first, second = "0x" + "0a" * 20, "0x" + "0b" * 20
+    refused = [
+        ([EscrowRef(chain_id=CHAIN_A, escrow=first), EscrowRef(chain_id=999, escrow=second)],
+         "not anchored"),
+        ([EscrowRef(chain_id=CHAIN_A, escrow=first), EscrowRef(chain_id=CHAIN_A, escrow=second)],
+         "named already"),
+        ([EscrowRef(chain_id=CHAIN_B, escrow="0xnot-an-address")], "not an address"),
+    ]  # fmt: skip
+    for escrows, match in refused:
+        with pytest.raises(GatewayError, match=match):
+            core.watch(Watch(escrows=escrows))
+        assert core.escrows == {}  # all or nothing
+    core.watch(Watch(escrows=[EscrowRef(chain_id=CHAIN_A, escrow=first)]))
+    for escrows in (
+        [EscrowRef(chain_id=CHAIN_A, escrow=second)],
+        [EscrowRef(chain_id=CHAIN_B, escrow=second), EscrowRef(chain_id=CHAIN_A, escrow=first)],
+    ):
+        with pytest.raises(GatewayError, match="named already"):
+            core.watch(Watch(escrows=escrows))
+    assert core.get_status().escrows == {str(CHAIN_A): to_checksum_address(first)}
+    # another anchored chain may be named later, once
+    core.watch(Watch(escrows=[EscrowRef(chain_id=CHAIN_B, escrow=second)]))
+    assert set(core.get_status().escrows) == {str(CHAIN_A), str(CHAIN_B)}
+
+
+def test_follow_before_the_escrow_is_named_is_refused_and_changes_nothing(
+    world: World,
+) -> None:
+    adapter = world.escrows[CHAIN_A].adapter
+    adapter.mine(1)
+    tip = adapter.get_block_number()
+    anchor = adapter.get_block(tip - 1)
+    core = set_up_core(
+        make_setup([ChainAnchor(chain_id=CHAIN_A, number=anchor.number, block_hash=anchor.hash)])
     )
-    resigned = msgspec.structs.replace(
-        swapped, signature=cores[0].ctx.sign_identity(swapped.get_body())
-    )
-    with pytest.raises(GatewayRefused, match="does not decrypt"):
-        cores[1].join(JoinRequest(setup=resigned, dealer=cards[0]))
-    assert cores[1].get_status().member is False  # nothing taken from the refusals
-    cores[1].join(JoinRequest(setup=setup, dealer=cards[0]))
-    assert cores[1].get_status().member is True
-    with pytest.raises(GatewayError, match="already"):
-        cores[1].join(JoinRequest(setup=setup, dealer=cards[0]))
+    (evidence,) = adapter.get_block_evidence([tip])
+    request = FollowBlock(chain_id=CHAIN_A, evidence=evidence)
+    with pytest.raises(GatewayRefused, match="not named yet"):
+        core.follow(request)
+    assert core.headers[CHAIN_A].number == anchor.number and core.clock[CHAIN_A] == 0
+    core.watch(Watch(escrows=[EscrowRef(chain_id=CHAIN_A, escrow=world.escrows[CHAIN_A].address)]))
+    assert core.follow(request) == tip  # the same block, once the escrow is named
+    assert core.clock[CHAIN_A] == evidence.header.timestamp
 
 
-# --- following and signing ---------------------------------------------------------------
+# --- following and signing -----------------------------------------------------------------
 
 
 def test_a_forged_or_skipped_block_is_refused_and_changes_nothing(world: World) -> None:
     world.follow()
     source = world.escrows[CHAIN_A]
     transfer = world.lock()
+    source.adapter.mine(1)
     core = world.cores[2]
-    number = world.followed[(2, CHAIN_A)] + 1
-    (evidence,) = source.adapter.get_block_evidence([number])
+    number = core.headers[CHAIN_A].number + 1
+    evidence, later = source.adapter.get_block_evidence([number, number + 1])
     # drop the receipts (hides the lock): the receipts root no longer matches
     hidden = BlockEvidence(header=evidence.header, receipts=[])
     with pytest.raises(GatewayRefused, match="block refused"):
         core.follow(FollowBlock(chain_id=CHAIN_A, evidence=hidden))
-    if source.adapter.get_block_number() > number:
-        (later,) = source.adapter.get_block_evidence([number + 1])
-        with pytest.raises(GatewayRefused, match="block refused"):
-            core.follow(FollowBlock(chain_id=CHAIN_A, evidence=later))  # skips one
-    with pytest.raises(GatewayRefused, match="not watched"):
+    with pytest.raises(GatewayRefused, match="block refused"):
+        core.follow(FollowBlock(chain_id=CHAIN_A, evidence=later))  # skips one
+    with pytest.raises(GatewayRefused, match="not anchored"):
         core.follow(FollowBlock(chain_id=999, evidence=evidence))
     assert core.get_status().heights[str(CHAIN_A)] == number - 1
     assert transfer.transfer_id not in core.locks
     world.follow()
     assert transfer.transfer_id in core.locks
+    # a lock in an escrow this committee does not serve is not read as one
+    deployer = source.adapter.get_dev_key(0)
+    rogue = GatewayEscrow(
+        source.adapter, deploy_gateway_escrow(source.adapter, deployer, world.group_key, 10)
+    )
+    rogue_transfer = world.lock(source=rogue)
+    source.adapter.mine(2)
+    world.follow()
+    assert all(rogue_transfer.transfer_id not in c.locks for c in world.cores)
+    with pytest.raises(GatewayRefused, match="no verified lock"):
+        sign(core, SignKind.RELEASE, rogue_transfer)
 
 
 def test_release_needs_confirmations_then_pays_once_and_commit_needs_the_release(
@@ -217,28 +393,39 @@ def test_release_needs_confirmations_then_pays_once_and_commit_needs_the_release
 ) -> None:
     transfer = world.lock()
     world.follow()
-    with pytest.raises(GatewayRefused, match="confirmations"):
-        world.cores[0].sign(SignRequest(kind=SignKind.RELEASE, transfer_id=transfer.transfer_id))
+    source, dest = world.escrows[CHAIN_A], world.escrows[CHAIN_B]
+    with pytest.raises(GatewayRefused, match="0 confirmations, 2 are required"):
+        sign(world.cores[0], SignKind.RELEASE, transfer)
     with pytest.raises(GatewayRefused, match="no verified release"):
-        world.cores[0].sign(SignRequest(kind=SignKind.COMMIT, transfer_id=transfer.transfer_id))
+        sign(world.cores[0], SignKind.COMMIT, transfer)
     with pytest.raises(GatewayRefused, match="no verified lock"):
         world.cores[0].sign(SignRequest(kind=SignKind.RELEASE, transfer_id=os.urandom(32)))
-    world.escrows[CHAIN_A].adapter.mine(2)
+    source.adapter.mine(1)
     world.follow()
-    message, signature = combine(world, SignKind.RELEASE, transfer.transfer_id)
-    dest = world.escrows[CHAIN_B]
-    assert message == dest.compute_release_message(transfer)
+    with pytest.raises(GatewayRefused, match="1 confirmations, 2 are required"):
+        sign(world.cores[0], SignKind.RELEASE, transfer)
+    source.adapter.mine(1)
+    world.follow()
+    signed = [
+        core.sign(SignRequest(kind=SignKind.RELEASE, transfer_id=transfer.transfer_id))
+        for core in world.cores[:2]
+    ]
+    assert {s.chain_id for s in signed} == {CHAIN_B}
+    assert {s.message for s in signed} == {dest.compute_release_message(transfer)}
+    signature = bls.combine([s.partial for s in signed], 2)
     relayer = dest.adapter.get_dev_key(3)
     before = dest.adapter.balance(transfer.recipient)
     dest.release(transfer, signature, relayer)
     assert dest.adapter.balance(transfer.recipient) - before == transfer.amount
-    # an abort is refused now by every member that signed the release
-    with pytest.raises(GatewayRefused, match="signed a release"):
-        world.cores[0].sign(SignRequest(kind=SignKind.ABORT, transfer_id=transfer.transfer_id))
     world.follow()
-    _, commit_sig = combine(world, SignKind.COMMIT, transfer.transfer_id)
-    source = world.escrows[CHAIN_A]
-    source.commit(transfer.transfer_id, commit_sig, relayer)
+    # no abort now: not from a member that signed the release, nor from the one that did
+    # not (it saw the release on the destination)
+    with pytest.raises(GatewayRefused, match="signed a release"):
+        sign(world.cores[0], SignKind.ABORT, transfer)
+    with pytest.raises(GatewayRefused, match="released on its destination"):
+        sign(world.cores[2], SignKind.ABORT, transfer)
+    commit = world.combine(SignKind.COMMIT, transfer, [0, 2])
+    source.commit(transfer.transfer_id, commit, relayer)
     lock = source.get_lock(transfer.transfer_id)
     assert lock is not None and lock.state.name == "COMMITTED"
 
@@ -250,20 +437,114 @@ def test_abort_only_after_the_destination_deadline_and_never_with_a_release(
     world.escrows[CHAIN_A].adapter.mine(2)
     world.follow()
     with pytest.raises(GatewayRefused, match="deadline has not passed"):
-        world.cores[1].sign(SignRequest(kind=SignKind.ABORT, transfer_id=transfer.transfer_id))
+        sign(world.cores[1], SignKind.ABORT, transfer)
     dest = world.escrows[CHAIN_B]
-    dest.adapter.web3.provider.make_request("evm_increaseTime", [30])  # type: ignore[arg-type]
-    dest.adapter.mine(1)
+    dest.adapter.increase_time(30)
     world.follow()
-    signed = [
-        core.sign(SignRequest(kind=SignKind.ABORT, transfer_id=transfer.transfer_id))
-        for core in world.cores[:2]
-    ]
-    signature = bls.combine([s.partial for s in signed], 2)
+    signature = world.combine(SignKind.ABORT, transfer, [0, 1])
     with pytest.raises(GatewayRefused, match="signed an abort"):
-        world.cores[0].sign(SignRequest(kind=SignKind.RELEASE, transfer_id=transfer.transfer_id))
+        sign(world.cores[0], SignKind.RELEASE, transfer)
     source = world.escrows[CHAIN_A]
     sender_before = source.adapter.balance(transfer.sender)
     source.abort(transfer.transfer_id, signature, source.adapter.get_dev_key(3))
     assert source.adapter.balance(transfer.sender) - sender_before == transfer.amount
     assert not dest.is_released(transfer.transfer_id)
+
+
+# --- restarts --------------------------------------------------------------------------------
+
+
+def test_a_signed_release_survives_a_restart(world: World) -> None:
+    transfer = world.lock(deadline_s=15)
+    world.escrows[CHAIN_A].adapter.mine(2)
+    world.follow()
+    signer = world.cores[0]
+    released = signer.sign(SignRequest(kind=SignKind.RELEASE, transfer_id=transfer.transfer_id))
+    committee = roundtrip(signer.get_committee().export_state())
+    state = roundtrip(signer.export_state())
+    assert state.signed["0x" + transfer.transfer_id.hex()] == ["release"]
+    # the release is never relayed; the destination passes the deadline
+    world.escrows[CHAIN_B].adapter.increase_time(30)
+    world.follow()
+
+    def restart(state: GatewayState) -> GatewayCore:
+        core = set_up_core(world.setup, world.identities[0])
+        core.get_committee().restore_state(committee)
+        core.restore_state(state)
+        catch_up(core, world.escrows)  # its host re-follows from the sealed anchors
+        return core
+
+    restarted = restart(state)
+    assert restarted.ctx.identity == signer.ctx.identity
+    assert restarted.get_status() == signer.get_status()
+    with pytest.raises(GatewayRefused, match="signed a release"):
+        sign(restarted, SignKind.ABORT, transfer)
+    # it still signs the release it signed before, with the same share
+    again = sign(restarted, SignKind.RELEASE, transfer)
+    assert again == released.partial
+    # without the record, the same share would sign the abort: the record refuses it
+    forgetful = restart(GatewayState(escrows=state.escrows, signed={}))
+    abort = forgetful.sign(SignRequest(kind=SignKind.ABORT, transfer_id=transfer.transfer_id))
+    public_share = signer.get_committee().get_active().public.public_shares[1]
+    assert bls.verify_partial(public_share, abort.message, abort.partial)
+
+
+def test_the_program_seals_its_setup_and_restores_it_once(world: World, tmp_path: Path) -> None:
+    identity = tmp_path / "gateway.identity"
+    anchors = []
+    for cid, escrow in sorted(world.escrows.items()):
+        block = escrow.adapter.get_block("latest")
+        anchors.append(ChainAnchor(chain_id=cid, number=block.number, block_hash=block.hash))
+    setup = make_setup(anchors)
+    program = GatewayProgram(make_ctx(identity), clock=lambda: float(NOW))
+    calls = program.get_ecalls()
+    assert {"setup", "restore", "watch", "follow", "sign", "status", "sign_heartbeat"} <= set(calls)
+    assert {"committee_elected", "committee_dealing", "committee_finish"} <= set(calls)
+    sealed_setup = decode(calls["setup"](encode(setup)), SealedBlob).sealed
+    # a committee of one, through the committee ECALLs
+    node = program.ctx.identity.identity_key
+    info = EraInfo(era=1, members=[node], threshold=1, dealers=[node])
+    elected = decode(
+        calls["committee_elected"](encode(Elected(info=info, cards=[make_card(program.ctx)]))),
+        ElectedOut,
+    )
+    assert elected.dealing is not None
+    finished = decode(calls["committee_finish"](encode(Finish(era=1, qualified=[node]))), FinishOut)
+    group_key = finished.confirmation.group_public_key
+    activate = Activate(info=info, group_public_key=group_key)
+    sealed_committee = decode(calls["committee_ready"](encode(activate)), SealedBlob).sealed
+    watch = Watch(
+        escrows=[EscrowRef(chain_id=cid, escrow=e.address) for cid, e in world.escrows.items()]
+    )
+    sealed_state = decode(calls["watch"](encode(watch)), SealedBlob).sealed
+    before = decode(calls["status"](b""), GatewayStatus)
+
+    restarted = GatewayProgram(make_ctx(identity), clock=lambda: float(NOW))
+    table = restarted.get_ecalls()
+    restore = encode(
+        GatewayRestore(setup=sealed_setup, committee=sealed_committee, state=sealed_state)
+    )
+    table["restore"](restore)
+    after = decode(table["status"](b""), GatewayStatus)
+    assert after == before
+    assert after.heights == {str(a.chain_id): a.number for a in anchors}
+    assert after.member and after.group_public_key == group_key
+    # the restored anchors verify the chains' next blocks
+    for anchor in anchors:
+        adapter = world.escrows[anchor.chain_id].adapter
+        adapter.mine(1)
+        (evidence,) = adapter.get_block_evidence([anchor.number + 1])
+        out = table["follow"](encode(FollowBlock(chain_id=anchor.chain_id, evidence=evidence)))
+        assert decode(out, Height).number == anchor.number + 1
+    # restored once, at start; never set up again, its escrows never renamed
+    with pytest.raises(GatewayNotReady):
+        table["restore"](restore)
+    with pytest.raises(GatewayError, match="set up already"):
+        table["setup"](encode(setup))
+    with pytest.raises(GatewayError, match="named already"):
+        table["watch"](encode(watch))
+    # another program on the same platform cannot open the sealed setup
+    other = GatewayProgram(make_ctx(measurement=WORKER), clock=lambda: float(NOW))
+    with pytest.raises(tee_errors.SealingError):
+        other.get_ecalls()["restore"](restore)
+    assert other.core.setup is None

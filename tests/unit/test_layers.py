@@ -24,7 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "keyservice": TRUSTED_BELOW | {"keyservice"},
     "storage": {"core", "crypto", "chain", "storage"},  # a core, but not trusted (no TEE)
     "consensus": {"core", "crypto", "consensus"},  # BFT replicas of an autonomous system
-    "interop": {"core", "crypto", "tee", "chain", "consensus", "interop"},  # gateways
+    # gateways; an EVM gateway committee runs the key service's DKG (keyservice.committee)
+    "interop": {"core", "crypto", "tee", "chain", "consensus", "keyservice", "interop"},
     "sim": {"core", "crypto", "tee", "consensus", "interop", "sim"},  # a driver of cores
     "keyrelease": {"core", "crypto", "tee", "chain", "keyrelease"},  # key-release contracts
     "net": {"core", "net"},
