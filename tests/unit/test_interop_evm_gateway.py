@@ -16,6 +16,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
 import pytest
 from eth_utils.address import to_checksum_address
 
@@ -259,7 +260,7 @@ def test_a_card_that_does_not_attest_is_refused_and_changes_nothing() -> None:
     worker = make_ctx(measurement=WORKER)  # attests, but runs other code
     foreign = make_ctx(platform=OTHER_PLATFORM)  # the gateway's code, on an untrusted platform
     for stranger, error, match in (
-        (worker, CommitteeError, "not a gatekeeper enclave"),
+        (worker, CommitteeError, "another measurement"),
         (foreign, tee_errors.QuoteSignatureError, None),
     ):
         node = stranger.identity.identity_key
@@ -293,6 +294,20 @@ def test_setup_is_checked_and_happens_once() -> None:
         (make_setup([*PAPER_ANCHORS, again_a]), "distinct chains"),
         (make_setup([]), "distinct chains"),
         (make_setup([short_hash]), "malformed"),
+        (
+            msgspec.structs.replace(
+                make_setup(PAPER_ANCHORS),
+                committee=ChainBinding(chain_id=CHAIN_A, committee_address="0xnot-an-address"),
+            ),
+            "not an address",
+        ),
+        (
+            msgspec.structs.replace(
+                make_setup(PAPER_ANCHORS),
+                policy=msgspec.structs.replace(POLICY, allowed_measurements=[bytes(32)]),
+            ),
+            "own measurement",
+        ),
     ]
     for setup, match in refused:
         with pytest.raises(GatewayError, match=match):
@@ -306,23 +321,22 @@ def test_setup_is_checked_and_happens_once() -> None:
 
 
 def test_watch_names_each_anchored_chain_once() -> None:
-    core = set_up_core(make_setup([PAPER_ANCHORS[0], PAPER_ANCHORS[1]]))
+    core = set_up_core(make_setup(PAPER_ANCHORS))
     first, second = "0x" + "0a" * 20, "0x" + "0b" * 20
+    a_first = EscrowRef(chain_id=CHAIN_A, escrow=first)
     refused = [
-        ([EscrowRef(chain_id=CHAIN_A, escrow=first), EscrowRef(chain_id=999, escrow=second)],
-         "not anchored"),
-        ([EscrowRef(chain_id=CHAIN_A, escrow=first), EscrowRef(chain_id=CHAIN_A, escrow=second)],
-         "named already"),
+        ([a_first, EscrowRef(chain_id=999, escrow=second)], "not anchored"),
+        ([a_first, EscrowRef(chain_id=CHAIN_A, escrow=second)], "named already"),
         ([EscrowRef(chain_id=CHAIN_B, escrow="0xnot-an-address")], "not an address"),
-    ]  # fmt: skip
+    ]
     for escrows, match in refused:
         with pytest.raises(GatewayError, match=match):
             core.watch(Watch(escrows=escrows))
         assert core.escrows == {}  # all or nothing
-    core.watch(Watch(escrows=[EscrowRef(chain_id=CHAIN_A, escrow=first)]))
+    core.watch(Watch(escrows=[a_first]))
     for escrows in (
         [EscrowRef(chain_id=CHAIN_A, escrow=second)],
-        [EscrowRef(chain_id=CHAIN_B, escrow=second), EscrowRef(chain_id=CHAIN_A, escrow=first)],
+        [EscrowRef(chain_id=CHAIN_B, escrow=second), a_first],
     ):
         with pytest.raises(GatewayError, match="named already"):
             core.watch(Watch(escrows=escrows))
@@ -424,6 +438,11 @@ def test_release_needs_confirmations_then_pays_once_and_commit_needs_the_release
         sign(world.cores[0], SignKind.ABORT, transfer)
     with pytest.raises(GatewayRefused, match="released on its destination"):
         sign(world.cores[2], SignKind.ABORT, transfer)
+    # the commit waits for the release to be as deep as a lock must be
+    with pytest.raises(GatewayRefused, match="the release has 0 confirmations, 2 are required"):
+        sign(world.cores[0], SignKind.COMMIT, transfer)
+    dest.adapter.mine(2)
+    world.follow()
     commit = world.combine(SignKind.COMMIT, transfer, [0, 2])
     source.commit(transfer.transfer_id, commit, relayer)
     lock = source.get_lock(transfer.transfer_id)

@@ -226,7 +226,7 @@ def test_forged_dealings_and_unattested_members_are_refused() -> None:
         threshold=2,
         dealers=[*info.members[:2], impostor.identity.identity_key],
     )
-    with pytest.raises(CommitteeError, match="not a gatekeeper"):
+    with pytest.raises(CommitteeError, match="another measurement"):
         committee.members[0].process_era_elected(bad_info, bad_cards, NOW)
     # a card whose keys the quote does not bind
     swapped = MemberCard(

@@ -149,9 +149,8 @@ class GatewayStatus(Message, frozen=True):
 class GatewayCore:
     """One gateway's trusted state (see the module docstring)."""
 
-    def __init__(self, ctx: EnclaveContext, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, ctx: EnclaveContext) -> None:
         self.ctx = ctx
-        self.now = now
         self.setup: GatewaySetup | None = None
         self.committee: CommitteeMember | None = None
         self.confirmations = 1
@@ -159,7 +158,8 @@ class GatewayCore:
         self.headers: dict[int, HeaderChain] = {}
         self.clock: dict[int, int] = {}  # chain id -> newest verified block timestamp
         self.locks: dict[bytes, LockFact] = {}
-        self.released: dict[bytes, int] = {}  # transfer id -> block of its Released event
+        # transfer id -> (chain id, block) of its Released event
+        self.released: dict[bytes, tuple[int, int]] = {}
         self.signed: dict[bytes, set[SignKind]] = {}
 
     # -- setup and sealing -----------------------------------------------------------------
@@ -175,6 +175,16 @@ class GatewayCore:
         for anchor in setup.anchors:
             if anchor.number < 0 or len(anchor.block_hash) != 32:
                 raise GatewayError(f"the anchor of chain {anchor.chain_id} is malformed")
+        try:
+            to_checksum_address(setup.committee.committee_address)
+        except (ValueError, TypeError) as exc:
+            raise GatewayError("the committee contract is not an address") from exc
+        policy = setup.policy
+        if not policy.any_measurement and self.ctx.measurement not in policy.allowed_measurements:
+            raise GatewayError(
+                "the policy does not admit this gateway's own measurement: no committee "
+                "of gateways could form under it"
+            )
         self.setup = setup
         self.confirmations = setup.confirmations
         self.committee = CommitteeMember(
@@ -248,7 +258,7 @@ class GatewayCore:
             if log.topics[0] == LOCKED_TOPIC:
                 self._on_locked(request.chain_id, block.number, log.topics, log.data)
             elif log.topics[0] == RELEASED_TOPIC and len(log.topics) > 1:
-                self.released.setdefault(log.topics[1], block.number)
+                self.released.setdefault(log.topics[1], (request.chain_id, block.number))
         return block.number
 
     def _on_locked(self, chain_id: int, number: int, topics: list[bytes], data: bytes) -> None:
@@ -285,8 +295,7 @@ class GatewayCore:
         if request.kind is SignKind.RELEASE:
             message, chain_id = self._check_release(fact, done)
         elif request.kind is SignKind.COMMIT:
-            if request.transfer_id not in self.released:
-                raise GatewayRefused("no verified release of this transfer on its destination")
+            self._check_commit(fact)
             chain_id = fact.source_chain_id
             message = compute_commit_message(
                 escrow=fact.source_escrow,
@@ -339,6 +348,16 @@ class GatewayCore:
             lock_ref=lock_ref,
         )
         return message, fact.dest_chain_id
+
+    def _check_commit(self, fact: LockFact) -> None:
+        released = self.released.get(fact.transfer_id)
+        if released is None or released[0] != fact.dest_chain_id:
+            raise GatewayRefused("no verified release of this transfer on its destination")
+        depth = self.headers[fact.dest_chain_id].number - released[1]
+        if depth < self.confirmations:
+            raise GatewayRefused(
+                f"the release has {depth} confirmations, {self.confirmations} are required"
+            )
 
     def _check_abort(self, fact: LockFact, done: set[SignKind]) -> tuple[bytes, int]:
         if SignKind.RELEASE in done:
@@ -399,8 +418,10 @@ class GatewayProgram:
     def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] = time.time) -> None:
         self.ctx = ctx
         self.clock = clock
-        self.core = GatewayCore(ctx, now=clock)
-        self.committee_calls = CommitteeEcalls(self.core.get_committee, self._seal_committee, clock)
+        self.core = GatewayCore(ctx)
+        self.committee_calls = CommitteeEcalls(
+            lambda: self.core.get_committee(), self._seal_committee, clock
+        )
 
     def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
         return {
@@ -443,11 +464,13 @@ class GatewayProgram:
             )
         except EncodingError as exc:
             raise GatewayError(f"a sealed blob does not decode: {exc.message}") from exc
-        self.core.process_setup(setup)
+        core = GatewayCore(self.ctx)  # all or nothing: a failed restore may be tried again
+        core.process_setup(setup)
         if committee is not None:
-            self.core.get_committee().restore_state(committee)
+            core.get_committee().restore_state(committee)
         if state is not None:
-            self.core.restore_state(state)
+            core.restore_state(state)
+        self.core = core
         return encode(Empty())
 
     def watch(self, payload: bytes) -> bytes:

@@ -238,7 +238,8 @@ class CommitteeMember:
             )
             if verdict.measurement != self.measurement:
                 raise CommitteeError(
-                    f"member 0x{card.node.identity_key.hex()[:12]}… is not a gatekeeper enclave"
+                    f"member 0x{card.node.identity_key.hex()[:12]}… is not an enclave of this "
+                    "committee's program (another measurement)"
                 )
             keys[card.node.identity_key] = card.node
         missing = [m for m in [*info.members, *info.dealers] if m not in keys]
