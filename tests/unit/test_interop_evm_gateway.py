@@ -18,16 +18,26 @@ from typing import TypeVar
 
 import msgspec
 import pytest
+from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.anvil import AnvilNode
+from sealbridge.chain.bls_onchain import compute_lock_ref
+from sealbridge.chain.errors import TransactionReverted
 from sealbridge.chain.escrow import GatewayEscrow, LockedTransfer, deploy_gateway_escrow
-from sealbridge.chain.lightclient import BlockEvidence
+from sealbridge.chain.lightclient import (
+    BlockEvidence,
+    EventLog,
+    ReceiptFields,
+    compute_header_hash,
+    compute_receipts_root,
+)
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.crypto import bls
 from sealbridge.crypto.signing import ed25519_keypair
 from sealbridge.interop.evm_gateway import (
+    LOCKED_TOPIC,
     ChainAnchor,
     EscrowRef,
     FollowBlock,
@@ -567,3 +577,79 @@ def test_the_program_seals_its_setup_and_restores_it_once(world: World, tmp_path
     with pytest.raises(tee_errors.SealingError):
         other.get_ecalls()["restore"](restore)
     assert other.core.setup is None
+
+
+# --- a lying host (last: it leaves core 2 on a fabricated branch) --------------------------
+
+
+def test_a_fabricated_branch_fools_only_its_own_gateway(world: World) -> None:
+    """Anvil blocks carry no consensus proof, so the host of gateway 2 can fabricate a
+    branch from its enclave's tip: a block with a ``Locked`` event of the real escrow
+    that never happened, hash-linked and with a matching receipts root, then blocks on
+    top of it. Its own enclave signs a release for that lock; the other gateways, fed
+    the real chain by their own hosts, refuse, and one partial is not a signature the
+    destination escrow accepts (the issue 15 attack: with one host feeding every enclave,
+    the whole committee signed)."""
+    world.follow()
+    source, dest = world.escrows[CHAIN_A], world.escrows[CHAIN_B]
+    liar = world.cores[2]
+    start, start_hash = liar.headers[CHAIN_A].number, liar.headers[CHAIN_A].hash
+    transfer_id = os.urandom(32)
+    sender = ChainAdapter.address_of(source.adapter.get_dev_key(1))
+    recipient = ChainAdapter.address_of(dest.adapter.get_dev_key(2))
+    amount, deadline = 5 * 10**17, 2**40
+    lock_ref = compute_lock_ref(
+        source_chain_id=CHAIN_A,
+        source_escrow=source.address,
+        transfer_id=transfer_id,
+        sender=sender,
+        amount=amount,
+        dest_chain_id=CHAIN_B,
+        dest_escrow=dest.address,
+        recipient=recipient,
+        deadline=deadline,
+    )
+    log = EventLog(
+        address=bytes.fromhex(source.address[2:]),
+        topics=[LOCKED_TOPIC, transfer_id, bytes(12) + bytes.fromhex(sender[2:])],
+        data=abi_encode(
+            ["uint256", "uint256", "address", "address", "uint256", "bytes32"],
+            [amount, CHAIN_B, dest.address, recipient, deadline, lock_ref],
+        ),
+    )
+    receipt = ReceiptFields(
+        tx_type=2, status=1, cumulative_gas_used=50_000, logs_bloom=bytes(256), logs=[log]
+    )
+    source.adapter.mine(3)
+    real = source.adapter.get_block_evidence(list(range(start + 1, start + 4)))
+    parent = start_hash
+    for i, evidence in enumerate(real):
+        receipts = [receipt] if i == 0 else evidence.receipts
+        header = msgspec.structs.replace(
+            evidence.header,
+            parent_hash=parent,
+            receipts_root=compute_receipts_root(receipts),
+        )
+        liar.follow(FollowBlock(chain_id=CHAIN_A, evidence=BlockEvidence(header, receipts)))
+        parent = compute_header_hash(header)
+    assert parent != source.adapter.get_block(start + 3).hash  # not the real chain
+    lying = liar.sign(SignRequest(kind=SignKind.RELEASE, transfer_id=transfer_id))
+    for honest in world.cores[:2]:
+        catch_up(honest, world.escrows)
+        with pytest.raises(GatewayRefused, match="no verified lock"):
+            honest.sign(SignRequest(kind=SignKind.RELEASE, transfer_id=transfer_id))
+    assert not bls.verify(world.group_key, lying.message, lying.partial.signature)
+    fake = LockedTransfer(
+        transfer_id=transfer_id,
+        source_chain_id=CHAIN_A,
+        source_escrow=source.address,
+        sender=sender,
+        amount=amount,
+        dest_chain_id=CHAIN_B,
+        dest_escrow=dest.address,
+        recipient=recipient,
+        deadline=deadline,
+        lock_ref=lock_ref,
+    )
+    with pytest.raises(TransactionReverted):
+        dest.release(fake, lying.partial.signature, dest.adapter.get_dev_key(3))
