@@ -577,6 +577,21 @@ def test_the_program_seals_its_setup_and_restores_it_once(world: World, tmp_path
     with pytest.raises(tee_errors.SealingError):
         other.get_ecalls()["restore"](restore)
     assert other.core.setup is None
+    # the host sets the same enclave up again on anchors of its choice and tries to keep
+    # the committee share and signing record: they open only beside their own setup
+    moved = msgspec.structs.replace(
+        setup, anchors=[ChainAnchor(chain_id=CHAIN_A, number=1, block_hash=b"\x11" * 32)]
+    )
+    scratch = GatewayProgram(make_ctx(identity), clock=lambda: float(NOW))
+    moved_setup = decode(scratch.get_ecalls()["setup"](encode(moved)), SealedBlob).sealed
+    for kept in (
+        GatewayRestore(setup=moved_setup, committee=sealed_committee),
+        GatewayRestore(setup=moved_setup, state=sealed_state),
+    ):
+        fresh = GatewayProgram(make_ctx(identity), clock=lambda: float(NOW))
+        with pytest.raises(tee_errors.SealingError):
+            fresh.get_ecalls()["restore"](encode(kept))
+        assert fresh.core.setup is None
 
 
 # --- a lying host (last: it leaves core 2 on a fabricated branch) --------------------------

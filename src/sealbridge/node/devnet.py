@@ -453,7 +453,8 @@ def _start(
             f"{entry.name} {status['node_id'][:18]}… registered with a stake "
             f"(signer {status['signer']})"
         )
-    say(f"checkpoints need {storage_threshold} of {storage_nodes} storage confirmations")
+    if storage_nodes:
+        say(f"checkpoints need {storage_threshold} of {storage_nodes} storage confirmations")
 
     keystore = Keystore(directory)
     for offset, name in enumerate(DEFAULT_USERS):
