@@ -27,7 +27,9 @@ ALLOWED: dict[str, set[str]] = {
     # gateways; an EVM gateway committee runs the key service's DKG (keyservice.committee)
     "interop": {"core", "crypto", "tee", "chain", "consensus", "keyservice", "interop"},
     "sim": {"core", "crypto", "tee", "consensus", "interop", "sim"},  # a driver of cores
-    "keyrelease": {"core", "crypto", "tee", "chain", "keyrelease"},  # key-release contracts
+    # key-release contracts; a vault reads its freshness anchor with the key service's
+    # header track and proofs (keyservice.chainfacts)
+    "keyrelease": {"core", "crypto", "tee", "chain", "keyservice", "keyrelease"},
     "net": {"core", "net"},
     "node": CORES
     | {"keyrelease", "storage", "net", "node", "client", "consensus", "interop", "sim"},

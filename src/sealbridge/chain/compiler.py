@@ -37,6 +37,7 @@ CONTRACT_NAMES: tuple[str, ...] = (
     "PriceOracle",
     "DepositToken",
     "InsurancePool",
+    "StateAnchor",
 )
 
 

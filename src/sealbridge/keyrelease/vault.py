@@ -88,6 +88,12 @@ from sealbridge.keyrelease.exchange import (
     TimeLockedEscrow,
     TitForTatSwap,
 )
+from sealbridge.keyrelease.freshness import (
+    AnchorBinding,
+    AnchorProof,
+    FreshnessGuard,
+    GuardState,
+)
 from sealbridge.keyrelease.types import Chunk, compute_chunk_id, is_account, parse_chunk_id
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import EnclaveContext, NodeKeys, compute_report_data
@@ -586,8 +592,29 @@ class VaultCore:
 # --- contracts (contract Z runs here) ---------------------------------------------------------
 
 
+# the ECALLs that change the vault or sign something: anchored before their output leaves
+ANCHORED_ECALLS = (
+    "create_keys",
+    "bind_owner",
+    "open_swap",
+    "open_escrow",
+    "deliver",
+    "tick",
+    "cancel_escrow",
+    "abort",
+    "proceed",
+    "claim_loss",
+    "sign_sweep",
+    "withdraw",
+)
+
+
 class VaultConfig(Message, frozen=True):
     policy: AttestationPolicy
+    # the StateAnchor every change is anchored in before its effects leave (rollback
+    # protection, :mod:`sealbridge.keyrelease.freshness`); None: no protection (the
+    # in-process unit tests of the contracts only; the devnet always anchors)
+    anchor: AnchorBinding | None = None
 
 
 class CreateKeys(Message, frozen=True):
@@ -708,6 +735,7 @@ class VaultSnapshot(Message, frozen=True):
     fresh: list[KeySnapshot]
     swept: list[str]
     contracts: dict[str, ContractSnapshot]
+    guard: GuardState | None = None  # the anchored version, when configured with one
 
 
 class SealedState(Message, frozen=True):
@@ -760,6 +788,8 @@ class VaultStatus(Message, frozen=True):
     swept: list[str]
     contracts: list[ContractStatus]
     compromised: bool
+    anchored_version: int = -1  # -1: not anchored (no StateAnchor configured)
+    anchor_tip: int = 0  # the newest chain header the vault verified (anchored vaults)
 
 
 class _Contract:
@@ -788,9 +818,10 @@ class VaultProgram:
         self.core = VaultCore(ctx, now=clock, btc_address=_btc_address_or_empty)
         self.clock = clock
         self.contracts: dict[str, _Contract] = {}
+        self.guard: FreshnessGuard | None = None
 
     def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
-        return {
+        table: dict[str, Callable[[bytes], bytes]] = {
             "configure": self.configure,
             "card": self.card,
             "create_keys": self.create_keys,
@@ -811,12 +842,63 @@ class VaultProgram:
             "attest_unreleased": self.attest_unreleased,
             "seal": self.seal,
             "restore": self.restore,
+            "take_output": self.take_output,
+            "check_restored": self.check_restored,
+            "pending_anchor": self.pending_anchor,
         }
+        for name in ANCHORED_ECALLS:
+            table[name] = self._anchored(name, table[name])
+        return table
 
     # -- setup ------------------------------------------------------------------------------
     def configure(self, payload: bytes) -> bytes:
-        self.core.configure(decode(payload, VaultConfig).policy)
+        config = decode(payload, VaultConfig)
+        if config.anchor is not None and self.core.policy is not None:
+            raise InvalidRequest("the vault is configured already")
+        self.core.configure(config.policy)
+        if config.anchor is not None:
+            self.guard = FreshnessGuard(config.anchor, self._signer())
         return encode(VaultOutput())
+
+    # -- rollback protection (see keyrelease/freshness.py) ----------------------------------
+    def _signer(self) -> str:
+        return to_checksum_address(self.core.ctx.identity.eth_address)
+
+    def _anchored(self, name: str, handler: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+        """Run a change only on the newest anchored state; hold its output until the
+        chain anchors the new version (no anchor configured: run it as is)."""
+
+        def run(payload: bytes) -> bytes:
+            guard = self.guard
+            if guard is None:
+                return handler(payload)
+            guard.check_usable()
+            output = handler(payload)
+            request = guard.process_change(name, payload, output, self.core.ctx.sign_eth_digest)
+            return encode(request)
+
+        return run
+
+    def _guard(self) -> FreshnessGuard:
+        if self.guard is None:
+            raise InvalidRequest("this vault anchors nothing (no StateAnchor configured)")
+        return self.guard
+
+    def take_output(self, payload: bytes) -> bytes:
+        """The output of the last change, once its anchor is proven on chain."""
+        return self._guard().take_output(decode(payload, AnchorProof))
+
+    def check_restored(self, payload: bytes) -> bytes:
+        """Prove a restored state is the newest anchored one (else it never acts)."""
+        self._guard().check_restored(decode(payload, AnchorProof))
+        return encode(VaultOutput())
+
+    def pending_anchor(self, payload: bytes) -> bytes:
+        """The anchor of the change waiting for it, again (its transaction was lost)."""
+        guard = self._guard()
+        if guard.outbox is None:
+            raise InvalidRequest("no change waits for an anchor")
+        return encode(guard.get_request(self.core.ctx.sign_eth_digest))
 
     def card(self, payload: bytes) -> bytes:
         return encode(self.core.get_card())
@@ -1035,6 +1117,8 @@ class VaultProgram:
                 swept=sorted(self.core.swept),
                 contracts=contracts,
                 compromised=self.core.ctx.compromised,
+                anchored_version=self.guard.version if self.guard is not None else -1,
+                anchor_tip=self.guard.headers.tip.number if self.guard is not None else 0,
             )
         )
 
@@ -1055,6 +1139,8 @@ class VaultProgram:
         return encode(msgspec.structs.replace(binding, signature=signature))
 
     def attest_unreleased(self, payload: bytes) -> bytes:
+        if self.guard is not None:
+            self.guard.check_usable()  # a statement about the newest state only
         chunk_id = decode(payload, ChunkRef).chunk_id
         _, key = self.core.own_key(chunk_id)
         if key.state != KeyState.FREE:
@@ -1094,6 +1180,7 @@ class VaultProgram:
             fresh=[snap(k) for k in core.fresh],
             swept=sorted(core.swept),
             contracts=contracts,
+            guard=self.guard.export() if self.guard is not None else None,
         )
         return encode(SealedState(blob=core.ctx.seal(encode(snapshot), SNAPSHOT_LABEL)))
 
@@ -1138,6 +1225,9 @@ class VaultProgram:
         core.fresh = [load(k) for k in snapshot.fresh]
         core.swept = set(snapshot.swept)
         self.contracts = contracts
+        if snapshot.guard is not None:
+            # unusable until check_restored proves it is the newest anchored state
+            self.guard = FreshnessGuard.restore(snapshot.guard, self._signer())
         return encode(VaultOutput())
 
 

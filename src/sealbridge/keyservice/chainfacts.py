@@ -221,7 +221,7 @@ def get_fact_slots(contract_id: bytes, requester: bytes) -> dict[str, list[int]]
     }
 
 
-def _read(
+def read_proven_slots(
     root: bytes, proof: AccountProof, address: bytes, slots: list[int], what: str
 ) -> list[int]:
     if proof.address != address:
@@ -258,13 +258,13 @@ def read_chain_facts(
         )
     root = header.state_root
     slots = get_fact_slots(contract_id, requester)
-    role, expiry, active, encryption_key, enclave_address = _read(
+    role, expiry, active, encryption_key, enclave_address = read_proven_slots(
         root, proof.node_registry, binding.node_registry, slots["node_registry"], "NodeRegistry"
     )
     keys_registered = _word(encryption_key) == requester_keys.encryption_key and (
         enclave_address == int.from_bytes(requester_keys.eth_address, "big")
     )
-    info = _read(
+    info = read_proven_slots(
         root,
         proof.contract_registry,
         binding.contract_registry,
@@ -279,14 +279,14 @@ def read_chain_facts(
     install_binding = (
         compute_install_binding(_word(code_hash), _word(commitment), workers) if code_hash else b""
     )
-    (checkpoint_height,) = _read(
+    (checkpoint_height,) = read_proven_slots(
         root,
         proof.execution_ledger,
         binding.execution_ledger,
         slots["execution_ledger"],
         "ExecutionLedger",
     )
-    (era,) = _read(
+    (era,) = read_proven_slots(
         root, proof.committee, binding.committee, slots["committee"], "GatekeeperCommittee"
     )
     registered = active != 0 and expiry > header.timestamp

@@ -36,6 +36,7 @@ from typing import Any
 import msgspec
 
 from sealbridge.chain.adapter import ChainAdapter
+from sealbridge.chain.anchor import StateAnchor, deploy_state_anchor, get_anchor_slots
 from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.insurance import InsurancePool, deploy_insurance_pool
 from sealbridge.chain.oracle import PriceOracle, compute_asset_key, deploy_price_oracle
@@ -54,6 +55,7 @@ from sealbridge.keyrelease.auth import (
     sign_client_request,
     verify_client_request,
 )
+from sealbridge.keyrelease.freshness import AnchorBinding, AnchorProof, AnchorRequest
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
     DoubleSpendReport,
@@ -96,6 +98,7 @@ from sealbridge.keyrelease.types import (
     compute_chunk_amount,
 )
 from sealbridge.keyrelease.vault import (
+    ANCHORED_ECALLS,
     ERC20_TRANSFER_SELECTOR,
     TOKEN_SWEEP_GAS,
     VAULT_PROGRAM,
@@ -122,6 +125,7 @@ from sealbridge.keyrelease.vault import (
     compute_withdrawal_digest,
     verify_manifest,
 )
+from sealbridge.keyservice.chainfacts import HeaderTip
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import AttestationPolicy, devnet_policy
@@ -201,6 +205,7 @@ _VAULT_MUTATING = frozenset(
         "sign_sweep",
         "claim_loss",
         "bind_owner",
+        "withdraw",
     }
 )
 
@@ -234,7 +239,86 @@ class _Sealed(_Enclave):
 
 
 class _Vault(_Sealed):
+    """A vault's host: after each change it seals the state (with the change's output
+    held inside), relays the change's anchor to the StateAnchor contract, and hands the
+    enclave the new headers and a proof of the anchor, which releases the output
+    (:mod:`sealbridge.keyrelease.freshness`). The caller sees the output only."""
+
     mutating = _VAULT_MUTATING
+
+    def __init__(
+        self,
+        handle: EnclaveHandle,
+        state_file: Path,
+        anchor: StateAnchor | None = None,
+        sender_key: bytes = b"",
+    ) -> None:
+        super().__init__(handle, state_file)
+        self.anchor = anchor
+        self.sender_key = sender_key
+        self.header_tip = 0  # the newest header handed to the enclave
+        self.anchors = 0  # anchor transactions relayed
+
+    def call(self, name: str, request: Message | None = None) -> bytes:
+        answer = _Enclave.call(self, name, request)
+        if name not in self.mutating:
+            return answer
+        self.persist()
+        if self.anchor is None or name not in ANCHORED_ECALLS:
+            return answer
+        return self.release(decode(answer, AnchorRequest))
+
+    def release(self, pending: AnchorRequest) -> bytes:
+        """Relay ``pending`` and prove it: the change's output."""
+        if self.anchor is None:
+            raise KeyReleaseDevnetError("this vault has no StateAnchor")
+        self.anchor.advance(pending.version, pending.state_hash, pending.signature, self.sender_key)
+        self.anchors += 1
+        output = self.handle.ecall("take_output", encode(self.get_anchor_proof()))
+        self.persist()
+        return output
+
+    def get_anchor_proof(self) -> AnchorProof:
+        """The headers after the enclave's newest and a proof of its anchor at the tip."""
+        if self.anchor is None:
+            raise KeyReleaseDevnetError("this vault has no StateAnchor")
+        adapter = self.anchor.adapter
+        tip = adapter.get_block_number()
+        numbers = list(range(self.header_tip + 1, tip + 1))
+        headers = adapter.get_header_fields(numbers) if numbers else []
+        signer = to_checksum_address(self.get_signer())
+        proof = adapter.get_proof(self.anchor.address, get_anchor_slots(signer), tip)
+        self.header_tip = tip
+        return AnchorProof(headers=headers, number=tip, proof=proof)
+
+    def get_signer(self) -> bytes:
+        return self.handle.node_keys.eth_address
+
+    def restore_checked(self, blob: bytes) -> None:
+        """Restore a sealed state and prove to the enclave that it is the newest anchored
+        one; relay a change's anchor the restored state still waits for."""
+        self.handle.ecall("restore", encode(SealedState(blob=blob)))
+        if self.anchor is None:
+            return
+        self.header_tip = decode(self.handle.ecall("status", b""), VaultStatus).anchor_tip
+        self.handle.ecall("check_restored", encode(self.get_anchor_proof()))
+        status = decode(self.handle.ecall("status", b""), VaultStatus)
+        anchored, _ = self.anchor.get_anchor(to_checksum_address(self.get_signer()))
+        if anchored < status.anchored_version:  # its anchor was never mined: relay it
+            self.release(decode(self.handle.ecall("pending_anchor", b""), AnchorRequest))
+        elif self._holds_output():
+            self.handle.ecall("take_output", encode(self.get_anchor_proof()))
+            self.persist()
+
+    def restore(self) -> None:
+        self.restore_checked(self.state_file.read_bytes())
+
+    def _holds_output(self) -> bool:
+        try:
+            self.handle.ecall("pending_anchor", b"")
+        except SealbridgeError:
+            return False
+        return True
 
 
 class _Matcher(_Sealed):
@@ -356,6 +440,7 @@ class KeyReleaseDevnet:
         self.tx_count = 0
         self.gas_used = 0
         self.matcher: _Matcher | None = None
+        self.state_anchor: StateAnchor | None = None  # every vault's freshness anchor
         self.matcher_card: MatcherCard | None = None
         self.vault_policy: AttestationPolicy | None = None
         self.deposit_blocks: dict[str, int] = {}  # chunk id -> block it was funded in
@@ -468,6 +553,7 @@ class KeyReleaseDevnet:
         )
         self._backend = backend
         self._platform_key = platform_key
+        self.state_anchor = StateAnchor(a, deploy_state_anchor(a, deployer))
         for name in self.client_names:
             self.add_client(name, compromised=name in self.compromised)
         return self
@@ -486,9 +572,22 @@ class KeyReleaseDevnet:
         account = ChainAdapter.address_of(wallet_key)
         for adapter in self.adapters.values():
             self._count(adapter.fund(account, WALLET_FUNDING_WEI).gas_used)
-        vault = _Vault(self._launch_vault(name, compromised), self._vault_state_file(name))
+        vault = _Vault(
+            self._launch_vault(name, compromised),
+            self._vault_state_file(name),
+            self._state_anchor(),
+            wallet_key,  # the owner pays for its vault's anchors
+        )
         vault_policy = self._vault_policy()
-        vault.call("configure", VaultConfig(policy=vault_policy))
+        a = self.adapters[CHAIN_A]
+        start = a.get_block("latest")
+        vault.header_tip = start.number
+        anchor = AnchorBinding(
+            chain_id=a.chain_id,
+            contract=self._state_anchor().address,
+            start=HeaderTip(number=start.number, block_hash=start.hash),
+        )
+        vault.call("configure", VaultConfig(policy=vault_policy, anchor=anchor))
         # bound to its owner before it holds anything (nobody else may withdraw from it)
         vault.call("bind_owner", OwnerRef(account=account))
         card = decode(vault.call("card"), VaultCard)
@@ -523,6 +622,11 @@ class KeyReleaseDevnet:
         )
         return client
 
+    def _state_anchor(self) -> StateAnchor:
+        if self.state_anchor is None:
+            raise KeyReleaseDevnetError("the devnet is not started")
+        return self.state_anchor
+
     def _vault_state_file(self, name: str) -> Path:
         if self.home is None:
             raise KeyReleaseDevnetError("the devnet is not started")
@@ -538,20 +642,21 @@ class KeyReleaseDevnet:
             simulate_compromise=compromised,
         )
 
-    def restart_vault(self, name: str) -> None:
+    def restart_vault(self, name: str, blob: bytes | None = None) -> None:
         """Kill a client's vault process and start it again: the same sealed identity,
-        then the last sealed state its host stored (keys, contracts, held releases).
-        Limit: a host could hand an *older* snapshot back (a rollback); the sim backend
-        has no monotonic counter to refuse it (see docs/keyrelease.md)."""
+        then the last sealed state its host stored (keys, contracts, held releases), or
+        ``blob`` (a host handing an older one back: the vault refuses it, since the
+        StateAnchor holds a newer version, and stays unusable)."""
         client = self._client(name)
         client.vault.handle.close()
         handle = self._launch_vault(name, client.compromised)
-        blob = client.vault.state_file.read_bytes()
-        vault = _Vault(handle, client.vault.state_file)
-        vault.call("restore", SealedState(blob=blob))
+        if blob is None:
+            blob = client.vault.state_file.read_bytes()
+        vault = _Vault(handle, client.vault.state_file, self._state_anchor(), client.wallet_key)
+        client.vault = vault  # whatever the restore says, this process is the vault now
+        vault.restore_checked(blob)
         if decode(vault.call("card"), VaultCard).node != client.card.node:
             raise KeyReleaseDevnetError(f"{name}'s vault came back with another identity")
-        client.vault = vault
         self._emit("vault-restart", client=name, restored="sealed keys and contracts")
 
     def _fresh_card(self, client: Client) -> VaultCard:
