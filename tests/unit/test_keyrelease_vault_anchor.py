@@ -1,0 +1,249 @@
+"""A vault's sealed state against its own host (issue 15, item 5): every change is
+anchored on chain (StateAnchor) before its output leaves the enclave, so an older sealed
+blob is refused at restore and two copies of one state cannot both act.
+
+Real parts: the vault program (in-process enclave handles sharing a sealed identity, as
+a restarted process would), anvil, the StateAnchor contract, ``eth_getProof``, and the
+devnet's vault host (``node.keyrelease._Vault``), which relays anchors and proofs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sealbridge.chain.adapter import ChainAdapter
+from sealbridge.chain.anchor import StateAnchor, deploy_state_anchor
+from sealbridge.chain.anvil import AnvilNode
+from sealbridge.chain.errors import TransactionReverted
+from sealbridge.core.encoding import decode, encode
+from sealbridge.core.errors import SealbridgeError
+from sealbridge.keyrelease.freshness import AnchorBinding, AnchorRequest
+from sealbridge.keyrelease.types import Chunk, compute_chunk_id
+from sealbridge.keyrelease.vault import (
+    VAULT_PROGRAM,
+    ChunkRef,
+    CreateKeys,
+    Deliver,
+    LossClaim,
+    OpenSwap,
+    OwnerRef,
+    SignedSweep,
+    SweepRequest,
+    VaultCard,
+    VaultConfig,
+    VaultManifest,
+    VaultOutput,
+    VaultStatus,
+)
+from sealbridge.keyservice.chainfacts import HeaderTip
+from sealbridge.node.keyrelease import _Vault
+from sealbridge.tee.measurement import compute_sim_measurement
+from sealbridge.tee.policy import devnet_policy
+from sealbridge.tee.quote import create_sim_platform
+from sealbridge.tee.sim import InProcessBackend
+
+USD = 10**8
+KINDS = {"ETH@31337": "native", "TKN@31338": "erc20"}
+FAR = 4_000_000_000.0
+
+
+@dataclass
+class Env:
+    adapter: ChainAdapter
+    anchor: StateAnchor
+    platform: Path
+    config: VaultConfig
+    backend: InProcessBackend
+    tmp: Path
+
+    def launch(self, name: str) -> _Vault:
+        """A vault process of identity ``name`` (its sealed identity file is kept)."""
+        handle = self.backend.launch(
+            VAULT_PROGRAM,
+            platform_key_file=self.platform,
+            sealed_identity_file=self.tmp / f"{name}.identity",
+        )
+        return _Vault(handle, self.tmp / f"{name}.sealed", self.anchor, self.adapter.get_dev_key(1))
+
+    def new_vault(self, name: str) -> tuple[_Vault, VaultManifest, VaultCard]:
+        vault = self.launch(name)
+        start = self.adapter.get_block("latest")
+        vault.header_tip = start.number
+        binding = AnchorBinding(
+            chain_id=self.adapter.chain_id,
+            contract=self.anchor.address,
+            start=HeaderTip(number=start.number, block_hash=start.hash),
+        )
+        vault.call("configure", VaultConfig(policy=self.config.policy, anchor=binding))
+        owner = ChainAdapter.address_of(self.adapter.get_dev_key(2))
+        vault.call("bind_owner", OwnerRef(account=owner))
+        manifest = decode(vault.call("create_keys", CreateKeys(count=4)), VaultManifest)
+        card = decode(vault.call("card"), VaultCard)
+        return vault, manifest, card
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("vault-anchor")
+    node = AnvilNode(chain_id=31337).start()
+    try:
+        adapter = node.adapter()
+        anchor = StateAnchor(adapter, deploy_state_anchor(adapter, adapter.get_dev_key(0)))
+        platform = tmp / "platform.key"
+        policy = devnet_policy(
+            create_sim_platform(platform), [compute_sim_measurement(VAULT_PROGRAM)]
+        )
+        yield Env(adapter, anchor, platform, VaultConfig(policy=policy), InProcessBackend(), tmp)
+    finally:
+        node.stop()
+
+
+def chunk(manifest: VaultManifest, card: VaultCard, index: int, asset: str) -> Chunk:
+    key = manifest.keys[index]
+    return Chunk(
+        chunk_id=compute_chunk_id(card.vault, index),
+        owner=key.eth_address,
+        vault=card.vault,
+        asset=asset,
+        address=key.eth_address,
+        amount=10**16,
+        usd_e8=100 * USD,
+    )
+
+
+def sweep_request(chunk_id: str) -> SweepRequest:
+    return SweepRequest(
+        chunk_id=chunk_id,
+        chain_id=31337,
+        kind="native",
+        nonce=0,
+        balance=10**16,
+        max_fee_per_gas=10**9,
+        max_priority_fee_per_gas=10**9,
+    )
+
+
+def test_a_change_leaves_the_enclave_only_once_its_anchor_is_on_chain(env: Env) -> None:
+    vault, manifest, card = env.new_vault("solo")
+    own = compute_chunk_id(card.vault, 0)
+    raw = vault.handle
+    pending = decode(raw.ecall("sign_sweep", encode(sweep_request(own))), AnchorRequest)
+    status = decode(raw.ecall("status", b""), VaultStatus)
+    assert pending.version == status.anchored_version >= 3  # bind, keys, this sweep
+    # not anchored yet: the signed sweep stays inside, and no other change is taken
+    with pytest.raises(SealbridgeError, match="not mined yet"):
+        raw.ecall("take_output", encode(vault.get_anchor_proof()))
+    with pytest.raises(SealbridgeError, match="waits for its anchor"):
+        raw.ecall("sign_sweep", encode(sweep_request(compute_chunk_id(card.vault, 1))))
+    vault.persist()
+    signed = decode(vault.release(pending), SignedSweep)
+    assert signed.chunk_id == own
+    signer = "0x" + vault.get_signer().hex()
+    assert env.anchor.get_anchor(signer) == (pending.version, pending.state_hash)
+
+
+def test_an_older_sealed_state_is_refused_and_the_vault_stays_unusable(env: Env) -> None:
+    """The attack: the host keeps a sealed blob, lets the vault sign a sweep, then
+    restarts it from the older blob to have the same chunk signed again (or claimed)."""
+    vault, _, card = env.new_vault("rolled")
+    older = vault.state_file.read_bytes()
+    own = compute_chunk_id(card.vault, 0)
+    decode(vault.call("sign_sweep", sweep_request(own)), SignedSweep)
+    vault.handle.close()
+    restarted = env.launch("rolled")
+    with pytest.raises(SealbridgeError, match="older"):
+        restarted.restore_checked(older)
+    for name, request in (
+        ("sign_sweep", sweep_request(own)),
+        ("attest_unreleased", ChunkRef(chunk_id=compute_chunk_id(card.vault, 1))),
+    ):
+        with pytest.raises(SealbridgeError, match="not the newest|acts only after"):
+            restarted.handle.ecall(name, encode(request))
+    # the newest blob restores (and acts)
+    again = env.launch("rolled")
+    again.restore_checked(vault.state_file.read_bytes())
+    decode(again.call("sign_sweep", sweep_request(compute_chunk_id(card.vault, 2))), SignedSweep)
+
+
+def test_two_copies_of_one_state_cannot_both_act(env: Env) -> None:
+    """A host runs two processes from one sealed blob and has each release something
+    different: the first anchors; the second's anchor is refused on chain and its output
+    never leaves."""
+    vault, _, card = env.new_vault("twins")
+    blob = vault.state_file.read_bytes()
+    vault.handle.close()
+    first, second = env.launch("twins"), env.launch("twins")
+    first.restore_checked(blob)
+    second.restore_checked(blob)
+    decode(first.call("sign_sweep", sweep_request(compute_chunk_id(card.vault, 0))), SignedSweep)
+    raw = second.handle
+    pending = decode(
+        raw.ecall("sign_sweep", encode(sweep_request(compute_chunk_id(card.vault, 1)))),
+        AnchorRequest,
+    )
+    with pytest.raises(TransactionReverted, match="version must follow"):
+        env.anchor.advance(
+            pending.version, pending.state_hash, pending.signature, env.adapter.get_dev_key(1)
+        )
+    with pytest.raises(SealbridgeError, match="anchored version .* first"):
+        raw.ecall("take_output", encode(second.get_anchor_proof()))
+    with pytest.raises(SealbridgeError, match="not the newest"):
+        raw.ecall("sign_sweep", encode(sweep_request(compute_chunk_id(card.vault, 2))))
+
+
+def test_a_received_key_is_never_both_swept_and_claimed_across_a_rollback(env: Env) -> None:
+    """Issue 15's double payout through a rollback: bob receives alice's key, the host
+    seals, has bob sweep the chunk, restores the older blob and asks for a loss claim on
+    the same chunk. The restore is refused, so no claim is ever signed."""
+    alice, a_manifest, a_card = env.new_vault("alice")
+    bob, b_manifest, b_card = env.new_vault("bob")
+    mine = [chunk(a_manifest, a_card, i, "ETH@31337") for i in range(2)]
+    theirs = [chunk(b_manifest, b_card, i, "TKN@31338") for i in range(2)]
+    out_b = decode(
+        bob.call(
+            "open_swap",
+            OpenSwap(
+                swap_id="swap:rollback",
+                role="B",
+                mine=theirs,
+                theirs=mine,
+                kinds=KINDS,
+                deadline=FAR,
+                counterparty=a_card,
+            ),
+        ),
+        VaultOutput,
+    )
+    assert out_b.releases == []
+    out = decode(
+        alice.call(
+            "open_swap",
+            OpenSwap(
+                swap_id="swap:rollback",
+                role="A",
+                mine=mine,
+                theirs=theirs,
+                kinds=KINDS,
+                deadline=FAR,
+                counterparty=b_card,
+            ),
+        ),
+        VaultOutput,
+    )
+    out = decode(bob.call("deliver", Deliver(envelope=out.releases[0])), VaultOutput)
+    (chunk_id,) = out.sweeps
+    older = bob.state_file.read_bytes()  # holds the received key, not swept
+    swept = decode(bob.call("sign_sweep", sweep_request(chunk_id)), SignedSweep)
+    assert swept.chunk_id == chunk_id
+    bob.handle.close()
+    rolled_back = env.launch("bob")
+    with pytest.raises(SealbridgeError, match="older"):
+        rolled_back.restore_checked(older)
+    with pytest.raises(SealbridgeError, match="not the newest"):
+        decode(
+            rolled_back.handle.ecall("claim_loss", encode(ChunkRef(chunk_id=chunk_id))),
+            LossClaim,
+        )
