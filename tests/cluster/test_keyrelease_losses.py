@@ -19,7 +19,14 @@ action at a time:
   funds gone reports the double spend with the observation read off the ledger, and the
   requester aborts that pairwise swap (as the devnet does);
 * a requester's deadline tick: the clock jumps to its earliest open deadline and every
-  machine is ticked.
+  machine is ticked;
+* a *forged client request* for a requester (issue 15): a request naming it but signed by
+  another key, a replay of its last request, one signed for another service or action,
+  or its own signature over a body changed afterwards. Every requester's real ``match``
+  and ``accept`` are signed with its wallet key and go through
+  :func:`~sealbridge.keyrelease.auth.verify_client_request` (the matcher program's check:
+  signature, service, action, a nonce above the last one taken, the signer being the
+  requester); a forgery must be refused before the matcher sees it.
 
 The machines are driven directly, so a party releases its next key as soon as its
 machine allows, before it swept what it received; the vault adds a sweep-before-release
@@ -48,6 +55,7 @@ Invariants (after every step, and at the end of each example):
    or vanish) and every deposit holds all or nothing; the pool equals fees + slashed -
    compensated and is never negative; bonds + pool + compensation only grow by fees.
 4. A banned owner is never allocated again (and the matcher says it is banned).
+5. No forged client request is ever taken, and the matcher's state is what it was.
 """
 
 from __future__ import annotations
@@ -61,12 +69,20 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import coincurve
+import msgspec
 import pytest
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sealbridge.core.encoding import encode
+from sealbridge.keyrelease.auth import (
+    ClientRefused,
+    SignedRequest,
+    sign_client_request,
+    verify_client_request,
+)
 from sealbridge.keyrelease.errors import ExchangeViolation, InsufficientLiquidity
 from sealbridge.keyrelease.exchange import (
     ReleaseKey,
@@ -102,6 +118,7 @@ BASE_UNITS = {
 }
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 MAX_STEPS = 5_000
+MAX_FORGERIES = 4  # per example
 
 STATS: Counter[str] = Counter()
 
@@ -117,7 +134,8 @@ def report_loss_counts(request: pytest.FixtureRequest) -> Iterator[None]:
         f"{STATS['double_spends']} double spends, {STATS['stalls']} stalls, "
         f"{STATS['compensations']} compensations ({STATS['uncovered']} partly uncovered), "
         f"{STATS['completed']} pairwise swaps completed, {STATS['aborted']} aborted, "
-        f"{STATS['forged']} forged keys refused, {STATS['violations']} violations"
+        f"{STATS['forged']} forged keys refused, {STATS['forged_requests']} forged client "
+        f"requests refused, {STATS['violations']} violations"
     )
     plugins = request.config.pluginmanager
     reporter: Any = plugins.get_plugin("terminalreporter")
@@ -300,7 +318,7 @@ class Action:
     index: int  # a requester, or a position in the pending list of that kind
 
 
-KINDS_ORDER = ("deliver", "sweep", "race", "request", "tick")
+KINDS_ORDER = ("deliver", "sweep", "race", "request", "tick", "forge")
 
 
 class Driver(Protocol):
@@ -312,7 +330,7 @@ class Driver(Protocol):
 class DrawnDriver:
     """Hypothesis picks each step: first a kind of action (weighted), then which one."""
 
-    WEIGHTS = {"deliver": 24, "sweep": 16, "race": 8, "request": 4, "tick": 1}
+    WEIGHTS = {"deliver": 24, "sweep": 16, "race": 8, "request": 4, "tick": 1, "forge": 2}
 
     def __init__(self, data: st.DataObject) -> None:
         self.data = data
@@ -428,6 +446,11 @@ class Run:
         self.stalled: set[str] = set()
         self.unfilled = 0
         self.forged = 0
+        self.wallet: dict[str, bytes] = {}  # party -> wallet key
+        self.service = hashlib.sha256(b"matcher identity").digest()
+        self.nonces: dict[str, int] = {}  # account (lowercase) -> last nonce taken
+        self.last_signed: dict[str, SignedRequest] = {}  # requester -> its last request
+        self.forgeries = 0
         for i, plan in enumerate(scenario.owners):
             name = f"o{i}"
             self._add_party(name)
@@ -442,8 +465,9 @@ class Run:
             self.matcher.register_sweep_address(self.account[name], self.sweep_to[name])
 
     def _add_party(self, name: str) -> None:
-        _, account = new_key()
+        wallet, account = new_key()
         _, sweep_to = new_key()
+        self.wallet[name] = wallet
         self.account[name] = account
         self.party_of[account] = name
         self.sweep_to[name] = sweep_to
@@ -485,6 +509,8 @@ class Run:
                 actions.append(Action("request", j))
         waiting = {p.requester for p in self.pairs.values() if p.active()}
         actions += [Action("tick", j) for j, r in enumerate(self.requesters) if r in waiting]
+        if actions and self.forgeries < MAX_FORGERIES:  # never what keeps a schedule going
+            actions += [Action("forge", j) for j in range(len(self.requesters))]
         return actions
 
     def play(self) -> Run:
@@ -515,6 +541,7 @@ class Run:
             usd_e8=plan.chunks * CHUNK,
             contract=f"swap:{request_id}",
         )
+        self.take_signed(name, "match", encode(request), request.requester)
         try:
             offer = self.matcher.match(request, seed=request_id.encode(), now=self.now)
         except InsufficientLiquidity:
@@ -535,6 +562,7 @@ class Run:
             for owner in owners:
                 self.exposure[owner] -= CHUNK
             return
+        self.take_signed(name, "accept", request_id.encode(), self.account[name])
         self.matcher.accept(request_id, self.now)
         by_owner: dict[str, list[Chunk]] = {}
         for chunk, owner in zip(offer.chunks, owners, strict=True):
@@ -550,6 +578,69 @@ class Run:
             self.pairs[swap_id] = pair
             self.emit(pair, owner, b.start(self.now))
             self.emit(pair, name, a.start(self.now))
+
+    # -- client requests --------------------------------------------------------------------
+
+    def verify(self, signed: SignedRequest, action: str, requester: str) -> str:
+        """The matcher program's check of a client request (see MatcherProgram.match)."""
+        account = verify_client_request(
+            signed,
+            service=self.service,
+            action=action,
+            last_nonce=lambda a: self.nonces.get(a.lower(), 0),
+        )
+        if account.lower() != requester.lower():
+            raise ClientRefused("the request is signed by another account than its requester")
+        return account
+
+    def take_signed(self, name: str, action: str, body: bytes, requester: str) -> None:
+        account = self.account[name]
+        nonce = self.nonces.get(account.lower(), 0) + 1
+        signed = sign_client_request(self.wallet[name], self.service, nonce, action, body)
+        assert self.verify(signed, action, requester) == account
+        self.nonces[account.lower()] = nonce
+        self.last_signed[name] = signed
+
+    def do_forge(self, j: int) -> None:
+        """Someone acts for requester ``j``: each way must be refused before the matcher."""
+        self.forgeries += 1
+        victim = self.requesters[j]
+        account = self.account[victim]
+        body = encode(
+            ChunkRequest(
+                request_id=f"forged/{self.forgeries}",
+                requester=account,
+                asset=ETH,
+                usd_e8=CHUNK,
+                contract=f"swap:forged/{self.forgeries}",
+            )
+        )
+        stranger, _ = new_key()
+        nonce = self.nonces.get(account.lower(), 0) + 1
+        own = sign_client_request(self.wallet[victim], self.service, nonce, "match", body)
+        forged = [
+            sign_client_request(stranger, self.service, nonce, "match", body),
+            sign_client_request(self.wallet[victim], b"\x01" * 32, nonce, "match", body),
+            sign_client_request(self.wallet[victim], self.service, nonce, "accept", body),
+            SignedRequest(
+                request=msgspec.structs.replace(own.request, body=body + b"\x00"),
+                signature=own.signature,
+            ),
+        ]
+        if victim in self.last_signed:
+            forged.append(self.last_signed[victim])  # a replay
+        before = encode(self.matcher.get_status())
+        nonces = dict(self.nonces)
+        for signed in forged:
+            try:
+                self.verify(signed, "match", account)
+            except ClientRefused:
+                STATS["forged_requests"] += 1
+                continue
+            raise AssertionError(f"a forged request for {victim} was taken: {signed}")
+        # invariant 5: nothing moved
+        assert self.nonces == nonces
+        assert encode(self.matcher.get_status()) == before
 
     def emit(self, pair: Pair, party: str, effects: Sequence[object]) -> None:
         """Carry out what ``party``'s machine asked for, as its host would."""
