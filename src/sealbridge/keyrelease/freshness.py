@@ -42,7 +42,7 @@ from sealbridge.chain.abi import checksum
 from sealbridge.chain.anchor import compute_anchor_digest, get_anchor_slots
 from sealbridge.chain.lightclient import HeaderFields
 from sealbridge.chain.proofs import AccountProof
-from sealbridge.core.encoding import Message
+from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, RemoteProtocolError
 from sealbridge.keyservice.chainfacts import (
     HeaderTip,
@@ -226,3 +226,78 @@ class FreshnessGuard:
             f"the chain anchors version {version} of this vault; the sealed state is "
             f"version {self.version}: an older (or another) copy, refused"
         )
+
+
+class AnchorStatus(Message, frozen=True):
+    version: int  # -1: no StateAnchor configured
+    tip: int  # the newest chain header verified
+    waiting: bool  # a change's output waits for its anchor
+
+
+class GuardedEcalls:
+    """The ECALL side of a :class:`FreshnessGuard`, shared by the vault and the matcher:
+    ``wrap`` puts a change behind the guard; ``take_output``, ``check_restored``,
+    ``pending_anchor`` and ``anchor_status`` are the ECALLs its host drives. With no
+    guard configured (``get_guard`` returns None) a wrapped change runs as it is."""
+
+    def __init__(
+        self,
+        get_guard: Callable[[], FreshnessGuard | None],
+        sign: Callable[[bytes], bytes],
+        refuse: Callable[[str], Exception],
+    ) -> None:
+        self.get_guard = get_guard
+        self.sign = sign
+        self.refuse = refuse
+
+    def wrap(self, name: str, handler: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+        def run(payload: bytes) -> bytes:
+            guard = self.get_guard()
+            if guard is None:
+                return handler(payload)
+            guard.check_usable()
+            output = handler(payload)
+            return encode(guard.process_change(name, payload, output, self.sign))
+
+        return run
+
+    def get_table(self) -> dict[str, Callable[[bytes], bytes]]:
+        return {
+            "take_output": self.take_output,
+            "check_restored": self.check_restored,
+            "pending_anchor": self.pending_anchor,
+            "anchor_status": self.anchor_status,
+        }
+
+    def _guard(self) -> FreshnessGuard:
+        guard = self.get_guard()
+        if guard is None:
+            raise self.refuse("this enclave anchors nothing (no StateAnchor configured)")
+        return guard
+
+    def take_output(self, payload: bytes) -> bytes:
+        """The output of the last change, once its anchor is proven on chain."""
+        return self._guard().take_output(decode(payload, AnchorProof))
+
+    def check_restored(self, payload: bytes) -> bytes:
+        """Prove a restored state is the newest anchored one (else it never acts)."""
+        self._guard().check_restored(decode(payload, AnchorProof))
+        return encode(self.get_status())
+
+    def pending_anchor(self, payload: bytes) -> bytes:
+        """The anchor of the change waiting for it, again (its transaction was lost)."""
+        guard = self._guard()
+        if guard.outbox is None:
+            raise self.refuse("no change waits for an anchor")
+        return encode(guard.get_request(self.sign))
+
+    def get_status(self) -> AnchorStatus:
+        guard = self.get_guard()
+        if guard is None:
+            return AnchorStatus(version=-1, tip=0, waiting=False)
+        return AnchorStatus(
+            version=guard.version, tip=guard.headers.tip.number, waiting=guard.outbox is not None
+        )
+
+    def anchor_status(self, payload: bytes) -> bytes:
+        return encode(self.get_status())

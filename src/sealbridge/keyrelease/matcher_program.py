@@ -63,9 +63,15 @@ from sealbridge.chain.abi import compute_address
 from sealbridge.chain.lightclient import BlockEvidence, HeaderChain, LightClientError
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import SealbridgeError
-from sealbridge.crypto.signing import is_valid_ed25519
+from sealbridge.crypto.signing import is_valid_ed25519, to_checksum_address
 from sealbridge.keyrelease.auth import ClientRefused, SignedRequest, verify_client_request
 from sealbridge.keyrelease.errors import AttestationRefused, InvalidRequest, ReportRejected
+from sealbridge.keyrelease.freshness import (
+    AnchorBinding,
+    FreshnessGuard,
+    GuardedEcalls,
+    GuardState,
+)
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
     DoubleSpendReport,
@@ -140,6 +146,11 @@ JOURNALED_ECALLS = (
     "settle",
     "report",
 )
+# the changes whose outputs wait for their anchor (following the fee chain is a verified
+# fact, and anchoring it would only make more blocks to follow)
+MATCHER_ANCHORED_ECALLS = tuple(
+    n for n in JOURNALED_ECALLS if n not in ("configure", "observe_blocks")
+)
 
 
 class JournalEntry(Message, frozen=True):
@@ -155,6 +166,7 @@ class MatcherJournal(Message, frozen=True):
     identity: bytes
     operator_secret: bytes
     entries: list[JournalEntry]
+    guard: GuardState | None = None  # the anchor record when sealed
 
 
 class SealedJournal(Message, frozen=True):
@@ -172,6 +184,7 @@ class JournalSegment(Message, frozen=True):
     first: int
     prev_digest: bytes
     entries: list[JournalEntry]
+    guard: GuardState | None = None  # the anchor record when sealed
 
 
 class FeeChain(Message, frozen=True):
@@ -194,6 +207,9 @@ class MatcherConfig(Message, frozen=True):
     # None: fees are credited on accept without a look at the chain (unit tests, the
     # simulator); the devnet always names its chain A
     fee_chain: FeeChain | None = None
+    # the StateAnchor its changes are anchored in before their outputs leave (rollback
+    # protection, keyrelease/freshness.py); None: none (unit tests; the devnet anchors)
+    anchor: AnchorBinding | None = None
 
 
 class ObserveBlocks(Message, frozen=True):
@@ -387,6 +403,8 @@ class MatcherProgram:
         self._replaying: JournalEntry | None = None
         self._used_now: float | None = None
         self._used_seed: bytes = b""
+        self.guard: FreshnessGuard | None = None
+        self.anchor_calls = GuardedEcalls(lambda: self.guard, ctx.sign_eth_digest, InvalidRequest)
 
     @property
     def operator(self) -> str:
@@ -420,6 +438,9 @@ class MatcherProgram:
         table = self._handlers()
         for name in JOURNALED_ECALLS:
             table[name] = self._journaled(name, table[name])
+        for name in MATCHER_ANCHORED_ECALLS:
+            table[name] = self.anchor_calls.wrap(name, table[name])
+        table.update(self.anchor_calls.get_table())
         table["seal"] = self.seal
         table["seal_tail"] = self.seal_tail
         table["restore"] = self.restore
@@ -463,6 +484,7 @@ class MatcherProgram:
             identity=self.ctx.identity.identity_key,
             operator_secret=self._operator_secret,
             entries=list(self.journal),
+            guard=self.guard.export() if self.guard is not None else None,
         )
         blob = self.ctx.seal(encode(journal), JOURNAL_LABEL)
         self._sealed_upto, self._sealed_chain = len(self.journal), self._chain
@@ -477,6 +499,7 @@ class MatcherProgram:
             first=self._sealed_upto,
             prev_digest=self._sealed_chain,
             entries=self.journal[self._sealed_upto :],
+            guard=self.guard.export() if self.guard is not None else None,
         )
         blob = self.ctx.seal(encode(segment), SEGMENT_LABEL)
         self._sealed_upto, self._sealed_chain = len(self.journal), self._chain
@@ -511,7 +534,11 @@ class MatcherProgram:
         }
         self._operator_secret = journal.operator_secret
         base = JournalSegment(
-            identity=journal.identity, first=0, prev_digest=bytes(32), entries=journal.entries
+            identity=journal.identity,
+            first=0,
+            prev_digest=bytes(32),
+            entries=journal.entries,
+            guard=journal.guard,
         )
         try:
             for part in [base, *segments]:
@@ -533,6 +560,11 @@ class MatcherProgram:
         finally:
             self._replaying = None
         self._sealed_upto, self._sealed_chain = len(self.journal), self._chain
+        latest = [base, *segments][-1].guard
+        if latest is not None:
+            # unusable until check_restored proves it is the newest anchored state
+            signer = to_checksum_address(self.ctx.identity.eth_address)
+            self.guard = FreshnessGuard.restore(latest, signer)
         return b""
 
     def _core(self) -> MatcherCore:
@@ -557,6 +589,9 @@ class MatcherProgram:
                 raise InvalidRequest(f"bad fee chain anchor: {exc}") from exc
         self.core = MatcherCore(config.policy)
         self.vault_policy = config.vault_policy
+        if config.anchor is not None:
+            signer = to_checksum_address(self.ctx.identity.eth_address)
+            self.guard = FreshnessGuard(config.anchor, signer)
         if fee is not None and chain is not None:
             self.fee_pool, self.fee_chain = fee.pool, chain
             self.fee_oracle, self.fee_asset_key = fee.oracle, fee.fee_asset_key

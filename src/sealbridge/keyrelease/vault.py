@@ -90,8 +90,8 @@ from sealbridge.keyrelease.exchange import (
 )
 from sealbridge.keyrelease.freshness import (
     AnchorBinding,
-    AnchorProof,
     FreshnessGuard,
+    GuardedEcalls,
     GuardState,
 )
 from sealbridge.keyrelease.types import Chunk, compute_chunk_id, is_account, parse_chunk_id
@@ -819,6 +819,9 @@ class VaultProgram:
         self.clock = clock
         self.contracts: dict[str, _Contract] = {}
         self.guard: FreshnessGuard | None = None
+        self.anchor_calls = GuardedEcalls(
+            lambda: self.guard, self.core.ctx.sign_eth_digest, InvalidRequest
+        )
 
     def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
         table: dict[str, Callable[[bytes], bytes]] = {
@@ -842,12 +845,10 @@ class VaultProgram:
             "attest_unreleased": self.attest_unreleased,
             "seal": self.seal,
             "restore": self.restore,
-            "take_output": self.take_output,
-            "check_restored": self.check_restored,
-            "pending_anchor": self.pending_anchor,
+            **self.anchor_calls.get_table(),
         }
         for name in ANCHORED_ECALLS:
-            table[name] = self._anchored(name, table[name])
+            table[name] = self.anchor_calls.wrap(name, table[name])
         return table
 
     # -- setup ------------------------------------------------------------------------------
@@ -863,42 +864,6 @@ class VaultProgram:
     # -- rollback protection (see keyrelease/freshness.py) ----------------------------------
     def _signer(self) -> str:
         return to_checksum_address(self.core.ctx.identity.eth_address)
-
-    def _anchored(self, name: str, handler: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
-        """Run a change only on the newest anchored state; hold its output until the
-        chain anchors the new version (no anchor configured: run it as is)."""
-
-        def run(payload: bytes) -> bytes:
-            guard = self.guard
-            if guard is None:
-                return handler(payload)
-            guard.check_usable()
-            output = handler(payload)
-            request = guard.process_change(name, payload, output, self.core.ctx.sign_eth_digest)
-            return encode(request)
-
-        return run
-
-    def _guard(self) -> FreshnessGuard:
-        if self.guard is None:
-            raise InvalidRequest("this vault anchors nothing (no StateAnchor configured)")
-        return self.guard
-
-    def take_output(self, payload: bytes) -> bytes:
-        """The output of the last change, once its anchor is proven on chain."""
-        return self._guard().take_output(decode(payload, AnchorProof))
-
-    def check_restored(self, payload: bytes) -> bytes:
-        """Prove a restored state is the newest anchored one (else it never acts)."""
-        self._guard().check_restored(decode(payload, AnchorProof))
-        return encode(VaultOutput())
-
-    def pending_anchor(self, payload: bytes) -> bytes:
-        """The anchor of the change waiting for it, again (its transaction was lost)."""
-        guard = self._guard()
-        if guard.outbox is None:
-            raise InvalidRequest("no change waits for an anchor")
-        return encode(guard.get_request(self.core.ctx.sign_eth_digest))
 
     def card(self, payload: bytes) -> bytes:
         return encode(self.core.get_card())

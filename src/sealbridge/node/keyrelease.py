@@ -55,7 +55,12 @@ from sealbridge.keyrelease.auth import (
     sign_client_request,
     verify_client_request,
 )
-from sealbridge.keyrelease.freshness import AnchorBinding, AnchorProof, AnchorRequest
+from sealbridge.keyrelease.freshness import (
+    AnchorBinding,
+    AnchorProof,
+    AnchorRequest,
+    AnchorStatus,
+)
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
     DoubleSpendReport,
@@ -64,6 +69,7 @@ from sealbridge.keyrelease.matcher import (
 )
 from sealbridge.keyrelease.matcher_program import (
     JOURNALED_ECALLS,
+    MATCHER_ANCHORED_ECALLS,
     MATCHER_PROGRAM,
     MAX_OBSERVED_BLOCKS,
     Accept,
@@ -238,13 +244,14 @@ class _Sealed(_Enclave):
         self.handle.ecall("restore", encode(SealedState(blob=self.state_file.read_bytes())))
 
 
-class _Vault(_Sealed):
-    """A vault's host: after each change it seals the state (with the change's output
-    held inside), relays the change's anchor to the StateAnchor contract, and hands the
-    enclave the new headers and a proof of the anchor, which releases the output
-    (:mod:`sealbridge.keyrelease.freshness`). The caller sees the output only."""
+class _Anchored(_Sealed):
+    """A host whose enclave anchors its changes (:mod:`sealbridge.keyrelease.freshness`):
+    after each change it seals the state (with the change's output held inside), relays
+    the change's anchor to the StateAnchor contract, and hands the enclave the new
+    headers and a proof of the anchor, which releases the output. The caller sees the
+    output only."""
 
-    mutating = _VAULT_MUTATING
+    anchored: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -264,14 +271,14 @@ class _Vault(_Sealed):
         if name not in self.mutating:
             return answer
         self.persist()
-        if self.anchor is None or name not in ANCHORED_ECALLS:
+        if self.anchor is None or name not in self.anchored:
             return answer
         return self.release(decode(answer, AnchorRequest))
 
     def release(self, pending: AnchorRequest) -> bytes:
         """Relay ``pending`` and prove it: the change's output."""
         if self.anchor is None:
-            raise KeyReleaseDevnetError("this vault has no StateAnchor")
+            raise KeyReleaseDevnetError("this enclave has no StateAnchor")
         self.anchor.advance(pending.version, pending.state_hash, pending.signature, self.sender_key)
         self.anchors += 1
         output = self.handle.ecall("take_output", encode(self.get_anchor_proof()))
@@ -281,7 +288,7 @@ class _Vault(_Sealed):
     def get_anchor_proof(self) -> AnchorProof:
         """The headers after the enclave's newest and a proof of its anchor at the tip."""
         if self.anchor is None:
-            raise KeyReleaseDevnetError("this vault has no StateAnchor")
+            raise KeyReleaseDevnetError("this enclave has no StateAnchor")
         adapter = self.anchor.adapter
         tip = adapter.get_block_number()
         numbers = list(range(self.header_tip + 1, tip + 1))
@@ -294,34 +301,44 @@ class _Vault(_Sealed):
     def get_signer(self) -> bytes:
         return self.handle.node_keys.eth_address
 
-    def restore_checked(self, blob: bytes) -> None:
-        """Restore a sealed state and prove to the enclave that it is the newest anchored
-        one; relay a change's anchor the restored state still waits for."""
-        self.handle.ecall("restore", encode(SealedState(blob=blob)))
+    def get_anchor_status(self) -> AnchorStatus:
+        return decode(self.handle.ecall("anchor_status", b""), AnchorStatus)
+
+    def check_restored(self) -> None:
+        """Prove to a freshly restored enclave that its state is the newest anchored one;
+        relay a change's anchor it still waits for, or take the output of one whose
+        anchor was mined."""
         if self.anchor is None:
             return
-        self.header_tip = decode(self.handle.ecall("status", b""), VaultStatus).anchor_tip
+        status = self.get_anchor_status()
+        if status.version < 0:
+            return
+        self.header_tip = status.tip
         self.handle.ecall("check_restored", encode(self.get_anchor_proof()))
-        status = decode(self.handle.ecall("status", b""), VaultStatus)
+        if not status.waiting:
+            return
         anchored, _ = self.anchor.get_anchor(to_checksum_address(self.get_signer()))
-        if anchored < status.anchored_version:  # its anchor was never mined: relay it
+        if anchored < status.version:  # its anchor was never mined: relay it
             self.release(decode(self.handle.ecall("pending_anchor", b""), AnchorRequest))
-        elif self._holds_output():
+        else:
             self.handle.ecall("take_output", encode(self.get_anchor_proof()))
             self.persist()
+
+
+class _Vault(_Anchored):
+    mutating = _VAULT_MUTATING
+    anchored = frozenset(ANCHORED_ECALLS)
+
+    def restore_checked(self, blob: bytes) -> None:
+        """Restore a sealed state and prove that it is the newest anchored one."""
+        self.handle.ecall("restore", encode(SealedState(blob=blob)))
+        self.check_restored()
 
     def restore(self) -> None:
         self.restore_checked(self.state_file.read_bytes())
 
-    def _holds_output(self) -> bool:
-        try:
-            self.handle.ecall("pending_anchor", b"")
-        except SealbridgeError:
-            return False
-        return True
 
-
-class _Matcher(_Sealed):
+class _Matcher(_Anchored):
     """The matcher's host persists its journal as a sealed base (``seal``) and, after
     each change, one sealed segment of the new entries (``seal_tail``) appended to
     ``<state>.segments``: the cost per change does not grow with the journal. Every
@@ -329,10 +346,17 @@ class _Matcher(_Sealed):
     crash in between leaves segments the base already holds; restore skips them)."""
 
     mutating = frozenset(JOURNALED_ECALLS)
+    anchored = frozenset(MATCHER_ANCHORED_ECALLS)
     COMPACT_EVERY = 1000
 
-    def __init__(self, handle: EnclaveHandle, state_file: Path) -> None:
-        super().__init__(handle, state_file)
+    def __init__(
+        self,
+        handle: EnclaveHandle,
+        state_file: Path,
+        anchor: StateAnchor | None = None,
+        sender_key: bytes = b"",
+    ) -> None:
+        super().__init__(handle, state_file, anchor, sender_key)
         self.segments_file = state_file.with_name(state_file.name + ".segments")
         self._segments = 0
 
@@ -372,6 +396,7 @@ class _Matcher(_Sealed):
         journal = SealedJournal(blob=self.state_file.read_bytes(), segments=self.read_segments())
         self.handle.ecall("restore", encode(journal))
         self._segments = len(journal.segments)
+        self.check_restored()
 
 
 @dataclass
@@ -536,9 +561,24 @@ class KeyReleaseDevnet:
             anchor_number=head.number,
             anchor_hash=head.hash,
         )
+        # every change of the matcher is anchored (StateAnchor) before its output leaves;
+        # dev account 0 relays the anchors (anyone may)
+        self.state_anchor = StateAnchor(a, deploy_state_anchor(a, deployer))
+        self.matcher.anchor, self.matcher.sender_key = self.state_anchor, deployer
+        start = a.get_block("latest")
+        self.matcher.header_tip = start.number
         self.matcher.call(
             "configure",
-            MatcherConfig(policy=policy, vault_policy=self.vault_policy, fee_chain=fee_chain),
+            MatcherConfig(
+                policy=policy,
+                vault_policy=self.vault_policy,
+                fee_chain=fee_chain,
+                anchor=AnchorBinding(
+                    chain_id=a.chain_id,
+                    contract=self.state_anchor.address,
+                    start=HeaderTip(number=start.number, block_hash=start.hash),
+                ),
+            ),
         )
         self._emit(
             "setup",
@@ -553,7 +593,6 @@ class KeyReleaseDevnet:
         )
         self._backend = backend
         self._platform_key = platform_key
-        self.state_anchor = StateAnchor(a, deploy_state_anchor(a, deployer))
         for name in self.client_names:
             self.add_client(name, compromised=name in self.compromised)
         return self
@@ -685,7 +724,9 @@ class KeyReleaseDevnet:
     def restart_matcher(self) -> None:
         """Kill the matcher's process and start it again: the same sealed identity (so
         clients' checks of its card still hold), then its sealed journal replayed -- the
-        same book, owners, offers, pool books and operator key."""
+        same book, owners, offers, pool books and operator key. The journal must be the
+        newest the StateAnchor holds: an older one is refused and the matcher stays
+        unusable."""
         matcher = self._matcher()
         matcher.handle.close()
         if self.home is None:
@@ -695,13 +736,13 @@ class KeyReleaseDevnet:
             platform_key_file=self._platform_key,
             sealed_identity_file=self.home / "matcher.identity",
         )
-        restarted = _Matcher(handle, matcher.state_file)
+        restarted = _Matcher(handle, matcher.state_file, matcher.anchor, matcher.sender_key)
+        self.matcher = restarted  # whatever the restore says, this process is the matcher
         restarted.restore()
         card = decode(restarted.call("card"), MatcherCard)
         previous = self.matcher_card
         if previous is None or (card.node, card.operator) != (previous.node, previous.operator):
             raise KeyReleaseDevnetError("the matcher came back with another identity or operator")
-        self.matcher = restarted
         self._emit("matcher-restart", restored="sealed journal replayed", operator=card.operator)
 
     def _matcher(self) -> _Matcher:
