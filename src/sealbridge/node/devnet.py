@@ -202,8 +202,10 @@ def start_devnet(
         raise DevnetError("block time must be in (0, 60] seconds")
     if confirmations and block_time is None:
         block_time = 1.0  # with confirmations, blocks must come even when no tx arrives
-    if workers < 0 or workers > 4:
-        raise DevnetError("a devnet has between 0 and 4 workers")
+    if not (0 if storage_nodes == 0 else 1) <= workers <= 4:
+        # no workers only for a chain without storage nodes: the gatekeepers alone (the
+        # attestors of a gateway committee, see node/swap.py)
+        raise DevnetError("a devnet has between 1 and 4 workers (0 only with no storage nodes)")
     if not (1 if workers else 0) <= storage_nodes <= MAX_STORAGE_NODES:
         raise DevnetError(
             f"a devnet with workers has between 1 and {MAX_STORAGE_NODES} storage nodes"
