@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from sealbridge.chain.abi import sign_digest
 from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.anchor import StateAnchor, deploy_state_anchor
+from sealbridge.chain.anchor import StateAnchor, compute_anchor_digest, deploy_state_anchor
 from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.core.encoding import decode, encode
@@ -310,3 +311,32 @@ def test_an_older_matcher_journal_is_refused(env: Env) -> None:
     again.restore()
     again.call("register_sweep_address", sweep_address(2))
     assert again.get_anchor_status().version == 3
+
+
+def test_the_state_anchor_takes_only_the_next_version_of_each_signer(env: Env) -> None:
+    relayer = env.adapter.get_dev_key(3)
+    key = bytes(31) + b"\x42"
+    signer = ChainAdapter.address_of(key)
+
+    def signed(version: int, state_hash: bytes, by: bytes = key) -> bytes:
+        digest = compute_anchor_digest(
+            contract=env.anchor.address,
+            chain_id=env.adapter.chain_id,
+            version=version,
+            state_hash=state_hash,
+        )
+        return sign_digest(digest, by)
+
+    first, second = b"\x01" * 32, b"\x02" * 32
+    assert env.anchor.get_anchor(signer) == (0, bytes(32))
+    with pytest.raises(TransactionReverted, match="version must follow"):
+        env.anchor.advance(2, first, signed(2, first), relayer)  # skips version 1
+    env.anchor.advance(1, first, signed(1, first), relayer)
+    with pytest.raises(TransactionReverted, match="version must follow"):
+        env.anchor.advance(1, second, signed(1, second), relayer)  # version 1 is taken
+    # a signature over other fields recovers another signer, whose version 1 is free: it
+    # never touches this signer's anchor
+    env.anchor.advance(1, second, signed(1, first), relayer)
+    with pytest.raises(TransactionReverted, match="bad signature"):
+        env.anchor.advance(2, second, b"\x00" * 65, relayer)
+    assert env.anchor.get_anchor(signer) == (1, first)
