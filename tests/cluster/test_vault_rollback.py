@@ -42,7 +42,7 @@ from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import SealbridgeError
-from sealbridge.keyrelease.freshness import AnchorBinding, AnchorRequest
+from sealbridge.keyrelease.freshness import AnchorBinding, AnchorRequest, Guarded
 from sealbridge.keyrelease.types import compute_chunk_id
 from sealbridge.keyrelease.vault import (
     VAULT_PROGRAM,
@@ -208,7 +208,9 @@ def step_change(run: Run, which: int, chunk: int, relay: bool) -> None:
         assert any(r in exc.message for r in refusals), exc.message
         copy.dead = "not the newest" in exc.message
         return
-    copy.pending = decode(answer, AnchorRequest)
+    anchor = decode(answer, Guarded).anchor
+    assert anchor is not None  # a sweep signature is always anchored
+    copy.pending = anchor
     copy.host.persist()
     run.keep(copy)
     if relay:

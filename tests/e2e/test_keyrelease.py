@@ -633,3 +633,33 @@ def test_the_readme_flow_runs_as_written(tmp_path: Path) -> None:
     finally:
         cli(home, "down")
     assert accepted == 2
+
+
+def test_an_older_matcher_journal_is_refused(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    """Issue 15, item 5: the matcher's host keeps its sealed journal, lets it make an
+    offer, then restarts it from the older journal (so that the chunks offered are free
+    again, to be offered twice). Before: the older journal was replayed and the matcher
+    went on from it. After: the StateAnchor holds a newer version, the restart is
+    refused, and the stale matcher makes no offer; the newest journal restores."""
+    devnet, _, _ = story
+    matcher = devnet._matcher()
+    a = devnet.adapters[CHAIN_A]
+    devnet.oracle.set_price("ETH@31337", devnet.prices["ETH"], a.get_dev_key(1))  # fresh
+    devnet.offer("bob", devnet.deposit("bob", "ETH@31337", 1))
+    older = (matcher.state_file.read_bytes(), matcher.segments_file.read_bytes())
+    devnet.request("alice", "ETH@31337", 100 * USD, "swap:before-the-rollback")
+    newest = (matcher.state_file.read_bytes(), matcher.segments_file.read_bytes())
+    matcher.state_file.write_bytes(older[0])
+    matcher.segments_file.write_bytes(older[1])
+    with pytest.raises(EnclaveCallError) as info:
+        devnet.restart_matcher()
+    assert info.value.remote_code == "vault_state_stale"
+    with pytest.raises(EnclaveCallError, match="not the newest|acts only after"):
+        devnet.request("alice", "ETH@31337", 100 * USD, "swap:from-the-stale-matcher")
+    matcher.state_file.write_bytes(newest[0])
+    matcher.segments_file.write_bytes(newest[1])
+    devnet.restart_matcher()
+    answer = devnet.request("alice", "ETH@31337", 100 * USD, "swap:after-the-restore")
+    assert answer.offer.chunks

@@ -21,9 +21,7 @@ from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import SealbridgeError
-from sealbridge.keyrelease.freshness import AnchorBinding, AnchorRequest
-from sealbridge.keyrelease.matcher import MatcherPolicy
-from sealbridge.keyrelease.matcher_program import MATCHER_PROGRAM, MatcherConfig, SweepAddress
+from sealbridge.keyrelease.freshness import AnchorBinding, Guarded
 from sealbridge.keyrelease.types import Chunk, compute_chunk_id
 from sealbridge.keyrelease.vault import (
     VAULT_PROGRAM,
@@ -42,7 +40,7 @@ from sealbridge.keyrelease.vault import (
     VaultStatus,
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
-from sealbridge.node.keyrelease import _Matcher, _Vault
+from sealbridge.node.keyrelease import _Vault
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import devnet_policy
 from sealbridge.tee.quote import create_sim_platform
@@ -133,7 +131,8 @@ def test_a_change_leaves_the_enclave_only_once_its_anchor_is_on_chain(env: Env) 
     vault, manifest, card = env.new_vault("solo")
     own = compute_chunk_id(card.vault, 0)
     raw = vault.handle
-    pending = decode(raw.ecall("sign_sweep", encode(sweep_request(own))), AnchorRequest)
+    pending = decode(raw.ecall("sign_sweep", encode(sweep_request(own))), Guarded).anchor
+    assert pending is not None
     status = decode(raw.ecall("status", b""), VaultStatus)
     assert pending.version == status.anchored_version >= 3  # bind, keys, this sweep
     # not anchored yet: the signed sweep stays inside, and no other change is taken
@@ -185,8 +184,9 @@ def test_two_copies_of_one_state_cannot_both_act(env: Env) -> None:
     raw = second.handle
     pending = decode(
         raw.ecall("sign_sweep", encode(sweep_request(compute_chunk_id(card.vault, 1)))),
-        AnchorRequest,
-    )
+        Guarded,
+    ).anchor
+    assert pending is not None
     with pytest.raises(TransactionReverted, match="version must follow"):
         env.anchor.advance(
             pending.version, pending.state_hash, pending.signature, env.adapter.get_dev_key(1)
@@ -250,67 +250,6 @@ def test_a_received_key_is_never_both_swept_and_claimed_across_a_rollback(env: E
             rolled_back.handle.ecall("claim_loss", encode(ChunkRef(chunk_id=chunk_id))),
             LossClaim,
         )
-
-
-# --- the matcher: its journal is anchored the same way ----------------------------------
-
-
-def new_matcher(env: Env, name: str) -> _Matcher:
-    handle = env.backend.launch(
-        MATCHER_PROGRAM,
-        platform_key_file=env.platform,
-        sealed_identity_file=env.tmp / f"{name}.identity",
-    )
-    return _Matcher(handle, env.tmp / f"{name}.sealed", env.anchor, env.adapter.get_dev_key(1))
-
-
-def configure_matcher(env: Env, matcher: _Matcher) -> None:
-    start = env.adapter.get_block("latest")
-    matcher.header_tip = start.number
-    binding = AnchorBinding(
-        chain_id=env.adapter.chain_id,
-        contract=env.anchor.address,
-        start=HeaderTip(number=start.number, block_hash=start.hash),
-    )
-    config = MatcherConfig(
-        policy=MatcherPolicy(chunk_usd_e8={"ETH@31337": 100 * USD}),
-        vault_policy=env.config.policy,
-        anchor=binding,
-    )
-    matcher.call("configure", config)
-
-
-def sweep_address(i: int) -> SweepAddress:
-    account = ChainAdapter.address_of(bytes(31) + bytes([i + 1]))
-    return SweepAddress(requester=account, address=account)
-
-
-def test_an_older_matcher_journal_is_refused(env: Env) -> None:
-    """The host keeps the matcher's sealed journal (base and segments), lets it make more
-    changes, then restarts it from the older files: refused, and it acts no more."""
-    matcher = new_matcher(env, "matcher")
-    configure_matcher(env, matcher)
-    matcher.call("register_sweep_address", sweep_address(0))
-    older = (matcher.state_file.read_bytes(), matcher.segments_file.read_bytes())
-    matcher.call("register_sweep_address", sweep_address(1))
-    status = matcher.get_anchor_status()
-    assert status.version == 2 and not status.waiting
-    newest = (matcher.state_file.read_bytes(), matcher.segments_file.read_bytes())
-    matcher.handle.close()
-    matcher.state_file.write_bytes(older[0])
-    matcher.segments_file.write_bytes(older[1])
-    rolled_back = new_matcher(env, "matcher")
-    with pytest.raises(SealbridgeError, match="older"):
-        rolled_back.restore()
-    with pytest.raises(SealbridgeError, match="not the newest"):
-        rolled_back.handle.ecall("register_sweep_address", encode(sweep_address(2)))
-    # the newest journal restores, and acts
-    matcher.state_file.write_bytes(newest[0])
-    matcher.segments_file.write_bytes(newest[1])
-    again = new_matcher(env, "matcher")
-    again.restore()
-    again.call("register_sweep_address", sweep_address(2))
-    assert again.get_anchor_status().version == 3
 
 
 def test_the_state_anchor_takes_only_the_next_version_of_each_signer(env: Env) -> None:

@@ -8,12 +8,17 @@ copies of it at once; either would let one deposit key be released (or swept, or
 claimed) twice. :class:`FreshnessGuard` (sans-I/O, inside the vault) closes that:
 
 * **Versions.** The state carries a version ``v`` and a hash chain
-  ``h_v = sha256(tag || h_{v-1} || ECALL name || sha256(request))``. Each change (an
-  ECALL that alters the state or signs something) moves it to ``v + 1``; what the ECALL
-  would have returned is held in an *outbox*, and the vault answers with an
-  :class:`AnchorRequest`: ``(v + 1, h_{v+1})`` signed by its enclave key for the
-  StateAnchor contract (:mod:`sealbridge.chain.anchor`), which takes only the next
-  version of each signer.
+  ``h_v = sha256(tag || h_{v-1} || ECALL name || sha256(request) || sha256(output))``.
+  Each change whose output is *irrevocable* (a key released, a signature, an offer: the
+  program decides per ECALL and output) moves it to ``v + 1``; the output is held in an
+  *outbox*, and the enclave answers with an :class:`AnchorRequest`: ``(v + 1,
+  h_{v+1})`` signed by its enclave key for the StateAnchor contract
+  (:mod:`sealbridge.chain.anchor`), which takes only the next version of each signer.
+  A change with nothing irrevocable in its output (a key received and not yet passed
+  on, a reservation dropped) is not anchored: losing it to a rollback loses nothing
+  that left the enclave, and every later irrevocable output is anchored after it.
+  Every ECALL answer of a guarded enclave is a :class:`Guarded`: the output, or the
+  anchor to relay first.
 * **Releasing the output.** The host seals the state (outbox included), relays the
   anchor transaction, and hands the vault the new headers and an ``eth_getProof`` of its
   anchor slots. The vault verifies the headers from the anchor block fixed at its
@@ -157,7 +162,12 @@ class FreshnessGuard:
         """Move to the next version, hold ``output``; the anchor to relay."""
         self.previous_hash = self.state_hash
         self.state_hash = hashlib.sha256(
-            CHAIN_TAG + self.state_hash + name.encode() + b"\0" + hashlib.sha256(request).digest()
+            CHAIN_TAG
+            + self.state_hash
+            + name.encode()
+            + b"\0"
+            + hashlib.sha256(request).digest()
+            + hashlib.sha256(output).digest()
         ).digest()
         self.version += 1
         self.outbox = output
@@ -228,6 +238,13 @@ class FreshnessGuard:
         )
 
 
+class Guarded(Message, frozen=True):
+    """A guarded change's answer: its output now, or the anchor to relay first."""
+
+    output: bytes = b""
+    anchor: AnchorRequest | None = None
+
+
 class AnchorStatus(Message, frozen=True):
     version: int  # -1: no StateAnchor configured
     tip: int  # the newest chain header verified
@@ -250,14 +267,25 @@ class GuardedEcalls:
         self.sign = sign
         self.refuse = refuse
 
-    def wrap(self, name: str, handler: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    def wrap(
+        self,
+        name: str,
+        handler: Callable[[bytes], bytes],
+        is_irrevocable: Callable[[bytes], bool] = lambda _output: True,
+    ) -> Callable[[bytes], bytes]:
+        """``handler`` behind the guard: it runs only on the newest anchored state, and
+        an output ``is_irrevocable`` says must be anchored waits for its anchor."""
+
         def run(payload: bytes) -> bytes:
             guard = self.get_guard()
             if guard is None:
                 return handler(payload)
             guard.check_usable()
             output = handler(payload)
-            return encode(guard.process_change(name, payload, output, self.sign))
+            if not is_irrevocable(output):
+                return encode(Guarded(output=output))
+            request = guard.process_change(name, payload, output, self.sign)
+            return encode(Guarded(anchor=request))
 
         return run
 

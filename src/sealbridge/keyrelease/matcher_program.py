@@ -146,11 +146,11 @@ JOURNALED_ECALLS = (
     "settle",
     "report",
 )
-# the changes whose outputs wait for their anchor (following the fee chain is a verified
-# fact, and anchoring it would only make more blocks to follow)
-MATCHER_ANCHORED_ECALLS = tuple(
-    n for n in JOURNALED_ECALLS if n not in ("configure", "observe_blocks")
-)
+# the changes whose outputs wait for their anchor: what commits the matcher to someone
+# (an offer, its acceptance, a penalty's signed transactions, a chunk taken off the book).
+# The others only add facts, or make it more careful when lost to a rollback (a bond or
+# a settlement not counted, a reservation kept): they are journaled, not anchored.
+MATCHER_ANCHORED_ECALLS = ("match", "accept", "report", "reclaim", "withdraw")
 
 
 class JournalEntry(Message, frozen=True):

@@ -609,6 +609,16 @@ ANCHORED_ECALLS = (
 )
 
 
+# of those, the ones that answer a VaultOutput: anchored only when it releases a key
+RELEASING_ECALLS = frozenset(
+    {"open_swap", "open_escrow", "deliver", "tick", "cancel_escrow", "abort", "proceed"}
+)
+
+
+def _has_releases(output: bytes) -> bool:
+    return bool(decode(output, VaultOutput).releases)
+
+
 class VaultConfig(Message, frozen=True):
     policy: AttestationPolicy
     # the StateAnchor every change is anchored in before its effects leave (rollback
@@ -848,7 +858,10 @@ class VaultProgram:
             **self.anchor_calls.get_table(),
         }
         for name in ANCHORED_ECALLS:
-            table[name] = self.anchor_calls.wrap(name, table[name])
+            releasing = name in RELEASING_ECALLS
+            table[name] = self.anchor_calls.wrap(
+                name, table[name], _has_releases if releasing else (lambda _output: True)
+            )
         return table
 
     # -- setup ------------------------------------------------------------------------------

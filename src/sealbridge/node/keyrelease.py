@@ -60,6 +60,7 @@ from sealbridge.keyrelease.freshness import (
     AnchorProof,
     AnchorRequest,
     AnchorStatus,
+    Guarded,
 )
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
@@ -273,7 +274,10 @@ class _Anchored(_Sealed):
         self.persist()
         if self.anchor is None or name not in self.anchored:
             return answer
-        return self.release(decode(answer, AnchorRequest))
+        guarded = decode(answer, Guarded)
+        if guarded.anchor is None:
+            return guarded.output
+        return self.release(guarded.anchor)
 
     def release(self, pending: AnchorRequest) -> bytes:
         """Relay ``pending`` and prove it: the change's output."""
