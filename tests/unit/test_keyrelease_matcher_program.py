@@ -235,6 +235,12 @@ def test_the_journal_persists_in_sealed_segments_that_only_continue_it(tmp_path:
     matcher = backend.launch(
         MATCHER_PROGRAM, platform_key_file=platform, sealed_identity_file=ident
     )
+    # found by attacking the anchoring: a blob sealed before configure held the operator
+    # key and no anchor record; restored and configured without an anchor, it signed the
+    # pool's transactions. Nothing is sealed before configure now.
+    for name in ("seal", "seal_tail"):
+        with pytest.raises(EnclaveCallError, match="not configured"):
+            call(matcher, name)
     policy = MatcherPolicy(chunk_usd_e8={ETH: 100 * USD})
     call(matcher, "configure", MatcherConfig(policy=policy, vault_policy=vault_policy))
     base = decode(call(matcher, "seal"), SealedJournal).blob

@@ -279,3 +279,55 @@ def test_the_state_anchor_takes_only_the_next_version_of_each_signer(env: Env) -
     with pytest.raises(TransactionReverted, match="bad signature"):
         env.anchor.advance(2, second, b"\x00" * 65, relayer)
     assert env.anchor.get_anchor(signer) == (1, first)
+
+
+def test_another_process_of_the_identity_derives_other_sweep_keys(env: Env) -> None:
+    """Found by attacking the first version: a second process of the vault's identity,
+    configured with no anchor or another StateAnchor (or after a key switch, a fresh
+    version space), re-bound its owner and withdrew what the real vault had swept, since
+    sweep keys came from the identity alone. Now they also depend on the anchor binding
+    and the signing key, so such a process signs only for sweep keys of its own."""
+    vault, _, card = env.new_vault("original")
+    chunk_id = compute_chunk_id(card.vault, 0)
+    real = decode(vault.call("sign_sweep", sweep_request(chunk_id)), SignedSweep).destination
+    other_anchor = StateAnchor(
+        env.adapter, deploy_state_anchor(env.adapter, env.adapter.get_dev_key(0))
+    )
+    start = env.adapter.get_block("latest")
+    for anchor in (None, other_anchor):
+        rogue = env.launch("original")
+        binding = (
+            None
+            if anchor is None
+            else AnchorBinding(
+                chain_id=env.adapter.chain_id,
+                contract=anchor.address,
+                start=HeaderTip(number=start.number, block_hash=start.hash),
+            )
+        )
+        rogue.anchor = anchor
+        rogue.header_tip = start.number
+        rogue.call("configure", VaultConfig(policy=env.config.policy, anchor=binding))
+        rogue.call("bind_owner", OwnerRef(account=ChainAdapter.address_of(bytes(31) + b"\x09")))
+        rogue.call("create_keys", CreateKeys(count=1))
+        destination = decode(rogue.call("sign_sweep", sweep_request(chunk_id)), SignedSweep)
+        assert destination.destination != real
+        # and configure happens once: no second policy or anchor on top of the first
+        with pytest.raises(SealbridgeError, match="configured already"):
+            rogue.handle.ecall("configure", encode(VaultConfig(policy=env.config.policy)))
+
+
+def test_a_stale_copy_cannot_attest_a_key_unreleased(env: Env) -> None:
+    """Found by attacking the first version: a copy restored while it was the newest
+    signed ``Unreleased`` for a key the real vault had released since (the matcher then
+    took the chunk back and the owner escaped its slash). The statement is now anchored
+    like a release, so only the newest state can make it."""
+    vault, _, card = env.new_vault("attester")
+    blob = vault.state_file.read_bytes()
+    twin = env.launch("attester")
+    twin.restore_checked(blob)  # the newest state, for now
+    decode(vault.call("sign_sweep", sweep_request(compute_chunk_id(card.vault, 0))), SignedSweep)
+    with pytest.raises(TransactionReverted, match="version must follow"):
+        twin.call("attest_unreleased", ChunkRef(chunk_id=compute_chunk_id(card.vault, 0)))
+    with pytest.raises(SealbridgeError, match="anchored version .* first|not the newest"):
+        twin.handle.ecall("take_output", encode(twin.get_anchor_proof()))

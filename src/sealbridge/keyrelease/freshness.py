@@ -191,6 +191,11 @@ class FreshnessGuard:
     def read_anchor(self, proof: AnchorProof) -> tuple[int, bytes]:
         """Advance the headers and read this vault's anchor at ``proof.number``."""
         self.headers.advance(list(proof.headers))
+        if proof.number != self.headers.tip.number:
+            raise NotAnchored(
+                f"the anchor must be proven at the newest header this enclave verified "
+                f"({self.headers.tip.number}), not at {proof.number}"
+            )
         known = self.headers.get(proof.number)
         version, state_hash = read_proven_slots(
             known.state_root,

@@ -480,6 +480,7 @@ class MatcherProgram:
     def seal(self, payload: bytes) -> bytes:
         """The whole journal, sealed: a base for ``restore`` (it costs the journal's size;
         ``seal_tail`` costs only what changed since)."""
+        self._core()  # nothing to seal before configure (the operator key alone, unguarded)
         journal = MatcherJournal(
             identity=self.ctx.identity.identity_key,
             operator_secret=self._operator_secret,
@@ -494,6 +495,7 @@ class MatcherProgram:
         """The entries since the last ``seal`` or ``seal_tail``, sealed as one segment that
         the host appends after its base (the cost of persisting stays flat as the journal
         grows)."""
+        self._core()
         segment = JournalSegment(
             identity=self.ctx.identity.identity_key,
             first=self._sealed_upto,
@@ -561,6 +563,11 @@ class MatcherProgram:
             self._replaying = None
         self._sealed_upto, self._sealed_chain = len(self.journal), self._chain
         latest = [base, *segments][-1].guard
+        if latest is None and self.guard is not None:
+            # the journal configured an anchor, but the seal carries no anchor record
+            self.core, self.vault_policy, self.journal, self.guard = None, None, [], None
+            self._chain = bytes(32)
+            raise InvalidRequest("the sealed journal of an anchored matcher lacks its anchor")
         if latest is not None:
             # unusable until check_restored proves it is the newest anchored state
             signer = to_checksum_address(self.ctx.identity.eth_address)

@@ -595,6 +595,7 @@ class VaultCore:
 # the ECALLs that change the vault or sign something: anchored before their output leaves
 ANCHORED_ECALLS = (
     "create_keys",
+    "attest_unreleased",
     "bind_owner",
     "open_swap",
     "open_escrow",
@@ -867,16 +868,25 @@ class VaultProgram:
     # -- setup ------------------------------------------------------------------------------
     def configure(self, payload: bytes) -> bytes:
         config = decode(payload, VaultConfig)
-        if config.anchor is not None and self.core.policy is not None:
-            raise InvalidRequest("the vault is configured already")
+        if self.core.policy is not None:
+            raise InvalidRequest("the vault is configured already (configure happens once)")
         self.core.configure(config.policy)
         if config.anchor is not None:
             self.guard = FreshnessGuard(config.anchor, self._signer())
+            self._bind_sweep_seed(config.anchor)
         return encode(VaultOutput())
 
     # -- rollback protection (see keyrelease/freshness.py) ----------------------------------
     def _signer(self) -> str:
         return to_checksum_address(self.core.ctx.identity.eth_address)
+
+    def _bind_sweep_seed(self, binding: AnchorBinding) -> None:
+        """An anchored vault's sweep keys depend on its anchor binding and signing key:
+        another process of the same identity configured with another anchor (or none),
+        or after a key switch (a fresh version space), derives other sweep keys, so it
+        can never sign for what this vault swept."""
+        label = f"{SWEEP_SEED_LABEL}/{binding.chain_id}/{binding.contract.lower()}"
+        self.core.sweep_seed = self.core.ctx.derive_secret(f"{label}/{self._signer().lower()}")
 
     def card(self, payload: bytes) -> bytes:
         return encode(self.core.get_card())
@@ -1117,8 +1127,8 @@ class VaultProgram:
         return encode(msgspec.structs.replace(binding, signature=signature))
 
     def attest_unreleased(self, payload: bytes) -> bytes:
-        if self.guard is not None:
-            self.guard.check_usable()  # a statement about the newest state only
+        # anchored (ANCHORED_ECALLS): a statement about the newest state only, ordered by
+        # the chain among the vault's releases
         chunk_id = decode(payload, ChunkRef).chunk_id
         _, key = self.core.own_key(chunk_id)
         if key.state != KeyState.FREE:
@@ -1206,6 +1216,7 @@ class VaultProgram:
         if snapshot.guard is not None:
             # unusable until check_restored proves it is the newest anchored state
             self.guard = FreshnessGuard.restore(snapshot.guard, self._signer())
+            self._bind_sweep_seed(snapshot.guard.binding)
         return encode(VaultOutput())
 
 

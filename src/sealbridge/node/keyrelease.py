@@ -213,6 +213,7 @@ _VAULT_MUTATING = frozenset(
         "claim_loss",
         "bind_owner",
         "withdraw",
+        "attest_unreleased",
     }
 )
 
