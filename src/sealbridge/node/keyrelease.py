@@ -267,6 +267,7 @@ class _Anchored(_Sealed):
         self.sender_key = sender_key
         self.header_tip = 0  # the newest header handed to the enclave
         self.anchors = 0  # anchor transactions relayed
+        self.on_gas: Callable[[int], None] = lambda _gas: None  # counts each anchor's gas
 
     def call(self, name: str, request: Message | None = None) -> bytes:
         answer = _Enclave.call(self, name, request)
@@ -284,8 +285,11 @@ class _Anchored(_Sealed):
         """Relay ``pending`` and prove it: the change's output."""
         if self.anchor is None:
             raise KeyReleaseDevnetError("this enclave has no StateAnchor")
-        self.anchor.advance(pending.version, pending.state_hash, pending.signature, self.sender_key)
+        receipt = self.anchor.advance(
+            pending.version, pending.state_hash, pending.signature, self.sender_key
+        )
         self.anchors += 1
+        self.on_gas(receipt.gas_used)
         output = self.handle.ecall("take_output", encode(self.get_anchor_proof()))
         self.persist()
         return output
@@ -570,6 +574,7 @@ class KeyReleaseDevnet:
         # dev account 0 relays the anchors (anyone may)
         self.state_anchor = StateAnchor(a, deploy_state_anchor(a, deployer))
         self.matcher.anchor, self.matcher.sender_key = self.state_anchor, deployer
+        self.matcher.on_gas = self._count
         start = a.get_block("latest")
         self.matcher.header_tip = start.number
         self.matcher.call(
@@ -622,6 +627,7 @@ class KeyReleaseDevnet:
             self._state_anchor(),
             wallet_key,  # the owner pays for its vault's anchors
         )
+        vault.on_gas = self._count
         vault_policy = self._vault_policy()
         a = self.adapters[CHAIN_A]
         start = a.get_block("latest")
@@ -697,6 +703,7 @@ class KeyReleaseDevnet:
         if blob is None:
             blob = client.vault.state_file.read_bytes()
         vault = _Vault(handle, client.vault.state_file, self._state_anchor(), client.wallet_key)
+        vault.on_gas = self._count
         client.vault = vault  # whatever the restore says, this process is the vault now
         vault.restore_checked(blob)
         if decode(vault.call("card"), VaultCard).node != client.card.node:
@@ -742,6 +749,7 @@ class KeyReleaseDevnet:
             sealed_identity_file=self.home / "matcher.identity",
         )
         restarted = _Matcher(handle, matcher.state_file, matcher.anchor, matcher.sender_key)
+        restarted.on_gas = self._count
         self.matcher = restarted  # whatever the restore says, this process is the matcher
         restarted.restore()
         card = decode(restarted.call("card"), MatcherCard)
