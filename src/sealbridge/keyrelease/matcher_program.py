@@ -302,7 +302,9 @@ class Report(Message, frozen=True):
     report: DoubleSpendReport
     claim: LossClaim  # signed by the victim's registered vault
     observation: ChainObservation
-    price_e8: int  # USD x 1e8 per ETH of the pool's chain (for the wei amounts)
+    # USD x 1e8 per ETH of the pool's chain, for the wei amounts; used only by a matcher
+    # that follows no fee chain (one that does uses the oracle price it verified there)
+    price_e8: int
     tx: OperatorTx  # nonce of the first transaction; the second uses nonce + 1
     owner_account: str  # the owner's bond account on the pool's chain
 
@@ -844,6 +846,17 @@ class MatcherProgram:
         self._core().settle(request.chunk_id, request.requester)
         return b""
 
+    def _penalty_price(self, host_price_e8: int) -> int:
+        """The ETH price a penalty's wei amounts use: with a fee chain, the price the
+        oracle last set there, read from blocks the matcher verified (the host's figure
+        is not used); without one (unit tests, the simulator), the host's."""
+        if self.fee_chain is None:
+            usd_to_wei(1, host_price_e8)  # validates it
+            return host_price_e8
+        if self.fee_price_e8 <= 0:
+            raise InvalidRequest("no ETH price seen on the fee chain yet: follow it first")
+        return self.fee_price_e8
+
     def report(self, payload: bytes) -> bytes:
         request = decode(payload, Report)
         core = self._core()
@@ -852,7 +865,7 @@ class MatcherProgram:
             raise InvalidRequest("owner_account is not the chunk's owner")
         if type(request.tx.nonce) is not int or request.tx.nonce < 0:
             raise InvalidRequest("nonce must be an int >= 0")
-        usd_to_wei(1, request.price_e8)  # validates the price before anything changes
+        price_e8 = self._penalty_price(request.price_e8)  # checked before anything changes
         self._check_claim(request.report, request.claim)
         observation = request.observation
         if not isinstance(observation.outflows_to, list) or len(observation.outflows_to) > 256:
@@ -875,8 +888,8 @@ class MatcherProgram:
             if type(value) is not int or value < 0 or (name == "chain_id" and value == 0):
                 raise InvalidRequest(f"operator transaction: bad {name} {value!r}")
         penalty = core.report_double_spend(request.report, request.observation)
-        slash_wei = usd_to_wei(penalty.slashed_usd_e8, request.price_e8)
-        compensation_wei = usd_to_wei(penalty.compensation_usd_e8, request.price_e8)
+        slash_wei = usd_to_wei(penalty.slashed_usd_e8, price_e8)
+        compensation_wei = usd_to_wei(penalty.compensation_usd_e8, price_e8)
         calls: list[bytes] = []
         if slash_wei > 0:
             calls.append(
