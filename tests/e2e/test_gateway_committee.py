@@ -154,7 +154,12 @@ def test_transfers_commit_across_a_committee_rotation(devnet: SwapDevnet) -> Non
     assert first.outcome == "committed"
     record = devnet.rotate_committee([0, 1])  # gateway-3 leaves
     assert record.era == 2 and record.group_public_key == devnet.group_public_key
+    # the leaver's host hands RotationReady to its enclave when it next reads the chain
+    deadline = time.monotonic() + 30
     leaver = devnet.gateways[2].get_status()
+    while leaver["era"] != 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        leaver = devnet.gateways[2].get_status()
     assert not leaver["member"] and leaver["era"] == 2  # its share is erased
     second = devnet.run_transfer(amount=10**17, reverse=True)
     assert second.outcome == "committed"
