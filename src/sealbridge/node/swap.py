@@ -343,10 +343,13 @@ class SwapDevnet:
         tmp.replace(escrows_file)
         deadline = time.monotonic() + self.timeout
         for gateway in self.gateways:
-            while len(gateway.get_status()["escrows"]) < len(self.escrows):
+            # each gateway has its share active (RotationReady handed over) and the escrows
+            status = gateway.get_status()
+            while len(status["escrows"]) < len(self.escrows) or not status["member"]:
                 if gateway.process.poll() is not None or time.monotonic() > deadline:
-                    raise SwapError(f"{gateway.name} did not take the escrows")
+                    raise SwapError(f"{gateway.name} did not take its share and the escrows")
                 time.sleep(0.1)
+                status = gateway.get_status()
 
     def rotate_committee(self, members: list[int]) -> EraRecord:
         """Elect the gateways at positions ``members`` (0-based) as the next era: they
