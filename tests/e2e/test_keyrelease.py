@@ -454,6 +454,38 @@ def test_a_stale_price_funds_nothing(
     assert a.get_nonce(bob.account) == nonce and bob.next_key == next_key
 
 
+def test_a_penalty_is_priced_at_the_eth_price_the_matcher_verified(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15, item 3: the matcher's host names an ETH price a thousand times too low
+    when it reports mallory's double spend (so that the slash and the compensation, in
+    wei, come out a thousand times too high). Before: the matcher converted at the
+    host's price. After: it converts at the price the oracle set on chain A, read from
+    blocks it verified; the host's figure is not used."""
+    events: list[Event] = []
+    devnet = KeyReleaseDevnet(progress=events.append)
+    devnet.start()
+    try:
+        honest_price = devnet.price
+        honest_report = devnet.report_double_spend
+
+        def lying_report(*args: Any, **kwargs: Any) -> int:
+            monkeypatch.setattr(devnet, "price", lambda asset: honest_price(asset) // 1000)
+            try:
+                return honest_report(*args, **kwargs)
+            finally:
+                monkeypatch.setattr(devnet, "price", honest_price)
+
+        monkeypatch.setattr(devnet, "report_double_spend", lying_report)
+        run_demo_scenario(devnet)
+        (penalty,) = [e for e in events if e.step == "penalty"]
+        eth = honest_price("ETH@31337")
+        assert penalty.detail["compensation_wei"] == usd_to_wei(100 * USD, eth)
+        assert penalty.detail["compensation_wei"] < usd_to_wei(100 * USD, eth // 1000)
+    finally:
+        devnet.stop()
+
+
 # --- the service, through the CLI ------------------------------------------------------------
 
 
