@@ -53,7 +53,6 @@ from sealbridge.keyrelease.vault import (
     SweepRequest,
     VaultCard,
     VaultConfig,
-    VaultStatus,
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
 from sealbridge.node.keyrelease import _Vault
@@ -185,7 +184,7 @@ def start(run: Run) -> None:
     host.call("create_keys", CreateKeys(count=4))
     card = decode(host.call("card"), VaultCard)
     run.chunks = [compute_chunk_id(card.vault, i) for i in range(4)]
-    run.base = decode(host.call("status"), VaultStatus).anchored_version
+    run.base = host.get_anchor_status().version
     run.copies.append(Copy(host))
     run.keep(run.copies[0])
 
@@ -258,16 +257,15 @@ def step_restore(run: Run, blob_index: int, twin: bool) -> None:
     anchored, _ = run.world.anchor.get_anchor(run.signer())
     try:
         host.handle.ecall("restore", encode_sealed(blob))
-        host.header_tip = decode(host.handle.ecall("status", b""), VaultStatus).anchor_tip
+        host.header_tip = host.get_anchor_status().tip
         host.handle.ecall("check_restored", encode(host.get_anchor_proof()))
     except SealbridgeError as exc:
         copy.dead = True
         assert "older" in exc.message or "another" in exc.message, exc.message
         COUNTS["older_refused"] += 1
         return
-    status = decode(host.handle.ecall("status", b""), VaultStatus)
     # a restore is accepted only for the chain's newest state (or one change ahead of it)
-    assert status.anchored_version in (anchored, anchored + 1)
+    assert host.get_anchor_status().version in (anchored, anchored + 1)
     try:
         copy.pending = decode(host.handle.ecall("pending_anchor", b""), AnchorRequest)
     except SealbridgeError:

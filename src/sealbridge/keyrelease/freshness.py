@@ -49,6 +49,7 @@ from sealbridge.chain.lightclient import HeaderFields
 from sealbridge.chain.proofs import AccountProof
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, RemoteProtocolError
+from sealbridge.keyrelease.errors import InvalidRequest
 from sealbridge.keyservice.chainfacts import (
     HeaderTip,
     HeaderTrack,
@@ -266,11 +267,9 @@ class GuardedEcalls:
         self,
         get_guard: Callable[[], FreshnessGuard | None],
         sign: Callable[[bytes], bytes],
-        refuse: Callable[[str], Exception],
     ) -> None:
         self.get_guard = get_guard
         self.sign = sign
-        self.refuse = refuse
 
     def wrap(
         self,
@@ -305,7 +304,7 @@ class GuardedEcalls:
     def _guard(self) -> FreshnessGuard:
         guard = self.get_guard()
         if guard is None:
-            raise self.refuse("this enclave anchors nothing (no StateAnchor configured)")
+            raise InvalidRequest("this enclave anchors nothing (no StateAnchor configured)")
         return guard
 
     def take_output(self, payload: bytes) -> bytes:
@@ -321,7 +320,7 @@ class GuardedEcalls:
         """The anchor of the change waiting for it, again (its transaction was lost)."""
         guard = self._guard()
         if guard.outbox is None:
-            raise self.refuse("no change waits for an anchor")
+            raise InvalidRequest("no change waits for an anchor")
         return encode(guard.get_request(self.sign))
 
     def get_status(self) -> AnchorStatus:

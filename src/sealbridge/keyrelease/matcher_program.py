@@ -406,7 +406,7 @@ class MatcherProgram:
         self._used_now: float | None = None
         self._used_seed: bytes = b""
         self.guard: FreshnessGuard | None = None
-        self.anchor_calls = GuardedEcalls(lambda: self.guard, ctx.sign_eth_digest, InvalidRequest)
+        self.anchor_calls = GuardedEcalls(lambda: self.guard, ctx.sign_eth_digest)
 
     @property
     def operator(self) -> str:

@@ -799,8 +799,6 @@ class VaultStatus(Message, frozen=True):
     swept: list[str]
     contracts: list[ContractStatus]
     compromised: bool
-    anchored_version: int = -1  # -1: not anchored (no StateAnchor configured)
-    anchor_tip: int = 0  # the newest chain header the vault verified (anchored vaults)
 
 
 class _Contract:
@@ -830,9 +828,7 @@ class VaultProgram:
         self.clock = clock
         self.contracts: dict[str, _Contract] = {}
         self.guard: FreshnessGuard | None = None
-        self.anchor_calls = GuardedEcalls(
-            lambda: self.guard, self.core.ctx.sign_eth_digest, InvalidRequest
-        )
+        self.anchor_calls = GuardedEcalls(lambda: self.guard, self.core.ctx.sign_eth_digest)
 
     def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
         table: dict[str, Callable[[bytes], bytes]] = {
@@ -1105,8 +1101,6 @@ class VaultProgram:
                 swept=sorted(self.core.swept),
                 contracts=contracts,
                 compromised=self.core.ctx.compromised,
-                anchored_version=self.guard.version if self.guard is not None else -1,
-                anchor_tip=self.guard.headers.tip.number if self.guard is not None else 0,
             )
         )
 

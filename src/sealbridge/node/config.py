@@ -130,8 +130,13 @@ def load_devnet_state(path: Path) -> DevnetState:
     return value
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` at once (a crash leaves the old file or the new)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def save_json(path: Path, value: msgspec.Struct) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(msgspec.json.format(msgspec.json.encode(value), indent=2))
-    tmp.replace(path)
+    write_atomic(path, msgspec.json.format(msgspec.json.encode(value), indent=2))

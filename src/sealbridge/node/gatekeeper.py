@@ -74,7 +74,7 @@ from sealbridge.keyservice.messages import (
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.committee import CommitteeDriver, CommitteeUnavailable
-from sealbridge.node.config import NodeConfig
+from sealbridge.node.config import NodeConfig, write_atomic
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.policy import devnet_policy
@@ -149,9 +149,7 @@ class GatekeeperHost(NodeHost):
         )
 
     def store_committee(self, sealed: bytes) -> None:
-        tmp = self.committee_file.with_suffix(".tmp")
-        tmp.write_bytes(sealed)
-        tmp.replace(self.committee_file)
+        write_atomic(self.committee_file, sealed)
 
     # -- registration ---------------------------------------------------------------------
     def before_following(self) -> None:
@@ -200,9 +198,7 @@ class GatekeeperHost(NodeHost):
         while out.tip.number < final:
             numbers = list(range(out.tip.number + 1, min(final, out.tip.number + 256) + 1))
             out = self.calls.advance_headers(self.chain.get_header_fields(numbers))
-            tmp = self.chain_tip_file.with_suffix(".tmp")
-            tmp.write_bytes(out.sealed)
-            tmp.replace(self.chain_tip_file)
+            write_atomic(self.chain_tip_file, out.sealed)
         return out.tip
 
     def get_facts_proof(self, contract_id: bytes, requester: bytes, number: int) -> FactsProof:

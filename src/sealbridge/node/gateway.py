@@ -61,7 +61,7 @@ from sealbridge.interop.evm_gateway import (
 from sealbridge.keyservice.committee import ChainBinding
 from sealbridge.keyservice.ecalls import GatekeeperEnclaveClient, SealedBlob
 from sealbridge.node.committee import CommitteeDriver, CommitteeUnavailable
-from sealbridge.node.config import NodeConfig
+from sealbridge.node.config import NodeConfig, write_atomic
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.policy import devnet_policy
@@ -89,6 +89,7 @@ class GatewayHost(NodeHost):
         self.state_file = self.home / "gateway-state.sealed"
         self._follow_lock = threading.Lock()
         self.followed: dict[int, int] = {}
+        self.escrows_named = False  # the enclave serves its escrows (named once, for good)
         self.signed = 0
         self.refused = 0
         self.committee_driver = CommitteeDriver(
@@ -98,18 +99,12 @@ class GatewayHost(NodeHost):
             calls=self.calls,
             node_id=self.node_id,
             eth_key=self.eth_key,
-            store=lambda sealed: self._store(self.committee_file, sealed),
+            store=lambda sealed: write_atomic(self.committee_file, sealed),
             peer_urls=config.peer_urls,
         )
         self.start_enclave_state()
 
     # -- the enclave's sealed state -------------------------------------------------------
-    @staticmethod
-    def _store(path: Path, sealed: bytes) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(sealed)
-        tmp.replace(path)
-
     def start_enclave_state(self) -> None:
         if self.setup_file.exists():
             self.enclave.ecall(
@@ -148,13 +143,14 @@ class GatewayHost(NodeHost):
             )
             out = decode(self.enclave.ecall("setup", encode(setup)), SealedBlob)
             self.setup_file.parent.mkdir(parents=True, exist_ok=True)
-            self._store(self.setup_file, out.sealed)
+            write_atomic(self.setup_file, out.sealed)
             log.info(
                 "setup sealed: light clients anchored at %s",
                 ", ".join(f"chain {a.chain_id} block {a.number}" for a in anchors),
             )
         status = self.get_enclave_status()
         self.followed = {int(cid): height for cid, height in status.heights.items()}
+        self.escrows_named = bool(status.escrows)
 
     @staticmethod
     def _read(path: Path) -> bytes:
@@ -195,8 +191,7 @@ class GatewayHost(NodeHost):
 
     def name_escrows(self) -> None:
         """Name the escrows to the enclave once the operator's file lists them."""
-        status = self.get_enclave_status()
-        if status.escrows or not self.config.escrows_file:
+        if self.escrows_named or not self.config.escrows_file:
             return
         path = Path(self.config.escrows_file)
         if not path.exists():
@@ -207,14 +202,15 @@ class GatewayHost(NodeHost):
         except (ValueError, AttributeError, TypeError) as exc:
             raise ConfigError(f"{path}: not a JSON object of chain id -> escrow") from exc
         out = decode(self.enclave.ecall("watch", encode(Watch(escrows=refs))), SealedBlob)
-        self._store(self.state_file, out.sealed)
+        write_atomic(self.state_file, out.sealed)
+        self.escrows_named = True
         log.info("serving the escrows %s", listed)
 
     def sync_chains(self) -> None:
         """Hand the enclave every block it has not verified, up to ``confirmations``
         below each chain's tip."""
         with self._follow_lock:
-            if not self.get_enclave_status().escrows:
+            if not self.escrows_named:
                 return  # nothing to follow before the escrows are named
             for chain_id, adapter in self.chains.items():
                 final = adapter.get_block_number() - self.config.confirmations
@@ -238,7 +234,7 @@ class GatewayHost(NodeHost):
         except SealbridgeError:
             self.refused += 1
             raise
-        self._store(self.state_file, out.sealed)
+        write_atomic(self.state_file, out.sealed)
         self.signed += 1
         return encode(out.signed)
 

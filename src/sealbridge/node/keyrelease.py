@@ -133,6 +133,7 @@ from sealbridge.keyrelease.vault import (
     verify_manifest,
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
+from sealbridge.node.config import write_atomic
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import AttestationPolicy, devnet_policy
@@ -237,10 +238,7 @@ class _Sealed(_Enclave):
         return answer
 
     def persist(self) -> None:
-        sealed = decode(super().call("seal"), SealedState)
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
-        tmp.write_bytes(sealed.blob)
-        tmp.replace(self.state_file)
+        write_atomic(self.state_file, decode(super().call("seal"), SealedState).blob)
 
     def restore(self) -> None:
         self.handle.ecall("restore", encode(SealedState(blob=self.state_file.read_bytes())))
@@ -373,9 +371,7 @@ class _Matcher(_Anchored):
         if not self.state_file.exists() or self._segments >= self.COMPACT_EVERY:
             # a new base (the whole journal), then no segments
             base = decode(self.handle.ecall("seal", b""), SealedJournal).blob
-            tmp = self.state_file.with_name(self.state_file.name + ".tmp")
-            tmp.write_bytes(base)
-            tmp.replace(self.state_file)
+            write_atomic(self.state_file, base)
             self.segments_file.write_bytes(b"")
             self._segments = 0
             return

@@ -67,7 +67,7 @@ from sealbridge.crypto.signing import generate_secp256k1_key
 from sealbridge.interop.evm_gateway import SignedPartial, SignKind, SignRequest
 from sealbridge.keyservice.committee import is_consistent_sharing
 from sealbridge.net.http import NodeClient
-from sealbridge.node.config import GATEWAY, DevnetState, NodeConfig, save_json
+from sealbridge.node.config import GATEWAY, DevnetState, NodeConfig, save_json, write_atomic
 from sealbridge.node.devnet import (
     MIN_STAKE,
     ROTATION_TIMEOUT_BLOCKS,
@@ -338,9 +338,8 @@ class SwapDevnet:
         if self.home is None:
             raise SwapError("the devnet is not started")
         escrows_file = get_devnet_dir(self.home) / "escrows.json"
-        tmp = escrows_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({str(cid): e.address for cid, e in self.escrows.items()}))
-        tmp.replace(escrows_file)
+        listed = {str(cid): e.address for cid, e in self.escrows.items()}
+        write_atomic(escrows_file, json.dumps(listed).encode())
         deadline = time.monotonic() + self.timeout
         for gateway in self.gateways:
             # each gateway has its share active (RotationReady handed over) and the escrows

@@ -82,7 +82,7 @@ from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.checkpoint_store import fetch_blob, store_blob
-from sealbridge.node.config import NodeConfig
+from sealbridge.node.config import NodeConfig, write_atomic
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.runtime.ecalls import WorkerEnclaveClient
 from sealbridge.runtime.errors import OutputsRefused
@@ -525,9 +525,7 @@ class WorkerHost(NodeHost):
         self.bundle = StateBundle(
             height=block.number, block_hash=block.hash, states=states, heights=heights
         )
-        tmp = self.bundle_file.with_suffix(".tmp")
-        tmp.write_bytes(encode(self.bundle))
-        tmp.replace(self.bundle_file)
+        write_atomic(self.bundle_file, encode(self.bundle))
         self.keep_receipts(output.receipts)
         self.post_messages(output.messages, block.number)
         refused = sum(1 for r in output.receipts if r.status != "applied")
