@@ -834,6 +834,104 @@ def test_genesis_timeout_with_too_few_left_opens_no_retry(env: Env) -> None:
     assert record is not None and record.is_genesis and record.dealers == ids(gks)
 
 
+# ----------------------------------------------------------------------------- fresh eras
+
+NEW_KEY = b"\xb2" * 48  # the fresh era's group key, where the cryptography is not the point
+
+
+def test_a_fresh_era_is_a_new_key_generation_that_retires_the_old_one(env: Env) -> None:
+    """``elect_fresh`` (gateway committees): the new members deal among themselves as at
+    genesis, the confirmed key must differ from the ACTIVE era's, and the old era is
+    retired when the fresh one activates (its members keep their shares off chain until
+    the key's handover)."""
+    gatekeepers = env.committee()
+    gks = env.gatekeepers(3)
+    reverts(
+        "fresh eras are for gateway committees", gatekeepers.elect_fresh, ids(gks), 2, env.admin
+    )
+    c = env.committee(role=Role.GATEWAY)
+    old = [env.gatekeeper(role=Role.GATEWAY) for _ in range(3)]
+    reverts("no active era to hand over from", c.elect_fresh, ids(old), 2, env.admin)
+    reverts("only admin", c.elect_fresh, ids(old), 2, env.relay)
+    assert activate_genesis(env, c, old, 2) == 1
+    first = c.get_era(1)
+    assert first is not None and not first.fresh and not first.is_resharing
+    new = [old[1], old[2], env.gatekeeper(role=Role.GATEWAY)]
+    receipt = c.elect_fresh(ids(new), 2, env.admin)
+    [(name, elected)] = c.decode_events(receipt)
+    assert name == "EraElected" and elected["fresh"] is True
+    assert elected["dealers"] == ids(new) and elected["dealer_threshold"] == 0
+    assert elected["previous_era"] == 1
+    record = c.get_era(2)
+    assert record is not None and record.fresh and not record.is_genesis
+    assert not record.is_resharing and record.required_dealings == 2
+    reverts("a rotation is pending", c.elect_fresh, ids(new), 2, env.admin)
+    reverts("not a dealer of the era", deal_dummy, env, c, 2, old[0])  # the leaver
+    for dealer in new[:2]:
+        deal_dummy(env, c, 2, dealer)
+    qualified = sorted_ids(new[:2])
+    reverts("a fresh era needs a new group key", confirm, env, c, 2, new[0], FAKE_KEY, qualified)
+    for member in new[:2]:
+        confirm(env, c, 2, member, NEW_KEY, qualified)
+    assert c.get_current_era() == 1  # the old era serves until the fresh one is ready
+    events = c.decode_events(confirm(env, c, 2, new[2], NEW_KEY, qualified))
+    assert names(events) == ["ReadyConfirmed", "RotationReady", "EraRetired"]
+    assert events[1][1]["group_public_key"] == NEW_KEY
+    assert events[2][1] == {"era": 1, "members": ids(old)}
+    assert (c.get_current_era(), c.get_pending_era()) == (2, 0)
+    retired, active = c.get_era(1), c.get_era(2)
+    assert retired is not None and retired.phase == CommitteePhase.RETIRED
+    assert retired.group_public_key == FAKE_KEY
+    assert active is not None and active.phase == CommitteePhase.ACTIVE
+    assert active.group_public_key == NEW_KEY
+    # a reshare of the fresh era keeps the fresh key
+    c.elect(ids(new[:2]), 2, env.admin)
+    record = c.get_era(3)
+    assert record is not None and record.is_resharing and record.dealers == ids(new)
+    for dealer in new[:2]:
+        deal_dummy(env, c, 3, dealer)
+    reverts(
+        "group key differs from the previous era's",
+        confirm,
+        env,
+        c,
+        3,
+        new[0],
+        FAKE_KEY,
+        sorted_ids(new[:2]),
+    )
+
+
+def test_a_fresh_era_that_times_out_retries_as_a_key_generation(env: Env) -> None:
+    c = env.committee(timeout=20, role=Role.GATEWAY)
+    old = [env.gatekeeper(role=Role.GATEWAY) for _ in range(3)]
+    assert activate_genesis(env, c, old, 2) == 1
+    new = [env.gatekeeper(role=Role.GATEWAY) for _ in range(4)]
+    c.elect_fresh(ids(new), 2, env.admin)
+    for dealer in new[:3]:  # new[3] never deals
+        deal_dummy(env, c, 2, dealer)
+    qualified = sorted_ids(new[:2])
+    for member in new[1:3]:  # new[0] and new[3] never confirm
+        confirm(env, c, 2, member, NEW_KEY, qualified)
+    record = c.get_era(2)
+    assert record is not None
+    env.adapter.mine(record.deadline - env.adapter.get_block_number() + 1)
+    events = c.decode_events(c.restart(2, env.relay))
+    assert events[-2][1] == {
+        "failed_era": 2,
+        "new_era": 3,
+        "excluded_members": ids([new[0], new[3]]),
+        "excluded_dealers": ids([new[0], new[3]]),
+    }
+    assert events[-1][0] == "EraElected" and events[-1][1]["fresh"] is True
+    retry = c.get_era(3)
+    assert retry is not None and retry.fresh and retry.previous_era == 1
+    # as at genesis: the members that dealt and confirmed deal again, among themselves
+    assert retry.members == ids(new[1:3]) and retry.dealers == ids(new[1:3])
+    assert (retry.threshold, retry.dealer_threshold) == (2, 0)
+    assert (c.get_current_era(), c.get_pending_era()) == (1, 3)
+
+
 # ----------------------------------------------------------------------------- gas
 
 

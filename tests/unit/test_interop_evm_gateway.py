@@ -21,9 +21,11 @@ import pytest
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 
+from sealbridge.chain.abi import AbiCodec
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.bls_onchain import compute_lock_ref
+from sealbridge.chain.compiler import compile_source
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.chain.escrow import GatewayEscrow, LockedTransfer, deploy_gateway_escrow
 from sealbridge.chain.lightclient import (
@@ -37,6 +39,7 @@ from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.crypto import bls
 from sealbridge.crypto.signing import ed25519_keypair
 from sealbridge.interop.evm_gateway import (
+    COMMITTEE_SEAL_LABEL,
     LOCKED_TOPIC,
     ChainAnchor,
     EscrowRef,
@@ -50,6 +53,8 @@ from sealbridge.interop.evm_gateway import (
     GatewaySetup,
     GatewayState,
     GatewayStatus,
+    HandoverPartial,
+    HandoverRequest,
     Height,
     SignKind,
     SignRequest,
@@ -58,7 +63,10 @@ from sealbridge.interop.evm_gateway import (
 from sealbridge.keyservice.committee import (
     ChainBinding,
     CommitteeError,
+    CommitteeState,
+    CommitteeStateError,
     EraInfo,
+    EraPhase,
     MemberCard,
 )
 from sealbridge.keyservice.ecalls import (
@@ -668,3 +676,231 @@ def test_a_fabricated_branch_fools_only_its_own_gateway(world: World) -> None:
     )
     with pytest.raises(TransactionReverted):
         dest.release(fake, lying.partial.signature, dest.adapter.get_dev_key(3))
+
+
+# --- a fresh committee key, handed over to the escrows --------------------------------------
+
+# Stands in for the gateway committee contract: it logs GatekeeperCommittee's RotationReady
+# (same signature), which the enclaves read from their verified chain A.
+ANNOUNCER = """# pragma version ~=0.4.3
+event RotationReady:
+    era: indexed(uint256)
+    group_public_key: Bytes[48]
+    members: DynArray[bytes32, 32]
+    threshold: uint256
+
+@external
+def announce(era: uint256, key: Bytes[48], members: DynArray[bytes32, 32], threshold: uint256):
+    log RotationReady(era=era, group_public_key=key, members=members, threshold=threshold)
+"""
+
+
+@dataclass
+class HandoverWorld:
+    world: World
+    announcer: str  # the committee contract of the gateways' setup
+
+    def announce(self, info: EraInfo, key: bytes) -> None:
+        adapter = self.world.escrows[CHAIN_A].adapter
+        compiled = compile_source("Announcer", ANNOUNCER, evm_version=adapter.evm_version)
+        data = (
+            AbiCodec(compiled.abi)
+            .function("announce")
+            .encode_call([info.era, key, info.members, info.threshold])
+        )
+        adapter.transact(adapter.get_dev_key(4), to=self.announcer, data=data)
+
+
+@pytest.fixture(scope="module")
+def handover_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HandoverWorld]:
+    """Four gateways: 0, 1 and 2 hold era 1's key (t = 2), 3 is set up and serves the same
+    escrows but holds no share yet (a newcomer)."""
+    tmp = tmp_path_factory.mktemp("handover")
+    nodes: dict[int, AnvilNode] = {}
+    try:
+        for cid in (CHAIN_A, CHAIN_B):
+            nodes[cid] = AnvilNode(chain_id=cid).start()
+        adapters = {cid: node.adapter() for cid, node in nodes.items()}
+        compiled = compile_source("Announcer", ANNOUNCER, evm_version=adapters[CHAIN_A].evm_version)
+        announcer = adapters[CHAIN_A].deploy(adapters[CHAIN_A].get_dev_key(4), compiled.bytecode)
+        anchors = []
+        for cid, adapter in adapters.items():
+            block = adapter.get_block("latest")
+            anchors.append(ChainAnchor(chain_id=cid, number=block.number, block_hash=block.hash))
+        setup = GatewaySetup(
+            policy=POLICY,
+            committee=ChainBinding(chain_id=CHAIN_A, committee_address=announcer),
+            anchors=anchors,
+            confirmations=1,
+        )
+        identities = [tmp / f"gateway{i}.identity" for i in range(4)]
+        cores = [set_up_core(setup, path) for path in identities]
+        group_key = run_genesis(cores[:3], threshold=2)
+        escrows: dict[int, GatewayEscrow] = {}
+        for cid, adapter in adapters.items():
+            deployer = adapter.get_dev_key(0)
+            escrows[cid] = GatewayEscrow(
+                adapter, deploy_gateway_escrow(adapter, deployer, group_key, 10)
+            )
+            escrows[cid].provide_liquidity(10**18, deployer)
+        watch = Watch(
+            escrows=[EscrowRef(chain_id=cid, escrow=e.address) for cid, e in escrows.items()]
+        )
+        for core in cores:
+            core.watch(watch)
+        world = World(nodes, escrows, cores, identities, setup, group_key)
+        yield HandoverWorld(world, announcer)
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
+def run_fresh_era(cores: list[GatewayCore], members: list[int], threshold: int) -> EraInfo:
+    """Fresh era 2 among ``cores[i] for i in members``, up to their confirmations."""
+    ids = [cores[i].ctx.identity.identity_key for i in members]
+    info = EraInfo(era=2, members=ids, threshold=threshold, dealers=ids, previous_era=1, fresh=True)
+    cards = [make_card(cores[i].ctx) for i in members]
+    dealings = [cores[i].get_committee().process_era_elected(info, cards, NOW) for i in members]
+    for dealing in dealings:
+        assert dealing is not None  # a key generation: every member deals
+        for i in members:
+            assert cores[i].get_committee().process_dealing(dealing) is None
+    return info
+
+
+def follow_through_program(core: GatewayCore, escrows: dict[int, GatewayEscrow]) -> CommitteeState:
+    """Catch ``core`` up through its program's ``follow`` ECALL: exactly one block (the
+    one that makes the old key untrusted everywhere) returns the committee state sealed
+    again, without the erased share; that state is returned."""
+    program = GatewayProgram(core.ctx, clock=lambda: float(NOW))
+    program.core = core
+    follow = program.get_ecalls()["follow"]
+    sealed: list[bytes] = []
+    for chain_id, escrow in escrows.items():
+        tip = escrow.adapter.get_block_number()
+        numbers = list(range(core.headers[chain_id].number + 1, tip + 1))
+        for evidence in escrow.adapter.get_block_evidence(numbers):
+            out = decode(follow(encode(FollowBlock(chain_id=chain_id, evidence=evidence))), Height)
+            if out.committee:
+                sealed.append(out.committee)
+    assert len(sealed) == 1
+    label = program._label(COMMITTEE_SEAL_LABEL)  # noqa: SLF001 -- the seal label of its setup
+    return decode(core.ctx.unseal(sealed[0], label), CommitteeState)
+
+
+def test_a_fresh_key_is_handed_over_by_the_old_shares_which_are_then_erased(
+    handover_world: HandoverWorld,
+) -> None:
+    """Era 1 (gateways 0, 1, 2) is replaced by a fresh era 2 (1, 2, 3): the old shares
+    sign each escrow's ``rotate_key`` to the new key, only for that key and only for the
+    escrows they serve, and are erased once the gateways have verified both
+    ``KeyRotated`` events. After it, the old key's signatures fail on chain and the new
+    era's verify."""
+    world = handover_world.world
+    cores = world.cores
+    source, dest = world.escrows[CHAIN_A], world.escrows[CHAIN_B]
+    relayer = dest.adapter.get_dev_key(3)
+    # a release the old era signs before the rotation (0 and 1: 0 is leaving)
+    transfer = world.lock()
+    source.adapter.mine(2)
+    world.follow()
+    stale = world.combine(SignKind.RELEASE, transfer, [0, 1])
+    release_message = dest.compute_release_message(transfer)
+    assert dest.verify_signature(release_message, stale)
+
+    info = run_fresh_era(cores, [1, 2, 3], threshold=2)
+    confirmations = [cores[i].get_committee().finish(2, info.dealers) for i in (1, 2, 3)]
+    (new_key,) = {c.group_public_key for c in confirmations}
+    assert new_key != world.group_key
+    # every host relays the era's RotationReady, but the host of gateway 0 (leaving)
+    # lies to its enclave about the new key: one it made up, with its own secret
+    made_up_secret, _ = bls.keygen()
+    made_up = bls.public_key(made_up_secret)
+    cores[0].get_committee().process_rotation_ready(info, made_up)
+    for core in cores[1:]:
+        core.get_committee().process_rotation_ready(info, new_key)
+    statuses = [core.get_status() for core in cores]
+    assert [(s.member, s.era, s.handover) for s in statuses] == [
+        (False, 2, [1]),
+        (True, 2, [1]),
+        (True, 2, [1]),
+        (True, 2, []),
+    ]
+    assert {s.group_public_key for s in statuses[1:]} == {new_key}
+
+    def ask(core: GatewayCore, escrow: GatewayEscrow, key: bytes) -> HandoverPartial:
+        request = HandoverRequest(
+            chain_id=escrow.chain_id, escrow=escrow.address, new_group_key=key
+        )
+        return core.sign_handover(request)
+
+    # nothing before the enclave has read the era's RotationReady in a verified block
+    with pytest.raises(GatewayRefused, match="no verified RotationReady of era 2"):
+        ask(cores[1], source, new_key)
+    handover_world.announce(info, new_key)
+    world.follow()
+    # the made-up key: the enclave of 0 keeps its share for it, but the chain's era 2
+    # has another key; the others never saw it ready
+    with pytest.raises(GatewayRefused, match="no verified RotationReady of era 2"):
+        ask(cores[0], source, made_up)
+    for core in cores[1:3]:
+        with pytest.raises(GatewayRefused, match="not the group key of a fresh era"):
+            ask(core, source, made_up)
+    with pytest.raises(GatewayRefused, match="not the group key of a fresh era"):
+        ask(cores[0], source, new_key)
+    with pytest.raises(GatewayRefused, match="not the group key of a fresh era"):
+        ask(cores[3], source, new_key)  # no era-1 share: nothing to hand over with
+    # an escrow it does not serve (another escrow on a served chain, an unnamed chain)
+    deployer = source.adapter.get_dev_key(0)
+    rogue = GatewayEscrow(
+        source.adapter, deploy_gateway_escrow(source.adapter, deployer, world.group_key, 10)
+    )
+    with pytest.raises(GatewayRefused, match="not one this gateway serves"):
+        ask(cores[1], rogue, new_key)
+    with pytest.raises(GatewayRefused, match="not one this gateway serves"):
+        cores[1].sign_handover(
+            HandoverRequest(chain_id=999, escrow=source.address, new_group_key=new_key)
+        )
+
+    for position, escrow in enumerate((source, dest)):
+        signed = [ask(cores[i], escrow, new_key) for i in (1, 2)]
+        for partial in signed:
+            assert (partial.era, partial.epoch, partial.new_group_key) == (1, 2, new_key)
+            assert partial.message == escrow.compute_key_rotation_message(new_key)
+            assert partial.group.group_public_key == world.group_key  # the old era's
+            share = partial.group.public_shares[partial.partial.index]
+            assert bls.verify_partial(share, partial.message, partial.partial)
+        signature = bls.combine([s.partial for s in signed], 2)
+        # the new era cannot sign it (the escrow checks the current, old key)
+        with pytest.raises(TransactionReverted, match="invalid committee signature"):
+            escrow.rotate_key(new_key, bls.sign(made_up_secret, signed[0].message), relayer)
+        escrow.rotate_key(new_key, signature, relayer)
+        assert escrow.get_key_epoch() == 2 and escrow.get_group_public_key() == new_key
+        if position == 1:
+            assert follow_through_program(cores[2], world.escrows).handover == []
+        world.follow()
+        if position == 0:  # one escrow rotated: the other still trusts the old key
+            assert cores[1].get_status().handover == [1]
+            assert cores[1].get_status().key_epochs == {str(CHAIN_A): 2, str(CHAIN_B): 1}
+            with pytest.raises(GatewayRefused, match="installed this key already"):
+                ask(cores[1], source, new_key)
+    # both escrows rotated, as every gateway verified: the old shares are gone
+    for core in cores:
+        status = core.get_status()
+        assert status.handover == [] and status.key_epochs == {str(CHAIN_A): 2, str(CHAIN_B): 2}
+        assert core.get_committee().phases.get(1) in (EraPhase.RETIRED, None)
+        assert core.get_committee().export_state().handover == []
+    with pytest.raises(GatewayRefused, match="not the group key of a fresh era"):
+        ask(cores[1], dest, new_key)
+    # the old era's signature no longer pays; the leaver signs nothing at all
+    assert not dest.verify_signature(release_message, stale)
+    with pytest.raises(TransactionReverted, match="invalid committee signature"):
+        dest.release(transfer, stale, relayer)
+    with pytest.raises(CommitteeStateError):
+        sign(cores[0], SignKind.RELEASE, transfer)
+    # the new era (the newcomer among them) signs the same release under the new key
+    world.group_key = new_key
+    fresh_signature = world.combine(SignKind.RELEASE, transfer, [2, 3])
+    before = dest.adapter.balance(transfer.recipient)
+    dest.release(transfer, fresh_signature, relayer)
+    assert dest.adapter.balance(transfer.recipient) - before == transfer.amount

@@ -12,6 +12,7 @@ from itertools import combinations
 import msgspec
 import pytest
 
+from sealbridge.core.encoding import decode, encode
 from sealbridge.crypto import bls
 from sealbridge.crypto.shamir import Share, recover_secret, scalar_to_bytes
 from sealbridge.crypto.signing import ed25519_keypair
@@ -22,6 +23,7 @@ from sealbridge.crypto.threshold_prf import (
 from sealbridge.keyservice.committee import (
     CommitteeError,
     CommitteeMember,
+    CommitteeState,
     CommitteeStateError,
     Dealing,
     EraInfo,
@@ -286,3 +288,129 @@ def test_a_failed_rotation_leaves_the_active_era_serving() -> None:
         member.process_era_failed(2)  # the rotation timed out before anyone finished
         assert member.phases[2] is EraPhase.RETIRED
     assert committee.contract_key(committee.ids(1, 2), worker) == key
+
+
+# --- fresh eras: a new key, and the old share kept for its handover --------------------------
+
+
+def fresh_rotation(committee: Committee) -> tuple[EraInfo, EraInfo, bytes]:
+    """Era 1 among members 0..3 (t = 3), then a fresh era 2 among 2, 3, 4 (t = 2): 0 and 1
+    leave, 4 joins. Every era-1 member is told of era 2's RotationReady, as its host is
+    (the leavers by the driver's follow-only track). Returns both eras and the old key."""
+    first = EraInfo(
+        era=1, members=committee.ids(0, 1, 2, 3), threshold=3, dealers=committee.ids(0, 1, 2, 3)
+    )
+    committee.run_era(first)
+    old_key = committee.members[0].get_active().group_public_key
+    members = committee.ids(2, 3, 4)
+    second = EraInfo(
+        era=2, members=members, threshold=2, dealers=members, previous_era=1, fresh=True
+    )
+    confirmations = committee.run_era(second)
+    (new_key,) = {c.group_public_key for c in confirmations.values()}
+    for leaver in committee.ids(0, 1):
+        committee.by_id[leaver].process_rotation_ready(second, new_key)
+    return first, second, old_key
+
+
+def test_a_fresh_era_generates_a_new_key_and_keeps_the_old_shares_for_the_handover() -> None:
+    committee = Committee(5)
+    _, second, old_key = fresh_rotation(committee)
+    new_key = committee.members[4].get_active().group_public_key
+    assert new_key != old_key  # a new secret, not a reshare
+    assert all(committee.members[p].get_active().group_public_key == new_key for p in (2, 3))
+    # a t-subset of the new era signs under the new key only
+    message = b"sealbridge/test/after the fresh era"
+    partials = [committee.members[p].get_active().sign_message(message) for p in (2, 4)]
+    assert bls.verify(new_key, message, bls.combine(partials, 2))
+    assert not bls.verify(old_key, message, bls.combine(partials, 2))
+    # every era-1 share survives the activation, in HANDOVER, for the new key only
+    for position in (0, 1, 2, 3):
+        member = committee.members[position]
+        assert member.phases[1] is EraPhase.HANDOVER and member.current_era == 2
+        kept = member.get_handover(new_key)
+        assert kept.era == 1 and kept.next_era == 2 and not kept.holder.is_erased
+        assert kept.holder.group_public_key == old_key
+    for leaver in (0, 1):
+        with pytest.raises(CommitteeStateError):
+            committee.members[leaver].get_active()  # it serves nothing else
+    assert committee.members[4].handover == {}  # the newcomer had no era-1 share
+    # three old shares (era 1's threshold) sign the handover under the old key
+    handover = b"sealbridge/test/rotate the escrow to the new key"
+    old_partials = [
+        committee.members[p].get_handover(new_key).holder.sign_message(handover) for p in (0, 1, 3)
+    ]
+    assert bls.verify(old_key, handover, bls.combine(old_partials, 3))
+    # the kept share survives sealing
+    restored = CommitteeMember(enclave=committee.enclaves[0], policy=POLICY, measurement=GATEKEEPER)
+    restored.restore_state(decode(encode(committee.members[0].export_state()), CommitteeState))
+    assert restored.phases[1] is EraPhase.HANDOVER
+    assert restored.get_handover(new_key).holder.sign_message(handover) == old_partials[0]
+    assert second.is_key_generation
+
+
+def test_a_handover_to_any_other_key_is_refused_and_the_share_is_erased_after_it() -> None:
+    committee = Committee(5)
+    _, _, old_key = fresh_rotation(committee)
+    new_key = committee.members[2].get_active().group_public_key
+    member = committee.members[0]
+    for other in (old_key, bls.public_key(bls.keygen()[0]), b""):
+        with pytest.raises(CommitteeError, match="not the group key of a fresh era"):
+            member.get_handover(other)
+    kept = member.get_handover(new_key).holder
+    # the new key is installed wherever the old one was trusted: the share goes
+    assert member.erase_handover(2) is False  # no era-2 share is kept for a handover
+    assert not kept.is_erased
+    assert member.erase_handover(1) is True
+    assert kept.is_erased and member.phases[1] is EraPhase.RETIRED
+    with pytest.raises(ShareErased):
+        kept.sign_message(b"anything")
+    with pytest.raises(CommitteeError, match="not the group key of a fresh era"):
+        member.get_handover(new_key)
+    assert member.export_state().handover == []
+
+
+def test_a_reshare_still_erases_and_a_fresh_era_must_change_the_key() -> None:
+    committee = Committee(3)
+    first = genesis(committee, 2)
+    committee.run_era(first)
+    old_key = committee.members[0].get_active().group_public_key
+    old_holders = [m.get_active() for m in committee.members]
+    # a fresh era announced (by a lying host) with the old key: refused, nothing changes
+    fake = EraInfo(
+        era=2, members=first.members, threshold=2, dealers=first.members, previous_era=1, fresh=True
+    )
+    for member in committee.members:
+        with pytest.raises(CommitteeError, match="new group key"):
+            member.process_rotation_ready(fake, old_key)
+        assert member.current_era == 1 and member.handover == {}
+    assert not any(h.is_erased for h in old_holders)
+    # a fresh era's dealers are its members
+    wrong = msgspec.structs.replace(fake, dealers=first.members[:2])
+    cards = [committee.cards[m] for m in first.members]
+    with pytest.raises(CommitteeError, match="dealers are the members"):
+        committee.members[0].process_era_elected(wrong, cards, NOW)
+    # a reshare still erases every old share, those of the members who stay included
+    reshare = msgspec.structs.replace(fake, fresh=False)
+    committee.run_era(reshare)
+    assert all(h.is_erased for h in old_holders)
+    assert all(m.handover == {} and m.phases[1] is EraPhase.RETIRED for m in committee.members)
+    assert committee.members[0].get_active().group_public_key == old_key
+    # elected as a reshare, announced as fresh (to keep the era-2 share alive): refused
+    third = EraInfo(
+        era=3, members=first.members, threshold=2, dealers=first.members, previous_era=2
+    )
+    dealings = [m.process_era_elected(third, cards, NOW) for m in committee.members]
+    for dealing in dealings:
+        assert dealing is not None
+        for member in committee.members:
+            if member.node_id != dealing.dealer:
+                assert member.process_dealing(dealing) is None
+    member = committee.members[0]
+    confirmation = member.finish(3, first.members)
+    assert confirmation.group_public_key == old_key
+    with pytest.raises(CommitteeError, match="not elected as the kind"):
+        member.process_rotation_ready(msgspec.structs.replace(third, fresh=True), old_key)
+    assert member.current_era == 2 and member.phases[3] is EraPhase.READY
+    member.process_rotation_ready(third, old_key)
+    assert member.current_era == 3 and member.handover == {}

@@ -8,12 +8,17 @@ and referee (see ``contracts/GatekeeperCommittee.vy`` and docs/committee.md):
   phase ELECTED with a deadline ``rotation_timeout`` blocks away. With no ACTIVE era it
   is the genesis key generation (dealers = members); otherwise a resharing from the
   ACTIVE era (dealers = its members, who must use at least its threshold of dealings).
+  ``elect_fresh`` (gateway committees only, once an era is ACTIVE) opens a *fresh* era
+  instead: a new key generation among the new members (dealers = members, as at
+  genesis) whose group key must differ from the ACTIVE era's; its ``previous_era`` is
+  the ACTIVE era, retired when the fresh one activates.
 * each dealer posts one dealing (``DealingPosted``: commitments in clear, shares
   encrypted to each member, opaque to the chain), signed by its enclave;
 * each member checks the dealings off chain and confirms the group public key and the
   qualified dealer set it used (``ReadyConfirmed``). All must agree; a resharing must
-  keep the group key. The last confirmation activates the era (``RotationReady``) and
-  retires the previous one (``EraRetired``: its members erase their shares).
+  keep the group key, a fresh era must change it. The last confirmation activates the
+  era (``RotationReady``) and retires the previous one (``EraRetired``: its members
+  erase their shares; after a fresh era, once they have signed the key's handover).
 * after the deadline anyone may ``restart``: the era FAILS, the unresponsive are
   penalized (``GatekeeperPenalized``) and a retry era without the members that did not
   confirm is opened (``RotationRestarted``; ``new_era`` 0 when too few remain).
@@ -80,7 +85,9 @@ class EraRecord(Message, frozen=True):
 
     ``dealer_threshold`` is 0 for a genesis era (then ``threshold`` dealings are needed)
     and the previous era's threshold for a resharing. ``group_public_key`` is empty until
-    the era is ACTIVE. ``previous_era`` is the era whose members deal (0: genesis)."""
+    the era is ACTIVE. ``previous_era`` is the era it follows (0: genesis): for a
+    resharing the era whose members deal, for a ``fresh`` era (a new key generation by
+    its members, ``elect_fresh``) the era whose key it replaces."""
 
     era: int
     members: list[bytes]
@@ -94,10 +101,15 @@ class EraRecord(Message, frozen=True):
     previous_era: int
     dealing_count: int
     confirmation_count: int
+    fresh: bool = False
 
     @property
     def is_genesis(self) -> bool:
         return self.previous_era == 0
+
+    @property
+    def is_resharing(self) -> bool:
+        return self.previous_era != 0 and not self.fresh
 
     @property
     def required_dealings(self) -> int:
@@ -187,6 +199,11 @@ class GatekeeperCommittee(BoundContract):
         """Admin only: open the next era (genesis or resharing) with these members."""
         return self._transact("elect", [_ids(members, "members"), threshold], sender_key)
 
+    def elect_fresh(self, members: Sequence[bytes], threshold: int, sender_key: bytes) -> TxReceipt:
+        """Admin only, gateway committees only: open a fresh era (a new key generation
+        among ``members``) that replaces the ACTIVE era's key."""
+        return self._transact("elect_fresh", [_ids(members, "members"), threshold], sender_key)
+
     def post_dealing(
         self,
         era: int,
@@ -252,6 +269,7 @@ class GatekeeperCommittee(BoundContract):
             previous_era=int(raw[8]),
             dealing_count=int(raw[9]),
             confirmation_count=int(raw[10]),
+            fresh=bool(raw[11]),
         )
 
     def get_members(self, era: int) -> list[bytes]:

@@ -23,9 +23,21 @@ true across chains. Each enclave:
   (:class:`~sealbridge.keyservice.committee.CommitteeMember` over the committee
   contract, ECALLs :class:`~sealbridge.keyservice.ecalls.CommitteeEcalls`): every member
   deals, every member checks every dealing against the attested keys of the registry,
-  and nobody ever holds the group secret. A later era reshares the same key to the
-  newly elected members (old shares are erased), so the escrows keep their key across
-  committee rotations.
+  and nobody ever holds the group secret. A later era either reshares the same key to
+  the newly elected members (old shares are erased; the escrows keep their key), or is
+  *fresh*: the new members generate a new key, and the old era's members hand it over.
+* **Key handover** (after a fresh era). The old era's share is kept (phase
+  ``HANDOVER``) and signs one kind of message only: the escrow's key-rotation message
+  ``(KEY_ROTATION_TAG, chain, escrow, next epoch, keccak(new key))`` that
+  ``GatewayEscrow.rotate_key`` checks against the current key (:meth:`sign_handover`).
+  It signs it only for an escrow it serves, only for the group key of the fresh era
+  that replaced its era -- the key its committee member computed itself or saw become
+  ready, *and* that the enclave read in a verified ``RotationReady`` of the committee
+  contract on the committee's chain -- and only at the epoch after the one at which it
+  saw the escrow install the old key (``KeyRotated``; none seen: the deployment's
+  epoch 1). Once its light clients have verified, on every escrow it serves, a
+  ``KeyRotated`` away from the old key (normally to the new one), the enclave erases the
+  old share: nothing trusts it any more.
 * **Following the chains.** The host hands the enclave every block of every anchored
   chain as evidence (header fields and all receipts). The enclave verifies the header
   chain from its sealed anchor and the receipts root (:mod:`sealbridge.chain.lightclient`)
@@ -66,14 +78,24 @@ from eth_utils.crypto import keccak as _keccak
 from sealbridge.chain.bls_onchain import (
     compute_abort_message,
     compute_commit_message,
+    compute_key_rotation_message,
     compute_lock_ref,
     compute_release_message,
+    decode_g1,
+    encode_g1,
 )
+from sealbridge.chain.errors import ChainConfigError
 from sealbridge.chain.lightclient import BlockEvidence, HeaderChain, LightClientError
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import EncodingError, LocalProtocolError, RemoteProtocolError
 from sealbridge.crypto.bls import PartialSignature
-from sealbridge.keyservice.committee import ChainBinding, CommitteeMember, CommitteeState
+from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.keyservice.committee import (
+    ChainBinding,
+    CommitteeError,
+    CommitteeMember,
+    CommitteeState,
+)
 from sealbridge.keyservice.ecalls import CommitteeEcalls, SealedBlob, sign_heartbeat
 from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import AttestationPolicy
@@ -85,6 +107,10 @@ LOCKED_TOPIC = bytes(
     _keccak(text="Locked(bytes32,address,uint256,uint256,address,address,uint256,bytes32)")
 )
 RELEASED_TOPIC = bytes(_keccak(text="Released(bytes32,address,uint256,uint256,bytes32)"))
+KEY_ROTATED_TOPIC = bytes(_keccak(text="KeyRotated(uint256,bytes)"))
+# the committee contract's (GatekeeperCommittee) activation of an era
+ROTATION_READY_TOPIC = bytes(_keccak(text="RotationReady(uint256,bytes,bytes32[],uint256)"))
+FIRST_KEY_EPOCH = 1  # an escrow's key epoch at deployment
 MAX_CHAINS = 16
 
 
@@ -169,6 +195,27 @@ class SignOut(Message, frozen=True):
     sealed: bytes  # the sealed GatewayState, with this signature recorded
 
 
+class HandoverRequest(Message, frozen=True):
+    """Ask for a partial signature of an escrow's ``rotate_key`` to ``new_group_key``."""
+
+    chain_id: int
+    escrow: str
+    new_group_key: bytes  # 48 bytes compressed: the fresh era's group key
+
+
+class HandoverPartial(Message, frozen=True):
+    """A partial signature, by a replaced era's share, of an escrow's key rotation."""
+
+    chain_id: int
+    escrow: str
+    epoch: int  # the key epoch the rotation installs (the escrow's current one + 1)
+    new_group_key: bytes
+    era: int  # the era whose share signed
+    message: bytes  # exactly what rotate_key hashes to G2
+    partial: PartialSignature
+    group: GroupPublicKeys  # that era's public keys (the relayer checks them)
+
+
 class LockFact(Message, frozen=True):
     """A ``Locked`` event as this enclave verified it."""
 
@@ -195,6 +242,8 @@ class GatewayStatus(Message, frozen=True):
     locks: int
     released: int
     signed: dict[str, int]  # kind -> count
+    handover: list[int] = []  # eras whose share is kept for a key handover
+    key_epochs: dict[str, int] = {}  # chain id -> the escrow's key epoch, as verified here
 
 
 # --- the core ------------------------------------------------------------------------------
@@ -215,6 +264,10 @@ class GatewayCore:
         # transfer id -> (chain id, block) of its Released event
         self.released: dict[bytes, tuple[int, int]] = {}
         self.signed: dict[bytes, set[SignKind]] = {}
+        # chain id -> (epoch, compressed key) of each verified KeyRotated of its escrow
+        self.key_rotations: dict[int, list[tuple[int, bytes]]] = {}
+        # era -> group key, from verified RotationReady events of the committee contract
+        self.ready_keys: dict[int, bytes] = {}
 
     # -- setup and sealing -----------------------------------------------------------------
     def process_setup(self, setup: GatewaySetup) -> None:
@@ -306,14 +359,73 @@ class GatewayCore:
             raise GatewayRefused(f"block refused: {exc.message}") from exc
         self.clock[request.chain_id] = block.timestamp
         escrow = bytes.fromhex(named[2:])
+        committee = b""
+        if self.setup is not None and self.setup.committee.chain_id == request.chain_id:
+            committee = bytes.fromhex(self.setup.committee.committee_address[2:])
         for log in block.logs:
-            if log.address != escrow or not log.topics:
+            if not log.topics:
+                continue
+            if log.address == committee and log.topics[0] == ROTATION_READY_TOPIC:
+                self._on_rotation_ready(log.topics, log.data)
+            if log.address != escrow:
                 continue
             if log.topics[0] == LOCKED_TOPIC:
                 self._on_locked(request.chain_id, block.number, log.topics, log.data)
             elif log.topics[0] == RELEASED_TOPIC and len(log.topics) > 1:
                 self.released.setdefault(log.topics[1], (request.chain_id, block.number))
+            elif log.topics[0] == KEY_ROTATED_TOPIC:
+                self._on_key_rotated(request.chain_id, log.topics, log.data)
+        self.settle_handovers()
         return block.number
+
+    def _on_rotation_ready(self, topics: list[bytes], data: bytes) -> None:
+        if len(topics) < 2:
+            return
+        try:
+            group_key, _members, _threshold = abi_decode(["bytes", "bytes32[]", "uint256"], data)
+        except (DecodingError, ValueError, TypeError):
+            return
+        self.ready_keys.setdefault(int.from_bytes(topics[1], "big"), bytes(group_key))
+
+    def _on_key_rotated(self, chain_id: int, topics: list[bytes], data: bytes) -> None:
+        if len(topics) < 2:
+            return
+        try:
+            (raw_key,) = abi_decode(["bytes"], data)
+            key = decode_g1(bytes(raw_key))
+        except (DecodingError, ValueError, TypeError, ChainConfigError):
+            return  # not a key this escrow could have installed
+        epoch = int.from_bytes(topics[1], "big")
+        self.key_rotations.setdefault(chain_id, []).append((epoch, key))
+
+    def get_escrow_key(self, chain_id: int) -> tuple[int, bytes]:
+        """(epoch, key) of the newest key rotation verified for the chain's escrow;
+        ``(1, b"")`` if none: its deployment key, which no event names."""
+        rotations = self.key_rotations.get(chain_id)
+        if not rotations:
+            return FIRST_KEY_EPOCH, b""
+        return max(rotations)
+
+    def is_key_replaced(self, key: bytes) -> bool:
+        """Does every escrow served here verifiably hold a key other than ``key`` now
+        (its newest verified KeyRotated installed another one)?"""
+        return bool(self.escrows) and all(
+            self.get_escrow_key(chain_id)[1] not in (b"", key) for chain_id in self.escrows
+        )
+
+    def settle_handovers(self) -> list[int]:
+        """Erase every share kept for a handover once no escrow served here trusts its
+        key any more: normally once both have installed the fresh era's key; returns the
+        eras erased."""
+        committee = self.committee
+        if committee is None:
+            return []
+        erased: list[int] = []
+        for era, handover in list(committee.handover.items()):
+            if self.is_key_replaced(handover.holder.group_public_key):
+                committee.erase_handover(era)
+                erased.append(era)
+        return erased
 
     def _on_locked(self, chain_id: int, number: int, topics: list[bytes], data: bytes) -> None:
         if len(topics) < 3:
@@ -428,6 +540,53 @@ class GatewayCore:
         )
         return message, fact.source_chain_id
 
+    # -- the key handover ---------------------------------------------------------------------
+    def sign_handover(self, request: HandoverRequest) -> HandoverPartial:
+        """A partial signature of ``rotate_key(new_group_key)`` for a served escrow, by the
+        share of the era that a fresh era with that key replaced (see the module
+        docstring). A refusal changes nothing."""
+        committee = self.get_committee()
+        named = self.escrows.get(request.chain_id)
+        try:
+            escrow = to_checksum_address(request.escrow)
+        except (ValueError, TypeError) as exc:
+            raise GatewayRefused(f"escrow {request.escrow!r} is not an address") from exc
+        if named is None or named != escrow:
+            raise GatewayRefused("the escrow is not one this gateway serves")
+        try:
+            handover = committee.get_handover(request.new_group_key)
+        except CommitteeError as exc:
+            raise GatewayRefused(exc.message) from exc
+        if self.ready_keys.get(handover.next_era) != handover.next_group_key:
+            raise GatewayRefused(
+                f"no verified RotationReady of era {handover.next_era} with this key on the "
+                "committee's chain yet"
+            )
+        epoch, current = self.get_escrow_key(request.chain_id)
+        if current == request.new_group_key:
+            raise GatewayRefused("the escrow has installed this key already")
+        if current and current != handover.holder.group_public_key:
+            raise GatewayRefused(
+                f"the escrow's key is not era {handover.era}'s: its share cannot rotate it"
+            )
+        try:
+            new_key = encode_g1(request.new_group_key)
+        except ChainConfigError as exc:  # unreachable: the committee's own key
+            raise GatewayRefused(f"the new key is not a G1 point: {exc.message}") from exc
+        message = compute_key_rotation_message(
+            escrow=escrow, chain_id=request.chain_id, epoch=epoch + 1, new_key=new_key
+        )
+        return HandoverPartial(
+            chain_id=request.chain_id,
+            escrow=escrow,
+            epoch=epoch + 1,
+            new_group_key=request.new_group_key,
+            era=handover.era,
+            message=message,
+            partial=handover.holder.sign_message(message),
+            group=handover.holder.public,
+        )
+
     def get_status(self) -> GatewayStatus:
         signed: dict[str, int] = {}
         for kinds in self.signed.values():
@@ -448,6 +607,8 @@ class GatewayCore:
             locks=len(self.locks),
             released=len(self.released),
             signed=signed,
+            handover=sorted(committee.handover) if committee is not None else [],
+            key_epochs={str(cid): self.get_escrow_key(cid)[0] for cid in self.escrows},
         )
 
 
@@ -457,6 +618,7 @@ class Empty(Message, frozen=True):
 
 class Height(Message, frozen=True):
     number: int
+    committee: bytes = b""  # the sealed committee state, when following erased a share
 
 
 class GatewayNotReady(LocalProtocolError):
@@ -484,6 +646,7 @@ class GatewayProgram:
             "watch": self.watch,
             "follow": self.follow,
             "sign": self.sign,
+            "handover": self.handover,
             "status": self.status,
             **self.committee_calls.get_table(),
             "sign_heartbeat": self.sign_heartbeat,
@@ -542,7 +705,16 @@ class GatewayProgram:
         return encode(SealedBlob(sealed=self._seal_state()))
 
     def follow(self, payload: bytes) -> bytes:
-        return encode(Height(number=self.core.follow(decode(payload, FollowBlock))))
+        committee = self.core.committee
+        kept = set(committee.handover) if committee is not None else set()
+        number = self.core.follow(decode(payload, FollowBlock))
+        sealed = b""
+        if committee is not None and set(committee.handover) != kept:  # a share was erased
+            sealed = self._seal_committee(committee.export_state())
+        return encode(Height(number=number, committee=sealed))
+
+    def handover(self, payload: bytes) -> bytes:
+        return encode(self.core.sign_handover(decode(payload, HandoverRequest)))
 
     def sign(self, payload: bytes) -> bytes:
         signed = self.core.sign(decode(payload, SignRequest))

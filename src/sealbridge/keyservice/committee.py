@@ -28,6 +28,20 @@ The chain (GatekeeperCommittee contract) is the broadcast channel and referee. P
    A rotation that times out is restarted by the contract (the unresponsive are
    penalized); the pending state of the failed era is simply dropped.
 
+**Fresh eras** (``EraInfo.fresh``; the contract's ``elect_fresh``, gateway committees
+only). Instead of resharing, the new members run a new joint-Feldman key generation, as
+at genesis: a new secret, a new group key, which the chain requires to differ from the
+previous era's. Whoever trusts the old key (the gateways' escrows) must be told of the
+new one by a signature of the old key, so when a fresh era becomes ready the previous
+era's share is *not* erased: it moves to the ``HANDOVER`` phase (:meth:`get_handover`),
+where it signs nothing but the handover of the key that this member computed itself
+(a member of the fresh era) or saw become ready (a member leaving with the old era).
+The program that holds the member erases it (:meth:`erase_handover`) once it has seen
+the new key installed wherever the old one was trusted. The states of one era here::
+
+    COLLECTING -> READY -> ACTIVE -> RETIRED            (genesis, resharing)
+    COLLECTING -> READY -> ACTIVE -> HANDOVER -> RETIRED (an era followed by a fresh one)
+
 Member facts come from the host, so they are checked here: every member's card carries
 an attestation quote that must verify under the enclave's policy, with the gatekeeper's
 own measurement and report data binding the card's keys -- so shares are only ever
@@ -97,8 +111,14 @@ class EraInfo(Message, frozen=True):
     era: int
     members: list[bytes]  # node ids; member i has share index i + 1
     threshold: int
-    dealers: list[bytes]  # genesis: the members; rotation: the previous era's members
+    dealers: list[bytes]  # genesis and fresh: the members; resharing: the previous era's
     previous_era: int = 0  # 0: genesis
+    fresh: bool = False  # a new key generation replacing previous_era's key (elect_fresh)
+
+    @property
+    def is_key_generation(self) -> bool:
+        """Genesis or fresh: the members deal (a new secret), nobody reshares."""
+        return self.previous_era == 0 or self.fresh
 
 
 class ChainBinding(Message, frozen=True):
@@ -140,21 +160,34 @@ class EraPublic(Message, frozen=True):
     public: GroupPublicKeys
 
 
+class HandoverShare(Message, frozen=True):
+    """The share of an era followed by a fresh one, kept to sign the new key's handover."""
+
+    era: int  # the era whose share this is
+    next_era: int  # the fresh era that replaced it
+    next_group_key: bytes  # the only key this share may hand over to
+    result: KeyShareResult
+
+
 class CommitteeState(Message, frozen=True):
-    """What a gatekeeper seals to its measurement: its shares (active, and computed but
-    not yet activated by the chain) and the public side of the eras it knows."""
+    """What a gatekeeper seals to its measurement: its shares (active, computed but not
+    yet activated by the chain, and kept for a handover) and the public side of the eras
+    it knows."""
 
     current_era: int
     active: list[EraShare]
     ready: list[EraShare]  # confirmed on chain, waiting for RotationReady
     ready_members: list[EraPublic]
     eras: list[EraPublic]
+    handover: list[HandoverShare] = []
+    ready_info: list[EraInfo] = []  # the elections of the ``ready`` eras
 
 
 class EraPhase(enum.Enum):
     COLLECTING = "collecting"  # dealings arriving
     READY = "ready"  # own share computed, waiting for the chain's RotationReady
     ACTIVE = "active"  # the era's share serves key requests
+    HANDOVER = "handover"  # a fresh era replaced it: the share signs only its handover
     RETIRED = "retired"  # erased
 
 
@@ -200,6 +233,24 @@ class _PendingEra:
         self.phase = EraPhase.COLLECTING
 
 
+class Handover:
+    """An era's share kept after a fresh era replaced it (phase ``HANDOVER``)."""
+
+    def __init__(self, era: int, holder: ShareHolder, next_era: int, next_group_key: bytes):
+        self.era = era
+        self.holder = holder
+        self.next_era = next_era
+        self.next_group_key = next_group_key
+
+    def export(self) -> HandoverShare:
+        return HandoverShare(
+            era=self.era,
+            next_era=self.next_era,
+            next_group_key=self.next_group_key,
+            result=self.holder.export_result(),
+        )
+
+
 class CommitteeMember:
     """A gatekeeper enclave's part in the committee (one object across eras)."""
 
@@ -221,6 +272,7 @@ class CommitteeMember:
         self.phases: dict[int, EraPhase] = {}
         self.era_members: dict[int, list[bytes]] = {}  # eras known active here
         self.publics: dict[int, GroupPublicKeys] = {}  # their public sides
+        self.handover: dict[int, Handover] = {}  # era -> its share, kept for a handover
         self.current_era = 0
 
     # -- facts -------------------------------------------------------------------------
@@ -268,17 +320,17 @@ class CommitteeMember:
         indices = list(range(1, len(info.members) + 1))
         is_member = self.node_id in info.members
         is_dealer = self.node_id in info.dealers
-        genesis = info.previous_era == 0
-        if not genesis:
-            if info.dealers != self.get_previous_members(info):
-                raise CommitteeError("a rotation's dealers must be the previous era's members")
+        genesis = info.is_key_generation  # genesis or fresh: a new secret, members deal
+        if genesis:
+            if info.dealers != info.members:
+                raise CommitteeError("in a key generation the dealers are the members")
+        elif info.dealers != self.get_previous_members(info):
+            raise CommitteeError("a rotation's dealers must be the previous era's members")
         pending: _PendingEra | None = None
         if is_member:
             my_index = info.members.index(self.node_id) + 1
             participant: DkgParticipant | ReshareParticipant
             if genesis:
-                if info.dealers != info.members:
-                    raise CommitteeError("at genesis the dealers are the members")
                 participant = DkgParticipant(my_index, info.threshold, indices)
             else:
                 participant = ReshareParticipant(
@@ -392,7 +444,7 @@ class CommitteeMember:
         if signer != to_checksum_address(card.eth_address):
             raise CommitteeError("the dealing is not signed by the dealer's enclave")
         dealer_index = info.dealers.index(dealing.dealer) + 1
-        if info.previous_era == 0 and dealing.dealer == self.node_id:
+        if info.is_key_generation and dealing.dealer == self.node_id:
             return None  # our own genesis dealing is already inside the participant
         if len(dealing.shares) != len(info.members):
             complaint = Complaint(
@@ -439,10 +491,13 @@ class CommitteeMember:
             raise CommitteeError("a qualified dealer is not a dealer of this era")
         indices = {info.dealers.index(d) + 1 for d in qualified}
         result = pending.participant.finish(indices)
-        if info.previous_era != 0:
-            previous = self.publics.get(info.previous_era)
+        previous = self.publics.get(info.previous_era)
+        if info.previous_era != 0 and not info.fresh:
             if previous is None or previous.group_public_key != result.group_public_key:
                 raise CommitteeError("the rotation would change the group public key")
+        if info.fresh and previous is not None:
+            if previous.group_public_key == result.group_public_key:
+                raise CommitteeError("the fresh era would keep the previous group key")
         pending.result = result
         pending.phase = EraPhase.READY
         self.phases[era] = EraPhase.READY
@@ -466,22 +521,66 @@ class CommitteeMember:
 
     # -- the chain's verdicts --------------------------------------------------------
     def process_rotation_ready(self, info: EraInfo, group_public_key: bytes) -> None:
-        """The era is active: use its share; erase every older one (retired)."""
-        pending = self.pending.pop(info.era, None)
-        self.era_members[info.era] = list(info.members)
+        """The era is active: use its share; erase every older one (retired). When the
+        era is fresh, the previous era's share is kept instead, for the handover of the
+        new key (:meth:`get_handover`). Checked first: a refusal changes nothing."""
+        pending = self.pending.get(info.era)
+        result: KeyShareResult | None = None
         if pending is not None:
             result = pending.result
             if result is None or result.group_public_key != group_public_key:
                 raise CommitteeError("the chain's group key is not the one computed here")
+            elected = pending.info
+            if elected.fresh != info.fresh or (
+                info.fresh and elected.previous_era != info.previous_era
+            ):
+                raise CommitteeError("the era was not elected as the kind it is announced as")
+        hand_over = info.fresh and info.previous_era != 0
+        if hand_over:
+            previous = self.publics.get(info.previous_era)
+            if not group_public_key or (
+                previous is not None and previous.group_public_key == group_public_key
+            ):
+                raise CommitteeError("a fresh era must come with a new group key")
+        self.pending.pop(info.era, None)
+        self.era_members[info.era] = list(info.members)
+        if result is not None:
             self.active[info.era] = ShareHolder(result)
             self.publics[info.era] = result.public
             self.phases[info.era] = EraPhase.ACTIVE
         for era, holder in list(self.active.items()):
-            if era != info.era:
+            if era == info.era:
+                continue
+            del self.active[era]
+            if hand_over and era == info.previous_era:
+                self.handover[era] = Handover(era, holder, info.era, group_public_key)
+                self.phases[era] = EraPhase.HANDOVER
+            else:
                 holder.erase()
-                del self.active[era]
                 self.phases[era] = EraPhase.RETIRED
         self.current_era = info.era
+
+    def get_handover(self, next_group_key: bytes) -> Handover:
+        """The kept share that may sign the handover to ``next_group_key``: the share of
+        an era replaced by a fresh era whose group key this member computed itself or saw
+        become ready. Any other key is refused."""
+        for handover in self.handover.values():
+            if handover.next_group_key == next_group_key and not handover.holder.is_erased:
+                return handover
+        raise CommitteeError(
+            "no share kept here hands over to this key: it is not the group key of a fresh "
+            "era seen ready"
+        )
+
+    def erase_handover(self, era: int) -> bool:
+        """The old key is no longer trusted anywhere (the new one is installed): erase
+        the share of ``era`` kept for the handover. False if none is kept."""
+        handover = self.handover.pop(era, None)
+        if handover is None:
+            return False
+        handover.holder.erase()
+        self.phases[era] = EraPhase.RETIRED
+        return True
 
     def learn_public(self, era: int, members: list[bytes], public: GroupPublicKeys) -> None:
         """Record an era's public side (a member learns it from its own result; a
@@ -524,12 +623,14 @@ class CommitteeMember:
     def export_state(self) -> CommitteeState:
         ready: list[EraShare] = []
         ready_members: list[EraPublic] = []
+        ready_info: list[EraInfo] = []
         for era, pending in sorted(self.pending.items()):
             if pending.phase is EraPhase.READY and pending.result is not None:
                 ready.append(EraShare(era=era, result=pending.result))
                 ready_members.append(
                     EraPublic(era=era, members=pending.info.members, public=pending.result.public)
                 )
+                ready_info.append(pending.info)
         return CommitteeState(
             current_era=self.current_era,
             active=[
@@ -544,6 +645,12 @@ class CommitteeMember:
                 for era, public in sorted(self.publics.items())
                 if era in self.era_members
             ],
+            handover=[
+                handover.export()
+                for _, handover in sorted(self.handover.items())
+                if not handover.holder.is_erased
+            ],
+            ready_info=ready_info,
         )
 
     def restore_state(self, state: CommitteeState) -> None:
@@ -555,12 +662,17 @@ class CommitteeMember:
         for share in state.active:
             self.active[share.era] = ShareHolder(share.result)
             self.phases[share.era] = EraPhase.ACTIVE
+        for kept in state.handover:
+            holder = ShareHolder(kept.result)
+            self.handover[kept.era] = Handover(kept.era, holder, kept.next_era, kept.next_group_key)
+            self.phases[kept.era] = EraPhase.HANDOVER
         members = {entry.era: entry.members for entry in state.ready_members}
+        elections = {entry.era: entry for entry in state.ready_info}
         for share in state.ready:
             era_members = members.get(share.era)
             if era_members is None:
                 continue
-            info = EraInfo(
+            info = elections.get(share.era) or EraInfo(
                 era=share.era,
                 members=list(era_members),
                 threshold=share.result.threshold,

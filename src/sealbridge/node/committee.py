@@ -17,6 +17,11 @@ its node's enclave through each era it takes part in; the enclave does every che
 * on ``RotationReady`` the enclave activates the era and erases older shares; on
   ``RotationRestarted`` it drops the failed era. After a pending era's deadline any host
   calls ``restart``.
+* a *fresh* era (``elect_fresh``: a new key generation, gateway committees only) is
+  followed like a genesis by its members; a member of the era it replaces that is not
+  elected again follows it too, without an ECALL until its ``RotationReady``, which
+  tells its enclave to keep the old share for the key's handover (the enclave's owner
+  erases it once the new key is installed: :mod:`sealbridge.interop.evm_gateway`).
 
 Events are read with ``eth_getLogs`` up to the height the node has followed, each once
 in chain order; a failure leaves the same events to be read again (the ones already
@@ -152,18 +157,25 @@ class CommitteeDriver:
         if record is None or record.phase != CommitteePhase.ELECTED:
             return
         involved = [*record.members, *record.dealers]
-        if self.node_id not in involved:
-            return
         info = EraInfo(
             era=era,
             members=record.members,
             threshold=record.threshold,
             dealers=record.dealers,
             previous_era=record.previous_era,
+            fresh=record.fresh,
         )
+        if self.node_id not in involved:
+            if record.fresh and self.node_id in self.committee.get_members(record.previous_era):
+                # leaving with the replaced era: only its RotationReady concerns us
+                track = EraTrack(info, record)
+                track.finished = True  # it neither deals nor confirms
+                self.eras[era] = track
+                log.info("era %d: a fresh key replaces our era %d's", era, record.previous_era)
+            return
         cards = [self.get_card(node_id) for node_id in dict.fromkeys(involved)]
         previous = None
-        if record.previous_era and self.node_id not in record.dealers:
+        if record.is_resharing and self.node_id not in record.dealers:
             previous = self.fetch_group()
         out = self.calls.committee_elected(info, cards, previous)
         self.store(out.sealed)

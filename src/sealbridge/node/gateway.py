@@ -16,7 +16,7 @@ decides what to sign. The host:
   renewed over fresh node keys.
 * **Takes part in the committee's key generation** on chain
   (:class:`~sealbridge.node.committee.CommitteeDriver`): dealings, confirmations, and
-  reshares when the operator elects a new committee.
+  reshares or fresh key generations when the operator elects a new committee.
 * **Names the escrows** once the operator has written them to ``escrows_file`` (they
   are deployed with the committee's group key, so after its first era); the enclave
   seals them and never takes others.
@@ -24,9 +24,12 @@ decides what to sign. The host:
   ``confirmations`` below the tip, with its header fields and receipts
   (``eth_getBlockReceipts``); the enclave verifies the hash links and receipts roots.
 * **Answers** ``POST /v1/sign`` (a :class:`SignRequest`; it first brings the enclave up to
-  the chains) with the enclave's :class:`SignedPartial`, ``POST /v1/group`` with the
-  committee's public keys (for a newcomer to a reshare), ``GET /v1/info`` and
-  ``GET /v1/status``.
+  the chains) with the enclave's :class:`SignedPartial`, ``POST /v1/handover`` (a
+  :class:`HandoverRequest`, likewise) with the enclave's :class:`HandoverPartial` of an
+  escrow's key rotation after a fresh era, ``POST /v1/group`` with the committee's
+  public keys (for a newcomer to a reshare), ``GET /v1/info`` and ``GET /v1/status``.
+  When following erases a share kept for a handover, the enclave returns its committee
+  state sealed again, and the host replaces ``committee.sealed`` with it.
 
 Phases: ``STARTING`` -> ``REGISTERING`` -> ``FOLLOWING`` (or ``FAILED`` with a reason).
 """
@@ -53,6 +56,8 @@ from sealbridge.interop.evm_gateway import (
     GatewayRestore,
     GatewaySetup,
     GatewayStatus,
+    HandoverPartial,
+    HandoverRequest,
     Height,
     SignOut,
     SignRequest,
@@ -92,6 +97,7 @@ class GatewayHost(NodeHost):
         self.escrows_named = False  # the enclave serves its escrows (named once, for good)
         self.signed = 0
         self.refused = 0
+        self.handovers_signed = 0
         self.committee_driver = CommitteeDriver(
             committee=self.committee,
             registry=self.mgmt.node_registry,
@@ -221,7 +227,11 @@ class GatewayHost(NodeHost):
                         out = self.enclave.ecall(
                             "follow", encode(FollowBlock(chain_id=chain_id, evidence=evidence))
                         )
-                        self.followed[chain_id] = decode(out, Height).number
+                        height = decode(out, Height)
+                        if height.committee:  # a share kept for a key handover is erased
+                            write_atomic(self.committee_file, height.committee)
+                            log.info("the new committee key is installed: old share erased")
+                        self.followed[chain_id] = height.number
 
     # -- HTTP handlers ---------------------------------------------------------------------
     def on_sign(self, payload: bytes) -> bytes:
@@ -237,6 +247,20 @@ class GatewayHost(NodeHost):
         write_atomic(self.state_file, out.sealed)
         self.signed += 1
         return encode(out.signed)
+
+    def on_handover(self, payload: bytes) -> bytes:
+        """A partial signature of an escrow's key rotation to a fresh era's key, by the
+        share of the era it replaced, if the enclave agrees after seeing the chains."""
+        request = decode(payload, HandoverRequest)
+        self.sync_chains()
+        try:
+            out = self.enclave.ecall("handover", encode(request))
+        except SealbridgeError:
+            self.refused += 1
+            raise
+        signed = decode(out, HandoverPartial)
+        self.handovers_signed += 1
+        return encode(signed)
 
     def on_group(self, payload: bytes) -> bytes:
         group = self.calls.committee_status().group
@@ -278,6 +302,9 @@ class GatewayHost(NodeHost):
             "locks_seen": status.locks,
             "releases_seen": status.released,
             "partials_signed": self.signed,
+            "handover_partials_signed": self.handovers_signed,
+            "handover_eras": status.handover,
+            "key_epochs": status.key_epochs,
             "requests_refused": self.refused,
             "dealings_posted": self.committee_driver.dealings_posted,
             "confirmations_posted": self.committee_driver.confirmations_posted,

@@ -86,6 +86,7 @@ def build_app(config: NodeConfig) -> tuple[FastAPI, threading.Thread, object]:
     elif config.role == GATEWAY:
         gateway = GatewayHost(config, enclave, chain)
         add_bytes_route(app, "/v1/sign", gateway.on_sign)
+        add_bytes_route(app, "/v1/handover", gateway.on_handover)
         add_bytes_route(app, "/v1/group", gateway.on_group)
         add_json_route(app, "/v1/info", gateway.get_info)
         add_json_route(app, "/v1/status", gateway.get_status)

@@ -32,11 +32,16 @@ reported as a :class:`PhaseRecord` as it happens:
              before the lock's deadline) the gateways sign an abort once the
              destination chain's clock passed the deadline; the source refunds
 
-:meth:`SwapDevnet.rotate_committee` elects a new committee (a reshare: the same group
-key, so the escrows need no new key). Every threshold signature is recorded with its
-exact message, the partials it came from and the committee's group public key
-(compressed, IETF POP ciphersuite), so anyone can check it with another BLS
-implementation.
+:meth:`SwapDevnet.rotate_committee` elects a new committee. By default it is a reshare:
+the same group key, so the escrows need no new key. With ``fresh=True`` the new members
+generate a new key (``elect_fresh``), and the relayer then hands it over
+(:meth:`SwapDevnet.hand_over`): it asks the gateways of the replaced era for partial
+signatures of each escrow's key rotation (``POST /v1/handover``), checks each against
+that era's public shares, combines ``t`` of them and sends ``rotate_key`` on both
+escrows; the gateways erase the old shares once they have verified both ``KeyRotated``
+events. Every threshold signature is recorded with its exact message, the partials it
+came from and the committee's group public key (compressed, IETF POP ciphersuite), so
+anyone can check it with another BLS implementation.
 """
 
 from __future__ import annotations
@@ -64,7 +69,13 @@ from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.crypto import bls
 from sealbridge.crypto.dkg import GroupPublicKeys
 from sealbridge.crypto.signing import generate_secp256k1_key
-from sealbridge.interop.evm_gateway import SignedPartial, SignKind, SignRequest
+from sealbridge.interop.evm_gateway import (
+    HandoverPartial,
+    HandoverRequest,
+    SignedPartial,
+    SignKind,
+    SignRequest,
+)
 from sealbridge.keyservice.committee import is_consistent_sharing
 from sealbridge.net.http import NodeClient
 from sealbridge.node.config import GATEWAY, DevnetState, NodeConfig, save_json, write_atomic
@@ -135,6 +146,10 @@ class _Gateway:
     def sign(self, request: SignRequest) -> SignedPartial:
         with NodeClient(self.url, timeout=SIGN_TIMEOUT_S) as client:
             return decode(client.post("/v1/sign", encode(request)), SignedPartial)
+
+    def sign_handover(self, request: HandoverRequest) -> HandoverPartial:
+        with NodeClient(self.url, timeout=SIGN_TIMEOUT_S) as client:
+            return decode(client.post("/v1/handover", encode(request)), HandoverPartial)
 
     def get_status(self) -> dict[str, Any]:
         with NodeClient(self.url) as client:
@@ -350,14 +365,116 @@ class SwapDevnet:
                 time.sleep(0.1)
                 status = gateway.get_status()
 
-    def rotate_committee(self, members: list[int]) -> EraRecord:
-        """Elect the gateways at positions ``members`` (0-based) as the next era: they
-        reshare the same key (the escrows keep theirs), the others erase their shares."""
+    def rotate_committee(self, members: list[int], *, fresh: bool = False) -> EraRecord:
+        """Elect the gateways at positions ``members`` (0-based) as the next era.
+
+        Default: they reshare the same key (the escrows keep theirs), the others erase
+        their shares. ``fresh``: they generate a new key, which the replaced era's
+        gateways then hand over to both escrows (:meth:`hand_over`); the old shares are
+        erased once the gateways have seen both escrows install the new key."""
         admin = self.adapters[CHAIN_A].get_dev_key(0)
-        record = self._elect(admin, [self.gateways[i].node_id for i in members])
-        if record.group_public_key != self.group_public_key:
-            raise SwapError("the reshare changed the committee's group key")
+        node_ids = [self.gateways[i].node_id for i in members]
+        if not fresh:
+            record = self._elect(admin, node_ids)
+            if record.group_public_key != self.group_public_key:
+                raise SwapError("the reshare changed the committee's group key")
+            return record
+        committee = self._committee()
+        committee.elect_fresh(node_ids, self.threshold, admin)
+        era = committee.get_pending_era()
+        record = wait_era(committee, era, self.timeout)
+        if record.group_public_key == self.group_public_key:
+            raise SwapError("the fresh era kept the committee's group key")
+        self.say(
+            f"committee era {era}: {record.threshold} of {len(record.members)} gateways, a "
+            f"fresh key generated on chain (group key {to_hex(record.group_public_key)[:18]}…)"
+        )
+        self.hand_over(record.group_public_key, self.timeout)
         return record
+
+    def hand_over(self, new_group_key: bytes, timeout: float) -> list[SignatureRecord]:
+        """Install a fresh era's group key on every escrow: for each, collect ``t``
+        partials of its ``rotate_key`` message from the replaced era's gateways, each
+        checked against that era's public shares (accepted only as a consistent sharing
+        of the key the escrow holds now), combine, verify and send the transaction."""
+        records: list[SignatureRecord] = []
+        for chain_id, escrow in sorted(self.escrows.items()):
+            record = self._collect_handover(chain_id, escrow, new_group_key, timeout)
+            relayer_key = escrow.adapter.get_dev_key(3)
+            escrow.rotate_key(new_group_key, bytes.fromhex(record.signature[2:]), relayer_key)
+            if escrow.get_group_public_key() != new_group_key:
+                raise SwapError(f"the escrow on chain {chain_id} did not install the key")
+            self.say(
+                f"chain {chain_id}: escrow key epoch {escrow.get_key_epoch()}, group key "
+                f"{to_hex(new_group_key)[:18]}… (signed by the replaced era's partials "
+                f"{[p['index'] for p in record.partials]})"
+            )
+            records.append(record)
+        self.group_public_key = new_group_key
+        self._shares_era = 0  # the next era's public shares are fetched again
+        return records
+
+    def _collect_handover(
+        self, chain_id: int, escrow: GatewayEscrow, new_group_key: bytes, timeout: float
+    ) -> SignatureRecord:
+        current = escrow.get_group_public_key()
+        expected = escrow.compute_key_rotation_message(new_group_key)
+        request = HandoverRequest(
+            chain_id=chain_id, escrow=escrow.address, new_group_key=new_group_key
+        )
+        deadline = time.monotonic() + timeout
+        group: GroupPublicKeys | None = None
+        partials: dict[int, HandoverPartial] = {}
+        last_refusal = ""
+        while group is None or len(partials) < group.threshold:
+            for gateway in self.gateways:
+                try:
+                    signed = gateway.sign_handover(request)
+                except SealbridgeError as exc:
+                    last_refusal = f"{gateway.name}: {exc.message}"
+                    continue
+                if group is None:
+                    offered = signed.group
+                    if offered.group_public_key != current or not is_consistent_sharing(offered):
+                        last_refusal = f"{gateway.name}: public shares of another key"
+                        continue
+                    group = offered
+                share = group.public_shares.get(signed.partial.index)
+                if (
+                    signed.message != expected
+                    or share is None
+                    or not bls.verify_partial(share, signed.message, signed.partial)
+                ):
+                    last_refusal = f"{gateway.name}: a partial that does not verify"
+                    continue
+                partials.setdefault(signed.partial.index, signed)
+                if len(partials) >= group.threshold:
+                    break
+            if group is not None and len(partials) >= group.threshold:
+                break
+            if time.monotonic() > deadline:
+                raise SwapError(
+                    f"timed out collecting handover partials for chain {chain_id} "
+                    f"({len(partials)}; last refusal: {last_refusal})"
+                )
+            time.sleep(self.block_time / 4)
+        if group is None:  # unreachable: a partial is kept only once a group is known
+            raise SwapError("no gateway gave the replaced era's public shares")
+        chosen = list(partials.values())[: group.threshold]
+        signature = bls.combine([s.partial for s in chosen], group.threshold)
+        if not bls.verify(current, expected, signature):
+            raise SwapError("the combined handover signature does not verify")
+        return SignatureRecord(
+            kind="key_rotation",
+            chain_id=chain_id,
+            message=to_hex(expected),
+            signature=to_hex(signature),
+            group_public_key=to_hex(current),
+            ciphersuite=bls.CIPHERSUITE.decode(),
+            partials=[
+                {"index": s.partial.index, "signature": to_hex(s.partial.signature)} for s in chosen
+            ],
+        )
 
     def stop(self) -> None:
         for gateway in self.gateways:

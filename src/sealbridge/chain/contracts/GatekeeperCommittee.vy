@@ -5,8 +5,14 @@
     gatekeepers' root key, or (deployed with ``member_role`` 4) the gateway committee's
     signing key. The key is a threshold key held as Shamir shares by an elected set of
     gatekeepers, one set per era. The first era runs a joint-Feldman key generation
-    (every member deals); each later era is a resharing: the members of the ACTIVE era
-    deal their shares to the new members, so the group public key stays the same.
+    (every member deals); each later era ``elect``-ed is a resharing: the members of the
+    ACTIVE era deal their shares to the new members, so the group public key stays the
+    same. A gateway committee may instead ``elect_fresh``: a new joint-Feldman key
+    generation among the new members (a new secret, a new group key), after which the
+    previous era's members sign the key's handover to whoever trusts the old key (the
+    GatewayEscrow's ``rotate_key``; see docs/evm-gateways.md). The gatekeepers' root key
+    never changes (every contract key derives from it), so their committee has no fresh
+    eras.
 
     Per era: ``elect`` opens it (phase ELECTED) with a deadline; dealers post their
     dealings (Feldman commitments in clear, one share per member encrypted to that
@@ -22,7 +28,8 @@
     a dealer's is its 1-based position in ``dealers`` (for a resharing, its index in the
     previous era). The contract cannot check the cryptography (commitments, shares, the
     group key are opaque bytes to it): the unanimity of the members is what vouches for
-    the key, and for a resharing equality with the previous key is enforced.
+    the key; for a resharing equality with the previous key is enforced, for a fresh era
+    inequality.
 
     Signatures are raw secp256k1 over (see docs/chain.md):
       dealing: keccak256(abi_encode(self, chain.id, DEALING_TAG, era, dealer_id,
@@ -66,6 +73,7 @@ struct EraState:
     candidate_key_hash: bytes32
     candidate_qualified_hash: bytes32
     group_public_key: Bytes[KEY_SIZE]
+    fresh: bool  # a new key generation (elect_fresh), not a resharing
 
 
 # What get_era returns.
@@ -81,6 +89,7 @@ struct Era:
     previous_era: uint256
     dealing_count: uint256
     confirmation_count: uint256
+    fresh: bool
 
 
 event EraElected:
@@ -91,6 +100,7 @@ event EraElected:
     dealer_threshold: uint256
     previous_era: uint256
     deadline: uint256
+    fresh: bool
 
 
 event DealingPosted:
@@ -203,6 +213,7 @@ def _open_era(
     dealers: DynArray[bytes32, MAX_MEMBERS],
     dealer_threshold: uint256,
     previous_era: uint256,
+    fresh: bool,
 ) -> uint256:
     era: uint256 = self.era_count + 1
     for i: uint256 in range(len(members), bound=MAX_MEMBERS):
@@ -227,6 +238,7 @@ def _open_era(
         candidate_key_hash=empty(bytes32),
         candidate_qualified_hash=empty(bytes32),
         group_public_key=b"",
+        fresh=fresh,
     )
     log EraElected(
         era=era,
@@ -236,6 +248,7 @@ def _open_era(
         dealer_threshold=dealer_threshold,
         previous_era=previous_era,
         deadline=deadline,
+        fresh=fresh,
     )
     return era
 
@@ -244,6 +257,18 @@ def _open_era(
 def _penalize(era: uint256, node_id: bytes32, reason: String[16]):
     self.penalties[node_id] += 1
     log GatekeeperPenalized(era=era, node_id=node_id, reason=reason)
+
+
+@internal
+@view
+def _check_election(members: DynArray[bytes32, MAX_MEMBERS], threshold: uint256):
+    assert msg.sender == self.admin, "only admin"
+    assert self.pending_era == 0, "a rotation is pending"
+    assert len(members) > 0, "no members"
+    assert threshold >= 1 and threshold <= len(members), "threshold out of range"
+    registry: INodeRegistry = INodeRegistry(self.node_registry)
+    for member: bytes32 in members:
+        assert staticcall registry.is_active(member, self.member_role), "member is not an active node of the role"
 
 
 @external
@@ -256,19 +281,33 @@ def elect(members: DynArray[bytes32, MAX_MEMBERS], threshold: uint256) -> uint25
         ACTIVE era (dealers = its members, dealer_threshold = its threshold).
     @return the new era's number
     """
-    assert msg.sender == self.admin, "only admin"
-    assert self.pending_era == 0, "a rotation is pending"
-    assert len(members) > 0, "no members"
-    assert threshold >= 1 and threshold <= len(members), "threshold out of range"
-    registry: INodeRegistry = INodeRegistry(self.node_registry)
-    for member: bytes32 in members:
-        assert staticcall registry.is_active(member, self.member_role), "member is not an active node of the role"
+    self._check_election(members, threshold)
     current: uint256 = self.current_era
     if current == 0:
-        return self._open_era(members, threshold, members, 0, 0)
+        return self._open_era(members, threshold, members, 0, 0, False)
     return self._open_era(
-        members, threshold, self.era_members[current], self.eras[current].threshold, current
+        members, threshold, self.era_members[current], self.eras[current].threshold, current, False
     )
+
+
+@external
+def elect_fresh(members: DynArray[bytes32, MAX_MEMBERS], threshold: uint256) -> uint256:
+    """
+    @notice A gateway committee's election of a fresh key: opens era ``era_count + 1``
+        as a new joint-Feldman key generation among ``members`` (dealers = the members,
+        dealer_threshold 0, as at genesis) while the ACTIVE era keeps serving. Its
+        ``previous_era`` is the ACTIVE era, which it retires when it becomes ACTIVE; the
+        group key it confirms must differ from that era's. The retired era's members keep
+        their shares until they have signed the new key's handover (off chain: the
+        escrows' ``rotate_key``). Only with ``member_role`` ROLE_GATEWAY, and only once an
+        era is ACTIVE.
+    @return the new era's number
+    """
+    self._check_election(members, threshold)
+    assert self.member_role == ROLE_GATEWAY, "fresh eras are for gateway committees"
+    current: uint256 = self.current_era
+    assert current != 0, "no active era to hand over from"
+    return self._open_era(members, threshold, members, 0, current, True)
 
 
 @external
@@ -365,7 +404,11 @@ def confirm_ready(
             assert self.dealing_hash[era][dealer] != empty(bytes32), "qualified dealer has not dealt"
         previous: uint256 = self.eras[era].previous_era
         if previous != 0:
-            assert key_hash == keccak256(self.eras[previous].group_public_key), "group key differs from the previous era's"
+            previous_hash: bytes32 = keccak256(self.eras[previous].group_public_key)
+            if self.eras[era].fresh:
+                assert key_hash != previous_hash, "a fresh era needs a new group key"
+            else:
+                assert key_hash == previous_hash, "group key differs from the previous era's"
         self.eras[era].candidate_key_hash = key_hash
         self.eras[era].candidate_qualified_hash = qualified_hash
     else:
@@ -388,9 +431,9 @@ def restart(era: uint256) -> uint256:
         slashing for penalties is left to the NodeRegistry's responsiveness rules). A
         retry era is opened with the same threshold and the members that confirmed. Its
         dealers: for a resharing, the ACTIVE era's members again (that era keeps serving
-        meanwhile); for the genesis, the retry members that dealt. If fewer than
-        ``threshold`` members (or, at genesis, dealers) remain, no retry is opened
-        (``new_era`` 0) and the admin elects again.
+        meanwhile); for the genesis or a fresh era, the retry members that dealt. If fewer
+        than ``threshold`` members (or, at genesis or for a fresh era, dealers) remain, no
+        retry is opened (``new_era`` 0) and the admin elects again.
     @return the retry era's number, or 0
     """
     phase: uint8 = self.eras[era].phase
@@ -400,6 +443,8 @@ def restart(era: uint256) -> uint256:
     self.eras[era].phase = PHASE_FAILED
     self.pending_era = 0
     previous: uint256 = self.eras[era].previous_era
+    fresh: bool = self.eras[era].fresh
+    resharing: bool = previous != 0 and not fresh
     threshold: uint256 = self.eras[era].threshold
 
     members: DynArray[bytes32, MAX_MEMBERS] = self.era_members[era]
@@ -419,13 +464,13 @@ def restart(era: uint256) -> uint256:
         dealt: bool = self.dealing_hash[era][dealer] != empty(bytes32)
         if not dealt:
             self._penalize(era, dealer, "no dealing")
-        if previous != 0 or (dealt and self.confirmed[era][dealer]):
+        if resharing or (dealt and self.confirmed[era][dealer]):
             kept_dealers.append(dealer)
         else:
             excluded_dealers.append(dealer)
 
     retry: bool = len(kept_members) >= threshold
-    if previous == 0:
+    if not resharing:
         retry = retry and len(kept_dealers) >= threshold
     new_era: uint256 = 0
     if retry:
@@ -437,7 +482,9 @@ def restart(era: uint256) -> uint256:
         excluded_dealers=excluded_dealers,
     )
     if retry:
-        self._open_era(kept_members, threshold, kept_dealers, self.eras[era].dealer_threshold, previous)
+        self._open_era(
+            kept_members, threshold, kept_dealers, self.eras[era].dealer_threshold, previous, fresh
+        )
     return new_era
 
 
@@ -457,6 +504,7 @@ def get_era(era: uint256) -> Era:
         previous_era=state.previous_era,
         dealing_count=state.dealing_count,
         confirmation_count=state.confirmation_count,
+        fresh=state.fresh,
     )
 
 
