@@ -467,66 +467,149 @@ def run_swap(quick: bool = False) -> dict[str, Any]:
     return {"results_file": str(path), "results": results}
 
 
+BOOK_CHUNKS = 1_000  # the persist part's book: one vault's keys, in batches of 100
+
+
 def _persist_costs(entries: int, samples: int) -> dict[str, Any]:
-    """A matcher enclave (in process) with ``entries`` journal entries: the time to
-    persist one more change by resealing the whole journal (before) and by sealing the
-    new entries only (``seal_tail``, after)."""
+    """A matcher enclave (in process) with a book of ``BOOK_CHUNKS`` chunks and a journal
+    grown to ``entries`` entries (the rest are ``expire`` calls, which its host makes
+    before every request): the time to persist one more change (``seal_tail``), to
+    compact (``seal``: a snapshot of the state), and to restore from a compacted base
+    plus one segment against replaying the whole journal (the restore before snapshots)."""
     from sealbridge.keyrelease.matcher_program import (
         MATCHER_PROGRAM,
+        AddChunks,
         MatcherConfig,
+        RegisterOwner,
         SealedJournal,
     )
+    from sealbridge.keyrelease.vault import (
+        VAULT_PROGRAM,
+        CreateKeys,
+        OwnerBinding,
+        OwnerRef,
+        VaultConfig,
+        VaultManifest,
+    )
+    from sealbridge.tee.measurement import compute_sim_measurement
     from sealbridge.tee.policy import devnet_policy
     from sealbridge.tee.quote import create_sim_platform
     from sealbridge.tee.sim import InProcessBackend
 
     with tempfile.TemporaryDirectory() as tmp:
-        key = Path(tmp) / "platform.key"
+        key, ident = Path(tmp) / "platform.key", Path(tmp) / "matcher.identity"
         pub = create_sim_platform(key)
-        handle = InProcessBackend().launch(MATCHER_PROGRAM, platform_key_file=key)
-        config = MatcherConfig(policy=_policy(), vault_policy=devnet_policy(pub, [bytes(32)]))
+        backend = InProcessBackend()
+        vault_policy = devnet_policy(pub, [compute_sim_measurement(VAULT_PROGRAM)])
+        vault = backend.launch(VAULT_PROGRAM, platform_key_file=key)
+        vault.ecall("configure", encode(VaultConfig(policy=vault_policy)))
+        book = min(BOOK_CHUNKS, entries // 2)
+        manifest = decode(vault.ecall("create_keys", encode(CreateKeys(count=book))), VaultManifest)
+        owner = "0x" + "0e" * 20
+        binding = decode(vault.ecall("bind_owner", encode(OwnerRef(account=owner))), OwnerBinding)
+        vault.close()
+
+        def launch() -> Any:
+            return backend.launch(
+                MATCHER_PROGRAM, platform_key_file=key, sealed_identity_file=ident
+            )
+
+        handle = launch()
+        config = MatcherConfig(policy=_policy(), vault_policy=vault_policy)
         handle.ecall("configure", encode(config))
-        for _ in range(entries - 1):
+        first_base = decode(handle.ecall("seal", b""), SealedJournal).blob
+        bond = book * CHUNK_USD
+        handle.ecall(
+            "register_owner",
+            encode(
+                RegisterOwner(owner=owner, bond_usd_e8=bond, manifest=manifest, binding=binding)
+            ),
+        )
+        chunks = [
+            Chunk(
+                chunk_id=compute_chunk_id(manifest.vault, k.index),
+                owner=owner,
+                vault=manifest.vault,
+                asset=ASSET,
+                address=k.eth_address,
+                amount=10**16,
+                usd_e8=CHUNK_USD,
+            )
+            for k in manifest.keys
+        ]
+        for at in range(0, len(chunks), 100):
+            handle.ecall("add_chunks", encode(AddChunks(chunks=chunks[at : at + 100])))
+        done = 2 + (len(chunks) + 99) // 100  # configure, register_owner, add_chunks
+        for _ in range(entries - done):
             handle.ecall("expire", b"")
-        full, tail, size_full, size_tail = [], [], 0, 0
+        # everything since the first base, as one segment: what a restore replayed before
+        history = decode(handle.ecall("seal_tail", b""), SealedJournal).blob
+        tail, snap, size_tail, size_snap = [], [], 0, 0
         for _ in range(samples):
             handle.ecall("expire", b"")
-            start = time.perf_counter()
-            blob = decode(handle.ecall("seal", b""), SealedJournal).blob
-            full.append(time.perf_counter() - start)
-            size_full = len(blob)
-            del blob  # (its memory is not freed inside the next timing)
-            handle.ecall("expire", b"")
-            start = time.perf_counter()
+            started = time.perf_counter()
             blob = decode(handle.ecall("seal_tail", b""), SealedJournal).blob
-            tail.append(time.perf_counter() - start)
+            tail.append(time.perf_counter() - started)
             size_tail = len(blob)
+            started = time.perf_counter()
+            base = decode(handle.ecall("seal", b""), SealedJournal).blob
+            snap.append(time.perf_counter() - started)
+            size_snap = len(base)
+        handle.ecall("expire", b"")
+        last = decode(handle.ecall("seal_tail", b""), SealedJournal).blob
         handle.close()
+        restores = []
+        for parts in ((base, [last]), (first_base, [history])):
+            started = time.perf_counter()
+            handle = launch()
+            handle.ecall("restore", encode(SealedJournal(blob=parts[0], segments=parts[1])))
+            restores.append(time.perf_counter() - started)
+            handle.close()
     return {
         "entries": entries,
-        "reseal_all_ms": statistics.median(full) * 1e3,
+        "book_chunks": book,
         "seal_tail_ms": statistics.median(tail) * 1e3,
-        "reseal_all_bytes": size_full,
         "seal_tail_bytes": size_tail,
+        "snapshot_ms": statistics.median(snap) * 1e3,
+        "snapshot_bytes": size_snap,
+        "restore_snapshot_ms": restores[0] * 1e3,
+        "replay_all_ms": restores[1] * 1e3,
+        "history_bytes": len(history),
     }
 
 
 def run_persist(quick: bool = False) -> dict[str, Any]:
-    """Persisting the matcher's journal per change, as it grows (issue 15, item 5)."""
+    """Persisting the matcher per change, and restoring it, as its journal grows (issue
+    15, item 5): segments per change, snapshots to compact."""
     console.rule("[bold]Key-release matcher: persisting cost per change")
     sizes = (100, 1_000) if is_smoke() else (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
-    results = [_persist_costs(n, 5 if is_smoke() else 20) for n in sizes]
+    results = [_persist_costs(n, 3 if is_smoke() else 10) for n in sizes]
     print_table(
-        "median time and size to persist one change of the matcher (reseal the whole "
-        "journal: the old way; seal the new entries only: seal_tail)",
-        ["journal entries", "reseal all ms", "bytes", "seal_tail ms", "bytes"],
+        f"median time and size to persist one change (seal_tail), to compact (seal: a "
+        f"snapshot of the state, a book of up to {BOOK_CHUNKS:,} chunks), and to restore "
+        f"from a snapshot plus a segment against replaying the whole journal (before)",
+        [
+            "journal entries",
+            "book chunks",
+            "seal_tail ms",
+            "bytes",
+            "snapshot ms",
+            "bytes",
+            "restore ms",
+            "replay all ms",
+            "journal bytes",
+        ],
         [
             [
                 f"{r['entries']:,}",
-                fmt(r["reseal_all_ms"], 3),
-                f"{r['reseal_all_bytes']:,}",
+                f"{r['book_chunks']:,}",
                 fmt(r["seal_tail_ms"], 3),
                 f"{r['seal_tail_bytes']:,}",
+                fmt(r["snapshot_ms"], 2),
+                f"{r['snapshot_bytes']:,}",
+                fmt(r["restore_snapshot_ms"], 1),
+                fmt(r["replay_all_ms"], 1),
+                f"{r['history_bytes']:,}",
             ]
             for r in results
         ],

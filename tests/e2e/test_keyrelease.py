@@ -280,6 +280,75 @@ def test_a_requester_is_never_paid_for_a_chunk_it_swept_itself(
     assert devnet.matcher_status().owners[chunk.owner].bond_usd_e8 == owner_bond
 
 
+@pytest.mark.parametrize(
+    ("asset", "give"), [("ETH@31337", "TKN@31338"), ("TKN@31338", "ETH@31337")]
+)
+def test_a_host_that_calls_a_funded_chunk_empty_gets_no_penalty(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+    monkeypatch: pytest.MonkeyPatch,
+    asset: str,
+    give: str,
+) -> None:
+    """Issue 15, item 3: alice's host (here also the matcher's) has her vault claim a loss
+    on a chunk it received and reports it with the chunk's balance read as 0, though the
+    funds are still there. Before: the matcher judged on the host's reading, paid alice
+    and slashed the honest owner. After: it reads the balance from an ``eth_getProof``
+    at the newest block it verified on the chunk's chain, sees the funds, and refuses;
+    nothing is paid or slashed."""
+    devnet, _, _ = story
+    devnet.offer("bob", devnet.deposit("bob", asset, 1))
+    answer = devnet.request("alice", asset, 100 * USD, f"swap:calls-empty-{asset}")
+    devnet.accept("alice", answer)
+    (chunk,) = answer.offer.chunks
+    pool = devnet.pool.get_pool()
+    owner_bond = devnet.matcher_status().owners[chunk.owner].bond_usd_e8
+    refusals: list[str] = []
+    honest = devnet._sweep_or_report
+
+    def hostile(client: Any, received: Any) -> tuple[bool, int]:
+        if client.name != "alice" or received.chunk_id != chunk.chunk_id:
+            return honest(client, received)
+        assert devnet._chunk_balance(received) >= received.amount  # the funds are there
+        # a block after the funding proof (a report at the funding block proves nothing)
+        devnet.adapters[devnet.assets[received.asset].chain_id].mine()
+        monkeypatch.setattr(devnet, "_chunk_balance", lambda c: 0)
+        with pytest.raises(EnclaveCallError) as info:
+            devnet.report_double_spend(client, received)
+        refusals.append(f"{info.value.remote_code}: {info.value}")
+        return False, 0
+
+    monkeypatch.setattr(devnet, "_sweep_or_report", hostile)
+    devnet.run_swap("alice", answer, give)
+    assert len(refusals) == 1, refusals
+    assert "are still there" in refusals[0]
+    assert devnet.pool.get_pool() == pool
+    assert devnet.matcher_status().owners[chunk.owner].bond_usd_e8 == owner_bond
+
+
+def test_a_chunk_that_was_never_funded_is_not_taken(
+    story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
+) -> None:
+    """Issue 15, item 3: bob's host offers a chunk at a key of his vault that it never
+    funded. Before: the matcher took the host's word and offered it to requesters. After:
+    the funding proof shows nothing there and the chunk stays out of the book."""
+    devnet, _, _ = story
+    bob = devnet.clients["bob"]
+    (funded,) = devnet.deposit("bob", "ETH@31337", 1)
+    key = bob.manifest.keys[bob.next_key]
+    bob.next_key += 1
+    empty = msgspec.structs.replace(
+        funded, chunk_id=f"{bob.vault_id}:{key.index}", address=key.eth_address
+    )
+    before = devnet.matcher_status().chunks.get("available", 0)
+    with pytest.raises(EnclaveCallError) as info:
+        devnet.offer("bob", [funded, empty])
+    assert info.value.remote_code == "keyrelease_balance_refused"
+    assert "less than its amount" in str(info.value)
+    assert devnet.matcher_status().chunks.get("available", 0) == before  # all or none
+    devnet.offer("bob", [funded])
+    assert devnet.matcher_status().chunks.get("available", 0) == before + 1
+
+
 def test_accepting_an_offer_made_to_another_pays_nothing(
     story: tuple[KeyReleaseDevnet, DemoResult, list[Event]],
 ) -> None:

@@ -10,6 +10,7 @@ from vyper.compiler import compile_code
 
 from sealbridge.chain.compiler import get_contract_source
 from sealbridge.chain.lightclient import compute_header_hash
+from sealbridge.chain.token import BALANCE_OF_SLOT
 from sealbridge.keyservice import chainfacts as cf
 from tests.unit.chain_builder import ChainBuilder
 
@@ -28,6 +29,7 @@ def test_the_slots_are_the_compilers() -> None:
     assert registry["contracts"] == cf.CONTRACT_REGISTRY_CONTRACTS
     assert registry["assigned"] == cf.CONTRACT_REGISTRY_ASSIGNED
     assert layout("ExecutionLedger")["checkpoints"] == cf.LEDGER_CHECKPOINTS
+    assert layout("DepositToken")["balanceOf"] == BALANCE_OF_SLOT  # chunk balance proofs
     assert layout("GatekeeperCommittee")["current_era"] == cf.COMMITTEE_CURRENT_ERA
 
 

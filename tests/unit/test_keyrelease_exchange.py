@@ -1,7 +1,8 @@
 """Contract Z: tit-for-tat key swaps and time-locked escrows, driven directly.
 
 Keys are real secp256k1 keys (coincurve, os.urandom) and chunk addresses are derived with
-eth_utils, independently of the code under test.
+eth_utils, independently of the code under test; bitcoin P2WPKH addresses with
+``derive_p2wpkh`` (checked against the BIP-173 vectors in test_keyrelease_bitcoin.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from sealbridge.core.encoding import decode, encode
 from sealbridge.crypto.signing import SECP256K1_ORDER
+from sealbridge.keyrelease.bitcoin import derive_p2wpkh
 from sealbridge.keyrelease.errors import AlreadyReleased, ExchangeViolation, InvalidRequest
 from sealbridge.keyrelease.exchange import (
     EscrowFinished,
@@ -165,16 +167,75 @@ def test_verify_chunk_key_rejects_wrong_keys(secret: bytes) -> None:
         verify_chunk_key(chunk, secret, "native")
 
 
-def test_verify_chunk_key_refuses_btc_unknown_kinds_and_non_eip55_addresses() -> None:
+def test_verify_chunk_key_refuses_unknown_kinds_and_addresses_of_another_kind() -> None:
     chunk, secret = make_chunk(VAULT_A, 0, "ETH@31337")
-    with pytest.raises(InvalidRequest, match="btc"):
+    with pytest.raises(InvalidRequest, match="P2WPKH"):  # a btc chunk at an EVM address
         verify_chunk_key(chunk, secret, "btc")
+    btc = msgspec.structs.replace(chunk, address=derive_p2wpkh(secret).address)
+    with pytest.raises(InvalidRequest, match="Ethereum"):  # an EVM chunk at a btc address
+        verify_chunk_key(btc, secret, "native")
     with pytest.raises(InvalidRequest, match="kind"):
         verify_chunk_key(chunk, secret, "solana")
     lower = msgspec.structs.replace(chunk, address=chunk.address.lower())
     if lower.address != chunk.address:  # (an all-digit address has no checksum letters)
         with pytest.raises(InvalidRequest, match="EIP-55"):
             verify_chunk_key(lower, secret, "native")
+
+
+def btc_chunk(vault: str, index: int, network: str = "regtest") -> tuple[Chunk, bytes]:
+    """A chunk of P2WPKH outputs: its address is the key's bech32 address on ``network``."""
+    secret = coincurve.PrivateKey(os.urandom(32)).secret
+    chunk, _ = make_chunk(vault, index, f"BTC@{network}")
+    return msgspec.structs.replace(chunk, address=derive_p2wpkh(secret, network).address), secret
+
+
+def test_verify_chunk_key_opens_p2wpkh_chunks() -> None:
+    """Issue 15, item 6: btc chunks are exchanged too (before: refused with "btc chunks
+    are not exchanged here"). The key must open the chunk's P2WPKH address."""
+    for network in ("regtest", "testnet", "mainnet"):
+        chunk, secret = btc_chunk(VAULT_A, 0, network)
+        verify_chunk_key(chunk, secret, "btc")
+        with pytest.raises(ExchangeViolation, match="opens"):
+            verify_chunk_key(chunk, btc_chunk(VAULT_A, 1, network)[1], "btc")
+        for bad in (b"\x00" * 32, SECP256K1_ORDER.to_bytes(32, "big"), os.urandom(31)):
+            with pytest.raises(ExchangeViolation):
+                verify_chunk_key(chunk, bad, "btc")
+    # the address names its network: the same key's regtest address is not its mainnet one
+    chunk, secret = btc_chunk(VAULT_A, 0, "regtest")
+    mainnet = msgspec.structs.replace(chunk, address=derive_p2wpkh(secret, "mainnet").address)
+    verify_chunk_key(mainnet, secret, "btc")
+    assert mainnet.address != chunk.address
+    typo = chunk.address[:-1] + ("q" if chunk.address[-1] != "q" else "p")  # checksum breaks
+    for address in (chunk.address.upper(), typo, "bcrt1q", ""):
+        with pytest.raises(InvalidRequest, match="P2WPKH"):
+            verify_chunk_key(msgspec.structs.replace(chunk, address=address), secret, "btc")
+
+
+def test_an_escrow_and_a_swap_exchange_btc_chunks() -> None:
+    kinds = {**KINDS, "BTC@regtest": "btc"}
+    pairs = [btc_chunk(VAULT_A, i) for i in range(2)]
+    chunks = [chunk for chunk, _ in pairs]
+    dep = TimeLockedEscrow("e", "depositor", chunks, kinds, 10.0)
+    ben = TimeLockedEscrow("e", "beneficiary", chunks, kinds, 10.0)
+    effects = dep.on_tick(10.0)
+    assert releases(effects) == [c.chunk_id for c in chunks]
+    before = snapshot(ben)
+    with pytest.raises(ExchangeViolation):  # chunk 0's key for chunk 1
+        ben.on_key(chunks[1].chunk_id, pairs[0][1], 11.0)
+    assert snapshot(ben) == before
+    for chunk, secret in pairs:
+        assert sweeps(ben.on_key(chunk.chunk_id, secret, 11.0)) == [chunk.chunk_id]
+    assert ben.status() is EscrowStatus.RELEASED
+    # BTC against ETH, tit for tat
+    setup = make_setup(2)
+    btc = [btc_chunk(VAULT_B, i) for i in range(2)]
+    b_chunks = [chunk for chunk, _ in btc]
+    secrets = {**setup.secrets, **{chunk.chunk_id: secret for chunk, secret in btc}}
+    a = TitForTatSwap("swap-1", "A", setup.a_chunks, b_chunks, kinds, 100.0)
+    b = TitForTatSwap("swap-1", "B", b_chunks, setup.a_chunks, kinds, 100.0)
+    log = run_honest(a, b, secrets)
+    assert a.status() is b.status() is SwapStatus.COMPLETED
+    assert sweeps(log["A"]) == [c.chunk_id for c in b_chunks]
 
 
 # --- honest swaps ----------------------------------------------------------------------------
@@ -353,7 +414,7 @@ def test_construction_refuses_bad_swaps() -> None:
         ("A", [], [], KINDS, 10.0),  # k = 0
         ("C", s3.a_chunks, s3.b_chunks, KINDS, 10.0),  # bad role
         ("A", s3.a_chunks, s3.b_chunks, {"ETH@31337": "native"}, 10.0),  # missing kind
-        ("A", s3.a_chunks, s3.b_chunks, {**KINDS, "USDC@31338": "btc"}, 10.0),  # btc
+        ("A", s3.a_chunks, s3.b_chunks, {**KINDS, "USDC@31338": "btc"}, 10.0),  # btc at 0x…
         ("A", s3.a_chunks, s3.b_chunks, KINDS, float("nan")),  # bad deadline
         ("A", s3.a_chunks, s3.a_chunks, KINDS, 10.0),  # duplicate chunk ids
     ]
@@ -670,9 +731,9 @@ def test_escrow_snapshot_round_trips() -> None:
         TimeLockedEscrow.from_state(bad)
 
 
-def test_escrow_refuses_btc_and_empty() -> None:
-    chunk, _ = make_chunk(VAULT_A, 0, "BTC@0")
-    with pytest.raises(InvalidRequest, match="btc"):
-        TimeLockedEscrow("e", "depositor", [chunk], {"BTC@0": "btc"}, 1.0)
+def test_escrow_refuses_btc_at_an_ethereum_address_and_empty() -> None:
+    chunk, _ = make_chunk(VAULT_A, 0, "BTC@regtest")
+    with pytest.raises(InvalidRequest, match="P2WPKH"):
+        TimeLockedEscrow("e", "depositor", [chunk], {"BTC@regtest": "btc"}, 1.0)
     with pytest.raises(InvalidRequest):
         TimeLockedEscrow("e", "depositor", [], KINDS, 1.0)

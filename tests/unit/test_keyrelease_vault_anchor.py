@@ -21,22 +21,30 @@ from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import SealbridgeError
+from sealbridge.crypto.signing import secp256k1_sign_hash
+from sealbridge.keyrelease.bitcoin import derive_p2wpkh
 from sealbridge.keyrelease.freshness import AnchorBinding, Guarded
 from sealbridge.keyrelease.types import Chunk, compute_chunk_id
+from sealbridge.keyrelease.utxo_ledger import UtxoLedger
 from sealbridge.keyrelease.vault import (
     VAULT_PROGRAM,
+    BtcSweepRequest,
+    BtcWithdrawalRequest,
     ChunkRef,
     CreateKeys,
     Deliver,
     LossClaim,
     OpenSwap,
     OwnerRef,
+    SignedBtcSweep,
+    SignedBtcWithdrawal,
     SignedSweep,
     SweepRequest,
     VaultCard,
     VaultConfig,
     VaultManifest,
     VaultOutput,
+    compute_btc_withdrawal_digest,
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
 from sealbridge.node.keyrelease import _Vault
@@ -330,3 +338,39 @@ def test_a_stale_copy_cannot_attest_a_key_unreleased(env: Env) -> None:
         twin.call("attest_unreleased", ChunkRef(chunk_id=compute_chunk_id(card.vault, 0)))
     with pytest.raises(SealbridgeError, match="anchored version .* first|not the newest"):
         twin.handle.ecall("take_output", encode(twin.get_anchor_proof()))
+
+
+def test_a_bitcoin_sweep_and_withdrawal_leave_only_once_anchored(env: Env) -> None:
+    """Issue 15, item 6: the bitcoin ECALLs are anchored like the EVM ones (and the
+    devnet's host relays their anchors): the signed transaction stays in the enclave
+    until the chain holds the change, and the ledger model then takes it."""
+    vault, manifest, card = env.new_vault("bitcoin")
+    ledger = UtxoLedger()
+    own = compute_chunk_id(card.vault, 0)
+    funding = ledger.fund(manifest.keys[0].btc_address, 100_000)
+    request = BtcSweepRequest(chunk_id=own, utxos=[funding], fee_sat=1_000)
+    pending = decode(vault.handle.ecall("sign_btc_sweep", encode(request)), Guarded)
+    assert pending.anchor is not None and pending.output == b""
+    with pytest.raises(SealbridgeError, match="not mined yet"):
+        vault.handle.ecall("take_output", encode(vault.get_anchor_proof()))
+    vault.persist()
+    swept = decode(vault.release(pending.anchor), SignedBtcSweep)
+    ledger.broadcast(swept.raw_tx)
+    # the owner (dev key 2, bound by new_vault) withdraws through the host
+    target = derive_p2wpkh(b"\x07" * 32).address
+    order = BtcWithdrawalRequest(
+        vault=card.vault,
+        destination=target,
+        sweep=BtcSweepRequest(
+            chunk_id=own, utxos=ledger.get_utxos(swept.destination), fee_sat=1_000
+        ),
+    )
+    signature = secp256k1_sign_hash(
+        env.adapter.get_dev_key(2), compute_btc_withdrawal_digest(order)
+    )
+    signed = decode(
+        vault.call("withdraw_btc", SignedBtcWithdrawal(request=order, signature=signature)),
+        SignedBtcSweep,
+    )
+    ledger.broadcast(signed.raw_tx)
+    assert ledger.get_balance(target) == 100_000 - 2 * 1_000

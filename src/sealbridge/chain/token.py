@@ -22,6 +22,7 @@ from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.errors import ChainConfigError
 
 __all__ = [
+    "BALANCE_OF_SLOT",
     "CONTRACT_NAME",
     "UNLIMITED",
     "DepositToken",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 CONTRACT_NAME = "DepositToken"
+# the storage slot of DepositToken's balanceOf HashMap (tests/unit/test_chain_facts.py
+# compares it with the compiler's layout): a balance proof reads keccak(slot ++ holder)
+BALANCE_OF_SLOT = 7
 UNLIMITED = 2**256 - 1  # an allowance that transferFrom never decreases
 MAX_DECIMALS = 36
 MAX_NAME = 64

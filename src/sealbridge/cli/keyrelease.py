@@ -298,7 +298,9 @@ def vault(
 @app.command("deposit")
 def deposit(
     name: Annotated[str, typer.Argument(help="Client name.")],
-    asset: Annotated[str, typer.Option(help="ETH@31337 or TKN@31338.")] = "ETH@31337",
+    asset: Annotated[
+        str, typer.Option(help="ETH@31337, TKN@31338 or BTC@regtest (btc: --no-offer).")
+    ] = "ETH@31337",
     chunks: Annotated[int, typer.Option(help="Chunks to fund (1-64).")] = 4,
     bond: Annotated[int, typer.Option(help="USD of sybil bond to post first (0: none).")] = 0,
     offer: Annotated[bool, typer.Option(help="Put the chunks in the matcher's book.")] = True,
@@ -351,7 +353,9 @@ def request(
 def accept(
     name: Annotated[str, typer.Argument(help="Client name.")],
     request_id: Annotated[str, typer.Argument(help="The offer to accept.")],
-    give: Annotated[str, typer.Option(help="The asset given in exchange.")] = "TKN@31338",
+    give: Annotated[
+        str, typer.Option(help="The asset given in exchange (BTC@regtest too).")
+    ] = "TKN@31338",
     home: HomeOption = DEFAULT_HOME,
     as_json: JsonOption = False,
 ) -> None:

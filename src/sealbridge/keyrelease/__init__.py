@@ -2,7 +2,8 @@
 private keys that were generated inside TEEs (see ``docs/keyrelease.md``).
 
 Modules: ``errors`` (typed refusals), ``types`` (assets, chunks, requests, offers),
-``bitcoin`` (P2WPKH derivation and sweeps), ``matcher`` (the risk-managing matcher's
+``bitcoin`` (P2WPKH derivation and sweeps), ``utxo_ledger`` (a local model of a
+bitcoin node's UTXO set, not a node), ``matcher`` (the risk-managing matcher's
 sans-I/O core), ``exchange`` (contract Z: the tit-for-tat swap and the time-locked
 escrow, sans-I/O), ``vault`` (the client enclave's key vault).
 """

@@ -24,10 +24,12 @@ lock (:func:`load_secp256k1`). Every call selects its network (``"mainnet"``,
 thread-local and restored on exit.
 
 No bitcoind can be installed on this machine, so nothing here talks to a node.
-:class:`BitcoinChainAdapter` is the interface a node adapter would implement; until one
-exists, sweeps are verified with the script interpreter against the funding outputs, which
-is the consensus check a node would apply to each input (it does not see the UTXO set, so
-it cannot tell whether an output is still unspent).
+:class:`BitcoinChainAdapter` is the interface a node adapter would implement. Sweeps are
+verified with the script interpreter against the funding outputs, which is the consensus
+check a node would apply to each input (it does not see the UTXO set, so it cannot tell
+whether an output is still unspent). :mod:`sealbridge.keyrelease.utxo_ledger` is a local
+*model* of a node's UTXO set behind that interface (not a node); it uses
+:func:`decode_transaction`, :func:`build_funding_transaction` and :func:`verify_sweep`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ __all__ = [
     "BitcoinError",
     "BitcoinKeyInfo",
     "BitcoinUnavailable",
+    "DecodedTransaction",
     "InvalidAddress",
     "InvalidKey",
     "InvalidUtxo",
@@ -63,11 +66,18 @@ __all__ = [
     "SignedSweep",
     "SweepInvalid",
     "SweepRefused",
+    "TxInput",
+    "TxOutput",
     "UnsupportedNetwork",
     "Utxo",
+    "build_funding_transaction",
     "build_sweep",
+    "decode_transaction",
     "derive_p2wpkh",
     "dust_threshold_sat",
+    "get_address_script",
+    "get_p2wpkh_network",
+    "is_p2wpkh_script",
     "load_secp256k1",
     "p2wpkh_address",
     "verify_sweep",
@@ -87,6 +97,8 @@ SWEEP_SEQUENCE = 0xFFFFFFFD  # BIP125: a stuck sweep can be replaced with a high
 _SIGHASH_ALL = 0x01
 _MAX_VOUT = 0xFFFFFFFF
 _MAX_BITCOINTX_LOCKTIME = 0x7FFFFFFF
+MAX_TX_BYTES = 400_000  # Bitcoin Core's standard limit is 400,000 weight units
+MAX_ADDRESS_CHARS = 90  # BIP173: a bech32 string is at most 90 characters
 
 
 class BitcoinError(KeyReleaseError):
@@ -171,13 +183,40 @@ class SignedSweep(Message, frozen=True):
     amount_sat: int  # paid to the destination
 
 
+class TxInput(Message, frozen=True):
+    """One input of a decoded transaction: the outpoint it spends."""
+
+    txid: str  # display byte order
+    vout: int
+    sequence: int
+
+
+class TxOutput(Message, frozen=True):
+    amount_sat: int
+    script_pubkey: bytes
+
+
+class DecodedTransaction(Message, frozen=True):
+    """What a node reads off a raw transaction before it looks at the UTXO set."""
+
+    txid: str  # display byte order
+    version: int
+    lock_time: int
+    inputs: list[TxInput]
+    outputs: list[TxOutput]
+    vsize: int
+    is_coinbase: bool
+
+
 class BitcoinChainAdapter(Protocol):
     """The interface a bitcoind (or Electrum server) adapter would implement.
 
-    None is implemented: no bitcoind can be installed on this machine. Sweeps are verified
-    with python-bitcointx's script interpreter against the funding outputs instead
+    No node adapter is implemented: no bitcoind can be installed on this machine. Sweeps
+    are verified with python-bitcointx's script interpreter against the funding outputs
     (:func:`verify_sweep`). An adapter supplies what the interpreter cannot know: which
     outputs exist and are unspent, propagation, and confirmation depth.
+    :class:`sealbridge.keyrelease.utxo_ledger.UtxoLedger` implements it as a local model
+    of a node's UTXO set (no network, no proof of work, no reorganisations).
     """
 
     def get_utxos(self, address: str) -> list[Utxo]:
@@ -278,6 +317,11 @@ def _is_p2wpkh_script(script: bytes) -> bool:
     return len(script) == 22 and script[:2] == b"\x00\x14"
 
 
+def is_p2wpkh_script(script: bytes) -> bool:
+    """Whether ``script`` is a P2WPKH ``scriptPubKey`` (``OP_0 <20 bytes>``)."""
+    return isinstance(script, bytes) and _is_p2wpkh_script(script)
+
+
 def p2wpkh_address(public_key: bytes, network: str = "regtest") -> str:
     """The bech32 P2WPKH address of a compressed public key on ``network``."""
     with _network(network):
@@ -314,6 +358,33 @@ def _destination_script(destination: str, network: str) -> bytes:
         return bytes(CCoinAddress(destination).to_scriptPubKey())
     except (CCoinAddressError, ValueError) as exc:
         raise InvalidAddress(f"{destination!r} is not a valid {network} address: {exc}") from exc
+
+
+def get_address_script(address: str, network: str = "regtest") -> bytes:
+    """The ``scriptPubKey`` an address of ``network`` stands for; InvalidAddress if none."""
+    if not isinstance(address, str) or not 0 < len(address) <= MAX_ADDRESS_CHARS:
+        raise InvalidAddress(f"an address is 1 to {MAX_ADDRESS_CHARS} characters")
+    with _network(network):
+        return _destination_script(address, network)
+
+
+def get_p2wpkh_network(address: str) -> str:
+    """The network (``NETWORKS`` key) of a P2WPKH address in canonical (lowercase)
+    bech32 form; InvalidAddress for anything else."""
+    if not isinstance(address, str) or not 0 < len(address) <= MAX_ADDRESS_CHARS:
+        raise InvalidAddress(f"an address is 1 to {MAX_ADDRESS_CHARS} characters")
+    for network in NETWORKS:
+        with _network(network):
+            from bitcointx.core import AddressDataEncodingError
+            from bitcointx.wallet import CCoinAddress, CCoinAddressError, P2WPKHCoinAddress
+
+            try:
+                parsed = CCoinAddress(address)
+            except (CCoinAddressError, AddressDataEncodingError, ValueError):
+                continue
+            if isinstance(parsed, P2WPKHCoinAddress) and str(parsed) == address:
+                return network
+    raise InvalidAddress(f"{address!r} is not a canonical P2WPKH address of a known network")
 
 
 # --- outputs and amounts -----------------------------------------------------------------
@@ -556,6 +627,63 @@ def _verify_input(tx: CTransaction, index: int, utxo: Utxo) -> None:
         raise SweepInvalid(
             f"input {index} ({utxo.txid}:{utxo.vout}) fails script verification: {exc}"
         ) from exc
+
+
+def decode_transaction(raw_tx: bytes, network: str = "regtest") -> DecodedTransaction:
+    """Decode one canonically serialized transaction of at most ``MAX_TX_BYTES``; else
+    MalformedTransaction. Nothing is verified here but the encoding."""
+    if not isinstance(raw_tx, bytes) or not 0 < len(raw_tx) <= MAX_TX_BYTES:
+        raise MalformedTransaction(f"a raw transaction is 1 to {MAX_TX_BYTES} bytes")
+    with _network(network):
+        tx = _decode_transaction(raw_tx)
+        if bytes(tx.serialize()) != raw_tx:
+            raise MalformedTransaction("the transaction is not canonically serialized")
+        return DecodedTransaction(
+            txid=_display_hex(tx.GetTxid()),
+            version=tx.nVersion,
+            lock_time=tx.nLockTime,
+            inputs=[
+                TxInput(
+                    txid=_display_hex(bytes(txin.prevout.hash)),
+                    vout=txin.prevout.n,
+                    sequence=txin.nSequence,
+                )
+                for txin in tx.vin
+            ],
+            outputs=[
+                TxOutput(amount_sat=txout.nValue, script_pubkey=bytes(txout.scriptPubKey))
+                for txout in tx.vout
+            ],
+            vsize=tx.get_virtual_size(),
+            is_coinbase=tx.is_coinbase(),
+        )
+
+
+def build_funding_transaction(
+    script_pubkey: bytes, amount_sat: int, serial: int, network: str = "regtest"
+) -> tuple[bytes, str]:
+    """A coinbase-shaped transaction paying ``amount_sat`` to ``script_pubkey``: one input
+    with the null outpoint whose scriptSig carries a tag and ``serial`` (so the txid is
+    deterministic and distinct per serial), one output. Returns (raw tx, txid). Used by the
+    local ledger model to create funds; it proves nothing about any real chain."""
+    if not isinstance(script_pubkey, bytes) or not 0 < len(script_pubkey) <= 10_000:
+        raise InvalidUtxo("a funding script must be 1 to 10,000 bytes")
+    if not _is_int(amount_sat) or not 0 < amount_sat <= MAX_MONEY_SAT:
+        raise InvalidUtxo(f"a funding amount must be in 1..{MAX_MONEY_SAT} sat")
+    if not _is_int(serial) or not 0 <= serial < 2**64:
+        raise InvalidUtxo("a funding serial must be in 0..2**64-1")
+    with _network(network):
+        from bitcointx.core import CMutableTransaction, COutPoint, CTxIn, CTxOut
+        from bitcointx.core.script import CScript
+
+        script_sig = CScript([b"sealbridge/utxo-ledger/funding", serial.to_bytes(8, "big")])
+        tx = CMutableTransaction(
+            vin=[CTxIn(COutPoint(), script_sig, nSequence=0xFFFFFFFF)],
+            vout=[CTxOut(amount_sat, CScript(script_pubkey))],
+            nVersion=2,
+            nLockTime=0,
+        )
+        return bytes(tx.serialize()), _display_hex(tx.GetTxid())
 
 
 def verify_sweep(raw_tx: bytes, utxos: Sequence[Utxo], network: str = "regtest") -> None:

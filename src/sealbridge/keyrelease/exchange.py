@@ -15,8 +15,9 @@ the handler returns without an error (it is needed to sweep the chunk).
 
 so an honest party never has more than one chunk given and not yet paid for (A holds the
 "one chunk" of risk; B holds none). Each received key must be the next expected chunk of
-the counterparty and must open that chunk's address (:func:`verify_chunk_key`); anything
-else is an :class:`ExchangeViolation` and changes nothing. States:
+the counterparty and must open that chunk's address (:func:`verify_chunk_key`: its EIP-55
+address for ``native`` and ``erc20`` chunks, its P2WPKH address for ``btc`` chunks);
+anything else is an :class:`ExchangeViolation` and changes nothing. States:
 
 * ``WAITING``  -- built, ``start`` not yet called;
 * ``ACTIVE``   -- exchanging keys;
@@ -56,6 +57,7 @@ from sealbridge.crypto.signing import (
     secp256k1_public,
     to_checksum_address,
 )
+from sealbridge.keyrelease.bitcoin import BitcoinError, derive_p2wpkh, get_p2wpkh_network
 from sealbridge.keyrelease.errors import AlreadyReleased, ExchangeViolation, InvalidRequest
 from sealbridge.keyrelease.types import AssetKind, Chunk
 
@@ -79,6 +81,7 @@ __all__ = [
 SwapRole = Literal["A", "B"]
 EscrowRole = Literal["depositor", "beneficiary"]
 _EVM_KINDS = frozenset({AssetKind.NATIVE.value, AssetKind.ERC20.value})
+_KINDS = _EVM_KINDS | {AssetKind.BTC.value}
 
 
 # --- effects ---------------------------------------------------------------------------------
@@ -139,29 +142,51 @@ def _parse_eip55(address: str) -> str:
     return address
 
 
+def _parse_p2wpkh(address: str) -> str:
+    """The network of a canonical P2WPKH address; InvalidRequest otherwise."""
+    try:
+        return get_p2wpkh_network(address)
+    except BitcoinError as exc:
+        raise InvalidRequest(f"not a P2WPKH address: {address!r}") from exc
+
+
 def _check_kind(kind: str) -> None:
-    if kind == AssetKind.BTC.value:
-        raise InvalidRequest("btc chunks are not exchanged here")
-    if kind not in _EVM_KINDS:
+    if kind not in _KINDS:
         raise InvalidRequest(f"unknown asset kind {kind!r}")
+
+
+def _check_address(chunk: Chunk, kind: str) -> None:
+    if kind == AssetKind.BTC.value:
+        _parse_p2wpkh(chunk.address)
+    else:
+        _parse_eip55(chunk.address)
 
 
 def verify_chunk_key(chunk: Chunk, secret: bytes, kind: str) -> None:
     """Check that ``secret`` is the private key of ``chunk``.
 
-    For EVM kinds ("native", "erc20") the secret must be a valid 32-byte secp256k1 scalar
-    whose Ethereum address, in EIP-55 form, is ``chunk.address``. Raises
-    :class:`ExchangeViolation` when the secret does not open the chunk, and
-    :class:`InvalidRequest` when the chunk or kind themselves are unusable (btc included).
+    The secret must be a valid 32-byte secp256k1 scalar. For EVM kinds ("native",
+    "erc20") its Ethereum address, in EIP-55 form, must be ``chunk.address``; for "btc"
+    its P2WPKH address (compressed key) on the network ``chunk.address`` names must be
+    ``chunk.address``. Raises :class:`ExchangeViolation` when the secret does not open
+    the chunk, and :class:`InvalidRequest` when the chunk or kind themselves are unusable.
     """
     _check_kind(kind)
-    expected = _parse_eip55(chunk.address)
+    is_btc = kind == AssetKind.BTC.value
+    expected = _parse_p2wpkh(chunk.address) if is_btc else _parse_eip55(chunk.address)
     if not isinstance(secret, bytes | bytearray) or len(secret) != SECP256K1_PRIVATE_KEY_SIZE:
         raise ExchangeViolation(
             f"key for chunk {chunk.chunk_id} must be {SECP256K1_PRIVATE_KEY_SIZE} bytes"
         )
     if not 0 < int.from_bytes(secret, "big") < SECP256K1_ORDER:
         raise ExchangeViolation(f"key for chunk {chunk.chunk_id} is not a secp256k1 key")
+    if is_btc:
+        derived = derive_p2wpkh(bytes(secret), expected).address
+        if derived != chunk.address:
+            raise ExchangeViolation(
+                f"key for chunk {chunk.chunk_id} opens {derived}, not the chunk's {chunk.address}"
+            )
+        return
     public = secp256k1_public(bytes(secret), compressed=False)
     derived = to_checksum_address(eth_address(public))
     if derived != expected:
@@ -200,7 +225,7 @@ def _check_chunks(chunks: Iterable[Chunk], kinds: Mapping[str, str]) -> None:
         if kind is None:
             raise InvalidRequest(f"no kind given for asset {chunk.asset!r}")
         _check_kind(kind)
-        _parse_eip55(chunk.address)
+        _check_address(chunk, kind)
 
 
 # --- tit-for-tat swap ------------------------------------------------------------------------

@@ -52,6 +52,26 @@ Risk and money.
     A report is only as good as the host's observation and the victim's sweep addresses
     (:meth:`MatcherCore.register_sweep_address`): an outflow to one of them, or the
     victim's own sweep transaction, is the victim's doing and the report is rejected.
+
+Snapshots.
+    :meth:`MatcherCore.export_snapshot` gives the whole logical state as one canonical
+    :class:`MatcherSnapshot` (so a host can seal it instead of replaying a journal from
+    the start), and :meth:`MatcherCore.from_snapshot` rebuilds a core from it that
+    answers every later operation exactly as the original: the same offers for the same
+    request and seed, the same errors, the same status. It keeps what the past decided
+    and cannot be recomputed: owners in registration order (an owner's index in the
+    weight trees), chunks with their state and the offer that took them last, offers in
+    the order they were made (expiry breaks ties by it; the open ones are the expiry
+    queue), each asset's available chunks in book order (a draw picks by position, and
+    declines, expiries and reclaims shuffle positions), sweep addresses, payouts and the
+    pool's totals. The indexes are rebuilt: books, weight trees (from the owners),
+    holders and contracts (from the offers), state counts. A restore re-checks every
+    invariant that relates these (one state per chunk; a chunk named by an offer is held
+    by it, reserved for an open offer or allocated by an accepted one; exposures and
+    counters match the chunks; a banned owner offers nothing; fees, slashes, the pool and
+    payouts add up) and refuses a snapshot taken under another policy, so a hostile or
+    damaged snapshot raises ``InvalidRequest`` instead of becoming a matcher. Exporting
+    the restored core gives the same bytes again.
 """
 
 from __future__ import annotations
@@ -61,6 +81,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from enum import StrEnum
+from typing import TypeVar
 
 from sealbridge.core.encoding import Message
 from sealbridge.keyrelease.errors import (
@@ -72,15 +93,20 @@ from sealbridge.keyrelease.errors import (
 from sealbridge.keyrelease.types import Chunk, ChunkRequest, Offer, parse_chunk_id
 
 __all__ = [
+    "SNAPSHOT_VERSION",
     "ChainObservation",
+    "ChunkSnapshot",
     "ChunkState",
     "ChunkView",
     "DoubleSpendReport",
     "MatcherCore",
     "MatcherPolicy",
+    "MatcherSnapshot",
     "MatcherStatus",
+    "OfferSnapshot",
     "OfferState",
     "OfferView",
+    "OwnerSnapshot",
     "OwnerStatus",
     "Penalty",
     "WrongState",
@@ -88,8 +114,11 @@ __all__ = [
 ]
 
 BPS = 10_000
+SNAPSHOT_VERSION = 1
 _DRAW_TAG = b"sealbridge/keyrelease/matcher/draw/v1"
 _CLAIM_TAG = b"sealbridge/keyrelease/matcher/claim/v1"
+
+_S = TypeVar("_S", bound=StrEnum)
 
 
 class WrongState(KeyReleaseError):
@@ -114,6 +143,9 @@ class OfferState(StrEnum):
     EXPIRED = "expired"
     VOIDED = "voided"  # an owner in it was banned before it was accepted
 
+
+_CHUNK_STATES = {state.value: state for state in ChunkState}
+_OFFER_STATES = {state.value: state for state in OfferState}
 
 _CHUNK_MOVES: dict[ChunkState, frozenset[ChunkState]] = {
     ChunkState.AVAILABLE: frozenset({ChunkState.RESERVED, ChunkState.WITHDRAWN}),
@@ -251,6 +283,60 @@ class MatcherStatus(Message, frozen=True):
     sweep_addresses: dict[str, list[str]]  # requester -> registered (normalized) addresses
 
 
+class OwnerSnapshot(Message, frozen=True):
+    """One owner of a :class:`MatcherSnapshot`."""
+
+    owner: str
+    bond_usd_e8: int
+    reputation: int
+    exposure_usd_e8: int  # reserved + allocated: checked against the chunks on restore
+    banned: bool
+    settled_chunks: int  # its SPENT chunks
+    double_spends: int  # its COMPENSATED chunks
+
+
+class ChunkSnapshot(Message, frozen=True):
+    """One chunk of a :class:`MatcherSnapshot`. A reserved, allocated, spent or
+    compensated chunk names the offer that took it last; its holder and contract are
+    that offer's."""
+
+    chunk: Chunk
+    state: str  # a ChunkState value
+    request_id: str = ""
+
+
+class OfferSnapshot(Message, frozen=True):
+    """One offer of a :class:`MatcherSnapshot`; its chunks are named by id."""
+
+    request_id: str
+    requester: str
+    contract: str
+    asset: str
+    chunk_ids: list[str]
+    fee_e8: int
+    state: str  # an OfferState value
+    created_at: float
+
+
+class MatcherSnapshot(Message, frozen=True):
+    """The complete logical state of a :class:`MatcherCore` (see "Snapshots")."""
+
+    version: int  # SNAPSHOT_VERSION
+    policy: MatcherPolicy  # the policy it was taken under: it restores only under it
+    owners: list[OwnerSnapshot]  # in registration order (an owner's draw index)
+    chunks: list[ChunkSnapshot]  # in the order they were added
+    offers: list[OfferSnapshot]  # in the order they were made (expiry breaks ties by it)
+    # asset -> its available chunk ids in book order: by owner, then vault, then slot
+    available: dict[str, list[str]]
+    sweep_addresses: dict[str, list[str]]  # requester -> sorted normalized addresses
+    compensation_paid: dict[str, int]  # victim -> total paid
+    pool_usd_e8: int
+    fees_usd_e8: int
+    slashed_usd_e8: int
+    compensated_usd_e8: int
+    uncovered_usd_e8: int
+
+
 def compute_claim_id(chunk_id: str) -> bytes:
     """The 32-byte id of the insurance claim for a chunk (one claim per chunk)."""
     return hashlib.sha256(_CLAIM_TAG + b"\x00" + chunk_id.encode()).digest()
@@ -259,12 +345,13 @@ def compute_claim_id(chunk_id: str) -> bytes:
 # --------------------------------------------------------------------------- helpers
 
 
-def _require_int(name: str, value: object, *, low: int, high: int | None = None) -> None:
+def _require_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
     if type(value) is not int:
         raise InvalidRequest(f"{name} must be an int, got {value!r}")
     if value < low or (high is not None and value > high):
         bound = f"[{low}, {high}]" if high is not None else f">= {low}"
         raise InvalidRequest(f"{name} must be {bound}, got {value}")
+    return value
 
 
 def _require_str(name: str, value: object) -> str:
@@ -273,10 +360,25 @@ def _require_str(name: str, value: object) -> str:
     return value
 
 
-def _require_time(now: object) -> float:
+def _require_time(now: object, name: str = "now") -> float:
     if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
-        raise InvalidRequest(f"now must be a finite number, got {now!r}")
+        raise InvalidRequest(f"{name} must be a finite number, got {now!r}")
     return float(now)
+
+
+def _require_list(name: str, value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise InvalidRequest(f"{name} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _parse_state(states: dict[str, _S], what: str, name: str, value: object) -> _S:
+    """The member of ``states`` (value -> member) that ``value`` names, for ``what name``."""
+    state = states.get(value) if isinstance(value, str) else None
+    if state is None:
+        kind = type(next(iter(states.values()))).__name__
+        raise InvalidRequest(f"{what} {name}: unknown {kind} {value!r}")
+    return state
 
 
 def _normalize_account(account: str) -> str:
@@ -395,6 +497,17 @@ class _AssetBook:
         else:
             del self.counts[chunk.owner]
         self.available -= 1
+
+
+def _get_book_order(book: _AssetBook) -> list[str]:
+    """The available chunk ids of a book in the order that rebuilds it: adding them one
+    by one to an empty book gives the same owners, vaults and slots."""
+    return [
+        chunk_id
+        for vaults in book.by_owner.values()
+        for ids in vaults.values()
+        for chunk_id in ids.items
+    ]
 
 
 class _Owner:
@@ -910,6 +1023,333 @@ class MatcherCore:
             compensation_paid=dict(self._paid),
             sweep_addresses={r: sorted(a) for r, a in sorted(self._sweep.items())},
         )
+
+    # ------------------------------------------------------------------ snapshots
+
+    def export_snapshot(self) -> MatcherSnapshot:
+        """The complete logical state, canonical: the same state gives the same bytes."""
+        return MatcherSnapshot(
+            version=SNAPSHOT_VERSION,
+            policy=self.policy,
+            owners=[
+                OwnerSnapshot(
+                    owner=owner.name,
+                    bond_usd_e8=owner.bond,
+                    reputation=owner.reputation,
+                    exposure_usd_e8=owner.exposure,
+                    banned=owner.banned,
+                    settled_chunks=owner.settled,
+                    double_spends=owner.double_spends,
+                )
+                for owner in self._owner_list
+            ],
+            chunks=[
+                ChunkSnapshot(
+                    chunk=record.chunk, state=record.state.value, request_id=record.request_id
+                )
+                for record in self._chunks.values()
+            ],
+            offers=[
+                OfferSnapshot(
+                    request_id=record.offer.request_id,
+                    requester=record.offer.requester,
+                    contract=record.offer.contract,
+                    asset=record.offer.asset,
+                    chunk_ids=[chunk.chunk_id for chunk in record.offer.chunks],
+                    fee_e8=record.offer.fee_e8,
+                    state=record.state.value,
+                    created_at=record.created_at,
+                )
+                for record in self._offers.values()
+            ],
+            available={asset: _get_book_order(book) for asset, book in self._books.items()},
+            sweep_addresses={r: sorted(a) for r, a in sorted(self._sweep.items())},
+            compensation_paid=dict(sorted(self._paid.items())),
+            pool_usd_e8=self._pool,
+            fees_usd_e8=self._fees,
+            slashed_usd_e8=self._slashed,
+            compensated_usd_e8=self._compensated,
+            uncovered_usd_e8=self._uncovered,
+        )
+
+    @classmethod
+    def from_snapshot(cls, policy: MatcherPolicy, snapshot: MatcherSnapshot) -> MatcherCore:
+        """A core in the state ``snapshot`` describes, with its indexes rebuilt: it answers
+        every later operation exactly as the core the snapshot was taken from. A snapshot
+        taken under another policy, or that breaks an invariant of the state (see
+        "Snapshots" in the module docstring), raises ``InvalidRequest``."""
+        core = cls(policy)
+        if not isinstance(snapshot, MatcherSnapshot):
+            raise InvalidRequest(f"expected a MatcherSnapshot, got {type(snapshot).__name__}")
+        if type(snapshot.version) is not int or snapshot.version != SNAPSHOT_VERSION:
+            raise InvalidRequest(f"unknown snapshot version {snapshot.version!r}")
+        if snapshot.policy != policy:
+            raise InvalidRequest("the snapshot was taken under another policy")
+        core._load_owners(snapshot.owners)
+        core._load_chunks(snapshot.chunks)
+        core._load_offers(snapshot.offers)
+        core._check_chunk_owners()
+        core._load_books(snapshot.available)
+        core._load_money(snapshot)
+        core._load_sweep(snapshot.sweep_addresses)
+        for owner in core._owner_list:
+            core._refresh(owner)
+        return core
+
+    def _load_owners(self, owners: object) -> None:
+        policy = self.policy
+        for index, entry in enumerate(_require_list("owners", owners)):
+            if not isinstance(entry, OwnerSnapshot):
+                raise InvalidRequest(f"expected an OwnerSnapshot, got {type(entry).__name__}")
+            name = _require_str("owner", entry.owner)
+            if _normalize_account(name) in self._owner_by_account:
+                raise InvalidRequest(f"owner {name} is listed twice")
+            _require_int(f"owner {name} bond", entry.bond_usd_e8, low=0)
+            _require_int(f"owner {name} exposure", entry.exposure_usd_e8, low=0)
+            _require_int(f"owner {name} settled chunks", entry.settled_chunks, low=0)
+            _require_int(f"owner {name} double spends", entry.double_spends, low=0)
+            if type(entry.banned) is not bool:
+                raise InvalidRequest(f"owner {name}: banned must be a bool")
+            if entry.banned != (entry.double_spends > 0):
+                raise InvalidRequest(f"owner {name} is banned if and only if it double spent")
+            if entry.banned:
+                _require_int(f"banned owner {name} reputation", entry.reputation, low=0, high=0)
+            else:
+                _require_int(
+                    f"owner {name} reputation",
+                    entry.reputation,
+                    low=policy.min_reputation,
+                    high=policy.max_reputation,
+                )
+                _require_int(f"owner {name} bond", entry.bond_usd_e8, low=policy.min_bond_usd_e8)
+                if entry.exposure_usd_e8 > entry.bond_usd_e8 * policy.exposure_per_bond:
+                    raise InvalidRequest(f"owner {name} is exposed beyond its bond")
+            record = _Owner(name, index, entry.bond_usd_e8, entry.reputation)
+            record.exposure = entry.exposure_usd_e8
+            record.banned = entry.banned
+            record.settled = entry.settled_chunks
+            record.double_spends = entry.double_spends
+            self._owners[name] = record
+            self._owner_list.append(record)
+            self._owner_by_account[_normalize_account(name)] = record
+
+    def _load_chunks(self, chunks: object) -> None:
+        for entry in _require_list("chunks", chunks):
+            if not isinstance(entry, ChunkSnapshot):
+                raise InvalidRequest(f"expected a ChunkSnapshot, got {type(entry).__name__}")
+            chunk = entry.chunk
+            if not isinstance(chunk, Chunk):
+                raise InvalidRequest(f"expected a Chunk, got {type(chunk).__name__}")
+            chunk_id = _require_str("chunk id", chunk.chunk_id)
+            vault, index = parse_chunk_id(chunk_id)
+            if vault != chunk.vault:
+                raise InvalidRequest(f"chunk {chunk_id} does not name vault {chunk.vault}")
+            key = (vault.lower(), index)
+            if chunk_id in self._chunks or key in self._chunk_keys:
+                raise InvalidRequest(f"chunk {chunk_id} is listed twice")
+            if not isinstance(chunk.owner, str) or chunk.owner not in self._owners:
+                raise InvalidRequest(f"chunk {chunk_id}: unknown owner {chunk.owner!r}")
+            size = self._chunk_usd.get(chunk.asset) if isinstance(chunk.asset, str) else None
+            if size is None:
+                raise InvalidRequest(f"chunk {chunk_id}: unknown asset {chunk.asset!r}")
+            usd, amount, address = chunk.usd_e8, chunk.amount, chunk.address
+            if not (
+                type(usd) is int
+                and usd == size
+                and type(amount) is int
+                and amount >= 1
+                and isinstance(address, str)
+                and address
+            ):  # the fast path above builds no message; this one says what is wrong
+                _require_int(f"chunk {chunk_id} usd_e8", usd, low=size, high=size)
+                _require_int(f"chunk {chunk_id} amount", amount, low=1)
+                _require_str(f"chunk {chunk_id} address", address)
+            state = _parse_state(_CHUNK_STATES, "chunk", chunk_id, entry.state)
+            request_id = entry.request_id
+            if not isinstance(request_id, str):
+                raise InvalidRequest(f"chunk {chunk_id}: request_id must be a str")
+            if (request_id == "") != (state in (ChunkState.AVAILABLE, ChunkState.WITHDRAWN)):
+                raise InvalidRequest(
+                    f"chunk {chunk_id} is {state.value}: "
+                    + ("it names no offer" if not request_id else "it names an offer")
+                )
+            record = _ChunkRecord(chunk)
+            record.state = state
+            record.request_id = request_id
+            self._chunks[chunk_id] = record
+            self._chunk_keys.add(key)
+            self._state_counts[state] += 1
+
+    def _load_offers(self, offers: object) -> None:
+        fee_bps = self.policy.fee_bps
+        holds: set[tuple[str, str]] = set()  # (request id, chunk id) of every offer's chunks
+        for seq, entry in enumerate(_require_list("offers", offers)):
+            if not isinstance(entry, OfferSnapshot):
+                raise InvalidRequest(f"expected an OfferSnapshot, got {type(entry).__name__}")
+            request_id = _require_str("request_id", entry.request_id)
+            if request_id in self._offers:
+                raise InvalidRequest(f"offer {request_id} is listed twice")
+            _require_str(f"offer {request_id} requester", entry.requester)
+            _require_str(f"offer {request_id} contract", entry.contract)
+            size = self._chunk_usd.get(entry.asset) if isinstance(entry.asset, str) else None
+            if size is None:
+                raise InvalidRequest(f"offer {request_id}: unknown asset {entry.asset!r}")
+            offer_state = _parse_state(_OFFER_STATES, "offer", request_id, entry.state)
+            created_at = _require_time(entry.created_at, f"offer {request_id} created_at")
+            chunk_ids = _require_list(f"offer {request_id} chunk_ids", entry.chunk_ids)
+            if not chunk_ids:
+                raise InvalidRequest(f"offer {request_id} has no chunks")
+            fee = len(chunk_ids) * size * fee_bps // BPS
+            _require_int(f"offer {request_id} fee_e8", entry.fee_e8, low=fee, high=fee)
+            chunks: list[Chunk] = []
+            for chunk_id in chunk_ids:
+                record = self._chunks.get(chunk_id) if isinstance(chunk_id, str) else None
+                if record is None:
+                    raise InvalidRequest(f"offer {request_id}: unknown chunk {chunk_id!r}")
+                chunk = record.chunk
+                if chunk.asset != entry.asset:
+                    raise InvalidRequest(f"offer {request_id}: chunk {chunk_id} is another asset")
+                if (request_id, chunk.chunk_id) in holds:
+                    raise InvalidRequest(f"offer {request_id} holds chunk {chunk_id} twice")
+                if offer_state is OfferState.OPEN and record.request_id != request_id:
+                    raise InvalidRequest(
+                        f"open offer {request_id} holds chunk {chunk_id}, not reserved for it"
+                    )
+                holds.add((request_id, chunk.chunk_id))
+                chunks.append(chunk)
+            offer = Offer(
+                request_id=request_id,
+                requester=entry.requester,
+                contract=entry.contract,
+                asset=entry.asset,
+                chunks=chunks,
+                fee_e8=entry.fee_e8,
+            )
+            offer_record = _OfferRecord(offer, created_at)
+            offer_record.state = offer_state
+            self._offers[request_id] = offer_record
+            if offer_state is OfferState.OPEN:
+                self._open[request_id] = offer_record
+                self._expiry.append((created_at, seq, request_id))
+        self._seq = len(self._offers)
+        heapq.heapify(self._expiry)
+        # a chunk that names an offer is held by it, and in the state that offer's gives it
+        for chunk_id, record in self._chunks.items():
+            state = record.state
+            if state in (ChunkState.AVAILABLE, ChunkState.WITHDRAWN):
+                continue
+            named = self._offers.get(record.request_id)
+            if named is None or (record.request_id, chunk_id) not in holds:
+                raise InvalidRequest(
+                    f"chunk {chunk_id} is {state.value} by an offer that does not hold it"
+                )
+            wanted = OfferState.OPEN if state is ChunkState.RESERVED else OfferState.ACCEPTED
+            if named.state is not wanted:
+                raise InvalidRequest(
+                    f"chunk {chunk_id} is {state.value} but offer {record.request_id} "
+                    f"is {named.state.value}"
+                )
+            if state is not ChunkState.RESERVED:
+                record.holder = named.offer.requester
+                record.contract = named.offer.contract
+
+    def _check_chunk_owners(self) -> None:
+        """Each owner's exposure and counters are what its chunks say."""
+        exposure = dict.fromkeys(self._owners, 0)
+        settled = dict.fromkeys(self._owners, 0)
+        double_spends = dict.fromkeys(self._owners, 0)
+        open_states = (ChunkState.RESERVED, ChunkState.ALLOCATED)
+        for chunk_id, record in self._chunks.items():
+            name = record.chunk.owner
+            state = record.state
+            if state in open_states:
+                exposure[name] += record.chunk.usd_e8
+            elif state is ChunkState.SPENT:
+                settled[name] += 1
+            elif state is ChunkState.COMPENSATED:
+                double_spends[name] += 1
+            if self._owners[name].banned and state in (ChunkState.AVAILABLE, ChunkState.RESERVED):
+                raise InvalidRequest(f"chunk {chunk_id} is {state.value}: its owner is banned")
+        for name, owner in self._owners.items():
+            if owner.exposure != exposure[name]:
+                raise InvalidRequest(
+                    f"owner {name} exposure {owner.exposure} is not its reserved and "
+                    f"allocated chunks' {exposure[name]}"
+                )
+            if owner.settled != settled[name] or owner.double_spends != double_spends[name]:
+                raise InvalidRequest(f"owner {name}'s counters do not match its chunks")
+
+    def _load_books(self, available: object) -> None:
+        if not isinstance(available, dict) or set(available) != set(self._books):
+            raise InvalidRequest("available must list every asset of the policy")
+        listed = 0
+        for asset, book in self._books.items():
+            chunk_ids = _require_list(f"available[{asset}]", available[asset])
+            for chunk_id in chunk_ids:
+                record = self._chunks.get(chunk_id) if isinstance(chunk_id, str) else None
+                if record is None or record.state is not ChunkState.AVAILABLE:
+                    raise InvalidRequest(f"the book of {asset} lists {chunk_id!r}: not available")
+                chunk = record.chunk
+                if chunk.asset != asset:
+                    raise InvalidRequest(f"the book of {asset} lists chunk {chunk_id} of another")
+                ids = book.by_owner.get(chunk.owner, {}).get(chunk.vault)
+                if ids is not None and chunk_id in ids.pos:
+                    raise InvalidRequest(f"the book of {asset} lists chunk {chunk_id} twice")
+                book.add(chunk)
+            if _get_book_order(book) != chunk_ids:
+                raise InvalidRequest(f"the book of {asset} is not in book order")
+            listed += len(chunk_ids)
+        if listed != self._state_counts[ChunkState.AVAILABLE]:
+            raise InvalidRequest("an available chunk is missing from the book")
+
+    def _load_money(self, snapshot: MatcherSnapshot) -> None:
+        pool = _require_int("pool_usd_e8", snapshot.pool_usd_e8, low=0)
+        fees = _require_int("fees_usd_e8", snapshot.fees_usd_e8, low=0)
+        slashed = _require_int("slashed_usd_e8", snapshot.slashed_usd_e8, low=0)
+        compensated = _require_int("compensated_usd_e8", snapshot.compensated_usd_e8, low=0)
+        uncovered = _require_int("uncovered_usd_e8", snapshot.uncovered_usd_e8, low=0)
+        if pool != fees + slashed - compensated:
+            raise InvalidRequest("the pool is not fees + slashes - compensation")
+        accepted = sum(
+            record.offer.fee_e8
+            for record in self._offers.values()
+            if record.state is OfferState.ACCEPTED
+        )
+        if fees != accepted:
+            raise InvalidRequest(f"fees {fees} are not the accepted offers' {accepted}")
+        losses: dict[str, int] = {}  # victim -> value of its compensated chunks
+        for record in self._chunks.values():
+            if record.state is ChunkState.COMPENSATED:
+                losses[record.holder] = losses.get(record.holder, 0) + record.chunk.usd_e8
+        if compensated + uncovered != sum(losses.values()):
+            raise InvalidRequest("compensated + uncovered is not the compensated chunks' value")
+        paid = snapshot.compensation_paid
+        if not isinstance(paid, dict) or set(paid) != set(losses):
+            raise InvalidRequest("compensation_paid must list exactly the compensated victims")
+        for victim, amount in paid.items():
+            _require_int(f"compensation_paid[{victim}]", amount, low=0, high=losses[victim])
+        if sum(paid.values()) != compensated:
+            raise InvalidRequest("compensation_paid does not add up to the compensation")
+        self._paid = dict(paid)
+        self._pool, self._fees, self._slashed = pool, fees, slashed
+        self._compensated, self._uncovered = compensated, uncovered
+
+    def _load_sweep(self, sweep: object) -> None:
+        if not isinstance(sweep, dict):
+            raise InvalidRequest("sweep_addresses must be a dict")
+        for requester, entry in sweep.items():
+            _require_str("sweep requester", requester)
+            addresses: list[str] = []
+            for item in _require_list(f"sweep_addresses[{requester}]", entry):
+                address = _require_str("sweep address", item)
+                if _normalize_account(address) != address:
+                    raise InvalidRequest(f"sweep address {address} is not normalized")
+                if addresses and address <= addresses[-1]:
+                    raise InvalidRequest(f"the sweep addresses of {requester} are not sorted")
+                addresses.append(address)
+            if not addresses:
+                raise InvalidRequest(f"requester {requester} has no sweep address")
+            self._sweep[requester] = set(addresses)
 
     # ------------------------------------------------------------------ internals
 

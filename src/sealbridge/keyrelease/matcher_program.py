@@ -33,15 +33,21 @@ this wrapper.
   asset. ``accept`` goes through only once the offer's fee was paid there at that
   price; ``register_owner`` and ``add_bond`` book no more bond than it saw posted.
 * **Persistence.** Every state change is journaled with its time and randomness;
-  ``seal`` seals the whole journal (a base), ``seal_tail`` only the entries since
-  (a segment chained to the journal by entry index and hash); ``restore`` replays a
-  base and its segments into a fresh matcher of the same identity.
+  ``seal`` seals a snapshot of the whole state (a :class:`MatcherBase`: the core's
+  :class:`~sealbridge.keyrelease.matcher.MatcherSnapshot` and everything this wrapper
+  keeps, at a journal length and hash), ``seal_tail`` only the entries since (a segment
+  chained to the journal by entry index and hash); ``restore`` loads a base into a fresh
+  matcher of the same identity and replays the segments after it. A base costs the
+  state's size, a segment the change's: the host compacts by sealing a new base.
 * **Double spends.** ``report`` needs the victim vault's signed :class:`LossClaim` (it
   received the key, never signed a sweep of it, and names the chunk's sweep address;
-  the requester registered that vault's attested card) and runs the core's check on the
-  chain facts the host read: balance and every outflow (documented limit: the host is
-  trusted for those reads). A report whose funds went to the claim's sweep address is
-  refused. On a
+  the requester registered that vault's attested card) and runs the core's check. With
+  chunk sources configured (:mod:`sealbridge.keyrelease.balances`) the balance is read
+  from an ``eth_getProof`` at the newest header the matcher verified on the chunk's
+  chain, later than the block ``add_chunks`` proved the chunk funded at (the host's
+  reading is not used); ``advance_headers`` follows the chains other than the fee chain.
+  The outflows stay the host's reading, a second line: a report whose funds went to the
+  claim's sweep address is refused. On a
   proven double spend the enclave signs, with the operator key, the InsurancePool
   transactions that slash the offender's bond and compensate the victim (amounts in wei
   at the oracle price the host read); the host only submits them.
@@ -55,16 +61,29 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import coincurve
+import msgspec
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils.crypto import keccak
 
 from sealbridge.chain.abi import compute_address
-from sealbridge.chain.lightclient import BlockEvidence, HeaderChain, LightClientError
+from sealbridge.chain.lightclient import (
+    BlockEvidence,
+    HeaderChain,
+    HeaderFields,
+    LightClientError,
+)
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.crypto.signing import is_valid_ed25519, to_checksum_address
 from sealbridge.keyrelease.auth import ClientRefused, SignedRequest, verify_client_request
+from sealbridge.keyrelease.balances import (
+    BalanceProof,
+    BalancesState,
+    ChainAnchor,
+    ChunkBalances,
+    ChunkSources,
+)
 from sealbridge.keyrelease.errors import AttestationRefused, InvalidRequest, ReportRejected
 from sealbridge.keyrelease.freshness import (
     AnchorBinding,
@@ -77,6 +96,7 @@ from sealbridge.keyrelease.matcher import (
     DoubleSpendReport,
     MatcherCore,
     MatcherPolicy,
+    MatcherSnapshot,
     MatcherStatus,
     Penalty,
 )
@@ -91,6 +111,7 @@ from sealbridge.keyrelease.vault import (
     verify_manifest,
     verify_vault_statement,
 )
+from sealbridge.keyservice.chainfacts import HeaderTip
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import EnclaveContext, NodeKeys
 from sealbridge.tee.errors import AttestationError
@@ -116,7 +137,7 @@ ANSWER_TAG = b"sealbridge/keyrelease/match-answer/v1"
 OPERATOR_GAS = 200_000
 
 
-JOURNAL_LABEL = "sealbridge/keyrelease/matcher-journal/v1"
+BASE_LABEL = "sealbridge/keyrelease/matcher-base/v2"
 SEGMENT_LABEL = "sealbridge/keyrelease/matcher-journal-segment/v1"
 _CHAIN_TAG = b"sealbridge/keyrelease/journal-chain/v1"
 FEE_PAID_TOPIC = keccak(b"FeePaid(address,bytes32,uint256)")
@@ -132,6 +153,7 @@ T = TypeVar("T")
 JOURNALED_ECALLS = (
     "configure",
     "observe_blocks",
+    "advance_headers",
     "register_owner",
     "add_chunks",
     "register_sweep_address",
@@ -160,17 +182,39 @@ class JournalEntry(Message, frozen=True):
     seed: bytes = b""
 
 
-class MatcherJournal(Message, frozen=True):
-    """What a matcher seals: its identity, its operator key and every state change."""
+class ProgramState(Message, frozen=True):
+    """A configured matcher's whole state: its configuration, its core's snapshot and
+    what the enclave wrapper keeps beside it (a base's body)."""
+
+    config: MatcherConfig
+    core: MatcherSnapshot
+    manifests: list[VaultManifest]  # in registration order
+    owners: list[tuple[str, str]]  # vault hex -> owner account (lowercase)
+    requesters: list[tuple[str, bytes]]  # account (lowercase) -> vault identity key
+    nonces: list[tuple[str, int]]  # account (lowercase) -> last client nonce taken
+    fee_number: int  # the fee chain's newest verified block (0 and b"": no fee chain)
+    fee_hash: bytes
+    fees_paid: list[tuple[str, bytes, int]]  # (payer, request key, wei)
+    fee_price_e8: int
+    bonds_wei: list[tuple[str, int]]
+    balances: BalancesState | None = None
+
+
+class MatcherBase(Message, frozen=True):
+    """What ``seal`` seals: the state after the first ``length`` journal entries (their
+    hash chain ends at ``digest``), the identity and the operator key. Restoring one
+    costs the size of the state, not of the history."""
 
     identity: bytes
     operator_secret: bytes
-    entries: list[JournalEntry]
+    length: int
+    digest: bytes
+    state: ProgramState
     guard: GuardState | None = None  # the anchor record when sealed
 
 
 class SealedJournal(Message, frozen=True):
-    blob: bytes  # a sealed MatcherJournal: the base
+    blob: bytes  # a sealed MatcherBase: the base
     # sealed JournalSegments after the base, in order (``seal_tail``; restore only)
     segments: list[bytes] = []
 
@@ -210,6 +254,10 @@ class MatcherConfig(Message, frozen=True):
     # the StateAnchor its changes are anchored in before their outputs leave (rollback
     # protection, keyrelease/freshness.py); None: none (unit tests; the devnet anchors)
     anchor: AnchorBinding | None = None
+    # where each asset's chunks hold their funds: chunks are taken, and double spends
+    # judged, on balances proven at verified headers (keyrelease/balances.py); None: the
+    # host's readings (unit tests, the simulator; the devnet names its chains)
+    chunk_sources: ChunkSources | None = None
 
 
 class ObserveBlocks(Message, frozen=True):
@@ -218,6 +266,17 @@ class ObserveBlocks(Message, frozen=True):
 
 class FeeTip(Message, frozen=True):
     number: int  # the newest fee-chain block the matcher verified (0: no fee chain)
+
+
+class AdvanceHeaders(Message, frozen=True):
+    """The next headers of a chain chunks live on (not the fee chain)."""
+
+    chain_id: int
+    headers: list[HeaderFields]
+
+
+class ChainTipQuery(Message, frozen=True):
+    chain_id: int
 
 
 class AcceptOrder(Message, frozen=True):
@@ -247,6 +306,9 @@ class RegisterRequester(Message, frozen=True):
 
 class AddChunks(Message, frozen=True):
     chunks: list[Chunk]
+    # with chunk sources: for every chunk of a proven asset, a proof that it holds its
+    # amount at the newest block the matcher verified on its chain
+    proofs: list[BalanceProof] = []
 
 
 class AddBond(Message, frozen=True):
@@ -307,6 +369,9 @@ class Report(Message, frozen=True):
     price_e8: int
     tx: OperatorTx  # nonce of the first transaction; the second uses nonce + 1
     owner_account: str  # the owner's bond account on the pool's chain
+    # with chunk sources: the chunk's balance at the newest block the matcher verified on
+    # its chain, after the one its funding was proven at (``observation.balance`` unused)
+    balance: BalanceProof | None = None
 
 
 class PenaltyOutcome(Message, frozen=True):
@@ -396,10 +461,15 @@ class MatcherProgram:
         self.fee_price_e8 = 0  # the fee asset's last price the oracle set on the fee chain
         self.bonds_wei: dict[str, int] = {}  # owner (lowercase) -> its bond in the pool
         self.owners: dict[str, str] = {}  # vault hex -> owner account (lowercase)
+        self.balances: ChunkBalances | None = None  # with chunk sources: proven balances
         self._operator_secret = coincurve.PrivateKey(ctx.random_bytes(32)).secret
+        self.config: MatcherConfig | None = None
+        # the journal entries not sealed yet (``seal`` / ``seal_tail`` hand them over)
         self.journal: list[JournalEntry] = []
-        # the hash chain over the journal's entries, and how far the host has them sealed
+        # the hash chain over every entry so far, how many there are, and how far the
+        # host has them sealed
         self._chain = bytes(32)
+        self._length = 0
         self._sealed_upto = 0
         self._sealed_chain = bytes(32)
         self._replaying: JournalEntry | None = None
@@ -426,6 +496,8 @@ class MatcherProgram:
             "check_accept": self.check_accept,
             "observe_blocks": self.observe_blocks,
             "fee_tip": self.fee_tip,
+            "advance_headers": self.advance_headers,
+            "chain_tip": self.chain_tip,
             "decline": self.decline,
             "expire": self.expire,
             "reclaim": self.reclaim,
@@ -477,20 +549,81 @@ class MatcherProgram:
 
     def _append(self, entry: JournalEntry) -> None:
         self.journal.append(entry)
+        self._length += 1
         self._chain = hashlib.sha256(_CHAIN_TAG + self._chain + encode(entry)).digest()
 
+    def _mark_sealed(self) -> None:
+        self.journal = []  # the host holds them now
+        self._sealed_upto, self._sealed_chain = self._length, self._chain
+
+    def _export_state(self) -> ProgramState:
+        core = self._core()
+        if self.config is None:
+            raise InvalidRequest("matcher is not configured")
+        return ProgramState(
+            config=self.config,
+            core=core.export_snapshot(),
+            manifests=list(self.manifests.values()),
+            owners=list(self.owners.items()),
+            requesters=list(self.requesters.items()),
+            nonces=list(self.nonces.items()),
+            fee_number=self.fee_chain.number if self.fee_chain is not None else 0,
+            fee_hash=self.fee_chain.hash if self.fee_chain is not None else b"",
+            fees_paid=[(payer, key, wei) for (payer, key), wei in self.fees_paid.items()],
+            fee_price_e8=self.fee_price_e8,
+            bonds_wei=list(self.bonds_wei.items()),
+            balances=self.balances.export_state() if self.balances is not None else None,
+        )
+
+    def _load_state(self, state: ProgramState) -> None:
+        """Take a base's state (a fresh matcher; on error the caller clears it)."""
+        config = state.config
+        self.core = MatcherCore.from_snapshot(config.policy, state.core)
+        self.config, self.vault_policy = config, config.vault_policy
+        self.manifests = {manifest.vault: manifest for manifest in state.manifests}
+        self.owners = dict(state.owners)
+        self.requesters = dict(state.requesters)
+        self.nonces = dict(state.nonces)
+        fee = config.fee_chain
+        if fee is not None:
+            self.fee_pool, self.fee_oracle = fee.pool, fee.oracle
+            self.fee_asset_key = fee.fee_asset_key
+            try:
+                self.fee_chain = HeaderChain(state.fee_number, state.fee_hash)
+            except SealbridgeError as exc:
+                raise InvalidRequest(f"the base's fee chain tip is malformed: {exc}") from exc
+        self.fees_paid = {(payer, key): wei for payer, key, wei in state.fees_paid}
+        self.fee_price_e8 = state.fee_price_e8
+        self.bonds_wei = dict(state.bonds_wei)
+        if (state.balances is None) != (config.chunk_sources is None):
+            raise InvalidRequest("the base's chunk balances do not match its configuration")
+        if state.balances is not None:
+            self.balances = ChunkBalances.from_state(state.balances)
+        if config.anchor is not None:  # replaced by the sealed record below
+            signer = to_checksum_address(self.ctx.identity.eth_address)
+            self.guard = FreshnessGuard(config.anchor, signer)
+
+    def _clear(self) -> None:
+        """Back to a fresh, unconfigured matcher (a restore that failed)."""
+        secret, anchor_calls = self._operator_secret, self.anchor_calls
+        self.__init__(self.ctx, self.clock)  # type: ignore[misc]
+        self._operator_secret, self.anchor_calls = secret, anchor_calls
+
     def seal(self, payload: bytes) -> bytes:
-        """The whole journal, sealed: a base for ``restore`` (it costs the journal's size;
-        ``seal_tail`` costs only what changed since)."""
-        self._core()  # nothing to seal before configure (the operator key alone, unguarded)
-        journal = MatcherJournal(
+        """A snapshot of the whole state, sealed: a base for ``restore``, which then
+        replays only the segments sealed after it. Its cost is the state's size, not the
+        history's: the host compacts with it (``seal_tail`` costs only what changed)."""
+        state = self._export_state()  # nothing to seal before configure
+        base = MatcherBase(
             identity=self.ctx.identity.identity_key,
             operator_secret=self._operator_secret,
-            entries=list(self.journal),
+            length=self._length,
+            digest=self._chain,
+            state=state,
             guard=self.guard.export() if self.guard is not None else None,
         )
-        blob = self.ctx.seal(encode(journal), JOURNAL_LABEL)
-        self._sealed_upto, self._sealed_chain = len(self.journal), self._chain
+        blob = self.ctx.seal(encode(base), BASE_LABEL)
+        self._mark_sealed()
         return encode(SealedJournal(blob=blob))
 
     def seal_tail(self, payload: bytes) -> bytes:
@@ -502,28 +635,25 @@ class MatcherProgram:
             identity=self.ctx.identity.identity_key,
             first=self._sealed_upto,
             prev_digest=self._sealed_chain,
-            entries=self.journal[self._sealed_upto :],
+            entries=list(self.journal),
             guard=self.guard.export() if self.guard is not None else None,
         )
         blob = self.ctx.seal(encode(segment), SEGMENT_LABEL)
-        self._sealed_upto, self._sealed_chain = len(self.journal), self._chain
+        self._mark_sealed()
         return encode(SealedJournal(blob=blob))
 
     def restore(self, payload: bytes) -> bytes:
-        """Replay a sealed journal into a fresh matcher of the same identity: the same
-        book, owners, offers, pool and operator key."""
-        if self.core is not None or self.journal:
+        """Load a sealed base into a fresh matcher of the same identity and replay the
+        segments after it: the same book, owners, offers, pool and operator key."""
+        if self.core is not None or self._length:
             raise InvalidRequest("restore needs a fresh matcher")
-        try:
-            journal = decode(
-                self.ctx.unseal(decode(payload, SealedJournal).blob, JOURNAL_LABEL),
-                MatcherJournal,
-            )
-        except SealbridgeError as exc:
-            raise InvalidRequest(f"the sealed journal does not open here: {exc}") from exc
-        if journal.identity != self.ctx.identity.identity_key:
-            raise InvalidRequest("the sealed journal belongs to another matcher identity")
         sealed = decode(payload, SealedJournal)
+        try:
+            base = decode(self.ctx.unseal(sealed.blob, BASE_LABEL), MatcherBase)
+        except SealbridgeError as exc:
+            raise InvalidRequest(f"the sealed base does not open here: {exc}") from exc
+        if base.identity != self.ctx.identity.identity_key:
+            raise InvalidRequest("the sealed base belongs to another matcher identity")
         segments: list[JournalSegment] = []
         for blob in sealed.segments:
             try:
@@ -536,39 +666,33 @@ class MatcherProgram:
         handlers = {
             name: handler for name, handler in self._handlers().items() if name in JOURNALED_ECALLS
         }
-        self._operator_secret = journal.operator_secret
-        base = JournalSegment(
-            identity=journal.identity,
-            first=0,
-            prev_digest=bytes(32),
-            entries=journal.entries,
-            guard=journal.guard,
-        )
+        latest = base.guard
         try:
-            for part in [base, *segments]:
-                if part is not base and part.first + len(part.entries) <= len(self.journal):
+            self._load_state(base.state)
+            self._operator_secret = base.operator_secret
+            self._length, self._chain = base.length, base.digest
+            for part in segments:
+                if part.first + len(part.entries) <= self._length:
                     continue  # already in the base (the host compacted after sealing it)
-                if part.first != len(self.journal) or part.prev_digest != self._chain:
+                if part.first != self._length or part.prev_digest != self._chain:
                     raise InvalidRequest(
                         f"a journal segment does not continue the journal at entry "
-                        f"{len(self.journal)} (it starts at {part.first})"
+                        f"{self._length} (it starts at {part.first})"
                     )
                 for entry in part.entries:
                     self._replaying = entry
                     handlers[entry.name](entry.payload)
                     self._append(entry)
+                latest = part.guard
         except (SealbridgeError, KeyError) as exc:
-            self.core, self.vault_policy, self.journal = None, None, []
-            self._chain = bytes(32)
+            self._clear()
             raise InvalidRequest(f"the journal does not replay: {exc}") from exc
         finally:
             self._replaying = None
-        self._sealed_upto, self._sealed_chain = len(self.journal), self._chain
-        latest = [base, *segments][-1].guard
+        self._mark_sealed()
         if latest is None and self.guard is not None:
-            # the journal configured an anchor, but the seal carries no anchor record
-            self.core, self.vault_policy, self.journal, self.guard = None, None, [], None
-            self._chain = bytes(32)
+            # the matcher is configured with an anchor, but the seal carries no record
+            self._clear()
             raise InvalidRequest("the sealed journal of an anchored matcher lacks its anchor")
         if latest is not None:
             # unusable until check_restored proves it is the newest anchored state
@@ -596,7 +720,18 @@ class MatcherProgram:
                 chain = HeaderChain(fee.anchor_number, fee.anchor_hash)
             except SealbridgeError as exc:
                 raise InvalidRequest(f"bad fee chain anchor: {exc}") from exc
+        balances = None
+        if config.chunk_sources is not None:
+            fee_anchor = None
+            if fee is not None:
+                fee_anchor = ChainAnchor(
+                    chain_id=fee.chain_id,
+                    tip=HeaderTip(number=fee.anchor_number, block_hash=fee.anchor_hash),
+                )
+            balances = ChunkBalances(config.chunk_sources, fee_anchor)
         self.core = MatcherCore(config.policy)
+        self.config = config
+        self.balances = balances
         self.vault_policy = config.vault_policy
         if config.anchor is not None:
             signer = to_checksum_address(self.ctx.identity.eth_address)
@@ -642,6 +777,12 @@ class MatcherProgram:
                         paid.append(((payer, log.data[:32]), int.from_bytes(log.data[32:], "big")))
         except LightClientError as exc:
             raise InvalidRequest(f"fee chain block refused: {exc.message}") from exc
+        if self.balances is not None and self.balances.fee_chain_id:
+            # the same headers, whose hashes and links were just checked, give the state
+            # roots chunk balances on the fee chain are proven against
+            self.balances.advance(
+                self.balances.fee_chain_id, [evidence.header for evidence in request.blocks]
+            )
         self.fee_chain, self.fee_price_e8, self.bonds_wei = scratch, price, bonds
         for key, amount in paid:
             self.fees_paid[key] = self.fees_paid.get(key, 0) + amount
@@ -649,6 +790,25 @@ class MatcherProgram:
 
     def fee_tip(self, payload: bytes) -> bytes:
         return encode(FeeTip(number=0 if self.fee_chain is None else self.fee_chain.number))
+
+    def _balances(self) -> ChunkBalances:
+        self._core()
+        if self.balances is None:
+            raise InvalidRequest("this matcher proves no chunk balances (no chunk sources)")
+        return self.balances
+
+    def advance_headers(self, payload: bytes) -> bytes:
+        """Follow a chain chunks live on by its headers (the fee chain's come with
+        ``observe_blocks``)."""
+        request = decode(payload, AdvanceHeaders)
+        balances = self._balances()
+        if request.chain_id == balances.fee_chain_id:
+            raise InvalidRequest("the fee chain is followed by observe_blocks")
+        return encode(balances.advance(request.chain_id, list(request.headers)))
+
+    def chain_tip(self, payload: bytes) -> bytes:
+        """The newest header verified on a chain chunks live on."""
+        return encode(self._balances().get_tip(decode(payload, ChainTipQuery).chain_id))
 
     def card(self, payload: bytes) -> bytes:
         node = self.ctx.identity
@@ -674,7 +834,8 @@ class MatcherProgram:
         return b""
 
     def add_chunks(self, payload: bytes) -> bytes:
-        chunks = decode(payload, AddChunks).chunks
+        request = decode(payload, AddChunks)
+        chunks = request.chunks
         for chunk in chunks:
             vault, index = parse_chunk_id(chunk.chunk_id)
             manifest = self.manifests.get(vault)
@@ -684,7 +845,24 @@ class MatcherProgram:
                 raise InvalidRequest(f"chunk {chunk.chunk_id}: not the vault's key address")
             if self.owners.get(vault) != chunk.owner.lower():
                 raise InvalidRequest(f"chunk {chunk.chunk_id}: its vault is not its owner's")
+        funded: list[tuple[str, int]] = []
+        if self.balances is not None:
+            proofs = {proof.chunk_id: proof for proof in request.proofs}
+            if len(proofs) != len(request.proofs):
+                raise InvalidRequest("two balance proofs for one chunk")
+            for chunk in chunks:
+                if not self.balances.is_proven(chunk):
+                    continue
+                proof = proofs.pop(chunk.chunk_id, None)
+                if proof is None:
+                    raise InvalidRequest(f"chunk {chunk.chunk_id}: no proof that it is funded")
+                funded.append((chunk.chunk_id, self.balances.check_funded(chunk, proof)))
+            if proofs:
+                raise InvalidRequest("balance proofs for chunks not being added")
         self._core().add_chunks(chunks)
+        if self.balances is not None:
+            for chunk_id, number in funded:
+                self.balances.note_funded(chunk_id, number)
         return b""
 
     def register_requester(self, payload: bytes) -> bytes:
@@ -868,6 +1046,13 @@ class MatcherProgram:
         price_e8 = self._penalty_price(request.price_e8)  # checked before anything changes
         self._check_claim(request.report, request.claim)
         observation = request.observation
+        chunk = core.get_chunk(request.report.chunk_id).chunk
+        if self.balances is not None and self.balances.is_proven(chunk):
+            # the balance is read from a proof at a verified header, after the funding
+            if request.balance is None:
+                raise InvalidRequest(f"chunk {chunk.chunk_id}: no proof of its balance")
+            balance = self.balances.read_after_funding(chunk, request.balance)
+            observation = msgspec.structs.replace(observation, balance=balance)
         if not isinstance(observation.outflows_to, list) or len(observation.outflows_to) > 256:
             raise InvalidRequest("observation.outflows_to must be a list of at most 256")
         recipients = {
@@ -887,7 +1072,7 @@ class MatcherProgram:
             value = getattr(request.tx, name)
             if type(value) is not int or value < 0 or (name == "chain_id" and value == 0):
                 raise InvalidRequest(f"operator transaction: bad {name} {value!r}")
-        penalty = core.report_double_spend(request.report, request.observation)
+        penalty = core.report_double_spend(request.report, observation)
         slash_wei = usd_to_wei(penalty.slashed_usd_e8, price_e8)
         compensation_wei = usd_to_wei(penalty.compensation_usd_e8, price_e8)
         calls: list[bytes] = []

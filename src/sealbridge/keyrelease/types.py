@@ -34,21 +34,23 @@ MAX_AMOUNT = 2**64 - 1  # base units per chunk (canonical messages carry 64-bit 
 class AssetKind(StrEnum):
     NATIVE = "native"  # the chain's coin (ETH on an anvil chain)
     ERC20 = "erc20"  # a token contract on an EVM chain
-    BTC = "btc"  # bitcoin P2WPKH outputs (no node here: derivation and signing only)
+    BTC = "btc"  # bitcoin P2WPKH outputs (no node here: a local UTXO ledger model)
 
 
 class Asset(Message, frozen=True):
-    """An asset on one chain. Its id is ``"<symbol>@<chain id>"``."""
+    """An asset on one chain. Its id is ``"<symbol>@<chain id>"``, or for bitcoin
+    ``"<symbol>@<network>"`` (chain id 0: not an EVM chain)."""
 
     symbol: str
     chain_id: int
     kind: str  # an AssetKind value
     decimals: int
     token: str = ""  # the ERC-20 contract (EIP-55), "" otherwise
+    network: str = ""  # the bitcoin network ("regtest", ...) of a btc asset, "" otherwise
 
     @property
     def asset_id(self) -> str:
-        return f"{self.symbol}@{self.chain_id}"
+        return f"{self.symbol}@{self.network or self.chain_id}"
 
 
 class Chunk(Message, frozen=True):
@@ -58,7 +60,7 @@ class Chunk(Message, frozen=True):
     owner: str  # the owner's account (EIP-55): who posted the bond and gets paid
     vault: str  # hex of the identity key of the enclave that holds the private key
     asset: str  # asset id
-    address: str  # where the funds are (EIP-55 for EVM assets)
+    address: str  # where the funds are (EIP-55 for EVM assets, P2WPKH bech32 for btc)
     amount: int  # base units deposited
     usd_e8: int  # USD value when funded (the standard chunk size)
 

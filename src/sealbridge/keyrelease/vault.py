@@ -31,6 +31,17 @@ A vault is an enclave program (:class:`VaultProgram`, sim TEE backend: its own p
   ``transfer`` of the token balance, gas paid from the chunk's native stipend. The host
   supplies nonce, balances and fees and submits. ``withdraw`` moves what a sweep key
   holds to an address the owner names, in an order signed by the owner's wallet key.
+* **Bitcoin sweeps.** A ``btc`` chunk (a P2WPKH output of the key) is swept by
+  ``sign_btc_sweep`` to the P2WPKH address of the same sweep key, with
+  :func:`~sealbridge.keyrelease.bitcoin.build_sweep` (BIP143 signatures, checked by the
+  script interpreter with ``verify_sweep`` before the transaction leaves), under the
+  same key states as an EVM sweep; ``withdraw_btc`` spends the sweep key's outputs to an
+  address the owner names, in an order signed by the owner's wallet key. The host names
+  the outputs: the vault checks that each pays the key's own P2WPKH script and signs for
+  exactly their amounts, but it cannot know that they exist and are unspent -- the
+  network (here the UTXO ledger model, :mod:`sealbridge.keyrelease.utxo_ledger`) refuses
+  a transaction spending anything else. A received key remembers its chunk's kind, so a
+  btc key is never swept as an EVM one, nor the other way round.
 * **Loss claims.** ``claim_loss`` signs that the vault received a chunk's key, never
   swept it and never will (the key becomes ``CLAIMED``), naming the chunk's sweep
   address; the matcher refuses a report whose funds went there.
@@ -70,6 +81,7 @@ from sealbridge.crypto.signing import (
     secp256k1_recover_address,
     to_checksum_address,
 )
+from sealbridge.keyrelease import bitcoin
 from sealbridge.keyrelease.errors import (
     AlreadyReleased,
     AttestationRefused,
@@ -94,7 +106,13 @@ from sealbridge.keyrelease.freshness import (
     GuardedEcalls,
     GuardState,
 )
-from sealbridge.keyrelease.types import Chunk, compute_chunk_id, is_account, parse_chunk_id
+from sealbridge.keyrelease.types import (
+    AssetKind,
+    Chunk,
+    compute_chunk_id,
+    is_account,
+    parse_chunk_id,
+)
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import EnclaveContext, NodeKeys, compute_report_data
 from sealbridge.tee.errors import AttestationError
@@ -103,6 +121,8 @@ from sealbridge.tee.policy import AttestationPolicy
 __all__ = [
     "MAX_KEYS",
     "VAULT_PROGRAM",
+    "BtcSweepRequest",
+    "BtcWithdrawalRequest",
     "DepositKey",
     "KeyState",
     "LossClaim",
@@ -113,9 +133,12 @@ __all__ = [
     "verify_vault_statement",
     "ReleasedKey",
     "SweepRequest",
+    "SignedBtcSweep",
+    "SignedBtcWithdrawal",
     "SignedSweep",
     "SignedWithdrawal",
     "WithdrawalRequest",
+    "compute_btc_withdrawal_digest",
     "compute_withdrawal_digest",
     "VaultCard",
     "VaultCore",
@@ -132,6 +155,8 @@ MANIFEST_TAG = b"sealbridge/keyrelease/manifest/v1"
 SWEEP_KEY_TAG = b"sealbridge/keyrelease/sweep-key/v1"
 SWEEP_SEED_LABEL = "keyrelease/sweep-seed/v1"
 WITHDRAWAL_TAG = b"sealbridge/keyrelease/withdrawal/v1"
+BTC_WITHDRAWAL_TAG = b"sealbridge/keyrelease/btc-withdrawal/v1"
+MAX_BTC_SWEEP_UTXOS = 256  # outputs one bitcoin sweep or withdrawal may spend
 RELEASE_TAG = b"sealbridge/keyrelease/release/v1"
 ERC20_TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
 NATIVE_SWEEP_GAS = 21_000
@@ -240,6 +265,76 @@ class SignedSweep(Message, frozen=True):
     amount: int  # wei (native) or token units (erc20) moved
 
 
+class BtcSweepRequest(Message, frozen=True):
+    """What the host read off the bitcoin network for a btc key, and the fee it pays.
+
+    ``utxos`` are the outputs the host says pay the key's P2WPKH script, unspent. The
+    vault checks that each pays that script and signs for exactly those amounts (BIP143
+    commits to them), but it cannot know that they exist or are unspent: the network
+    refuses a transaction that spends anything else."""
+
+    chunk_id: str
+    utxos: list[bitcoin.Utxo]
+    fee_sat: int
+    network: str = "regtest"
+
+
+class SignedBtcSweep(Message, frozen=True):
+    chunk_id: str
+    raw_tx: bytes  # segwit serialization, verified by the script interpreter
+    txid: str  # display byte order
+    destination: str  # the sweep key's P2WPKH address, or the owner's address
+    amount_sat: int
+    fee_sat: int
+
+
+class BtcWithdrawalRequest(Message, frozen=True):
+    """The owner's order: spend the outputs of ``sweep.chunk_id``'s sweep key (the ones
+    ``sweep`` names) to ``destination``, any address of ``sweep.network``."""
+
+    vault: str  # the vault's id (hex identity key): an order for one vault only
+    destination: str
+    sweep: BtcSweepRequest
+
+
+class SignedBtcWithdrawal(Message, frozen=True):
+    request: BtcWithdrawalRequest
+    signature: bytes  # the owner's wallet key over compute_btc_withdrawal_digest(request)
+
+
+def compute_btc_withdrawal_digest(request: BtcWithdrawalRequest) -> bytes:
+    return keccak(BTC_WITHDRAWAL_TAG + encode(request))
+
+
+def _check_btc_request(request: BtcSweepRequest) -> None:
+    """The shape of a bitcoin sweep request (the amounts are checked by build_sweep)."""
+    if not isinstance(request, BtcSweepRequest) or not isinstance(request.chunk_id, str):
+        raise InvalidRequest("not a bitcoin sweep request")
+    if request.network not in bitcoin.NETWORKS:
+        raise InvalidRequest(f"unknown bitcoin network {request.network!r}")
+    if not 1 <= len(request.utxos) <= MAX_BTC_SWEEP_UTXOS:
+        raise InvalidRequest(f"a bitcoin sweep spends 1 to {MAX_BTC_SWEEP_UTXOS} outputs")
+    if type(request.fee_sat) is not int or request.fee_sat <= 0:
+        raise InvalidRequest("fee_sat must be a positive int")
+
+
+def _build_btc_sweep(secret: bytes, request: BtcSweepRequest, destination: str) -> SignedBtcSweep:
+    """Spend ``request.utxos`` (which must pay ``secret``'s P2WPKH script) to
+    ``destination``. ``build_sweep`` checks the result with the script interpreter
+    (``verify_sweep``) before it returns; any refusal is a typed BitcoinError."""
+    sweep = bitcoin.build_sweep(
+        request.utxos, secret, destination, request.fee_sat, request.network
+    )
+    return SignedBtcSweep(
+        chunk_id=request.chunk_id,
+        raw_tx=sweep.raw_tx,
+        txid=sweep.txid,
+        destination=destination,
+        amount_sat=sweep.amount_sat,
+        fee_sat=sweep.fee_sat,
+    )
+
+
 def compute_manifest_report_data(node: NodeKeys, keys: list[DepositKey]) -> bytes:
     """64 bytes: the identity half and the key-list half a manifest's quote binds."""
     return (
@@ -344,6 +439,7 @@ class _Key:
     state: str
     contract: str = ""
     chunk_id: str = ""
+    kind: str = ""  # a received chunk's AssetKind value; "" for own and fresh keys
 
 
 class VaultCore:
@@ -424,9 +520,13 @@ class VaultCore:
             raise InvalidRequest(f"chunk {chunk_id} is not a key of this vault")
         return index, self.own[index]
 
-    def check_own_chunk(self, chunk: Chunk) -> None:
+    def check_own_chunk(self, chunk: Chunk, kind: str = "") -> None:
+        """``chunk`` is at one of this vault's keys: its EIP-55 address, or for a btc
+        chunk its P2WPKH address."""
         index, _ = self.own_key(chunk.chunk_id)
-        if self.public[index].eth_address != chunk.address:
+        public = self.public[index]
+        address = public.btc_address if kind == AssetKind.BTC.value else public.eth_address
+        if not address or address != chunk.address:
             raise InvalidRequest(f"chunk {chunk.chunk_id}: address is not this vault's key")
 
     def bind(self, chunk_ids: list[str], contract: str) -> None:
@@ -493,9 +593,9 @@ class VaultCore:
         if chunk_id in self.received:
             raise ExchangeViolation(f"chunk {chunk_id} was received already")
 
-    def store_received(self, chunk_id: str, secret: bytes, contract: str) -> None:
+    def store_received(self, chunk_id: str, secret: bytes, contract: str, kind: str = "") -> None:
         self.received[chunk_id] = _Key(
-            secret=secret, state=KeyState.RECEIVED, contract=contract, chunk_id=chunk_id
+            secret=secret, state=KeyState.RECEIVED, contract=contract, chunk_id=chunk_id, kind=kind
         )
 
     # -- sweeps -----------------------------------------------------------------------------
@@ -520,20 +620,29 @@ class VaultCore:
         if not self.owner:
             raise InvalidRequest("this vault is not bound to its owner yet (bind_owner)")
 
-    def sign_sweep(self, request: SweepRequest) -> SignedSweep:
-        """Sign a transaction moving a received (or own, free) chunk to its sweep key."""
+    def get_sweepable_key(self, chunk_id: str) -> _Key:
+        """The key of a received (or own, free) chunk that may be swept now: never a
+        swept one (AlreadyReleased), a claimed one (LossClaimed), or a bound or released
+        own one. Changes nothing."""
         self.require_owner()
-        key = self.received.get(request.chunk_id)
+        key = self.received.get(chunk_id)
         if key is None:
-            _, key = self.own_key(request.chunk_id)
+            _, key = self.own_key(chunk_id)
         if key.state == KeyState.SWEPT:
-            raise AlreadyReleased(f"chunk {request.chunk_id} was swept already")
+            raise AlreadyReleased(f"chunk {chunk_id} was swept already")
         if key.state == KeyState.CLAIMED:
             raise LossClaimed(
-                f"a loss was claimed for chunk {request.chunk_id}: this vault never sweeps it"
+                f"a loss was claimed for chunk {chunk_id}: this vault never sweeps it"
             )
         if key.state not in (KeyState.FREE, KeyState.RECEIVED):
-            raise InvalidRequest(f"own chunk {request.chunk_id} is {key.state}")
+            raise InvalidRequest(f"own chunk {chunk_id} is {key.state}")
+        return key
+
+    def sign_sweep(self, request: SweepRequest) -> SignedSweep:
+        """Sign a transaction moving a received (or own, free) chunk to its sweep key."""
+        key = self.get_sweepable_key(request.chunk_id)
+        if key.kind == AssetKind.BTC.value:
+            raise InvalidRequest(f"chunk {request.chunk_id} is a btc chunk: sign_btc_sweep")
         fresh_secret = self.get_sweep_secret(request.chunk_id)
         destination = compute_address(fresh_secret)
         raw_tx, tx_hash, amount = _sign_transfer(key.secret, request, destination, "sweep")
@@ -548,20 +657,59 @@ class VaultCore:
             amount=amount,
         )
 
-    def sign_withdrawal(self, signed: SignedWithdrawal) -> SignedSweep:
-        """Move what a sweep brought to the chunk's sweep key to an address the vault's
-        owner names, signed with the owner's wallet key (``bind_owner``'s account)."""
+    def sign_btc_sweep(self, request: BtcSweepRequest) -> SignedBtcSweep:
+        """Sign a bitcoin transaction spending the named outputs of a received (or own,
+        free) btc key to the P2WPKH address of the chunk's sweep key. The same key states
+        as ``sign_sweep``; the outputs must pay the key's own script (the network decides
+        whether they are unspent). A refusal changes nothing."""
+        _check_btc_request(request)
+        key = self.get_sweepable_key(request.chunk_id)
+        if key.kind not in ("", AssetKind.BTC.value):
+            raise InvalidRequest(f"chunk {request.chunk_id} is a {key.kind} chunk: sign_sweep")
+        fresh_secret = self.get_sweep_secret(request.chunk_id)
+        destination = bitcoin.derive_p2wpkh(fresh_secret, request.network).address
+        signed = _build_btc_sweep(key.secret, request, destination)
+        key.state = KeyState.SWEPT
+        self.swept.add(request.chunk_id)
+        self.fresh.append(_Key(secret=fresh_secret, state=KeyState.FREE))
+        return signed
+
+    def _check_owner_order(self, vault: str, digest: bytes, signature: bytes) -> None:
+        """A withdrawal order for this vault, signed by its bound owner's wallet key."""
         if not self.owner:
             raise InvalidRequest("this vault has no owner yet (bind_owner): nobody may withdraw")
-        request = signed.request
-        if not isinstance(request, WithdrawalRequest) or request.vault != self.vault:
+        if vault != self.vault:
             raise InvalidRequest("the withdrawal is for another vault")
         try:
-            signer = secp256k1_recover_address(compute_withdrawal_digest(request), signed.signature)
+            signer = secp256k1_recover_address(digest, signature)
         except SealbridgeError as exc:
             raise InvalidRequest(f"the withdrawal's signature does not verify: {exc}") from exc
         if to_checksum_address(signer).lower() != self.owner.lower():
             raise InvalidRequest("the withdrawal is not signed by this vault's owner")
+
+    def sign_btc_withdrawal(self, signed: SignedBtcWithdrawal) -> SignedBtcSweep:
+        """Spend the outputs of a swept chunk's sweep key to an address the owner names,
+        in an order signed with the owner's wallet key (as ``sign_withdrawal``)."""
+        request = signed.request
+        if not isinstance(request, BtcWithdrawalRequest):
+            raise InvalidRequest("not a bitcoin withdrawal")
+        self._check_owner_order(
+            request.vault, compute_btc_withdrawal_digest(request), signed.signature
+        )
+        _check_btc_request(request.sweep)
+        chunk_id = request.sweep.chunk_id
+        if chunk_id not in self.swept:
+            raise InvalidRequest(f"chunk {chunk_id} was not swept by this vault")
+        bitcoin.get_address_script(request.destination, request.sweep.network)  # InvalidAddress
+        return _build_btc_sweep(self.get_sweep_secret(chunk_id), request.sweep, request.destination)
+
+    def sign_withdrawal(self, signed: SignedWithdrawal) -> SignedSweep:
+        """Move what a sweep brought to the chunk's sweep key to an address the vault's
+        owner names, signed with the owner's wallet key (``bind_owner``'s account)."""
+        request = signed.request
+        if not isinstance(request, WithdrawalRequest):
+            raise InvalidRequest("the withdrawal is for another vault")
+        self._check_owner_order(request.vault, compute_withdrawal_digest(request), signed.signature)
         chunk_id = request.sweep.chunk_id
         if chunk_id not in self.swept:
             raise InvalidRequest(f"chunk {chunk_id} was not swept by this vault")
@@ -607,6 +755,8 @@ ANCHORED_ECALLS = (
     "claim_loss",
     "sign_sweep",
     "withdraw",
+    "sign_btc_sweep",
+    "withdraw_btc",
 )
 
 
@@ -722,6 +872,7 @@ class KeySnapshot(Message, frozen=True):
     state: str
     contract: str = ""
     chunk_id: str = ""
+    kind: str = ""
 
 
 class ContractSnapshot(Message, frozen=True):
@@ -846,6 +997,8 @@ class VaultProgram:
             "claim_loss": self.claim_loss,
             "sign_sweep": self.sign_sweep,
             "withdraw": self.withdraw,
+            "sign_btc_sweep": self.sign_btc_sweep,
+            "withdraw_btc": self.withdraw_btc,
             "status": self.status,
             "leak": self.leak,
             "bind_owner": self.bind_owner,
@@ -905,7 +1058,7 @@ class VaultProgram:
         request = decode(payload, OpenSwap)
         self._check_new(request.swap_id, request.counterparty)
         for chunk in request.mine:
-            self.core.check_own_chunk(chunk)
+            self.core.check_own_chunk(chunk, request.kinds.get(chunk.asset, ""))
         for chunk in request.theirs:
             if chunk.vault != request.counterparty.vault:
                 raise InvalidRequest(f"chunk {chunk.chunk_id} is not the counterparty's")
@@ -924,7 +1077,7 @@ class VaultProgram:
         self._check_new(request.escrow_id, request.counterparty)
         if request.role == "depositor":
             for chunk in request.chunks:
-                self.core.check_own_chunk(chunk)
+                self.core.check_own_chunk(chunk, request.kinds.get(chunk.asset, ""))
         else:
             for chunk in request.chunks:
                 if chunk.vault != request.counterparty.vault:
@@ -953,7 +1106,8 @@ class VaultProgram:
         secret = self.core.open_envelope(envelope, entry.counterparty)
         self.core.check_not_received(envelope.chunk_id)
         effects = entry.machine.on_key(envelope.chunk_id, secret, self.clock())
-        self.core.store_received(envelope.chunk_id, secret, envelope.contract)
+        kind = _get_chunk_kind(entry.machine, envelope.chunk_id)
+        self.core.store_received(envelope.chunk_id, secret, envelope.contract, kind)
         entry.received.append(envelope.chunk_id)
         return encode(self._apply(envelope.contract, effects))
 
@@ -1062,6 +1216,12 @@ class VaultProgram:
     def sign_sweep(self, payload: bytes) -> bytes:
         return encode(self.core.sign_sweep(decode(payload, SweepRequest)))
 
+    def withdraw_btc(self, payload: bytes) -> bytes:
+        return encode(self.core.sign_btc_withdrawal(decode(payload, SignedBtcWithdrawal)))
+
+    def sign_btc_sweep(self, payload: bytes) -> bytes:
+        return encode(self.core.sign_btc_sweep(decode(payload, BtcSweepRequest)))
+
     def status(self, payload: bytes) -> bytes:
         counts: dict[str, int] = {}
         for key in self.core.own:
@@ -1137,7 +1297,11 @@ class VaultProgram:
 
         def snap(key: _Key) -> KeySnapshot:
             return KeySnapshot(
-                secret=key.secret, state=key.state, contract=key.contract, chunk_id=key.chunk_id
+                secret=key.secret,
+                state=key.state,
+                contract=key.contract,
+                chunk_id=key.chunk_id,
+                kind=key.kind,
             )
 
         contracts = {}
@@ -1181,7 +1345,11 @@ class VaultProgram:
 
         def load(key: KeySnapshot) -> _Key:
             return _Key(
-                secret=key.secret, state=key.state, contract=key.contract, chunk_id=key.chunk_id
+                secret=key.secret,
+                state=key.state,
+                contract=key.contract,
+                chunk_id=key.chunk_id,
+                kind=key.kind,
             )
 
         contracts: dict[str, _Contract] = {}
@@ -1212,6 +1380,16 @@ class VaultProgram:
             self.guard = FreshnessGuard.restore(snapshot.guard, self._signer())
             self._bind_sweep_seed(snapshot.guard.binding)
         return encode(VaultOutput())
+
+
+def _get_chunk_kind(machine: TitForTatSwap | TimeLockedEscrow, chunk_id: str) -> str:
+    """The AssetKind value of one of a contract's chunks ("" if it has none such)."""
+    state = machine.to_state()
+    chunks = state.mine + state.theirs if isinstance(state, SwapState) else state.chunks
+    for chunk in chunks:
+        if chunk.chunk_id == chunk_id:
+            return state.kinds.get(chunk.asset, "")
+    return ""
 
 
 def _btc_address_or_empty(public_key: bytes) -> str:

@@ -16,6 +16,13 @@ B (31338) carries TKN, an ERC-20 token (DepositToken). Every chunk is worth
 ``chunk_usd_e8`` when funded, at the oracle price (a price older than ``max_price_age``
 is refused). A TKN chunk also gets a native gas stipend so its receiver can sweep it.
 
+Bitcoin: ``BTC@regtest`` chunks are P2WPKH outputs in :class:`UtxoLedger`, a local *model*
+of a node's UTXO set (no bitcoind can be installed here): deposits are funding outputs,
+and sweeps and withdrawals are real signed transactions it checks with the script
+interpreter. Contract Z exchanges them (the escrow, and the requester's side of a swap);
+the matcher does not book them, since it cannot prove a bitcoin balance (no bitcoin light
+client here).
+
 A compromised client (``compromised=...``) runs its vault on a platform declared broken
 (``--simulate-compromise``): its host extracts a key it released and sweeps it first,
 which is the double spend the matcher must catch.
@@ -40,7 +47,7 @@ from sealbridge.chain.anchor import StateAnchor, deploy_state_anchor, get_anchor
 from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.insurance import InsurancePool, deploy_insurance_pool
 from sealbridge.chain.oracle import PriceOracle, compute_asset_key, deploy_price_oracle
-from sealbridge.chain.token import DepositToken, deploy_deposit_token
+from sealbridge.chain.token import BALANCE_OF_SLOT, DepositToken, deploy_deposit_token
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.crypto.signing import (
@@ -55,6 +62,14 @@ from sealbridge.keyrelease.auth import (
     sign_client_request,
     verify_client_request,
 )
+from sealbridge.keyrelease.balances import (
+    AssetSource,
+    BalanceProof,
+    ChainAnchor,
+    ChunkSources,
+    get_balance_slot,
+)
+from sealbridge.keyrelease.bitcoin import p2wpkh_address
 from sealbridge.keyrelease.freshness import (
     AnchorBinding,
     AnchorProof,
@@ -76,6 +91,8 @@ from sealbridge.keyrelease.matcher_program import (
     Accept,
     AcceptOrder,
     AddChunks,
+    AdvanceHeaders,
+    ChainTipQuery,
     Expired,
     FeeChain,
     FeeTip,
@@ -104,11 +121,14 @@ from sealbridge.keyrelease.types import (
     Offer,
     compute_chunk_amount,
 )
+from sealbridge.keyrelease.utxo_ledger import UtxoLedger
 from sealbridge.keyrelease.vault import (
     ANCHORED_ECALLS,
     ERC20_TRANSFER_SELECTOR,
     TOKEN_SWEEP_GAS,
     VAULT_PROGRAM,
+    BtcSweepRequest,
+    BtcWithdrawalRequest,
     ChunkRef,
     ContractRef,
     CreateKeys,
@@ -119,6 +139,8 @@ from sealbridge.keyrelease.vault import (
     OwnerBinding,
     OwnerRef,
     SealedState,
+    SignedBtcSweep,
+    SignedBtcWithdrawal,
     SignedSweep,
     SignedWithdrawal,
     SweepRequest,
@@ -129,6 +151,7 @@ from sealbridge.keyrelease.vault import (
     VaultOutput,
     VaultStatus,
     WithdrawalRequest,
+    compute_btc_withdrawal_digest,
     compute_withdrawal_digest,
     verify_manifest,
 )
@@ -159,7 +182,10 @@ WALLET_FUNDING_WEI = 500 * 10**18  # what each client's wallet gets on each chai
 # (a refused accept pays nothing)
 ACCEPT_MARGIN_S = 15.0
 TKN_DECIMALS = 6  # a dollar-like token; chunk amounts must fit 64 bits
-DEFAULT_PRICES = {"ETH": 3_000 * USD, "TKN": 1 * USD}
+DEFAULT_PRICES = {"ETH": 3_000 * USD, "TKN": 1 * USD, "BTC": 60_000 * USD}
+BTC_NETWORK = "regtest"
+BTC_ASSET = f"BTC@{BTC_NETWORK}"
+BTC_SWEEP_FEE_SAT = 1_000  # per bitcoin sweep or withdrawal (~9 sat/vB for one input)
 Progress = Callable[["Event"], None]
 
 
@@ -215,6 +241,8 @@ _VAULT_MUTATING = frozenset(
         "bind_owner",
         "withdraw",
         "attest_unreleased",
+        "sign_btc_sweep",
+        "withdraw_btc",
     }
 )
 
@@ -346,11 +374,12 @@ class _Vault(_Anchored):
 
 
 class _Matcher(_Anchored):
-    """The matcher's host persists its journal as a sealed base (``seal``) and, after
-    each change, one sealed segment of the new entries (``seal_tail``) appended to
-    ``<state>.segments``: the cost per change does not grow with the journal. Every
-    ``COMPACT_EVERY`` segments it writes a new base and empties the segments file (a
-    crash in between leaves segments the base already holds; restore skips them)."""
+    """The matcher's host persists a sealed base (``seal``: a snapshot of the matcher's
+    state) and, after each change, one sealed segment of the new entries (``seal_tail``)
+    appended to ``<state>.segments``: the cost per change does not grow with the
+    journal. Every ``COMPACT_EVERY`` segments it compacts: a new base, and the segments
+    file emptied (a crash in between leaves segments the base already holds; restore
+    skips them), so a restore replays at most that many segments."""
 
     mutating = frozenset(JOURNALED_ECALLS)
     anchored = frozenset(MATCHER_ANCHORED_ECALLS)
@@ -369,7 +398,7 @@ class _Matcher(_Anchored):
 
     def persist(self) -> None:
         if not self.state_file.exists() or self._segments >= self.COMPACT_EVERY:
-            # a new base (the whole journal), then no segments
+            # a new base (a snapshot of the state), then no segments
             base = decode(self.handle.ecall("seal", b""), SealedJournal).blob
             write_atomic(self.state_file, base)
             self.segments_file.write_bytes(b"")
@@ -457,7 +486,7 @@ class KeyReleaseDevnet:
         self.chunk_usd_e8 = chunk_usd_e8
         self.block_time = block_time
         self.max_price_age = max_price_age
-        self.prices = dict(DEFAULT_PRICES if prices is None else prices)
+        self.prices = {**DEFAULT_PRICES, **(prices or {})}
         self._policy = policy
         self.progress = progress
         self.home = home
@@ -466,6 +495,7 @@ class KeyReleaseDevnet:
         self.adapters: dict[int, ChainAdapter] = {}
         self.clients: dict[str, Client] = {}
         self.assets: dict[str, Asset] = {}
+        self.chunk_sources: ChunkSources | None = None  # what the matcher proves, per asset
         self.started = time.monotonic()
         self.tx_count = 0
         self.gas_used = 0
@@ -474,6 +504,7 @@ class KeyReleaseDevnet:
         self.matcher_card: MatcherCard | None = None
         self.vault_policy: AttestationPolicy | None = None
         self.deposit_blocks: dict[str, int] = {}  # chunk id -> block it was funded in
+        self.btc = UtxoLedger(BTC_NETWORK)  # a local model of the bitcoin network, not a node
         self._contracts: set[str] = set()  # contracts requests were matched for
         self.swept_to: dict[str, str] = {}  # chunk id -> the sweep key it went to
         self._nonces: dict[str, int] = {}  # account (lowercase) -> last request nonce taken
@@ -547,6 +578,9 @@ class KeyReleaseDevnet:
                 decimals=TKN_DECIMALS,
                 token=self.token.address,
             ),
+            BTC_ASSET: Asset(
+                symbol="BTC", chain_id=0, kind=AssetKind.BTC, decimals=8, network=BTC_NETWORK
+            ),
         }
         # the matcher follows chain A from here: it sees the prices set next
         head = self.adapters[CHAIN_A].get_block("latest")
@@ -573,12 +607,34 @@ class KeyReleaseDevnet:
         self.matcher.on_gas = self._count
         start = a.get_block("latest")
         self.matcher.header_tip = start.number
+        # chunk balances are proven to the matcher: ETH on chain A (whose headers come
+        # with the fee chain's blocks), TKN on chain B, followed by headers from here
+        head_b = self.adapters[CHAIN_B].get_block("latest")
+        self.chunk_sources = ChunkSources(
+            assets=[
+                AssetSource(
+                    asset=asset_id,
+                    chain_id=asset.chain_id,
+                    kind=str(asset.kind),
+                    token=bytes.fromhex(asset.token[2:]) if asset.token else b"",
+                    balance_slot=BALANCE_OF_SLOT if asset.kind == AssetKind.ERC20 else 0,
+                )
+                for asset_id, asset in self.assets.items()
+            ],
+            chains=[
+                ChainAnchor(
+                    chain_id=CHAIN_B,
+                    tip=HeaderTip(number=head_b.number, block_hash=head_b.hash),
+                )
+            ],
+        )
         self.matcher.call(
             "configure",
             MatcherConfig(
                 policy=policy,
                 vault_policy=self.vault_policy,
                 fee_chain=fee_chain,
+                chunk_sources=self.chunk_sources,
                 anchor=AnchorBinding(
                     chain_id=a.chain_id,
                     contract=self.state_anchor.address,
@@ -821,6 +877,8 @@ class KeyReleaseDevnet:
             raise KeyReleaseDevnetError(f"{name}'s vault has no {count} unused keys left")
         price = self.price(asset_id)
         amount = compute_chunk_amount(self.chunk_usd_e8, price, asset.decimals)
+        if asset.kind == AssetKind.BTC:  # no chain adapter: the UTXO ledger model
+            return self._deposit_btc(client, asset_id, count, amount, price)
         adapter = self.adapters[asset.chain_id]
         chunks = []
         for _ in range(count):
@@ -860,9 +918,55 @@ class KeyReleaseDevnet:
         )
         return chunks
 
+    def _deposit_btc(
+        self, client: Client, asset_id: str, count: int, amount: int, price: int
+    ) -> list[Chunk]:
+        """``deposit`` for bitcoin: a funding output of ``amount`` sat at each fresh key's
+        P2WPKH address in the ledger. The wallet re-derives the address from the attested
+        public key before it funds it."""
+        chunks = []
+        for _ in range(count):
+            key = client.manifest.keys[client.next_key]
+            if (
+                not key.btc_address
+                or p2wpkh_address(key.public_key, BTC_NETWORK) != key.btc_address
+            ):
+                raise KeyReleaseDevnetError(f"key {key.index}: its P2WPKH address does not derive")
+            client.next_key += 1
+            funding = self.btc.fund(key.btc_address, amount)
+            chunks.append(
+                Chunk(
+                    chunk_id=f"{client.vault_id}:{key.index}",
+                    owner=client.account,
+                    vault=client.vault_id,
+                    asset=asset_id,
+                    address=key.btc_address,
+                    amount=amount,
+                    usd_e8=self.chunk_usd_e8,
+                )
+            )
+            self._emit("btc-fund", client=client.name, address=key.btc_address, txid=funding.txid)
+        self.btc.mine()
+        client.chunks += chunks
+        self._emit(
+            "deposit",
+            client=client.name,
+            asset=asset_id,
+            chunks=count,
+            amount_each=amount,
+            price_usd=price / USD,
+        )
+        return chunks
+
     def offer(self, name: str, chunks: Sequence[Chunk]) -> None:
-        """Put funded chunks in the matcher's book."""
-        self._matcher().call("add_chunks", AddChunks(chunks=list(chunks)))
+        """Put funded chunks in the matcher's book, each with a proof of its funds."""
+        if any(self.assets[c.asset].kind == AssetKind.BTC for c in chunks):
+            raise KeyReleaseDevnetError(
+                "the matcher does not book btc chunks (it cannot prove a bitcoin balance)"
+            )
+        self._matcher().call(
+            "add_chunks", AddChunks(chunks=list(chunks), proofs=self.prove_balances(chunks))
+        )
         client = self._client(name)
         offered = {c.chunk_id for c in chunks}
         client.chunks = [c for c in client.chunks if c.chunk_id not in offered]
@@ -1012,6 +1116,8 @@ class KeyReleaseDevnet:
 
     def _chunk_balance(self, chunk: Chunk) -> int:
         asset = self.assets[chunk.asset]
+        if asset.kind == AssetKind.BTC:  # the ledger model's word: nothing proves it
+            return self.btc.get_balance(chunk.address)
         if asset.kind == AssetKind.NATIVE:
             return self.adapters[asset.chain_id].balance(chunk.address)
         return self.token.balance_of(chunk.address)
@@ -1219,6 +1325,51 @@ class KeyReleaseDevnet:
             note="compromised vault leaked the key; its host swept the chunk first",
         )
 
+    def sync_chunk_chains(self) -> dict[int, int]:
+        """Bring the matcher's view of every chain chunks live on to the head: chain A's
+        blocks (the fee chain) and chain B's headers. Returns the tip per chain."""
+        tips = {CHAIN_A: self.sync_fee_chain()}
+        for anchor in self.chunk_sources.chains if self.chunk_sources else []:
+            adapter = self.adapters[anchor.chain_id]
+            query = ChainTipQuery(chain_id=anchor.chain_id)
+            tip = decode(self._matcher().call("chain_tip", query), HeaderTip).number
+            head = adapter.get_block_number()
+            while tip < head:
+                numbers = list(range(tip + 1, min(head, tip + MAX_OBSERVED_BLOCKS) + 1))
+                headers = adapter.get_header_fields(numbers)
+                tip = decode(
+                    self._matcher().call(
+                        "advance_headers", AdvanceHeaders(chain_id=anchor.chain_id, headers=headers)
+                    ),
+                    HeaderTip,
+                ).number
+            tips[anchor.chain_id] = tip
+        return tips
+
+    def prove_balances(self, chunks: Sequence[Chunk]) -> list[BalanceProof]:
+        """``eth_getProof`` of each chunk's balance at the matcher's newest verified block
+        of its chain (after bringing it to the head)."""
+        if self.chunk_sources is None:
+            return []
+        sources = {source.asset: source for source in self.chunk_sources.assets}
+        proven = [c for c in chunks if sources[c.asset].kind != AssetKind.BTC.value]
+        if not proven:
+            return []
+        tips = self.sync_chunk_chains()
+        proofs = []
+        for chunk in proven:
+            source = sources[chunk.asset]
+            adapter = self.adapters[source.chain_id]
+            if source.kind == AssetKind.ERC20.value:
+                slot = get_balance_slot(source, chunk.address)
+                proof = adapter.get_proof(self.token.address, [slot], tips[source.chain_id])
+            else:
+                proof = adapter.get_proof(chunk.address, [], tips[source.chain_id])
+            proofs.append(
+                BalanceProof(chunk_id=chunk.chunk_id, number=tips[source.chain_id], proof=proof)
+            )
+        return proofs
+
     def sync_fee_chain(self) -> int:
         """Feed the matcher every chain-A block it has not verified yet (headers and
         receipts); it counts the pool's ``FeePaid`` logs in them. Returns its tip."""
@@ -1253,6 +1404,56 @@ class KeyReleaseDevnet:
         self._emit("withdraw", client=name, chunk=chunk.chunk_id[-6:], to=destination)
         return signed
 
+    def withdraw_btc(self, name: str, chunk: Chunk, destination: str) -> SignedBtcSweep:
+        """``withdraw`` for a btc chunk: the outputs at the chunk's sweep key go to
+        ``destination`` (any address of the network), in an order signed with the client's
+        wallet key; the ledger checks the transaction and it is mined."""
+        client = self._client(name)
+        source = self.swept_to.get(chunk.chunk_id)
+        if source is None or self.assets[chunk.asset].kind != AssetKind.BTC:
+            raise KeyReleaseDevnetError(f"{name} did not sweep btc chunk {chunk.chunk_id}")
+        sweep = BtcSweepRequest(
+            chunk_id=chunk.chunk_id,
+            utxos=self.btc.get_utxos(source),
+            fee_sat=BTC_SWEEP_FEE_SAT,
+            network=BTC_NETWORK,
+        )
+        request = BtcWithdrawalRequest(vault=client.vault_id, destination=destination, sweep=sweep)
+        signature = secp256k1_sign_hash(client.wallet_key, compute_btc_withdrawal_digest(request))
+        signed = decode(
+            client.vault.call(
+                "withdraw_btc", SignedBtcWithdrawal(request=request, signature=signature)
+            ),
+            SignedBtcSweep,
+        )
+        self.btc.broadcast(signed.raw_tx)
+        self.btc.mine()
+        self._emit("withdraw", client=name, chunk=chunk.chunk_id[-6:], to=destination)
+        return signed
+
+    def _sweep_btc(self, client: Client, chunk: Chunk) -> bool:
+        """``_sweep`` for a btc chunk: every output at the chunk's address goes to the
+        P2WPKH address of its sweep key; False if they hold less than the chunk."""
+        utxos = self.btc.get_utxos(chunk.address)
+        if sum(utxo.amount_sat for utxo in utxos) < chunk.amount:
+            return False
+        request = BtcSweepRequest(
+            chunk_id=chunk.chunk_id, utxos=utxos, fee_sat=BTC_SWEEP_FEE_SAT, network=BTC_NETWORK
+        )
+        signed = decode(client.vault.call("sign_btc_sweep", request), SignedBtcSweep)
+        self.swept_to[chunk.chunk_id] = signed.destination
+        self.btc.broadcast(signed.raw_tx)
+        if self.confirm_sweeps:
+            self.btc.mine()
+        self._emit(
+            "sweep",
+            client=client.name,
+            chunk=chunk.chunk_id[-6:],
+            to=signed.destination,
+            amount=signed.amount_sat,
+        )
+        return True
+
     def _sweep_request(self, chunk: Chunk) -> SweepRequest:
         asset = self.assets[chunk.asset]
         adapter = self.adapters[asset.chain_id]
@@ -1274,6 +1475,8 @@ class KeyReleaseDevnet:
     def _sweep(self, client: Client, chunk: Chunk) -> bool:
         """Sweep a received chunk to its sweep key in the client's vault; False if the funds
         were gone (nothing signed)."""
+        if self.assets[chunk.asset].kind == AssetKind.BTC:
+            return self._sweep_btc(client, chunk)
         request = self._sweep_request(chunk)
         held = request.token_balance if request.kind == "erc20" else request.balance
         if held < chunk.amount:
@@ -1326,6 +1529,8 @@ class KeyReleaseDevnet:
             recipients.append(to)
         if asset.kind == AssetKind.ERC20:  # and by transferFrom, whoever sent it
             recipients += self.token.get_transfer_recipients(chunk.address, since)
+        proofs = self.prove_balances([chunk])  # none for a btc chunk (the host's reading)
+        balance = proofs[0] if proofs else None
         observation = ChainObservation(
             balance=self._chunk_balance(chunk),
             outflow_to=recipients[0] if recipients else "",
@@ -1357,6 +1562,7 @@ class KeyReleaseDevnet:
                         max_priority_fee_per_gas=tip,
                     ),
                     owner_account=chunk.owner,
+                    balance=balance,
                 ),
             ),
             PenaltyOutcome,

@@ -28,7 +28,7 @@ from sealbridge.core.encoding import Message, decode, encode, to_builtins
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.keyrelease.auth import SignedRequest, normalize_client_name
 from sealbridge.keyrelease.matcher_program import Accept, MatchAnswer
-from sealbridge.keyrelease.types import ChunkRequest
+from sealbridge.keyrelease.types import AssetKind, ChunkRequest
 from sealbridge.net.http import add_bytes_route, add_json_route, install_error_handler
 from sealbridge.node.keyrelease import (
     USD,
@@ -121,8 +121,13 @@ class KeyReleaseService:
             client = self.devnet.check_client(signed, "deposit", owner.account)
             # everything that can be checked is, before money moves; the nonce is taken
             # now, so the same signed deposit cannot be sent twice even if a step fails
-            if request.asset not in self.devnet.assets:
+            asset = self.devnet.assets.get(request.asset)
+            if asset is None:
                 raise KeyReleaseDevnetError(f"unknown asset {request.asset!r}")
+            if request.offer and asset.kind == AssetKind.BTC:
+                raise KeyReleaseDevnetError(
+                    "btc chunks are not offered: the matcher cannot prove a bitcoin balance"
+                )
             owners = self.devnet.matcher_status().owners
             if request.offer and not request.bond_usd and client.account not in owners:
                 raise KeyReleaseDevnetError(
