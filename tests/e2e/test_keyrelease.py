@@ -33,6 +33,7 @@ from sealbridge.keyrelease.matcher_program import (
     FEE_PAID_TOPIC,
     Accept,
     AcceptOrder,
+    AddChunks,
     ObserveBlocks,
     RegisterOwner,
     usd_to_wei,
@@ -346,6 +347,27 @@ def test_a_chunk_that_was_never_funded_is_not_taken(
     assert "less than its amount" in str(info.value)
     assert devnet.matcher_status().chunks.get("available", 0) == before  # all or none
     devnet.offer("bob", [funded])
+    assert devnet.matcher_status().chunks.get("available", 0) == before + 1
+    # found by attacking the proofs: the amount is the host's word, so a key holding 1
+    # wei, booked as a 1-wei "100 USD" chunk, passed the funding proof; and an EVM key
+    # labelled as a bitcoin chunk skipped the proofs altogether. Both are refused now.
+    a = devnet.adapters[CHAIN_A]
+    for index, (asset, amount) in enumerate((("ETH@31337", 1), ("BTC@regtest", 10**16))):
+        key = bob.manifest.keys[bob.next_key]
+        bob.next_key += 1
+        a.fund(key.eth_address, amount, sender_key=bob.wallet_key)
+        cheap = msgspec.structs.replace(
+            funded,
+            chunk_id=f"{bob.vault_id}:{key.index}",
+            address=key.eth_address,
+            asset=asset,
+            amount=amount,
+        )
+        proofs = devnet.prove_balances([msgspec.structs.replace(cheap, asset="ETH@31337")])
+        with pytest.raises(EnclaveCallError) as info:
+            devnet._matcher().call("add_chunks", AddChunks(chunks=[cheap], proofs=proofs))
+        reason = ("not worth", "books only chunks whose funding it can prove")[index]
+        assert reason in str(info.value)
     assert devnet.matcher_status().chunks.get("available", 0) == before + 1
 
 

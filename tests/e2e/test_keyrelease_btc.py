@@ -21,12 +21,12 @@ from sealbridge.keyrelease.bitcoin import derive_p2wpkh
 from sealbridge.keyrelease.types import Chunk
 from sealbridge.node.keyrelease import (
     BTC_ASSET,
-    BTC_SWEEP_FEE_SAT,
     CHAIN_A,
     USD,
     Event,
     KeyReleaseDevnet,
     KeyReleaseDevnetError,
+    compute_btc_fee,
 )
 from sealbridge.tee.errors import EnclaveCallError
 
@@ -61,12 +61,12 @@ def check_withdrawn(devnet: KeyReleaseDevnet, owner: str, chunk: Chunk) -> None:
     sweep_key = devnet.swept_to[chunk.chunk_id]
     assert sweep_key.startswith("bcrt1q") and sweep_key != chunk.address
     assert ledger.get_balance(chunk.address) == 0
-    assert ledger.get_balance(sweep_key) == chunk.amount - BTC_SWEEP_FEE_SAT
+    assert ledger.get_balance(sweep_key) == chunk.amount - compute_btc_fee(1)
     target = cold_wallet(f"{owner}:{chunk.chunk_id}")
     signed = devnet.withdraw_btc(owner, chunk, target)
     assert ledger.get_confirmations(signed.txid) == 1
     assert ledger.get_balance(sweep_key) == 0
-    assert ledger.get_balance(target) == chunk.amount - 2 * BTC_SWEEP_FEE_SAT
+    assert ledger.get_balance(target) == chunk.amount - 2 * compute_btc_fee(1)
     # nothing is left at the sweep key to withdraw again
     with pytest.raises(EnclaveCallError, match="spends 1 to"):
         devnet.withdraw_btc(owner, chunk, target)
@@ -113,7 +113,7 @@ def test_btc_chunks_are_exchanged_against_eth_tit_for_tat(
         assert chunk.chunk_id in net.vault_status(owner).swept
         check_withdrawn(net, owner, chunk)
     assert net.btc.get_balance(spare.address) == spare.amount  # never exchanged
-    assert fees_paid(net) - fees == 2 * 2 * BTC_SWEEP_FEE_SAT  # a sweep and a withdrawal each
+    assert fees_paid(net) - fees == 2 * 2 * compute_btc_fee(1)  # a sweep and a withdrawal each
 
 
 def test_a_time_locked_escrow_of_btc_chunks(
@@ -127,4 +127,4 @@ def test_a_time_locked_escrow_of_btc_chunks(
     for chunk in chunks:
         assert chunk.chunk_id in net.vault_status("carol").swept
         check_withdrawn(net, "carol", chunk)
-    assert fees_paid(net) - fees == 2 * 2 * BTC_SWEEP_FEE_SAT
+    assert fees_paid(net) - fees == 2 * 2 * compute_btc_fee(1)

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, currently_in_test_context, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from sealbridge.core.encoding import encode
 from sealbridge.keyrelease.errors import (
     InsufficientLiquidity,
     InvalidRequest,
@@ -526,7 +527,13 @@ def test_proven_double_spend_slashes_bans_and_compensates() -> None:
     pending = core.match(request("pending", 8), seed=b"p", now=2.0)
     assert cheat in {c.owner for c in pending.chunks}
     report = DoubleSpendReport(chunk_id=victim_chunk.chunk_id, victim=REQUESTER, sweep_tx="0x12")
+    # judged first, changing nothing (found by attacking the enclave's report: a step
+    # after the penalty that failed left it applied, unjournaled and unsigned)
+    before = encode(core.export_snapshot())
+    judged = core.judge_double_spend(report, gone(balance=AMOUNT - 1))
+    assert encode(core.export_snapshot()) == before
     penalty = core.report_double_spend(report, gone(balance=AMOUNT - 1))
+    assert penalty == judged
     # slash = min(bond 1000, 2 x 100) = 200; pool 8 + 200 = 208 -> pays the full 100
     assert penalty.owner == cheat
     assert penalty.slashed_usd_e8 == 200 * USD

@@ -5,14 +5,17 @@ sim backend with real vault enclaves (their manifests and owner bindings)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.core.encoding import decode, encode
 from sealbridge.keyrelease.auth import sign_client_request
+from sealbridge.keyrelease.errors import AttestationRefused
 from sealbridge.keyrelease.matcher import MatcherPolicy, MatcherStatus
 from sealbridge.keyrelease.matcher_program import (
     MATCHER_PROGRAM,
@@ -24,6 +27,8 @@ from sealbridge.keyrelease.matcher_program import (
     MatcherConfig,
     RegisterOwner,
     SealedJournal,
+    compute_config_hash,
+    verify_matcher_card,
 )
 from sealbridge.keyrelease.types import Chunk, ChunkRequest, compute_chunk_id
 from sealbridge.keyrelease.vault import (
@@ -286,3 +291,35 @@ def test_the_journal_persists_in_sealed_segments_that_only_continue_it(tmp_path:
     handle.close()
     with pytest.raises(EnclaveCallError, match="does not continue"):
         restore(older_base, segments[3:])
+
+
+def test_the_card_binds_the_configuration(tmp_path: Path) -> None:
+    """Found by attacking the proofs: the card attested only the node keys and the
+    operator, so a host could configure the matcher to read its facts from chains,
+    tokens or a pool of its own, and nobody could tell. The quote now binds the
+    configuration's hash: a client that expects another configuration refuses it."""
+    platform = tmp_path / "platform.key"
+    pub = create_sim_platform(platform)
+    matcher_policy = devnet_policy(pub, [compute_sim_measurement(MATCHER_PROGRAM)])
+    vault_policy = devnet_policy(pub, [compute_sim_measurement(VAULT_PROGRAM)])
+    matcher = InProcessBackend().launch(MATCHER_PROGRAM, platform_key_file=platform)
+    early = decode(call(matcher, "card"), MatcherCard)
+    expected = MatcherConfig(
+        policy=MatcherPolicy(chunk_usd_e8={ETH: 100 * USD}), vault_policy=vault_policy
+    )
+    verify_matcher_card(early, matcher_policy, time.time())  # attests, unconfigured
+    with pytest.raises(AttestationRefused, match="not configured yet"):
+        verify_matcher_card(early, matcher_policy, time.time(), config=expected)
+    hosts = msgspec.structs.replace(
+        expected, policy=MatcherPolicy(chunk_usd_e8={ETH: 100 * USD}, slash_multiple_bps=1)
+    )
+    call(matcher, "configure", hosts)
+    card = decode(call(matcher, "card"), MatcherCard)
+    assert card.config_hash == compute_config_hash(hosts)
+    verify_matcher_card(card, matcher_policy, time.time(), config=hosts)
+    with pytest.raises(AttestationRefused, match="not configured as expected"):
+        verify_matcher_card(card, matcher_policy, time.time(), config=expected)
+    forged = msgspec.structs.replace(card, config_hash=compute_config_hash(expected))
+    with pytest.raises(AttestationRefused, match="does not attest"):
+        verify_matcher_card(forged, matcher_policy, time.time(), config=expected)
+    matcher.close()

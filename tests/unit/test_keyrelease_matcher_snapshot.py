@@ -670,7 +670,7 @@ HOSTILE: dict[str, tuple[Tamper, str]] = {
     "settled count not its chunks'": (set_owner("spent_owner", settled_chunks=0), "counters"),
     # chunks
     "chunk listed twice": (edit(duplicate_chunk), "listed twice"),
-    "chunk key listed twice": (edit(same_key_other_case), "listed twice"),
+    "chunk key listed twice": (edit(same_key_other_case), "listed twice|not a chunk id"),
     "chunk of an unknown owner": (set_chunk("available", owner=OTHER), "unknown owner"),
     "chunk of an unknown asset": (set_chunk("available", asset="DOGE@1"), "unknown asset"),
     "chunk of another size": (set_chunk("available", usd_e8=CHUNK + 1), "usd_e8"),

@@ -381,3 +381,46 @@ def test_concurrent_double_spends_take_exactly_one(ledger: UtxoLedger) -> None:
     assert len(accepted) == 1 and len(errors) == len(spends) - 1
     held = ledger.get_balance(address(BOB)) + ledger.get_balance(address(MALLORY))
     assert held == 130_000 - FEE - spends.index(ledger.get_transaction(accepted[0]))
+
+
+def test_a_version_read_as_negative_does_not_skip_relative_locks(
+    ledger: UtxoLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by attacking the ledger: python-bitcointx reads nVersion 0xFFFFFFFF as -1, so
+    a check of ``version < 2`` skipped BIP68, and an input locked for 100 blocks was
+    spent at once. A node reads the version unsigned (it would apply BIP68, and it does
+    not relay versions above 3): refused."""
+    fresh = ledger.fund(address(ALICE), 50_000)
+    ledger.mine()
+    monkeypatch.setattr(bitcoin, "SWEEP_SEQUENCE", 100)
+    honest = build_sweep([fresh], ALICE, address(BOB), FEE)
+    refused(ledger, honest.raw_tx, NonStandard, "relative lock")
+
+    def negative_version(tx: Any) -> None:
+        from bitcointx.core import CTxInWitness, CTxWitness
+        from bitcointx.core.key import CKey
+        from bitcointx.core.script import CScriptWitness
+
+        tx.nVersion = -1  # serialized as 0xFFFFFFFF
+        key = CKey(ALICE, compressed=True)
+        signature = key.sign(bitcoin._bip143_digest(tx, 0, key.pub, fresh.amount_sat))
+        tx.wit = CTxWitness([CTxInWitness(CScriptWitness([signature + b"\x01", key.pub]))])
+
+    refused(ledger, edit(honest.raw_tx, negative_version), NonStandard, "version")
+
+
+def test_a_transaction_above_the_input_bound_is_refused_before_the_interpreter(
+    ledger: UtxoLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by attacking the ledger: the interpreter re-hashes the transaction for every
+    input (quadratic), under the ledger's lock, so one refused 1,600-input transaction
+    stalled every caller for 20 s. Now inputs are bounded and the interpreter runs
+    outside the lock."""
+    from sealbridge.keyrelease import utxo_ledger
+
+    calls: list[int] = []
+    monkeypatch.setattr(utxo_ledger, "verify_sweep", lambda *a: calls.append(1))
+    utxos = [ledger.fund(address(ALICE), 1_000) for _ in range(utxo_ledger.MAX_INPUTS + 1)]
+    big = build_sweep(utxos, ALICE, address(BOB), 2 * FEE * len(utxos) // 10)
+    refused(ledger, big.raw_tx, NonStandard, "at most")
+    assert calls == []

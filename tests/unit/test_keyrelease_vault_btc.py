@@ -26,14 +26,16 @@ from sealbridge.crypto.signing import (
     to_checksum_address,
 )
 from sealbridge.keyrelease.bitcoin import (
+    BitcoinError,
     InvalidAddress,
     InvalidUtxo,
     SweepInvalid,
+    SweepRefused,
     Utxo,
     derive_p2wpkh,
     get_address_script,
 )
-from sealbridge.keyrelease.errors import AlreadyReleased, InvalidRequest, LossClaimed
+from sealbridge.keyrelease.errors import InvalidRequest, LossClaimed
 from sealbridge.keyrelease.types import Chunk, compute_chunk_id
 from sealbridge.keyrelease.utxo_ledger import UnknownOutput, UtxoLedger
 from sealbridge.keyrelease.vault import (
@@ -249,12 +251,19 @@ def test_a_claimed_btc_key_is_never_swept_and_a_swept_one_never_claimed(
     before = bob.status()
     refused(LossClaimed.code, bob.sweep, first.chunk_id, ledger.get_utxos(first.address))
     assert bob.status() == before and ledger.get_balance(first.address) == AMOUNT
-    # swept once: then never claimed, never swept again
-    ledger.broadcast(bob.sweep(second.chunk_id, ledger.get_utxos(second.address)).raw_tx)
+    # swept once: then never claimed; swept again only to the same sweep key (found by
+    # attacking the first version: a sweep the ledger refused -- dust sent to the key made
+    # its fee too low -- left the key SWEPT and its funds stranded for good)
+    first_sweep = bob.sweep(second.chunk_id, ledger.get_utxos(second.address))
+    ledger.broadcast(first_sweep.raw_tx)
     error = refused(InvalidRequest.code, bob.call, "claim_loss", ChunkRef(chunk_id=second.chunk_id))
     assert "swept" in str(error)
     fresh = ledger.fund(second.address, AMOUNT)  # more money at the old key
-    refused(AlreadyReleased.code, bob.sweep, second.chunk_id, [fresh])
+    again = bob.sweep(second.chunk_id, [fresh])
+    assert again.destination == first_sweep.destination
+    ledger.broadcast(again.raw_tx)
+    assert ledger.get_balance(first_sweep.destination) == 2 * (AMOUNT - FEE)
+    refused(InvalidRequest.code, bob.call, "claim_loss", ChunkRef(chunk_id=second.chunk_id))
 
 
 def test_the_vault_checks_the_outputs_it_signs_for_and_the_ledger_the_rest(
@@ -368,3 +377,52 @@ def test_an_evm_key_is_not_swept_as_bitcoin_and_the_kind_survives_a_restart(
     signed = bob.sweep(btc_chunk.chunk_id, ledger.get_utxos(btc_chunk.address))
     ledger.broadcast(signed.raw_tx)
     assert ledger.get_balance(signed.destination) == AMOUNT - FEE
+
+
+def test_the_host_cannot_pay_the_chunk_to_a_miner(vaults: tuple[Vault, Vault]) -> None:
+    """Found by attacking the first version: the host names the fee, and a fee of all but
+    the dust limit was signed -- 99.8 % of the chunk to a miner the host works with, and
+    the key marked swept. Now the fee must be 1 to 200 sat/vB of the transaction the vault
+    builds and at most 5 % of what it spends; a refusal changes nothing."""
+    alice, bob = vaults
+    ledger = UtxoLedger()
+    (chunk,) = escrow(alice, bob, ledger, [0])
+    utxos = ledger.get_utxos(chunk.address)
+    before = bob.status()
+    for fee, reason in ((AMOUNT - 294, "sat/vB"), (AMOUNT // 10, "of the inputs"), (50, "sat/vB")):
+        error = refused(SweepRefused.code, bob.sweep, chunk.chunk_id, utxos, fee)
+        assert reason in str(error)
+        assert bob.status() == before
+    signed = bob.sweep(chunk.chunk_id, utxos)  # an honest fee
+    ledger.broadcast(signed.raw_tx)
+    assert signed.amount_sat == AMOUNT - FEE
+
+
+def test_dust_sent_to_a_received_key_does_not_strand_it(vaults: tuple[Vault, Vault]) -> None:
+    """Found by attacking the first version: anyone sent 14 outputs of 294 sat to a
+    chunk's address; the devnet swept every output at a fixed fee, the ledger refused the
+    transaction (below the relay minimum for 15 inputs), the key was marked swept and the
+    chunk stranded for good. Now the host leaves dust out and pays by size, and a vault
+    signs a swept bitcoin key again (to the same sweep key) if its sweep did not land."""
+    from sealbridge.node.keyrelease import _btc_spend, compute_btc_fee
+
+    alice, bob = vaults
+    ledger = UtxoLedger()
+    (chunk,) = escrow(alice, bob, ledger, [0])
+    for _ in range(14):
+        ledger.fund(chunk.address, 294)
+    held = ledger.get_utxos(chunk.address)
+    before = bob.status()
+    refused(SweepRefused.code, bob.sweep, chunk.chunk_id, held, 1_000)  # the old host's fee
+    assert bob.status() == before
+    # a sweep the ledger refuses (an output the host made up) leaves the key sweepable
+    made_up = msgspec.structs.replace(held[0], txid="ee" * 32)
+    stranded = bob.sweep(chunk.chunk_id, [made_up], compute_btc_fee(1))
+    with pytest.raises(BitcoinError, match="never existed"):
+        ledger.broadcast(stranded.raw_tx)
+    utxos, fee = _btc_spend(held)
+    assert [u.amount_sat for u in utxos] == [AMOUNT]
+    signed = bob.sweep(chunk.chunk_id, utxos, fee)
+    assert signed.destination == stranded.destination
+    ledger.broadcast(signed.raw_tx)
+    assert ledger.get_balance(signed.destination) == AMOUNT - fee

@@ -84,6 +84,8 @@ def _walk(root: bytes, key: bytes, proof: Sequence[bytes], what: str) -> bytes:
             raise ProofInvalid(f"{what} proof holds a malformed node")
         try:
             nodes.append(rlp.decode(raw))
+        except RecursionError as exc:  # a node of deeply nested lists
+            raise ProofInvalid(f"{what} proof holds a node nested too deeply") from exc
         except rlp.exceptions.RLPException as exc:
             raise ProofInvalid(f"{what} proof holds a node that is not RLP: {exc}") from exc
     try:

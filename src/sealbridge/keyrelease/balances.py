@@ -79,6 +79,7 @@ class AssetSource(Message, frozen=True):
     kind: str  # an AssetKind value: "native", "erc20" or "btc" (btc: not proven)
     token: bytes = b""  # erc20: the token contract (20 bytes)
     balance_slot: int = 0  # erc20: the storage slot of its balanceOf HashMap
+    decimals: int = 18  # base units per whole unit: a chunk's amount is checked at the price
 
 
 class ChainAnchor(Message, frozen=True):
@@ -181,6 +182,8 @@ class ChunkBalances:
                 raise BalanceRefused(
                     f"asset {source.asset!r}: chain {source.chain_id} is not followed"
                 )
+            if type(source.decimals) is not int or not 0 <= source.decimals <= 36:
+                raise BalanceRefused(f"asset {source.asset!r}: decimals must be 0 to 36")
             if source.kind == AssetKind.ERC20.value and (
                 type(source.token) is not bytes
                 or len(source.token) != 20

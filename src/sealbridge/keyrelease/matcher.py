@@ -892,10 +892,12 @@ class MatcherCore:
         record.contract = ""
         self._refresh(holder)
 
-    def report_double_spend(
+    def judge_double_spend(
         self, report: DoubleSpendReport, observation: ChainObservation
     ) -> Penalty:
-        """Check a double-spend report against the chain; when it holds, penalize and pay."""
+        """The penalty a double-spend report would bring, changing nothing: its caller can
+        finish everything that may still fail (signing the pool's transactions) before
+        :meth:`report_double_spend` applies it."""
         if not isinstance(report, DoubleSpendReport):
             raise InvalidRequest(f"expected a DoubleSpendReport, got {type(report).__name__}")
         if not isinstance(observation, ChainObservation):
@@ -929,18 +931,7 @@ class MatcherCore:
         owner = self._owners[chunk.owner]
         value = chunk.usd_e8
         slashed = min(owner.bond, value * self.policy.slash_multiple_bps // BPS)
-        owner.bond -= slashed
-        self._pool += slashed
-        self._slashed += slashed
-        compensation = min(value, self._pool)
-        self._pool -= compensation
-        self._compensated += compensation
-        self._uncovered += value - compensation
-        self._paid[report.victim] = self._paid.get(report.victim, 0) + compensation
-        self._move(record, ChunkState.COMPENSATED)
-        owner.exposure -= value
-        owner.double_spends += 1
-        voided = self._ban(owner)
+        compensation = min(value, self._pool + slashed)
         return Penalty(
             owner=owner.name,
             chunk_id=chunk.chunk_id,
@@ -949,8 +940,44 @@ class MatcherCore:
             compensation_usd_e8=compensation,
             uncovered_usd_e8=value - compensation,
             claim_id=compute_claim_id(chunk.chunk_id),
-            voided_offers=voided,
+            voided_offers=self._voided_by(owner),
         )
+
+    def report_double_spend(
+        self, report: DoubleSpendReport, observation: ChainObservation
+    ) -> Penalty:
+        """Check a double-spend report against the chain; when it holds, penalize and pay
+        (:meth:`judge_double_spend`, then apply it)."""
+        penalty = self.judge_double_spend(report, observation)
+        record = self._chunks[penalty.chunk_id]
+        owner = self._owners[penalty.owner]
+        value, slashed, compensation = (
+            record.chunk.usd_e8,
+            penalty.slashed_usd_e8,
+            penalty.compensation_usd_e8,
+        )
+        owner.bond -= slashed
+        self._pool += slashed
+        self._slashed += slashed
+        self._pool -= compensation
+        self._compensated += compensation
+        self._uncovered += value - compensation
+        self._paid[report.victim] = self._paid.get(report.victim, 0) + compensation
+        self._move(record, ChunkState.COMPENSATED)
+        owner.exposure -= value
+        owner.double_spends += 1
+        voided = self._ban(owner)
+        if voided != penalty.voided_offers:  # pragma: no cover - the same expression
+            raise WrongState("the voided offers changed while the penalty was applied")
+        return penalty
+
+    def _voided_by(self, owner: _Owner) -> list[str]:
+        """The open offers a ban of ``owner`` voids: those holding one of its chunks."""
+        return [
+            request_id
+            for request_id, record in self._open.items()
+            if any(chunk.owner == owner.name for chunk in record.offer.chunks)
+        ]
 
     def _ban(self, owner: _Owner) -> list[str]:
         owner.reputation = 0
@@ -964,11 +991,7 @@ class MatcherCore:
                     record = self._chunks[chunk_id]
                     book.remove(record.chunk)
                     self._move(record, ChunkState.WITHDRAWN)
-        voided = [
-            request_id
-            for request_id, record in self._open.items()
-            if any(chunk.owner == owner.name for chunk in record.offer.chunks)
-        ]
+        voided = self._voided_by(owner)
         for request_id in voided:
             self._release(self._open[request_id], OfferState.VOIDED)
         self._refresh(owner)

@@ -99,8 +99,16 @@ from sealbridge.keyrelease.matcher import (
     MatcherSnapshot,
     MatcherStatus,
     Penalty,
+    WrongState,
 )
-from sealbridge.keyrelease.types import Chunk, ChunkRequest, Offer, is_account, parse_chunk_id
+from sealbridge.keyrelease.types import (
+    Chunk,
+    ChunkRequest,
+    Offer,
+    compute_chunk_amount,
+    is_account,
+    parse_chunk_id,
+)
 from sealbridge.keyrelease.vault import (
     LossClaim,
     OwnerBinding,
@@ -125,6 +133,7 @@ __all__ = [
     "MatcherProgram",
     "OperatorTx",
     "PenaltyOutcome",
+    "compute_config_hash",
     "compute_matcher_report_data",
     "usd_to_wei",
     "verify_answer",
@@ -146,6 +155,8 @@ BOND_POSTED_TOPIC = keccak(b"BondPosted(address,uint256,uint256)")
 SLASHED_TOPIC = keccak(b"Slashed(address,uint256,bytes32)")
 BOND_WITHDRAWN_TOPIC = keccak(b"BondWithdrawn(address,uint256,uint256)")
 MAX_OBSERVED_BLOCKS = 256
+BPS = 10_000
+AMOUNT_TOLERANCE_BPS = 200  # a chunk may be worth 2 % less than its USD value when booked
 # the ECALLs that change the matcher's state: each one that succeeds is journaled with the
 # time and randomness it used, so a restarted matcher replays its way to the same state
 T = TypeVar("T")
@@ -194,9 +205,10 @@ class ProgramState(Message, frozen=True):
     nonces: list[tuple[str, int]]  # account (lowercase) -> last client nonce taken
     fee_number: int  # the fee chain's newest verified block (0 and b"": no fee chain)
     fee_hash: bytes
-    fees_paid: list[tuple[str, bytes, int]]  # (payer, request key, wei)
-    fee_price_e8: int
-    bonds_wei: list[tuple[str, int]]
+    # chain amounts, 32-byte big-endian (they come from logs: any uint256)
+    fees_paid: list[tuple[str, bytes, bytes]]  # (payer, request key, wei)
+    prices_e8: list[tuple[bytes, bytes]]  # oracle asset key -> price
+    bonds_wei: list[tuple[str, bytes]]
     balances: BalancesState | None = None
 
 
@@ -290,6 +302,9 @@ class MatcherCard(Message, frozen=True):
     node: NodeKeys
     operator: str  # EIP-55 address of the operator key (the InsurancePool's operator)
     quote: bytes
+    # compute_config_hash of its configuration once configured (b"" before): the quote
+    # binds it, so a client sees which chains, pool, oracle and sources it trusts
+    config_hash: bytes = b""
 
 
 class RegisterOwner(Message, frozen=True):
@@ -376,29 +391,54 @@ class Report(Message, frozen=True):
 
 class PenaltyOutcome(Message, frozen=True):
     penalty: Penalty
-    slash_wei: int
-    compensation_wei: int
+    # 32-byte big-endian wei amounts (a slash can exceed the 64-bit integers canonical
+    # messages carry); get_slash_wei / get_compensation_wei read them
+    slash_wei: bytes
+    compensation_wei: bytes
     transactions: list[bytes]  # signed raw transactions, in nonce order
 
+    def get_slash_wei(self) -> int:
+        return int.from_bytes(self.slash_wei, "big")
 
-def compute_matcher_report_data(node: NodeKeys, operator: str) -> bytes:
+    def get_compensation_wei(self) -> int:
+        return int.from_bytes(self.compensation_wei, "big")
+
+
+def compute_config_hash(config: MatcherConfig) -> bytes:
+    """What a card binds of the matcher's configuration: SHA-256 of its encoding."""
+    return hashlib.sha256(CARD_TAG + encode(config)).digest()
+
+
+def compute_matcher_report_data(node: NodeKeys, operator: str, config_hash: bytes = b"") -> bytes:
     return (
         hashlib.sha256(CARD_TAG + encode(node)).digest()
-        + hashlib.sha256(CARD_TAG + operator.encode()).digest()
+        + hashlib.sha256(CARD_TAG + operator.encode() + config_hash).digest()
     )
 
 
-def verify_matcher_card(card: MatcherCard, policy: AttestationPolicy, now: float) -> None:
-    """A client's check of the matcher before it sends a request."""
+def verify_matcher_card(
+    card: MatcherCard, policy: AttestationPolicy, now: float, config: MatcherConfig | None = None
+) -> None:
+    """A client's check of the matcher before it sends a request; with ``config``, also
+    that the enclave was configured exactly so (the chains it follows, the pool, the
+    oracle, the chunk sources, the anchor: what it reads its facts from)."""
     try:
         verify_quote(
             card.quote,
             policy=policy,
             now=int(now),
-            expected_report_data=compute_matcher_report_data(card.node, card.operator),
+            expected_report_data=compute_matcher_report_data(
+                card.node, card.operator, card.config_hash
+            ),
         )
     except AttestationError as exc:
         raise AttestationRefused(f"matcher card does not attest: {exc.message}") from exc
+    if config is not None and card.config_hash != compute_config_hash(config):
+        raise AttestationRefused(
+            "the matcher is not configured as expected (its card binds another configuration)"
+            if card.config_hash
+            else "the matcher is not configured yet"
+        )
 
 
 def verify_answer(
@@ -438,6 +478,21 @@ def _track_bond(bonds: dict[str, int], topics: list[bytes], data: bytes) -> None
         bonds[owner] = max(0, bonds.get(owner, 0) - int.from_bytes(data[:32], "big"))
 
 
+def compute_oracle_key(asset: str) -> bytes:
+    """The PriceOracle's key of an asset id (``chain.oracle.compute_asset_key``)."""
+    return bytes(keccak(asset.encode("utf-8")))
+
+
+def _u256(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+def _uint(raw: bytes) -> int:
+    if type(raw) is not bytes or len(raw) != 32:
+        raise InvalidRequest("a sealed chain amount is not 32 bytes")
+    return int.from_bytes(raw, "big")
+
+
 def _selector(signature: str) -> bytes:
     return bytes(keccak(text=signature))[:4]
 
@@ -459,6 +514,8 @@ class MatcherProgram:
         self.fee_oracle = b""
         self.fee_asset_key = b""
         self.fee_price_e8 = 0  # the fee asset's last price the oracle set on the fee chain
+        # every asset's last price the oracle set there (oracle key -> USD x 1e8)
+        self.prices_e8: dict[bytes, int] = {}
         self.bonds_wei: dict[str, int] = {}  # owner (lowercase) -> its bond in the pool
         self.owners: dict[str, str] = {}  # vault hex -> owner account (lowercase)
         self.balances: ChunkBalances | None = None  # with chunk sources: proven balances
@@ -569,9 +626,9 @@ class MatcherProgram:
             nonces=list(self.nonces.items()),
             fee_number=self.fee_chain.number if self.fee_chain is not None else 0,
             fee_hash=self.fee_chain.hash if self.fee_chain is not None else b"",
-            fees_paid=[(payer, key, wei) for (payer, key), wei in self.fees_paid.items()],
-            fee_price_e8=self.fee_price_e8,
-            bonds_wei=list(self.bonds_wei.items()),
+            fees_paid=[(payer, key, _u256(wei)) for (payer, key), wei in self.fees_paid.items()],
+            prices_e8=[(key, _u256(price)) for key, price in self.prices_e8.items()],
+            bonds_wei=[(owner, _u256(wei)) for owner, wei in self.bonds_wei.items()],
             balances=self.balances.export_state() if self.balances is not None else None,
         )
 
@@ -592,9 +649,10 @@ class MatcherProgram:
                 self.fee_chain = HeaderChain(state.fee_number, state.fee_hash)
             except SealbridgeError as exc:
                 raise InvalidRequest(f"the base's fee chain tip is malformed: {exc}") from exc
-        self.fees_paid = {(payer, key): wei for payer, key, wei in state.fees_paid}
-        self.fee_price_e8 = state.fee_price_e8
-        self.bonds_wei = dict(state.bonds_wei)
+        self.fees_paid = {(payer, key): _uint(wei) for payer, key, wei in state.fees_paid}
+        self.prices_e8 = {key: _uint(price) for key, price in state.prices_e8}
+        self.fee_price_e8 = self.prices_e8.get(self.fee_asset_key, 0)
+        self.bonds_wei = {owner: _uint(wei) for owner, wei in state.bonds_wei}
         if (state.balances is None) != (config.chunk_sources is None):
             raise InvalidRequest("the base's chunk balances do not match its configuration")
         if state.balances is not None:
@@ -684,7 +742,7 @@ class MatcherProgram:
                     handlers[entry.name](entry.payload)
                     self._append(entry)
                 latest = part.guard
-        except (SealbridgeError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 -- any failure leaves a fresh matcher
             self._clear()
             raise InvalidRequest(f"the journal does not replay: {exc}") from exc
         finally:
@@ -721,6 +779,8 @@ class MatcherProgram:
             except SealbridgeError as exc:
                 raise InvalidRequest(f"bad fee chain anchor: {exc}") from exc
         balances = None
+        if config.chunk_sources is not None and fee is None:
+            raise InvalidRequest("proven chunk balances need a fee chain (for the prices)")
         if config.chunk_sources is not None:
             fee_anchor = None
             if fee is not None:
@@ -751,7 +811,7 @@ class MatcherProgram:
             raise InvalidRequest(f"at most {MAX_OBSERVED_BLOCKS} blocks per call")
         scratch = HeaderChain(self.fee_chain.number, self.fee_chain.hash)
         paid: list[tuple[tuple[str, bytes], int]] = []
-        price = self.fee_price_e8
+        prices = dict(self.prices_e8)
         bonds = dict(self.bonds_wei)
         try:
             for evidence in request.blocks:
@@ -761,10 +821,9 @@ class MatcherProgram:
                         log.address == self.fee_oracle
                         and len(log.topics) == 2
                         and log.topics[0] == PRICE_SET_TOPIC
-                        and log.topics[1] == self.fee_asset_key
                         and len(log.data) == 64
                     ):
-                        price = int.from_bytes(log.data[:32], "big")
+                        prices[log.topics[1]] = int.from_bytes(log.data[:32], "big")
                     if log.address == self.fee_pool and len(log.topics) == 2:
                         _track_bond(bonds, log.topics, log.data)
                     if (
@@ -783,7 +842,8 @@ class MatcherProgram:
             self.balances.advance(
                 self.balances.fee_chain_id, [evidence.header for evidence in request.blocks]
             )
-        self.fee_chain, self.fee_price_e8, self.bonds_wei = scratch, price, bonds
+        self.fee_chain, self.prices_e8, self.bonds_wei = scratch, prices, bonds
+        self.fee_price_e8 = prices.get(self.fee_asset_key, 0)
         for key, amount in paid:
             self.fees_paid[key] = self.fees_paid.get(key, 0) + amount
         return encode(FeeTip(number=scratch.number))
@@ -812,8 +872,11 @@ class MatcherProgram:
 
     def card(self, payload: bytes) -> bytes:
         node = self.ctx.identity
-        quote = self.ctx.get_quote(compute_matcher_report_data(node, self.operator))
-        return encode(MatcherCard(node=node, operator=self.operator, quote=quote))
+        config_hash = compute_config_hash(self.config) if self.config is not None else b""
+        quote = self.ctx.get_quote(compute_matcher_report_data(node, self.operator, config_hash))
+        return encode(
+            MatcherCard(node=node, operator=self.operator, quote=quote, config_hash=config_hash)
+        )
 
     def register_owner(self, payload: bytes) -> bytes:
         request = decode(payload, RegisterOwner)
@@ -852,7 +915,13 @@ class MatcherProgram:
                 raise InvalidRequest("two balance proofs for one chunk")
             for chunk in chunks:
                 if not self.balances.is_proven(chunk):
-                    continue
+                    # the book holds only chunks whose funds the matcher saw (a btc
+                    # chunk, or an EVM key labelled as one, would be the host's word)
+                    raise InvalidRequest(
+                        f"chunk {chunk.chunk_id}: this matcher books only chunks whose "
+                        f"funding it can prove ({chunk.asset} has no light client here)"
+                    )
+                self._check_amount(chunk)
                 proof = proofs.pop(chunk.chunk_id, None)
                 if proof is None:
                     raise InvalidRequest(f"chunk {chunk.chunk_id}: no proof that it is funded")
@@ -864,6 +933,23 @@ class MatcherProgram:
             for chunk_id, number in funded:
                 self.balances.note_funded(chunk_id, number)
         return b""
+
+    def _check_amount(self, chunk: Chunk) -> None:
+        """A chunk's amount is worth its USD value at the asset's price the oracle last
+        set on the fee chain (within ``AMOUNT_TOLERANCE_BPS``, for moves since it was
+        funded): the host names the amount, and the funding proof only shows that much."""
+        if self.balances is None:
+            return
+        source = self.balances.sources[chunk.asset]
+        price = self.prices_e8.get(compute_oracle_key(chunk.asset), 0)
+        if price <= 0:
+            raise InvalidRequest(f"no price of {chunk.asset} seen on the fee chain yet")
+        least = compute_chunk_amount(chunk.usd_e8, price, source.decimals)
+        if chunk.amount * BPS < least * (BPS - AMOUNT_TOLERANCE_BPS):
+            raise InvalidRequest(
+                f"chunk {chunk.chunk_id}: {chunk.amount} base units are not worth "
+                f"{chunk.usd_e8 / 10**8:.2f} USD at the price seen on chain ({least} are)"
+            )
 
     def register_requester(self, payload: bytes) -> bytes:
         request = decode(payload, RegisterRequester)
@@ -1068,11 +1154,19 @@ class MatcherProgram:
         for address in (request.tx.pool, request.report.victim, request.owner_account):
             if not is_account(address):
                 raise InvalidRequest(f"not an address: {address!r}")
+        pool = to_checksum_address(bytes.fromhex(request.tx.pool[2:]))
+        fee = self.config.fee_chain if self.config is not None else None
+        if fee is not None and (
+            pool.lower() != "0x" + fee.pool.hex() or request.tx.chain_id != fee.chain_id
+        ):
+            raise InvalidRequest("the operator's transactions go to the pool on the fee chain")
         for name in ("chain_id", "max_fee_per_gas", "max_priority_fee_per_gas"):
             value = getattr(request.tx, name)
             if type(value) is not int or value < 0 or (name == "chain_id" and value == 0):
                 raise InvalidRequest(f"operator transaction: bad {name} {value!r}")
-        penalty = core.report_double_spend(request.report, observation)
+        # judged first, applied last: whatever can still fail (signing, encoding) fails
+        # before the matcher changes (a half-applied penalty would be lost to the journal)
+        penalty = core.judge_double_spend(request.report, observation)
         slash_wei = usd_to_wei(penalty.slashed_usd_e8, price_e8)
         compensation_wei = usd_to_wei(penalty.compensation_usd_e8, price_e8)
         calls: list[bytes] = []
@@ -1098,24 +1192,29 @@ class MatcherProgram:
                 "type": 2,
                 "chainId": request.tx.chain_id,
                 "nonce": request.tx.nonce + offset,
-                "to": request.tx.pool,
+                "to": pool,
                 "value": 0,
                 "data": data,
                 "gas": OPERATOR_GAS,
                 "maxFeePerGas": request.tx.max_fee_per_gas,
                 "maxPriorityFeePerGas": request.tx.max_priority_fee_per_gas,
             }
-            transactions.append(
-                bytes(Account.sign_transaction(tx, self._operator_secret).raw_transaction)
-            )
-        return encode(
+            try:
+                signed = Account.sign_transaction(tx, self._operator_secret)
+            except (TypeError, ValueError) as exc:
+                raise InvalidRequest(f"operator transaction: {exc}") from exc
+            transactions.append(bytes(signed.raw_transaction))
+        answer = encode(
             PenaltyOutcome(
                 penalty=penalty,
-                slash_wei=slash_wei,
-                compensation_wei=compensation_wei,
+                slash_wei=slash_wei.to_bytes(32, "big"),
+                compensation_wei=compensation_wei.to_bytes(32, "big"),
                 transactions=transactions,
             )
         )
+        if core.report_double_spend(request.report, observation) != penalty:
+            raise WrongState("the penalty changed while it was applied")  # (cannot happen)
+        return answer
 
     def status(self, payload: bytes) -> bytes:
         status: MatcherStatus = self._core().get_status()

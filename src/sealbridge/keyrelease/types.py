@@ -103,8 +103,13 @@ def compute_chunk_id(vault: str, key_index: int) -> str:
 
 def parse_chunk_id(chunk_id: str) -> tuple[str, int]:
     """(vault hex, key index) of a chunk id; ``InvalidRequest`` if it is not one."""
+    if not isinstance(chunk_id, str):
+        raise InvalidRequest(f"not a chunk id: {chunk_id!r}")
     vault, sep, index = chunk_id.partition(":")
-    if not sep or len(vault) != 64 or not index.isdigit():
+    # one spelling per key: ASCII digits without leading zeros (``v:01``, ``v:٣`` and the
+    # like would name a key again under another id)
+    canonical = index.isascii() and index.isdigit() and (index == "0" or index[0] != "0")
+    if not sep or len(vault) != 64 or vault != vault.lower() or not canonical or len(index) > 10:
         raise InvalidRequest(f"not a chunk id: {chunk_id!r}")
     try:
         bytes.fromhex(vault)

@@ -15,13 +15,16 @@ them, and so that a sweep is checked against the outputs that really exist.
   same txid for the same output). There is no block reward, no coinbase maturity and no
   supply schedule: the total funded only has to stay within 21M BTC.
 * **Broadcast.** :meth:`UtxoLedger.broadcast` decodes a raw transaction (at most
-  ``MAX_TX_BYTES``, canonically serialized, not a coinbase) and accepts it only if
+  ``MAX_TX_BYTES``, canonically serialized, not a coinbase, at most
+  ``MAX_STANDARD_VSIZE`` vbytes and -- this model's own bound -- ``MAX_INPUTS`` inputs)
+  and accepts it only if
 
   - every input spends an output the ledger holds and nobody spent (``UnknownOutput``,
     ``OutputSpent``), no outpoint twice (``DuplicateInput``);
   - every spent output is P2WPKH: the only kind this model spends (``NonStandard``);
-  - the transaction is final at the next block (absolute lock time by height, BIP68
-    relative lock times by height; time-based locks are not modelled and refused);
+  - its version is standard (1 to 3, read unsigned as a node does) and it is final at
+    the next block (absolute lock time by height, BIP68 relative lock times by height;
+    time-based locks are not modelled and refused);
   - the outputs are worth at most the inputs (``ValueCreated``), none is below Bitcoin
     Core's dust threshold (OP_RETURN outputs aside), and the fee is at least
     ``MIN_RELAY_FEE_SAT_PER_VBYTE`` x vsize (``NonStandard``);
@@ -41,7 +44,9 @@ them, and so that a sweep is checked against the outputs that really exist.
 What the model does not do: proof of work, competing blocks or reorganisations, fee
 markets (replacement included: a conflicting transaction is refused even if it pays
 more), signature operation limits, and spending anything but P2WPKH. One lock guards the
-whole state, so every public method is atomic and the ledger can be shared by threads.
+whole state, so every public method is atomic and the ledger can be shared by threads;
+``broadcast`` runs the script interpreter outside it and checks the spent outputs again
+under it before applying, so a slow (or refused) transaction never stalls the others.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ from sealbridge.keyrelease.bitcoin import (
 )
 
 __all__ = [
+    "MAX_INPUTS",
     "MAX_LISTED_UTXOS",
     "MAX_MINED_BLOCKS",
     "MIN_RELAY_FEE_SAT_PER_VBYTE",
@@ -81,6 +87,11 @@ __all__ = [
 ]
 
 MIN_RELAY_FEE_SAT_PER_VBYTE = 1  # Bitcoin Core's default -minrelaytxfee (1000 sat/kvB)
+MAX_STANDARD_VSIZE = 100_000  # Bitcoin Core's standard weight limit, 400,000 WU
+# this model's own bound on inputs per transaction: python-bitcointx re-hashes the whole
+# transaction for every input (quadratic), so a large refused transaction would cost
+# seconds each time; a vault sweep spends at most 256
+MAX_INPUTS = 300
 MAX_LISTED_UTXOS = 1_000  # get_utxos answers at most this many outputs of one address
 MAX_MINED_BLOCKS = 1_000  # mine() moves the tip by at most this many blocks at a time
 _LOCKTIME_THRESHOLD = 500_000_000  # below: a block height; at or above: a time
@@ -232,12 +243,23 @@ class UtxoLedger:
         """Check ``raw_tx`` as a node would (see the module docstring) and apply it:
         its inputs are spent, its outputs added. Returns its txid (display order)."""
         tx = decode_transaction(raw_tx, self.network)  # MalformedTransaction
+        if len(tx.inputs) > MAX_INPUTS:
+            raise NonStandard(f"this model takes at most {MAX_INPUTS} inputs per transaction")
+        if tx.vsize > MAX_STANDARD_VSIZE:
+            raise NonStandard(f"{tx.vsize} vbytes is above the standard {MAX_STANDARD_VSIZE}")
         with self._lock:
             if tx.txid in self._transactions:
                 return tx.txid  # held already (a retry): nothing changes
             spent = self._check(tx)
-            # the interpreter last: every input against its output's script and amount
-            verify_sweep(raw_tx, spent, self.network)
+        # the interpreter last, without the lock (it is the slow part): every input against
+        # its output's script and amount; then the outputs are checked again under the lock
+        # (another transaction may have spent one meanwhile)
+        verify_sweep(raw_tx, spent, self.network)
+        with self._lock:
+            if tx.txid in self._transactions:
+                return tx.txid
+            if self._check(tx) != spent:  # (defensive: an output never changes in place)
+                raise OutputSpent("the spent outputs changed while the transaction was checked")
             self._apply(tx, raw_tx)
             return tx.txid
 
@@ -304,7 +326,10 @@ class UtxoLedger:
                 raise NonStandard("time-based lock times are not modelled (no block times)")
             if tx.lock_time >= next_block:
                 raise NonStandard(f"not final: nLockTime {tx.lock_time} >= block {next_block}")
-        if tx.version < 2:
+        version = tx.version & 0xFFFFFFFF  # a node reads it unsigned (BIP68: version >= 2)
+        if not 1 <= version <= 3:
+            raise NonStandard(f"transaction version {version} is not standard (1 to 3)")
+        if version < 2:
             return
         for i, txin in enumerate(tx.inputs):
             if txin.sequence & _SEQUENCE_DISABLE:

@@ -157,6 +157,12 @@ SWEEP_SEED_LABEL = "keyrelease/sweep-seed/v1"
 WITHDRAWAL_TAG = b"sealbridge/keyrelease/withdrawal/v1"
 BTC_WITHDRAWAL_TAG = b"sealbridge/keyrelease/btc-withdrawal/v1"
 MAX_BTC_SWEEP_UTXOS = 256  # outputs one bitcoin sweep or withdrawal may spend
+# the fee a bitcoin sweep or withdrawal may pay, which its host names: at least the relay
+# minimum, at most this rate and this share of what it spends (a host could otherwise pay
+# nearly the whole chunk to a miner it works with)
+BTC_MIN_FEE_SAT_PER_VB = 1
+BTC_MAX_FEE_SAT_PER_VB = 200
+BTC_MAX_FEE_BPS = 500  # 5 % of the inputs
 RELEASE_TAG = b"sealbridge/keyrelease/release/v1"
 ERC20_TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
 NATIVE_SWEEP_GAS = 21_000
@@ -325,6 +331,15 @@ def _build_btc_sweep(secret: bytes, request: BtcSweepRequest, destination: str) 
     sweep = bitcoin.build_sweep(
         request.utxos, secret, destination, request.fee_sat, request.network
     )
+    # the transaction's size does not depend on the fee (one output of fixed width)
+    spent = sum(utxo.amount_sat for utxo in request.utxos)
+    low, high = BTC_MIN_FEE_SAT_PER_VB * sweep.vsize, BTC_MAX_FEE_SAT_PER_VB * sweep.vsize
+    if not low <= request.fee_sat <= min(high, spent * BTC_MAX_FEE_BPS // 10_000):
+        raise bitcoin.SweepRefused(
+            f"a fee of {request.fee_sat} sat for {sweep.vsize} vbytes spending {spent} sat: "
+            f"it must be {BTC_MIN_FEE_SAT_PER_VB} to {BTC_MAX_FEE_SAT_PER_VB} sat/vB and at "
+            f"most {BTC_MAX_FEE_BPS / 100:g} % of the inputs"
+        )
     return SignedBtcSweep(
         chunk_id=request.chunk_id,
         raw_tx=sweep.raw_tx,
@@ -663,16 +678,32 @@ class VaultCore:
         as ``sign_sweep``; the outputs must pay the key's own script (the network decides
         whether they are unspent). A refusal changes nothing."""
         _check_btc_request(request)
-        key = self.get_sweepable_key(request.chunk_id)
+        key = self._btc_resweepable(request.chunk_id)
+        again = key is not None
+        if key is None:
+            key = self.get_sweepable_key(request.chunk_id)
         if key.kind not in ("", AssetKind.BTC.value):
             raise InvalidRequest(f"chunk {request.chunk_id} is a {key.kind} chunk: sign_sweep")
         fresh_secret = self.get_sweep_secret(request.chunk_id)
         destination = bitcoin.derive_p2wpkh(fresh_secret, request.network).address
         signed = _build_btc_sweep(key.secret, request, destination)
-        key.state = KeyState.SWEPT
-        self.swept.add(request.chunk_id)
-        self.fresh.append(_Key(secret=fresh_secret, state=KeyState.FREE))
+        if not again:
+            key.state = KeyState.SWEPT
+            self.swept.add(request.chunk_id)
+            self.fresh.append(_Key(secret=fresh_secret, state=KeyState.FREE))
         return signed
+
+    def _btc_resweepable(self, chunk_id: str) -> _Key | None:
+        """A received btc key this vault swept already may be swept again: other outputs,
+        another fee (a sweep the network refused, or outputs that arrived later). Every
+        version pays the chunk's own sweep key, so none can send its value elsewhere; a
+        swept key stays unclaimable. (Own keys carry no kind: one swept stays swept.)"""
+        key = self.received.get(chunk_id)
+        if key is None or chunk_id not in self.swept:
+            return None
+        if key.state != KeyState.SWEPT or key.kind != AssetKind.BTC.value:
+            return None
+        return key
 
     def _check_owner_order(self, vault: str, digest: bytes, signature: bytes) -> None:
         """A withdrawal order for this vault, signed by its bound owner's wallet key."""

@@ -69,7 +69,7 @@ from sealbridge.keyrelease.balances import (
     ChunkSources,
     get_balance_slot,
 )
-from sealbridge.keyrelease.bitcoin import p2wpkh_address
+from sealbridge.keyrelease.bitcoin import BitcoinError, Utxo, p2wpkh_address
 from sealbridge.keyrelease.freshness import (
     AnchorBinding,
     AnchorProof,
@@ -125,6 +125,7 @@ from sealbridge.keyrelease.utxo_ledger import UtxoLedger
 from sealbridge.keyrelease.vault import (
     ANCHORED_ECALLS,
     ERC20_TRANSFER_SELECTOR,
+    MAX_BTC_SWEEP_UTXOS,
     TOKEN_SWEEP_GAS,
     VAULT_PROGRAM,
     BtcSweepRequest,
@@ -185,8 +186,24 @@ TKN_DECIMALS = 6  # a dollar-like token; chunk amounts must fit 64 bits
 DEFAULT_PRICES = {"ETH": 3_000 * USD, "TKN": 1 * USD, "BTC": 60_000 * USD}
 BTC_NETWORK = "regtest"
 BTC_ASSET = f"BTC@{BTC_NETWORK}"
-BTC_SWEEP_FEE_SAT = 1_000  # per bitcoin sweep or withdrawal (~9 sat/vB for one input)
+BTC_FEE_SAT_PER_VB = 5  # the fee rate of bitcoin sweeps and withdrawals
+P2WPKH_INPUT_VBYTES = 68
 Progress = Callable[["Event"], None]
+
+
+def _btc_spend(held: Sequence[Utxo]) -> tuple[list[Utxo], int]:
+    """The outputs a bitcoin sweep spends and its fee: those worth more than the fee of
+    spending them (dust someone sent to the address is left), largest first, at most
+    ``MAX_BTC_SWEEP_UTXOS``; the fee at ``BTC_FEE_SAT_PER_VB`` of an upper estimate of the
+    size (68 vbytes per P2WPKH input, 11 of overhead, 43 for the widest output)."""
+    worth = [u for u in held if u.amount_sat > P2WPKH_INPUT_VBYTES * BTC_FEE_SAT_PER_VB]
+    utxos = sorted(worth, key=lambda u: (-u.amount_sat, u.txid, u.vout))[:MAX_BTC_SWEEP_UTXOS]
+    return utxos, compute_btc_fee(len(utxos))
+
+
+def compute_btc_fee(inputs: int) -> int:
+    """The fee the devnet pays for a bitcoin sweep or withdrawal spending ``inputs``."""
+    return BTC_FEE_SAT_PER_VB * (11 + P2WPKH_INPUT_VBYTES * inputs + 43)
 
 
 class KeyReleaseDevnetError(LocalProtocolError):
@@ -502,6 +519,7 @@ class KeyReleaseDevnet:
         self.matcher: _Matcher | None = None
         self.state_anchor: StateAnchor | None = None  # every vault's freshness anchor
         self.matcher_card: MatcherCard | None = None
+        self.matcher_config: MatcherConfig | None = None
         self.vault_policy: AttestationPolicy | None = None
         self.deposit_blocks: dict[str, int] = {}  # chunk id -> block it was funded in
         self.btc = UtxoLedger(BTC_NETWORK)  # a local model of the bitcoin network, not a node
@@ -618,6 +636,7 @@ class KeyReleaseDevnet:
                     kind=str(asset.kind),
                     token=bytes.fromhex(asset.token[2:]) if asset.token else b"",
                     balance_slot=BALANCE_OF_SLOT if asset.kind == AssetKind.ERC20 else 0,
+                    decimals=asset.decimals,
                 )
                 for asset_id, asset in self.assets.items()
             ],
@@ -628,20 +647,22 @@ class KeyReleaseDevnet:
                 )
             ],
         )
-        self.matcher.call(
-            "configure",
-            MatcherConfig(
-                policy=policy,
-                vault_policy=self.vault_policy,
-                fee_chain=fee_chain,
-                chunk_sources=self.chunk_sources,
-                anchor=AnchorBinding(
-                    chain_id=a.chain_id,
-                    contract=self.state_anchor.address,
-                    start=HeaderTip(number=start.number, block_hash=start.hash),
-                ),
+        self.matcher_config = MatcherConfig(
+            policy=policy,
+            vault_policy=self.vault_policy,
+            fee_chain=fee_chain,
+            chunk_sources=self.chunk_sources,
+            anchor=AnchorBinding(
+                chain_id=a.chain_id,
+                contract=self.state_anchor.address,
+                start=HeaderTip(number=start.number, block_hash=start.hash),
             ),
         )
+        self.matcher.call("configure", self.matcher_config)
+        # the card now binds the configuration: clients check it is the one set up here
+        configured = decode(self.matcher.call("card"), MatcherCard)
+        verify_matcher_card(configured, matcher_policy, time.time(), config=self.matcher_config)
+        self.matcher_card = configured
         self._emit(
             "setup",
             chains={str(n.chain_id): n.url for n in self.nodes},
@@ -806,8 +827,14 @@ class KeyReleaseDevnet:
         restarted.restore()
         card = decode(restarted.call("card"), MatcherCard)
         previous = self.matcher_card
-        if previous is None or (card.node, card.operator) != (previous.node, previous.operator):
-            raise KeyReleaseDevnetError("the matcher came back with another identity or operator")
+        if previous is None or (card.node, card.operator, card.config_hash) != (
+            previous.node,
+            previous.operator,
+            previous.config_hash,
+        ):
+            raise KeyReleaseDevnetError(
+                "the matcher came back with another identity, operator or configuration"
+            )
         self._emit("matcher-restart", restored="sealed journal replayed", operator=card.operator)
 
     def _matcher(self) -> _Matcher:
@@ -1412,11 +1439,9 @@ class KeyReleaseDevnet:
         source = self.swept_to.get(chunk.chunk_id)
         if source is None or self.assets[chunk.asset].kind != AssetKind.BTC:
             raise KeyReleaseDevnetError(f"{name} did not sweep btc chunk {chunk.chunk_id}")
+        utxos, fee = _btc_spend(self.btc.get_utxos(source))
         sweep = BtcSweepRequest(
-            chunk_id=chunk.chunk_id,
-            utxos=self.btc.get_utxos(source),
-            fee_sat=BTC_SWEEP_FEE_SAT,
-            network=BTC_NETWORK,
+            chunk_id=chunk.chunk_id, utxos=utxos, fee_sat=fee, network=BTC_NETWORK
         )
         request = BtcWithdrawalRequest(vault=client.vault_id, destination=destination, sweep=sweep)
         signature = secp256k1_sign_hash(client.wallet_key, compute_btc_withdrawal_digest(request))
@@ -1434,15 +1459,23 @@ class KeyReleaseDevnet:
     def _sweep_btc(self, client: Client, chunk: Chunk) -> bool:
         """``_sweep`` for a btc chunk: every output at the chunk's address goes to the
         P2WPKH address of its sweep key; False if they hold less than the chunk."""
-        utxos = self.btc.get_utxos(chunk.address)
-        if sum(utxo.amount_sat for utxo in utxos) < chunk.amount:
+        held = self.btc.get_utxos(chunk.address)
+        if sum(utxo.amount_sat for utxo in held) < chunk.amount:
             return False
+        utxos, fee = _btc_spend(held)
         request = BtcSweepRequest(
-            chunk_id=chunk.chunk_id, utxos=utxos, fee_sat=BTC_SWEEP_FEE_SAT, network=BTC_NETWORK
+            chunk_id=chunk.chunk_id, utxos=utxos, fee_sat=fee, network=BTC_NETWORK
         )
         signed = decode(client.vault.call("sign_btc_sweep", request), SignedBtcSweep)
         self.swept_to[chunk.chunk_id] = signed.destination
-        self.btc.broadcast(signed.raw_tx)
+        try:
+            self.btc.broadcast(signed.raw_tx)
+        except BitcoinError as exc:
+            # not swept (the vault may sign another version later): the swap does not go on
+            self._emit(
+                "sweep-refused", client=client.name, chunk=chunk.chunk_id[-6:], error=str(exc)
+            )
+            return False
         if self.confirm_sweeps:
             self.btc.mine()
         self._emit(
@@ -1575,12 +1608,12 @@ class KeyReleaseDevnet:
             victim=victim.name,
             offender=self._name_of(outcome.penalty.owner),
             chunk=chunk.chunk_id[-6:],
-            slashed_wei=outcome.slash_wei,
-            compensation_wei=outcome.compensation_wei,
+            slashed_wei=outcome.get_slash_wei(),
+            compensation_wei=outcome.get_compensation_wei(),
             uncovered_usd=outcome.penalty.uncovered_usd_e8 / USD,
             pool_wei=self.pool.get_pool(),
         )
-        return outcome.compensation_wei
+        return outcome.get_compensation_wei()
 
     # -- contract Z: the time-locked escrow -----------------------------------------------------
     def run_escrow(
