@@ -161,6 +161,9 @@ MAX_BTC_SWEEP_UTXOS = 256  # outputs one bitcoin sweep or withdrawal may spend
 # minimum, at most this rate and this share of what it spends (a host could otherwise pay
 # nearly the whole chunk to a miner it works with)
 BTC_MIN_FEE_SAT_PER_VB = 1
+# a native EVM sweep's gas cost (max fee x gas, which its host names) may take at most
+# this share of what it moves: the priority fee goes to the block's builder
+MAX_NATIVE_FEE_BPS = 500
 BTC_MAX_FEE_SAT_PER_VB = 200
 BTC_MAX_FEE_BPS = 500  # 5 % of the inputs
 RELEASE_TAG = b"sealbridge/keyrelease/release/v1"
@@ -421,6 +424,11 @@ def _sign_transfer(
             raise InvalidRequest(
                 f"chunk {request.chunk_id}: balance {request.balance} does not cover "
                 f"the {what}'s gas ({cost} wei)"
+            )
+        if cost * 10_000 > request.balance * MAX_NATIVE_FEE_BPS:
+            raise InvalidRequest(
+                f"chunk {request.chunk_id}: a {what} gas cost of {cost} wei is more than "
+                f"{MAX_NATIVE_FEE_BPS / 100:g} % of the {request.balance} wei it moves"
             )
         amount = request.balance - cost
         tx.update(to=destination, value=amount, gas=NATIVE_SWEEP_GAS, data=b"")
