@@ -772,8 +772,9 @@ def test_an_older_matcher_journal_is_refused(
     devnet.oracle.set_price("ETH@31337", devnet.prices["ETH"], a.get_dev_key(1))  # fresh
     devnet.offer("bob", devnet.deposit("bob", "ETH@31337", 1))
     older = (matcher.state_file.read_bytes(), matcher.segments_file.read_bytes())
-    devnet.request("alice", "ETH@31337", 100 * USD, "swap:before-the-rollback")
+    first = devnet.request("alice", "ETH@31337", 100 * USD, "swap:before-the-rollback")
     newest = (matcher.state_file.read_bytes(), matcher.segments_file.read_bytes())
+    status = devnet.matcher_status()
     matcher.state_file.write_bytes(older[0])
     matcher.segments_file.write_bytes(older[1])
     with pytest.raises(EnclaveCallError) as info:
@@ -784,5 +785,9 @@ def test_an_older_matcher_journal_is_refused(
     matcher.state_file.write_bytes(newest[0])
     matcher.segments_file.write_bytes(newest[1])
     devnet.restart_matcher()
+    assert devnet.matcher_status() == status
+    # and it acts: the offer it made is declined, and its chunk offered again (the book
+    # may hold no other chunk within the owners' risk limits by now)
+    devnet._matcher().call("decline", Accept(request_id=first.offer.request_id))
     answer = devnet.request("alice", "ETH@31337", 100 * USD, "swap:after-the-restore")
     assert answer.offer.chunks
