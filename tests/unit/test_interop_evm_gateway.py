@@ -904,3 +904,46 @@ def test_a_fresh_key_is_handed_over_by_the_old_shares_which_are_then_erased(
     before = dest.adapter.balance(transfer.recipient)
     dest.release(transfer, fresh_signature, relayer)
     assert dest.adapter.balance(transfer.recipient) - before == transfer.amount
+
+
+def test_a_handover_never_points_back_to_an_older_era() -> None:
+    """Found by attacking the handover: after an honest K1 -> K2 handover, a host replays
+    era 1's RotationReady as a "fresh era 1 replacing era 2"; its enclave kept its era-2
+    share for a handover bound to the retired K1 and signed rotate_key(epoch 3, K1). Now
+    an era never replaces a later one, and a handover needs a later era."""
+    chain_a = PAPER_ANCHORS[0].chain_id
+    escrow_a, escrow_b = "0x" + "ea" * 20, "0x" + "eb" * 20
+    cores = []
+    for _ in range(3):
+        core = GatewayCore(make_ctx())
+        core.process_setup(make_setup(PAPER_ANCHORS))
+        core.watch(
+            Watch(
+                escrows=[
+                    EscrowRef(chain_id=chain_a, escrow=escrow_a),
+                    EscrowRef(chain_id=PAPER_ANCHORS[1].chain_id, escrow=escrow_b),
+                ]
+            )
+        )
+        cores.append(core)
+    k1 = run_genesis(cores, threshold=2)
+    ids = [c.ctx.identity.identity_key for c in cores]
+    info2 = EraInfo(era=2, members=ids, threshold=2, dealers=ids, previous_era=1, fresh=True)
+    cards = [make_card(c.ctx) for c in cores]
+    deals = [c.get_committee().process_era_elected(info2, cards, NOW) for c in cores]
+    for deal in deals:
+        for core in cores:
+            core.get_committee().process_dealing(deal)
+    (k2,) = {core.get_committee().finish(2, sorted(ids)).group_public_key for core in cores}
+    for core in cores:
+        core.get_committee().process_rotation_ready(info2, k2)
+        core.ready_keys = {1: k1, 2: k2}  # what the light clients verified
+        core.key_rotations = {chain_id: [(2, k2)] for chain_id in core.escrows}
+        core.settle_handovers()
+    liar = cores[0]
+    back = EraInfo(era=1, members=ids, threshold=2, dealers=ids, previous_era=2, fresh=True)
+    with pytest.raises(CommitteeError, match="cannot replace the later era"):
+        liar.get_committee().process_rotation_ready(back, k1)
+    assert liar.get_committee().current_era == 2
+    with pytest.raises(GatewayRefused):
+        liar.sign_handover(HandoverRequest(chain_id=chain_a, escrow=escrow_a, new_group_key=k1))

@@ -557,6 +557,13 @@ class GatewayCore:
             handover = committee.get_handover(request.new_group_key)
         except CommitteeError as exc:
             raise GatewayRefused(exc.message) from exc
+        if handover.next_era <= handover.era:
+            # found by attacking the handover: a host that names an older era as the
+            # "next" one (whose RotationReady is verified too) could point it back to a
+            # retired key
+            raise GatewayRefused(
+                f"era {handover.next_era} did not replace era {handover.era}: no handover"
+            )
         if self.ready_keys.get(handover.next_era) != handover.next_group_key:
             raise GatewayRefused(
                 f"no verified RotationReady of era {handover.next_era} with this key on the "

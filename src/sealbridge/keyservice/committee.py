@@ -536,6 +536,10 @@ class CommitteeMember:
             ):
                 raise CommitteeError("the era was not elected as the kind it is announced as")
         hand_over = info.fresh and info.previous_era != 0
+        if hand_over and info.era <= info.previous_era:
+            # a host naming an older era as the fresh one could point a handover back
+            # to a retired key (found by attacking the handover)
+            raise CommitteeError(f"era {info.era} cannot replace the later era {info.previous_era}")
         if hand_over:
             previous = self.publics.get(info.previous_era)
             if not group_public_key or (

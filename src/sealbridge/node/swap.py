@@ -423,22 +423,29 @@ class SwapDevnet:
             chain_id=chain_id, escrow=escrow.address, new_group_key=new_group_key
         )
         deadline = time.monotonic() + timeout
-        group: GroupPublicKeys | None = None
-        partials: dict[int, HandoverPartial] = {}
+        # the public shares each partial comes with are its gateway's word: partials are
+        # collected per offered set, and a set counts only once t of its partials combine
+        # into a signature the escrow's current key verifies (one host offering made-up
+        # shares first used to make every honest partial look bad, and the handover stall)
+        candidates: dict[bytes, tuple[GroupPublicKeys, dict[int, HandoverPartial]]] = {}
+        refused: set[bytes] = set()
         last_refusal = ""
-        while group is None or len(partials) < group.threshold:
+        found: tuple[GroupPublicKeys, list[HandoverPartial], bytes] | None = None
+        while found is None:
             for gateway in self.gateways:
                 try:
                     signed = gateway.sign_handover(request)
                 except SealbridgeError as exc:
                     last_refusal = f"{gateway.name}: {exc.message}"
                     continue
-                if group is None:
-                    offered = signed.group
-                    if offered.group_public_key != current or not is_consistent_sharing(offered):
-                        last_refusal = f"{gateway.name}: public shares of another key"
-                        continue
-                    group = offered
+                offered = signed.group
+                key = encode(offered)
+                if key in refused:
+                    continue
+                if offered.group_public_key != current or not is_consistent_sharing(offered):
+                    last_refusal = f"{gateway.name}: public shares of another key"
+                    continue
+                group, partials = candidates.setdefault(key, (offered, {}))
                 share = group.public_shares.get(signed.partial.index)
                 if (
                     signed.message != expected
@@ -448,22 +455,26 @@ class SwapDevnet:
                     last_refusal = f"{gateway.name}: a partial that does not verify"
                     continue
                 partials.setdefault(signed.partial.index, signed)
-                if len(partials) >= group.threshold:
+                if len(partials) < group.threshold:
+                    continue
+                chosen = list(partials.values())[: group.threshold]
+                signature = bls.combine([c.partial for c in chosen], group.threshold)
+                if bls.verify(current, expected, signature):
+                    found = (group, chosen, signature)
                     break
-            if group is not None and len(partials) >= group.threshold:
+                refused.add(key)  # shares that do not make the escrow's key
+                del candidates[key]
+                last_refusal = f"{gateway.name}: public shares that do not combine to the key"
+            if found is not None:
                 break
             if time.monotonic() > deadline:
+                collected = max((len(p) for _, p in candidates.values()), default=0)
                 raise SwapError(
                     f"timed out collecting handover partials for chain {chain_id} "
-                    f"({len(partials)}; last refusal: {last_refusal})"
+                    f"({collected}; last refusal: {last_refusal})"
                 )
             time.sleep(self.block_time / 4)
-        if group is None:  # unreachable: a partial is kept only once a group is known
-            raise SwapError("no gateway gave the replaced era's public shares")
-        chosen = list(partials.values())[: group.threshold]
-        signature = bls.combine([s.partial for s in chosen], group.threshold)
-        if not bls.verify(current, expected, signature):
-            raise SwapError("the combined handover signature does not verify")
+        group, chosen, signature = found
         return SignatureRecord(
             kind="key_rotation",
             chain_id=chain_id,
