@@ -26,7 +26,17 @@ action at a time:
   and ``accept`` are signed with its wallet key and go through
   :func:`~sealbridge.keyrelease.auth.verify_client_request` (the matcher program's check:
   signature, service, action, a nonce above the last one taken, the signer being the
-  requester); a forgery must be refused before the matcher sees it.
+  requester); a forgery must be refused before the matcher sees it;
+* a *crash* (issue 15): every process stops; the matcher's host hands back a sealed state
+  it kept (a snapshot after every step, tagged with the anchored version: ``match``,
+  ``accept`` and ``report`` move it) -- the newest, or one from before an anchored change,
+  which is refused (the StateAnchor rule; on a real chain in ``test_vault_rollback.py``)
+  -- and the matcher is rebuilt from the newest with ``MatcherCore.from_snapshot``, every
+  pairwise swap's machines with ``TitForTatSwap.from_state``; the run goes on with them;
+* a *claim* (issue 15): a requester's host asks to be paid twice -- it reports again, or
+  settles as swept, a chunk it was compensated for (a claim followed by a sweep), or it
+  reports a chunk it received whose funds are still at the address (a false claim); each
+  must be refused and change nothing.
 
 The machines are driven directly, so a party releases its next key as soon as its
 machine allows, before it swept what it received; the vault adds a sweep-before-release
@@ -56,6 +66,8 @@ Invariants (after every step, and at the end of each example):
    compensated and is never negative; bonds + pool + compensation only grow by fees.
 4. A banned owner is never allocated again (and the matcher says it is banned).
 5. No forged client request is ever taken, and the matcher's state is what it was.
+6. No older sealed state is restored, a restored matcher equals the one that crashed,
+   and no claim pays or settles a chunk twice (the matcher's state is what it was).
 """
 
 from __future__ import annotations
@@ -76,14 +88,14 @@ from eth_utils.crypto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sealbridge.core.encoding import encode
+from sealbridge.core.encoding import decode, encode
 from sealbridge.keyrelease.auth import (
     ClientRefused,
     SignedRequest,
     sign_client_request,
     verify_client_request,
 )
-from sealbridge.keyrelease.errors import ExchangeViolation, InsufficientLiquidity
+from sealbridge.keyrelease.errors import ExchangeViolation, InsufficientLiquidity, ReportRejected
 from sealbridge.keyrelease.exchange import (
     ReleaseKey,
     SwapFinished,
@@ -98,7 +110,9 @@ from sealbridge.keyrelease.matcher import (
     DoubleSpendReport,
     MatcherCore,
     MatcherPolicy,
+    MatcherSnapshot,
     Penalty,
+    WrongState,
 )
 from sealbridge.keyrelease.types import (
     Chunk,
@@ -119,6 +133,9 @@ BASE_UNITS = {
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 MAX_STEPS = 5_000
 MAX_FORGERIES = 4  # per example
+MAX_CRASHES = 3  # per example
+MAX_CLAIMS = 4  # per example
+MAX_SEALED = 64  # sealed states the host keeps
 
 STATS: Counter[str] = Counter()
 
@@ -135,7 +152,11 @@ def report_loss_counts(request: pytest.FixtureRequest) -> Iterator[None]:
         f"{STATS['compensations']} compensations ({STATS['uncovered']} partly uncovered), "
         f"{STATS['completed']} pairwise swaps completed, {STATS['aborted']} aborted, "
         f"{STATS['forged']} forged keys refused, {STATS['forged_requests']} forged client "
-        f"requests refused, {STATS['violations']} violations"
+        f"requests refused, {STATS['crashes']} crashes and restores "
+        f"({STATS['older_restores_refused']} older sealed states refused), "
+        f"{STATS['claims_then_sweeps_refused']} claims followed by sweeps or second claims "
+        f"refused, {STATS['false_claims_refused']} false loss claims refused, "
+        f"{STATS['violations']} violations"
     )
     plugins = request.config.pluginmanager
     reporter: Any = plugins.get_plugin("terminalreporter")
@@ -318,7 +339,7 @@ class Action:
     index: int  # a requester, or a position in the pending list of that kind
 
 
-KINDS_ORDER = ("deliver", "sweep", "race", "request", "tick", "forge")
+KINDS_ORDER = ("deliver", "sweep", "race", "request", "tick", "forge", "crash", "claim")
 
 
 class Driver(Protocol):
@@ -330,7 +351,16 @@ class Driver(Protocol):
 class DrawnDriver:
     """Hypothesis picks each step: first a kind of action (weighted), then which one."""
 
-    WEIGHTS = {"deliver": 24, "sweep": 16, "race": 8, "request": 4, "tick": 1, "forge": 2}
+    WEIGHTS = {
+        "deliver": 24,
+        "sweep": 16,
+        "race": 8,
+        "request": 4,
+        "tick": 1,
+        "forge": 2,
+        "crash": 2,
+        "claim": 2,
+    }
 
     def __init__(self, data: st.DataObject) -> None:
         self.data = data
@@ -451,6 +481,13 @@ class Run:
         self.nonces: dict[str, int] = {}  # account (lowercase) -> last nonce taken
         self.last_signed: dict[str, SignedRequest] = {}  # requester -> its last request
         self.forgeries = 0
+        # the matcher's sealed states as its host keeps them: (anchored version, blob); a
+        # change with an irrevocable output (match, accept, report) moves the version
+        self.anchored = 0
+        self.sealed: list[tuple[int, bytes]] = []
+        self.crashes = 0
+        self.claims = 0
+        self.compensated: list[tuple[str, str]] = []  # (requester, chunk id) paid once
         for i, plan in enumerate(scenario.owners):
             name = f"o{i}"
             self._add_party(name)
@@ -511,10 +548,15 @@ class Run:
         actions += [Action("tick", j) for j, r in enumerate(self.requesters) if r in waiting]
         if actions and self.forgeries < MAX_FORGERIES:  # never what keeps a schedule going
             actions += [Action("forge", j) for j in range(len(self.requesters))]
+        if actions and self.crashes < MAX_CRASHES:
+            actions += [Action("crash", i) for i in range(len(self.restorable()))]
+        if actions and self.claims < MAX_CLAIMS:
+            actions += [Action("claim", i) for i in range(len(self.claimable()))]
         return actions
 
     def play(self) -> Run:
         self.check()
+        self.seal()
         for _ in range(MAX_STEPS):
             actions = self.enabled()
             if not actions:
@@ -523,6 +565,7 @@ class Run:
             self.now += 1.0
             getattr(self, f"do_{action.kind}")(action.index)
             self.check()
+            self.seal()
         else:
             raise AssertionError(f"the schedule did not end in {MAX_STEPS} steps")
         self.check_end()
@@ -547,6 +590,7 @@ class Run:
         except InsufficientLiquidity:
             self.unfilled += 1
             return
+        self.anchored += 1
         owners = [self.party_of[c.owner] for c in offer.chunks]
         # invariant 4: a banned owner is never allocated again
         assert not self.banned & set(owners), f"banned {self.banned & set(owners)} allocated"
@@ -564,6 +608,7 @@ class Run:
             return
         self.take_signed(name, "accept", request_id.encode(), self.account[name])
         self.matcher.accept(request_id, self.now)
+        self.anchored += 1
         by_owner: dict[str, list[Chunk]] = {}
         for chunk, owner in zip(offer.chunks, owners, strict=True):
             by_owner.setdefault(owner, []).append(chunk)
@@ -578,6 +623,78 @@ class Run:
             self.pairs[swap_id] = pair
             self.emit(pair, owner, b.start(self.now))
             self.emit(pair, name, a.start(self.now))
+
+    # -- crashes, restores and claims ---------------------------------------------------------
+
+    def seal(self) -> None:
+        """What the matcher's host persists after every step: a sealed snapshot."""
+        blob = encode(self.matcher.export_snapshot())
+        if not self.sealed or self.sealed[-1][1] != blob:
+            self.sealed.append((self.anchored, blob))
+            del self.sealed[:-MAX_SEALED]
+
+    def do_crash(self, i: int) -> None:
+        """Every process crashes; the matcher's host offers the sealed state at ``i`` (the
+        newest, or an older one). An older one is refused -- the StateAnchor holds a newer
+        version (the rule this models is checked on a real chain by
+        ``test_vault_rollback.py``) -- and the newest is restored. Every pairwise swap's
+        machines are rebuilt from their snapshots. The run then goes on from the restored
+        machines, so every invariant is checked on them."""
+        self.crashes += 1
+        version, blob = self.restorable()[i]
+        if version < self.anchored:
+            STATS["older_restores_refused"] += 1
+            version, blob = self.sealed[-1]
+        before = self.matcher.export_snapshot()
+        restored = MatcherCore.from_snapshot(self.policy, decode(blob, MatcherSnapshot))
+        assert restored.export_snapshot() == before
+        self.matcher = restored
+        STATS["crashes"] += 1
+        for pair in self.pairs.values():
+            for party, machine in list(pair.machines.items()):
+                state = decode(encode(machine.to_state()), type(machine.to_state()))
+                pair.machines[party] = TitForTatSwap.from_state(state)
+                assert pair.machines[party].to_state() == machine.to_state()
+
+    def restorable(self) -> list[tuple[int, bytes]]:
+        """The sealed states a host may hand back: the newest, or one from before an
+        anchored change. (One from after the newest anchored change but before later
+        unanchored ones -- a decline, a settlement -- would be taken, and those changes
+        lost: they only make the matcher more careful, which this model does not track.)"""
+        return [s for s in self.sealed if s[0] < self.anchored] + self.sealed[-1:]
+
+    def claimable(self) -> list[tuple[str, str, bool]]:
+        """(requester, chunk id, paid already): chunks a hostile requester's host can try
+        to be paid for twice -- a compensated one (settle it as swept, report it again) or
+        one it received whose funds are still there (a false loss claim)."""
+        paid = [(r, c, True) for r, c in self.compensated]
+        waiting = [
+            (p.party, p.chunk_id, False)
+            for p in self.sweeps
+            if p.party in self.requesters and self.ledger.balance[p.chunk_id] > 0
+        ]
+        return paid + waiting
+
+    def do_claim(self, i: int) -> None:
+        """A requester's host claims a loss it did not have, or sweeps after a claim."""
+        self.claims += 1
+        party, chunk_id, paid = self.claimable()[i]
+        account = self.account[party]
+        before = encode(self.matcher.export_snapshot())
+        report = DoubleSpendReport(chunk_id=chunk_id, victim=account)
+        attempts: list[Any] = [
+            lambda: self.matcher.report_double_spend(report, self.ledger.observe(chunk_id))
+        ]
+        if paid:  # claimed and paid: it must not count as swept, nor be paid again
+            attempts.append(lambda: self.matcher.settle(chunk_id, account))
+        for attempt in attempts:
+            try:
+                attempt()
+            except (ReportRejected, WrongState):
+                STATS["claims_then_sweeps_refused" if paid else "false_claims_refused"] += 1
+                continue
+            raise AssertionError(f"{party} was paid or settled twice for {chunk_id}")
+        assert encode(self.matcher.export_snapshot()) == before
 
     # -- client requests --------------------------------------------------------------------
 
@@ -722,7 +839,9 @@ class Run:
         assert (penalty.owner, penalty.chunk_id, penalty.victim) == (chunk.owner, chunk_id, account)
         assert penalty.compensation_usd_e8 + penalty.uncovered_usd_e8 == chunk.usd_e8
         assert 0 <= penalty.compensation_usd_e8 and 0 <= penalty.uncovered_usd_e8
+        self.anchored += 1
         self.penalties.append(penalty)
+        self.compensated.append((party, chunk_id))
         self.paid[party] += penalty.compensation_usd_e8
         self.uncovered[party] += penalty.uncovered_usd_e8
         self.exposure[pair.owner] -= chunk.usd_e8
