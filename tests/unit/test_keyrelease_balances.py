@@ -26,7 +26,8 @@ from sealbridge.keyrelease.balances import (
     ChunkSources,
     get_balance_slot,
 )
-from sealbridge.keyrelease.types import Chunk
+from sealbridge.keyrelease.errors import InvalidRequest
+from sealbridge.keyrelease.types import Chunk, parse_chunk_id
 from sealbridge.keyservice.chainfacts import HeaderTip
 from tests.unit.chain_builder import ChainBuilder
 
@@ -282,3 +283,24 @@ def test_a_snapshot_restores_the_same_view() -> None:
         ChunkBalances.from_state(broken)
     with pytest.raises(BalanceRefused):
         ChunkBalances.from_state(msgspec.structs.replace(state, tracks=state.tracks[1:]))
+
+
+def test_a_deeply_nested_proof_node_is_refused_not_crashed() -> None:
+    """Found by attacking the proofs: a 4 KB node of nested RLP lists overflowed the
+    decoder's recursion and escaped as a RecursionError; now it is a typed refusal."""
+    world, eth = World(), chunk()
+    number = world.mine_a()
+    deep = AccountProof(address=raw(eth.address), proof=[b"\xc1" * 2000 + b"\xc0"])
+    with pytest.raises(BalanceRefused, match="nested too deeply"):
+        world.balances.read(eth, BalanceProof(chunk_id=eth.chunk_id, number=number, proof=deep))
+
+
+@pytest.mark.parametrize("index", ["01", "00", "\u0663", "+1", " 1", "1" * 11])
+def test_a_chunk_id_has_one_spelling(index: str) -> None:
+    """Found by attacking the bitcoin sweeps: ``v:01`` or ``v:٣`` named a key again under
+    another id, which "received once" checks compare as strings."""
+    with pytest.raises(InvalidRequest, match="not a chunk id"):
+        parse_chunk_id(f"{'ab' * 32}:{index}")
+    with pytest.raises(InvalidRequest, match="not a chunk id"):
+        parse_chunk_id(f"{'AB' * 32}:1")
+    assert parse_chunk_id(f"{'ab' * 32}:10") == ("ab" * 32, 10)
