@@ -287,11 +287,13 @@ def test_a_snapshot_restores_the_same_view() -> None:
 
 def test_a_deeply_nested_proof_node_is_refused_not_crashed() -> None:
     """Found by attacking the proofs: a 4 KB node of nested RLP lists overflowed the
-    decoder's recursion and escaped as a RecursionError; now it is a typed refusal."""
+    decoder's recursion and escaped as a RecursionError; now it is a typed refusal.
+    (Which refusal depends on the interpreter's recursion limit, which other tests in
+    the same process may raise: "nested too deeply" at the default, "not RLP" above.)"""
     world, eth = World(), chunk()
     number = world.mine_a()
     deep = AccountProof(address=raw(eth.address), proof=[b"\xc1" * 2000 + b"\xc0"])
-    with pytest.raises(BalanceRefused, match="nested too deeply"):
+    with pytest.raises(BalanceRefused, match="nested too deeply|not RLP"):
         world.balances.read(eth, BalanceProof(chunk_id=eth.chunk_id, number=number, proof=deep))
 
 
