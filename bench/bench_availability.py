@@ -82,9 +82,13 @@ from bench.common import (
     write_results,
 )
 from bench.workloads import make_enclave_context
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.management import CheckpointRecord, ContractRecord
 from sealbridge.client.api import Client
+from sealbridge.config.node import (
+    NodeConfig,
+    load_devnet_state,
+    load_node_config,
+    save_json,
+)
 from sealbridge.contracts.catalog import get_code_hash, get_source
 from sealbridge.contracts.storage import PersistedStorage
 from sealbridge.core.encoding import decode, encode
@@ -92,14 +96,10 @@ from sealbridge.core.ids import from_hex, keccak, to_hex
 from sealbridge.crypto import ecies
 from sealbridge.crypto.keyschedule import compute_contract_keys, key_release_aad
 from sealbridge.crypto.signing import ed25519_keypair, secp256k1_keypair
+from sealbridge.devnet.launcher import get_state_file, is_alive, start_devnet, stop_devnet
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.management import CheckpointRecord, ContractRecord
 from sealbridge.node.checkpoint_store import fetch_blob, store_blob
-from sealbridge.node.config import (
-    NodeConfig,
-    load_devnet_state,
-    load_node_config,
-    save_json,
-)
-from sealbridge.node.devnet import get_state_file, is_alive, start_devnet, stop_devnet
 from sealbridge.runtime.chainview import CHECKPOINT_RECORDED_TOPIC, OUTPUT_ACCEPTED_TOPIC
 from sealbridge.runtime.envelope import seal_command
 from sealbridge.runtime.messages import (

@@ -90,14 +90,14 @@ from bench.workloads import (
     resolve,
     token_transfers,
 )
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.follower import BlockFollower
-from sealbridge.chain.management import MAX_BATCH
 from sealbridge.client.api import Client
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.crypto import ecies
 from sealbridge.crypto.signing import secp256k1_keypair
-from sealbridge.node.devnet import start_devnet, stop_devnet
+from sealbridge.devnet.launcher import start_devnet, stop_devnet
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.follower import BlockFollower
+from sealbridge.evm.management import MAX_BATCH
 from sealbridge.runtime import worker as worker_module
 from sealbridge.runtime.envelope import make_query, open_answer, seal_command
 

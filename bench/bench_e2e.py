@@ -38,12 +38,12 @@ from bench.common import (
     write_results,
 )
 from bench.plain_token import PlainToken
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.management import ManagementContracts
 from sealbridge.client.api import Client
 from sealbridge.core.ids import to_hex
 from sealbridge.crypto.signing import ed25519_keypair, secp256k1_keypair
-from sealbridge.node.devnet import start_devnet, stop_devnet
+from sealbridge.devnet.launcher import start_devnet, stop_devnet
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.management import ManagementContracts
 from sealbridge.runtime.envelope import seal_command
 
 NAME = "e2e_transfers"

@@ -334,7 +334,7 @@ SWAP_BLOCK_TIME = 1.0
 
 def _key_release_swap(devnet: Any, index: int, chunks: int) -> dict[str, Any]:
     """One timed swap of ``chunks`` chunks: request, accept (fee), tit-for-tat with sweeps."""
-    from sealbridge.node.keyrelease import USD
+    from sealbridge.devnet.keyrelease import USD
 
     started = time.monotonic()
     tx_before, gas_before = devnet.tx_count, devnet.gas_used
@@ -354,8 +354,8 @@ def _key_release_swap(devnet: Any, index: int, chunks: int) -> dict[str, Any]:
 
 
 def _htlc_baseline(devnet: Any, value_wei: int) -> dict[str, Any]:
-    from sealbridge.chain.htlc import HTLC, deploy_htlc, run_htlc_swap
-    from sealbridge.node.keyrelease import CHAIN_A, CHAIN_B
+    from sealbridge.devnet.keyrelease import CHAIN_A, CHAIN_B
+    from sealbridge.evm.htlc import HTLC, deploy_htlc, run_htlc_swap
 
     a, b = devnet.adapters[CHAIN_A], devnet.adapters[CHAIN_B]
     htlc_a = HTLC(a, deploy_htlc(a, a.get_dev_key(0)))
@@ -381,8 +381,8 @@ def run_swap(quick: bool = False) -> dict[str, Any]:
     owners) against an HTLC swap of the same value on the same two anvil chains, 1 s
     blocks. Key release is timed with each sweep confirmed before the exchange goes on,
     and with sweeps pipelined (sent at once, confirmed at the end)."""
+    from sealbridge.devnet.keyrelease import USD, KeyReleaseDevnet
     from sealbridge.keyrelease.matcher import MatcherPolicy
-    from sealbridge.node.keyrelease import USD, KeyReleaseDevnet
 
     rounds = 1 if quick else 3
     # the smoke run: one chunk from each of the two owners (each chunk is a few transactions)

@@ -34,15 +34,15 @@ from bench.common import (
     write_results,
 )
 from bench.plain_token import PlainToken
-from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.client.api import Client
 from sealbridge.contracts.catalog import get_code_hash, get_source
 from sealbridge.core.encoding import encode
 from sealbridge.core.ids import to_hex
 from sealbridge.crypto import ecies
 from sealbridge.crypto.keyschedule import compute_contract_keys, key_release_aad
+from sealbridge.devnet.launcher import start_devnet, stop_devnet
+from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.net.http import NodeClient
-from sealbridge.node.devnet import start_devnet, stop_devnet
 from sealbridge.runtime.envelope import make_query, open_answer, seal_command
 from sealbridge.runtime.messages import (
     DEPLOY_METHOD,

@@ -2,13 +2,13 @@
 
 ``python -m bench.bench_swap [--quick]`` (or ``python -m bench.run_all --only swap``).
 
-Both run on one :class:`~sealbridge.node.swap.SwapDevnet`: two anvil chains (prague) with
+Both run on one :class:`~sealbridge.devnet.swap.SwapDevnet`: two anvil chains (prague) with
 the same block time, and a 2-of-3 gateway committee of sim-TEE enclave processes.
 
 * **HTLC swap** (the baseline everybody uses): alice locks on A under a hash, bob locks
   on B under the same hash, alice claims on B (revealing the preimage), bob claims on A --
   four transactions, each waiting for the previous one to be mined
-  (:func:`sealbridge.chain.htlc.run_htlc_swap`).
+  (:func:`sealbridge.evm.htlc.run_htlc_swap`).
 * **Gateway swap**: the same exchange as two gateway transfers, A -> B then B -> A; each
   is lock (source), threshold-signed release (destination, BLS checked on chain with
   EIP-2537), commit (source) -- three transactions, the gateways verifying every block.
@@ -27,9 +27,9 @@ import time
 from typing import Any
 
 from bench.common import console, fmt, is_smoke, print_table, ratio, write_results
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.htlc import HTLC, deploy_htlc, run_htlc_swap
-from sealbridge.node.swap import CHAIN_A, CHAIN_B, SwapDevnet
+from sealbridge.devnet.swap import CHAIN_A, CHAIN_B, SwapDevnet
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.htlc import HTLC, deploy_htlc, run_htlc_swap
 
 BLOCK_TIME = 1.0
 AMOUNT = 10**17

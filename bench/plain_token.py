@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sealbridge.chain.abi import AbiCodec
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.compiler import compile_source
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.compiler import compile_source
 
 SOURCE_FILE = Path(__file__).resolve().parent / "PlainToken.vy"
 

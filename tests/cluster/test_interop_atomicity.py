@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sealbridge.consensus.ledger import CrossState
-from sealbridge.interop.scenario import AS_A, AS_B, ByzantineMode, InteropSpec, gateway_id
 from sealbridge.interop.setup import KeyMode
 from sealbridge.sim.delays import Fixed, Uniform
 from sealbridge.sim.interop_run import (
@@ -29,6 +28,7 @@ from sealbridge.sim.interop_run import (
     TransferPlan,
     run_interop,
 )
+from sealbridge.sim.interop_scenario import AS_A, AS_B, ByzantineMode, InteropSpec, gateway_id
 
 SCHEDULES_RUN = {"count": 0, "committed": 0, "aborted": 0}
 

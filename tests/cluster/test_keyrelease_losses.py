@@ -11,7 +11,7 @@ action at a time:
 
 * a requester's next request: ``match`` and ``accept`` (now and then ``decline``), then one
   pairwise tit-for-tat swap per owner in the offer, the requester as A giving fresh chunks
-  of another asset, the owner as B (as ``sealbridge.node.keyrelease`` wires them);
+  of another asset, the owner as B (as ``sealbridge.devnet.keyrelease`` wires them);
 * delivering a pending key release to the other side's machine (a compromised owner may
   first send a key that opens nothing, which ``verify_chunk_key`` must refuse);
 * a compromised owner racing to sweep a key it released, before its victim does;

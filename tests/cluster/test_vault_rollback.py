@@ -36,12 +36,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.anchor import StateAnchor, deploy_state_anchor
-from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import SealbridgeError
+from sealbridge.devnet.keyrelease import _Vault
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.state_anchor import StateAnchor, deploy_state_anchor
 from sealbridge.keyrelease.freshness import AnchorBinding, AnchorRequest, Guarded
 from sealbridge.keyrelease.types import compute_chunk_id
 from sealbridge.keyrelease.vault import (
@@ -55,7 +56,6 @@ from sealbridge.keyrelease.vault import (
     VaultConfig,
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
-from sealbridge.node.keyrelease import _Vault
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import devnet_policy
 from sealbridge.tee.quote import create_sim_platform

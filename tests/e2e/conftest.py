@@ -9,7 +9,7 @@ import pytest
 
 from sealbridge.client.api import Client, Deployment
 from sealbridge.core.ids import to_hex
-from sealbridge.node.devnet import start_devnet, stop_devnet
+from sealbridge.devnet.launcher import start_devnet, stop_devnet
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from sealbridge.chain.management import AcceptedOutput
 from sealbridge.client.api import Client
 from sealbridge.core.ids import to_hex
+from sealbridge.evm.management import AcceptedOutput
 from sealbridge.net.http import NodeRefused
 
 T = TypeVar("T")

@@ -16,17 +16,17 @@ from typing import Any
 
 import pytest
 
-from sealbridge.chain.committee import CommitteePhase, GatekeeperCommittee
 from sealbridge.client.api import Client
 from sealbridge.core.ids import from_hex, to_hex
-from sealbridge.net.http import NodeClient, NodeRefused
-from sealbridge.node.devnet import (
+from sealbridge.devnet.launcher import (
     kill_node,
     rotate_committee,
     start_devnet,
     start_node,
     stop_devnet,
 )
+from sealbridge.evm.committee import CommitteePhase, GatekeeperCommittee
+from sealbridge.net.http import NodeClient, NodeRefused
 
 pytestmark = pytest.mark.e2e
 

@@ -64,7 +64,7 @@ def test_nodes_registered_by_attestation(client: Client) -> None:
     # every gatekeeper, every worker and every storage node (which stake too)
     nodes = [*client.state.gatekeepers, *client.state.workers, *client.state.storage]
     assert len(follower_events) == len(nodes)
-    from sealbridge.chain.follower import BlockFollower
+    from sealbridge.evm.follower import BlockFollower
 
     seen = 0
     for block in BlockFollower(client.chain, client.addresses).poll_until_caught_up():
@@ -211,7 +211,7 @@ def test_replaying_an_accepted_ciphertext_is_refused(
     block = client.chain.web3.eth.get_transaction(r.tx_hash)
     alice = client.get_user("alice")
     # Submit the very same ciphertext again (copied from the chain).
-    from sealbridge.chain.follower import BlockFollower
+    from sealbridge.evm.follower import BlockFollower
 
     (event,) = [
         e

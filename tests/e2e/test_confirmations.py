@@ -8,8 +8,8 @@ import pytest
 
 from sealbridge.client.api import Client
 from sealbridge.core.ids import to_hex
+from sealbridge.devnet.launcher import start_devnet, stop_devnet
 from sealbridge.net.http import NodeClient
-from sealbridge.node.devnet import start_devnet, stop_devnet
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def test_workers_trail_the_tip_by_the_confirmations(tmp_path: Path) -> None:
 
 
 def test_bad_devnet_parameters_are_refused(tmp_path: Path) -> None:
-    from sealbridge.node.devnet import DevnetError
+    from sealbridge.devnet.launcher import DevnetError
 
     with pytest.raises(DevnetError):
         start_devnet(tmp_path, workers=0)

@@ -41,9 +41,9 @@ from pathlib import Path
 import pytest
 
 from sealbridge.client.api import Client, Deployment
+from sealbridge.config.node import NodeEntry
 from sealbridge.core.ids import to_hex
-from sealbridge.node.config import NodeEntry
-from sealbridge.node.devnet import kill_node, start_devnet, start_node, stop_devnet
+from sealbridge.devnet.launcher import kill_node, start_devnet, start_node, stop_devnet
 from tests.e2e.polling import DEADLINE, get_entry, get_status, wait_for, wait_output, wait_status
 
 pytestmark = pytest.mark.e2e

@@ -16,11 +16,11 @@ import msgspec
 import pytest
 
 from sealbridge.chain.abi import Role, canonical_address
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.committee import GatekeeperCommittee
 from sealbridge.chain.proofs import ProofInvalid
 from sealbridge.client.api import Client
 from sealbridge.core.ids import from_hex, to_hex
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.committee import GatekeeperCommittee
 from sealbridge.keyservice.chainfacts import (
     FactsProof,
     HeadersRefused,

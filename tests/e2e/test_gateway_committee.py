@@ -27,17 +27,17 @@ from pathlib import Path
 import pytest
 
 from sealbridge.chain.abi import Role
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.errors import TransactionReverted
-from sealbridge.chain.escrow import GatewayEscrow, deploy_gateway_escrow
-from sealbridge.chain.management import ManagementAddresses, ManagementContracts
+from sealbridge.config.node import NodeConfig, load_node_config, save_json
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.crypto import bls
+from sealbridge.devnet.launcher import get_devnet_dir, kill_group, spawn_process
+from sealbridge.devnet.swap import CHAIN_A, CHAIN_B, SwapDevnet, _Gateway
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.escrow import GatewayEscrow, deploy_gateway_escrow
+from sealbridge.evm.management import ManagementAddresses, ManagementContracts
 from sealbridge.interop.evm_gateway import SignedPartial, SignKind, SignRequest
-from sealbridge.node.config import NodeConfig, load_node_config, save_json
-from sealbridge.node.devnet import get_devnet_dir, kill_group, spawn_process
-from sealbridge.node.swap import CHAIN_A, CHAIN_B, SwapDevnet, _Gateway
 
 pytestmark = pytest.mark.e2e
 

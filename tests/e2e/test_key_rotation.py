@@ -26,7 +26,7 @@ import pytest
 from sealbridge.client.api import Client, ClientError
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.ids import to_hex
-from sealbridge.node.devnet import kill_node, start_devnet, start_node, stop_devnet
+from sealbridge.devnet.launcher import kill_node, start_devnet, start_node, stop_devnet
 from sealbridge.node.worker import ResultRequest
 from sealbridge.runtime.envelope import seal_command
 from sealbridge.runtime.messages import Receipt

@@ -24,9 +24,18 @@ import msgspec
 import pytest
 
 from sealbridge.chain.lightclient import EventLog, ReceiptFields
-from sealbridge.chain.oracle import StalePrice
 from sealbridge.core.encoding import decode, encode
 from sealbridge.crypto.signing import secp256k1_sign_hash, to_checksum_address
+from sealbridge.devnet.keyrelease import (
+    CHAIN_A,
+    USD,
+    DemoResult,
+    Event,
+    KeyReleaseDevnet,
+    KeyReleaseDevnetError,
+    run_demo_scenario,
+)
+from sealbridge.evm.oracle import StalePrice
 from sealbridge.keyrelease.errors import InsufficientLiquidity
 from sealbridge.keyrelease.matcher import MatcherPolicy
 from sealbridge.keyrelease.matcher_program import (
@@ -49,15 +58,6 @@ from sealbridge.keyrelease.vault import (
     Unreleased,
     WithdrawalRequest,
     compute_withdrawal_digest,
-)
-from sealbridge.node.keyrelease import (
-    CHAIN_A,
-    USD,
-    DemoResult,
-    Event,
-    KeyReleaseDevnet,
-    KeyReleaseDevnetError,
-    run_demo_scenario,
 )
 from sealbridge.tee.errors import EnclaveCallError
 
@@ -622,8 +622,8 @@ def forged_requests_are_refused(home: Path) -> None:
     """Issue 15, item 1 (before: an anonymous POST naming alice was served): a request
     for alice signed by bob, an unsigned one, one for another service and a replay are
     all refused, and none of them changes anything."""
-    from sealbridge.chain.adapter import ChainAdapter
     from sealbridge.core.encoding import encode
+    from sealbridge.evm.adapter import ChainAdapter
     from sealbridge.keyrelease.auth import sign_client_request
     from sealbridge.keyrelease.types import ChunkRequest
     from sealbridge.net.http import NodeRefused
@@ -664,12 +664,12 @@ def forged_requests_are_refused(home: Path) -> None:
 def forged_accepts_are_refused(home: Path, request_id: str) -> None:
     """Bob accepting alice's offer (signed by bob, naming alice or himself) is refused
     before any fee moves."""
-    from sealbridge.chain.adapter import ChainAdapter
     from sealbridge.core.encoding import encode
+    from sealbridge.devnet.keyrelease_service import AcceptRequest
+    from sealbridge.evm.adapter import ChainAdapter
     from sealbridge.keyrelease.auth import sign_client_request
     from sealbridge.keyrelease.matcher_program import Accept
     from sealbridge.net.http import NodeRefused
-    from sealbridge.node.keyrelease_service import AcceptRequest
 
     with service(home) as node:
         status = node.get_json("/v1/status")

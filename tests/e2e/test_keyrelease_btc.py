@@ -1,7 +1,7 @@
 """Contract Z with bitcoin chunks, end to end (issue 15, item 6): the key-release devnet
 (two anvil chains, the matcher and three vault enclaves as sim-TEE processes, every vault
 change anchored on chain A) with its ``BTC@regtest`` asset backed by the local UTXO ledger
-model (``keyrelease/utxo_ledger.py``; there is no bitcoind here, so this is a model of a
+model (``devnet/utxo_ledger.py``; there is no bitcoind here, so this is a model of a
 node's UTXO set, not a node).
 
 What is checked in the ledger, not only in the vaults' reports: the BTC chunks' outputs
@@ -17,9 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sealbridge.keyrelease.bitcoin import derive_p2wpkh
-from sealbridge.keyrelease.types import Chunk
-from sealbridge.node.keyrelease import (
+from sealbridge.devnet.keyrelease import (
     BTC_ASSET,
     CHAIN_A,
     USD,
@@ -28,6 +26,8 @@ from sealbridge.node.keyrelease import (
     KeyReleaseDevnetError,
     compute_btc_fee,
 )
+from sealbridge.keyrelease.bitcoin import derive_p2wpkh
+from sealbridge.keyrelease.types import Chunk
 from sealbridge.tee.errors import EnclaveCallError
 
 pytestmark = pytest.mark.e2e

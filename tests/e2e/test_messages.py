@@ -65,7 +65,7 @@ def sent_block(client: Client, contract_id: bytes, worker: int = 0) -> int:
 
 def set_posting(home: Path, name: str, on: bool) -> None:
     """Restart a worker with its host posting messages, or not (a stalling host)."""
-    from sealbridge.node.devnet import _find_node, kill_node, load_running, start_node
+    from sealbridge.devnet.launcher import _find_node, kill_node, load_running, start_node
 
     entry = _find_node(load_running(home), name)
     config = json.loads(Path(entry.config_file).read_text())
@@ -83,7 +83,7 @@ def test_a_stalling_first_worker_delays_messages_but_does_not_lose_them(
     needs with two executors), the other worker of the source sees them missing from the
     inbox and posts them itself ``message_repost_blocks`` blocks later (before the fix
     they were never posted)."""
-    from sealbridge.chain.adapter import ChainAdapter
+    from sealbridge.evm.adapter import ChainAdapter
 
     ponger, pinger = deploy_pair(client, tmp_path)
     home = client.state_home
@@ -130,9 +130,9 @@ def test_with_one_of_two_executors_down_nothing_is_released_until_it_returns(
     """The witness rule's price: with two executors, one is not a majority. With
     worker-1 down, worker-2 executes but releases no message and answers no query about
     the new state; worker-1 comes back, vouches, and the messages flow."""
-    from sealbridge.chain.adapter import ChainAdapter
+    from sealbridge.devnet.launcher import kill_node, start_node
+    from sealbridge.evm.adapter import ChainAdapter
     from sealbridge.net.http import NodeRefused
-    from sealbridge.node.devnet import kill_node, start_node
 
     ponger, pinger = deploy_pair(client, tmp_path)
     home = client.state_home

@@ -17,8 +17,8 @@ import pytest
 
 from sealbridge.client.api import CallReceipt, Client, CommandFailed, Deployment
 from sealbridge.core.errors import SealbridgeError
+from sealbridge.devnet.launcher import restart_node
 from sealbridge.net.http import NodeClient
-from sealbridge.node.devnet import restart_node
 
 pytestmark = pytest.mark.e2e
 

@@ -36,14 +36,14 @@ from typing import Any
 
 import pytest
 
-from sealbridge.chain.management import CheckpointRecord
 from sealbridge.client.api import Client, Deployment
+from sealbridge.config.node import NodeEntry
 from sealbridge.core.encoding import decode
 from sealbridge.core.ids import from_hex, to_hex
+from sealbridge.devnet.launcher import kill_node, start_devnet, start_node, stop_devnet
+from sealbridge.evm.management import CheckpointRecord
 from sealbridge.net.http import NodeRefused
 from sealbridge.node.checkpoint_store import fetch_blob
-from sealbridge.node.config import NodeEntry
-from sealbridge.node.devnet import kill_node, start_devnet, start_node, stop_devnet
 from sealbridge.runtime.messages import CheckpointBlob
 from tests.e2e.polling import DEADLINE, get_entry, get_status, wait_for, wait_output, wait_status
 

@@ -22,8 +22,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner, Result
 
-from sealbridge.chain.follower import BlockFollower
-from sealbridge.chain.scan import collect_chain_blobs, find_leaks
 from sealbridge.cli.main import app
 from sealbridge.client.api import CallReceipt, Client, CommandFailed, Deployment
 from sealbridge.contracts.catalog import get_source
@@ -31,6 +29,8 @@ from sealbridge.contracts.errors import CodeRejected
 from sealbridge.contracts.executor import compute_code_hash
 from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
 from sealbridge.core.ids import to_hex
+from sealbridge.evm.follower import BlockFollower
+from sealbridge.evm.scan import collect_chain_blobs, find_leaks
 from sealbridge.net.http import NodeRefused
 
 pytestmark = pytest.mark.e2e

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.client.api import Client, Deployment
+from sealbridge.config.node import NodeConfig
 from sealbridge.core.encoding import encode
 from sealbridge.core.ids import from_hex, to_hex
+from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.keyservice.messages import make_key_request
 from sealbridge.net.http import NodeClient, NodeRefused
-from sealbridge.node.config import NodeConfig
 from sealbridge.node.host import NodeHost
 from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.measurement import compute_sim_measurement

@@ -24,13 +24,13 @@ import httpx
 import pytest
 
 from sealbridge.chain.abi import Role, compute_storage_node_id, recover_signer
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.anvil import AnvilNode, get_free_port
-from sealbridge.chain.management import ManagementContracts, deploy_management
+from sealbridge.config.node import STORAGE, NodeConfig, save_json
 from sealbridge.core.ids import from_hex, keccak
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.anvil import AnvilNode, get_free_port
+from sealbridge.evm.management import ManagementContracts, deploy_management
 from sealbridge.net.http import NodeClient, NodeRefused
 from sealbridge.node.checkpoint_store import fetch_blob, store_blob
-from sealbridge.node.config import STORAGE, NodeConfig, save_json
 from sealbridge.storage import BlobUnavailable, StorageReceipt, StorageUnavailable
 
 pytestmark = pytest.mark.e2e

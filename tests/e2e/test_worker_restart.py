@@ -6,8 +6,8 @@ import pytest
 
 from sealbridge.client.api import Client, Deployment
 from sealbridge.core.ids import from_hex
+from sealbridge.devnet.launcher import restart_node
 from sealbridge.net.http import NodeClient
-from sealbridge.node.devnet import restart_node
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sealbridge.chain.scan import collect_chain_blobs, find_leaks
 from sealbridge.client.api import Client, Deployment
 from sealbridge.core.ids import from_hex
+from sealbridge.evm.scan import collect_chain_blobs, find_leaks
 from sealbridge.tee.quote import load_sim_platform_key
 from tests.e2e.test_confidential_token import MINT, TO_BOB, TO_CAROL
 

@@ -10,7 +10,6 @@ import pytest
 from eth_abi.abi import encode
 from eth_account import Account
 
-from sealbridge.chain import compiler
 from sealbridge.chain.abi import (
     AbiCodec,
     Role,
@@ -22,9 +21,10 @@ from sealbridge.chain.abi import (
     sign_digest,
 )
 from sealbridge.chain.errors import ChainConfigError, ContractCompileError
-from sealbridge.chain.management import ManagementAddresses
 from sealbridge.core.errors import EncodingError, InvalidSignature
 from sealbridge.core.ids import keccak
+from sealbridge.evm import compiler
+from sealbridge.evm.management import ManagementAddresses
 
 REGISTRY = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from sealbridge.chain.abi import Role, compute_address, recover_signer, sign_digest
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.anvil import AnvilNode
-from sealbridge.chain.committee import (
+from sealbridge.chain.errors import ChainConfigError, TransactionReverted
+from sealbridge.core.ids import keccak
+from sealbridge.crypto import bls, dkg, ecies
+from sealbridge.evm.adapter import ChainAdapter, TxReceipt
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.committee import (
     DEALING_TAG,
     READY_TAG,
     CommitteePhase,
@@ -28,10 +31,7 @@ from sealbridge.chain.committee import (
     compute_ready_digest,
     deploy_committee,
 )
-from sealbridge.chain.errors import ChainConfigError, TransactionReverted
-from sealbridge.chain.management import ManagementContracts, deploy_management
-from sealbridge.core.ids import keccak
-from sealbridge.crypto import bls, dkg, ecies
+from sealbridge.evm.management import ManagementContracts, deploy_management
 
 MIN_STAKE = 10**15
 MEASUREMENT = b"\x07" * 32

@@ -23,17 +23,17 @@ from sealbridge.chain.abi import (
     recover_signer,
     sign_digest,
 )
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.errors import ChainConfigError, ReorgDetected, TransactionReverted
-from sealbridge.chain.follower import BlockFollower, ObservedBlock
-from sealbridge.chain.management import (
+from sealbridge.core.ids import keccak
+from sealbridge.evm.adapter import ChainAdapter, TxReceipt
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.follower import BlockFollower, ObservedBlock
+from sealbridge.evm.management import (
     ManagementAddresses,
     ManagementContracts,
     OutputSubmission,
     deploy_management,
 )
-from sealbridge.core.ids import keccak
 
 MIN_STAKE = 10**15
 MEASUREMENT = b"\x07" * 32
@@ -189,8 +189,8 @@ def test_anvil_node_lifecycle_and_config() -> None:
 
 
 def test_anvil_missing_binary_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sealbridge.chain.anvil import find_anvil
     from sealbridge.chain.errors import AnvilNotFound
+    from sealbridge.evm.anvil import find_anvil
 
     monkeypatch.setenv("SEALBRIDGE_ANVIL", "/nonexistent/anvil")
     with pytest.raises(AnvilNotFound):
@@ -200,7 +200,7 @@ def test_anvil_missing_binary_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_anvil_env_var_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sealbridge.chain.anvil import find_anvil
+    from sealbridge.evm.anvil import find_anvil
 
     real = find_anvil()
     monkeypatch.setenv("SEALBRIDGE_ANVIL", str(real))

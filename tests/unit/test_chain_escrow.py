@@ -21,8 +21,6 @@ from py_ecc.optimized_bls12_381.optimized_curve import normalize
 
 from sealbridge.chain import bls_onchain
 from sealbridge.chain.abi import AbiCodec, checksum
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.bls_onchain import (
     BLS_DST,
     FP_MODULUS,
@@ -38,9 +36,12 @@ from sealbridge.chain.bls_onchain import (
     encode_g1,
     encode_g2,
 )
-from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.errors import ChainConfigError, TransactionReverted
-from sealbridge.chain.escrow import (
+from sealbridge.crypto import bls
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.compiler import compile_contract
+from sealbridge.evm.escrow import (
     EscrowRevert,
     GatewayEscrow,
     LockedTransfer,
@@ -48,7 +49,6 @@ from sealbridge.chain.escrow import (
     deploy_gateway_escrow,
     run_gateway_transfer,
 )
-from sealbridge.crypto import bls
 
 CHAIN_A = 41_001
 CHAIN_B = 41_002

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from vyper.compiler import compile_code
 
-from sealbridge.chain.compiler import get_contract_source
 from sealbridge.chain.lightclient import compute_header_hash
-from sealbridge.chain.token import BALANCE_OF_SLOT
+from sealbridge.evm.compiler import get_contract_source
+from sealbridge.evm.token import BALANCE_OF_SLOT
 from sealbridge.keyservice import chainfacts as cf
 from tests.unit.chain_builder import ChainBuilder
 

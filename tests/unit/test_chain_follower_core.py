@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sealbridge.chain.errors import ChainConfigError, ReorgDetected
-from sealbridge.chain.follower import FollowerCore
+from sealbridge.evm.follower import FollowerCore
 
 
 def h(n: int, fork: int = 0) -> bytes:

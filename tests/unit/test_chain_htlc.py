@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.errors import ChainConfigError, TransactionReverted
-from sealbridge.chain.htlc import (
+from sealbridge.evm.adapter import ChainAdapter, TxReceipt
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.htlc import (
     HTLC,
     HtlcRevert,
     SwapState,

@@ -14,16 +14,17 @@ from typing import Any
 
 import pytest
 
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.anvil import AnvilNode
-from sealbridge.chain.bound import BoundContract
 from sealbridge.chain.errors import ChainConfigError, ChainError, TransactionReverted
-from sealbridge.chain.insurance import (
+from sealbridge.core.ids import keccak
+from sealbridge.evm.adapter import ChainAdapter, TxReceipt
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.bound import BoundContract
+from sealbridge.evm.insurance import (
     InsurancePool,
     InsuranceRevert,
     deploy_insurance_pool,
 )
-from sealbridge.chain.oracle import (
+from sealbridge.evm.oracle import (
     OracleRevert,
     PriceOracle,
     StalePrice,
@@ -31,8 +32,7 @@ from sealbridge.chain.oracle import (
     compute_asset_key,
     deploy_price_oracle,
 )
-from sealbridge.chain.token import UNLIMITED, DepositToken, TokenRevert, deploy_deposit_token
-from sealbridge.core.ids import keccak
+from sealbridge.evm.token import UNLIMITED, DepositToken, TokenRevert, deploy_deposit_token
 
 CHAIN_ID = 41_021
 ETHER = 10**18

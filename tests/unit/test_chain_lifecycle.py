@@ -26,17 +26,17 @@ from sealbridge.chain.abi import (
     recover_signer,
     sign_digest,
 )
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.errors import ChainConfigError, TransactionReverted
-from sealbridge.chain.management import (
+from sealbridge.core.encoding import decode, encode
+from sealbridge.core.ids import keccak
+from sealbridge.evm.adapter import ChainAdapter, TxReceipt
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.management import (
     NOT_LEFT,
     ManagementContracts,
     OutputSubmission,
     deploy_management,
 )
-from sealbridge.core.encoding import decode, encode
-from sealbridge.core.ids import keccak
 from sealbridge.keyservice.ecalls import SignedHeartbeat, SignHeartbeat
 from sealbridge.keyservice.enclave import GatekeeperProgram
 from sealbridge.runtime.enclave import WorkerProgram

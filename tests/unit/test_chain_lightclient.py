@@ -17,11 +17,7 @@ import rlp
 from eth_account import Account
 
 from sealbridge.chain.abi import AbiCodec
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.anvil import AnvilNode
-from sealbridge.chain.compiler import compile_source
 from sealbridge.chain.errors import ChainConfigError, ChainError, ReorgDetected, RpcError
-from sealbridge.chain.follower import BlockFollower
 from sealbridge.chain.lightclient import (
     EMPTY_TRIE_ROOT,
     BlockEvidence,
@@ -41,10 +37,14 @@ from sealbridge.chain.lightclient import (
     encode_receipt,
     verify_block,
 )
-from sealbridge.chain.management import deploy_management
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import ConfigError, RemoteProtocolError
 from sealbridge.core.ids import keccak
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.compiler import compile_source
+from sealbridge.evm.follower import BlockFollower
+from sealbridge.evm.management import deploy_management
 
 replace = msgspec.structs.replace
 

@@ -16,9 +16,6 @@ import msgspec
 import pytest
 
 from sealbridge.chain.abi import AbiCodec
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.anvil import AnvilNode
-from sealbridge.chain.compiler import compile_source
 from sealbridge.chain.lightclient import compute_header_hash
 from sealbridge.chain.proofs import (
     EMPTY_STORAGE_ROOT,
@@ -30,6 +27,9 @@ from sealbridge.chain.proofs import (
     verify_account,
     verify_slots,
 )
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.compiler import compile_source
 
 replace = msgspec.structs.replace
 

@@ -15,12 +15,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from sealbridge.chain.management import AcceptedOutput
 from sealbridge.client.api import (
     AnswerNotAccepted,
     StaleAnswer,
     check_answer_accepted,
 )
+from sealbridge.evm.management import AcceptedOutput
 from sealbridge.runtime.envelope import make_query, open_answer
 from sealbridge.runtime.messages import QueryAnswer
 from sealbridge.runtime.worker import WorkerRuntime

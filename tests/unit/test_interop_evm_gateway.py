@@ -22,12 +22,8 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 
 from sealbridge.chain.abi import AbiCodec
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.anvil import AnvilNode
 from sealbridge.chain.bls_onchain import compute_lock_ref
-from sealbridge.chain.compiler import compile_source
 from sealbridge.chain.errors import TransactionReverted
-from sealbridge.chain.escrow import GatewayEscrow, LockedTransfer, deploy_gateway_escrow
 from sealbridge.chain.lightclient import (
     BlockEvidence,
     EventLog,
@@ -38,6 +34,10 @@ from sealbridge.chain.lightclient import (
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.crypto import bls
 from sealbridge.crypto.signing import ed25519_keypair
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.compiler import compile_source
+from sealbridge.evm.escrow import GatewayEscrow, LockedTransfer, deploy_gateway_escrow
 from sealbridge.interop.evm_gateway import (
     COMMITTEE_SEAL_LABEL,
     LOCKED_TOPIC,

@@ -43,7 +43,8 @@ from sealbridge.interop.messages import (
     TransferRequest,
     compute_reply_message,
 )
-from sealbridge.interop.scenario import (
+from sealbridge.interop.setup import KeyMode, derive_seed, generate_key_grant, open_share
+from sealbridge.sim.interop_scenario import (
     AS_A,
     AS_B,
     InteropDeployment,
@@ -51,7 +52,6 @@ from sealbridge.interop.scenario import (
     build_deployment,
     gateway_id,
 )
-from sealbridge.interop.setup import KeyMode, derive_seed, generate_key_grant, open_share
 
 G_A = gateway_id(AS_A, 0)
 G_B = gateway_id(AS_B, 0)

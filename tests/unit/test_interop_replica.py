@@ -28,19 +28,19 @@ from sealbridge.interop.messages import (
     compute_reply_message,
 )
 from sealbridge.interop.replica import InteropReplica
-from sealbridge.interop.scenario import (
+from sealbridge.interop.setup import (
+    SimGatewayTee,
+    derive_seed,
+    generate_key_grant,
+    get_gateway_measurement,
+)
+from sealbridge.sim.interop_scenario import (
     AS_A,
     AS_B,
     InteropDeployment,
     InteropSpec,
     build_deployment,
     gateway_id,
-)
-from sealbridge.interop.setup import (
-    SimGatewayTee,
-    derive_seed,
-    generate_key_grant,
-    get_gateway_measurement,
 )
 
 G_A = gateway_id(AS_A, 0)

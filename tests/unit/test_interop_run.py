@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from py_ecc.bls.ciphersuites import G2ProofOfPossession as Reference
 
-from sealbridge.interop.scenario import AS_A, AS_B, InteropSpec
 from sealbridge.interop.setup import KeyMode
 from sealbridge.sim.delays import Uniform
 from sealbridge.sim.interop_run import TransferPlan, compare_key_modes, run_interop
+from sealbridge.sim.interop_scenario import AS_A, AS_B, InteropSpec
 
 PLANS = [
     TransferPlan(src_as=AS_A, sender="alice", recipient="bob", amount=10, submit_at=0.2),

@@ -13,7 +13,6 @@ from sealbridge.crypto import bls, ecies
 from sealbridge.crypto.signing import ed25519_keypair
 from sealbridge.interop.errors import BadKey, BadQuote, MalformedInterop
 from sealbridge.interop.messages import ShareDelivery
-from sealbridge.interop.scenario import AS_A, AS_B, InteropSpec, build_deployment, gateway_id
 from sealbridge.interop.setup import (
     SimGatewayTee,
     check_key_grant,
@@ -24,6 +23,7 @@ from sealbridge.interop.setup import (
     open_share,
     verify_card,
 )
+from sealbridge.sim.interop_scenario import AS_A, AS_B, InteropSpec, build_deployment, gateway_id
 from sealbridge.tee.enclave import compute_report_data
 from sealbridge.tee.policy import devnet_policy
 from sealbridge.tee.quote import parse_sim_quote

@@ -12,8 +12,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.core.encoding import decode, encode
+from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.keyrelease.auth import sign_client_request
 from sealbridge.keyrelease.errors import AttestationRefused
 from sealbridge.keyrelease.matcher import MatcherPolicy, MatcherStatus

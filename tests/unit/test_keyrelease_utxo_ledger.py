@@ -1,4 +1,4 @@
-"""The local bitcoin UTXO ledger model (``keyrelease/utxo_ledger.py``): funding, honest
+"""The local bitcoin UTXO ledger model (``devnet/utxo_ledger.py``): funding, honest
 sweeps, and every refusal -- each a typed error from bitcoin.py's error tree that leaves
 the ledger exactly as it was.
 
@@ -16,6 +16,15 @@ from typing import Any
 
 import pytest
 
+from sealbridge.devnet.utxo_ledger import (
+    DuplicateInput,
+    FundingRefused,
+    NonStandard,
+    OutputSpent,
+    UnknownOutput,
+    UtxoLedger,
+    ValueCreated,
+)
 from sealbridge.keyrelease import bitcoin
 from sealbridge.keyrelease.bitcoin import (
     MAX_TX_BYTES,
@@ -33,15 +42,6 @@ from sealbridge.keyrelease.bitcoin import (
     load_secp256k1,
 )
 from sealbridge.keyrelease.errors import KeyReleaseError
-from sealbridge.keyrelease.utxo_ledger import (
-    DuplicateInput,
-    FundingRefused,
-    NonStandard,
-    OutputSpent,
-    UnknownOutput,
-    UtxoLedger,
-    ValueCreated,
-)
 
 ALICE = (0xA11CE).to_bytes(32, "big")
 BOB = (0xB0B).to_bytes(32, "big")
@@ -416,7 +416,7 @@ def test_a_transaction_above_the_input_bound_is_refused_before_the_interpreter(
     input (quadratic), under the ledger's lock, so one refused 1,600-input transaction
     stalled every caller for 20 s. Now inputs are bounded and the interpreter runs
     outside the lock."""
-    from sealbridge.keyrelease import utxo_ledger
+    from sealbridge.devnet import utxo_ledger
 
     calls: list[int] = []
     monkeypatch.setattr(utxo_ledger, "verify_sweep", lambda *a: calls.append(1))

@@ -15,17 +15,19 @@ from pathlib import Path
 import pytest
 
 from sealbridge.chain.abi import sign_digest
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.anchor import StateAnchor, compute_anchor_digest, deploy_state_anchor
-from sealbridge.chain.anvil import AnvilNode
+from sealbridge.chain.anchor import compute_anchor_digest
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.crypto.signing import secp256k1_sign_hash
+from sealbridge.devnet.keyrelease import _Vault
+from sealbridge.devnet.utxo_ledger import UtxoLedger
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.state_anchor import StateAnchor, deploy_state_anchor
 from sealbridge.keyrelease.bitcoin import derive_p2wpkh
 from sealbridge.keyrelease.freshness import AnchorBinding, Guarded
 from sealbridge.keyrelease.types import Chunk, compute_chunk_id
-from sealbridge.keyrelease.utxo_ledger import UtxoLedger
 from sealbridge.keyrelease.vault import (
     VAULT_PROGRAM,
     BtcSweepRequest,
@@ -47,7 +49,6 @@ from sealbridge.keyrelease.vault import (
     compute_btc_withdrawal_digest,
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
-from sealbridge.node.keyrelease import _Vault
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import devnet_policy
 from sealbridge.tee.quote import create_sim_platform

@@ -1,7 +1,7 @@
 """Bitcoin chunks in the key vault (issue 15, item 6): contract Z releases P2WPKH keys, the
 receiving vault sweeps them to a P2WPKH address of its own sweep key and its owner
 withdraws them -- every transaction checked by the local UTXO ledger model
-(``keyrelease/utxo_ledger.py``, not a node) -- under the EVM sweep's key states: a
+(``devnet/utxo_ledger.py``, not a node) -- under the EVM sweep's key states: a
 claimed key is never swept, a swept key never claimed, a key swept once.
 
 Vaults run under the in-process sim backend (same program and ECALL bytes as the enclave
@@ -25,6 +25,7 @@ from sealbridge.crypto.signing import (
     secp256k1_sign_hash,
     to_checksum_address,
 )
+from sealbridge.devnet.utxo_ledger import UnknownOutput, UtxoLedger
 from sealbridge.keyrelease.bitcoin import (
     BitcoinError,
     InvalidAddress,
@@ -37,7 +38,6 @@ from sealbridge.keyrelease.bitcoin import (
 )
 from sealbridge.keyrelease.errors import InvalidRequest, LossClaimed
 from sealbridge.keyrelease.types import Chunk, compute_chunk_id
-from sealbridge.keyrelease.utxo_ledger import UnknownOutput, UtxoLedger
 from sealbridge.keyrelease.vault import (
     ANCHORED_ECALLS,
     MAX_BTC_SWEEP_UTXOS,
@@ -404,7 +404,7 @@ def test_dust_sent_to_a_received_key_does_not_strand_it(vaults: tuple[Vault, Vau
     transaction (below the relay minimum for 15 inputs), the key was marked swept and the
     chunk stranded for good. Now the host leaves dust out and pays by size, and a vault
     signs a swept bitcoin key again (to the same sweep key) if its sweep did not land."""
-    from sealbridge.node.keyrelease import _btc_spend, compute_btc_fee
+    from sealbridge.devnet.keyrelease import _btc_spend, compute_btc_fee
 
     alice, bob = vaults
     ledger = UtxoLedger()

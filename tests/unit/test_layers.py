@@ -1,88 +1,61 @@
-"""Imports point only downwards (see DESIGN.md, "Layers")."""
+"""Imports point only downwards, and cores stay sans-I/O (``core/layers.py``).
+
+The checker is ``sealbridge.tools.layers``; these tests run it on the tree, check that
+the trust boundary agrees with the layer declaration, and show that the checker fails on
+each kind of violation.
+"""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
-from sealbridge.tee.boundary import ENCLAVE_PROGRAMS, HOST_PACKAGES, get_measured_modules
+from sealbridge.core.layers import (
+    CORE_PACKAGES,
+    HOST_PACKAGES,
+    PLATFORM_PACKAGES,
+    TIERS,
+    get_rank,
+    is_allowed,
+)
+from sealbridge.tee.boundary import ENCLAVE_PROGRAMS, get_measured_modules
+from sealbridge.tools.layers import build_graph, main, render
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "sealbridge"
-
-# Each package may import only from the packages listed (and the standard library / deps).
-TRUSTED_BELOW = {"core", "crypto", "tee", "chain", "contracts"}
-CORES = TRUSTED_BELOW | {"runtime", "keyservice"}
-ALLOWED: dict[str, set[str]] = {
-    "core": {"core"},
-    "crypto": {"core", "crypto"},
-    "tee": {"core", "crypto", "tee"},
-    "chain": {"core", "crypto", "chain"},
-    "contracts": {"core", "crypto", "contracts"},
-    "runtime": CORES,  # the worker's ECALLs carry the key service's KeyRequest
-    "keyservice": TRUSTED_BELOW | {"keyservice"},
-    "storage": {"core", "crypto", "chain", "storage"},  # a core, but not trusted (no TEE)
-    "consensus": {"core", "crypto", "consensus"},  # BFT replicas of an autonomous system
-    # gateways; an EVM gateway committee runs the key service's DKG (keyservice.committee)
-    "interop": {"core", "crypto", "tee", "chain", "consensus", "keyservice", "interop"},
-    "sim": {"core", "crypto", "tee", "consensus", "interop", "sim"},  # a driver of cores
-    # key-release contracts; a vault reads its freshness anchor with the key service's
-    # header track and proofs (keyservice.chainfacts)
-    "keyrelease": {"core", "crypto", "tee", "chain", "keyservice", "keyrelease"},
-    "net": {"core", "net"},
-    "node": CORES
-    | {"keyrelease", "storage", "net", "node", "client", "consensus", "interop", "sim"},
-    "client": CORES
-    | {"keyrelease", "storage", "net", "node", "client", "consensus", "interop", "sim"},
-    "cli": CORES
-    | {"keyrelease", "storage", "net", "node", "client", "cli", "consensus", "interop", "sim"},
-}
-DRIVERS = {"net", "sim", "node", "cli"}
+DECLARED = {package for tier in TIERS for package in tier}
 
 
-def get_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "sealbridge" and len(parts) > 1:
-                found.add(parts[1])
-    return found
+def test_the_tree_has_no_violation() -> None:
+    graph = build_graph()
+    assert not graph.violations, render(graph)
+    assert set(graph.lines) == DECLARED
 
 
-def get_files() -> list[tuple[str, Path]]:
-    return [(p.relative_to(SRC).parts[0], p) for p in sorted(SRC.glob("*/**/*.py"))]
+def test_every_package_is_declared_once_and_classified() -> None:
+    names = [package for tier in TIERS for package in tier]
+    assert len(names) == len(set(names))
+    assert CORE_PACKAGES | PLATFORM_PACKAGES <= DECLARED
+    assert HOST_PACKAGES <= DECLARED
+    assert not (CORE_PACKAGES - {"storage"}) & HOST_PACKAGES
+    assert not PLATFORM_PACKAGES & HOST_PACKAGES
 
 
-@pytest.mark.parametrize(("package", "path"), get_files(), ids=lambda v: str(v))
-def test_imports_point_downwards(package: str, path: Path) -> None:
-    assert package in ALLOWED, f"new package {package}: add it to the layer table"
-    illegal = get_imports(path) - ALLOWED[package]
-    assert not illegal, f"{path.relative_to(SRC)} imports {sorted(illegal)}"
+def test_cores_sit_below_every_driver() -> None:
+    drivers = {"evm", "net", "sim", "config", "node", "devnet", "client", "cli"}
+    for core in CORE_PACKAGES - {"storage"}:  # the storage node's core is host-side
+        for driver in drivers:
+            assert is_allowed(driver, core)
+            assert not is_allowed(core, driver)
 
 
-def test_cores_never_import_drivers() -> None:
-    cores = (
-        "core",
-        "crypto",
-        "tee",
-        "chain",
-        "contracts",
-        "runtime",
-        "keyservice",
-        "storage",
-        "consensus",
-        "interop",
-    )
-    for package in cores:
-        assert not ALLOWED[package] & DRIVERS
+def test_sideways_and_upward_imports_are_refused() -> None:
+    assert get_rank("interop") == get_rank("runtime")
+    assert not is_allowed("runtime", "interop")
+    assert not is_allowed("interop", "runtime")
+    assert is_allowed("interop", "consensus")  # declared: a gateway runs consensus
+    assert not is_allowed("consensus", "interop")
+    assert not is_allowed("client", "devnet") and not is_allowed("devnet", "client")
+    assert not is_allowed("core", "nonexistent") and not is_allowed("nonexistent", "core")
 
 
 # the packages enclave code comes from, as the one declaration of the boundary computes
@@ -95,16 +68,69 @@ ENCLAVE_PACKAGES = {
 
 
 def test_the_boundary_and_the_layers_agree() -> None:
-    """No package that enclave code comes from may import a host-side package, and the
-    drivers of this table are host-side in the boundary's declaration."""
-    assert DRIVERS <= HOST_PACKAGES
+    """No package that enclave code comes from is host-side or may import host code."""
     assert not ENCLAVE_PACKAGES & HOST_PACKAGES
     for package in ENCLAVE_PACKAGES:
-        assert package in ALLOWED, f"enclave package {package}: add it to the layer table"
-        assert not ALLOWED[package] & HOST_PACKAGES, f"{package} may import host code"
+        assert package in DECLARED, f"enclave package {package}: declare it"
+        rank = get_rank(package)
+        assert rank is not None
+        for host in HOST_PACKAGES:
+            assert not is_allowed(package, host), f"{package} may import {host}"
 
 
-def test_the_checker_can_fail(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.py"
-    bad.write_text("from sealbridge.node.devnet import start_devnet\nimport sealbridge.cli.main\n")
-    assert get_imports(bad) == {"node", "cli"}
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "sealbridge"
+    for tier in TIERS:
+        for package in tier:
+            (root / package).mkdir(parents=True, exist_ok=True)
+            (root / package / "__init__.py").write_text("")
+    for name, text in files.items():
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "consensus/bad.py",
+            "from sealbridge.node.host import X\n",
+            "consensus imports node (upwards)",
+        ),
+        (
+            "runtime/bad.py",
+            "import sealbridge.interop.gateway\n",
+            "runtime imports interop (sideways)",
+        ),
+        (
+            "client/bad.py",
+            "from sealbridge.devnet import launcher\n",
+            "client imports devnet (sideways)",
+        ),
+        ("keyrelease/bad.py", "import time\n", "core keyrelease imports time"),
+        ("runtime/bad.py", "def f():\n    import random\n", "core runtime imports random"),
+        ("chain/bad.py", "from os import urandom\n", "core chain imports os"),
+        (
+            "interop/bad.py",
+            "import hashlib\nx = os.urandom(3)\n",
+            "core interop imports os.urandom",
+        ),
+        ("storage/bad.py", "import socket\n", "core storage imports socket"),
+        ("newpkg/bad.py", "x = 1\n", "package newpkg is not declared"),
+    ],
+)
+def test_the_checker_finds_each_kind_of_violation(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    if name.startswith("newpkg/"):
+        (tmp_path / "sealbridge" / "newpkg").mkdir(parents=True)
+    root = _tree(tmp_path, {name: text})
+    graph = build_graph(root)
+    assert any(message in v.message for v in graph.violations), render(graph)
+    assert main(["--root", str(root)]) == 1
+
+
+def test_the_checker_passes_a_clean_tree(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {"node/ok.py": "import time\nfrom sealbridge.runtime import x\n"})
+    assert not build_graph(root).violations
+    assert main(["--root", str(root), "--json"]) == 0

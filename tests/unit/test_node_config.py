@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from sealbridge.config.node import NodeConfig, load_node_config, save_json
 from sealbridge.core.errors import ConfigError
-from sealbridge.node.config import NodeConfig, load_node_config, save_json
 from sealbridge.node.process import main
 
 

@@ -17,7 +17,6 @@ import msgspec
 import pytest
 
 from sealbridge.chain.abi import AbiCodec, compute_execution_digest, recover_signer
-from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.lightclient import (
     BlockEvidence,
     BrokenHeaderLink,
@@ -33,6 +32,7 @@ from sealbridge.core.ids import keccak
 from sealbridge.crypto import ecies
 from sealbridge.crypto.keyschedule import compute_contract_keys, key_release_aad
 from sealbridge.crypto.signing import ed25519_keypair, to_checksum_address
+from sealbridge.evm.compiler import compile_contract
 from sealbridge.runtime import errors
 from sealbridge.runtime.chainview import (
     CHECKPOINT_RECORDED_TOPIC,

@@ -24,7 +24,6 @@ import pytest
 from eth_abi.abi import encode as abi_encode
 
 from sealbridge.chain.abi import AbiCodec
-from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.lightclient import EventLog
 from sealbridge.contracts.executor import compute_code_hash
 from sealbridge.core.encoding import decode
@@ -39,6 +38,7 @@ from sealbridge.crypto.keyschedule import (
 )
 from sealbridge.crypto.shamir import Share, recover_secret, scalar_to_bytes
 from sealbridge.crypto.threshold_prf import compute_prf_message, derive_contract_key_from_signature
+from sealbridge.evm.compiler import compile_contract
 from sealbridge.keyservice.threshold import ShareHolder
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease, compute_install_binding
 from sealbridge.runtime import errors

@@ -22,12 +22,12 @@ from sealbridge.chain.abi import (
     compute_storage_node_id,
     recover_signer,
 )
-from sealbridge.chain.management import ManagementAddresses
+from sealbridge.config.node import STORAGE, NodeConfig
 from sealbridge.core.encoding import decode, decode_canonical, encode
 from sealbridge.core.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from sealbridge.core.ids import keccak
+from sealbridge.evm.management import ManagementAddresses
 from sealbridge.node.checkpoint_store import fetch_blob, store_blob
-from sealbridge.node.config import STORAGE, NodeConfig
 from sealbridge.node.storage import KEY_FILE, StorageHost
 from sealbridge.storage import (
     BadBlobHash,

@@ -12,9 +12,9 @@ import msgspec
 from sealbridge.chain.bls_onchain import compute_key_rotation_message, encode_g1
 from sealbridge.crypto import bls
 from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.devnet.swap import SwapDevnet
 from sealbridge.interop.evm_gateway import HandoverPartial, HandoverRequest
 from sealbridge.keyservice.committee import is_consistent_sharing
-from sealbridge.node.swap import SwapDevnet
 
 ESCROW = "0x" + "11" * 20
 CHAIN = 31337

@@ -1,14 +1,13 @@
-"""Chain layer: management contracts (Vyper), EVM adapter (web3.py), block follower.
+"""Pure facts about chains, which trusted code may import.
 
-Modules (import them directly; this package imports nothing heavy on its own):
+Nothing here performs I/O: it encodes and checks what a host hands an enclave.
 
 * :mod:`sealbridge.chain.errors` -- typed errors (``ChainError``, ``TransactionReverted``…)
 * :mod:`sealbridge.chain.abi` -- roles, signed-message digests, signing, ABI codec
-* :mod:`sealbridge.chain.compiler` -- run-time Vyper compilation with caching
-* :mod:`sealbridge.chain.adapter` -- ``ChainAdapter`` (JSON-RPC or in-process py-evm)
-* :mod:`sealbridge.chain.anvil` -- ``AnvilNode`` (a real anvil process)
-* :mod:`sealbridge.chain.management` -- deployment and typed contract wrappers
-* :mod:`sealbridge.chain.follower` -- ``FollowerCore`` (sans-I/O) and ``BlockFollower``
+* :mod:`sealbridge.chain.lightclient` -- header chains checked from an anchor
+* :mod:`sealbridge.chain.proofs` -- ``eth_getProof`` account and storage proofs
+* :mod:`sealbridge.chain.bls_onchain` -- BLS encodings the contracts verify
+* :mod:`sealbridge.chain.anchor` -- the StateAnchor contract's digest and storage layout
 
-See ``docs/chain.md``.
+Talking to a node is :mod:`sealbridge.evm`. See ``docs/chain.md``.
 """

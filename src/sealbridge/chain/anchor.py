@@ -1,4 +1,4 @@
-"""Typed wrapper of the StateAnchor contract: freshness anchors for sealed enclave state.
+"""The StateAnchor contract's digest and storage layout: freshness anchors for sealed state.
 
 Theory of operation: ``contracts/StateAnchor.vy`` keeps, per enclave signing key, the
 newest ``(version, state_hash)`` of that enclave's state and accepts only the next
@@ -13,9 +13,6 @@ from __future__ import annotations
 from eth_abi.abi import encode as abi_encode
 
 from sealbridge.chain.abi import checksum
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.bound import BoundContract
-from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.errors import ChainConfigError
 from sealbridge.chain.proofs import slot_of
 from sealbridge.core.ids import keccak
@@ -24,9 +21,7 @@ __all__ = [
     "ANCHOR_TAG",
     "ANCHORS_SLOT",
     "CONTRACT_NAME",
-    "StateAnchor",
     "compute_anchor_digest",
-    "deploy_state_anchor",
     "get_anchor_slots",
 ]
 
@@ -53,23 +48,3 @@ def get_anchor_slots(signer: str) -> list[int]:
     """The storage slots of ``signer``'s anchor: its version, then its state hash."""
     base = slot_of(ANCHORS_SLOT, bytes.fromhex(checksum(signer)[2:]))
     return [base, base + 1]
-
-
-class StateAnchor(BoundContract):
-    name = CONTRACT_NAME
-
-    def advance(
-        self, version: int, state_hash: bytes, signature: bytes, sender_key: bytes
-    ) -> TxReceipt:
-        """Relay the enclave's signed anchor of ``version`` (anyone may pay for it)."""
-        return self._transact("advance", [version, state_hash, signature], sender_key)
-
-    def get_anchor(self, signer: str) -> tuple[int, bytes]:
-        """``(version, state_hash)`` anchored for ``signer``; ``(0, zeros)`` if none."""
-        version, state_hash = self._call("anchors", checksum(signer))[0]
-        return int(version), bytes(state_hash)
-
-
-def deploy_state_anchor(adapter: ChainAdapter, deployer_key: bytes) -> str:
-    compiled = compile_contract(CONTRACT_NAME, evm_version=adapter.evm_version)
-    return adapter.deploy(deployer_key, compiled.bytecode, b"")

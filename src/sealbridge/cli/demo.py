@@ -21,13 +21,13 @@ from rich.panel import Panel
 from rich.table import Table
 
 from sealbridge.chain.abi import Role
-from sealbridge.chain.follower import BlockFollower
-from sealbridge.chain.scan import collect_chain_blobs, find_leaks
 from sealbridge.cli.output import console
 from sealbridge.client.api import Client
 from sealbridge.core.ids import from_hex, to_hex
+from sealbridge.devnet.launcher import start_devnet, stop_devnet
+from sealbridge.evm.follower import BlockFollower
+from sealbridge.evm.scan import collect_chain_blobs, find_leaks
 from sealbridge.net.http import NodeRefused
-from sealbridge.node.devnet import start_devnet, stop_devnet
 
 AMOUNTS = {"mint": 1_000_000, "alice->bob": 250_000, "bob->carol": 40_000}
 DEX = {"liquidity_a": 300_000, "liquidity_b": 600_000, "swap": 7_000}

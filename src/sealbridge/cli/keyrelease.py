@@ -69,7 +69,7 @@ def demo(as_json: JsonOption = False) -> None:
     requester's vault and the matcher killed and restarted from their sealed state, an
     owner walking away
     mid-swap (exposure one chunk), and a time-locked escrow."""
-    from sealbridge.node.keyrelease import USD, KeyReleaseDevnet, run_demo_scenario
+    from sealbridge.devnet.keyrelease import USD, KeyReleaseDevnet, run_demo_scenario
 
     with friendly_errors():
         devnet = KeyReleaseDevnet(progress=lambda e: _show_event(e, as_json))
@@ -148,7 +148,7 @@ def up(
     argv = [
         sys.executable,
         "-m",
-        "sealbridge.node.keyrelease_service",
+        "sealbridge.devnet.keyrelease_service",
         "--port",
         str(port),
         "--home",
@@ -190,8 +190,8 @@ def down(home: HomeOption = DEFAULT_HOME) -> None:
 
 
 def _post(home: Path, path: str, request: Message, as_json: bool) -> dict[str, Any]:
+    from sealbridge.devnet.keyrelease_service import StepResult
     from sealbridge.net.http import NodeClient
-    from sealbridge.node.keyrelease_service import StepResult
 
     state = _read_state(home)
     with friendly_errors(), NodeClient(f"http://127.0.0.1:{state['port']}", timeout=300) as node:
@@ -268,7 +268,7 @@ def _sign(home: Path, name: str, action: str, body: Message) -> Any:
 
 
 def _account(home: Path, name: str) -> str:
-    from sealbridge.chain.adapter import ChainAdapter
+    from sealbridge.evm.adapter import ChainAdapter
 
     return ChainAdapter.address_of(_read_key(home, name)[1])
 
@@ -284,7 +284,7 @@ def vault(
     as_json: JsonOption = False,
 ) -> None:
     """Create a client: a vault enclave makes deposit keys; the wallet checks its quote."""
-    from sealbridge.node.keyrelease_service import VaultRequest
+    from sealbridge.devnet.keyrelease_service import VaultRequest
 
     result = _post(home, "/v1/vaults", VaultRequest(name=name, compromised=compromised), as_json)
     path = _save_key(home, result["name"], result["wallet_key"], result["service"])
@@ -308,7 +308,7 @@ def deposit(
     as_json: JsonOption = False,
 ) -> None:
     """Fund deposit keys with one standard USD chunk each, at the oracle's price."""
-    from sealbridge.node.keyrelease_service import DepositRequest
+    from sealbridge.devnet.keyrelease_service import DepositRequest
 
     name = _read_key(home, name)[0]
     request = DepositRequest(name=name, asset=asset, chunks=chunks, bond_usd=bond, offer=offer)
@@ -360,8 +360,8 @@ def accept(
     as_json: JsonOption = False,
 ) -> None:
     """Accept an offer: pay the fee into the pool and run the tit-for-tat swap."""
+    from sealbridge.devnet.keyrelease_service import AcceptRequest
     from sealbridge.keyrelease.matcher_program import Accept
-    from sealbridge.node.keyrelease_service import AcceptRequest
 
     body = Accept(request_id=request_id, requester=_account(home, name), give_asset=give)
     signed = _sign(home, name, "accept", body)

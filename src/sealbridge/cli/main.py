@@ -98,7 +98,7 @@ def devnet_up(
 ) -> None:
     """Start anvil, the gatekeeper committee, workers and storage nodes as separate
     processes; register them; the committee generates the root key as shares."""
-    from sealbridge.node.devnet import start_devnet
+    from sealbridge.devnet.launcher import start_devnet
 
     with friendly_errors():
         if as_json:
@@ -145,7 +145,7 @@ def devnet_rotate(
 ) -> None:
     """Elect a new key committee; the old members reshare the root key to it (every
     contract key stays the same) and then erase their shares."""
-    from sealbridge.node.devnet import rotate_committee
+    from sealbridge.devnet.launcher import rotate_committee
 
     names = [m.strip() for m in members.split(",") if m.strip()]
     with friendly_errors(), console.status("resharing the root key…"):
@@ -170,7 +170,7 @@ def devnet_rotate(
 @devnet_app.command("down")
 def devnet_down(home: HomeOption = DEFAULT_HOME, as_json: JsonOption = False) -> None:
     """Stop every devnet process and delete its state."""
-    from sealbridge.node.devnet import stop_devnet
+    from sealbridge.devnet.launcher import stop_devnet
 
     with friendly_errors():
         stopped = stop_devnet(home)
@@ -183,7 +183,7 @@ def devnet_down(home: HomeOption = DEFAULT_HOME, as_json: JsonOption = False) ->
 @devnet_app.command("status")
 def devnet_status(home: HomeOption = DEFAULT_HOME, as_json: JsonOption = False) -> None:
     """Show the chain and every node's phase, height and contracts."""
-    from sealbridge.node.devnet import get_devnet_status
+    from sealbridge.devnet.launcher import get_devnet_status
 
     with friendly_errors():
         status = get_devnet_status(home)
@@ -225,8 +225,8 @@ def devnet_status(home: HomeOption = DEFAULT_HOME, as_json: JsonOption = False) 
 @keys_app.command("list")
 def keys_list(home: HomeOption = DEFAULT_HOME, as_json: JsonOption = False) -> None:
     """List user keys with their contract identities and gas accounts."""
-    from sealbridge.client.keystore import Keystore
-    from sealbridge.node.devnet import get_devnet_dir
+    from sealbridge.config.keystore import Keystore
+    from sealbridge.config.network import get_devnet_dir
 
     with friendly_errors():
         store = Keystore(get_devnet_dir(home))

@@ -1,5 +1,5 @@
 """``sealbridge swap``: one cross-chain transfer through the gateway committee, phase by
-phase, on a fresh two-chain devnet (:mod:`sealbridge.node.swap`)."""
+phase, on a fresh two-chain devnet (:mod:`sealbridge.devnet.swap`)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def swap(
 ) -> None:
     """Move ether between two anvil chains through a committee of TEE gateways: lock on
     A, threshold-signed release on B (checked on chain with EIP-2537), commit on A."""
-    from sealbridge.node.swap import PhaseRecord, SwapDevnet
+    from sealbridge.devnet.swap import PhaseRecord, SwapDevnet
 
     if not 0 < amount <= 50:
         fail("--amount must be in (0, 50] ether")

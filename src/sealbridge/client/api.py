@@ -15,24 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import Role
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.committee import GatekeeperCommittee
-from sealbridge.chain.management import (
-    AcceptedOutput,
-    ContractRecord,
-    ManagementAddresses,
-    ManagementContracts,
-)
-from sealbridge.client.keystore import Keystore, UserKey
+from sealbridge.config.keystore import Keystore, UserKey
+from sealbridge.config.network import load_running
+from sealbridge.config.node import DevnetState, NodeEntry
 from sealbridge.contracts.catalog import BUILTIN, get_source
 from sealbridge.contracts.executor import compute_code_hash, load_program
 from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, RemoteProtocolError
 from sealbridge.core.ids import from_hex, tagged_hash, to_hex
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.committee import GatekeeperCommittee
+from sealbridge.evm.management import (
+    AcceptedOutput,
+    ContractRecord,
+    ManagementAddresses,
+    ManagementContracts,
+)
 from sealbridge.net.http import NodeClient, NodeRefused
-from sealbridge.node.config import DevnetState, NodeEntry
-from sealbridge.node.devnet import load_running
 from sealbridge.runtime.envelope import make_query, open_answer, open_result, seal_command
 from sealbridge.runtime.messages import (
     ANSWER_SIGN_TAG,

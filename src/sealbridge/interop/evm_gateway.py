@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A committee of ``m`` gateways (TEE nodes, each run by its own host with its own account)
 jointly holds a ``t``-of-``m`` BLS key whose group public key is installed in the
-GatewayEscrow contract of every chain (:mod:`sealbridge.chain.escrow`). An escrow pays
+GatewayEscrow contract of every chain (:mod:`sealbridge.evm.escrow`). An escrow pays
 out only for a message the committee signed, so the committee's enclaves decide what is
 true across chains. Each enclave:
 
@@ -66,7 +66,6 @@ caller's clock), randomness from the enclave. :class:`GatewayProgram` is its ECA
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 
@@ -638,7 +637,8 @@ class GatewayProgram:
     The committee ECALLs have the gatekeeper's names and message types
     (:mod:`sealbridge.keyservice.ecalls`), so one host-side driver serves both."""
 
-    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] | None = None) -> None:
+        clock = ctx.now if clock is None else clock
         self.ctx = ctx
         self.clock = clock
         self.core = GatewayCore(ctx)

@@ -19,7 +19,7 @@ one transaction spends every output of that key to one address of the buyer's.
 
 python-bitcointx loads libsecp256k1 with ctypes. There is no system copy here, so the
 one bundled in coincurve's wheel is used; it is located and loaded once, lazily, behind a
-lock (:func:`load_secp256k1`). Every call selects its network (``"mainnet"``,
+lock (:mod:`sealbridge.crypto.secp256k1_lib`). Every call selects its network (``"mainnet"``,
 ``"testnet"`` or ``"regtest"``) with bitcointx's ``ChainParams`` context manager, which is
 thread-local and restored on exit.
 
@@ -27,22 +27,21 @@ No bitcoind can be installed on this machine, so nothing here talks to a node.
 :class:`BitcoinChainAdapter` is the interface a node adapter would implement. Sweeps are
 verified with the script interpreter against the funding outputs, which is the consensus
 check a node would apply to each input (it does not see the UTXO set, so it cannot tell
-whether an output is still unspent). :mod:`sealbridge.keyrelease.utxo_ledger` is a local
+whether an output is still unspent). :mod:`sealbridge.devnet.utxo_ledger` is a local
 *model* of a node's UTXO set behind that interface (not a node); it uses
 :func:`decode_transaction`, :func:`build_funding_transaction` and :func:`verify_sweep`.
 """
 
 from __future__ import annotations
 
-import glob
-import os
 import struct
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from sealbridge.core.encoding import Message
+from sealbridge.crypto.secp256k1_lib import Secp256k1Unavailable
+from sealbridge.crypto.secp256k1_lib import load_secp256k1 as load_library
 from sealbridge.keyrelease.errors import KeyReleaseError
 
 if TYPE_CHECKING:
@@ -215,7 +214,7 @@ class BitcoinChainAdapter(Protocol):
     are verified with python-bitcointx's script interpreter against the funding outputs
     (:func:`verify_sweep`). An adapter supplies what the interpreter cannot know: which
     outputs exist and are unspent, propagation, and confirmation depth.
-    :class:`sealbridge.keyrelease.utxo_ledger.UtxoLedger` implements it as a local model
+    :class:`sealbridge.devnet.utxo_ledger.UtxoLedger` implements it as a local model
     of a node's UTXO set (no network, no proof of work, no reorganisations).
     """
 
@@ -234,43 +233,13 @@ class BitcoinChainAdapter(Protocol):
 
 # --- libsecp256k1 and chain parameters ---------------------------------------------
 
-_LOAD_LOCK = threading.Lock()
-_LOADED = threading.Event()
-
-
-def _coincurve_library_path() -> str:
-    try:
-        import coincurve
-    except ImportError as exc:
-        raise BitcoinUnavailable(f"coincurve is not installed: {exc}") from exc
-    pattern = os.path.join(os.path.dirname(coincurve.__file__), "_libsecp256k1*")
-    found = sorted(glob.glob(pattern))
-    if not found:
-        raise BitcoinUnavailable(f"coincurve ships no libsecp256k1 (looked for {pattern})")
-    return found[0]
-
 
 def load_secp256k1() -> None:
-    """Point python-bitcointx at coincurve's libsecp256k1 and load it (once, thread-safe).
-
-    A path set earlier by someone else is kept. Raises BitcoinUnavailable on failure.
-    """
-    if _LOADED.is_set():
-        return
-    with _LOAD_LOCK:
-        if _LOADED.is_set():
-            return
-        import bitcointx
-
-        if bitcointx.get_custom_secp256k1_path() is None:
-            bitcointx.set_custom_secp256k1_path(_coincurve_library_path())
-        from bitcointx.core.secp256k1 import get_secp256k1
-
-        try:
-            get_secp256k1()
-        except (ImportError, OSError, AttributeError) as exc:
-            raise BitcoinUnavailable(f"python-bitcointx cannot load libsecp256k1: {exc}") from exc
-        _LOADED.set()
+    """Load libsecp256k1 for python-bitcointx (once); raises BitcoinUnavailable on failure."""
+    try:
+        load_library()
+    except Secp256k1Unavailable as exc:
+        raise BitcoinUnavailable(str(exc)) from exc
 
 
 @contextmanager

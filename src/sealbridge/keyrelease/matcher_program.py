@@ -56,7 +56,6 @@ this wrapper.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -500,7 +499,8 @@ def _selector(signature: str) -> bytes:
 class MatcherProgram:
     """ECALL table of the matcher enclave."""
 
-    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] | None = None) -> None:
+        clock = ctx.now if clock is None else clock
         self.ctx = ctx
         self.clock = clock
         self.core: MatcherCore | None = None

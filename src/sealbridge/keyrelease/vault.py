@@ -39,7 +39,7 @@ A vault is an enclave program (:class:`VaultProgram`, sim TEE backend: its own p
   address the owner names, in an order signed by the owner's wallet key. The host names
   the outputs: the vault checks that each pays the key's own P2WPKH script and signs for
   exactly their amounts, but it cannot know that they exist and are unspent -- the
-  network (here the UTXO ledger model, :mod:`sealbridge.keyrelease.utxo_ledger`) refuses
+  network (here the UTXO ledger model, :mod:`sealbridge.devnet.utxo_ledger`) refuses
   a transaction spending anything else. A received key remembers its chunk's kind, so a
   btc key is never swept as an EVM one, nor the other way round.
 * **Loss claims.** ``claim_loss`` signs that the vault received a chunk's key, never
@@ -59,7 +59,6 @@ secret to the host, as key extraction from a broken TEE would. Honest vaults ref
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -472,7 +471,7 @@ class VaultCore:
         self,
         ctx: EnclaveContext,
         *,
-        now: Callable[[], float] = time.time,
+        now: Callable[[], float],
         btc_address: Callable[[bytes], str] | None = None,
     ) -> None:
         self.ctx = ctx
@@ -1013,7 +1012,8 @@ class _Contract:
 class VaultProgram:
     """The ECALL table of a vault enclave (``sealbridge.keyrelease.vault:VaultProgram``)."""
 
-    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] | None = None) -> None:
+        clock = ctx.now if clock is None else clock
         self.core = VaultCore(ctx, now=clock, btc_address=_btc_address_or_empty)
         self.clock = clock
         self.contracts: dict[str, _Contract] = {}

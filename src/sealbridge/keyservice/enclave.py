@@ -16,7 +16,6 @@ back on restart).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
@@ -64,7 +63,8 @@ class GatekeeperNotReady(LocalProtocolError):
 
 
 class GatekeeperProgram:
-    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] | None = None) -> None:
+        clock = ctx.now if clock is None else clock
         self.ctx = ctx
         self.clock = clock
         self.core: Gatekeeper | None = None

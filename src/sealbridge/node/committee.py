@@ -36,13 +36,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sealbridge.chain.committee import CommitteePhase, EraRecord, GatekeeperCommittee
 from sealbridge.chain.errors import TransactionReverted
-from sealbridge.chain.management import NodeRegistry
 from sealbridge.core.encoding import decode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.evm.committee import CommitteePhase, EraRecord, GatekeeperCommittee
+from sealbridge.evm.management import NodeRegistry
 from sealbridge.keyservice.committee import Dealing, EraInfo, MemberCard
 from sealbridge.keyservice.ecalls import GatekeeperEnclaveClient
 from sealbridge.net.http import NodeClient, TransportError

@@ -48,13 +48,14 @@ from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import Role, canonical_address
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.committee import GatekeeperCommittee
 from sealbridge.chain.errors import TransactionReverted
-from sealbridge.chain.follower import ChainEvent, ObservedBlock
+from sealbridge.config.node import NodeConfig, write_atomic
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.committee import GatekeeperCommittee
+from sealbridge.evm.follower import ChainEvent, ObservedBlock
 from sealbridge.keyservice.chainfacts import (
     FactsProof,
     HeaderTip,
@@ -74,7 +75,6 @@ from sealbridge.keyservice.messages import (
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.committee import CommitteeDriver, CommitteeUnavailable
-from sealbridge.node.config import NodeConfig, write_atomic
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.policy import devnet_policy

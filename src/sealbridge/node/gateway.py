@@ -43,12 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import Role
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.committee import GatekeeperCommittee
-from sealbridge.chain.follower import ObservedBlock
+from sealbridge.config.node import NodeConfig, write_atomic
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import ConfigError, LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.committee import GatekeeperCommittee
+from sealbridge.evm.follower import ObservedBlock
 from sealbridge.interop.evm_gateway import (
     ChainAnchor,
     EscrowRef,
@@ -66,7 +67,6 @@ from sealbridge.interop.evm_gateway import (
 from sealbridge.keyservice.committee import ChainBinding
 from sealbridge.keyservice.ecalls import GatekeeperEnclaveClient, SealedBlob
 from sealbridge.node.committee import CommitteeDriver, CommitteeUnavailable
-from sealbridge.node.config import NodeConfig, write_atomic
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.policy import devnet_policy

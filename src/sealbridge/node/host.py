@@ -33,17 +33,17 @@ from enum import Enum
 from pathlib import Path
 
 from sealbridge.chain.abi import Role
-from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.errors import RpcError, TransactionReverted
-from sealbridge.chain.follower import BlockFollower, ObservedBlock
-from sealbridge.chain.management import ManagementAddresses, ManagementContracts, NodeRegistry
+from sealbridge.config.node import GATEKEEPER, GATEWAY, STORAGE, WORKER, NodeConfig
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.follower import BlockFollower, ObservedBlock
+from sealbridge.evm.management import ManagementAddresses, ManagementContracts, NodeRegistry
 from sealbridge.keyservice.ecalls import SignHeartbeat, call_sign_heartbeat
 from sealbridge.keyservice.messages import RegistrationApproval, RegistrationRequest
 from sealbridge.net.http import NodeClient, TransportError
-from sealbridge.node.config import GATEKEEPER, GATEWAY, STORAGE, WORKER, NodeConfig
 from sealbridge.tee.backend import EnclaveHandle, StagedKeys
 
 log = logging.getLogger("sealbridge.node")

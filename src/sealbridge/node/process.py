@@ -16,22 +16,22 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.core.errors import SealbridgeError
-from sealbridge.net.http import (
-    add_bytes_route,
-    add_json_route,
-    add_raw_get_route,
-    add_raw_post_route,
-    install_error_handler,
-)
-from sealbridge.node.config import (
+from sealbridge.config.node import (
     GATEKEEPER,
     GATEWAY,
     STORAGE,
     WORKER,
     NodeConfig,
     load_node_config,
+)
+from sealbridge.core.errors import SealbridgeError
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.net.http import (
+    add_bytes_route,
+    add_json_route,
+    add_raw_get_route,
+    add_raw_post_route,
+    install_error_handler,
 )
 from sealbridge.node.storage import StorageHost
 

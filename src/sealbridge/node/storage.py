@@ -50,13 +50,13 @@ from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import Role, compute_address, sign_digest
-from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.errors import ChainConfigError, RpcError, TransactionReverted
-from sealbridge.chain.management import ManagementAddresses, ManagementContracts, NodeRegistry
+from sealbridge.config.node import NodeConfig
 from sealbridge.core.encoding import encode
 from sealbridge.core.errors import ConfigError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
-from sealbridge.node.config import NodeConfig
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.management import ManagementAddresses, ManagementContracts, NodeRegistry
 from sealbridge.node.host import (
     TICK_INTERVAL,
     UPKEEP_RETRY_DELAY,

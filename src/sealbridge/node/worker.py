@@ -68,21 +68,21 @@ from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import canonical_address
-from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.errors import TransactionReverted
-from sealbridge.chain.follower import ChainEvent, ObservedBlock, decode_event
-from sealbridge.chain.management import MAX_OUTPUT_BATCH, CheckpointRecord, OutputSubmission
 from sealbridge.chain.proofs import AccountProof
+from sealbridge.config.node import NodeConfig, write_atomic
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import keccak, to_hex
 from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.follower import ChainEvent, ObservedBlock, decode_event
+from sealbridge.evm.management import MAX_OUTPUT_BATCH, CheckpointRecord, OutputSubmission
 from sealbridge.keyservice.chainfacts import get_key_slots
 from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.checkpoint_store import fetch_blob, store_blob
-from sealbridge.node.config import NodeConfig, write_atomic
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.runtime.ecalls import WorkerEnclaveClient
 from sealbridge.runtime.errors import OutputsRefused

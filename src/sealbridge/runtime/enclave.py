@@ -15,7 +15,6 @@ program with another measurement, which no key-release policy should name.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 
 from sealbridge.core.encoding import decode, encode
@@ -43,7 +42,8 @@ from sealbridge.tee.enclave import EnclaveContext
 class WorkerProgram:
     requires_chain = True  # install and apply only with a verified chain view
 
-    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ctx: EnclaveContext, clock: Callable[[], float] | None = None) -> None:
+        clock = ctx.now if clock is None else clock
         self.ctx = ctx
         self.clock = clock
         self.runtime = WorkerRuntime(ctx)

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-:func:`run_interop` builds a deployment (:func:`sealbridge.interop.scenario.build_deployment`),
+:func:`run_interop` builds a deployment (:func:`sealbridge.sim.interop_scenario.build_deployment`),
 puts every core into a :class:`~sealbridge.sim.engine.Simulator`, schedules the
 transfers (each a :class:`TransferPlan`: a ``TransferRequest`` injected into the source
 gateway of a pair drawn from the seed unless given, possibly several copies) and the
@@ -50,16 +50,16 @@ from sealbridge.consensus.ledger import (
 from sealbridge.core.encoding import encode
 from sealbridge.interop.messages import KeyAsk, KeyGrant, ShareDelivery, TransferRequest
 from sealbridge.interop.replica import InteropReplica
-from sealbridge.interop.scenario import (
+from sealbridge.interop.setup import KeyMode
+from sealbridge.sim.delays import DelayModel, Uniform
+from sealbridge.sim.engine import CpuModel, ReportRecord, RunStats, Simulator, ZeroCpu
+from sealbridge.sim.interop_scenario import (
     AS_A,
     AS_B,
     InteropDeployment,
     InteropSpec,
     build_deployment,
 )
-from sealbridge.interop.setup import KeyMode
-from sealbridge.sim.delays import DelayModel, Uniform
-from sealbridge.sim.engine import CpuModel, ReportRecord, RunStats, Simulator, ZeroCpu
 
 __all__ = [
     "FaultPlan",

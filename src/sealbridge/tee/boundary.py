@@ -34,6 +34,7 @@ from pathlib import Path
 
 import sealbridge
 from sealbridge.core.errors import ConfigError
+from sealbridge.core.layers import HOST_PACKAGES
 from sealbridge.tee.enclave import split_program_path
 
 ENCLAVE_PROGRAMS = (
@@ -45,8 +46,6 @@ ENCLAVE_PROGRAMS = (
     "sealbridge.interop.evm_gateway:GatewayProgram",
 )
 ENTRY_MODULE = "sealbridge.tee.sim_enclave"  # what every sim enclave process runs first
-# packages that run only on hosts: drivers, I/O and untrusted services
-HOST_PACKAGES = frozenset({"cli", "client", "net", "node", "sim", "storage"})
 # files a module reads or imports by name at run time (relative to the sealbridge package)
 DATA_FILES: dict[str, tuple[str, ...]] = {
     "sealbridge.contracts.wasm.build": (

@@ -222,6 +222,12 @@ class EnclaveContext:
             raise ConfigError("random_bytes needs n >= 0")
         return os.urandom(n)
 
+    # --- time ------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The platform's clock (seconds since the epoch): the one clock trusted code reads."""
+        return float(self._clock())
+
     # --- attestation -----------------------------------------------------------------------
 
     def get_quote(self, report_data: bytes) -> bytes:

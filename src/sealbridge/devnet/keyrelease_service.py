@@ -1,6 +1,6 @@
-"""The key-release devnet as a service: ``python -m sealbridge.node.keyrelease_service``.
+"""The key-release devnet as a service: ``python -m sealbridge.devnet.keyrelease_service``.
 
-Theory of operation: one process owns a :class:`~sealbridge.node.keyrelease.KeyReleaseDevnet`
+Theory of operation: one process owns a :class:`~sealbridge.devnet.keyrelease.KeyReleaseDevnet`
 (two anvil chains, the matcher enclave, the vault enclaves; all of them child processes)
 and serves its steps over loopback HTTP with canonical msgpack bodies
 (:mod:`sealbridge.net.http`), so the ``sealbridge keyrelease`` commands can run one step
@@ -26,17 +26,17 @@ from fastapi import FastAPI
 
 from sealbridge.core.encoding import Message, decode, encode, to_builtins
 from sealbridge.core.errors import SealbridgeError
-from sealbridge.keyrelease.auth import SignedRequest, normalize_client_name
-from sealbridge.keyrelease.matcher_program import Accept, MatchAnswer
-from sealbridge.keyrelease.types import AssetKind, ChunkRequest
-from sealbridge.net.http import add_bytes_route, add_json_route, install_error_handler
-from sealbridge.node.keyrelease import (
+from sealbridge.devnet.keyrelease import (
     USD,
     Event,
     KeyReleaseDevnet,
     KeyReleaseDevnetError,
     SwapOutcome,
 )
+from sealbridge.keyrelease.auth import SignedRequest, normalize_client_name
+from sealbridge.keyrelease.matcher_program import Accept, MatchAnswer
+from sealbridge.keyrelease.types import AssetKind, ChunkRequest
+from sealbridge.net.http import add_bytes_route, add_json_route, install_error_handler
 
 __all__ = [
     "AcceptRequest",
@@ -213,7 +213,7 @@ def build_app(service: KeyReleaseService) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sealbridge.node.keyrelease_service")
+    parser = argparse.ArgumentParser(prog="sealbridge.devnet.keyrelease_service")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--ready-file", type=Path, required=True)

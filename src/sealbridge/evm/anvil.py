@@ -29,8 +29,8 @@ from types import TracebackType
 from typing import IO
 from weakref import WeakSet
 
-from sealbridge.chain.adapter import ANVIL_MNEMONIC, ChainAdapter
 from sealbridge.chain.errors import AnvilError, AnvilNotFound, ChainConfigError
+from sealbridge.evm.adapter import ANVIL_MNEMONIC, ChainAdapter
 
 ANVIL_ENV = "SEALBRIDGE_ANVIL"
 DEFAULT_CHAIN_ID = 31337

@@ -6,7 +6,7 @@ Theory of operation
 of ``m`` gateways, each its own node process (:mod:`sealbridge.node.gateway`) with its
 own sim-TEE enclave (a child of that process) and its own account on both chains, the
 way ``m`` operators would run them. Chain A also carries the management contracts and a
-gatekeeper (:func:`~sealbridge.node.devnet.start_devnet` with no workers), which admits
+gatekeeper (:func:`~sealbridge.devnet.launcher.start_devnet` with no workers), which admits
 the gateways to the NodeRegistry by attestation. This module plays the *operator* who
 elects the committee and deploys the escrows, and the *relayer* who asks the gateways
 for partial signatures over HTTP and submits transactions; it holds no key of the
@@ -58,17 +58,29 @@ from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import Role
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.anvil import AnvilNode, get_free_port
-from sealbridge.chain.committee import EraRecord, GatekeeperCommittee, deploy_committee
-from sealbridge.chain.escrow import GatewayEscrow, LockedTransfer, deploy_gateway_escrow
-from sealbridge.chain.management import ManagementAddresses
+from sealbridge.config.network import get_devnet_dir
+from sealbridge.config.node import GATEWAY, DevnetState, NodeConfig, save_json, write_atomic
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.crypto import bls
 from sealbridge.crypto.dkg import GroupPublicKeys
 from sealbridge.crypto.signing import generate_secp256k1_key
+from sealbridge.devnet.launcher import (
+    MIN_STAKE,
+    ROTATION_TIMEOUT_BLOCKS,
+    kill_group,
+    spawn_process,
+    start_devnet,
+    stop_devnet,
+    wait_era,
+    wait_http,
+)
+from sealbridge.evm.adapter import ChainAdapter, TxReceipt
+from sealbridge.evm.anvil import AnvilNode, get_free_port
+from sealbridge.evm.committee import EraRecord, GatekeeperCommittee, deploy_committee
+from sealbridge.evm.escrow import GatewayEscrow, LockedTransfer, deploy_gateway_escrow
+from sealbridge.evm.management import ManagementAddresses
 from sealbridge.interop.evm_gateway import (
     HandoverPartial,
     HandoverRequest,
@@ -78,18 +90,6 @@ from sealbridge.interop.evm_gateway import (
 )
 from sealbridge.keyservice.committee import is_consistent_sharing
 from sealbridge.net.http import NodeClient
-from sealbridge.node.config import GATEWAY, DevnetState, NodeConfig, save_json, write_atomic
-from sealbridge.node.devnet import (
-    MIN_STAKE,
-    ROTATION_TIMEOUT_BLOCKS,
-    get_devnet_dir,
-    kill_group,
-    spawn_process,
-    start_devnet,
-    stop_devnet,
-    wait_era,
-    wait_http,
-)
 from sealbridge.node.process import GATEWAY_PROGRAM
 from sealbridge.tee.measurement import compute_sim_measurement
 

@@ -54,12 +54,12 @@ from sealbridge.chain.abi import (
     compute_dealing_digest,
     compute_ready_digest,
 )
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.bound import BoundContract
-from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.errors import ChainConfigError
 from sealbridge.core.encoding import Message
 from sealbridge.core.ids import keccak
+from sealbridge.evm.adapter import ChainAdapter, TxReceipt
+from sealbridge.evm.bound import BoundContract
+from sealbridge.evm.compiler import compile_contract
 
 CONTRACT_NAME = "GatekeeperCommittee"
 MAX_MEMBERS = 32
@@ -163,7 +163,7 @@ def compute_array_hash(items: Sequence[bytes]) -> bytes:
 
 class GatekeeperCommittee(BoundContract):
     """The GatekeeperCommittee contract bound to an adapter (methods as in
-    :mod:`sealbridge.chain.management`: arguments first, the sender's key last)."""
+    :mod:`sealbridge.evm.management`: arguments first, the sender's key last)."""
 
     name = CONTRACT_NAME
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 from enum import StrEnum
 
 from sealbridge.chain.abi import AbiCodec, checksum
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.bound import BoundContract
-from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.errors import ChainConfigError
+from sealbridge.evm.adapter import ChainAdapter, TxReceipt
+from sealbridge.evm.bound import BoundContract
+from sealbridge.evm.compiler import compile_contract
 
 __all__ = [
     "BALANCE_OF_SLOT",

@@ -14,9 +14,9 @@ from typing import Any
 
 from web3.types import RPCEndpoint
 
-from sealbridge.chain.adapter import ChainAdapter
 from sealbridge.chain.errors import RpcError
 from sealbridge.core.encoding import Message
+from sealbridge.evm.adapter import ChainAdapter
 
 
 class ChainBlob(Message, frozen=True):

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from sealbridge.chain.abi import AbiCodec, checksum
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.compiler import CompiledContract, compile_contract
+from sealbridge.evm.adapter import ChainAdapter, TxReceipt
+from sealbridge.evm.compiler import CompiledContract, compile_contract
 
 
 class BoundContract:

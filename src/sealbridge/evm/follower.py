@@ -42,11 +42,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from sealbridge.chain.abi import AbiCodec
-from sealbridge.chain.adapter import BlockHeader, ChainAdapter, LogEntry
 from sealbridge.chain.errors import ChainConfigError, ChainError, ReorgDetected
 from sealbridge.chain.lightclient import BlockEvidence, LightClientError, compute_header_hash
-from sealbridge.chain.management import ManagementAddresses, ManagementContracts
 from sealbridge.core.encoding import Message
+from sealbridge.evm.adapter import BlockHeader, ChainAdapter, LogEntry
+from sealbridge.evm.management import ManagementAddresses, ManagementContracts
 
 
 class ChainEvent(Message, frozen=True):

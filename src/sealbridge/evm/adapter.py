@@ -51,11 +51,11 @@ from web3.exceptions import (
 )
 
 from sealbridge.chain.abi import checksum, compute_address
-from sealbridge.chain.compiler import DEFAULT_EVM_VERSION
 from sealbridge.chain.errors import ChainConfigError, ChainError, RpcError, TransactionReverted
 from sealbridge.chain.lightclient import BlockEvidence, EventLog, HeaderFields, ReceiptFields
 from sealbridge.chain.proofs import AccountProof, SlotProof, slot_key
 from sealbridge.core.encoding import Message
+from sealbridge.evm.compiler import DEFAULT_EVM_VERSION
 
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 ANVIL_HD_PATH = "m/44'/60'/0'/0"

@@ -259,7 +259,7 @@ def _as_seed(seed: bytes | int | str) -> bytes:
         raw = seed.to_bytes(16, "big", signed=True)
     else:
         raw = seed.encode()
-    return hashlib.sha256(b"sealbridge/interop/scenario/v1" + raw).digest()
+    return hashlib.sha256(b"sealbridge/sim/interop_scenario/v1" + raw).digest()
 
 
 def build_deployment(

@@ -25,11 +25,11 @@ from enum import StrEnum
 from typing import Any
 
 from sealbridge.chain.abi import AbiCodec, checksum
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.bound import BoundContract
-from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.errors import ChainConfigError
 from sealbridge.core.encoding import Message
+from sealbridge.evm.adapter import ChainAdapter, TxReceipt
+from sealbridge.evm.bound import BoundContract
+from sealbridge.evm.compiler import compile_contract
 
 __all__ = [
     "CONTRACT_NAME",

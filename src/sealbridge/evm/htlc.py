@@ -33,12 +33,12 @@ from enum import IntEnum, StrEnum
 from eth_abi.abi import encode as abi_encode
 
 from sealbridge.chain.abi import checksum
-from sealbridge.chain.adapter import ChainAdapter, ChainStep, StepsResult, TxReceipt
-from sealbridge.chain.bound import BoundContract
-from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.errors import ChainConfigError, ChainError
 from sealbridge.core.encoding import Message
 from sealbridge.core.ids import keccak
+from sealbridge.evm.adapter import ChainAdapter, ChainStep, StepsResult, TxReceipt
+from sealbridge.evm.bound import BoundContract
+from sealbridge.evm.compiler import compile_contract
 
 __all__ = [
     "CONTRACT_NAME",

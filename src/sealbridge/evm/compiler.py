@@ -1,7 +1,7 @@
 """Compile the management contracts (Vyper 0.4) at run time.
 
 Theory of operation: the ``.vy`` sources ship as package data under
-``sealbridge/chain/contracts``. :func:`compile_contract` compiles one with the vyper
+``sealbridge/evm/contracts``. :func:`compile_contract` compiles one with the vyper
 Python API and an explicit ``evm_version`` (``prague`` by default; both anvil and py-evm
 0.12 implement Prague). Results are cached twice, both keyed by the SHA-256 of
 (source, vyper version, evm version): in-process in a dict, and on disk as JSON under
@@ -71,7 +71,7 @@ def get_contract_source(name: str) -> str:
     """The Vyper source of a management contract shipped with the package."""
     if name not in CONTRACT_NAMES:
         raise ContractCompileError(f"unknown management contract {name!r}")
-    ref = resources.files("sealbridge.chain").joinpath("contracts", f"{name}.vy")
+    ref = resources.files("sealbridge.evm").joinpath("contracts", f"{name}.vy")
     return ref.read_text(encoding="utf-8")
 
 

@@ -41,7 +41,6 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from sealbridge.chain.abi import AbiCodec, checksum
-from sealbridge.chain.adapter import ChainAdapter, ChainStep, StepsResult, TxReceipt
 from sealbridge.chain.bls_onchain import (
     G2_SIZE,
     compute_abort_message,
@@ -54,11 +53,12 @@ from sealbridge.chain.bls_onchain import (
     encode_g1,
     encode_g2,
 )
-from sealbridge.chain.bound import BoundContract
-from sealbridge.chain.compiler import compile_contract
 from sealbridge.chain.errors import ChainConfigError, ChainError
 from sealbridge.core.encoding import Message
 from sealbridge.crypto.bls import SIGNATURE_SIZE
+from sealbridge.evm.adapter import ChainAdapter, ChainStep, StepsResult, TxReceipt
+from sealbridge.evm.bound import BoundContract
+from sealbridge.evm.compiler import compile_contract
 
 __all__ = [
     "CONTRACT_NAME",

@@ -42,12 +42,8 @@ from typing import Any
 
 import msgspec
 
-from sealbridge.chain.adapter import ChainAdapter
-from sealbridge.chain.anchor import StateAnchor, deploy_state_anchor, get_anchor_slots
-from sealbridge.chain.anvil import AnvilNode
-from sealbridge.chain.insurance import InsurancePool, deploy_insurance_pool
-from sealbridge.chain.oracle import PriceOracle, compute_asset_key, deploy_price_oracle
-from sealbridge.chain.token import BALANCE_OF_SLOT, DepositToken, deploy_deposit_token
+from sealbridge.chain.anchor import get_anchor_slots
+from sealbridge.config.node import write_atomic
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.crypto.signing import (
@@ -55,6 +51,13 @@ from sealbridge.crypto.signing import (
     secp256k1_sign_hash,
     to_checksum_address,
 )
+from sealbridge.devnet.utxo_ledger import UtxoLedger
+from sealbridge.evm.adapter import ChainAdapter
+from sealbridge.evm.anvil import AnvilNode
+from sealbridge.evm.insurance import InsurancePool, deploy_insurance_pool
+from sealbridge.evm.oracle import PriceOracle, compute_asset_key, deploy_price_oracle
+from sealbridge.evm.state_anchor import StateAnchor, deploy_state_anchor
+from sealbridge.evm.token import BALANCE_OF_SLOT, DepositToken, deploy_deposit_token
 from sealbridge.keyrelease.auth import (
     ClientRefused,
     SignedRequest,
@@ -121,7 +124,6 @@ from sealbridge.keyrelease.types import (
     Offer,
     compute_chunk_amount,
 )
-from sealbridge.keyrelease.utxo_ledger import UtxoLedger
 from sealbridge.keyrelease.vault import (
     ANCHORED_ECALLS,
     ERC20_TRANSFER_SELECTOR,
@@ -157,7 +159,6 @@ from sealbridge.keyrelease.vault import (
     verify_manifest,
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
-from sealbridge.node.config import write_atomic
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import AttestationPolicy, devnet_policy

@@ -3,7 +3,7 @@
 Theory of operation: :func:`deploy_management` compiles and deploys NodeRegistry,
 ContractRegistry, CommandInbox and ExecutionLedger in dependency order and returns their
 :class:`ManagementAddresses` (JSON-saveable). :class:`ManagementContracts` binds those
-addresses to a :class:`~sealbridge.chain.adapter.ChainAdapter` and exposes one method
+addresses to a :class:`~sealbridge.evm.adapter.ChainAdapter` and exposes one method
 per contract function, so other layers never touch an ABI. Transacting methods take the
 contract's arguments first and the sender's private key last, wait for the receipt and
 raise :class:`~sealbridge.chain.errors.TransactionReverted` (with the contract's revert
@@ -35,13 +35,13 @@ from sealbridge.chain.abi import (
     compute_storage_registration_digest,
     sign_digest,
 )
-from sealbridge.chain.adapter import ChainAdapter, TxReceipt
-from sealbridge.chain.bound import BoundContract
-from sealbridge.chain.compiler import CompiledContract, compile_contract
 from sealbridge.chain.errors import ChainConfigError, ChainError
 from sealbridge.core.encoding import Message, to_json
 from sealbridge.core.errors import EncodingError
 from sealbridge.core.ids import keccak
+from sealbridge.evm.adapter import ChainAdapter, TxReceipt
+from sealbridge.evm.bound import BoundContract
+from sealbridge.evm.compiler import CompiledContract, compile_contract
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 MAX_WORKERS = 16

@@ -41,19 +41,15 @@ import httpx
 import msgspec
 
 from sealbridge.chain.abi import Role
-from sealbridge.chain.adapter import ChainAdapter, get_anvil_dev_keys
-from sealbridge.chain.anvil import find_anvil, get_anvil_argv, get_free_port
-from sealbridge.chain.committee import (
-    CommitteePhase,
-    EraRecord,
-    GatekeeperCommittee,
-    deploy_committee,
+from sealbridge.config.keystore import Keystore
+from sealbridge.config.network import (
+    DevnetNotRunning,
+    get_devnet_dir,
+    get_state_file,
+    is_alive,
+    load_running,
 )
-from sealbridge.chain.management import ManagementContracts, deploy_management
-from sealbridge.client.keystore import Keystore
-from sealbridge.core.errors import LocalProtocolError, SealbridgeError
-from sealbridge.core.ids import from_hex, to_hex
-from sealbridge.node.config import (
+from sealbridge.config.node import (
     GATEKEEPER,
     GATEWAY,
     STORAGE,
@@ -64,6 +60,17 @@ from sealbridge.node.config import (
     load_devnet_state,
     save_json,
 )
+from sealbridge.core.errors import LocalProtocolError, SealbridgeError
+from sealbridge.core.ids import from_hex, to_hex
+from sealbridge.evm.adapter import ChainAdapter, get_anvil_dev_keys
+from sealbridge.evm.anvil import find_anvil, get_anvil_argv, get_free_port
+from sealbridge.evm.committee import (
+    CommitteePhase,
+    EraRecord,
+    GatekeeperCommittee,
+    deploy_committee,
+)
+from sealbridge.evm.management import ManagementContracts, deploy_management
 from sealbridge.node.process import GATEKEEPER_PROGRAM, GATEWAY_PROGRAM, WORKER_PROGRAM
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import NodeKeys, compute_report_data
@@ -82,44 +89,6 @@ Progress = Callable[[str], None]
 
 class DevnetError(LocalProtocolError):
     code = "devnet"
-
-
-class DevnetNotRunning(DevnetError):
-    code = "devnet_not_running"
-
-
-def get_devnet_dir(home: Path) -> Path:
-    return home / "devnet"
-
-
-def get_state_file(home: Path) -> Path:
-    return get_devnet_dir(home) / "devnet.json"
-
-
-def is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def load_running(home: Path) -> DevnetState:
-    """The state of the running devnet under ``home``, or a clear error."""
-    path = get_state_file(home)
-    if not path.exists():
-        raise DevnetNotRunning(
-            f"no devnet is running under {home} (start one with `sealbridge devnet up`)"
-        )
-    state = load_devnet_state(path)
-    if not is_alive(state.anvil_pid):
-        raise DevnetNotRunning(
-            f"the devnet under {home} is not running any more (its chain process is gone); "
-            "run `sealbridge devnet down` then `sealbridge devnet up`"
-        )
-    return state
 
 
 def spawn_process(
@@ -204,7 +173,7 @@ def start_devnet(
         block_time = 1.0  # with confirmations, blocks must come even when no tx arrives
     if not (0 if storage_nodes == 0 else 1) <= workers <= 4:
         # no workers only for a chain without storage nodes: the gatekeepers alone (the
-        # attestors of a gateway committee, see node/swap.py)
+        # attestors of a gateway committee, see devnet/swap.py)
         raise DevnetError("a devnet has between 1 and 4 workers (0 only with no storage nodes)")
     if not (1 if workers else 0) <= storage_nodes <= MAX_STORAGE_NODES:
         raise DevnetError(

@@ -1,0 +1,1 @@
+"""Developer tools: checks of the code base against its own declarations."""
