@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ANVIL := node_modules/.bin/anvil
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: demo test lint typecheck unit e2e bench setup clean
+.PHONY: demo test lint typecheck layers unit e2e bench setup clean
 
 setup: $(VENV)/.stamp-deps $(ANVIL)
 
@@ -30,7 +30,10 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy --strict src/
 
-test: lint typecheck
+layers: setup
+	$(PY) -m sealbridge.tools.layers
+
+test: lint typecheck layers
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 bench: setup

@@ -20,7 +20,7 @@ packages (which drifted from what the programs really import), the boundary is c
 
 The sim measurement (``tee/measurement.py``) hashes exactly these files; the layer test
 and the measured-code test (``tests/unit/test_layers.py``,
-``tests/unit/test_tee_measured_code.py``) check the declaration against the code (every
+``tests/integration/test_tee_measured_code.py``) check the declaration against the code (every
 module a program loads in a fresh interpreter is in its closure); ``docs/architecture.md``
 names the same programs (``tests/e2e/test_docs.py`` checks it). ``python -m
 sealbridge.tee.boundary`` prints each program's measured files.

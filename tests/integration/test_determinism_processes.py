@@ -29,7 +29,7 @@ from sealbridge.runtime.messages import (
     InboxCommand,
     compute_deployer_commitment,
 )
-from tests.unit.replay_worker import (
+from tests.integration.replay_worker import (
     ContractSpec,
     ReplayJob,
     ReplayResult,
@@ -224,7 +224,7 @@ class ReplayProcess:
     def __init__(self, hash_seed: str) -> None:
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.unit.replay_worker"],
+            [sys.executable, "-m", "tests.integration.replay_worker"],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,

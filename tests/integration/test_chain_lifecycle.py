@@ -41,7 +41,7 @@ from sealbridge.keyservice.ecalls import SignedHeartbeat, SignHeartbeat
 from sealbridge.keyservice.enclave import GatekeeperProgram
 from sealbridge.runtime.enclave import WorkerProgram
 from sealbridge.tee.enclave import EnclaveContext
-from tests.unit.test_chain_contracts import MEASUREMENT, MIN_STAKE, Enclave, World
+from tests.integration.test_chain_contracts import MEASUREMENT, MIN_STAKE, Enclave, World
 
 ERA_LENGTH = 32
 UNBONDING = 20

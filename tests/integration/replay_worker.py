@@ -3,7 +3,7 @@
 Reads length-prefixed msgpack frames from stdin, each a :class:`ReplayJob`; for each job it
 builds a fresh :class:`WorkerRuntime`, installs the contracts, replays the blocks and
 writes back the state roots after every block (a :class:`ReplayResult` frame).
-Run as ``python -m tests.unit.replay_worker``.
+Run as ``python -m tests.integration.replay_worker``.
 """
 
 from __future__ import annotations
