@@ -36,7 +36,6 @@ from typing import Any
 import msgspec
 
 from bench.common import console, fmt, is_smoke, print_table, summarize, write_results
-from sealbridge.core.encoding import decode, encode
 from sealbridge.keyrelease.errors import InsufficientLiquidity
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
@@ -477,20 +476,29 @@ def _persist_costs(entries: int, samples: int) -> dict[str, Any]:
     compact (``seal``: a snapshot of the state), and to restore from a compacted base
     plus one segment against replaying the whole journal (the restore before snapshots)."""
     from sealbridge.keyrelease.matcher_program import (
+        MATCHER_ADD_CHUNKS,
+        MATCHER_CONFIGURE,
+        MATCHER_EXPIRE,
         MATCHER_PROGRAM,
+        MATCHER_REGISTER_OWNER,
+        MATCHER_RESTORE,
+        MATCHER_SEAL,
+        MATCHER_SEAL_TAIL,
         AddChunks,
         MatcherConfig,
         RegisterOwner,
         SealedJournal,
     )
     from sealbridge.keyrelease.vault import (
+        VAULT_BIND_OWNER,
+        VAULT_CONFIGURE,
+        VAULT_CREATE_KEYS,
         VAULT_PROGRAM,
         CreateKeys,
-        OwnerBinding,
         OwnerRef,
         VaultConfig,
-        VaultManifest,
     )
+    from sealbridge.tee.ecall import NOTHING, call
     from sealbridge.tee.measurement import compute_sim_measurement
     from sealbridge.tee.policy import devnet_policy
     from sealbridge.tee.quote import create_sim_platform
@@ -502,11 +510,11 @@ def _persist_costs(entries: int, samples: int) -> dict[str, Any]:
         backend = InProcessBackend()
         vault_policy = devnet_policy(pub, [compute_sim_measurement(VAULT_PROGRAM)])
         vault = backend.launch(VAULT_PROGRAM, platform_key_file=key)
-        vault.ecall("configure", encode(VaultConfig(policy=vault_policy)))
+        call(vault, VAULT_CONFIGURE, VaultConfig(policy=vault_policy))
         book = min(BOOK_CHUNKS, entries // 2)
-        manifest = decode(vault.ecall("create_keys", encode(CreateKeys(count=book))), VaultManifest)
+        manifest = call(vault, VAULT_CREATE_KEYS, CreateKeys(count=book))
         owner = "0x" + "0e" * 20
-        binding = decode(vault.ecall("bind_owner", encode(OwnerRef(account=owner))), OwnerBinding)
+        binding = call(vault, VAULT_BIND_OWNER, OwnerRef(account=owner))
         vault.close()
 
         def launch() -> Any:
@@ -516,14 +524,13 @@ def _persist_costs(entries: int, samples: int) -> dict[str, Any]:
 
         handle = launch()
         config = MatcherConfig(policy=_policy(), vault_policy=vault_policy)
-        handle.ecall("configure", encode(config))
-        first_base = decode(handle.ecall("seal", b""), SealedJournal).blob
+        call(handle, MATCHER_CONFIGURE, config)
+        first_base = call(handle, MATCHER_SEAL, NOTHING).blob
         bond = book * CHUNK_USD
-        handle.ecall(
-            "register_owner",
-            encode(
-                RegisterOwner(owner=owner, bond_usd_e8=bond, manifest=manifest, binding=binding)
-            ),
+        call(
+            handle,
+            MATCHER_REGISTER_OWNER,
+            RegisterOwner(owner=owner, bond_usd_e8=bond, manifest=manifest, binding=binding),
         )
         chunks = [
             Chunk(
@@ -538,31 +545,31 @@ def _persist_costs(entries: int, samples: int) -> dict[str, Any]:
             for k in manifest.keys
         ]
         for at in range(0, len(chunks), 100):
-            handle.ecall("add_chunks", encode(AddChunks(chunks=chunks[at : at + 100])))
+            call(handle, MATCHER_ADD_CHUNKS, AddChunks(chunks=chunks[at : at + 100]))
         done = 2 + (len(chunks) + 99) // 100  # configure, register_owner, add_chunks
         for _ in range(entries - done):
-            handle.ecall("expire", b"")
+            call(handle, MATCHER_EXPIRE, NOTHING)
         # everything since the first base, as one segment: what a restore replayed before
-        history = decode(handle.ecall("seal_tail", b""), SealedJournal).blob
+        history = call(handle, MATCHER_SEAL_TAIL, NOTHING).blob
         tail, snap, size_tail, size_snap = [], [], 0, 0
         for _ in range(samples):
-            handle.ecall("expire", b"")
+            call(handle, MATCHER_EXPIRE, NOTHING)
             started = time.perf_counter()
-            blob = decode(handle.ecall("seal_tail", b""), SealedJournal).blob
+            blob = call(handle, MATCHER_SEAL_TAIL, NOTHING).blob
             tail.append(time.perf_counter() - started)
             size_tail = len(blob)
             started = time.perf_counter()
-            base = decode(handle.ecall("seal", b""), SealedJournal).blob
+            base = call(handle, MATCHER_SEAL, NOTHING).blob
             snap.append(time.perf_counter() - started)
             size_snap = len(base)
-        handle.ecall("expire", b"")
-        last = decode(handle.ecall("seal_tail", b""), SealedJournal).blob
+        call(handle, MATCHER_EXPIRE, NOTHING)
+        last = call(handle, MATCHER_SEAL_TAIL, NOTHING).blob
         handle.close()
         restores = []
         for parts in ((base, [last]), (first_base, [history])):
             started = time.perf_counter()
             handle = launch()
-            handle.ecall("restore", encode(SealedJournal(blob=parts[0], segments=parts[1])))
+            call(handle, MATCHER_RESTORE, SealedJournal(blob=parts[0], segments=parts[1]))
             restores.append(time.perf_counter() - started)
             handle.close()
     return {

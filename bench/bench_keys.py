@@ -49,7 +49,7 @@ from sealbridge.crypto.threshold_prf import (
     combine_contract_key,
     compute_prf_message,
     derive_contract_key_from_signature,
-    verify_contract_partial,
+    is_valid_contract_partial,
 )
 from sealbridge.keyservice.threshold import ShareHolder, combine_released_key, open_partials
 
@@ -146,7 +146,7 @@ def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, floa
 
 
 def _verify_all(public_shares: dict[int, bytes], cid: bytes, partials: list[Any]) -> bool:
-    return all(verify_contract_partial(public_shares[p.index], cid, p) for p in partials)
+    return all(is_valid_contract_partial(public_shares[p.index], cid, p) for p in partials)
 
 
 # --------------------------------------------------------------------------- key derivation

@@ -42,12 +42,17 @@ from bench.common import (
 )
 from sealbridge.contracts.catalog import get_code_hash, get_source, load_builtin
 from sealbridge.contracts.executor import Executor
-from sealbridge.core.encoding import decode, encode
 from sealbridge.crypto import ecies
 from sealbridge.crypto.keyschedule import compute_contract_keys, key_release_aad
 from sealbridge.crypto.signing import ed25519_keypair
 from sealbridge.keyservice.messages import KeyRequest
-from sealbridge.runtime.ecalls import MakeKeyRequest, WorkerEnclaveClient
+from sealbridge.runtime.ecalls import (
+    MAKE_KEY_REQUEST,
+    WORKER_INSTALL_CONTRACT,
+    WORKER_PROCESS_BLOCK,
+    WORKER_STATUS,
+    MakeKeyRequest,
+)
 from sealbridge.runtime.enclave import UnverifiedWorkerProgram
 from sealbridge.runtime.envelope import seal_command
 from sealbridge.runtime.messages import (
@@ -59,6 +64,7 @@ from sealbridge.runtime.messages import (
 )
 from sealbridge.runtime.worker import WorkerRuntime
 from sealbridge.tee.attestation import verify_quote
+from sealbridge.tee.ecall import NOTHING, call
 from sealbridge.tee.enclave import EnclaveContext, compute_report_data
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import devnet_policy
@@ -231,9 +237,7 @@ def run_in_process(work: Workload, keys: Keys, roots: list[bytes]) -> dict[str, 
     program = UnverifiedWorkerProgram(
         ctx
     )  # used only to make a quoted key request, as a host would
-    request = decode(
-        program.make_key_request(encode(MakeKeyRequest(contract_id=CONTRACT_ID))), KeyRequest
-    )
+    request = program.make_key_request(MakeKeyRequest(contract_id=CONTRACT_ID))
     runtime: WorkerRuntime = program.runtime
     runtime.install_contract(keys.install_request(request, work.owner))
     _check_ok(runtime.process_block(work.setup).receipts)
@@ -254,17 +258,15 @@ def run_in_process(work: Workload, keys: Keys, roots: list[bytes]) -> dict[str, 
 def run_sim_enclave(work: Workload, keys: Keys, roots: list[bytes]) -> dict[str, int]:
     handle = SimBackend().launch(WORKER_PROGRAM, platform_key_file=keys.platform_file)
     try:
-        calls = WorkerEnclaveClient(handle)
-        calls.install_contract(
-            keys.install_request(calls.make_key_request(CONTRACT_ID), work.owner)
-        )
-        _check_ok(calls.process_block(work.setup).receipts)
+        request = call(handle, MAKE_KEY_REQUEST, MakeKeyRequest(contract_id=CONTRACT_ID))
+        call(handle, WORKER_INSTALL_CONTRACT, keys.install_request(request, work.owner))
+        _check_ok(call(handle, WORKER_PROCESS_BLOCK, work.setup).receipts)
         outputs = []
         start = time.perf_counter()
         for block in work.blocks:
-            outputs.append(calls.process_block(block))
+            outputs.append(call(handle, WORKER_PROCESS_BLOCK, block))
         _record(start)
-        status = calls.get_status()
+        status = call(handle, WORKER_STATUS, NOTHING).contracts
     finally:
         handle.close()
     for out in outputs:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sealbridge.contracts.catalog import get_code_hash, get_source, load_builtin
-from sealbridge.contracts.executor import ContractProgram, Executor, Outcome
+from sealbridge.contracts.executor import CallOutcome, ContractProgram, Executor
 from sealbridge.contracts.sdk import Contract, Env
 from sealbridge.contracts.storage import Storage
 from sealbridge.crypto import ecies
@@ -552,7 +552,7 @@ class ExecutorWorld:
         )
         self.check(outcome, f"{name}.init")
 
-    def check(self, outcome: Outcome, what: str) -> None:
+    def check(self, outcome: CallOutcome, what: str) -> None:
         if not outcome.ok:
             raise CommandFailed(f"{self.kind}: {what} failed: {outcome.error}: {outcome.message}")
 

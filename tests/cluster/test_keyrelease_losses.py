@@ -97,7 +97,7 @@ from sealbridge.keyrelease.auth import (
 )
 from sealbridge.keyrelease.errors import ExchangeViolation, InsufficientLiquidity, ReportRejected
 from sealbridge.keyrelease.exchange import (
-    ReleaseKey,
+    ReleaseChunkKey,
     SwapFinished,
     SwapStatus,
     Sweep,
@@ -763,7 +763,7 @@ class Run:
         """Carry out what ``party``'s machine asked for, as its host would."""
         machine = pair.machines[party]
         for effect in effects:
-            if isinstance(effect, ReleaseKey):
+            if isinstance(effect, ReleaseChunkKey):
                 assert effect.to_role == ("B" if party == pair.requester else "A")
                 pair.given[party] += pair.chunks[effect.chunk_id].usd_e8
                 self.released.add(effect.chunk_id)

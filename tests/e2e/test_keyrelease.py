@@ -24,7 +24,7 @@ import msgspec
 import pytest
 
 from sealbridge.chain.lightclient import EventLog, ReceiptFields
-from sealbridge.core.encoding import decode, encode
+from sealbridge.core.encoding import encode
 from sealbridge.crypto.signing import secp256k1_sign_hash, to_checksum_address
 from sealbridge.devnet.keyrelease import (
     CHAIN_A,
@@ -40,6 +40,12 @@ from sealbridge.keyrelease.errors import InsufficientLiquidity
 from sealbridge.keyrelease.matcher import MatcherPolicy
 from sealbridge.keyrelease.matcher_program import (
     FEE_PAID_TOPIC,
+    MATCHER_ACCEPT,
+    MATCHER_ADD_BOND,
+    MATCHER_ADD_CHUNKS,
+    MATCHER_OBSERVE_BLOCKS,
+    MATCHER_REGISTER_OWNER,
+    MATCHER_WITHDRAW,
     Accept,
     AcceptOrder,
     AddBond,
@@ -50,15 +56,17 @@ from sealbridge.keyrelease.matcher_program import (
     usd_to_wei,
 )
 from sealbridge.keyrelease.vault import (
+    VAULT_ATTEST_UNRELEASED,
+    VAULT_BIND_OWNER,
+    VAULT_SIGN_SWEEP,
+    VAULT_WITHDRAW,
     ChunkRef,
-    OwnerBinding,
     OwnerRef,
-    SignedSweep,
     SignedWithdrawal,
-    Unreleased,
     WithdrawalRequest,
     compute_withdrawal_digest,
 )
+from sealbridge.tee.ecall import Nothing
 from sealbridge.tee.errors import EnclaveCallError
 
 pytestmark = pytest.mark.e2e
@@ -88,7 +96,7 @@ def headroom_for_one_chunk(devnet: KeyReleaseDevnet, name: str) -> None:
     price = devnet.price("ETH@31337")
     devnet.pool.post_bond(usd_to_wei(100 * USD, price) + 1, client.wallet_key)
     devnet.sync_fee_chain()
-    devnet._matcher().call("add_bond", AddBond(owner=client.account, usd_e8=100 * USD))
+    devnet._matcher().call(MATCHER_ADD_BOND, AddBond(owner=client.account, usd_e8=100 * USD))
 
 
 def test_every_vault_was_attested_before_funding(
@@ -272,7 +280,7 @@ def test_a_requester_is_never_paid_for_a_chunk_it_swept_itself(
                 token=to_checksum_address(b"\xee" * 20),
                 token_balance=1,
             )
-        sweep = decode(client.vault.call("sign_sweep", request), SignedSweep)
+        sweep = client.vault.call(VAULT_SIGN_SWEEP, request)
         chain = devnet.adapters[devnet.assets[received.asset].chain_id]
         chain.wait_for_receipt(chain.send_raw_transaction(sweep.raw_tx))
         newest = client.vault.state_file.read_bytes()
@@ -382,7 +390,7 @@ def test_a_chunk_that_was_never_funded_is_not_taken(
         )
         proofs = devnet.prove_balances([msgspec.structs.replace(cheap, asset="ETH@31337")])
         with pytest.raises(EnclaveCallError) as info:
-            devnet._matcher().call("add_chunks", AddChunks(chunks=[cheap], proofs=proofs))
+            devnet._matcher().call(MATCHER_ADD_CHUNKS, AddChunks(chunks=[cheap], proofs=proofs))
         reason = ("not worth", "books only chunks whose funding it can prove")[index]
         assert reason in str(info.value)
     assert devnet.matcher_status().chunks.get("available", 0) == before + 1
@@ -463,10 +471,10 @@ def test_swept_funds_are_withdrawn_to_where_the_owner_says(
     source = devnet.swept_to[chunk.chunk_id]
     sweep = devnet._sweep_request(msgspec.structs.replace(chunk, address=source))
     order = WithdrawalRequest(vault=alice.vault_id, destination=destination, sweep=sweep)
-    alice.vault.call("bind_owner", OwnerRef(account=alice.account))
+    alice.vault.call(VAULT_BIND_OWNER, OwnerRef(account=alice.account))
     forged = secp256k1_sign_hash(devnet.clients["bob"].wallet_key, compute_withdrawal_digest(order))
     with pytest.raises(EnclaveCallError, match="not signed by this vault's owner"):
-        alice.vault.call("withdraw", SignedWithdrawal(request=order, signature=forged))
+        alice.vault.call(VAULT_WITHDRAW, SignedWithdrawal(request=order, signature=forged))
     held = a.balance(source)
     signed = devnet.withdraw("alice", chunk, destination)
     assert a.balance(destination) == signed.amount > 0
@@ -488,7 +496,7 @@ def test_the_matcher_credits_a_fee_only_once_it_saw_it_paid_on_chain(
     devnet.sync_fee_chain()
     unpaid = AcceptOrder(signed=alice.sign(devnet.service_id, "accept", body))
     with pytest.raises(EnclaveCallError, match="not paid on the fee chain"):
-        devnet._matcher().call("accept", unpaid)
+        devnet._matcher().call(MATCHER_ACCEPT, unpaid)
     # the host makes up the payment: a FeePaid receipt the block does not hold
     a = devnet.adapters[CHAIN_A]
     a.mine(1)
@@ -510,9 +518,9 @@ def test_the_matcher_credits_a_fee_only_once_it_saw_it_paid_on_chain(
     )
     forged = msgspec.structs.replace(evidence, receipts=[*evidence.receipts, made_up])
     with pytest.raises(EnclaveCallError, match="receipts root"):
-        devnet._matcher().call("observe_blocks", ObserveBlocks(blocks=[forged]))
+        devnet._matcher().call(MATCHER_OBSERVE_BLOCKS, ObserveBlocks(blocks=[forged]))
     with pytest.raises(EnclaveCallError, match="not paid on the fee chain"):
-        devnet._matcher().call("accept", unpaid)
+        devnet._matcher().call(MATCHER_ACCEPT, unpaid)
     assert devnet.matcher_status().pool_usd_e8 == before
     devnet.accept("alice", answer)  # pays, the matcher sees it, then accepts
     assert devnet.matcher_status().pool_usd_e8 == before + answer.offer.fee_e8
@@ -531,11 +539,11 @@ def test_the_matcher_books_only_the_bond_it_saw_posted(
     wei = usd_to_wei(100 * USD, price)
     devnet.pool.post_bond(wei, dave.wallet_key)
     devnet.sync_fee_chain()
-    binding = decode(dave.vault.call("bind_owner", OwnerRef(account=dave.account)), OwnerBinding)
+    binding = dave.vault.call(VAULT_BIND_OWNER, OwnerRef(account=dave.account))
 
-    def register(usd_e8: int) -> bytes:
+    def register(usd_e8: int) -> Nothing:
         return devnet._matcher().call(
-            "register_owner",
+            MATCHER_REGISTER_OWNER,
             RegisterOwner(
                 owner=dave.account, bond_usd_e8=usd_e8, manifest=dave.manifest, binding=binding
             ),
@@ -791,8 +799,8 @@ def test_an_older_matcher_journal_is_refused(
     bob = devnet.clients["bob"]
 
     def withdraw(chunk_id: str) -> None:
-        statement = bob.vault.call("attest_unreleased", ChunkRef(chunk_id=chunk_id))
-        devnet._matcher().call("withdraw", Reclaim(statement=decode(statement, Unreleased)))
+        statement = bob.vault.call(VAULT_ATTEST_UNRELEASED, ChunkRef(chunk_id=chunk_id))
+        devnet._matcher().call(MATCHER_WITHDRAW, Reclaim(statement=statement))
 
     a = devnet.adapters[CHAIN_A]
     devnet.oracle.set_price("ETH@31337", devnet.prices["ETH"], a.get_dev_key(1))  # fresh

@@ -42,10 +42,10 @@ from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.evm.anvil import AnvilNode
 from sealbridge.evm.compiler import compile_contract
 from sealbridge.evm.escrow import (
+    EscrowLockState,
     EscrowRevert,
     GatewayEscrow,
     LockedTransfer,
-    LockState,
     deploy_gateway_escrow,
     run_gateway_transfer,
 )
@@ -72,7 +72,9 @@ class Committee:
     def sign(self, message: bytes, holders: tuple[int, ...] = (1, 3, 5)) -> bytes:
         partials = [bls.partial_sign(self.keys.shares[i - 1], message) for i in holders]
         for partial in partials:
-            assert bls.verify_partial(self.keys.public_shares[partial.index - 1], message, partial)
+            assert bls.is_valid_partial(
+                self.keys.public_shares[partial.index - 1], message, partial
+            )
         signature = bls.combine(partials, self.keys.threshold)
         assert bls.verify(self.public_key, message, signature)
         return signature
@@ -229,15 +231,15 @@ def test_on_chain_hash_to_g2_equals_arkworks(env: Env, message: bytes) -> None:
 def test_on_chain_verification(env: Env) -> None:
     message = b"gateway message"
     signature = env.committee.sign(message)
-    assert env.dest.verify_signature(message, signature)
-    assert env.dest.verify_signature(message, encode_g2(signature))
-    assert not env.dest.verify_signature(b"another message", signature)
+    assert env.dest.is_valid_signature(message, signature)
+    assert env.dest.is_valid_signature(message, encode_g2(signature))
+    assert not env.dest.is_valid_signature(b"another message", signature)
     other = make_committee(b"another committee")
-    assert not env.dest.verify_signature(message, other.sign(message))
+    assert not env.dest.is_valid_signature(message, other.sign(message))
     # not a curve point, the identity, and a point in G2 that is not the signature
-    assert not env.dest.verify_signature(message, b"\x01" * 256)
-    assert not env.dest.verify_signature(message, bytes(256))
-    assert not env.dest.verify_signature(message, compute_hash_to_g2(message))
+    assert not env.dest.is_valid_signature(message, b"\x01" * 256)
+    assert not env.dest.is_valid_signature(message, bytes(256))
+    assert not env.dest.is_valid_signature(message, compute_hash_to_g2(message))
 
 
 def test_release_message_is_what_the_contract_hashes(env: Env) -> None:
@@ -284,7 +286,7 @@ def test_lock_records_the_transfer(env: Env) -> None:
         deadline=deadline,
     )
     lock = env.source.get_lock(transfer.transfer_id)
-    assert lock is not None and lock.state == LockState.LOCKED
+    assert lock is not None and lock.state == EscrowLockState.LOCKED
     assert (lock.sender, lock.amount, lock.deadline) == (user, 3 * ETHER, deadline)
     assert env.source.get_locked_total() == locked_before + 3 * ETHER
     assert env.source.get_lock(os.urandom(32)) is None
@@ -352,7 +354,7 @@ def test_threshold_signature_releases_exactly_once(env: Env) -> None:
     )
     GAS_REPORT["commit (source)"] = commit.gas_used
     lock = env.source.get_lock(transfer.transfer_id)
-    assert lock is not None and lock.state == LockState.COMMITTED
+    assert lock is not None and lock.state == EscrowLockState.COMMITTED
     assert env.source.get_pool() == source_pool + 2 * ETHER
     assert_conserved(env.source)
     expect_revert(
@@ -473,7 +475,7 @@ def test_refund_only_after_the_deadline(env: Env) -> None:
     assert env.a.balance(sender) == balance + ETHER
     assert env.source.get_locked_total() == locked - ETHER
     lock = env.source.get_lock(transfer.transfer_id)
-    assert lock is not None and lock.state == LockState.REFUNDED
+    assert lock is not None and lock.state == EscrowLockState.REFUNDED
     assert_conserved(env.source)
     commit_sig = env.committee.sign(transfer.compute_commit_message())
     expect_revert(
@@ -523,7 +525,7 @@ def test_forged_commit_changes_nothing(env: Env) -> None:
         assert info.value.reason == EscrowRevert.INVALID_SIGNATURE
     assert snapshot(env.source) == before
     lock = env.source.get_lock(transfer.transfer_id)
-    assert lock is not None and lock.state == LockState.LOCKED
+    assert lock is not None and lock.state == EscrowLockState.LOCKED
 
 
 # ----------------------------------------------------------------------------- key rotation
@@ -620,7 +622,7 @@ def test_run_gateway_transfer_and_gas(env: Env) -> None:
     assert [s.chain_id for s in result.steps] == [CHAIN_A, CHAIN_B, CHAIN_A]
     assert env.b.balance(recipient) == ETHER
     lock = env.source.get_lock(result.transfer.transfer_id)
-    assert lock is not None and lock.state == LockState.COMMITTED
+    assert lock is not None and lock.state == EscrowLockState.COMMITTED
     assert_conserved(env.source)
     assert_conserved(env.dest)
     for name, gas in result.get_gas_by_step().items():

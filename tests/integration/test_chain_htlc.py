@@ -20,7 +20,7 @@ from sealbridge.evm.anvil import AnvilNode
 from sealbridge.evm.htlc import (
     HTLC,
     HtlcRevert,
-    SwapState,
+    HtlcState,
     compute_hashlock,
     deploy_htlc,
     run_htlc_swap,
@@ -108,7 +108,7 @@ def test_lock_and_claim_with_the_right_preimage(env: Env) -> None:
     [(name, event)] = htlc.decode_events(locked.receipt)
     assert name == "Locked" and event["timelock"] == timelock and event["amount"] == 2 * ETHER
     swap = htlc.get_swap(locked.swap_id)
-    assert swap is not None and swap.state == SwapState.LOCKED
+    assert swap is not None and swap.state == HtlcState.LOCKED
     assert (swap.sender, swap.recipient, swap.hashlock) == (alice, recipient, hashlock)
     assert htlc.get_preimage(locked.swap_id) is None
 
@@ -128,7 +128,7 @@ def test_lock_and_claim_with_the_right_preimage(env: Env) -> None:
     assert name == "Claimed" and event["preimage"] == secret
     assert htlc.get_preimage(locked.swap_id) == secret
     swap = htlc.get_swap(locked.swap_id)
-    assert swap is not None and swap.state == SwapState.CLAIMED
+    assert swap is not None and swap.state == HtlcState.CLAIMED
 
     after = snapshot(htlc, locked.swap_id, recipient)
     expect_revert(HtlcRevert.ALREADY_SETTLED, lambda: htlc.claim(locked.swap_id, secret, env.bob))
@@ -159,7 +159,7 @@ def test_refund_only_after_the_timelock(env: Env) -> None:
     GAS_REPORT["refund"] = receipt.gas_used
     assert env.b.balance(sender) == balance + ETHER
     swap = htlc.get_swap(locked.swap_id)
-    assert swap is not None and swap.state == SwapState.REFUNDED
+    assert swap is not None and swap.state == HtlcState.REFUNDED
     assert htlc.get_preimage(locked.swap_id) is None
     expect_revert(HtlcRevert.ALREADY_SETTLED, lambda: htlc.refund(locked.swap_id, env.carol))
     expect_revert(HtlcRevert.ALREADY_SETTLED, lambda: htlc.claim(locked.swap_id, secret, env.carol))
@@ -247,7 +247,7 @@ def test_two_chain_swap(env: Env) -> None:
     assert env.b.balance(bob) == start["b", "bob"] - 5 * ETHER - fees["b", "bob"]
     for htlc, swap_id in ((env.htlc_a, result.swap_id_a), (env.htlc_b, result.swap_id_b)):
         swap = htlc.get_swap(swap_id)
-        assert swap is not None and swap.state == SwapState.CLAIMED
+        assert swap is not None and swap.state == HtlcState.CLAIMED
         assert swap.hashlock == result.hashlock
     assert env.htlc_a.get_swap(result.swap_id_a).timelock > (  # type: ignore[union-attr]
         env.htlc_b.get_swap(result.swap_id_b).timelock  # type: ignore[union-attr]

@@ -27,7 +27,6 @@ from sealbridge.chain.abi import (
     sign_digest,
 )
 from sealbridge.chain.errors import ChainConfigError, TransactionReverted
-from sealbridge.core.encoding import decode, encode
 from sealbridge.core.ids import keccak
 from sealbridge.evm.adapter import ChainAdapter, TxReceipt
 from sealbridge.evm.anvil import AnvilNode
@@ -37,7 +36,7 @@ from sealbridge.evm.management import (
     OutputSubmission,
     deploy_management,
 )
-from sealbridge.keyservice.ecalls import SignedHeartbeat, SignHeartbeat
+from sealbridge.keyservice.ecalls import SignHeartbeat
 from sealbridge.keyservice.enclave import GatekeeperProgram
 from sealbridge.runtime.enclave import WorkerProgram
 from sealbridge.tee.enclave import EnclaveContext
@@ -338,7 +337,7 @@ def test_the_enclaves_sign_heartbeats_the_registry_accepts(life: Life) -> None:
     request = SignHeartbeat(
         registry=life.reg.address, chain_id=life.adapter.chain_id, era=era, slot=0
     )
-    signed = decode(program.sign_heartbeat(encode(request)), SignedHeartbeat)
+    signed = program.sign_heartbeat(request)
     assert signed.node_id == keys.identity_key and (signed.era, signed.slot) == (era, 0)
     life.reg.heartbeat(signed.node_id, era, 0, signed.signature, life.host)
     assert life.reg.get_activity(era, node.node_id) == 1
@@ -350,12 +349,12 @@ def test_the_enclaves_sign_heartbeats_the_registry_accepts(life: Life) -> None:
         msgspec.structs.replace(request, registry="not an address"),
     ]:
         with pytest.raises(ChainConfigError):
-            program.sign_heartbeat(encode(bad))
+            program.sign_heartbeat(bad)
     # the gatekeeper enclave has the same ECALL, over its own node id
     gk_ctx = EnclaveContext(
         program="tests:Gatekeeper", measurement=bytes(32), platform_private_key=bytes([9]) * 32
     )
-    gk_signed = decode(GatekeeperProgram(gk_ctx).sign_heartbeat(encode(request)), SignedHeartbeat)
+    gk_signed = GatekeeperProgram(gk_ctx).sign_heartbeat(request)
     assert gk_signed.node_id == gk_ctx.identity.identity_key
     digest = compute_heartbeat_digest(
         registry=life.reg.address,

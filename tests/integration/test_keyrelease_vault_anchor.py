@@ -29,7 +29,16 @@ from sealbridge.keyrelease.bitcoin import derive_p2wpkh
 from sealbridge.keyrelease.freshness import AnchorBinding, Guarded
 from sealbridge.keyrelease.types import Chunk, compute_chunk_id
 from sealbridge.keyrelease.vault import (
+    VAULT_ATTEST_UNRELEASED,
+    VAULT_BIND_OWNER,
+    VAULT_CARD,
+    VAULT_CONFIGURE,
+    VAULT_CREATE_KEYS,
+    VAULT_DELIVER,
+    VAULT_OPEN_SWAP,
     VAULT_PROGRAM,
+    VAULT_SIGN_SWEEP,
+    VAULT_WITHDRAW_BTC,
     BtcSweepRequest,
     BtcWithdrawalRequest,
     ChunkRef,
@@ -45,10 +54,10 @@ from sealbridge.keyrelease.vault import (
     VaultCard,
     VaultConfig,
     VaultManifest,
-    VaultOutput,
     compute_btc_withdrawal_digest,
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
+from sealbridge.tee.ecall import NOTHING
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import devnet_policy
 from sealbridge.tee.quote import create_sim_platform
@@ -86,11 +95,11 @@ class Env:
             contract=self.anchor.address,
             start=HeaderTip(number=start.number, block_hash=start.hash),
         )
-        vault.call("configure", VaultConfig(policy=self.config.policy, anchor=binding))
+        vault.call(VAULT_CONFIGURE, VaultConfig(policy=self.config.policy, anchor=binding))
         owner = ChainAdapter.address_of(self.adapter.get_dev_key(2))
-        vault.call("bind_owner", OwnerRef(account=owner))
-        manifest = decode(vault.call("create_keys", CreateKeys(count=4)), VaultManifest)
-        card = decode(vault.call("card"), VaultCard)
+        vault.call(VAULT_BIND_OWNER, OwnerRef(account=owner))
+        manifest = vault.call(VAULT_CREATE_KEYS, CreateKeys(count=4))
+        card = vault.call(VAULT_CARD, NOTHING)
         return vault, manifest, card
 
 
@@ -161,7 +170,7 @@ def test_an_older_sealed_state_is_refused_and_the_vault_stays_unusable(env: Env)
     vault, _, card = env.new_vault("rolled")
     older = vault.state_file.read_bytes()
     own = compute_chunk_id(card.vault, 0)
-    decode(vault.call("sign_sweep", sweep_request(own)), SignedSweep)
+    vault.call(VAULT_SIGN_SWEEP, sweep_request(own))
     vault.handle.close()
     restarted = env.launch("rolled")
     with pytest.raises(SealbridgeError, match="older"):
@@ -175,7 +184,7 @@ def test_an_older_sealed_state_is_refused_and_the_vault_stays_unusable(env: Env)
     # the newest blob restores (and acts)
     again = env.launch("rolled")
     again.restore_checked(vault.state_file.read_bytes())
-    decode(again.call("sign_sweep", sweep_request(compute_chunk_id(card.vault, 2))), SignedSweep)
+    again.call(VAULT_SIGN_SWEEP, sweep_request(compute_chunk_id(card.vault, 2)))
 
 
 def test_two_copies_of_one_state_cannot_both_act(env: Env) -> None:
@@ -188,7 +197,7 @@ def test_two_copies_of_one_state_cannot_both_act(env: Env) -> None:
     first, second = env.launch("twins"), env.launch("twins")
     first.restore_checked(blob)
     second.restore_checked(blob)
-    decode(first.call("sign_sweep", sweep_request(compute_chunk_id(card.vault, 0))), SignedSweep)
+    first.call(VAULT_SIGN_SWEEP, sweep_request(compute_chunk_id(card.vault, 0)))
     raw = second.handle
     pending = decode(
         raw.ecall("sign_sweep", encode(sweep_request(compute_chunk_id(card.vault, 1)))),
@@ -213,41 +222,35 @@ def test_a_received_key_is_never_both_swept_and_claimed_across_a_rollback(env: E
     bob, b_manifest, b_card = env.new_vault("bob")
     mine = [chunk(a_manifest, a_card, i, "ETH@31337") for i in range(2)]
     theirs = [chunk(b_manifest, b_card, i, "TKN@31338") for i in range(2)]
-    out_b = decode(
-        bob.call(
-            "open_swap",
-            OpenSwap(
-                swap_id="swap:rollback",
-                role="B",
-                mine=theirs,
-                theirs=mine,
-                kinds=KINDS,
-                deadline=FAR,
-                counterparty=a_card,
-            ),
+    out_b = bob.call(
+        VAULT_OPEN_SWAP,
+        OpenSwap(
+            swap_id="swap:rollback",
+            role="B",
+            mine=theirs,
+            theirs=mine,
+            kinds=KINDS,
+            deadline=FAR,
+            counterparty=a_card,
         ),
-        VaultOutput,
     )
     assert out_b.releases == []
-    out = decode(
-        alice.call(
-            "open_swap",
-            OpenSwap(
-                swap_id="swap:rollback",
-                role="A",
-                mine=mine,
-                theirs=theirs,
-                kinds=KINDS,
-                deadline=FAR,
-                counterparty=b_card,
-            ),
+    out = alice.call(
+        VAULT_OPEN_SWAP,
+        OpenSwap(
+            swap_id="swap:rollback",
+            role="A",
+            mine=mine,
+            theirs=theirs,
+            kinds=KINDS,
+            deadline=FAR,
+            counterparty=b_card,
         ),
-        VaultOutput,
     )
-    out = decode(bob.call("deliver", Deliver(envelope=out.releases[0])), VaultOutput)
+    out = bob.call(VAULT_DELIVER, Deliver(envelope=out.releases[0]))
     (chunk_id,) = out.sweeps
     older = bob.state_file.read_bytes()  # holds the received key, not swept
-    swept = decode(bob.call("sign_sweep", sweep_request(chunk_id)), SignedSweep)
+    swept = bob.call(VAULT_SIGN_SWEEP, sweep_request(chunk_id))
     assert swept.chunk_id == chunk_id
     bob.handle.close()
     rolled_back = env.launch("bob")
@@ -297,7 +300,7 @@ def test_another_process_of_the_identity_derives_other_sweep_keys(env: Env) -> N
     and the signing key, so such a process signs only for sweep keys of its own."""
     vault, _, card = env.new_vault("original")
     chunk_id = compute_chunk_id(card.vault, 0)
-    real = decode(vault.call("sign_sweep", sweep_request(chunk_id)), SignedSweep).destination
+    real = vault.call(VAULT_SIGN_SWEEP, sweep_request(chunk_id)).destination
     other_anchor = StateAnchor(
         env.adapter, deploy_state_anchor(env.adapter, env.adapter.get_dev_key(0))
     )
@@ -315,10 +318,10 @@ def test_another_process_of_the_identity_derives_other_sweep_keys(env: Env) -> N
         )
         rogue.anchor = anchor
         rogue.header_tip = start.number
-        rogue.call("configure", VaultConfig(policy=env.config.policy, anchor=binding))
-        rogue.call("bind_owner", OwnerRef(account=ChainAdapter.address_of(bytes(31) + b"\x09")))
-        rogue.call("create_keys", CreateKeys(count=1))
-        destination = decode(rogue.call("sign_sweep", sweep_request(chunk_id)), SignedSweep)
+        rogue.call(VAULT_CONFIGURE, VaultConfig(policy=env.config.policy, anchor=binding))
+        rogue.call(VAULT_BIND_OWNER, OwnerRef(account=ChainAdapter.address_of(bytes(31) + b"\x09")))
+        rogue.call(VAULT_CREATE_KEYS, CreateKeys(count=1))
+        destination = rogue.call(VAULT_SIGN_SWEEP, sweep_request(chunk_id))
         assert destination.destination != real
         # and configure happens once: no second policy or anchor on top of the first
         with pytest.raises(SealbridgeError, match="configured already"):
@@ -334,9 +337,9 @@ def test_a_stale_copy_cannot_attest_a_key_unreleased(env: Env) -> None:
     blob = vault.state_file.read_bytes()
     twin = env.launch("attester")
     twin.restore_checked(blob)  # the newest state, for now
-    decode(vault.call("sign_sweep", sweep_request(compute_chunk_id(card.vault, 0))), SignedSweep)
+    vault.call(VAULT_SIGN_SWEEP, sweep_request(compute_chunk_id(card.vault, 0)))
     with pytest.raises(TransactionReverted, match="version must follow"):
-        twin.call("attest_unreleased", ChunkRef(chunk_id=compute_chunk_id(card.vault, 0)))
+        twin.call(VAULT_ATTEST_UNRELEASED, ChunkRef(chunk_id=compute_chunk_id(card.vault, 0)))
     with pytest.raises(SealbridgeError, match="anchored version .* first|not the newest"):
         twin.handle.ecall("take_output", encode(twin.get_anchor_proof()))
 
@@ -369,9 +372,6 @@ def test_a_bitcoin_sweep_and_withdrawal_leave_only_once_anchored(env: Env) -> No
     signature = secp256k1_sign_hash(
         env.adapter.get_dev_key(2), compute_btc_withdrawal_digest(order)
     )
-    signed = decode(
-        vault.call("withdraw_btc", SignedBtcWithdrawal(request=order, signature=signature)),
-        SignedBtcSweep,
-    )
+    signed = vault.call(VAULT_WITHDRAW_BTC, SignedBtcWithdrawal(request=order, signature=signature))
     ledger.broadcast(signed.raw_tx)
     assert ledger.get_balance(target) == 100_000 - 2 * 1_000

@@ -46,16 +46,20 @@ from sealbridge.evm.state_anchor import StateAnchor, deploy_state_anchor
 from sealbridge.keyrelease.freshness import AnchorBinding, AnchorRequest, Guarded
 from sealbridge.keyrelease.types import compute_chunk_id
 from sealbridge.keyrelease.vault import (
+    VAULT_BIND_OWNER,
+    VAULT_CARD,
+    VAULT_CONFIGURE,
+    VAULT_CREATE_KEYS,
     VAULT_PROGRAM,
     CreateKeys,
     OwnerRef,
     SealedState,
     SignedSweep,
     SweepRequest,
-    VaultCard,
     VaultConfig,
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
+from sealbridge.tee.ecall import NOTHING
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import devnet_policy
 from sealbridge.tee.quote import create_sim_platform
@@ -179,10 +183,10 @@ def start(run: Run) -> None:
         contract=w.anchor.address,
         start=HeaderTip(number=block.number, block_hash=block.hash),
     )
-    host.call("configure", VaultConfig(policy=w.config.policy, anchor=binding))
-    host.call("bind_owner", OwnerRef(account=ChainAdapter.address_of(w.adapter.get_dev_key(2))))
-    host.call("create_keys", CreateKeys(count=4))
-    card = decode(host.call("card"), VaultCard)
+    host.call(VAULT_CONFIGURE, VaultConfig(policy=w.config.policy, anchor=binding))
+    host.call(VAULT_BIND_OWNER, OwnerRef(account=ChainAdapter.address_of(w.adapter.get_dev_key(2))))
+    host.call(VAULT_CREATE_KEYS, CreateKeys(count=4))
+    card = host.call(VAULT_CARD, NOTHING)
     run.chunks = [compute_chunk_id(card.vault, i) for i in range(4)]
     run.base = host.get_anchor_status().version
     run.copies.append(Copy(host))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sealbridge.contracts.executor import ContractProgram, Executor, Outcome
+from sealbridge.contracts.executor import CallOutcome, ContractProgram, Executor
 from sealbridge.contracts.gas import DEFAULT_GAS_LIMIT
 from sealbridge.contracts.reference.auction import SealedBidAuction
 from sealbridge.contracts.reference.dex import Dex
@@ -91,7 +91,7 @@ class World:
         self.block = 1
         self.gas_limit = DEFAULT_GAS_LIMIT
 
-    def deploy(self, name: str, cid: bytes, deployer: bytes, /, **args: Any) -> Outcome:
+    def deploy(self, name: str, cid: bytes, deployer: bytes, /, **args: Any) -> CallOutcome:
         """Add contract ``name`` as ``cid`` and run its ``setup`` (the outcome may be a
         refusal: nothing is asserted)."""
         self.executor.add(cid, load_program(name, self.sandboxed), deployer=deployer, domain=DOMAIN)
@@ -106,7 +106,7 @@ class World:
             is_init=True,
         )
 
-    def run(self, cid: bytes, method: str, caller: bytes, /, **args: Any) -> Outcome:
+    def run(self, cid: bytes, method: str, caller: bytes, /, **args: Any) -> CallOutcome:
         return self.executor.run_command(
             cid,
             method,
@@ -123,7 +123,7 @@ class World:
         assert outcome.ok, f"{method} failed: {outcome.error}: {outcome.message}"
         return outcome.value
 
-    def ask(self, cid: bytes, method: str, caller: bytes, /, **args: Any) -> Outcome:
+    def ask(self, cid: bytes, method: str, caller: bytes, /, **args: Any) -> CallOutcome:
         return self.executor.run_query(
             cid, method, args, caller=caller, block_number=self.block, gas_limit=self.gas_limit
         )
@@ -137,7 +137,9 @@ class World:
     def snapshot(self) -> dict[bytes, PersistedStorage]:
         return {cid: d.storage.snapshot() for cid, d in self.executor.contracts.items()}
 
-    def refused(self, code: str, cid: bytes, method: str, caller: bytes, /, **args: Any) -> Outcome:
+    def refused(
+        self, code: str, cid: bytes, method: str, caller: bytes, /, **args: Any
+    ) -> CallOutcome:
         """Run a command that must be refused with ``code`` and change no storage."""
         before = self.snapshot()
         outcome = self.run(cid, method, caller, **args)

@@ -68,10 +68,9 @@ def test_only_recent_headers_are_kept() -> None:
 def test_a_gatekeeper_enclave_restores_once() -> None:
     """Found by attacking the facts: a host called ``restore`` again on a live enclave
     with its older sealed committee state, to bring a retired share back."""
-    from sealbridge.core.encoding import decode, encode
     from sealbridge.crypto.signing import ed25519_keypair
     from sealbridge.keyservice.committee import ChainBinding
-    from sealbridge.keyservice.ecalls import Genesis, Restore, SealedBlob
+    from sealbridge.keyservice.ecalls import Genesis, Restore
     from sealbridge.keyservice.enclave import GatekeeperNotReady, GatekeeperProgram
     from sealbridge.tee.enclave import EnclaveContext
     from sealbridge.tee.policy import devnet_policy
@@ -92,10 +91,10 @@ def test_a_gatekeeper_enclave_restores_once() -> None:
         ),
         anchor=cf.HeaderTip(number=chain.anchor_number, block_hash=chain.config().anchor_hash),
     )
-    sealed = decode(program.genesis(encode(genesis)), SealedBlob).sealed
+    sealed = program.genesis(genesis).sealed
     restarted = GatekeeperProgram(ctx)
-    restarted.restore(encode(Restore(genesis=sealed)))
+    restarted.restore(Restore(genesis=sealed))
     with pytest.raises(GatekeeperNotReady, match="once"):
-        restarted.restore(encode(Restore(genesis=sealed)))
+        restarted.restore(Restore(genesis=sealed))
     with pytest.raises(GatekeeperNotReady, match="already"):
-        program.genesis(encode(genesis))
+        program.genesis(genesis)

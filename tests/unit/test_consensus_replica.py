@@ -28,7 +28,7 @@ from sealbridge.consensus import (
     VerifyCache,
     build_cluster,
     deal_group_key,
-    verify_commit_certificate,
+    is_valid_commit_certificate,
 )
 from sealbridge.consensus.certs import (
     compute_batch_digest,
@@ -266,10 +266,10 @@ def test_requests_commit_and_all_replicas_agree(n: int, f: int) -> None:
         assert replies[0].outcome.is_ok
     committed = replicas[-1].get_committed(1)
     assert committed is not None
-    assert verify_commit_certificate(
+    assert is_valid_commit_certificate(
         key_set.group_public_key, AS_ID, 0, 1, committed.digest, committed.certificate
     )
-    assert not verify_commit_certificate(
+    assert not is_valid_commit_certificate(
         key_set.group_public_key, AS_ID + 1, 0, 1, committed.digest, committed.certificate
     )
     # Reports: proposed at the primary, committed at every replica, same seqs.
@@ -307,7 +307,7 @@ def test_single_phase_rounds_commit_with_one_certificate(n: int, f: int) -> None
     assert certified == {"commit"}
     committed = replicas[1].get_committed(1)
     assert committed is not None
-    assert verify_commit_certificate(
+    assert is_valid_commit_certificate(
         key_set.group_public_key, AS_ID, 0, 1, committed.digest, committed.certificate
     )
 
@@ -570,7 +570,7 @@ def test_below_the_safe_threshold_two_certificates_are_possible() -> None:
         pump.run(max_time=0.0)
         certs[digest] = byz.certify(Phase.COMMIT, 1, digest)
     assert all(
-        c is not None and verify_commit_certificate(key_set.group_public_key, AS_ID, 0, 1, d, c)
+        c is not None and is_valid_commit_certificate(key_set.group_public_key, AS_ID, 0, 1, d, c)
         for d, c in certs.items()
     )
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from sealbridge.contracts.executor import Outcome
+from sealbridge.contracts.executor import CallOutcome
 from tests.unit.contract_helpers import (
     AUCTION,
     AUCTION_CLOSE,
@@ -72,7 +72,7 @@ class Conservation(RuleBasedStateMachine):
         self.refusals = 0
 
     # -- running commands ---------------------------------------------------------------
-    def step(self, cid: bytes, method: str, caller: bytes, **args: Any) -> Outcome:
+    def step(self, cid: bytes, method: str, caller: bytes, **args: Any) -> CallOutcome:
         before = self.world.snapshot()
         outcome = self.world.run(cid, method, caller, **args)
         if not outcome.ok:

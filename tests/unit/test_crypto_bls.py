@@ -21,8 +21,8 @@ from sealbridge.crypto.bls import (
     ThresholdKeySet,
     combine,
     deal_threshold_key,
+    is_valid_partial,
     partial_sign,
-    verify_partial,
 )
 from sealbridge.crypto.shamir import BLS_SCALAR_ORDER, Share, recover_secret
 from sealbridge.crypto.shamir import ThresholdError as ShamirThresholdError
@@ -151,7 +151,7 @@ def test_threshold_combine_matches_group_signature(key_set: ThresholdKeySet) -> 
     for share, public, partial in zip(key_set.shares, key_set.public_shares, partials, strict=True):
         assert bls.public_key(share.secret) == public
         assert partial.index == share.index
-        assert verify_partial(public, MSG, partial)
+        assert is_valid_partial(public, MSG, partial)
     results = {combine(list(subset), 3) for subset in itertools.permutations(partials, 3)}
     assert len(results) == 1
     signature = results.pop()
@@ -195,10 +195,10 @@ def test_any_t_subset_combines_identically(data: st.DataObject) -> None:
 def test_wrong_share_fails_verify_partial(key_set: ThresholdKeySet) -> None:
     other = deal_threshold_key(3, 5, randomness=b"another dealer")
     forged = partial_sign(KeyShare(index=2, secret=other.shares[1].secret), MSG)
-    assert not verify_partial(key_set.public_shares[1], MSG, forged)
+    assert not is_valid_partial(key_set.public_shares[1], MSG, forged)
     honest = partial_sign(key_set.shares[1], MSG)
-    assert not verify_partial(key_set.public_shares[0], MSG, honest)
-    assert not verify_partial(key_set.public_shares[1], b"other", honest)
+    assert not is_valid_partial(key_set.public_shares[0], MSG, honest)
+    assert not is_valid_partial(key_set.public_shares[1], b"other", honest)
     # And a combination with the forged partial is not the group's signature.
     partials = [partial_sign(share, MSG) for share in key_set.shares]
     bad = combine([partials[0], forged, partials[2]], 3)
@@ -271,8 +271,8 @@ def test_uncompressed_partials_combine_and_verify_like_compressed_ones() -> None
     expected = bls.combine(compressed, 3)
     assert bls.combine(raw, 3, check_subgroup=False) == expected == bls.combine(raw, 3)
     assert bls.combine([raw[0], compressed[1], raw[2]], 3) == expected
-    assert bls.verify_partial(key_set.public_shares[0], message, raw[0])
-    assert not bls.verify_partial(key_set.public_shares[1], message, raw[0])
+    assert bls.is_valid_partial(key_set.public_shares[0], message, raw[0])
+    assert not bls.is_valid_partial(key_set.public_shares[1], message, raw[0])
     bent = raw[0].signature[:-1] + bytes([raw[0].signature[-1] ^ 1])  # off the curve
     assert not bls.verify(key_set.public_shares[0], message, bent)
     with pytest.raises(InvalidSignature):

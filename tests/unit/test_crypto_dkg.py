@@ -29,7 +29,7 @@ from sealbridge.crypto.dkg import (
     compute_qualified_set,
     compute_reshare_dealing,
     is_complaint_upheld,
-    verify_share,
+    is_valid_share,
 )
 from sealbridge.crypto.shamir import (
     BLS_SCALAR_ORDER,
@@ -210,14 +210,14 @@ def test_dealing_is_deterministic_and_verifiable() -> None:
     assert all(len(c) == 48 for c in commitment.commitments)
     for j, share in shares.items():
         assert len(share) == 32
-        assert verify_share(commitment, j, share)
-        assert not verify_share(commitment, j % 5 + 1, share)
+        assert is_valid_share(commitment, j, share)
+        assert not is_valid_share(commitment, j % 5 + 1, share)
     bumped = scalar_to_bytes((scalar_from_bytes(shares[1]) + 1) % BLS_SCALAR_ORDER)
-    assert not verify_share(commitment, 1, bumped)
-    assert not verify_share(commitment, 1, b"\xff" * 32)  # not reduced
-    assert not verify_share(commitment, 1, b"short")
+    assert not is_valid_share(commitment, 1, bumped)
+    assert not is_valid_share(commitment, 1, b"\xff" * 32)  # not reduced
+    assert not is_valid_share(commitment, 1, b"short")
     broken = DealingCommitment(dealer=2, threshold=3, commitments=[b"\x00" * 48] * 3)
-    assert not verify_share(broken, 1, shares[1])
+    assert not is_valid_share(broken, 1, shares[1])
     # With a secret, the constant term commits to it.
     commitment, shares = compute_dealing(1, 2, [1, 2, 3], b"r" * 32, secret=12345)
     assert commitment.commitments[0] == bls.public_key(scalar_to_bytes(12345))
@@ -414,7 +414,7 @@ def test_resharing_dealer_cannot_change_its_constant_term(
         secret=scalar_to_bytes((scalar_from_bytes(honest.secret) + 1) % BLS_SCALAR_ORDER),
     )
     commitment, shares = compute_reshare_dealing(shifted, 2, new_members, b"x" * 32)
-    assert verify_share(commitment, 1, shares[1])  # internally consistent ...
+    assert is_valid_share(commitment, 1, shares[1])  # internally consistent ...
     complaint = node.on_dealing(2, commitment, shares[1])  # ... but not its old share
     assert complaint is not None and "constant term" in complaint.reason
     # Dealing someone else's share under its own index is caught the same way.

@@ -24,8 +24,8 @@ from sealbridge.crypto.threshold_prf import (
     compute_partial,
     compute_prf_message,
     derive_contract_key_from_signature,
+    is_valid_contract_partial,
     is_valid_contract_signature,
-    verify_contract_partial,
 )
 
 CID = bytes([0xAB]) * 32
@@ -82,8 +82,8 @@ def test_combination_equals_the_group_key_signature(key_set: ThresholdKeySet) ->
     partials = _partials(key_set)
     public = _public_shares(key_set)
     for i, partial in enumerate(partials, start=1):
-        assert verify_contract_partial(public[i], CID, partial)
-        assert not verify_contract_partial(public[i], OTHER_CID, partial)
+        assert is_valid_contract_partial(public[i], CID, partial)
+        assert not is_valid_contract_partial(public[i], OTHER_CID, partial)
     for subset in itertools.combinations(partials, 3):
         assert _combine(key_set, list(subset)) == _expected()
         assert _combine(key_set, list(subset), optimistic=True) == _expected()

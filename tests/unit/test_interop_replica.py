@@ -135,7 +135,7 @@ def test_a_replica_attests_only_what_its_ledger_holds(deployment: InteropDeploym
     assert reply.state is CrossState.LOCKED and reply.share is not None
     assert is_valid_ed25519(identity, compute_reply_message(reply), reply.signature)
     message = compute_attestation_message(key.key_id, AS_A, tid, CrossState.LOCKED)
-    assert bls.verify_partial(grant.public_shares[0], message, reply.share)
+    assert bls.is_valid_partial(grant.public_shares[0], message, reply.share)
     # state only (no key id), and a key scoped to another transfer: no share
     reply = one_reply(replica.on_message(G_A, AttestRequest(transfer=transfer, key_id=b""), 1.0))
     assert reply.state is CrossState.LOCKED and reply.share is None

@@ -21,9 +21,9 @@ from sealbridge.keyrelease.balances import (
     AssetSource,
     BalanceProof,
     BalanceRefused,
-    ChainAnchor,
     ChunkBalances,
     ChunkSources,
+    FollowedChain,
     get_balance_slot,
 )
 from sealbridge.keyrelease.errors import InvalidRequest
@@ -60,9 +60,9 @@ class World:
                     ),
                     AssetSource(asset="BTC@regtest", chain_id=0, kind="btc"),
                 ],
-                chains=[ChainAnchor(chain_id=CHAIN_B, tip=self._tip(self.b))],
+                chains=[FollowedChain(chain_id=CHAIN_B, tip=self._tip(self.b))],
             ),
-            ChainAnchor(chain_id=CHAIN_A, tip=self._tip(self.a)),
+            FollowedChain(chain_id=CHAIN_A, tip=self._tip(self.a)),
         )
 
     @staticmethod
@@ -256,7 +256,7 @@ def test_bitcoin_chunks_are_not_proven() -> None:
     ],
 )
 def test_bad_sources_are_refused(sources: ChunkSources) -> None:
-    anchor = ChainAnchor(chain_id=CHAIN_A, tip=HeaderTip(number=1, block_hash=bytes(32)))
+    anchor = FollowedChain(chain_id=CHAIN_A, tip=HeaderTip(number=1, block_hash=bytes(32)))
     with pytest.raises(BalanceRefused):
         ChunkBalances(sources, anchor)
 

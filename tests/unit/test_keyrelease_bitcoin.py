@@ -23,9 +23,9 @@ from sealbridge.keyrelease.bitcoin import (
     InvalidKey,
     InvalidUtxo,
     MalformedTransaction,
-    SignedSweep,
     SweepInvalid,
     SweepRefused,
+    SweepTransaction,
     UnsupportedNetwork,
     Utxo,
     build_sweep,
@@ -220,7 +220,7 @@ def test_bip143_native_p2wpkh_vector() -> None:
 # --- sweeps ------------------------------------------------------------------------------
 
 
-def _check_sweep(sweep: SignedSweep, utxos: list[Utxo], destination: str) -> None:
+def _check_sweep(sweep: SweepTransaction, utxos: list[Utxo], destination: str) -> None:
     total = sum(u.amount_sat for u in utxos)
     assert sweep.amount_sat + sweep.fee_sat == total
     legacy = _legacy_serialization(sweep.raw_tx, len(utxos))
@@ -288,12 +288,12 @@ def test_sweep_is_deterministic() -> None:
 
 
 @pytest.fixture(scope="module")
-def signed() -> tuple[SignedSweep, list[Utxo]]:
+def signed() -> tuple[SweepTransaction, list[Utxo]]:
     utxos = _utxos(SECRET, [30_000, 45_000, 5_000])
     return build_sweep(utxos, SECRET, _dest(), 1_500), utxos
 
 
-def test_changed_output_amount_fails(signed: tuple[SignedSweep, list[Utxo]]) -> None:
+def test_changed_output_amount_fails(signed: tuple[SweepTransaction, list[Utxo]]) -> None:
     sweep, utxos = signed
 
     def lower(tx: Any) -> None:
@@ -303,7 +303,7 @@ def test_changed_output_amount_fails(signed: tuple[SignedSweep, list[Utxo]]) -> 
         verify_sweep(_edit(sweep.raw_tx, lower), utxos)
 
 
-def test_changed_destination_fails(signed: tuple[SignedSweep, list[Utxo]]) -> None:
+def test_changed_destination_fails(signed: tuple[SweepTransaction, list[Utxo]]) -> None:
     sweep, utxos = signed
 
     def redirect(tx: Any) -> None:
@@ -315,7 +315,7 @@ def test_changed_destination_fails(signed: tuple[SignedSweep, list[Utxo]]) -> No
         verify_sweep(_edit(sweep.raw_tx, redirect), utxos)
 
 
-def test_utxo_amount_other_than_signed_fails(signed: tuple[SignedSweep, list[Utxo]]) -> None:
+def test_utxo_amount_other_than_signed_fails(signed: tuple[SweepTransaction, list[Utxo]]) -> None:
     sweep, utxos = signed
     for i in range(len(utxos)):
         wrong = list(utxos)
@@ -329,7 +329,7 @@ def test_utxo_amount_other_than_signed_fails(signed: tuple[SignedSweep, list[Utx
             verify_sweep(sweep.raw_tx, wrong)
 
 
-def test_signature_by_another_key_fails(signed: tuple[SignedSweep, list[Utxo]]) -> None:
+def test_signature_by_another_key_fails(signed: tuple[SweepTransaction, list[Utxo]]) -> None:
     sweep, utxos = signed
     forged = _utxos(OTHER_SECRET, [u.amount_sat for u in utxos])
     forged = [
@@ -356,7 +356,7 @@ def test_signature_by_another_key_fails(signed: tuple[SignedSweep, list[Utxo]]) 
         verify_sweep(_edit(sweep.raw_tx, other_signature), utxos)
 
 
-def test_swapped_input_order_fails(signed: tuple[SignedSweep, list[Utxo]]) -> None:
+def test_swapped_input_order_fails(signed: tuple[SweepTransaction, list[Utxo]]) -> None:
     sweep, utxos = signed
     swapped = [utxos[1], utxos[0], utxos[2]]
     with pytest.raises(SweepInvalid, match="input 0 spends"):
@@ -371,7 +371,7 @@ def test_swapped_input_order_fails(signed: tuple[SignedSweep, list[Utxo]]) -> No
         verify_sweep(_edit(sweep.raw_tx, swap), swapped)  # inputs match, signatures do not
 
 
-def test_missing_or_extra_input_fails(signed: tuple[SignedSweep, list[Utxo]]) -> None:
+def test_missing_or_extra_input_fails(signed: tuple[SweepTransaction, list[Utxo]]) -> None:
     sweep, utxos = signed
     with pytest.raises(SweepInvalid, match="3 inputs"):
         verify_sweep(sweep.raw_tx, utxos[:2])
@@ -379,7 +379,7 @@ def test_missing_or_extra_input_fails(signed: tuple[SignedSweep, list[Utxo]]) ->
         verify_sweep(sweep.raw_tx, utxos + _utxos(SECRET, [1_000], salt=9))
 
 
-def test_stripped_witness_fails(signed: tuple[SignedSweep, list[Utxo]]) -> None:
+def test_stripped_witness_fails(signed: tuple[SweepTransaction, list[Utxo]]) -> None:
     sweep, utxos = signed
 
     def strip(tx: Any) -> None:
@@ -393,7 +393,7 @@ def test_stripped_witness_fails(signed: tuple[SignedSweep, list[Utxo]]) -> None:
         verify_sweep(stripped, utxos)
 
 
-def test_truncated_or_padded_bytes_fail(signed: tuple[SignedSweep, list[Utxo]]) -> None:
+def test_truncated_or_padded_bytes_fail(signed: tuple[SweepTransaction, list[Utxo]]) -> None:
     sweep, utxos = signed
     for cut in (0, 1, 5, len(sweep.raw_tx) // 2, len(sweep.raw_tx) - 1):
         with pytest.raises(MalformedTransaction):
@@ -404,7 +404,9 @@ def test_truncated_or_padded_bytes_fail(signed: tuple[SignedSweep, list[Utxo]]) 
         verify_sweep("00" * 10, utxos)  # type: ignore[arg-type]
 
 
-def test_a_cleared_segwit_flag_is_a_typed_refusal(signed: tuple[SignedSweep, list[Utxo]]) -> None:
+def test_a_cleared_segwit_flag_is_a_typed_refusal(
+    signed: tuple[SweepTransaction, list[Utxo]],
+) -> None:
     """Found by the property test below: with the segwit flag byte cleared, the decoder
     raised its own UnboundLocalError, which escaped untyped."""
     sweep, utxos = signed
@@ -418,7 +420,9 @@ def test_a_cleared_segwit_flag_is_a_typed_refusal(signed: tuple[SignedSweep, lis
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
-def test_any_byte_change_fails(signed: tuple[SignedSweep, list[Utxo]], data: st.DataObject) -> None:
+def test_any_byte_change_fails(
+    signed: tuple[SweepTransaction, list[Utxo]], data: st.DataObject
+) -> None:
     sweep, utxos = signed
     raw = bytearray(sweep.raw_tx)
     position = data.draw(st.integers(0, len(raw) - 1))

@@ -30,7 +30,7 @@ from sealbridge.keyrelease.exchange import (
     EscrowFinished,
     EscrowState,
     EscrowStatus,
-    ReleaseKey,
+    ReleaseChunkKey,
     SwapFinished,
     SwapState,
     SwapStatus,
@@ -109,7 +109,7 @@ def snapshot(machine: TitForTatSwap | TimeLockedEscrow) -> bytes:
 
 
 def releases(effects: list[Any]) -> list[str]:
-    return [e.chunk_id for e in effects if isinstance(e, ReleaseKey)]
+    return [e.chunk_id for e in effects if isinstance(e, ReleaseChunkKey)]
 
 
 def sweeps(effects: list[Any]) -> list[str]:
@@ -125,19 +125,19 @@ def run_honest(
 ) -> dict[str, list[Any]]:
     """Wire two machines together; deliver every released key in order."""
     log: dict[str, list[Any]] = {"A": [], "B": []}
-    queue: deque[ReleaseKey] = deque()
+    queue: deque[ReleaseChunkKey] = deque()
     machines = {"A": a, "B": b}
     for role in ("A", "B"):
         effects = machines[role].start(0.0)
         log[role].extend(effects)
-        queue.extend(e for e in effects if isinstance(e, ReleaseKey))
+        queue.extend(e for e in effects if isinstance(e, ReleaseChunkKey))
     now = 0.0
     while queue:
         release = queue.popleft()
         now += 1.0
         effects = machines[release.to_role].on_key(release.chunk_id, secrets[release.chunk_id], now)
         log[release.to_role].extend(effects)
-        queue.extend(e for e in effects if isinstance(e, ReleaseKey))
+        queue.extend(e for e in effects if isinstance(e, ReleaseChunkKey))
     return log
 
 
@@ -253,8 +253,8 @@ def test_honest_swap_completes_on_both_sides(k: int) -> None:
     assert a.exposure_usd_e8 == 0 and b.exposure_usd_e8 == 0
     assert releases(log["A"]) == a_ids and releases(log["B"]) == b_ids
     assert sweeps(log["A"]) == b_ids and sweeps(log["B"]) == a_ids
-    assert all(e.to_role == "B" for e in log["A"] if isinstance(e, ReleaseKey))
-    assert all(e.to_role == "A" for e in log["B"] if isinstance(e, ReleaseKey))
+    assert all(e.to_role == "B" for e in log["A"] if isinstance(e, ReleaseChunkKey))
+    assert all(e.to_role == "A" for e in log["B"] if isinstance(e, ReleaseChunkKey))
     for role in ("A", "B"):
         assert finished(log[role]) == [
             SwapFinished(swap_id="swap-1", outcome="completed", given=k, received=k)
@@ -270,7 +270,7 @@ def test_start_releases_first_chunk_only_for_a() -> None:
     a, b = setup.machines()
     assert a.status() is SwapStatus.WAITING
     assert a.start(0.0) == [
-        ReleaseKey(swap_id="swap-1", chunk_id=setup.a_chunks[0].chunk_id, to_role="B")
+        ReleaseChunkKey(swap_id="swap-1", chunk_id=setup.a_chunks[0].chunk_id, to_role="B")
     ]
     assert b.start(0.0) == []
     assert a.status() is SwapStatus.ACTIVE and b.status() is SwapStatus.ACTIVE
@@ -452,7 +452,7 @@ def test_swap_snapshot_round_trips_and_resumes() -> None:
         chunk_id, to = queue.popleft()
         now += 1
         for e in machines[to].on_key(chunk_id, setup.secrets[chunk_id], now):
-            if isinstance(e, ReleaseKey):
+            if isinstance(e, ReleaseChunkKey):
                 queue.append((e.chunk_id, e.to_role))
     assert ra.status() is SwapStatus.COMPLETED and rb.status() is SwapStatus.COMPLETED
 
@@ -516,7 +516,7 @@ def test_honest_exposure_never_exceeds_one_chunk(
     def dispatch(role: str, effects: list[Any], now: float) -> None:
         nonlocal cheater_released
         for e in effects:
-            if not isinstance(e, ReleaseKey):
+            if not isinstance(e, ReleaseChunkKey):
                 continue
             if role == stopper:
                 if cheater_released >= stop:
@@ -605,12 +605,12 @@ def test_stopping_counterparty_leaves_exact_counts(stopper: str, stop: int) -> N
     a, b = setup.machines(deadline=50.0)
     machines = {"A": a, "B": b}
     honest_role = "B" if stopper == "A" else "A"
-    queue: deque[ReleaseKey] = deque()
+    queue: deque[ReleaseChunkKey] = deque()
     released = {"A": 0, "B": 0}
 
     def dispatch(role: str, effects: list[Any]) -> None:
         for e in effects:
-            if isinstance(e, ReleaseKey) and (role != stopper or released[role] < stop):
+            if isinstance(e, ReleaseChunkKey) and (role != stopper or released[role] < stop):
                 released[role] += 1
                 queue.append(e)
 
@@ -644,7 +644,7 @@ def test_escrow_releases_once_at_unlock_and_beneficiary_sweeps() -> None:
     effects = dep.on_tick(100.0)
     ids = [c.chunk_id for c in chunks]
     assert releases(effects) == ids
-    assert all(isinstance(e, ReleaseKey) and e.to_role == "beneficiary" for e in effects[:-1])
+    assert all(isinstance(e, ReleaseChunkKey) and e.to_role == "beneficiary" for e in effects[:-1])
     assert effects[-1] == EscrowFinished(escrow_id="escrow-1", outcome="released", keys=3)
     assert dep.status() is EscrowStatus.RELEASED
     assert dep.on_tick(101.0) == []  # once

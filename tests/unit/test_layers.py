@@ -130,7 +130,59 @@ def test_the_checker_finds_each_kind_of_violation(
     assert main(["--root", str(root)]) == 1
 
 
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            {"crypto/a.py": "class Report:\n    pass\n", "keyrelease/b.py": "class Report: ...\n"},
+            "class Report is defined in crypto/a.py and keyrelease/b.py",
+        ),
+        (
+            {
+                "evm/a.py": "from x import Y\nclass State(Y): ...\n",
+                "sim/b.py": "class State: ...\n",
+            },
+            "class State is defined in evm/a.py and sim/b.py",
+        ),
+        (
+            {"crypto/a.py": "def verify_share(share: bytes) -> bool:\n    return True\n"},
+            "verify_share returns bool",
+        ),
+        (
+            {"storage/a.py": "class Node:\n    async def verify_receipt(self) -> 'bool': ...\n"},
+            "verify_receipt returns bool",
+        ),
+    ],
+)
+def test_the_checker_finds_each_naming_violation(
+    tmp_path: Path, files: dict[str, str], message: str
+) -> None:
+    root = _tree(tmp_path, files)
+    graph = build_graph(root)
+    assert any(message in v.message for v in graph.violations), render(graph)
+    assert main(["--root", str(root)]) == 1
+
+
 def test_the_checker_passes_a_clean_tree(tmp_path: Path) -> None:
     root = _tree(tmp_path, {"node/ok.py": "import time\nfrom sealbridge.runtime import x\n"})
     assert not build_graph(root).violations
     assert main(["--root", str(root), "--json"]) == 0
+
+
+def test_the_naming_checks_pass_distinct_names(tmp_path: Path) -> None:
+    files = {
+        "crypto/a.py": (
+            "class ShareReport: ...\n"
+            "def verify_share(share: bytes) -> bytes:\n    return share\n"
+            "def is_valid_share(share: bytes) -> bool:\n    return True\n"
+            "def f() -> None:\n    class Local: ...\n"
+        ),
+        "keyrelease/b.py": (
+            "class LossReport:\n"
+            "    def verify_claim(self) -> None: ...\n"
+            "def f() -> None:\n    class Local: ...\n"
+        ),
+    }
+    root = _tree(tmp_path, files)
+    graph = build_graph(root)
+    assert not graph.violations, render(graph)

@@ -17,7 +17,6 @@ import msgspec
 import pytest
 
 from sealbridge.contracts.executor import compute_code_hash
-from sealbridge.core.encoding import encode
 from sealbridge.crypto.signing import ed25519_keypair
 from sealbridge.runtime import errors
 from sealbridge.runtime.enclave import UnverifiedWorkerProgram, WorkerProgram
@@ -201,13 +200,13 @@ def test_the_enclave_program_installs_only_with_a_verified_view() -> None:
     token = Contract(1)
     request: InstallContract = token.install_request(program.runtime)
     with pytest.raises(errors.ChainNotConfigured):
-        program.install_contract(encode(request))
+        program.install_contract(request)
     with pytest.raises(errors.ChainNotConfigured):
-        program.process_block(encode(plain_block(1, (token, token.deploy()))))
+        program.process_block(plain_block(1, (token, token.deploy())))
     assert program.runtime.contracts == {}
     # the labelled replay program (another measurement) offers the unverified mode
     replay = UnverifiedWorkerProgram(make_enclave())
-    replay.install_contract(encode(token.install_request(replay.runtime)))
+    replay.install_contract(token.install_request(replay.runtime))
     assert token.contract_id in replay.runtime.contracts
 
 

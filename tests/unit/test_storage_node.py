@@ -38,8 +38,8 @@ from sealbridge.storage import (
     StorageReceipt,
     StorageUnavailable,
     is_intact,
+    is_valid_receipt,
     parse_blob_hash,
-    verify_receipt,
 )
 
 KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
@@ -67,7 +67,7 @@ def test_a_receipt_verifies_without_a_chain() -> None:
     assert receipt.blob_hash == keccak(b"ciphertext")
     assert receipt.size == len(b"ciphertext")
     assert receipt.node_id == compute_storage_node_id(compute_address(KEY)) == core.node_id
-    assert verify_receipt(receipt, LEDGER, CHAIN_ID)
+    assert is_valid_receipt(receipt, LEDGER, CHAIN_ID)
     digest = compute_storage_digest(
         ledger=LEDGER, chain_id=CHAIN_ID, blob_hash=receipt.blob_hash, size=receipt.size
     )
@@ -99,18 +99,18 @@ def test_a_receipt_with_any_field_changed_fails() -> None:
         change(receipt, size=0),
         change(receipt, node_id=receipt.node_id[:31]),
     ):
-        assert not verify_receipt(bad, LEDGER, CHAIN_ID)
+        assert not is_valid_receipt(bad, LEDGER, CHAIN_ID)
     # the same receipt, claimed for another ledger or chain
-    assert not verify_receipt(receipt, OTHER_LEDGER, CHAIN_ID)
-    assert not verify_receipt(receipt, LEDGER, CHAIN_ID + 1)
+    assert not is_valid_receipt(receipt, OTHER_LEDGER, CHAIN_ID)
+    assert not is_valid_receipt(receipt, LEDGER, CHAIN_ID + 1)
 
 
 def test_a_receipt_signed_by_another_key_under_this_node_id_fails() -> None:
     honest = receipt_for(b"ciphertext")
     forger = StorageNode(bytes(31) + b"\x07", LEDGER, CHAIN_ID)
     forged = receipt_for(b"ciphertext", forger)
-    assert verify_receipt(forged, LEDGER, CHAIN_ID)  # genuine for the forger's own id
-    assert not verify_receipt(change(forged, node_id=honest.node_id), LEDGER, CHAIN_ID)
+    assert is_valid_receipt(forged, LEDGER, CHAIN_ID)  # genuine for the forger's own id
+    assert not is_valid_receipt(change(forged, node_id=honest.node_id), LEDGER, CHAIN_ID)
 
 
 @settings(max_examples=40, deadline=None)
@@ -123,7 +123,7 @@ def test_any_bit_flip_in_the_signature_fails(blob: bytes, position: int, bit: in
     receipt = receipt_for(blob)
     signature = bytearray(receipt.signature)
     signature[position] ^= 1 << bit
-    assert not verify_receipt(change(receipt, signature=bytes(signature)), LEDGER, CHAIN_ID)
+    assert not is_valid_receipt(change(receipt, signature=bytes(signature)), LEDGER, CHAIN_ID)
 
 
 def test_empty_and_oversize_blobs_are_refused() -> None:
@@ -154,7 +154,7 @@ def test_bad_configuration_is_refused() -> None:
     with pytest.raises(ConfigError):
         StorageNode(KEY, LEDGER, CHAIN_ID, max_blob_size=0)
     with pytest.raises(ConfigError):
-        verify_receipt(receipt_for(b"x"), "0x1234", CHAIN_ID)
+        is_valid_receipt(receipt_for(b"x"), "0x1234", CHAIN_ID)
 
 
 def test_blob_hashes_parse_strictly() -> None:
@@ -198,7 +198,7 @@ def test_the_host_stores_durably_and_idempotently(tmp_path: Path) -> None:
     host = StorageHost(host_config(tmp_path))
     blob = os.urandom(300)
     receipt = decode(host.on_store(blob), StorageReceipt)
-    assert verify_receipt(receipt, LEDGER, CHAIN_ID)
+    assert is_valid_receipt(receipt, LEDGER, CHAIN_ID)
     assert receipt.node_id == host.node_id
     path = Path(host.config.home) / "blobs" / keccak(blob).hex()
     assert path.read_bytes() == blob

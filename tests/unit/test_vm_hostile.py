@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from bench.hostile_catalog import MEMORY_BOMBS, RECURSION, RUNAWAY, hostile_source
-from sealbridge.contracts.executor import ContractProgram, Executor, Outcome, load_program
+from sealbridge.contracts.executor import CallOutcome, ContractProgram, Executor, load_program
 from sealbridge.contracts.gas import MAX_MESSAGES_PER_COMMAND
 from sealbridge.contracts.storage import PersistedStorage
 
@@ -62,17 +62,17 @@ def counter_program() -> ContractProgram:
     return _COUNTER_PROGRAM
 
 
-def command(ex: Executor, cid: bytes, method: str, gas: int = WORK_GAS, **args: Any) -> Outcome:
+def command(ex: Executor, cid: bytes, method: str, gas: int = WORK_GAS, **args: Any) -> CallOutcome:
     return ex.run_command(
         cid, method, args, caller=ALICE, block_number=1, seed=b"seed", gas_limit=gas
     )
 
 
-def query(ex: Executor, cid: bytes, method: str, **args: Any) -> Outcome:
+def query(ex: Executor, cid: bytes, method: str, **args: Any) -> CallOutcome:
     return ex.run_query(cid, method, args, caller=ALICE, block_number=1)
 
 
-def counter_baseline() -> Outcome:
+def counter_baseline() -> CallOutcome:
     ex = Executor()
     ex.add(COUNTER_ID, counter_program(), deployer=ALICE, domain=DOMAIN)
     return command(ex, COUNTER_ID, "bump")
@@ -94,7 +94,7 @@ def attack(
     methods: str = "",
     gas: int = GAS,
     world: Executor | None = None,
-) -> Outcome:
+) -> CallOutcome:
     """Run ``body`` in the hostile command and check containment; return the outcome."""
     ex = world or make_world(body, helpers, methods)
     before = ex.get(HOSTILE_ID).storage.snapshot()
@@ -344,7 +344,7 @@ class Closure(Contract):
 """
 
 
-def run_blocks(ex: Executor, cid: bytes, blocks: list[int]) -> list[Outcome]:
+def run_blocks(ex: Executor, cid: bytes, blocks: list[int]) -> list[CallOutcome]:
     return [
         ex.run_command(cid, "tick", {}, caller=ALICE, block_number=b, seed=b"s") for b in blocks
     ]

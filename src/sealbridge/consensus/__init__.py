@@ -14,7 +14,7 @@ re-proposals), :mod:`.certs` (what is signed; share pools), :mod:`.messages`,
 
 from __future__ import annotations
 
-from sealbridge.consensus.certs import VerifyCache, verify_commit_certificate
+from sealbridge.consensus.certs import VerifyCache, is_valid_commit_certificate
 from sealbridge.consensus.cluster import build_cluster, deal_group_key
 from sealbridge.consensus.config import (
     ConsensusConfig,
@@ -62,5 +62,5 @@ __all__ = [
     "compute_safe_threshold",
     "deal_group_key",
     "decode_message",
-    "verify_commit_certificate",
+    "is_valid_commit_certificate",
 ]

@@ -19,7 +19,7 @@ tag                hashed value                         signed by / combined int
 (tags are ``sealbridge/consensus/v1/<name>``; ``d`` is the batch digest.) A certificate
 is an ordinary BLS signature of the group key: anyone holding ``group_public_key`` --
 a gateway of another chain, a light client -- checks that (as_id, view, seq, digest) was
-prepared or committed with :func:`verify_commit_certificate`, without knowing the
+prepared or committed with :func:`is_valid_commit_certificate`, without knowing the
 replicas. View-change and new-view signatures are single partial signatures, checked
 against the signer's public share; each replica signs different bytes there, so they
 never combine into a group signature.
@@ -65,8 +65,8 @@ __all__ = [
     "compute_new_view_digest",
     "compute_statement",
     "compute_view_change_digest",
+    "is_valid_commit_certificate",
     "sign_statement",
-    "verify_commit_certificate",
 ]
 
 BATCH_TAG = "sealbridge/consensus/v1/batch"
@@ -137,7 +137,7 @@ def sign_statement(share: KeyShare, message: bytes) -> PartialSignature:
     return bls.partial_sign(share, message)
 
 
-def verify_commit_certificate(
+def is_valid_commit_certificate(
     group_public_key: bytes, as_id: int, view: int, seq: int, digest: bytes, certificate: bytes
 ) -> bool:
     """True when ``certificate`` shows the AS committed batch ``digest`` at ``seq``."""

@@ -23,7 +23,7 @@ assigned to it). :meth:`Executor.run_command` is ``s' = f(s, command, env)``:
    keep going, and no write of the failed tree survives;
 4. if anything failed -- the contract's error, an exception, a trap (out of gas, out of
    memory, stack overflow), an invalid result or write -- the journal is rolled back, the
-   instances that ran are dropped, and the :class:`Outcome` carries the error code and the
+   instances that ran are dropped, and the :class:`CallOutcome` carries the error code and the
    contract's line. Otherwise the outcome holds the canonical result and the messages the
    tree sent, and the journal's records pass to the block's journal so a whole block can
    still be undone.
@@ -87,7 +87,7 @@ from sealbridge.contracts.policy import check_source
 from sealbridge.contracts.storage import (
     Journal,
     Storage,
-    StorageError,
+    StorageRefused,
     canonical_copy,
     check_int,
 )
@@ -144,7 +144,7 @@ class OutMessage(Message, frozen=True):
     args: dict[str, Any]
 
 
-class Outcome(Message, frozen=True):
+class CallOutcome(Message, frozen=True):
     ok: bool
     value: Any = None
     error: str = ""  # a short code when not ok
@@ -177,7 +177,7 @@ def check_arguments(spec: MethodSpec, args: dict[str, Any]) -> dict[str, Any]:
                 )
         try:
             out[name] = canonical_copy(value, f"argument {name}")[0]
-        except StorageError as exc:
+        except StorageRefused as exc:
             raise BadArguments(exc.message) from exc
     return out
 
@@ -272,7 +272,7 @@ def _decode_guest(text: str, limit: int) -> Any:
         raise ContractFailed("bad_reply", f"the contract's VM sent malformed data: {exc}") from exc
 
 
-def _decode_value(data: Any, error: type[StorageError] | type[BadResult], what: str) -> Any:
+def _decode_value(data: Any, error: type[StorageRefused] | type[BadResult], what: str) -> Any:
     """A value the guest encoded on its own (a write, a result)."""
     if type(data) is not bytes:
         raise ContractFailed("bad_reply", f"{what} is not encoded")
@@ -502,14 +502,14 @@ class Executor:
         gas_limit: int = DEFAULT_GAS_LIMIT,
         is_init: bool = False,
         block_journal: Journal | None = None,
-    ) -> Outcome:
+    ) -> CallOutcome:
         """Run one command; on any failure nothing it did remains."""
         try:
             deployed, checked = self.resolve(
                 contract_id, method, ("init",) if is_init else ("command",), args
             )
         except ExecutionError as exc:
-            return Outcome(ok=False, error=exc.code, message=exc.message)
+            return CallOutcome(ok=False, error=exc.code, message=exc.message)
         if block_number != self._instances_block:
             self._instances.clear()  # instances live for one block at most
             self._instances_block = block_number
@@ -535,7 +535,7 @@ class Executor:
             if exc.code in CONSUME_ALL_GAS:
                 run.used = run.limit
             message = f"out of gas (limit {gas_limit})" if exc.code == "out_of_gas" else exc.message
-            return Outcome(
+            return CallOutcome(
                 ok=False, error=exc.code, message=message, gas_used=compute_gas(run.used)
             )
         finally:
@@ -544,7 +544,9 @@ class Executor:
             block_journal.absorb(journal)
         else:
             journal.entries.clear()
-        return Outcome(ok=True, value=value, gas_used=compute_gas(run.used), messages=run.outbox)
+        return CallOutcome(
+            ok=True, value=value, gas_used=compute_gas(run.used), messages=run.outbox
+        )
 
     def _instance_for(self, run: _Run, deployed: Deployed) -> VmInstance:
         """The contract's instance for this block (loading its module, on this run's fuel)."""
@@ -627,7 +629,7 @@ class Executor:
         if answer[0] == "ok" and len(answer) == 3:
             try:
                 self._apply_writes(run, deployed, answer[2])
-            except StorageError as exc:
+            except StorageRefused as exc:
                 raise ContractFailed(exc.code, exc.message) from exc
             result = _decode_value(answer[1], BadResult, f"the result of {method}")
             return self._check_result(result, method)
@@ -674,7 +676,7 @@ class Executor:
     def _check_result(value: Any, method: str) -> Any:
         try:
             result, size = canonical_copy(value, f"result of {method}")
-        except StorageError as exc:
+        except StorageRefused as exc:
             raise BadResult(exc.message) from exc
         if size > MAX_RESULT_SIZE:
             raise TooLarge(f"the result of {method} is {size} bytes; at most {MAX_RESULT_SIZE}")
@@ -703,7 +705,7 @@ class Executor:
                 value = None
             else:
                 value = self._host_read(instance, deployed.storage, op, parts)
-        except StorageError as exc:
+        except StorageRefused as exc:
             return _to_guest((False, exc.message))
         except (Abort, VmTrap, ExecutionError) as exc:
             instance.abort = (exc.code, exc.message)
@@ -742,14 +744,14 @@ class Executor:
         if type(writes) is not list:
             raise ContractFailed("bad_reply", "writes must be a list")
         if writes and run.read_only:
-            raise StorageError("storage is read-only in a query")
+            raise StorageRefused("storage is read-only in a query")
         storage = deployed.storage
         storage.journal = self._journal
         for write in writes:
             if type(write) is not list or len(write) != 4 or type(write[1]) is not str:
                 raise ContractFailed("bad_reply", "a write is malformed")
             kind, name, key, encoded = write
-            value = None if kind == DELETE_ITEM else _decode_value(encoded, StorageError, name)
+            value = None if kind == DELETE_ITEM else _decode_value(encoded, StorageRefused, name)
             if kind == WRITE_VALUE:
                 size = storage.set_value(name, value)
             elif kind == WRITE_ITEM:
@@ -867,7 +869,7 @@ class Executor:
             raise CallFailed("send: the arguments must be a dict", "bad_arguments")
         try:
             copied, size = canonical_copy(args, "message arguments")
-        except StorageError as exc:
+        except StorageRefused as exc:
             raise CallFailed(f"send: {exc.message}", exc.code) from exc
         if size > MAX_MESSAGE_SIZE:
             raise TooLarge(f"a message's arguments may be at most {MAX_MESSAGE_SIZE} bytes")
@@ -888,12 +890,12 @@ class Executor:
         caller: bytes,
         block_number: int,
         gas_limit: int = QUERY_GAS_LIMIT,
-    ) -> Outcome:
+    ) -> CallOutcome:
         """Answer a query on read-only storage, if the caller may read it."""
         try:
             deployed, checked = self.resolve(contract_id, method, ("query",), args)
         except ExecutionError as exc:
-            return Outcome(ok=False, error=exc.code, message=exc.message)
+            return CallOutcome(ok=False, error=exc.code, message=exc.message)
         if block_number != self._query_block:
             self._query_instances.clear()
             self._query_block = block_number
@@ -912,13 +914,13 @@ class Executor:
         try:
             value = self._invoke(run, deployed, "query", method, checked, env)
         except (Abort, ExecutionError, VmTrap) as exc:
-            return Outcome(
+            return CallOutcome(
                 ok=False, error=exc.code, message=exc.message, gas_used=compute_gas(run.used)
             )
         finally:
             deployed.storage.writable = True
             self._run = saved
-        return Outcome(ok=True, value=value, gas_used=compute_gas(run.used))
+        return CallOutcome(ok=True, value=value, gas_used=compute_gas(run.used))
 
 
 def _size_of(value: Any) -> int:
@@ -931,11 +933,11 @@ def _size_of(value: Any) -> int:
 
 def _check_key(key: Any) -> Any:
     if type(key) not in sdk.KEY_KINDS:
-        raise StorageError(f"map keys are int, str or bytes, not {type(key).__name__}")
+        raise StorageRefused(f"map keys are int, str or bytes, not {type(key).__name__}")
     if type(key) is int:
         check_int(key, "a map key")
     elif len(key) > MAX_NAME * 16:
-        raise StorageError("a map key may be at most 1024 bytes")
+        raise StorageRefused("a map key may be at most 1024 bytes")
     return key
 
 
@@ -944,4 +946,4 @@ def _check_key_kind(storage: Storage, name: str, key: Any) -> None:
     if slots:
         first = next(iter(slots))
         if type(first) is not type(key):
-            raise StorageError(f"map {name!r} has {type(first).__name__} keys")
+            raise StorageRefused(f"map {name!r} has {type(first).__name__} keys")

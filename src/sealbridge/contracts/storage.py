@@ -35,7 +35,7 @@ _MISSING = object()
 _ENCODER = msgspec.msgpack.Encoder(order="sorted")
 
 
-class StorageError(RemoteProtocolError):
+class StorageRefused(RemoteProtocolError):
     """A contract tried to store something storage cannot hold."""
 
     code = "storage_error"
@@ -50,7 +50,7 @@ class PersistedStorage(Message, frozen=True):
 
 def check_int(value: int, what: str) -> None:
     if not MIN_INT <= value <= MAX_INT:
-        raise StorageError(f"{what} does not fit in 64 bits")
+        raise StorageRefused(f"{what} does not fit in 64 bits")
 
 
 def check_nesting(value: Any, what: str, limit: int = MAX_NESTING) -> None:
@@ -66,7 +66,7 @@ def check_nesting(value: Any, what: str, limit: int = MAX_NESTING) -> None:
         else:
             continue
         if depth >= limit:
-            raise StorageError(f"{what} is nested deeper than {limit} levels")
+            raise StorageRefused(f"{what} is nested deeper than {limit} levels")
         stack.extend((child, depth + 1) for child in children)
 
 
@@ -86,7 +86,7 @@ def canonical_copy(value: Any, what: str) -> tuple[Any, int]:
     try:
         data = _ENCODER.encode(value)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise StorageError(f"{what} cannot be stored: {exc}") from exc
+        raise StorageRefused(f"{what} cannot be stored: {exc}") from exc
     return msgspec.msgpack.decode(data), len(data)
 
 
@@ -229,7 +229,7 @@ class Storage:
     # -- internals ----------------------------------------------------------------------
     def _prepare(self, value: Any, what: str) -> tuple[Any, int]:
         if not self.writable:
-            raise StorageError("storage is read-only in a query")
+            raise StorageRefused("storage is read-only in a query")
         return canonical_copy(value, what)
 
     def _record(self, slots: dict[Any, Any], key: Any) -> None:

@@ -21,6 +21,33 @@ Time is a float of seconds from the start of the run. Randomness is given to a c
 it is built (a ``random_bytes`` callable or a seeded generator), never taken from the
 process. Messages are frozen msgspec Structs; a driver may pass them by reference (the
 simulator) or encode them canonically (the network).
+
+Node effects
+------------
+A node's *host core* (the untrusted half of a worker, gatekeeper, storage node or
+gateway, next to its protocol core) speaks the same vocabulary, plus what a node does
+to the world outside its peers. Each asks the driver for one thing and names it with a
+``tag``; the driver answers later with an input message carrying the same tag:
+
+* :class:`SubmitTx` -- send the transaction ``tx`` (a typed description of one contract
+  call, from the role's own vocabulary) from the node's gas account. Answer:
+  :class:`TxOutcome` (mined, reverted with a reason, or not sent).
+* :class:`ReadChain` -- read the chain's state: ``query`` is a typed question (for
+  example "what does the NodeRegistry say about me?"). Answer: :class:`ChainRead`, or a
+  :class:`ChainRead` with ``error`` set.
+* :class:`CallEnclave` -- call the node's enclave: ``ecall`` names the ECALL and
+  ``request`` is its typed request. Answer: :class:`EnclaveAnswer`.
+* :class:`Persist` -- replace the node-local record ``key`` with ``data`` atomically
+  (sealed state, cursors, blobs); done before the driver handles the next input, so
+  nothing the core says afterwards depends on a write that did not happen.
+
+Inputs that are not answers arrive the same way, as messages: a verified block, a chain
+event, a peer's request. The network driver (:mod:`sealbridge.node.driver`) executes
+these effects against an EVM node, enclaves, HTTP peers and the disk, with one retry
+policy for passing failures; the simulator (:mod:`sealbridge.sim.engine`) routes
+``SubmitTx`` and ``ReadChain`` to an in-process ledger model that is itself a node
+(:mod:`sealbridge.sim.chain_model`), so link delays, crashes and partitions apply to the
+chain too, and a whole devnet runs from a seed.
 """
 
 from __future__ import annotations
@@ -28,7 +55,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["CancelTimer", "Effect", "ProtocolNode", "Report", "Send", "SetTimer"]
+__all__ = [
+    "CallEnclave",
+    "CancelTimer",
+    "ChainRead",
+    "Effect",
+    "EnclaveAnswer",
+    "Persist",
+    "ProtocolNode",
+    "ReadChain",
+    "Report",
+    "Send",
+    "SetTimer",
+    "SubmitTx",
+    "TxOutcome",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +95,68 @@ class Report:
     data: Any = None
 
 
-Effect = Send | SetTimer | CancelTimer | Report
+@dataclass(frozen=True, slots=True)
+class SubmitTx:
+    tag: str
+    tx: Any  # a typed description of one contract call
+
+
+@dataclass(frozen=True, slots=True)
+class ReadChain:
+    tag: str
+    query: Any  # a typed question about the chain's state
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnclave:
+    tag: str
+    ecall: str
+    request: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    key: str
+    data: bytes
+
+
+Effect = Send | SetTimer | CancelTimer | Report | SubmitTx | ReadChain | CallEnclave | Persist
+NODE_EFFECTS = (SubmitTx, ReadChain, CallEnclave, Persist)
+
+
+# -- answers (inputs a driver hands back to the core as messages) ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TxOutcome:
+    """What became of a :class:`SubmitTx`: ``mined`` (with its block), ``sent`` (relayed
+    without waiting for a receipt, as heartbeats are), ``reverted`` with the chain's
+    reason, or ``failed`` (never sent: the chain unreachable after the driver's retries,
+    a malformed call)."""
+
+    tag: str
+    status: str  # "mined" | "sent" | "reverted" | "failed"
+    block_number: int = 0
+    reason: str = ""
+
+    @property
+    def is_mined(self) -> bool:
+        return self.status == "mined"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRead:
+    tag: str
+    value: Any = None
+    error: str = ""  # set when the read failed (the value is then None)
+    passing: bool = True  # the failure may pass (the chain unreachable), or it will not
+
+
+@dataclass(frozen=True, slots=True)
+class EnclaveAnswer:
+    tag: str
+    response: Any = None
+    error: str = ""  # a typed refusal's code and message, when the enclave refused
 
 
 class ProtocolNode(Protocol):

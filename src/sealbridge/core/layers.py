@@ -35,9 +35,8 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("contracts",),  # SDK, WebAssembly engine (fuel = gas), executor, reference contracts
     ("keyservice", "consensus"),  # protocol cores
     ("runtime", "interop", "keyrelease"),  # cores built on the key service or consensus
-    # the storage node's core (untrusted: no enclave); EVM I/O, HTTP transport, simulator,
-    # files on disk
-    ("storage", "evm", "net", "sim", "config"),
+    ("storage",),  # the storage node's cores (untrusted: no enclave, only ciphertext)
+    ("evm", "net", "sim", "config"),  # EVM I/O, HTTP transport, simulator, files on disk
     ("node",),  # role processes: one host core per role, one network driver
     ("devnet", "client"),  # orchestration of local networks | the user's library
     ("cli",),  # user commands

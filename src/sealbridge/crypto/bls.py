@@ -11,7 +11,7 @@ fast (aggregate) verification. Verification never raises on bad bytes: it return
 
 Threshold BLS: a dealer Shamir-shares a secret key (:func:`deal_threshold_key`); holder
 ``i`` signs with its share (:func:`partial_sign`), anyone checks a partial against the
-public share ``i`` (:func:`verify_partial`), and any ``threshold`` partials combine by
+public share ``i`` (:func:`is_valid_partial`), and any ``threshold`` partials combine by
 Lagrange interpolation in the exponent (:func:`combine`) into the ordinary signature of the
 group key -- identical to ``sign(group_secret, message)``.
 
@@ -57,6 +57,7 @@ __all__ = [
     "combine",
     "deal_threshold_key",
     "fast_aggregate_verify",
+    "is_valid_partial",
     "keygen",
     "partial_sign",
     "pop_prove",
@@ -64,7 +65,6 @@ __all__ = [
     "public_key",
     "sign",
     "verify",
-    "verify_partial",
 ]
 
 CIPHERSUITE = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_"
@@ -336,7 +336,7 @@ def partial_sign(
     return PartialSignature(index=share.index, signature=signature)
 
 
-def verify_partial(public_share: bytes, message: bytes, partial: PartialSignature) -> bool:
+def is_valid_partial(public_share: bytes, message: bytes, partial: PartialSignature) -> bool:
     """True when ``partial`` is a valid signature of ``message`` under ``public_share``."""
     return verify(public_share, message, partial.signature)
 
@@ -346,7 +346,7 @@ def combine(
 ) -> bytes:
     """Combine the first ``threshold`` distinct-index partials into the group signature.
 
-    Partials are not verified here: check each with :func:`verify_partial` first (or
+    Partials are not verified here: check each with :func:`is_valid_partial` first (or
     verify the result), or one bad partial spoils the combination. With
     ``check_subgroup=False`` the partials' points skip the (costly) subgroup check when
     decompressed -- for a caller that verifies the combined signature anyway, which is

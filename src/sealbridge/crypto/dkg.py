@@ -7,7 +7,7 @@ random polynomial ``f_i`` of degree ``t - 1`` over the BLS12-381 scalar field, b
 the Feldman commitments ``C_ik = a_ik·G1`` to its coefficients (:class:`DealingCommitment`)
 and sends participant ``j`` the share ``f_i(j)`` privately (:func:`compute_dealing`).
 Participant ``j`` checks each share against the commitments,
-``f_i(j)·G1 == Σ_k C_ik·j^k`` (:func:`verify_share`), and answers a bad or missing one
+``f_i(j)·G1 == Σ_k C_ik·j^k`` (:func:`is_valid_share`), and answers a bad or missing one
 with a :class:`Complaint`. The participants then agree (outside this module: on chain) on
 a qualified set ``Q`` of dealers without upheld complaints; participant ``j``'s key share
 is ``s_j = Σ_{i∈Q} f_i(j)``, the group secret is ``s = Σ_{i∈Q} f_i(0)`` and the group
@@ -31,7 +31,7 @@ or with arguments that make no sense, raises :class:`DkgStateError` or ``ConfigE
 
 Simplification: complaint resolution is left to the caller. The standard answer -- the
 accused dealer publishes the disputed share and everyone checks it with
-:func:`verify_share` (:func:`is_complaint_upheld`) -- is supported: a complained-about
+:func:`is_valid_share` (:func:`is_complaint_upheld`) -- is supported: a complained-about
 dealer may deliver again, and a valid share clears the complaint. Choosing ``Q`` (e.g.
 :func:`compute_qualified_set`, "every dealer without an upheld complaint") needs agreement
 among the participants, which the chain provides.
@@ -74,7 +74,7 @@ __all__ = [
     "compute_qualified_set",
     "compute_reshare_dealing",
     "is_complaint_upheld",
-    "verify_share",
+    "is_valid_share",
 ]
 
 MIN_RANDOMNESS = 32
@@ -331,7 +331,7 @@ def compute_reshare_dealing(
     )
 
 
-def verify_share(commitment: DealingCommitment, recipient_index: int, share: bytes) -> bool:
+def is_valid_share(commitment: DealingCommitment, recipient_index: int, share: bytes) -> bool:
     """True when ``share`` is the committed polynomial's value at ``recipient_index``.
 
     Checks ``share·G1 == Σ_k C_k·j^k``; malformed commitments or shares give False.
@@ -356,7 +356,7 @@ def is_complaint_upheld(
         )
     if revealed_share is None:
         return True
-    return not verify_share(commitment, complaint.complainer, revealed_share)
+    return not is_valid_share(commitment, complaint.complainer, revealed_share)
 
 
 def compute_qualified_set(

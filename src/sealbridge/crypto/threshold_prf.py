@@ -14,7 +14,7 @@ the contract id keyed by ``s``, and any ``t`` holders can evaluate it jointly:
 
 1. holder ``i`` computes the partial ``s_i·H(m)`` (:func:`compute_partial`);
 2. the requester checks each partial against the public share ``s_i·G1``
-   (:func:`verify_contract_partial`), interpolates ``t`` of them in the exponent
+   (:func:`is_valid_contract_partial`), interpolates ``t`` of them in the exponent
    (:func:`sealbridge.crypto.bls.combine`) and checks the result against the group public
    key -- by uniqueness a result that verifies *is* ``s·H(m)``, whoever sent what;
 3. it derives the key with :func:`derive_contract_key_from_signature`.
@@ -47,8 +47,8 @@ __all__ = [
     "compute_partial",
     "compute_prf_message",
     "derive_contract_key_from_signature",
+    "is_valid_contract_partial",
     "is_valid_contract_signature",
-    "verify_contract_partial",
 ]
 
 PRF_TAG = b"sealbridge/contract-key-prf/v1"
@@ -100,11 +100,11 @@ def compute_partial(share: KeyShare, contract_id: bytes) -> PartialSignature:
     return bls.partial_sign(share, compute_prf_message(contract_id))
 
 
-def verify_contract_partial(
+def is_valid_contract_partial(
     public_share: bytes, contract_id: bytes, partial: PartialSignature
 ) -> bool:
     """True when ``partial`` is the holder's signature of this contract's PRF message."""
-    return bls.verify_partial(public_share, compute_prf_message(contract_id), partial)
+    return bls.is_valid_partial(public_share, compute_prf_message(contract_id), partial)
 
 
 def is_valid_contract_signature(
@@ -122,7 +122,7 @@ def _check_partial(
     public_share = public_shares.get(partial.index)
     if public_share is None:
         return BadPartial(partial.index, "no public share has this index")
-    if not bls.verify_partial(public_share, message, partial):
+    if not bls.is_valid_partial(public_share, message, partial):
         return BadPartial(partial.index, "does not verify under its public share")
     return None
 

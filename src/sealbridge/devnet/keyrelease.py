@@ -38,13 +38,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from sealbridge.chain.anchor import get_anchor_slots
 from sealbridge.config.node import write_atomic
-from sealbridge.core.encoding import Message, decode, decode_canonical, encode
+from sealbridge.core.encoding import Message, decode_canonical, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.crypto.signing import (
     generate_secp256k1_key,
@@ -68,17 +68,21 @@ from sealbridge.keyrelease.auth import (
 from sealbridge.keyrelease.balances import (
     AssetSource,
     BalanceProof,
-    ChainAnchor,
     ChunkSources,
+    FollowedChain,
     get_balance_slot,
 )
 from sealbridge.keyrelease.bitcoin import BitcoinError, Utxo, p2wpkh_address
 from sealbridge.keyrelease.freshness import (
+    ANCHOR_STATUS,
+    CHECK_RESTORED,
+    PENDING_ANCHOR,
+    TAKE_OUTPUT,
     AnchorBinding,
     AnchorProof,
     AnchorRequest,
     AnchorStatus,
-    Guarded,
+    get_guarded,
 )
 from sealbridge.keyrelease.matcher import (
     ChainObservation,
@@ -88,27 +92,45 @@ from sealbridge.keyrelease.matcher import (
 )
 from sealbridge.keyrelease.matcher_program import (
     JOURNALED_ECALLS,
+    MATCHER_ACCEPT,
+    MATCHER_ADD_CHUNKS,
+    MATCHER_ADVANCE_HEADERS,
     MATCHER_ANCHORED_ECALLS,
+    MATCHER_CARD,
+    MATCHER_CHAIN_TIP,
+    MATCHER_CHECK_ACCEPT,
+    MATCHER_CONFIGURE,
+    MATCHER_EXPIRE,
+    MATCHER_FEE_TIP,
+    MATCHER_MATCH,
+    MATCHER_OBSERVE_BLOCKS,
     MATCHER_PROGRAM,
+    MATCHER_RECLAIM,
+    MATCHER_REGISTER_OWNER,
+    MATCHER_REGISTER_REQUESTER,
+    MATCHER_REGISTER_SWEEP_ADDRESS,
+    MATCHER_REPORT,
+    MATCHER_RESTORE,
+    MATCHER_SEAL,
+    MATCHER_SEAL_TAIL,
+    MATCHER_SETTLE,
+    MATCHER_STATUS,
     MAX_OBSERVED_BLOCKS,
     Accept,
     AcceptOrder,
     AddChunks,
-    AdvanceHeaders,
+    AdvanceChainHeaders,
     ChainTipQuery,
-    Expired,
     FeeChain,
-    FeeTip,
+    LossReport,
     MatchAnswer,
     MatcherCard,
     MatcherConfig,
     ObserveBlocks,
     OperatorTx,
-    PenaltyOutcome,
     Reclaim,
     RegisterOwner,
     RegisterRequester,
-    Report,
     SealedJournal,
     Settle,
     SweepAddress,
@@ -121,7 +143,6 @@ from sealbridge.keyrelease.types import (
     AssetKind,
     Chunk,
     ChunkRequest,
-    Offer,
     compute_chunk_amount,
 )
 from sealbridge.keyrelease.vault import (
@@ -129,17 +150,35 @@ from sealbridge.keyrelease.vault import (
     ERC20_TRANSFER_SELECTOR,
     MAX_BTC_SWEEP_UTXOS,
     TOKEN_SWEEP_GAS,
+    VAULT_ABORT,
+    VAULT_ATTEST_UNRELEASED,
+    VAULT_BIND_OWNER,
+    VAULT_CARD,
+    VAULT_CLAIM_LOSS,
+    VAULT_CONFIGURE,
+    VAULT_CREATE_KEYS,
+    VAULT_DELIVER,
+    VAULT_LEAK,
+    VAULT_OPEN_ESCROW,
+    VAULT_OPEN_SWAP,
+    VAULT_PROCEED,
     VAULT_PROGRAM,
+    VAULT_RESTORE,
+    VAULT_SEAL,
+    VAULT_SIGN_BTC_SWEEP,
+    VAULT_SIGN_SWEEP,
+    VAULT_STATUS,
+    VAULT_TICK,
+    VAULT_WITHDRAW,
+    VAULT_WITHDRAW_BTC,
     BtcSweepRequest,
     BtcWithdrawalRequest,
     ChunkRef,
     ContractRef,
     CreateKeys,
     Deliver,
-    LossClaim,
     OpenEscrow,
     OpenSwap,
-    OwnerBinding,
     OwnerRef,
     SealedState,
     SignedBtcSweep,
@@ -147,11 +186,9 @@ from sealbridge.keyrelease.vault import (
     SignedSweep,
     SignedWithdrawal,
     SweepRequest,
-    Unreleased,
     VaultCard,
     VaultConfig,
     VaultManifest,
-    VaultOutput,
     VaultStatus,
     WithdrawalRequest,
     compute_btc_withdrawal_digest,
@@ -160,6 +197,8 @@ from sealbridge.keyrelease.vault import (
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
 from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.tee.ecall import NOTHING, Ecall
+from sealbridge.tee.ecall import call as call_enclave
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import AttestationPolicy, devnet_policy
 from sealbridge.tee.quote import create_sim_platform
@@ -190,6 +229,8 @@ BTC_ASSET = f"BTC@{BTC_NETWORK}"
 BTC_FEE_SAT_PER_VB = 5  # the fee rate of bitcoin sweeps and withdrawals
 P2WPKH_INPUT_VBYTES = 68
 Progress = Callable[["Event"], None]
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
 def _btc_spend(held: Sequence[Utxo]) -> tuple[list[Utxo], int]:
@@ -238,8 +279,8 @@ class _Enclave:
     def __init__(self, handle: EnclaveHandle) -> None:
         self.handle = handle
 
-    def call(self, name: str, request: Message | None = None) -> bytes:
-        return self.handle.ecall(name, encode(request) if request is not None else b"")
+    def call(self, spec: Ecall[Req, Resp], request: Req) -> Resp:
+        return call_enclave(self.handle, spec, request)
 
 
 # the vault ECALLs that change what it holds: after each, the host stores a sealed snapshot
@@ -268,8 +309,8 @@ _VAULT_MUTATING = frozenset(
 class _Sealed(_Enclave):
     """An enclave whose host stores its sealed state on disk after every change, so a
     crashed enclave process restarts with it (:meth:`KeyReleaseDevnet.restart_vault`,
-    :meth:`KeyReleaseDevnet.restart_matcher`). Both vault and matcher answer ``seal``
-    with a message whose only field is the sealed blob."""
+    :meth:`KeyReleaseDevnet.restart_matcher`); each kind of enclave says how it seals
+    (``persist``) and restores (``restore``)."""
 
     mutating: frozenset[str] = frozenset()
 
@@ -277,17 +318,17 @@ class _Sealed(_Enclave):
         super().__init__(handle)
         self.state_file = state_file
 
-    def call(self, name: str, request: Message | None = None) -> bytes:
-        answer = super().call(name, request)
-        if name in self.mutating:
+    def call(self, spec: Ecall[Req, Resp], request: Req) -> Resp:
+        answer = super().call(spec, request)
+        if spec.name in self.mutating:
             self.persist()
         return answer
 
     def persist(self) -> None:
-        write_atomic(self.state_file, decode(super().call("seal"), SealedState).blob)
+        raise NotImplementedError
 
     def restore(self) -> None:
-        self.handle.ecall("restore", encode(SealedState(blob=self.state_file.read_bytes())))
+        raise NotImplementedError
 
 
 class _Anchored(_Sealed):
@@ -313,17 +354,14 @@ class _Anchored(_Sealed):
         self.anchors = 0  # anchor transactions relayed
         self.on_gas: Callable[[int], None] = lambda _gas: None  # counts each anchor's gas
 
-    def call(self, name: str, request: Message | None = None) -> bytes:
-        answer = _Enclave.call(self, name, request)
-        if name not in self.mutating:
-            return answer
+    def call(self, spec: Ecall[Req, Resp], request: Req) -> Resp:
+        name = spec.name
+        if self.anchor is None or name not in self.anchored or name not in self.mutating:
+            return super().call(spec, request)
+        guarded = call_enclave(self.handle, get_guarded(spec), request)
         self.persist()
-        if self.anchor is None or name not in self.anchored:
-            return answer
-        guarded = decode(answer, Guarded)
-        if guarded.anchor is None:
-            return guarded.output
-        return self.release(guarded.anchor)
+        output = guarded.output if guarded.anchor is None else self.release(guarded.anchor)
+        return spec.decode_response(output)
 
     def release(self, pending: AnchorRequest) -> bytes:
         """Relay ``pending`` and prove it: the change's output."""
@@ -334,7 +372,7 @@ class _Anchored(_Sealed):
         )
         self.anchors += 1
         self.on_gas(receipt.gas_used)
-        output = self.handle.ecall("take_output", encode(self.get_anchor_proof()))
+        output = call_enclave(self.handle, TAKE_OUTPUT, self.get_anchor_proof())
         self.persist()
         return output
 
@@ -355,7 +393,7 @@ class _Anchored(_Sealed):
         return self.handle.node_keys.eth_address
 
     def get_anchor_status(self) -> AnchorStatus:
-        return decode(self.handle.ecall("anchor_status", b""), AnchorStatus)
+        return call_enclave(self.handle, ANCHOR_STATUS, NOTHING)
 
     def check_restored(self) -> None:
         """Prove to a freshly restored enclave that its state is the newest anchored one;
@@ -367,14 +405,14 @@ class _Anchored(_Sealed):
         if status.version < 0:
             return
         self.header_tip = status.tip
-        self.handle.ecall("check_restored", encode(self.get_anchor_proof()))
+        call_enclave(self.handle, CHECK_RESTORED, self.get_anchor_proof())
         if not status.waiting:
             return
         anchored, _ = self.anchor.get_anchor(to_checksum_address(self.get_signer()))
         if anchored < status.version:  # its anchor was never mined: relay it
-            self.release(decode(self.handle.ecall("pending_anchor", b""), AnchorRequest))
+            self.release(call_enclave(self.handle, PENDING_ANCHOR, NOTHING))
         else:
-            self.handle.ecall("take_output", encode(self.get_anchor_proof()))
+            call_enclave(self.handle, TAKE_OUTPUT, self.get_anchor_proof())
             self.persist()
 
 
@@ -382,9 +420,12 @@ class _Vault(_Anchored):
     mutating = _VAULT_MUTATING
     anchored = frozenset(ANCHORED_ECALLS)
 
+    def persist(self) -> None:
+        write_atomic(self.state_file, call_enclave(self.handle, VAULT_SEAL, NOTHING).blob)
+
     def restore_checked(self, blob: bytes) -> None:
         """Restore a sealed state and prove that it is the newest anchored one."""
-        self.handle.ecall("restore", encode(SealedState(blob=blob)))
+        call_enclave(self.handle, VAULT_RESTORE, SealedState(blob=blob))
         self.check_restored()
 
     def restore(self) -> None:
@@ -417,12 +458,12 @@ class _Matcher(_Anchored):
     def persist(self) -> None:
         if not self.state_file.exists() or self._segments >= self.COMPACT_EVERY:
             # a new base (a snapshot of the state), then no segments
-            base = decode(self.handle.ecall("seal", b""), SealedJournal).blob
+            base = call_enclave(self.handle, MATCHER_SEAL, NOTHING).blob
             write_atomic(self.state_file, base)
             self.segments_file.write_bytes(b"")
             self._segments = 0
             return
-        blob = decode(self.handle.ecall("seal_tail", b""), SealedJournal).blob
+        blob = call_enclave(self.handle, MATCHER_SEAL_TAIL, NOTHING).blob
         with self.segments_file.open("ab") as fh:
             fh.write(len(blob).to_bytes(4, "big") + blob)
             fh.flush()
@@ -446,13 +487,13 @@ class _Matcher(_Anchored):
 
     def restore(self) -> None:
         journal = SealedJournal(blob=self.state_file.read_bytes(), segments=self.read_segments())
-        self.handle.ecall("restore", encode(journal))
+        call_enclave(self.handle, MATCHER_RESTORE, journal)
         self._segments = len(journal.segments)
         self.check_restored()
 
 
 @dataclass
-class Client:
+class KeyReleaseClient:
     name: str
     wallet_key: bytes  # a fresh random key, the same account on both chains
     account: str
@@ -511,7 +552,7 @@ class KeyReleaseDevnet:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.nodes: list[AnvilNode] = []
         self.adapters: dict[int, ChainAdapter] = {}
-        self.clients: dict[str, Client] = {}
+        self.clients: dict[str, KeyReleaseClient] = {}
         self.assets: dict[str, Asset] = {}
         self.chunk_sources: ChunkSources | None = None  # what the matcher proves, per asset
         self.started = time.monotonic()
@@ -577,7 +618,7 @@ class KeyReleaseDevnet:
             ),
             self.home / "matcher.sealed",
         )
-        card = decode(self.matcher.call("card"), MatcherCard)
+        card = self.matcher.call(MATCHER_CARD, NOTHING)
         verify_matcher_card(card, matcher_policy, time.time())
         self.matcher_card = card
         self.oracle = PriceOracle(a, deploy_price_oracle(a, deployer, a.address_of(reporter)))
@@ -642,7 +683,7 @@ class KeyReleaseDevnet:
                 for asset_id, asset in self.assets.items()
             ],
             chains=[
-                ChainAnchor(
+                FollowedChain(
                     chain_id=CHAIN_B,
                     tip=HeaderTip(number=head_b.number, block_hash=head_b.hash),
                 )
@@ -659,9 +700,9 @@ class KeyReleaseDevnet:
                 start=HeaderTip(number=start.number, block_hash=start.hash),
             ),
         )
-        self.matcher.call("configure", self.matcher_config)
+        self.matcher.call(MATCHER_CONFIGURE, self.matcher_config)
         # the card now binds the configuration: clients check it is the one set up here
-        configured = decode(self.matcher.call("card"), MatcherCard)
+        configured = self.matcher.call(MATCHER_CARD, NOTHING)
         verify_matcher_card(configured, matcher_policy, time.time(), config=self.matcher_config)
         self.matcher_card = configured
         self._emit(
@@ -681,7 +722,7 @@ class KeyReleaseDevnet:
             self.add_client(name, compromised=name in self.compromised)
         return self
 
-    def add_client(self, name: str, *, compromised: bool = False) -> Client:
+    def add_client(self, name: str, *, compromised: bool = False) -> KeyReleaseClient:
         """A new client: its vault enclave (declared compromised or not) makes its deposit
         keys, and its wallet checks the manifest's quote."""
         name = normalize_client_name(name)  # a display label: NFKC-folded, unique
@@ -711,17 +752,15 @@ class KeyReleaseDevnet:
             contract=self._state_anchor().address,
             start=HeaderTip(number=start.number, block_hash=start.hash),
         )
-        vault.call("configure", VaultConfig(policy=vault_policy, anchor=anchor))
+        vault.call(VAULT_CONFIGURE, VaultConfig(policy=vault_policy, anchor=anchor))
         # bound to its owner before it holds anything (nobody else may withdraw from it)
-        vault.call("bind_owner", OwnerRef(account=account))
-        card = decode(vault.call("card"), VaultCard)
-        manifest = decode(
-            vault.call("create_keys", CreateKeys(count=self.keys_per_vault)), VaultManifest
-        )
+        vault.call(VAULT_BIND_OWNER, OwnerRef(account=account))
+        card = vault.call(VAULT_CARD, NOTHING)
+        manifest = vault.call(VAULT_CREATE_KEYS, CreateKeys(count=self.keys_per_vault))
         # the wallet checks the quote before it funds anything
         verify_manifest(manifest, vault_policy, time.time())
         account = ChainAdapter.address_of(wallet_key)
-        client = Client(
+        client = KeyReleaseClient(
             name=name,
             wallet_key=wallet_key,
             account=account,
@@ -730,7 +769,9 @@ class KeyReleaseDevnet:
             manifest=manifest,
             compromised=compromised,
         )
-        self._matcher().call("register_requester", RegisterRequester(account=account, card=card))
+        self._matcher().call(
+            MATCHER_REGISTER_REQUESTER, RegisterRequester(account=account, card=card)
+        )
         self.clients[name] = client
         if compromised:
             self.compromised.add(name)
@@ -780,13 +821,13 @@ class KeyReleaseDevnet:
         vault.on_gas = self._count
         client.vault = vault  # whatever the restore says, this process is the vault now
         vault.restore_checked(blob)
-        if decode(vault.call("card"), VaultCard).node != client.card.node:
+        if vault.call(VAULT_CARD, NOTHING).node != client.card.node:
             raise KeyReleaseDevnetError(f"{name}'s vault came back with another identity")
         self._emit("vault-restart", client=name, restored="sealed keys and contracts")
 
-    def _fresh_card(self, client: Client) -> VaultCard:
+    def _fresh_card(self, client: KeyReleaseClient) -> VaultCard:
         """The client's card with a fresh quote (a peer checks the quote's age)."""
-        card = decode(client.vault.call("card"), VaultCard)
+        card = client.vault.call(VAULT_CARD, NOTHING)
         if card.node != client.card.node:
             raise KeyReleaseDevnetError(f"{client.name}'s vault changed identity")
         return card
@@ -796,7 +837,7 @@ class KeyReleaseDevnet:
         """Asset id -> AssetKind value, as contract Z's machines take them."""
         return {asset_id: str(asset.kind) for asset_id, asset in self.assets.items()}
 
-    def _client(self, name: str) -> Client:
+    def _client(self, name: str) -> KeyReleaseClient:
         client = self.clients.get(name)
         if client is None:
             raise KeyReleaseDevnetError(f"no client {name!r} (have: {', '.join(self.clients)})")
@@ -826,7 +867,7 @@ class KeyReleaseDevnet:
         restarted.on_gas = self._count
         self.matcher = restarted  # whatever the restore says, this process is the matcher
         restarted.restore()
-        card = decode(restarted.call("card"), MatcherCard)
+        card = restarted.call(MATCHER_CARD, NOTHING)
         previous = self.matcher_card
         if previous is None or (card.node, card.operator, card.config_hash) != (
             previous.node,
@@ -880,15 +921,15 @@ class KeyReleaseDevnet:
         self._count(receipt.gas_used)
         bonded = self.pool.get_bond(client.account)
         bond_usd = bonded * price // ETHER
-        binding_bytes = client.vault.call("bind_owner", OwnerRef(account=client.account))
+        binding = client.vault.call(VAULT_BIND_OWNER, OwnerRef(account=client.account))
         self.sync_fee_chain()  # the matcher books only the bond it saw posted
         self._matcher().call(
-            "register_owner",
+            MATCHER_REGISTER_OWNER,
             RegisterOwner(
                 owner=client.account,
                 bond_usd_e8=bond_usd,
                 manifest=client.manifest,
-                binding=decode(binding_bytes, OwnerBinding),
+                binding=binding,
             ),
         )
         self._emit("bond", client=name, wei=bonded, usd=bond_usd / USD)
@@ -947,7 +988,7 @@ class KeyReleaseDevnet:
         return chunks
 
     def _deposit_btc(
-        self, client: Client, asset_id: str, count: int, amount: int, price: int
+        self, client: KeyReleaseClient, asset_id: str, count: int, amount: int, price: int
     ) -> list[Chunk]:
         """``deposit`` for bitcoin: a funding output of ``amount`` sat at each fresh key's
         P2WPKH address in the ledger. The wallet re-derives the address from the attested
@@ -993,7 +1034,7 @@ class KeyReleaseDevnet:
                 "the matcher does not book btc chunks (it cannot prove a bitcoin balance)"
             )
         self._matcher().call(
-            "add_chunks", AddChunks(chunks=list(chunks), proofs=self.prove_balances(chunks))
+            MATCHER_ADD_CHUNKS, AddChunks(chunks=list(chunks), proofs=self.prove_balances(chunks))
         )
         client = self._client(name)
         offered = {c.chunk_id for c in chunks}
@@ -1020,7 +1061,7 @@ class KeyReleaseDevnet:
         )
         return self.request_signed(client.sign(self.service_id, "match", encode(body)))
 
-    def check_client(self, signed: SignedRequest, action: str, account: str) -> Client:
+    def check_client(self, signed: SignedRequest, action: str, account: str) -> KeyReleaseClient:
         """The client that signed ``signed`` (a fresh nonce, this service, ``action``),
         which must be the client of ``account``: checked before anything happens."""
         signer = verify_client_request(
@@ -1033,7 +1074,7 @@ class KeyReleaseDevnet:
             raise ClientRefused(f"the {action} request is signed by another account")
         return self.clients_by_account(signer)
 
-    def took(self, signed: SignedRequest, client: Client) -> None:
+    def took(self, signed: SignedRequest, client: KeyReleaseClient) -> None:
         self._nonces[client.account.lower()] = signed.request.nonce
 
     def request_signed(self, signed: SignedRequest) -> MatchAnswer:
@@ -1052,10 +1093,10 @@ class KeyReleaseDevnet:
                 f"contract {contract} was used before: name another one (or none, for a fresh one)"
             )
         started = time.monotonic()
-        expired = decode(self._matcher().call("expire"), Expired)
+        expired = self._matcher().call(MATCHER_EXPIRE, NOTHING)
         if expired.request_ids:
             self._emit("expire", offers=len(expired.request_ids))
-        answer = decode(self._matcher().call("match", signed), MatchAnswer)
+        answer = self._matcher().call(MATCHER_MATCH, signed)
         self.took(signed, client)
         card = self.matcher_card
         if card is None:
@@ -1110,14 +1151,14 @@ class KeyReleaseDevnet:
         # after the fee's transaction (ACCEPT_MARGIN_S, at most a quarter of the ttl)
         ttl = self.risk_policy.offer_ttl_s if self.risk_policy is not None else 0.0
         checked = self._matcher().call(
-            "check_accept",
+            MATCHER_CHECK_ACCEPT,
             Accept(
                 request_id=offer.request_id,
                 requester=client.account,
                 margin_s=min(ACCEPT_MARGIN_S, ttl / 4),
             ),
         )
-        if decode(checked, Offer) != offer:
+        if checked != offer:
             raise KeyReleaseDevnetError(f"offer {offer.request_id} is not the one the matcher made")
         fee_wei = usd_to_wei(answer.offer.fee_e8, self.price("ETH@31337"))
         request_key = hashlib.sha256(answer.offer.request_id.encode()).digest()
@@ -1126,11 +1167,11 @@ class KeyReleaseDevnet:
             receipt = self.pool.pay_fee(request_key, fee_wei, client.wallet_key)
             self._count(receipt.gas_used)
         self.sync_fee_chain()  # the matcher sees the fee paid before it accepts
-        self._matcher().call("accept", AcceptOrder(signed=signed))
+        self._matcher().call(MATCHER_ACCEPT, AcceptOrder(signed=signed))
         self.took(signed, client)
         self._emit("accept", client=name, fee_wei=fee_wei, pool_wei=self.pool.get_pool())
 
-    def clients_by_account(self, account: str) -> Client:
+    def clients_by_account(self, account: str) -> KeyReleaseClient:
         for client in self.clients.values():
             if client.account.lower() == account.lower():
                 return client
@@ -1179,7 +1220,8 @@ class KeyReleaseDevnet:
         deadline = time.time() + deadline_s
         contract = answer.offer.contract
         self._matcher().call(
-            "register_sweep_address", SweepAddress(requester=alice.account, address=alice.account)
+            MATCHER_REGISTER_SWEEP_ADDRESS,
+            SweepAddress(requester=alice.account, address=alice.account),
         )
         given = received = swept = 0
         double_spent: list[str] = []
@@ -1192,7 +1234,7 @@ class KeyReleaseDevnet:
             alice.chunks = [c for c in alice.chunks if c not in mine]
             swap_id = f"{contract}/{owner_name}"
             owner.vault.call(
-                "open_swap",
+                VAULT_OPEN_SWAP,
                 OpenSwap(
                     swap_id=swap_id,
                     role="B",
@@ -1203,20 +1245,17 @@ class KeyReleaseDevnet:
                     counterparty=self._fresh_card(alice),
                 ),
             )
-            out = decode(
-                alice.vault.call(
-                    "open_swap",
-                    OpenSwap(
-                        swap_id=swap_id,
-                        role="A",
-                        mine=mine,
-                        theirs=theirs,
-                        kinds=kinds,
-                        deadline=deadline,
-                        counterparty=self._fresh_card(owner),
-                    ),
+            out = alice.vault.call(
+                VAULT_OPEN_SWAP,
+                OpenSwap(
+                    swap_id=swap_id,
+                    role="A",
+                    mine=mine,
+                    theirs=theirs,
+                    kinds=kinds,
+                    deadline=deadline,
+                    counterparty=self._fresh_card(owner),
                 ),
-                VaultOutput,
             )
             self._emit(
                 "swap-open",
@@ -1251,9 +1290,7 @@ class KeyReleaseDevnet:
                     owner_released += 1
                     if owner.compromised:
                         self._double_spend(owner, chunk_of[envelope.chunk_id])
-                result = decode(
-                    target.vault.call("deliver", Deliver(envelope=envelope)), VaultOutput
-                )
+                result = target.vault.call(VAULT_DELIVER, Deliver(envelope=envelope))
                 safe = True
                 for chunk_id in result.sweeps:
                     if target is alice:
@@ -1270,17 +1307,14 @@ class KeyReleaseDevnet:
                 if not safe:
                     # stop giving to a counterparty whose chunk was emptied: the release
                     # held back for this sweep is never made
-                    target.vault.call("abort", ContractRef(contract=swap_id))
+                    target.vault.call(VAULT_ABORT, ContractRef(contract=swap_id))
                     self._emit("swap-abort", contract=swap_id, by=target.name)
                     continue
                 queue.extend(result.releases)
                 if result.sweeps:  # swept: now the vault makes the release it held back
-                    more = decode(
-                        target.vault.call("proceed", ContractRef(contract=swap_id)),
-                        VaultOutput,
-                    )
+                    more = target.vault.call(VAULT_PROCEED, ContractRef(contract=swap_id))
                     queue.extend(more.releases)
-            status = decode(alice.vault.call("status"), VaultStatus)
+            status = alice.vault.call(VAULT_STATUS, NOTHING)
             for entry in status.contracts:
                 if entry.contract == swap_id:
                     exposures[owner_name] = entry.exposure_usd_e8
@@ -1311,9 +1345,7 @@ class KeyReleaseDevnet:
     def tick(self, name: str, contract: str) -> list[str]:
         """Let a client's vault see the time pass for one contract; returns the outcomes
         of contracts that ended (e.g. a swap aborted after its deadline)."""
-        out = decode(
-            self._client(name).vault.call("tick", ContractRef(contract=contract)), VaultOutput
-        )
+        out = self._client(name).vault.call(VAULT_TICK, ContractRef(contract=contract))
         return [f.outcome for f in out.finished]
 
     def reclaim(self, name: str, chunk_ids: Sequence[str]) -> None:
@@ -1321,16 +1353,14 @@ class KeyReleaseDevnet:
         contract ended without them): the owner's vault signs that each key is free."""
         client = self._client(name)
         for chunk_id in chunk_ids:
-            statement = decode(
-                client.vault.call("attest_unreleased", ChunkRef(chunk_id=chunk_id)), Unreleased
-            )
-            self._matcher().call("reclaim", Reclaim(statement=statement))
+            statement = client.vault.call(VAULT_ATTEST_UNRELEASED, ChunkRef(chunk_id=chunk_id))
+            self._matcher().call(MATCHER_RECLAIM, Reclaim(statement=statement))
         self._emit("reclaim", owner=name, chunks=len(chunk_ids))
 
-    def _double_spend(self, owner: Client, chunk: Chunk) -> None:
+    def _double_spend(self, owner: KeyReleaseClient, chunk: Chunk) -> None:
         """The compromised owner's host: extract the key it is about to release and sweep
         the chunk to itself first (same key, released twice)."""
-        secret = owner.vault.call("leak", ChunkRef(chunk_id=chunk.chunk_id))
+        secret = owner.vault.call(VAULT_LEAK, ChunkRef(chunk_id=chunk.chunk_id))
         asset = self.assets[chunk.asset]
         adapter = self.adapters[asset.chain_id]
         thief = owner.account
@@ -1360,17 +1390,19 @@ class KeyReleaseDevnet:
         for anchor in self.chunk_sources.chains if self.chunk_sources else []:
             adapter = self.adapters[anchor.chain_id]
             query = ChainTipQuery(chain_id=anchor.chain_id)
-            tip = decode(self._matcher().call("chain_tip", query), HeaderTip).number
+            tip = self._matcher().call(MATCHER_CHAIN_TIP, query).number
             head = adapter.get_block_number()
             while tip < head:
                 numbers = list(range(tip + 1, min(head, tip + MAX_OBSERVED_BLOCKS) + 1))
                 headers = adapter.get_header_fields(numbers)
-                tip = decode(
-                    self._matcher().call(
-                        "advance_headers", AdvanceHeaders(chain_id=anchor.chain_id, headers=headers)
-                    ),
-                    HeaderTip,
-                ).number
+                tip = (
+                    self._matcher()
+                    .call(
+                        MATCHER_ADVANCE_HEADERS,
+                        AdvanceChainHeaders(chain_id=anchor.chain_id, headers=headers),
+                    )
+                    .number
+                )
             tips[anchor.chain_id] = tip
         return tips
 
@@ -1402,14 +1434,12 @@ class KeyReleaseDevnet:
         """Feed the matcher every chain-A block it has not verified yet (headers and
         receipts); it counts the pool's ``FeePaid`` logs in them. Returns its tip."""
         a = self.adapters[CHAIN_A]
-        tip = decode(self._matcher().call("fee_tip"), FeeTip).number
+        tip = self._matcher().call(MATCHER_FEE_TIP, NOTHING).number
         head = a.get_block_number()
         while tip < head:
             numbers = list(range(tip + 1, min(head, tip + MAX_OBSERVED_BLOCKS) + 1))
             blocks = a.get_block_evidence(numbers)
-            tip = decode(
-                self._matcher().call("observe_blocks", ObserveBlocks(blocks=blocks)), FeeTip
-            ).number
+            tip = self._matcher().call(MATCHER_OBSERVE_BLOCKS, ObserveBlocks(blocks=blocks)).number
         return tip
 
     def withdraw(self, name: str, chunk: Chunk, destination: str) -> SignedSweep:
@@ -1423,9 +1453,8 @@ class KeyReleaseDevnet:
         sweep = self._sweep_request(msgspec.structs.replace(chunk, address=source))
         request = WithdrawalRequest(vault=client.vault_id, destination=destination, sweep=sweep)
         signature = secp256k1_sign_hash(client.wallet_key, compute_withdrawal_digest(request))
-        signed = decode(
-            client.vault.call("withdraw", SignedWithdrawal(request=request, signature=signature)),
-            SignedSweep,
+        signed = client.vault.call(
+            VAULT_WITHDRAW, SignedWithdrawal(request=request, signature=signature)
         )
         adapter = self.adapters[sweep.chain_id]
         self._count(adapter.wait_for_receipt(adapter.send_raw_transaction(signed.raw_tx)).gas_used)
@@ -1446,18 +1475,15 @@ class KeyReleaseDevnet:
         )
         request = BtcWithdrawalRequest(vault=client.vault_id, destination=destination, sweep=sweep)
         signature = secp256k1_sign_hash(client.wallet_key, compute_btc_withdrawal_digest(request))
-        signed = decode(
-            client.vault.call(
-                "withdraw_btc", SignedBtcWithdrawal(request=request, signature=signature)
-            ),
-            SignedBtcSweep,
+        signed = client.vault.call(
+            VAULT_WITHDRAW_BTC, SignedBtcWithdrawal(request=request, signature=signature)
         )
         self.btc.broadcast(signed.raw_tx)
         self.btc.mine()
         self._emit("withdraw", client=name, chunk=chunk.chunk_id[-6:], to=destination)
         return signed
 
-    def _sweep_btc(self, client: Client, chunk: Chunk) -> bool:
+    def _sweep_btc(self, client: KeyReleaseClient, chunk: Chunk) -> bool:
         """``_sweep`` for a btc chunk: every output at the chunk's address goes to the
         P2WPKH address of its sweep key; False if they hold less than the chunk."""
         held = self.btc.get_utxos(chunk.address)
@@ -1467,7 +1493,7 @@ class KeyReleaseDevnet:
         request = BtcSweepRequest(
             chunk_id=chunk.chunk_id, utxos=utxos, fee_sat=fee, network=BTC_NETWORK
         )
-        signed = decode(client.vault.call("sign_btc_sweep", request), SignedBtcSweep)
+        signed = client.vault.call(VAULT_SIGN_BTC_SWEEP, request)
         self.swept_to[chunk.chunk_id] = signed.destination
         try:
             self.btc.broadcast(signed.raw_tx)
@@ -1506,7 +1532,7 @@ class KeyReleaseDevnet:
             else 0,
         )
 
-    def _sweep(self, client: Client, chunk: Chunk) -> bool:
+    def _sweep(self, client: KeyReleaseClient, chunk: Chunk) -> bool:
         """Sweep a received chunk to its sweep key in the client's vault; False if the funds
         were gone (nothing signed)."""
         if self.assets[chunk.asset].kind == AssetKind.BTC:
@@ -1515,7 +1541,7 @@ class KeyReleaseDevnet:
         held = request.token_balance if request.kind == "erc20" else request.balance
         if held < chunk.amount:
             return False
-        signed = decode(client.vault.call("sign_sweep", request), SignedSweep)
+        signed = client.vault.call(VAULT_SIGN_SWEEP, request)
         self.swept_to[chunk.chunk_id] = signed.destination
         adapter = self.adapters[request.chain_id]
         tx_hash = adapter.send_raw_transaction(signed.raw_tx)
@@ -1538,15 +1564,15 @@ class KeyReleaseDevnet:
             adapter, tx_hash = self._unconfirmed.pop(0)
             self._count(adapter.wait_for_receipt(tx_hash).gas_used)
 
-    def _sweep_or_report(self, client: Client, chunk: Chunk) -> tuple[bool, int]:
+    def _sweep_or_report(self, client: KeyReleaseClient, chunk: Chunk) -> tuple[bool, int]:
         if self._sweep(client, chunk):
             self._matcher().call(
-                "settle", Settle(chunk_id=chunk.chunk_id, requester=client.account)
+                MATCHER_SETTLE, Settle(chunk_id=chunk.chunk_id, requester=client.account)
             )
             return True, 0
         return False, self.report_double_spend(client, chunk)
 
-    def report_double_spend(self, victim: Client, chunk: Chunk) -> int:
+    def report_double_spend(self, victim: KeyReleaseClient, chunk: Chunk) -> int:
         """The victim reports; the matcher's host reads the chain; the matcher enclave
         judges and signs the slash and the compensation; the host submits them."""
         asset = self.assets[chunk.asset]
@@ -1577,29 +1603,24 @@ class KeyReleaseDevnet:
         if card is None:
             raise KeyReleaseDevnetError("the devnet is not started")
         max_fee, tip = a.get_fees()
-        claim = decode(
-            victim.vault.call("claim_loss", ChunkRef(chunk_id=chunk.chunk_id)), LossClaim
-        )
-        outcome = decode(
-            self._matcher().call(
-                "report",
-                Report(
-                    report=DoubleSpendReport(chunk_id=chunk.chunk_id, victim=victim.account),
-                    claim=claim,
-                    observation=observation,
-                    price_e8=self.price("ETH@31337"),
-                    tx=OperatorTx(
-                        chain_id=CHAIN_A,
-                        pool=self.pool.address,
-                        nonce=a.get_nonce(card.operator),
-                        max_fee_per_gas=max_fee,
-                        max_priority_fee_per_gas=tip,
-                    ),
-                    owner_account=chunk.owner,
-                    balance=balance,
+        claim = victim.vault.call(VAULT_CLAIM_LOSS, ChunkRef(chunk_id=chunk.chunk_id))
+        outcome = self._matcher().call(
+            MATCHER_REPORT,
+            LossReport(
+                report=DoubleSpendReport(chunk_id=chunk.chunk_id, victim=victim.account),
+                claim=claim,
+                observation=observation,
+                price_e8=self.price("ETH@31337"),
+                tx=OperatorTx(
+                    chain_id=CHAIN_A,
+                    pool=self.pool.address,
+                    nonce=a.get_nonce(card.operator),
+                    max_fee_per_gas=max_fee,
+                    max_priority_fee_per_gas=tip,
                 ),
+                owner_account=chunk.owner,
+                balance=balance,
             ),
-            PenaltyOutcome,
         )
         for raw in outcome.transactions:
             receipt = a.wait_for_receipt(a.send_raw_transaction(raw))
@@ -1633,7 +1654,7 @@ class KeyReleaseDevnet:
         escrow_id = f"escrow:{depositor}:{beneficiary}:{int(unlock_at)}"
         for client, role, other in ((ben, "beneficiary", dep), (dep, "depositor", ben)):
             client.vault.call(
-                "open_escrow",
+                VAULT_OPEN_ESCROW,
                 OpenEscrow(
                     escrow_id=escrow_id,
                     role=role,
@@ -1650,15 +1671,15 @@ class KeyReleaseDevnet:
             chunks=count,
             unlock_in_s=unlock_in_s,
         )
-        early = decode(dep.vault.call("tick", ContractRef(contract=escrow_id)), VaultOutput)
+        early = dep.vault.call(VAULT_TICK, ContractRef(contract=escrow_id))
         if early.releases:
             raise KeyReleaseDevnetError("the escrow released before its unlock time")
         time.sleep(max(0.0, unlock_at - time.time()) + 0.05)
-        out = decode(dep.vault.call("tick", ContractRef(contract=escrow_id)), VaultOutput)
+        out = dep.vault.call(VAULT_TICK, ContractRef(contract=escrow_id))
         by_id = {c.chunk_id: c for c in chunks}
         swept = 0
         for envelope in out.releases:
-            result = decode(ben.vault.call("deliver", Deliver(envelope=envelope)), VaultOutput)
+            result = ben.vault.call(VAULT_DELIVER, Deliver(envelope=envelope))
             for chunk_id in result.sweeps:
                 swept += int(self._sweep(ben, by_id[chunk_id]))
         self._emit("escrow-done", beneficiary=beneficiary, released=len(out.releases), swept=swept)
@@ -1666,10 +1687,10 @@ class KeyReleaseDevnet:
 
     # -- status -----------------------------------------------------------------------------------
     def matcher_status(self) -> MatcherStatus:
-        return decode(self._matcher().call("status"), MatcherStatus)
+        return self._matcher().call(MATCHER_STATUS, NOTHING)
 
     def vault_status(self, name: str) -> VaultStatus:
-        return decode(self._client(name).vault.call("status"), VaultStatus)
+        return self._client(name).vault.call(VAULT_STATUS, NOTHING)
 
 
 def _token_owner(devnet: KeyReleaseDevnet, name: str) -> bytes:

@@ -450,7 +450,7 @@ class SwapDevnet:
                 if (
                     signed.message != expected
                     or share is None
-                    or not bls.verify_partial(share, signed.message, signed.partial)
+                    or not bls.is_valid_partial(share, signed.message, signed.partial)
                 ):
                     last_refusal = f"{gateway.name}: a partial that does not verify"
                     continue
@@ -529,7 +529,7 @@ class SwapDevnet:
                     last_refusal = f"{gateway.name}: {exc.message}"
                     continue
                 share = shares.get(signed.partial.index)
-                if share is None or not bls.verify_partial(share, signed.message, signed.partial):
+                if share is None or not bls.is_valid_partial(share, signed.message, signed.partial):
                     last_refusal = f"{gateway.name}: a partial that does not verify"
                     continue
                 partials = by_message.setdefault(signed.message, {})

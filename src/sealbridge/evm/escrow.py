@@ -20,7 +20,7 @@ committee's threshold BLS group key. A transfer of ETH from chain A to chain B
    Otherwise **abort** (committee-signed, any time) or **refund** (anyone, after the
    deadline) pays the sender back.
 
-States: on A ``NONE -> LOCKED -> COMMITTED | REFUNDED`` (:class:`LockState`); on B a
+States: on A ``NONE -> LOCKED -> COMMITTED | REFUNDED`` (:class:`EscrowLockState`); on B a
 transfer id is released or not. Atomicity: a release is impossible after ``deadline -
 release_margin`` (B's clock) and a timeout refund is impossible before ``deadline`` (A's
 clock), so as long as the committee commits within ``release_margin`` of a release
@@ -63,10 +63,10 @@ from sealbridge.evm.compiler import compile_contract
 __all__ = [
     "CONTRACT_NAME",
     "EscrowLock",
+    "EscrowLockState",
     "EscrowRevert",
     "GatewayEscrow",
     "GatewayTransferResult",
-    "LockState",
     "LockedTransfer",
     "TransferStep",
     "deploy_gateway_escrow",
@@ -77,7 +77,7 @@ CONTRACT_NAME = "GatewayEscrow"
 MAX_MESSAGE = 2048
 
 
-class LockState(IntEnum):
+class EscrowLockState(IntEnum):
     """State of a transfer id on its source escrow."""
 
     NONE = 0
@@ -114,7 +114,7 @@ class EscrowLock(Message, frozen=True):
     amount: int
     deadline: int
     lock_ref: bytes
-    state: LockState
+    state: EscrowLockState
 
 
 class LockedTransfer(Message, frozen=True):
@@ -310,7 +310,7 @@ class GatewayEscrow(BoundContract):
     def get_lock(self, transfer_id: bytes) -> EscrowLock | None:
         """The source lock, or None if this escrow has no such transfer id."""
         (raw,) = self._call("get_lock", _b32(transfer_id, "transfer_id"))
-        if int(raw[4]) == LockState.NONE:
+        if int(raw[4]) == EscrowLockState.NONE:
             return None
         return EscrowLock(
             transfer_id=bytes(transfer_id),
@@ -318,7 +318,7 @@ class GatewayEscrow(BoundContract):
             amount=int(raw[1]),
             deadline=int(raw[2]),
             lock_ref=bytes(raw[3]),
-            state=LockState(int(raw[4])),
+            state=EscrowLockState(int(raw[4])),
         )
 
     def is_released(self, transfer_id: bytes) -> bool:
@@ -350,8 +350,9 @@ class GatewayEscrow(BoundContract):
             raise ChainConfigError(f"the contract hashes at most {MAX_MESSAGE} bytes")
         return bytes(self._call("hash_to_g2", bytes(message))[0])
 
-    def verify_signature(self, message: bytes, signature: bytes) -> bool:
-        """The contract's verdict on ``signature`` (current key) over ``message``."""
+    def is_valid_signature(self, message: bytes, signature: bytes) -> bool:
+        """True when the contract's ``verify_signature`` view accepts ``signature`` (current
+        key) over ``message``."""
         if len(message) > MAX_MESSAGE:
             raise ChainConfigError(f"the contract hashes at most {MAX_MESSAGE} bytes")
         return bool(self._call("verify_signature", bytes(message), to_signature_arg(signature))[0])

@@ -4,7 +4,7 @@ Theory of operation: a hashed timelock contract (``contracts/HTLC.vy``) holds ET
 recipient under ``sha256(preimage) == hashlock`` until a unix ``timelock``. Before the
 timelock anyone may ``claim`` with the preimage (the recipient is paid and the preimage
 becomes public); from the timelock on anyone may ``refund`` (the sender is paid).
-States per swap id: NONE -> LOCKED -> CLAIMED | REFUNDED (:class:`SwapState`).
+States per swap id: NONE -> LOCKED -> CLAIMED | REFUNDED (:class:`HtlcState`).
 
 The swap between Alice (coins on chain A) and Bob (coins on chain B),
 :func:`run_htlc_swap`, takes four transactions in this order:
@@ -45,10 +45,10 @@ __all__ = [
     "HTLC",
     "HtlcLock",
     "HtlcRevert",
+    "HtlcState",
     "HtlcSwapError",
     "HtlcSwapResult",
     "SwapRecord",
-    "SwapState",
     "SwapStep",
     "compute_hashlock",
     "compute_swap_id",
@@ -60,7 +60,7 @@ CONTRACT_NAME = "HTLC"
 PREIMAGE_SIZE = 32
 
 
-class SwapState(IntEnum):
+class HtlcState(IntEnum):
     """State of a swap id on chain."""
 
     NONE = 0
@@ -99,7 +99,7 @@ class SwapRecord(Message, frozen=True):
     hashlock: bytes
     timelock: int
     preimage: bytes
-    state: SwapState
+    state: HtlcState
 
 
 class HtlcLock(Message, frozen=True):
@@ -199,7 +199,7 @@ class HTLC(BoundContract):
     def get_swap(self, swap_id: bytes) -> SwapRecord | None:
         """The swap, or None if there is no such swap id."""
         (raw,) = self._call("get_swap", _b32(swap_id, "swap_id"))
-        if int(raw[6]) == SwapState.NONE:
+        if int(raw[6]) == HtlcState.NONE:
             return None
         return SwapRecord(
             swap_id=bytes(swap_id),
@@ -209,7 +209,7 @@ class HTLC(BoundContract):
             hashlock=bytes(raw[3]),
             timelock=int(raw[4]),
             preimage=bytes(raw[5]),
-            state=SwapState(int(raw[6])),
+            state=HtlcState(int(raw[6])),
         )
 
     def get_locked_total(self) -> int:
@@ -218,7 +218,7 @@ class HTLC(BoundContract):
     def get_preimage(self, swap_id: bytes) -> bytes | None:
         """The preimage a claim revealed (None while unclaimed)."""
         swap = self.get_swap(swap_id)
-        if swap is None or swap.state != SwapState.CLAIMED:
+        if swap is None or swap.state != HtlcState.CLAIMED:
             return None
         return swap.preimage
 
@@ -252,7 +252,7 @@ def _check_lock(
     min_timelock: int,
     what: str,
 ) -> None:
-    if swap is None or swap.state != SwapState.LOCKED:
+    if swap is None or swap.state != HtlcState.LOCKED:
         raise HtlcSwapError(f"{what}: no open lock")
     if swap.sender != sender or swap.recipient != recipient:
         raise HtlcSwapError(f"{what}: wrong parties")

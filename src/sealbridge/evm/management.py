@@ -36,6 +36,7 @@ from sealbridge.chain.abi import (
     sign_digest,
 )
 from sealbridge.chain.errors import ChainConfigError, ChainError
+from sealbridge.chain.registration import EraParams
 from sealbridge.core.encoding import Message, to_json
 from sealbridge.core.errors import EncodingError
 from sealbridge.core.ids import keccak
@@ -123,25 +124,6 @@ class TenureRecord(Message, frozen=True):
     left_era: int  # the era it left or was slashed out in (NOT_LEFT while registered)
     unbond_at: int  # block from which the owner may withdraw the stake (once inactive)
     listed: bool  # judged when eras close; false once the stake is withdrawn
-
-
-class EraParams(Message, frozen=True):
-    """How the NodeRegistry cuts blocks into eras and heartbeat slots (fixed at deploy)."""
-
-    genesis_block: int
-    era_length: int
-    slots: int = HEARTBEAT_SLOTS
-
-    def get_era(self, block_number: int) -> int:
-        return (block_number - self.genesis_block) // self.era_length
-
-    def get_slot(self, block_number: int) -> int:
-        offset = (block_number - self.genesis_block) % self.era_length
-        return offset * self.slots // self.era_length
-
-    def get_era_start(self, era: int) -> int:
-        """The first block of ``era``."""
-        return self.genesis_block + era * self.era_length
 
 
 class ContractRecord(Message, frozen=True):

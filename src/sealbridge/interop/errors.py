@@ -12,7 +12,7 @@ from sealbridge.core.errors import ConfigError, RemoteProtocolError
 
 __all__ = [
     "BadAttestation",
-    "BadCertificate",
+    "BadCrossCertificate",
     "BadKey",
     "BadQuote",
     "InteropConfigError",
@@ -70,7 +70,7 @@ class BadAttestation(InteropRemoteError):
     code = "bad_attestation"
 
 
-class BadCertificate(InteropRemoteError):
+class BadCrossCertificate(InteropRemoteError):
     """A threshold certificate that does not prove what it claims (wrong key, transfer,
     claim or signature)."""
 

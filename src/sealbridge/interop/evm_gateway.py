@@ -95,8 +95,16 @@ from sealbridge.keyservice.committee import (
     CommitteeMember,
     CommitteeState,
 )
-from sealbridge.keyservice.ecalls import CommitteeEcalls, SealedBlob, sign_heartbeat
-from sealbridge.tee.enclave import EnclaveContext
+from sealbridge.keyservice.ecalls import (
+    SIGN_HEARTBEAT,
+    CommitteeEcalls,
+    SealedBlob,
+    SignedHeartbeat,
+    SignHeartbeat,
+    sign_heartbeat,
+)
+from sealbridge.tee.ecall import NOTHING, Ecall, Nothing, get_ecall_table
+from sealbridge.tee.enclave import EnclaveContext, RawEcall
 from sealbridge.tee.policy import AttestationPolicy
 
 SETUP_SEAL_LABEL = "sealbridge/gateway-setup/v1"
@@ -618,13 +626,21 @@ class GatewayCore:
         )
 
 
-class Empty(Message, frozen=True):
-    pass
-
-
 class Height(Message, frozen=True):
     number: int
     committee: bytes = b""  # the sealed committee state, when following erased a share
+
+
+# --- the ECALLs (names and types, for both sides) -----------------------------------------
+# besides the committee's (``keyservice.ecalls.COMMITTEE_*``) and SIGN_HEARTBEAT
+
+GATEWAY_SETUP = Ecall("setup", GatewaySetup, SealedBlob)  # the sealed setup
+GATEWAY_RESTORE = Ecall("restore", GatewayRestore, Nothing)
+GATEWAY_WATCH = Ecall("watch", Watch, SealedBlob)  # the sealed GatewayState
+GATEWAY_FOLLOW = Ecall("follow", FollowBlock, Height)
+GATEWAY_SIGN = Ecall("sign", SignRequest, SignOut)
+GATEWAY_HANDOVER = Ecall("handover", HandoverRequest, HandoverPartial)
+GATEWAY_STATUS = Ecall("status", Nothing, GatewayStatus)
 
 
 class GatewayNotReady(LocalProtocolError):
@@ -646,18 +662,8 @@ class GatewayProgram:
             lambda: self.core.get_committee(), self._seal_committee, clock
         )
 
-    def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
-        return {
-            "setup": self.setup,
-            "restore": self.restore,
-            "watch": self.watch,
-            "follow": self.follow,
-            "sign": self.sign,
-            "handover": self.handover,
-            "status": self.status,
-            **self.committee_calls.get_table(),
-            "sign_heartbeat": self.sign_heartbeat,
-        }
+    def get_ecalls(self) -> Mapping[str, RawEcall]:
+        return get_ecall_table(self, self.committee_calls)
 
     def _label(self, base: str, setup: GatewaySetup | None = None) -> str:
         """A seal label bound to the setup: a committee share or signing record opens
@@ -673,15 +679,15 @@ class GatewayProgram:
     def _seal_state(self) -> bytes:
         return self.ctx.seal(encode(self.core.export_state()), self._label(STATE_SEAL_LABEL))
 
-    def setup(self, payload: bytes) -> bytes:
-        setup = decode(payload, GatewaySetup)
+    @GATEWAY_SETUP.handler
+    def setup(self, setup: GatewaySetup) -> SealedBlob:
         self.core.process_setup(setup)
-        return encode(SealedBlob(sealed=self.ctx.seal(encode(setup), SETUP_SEAL_LABEL)))
+        return SealedBlob(sealed=self.ctx.seal(encode(setup), SETUP_SEAL_LABEL))
 
-    def restore(self, payload: bytes) -> bytes:
+    @GATEWAY_RESTORE.handler
+    def restore(self, request: GatewayRestore) -> Nothing:
         if self.core.setup is not None:
             raise GatewayNotReady("this enclave is set up already (restore once, at start)")
-        request = decode(payload, GatewayRestore)
         try:
             setup = decode(self.ctx.unseal(request.setup, SETUP_SEAL_LABEL), GatewaySetup)
             committee_label = self._label(COMMITTEE_SEAL_LABEL, setup)
@@ -705,30 +711,36 @@ class GatewayProgram:
         if state is not None:
             core.restore_state(state)
         self.core = core
-        return encode(Empty())
+        return NOTHING
 
-    def watch(self, payload: bytes) -> bytes:
-        self.core.watch(decode(payload, Watch))
-        return encode(SealedBlob(sealed=self._seal_state()))
+    @GATEWAY_WATCH.handler
+    def watch(self, request: Watch) -> SealedBlob:
+        self.core.watch(request)
+        return SealedBlob(sealed=self._seal_state())
 
-    def follow(self, payload: bytes) -> bytes:
+    @GATEWAY_FOLLOW.handler
+    def follow(self, request: FollowBlock) -> Height:
         committee = self.core.committee
         kept = set(committee.handover) if committee is not None else set()
-        number = self.core.follow(decode(payload, FollowBlock))
+        number = self.core.follow(request)
         sealed = b""
         if committee is not None and set(committee.handover) != kept:  # a share was erased
             sealed = self._seal_committee(committee.export_state())
-        return encode(Height(number=number, committee=sealed))
+        return Height(number=number, committee=sealed)
 
-    def handover(self, payload: bytes) -> bytes:
-        return encode(self.core.sign_handover(decode(payload, HandoverRequest)))
+    @GATEWAY_HANDOVER.handler
+    def handover(self, request: HandoverRequest) -> HandoverPartial:
+        return self.core.sign_handover(request)
 
-    def sign(self, payload: bytes) -> bytes:
-        signed = self.core.sign(decode(payload, SignRequest))
-        return encode(SignOut(signed=signed, sealed=self._seal_state()))
+    @GATEWAY_SIGN.handler
+    def sign(self, request: SignRequest) -> SignOut:
+        signed = self.core.sign(request)
+        return SignOut(signed=signed, sealed=self._seal_state())
 
-    def status(self, payload: bytes) -> bytes:
-        return encode(self.core.get_status())
+    @GATEWAY_STATUS.handler
+    def status(self, _: Nothing) -> GatewayStatus:
+        return self.core.get_status()
 
-    def sign_heartbeat(self, payload: bytes) -> bytes:
-        return sign_heartbeat(self.ctx, payload)
+    @SIGN_HEARTBEAT.handler
+    def sign_heartbeat(self, request: SignHeartbeat) -> SignedHeartbeat:
+        return sign_heartbeat(self.ctx, request)

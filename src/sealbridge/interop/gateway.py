@@ -118,7 +118,7 @@ from sealbridge.crypto.bls import PartialSignature, ThresholdError
 from sealbridge.crypto.signing import is_valid_ed25519
 from sealbridge.interop.errors import (
     BadAttestation,
-    BadCertificate,
+    BadCrossCertificate,
     InteropConfigError,
     MalformedInterop,
     NotAttested,
@@ -751,7 +751,7 @@ class Gateway:
         if key.scope not in (b"", tid):
             raise BadAttestation("a share under a key scoped to another transfer")
         message = compute_attestation_message(key.key_id, self.as_id, tid, claim)
-        if index in self._liars and not bls.verify_partial(
+        if index in self._liars and not bls.is_valid_partial(
             own.grant.public_shares[index], message, share
         ):
             self.stats.bad_shares += 1
@@ -801,7 +801,7 @@ class Gateway:
         except (InvalidSignature, ThresholdError):
             pass
         for index, share in list(pool.items()):
-            if not bls.verify_partial(own.grant.public_shares[index], message, share):
+            if not bls.is_valid_partial(own.grant.public_shares[index], message, share):
                 del pool[index]
                 self._liars.add(index)
                 self.stats.bad_shares += 1
@@ -920,7 +920,7 @@ class Gateway:
             CrossState.PAID,
             CrossState.REFUSED,
         ):
-            raise BadCertificate("a settlement certifies PAID or REFUSED")
+            raise BadCrossCertificate("a settlement certifies PAID or REFUSED")
         claim = certificate.claim
         problem = check_cross_certificate(
             certificate,
@@ -931,7 +931,7 @@ class Gateway:
             verify=self._verify,
         )
         if problem is not None:
-            raise BadCertificate(problem)
+            raise BadCrossCertificate(problem)
         xfer = self._source.get(tid)
         effects: list[Effect] = []
         if xfer is None:
@@ -996,7 +996,7 @@ class Gateway:
             verify=self._verify,
         )
         if problem is not None:
-            raise BadCertificate(problem)
+            raise BadCrossCertificate(problem)
         dest, effects = self._get_dest(transfer, tid, sender, now)
         if dest.state is DestState.SETTLED:
             return effects + self._send_settled(dest, (sender,))

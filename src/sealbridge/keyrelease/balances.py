@@ -55,9 +55,9 @@ __all__ = [
     "BalanceProof",
     "BalanceRefused",
     "BalancesState",
-    "ChainAnchor",
     "ChunkBalances",
     "ChunkSources",
+    "FollowedChain",
     "ProvenBalance",
     "get_balance_slot",
 ]
@@ -82,7 +82,7 @@ class AssetSource(Message, frozen=True):
     decimals: int = 18  # base units per whole unit: a chunk's amount is checked at the price
 
 
-class ChainAnchor(Message, frozen=True):
+class FollowedChain(Message, frozen=True):
     """A chain followed by its headers from ``tip`` (its host's choice at configure)."""
 
     chain_id: int
@@ -92,7 +92,7 @@ class ChainAnchor(Message, frozen=True):
 class ChunkSources(Message, frozen=True):
     assets: list[AssetSource]
     # the chains followed by headers; the fee chain is not listed (its blocks carry them)
-    chains: list[ChainAnchor] = []
+    chains: list[FollowedChain] = []
 
 
 class BalanceProof(Message, frozen=True):
@@ -146,7 +146,7 @@ def _address_bytes(address: str) -> bytes:
 class ChunkBalances:
     """The enclave's view of the chains chunks live on (sans-I/O)."""
 
-    def __init__(self, sources: ChunkSources, fee_chain: ChainAnchor | None) -> None:
+    def __init__(self, sources: ChunkSources, fee_chain: FollowedChain | None) -> None:
         if not isinstance(sources, ChunkSources) or not isinstance(sources.assets, list):
             raise BalanceRefused("chunk sources must be a ChunkSources")
         if len(sources.assets) > MAX_ASSET_SOURCES or len(sources.chains) > MAX_ASSET_SOURCES:
@@ -281,7 +281,7 @@ class ChunkBalances:
     @classmethod
     def from_state(cls, state: BalancesState) -> ChunkBalances:
         """Rebuild from a snapshot (checked like a configuration)."""
-        anchors = [ChainAnchor(chain_id=t.chain_id, tip=t.tip) for t in state.tracks]
+        anchors = [FollowedChain(chain_id=t.chain_id, tip=t.tip) for t in state.tracks]
         fee = [a for a in anchors if a.chain_id == state.fee_chain_id]
         others = [a for a in anchors if a.chain_id != state.fee_chain_id]
         if state.fee_chain_id and len(fee) != 1:

@@ -62,9 +62,9 @@ __all__ = [
     "InvalidKey",
     "InvalidUtxo",
     "MalformedTransaction",
-    "SignedSweep",
     "SweepInvalid",
     "SweepRefused",
+    "SweepTransaction",
     "TxInput",
     "TxOutput",
     "UnsupportedNetwork",
@@ -172,8 +172,8 @@ class Utxo(Message, frozen=True):
     script_pubkey: bytes
 
 
-class SignedSweep(Message, frozen=True):
-    """A fully signed sweep, ready to broadcast."""
+class SweepTransaction(Message, frozen=True):
+    """A fully signed sweep transaction, ready to broadcast."""
 
     raw_tx: bytes  # segwit serialization
     txid: str  # display byte order
@@ -438,7 +438,7 @@ def build_sweep(
     destination: str,
     fee_sat: int,
     network: str = "regtest",
-) -> SignedSweep:
+) -> SweepTransaction:
     """Spend every one of ``utxos`` (all P2WPKH outputs of ``secret``) to ``destination``."""
     key_info = derive_p2wpkh(secret, network)  # checks the secret and the network
     points = _outpoints(utxos)
@@ -449,7 +449,7 @@ def build_sweep(
         destination_script = _destination_script(destination, network)
         amount = _sweep_amount(utxos, fee_sat, destination_script)
         tx = _signed_transaction(utxos, points, secret, destination_script, amount)
-        sweep = SignedSweep(
+        sweep = SweepTransaction(
             raw_tx=tx.serialize(),
             txid=_display_hex(tx.GetTxid()),
             vsize=tx.get_virtual_size(),

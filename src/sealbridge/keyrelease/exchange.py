@@ -32,7 +32,7 @@ received), ``RELEASED`` (terminal; on the depositor's side the keys are released
 once), ``CANCELLED`` (terminal; only possible strictly before ``unlock_at``). The
 beneficiary side checks each key and asks for a sweep.
 
-Effects (frozen messages): :class:`ReleaseKey` (send the key of one of my chunks to the
+Effects (frozen messages): :class:`ReleaseChunkKey` (send the key of one of my chunks to the
 counterparty's enclave), :class:`Sweep` (move a received chunk's funds to a fresh address
 now), :class:`SwapFinished` and :class:`EscrowFinished` (the outcome, for the caller's
 records and reports).
@@ -67,7 +67,7 @@ __all__ = [
     "EscrowState",
     "EscrowStatus",
     "ExchangeEffect",
-    "ReleaseKey",
+    "ReleaseChunkKey",
     "SwapFinished",
     "SwapRole",
     "SwapState",
@@ -87,7 +87,7 @@ _KINDS = _EVM_KINDS | {AssetKind.BTC.value}
 # --- effects ---------------------------------------------------------------------------------
 
 
-class ReleaseKey(Message, frozen=True):
+class ReleaseChunkKey(Message, frozen=True):
     """Send the private key of my chunk ``chunk_id`` to the enclave of ``to_role``.
 
     ``swap_id`` is the contract's id (the escrow id for an escrow)."""
@@ -122,7 +122,7 @@ class EscrowFinished(Message, frozen=True):
     keys: int
 
 
-ExchangeEffect = ReleaseKey | Sweep | SwapFinished | EscrowFinished
+ExchangeEffect = ReleaseChunkKey | Sweep | SwapFinished | EscrowFinished
 
 
 # --- key check -------------------------------------------------------------------------------
@@ -459,7 +459,7 @@ class TitForTatSwap:
             chunk = self._mine[self._given]
             self._given += 1
             effects.append(
-                ReleaseKey(swap_id=self._swap_id, chunk_id=chunk.chunk_id, to_role=other)
+                ReleaseChunkKey(swap_id=self._swap_id, chunk_id=chunk.chunk_id, to_role=other)
             )
         if self._given == self.k and self._received == self.k:
             effects.extend(self._finish(SwapStatus.COMPLETED, ""))
@@ -562,7 +562,7 @@ class TimeLockedEscrow:
             return []
         self._status = EscrowStatus.RELEASED
         effects: list[ExchangeEffect] = [
-            ReleaseKey(swap_id=self._escrow_id, chunk_id=chunk.chunk_id, to_role="beneficiary")
+            ReleaseChunkKey(swap_id=self._escrow_id, chunk_id=chunk.chunk_id, to_role="beneficiary")
             for chunk in self._chunks
         ]
         effects.append(

@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sealbridge.chain.abi import checksum
 from sealbridge.chain.anchor import compute_anchor_digest, get_anchor_slots
 from sealbridge.chain.lightclient import HeaderFields
 from sealbridge.chain.proofs import AccountProof
-from sealbridge.core.encoding import Message, decode, encode
+from sealbridge.core.encoding import Message, encode
 from sealbridge.core.errors import LocalProtocolError, RemoteProtocolError
 from sealbridge.keyrelease.errors import InvalidRequest
 from sealbridge.keyservice.chainfacts import (
@@ -56,6 +57,9 @@ from sealbridge.keyservice.chainfacts import (
     KnownHeader,
     read_proven_slots,
 )
+from sealbridge.tee.ecall import Ecall, Nothing
+
+Req = TypeVar("Req")
 
 CHAIN_TAG = b"sealbridge/vault-state-chain/v1"
 
@@ -257,11 +261,29 @@ class AnchorStatus(Message, frozen=True):
     waiting: bool  # a change's output waits for its anchor
 
 
+# --- the anchor ECALLs (names and types, for both sides; served by GuardedEcalls) ---------
+
+# the output of the last change, once its anchor is proven on chain (the output's own
+# bytes: its type is the change's, ``spec.decode_response(output)``)
+TAKE_OUTPUT = Ecall("take_output", AnchorProof, bytes)
+# prove a restored state is the newest anchored one (else it never acts)
+CHECK_RESTORED = Ecall("check_restored", AnchorProof, AnchorStatus)
+# the anchor of the change waiting for it, again (its transaction was lost)
+PENDING_ANCHOR = Ecall("pending_anchor", Nothing, AnchorRequest)
+ANCHOR_STATUS = Ecall("anchor_status", Nothing, AnchorStatus)
+
+
+def get_guarded(spec: Ecall[Req, Any]) -> Ecall[Req, Guarded]:
+    """How a guarded enclave answers ``spec`` (an anchored change): a :class:`Guarded`."""
+    return spec.answering(Guarded)
+
+
 class GuardedEcalls:
     """The ECALL side of a :class:`FreshnessGuard`, shared by the vault and the matcher:
     ``wrap`` puts a change behind the guard; ``take_output``, ``check_restored``,
-    ``pending_anchor`` and ``anchor_status`` are the ECALLs its host drives. With no
-    guard configured (``get_guard`` returns None) a wrapped change runs as it is."""
+    ``pending_anchor`` and ``anchor_status`` are the ECALLs its host drives (a program
+    serves them with ``get_ecall_table(program, program.anchor_calls)``). With no guard
+    configured (``get_guard`` returns None) a wrapped change runs as it is."""
 
     def __init__(
         self,
@@ -277,8 +299,9 @@ class GuardedEcalls:
         handler: Callable[[bytes], bytes],
         is_irrevocable: Callable[[bytes], bool] = lambda _output: True,
     ) -> Callable[[bytes], bytes]:
-        """``handler`` behind the guard: it runs only on the newest anchored state, and
-        an output ``is_irrevocable`` says must be anchored waits for its anchor."""
+        """``handler`` (a table entry) behind the guard: it runs only on the newest
+        anchored state, and an output ``is_irrevocable`` says must be anchored waits for
+        its anchor; a guarded answer is a :class:`Guarded` (:func:`get_guarded`)."""
 
         def run(payload: bytes) -> bytes:
             guard = self.get_guard()
@@ -293,35 +316,30 @@ class GuardedEcalls:
 
         return run
 
-    def get_table(self) -> dict[str, Callable[[bytes], bytes]]:
-        return {
-            "take_output": self.take_output,
-            "check_restored": self.check_restored,
-            "pending_anchor": self.pending_anchor,
-            "anchor_status": self.anchor_status,
-        }
-
     def _guard(self) -> FreshnessGuard:
         guard = self.get_guard()
         if guard is None:
             raise InvalidRequest("this enclave anchors nothing (no StateAnchor configured)")
         return guard
 
-    def take_output(self, payload: bytes) -> bytes:
+    @TAKE_OUTPUT.handler
+    def take_output(self, proof: AnchorProof) -> bytes:
         """The output of the last change, once its anchor is proven on chain."""
-        return self._guard().take_output(decode(payload, AnchorProof))
+        return self._guard().take_output(proof)
 
-    def check_restored(self, payload: bytes) -> bytes:
+    @CHECK_RESTORED.handler
+    def check_restored(self, proof: AnchorProof) -> AnchorStatus:
         """Prove a restored state is the newest anchored one (else it never acts)."""
-        self._guard().check_restored(decode(payload, AnchorProof))
-        return encode(self.get_status())
+        self._guard().check_restored(proof)
+        return self.get_status()
 
-    def pending_anchor(self, payload: bytes) -> bytes:
+    @PENDING_ANCHOR.handler
+    def pending_anchor(self, _: Nothing) -> AnchorRequest:
         """The anchor of the change waiting for it, again (its transaction was lost)."""
         guard = self._guard()
         if guard.outbox is None:
             raise InvalidRequest("no change waits for an anchor")
-        return encode(guard.get_request(self.sign))
+        return guard.get_request(self.sign)
 
     def get_status(self) -> AnchorStatus:
         guard = self.get_guard()
@@ -331,5 +349,6 @@ class GuardedEcalls:
             version=guard.version, tip=guard.headers.tip.number, waiting=guard.outbox is not None
         )
 
-    def anchor_status(self, payload: bytes) -> bytes:
-        return encode(self.get_status())
+    @ANCHOR_STATUS.handler
+    def anchor_status(self, _: Nothing) -> AnchorStatus:
+        return self.get_status()

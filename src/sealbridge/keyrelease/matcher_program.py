@@ -79,9 +79,9 @@ from sealbridge.keyrelease.auth import ClientRefused, SignedRequest, verify_clie
 from sealbridge.keyrelease.balances import (
     BalanceProof,
     BalancesState,
-    ChainAnchor,
     ChunkBalances,
     ChunkSources,
+    FollowedChain,
 )
 from sealbridge.keyrelease.errors import AttestationRefused, InvalidRequest, ReportRejected
 from sealbridge.keyrelease.freshness import (
@@ -120,7 +120,8 @@ from sealbridge.keyrelease.vault import (
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
 from sealbridge.tee.attestation import verify_quote
-from sealbridge.tee.enclave import EnclaveContext, NodeKeys
+from sealbridge.tee.ecall import NOTHING, Ecall, Nothing, get_ecall_table
+from sealbridge.tee.enclave import EnclaveContext, NodeKeys, RawEcall
 from sealbridge.tee.errors import AttestationError
 from sealbridge.tee.policy import AttestationPolicy
 
@@ -279,7 +280,7 @@ class FeeTip(Message, frozen=True):
     number: int  # the newest fee-chain block the matcher verified (0: no fee chain)
 
 
-class AdvanceHeaders(Message, frozen=True):
+class AdvanceChainHeaders(Message, frozen=True):
     """The next headers of a chain chunks live on (not the fee chain)."""
 
     chain_id: int
@@ -374,7 +375,10 @@ class OperatorTx(Message, frozen=True):
     max_priority_fee_per_gas: int
 
 
-class Report(Message, frozen=True):
+class LossReport(Message, frozen=True):
+    """A victim's report of a double spend (``report`` ECALL): the matcher checks it and
+    answers with the :class:`PenaltyOutcome` transactions."""
+
     report: DoubleSpendReport
     claim: LossClaim  # signed by the victim's registered vault
     observation: ChainObservation
@@ -401,6 +405,37 @@ class PenaltyOutcome(Message, frozen=True):
 
     def get_compensation_wei(self) -> int:
         return int.from_bytes(self.compensation_wei, "big")
+
+
+# --- the ECALLs (names and types, for both sides) -----------------------------------------
+# The changes among them (MATCHER_ANCHORED_ECALLS) answer a ``Guarded`` instead when the
+# matcher anchors its state (``keyrelease.freshness.get_guarded``); the matcher also serves
+# the anchor ECALLs (``keyrelease.freshness``: take_output, check_restored, ...).
+
+MATCHER_CONFIGURE = Ecall("configure", MatcherConfig, Nothing)
+MATCHER_CARD = Ecall("card", Nothing, MatcherCard)
+MATCHER_REGISTER_OWNER = Ecall("register_owner", RegisterOwner, Nothing)
+MATCHER_ADD_CHUNKS = Ecall("add_chunks", AddChunks, Nothing)
+MATCHER_REGISTER_SWEEP_ADDRESS = Ecall("register_sweep_address", SweepAddress, Nothing)
+MATCHER_REGISTER_REQUESTER = Ecall("register_requester", RegisterRequester, Nothing)
+MATCHER_MATCH = Ecall("match", SignedRequest, MatchAnswer)  # a signed ChunkRequest
+MATCHER_ACCEPT = Ecall("accept", AcceptOrder, Offer)
+MATCHER_CHECK_ACCEPT = Ecall("check_accept", Accept, Offer)
+MATCHER_OBSERVE_BLOCKS = Ecall("observe_blocks", ObserveBlocks, FeeTip)
+MATCHER_FEE_TIP = Ecall("fee_tip", Nothing, FeeTip)
+MATCHER_ADVANCE_HEADERS = Ecall("advance_headers", AdvanceChainHeaders, HeaderTip)
+MATCHER_CHAIN_TIP = Ecall("chain_tip", ChainTipQuery, HeaderTip)
+MATCHER_DECLINE = Ecall("decline", Accept, Nothing)
+MATCHER_EXPIRE = Ecall("expire", Nothing, Expired)
+MATCHER_RECLAIM = Ecall("reclaim", Reclaim, Nothing)
+MATCHER_WITHDRAW = Ecall("withdraw", Reclaim, Nothing)
+MATCHER_ADD_BOND = Ecall("add_bond", AddBond, Nothing)
+MATCHER_SETTLE = Ecall("settle", Settle, Nothing)
+MATCHER_REPORT = Ecall("report", LossReport, PenaltyOutcome)
+MATCHER_STATUS = Ecall("status", Nothing, MatcherStatus)
+MATCHER_SEAL = Ecall("seal", Nothing, SealedJournal)  # a base
+MATCHER_SEAL_TAIL = Ecall("seal_tail", Nothing, SealedJournal)  # a segment
+MATCHER_RESTORE = Ecall("restore", SealedJournal, Nothing)
 
 
 def compute_config_hash(config: MatcherConfig) -> bytes:
@@ -540,41 +575,12 @@ class MatcherProgram:
         """EIP-55 address of the operator key (the InsurancePool's operator)."""
         return compute_address(self._operator_secret)
 
-    def _handlers(self) -> dict[str, Callable[[bytes], bytes]]:
-        return {
-            "configure": self.configure,
-            "card": self.card,
-            "register_owner": self.register_owner,
-            "add_chunks": self.add_chunks,
-            "register_sweep_address": self.register_sweep_address,
-            "register_requester": self.register_requester,
-            "match": self.match,
-            "accept": self.accept,
-            "check_accept": self.check_accept,
-            "observe_blocks": self.observe_blocks,
-            "fee_tip": self.fee_tip,
-            "advance_headers": self.advance_headers,
-            "chain_tip": self.chain_tip,
-            "decline": self.decline,
-            "expire": self.expire,
-            "reclaim": self.reclaim,
-            "withdraw": self.withdraw,
-            "add_bond": self.add_bond,
-            "settle": self.settle,
-            "report": self.report,
-            "status": self.status,
-        }
-
-    def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
-        table = self._handlers()
+    def get_ecalls(self) -> Mapping[str, RawEcall]:
+        table = get_ecall_table(self, self.anchor_calls)
         for name in JOURNALED_ECALLS:
             table[name] = self._journaled(name, table[name])
         for name in MATCHER_ANCHORED_ECALLS:
             table[name] = self.anchor_calls.wrap(name, table[name])
-        table.update(self.anchor_calls.get_table())
-        table["seal"] = self.seal
-        table["seal_tail"] = self.seal_tail
-        table["restore"] = self.restore
         return table
 
     # -- the journal: time and randomness are recorded inputs ------------------------------
@@ -667,7 +673,8 @@ class MatcherProgram:
         self.__init__(self.ctx, self.clock)  # type: ignore[misc]
         self._operator_secret, self.anchor_calls = secret, anchor_calls
 
-    def seal(self, payload: bytes) -> bytes:
+    @MATCHER_SEAL.handler
+    def seal(self, _: Nothing) -> SealedJournal:
         """A snapshot of the whole state, sealed: a base for ``restore``, which then
         replays only the segments sealed after it. Its cost is the state's size, not the
         history's: the host compacts with it (``seal_tail`` costs only what changed)."""
@@ -682,9 +689,10 @@ class MatcherProgram:
         )
         blob = self.ctx.seal(encode(base), BASE_LABEL)
         self._mark_sealed()
-        return encode(SealedJournal(blob=blob))
+        return SealedJournal(blob=blob)
 
-    def seal_tail(self, payload: bytes) -> bytes:
+    @MATCHER_SEAL_TAIL.handler
+    def seal_tail(self, _: Nothing) -> SealedJournal:
         """The entries since the last ``seal`` or ``seal_tail``, sealed as one segment that
         the host appends after its base (the cost of persisting stays flat as the journal
         grows)."""
@@ -698,14 +706,14 @@ class MatcherProgram:
         )
         blob = self.ctx.seal(encode(segment), SEGMENT_LABEL)
         self._mark_sealed()
-        return encode(SealedJournal(blob=blob))
+        return SealedJournal(blob=blob)
 
-    def restore(self, payload: bytes) -> bytes:
+    @MATCHER_RESTORE.handler
+    def restore(self, sealed: SealedJournal) -> Nothing:
         """Load a sealed base into a fresh matcher of the same identity and replay the
         segments after it: the same book, owners, offers, pool and operator key."""
         if self.core is not None or self._length:
             raise InvalidRequest("restore needs a fresh matcher")
-        sealed = decode(payload, SealedJournal)
         try:
             base = decode(self.ctx.unseal(sealed.blob, BASE_LABEL), MatcherBase)
         except SealbridgeError as exc:
@@ -722,7 +730,9 @@ class MatcherProgram:
                 raise InvalidRequest("a journal segment belongs to another matcher identity")
             segments.append(segment)
         handlers = {
-            name: handler for name, handler in self._handlers().items() if name in JOURNALED_ECALLS
+            name: handler
+            for name, handler in get_ecall_table(self).items()
+            if name in JOURNALED_ECALLS
         }
         latest = base.guard
         try:
@@ -756,15 +766,15 @@ class MatcherProgram:
             # unusable until check_restored proves it is the newest anchored state
             signer = to_checksum_address(self.ctx.identity.eth_address)
             self.guard = FreshnessGuard.restore(latest, signer)
-        return b""
+        return NOTHING
 
     def _core(self) -> MatcherCore:
         if self.core is None:
             raise InvalidRequest("matcher is not configured")
         return self.core
 
-    def configure(self, payload: bytes) -> bytes:
-        config = decode(payload, MatcherConfig)
+    @MATCHER_CONFIGURE.handler
+    def configure(self, config: MatcherConfig) -> Nothing:
         if self.core is not None:
             raise InvalidRequest("matcher is configured already")
         fee = config.fee_chain
@@ -784,7 +794,7 @@ class MatcherProgram:
         if config.chunk_sources is not None:
             fee_anchor = None
             if fee is not None:
-                fee_anchor = ChainAnchor(
+                fee_anchor = FollowedChain(
                     chain_id=fee.chain_id,
                     tip=HeaderTip(number=fee.anchor_number, block_hash=fee.anchor_hash),
                 )
@@ -799,12 +809,12 @@ class MatcherProgram:
         if fee is not None and chain is not None:
             self.fee_pool, self.fee_chain = fee.pool, chain
             self.fee_oracle, self.fee_asset_key = fee.oracle, fee.fee_asset_key
-        return b""
+        return NOTHING
 
-    def observe_blocks(self, payload: bytes) -> bytes:
+    @MATCHER_OBSERVE_BLOCKS.handler
+    def observe_blocks(self, request: ObserveBlocks) -> FeeTip:
         """Follow the fee chain: verify the next blocks (all or none) and count their
         ``FeePaid`` logs of the pool."""
-        request = decode(payload, ObserveBlocks)
         if self.fee_chain is None:
             raise InvalidRequest("this matcher follows no fee chain")
         if len(request.blocks) > MAX_OBSERVED_BLOCKS:
@@ -846,10 +856,11 @@ class MatcherProgram:
         self.fee_price_e8 = prices.get(self.fee_asset_key, 0)
         for key, amount in paid:
             self.fees_paid[key] = self.fees_paid.get(key, 0) + amount
-        return encode(FeeTip(number=scratch.number))
+        return FeeTip(number=scratch.number)
 
-    def fee_tip(self, payload: bytes) -> bytes:
-        return encode(FeeTip(number=0 if self.fee_chain is None else self.fee_chain.number))
+    @MATCHER_FEE_TIP.handler
+    def fee_tip(self, _: Nothing) -> FeeTip:
+        return FeeTip(number=0 if self.fee_chain is None else self.fee_chain.number)
 
     def _balances(self) -> ChunkBalances:
         self._core()
@@ -857,29 +868,29 @@ class MatcherProgram:
             raise InvalidRequest("this matcher proves no chunk balances (no chunk sources)")
         return self.balances
 
-    def advance_headers(self, payload: bytes) -> bytes:
+    @MATCHER_ADVANCE_HEADERS.handler
+    def advance_headers(self, request: AdvanceChainHeaders) -> HeaderTip:
         """Follow a chain chunks live on by its headers (the fee chain's come with
         ``observe_blocks``)."""
-        request = decode(payload, AdvanceHeaders)
         balances = self._balances()
         if request.chain_id == balances.fee_chain_id:
             raise InvalidRequest("the fee chain is followed by observe_blocks")
-        return encode(balances.advance(request.chain_id, list(request.headers)))
+        return balances.advance(request.chain_id, list(request.headers))
 
-    def chain_tip(self, payload: bytes) -> bytes:
+    @MATCHER_CHAIN_TIP.handler
+    def chain_tip(self, request: ChainTipQuery) -> HeaderTip:
         """The newest header verified on a chain chunks live on."""
-        return encode(self._balances().get_tip(decode(payload, ChainTipQuery).chain_id))
+        return self._balances().get_tip(request.chain_id)
 
-    def card(self, payload: bytes) -> bytes:
+    @MATCHER_CARD.handler
+    def card(self, _: Nothing) -> MatcherCard:
         node = self.ctx.identity
         config_hash = compute_config_hash(self.config) if self.config is not None else b""
         quote = self.ctx.get_quote(compute_matcher_report_data(node, self.operator, config_hash))
-        return encode(
-            MatcherCard(node=node, operator=self.operator, quote=quote, config_hash=config_hash)
-        )
+        return MatcherCard(node=node, operator=self.operator, quote=quote, config_hash=config_hash)
 
-    def register_owner(self, payload: bytes) -> bytes:
-        request = decode(payload, RegisterOwner)
+    @MATCHER_REGISTER_OWNER.handler
+    def register_owner(self, request: RegisterOwner) -> Nothing:
         core = self._core()
         if self.vault_policy is None:
             raise InvalidRequest("matcher is not configured")
@@ -894,10 +905,10 @@ class MatcherProgram:
         core.register_owner(request.owner, request.bond_usd_e8)
         self.manifests[request.manifest.vault] = request.manifest
         self.owners[request.manifest.vault] = request.owner.lower()
-        return b""
+        return NOTHING
 
-    def add_chunks(self, payload: bytes) -> bytes:
-        request = decode(payload, AddChunks)
+    @MATCHER_ADD_CHUNKS.handler
+    def add_chunks(self, request: AddChunks) -> Nothing:
         chunks = request.chunks
         for chunk in chunks:
             vault, index = parse_chunk_id(chunk.chunk_id)
@@ -932,7 +943,7 @@ class MatcherProgram:
         if self.balances is not None:
             for chunk_id, number in funded:
                 self.balances.note_funded(chunk_id, number)
-        return b""
+        return NOTHING
 
     def _check_amount(self, chunk: Chunk) -> None:
         """A chunk's amount is worth its USD value at the asset's price the oracle last
@@ -951,8 +962,8 @@ class MatcherProgram:
                 f"{chunk.usd_e8 / 10**8:.2f} USD at the price seen on chain ({least} are)"
             )
 
-    def register_requester(self, payload: bytes) -> bytes:
-        request = decode(payload, RegisterRequester)
+    @MATCHER_REGISTER_REQUESTER.handler
+    def register_requester(self, request: RegisterRequester) -> Nothing:
         if self.vault_policy is None:
             raise InvalidRequest("matcher is not configured")
         verify_card(request.card, self.vault_policy, self._now())
@@ -961,7 +972,7 @@ class MatcherProgram:
         if known is not None and known != request.card.node.identity_key:
             raise InvalidRequest(f"{request.account} registered another vault already")
         self.requesters[account] = request.card.node.identity_key
-        return b""
+        return NOTHING
 
     def _check_claim(self, report: DoubleSpendReport, claim: LossClaim) -> None:
         """The victim's attested vault must say it received the key and never swept it."""
@@ -975,15 +986,14 @@ class MatcherProgram:
         if not is_account(claim.sweep_address):
             raise ReportRejected("the loss claim names no sweep address for the chunk")
 
-    def register_sweep_address(self, payload: bytes) -> bytes:
-        request = decode(payload, SweepAddress)
+    @MATCHER_REGISTER_SWEEP_ADDRESS.handler
+    def register_sweep_address(self, request: SweepAddress) -> Nothing:
         self._core().register_sweep_address(request.requester, request.address)
-        return b""
+        return NOTHING
 
-    def _client_request(self, payload: bytes, action: str, kind: type[T]) -> tuple[str, T]:
+    def _client_request(self, signed: SignedRequest, action: str, kind: type[T]) -> tuple[str, T]:
         """The body of a signed client request, and the account that signed it (its nonce
         is recorded by :meth:`_took`, once the request went through)."""
-        signed = decode(payload, SignedRequest)
         account = verify_client_request(
             signed,
             service=self.ctx.identity.identity_key,
@@ -996,26 +1006,27 @@ class MatcherProgram:
             raise InvalidRequest(f"the {action} request is malformed: {exc}") from exc
         return account, body
 
-    def _took(self, account: str, payload: bytes) -> None:
-        self.nonces[account.lower()] = decode(payload, SignedRequest).request.nonce
+    def _took(self, account: str, signed: SignedRequest) -> None:
+        self.nonces[account.lower()] = signed.request.nonce
 
-    def match(self, payload: bytes) -> bytes:
+    @MATCHER_MATCH.handler
+    def match(self, signed: SignedRequest) -> MatchAnswer:
         """A requester's signed ``ChunkRequest`` (it must name the signing account)."""
-        account, request = self._client_request(payload, "match", ChunkRequest)
+        account, request = self._client_request(signed, "match", ChunkRequest)
         if request.requester.lower() != account.lower():
             raise ClientRefused("the request is signed by another account than its requester")
         offer = self._core().match(request, seed=self._seed(), now=self._now())
-        self._took(account, payload)
+        self._took(account, signed)
         vaults = sorted({chunk.vault for chunk in offer.chunks})
         answer = MatchAnswer(offer=offer, manifests=[self.manifests[v] for v in vaults])
         signature = self.ctx.sign_identity(answer.get_body())
-        return encode(MatchAnswer(offer=offer, manifests=answer.manifests, signature=signature))
+        return MatchAnswer(offer=offer, manifests=answer.manifests, signature=signature)
 
-    def accept(self, payload: bytes) -> bytes:
+    @MATCHER_ACCEPT.handler
+    def accept(self, order: AcceptOrder) -> Offer:
         """A requester's signed ``Accept``: only the account the offer was made to, and
         (with a fee chain) only once the matcher has seen the fee paid there."""
-        order = decode(payload, AcceptOrder)
-        signed = encode(order.signed)
+        signed = order.signed
         account, request = self._client_request(signed, "accept", Accept)
         core = self._core()
         offer = core.check_accept(request.request_id, self._now(), requester=account)
@@ -1032,11 +1043,11 @@ class MatcherProgram:
                 )
         offer = core.accept(request.request_id, self._now(), requester=account)
         self._took(account, signed)
-        return encode(offer)
+        return offer
 
-    def check_accept(self, payload: bytes) -> bytes:
+    @MATCHER_CHECK_ACCEPT.handler
+    def check_accept(self, request: Accept) -> Offer:
         """The preconditions of ``accept`` (not journaled: it changes nothing)."""
-        request = decode(payload, Accept)
         offer = self._core().check_accept(
             # the clock now (``_now`` is the time of the last journaled call)
             request.request_id,
@@ -1044,19 +1055,21 @@ class MatcherProgram:
             requester=request.requester,
             margin_s=request.margin_s,
         )
-        return encode(offer)
+        return offer
 
-    def decline(self, payload: bytes) -> bytes:
-        self._core().decline(decode(payload, Accept).request_id)
-        return b""
+    @MATCHER_DECLINE.handler
+    def decline(self, request: Accept) -> Nothing:
+        self._core().decline(request.request_id)
+        return NOTHING
 
-    def expire(self, payload: bytes) -> bytes:
+    @MATCHER_EXPIRE.handler
+    def expire(self, _: Nothing) -> Expired:
         """Release the reservations of offers past their TTL (on the enclave's clock)."""
-        return encode(Expired(request_ids=self._core().expire(self._now())))
+        return Expired(request_ids=self._core().expire(self._now()))
 
-    def _unreleased(self, payload: bytes) -> tuple[str, str]:
+    def _unreleased(self, request: Reclaim) -> tuple[str, str]:
         """(chunk id, owner) of a vault-signed Unreleased statement, checked."""
-        statement = decode(payload, Reclaim).statement
+        statement = request.statement
         vault, _ = parse_chunk_id(statement.chunk_id)
         manifest = self.manifests.get(vault)
         owner = self.owners.get(vault)
@@ -1065,31 +1078,33 @@ class MatcherProgram:
         verify_vault_statement(statement, manifest.node.identity_key)
         return statement.chunk_id, owner
 
-    def reclaim(self, payload: bytes) -> bytes:
+    @MATCHER_RECLAIM.handler
+    def reclaim(self, request: Reclaim) -> Nothing:
         """An allocated chunk whose key its vault never released goes back to the book."""
-        chunk_id, owner = self._unreleased(payload)
+        chunk_id, owner = self._unreleased(request)
         self._core().reclaim(chunk_id, owner)
-        return b""
+        return NOTHING
 
-    def withdraw(self, payload: bytes) -> bytes:
+    @MATCHER_WITHDRAW.handler
+    def withdraw(self, request: Reclaim) -> Nothing:
         """An available chunk leaves the book (its owner may then sweep it)."""
-        chunk_id, owner = self._unreleased(payload)
+        chunk_id, owner = self._unreleased(request)
         core = self._core()
         exact = core.get_chunk(chunk_id).chunk.owner
         if exact.lower() != owner:
             raise InvalidRequest(f"chunk {chunk_id} is not its vault owner's")
         core.withdraw_chunk(chunk_id, exact)
-        return b""
+        return NOTHING
 
-    def add_bond(self, payload: bytes) -> bytes:
-        request = decode(payload, AddBond)
+    @MATCHER_ADD_BOND.handler
+    def add_bond(self, request: AddBond) -> Nothing:
         core = self._core()
         status = core.get_status().owners.get(request.owner)
         held = status.bond_usd_e8 if status is not None else 0
         if type(request.usd_e8) is int:
             self._check_bond(request.owner, held + request.usd_e8)
         core.add_bond(request.owner, request.usd_e8)
-        return b""
+        return NOTHING
 
     def _check_bond(self, owner: str, usd_e8: object) -> None:
         """With a fee chain, a bond is booked only as far as the matcher saw it posted to
@@ -1105,10 +1120,10 @@ class MatcherProgram:
                 f"up to block {self.fee_chain.number})"
             )
 
-    def settle(self, payload: bytes) -> bytes:
-        request = decode(payload, Settle)
+    @MATCHER_SETTLE.handler
+    def settle(self, request: Settle) -> Nothing:
         self._core().settle(request.chunk_id, request.requester)
-        return b""
+        return NOTHING
 
     def _penalty_price(self, host_price_e8: int) -> int:
         """The ETH price a penalty's wei amounts use: with a fee chain, the price the
@@ -1121,8 +1136,8 @@ class MatcherProgram:
             raise InvalidRequest("no ETH price seen on the fee chain yet: follow it first")
         return self.fee_price_e8
 
-    def report(self, payload: bytes) -> bytes:
-        request = decode(payload, Report)
+    @MATCHER_REPORT.handler
+    def report(self, request: LossReport) -> PenaltyOutcome:
         core = self._core()
         owner = core.get_chunk(request.report.chunk_id).chunk.owner
         if owner.lower() != request.owner_account.lower():
@@ -1204,18 +1219,18 @@ class MatcherProgram:
             except (TypeError, ValueError) as exc:
                 raise InvalidRequest(f"operator transaction: {exc}") from exc
             transactions.append(bytes(signed.raw_transaction))
-        answer = encode(
-            PenaltyOutcome(
-                penalty=penalty,
-                slash_wei=slash_wei.to_bytes(32, "big"),
-                compensation_wei=compensation_wei.to_bytes(32, "big"),
-                transactions=transactions,
-            )
+        answer = PenaltyOutcome(
+            penalty=penalty,
+            slash_wei=slash_wei.to_bytes(32, "big"),
+            compensation_wei=compensation_wei.to_bytes(32, "big"),
+            transactions=transactions,
         )
+        encode(answer)  # whatever can fail, before the matcher changes (see above)
         if core.report_double_spend(request.report, observation) != penalty:
             raise WrongState("the penalty changed while it was applied")  # (cannot happen)
         return answer
 
-    def status(self, payload: bytes) -> bytes:
+    @MATCHER_STATUS.handler
+    def status(self, _: Nothing) -> MatcherStatus:
         status: MatcherStatus = self._core().get_status()
-        return encode(status)
+        return status

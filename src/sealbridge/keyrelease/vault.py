@@ -92,7 +92,7 @@ from sealbridge.keyrelease.errors import (
 from sealbridge.keyrelease.exchange import (
     EscrowState,
     ExchangeEffect,
-    ReleaseKey,
+    ReleaseChunkKey,
     SwapFinished,
     SwapState,
     Sweep,
@@ -113,7 +113,8 @@ from sealbridge.keyrelease.types import (
     parse_chunk_id,
 )
 from sealbridge.tee.attestation import verify_quote
-from sealbridge.tee.enclave import EnclaveContext, NodeKeys, compute_report_data
+from sealbridge.tee.ecall import Ecall, Nothing, get_ecall_table
+from sealbridge.tee.enclave import EnclaveContext, NodeKeys, RawEcall, compute_report_data
 from sealbridge.tee.errors import AttestationError
 from sealbridge.tee.policy import AttestationPolicy
 
@@ -971,7 +972,7 @@ class VaultOutput(Message, frozen=True):
     finished: list[Finished] = []
 
 
-class ContractStatus(Message, frozen=True):
+class VaultContractStatus(Message, frozen=True):
     contract: str
     kind: str  # "swap" | "escrow"
     role: str
@@ -986,8 +987,37 @@ class VaultStatus(Message, frozen=True):
     keys: dict[str, int]  # state -> count (own keys)
     received: list[str]
     swept: list[str]
-    contracts: list[ContractStatus]
+    contracts: list[VaultContractStatus]
     compromised: bool
+
+
+# --- the ECALLs (names and types, for both sides) -----------------------------------------
+# The changes among them (ANCHORED_ECALLS) answer a ``Guarded`` instead when the vault
+# anchors its state (``keyrelease.freshness.get_guarded``); the vault also serves the
+# anchor ECALLs (``keyrelease.freshness``: take_output, check_restored, ...).
+
+VAULT_CONFIGURE = Ecall("configure", VaultConfig, VaultOutput)
+VAULT_CARD = Ecall("card", Nothing, VaultCard)
+VAULT_CREATE_KEYS = Ecall("create_keys", CreateKeys, VaultManifest)
+VAULT_MANIFEST = Ecall("manifest", Nothing, VaultManifest)
+VAULT_OPEN_SWAP = Ecall("open_swap", OpenSwap, VaultOutput)
+VAULT_OPEN_ESCROW = Ecall("open_escrow", OpenEscrow, VaultOutput)
+VAULT_DELIVER = Ecall("deliver", Deliver, VaultOutput)
+VAULT_TICK = Ecall("tick", ContractRef, VaultOutput)
+VAULT_CANCEL_ESCROW = Ecall("cancel_escrow", ContractRef, VaultOutput)
+VAULT_ABORT = Ecall("abort", ContractRef, VaultOutput)
+VAULT_PROCEED = Ecall("proceed", ContractRef, VaultOutput)
+VAULT_CLAIM_LOSS = Ecall("claim_loss", ChunkRef, LossClaim)
+VAULT_SIGN_SWEEP = Ecall("sign_sweep", SweepRequest, SignedSweep)
+VAULT_WITHDRAW = Ecall("withdraw", SignedWithdrawal, SignedSweep)
+VAULT_SIGN_BTC_SWEEP = Ecall("sign_btc_sweep", BtcSweepRequest, SignedBtcSweep)
+VAULT_WITHDRAW_BTC = Ecall("withdraw_btc", SignedBtcWithdrawal, SignedBtcSweep)
+VAULT_STATUS = Ecall("status", Nothing, VaultStatus)
+VAULT_LEAK = Ecall("leak", ChunkRef, bytes)  # a key's secret (a compromised platform only)
+VAULT_BIND_OWNER = Ecall("bind_owner", OwnerRef, OwnerBinding)
+VAULT_ATTEST_UNRELEASED = Ecall("attest_unreleased", ChunkRef, Unreleased)
+VAULT_SEAL = Ecall("seal", Nothing, SealedState)
+VAULT_RESTORE = Ecall("restore", SealedState, VaultOutput)
 
 
 class _Contract:
@@ -1020,32 +1050,8 @@ class VaultProgram:
         self.guard: FreshnessGuard | None = None
         self.anchor_calls = GuardedEcalls(lambda: self.guard, self.core.ctx.sign_eth_digest)
 
-    def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
-        table: dict[str, Callable[[bytes], bytes]] = {
-            "configure": self.configure,
-            "card": self.card,
-            "create_keys": self.create_keys,
-            "manifest": self.manifest,
-            "open_swap": self.open_swap,
-            "open_escrow": self.open_escrow,
-            "deliver": self.deliver,
-            "tick": self.tick,
-            "cancel_escrow": self.cancel_escrow,
-            "abort": self.abort,
-            "proceed": self.proceed,
-            "claim_loss": self.claim_loss,
-            "sign_sweep": self.sign_sweep,
-            "withdraw": self.withdraw,
-            "sign_btc_sweep": self.sign_btc_sweep,
-            "withdraw_btc": self.withdraw_btc,
-            "status": self.status,
-            "leak": self.leak,
-            "bind_owner": self.bind_owner,
-            "attest_unreleased": self.attest_unreleased,
-            "seal": self.seal,
-            "restore": self.restore,
-            **self.anchor_calls.get_table(),
-        }
+    def get_ecalls(self) -> Mapping[str, RawEcall]:
+        table = get_ecall_table(self, self.anchor_calls)
         for name in ANCHORED_ECALLS:
             releasing = name in RELEASING_ECALLS
             table[name] = self.anchor_calls.wrap(
@@ -1054,15 +1060,15 @@ class VaultProgram:
         return table
 
     # -- setup ------------------------------------------------------------------------------
-    def configure(self, payload: bytes) -> bytes:
-        config = decode(payload, VaultConfig)
+    @VAULT_CONFIGURE.handler
+    def configure(self, config: VaultConfig) -> VaultOutput:
         if self.core.policy is not None:
             raise InvalidRequest("the vault is configured already (configure happens once)")
         self.core.configure(config.policy)
         if config.anchor is not None:
             self.guard = FreshnessGuard(config.anchor, self._signer())
             self._bind_sweep_seed(config.anchor)
-        return encode(VaultOutput())
+        return VaultOutput()
 
     # -- rollback protection (see keyrelease/freshness.py) ----------------------------------
     def _signer(self) -> str:
@@ -1076,14 +1082,17 @@ class VaultProgram:
         label = f"{SWEEP_SEED_LABEL}/{binding.chain_id}/{binding.contract.lower()}"
         self.core.sweep_seed = self.core.ctx.derive_secret(f"{label}/{self._signer().lower()}")
 
-    def card(self, payload: bytes) -> bytes:
-        return encode(self.core.get_card())
+    @VAULT_CARD.handler
+    def card(self, _: Nothing) -> VaultCard:
+        return self.core.get_card()
 
-    def create_keys(self, payload: bytes) -> bytes:
-        return encode(self.core.create_keys(decode(payload, CreateKeys).count))
+    @VAULT_CREATE_KEYS.handler
+    def create_keys(self, request: CreateKeys) -> VaultManifest:
+        return self.core.create_keys(request.count)
 
-    def manifest(self, payload: bytes) -> bytes:
-        return encode(self.core.get_manifest())
+    @VAULT_MANIFEST.handler
+    def manifest(self, _: Nothing) -> VaultManifest:
+        return self.core.get_manifest()
 
     # -- contracts --------------------------------------------------------------------------
     def _check_new(self, contract: str, counterparty: VaultCard) -> None:
@@ -1093,8 +1102,8 @@ class VaultProgram:
         if counterparty.node.identity_key == self.core.ctx.identity.identity_key:
             raise InvalidRequest("a vault does not contract with itself")
 
-    def open_swap(self, payload: bytes) -> bytes:
-        request = decode(payload, OpenSwap)
+    @VAULT_OPEN_SWAP.handler
+    def open_swap(self, request: OpenSwap) -> VaultOutput:
         self._check_new(request.swap_id, request.counterparty)
         for chunk in request.mine:
             self.core.check_own_chunk(chunk, request.kinds.get(chunk.asset, ""))
@@ -1109,10 +1118,10 @@ class VaultProgram:
         self.contracts[request.swap_id] = _Contract(
             machine, request.counterparty.node, request.mine + request.theirs
         )
-        return encode(self._apply(request.swap_id, machine.start(self.clock())))
+        return self._apply(request.swap_id, machine.start(self.clock()))
 
-    def open_escrow(self, payload: bytes) -> bytes:
-        request = decode(payload, OpenEscrow)
+    @VAULT_OPEN_ESCROW.handler
+    def open_escrow(self, request: OpenEscrow) -> VaultOutput:
         self._check_new(request.escrow_id, request.counterparty)
         if request.role == "depositor":
             for chunk in request.chunks:
@@ -1130,7 +1139,7 @@ class VaultProgram:
         self.contracts[request.escrow_id] = _Contract(
             machine, request.counterparty.node, request.chunks
         )
-        return encode(VaultOutput())
+        return VaultOutput()
 
     def _contract(self, contract: str) -> _Contract:
         found = self.contracts.get(contract)
@@ -1138,8 +1147,9 @@ class VaultProgram:
             raise InvalidRequest(f"no contract {contract!r} in this vault")
         return found
 
-    def deliver(self, payload: bytes) -> bytes:
-        envelope = decode(payload, Deliver).envelope
+    @VAULT_DELIVER.handler
+    def deliver(self, request: Deliver) -> VaultOutput:
+        envelope = request.envelope
         self.core.require_owner()
         entry = self._contract(envelope.contract)
         secret = self.core.open_envelope(envelope, entry.counterparty)
@@ -1148,33 +1158,35 @@ class VaultProgram:
         kind = _get_chunk_kind(entry.machine, envelope.chunk_id)
         self.core.store_received(envelope.chunk_id, secret, envelope.contract, kind)
         entry.received.append(envelope.chunk_id)
-        return encode(self._apply(envelope.contract, effects))
+        return self._apply(envelope.contract, effects)
 
-    def proceed(self, payload: bytes) -> bytes:
+    @VAULT_PROCEED.handler
+    def proceed(self, request: ContractRef) -> VaultOutput:
         """The host swept what this contract received: make the releases held back."""
-        contract = decode(payload, ContractRef).contract
+        contract = request.contract
         entry = self._contract(contract)
         if not entry.pending:
-            return encode(VaultOutput())  # nothing held back (or dropped by an abort)
+            return VaultOutput()  # nothing held back (or dropped by an abort)
         for chunk_id in entry.received:
             key = self.core.received[chunk_id]
             if key.state != KeyState.SWEPT:
                 raise InvalidRequest(f"chunk {chunk_id} is not swept yet: no release before")
         releases = [self._release(contract, entry, c) for c in entry.pending]
         entry.pending.clear()
-        return encode(VaultOutput(releases=releases))
+        return VaultOutput(releases=releases)
 
     def _release(self, contract: str, entry: _Contract, chunk_id: str) -> ReleasedKey:
         envelope = self.core.release(chunk_id, contract, entry.counterparty)
         entry.released.append(chunk_id)
         return envelope
 
-    def claim_loss(self, payload: bytes) -> bytes:
+    @VAULT_CLAIM_LOSS.handler
+    def claim_loss(self, request: ChunkRef) -> LossClaim:
         """A signed statement that this vault received ``chunk_id``'s key and never signed
         a sweep of it: with the chain showing the funds gone, the owner's side moved them
         (an honest vault's host never holds a key). The matcher checks the signature
         against this vault's attested identity."""
-        chunk_id = decode(payload, ChunkRef).chunk_id
+        chunk_id = request.chunk_id
         key = self.core.received.get(chunk_id)
         if key is None:
             raise InvalidRequest(f"chunk {chunk_id} was not received by this vault")
@@ -1188,28 +1200,31 @@ class VaultProgram:
             sweep_address=self.core.get_sweep_address(chunk_id),
         )
         signature = self.core.ctx.sign_identity(claim.get_body())
-        return encode(msgspec.structs.replace(claim, signature=signature))
+        return msgspec.structs.replace(claim, signature=signature)
 
-    def tick(self, payload: bytes) -> bytes:
-        contract = decode(payload, ContractRef).contract
+    @VAULT_TICK.handler
+    def tick(self, request: ContractRef) -> VaultOutput:
+        contract = request.contract
         entry = self._contract(contract)
-        return encode(self._apply(contract, entry.machine.on_tick(self.clock())))
+        return self._apply(contract, entry.machine.on_tick(self.clock()))
 
-    def cancel_escrow(self, payload: bytes) -> bytes:
-        contract = decode(payload, ContractRef).contract
+    @VAULT_CANCEL_ESCROW.handler
+    def cancel_escrow(self, request: ContractRef) -> VaultOutput:
+        contract = request.contract
         entry = self._contract(contract)
         if not isinstance(entry.machine, TimeLockedEscrow):
             raise InvalidRequest(f"{contract} is not an escrow")
-        return encode(self._apply(contract, entry.machine.cancel(self.clock())))
+        return self._apply(contract, entry.machine.cancel(self.clock()))
 
-    def abort(self, payload: bytes) -> bytes:
+    @VAULT_ABORT.handler
+    def abort(self, request: ContractRef) -> VaultOutput:
         """Stop a swap now (e.g. its host saw a received chunk already emptied): it never
         releases again; own keys not yet released go back to the owner."""
-        contract = decode(payload, ContractRef).contract
+        contract = request.contract
         entry = self._contract(contract)
         if not isinstance(entry.machine, TitForTatSwap):
             raise InvalidRequest(f"{contract} is not a swap")
-        return encode(self._apply(contract, entry.machine.abort("aborted by the host")))
+        return self._apply(contract, entry.machine.abort("aborted by the host"))
 
     def _apply(self, contract: str, effects: list[ExchangeEffect]) -> VaultOutput:
         entry = self.contracts[contract]
@@ -1218,7 +1233,7 @@ class VaultProgram:
         finished: list[Finished] = []
         hold = any(isinstance(effect, Sweep) for effect in effects)
         for effect in effects:
-            if isinstance(effect, ReleaseKey):
+            if isinstance(effect, ReleaseChunkKey):
                 if hold:  # sweep what we received first; the host then calls 'proceed'
                     entry.pending.append(effect.chunk_id)
                 else:
@@ -1249,19 +1264,24 @@ class VaultProgram:
         return VaultOutput(releases=releases, sweeps=sweeps, finished=finished)
 
     # -- sweeps and status ------------------------------------------------------------------
-    def withdraw(self, payload: bytes) -> bytes:
-        return encode(self.core.sign_withdrawal(decode(payload, SignedWithdrawal)))
+    @VAULT_WITHDRAW.handler
+    def withdraw(self, request: SignedWithdrawal) -> SignedSweep:
+        return self.core.sign_withdrawal(request)
 
-    def sign_sweep(self, payload: bytes) -> bytes:
-        return encode(self.core.sign_sweep(decode(payload, SweepRequest)))
+    @VAULT_SIGN_SWEEP.handler
+    def sign_sweep(self, request: SweepRequest) -> SignedSweep:
+        return self.core.sign_sweep(request)
 
-    def withdraw_btc(self, payload: bytes) -> bytes:
-        return encode(self.core.sign_btc_withdrawal(decode(payload, SignedBtcWithdrawal)))
+    @VAULT_WITHDRAW_BTC.handler
+    def withdraw_btc(self, request: SignedBtcWithdrawal) -> SignedBtcSweep:
+        return self.core.sign_btc_withdrawal(request)
 
-    def sign_btc_sweep(self, payload: bytes) -> bytes:
-        return encode(self.core.sign_btc_sweep(decode(payload, BtcSweepRequest)))
+    @VAULT_SIGN_BTC_SWEEP.handler
+    def sign_btc_sweep(self, request: BtcSweepRequest) -> SignedBtcSweep:
+        return self.core.sign_btc_sweep(request)
 
-    def status(self, payload: bytes) -> bytes:
+    @VAULT_STATUS.handler
+    def status(self, _: Nothing) -> VaultStatus:
         counts: dict[str, int] = {}
         for key in self.core.own:
             counts[key.state] = counts.get(key.state, 0) + 1
@@ -1270,7 +1290,7 @@ class VaultProgram:
             machine = entry.machine
             if isinstance(machine, TitForTatSwap):
                 contracts.append(
-                    ContractStatus(
+                    VaultContractStatus(
                         contract=name,
                         kind="swap",
                         role=machine.role,
@@ -1282,7 +1302,7 @@ class VaultProgram:
                 )
             else:
                 contracts.append(
-                    ContractStatus(
+                    VaultContractStatus(
                         contract=name,
                         kind="escrow",
                         role=machine.role,
@@ -1292,24 +1312,24 @@ class VaultProgram:
                         exposure_usd_e8=entry.exposure_usd_e8(),
                     )
                 )
-        return encode(
-            VaultStatus(
-                vault=self.core.vault,
-                keys=counts,
-                received=sorted(self.core.received),
-                swept=sorted(self.core.swept),
-                contracts=contracts,
-                compromised=self.core.ctx.compromised,
-            )
+        return VaultStatus(
+            vault=self.core.vault,
+            keys=counts,
+            received=sorted(self.core.received),
+            swept=sorted(self.core.swept),
+            contracts=contracts,
+            compromised=self.core.ctx.compromised,
         )
 
-    def leak(self, payload: bytes) -> bytes:
-        return self.core.leak(decode(payload, ChunkRef).chunk_id)
+    @VAULT_LEAK.handler
+    def leak(self, request: ChunkRef) -> bytes:
+        return self.core.leak(request.chunk_id)
 
-    def bind_owner(self, payload: bytes) -> bytes:
+    @VAULT_BIND_OWNER.handler
+    def bind_owner(self, request: OwnerRef) -> OwnerBinding:
         """Vouch for the wallet account that owns this vault (once; the same account may
         ask again)."""
-        account = decode(payload, OwnerRef).account
+        account = request.account
         if not isinstance(account, str) or len(account) != 42 or not account.startswith("0x"):
             raise InvalidRequest(f"not an account: {account!r}")
         if self.core.owner and self.core.owner.lower() != account.lower():
@@ -1317,21 +1337,23 @@ class VaultProgram:
         self.core.owner = account
         binding = OwnerBinding(account=account, vault=self.core.ctx.identity.identity_key)
         signature = self.core.ctx.sign_identity(binding.get_body())
-        return encode(msgspec.structs.replace(binding, signature=signature))
+        return msgspec.structs.replace(binding, signature=signature)
 
-    def attest_unreleased(self, payload: bytes) -> bytes:
+    @VAULT_ATTEST_UNRELEASED.handler
+    def attest_unreleased(self, request: ChunkRef) -> Unreleased:
         # anchored (ANCHORED_ECALLS): a statement about the newest state only, ordered by
         # the chain among the vault's releases
-        chunk_id = decode(payload, ChunkRef).chunk_id
+        chunk_id = request.chunk_id
         _, key = self.core.own_key(chunk_id)
         if key.state != KeyState.FREE:
             raise InvalidRequest(f"chunk {chunk_id} is {key.state}, not free")
         statement = Unreleased(chunk_id=chunk_id, vault=self.core.ctx.identity.identity_key)
         signature = self.core.ctx.sign_identity(statement.get_body())
-        return encode(msgspec.structs.replace(statement, signature=signature))
+        return msgspec.structs.replace(statement, signature=signature)
 
     # -- sealing: a restarted vault keeps its keys and contracts ---------------------------
-    def seal(self, payload: bytes) -> bytes:
+    @VAULT_SEAL.handler
+    def seal(self, _: Nothing) -> SealedState:
         core = self.core
 
         def snap(key: _Key) -> KeySnapshot:
@@ -1367,14 +1389,15 @@ class VaultProgram:
             contracts=contracts,
             guard=self.guard.export() if self.guard is not None else None,
         )
-        return encode(SealedState(blob=core.ctx.seal(encode(snapshot), SNAPSHOT_LABEL)))
+        return SealedState(blob=core.ctx.seal(encode(snapshot), SNAPSHOT_LABEL))
 
-    def restore(self, payload: bytes) -> bytes:
+    @VAULT_RESTORE.handler
+    def restore(self, request: SealedState) -> VaultOutput:
         """Load a sealed snapshot into a fresh vault of the same identity."""
         core = self.core
         if core.own or self.contracts or core.received:
             raise InvalidRequest("restore needs a fresh vault (this one holds keys already)")
-        blob = decode(payload, SealedState).blob
+        blob = request.blob
         try:
             snapshot = decode(core.ctx.unseal(blob, SNAPSHOT_LABEL), VaultSnapshot)
         except SealbridgeError as exc:  # SealingError, or a malformed body
@@ -1418,7 +1441,7 @@ class VaultProgram:
             # unusable until check_restored proves it is the newest anchored state
             self.guard = FreshnessGuard.restore(snapshot.guard, self._signer())
             self._bind_sweep_seed(snapshot.guard.binding)
-        return encode(VaultOutput())
+        return VaultOutput()
 
 
 def _get_chunk_kind(machine: TitForTatSwap | TimeLockedEscrow, chunk_id: str) -> str:

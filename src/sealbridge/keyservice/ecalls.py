@@ -1,18 +1,21 @@
-"""The gatekeeper enclave's ECALL surface (names and message types on both sides).
+"""The gatekeeper enclave's ECALL surface: its messages and typed ECALL declarations
+(:class:`~sealbridge.tee.ecall.Ecall`), read by the enclave and by its host alike.
 
-The heartbeat messages are shared with the worker enclave: both sign their node's
-NodeRegistry heartbeats through an ECALL of the same name and types, so the common host
-code can ask either (:func:`call_sign_heartbeat`).
+Some declarations are shared with other programs: :data:`SIGN_HEARTBEAT` (every node's
+enclave signs its NodeRegistry heartbeats, so the common host code asks any of them),
+:data:`MAKE_KEY_REQUEST` (the worker's too), and the committee's ``committee_*`` ECALLs,
+served by :class:`CommitteeEcalls` in every program that holds a committee member (the
+gatekeeper, the gateway). A host calls them with ``tee.ecall.call(enclave, SPEC,
+request)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 from sealbridge.chain.abi import compute_heartbeat_digest
 from sealbridge.chain.lightclient import HeaderFields
-from sealbridge.core.encoding import Message, decode, encode
+from sealbridge.core.encoding import Message
 from sealbridge.crypto.dkg import GroupPublicKeys
 from sealbridge.keyservice.chainfacts import (
     DEFAULT_MAX_FACTS_AGE,
@@ -37,6 +40,7 @@ from sealbridge.keyservice.messages import (
     RegistrationRequest,
 )
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
+from sealbridge.tee.ecall import Ecall, Nothing
 from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import AttestationPolicy
 
@@ -150,15 +154,36 @@ class SignedHeartbeat(Message, frozen=True):
     signature: bytes  # 65 bytes, r||s||v, by the enclave address
 
 
-class Ecaller(Protocol):
-    def ecall(self, name: str, payload: bytes) -> bytes: ...
+# --- the ECALLs (names and types, for both sides) -----------------------------------------
+
+GATEKEEPER_GENESIS = Ecall("genesis", Genesis, SealedBlob)  # the sealed genesis record
+GATEKEEPER_RESTORE = Ecall("restore", Restore, Nothing)
+GATEKEEPER_APPROVE_REGISTRATION = Ecall(
+    "approve_registration", RegistrationRequest, RegistrationApproval
+)
+GATEKEEPER_RELEASE_PARTIAL = Ecall("release_partial", ReleaseKey, PartialKeyRelease)
+GATEKEEPER_ADVANCE_HEADERS = Ecall("advance_headers", AdvanceHeaders, ChainTip)
+GATEKEEPER_PUBLISH_CONTRACT_KEY = Ecall("publish_contract_key", PublishKey, PublishedContractKey)
+# a key request quoted by the enclave (the gatekeeper's and the worker's)
+MAKE_KEY_REQUEST = Ecall("make_key_request", MakeKeyRequest, KeyRequest)
+# the NodeRegistry heartbeat, signed by any node's enclave (:func:`sign_heartbeat`)
+SIGN_HEARTBEAT = Ecall("sign_heartbeat", SignHeartbeat, SignedHeartbeat)
+# the committee's (:class:`CommitteeEcalls`): the answers carry the state sealed again
+COMMITTEE_ELECTED = Ecall("committee_elected", Elected, ElectedOut)
+COMMITTEE_DEALING = Ecall("committee_dealing", Dealing, DealingOut)
+COMMITTEE_FINISH = Ecall("committee_finish", Finish, FinishOut)
+COMMITTEE_READY = Ecall("committee_ready", Activate, SealedBlob)
+COMMITTEE_FAILED = Ecall("committee_failed", EraRef, SealedBlob)
+COMMITTEE_STATUS = Ecall("committee_status", Nothing, CommitteeStatus)
 
 
 class CommitteeEcalls:
     """The enclave side of the committee ECALLs (``committee_*``), shared by every
     program that holds a :class:`CommitteeMember`: the gatekeeper (root key) and the
-    gateway (cross-chain signing key). ``get_member`` raises while the program is not set
-    up; ``seal`` seals a committee state to the program's measurement."""
+    gateway (cross-chain signing key); a program puts it in its table with
+    ``get_ecall_table(program, program.committee_calls)``. ``get_member`` raises while
+    the program is not set up; ``seal`` seals a committee state to the program's
+    measurement."""
 
     def __init__(
         self,
@@ -170,67 +195,57 @@ class CommitteeEcalls:
         self.seal = seal
         self.clock = clock
 
-    def get_table(self) -> dict[str, Callable[[bytes], bytes]]:
-        return {
-            "committee_elected": self.elected,
-            "committee_dealing": self.dealing,
-            "committee_finish": self.finish,
-            "committee_ready": self.ready,
-            "committee_failed": self.failed,
-            "committee_status": self.status,
-        }
-
     def _sealed(self) -> bytes:
         return self.seal(self.get_member().export_state())
 
-    def elected(self, payload: bytes) -> bytes:
-        request = decode(payload, Elected)
+    @COMMITTEE_ELECTED.handler
+    def elected(self, request: Elected) -> ElectedOut:
         committee = self.get_member()
         info = request.info
         if request.previous is not None and info.previous_era not in committee.publics:
             committee.learn_public(info.previous_era, info.dealers, request.previous)
         dealing = committee.process_era_elected(info, request.cards, int(self.clock()))
-        return encode(ElectedOut(dealing=dealing, sealed=self._sealed()))
+        return ElectedOut(dealing=dealing, sealed=self._sealed())
 
-    def dealing(self, payload: bytes) -> bytes:
-        complaint = self.get_member().process_dealing(decode(payload, Dealing))
-        return encode(DealingOut(complaint=complaint.reason if complaint else ""))
+    @COMMITTEE_DEALING.handler
+    def dealing(self, dealing: Dealing) -> DealingOut:
+        complaint = self.get_member().process_dealing(dealing)
+        return DealingOut(complaint=complaint.reason if complaint else "")
 
-    def finish(self, payload: bytes) -> bytes:
-        request = decode(payload, Finish)
+    @COMMITTEE_FINISH.handler
+    def finish(self, request: Finish) -> FinishOut:
         confirmation = self.get_member().finish(request.era, request.qualified)
-        return encode(FinishOut(confirmation=confirmation, sealed=self._sealed()))
+        return FinishOut(confirmation=confirmation, sealed=self._sealed())
 
-    def ready(self, payload: bytes) -> bytes:
-        request = decode(payload, Activate)
+    @COMMITTEE_READY.handler
+    def ready(self, request: Activate) -> SealedBlob:
         self.get_member().process_rotation_ready(request.info, request.group_public_key)
-        return encode(SealedBlob(sealed=self._sealed()))
+        return SealedBlob(sealed=self._sealed())
 
-    def failed(self, payload: bytes) -> bytes:
-        self.get_member().process_era_failed(decode(payload, EraRef).era)
-        return encode(SealedBlob(sealed=self._sealed()))
+    @COMMITTEE_FAILED.handler
+    def failed(self, request: EraRef) -> SealedBlob:
+        self.get_member().process_era_failed(request.era)
+        return SealedBlob(sealed=self._sealed())
 
-    def status(self, payload: bytes) -> bytes:
+    @COMMITTEE_STATUS.handler
+    def status(self, _: Nothing) -> CommitteeStatus:
         committee = self.get_member()
         holder = committee.active.get(committee.current_era)
-        return encode(
-            CommitteeStatus(
-                current_era=committee.current_era,
-                phases={str(era): phase.value for era, phase in committee.phases.items()},
-                group=holder.public if holder is not None and not holder.is_erased else None,
-                acceptable={
-                    str(era): committee.get_acceptable_dealers(era) for era in committee.pending
-                },
-            )
+        return CommitteeStatus(
+            current_era=committee.current_era,
+            phases={str(era): phase.value for era, phase in committee.phases.items()},
+            group=holder.public if holder is not None and not holder.is_erased else None,
+            acceptable={
+                str(era): committee.get_acceptable_dealers(era) for era in committee.pending
+            },
         )
 
 
-def sign_heartbeat(ctx: EnclaveContext, payload: bytes) -> bytes:
-    """The enclave side of ``sign_heartbeat`` (worker and gatekeeper programs alike). The
+def sign_heartbeat(ctx: EnclaveContext, request: SignHeartbeat) -> SignedHeartbeat:
+    """The enclave side of :data:`SIGN_HEARTBEAT` (every program that serves it). The
     enclave builds the digest from the fields itself, with its own node id and a bounded
     era and slot, so the host cannot have anything else signed (see
     ``compute_heartbeat_digest``)."""
-    request = decode(payload, SignHeartbeat)
     node_id = ctx.identity.identity_key
     digest = compute_heartbeat_digest(
         registry=request.registry,
@@ -239,88 +254,9 @@ def sign_heartbeat(ctx: EnclaveContext, payload: bytes) -> bytes:
         era=request.era,
         slot=request.slot,
     )
-    return encode(
-        SignedHeartbeat(
-            node_id=node_id,
-            era=request.era,
-            slot=request.slot,
-            signature=ctx.sign_eth_digest(digest),
-        )
+    return SignedHeartbeat(
+        node_id=node_id,
+        era=request.era,
+        slot=request.slot,
+        signature=ctx.sign_eth_digest(digest),
     )
-
-
-def call_sign_heartbeat(enclave: Ecaller, request: SignHeartbeat) -> SignedHeartbeat:
-    """The ``sign_heartbeat`` ECALL of a worker or gatekeeper enclave."""
-    return decode(enclave.ecall("sign_heartbeat", encode(request)), SignedHeartbeat)
-
-
-class GatekeeperEnclaveClient:
-    def __init__(self, enclave: Ecaller) -> None:
-        self.enclave = enclave
-
-    def _call(self, name: str, request: Message) -> bytes:
-        return self.enclave.ecall(name, encode(request))
-
-    def genesis(
-        self,
-        policy: AttestationPolicy,
-        chain: ChainBinding,
-        management: ManagementBinding,
-        anchor: HeaderTip,
-    ) -> bytes:
-        request = Genesis(policy=policy, chain=chain, management=management, anchor=anchor)
-        return decode(self._call("genesis", request), SealedBlob).sealed
-
-    def restore(self, genesis: bytes, committee: bytes = b"", chain_tip: bytes = b"") -> None:
-        self._call("restore", Restore(genesis=genesis, committee=committee, chain_tip=chain_tip))
-
-    def advance_headers(self, headers: list[HeaderFields]) -> ChainTip:
-        return decode(self._call("advance_headers", AdvanceHeaders(headers=headers)), ChainTip)
-
-    def approve_registration(self, payload: bytes) -> bytes:
-        """Pass a RegistrationRequest (bytes from a peer) in; RegistrationApproval bytes out."""
-        decode(payload, RegistrationRequest)  # refuse malformed input before the ECALL
-        out = self.enclave.ecall("approve_registration", payload)
-        decode(out, RegistrationApproval)
-        return out
-
-    def make_key_request(self, contract_id: bytes, version: int = 0) -> KeyRequest:
-        request = MakeKeyRequest(contract_id=contract_id, version=version)
-        out = self._call("make_key_request", request)
-        return decode(out, KeyRequest)
-
-    def release_partial(self, request: KeyRequest, proof: FactsProof) -> PartialKeyRelease:
-        out = self._call("release_partial", ReleaseKey(request=request, proof=proof))
-        return decode(out, PartialKeyRelease)
-
-    def publish_contract_key(
-        self, request: PublishKeyRequest, releases: list[PartialKeyRelease]
-    ) -> PublishedContractKey:
-        out = self._call("publish_contract_key", PublishKey(request=request, releases=releases))
-        return decode(out, PublishedContractKey)
-
-    def committee_elected(
-        self, info: EraInfo, cards: list[MemberCard], previous: GroupPublicKeys | None = None
-    ) -> ElectedOut:
-        request = Elected(info=info, cards=cards, previous=previous)
-        return decode(self._call("committee_elected", request), ElectedOut)
-
-    def committee_dealing(self, dealing: Dealing) -> str:
-        return decode(self._call("committee_dealing", dealing), DealingOut).complaint
-
-    def committee_finish(self, era: int, qualified: list[bytes]) -> FinishOut:
-        out = self._call("committee_finish", Finish(era=era, qualified=qualified))
-        return decode(out, FinishOut)
-
-    def committee_ready(self, info: EraInfo, group_public_key: bytes) -> bytes:
-        out = self._call("committee_ready", Activate(info=info, group_public_key=group_public_key))
-        return decode(out, SealedBlob).sealed
-
-    def committee_failed(self, era: int) -> bytes:
-        return decode(self._call("committee_failed", EraRef(era=era)), SealedBlob).sealed
-
-    def committee_status(self) -> CommitteeStatus:
-        return decode(self.enclave.ecall("committee_status", b""), CommitteeStatus)
-
-    def sign_heartbeat(self, request: SignHeartbeat) -> SignedHeartbeat:
-        return call_sign_heartbeat(self.enclave, request)

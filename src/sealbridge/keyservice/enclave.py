@@ -29,6 +29,14 @@ from sealbridge.keyservice.chainfacts import (
 )
 from sealbridge.keyservice.committee import ChainBinding, CommitteeState
 from sealbridge.keyservice.ecalls import (
+    GATEKEEPER_ADVANCE_HEADERS,
+    GATEKEEPER_APPROVE_REGISTRATION,
+    GATEKEEPER_GENESIS,
+    GATEKEEPER_PUBLISH_CONTRACT_KEY,
+    GATEKEEPER_RELEASE_PARTIAL,
+    GATEKEEPER_RESTORE,
+    MAKE_KEY_REQUEST,
+    SIGN_HEARTBEAT,
     AdvanceHeaders,
     ChainTip,
     CommitteeEcalls,
@@ -38,11 +46,22 @@ from sealbridge.keyservice.ecalls import (
     ReleaseKey,
     Restore,
     SealedBlob,
+    SignedHeartbeat,
+    SignHeartbeat,
     sign_heartbeat,
 )
 from sealbridge.keyservice.gatekeeper import Gatekeeper, KeyRequestRefused
-from sealbridge.keyservice.messages import KeyRequestBody, RegistrationRequest, make_key_request
-from sealbridge.tee.enclave import EnclaveContext
+from sealbridge.keyservice.messages import (
+    KeyRequest,
+    KeyRequestBody,
+    PublishedContractKey,
+    RegistrationApproval,
+    RegistrationRequest,
+    make_key_request,
+)
+from sealbridge.keyservice.threshold_messages import PartialKeyRelease
+from sealbridge.tee.ecall import NOTHING, Nothing, get_ecall_table
+from sealbridge.tee.enclave import EnclaveContext, RawEcall
 from sealbridge.tee.policy import AttestationPolicy
 
 GENESIS_SEAL_LABEL = "sealbridge/gatekeeper-genesis/v3"
@@ -74,18 +93,8 @@ class GatekeeperProgram:
             lambda: self._ready().committee, self._seal_committee, clock
         )
 
-    def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
-        return {
-            "genesis": self.genesis,
-            "restore": self.restore,
-            "approve_registration": self.approve_registration,
-            "make_key_request": self.make_key_request,
-            "release_partial": self.release_partial,
-            "advance_headers": self.advance_headers,
-            "publish_contract_key": self.publish_contract_key,
-            **self.committee_calls.get_table(),
-            "sign_heartbeat": self.sign_heartbeat,
-        }
+    def get_ecalls(self) -> Mapping[str, RawEcall]:
+        return get_ecall_table(self, self.committee_calls)
 
     def _start(self, record: GenesisRecord) -> Gatekeeper:
         self.core = Gatekeeper(
@@ -104,10 +113,10 @@ class GatekeeperProgram:
     def _seal_committee(self, state: CommitteeState) -> bytes:
         return self.ctx.seal(encode(state), COMMITTEE_SEAL_LABEL)
 
-    def genesis(self, payload: bytes) -> bytes:
+    @GATEKEEPER_GENESIS.handler
+    def genesis(self, request: Genesis) -> SealedBlob:
         if self.core is not None:
             raise GatekeeperNotReady("genesis already happened in this enclave")
-        request = decode(payload, Genesis)
         if request.max_facts_age <= 0:
             raise GatekeeperNotReady("max_facts_age must be positive")
         record = GenesisRecord(
@@ -118,12 +127,12 @@ class GatekeeperProgram:
             max_facts_age=request.max_facts_age,
         )
         self._start(record)
-        return encode(SealedBlob(sealed=self.ctx.seal(encode(record), GENESIS_SEAL_LABEL)))
+        return SealedBlob(sealed=self.ctx.seal(encode(record), GENESIS_SEAL_LABEL))
 
-    def restore(self, payload: bytes) -> bytes:
+    @GATEKEEPER_RESTORE.handler
+    def restore(self, request: Restore) -> Nothing:
         if self.core is not None:
             raise GatekeeperNotReady("this enclave is set up already (restore once, at start)")
-        request = decode(payload, Restore)
         core = self._start(
             decode(self.ctx.unseal(request.genesis, GENESIS_SEAL_LABEL), GenesisRecord)
         )
@@ -135,33 +144,31 @@ class GatekeeperProgram:
             tip = decode(self.ctx.unseal(request.chain_tip, CHAIN_TIP_SEAL_LABEL), HeaderTip)
             if tip.number > self._track().tip.number:
                 self.headers = HeaderTrack(tip)
-        return b""
+        return NOTHING
 
     def _track(self) -> HeaderTrack:
         if self.headers is None:
             raise GatekeeperNotReady("the gatekeeper is not set up yet (genesis or restore)")
         return self.headers
 
-    def advance_headers(self, payload: bytes) -> bytes:
+    @GATEKEEPER_ADVANCE_HEADERS.handler
+    def advance_headers(self, request: AdvanceHeaders) -> ChainTip:
         """Verify and take the next headers of the chain; the new tip comes back sealed."""
-        request = decode(payload, AdvanceHeaders)
         tip = self._track().advance(request.headers)
-        return encode(ChainTip(tip=tip, sealed=self.ctx.seal(encode(tip), CHAIN_TIP_SEAL_LABEL)))
+        return ChainTip(tip=tip, sealed=self.ctx.seal(encode(tip), CHAIN_TIP_SEAL_LABEL))
 
-    def approve_registration(self, payload: bytes) -> bytes:
-        request = decode(payload, RegistrationRequest)
-        return encode(self._ready().approve_registration(request, int(self.clock())))
+    @GATEKEEPER_APPROVE_REGISTRATION.handler
+    def approve_registration(self, request: RegistrationRequest) -> RegistrationApproval:
+        return self._ready().approve_registration(request, int(self.clock()))
 
-    def make_key_request(self, payload: bytes) -> bytes:
-        request = decode(payload, MakeKeyRequest)
-        return encode(
-            make_key_request(self.ctx, request.contract_id, int(self.clock()), request.version)
-        )
+    @MAKE_KEY_REQUEST.handler
+    def make_key_request(self, request: MakeKeyRequest) -> KeyRequest:
+        return make_key_request(self.ctx, request.contract_id, int(self.clock()), request.version)
 
-    def release_partial(self, payload: bytes) -> bytes:
+    @GATEKEEPER_RELEASE_PARTIAL.handler
+    def release_partial(self, request: ReleaseKey) -> PartialKeyRelease:
         """Read the request's chain facts from its state proofs (at a header this enclave
         verified), then release the partial if they entitle the requester."""
-        request = decode(payload, ReleaseKey)
         core = self._ready()
         if self.record is None:
             raise GatekeeperNotReady("the gatekeeper is not set up yet (genesis or restore)")
@@ -179,19 +186,18 @@ class GatekeeperProgram:
             now=int(self.clock()),
             max_age=self.record.max_facts_age,
         )
-        return encode(
-            core.release_partial(
-                request.request,
-                verified.facts,
-                int(self.clock()),
-                committee_era=verified.committee_era,
-            )
+        return core.release_partial(
+            request.request,
+            verified.facts,
+            int(self.clock()),
+            committee_era=verified.committee_era,
         )
 
-    def publish_contract_key(self, payload: bytes) -> bytes:
-        request = decode(payload, PublishKey)
-        return encode(self._ready().publish_contract_key(request.request, request.releases))
+    @GATEKEEPER_PUBLISH_CONTRACT_KEY.handler
+    def publish_contract_key(self, request: PublishKey) -> PublishedContractKey:
+        return self._ready().publish_contract_key(request.request, request.releases)
 
-    def sign_heartbeat(self, payload: bytes) -> bytes:
+    @SIGN_HEARTBEAT.handler
+    def sign_heartbeat(self, request: SignHeartbeat) -> SignedHeartbeat:
         """Sign this gatekeeper's heartbeat (see :func:`keyservice.ecalls.sign_heartbeat`)."""
-        return sign_heartbeat(self.ctx, payload)
+        return sign_heartbeat(self.ctx, request)

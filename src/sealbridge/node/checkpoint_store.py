@@ -7,7 +7,7 @@ and waits at most ``timeout`` seconds for the answers. It keeps a receipt only w
 
 * it decodes as a canonical :class:`StorageReceipt`;
 * it names this blob's hash and size;
-* :func:`~sealbridge.storage.node.verify_receipt` accepts it, i.e. it is signed for this
+* :func:`~sealbridge.storage.node.is_valid_receipt` accepts it, i.e. it is signed for this
   ledger and chain by the key its node id is derived from;
 * no receipt for the same node was kept already, and the optional ``accept`` predicate
   (for example "active in the NodeRegistry") passes.
@@ -38,7 +38,7 @@ from sealbridge.core.ids import HASH_SIZE, short, to_hex
 from sealbridge.net.http import NodeClient
 from sealbridge.storage.errors import BlobUnavailable, StorageUnavailable
 from sealbridge.storage.messages import StorageReceipt
-from sealbridge.storage.node import compute_blob_hash, is_intact, verify_receipt
+from sealbridge.storage.node import compute_blob_hash, is_intact, is_valid_receipt
 
 log = logging.getLogger("sealbridge.checkpoint_store")
 BLOBS_PATH = "/v1/blobs"
@@ -102,7 +102,7 @@ def store_blob(
     for url, receipt in answers.items():
         if receipt.blob_hash != blob_hash or receipt.size != size:
             problems.append(f"{url}: receipt for another blob or size")
-        elif not verify_receipt(receipt, ledger, chain_id):
+        elif not is_valid_receipt(receipt, ledger, chain_id):
             problems.append(f"{url}: receipt signature does not match its node id")
         elif receipt.node_id in kept:
             problems.append(f"{url}: second receipt of node {short(receipt.node_id)}")

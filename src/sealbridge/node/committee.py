@@ -44,8 +44,20 @@ from sealbridge.crypto.dkg import GroupPublicKeys
 from sealbridge.evm.committee import CommitteePhase, EraRecord, GatekeeperCommittee
 from sealbridge.evm.management import NodeRegistry
 from sealbridge.keyservice.committee import Dealing, EraInfo, MemberCard
-from sealbridge.keyservice.ecalls import GatekeeperEnclaveClient
+from sealbridge.keyservice.ecalls import (
+    COMMITTEE_DEALING,
+    COMMITTEE_ELECTED,
+    COMMITTEE_FAILED,
+    COMMITTEE_FINISH,
+    COMMITTEE_READY,
+    Activate,
+    Elected,
+    EraRef,
+    Finish,
+)
 from sealbridge.net.http import NodeClient, TransportError
+from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.tee.ecall import call
 from sealbridge.tee.enclave import NodeKeys
 
 log = logging.getLogger("sealbridge.committee")
@@ -75,7 +87,7 @@ class CommitteeDriver:
         committee: GatekeeperCommittee,
         registry: NodeRegistry,
         registry_from_block: int,
-        calls: GatekeeperEnclaveClient,
+        enclave: EnclaveHandle,
         node_id: bytes,
         eth_key: bytes,
         store: Callable[[bytes], None],
@@ -85,7 +97,7 @@ class CommitteeDriver:
         self.chain = committee.adapter
         self.registry = registry
         self.registry_from_block = registry_from_block
-        self.calls = calls
+        self.enclave = enclave
         self.node_id = node_id
         self.eth_key = eth_key
         self.store = store
@@ -144,11 +156,14 @@ class CommitteeDriver:
         elif name == "RotationReady":
             track = self.eras.get(era)
             if track is not None:
-                self.store(self.calls.committee_ready(track.info, bytes(args["group_public_key"])))
+                activate = Activate(
+                    info=track.info, group_public_key=bytes(args["group_public_key"])
+                )
+                self.store(call(self.enclave, COMMITTEE_READY, activate).sealed)
                 log.info("era %d is active (rotation ready)", era)
         elif name == "RotationRestarted":
             if era in self.eras:
-                self.store(self.calls.committee_failed(era))
+                self.store(call(self.enclave, COMMITTEE_FAILED, EraRef(era=era)).sealed)
                 del self.eras[era]
                 log.warning("era %d failed and was restarted", era)
 
@@ -177,7 +192,9 @@ class CommitteeDriver:
         previous = None
         if record.is_resharing and self.node_id not in record.dealers:
             previous = self.fetch_group()
-        out = self.calls.committee_elected(info, cards, previous)
+        out = call(
+            self.enclave, COMMITTEE_ELECTED, Elected(info=info, cards=cards, previous=previous)
+        )
         self.store(out.sealed)
         self.eras[era] = EraTrack(info, record)
         if out.dealing is not None and self.committee.has_dealt(era, self.node_id):
@@ -234,15 +251,15 @@ class CommitteeDriver:
             track.dealt.append(dealer)
             return
         function = self.committee.codec.function("post_dealing")
-        call = function.decode_call(self.chain.get_transaction_input(tx_hash))
+        posted = function.decode_call(self.chain.get_transaction_input(tx_hash))
         dealing = Dealing(
             era=era,
             dealer=dealer,
             commitments=[bytes(c) for c in args["commitments"]],
             shares=[bytes(x) for x in args["shares"]],
-            signature=bytes(call[4]),
+            signature=bytes(posted[4]),
         )
-        complaint = self.calls.committee_dealing(dealing)
+        complaint = call(self.enclave, COMMITTEE_DEALING, dealing).complaint
         track.dealt.append(dealer)
         if complaint:
             log.warning("era %d: dealing of %s refused: %s", era, to_hex(dealer), complaint)
@@ -252,7 +269,7 @@ class CommitteeDriver:
     def finish_era(self, track: EraTrack) -> None:
         """Finish with exactly the first required dealings in chain order."""
         qualified = sorted(track.dealt[: track.record.required_dealings])
-        out = self.calls.committee_finish(track.info.era, qualified)
+        out = call(self.enclave, COMMITTEE_FINISH, Finish(era=track.info.era, qualified=qualified))
         self.store(out.sealed)
         track.finished = True
         confirmation = out.confirmation

@@ -63,7 +63,23 @@ from sealbridge.keyservice.chainfacts import (
     get_fact_slots,
 )
 from sealbridge.keyservice.committee import ChainBinding
-from sealbridge.keyservice.ecalls import GatekeeperEnclaveClient
+from sealbridge.keyservice.ecalls import (
+    COMMITTEE_STATUS,
+    GATEKEEPER_ADVANCE_HEADERS,
+    GATEKEEPER_APPROVE_REGISTRATION,
+    GATEKEEPER_GENESIS,
+    GATEKEEPER_PUBLISH_CONTRACT_KEY,
+    GATEKEEPER_RELEASE_PARTIAL,
+    GATEKEEPER_RESTORE,
+    MAKE_KEY_REQUEST,
+    AdvanceHeaders,
+    ChainTip,
+    Genesis,
+    MakeKeyRequest,
+    PublishKey,
+    ReleaseKey,
+    Restore,
+)
 from sealbridge.keyservice.messages import (
     KeyRequest,
     KeyRequestBody,
@@ -77,6 +93,7 @@ from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.committee import CommitteeDriver, CommitteeUnavailable
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.tee.ecall import NOTHING, call
 from sealbridge.tee.policy import devnet_policy
 
 log = logging.getLogger("sealbridge.gatekeeper")
@@ -91,7 +108,6 @@ class PartialsUnavailable(TransportError):
 class GatekeeperHost(NodeHost):
     def __init__(self, config: NodeConfig, enclave: EnclaveHandle, chain: ChainAdapter) -> None:
         super().__init__(config, enclave, chain)
-        self.calls = GatekeeperEnclaveClient(enclave)
         if not config.committee_address:
             raise LocalProtocolError("a gatekeeper needs committee_address in its config")
         self.committee = GatekeeperCommittee(chain, config.committee_address)
@@ -107,7 +123,7 @@ class GatekeeperHost(NodeHost):
             committee=self.committee,
             registry=self.mgmt.node_registry,
             registry_from_block=self.addresses.deployed_at_block,
-            calls=self.calls,
+            enclave=enclave,
             node_id=self.node_id,
             eth_key=self.eth_key,
             store=self.store_committee,
@@ -120,7 +136,8 @@ class GatekeeperHost(NodeHost):
         if genesis_file.exists():
             committee = self.committee_file.read_bytes() if self.committee_file.exists() else b""
             tip = self.chain_tip_file.read_bytes() if self.chain_tip_file.exists() else b""
-            self.calls.restore(genesis_file.read_bytes(), committee, tip)
+            restore = Restore(genesis=genesis_file.read_bytes(), committee=committee, chain_tip=tip)
+            call(self.enclave, GATEKEEPER_RESTORE, restore)
             log.info("policy and committee state restored from %s", self.home)
             return
         policy = devnet_policy(
@@ -139,7 +156,8 @@ class GatekeeperHost(NodeHost):
             max(self.chain.get_block_number() - self.config.confirmations, 0)
         )
         anchor = HeaderTip(number=head.number, block_hash=head.hash)
-        sealed = self.calls.genesis(policy, chain, management, anchor)
+        genesis = Genesis(policy=policy, chain=chain, management=management, anchor=anchor)
+        sealed = call(self.enclave, GATEKEEPER_GENESIS, genesis).sealed
         genesis_file.parent.mkdir(parents=True, exist_ok=True)
         genesis_file.write_bytes(sealed)
         log.info(
@@ -171,13 +189,14 @@ class GatekeeperHost(NodeHost):
         """The genesis gatekeeper (no attestor configured) approves its own renewals."""
         if self.config.gatekeeper_url:
             return super().get_approval(request)
-        return decode(self.calls.approve_registration(encode(request)), RegistrationApproval)
+        return call(self.enclave, GATEKEEPER_APPROVE_REGISTRATION, request)
 
     # -- HTTP handlers -------------------------------------------------------------------
     def on_attest(self, payload: bytes) -> bytes:
-        out = self.calls.approve_registration(payload)
+        request = decode(payload, RegistrationRequest)  # refuse malformed input first
+        approval = call(self.enclave, GATEKEEPER_APPROVE_REGISTRATION, request)
         self.approved += 1
-        return out
+        return encode(approval)
 
     def on_partial_request(self, payload: bytes) -> bytes:
         """A key request: bring the enclave's headers up to the chain, fetch the state
@@ -187,17 +206,20 @@ class GatekeeperHost(NodeHost):
         with self._facts_lock:
             tip = self.sync_headers()
             proof = self.get_facts_proof(body.contract_id, body.worker_id, tip.number)
-            release = self.calls.release_partial(request, proof)
+            release = call(
+                self.enclave, GATEKEEPER_RELEASE_PARTIAL, ReleaseKey(request=request, proof=proof)
+            )
         self.released += 1
         return encode(release)
 
     def sync_headers(self) -> HeaderTip:
         """Feed the enclave the headers after its newest, up to the final block."""
         final = max(self.chain.get_block_number() - self.config.confirmations, 0)
-        out = self.calls.advance_headers([])
+        out: ChainTip = call(self.enclave, GATEKEEPER_ADVANCE_HEADERS, AdvanceHeaders(headers=[]))
         while out.tip.number < final:
             numbers = list(range(out.tip.number + 1, min(final, out.tip.number + 256) + 1))
-            out = self.calls.advance_headers(self.chain.get_header_fields(numbers))
+            headers = AdvanceHeaders(headers=self.chain.get_header_fields(numbers))
+            out = call(self.enclave, GATEKEEPER_ADVANCE_HEADERS, headers)
             write_atomic(self.chain_tip_file, out.sealed)
         return out.tip
 
@@ -218,7 +240,7 @@ class GatekeeperHost(NodeHost):
         )
 
     def on_group(self, payload: bytes) -> bytes:
-        group = self.calls.committee_status().group
+        group = call(self.enclave, COMMITTEE_STATUS, NOTHING).group
         if group is None:
             raise CommitteeUnavailable("this gatekeeper holds no active share")
         return encode(group)
@@ -288,25 +310,29 @@ class GatekeeperHost(NodeHost):
     def derive_public_keys(self, contract_id: bytes, version: int) -> PublishedContractKey | None:
         """Version ``version`` of a contract's key, combined in the enclave from our
         partial and ``t - 1`` of our peers'; what the registry records of it, signed."""
-        group = self.calls.committee_status().group
+        group = call(self.enclave, COMMITTEE_STATUS, NOTHING).group
         if group is None:
             log.warning("cannot publish the key of %s: no active share", to_hex(contract_id))
             return None
-        request = self.calls.make_key_request(contract_id, version)
+        request = call(
+            self.enclave, MAKE_KEY_REQUEST, MakeKeyRequest(contract_id=contract_id, version=version)
+        )
         releases = self.collect_partials(request, group.threshold - 1)
         if len(releases) < group.threshold - 1:
             raise PartialsUnavailable(
                 f"{len(releases)} of {group.threshold - 1} peer partials for "
                 f"{to_hex(contract_id)[:14]}… (key version {version}); retrying"
             )
-        return self.calls.publish_contract_key(
-            PublishKeyRequest(
-                contract_id=contract_id,
-                chain_id=self.chain.chain_id,
-                contract_registry_address=self.addresses.contract_registry,
-                version=version,
-            ),
-            releases,
+        publish = PublishKeyRequest(
+            contract_id=contract_id,
+            chain_id=self.chain.chain_id,
+            contract_registry_address=self.addresses.contract_registry,
+            version=version,
+        )
+        return call(
+            self.enclave,
+            GATEKEEPER_PUBLISH_CONTRACT_KEY,
+            PublishKey(request=publish, releases=releases),
         )
 
     def on_rotation_requested(self, event: ChainEvent) -> None:
@@ -350,7 +376,7 @@ class GatekeeperHost(NodeHost):
         }
 
     def get_status(self) -> dict[str, Any]:
-        committee = self.calls.committee_status()
+        committee = call(self.enclave, COMMITTEE_STATUS, NOTHING)
         return {
             "role": "gatekeeper",
             "name": self.config.name,

@@ -51,24 +51,29 @@ from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.evm.committee import GatekeeperCommittee
 from sealbridge.evm.follower import ObservedBlock
 from sealbridge.interop.evm_gateway import (
+    GATEWAY_FOLLOW,
+    GATEWAY_HANDOVER,
+    GATEWAY_RESTORE,
+    GATEWAY_SETUP,
+    GATEWAY_SIGN,
+    GATEWAY_STATUS,
+    GATEWAY_WATCH,
     ChainAnchor,
     EscrowRef,
     FollowBlock,
     GatewayRestore,
     GatewaySetup,
     GatewayStatus,
-    HandoverPartial,
     HandoverRequest,
-    Height,
-    SignOut,
     SignRequest,
     Watch,
 )
 from sealbridge.keyservice.committee import ChainBinding
-from sealbridge.keyservice.ecalls import GatekeeperEnclaveClient, SealedBlob
+from sealbridge.keyservice.ecalls import COMMITTEE_STATUS
 from sealbridge.node.committee import CommitteeDriver, CommitteeUnavailable
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.tee.ecall import NOTHING, call
 from sealbridge.tee.policy import devnet_policy
 
 log = logging.getLogger("sealbridge.gateway")
@@ -80,7 +85,6 @@ class GatewayHost(NodeHost):
         super().__init__(config, enclave, chain)
         if not config.committee_address:
             raise LocalProtocolError("a gateway needs committee_address (its committee contract)")
-        self.calls = GatekeeperEnclaveClient(enclave)  # the committee ECALLs have these names
         self.committee = GatekeeperCommittee(chain, config.committee_address)
         self.chains: dict[int, ChainAdapter] = {chain.chain_id: chain}
         for url in config.bridged_rpc_urls:
@@ -102,7 +106,7 @@ class GatewayHost(NodeHost):
             committee=self.committee,
             registry=self.mgmt.node_registry,
             registry_from_block=self.addresses.deployed_at_block,
-            calls=self.calls,
+            enclave=enclave,  # the committee ECALLs: the gatekeeper's
             node_id=self.node_id,
             eth_key=self.eth_key,
             store=lambda sealed: write_atomic(self.committee_file, sealed),
@@ -113,16 +117,12 @@ class GatewayHost(NodeHost):
     # -- the enclave's sealed state -------------------------------------------------------
     def start_enclave_state(self) -> None:
         if self.setup_file.exists():
-            self.enclave.ecall(
-                "restore",
-                encode(
-                    GatewayRestore(
-                        setup=self.setup_file.read_bytes(),
-                        committee=self._read(self.committee_file),
-                        state=self._read(self.state_file),
-                    )
-                ),
+            restore = GatewayRestore(
+                setup=self.setup_file.read_bytes(),
+                committee=self._read(self.committee_file),
+                state=self._read(self.state_file),
             )
+            call(self.enclave, GATEWAY_RESTORE, restore)
             log.info("setup, committee share and signing record restored from %s", self.home)
         else:
             anchors = []
@@ -147,7 +147,7 @@ class GatewayHost(NodeHost):
                 anchors=anchors,
                 confirmations=max(self.config.release_confirmations, 1),
             )
-            out = decode(self.enclave.ecall("setup", encode(setup)), SealedBlob)
+            out = call(self.enclave, GATEWAY_SETUP, setup)
             self.setup_file.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.setup_file, out.sealed)
             log.info(
@@ -163,7 +163,7 @@ class GatewayHost(NodeHost):
         return path.read_bytes() if path.exists() else b""
 
     def get_enclave_status(self) -> GatewayStatus:
-        return decode(self.enclave.ecall("status", b""), GatewayStatus)
+        return call(self.enclave, GATEWAY_STATUS, NOTHING)
 
     # -- registration ---------------------------------------------------------------------
     def before_following(self) -> None:
@@ -207,7 +207,7 @@ class GatewayHost(NodeHost):
             refs = [EscrowRef(chain_id=int(cid), escrow=str(a)) for cid, a in listed.items()]
         except (ValueError, AttributeError, TypeError) as exc:
             raise ConfigError(f"{path}: not a JSON object of chain id -> escrow") from exc
-        out = decode(self.enclave.ecall("watch", encode(Watch(escrows=refs))), SealedBlob)
+        out = call(self.enclave, GATEWAY_WATCH, Watch(escrows=refs))
         write_atomic(self.state_file, out.sealed)
         self.escrows_named = True
         log.info("serving the escrows %s", listed)
@@ -224,10 +224,8 @@ class GatewayHost(NodeHost):
                     first = self.followed[chain_id] + 1
                     numbers = list(range(first, min(final, first + EVIDENCE_BATCH - 1) + 1))
                     for evidence in adapter.get_block_evidence(numbers):
-                        out = self.enclave.ecall(
-                            "follow", encode(FollowBlock(chain_id=chain_id, evidence=evidence))
-                        )
-                        height = decode(out, Height)
+                        block = FollowBlock(chain_id=chain_id, evidence=evidence)
+                        height = call(self.enclave, GATEWAY_FOLLOW, block)
                         if height.committee:  # a share kept for a key handover is erased
                             write_atomic(self.committee_file, height.committee)
                             log.info("the new committee key is installed: old share erased")
@@ -240,7 +238,7 @@ class GatewayHost(NodeHost):
         request = decode(payload, SignRequest)
         self.sync_chains()
         try:
-            out = decode(self.enclave.ecall("sign", encode(request)), SignOut)
+            out = call(self.enclave, GATEWAY_SIGN, request)
         except SealbridgeError:
             self.refused += 1
             raise
@@ -254,16 +252,15 @@ class GatewayHost(NodeHost):
         request = decode(payload, HandoverRequest)
         self.sync_chains()
         try:
-            out = self.enclave.ecall("handover", encode(request))
+            signed = call(self.enclave, GATEWAY_HANDOVER, request)
         except SealbridgeError:
             self.refused += 1
             raise
-        signed = decode(out, HandoverPartial)
         self.handovers_signed += 1
         return encode(signed)
 
     def on_group(self, payload: bytes) -> bytes:
-        group = self.calls.committee_status().group
+        group = call(self.enclave, COMMITTEE_STATUS, NOTHING).group
         if group is None:
             raise CommitteeUnavailable("this gateway holds no active share")
         return encode(group)

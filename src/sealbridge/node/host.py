@@ -34,6 +34,7 @@ from pathlib import Path
 
 from sealbridge.chain.abi import Role
 from sealbridge.chain.errors import RpcError, TransactionReverted
+from sealbridge.chain.registration import RegistryQuery, RegistryView
 from sealbridge.config.node import GATEKEEPER, GATEWAY, STORAGE, WORKER, NodeConfig
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import SealbridgeError
@@ -41,10 +42,11 @@ from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.evm.follower import BlockFollower, ObservedBlock
 from sealbridge.evm.management import ManagementAddresses, ManagementContracts, NodeRegistry
-from sealbridge.keyservice.ecalls import SignHeartbeat, call_sign_heartbeat
+from sealbridge.keyservice.ecalls import SIGN_HEARTBEAT, SignHeartbeat
 from sealbridge.keyservice.messages import RegistrationApproval, RegistrationRequest
 from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.tee.backend import EnclaveHandle, StagedKeys
+from sealbridge.tee.ecall import call
 
 log = logging.getLogger("sealbridge.node")
 RETRY_DELAY = 1.0
@@ -93,6 +95,20 @@ def process_heartbeat(
     schedule.done = due
     schedule.sent += 1
     return True
+
+
+def read_registry_view(registry: NodeRegistry, query: RegistryQuery) -> RegistryView:
+    """The registry's view of one node at the chain's tip (what its upkeep decides on)."""
+    tip = registry.adapter.get_block_number()
+    params = registry.get_era_params()
+    record = registry.get_node(query.node_id)
+    return RegistryView(
+        tip=tip,
+        active=registry.is_active(query.node_id, query.role),
+        expiry=record.expiry if record is not None else 0,
+        next_era=params.get_era(tip + 1),
+        next_slot=params.get_slot(tip + 1),
+    )
 
 
 class HostPhase(Enum):
@@ -327,7 +343,7 @@ class NodeHost:
             era=era,
             slot=slot,
         )
-        return call_sign_heartbeat(self.enclave, request).signature
+        return call(self.enclave, SIGN_HEARTBEAT, request).signature
 
     def run(self) -> None:
         """Follow the chain until stopped; failures are kept in ``phase`` and ``error``."""

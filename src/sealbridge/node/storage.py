@@ -1,39 +1,35 @@
-"""The storage host: a storage node's whole process (untrusted; no enclave, no follower).
+"""The storage node's process wiring: disk, HTTP, chain (untrusted; no enclave).
 
 Theory of operation
 -------------------
-A storage node holds checkpoint blobs that are already encrypted, so it needs no TEE.
+Every decision of a storage node is in its host core
+(:class:`~sealbridge.storage.host.StorageHostCore`: which blobs to write, when to
+register, renew and heartbeat); this module gives it a disk, a chain and HTTP, through
+the one network driver (:mod:`sealbridge.node.driver`).
+
 At start the host loads its secp256k1 signing key from ``<home>/storage.key`` (32
 random bytes, mode 0600), creating it on the first start. The key fixes the node id
 (derived from the key's address), so a restarted node keeps its identity and its
-registration. The HTTP API serves at once. A background thread then makes sure the node
-is registered: when the NodeRegistry does not list it as an active storage node, the
-host calls ``register_storage`` from its own gas account, paying ``stake_wei``, with
-expiry now + ``registration_ttl``. An unreachable chain is retried; a registration the
-registry refuses (for example a stake below its minimum) leaves the node ``FAILED`` with
-the reason. Blobs are accepted in every phase, but their receipts count on chain only
-while the node is an active storage node.
+registration. The HTTP API serves at once; the driver's loop then runs the core, whose
+registration upkeep asks the NodeRegistry about the node and registers it
+(``register_storage`` from the node's gas account, paying ``stake_wei``), renews it
+(``renew_storage``) once less than a quarter of ``registration_ttl`` is left, and sends
+one heartbeat per slot when ``heartbeats`` is on. Passing chain failures are retried by
+the driver's policy; a registration the registry refuses (a stake below its minimum)
+leaves the node ``failed`` with the reason. Blobs are accepted in every phase, but their
+receipts count on chain only while the node is an active storage node.
 
-Once registered, the same thread keeps the node alive on chain, checking every
-``TICK_INTERVAL`` seconds: with ``heartbeats`` on, it sends one NodeRegistry heartbeat
-per slot, signed with the node's signing key (the node's responsiveness is measured per
-era, see docs/availability.md), and it renews the registration (``renew_storage``) once
-less than a quarter of ``registration_ttl`` is left. A failure there is logged and tried
-again later; it never stops the node.
-
-``POST /v1/blobs`` (raw body = the blob): the core checks the blob
-(:meth:`StorageNode.process_store`); the host writes ``<home>/blobs/<hash hex>`` through
-a temp file in the same directory, fsync, rename and directory fsync; only then does
-the core sign the :class:`StorageReceipt`, which is the answer (canonical msgpack).
-Storing a blob the node already holds intact writes nothing and returns the same
-receipt (signatures are deterministic). A file found damaged is rewritten.
+``POST /v1/blobs`` (raw body = the blob): the core checks the blob and asks for a
+durable write (``Persist``), which this module carries out -- a temp file in the same
+directory, fsync, rename, directory fsync -- before the core's signed
+:class:`StorageReceipt` is the answer (canonical msgpack). Storing a blob the node
+already holds intact writes nothing and returns the same receipt (signatures are
+deterministic). A file found damaged is rewritten.
 
 ``GET /v1/blobs/<hash hex>`` answers the stored bytes as they are on disk. The host
 does not re-hash them on each read: clients check what they fetch against the hash
 (:func:`~sealbridge.storage.node.is_intact`), because a storage node is not trusted
 for integrity, only for availability.
-
-Phases: ``STARTING`` -> ``REGISTERING`` -> ``READY``, or ``FAILED`` with a reason.
 """
 
 from __future__ import annotations
@@ -43,27 +39,22 @@ import os
 import secrets
 import stat
 import tempfile
-import threading
-import time
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sealbridge.chain.abi import Role, compute_address, sign_digest
-from sealbridge.chain.errors import ChainConfigError, RpcError, TransactionReverted
+from sealbridge.chain.abi import compute_address, sign_digest
+from sealbridge.chain.errors import ChainConfigError
+from sealbridge.chain.registration import Heartbeat, Register, RegistryQuery, RegistryView, Renew
 from sealbridge.config.node import NodeConfig
 from sealbridge.core.encoding import encode
 from sealbridge.core.errors import ConfigError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.evm.management import ManagementAddresses, ManagementContracts, NodeRegistry
-from sealbridge.node.host import (
-    TICK_INTERVAL,
-    UPKEEP_RETRY_DELAY,
-    HeartbeatSchedule,
-    process_heartbeat,
-)
-from sealbridge.storage.errors import BadBlobHash, BlobNotFound
+from sealbridge.node.driver import Executors, NetworkDriver
+from sealbridge.node.host import TICK_INTERVAL, read_registry_view
+from sealbridge.storage.errors import BadBlobHash, BlobNotFound, BlobRefused
+from sealbridge.storage.host import StorageHostCore, StoreRefused
 from sealbridge.storage.node import StorageNode, compute_blob_hash, parse_blob_hash
 
 log = logging.getLogger("sealbridge.storage")
@@ -71,13 +62,6 @@ KEY_FILE = "storage.key"
 BLOB_DIR = "blobs"
 KEY_SIZE = 32
 RETRY_DELAY = 1.0
-
-
-class StoragePhase(Enum):
-    STARTING = "starting"
-    REGISTERING = "registering"
-    READY = "ready"
-    FAILED = "failed"
 
 
 class BlobWriteFailed(SealbridgeError):
@@ -133,7 +117,7 @@ def _is_blob_name(name: str) -> bool:
 
 
 class StorageHost:
-    """Blob files on disk, the HTTP handlers, and registration (see module docstring)."""
+    """A storage node's disk, chain and HTTP handlers around its host core."""
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -150,17 +134,24 @@ class StorageHost:
         self.node_id = self.core.node_id
         self.blob_dir = self.home / BLOB_DIR
         self.blob_dir.mkdir(parents=True, exist_ok=True)
-        self.phase = StoragePhase.STARTING
-        self.error = ""
-        self.registered = False
-        self.expiry = 0
-        self.heartbeats = HeartbeatSchedule()
+        self.host_core = StorageHostCore(
+            self.core,
+            ttl=config.registration_ttl,
+            heartbeats=config.heartbeats,
+            tick=TICK_INTERVAL,
+            held=self._scan(),
+            is_intact=self._holds_intact,
+        )
         self._registry: NodeRegistry | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._sizes = self._scan()  # blob hash -> size, of the files held
-        self.bytes_held = sum(self._sizes.values())
-        self.stored = 0  # blobs written by this process (new or repaired)
+        self.driver = NetworkDriver(
+            self.host_core,
+            Executors(
+                submit_tx=self._submit,
+                read_chain=self._read,
+                persist=self._persist,
+            ),
+            name=f"storage {config.name}",
+        )
 
     def _scan(self) -> dict[bytes, int]:
         """The blobs held and their sizes; delete temp files a crash left behind."""
@@ -172,42 +163,14 @@ class StorageHost:
                 sizes[bytes.fromhex(entry.name)] = entry.stat().st_size
         return sizes
 
-    # -- registration and upkeep (background thread) ------------------------------------
     def run(self) -> None:
-        """Register the node unless it is active already (retrying passing failures),
-        then keep it alive on chain until stopped: heartbeats and renewal."""
-        self.phase = StoragePhase.REGISTERING
-        while not self._stop.is_set():
-            try:
-                self._ensure_registered()
-            except RpcError as exc:
-                # the chain is briefly unreachable: check again shortly
-                self.error = f"retrying registration: {exc.message}"
-                log.warning(self.error)
-                self._stop.wait(RETRY_DELAY)
-                continue
-            except Exception as exc:  # keep serving blobs; report why in status
-                self.phase = StoragePhase.FAILED
-                self.error = f"{type(exc).__name__}: {exc}"
-                log.exception("storage node %s could not register", self.config.name)
-                return
-            self.error = ""
-            self.phase = StoragePhase.READY
-            break
-        next_renewal_check = 0.0
-        while not self._stop.wait(TICK_INTERVAL):
-            if time.monotonic() >= next_renewal_check:
-                try:
-                    self.maintain_registration()
-                except SealbridgeError as exc:
-                    next_renewal_check = time.monotonic() + UPKEEP_RETRY_DELAY
-                    log.warning("registration upkeep failed (tried again later): %s", exc.message)
-            if self.config.heartbeats:
-                try:
-                    self.send_heartbeat()
-                except SealbridgeError as exc:
-                    log.warning("heartbeat failed (tried again later): %s", exc.message)
+        """Run the host core until stopped (registration, renewal, heartbeats)."""
+        self.driver.run()
 
+    def stop(self) -> None:
+        self.driver.stop()
+
+    # -- executors (the driver calls these) --------------------------------------------
     def _get_registry(self) -> NodeRegistry:
         if self._registry is None:
             chain = ChainAdapter.rpc(self.config.rpc_url)
@@ -219,75 +182,51 @@ class StorageHost:
             self._registry = ManagementContracts(chain, self.addresses).node_registry
         return self._registry
 
-    def _ensure_registered(self) -> None:
+    def _read(self, query: object) -> RegistryView:
+        if not isinstance(query, RegistryQuery):
+            raise ConfigError(f"a storage node reads no {type(query).__name__}")
+        return read_registry_view(self._get_registry(), query)
+
+    def _submit(self, tx: object) -> int | None:
         registry = self._get_registry()
-        if registry.is_active(self.node_id, Role.STORAGE):
-            record = registry.get_node(self.node_id)
-            self.expiry = record.expiry if record is not None else 0
-            log.info("storage node %s already registered", to_hex(self.node_id))
-        else:
-            expiry = int(time.time()) + self.config.registration_ttl
-            try:
-                registry.register_storage(
-                    self._signing_key, expiry, self.eth_key, stake=self.config.stake_wei
-                )
-            except TransactionReverted:
-                # a registration racing ours (same key, another process) is no failure
-                if not registry.is_active(self.node_id, Role.STORAGE):
-                    raise
-            self.expiry = expiry
+        if isinstance(tx, Register):
+            registry.register_storage(
+                self._signing_key, tx.expiry, self.eth_key, stake=self.config.stake_wei
+            )
             log.info(
                 "registered storage node %s (signer %s)",
                 to_hex(self.node_id),
                 self.core.signer_address,
             )
-        self.registered = True
+            return registry.adapter.get_block_number()
+        if isinstance(tx, Renew):
+            receipt = registry.renew_storage(self._signing_key, tx.expiry, self.eth_key)
+            log.info("renewed the registration of storage node %s", to_hex(self.node_id))
+            return receipt.block_number
+        if isinstance(tx, Heartbeat):
+            digest = registry.compute_heartbeat_digest(self.node_id, tx.era, tx.slot)
+            signature = sign_digest(digest, self._signing_key)
+            # relayed without waiting for its receipt (see NodeRegistry.send_heartbeat)
+            registry.send_heartbeat(self.node_id, tx.era, tx.slot, signature, self.eth_key)
+            return None
+        raise ConfigError(f"a storage node sends no {type(tx).__name__}")
 
-    def is_renewal_due(self, now: int) -> bool:
-        """Renew once less than a quarter of ``registration_ttl`` is left."""
-        left = self.expiry - now
-        return self.expiry > 0 and left * 4 < self.config.registration_ttl
-
-    def maintain_registration(self) -> None:
-        """Renew before the registration expires; past the grace period, register again."""
-        if not self.is_renewal_due(int(time.time())):
-            return
-        expiry = int(time.time()) + self.config.registration_ttl
-        try:
-            self._get_registry().renew_storage(self._signing_key, expiry, self.eth_key)
-        except TransactionReverted as exc:
-            if exc.reason != "registration lapsed":
-                raise
-            self._ensure_registered()
-            return
-        self.expiry = expiry
-        log.info("renewed the registration of storage node %s", to_hex(self.node_id))
-
-    def send_heartbeat(self) -> bool:
-        """This node's heartbeat for the next block's slot, unless sent already."""
-        registry = self._get_registry()
-
-        def sign(era: int, slot: int) -> bytes:
-            digest = registry.compute_heartbeat_digest(self.node_id, era, slot)
-            return sign_digest(digest, self._signing_key)
-
-        return process_heartbeat(
-            registry, self.heartbeats, self.node_id, Role.STORAGE, sign, self.eth_key
-        )
-
-    def stop(self) -> None:
-        self._stop.set()
+    def _persist(self, key: str, data: bytes) -> None:
+        name = key.removeprefix("blob/")
+        if name == key or not _is_blob_name(name):
+            raise ConfigError(f"a storage node persists blobs only, not {key!r}")
+        self._write(self.blob_dir / name, data)
 
     # -- HTTP handlers ---------------------------------------------------------------
     def on_store(self, blob: bytes) -> bytes:
         """POST /v1/blobs: store durably, then answer the signed receipt."""
-        decision = self.core.process_store(blob)
-        path = self.blob_dir / decision.blob_hash.hex()
-        if not self._holds_intact(path, decision.blob_hash, decision.size):
-            self._write(path, decision.blob_hash, blob, decision.size)
-        return encode(self.core.sign_receipt(decision.blob_hash, decision.size))
+        answer = self.driver.call(lambda: self.host_core.on_store(blob))
+        if isinstance(answer, StoreRefused):
+            raise BlobRefused(answer.message)
+        return encode(answer)
 
-    def _holds_intact(self, path: Path, blob_hash: bytes, size: int) -> bool:
+    def _holds_intact(self, blob_hash: bytes, size: int) -> bool:
+        path = self.blob_dir / blob_hash.hex()
         try:
             if path.stat().st_size != size:
                 return False
@@ -295,7 +234,7 @@ class StorageHost:
         except FileNotFoundError:
             return False
 
-    def _write(self, path: Path, blob_hash: bytes, blob: bytes, size: int) -> None:
+    def _write(self, path: Path, blob: bytes) -> None:
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:16]}-", suffix=".tmp", dir=path.parent)
             try:
@@ -303,18 +242,14 @@ class StorageHost:
                     out.write(blob)
                     out.flush()
                     os.fsync(out.fileno())
-                with self._lock:
-                    os.replace(tmp, path)
-                    self.bytes_held += size - self._sizes.get(blob_hash, 0)
-                    self._sizes[blob_hash] = size
-                    self.stored += 1
+                os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
             _fsync_dir(path.parent)
         except OSError as exc:
             raise BlobWriteFailed(f"cannot store blob {path.name[:16]}…: {exc}") from exc
-        log.info("stored blob %s (%d bytes)", path.name, size)
+        log.info("stored blob %s (%d bytes)", path.name, len(blob))
 
     def on_fetch(self, blob_hash_text: str) -> bytes:
         """GET /v1/blobs/<hash hex>: the stored bytes."""
@@ -325,20 +260,15 @@ class StorageHost:
             raise BlobNotFound(f"this node holds no blob {to_hex(blob_hash)}") from None
 
     def get_status(self) -> dict[str, Any]:
-        with self._lock:
-            blobs, held = len(self._sizes), self.bytes_held
+        core = self.driver.call(lambda: ([], self.host_core.get_status()))
+        phase = core["phase"]
+        if self.driver.status.phase == "failed":
+            phase, core["error"] = "failed", self.driver.status.error
         return {
             "role": "storage",
             "name": self.config.name,
             "node_id": to_hex(self.node_id),
             "signer": self.core.signer_address,
-            "phase": self.phase.value,
-            "error": self.error,
-            "registered": self.registered,
-            "expiry": self.expiry,
-            "heartbeats_sent": self.heartbeats.sent,
-            "blobs": blobs,
-            "bytes": held,
-            "blobs_stored": self.stored,
-            "max_blob_size": self.core.max_blob_size,
+            **core,
+            "phase": phase,
         }

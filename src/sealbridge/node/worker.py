@@ -84,7 +84,20 @@ from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.checkpoint_store import fetch_blob, store_blob
 from sealbridge.node.host import HostPhase, NodeHost
-from sealbridge.runtime.ecalls import WorkerEnclaveClient
+from sealbridge.runtime.ecalls import (
+    MAKE_KEY_REQUEST,
+    WORKER_CONFIGURE_CHAIN,
+    WORKER_INSTALL_CONTRACT,
+    WORKER_PROCESS_BLOCK,
+    WORKER_QUERY,
+    WORKER_RELEASE_OUTPUTS,
+    WORKER_RESTORE_CHECKPOINT,
+    WORKER_SIGN_OUTPUTS,
+    WORKER_STAGE_CONTRACT_KEY,
+    WORKER_STATUS,
+    WORKER_WITNESS_BLOCK,
+    MakeKeyRequest,
+)
 from sealbridge.runtime.errors import OutputsRefused
 from sealbridge.runtime.messages import (
     BlockInput,
@@ -99,10 +112,13 @@ from sealbridge.runtime.messages import (
     RestoreCheckpoint,
     SignOutputs,
     StageContractKey,
+    WitnessedQuery,
+    Witnesses,
     WitnessRequest,
 )
 from sealbridge.storage.messages import StorageReceipt
 from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.tee.ecall import NOTHING, call
 from sealbridge.tee.errors import EnclaveCallError
 
 log = logging.getLogger("sealbridge.worker")
@@ -171,7 +187,6 @@ class WorkerHost(NodeHost):
 
     def __init__(self, config: NodeConfig, enclave: EnclaveHandle, chain: ChainAdapter) -> None:
         super().__init__(config, enclave, chain)
-        self.calls = WorkerEnclaveClient(enclave)
         self.state_dir = Path(config.home) / "state"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.installed: dict[bytes, int] = {}  # contract id -> height applied in the enclave
@@ -230,7 +245,7 @@ class WorkerHost(NodeHost):
         if self.bundle.height > 0:
             anchor = min(self.bundle.heights.values(), default=self.bundle.height)
             anchor_hash = self.chain.get_block(anchor).hash
-            self.calls.configure_chain(self.get_chain_config(anchor, anchor_hash))
+            call(self.enclave, WORKER_CONFIGURE_CHAIN, self.get_chain_config(anchor, anchor_hash))
             log.info(
                 "resuming from the state bundle of block %d (replaying from block %d, where "
                 "its oldest state was sealed)",
@@ -242,7 +257,8 @@ class WorkerHost(NodeHost):
             if recovered is None:
                 anchor = max(start - 1, 0)
                 anchor_hash = self.chain.get_block(anchor).hash
-                self.calls.configure_chain(self.get_chain_config(anchor, anchor_hash))
+                config = self.get_chain_config(anchor, anchor_hash)
+                call(self.enclave, WORKER_CONFIGURE_CHAIN, config)
             else:
                 anchor = recovered
         self.anchor = anchor
@@ -297,11 +313,10 @@ class WorkerHost(NodeHost):
         contract_ids = [bytes.fromhex(h) for h in content.states]
         installs = [self.get_install(cid, at=content.height) for cid in contract_ids]
         with self._lock:
-            statuses = self.calls.restore_checkpoint(
-                RestoreCheckpoint(
-                    blob=blob, installs=installs, chain=self.get_chain_config(0, bytes(32))
-                )
+            restore = RestoreCheckpoint(
+                blob=blob, installs=installs, chain=self.get_chain_config(0, bytes(32))
             )
+            statuses = call(self.enclave, WORKER_RESTORE_CHECKPOINT, restore).contracts
         for status, install in zip(statuses, installs, strict=True):
             self.installed[status.contract_id] = status.height
             self.workers_of[status.contract_id] = install.workers
@@ -343,7 +358,9 @@ class WorkerHost(NodeHost):
         if record is None:
             raise RecoveryFailed(f"contract 0x{contract_id.hex()} is not registered")
         version = record.get_version_at(height if at is None else at)
-        request = self.calls.make_key_request(contract_id, version)
+        request = call(
+            self.enclave, MAKE_KEY_REQUEST, MakeKeyRequest(contract_id=contract_id, version=version)
+        )
         group, releases = self.collect_partials(request)
         return InstallContract(
             contract_id=contract_id,
@@ -366,17 +383,21 @@ class WorkerHost(NodeHost):
         if contract_id not in self.installed:
             return
         version = int(event.args["version"])
-        request = self.calls.make_key_request(contract_id, version)
+        request = call(
+            self.enclave, MAKE_KEY_REQUEST, MakeKeyRequest(contract_id=contract_id, version=version)
+        )
         group, releases = self.collect_partials(request)
         with self._lock:
-            self.calls.stage_contract_key(
+            call(
+                self.enclave,
+                WORKER_STAGE_CONTRACT_KEY,
                 StageContractKey(
                     contract_id=contract_id,
                     version=version,
                     contract_public_key=bytes(event.args["contract_public_key"]),
                     releases=releases,
                     group=group,
-                )
+                ),
             )
         log.info("staged key version %d of contract %s", version, to_hex(contract_id))
 
@@ -467,7 +488,7 @@ class WorkerHost(NodeHost):
         install = self.get_install(contract_id, sealed, height, at=height or self.last_delivered)
         try:
             with self._lock:
-                status = self.calls.install_contract(install)
+                status = call(self.enclave, WORKER_INSTALL_CONTRACT, install)
         except EnclaveCallError as exc:
             if exc.remote_code not in ("install_facts_unverified", "install_facts_mismatch"):
                 raise
@@ -494,7 +515,7 @@ class WorkerHost(NodeHost):
             )
             try:
                 with self._lock:
-                    output = self.calls.process_block(request)
+                    output = call(self.enclave, WORKER_PROCESS_BLOCK, request)
                 break
             except EnclaveCallError as exc:
                 if exc.remote_code == "directory_incomplete":
@@ -554,7 +575,10 @@ class WorkerHost(NodeHost):
         """A peer asks for our enclave's witness of a block."""
         request = decode(payload, WitnessRequest)
         with self._lock:
-            return encode(self.calls.witness_block(request.height))
+            witness = call(
+                self.enclave, WORKER_WITNESS_BLOCK, WitnessRequest(height=request.height)
+            )
+            return encode(witness)
 
     def collect_witnesses(self, height: int) -> list[BlockWitness]:
         """Our peers' witnesses of block ``height`` (or of their newest, if lower), fetched
@@ -578,7 +602,7 @@ class WorkerHost(NodeHost):
         keep the receipts and post the messages they release."""
         witnesses = self.collect_witnesses(self.last_delivered)
         with self._lock:
-            released = self.calls.release_outputs(witnesses)
+            released = call(self.enclave, WORKER_RELEASE_OUTPUTS, Witnesses(witnesses=witnesses))
         self.held = released.held
         self.witnessed = released.witnessed
         for block in released.blocks:
@@ -710,10 +734,12 @@ class WorkerHost(NodeHost):
         due = checkpoint_ok and self.is_checkpoint_due(contract_ids)
         try:
             with self._lock:
-                signed = self.calls.sign_outputs(
+                signed = call(
+                    self.enclave,
+                    WORKER_SIGN_OUTPUTS,
                     SignOutputs(
                         contract_ids=contract_ids, only_changed=not due, with_checkpoint=due
-                    )
+                    ),
                 )
         except OutputsRefused as exc:
             log.info("no outputs to submit: %s", exc.message)
@@ -788,7 +814,8 @@ class WorkerHost(NodeHost):
     def on_query(self, payload: bytes) -> bytes:
         witnesses = self.collect_witnesses(self.last_delivered)
         with self._lock:
-            return self.calls.answer_query(payload, witnesses)
+            query = WitnessedQuery(query=payload, witnesses=witnesses)
+            return call(self.enclave, WORKER_QUERY, query).sealed
 
     def on_result(self, payload: bytes) -> bytes:
         """The receipt of one command: its outcome sealed for the sender (opaque here)."""
@@ -802,7 +829,7 @@ class WorkerHost(NodeHost):
 
     def get_status(self) -> dict[str, Any]:
         with self._lock:
-            status = self.calls.get_runtime_status()
+            status = call(self.enclave, WORKER_STATUS, NOTHING)
         return {
             "role": "worker",
             "name": self.config.name,

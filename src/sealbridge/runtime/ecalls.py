@@ -1,21 +1,17 @@
-"""The worker enclave's ECALL surface: names and message types on both sides.
+"""The worker enclave's ECALL surface: its messages and typed ECALL declarations
+(:class:`~sealbridge.tee.ecall.Ecall`), read by the enclave
+(:class:`~sealbridge.runtime.enclave.WorkerProgram`) and by its host alike.
 
-The host calls ``handle.ecall(name, canonical bytes)``; :class:`WorkerEnclaveClient` wraps
-that in typed methods so node code never handles raw bytes.
+The host calls ``tee.ecall.call(enclave, WORKER_PROCESS_BLOCK, block)`` and gets a
+:class:`~sealbridge.runtime.messages.BlockOutput` back; node code never handles an
+ECALL's bytes. The worker also serves the shared :data:`MAKE_KEY_REQUEST` and
+:data:`SIGN_HEARTBEAT` (``keyservice/ecalls.py``).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from sealbridge.core.encoding import Message, decode, encode
-from sealbridge.keyservice.ecalls import (
-    MakeKeyRequest,
-    SignedHeartbeat,
-    SignHeartbeat,
-    call_sign_heartbeat,
-)
-from sealbridge.keyservice.messages import KeyRequest
+from sealbridge.core.encoding import Message, decode
+from sealbridge.keyservice.ecalls import MAKE_KEY_REQUEST, SIGN_HEARTBEAT, MakeKeyRequest
 from sealbridge.runtime.messages import (
     BlockInput,
     BlockOutput,
@@ -34,8 +30,28 @@ from sealbridge.runtime.messages import (
     Witnesses,
     WitnessRequest,
 )
+from sealbridge.tee.ecall import Ecall, Nothing
 
-__all__ = ["MakeKeyRequest", "StatusList", "WorkerEnclaveClient", "decode_query"]
+__all__ = [
+    "MAKE_KEY_REQUEST",
+    "SIGN_HEARTBEAT",
+    "WORKER_CONFIGURE_CHAIN",
+    "WORKER_INSTALL_CONTRACT",
+    "WORKER_MAKE_CHECKPOINT",
+    "WORKER_PROCESS_BLOCK",
+    "WORKER_QUERY",
+    "WORKER_RELEASE_OUTPUTS",
+    "WORKER_RESTORE_CHECKPOINT",
+    "WORKER_SIGN_OUTPUTS",
+    "WORKER_STAGE_CONTRACT_KEY",
+    "WORKER_STATUS",
+    "WORKER_WITNESS_BLOCK",
+    "Blob",
+    "MakeKeyRequest",
+    "SealedAnswer",
+    "StatusList",
+    "decode_query",
+]
 
 
 class StatusList(Message, frozen=True):
@@ -52,81 +68,28 @@ class Blob(Message, frozen=True):
     data: bytes
 
 
-class Empty(Message, frozen=True):
-    pass
-
-
 class SealedAnswer(Message, frozen=True):
     sealed: bytes
 
 
-class Ecaller(Protocol):
-    def ecall(self, name: str, payload: bytes) -> bytes: ...
+# --- the ECALLs (names and types, for both sides) -----------------------------------------
 
-
-class WorkerEnclaveClient:
-    """Typed host-side calls into the worker enclave."""
-
-    def __init__(self, enclave: Ecaller) -> None:
-        self.enclave = enclave
-
-    def make_key_request(self, contract_id: bytes, version: int = 0) -> KeyRequest:
-        request = MakeKeyRequest(contract_id=contract_id, version=version)
-        return decode(self.enclave.ecall("make_key_request", encode(request)), KeyRequest)
-
-    def stage_contract_key(self, request: StageContractKey) -> None:
-        self.enclave.ecall("stage_contract_key", encode(request))
-
-    def install_contract(self, request: InstallContract) -> ContractStatus:
-        return decode(self.enclave.ecall("install_contract", encode(request)), ContractStatus)
-
-    def process_block(self, block: BlockInput) -> BlockOutput:
-        return decode(self.enclave.ecall("process_block", encode(block)), BlockOutput)
-
-    def configure_chain(self, config: ChainConfig) -> None:
-        self.enclave.ecall("configure_chain", encode(config))
-
-    def sign_outputs(self, request: SignOutputs) -> SignedOutputs:
-        return decode(self.enclave.ecall("sign_outputs", encode(request)), SignedOutputs)
-
-    def make_checkpoint(self, contract_ids: list[bytes]) -> bytes:
-        out = self.enclave.ecall(
-            "make_checkpoint", encode(MakeCheckpoint(contract_ids=contract_ids))
-        )
-        return decode(out, Blob).data
-
-    def restore_checkpoint(self, request: RestoreCheckpoint) -> list[ContractStatus]:
-        return decode(
-            self.enclave.ecall("restore_checkpoint", encode(request)), StatusList
-        ).contracts
-
-    def sign_heartbeat(self, request: SignHeartbeat) -> SignedHeartbeat:
-        """The enclave signs this worker's NodeRegistry heartbeat for (era, slot)."""
-        return call_sign_heartbeat(self.enclave, request)
-
-    def answer_query(
-        self, query_bytes: bytes, witnesses: list[BlockWitness] | None = None
-    ) -> bytes:
-        """The enclave's sealed answer to a caller's signed query (bytes as the caller
-        sent them), with the peers' witnesses the witness rule needs."""
-        request = WitnessedQuery(query=query_bytes, witnesses=witnesses or [])
-        return decode(self.enclave.ecall("query", encode(request)), SealedAnswer).sealed
-
-    def witness_block(self, height: int) -> BlockWitness:
-        """The enclave's signed word for block ``height`` (or its newest, if lower)."""
-        out = self.enclave.ecall("witness_block", encode(WitnessRequest(height=height)))
-        return decode(out, BlockWitness)
-
-    def release_outputs(self, witnesses: list[BlockWitness]) -> ReleasedOutputs:
-        """Hand peers' witnesses over; get the receipts and messages they release."""
-        out = self.enclave.ecall("release_outputs", encode(Witnesses(witnesses=witnesses)))
-        return decode(out, ReleasedOutputs)
-
-    def get_status(self) -> list[ContractStatus]:
-        return self.get_runtime_status().contracts
-
-    def get_runtime_status(self) -> StatusList:
-        return decode(self.enclave.ecall("get_status", b""), StatusList)
+WORKER_CONFIGURE_CHAIN = Ecall("configure_chain", ChainConfig, Nothing)
+WORKER_INSTALL_CONTRACT = Ecall("install_contract", InstallContract, ContractStatus)
+WORKER_STAGE_CONTRACT_KEY = Ecall("stage_contract_key", StageContractKey, Nothing)
+WORKER_PROCESS_BLOCK = Ecall("process_block", BlockInput, BlockOutput)
+WORKER_SIGN_OUTPUTS = Ecall("sign_outputs", SignOutputs, SignedOutputs)
+WORKER_MAKE_CHECKPOINT = Ecall("make_checkpoint", MakeCheckpoint, Blob)  # the sealed blob
+# the contracts a checkpoint restored (``StatusList.contracts``)
+WORKER_RESTORE_CHECKPOINT = Ecall("restore_checkpoint", RestoreCheckpoint, StatusList)
+# a caller's signed query (bytes as the caller sent them) with the peers' witnesses the
+# witness rule needs -> the enclave's answer, sealed to the caller
+WORKER_QUERY = Ecall("query", WitnessedQuery, SealedAnswer)
+# the enclave's signed word for a block (or its newest, if lower)
+WORKER_WITNESS_BLOCK = Ecall("witness_block", WitnessRequest, BlockWitness)
+# peers' witnesses handed over -> the receipts and messages they release
+WORKER_RELEASE_OUTPUTS = Ecall("release_outputs", Witnesses, ReleasedOutputs)
+WORKER_STATUS = Ecall("get_status", Nothing, StatusList)
 
 
 def decode_query(data: bytes) -> SignedQuery:

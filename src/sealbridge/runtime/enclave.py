@@ -1,8 +1,10 @@
 """The worker's enclave program: the ECALL table around :class:`WorkerRuntime`.
 
 Runs inside the enclave process (``sealbridge.runtime.enclave:WorkerProgram``). Every
-ECALL decodes its canonical input (malformed bytes become a typed EncodingError), calls
-the runtime core and encodes the answer. Time comes from the enclave's platform clock.
+ECALL is declared in ``runtime/ecalls.py`` (:class:`~sealbridge.tee.ecall.Ecall`); its
+handler here takes the decoded request (malformed bytes are refused with a typed
+EncodingError before it runs), calls the runtime core and returns the answer. Time comes
+from the enclave's platform clock.
 
 The runtime core also has an *unverified* mode (no chain view: the host's lists of
 commands and its install facts are taken as given), which tests and benchmarks drive
@@ -17,17 +19,40 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from sealbridge.core.encoding import decode, encode
-from sealbridge.keyservice.ecalls import sign_heartbeat
-from sealbridge.keyservice.messages import make_key_request
-from sealbridge.runtime.ecalls import Blob, Empty, MakeKeyRequest, SealedAnswer, StatusList
+from sealbridge.core.encoding import decode
+from sealbridge.keyservice.ecalls import SignedHeartbeat, SignHeartbeat, sign_heartbeat
+from sealbridge.keyservice.messages import KeyRequest, make_key_request
+from sealbridge.runtime.ecalls import (
+    MAKE_KEY_REQUEST,
+    SIGN_HEARTBEAT,
+    WORKER_CONFIGURE_CHAIN,
+    WORKER_INSTALL_CONTRACT,
+    WORKER_MAKE_CHECKPOINT,
+    WORKER_PROCESS_BLOCK,
+    WORKER_QUERY,
+    WORKER_RELEASE_OUTPUTS,
+    WORKER_RESTORE_CHECKPOINT,
+    WORKER_SIGN_OUTPUTS,
+    WORKER_STAGE_CONTRACT_KEY,
+    WORKER_STATUS,
+    WORKER_WITNESS_BLOCK,
+    Blob,
+    MakeKeyRequest,
+    SealedAnswer,
+    StatusList,
+)
 from sealbridge.runtime.errors import ChainNotConfigured
 from sealbridge.runtime.messages import (
     BlockInput,
+    BlockOutput,
+    BlockWitness,
     ChainConfig,
+    ContractStatus,
     InstallContract,
     MakeCheckpoint,
+    ReleasedOutputs,
     RestoreCheckpoint,
+    SignedOutputs,
     SignedQuery,
     SignOutputs,
     StageContractKey,
@@ -36,7 +61,8 @@ from sealbridge.runtime.messages import (
     WitnessRequest,
 )
 from sealbridge.runtime.worker import WorkerRuntime
-from sealbridge.tee.enclave import EnclaveContext
+from sealbridge.tee.ecall import NOTHING, Nothing, get_ecall_table
+from sealbridge.tee.enclave import EnclaveContext, RawEcall
 
 
 class WorkerProgram:
@@ -48,28 +74,12 @@ class WorkerProgram:
         self.clock = clock
         self.runtime = WorkerRuntime(ctx)
 
-    def get_ecalls(self) -> Mapping[str, Callable[[bytes], bytes]]:
-        return {
-            "make_key_request": self.make_key_request,
-            "install_contract": self.install_contract,
-            "stage_contract_key": self.stage_contract_key,
-            "process_block": self.process_block,
-            "configure_chain": self.configure_chain,
-            "sign_outputs": self.sign_outputs,
-            "make_checkpoint": self.make_checkpoint,
-            "restore_checkpoint": self.restore_checkpoint,
-            "query": self.query,
-            "witness_block": self.witness_block,
-            "release_outputs": self.release_outputs,
-            "get_status": self.get_status,
-            "sign_heartbeat": self.sign_heartbeat,
-        }
+    def get_ecalls(self) -> Mapping[str, RawEcall]:
+        return get_ecall_table(self)
 
-    def make_key_request(self, payload: bytes) -> bytes:
-        request = decode(payload, MakeKeyRequest)
-        return encode(
-            make_key_request(self.ctx, request.contract_id, int(self.clock()), request.version)
-        )
+    @MAKE_KEY_REQUEST.handler
+    def make_key_request(self, request: MakeKeyRequest) -> KeyRequest:
+        return make_key_request(self.ctx, request.contract_id, int(self.clock()), request.version)
 
     def require_chain(self) -> None:
         if self.requires_chain and self.runtime.view is None:
@@ -78,65 +88,70 @@ class WorkerProgram:
                 "contracts or applying blocks"
             )
 
-    def install_contract(self, payload: bytes) -> bytes:
-        request = decode(payload, InstallContract)
+    @WORKER_INSTALL_CONTRACT.handler
+    def install_contract(self, request: InstallContract) -> ContractStatus:
         self.require_chain()
-        return encode(self.runtime.install_contract(request))
+        return self.runtime.install_contract(request)
 
-    def stage_contract_key(self, payload: bytes) -> bytes:
-        request = decode(payload, StageContractKey)
+    @WORKER_STAGE_CONTRACT_KEY.handler
+    def stage_contract_key(self, request: StageContractKey) -> Nothing:
         self.require_chain()
         self.runtime.stage_contract_key(request)
-        return encode(Empty())
+        return NOTHING
 
-    def process_block(self, payload: bytes) -> bytes:
-        block = decode(payload, BlockInput)
+    @WORKER_PROCESS_BLOCK.handler
+    def process_block(self, block: BlockInput) -> BlockOutput:
         self.require_chain()
-        return encode(self.runtime.process_block(block))
+        return self.runtime.process_block(block)
 
-    def configure_chain(self, payload: bytes) -> bytes:
-        self.runtime.configure_chain(decode(payload, ChainConfig))
-        return encode(Empty())
+    @WORKER_CONFIGURE_CHAIN.handler
+    def configure_chain(self, config: ChainConfig) -> Nothing:
+        self.runtime.configure_chain(config)
+        return NOTHING
 
-    def sign_outputs(self, payload: bytes) -> bytes:
-        return encode(self.runtime.sign_outputs(decode(payload, SignOutputs)))
+    @WORKER_SIGN_OUTPUTS.handler
+    def sign_outputs(self, request: SignOutputs) -> SignedOutputs:
+        return self.runtime.sign_outputs(request)
 
-    def make_checkpoint(self, payload: bytes) -> bytes:
-        return encode(Blob(data=self.runtime.make_checkpoint(decode(payload, MakeCheckpoint))))
+    @WORKER_MAKE_CHECKPOINT.handler
+    def make_checkpoint(self, request: MakeCheckpoint) -> Blob:
+        return Blob(data=self.runtime.make_checkpoint(request))
 
-    def restore_checkpoint(self, payload: bytes) -> bytes:
-        statuses = self.runtime.restore_checkpoint(decode(payload, RestoreCheckpoint))
-        return encode(StatusList(contracts=statuses))
+    @WORKER_RESTORE_CHECKPOINT.handler
+    def restore_checkpoint(self, request: RestoreCheckpoint) -> StatusList:
+        return StatusList(contracts=self.runtime.restore_checkpoint(request))
 
-    def query(self, payload: bytes) -> bytes:
-        request = decode(payload, WitnessedQuery)
+    @WORKER_QUERY.handler
+    def query(self, request: WitnessedQuery) -> SealedAnswer:
         query = decode(request.query, SignedQuery)
         sealed = self.runtime.answer_query(query, int(self.clock()), request.witnesses)
-        return encode(SealedAnswer(sealed=sealed))
+        return SealedAnswer(sealed=sealed)
 
-    def witness_block(self, payload: bytes) -> bytes:
-        return encode(self.runtime.witness_block(decode(payload, WitnessRequest)))
+    @WORKER_WITNESS_BLOCK.handler
+    def witness_block(self, request: WitnessRequest) -> BlockWitness:
+        return self.runtime.witness_block(request)
 
-    def release_outputs(self, payload: bytes) -> bytes:
-        return encode(self.runtime.release_outputs(decode(payload, Witnesses)))
+    @WORKER_RELEASE_OUTPUTS.handler
+    def release_outputs(self, request: Witnesses) -> ReleasedOutputs:
+        return self.runtime.release_outputs(request)
 
-    def get_status(self, payload: bytes) -> bytes:
+    @WORKER_STATUS.handler
+    def get_status(self, _: Nothing) -> StatusList:
         runtime = self.runtime
-        return encode(
-            StatusList(
-                contracts=runtime.get_status(),
-                chain_height=runtime.view.number if runtime.view is not None else 0,
-                diverged={cid.hex(): why for cid, why in runtime.diverged.items()},
-                awaiting_checkpoint_record=runtime.pending_checkpoint is not None,
-                outputs_signed=runtime.outputs_signed,
-                held=runtime.gate.held_items,
-                dropped_receipts=runtime.gate.dropped_receipts,
-            )
+        return StatusList(
+            contracts=runtime.get_status(),
+            chain_height=runtime.view.number if runtime.view is not None else 0,
+            diverged={cid.hex(): why for cid, why in runtime.diverged.items()},
+            awaiting_checkpoint_record=runtime.pending_checkpoint is not None,
+            outputs_signed=runtime.outputs_signed,
+            held=runtime.gate.held_items,
+            dropped_receipts=runtime.gate.dropped_receipts,
         )
 
-    def sign_heartbeat(self, payload: bytes) -> bytes:
+    @SIGN_HEARTBEAT.handler
+    def sign_heartbeat(self, request: SignHeartbeat) -> SignedHeartbeat:
         """Sign this worker's NodeRegistry heartbeat (:func:`keyservice.ecalls.sign_heartbeat`)."""
-        return sign_heartbeat(self.ctx, payload)
+        return sign_heartbeat(self.ctx, request)
 
 
 class UnverifiedWorkerProgram(WorkerProgram):

@@ -66,10 +66,10 @@ from sealbridge.chain.abi import compute_execution_digest
 from sealbridge.chain.proofs import ProofInvalid, verify_slots
 from sealbridge.contracts.errors import CodeRejected
 from sealbridge.contracts.executor import (
+    CallOutcome,
     ContractProgram,
     Deployed,
     Executor,
-    Outcome,
     compute_code_hash,
     compute_domain,
     load_program,
@@ -488,7 +488,7 @@ class ContractRuntime:
 
     def execute(
         self, body: CommandBody, command: InboxCommand, block: BlockInput, journal: Journal
-    ) -> Outcome:
+    ) -> CallOutcome:
         """Run an authenticated command (its nonce is already consumed)."""
         seed = self.seed_for(command, block)
         gas_limit = min(body.gas_limit or DEFAULT_GAS_LIMIT, MAX_GAS_LIMIT)
@@ -500,7 +500,7 @@ class ContractRuntime:
 
     def execute_message(
         self, body: MessageBody, seed: bytes, block: BlockInput, journal: Journal
-    ) -> Outcome:
+    ) -> CallOutcome:
         """Run a message from another contract (its number is consumed either way)."""
         self.consume_message_number(body, journal)
         return self.run(body.method, dict(body.args), body.source, True, block, seed, journal)
@@ -527,9 +527,11 @@ class ContractRuntime:
         seed: bytes,
         journal: Journal,
         gas_limit: int = DEFAULT_GAS_LIMIT,
-    ) -> Outcome:
+    ) -> CallOutcome:
         if self.deployed is None:
-            return Outcome(ok=False, error="not_deployed", message="the code is not deployed yet")
+            return CallOutcome(
+                ok=False, error="not_deployed", message="the code is not deployed yet"
+            )
         return self.executor.run_command(
             self.contract_id,
             method,
@@ -544,29 +546,29 @@ class ContractRuntime:
 
     def deploy(
         self, body: CommandBody, number: int, seed: bytes, gas_limit: int, journal: Journal
-    ) -> Outcome:
+    ) -> CallOutcome:
         """Install the contract's code and run its @init (all or nothing)."""
         if self.deployed is not None:
-            return Outcome(ok=False, error="already_deployed", message="code is already set")
+            return CallOutcome(ok=False, error="already_deployed", message="code is already set")
         try:
             args = decode(encode(dict(body.args)), DeployArgs)
         except EncodingError as exc:
-            return Outcome(ok=False, error="bad_arguments", message=exc.message)
+            return CallOutcome(ok=False, error="bad_arguments", message=exc.message)
         commitment = compute_deployer_commitment(self.contract_id, body.sender, args.salt)
         if commitment != self.deployer_commitment:
-            return Outcome(
+            return CallOutcome(
                 ok=False, error="not_deployer", message="only the deployer may deploy the code"
             )
         if compute_code_hash(args.code) != self.code_hash:
-            return Outcome(
+            return CallOutcome(
                 ok=False, error="code_hash_mismatch", message="code does not match the chain"
             )
         try:
             program: ContractProgram = load_program(args.code)
         except CodeRejected as exc:
-            return Outcome(ok=False, error=exc.code, message=exc.message)
+            return CallOutcome(ok=False, error=exc.code, message=exc.message)
         except Exception as exc:  # noqa: BLE001 -- never let code stop the worker
-            return Outcome(ok=False, error="code_rejected", message=type(exc).__name__)
+            return CallOutcome(ok=False, error="code_rejected", message=type(exc).__name__)
         deployed = self.executor.add(
             self.contract_id,
             program,
@@ -594,12 +596,12 @@ class ContractRuntime:
             gas_used = outcome.gas_used
         elif args.init:
             self.executor.remove(self.contract_id)
-            return Outcome(ok=False, error="bad_arguments", message="the contract has no @init")
+            return CallOutcome(ok=False, error="bad_arguments", message="the contract has no @init")
         self.deployed = deployed
         self.deployer = body.sender
         self.code = args.code
         self.confidential = args.confidential
-        return Outcome(ok=True, gas_used=gas_used)
+        return CallOutcome(ok=True, gas_used=gas_used)
 
     def undeploy(self) -> None:
         """Forget code installed in a block that is being undone."""
@@ -1399,7 +1401,7 @@ class WorkerRuntime:
     def account(
         self,
         runtime: ContractRuntime,
-        outcome: Outcome,
+        outcome: CallOutcome,
         journal: Journal,
         touched: dict[bytes, int],
         outgoing: list[OutgoingMessage],
@@ -1470,7 +1472,7 @@ class WorkerRuntime:
             sealed_result=runtime.seal_result(body, result, self.random_bytes),
         )
 
-    def send_messages(self, outcome: Outcome, journal: Journal) -> list[OutgoingMessage]:
+    def send_messages(self, outcome: CallOutcome, journal: Journal) -> list[OutgoingMessage]:
         """Number, sign and encrypt the messages a successful command sent."""
         out: list[OutgoingMessage] = []
         for message in outcome.messages:

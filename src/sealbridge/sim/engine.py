@@ -44,6 +44,14 @@ Effects.
     * ``CancelTimer(name)`` -- forgets the timer, if any.
     * ``Report(kind, data)`` -- recorded at ``done`` as a :class:`ReportRecord` in
       :attr:`Simulator.reports`, and passed to every ``on_report`` observer.
+    * ``SubmitTx``, ``ReadChain``, ``CallEnclave`` -- sent, like a message, to the node
+      that serves that kind of effect (:meth:`Simulator.set_service`: a ledger model
+      for the chain, :mod:`sealbridge.sim.chain_model`); the effect object itself is
+      the message, and the service answers the sender with an ordinary ``Send``
+      (``TxOutcome``, ``ChainRead``, ``EnclaveAnswer``). Link delays, partitions and
+      crashes apply to them like to any message.
+    * ``Persist(key, data)`` -- written to the node's simulated disk
+      (:meth:`Simulator.get_disk`), which survives a crash and a restart.
 
     Before any effect is applied the whole list is checked: a ``Send`` to a node id the
     simulator does not know, a negative timer delay or an object that is not an effect
@@ -89,7 +97,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol
 
-from sealbridge.core.effects import CancelTimer, Effect, ProtocolNode, Report, Send, SetTimer
+from sealbridge.core.effects import (
+    CallEnclave,
+    CancelTimer,
+    Effect,
+    Persist,
+    ProtocolNode,
+    ReadChain,
+    Report,
+    Send,
+    SetTimer,
+    SubmitTx,
+)
 from sealbridge.core.encoding import encode
 from sealbridge.core.errors import ConfigError, LocalProtocolError
 from sealbridge.sim.delays import DelayModel, Fixed, check_seconds
@@ -391,6 +410,8 @@ class Simulator:
         self._trace_buffer: list[tuple[int, int, str, int, str, str]] = []
         self._hasher = hashlib.sha256(_TRACE_TAG)
         self._stale_timers = 0  # heap entries of replaced/cancelled timers (an estimate)
+        self._services: dict[type, int] = {}  # effect kind -> the node that serves it
+        self._disks: dict[int, dict[str, bytes]] = {}
 
         self._events = 0
         self._sent = 0
@@ -423,6 +444,19 @@ class Simulator:
             state.is_down = True
             when = self._check_time(at)
             self._push_action(when, lambda: self._do_restart(node_id, None, "join"))
+
+    def set_service(self, kind: type, node_id: int) -> None:
+        """Route every effect of ``kind`` (``SubmitTx``, ``ReadChain``, ``CallEnclave``)
+        to node ``node_id`` as a message from the node that returned it."""
+        if kind not in (SubmitTx, ReadChain, CallEnclave):
+            raise SimulationError(f"{kind.__name__} is not an effect a service serves")
+        if node_id not in self._known:
+            raise UnknownNodeError(f"service node {node_id} is not in the simulation")
+        self._services[kind] = node_id
+
+    def get_disk(self, node_id: int) -> dict[str, bytes]:
+        """What ``node_id`` persisted (key -> data); kept across crashes and restarts."""
+        return self._disks.setdefault(node_id, {})
 
     @property
     def nodes(self) -> Mapping[int, ProtocolNode]:
@@ -844,6 +878,13 @@ class Simulator:
                     raise SimulationError(
                         f"node {node_id}: timer {effect.name!r} has invalid delay {delay!r}"
                     )
+            elif kind in self._services or kind is Persist:
+                continue
+            elif kind in (SubmitTx, ReadChain, CallEnclave):
+                raise SimulationError(
+                    f"node {node_id} returned {kind.__name__}, which no service serves "
+                    "(Simulator.set_service)"
+                )
             elif kind is not CancelTimer and kind is not Report:
                 raise SimulationError(f"node {node_id} returned a non-effect {kind.__name__}")
 
@@ -870,6 +911,10 @@ class Simulator:
                     self._add_report(done, state.node_id, effect.kind, effect.data)
                 else:
                     self._push(done, _REPORT, state, effect.kind, effect.data, None)
+            elif type(effect) is Persist:
+                self._disks.setdefault(state.node_id, {})[effect.key] = bytes(effect.data)
+            else:
+                self._send(state.node_id, done, (self._services[type(effect)],), effect)
         if self._stale_timers > _COMPACT_MIN and 2 * self._stale_timers > len(self._queue):
             self._compact()
 

@@ -17,8 +17,8 @@ from sealbridge.storage.node import (
     StorageNode,
     compute_blob_hash,
     is_intact,
+    is_valid_receipt,
     parse_blob_hash,
-    verify_receipt,
 )
 
 __all__ = [
@@ -32,6 +32,6 @@ __all__ = [
     "StoreDecision",
     "compute_blob_hash",
     "is_intact",
+    "is_valid_receipt",
     "parse_blob_hash",
-    "verify_receipt",
 ]

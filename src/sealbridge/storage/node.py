@@ -26,7 +26,7 @@ ledger's storage threshold). So the host must never ask for a receipt before the
 is durable. Signing is deterministic (RFC 6979): the same blob always gets the same
 receipt, which makes storing twice idempotent.
 
-:func:`verify_receipt` is pure: it recovers the signer from the storage digest and
+:func:`is_valid_receipt` is pure: it recovers the signer from the storage digest and
 checks that the receipt's node id is derived from that signer. It shows the receipt is
 genuine for *some* key. Whether that key belongs to an active storage node is for the
 ledger to decide (or for a caller that reads the NodeRegistry). Blobs are
@@ -83,7 +83,7 @@ def _is_well_formed(receipt: StorageReceipt) -> bool:
     )
 
 
-def verify_receipt(receipt: StorageReceipt, ledger_address: str, chain_id: int) -> bool:
+def is_valid_receipt(receipt: StorageReceipt, ledger_address: str, chain_id: int) -> bool:
     """True when ``receipt`` is signed, for this ledger and chain, by the key its node id
     is derived from. No chain read: whether the node is active is not checked here.
 

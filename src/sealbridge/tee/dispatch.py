@@ -3,7 +3,8 @@
 Theory of operation: :func:`start_enclave` does what the platform does when an enclave is
 created -- compute the measurement, load the (simulated) platform key, build the
 :class:`EnclaveContext` (which generates or unseals the identity), construct the program
-and read its ECALL table. :meth:`EnclaveDispatcher.process_request` turns one
+and read its ECALL table, beside the built-in ``sb.*`` ECALLs (declared, like the
+programs' own, in ``tee/ecall.py``). :meth:`EnclaveDispatcher.process_request` turns one
 :class:`EcallRequest` into one :class:`EcallReply`; any exception raised by trusted code
 becomes an error reply (class name, ``code``, message -- never a traceback, which could
 carry secrets). The same dispatcher serves the child process (``tee.sim_enclave``) and the
@@ -16,22 +17,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sealbridge.core.encoding import decode_canonical, encode
 from sealbridge.core.errors import ConfigError, SealbridgeError
-from sealbridge.tee.backend import (
-    ECALL_GET_QUOTE,
-    ECALL_STAGE_KEYS,
-    ECALL_SWITCH_KEYS,
-    EcallReply,
-    EcallRequest,
-    EnclaveHello,
-    StagedKeys,
-)
+from sealbridge.tee.backend import EcallReply, EcallRequest, EnclaveHello, StagedKeys
 from sealbridge.tee.dcap import parse_dcap_quote
+from sealbridge.tee.ecall import (
+    GET_QUOTE,
+    STAGE_KEYS,
+    SWITCH_KEYS,
+    Nothing,
+    get_ecall_table,
+)
 from sealbridge.tee.enclave import (
-    Ecall,
     EnclaveContext,
     NodeKeys,
+    RawEcall,
     get_program_ecalls,
     load_program_class,
 )
@@ -53,24 +52,22 @@ def compute_error_reply(exc: BaseException) -> EcallReply:
 class EnclaveDispatcher:
     """A started program and its ECALL table."""
 
-    def __init__(self, ctx: EnclaveContext, ecalls: dict[str, Ecall]) -> None:
+    def __init__(self, ctx: EnclaveContext, ecalls: dict[str, RawEcall]) -> None:
         self.ctx = ctx
-        self._ecalls: dict[str, Ecall] = {
-            ECALL_GET_QUOTE: self._on_get_quote,
-            ECALL_STAGE_KEYS: self._on_stage_keys,
-            ECALL_SWITCH_KEYS: self._on_switch_keys,
-            **ecalls,
-        }
+        self._ecalls: dict[str, RawEcall] = {**get_ecall_table(self), **ecalls}
 
-    def _on_get_quote(self, payload: bytes) -> bytes:
+    @GET_QUOTE.handler
+    def on_get_quote(self, _: Nothing) -> bytes:
         return self.ctx.get_identity_quote()
 
-    def _on_stage_keys(self, payload: bytes) -> bytes:
+    @STAGE_KEYS.handler
+    def on_stage_keys(self, _: Nothing) -> StagedKeys:
         keys = self.ctx.stage_fresh_keys()
-        return encode(StagedKeys(node_keys=keys, quote=self.ctx.get_staged_quote()))
+        return StagedKeys(node_keys=keys, quote=self.ctx.get_staged_quote())
 
-    def _on_switch_keys(self, payload: bytes) -> bytes:
-        return encode(self.ctx.switch_to_staged_keys(decode_canonical(payload, NodeKeys)))
+    @SWITCH_KEYS.handler
+    def on_switch_keys(self, keys: NodeKeys) -> NodeKeys:
+        return self.ctx.switch_to_staged_keys(keys)
 
     def get_hello(self) -> EnclaveHello:
         return EnclaveHello(

@@ -3,7 +3,9 @@
 Theory of operation: an *enclave program* is a class named by import path
 ``"package.module:ClassName"``. The backend constructs it inside the enclave as
 ``Program(ctx)`` and asks it once for its ECALL table, ``get_ecalls() -> {name: fn}``;
-each ECALL takes and returns canonical bytes. The host can reach the program only
+each ECALL takes and returns bytes. Programs declare their ECALLs with typed
+:class:`~sealbridge.tee.ecall.Ecall` specs and build the table with
+:func:`~sealbridge.tee.ecall.get_ecall_table`. The host can reach the program only
 through those names (plus the backend's built-in ``sb.*`` calls, e.g. quote generation).
 
 The :class:`EnclaveContext` is what the (simulated) platform gives trusted code:
@@ -69,7 +71,7 @@ from sealbridge.tee.quote import REPORT_DATA_SIZE, compute_sim_quote
 if TYPE_CHECKING:
     from sealbridge.tee.hardware import Quoter
 
-Ecall = Callable[[bytes], bytes]
+RawEcall = Callable[[bytes], bytes]  # an ECALL as the boundary sees it (tee/ecall.py types it)
 BUILTIN_PREFIX = "sb."
 _REPORT_DATA_TAG = b"sealbridge/tee/report-data/v1\x00"
 _SEAL_INFO = "sealbridge/tee/sim/sealing-key/v1"
@@ -352,7 +354,7 @@ class EnclaveProgram(Protocol):
 
     def __init__(self, ctx: EnclaveContext) -> None: ...
 
-    def get_ecalls(self) -> Mapping[str, Ecall]: ...
+    def get_ecalls(self) -> Mapping[str, RawEcall]: ...
 
 
 def split_program_path(program: str) -> tuple[str, str]:
@@ -376,7 +378,7 @@ def load_program_class(program: str) -> Callable[[EnclaveContext], EnclaveProgra
     return cls  # type: ignore[no-any-return]
 
 
-def get_program_ecalls(program: EnclaveProgram) -> dict[str, Ecall]:
+def get_program_ecalls(program: EnclaveProgram) -> dict[str, RawEcall]:
     """The program's ECALL table, checked (names are strings, no reserved ``sb.`` prefix)."""
     table = dict(program.get_ecalls())
     for name, fn in table.items():

@@ -12,7 +12,9 @@ Theory of operation: two families, following the h11 split of ``core.errors``.
 * Enclaves: an exception raised by trusted code inside an ECALL comes back to the host
   as :class:`EnclaveCallError` carrying the original class name (``kind``) and ``code``;
   a dead or unreachable enclave is :class:`EnclaveUnavailable`; a call to an ECALL the
-  program does not export is :class:`UnknownEcall` (the caller's fault).
+  program does not export is :class:`UnknownEcall` (the caller's fault); a request or
+  answer that is not of the type its ECALL declares (``tee/ecall.py``) is
+  :class:`EcallTypeError`.
 """
 
 from __future__ import annotations
@@ -109,6 +111,13 @@ class UnknownEcall(LocalProtocolError):
     """The program exports no ECALL of that name."""
 
     code = "unknown_ecall"
+
+
+class EcallTypeError(LocalProtocolError):
+    """A request or answer is not of the type its ECALL declares (a bug of the caller or
+    of the handler: nothing is encoded)."""
+
+    code = "ecall_type"
 
 
 class SealingError(RemoteProtocolError):

@@ -36,9 +36,6 @@ import msgspec
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import EncodingError
 from sealbridge.tee.backend import (
-    ECALL_GET_QUOTE,
-    ECALL_STAGE_KEYS,
-    ECALL_SWITCH_KEYS,
     FRAME_HEADER,
     MAX_FRAME,
     EcallReply,
@@ -48,6 +45,7 @@ from sealbridge.tee.backend import (
     compute_frame,
 )
 from sealbridge.tee.dispatch import EnclaveDispatcher, start_enclave
+from sealbridge.tee.ecall import GET_QUOTE, NOTHING, STAGE_KEYS, SWITCH_KEYS, call
 from sealbridge.tee.enclave import NodeKeys
 from sealbridge.tee.errors import (
     EnclaveCallError,
@@ -97,15 +95,15 @@ class _HandleBase:
 
     def get_quote(self) -> bytes:
         """A quote over ``compute_report_data(node_keys)``."""
-        return self.ecall(ECALL_GET_QUOTE, b"")
+        return call(self, GET_QUOTE, NOTHING)
 
     def stage_fresh_keys(self) -> StagedKeys:
         """Fresh node keys for a renewal, staged in the enclave, with a quote over them."""
-        return decode(self.ecall(ECALL_STAGE_KEYS, b""), StagedKeys)
+        return call(self, STAGE_KEYS, NOTHING)
 
     def switch_keys(self, keys: NodeKeys) -> NodeKeys:
         """Make the staged ``keys`` current (after the renewal naming them is on chain)."""
-        current = decode(self.ecall(ECALL_SWITCH_KEYS, encode(keys)), NodeKeys)
+        current = call(self, SWITCH_KEYS, keys)
         self._hello = msgspec.structs.replace(self._hello, node_keys=current)
         return current
 

@@ -11,12 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import ConfigError
-from sealbridge.tee.enclave import Ecall, EnclaveContext
+from sealbridge.tee.ecall import Ecall, get_ecall_table
+from sealbridge.tee.enclave import EnclaveContext, RawEcall
 
 ECHO_PROGRAM = "sealbridge.tee.testing:EchoProgram"
 OTHER_PROGRAM = "sealbridge.tee.testing:OtherProgram"
+
+ECHO = Ecall("echo", bytes, bytes)
+INCREMENT = Ecall("increment", int, int)  # add to the counter; the new value
+FAIL = Ecall("fail", bytes, bytes)
+CRASH = Ecall("crash", bytes, bytes)
+SEAL = Ecall("seal", tuple[str, bytes], bytes)  # (label, data) -> sealed blob
+UNSEAL = Ecall("unseal", tuple[str, bytes], bytes)  # (label, blob) -> data
+SIGN = Ecall("sign", bytes, bytes)
+PRINT = Ecall("print", bytes, bytes)
 
 
 class EchoProgram:
@@ -26,42 +35,41 @@ class EchoProgram:
         self._ctx = ctx
         self._counter = 0
 
-    def get_ecalls(self) -> Mapping[str, Ecall]:
-        return {
-            "echo": self.on_echo,
-            "increment": self.on_increment,
-            "fail": self.on_fail,
-            "crash": self.on_crash,
-            "seal": self.on_seal,
-            "unseal": self.on_unseal,
-            "sign": self.on_sign,
-            "print": self.on_print,
-        }
+    def get_ecalls(self) -> Mapping[str, RawEcall]:
+        return get_ecall_table(self)
 
+    @ECHO.handler
     def on_echo(self, payload: bytes) -> bytes:
         return payload
 
-    def on_increment(self, payload: bytes) -> bytes:
-        self._counter += decode(payload, int) if payload else 1
-        return encode(self._counter)
+    @INCREMENT.handler
+    def on_increment(self, amount: int) -> int:
+        self._counter += amount
+        return self._counter
 
+    @FAIL.handler
     def on_fail(self, payload: bytes) -> bytes:
         raise ConfigError(f"refused: {payload.decode(errors='replace')}")
 
+    @CRASH.handler
     def on_crash(self, payload: bytes) -> bytes:
         raise ZeroDivisionError("division by zero inside the enclave")
 
-    def on_seal(self, payload: bytes) -> bytes:
-        label, data = decode(payload, tuple[str, bytes])
+    @SEAL.handler
+    def on_seal(self, request: tuple[str, bytes]) -> bytes:
+        label, data = request
         return self._ctx.seal(data, label)
 
-    def on_unseal(self, payload: bytes) -> bytes:
-        label, blob = decode(payload, tuple[str, bytes])
+    @UNSEAL.handler
+    def on_unseal(self, request: tuple[str, bytes]) -> bytes:
+        label, blob = request
         return self._ctx.unseal(blob, label)
 
+    @SIGN.handler
     def on_sign(self, payload: bytes) -> bytes:
         return self._ctx.sign_identity(payload)
 
+    @PRINT.handler
     def on_print(self, payload: bytes) -> bytes:
         print("trusted code printing to stdout must not corrupt frames")
         return payload

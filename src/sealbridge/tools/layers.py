@@ -7,7 +7,11 @@ checks them against the declaration in :mod:`sealbridge.core.layers`:
 * an import must point to the importer's own package or to a lower tier;
 * a core package (sans-I/O) must not import a clock, a random source or an I/O module,
   nor call ``os.urandom``;
-* every package must be declared, and every declared package must exist.
+* every package must be declared, and every declared package must exist;
+* no class name is defined at the top level of two modules (a reader meeting a name
+  knows which thing it is);
+* a function or method named ``verify_*`` returns the verified value (or None) or raises
+  a typed error: it is never annotated ``-> bool`` (a predicate is ``is_valid_*``).
 
 It prints one line per tier with each package's size and the packages it imports, then
 every violation with the file and line; the exit status is 1 if there is any.
@@ -54,9 +58,10 @@ def get_source_root() -> Path:
     return Path(sealbridge.__file__).resolve().parent
 
 
-def get_import_sites(path: Path) -> list[ImportSite]:
+def get_import_sites(path: Path, tree: ast.Module | None = None) -> list[ImportSite]:
     """Every absolute import in ``path`` (at any depth: inside functions too)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    if tree is None:
+        tree = ast.parse(path.read_text(), filename=str(path))
     sites: list[ImportSite] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -77,6 +82,25 @@ def get_import_sites(path: Path) -> list[ImportSite]:
     return sites
 
 
+def get_top_level_classes(tree: ast.Module) -> list[ast.ClassDef]:
+    return [node for node in tree.body if isinstance(node, ast.ClassDef)]
+
+
+def get_bool_verifiers(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    """Every function or method named ``verify_*`` annotated to return ``bool``."""
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name.startswith("verify_")
+        and node.returns is not None
+        and (
+            (isinstance(node.returns, ast.Name) and node.returns.id == "bool")
+            or (isinstance(node.returns, ast.Constant) and node.returns.value == "bool")
+        )
+    ]
+
+
 def get_package(root: Path, path: Path) -> str | None:
     parts = path.relative_to(root).parts
     return parts[0] if len(parts) > 1 else None
@@ -85,18 +109,32 @@ def get_package(root: Path, path: Path) -> str | None:
 def build_graph(root: Path | None = None) -> PackageGraph:
     base = get_source_root() if root is None else root
     graph = PackageGraph(base)
+    class_sites: dict[str, list[tuple[Path, int]]] = {}
     for path in sorted(base.rglob("*.py")):
         package = get_package(base, path)
         if package is None or "__pycache__" in path.parts:
             continue
         rel = path.relative_to(base)
-        graph.lines[package] = graph.lines.get(package, 0) + len(path.read_text().splitlines())
+        text = path.read_text()
+        tree = ast.parse(text, filename=str(path))
+        graph.lines[package] = graph.lines.get(package, 0) + len(text.splitlines())
         graph.files[package] = graph.files.get(package, 0) + 1
+        for cls in get_top_level_classes(tree):
+            class_sites.setdefault(cls.name, []).append((rel, cls.lineno))
+        graph.violations.extend(
+            Violation(
+                rel,
+                func.lineno,
+                f"{func.name} returns bool (a verify_* function returns the verified value "
+                "or raises a typed error; name a predicate is_valid_*)",
+            )
+            for func in get_bool_verifiers(tree)
+        )
         if get_rank(package) is None:
             graph.violations.append(Violation(rel, 1, f"package {package} is not declared"))
             continue
         edges = graph.edges.setdefault(package, {})
-        for site in get_import_sites(path):
+        for site in get_import_sites(path, tree):
             parts = site.module.split(".")
             if parts[0] == "sealbridge" and len(parts) > 1:
                 target = parts[1]
@@ -126,6 +164,10 @@ def build_graph(root: Path | None = None) -> PackageGraph:
                         "are inputs to a core)",
                     )
                 )
+    for name, sites in sorted(class_sites.items()):
+        if len(sites) > 1:
+            where = " and ".join(str(path) for path, _ in sites)
+            graph.violations.append(Violation(*sites[0], f"class {name} is defined in {where}"))
     for tier in TIERS:
         for package in tier:
             if not (base / package / "__init__.py").is_file():
@@ -153,7 +195,8 @@ def render(graph: PackageGraph) -> str:
         out.extend(f"  {v.path}:{v.line}: {v.message}" for v in graph.violations)
     else:
         out.append(
-            "no violations: every import points down, no core touches time, randomness or I/O"
+            "no violations: every import points down, no core touches time, randomness or "
+            "I/O, no class name is defined twice, no verify_* returns bool"
         )
     return "\n".join(out)
 

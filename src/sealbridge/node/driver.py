@@ -1,0 +1,345 @@
+"""The network driver: runs one host core against the chain, enclaves, peers and disk.
+
+Theory of operation
+-------------------
+A host core (:class:`~sealbridge.core.effects.ProtocolNode`: ``on_start``,
+``on_message``, ``on_timer``, each given the time) decides; this driver carries out
+what it decides, the same way for every role. The simulator carries out the same
+effects in virtual time (:mod:`sealbridge.sim.engine`).
+
+**One loop thread.** Every call into the core happens on the driver's loop thread, so a
+core needs no locks. The loop takes the earliest of: an input from its inbox (an answer
+to an effect, a peer's message) or a due timer. HTTP handlers that need an answer at
+once hand the loop a function with :meth:`NetworkDriver.call`; the loop runs it, carries
+out the effects it returns, and hands back its answer.
+
+**Effects.**
+
+* ``SetTimer`` / ``CancelTimer`` -- a heap of deadlines on the monotonic clock (a
+  timer set again under the same name replaces the old one);
+* ``Persist`` -- written on the loop thread (through :class:`Executors`' ``persist``)
+  before the next input is handled;
+* ``SubmitTx``, ``ReadChain``, ``CallEnclave`` -- run on a small pool of I/O threads,
+  so a slow RPC never stalls the loop; the answer (``TxOutcome``, ``ChainRead``,
+  ``EnclaveAnswer``) comes back through the inbox with the effect's tag;
+* ``Send`` -- handed to the role's ``send`` executor (HTTP to peers);
+* ``Report`` -- logged, and the latest of each kind kept for the status endpoint.
+
+**One retry policy** (:data:`RETRY`, tenacity): a passing failure -- the chain's RPC or
+a peer unreachable (``RpcError``, ``TransportError``) -- is retried with exponential
+backoff for up to ``RETRY_SECONDS``; after that, or on any other error, the core gets
+the failure as its answer (``TxOutcome(status="failed")``, ``ChainRead(error=...)``) and
+decides what to do. A reverted transaction is not retried: it is an answer.
+
+**One shutdown path.** :meth:`NetworkDriver.stop` sets the stop flag, wakes the loop,
+joins it and shuts the I/O pool down (queued work is cancelled). A core handler that
+raises stops the driver with ``phase = failed`` and the error kept for the status
+endpoint; the process keeps serving its status.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from sealbridge.chain.errors import RpcError, TransactionReverted
+from sealbridge.core.effects import (
+    CallEnclave,
+    CancelTimer,
+    ChainRead,
+    Effect,
+    EnclaveAnswer,
+    Persist,
+    ProtocolNode,
+    ReadChain,
+    Report,
+    Send,
+    SetTimer,
+    SubmitTx,
+    TxOutcome,
+)
+from sealbridge.core.errors import SealbridgeError
+from sealbridge.net.http import TransportError
+
+log = logging.getLogger("sealbridge.node.driver")
+T = TypeVar("T")
+
+RETRY_SECONDS = 20.0
+TRANSIENT = (RpcError, TransportError)
+IO_THREADS = 4
+
+
+def get_retrying(seconds: float = RETRY_SECONDS) -> Retrying:
+    """The one retry policy of network I/O: passing failures, exponential backoff."""
+    return Retrying(
+        retry=retry_if_exception_type(TRANSIENT),
+        wait=wait_exponential(multiplier=0.1, min=0.1, max=2.0),
+        stop=stop_after_delay(seconds),
+        reraise=True,
+    )
+
+
+RETRY = get_retrying()
+
+
+@dataclass
+class Executors:
+    """How a role carries out each kind of effect (the I/O half of a node)."""
+
+    # tx -> the block it was mined in, or None when it was sent without waiting
+    submit_tx: Callable[[Any], int | None] | None = None
+    read_chain: Callable[[Any], Any] | None = None  # query -> value
+    call_enclave: Callable[[str, Any], Any] | None = None  # (ecall, request) -> response
+    persist: Callable[[str, bytes], None] | None = None
+    send: Callable[[tuple[int, ...], Any], None] | None = None
+    retry_seconds: float = RETRY_SECONDS
+
+
+@dataclass
+class DriverStatus:
+    phase: str = "starting"  # starting | running | stopped | failed
+    error: str = ""
+    reports: dict[str, Any] = field(default_factory=dict)
+
+
+class NetworkDriver:
+    """Runs ``core`` on a loop thread, carrying out its effects (see module docstring)."""
+
+    def __init__(self, core: ProtocolNode, executors: Executors, *, name: str = "node") -> None:
+        self.core = core
+        self.executors = executors
+        self.name = name
+        self.status = DriverStatus()
+        self._retrying = get_retrying(executors.retry_seconds)
+        self._inbox: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
+        self._timers: list[tuple[float, int, str]] = []
+        self._timer_gen: dict[str, int] = {}
+        self._seq = itertools.count()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix=f"{name}-io")
+        self._thread: threading.Thread | None = None
+        self._loop_ident: int | None = None
+        self._before_start = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=f"{self.name}-loop", daemon=True)
+        self._thread.start()
+
+    def run(self) -> None:
+        """The loop (on the calling thread); returns when stopped or failed."""
+        with self._before_start:
+            self._loop_ident = threading.get_ident()
+        try:
+            self.status.phase = "running"
+            self._apply(self.core.on_start(time.time()))
+            while not self._stop.is_set():
+                item = self._next_input()
+                if item is None:
+                    continue
+                sender, message = item
+                if isinstance(message, _Call):
+                    message.run(self)
+                    continue
+                try:
+                    effects = self.core.on_message(sender, message, time.time())
+                except SealbridgeError as exc:  # a refused input changes nothing
+                    log.warning("%s: refused %s: %s", self.name, type(message).__name__, exc)
+                    continue
+                self._apply(effects)
+        except Exception as exc:  # keep the process up to report the failure
+            self.status.phase = "failed"
+            self.status.error = f"{type(exc).__name__}: {exc}"
+            log.exception("%s: the host core failed", self.name)
+            return
+        self.status.phase = "stopped"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._inbox.put(None)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        while True:  # calls that will never run: fail them now rather than at their timeout
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and isinstance(item[1], _Call):
+                item[1].future.set_exception(DriverStopped(f"{self.name} stopped"))
+
+    @property
+    def is_running(self) -> bool:
+        return self.status.phase == "running"
+
+    # -- inputs ------------------------------------------------------------------------
+    def deliver(self, sender: int, message: Any) -> None:
+        """Hand the core an input (from any thread)."""
+        self._inbox.put((sender, message))
+
+    def call(self, fn: Callable[[], tuple[list[Effect], T]], timeout: float = 60.0) -> T:
+        """Run ``fn`` on the loop thread (it may use the core freely), carry out the
+        effects it returns, and return its answer. From the loop thread itself, runs at
+        once; before the loop is started, runs on the caller's thread (one call at a
+        time). Raises what ``fn`` raises."""
+        if threading.get_ident() == self._loop_ident:
+            effects, answer = fn()
+            self._apply(effects)
+            return answer
+        if self._loop_ident is None:
+            with self._before_start:
+                if self._loop_ident is None:
+                    effects, answer = fn()
+                    self._apply(effects)
+                    return answer
+        if not self.is_running:
+            raise DriverStopped(f"{self.name}: the host core is not running ({self.status.phase})")
+        call: _Call = _Call(fn)
+        self._inbox.put((0, call))
+        return call.future.result(timeout)  # type: ignore[no-any-return]
+
+    def _next_input(self) -> tuple[int, Any] | None:
+        while self._timers:
+            deadline, gen, name = self._timers[0]
+            if self._timer_gen.get(name) != gen:
+                heapq.heappop(self._timers)  # replaced or cancelled
+                continue
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                heapq.heappop(self._timers)
+                del self._timer_gen[name]
+                self._apply(self.core.on_timer(name, time.time()))
+                return None
+            try:
+                return self._inbox.get(timeout=wait)
+            except queue.Empty:
+                return None
+        return self._inbox.get()
+
+    # -- effects -----------------------------------------------------------------------
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, SetTimer):
+                gen = next(self._seq)
+                self._timer_gen[effect.name] = gen
+                heapq.heappush(self._timers, (time.monotonic() + effect.delay, gen, effect.name))
+            elif isinstance(effect, CancelTimer):
+                self._timer_gen.pop(effect.name, None)
+            elif isinstance(effect, Persist):
+                if self.executors.persist is None:
+                    raise DriverConfigError(f"{self.name} cannot persist {effect.key!r}")
+                self.executors.persist(effect.key, effect.data)
+            elif isinstance(effect, SubmitTx | ReadChain | CallEnclave):
+                self._pool.submit(self._run_io, effect)
+            elif isinstance(effect, Send):
+                if self.executors.send is None:
+                    raise DriverConfigError(f"{self.name} cannot send to peers")
+                self._pool.submit(self._run_send, effect)
+            elif isinstance(effect, Report):
+                self.status.reports[effect.kind] = effect.data
+                log.info("%s: %s %s", self.name, effect.kind, effect.data)
+            else:
+                raise DriverConfigError(f"{self.name}: not an effect: {type(effect).__name__}")
+
+    def _run_io(self, effect: SubmitTx | ReadChain | CallEnclave) -> None:
+        answer: Any
+        try:
+            if isinstance(effect, SubmitTx):
+                answer = self._submit(effect)
+            elif isinstance(effect, ReadChain):
+                answer = self._read(effect)
+            else:
+                answer = self._ecall(effect)
+        except Exception as exc:  # an executor bug must reach the core, not vanish
+            log.exception("%s: effect %s failed", self.name, type(effect).__name__)
+            answer = _failure(effect, f"{type(exc).__name__}: {exc}")
+        if not self._stop.is_set():
+            self.deliver(0, answer)
+
+    def _submit(self, effect: SubmitTx) -> TxOutcome:
+        run = self.executors.submit_tx
+        if run is None:
+            return TxOutcome(effect.tag, "failed", reason="this node sends no transactions")
+        try:
+            block = self._retrying(run, effect.tx)
+        except TransactionReverted as exc:
+            return TxOutcome(effect.tag, "reverted", reason=exc.reason or exc.message)
+        except SealbridgeError as exc:
+            return TxOutcome(effect.tag, "failed", reason=exc.message)
+        if block is None:
+            return TxOutcome(effect.tag, "sent")
+        return TxOutcome(effect.tag, "mined", block_number=int(block))
+
+    def _read(self, effect: ReadChain) -> ChainRead:
+        run = self.executors.read_chain
+        if run is None:
+            return ChainRead(effect.tag, error="this node reads no chain")
+        try:
+            return ChainRead(effect.tag, self._retrying(run, effect.query))
+        except SealbridgeError as exc:
+            return ChainRead(effect.tag, error=exc.message, passing=isinstance(exc, TRANSIENT))
+
+    def _ecall(self, effect: CallEnclave) -> EnclaveAnswer:
+        run = self.executors.call_enclave
+        if run is None:
+            return EnclaveAnswer(effect.tag, error="this node has no enclave")
+        try:
+            return EnclaveAnswer(effect.tag, run(effect.ecall, effect.request))
+        except SealbridgeError as exc:
+            return EnclaveAnswer(effect.tag, error=f"{exc.code}: {exc.message}")
+
+    def _run_send(self, effect: Send) -> None:
+        send = self.executors.send
+        if send is None:
+            return
+        try:
+            self._retrying(send, effect.to, effect.message)
+        except SealbridgeError as exc:  # a peer that stays down: the core's timers cope
+            log.warning("%s: could not send to %s: %s", self.name, effect.to, exc.message)
+
+
+class DriverStopped(SealbridgeError):
+    code = "node_stopped"
+
+
+class DriverConfigError(SealbridgeError):
+    code = "driver_config"
+
+
+class _Call:
+    def __init__(self, fn: Callable[[], tuple[list[Effect], Any]]) -> None:
+        self.fn = fn
+        self.future: Future[Any] = Future()
+
+    def run(self, driver: NetworkDriver) -> None:
+        try:
+            effects, answer = self.fn()
+            driver._apply(effects)
+        except BaseException as exc:
+            self.future.set_exception(exc)
+            return
+        self.future.set_result(answer)
+
+
+def _failure(effect: SubmitTx | ReadChain | CallEnclave, reason: str) -> Any:
+    if isinstance(effect, SubmitTx):
+        return TxOutcome(effect.tag, "failed", reason=reason)
+    if isinstance(effect, ReadChain):
+        return ChainRead(effect.tag, error=reason)
+    return EnclaveAnswer(effect.tag, error=reason)

@@ -1,0 +1,179 @@
+"""An in-process model of the chain, as a simulator node: blocks and the NodeRegistry.
+
+Theory of operation
+-------------------
+In the simulator the chain is a node like the others (:class:`ChainModel`): node hosts'
+``SubmitTx`` and ``ReadChain`` effects reach it as messages (the simulator routes them,
+:meth:`~sealbridge.sim.engine.Simulator.set_service`), so link delays, partitions and
+crashes apply between a node and the chain exactly as between two nodes.
+
+* **Blocks.** A block every ``block_time`` seconds of virtual time (timer ``block``).
+  Its timestamp is the virtual time. Transactions that arrived since the last block are
+  applied in arrival order when the block is made; each sender gets a ``TxOutcome``
+  (``mined`` with the block number, or ``reverted`` with a reason, as the contract
+  would revert).
+* **Reads** are answered at once, about the newest block (``ChainRead``).
+* **The NodeRegistry model** keeps what the upkeep of every role depends on, by the
+  contract's rules: a registration (role, expiry) per node id, not registered twice
+  while active; a renewal needs a later expiry and is refused with ``registration
+  lapsed`` after ``grace`` seconds past expiry; a heartbeat counts once per (era, slot)
+  and only for the slot of the block it lands in; era ``e`` is blocks
+  ``[e * era_length, (e + 1) * era_length)``, cut into ``HEARTBEAT_SLOTS`` slots.
+  Attestation is not modelled (a node id is the sender's, given at build time): the
+  model is for schedules, losses and liveness, not for the checks of the real contract,
+  which the integration tests run on anvil.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sealbridge.chain.registration import (
+    EraParams,
+    Heartbeat,
+    Register,
+    RegistryQuery,
+    RegistryView,
+    Renew,
+)
+from sealbridge.core.effects import (
+    ChainRead,
+    Effect,
+    ReadChain,
+    Send,
+    SetTimer,
+    SubmitTx,
+    TxOutcome,
+)
+from sealbridge.core.errors import ConfigError
+
+__all__ = ["ChainModel", "RegistryEntry"]
+
+BLOCK_TIMER = "block"
+
+
+@dataclass
+class RegistryEntry:
+    role: int
+    expiry: int
+    registered_at: int  # block number
+    renewals: int = 0
+    heartbeats: set[tuple[int, int]] = field(default_factory=set)  # (era, slot)
+
+
+class ChainModel:
+    """The chain as a simulator node (see the module docstring)."""
+
+    def __init__(
+        self,
+        address: int,
+        identities: dict[int, bytes],
+        *,
+        block_time: float = 1.0,
+        era_length: int = 64,
+        grace: int = 3600,
+    ) -> None:
+        if block_time <= 0 or era_length <= 0 or grace < 0:
+            raise ConfigError("a chain model needs block_time > 0, era_length > 0, grace >= 0")
+        self.address = address
+        self.identities = dict(identities)  # simulator address -> node id (bytes)
+        self.block_time = float(block_time)
+        self.params = EraParams(genesis_block=0, era_length=era_length)
+        self.grace = int(grace)
+        self.number = 0  # the newest block
+        self.timestamp = 0
+        self.pending: list[tuple[int, SubmitTx]] = []
+        self.registry: dict[bytes, RegistryEntry] = {}
+        self.txs_mined = 0
+        self.txs_reverted = 0
+
+    @property
+    def node_id(self) -> int:
+        return self.address
+
+    def on_start(self, now: float) -> list[Effect]:
+        self.timestamp = int(now)
+        return [SetTimer(BLOCK_TIMER, self.block_time)]
+
+    def on_timer(self, name: str, now: float) -> list[Effect]:
+        if name != BLOCK_TIMER:
+            return []
+        self.number += 1
+        self.timestamp = int(now)
+        effects: list[Effect] = []
+        pending, self.pending = self.pending, []
+        for sender, submit in pending:
+            reason = self.apply(sender, submit.tx)
+            if reason:
+                self.txs_reverted += 1
+                outcome = TxOutcome(submit.tag, "reverted", self.number, reason)
+            else:
+                self.txs_mined += 1
+                outcome = TxOutcome(submit.tag, "mined", self.number)
+            effects.append(Send((sender,), outcome))
+        effects.append(SetTimer(BLOCK_TIMER, self.block_time))
+        return effects
+
+    def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
+        if isinstance(message, SubmitTx):
+            self.pending.append((sender, message))
+            return []
+        if isinstance(message, ReadChain):
+            return [Send((sender,), self.read(message))]
+        return []
+
+    # -- the registry --------------------------------------------------------------------
+    def is_active(self, node_id: bytes, role: int) -> bool:
+        entry = self.registry.get(node_id)
+        return entry is not None and entry.role == role and entry.expiry >= self.timestamp
+
+    def read(self, read: ReadChain) -> ChainRead:
+        query = read.query
+        if not isinstance(query, RegistryQuery):
+            return ChainRead(read.tag, error=f"the chain model answers no {type(query).__name__}")
+        entry = self.registry.get(query.node_id)
+        after = self.number + 1
+        view = RegistryView(
+            tip=self.number,
+            active=self.is_active(query.node_id, query.role),
+            expiry=entry.expiry if entry is not None else 0,
+            next_era=self.params.get_era(after),
+            next_slot=self.params.get_slot(after),
+        )
+        return ChainRead(read.tag, view)
+
+    def apply(self, sender: int, tx: Any) -> str:
+        """Apply one transaction at the current block; the revert reason, or ``""``."""
+        node_id = self.identities.get(sender)
+        if node_id is None:
+            return "unknown sender"
+        entry = self.registry.get(node_id)
+        if isinstance(tx, Register):
+            if entry is not None and self.is_active(node_id, entry.role):
+                return "already registered"
+            if tx.expiry <= self.timestamp:
+                return "expiry in the past"
+            self.registry[node_id] = RegistryEntry(tx.role, tx.expiry, self.number)
+            return ""
+        if isinstance(tx, Renew):
+            if entry is None:
+                return "not registered"
+            if self.timestamp > entry.expiry + self.grace:
+                return "registration lapsed"
+            if tx.expiry <= entry.expiry:
+                return "expiry must grow"
+            entry.expiry = tx.expiry
+            entry.renewals += 1
+            return ""
+        if isinstance(tx, Heartbeat):
+            if entry is None or not self.is_active(node_id, entry.role):
+                return "not an active node"
+            slot = (self.params.get_era(self.number), self.params.get_slot(self.number))
+            if (tx.era, tx.slot) != slot:
+                return "wrong slot"
+            if slot in entry.heartbeats:
+                return "heartbeat already counted"
+            entry.heartbeats.add(slot)
+            return ""
+        return f"the chain model runs no {type(tx).__name__}"

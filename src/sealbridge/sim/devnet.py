@@ -1,0 +1,127 @@
+"""A devnet in the simulator: the host cores of real nodes, a chain model, one seed.
+
+Theory of operation
+-------------------
+:class:`SimDevnet` builds, from a seed, the same host cores that node processes run on
+the network (:mod:`sealbridge.node`), and runs them in the deterministic simulator
+(:mod:`sealbridge.sim.engine`) against an in-process chain
+(:class:`~sealbridge.sim.chain_model.ChainModel`). Keys are drawn from the seed, time
+is virtual, and every effect a host core returns is carried out by the simulator:
+transactions and reads go to the chain model over simulated links, ``Persist`` goes to
+the node's simulated disk. Crashes, restarts and partitions are the simulator's.
+
+Roles in the simulated devnet today: **storage nodes** (registration, renewal,
+heartbeats, blob storage with receipts). Worker, gatekeeper and gateway host cores are
+not in it yet (their hosts still drive their protocol cores directly; see issue 16).
+
+The same seed and options give the same trace digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from sealbridge.chain.abi import compute_address
+from sealbridge.core.effects import ReadChain, SubmitTx
+from sealbridge.core.errors import ConfigError
+from sealbridge.sim.chain_model import ChainModel
+from sealbridge.sim.delays import Uniform
+from sealbridge.sim.engine import FixedCpu, Simulator
+from sealbridge.storage.host import StorageHostCore
+from sealbridge.storage.node import StorageNode
+
+__all__ = ["CHAIN", "SimDevnet", "SimDevnetSpec"]
+
+CHAIN = 0  # the chain model's address; nodes are 1..n
+LEDGER = "0x" + "4c" * 20  # the ExecutionLedger address receipts are signed for
+CHAIN_ID = 31337
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+@dataclass(frozen=True)
+class SimDevnetSpec:
+    storage_nodes: int = 4
+    block_time: float = 1.0
+    era_length: int = 64  # blocks
+    registration_ttl: int = 600  # seconds
+    heartbeats: bool = True
+    tick: float = 1.0  # seconds between upkeep checks
+    delay_low: float = 0.002  # every link's delay is drawn from [low, high] seconds
+    delay_high: float = 0.050
+
+
+def derive_key(seed: bytes, label: str) -> bytes:
+    """A valid secp256k1 key drawn from ``seed`` (deterministic)."""
+    counter = 0
+    while True:
+        key = hashlib.sha256(seed + label.encode() + counter.to_bytes(4, "big")).digest()
+        if 0 < int.from_bytes(key, "big") < SECP256K1_ORDER:
+            return key
+        counter += 1
+
+
+class SimDevnet:
+    """A simulated devnet (see the module docstring)."""
+
+    def __init__(self, seed: int | str, spec: SimDevnetSpec | None = None) -> None:
+        self.spec = spec or SimDevnetSpec()
+        if not 1 <= self.spec.storage_nodes <= 256:
+            raise ConfigError("a simulated devnet has 1 to 256 storage nodes")
+        self.seed = str(seed).encode()
+        self.storage: dict[int, StorageHostCore] = {}
+        for address in range(1, self.spec.storage_nodes + 1):
+            key = derive_key(self.seed, f"storage/{address}")
+            compute_address(key)  # refuses an invalid key (never, by construction)
+            self.storage[address] = self._make_storage(address, key)
+        identities = {a: core.node.node_id for a, core in self.storage.items()}
+        self.chain = ChainModel(
+            CHAIN,
+            identities,
+            block_time=self.spec.block_time,
+            era_length=self.spec.era_length,
+        )
+        self.sim = Simulator(
+            [self.chain, *self.storage.values()],
+            seed=seed,
+            cpu=FixedCpu(),
+            delay=Uniform(self.spec.delay_low, self.spec.delay_high),
+        )
+        self.sim.set_service(SubmitTx, CHAIN)
+        self.sim.set_service(ReadChain, CHAIN)
+
+    def _make_storage(self, address: int, key: bytes) -> StorageHostCore:
+        node = StorageNode(key, LEDGER, CHAIN_ID)
+
+        def is_intact(blob_hash: bytes, size: int) -> bool:
+            data = self.sim.get_disk(address).get(f"blob/{blob_hash.hex()}")
+            return data is not None and len(data) == size
+
+        return StorageHostCore(
+            node,
+            address=address,
+            ttl=self.spec.registration_ttl,
+            heartbeats=self.spec.heartbeats,
+            tick=self.spec.tick,
+            is_intact=is_intact,
+        )
+
+    def restart_storage(self, address: int, at: float | None = None) -> StorageHostCore:
+        """Bring a crashed storage node back: a new host core over the same key and the
+        blobs its disk holds (what a restarted process rebuilds)."""
+        old = self.storage[address]
+        disk = self.sim.get_disk(address)
+        held = {
+            bytes.fromhex(key.removeprefix("blob/")): len(data)
+            for key, data in disk.items()
+            if key.startswith("blob/")
+        }
+        core = self._make_storage(address, derive_key(self.seed, f"storage/{address}"))
+        core.sizes = held
+        core.stored = old.stored
+        self.storage[address] = core
+        self.sim.restart(address, at=at, node=core)
+        return core
+
+    def run(self, until: float) -> None:
+        self.sim.run(until=until)

@@ -1,0 +1,158 @@
+"""The network driver (node/driver.py) with a small host core and executors of the
+test's making: timers, answers by tag, one retry policy, calls from other threads,
+refused inputs, and one shutdown path. Threads only; no processes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from sealbridge.chain.errors import RpcError, TransactionReverted
+from sealbridge.core.effects import (
+    ChainRead,
+    Effect,
+    Persist,
+    ReadChain,
+    Report,
+    SetTimer,
+    SubmitTx,
+    TxOutcome,
+)
+from sealbridge.core.errors import RemoteProtocolError
+from sealbridge.node.driver import DriverStopped, Executors, NetworkDriver
+
+
+class Recorder:
+    """Asks for a read and a transaction at start, ticks three times, keeps answers."""
+
+    node_id = 0
+
+    def __init__(self) -> None:
+        self.answers: list[Any] = []
+        self.ticks = 0
+        self.done = threading.Event()
+        self.thread_ids: set[int] = set()
+
+    def on_start(self, now: float) -> list[Effect]:
+        self.thread_ids.add(threading.get_ident())
+        return [ReadChain("r", "height"), SubmitTx("t", "tx-1"), SetTimer("tick", 0.01)]
+
+    def on_timer(self, name: str, now: float) -> list[Effect]:
+        self.thread_ids.add(threading.get_ident())
+        self.ticks += 1
+        if self.ticks < 3:
+            return [SetTimer("tick", 0.01)]
+        return [Report("ticked", self.ticks)]
+
+    def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
+        self.thread_ids.add(threading.get_ident())
+        if message == "bad":
+            raise RemoteProtocolError("refused input")
+        self.answers.append(message)
+        if len(self.answers) >= 2:
+            self.done.set()
+        return []
+
+
+def wait_for(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.005)
+
+
+def test_effects_are_carried_out_and_answered_by_tag() -> None:
+    core = Recorder()
+    flaky = iter([RpcError("down"), RpcError("down")])
+
+    def read(query: Any) -> Any:
+        error = next(flaky, None)
+        if error is not None:
+            raise error  # a passing failure: retried by the one policy
+        return 42
+
+    driver = NetworkDriver(core, Executors(read_chain=read, submit_tx=lambda tx: 7), name="t")
+    driver.start()
+    try:
+        assert core.done.wait(10)
+        wait_for(lambda: "ticked" in driver.status.reports)
+        assert ChainRead("r", 42) in core.answers
+        assert TxOutcome("t", "mined", block_number=7) in core.answers
+        assert core.ticks == 3
+        assert len(core.thread_ids) == 1  # every handler on the loop thread
+    finally:
+        driver.stop()
+    assert driver.status.phase == "stopped"
+
+
+def test_reverts_and_lasting_failures_are_answers_not_crashes() -> None:
+    core = Recorder()
+
+    def revert(tx: Any) -> int:
+        raise TransactionReverted("stake too low")
+
+    def unreachable(query: Any) -> Any:
+        raise RpcError("connection refused")
+
+    driver = NetworkDriver(
+        core, Executors(read_chain=unreachable, submit_tx=revert, retry_seconds=0.2), name="t"
+    )
+    driver.start()
+    try:
+        assert core.done.wait(10)
+        assert TxOutcome("t", "reverted", reason="stake too low") in core.answers
+        (read,) = [a for a in core.answers if isinstance(a, ChainRead)]
+        assert read.value is None and "connection refused" in read.error
+        driver.deliver(1, "bad")  # a refused input changes nothing and stops nothing
+        driver.deliver(1, "after")
+        wait_for(lambda: "after" in core.answers)
+        assert driver.is_running
+    finally:
+        driver.stop()
+
+
+def test_calls_run_on_the_loop_and_persist_before_the_answer() -> None:
+    core = Recorder()
+    written: dict[str, bytes] = {}
+    driver = NetworkDriver(
+        core,
+        Executors(read_chain=lambda q: 1, submit_tx=lambda t: 1, persist=written.__setitem__),
+    )
+    # before the loop starts, a call runs on the caller's thread
+    assert driver.call(lambda: ([Persist("k0", b"v0")], "early")) == "early"
+    assert written == {"k0": b"v0"}
+    driver.start()
+    try:
+
+        def work() -> tuple[list[Effect], str]:
+            core.thread_ids.add(threading.get_ident())
+            return [Persist("k1", b"v1")], "answer"
+
+        assert driver.call(work) == "answer"
+        assert written["k1"] == b"v1"
+        assert len(core.thread_ids) == 1
+        with pytest.raises(ZeroDivisionError):
+            driver.call(lambda: (_ for _ in ()).throw(ZeroDivisionError()))
+        assert driver.is_running
+    finally:
+        driver.stop()
+    with pytest.raises(DriverStopped):
+        driver.call(lambda: ([], None))
+
+
+def test_a_core_bug_fails_the_driver_and_keeps_the_reason() -> None:
+    class Broken(Recorder):
+        def on_timer(self, name: str, now: float) -> list[Effect]:
+            raise KeyError("bug")
+
+    driver = NetworkDriver(Broken(), Executors(read_chain=lambda q: 1, submit_tx=lambda t: 1))
+    driver.start()
+    try:
+        wait_for(lambda: driver.status.phase == "failed")
+        assert "KeyError" in driver.status.error
+    finally:
+        driver.stop()
