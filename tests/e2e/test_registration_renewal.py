@@ -156,7 +156,7 @@ def test_a_renewal_mined_before_a_crash_is_finished_at_the_next_start(
         host.register()
         old = enclave.node_keys
         # the renewal's steps, stopped before the enclave switched (the host died)
-        staged, _ = host.send_renewal()  # mined, and the host stops before the switch
+        staged, _, _ = host.send_renewal()  # mined, and the host stops before the switch
     with SimBackend().launch(
         WORKER_PROGRAM,
         platform_key_file=platform_key_file(devnet_home),
@@ -185,7 +185,7 @@ def test_a_node_whose_staged_keys_were_lost_renews_at_once(
     ) as enclave:
         host = worker_host(client, tmp_path, enclave)
         host.register()
-        staged, _ = host.send_renewal()  # mined, and the host stops before the switch
+        staged, _, _ = host.send_renewal()  # mined, and the host stops before the switch
     sealed.with_name(sealed.name + ".next").unlink()
     with SimBackend().launch(
         WORKER_PROGRAM,

@@ -142,6 +142,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 stake_wei=MIN_STAKE,
                 max_blob_size=MAX_BLOB,
                 poll_interval=0.05,
+                # no heartbeats: a restarted node must send no transaction at all (a
+                # heartbeat goes out as soon as the node finds itself registered)
+                heartbeats=False,
             )
             config_file = root / f"{name}.json"
             save_json(config_file, config)

@@ -22,7 +22,7 @@ from sealbridge.core.effects import (
     TxOutcome,
 )
 from sealbridge.core.errors import RemoteProtocolError
-from sealbridge.node.driver import DriverStopped, Executors, NetworkDriver
+from sealbridge.node.driver import DriverConfigError, DriverStopped, Executors, NetworkDriver
 
 
 class Recorder:
@@ -156,3 +156,25 @@ def test_a_core_bug_fails_the_driver_and_keeps_the_reason() -> None:
         assert "KeyError" in driver.status.error
     finally:
         driver.stop()
+
+
+def test_an_inline_driver_works_on_the_calling_thread() -> None:
+    core = Recorder()
+    calls: list[int] = []
+
+    def read(query: Any) -> Any:
+        calls.append(threading.get_ident())
+        return 5
+
+    driver = NetworkDriver(core, Executors(read_chain=read, submit_tx=lambda t: 3), inline=True)
+    driver.step()  # starts the core; its read and transaction are answered at once
+    assert ChainRead("r", 5) in core.answers
+    assert TxOutcome("t", "mined", block_number=3) in core.answers
+    assert calls == [threading.get_ident()]
+    assert core.ticks == 0  # the timer is not due yet
+    time.sleep(0.02)
+    driver.step()
+    assert core.ticks >= 1
+    assert core.thread_ids == {threading.get_ident()}
+    with pytest.raises(DriverConfigError):  # step() is for an inline driver
+        NetworkDriver(core, Executors()).step()

@@ -22,13 +22,19 @@ time it is given:
   block (where the transaction lands) has not been handled: :class:`Heartbeat` for that
   ``(era, slot)``. An inactive node skips its slot.
 
-At most one transaction of each kind is in flight. Outcomes come back as
-:class:`~sealbridge.core.effects.TxOutcome`:
+At most one transaction of each kind is in flight, each under a tag of its own (an
+outcome for an older transaction, or a replayed one, matches nothing). Views are taken
+in order: one older than a view already taken, or than a block where one of our
+transactions was mined, is stale and ignored, and so is a view that cannot be true
+(negative numbers, an active node without an expiry, a slot out of range). Heartbeats
+only move forward: never for a slot at or before the newest one handled. Outcomes come
+back as :class:`~sealbridge.core.effects.TxOutcome`:
 
-* a mined registration makes the node ``READY``; a reverted one that the next view
-  shows active was a race with another process of the same node (no failure);
-  otherwise the node is ``FAILED`` with the chain's reason (a stake below the minimum
-  is not a passing fault);
+* a mined registration makes the node ``READY``; a reverted one that a view taken
+  after it shows active was a race with another process of the same node (no
+  failure); otherwise the node is ``FAILED`` with the chain's reason (a stake below
+  the minimum is not a passing fault). A ``READY`` node that a view shows inactive
+  (expired, removed) registers again;
 * a renewal reverted with ``registration lapsed`` registers again at once; any other
   failed renewal is tried again after ``retry_delay`` seconds;
 * a heartbeat that was sent (heartbeats are relayed without waiting for a receipt),
@@ -36,8 +42,9 @@ At most one transaction of each kind is in flight. Outcomes come back as
   tried again at the next tick, if its slot is still the next.
 
 A failed read changes nothing: one that may pass (the chain unreachable) is retried at
-the next tick; one that will not (the node is configured for another chain) leaves the
-node ``FAILED`` with the reason.
+the next tick; one that will not, before any view was taken (the node is configured for
+another chain), leaves the node ``FAILED`` with the reason. Once the node has read the
+registry, no single read can fail it.
 Phases: ``STARTING`` -> ``REGISTERING`` -> ``READY``, or ``FAILED`` with a reason.
 """
 
@@ -65,6 +72,7 @@ __all__ = [
     "Heartbeat",
     "Register",
     "RegistrationCore",
+    "RegistrationNode",
     "RegistrationPhase",
     "RegistryQuery",
     "RegistryView",
@@ -162,13 +170,16 @@ class RegistrationCore:
         self.error = ""
         self.expiry = 0
         self.view: RegistryView | None = None
-        self.in_flight: dict[str, Any] = {}  # kind -> the transaction sent
+        self.tip_seen = -1  # the newest tip of a view taken (older views are stale)
+        self.in_flight: dict[str, tuple[str, Any]] = {}  # kind -> (tag, transaction)
+        self.sent = 0  # transactions asked for (each gets a tag of its own)
         self.renew_after = 0.0  # no renewal before this time (after a failed one)
-        self.slot_done: tuple[int, int] | None = None  # the last heartbeat slot handled
+        self.slot_done: tuple[int, int] | None = None  # the newest heartbeat slot handled
         self.heartbeats_sent = 0
         self.renewals = 0
-        self.registered_block = 0  # where our registration was mined
-        self.revert_reason: str | None = None  # a registration reverted: fail unless active
+        self.mined_block = 0  # the newest block one of our transactions was mined in
+        # a registration reverted at this tip: fail unless a later view shows us active
+        self.revert: tuple[str, int] | None = None
 
     # -- handlers ----------------------------------------------------------------------
     def on_start(self, now: float) -> list[Effect]:
@@ -184,40 +195,47 @@ class RegistrationCore:
         """Handle an answer meant for this core; other messages are ignored (``[]``)."""
         if isinstance(message, ChainRead) and message.tag == "registry":
             return self.on_view(message, now)
-        if isinstance(message, TxOutcome) and message.tag in self.in_flight:
+        if isinstance(message, TxOutcome) and self._kind_of(message.tag) is not None:
             return self.on_outcome(message, now)
         return []
 
     def is_answer(self, message: Any) -> bool:
         """Whether ``message`` is an answer this core is waiting for."""
         return (isinstance(message, ChainRead) and message.tag == "registry") or (
-            isinstance(message, TxOutcome) and message.tag in self.in_flight
+            isinstance(message, TxOutcome) and self._kind_of(message.tag) is not None
         )
 
     def on_view(self, read: ChainRead, now: float) -> list[Effect]:
-        if read.error or not isinstance(read.value, RegistryView):
-            self.error = f"cannot read the registry: {read.error or 'no answer'}"
-            if not read.passing and self.phase != RegistrationPhase.FAILED:
-                self.phase = RegistrationPhase.FAILED  # a misconfiguration: no retry helps
+        view = read.value
+        if read.error or not isinstance(view, RegistryView) or not _is_sound(view):
+            self.error = f"cannot read the registry: {read.error or 'no sound answer'}"
+            if not read.passing and self.view is None and self.phase != RegistrationPhase.FAILED:
+                # a misconfiguration before anything worked (another chain): no retry helps
+                self.phase = RegistrationPhase.FAILED
                 return [Report("registration_failed", self.error)]
             return []
-        view = self.view = read.value
+        if view.tip < max(self.tip_seen, self.mined_block):
+            return []  # older than a view already taken, or than our own mined change
+        self.tip_seen = view.tip
+        self.view = view
         if self.phase == RegistrationPhase.FAILED:
             return []
         effects: list[Effect] = []
         if not view.active:
-            if view.tip < self.registered_block:
-                return []  # a view older than our mined registration
-            if self.revert_reason is not None:
+            if self.revert is not None and view.tip > self.revert[1]:
                 self.phase = RegistrationPhase.FAILED
-                return [Report("registration_failed", self.revert_reason)]
+                return [Report("registration_failed", self.revert[0])]
+            if self.revert is not None:
+                return []  # the registration's revert is newer than this view: wait
+            if self.phase == RegistrationPhase.READY:
+                self.phase = RegistrationPhase.REGISTERING  # expired or removed meanwhile
             if "register" not in self.in_flight:
-                tx = Register(role=self.role, expiry=int(now) + self.ttl)
-                self.in_flight["register"] = tx
-                effects.append(SubmitTx("register", tx))
+                effects.append(
+                    self._submit("register", Register(role=self.role, expiry=int(now) + self.ttl))
+                )
             return effects
         self.expiry = view.expiry
-        self.revert_reason = None
+        self.revert = None
         if self.phase != RegistrationPhase.READY:
             self.phase = RegistrationPhase.READY
             self.error = ""
@@ -226,51 +244,72 @@ class RegistrationCore:
             if now >= self.renew_after and self.may_renew():
                 expiry = max(int(now) + self.ttl, self.expiry + 1)
                 renew = Renew(role=self.role, expiry=expiry, previous_expiry=self.expiry)
-                self.in_flight["renew"] = renew
-                effects.append(SubmitTx("renew", renew))
+                effects.append(self._submit("renew", renew))
         due = (view.next_era, view.next_slot)
-        if self.heartbeats and due != self.slot_done and "heartbeat" not in self.in_flight:
-            tx_hb = Heartbeat(role=self.role, era=due[0], slot=due[1])
-            self.in_flight["heartbeat"] = tx_hb
-            effects.append(SubmitTx("heartbeat", tx_hb))
+        later = self.slot_done is None or due > self.slot_done
+        if self.heartbeats and later and "heartbeat" not in self.in_flight:
+            beat = Heartbeat(role=self.role, era=due[0], slot=due[1])
+            effects.append(self._submit("heartbeat", beat))
         return effects
 
     def on_outcome(self, outcome: TxOutcome, now: float) -> list[Effect]:
-        tx = self.in_flight.pop(outcome.tag)
-        if outcome.tag == "register":
+        kind = self._kind_of(outcome.tag)
+        if kind is None:
+            return []
+        _, tx = self.in_flight.pop(kind)
+        if outcome.is_mined:
+            self.mined_block = max(self.mined_block, outcome.block_number)
+        if kind == "register":
             if outcome.is_mined:
                 self.phase = RegistrationPhase.READY
-                self.registered_block = outcome.block_number
                 self.expiry = tx.expiry
+                self.revert = None
                 self.error = ""
                 return [Report("registered", tx.expiry)]
             if outcome.status == "reverted":
-                # a race with another process of this node is no failure: the next view
-                # decides (active: registered; not: failed with this reason)
-                self.revert_reason = outcome.reason or "reverted"
-                self.error = f"registration reverted: {self.revert_reason}"
+                # a race with another process of this node is no failure: a view taken
+                # after the revert decides (active: registered; not: failed)
+                self.revert = (outcome.reason or "reverted", max(self.tip_seen, 0))
+                self.error = f"registration reverted: {self.revert[0]}"
                 return []
             self.error = f"retrying registration: {outcome.reason}"
             return []
-        if outcome.tag == "renew":
+        if kind == "renew":
             if outcome.is_mined:
-                self.expiry = tx.expiry
+                self.expiry = max(self.expiry, tx.expiry)
                 self.renewals += 1
                 return [Report("renewed", tx.expiry)]
             if outcome.reason == LAPSED:
-                reg = Register(role=self.role, expiry=int(now) + self.ttl)
-                self.in_flight["register"] = reg
                 self.phase = RegistrationPhase.REGISTERING
-                return [SubmitTx("register", reg)]
+                if "register" in self.in_flight:
+                    return []
+                return [
+                    self._submit("register", Register(role=self.role, expiry=int(now) + self.ttl))
+                ]
             self.renew_after = now + self.retry_delay
             self.error = f"renewal failed (tried again later): {outcome.reason}"
             return []
         # a heartbeat
         if outcome.status != "failed":
-            self.slot_done = (tx.era, tx.slot)
+            slot = (tx.era, tx.slot)
+            if self.slot_done is None or slot > self.slot_done:
+                self.slot_done = slot
             if outcome.status in ("mined", "sent"):
                 self.heartbeats_sent += 1
         return []
+
+    def _submit(self, kind: str, tx: Any) -> SubmitTx:
+        self.sent += 1
+        tag = f"{kind}/{self.sent}"
+        self.in_flight[kind] = (tag, tx)
+        return SubmitTx(tag, tx)
+
+    def _kind_of(self, tag: str) -> str | None:
+        """The kind of the transaction in flight under ``tag`` (None: not ours, or old)."""
+        for kind, (sent_tag, _) in self.in_flight.items():
+            if sent_tag == tag:
+                return kind
+        return None
 
     # -- reads -------------------------------------------------------------------------
     def is_renewal_due(self, now: float) -> bool:
@@ -289,3 +328,37 @@ class RegistrationCore:
 
     def _read(self) -> ReadChain:
         return ReadChain("registry", RegistryQuery(node_id=self.node_id, role=self.role))
+
+
+def _is_sound(view: RegistryView) -> bool:
+    """A view that can be true: no negative numbers, an active node has an expiry, the
+    slot exists."""
+    return (
+        view.tip >= 0
+        and view.expiry >= 0
+        and view.next_era >= 0
+        and 0 <= view.next_slot < HEARTBEAT_SLOTS
+        and (view.expiry > 0 or not view.active)
+    )
+
+
+class RegistrationNode:
+    """A :class:`RegistrationCore` on its own, as a node a driver runs (the upkeep of a
+    host whose other work is not a host core yet)."""
+
+    def __init__(self, core: RegistrationCore, address: int = 0) -> None:
+        self.core = core
+        self.address = address
+
+    @property
+    def node_id(self) -> int:
+        return self.address
+
+    def on_start(self, now: float) -> list[Effect]:
+        return self.core.on_start(now)
+
+    def on_timer(self, name: str, now: float) -> list[Effect]:
+        return self.core.on_timer(name, now)
+
+    def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
+        return self.core.on_message(message, now)

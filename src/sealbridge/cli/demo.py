@@ -12,6 +12,7 @@ scan of everything the chain stored finds none of the plaintext.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from pathlib import Path
@@ -26,8 +27,10 @@ from sealbridge.client.api import Client
 from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.devnet.launcher import start_devnet, stop_devnet
 from sealbridge.evm.follower import BlockFollower
+from sealbridge.evm.management import AcceptedOutput
 from sealbridge.evm.scan import collect_chain_blobs, find_leaks
-from sealbridge.net.http import NodeRefused
+from sealbridge.net.http import NodeClient, NodeRefused
+from sealbridge.net.waiting import WaitTimeout, wait_until
 
 AMOUNTS = {"mint": 1_000_000, "alice->bob": 250_000, "bob->carol": 40_000}
 DEX = {"liquidity_a": 300_000, "liquidity_b": 600_000, "swap": 7_000}
@@ -36,6 +39,12 @@ DEX = {"liquidity_a": 300_000, "liquidity_b": 600_000, "swap": 7_000}
 def short(value: bytes | str, n: int = 10) -> str:
     text = value if isinstance(value, str) else to_hex(value)
     return text[: 2 + n] + "…"
+
+
+def _get_status_past(node: NodeClient, height: int) -> dict[str, Any] | None:
+    """The node's status once it has verified the chain past ``height``; else None."""
+    status: dict[str, Any] = node.get_json("/v1/status")
+    return status if status["verified_height"] > height else None
 
 
 def _dex_chapter(client: Client, token_a: str) -> None:
@@ -212,14 +221,17 @@ def _story(home: Path) -> None:
     console.rule("7. the ledger accepted one output; both workers computed the same state")
     last_block = calls[-1].block_number
     ledger = mgmt.execution_ledger
-    deadline = time.monotonic() + 30
-    output = ledger.get_output(deployment.contract_id)
-    while (output is None or output.end < last_block) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    deadline = time.monotonic() + 30  # for the output and both workers' confirmations
+
+    def covering() -> AcceptedOutput | None:
         output = ledger.get_output(deployment.contract_id)
-    if output is None or output.end < last_block:
+        return output if output is not None and output.end >= last_block else None
+
+    try:
+        output = wait_until(covering, timeout=30, what="an output covering the transfers")
+    except WaitTimeout:
         console.print("[bold red]the ledger accepted no output covering the transfers[/]")
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     names = {from_hex(w.node_id): w.name for w in client.state.workers}
     console.print(
         f"ExecutionLedger accepted {names.get(output.node_id, 'a worker')}'s output for blocks "
@@ -228,12 +240,15 @@ def _story(home: Path) -> None:
         "the chain's own block hash)"
     )
     for entry in client.state.workers:
-        node = client.get_node(entry.url)
-        status = node.get_json("/v1/status")
-        while status["verified_height"] <= output.accepted_at and time.monotonic() < deadline:
-            time.sleep(0.1)
-            status = node.get_json("/v1/status")
-        if status["verified_height"] <= output.accepted_at or status["diverged"]:
+        try:
+            status = wait_until(
+                functools.partial(_get_status_past, client.get_node(entry.url), output.accepted_at),
+                timeout=max(0.0, deadline - time.monotonic()),
+                what=f"{entry.name} to verify past block {output.accepted_at}",
+            )
+        except WaitTimeout:
+            status = None
+        if status is None or status["diverged"]:
             console.print(f"[bold red]{entry.name} does not confirm the accepted output[/]")
             raise SystemExit(1)
         console.print(

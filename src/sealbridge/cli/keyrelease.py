@@ -134,6 +134,8 @@ def up(
 ) -> None:
     """Start the key-release devnet service in the background (two anvil chains, oracle,
     insurance pool, token, matcher enclave); add clients with 'vault'."""
+    from sealbridge.net.waiting import WaitTimeout, wait_until  # tenacity: only when used
+
     if not 1024 <= port <= 65535:
         fail("--port must be in [1024, 65535]")
     state_dir = _state_dir(home)
@@ -159,14 +161,19 @@ def up(
     process = subprocess.Popen(  # noqa: S603 -- fixed argv
         argv, stdout=log, stderr=log, start_new_session=True
     )
-    deadline = time.monotonic() + START_TIMEOUT
-    while not ready.exists():
+
+    def started() -> bool:
+        if ready.exists():
+            return True
         if process.poll() is not None:
             fail(f"the service exited (code {process.returncode}); see {state_dir}/service.log")
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGTERM)
-            fail(f"the service did not start within {START_TIMEOUT:.0f}s")
-        time.sleep(0.2)
+        return False
+
+    try:
+        wait_until(started, timeout=START_TIMEOUT, what="the service to start", interval=0.2)
+    except WaitTimeout:
+        os.killpg(process.pid, signal.SIGTERM)
+        fail(f"the service did not start within {START_TIMEOUT:.0f}s")
     _state_file(home).write_text(json.dumps({"pid": process.pid, "port": port}))
     console.print(f"key-release devnet up on 127.0.0.1:{port}; state in {state_dir}")
 
@@ -174,16 +181,17 @@ def up(
 @app.command("down")
 def down(home: HomeOption = DEFAULT_HOME) -> None:
     """Stop the key-release service and its chains and enclaves."""
+    from sealbridge.net.waiting import WaitTimeout, wait_until  # tenacity: only when used
+
     state = _read_state(home)
     pid = int(state["pid"])
     try:
         os.kill(pid, signal.SIGTERM)  # the service stops its chains and enclaves itself
     except ProcessLookupError:
         pass
-    deadline = time.monotonic() + 20
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _alive(pid):
+    try:
+        wait_until(lambda: not _alive(pid), timeout=20, what=f"the service (pid {pid}) to stop")
+    except WaitTimeout:
         os.killpg(pid, signal.SIGKILL)
     _state_file(home).unlink(missing_ok=True)
     console.print("key-release devnet stopped")

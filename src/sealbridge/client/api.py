@@ -33,6 +33,7 @@ from sealbridge.evm.management import (
     ManagementContracts,
 )
 from sealbridge.net.http import NodeClient, NodeRefused
+from sealbridge.net.waiting import WaitTimeout, wait_until
 from sealbridge.runtime.envelope import make_query, open_answer, open_result, seal_command
 from sealbridge.runtime.messages import (
     ANSWER_SIGN_TAG,
@@ -108,6 +109,16 @@ def check_answer_accepted(
             f"the worker answered as of block {answer.block_height}, {tip - answer.block_height} "
             f"blocks behind the tip (at most {max_lag} allowed)"
         )
+
+
+def _is_answer_not_yet(exc: BaseException) -> bool:
+    """Should :meth:`Client.query` ask again after ``exc``? A worker whose peers have not
+    vouched for the block its state is at yet (the enclave's witness rule: they are a
+    little behind) refuses with ``not_witnessed``; an answer about state the ledger has
+    not accepted yet, or about an old one, is refused by the client itself."""
+    if isinstance(exc, NodeRefused):
+        return exc.remote_code == "not_witnessed"
+    return isinstance(exc, AnswerNotAccepted | StaleAnswer)
 
 
 class CommandFailed(RemoteProtocolError):
@@ -419,14 +430,11 @@ class Client:
 
     @staticmethod
     def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise ClientError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(0.02)
+        """Call ``check`` until it returns a truthy value; ClientError after ``timeout``."""
+        try:
+            return wait_until(check, timeout=timeout, what=what, interval=0.02)
+        except WaitTimeout as exc:
+            raise ClientError(f"timed out after {timeout:.0f}s waiting for {what}") from exc
 
     # -- commands --------------------------------------------------------------------
     def _nonce_file(self, user: UserKey, contract_id: bytes) -> Path:
@@ -568,31 +576,27 @@ class Client:
         accepted outputs agree (a command applied but not yet covered by an output), it
         asks again, for up to ``timeout`` seconds, then raises AnswerNotAccepted. A worker
         whose peers have not vouched for its newest blocks yet refuses with
-        ``not_witnessed``; that too is asked again until ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                verified = self.query_once(
-                    contract_id_hex, method, args, as_user=as_user, worker=worker
-                )
-            except NodeRefused as exc:
-                # the enclave's witness rule: its peers have not vouched for the block the
-                # state is at yet (they are a little behind): ask again
-                if exc.remote_code != "not_witnessed" or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-                continue
-            if not accepted_only:
-                return verified
-            accepted = self.mgmt.execution_ledger.get_output(verified.answer.contract_id)
-            tip = self.chain.get_block_number()
-            try:
+        ``not_witnessed``; that too is asked again until ``timeout``. After ``timeout``
+        the last of these refusals is raised."""
+
+        def ask() -> VerifiedAnswer:
+            verified = self.query_once(
+                contract_id_hex, method, args, as_user=as_user, worker=worker
+            )
+            if accepted_only:
+                accepted = self.mgmt.execution_ledger.get_output(verified.answer.contract_id)
+                tip = self.chain.get_block_number()
                 check_answer_accepted(verified.answer, accepted, tip, max_lag)
-                return verified
-            except (AnswerNotAccepted, StaleAnswer):
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.2)
+            return verified
+
+        return wait_until(
+            ask,
+            timeout=timeout,
+            what=f"an accepted answer to {method}",
+            interval=0.2,
+            passing=_is_answer_not_yet,
+            reraise=True,
+        )
 
     def query_once(
         self,

@@ -35,8 +35,9 @@ to the world outside its peers. Each asks the driver for one thing and names it 
 * :class:`ReadChain` -- read the chain's state: ``query`` is a typed question (for
   example "what does the NodeRegistry say about me?"). Answer: :class:`ChainRead`, or a
   :class:`ChainRead` with ``error`` set.
-* :class:`CallEnclave` -- call the node's enclave: ``ecall`` names the ECALL and
-  ``request`` is its typed request. Answer: :class:`EnclaveAnswer`.
+* :class:`CallEnclave` -- call the node's enclave: ``ecall`` is the ECALL's typed
+  declaration (``tee.ecall``) and ``request`` its request. Answer:
+  :class:`EnclaveAnswer` with the typed response, or the refusal's code and message.
 * :class:`Persist` -- replace the node-local record ``key`` with ``data`` atomically
   (sealed state, cursors, blobs); done before the driver handles the next input, so
   nothing the core says afterwards depends on a write that did not happen.
@@ -110,7 +111,7 @@ class ReadChain:
 @dataclass(frozen=True, slots=True)
 class CallEnclave:
     tag: str
-    ecall: str
+    ecall: Any  # the ECALL's declaration (``tee.ecall.Ecall``: name, request, response)
     request: Any
 
 

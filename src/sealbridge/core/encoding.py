@@ -42,10 +42,20 @@ def _name(kind: Any) -> str:
     return str(getattr(kind, "__name__", kind))
 
 
+# levels of arrays and maps any decoded message may have (a contract value has at most
+# 64, inside a few levels of messages): checked before decoding, whatever recursion
+# limit the process runs with (some libraries raise it, and the C stack then overflows)
+MAX_DECODE_NESTING = 128
+
+
 def decode(data: bytes, kind: type[T]) -> T:
     """Decode canonical bytes into ``kind``; raise EncodingError on any mismatch."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise EncodingError(f"expected bytes to decode {_name(kind)}, got {type(data).__name__}")
+    try:
+        check_nesting(data, MAX_DECODE_NESTING)
+    except EncodingError as exc:
+        raise EncodingError(f"malformed {_name(kind)}: nested too deeply ({exc})") from exc
     try:
         return msgspec.msgpack.decode(data, type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:

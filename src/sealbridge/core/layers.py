@@ -36,7 +36,7 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("keyservice", "consensus"),  # protocol cores
     ("runtime", "interop", "keyrelease"),  # cores built on the key service or consensus
     ("storage",),  # the storage node's cores (untrusted: no enclave, only ciphertext)
-    ("evm", "net", "sim", "config"),  # EVM I/O, HTTP transport, simulator, files on disk
+    ("evm", "net", "sim", "config"),  # EVM I/O, HTTP transport and waits, simulator, files
     ("node",),  # role processes: one host core per role, one network driver
     ("devnet", "client"),  # orchestration of local networks | the user's library
     ("cli",),  # user commands

@@ -27,6 +27,7 @@ its chain in memory, so nothing in it would be valid afterwards).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -71,6 +72,7 @@ from sealbridge.evm.committee import (
     deploy_committee,
 )
 from sealbridge.evm.management import ManagementContracts, deploy_management
+from sealbridge.net.waiting import WaitTimeout, wait_until
 from sealbridge.node.process import GATEKEEPER_PROGRAM, GATEWAY_PROGRAM, WORKER_PROGRAM
 from sealbridge.tee.attestation import verify_quote
 from sealbridge.tee.enclave import NodeKeys, compute_report_data
@@ -107,47 +109,52 @@ def spawn_process(
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], log_file: Path, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """GET ``url`` until it answers 200 (its JSON body is returned); raise
+    :class:`DevnetError` at once if ``process`` exits, or after ``timeout`` seconds."""
+
+    def answer() -> Any:
         if process.poll() is not None:
             tail = log_file.read_text(errors="replace")[-1500:]
             raise DevnetError(f"process {process.pid} exited ({process.returncode}):\n{tail}")
-        try:
-            response = httpx.get(url, timeout=1.0)
-            if response.status_code == 200:
-                return response.json()
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise DevnetError(f"{url} did not answer within {timeout:.0f}s (log: {log_file})")
+        response = httpx.get(url, timeout=1.0)
+        return response.json() if response.status_code == 200 else None
+
+    try:
+        return wait_until(
+            answer, timeout=timeout, what=f"{url} to answer", passing=(httpx.HTTPError,)
+        )
+    except WaitTimeout as exc:
+        raise DevnetError(f"{url} did not answer within {timeout:.0f}s (log: {log_file})") from exc
 
 
 def _wait_worker(url: str, process: subprocess.Popen[bytes], log_file: Path, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
+    def following() -> Any:
         status = wait_http(url + "/v1/status", process, log_file, timeout)
-        if status["phase"] == "following":
-            return status
         if status["phase"] == "failed":
             raise DevnetError(f"worker at {url} failed: {status['error']} (log: {log_file})")
-        if time.monotonic() > deadline:
-            raise DevnetError(f"worker at {url} did not register within {timeout:.0f}s")
-        time.sleep(0.1)
+        return status if status["phase"] == "following" else None
+
+    try:
+        return wait_until(following, timeout=timeout, what=f"worker at {url} to register")
+    except WaitTimeout as exc:
+        raise DevnetError(f"worker at {url} did not register within {timeout:.0f}s") from exc
 
 
 def _wait_storage(
     url: str, process: subprocess.Popen[bytes], log_file: Path, timeout: float
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
+    def registered() -> Any:
         status = wait_http(url + "/v1/status", process, log_file, timeout)
         if status["registered"]:
             return status
         if status["phase"] == "failed":
             raise DevnetError(f"storage node at {url} failed: {status['error']} (log: {log_file})")
-        if time.monotonic() > deadline:
-            raise DevnetError(f"storage node at {url} did not register within {timeout:.0f}s")
-        time.sleep(0.1)
+        return None
+
+    try:
+        return wait_until(registered, timeout=timeout, what=f"storage node at {url} to register")
+    except WaitTimeout as exc:
+        raise DevnetError(f"storage node at {url} did not register within {timeout:.0f}s") from exc
 
 
 def start_devnet(
@@ -459,33 +466,40 @@ def _wait_registered(
     log_file: Path,
     timeout: float,
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while not mgmt.node_registry.is_active(node_id, Role.GATEKEEPER):
+    def active() -> bool:
+        if mgmt.node_registry.is_active(node_id, Role.GATEKEEPER):
+            return True
         if process.poll() is not None:
             raise DevnetError(
                 f"{log_file.stem} exited: {log_file.read_text(errors='replace')[-1500:]}"
             )
-        if time.monotonic() > deadline:
-            raise DevnetError(f"{log_file.stem} did not register within {timeout:.0f}s")
-        time.sleep(0.1)
+        return False
+
+    try:
+        wait_until(active, timeout=timeout, what=f"{log_file.stem} to register")
+    except WaitTimeout as exc:
+        raise DevnetError(f"{log_file.stem} did not register within {timeout:.0f}s") from exc
 
 
 def wait_era(committee: GatekeeperCommittee, era: int, timeout: float) -> EraRecord:
     """Wait until ``era`` is active (its rotation is ready)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        record = committee.get_era(era)
-        if record is not None and record.phase == CommitteePhase.ACTIVE:
-            return record
+    seen: list[EraRecord | None] = [None]  # the last record read, for the timeout message
+
+    def active() -> EraRecord | None:
+        record = seen[0] = committee.get_era(era)
         if record is not None and record.phase == CommitteePhase.FAILED:
             raise DevnetError(f"committee era {era} failed (timed out)")
-        if time.monotonic() > deadline:
-            raise DevnetError(
-                f"committee era {era} not ready within {timeout:.0f}s "
-                f"(dealings {record.dealing_count if record else 0}, confirmations "
-                f"{record.confirmation_count if record else 0}); see the gatekeeper logs"
-            )
-        time.sleep(0.1)
+        return record if record is not None and record.phase == CommitteePhase.ACTIVE else None
+
+    try:
+        return wait_until(active, timeout=timeout, what=f"committee era {era} to be active")
+    except WaitTimeout as exc:
+        record = seen[0]
+        raise DevnetError(
+            f"committee era {era} not ready within {timeout:.0f}s "
+            f"(dealings {record.dealing_count if record else 0}, confirmations "
+            f"{record.confirmation_count if record else 0}); see the gatekeeper logs"
+        ) from exc
 
 
 def rotate_committee(
@@ -515,18 +529,21 @@ def _fields(entry: NodeEntry) -> dict[str, Any]:
 def _connect(
     rpc_url: str, process: subprocess.Popen[bytes], log_file: Path, timeout: float
 ) -> ChainAdapter:
-    deadline = time.monotonic() + timeout
-    while True:
+    def connected() -> ChainAdapter:
         if process.poll() is not None:
             raise DevnetError(f"anvil exited: {log_file.read_text(errors='replace')[-1500:]}")
-        try:
-            chain = ChainAdapter.rpc(rpc_url)
-            chain.get_block_number()
-            return chain
-        except SealbridgeError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+        chain = ChainAdapter.rpc(rpc_url)
+        chain.get_block_number()
+        return chain
+
+    # anvil not listening yet is a passing chain error; after the timeout, that error
+    return wait_until(
+        connected,
+        timeout=timeout,
+        what=f"anvil at {rpc_url}",
+        passing=lambda exc: isinstance(exc, SealbridgeError) and not isinstance(exc, DevnetError),
+        reraise=True,
+    )
 
 
 def kill_group(pid: int) -> None:
@@ -534,18 +551,22 @@ def kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
         return
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and is_alive(pid):
-        time.sleep(0.05)
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-    if is_alive(pid):
+    try:
+        wait_until(lambda: _is_gone(pid), timeout=5, what=f"process {pid} to exit", interval=0.05)
+    except WaitTimeout:
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _is_gone(pid: int) -> bool:
+    """Has ``pid`` exited? (Reap it first when we started it, or it stays a zombie.)"""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return not is_alive(pid)
 
 
 def stop_devnet(home: Path) -> list[str]:
@@ -636,13 +657,16 @@ def _wait_started(
     """Wait until the node serves again (a worker: until it follows the chain to ``tip``)."""
     log_file = Path(entry.log_file)
     if entry.role == WORKER:
-        deadline = time.monotonic() + timeout
-        while _wait_worker(entry.url, process, log_file, timeout)["height"] < tip:
-            if time.monotonic() > deadline:
-                raise DevnetError(
-                    f"{entry.name} did not catch up to block {tip} within {timeout:.0f}s"
-                )
-            time.sleep(0.1)
+
+        def caught_up() -> bool:
+            return bool(_wait_worker(entry.url, process, log_file, timeout)["height"] >= tip)
+
+        try:
+            wait_until(caught_up, timeout=timeout, what=f"{entry.name} to reach block {tip}")
+        except WaitTimeout as exc:
+            raise DevnetError(
+                f"{entry.name} did not catch up to block {tip} within {timeout:.0f}s"
+            ) from exc
     elif entry.role == STORAGE:
         _wait_storage(entry.url, process, log_file, timeout)
     else:
@@ -673,13 +697,13 @@ def kill_node(home: Path, name: str, *, timeout: float = 10.0) -> NodeEntry:
         os.killpg(entry.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         return entry
-    deadline = time.monotonic() + timeout
-    while is_alive(entry.pid) and time.monotonic() < deadline:
-        try:
-            os.waitpid(entry.pid, os.WNOHANG)  # reap it when we started it
-        except ChildProcessError:
-            pass
-        time.sleep(0.02)
+    with contextlib.suppress(WaitTimeout):  # as before: return even if it lingers
+        wait_until(
+            lambda: _is_gone(entry.pid),
+            timeout=timeout,
+            what=f"{name} (pid {entry.pid}) to exit",
+            interval=0.02,
+        )
     return entry
 
 

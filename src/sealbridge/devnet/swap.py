@@ -90,6 +90,7 @@ from sealbridge.interop.evm_gateway import (
 )
 from sealbridge.keyservice.committee import is_consistent_sharing
 from sealbridge.net.http import NodeClient
+from sealbridge.net.waiting import WaitTimeout, wait_until
 from sealbridge.node.process import GATEWAY_PROGRAM
 from sealbridge.tee.measurement import compute_sim_measurement
 
@@ -155,6 +156,25 @@ class _Gateway:
         with NodeClient(self.url) as client:
             status: dict[str, Any] = client.get_json("/v1/status")
             return status
+
+    def wait_status(
+        self, is_ready: Callable[[dict[str, Any]], bool], *, timeout: float, failure: str
+    ) -> dict[str, Any]:
+        """Ask for the status until ``is_ready`` holds; raise SwapError ``failure`` if the
+        process exits first or ``timeout`` seconds pass."""
+
+        def ready() -> dict[str, Any] | None:
+            status = self.get_status()
+            if is_ready(status):
+                return status
+            if self.process.poll() is not None:
+                raise SwapError(failure)
+            return None
+
+        try:
+            return wait_until(ready, timeout=max(timeout, 0.0), what=f"{self.name}'s status")
+        except WaitTimeout as exc:
+            raise SwapError(failure) from exc
 
 
 class SwapDevnet:
@@ -322,10 +342,11 @@ class SwapDevnet:
         for gateway in self.gateways:
             info = wait_http(gateway.url + "/v1/info", gateway.process, gateway.log_file, 60)
             gateway.node_id = from_hex(info["node_id"], size=32)
-            while not gateway.get_status()["registered"]:
-                if gateway.process.poll() is not None or time.monotonic() > deadline:
-                    raise SwapError(f"{gateway.name} did not register (see {gateway.log_file})")
-                time.sleep(0.1)
+            gateway.wait_status(
+                lambda status: bool(status["registered"]),
+                timeout=deadline - time.monotonic(),  # one budget for all the gateways
+                failure=f"{gateway.name} did not register (see {gateway.log_file})",
+            )
             self.say(
                 f"{gateway.name} {to_hex(gateway.node_id)[:18]}… registered by attestation "
                 f"(account {gateway.account}, registry {node_registry} on chain "
@@ -358,12 +379,13 @@ class SwapDevnet:
         deadline = time.monotonic() + self.timeout
         for gateway in self.gateways:
             # each gateway has its share active (RotationReady handed over) and the escrows
-            status = gateway.get_status()
-            while len(status["escrows"]) < len(self.escrows) or not status["member"]:
-                if gateway.process.poll() is not None or time.monotonic() > deadline:
-                    raise SwapError(f"{gateway.name} did not take its share and the escrows")
-                time.sleep(0.1)
-                status = gateway.get_status()
+            gateway.wait_status(
+                lambda status: (
+                    len(status["escrows"]) >= len(self.escrows) and bool(status["member"])
+                ),
+                timeout=deadline - time.monotonic(),  # one budget for all the gateways
+                failure=f"{gateway.name} did not take its share and the escrows",
+            )
 
     def rotate_committee(self, members: list[int], *, fresh: bool = False) -> EraRecord:
         """Elect the gateways at positions ``members`` (0-based) as the next era.
@@ -422,7 +444,6 @@ class SwapDevnet:
         request = HandoverRequest(
             chain_id=chain_id, escrow=escrow.address, new_group_key=new_group_key
         )
-        deadline = time.monotonic() + timeout
         # the public shares each partial comes with are its gateway's word: partials are
         # collected per offered set, and a set counts only once t of its partials combine
         # into a signature the escrow's current key verifies (one host offering made-up
@@ -430,8 +451,10 @@ class SwapDevnet:
         candidates: dict[bytes, tuple[GroupPublicKeys, dict[int, HandoverPartial]]] = {}
         refused: set[bytes] = set()
         last_refusal = ""
-        found: tuple[GroupPublicKeys, list[HandoverPartial], bytes] | None = None
-        while found is None:
+
+        def ask_round() -> tuple[GroupPublicKeys, list[HandoverPartial], bytes] | None:
+            """Ask every gateway once; the first offered set whose t partials combine."""
+            nonlocal last_refusal
             for gateway in self.gateways:
                 try:
                     signed = gateway.sign_handover(request)
@@ -460,21 +483,25 @@ class SwapDevnet:
                 chosen = list(partials.values())[: group.threshold]
                 signature = bls.combine([c.partial for c in chosen], group.threshold)
                 if bls.verify(current, expected, signature):
-                    found = (group, chosen, signature)
-                    break
+                    return group, chosen, signature
                 refused.add(key)  # shares that do not make the escrow's key
                 del candidates[key]
                 last_refusal = f"{gateway.name}: public shares that do not combine to the key"
-            if found is not None:
-                break
-            if time.monotonic() > deadline:
-                collected = max((len(p) for _, p in candidates.values()), default=0)
-                raise SwapError(
-                    f"timed out collecting handover partials for chain {chain_id} "
-                    f"({collected}; last refusal: {last_refusal})"
-                )
-            time.sleep(self.block_time / 4)
-        group, chosen, signature = found
+            return None
+
+        try:
+            group, chosen, signature = wait_until(
+                ask_round,
+                timeout=timeout,
+                what=f"handover partials for chain {chain_id}",
+                interval=self.block_time / 4,
+            )
+        except WaitTimeout as exc:
+            collected = max((len(p) for _, p in candidates.values()), default=0)
+            raise SwapError(
+                f"timed out collecting handover partials for chain {chain_id} "
+                f"({collected}; last refusal: {last_refusal})"
+            ) from exc
         return SignatureRecord(
             kind="key_rotation",
             chain_id=chain_id,
@@ -516,12 +543,13 @@ class SwapDevnet:
     def collect(self, kind: SignKind, transfer_id: bytes, timeout: float) -> SignatureRecord:
         """Ask the gateways for partials until ``t`` arrive (asking again while they
         refuse, e.g. for too few confirmations); combine and check."""
-        deadline = time.monotonic() + timeout
         shares = self.get_public_shares()
         by_message: dict[bytes, dict[int, SignedPartial]] = {}
-        chosen: list[SignedPartial] = []
         last_refusal = ""
-        while not chosen:
+
+        def ask_round() -> list[SignedPartial] | None:
+            """Ask every gateway once; the first t valid partials of one message."""
+            nonlocal last_refusal
             for gateway in self.gateways:
                 try:
                     signed = gateway.sign(SignRequest(kind=kind, transfer_id=transfer_id))
@@ -535,17 +563,22 @@ class SwapDevnet:
                 partials = by_message.setdefault(signed.message, {})
                 partials.setdefault(signed.partial.index, signed)
                 if len(partials) >= self.threshold:
-                    chosen = list(partials.values())[: self.threshold]
-                    break
-            if chosen:
-                break
-            if time.monotonic() > deadline:
-                most = max((len(p) for p in by_message.values()), default=0)
-                raise SwapError(
-                    f"timed out collecting {kind.value} partials ({most} of "
-                    f"{self.threshold}; last refusal: {last_refusal})"
-                )
-            time.sleep(self.block_time / 4)
+                    return list(partials.values())[: self.threshold]
+            return None
+
+        try:
+            chosen = wait_until(
+                ask_round,
+                timeout=timeout,
+                what=f"{kind.value} partials",
+                interval=self.block_time / 4,
+            )
+        except WaitTimeout as exc:
+            most = max((len(p) for p in by_message.values()), default=0)
+            raise SwapError(
+                f"timed out collecting {kind.value} partials ({most} of "
+                f"{self.threshold}; last refusal: {last_refusal})"
+            ) from exc
         message = chosen[0].message
         signature = bls.combine([s.partial for s in chosen], self.threshold)
         if not bls.verify(self.group_public_key, message, signature):

@@ -31,6 +31,12 @@ backoff for up to ``RETRY_SECONDS``; after that, or on any other error, the core
 the failure as its answer (``TxOutcome(status="failed")``, ``ChainRead(error=...)``) and
 decides what to do. A reverted transaction is not retried: it is an answer.
 
+**Inline mode.** A host whose own loop is not (yet) this driver's -- the worker,
+gatekeeper and gateway hosts follow the chain on their own thread -- runs a host core
+with ``inline=True``: nothing starts a thread, :meth:`NetworkDriver.step` (called from
+the host's loop) fires due timers and carries out effects on the calling thread, chain
+and enclave effects included, until nothing is due.
+
 **One shutdown path.** :meth:`NetworkDriver.stop` sets the stop flag, wakes the loop,
 joins it and shuts the I/O pool down (queued work is cancelled). A core handler that
 raises stops the driver with ``phase = failed`` and the error kept for the status
@@ -47,6 +53,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -54,6 +61,7 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_delay,
+    stop_when_event_set,
     wait_exponential,
 )
 
@@ -84,12 +92,24 @@ TRANSIENT = (RpcError, TransportError)
 IO_THREADS = 4
 
 
-def get_retrying(seconds: float = RETRY_SECONDS) -> Retrying:
-    """The one retry policy of network I/O: passing failures, exponential backoff."""
+def get_retrying(
+    seconds: float = RETRY_SECONDS, stopped: threading.Event | None = None
+) -> Retrying:
+    """The one retry policy of network I/O: passing failures, exponential backoff, for
+    ``seconds`` at most, and not past ``stopped`` (a driver's shutdown)."""
+    stop = stop_after_delay(seconds)
+    if stopped is not None:
+        return Retrying(
+            retry=retry_if_exception_type(TRANSIENT),
+            wait=wait_exponential(multiplier=0.1, min=0.1, max=2.0),
+            stop=stop | stop_when_event_set(stopped),
+            sleep=lambda seconds: None if stopped.wait(seconds) else None,
+            reraise=True,
+        )
     return Retrying(
         retry=retry_if_exception_type(TRANSIENT),
         wait=wait_exponential(multiplier=0.1, min=0.1, max=2.0),
-        stop=stop_after_delay(seconds),
+        stop=stop,
         reraise=True,
     )
 
@@ -104,7 +124,7 @@ class Executors:
     # tx -> the block it was mined in, or None when it was sent without waiting
     submit_tx: Callable[[Any], int | None] | None = None
     read_chain: Callable[[Any], Any] | None = None  # query -> value
-    call_enclave: Callable[[str, Any], Any] | None = None  # (ecall, request) -> response
+    call_enclave: Callable[[Any, Any], Any] | None = None  # (declaration, request) -> response
     persist: Callable[[str, bytes], None] | None = None
     send: Callable[[tuple[int, ...], Any], None] | None = None
     retry_seconds: float = RETRY_SECONDS
@@ -120,20 +140,23 @@ class DriverStatus:
 class NetworkDriver:
     """Runs ``core`` on a loop thread, carrying out its effects (see module docstring)."""
 
-    def __init__(self, core: ProtocolNode, executors: Executors, *, name: str = "node") -> None:
+    def __init__(
+        self, core: ProtocolNode, executors: Executors, *, name: str = "node", inline: bool = False
+    ) -> None:
         self.core = core
         self.executors = executors
         self.name = name
+        self.inline = inline
         self.status = DriverStatus()
-        self._retrying = get_retrying(executors.retry_seconds)
+        self._stop = threading.Event()
+        self._retrying = get_retrying(executors.retry_seconds, self._stop)
         self._inbox: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
         self._timers: list[tuple[float, int, str]] = []
         self._timer_gen: dict[str, int] = {}
         self._seq = itertools.count()
-        self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix=f"{name}-io")
         self._thread: threading.Thread | None = None
-        self._loop_ident: int | None = None
+        self._loop_thread: threading.Thread | None = None
         self._before_start = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -144,49 +167,99 @@ class NetworkDriver:
     def run(self) -> None:
         """The loop (on the calling thread); returns when stopped or failed."""
         with self._before_start:
-            self._loop_ident = threading.get_ident()
-        try:
+            if self._stop.is_set():
+                return
+            self._loop_thread = threading.current_thread()
             self.status.phase = "running"
+        try:
             self._apply(self.core.on_start(time.time()))
             while not self._stop.is_set():
                 item = self._next_input()
                 if item is None:
                     continue
                 sender, message = item
-                if isinstance(message, _Call):
-                    message.run(self)
-                    continue
-                try:
-                    effects = self.core.on_message(sender, message, time.time())
-                except SealbridgeError as exc:  # a refused input changes nothing
-                    log.warning("%s: refused %s: %s", self.name, type(message).__name__, exc)
-                    continue
-                self._apply(effects)
+                self._handle(sender, message)
         except Exception as exc:  # keep the process up to report the failure
             self.status.phase = "failed"
             self.status.error = f"{type(exc).__name__}: {exc}"
             log.exception("%s: the host core failed", self.name)
+        else:
+            self.status.phase = "stopped"
+        finally:
+            self._stop.set()
+            self._fail_pending()
+
+    def _handle(self, sender: int, message: Any) -> None:
+        if isinstance(message, _Call):
+            message.run(self)
             return
-        self.status.phase = "stopped"
+        try:
+            effects = self.core.on_message(sender, message, time.time())
+        except SealbridgeError as exc:  # a refused input changes nothing
+            log.warning("%s: refused %s: %s", self.name, type(message).__name__, exc)
+            return
+        self._apply(effects)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+        with self._before_start:
+            self._stop.set()
+            if self.status.phase == "starting":
+                self.status.phase = "stopped"
         self._inbox.put(None)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        while True:  # calls that will never run: fail them now rather than at their timeout
+        self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        """Fail the calls that will never run now, rather than at their timeout."""
+        while True:
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 break
             if item is not None and isinstance(item[1], _Call):
-                item[1].future.set_exception(DriverStopped(f"{self.name} stopped"))
+                item[1].fail(DriverStopped(f"{self.name} stopped"))
 
     @property
     def is_running(self) -> bool:
         return self.status.phase == "running"
+
+    def step(self, max_rounds: int = 64) -> None:
+        """Inline mode: start the core if needed, then handle due timers and answers on
+        the calling thread until nothing is due (at most ``max_rounds`` rounds)."""
+        if not self.inline:
+            raise DriverConfigError(f"{self.name}: step() is for an inline driver")
+        if self.status.phase == "starting":
+            self.status.phase = "running"
+            self._apply(self.core.on_start(time.time()))
+        for _ in range(max_rounds):
+            progressed = False
+            while self._timers:  # at most one due timer per round
+                deadline, gen, name = self._timers[0]
+                if self._timer_gen.get(name) != gen:
+                    heapq.heappop(self._timers)
+                    continue
+                if deadline > time.monotonic():
+                    break
+                heapq.heappop(self._timers)
+                del self._timer_gen[name]
+                self._apply(self.core.on_timer(name, time.time()))
+                progressed = True
+                break
+            while True:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    continue
+                sender, message = item
+                self._handle(sender, message)
+                progressed = True
+            if not progressed:
+                return
 
     # -- inputs ------------------------------------------------------------------------
     def deliver(self, sender: int, message: Any) -> None:
@@ -198,21 +271,32 @@ class NetworkDriver:
         effects it returns, and return its answer. From the loop thread itself, runs at
         once; before the loop is started, runs on the caller's thread (one call at a
         time). Raises what ``fn`` raises."""
-        if threading.get_ident() == self._loop_ident:
+        if self.inline:
+            raise DriverConfigError(f"{self.name}: an inline driver is stepped, not called")
+        if threading.current_thread() is self._loop_thread:
             effects, answer = fn()
             self._apply(effects)
             return answer
-        if self._loop_ident is None:
+        if self._loop_thread is None:
             with self._before_start:
-                if self._loop_ident is None:
+                if self._stop.is_set():
+                    raise DriverStopped(f"{self.name}: stopped")
+                if self._loop_thread is None:
                     effects, answer = fn()
                     self._apply(effects)
                     return answer
-        if not self.is_running:
+        if self._stop.is_set() or not self.is_running:
             raise DriverStopped(f"{self.name}: the host core is not running ({self.status.phase})")
         call: _Call = _Call(fn)
         self._inbox.put((0, call))
-        return call.future.result(timeout)  # type: ignore[no-any-return]
+        if self._stop.is_set():  # stopped meanwhile: the loop may never take it
+            self._fail_pending()
+        try:
+            return call.future.result(timeout)  # type: ignore[no-any-return]
+        except FutureTimeout:
+            if call.future.cancel():
+                raise DriverBusy(f"{self.name}: no answer within {timeout:.0f}s") from None
+            return call.future.result()  # type: ignore[no-any-return]
 
     def _next_input(self) -> tuple[int, Any] | None:
         while self._timers:
@@ -225,7 +309,10 @@ class NetworkDriver:
                 heapq.heappop(self._timers)
                 del self._timer_gen[name]
                 self._apply(self.core.on_timer(name, time.time()))
-                return None
+                try:  # a timer always due must not starve the inbox
+                    return self._inbox.get_nowait()
+                except queue.Empty:
+                    return None
             try:
                 return self._inbox.get(timeout=wait)
             except queue.Empty:
@@ -239,6 +326,9 @@ class NetworkDriver:
                 gen = next(self._seq)
                 self._timer_gen[effect.name] = gen
                 heapq.heappush(self._timers, (time.monotonic() + effect.delay, gen, effect.name))
+                if len(self._timers) > 64 and len(self._timers) > 2 * len(self._timer_gen):
+                    self._timers = [t for t in self._timers if self._timer_gen.get(t[2]) == t[1]]
+                    heapq.heapify(self._timers)  # replaced timers left the heap
             elif isinstance(effect, CancelTimer):
                 self._timer_gen.pop(effect.name, None)
             elif isinstance(effect, Persist):
@@ -246,11 +336,17 @@ class NetworkDriver:
                     raise DriverConfigError(f"{self.name} cannot persist {effect.key!r}")
                 self.executors.persist(effect.key, effect.data)
             elif isinstance(effect, SubmitTx | ReadChain | CallEnclave):
-                self._pool.submit(self._run_io, effect)
+                if self.inline:
+                    self._run_io(effect)
+                else:
+                    self._pool.submit(self._run_io, effect)
             elif isinstance(effect, Send):
                 if self.executors.send is None:
                     raise DriverConfigError(f"{self.name} cannot send to peers")
-                self._pool.submit(self._run_send, effect)
+                if self.inline:
+                    self._run_send(effect)
+                else:
+                    self._pool.submit(self._run_send, effect)
             elif isinstance(effect, Report):
                 self.status.reports[effect.kind] = effect.data
                 log.info("%s: %s %s", self.name, effect.kind, effect.data)
@@ -312,6 +408,8 @@ class NetworkDriver:
             self._retrying(send, effect.to, effect.message)
         except SealbridgeError as exc:  # a peer that stays down: the core's timers cope
             log.warning("%s: could not send to %s: %s", self.name, effect.to, exc.message)
+        except Exception:  # an executor bug: say so, never vanish
+            log.exception("%s: sending to %s failed", self.name, effect.to)
 
 
 class DriverStopped(SealbridgeError):
@@ -322,12 +420,24 @@ class DriverConfigError(SealbridgeError):
     code = "driver_config"
 
 
+class DriverBusy(SealbridgeError):
+    """A call got no answer in time (it was withdrawn: it will not run later)."""
+
+    code = "node_busy"
+
+
 class _Call:
     def __init__(self, fn: Callable[[], tuple[list[Effect], Any]]) -> None:
         self.fn = fn
         self.future: Future[Any] = Future()
 
+    def fail(self, exc: BaseException) -> None:
+        if self.future.set_running_or_notify_cancel():
+            self.future.set_exception(exc)
+
     def run(self, driver: NetworkDriver) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return  # withdrawn by a caller that stopped waiting
         try:
             effects, answer = self.fn()
             driver._apply(effects)

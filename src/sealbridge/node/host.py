@@ -9,15 +9,20 @@ never skipped; any other failure stops the loop and is kept in ``error`` for the
 endpoint. Once the host has caught up (no delivered block left), :meth:`on_caught_up`
 runs, where a host batches work that need not happen per block.
 
-Lifecycle upkeep (:meth:`NodeHost.on_tick`) runs from the same loop, at most once every
-``TICK_INTERVAL`` seconds whatever the block rate: :meth:`maintain_registration` (a
-worker or gatekeeper renews its registration there, over fresh node keys) and, with
-``heartbeats`` on in the config, one NodeRegistry heartbeat per slot. The enclave signs
-the heartbeat (ECALL ``sign_heartbeat``: it builds the digest itself) and the host
-relays it without waiting for the receipt. A heartbeat is aimed at the slot of the
-*next* block, where the transaction lands; the registry also accepts the slot before, so
-a heartbeat mined a little late still counts. Upkeep never stops the loop: a failure is
-logged and tried again at the next tick.
+Lifecycle upkeep runs from the same loop (:meth:`NodeHost.on_tick`): the rules are the
+sans-I/O :class:`~sealbridge.chain.registration.RegistrationCore` every role shares
+(register when inactive, renew once less than a quarter of the TTL is left, one
+heartbeat per slot), run by the network driver in inline mode, so its timers fire and
+its effects are carried out on this thread between blocks, about once every
+``TICK_INTERVAL`` seconds. This module carries out its transactions: an attested
+registration (:meth:`NodeHost.register_attested`), a renewal over fresh node keys
+(:meth:`NodeHost.send_renewal`, then the switch; a renewal refused because an earlier
+attempt was mined after all adopts the staged keys), and heartbeats signed by the
+enclave (ECALL ``sign_heartbeat``: it builds the digest itself) and relayed without
+waiting for the receipt. A heartbeat is aimed at the slot of the *next* block, where
+the transaction lands; the registry also accepts the slot before, so a heartbeat mined
+a little late still counts. Upkeep never stops the loop: a failure is an answer the
+core decides on (a renewal tried again after ``UPKEEP_RETRY_DELAY``).
 
 Phases: ``STARTING`` -> (``REGISTERING``) -> ``FOLLOWING``, or ``FAILED`` with a reason.
 """
@@ -28,16 +33,23 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
 from sealbridge.chain.abi import Role
 from sealbridge.chain.errors import RpcError, TransactionReverted
-from sealbridge.chain.registration import RegistryQuery, RegistryView
+from sealbridge.chain.registration import (
+    Heartbeat,
+    Register,
+    RegistrationCore,
+    RegistrationNode,
+    RegistryQuery,
+    RegistryView,
+    Renew,
+)
 from sealbridge.config.node import GATEKEEPER, GATEWAY, STORAGE, WORKER, NodeConfig
 from sealbridge.core.encoding import decode, encode
-from sealbridge.core.errors import SealbridgeError
+from sealbridge.core.errors import ConfigError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.evm.follower import BlockFollower, ObservedBlock
@@ -45,6 +57,7 @@ from sealbridge.evm.management import ManagementAddresses, ManagementContracts, 
 from sealbridge.keyservice.ecalls import SIGN_HEARTBEAT, SignHeartbeat
 from sealbridge.keyservice.messages import RegistrationApproval, RegistrationRequest
 from sealbridge.net.http import NodeClient, TransportError
+from sealbridge.node.driver import Executors, NetworkDriver
 from sealbridge.tee.backend import EnclaveHandle, StagedKeys
 from sealbridge.tee.ecall import call
 
@@ -58,43 +71,6 @@ ROLES = {
     STORAGE: Role.STORAGE,
     GATEWAY: Role.GATEWAY,
 }
-
-
-class HeartbeatSchedule:
-    """At most one heartbeat per (era, slot): which one is due for the next block."""
-
-    def __init__(self) -> None:
-        self.done: tuple[int, int] | None = None  # the last slot handled (sent, or skipped)
-        self.sent = 0
-
-    def get_due(self, registry: NodeRegistry, tip: int) -> tuple[int, int] | None:
-        params = registry.get_era_params()
-        due = (params.get_era(tip + 1), params.get_slot(tip + 1))
-        return None if due == self.done else due
-
-
-def process_heartbeat(
-    registry: NodeRegistry,
-    schedule: HeartbeatSchedule,
-    node_id: bytes,
-    role: int,
-    sign: Callable[[int, int], bytes],
-    sender_key: bytes,
-) -> bool:
-    """Send the node's heartbeat for the next block's slot unless done already. ``sign``
-    returns the signature for (era, slot). An inactive node (not registered yet, expired,
-    slashed) skips the slot. True if a heartbeat went out."""
-    due = schedule.get_due(registry, registry.adapter.get_block_number())
-    if due is None:
-        return False
-    if not registry.is_active(node_id, role):
-        schedule.done = due
-        return False
-    era, slot = due
-    registry.send_heartbeat(node_id, era, slot, sign(era, slot), sender_key)
-    schedule.done = due
-    schedule.sent += 1
-    return True
 
 
 def read_registry_view(registry: NodeRegistry, query: RegistryQuery) -> RegistryView:
@@ -135,7 +111,25 @@ class NodeHost:
         self.error = ""
         self.height = 0
         self.registration_expiry = 0  # of this node's registration, once known
-        self.heartbeats = HeartbeatSchedule()
+        # registration upkeep: the rules in chain/registration.py, run from the follow loop
+        self.upkeep = RegistrationCore(
+            self.node_id,
+            int(ROLES[config.role]),
+            ttl=config.registration_ttl,
+            heartbeats=config.heartbeats,
+            tick=TICK_INTERVAL,
+            retry_delay=UPKEEP_RETRY_DELAY,
+            may_renew=self.may_renew_now,
+        )
+        self.upkeep_driver = NetworkDriver(
+            RegistrationNode(self.upkeep),
+            Executors(
+                submit_tx=self.submit_registry_tx,
+                read_chain=lambda query: read_registry_view(self.mgmt.node_registry, query),
+            ),
+            name=f"{config.role} {config.name} upkeep",
+            inline=True,
+        )
         self._next_tick = 0.0
         self._next_upkeep = 0.0
         self._stop = threading.Event()
@@ -203,9 +197,16 @@ class NodeHost:
                 # file, a restored identity): renew over fresh ones now, not when due
                 self.renew_registration()
             return
-        quote, approval = self.request_approval(int(time.time()) + self.config.registration_ttl)
+        self.register_attested(int(time.time()) + self.config.registration_ttl)
+
+    def register_attested(self, expiry: int) -> int:
+        """Register over a fresh quote and a gatekeeper's approval of it; the block it
+        was mined in."""
+        registry = self.mgmt.node_registry
+        role = ROLES[self.config.role]
+        quote, approval = self.request_approval(expiry)
         keys = self.enclave.node_keys
-        registry.register(
+        receipt = registry.register(
             int(role),
             keys.identity_key,
             keys.encryption_key,
@@ -220,6 +221,7 @@ class NodeHost:
         )
         self.registration_expiry = approval.expiry
         log.info("registered %s %s", self.config.role, to_hex(self.node_id))
+        return receipt.block_number
 
     def adopt_registered_keys(self, encryption_key: bytes, enclave_address: str) -> bool:
         """Whether the enclave holds the keys the registry names, switching to them if
@@ -240,47 +242,45 @@ class NodeHost:
         log.warning("the registry names other node keys than this enclave holds")
         return False
 
-    def is_renewal_due(self, now: int) -> bool:
-        """Renew once less than a quarter of ``registration_ttl`` is left."""
-        left = self.registration_expiry - now
-        return self.registration_expiry > 0 and left * 4 < self.config.registration_ttl
-
     def may_renew_now(self) -> bool:
         """Whether a key switch is safe now (a gatekeeper defers it while an era's key
         generation runs: its committee peers know it by its current keys)."""
         return True
 
-    def maintain_registration(self) -> None:
-        """Renew the registration before it expires; past the registry's grace period,
-        register again."""
-        if self.registration_expiry == 0:  # registered by someone else (genesis): learn when
-            record = self.mgmt.node_registry.get_node(self.node_id)
-            if record is None or not record.active:
-                return
-            self.registration_expiry = record.expiry
-        if not self.is_renewal_due(int(time.time())) or not self.may_renew_now():
-            return
-        try:
-            self.renew_registration()
-        except TransactionReverted as exc:
-            if exc.reason == "renewal needs fresh node keys":
-                # an earlier attempt was mined after all (its receipt was lost): the
-                # registry names the staged keys already
-                record = self.mgmt.node_registry.get_node(self.node_id)
-                if record is not None and self.adopt_registered_keys(
-                    record.encryption_key, record.enclave_address
-                ):
-                    self.registration_expiry = record.expiry
-                    return
-            if exc.reason != "registration lapsed":
+    def submit_registry_tx(self, tx: object) -> int | None:
+        """Carry out one of the upkeep's transactions (the executor of ``SubmitTx``)."""
+        if isinstance(tx, Register):
+            return self.register_attested(tx.expiry)
+        if isinstance(tx, Renew):
+            try:
+                staged, expiry, block = self.send_renewal(tx.expiry)
+            except TransactionReverted as exc:
+                if exc.reason == "renewal needs fresh node keys":
+                    # an earlier attempt was mined after all (its receipt was lost): the
+                    # registry names the staged keys already
+                    record = self.mgmt.node_registry.get_node(self.node_id)
+                    if record is not None and self.adopt_registered_keys(
+                        record.encryption_key, record.enclave_address
+                    ):
+                        self.registration_expiry = record.expiry
+                        return self.chain.get_block_number()
                 raise
-            self.register()
+            self.enclave.switch_keys(staged.node_keys)
+            self.registration_expiry = expiry
+            log.info("renewed the registration of %s over fresh node keys", self.config.name)
+            return block
+        if isinstance(tx, Heartbeat):
+            self.mgmt.node_registry.send_heartbeat(
+                self.node_id, tx.era, tx.slot, self.sign_heartbeat(tx.era, tx.slot), self.eth_key
+            )
+            return None
+        raise ConfigError(f"the registration upkeep sends no {type(tx).__name__}")
 
     def renew_registration(self) -> None:
         """Renew over fresh node keys (PODG's rule): the enclave stages new keys and a
         quote over them, a gatekeeper approves them, the renewal transaction names them,
         and once it is mined the enclave switches to them (retiring the old secrets)."""
-        staged, expiry = self.send_renewal()
+        staged, expiry, _ = self.send_renewal()
         self.enclave.switch_keys(staged.node_keys)
         self.registration_expiry = expiry
         log.info(
@@ -289,14 +289,18 @@ class NodeHost:
             to_hex(self.node_id),
         )
 
-    def send_renewal(self) -> tuple[StagedKeys, int]:
+    def send_renewal(self, expiry: int = 0) -> tuple[StagedKeys, int, int]:
         """The renewal's transaction over the enclave's staged keys (approved by a
-        gatekeeper), without the switch to them; returns the keys and the new expiry."""
+        gatekeeper), without the switch to them; returns the keys, the new expiry and
+        the block it was mined in. ``expiry`` 0: now + ``registration_ttl``."""
         staged = self.enclave.stage_fresh_keys()
         # the registry wants a later expiry than the current one, even within a second
-        expiry = max(int(time.time()) + self.config.registration_ttl, self.registration_expiry + 1)
+        expiry = max(
+            expiry or int(time.time()) + self.config.registration_ttl,
+            self.registration_expiry + 1,
+        )
         quote, approval = self.request_approval(expiry, staged=staged)
-        self.mgmt.node_registry.renew(
+        receipt = self.mgmt.node_registry.renew(
             self.node_id,
             staged.node_keys.encryption_key,
             to_hex(staged.node_keys.eth_address),
@@ -307,33 +311,16 @@ class NodeHost:
             quote,
             self.eth_key,
         )
-        return staged, approval.expiry
+        return staged, approval.expiry, receipt.block_number
 
     def on_tick(self) -> None:
-        """Lifecycle upkeep, at most once every ``TICK_INTERVAL`` seconds (see the module
-        docstring). Failures are logged, never raised: they must not stop the loop."""
-        now = time.monotonic()
-        if now < self._next_tick:
-            return
-        self._next_tick = now + TICK_INTERVAL
-        if now >= self._next_upkeep:
-            try:
-                self.maintain_registration()
-            except SealbridgeError as exc:
-                self._next_upkeep = now + UPKEEP_RETRY_DELAY
-                log.warning("registration upkeep failed (tried again later): %s", exc.message)
+        """Lifecycle upkeep (see the module docstring): the registration core's due
+        timers and answers, on this thread. Failures are logged, never raised: they must
+        not stop the loop."""
         try:
-            if self.config.heartbeats:
-                process_heartbeat(
-                    self.mgmt.node_registry,
-                    self.heartbeats,
-                    self.node_id,
-                    ROLES[self.config.role],
-                    self.sign_heartbeat,
-                    self.eth_key,
-                )
+            self.upkeep_driver.step()
         except SealbridgeError as exc:
-            log.warning("heartbeat failed (tried again later): %s", exc.message)
+            log.warning("registration upkeep failed (tried again later): %s", exc.message)
 
     def sign_heartbeat(self, era: int, slot: int) -> bytes:
         """The enclave's signature of this node's heartbeat for (era, slot)."""

@@ -49,7 +49,7 @@ def build_storage_app(config: NodeConfig) -> tuple[FastAPI, threading.Thread, St
     add_raw_post_route(app, "/v1/blobs", host.on_store, max_body=config.max_blob_size)
     add_raw_get_route(app, "/v1/blobs/{blob_hash}", host.on_fetch, param="blob_hash")
     add_json_route(app, "/v1/status", host.get_status)
-    thread = threading.Thread(target=host.run, name="storage-registration", daemon=True)
+    thread = threading.Thread(target=host.run, name="storage-driver", daemon=True)
     return app, thread, host
 
 

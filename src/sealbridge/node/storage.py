@@ -46,15 +46,17 @@ from sealbridge.chain.abi import compute_address, sign_digest
 from sealbridge.chain.errors import ChainConfigError
 from sealbridge.chain.registration import Heartbeat, Register, RegistryQuery, RegistryView, Renew
 from sealbridge.config.node import NodeConfig
+from sealbridge.core.effects import Effect, Persist
 from sealbridge.core.encoding import encode
 from sealbridge.core.errors import ConfigError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.evm.management import ManagementAddresses, ManagementContracts, NodeRegistry
-from sealbridge.node.driver import Executors, NetworkDriver
+from sealbridge.node.driver import DriverStopped, Executors, NetworkDriver
 from sealbridge.node.host import TICK_INTERVAL, read_registry_view
 from sealbridge.storage.errors import BadBlobHash, BlobNotFound, BlobRefused
 from sealbridge.storage.host import StorageHostCore, StoreRefused
+from sealbridge.storage.messages import StorageReceipt
 from sealbridge.storage.node import StorageNode, compute_blob_hash, parse_blob_hash
 
 log = logging.getLogger("sealbridge.storage")
@@ -220,7 +222,18 @@ class StorageHost:
     # -- HTTP handlers ---------------------------------------------------------------
     def on_store(self, blob: bytes) -> bytes:
         """POST /v1/blobs: store durably, then answer the signed receipt."""
-        answer = self.driver.call(lambda: self.host_core.on_store(blob))
+
+        def store() -> tuple[list[Effect], StorageReceipt | StoreRefused]:
+            effects, answer = self.host_core.on_store(blob)
+            persist = self.driver.executors.persist or self._persist
+            for effect in effects:  # the durable write, before the receipt goes out
+                if isinstance(effect, Persist):
+                    persist(effect.key, effect.data)
+            if effects and isinstance(answer, StorageReceipt):
+                self.host_core.on_persisted(answer.blob_hash, answer.size)
+            return [e for e in effects if not isinstance(e, Persist)], answer
+
+        answer = self.driver.call(store)
         if isinstance(answer, StoreRefused):
             raise BlobRefused(answer.message)
         return encode(answer)
@@ -231,7 +244,7 @@ class StorageHost:
             if path.stat().st_size != size:
                 return False
             return compute_blob_hash(path.read_bytes()) == blob_hash
-        except FileNotFoundError:
+        except OSError:  # missing or unreadable: not held intact (written again)
             return False
 
     def _write(self, path: Path, blob: bytes) -> None:
@@ -256,11 +269,14 @@ class StorageHost:
         blob_hash = parse_blob_hash(blob_hash_text)
         try:
             return (self.blob_dir / blob_hash.hex()).read_bytes()
-        except FileNotFoundError:
+        except OSError:  # missing, or not a readable file
             raise BlobNotFound(f"this node holds no blob {to_hex(blob_hash)}") from None
 
     def get_status(self) -> dict[str, Any]:
-        core = self.driver.call(lambda: ([], self.host_core.get_status()))
+        try:
+            core = self.driver.call(lambda: ([], self.host_core.get_status()))
+        except DriverStopped:  # the loop is gone: nothing else touches the core now
+            core = self.host_core.get_status()
         phase = core["phase"]
         if self.driver.status.phase == "failed":
             phase, core["error"] = "failed", self.driver.status.error

@@ -63,7 +63,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +211,9 @@ class WorkerHost(NodeHost):
         self.checkpoints_stored = 0
         self._submit_after = 0  # no new submission before the enclave has seen this block
         self._attempted_at = 0  # the verified height at the last attempt
-        self._submitting: threading.Thread | None = None
+        # outputs go out from one long-lived thread, one submission at a time
+        self._submitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-outputs")
+        self._submitting: Future[None] | None = None
         self._lock = threading.Lock()
         # the witness rule: peers that vouch for our blocks, and what our enclave holds
         self.peers = [NodeClient(url, timeout=WITNESS_TIMEOUT) for url in config.peer_urls]
@@ -668,16 +670,13 @@ class WorkerHost(NodeHost):
         """Submit outputs on a thread of their own, one submission at a time, and not
         before the enclave has seen the block of the previous one (its start would be
         stale)."""
-        busy = self._submitting is not None and self._submitting.is_alive()
+        busy = self._submitting is not None and not self._submitting.done()
         if busy or self.last_delivered < self._submit_after:
             return
         if self.last_delivered <= self._attempted_at:
             return  # nothing new since the last attempt
         self._attempted_at = self.last_delivered
-        self._submitting = threading.Thread(
-            target=self.submit_outputs, name="worker-outputs", daemon=True
-        )
-        self._submitting.start()
+        self._submitting = self._submitter.submit(self.submit_outputs)
 
     def get_domains(self) -> list[list[bytes]]:
         """Installed contracts grouped by executor set (sorted, at most a batch each)."""
@@ -720,6 +719,12 @@ class WorkerHost(NodeHost):
         record = ledger.get_checkpoint(contract_ids[0])
         last = record.height if record is not None else 0
         return self.last_delivered - last >= self.config.checkpoint_interval
+
+    def stop(self) -> None:
+        """Stop following; queued submissions and witness requests are dropped."""
+        super().stop()
+        self._submitter.shutdown(wait=False, cancel_futures=True)
+        self._peer_pool.shutdown(wait=False, cancel_futures=True)
 
     def submit_outputs(self) -> None:
         try:

@@ -109,8 +109,9 @@ def open_answer(
     try:
         plaintext = ecies.decrypt_with(reply_private_key, sealed_answer, answer_aad(query_hash))
         signed = decode_canonical(plaintext, SignedAnswer)
-        answer = decode(signed.answer, QueryAnswer)
+        # the signature first: an unsigned answer's body is never decoded
         ed25519_verify(signed.worker_key, ANSWER_SIGN_TAG + signed.answer, signed.signature)
+        answer = decode(signed.answer, QueryAnswer)
     except (DecryptionError, EncodingError, InvalidSignature) as exc:
         raise QueryRefused(f"answer does not open or verify: {exc.message}") from exc
     if answer.query_hash != query_hash:

@@ -131,7 +131,9 @@ class ChainModel:
     def read(self, read: ReadChain) -> ChainRead:
         query = read.query
         if not isinstance(query, RegistryQuery):
-            return ChainRead(read.tag, error=f"the chain model answers no {type(query).__name__}")
+            return ChainRead(
+                read.tag, error=f"the chain model answers no {type(query).__name__}", passing=False
+            )
         entry = self.registry.get(query.node_id)
         after = self.number + 1
         view = RegistryView(
@@ -156,6 +158,8 @@ class ChainModel:
                 return "expiry in the past"
             self.registry[node_id] = RegistryEntry(tx.role, tx.expiry, self.number)
             return ""
+        if isinstance(tx, Renew | Heartbeat) and entry is not None and tx.role != entry.role:
+            return "wrong role"
         if isinstance(tx, Renew):
             if entry is None:
                 return "not registered"

@@ -416,7 +416,7 @@ class Simulator:
         self._events = 0
         self._sent = 0
         self._delivered = 0
-        self._dropped: dict[str, int] = {"down": 0, "partition": 0, "filter": 0}
+        self._dropped: dict[str, int] = {"down": 0, "partition": 0, "filter": 0, "external": 0}
         self._bytes_sent = 0
         self._bytes_delivered = 0
         self._timers_fired = 0
@@ -862,7 +862,7 @@ class Simulator:
                         f"node {node_id}: Send.to must be a tuple of node ids, "
                         f"got {type(to).__name__}"
                     )
-                if not known.issuperset(to):
+                if not known.issuperset(to) and not (known | {EXTERNAL}).issuperset(to):
                     unknown = sorted({r for r in to if r not in known}, key=repr)
                     raise UnknownNodeError(
                         f"node {node_id} sent {type(effect.message).__name__} "
@@ -892,7 +892,12 @@ class Simulator:
         self._check_effects(state.node_id, effects)
         for effect in effects:
             if type(effect) is Send:
-                self._send(state.node_id, done, effect.to, effect.message)
+                to = effect.to
+                if EXTERNAL in to:  # an answer to the outside world: nobody to deliver to
+                    self._dropped["external"] += sum(1 for r in to if r == EXTERNAL)
+                    to = tuple(r for r in to if r != EXTERNAL)
+                if to:
+                    self._send(state.node_id, done, to, effect.message)
             elif type(effect) is SetTimer:
                 self._seq += 1
                 generation = self._seq

@@ -13,7 +13,10 @@ in :mod:`sealbridge.sim.devnet`) does every write, read and transaction.
   the driver finishes that write before it handles anything else, so the receipt that
   follows never promises a blob that is not on disk. The answer to the sender is the
   signed :class:`StorageReceipt` (deterministic: storing twice gives the same receipt).
-  A refused blob is answered with :class:`StoreRefused` and nothing is written.
+  A refused blob is answered with :class:`StoreRefused` and nothing is written. A blob
+  counts as held only once the driver reports it written (:meth:`on_persisted`).
+* **Answers from the chain only.** Chain reads and transaction outcomes are taken
+  from the chain's address alone (``chain``); the same message from a peer is ignored.
 * **Registration.** A :class:`~sealbridge.chain.registration.RegistrationCore` keeps
   the node registered, renewed and heartbeating (the same rules as every other role);
   its transactions name the node's signing key, which the driver holds.
@@ -64,6 +67,7 @@ class StorageHostCore:
         node: StorageNode,
         *,
         address: int = 0,
+        chain: int = 0,
         ttl: int,
         heartbeats: bool = True,
         tick: float = 1.0,
@@ -72,6 +76,7 @@ class StorageHostCore:
     ) -> None:
         self.node = node
         self.address = address  # this node's id in the driver's address space
+        self.chain = chain  # who answers chain reads and transactions (nobody else does)
         self.registration = RegistrationCore(
             node.node_id, int(Role.STORAGE), ttl=ttl, heartbeats=heartbeats, tick=tick
         )
@@ -97,7 +102,12 @@ class StorageHostCore:
     def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
         if isinstance(message, StoreBlob):
             effects, answer = self.on_store(message.blob)
+            if isinstance(answer, StorageReceipt) and effects:
+                # the simulator writes the disk as it applies the effects, in order
+                self.on_persisted(answer.blob_hash, answer.size)
             return [*effects, Send((sender,), answer)]
+        if sender != self.chain:
+            return []  # a peer's "chain answer" is a forgery: only the chain answers
         return self.registration.on_message(message, now)
 
     # -- blobs ---------------------------------------------------------------------------
@@ -112,9 +122,12 @@ class StorageHostCore:
         held = self.sizes.get(decision.blob_hash)
         if held != decision.size or not self.is_intact(decision.blob_hash, decision.size):
             effects.append(Persist(get_blob_key(decision.blob_hash), bytes(blob)))
-            self.sizes[decision.blob_hash] = decision.size
-            self.stored += 1
         return effects, self.node.sign_receipt(decision.blob_hash, decision.size)
+
+    def on_persisted(self, blob_hash: bytes, size: int) -> None:
+        """The driver wrote a blob durably: count it as held (only then)."""
+        self.sizes[bytes(blob_hash)] = size
+        self.stored += 1
 
     def get_status(self) -> dict[str, Any]:
         return {

@@ -147,7 +147,18 @@ class Ecall(Generic[Req, Resp]):
             return b""
         if kind is bytes:
             return bytes(value)
-        return encode(value)
+        data = encode(value)
+        if not (isinstance(kind, type) and issubclass(kind, Message)):
+            # plain data and generic aliases: the outer type matched; the items must too
+            # (``True`` is no ``int`` on the wire, a list of other messages no ``list[X]``)
+            try:
+                decode(data, kind)
+            except EncodingError as exc:
+                raise EcallTypeError(
+                    f"ECALL {self.name!r}: the {what} does not match {_type_name(kind)}: "
+                    f"{exc.message}"
+                ) from exc
+        return data
 
     def _decode(self, payload: bytes, kind: type[Value], *, canonical: bool) -> Value:
         if not isinstance(payload, bytes | bytearray | memoryview):
@@ -155,7 +166,8 @@ class Ecall(Generic[Req, Resp]):
                 f"ECALL {self.name!r}: expected bytes, got {type(payload).__name__}"
             )
         if kind is Nothing:
-            if bytes(payload) not in (b"", _EMPTY_MESSAGE):
+            allowed = (b"",) if canonical else (b"", _EMPTY_MESSAGE)
+            if bytes(payload) not in allowed:
                 raise EncodingError(f"ECALL {self.name!r} takes no body ({len(payload)} bytes)")
             return typing.cast(Value, NOTHING)
         if kind is bytes:
