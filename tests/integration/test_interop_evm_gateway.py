@@ -67,7 +67,6 @@ from sealbridge.keyservice.committee import (
     CommitteeStateError,
     EraInfo,
     EraPhase,
-    MemberCard,
 )
 from sealbridge.keyservice.ecalls import (
     Activate,
@@ -78,6 +77,7 @@ from sealbridge.keyservice.ecalls import (
     SealedBlob,
 )
 from sealbridge.tee import errors as tee_errors
+from sealbridge.tee.card import AttestedCard
 from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import devnet_policy
 
@@ -113,8 +113,8 @@ def make_ctx(
     )
 
 
-def make_card(ctx: EnclaveContext) -> MemberCard:
-    return MemberCard(node=ctx.identity, quote=ctx.get_identity_quote())
+def make_card(ctx: EnclaveContext) -> AttestedCard:
+    return AttestedCard(node=ctx.identity, quote=ctx.get_identity_quote())
 
 
 def make_setup(anchors: list[ChainAnchor], confirmations: int = 2) -> GatewaySetup:
@@ -287,7 +287,7 @@ def test_a_card_that_does_not_attest_is_refused_and_changes_nothing() -> None:
             member.process_era_elected(info, [*cards[:2], make_card(stranger)], NOW)
     # a card whose keys its quote does not bind (another gateway's quote)
     genuine = EraInfo(era=1, members=ids, threshold=2, dealers=ids)
-    swapped = MemberCard(node=cores[2].ctx.identity, quote=cores[1].ctx.get_identity_quote())
+    swapped = AttestedCard(node=cores[2].ctx.identity, quote=cores[1].ctx.get_identity_quote())
     with pytest.raises(tee_errors.ReportDataMismatch):
         member.process_era_elected(genuine, [cards[0], cards[1], swapped], NOW)
     assert member.phases == {} and member.pending == {} and member.current_era == 0

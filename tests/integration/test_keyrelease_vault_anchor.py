@@ -51,12 +51,12 @@ from sealbridge.keyrelease.vault import (
     SignedBtcWithdrawal,
     SignedSweep,
     SweepRequest,
-    VaultCard,
     VaultConfig,
     VaultManifest,
     compute_btc_withdrawal_digest,
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
+from sealbridge.tee.card import AttestedCard
 from sealbridge.tee.ecall import NOTHING
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import devnet_policy
@@ -86,7 +86,7 @@ class Env:
         )
         return _Vault(handle, self.tmp / f"{name}.sealed", self.anchor, self.adapter.get_dev_key(1))
 
-    def new_vault(self, name: str) -> tuple[_Vault, VaultManifest, VaultCard]:
+    def new_vault(self, name: str) -> tuple[_Vault, VaultManifest, AttestedCard]:
         vault = self.launch(name)
         start = self.adapter.get_block("latest")
         vault.header_tip = start.number
@@ -119,12 +119,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         node.stop()
 
 
-def chunk(manifest: VaultManifest, card: VaultCard, index: int, asset: str) -> Chunk:
+def chunk(manifest: VaultManifest, card: AttestedCard, index: int, asset: str) -> Chunk:
     key = manifest.keys[index]
     return Chunk(
-        chunk_id=compute_chunk_id(card.vault, index),
+        chunk_id=compute_chunk_id(card.identity_hex, index),
         owner=key.eth_address,
-        vault=card.vault,
+        vault=card.identity_hex,
         asset=asset,
         address=key.eth_address,
         amount=10**16,
@@ -146,7 +146,7 @@ def sweep_request(chunk_id: str) -> SweepRequest:
 
 def test_a_change_leaves_the_enclave_only_once_its_anchor_is_on_chain(env: Env) -> None:
     vault, manifest, card = env.new_vault("solo")
-    own = compute_chunk_id(card.vault, 0)
+    own = compute_chunk_id(card.identity_hex, 0)
     raw = vault.handle
     pending = decode(raw.ecall("sign_sweep", encode(sweep_request(own))), Guarded).anchor
     assert pending is not None
@@ -156,7 +156,7 @@ def test_a_change_leaves_the_enclave_only_once_its_anchor_is_on_chain(env: Env) 
     with pytest.raises(SealbridgeError, match="not mined yet"):
         raw.ecall("take_output", encode(vault.get_anchor_proof()))
     with pytest.raises(SealbridgeError, match="waits for its anchor"):
-        raw.ecall("sign_sweep", encode(sweep_request(compute_chunk_id(card.vault, 1))))
+        raw.ecall("sign_sweep", encode(sweep_request(compute_chunk_id(card.identity_hex, 1))))
     vault.persist()
     signed = decode(vault.release(pending), SignedSweep)
     assert signed.chunk_id == own
@@ -169,7 +169,7 @@ def test_an_older_sealed_state_is_refused_and_the_vault_stays_unusable(env: Env)
     restarts it from the older blob to have the same chunk signed again (or claimed)."""
     vault, _, card = env.new_vault("rolled")
     older = vault.state_file.read_bytes()
-    own = compute_chunk_id(card.vault, 0)
+    own = compute_chunk_id(card.identity_hex, 0)
     vault.call(VAULT_SIGN_SWEEP, sweep_request(own))
     vault.handle.close()
     restarted = env.launch("rolled")
@@ -177,14 +177,14 @@ def test_an_older_sealed_state_is_refused_and_the_vault_stays_unusable(env: Env)
         restarted.restore_checked(older)
     for name, request in (
         ("sign_sweep", sweep_request(own)),
-        ("attest_unreleased", ChunkRef(chunk_id=compute_chunk_id(card.vault, 1))),
+        ("attest_unreleased", ChunkRef(chunk_id=compute_chunk_id(card.identity_hex, 1))),
     ):
         with pytest.raises(SealbridgeError, match="not the newest|acts only after"):
             restarted.handle.ecall(name, encode(request))
     # the newest blob restores (and acts)
     again = env.launch("rolled")
     again.restore_checked(vault.state_file.read_bytes())
-    again.call(VAULT_SIGN_SWEEP, sweep_request(compute_chunk_id(card.vault, 2)))
+    again.call(VAULT_SIGN_SWEEP, sweep_request(compute_chunk_id(card.identity_hex, 2)))
 
 
 def test_two_copies_of_one_state_cannot_both_act(env: Env) -> None:
@@ -197,10 +197,10 @@ def test_two_copies_of_one_state_cannot_both_act(env: Env) -> None:
     first, second = env.launch("twins"), env.launch("twins")
     first.restore_checked(blob)
     second.restore_checked(blob)
-    first.call(VAULT_SIGN_SWEEP, sweep_request(compute_chunk_id(card.vault, 0)))
+    first.call(VAULT_SIGN_SWEEP, sweep_request(compute_chunk_id(card.identity_hex, 0)))
     raw = second.handle
     pending = decode(
-        raw.ecall("sign_sweep", encode(sweep_request(compute_chunk_id(card.vault, 1)))),
+        raw.ecall("sign_sweep", encode(sweep_request(compute_chunk_id(card.identity_hex, 1)))),
         Guarded,
     ).anchor
     assert pending is not None
@@ -211,7 +211,7 @@ def test_two_copies_of_one_state_cannot_both_act(env: Env) -> None:
     with pytest.raises(SealbridgeError, match="anchored version .* first"):
         raw.ecall("take_output", encode(second.get_anchor_proof()))
     with pytest.raises(SealbridgeError, match="not the newest"):
-        raw.ecall("sign_sweep", encode(sweep_request(compute_chunk_id(card.vault, 2))))
+        raw.ecall("sign_sweep", encode(sweep_request(compute_chunk_id(card.identity_hex, 2))))
 
 
 def test_a_received_key_is_never_both_swept_and_claimed_across_a_rollback(env: Env) -> None:
@@ -299,7 +299,7 @@ def test_another_process_of_the_identity_derives_other_sweep_keys(env: Env) -> N
     sweep keys came from the identity alone. Now they also depend on the anchor binding
     and the signing key, so such a process signs only for sweep keys of its own."""
     vault, _, card = env.new_vault("original")
-    chunk_id = compute_chunk_id(card.vault, 0)
+    chunk_id = compute_chunk_id(card.identity_hex, 0)
     real = vault.call(VAULT_SIGN_SWEEP, sweep_request(chunk_id)).destination
     other_anchor = StateAnchor(
         env.adapter, deploy_state_anchor(env.adapter, env.adapter.get_dev_key(0))
@@ -337,9 +337,11 @@ def test_a_stale_copy_cannot_attest_a_key_unreleased(env: Env) -> None:
     blob = vault.state_file.read_bytes()
     twin = env.launch("attester")
     twin.restore_checked(blob)  # the newest state, for now
-    vault.call(VAULT_SIGN_SWEEP, sweep_request(compute_chunk_id(card.vault, 0)))
+    vault.call(VAULT_SIGN_SWEEP, sweep_request(compute_chunk_id(card.identity_hex, 0)))
     with pytest.raises(TransactionReverted, match="version must follow"):
-        twin.call(VAULT_ATTEST_UNRELEASED, ChunkRef(chunk_id=compute_chunk_id(card.vault, 0)))
+        twin.call(
+            VAULT_ATTEST_UNRELEASED, ChunkRef(chunk_id=compute_chunk_id(card.identity_hex, 0))
+        )
     with pytest.raises(SealbridgeError, match="anchored version .* first|not the newest"):
         twin.handle.ecall("take_output", encode(twin.get_anchor_proof()))
 
@@ -350,7 +352,7 @@ def test_a_bitcoin_sweep_and_withdrawal_leave_only_once_anchored(env: Env) -> No
     until the chain holds the change, and the ledger model then takes it."""
     vault, manifest, card = env.new_vault("bitcoin")
     ledger = UtxoLedger()
-    own = compute_chunk_id(card.vault, 0)
+    own = compute_chunk_id(card.identity_hex, 0)
     funding = ledger.fund(manifest.keys[0].btc_address, 100_000)
     request = BtcSweepRequest(chunk_id=own, utxos=[funding], fee_sat=1_000)
     pending = decode(vault.handle.ecall("sign_btc_sweep", encode(request)), Guarded)
@@ -363,7 +365,7 @@ def test_a_bitcoin_sweep_and_withdrawal_leave_only_once_anchored(env: Env) -> No
     # the owner (dev key 2, bound by new_vault) withdraws through the host
     target = derive_p2wpkh(b"\x07" * 32).address
     order = BtcWithdrawalRequest(
-        vault=card.vault,
+        vault=card.identity_hex,
         destination=target,
         sweep=BtcSweepRequest(
             chunk_id=own, utxos=ledger.get_utxos(swept.destination), fee_sat=1_000

@@ -187,7 +187,7 @@ def start(run: Run) -> None:
     host.call(VAULT_BIND_OWNER, OwnerRef(account=ChainAdapter.address_of(w.adapter.get_dev_key(2))))
     host.call(VAULT_CREATE_KEYS, CreateKeys(count=4))
     card = host.call(VAULT_CARD, NOTHING)
-    run.chunks = [compute_chunk_id(card.vault, i) for i in range(4)]
+    run.chunks = [compute_chunk_id(card.identity_hex, i) for i in range(4)]
     run.base = host.get_anchor_status().version
     run.copies.append(Copy(host))
     run.keep(run.copies[0])

@@ -21,7 +21,7 @@ from sealbridge.interop.setup import (
     get_gateway_measurement,
     make_card,
     open_share,
-    verify_card,
+    verify_gateway_card,
 )
 from sealbridge.sim.interop_scenario import AS_A, AS_B, InteropSpec, build_deployment, gateway_id
 from sealbridge.tee.enclave import compute_report_data
@@ -62,7 +62,7 @@ def test_the_identity_is_sealed_and_the_quote_binds_it() -> None:
 def test_a_card_verifies_only_as_it_was_made() -> None:
     card = make_card(tee_of(G_A), node_id=G_A, incarnation=0, profile=PROFILE_A, now=5.0)
     policy = DEPLOYMENT.policy
-    assert verify_card(card, sender=G_A, policy=policy, now=6.0, expected_as=AS_A) == card
+    assert verify_gateway_card(card, sender=G_A, policy=policy, now=6.0, expected_as=AS_A) == card
     other_platform = ed25519_keypair(b"\x07" * 32)[1]
     bad = {
         "sent by someone else": (card, G_B, policy, 6.0, AS_A, MalformedInterop),
@@ -87,7 +87,7 @@ def test_a_card_verifies_only_as_it_was_made() -> None:
     }
     for why, (c, sender, pol, now, expected, error) in bad.items():
         with pytest.raises(error):
-            verify_card(c, sender=sender, policy=pol, now=now, expected_as=expected)
+            verify_gateway_card(c, sender=sender, policy=pol, now=now, expected_as=expected)
         assert why
     # tampering: another profile, keys that the quote does not bind, a cut quote, a signature
     other_keys = tee_of(gateway_id(AS_A, 0) + 5).node_keys
@@ -95,7 +95,7 @@ def test_a_card_verifies_only_as_it_was_made() -> None:
         msgspec.structs.replace(card, profile=msgspec.structs.replace(PROFILE_A, f=0)),
         msgspec.structs.replace(
             card,
-            node_keys=msgspec.structs.replace(other_keys, identity_key=card.node_keys.identity_key),
+            node=msgspec.structs.replace(other_keys, identity_key=card.node.identity_key),
         ),
         msgspec.structs.replace(card, quote=card.quote[:-1]),
         msgspec.structs.replace(card, signature=bytes(64)),
@@ -103,9 +103,9 @@ def test_a_card_verifies_only_as_it_was_made() -> None:
     ]
     for forged in tampered:
         with pytest.raises((BadQuote, MalformedInterop)):
-            verify_card(forged, sender=G_A, policy=policy, now=6.0, expected_as=AS_A)
+            verify_gateway_card(forged, sender=G_A, policy=policy, now=6.0, expected_as=AS_A)
     with pytest.raises(MalformedInterop):
-        verify_card(b"not a card", sender=G_A, policy=policy, now=6.0, expected_as=AS_A)
+        verify_gateway_card(b"not a card", sender=G_A, policy=policy, now=6.0, expected_as=AS_A)
 
 
 def test_a_key_grant_opens_only_at_its_replicas_and_combines_to_the_group_key() -> None:

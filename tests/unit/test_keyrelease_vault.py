@@ -46,17 +46,17 @@ from sealbridge.keyrelease.vault import (
     SignedSweep,
     SignedWithdrawal,
     SweepRequest,
-    VaultCard,
     VaultConfig,
     VaultManifest,
     VaultOutput,
     VaultStatus,
     WithdrawalRequest,
     compute_withdrawal_digest,
-    verify_card,
     verify_manifest,
+    verify_vault_card,
     verify_vault_statement,
 )
+from sealbridge.tee.card import AttestedCard
 from sealbridge.tee.errors import EnclaveCallError
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import devnet_policy
@@ -75,7 +75,7 @@ class Vault:
     def __init__(self, handle: InProcessEnclaveHandle, policy_bytes: bytes) -> None:
         self.handle = handle
         self.call("configure", decode(policy_bytes, VaultConfig))
-        self.card = decode(self.call("card"), VaultCard)
+        self.card = decode(self.call("card"), AttestedCard)
         self.manifest = decode(self.call("create_keys", CreateKeys(count=6)), VaultManifest)
         self.call("bind_owner", OwnerRef(account=OWNER))
 
@@ -85,9 +85,9 @@ class Vault:
     def chunk(self, index: int, asset: str = "ETH@31337") -> Chunk:
         key = self.manifest.keys[index]
         return Chunk(
-            chunk_id=compute_chunk_id(self.card.vault, index),
+            chunk_id=compute_chunk_id(self.card.identity_hex, index),
             owner=key.eth_address,
-            vault=self.card.vault,
+            vault=self.card.identity_hex,
             asset=asset,
             address=key.eth_address,
             amount=10**16,
@@ -146,7 +146,7 @@ def test_manifest_binds_every_public_key(
     other_policy = devnet_policy(platform[1], [compute_sim_measurement(PROBE_PROGRAM)])
     with pytest.raises(AttestationRefused):
         verify_manifest(manifest, other_policy, now=manifest_time())
-    verify_card(alice.card, policy, now=manifest_time())
+    verify_vault_card(alice.card, policy, now=manifest_time())
 
 
 def manifest_time() -> float:
@@ -629,7 +629,7 @@ def test_only_the_owner_withdraws_what_a_sweep_brought(vaults: tuple[Vault, Vaul
         max_fee_per_gas=10**9,
         max_priority_fee_per_gas=10**9,
     )
-    order = WithdrawalRequest(vault=bob.card.vault, destination=destination, sweep=sweep)
+    order = WithdrawalRequest(vault=bob.card.identity_hex, destination=destination, sweep=sweep)
 
     def withdraw(request: WithdrawalRequest, key: bytes) -> bytes:
         signature = secp256k1_sign_hash(key, compute_withdrawal_digest(request))
@@ -640,7 +640,7 @@ def test_only_the_owner_withdraws_what_a_sweep_brought(vaults: tuple[Vault, Vaul
         bob.call("bind_owner", OwnerRef(account=to_checksum_address(b"\x66" * 20)))
     refusals = [
         (order, stranger_key, "not signed by this vault's owner"),
-        (msgspec.structs.replace(order, vault=alice.card.vault), owner_key, "another vault"),
+        (msgspec.structs.replace(order, vault=alice.card.identity_hex), owner_key, "another vault"),
         (
             msgspec.structs.replace(
                 order, sweep=msgspec.structs.replace(sweep, chunk_id=alice.chunk(1).chunk_id)

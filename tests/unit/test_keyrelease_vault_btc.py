@@ -55,13 +55,13 @@ from sealbridge.keyrelease.vault import (
     SignedBtcSweep,
     SignedBtcWithdrawal,
     SweepRequest,
-    VaultCard,
     VaultConfig,
     VaultManifest,
     VaultOutput,
     VaultStatus,
     compute_btc_withdrawal_digest,
 )
+from sealbridge.tee.card import AttestedCard
 from sealbridge.tee.errors import EnclaveCallError
 from sealbridge.tee.measurement import compute_sim_measurement
 from sealbridge.tee.policy import devnet_policy
@@ -82,7 +82,7 @@ class Vault:
     def __init__(self, handle: InProcessEnclaveHandle, config: bytes) -> None:
         self.handle = handle
         self.call("configure", decode(config, VaultConfig))
-        self.card = decode(self.call("card"), VaultCard)
+        self.card = decode(self.call("card"), AttestedCard)
         self.manifest = decode(self.call("create_keys", CreateKeys(count=6)), VaultManifest)
         self.call("bind_owner", OwnerRef(account=OWNER))
 
@@ -92,9 +92,9 @@ class Vault:
     def chunk(self, index: int, asset: str = BTC) -> Chunk:
         key = self.manifest.keys[index]
         return Chunk(
-            chunk_id=compute_chunk_id(self.card.vault, index),
+            chunk_id=compute_chunk_id(self.card.identity_hex, index),
             owner=OWNER,
-            vault=self.card.vault,
+            vault=self.card.identity_hex,
             asset=asset,
             address=key.btc_address if asset == BTC else key.eth_address,
             amount=AMOUNT if asset == BTC else 10**16,
@@ -196,7 +196,7 @@ def test_btc_chunks_are_swept_through_the_ledger_and_withdrawn_by_the_owner(
     sweep = BtcSweepRequest(
         chunk_id=chunks[0].chunk_id, utxos=ledger.get_utxos(destinations[0]), fee_sat=FEE
     )
-    order = BtcWithdrawalRequest(vault=bob.card.vault, destination=target, sweep=sweep)
+    order = BtcWithdrawalRequest(vault=bob.card.identity_hex, destination=target, sweep=sweep)
     mainnet = derive_p2wpkh(OWNER_KEY, "mainnet").address
     foreign = BtcSweepRequest(
         chunk_id=chunks[0].chunk_id, utxos=ledger.get_utxos(destinations[1]), fee_sat=FEE
@@ -204,7 +204,7 @@ def test_btc_chunks_are_swept_through_the_ledger_and_withdrawn_by_the_owner(
     for request, key, code, reason in (
         (order, STRANGER_KEY, InvalidRequest.code, "not signed by this vault's owner"),
         (
-            msgspec.structs.replace(order, vault=alice.card.vault),
+            msgspec.structs.replace(order, vault=alice.card.identity_hex),
             OWNER_KEY,
             InvalidRequest.code,
             "another vault",

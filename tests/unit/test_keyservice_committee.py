@@ -28,11 +28,11 @@ from sealbridge.keyservice.committee import (
     Dealing,
     EraInfo,
     EraPhase,
-    MemberCard,
     ReadyConfirmation,
 )
 from sealbridge.keyservice.threshold import ShareErased, combine_released_key
 from sealbridge.tee import errors as tee_errors
+from sealbridge.tee.card import AttestedCard
 from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import devnet_policy
 
@@ -62,7 +62,7 @@ class Committee:
             CommitteeMember(enclave=e, policy=POLICY, measurement=GATEKEEPER) for e in self.enclaves
         ]
         self.cards = {
-            e.identity.identity_key: MemberCard(node=e.identity, quote=e.get_identity_quote())
+            e.identity.identity_key: AttestedCard(node=e.identity, quote=e.get_identity_quote())
             for e in self.enclaves
         }
         self.by_id = {m.node_id: m for m in self.members}
@@ -220,7 +220,7 @@ def test_forged_dealings_and_unattested_members_are_refused() -> None:
     # a card from an enclave with another measurement (a worker) is not a gatekeeper
     impostor = enclave(WORKER)
     bad_cards = cards[:2] + [
-        MemberCard(node=impostor.identity, quote=impostor.get_identity_quote())
+        AttestedCard(node=impostor.identity, quote=impostor.get_identity_quote())
     ]
     bad_info = EraInfo(
         era=1,
@@ -231,7 +231,7 @@ def test_forged_dealings_and_unattested_members_are_refused() -> None:
     with pytest.raises(CommitteeError, match="another measurement"):
         committee.members[0].process_era_elected(bad_info, bad_cards, NOW)
     # a card whose keys the quote does not bind
-    swapped = MemberCard(
+    swapped = AttestedCard(
         node=committee.enclaves[1].identity, quote=committee.enclaves[2].get_identity_quote()
     )
 

@@ -18,7 +18,7 @@ from sealbridge.crypto.keyschedule import compute_contract_keys, compute_key_id
 from sealbridge.crypto.shamir import ThresholdError
 from sealbridge.crypto.signing import ed25519_keypair, to_checksum_address
 from sealbridge.crypto.threshold_prf import BadPartial, combine_contract_key
-from sealbridge.keyservice.committee import EraInfo, MemberCard
+from sealbridge.keyservice.committee import EraInfo
 from sealbridge.keyservice.gatekeeper import Gatekeeper, KeyRequestRefused
 from sealbridge.keyservice.messages import (
     KEY_REQUEST_SIGN_TAG,
@@ -35,6 +35,7 @@ from sealbridge.runtime import errors as runtime_errors
 from sealbridge.runtime.messages import InstallContract
 from sealbridge.runtime.worker import WorkerRuntime
 from sealbridge.tee import errors as tee_errors
+from sealbridge.tee.card import AttestedCard
 from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import devnet_policy
 
@@ -79,7 +80,7 @@ def committee(count: int = 3, threshold: int = 2) -> list[Gatekeeper]:
     ids = [g.identity_key for g in gatekeepers]
     info = EraInfo(era=1, members=ids, threshold=threshold, dealers=ids)
     cards = [
-        MemberCard(node=g.enclave.identity, quote=g.enclave.get_identity_quote())  # type: ignore[attr-defined]
+        AttestedCard(node=g.enclave.identity, quote=g.enclave.get_identity_quote())  # type: ignore[attr-defined]
         for g in gatekeepers
     ]
     dealings = [g.committee.process_era_elected(info, cards, NOW) for g in gatekeepers]

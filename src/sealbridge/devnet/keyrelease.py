@@ -186,7 +186,6 @@ from sealbridge.keyrelease.vault import (
     SignedSweep,
     SignedWithdrawal,
     SweepRequest,
-    VaultCard,
     VaultConfig,
     VaultManifest,
     VaultStatus,
@@ -197,6 +196,7 @@ from sealbridge.keyrelease.vault import (
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
 from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.tee.card import AttestedCard
 from sealbridge.tee.ecall import NOTHING, Ecall
 from sealbridge.tee.ecall import call as call_enclave
 from sealbridge.tee.measurement import compute_sim_measurement
@@ -498,7 +498,7 @@ class KeyReleaseClient:
     wallet_key: bytes  # a fresh random key, the same account on both chains
     account: str
     vault: _Vault
-    card: VaultCard
+    card: AttestedCard
     manifest: VaultManifest
     compromised: bool = False
     next_key: int = 0
@@ -512,7 +512,7 @@ class KeyReleaseClient:
 
     @property
     def vault_id(self) -> str:
-        return self.card.vault
+        return self.card.identity_hex
 
 
 class KeyReleaseDevnet:
@@ -778,7 +778,7 @@ class KeyReleaseDevnet:
         self._emit(
             "vault",
             client=name,
-            vault=card.vault[:16],
+            vault=card.identity_hex[:16],
             keys=len(manifest.keys),
             first_address=manifest.keys[0].eth_address,
             first_btc_address=manifest.keys[0].btc_address,
@@ -825,7 +825,7 @@ class KeyReleaseDevnet:
             raise KeyReleaseDevnetError(f"{name}'s vault came back with another identity")
         self._emit("vault-restart", client=name, restored="sealed keys and contracts")
 
-    def _fresh_card(self, client: KeyReleaseClient) -> VaultCard:
+    def _fresh_card(self, client: KeyReleaseClient) -> AttestedCard:
         """The client's card with a fresh quote (a peer checks the quote's age)."""
         card = client.vault.call(VAULT_CARD, NOTHING)
         if card.node != client.card.node:

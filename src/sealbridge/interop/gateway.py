@@ -148,7 +148,7 @@ from sealbridge.interop.setup import (
     check_key_grant,
     generate_key_grant,
     make_card,
-    verify_card,
+    verify_gateway_card,
 )
 from sealbridge.tee.policy import AttestationPolicy
 
@@ -242,7 +242,7 @@ class _Peer:
 
     @property
     def identity_key(self) -> bytes:
-        return self.card.node_keys.identity_key
+        return self.card.node.identity_key
 
 
 @dataclass
@@ -439,7 +439,7 @@ class Gateway:
     def _on_hello(self, sender: int, msg: Hello, now: float) -> list[Effect]:
         if sender not in self.config.peer_gateways:
             raise UnknownSender(f"node {sender} is not a gateway of AS {self.config.peer_as}")
-        card = verify_card(
+        card = verify_gateway_card(
             msg.card,
             sender=sender,
             policy=self.config.policy,

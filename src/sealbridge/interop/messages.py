@@ -42,7 +42,7 @@ from sealbridge.consensus.ledger import CrossCertificate, CrossState, CrossTrans
 from sealbridge.core.encoding import Message
 from sealbridge.core.ids import hash_message
 from sealbridge.crypto.bls import PartialSignature
-from sealbridge.tee.enclave import NodeKeys
+from sealbridge.tee.card import AttestedCard
 
 __all__ = [
     "AbortAsk",
@@ -103,15 +103,13 @@ class AsProfile(Message, frozen=True):
             return None
 
 
-class GatewayCard(Message, frozen=True):
-    """A gateway introduces itself: ``quote`` binds ``node_keys`` (report data), the
+class GatewayCard(AttestedCard, frozen=True):
+    """A gateway introduces itself: ``quote`` binds ``node`` (report data), the
     identity key signs the rest (:func:`compute_card_message`)."""
 
     node_id: int
     incarnation: int
     profile: AsProfile
-    node_keys: NodeKeys
-    quote: bytes
     signature: bytes = b""
 
 

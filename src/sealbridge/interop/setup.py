@@ -16,7 +16,7 @@ the identity (:func:`~sealbridge.tee.quote.compute_sim_quote`). The measurement 
 **Cards.** A gateway introduces itself with a :class:`~.messages.GatewayCard`: its AS's
 configuration (:class:`~.messages.AsProfile`: replica ids, their attestation and
 encryption keys, ``f``, the AS's gateways), its node keys, a fresh quote, all signed with
-its identity key. :func:`verify_card` is what the peer does before it trusts anything
+its identity key. :func:`verify_gateway_card` is what the peer does before it trusts anything
 from that gateway: the quote verifies under the (devnet) policy at ``now`` -- platform
 key, measurement, freshness -- and binds exactly these node keys; the identity key signed
 the card; the card describes the AS expected.
@@ -74,7 +74,7 @@ from sealbridge.interop.messages import (
     compute_card_message,
     compute_share_aad,
 )
-from sealbridge.tee.attestation import verify_quote
+from sealbridge.tee.card import verify_attested_card
 from sealbridge.tee.enclave import NodeKeys, compute_report_data
 from sealbridge.tee.errors import AttestationError
 from sealbridge.tee.measurement import compute_sim_measurement
@@ -91,7 +91,7 @@ __all__ = [
     "get_gateway_measurement",
     "make_card",
     "open_share",
-    "verify_card",
+    "verify_gateway_card",
 ]
 
 GATEWAY_PROGRAM = "sealbridge.interop.gateway:Gateway"
@@ -181,14 +181,14 @@ def make_card(
         node_id=node_id,
         incarnation=incarnation,
         profile=profile,
-        node_keys=tee.node_keys,
+        node=tee.node_keys,
         quote=tee.get_quote(now),
     )
     return GatewayCard(
         node_id=card.node_id,
         incarnation=card.incarnation,
         profile=card.profile,
-        node_keys=card.node_keys,
+        node=card.node,
         quote=card.quote,
         signature=tee.sign_identity(compute_card_message(card)),
     )
@@ -212,7 +212,7 @@ def _check_profile(profile: object) -> AsProfile:
     return profile
 
 
-def verify_card(
+def verify_gateway_card(
     card: object,
     *,
     sender: int,
@@ -222,26 +222,21 @@ def verify_card(
 ) -> GatewayCard:
     """Return the card if a gateway of ``expected_as`` may be trusted by it; raise
     :class:`BadQuote` / :class:`MalformedInterop` otherwise (see the module docstring)."""
-    if not isinstance(card, GatewayCard) or not isinstance(card.node_keys, NodeKeys):
+    if not isinstance(card, GatewayCard) or not isinstance(card.node, NodeKeys):
         raise MalformedInterop("not a gateway card")
     if card.node_id != sender:
         raise MalformedInterop(f"card of node {card.node_id!r} sent by node {sender}")
     profile = _check_profile(card.profile)
     if profile.as_id != expected_as:
         raise MalformedInterop(f"card of AS {profile.as_id!r}, expected AS {expected_as}")
-    if card.node_keys.identity_key not in profile.gateway_keys:
+    if card.node.identity_key not in profile.gateway_keys:
         raise MalformedInterop("the gateway is not one of its AS's gateways")
     try:
-        verify_quote(
-            card.quote,
-            policy=policy,
-            now=int(now),
-            expected_report_data=compute_report_data(card.node_keys),
-        )
+        verify_attested_card(card, policy=policy, now=now)
     except AttestationError as exc:
         raise BadQuote(f"quote refused: {exc.message}") from exc
     try:
-        ed25519_verify(card.node_keys.identity_key, compute_card_message(card), card.signature)
+        ed25519_verify(card.node.identity_key, compute_card_message(card), card.signature)
     except (InvalidSignature, EncodingError) as exc:
         raise BadQuote("card signature does not verify") from exc
     return card

@@ -112,14 +112,13 @@ from sealbridge.keyrelease.vault import (
     LossClaim,
     OwnerBinding,
     Unreleased,
-    VaultCard,
     VaultManifest,
-    verify_card,
     verify_manifest,
+    verify_vault_card,
     verify_vault_statement,
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
-from sealbridge.tee.attestation import verify_quote
+from sealbridge.tee.card import AttestedCard, verify_attested_card
 from sealbridge.tee.ecall import NOTHING, Ecall, Nothing, get_ecall_table
 from sealbridge.tee.enclave import EnclaveContext, NodeKeys, RawEcall
 from sealbridge.tee.errors import AttestationError
@@ -298,10 +297,11 @@ class AcceptOrder(Message, frozen=True):
     signed: SignedRequest
 
 
-class MatcherCard(Message, frozen=True):
-    node: NodeKeys
+class MatcherCard(AttestedCard, frozen=True):
+    """The matcher's attested card: its quote also binds its operator and, once
+    configured, its configuration (:func:`compute_matcher_report_data`)."""
+
     operator: str  # EIP-55 address of the operator key (the InsurancePool's operator)
-    quote: bytes
     # compute_config_hash of its configuration once configured (b"" before): the quote
     # binds it, so a client sees which chains, pool, oracle and sources it trusts
     config_hash: bytes = b""
@@ -316,7 +316,7 @@ class RegisterOwner(Message, frozen=True):
 
 class RegisterRequester(Message, frozen=True):
     account: str
-    card: VaultCard  # the requester's vault: its loss claims must be signed by it
+    card: AttestedCard  # the requester's vault: its loss claims must be signed by it
 
 
 class AddChunks(Message, frozen=True):
@@ -457,13 +457,11 @@ def verify_matcher_card(
     that the enclave was configured exactly so (the chains it follows, the pool, the
     oracle, the chunk sources, the anchor: what it reads its facts from)."""
     try:
-        verify_quote(
-            card.quote,
+        verify_attested_card(
+            card,
             policy=policy,
-            now=int(now),
-            expected_report_data=compute_matcher_report_data(
-                card.node, card.operator, card.config_hash
-            ),
+            now=now,
+            report_data=compute_matcher_report_data(card.node, card.operator, card.config_hash),
         )
     except AttestationError as exc:
         raise AttestationRefused(f"matcher card does not attest: {exc.message}") from exc
@@ -966,7 +964,7 @@ class MatcherProgram:
     def register_requester(self, request: RegisterRequester) -> Nothing:
         if self.vault_policy is None:
             raise InvalidRequest("matcher is not configured")
-        verify_card(request.card, self.vault_policy, self._now())
+        verify_vault_card(request.card, self.vault_policy, self._now())
         account = request.account.lower()
         known = self.requesters.get(account)
         if known is not None and known != request.card.node.identity_key:

@@ -13,7 +13,7 @@ A vault is an enclave program (:class:`VaultProgram`, sim TEE backend: its own p
   after :func:`verify_manifest` accepted that quote under its attestation policy.
 * **Contracts.** A key moves only through a contract opened in the vault
   (:mod:`sealbridge.keyrelease.exchange`: the tit-for-tat swap and the time-locked
-  escrow, run here). Opening a contract checks the counterparty's :class:`VaultCard`
+  escrow, run here). Opening a contract checks the counterparty's :class:`AttestedCard`
   (quote over its node keys) and binds the vault's keys to it; a bound key cannot be
   bound again or swept by its owner. The machine's releases become
   :class:`ReleasedKey` envelopes: the secret ECIES-encrypted to the counterparty's
@@ -113,8 +113,9 @@ from sealbridge.keyrelease.types import (
     parse_chunk_id,
 )
 from sealbridge.tee.attestation import verify_quote
+from sealbridge.tee.card import AttestedCard, verify_attested_card
 from sealbridge.tee.ecall import Ecall, Nothing, get_ecall_table
-from sealbridge.tee.enclave import EnclaveContext, NodeKeys, RawEcall, compute_report_data
+from sealbridge.tee.enclave import EnclaveContext, NodeKeys, RawEcall
 from sealbridge.tee.errors import AttestationError
 from sealbridge.tee.policy import AttestationPolicy
 
@@ -140,12 +141,11 @@ __all__ = [
     "WithdrawalRequest",
     "compute_btc_withdrawal_digest",
     "compute_withdrawal_digest",
-    "VaultCard",
     "VaultCore",
     "VaultManifest",
     "VaultProgram",
     "compute_manifest_report_data",
-    "verify_card",
+    "verify_vault_card",
     "verify_manifest",
 ]
 
@@ -179,17 +179,6 @@ class KeyState(StrEnum):
     RECEIVED = "received"
     SWEPT = "swept"
     CLAIMED = "claimed"  # a loss was claimed for it: the vault never sweeps it
-
-
-class VaultCard(Message, frozen=True):
-    """A vault's attested identity: its node keys and a quote over them."""
-
-    node: NodeKeys
-    quote: bytes
-
-    @property
-    def vault(self) -> str:
-        return self.node.identity_key.hex()
 
 
 class DepositKey(Message, frozen=True):
@@ -361,15 +350,10 @@ def compute_manifest_report_data(node: NodeKeys, keys: list[DepositKey]) -> byte
     )
 
 
-def verify_card(card: VaultCard, policy: AttestationPolicy, now: float) -> None:
+def verify_vault_card(card: AttestedCard, policy: AttestationPolicy, now: float) -> None:
     """A counterparty's card: its quote must attest its node keys under ``policy``."""
     try:
-        verify_quote(
-            card.quote,
-            policy=policy,
-            now=int(now),
-            expected_report_data=compute_report_data(card.node),
-        )
+        verify_attested_card(card, policy=policy, now=now)
     except AttestationError as exc:
         raise AttestationRefused(f"vault card does not attest: {exc.message}") from exc
 
@@ -503,8 +487,8 @@ class VaultCore:
             raise InvalidRequest("vault is not configured (no attestation policy)")
         return self.policy
 
-    def get_card(self) -> VaultCard:
-        return VaultCard(node=self.ctx.identity, quote=self.ctx.get_identity_quote())
+    def get_card(self) -> AttestedCard:
+        return AttestedCard(node=self.ctx.identity, quote=self.ctx.get_identity_quote())
 
     @property
     def vault(self) -> str:
@@ -828,7 +812,7 @@ class OpenSwap(Message, frozen=True):
     theirs: list[Chunk]
     kinds: dict[str, str]  # asset id -> AssetKind value
     deadline: float
-    counterparty: VaultCard
+    counterparty: AttestedCard
 
 
 class OpenEscrow(Message, frozen=True):
@@ -837,7 +821,7 @@ class OpenEscrow(Message, frozen=True):
     chunks: list[Chunk]
     kinds: dict[str, str]
     unlock_at: float
-    counterparty: VaultCard
+    counterparty: AttestedCard
 
 
 class ContractRef(Message, frozen=True):
@@ -997,7 +981,7 @@ class VaultStatus(Message, frozen=True):
 # anchor ECALLs (``keyrelease.freshness``: take_output, check_restored, ...).
 
 VAULT_CONFIGURE = Ecall("configure", VaultConfig, VaultOutput)
-VAULT_CARD = Ecall("card", Nothing, VaultCard)
+VAULT_CARD = Ecall("card", Nothing, AttestedCard)
 VAULT_CREATE_KEYS = Ecall("create_keys", CreateKeys, VaultManifest)
 VAULT_MANIFEST = Ecall("manifest", Nothing, VaultManifest)
 VAULT_OPEN_SWAP = Ecall("open_swap", OpenSwap, VaultOutput)
@@ -1083,7 +1067,7 @@ class VaultProgram:
         self.core.sweep_seed = self.core.ctx.derive_secret(f"{label}/{self._signer().lower()}")
 
     @VAULT_CARD.handler
-    def card(self, _: Nothing) -> VaultCard:
+    def card(self, _: Nothing) -> AttestedCard:
         return self.core.get_card()
 
     @VAULT_CREATE_KEYS.handler
@@ -1095,10 +1079,10 @@ class VaultProgram:
         return self.core.get_manifest()
 
     # -- contracts --------------------------------------------------------------------------
-    def _check_new(self, contract: str, counterparty: VaultCard) -> None:
+    def _check_new(self, contract: str, counterparty: AttestedCard) -> None:
         if contract in self.contracts:
             raise InvalidRequest(f"contract {contract} is open already")
-        verify_card(counterparty, self.core._policy(), self.clock())
+        verify_vault_card(counterparty, self.core._policy(), self.clock())
         if counterparty.node.identity_key == self.core.ctx.identity.identity_key:
             raise InvalidRequest("a vault does not contract with itself")
 
@@ -1108,7 +1092,7 @@ class VaultProgram:
         for chunk in request.mine:
             self.core.check_own_chunk(chunk, request.kinds.get(chunk.asset, ""))
         for chunk in request.theirs:
-            if chunk.vault != request.counterparty.vault:
+            if chunk.vault != request.counterparty.identity_hex:
                 raise InvalidRequest(f"chunk {chunk.chunk_id} is not the counterparty's")
         role: Any = request.role
         machine = TitForTatSwap(
@@ -1128,7 +1112,7 @@ class VaultProgram:
                 self.core.check_own_chunk(chunk, request.kinds.get(chunk.asset, ""))
         else:
             for chunk in request.chunks:
-                if chunk.vault != request.counterparty.vault:
+                if chunk.vault != request.counterparty.identity_hex:
                     raise InvalidRequest(f"chunk {chunk.chunk_id} is not the depositor's")
         role: Any = request.role
         machine = TimeLockedEscrow(

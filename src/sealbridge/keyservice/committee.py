@@ -80,8 +80,8 @@ from sealbridge.crypto.shamir import lagrange_coefficients
 from sealbridge.crypto.signing import to_checksum_address
 from sealbridge.keyservice.threshold import ShareHolder
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
-from sealbridge.tee.attestation import verify_quote
-from sealbridge.tee.enclave import EnclaveKeys, NodeKeys, compute_report_data
+from sealbridge.tee.card import AttestedCard, WrongProgram, verify_attested_card
+from sealbridge.tee.enclave import EnclaveKeys, NodeKeys
 from sealbridge.tee.policy import AttestationPolicy
 
 RandomBytes = Callable[[int], bytes]
@@ -96,13 +96,6 @@ class CommitteeError(RemoteProtocolError):
 
 class CommitteeStateError(LocalProtocolError):
     code = "committee_state"
-
-
-class MemberCard(Message, frozen=True):
-    """A committee member's attested public keys (the host reads them from the registry)."""
-
-    node: NodeKeys
-    quote: bytes
 
 
 class EraInfo(Message, frozen=True):
@@ -277,22 +270,20 @@ class CommitteeMember:
 
     # -- facts -------------------------------------------------------------------------
     def check_cards(
-        self, info: EraInfo, cards: list[MemberCard], now: int
+        self, info: EraInfo, cards: list[AttestedCard], now: int
     ) -> dict[bytes, NodeKeys]:
         """Verify every member's card: an attested gatekeeper enclave with these keys."""
         keys: dict[bytes, NodeKeys] = {}
         for card in cards:
-            verdict = verify_quote(
-                card.quote,
-                policy=self.policy,
-                now=now,
-                expected_report_data=compute_report_data(card.node),
-            )
-            if verdict.measurement != self.measurement:
+            try:
+                verify_attested_card(
+                    card, policy=self.policy, now=now, measurement=self.measurement
+                )
+            except WrongProgram as exc:
                 raise CommitteeError(
                     f"member 0x{card.node.identity_key.hex()[:12]}… is not an enclave of this "
                     "committee's program (another measurement)"
-                )
+                ) from exc
             keys[card.node.identity_key] = card.node
         missing = [m for m in [*info.members, *info.dealers] if m not in keys]
         if missing:
@@ -310,7 +301,7 @@ class CommitteeMember:
 
     # -- elected ----------------------------------------------------------------------
     def process_era_elected(
-        self, info: EraInfo, cards: list[MemberCard], now: int
+        self, info: EraInfo, cards: list[AttestedCard], now: int
     ) -> Dealing | None:
         """Join the era (if a member) and deal (if a dealer). Returns our dealing."""
         self.check_era(info)

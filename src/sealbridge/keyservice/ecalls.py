@@ -29,7 +29,6 @@ from sealbridge.keyservice.committee import (
     CommitteeState,
     Dealing,
     EraInfo,
-    MemberCard,
     ReadyConfirmation,
 )
 from sealbridge.keyservice.messages import (
@@ -40,6 +39,7 @@ from sealbridge.keyservice.messages import (
     RegistrationRequest,
 )
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
+from sealbridge.tee.card import AttestedCard
 from sealbridge.tee.ecall import Ecall, Nothing
 from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import AttestationPolicy
@@ -96,7 +96,7 @@ class PublishKey(Message, frozen=True):
 
 class Elected(Message, frozen=True):
     info: EraInfo
-    cards: list[MemberCard]  # every member's and dealer's attested keys
+    cards: list[AttestedCard]  # every member's and dealer's attested keys
     previous: GroupPublicKeys | None = None  # a newcomer's copy of the dealing era's keys
 
 

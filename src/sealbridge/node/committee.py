@@ -43,7 +43,7 @@ from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.crypto.dkg import GroupPublicKeys
 from sealbridge.evm.committee import CommitteePhase, EraRecord, GatekeeperCommittee
 from sealbridge.evm.management import NodeRegistry
-from sealbridge.keyservice.committee import Dealing, EraInfo, MemberCard
+from sealbridge.keyservice.committee import Dealing, EraInfo
 from sealbridge.keyservice.ecalls import (
     COMMITTEE_DEALING,
     COMMITTEE_ELECTED,
@@ -57,6 +57,7 @@ from sealbridge.keyservice.ecalls import (
 )
 from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.tee.backend import EnclaveHandle
+from sealbridge.tee.card import AttestedCard
 from sealbridge.tee.ecall import call
 from sealbridge.tee.enclave import NodeKeys
 
@@ -214,7 +215,7 @@ class CommitteeDriver:
             self.dealings_posted += 1
             log.info("era %d: dealing posted", era)
 
-    def get_card(self, node_id: bytes) -> MemberCard:
+    def get_card(self, node_id: bytes) -> AttestedCard:
         node = self.registry.get_node(node_id)
         if node is None:
             raise CommitteeUnavailable(f"node 0x{node_id.hex()[:12]}… is not registered")
@@ -232,7 +233,7 @@ class CommitteeDriver:
             last = max(entries, key=lambda e: (e.block_number, e.tx_index, e.log_index))
             event = self.registry.codec.events[last.topics[0]]
             quote = bytes(event.decode(last.topics, last.data)["quote"])
-        return MemberCard(
+        return AttestedCard(
             node=NodeKeys(
                 identity_key=node.identity_key,
                 encryption_key=node.encryption_key,
