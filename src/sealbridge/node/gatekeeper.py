@@ -94,9 +94,13 @@ from sealbridge.node.committee import CommitteeDriver, CommitteeUnavailable
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.ecall import NOTHING, call
+from sealbridge.tee.errors import EnclaveCallError
 from sealbridge.tee.policy import devnet_policy
 
 log = logging.getLogger("sealbridge.gatekeeper")
+
+
+PROOF_ATTEMPTS = 3  # reads of a key request's facts, while the chain moves under them
 
 
 class PartialsUnavailable(TransportError):
@@ -204,11 +208,26 @@ class GatekeeperHost(NodeHost):
         request = decode(payload, KeyRequest)
         body = decode(request.body, KeyRequestBody)
         with self._facts_lock:
-            tip = self.sync_headers()
-            proof = self.get_facts_proof(body.contract_id, body.worker_id, tip.number)
-            release = call(
-                self.enclave, GATEKEEPER_RELEASE_PARTIAL, ReleaseKey(request=request, proof=proof)
-            )
+            for attempt in range(PROOF_ATTEMPTS):
+                tip = self.sync_headers()
+                proof = self.get_facts_proof(body.contract_id, body.worker_id, tip.number)
+                try:
+                    release = call(
+                        self.enclave,
+                        GATEKEEPER_RELEASE_PARTIAL,
+                        ReleaseKey(request=request, proof=proof),
+                    )
+                    break
+                except EnclaveCallError as exc:
+                    # a node may serve the proof of a block mined after the header it was
+                    # asked for (anvil answers a past block's eth_getProof from newer
+                    # state): if the chain moved on, read the facts again at its new tip
+                    moved = self.chain.get_block_number() - self.config.confirmations > tip.number
+                    if exc.remote_code != "proof_invalid" or not moved:
+                        raise
+                    if attempt == PROOF_ATTEMPTS - 1:
+                        raise
+                    log.info("facts proof at block %d went stale; reading again", tip.number)
         self.released += 1
         return encode(release)
 
