@@ -2,85 +2,85 @@
 
 Theory of operation
 -------------------
-:class:`CommitteeDriver` follows one GatekeeperCommittee contract (deployed for the
-gatekeepers' root key, or with the gateway role for a gateway committee) and drives
-its node's enclave through each era it takes part in; the enclave does every check
-(:class:`~sealbridge.keyservice.committee.CommitteeMember`), the host only moves data:
+Every decision a node's host makes about a committee's eras -- which events concern
+it, what it reads, posts and when, when an era is given up or restarted -- is in the
+committee host core (:class:`~sealbridge.keyservice.committee_host.CommitteeHostCore`,
+with its state table); the enclave does every check
+(:class:`~sealbridge.keyservice.committee.CommitteeMember`). This module is the wiring:
+:class:`CommitteeDriver` runs that core on the network driver in inline mode
+(:mod:`sealbridge.node.driver`), stepped from the node's follower loop, and carries out
+its effects against one GatekeeperCommittee contract (deployed for the gatekeepers'
+root key, or with the gateway role for a gateway committee):
 
-* on ``EraElected`` naming this node (as member or dealer) it gives the enclave the
-  attested cards of everyone involved (keys from the NodeRegistry, quotes from the last
-  ``NodeRegistered`` or ``NodeRenewed`` event) and posts the dealing the enclave returns;
-* on each ``DealingPosted`` it passes the dealing (signature from the transaction's
-  calldata) to the enclave; once the era has its required number of dealings it has the
-  enclave finish with exactly the first ones in chain order -- every member sees the
-  same order, so all confirm the same qualified set -- and posts the confirmation;
-* on ``RotationReady`` the enclave activates the era and erases older shares; on
-  ``RotationRestarted`` it drops the failed era. After a pending era's deadline any host
-  calls ``restart``.
-* a *fresh* era (``elect_fresh``: a new key generation, gateway committees only) is
-  followed like a genesis by its members; a member of the era it replaces that is not
-  elected again follows it too, without an ECALL until its ``RotationReady``, which
-  tells its enclave to keep the old share for the key's handover (the enclave's owner
-  erases it once the new key is installed: :mod:`sealbridge.interop.evm_gateway`).
+* ``CommitteeLogs`` -- the contract's events, read with ``eth_getLogs`` and decoded; a
+  ``DealingPosted`` carries the enclave's signature from the transaction's calldata;
+* ``EraQuery`` / ``MembersQuery`` / ``DealtQuery`` / ``PendingQuery`` -- contract views;
+* ``CardsQuery`` -- each node's keys from the NodeRegistry with the quote of its last
+  ``NodeRegistered`` or ``NodeRenewed`` event;
+* ``GroupQuery`` -- the active era's public keys from a peer (the enclave checks them);
+* ``PostDealing`` / ``ConfirmReady`` / ``RestartEra`` -- transactions from the node's
+  gas account; the committee ECALLs on the node's enclave; ``Persist("committee")``
+  hands the sealed committee state to ``store``.
 
-Events are read with ``eth_getLogs`` up to the height the node has followed, each once
-in chain order; a failure leaves the same events to be read again (the ones already
-handled are skipped). Every sealed committee state the enclave returns is handed to
-``store`` before the next step.
+Passing failures are retried briefly by the driver's policy (the follower must not
+stall) and then repeated by the core itself.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
-from sealbridge.chain.errors import TransactionReverted
 from sealbridge.core.encoding import decode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
-from sealbridge.core.ids import from_hex, to_hex
+from sealbridge.core.ids import from_hex
 from sealbridge.crypto.dkg import GroupPublicKeys
-from sealbridge.evm.committee import CommitteePhase, EraRecord, GatekeeperCommittee
+from sealbridge.evm.committee import GatekeeperCommittee
 from sealbridge.evm.management import NodeRegistry
-from sealbridge.keyservice.committee import Dealing, EraInfo
-from sealbridge.keyservice.ecalls import (
-    COMMITTEE_DEALING,
-    COMMITTEE_ELECTED,
-    COMMITTEE_FAILED,
-    COMMITTEE_FINISH,
-    COMMITTEE_READY,
-    Activate,
-    Elected,
-    EraRef,
-    Finish,
+from sealbridge.keyservice.committee_host import (
+    CardsQuery,
+    CommitteeEvent,
+    CommitteeHostCore,
+    CommitteeLogs,
+    ConfirmReady,
+    DealingSeen,
+    DealtQuery,
+    EraElectedSeen,
+    EraQuery,
+    Followed,
+    GroupQuery,
+    MembersQuery,
+    PendingEra,
+    PendingQuery,
+    PostDealing,
+    RestartEra,
+    RotationReadySeen,
+    RotationRestartedSeen,
 )
 from sealbridge.net.http import NodeClient, TransportError
+from sealbridge.node.driver import Executors, NetworkDriver
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.card import AttestedCard
 from sealbridge.tee.ecall import call
 from sealbridge.tee.enclave import NodeKeys
 
 log = logging.getLogger("sealbridge.committee")
-DEADLINE_CHECK_INTERVAL = 1.0  # seconds between looks at a pending era's deadline
+RETRY_SECONDS = 2.0  # the driver's own retries; the core repeats an effect after that
 
 
 class CommitteeUnavailable(LocalProtocolError):
     code = "committee_unavailable"
 
 
-class EraTrack:
-    """What the host follows of one era it takes part in."""
+class GroupUnavailable(TransportError):
+    """No peer gave the committee's public keys (passing: the core asks again)."""
 
-    def __init__(self, info: EraInfo, record: EraRecord) -> None:
-        self.info = info
-        self.record = record
-        self.dealt: list[bytes] = []  # dealer ids in chain order
-        self.finished = False
+    code = "group_unavailable"
 
 
 class CommitteeDriver:
-    """Follows one committee contract for one node (see the module docstring)."""
+    """Runs one node's committee host core against one committee contract."""
 
     def __init__(
         self,
@@ -103,117 +103,111 @@ class CommitteeDriver:
         self.eth_key = eth_key
         self.store = store
         self.peer_urls = peer_urls
-        self.eras: dict[int, EraTrack] = {}
-        self.scanned = registry_from_block - 1
-        self.handled: set[tuple[bytes, int]] = set()  # events of the unfinished scan
-        self.dealings_posted = 0
-        self.confirmations_posted = 0
-        self._deadline_checked = 0.0
+        self.core = CommitteeHostCore(node_id, scanned=registry_from_block - 1)
+        self.driver = NetworkDriver(
+            self.core,
+            Executors(
+                submit_tx=self.submit,
+                read_chain=self.read,
+                call_enclave=lambda ecall, request: call(self.enclave, ecall, request),
+                persist=lambda _key, data: self.store(data),
+                retry_seconds=RETRY_SECONDS,
+            ),
+            name="committee",
+            inline=True,
+        )
+
+    @property
+    def dealings_posted(self) -> int:
+        return self.core.dealings_posted
+
+    @property
+    def confirmations_posted(self) -> int:
+        return self.core.confirmations_posted
 
     def process_events(self, high: int) -> None:
-        """Handle the committee's events up to block ``high``; restart a pending era
-        whose deadline passed."""
-        if high > self.scanned:
-            for name, args, key in self.read_events(self.scanned + 1, high):
-                if key in self.handled:
-                    continue
-                self.on_event(name, args, key[0])
-                self.handled.add(key)
-            self.scanned = high
-            self.handled.clear()
-        now = time.monotonic()
-        if now - self._deadline_checked < DEADLINE_CHECK_INTERVAL:
-            return
-        self._deadline_checked = now
-        pending = self.committee.get_pending_era()
-        if pending:
-            record = self.committee.get_era(pending)
-            if record is not None and self.chain.get_block_number() > record.deadline:
-                try:
-                    self.committee.restart(pending, self.eth_key)
-                    log.warning("era %d timed out: restarted", pending)
-                except TransactionReverted as exc:
-                    log.info("restart of era %d refused: %s", pending, exc.reason)
+        """Tell the core the node followed the chain to ``high`` and carry out what it
+        asks until nothing is due (on the calling thread)."""
+        self.driver.deliver(0, Followed(height=high))
+        self.driver.step()
 
-    def read_events(
-        self, first: int, last: int
-    ) -> list[tuple[str, dict[str, Any], tuple[bytes, int]]]:
-        """(name, args, (tx hash, log index)) of the committee's events, in chain order."""
-        out: list[tuple[str, dict[str, Any], tuple[bytes, int]]] = []
+    # -- executors -----------------------------------------------------------------------
+    def read(self, query: Any) -> Any:
+        committee = self.committee
+        if isinstance(query, CommitteeLogs):
+            return self.read_events(query.first, query.last)
+        if isinstance(query, EraQuery):
+            return committee.get_era(query.era)
+        if isinstance(query, MembersQuery):
+            return committee.get_members(query.era)
+        if isinstance(query, DealtQuery):
+            return committee.has_dealt(query.era, query.node_id)
+        if isinstance(query, CardsQuery):
+            return [self.get_card(node_id) for node_id in query.node_ids]
+        if isinstance(query, GroupQuery):
+            return self.fetch_group()
+        if isinstance(query, PendingQuery):
+            pending = committee.get_pending_era()
+            record = committee.get_era(pending) if pending else None
+            return PendingEra(
+                era=pending if record is not None else 0,
+                deadline=record.deadline if record is not None else 0,
+                block_number=self.chain.get_block_number(),
+            )
+        raise CommitteeUnavailable(f"not a committee question: {type(query).__name__}")
+
+    def submit(self, tx: Any) -> int:
+        committee = self.committee
+        if isinstance(tx, PostDealing):
+            receipt = committee.post_dealing(
+                tx.era, tx.dealer, tx.commitments, tx.shares, tx.signature, self.eth_key
+            )
+            log.info("era %d: dealing posted", tx.era)
+        elif isinstance(tx, ConfirmReady):
+            receipt = committee.confirm_ready(
+                tx.era, tx.member, tx.group_public_key, tx.qualified, tx.signature, self.eth_key
+            )
+            log.info("era %d: ready confirmed", tx.era)
+        elif isinstance(tx, RestartEra):
+            receipt = committee.restart(tx.era, self.eth_key)
+            log.warning("era %d timed out: restarted", tx.era)
+        else:
+            raise CommitteeUnavailable(f"not a committee transaction: {type(tx).__name__}")
+        return receipt.block_number
+
+    def read_events(self, first: int, last: int) -> list[CommitteeEvent]:
+        """The committee's events in blocks ``first..last``, in chain order."""
+        out: list[CommitteeEvent] = []
         codec = self.committee.codec
         for entry in self.chain.get_logs(first, last, [self.committee.address]):
             event = codec.events.get(entry.topics[0]) if entry.topics else None
-            if event is not None:
-                key = (entry.tx_hash, entry.log_index)
-                out.append((event.name, event.decode(entry.topics, entry.data), key))
-        return out
-
-    def on_event(self, name: str, args: dict[str, Any], tx_hash: bytes) -> None:
-        era = int(args.get("era", args.get("failed_era", 0)))
-        if name == "EraElected":
-            self.on_era_elected(era)
-        elif name == "DealingPosted":
-            self.on_dealing_posted(era, bytes(args["dealer_id"]), args, tx_hash)
-        elif name == "RotationReady":
-            track = self.eras.get(era)
-            if track is not None:
-                activate = Activate(
-                    info=track.info, group_public_key=bytes(args["group_public_key"])
+            if event is None:
+                continue
+            args = event.decode(entry.topics, entry.data)
+            if event.name == "EraElected":
+                out.append(EraElectedSeen(era=int(args["era"])))
+            elif event.name == "DealingPosted":
+                posted = codec.function("post_dealing").decode_call(
+                    self.chain.get_transaction_input(entry.tx_hash)
                 )
-                self.store(call(self.enclave, COMMITTEE_READY, activate).sealed)
-                log.info("era %d is active (rotation ready)", era)
-        elif name == "RotationRestarted":
-            if era in self.eras:
-                self.store(call(self.enclave, COMMITTEE_FAILED, EraRef(era=era)).sealed)
-                del self.eras[era]
-                log.warning("era %d failed and was restarted", era)
-
-    def on_era_elected(self, era: int) -> None:
-        record = self.committee.get_era(era)
-        if record is None or record.phase != CommitteePhase.ELECTED:
-            return
-        involved = [*record.members, *record.dealers]
-        info = EraInfo(
-            era=era,
-            members=record.members,
-            threshold=record.threshold,
-            dealers=record.dealers,
-            previous_era=record.previous_era,
-            fresh=record.fresh,
-        )
-        if self.node_id not in involved:
-            if record.fresh and self.node_id in self.committee.get_members(record.previous_era):
-                # leaving with the replaced era: only its RotationReady concerns us
-                track = EraTrack(info, record)
-                track.finished = True  # it neither deals nor confirms
-                self.eras[era] = track
-                log.info("era %d: a fresh key replaces our era %d's", era, record.previous_era)
-            return
-        cards = [self.get_card(node_id) for node_id in dict.fromkeys(involved)]
-        previous = None
-        if record.is_resharing and self.node_id not in record.dealers:
-            previous = self.fetch_group()
-        out = call(
-            self.enclave, COMMITTEE_ELECTED, Elected(info=info, cards=cards, previous=previous)
-        )
-        self.store(out.sealed)
-        self.eras[era] = EraTrack(info, record)
-        if out.dealing is not None and self.committee.has_dealt(era, self.node_id):
-            # dealt before a restart: that dealing stands (the new one is dropped); without
-            # the lost pending state this member cannot finish, and the era times out
-            log.warning("era %d: already dealt before a restart; not dealing again", era)
-        elif out.dealing is not None:
-            dealing = out.dealing
-            self.committee.post_dealing(
-                era,
-                dealing.dealer,
-                dealing.commitments,
-                dealing.shares,
-                dealing.signature,
-                self.eth_key,
-            )
-            self.dealings_posted += 1
-            log.info("era %d: dealing posted", era)
+                out.append(
+                    DealingSeen(
+                        era=int(args["era"]),
+                        dealer=bytes(args["dealer_id"]),
+                        commitments=[bytes(c) for c in args["commitments"]],
+                        shares=[bytes(x) for x in args["shares"]],
+                        signature=bytes(posted[4]),
+                    )
+                )
+            elif event.name == "RotationReady":
+                out.append(
+                    RotationReadySeen(
+                        era=int(args["era"]), group_public_key=bytes(args["group_public_key"])
+                    )
+                )
+            elif event.name == "RotationRestarted":
+                out.append(RotationRestartedSeen(failed_era=int(args["failed_era"])))
+        return out
 
     def get_card(self, node_id: bytes) -> AttestedCard:
         node = self.registry.get_node(node_id)
@@ -242,49 +236,6 @@ class CommitteeDriver:
             quote=quote,
         )
 
-    def on_dealing_posted(
-        self, era: int, dealer: bytes, args: dict[str, Any], tx_hash: bytes
-    ) -> None:
-        track = self.eras.get(era)
-        if track is None or track.finished or dealer in track.dealt:
-            return
-        if self.node_id not in track.info.members:
-            track.dealt.append(dealer)
-            return
-        function = self.committee.codec.function("post_dealing")
-        posted = function.decode_call(self.chain.get_transaction_input(tx_hash))
-        dealing = Dealing(
-            era=era,
-            dealer=dealer,
-            commitments=[bytes(c) for c in args["commitments"]],
-            shares=[bytes(x) for x in args["shares"]],
-            signature=bytes(posted[4]),
-        )
-        complaint = call(self.enclave, COMMITTEE_DEALING, dealing).complaint
-        track.dealt.append(dealer)
-        if complaint:
-            log.warning("era %d: dealing of %s refused: %s", era, to_hex(dealer), complaint)
-        if len(track.dealt) == track.record.required_dealings:
-            self.finish_era(track)
-
-    def finish_era(self, track: EraTrack) -> None:
-        """Finish with exactly the first required dealings in chain order."""
-        qualified = sorted(track.dealt[: track.record.required_dealings])
-        out = call(self.enclave, COMMITTEE_FINISH, Finish(era=track.info.era, qualified=qualified))
-        self.store(out.sealed)
-        track.finished = True
-        confirmation = out.confirmation
-        self.committee.confirm_ready(
-            confirmation.era,
-            confirmation.member,
-            confirmation.group_public_key,
-            confirmation.qualified,
-            confirmation.signature,
-            self.eth_key,
-        )
-        self.confirmations_posted += 1
-        log.info("era %d: ready confirmed", track.info.era)
-
     def fetch_group(self) -> GroupPublicKeys:
         """The active era's public keys, from a peer (the enclave checks them)."""
         for url in self.peer_urls:
@@ -293,4 +244,4 @@ class CommitteeDriver:
                     return decode(peer.post("/v1/group", b""), GroupPublicKeys)
             except (TransportError, SealbridgeError) as exc:
                 log.info("no group keys from %s: %s", url, exc.message)
-        raise CommitteeUnavailable("no peer gave the committee's public keys")
+        raise GroupUnavailable("no peer gave the committee's public keys")
