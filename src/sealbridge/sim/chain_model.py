@@ -46,7 +46,15 @@ from sealbridge.core.effects import (
     SubmitTx,
     TxOutcome,
 )
-from sealbridge.core.errors import ConfigError
+from sealbridge.core.errors import ConfigError, SealbridgeError
+from sealbridge.sim.committee import (
+    ADMIN,
+    COMMITTEE_QUERIES,
+    COMMITTEE_TXS,
+    CommitteeModel,
+    Elect,
+    TipQuery,
+)
 
 __all__ = ["ChainModel", "RegistryEntry"]
 
@@ -73,6 +81,7 @@ class ChainModel:
         block_time: float = 1.0,
         era_length: int = 64,
         grace: int = 3600,
+        committee: CommitteeModel | None = None,
     ) -> None:
         if block_time <= 0 or era_length <= 0 or grace < 0:
             raise ConfigError("a chain model needs block_time > 0, era_length > 0, grace >= 0")
@@ -87,6 +96,8 @@ class ChainModel:
         self.registry: dict[bytes, RegistryEntry] = {}
         self.txs_mined = 0
         self.txs_reverted = 0
+        self.committee = committee  # the GatekeeperCommittee's rules, when modelled
+        self.admin_outcomes: list[tuple[Any, str]] = []  # (tx, revert reason or "")
 
     @property
     def node_id(self) -> int:
@@ -105,6 +116,9 @@ class ChainModel:
         pending, self.pending = self.pending, []
         for sender, submit in pending:
             reason = self.apply(sender, submit.tx)
+            if sender == ADMIN:
+                self.admin_outcomes.append((submit.tx, reason))
+                continue
             if reason:
                 self.txs_reverted += 1
                 outcome = TxOutcome(submit.tag, "reverted", self.number, reason)
@@ -123,6 +137,11 @@ class ChainModel:
             return [Send((sender,), self.read(message))]
         return []
 
+    def submit_admin(self, tx: Any) -> None:
+        """An admin transaction (``Elect``), applied with the next block; its outcome is
+        kept in ``admin_outcomes``."""
+        self.pending.append((ADMIN, SubmitTx("admin", tx)))
+
     # -- the registry --------------------------------------------------------------------
     def is_active(self, node_id: bytes, role: int) -> bool:
         entry = self.registry.get(node_id)
@@ -130,6 +149,13 @@ class ChainModel:
 
     def read(self, read: ReadChain) -> ChainRead:
         query = read.query
+        if isinstance(query, TipQuery):
+            return ChainRead(read.tag, self.number)
+        if self.committee is not None and isinstance(query, COMMITTEE_QUERIES):
+            try:
+                return ChainRead(read.tag, self.committee.read(query, self.number))
+            except SealbridgeError as exc:
+                return ChainRead(read.tag, error=exc.message, passing=False)
         if not isinstance(query, RegistryQuery):
             return ChainRead(
                 read.tag, error=f"the chain model answers no {type(query).__name__}", passing=False
@@ -148,6 +174,8 @@ class ChainModel:
     def apply(self, sender: int, tx: Any) -> str:
         """Apply one transaction at the current block; the revert reason, or ``""``."""
         node_id = self.identities.get(sender)
+        if self.committee is not None and isinstance(tx, (Elect, *COMMITTEE_TXS)):
+            return self.committee.apply(None if sender == ADMIN else node_id, tx, self.number)
         if node_id is None:
             return "unknown sender"
         entry = self.registry.get(node_id)

@@ -10,9 +10,15 @@ is virtual, and every effect a host core returns is carried out by the simulator
 transactions and reads go to the chain model over simulated links, ``Persist`` goes to
 the node's simulated disk. Crashes, restarts and partitions are the simulator's.
 
-Roles in the simulated devnet today: **storage nodes** (registration, renewal,
-heartbeats, blob storage with receipts). Worker, gatekeeper and gateway host cores are
-not in it yet (their hosts still drive their protocol cores directly; see issue 16).
+Roles in the simulated devnet today:
+
+* **storage nodes** (registration, renewal, heartbeats, blob storage with receipts);
+* **gatekeepers** (:class:`~sealbridge.sim.committee.SimGatekeeper`): the committee host
+  core with a real committee enclave in process, taking part in every era the admin
+  elects (``elect``) on the chain model's GatekeeperCommittee rules -- genesis key
+  generation, resharing, the deadline and the restart without the unresponsive.
+
+Workers and gateways are not in it yet (see the README's "Does not exist yet").
 
 The same seed and options give the same trace digest.
 """
@@ -25,11 +31,15 @@ from dataclasses import dataclass
 from sealbridge.chain.abi import compute_address
 from sealbridge.core.effects import ReadChain, SubmitTx
 from sealbridge.core.errors import ConfigError
+from sealbridge.crypto.signing import ed25519_keypair
 from sealbridge.sim.chain_model import ChainModel
+from sealbridge.sim.committee import CommitteeModel, Elect, SimGatekeeper
 from sealbridge.sim.delays import Uniform
 from sealbridge.sim.engine import FixedCpu, Simulator
 from sealbridge.storage.host import StorageHostCore
 from sealbridge.storage.node import StorageNode
+from sealbridge.tee.enclave import EnclaveContext
+from sealbridge.tee.policy import devnet_policy
 
 __all__ = ["CHAIN", "SimDevnet", "SimDevnetSpec"]
 
@@ -37,6 +47,7 @@ CHAIN = 0  # the chain model's address; nodes are 1..n
 LEDGER = "0x" + "4c" * 20  # the ExecutionLedger address receipts are signed for
 CHAIN_ID = 31337
 SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+GATEKEEPER_MEASUREMENT = b"sim:gatekeeper".ljust(32, b"\0")
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,9 @@ class SimDevnetSpec:
     tick: float = 1.0  # seconds between upkeep checks
     delay_low: float = 0.002  # every link's delay is drawn from [low, high] seconds
     delay_high: float = 0.050
+    gatekeepers: int = 0
+    rotation_timeout: int = 20  # blocks an era has to become ready
+    follow_poll: float = 1.0  # seconds between a gatekeeper's looks at the chain's height
 
 
 def derive_key(seed: bytes, label: str) -> bytes:
@@ -74,21 +88,64 @@ class SimDevnet:
             key = derive_key(self.seed, f"storage/{address}")
             compute_address(key)  # refuses an invalid key (never, by construction)
             self.storage[address] = self._make_storage(address, key)
+        if not 0 <= self.spec.gatekeepers <= 32:
+            raise ConfigError("a simulated devnet has 0 to 32 gatekeepers")
+        platform, platform_pub = ed25519_keypair(derive_key(self.seed, "platform"))
+        policy = devnet_policy(platform_pub, [GATEKEEPER_MEASUREMENT], max_quote_age_seconds=10**9)
+        self.gatekeepers: dict[int, SimGatekeeper] = {}
+        first = self.spec.storage_nodes + 1
+        for address in range(first, first + self.spec.gatekeepers):
+            enclave = EnclaveContext(
+                program="sim:gatekeeper",
+                measurement=GATEKEEPER_MEASUREMENT,
+                platform_private_key=platform,
+                clock=self._now,
+            )
+            self.gatekeepers[address] = SimGatekeeper(
+                address,
+                chain=CHAIN,
+                enclave=enclave,
+                policy=policy,
+                measurement=GATEKEEPER_MEASUREMENT,
+                clock=self._now,
+                poll=self.spec.follow_poll,
+            )
         identities = {a: core.node.node_id for a, core in self.storage.items()}
+        identities.update({a: g.committee_id for a, g in self.gatekeepers.items()})
         self.chain = ChainModel(
             CHAIN,
             identities,
             block_time=self.spec.block_time,
             era_length=self.spec.era_length,
+            committee=CommitteeModel(
+                rotation_timeout=self.spec.rotation_timeout,
+                cards={g.committee_id: g.card for g in self.gatekeepers.values()},
+            ),
         )
         self.sim = Simulator(
-            [self.chain, *self.storage.values()],
+            [self.chain, *self.storage.values(), *self.gatekeepers.values()],
             seed=seed,
             cpu=FixedCpu(),
             delay=Uniform(self.spec.delay_low, self.spec.delay_high),
         )
         self.sim.set_service(SubmitTx, CHAIN)
         self.sim.set_service(ReadChain, CHAIN)
+
+    def _now(self) -> float:
+        return self.sim.now if hasattr(self, "sim") else 0.0
+
+    @property
+    def committee(self) -> CommitteeModel:
+        model = self.chain.committee
+        if model is None:  # never: every simulated devnet has the committee's rules
+            raise ConfigError("this chain model has no committee")
+        return model
+
+    def elect(self, addresses: list[int], threshold: int) -> None:
+        """The admin elects the gatekeepers at ``addresses`` (applied with the next block;
+        its outcome lands in ``chain.admin_outcomes``)."""
+        members = [self.gatekeepers[a].committee_id for a in addresses]
+        self.chain.submit_admin(Elect(members=members, threshold=threshold))
 
     def _make_storage(self, address: int, key: bytes) -> StorageHostCore:
         node = StorageNode(key, LEDGER, CHAIN_ID)

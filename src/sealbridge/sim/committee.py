@@ -1,0 +1,400 @@
+"""Committees in the simulator: the GatekeeperCommittee's rules and simulated gatekeepers.
+
+Theory of operation
+-------------------
+Two parts let a committee's key lifecycle run in the deterministic simulator with the
+same host core the gatekeeper and gateway processes run
+(:class:`~sealbridge.keyservice.committee_host.CommitteeHostCore`):
+
+* :class:`CommitteeModel` -- the contract's rules, held by the chain model
+  (:class:`~sealbridge.sim.chain_model.ChainModel` delegates the committee's
+  transactions and questions to it): ``elect`` (an admin transaction: genesis, or a
+  resharing from the active era), ``post_dealing`` (a dealer of the pending era, once,
+  before the deadline), ``confirm_ready`` (a member, once, before the deadline; every
+  confirmation must repeat the first's group key and qualified set, which must be
+  strictly increasing, at least the required dealings, all dealt; a resharing keeps the
+  group key; the last confirmation activates the era and retires the one before) and
+  ``restart`` (after the deadline: the era fails, the members that did not confirm and
+  the dealers that did not deal are penalized, and a retry era of the confirmed members
+  opens when at least ``threshold`` remain). Events are kept per block and answered to
+  ``CommitteeLogs``. A sender is identified by its simulator address (the model's
+  ``identities``), standing in for the enclave signatures the real contract checks;
+  registration is not required here (the registry model covers it separately).
+* :class:`SimGatekeeper` -- one gatekeeper as a simulator node: its host core, its
+  enclave in process (a real :class:`~sealbridge.keyservice.committee.CommitteeMember`
+  behind the real committee ECALL handlers, called through their encoded boundary,
+  with the simulator's clock), and a follower that asks the chain for its height every
+  ``poll`` seconds and tells the core (``Followed``). ``CallEnclave`` effects are
+  carried out at once, on the node (an enclave is local to its host); every other
+  effect goes to the simulator. Its ``Persist("committee")`` lands on the node's
+  simulated disk.
+
+Key material is drawn by the enclaves from the OS (as on hardware), so two runs of one
+seed hold different keys; the schedule, every message's kind and time, and therefore
+the trace digest are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sealbridge.chain.eras import CommitteePhase, EraRecord
+from sealbridge.core.effects import (
+    CallEnclave,
+    ChainRead,
+    Effect,
+    EnclaveAnswer,
+    ReadChain,
+    SetTimer,
+)
+from sealbridge.core.encoding import Message, encode
+from sealbridge.core.errors import ConfigError, SealbridgeError
+from sealbridge.keyservice.committee import CommitteeMember, CommitteeState
+from sealbridge.keyservice.committee_host import (
+    CardsQuery,
+    CommitteeEvent,
+    CommitteeHostCore,
+    CommitteeLogs,
+    ConfirmReady,
+    DealingSeen,
+    DealtQuery,
+    EraElectedSeen,
+    EraQuery,
+    Followed,
+    MembersQuery,
+    PendingEra,
+    PendingQuery,
+    PostDealing,
+    RestartEra,
+    RotationReadySeen,
+    RotationRestartedSeen,
+)
+from sealbridge.keyservice.ecalls import CommitteeEcalls
+from sealbridge.tee.card import AttestedCard
+from sealbridge.tee.ecall import get_ecall_table
+from sealbridge.tee.enclave import EnclaveContext, RawEcall
+from sealbridge.tee.policy import AttestationPolicy
+
+__all__ = ["CommitteeModel", "Elect", "SimGatekeeper", "TipQuery"]
+
+ADMIN = -1  # the sender of admin transactions (the simulator's outside world)
+COMMITTEE_TXS = (PostDealing, ConfirmReady, RestartEra)
+
+
+class Elect(Message, frozen=True):
+    """The admin elects an era (genesis when none is active, else a resharing)."""
+
+    members: list[bytes]
+    threshold: int
+
+
+class TipQuery(Message, frozen=True):
+    """The chain's newest block number -> int."""
+
+
+COMMITTEE_QUERIES = (CommitteeLogs, EraQuery, MembersQuery, DealtQuery, PendingQuery, CardsQuery)
+
+
+@dataclass
+class _Era:
+    record: EraRecord
+    dealt: list[bytes] = field(default_factory=list)
+    confirmed: list[bytes] = field(default_factory=list)
+    candidate: tuple[bytes, tuple[bytes, ...]] | None = None  # (group key, qualified)
+
+
+class CommitteeModel:
+    """The GatekeeperCommittee's rules (see the module docstring)."""
+
+    def __init__(self, *, rotation_timeout: int, cards: dict[bytes, AttestedCard]) -> None:
+        if rotation_timeout < 1:
+            raise ConfigError("rotation_timeout must be at least one block")
+        self.rotation_timeout = int(rotation_timeout)
+        self.cards = dict(cards)
+        self.eras: dict[int, _Era] = {}
+        self.pending = 0
+        self.active = 0
+        self.events: list[tuple[int, CommitteeEvent]] = []  # (block, event)
+        self.penalties: dict[bytes, int] = {}
+
+    # -- transactions ------------------------------------------------------------------
+    def apply(self, sender_id: bytes | None, tx: Any, block: int) -> str:
+        """Apply one committee transaction at ``block``; the revert reason, or ``""``."""
+        if isinstance(tx, Elect):
+            return "only the admin elects" if sender_id is not None else self._elect(tx, block)
+        if sender_id is None:
+            return "unknown sender"
+        if isinstance(tx, PostDealing):
+            return self._post_dealing(sender_id, tx, block)
+        if isinstance(tx, ConfirmReady):
+            return self._confirm(sender_id, tx, block)
+        if isinstance(tx, RestartEra):
+            return self._restart(tx.era, block)
+        return f"the committee model runs no {type(tx).__name__}"
+
+    def _open(
+        self,
+        members: list[bytes],
+        threshold: int,
+        dealers: list[bytes],
+        dealer_threshold: int,
+        previous: int,
+        block: int,
+    ) -> int:
+        era = len(self.eras) + 1
+        self.eras[era] = _Era(
+            EraRecord(
+                era=era,
+                members=list(members),
+                threshold=threshold,
+                dealers=list(dealers),
+                dealer_threshold=dealer_threshold,
+                group_public_key=b"",
+                phase=CommitteePhase.ELECTED,
+                elected_at=block,
+                deadline=block + self.rotation_timeout,
+                previous_era=previous,
+                dealing_count=0,
+                confirmation_count=0,
+            )
+        )
+        self.pending = era
+        self.events.append((block, EraElectedSeen(era=era)))
+        return era
+
+    def _elect(self, tx: Elect, block: int) -> str:
+        if self.pending:
+            return "an era is pending"
+        if not tx.members or len(set(tx.members)) != len(tx.members):
+            return "members must be distinct and non-empty"
+        if not 1 <= tx.threshold <= len(tx.members):
+            return "threshold out of range"
+        if not self.active:
+            self._open(tx.members, tx.threshold, tx.members, 0, 0, block)
+            return ""
+        current = self.eras[self.active].record
+        self._open(tx.members, tx.threshold, current.members, current.threshold, self.active, block)
+        return ""
+
+    def _check_pending(self, era: int, block: int) -> _Era | str:
+        entry = self.eras.get(era)
+        if entry is None:
+            return "unknown era"
+        if entry.record.phase != CommitteePhase.ELECTED:
+            return "era is not pending"
+        if block > entry.record.deadline:
+            return "era deadline passed"
+        return entry
+
+    def _post_dealing(self, sender: bytes, tx: PostDealing, block: int) -> str:
+        entry = self._check_pending(tx.era, block)
+        if isinstance(entry, str):
+            return entry
+        if tx.dealer != sender or sender not in entry.record.dealers:
+            return "not a dealer of the era"
+        if sender in entry.dealt:
+            return "dealer already dealt"
+        entry.dealt.append(sender)
+        event = DealingSeen(
+            era=tx.era,
+            dealer=sender,
+            commitments=tx.commitments,
+            shares=tx.shares,
+            signature=tx.signature,
+        )
+        self.events.append((block, event))
+        return ""
+
+    def _confirm(self, sender: bytes, tx: ConfirmReady, block: int) -> str:
+        entry = self._check_pending(tx.era, block)
+        if isinstance(entry, str):
+            return entry
+        record = entry.record
+        if tx.member != sender or sender not in record.members:
+            return "not a member of the era"
+        if sender in entry.confirmed:
+            return "member already confirmed"
+        qualified = tuple(tx.qualified)
+        if len(qualified) < record.required_dealings:
+            return "too few qualified dealers"
+        if any(a >= b for a, b in zip(qualified, qualified[1:], strict=False)):
+            return "qualified dealers must be strictly increasing"
+        if any(d not in entry.dealt for d in qualified):
+            return "qualified dealer has not dealt"
+        if record.is_resharing:
+            kept = self.eras[record.previous_era].record.group_public_key
+            if tx.group_public_key != kept:
+                return "a resharing must keep the group key"
+        candidate = (bytes(tx.group_public_key), qualified)
+        if entry.candidate is None:
+            entry.candidate = candidate
+        elif entry.candidate != candidate:
+            return "confirmation differs from the first"
+        entry.confirmed.append(sender)
+        if len(entry.confirmed) == len(record.members):
+            self._activate(entry, block)
+        return ""
+
+    def _activate(self, entry: _Era, block: int) -> None:
+        record = entry.record
+        group_key = entry.candidate[0] if entry.candidate else b""
+        entry.record = _with(record, phase=CommitteePhase.ACTIVE, group_public_key=group_key)
+        if self.active:
+            old = self.eras[self.active]
+            old.record = _with(old.record, phase=CommitteePhase.RETIRED)
+        self.active = record.era
+        self.pending = 0
+        self.events.append((block, RotationReadySeen(era=record.era, group_public_key=group_key)))
+
+    def _restart(self, era: int, block: int) -> str:
+        entry = self.eras.get(era)
+        if entry is None:
+            return "unknown era"
+        record = entry.record
+        if record.phase != CommitteePhase.ELECTED:
+            return "era is not pending"
+        if block <= record.deadline:
+            return "deadline not reached"
+        entry.record = _with(record, phase=CommitteePhase.FAILED)
+        self.pending = 0
+        kept = [m for m in record.members if m in entry.confirmed]
+        for node_id in [m for m in record.members if m not in entry.confirmed] + [
+            d for d in record.dealers if d not in entry.dealt
+        ]:
+            self.penalties[node_id] = self.penalties.get(node_id, 0) + 1
+        dealers = record.dealers
+        if not record.is_resharing:
+            dealers = [d for d in record.dealers if d in entry.dealt and d in entry.confirmed]
+        self.events.append((block, RotationRestartedSeen(failed_era=era)))
+        retry = len(kept) >= record.threshold
+        if not record.is_resharing:
+            retry = retry and len(dealers) >= record.threshold
+        if retry:
+            self._open(
+                kept, record.threshold, dealers, record.dealer_threshold, record.previous_era, block
+            )
+        return ""
+
+    # -- questions ---------------------------------------------------------------------
+    def read(self, query: Any, number: int) -> Any:
+        """The answer to one committee question at block ``number`` (raises a
+        SealbridgeError the chain model turns into a lasting read failure)."""
+        if isinstance(query, CommitteeLogs):
+            return [event for block, event in self.events if query.first <= block <= query.last]
+        if isinstance(query, EraQuery):
+            entry = self.eras.get(query.era)
+            if entry is None:
+                return None
+            return _with(
+                entry.record,
+                dealing_count=len(entry.dealt),
+                confirmation_count=len(entry.confirmed),
+            )
+        if isinstance(query, MembersQuery):
+            entry = self.eras.get(query.era)
+            return list(entry.record.members) if entry is not None else []
+        if isinstance(query, DealtQuery):
+            entry = self.eras.get(query.era)
+            return entry is not None and query.node_id in entry.dealt
+        if isinstance(query, PendingQuery):
+            entry = self.eras.get(self.pending)
+            deadline = entry.record.deadline if entry is not None else 0
+            return PendingEra(era=self.pending, deadline=deadline, block_number=number)
+        if isinstance(query, CardsQuery):
+            missing = [n for n in query.node_ids if n not in self.cards]
+            if missing:
+                raise _NotRegistered(f"node 0x{missing[0].hex()[:12]}… is not registered")
+            return [self.cards[n] for n in query.node_ids]
+        raise _NotRegistered(f"the committee model answers no {type(query).__name__}")
+
+
+class _NotRegistered(SealbridgeError):
+    code = "not_registered"
+
+
+def _with(record: EraRecord, **changes: Any) -> EraRecord:
+    fields = {name: getattr(record, name) for name in record.__struct_fields__}
+    fields.update(changes)
+    return EraRecord(**fields)
+
+
+class SimGatekeeper:
+    """One gatekeeper in the simulator (see the module docstring)."""
+
+    def __init__(
+        self,
+        address: int,
+        *,
+        chain: int,
+        enclave: EnclaveContext,
+        policy: AttestationPolicy,
+        measurement: bytes,
+        clock: Callable[[], float],
+        poll: float = 1.0,
+    ) -> None:
+        self.address = address
+        self.chain = chain
+        self.enclave = enclave
+        self.poll = poll
+        self.member = CommitteeMember(enclave=enclave, policy=policy, measurement=measurement)
+        self.card = AttestedCard(node=enclave.identity, quote=enclave.get_identity_quote())
+        self.committee_id = enclave.identity.identity_key
+        self.core = CommitteeHostCore(self.committee_id, scanned=0, address=address, chain=chain)
+        ecalls = CommitteeEcalls(get_member=lambda: self.member, seal=_seal_for_sim, clock=clock)
+        self.table: dict[str, RawEcall] = get_ecall_table(ecalls)
+        self._tip_seq = 0
+        self._tip_tag = ""
+
+    @property
+    def node_id(self) -> int:
+        return self.address
+
+    def on_start(self, now: float) -> list[Effect]:
+        return self._run([*self.core.on_start(now), SetTimer("follow", self.poll)], now)
+
+    def on_timer(self, name: str, now: float) -> list[Effect]:
+        if name == "follow":
+            self._tip_seq += 1
+            self._tip_tag = f"tip:{self._tip_seq}"
+            return [SetTimer("follow", self.poll), ReadChain(self._tip_tag, TipQuery())]
+        return self._run(self.core.on_timer(name, now), now)
+
+    def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
+        if isinstance(message, ChainRead) and message.tag == self._tip_tag:
+            if sender != self.chain or not isinstance(message.value, int):
+                return []
+            self._tip_tag = ""
+            message = Followed(height=message.value)
+        return self._run(self.core.on_message(sender, message, now), now)
+
+    def _run(self, effects: list[Effect], now: float) -> list[Effect]:
+        """Carry out the enclave calls at once (the enclave is local); pass on the rest."""
+        out: list[Effect] = []
+        queue = list(effects)
+        while queue:
+            effect = queue.pop(0)
+            if not isinstance(effect, CallEnclave):
+                out.append(effect)
+                continue
+            queue += self.core.on_message(self.chain, self._ecall(effect), now)
+        return out
+
+    def _ecall(self, effect: CallEnclave) -> EnclaveAnswer:
+        spec = effect.ecall
+        run = self.table.get(getattr(spec, "name", ""))
+        if run is None:
+            return EnclaveAnswer(effect.tag, error="unknown_ecall: not a committee ECALL")
+        try:
+            return EnclaveAnswer(
+                effect.tag, spec.decode_response(run(spec.encode_request(effect.request)))
+            )
+        except SealbridgeError as exc:
+            return EnclaveAnswer(effect.tag, error=f"{exc.code}: {exc.message}")
+
+
+def _seal_for_sim(state: CommitteeState) -> bytes:
+    """The simulator's stand-in for sealing: the state's canonical encoding (the disk
+    of a simulated node is the simulator's own memory)."""
+    return encode(state)
