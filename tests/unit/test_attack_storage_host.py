@@ -19,43 +19,19 @@ import pytest
 
 from sealbridge.chain.errors import TransactionReverted
 from sealbridge.chain.registration import RegistryView
-from sealbridge.config.node import STORAGE, NodeConfig
 from sealbridge.core.encoding import decode
 from sealbridge.core.errors import ConfigError, SealbridgeError
 from sealbridge.core.ids import keccak
-from sealbridge.evm.management import ManagementAddresses
 from sealbridge.node.driver import DriverStopped
 from sealbridge.node.storage import BlobWriteFailed, StorageHost
 from sealbridge.storage import BadBlobHash, BlobRefused, StorageReceipt
 from sealbridge.storage.host import StorageHostCore, StoreBlob, StoreRefused, get_blob_key
 from sealbridge.storage.node import StorageNode, is_valid_receipt
+from tests.unit.test_storage_node import host_config
 
 KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 LEDGER = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 CHAIN_ID = 31337
-
-
-def host_config(tmp_path: Path, max_blob_size: int = 1024) -> NodeConfig:
-    addresses = ManagementAddresses(
-        chain_id=CHAIN_ID,
-        node_registry="0x" + "01" * 20,
-        contract_registry="0x" + "02" * 20,
-        command_inbox="0x" + "03" * 20,
-        execution_ledger=LEDGER,
-        deployed_at_block=1,
-        evm_version="prague",
-    )
-    addresses.save(tmp_path / "addresses.json")
-    return NodeConfig(
-        role=STORAGE,
-        name="storage-t",
-        home=str(tmp_path / "home"),
-        rpc_url="http://127.0.0.1:1",
-        addresses_file=str(tmp_path / "addresses.json"),
-        eth_private_key="11" * 32,
-        port=1,
-        max_blob_size=max_blob_size,
-    )
 
 
 def blob_dir(host: StorageHost) -> Path:

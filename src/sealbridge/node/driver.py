@@ -235,19 +235,7 @@ class NetworkDriver:
             self.status.phase = "running"
             self._apply(self.core.on_start(time.time()))
         for _ in range(max_rounds):
-            progressed = False
-            while self._timers:  # at most one due timer per round
-                deadline, gen, name = self._timers[0]
-                if self._timer_gen.get(name) != gen:
-                    heapq.heappop(self._timers)
-                    continue
-                if deadline > time.monotonic():
-                    break
-                heapq.heappop(self._timers)
-                del self._timer_gen[name]
-                self._apply(self.core.on_timer(name, time.time()))
-                progressed = True
-                break
+            progressed = self._fire_due_timer() == 0.0  # at most one due timer per round
             while True:
                 try:
                     item = self._inbox.get_nowait()
@@ -298,26 +286,32 @@ class NetworkDriver:
                 raise DriverBusy(f"{self.name}: no answer within {timeout:.0f}s") from None
             return call.future.result()  # type: ignore[no-any-return]
 
-    def _next_input(self) -> tuple[int, Any] | None:
+    def _fire_due_timer(self) -> float | None:
+        """Fire the earliest timer if it is due (returns 0.0); else the seconds until
+        the next one is due, or None when no timer is set. Replaced or cancelled timers
+        leave the heap on the way."""
         while self._timers:
             deadline, gen, name = self._timers[0]
             if self._timer_gen.get(name) != gen:
-                heapq.heappop(self._timers)  # replaced or cancelled
+                heapq.heappop(self._timers)
                 continue
             wait = deadline - time.monotonic()
-            if wait <= 0:
-                heapq.heappop(self._timers)
-                del self._timer_gen[name]
-                self._apply(self.core.on_timer(name, time.time()))
-                try:  # a timer always due must not starve the inbox
-                    return self._inbox.get_nowait()
-                except queue.Empty:
-                    return None
-            try:
-                return self._inbox.get(timeout=wait)
-            except queue.Empty:
-                return None
-        return self._inbox.get()
+            if wait > 0:
+                return wait
+            heapq.heappop(self._timers)
+            del self._timer_gen[name]
+            self._apply(self.core.on_timer(name, time.time()))
+            return 0.0
+        return None
+
+    def _next_input(self) -> tuple[int, Any] | None:
+        wait = self._fire_due_timer()
+        if wait is None:
+            return self._inbox.get()
+        try:  # after a fired timer, a timer always due must not starve the inbox
+            return self._inbox.get_nowait() if wait == 0.0 else self._inbox.get(timeout=wait)
+        except queue.Empty:
+            return None
 
     # -- effects -----------------------------------------------------------------------
     def _apply(self, effects: list[Effect]) -> None:
