@@ -38,6 +38,10 @@ to the world outside its peers. Each asks the driver for one thing and names it 
 * :class:`CallEnclave` -- call the node's enclave: ``ecall`` is the ECALL's typed
   declaration (``tee.ecall``) and ``request`` its request. Answer:
   :class:`EnclaveAnswer` with the typed response, or the refusal's code and message.
+* :class:`AskPeers` -- ask the role's peers, one after another, until ``needed`` of
+  them answered ``request`` (a peer that fails or refuses is skipped). Answer:
+  :class:`PeerAnswers` with the answers got (maybe fewer than ``needed``) and why the
+  others gave none; the core checks every answer itself.
 * :class:`Persist` -- replace the node-local record ``key`` with ``data`` atomically
   (sealed state, cursors, blobs); done before the driver handles the next input, so
   nothing the core says afterwards depends on a write that did not happen.
@@ -57,11 +61,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
+    "AskPeers",
     "CallEnclave",
     "CancelTimer",
     "ChainRead",
     "Effect",
     "EnclaveAnswer",
+    "PeerAnswers",
     "Persist",
     "ProtocolNode",
     "ReadChain",
@@ -116,13 +122,22 @@ class CallEnclave:
 
 
 @dataclass(frozen=True, slots=True)
+class AskPeers:
+    tag: str
+    request: Any  # a typed request the role's peers answer
+    needed: int
+
+
+@dataclass(frozen=True, slots=True)
 class Persist:
     key: str
     data: bytes
 
 
-Effect = Send | SetTimer | CancelTimer | Report | SubmitTx | ReadChain | CallEnclave | Persist
-NODE_EFFECTS = (SubmitTx, ReadChain, CallEnclave, Persist)
+Effect = (
+    Send | SetTimer | CancelTimer | Report | SubmitTx | ReadChain | CallEnclave | AskPeers | Persist
+)
+NODE_EFFECTS = (SubmitTx, ReadChain, CallEnclave, AskPeers, Persist)
 
 
 # -- answers (inputs a driver hands back to the core as messages) ---------------------
@@ -158,6 +173,13 @@ class EnclaveAnswer:
     tag: str
     response: Any = None
     error: str = ""  # a typed refusal's code and message, when the enclave refused
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAnswers:
+    tag: str
+    answers: tuple[Any, ...] = ()
+    errors: tuple[str, ...] = ()  # why the peers asked without an answer gave none
 
 
 class ProtocolNode(Protocol):

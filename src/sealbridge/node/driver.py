@@ -19,9 +19,10 @@ out the effects it returns, and hands back its answer.
   timer set again under the same name replaces the old one);
 * ``Persist`` -- written on the loop thread (through :class:`Executors`' ``persist``)
   before the next input is handled;
-* ``SubmitTx``, ``ReadChain``, ``CallEnclave`` -- run on a small pool of I/O threads,
-  so a slow RPC never stalls the loop; the answer (``TxOutcome``, ``ChainRead``,
-  ``EnclaveAnswer``) comes back through the inbox with the effect's tag;
+* ``SubmitTx``, ``ReadChain``, ``CallEnclave``, ``AskPeers`` -- run on a small pool of
+  I/O threads, so a slow RPC never stalls the loop; the answer (``TxOutcome``,
+  ``ChainRead``, ``EnclaveAnswer``, ``PeerAnswers``) comes back through the inbox with
+  the effect's tag;
 * ``Send`` -- handed to the role's ``send`` executor (HTTP to peers);
 * ``Report`` -- logged, and the latest of each kind kept for the status endpoint.
 
@@ -67,11 +68,13 @@ from tenacity import (
 
 from sealbridge.chain.errors import RpcError, TransactionReverted
 from sealbridge.core.effects import (
+    AskPeers,
     CallEnclave,
     CancelTimer,
     ChainRead,
     Effect,
     EnclaveAnswer,
+    PeerAnswers,
     Persist,
     ProtocolNode,
     ReadChain,
@@ -126,6 +129,8 @@ class Executors:
     read_chain: Callable[[Any], Any] | None = None  # query -> value
     call_enclave: Callable[[Any, Any], Any] | None = None  # (declaration, request) -> response
     persist: Callable[[str, bytes], None] | None = None
+    # (request, needed) -> (answers, errors): the role's peers asked one after another
+    ask_peers: Callable[[Any, int], tuple[list[Any], list[str]]] | None = None
     send: Callable[[tuple[int, ...], Any], None] | None = None
     retry_seconds: float = RETRY_SECONDS
 
@@ -329,7 +334,7 @@ class NetworkDriver:
                 if self.executors.persist is None:
                     raise DriverConfigError(f"{self.name} cannot persist {effect.key!r}")
                 self.executors.persist(effect.key, effect.data)
-            elif isinstance(effect, SubmitTx | ReadChain | CallEnclave):
+            elif isinstance(effect, SubmitTx | ReadChain | CallEnclave | AskPeers):
                 if self.inline:
                     self._run_io(effect)
                 else:
@@ -347,13 +352,15 @@ class NetworkDriver:
             else:
                 raise DriverConfigError(f"{self.name}: not an effect: {type(effect).__name__}")
 
-    def _run_io(self, effect: SubmitTx | ReadChain | CallEnclave) -> None:
+    def _run_io(self, effect: SubmitTx | ReadChain | CallEnclave | AskPeers) -> None:
         answer: Any
         try:
             if isinstance(effect, SubmitTx):
                 answer = self._submit(effect)
             elif isinstance(effect, ReadChain):
                 answer = self._read(effect)
+            elif isinstance(effect, AskPeers):
+                answer = self._ask(effect)
             else:
                 answer = self._ecall(effect)
         except Exception as exc:  # an executor bug must reach the core, not vanish
@@ -393,6 +400,13 @@ class NetworkDriver:
             return EnclaveAnswer(effect.tag, run(effect.ecall, effect.request))
         except SealbridgeError as exc:
             return EnclaveAnswer(effect.tag, error=f"{exc.code}: {exc.message}")
+
+    def _ask(self, effect: AskPeers) -> PeerAnswers:
+        run = self.executors.ask_peers
+        if run is None:
+            return PeerAnswers(effect.tag, errors=("this node has no peers to ask",))
+        answers, errors = run(effect.request, effect.needed)
+        return PeerAnswers(effect.tag, tuple(answers), tuple(errors))
 
     def _run_send(self, effect: Send) -> None:
         send = self.executors.send
@@ -441,9 +455,11 @@ class _Call:
         self.future.set_result(answer)
 
 
-def _failure(effect: SubmitTx | ReadChain | CallEnclave, reason: str) -> Any:
+def _failure(effect: SubmitTx | ReadChain | CallEnclave | AskPeers, reason: str) -> Any:
     if isinstance(effect, SubmitTx):
         return TxOutcome(effect.tag, "failed", reason=reason)
+    if isinstance(effect, AskPeers):
+        return PeerAnswers(effect.tag, errors=(reason,))
     if isinstance(effect, ReadChain):
         return ChainRead(effect.tag, error=reason)
     return EnclaveAnswer(effect.tag, error=reason)

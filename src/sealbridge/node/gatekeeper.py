@@ -28,14 +28,17 @@ and follows the chain:
 * **Committee** (GatekeeperCommittee events, read with ``eth_getLogs`` when caught up):
   :class:`~sealbridge.node.committee.CommitteeDriver` takes the enclave through each
   era it is elected to (cards, dealings, the ready confirmation, activation, restarts).
-* **Deployments**: on each ``ContractDeployed`` naming this gatekeeper, it collects
-  ``t - 1`` partials from its peers, the enclave combines them with its own into the
-  contract key and signs the contract's public keys, and the host publishes them.
-* **Key rotations**: on each ``KeyRotationRequested`` of a contract naming this
-  gatekeeper, the same for the next key version, published with ``rotate_contract_key``.
-  For key requests the proofs also cover the contract's key version, whether a rotation
-  is pending, whether a checkpoint at or after the rotation is recorded (until then the
-  previous version is still released) and the committee's current era.
+* **Contract keys** (:class:`~sealbridge.keyservice.publisher.KeyPublisherCore`, on
+  the network driver in inline mode, stepped from the follower loop): on each
+  ``ContractDeployed`` naming this gatekeeper, and on each ``KeyRotationRequested`` of a
+  contract naming it, the core has the enclave make a key request, collects ``t - 1``
+  partials from the peers (``AskPeers``: ``POST /v1/partial`` to each until enough
+  answered), has the enclave combine them with its own into the contract key and sign
+  the contract's public keys, and sends ``publish_contract_key`` or
+  ``rotate_contract_key``. For key requests the proofs also cover the contract's key
+  version, whether a rotation is pending, whether a checkpoint at or after the rotation
+  is recorded (until then the previous version is still released) and the committee's
+  current era.
 
 States: ``STARTING`` -> (``REGISTERING``) -> ``FOLLOWING`` (or ``FAILED`` with a reason).
 """
@@ -48,14 +51,13 @@ from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import Role, canonical_address
-from sealbridge.chain.errors import TransactionReverted
 from sealbridge.config.node import NodeConfig, write_atomic
 from sealbridge.core.encoding import decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.evm.committee import GatekeeperCommittee
-from sealbridge.evm.follower import ChainEvent, ObservedBlock
+from sealbridge.evm.follower import ObservedBlock
 from sealbridge.keyservice.chainfacts import (
     FactsProof,
     HeaderTip,
@@ -68,29 +70,35 @@ from sealbridge.keyservice.ecalls import (
     GATEKEEPER_ADVANCE_HEADERS,
     GATEKEEPER_APPROVE_REGISTRATION,
     GATEKEEPER_GENESIS,
-    GATEKEEPER_PUBLISH_CONTRACT_KEY,
     GATEKEEPER_RELEASE_PARTIAL,
     GATEKEEPER_RESTORE,
-    MAKE_KEY_REQUEST,
     AdvanceHeaders,
     ChainTip,
     Genesis,
-    MakeKeyRequest,
-    PublishKey,
     ReleaseKey,
     Restore,
 )
 from sealbridge.keyservice.messages import (
     KeyRequest,
     KeyRequestBody,
-    PublishedContractKey,
-    PublishKeyRequest,
     RegistrationApproval,
     RegistrationRequest,
 )
+from sealbridge.keyservice.publisher import (
+    ContractDeployedSeen,
+    ContractKeyQuery,
+    ContractKeyView,
+    KeyPublishedQuery,
+    KeyPublisherCore,
+    KeyRotationRequestedSeen,
+    PublishKeyOnChain,
+    RotateKeyOnChain,
+)
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.net.http import NodeClient, TransportError
+from sealbridge.node.committee import RETRY_SECONDS as COMMITTEE_RETRY_SECONDS
 from sealbridge.node.committee import CommitteeDriver, CommitteeUnavailable
+from sealbridge.node.driver import Executors, NetworkDriver
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.ecall import NOTHING, call
@@ -103,20 +111,12 @@ log = logging.getLogger("sealbridge.gatekeeper")
 PROOF_ATTEMPTS = 3  # reads of a key request's facts, while the chain moves under them
 
 
-class PartialsUnavailable(TransportError):
-    """Too few peers answered with a partial (a passing condition: the block is retried)."""
-
-    code = "partials_unavailable"
-
-
 class GatekeeperHost(NodeHost):
     def __init__(self, config: NodeConfig, enclave: EnclaveHandle, chain: ChainAdapter) -> None:
         super().__init__(config, enclave, chain)
         if not config.committee_address:
             raise LocalProtocolError("a gatekeeper needs committee_address in its config")
         self.committee = GatekeeperCommittee(chain, config.committee_address)
-        self.published = 0
-        self.rotated = 0
         self.released = 0
         self.approved = 0
         self.home = Path(config.home)
@@ -132,6 +132,23 @@ class GatekeeperHost(NodeHost):
             eth_key=self.eth_key,
             store=self.store_committee,
             peer_urls=config.peer_urls,
+        )
+        self.publisher_core = KeyPublisherCore(
+            self.node_id,
+            chain_id=chain.chain_id,
+            contract_registry=self.addresses.contract_registry,
+        )
+        self.publisher = NetworkDriver(
+            self.publisher_core,
+            Executors(
+                submit_tx=self.send_key_tx,
+                read_chain=self.read_key_facts,
+                call_enclave=lambda ecall, request: call(self.enclave, ecall, request),
+                ask_peers=self.collect_partials,
+                retry_seconds=COMMITTEE_RETRY_SECONDS,
+            ),
+            name="key-publisher",
+            inline=True,
         )
         self.start_enclave_state()
 
@@ -269,15 +286,30 @@ class GatekeeperHost(NodeHost):
     def on_block(self, block: ObservedBlock) -> None:
         for event in block.events:
             if event.name == "ContractDeployed":
-                self.on_contract_deployed(event)
+                self.publisher.deliver(
+                    0,
+                    ContractDeployedSeen(
+                        contract_id=bytes(event.args["contract_id"]),
+                        gatekeeper_id=bytes(event.args["gatekeeper_id"]),
+                    ),
+                )
             elif event.name == "KeyRotationRequested":
-                self.on_rotation_requested(event)
+                self.publisher.deliver(
+                    0,
+                    KeyRotationRequestedSeen(
+                        contract_id=bytes(event.args["contract_id"]),
+                        version=int(event.args["version"]),
+                    ),
+                )
+        self.publisher.step()
 
     def on_caught_up(self) -> None:
         self.follow_committee()
+        self.publisher.step()
 
     def on_idle(self) -> None:
         self.follow_committee()
+        self.publisher.step()
 
     def follow_committee(self) -> None:
         """Handle the committee's events up to the followed height (see
@@ -289,8 +321,52 @@ class GatekeeperHost(NodeHost):
             self.error = f"committee: {exc.message}"
             log.warning(self.error)
 
-    def collect_partials(self, request: KeyRequest, needed: int) -> list[PartialKeyRelease]:
-        releases: list[PartialKeyRelease] = []
+    # -- contract keys (the key publisher core's effects) --------------------------------
+    def read_key_facts(self, query: Any) -> Any:
+        registry = self.mgmt.contract_registry
+        if isinstance(query, KeyPublishedQuery):
+            return registry.is_key_published(query.contract_id)
+        if isinstance(query, ContractKeyQuery):
+            record = registry.get_contract(query.contract_id)
+            if record is None:
+                return None
+            return ContractKeyView(
+                gatekeeper_id=record.gatekeeper_id,
+                key_version=record.key_version,
+                rotation_pending=record.rotation_pending,
+            )
+        raise LocalProtocolError(f"not a key question: {type(query).__name__}")
+
+    def send_key_tx(self, tx: Any) -> int:
+        registry = self.mgmt.contract_registry
+        if isinstance(tx, PublishKeyOnChain):
+            receipt = registry.publish_contract_key(
+                tx.contract_id,
+                tx.contract_public_key,
+                tx.message_key,
+                tx.wrapped_key,
+                tx.signature,
+                self.eth_key,
+            )
+            log.info("published contract key of %s", to_hex(tx.contract_id))
+        elif isinstance(tx, RotateKeyOnChain):
+            receipt = registry.rotate_contract_key(
+                tx.contract_id,
+                tx.version,
+                tx.contract_public_key,
+                tx.message_key,
+                tx.signature,
+                self.eth_key,
+            )
+            log.info("rotated the key of %s to version %d", to_hex(tx.contract_id), tx.version)
+        else:
+            raise LocalProtocolError(f"not a key transaction: {type(tx).__name__}")
+        return receipt.block_number
+
+    def collect_partials(self, request: Any, needed: int) -> tuple[list[Any], list[str]]:
+        """Ask the peers, one after another, until ``needed`` partials were released."""
+        releases: list[Any] = []
+        errors: list[str] = []
         for url in self.config.peer_urls:
             if len(releases) >= needed:
                 break
@@ -301,86 +377,8 @@ class GatekeeperHost(NodeHost):
                     )
             except (TransportError, SealbridgeError) as exc:
                 log.info("no partial from %s: %s", url, exc.message)
-        return releases
-
-    def on_contract_deployed(self, event: ChainEvent) -> None:
-        contract_id = bytes(event.args["contract_id"])
-        if bytes(event.args["gatekeeper_id"]) != self.node_id:
-            return
-        if self.mgmt.contract_registry.is_key_published(contract_id):
-            return
-        published = self.derive_public_keys(contract_id, 0)
-        if published is None:
-            return
-        try:
-            self.mgmt.contract_registry.publish_contract_key(
-                contract_id,
-                published.contract_public_key,
-                published.message_key,
-                published.wrapped_key,
-                published.signature,
-                self.eth_key,
-            )
-        except TransactionReverted as exc:  # e.g. published meanwhile; a passing RPC error retries
-            log.warning("could not publish key of %s: %s", to_hex(contract_id), exc.message)
-            return
-        self.published += 1
-        log.info("published contract key of %s", to_hex(contract_id))
-
-    def derive_public_keys(self, contract_id: bytes, version: int) -> PublishedContractKey | None:
-        """Version ``version`` of a contract's key, combined in the enclave from our
-        partial and ``t - 1`` of our peers'; what the registry records of it, signed."""
-        group = call(self.enclave, COMMITTEE_STATUS, NOTHING).group
-        if group is None:
-            log.warning("cannot publish the key of %s: no active share", to_hex(contract_id))
-            return None
-        request = call(
-            self.enclave, MAKE_KEY_REQUEST, MakeKeyRequest(contract_id=contract_id, version=version)
-        )
-        releases = self.collect_partials(request, group.threshold - 1)
-        if len(releases) < group.threshold - 1:
-            raise PartialsUnavailable(
-                f"{len(releases)} of {group.threshold - 1} peer partials for "
-                f"{to_hex(contract_id)[:14]}… (key version {version}); retrying"
-            )
-        publish = PublishKeyRequest(
-            contract_id=contract_id,
-            chain_id=self.chain.chain_id,
-            contract_registry_address=self.addresses.contract_registry,
-            version=version,
-        )
-        return call(
-            self.enclave,
-            GATEKEEPER_PUBLISH_CONTRACT_KEY,
-            PublishKey(request=publish, releases=releases),
-        )
-
-    def on_rotation_requested(self, event: ChainEvent) -> None:
-        """The deployer asked for a new key version: publish it if the contract names us."""
-        contract_id = bytes(event.args["contract_id"])
-        version = int(event.args["version"])
-        record = self.mgmt.contract_registry.get_contract(contract_id)
-        if record is None or record.gatekeeper_id != self.node_id:
-            return
-        if not record.rotation_pending or record.key_version + 1 != version:
-            return  # rotated meanwhile (this event is being read again)
-        published = self.derive_public_keys(contract_id, version)
-        if published is None:
-            return
-        try:
-            self.mgmt.contract_registry.rotate_contract_key(
-                contract_id,
-                version,
-                published.contract_public_key,
-                published.message_key,
-                published.signature,
-                self.eth_key,
-            )
-        except TransactionReverted as exc:
-            log.warning("could not rotate the key of %s: %s", to_hex(contract_id), exc.message)
-            return
-        self.rotated += 1
-        log.info("rotated the key of %s to version %d", to_hex(contract_id), version)
+                errors.append(f"{url}: {exc.message}")
+        return releases, errors
 
     def get_info(self) -> dict[str, Any]:
         keys = self.enclave.node_keys
@@ -406,8 +404,9 @@ class GatekeeperHost(NodeHost):
             "height": self.height,
             "measurement": to_hex(self.enclave.measurement),
             "registrations_approved": self.approved,
-            "keys_published": self.published,
-            "keys_rotated": self.rotated,
+            "keys_published": self.publisher_core.published,
+            "keys_rotated": self.publisher_core.rotated,
+            "key_publisher": self.publisher_core.get_status(),
             "partials_released": self.released,
             "committee": {
                 "current_era": committee.current_era,
