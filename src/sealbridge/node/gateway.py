@@ -20,8 +20,9 @@ decides what to sign. The host:
 * **Names the escrows** once the operator has written them to ``escrows_file`` (they
   are deployed with the committee's group key, so after its first era); the enclave
   seals them and never takes others.
-* **Follows every bridged chain**: it hands the enclave each block from its anchor up to
-  ``confirmations`` below the tip, with its header fields and receipts
+* **Follows every bridged chain** (:class:`~sealbridge.interop.chain_feed.ChainFeedCore`
+  on the network driver in inline mode): it hands the enclave each block from its anchor
+  up to ``confirmations`` below the tip, with its header fields and receipts
   (``eth_getBlockReceipts``); the enclave verifies the hash links and receipts roots.
 * **Answers** ``POST /v1/sign`` (a :class:`SignRequest`; it first brings the enclave up to
   the chains) with the enclave's :class:`SignedPartial`, ``POST /v1/handover`` (a
@@ -50,8 +51,14 @@ from sealbridge.core.ids import from_hex, to_hex
 from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.evm.committee import GatekeeperCommittee
 from sealbridge.evm.follower import ObservedBlock
+from sealbridge.interop.chain_feed import (
+    ChainFeedCore,
+    ChainTipQuery,
+    EscrowsNamed,
+    EvidenceQuery,
+    SyncChains,
+)
 from sealbridge.interop.evm_gateway import (
-    GATEWAY_FOLLOW,
     GATEWAY_HANDOVER,
     GATEWAY_RESTORE,
     GATEWAY_SETUP,
@@ -60,7 +67,6 @@ from sealbridge.interop.evm_gateway import (
     GATEWAY_WATCH,
     ChainAnchor,
     EscrowRef,
-    FollowBlock,
     GatewayRestore,
     GatewaySetup,
     GatewayStatus,
@@ -70,14 +76,15 @@ from sealbridge.interop.evm_gateway import (
 )
 from sealbridge.keyservice.committee import ChainBinding
 from sealbridge.keyservice.ecalls import COMMITTEE_STATUS
+from sealbridge.node.committee import RETRY_SECONDS as COMMITTEE_RETRY_SECONDS
 from sealbridge.node.committee import CommitteeDriver, CommitteeUnavailable
+from sealbridge.node.driver import Executors, NetworkDriver
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.ecall import NOTHING, call
 from sealbridge.tee.policy import devnet_policy
 
 log = logging.getLogger("sealbridge.gateway")
-EVIDENCE_BATCH = 32  # blocks fetched per JSON-RPC batch
 
 
 class GatewayHost(NodeHost):
@@ -96,8 +103,7 @@ class GatewayHost(NodeHost):
         self.setup_file = self.home / "gateway-setup.sealed"
         self.committee_file = self.home / "committee.sealed"
         self.state_file = self.home / "gateway-state.sealed"
-        self._follow_lock = threading.Lock()
-        self.followed: dict[int, int] = {}
+        self._follow_lock = threading.Lock()  # one feed round at a time
         self.escrows_named = False  # the enclave serves its escrows (named once, for good)
         self.signed = 0
         self.refused = 0
@@ -155,8 +161,24 @@ class GatewayHost(NodeHost):
                 ", ".join(f"chain {a.chain_id} block {a.number}" for a in anchors),
             )
         status = self.get_enclave_status()
-        self.followed = {int(cid): height for cid, height in status.heights.items()}
+        self.feed_core = ChainFeedCore(
+            {int(cid): height for cid, height in status.heights.items()},
+            confirmations=self.config.confirmations,
+        )
+        self.feed = NetworkDriver(
+            self.feed_core,
+            Executors(
+                read_chain=self.read_chains,
+                call_enclave=lambda ecall, request: call(self.enclave, ecall, request),
+                persist=lambda _key, data: self.store_committee(data),
+                retry_seconds=COMMITTEE_RETRY_SECONDS,
+            ),
+            name="chain-feed",
+            inline=True,
+        )
         self.escrows_named = bool(status.escrows)
+        if self.escrows_named:
+            self.feed.deliver(0, EscrowsNamed())
 
     @staticmethod
     def _read(path: Path) -> bytes:
@@ -210,26 +232,29 @@ class GatewayHost(NodeHost):
         out = call(self.enclave, GATEWAY_WATCH, Watch(escrows=refs))
         write_atomic(self.state_file, out.sealed)
         self.escrows_named = True
+        self.feed.deliver(0, EscrowsNamed())
         log.info("serving the escrows %s", listed)
 
     def sync_chains(self) -> None:
-        """Hand the enclave every block it has not verified, up to ``confirmations``
-        below each chain's tip."""
+        """Run a round of the chain feed (:class:`ChainFeedCore`): the enclave gets every
+        block it has not verified, up to ``confirmations`` below each chain's tip."""
         with self._follow_lock:
-            if not self.escrows_named:
-                return  # nothing to follow before the escrows are named
-            for chain_id, adapter in self.chains.items():
-                final = adapter.get_block_number() - self.config.confirmations
-                while self.followed.get(chain_id, final) < final:
-                    first = self.followed[chain_id] + 1
-                    numbers = list(range(first, min(final, first + EVIDENCE_BATCH - 1) + 1))
-                    for evidence in adapter.get_block_evidence(numbers):
-                        block = FollowBlock(chain_id=chain_id, evidence=evidence)
-                        height = call(self.enclave, GATEWAY_FOLLOW, block)
-                        if height.committee:  # a share kept for a key handover is erased
-                            write_atomic(self.committee_file, height.committee)
-                            log.info("the new committee key is installed: old share erased")
-                        self.followed[chain_id] = height.number
+            self.feed.deliver(0, SyncChains())
+            self.feed.step()
+
+    def read_chains(self, query: Any) -> Any:
+        if isinstance(query, ChainTipQuery | EvidenceQuery):
+            adapter = self.chains.get(query.chain_id)
+            if adapter is None:
+                raise ConfigError(f"chain {query.chain_id} is not bridged by this gateway")
+            if isinstance(query, ChainTipQuery):
+                return adapter.get_block_number()
+            return adapter.get_block_evidence(query.numbers)
+        raise ConfigError(f"not a chain feed question: {type(query).__name__}")
+
+    def store_committee(self, sealed: bytes) -> None:
+        write_atomic(self.committee_file, sealed)
+        log.info("the new committee key is installed: old share erased")
 
     # -- HTTP handlers ---------------------------------------------------------------------
     def on_sign(self, payload: bytes) -> bytes:
@@ -295,6 +320,11 @@ class GatewayHost(NodeHost):
             "era": status.era,
             "group_public_key": to_hex(status.group_public_key) if status.member else "",
             "heights": status.heights,
+            "chain_feed": {
+                "rounds": self.feed_core.rounds,
+                "blocks_fed": self.feed_core.blocks_fed,
+                "error": self.feed_core.last_error,
+            },
             "escrows": status.escrows,
             "locks_seen": status.locks,
             "releases_seen": status.released,
