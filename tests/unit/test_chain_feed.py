@@ -8,8 +8,8 @@ from typing import Any
 from sealbridge.core.effects import CallEnclave, ChainRead, EnclaveAnswer, Persist, ReadChain
 from sealbridge.interop.chain_feed import (
     EVIDENCE_BATCH,
+    BridgedTipQuery,
     ChainFeedCore,
-    ChainTipQuery,
     EscrowsNamed,
     EvidenceQuery,
     SyncChains,
@@ -47,14 +47,14 @@ def test_nothing_is_followed_before_the_escrows_are_named() -> None:
 def test_a_round_feeds_each_chain_up_to_the_confirmations_below_its_tip() -> None:
     core = started({1: 10, 2: 5})
     tip = one(core.on_message(0, SyncChains(), 0.0))
-    assert tip.query == ChainTipQuery(1)
+    assert tip.query == BridgedTipQuery(1)
     ask = one(read(core, tip, 14))
     assert ask.query == EvidenceQuery(1, [11, 12])
     call = one(read(core, ask, ["e11", "e12"]))
     assert call.request.evidence == "e11"
     call = one(follow(core, call, 11))
     tip2 = one(follow(core, call, 12))
-    assert tip2.query == ChainTipQuery(2) and core.heights[1] == 12
+    assert tip2.query == BridgedTipQuery(2) and core.heights[1] == 12
     assert read(core, tip2, 7) == []  # chain 2: 5 is already 7 - 2: the round ends
     assert core.round is None and core.blocks_fed == 2
 
@@ -74,7 +74,7 @@ def test_evidence_comes_in_batches_and_a_sync_during_a_round_runs_one_more() -> 
     for n in ask2.query.numbers:
         effects = follow(core, one(effects), n)
     again = one(effects)  # the remembered sync: a new round reads the tip again
-    assert again.query == ChainTipQuery(1) and core.rounds == 2
+    assert again.query == BridgedTipQuery(1) and core.rounds == 2
 
 
 def test_an_erased_handover_share_is_persisted() -> None:

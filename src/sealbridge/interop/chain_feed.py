@@ -14,7 +14,7 @@ side only, with the awaited tag).
 
 **A sync round**, one chain after another in chain-id order:
 
-1. ``ReadChain(ChainTipQuery(chain))`` -> the chain's newest block number; the round
+1. ``ReadChain(BridgedTipQuery(chain))`` -> the chain's newest block number; the round
    follows up to ``confirmations`` below it;
 2. while the enclave's height is below that: ``ReadChain(EvidenceQuery(chain, numbers))``
    for the next :data:`EVIDENCE_BATCH` blocks (headers and receipts, unverified), then
@@ -50,7 +50,7 @@ from sealbridge.interop.evm_gateway import GATEWAY_FOLLOW, FollowBlock, Height
 __all__ = [
     "EVIDENCE_BATCH",
     "ChainFeedCore",
-    "ChainTipQuery",
+    "BridgedTipQuery",
     "EscrowsNamed",
     "EvidenceQuery",
     "SyncChains",
@@ -67,7 +67,7 @@ class SyncChains(Message, frozen=True):
     """Bring the enclave's light clients up to ``confirmations`` below each tip."""
 
 
-class ChainTipQuery(Message, frozen=True):
+class BridgedTipQuery(Message, frozen=True):
     chain_id: int  # -> int (the newest block number)
 
 
@@ -159,7 +159,7 @@ class ChainFeedCore:
         while current.chains:
             chain_id = current.chains[0]
             if current.final < 0:
-                return self._ask(ReadChain("", ChainTipQuery(chain_id)))
+                return self._ask(ReadChain("", BridgedTipQuery(chain_id)))
             if current.evidence:
                 block = FollowBlock(chain_id=chain_id, evidence=current.evidence[0])
                 return self._ask(CallEnclave("", GATEWAY_FOLLOW, block))

@@ -52,8 +52,8 @@ from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.evm.committee import GatekeeperCommittee
 from sealbridge.evm.follower import ObservedBlock
 from sealbridge.interop.chain_feed import (
+    BridgedTipQuery,
     ChainFeedCore,
-    ChainTipQuery,
     EscrowsNamed,
     EvidenceQuery,
     SyncChains,
@@ -243,11 +243,11 @@ class GatewayHost(NodeHost):
             self.feed.step()
 
     def read_chains(self, query: Any) -> Any:
-        if isinstance(query, ChainTipQuery | EvidenceQuery):
+        if isinstance(query, BridgedTipQuery | EvidenceQuery):
             adapter = self.chains.get(query.chain_id)
             if adapter is None:
                 raise ConfigError(f"chain {query.chain_id} is not bridged by this gateway")
-            if isinstance(query, ChainTipQuery):
+            if isinstance(query, BridgedTipQuery):
                 return adapter.get_block_number()
             return adapter.get_block_evidence(query.numbers)
         raise ConfigError(f"not a chain feed question: {type(query).__name__}")
