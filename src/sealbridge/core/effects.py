@@ -41,6 +41,11 @@ to the world outside its peers. Each asks the driver for one thing and names it 
 * :class:`Persist` -- replace the node-local record ``key`` with ``data`` atomically
   (sealed state, cursors, blobs); done before the driver handles the next input, so
   nothing the core says afterwards depends on a write that did not happen.
+* :class:`StoreCheckpoint` -- put a checkpoint ``blob`` on the storage nodes and collect
+  at least ``threshold`` of their signed confirmations. Answer:
+  :class:`CheckpointStored` with the confirming nodes' ids and signatures (sorted by
+  node id, as the ExecutionLedger wants them), or with ``error`` set when too few
+  confirmed.
 
 Inputs that are not answers arrive the same way, as messages: a verified block, a chain
 event, a peer's request. The network driver (:mod:`sealbridge.node.driver`) executes
@@ -60,6 +65,7 @@ __all__ = [
     "CallEnclave",
     "CancelTimer",
     "ChainRead",
+    "CheckpointStored",
     "Effect",
     "EnclaveAnswer",
     "Persist",
@@ -68,6 +74,7 @@ __all__ = [
     "Report",
     "Send",
     "SetTimer",
+    "StoreCheckpoint",
     "SubmitTx",
     "TxOutcome",
 ]
@@ -121,8 +128,25 @@ class Persist:
     data: bytes
 
 
-Effect = Send | SetTimer | CancelTimer | Report | SubmitTx | ReadChain | CallEnclave | Persist
-NODE_EFFECTS = (SubmitTx, ReadChain, CallEnclave, Persist)
+@dataclass(frozen=True, slots=True)
+class StoreCheckpoint:
+    tag: str
+    blob: bytes
+    threshold: int  # confirmations needed (the ExecutionLedger's storage threshold)
+
+
+Effect = (
+    Send
+    | SetTimer
+    | CancelTimer
+    | Report
+    | SubmitTx
+    | ReadChain
+    | CallEnclave
+    | Persist
+    | StoreCheckpoint
+)
+NODE_EFFECTS = (SubmitTx, ReadChain, CallEnclave, Persist, StoreCheckpoint)
 
 
 # -- answers (inputs a driver hands back to the core as messages) ---------------------
@@ -158,6 +182,18 @@ class EnclaveAnswer:
     tag: str
     response: Any = None
     error: str = ""  # a typed refusal's code and message, when the enclave refused
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointStored:
+    """What became of a :class:`StoreCheckpoint`: the storage nodes that confirmed the
+    blob (ids and signatures, pairwise, sorted by node id), or ``error`` when fewer than
+    the threshold did."""
+
+    tag: str
+    node_ids: tuple[bytes, ...] = ()
+    signatures: tuple[bytes, ...] = ()
+    error: str = ""
 
 
 class ProtocolNode(Protocol):

@@ -22,6 +22,10 @@ out the effects it returns, and hands back its answer.
 * ``SubmitTx``, ``ReadChain``, ``CallEnclave`` -- run on a small pool of I/O threads,
   so a slow RPC never stalls the loop; the answer (``TxOutcome``, ``ChainRead``,
   ``EnclaveAnswer``) comes back through the inbox with the effect's tag;
+* ``StoreCheckpoint`` -- run on the same pool by the role's ``store_checkpoint``
+  executor (the worker's: HTTP to the storage nodes, with its own timeout) and answered
+  with ``CheckpointStored``; not retried (a checkpoint that was not stored is an
+  answer the core decides on);
 * ``Send`` -- handed to the role's ``send`` executor (HTTP to peers);
 * ``Report`` -- logged, and the latest of each kind kept for the status endpoint.
 
@@ -51,7 +55,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -70,6 +74,7 @@ from sealbridge.core.effects import (
     CallEnclave,
     CancelTimer,
     ChainRead,
+    CheckpointStored,
     Effect,
     EnclaveAnswer,
     Persist,
@@ -78,11 +83,13 @@ from sealbridge.core.effects import (
     Report,
     Send,
     SetTimer,
+    StoreCheckpoint,
     SubmitTx,
     TxOutcome,
 )
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.net.http import TransportError
+from sealbridge.tee.errors import EnclaveCallError
 
 log = logging.getLogger("sealbridge.node.driver")
 T = TypeVar("T")
@@ -126,6 +133,8 @@ class Executors:
     read_chain: Callable[[Any], Any] | None = None  # query -> value
     call_enclave: Callable[[Any, Any], Any] | None = None  # (declaration, request) -> response
     persist: Callable[[str, bytes], None] | None = None
+    # (blob, threshold) -> the confirming storage nodes' (node id, signature), sorted
+    store_checkpoint: Callable[[bytes, int], Sequence[tuple[bytes, bytes]]] | None = None
     send: Callable[[tuple[int, ...], Any], None] | None = None
     retry_seconds: float = RETRY_SECONDS
 
@@ -335,7 +344,7 @@ class NetworkDriver:
                 if self.executors.persist is None:
                     raise DriverConfigError(f"{self.name} cannot persist {effect.key!r}")
                 self.executors.persist(effect.key, effect.data)
-            elif isinstance(effect, SubmitTx | ReadChain | CallEnclave):
+            elif isinstance(effect, SubmitTx | ReadChain | CallEnclave | StoreCheckpoint):
                 if self.inline:
                     self._run_io(effect)
                 else:
@@ -353,13 +362,15 @@ class NetworkDriver:
             else:
                 raise DriverConfigError(f"{self.name}: not an effect: {type(effect).__name__}")
 
-    def _run_io(self, effect: SubmitTx | ReadChain | CallEnclave) -> None:
+    def _run_io(self, effect: SubmitTx | ReadChain | CallEnclave | StoreCheckpoint) -> None:
         answer: Any
         try:
             if isinstance(effect, SubmitTx):
                 answer = self._submit(effect)
             elif isinstance(effect, ReadChain):
                 answer = self._read(effect)
+            elif isinstance(effect, StoreCheckpoint):
+                answer = self._store(effect)
             else:
                 answer = self._ecall(effect)
         except Exception as exc:  # an executor bug must reach the core, not vanish
@@ -397,8 +408,24 @@ class NetworkDriver:
             return EnclaveAnswer(effect.tag, error="this node has no enclave")
         try:
             return EnclaveAnswer(effect.tag, run(effect.ecall, effect.request))
+        except EnclaveCallError as exc:  # the refusal's own code, from inside the enclave
+            return EnclaveAnswer(effect.tag, error=f"{exc.remote_code}: {exc.message}")
         except SealbridgeError as exc:
             return EnclaveAnswer(effect.tag, error=f"{exc.code}: {exc.message}")
+
+    def _store(self, effect: StoreCheckpoint) -> CheckpointStored:
+        run = self.executors.store_checkpoint
+        if run is None:
+            return CheckpointStored(effect.tag, error="this node stores no checkpoints")
+        try:
+            confirmations = list(run(effect.blob, effect.threshold))
+        except SealbridgeError as exc:
+            return CheckpointStored(effect.tag, error=exc.message)
+        return CheckpointStored(
+            effect.tag,
+            node_ids=tuple(node_id for node_id, _ in confirmations),
+            signatures=tuple(signature for _, signature in confirmations),
+        )
 
     def _run_send(self, effect: Send) -> None:
         send = self.executors.send
@@ -447,9 +474,11 @@ class _Call:
         self.future.set_result(answer)
 
 
-def _failure(effect: SubmitTx | ReadChain | CallEnclave, reason: str) -> Any:
+def _failure(effect: SubmitTx | ReadChain | CallEnclave | StoreCheckpoint, reason: str) -> Any:
     if isinstance(effect, SubmitTx):
         return TxOutcome(effect.tag, "failed", reason=reason)
     if isinstance(effect, ReadChain):
         return ChainRead(effect.tag, error=reason)
+    if isinstance(effect, StoreCheckpoint):
+        return CheckpointStored(effect.tag, error=reason)
     return EnclaveAnswer(effect.tag, error=reason)
