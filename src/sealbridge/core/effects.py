@@ -49,11 +49,11 @@ to the world outside its peers. Each asks the driver for one thing and names it 
 
 Inputs that are not answers arrive the same way, as messages: a verified block, a chain
 event, a peer's request. The network driver (:mod:`sealbridge.node.driver`) executes
-these effects against an EVM node, enclaves, HTTP peers and the disk, with one retry
-policy for passing failures; the simulator (:mod:`sealbridge.sim.engine`) routes
-``SubmitTx`` and ``ReadChain`` to an in-process ledger model that is itself a node
-(:mod:`sealbridge.sim.chain_model`), so link delays, crashes and partitions apply to the
-chain too, and a whole devnet runs from a seed.
+these effects against an EVM node, enclaves, HTTP peers, storage nodes and the disk,
+with one retry policy for passing failures; the simulator (:mod:`sealbridge.sim.engine`)
+routes ``SubmitTx`` and ``ReadChain`` to an in-process ledger model that is itself a
+node (:mod:`sealbridge.sim.chain_model`), so link delays, crashes and partitions apply
+to the chain too, and a whole devnet runs from a seed.
 """
 
 from __future__ import annotations

@@ -34,15 +34,18 @@ enclave; the enclave checks everything it is given.
    ``message_repost_blocks`` blocks later is posted by whichever worker notices, so a
    stalled or dead first worker delays messages but never loses them. A second copy is
    refused by the target as a replay, without effect.
-5. **Outputs and checkpoints** (competitive execution). When caught up, for each domain
-   (contracts with the same executor set) the host asks the enclave to sign outputs for
-   the range from the last accepted end to the newest block and submits them to the
+5. **Outputs and checkpoints** (competitive execution). When caught up, the host tells
+   its submission core (:class:`~sealbridge.runtime.submission.SubmissionCore`, sans-I/O:
+   every decision is there) the verified height and the installed contracts. For each
+   domain (contracts with the same executor set) the core has the enclave sign outputs
+   for the range from the last accepted end to the newest block and submits them to the
    ExecutionLedger; every worker of the domain does the same, and the ledger keeps the
    first valid one. Every ``checkpoint_interval`` blocks, and at once after a contract's
-   key rotation (until then the committee keeps releasing the old key version), the
-   submission carries a checkpoint: the enclave seals the domain's states into one blob,
-   the host stores it on the storage nodes and attaches their signed confirmations (or
-   puts a small blob on chain inline). Submissions run on their own thread, one at a time.
+   key rotation, the submission carries a checkpoint, stored on the storage nodes with
+   their signed confirmations (or inline on chain when small). This module only carries
+   out the core's effects, through a :class:`~sealbridge.node.driver.NetworkDriver` on
+   its own loop thread (never the follow loop; one submission at a time): ECALLs under
+   the host's lock, ledger reads, :func:`store_blob`, the ledger transaction.
 6. **Witnesses** (the enclave's fork rule, :mod:`sealbridge.runtime.witness`). The
    enclave holds back every receipt and message until a majority of the contract's
    executors vouched for the block, and answers a query only once they vouched for the
