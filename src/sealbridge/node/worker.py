@@ -27,10 +27,12 @@ enclave; the enclave checks everything it is given.
    the commands it finds in it as one unit.
 4. **State at rest.** After a block that changed contracts the host stores their sealed
    states in one state bundle file, replaced atomically, keeps the receipts (each
-   command's outcome sealed for its sender) for ``POST /v1/result``, and posts the
-   messages the block's contracts sent (if it is the sending contract's first worker).
-   Every worker of the sending contract keeps the messages until it sees them in the
-   inbox (all of them make the same ciphertext for a message); one still missing
+   command's outcome sealed for its sender) for ``POST /v1/result``, and hands the
+   messages the block's contracts sent to its posting core
+   (:class:`~sealbridge.runtime.posting.MessagePostingCore`, sans-I/O, run by an inline
+   driver on the follow loop): the sending contract's first worker posts them at once;
+   every worker of the sending contract keeps them until it sees them in the inbox (all
+   of them make the same ciphertext for a message); one still missing
    ``message_repost_blocks`` blocks later is posted by whichever worker notices, so a
    stalled or dead first worker delays messages but never loses them. A second copy is
    refused by the target as a replay, without effect.
@@ -117,6 +119,7 @@ from sealbridge.runtime.messages import (
     Witnesses,
     WitnessRequest,
 )
+from sealbridge.runtime.posting import InboxBlock, MessagePostingCore, MessagesOut, PostMessage
 from sealbridge.runtime.submission import (
     AcceptedEnds,
     AcceptedEndsQuery,
@@ -133,7 +136,6 @@ from sealbridge.tee.errors import EnclaveCallError
 
 log = logging.getLogger("sealbridge.worker")
 RECEIPTS_KEPT = 20_000
-MAX_PENDING_MESSAGES = 10_000  # messages remembered until seen on chain (oldest dropped)
 LOG_SCAN_CHUNK = 10_000
 STORAGE_TIMEOUT = 10.0
 WITNESS_TIMEOUT = 2.0  # seconds a peer has to answer for its witness
@@ -199,15 +201,22 @@ class WorkerHost(NodeHost):
         self.receipts: OrderedDict[tuple[bytes, int], Receipt] = OrderedDict()
         self.directory: list[DirectoryEntry] = []  # keys published before the anchor
         self.workers_of: dict[bytes, list[bytes]] = {}  # installed contract -> its workers
-        self.messages_posted = 0
-        self.messages_reposted = 0
-        # messages of our contracts not yet seen in the inbox: keccak(ciphertext) ->
-        # (target, ciphertext, block by which it should be on chain)
-        self.pending_messages: OrderedDict[bytes, tuple[bytes, bytes, int]] = OrderedDict()
         self.anchor = 0  # the enclave's verified chain starts after this block
         self.recovered_from: int | None = None  # checkpoint height, when recovered
         self.last_delivered = 0  # the newest block handed to the enclave
         self._lock = threading.Lock()  # one ECALL at a time
+        # messages: MessagePostingCore decides, an inline driver on the follow loop posts
+        self.posting = MessagePostingCore(
+            self.node_id,
+            repost_blocks=config.message_repost_blocks,
+            post=config.post_messages,
+        )
+        self.posting_driver = NetworkDriver(
+            self.posting,
+            Executors(submit_tx=self.post_message_tx, retry_seconds=0.0),
+            name=f"worker {config.name} messages",
+            inline=True,
+        )
         # outputs: SubmissionCore decides, a network driver on its own loop thread carries
         # out its effects (one submission at a time, never on the follow loop)
         self.submission = SubmissionCore(
@@ -451,12 +460,12 @@ class WorkerHost(NodeHost):
         for event in block.events:
             if event.name == "ContractKeyRotated" and fresh:
                 self.stage_rotated_key(event)
-            elif event.name == "Command" and self.pending_messages:
-                self.pending_messages.pop(keccak(bytes(event.args["ciphertext"])), None)
         if fresh:
             self.process_block(block)
-        if self.pending_messages:
-            self.repost_overdue(block.number)
+        # messages seen in the inbox are forgotten; overdue ones are posted again
+        ciphertexts = [bytes(e.args["ciphertext"]) for e in block.events if e.name == "Command"]
+        self.posting_driver.deliver(0, InboxBlock(number=block.number, ciphertexts=ciphertexts))
+        self.posting_driver.step()
         # the enclave installs a contract only with the facts it read itself: after it
         # verified the blocks that deployed the contract and published its key
         for event in block.events:
@@ -632,57 +641,20 @@ class WorkerHost(NodeHost):
         return released
 
     def post_messages(self, messages: list[OutgoingMessage], number: int) -> None:
-        """Post the outgoing messages (released by the enclave) whose source this worker
-        leads, and remember every message of our contracts until it is seen on chain
-        (``repost_overdue`` posts the ones still missing later, whoever was to post them)."""
-        for message in messages:
-            workers = self.workers_of.get(message.source, [])
-            if not workers:
-                continue
-            if not message.ciphertext:
-                if workers[0] == self.node_id:
-                    log.warning(
-                        "message %d from %s to %s not deliverable: target key unknown",
-                        message.seq,
-                        to_hex(message.source)[:14],
-                        to_hex(message.target)[:14],
-                    )
-                continue
-            self.pending_messages[keccak(message.ciphertext)] = (
-                message.target,
-                message.ciphertext,
-                self.get_repost_block(number),
-            )
-            if workers[0] != self.node_id or not self.config.post_messages:
-                continue
-            try:
-                self.mgmt.command_inbox.send_submit(
-                    message.target, message.ciphertext, self.eth_key
-                )
-                self.messages_posted += 1
-            except SealbridgeError as exc:
-                log.warning("could not post message %d: %s", message.seq, exc.message)
-        while len(self.pending_messages) > MAX_PENDING_MESSAGES:
-            self.pending_messages.popitem(last=False)
-
-    def get_repost_block(self, number: int) -> int:
-        """The block by which a message posted (or due) at ``number`` must be on chain."""
-        return number + max(1, self.config.message_repost_blocks)
-
-    def repost_overdue(self, number: int) -> None:
-        """Post the remembered messages that should be on chain by now and are not."""
-        if not self.config.post_messages:
+        """Hand released messages to the posting core (it decides which to post now and
+        which to remember until they are seen on chain)."""
+        if not messages:
             return
-        for key, (target, ciphertext, due) in list(self.pending_messages.items()):
-            if due > number:
-                continue
-            self.pending_messages[key] = (target, ciphertext, self.get_repost_block(number))
-            try:
-                self.mgmt.command_inbox.send_submit(target, ciphertext, self.eth_key)
-                self.messages_reposted += 1
-                log.info("posted an overdue message to %s", to_hex(target)[:14])
-            except SealbridgeError as exc:
-                log.warning("could not post an overdue message: %s", exc.message)
+        executors = [list(self.workers_of.get(m.source, [])) for m in messages]
+        update = MessagesOut(number=number, messages=list(messages), executors=executors)
+        self.posting_driver.deliver(0, update)
+        self.posting_driver.step()
+
+    def post_message_tx(self, tx: object) -> None:
+        """Send one of the posting core's messages (relayed; no wait for the receipt)."""
+        if not isinstance(tx, PostMessage):
+            raise ConfigError(f"the worker posts no {type(tx).__name__}")
+        self.mgmt.command_inbox.send_submit(tx.target, tx.ciphertext, self.eth_key)
 
     # -- outputs and checkpoints (competitive execution) ---------------------------------
     # The decisions are SubmissionCore's (runtime/submission.py); these carry out its
@@ -775,9 +747,7 @@ class WorkerHost(NodeHost):
             "submission_driver": self.submission_driver.status.phase,
             "awaiting_checkpoint_record": status.awaiting_checkpoint_record,
             "diverged": status.diverged,
-            "messages_posted": self.messages_posted,
-            "messages_reposted": self.messages_reposted,
-            "messages_pending": len(self.pending_messages),
+            **self.posting.get_status(),
             "contracts": [
                 {
                     "contract_id": to_hex(c.contract_id),
