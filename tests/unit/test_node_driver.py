@@ -12,17 +12,23 @@ import pytest
 
 from sealbridge.chain.errors import RpcError, TransactionReverted
 from sealbridge.core.effects import (
+    CallEnclave,
     ChainRead,
+    CheckpointStored,
     Effect,
+    EnclaveAnswer,
     Persist,
     ReadChain,
     Report,
     SetTimer,
+    StoreCheckpoint,
     SubmitTx,
     TxOutcome,
 )
 from sealbridge.core.errors import RemoteProtocolError
 from sealbridge.node.driver import DriverConfigError, DriverStopped, Executors, NetworkDriver
+from sealbridge.storage.errors import StorageUnavailable
+from sealbridge.tee.errors import EnclaveCallError
 
 
 class Recorder:
@@ -178,3 +184,62 @@ def test_an_inline_driver_works_on_the_calling_thread() -> None:
     assert core.thread_ids == {threading.get_ident()}
     with pytest.raises(DriverConfigError):  # step() is for an inline driver
         NetworkDriver(core, Executors()).step()
+
+
+class OneEffect:
+    """Asks for the effects it is given at start and keeps the answers."""
+
+    node_id = 0
+
+    def __init__(self, *effects: Effect) -> None:
+        self.effects = list(effects)
+        self.answers: list[Any] = []
+
+    def on_start(self, now: float) -> list[Effect]:
+        return self.effects
+
+    def on_timer(self, name: str, now: float) -> list[Effect]:
+        return []
+
+    def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
+        self.answers.append(message)
+        return []
+
+
+def test_checkpoints_are_stored_by_the_roles_executor_and_failures_are_answers() -> None:
+    asked: list[tuple[bytes, int]] = []
+
+    def store(blob: bytes, threshold: int) -> list[tuple[bytes, bytes]]:
+        asked.append((blob, threshold))
+        if blob == b"unlucky":
+            raise StorageUnavailable("1 of 3 confirmed; 2 needed", confirmed=1, needed=2)
+        if blob == b"buggy":
+            raise KeyError("an executor bug")
+        return [(b"\x01" * 32, b"a" * 65), (b"\x02" * 32, b"b" * 65)]
+
+    core = OneEffect(
+        StoreCheckpoint("s1", b"blob", 2),
+        StoreCheckpoint("s2", b"unlucky", 2),
+        StoreCheckpoint("s3", b"buggy", 2),
+    )
+    NetworkDriver(core, Executors(store_checkpoint=store), inline=True).step()
+    assert asked == [(b"blob", 2), (b"unlucky", 2), (b"buggy", 2)]
+    ok, unlucky, buggy = core.answers
+    assert ok == CheckpointStored("s1", (b"\x01" * 32, b"\x02" * 32), (b"a" * 65, b"b" * 65))
+    assert unlucky.tag == "s2" and "2 needed" in unlucky.error and unlucky.node_ids == ()
+    assert buggy.tag == "s3" and "KeyError" in buggy.error
+    # a role with no storage executor answers so, rather than dropping the effect
+    none = OneEffect(StoreCheckpoint("s4", b"blob", 1))
+    NetworkDriver(none, Executors(), inline=True).step()
+    assert none.answers == [CheckpointStored("s4", error="this node stores no checkpoints")]
+
+
+def test_an_enclave_refusal_answers_with_its_own_code() -> None:
+    def refuse(ecall: Any, request: Any) -> Any:
+        raise EnclaveCallError(
+            "nothing to sign", kind="OutputsRefused", remote_code="outputs_refused"
+        )
+
+    core = OneEffect(CallEnclave("e", "sign_outputs", None))
+    NetworkDriver(core, Executors(call_enclave=refuse), inline=True).step()
+    assert core.answers == [EnclaveAnswer("e", error="outputs_refused: nothing to sign")]

@@ -45,14 +45,19 @@ to the world outside its peers. Each asks the driver for one thing and names it 
 * :class:`Persist` -- replace the node-local record ``key`` with ``data`` atomically
   (sealed state, cursors, blobs); done before the driver handles the next input, so
   nothing the core says afterwards depends on a write that did not happen.
+* :class:`StoreCheckpoint` -- put a checkpoint ``blob`` on the storage nodes and collect
+  at least ``threshold`` of their signed confirmations. Answer:
+  :class:`CheckpointStored` with the confirming nodes' ids and signatures (sorted by
+  node id, as the ExecutionLedger wants them), or with ``error`` set when too few
+  confirmed.
 
 Inputs that are not answers arrive the same way, as messages: a verified block, a chain
 event, a peer's request. The network driver (:mod:`sealbridge.node.driver`) executes
-these effects against an EVM node, enclaves, HTTP peers and the disk, with one retry
-policy for passing failures; the simulator (:mod:`sealbridge.sim.engine`) routes
-``SubmitTx`` and ``ReadChain`` to an in-process ledger model that is itself a node
-(:mod:`sealbridge.sim.chain_model`), so link delays, crashes and partitions apply to the
-chain too, and a whole devnet runs from a seed.
+these effects against an EVM node, enclaves, HTTP peers, storage nodes and the disk,
+with one retry policy for passing failures; the simulator (:mod:`sealbridge.sim.engine`)
+routes ``SubmitTx`` and ``ReadChain`` to an in-process ledger model that is itself a
+node (:mod:`sealbridge.sim.chain_model`), so link delays, crashes and partitions apply
+to the chain too, and a whole devnet runs from a seed.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ __all__ = [
     "CallEnclave",
     "CancelTimer",
     "ChainRead",
+    "CheckpointStored",
     "Effect",
     "EnclaveAnswer",
     "PeerAnswers",
@@ -74,6 +80,7 @@ __all__ = [
     "Report",
     "Send",
     "SetTimer",
+    "StoreCheckpoint",
     "SubmitTx",
     "TxOutcome",
 ]
@@ -134,10 +141,26 @@ class Persist:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class StoreCheckpoint:
+    tag: str
+    blob: bytes
+    threshold: int  # confirmations needed (the ExecutionLedger's storage threshold)
+
+
 Effect = (
-    Send | SetTimer | CancelTimer | Report | SubmitTx | ReadChain | CallEnclave | AskPeers | Persist
+    Send
+    | SetTimer
+    | CancelTimer
+    | Report
+    | SubmitTx
+    | ReadChain
+    | CallEnclave
+    | AskPeers
+    | Persist
+    | StoreCheckpoint
 )
-NODE_EFFECTS = (SubmitTx, ReadChain, CallEnclave, AskPeers, Persist)
+NODE_EFFECTS = (SubmitTx, ReadChain, CallEnclave, AskPeers, Persist, StoreCheckpoint)
 
 
 # -- answers (inputs a driver hands back to the core as messages) ---------------------
@@ -180,6 +203,18 @@ class PeerAnswers:
     tag: str
     answers: tuple[Any, ...] = ()
     errors: tuple[str, ...] = ()  # why the peers asked without an answer gave none
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointStored:
+    """What became of a :class:`StoreCheckpoint`: the storage nodes that confirmed the
+    blob (ids and signatures, pairwise, sorted by node id), or ``error`` when fewer than
+    the threshold did."""
+
+    tag: str
+    node_ids: tuple[bytes, ...] = ()
+    signatures: tuple[bytes, ...] = ()
+    error: str = ""
 
 
 class ProtocolNode(Protocol):

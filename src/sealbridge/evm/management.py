@@ -36,6 +36,7 @@ from sealbridge.chain.abi import (
     sign_digest,
 )
 from sealbridge.chain.errors import ChainConfigError, ChainError
+from sealbridge.chain.ledger import MAX_OUTPUT_BATCH, OutputSubmission
 from sealbridge.chain.registration import EraParams
 from sealbridge.core.encoding import Message, to_json
 from sealbridge.core.errors import EncodingError
@@ -51,7 +52,6 @@ MAX_CIPHERTEXT = 32768  # CommandInbox.submit (a deploy command carries code)
 MAX_BATCH_CIPHERTEXT = 4096  # each command of CommandInbox.submit_batch
 MAX_QUOTE = 8192
 MAX_WRAPPED_KEY = 256
-MAX_OUTPUT_BATCH = 16  # ExecutionLedger.submit: contracts per submission
 MAX_STORAGE_SIGS = 16
 MAX_INLINE_CHECKPOINT = 8192
 ZERO_HASH = bytes(32)
@@ -176,25 +176,6 @@ class CheckpointRecord(Message, frozen=True):
     state_root: bytes
     inline: bool
     recorded_at: int
-
-
-class OutputSubmission(Message, frozen=True):
-    """One ExecutionLedger.submit call: outputs of a worker's contracts over (start, end],
-    optionally with a checkpoint at ``end`` (zero hash: none)."""
-
-    contract_ids: list[bytes]
-    starts: list[int]
-    end: int
-    end_hash: bytes
-    state_roots: list[bytes]
-    commands_applied: list[int]
-    node_id: bytes
-    signature: bytes = b""
-    checkpoint_hash: bytes = ZERO_HASH
-    checkpoint_size: int = 0
-    storage_ids: list[bytes] = []
-    storage_sigs: list[bytes] = []
-    inline_blob: bytes = b""
 
 
 class SubmittedCommand(Message, frozen=True):

@@ -23,6 +23,10 @@ out the effects it returns, and hands back its answer.
   I/O threads, so a slow RPC never stalls the loop; the answer (``TxOutcome``,
   ``ChainRead``, ``EnclaveAnswer``, ``PeerAnswers``) comes back through the inbox with
   the effect's tag;
+* ``StoreCheckpoint`` -- run on the same pool by the role's ``store_checkpoint``
+  executor (the worker's: HTTP to the storage nodes, with its own timeout) and answered
+  with ``CheckpointStored``; not retried (a checkpoint that was not stored is an
+  answer the core decides on);
 * ``Send`` -- handed to the role's ``send`` executor (HTTP to peers);
 * ``Report`` -- logged, and the latest of each kind kept for the status endpoint.
 
@@ -52,7 +56,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -72,6 +76,7 @@ from sealbridge.core.effects import (
     CallEnclave,
     CancelTimer,
     ChainRead,
+    CheckpointStored,
     Effect,
     EnclaveAnswer,
     PeerAnswers,
@@ -81,11 +86,13 @@ from sealbridge.core.effects import (
     Report,
     Send,
     SetTimer,
+    StoreCheckpoint,
     SubmitTx,
     TxOutcome,
 )
 from sealbridge.core.errors import SealbridgeError
 from sealbridge.net.http import TransportError
+from sealbridge.tee.errors import EnclaveCallError
 
 log = logging.getLogger("sealbridge.node.driver")
 T = TypeVar("T")
@@ -131,6 +138,8 @@ class Executors:
     persist: Callable[[str, bytes], None] | None = None
     # (request, needed) -> (answers, errors): the role's peers asked one after another
     ask_peers: Callable[[Any, int], tuple[list[Any], list[str]]] | None = None
+    # (blob, threshold) -> the confirming storage nodes' (node id, signature), sorted
+    store_checkpoint: Callable[[bytes, int], Sequence[tuple[bytes, bytes]]] | None = None
     send: Callable[[tuple[int, ...], Any], None] | None = None
     retry_seconds: float = RETRY_SECONDS
 
@@ -334,7 +343,7 @@ class NetworkDriver:
                 if self.executors.persist is None:
                     raise DriverConfigError(f"{self.name} cannot persist {effect.key!r}")
                 self.executors.persist(effect.key, effect.data)
-            elif isinstance(effect, SubmitTx | ReadChain | CallEnclave | AskPeers):
+            elif isinstance(effect, _IO_EFFECTS):
                 if self.inline:
                     self._run_io(effect)
                 else:
@@ -352,7 +361,7 @@ class NetworkDriver:
             else:
                 raise DriverConfigError(f"{self.name}: not an effect: {type(effect).__name__}")
 
-    def _run_io(self, effect: SubmitTx | ReadChain | CallEnclave | AskPeers) -> None:
+    def _run_io(self, effect: _IoEffect) -> None:
         answer: Any
         try:
             if isinstance(effect, SubmitTx):
@@ -361,6 +370,8 @@ class NetworkDriver:
                 answer = self._read(effect)
             elif isinstance(effect, AskPeers):
                 answer = self._ask(effect)
+            elif isinstance(effect, StoreCheckpoint):
+                answer = self._store(effect)
             else:
                 answer = self._ecall(effect)
         except Exception as exc:  # an executor bug must reach the core, not vanish
@@ -398,6 +409,8 @@ class NetworkDriver:
             return EnclaveAnswer(effect.tag, error="this node has no enclave")
         try:
             return EnclaveAnswer(effect.tag, run(effect.ecall, effect.request))
+        except EnclaveCallError as exc:  # the refusal's own code, from inside the enclave
+            return EnclaveAnswer(effect.tag, error=f"{exc.remote_code}: {exc.message}")
         except SealbridgeError as exc:
             return EnclaveAnswer(effect.tag, error=f"{exc.code}: {exc.message}")
 
@@ -407,6 +420,20 @@ class NetworkDriver:
             return PeerAnswers(effect.tag, errors=("this node has no peers to ask",))
         answers, errors = run(effect.request, effect.needed)
         return PeerAnswers(effect.tag, tuple(answers), tuple(errors))
+
+    def _store(self, effect: StoreCheckpoint) -> CheckpointStored:
+        run = self.executors.store_checkpoint
+        if run is None:
+            return CheckpointStored(effect.tag, error="this node stores no checkpoints")
+        try:
+            confirmations = list(run(effect.blob, effect.threshold))
+        except SealbridgeError as exc:
+            return CheckpointStored(effect.tag, error=exc.message)
+        return CheckpointStored(
+            effect.tag,
+            node_ids=tuple(node_id for node_id, _ in confirmations),
+            signatures=tuple(signature for _, signature in confirmations),
+        )
 
     def _run_send(self, effect: Send) -> None:
         send = self.executors.send
@@ -418,6 +445,10 @@ class NetworkDriver:
             log.warning("%s: could not send to %s: %s", self.name, effect.to, exc.message)
         except Exception:  # an executor bug: say so, never vanish
             log.exception("%s: sending to %s failed", self.name, effect.to)
+
+
+_IoEffect = SubmitTx | ReadChain | CallEnclave | AskPeers | StoreCheckpoint
+_IO_EFFECTS = (SubmitTx, ReadChain, CallEnclave, AskPeers, StoreCheckpoint)
 
 
 class DriverStopped(SealbridgeError):
@@ -455,11 +486,13 @@ class _Call:
         self.future.set_result(answer)
 
 
-def _failure(effect: SubmitTx | ReadChain | CallEnclave | AskPeers, reason: str) -> Any:
+def _failure(effect: _IoEffect, reason: str) -> Any:
     if isinstance(effect, SubmitTx):
         return TxOutcome(effect.tag, "failed", reason=reason)
     if isinstance(effect, AskPeers):
         return PeerAnswers(effect.tag, errors=(reason,))
     if isinstance(effect, ReadChain):
         return ChainRead(effect.tag, error=reason)
+    if isinstance(effect, StoreCheckpoint):
+        return CheckpointStored(effect.tag, error=reason)
     return EnclaveAnswer(effect.tag, error=reason)

@@ -27,22 +27,27 @@ enclave; the enclave checks everything it is given.
    the commands it finds in it as one unit.
 4. **State at rest.** After a block that changed contracts the host stores their sealed
    states in one state bundle file, replaced atomically, keeps the receipts (each
-   command's outcome sealed for its sender) for ``POST /v1/result``, and posts the
-   messages the block's contracts sent (if it is the sending contract's first worker).
-   Every worker of the sending contract keeps the messages until it sees them in the
-   inbox (all of them make the same ciphertext for a message); one still missing
+   command's outcome sealed for its sender) for ``POST /v1/result``, and hands the
+   messages the block's contracts sent to its posting core
+   (:class:`~sealbridge.runtime.posting.MessagePostingCore`, sans-I/O, run by an inline
+   driver on the follow loop): the sending contract's first worker posts them at once;
+   every worker of the sending contract keeps them until it sees them in the inbox (all
+   of them make the same ciphertext for a message); one still missing
    ``message_repost_blocks`` blocks later is posted by whichever worker notices, so a
    stalled or dead first worker delays messages but never loses them. A second copy is
    refused by the target as a replay, without effect.
-5. **Outputs and checkpoints** (competitive execution). When caught up, for each domain
-   (contracts with the same executor set) the host asks the enclave to sign outputs for
-   the range from the last accepted end to the newest block and submits them to the
+5. **Outputs and checkpoints** (competitive execution). When caught up, the host tells
+   its submission core (:class:`~sealbridge.runtime.submission.SubmissionCore`, sans-I/O:
+   every decision is there) the verified height and the installed contracts. For each
+   domain (contracts with the same executor set) the core has the enclave sign outputs
+   for the range from the last accepted end to the newest block and submits them to the
    ExecutionLedger; every worker of the domain does the same, and the ledger keeps the
    first valid one. Every ``checkpoint_interval`` blocks, and at once after a contract's
-   key rotation (until then the committee keeps releasing the old key version), the
-   submission carries a checkpoint: the enclave seals the domain's states into one blob,
-   the host stores it on the storage nodes and attaches their signed confirmations (or
-   puts a small blob on chain inline). Submissions run on their own thread, one at a time.
+   key rotation, the submission carries a checkpoint, stored on the storage nodes with
+   their signed confirmations (or inline on chain when small). This module only carries
+   out the core's effects, through a :class:`~sealbridge.node.driver.NetworkDriver` on
+   its own loop thread (never the follow loop; one submission at a time): ECALLs under
+   the host's lock, ledger reads, :func:`store_blob`, the ledger transaction.
 6. **Witnesses** (the enclave's fork rule, :mod:`sealbridge.runtime.witness`). The
    enclave holds back every receipt and message until a majority of the contract's
    executors vouched for the block, and answers a query only once they vouched for the
@@ -63,26 +68,27 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import canonical_address
-from sealbridge.chain.errors import TransactionReverted
+from sealbridge.chain.ledger import OutputSubmission
 from sealbridge.chain.proofs import AccountProof
 from sealbridge.config.node import NodeConfig, write_atomic
 from sealbridge.core.encoding import Message, decode, encode
-from sealbridge.core.errors import LocalProtocolError, SealbridgeError
+from sealbridge.core.errors import ConfigError, LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import keccak, to_hex
 from sealbridge.crypto.dkg import GroupPublicKeys
 from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.evm.follower import ChainEvent, ObservedBlock, decode_event
-from sealbridge.evm.management import MAX_OUTPUT_BATCH, CheckpointRecord, OutputSubmission
+from sealbridge.evm.management import CheckpointRecord
 from sealbridge.keyservice.chainfacts import get_key_slots
 from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.checkpoint_store import fetch_blob, store_blob
+from sealbridge.node.driver import Executors, NetworkDriver
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.runtime.ecalls import (
     MAKE_KEY_REQUEST,
@@ -92,13 +98,11 @@ from sealbridge.runtime.ecalls import (
     WORKER_QUERY,
     WORKER_RELEASE_OUTPUTS,
     WORKER_RESTORE_CHECKPOINT,
-    WORKER_SIGN_OUTPUTS,
     WORKER_STAGE_CONTRACT_KEY,
     WORKER_STATUS,
     WORKER_WITNESS_BLOCK,
     MakeKeyRequest,
 )
-from sealbridge.runtime.errors import OutputsRefused
 from sealbridge.runtime.messages import (
     BlockInput,
     BlockWitness,
@@ -110,20 +114,28 @@ from sealbridge.runtime.messages import (
     Receipt,
     ReleasedOutputs,
     RestoreCheckpoint,
-    SignOutputs,
     StageContractKey,
     WitnessedQuery,
     Witnesses,
     WitnessRequest,
 )
-from sealbridge.storage.messages import StorageReceipt
+from sealbridge.runtime.posting import InboxBlock, MessagePostingCore, MessagesOut, PostMessage
+from sealbridge.runtime.submission import (
+    AcceptedEnds,
+    AcceptedEndsQuery,
+    BlockNumberQuery,
+    CaughtUp,
+    CheckpointFacts,
+    CheckpointFactsQuery,
+    StorageThresholdQuery,
+    SubmissionCore,
+)
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.ecall import NOTHING, call
 from sealbridge.tee.errors import EnclaveCallError
 
 log = logging.getLogger("sealbridge.worker")
 RECEIPTS_KEPT = 20_000
-MAX_PENDING_MESSAGES = 10_000  # messages remembered until seen on chain (oldest dropped)
 LOG_SCAN_CHUNK = 10_000
 STORAGE_TIMEOUT = 10.0
 WITNESS_TIMEOUT = 2.0  # seconds a peer has to answer for its witness
@@ -172,16 +184,6 @@ class KeyUnavailable(TransportError):
     code = "key_unavailable"
 
 
-class SubmissionStats:
-    """Counts of this worker's output submissions (competitive execution)."""
-
-    def __init__(self) -> None:
-        self.accepted = 0
-        self.refused = 0  # another worker's output for the range was first
-        self.skipped = 0  # not sent: the ledger had already moved past our start
-        self.last_refusal = ""
-
-
 class WorkerHost(NodeHost):
     with_evidence = True
 
@@ -199,22 +201,39 @@ class WorkerHost(NodeHost):
         self.receipts: OrderedDict[tuple[bytes, int], Receipt] = OrderedDict()
         self.directory: list[DirectoryEntry] = []  # keys published before the anchor
         self.workers_of: dict[bytes, list[bytes]] = {}  # installed contract -> its workers
-        self.messages_posted = 0
-        self.messages_reposted = 0
-        # messages of our contracts not yet seen in the inbox: keccak(ciphertext) ->
-        # (target, ciphertext, block by which it should be on chain)
-        self.pending_messages: OrderedDict[bytes, tuple[bytes, bytes, int]] = OrderedDict()
         self.anchor = 0  # the enclave's verified chain starts after this block
         self.recovered_from: int | None = None  # checkpoint height, when recovered
         self.last_delivered = 0  # the newest block handed to the enclave
-        self.submissions = SubmissionStats()
-        self.checkpoints_stored = 0
-        self._submit_after = 0  # no new submission before the enclave has seen this block
-        self._attempted_at = 0  # the verified height at the last attempt
-        # outputs go out from one long-lived thread, one submission at a time
-        self._submitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-outputs")
-        self._submitting: Future[None] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one ECALL at a time
+        # messages: MessagePostingCore decides, an inline driver on the follow loop posts
+        self.posting = MessagePostingCore(
+            self.node_id,
+            repost_blocks=config.message_repost_blocks,
+            post=config.post_messages,
+        )
+        self.posting_driver = NetworkDriver(
+            self.posting,
+            Executors(submit_tx=self.post_message_tx, retry_seconds=0.0),
+            name=f"worker {config.name} messages",
+            inline=True,
+        )
+        # outputs: SubmissionCore decides, a network driver on its own loop thread carries
+        # out its effects (one submission at a time, never on the follow loop)
+        self.submission = SubmissionCore(
+            self.node_id,
+            checkpoint_interval=config.checkpoint_interval,
+            inline_checkpoint_max=config.inline_checkpoint_max,
+        )
+        self.submission_driver = NetworkDriver(
+            self.submission,
+            Executors(
+                submit_tx=self.submit_outputs_tx,
+                read_chain=self.read_ledger,
+                call_enclave=self.call_enclave,
+                store_checkpoint=self.store_checkpoint,
+            ),
+            name=f"worker {config.name} outputs",
+        )
         # the witness rule: peers that vouch for our blocks, and what our enclave holds
         self.peers = [NodeClient(url, timeout=WITNESS_TIMEOUT) for url in config.peer_urls]
         self._peer_pool = ThreadPoolExecutor(
@@ -229,6 +248,8 @@ class WorkerHost(NodeHost):
         self.phase = HostPhase.REGISTERING
         self.register()
         self.choose_anchor()
+        if self.submission_driver.status.phase == "starting":
+            self.submission_driver.start()
 
     def get_chain_config(self, anchor: int, anchor_hash: bytes) -> ChainConfig:
         a = self.addresses
@@ -439,12 +460,12 @@ class WorkerHost(NodeHost):
         for event in block.events:
             if event.name == "ContractKeyRotated" and fresh:
                 self.stage_rotated_key(event)
-            elif event.name == "Command" and self.pending_messages:
-                self.pending_messages.pop(keccak(bytes(event.args["ciphertext"])), None)
         if fresh:
             self.process_block(block)
-        if self.pending_messages:
-            self.repost_overdue(block.number)
+        # messages seen in the inbox are forgotten; overdue ones are posted again
+        ciphertexts = [bytes(e.args["ciphertext"]) for e in block.events if e.name == "Command"]
+        self.posting_driver.deliver(0, InboxBlock(number=block.number, ciphertexts=ciphertexts))
+        self.posting_driver.step()
         # the enclave installs a contract only with the facts it read itself: after it
         # verified the blocks that deployed the contract and published its key
         for event in block.events:
@@ -458,7 +479,14 @@ class WorkerHost(NodeHost):
             except SealbridgeError as exc:
                 log.warning("could not release held outputs: %s", exc.message)
         if self.config.submit_outputs and self.installed:
-            self.start_submission()
+            # the submission core decides whether a round starts (never on this thread)
+            installed = list(self.installed)
+            update = CaughtUp(
+                height=self.last_delivered,
+                contract_ids=installed,
+                executors=[list(self.workers_of.get(cid, [])) for cid in installed],
+            )
+            self.submission_driver.deliver(0, update)
 
     def on_idle(self) -> None:
         self.on_caught_up()
@@ -613,207 +641,74 @@ class WorkerHost(NodeHost):
         return released
 
     def post_messages(self, messages: list[OutgoingMessage], number: int) -> None:
-        """Post the outgoing messages (released by the enclave) whose source this worker
-        leads, and remember every message of our contracts until it is seen on chain
-        (``repost_overdue`` posts the ones still missing later, whoever was to post them)."""
-        for message in messages:
-            workers = self.workers_of.get(message.source, [])
-            if not workers:
-                continue
-            if not message.ciphertext:
-                if workers[0] == self.node_id:
-                    log.warning(
-                        "message %d from %s to %s not deliverable: target key unknown",
-                        message.seq,
-                        to_hex(message.source)[:14],
-                        to_hex(message.target)[:14],
-                    )
-                continue
-            self.pending_messages[keccak(message.ciphertext)] = (
-                message.target,
-                message.ciphertext,
-                self.get_repost_block(number),
-            )
-            if workers[0] != self.node_id or not self.config.post_messages:
-                continue
-            try:
-                self.mgmt.command_inbox.send_submit(
-                    message.target, message.ciphertext, self.eth_key
-                )
-                self.messages_posted += 1
-            except SealbridgeError as exc:
-                log.warning("could not post message %d: %s", message.seq, exc.message)
-        while len(self.pending_messages) > MAX_PENDING_MESSAGES:
-            self.pending_messages.popitem(last=False)
-
-    def get_repost_block(self, number: int) -> int:
-        """The block by which a message posted (or due) at ``number`` must be on chain."""
-        return number + max(1, self.config.message_repost_blocks)
-
-    def repost_overdue(self, number: int) -> None:
-        """Post the remembered messages that should be on chain by now and are not."""
-        if not self.config.post_messages:
+        """Hand released messages to the posting core (it decides which to post now and
+        which to remember until they are seen on chain)."""
+        if not messages:
             return
-        for key, (target, ciphertext, due) in list(self.pending_messages.items()):
-            if due > number:
-                continue
-            self.pending_messages[key] = (target, ciphertext, self.get_repost_block(number))
-            try:
-                self.mgmt.command_inbox.send_submit(target, ciphertext, self.eth_key)
-                self.messages_reposted += 1
-                log.info("posted an overdue message to %s", to_hex(target)[:14])
-            except SealbridgeError as exc:
-                log.warning("could not post an overdue message: %s", exc.message)
+        executors = [list(self.workers_of.get(m.source, [])) for m in messages]
+        update = MessagesOut(number=number, messages=list(messages), executors=executors)
+        self.posting_driver.deliver(0, update)
+        self.posting_driver.step()
+
+    def post_message_tx(self, tx: object) -> None:
+        """Send one of the posting core's messages (relayed; no wait for the receipt)."""
+        if not isinstance(tx, PostMessage):
+            raise ConfigError(f"the worker posts no {type(tx).__name__}")
+        self.mgmt.command_inbox.send_submit(tx.target, tx.ciphertext, self.eth_key)
 
     # -- outputs and checkpoints (competitive execution) ---------------------------------
-    def start_submission(self) -> None:
-        """Submit outputs on a thread of their own, one submission at a time, and not
-        before the enclave has seen the block of the previous one (its start would be
-        stale)."""
-        busy = self._submitting is not None and not self._submitting.done()
-        if busy or self.last_delivered < self._submit_after:
-            return
-        if self.last_delivered <= self._attempted_at:
-            return  # nothing new since the last attempt
-        self._attempted_at = self.last_delivered
-        self._submitting = self._submitter.submit(self.submit_outputs)
+    # The decisions are SubmissionCore's (runtime/submission.py); these carry out its
+    # effects on the submission driver's I/O threads.
+    def call_enclave(self, ecall: Any, request: Any) -> Any:
+        with self._lock:
+            return call(self.enclave, ecall, request)
 
-    def get_domains(self) -> list[list[bytes]]:
-        """Installed contracts grouped by executor set (sorted, at most a batch each)."""
-        groups: dict[tuple[bytes, ...], list[bytes]] = {}
-        for cid in sorted(self.installed):
-            groups.setdefault(tuple(sorted(self.workers_of.get(cid, []))), []).append(cid)
-        out: list[list[bytes]] = []
-        for cids in groups.values():
-            out.extend(
-                cids[i : i + MAX_OUTPUT_BATCH] for i in range(0, len(cids), MAX_OUTPUT_BATCH)
-            )
-        return out
-
-    def is_range_open(self, contract_ids: list[bytes], starts: list[int]) -> bool:
-        """Whether the ledger's last accepted end is still each range's start (a cheap
-        read that saves a transaction bound to be refused; the ledger decides anyway)."""
+    def read_ledger(self, query: object) -> object:
+        """Answer one of the submission core's chain queries."""
         ledger = self.mgmt.execution_ledger
-        for cid, start in zip(contract_ids, starts, strict=True):
-            accepted = ledger.get_output(cid)
-            if (accepted.end if accepted is not None else 0) != start:
-                return False
-        return True
+        if isinstance(query, AcceptedEndsQuery):
+            ends = []
+            for cid in query.contract_ids:
+                accepted = ledger.get_output(cid)
+                ends.append(accepted.end if accepted is not None else 0)
+            # the tip after the ends: it covers the block of any output they show
+            return AcceptedEnds(tip=self.chain.get_block_number(), ends=ends)
+        if isinstance(query, CheckpointFactsQuery):
+            rotated: list[int] = []
+            heights: list[int] = []
+            for cid in query.contract_ids:
+                contract = self.mgmt.contract_registry.get_contract(cid)
+                record = ledger.get_checkpoint(cid)
+                rotated.append(contract.rotated_at if contract is not None else 0)
+                heights.append(record.height if record is not None else 0)
+            return CheckpointFacts(rotated_at=rotated, checkpoint_heights=heights)
+        if isinstance(query, StorageThresholdQuery):
+            return ledger.get_storage_threshold()
+        if isinstance(query, BlockNumberQuery):
+            return self.chain.get_block_number()
+        raise ConfigError(f"the worker reads no {type(query).__name__}")
 
-    def is_checkpoint_due(self, contract_ids: list[bytes]) -> bool:
-        """Every ``checkpoint_interval`` blocks; and at once if a contract's key was
-        rotated after its last checkpoint (the old version stays released until then)."""
-        ledger = self.mgmt.execution_ledger
-        registry = self.mgmt.contract_registry
-        for cid in contract_ids:
-            contract = registry.get_contract(cid)
-            if contract is None or contract.rotated_at == 0:
-                continue
-            record = ledger.get_checkpoint(cid)
-            if (record is None or record.height < contract.rotated_at) and (
-                self.last_delivered >= contract.rotated_at
-            ):
-                return True
-        if self.config.checkpoint_interval <= 0:
-            return False
-        record = ledger.get_checkpoint(contract_ids[0])
-        last = record.height if record is not None else 0
-        return self.last_delivered - last >= self.config.checkpoint_interval
+    def store_checkpoint(self, blob: bytes, threshold: int) -> list[tuple[bytes, bytes]]:
+        receipts = store_blob(
+            list(self.config.storage_urls),
+            blob,
+            threshold=threshold,
+            ledger_address=self.addresses.execution_ledger,
+            chain_id=self.chain.chain_id,
+            timeout=STORAGE_TIMEOUT,
+        )
+        return [(receipt.node_id, receipt.signature) for receipt in receipts]
+
+    def submit_outputs_tx(self, tx: object) -> int:
+        if not isinstance(tx, OutputSubmission):
+            raise ConfigError(f"the worker sends no {type(tx).__name__}")
+        return self.mgmt.execution_ledger.submit(tx, self.eth_key).block_number
 
     def stop(self) -> None:
-        """Stop following; queued submissions and witness requests are dropped."""
+        """Stop following; the submission in hand and witness requests are dropped."""
         super().stop()
-        self._submitter.shutdown(wait=False, cancel_futures=True)
+        self.submission_driver.stop()
         self._peer_pool.shutdown(wait=False, cancel_futures=True)
-
-    def submit_outputs(self) -> None:
-        try:
-            for contract_ids in self.get_domains():
-                self.submit_domain(contract_ids)
-        except SealbridgeError as exc:  # outputs are retried when next caught up
-            log.warning("output submission failed: %s", exc.message)
-        except Exception:  # noqa: BLE001 -- keep the follower alive, report it
-            log.exception("output submission failed")
-
-    def submit_domain(self, contract_ids: list[bytes], *, checkpoint_ok: bool = True) -> None:
-        due = checkpoint_ok and self.is_checkpoint_due(contract_ids)
-        try:
-            with self._lock:
-                signed = call(
-                    self.enclave,
-                    WORKER_SIGN_OUTPUTS,
-                    SignOutputs(
-                        contract_ids=contract_ids, only_changed=not due, with_checkpoint=due
-                    ),
-                )
-        except OutputsRefused as exc:
-            log.info("no outputs to submit: %s", exc.message)
-            return
-        if not signed.contract_ids:
-            return
-        if not self.is_range_open(signed.contract_ids, signed.starts):
-            # another worker's output already moved the accepted end; our enclave has not
-            # seen it yet -- sending would only be refused (and cost gas). Checked before
-            # the checkpoint goes to the storage nodes: a blob no submission refers to
-            # would only take their space.
-            self.submissions.skipped += 1
-            self._submit_after = max(self._submit_after, self.chain.get_block_number())
-            return
-        receipts: list[StorageReceipt] = []
-        blob = signed.checkpoint
-        if blob and len(blob) > self.config.inline_checkpoint_max:
-            try:
-                receipts = store_blob(
-                    list(self.config.storage_urls),
-                    blob,
-                    threshold=self.mgmt.execution_ledger.get_storage_threshold(),
-                    ledger_address=self.addresses.execution_ledger,
-                    chain_id=self.chain.chain_id,
-                    timeout=STORAGE_TIMEOUT,
-                )
-            except SealbridgeError as exc:
-                # the signature covers the checkpoint, which the ledger would refuse without
-                # confirmations: sign the outputs again without one (outputs must not wait
-                # for storage; the next due attempt tries the checkpoint again)
-                log.warning("checkpoint not stored (%s); outputs go without", exc.message)
-                self.submit_domain(contract_ids, checkpoint_ok=False)
-                return
-        checkpoint = (blob, signed.checkpoint_hash) if blob else None
-        inline = checkpoint is not None and not receipts
-        submission = OutputSubmission(
-            contract_ids=signed.contract_ids,
-            starts=signed.starts,
-            end=signed.end,
-            end_hash=signed.end_hash,
-            state_roots=signed.state_roots,
-            commands_applied=signed.commands_applied,
-            node_id=self.node_id,
-            signature=signed.signature,
-            checkpoint_hash=signed.checkpoint_hash,
-            checkpoint_size=signed.checkpoint_size,
-            storage_ids=[r.node_id for r in receipts],
-            storage_sigs=[r.signature for r in receipts],
-            inline_blob=checkpoint[0] if checkpoint is not None and inline else b"",
-        )
-        try:
-            receipt = self.mgmt.execution_ledger.submit(submission, self.eth_key)
-        except TransactionReverted as exc:
-            # another worker was first for this range (or the end fell out of the window)
-            self.submissions.refused += 1
-            self.submissions.last_refusal = exc.reason
-            self._submit_after = max(self._submit_after, self.chain.get_block_number())
-            log.info("outputs up to block %d refused: %s", signed.end, exc.reason)
-            return
-        self.submissions.accepted += 1
-        if checkpoint is not None:
-            self.checkpoints_stored += 1
-        self._submit_after = max(self._submit_after, receipt.block_number)
-        log.info(
-            "outputs of %d contracts accepted for blocks up to %d%s",
-            len(signed.contract_ids),
-            signed.end,
-            " with a checkpoint" if checkpoint is not None else "",
-        )
 
     # -- queries and status -------------------------------------------------------------
     def on_query(self, payload: bytes) -> bytes:
@@ -848,16 +743,11 @@ class WorkerHost(NodeHost):
             "measurement": to_hex(self.enclave.measurement),
             "held": self.held,
             "witnessed": self.witnessed,
-            "outputs_accepted": self.submissions.accepted,
-            "outputs_refused": self.submissions.refused,
-            "outputs_skipped": self.submissions.skipped,
-            "last_refusal": self.submissions.last_refusal,
-            "checkpoints_stored": self.checkpoints_stored,
+            **self.submission.get_status(),
+            "submission_driver": self.submission_driver.status.phase,
             "awaiting_checkpoint_record": status.awaiting_checkpoint_record,
             "diverged": status.diverged,
-            "messages_posted": self.messages_posted,
-            "messages_reposted": self.messages_reposted,
-            "messages_pending": len(self.pending_messages),
+            **self.posting.get_status(),
             "contracts": [
                 {
                     "contract_id": to_hex(c.contract_id),
