@@ -216,6 +216,10 @@ class GatewayHost(NodeHost):
         except SealbridgeError as exc:
             self.error = f"gateway: {exc.message}"
             log.warning(self.error)
+            return
+        if self.feed_core.last_error:  # a round that stopped: say why in the status
+            self.error = f"gateway: {self.feed_core.last_error}"
+            log.warning(self.error)
 
     def name_escrows(self) -> None:
         """Name the escrows to the enclave once the operator's file lists them."""
