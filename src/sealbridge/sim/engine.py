@@ -44,12 +44,15 @@ Effects.
     * ``CancelTimer(name)`` -- forgets the timer, if any.
     * ``Report(kind, data)`` -- recorded at ``done`` as a :class:`ReportRecord` in
       :attr:`Simulator.reports`, and passed to every ``on_report`` observer.
-    * ``SubmitTx``, ``ReadChain``, ``CallEnclave`` -- sent, like a message, to the node
-      that serves that kind of effect (:meth:`Simulator.set_service`: a ledger model
-      for the chain, :mod:`sealbridge.sim.chain_model`); the effect object itself is
-      the message, and the service answers the sender with an ordinary ``Send``
-      (``TxOutcome``, ``ChainRead``, ``EnclaveAnswer``). Link delays, partitions and
-      crashes apply to them like to any message.
+    * ``SubmitTx``, ``ReadChain``, ``CallEnclave``, ``AskPeers``, ``StoreCheckpoint``
+      -- sent, like a message, to the node that serves that kind of effect
+      (:meth:`Simulator.set_service`: a ledger model for the chain,
+      :mod:`sealbridge.sim.chain_model`); the effect object itself is the message, and
+      the service answers the sender with an ordinary ``Send`` (``TxOutcome``,
+      ``ChainRead``, ``EnclaveAnswer``, ``PeerAnswers``, ``CheckpointStored``). Link
+      delays, partitions and crashes apply to them like to any message. A node may also
+      carry out its own ``CallEnclave`` effects (its enclave is local:
+      :mod:`sealbridge.sim.committee`).
     * ``Persist(key, data)`` -- written to the node's simulated disk
       (:meth:`Simulator.get_disk`), which survives a crash and a restart.
 
@@ -98,6 +101,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol
 
 from sealbridge.core.effects import (
+    AskPeers,
     CallEnclave,
     CancelTimer,
     Effect,
@@ -107,6 +111,7 @@ from sealbridge.core.effects import (
     Report,
     Send,
     SetTimer,
+    StoreCheckpoint,
     SubmitTx,
 )
 from sealbridge.core.encoding import encode
@@ -130,6 +135,7 @@ __all__ = [
 ]
 
 EXTERNAL: Final = -1
+SERVED: Final = (SubmitTx, ReadChain, CallEnclave, AskPeers, StoreCheckpoint)  # by services
 """Sender id of messages injected from outside the simulated nodes (``Simulator.inject``)."""
 
 _TRACE_TAG: Final = b"sealbridge/sim/trace/v1"
@@ -446,9 +452,9 @@ class Simulator:
             self._push_action(when, lambda: self._do_restart(node_id, None, "join"))
 
     def set_service(self, kind: type, node_id: int) -> None:
-        """Route every effect of ``kind`` (``SubmitTx``, ``ReadChain``, ``CallEnclave``)
-        to node ``node_id`` as a message from the node that returned it."""
-        if kind not in (SubmitTx, ReadChain, CallEnclave):
+        """Route every effect of ``kind`` (one of :data:`SERVED`) to node ``node_id`` as
+        a message from the node that returned it."""
+        if kind not in SERVED:
             raise SimulationError(f"{kind.__name__} is not an effect a service serves")
         if node_id not in self._known:
             raise UnknownNodeError(f"service node {node_id} is not in the simulation")
@@ -880,7 +886,7 @@ class Simulator:
                     )
             elif kind in self._services or kind is Persist:
                 continue
-            elif kind in (SubmitTx, ReadChain, CallEnclave):
+            elif kind in SERVED:
                 raise SimulationError(
                     f"node {node_id} returned {kind.__name__}, which no service serves "
                     "(Simulator.set_service)"
