@@ -39,10 +39,12 @@ delivery, a proceed or an abort, or it can come unasked, as :meth:`SwapDriver.on
 chunks to sweep, and whether the side finished.
 
 1. Each release counts as given by that side, so its exposure grows. Then the stall
-   rule applies. A party with ``stall_after = s`` in this pair has a host that walks
-   away once it has delivered ``s`` of its keys. The release is never delivered, and
-   ``swap-stall`` is reported the first time. Any other release becomes a
-   :class:`DeliverKey` to the other side.
+   rule applies. A party with ``stall_after = s`` in this pair (given to
+   :meth:`SwapDriver.open_pair`) has a host that walks away once it has delivered ``s``
+   of its keys in the pair. With ``s`` given to the driver itself, the count runs over
+   every pair of the driver. The release is never delivered, and ``swap-stall`` is
+   reported the first time in each pair. Any other release becomes a :class:`DeliverKey`
+   to the other side.
 2. The sweeps form one *batch*, with one :class:`SweepChunk` each. Once every sweep of
    the batch has answered, the driver decides. If all were swept, it asks for
    :class:`ProceedSide`. If any was not, it asks for :class:`AbortSide` and reports
@@ -348,7 +350,11 @@ class _Batch:
 class SwapDriver:
     """The hosts' decisions for any number of pairwise swaps (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stall_after: Mapping[str, int] | None = None) -> None:
+        """``stall_after[party] = s``: that party's host walks away from every pair once it
+        delivered ``s`` of its keys, counted over all of them."""
+        self._stall_after = _check_stalls("the driver", stall_after, None)
+        self._delivered_by: dict[str, int] = {}  # party -> keys its host delivered
         self._pairs: dict[str, _Pair] = {}
         self._pending: dict[str, SwapDecision] = {}  # tag -> decision awaiting its answer
         self._batches: dict[str, _Batch] = {}  # sweep tag -> its batch
@@ -401,12 +407,7 @@ class SwapDriver:
         ids = [c.chunk_id for c in [*requester_chunks, *owner_chunks]]
         if len(set(ids)) != len(ids):
             raise InvalidRequest(f"swap {swap_id}: a chunk appears twice")
-        stalls = dict(stall_after or {})
-        for party, after in stalls.items():
-            if party not in (requester, owner):
-                raise InvalidRequest(f"swap {swap_id}: {party!r} is not a party")
-            if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-                raise InvalidRequest(f"swap {swap_id}: stall_after must be >= 0, got {after!r}")
+        stalls = _check_stalls(f"swap {swap_id}", stall_after, (requester, owner))
         a = _PairSide(
             requester, ROLE_REQUESTER, requester_chunks, owner_chunks, stalls.get(requester)
         )
@@ -576,14 +577,16 @@ class SwapDriver:
         other = pair.get_other(side)
         for key in output.releases:
             side.given.append(key.chunk_id)
-            if side.stall_after is not None and side.delivered >= side.stall_after:
+            after = self._get_stall(side)
+            if after is not None:
                 if side.phase is SidePhase.EXCHANGING:
                     side.move("stall")
                     who = "requester" if side.role == ROLE_REQUESTER else "owner"
-                    data = {"contract": pair.swap_id, who: side.party, "after": side.stall_after}
+                    data = {"contract": pair.swap_id, who: side.party, "after": after}
                     effects.append(Report("swap-stall", data))
                 continue  # its host walked away: this key is never delivered
             side.delivered += 1
+            self._delivered_by[side.party] = self._delivered_by.get(side.party, 0) + 1
             deliver = DeliverKey(
                 tag=self._next_tag("deliver"),
                 swap_id=pair.swap_id,
@@ -596,6 +599,15 @@ class SwapDriver:
             self._pending[deliver.tag] = deliver
             effects.append(deliver)
         return effects
+
+    def _get_stall(self, side: _PairSide) -> int | None:
+        """The limit ``side``'s host reached (it walks away now), or None."""
+        if side.stall_after is not None and side.delivered >= side.stall_after:
+            return side.stall_after
+        limit = self._stall_after.get(side.party)
+        if limit is not None and self._delivered_by.get(side.party, 0) >= limit:
+            return limit
+        return None
 
     def _on_swept(self, pair: _Pair, decision: SweepChunk, result: SweepResult) -> list[SwapEffect]:
         if not isinstance(result.swept, bool):
@@ -632,3 +644,15 @@ class SwapDriver:
         abort = AbortSide(self._next_tag("abort"), pair.swap_id, side.party)
         self._pending[abort.tag] = abort
         return [abort, Report("swap-abort", {"contract": pair.swap_id, "by": side.party})]
+
+
+def _check_stalls(
+    where: str, stall_after: Mapping[str, int] | None, parties: Sequence[str] | None
+) -> dict[str, int]:
+    stalls = dict(stall_after or {})
+    for party, after in stalls.items():
+        if not isinstance(party, str) or (parties is not None and party not in parties):
+            raise InvalidRequest(f"{where}: {party!r} is not a party")
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise InvalidRequest(f"{where}: stall_after must be an int >= 0, got {after!r}")
+    return stalls
