@@ -17,7 +17,7 @@ action at a time:
 * a compromised owner racing to sweep a key it released, before its victim does;
 * a pending sweep: a requester's sweep that works settles the chunk; one that finds the
   funds gone reports the double spend with the observation read off the ledger, and the
-  requester aborts that pairwise swap (as the devnet does);
+  requester aborts that pairwise swap;
 * a requester's deadline tick: the clock jumps to its earliest open deadline and every
   machine is ticked;
 * a *forged client request* for a requester (issue 15): a request naming it but signed by
@@ -38,12 +38,20 @@ action at a time:
   reports a chunk it received whose funds are still at the address (a false claim); each
   must be refused and change nothing.
 
-The machines are driven directly, so a party releases its next key as soon as its
-machine allows, before it swept what it received; the vault adds a sweep-before-release
-rule on top (``VaultProgram.proceed``), which only removes schedules from this set.
+The hosts' side of every pairwise swap -- which release to deliver, when a stalling
+host walks away (after ``stall_after`` of its keys over all its pairs), what a delivery's sweeps
+ask for, abort or proceed, and the tallies -- is the devnet's own policy,
+:class:`~sealbridge.keyrelease.swap_driver.SwapDriver`; this test carries out its
+decisions against the machines and the ledger, holding its deliveries and sweeps for the
+schedule to pick from (``KeyReleaseDevnet.run_swap`` runs them depth first). The machines
+are driven directly, so a party releases its next key as soon as its machine allows,
+before it swept what it received (``ProceedSide`` has nothing to do); the vault adds a
+sweep-before-release rule on top (``VaultProgram.proceed``), which only removes schedules
+from this set.
 
 What runs for real: ``MatcherCore`` (offers, risk limits, settlement, reports, slashes,
-bans, the pool), both ``TitForTatSwap`` machines of every pair, and ``verify_chunk_key`` on
+bans, the pool), ``SwapDriver``, both ``TitForTatSwap`` machines of every pair, and
+``verify_chunk_key`` on
 real secp256k1 keys (``os.urandom``, addresses derived here with coincurve and keccak). The
 one stand-in is :class:`Ledger`: the test's model of the two chains, *not* a mock of a
 sealbridge component. It maps each chunk id to its deposit balance and to who holds its
@@ -59,8 +67,8 @@ Invariants (after every step, and at the end of each example):
    uncovered amount plus one chunk per pairwise swap that did not complete, and an honest
    owner loses nothing.
 2. Tit-for-tat: for every honest party in every pairwise swap, value released minus value
-   received (counted here, and equal to the machine's own exposure) is at most one chunk,
-   stalls included.
+   received (counted by the swap driver, and equal to the machine's own exposure) is at
+   most one chunk, stalls included.
 3. Conservation: the ledger's total of each asset never changes (funds move, never appear
    or vanish) and every deposit holds all or nothing; the pool equals fees + slashed -
    compensated and is never negative; bonds + pool + compensation only grow by fees.
@@ -88,6 +96,7 @@ from eth_utils.crypto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sealbridge.core.effects import Report
 from sealbridge.core.encoding import decode, encode
 from sealbridge.keyrelease.auth import (
     ClientRefused,
@@ -113,6 +122,19 @@ from sealbridge.keyrelease.matcher import (
     MatcherSnapshot,
     Penalty,
     WrongState,
+)
+from sealbridge.keyrelease.swap_driver import (
+    AbortSide,
+    DeliverKey,
+    OpenSide,
+    OutgoingKey,
+    ProceedSide,
+    SideOutput,
+    SideRefused,
+    SwapDriver,
+    SwapEffect,
+    SweepChunk,
+    SweepResult,
 )
 from sealbridge.keyrelease.types import (
     Chunk,
@@ -406,37 +428,19 @@ class PriorityDriver:
 
 @dataclass
 class Pair:
-    """One pairwise swap: the requester is A, the owner is B."""
+    """One pairwise swap: the requester is A, the owner is B (their tallies are the swap
+    driver's)."""
 
     swap_id: str
     requester: str
     owner: str
-    machines: dict[str, TitForTatSwap]  # party -> its side
+    machines: dict[str, TitForTatSwap]  # party -> its side (built when the driver opens it)
     chunks: dict[str, Chunk]
     deadline: float
-    given: Counter[str] = field(default_factory=Counter)  # party -> usd_e8 it released
-    received: Counter[str] = field(default_factory=Counter)  # usd_e8 its machine took
     finished: dict[str, SwapFinished] = field(default_factory=dict)
-
-    def other(self, party: str) -> str:
-        return self.owner if party == self.requester else self.requester
 
     def active(self) -> bool:
         return any(m.status() is SwapStatus.ACTIVE for m in self.machines.values())
-
-
-@dataclass(frozen=True)
-class Release:
-    swap_id: str
-    sender: str
-    chunk_id: str
-
-
-@dataclass(frozen=True)
-class PendingSweep:
-    swap_id: str
-    party: str
-    chunk_id: str
 
 
 class Run:
@@ -459,8 +463,16 @@ class Run:
         self.funded: Counter[str] = Counter()  # party -> usd_e8 it deposited
         self.released: set[str] = set()  # chunk ids whose key its maker released
         self.pairs: dict[str, Pair] = {}
-        self.releases: list[Release] = []
-        self.sweeps: list[PendingSweep] = []
+        # the hosts' decisions in every pairwise swap; a stalling owner's host walks away
+        # after delivering ``stall_after`` of its keys, over all its pairs
+        stalls = {
+            f"o{i}": plan.stall_after
+            for i, plan in enumerate(scenario.owners)
+            if plan.behaviour is Behaviour.STALLS
+        }
+        self.swaps = SwapDriver(stall_after=stalls)
+        self.releases: list[DeliverKey] = []  # deliveries the driver asked for, pending
+        self.sweeps: list[SweepChunk] = []  # sweeps the driver asked for, pending
         self.races: list[tuple[str, str]] = []  # (compromised owner, chunk id)
         self.next_request: Counter[str] = Counter()
         self.offers: list[list[str]] = []  # parties in each accepted or declined offer
@@ -472,7 +484,6 @@ class Run:
         self.peak: Counter[str] = Counter()
         self.bond0: dict[str, int] = {}
         self.banned: set[str] = set()  # owner parties
-        self.released_by: Counter[str] = Counter()  # owner -> releases its host delivered
         self.stalled: set[str] = set()
         self.unfilled = 0
         self.forged = 0
@@ -616,13 +627,12 @@ class Run:
             mine = [self._fund(name, TKN) for _ in theirs]
             swap_id = f"{offer.contract}/{owner}"
             deadline = self.now + plan.window
-            a = TitForTatSwap(swap_id, "A", mine, theirs, KINDS, deadline)
-            b = TitForTatSwap(swap_id, "B", theirs, mine, KINDS, deadline)
             chunks = {c.chunk_id: c for c in mine + theirs}
-            pair = Pair(swap_id, name, owner, {name: a, owner: b}, chunks, deadline)
-            self.pairs[swap_id] = pair
-            self.emit(pair, owner, b.start(self.now))
-            self.emit(pair, name, a.start(self.now))
+            self.pairs[swap_id] = Pair(swap_id, name, owner, {}, chunks, deadline)
+            opened = self.swaps.open_pair(
+                swap_id, requester=name, owner=owner, requester_chunks=mine, owner_chunks=theirs
+            )
+            self.carry_out(opened)
 
     # -- crashes, restores and claims ---------------------------------------------------------
 
@@ -669,9 +679,9 @@ class Run:
         one it received whose funds are still there (a false loss claim)."""
         paid = [(r, c, True) for r, c in self.compensated]
         waiting = [
-            (p.party, p.chunk_id, False)
+            (p.party, p.chunk.chunk_id, False)
             for p in self.sweeps
-            if p.party in self.requesters and self.ledger.balance[p.chunk_id] > 0
+            if p.party in self.requesters and self.ledger.balance[p.chunk.chunk_id] > 0
         ]
         return paid + waiting
 
@@ -759,59 +769,102 @@ class Run:
         assert self.nonces == nonces
         assert encode(self.matcher.get_status()) == before
 
-    def emit(self, pair: Pair, party: str, effects: Sequence[object]) -> None:
-        """Carry out what ``party``'s machine asked for, as its host would."""
-        machine = pair.machines[party]
+    def carry_out(self, effects: Sequence[SwapEffect]) -> None:
+        """Carry out the swap driver's decisions as the hosts would: deliveries and sweeps
+        wait for the schedule; opening, proceeding and aborting a side happen at once."""
+        stack = list(reversed(effects))
+        while stack:
+            effect = stack.pop()
+            if isinstance(effect, Report):
+                if effect.kind == "swap-stall":  # its host walks away: never delivered
+                    self.stalled.add(effect.data.get("owner", effect.data.get("requester")))
+                continue
+            if isinstance(effect, DeliverKey):
+                self.releases.append(effect)
+                plan = self.owner_plan.get(effect.sender)
+                if plan is not None and plan.behaviour is Behaviour.COMPROMISED:
+                    if self.driver.coin(plan.spend_bps):
+                        self.races.append((effect.sender, effect.chunk.chunk_id))
+                continue
+            if isinstance(effect, SweepChunk):
+                self.sweeps.append(effect)
+                continue
+            pair = self.pairs[effect.swap_id]
+            if isinstance(effect, OpenSide):
+                role: Any = effect.role
+                machine = TitForTatSwap(
+                    effect.swap_id, role, effect.mine, effect.theirs, KINDS, pair.deadline
+                )
+                pair.machines[effect.party] = machine
+                done = machine.start(self.now)
+            elif isinstance(effect, AbortSide):
+                # stop giving to a counterparty whose chunk was emptied, as the devnet does
+                done = pair.machines[effect.party].abort("double spend")
+            else:
+                assert isinstance(effect, ProceedSide)
+                done = []  # a bare machine released at once: nothing was held back
+            output = self.side_output(pair, effect.party, effect.tag, done)
+            stack.extend(reversed(self.swaps.process(output)))
+            self.check_finished(pair, effect.party)
+
+    def side_output(
+        self, pair: Pair, party: str, tag: str, effects: Sequence[object]
+    ) -> SideOutput:
+        """What ``party``'s machine did, as its side reports it to the swap driver."""
+        releases: list[OutgoingKey] = []
+        sweeps: list[str] = []
+        finished = ""
         for effect in effects:
             if isinstance(effect, ReleaseChunkKey):
                 assert effect.to_role == ("B" if party == pair.requester else "A")
-                pair.given[party] += pair.chunks[effect.chunk_id].usd_e8
                 self.released.add(effect.chunk_id)
-                plan = self.owner_plan.get(party)
-                if plan is not None and plan.behaviour is Behaviour.STALLS:
-                    if self.released_by[party] >= plan.stall_after:
-                        self.stalled.add(party)  # its host walks away: never delivered
-                        continue
-                self.released_by[party] += 1
-                self.releases.append(Release(pair.swap_id, party, effect.chunk_id))
-                if plan is not None and plan.behaviour is Behaviour.COMPROMISED:
-                    if self.driver.coin(plan.spend_bps):
-                        self.races.append((party, effect.chunk_id))
+                releases.append(OutgoingKey(effect.chunk_id))
             elif isinstance(effect, Sweep):
-                self.sweeps.append(PendingSweep(pair.swap_id, party, effect.chunk_id))
+                sweeps.append(effect.chunk_id)
             elif isinstance(effect, SwapFinished):
                 assert party not in pair.finished, f"{pair.swap_id} finished twice for {party}"
-                assert (effect.given, effect.received) == (machine.given, machine.received)
-                assert effect.given * CHUNK == pair.given[party]
-                assert effect.received * CHUNK == pair.received[party]
                 pair.finished[party] = effect
+                finished = effect.outcome
             else:
                 raise AssertionError(f"unexpected effect {effect!r}")
+        return SideOutput(tag, tuple(releases), tuple(sweeps), finished)
+
+    def check_finished(self, pair: Pair, party: str) -> None:
+        """A side that finished agrees with its machine and with the driver's tally."""
+        effect = pair.finished.get(party)
+        if effect is None:
+            return
+        machine = pair.machines[party]
+        tally = self.swaps.get_tally(pair.swap_id, party)
+        assert tally.finished == effect.outcome
+        assert (effect.given, effect.received) == (machine.given, machine.received)
+        assert (effect.given, effect.received) == (len(tally.given), len(tally.received))
 
     def do_deliver(self, i: int) -> None:
         release = self.releases.pop(i)
         pair = self.pairs[release.swap_id]
-        receiver = pair.other(release.sender)
+        receiver, chunk_id = release.receiver, release.chunk.chunk_id
         machine = pair.machines[receiver]
         plan = self.owner_plan.get(release.sender)
         if plan is not None and self.driver.coin(plan.forge_bps):
             forged, _ = new_key()  # a real key, of some other address
             before = machine.to_state()
             with pytest.raises(ExchangeViolation):
-                machine.on_key(release.chunk_id, forged, self.now)
+                machine.on_key(chunk_id, forged, self.now)
             assert machine.to_state() == before
             self.forged += 1
-        secret = self.keys[release.sender][release.chunk_id]
+        secret = self.keys[release.sender][chunk_id]
         if machine.status() is not SwapStatus.ACTIVE:  # aborted: its vault refuses the key
             before = machine.to_state()
             with pytest.raises(ExchangeViolation):
-                machine.on_key(release.chunk_id, secret, self.now)
+                machine.on_key(chunk_id, secret, self.now)
             assert machine.to_state() == before
+            self.carry_out(self.swaps.process(SideRefused(release.tag, "not active")))
             return
-        effects = machine.on_key(release.chunk_id, secret, self.now)
-        self.keys[receiver][release.chunk_id] = secret
-        pair.received[receiver] += pair.chunks[release.chunk_id].usd_e8
-        self.emit(pair, receiver, effects)
+        effects = machine.on_key(chunk_id, secret, self.now)
+        self.keys[receiver][chunk_id] = secret
+        self.carry_out(self.swaps.process(self.side_output(pair, receiver, release.tag, effects)))
+        self.check_finished(pair, receiver)
 
     def do_race(self, i: int) -> None:
         owner, chunk_id = self.races.pop(i)
@@ -822,16 +875,20 @@ class Run:
     def do_sweep(self, i: int) -> None:
         pending = self.sweeps.pop(i)
         pair = self.pairs[pending.swap_id]
-        party, chunk_id = pending.party, pending.chunk_id
-        chunk = pair.chunks[chunk_id]
+        party, chunk = pending.party, pending.chunk
+        chunk_id = chunk.chunk_id
         tx = self.ledger.sweep(chunk_id, self.keys[party][chunk_id], party, self.sweep_to[party])
-        if party == pair.owner:
+        if not pending.insured:  # the owner's side: the requester never double-spends
+            assert party == pair.owner
             assert tx is not None, f"requester {pair.requester}'s chunk {chunk_id} was gone"
+            self.carry_out(self.swaps.process(SweepResult(pending.tag, swept=True)))
             return
+        assert party == pair.requester
         account = self.account[party]
         if tx is not None:
             self.matcher.settle(chunk_id, account)
             self.exposure[pair.owner] -= chunk.usd_e8
+            self.carry_out(self.swaps.process(SweepResult(pending.tag, swept=True)))
             return
         self.loss[party] += chunk.usd_e8
         report = DoubleSpendReport(chunk_id=chunk_id, victim=account)
@@ -846,8 +903,9 @@ class Run:
         self.uncovered[party] += penalty.uncovered_usd_e8
         self.exposure[pair.owner] -= chunk.usd_e8
         self.banned.add(pair.owner)
-        # stop giving to a counterparty whose chunk was emptied, as the devnet does
-        self.emit(pair, party, pair.machines[party].abort("double spend"))
+        # the driver aborts the requester's side of that pairwise swap
+        paid = SweepResult(pending.tag, swept=False, compensated=penalty.compensation_usd_e8)
+        self.carry_out(self.swaps.process(paid))
 
     def do_tick(self, j: int) -> None:
         name = self.requesters[j]
@@ -857,7 +915,11 @@ class Run:
         )
         for pair in self.pairs.values():
             for party, machine in pair.machines.items():
-                self.emit(pair, party, machine.on_tick(self.now))
+                effects = machine.on_tick(self.now)
+                if effects:  # the side's output, unasked
+                    output = self.side_output(pair, party, "", effects)
+                    self.carry_out(self.swaps.on_side_output(pair.swap_id, party, output))
+                    self.check_finished(pair, party)
         self.matcher.expire(self.now)
 
     # -- invariants -----------------------------------------------------------------------
@@ -885,7 +947,7 @@ class Run:
         # 2. tit-for-tat: an honest party is never more than one chunk ahead in a pair
         for pair in self.pairs.values():
             for party, machine in pair.machines.items():
-                exposure = pair.given[party] - pair.received[party]
+                exposure = self.swaps.get_tally(pair.swap_id, party).exposure_usd_e8
                 assert exposure == machine.exposure_usd_e8, (pair.swap_id, party)
                 if self.honest(party):
                     assert exposure <= CHUNK, (pair.swap_id, party, exposure)
@@ -922,7 +984,7 @@ class Run:
             raise
 
     def _check_end(self) -> None:
-        assert not self.releases and not self.sweeps
+        assert not self.releases and not self.sweeps and not self.swaps.get_pending()
         assert all(not pair.active() for pair in self.pairs.values())
         for pair in self.pairs.values():
             assert set(pair.finished) == {pair.requester, pair.owner}

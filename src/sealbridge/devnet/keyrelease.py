@@ -34,7 +34,6 @@ import hashlib
 import os
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ import msgspec
 
 from sealbridge.chain.anchor import get_anchor_slots
 from sealbridge.config.node import write_atomic
+from sealbridge.core.effects import Report
 from sealbridge.core.encoding import Message, decode_canonical, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.crypto.signing import (
@@ -137,6 +137,19 @@ from sealbridge.keyrelease.matcher_program import (
     usd_to_wei,
     verify_answer,
     verify_matcher_card,
+)
+from sealbridge.keyrelease.swap_driver import (
+    ROLE_OWNER,
+    DeliverKey,
+    OpenSide,
+    OutgoingKey,
+    ProceedSide,
+    SideOutput,
+    SwapAnswer,
+    SwapDriver,
+    SwapEffect,
+    SweepChunk,
+    SweepResult,
 )
 from sealbridge.keyrelease.types import (
     Asset,
@@ -1203,8 +1216,12 @@ class KeyReleaseDevnet:
         requester_stops_after: int | None = None,
     ) -> SwapOutcome:
         """Swap the offer's chunks against the requester's chunks of ``give_asset``, one
-        pairwise tit-for-tat exchange per owner. ``stop_after[owner] = s``: that owner's
-        host stops delivering after ``s`` of its keys (it walks away)."""
+        pairwise tit-for-tat exchange per owner, one pair after the other. A
+        :class:`~sealbridge.keyrelease.swap_driver.SwapDriver` decides every step (what to
+        deliver, sweep, abort or proceed); this host carries its decisions out against the
+        vaults, the chains and the matcher (:meth:`_carry_out`). ``stop_after[owner] = s``:
+        that owner's host stops delivering after ``s`` of its keys (it walks away);
+        ``requester_stops_after``: the requester's host does, in each pair."""
         started = time.monotonic()
         tx_before, gas_before = self.tx_count, self.gas_used
         alice = self._client(requester)
@@ -1223,124 +1240,104 @@ class KeyReleaseDevnet:
             MATCHER_REGISTER_SWEEP_ADDRESS,
             SweepAddress(requester=alice.account, address=alice.account),
         )
-        given = received = swept = 0
-        double_spent: list[str] = []
-        compensated = 0
-        exposures: dict[str, int] = {}
+        driver = SwapDriver()
+        pairs: list[tuple[str, str]] = []  # (pairwise swap id, owner)
         for owner_name, theirs in sorted(by_owner.items()):
-            owner = self._client(owner_name)
             mine = mine_all[: len(theirs)]
             mine_all = mine_all[len(theirs) :]
             alice.chunks = [c for c in alice.chunks if c not in mine]
+            stalls = {} if requester_stops_after is None else {requester: requester_stops_after}
+            if stop_after is not None and owner_name in stop_after:
+                stalls[owner_name] = stop_after[owner_name]
             swap_id = f"{contract}/{owner_name}"
-            owner.vault.call(
-                VAULT_OPEN_SWAP,
-                OpenSwap(
-                    swap_id=swap_id,
-                    role="B",
-                    mine=theirs,
-                    theirs=mine,
-                    kinds=kinds,
-                    deadline=deadline,
-                    counterparty=self._fresh_card(alice),
-                ),
-            )
-            out = alice.vault.call(
-                VAULT_OPEN_SWAP,
-                OpenSwap(
-                    swap_id=swap_id,
-                    role="A",
-                    mine=mine,
-                    theirs=theirs,
-                    kinds=kinds,
-                    deadline=deadline,
-                    counterparty=self._fresh_card(owner),
-                ),
-            )
-            self._emit(
-                "swap-open",
-                contract=swap_id,
+            pairs.append((swap_id, owner_name))
+            opened = driver.open_pair(
+                swap_id,
                 requester=requester,
                 owner=owner_name,
-                chunks_each=len(theirs),
+                requester_chunks=mine,
+                owner_chunks=theirs,
+                stall_after=stalls,
             )
-            limit = None if stop_after is None else stop_after.get(owner_name)
-            owner_released = 0
-            alice_released = 0
-            chunk_of = {c.chunk_id: c for c in theirs + mine}
-            queue = deque(out.releases)
-            while queue:
-                envelope = queue.popleft()
-                from_alice = envelope.sender == alice.card.node.identity_key
-                target = owner if from_alice else alice
-                if from_alice and requester_stops_after is not None:
-                    if alice_released >= requester_stops_after:
-                        self._emit(
-                            "swap-stall",
-                            contract=swap_id,
-                            requester=requester,
-                            after=requester_stops_after,
-                        )
-                        break  # the requester walks away: its key is never delivered
-                    alice_released += 1
-                if not from_alice:
-                    if limit is not None and owner_released >= limit:
-                        self._emit("swap-stall", contract=swap_id, owner=owner_name, after=limit)
-                        break  # the owner walks away: its release is never delivered
-                    owner_released += 1
-                    if owner.compromised:
-                        self._double_spend(owner, chunk_of[envelope.chunk_id])
-                result = target.vault.call(VAULT_DELIVER, Deliver(envelope=envelope))
-                safe = True
-                for chunk_id in result.sweeps:
-                    if target is alice:
-                        received += 1
-                        ok, paid = self._sweep_or_report(alice, chunk_of[chunk_id])
-                        swept += int(ok)
-                        if not ok:
-                            double_spent.append(chunk_id)
-                            compensated += paid
-                            safe = False
-                    else:
-                        given += 1
-                        safe = self._sweep(owner, chunk_of[chunk_id]) and safe
-                if not safe:
-                    # stop giving to a counterparty whose chunk was emptied: the release
-                    # held back for this sweep is never made
-                    target.vault.call(VAULT_ABORT, ContractRef(contract=swap_id))
-                    self._emit("swap-abort", contract=swap_id, by=target.name)
-                    continue
-                queue.extend(result.releases)
-                if result.sweeps:  # swept: now the vault makes the release it held back
-                    more = target.vault.call(VAULT_PROCEED, ContractRef(contract=swap_id))
-                    queue.extend(more.releases)
-            status = alice.vault.call(VAULT_STATUS, NOTHING)
-            for entry in status.contracts:
-                if entry.contract == swap_id:
-                    exposures[owner_name] = entry.exposure_usd_e8
-            self._emit(
-                "swap-pair",
-                contract=swap_id,
-                owner=owner_name,
-                exposure_usd=exposures.get(owner_name, 0) / USD,
-            )
+            self._drive_swap(driver, opened, kinds, deadline)
+            self._drive_swap(driver, driver.close_pair(swap_id), kinds, deadline)
         self._confirm_sweeps()
+        ours = [driver.get_tally(swap_id, requester) for swap_id, _ in pairs]
         outcome = SwapOutcome(
             contract=contract,
             requester=requester,
             counterparties={k: len(v) for k, v in by_owner.items()},
-            given=given,
-            received=received,
-            swept=swept,
-            double_spent=double_spent,
-            compensated_wei=compensated,
-            exposure_usd_e8=exposures,
+            given=sum(len(driver.get_tally(s, owner).received) for s, owner in pairs),
+            received=sum(len(tally.received) for tally in ours),
+            swept=sum(len(tally.swept) for tally in ours),
+            double_spent=[chunk_id for tally in ours for chunk_id in tally.double_spent],
+            compensated_wei=sum(tally.compensated for tally in ours),
+            exposure_usd_e8={
+                owner: tally.exposure_usd_e8 for (_, owner), tally in zip(pairs, ours, strict=True)
+            },
             latency_s=round(time.monotonic() - started, 3),
             transactions=self.tx_count - tx_before,
             gas=self.gas_used - gas_before,
         )
         self._emit("swap-done", **msgspec.structs.asdict(outcome))
         return outcome
+
+    def _drive_swap(
+        self,
+        driver: SwapDriver,
+        effects: Sequence[SwapEffect],
+        kinds: dict[str, str],
+        deadline: float,
+    ) -> None:
+        """Carry out the swap driver's decisions depth first: the decisions an answer
+        brings before the next one, so a delivery, its sweeps and the proceed or abort
+        after them come before the next delivery."""
+        stack = list(reversed(effects))
+        while stack:
+            answer = self._carry_out(stack.pop(), kinds, deadline)
+            if answer is not None:
+                stack.extend(reversed(driver.process(answer)))
+
+    def _carry_out(
+        self, effect: SwapEffect, kinds: dict[str, str], deadline: float
+    ) -> SwapAnswer | None:
+        """One decision of the swap driver, against a vault, a chain or the matcher."""
+        if isinstance(effect, Report):
+            self._emit(effect.kind, **effect.data)
+            return None
+        if isinstance(effect, SweepChunk):
+            client = self._client(effect.party)
+            if effect.insured:  # the matcher booked it: settle it, or report the loss
+                swept, paid = self._sweep_or_report(client, effect.chunk)
+                return SweepResult(effect.tag, swept, paid)
+            return SweepResult(effect.tag, self._sweep(client, effect.chunk))
+        if isinstance(effect, OpenSide):
+            request = OpenSwap(
+                swap_id=effect.swap_id,
+                role=effect.role,
+                mine=list(effect.mine),
+                theirs=list(effect.theirs),
+                kinds=kinds,
+                deadline=deadline,
+                counterparty=self._fresh_card(self._client(effect.counterparty)),
+            )
+            out = self._client(effect.party).vault.call(VAULT_OPEN_SWAP, request)
+        elif isinstance(effect, DeliverKey):
+            sender = self._client(effect.sender)
+            if effect.sender_role == ROLE_OWNER and sender.compromised:
+                self._double_spend(sender, effect.chunk)
+            receiver = self._client(effect.receiver)
+            out = receiver.vault.call(VAULT_DELIVER, Deliver(envelope=effect.envelope))
+        else:  # proceed (make the releases held for the sweeps) or abort
+            ecall = VAULT_PROCEED if isinstance(effect, ProceedSide) else VAULT_ABORT
+            out = self._client(effect.party).vault.call(ecall, ContractRef(contract=effect.swap_id))
+        finished = out.finished[-1].outcome if out.finished else ""
+        return SideOutput(
+            tag=effect.tag,
+            releases=tuple(OutgoingKey(e.chunk_id, e) for e in out.releases),
+            sweeps=tuple(out.sweeps),
+            finished=finished,
+        )
 
     def tick(self, name: str, contract: str) -> list[str]:
         """Let a client's vault see the time pass for one contract; returns the outcomes

@@ -51,3 +51,10 @@ class ReportRejected(KeyReleaseError):
     """A double-spend report that the chain does not bear out."""
 
     code = "keyrelease_report_rejected"
+
+
+class SwapInputRefused(RemoteProtocolError):
+    """An answer or output the swap driver did not ask for, or one that names what is not
+    the side's to release or sweep (see :mod:`sealbridge.keyrelease.swap_driver`)."""
+
+    code = "keyrelease_swap_input"

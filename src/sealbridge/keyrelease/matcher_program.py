@@ -67,9 +67,7 @@ from eth_utils.crypto import keccak
 
 from sealbridge.chain.abi import compute_address
 from sealbridge.chain.lightclient import (
-    BlockEvidence,
     HeaderChain,
-    HeaderFields,
     LightClientError,
 )
 from sealbridge.core.encoding import Message, decode, decode_canonical, encode
@@ -77,28 +75,46 @@ from sealbridge.core.errors import SealbridgeError
 from sealbridge.crypto.signing import is_valid_ed25519, to_checksum_address
 from sealbridge.keyrelease.auth import ClientRefused, SignedRequest, verify_client_request
 from sealbridge.keyrelease.balances import (
-    BalanceProof,
     BalancesState,
     ChunkBalances,
-    ChunkSources,
     FollowedChain,
 )
 from sealbridge.keyrelease.errors import AttestationRefused, InvalidRequest, ReportRejected
 from sealbridge.keyrelease.freshness import (
-    AnchorBinding,
     FreshnessGuard,
     GuardedEcalls,
     GuardState,
 )
 from sealbridge.keyrelease.matcher import (
-    ChainObservation,
     DoubleSpendReport,
     MatcherCore,
-    MatcherPolicy,
     MatcherSnapshot,
     MatcherStatus,
-    Penalty,
     WrongState,
+)
+from sealbridge.keyrelease.messages import (
+    ANSWER_TAG,
+    Accept,
+    AcceptOrder,
+    AddBond,
+    AddChunks,
+    AdvanceChainHeaders,
+    ChainTipQuery,
+    Expired,
+    FeeChain,
+    FeeTip,
+    LossReport,
+    MatchAnswer,
+    MatcherCard,
+    MatcherConfig,
+    ObserveBlocks,
+    OperatorTx,
+    PenaltyOutcome,
+    Reclaim,
+    RegisterOwner,
+    RegisterRequester,
+    Settle,
+    SweepAddress,
 )
 from sealbridge.keyrelease.types import (
     Chunk,
@@ -110,30 +126,45 @@ from sealbridge.keyrelease.types import (
 )
 from sealbridge.keyrelease.vault import (
     LossClaim,
-    OwnerBinding,
-    Unreleased,
     VaultManifest,
     verify_manifest,
     verify_vault_card,
     verify_vault_statement,
 )
 from sealbridge.keyservice.chainfacts import HeaderTip
-from sealbridge.tee.card import AttestedCard, verify_attested_card
+from sealbridge.tee.card import verify_attested_card
 from sealbridge.tee.ecall import NOTHING, Ecall, Nothing, get_ecall_table
 from sealbridge.tee.enclave import EnclaveContext, NodeKeys, RawEcall
 from sealbridge.tee.errors import AttestationError
 from sealbridge.tee.policy import AttestationPolicy
 
 __all__ = [
+    "ANSWER_TAG",
     "MATCHER_PROGRAM",
+    "Accept",
+    "AcceptOrder",
+    "AddBond",
+    "AddChunks",
+    "AdvanceChainHeaders",
+    "ChainTipQuery",
+    "compute_config_hash",
+    "compute_matcher_report_data",
+    "Expired",
+    "FeeChain",
+    "FeeTip",
+    "LossReport",
     "MatchAnswer",
     "MatcherCard",
     "MatcherConfig",
     "MatcherProgram",
+    "ObserveBlocks",
     "OperatorTx",
     "PenaltyOutcome",
-    "compute_config_hash",
-    "compute_matcher_report_data",
+    "Reclaim",
+    "RegisterOwner",
+    "RegisterRequester",
+    "Settle",
+    "SweepAddress",
     "usd_to_wei",
     "verify_answer",
     "verify_matcher_card",
@@ -141,7 +172,6 @@ __all__ = [
 
 MATCHER_PROGRAM = "sealbridge.keyrelease.matcher_program:MatcherProgram"
 CARD_TAG = b"sealbridge/keyrelease/matcher-card/v1"
-ANSWER_TAG = b"sealbridge/keyrelease/match-answer/v1"
 OPERATOR_GAS = 200_000
 
 
@@ -240,171 +270,6 @@ class JournalSegment(Message, frozen=True):
     prev_digest: bytes
     entries: list[JournalEntry]
     guard: GuardState | None = None  # the anchor record when sealed
-
-
-class FeeChain(Message, frozen=True):
-    """The chain the fees are paid on, as the matcher follows it: from an anchor block its
-    host names at configuration (trust on first use, like a gatekeeper's genesis), every
-    later block is verified (parent link, receipts root) before its ``FeePaid`` logs of
-    ``pool`` count."""
-
-    chain_id: int
-    pool: bytes  # the InsurancePool's address (20 bytes)
-    oracle: bytes  # the PriceOracle's address (20 bytes): its PriceSet logs give the price
-    fee_asset_key: bytes  # the oracle's key of the asset fees are paid in (ETH)
-    anchor_number: int
-    anchor_hash: bytes
-
-
-class MatcherConfig(Message, frozen=True):
-    policy: MatcherPolicy
-    vault_policy: AttestationPolicy  # what a vault's manifest must attest under
-    # None: fees are credited on accept without a look at the chain (unit tests, the
-    # simulator); the devnet always names its chain A
-    fee_chain: FeeChain | None = None
-    # the StateAnchor its changes are anchored in before their outputs leave (rollback
-    # protection, keyrelease/freshness.py); None: none (unit tests; the devnet anchors)
-    anchor: AnchorBinding | None = None
-    # where each asset's chunks hold their funds: chunks are taken, and double spends
-    # judged, on balances proven at verified headers (keyrelease/balances.py); None: the
-    # host's readings (unit tests, the simulator; the devnet names its chains)
-    chunk_sources: ChunkSources | None = None
-
-
-class ObserveBlocks(Message, frozen=True):
-    blocks: list[BlockEvidence]  # the next blocks of the fee chain, in order
-
-
-class FeeTip(Message, frozen=True):
-    number: int  # the newest fee-chain block the matcher verified (0: no fee chain)
-
-
-class AdvanceChainHeaders(Message, frozen=True):
-    """The next headers of a chain chunks live on (not the fee chain)."""
-
-    chain_id: int
-    headers: list[HeaderFields]
-
-
-class ChainTipQuery(Message, frozen=True):
-    chain_id: int
-
-
-class AcceptOrder(Message, frozen=True):
-    """A requester's signed ``Accept`` (with a fee chain, the fee must have been paid
-    there, at the price the oracle last set there, both seen by the matcher)."""
-
-    signed: SignedRequest
-
-
-class MatcherCard(AttestedCard, frozen=True):
-    """The matcher's attested card: its quote also binds its operator and, once
-    configured, its configuration (:func:`compute_matcher_report_data`)."""
-
-    operator: str  # EIP-55 address of the operator key (the InsurancePool's operator)
-    # compute_config_hash of its configuration once configured (b"" before): the quote
-    # binds it, so a client sees which chains, pool, oracle and sources it trusts
-    config_hash: bytes = b""
-
-
-class RegisterOwner(Message, frozen=True):
-    owner: str
-    bond_usd_e8: int  # the host's reading of the owner's bond, at the oracle price
-    manifest: VaultManifest
-    binding: OwnerBinding  # the vault vouches that ``owner`` is its owner
-
-
-class RegisterRequester(Message, frozen=True):
-    account: str
-    card: AttestedCard  # the requester's vault: its loss claims must be signed by it
-
-
-class AddChunks(Message, frozen=True):
-    chunks: list[Chunk]
-    # with chunk sources: for every chunk of a proven asset, a proof that it holds its
-    # amount at the newest block the matcher verified on its chain
-    proofs: list[BalanceProof] = []
-
-
-class AddBond(Message, frozen=True):
-    owner: str
-    usd_e8: int  # the host's reading of the bond added on chain, at the oracle price
-
-
-class Reclaim(Message, frozen=True):
-    statement: Unreleased  # the owner's vault: the chunk's key is free
-
-
-class Accept(Message, frozen=True):
-    request_id: str
-    requester: str = ""  # the account accepting: it must be the one the offer was made to
-    give_asset: str = ""  # what the requester gives in the swap (its service runs it)
-    margin_s: float = 0.0  # check_accept: the offer must stay open this much longer
-
-
-class Settle(Message, frozen=True):
-    chunk_id: str
-    requester: str
-
-
-class SweepAddress(Message, frozen=True):
-    requester: str
-    address: str
-
-
-class MatchAnswer(Message, frozen=True):
-    offer: Offer
-    manifests: list[VaultManifest]
-    signature: bytes = b""  # Ed25519 of the matcher over ANSWER_TAG + the body
-
-    def get_body(self) -> bytes:
-        return ANSWER_TAG + encode(MatchAnswer(offer=self.offer, manifests=self.manifests))
-
-
-class Expired(Message, frozen=True):
-    request_ids: list[str]  # offers past their TTL, whose reservations were released
-
-
-class OperatorTx(Message, frozen=True):
-    """The facts the enclave needs to sign one InsurancePool transaction."""
-
-    chain_id: int
-    pool: str  # InsurancePool address
-    nonce: int
-    max_fee_per_gas: int
-    max_priority_fee_per_gas: int
-
-
-class LossReport(Message, frozen=True):
-    """A victim's report of a double spend (``report`` ECALL): the matcher checks it and
-    answers with the :class:`PenaltyOutcome` transactions."""
-
-    report: DoubleSpendReport
-    claim: LossClaim  # signed by the victim's registered vault
-    observation: ChainObservation
-    # USD x 1e8 per ETH of the pool's chain, for the wei amounts; used only by a matcher
-    # that follows no fee chain (one that does uses the oracle price it verified there)
-    price_e8: int
-    tx: OperatorTx  # nonce of the first transaction; the second uses nonce + 1
-    owner_account: str  # the owner's bond account on the pool's chain
-    # with chunk sources: the chunk's balance at the newest block the matcher verified on
-    # its chain, after the one its funding was proven at (``observation.balance`` unused)
-    balance: BalanceProof | None = None
-
-
-class PenaltyOutcome(Message, frozen=True):
-    penalty: Penalty
-    # 32-byte big-endian wei amounts (a slash can exceed the 64-bit integers canonical
-    # messages carry); get_slash_wei / get_compensation_wei read them
-    slash_wei: bytes
-    compensation_wei: bytes
-    transactions: list[bytes]  # signed raw transactions, in nonce order
-
-    def get_slash_wei(self) -> int:
-        return int.from_bytes(self.slash_wei, "big")
-
-    def get_compensation_wei(self) -> int:
-        return int.from_bytes(self.compensation_wei, "big")
 
 
 # --- the ECALLs (names and types, for both sides) -----------------------------------------

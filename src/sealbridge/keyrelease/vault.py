@@ -105,6 +105,39 @@ from sealbridge.keyrelease.freshness import (
     GuardedEcalls,
     GuardState,
 )
+from sealbridge.keyrelease.messages import (
+    LOSS_TAG,
+    OWNER_TAG,
+    RELEASE_TAG,
+    UNRELEASED_TAG,
+    BtcSweepRequest,
+    BtcWithdrawalRequest,
+    ChunkRef,
+    ContractRef,
+    CreateKeys,
+    Deliver,
+    DepositKey,
+    Finished,
+    LossClaim,
+    OpenEscrow,
+    OpenSwap,
+    OwnerBinding,
+    OwnerRef,
+    ReleasedKey,
+    SealedState,
+    SignedBtcSweep,
+    SignedBtcWithdrawal,
+    SignedSweep,
+    SignedWithdrawal,
+    SweepRequest,
+    Unreleased,
+    VaultConfig,
+    VaultContractStatus,
+    VaultManifest,
+    VaultOutput,
+    VaultStatus,
+    WithdrawalRequest,
+)
 from sealbridge.keyrelease.types import (
     AssetKind,
     Chunk,
@@ -120,33 +153,49 @@ from sealbridge.tee.errors import AttestationError
 from sealbridge.tee.policy import AttestationPolicy
 
 __all__ = [
+    "LOSS_TAG",
     "MAX_KEYS",
+    "OWNER_TAG",
+    "RELEASE_TAG",
+    "UNRELEASED_TAG",
     "VAULT_PROGRAM",
     "BtcSweepRequest",
     "BtcWithdrawalRequest",
+    "ChunkRef",
+    "compute_btc_withdrawal_digest",
+    "compute_manifest_report_data",
+    "compute_withdrawal_digest",
+    "ContractRef",
+    "CreateKeys",
+    "Deliver",
     "DepositKey",
+    "Finished",
     "KeyState",
     "LossClaim",
+    "OpenEscrow",
+    "OpenSwap",
     "OwnerBinding",
-    "Unreleased",
-    "SealedState",
-    "VaultSnapshot",
-    "verify_vault_statement",
+    "OwnerRef",
     "ReleasedKey",
-    "SweepRequest",
+    "SealedState",
     "SignedBtcSweep",
     "SignedBtcWithdrawal",
     "SignedSweep",
     "SignedWithdrawal",
-    "WithdrawalRequest",
-    "compute_btc_withdrawal_digest",
-    "compute_withdrawal_digest",
+    "SweepRequest",
+    "Unreleased",
+    "VaultConfig",
+    "VaultContractStatus",
     "VaultCore",
     "VaultManifest",
+    "VaultOutput",
     "VaultProgram",
-    "compute_manifest_report_data",
-    "verify_vault_card",
+    "VaultSnapshot",
+    "VaultStatus",
     "verify_manifest",
+    "verify_vault_card",
+    "verify_vault_statement",
+    "WithdrawalRequest",
 ]
 
 VAULT_PROGRAM = "sealbridge.keyrelease.vault:VaultProgram"
@@ -166,7 +215,6 @@ BTC_MIN_FEE_SAT_PER_VB = 1
 MAX_NATIVE_FEE_BPS = 500
 BTC_MAX_FEE_SAT_PER_VB = 200
 BTC_MAX_FEE_BPS = 500  # 5 % of the inputs
-RELEASE_TAG = b"sealbridge/keyrelease/release/v1"
 ERC20_TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")
 NATIVE_SWEEP_GAS = 21_000
 TOKEN_SWEEP_GAS = 80_000
@@ -181,123 +229,8 @@ class KeyState(StrEnum):
     CLAIMED = "claimed"  # a loss was claimed for it: the vault never sweeps it
 
 
-class DepositKey(Message, frozen=True):
-    index: int
-    public_key: bytes  # 33, compressed secp256k1
-    eth_address: str  # EIP-55
-    btc_address: str  # P2WPKH (bech32), "" when not derived
-
-
-class VaultManifest(Message, frozen=True):
-    """The public keys of a vault's deposit keys, bound by a quote."""
-
-    node: NodeKeys
-    keys: list[DepositKey]
-    quote: bytes
-
-    @property
-    def vault(self) -> str:
-        return self.node.identity_key.hex()
-
-
-class ReleasedKey(Message, frozen=True):
-    """A deposit key on its way to the counterparty's vault."""
-
-    contract: str
-    chunk_id: str
-    sender: bytes  # identity key of the releasing vault
-    recipient: bytes  # identity key of the receiving vault
-    ciphertext: bytes  # ECIES to the recipient's encryption key
-    signature: bytes = b""  # Ed25519 of the sender over RELEASE_TAG + the body
-
-    def get_body(self) -> bytes:
-        return RELEASE_TAG + encode(
-            ReleasedKey(
-                contract=self.contract,
-                chunk_id=self.chunk_id,
-                sender=self.sender,
-                recipient=self.recipient,
-                ciphertext=self.ciphertext,
-            )
-        )
-
-
-class SweepRequest(Message, frozen=True):
-    """What the host read on chain for a sweep, and the fees it will pay."""
-
-    chunk_id: str
-    chain_id: int
-    kind: str  # "native" | "erc20"
-    nonce: int
-    balance: int  # native balance of the chunk's address (wei)
-    max_fee_per_gas: int
-    max_priority_fee_per_gas: int
-    token: str = ""  # ERC-20 contract
-    token_balance: int = 0
-
-
-class WithdrawalRequest(Message, frozen=True):
-    """The owner's order: move what the sweep of ``sweep.chunk_id`` brought to this
-    vault's sweep key to ``destination``. ``sweep`` carries the host's reading of that
-    address (as for a sweep; ``chunk_id`` names the key)."""
-
-    vault: str  # the vault's id (hex identity key): an order for one vault only
-    destination: str
-    sweep: SweepRequest
-
-
-class SignedWithdrawal(Message, frozen=True):
-    request: WithdrawalRequest
-    signature: bytes  # the owner's wallet key over compute_withdrawal_digest(request)
-
-
 def compute_withdrawal_digest(request: WithdrawalRequest) -> bytes:
     return keccak(WITHDRAWAL_TAG + encode(request))
-
-
-class SignedSweep(Message, frozen=True):
-    chunk_id: str
-    raw_tx: bytes
-    tx_hash: bytes
-    destination: str  # the fresh address (EIP-55)
-    amount: int  # wei (native) or token units (erc20) moved
-
-
-class BtcSweepRequest(Message, frozen=True):
-    """What the host read off the bitcoin network for a btc key, and the fee it pays.
-
-    ``utxos`` are the outputs the host says pay the key's P2WPKH script, unspent. The
-    vault checks that each pays that script and signs for exactly those amounts (BIP143
-    commits to them), but it cannot know that they exist or are unspent: the network
-    refuses a transaction that spends anything else."""
-
-    chunk_id: str
-    utxos: list[bitcoin.Utxo]
-    fee_sat: int
-    network: str = "regtest"
-
-
-class SignedBtcSweep(Message, frozen=True):
-    chunk_id: str
-    raw_tx: bytes  # segwit serialization, verified by the script interpreter
-    txid: str  # display byte order
-    destination: str  # the sweep key's P2WPKH address, or the owner's address
-    amount_sat: int
-    fee_sat: int
-
-
-class BtcWithdrawalRequest(Message, frozen=True):
-    """The owner's order: spend the outputs of ``sweep.chunk_id``'s sweep key (the ones
-    ``sweep`` names) to ``destination``, any address of ``sweep.network``."""
-
-    vault: str  # the vault's id (hex identity key): an order for one vault only
-    destination: str
-    sweep: BtcSweepRequest
-
-
-class SignedBtcWithdrawal(Message, frozen=True):
-    request: BtcWithdrawalRequest
-    signature: bytes  # the owner's wallet key over compute_btc_withdrawal_digest(request)
 
 
 def compute_btc_withdrawal_digest(request: BtcWithdrawalRequest) -> bytes:
@@ -793,91 +726,7 @@ def _has_releases(output: bytes) -> bool:
     return bool(decode(output, VaultOutput).releases)
 
 
-class VaultConfig(Message, frozen=True):
-    policy: AttestationPolicy
-    # the StateAnchor every change is anchored in before its effects leave (rollback
-    # protection, :mod:`sealbridge.keyrelease.freshness`); None: no protection (the
-    # in-process unit tests of the contracts only; the devnet always anchors)
-    anchor: AnchorBinding | None = None
-
-
-class CreateKeys(Message, frozen=True):
-    count: int
-
-
-class OpenSwap(Message, frozen=True):
-    swap_id: str
-    role: str  # "A" (moves first) | "B"
-    mine: list[Chunk]
-    theirs: list[Chunk]
-    kinds: dict[str, str]  # asset id -> AssetKind value
-    deadline: float
-    counterparty: AttestedCard
-
-
-class OpenEscrow(Message, frozen=True):
-    escrow_id: str
-    role: str  # "depositor" | "beneficiary"
-    chunks: list[Chunk]
-    kinds: dict[str, str]
-    unlock_at: float
-    counterparty: AttestedCard
-
-
-class ContractRef(Message, frozen=True):
-    contract: str
-
-
-class ChunkRef(Message, frozen=True):
-    chunk_id: str
-
-
-class Deliver(Message, frozen=True):
-    envelope: ReleasedKey
-
-
-class Finished(Message, frozen=True):
-    """A contract reached its end (from the machine's SwapFinished / EscrowFinished)."""
-
-    contract: str
-    outcome: str  # "completed" | "aborted" | "released" | "cancelled"
-    given: int
-    received: int
-    reason: str = ""
-
-
-LOSS_TAG = b"sealbridge/keyrelease/loss-claim/v1"
-OWNER_TAG = b"sealbridge/keyrelease/owner-binding/v1"
-UNRELEASED_TAG = b"sealbridge/keyrelease/unreleased/v1"
 SNAPSHOT_LABEL = "sealbridge/keyrelease/vault-state/v1"
-
-
-class OwnerRef(Message, frozen=True):
-    account: str
-
-
-class OwnerBinding(Message, frozen=True):
-    """A vault's signed word that ``account`` is its owner (the account bonds and is
-    paid; a matcher accepts the vault's chunks only under that owner)."""
-
-    account: str
-    vault: bytes  # identity key
-    signature: bytes = b""  # Ed25519 over OWNER_TAG + the body
-
-    def get_body(self) -> bytes:
-        return OWNER_TAG + encode(OwnerBinding(account=self.account, vault=self.vault))
-
-
-class Unreleased(Message, frozen=True):
-    """A vault's signed word that its own key ``chunk_id`` is free: bound to no contract,
-    never released, never swept (so the matcher may offer, or withdraw, it again)."""
-
-    chunk_id: str
-    vault: bytes
-    signature: bytes = b""
-
-    def get_body(self) -> bytes:
-        return UNRELEASED_TAG + encode(Unreleased(chunk_id=self.chunk_id, vault=self.vault))
 
 
 def verify_vault_statement(statement: OwnerBinding | Unreleased, vault: bytes) -> None:
@@ -921,58 +770,6 @@ class VaultSnapshot(Message, frozen=True):
     swept: list[str]
     contracts: dict[str, ContractSnapshot]
     guard: GuardState | None = None  # the anchored version, when configured with one
-
-
-class SealedState(Message, frozen=True):
-    blob: bytes
-
-
-class LossClaim(Message, frozen=True):
-    """A vault's signed word that it received a chunk's key, never swept it and never
-    will (the key is marked claimed), and that the one address it would ever sweep the
-    chunk to is ``sweep_address``: funds that went there are the victim's own."""
-
-    chunk_id: str
-    contract: str
-    vault: bytes  # identity key of the claiming vault
-    sweep_address: str = ""  # EIP-55
-    signature: bytes = b""  # Ed25519 over LOSS_TAG + the body
-
-    def get_body(self) -> bytes:
-        body = LossClaim(
-            chunk_id=self.chunk_id,
-            contract=self.contract,
-            vault=self.vault,
-            sweep_address=self.sweep_address,
-        )
-        return LOSS_TAG + encode(body)
-
-
-class VaultOutput(Message, frozen=True):
-    """What the host must do after an ECALL: send these envelopes, sweep these chunks."""
-
-    releases: list[ReleasedKey] = []
-    sweeps: list[str] = []  # chunk ids received and to be swept now
-    finished: list[Finished] = []
-
-
-class VaultContractStatus(Message, frozen=True):
-    contract: str
-    kind: str  # "swap" | "escrow"
-    role: str
-    status: str
-    given: int
-    received: int
-    exposure_usd_e8: int
-
-
-class VaultStatus(Message, frozen=True):
-    vault: str
-    keys: dict[str, int]  # state -> count (own keys)
-    received: list[str]
-    swept: list[str]
-    contracts: list[VaultContractStatus]
-    compromised: bool
 
 
 # --- the ECALLs (names and types, for both sides) -----------------------------------------
