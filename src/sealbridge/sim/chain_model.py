@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sealbridge.chain.ledger import OutputSubmission
 from sealbridge.chain.registration import (
     EraParams,
     Heartbeat,
@@ -55,6 +56,7 @@ from sealbridge.sim.committee import (
     Elect,
     TipQuery,
 )
+from sealbridge.sim.worker import LEDGER_QUERIES, Command, LedgerModel
 
 __all__ = ["ChainModel", "RegistryEntry"]
 
@@ -82,6 +84,7 @@ class ChainModel:
         era_length: int = 64,
         grace: int = 3600,
         committee: CommitteeModel | None = None,
+        ledger: LedgerModel | None = None,
     ) -> None:
         if block_time <= 0 or era_length <= 0 or grace < 0:
             raise ConfigError("a chain model needs block_time > 0, era_length > 0, grace >= 0")
@@ -97,6 +100,7 @@ class ChainModel:
         self.txs_mined = 0
         self.txs_reverted = 0
         self.committee = committee  # the GatekeeperCommittee's rules, when modelled
+        self.ledger = ledger  # the ExecutionLedger's and CommandInbox's, when modelled
         self.admin_outcomes: list[tuple[Any, str]] = []  # (tx, revert reason or "")
 
     @property
@@ -151,6 +155,8 @@ class ChainModel:
         query = read.query
         if isinstance(query, TipQuery):
             return ChainRead(read.tag, self.number)
+        if self.ledger is not None and isinstance(query, LEDGER_QUERIES):
+            return ChainRead(read.tag, self.ledger.read(query, self.number))
         if self.committee is not None and isinstance(query, COMMITTEE_QUERIES):
             try:
                 return ChainRead(read.tag, self.committee.read(query, self.number))
@@ -174,6 +180,9 @@ class ChainModel:
     def apply(self, sender: int, tx: Any) -> str:
         """Apply one transaction at the current block; the revert reason, or ``""``."""
         node_id = self.identities.get(sender)
+        if self.ledger is not None and isinstance(tx, Command | OutputSubmission):
+            sender_id = None if sender == ADMIN else node_id
+            return self.ledger.apply(sender_id, tx, self.number, self.is_active)
         if self.committee is not None and isinstance(tx, (Elect, *COMMITTEE_TXS)):
             return self.committee.apply(None if sender == ADMIN else node_id, tx, self.number)
         if node_id is None:

@@ -18,7 +18,13 @@ Roles in the simulated devnet today:
   elects (``elect``) on the chain model's GatekeeperCommittee rules -- genesis key
   generation, resharing, the deadline and the restart without the unresponsive.
 
-Workers and gateways are not in it yet (see the README's "Does not exist yet").
+* **workers** (:class:`~sealbridge.sim.worker.SimWorker`): the output-submission host
+  core racing for each range on the chain model's ExecutionLedger rules, checkpoints
+  offered to the simulated storage nodes and confirmed by their signed receipts. The
+  worker *enclave* is modelled (:class:`~sealbridge.sim.worker.OutputsModel`), not run,
+  and workers are registered at genesis; every worker executes every contract.
+
+Gateways are not in it yet (see the README's "Does not exist yet").
 
 The same seed and options give the same trace digest.
 """
@@ -28,14 +34,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sealbridge.chain.abi import compute_address
+from sealbridge.chain.abi import Role, compute_address
 from sealbridge.core.effects import ReadChain, SubmitTx
 from sealbridge.core.errors import ConfigError
 from sealbridge.crypto.signing import ed25519_keypair
-from sealbridge.sim.chain_model import ChainModel
+from sealbridge.sim.chain_model import ChainModel, RegistryEntry
 from sealbridge.sim.committee import CommitteeModel, Elect, SimGatekeeper
 from sealbridge.sim.delays import Uniform
 from sealbridge.sim.engine import FixedCpu, Simulator
+from sealbridge.sim.worker import Command, LedgerModel, SimWorker
 from sealbridge.storage.host import StorageHostCore
 from sealbridge.storage.node import StorageNode
 from sealbridge.tee.enclave import EnclaveContext
@@ -63,6 +70,10 @@ class SimDevnetSpec:
     gatekeepers: int = 0
     rotation_timeout: int = 20  # blocks an era has to become ready
     follow_poll: float = 1.0  # seconds between a gatekeeper's looks at the chain's height
+    workers: int = 0
+    contracts: int = 2  # every worker executes every contract
+    storage_threshold: int = 2  # storage confirmations a checkpoint needs
+    checkpoint_interval: int = 10  # blocks between checkpoints
 
 
 def derive_key(seed: bytes, label: str) -> bytes:
@@ -110,8 +121,42 @@ class SimDevnet:
                 clock=self._now,
                 poll=self.spec.follow_poll,
             )
+        if not 0 <= self.spec.workers <= 32 or not 1 <= self.spec.contracts <= 64:
+            raise ConfigError("a simulated devnet has 0 to 32 workers and 1 to 64 contracts")
+        self.contract_ids = [
+            hashlib.sha256(self.seed + f"contract/{i}".encode()).digest()
+            for i in range(self.spec.contracts)
+        ]
+        worker_ids = {
+            first + self.spec.gatekeepers + i: hashlib.sha256(
+                self.seed + f"worker/{i}".encode()
+            ).digest()
+            for i in range(self.spec.workers)
+        }
+        self.ledger = LedgerModel(
+            executors={cid: sorted(worker_ids.values()) for cid in self.contract_ids},
+            storage_threshold=self.spec.storage_threshold,
+            ledger_address=LEDGER,
+            chain_id=CHAIN_ID,
+        )
+        storage_addresses = tuple(sorted(self.storage))
+        self.workers: dict[int, SimWorker] = {
+            address: SimWorker(
+                address,
+                chain=CHAIN,
+                worker_id=worker_id,
+                contracts=self.contract_ids,
+                executors=[sorted(worker_ids.values())] * len(self.contract_ids),
+                storage=storage_addresses,
+                ledger=self.ledger,
+                checkpoint_interval=self.spec.checkpoint_interval,
+                poll=self.spec.follow_poll,
+            )
+            for address, worker_id in worker_ids.items()
+        }
         identities = {a: core.node.node_id for a, core in self.storage.items()}
         identities.update({a: g.committee_id for a, g in self.gatekeepers.items()})
+        identities.update(worker_ids)
         self.chain = ChainModel(
             CHAIN,
             identities,
@@ -121,9 +166,17 @@ class SimDevnet:
                 rotation_timeout=self.spec.rotation_timeout,
                 cards={g.committee_id: g.card for g in self.gatekeepers.values()},
             ),
+            ledger=self.ledger,
         )
+        for worker_id in worker_ids.values():  # workers are registered at genesis here
+            self.chain.registry[worker_id] = RegistryEntry(int(Role.WORKER), 2**62, 0)
         self.sim = Simulator(
-            [self.chain, *self.storage.values(), *self.gatekeepers.values()],
+            [
+                self.chain,
+                *self.storage.values(),
+                *self.gatekeepers.values(),
+                *self.workers.values(),
+            ],
             seed=seed,
             cpu=FixedCpu(),
             delay=Uniform(self.spec.delay_low, self.spec.delay_high),
@@ -146,6 +199,10 @@ class SimDevnet:
         its outcome lands in ``chain.admin_outcomes``)."""
         members = [self.gatekeepers[a].committee_id for a in addresses]
         self.chain.submit_admin(Elect(members=members, threshold=threshold))
+
+    def send_command(self, contract_index: int) -> None:
+        """The admin sends one command to a contract (applied with the next block)."""
+        self.chain.submit_admin(Command(contract_id=self.contract_ids[contract_index]))
 
     def _make_storage(self, address: int, key: bytes) -> StorageHostCore:
         node = StorageNode(key, LEDGER, CHAIN_ID)

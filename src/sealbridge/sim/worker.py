@@ -1,0 +1,392 @@
+"""Workers in the simulator: the ExecutionLedger's rules and simulated worker hosts.
+
+Theory of operation
+-------------------
+Competitive execution is a race between the hosts of one contract's workers: each
+asks its enclave to sign the outputs of the blocks since the last accepted end, the
+ExecutionLedger keeps the first valid one per range, and now and then a submission
+carries a checkpoint that the storage nodes must confirm first. The worker's side of
+it is a sans-I/O host core (:class:`~sealbridge.runtime.submission.SubmissionCore`);
+this module runs that core, unchanged, in the deterministic simulator:
+
+* :class:`LedgerModel` -- the ExecutionLedger's and CommandInbox's rules, held by the
+  chain model (:class:`~sealbridge.sim.chain_model.ChainModel` hands it the ledger's
+  transactions and questions): a submission is accepted only from an active worker
+  assigned to every contract it names, for a range that starts at each contract's
+  last accepted end, is not empty and ends in the past, with command counts that never
+  go backwards; a checkpoint must come inline with a matching hash and size, or with at
+  least ``storage_threshold`` distinct storage confirmations, each a storage receipt
+  whose signature verifies (real secp256k1) and whose node is an active storage node of
+  the registry model. Commands are the admin's (``Command``), one per contract per call.
+* :class:`SimWorker` -- one worker host as a simulator node: its submission core; a
+  follower that asks the chain for its height every ``poll`` seconds and tells the core
+  it caught up (``CaughtUp``); ``StoreCheckpoint`` carried out as the network worker
+  does it, by offering the blob to every storage node (the real
+  :class:`~sealbridge.storage.host.StorageHostCore`, over simulated links) and answering
+  with the first ``threshold`` receipts, sorted by node id, or a failure after
+  ``store_timeout`` seconds.
+
+**What is modelled, not run.** The worker's *enclave* is not in the simulator: running
+contracts needs verified blocks with receipts and state proofs the chain model does not
+produce. :class:`OutputsModel` stands in for it and is labelled so: it signs what an
+honest enclave would -- for each contract, the range from the ledger's accepted end to
+the height its host reported, a state root that is a function of the commands applied up
+to there, a checkpoint blob at that height when asked -- with a signature the ledger
+model does not check (attestation and enclave keys are not modelled, as in the registry
+model). What the simulation shows is the hosts' side: who submits what, when, what the
+race and the faults (crashed or partitioned storage nodes, crashed workers) do to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sealbridge.chain.abi import Role
+from sealbridge.chain.ledger import OutputSubmission
+from sealbridge.core.effects import (
+    CallEnclave,
+    ChainRead,
+    CheckpointStored,
+    Effect,
+    EnclaveAnswer,
+    ReadChain,
+    Send,
+    SetTimer,
+    StoreCheckpoint,
+)
+from sealbridge.core.encoding import Message, encode
+from sealbridge.core.errors import ConfigError
+from sealbridge.core.ids import keccak
+from sealbridge.runtime.ecalls import WORKER_SIGN_OUTPUTS
+from sealbridge.runtime.messages import SignedOutputs, SignOutputs
+from sealbridge.runtime.submission import (
+    AcceptedEnds,
+    AcceptedEndsQuery,
+    BlockNumberQuery,
+    CaughtUp,
+    CheckpointFacts,
+    CheckpointFactsQuery,
+    StorageThresholdQuery,
+    SubmissionCore,
+)
+from sealbridge.sim.committee import TipQuery
+from sealbridge.storage.host import StoreBlob, StoreRefused
+from sealbridge.storage.messages import StorageReceipt
+from sealbridge.storage.node import is_valid_receipt
+
+__all__ = ["LEDGER_QUERIES", "Command", "LedgerModel", "OutputsModel", "SimWorker"]
+
+LEDGER_QUERIES = (AcceptedEndsQuery, CheckpointFactsQuery, StorageThresholdQuery, BlockNumberQuery)
+CHECKPOINT_PAD = 4096  # bytes of a modelled checkpoint blob (over the inline limit)
+
+
+class Command(Message, frozen=True):
+    """The admin sends one command to ``contract_id`` (the CommandInbox's submit)."""
+
+    contract_id: bytes
+
+
+@dataclass
+class _Accepted:
+    end: int = 0
+    state_root: bytes = bytes(32)
+    commands_applied: int = 0
+
+
+@dataclass
+class LedgerModel:
+    """The ExecutionLedger's and CommandInbox's rules (see the module docstring)."""
+
+    executors: dict[bytes, list[bytes]]  # contract id -> its workers' node ids
+    storage_threshold: int
+    ledger_address: str
+    chain_id: int
+    accepted: dict[bytes, _Accepted] = field(default_factory=dict)
+    checkpoints: dict[bytes, int] = field(default_factory=dict)  # contract id -> height
+    commands: list[tuple[int, bytes]] = field(default_factory=list)  # (block, contract id)
+    accepted_by: dict[bytes, int] = field(default_factory=dict)  # node id -> submissions
+    accepts: int = 0
+
+    def get_accepted(self, contract_id: bytes) -> _Accepted:
+        return self.accepted.get(contract_id, _Accepted())
+
+    def count_commands(self, contract_id: bytes, height: int) -> int:
+        return sum(1 for block, cid in self.commands if cid == contract_id and block <= height)
+
+    def apply(self, sender_id: bytes | None, tx: Any, block: int, is_active: Any) -> str:
+        if isinstance(tx, Command):
+            if sender_id is not None:
+                return "only the admin sends commands here"
+            if tx.contract_id not in self.executors:
+                return "unknown contract"
+            self.commands.append((block, tx.contract_id))
+            return ""
+        if sender_id is None or not isinstance(tx, OutputSubmission):
+            return "unknown sender"
+        return self._submit(sender_id, tx, block, is_active)
+
+    def _submit(self, sender: bytes, tx: OutputSubmission, block: int, is_active: Any) -> str:
+        count = len(tx.contract_ids)
+        if count == 0:
+            return "no contracts"
+        if not len(tx.starts) == len(tx.state_roots) == len(tx.commands_applied) == count:
+            return "arrays differ in length"
+        if tx.node_id != sender:
+            return "not the sender's node"
+        if not is_active(sender, int(Role.WORKER)):
+            return "node is not an active worker"
+        if not tx.end < block:
+            return "end block is not in the past"
+        for cid, start, applied in zip(
+            tx.contract_ids, tx.starts, tx.commands_applied, strict=True
+        ):
+            if sender not in self.executors.get(cid, []):
+                return "worker not assigned to contract"
+            previous = self.get_accepted(cid)
+            if start != previous.end:
+                return "range does not start at the last accepted end"
+            if tx.end <= start:
+                return "empty range"
+            if applied < previous.commands_applied:
+                return "command count went backwards"
+        if tx.checkpoint_hash != bytes(32):
+            reason = self._check_checkpoint(tx, is_active)
+            if reason:
+                return reason
+        for cid, root, applied in zip(
+            tx.contract_ids, tx.state_roots, tx.commands_applied, strict=True
+        ):
+            self.accepted[cid] = _Accepted(tx.end, bytes(root), applied)
+            if tx.checkpoint_hash != bytes(32):
+                self.checkpoints[cid] = tx.end
+        self.accepts += 1
+        self.accepted_by[sender] = self.accepted_by.get(sender, 0) + 1
+        return ""
+
+    def _check_checkpoint(self, tx: OutputSubmission, is_active: Any) -> str:
+        if tx.inline_blob:
+            if keccak(tx.inline_blob) != tx.checkpoint_hash:
+                return "inline checkpoint hash mismatch"
+            if len(tx.inline_blob) != tx.checkpoint_size:
+                return "inline checkpoint size mismatch"
+            return ""
+        confirmed = set()
+        for node_id, signature in zip(tx.storage_ids, tx.storage_sigs, strict=False):
+            receipt = StorageReceipt(
+                node_id=node_id,
+                blob_hash=tx.checkpoint_hash,
+                size=tx.checkpoint_size,
+                signature=signature,
+            )
+            valid = is_valid_receipt(receipt, self.ledger_address, self.chain_id)
+            if valid and is_active(node_id, int(Role.STORAGE)):
+                confirmed.add(node_id)
+        if len(confirmed) < self.storage_threshold:
+            return "too few storage confirmations"
+        return ""
+
+    def read(self, query: Any, number: int) -> Any:
+        if isinstance(query, AcceptedEndsQuery):
+            ends = [self.get_accepted(c).end for c in query.contract_ids]
+            return AcceptedEnds(tip=number, ends=ends)
+        if isinstance(query, CheckpointFactsQuery):
+            return CheckpointFacts(
+                rotated_at=[0] * len(query.contract_ids),
+                checkpoint_heights=[self.checkpoints.get(c, 0) for c in query.contract_ids],
+            )
+        if isinstance(query, StorageThresholdQuery):
+            return self.storage_threshold
+        return number  # BlockNumberQuery
+
+
+class OutputsModel:
+    """A stand-in for a worker enclave's ``sign_outputs`` (see the module docstring:
+    modelled, not run)."""
+
+    def __init__(self, ledger: LedgerModel) -> None:
+        self.ledger = ledger
+
+    def get_state_root(self, contract_id: bytes, height: int) -> tuple[bytes, int]:
+        applied = self.ledger.count_commands(contract_id, height)
+        return keccak(contract_id + applied.to_bytes(8, "big")), applied
+
+    def sign(self, request: SignOutputs, height: int) -> SignedOutputs:
+        ids: list[bytes] = []
+        starts: list[int] = []
+        roots: list[bytes] = []
+        counts: list[int] = []
+        for cid in request.contract_ids:
+            previous = self.ledger.get_accepted(cid)
+            if previous.end >= height:
+                continue  # nothing new since the accepted end
+            root, applied = self.get_state_root(cid, height)
+            unchanged = (root, applied) == (previous.state_root, previous.commands_applied)
+            if request.only_changed and unchanged and not request.with_checkpoint:
+                continue
+            ids.append(cid)
+            starts.append(previous.end)
+            roots.append(root)
+            counts.append(applied)
+        blob = b""
+        if ids and request.with_checkpoint:
+            blob = encode({c.hex(): r for c, r in zip(ids, roots, strict=True)})
+            blob = blob.ljust(CHECKPOINT_PAD, b"\0")
+        return SignedOutputs(
+            contract_ids=ids,
+            starts=starts,
+            end=height,
+            end_hash=keccak(b"block" + height.to_bytes(8, "big")),
+            state_roots=roots,
+            commands_applied=counts,
+            checkpoint_hash=keccak(blob) if blob else bytes(32),
+            checkpoint_size=len(blob),
+            signature=b"modelled",
+            checkpoint=blob,
+        )
+
+
+@dataclass
+class _Store:
+    tag: str
+    blob_hash: bytes
+    threshold: int
+    receipts: dict[bytes, bytes] = field(default_factory=dict)  # node id -> signature
+    refused: int = 0
+
+
+class SimWorker:
+    """One worker host in the simulator (see the module docstring)."""
+
+    def __init__(
+        self,
+        address: int,
+        *,
+        chain: int,
+        worker_id: bytes,
+        contracts: list[bytes],
+        executors: list[list[bytes]],
+        storage: tuple[int, ...],
+        ledger: LedgerModel,
+        checkpoint_interval: int,
+        inline_checkpoint_max: int = 1024,
+        poll: float = 1.0,
+        store_timeout: float = 5.0,
+    ) -> None:
+        if poll <= 0 or store_timeout <= 0:
+            raise ConfigError("a simulated worker needs poll > 0 and store_timeout > 0")
+        self.address = address
+        self.chain = chain
+        self.worker_id = bytes(worker_id)
+        self.contracts = list(contracts)
+        self.executors = [list(e) for e in executors]
+        self.storage = tuple(storage)
+        self.enclave = OutputsModel(ledger)
+        self.poll = poll
+        self.store_timeout = store_timeout
+        self.core = SubmissionCore(
+            self.worker_id,
+            checkpoint_interval=checkpoint_interval,
+            inline_checkpoint_max=inline_checkpoint_max,
+            address=address,
+            host=address,
+            chain=chain,
+            enclave=address,
+            storage=address,
+        )
+        self.height = 0
+        self._tip_tag = ""
+        self._tips = 0
+        self.store: _Store | None = None
+        self.stores_failed = 0
+
+    @property
+    def node_id(self) -> int:
+        return self.address
+
+    def on_start(self, now: float) -> list[Effect]:
+        return self._run([*self.core.on_start(now), SetTimer("follow", self.poll)], now)
+
+    def on_timer(self, name: str, now: float) -> list[Effect]:
+        if name == "follow":
+            self._tips += 1
+            self._tip_tag = f"tip:{self._tips}"
+            return [SetTimer("follow", self.poll), ReadChain(self._tip_tag, TipQuery())]
+        if name == "store-timeout":
+            return self._finish_store(now, timed_out=True)
+        return self._run(self.core.on_timer(name, now), now)
+
+    def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
+        if isinstance(message, ChainRead) and message.tag == self._tip_tag:
+            if sender != self.chain or not isinstance(message.value, int):
+                return []
+            self._tip_tag = ""
+            self.height = message.value
+            update = CaughtUp(
+                height=message.value, contract_ids=self.contracts, executors=self.executors
+            )
+            return self._run(self.core.on_message(self.address, update, now), now)
+        if isinstance(message, StorageReceipt | StoreRefused):
+            return self._on_storage(sender, message, now)
+        return self._run(self.core.on_message(sender, message, now), now)
+
+    # -- effects carried out on the node ---------------------------------------------
+    def _run(self, effects: list[Effect], now: float) -> list[Effect]:
+        out: list[Effect] = []
+        queue = list(effects)
+        while queue:
+            effect = queue.pop(0)
+            if isinstance(effect, CallEnclave):
+                queue += self.core.on_message(self.address, self._ecall(effect), now)
+            elif isinstance(effect, StoreCheckpoint):
+                out += self._start_store(effect)
+            else:
+                out.append(effect)
+        return out
+
+    def _ecall(self, effect: CallEnclave) -> EnclaveAnswer:
+        if effect.ecall is not WORKER_SIGN_OUTPUTS or not isinstance(effect.request, SignOutputs):
+            return EnclaveAnswer(effect.tag, error="unknown_ecall: not modelled")
+        return EnclaveAnswer(effect.tag, self.enclave.sign(effect.request, self.height))
+
+    def _start_store(self, effect: StoreCheckpoint) -> list[Effect]:
+        self.store = _Store(effect.tag, keccak(effect.blob), effect.threshold)
+        return [
+            Send(self.storage, StoreBlob(bytes(effect.blob))),
+            SetTimer("store-timeout", self.store_timeout),
+        ]
+
+    def _on_storage(self, sender: int, message: Any, now: float) -> list[Effect]:
+        store = self.store
+        if store is None or sender not in self.storage:
+            return []
+        if isinstance(message, StoreRefused):
+            store.refused += 1
+        elif bytes(message.blob_hash) == store.blob_hash:
+            store.receipts[bytes(message.node_id)] = bytes(message.signature)
+        if len(store.receipts) >= store.threshold:
+            return self._finish_store(now, timed_out=False)
+        if len(store.receipts) + store.refused >= len(self.storage):
+            return self._finish_store(now, timed_out=False)
+        return []
+
+    def _finish_store(self, now: float, *, timed_out: bool) -> list[Effect]:
+        store = self.store
+        if store is None:
+            return []
+        self.store = None
+        if len(store.receipts) < store.threshold:
+            self.stores_failed += 1
+            why = "no answer in time" if timed_out else "refused"
+            answer = CheckpointStored(
+                store.tag,
+                error=f"{len(store.receipts)} of {store.threshold} confirmations ({why})",
+            )
+        else:
+            chosen = sorted(store.receipts)[: store.threshold]
+            answer = CheckpointStored(
+                store.tag,
+                node_ids=tuple(chosen),
+                signatures=tuple(store.receipts[n] for n in chosen),
+            )
+        return self._run(self.core.on_message(self.address, answer, now), now)
