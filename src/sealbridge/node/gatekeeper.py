@@ -17,10 +17,13 @@ The host serves:
 * ``POST /v1/attest``: a node's :class:`RegistrationRequest`; the enclave verifies the
   quote under the sealed policy and returns a signed approval.
 * ``POST /v1/partial``: a :class:`KeyRequest` of a worker (or of the contract's own
-  gatekeeper, to publish); the host brings the enclave's header chain up to the final
-  block and fetches ``eth_getProof`` proofs of the request's facts there; the enclave
-  reads the facts from them itself and returns its partial signature encrypted to the
-  requester's attested key.
+  gatekeeper, to publish); the facts service core
+  (:class:`~sealbridge.keyservice.facts_service.FactsServiceCore`, on an inline driver,
+  one request at a time) brings the enclave's header chain up to the final block and
+  fetches ``eth_getProof`` proofs of the request's facts there (again, at most three
+  times, when a proof went stale under a moving chain); the enclave reads the facts
+  from them itself and returns its partial signature encrypted to the requester's
+  attested key. Its refusal is answered as it gave it.
 * ``POST /v1/group``: the active era's public keys (threshold, group key, public shares).
 
 and follows the chain:
@@ -67,16 +70,18 @@ from sealbridge.keyservice.chainfacts import (
 from sealbridge.keyservice.committee import ChainBinding
 from sealbridge.keyservice.ecalls import (
     COMMITTEE_STATUS,
-    GATEKEEPER_ADVANCE_HEADERS,
     GATEKEEPER_APPROVE_REGISTRATION,
     GATEKEEPER_GENESIS,
-    GATEKEEPER_RELEASE_PARTIAL,
     GATEKEEPER_RESTORE,
-    AdvanceHeaders,
-    ChainTip,
     Genesis,
-    ReleaseKey,
     Restore,
+)
+from sealbridge.keyservice.facts_service import (
+    FactsProofQuery,
+    FactsServiceCore,
+    FinalBlockQuery,
+    HeaderFieldsQuery,
+    ServeKeyRequest,
 )
 from sealbridge.keyservice.messages import (
     KeyRequest,
@@ -102,13 +107,16 @@ from sealbridge.node.driver import Executors, NetworkDriver
 from sealbridge.node.host import HostPhase, NodeHost
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.ecall import NOTHING, call
-from sealbridge.tee.errors import EnclaveCallError
 from sealbridge.tee.policy import devnet_policy
 
 log = logging.getLogger("sealbridge.gatekeeper")
 
 
-PROOF_ATTEMPTS = 3  # reads of a key request's facts, while the chain moves under them
+class FactsUnavailable(TransportError):
+    """A key request's facts could not be fetched (the chain unreachable, an answer
+    that made no sense); the requester asks another gatekeeper or again."""
+
+    code = "facts_unavailable"
 
 
 class GatekeeperHost(NodeHost):
@@ -148,6 +156,19 @@ class GatekeeperHost(NodeHost):
                 retry_seconds=COMMITTEE_RETRY_SECONDS,
             ),
             name="key-publisher",
+            inline=True,
+        )
+        self.facts_core = FactsServiceCore()
+        self._facts_error: SealbridgeError | None = None
+        self.facts = NetworkDriver(
+            self.facts_core,
+            Executors(
+                read_chain=self.read_facts,
+                call_enclave=self.call_facts_enclave,
+                persist=self.persist_facts,
+                retry_seconds=COMMITTEE_RETRY_SECONDS,
+            ),
+            name="facts-service",
             inline=True,
         )
         self.start_enclave_state()
@@ -220,45 +241,44 @@ class GatekeeperHost(NodeHost):
         return encode(approval)
 
     def on_partial_request(self, payload: bytes) -> bytes:
-        """A key request: bring the enclave's headers up to the chain, fetch the state
-        proofs of the request's facts at its newest header, and let it decide."""
+        """A key request: the facts service core (:class:`FactsServiceCore`) brings the
+        enclave's headers up to the chain, fetches the state proofs of the request's
+        facts at its newest header, and lets it decide."""
         request = decode(payload, KeyRequest)
         body = decode(request.body, KeyRequestBody)
+        order = ServeKeyRequest(
+            request=request, contract_id=body.contract_id, worker_id=body.worker_id
+        )
         with self._facts_lock:
-            for attempt in range(PROOF_ATTEMPTS):
-                tip = self.sync_headers()
-                proof = self.get_facts_proof(body.contract_id, body.worker_id, tip.number)
-                try:
-                    release = call(
-                        self.enclave,
-                        GATEKEEPER_RELEASE_PARTIAL,
-                        ReleaseKey(request=request, proof=proof),
-                    )
-                    break
-                except EnclaveCallError as exc:
-                    # seen in the e2e suite: a proof fetched for the enclave's newest
-                    # header failed against that header's root while blocks were being
-                    # mined (cause not pinned down; anvil serves a plain past-block proof
-                    # correctly). If the chain moved on, read the facts again at its tip
-                    moved = self.chain.get_block_number() - self.config.confirmations > tip.number
-                    if exc.remote_code != "proof_invalid" or not moved:
-                        raise
-                    if attempt == PROOF_ATTEMPTS - 1:
-                        raise
-                    log.info("facts proof at block %d went stale; reading again", tip.number)
-        self.released += 1
-        return encode(release)
+            self._facts_error = None
+            self.facts.deliver(0, order)
+            self.facts.step()
+            result = self.facts_core.result
+            if isinstance(result, PartialKeyRelease):
+                self.released += 1
+                return encode(result)
+            if self._facts_error is not None and str(result).startswith("enclave:"):
+                raise self._facts_error  # the enclave's refusal, as it gave it
+            raise FactsUnavailable(str(result or "the key request was not served"))
 
-    def sync_headers(self) -> HeaderTip:
-        """Feed the enclave the headers after its newest, up to the final block."""
-        final = max(self.chain.get_block_number() - self.config.confirmations, 0)
-        out: ChainTip = call(self.enclave, GATEKEEPER_ADVANCE_HEADERS, AdvanceHeaders(headers=[]))
-        while out.tip.number < final:
-            numbers = list(range(out.tip.number + 1, min(final, out.tip.number + 256) + 1))
-            headers = AdvanceHeaders(headers=self.chain.get_header_fields(numbers))
-            out = call(self.enclave, GATEKEEPER_ADVANCE_HEADERS, headers)
-            write_atomic(self.chain_tip_file, out.sealed)
-        return out.tip
+    def call_facts_enclave(self, ecall: Any, request: Any) -> Any:
+        try:
+            return call(self.enclave, ecall, request)
+        except SealbridgeError as exc:
+            self._facts_error = exc
+            raise
+
+    def read_facts(self, query: Any) -> Any:
+        if isinstance(query, FinalBlockQuery):
+            return max(self.chain.get_block_number() - self.config.confirmations, 0)
+        if isinstance(query, HeaderFieldsQuery):
+            return self.chain.get_header_fields(query.numbers)
+        if isinstance(query, FactsProofQuery):
+            return self.get_facts_proof(query.contract_id, query.worker_id, query.number)
+        raise LocalProtocolError(f"not a facts question: {type(query).__name__}")
+
+    def persist_facts(self, key: str, data: bytes) -> None:
+        write_atomic(self.chain_tip_file, data)
 
     def get_facts_proof(self, contract_id: bytes, requester: bytes, number: int) -> FactsProof:
         """``eth_getProof`` of every slot a key request's facts are read from."""
@@ -408,6 +428,7 @@ class GatekeeperHost(NodeHost):
             "keys_rotated": self.publisher_core.rotated,
             "key_publisher": self.publisher_core.get_status(),
             "partials_released": self.released,
+            "facts_refetched": self.facts_core.refetched,
             "committee": {
                 "current_era": committee.current_era,
                 "eras": committee.phases,
