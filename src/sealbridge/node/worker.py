@@ -8,23 +8,29 @@ enclave; the enclave checks everything it is given.
 1. **Registration.** It asks its enclave for a quote over the enclave's keys, sends the
    quote to the gatekeeper (``POST /v1/attest``) for an approval signature, and registers
    on the NodeRegistry with that approval and its stake.
-2. **Where to start.** The enclave follows a verified chain of headers from an anchor
-   block. With a state bundle on disk the anchor is the bundle's block; with no state but
-   a checkpoint recorded for its contracts the worker *recovers*: it fetches the newest
-   checkpoint blob from the storage nodes (or from the chain, if it was stored inline),
-   gets each contract's key from the gatekeeper committee (``t`` partial releases, which
-   the enclave verifies and combines) and has the enclave resume from the blob,
-   which becomes the anchor; otherwise the anchor is the block before the management
-   contracts (trust on first use). Contract keys published before the anchor are found
-   with one ``eth_getLogs`` scan.
+2. **Where to start** and **installs** are decided by the catch-up core
+   (:class:`~sealbridge.runtime.catchup.CatchupCore`, sans-I/O; run by a network driver
+   in inline mode, stepped from :meth:`WorkerHost.before_following` and
+   :meth:`WorkerHost.on_block`): resume from the state bundle on disk (the anchor is
+   the oldest block a state in it was sealed at), else *recover* from the newest
+   checkpoint recorded for this worker's contracts (the blob from the storage nodes or
+   inline on chain, checked against its record; each contract's key released by ``t``
+   gatekeepers; the enclave resumes from the blob, which is the anchor), else start at
+   the block before the management contracts (trust on first use). Keys published
+   before the anchor are installed, and handed to the enclave as its directory. This
+   module carries out the core's effects: chain reads (one ``eth_getLogs`` scan for key
+   events, registry and ledger records, the blob), the ECALLs under the host's lock,
+   and ``/v1/group`` and ``/v1/partial`` to the gatekeepers in turn. A failure the core
+   calls passing (too few partials, the chain unreachable) is raised as a
+   :class:`KeyUnavailable` or :class:`CatchupDelayed` (transport errors): the follow loop
+   offers the same start or block again; any other stops the loop.
 3. **Following.** A :class:`BlockFollower` delivers every block after the anchor with its
-   evidence (full header and all receipts). For every ``ContractKeyPublished`` of a
-   contract the worker is assigned to, the host has the enclave sign a key request,
-   fetches ``t`` partial key releases from the committee's gatekeepers and installs the
-   contract. For every ``ContractKeyRotated`` of an installed contract it fetches the new
-   key version the same way and stages it in the enclave (which switches after that
-   block). Then the block's evidence goes to the enclave, which verifies it and applies
-   the commands it finds in it as one unit.
+   evidence (full header and all receipts). The ``ContractKeyRotated`` events of a fresh
+   block go to the catch-up core first (it stages an installed contract's new key
+   version in the enclave, which switches after that block); then the block's evidence
+   goes to the enclave, which verifies it and applies the commands it finds in it as
+   one unit; then its ``ContractKeyPublished`` events (the core installs a contract
+   assigned to this worker, with the facts the enclave has just verified).
 4. **State at rest.** After a block that changed contracts the host stores their sealed
    states in one state bundle file, replaced atomically, keeps the receipts (each
    command's outcome sealed for its sender) for ``POST /v1/result``, and hands the

@@ -340,7 +340,7 @@ ANSWERS: dict[CatchupStep, type] = {
 }
 
 
-class _Kind(Enum):
+class _JobKind(Enum):
     START = "start"
     INSTALL = "install"
     ROTATE = "rotate"
@@ -348,8 +348,8 @@ class _Kind(Enum):
 
 
 @dataclass
-class _Job:
-    kind: _Kind
+class _CatchupJob:
+    kind: _JobKind
     event: KeyEvent | None = None  # of an install or a rotation
     anchor: int = 0  # the start's anchor, once chosen
     record: CheckpointView | None = None  # the checkpoint recovered from
@@ -399,8 +399,8 @@ class CatchupCore:
         self.step = CatchupStep.IDLE
         self.tag = ""  # the tag of the answer awaited ("" when idle)
         self.sent = 0
-        self.job: _Job | None = None
-        self.backlog: deque[_Job] = deque()
+        self.job: _CatchupJob | None = None
+        self.backlog: deque[_CatchupJob] = deque()
         self.failure: CatchupFailure | None = None
         self.started = False  # the start and its installs are done
         self.bundle = StateBundle()
@@ -411,7 +411,7 @@ class CatchupCore:
         self.installed: dict[bytes, list[bytes]] = {}  # contract id -> its executor set
         self.refused_installs = 0
         self.staged = 0
-        self._handlers: dict[CatchupStep, Callable[[_Job, Any], list[Effect]]] = {
+        self._handlers: dict[CatchupStep, Callable[[_CatchupJob, Any], list[Effect]]] = {
             CatchupStep.READING_TIP: self._on_tip,
             CatchupStep.FINDING_CONTRACTS: self._on_published_contracts,
             CatchupStep.READING_ASSIGNED: self._on_assigned,
@@ -476,16 +476,18 @@ class CatchupCore:
         if isinstance(message, StartCatchup):
             self.started = False
             self.bundle = message.bundle
-            self.backlog.append(_Job(_Kind.START))
+            self.backlog.append(_CatchupJob(_JobKind.START))
         elif isinstance(message, KeysRotated):
             self.backlog.extend(
-                _Job(_Kind.ROTATE, event=e) for e in message.events if _is_key_event(e, True)
+                _CatchupJob(_JobKind.ROTATE, event=e)
+                for e in message.events
+                if _is_key_event(e, True)
             )
         else:
             for event in message.events:
                 if _is_key_event(event, False):
                     self._note_directory(event)
-                    self.backlog.append(_Job(_Kind.INSTALL, event=event))
+                    self.backlog.append(_CatchupJob(_JobKind.INSTALL, event=event))
         return self._pump()
 
     def _note_directory(self, event: KeyEvent) -> None:
@@ -511,17 +513,17 @@ class CatchupCore:
             effects += self._begin(job)
         return effects
 
-    def _begin(self, job: _Job) -> list[Effect]:
-        if job.kind == _Kind.STARTED:
+    def _begin(self, job: _CatchupJob) -> list[Effect]:
+        if job.kind == _JobKind.STARTED:
             self.started = True
             return self._done(Report("catchup_started", {"anchor": self.anchor}))
-        if job.kind == _Kind.START:
+        if job.kind == _JobKind.START:
             return self._begin_start(job)
         event = job.event
         if event is None:  # never: installs and rotations carry their event
             return self._done()
         job.contract_id = event.contract_id
-        if job.kind == _Kind.ROTATE:
+        if job.kind == _JobKind.ROTATE:
             if event.contract_id not in self.installed:
                 return self._done()  # only an installed contract's key is staged
             job.version = event.version
@@ -569,7 +571,7 @@ class CatchupCore:
         return self._fail("read_refused", what)
 
     # -- the start -----------------------------------------------------------------------
-    def _begin_start(self, job: _Job) -> list[Effect]:
+    def _begin_start(self, job: _CatchupJob) -> list[Effect]:
         self.directory = []
         bundle = self.bundle
         if bundle.height > 0:
@@ -578,23 +580,23 @@ class CatchupCore:
             return [Report("catchup_resuming", note), *self._configure(job, anchor)]
         return self._read(CatchupStep.READING_TIP, BlockNumberQuery())
 
-    def _fresh(self, job: _Job) -> list[Effect]:
+    def _fresh(self, job: _CatchupJob) -> list[Effect]:
         return self._configure(job, max(self.start_block - 1, 0))
 
-    def _configure(self, job: _Job, anchor: int) -> list[Effect]:
+    def _configure(self, job: _CatchupJob, anchor: int) -> list[Effect]:
         if not _is_count(anchor):
             return self._fail("unsound_answer", f"no block {anchor!r} to start from", passing=True)
         job.anchor = anchor
         return self._read(CatchupStep.READING_HASH, BlockHashQuery(number=anchor))
 
-    def _on_anchor_hash(self, job: _Job, read: ChainRead) -> list[Effect]:
+    def _on_anchor_hash(self, job: _CatchupJob, read: ChainRead) -> list[Effect]:
         block_hash = read.value
         if not isinstance(block_hash, bytes) or len(block_hash) != 32:
             return self._unsound("not a block hash")
         config = self._get_chain_config(job.anchor, block_hash)
         return self._ecall(CatchupStep.CONFIGURING, WORKER_CONFIGURE_CHAIN, config)
 
-    def _on_configured(self, job: _Job, answer: EnclaveAnswer) -> list[Effect]:
+    def _on_configured(self, job: _CatchupJob, answer: EnclaveAnswer) -> list[Effect]:
         return self._scan(job)
 
     def _get_chain_config(self, anchor: int, anchor_hash: bytes) -> ChainConfig:
@@ -608,7 +610,7 @@ class CatchupCore:
             anchor_hash=anchor_hash,
         )
 
-    def _scan(self, job: _Job) -> list[Effect]:
+    def _scan(self, job: _CatchupJob) -> list[Effect]:
         """The anchor is set: read the keys published or rotated up to it."""
         self.anchor = job.anchor
         self.last_delivered = job.anchor
@@ -617,24 +619,24 @@ class CatchupCore:
         query = KeyEventsQuery(first=self.start_block, last=self.anchor)
         return self._read(CatchupStep.SCANNING, query)
 
-    def _on_scanned(self, job: _Job, read: ChainRead) -> list[Effect]:
+    def _on_scanned(self, job: _CatchupJob, read: ChainRead) -> list[Effect]:
         events = _get_events(read.value, self.start_block, self.anchor)
         if events is None:
             return self._unsound("not the key events asked for")
         return self._after_scan(job, events)
 
-    def _after_scan(self, job: _Job, events: list[KeyEvent]) -> list[Effect]:
-        installs: list[_Job] = []
+    def _after_scan(self, job: _CatchupJob, events: list[KeyEvent]) -> list[Effect]:
+        installs: list[_CatchupJob] = []
         for event in events:
             self._note_directory(event)
             if not event.rotated:
-                installs.append(_Job(_Kind.INSTALL, event=event))
+                installs.append(_CatchupJob(_JobKind.INSTALL, event=event))
         # the start's installs run before anything else; then it is done
-        self.backlog.extendleft(reversed([*installs, _Job(_Kind.STARTED)]))
+        self.backlog.extendleft(reversed([*installs, _CatchupJob(_JobKind.STARTED)]))
         return self._done()
 
     # -- recovery from a checkpoint ------------------------------------------------------
-    def _on_tip(self, job: _Job, read: ChainRead) -> list[Effect]:
+    def _on_tip(self, job: _CatchupJob, read: ChainRead) -> list[Effect]:
         tip = read.value
         if not _is_count(tip):
             return self._unsound("not a block number")
@@ -644,7 +646,7 @@ class CatchupCore:
         query = KeyEventsQuery(first=self.start_block, last=tip)
         return self._read(CatchupStep.FINDING_CONTRACTS, query)
 
-    def _on_published_contracts(self, job: _Job, read: ChainRead) -> list[Effect]:
+    def _on_published_contracts(self, job: _CatchupJob, read: ChainRead) -> list[Effect]:
         events = _get_events(read.value, self.start_block, job.anchor)
         if events is None:
             return self._unsound("not the key events asked for")
@@ -654,7 +656,7 @@ class CatchupCore:
         job.pending = ids
         return self._read(CatchupStep.READING_ASSIGNED, ContractRecordsQuery(contract_ids=ids))
 
-    def _on_assigned(self, job: _Job, read: ChainRead) -> list[Effect]:
+    def _on_assigned(self, job: _CatchupJob, read: ChainRead) -> list[Effect]:
         views = _get_views(read.value, len(job.pending))
         if views is None:
             return self._unsound("not the contract records asked for")
@@ -670,7 +672,7 @@ class CatchupCore:
         job.pending = ours
         return self._read(CatchupStep.READING_CHECKPOINTS, query)
 
-    def _on_checkpoints(self, job: _Job, read: ChainRead) -> list[Effect]:
+    def _on_checkpoints(self, job: _CatchupJob, read: ChainRead) -> list[Effect]:
         value = read.value
         if (
             not isinstance(value, CheckpointViews)
@@ -691,7 +693,7 @@ class CatchupCore:
         )
         return self._read(CatchupStep.FETCHING_BLOB, query)
 
-    def _on_blob(self, job: _Job, read: ChainRead) -> list[Effect]:
+    def _on_blob(self, job: _CatchupJob, read: ChainRead) -> list[Effect]:
         record = job.record
         blob = read.value
         if record is None or not isinstance(blob, bytes):
@@ -717,7 +719,7 @@ class CatchupCore:
         job.installs = []
         return self._next_restore(job)
 
-    def _next_restore(self, job: _Job) -> list[Effect]:
+    def _next_restore(self, job: _CatchupJob) -> list[Effect]:
         if job.pending:
             job.contract_id = job.pending.pop(0)
             return self._read_record(job)
@@ -726,7 +728,7 @@ class CatchupCore:
         )
         return self._ecall(CatchupStep.RESTORING, WORKER_RESTORE_CHECKPOINT, restore)
 
-    def _on_restored(self, job: _Job, answer: EnclaveAnswer) -> list[Effect]:
+    def _on_restored(self, job: _CatchupJob, answer: EnclaveAnswer) -> list[Effect]:
         restored = answer.response
         record = job.record
         if (
@@ -744,17 +746,17 @@ class CatchupCore:
         return [Report("catchup_recovered", note), *self._scan(job)]
 
     # -- keys: install, restore, stage ---------------------------------------------------
-    def _read_record(self, job: _Job) -> list[Effect]:
+    def _read_record(self, job: _CatchupJob) -> list[Effect]:
         query = ContractRecordsQuery(contract_ids=[job.contract_id])
         return self._read(CatchupStep.READING_RECORD, query)
 
-    def _on_record(self, job: _Job, read: ChainRead) -> list[Effect]:
+    def _on_record(self, job: _CatchupJob, read: ChainRead) -> list[Effect]:
         views = _get_views(read.value, 1)
         if views is None:
             return self._unsound("not the contract record asked for")
         view = views[0]
         cid = job.contract_id
-        if job.kind == _Kind.START:  # a contract of the checkpoint
+        if job.kind == _JobKind.START:  # a contract of the checkpoint
             if view is None:
                 return self._fail("recovery_failed", f"contract 0x{cid.hex()} is not registered")
             job.view = view
@@ -771,11 +773,11 @@ class CatchupCore:
         job.version = view.get_version_at(height or self.last_delivered)
         return self._make_request(job)
 
-    def _make_request(self, job: _Job) -> list[Effect]:
+    def _make_request(self, job: _CatchupJob) -> list[Effect]:
         make = MakeKeyRequest(contract_id=job.contract_id, version=job.version)
         return self._ecall(CatchupStep.MAKING_REQUEST, MAKE_KEY_REQUEST, make)
 
-    def _on_key_request(self, job: _Job, answer: EnclaveAnswer) -> list[Effect]:
+    def _on_key_request(self, job: _CatchupJob, answer: EnclaveAnswer) -> list[Effect]:
         if not isinstance(answer.response, KeyRequest):
             return self._unsound("not a key request")
         job.request = answer.response
@@ -784,7 +786,7 @@ class CatchupCore:
             CatchupStep.READING_GROUP, lambda tag: AskPeers(tag, GroupKeysRequest(), 1)
         )
 
-    def _on_group(self, job: _Job, answer: PeerAnswers) -> list[Effect]:
+    def _on_group(self, job: _CatchupJob, answer: PeerAnswers) -> list[Effect]:
         groups = [g for g in answer.answers if isinstance(g, GroupPublicKeys) and _is_threshold(g)]
         request = job.request
         if not groups or request is None:
@@ -793,7 +795,7 @@ class CatchupCore:
         needed = job.group.threshold
         return self._ask(CatchupStep.COLLECTING, lambda tag: AskPeers(tag, request, needed))
 
-    def _on_partials(self, job: _Job, answer: PeerAnswers) -> list[Effect]:
+    def _on_partials(self, job: _CatchupJob, answer: PeerAnswers) -> list[Effect]:
         group = job.group
         if group is None:  # never: COLLECTING follows READING_GROUP
             return self._unsound("no group keys")
@@ -812,10 +814,10 @@ class CatchupCore:
         return self._fail("key_unavailable", message, passing=True)
 
     def _on_key_released(
-        self, job: _Job, group: GroupPublicKeys, releases: list[PartialKeyRelease]
+        self, job: _CatchupJob, group: GroupPublicKeys, releases: list[PartialKeyRelease]
     ) -> list[Effect]:
         event = job.event
-        if job.kind == _Kind.ROTATE and event is not None:
+        if job.kind == _JobKind.ROTATE and event is not None:
             stage = StageContractKey(
                 contract_id=job.contract_id,
                 version=job.version,
@@ -841,12 +843,12 @@ class CatchupCore:
             group=group,
             key_version=job.version,
         )
-        if job.kind == _Kind.START:
+        if job.kind == _JobKind.START:
             job.installs.append(install)
             return self._next_restore(job)
         return self._ecall(CatchupStep.INSTALLING, WORKER_INSTALL_CONTRACT, install)
 
-    def _on_installed(self, job: _Job, answer: EnclaveAnswer) -> list[Effect]:
+    def _on_installed(self, job: _CatchupJob, answer: EnclaveAnswer) -> list[Effect]:
         cid = job.contract_id
         if answer.error:
             code = answer.error.split(":", 1)[0].strip()
@@ -861,7 +863,7 @@ class CatchupCore:
         self.installed[cid] = list(job.view.workers)
         return self._done(Report("contract_installed", f"0x{cid.hex()}"))
 
-    def _on_staged(self, job: _Job, answer: EnclaveAnswer) -> list[Effect]:
+    def _on_staged(self, job: _CatchupJob, answer: EnclaveAnswer) -> list[Effect]:
         self.staged += 1
         note = f"0x{job.contract_id.hex()} v{job.version}"
         return self._done(Report("contract_key_staged", note))
