@@ -249,7 +249,14 @@ class WorkerHost(NodeHost):
         # carries out its effects (a passing failure is raised: the loop retries)
         self.catchup = CatchupCore(
             self.node_id,
-            chain_config=self.get_chain_config(0, bytes(32)),
+            chain_config=ChainConfig(  # the core fills in each start's anchor
+                chain_id=self.chain.chain_id,
+                command_inbox=canonical_address(self.addresses.command_inbox),
+                contract_registry=canonical_address(self.addresses.contract_registry),
+                execution_ledger=canonical_address(self.addresses.execution_ledger),
+                anchor_number=0,
+                anchor_hash=bytes(32),
+            ),
             start_block=self.addresses.deployed_at_block,
         )
         self.catchup_driver = NetworkDriver(
@@ -316,17 +323,6 @@ class WorkerHost(NodeHost):
         )
         if self.submission_driver.status.phase == "starting":
             self.submission_driver.start()
-
-    def get_chain_config(self, anchor: int, anchor_hash: bytes) -> ChainConfig:
-        a = self.addresses
-        return ChainConfig(
-            chain_id=self.chain.chain_id,
-            command_inbox=canonical_address(a.command_inbox),
-            contract_registry=canonical_address(a.contract_registry),
-            execution_ledger=canonical_address(a.execution_ledger),
-            anchor_number=anchor,
-            anchor_hash=anchor_hash,
-        )
 
     def get_start_block(self) -> int:
         return self.anchor + 1
