@@ -22,6 +22,7 @@ from sealbridge.core.effects import (
 from sealbridge.core.encoding import encode
 from sealbridge.core.ids import keccak
 from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.crypto.keyschedule import compute_key_id
 from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.runtime.catchup import (
@@ -144,7 +145,7 @@ class World:
     calls: list[CallEnclave] = field(default_factory=list)
     reads: list[Any] = field(default_factory=list)
     reports: list[Report] = field(default_factory=list)
-    key_for: bytes = b""  # the contract of the last key request
+    key_for: bytes = b""  # the key id of the last key request
 
     def answer(self, effect: Effect) -> tuple[int, Any]:
         if isinstance(effect, ReadChain):
@@ -186,7 +187,7 @@ class World:
     def ecall(self, effect: CallEnclave) -> EnclaveAnswer:
         request = effect.request
         if effect.ecall is MAKE_KEY_REQUEST:
-            self.key_for = request.contract_id
+            self.key_for = compute_key_id(request.contract_id, request.version)
             node = NodeKeys(identity_key=ME, encryption_key=ME, eth_address=ME[:20])
             body = request.contract_id + bytes([request.version])
             return EnclaveAnswer(

@@ -70,8 +70,8 @@ address serving that kind of effect (``chain`` for reads, ``enclave``, ``peers``
 inputs only from ``host``. Anything else is ignored. An answer of the right kind that
 cannot be true (a list of the wrong length, events outside the range asked, a hash of
 the wrong size) fails the job as a passing ``unsound_answer``: nothing is installed.
-Peers' answers are filtered: only group keys and partial releases for the contract in
-hand count.
+Peers' answers are filtered: only group keys and partial releases for the key in hand
+(the contract's key id at that version) count.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ from sealbridge.core.encoding import Message, decode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import keccak
 from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.crypto.keyschedule import compute_key_id
 from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.runtime.ecalls import (
@@ -361,6 +362,7 @@ class _CatchupJob:
     contract_id: bytes = b""
     view: ContractView | None = None
     version: int = 0
+    key_id: bytes = b""  # what the partials of that version are released for
     sealed: bytes = b""
     resume_height: int = 0
     request: KeyRequest | None = None
@@ -774,6 +776,10 @@ class CatchupCore:
         return self._make_request(job)
 
     def _make_request(self, job: _CatchupJob) -> list[Effect]:
+        try:
+            job.key_id = compute_key_id(job.contract_id, job.version)
+        except SealbridgeError:  # a version out of range: the enclave refuses it
+            job.key_id = b""
         make = MakeKeyRequest(contract_id=job.contract_id, version=job.version)
         return self._ecall(CatchupStep.MAKING_REQUEST, MAKE_KEY_REQUEST, make)
 
@@ -802,7 +808,7 @@ class CatchupCore:
         releases = [
             r
             for r in answer.answers
-            if isinstance(r, PartialKeyRelease) and r.contract_id == job.contract_id
+            if isinstance(r, PartialKeyRelease) and r.contract_id == job.key_id
         ]
         if len(releases) < group.threshold:
             return self._key_unavailable(len(releases), str(group.threshold), answer.errors)
