@@ -8,23 +8,29 @@ enclave; the enclave checks everything it is given.
 1. **Registration.** It asks its enclave for a quote over the enclave's keys, sends the
    quote to the gatekeeper (``POST /v1/attest``) for an approval signature, and registers
    on the NodeRegistry with that approval and its stake.
-2. **Where to start.** The enclave follows a verified chain of headers from an anchor
-   block. With a state bundle on disk the anchor is the bundle's block; with no state but
-   a checkpoint recorded for its contracts the worker *recovers*: it fetches the newest
-   checkpoint blob from the storage nodes (or from the chain, if it was stored inline),
-   gets each contract's key from the gatekeeper committee (``t`` partial releases, which
-   the enclave verifies and combines) and has the enclave resume from the blob,
-   which becomes the anchor; otherwise the anchor is the block before the management
-   contracts (trust on first use). Contract keys published before the anchor are found
-   with one ``eth_getLogs`` scan.
+2. **Where to start** and **installs** are decided by the catch-up core
+   (:class:`~sealbridge.runtime.catchup.CatchupCore`, sans-I/O; run by a network driver
+   in inline mode, stepped from :meth:`WorkerHost.before_following` and
+   :meth:`WorkerHost.on_block`): resume from the state bundle on disk (the anchor is
+   the oldest block a state in it was sealed at), else *recover* from the newest
+   checkpoint recorded for this worker's contracts (the blob from the storage nodes or
+   inline on chain, checked against its record; each contract's key released by ``t``
+   gatekeepers; the enclave resumes from the blob, which is the anchor), else start at
+   the block before the management contracts (trust on first use). Keys published
+   before the anchor are installed, and handed to the enclave as its directory. This
+   module carries out the core's effects: chain reads (one ``eth_getLogs`` scan for key
+   events, registry and ledger records, the blob), the ECALLs under the host's lock,
+   and ``/v1/group`` and ``/v1/partial`` to the gatekeepers in turn. A failure the core
+   calls passing (too few partials, the chain unreachable) is raised as a
+   :class:`KeyUnavailable` or :class:`CatchupDelayed` (transport errors): the follow loop
+   offers the same start or block again; any other stops the loop.
 3. **Following.** A :class:`BlockFollower` delivers every block after the anchor with its
-   evidence (full header and all receipts). For every ``ContractKeyPublished`` of a
-   contract the worker is assigned to, the host has the enclave sign a key request,
-   fetches ``t`` partial key releases from the committee's gatekeepers and installs the
-   contract. For every ``ContractKeyRotated`` of an installed contract it fetches the new
-   key version the same way and stages it in the enclave (which switches after that
-   block). Then the block's evidence goes to the enclave, which verifies it and applies
-   the commands it finds in it as one unit.
+   evidence (full header and all receipts). The ``ContractKeyRotated`` events of a fresh
+   block go to the catch-up core first (it stages an installed contract's new key
+   version in the enclave, which switches after that block); then the block's evidence
+   goes to the enclave, which verifies it and applies the commands it finds in it as
+   one unit; then its ``ContractKeyPublished`` events (the core installs a contract
+   assigned to this worker, with the facts the enclave has just verified).
 4. **State at rest.** After a block that changed contracts the host stores their sealed
    states in one state bundle file, replaced atomically, keeps the receipts (each
    command's outcome sealed for its sender) for ``POST /v1/result``, and hands the
@@ -82,39 +88,49 @@ from sealbridge.core.ids import keccak, to_hex
 from sealbridge.crypto.dkg import GroupPublicKeys
 from sealbridge.evm.adapter import ChainAdapter
 from sealbridge.evm.follower import ChainEvent, ObservedBlock, decode_event
-from sealbridge.evm.management import CheckpointRecord
+from sealbridge.evm.management import CheckpointRecord, ContractRecord
 from sealbridge.keyservice.chainfacts import get_key_slots
 from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.net.http import NodeClient, TransportError
-from sealbridge.node.checkpoint_store import fetch_blob, store_blob
+from sealbridge.node.checkpoint_store import BlobUnavailable, fetch_blob, store_blob
 from sealbridge.node.driver import Executors, NetworkDriver
 from sealbridge.node.host import HostPhase, NodeHost
+from sealbridge.runtime.catchup import (
+    BlockApplied,
+    BlockHashQuery,
+    CatchupCore,
+    CheckpointBlobQuery,
+    CheckpointRecordsQuery,
+    CheckpointView,
+    CheckpointViews,
+    ContractRecordsQuery,
+    ContractView,
+    ContractViews,
+    GroupKeysRequest,
+    KeyEvent,
+    KeyEvents,
+    KeyEventsQuery,
+    KeysPublished,
+    KeysRotated,
+    RecoveryFailed,
+    StartCatchup,
+    StateBundle,
+)
 from sealbridge.runtime.ecalls import (
-    MAKE_KEY_REQUEST,
-    WORKER_CONFIGURE_CHAIN,
-    WORKER_INSTALL_CONTRACT,
     WORKER_PROCESS_BLOCK,
     WORKER_QUERY,
     WORKER_RELEASE_OUTPUTS,
-    WORKER_RESTORE_CHECKPOINT,
-    WORKER_STAGE_CONTRACT_KEY,
     WORKER_STATUS,
     WORKER_WITNESS_BLOCK,
-    MakeKeyRequest,
 )
 from sealbridge.runtime.messages import (
     BlockInput,
     BlockWitness,
     ChainConfig,
-    CheckpointBlob,
-    DirectoryEntry,
-    InstallContract,
     OutgoingMessage,
     Receipt,
     ReleasedOutputs,
-    RestoreCheckpoint,
-    StageContractKey,
     WitnessedQuery,
     Witnesses,
     WitnessRequest,
@@ -148,15 +164,42 @@ def _named_source(message: str) -> bytes | None:
     return bytes.fromhex(found.group(1)) if found else None
 
 
-class StateBundle(Message, frozen=True):
-    """The host's file of sealed contract states, all valid at ``height``."""
+def _get_key_event(event: ChainEvent) -> KeyEvent:
+    """A ContractKeyPublished or ContractKeyRotated event, for the catch-up core."""
+    return KeyEvent(
+        contract_id=bytes(event.args["contract_id"]),
+        block_number=event.block_number,
+        contract_public_key=bytes(event.args["contract_public_key"]),
+        message_key=bytes(event.args["message_key"]),
+        rotated=event.name == "ContractKeyRotated",
+        version=int(event.args.get("version", 0)),
+    )
 
-    height: int = 0
-    block_hash: bytes = b""  # hash of block ``height``
-    states: dict[str, bytes] = {}  # contract id hex -> state sealed under its state key
-    # contract id hex -> the block its state was sealed at: the enclave's anchor on
-    # restart is the lowest of them (it must verify the block each state names)
-    heights: dict[str, int] = {}
+
+def _get_view(record: ContractRecord | None) -> ContractView | None:
+    if record is None:
+        return None
+    return ContractView(
+        code_hash=record.code_hash,
+        contract_public_key=record.contract_public_key,
+        deployer_commitment=record.deployer_commitment,
+        workers=record.workers,
+        key_version=record.key_version,
+        rotated_at=record.rotated_at,
+    )
+
+
+def _get_record(record: CheckpointRecord | None) -> CheckpointView | None:
+    if record is None:
+        return None
+    return CheckpointView(
+        contract_id=record.contract_id,
+        height=record.height,
+        block_hash=record.block_hash,
+        blob_hash=record.blob_hash,
+        inline=record.inline,
+        recorded_at=record.recorded_at,
+    )
 
 
 class ResultRequest(Message, frozen=True):
@@ -168,17 +211,20 @@ class ResultNotFound(LocalProtocolError):
     code = "result_not_found"
 
 
-class RecoveryFailed(LocalProtocolError):
-    code = "recovery_failed"
-
-
 class BacklogFull(TransportError):
     """The enclave holds too much for witnesses to apply the block (retried)."""
 
     code = "release_backlog_full"
 
 
-class KeyUnavailable(TransportError):
+class CatchupDelayed(TransportError):
+    """The catch-up core's job failed for a passing reason (the chain or the storage
+    nodes briefly unreachable): the follow loop offers the same start or block again."""
+
+    code = "catchup_delayed"
+
+
+class KeyUnavailable(CatchupDelayed):
     """Too few gatekeepers released their partial (a passing condition: retried)."""
 
     code = "key_unavailable"
@@ -191,7 +237,6 @@ class WorkerHost(NodeHost):
         super().__init__(config, enclave, chain)
         self.state_dir = Path(config.home) / "state"
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.installed: dict[bytes, int] = {}  # contract id -> height applied in the enclave
         self.bundle_file = self.state_dir / "bundle.sealed"
         self.bundle = (
             decode(self.bundle_file.read_bytes(), StateBundle)
@@ -199,12 +244,32 @@ class WorkerHost(NodeHost):
             else StateBundle()
         )
         self.receipts: OrderedDict[tuple[bytes, int], Receipt] = OrderedDict()
-        self.directory: list[DirectoryEntry] = []  # keys published before the anchor
-        self.workers_of: dict[bytes, list[bytes]] = {}  # installed contract -> its workers
-        self.anchor = 0  # the enclave's verified chain starts after this block
-        self.recovered_from: int | None = None  # checkpoint height, when recovered
-        self.last_delivered = 0  # the newest block handed to the enclave
         self._lock = threading.Lock()  # one ECALL at a time
+        # start and installs: CatchupCore decides, an inline driver on the follow loop
+        # carries out its effects (a passing failure is raised: the loop retries)
+        self.catchup = CatchupCore(
+            self.node_id,
+            chain_config=ChainConfig(  # the core fills in each start's anchor
+                chain_id=self.chain.chain_id,
+                command_inbox=canonical_address(self.addresses.command_inbox),
+                contract_registry=canonical_address(self.addresses.contract_registry),
+                execution_ledger=canonical_address(self.addresses.execution_ledger),
+                anchor_number=0,
+                anchor_hash=bytes(32),
+            ),
+            start_block=self.addresses.deployed_at_block,
+        )
+        self.catchup_driver = NetworkDriver(
+            self.catchup,
+            Executors(
+                read_chain=self.read_catchup,
+                call_enclave=self.call_enclave,
+                ask_peers=self.ask_gatekeepers,
+                retry_seconds=0.0,
+            ),
+            name=f"worker {config.name} catch-up",
+            inline=True,
+        )
         # messages: MessagePostingCore decides, an inline driver on the follow loop posts
         self.posting = MessagePostingCore(
             self.node_id,
@@ -247,220 +312,135 @@ class WorkerHost(NodeHost):
     def before_following(self) -> None:
         self.phase = HostPhase.REGISTERING
         self.register()
-        self.choose_anchor()
+        started = time.perf_counter()
+        self.run_catchup(StartCatchup(bundle=self.bundle))
+        if not self.catchup.started:  # never inline: every effect was answered
+            raise CatchupDelayed("the start did not finish")
+        log.info(
+            "following from block %d (started in %.2fs)",
+            self.anchor + 1,
+            time.perf_counter() - started,
+        )
         if self.submission_driver.status.phase == "starting":
             self.submission_driver.start()
-
-    def get_chain_config(self, anchor: int, anchor_hash: bytes) -> ChainConfig:
-        a = self.addresses
-        return ChainConfig(
-            chain_id=self.chain.chain_id,
-            command_inbox=canonical_address(a.command_inbox),
-            contract_registry=canonical_address(a.contract_registry),
-            execution_ledger=canonical_address(a.execution_ledger),
-            anchor_number=anchor,
-            anchor_hash=anchor_hash,
-        )
-
-    def choose_anchor(self) -> None:
-        """Resume from the bundle, else recover from a checkpoint, else start fresh."""
-        start = self.addresses.deployed_at_block
-        if self.bundle.height > 0:
-            anchor = min(self.bundle.heights.values(), default=self.bundle.height)
-            anchor_hash = self.chain.get_block(anchor).hash
-            call(self.enclave, WORKER_CONFIGURE_CHAIN, self.get_chain_config(anchor, anchor_hash))
-            log.info(
-                "resuming from the state bundle of block %d (replaying from block %d, where "
-                "its oldest state was sealed)",
-                self.bundle.height,
-                anchor,
-            )
-        else:
-            recovered = self.recover_from_checkpoint()
-            if recovered is None:
-                anchor = max(start - 1, 0)
-                anchor_hash = self.chain.get_block(anchor).hash
-                config = self.get_chain_config(anchor, anchor_hash)
-                call(self.enclave, WORKER_CONFIGURE_CHAIN, config)
-            else:
-                anchor = recovered
-        self.anchor = anchor
-        self.last_delivered = anchor
-        for event in self.scan_key_events(start, anchor):
-            if event.name == "ContractKeyRotated":
-                self.note_directory_key(event)
-            else:
-                self.on_key_published(event)
 
     def get_start_block(self) -> int:
         return self.anchor + 1
 
-    def scan_key_events(self, first: int, last: int) -> list[ChainEvent]:
+    # The decisions are CatchupCore's (runtime/catchup.py); these run it and carry out
+    # its effects on the follow loop.
+    @property
+    def anchor(self) -> int:
+        return self.catchup.anchor
+
+    @property
+    def last_delivered(self) -> int:
+        """The newest block handed to the enclave."""
+        return self.catchup.last_delivered
+
+    def run_catchup(
+        self, update: StartCatchup | KeysRotated | KeysPublished | BlockApplied
+    ) -> None:
+        """Hand the catch-up core an input and carry out its effects on this thread. A
+        failure that may pass raises a TransportError (the follow loop offers the same
+        start or block again); any other stops the loop."""
+        self.catchup_driver.deliver(0, update)
+        self.catchup_driver.step()
+        failure = self.catchup.failure
+        if failure is not None and failure.passing:
+            delayed = KeyUnavailable if failure.code == "key_unavailable" else CatchupDelayed
+            raise delayed(failure.message)
+        error = self.catchup.get_error()
+        if error is not None:
+            raise error
+
+    def read_catchup(self, query: object) -> object:
+        """Answer one of the catch-up core's chain queries."""
+        if isinstance(query, BlockNumberQuery):
+            return self.chain.get_block_number()
+        if isinstance(query, BlockHashQuery):
+            return self.chain.get_block(query.number).hash
+        if isinstance(query, KeyEventsQuery):
+            return KeyEvents(events=self.scan_key_events(query.first, query.last))
+        if isinstance(query, ContractRecordsQuery):
+            registry = self.mgmt.contract_registry
+            return ContractViews(
+                views=[_get_view(registry.get_contract(c)) for c in query.contract_ids]
+            )
+        if isinstance(query, CheckpointRecordsQuery):
+            ledger = self.mgmt.execution_ledger
+            return CheckpointViews(
+                records=[_get_record(ledger.get_checkpoint(c)) for c in query.contract_ids]
+            )
+        if isinstance(query, CheckpointBlobQuery):
+            return self.fetch_checkpoint_blob(query)
+        raise ConfigError(f"the worker reads no {type(query).__name__}")
+
+    def scan_key_events(self, first: int, last: int) -> list[KeyEvent]:
         """ContractKeyPublished and ContractKeyRotated events in [first, last], by
         eth_getLogs in chunks."""
-        events: list[ChainEvent] = []
+        events: list[KeyEvent] = []
         codecs = self.mgmt.get_codecs()
         for low in range(first, last + 1, LOG_SCAN_CHUNK):
             high = min(last, low + LOG_SCAN_CHUNK - 1)
             for entry in self.chain.get_logs(low, high, [self.addresses.contract_registry]):
                 event = decode_event(codecs, entry)
                 if event.name in ("ContractKeyPublished", "ContractKeyRotated"):
-                    events.append(event)
+                    events.append(_get_key_event(event))
         return events
 
-    def recover_from_checkpoint(self) -> int | None:
-        """With no state on disk: resume from the newest checkpoint recorded for the
-        contracts assigned to this worker (None if there is none)."""
-        tip = self.chain.get_block_number()
-        ledger = self.mgmt.execution_ledger
-        best: CheckpointRecord | None = None
-        for event in self.scan_key_events(self.addresses.deployed_at_block, tip):
-            if event.name != "ContractKeyPublished":
-                continue
-            cid = bytes(event.args["contract_id"])
-            if not self.mgmt.contract_registry.is_assigned(cid, self.node_id):
-                continue
-            record = ledger.get_checkpoint(cid)
-            if record is not None and (best is None or record.height > best.height):
-                best = record
-        if best is None:
-            return None
-        started = time.perf_counter()
-        blob = self.fetch_checkpoint_blob(best)
-        content = decode(blob, CheckpointBlob)
-        if (content.height, content.block_hash) != (best.height, best.block_hash):
-            raise RecoveryFailed(
-                f"checkpoint blob is sealed at block {content.height}, its record says "
-                f"{best.height}"
-            )
-        contract_ids = [bytes.fromhex(h) for h in content.states]
-        installs = [self.get_install(cid, at=content.height) for cid in contract_ids]
-        with self._lock:
-            restore = RestoreCheckpoint(
-                blob=blob, installs=installs, chain=self.get_chain_config(0, bytes(32))
-            )
-            statuses = call(self.enclave, WORKER_RESTORE_CHECKPOINT, restore).contracts
-        for status, install in zip(statuses, installs, strict=True):
-            self.installed[status.contract_id] = status.height
-            self.workers_of[status.contract_id] = install.workers
-        self.recovered_from = best.height
-        log.info(
-            "recovered %d contracts from the checkpoint at block %d (%d bytes) in %.2fs",
-            len(statuses),
-            best.height,
-            len(blob),
-            time.perf_counter() - started,
-        )
-        return best.height
-
-    def fetch_checkpoint_blob(self, record: CheckpointRecord) -> bytes:
-        if not record.inline:
-            return fetch_blob(
-                list(self.config.storage_urls), record.blob_hash, timeout=STORAGE_TIMEOUT
-            )
+    def fetch_checkpoint_blob(self, query: CheckpointBlobQuery) -> bytes:
+        """A checkpoint blob from the storage nodes, or from its CheckpointRecorded
+        event when it was stored inline."""
+        if not query.inline:
+            try:
+                urls = list(self.config.storage_urls)
+                return fetch_blob(urls, query.blob_hash, timeout=STORAGE_TIMEOUT)
+            except BlobUnavailable as exc:  # name it: the operator sees why
+                raise RecoveryFailed(f"BlobUnavailable: {exc.message}") from exc
         codecs = self.mgmt.get_codecs()
         ledger = self.addresses.execution_ledger
-        for entry in self.chain.get_logs(record.recorded_at, record.recorded_at, [ledger]):
+        for entry in self.chain.get_logs(query.recorded_at, query.recorded_at, [ledger]):
             event = decode_event(codecs, entry)
             if event.name == "CheckpointRecorded" and (
-                bytes(event.args["blob_hash"]) == record.blob_hash
+                bytes(event.args["blob_hash"]) == query.blob_hash
             ):
                 blob = bytes(event.args["inline_blob"])
-                if keccak(blob) == record.blob_hash:
+                if keccak(blob) == query.blob_hash:
                     return blob
-        raise RecoveryFailed(f"inline checkpoint 0x{record.blob_hash.hex()} not found on chain")
+        raise RecoveryFailed(f"inline checkpoint 0x{query.blob_hash.hex()} not found on chain")
 
-    def get_install(
-        self, contract_id: bytes, sealed: bytes = b"", height: int = 0, *, at: int | None = None
-    ) -> InstallContract:
-        """Fetch the contract key from the gatekeeper and build the install request. The
-        key version is the one in force after block ``at`` (default: ``height``, the
-        sealed state's block; a state before the latest rotation needs the version
-        before it)."""
-        record = self.mgmt.contract_registry.get_contract(contract_id)
-        if record is None:
-            raise RecoveryFailed(f"contract 0x{contract_id.hex()} is not registered")
-        version = record.get_version_at(height if at is None else at)
-        request = call(
-            self.enclave, MAKE_KEY_REQUEST, MakeKeyRequest(contract_id=contract_id, version=version)
-        )
-        group, releases = self.collect_partials(request)
-        return InstallContract(
-            contract_id=contract_id,
-            code_hash=record.code_hash,
-            contract_public_key=record.contract_public_key,
-            wrapped_key=b"",
-            gatekeeper_key=b"",
-            deployer_commitment=record.deployer_commitment,
-            workers=record.workers,
-            sealed_state=sealed,
-            resume_height=height,
-            releases=releases,
-            group=group,
-            key_version=version,
-        )
-
-    def stage_rotated_key(self, event: ChainEvent) -> None:
-        """Fetch the rotated contract key's new version and stage it in the enclave."""
-        contract_id = bytes(event.args["contract_id"])
-        if contract_id not in self.installed:
-            return
-        version = int(event.args["version"])
-        request = call(
-            self.enclave, MAKE_KEY_REQUEST, MakeKeyRequest(contract_id=contract_id, version=version)
-        )
-        group, releases = self.collect_partials(request)
-        with self._lock:
-            call(
-                self.enclave,
-                WORKER_STAGE_CONTRACT_KEY,
-                StageContractKey(
-                    contract_id=contract_id,
-                    version=version,
-                    contract_public_key=bytes(event.args["contract_public_key"]),
-                    releases=releases,
-                    group=group,
-                ),
-            )
-        log.info("staged key version %d of contract %s", version, to_hex(contract_id))
-
-    def collect_partials(
-        self, request: KeyRequest
-    ) -> tuple[GroupPublicKeys, list[PartialKeyRelease]]:
-        """Ask the committee's gatekeepers for partials until ``t`` arrived (the enclave
-        verifies and combines them)."""
+    def ask_gatekeepers(self, request: object, needed: int) -> tuple[list[Any], list[str]]:
+        """Ask the committee's gatekeepers in turn (group keys, or a contract key's
+        partial release) until ``needed`` answered; the core checks the answers."""
         urls = list(self.config.gatekeeper_urls) or [self.config.gatekeeper_url]
-        group: GroupPublicKeys | None = None
-        releases: list[PartialKeyRelease] = []
+        kind: type[GroupPublicKeys] | type[PartialKeyRelease]
+        if isinstance(request, GroupKeysRequest):
+            path, body, kind = "/v1/group", b"", GroupPublicKeys
+        elif isinstance(request, KeyRequest):
+            path, body, kind = "/v1/partial", encode(request), PartialKeyRelease
+        else:
+            raise ConfigError(f"the worker asks its gatekeepers no {type(request).__name__}")
+        answers: list[Any] = []
         problems: list[str] = []
         for url in urls:
-            if group is not None and len(releases) >= group.threshold:
+            if len(answers) >= needed:
                 break
             try:
                 with NodeClient(url) as gk:
-                    if group is None:
-                        group = decode(gk.post("/v1/group", b""), GroupPublicKeys)
-                    releases.append(
-                        decode(gk.post("/v1/partial", encode(request)), PartialKeyRelease)
-                    )
-            except (TransportError, SealbridgeError) as exc:
+                    answers.append(decode(gk.post(path, body), kind))
+            except SealbridgeError as exc:
                 problems.append(f"{url}: {exc.message}")
-        if group is None or len(releases) < group.threshold:
-            raise KeyUnavailable(
-                f"got {len(releases)} partial key releases, need "
-                f"{group.threshold if group else '?'}: {'; '.join(problems) or 'no gatekeeper'}"
-            )
-        return group, releases
+        return answers, problems
 
     # -- following ------------------------------------------------------------------
     def on_block(self, block: ObservedBlock) -> None:
         # a block retried after a later step failed (e.g. too few gatekeepers answered
         # for an install) is in the enclave already: only the steps after it run again
-        fresh = block.number > self.last_delivered
-        for event in block.events:
-            if event.name == "ContractKeyRotated" and fresh:
-                self.stage_rotated_key(event)
-        if fresh:
+        if block.number > self.last_delivered:
+            rotated = [e for e in block.events if e.name == "ContractKeyRotated"]
+            if rotated:
+                self.run_catchup(KeysRotated(events=[_get_key_event(e) for e in rotated]))
             self.process_block(block)
         # messages seen in the inbox are forgotten; overdue ones are posted again
         ciphertexts = [bytes(e.args["ciphertext"]) for e in block.events if e.name == "Command"]
@@ -468,9 +448,9 @@ class WorkerHost(NodeHost):
         self.posting_driver.step()
         # the enclave installs a contract only with the facts it read itself: after it
         # verified the blocks that deployed the contract and published its key
-        for event in block.events:
-            if event.name == "ContractKeyPublished":
-                self.on_key_published(event)
+        published = [e for e in block.events if e.name == "ContractKeyPublished"]
+        if published:
+            self.run_catchup(KeysPublished(events=[_get_key_event(e) for e in published]))
 
     def on_caught_up(self) -> None:
         if self.held:
@@ -478,57 +458,18 @@ class WorkerHost(NodeHost):
                 self.release_held()
             except SealbridgeError as exc:
                 log.warning("could not release held outputs: %s", exc.message)
-        if self.config.submit_outputs and self.installed:
+        installed = self.catchup.installed
+        if self.config.submit_outputs and installed:
             # the submission core decides whether a round starts (never on this thread)
-            installed = list(self.installed)
             update = CaughtUp(
                 height=self.last_delivered,
-                contract_ids=installed,
-                executors=[list(self.workers_of.get(cid, [])) for cid in installed],
+                contract_ids=list(installed),
+                executors=[list(workers) for workers in installed.values()],
             )
             self.submission_driver.deliver(0, update)
 
     def on_idle(self) -> None:
         self.on_caught_up()
-
-    def note_directory_key(self, event: ChainEvent) -> None:
-        """Keys published (or rotated) before the anchor go to the enclave as the host's
-        directory (verified events after the anchor replace them); the latest wins."""
-        if event.block_number > self.anchor:
-            return
-        contract_id = bytes(event.args["contract_id"])
-        self.directory = [e for e in self.directory if e.contract_id != contract_id]
-        self.directory.append(
-            DirectoryEntry(
-                contract_id=contract_id,
-                command_key=bytes(event.args["contract_public_key"]),
-                message_key=bytes(event.args["message_key"]),
-            )
-        )
-
-    def on_key_published(self, event: ChainEvent) -> None:
-        contract_id = bytes(event.args["contract_id"])
-        self.note_directory_key(event)
-        if contract_id in self.installed:
-            return
-        if not self.mgmt.contract_registry.is_assigned(contract_id, self.node_id):
-            return
-        sealed = self.bundle.states.get(contract_id.hex(), b"")
-        height = self.bundle.heights.get(contract_id.hex(), self.bundle.height) if sealed else 0
-        install = self.get_install(contract_id, sealed, height, at=height or self.last_delivered)
-        try:
-            with self._lock:
-                status = call(self.enclave, WORKER_INSTALL_CONTRACT, install)
-        except EnclaveCallError as exc:
-            if exc.remote_code not in ("install_facts_unverified", "install_facts_mismatch"):
-                raise
-            # e.g. deployed before this enclave's anchor, with no sealed state to vouch
-            # for it: the contract stays uninstalled here (other workers serve it)
-            log.warning("contract %s not installed: %s", to_hex(contract_id), exc.message)
-            return
-        self.installed[contract_id] = status.height
-        self.workers_of[contract_id] = install.workers
-        log.info("installed contract %s", to_hex(contract_id))
 
     def process_block(self, block: ObservedBlock) -> None:
         if block.evidence is None:
@@ -539,7 +480,7 @@ class WorkerHost(NodeHost):
                 number=block.number,
                 block_hash=block.hash,
                 evidence=block.evidence,
-                directory=self.directory,
+                directory=self.catchup.directory,
                 key_proof=self.get_key_proof(sources, block.number) if sources else None,
                 key_proof_ids=sources,
             )
@@ -562,8 +503,7 @@ class WorkerHost(NodeHost):
                 # offer the block again (the follow loop retries a transport error)
                 self.release_held()
                 raise BacklogFull(exc.message) from exc
-        self.directory = []
-        self.last_delivered = block.number
+        self.run_catchup(BlockApplied(number=block.number))  # the enclave took the directory
         self.held = output.held
         if not output.contracts and not output.receipts and not output.messages:
             return
@@ -572,7 +512,6 @@ class WorkerHost(NodeHost):
         for contract in output.contracts:
             states[contract.contract_id.hex()] = contract.sealed_state
             heights[contract.contract_id.hex()] = block.number
-            self.installed[contract.contract_id] = block.number
         self.bundle = StateBundle(
             height=block.number, block_hash=block.hash, states=states, heights=heights
         )
@@ -645,7 +584,7 @@ class WorkerHost(NodeHost):
         which to remember until they are seen on chain)."""
         if not messages:
             return
-        executors = [list(self.workers_of.get(m.source, [])) for m in messages]
+        executors = [list(self.catchup.installed.get(m.source, [])) for m in messages]
         update = MessagesOut(number=number, messages=list(messages), executors=executors)
         self.posting_driver.deliver(0, update)
         self.posting_driver.step()
@@ -739,7 +678,7 @@ class WorkerHost(NodeHost):
             "height": self.height,
             "verified_height": status.chain_height,
             "anchor": self.anchor,
-            "recovered_from": self.recovered_from,
+            "recovered_from": self.catchup.recovered_from,
             "measurement": to_hex(self.enclave.measurement),
             "held": self.held,
             "witnessed": self.witnessed,
@@ -748,6 +687,7 @@ class WorkerHost(NodeHost):
             "awaiting_checkpoint_record": status.awaiting_checkpoint_record,
             "diverged": status.diverged,
             **self.posting.get_status(),
+            **self.catchup.get_status(),
             "contracts": [
                 {
                     "contract_id": to_hex(c.contract_id),
