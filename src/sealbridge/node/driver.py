@@ -28,7 +28,8 @@ out the effects it returns, and hands back its answer.
   with ``CheckpointStored``; not retried (a checkpoint that was not stored is an
   answer the core decides on);
 * ``Send`` -- handed to the role's ``send`` executor (HTTP to peers);
-* ``Report`` -- logged, and the latest of each kind kept for the status endpoint.
+* ``Report`` -- logged, the latest of each kind kept for the status endpoint, and
+  handed to the role's ``report`` executor if it has one (its own log lines).
 
 **One retry policy** (:data:`RETRY`, tenacity): a passing failure -- the chain's RPC or
 a peer unreachable (``RpcError``, ``TransportError``) -- is retried with exponential
@@ -138,6 +139,8 @@ class Executors:
     persist: Callable[[str, bytes], None] | None = None
     # (request, needed) -> (answers, errors): the role's peers asked one after another
     ask_peers: Callable[[Any, int], tuple[list[Any], list[str]]] | None = None
+    # (kind, data) of every Report, for the role's own log lines and counters
+    report: Callable[[str, Any], None] | None = None
     # (blob, threshold) -> the confirming storage nodes' (node id, signature), sorted
     store_checkpoint: Callable[[bytes, int], Sequence[tuple[bytes, bytes]]] | None = None
     send: Callable[[tuple[int, ...], Any], None] | None = None
@@ -358,6 +361,8 @@ class NetworkDriver:
             elif isinstance(effect, Report):
                 self.status.reports[effect.kind] = effect.data
                 log.info("%s: %s %s", self.name, effect.kind, effect.data)
+                if self.executors.report is not None:
+                    self.executors.report(effect.kind, effect.data)
             else:
                 raise DriverConfigError(f"{self.name}: not an effect: {type(effect).__name__}")
 

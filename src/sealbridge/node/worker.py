@@ -259,12 +259,14 @@ class WorkerHost(NodeHost):
             ),
             start_block=self.addresses.deployed_at_block,
         )
+        self._catchup_started = time.perf_counter()
         self.catchup_driver = NetworkDriver(
             self.catchup,
             Executors(
                 read_chain=self.read_catchup,
                 call_enclave=self.call_enclave,
                 ask_peers=self.ask_gatekeepers,
+                report=self.on_catchup_report,
                 retry_seconds=0.0,
             ),
             name=f"worker {config.name} catch-up",
@@ -344,6 +346,8 @@ class WorkerHost(NodeHost):
         """Hand the catch-up core an input and carry out its effects on this thread. A
         failure that may pass raises a TransportError (the follow loop offers the same
         start or block again); any other stops the loop."""
+        if isinstance(update, StartCatchup):
+            self._catchup_started = time.perf_counter()
         self.catchup_driver.deliver(0, update)
         self.catchup_driver.step()
         failure = self.catchup.failure
@@ -353,6 +357,24 @@ class WorkerHost(NodeHost):
         error = self.catchup.get_error()
         if error is not None:
             raise error
+
+    def on_catchup_report(self, kind: str, data: Any) -> None:
+        """The operator's log lines for the catch-up's milestones (tools read them)."""
+        if kind == "catchup_resuming" and isinstance(data, dict):
+            log.info(
+                "resuming from the state bundle of block %d (replaying from block %d, where "
+                "its oldest state was sealed)",
+                data["bundle"],
+                data["replay_from"],
+            )
+        elif kind == "catchup_recovered" and isinstance(data, dict):
+            log.info(
+                "recovered %d contracts from the checkpoint at block %d (%d bytes) in %.2fs",
+                data["contracts"],
+                data["height"],
+                data["bytes"],
+                time.perf_counter() - self._catchup_started,
+            )
 
     def read_catchup(self, query: object) -> object:
         """Answer one of the catch-up core's chain queries."""
