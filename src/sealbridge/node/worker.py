@@ -27,29 +27,39 @@ enclave; the enclave checks everything it is given.
 3. **Following.** A :class:`BlockFollower` delivers every block after the anchor with its
    evidence (full header and all receipts). The ``ContractKeyRotated`` events of a fresh
    block go to the catch-up core first (it stages an installed contract's new key
-   version in the enclave, which switches after that block); then the block's evidence
-   goes to the enclave, which verifies it and applies the commands it finds in it as
-   one unit; then its ``ContractKeyPublished`` events (the core installs a contract
-   assigned to this worker, with the facts the enclave has just verified).
-4. **State at rest.** After a block that changed contracts the host stores their sealed
-   states in one state bundle file, replaced atomically, keeps the receipts (each
-   command's outcome sealed for its sender) for ``POST /v1/result``, and hands the
-   messages the block's contracts sent to its posting core
-   (:class:`~sealbridge.runtime.posting.MessagePostingCore`, sans-I/O, run by an inline
-   driver on the follow loop): the sending contract's first worker posts them at once;
-   every worker of the sending contract keeps them until it sees them in the inbox (all
-   of them make the same ciphertext for a message); one still missing
+   version in the enclave, which switches after that block); then the block goes to the
+   follow core (:class:`~sealbridge.runtime.follow.WorkerFollowCore`, sans-I/O, run by
+   an inline driver on the follow loop), which hands it to the enclave with the
+   catch-up core's directory -- the enclave verifies it and applies the commands it
+   finds in it as one unit --, proves a message source the enclave does not know
+   (``directory_incomplete``: this module reads the ContractRegistry state proof at the
+   block) and offers the block again, at most 64 sources; then its ``Command``
+   ciphertexts go to the posting core, and its ``ContractKeyPublished`` events to the
+   catch-up core (it installs a contract assigned to this worker, with the facts the
+   enclave has just verified). A passing failure of the follow core (a full release
+   backlog, the chain unreachable for a proof) is raised as :class:`BacklogFull` or
+   :class:`FollowDelayed` (transport errors): the follow loop offers the same block
+   again; any other (:class:`~sealbridge.runtime.follow.FollowRefused`) stops it.
+4. **State at rest.** After a block that changed contracts the follow core has the
+   host store their sealed states in one state bundle file (``Persist``, replaced
+   atomically), keeps the receipts (each command's outcome sealed for its sender) for
+   ``POST /v1/result``, and hands the messages the block's contracts sent on to the
+   posting core (:class:`~sealbridge.runtime.posting.MessagePostingCore`, sans-I/O, run
+   by an inline driver on the follow loop; this module adds each source's executors):
+   the sending contract's first worker posts them at once; every worker of the sending
+   contract keeps them until it sees them in the inbox (all of them make the same
+   ciphertext for a message); one still missing
    ``message_repost_blocks`` blocks later is posted by whichever worker notices, so a
    stalled or dead first worker delays messages but never loses them. A second copy is
    refused by the target as a replay, without effect.
-5. **Outputs and checkpoints** (competitive execution). When caught up, the host tells
-   its submission core (:class:`~sealbridge.runtime.submission.SubmissionCore`, sans-I/O:
-   every decision is there) the verified height and the installed contracts. For each
-   domain (contracts with the same executor set) the core has the enclave sign outputs
-   for the range from the last accepted end to the newest block and submits them to the
-   ExecutionLedger; every worker of the domain does the same, and the ledger keeps the
-   first valid one. Every ``checkpoint_interval`` blocks, and at once after a contract's
-   key rotation, the submission carries a checkpoint, stored on the storage nodes with
+5. **Outputs and checkpoints** (competitive execution). When caught up, the follow core
+   tells the submission core (:class:`~sealbridge.runtime.submission.SubmissionCore`,
+   sans-I/O: every decision is there) the verified height and the installed contracts.
+   For each domain (contracts with the same executor set) the core has the enclave sign
+   outputs for the range from the last accepted end to the newest block and submits
+   them to the ExecutionLedger; every worker of the domain does the same, and the ledger
+   keeps the first valid one. Every ``checkpoint_interval`` blocks, and at once after a
+   contract's key rotation, the submission carries a checkpoint, stored on the storage nodes with
    their signed confirmations (or inline on chain when small). This module only carries
    out the core's effects, through a :class:`~sealbridge.node.driver.NetworkDriver` on
    its own loop thread (never the follow loop; one submission at a time): ECALLs under
@@ -58,9 +68,11 @@ enclave; the enclave checks everything it is given.
    enclave holds back every receipt and message until a majority of the contract's
    executors vouched for the block, and answers a query only once they vouched for the
    block its state is at. The host serves its enclave's witnesses to its peers
-   (``POST /v1/witness``) and, when caught up with something held and before each query,
-   fetches theirs (``peer_urls``: the other workers) and hands them in; a peer that does
-   not answer is skipped for a while.
+   (``POST /v1/witness``). The follow core asks for theirs (``peer_urls``: the other
+   workers; this module asks them in parallel) when caught up with something held,
+   after a full release backlog and before each query, and hands them to the enclave;
+   a peer that does not answer is skipped for a while. The follow core is stepped by
+   one caller at a time (the follow loop, or a query collecting witnesses).
 7. **Queries.** ``POST /v1/query`` passes the caller's signed query to the enclave with
    the peers' witnesses and returns the enclave's answer, which is encrypted to the caller.
 
