@@ -59,11 +59,12 @@ enclave; the enclave checks everything it is given.
    outputs for the range from the last accepted end to the newest block and submits
    them to the ExecutionLedger; every worker of the domain does the same, and the ledger
    keeps the first valid one. Every ``checkpoint_interval`` blocks, and at once after a
-   contract's key rotation, the submission carries a checkpoint, stored on the storage nodes with
-   their signed confirmations (or inline on chain when small). This module only carries
-   out the core's effects, through a :class:`~sealbridge.node.driver.NetworkDriver` on
-   its own loop thread (never the follow loop; one submission at a time): ECALLs under
-   the host's lock, ledger reads, :func:`store_blob`, the ledger transaction.
+   contract's key rotation, the submission carries a checkpoint, stored on the storage
+   nodes with their signed confirmations (or inline on chain when small). This module
+   only carries out the core's effects, through a
+   :class:`~sealbridge.node.driver.NetworkDriver` on its own loop thread (never the
+   follow loop; one submission at a time): ECALLs under the host's lock, ledger reads,
+   :func:`store_blob`, the ledger transaction.
 6. **Witnesses** (the enclave's fork rule, :mod:`sealbridge.runtime.witness`). The
    enclave holds back every receipt and message until a majority of the contract's
    executors vouched for the block, and answers a query only once they vouched for the
@@ -576,6 +577,8 @@ class WorkerHost(NodeHost):
                 return f"{url}: {exc.message}"
             return PeerWitness(peer=url, witness=witness)
 
+        if self._stop.is_set():  # the pool is shut down
+            return [], [f"{url}: stopping" for url in request.peers]
         got = list(self._peer_pool.map(ask, request.peers))
         errors = [a for a in got if isinstance(a, str)]
         return [a for a in got if isinstance(a, PeerWitness)], errors
