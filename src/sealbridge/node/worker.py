@@ -27,40 +27,53 @@ enclave; the enclave checks everything it is given.
 3. **Following.** A :class:`BlockFollower` delivers every block after the anchor with its
    evidence (full header and all receipts). The ``ContractKeyRotated`` events of a fresh
    block go to the catch-up core first (it stages an installed contract's new key
-   version in the enclave, which switches after that block); then the block's evidence
-   goes to the enclave, which verifies it and applies the commands it finds in it as
-   one unit; then its ``ContractKeyPublished`` events (the core installs a contract
-   assigned to this worker, with the facts the enclave has just verified).
-4. **State at rest.** After a block that changed contracts the host stores their sealed
-   states in one state bundle file, replaced atomically, keeps the receipts (each
-   command's outcome sealed for its sender) for ``POST /v1/result``, and hands the
-   messages the block's contracts sent to its posting core
-   (:class:`~sealbridge.runtime.posting.MessagePostingCore`, sans-I/O, run by an inline
-   driver on the follow loop): the sending contract's first worker posts them at once;
-   every worker of the sending contract keeps them until it sees them in the inbox (all
-   of them make the same ciphertext for a message); one still missing
+   version in the enclave, which switches after that block); then the block goes to the
+   follow core (:class:`~sealbridge.runtime.follow.WorkerFollowCore`, sans-I/O, run by
+   an inline driver on the follow loop), which hands it to the enclave with the
+   catch-up core's directory -- the enclave verifies it and applies the commands it
+   finds in it as one unit --, proves a message source the enclave does not know
+   (``directory_incomplete``: this module reads the ContractRegistry state proof at the
+   block) and offers the block again, at most 64 sources; then its ``Command``
+   ciphertexts go to the posting core, and its ``ContractKeyPublished`` events to the
+   catch-up core (it installs a contract assigned to this worker, with the facts the
+   enclave has just verified). A passing failure of the follow core (a full release
+   backlog, the chain unreachable for a proof) is raised as :class:`BacklogFull` or
+   :class:`FollowDelayed` (transport errors): the follow loop offers the same block
+   again; any other (:class:`~sealbridge.runtime.follow.FollowRefused`) stops it.
+4. **State at rest.** After a block that changed contracts the follow core has the
+   host store their sealed states in one state bundle file (``Persist``, replaced
+   atomically), keeps the receipts (each command's outcome sealed for its sender) for
+   ``POST /v1/result``, and hands the messages the block's contracts sent on to the
+   posting core (:class:`~sealbridge.runtime.posting.MessagePostingCore`, sans-I/O, run
+   by an inline driver on the follow loop; this module adds each source's executors):
+   the sending contract's first worker posts them at once; every worker of the sending
+   contract keeps them until it sees them in the inbox (all of them make the same
+   ciphertext for a message); one still missing
    ``message_repost_blocks`` blocks later is posted by whichever worker notices, so a
    stalled or dead first worker delays messages but never loses them. A second copy is
    refused by the target as a replay, without effect.
-5. **Outputs and checkpoints** (competitive execution). When caught up, the host tells
-   its submission core (:class:`~sealbridge.runtime.submission.SubmissionCore`, sans-I/O:
-   every decision is there) the verified height and the installed contracts. For each
-   domain (contracts with the same executor set) the core has the enclave sign outputs
-   for the range from the last accepted end to the newest block and submits them to the
-   ExecutionLedger; every worker of the domain does the same, and the ledger keeps the
-   first valid one. Every ``checkpoint_interval`` blocks, and at once after a contract's
-   key rotation, the submission carries a checkpoint, stored on the storage nodes with
-   their signed confirmations (or inline on chain when small). This module only carries
-   out the core's effects, through a :class:`~sealbridge.node.driver.NetworkDriver` on
-   its own loop thread (never the follow loop; one submission at a time): ECALLs under
-   the host's lock, ledger reads, :func:`store_blob`, the ledger transaction.
+5. **Outputs and checkpoints** (competitive execution). When caught up, the follow core
+   tells the submission core (:class:`~sealbridge.runtime.submission.SubmissionCore`,
+   sans-I/O: every decision is there) the verified height and the installed contracts.
+   For each domain (contracts with the same executor set) the core has the enclave sign
+   outputs for the range from the last accepted end to the newest block and submits
+   them to the ExecutionLedger; every worker of the domain does the same, and the ledger
+   keeps the first valid one. Every ``checkpoint_interval`` blocks, and at once after a
+   contract's key rotation, the submission carries a checkpoint, stored on the storage
+   nodes with their signed confirmations (or inline on chain when small). This module
+   only carries out the core's effects, through a
+   :class:`~sealbridge.node.driver.NetworkDriver` on its own loop thread (never the
+   follow loop; one submission at a time): ECALLs under the host's lock, ledger reads,
+   :func:`store_blob`, the ledger transaction.
 6. **Witnesses** (the enclave's fork rule, :mod:`sealbridge.runtime.witness`). The
    enclave holds back every receipt and message until a majority of the contract's
    executors vouched for the block, and answers a query only once they vouched for the
    block its state is at. The host serves its enclave's witnesses to its peers
-   (``POST /v1/witness``) and, when caught up with something held and before each query,
-   fetches theirs (``peer_urls``: the other workers) and hands them in; a peer that does
-   not answer is skipped for a while.
+   (``POST /v1/witness``). The follow core asks for theirs (``peer_urls``: the other
+   workers; this module asks them in parallel) when caught up with something held,
+   after a full release backlog and before each query, and hands them to the enclave;
+   a peer that does not answer is skipped for a while. The follow core is stepped by
+   one caller at a time (the follow loop, or a query collecting witnesses).
 7. **Queries.** ``POST /v1/query`` passes the caller's signed query to the enclave with
    the peers' witnesses and returns the enclave's answer, which is encrypted to the caller.
 
@@ -70,17 +83,14 @@ States: ``STARTING`` -> ``REGISTERING`` -> ``FOLLOWING`` (or ``FAILED`` with a r
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from sealbridge.chain.abi import canonical_address
 from sealbridge.chain.ledger import OutputSubmission
-from sealbridge.chain.proofs import AccountProof
 from sealbridge.config.node import NodeConfig, write_atomic
 from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import ConfigError, LocalProtocolError, SealbridgeError
@@ -117,22 +127,24 @@ from sealbridge.runtime.catchup import (
     StartCatchup,
     StateBundle,
 )
-from sealbridge.runtime.ecalls import (
-    WORKER_PROCESS_BLOCK,
-    WORKER_QUERY,
-    WORKER_RELEASE_OUTPUTS,
-    WORKER_STATUS,
-    WORKER_WITNESS_BLOCK,
+from sealbridge.runtime.ecalls import WORKER_QUERY, WORKER_STATUS, WORKER_WITNESS_BLOCK
+from sealbridge.runtime.follow import (
+    BUNDLE_KEY,
+    ApplyBlock,
+    CollectWitnesses,
+    FollowCaughtUp,
+    FollowFailure,
+    FollowRefused,
+    KeyProofQuery,
+    MessagesReleased,
+    PeerWitness,
+    WitnessAsk,
+    WorkerFollowCore,
 )
 from sealbridge.runtime.messages import (
-    BlockInput,
     BlockWitness,
     ChainConfig,
-    OutgoingMessage,
-    Receipt,
-    ReleasedOutputs,
     WitnessedQuery,
-    Witnesses,
     WitnessRequest,
 )
 from sealbridge.runtime.posting import InboxBlock, MessagePostingCore, MessagesOut, PostMessage
@@ -148,20 +160,11 @@ from sealbridge.runtime.submission import (
 )
 from sealbridge.tee.backend import EnclaveHandle
 from sealbridge.tee.ecall import NOTHING, call
-from sealbridge.tee.errors import EnclaveCallError
 
 log = logging.getLogger("sealbridge.worker")
-RECEIPTS_KEPT = 20_000
 LOG_SCAN_CHUNK = 10_000
 STORAGE_TIMEOUT = 10.0
 WITNESS_TIMEOUT = 2.0  # seconds a peer has to answer for its witness
-PEER_BACKOFF = 5.0  # seconds a peer that did not answer is left alone
-
-
-def _named_source(message: str) -> bytes | None:
-    """The 32-byte contract id a DirectoryIncomplete message names, if any."""
-    found = re.search(r"0x([0-9a-f]{64})", message)
-    return bytes.fromhex(found.group(1)) if found else None
 
 
 def _get_key_event(event: ChainEvent) -> KeyEvent:
@@ -217,6 +220,13 @@ class BacklogFull(TransportError):
     code = "release_backlog_full"
 
 
+class FollowDelayed(TransportError):
+    """The follow core's block failed for a passing reason (the chain briefly
+    unreachable for a state proof, an unsound answer): the same block is offered again."""
+
+    code = "follow_delayed"
+
+
 class CatchupDelayed(TransportError):
     """The catch-up core's job failed for a passing reason (the chain or the storage
     nodes briefly unreachable): the follow loop offers the same start or block again."""
@@ -238,12 +248,11 @@ class WorkerHost(NodeHost):
         self.state_dir = Path(config.home) / "state"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.bundle_file = self.state_dir / "bundle.sealed"
-        self.bundle = (
+        bundle = (
             decode(self.bundle_file.read_bytes(), StateBundle)
             if self.bundle_file.exists()
             else StateBundle()
         )
-        self.receipts: OrderedDict[tuple[bytes, int], Receipt] = OrderedDict()
         self._lock = threading.Lock()  # one ECALL at a time
         # start and installs: CatchupCore decides, an inline driver on the follow loop
         # carries out its effects (a passing failure is raised: the loop retries)
@@ -301,21 +310,37 @@ class WorkerHost(NodeHost):
             ),
             name=f"worker {config.name} outputs",
         )
-        # the witness rule: peers that vouch for our blocks, and what our enclave holds
-        self.peers = [NodeClient(url, timeout=WITNESS_TIMEOUT) for url in config.peer_urls]
+        # blocks and witnesses: WorkerFollowCore decides, an inline driver carries out its
+        # effects, stepped from the follow loop and (to collect witnesses) from queries,
+        # one caller at a time (a passing failure is raised: the loop retries the block)
+        self.peers = {url: NodeClient(url, timeout=WITNESS_TIMEOUT) for url in config.peer_urls}
         self._peer_pool = ThreadPoolExecutor(
             max_workers=max(1, min(8, len(self.peers))), thread_name_prefix="witness"
         )
-        self._peer_quiet_until: dict[str, float] = {}
-        self.held = 0  # receipts and messages the enclave holds for witnesses
-        self.witnessed = 0  # the height the peers' witnesses last covered
+        self.follow = WorkerFollowCore(
+            bundle=bundle, peers=list(self.peers), submit_outputs=config.submit_outputs
+        )
+        self.follow_driver = NetworkDriver(
+            self.follow,
+            Executors(
+                read_chain=self.read_key_proof,
+                call_enclave=self.call_enclave,
+                ask_peers=self.ask_witnesses,
+                persist=self.persist_bundle,
+                send=self.hand_on,
+                retry_seconds=0.0,
+            ),
+            name=f"worker {config.name} follow",
+            inline=True,
+        )
+        self._follow_lock = threading.Lock()  # one caller steps the follow core at a time
 
     # -- registration and start ---------------------------------------------------------
     def before_following(self) -> None:
         self.phase = HostPhase.REGISTERING
         self.register()
         started = time.perf_counter()
-        self.run_catchup(StartCatchup(bundle=self.bundle))
+        self.run_catchup(StartCatchup(bundle=self.follow.bundle))
         if not self.catchup.started:  # never inline: every effect was answered
             raise CatchupDelayed("the start did not finish")
         log.info(
@@ -456,6 +481,8 @@ class WorkerHost(NodeHost):
         return answers, problems
 
     # -- following ------------------------------------------------------------------
+    # The decisions are WorkerFollowCore's (runtime/follow.py) and CatchupCore's; this
+    # calls them in order and carries out the follow core's effects on this thread.
     def on_block(self, block: ObservedBlock) -> None:
         # a block retried after a later step failed (e.g. too few gatekeepers answered
         # for an install) is in the enclave already: only the steps after it run again
@@ -463,7 +490,15 @@ class WorkerHost(NodeHost):
             rotated = [e for e in block.events if e.name == "ContractKeyRotated"]
             if rotated:
                 self.run_catchup(KeysRotated(events=[_get_key_event(e) for e in rotated]))
-            self.process_block(block)
+            update = ApplyBlock(
+                number=block.number,
+                block_hash=block.hash,
+                evidence=block.evidence,
+                directory=self.catchup.directory,
+                applied=self.last_delivered,
+            )
+            self.raise_for(self.run_follow(update))
+            self.run_catchup(BlockApplied(number=block.number))  # it took the directory
         # messages seen in the inbox are forgotten; overdue ones are posted again
         ciphertexts = [bytes(e.args["ciphertext"]) for e in block.events if e.name == "Command"]
         self.posting_driver.deliver(0, InboxBlock(number=block.number, ciphertexts=ciphertexts))
@@ -475,91 +510,67 @@ class WorkerHost(NodeHost):
             self.run_catchup(KeysPublished(events=[_get_key_event(e) for e in published]))
 
     def on_caught_up(self) -> None:
-        if self.held:
-            try:
-                self.release_held()
-            except SealbridgeError as exc:
-                log.warning("could not release held outputs: %s", exc.message)
+        # the core releases held outputs, then tells the submission core (which decides,
+        # on its own thread, whether a round starts)
         installed = self.catchup.installed
-        if self.config.submit_outputs and installed:
-            # the submission core decides whether a round starts (never on this thread)
-            update = CaughtUp(
-                height=self.last_delivered,
-                contract_ids=list(installed),
-                executors=[list(workers) for workers in installed.values()],
-            )
-            self.submission_driver.deliver(0, update)
+        update = FollowCaughtUp(
+            height=self.last_delivered,
+            contract_ids=list(installed),
+            executors=[list(workers) for workers in installed.values()],
+        )
+        failure = self.run_follow(update)
+        if failure is not None:
+            log.warning("could not release held outputs: %s", failure.message)
 
     def on_idle(self) -> None:
         self.on_caught_up()
 
-    def process_block(self, block: ObservedBlock) -> None:
-        if block.evidence is None:
-            raise LocalProtocolError(f"block {block.number} came without evidence")
-        sources: list[bytes] = []  # message sources the enclave asked about
-        while True:
-            request = BlockInput(
-                number=block.number,
-                block_hash=block.hash,
-                evidence=block.evidence,
-                directory=self.catchup.directory,
-                key_proof=self.get_key_proof(sources, block.number) if sources else None,
-                key_proof_ids=sources,
-            )
-            try:
-                with self._lock:
-                    output = call(self.enclave, WORKER_PROCESS_BLOCK, request)
-                break
-            except EnclaveCallError as exc:
-                if exc.remote_code == "directory_incomplete":
-                    # a message from a source the enclave does not know: prove its
-                    # ContractRegistry record at this block (its keys, or that it has none)
-                    source = _named_source(exc.message)
-                    if source is None or source in sources or len(sources) >= 64:
-                        raise
-                    sources.append(source)
-                    continue
-                if exc.remote_code != "release_backlog_full":
-                    raise
-                # too much waits for the peers' witnesses: release what they cover, and
-                # offer the block again (the follow loop retries a transport error)
-                self.release_held()
-                raise BacklogFull(exc.message) from exc
-        self.run_catchup(BlockApplied(number=block.number))  # the enclave took the directory
-        self.held = output.held
-        if not output.contracts and not output.receipts and not output.messages:
+    def run_follow(self, update: ApplyBlock | FollowCaughtUp) -> FollowFailure | None:
+        """Hand the follow core an input and carry out its effects on this thread; the
+        failure of its job, if any."""
+        with self._follow_lock:
+            self.follow_driver.deliver(0, update)
+            self.follow_driver.step()
+            return self.follow.failure
+
+    def raise_for(self, failure: FollowFailure | None) -> None:
+        """A passing failure raises a TransportError (the follow loop offers the same
+        block again); any other stops the loop."""
+        if failure is None:
             return
-        states = dict(self.bundle.states)
-        heights = dict(self.bundle.heights)
-        for contract in output.contracts:
-            states[contract.contract_id.hex()] = contract.sealed_state
-            heights[contract.contract_id.hex()] = block.number
-        self.bundle = StateBundle(
-            height=block.number, block_hash=block.hash, states=states, heights=heights
-        )
-        write_atomic(self.bundle_file, encode(self.bundle))
-        self.keep_receipts(output.receipts)
-        self.post_messages(output.messages, block.number)
-        refused = sum(1 for r in output.receipts if r.status != "applied")
-        log.info(
-            "block %d: %d commands (%d refused before execution), %d contracts changed",
-            block.number,
-            len(output.receipts),
-            refused,
-            len(output.contracts),
-        )
+        if failure.passing:
+            delayed = BacklogFull if failure.code == "release_backlog_full" else FollowDelayed
+            raise delayed(failure.message)
+        raise FollowRefused(failure.message)
 
-    def get_key_proof(self, sources: list[bytes], number: int) -> AccountProof:
-        """A state proof, at block ``number``, of the ContractRegistry records of
-        ``sources`` (key published, command key, message key)."""
-        slots = [slot for cid in sources for slot in get_key_slots(cid)]
-        return self.chain.get_proof(self.addresses.contract_registry, slots, number)
+    def read_key_proof(self, query: object) -> object:
+        """A state proof, at a block, of the ContractRegistry records of the message
+        sources the enclave asked about (key published, command key, message key)."""
+        if not isinstance(query, KeyProofQuery):
+            raise ConfigError(f"the worker's follow core reads no {type(query).__name__}")
+        slots = [slot for cid in query.contract_ids for slot in get_key_slots(cid)]
+        return self.chain.get_proof(self.addresses.contract_registry, slots, query.number)
 
-    def keep_receipts(self, receipts: list[Receipt]) -> None:
-        for receipt in receipts:
-            self.receipts[(receipt.contract_id, receipt.seq)] = receipt
-        while len(self.receipts) > RECEIPTS_KEPT:
-            self.receipts.popitem(last=False)
+    def persist_bundle(self, key: str, data: bytes) -> None:
+        if key != BUNDLE_KEY:
+            raise ConfigError(f"the worker keeps no record {key!r}")
+        write_atomic(self.bundle_file, data)
+
+    def hand_on(self, to: tuple[int, ...], message: object) -> None:
+        """The follow core's messages: released ones to the posting core (with each
+        source's executors), caught up to the submission core (on its own thread)."""
+        if isinstance(message, MessagesReleased):
+            installed = self.catchup.installed
+            executors = [list(installed.get(m.source, [])) for m in message.messages]
+            update = MessagesOut(
+                number=message.number, messages=list(message.messages), executors=executors
+            )
+            self.posting_driver.deliver(0, update)
+            self.posting_driver.step()
+        elif isinstance(message, CaughtUp):
+            self.submission_driver.deliver(0, message)
+        else:
+            raise ConfigError(f"the worker hands on no {type(message).__name__}")
 
     # -- witnesses (the enclave's fork rule) ---------------------------------------------
     def on_witness(self, payload: bytes) -> bytes:
@@ -571,45 +582,36 @@ class WorkerHost(NodeHost):
             )
             return encode(witness)
 
-    def collect_witnesses(self, height: int) -> list[BlockWitness]:
-        """Our peers' witnesses of block ``height`` (or of their newest, if lower), fetched
-        in parallel; a peer that fails is skipped for ``PEER_BACKOFF`` seconds."""
-        now = time.monotonic()
-        peers = [p for p in self.peers if self._peer_quiet_until.get(p.base_url, 0.0) <= now]
-        payload = encode(WitnessRequest(height=height))
+    def ask_witnesses(self, request: object, needed: int) -> tuple[list[Any], list[str]]:
+        """Ask the peers the follow core names for their witnesses, in parallel."""
+        if not isinstance(request, WitnessAsk):
+            raise ConfigError(f"the worker asks its peers no {type(request).__name__}")
+        payload = encode(WitnessRequest(height=request.height))
 
-        def ask(peer: NodeClient) -> BlockWitness | None:
+        def ask(url: str) -> PeerWitness | str:
+            peer = self.peers.get(url)
+            if peer is None:
+                return f"{url}: not a peer"
             try:
-                return decode(peer.post("/v1/witness", payload), BlockWitness)
+                witness = decode(peer.post("/v1/witness", payload), BlockWitness)
             except SealbridgeError as exc:
-                log.debug("no witness from %s: %s", peer.base_url, exc.message)
-                self._peer_quiet_until[peer.base_url] = time.monotonic() + PEER_BACKOFF
-                return None
+                log.debug("no witness from %s: %s", url, exc.message)
+                return f"{url}: {exc.message}"
+            return PeerWitness(peer=url, witness=witness)
 
-        return [w for w in self._peer_pool.map(ask, peers) if w is not None]
+        if self._stop.is_set():  # the pool is shut down
+            return [], [f"{url}: stopping" for url in request.peers]
+        got = list(self._peer_pool.map(ask, request.peers))
+        errors = [a for a in got if isinstance(a, str)]
+        return [a for a in got if isinstance(a, PeerWitness)], errors
 
-    def release_held(self) -> ReleasedOutputs | None:
-        """Fetch the peers' witnesses of our newest block and hand them to the enclave;
-        keep the receipts and post the messages they release."""
-        witnesses = self.collect_witnesses(self.last_delivered)
-        with self._lock:
-            released = call(self.enclave, WORKER_RELEASE_OUTPUTS, Witnesses(witnesses=witnesses))
-        self.held = released.held
-        self.witnessed = released.witnessed
-        for block in released.blocks:
-            self.keep_receipts(block.receipts)
-            self.post_messages(block.messages, self.last_delivered)
-        return released
-
-    def post_messages(self, messages: list[OutgoingMessage], number: int) -> None:
-        """Hand released messages to the posting core (it decides which to post now and
-        which to remember until they are seen on chain)."""
-        if not messages:
-            return
-        executors = [list(self.catchup.installed.get(m.source, [])) for m in messages]
-        update = MessagesOut(number=number, messages=list(messages), executors=executors)
-        self.posting_driver.deliver(0, update)
-        self.posting_driver.step()
+    def collect_witnesses(self, height: int) -> list[BlockWitness]:
+        """Our peers' witnesses of block ``height`` (or of their newest, if lower); the
+        follow core skips a peer that failed for a while."""
+        with self._follow_lock:
+            self.follow_driver.deliver(0, CollectWitnesses(height=height))
+            self.follow_driver.step()
+            return list(self.follow.collected)
 
     def post_message_tx(self, tx: object) -> None:
         """Send one of the posting core's messages (relayed; no wait for the receipt)."""
@@ -681,7 +683,7 @@ class WorkerHost(NodeHost):
     def on_result(self, payload: bytes) -> bytes:
         """The receipt of one command: its outcome sealed for the sender (opaque here)."""
         request = decode(payload, ResultRequest)
-        receipt = self.receipts.get((request.contract_id, request.seq))
+        receipt = self.follow.get_receipt(request.contract_id, request.seq)
         if receipt is None:
             raise ResultNotFound(
                 f"no receipt for inbox seq {request.seq} (not applied yet, or too old)"
@@ -702,8 +704,8 @@ class WorkerHost(NodeHost):
             "anchor": self.anchor,
             "recovered_from": self.catchup.recovered_from,
             "measurement": to_hex(self.enclave.measurement),
-            "held": self.held,
-            "witnessed": self.witnessed,
+            "held": self.follow.held,
+            "witnessed": self.follow.witnessed,
             **self.submission.get_status(),
             "submission_driver": self.submission_driver.status.phase,
             "awaiting_checkpoint_record": status.awaiting_checkpoint_record,
