@@ -77,7 +77,7 @@ from sealbridge.tee.ecall import get_ecall_table
 from sealbridge.tee.enclave import EnclaveContext, RawEcall
 from sealbridge.tee.policy import AttestationPolicy
 
-__all__ = ["CommitteeModel", "Elect", "SimGatekeeper", "TipQuery"]
+__all__ = ["CommitteeModel", "Elect", "SimGatekeeper", "TipPoller", "TipQuery"]
 
 ADMIN = -1  # the sender of admin transactions (the simulator's outside world)
 COMMITTEE_TXS = (PostDealing, ConfirmReady, RestartEra)
@@ -92,6 +92,40 @@ class Elect(Message, frozen=True):
 
 class TipQuery(Message, frozen=True):
     """The chain's newest block number -> int."""
+
+
+class TipPoller:
+    """A simulated node's follower: asks ``chain`` for its height every ``poll``
+    seconds (timer ``follow``) and takes only the answer to its newest question."""
+
+    TIMER = "follow"
+
+    def __init__(self, chain: int, poll: float) -> None:
+        self.chain = chain
+        self.poll = poll
+        self.asked = 0
+        self.tag = ""
+
+    def start(self) -> SetTimer:
+        return SetTimer(self.TIMER, self.poll)
+
+    def ask(self) -> list[Effect]:
+        """On the ``follow`` timer: the next question, and the timer again."""
+        self.asked += 1
+        self.tag = f"tip:{self.asked}"
+        return [SetTimer(self.TIMER, self.poll), ReadChain(self.tag, TipQuery())]
+
+    def claims(self, message: Any) -> bool:
+        """Whether ``message`` answers the question in flight (the node hands it here)."""
+        return isinstance(message, ChainRead) and bool(self.tag) and message.tag == self.tag
+
+    def take(self, sender: int, message: ChainRead) -> int | None:
+        """The height the chain answered, or None for an answer from anyone else or
+        one that is not a height (the question stays open)."""
+        if sender != self.chain or not isinstance(message.value, int):
+            return None
+        self.tag = ""
+        return message.value
 
 
 COMMITTEE_QUERIES = (CommitteeLogs, EraQuery, MembersQuery, DealtQuery, PendingQuery, CardsQuery)
@@ -337,36 +371,32 @@ class SimGatekeeper:
         self.address = address
         self.chain = chain
         self.enclave = enclave
-        self.poll = poll
         self.member = CommitteeMember(enclave=enclave, policy=policy, measurement=measurement)
         self.card = AttestedCard(node=enclave.identity, quote=enclave.get_identity_quote())
         self.committee_id = enclave.identity.identity_key
         self.core = CommitteeHostCore(self.committee_id, scanned=0, address=address, chain=chain)
         ecalls = CommitteeEcalls(get_member=lambda: self.member, seal=_seal_for_sim, clock=clock)
         self.table: dict[str, RawEcall] = get_ecall_table(ecalls)
-        self._tip_seq = 0
-        self._tip_tag = ""
+        self.follower = TipPoller(chain, poll)
 
     @property
     def node_id(self) -> int:
         return self.address
 
     def on_start(self, now: float) -> list[Effect]:
-        return self._run([*self.core.on_start(now), SetTimer("follow", self.poll)], now)
+        return self._run([*self.core.on_start(now), self.follower.start()], now)
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
-        if name == "follow":
-            self._tip_seq += 1
-            self._tip_tag = f"tip:{self._tip_seq}"
-            return [SetTimer("follow", self.poll), ReadChain(self._tip_tag, TipQuery())]
+        if name == TipPoller.TIMER:
+            return self.follower.ask()
         return self._run(self.core.on_timer(name, now), now)
 
     def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
-        if isinstance(message, ChainRead) and message.tag == self._tip_tag:
-            if sender != self.chain or not isinstance(message.value, int):
+        if self.follower.claims(message):
+            height = self.follower.take(sender, message)
+            if height is None:
                 return []
-            self._tip_tag = ""
-            message = Followed(height=message.value)
+            message = Followed(height=height)
         return self._run(self.core.on_message(sender, message, now), now)
 
     def _run(self, effects: list[Effect], now: float) -> list[Effect]:

@@ -46,11 +46,9 @@ from sealbridge.chain.abi import Role
 from sealbridge.chain.ledger import OutputSubmission
 from sealbridge.core.effects import (
     CallEnclave,
-    ChainRead,
     CheckpointStored,
     Effect,
     EnclaveAnswer,
-    ReadChain,
     Send,
     SetTimer,
     StoreCheckpoint,
@@ -70,7 +68,7 @@ from sealbridge.runtime.submission import (
     StorageThresholdQuery,
     SubmissionCore,
 )
-from sealbridge.sim.committee import TipQuery
+from sealbridge.sim.committee import TipPoller
 from sealbridge.storage.host import StoreBlob, StoreRefused
 from sealbridge.storage.messages import StorageReceipt
 from sealbridge.storage.node import is_valid_receipt
@@ -282,7 +280,6 @@ class SimWorker:
         self.executors = [list(e) for e in executors]
         self.storage = tuple(storage)
         self.enclave = OutputsModel(ledger)
-        self.poll = poll
         self.store_timeout = store_timeout
         self.core = SubmissionCore(
             self.worker_id,
@@ -295,8 +292,7 @@ class SimWorker:
             storage=address,
         )
         self.height = 0
-        self._tip_tag = ""
-        self._tips = 0
+        self.follower = TipPoller(chain, poll)
         self.store: _Store | None = None
         self.stores_failed = 0
 
@@ -305,26 +301,22 @@ class SimWorker:
         return self.address
 
     def on_start(self, now: float) -> list[Effect]:
-        return self._run([*self.core.on_start(now), SetTimer("follow", self.poll)], now)
+        return self._run([*self.core.on_start(now), self.follower.start()], now)
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
-        if name == "follow":
-            self._tips += 1
-            self._tip_tag = f"tip:{self._tips}"
-            return [SetTimer("follow", self.poll), ReadChain(self._tip_tag, TipQuery())]
+        if name == TipPoller.TIMER:
+            return self.follower.ask()
         if name == "store-timeout":
             return self._finish_store(now, timed_out=True)
         return self._run(self.core.on_timer(name, now), now)
 
     def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
-        if isinstance(message, ChainRead) and message.tag == self._tip_tag:
-            if sender != self.chain or not isinstance(message.value, int):
+        if self.follower.claims(message):
+            height = self.follower.take(sender, message)
+            if height is None:
                 return []
-            self._tip_tag = ""
-            self.height = message.value
-            update = CaughtUp(
-                height=message.value, contract_ids=self.contracts, executors=self.executors
-            )
+            self.height = height
+            update = CaughtUp(height=height, contract_ids=self.contracts, executors=self.executors)
             return self._run(self.core.on_message(self.address, update, now), now)
         if isinstance(message, StorageReceipt | StoreRefused):
             return self._on_storage(sender, message, now)
