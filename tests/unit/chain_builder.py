@@ -20,19 +20,16 @@ import msgspec
 import rlp
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
-from eth_bloom.bloom import BloomFilter
 
 from sealbridge.chain.lightclient import (
-    EMPTY_TRIE_ROOT,
     BlockEvidence,
     EventLog,
     HeaderFields,
     ReceiptFields,
     compute_header_hash,
-    compute_receipts_root,
 )
 from sealbridge.chain.proofs import AccountProof, SlotProof, slot_key
-from sealbridge.core.ids import keccak, sha256
+from sealbridge.core.ids import keccak
 from sealbridge.crypto.signing import to_checksum_address
 from sealbridge.runtime.chainview import (
     CHECKPOINT_RECORDED_TOPIC,
@@ -42,6 +39,8 @@ from sealbridge.runtime.chainview import (
     OUTPUT_ACCEPTED_TOPIC,
 )
 from sealbridge.runtime.messages import BlockInput, ChainConfig, InboxCommand
+from sealbridge.sim.evm_blocks import make_header as sim_make_header
+from sealbridge.sim.evm_blocks import make_receipts
 
 replace = msgspec.structs.replace
 
@@ -54,14 +53,8 @@ STRANGER = keccak(b"test/some other contract")[:20]  # emits look-alike events
 USER = keccak(b"test/user account")[:20]  # msg.sender of the inbox transactions
 NODE_ID = keccak(b"test/worker node id")
 
-EMPTY_OMMERS_HASH = keccak(rlp.encode([]))
-EMPTY_REQUESTS_HASH = sha256(b"")  # EIP-7685: sha256 of no requests
 GENESIS_TIME = 1_750_000_000
 SLOT_SECONDS = 12
-BLOCK_GAS_LIMIT = 36_000_000
-BASE_FEE = 875_000_000
-TX_BASE_GAS = 21_000
-DYNAMIC_FEE_TX = 2  # EIP-1559 transactions: typed receipts
 
 
 # ----------------------------------------------------------------------------- events
@@ -182,66 +175,17 @@ def checkpoint_recorded_log(
 # ----------------------------------------------------------------------------- blocks
 
 
-def compute_bloom(logs: Sequence[EventLog]) -> bytes:
-    """The 2048-bit logs bloom of a set of logs (addresses and topics)."""
-    bloom = BloomFilter()
-    for log in logs:
-        bloom.add(log.address)
-        for topic in log.topics:
-            bloom.add(topic)
-    return int(bloom).to_bytes(256, "big")
-
-
-def make_receipts(txs: Sequence[Sequence[EventLog]]) -> list[ReceiptFields]:
-    """One successful EIP-1559 receipt per transaction, with plausible cumulative gas."""
-    receipts: list[ReceiptFields] = []
-    cumulative = 0
-    for logs in txs:
-        cumulative += (
-            TX_BASE_GAS + 30_000 + sum(375 * len(x.topics) + 8 * len(x.data) for x in logs)
-        )
-        receipts.append(
-            ReceiptFields(
-                tx_type=DYNAMIC_FEE_TX,
-                status=1,
-                cumulative_gas_used=cumulative,
-                logs_bloom=compute_bloom(logs),
-                logs=list(logs),
-            )
-        )
-    return receipts
-
-
 def make_header(
     *, parent_hash: bytes, number: int, receipts: Sequence[ReceiptFields], salt: bytes = b""
 ) -> HeaderFields:
-    """A Prague header over ``receipts`` (``salt`` tells sibling chains apart)."""
-    tag = salt + number.to_bytes(8, "big")
-    bloom = 0
-    for receipt in receipts:
-        bloom |= int.from_bytes(receipt.logs_bloom, "big")
-    return HeaderFields(
+    """A Prague header over ``receipts`` (``salt`` tells sibling chains apart), one slot
+    per block after ``GENESIS_TIME``."""
+    return sim_make_header(
         parent_hash=parent_hash,
-        ommers_hash=EMPTY_OMMERS_HASH,
-        coinbase=keccak(b"test/fee recipient")[:20],
-        state_root=keccak(b"state" + tag),
-        transactions_root=keccak(b"transactions" + tag) if receipts else EMPTY_TRIE_ROOT,
-        receipts_root=compute_receipts_root(receipts),
-        logs_bloom=bloom.to_bytes(256, "big"),
-        difficulty=0,
         number=number,
-        gas_limit=BLOCK_GAS_LIMIT,
-        gas_used=receipts[-1].cumulative_gas_used if receipts else 0,
+        receipts=receipts,
         timestamp=GENESIS_TIME + SLOT_SECONDS * number,
-        extra_data=b"sealbridge test chain" + salt[:8],
-        mix_hash=keccak(b"prevrandao" + tag),
-        nonce=bytes(8),
-        base_fee_per_gas=BASE_FEE,
-        withdrawals_root=EMPTY_TRIE_ROOT,
-        blob_gas_used=0,
-        excess_blob_gas=0,
-        parent_beacon_block_root=keccak(b"beacon" + tag),
-        requests_hash=EMPTY_REQUESTS_HASH,
+        salt=salt,
     )
 
 
