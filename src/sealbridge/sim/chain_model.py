@@ -22,6 +22,15 @@ crashes apply between a node and the chain exactly as between two nodes.
   Attestation is not modelled (a node id is the sender's, given at build time): the
   model is for schedules, losses and liveness, not for the checks of the real contract,
   which the integration tests run on anvil.
+* **Bridged chains** (``bridged``, :class:`~sealbridge.sim.bridged.BridgedChain`): EVM
+  chains in real block formats, each with a GatewayEscrow model; a block of each is made
+  with every block of this chain (so their numbers are this chain's), from the escrow
+  transactions that arrived for it. ``BridgedTipQuery``, ``EvidenceQuery`` and
+  ``EscrowKeyQuery`` are answered about them.
+* **Two committees**: the gatekeepers' (``committee``) and, when modelled, the gateways'
+  (``gateway_committee``, a second GatekeeperCommittee deployed with the gateway role).
+  A member's transactions and questions go to the committee whose cards name it; the
+  admin's ``Elect`` names its committee.
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ from sealbridge.core.effects import (
     TxOutcome,
 )
 from sealbridge.core.errors import ConfigError, SealbridgeError
+from sealbridge.interop.chain_feed import BridgedTipQuery, EvidenceQuery
+from sealbridge.sim.bridged import BRIDGED_TXS, BridgedChain, EscrowKeyQuery
 from sealbridge.sim.committee import (
     ADMIN,
     COMMITTEE_QUERIES,
@@ -61,6 +72,7 @@ from sealbridge.sim.worker import LEDGER_QUERIES, Command, LedgerModel
 __all__ = ["ChainModel", "RegistryEntry"]
 
 BLOCK_TIMER = "block"
+MAX_EVIDENCE = 64  # blocks per EvidenceQuery
 
 
 @dataclass
@@ -85,6 +97,8 @@ class ChainModel:
         grace: int = 3600,
         committee: CommitteeModel | None = None,
         ledger: LedgerModel | None = None,
+        gateway_committee: CommitteeModel | None = None,
+        bridged: list[BridgedChain] | None = None,
     ) -> None:
         if block_time <= 0 or era_length <= 0 or grace < 0:
             raise ConfigError("a chain model needs block_time > 0, era_length > 0, grace >= 0")
@@ -101,6 +115,8 @@ class ChainModel:
         self.txs_reverted = 0
         self.committee = committee  # the GatekeeperCommittee's rules, when modelled
         self.ledger = ledger  # the ExecutionLedger's and CommandInbox's, when modelled
+        self.gateway_committee = gateway_committee
+        self.bridged = {b.chain_id: b for b in bridged or []}
         self.admin_outcomes: list[tuple[Any, str]] = []  # (tx, revert reason or "")
 
     @property
@@ -130,6 +146,8 @@ class ChainModel:
                 self.txs_mined += 1
                 outcome = TxOutcome(submit.tag, "mined", self.number)
             effects.append(Send((sender,), outcome))
+        for chain in self.bridged.values():
+            chain.seal(self.timestamp)
         effects.append(SetTimer(BLOCK_TIMER, self.block_time))
         return effects
 
@@ -138,7 +156,7 @@ class ChainModel:
             self.pending.append((sender, message))
             return []
         if isinstance(message, ReadChain):
-            return [Send((sender,), self.read(message))]
+            return [Send((sender,), self.read(message, sender))]
         return []
 
     def submit_admin(self, tx: Any) -> None:
@@ -151,15 +169,25 @@ class ChainModel:
         entry = self.registry.get(node_id)
         return entry is not None and entry.role == role and entry.expiry >= self.timestamp
 
-    def read(self, read: ReadChain) -> ChainRead:
+    def committee_of(self, sender: int) -> CommitteeModel | None:
+        """The committee whose member ``sender`` is (the gatekeepers' by default)."""
+        gateways = self.gateway_committee
+        if gateways is not None and self.identities.get(sender) in gateways.cards:
+            return gateways
+        return self.committee
+
+    def read(self, read: ReadChain, sender: int = ADMIN) -> ChainRead:
         query = read.query
         if isinstance(query, TipQuery):
             return ChainRead(read.tag, self.number)
+        if isinstance(query, BridgedTipQuery | EvidenceQuery | EscrowKeyQuery):
+            return self._read_bridged(read)
         if self.ledger is not None and isinstance(query, LEDGER_QUERIES):
             return ChainRead(read.tag, self.ledger.read(query, self.number))
-        if self.committee is not None and isinstance(query, COMMITTEE_QUERIES):
+        committee = self.committee_of(sender)
+        if committee is not None and isinstance(query, COMMITTEE_QUERIES):
             try:
-                return ChainRead(read.tag, self.committee.read(query, self.number))
+                return ChainRead(read.tag, committee.read(query, self.number))
             except SealbridgeError as exc:
                 return ChainRead(read.tag, error=exc.message, passing=False)
         if not isinstance(query, RegistryQuery):
@@ -177,14 +205,41 @@ class ChainModel:
         )
         return ChainRead(read.tag, view)
 
+    def _read_bridged(self, read: ReadChain) -> ChainRead:
+        query = read.query
+        chain = self.bridged.get(query.chain_id)
+        if chain is None:
+            return ChainRead(read.tag, error=f"no chain {query.chain_id}", passing=False)
+        if isinstance(query, BridgedTipQuery):
+            return ChainRead(read.tag, chain.number)
+        if isinstance(query, EscrowKeyQuery):
+            return ChainRead(read.tag, chain.escrow.group_key)
+        if not isinstance(query.numbers, list) or len(query.numbers) > MAX_EVIDENCE:
+            return ChainRead(read.tag, error="too many blocks asked for", passing=False)
+        try:
+            return ChainRead(read.tag, chain.chain.get_evidence(query.numbers))
+        except ConfigError as exc:
+            return ChainRead(read.tag, error=exc.message, passing=False)
+
     def apply(self, sender: int, tx: Any) -> str:
         """Apply one transaction at the current block; the revert reason, or ``""``."""
         node_id = self.identities.get(sender)
+        if isinstance(tx, BRIDGED_TXS):
+            bridged = self.bridged.get(tx.chain_id)
+            if bridged is None:
+                return f"no chain {tx.chain_id}"
+            return bridged.apply(tx, self.timestamp, admin=sender == ADMIN)
         if self.ledger is not None and isinstance(tx, Command | OutputSubmission):
             sender_id = None if sender == ADMIN else node_id
             return self.ledger.apply(sender_id, tx, self.number, self.is_active)
-        if self.committee is not None and isinstance(tx, (Elect, *COMMITTEE_TXS)):
-            return self.committee.apply(None if sender == ADMIN else node_id, tx, self.number)
+        if isinstance(tx, Elect):
+            model = self.gateway_committee if tx.committee == "gateways" else self.committee
+            if model is None:
+                return f"no {tx.committee} committee"
+            return model.apply(None if sender == ADMIN else node_id, tx, self.number)
+        committee = self.committee_of(sender)
+        if committee is not None and isinstance(tx, COMMITTEE_TXS):
+            return committee.apply(None if sender == ADMIN else node_id, tx, self.number)
         if node_id is None:
             return "unknown sender"
         entry = self.registry.get(node_id)

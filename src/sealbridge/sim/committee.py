@@ -88,6 +88,7 @@ class Elect(Message, frozen=True):
 
     members: list[bytes]
     threshold: int
+    committee: str = "gatekeepers"  # or "gateways"
 
 
 class TipQuery(Message, frozen=True):

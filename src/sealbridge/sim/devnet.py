@@ -24,7 +24,14 @@ Roles in the simulated devnet today:
   worker *enclave* is modelled (:class:`~sealbridge.sim.worker.OutputsModel`), not run,
   and workers are registered at genesis; every worker executes every contract.
 
-Gateways are not in it yet (see the README's "Does not exist yet").
+* **gateways** (:class:`~sealbridge.sim.gateway.SimGateway`): the committee host core
+  (the gateway committee, a second committee on the chain model, ``elect_gateways``)
+  and the chain feed in front of a real gateway enclave in process, following bridged
+  EVM chains whose blocks are in the real formats
+  (:class:`~sealbridge.sim.bridged.BridgedChain`, with a GatewayEscrow model each);
+  ``deploy_escrows`` installs the committee's key and names the escrows, and
+  ``transfer`` starts a :class:`~sealbridge.sim.gateway.TransferRelayer` that locks,
+  collects threshold signatures, releases and commits (or aborts after the deadline).
 
 The same seed and options give the same trace digest.
 """
@@ -38,10 +45,14 @@ from sealbridge.chain.abi import Role, compute_address
 from sealbridge.core.effects import ReadChain, SubmitTx
 from sealbridge.core.errors import ConfigError
 from sealbridge.crypto.signing import ed25519_keypair
+from sealbridge.interop.evm_gateway import ChainAnchor, EscrowRef, GatewaySetup
+from sealbridge.keyservice.committee import ChainBinding
+from sealbridge.sim.bridged import BridgedChain, InstallEscrowKey, LockFunds
 from sealbridge.sim.chain_model import ChainModel, RegistryEntry
 from sealbridge.sim.committee import CommitteeModel, Elect, SimGatekeeper
 from sealbridge.sim.delays import Uniform
 from sealbridge.sim.engine import FixedCpu, Simulator
+from sealbridge.sim.gateway import NameEscrows, SimGateway, StartTransfer, TransferRelayer
 from sealbridge.sim.worker import Command, LedgerModel, SimWorker
 from sealbridge.storage.host import StorageHostCore
 from sealbridge.storage.node import StorageNode
@@ -55,6 +66,8 @@ LEDGER = "0x" + "4c" * 20  # the ExecutionLedger address receipts are signed for
 CHAIN_ID = 31337
 SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 GATEKEEPER_MEASUREMENT = b"sim:gatekeeper".ljust(32, b"\0")
+GATEWAY_MEASUREMENT = b"sim:gateway".ljust(32, b"\0")
+GATEWAY_COMMITTEE = "0x" + "6c" * 20  # the gateway committee contract's address
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,10 @@ class SimDevnetSpec:
     contracts: int = 2  # every worker executes every contract
     storage_threshold: int = 2  # storage confirmations a checkpoint needs
     checkpoint_interval: int = 10  # blocks between checkpoints
+    gateways: int = 0
+    bridged_chains: tuple[int, ...] = (31338, 31339)  # chain ids, when there are gateways
+    escrow_pool: int = 10**21  # each escrow's liquidity at deployment
+    release_confirmations: int = 2  # blocks on a lock before a gateway signs its release
 
 
 def derive_key(seed: bytes, label: str) -> bytes:
@@ -154,9 +171,47 @@ class SimDevnet:
             )
             for address, worker_id in worker_ids.items()
         }
+        if not 0 <= self.spec.gateways <= 16:
+            raise ConfigError("a simulated devnet has 0 to 16 gateways")
+        self.bridged = [
+            BridgedChain(chain_id, pool=self.spec.escrow_pool)
+            for chain_id in (self.spec.bridged_chains if self.spec.gateways else ())
+        ]
+        gateway_policy = devnet_policy(
+            platform_pub, [GATEWAY_MEASUREMENT], max_quote_age_seconds=10**9
+        )
+        setup = GatewaySetup(
+            policy=gateway_policy,
+            committee=ChainBinding(chain_id=CHAIN_ID, committee_address=GATEWAY_COMMITTEE),
+            anchors=[
+                ChainAnchor(chain_id=b.chain_id, number=0, block_hash=b.chain.hashes[0])
+                for b in self.bridged
+            ],
+            confirmations=self.spec.release_confirmations,
+        )
+        self.gateways: dict[int, SimGateway] = {}
+        first_gateway = first + self.spec.gatekeepers + self.spec.workers
+        for address in range(first_gateway, first_gateway + self.spec.gateways):
+            enclave = EnclaveContext(
+                program="sim:gateway",
+                measurement=GATEWAY_MEASUREMENT,
+                platform_private_key=platform,
+                clock=self._now,
+            )
+            self.gateways[address] = SimGateway(
+                address,
+                chain=CHAIN,
+                enclave=enclave,
+                setup=setup,
+                clock=self._now,
+                poll=self.spec.follow_poll,
+            )
+        self.relayers: dict[int, TransferRelayer] = {}
+        self._next_address = first_gateway + self.spec.gateways
         identities = {a: core.node.node_id for a, core in self.storage.items()}
         identities.update({a: g.committee_id for a, g in self.gatekeepers.items()})
         identities.update(worker_ids)
+        identities.update({a: g.committee_id for a, g in self.gateways.items()})
         self.chain = ChainModel(
             CHAIN,
             identities,
@@ -167,6 +222,11 @@ class SimDevnet:
                 cards={g.committee_id: g.card for g in self.gatekeepers.values()},
             ),
             ledger=self.ledger,
+            gateway_committee=CommitteeModel(
+                rotation_timeout=self.spec.rotation_timeout,
+                cards={g.committee_id: g.card for g in self.gateways.values()},
+            ),
+            bridged=self.bridged,
         )
         for worker_id in worker_ids.values():  # workers are registered at genesis here
             self.chain.registry[worker_id] = RegistryEntry(int(Role.WORKER), 2**62, 0)
@@ -176,6 +236,7 @@ class SimDevnet:
                 *self.storage.values(),
                 *self.gatekeepers.values(),
                 *self.workers.values(),
+                *self.gateways.values(),
             ],
             seed=seed,
             cpu=FixedCpu(),
@@ -199,6 +260,84 @@ class SimDevnet:
         its outcome lands in ``chain.admin_outcomes``)."""
         members = [self.gatekeepers[a].committee_id for a in addresses]
         self.chain.submit_admin(Elect(members=members, threshold=threshold))
+
+    def elect_gateways(self, addresses: list[int], threshold: int) -> None:
+        """The admin elects the gateways at ``addresses`` to the gateway committee."""
+        members = [self.gateways[a].committee_id for a in addresses]
+        self.chain.submit_admin(Elect(members=members, threshold=threshold, committee="gateways"))
+
+    @property
+    def gateway_committee(self) -> CommitteeModel:
+        model = self.chain.gateway_committee
+        if model is None:  # never: built with the devnet
+            raise ConfigError("this chain model has no gateway committee")
+        return model
+
+    def deploy_escrows(self) -> bytes:
+        """Deploy every bridged chain's escrow with the gateway committee's active group
+        key (applied with the next block) and name the escrows to every gateway; the
+        key. A ConfigError before the committee has an active era."""
+        model = self.gateway_committee
+        era = model.eras.get(model.active)
+        if era is None or not era.record.group_public_key:
+            raise ConfigError("the gateway committee has no active era yet")
+        key = era.record.group_public_key
+        for chain in self.bridged:
+            self.chain.submit_admin(InstallEscrowKey(chain_id=chain.chain_id, group_key=key))
+        refs = [EscrowRef(chain_id=b.chain_id, escrow=b.escrow.address) for b in self.bridged]
+        for address in self.gateways:
+            if self.sim.is_up(address):
+                self.sim.inject(address, NameEscrows(escrows=refs))
+        return key
+
+    def transfer(
+        self,
+        amount: int,
+        *,
+        deadline: int,
+        salt: bytes = b"",
+        at: float | None = None,
+        source: int = 0,
+        threshold: int | None = None,
+    ) -> TransferRelayer:
+        """A transfer of ``amount`` from bridged chain ``source`` (an index) to the other,
+        relayed by a new relayer node started at ``at`` (now by default); ``deadline``
+        is the lock's, in virtual seconds."""
+        if len(self.bridged) < 2:
+            raise ConfigError("a transfer needs two bridged chains (and gateways)")
+        src, dest = self.bridged[source], self.bridged[1 - source]
+        address = self._next_address
+        self._next_address += 1
+        lock = LockFunds(
+            chain_id=src.chain_id,
+            salt=(salt or address.to_bytes(4, "big")).rjust(32, b"\0")[:32],
+            sender=compute_address(derive_key(self.seed, f"sender/{address}")),
+            amount=amount,
+            dest_chain_id=dest.chain_id,
+            dest_escrow=dest.escrow.address,
+            recipient=compute_address(derive_key(self.seed, f"recipient/{address}")),
+            deadline=deadline,
+        )
+        relayer = TransferRelayer(
+            address,
+            chain=CHAIN,
+            gateways=sorted(self.gateways),
+            threshold=threshold or self._gateway_threshold(),
+            lock=lock,
+            source_escrow=src.escrow.address,
+        )
+        self.relayers[address] = relayer
+        start = self.sim.now if at is None else at
+        self.sim.add_node(relayer, at=start)
+        self.sim.inject(address, StartTransfer(), at=start)
+        return relayer
+
+    def _gateway_threshold(self) -> int:
+        model = self.gateway_committee
+        era = model.eras.get(model.active)
+        if era is None:
+            raise ConfigError("the gateway committee has no active era yet")
+        return era.record.threshold
 
     def send_command(self, contract_index: int) -> None:
         """The admin sends one command to a contract (applied with the next block)."""
