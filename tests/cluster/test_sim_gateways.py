@@ -10,7 +10,7 @@ from eth_abi.abi import encode as abi_encode
 from sealbridge.chain.lightclient import EventLog
 from sealbridge.core.effects import ChainRead
 from sealbridge.interop.evm_gateway import LOCKED_TOPIC
-from sealbridge.sim.bridged import EscrowLockState
+from sealbridge.sim.bridged import LockStatus
 from sealbridge.sim.devnet import SimDevnet, SimDevnetSpec
 from sealbridge.sim.gateway import TransferPhase
 
@@ -45,7 +45,7 @@ def test_a_transfer_is_locked_released_and_committed_by_the_gateway_committee() 
     devnet.run(until=110.0)
     assert relayer.phase is TransferPhase.COMMITTED
     source, dest = devnet.bridged
-    assert source.escrow.locks[relayer.transfer_id].state is EscrowLockState.COMMITTED
+    assert source.escrow.locks[relayer.transfer_id].state is LockStatus.COMMITTED
     assert dest.escrow.paid == {relayer.lock.recipient: ETH}
     assert relayer.transfer_id in dest.escrow.released
     assert _supply(devnet) == before + ETH  # the sender's ETH, now in the source pool
@@ -81,7 +81,7 @@ def test_a_transfer_that_cannot_be_released_before_its_deadline_is_refunded() ->
     devnet.run(until=devnet.sim.now + 80.0)
     assert relayer.phase is TransferPhase.REFUNDED
     source, dest = devnet.bridged
-    assert source.escrow.locks[relayer.transfer_id].state is EscrowLockState.REFUNDED
+    assert source.escrow.locks[relayer.transfer_id].state is LockStatus.REFUNDED
     assert source.escrow.refunded == {relayer.lock.sender: ETH}
     assert dest.escrow.paid == {}  # never both
     assert _supply(devnet) == before + ETH

@@ -65,7 +65,7 @@ __all__ = [
     "EscrowModel",
     "InstallEscrowKey",
     "LockFunds",
-    "EscrowLockState",
+    "LockStatus",
     "ReleaseFunds",
     "SettleLock",
     "escrow_address",
@@ -84,7 +84,7 @@ def _word(address: str) -> bytes:
     return bytes(12) + bytes.fromhex(address.removeprefix("0x"))
 
 
-class EscrowLockState(StrEnum):
+class LockStatus(StrEnum):
     LOCKED = "locked"
     COMMITTED = "committed"
     REFUNDED = "refunded"
@@ -146,7 +146,7 @@ class _Lock:
     amount: int
     deadline: int
     lock_ref: bytes
-    state: EscrowLockState = EscrowLockState.LOCKED
+    state: LockStatus = LockStatus.LOCKED
 
 
 @dataclass
@@ -278,7 +278,7 @@ class EscrowModel:
         lock = self.locks.get(tx.transfer_id)
         if lock is None:
             return "unknown transfer", []
-        if lock.state is not EscrowLockState.LOCKED:
+        if lock.state is not LockStatus.LOCKED:
             return "transfer already settled", []
         make = compute_abort_message if tx.abort else compute_commit_message
         message = make(
@@ -291,7 +291,7 @@ class EscrowModel:
             return "invalid committee signature", []
         self.locked_total -= lock.amount
         if tx.abort:
-            lock.state = EscrowLockState.REFUNDED
+            lock.state = LockStatus.REFUNDED
             self.refunded[lock.sender] = self.refunded.get(lock.sender, 0) + lock.amount
             log = EventLog(
                 address=bytes.fromhex(self.address[2:]),
@@ -299,7 +299,7 @@ class EscrowModel:
                 data=abi_encode(["uint256", "bool"], [lock.amount, True]),
             )
         else:
-            lock.state = EscrowLockState.COMMITTED
+            lock.state = LockStatus.COMMITTED
             self.pool += lock.amount
             log = EventLog(
                 address=bytes.fromhex(self.address[2:]),
