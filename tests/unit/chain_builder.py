@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 import msgspec
 import rlp
 from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
 
 from sealbridge.chain.lightclient import (
     BlockEvidence,
@@ -30,15 +29,11 @@ from sealbridge.chain.lightclient import (
 )
 from sealbridge.chain.proofs import AccountProof, SlotProof, slot_key
 from sealbridge.core.ids import keccak
-from sealbridge.crypto.signing import to_checksum_address
 from sealbridge.runtime.chainview import (
-    CHECKPOINT_RECORDED_TOPIC,
     COMMAND_TOPIC,
-    DEPLOYED_TOPIC,
-    KEY_PUBLISHED_TOPIC,
-    OUTPUT_ACCEPTED_TOPIC,
 )
 from sealbridge.runtime.messages import BlockInput, ChainConfig, InboxCommand
+from sealbridge.sim import management_logs as logs
 from sealbridge.sim.evm_blocks import make_header as sim_make_header
 from sealbridge.sim.evm_blocks import make_receipts
 
@@ -68,14 +63,8 @@ def command_log(
     sender: bytes = USER,
     address: bytes = INBOX,
 ) -> EventLog:
-    """``CommandInbox.Command(contract_id indexed, seq, sender, ciphertext)``."""
-    return EventLog(
-        address=address,
-        topics=[COMMAND_TOPIC, contract_id],
-        data=abi_encode(
-            ["uint256", "address", "bytes"], [seq, to_checksum_address(sender), ciphertext]
-        ),
-    )
+    """``CommandInbox.Command``, from the test inbox by default."""
+    return logs.command_log(contract_id, seq, ciphertext, sender=sender, address=address)
 
 
 def contract_deployed_log(
@@ -88,21 +77,15 @@ def contract_deployed_log(
     deployer: bytes = USER,
     address: bytes = REGISTRY,
 ) -> EventLog:
-    """``ContractRegistry.ContractDeployed(contract_id indexed, deployer, code_hash,
-    gatekeeper_id, workers, deployer_commitment)``."""
-    return EventLog(
+    """``ContractRegistry.ContractDeployed``, from the test registry by default."""
+    return logs.contract_deployed_log(
+        contract_id,
+        code_hash=code_hash,
+        workers=workers,
+        deployer_commitment=deployer_commitment,
+        gatekeeper_id=gatekeeper_id,
+        deployer=deployer,
         address=address,
-        topics=[DEPLOYED_TOPIC, contract_id],
-        data=abi_encode(
-            ["address", "bytes32", "bytes32", "bytes32[]", "bytes32"],
-            [
-                to_checksum_address(deployer),
-                code_hash,
-                gatekeeper_id,
-                list(workers),
-                deployer_commitment,
-            ],
-        ),
     )
 
 
@@ -114,15 +97,13 @@ def key_published_log(
     *,
     address: bytes = REGISTRY,
 ) -> EventLog:
-    """``ContractRegistry.ContractKeyPublished(contract_id indexed, contract_public_key,
-    message_key, wrapped_key)``."""
-    return EventLog(
+    """``ContractRegistry.ContractKeyPublished``, from the test registry by default."""
+    return logs.key_published_log(
+        contract_id,
+        command_key,
+        message_key,
+        wrapped_key or keccak(contract_id) * 3,
         address=address,
-        topics=[KEY_PUBLISHED_TOPIC, contract_id],
-        data=abi_encode(
-            ["bytes32", "bytes32", "bytes"],
-            [command_key, message_key, wrapped_key or keccak(contract_id) * 3],
-        ),
     )
 
 
@@ -137,15 +118,16 @@ def output_accepted_log(
     node_id: bytes = NODE_ID,
     address: bytes = LEDGER,
 ) -> EventLog:
-    """``ExecutionLedger.OutputAccepted(contract_id indexed, node_id indexed, start, end,
-    end_hash, state_root, commands_applied)``."""
-    return EventLog(
+    """``ExecutionLedger.OutputAccepted``, from the test ledger by default."""
+    return logs.output_accepted_log(
+        contract_id,
+        start=start,
+        end=end,
+        end_hash=end_hash,
+        state_root=state_root,
+        commands_applied=commands_applied,
+        node_id=node_id,
         address=address,
-        topics=[OUTPUT_ACCEPTED_TOPIC, contract_id, node_id],
-        data=abi_encode(
-            ["uint256", "uint256", "bytes32", "bytes32", "uint256"],
-            [start, end, end_hash, state_root, commands_applied],
-        ),
     )
 
 
@@ -160,15 +142,16 @@ def checkpoint_recorded_log(
     node_id: bytes = NODE_ID,
     address: bytes = LEDGER,
 ) -> EventLog:
-    """``ExecutionLedger.CheckpointRecorded(blob_hash indexed, node_id indexed, height,
-    block_hash, size, contract_ids, inline_blob)``."""
-    return EventLog(
+    """``ExecutionLedger.CheckpointRecorded``, from the test ledger by default."""
+    return logs.checkpoint_recorded_log(
+        blob_hash,
+        height=height,
+        block_hash=block_hash,
+        size=size,
+        contract_ids=contract_ids,
+        inline_blob=inline_blob,
+        node_id=node_id,
         address=address,
-        topics=[CHECKPOINT_RECORDED_TOPIC, blob_hash, node_id],
-        data=abi_encode(
-            ["uint256", "bytes32", "uint256", "bytes32[]", "bytes"],
-            [height, block_hash, size, list(contract_ids), inline_blob],
-        ),
     )
 
 
