@@ -17,7 +17,10 @@ reads the committee's events up to it, once each, in chain order), the ``deadlin
 timer (every :data:`DEADLINE_CHECK` seconds: a pending era past its deadline is
 restarted by whoever sees it first), the ``retry`` timer, and the answers to its
 effects -- taken from the chain's address (``chain``) only and matched by tag; an
-answer that does not carry the awaited tag is stale or forged and changes nothing.
+answer that does not carry the awaited tag, or is not the kind its effect gets, is
+stale or forged and changes nothing. A chain answer naming members or dealers that are
+not node ids, or a pending era that is not three numbers, is malformed: the era is
+dropped, the restart not sent.
 
 **One job at a time, in chain order.** Every event read becomes a job in a FIFO; a job
 runs until it waits on one effect, and the next job starts only when it is finished.
@@ -369,11 +372,11 @@ class CommitteeHostCore:
         tag = getattr(message, "tag", None)
         if not isinstance(tag, str) or not tag:
             return []
-        if tag == self.reading_logs and isinstance(message, ChainRead):
+        if tag == self.reading_logs and type(message) is ChainRead:
             return self._on_logs(message)
-        if tag == self.deadline_read and isinstance(message, ChainRead):
+        if tag == self.deadline_read and type(message) is ChainRead:
             return self._on_pending(message)
-        if tag == self.restarting and isinstance(message, TxOutcome):
+        if tag == self.restarting and type(message) is TxOutcome:
             self.restarting = ""
             if message.is_mined:
                 return [Report("committee_restart", message.block_number)]
@@ -405,7 +408,11 @@ class CommitteeHostCore:
     def _on_pending(self, answer: ChainRead) -> list[Effect]:
         self.deadline_read = ""
         pending = answer.value
-        if answer.error or not isinstance(pending, PendingEra) or pending.era <= 0:
+        if answer.error or not isinstance(pending, PendingEra):
+            return []
+        if not all(_is_int(n) for n in (pending.era, pending.deadline, pending.block_number)):
+            return []  # a malformed answer: the next check reads again
+        if pending.era <= 0:
             return []
         if pending.block_number <= pending.deadline:
             return []
@@ -472,6 +479,8 @@ class CommitteeHostCore:
         return [_with_tag(effect, tag)]
 
     def _on_answer(self, waiting: _Waiting, answer: Any) -> list[Effect]:
+        if type(answer) is not ANSWERS[type(waiting.effect)]:
+            return []  # not the kind of answer the effect gets: forged or misrouted
         track = self.eras.get(waiting.era)
         if track is None:  # cannot happen: a waiting job's era is tracked
             self.waiting = None
@@ -517,8 +526,10 @@ class CommitteeHostCore:
         if step == S.RECORD:
             return self._on_record(track, answer.value)
         if step == S.LEAVERS:
-            members = answer.value if isinstance(answer.value, list) else []
-            if self.my_id in [bytes(m) for m in members]:
+            members = answer.value
+            if not _is_ids(members):
+                return self._on_refusal(track, "malformed members")
+            if self.my_id in members:
                 self._move(track, S.WAITING)  # it neither deals nor confirms
                 return [Report("committee_leaving", track.era)]
             self._move(track, S.DONE)
@@ -588,6 +599,8 @@ class CommitteeHostCore:
         if not isinstance(record, EraRecord) or record.phase != CommitteePhase.ELECTED:
             self._move(track, S.DONE)  # gone past ELECTED: nothing to do for it now
             return []
+        if not _is_ids(record.members) or not _is_ids(record.dealers):
+            return self._on_refusal(track, "malformed era record")
         track.record = record
         track.is_member = self.my_id in [bytes(m) for m in record.members]
         track.info = EraInfo(
@@ -711,6 +724,18 @@ def _with_tag(
     if isinstance(effect, SubmitTx):
         return SubmitTx(tag, effect.tx)
     return CallEnclave(tag, effect.ecall, effect.request)
+
+
+ANSWERS: dict[type, type] = {ReadChain: ChainRead, SubmitTx: TxOutcome, CallEnclave: EnclaveAnswer}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_ids(value: Any) -> bool:
+    """A list of node ids (bytes), as the chain's answers name members and dealers."""
+    return isinstance(value, list) and all(isinstance(v, bytes) for v in value)
 
 
 def _get_failure(answer: Any) -> tuple[str, bool] | None:
