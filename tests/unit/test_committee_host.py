@@ -419,3 +419,51 @@ def test_a_malformed_pending_era_sends_no_restart(pending: PendingEra) -> None:
     (read,) = io(core.on_timer("deadline", 1.0))
     assert core.on_message(CHAIN, answer(read, pending), 1.0) == []
     assert core.deadline_read == "" and core.restarts_sent == 0
+
+
+def ticks(core: CommitteeHostCore, count: int) -> list[Any]:
+    """The deadline timer firing ``count`` times (the chain's pending reads answered
+    with nothing pending only when asked for)."""
+    effects: list[Any] = []
+    for _ in range(count):
+        effects += core.on_timer("deadline", 0.0)
+    return effects
+
+
+def test_a_lost_answer_is_asked_again_after_the_answer_timeout() -> None:
+    """A link or a chain that drops an effect or its answer (the simulator's partitions)
+    must not leave the core waiting forever: every awaited answer has a deadline."""
+    from sealbridge.keyservice.committee_host import ANSWER_TIMEOUT, DEADLINE_CHECK
+
+    late = int(ANSWER_TIMEOUT / DEADLINE_CHECK)
+    core = CommitteeHostCore(ME, scanned=0)
+    lost_logs = one(core.on_message(CHAIN, Followed(height=10), 0.0))
+    lost_pending = one(core.on_timer("deadline", 0.0))
+    assert lost_pending.query == PendingQuery()
+    assert io(ticks(core, late - 2)) == []
+    effects = io(ticks(core, 2))
+    logs = [e for e in effects if isinstance(e.query, CommitteeLogs)]
+    pending = [e for e in effects if isinstance(e.query, PendingQuery)]
+    assert [e.query for e in logs] == [CommitteeLogs(1, 10)] and logs[0].tag != lost_logs.tag
+    assert len(pending) == 1 and pending[0].tag != lost_pending.tag
+    assert core.on_message(CHAIN, answer(lost_logs, [EraElectedSeen(era=9)]), 0.0) == []
+    # a job's lost answer is a passing failure: the same effect again, under a new tag
+    lost_era = one(core.on_message(CHAIN, answer(logs[0], [EraElectedSeen(era=2)]), 0.0))
+    assert lost_era.query == EraQuery(2)
+    assert SetTimer("retry", 1.0) in ticks(core, late)
+    again = one(core.on_timer("retry", 0.0))
+    assert again.query == EraQuery(2) and again.tag != lost_era.tag
+    assert core.on_message(CHAIN, answer(lost_era, record(2, [ME, B])), 0.0) == []
+    assert isinstance(one(reply(core, again, record(2, [ME, B]))).query, CardsQuery)
+
+
+def test_a_lost_restart_outcome_does_not_stop_the_deadline_checks() -> None:
+    from sealbridge.keyservice.committee_host import ANSWER_TIMEOUT, DEADLINE_CHECK
+
+    core = CommitteeHostCore(ME, scanned=0)
+    read = one(core.on_timer("deadline", 0.0))
+    restart = one(reply(core, read, PendingEra(era=2, deadline=10, block_number=11)))
+    assert isinstance(restart, SubmitTx) and restart.tx == RestartEra(2)
+    effects = io(ticks(core, int(ANSWER_TIMEOUT / DEADLINE_CHECK)))
+    assert [e.query for e in effects] == [PendingQuery()]
+    assert core.on_message(CHAIN, answer(restart), 0.0) == []
