@@ -108,3 +108,26 @@ def test_forged_stale_and_malformed_answers_change_nothing() -> None:
     assert core.round is None and core.heights[1] == 0 and effects
     tip = one(core.on_message(0, SyncChains(), 0.0))
     assert read(core, tip, -5) and core.heights[1] == 0
+
+
+def test_an_answer_of_another_kind_with_the_awaited_tag_changes_nothing() -> None:
+    core = started({1: 0}, confirmations=0)
+    tip = one(core.on_message(0, SyncChains(), 0.0))
+    # a Height where the chain's tip is awaited: the round had no evidence to pop
+    assert core.on_message(0, EnclaveAnswer(tip.tag, Height(5, b"")), 0.0) == []
+    assert core.round is not None and core.heights[1] == 0
+    call = one(read(core, one(read(core, tip, 2)), ["e1", "e2"]))
+    # evidence where the enclave's answer is awaited would replace the evidence fetched
+    assert core.on_message(0, ChainRead(call.tag, ["forged"] * 40), 0.0) == []
+    assert core.round is not None and core.round.evidence == ["e1", "e2"]
+    follow(core, one(follow(core, call, 1)), 2)
+    assert core.heights[1] == 2 and core.round is None
+
+
+def test_more_evidence_than_the_blocks_asked_for_is_refused() -> None:
+    core = started({1: 0}, confirmations=0)
+    tip = one(core.on_message(0, SyncChains(), 0.0))
+    ask = one(read(core, tip, 2))
+    effects = read(core, ask, ["e1", "e2"] + ["junk"] * 10_000)
+    assert [e for e in effects if isinstance(e, CallEnclave)] == []
+    assert core.round is None and core.heights[1] == 0 and "evidence" in core.last_error

@@ -369,3 +369,101 @@ def test_the_state_table_refuses_any_move_it_does_not_list() -> None:
     with pytest.raises(CommitteeStepError):
         core._move(core.eras[2], EraStep.CONFIRMING)
     assert core.eras[2].step == EraStep.RECORD
+
+
+def test_an_answer_of_another_kind_with_the_awaited_tag_changes_nothing() -> None:
+    core = CommitteeHostCore(ME, scanned=0)
+    read = one(feed_logs(core, 10, [EraElectedSeen(era=2)]))
+    for wrong in (
+        EnclaveAnswer(read.tag, record(2, [ME, B])),
+        TxOutcome(read.tag, "mined", block_number=3),
+    ):
+        assert core.on_message(CHAIN, wrong, 0.0) == []
+        assert core.eras[2].step == EraStep.RECORD and core.eras[2].record is None
+    cards = one(reply(core, read, record(2, [ME, B])))
+    ecall = one(reply(core, cards, [card(ME), card(B)]))
+    elected = ElectedOut(dealing=dealing(2, ME), sealed=b"s")
+    for wrong_kind in (ChainRead(ecall.tag, elected), TxOutcome(ecall.tag, "mined")):
+        assert core.on_message(CHAIN, wrong_kind, 0.0) == []
+        assert core.eras[2].step == EraStep.ELECTED
+    # the awaited kind still works
+    assert isinstance(one(reply(core, ecall, elected)).query, DealtQuery)
+
+
+@pytest.mark.parametrize("members", [["x"], [None], [10**9], [[b"x"]], "xx"])
+def test_malformed_member_lists_drop_the_era_without_a_crash(members: Any) -> None:
+    core = CommitteeHostCore(ME, scanned=0)
+    read = one(feed_logs(core, 10, [EraElectedSeen(era=3)]))
+    leavers = one(reply(core, read, record(3, [B, C], fresh=True, previous=2)))
+    assert leavers.query == MembersQuery(2)
+    effects = reply(core, leavers, members)
+    assert io(effects) == [] and 3 not in core.eras
+    # a record whose member or dealer list is not node ids is not acted on either
+    core = CommitteeHostCore(ME, scanned=0)
+    read = one(feed_logs(core, 10, [EraElectedSeen(era=2)]))
+    bad = record(2, members)
+    assert io(reply(core, read, bad)) == [] and 2 not in core.eras
+
+
+@pytest.mark.parametrize(
+    "pending",
+    [
+        PendingEra(era="2", deadline=1, block_number=5),  # type: ignore[arg-type]
+        PendingEra(era=2, deadline=None, block_number=5),  # type: ignore[arg-type]
+        PendingEra(era=2, deadline=1, block_number="5"),  # type: ignore[arg-type]
+        PendingEra(era=True, deadline=1, block_number=5),
+    ],
+)
+def test_a_malformed_pending_era_sends_no_restart(pending: PendingEra) -> None:
+    core = CommitteeHostCore(ME, scanned=0)
+    (read,) = io(core.on_timer("deadline", 1.0))
+    assert core.on_message(CHAIN, answer(read, pending), 1.0) == []
+    assert core.deadline_read == "" and core.restarts_sent == 0
+
+
+def ticks(core: CommitteeHostCore, count: int) -> list[Any]:
+    """The deadline timer firing ``count`` times (the chain's pending reads answered
+    with nothing pending only when asked for)."""
+    effects: list[Any] = []
+    for _ in range(count):
+        effects += core.on_timer("deadline", 0.0)
+    return effects
+
+
+def test_a_lost_answer_is_asked_again_after_the_answer_timeout() -> None:
+    """A link or a chain that drops an effect or its answer (the simulator's partitions)
+    must not leave the core waiting forever: every awaited answer has a deadline."""
+    from sealbridge.keyservice.committee_host import ANSWER_TIMEOUT, DEADLINE_CHECK
+
+    late = int(ANSWER_TIMEOUT / DEADLINE_CHECK)
+    core = CommitteeHostCore(ME, scanned=0)
+    lost_logs = one(core.on_message(CHAIN, Followed(height=10), 0.0))
+    lost_pending = one(core.on_timer("deadline", 0.0))
+    assert lost_pending.query == PendingQuery()
+    assert io(ticks(core, late - 2)) == []
+    effects = io(ticks(core, 2))
+    logs = [e for e in effects if isinstance(e.query, CommitteeLogs)]
+    pending = [e for e in effects if isinstance(e.query, PendingQuery)]
+    assert [e.query for e in logs] == [CommitteeLogs(1, 10)] and logs[0].tag != lost_logs.tag
+    assert len(pending) == 1 and pending[0].tag != lost_pending.tag
+    assert core.on_message(CHAIN, answer(lost_logs, [EraElectedSeen(era=9)]), 0.0) == []
+    # a job's lost answer is a passing failure: the same effect again, under a new tag
+    lost_era = one(core.on_message(CHAIN, answer(logs[0], [EraElectedSeen(era=2)]), 0.0))
+    assert lost_era.query == EraQuery(2)
+    assert SetTimer("retry", 1.0) in ticks(core, late)
+    again = one(core.on_timer("retry", 0.0))
+    assert again.query == EraQuery(2) and again.tag != lost_era.tag
+    assert core.on_message(CHAIN, answer(lost_era, record(2, [ME, B])), 0.0) == []
+    assert isinstance(one(reply(core, again, record(2, [ME, B]))).query, CardsQuery)
+
+
+def test_a_lost_restart_outcome_does_not_stop_the_deadline_checks() -> None:
+    from sealbridge.keyservice.committee_host import ANSWER_TIMEOUT, DEADLINE_CHECK
+
+    core = CommitteeHostCore(ME, scanned=0)
+    read = one(core.on_timer("deadline", 0.0))
+    restart = one(reply(core, read, PendingEra(era=2, deadline=10, block_number=11)))
+    assert isinstance(restart, SubmitTx) and restart.tx == RestartEra(2)
+    effects = io(ticks(core, int(ANSWER_TIMEOUT / DEADLINE_CHECK)))
+    assert [e.query for e in effects] == [PendingQuery()]
+    assert core.on_message(CHAIN, answer(restart), 0.0) == []

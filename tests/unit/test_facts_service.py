@@ -136,3 +136,24 @@ def test_forged_stale_and_malformed_answers_change_nothing() -> None:
     assert read(core, final_read, 5) == []  # replayed
     assert ecall(core, get_tip, "not a tip") == []
     assert core.result == "enclave: not a chain tip" and core.serving is None
+
+
+def test_an_answer_of_another_kind_with_the_awaited_tag_changes_nothing() -> None:
+    core = FactsServiceCore()
+    final_read = one(core.on_message(0, ORDER, 0.0))
+    assert core.on_message(0, EnclaveAnswer(final_read.tag, error="forged: x"), 0.0) == []
+    assert core.serving is not None and core.result is None
+    get_tip = one(read(core, final_read, 5))
+    assert core.on_message(0, ChainRead(get_tip.tag, 5), 0.0) == []
+    assert core.serving is not None and core.result is None
+    assert isinstance(one(ecall(core, get_tip, tip(5))), ReadChain)
+
+
+def test_more_headers_than_the_numbers_asked_for_end_the_request() -> None:
+    core = FactsServiceCore()
+    final_read = one(core.on_message(0, ORDER, 0.0))
+    get_tip = one(read(core, final_read, 3))
+    headers = one(ecall(core, get_tip, tip(1)))
+    assert headers.query == HeaderFieldsQuery([2, 3])
+    assert read(core, headers, [f"h{n}" for n in range(2, 10_000)]) == []
+    assert core.serving is None and isinstance(core.result, str) and "header" in core.result

@@ -188,3 +188,21 @@ def test_a_passing_chain_failure_is_read_again() -> None:
     again = one(core.on_timer("retry", 0.0))
     assert again.query == KeyPublishedQuery(CID) and again.tag != check.tag
     assert io(reply(core, again, True)) == [] and core.job is None  # published already
+
+
+def test_repeated_or_foreign_partials_are_not_counted() -> None:
+    """A peer (or a host) that repeats one partial, or hands over a partial of another
+    key, must not fill the t - 1: the enclave could not combine them and the job would
+    end for good."""
+    core = new_core()
+    check = one(core.on_message(0, ContractDeployedSeen(contract_id=CID, gatekeeper_id=ME), 0.0))
+    st = one(reply(core, check, False))
+    make = one(reply(core, st, status(3)))
+    ask = one(reply(core, make, key_request()))
+    foreign = PartialKeyRelease(contract_id=CID2, worker_id=OTHER, index=3, ciphertext=b"f")
+    effects = reply(core, ask, [partial(1), partial(1), foreign])
+    assert io(effects) == [] and SetTimer("retry", 2.0) in effects
+    ask = one(core.on_timer("retry", 0.0))
+    combine = one(reply(core, ask, [partial(1), partial(1), foreign, partial(2)]))
+    assert combine.ecall is GATEKEEPER_PUBLISH_CONTRACT_KEY
+    assert combine.request.releases == [partial(1), partial(2)]

@@ -130,3 +130,17 @@ def test_answers_and_inputs_that_are_not_its_own_change_nothing() -> None:
     assert len(core.pending) == 1
     with pytest.raises(ConfigError):
         MessagePostingCore(ME, repost_blocks=1, max_pending=0)
+
+
+def test_outcomes_that_never_come_do_not_grow_the_table_of_posts_in_flight() -> None:
+    """A chain link that drops the outcomes (the simulator's partitions, a lost
+    receipt) must not make every repost a table entry kept forever."""
+    core = MessagePostingCore(ME, repost_blocks=1, max_pending=2, host=1)
+    core.on_message(1, released(1, message(1), message(2)), NOW)
+    for number in range(2, 2_000):
+        assert len(posts(core.on_message(1, InboxBlock(number=number, ciphertexts=[]), NOW))) == 2
+    assert len(core.in_flight) <= 4 * core.max_pending
+    # the newest posts still count when their outcomes come
+    newest = core.on_message(1, InboxBlock(number=5_000, ciphertexts=[]), NOW)
+    answer(core, newest)
+    assert core.reposted == 2

@@ -10,7 +10,8 @@ carries out its effects (:mod:`sealbridge.node.gateway` is the wiring).
 **Inputs.** :class:`EscrowsNamed` (the enclave serves its escrows: before that there is
 nothing to follow), :class:`SyncChains` (the follower loop is idle, or a sign request
 wants the enclave up to date first), and the answers to its effects (from the chain
-side only, with the awaited tag).
+side only, with the awaited tag and of the kind the effect gets; evidence for more
+blocks than were asked for is refused).
 
 **A sync round**, one chain after another in chain-id order:
 
@@ -81,6 +82,7 @@ class _Round:
     chains: list[int]  # still to follow, in order
     final: int = -1  # the current chain's target height (-1: tip not read yet)
     evidence: list[Any] = field(default_factory=list)  # fetched, not yet handed over
+    asked: int = 0  # blocks the evidence read in flight asked for
 
 
 class ChainFeedCore:
@@ -102,6 +104,7 @@ class ChainFeedCore:
         self.round: _Round | None = None
         self.again = False
         self.tag = ""
+        self.awaited: type = ChainRead  # the kind of answer the tag's effect gets
         self._seq = 0
         self.rounds = 0
         self.blocks_fed = 0
@@ -134,12 +137,14 @@ class ChainFeedCore:
         tag = getattr(message, "tag", None)
         if self.round is None or not self.tag or tag != self.tag:
             return []  # stale, replayed or unknown
+        if type(message) is not self.awaited:
+            return []  # not the kind of answer the effect gets: forged or misrouted
         self.tag = ""
         if isinstance(message, ChainRead):
             return self._on_read(self.round, message)
         if isinstance(message, EnclaveAnswer):
             return self._on_followed(self.round, message)
-        return self._fail("not an answer")
+        return []  # never: the awaited kind is one of the two
 
     # -- a round -----------------------------------------------------------------------
     def _start_round(self) -> list[Effect]:
@@ -151,7 +156,9 @@ class ChainFeedCore:
         self._seq += 1
         self.tag = f"feed:{self._seq}"
         if isinstance(effect, ReadChain):
+            self.awaited = ChainRead
             return [ReadChain(self.tag, effect.query)]
+        self.awaited = EnclaveAnswer
         return [CallEnclave(self.tag, effect.ecall, effect.request)]
 
     def _next(self, current: _Round) -> list[Effect]:
@@ -167,6 +174,7 @@ class ChainFeedCore:
             if height < current.final:
                 last = min(current.final, height + EVIDENCE_BATCH)
                 numbers = list(range(height + 1, last + 1))
+                current.asked = len(numbers)
                 return self._ask(ReadChain("", EvidenceQuery(chain_id, numbers)))
             current.chains.pop(0)
             current.final = -1
@@ -197,6 +205,8 @@ class ChainFeedCore:
         evidence = answer.value
         if not isinstance(evidence, list) or not evidence:
             return self._fail(f"chain {chain_id}: no evidence")
+        if len(evidence) > current.asked:
+            return self._fail(f"chain {chain_id}: more evidence than the blocks asked for")
         current.evidence = list(evidence)
         return self._next(current)
 

@@ -17,7 +17,10 @@ reads the committee's events up to it, once each, in chain order), the ``deadlin
 timer (every :data:`DEADLINE_CHECK` seconds: a pending era past its deadline is
 restarted by whoever sees it first), the ``retry`` timer, and the answers to its
 effects -- taken from the chain's address (``chain``) only and matched by tag; an
-answer that does not carry the awaited tag is stale or forged and changes nothing.
+answer that does not carry the awaited tag, or is not the kind its effect gets, is
+stale or forged and changes nothing. A chain answer naming members or dealers that are
+not node ids, or a pending era that is not three numbers, is malformed: the era is
+dropped, the restart not sent.
 
 **One job at a time, in chain order.** Every event read becomes a job in a FIFO; a job
 runs until it waits on one effect, and the next job starts only when it is finished.
@@ -53,11 +56,13 @@ refuses any other (a bug, never a silent jump)::
     RotationRestarted (any idle step)        -> DROPPING   -> DONE
 
 A passing failure (a chain read or transaction the driver could not carry out) repeats
-the same effect after :data:`RETRY_DELAY`, at most :data:`MAX_ATTEMPTS` times; then, or
-on a lasting failure, the job is given up and reported (``committee_gave_up``) so later
-events are not held behind it. An enclave refusal is final for its step. Every sealed
-committee state the enclave returns is persisted (``Persist("committee", ...)``) before
-the next input.
+the same effect after :data:`RETRY_DELAY`, at most :data:`MAX_ATTEMPTS` times; so does
+an effect whose answer did not come within :data:`ANSWER_TIMEOUT` (counted in deadline
+timers: a lost message must not hold the core forever; a lost logs read, deadline read
+or restart is asked again). Then, or on a lasting failure, the job is given up and
+reported (``committee_gave_up``) so later events are not held behind it. An enclave
+refusal is final for its step. Every sealed committee state the enclave returns is
+persisted (``Persist("committee", ...)``) before the next input.
 
 **Trust.** The host is untrusted: a wrong decision here can stall an era (it times out,
 the node is penalized) but cannot forge a share, a dealing or a confirmation -- the
@@ -107,6 +112,7 @@ from sealbridge.keyservice.ecalls import (
 from sealbridge.tee.card import AttestedCard
 
 __all__ = [
+    "ANSWER_TIMEOUT",
     "DEADLINE_CHECK",
     "MAX_ATTEMPTS",
     "RETRY_DELAY",
@@ -136,6 +142,7 @@ __all__ = [
 DEADLINE_CHECK = 1.0  # seconds between looks at a pending era's deadline
 RETRY_DELAY = 1.0  # seconds before a passing failure's effect is repeated
 MAX_ATTEMPTS = 30  # tries of one effect before its job is given up
+ANSWER_TIMEOUT = 120.0  # seconds an effect's answer may take before it counts as lost
 MAX_BACKLOG = 4096  # events waiting; more means the node fell far behind: read again later
 PERSIST_KEY = "committee"
 
@@ -313,6 +320,7 @@ class _Waiting:
     effect: ReadChain | SubmitTx | CallEnclave
     era: int
     attempts: int = 1
+    since: int = 0  # the deadline tick it was asked at
 
 
 class CommitteeHostCore:
@@ -331,6 +339,8 @@ class CommitteeHostCore:
         self.reading_last = 0  # the last block that read asked for
         self.deadline_read: str = ""  # the tag of the deadline check in flight
         self.restarting: str = ""  # the tag of a restart in flight
+        self.ticks = 0  # deadline timers fired: the clock of the answer timeout
+        self.asked = {"logs": 0, "deadline": 0, "restart": 0}  # the tick each was asked at
         self._seq = 0
         self.dealings_posted = 0
         self.confirmations_posted = 0
@@ -348,13 +358,16 @@ class CommitteeHostCore:
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
         if name == "deadline":
-            effects: list[Effect] = [SetTimer("deadline", DEADLINE_CHECK)]
+            self.ticks += 1
+            effects: list[Effect] = [SetTimer("deadline", DEADLINE_CHECK), *self._expire()]
             if not self.deadline_read and not self.restarting:
                 self.deadline_read = self._tag("deadline")
+                self.asked["deadline"] = self.ticks
                 effects.append(ReadChain(self.deadline_read, PendingQuery()))
             return effects
         if name == "retry" and self.waiting is not None:
             self.waiting.tag = self._tag(f"era{self.waiting.era}")
+            self.waiting.since = self.ticks
             return [_with_tag(self.waiting.effect, self.waiting.tag)]
         if name == "logs" and not self.reading_logs:
             return self._read_logs()
@@ -369,11 +382,11 @@ class CommitteeHostCore:
         tag = getattr(message, "tag", None)
         if not isinstance(tag, str) or not tag:
             return []
-        if tag == self.reading_logs and isinstance(message, ChainRead):
+        if tag == self.reading_logs and type(message) is ChainRead:
             return self._on_logs(message)
-        if tag == self.deadline_read and isinstance(message, ChainRead):
+        if tag == self.deadline_read and type(message) is ChainRead:
             return self._on_pending(message)
-        if tag == self.restarting and isinstance(message, TxOutcome):
+        if tag == self.restarting and type(message) is TxOutcome:
             self.restarting = ""
             if message.is_mined:
                 return [Report("committee_restart", message.block_number)]
@@ -388,6 +401,7 @@ class CommitteeHostCore:
         if self.height <= self.scanned or len(self.backlog) >= MAX_BACKLOG:
             return []
         self.reading_logs = self._tag("logs")
+        self.asked["logs"] = self.ticks
         self.reading_last = self.height
         return [ReadChain(self.reading_logs, CommitteeLogs(self.scanned + 1, self.height))]
 
@@ -405,11 +419,16 @@ class CommitteeHostCore:
     def _on_pending(self, answer: ChainRead) -> list[Effect]:
         self.deadline_read = ""
         pending = answer.value
-        if answer.error or not isinstance(pending, PendingEra) or pending.era <= 0:
+        if answer.error or not isinstance(pending, PendingEra):
+            return []
+        if not all(_is_int(n) for n in (pending.era, pending.deadline, pending.block_number)):
+            return []  # a malformed answer: the next check reads again
+        if pending.era <= 0:
             return []
         if pending.block_number <= pending.deadline:
             return []
         self.restarting = self._tag("restart")
+        self.asked["restart"] = self.ticks
         self.restarts_sent += 1
         return [SubmitTx(self.restarting, RestartEra(pending.era))]
 
@@ -468,24 +487,54 @@ class CommitteeHostCore:
 
     def _ask(self, track: EraTrack, effect: ReadChain | SubmitTx | CallEnclave) -> list[Effect]:
         tag = self._tag(f"era{track.era}")
-        self.waiting = _Waiting(tag, effect, track.era)
+        self.waiting = _Waiting(tag, effect, track.era, since=self.ticks)
         return [_with_tag(effect, tag)]
 
     def _on_answer(self, waiting: _Waiting, answer: Any) -> list[Effect]:
+        if type(answer) is not ANSWERS[type(waiting.effect)]:
+            return []  # not the kind of answer the effect gets: forged or misrouted
         track = self.eras.get(waiting.era)
         if track is None:  # cannot happen: a waiting job's era is tracked
             self.waiting = None
             return self._pump()
         failure = _get_failure(answer)
         if failure is not None and failure[1]:  # passing: repeat the same effect later
-            if waiting.attempts < MAX_ATTEMPTS:
-                waiting.attempts += 1
-                waiting.tag = ""  # an answer to the old tag is stale now
-                return [SetTimer("retry", RETRY_DELAY)]
-            return self._give_up(track, failure[0])
+            return self._again(waiting, track, failure[0])
         self.waiting = None
         effects = self._advance(track, answer, failure[0] if failure else "")
         return effects + self._pump()
+
+    def _again(self, waiting: _Waiting, track: EraTrack, reason: str) -> list[Effect]:
+        """A passing failure: the same effect after :data:`RETRY_DELAY`, or give up."""
+        if waiting.attempts < MAX_ATTEMPTS:
+            waiting.attempts += 1
+            waiting.tag = ""  # an answer to the old tag is stale now
+            return [SetTimer("retry", RETRY_DELAY)]
+        return self._give_up(track, reason)
+
+    def _expire(self) -> list[Effect]:
+        """Forget what was asked :data:`ANSWER_TIMEOUT` ago and never answered (a link
+        or the chain lost it): the logs are read again, the deadline checked again, and
+        a job's effect counts as a passing failure."""
+        late = self.ticks - int(ANSWER_TIMEOUT / DEADLINE_CHECK)
+        effects: list[Effect] = []
+        if self.deadline_read and self.asked["deadline"] <= late:
+            self.deadline_read = ""
+        if self.restarting and self.asked["restart"] <= late:
+            self.restarting = ""
+            effects.append(Report("committee_no_answer", "restart"))
+        if self.reading_logs and self.asked["logs"] <= late:
+            self.reading_logs = ""
+            effects += [Report("committee_no_answer", "logs"), *self._read_logs()]
+        waiting = self.waiting
+        if waiting is not None and waiting.tag and waiting.since <= late:
+            track = self.eras.get(waiting.era)
+            if track is None:  # cannot happen: a waiting job's era is tracked
+                self.waiting = None
+                return effects + self._pump()
+            effects += [Report("committee_no_answer", f"era {waiting.era}")]
+            effects += self._again(waiting, track, "no answer in time")
+        return effects
 
     def _give_up(self, track: EraTrack, reason: str) -> list[Effect]:
         self.waiting = None
@@ -517,8 +566,10 @@ class CommitteeHostCore:
         if step == S.RECORD:
             return self._on_record(track, answer.value)
         if step == S.LEAVERS:
-            members = answer.value if isinstance(answer.value, list) else []
-            if self.my_id in [bytes(m) for m in members]:
+            members = answer.value
+            if not _is_ids(members):
+                return self._on_refusal(track, "malformed members")
+            if self.my_id in members:
                 self._move(track, S.WAITING)  # it neither deals nor confirms
                 return [Report("committee_leaving", track.era)]
             self._move(track, S.DONE)
@@ -588,6 +639,8 @@ class CommitteeHostCore:
         if not isinstance(record, EraRecord) or record.phase != CommitteePhase.ELECTED:
             self._move(track, S.DONE)  # gone past ELECTED: nothing to do for it now
             return []
+        if not _is_ids(record.members) or not _is_ids(record.dealers):
+            return self._on_refusal(track, "malformed era record")
         track.record = record
         track.is_member = self.my_id in [bytes(m) for m in record.members]
         track.info = EraInfo(
@@ -711,6 +764,18 @@ def _with_tag(
     if isinstance(effect, SubmitTx):
         return SubmitTx(tag, effect.tx)
     return CallEnclave(tag, effect.ecall, effect.request)
+
+
+ANSWERS: dict[type, type] = {ReadChain: ChainRead, SubmitTx: TxOutcome, CallEnclave: EnclaveAnswer}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_ids(value: Any) -> bool:
+    """A list of node ids (bytes), as the chain's answers name members and dealers."""
+    return isinstance(value, list) and all(isinstance(v, bytes) for v in value)
 
 
 def _get_failure(answer: Any) -> tuple[str, bool] | None:

@@ -35,8 +35,11 @@ carry out, any other refusal -- ends the request with that error; nothing is ret
 behind the requester's back (it asks another gatekeeper, or again).
 
 The core never judges the facts: a wrong header, proof or request is the enclave's to
-refuse. The answer (:attr:`FactsServiceCore.result`) is the partial release or the
-error, taken by the wiring once the driver has nothing more to do.
+refuse. It only takes answers from the chain side with the awaited tag and of the kind
+the effect gets (anything else changes nothing), and ends a request whose header read
+answered more headers than it asked for. The answer
+(:attr:`FactsServiceCore.result`) is the partial release or the error, taken by the
+wiring once the driver has nothing more to do.
 """
 
 from __future__ import annotations
@@ -137,6 +140,8 @@ class FactsServiceCore:
         self.step = ServeStep.IDLE
         self.serving: _Serving | None = None
         self.tag = ""
+        self.awaited: type = ChainRead  # the kind of answer the tag's effect gets
+        self.asked = 0  # header numbers the header read in flight asked for
         self._seq = 0
         self.result: PartialKeyRelease | str | None = None  # the release, or an error
         self.released = 0
@@ -167,6 +172,8 @@ class FactsServiceCore:
         serving = self.serving
         if serving is None or not self.tag or tag != self.tag:
             return []  # stale, replayed or unknown
+        if type(message) is not self.awaited:
+            return []  # not the kind of answer the effect gets: forged or misrouted
         self.tag = ""
         if isinstance(message, ChainRead) and message.error:
             return self._end(f"chain: {message.error}")
@@ -180,7 +187,9 @@ class FactsServiceCore:
         self.tag = f"facts:{self._seq}"
         self.step = step
         if isinstance(effect, ReadChain):
+            self.awaited = ChainRead
             return [ReadChain(self.tag, effect.query)]
+        self.awaited = EnclaveAnswer
         return [CallEnclave(self.tag, effect.ecall, effect.request)]
 
     def _begin(self) -> list[Effect]:
@@ -213,6 +222,8 @@ class FactsServiceCore:
         if step == ServeStep.HEADERS:
             if not isinstance(value, list) or not value:
                 return self._end("chain: no header fields")
+            if len(value) > self.asked:
+                return self._end("chain: more header fields than the numbers asked for")
             request = AdvanceHeaders(headers=value)
             return self._ask(
                 ServeStep.ADVANCING, CallEnclave("", GATEKEEPER_ADVANCE_HEADERS, request)
@@ -242,6 +253,7 @@ class FactsServiceCore:
         if serving.tip < serving.final:
             last = min(serving.final, serving.tip + HEADER_BATCH)
             numbers = list(range(serving.tip + 1, last + 1))
+            self.asked = len(numbers)
             return self._ask(ServeStep.HEADERS, ReadChain("", HeaderFieldsQuery(numbers)))
         order = serving.order
         query = FactsProofQuery(order.contract_id, order.worker_id, serving.tip)

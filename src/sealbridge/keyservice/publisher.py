@@ -34,8 +34,10 @@ following) is a passing condition: the peers are asked again after
 :data:`RETRY_DELAY`, at most :data:`MAX_ATTEMPTS` times; then the job is given up and
 reported (``key_publish_gave_up``) so later deployments are not held behind it. A
 revert (published meanwhile by another path) is reported, not retried. Every answer the
-core acts on is checked for its type; partials are passed to the enclave, which
-verifies each against the committee's public shares.
+core acts on is checked for its type; partials count only when they are of the job's
+key and one per share index (a repeated or foreign partial would fill the ``t - 1``
+with partials the enclave cannot combine, and end the job), and are passed to the
+enclave, which verifies each against the committee's public shares.
 
 **Trust.** The host is untrusted; the worst a wrong decision here does is delay a key
 (the deployer sees it unpublished). The key itself is combined and signed in the
@@ -63,6 +65,7 @@ from sealbridge.core.effects import (
     TxOutcome,
 )
 from sealbridge.core.encoding import Message
+from sealbridge.crypto.keyschedule import compute_key_id
 from sealbridge.keyservice.ecalls import (
     COMMITTEE_STATUS,
     GATEKEEPER_PUBLISH_CONTRACT_KEY,
@@ -317,9 +320,14 @@ class KeyPublisherCore:
     def _on_partials(self, job: _Job, answer: Any) -> list[Effect]:
         if not isinstance(answer, PeerAnswers):
             return self._refused(job, "not an answer of the peers")
-        releases = [a for a in answer.answers if isinstance(a, PartialKeyRelease)]
+        key_id = compute_key_id(job.contract_id, job.version)
+        releases: dict[int, PartialKeyRelease] = {}  # share index -> its first partial
+        for a in answer.answers:
+            if isinstance(a, PartialKeyRelease) and a.contract_id == key_id:
+                if isinstance(a.index, int):
+                    releases.setdefault(a.index, a)
         if len(releases) >= job.needed:
-            return self._combine(job, releases[: job.needed])
+            return self._combine(job, list(releases.values())[: job.needed])
         reason = f"{len(releases)} of {job.needed} peer partials"
         if job.attempts >= MAX_ATTEMPTS:
             self.gave_up += 1

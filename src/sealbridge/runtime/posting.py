@@ -22,7 +22,9 @@ receipt).
   block has come is posted again, by whichever worker notices (so a stalled or dead
   first worker delays messages but never loses them), and is due again
   ``repost_blocks`` later.
-* At most ``max_pending`` messages are remembered; the oldest are dropped first.
+* At most ``max_pending`` messages are remembered; the oldest are dropped first. So are
+  posts in flight past ``2 * max_pending`` (their outcomes lost): a late outcome of a
+  forgotten post changes nothing.
 
 With ``post`` off the core remembers messages but sends nothing. Outcomes
 (:class:`~sealbridge.core.effects.TxOutcome`, from the ``chain`` address only, under a
@@ -193,6 +195,8 @@ class MessagePostingCore:
         self.sent += 1
         tag = f"message/{self.sent}"
         self.in_flight[tag] = kind
+        while len(self.in_flight) > 2 * self.max_pending:  # outcomes lost: forget the oldest
+            del self.in_flight[next(iter(self.in_flight))]
         return SubmitTx(tag, PostMessage(target=target, ciphertext=ciphertext))
 
     def get_status(self) -> dict[str, Any]:
