@@ -67,7 +67,8 @@ from sealbridge.sim.committee import (
     Elect,
     TipQuery,
 )
-from sealbridge.sim.worker import LEDGER_QUERIES, Command, LedgerModel
+from sealbridge.sim.evm_blocks import EvmChain
+from sealbridge.sim.worker import LEDGER_QUERIES, Command, DeployContract, LedgerModel
 
 __all__ = ["ChainModel", "RegistryEntry"]
 
@@ -99,6 +100,7 @@ class ChainModel:
         ledger: LedgerModel | None = None,
         gateway_committee: CommitteeModel | None = None,
         bridged: list[BridgedChain] | None = None,
+        evm: EvmChain | None = None,
     ) -> None:
         if block_time <= 0 or era_length <= 0 or grace < 0:
             raise ConfigError("a chain model needs block_time > 0, era_length > 0, grace >= 0")
@@ -117,6 +119,7 @@ class ChainModel:
         self.ledger = ledger  # the ExecutionLedger's and CommandInbox's, when modelled
         self.gateway_committee = gateway_committee
         self.bridged = {b.chain_id: b for b in bridged or []}
+        self.evm = evm  # this chain's own blocks in the real formats, when modelled
         self.admin_outcomes: list[tuple[Any, str]] = []  # (tx, revert reason or "")
 
     @property
@@ -146,6 +149,8 @@ class ChainModel:
                 self.txs_mined += 1
                 outcome = TxOutcome(submit.tag, "mined", self.number)
             effects.append(Send((sender,), outcome))
+        if self.evm is not None:
+            self.evm.seal(self.ledger.take_logs() if self.ledger else [], self.timestamp)
         for chain in self.bridged.values():
             chain.seal(self.timestamp)
         effects.append(SetTimer(BLOCK_TIMER, self.block_time))
@@ -207,6 +212,10 @@ class ChainModel:
 
     def _read_bridged(self, read: ReadChain) -> ChainRead:
         query = read.query
+        if self.evm is not None and query.chain_id == self.evm.chain_id:
+            if not isinstance(query, EvidenceQuery):
+                return ChainRead(read.tag, self.number)
+            return self._read_evidence(read, self.evm)
         chain = self.bridged.get(query.chain_id)
         if chain is None:
             return ChainRead(read.tag, error=f"no chain {query.chain_id}", passing=False)
@@ -214,10 +223,15 @@ class ChainModel:
             return ChainRead(read.tag, chain.number)
         if isinstance(query, EscrowKeyQuery):
             return ChainRead(read.tag, chain.escrow.group_key)
-        if not isinstance(query.numbers, list) or len(query.numbers) > MAX_EVIDENCE:
+        return self._read_evidence(read, chain.chain)
+
+    @staticmethod
+    def _read_evidence(read: ReadChain, chain: EvmChain) -> ChainRead:
+        numbers = read.query.numbers
+        if not isinstance(numbers, list) or len(numbers) > MAX_EVIDENCE:
             return ChainRead(read.tag, error="too many blocks asked for", passing=False)
         try:
-            return ChainRead(read.tag, chain.chain.get_evidence(query.numbers))
+            return ChainRead(read.tag, chain.get_evidence(numbers))
         except ConfigError as exc:
             return ChainRead(read.tag, error=exc.message, passing=False)
 
@@ -229,7 +243,7 @@ class ChainModel:
             if bridged is None:
                 return f"no chain {tx.chain_id}"
             return bridged.apply(tx, self.timestamp, admin=sender == ADMIN)
-        if self.ledger is not None and isinstance(tx, Command | OutputSubmission):
+        if self.ledger is not None and isinstance(tx, Command | DeployContract | OutputSubmission):
             sender_id = None if sender == ADMIN else node_id
             return self.ledger.apply(sender_id, tx, self.number, self.is_active)
         if isinstance(tx, Elect):

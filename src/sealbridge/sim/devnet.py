@@ -40,20 +40,42 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from sealbridge.chain.abi import Role, compute_address
+from sealbridge.contracts.catalog import get_source
+from sealbridge.contracts.executor import compute_code_hash
 from sealbridge.core.effects import ReadChain, SubmitTx
 from sealbridge.core.errors import ConfigError
+from sealbridge.core.ids import keccak
+from sealbridge.crypto import ecies
+from sealbridge.crypto.keyschedule import compute_contract_keys, key_release_aad
 from sealbridge.crypto.signing import ed25519_keypair
 from sealbridge.interop.evm_gateway import ChainAnchor, EscrowRef, GatewaySetup
 from sealbridge.keyservice.committee import ChainBinding
+from sealbridge.runtime.enclave import WorkerProgram
+from sealbridge.runtime.envelope import seal_command
+from sealbridge.runtime.messages import (
+    DEPLOY_METHOD,
+    ChainConfig,
+    InstallContract,
+    compute_deployer_commitment,
+)
 from sealbridge.sim.bridged import BridgedChain, InstallEscrowKey, LockFunds
 from sealbridge.sim.chain_model import ChainModel, RegistryEntry
 from sealbridge.sim.committee import CommitteeModel, Elect, SimGatekeeper
 from sealbridge.sim.delays import Uniform
+from sealbridge.sim.enclave_worker import SimEnclaveWorker
 from sealbridge.sim.engine import FixedCpu, Simulator
+from sealbridge.sim.evm_blocks import EvmChain
 from sealbridge.sim.gateway import NameEscrows, SimGateway, StartTransfer, TransferRelayer
-from sealbridge.sim.worker import Command, LedgerModel, SimWorker
+from sealbridge.sim.worker import (
+    Command,
+    DeployContract,
+    LedgerModel,
+    ManagementEventSources,
+    SimWorker,
+)
 from sealbridge.storage.host import StorageHostCore
 from sealbridge.storage.node import StorageNode
 from sealbridge.tee.enclave import EnclaveContext
@@ -67,6 +89,13 @@ CHAIN_ID = 31337
 SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 GATEKEEPER_MEASUREMENT = b"sim:gatekeeper".ljust(32, b"\0")
 GATEWAY_MEASUREMENT = b"sim:gateway".ljust(32, b"\0")
+WORKER_MEASUREMENT = b"sim:worker".ljust(32, b"\0")
+MANAGEMENT = ManagementEventSources(
+    command_inbox=keccak(b"sim/CommandInbox")[:20],
+    contract_registry=keccak(b"sim/ContractRegistry")[:20],
+    execution_ledger=bytes.fromhex(LEDGER[2:]),
+    admin=keccak(b"sim/admin")[:20],
+)
 GATEWAY_COMMITTEE = "0x" + "6c" * 20  # the gateway committee contract's address
 
 
@@ -91,6 +120,7 @@ class SimDevnetSpec:
     bridged_chains: tuple[int, ...] = (31338, 31339)  # chain ids, when there are gateways
     escrow_pool: int = 10**21  # each escrow's liquidity at deployment
     release_confirmations: int = 2  # blocks on a lock before a gateway signs its release
+    worker_enclaves: bool = False  # the workers' real enclaves (contracts run), not a model
 
 
 def derive_key(seed: bytes, label: str) -> bytes:
@@ -144,33 +174,15 @@ class SimDevnet:
             hashlib.sha256(self.seed + f"contract/{i}".encode()).digest()
             for i in range(self.spec.contracts)
         ]
-        worker_ids = {
-            first + self.spec.gatekeepers + i: hashlib.sha256(
-                self.seed + f"worker/{i}".encode()
-            ).digest()
-            for i in range(self.spec.workers)
-        }
-        self.ledger = LedgerModel(
-            executors={cid: sorted(worker_ids.values()) for cid in self.contract_ids},
-            storage_threshold=self.spec.storage_threshold,
-            ledger_address=LEDGER,
-            chain_id=CHAIN_ID,
-        )
-        storage_addresses = tuple(sorted(self.storage))
-        self.workers: dict[int, SimWorker] = {
-            address: SimWorker(
-                address,
-                chain=CHAIN,
-                worker_id=worker_id,
-                contracts=self.contract_ids,
-                executors=[sorted(worker_ids.values())] * len(self.contract_ids),
-                storage=storage_addresses,
-                ledger=self.ledger,
-                checkpoint_interval=self.spec.checkpoint_interval,
-                poll=self.spec.follow_poll,
-            )
-            for address, worker_id in worker_ids.items()
-        }
+        first_worker = first + self.spec.gatekeepers
+        self.evm: EvmChain | None = None
+        self.workers: dict[int, SimWorker] = {}
+        self.contract_keys: dict[bytes, bytes] = {}
+        self._nonces: dict[bytes, int] = {}
+        if self.spec.worker_enclaves:
+            worker_ids = self._build_enclave_workers(first_worker, platform)
+        else:
+            worker_ids = self._build_modelled_workers(first_worker)
         if not 0 <= self.spec.gateways <= 16:
             raise ConfigError("a simulated devnet has 0 to 16 gateways")
         self.bridged = [
@@ -227,7 +239,11 @@ class SimDevnet:
                 cards={g.committee_id: g.card for g in self.gateways.values()},
             ),
             bridged=self.bridged,
+            evm=self.evm,
         )
+        if self.evm is not None:  # the deployments, in block 1; the deploy commands after
+            for deploy in self._deployments:
+                self.chain.submit_admin(deploy)
         for worker_id in worker_ids.values():  # workers are registered at genesis here
             self.chain.registry[worker_id] = RegistryEntry(int(Role.WORKER), 2**62, 0)
         self.sim = Simulator(
@@ -244,6 +260,149 @@ class SimDevnet:
         )
         self.sim.set_service(SubmitTx, CHAIN)
         self.sim.set_service(ReadChain, CHAIN)
+        if self.evm is not None:
+            self.sim.call_at(self.spec.block_time * 1.5, self._send_deploy_commands)
+
+    # -- workers ----------------------------------------------------------------------------
+    def _build_modelled_workers(self, first: int) -> dict[int, bytes]:
+        """Workers whose enclave is the outputs model (no contract runs)."""
+        worker_ids = {
+            first + i: hashlib.sha256(self.seed + f"worker/{i}".encode()).digest()
+            for i in range(self.spec.workers)
+        }
+        self.ledger = LedgerModel(
+            executors={cid: sorted(worker_ids.values()) for cid in self.contract_ids},
+            storage_threshold=self.spec.storage_threshold,
+            ledger_address=LEDGER,
+            chain_id=CHAIN_ID,
+        )
+        storage_addresses = tuple(sorted(self.storage))
+        for address, worker_id in worker_ids.items():
+            self.workers[address] = SimWorker(
+                address,
+                chain=CHAIN,
+                worker_id=worker_id,
+                contracts=self.contract_ids,
+                executors=[sorted(worker_ids.values())] * len(self.contract_ids),
+                storage=storage_addresses,
+                ledger=self.ledger,
+                checkpoint_interval=self.spec.checkpoint_interval,
+                poll=self.spec.follow_poll,
+            )
+        return worker_ids
+
+    def _build_enclave_workers(self, first: int, platform: bytes) -> dict[int, bytes]:
+        """Workers with their real enclaves, over a chain whose blocks are in the real
+        formats; every worker executes every contract (a token). The contract keys are
+        drawn from the seed and handed to each enclave encrypted to it (the gatekeepers'
+        release is modelled)."""
+        self.evm = evm = EvmChain(CHAIN_ID)
+        programs = {
+            first + i: WorkerProgram(
+                EnclaveContext(
+                    program="sim:worker",
+                    measurement=WORKER_MEASUREMENT,
+                    platform_private_key=platform,
+                    clock=self._now,
+                ),
+                clock=self._now,
+            )
+            for i in range(self.spec.workers)
+        }
+        worker_ids = {a: p.ctx.identity.identity_key for a, p in programs.items()}
+        executors = sorted(worker_ids.values())
+
+        def block_hash(number: int) -> bytes:
+            return evm.hashes[number] if 0 <= number <= evm.number else b""
+
+        self.ledger = LedgerModel(
+            executors={cid: executors for cid in self.contract_ids},
+            storage_threshold=self.spec.storage_threshold,
+            ledger_address=LEDGER,
+            chain_id=CHAIN_ID,
+            addresses=MANAGEMENT,
+            block_hash=block_hash,
+        )
+        code = get_source("token")
+        self.deployer, deployer_pub = ed25519_keypair(derive_key(self.seed, "deployer"))
+        self._deployments: list[DeployContract] = []
+        for i, cid in enumerate(self.contract_ids):
+            key = hashlib.sha256(self.seed + f"contract-key/{i}".encode()).digest()
+            self.contract_keys[cid] = key
+            keys = compute_contract_keys(cid, key)
+            self._deployments.append(
+                DeployContract(
+                    contract_id=cid,
+                    code_hash=compute_code_hash(code),
+                    workers=executors,
+                    deployer_commitment=compute_deployer_commitment(cid, deployer_pub),
+                    command_key=keys.command_public_key,
+                    message_key=keys.message_public_key,
+                )
+            )
+        config = ChainConfig(
+            chain_id=CHAIN_ID,
+            command_inbox=MANAGEMENT.command_inbox,
+            contract_registry=MANAGEMENT.contract_registry,
+            execution_ledger=MANAGEMENT.execution_ledger,
+            anchor_number=0,
+            anchor_hash=evm.hashes[0],
+        )
+        names = {a: f"worker-{a}" for a in programs}
+        for address, program in programs.items():
+            identity = program.ctx.identity
+            installs = [
+                InstallContract(
+                    contract_id=d.contract_id,
+                    code_hash=d.code_hash,
+                    contract_public_key=d.command_key,
+                    wrapped_key=ecies.encrypt_to(
+                        identity.encryption_key,
+                        self.contract_keys[d.contract_id],
+                        key_release_aad(d.contract_id, identity.identity_key),
+                    ),
+                    gatekeeper_key=bytes(32),
+                    deployer_commitment=d.deployer_commitment,
+                    workers=executors,
+                )
+                for d in self._deployments
+            ]
+            self.workers[address] = SimEnclaveWorker(
+                address,
+                chain=CHAIN,
+                program=program,
+                chain_config=config,
+                installs=installs,
+                peers={a: n for a, n in names.items() if a != address},
+                storage=tuple(sorted(self.storage)),
+                ledger=self.ledger,
+                checkpoint_interval=self.spec.checkpoint_interval,
+                poll=self.spec.follow_poll,
+            )
+        return worker_ids
+
+    def _send_deploy_commands(self) -> None:
+        code = get_source("token")
+        for cid in self.contract_ids:
+            self._send_sealed(cid, DEPLOY_METHOD, {"code": code, "init": {}})
+
+    def _send_sealed(self, contract_id: bytes, method: str, args: dict[str, Any]) -> None:
+        """The deployer's command, sealed to the contract's key (deterministic)."""
+        nonce = self._nonces.get(contract_id, 0) + 1
+        self._nonces[contract_id] = nonce
+        keys = compute_contract_keys(contract_id, self.contract_keys[contract_id])
+        ciphertext = seal_command(
+            contract_id=contract_id,
+            contract_public_key=keys.command_public_key,
+            sender_private_key=self.deployer,
+            nonce=nonce,
+            method=method,
+            args=args,
+            ephemeral_seed=hashlib.sha256(
+                self.seed + contract_id + nonce.to_bytes(8, "big")
+            ).digest(),
+        )
+        self.chain.submit_admin(Command(contract_id=contract_id, ciphertext=ciphertext))
 
     def _now(self) -> float:
         return self.sim.now if hasattr(self, "sim") else 0.0
@@ -339,9 +498,16 @@ class SimDevnet:
             raise ConfigError("the gateway committee has no active era yet")
         return era.record.threshold
 
-    def send_command(self, contract_index: int) -> None:
-        """The admin sends one command to a contract (applied with the next block)."""
-        self.chain.submit_admin(Command(contract_id=self.contract_ids[contract_index]))
+    def send_command(self, contract_index: int, amount: int = 1) -> None:
+        """The admin sends one command to a contract (applied with the next block); with
+        the workers' enclaves, a real one: the deployer mints ``amount`` tokens to a
+        recipient drawn from the seed."""
+        contract_id = self.contract_ids[contract_index]
+        if self.evm is None:
+            self.chain.submit_admin(Command(contract_id=contract_id))
+            return
+        _, recipient = ed25519_keypair(derive_key(self.seed, "recipient"))
+        self._send_sealed(contract_id, "mint", {"to": recipient, "amount": amount})
 
     def _make_storage(self, address: int, key: bytes) -> StorageHostCore:
         node = StorageNode(key, LEDGER, CHAIN_ID)

@@ -39,11 +39,13 @@ race and the faults (crashed or partitioned storage nodes, crashed workers) do t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sealbridge.chain.abi import Role
 from sealbridge.chain.ledger import OutputSubmission
+from sealbridge.chain.lightclient import EventLog
 from sealbridge.core.effects import (
     CallEnclave,
     CheckpointStored,
@@ -69,20 +71,60 @@ from sealbridge.runtime.submission import (
     SubmissionCore,
 )
 from sealbridge.sim.committee import TipPoller
+from sealbridge.sim.management_logs import (
+    checkpoint_recorded_log,
+    command_log,
+    contract_deployed_log,
+    key_published_log,
+    output_accepted_log,
+)
 from sealbridge.storage.host import StoreBlob, StoreRefused
 from sealbridge.storage.messages import StorageReceipt
 from sealbridge.storage.node import is_valid_receipt
 
-__all__ = ["LEDGER_QUERIES", "Command", "LedgerModel", "OutputsModel", "SimWorker"]
+__all__ = [
+    "LEDGER_QUERIES",
+    "Command",
+    "DeployContract",
+    "LedgerModel",
+    "ManagementEventSources",
+    "OutputsModel",
+    "SimWorker",
+]
 
 LEDGER_QUERIES = (AcceptedEndsQuery, CheckpointFactsQuery, StorageThresholdQuery, BlockNumberQuery)
 CHECKPOINT_PAD = 4096  # bytes of a modelled checkpoint blob (over the inline limit)
 
 
 class Command(Message, frozen=True):
-    """The admin sends one command to ``contract_id`` (the CommandInbox's submit)."""
+    """The admin sends one command to ``contract_id`` (the CommandInbox's submit); with
+    real blocks, ``ciphertext`` is the sealed command a user signed."""
 
     contract_id: bytes
+    ciphertext: bytes = b""
+
+
+class DeployContract(Message, frozen=True):
+    """The admin records a contract in the ContractRegistry (its deployment and its
+    published keys: the gatekeepers' part, modelled)."""
+
+    contract_id: bytes
+    code_hash: bytes
+    workers: list[bytes]
+    deployer_commitment: bytes
+    command_key: bytes
+    message_key: bytes
+
+
+@dataclass(frozen=True)
+class ManagementEventSources:
+    """Where the management contracts' events come from (20 bytes each), and the
+    account the admin's transactions are sent from."""
+
+    command_inbox: bytes
+    contract_registry: bytes
+    execution_ledger: bytes
+    admin: bytes
 
 
 @dataclass
@@ -105,6 +147,18 @@ class LedgerModel:
     commands: list[tuple[int, bytes]] = field(default_factory=list)  # (block, contract id)
     accepted_by: dict[bytes, int] = field(default_factory=dict)  # node id -> submissions
     accepts: int = 0
+    # with real blocks: the contracts' addresses, the chain's block hashes (an output's
+    # end hash must be the chain's), and the logs of this block's transactions
+    addresses: ManagementEventSources | None = None
+    block_hash: Callable[[int], bytes] | None = None
+    logs: list[list[EventLog]] = field(default_factory=list)
+    seq: int = 0  # the inbox's command counter
+    deployed: set[bytes] = field(default_factory=set)
+
+    def take_logs(self) -> list[list[EventLog]]:
+        """The logs of the block being made, one list per transaction (and forget them)."""
+        logs, self.logs = self.logs, []
+        return logs
 
     def get_accepted(self, contract_id: bytes) -> _Accepted:
         return self.accepted.get(contract_id, _Accepted())
@@ -113,16 +167,52 @@ class LedgerModel:
         return sum(1 for block, cid in self.commands if cid == contract_id and block <= height)
 
     def apply(self, sender_id: bytes | None, tx: Any, block: int, is_active: Any) -> str:
+        if isinstance(tx, DeployContract):
+            return self._deploy(sender_id, tx)
         if isinstance(tx, Command):
             if sender_id is not None:
                 return "only the admin sends commands here"
             if tx.contract_id not in self.executors:
                 return "unknown contract"
             self.commands.append((block, tx.contract_id))
+            if self.addresses is not None:
+                log = command_log(
+                    tx.contract_id,
+                    self.seq,
+                    tx.ciphertext,
+                    sender=self.addresses.admin,
+                    address=self.addresses.command_inbox,
+                )
+                self.seq += 1
+                self.logs.append([log])
             return ""
         if sender_id is None or not isinstance(tx, OutputSubmission):
             return "unknown sender"
         return self._submit(sender_id, tx, block, is_active)
+
+    def _deploy(self, sender_id: bytes | None, tx: DeployContract) -> str:
+        if sender_id is not None:
+            return "only the admin deploys here"
+        if self.addresses is None:
+            return "deployments are recorded only with real blocks"
+        if tx.contract_id in self.deployed:
+            return "contract already deployed"
+        self.deployed.add(tx.contract_id)
+        registry = self.addresses.contract_registry
+        deployed = contract_deployed_log(
+            tx.contract_id,
+            code_hash=tx.code_hash,
+            workers=tx.workers,
+            deployer_commitment=tx.deployer_commitment,
+            gatekeeper_id=bytes(32),
+            deployer=self.addresses.admin,
+            address=registry,
+        )
+        published = key_published_log(
+            tx.contract_id, tx.command_key, tx.message_key, b"", address=registry
+        )
+        self.logs += [[deployed], [published]]
+        return ""
 
     def _submit(self, sender: bytes, tx: OutputSubmission, block: int, is_active: Any) -> str:
         count = len(tx.contract_ids)
@@ -148,16 +238,47 @@ class LedgerModel:
                 return "empty range"
             if applied < previous.commands_applied:
                 return "command count went backwards"
+        if self.block_hash is not None and tx.end_hash != self.block_hash(tx.end):
+            return "end hash is not the chain's block hash"
         if tx.checkpoint_hash != bytes(32):
             reason = self._check_checkpoint(tx, is_active)
             if reason:
                 return reason
-        for cid, root, applied in zip(
-            tx.contract_ids, tx.state_roots, tx.commands_applied, strict=True
+        logs: list[EventLog] = []
+        for cid, start, root, applied in zip(
+            tx.contract_ids, tx.starts, tx.state_roots, tx.commands_applied, strict=True
         ):
             self.accepted[cid] = _Accepted(tx.end, bytes(root), applied)
             if tx.checkpoint_hash != bytes(32):
                 self.checkpoints[cid] = tx.end
+            if self.addresses is not None:
+                logs.append(
+                    output_accepted_log(
+                        cid,
+                        start=start,
+                        end=tx.end,
+                        end_hash=tx.end_hash,
+                        state_root=bytes(root),
+                        commands_applied=applied,
+                        node_id=sender,
+                        address=self.addresses.execution_ledger,
+                    )
+                )
+        if self.addresses is not None and tx.checkpoint_hash != bytes(32):
+            logs.append(
+                checkpoint_recorded_log(
+                    tx.checkpoint_hash,
+                    height=tx.end,
+                    block_hash=tx.end_hash,
+                    size=tx.checkpoint_size,
+                    contract_ids=tx.contract_ids,
+                    inline_blob=tx.inline_blob,
+                    node_id=sender,
+                    address=self.addresses.execution_ledger,
+                )
+            )
+        if logs:
+            self.logs.append(logs)
         self.accepts += 1
         self.accepted_by[sender] = self.accepted_by.get(sender, 0) + 1
         return ""
