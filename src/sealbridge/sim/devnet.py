@@ -18,12 +18,18 @@ Roles in the simulated devnet today:
   elects (``elect``) on the chain model's GatekeeperCommittee rules -- genesis key
   generation, resharing, the deadline and the restart without the unresponsive.
 
-* **workers** (:class:`~sealbridge.sim.worker.SimWorker`): the output-submission host
-  core racing for each range on the chain model's ExecutionLedger rules, checkpoints
-  offered to the simulated storage nodes and confirmed by their signed receipts. The
-  worker *enclave* is modelled (:class:`~sealbridge.sim.worker.OutputsModel`), not run,
-  and workers are registered at genesis; every worker executes every contract.
-
+* **workers**: every worker executes every contract, and workers are registered at
+  genesis. By default (:class:`~sealbridge.sim.worker.SimWorker`) the output-submission
+  host core races for each range on the chain model's ExecutionLedger rules,
+  checkpoints offered to the simulated storage nodes and confirmed by their signed
+  receipts, with a *modelled* enclave (:class:`~sealbridge.sim.worker.OutputsModel`).
+  With ``worker_enclaves`` (:class:`~sealbridge.sim.enclave_worker.SimEnclaveWorker`)
+  each worker runs its real enclave: the chain model's blocks are then in the real
+  formats, with the management contracts' events; the contracts (tokens, drawn from
+  the seed, deployed in block 1 and by their deployer's command in block 2) run in
+  the enclaves; the follow core hands every block over and collects the peers'
+  witnesses; ``send_command`` sends a real mint. The contract keys are handed to the
+  enclaves encrypted to them (the gatekeepers' release is modelled).
 * **gateways** (:class:`~sealbridge.sim.gateway.SimGateway`): the committee host core
   (the gateway committee, a second committee on the chain model, ``elect_gateways``)
   and the chain feed in front of a real gateway enclave in process, following bridged

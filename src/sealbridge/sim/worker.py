@@ -26,15 +26,22 @@ this module runs that core, unchanged, in the deterministic simulator:
   with the first ``threshold`` receipts, sorted by node id, or a failure after
   ``store_timeout`` seconds.
 
-**What is modelled, not run.** The worker's *enclave* is not in the simulator: running
-contracts needs verified blocks with receipts and state proofs the chain model does not
-produce. :class:`OutputsModel` stands in for it and is labelled so: it signs what an
-honest enclave would -- for each contract, the range from the ledger's accepted end to
-the height its host reported, a state root that is a function of the commands applied up
-to there, a checkpoint blob at that height when asked -- with a signature the ledger
-model does not check (attestation and enclave keys are not modelled, as in the registry
-model). What the simulation shows is the hosts' side: who submits what, when, what the
+**What is modelled, not run** (here; :mod:`sealbridge.sim.enclave_worker` runs the real
+enclave instead). The worker's *enclave* is not run by :class:`SimWorker`:
+:class:`OutputsModel` stands in for it and is labelled so: it signs what an honest
+enclave would -- for each contract, the range from the ledger's accepted end to the
+height its host reported, a state root that is a function of the commands applied up to
+there, a checkpoint blob at that height when asked -- with a signature the ledger model
+does not check (attestation and enclave keys are not modelled, as in the registry
+model). It is cheap, for runs about the hosts' side: who submits what, when, what the
 race and the faults (crashed or partitioned storage nodes, crashed workers) do to it.
+
+**With real blocks** (``addresses`` and ``block_hash`` given, for enclave workers), the
+ledger model also writes the management contracts' events into the chain's blocks -- a
+``Command`` per command (its ciphertext as sent), ``ContractDeployed`` and
+``ContractKeyPublished`` per :class:`DeployContract`, ``OutputAccepted`` per accepted
+contract and ``CheckpointRecorded`` per checkpoint -- and accepts an output only if its
+end hash is the chain's hash of its end block.
 """
 
 from __future__ import annotations
