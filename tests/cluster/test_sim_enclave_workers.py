@@ -1,6 +1,7 @@
-"""Workers with their real enclaves in the simulated devnet: the follow and submission
-host cores, unchanged, in front of WorkerProgram enclaves that verify every block of a
-chain in the real formats and run the contracts (a token) in their sandbox."""
+"""Workers with their real enclaves in the simulated devnet: the catch-up, follow and
+submission host cores, unchanged, in front of WorkerProgram enclaves that verify every
+block of a chain in the real formats and run the contracts (tokens) in their sandbox,
+with contract keys released by the gatekeepers' committee from its simulated DKG."""
 
 from __future__ import annotations
 
@@ -12,20 +13,29 @@ from sealbridge.runtime.chainview import COMMAND_TOPIC
 from sealbridge.sim.devnet import SimDevnet, SimDevnetSpec
 
 SPEC = SimDevnetSpec(
-    storage_nodes=3, workers=3, contracts=2, worker_enclaves=True, checkpoint_interval=10
+    storage_nodes=3,
+    gatekeepers=3,
+    workers=3,
+    contracts=2,
+    worker_enclaves=True,
+    checkpoint_interval=10,
 )
+DEPLOYED = 30.0  # the gatekeepers' era is active by then, and the contracts deployed
 
 
-def _devnet(seed: object, commands: int = 5) -> SimDevnet:
+def _devnet(seed: object, commands: int = 5, every: float = 3.0) -> SimDevnet:
     devnet = SimDevnet(seed=seed, spec=SPEC)
+    devnet.elect(sorted(devnet.gatekeepers), 2)
+    devnet.run(until=DEPLOYED)
+    devnet.deploy_contracts()
     for i in range(commands):  # the deployer mints, alternating between the two tokens
-        devnet.sim.call_at(5.0 + 3 * i, lambda i=i: devnet.send_command(i % 2))
+        devnet.sim.call_at(DEPLOYED + 5.0 + every * i, lambda i=i: devnet.send_command(i % 2))
     return devnet
 
 
 def test_every_enclave_runs_every_command_and_the_ledger_keeps_their_roots() -> None:
     devnet = _devnet(seed=3)
-    devnet.run(until=60.0)
+    devnet.run(until=DEPLOYED + 60.0)
     statuses = {a: w.get_status() for a, w in devnet.workers.items()}
     by_contract: dict[bytes, set[tuple[bytes, int]]] = {}
     for status in statuses.values():
@@ -43,9 +53,9 @@ def test_every_enclave_runs_every_command_and_the_ledger_keeps_their_roots() -> 
         ((root, count),) = states
         assert ledger.get_accepted(cid).state_root == root
         assert ledger.get_accepted(cid).commands_applied == count
-        assert ledger.get_accepted(cid).end >= 40
+        assert ledger.get_accepted(cid).end >= DEPLOYED + 40
     assert ledger.accepts >= 10
-    assert min(ledger.checkpoints.values()) >= 10  # confirmed by the storage nodes
+    assert min(ledger.checkpoints.values()) >= DEPLOYED  # confirmed by the storage nodes
     assert devnet.evm is not None
     last_command = max(
         n
@@ -54,13 +64,17 @@ def test_every_enclave_runs_every_command_and_the_ledger_keeps_their_roots() -> 
     )
     for worker in devnet.workers.values():
         assert worker.stopped == "" and worker.follow.failure is None
-        assert len(worker.installed) == 2 and worker.pending_installs == []
+        assert worker.catchup.started and worker.catchup.failure is None
+        assert sorted(worker.installed) == sorted(devnet.contract_ids)
         # the peers vouched for every block a state changed in: nothing is held back
         assert worker.follow.held == 0
         assert worker.follow.witnessed >= last_command
     # every refused output lost the race to the same range; none was malformed
     reasons = {r.data["reason"] for r in devnet.sim.get_reports("outputs_refused")}
     assert reasons <= {"range does not start at the last accepted end"}
+    # each worker's keys came from the gatekeepers: t = 2 of 3 partials per contract
+    assert sum(g.released for g in devnet.gatekeepers.values()) >= 2 * 2 * 3
+    assert all(g.refused == 0 for g in devnet.gatekeepers.values())
 
 
 def test_the_ledger_refuses_an_output_whose_end_hash_is_not_the_chains() -> None:
@@ -73,7 +87,7 @@ def test_the_ledger_refuses_an_output_whose_end_hash_is_not_the_chains() -> None
         return message
 
     devnet.sim.add_filter(keep)
-    devnet.run(until=20.0)
+    devnet.run(until=DEPLOYED + 20.0)
     honest = sent[-1]
     worker_id = honest.node_id
     forged = msgspec.structs.replace(
@@ -120,22 +134,54 @@ def test_a_host_that_alters_a_command_gets_its_enclave_to_refuse_and_stops() -> 
         return ChainRead(message.tag, blocks)
 
     devnet.sim.add_filter(alter)
-    devnet.run(until=40.0)
+    devnet.run(until=DEPLOYED + 40.0)
     stopped = devnet.workers[forger]
     assert "receipts root" in stopped.stopped
-    assert stopped.installed == []  # it never verified a deployment: nothing to run
+    assert stopped.installed == {}  # it never verified a deployment: nothing to run
     assert devnet.ledger.accepted_by.get(stopped.worker_id, 0) == 0
     others = [w for a, w in devnet.workers.items() if a != forger]
     for worker in others:
         assert worker.stopped == ""
         assert {s.commands_applied for s in worker.get_status()} == {3, 4}
-    assert min(v.end for v in devnet.ledger.accepted.values()) >= 25
+    assert min(v.end for v in devnet.ledger.accepted.values()) >= DEPLOYED + 25
 
 
 def test_the_same_seed_gives_the_same_trace_with_enclave_workers() -> None:
     def run() -> str:
         devnet = _devnet(seed=21, commands=3)
-        devnet.run(until=30.0)
+        devnet.run(until=DEPLOYED + 20.0)
         return devnet.sim.trace_digest()
 
     assert run() == run()
+
+
+def test_a_restarted_worker_resumes_from_its_bundle_and_a_wiped_one_recovers() -> None:
+    """Two workers crash; one comes back with its disk (it resumes from its state
+    bundle), the other with an empty disk (it recovers from the newest checkpoint the
+    storage nodes hold, checked against the ledger's record). Both catch up, and every
+    enclave ends with the same state."""
+    devnet = _devnet(seed="restart", commands=12, every=4.0)
+    resumed, recovered = sorted(devnet.workers)[:2]
+    devnet.sim.crash(resumed, at=DEPLOYED + 20.0)
+    devnet.restart_worker(resumed, at=DEPLOYED + 30.0)
+    devnet.sim.crash(recovered, at=DEPLOYED + 22.0)
+    devnet.restart_worker(recovered, at=DEPLOYED + 40.0, wipe=True)
+    devnet.run(until=DEPLOYED + 90.0)
+    reports = {(r.node_id, r.kind) for r in devnet.sim.reports}
+    assert (resumed, "catchup_resuming") in reports
+    assert (resumed, "catchup_recovered") not in reports
+    assert (recovered, "catchup_recovered") in reports
+    assert devnet.workers[recovered].catchup.recovered_from is not None
+    states = set()
+    for worker in devnet.workers.values():
+        assert worker.stopped == "" and worker.catchup.started
+        states.add(
+            tuple(
+                sorted(
+                    (s.contract_id, s.state_root, s.commands_applied) for s in worker.get_status()
+                )
+            )
+        )
+    assert len(states) == 1
+    ((_, _, first), (_, _, second)) = states.pop()
+    assert sorted([first, second]) == [7, 7]  # a deploy and six mints each

@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sealbridge.chain.abi import Role
 from sealbridge.chain.ledger import OutputSubmission
 from sealbridge.chain.registration import (
     EraParams,
@@ -58,6 +59,8 @@ from sealbridge.core.effects import (
 )
 from sealbridge.core.errors import ConfigError, SealbridgeError
 from sealbridge.interop.chain_feed import BridgedTipQuery, EvidenceQuery
+from sealbridge.keyservice.messages import ChainFacts
+from sealbridge.keyservice.threshold_messages import compute_install_binding
 from sealbridge.sim.bridged import BRIDGED_TXS, BridgedChain, EscrowKeyQuery
 from sealbridge.sim.committee import (
     ADMIN,
@@ -65,6 +68,7 @@ from sealbridge.sim.committee import (
     COMMITTEE_TXS,
     CommitteeModel,
     Elect,
+    KeyFactsQuery,
     TipQuery,
 )
 from sealbridge.sim.evm_blocks import EvmChain
@@ -187,8 +191,13 @@ class ChainModel:
             return ChainRead(read.tag, self.number)
         if isinstance(query, BridgedTipQuery | EvidenceQuery | EscrowKeyQuery):
             return self._read_bridged(read)
+        if isinstance(query, KeyFactsQuery):
+            return ChainRead(read.tag, self.get_key_facts(query))
         if self.ledger is not None and isinstance(query, LEDGER_QUERIES):
-            return ChainRead(read.tag, self.ledger.read(query, self.number))
+            try:
+                return ChainRead(read.tag, self.ledger.read(query, self.number))
+            except ConfigError as exc:
+                return ChainRead(read.tag, error=exc.message, passing=False)
         committee = self.committee_of(sender)
         if committee is not None and isinstance(query, COMMITTEE_QUERIES):
             try:
@@ -209,6 +218,21 @@ class ChainModel:
             next_slot=self.params.get_slot(after),
         )
         return ChainRead(read.tag, view)
+
+    def get_key_facts(self, query: KeyFactsQuery) -> ChainFacts:
+        """What the registries say about a worker's key request (the real gatekeeper's
+        enclave reads the same from state proofs it verifies)."""
+        deployed = self.ledger.deployed.get(query.contract_id) if self.ledger else None
+        if deployed is None:
+            return ChainFacts(worker_active=False, worker_assigned=False, key_published=False)
+        return ChainFacts(
+            worker_active=self.is_active(query.worker_id, int(Role.WORKER)),
+            worker_assigned=query.worker_id in deployed.workers,
+            key_published=True,
+            install_binding=compute_install_binding(
+                deployed.code_hash, deployed.deployer_commitment, list(deployed.workers)
+            ),
+        )
 
     def _read_bridged(self, read: ReadChain) -> ChainRead:
         query = read.query

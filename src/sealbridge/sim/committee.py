@@ -47,11 +47,13 @@ from sealbridge.core.effects import (
     Effect,
     EnclaveAnswer,
     ReadChain,
+    Send,
     SetTimer,
 )
-from sealbridge.core.encoding import Message, encode
+from sealbridge.core.encoding import Message, decode_canonical, encode
 from sealbridge.core.errors import ConfigError, SealbridgeError
-from sealbridge.keyservice.committee import CommitteeMember, CommitteeState
+from sealbridge.crypto.dkg import GroupPublicKeys
+from sealbridge.keyservice.committee import CommitteeState
 from sealbridge.keyservice.committee_host import (
     CardsQuery,
     CommitteeEvent,
@@ -72,14 +74,28 @@ from sealbridge.keyservice.committee_host import (
     RotationRestartedSeen,
 )
 from sealbridge.keyservice.ecalls import CommitteeEcalls
+from sealbridge.keyservice.gatekeeper import Gatekeeper
+from sealbridge.keyservice.messages import ChainFacts, KeyRequest, KeyRequestBody
+from sealbridge.keyservice.threshold_messages import PartialKeyRelease
+from sealbridge.runtime.catchup import GroupKeysRequest
 from sealbridge.tee.card import AttestedCard
 from sealbridge.tee.ecall import get_ecall_table
 from sealbridge.tee.enclave import EnclaveContext, RawEcall
 from sealbridge.tee.policy import AttestationPolicy
 
-__all__ = ["CommitteeModel", "Elect", "SimGatekeeper", "TipPoller", "TipQuery"]
+__all__ = [
+    "CommitteeModel",
+    "Elect",
+    "KeyReleaseAnswer",
+    "KeyReleaseAsk",
+    "KeyFactsQuery",
+    "SimGatekeeper",
+    "TipPoller",
+    "TipQuery",
+]
 
 ADMIN = -1  # the sender of admin transactions (the simulator's outside world)
+MAX_RELEASES = 64  # key requests a simulated gatekeeper holds while it reads their facts
 COMMITTEE_TXS = (PostDealing, ConfirmReady, RestartEra)
 
 
@@ -89,6 +105,28 @@ class Elect(Message, frozen=True):
     members: list[bytes]
     threshold: int
     committee: str = "gatekeepers"  # or "gateways"
+
+
+class KeyReleaseAsk(Message, frozen=True):
+    """A worker host asks a gatekeeper: the committee's group keys, or its partial
+    release of a contract key."""
+
+    tag: str
+    request: GroupKeysRequest | KeyRequest
+
+
+class KeyReleaseAnswer(Message, frozen=True):
+    tag: str
+    group: GroupPublicKeys | None = None
+    release: PartialKeyRelease | None = None
+    error: str = ""
+
+
+class KeyFactsQuery(Message, frozen=True):
+    """What the chain says about a key request (answer: ``ChainFacts``)."""
+
+    contract_id: bytes
+    worker_id: bytes
 
 
 class TipQuery(Message, frozen=True):
@@ -372,7 +410,16 @@ class SimGatekeeper:
         self.address = address
         self.chain = chain
         self.enclave = enclave
-        self.member = CommitteeMember(enclave=enclave, policy=policy, measurement=measurement)
+        self.clock = clock
+        # the gatekeeper's trusted core: its committee member takes part in the eras, and
+        # its key release answers the workers (with the chain model's facts)
+        self.gatekeeper = Gatekeeper(enclave=enclave, policy=policy, measurement=measurement)
+        self.member = self.gatekeeper.committee
+        # facts read tag -> (the worker, its tag, its request)
+        self.releases: dict[str, tuple[int, str, KeyRequest]] = {}
+        self._reads = 0
+        self.released = 0
+        self.refused = 0
         self.card = AttestedCard(node=enclave.identity, quote=enclave.get_identity_quote())
         self.committee_id = enclave.identity.identity_key
         self.core = CommitteeHostCore(self.committee_id, scanned=0, address=address, chain=chain)
@@ -393,12 +440,50 @@ class SimGatekeeper:
         return self._run(self.core.on_timer(name, now), now)
 
     def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
+        if isinstance(message, KeyReleaseAsk):
+            return self._on_key_ask(sender, message)
+        if sender == self.chain and isinstance(message, ChainRead) and message.tag in self.releases:
+            return self._release(message, now)
         if self.follower.claims(message):
             height = self.follower.take(sender, message)
             if height is None:
                 return []
             message = Followed(height=height)
         return self._run(self.core.on_message(sender, message, now), now)
+
+    # -- key release ---------------------------------------------------------------------
+    def _on_key_ask(self, sender: int, ask: KeyReleaseAsk) -> list[Effect]:
+        """A worker's question: the group keys at once; a partial release once the chain's
+        facts about the request are read."""
+        if isinstance(ask.request, GroupKeysRequest):
+            try:
+                group = self.member.get_active().public
+            except SealbridgeError as exc:
+                return [Send((sender,), KeyReleaseAnswer(ask.tag, error=exc.message))]
+            return [Send((sender,), KeyReleaseAnswer(ask.tag, group=group))]
+        if not isinstance(ask.request, KeyRequest) or len(self.releases) >= MAX_RELEASES:
+            return [Send((sender,), KeyReleaseAnswer(ask.tag, error="not a key request, or busy"))]
+        try:
+            body = decode_canonical(ask.request.body, KeyRequestBody)
+        except SealbridgeError as exc:
+            return [Send((sender,), KeyReleaseAnswer(ask.tag, error=exc.message))]
+        self._reads += 1
+        tag = f"key-facts:{self._reads}"
+        self.releases[tag] = (sender, ask.tag, ask.request)
+        return [ReadChain(tag, KeyFactsQuery(body.contract_id, body.worker_id))]
+
+    def _release(self, read: ChainRead, now: float) -> list[Effect]:
+        sender, tag, request = self.releases.pop(read.tag)
+        if read.error or not isinstance(read.value, ChainFacts):
+            self.refused += 1
+            return [Send((sender,), KeyReleaseAnswer(tag, error=read.error or "no facts"))]
+        try:
+            release = self.gatekeeper.release_partial(request, read.value, int(self.clock()))
+        except SealbridgeError as exc:
+            self.refused += 1
+            return [Send((sender,), KeyReleaseAnswer(tag, error=f"{exc.code}: {exc.message}"))]
+        self.released += 1
+        return [Send((sender,), KeyReleaseAnswer(tag, release=release))]
 
     def _run(self, effects: list[Effect], now: float) -> list[Effect]:
         """Carry out the enclave calls at once (the enclave is local); pass on the rest."""

@@ -24,12 +24,13 @@ Roles in the simulated devnet today:
   checkpoints offered to the simulated storage nodes and confirmed by their signed
   receipts, with a *modelled* enclave (:class:`~sealbridge.sim.worker.OutputsModel`).
   With ``worker_enclaves`` (:class:`~sealbridge.sim.enclave_worker.SimEnclaveWorker`)
-  each worker runs its real enclave: the chain model's blocks are then in the real
-  formats, with the management contracts' events; the contracts (tokens, drawn from
-  the seed, deployed in block 1 and by their deployer's command in block 2) run in
-  the enclaves; the follow core hands every block over and collects the peers'
-  witnesses; ``send_command`` sends a real mint. The contract keys are handed to the
-  enclaves encrypted to them (the gatekeepers' release is modelled).
+  each worker runs its real enclave and its catch-up, follow and submission cores:
+  the chain model's blocks are then in the real formats, with the management
+  contracts' events; ``deploy_contracts`` (once the gatekeepers' era is active)
+  deploys tokens under keys the committee derives, and each worker's catch-up core
+  gets its keys from the gatekeepers' partial releases; ``send_command`` sends a real
+  mint; ``restart_worker`` brings a crashed worker back from its state bundle, or from
+  the newest checkpoint with a wiped disk.
 * **gateways** (:class:`~sealbridge.sim.gateway.SimGateway`): the committee host core
   (the gateway committee, a second committee on the chain model, ``elect_gateways``)
   and the chain feed in front of a real gateway enclave in process, following bridged
@@ -52,19 +53,21 @@ from sealbridge.chain.abi import Role, compute_address
 from sealbridge.contracts.catalog import get_source
 from sealbridge.contracts.executor import compute_code_hash
 from sealbridge.core.effects import ReadChain, SubmitTx
+from sealbridge.core.encoding import decode
 from sealbridge.core.errors import ConfigError
 from sealbridge.core.ids import keccak
-from sealbridge.crypto import ecies
-from sealbridge.crypto.keyschedule import compute_contract_keys, key_release_aad
+from sealbridge.crypto.keyschedule import compute_contract_keys
 from sealbridge.crypto.signing import ed25519_keypair
+from sealbridge.crypto.threshold_prf import combine_contract_key
 from sealbridge.interop.evm_gateway import ChainAnchor, EscrowRef, GatewaySetup
 from sealbridge.keyservice.committee import ChainBinding
+from sealbridge.runtime.catchup import StateBundle
 from sealbridge.runtime.enclave import WorkerProgram
 from sealbridge.runtime.envelope import seal_command
+from sealbridge.runtime.follow import BUNDLE_KEY
 from sealbridge.runtime.messages import (
     DEPLOY_METHOD,
     ChainConfig,
-    InstallContract,
     compute_deployer_commitment,
 )
 from sealbridge.sim.bridged import BridgedChain, InstallEscrowKey, LockFunds
@@ -155,7 +158,12 @@ class SimDevnet:
         if not 0 <= self.spec.gatekeepers <= 32:
             raise ConfigError("a simulated devnet has 0 to 32 gatekeepers")
         platform, platform_pub = ed25519_keypair(derive_key(self.seed, "platform"))
-        policy = devnet_policy(platform_pub, [GATEKEEPER_MEASUREMENT], max_quote_age_seconds=10**9)
+        # the gatekeepers attest each other (committee cards) and the workers (key requests)
+        policy = devnet_policy(
+            platform_pub,
+            [GATEKEEPER_MEASUREMENT, WORKER_MEASUREMENT],
+            max_quote_age_seconds=10**9,
+        )
         self.gatekeepers: dict[int, SimGatekeeper] = {}
         first = self.spec.storage_nodes + 1
         for address in range(first, first + self.spec.gatekeepers):
@@ -247,9 +255,6 @@ class SimDevnet:
             bridged=self.bridged,
             evm=self.evm,
         )
-        if self.evm is not None:  # the deployments, in block 1; the deploy commands after
-            for deploy in self._deployments:
-                self.chain.submit_admin(deploy)
         for worker_id in worker_ids.values():  # workers are registered at genesis here
             self.chain.registry[worker_id] = RegistryEntry(int(Role.WORKER), 2**62, 0)
         self.sim = Simulator(
@@ -266,8 +271,6 @@ class SimDevnet:
         )
         self.sim.set_service(SubmitTx, CHAIN)
         self.sim.set_service(ReadChain, CHAIN)
-        if self.evm is not None:
-            self.sim.call_at(self.spec.block_time * 1.5, self._send_deploy_commands)
 
     # -- workers ----------------------------------------------------------------------------
     def _build_modelled_workers(self, first: int) -> dict[int, bytes]:
@@ -299,54 +302,34 @@ class SimDevnet:
 
     def _build_enclave_workers(self, first: int, platform: bytes) -> dict[int, bytes]:
         """Workers with their real enclaves, over a chain whose blocks are in the real
-        formats; every worker executes every contract (a token). The contract keys are
-        drawn from the seed and handed to each enclave encrypted to it (the gatekeepers'
-        release is modelled)."""
+        formats; every worker will execute every contract (tokens, deployed by
+        :meth:`deploy_contracts` once the gatekeepers' committee has a key)."""
         self.evm = evm = EvmChain(CHAIN_ID)
-        programs = {
-            first + i: WorkerProgram(
-                EnclaveContext(
-                    program="sim:worker",
-                    measurement=WORKER_MEASUREMENT,
-                    platform_private_key=platform,
-                    clock=self._now,
-                ),
+        self.worker_enclaves: dict[int, EnclaveContext] = {
+            first + i: EnclaveContext(
+                program="sim:worker",
+                measurement=WORKER_MEASUREMENT,
+                platform_private_key=platform,
                 clock=self._now,
             )
             for i in range(self.spec.workers)
         }
-        worker_ids = {a: p.ctx.identity.identity_key for a, p in programs.items()}
-        executors = sorted(worker_ids.values())
+        worker_ids = {a: ctx.identity.identity_key for a, ctx in self.worker_enclaves.items()}
+        self.executors = sorted(worker_ids.values())
 
         def block_hash(number: int) -> bytes:
             return evm.hashes[number] if 0 <= number <= evm.number else b""
 
         self.ledger = LedgerModel(
-            executors={cid: executors for cid in self.contract_ids},
+            executors={cid: self.executors for cid in self.contract_ids},
             storage_threshold=self.spec.storage_threshold,
             ledger_address=LEDGER,
             chain_id=CHAIN_ID,
             addresses=MANAGEMENT,
             block_hash=block_hash,
         )
-        code = get_source("token")
-        self.deployer, deployer_pub = ed25519_keypair(derive_key(self.seed, "deployer"))
-        self._deployments: list[DeployContract] = []
-        for i, cid in enumerate(self.contract_ids):
-            key = hashlib.sha256(self.seed + f"contract-key/{i}".encode()).digest()
-            self.contract_keys[cid] = key
-            keys = compute_contract_keys(cid, key)
-            self._deployments.append(
-                DeployContract(
-                    contract_id=cid,
-                    code_hash=compute_code_hash(code),
-                    workers=executors,
-                    deployer_commitment=compute_deployer_commitment(cid, deployer_pub),
-                    command_key=keys.command_public_key,
-                    message_key=keys.message_public_key,
-                )
-            )
-        config = ChainConfig(
+        self.deployer, self.deployer_pub = ed25519_keypair(derive_key(self.seed, "deployer"))
+        self.chain_config = ChainConfig(
             chain_id=CHAIN_ID,
             command_inbox=MANAGEMENT.command_inbox,
             contract_registry=MANAGEMENT.contract_registry,
@@ -354,38 +337,99 @@ class SimDevnet:
             anchor_number=0,
             anchor_hash=evm.hashes[0],
         )
-        names = {a: f"worker-{a}" for a in programs}
-        for address, program in programs.items():
-            identity = program.ctx.identity
-            installs = [
-                InstallContract(
-                    contract_id=d.contract_id,
-                    code_hash=d.code_hash,
-                    contract_public_key=d.command_key,
-                    wrapped_key=ecies.encrypt_to(
-                        identity.encryption_key,
-                        self.contract_keys[d.contract_id],
-                        key_release_aad(d.contract_id, identity.identity_key),
-                    ),
-                    gatekeeper_key=bytes(32),
-                    deployer_commitment=d.deployer_commitment,
-                    workers=executors,
-                )
-                for d in self._deployments
-            ]
-            self.workers[address] = SimEnclaveWorker(
-                address,
-                chain=CHAIN,
-                program=program,
-                chain_config=config,
-                installs=installs,
-                peers={a: n for a, n in names.items() if a != address},
-                storage=tuple(sorted(self.storage)),
-                ledger=self.ledger,
-                checkpoint_interval=self.spec.checkpoint_interval,
-                poll=self.spec.follow_poll,
-            )
+        for address in self.worker_enclaves:
+            self.workers[address] = self._make_enclave_worker(address, StateBundle())
         return worker_ids
+
+    def _make_enclave_worker(self, address: int, bundle: StateBundle) -> SimEnclaveWorker:
+        """A worker host and its enclave (a fresh enclave program over the enclave's
+        sealed identity, as after a restart), starting from ``bundle``."""
+        names = {a: f"worker-{a}" for a in self.worker_enclaves}
+        ctx = self.worker_enclaves[address]
+        return SimEnclaveWorker(
+            address,
+            chain=CHAIN,
+            program=WorkerProgram(ctx, clock=self._now),
+            chain_config=self.chain_config,
+            start_block=1,
+            contracts=self.contract_ids,
+            peers={a: n for a, n in names.items() if a != address},
+            gatekeepers=tuple(sorted(self.gatekeepers)),
+            storage=tuple(sorted(self.storage)),
+            ledger=self.ledger,
+            checkpoint_interval=self.spec.checkpoint_interval,
+            fetch_blob=self._fetch_blob,
+            bundle=bundle,
+            poll=self.spec.follow_poll,
+        )
+
+    def _fetch_blob(self, blob_hash: bytes) -> bytes | None:
+        """A checkpoint blob from the first storage node that is up and holds it (the
+        network worker's GET /v1/blobs: I/O, not a core's decision)."""
+        for address in sorted(self.storage):
+            if not self.sim.is_up(address):
+                continue
+            data = self.sim.get_disk(address).get(f"blob/{blob_hash.hex()}")
+            if data is not None and keccak(data) == blob_hash:
+                return data
+        return None
+
+    def deploy_contracts(self) -> None:
+        """Deploy every contract (a token) with the key the gatekeepers' committee
+        derives for it, and send each deployer's deploy command a block later. The
+        contract keys are combined here from ``t`` members' partials (the publishing
+        gatekeeper's part, modelled); workers get theirs from the gatekeepers."""
+        if self.evm is None:
+            raise ConfigError("contracts are deployed only with the workers' enclaves")
+        members = [
+            g.member
+            for g in self.gatekeepers.values()
+            if g.member.current_era == self.committee.active
+        ]
+        if not members or self.committee.active == 0:
+            raise ConfigError("the gatekeepers' committee has no active era yet")
+        holders = [m.get_active() for m in members]
+        group = holders[0].public
+        code = get_source("token")
+        for cid in self.contract_ids:
+            partials = [h.compute_partial(cid) for h in holders[: group.threshold]]
+            key = combine_contract_key(
+                cid,
+                partials,
+                threshold=group.threshold,
+                group_public_key=group.group_public_key,
+                public_shares=group.public_shares,
+            )
+            self.contract_keys[cid] = key
+            keys = compute_contract_keys(cid, key)
+            self.chain.submit_admin(
+                DeployContract(
+                    contract_id=cid,
+                    code_hash=compute_code_hash(code),
+                    workers=self.executors,
+                    deployer_commitment=compute_deployer_commitment(cid, self.deployer_pub),
+                    command_key=keys.command_public_key,
+                    message_key=keys.message_public_key,
+                )
+            )
+        self.sim.call_at(self.sim.now + self.spec.block_time * 1.5, self._send_deploy_commands)
+
+    def restart_worker(self, address: int, *, at: float | None = None, wipe: bool = False) -> None:
+        """Restart a (crashed) enclave worker at ``at``: a fresh host and enclave program
+        over the same sealed enclave identity, from the state bundle its disk holds then
+        -- or, with ``wipe``, from an empty disk (it recovers from the newest checkpoint)."""
+
+        def restart() -> None:
+            disk = self.sim.get_disk(address)
+            if wipe:
+                disk.clear()
+            raw = disk.get(BUNDLE_KEY)
+            bundle = decode(raw, StateBundle) if raw is not None else StateBundle()
+            worker = self._make_enclave_worker(address, bundle)
+            self.workers[address] = worker
+            self.sim.restart(address, node=worker)
+
+        self.sim.call_at(self.sim.now if at is None else at, restart)
 
     def _send_deploy_commands(self) -> None:
         code = get_source("token")

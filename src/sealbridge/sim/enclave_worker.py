@@ -3,45 +3,59 @@
 Theory of operation
 -------------------
 :class:`~sealbridge.sim.worker.SimWorker` runs a worker host's submission core against a
-*modelled* enclave. :class:`SimEnclaveWorker` runs the same host with the worker's real
-enclave program (:class:`~sealbridge.runtime.enclave.WorkerProgram`, in process, called
-through its encoded ECALL boundary), so contracts run in their WebAssembly sandbox and
-every block is verified before it is applied. Two host cores decide, unchanged from the
-network worker:
+*modelled* enclave. :class:`SimEnclaveWorker` runs the worker host with its real enclave
+program (:class:`~sealbridge.runtime.enclave.WorkerProgram`, in process, called through
+its encoded ECALL boundary), so contracts run in their sandbox and every block is
+verified before it is applied. Three host cores decide, unchanged from the network
+worker (:mod:`sealbridge.node.worker`):
 
+* the **catch-up core** (:class:`~sealbridge.runtime.catchup.CatchupCore`): where the
+  enclave starts -- resume from the state bundle on the node's disk, recover from the
+  newest checkpoint (its blob from the storage nodes, checked against the ledger's
+  record), or fresh from the genesis block -- and every install: the enclave's key
+  request, the committee's group keys and ``t`` partial releases from the gatekeepers
+  (``AskPeers``), then ``WORKER_INSTALL_CONTRACT``;
 * the **follow core** (:class:`~sealbridge.runtime.follow.WorkerFollowCore`): each
-  block, with its evidence, to the enclave (``WORKER_PROCESS_BLOCK``); the state bundle
-  persisted; the peers' witnesses collected (``AskPeers``) and handed to the enclave
-  (``WORKER_RELEASE_OUTPUTS``) once caught up; then ``CaughtUp`` to
+  block, with its evidence, to the enclave; the state bundle persisted; the peers'
+  witnesses collected and handed to the enclave once caught up; then ``CaughtUp`` to
 * the **submission core** (:class:`~sealbridge.runtime.submission.SubmissionCore`):
-  competitive-execution outputs signed by the enclave (real signatures, real end
-  hashes, which the ledger model checks against the chain's block hashes) and
-  checkpoints offered to the storage nodes.
+  outputs signed by the enclave (real signatures, real end hashes, which the ledger
+  model checks against the chain's block hashes) and checkpoints offered to the
+  storage nodes.
 
-What the host does around them, as the network worker's follow loop does: it asks the
-chain's height every ``poll`` seconds, reads the evidence of the blocks it has not
+What the host does around them is what the network worker's follow loop does: it asks
+the chain's height every ``poll`` seconds, reads the evidence of the blocks it has not
 offered (``EvidenceQuery`` of the chain model's own chain, whose blocks are in the real
 formats with the management contracts' events, :mod:`sealbridge.sim.management_logs`),
-offers them one at a time, and says ``FollowCaughtUp`` when none is left. A block the
-enclave refused for a passing reason is offered again at the next poll; any other
-refusal stops the following (``follow_stopped``). ``AskPeers`` is carried out over the
-simulated links: a :class:`WitnessCall` to each named peer host, whose enclave signs
-(``WORKER_WITNESS_BLOCK``) its :class:`WitnessReply`; what came within
-``witness_timeout`` seconds is the answer.
+and runs each block's steps in :meth:`~sealbridge.node.worker.WorkerHost.on_block`'s
+order: the block to the follow core, ``BlockApplied`` and then the block's
+``KeysPublished`` to the catch-up core. A step whose core failed for a passing reason
+(a key not released yet, a backlog) stays first and runs again at the next poll; any
+other failure stops the following (``follow_stopped``). ``AskPeers`` goes over the
+simulated links: a :class:`WitnessCall` to each named peer host (whose enclave signs
+its :class:`WitnessReply`), or a :class:`~sealbridge.sim.committee.KeyReleaseAsk` to
+each gatekeeper; what came within ``witness_timeout`` seconds (or, for the
+gatekeepers, the ``needed`` answers) is the answer.
 
-**What is modelled.** The contract keys are not released by gatekeepers here: each
-worker's install carries its contract key encrypted to its enclave (``wrapped_key``, the
-tools' path) and is tried after every applied block until the enclave has read the
-contract's ``ContractDeployed`` and ``ContractKeyPublished`` events in verified blocks
-(the install facts; before that it refuses). Cross-contract messages are not posted
-(the posting core is not run here) and a ``KeyProofQuery`` is answered with a refusal.
+**What is modelled.** The gatekeepers release partials with their real trusted core
+(:class:`~sealbridge.keyservice.gatekeeper.Gatekeeper`: the request's signature,
+freshness and quote, the era, the entitlement, the binding to the install facts), but
+the facts come from the chain model (``KeyFactsQuery``), not from state proofs their
+enclave verifies. Checkpoint blobs are read from the storage nodes' simulated disks
+(the network worker's ``GET /v1/blobs``, I/O and no decision). Cross-contract messages
+are not posted (the posting core is not run here) and a ``KeyProofQuery`` is refused.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
+from eth_abi.abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
 
 from sealbridge.chain.lightclient import BlockEvidence, compute_header_hash
 from sealbridge.core.effects import (
@@ -59,30 +73,34 @@ from sealbridge.core.effects import (
 from sealbridge.core.encoding import Message
 from sealbridge.core.errors import ConfigError, SealbridgeError
 from sealbridge.interop.chain_feed import EvidenceQuery
-from sealbridge.runtime.ecalls import (
-    WORKER_CONFIGURE_CHAIN,
-    WORKER_INSTALL_CONTRACT,
-    WORKER_STATUS,
-    WORKER_WITNESS_BLOCK,
+from sealbridge.keyservice.messages import KeyRequest
+from sealbridge.runtime.catchup import (
+    BlockApplied,
+    CatchupCore,
+    CatchupFailure,
+    CheckpointBlobQuery,
+    GroupKeysRequest,
+    KeyEvent,
+    KeysPublished,
+    StartCatchup,
+    StateBundle,
 )
+from sealbridge.runtime.chainview import KEY_PUBLISHED_TOPIC
+from sealbridge.runtime.ecalls import WORKER_STATUS, WORKER_WITNESS_BLOCK
 from sealbridge.runtime.enclave import WorkerProgram
 from sealbridge.runtime.follow import (
     ApplyBlock,
     FollowCaughtUp,
+    FollowFailure,
     FollowStep,
     MessagesReleased,
     PeerWitness,
     WitnessAsk,
     WorkerFollowCore,
 )
-from sealbridge.runtime.messages import (
-    BlockWitness,
-    ChainConfig,
-    ContractStatus,
-    InstallContract,
-    WitnessRequest,
-)
+from sealbridge.runtime.messages import BlockWitness, ChainConfig, ContractStatus, WitnessRequest
 from sealbridge.runtime.submission import CaughtUp
+from sealbridge.sim.committee import KeyReleaseAnswer, KeyReleaseAsk, TipPoller
 from sealbridge.sim.worker import LedgerModel, SimWorker
 from sealbridge.tee.ecall import NOTHING
 from sealbridge.tee.enclave import RawEcall
@@ -111,8 +129,42 @@ class WitnessReply(Message, frozen=True):
 class _Collecting:
     tag: str
     asked: dict[int, str]  # address -> peer name
-    answers: dict[str, PeerWitness] = field(default_factory=dict)
+    owner: str  # the core that asked ("follow" or "catchup")
+    needed: int
+    answered: set[str] = field(default_factory=set)
+    answers: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+def effect_tag(effect: Effect) -> str:
+    return str(getattr(effect, "tag", ""))
+
+
+def key_events_in(evidence: BlockEvidence, registry: bytes) -> list[KeyEvent]:
+    """The registry's ``ContractKeyPublished`` events in a block, as the host reads them
+    (unverified: the enclave installs only with facts it verified itself)."""
+    events: list[KeyEvent] = []
+    for receipt in evidence.receipts:
+        for log in receipt.logs:
+            if log.address != registry or log.topics[:1] != [KEY_PUBLISHED_TOPIC]:
+                continue
+            if len(log.topics) < 2:
+                continue
+            try:
+                command_key, message_key, _wrapped = abi_decode(
+                    ["bytes32", "bytes32", "bytes"], log.data
+                )
+            except (DecodingError, ValueError, TypeError):
+                continue
+            events.append(
+                KeyEvent(
+                    contract_id=log.topics[1],
+                    block_number=evidence.header.number,
+                    contract_public_key=bytes(command_key),
+                    message_key=bytes(message_key),
+                )
+            )
+    return events
 
 
 class SimEnclaveWorker(SimWorker):
@@ -125,22 +177,25 @@ class SimEnclaveWorker(SimWorker):
         chain: int,
         program: WorkerProgram,
         chain_config: ChainConfig,
-        installs: list[InstallContract],
+        start_block: int,
+        contracts: list[bytes],
         peers: dict[int, str],
+        gatekeepers: tuple[int, ...],
         storage: tuple[int, ...],
         ledger: LedgerModel,
         checkpoint_interval: int,
+        fetch_blob: Callable[[bytes], bytes | None],
+        bundle: StateBundle | None = None,
         poll: float = 1.0,
         store_timeout: float = 5.0,
         witness_timeout: float = 2.0,
     ) -> None:
-        contracts = [i.contract_id for i in installs]
         super().__init__(
             address,
             chain=chain,
             worker_id=program.ctx.identity.identity_key,
             contracts=contracts,
-            executors=[list(i.workers) for i in installs],
+            executors=[],
             storage=storage,
             ledger=ledger,
             checkpoint_interval=checkpoint_interval,
@@ -151,14 +206,22 @@ class SimEnclaveWorker(SimWorker):
         self.program = program
         self.table: dict[str, RawEcall] = dict(program.get_ecalls())
         self.chain_id = chain_config.chain_id
-        answer = self._ecall(CallEnclave("build", WORKER_CONFIGURE_CHAIN, chain_config))
-        if answer.error:
-            raise ConfigError(f"the worker enclave refused its chain: {answer.error}")
-        self.next_block = chain_config.anchor_number + 1
-        self.pending_installs = list(installs)
-        self.installed: list[InstallContract] = []
         self.peer_names = dict(peers)  # address -> name
+        self.gatekeepers = tuple(gatekeepers)
+        self.fetch_blob = fetch_blob
+        self.ledger = ledger
+        self.catchup = CatchupCore(
+            self.worker_id,
+            chain_config=chain_config,
+            start_block=start_block,
+            address=address,
+            host=address,
+            chain=chain,
+            enclave=address,
+            peers=address,
+        )
         self.follow = WorkerFollowCore(
+            bundle=bundle,
             peers=sorted(peers.values()),
             address=address,
             host=address,
@@ -173,15 +236,34 @@ class SimEnclaveWorker(SimWorker):
         self.fetching = ""  # the tag of the evidence read in flight
         self._reads = 0
         self.fetched: deque[BlockEvidence] = deque()
+        # the steps still to run, in order (a block's: the follow core's ApplyBlock, then
+        # the catch-up core's BlockApplied and KeysPublished, as WorkerHost.on_block);
+        # one that failed for a passing reason stays first and runs again at the next poll
+        self.steps: deque[tuple[str, Any]] = deque(
+            [("catchup", StartCatchup(bundle=self.follow.bundle))]
+        )
         self.collecting: _Collecting | None = None
         self.caught_up_at = -1  # the height FollowCaughtUp was last said at
         self.stopped = ""
         self.messages_dropped = 0
 
+    @property
+    def installed(self) -> dict[bytes, list[bytes]]:
+        return self.catchup.installed
+
+    @property
+    def next_block(self) -> int:
+        return self.catchup.last_delivered + 1 if self.catchup.started else 0
+
     # -- ProtocolNode ----------------------------------------------------------------------
+    def on_start(self, now: float) -> list[Effect]:
+        return super().on_start(now) + self._advance(now)
+
     def on_timer(self, name: str, now: float) -> list[Effect]:
         if name == WITNESS_TIMER:
             return self._finish_collecting(now)
+        if name == TipPoller.TIMER:
+            return self.follower.ask() + self._advance(now)  # a failed step: again
         return super().on_timer(name, now)
 
     def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
@@ -190,43 +272,47 @@ class SimEnclaveWorker(SimWorker):
             if height is None:
                 return []
             self.tip = height
-            return self._pump(now)
+            return self._advance(now)
         if isinstance(message, WitnessCall):
             return self._witness(sender, message)
-        if isinstance(message, WitnessReply):
-            return self._on_witness(sender, message, now)
-        if (
-            sender == self.chain
-            and isinstance(message, ChainRead)
-            and self.fetching
-            and message.tag == self.fetching
-        ):
-            return self._on_evidence(message, now)
+        if isinstance(message, WitnessReply | KeyReleaseAnswer):
+            return self._on_peer(sender, message, now)
+        tag = getattr(message, "tag", None)
+        if sender == self.chain and isinstance(message, ChainRead) and tag:
+            if tag == self.fetching:
+                return self._on_evidence(message, now)
+            if tag == self.catchup.tag:
+                return self._step_core("catchup", message, now, sender=self.chain)
         return super().on_message(sender, message, now)
 
-    # -- following ---------------------------------------------------------------------------
+    # -- the steps ---------------------------------------------------------------------------
     def _busy(self) -> bool:
-        follow = self.follow
-        return follow.step is not FollowStep.IDLE or follow.job is not None or bool(follow.backlog)
+        follow, catchup = self.follow, self.catchup
+        return (
+            follow.step is not FollowStep.IDLE
+            or follow.job is not None
+            or bool(follow.backlog)
+            or catchup.job is not None
+            or bool(catchup.backlog)
+            or self.collecting is not None
+        )
 
-    def _pump(self, now: float) -> list[Effect]:
-        """Offer the fetched blocks one by one; read more; say caught up at the tip."""
+    def _advance(self, now: float) -> list[Effect]:
+        """Run the waiting steps in order; read more blocks; say caught up at the tip."""
         out: list[Effect] = []
         while not self.stopped and not self.fetching and not self._busy():
-            if self.fetched:
-                evidence = self.fetched[0]
-                block = ApplyBlock(
-                    number=evidence.header.number,
-                    block_hash=compute_header_hash(evidence.header),
-                    evidence=evidence,
-                    applied=self.next_block - 1,
-                )
-                out += self._run_follow(self.follow.on_message(self.address, block, now), now)
+            if self.steps:
+                core, message = self.steps[0]
+                out += self._step_core(core, message, now, advance=False)
                 if self._busy():
-                    break  # waiting for the peers' witnesses (a full backlog)
-                out += self._after_block(now)
-                if self.follow.failure is not None:
+                    break  # waiting for an answer: the step ends when it comes
+                if not self._step_done(core, out):
                     break
+                continue
+            if not self.catchup.started:
+                break
+            if self.fetched:
+                self._queue_block(self.fetched.popleft())
                 continue
             if self.next_block <= self.tip:
                 self._reads += 1
@@ -235,28 +321,73 @@ class SimEnclaveWorker(SimWorker):
                 numbers = list(range(self.next_block, last + 1))
                 out.append(ReadChain(self.fetching, EvidenceQuery(self.chain_id, numbers)))
                 break
-            if self.caught_up_at == self.next_block - 1:
+            height = self.catchup.last_delivered
+            if self.caught_up_at == height:
                 break
-            self.caught_up_at = self.next_block - 1
+            self.caught_up_at = height
+            installed = self.catchup.installed
             caught_up = FollowCaughtUp(
-                height=self.next_block - 1,
-                contract_ids=[i.contract_id for i in self.installed],
-                executors=[list(i.workers) for i in self.installed],
+                height=height,
+                contract_ids=list(installed),
+                executors=[list(w) for w in installed.values()],
             )
-            out += self._run_follow(self.follow.on_message(self.address, caught_up, now), now)
+            out += self._step_core("follow", caught_up, now, advance=False)
         return out
 
-    def _after_block(self, now: float) -> list[Effect]:
-        failure = self.follow.failure
+    def _queue_block(self, evidence: BlockEvidence) -> None:
+        number = evidence.header.number
+        self.steps.append(
+            (
+                "follow",
+                ApplyBlock(
+                    number=number,
+                    block_hash=compute_header_hash(evidence.header),
+                    evidence=evidence,
+                    directory=[],  # filled in when the step runs (the catch-up's, then)
+                    applied=number - 1,
+                ),
+            )
+        )
+        self.steps.append(("catchup", BlockApplied(number=number)))
+        published = key_events_in(evidence, self.catchup.chain_config.contract_registry)
+        if published:
+            self.steps.append(("catchup", KeysPublished(events=published)))
+
+    def _step_done(self, core: str, out: list[Effect]) -> bool:
+        """The first step's core is idle: drop the step, or keep it after a failure that
+        may pass (False: wait for the next poll); stop for good after any other."""
+        failure: FollowFailure | CatchupFailure | None = (
+            self.follow.failure if core == "follow" else self.catchup.failure
+        )
         if failure is None:
-            self.fetched.popleft()
-            self.next_block += 1
-            return self._install()
+            self.steps.popleft()
+            return True
         if failure.passing:
-            self.fetched.clear()  # offered again, read again, at the next poll
-            return []
+            return False
         self.stopped = f"{failure.code}: {failure.message}"
-        return [Report("follow_stopped", self.stopped)]
+        self.steps.clear()
+        self.fetched.clear()
+        out.append(Report("follow_stopped", self.stopped))
+        return False
+
+    def _step_core(
+        self, core: str, message: Any, now: float, advance: bool = True, sender: int = -1
+    ) -> list[Effect]:
+        """Hand ``message`` (a step, or an answer) to a core and carry out its effects;
+        when it is an answer that ends the first step, go on with the next ones."""
+        if isinstance(message, ApplyBlock):
+            message = msgspec.structs.replace(message, directory=self.catchup.directory)
+            if message.number <= self.catchup.last_delivered:  # applied before a retry
+                return []
+        target = self.follow if core == "follow" else self.catchup
+        sender = self.address if sender < 0 else sender
+        out = self._run_cores(target.on_message(sender, message, now), now)
+        if advance and not self._busy() and self.steps and self.steps[0][0] == core:
+            if self._step_done(core, out):
+                out += self._advance(now)
+        elif advance and not self._busy() and not self.steps:
+            out += self._advance(now)
+        return out
 
     def _on_evidence(self, read: ChainRead, now: float) -> list[Effect]:
         self.fetching = ""
@@ -269,39 +400,27 @@ class SimEnclaveWorker(SimWorker):
             if evidence.header.number != self.next_block + len(self.fetched):
                 return []
             self.fetched.append(evidence)
-        return self._pump(now)
+        return self._advance(now)
 
-    def _install(self) -> list[Effect]:
-        """Try the waiting installs (the enclave refuses until it verified the facts)."""
-        out: list[Effect] = []
-        waiting, self.pending_installs = self.pending_installs, []
-        for install in waiting:
-            answer = self._ecall(CallEnclave("install", WORKER_INSTALL_CONTRACT, install))
-            if not answer.error:
-                self.installed.append(install)
-                out.append(Report("installed", install.contract_id.hex()[:16]))
-            elif answer.error.startswith("install_facts_unverified"):
-                self.pending_installs.append(install)
-            else:
-                out.append(Report("install_refused", answer.error))
-        return out
-
-    # -- the follow core's effects ---------------------------------------------------------
-    def _run_follow(self, effects: list[Effect], now: float) -> list[Effect]:
+    # -- the cores' effects ------------------------------------------------------------------
+    def _run_cores(self, effects: list[Effect], now: float) -> list[Effect]:
+        """Carry out the follow and catch-up cores' effects: enclave calls at once (the
+        enclave is local), peers over the links, blobs from the storage nodes."""
         out: list[Effect] = []
         queue = list(effects)
         while queue:
             effect = queue.pop(0)
+            core = self.catchup if effect_tag(effect) == self.catchup.tag else self.follow
             if isinstance(effect, CallEnclave):
-                answer = self._ecall(effect)
-                queue += self.follow.on_message(self.address, answer, now)
+                queue += core.on_message(self.address, self._ecall(effect), now)
             elif isinstance(effect, AskPeers):
                 out += self._start_collecting(effect)
-            elif isinstance(effect, ReadChain):  # a KeyProofQuery: not modelled here
-                refusal = ChainRead(
-                    effect.tag, error="state proofs are not modelled", passing=False
-                )
-                queue += self.follow.on_message(self.chain, refusal, now)
+            elif isinstance(effect, ReadChain) and isinstance(effect.query, CheckpointBlobQuery):
+                queue += core.on_message(self.chain, self._read_blob(effect), now)
+            elif isinstance(effect, ReadChain) and core is self.follow:  # a KeyProofQuery
+                why = "state proofs are not modelled"
+                refusal = ChainRead(effect.tag, error=why, passing=False)
+                queue += core.on_message(self.chain, refusal, now)
             elif isinstance(effect, Send) and effect.to == (self.address,):
                 if isinstance(effect.message, CaughtUp):
                     out += self._run(self.core.on_message(self.address, effect.message, now), now)
@@ -311,31 +430,59 @@ class SimEnclaveWorker(SimWorker):
                 out.append(effect)
         return out
 
+    def _read_blob(self, effect: ReadChain) -> ChainRead:
+        query = effect.query
+        if query.inline:
+            blob = self.ledger.inline_blobs.get(query.blob_hash)
+        else:
+            blob = self.fetch_blob(query.blob_hash)
+        if blob is None:
+            return ChainRead(effect.tag, error="BlobUnavailable: no storage node has it")
+        return ChainRead(effect.tag, blob)
+
     def _start_collecting(self, effect: AskPeers) -> list[Effect]:
-        ask = effect.request
-        if not isinstance(ask, WitnessAsk):
+        """``AskPeers`` over the links: the peer workers for witnesses, the gatekeepers
+        for group keys and partial key releases; what came by the timeout is the answer."""
+        request = effect.request
+        if isinstance(request, WitnessAsk):
+            names = set(request.peers)
+            asked = {a: n for a, n in self.peer_names.items() if n in names}
+            message: Message = WitnessCall(effect.tag, request.height)
+        elif isinstance(request, GroupKeysRequest | KeyRequest):
+            asked = {a: f"gatekeeper-{a}" for a in self.gatekeepers}
+            message = KeyReleaseAsk(effect.tag, request)
+        else:
             return []
-        names = set(ask.peers)
-        asked = {a: n for a, n in self.peer_names.items() if n in names}
-        self.collecting = _Collecting(effect.tag, asked)
-        call = WitnessCall(effect.tag, ask.height)
+        owner = "catchup" if effect.tag == self.catchup.tag else "follow"
+        self.collecting = _Collecting(effect.tag, asked, owner, effect.needed)
         return [
-            Send(tuple(sorted(asked)), call),
+            Send(tuple(sorted(asked)), message),
             SetTimer(WITNESS_TIMER, self.witness_timeout),
         ]
 
-    def _on_witness(self, sender: int, reply: WitnessReply, now: float) -> list[Effect]:
+    def _on_peer(
+        self, sender: int, reply: WitnessReply | KeyReleaseAnswer, now: float
+    ) -> list[Effect]:
         collecting = self.collecting
         if collecting is None or reply.tag != collecting.tag:
             return []
         name = collecting.asked.get(sender)
-        if name is None or name != reply.peer or name in collecting.answers:
+        if name is None or name in collecting.answered:
             return []
-        if reply.witness is None:
-            collecting.errors.append(f"{name}: {reply.error or 'no witness'}")
+        collecting.answered.add(name)
+        answer: Any = None
+        if isinstance(reply, WitnessReply):
+            if reply.peer == name and reply.witness is not None:
+                answer = PeerWitness(peer=name, witness=reply.witness)
         else:
-            collecting.answers[name] = PeerWitness(peer=name, witness=reply.witness)
-        if len(collecting.answers) + len(collecting.errors) < len(collecting.asked):
+            answer = reply.group if reply.group is not None else reply.release
+        if answer is None:
+            collecting.errors.append(f"{name}: {getattr(reply, 'error', '') or 'no answer'}")
+        else:
+            collecting.answers.append(answer)
+        if len(collecting.answered) < len(collecting.asked) and (
+            collecting.owner == "follow" or len(collecting.answers) < collecting.needed
+        ):
             return []
         return self._finish_collecting(now)
 
@@ -346,13 +493,10 @@ class SimEnclaveWorker(SimWorker):
         self.collecting = None
         answer = PeerAnswers(
             collecting.tag,
-            answers=tuple(collecting.answers[n] for n in sorted(collecting.answers)),
+            answers=tuple(collecting.answers),
             errors=tuple(collecting.errors),
         )
-        out = self._run_follow(self.follow.on_message(self.address, answer, now), now)
-        if not self._busy() and self.fetched:
-            out += self._after_block(now)
-        return out + self._pump(now)
+        return self._step_core(collecting.owner, answer, now)
 
     def _witness(self, sender: int, call: WitnessCall) -> list[Effect]:
         """A peer's host asks: this enclave's witness (the host only carries it)."""

@@ -65,6 +65,18 @@ from sealbridge.core.effects import (
 from sealbridge.core.encoding import Message, encode
 from sealbridge.core.errors import ConfigError
 from sealbridge.core.ids import keccak
+from sealbridge.runtime.catchup import (
+    BlockHashQuery,
+    CheckpointRecordsQuery,
+    CheckpointView,
+    CheckpointViews,
+    ContractRecordsQuery,
+    ContractView,
+    ContractViews,
+    KeyEvent,
+    KeyEvents,
+    KeyEventsQuery,
+)
 from sealbridge.runtime.ecalls import WORKER_SIGN_OUTPUTS
 from sealbridge.runtime.messages import SignedOutputs, SignOutputs
 from sealbridge.runtime.submission import (
@@ -99,7 +111,16 @@ __all__ = [
     "SimWorker",
 ]
 
-LEDGER_QUERIES = (AcceptedEndsQuery, CheckpointFactsQuery, StorageThresholdQuery, BlockNumberQuery)
+LEDGER_QUERIES = (
+    AcceptedEndsQuery,
+    CheckpointFactsQuery,
+    StorageThresholdQuery,
+    BlockNumberQuery,
+    BlockHashQuery,
+    KeyEventsQuery,
+    ContractRecordsQuery,
+    CheckpointRecordsQuery,
+)
 CHECKPOINT_PAD = 4096  # bytes of a modelled checkpoint blob (over the inline limit)
 
 
@@ -160,7 +181,10 @@ class LedgerModel:
     block_hash: Callable[[int], bytes] | None = None
     logs: list[list[EventLog]] = field(default_factory=list)
     seq: int = 0  # the inbox's command counter
-    deployed: set[bytes] = field(default_factory=set)
+    deployed: dict[bytes, DeployContract] = field(default_factory=dict)
+    key_events: list[KeyEvent] = field(default_factory=list)
+    checkpoint_records: dict[bytes, CheckpointView] = field(default_factory=dict)
+    inline_blobs: dict[bytes, bytes] = field(default_factory=dict)  # hash -> inline blob
 
     def take_logs(self) -> list[list[EventLog]]:
         """The logs of the block being made, one list per transaction (and forget them)."""
@@ -175,7 +199,7 @@ class LedgerModel:
 
     def apply(self, sender_id: bytes | None, tx: Any, block: int, is_active: Any) -> str:
         if isinstance(tx, DeployContract):
-            return self._deploy(sender_id, tx)
+            return self._deploy(sender_id, tx, block)
         if isinstance(tx, Command):
             if sender_id is not None:
                 return "only the admin sends commands here"
@@ -197,14 +221,22 @@ class LedgerModel:
             return "unknown sender"
         return self._submit(sender_id, tx, block, is_active)
 
-    def _deploy(self, sender_id: bytes | None, tx: DeployContract) -> str:
+    def _deploy(self, sender_id: bytes | None, tx: DeployContract, block: int) -> str:
         if sender_id is not None:
             return "only the admin deploys here"
         if self.addresses is None:
             return "deployments are recorded only with real blocks"
         if tx.contract_id in self.deployed:
             return "contract already deployed"
-        self.deployed.add(tx.contract_id)
+        self.deployed[tx.contract_id] = tx
+        self.key_events.append(
+            KeyEvent(
+                contract_id=tx.contract_id,
+                block_number=block,
+                contract_public_key=tx.command_key,
+                message_key=tx.message_key,
+            )
+        )
         registry = self.addresses.contract_registry
         deployed = contract_deployed_log(
             tx.contract_id,
@@ -272,6 +304,17 @@ class LedgerModel:
                     )
                 )
         if self.addresses is not None and tx.checkpoint_hash != bytes(32):
+            for cid in tx.contract_ids:
+                self.checkpoint_records[cid] = CheckpointView(
+                    contract_id=cid,
+                    height=tx.end,
+                    block_hash=tx.end_hash,
+                    blob_hash=tx.checkpoint_hash,
+                    inline=bool(tx.inline_blob),
+                    recorded_at=block,
+                )
+                if tx.inline_blob:
+                    self.inline_blobs[tx.checkpoint_hash] = bytes(tx.inline_blob)
             logs.append(
                 checkpoint_recorded_log(
                     tx.checkpoint_hash,
@@ -323,7 +366,31 @@ class LedgerModel:
             )
         if isinstance(query, StorageThresholdQuery):
             return self.storage_threshold
+        if isinstance(query, BlockHashQuery):
+            found = self.block_hash(query.number) if self.block_hash is not None else b""
+            if not found:
+                raise ConfigError(f"no block {query.number}")
+            return found
+        if isinstance(query, KeyEventsQuery):
+            events = [e for e in self.key_events if query.first <= e.block_number <= query.last]
+            return KeyEvents(events=events)
+        if isinstance(query, ContractRecordsQuery):
+            return ContractViews(views=[self._view(c) for c in query.contract_ids])
+        if isinstance(query, CheckpointRecordsQuery):
+            records = [self.checkpoint_records.get(c) for c in query.contract_ids]
+            return CheckpointViews(records=records)
         return number  # BlockNumberQuery
+
+    def _view(self, contract_id: bytes) -> ContractView | None:
+        deployed = self.deployed.get(contract_id)
+        if deployed is None:
+            return None
+        return ContractView(
+            code_hash=deployed.code_hash,
+            contract_public_key=deployed.command_key,
+            deployer_commitment=deployed.deployer_commitment,
+            workers=list(deployed.workers),
+        )
 
 
 class OutputsModel:
