@@ -72,8 +72,11 @@ def test_every_enclave_runs_every_command_and_the_ledger_keeps_their_roots() -> 
     # every refused output lost the race to the same range; none was malformed
     reasons = {r.data["reason"] for r in devnet.sim.get_reports("outputs_refused")}
     assert reasons <= {"range does not start at the last accepted end"}
+    # the publishing gatekeepers published both keys (each with a peer's partial), and
     # each worker's keys came from the gatekeepers: t = 2 of 3 partials per contract
-    assert sum(g.released for g in devnet.gatekeepers.values()) >= 2 * 2 * 3
+    assert {r.kind for r in devnet.sim.reports} >= {"key_published"}
+    assert len(devnet.sim.get_reports("key_published")) == 2
+    assert sum(g.released for g in devnet.gatekeepers.values()) >= 2 * 2 * 3 + 2
     assert all(g.refused == 0 for g in devnet.gatekeepers.values())
 
 

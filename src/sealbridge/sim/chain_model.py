@@ -60,6 +60,7 @@ from sealbridge.core.effects import (
 from sealbridge.core.errors import ConfigError, SealbridgeError
 from sealbridge.interop.chain_feed import BridgedTipQuery, EvidenceQuery
 from sealbridge.keyservice.messages import ChainFacts
+from sealbridge.keyservice.publisher import PublishKeyOnChain
 from sealbridge.keyservice.threshold_messages import compute_install_binding
 from sealbridge.sim.bridged import BRIDGED_TXS, BridgedChain, EscrowKeyQuery
 from sealbridge.sim.committee import (
@@ -68,10 +69,10 @@ from sealbridge.sim.committee import (
     COMMITTEE_TXS,
     CommitteeModel,
     Elect,
-    KeyFactsQuery,
     TipQuery,
 )
 from sealbridge.sim.evm_blocks import EvmChain
+from sealbridge.sim.gatekeeper import DeploymentsQuery, KeyFactsQuery
 from sealbridge.sim.worker import LEDGER_QUERIES, Command, DeployContract, LedgerModel
 
 __all__ = ["ChainModel", "RegistryEntry"]
@@ -193,6 +194,8 @@ class ChainModel:
             return self._read_bridged(read)
         if isinstance(query, KeyFactsQuery):
             return ChainRead(read.tag, self.get_key_facts(query))
+        if isinstance(query, DeploymentsQuery) and self.ledger is not None:
+            return ChainRead(read.tag, self.ledger.get_deployments(query.first, query.last))
         if self.ledger is not None and isinstance(query, LEDGER_QUERIES):
             try:
                 return ChainRead(read.tag, self.ledger.read(query, self.number))
@@ -222,13 +225,15 @@ class ChainModel:
     def get_key_facts(self, query: KeyFactsQuery) -> ChainFacts:
         """What the registries say about a worker's key request (the real gatekeeper's
         enclave reads the same from state proofs it verifies)."""
-        deployed = self.ledger.deployed.get(query.contract_id) if self.ledger else None
-        if deployed is None:
+        ledger = self.ledger
+        deployed = ledger.deployed.get(query.contract_id) if ledger is not None else None
+        if ledger is None or deployed is None:
             return ChainFacts(worker_active=False, worker_assigned=False, key_published=False)
         return ChainFacts(
             worker_active=self.is_active(query.worker_id, int(Role.WORKER)),
             worker_assigned=query.worker_id in deployed.workers,
-            key_published=True,
+            key_published=query.contract_id in ledger.published,
+            requester_is_publisher=query.worker_id == deployed.gatekeeper_id,
             install_binding=compute_install_binding(
                 deployed.code_hash, deployed.deployer_commitment, list(deployed.workers)
             ),
@@ -267,7 +272,9 @@ class ChainModel:
             if bridged is None:
                 return f"no chain {tx.chain_id}"
             return bridged.apply(tx, self.timestamp, admin=sender == ADMIN)
-        if self.ledger is not None and isinstance(tx, Command | DeployContract | OutputSubmission):
+        if self.ledger is not None and isinstance(
+            tx, Command | DeployContract | OutputSubmission | PublishKeyOnChain
+        ):
             sender_id = None if sender == ADMIN else node_id
             return self.ledger.apply(sender_id, tx, self.number, self.is_active)
         if isinstance(tx, Elect):

@@ -1,10 +1,12 @@
-"""Committees in the simulator: the GatekeeperCommittee's rules and simulated gatekeepers.
+"""Committees in the simulator: the GatekeeperCommittee's rules and the chain follower.
 
 Theory of operation
 -------------------
-Two parts let a committee's key lifecycle run in the deterministic simulator with the
+These parts let a committee's key lifecycle run in the deterministic simulator with the
 same host core the gatekeeper and gateway processes run
-(:class:`~sealbridge.keyservice.committee_host.CommitteeHostCore`):
+(:class:`~sealbridge.keyservice.committee_host.CommitteeHostCore`; the simulated
+gatekeeper is :class:`~sealbridge.sim.gatekeeper.SimGatekeeper`, the simulated gateway
+:class:`~sealbridge.sim.gateway.SimGateway`):
 
 * :class:`CommitteeModel` -- the contract's rules, held by the chain model
   (:class:`~sealbridge.sim.chain_model.ChainModel` delegates the committee's
@@ -20,14 +22,8 @@ same host core the gatekeeper and gateway processes run
   ``CommitteeLogs``. A sender is identified by its simulator address (the model's
   ``identities``), standing in for the enclave signatures the real contract checks;
   registration is not required here (the registry model covers it separately).
-* :class:`SimGatekeeper` -- one gatekeeper as a simulator node: its host core, its
-  enclave in process (a real :class:`~sealbridge.keyservice.committee.CommitteeMember`
-  behind the real committee ECALL handlers, called through their encoded boundary,
-  with the simulator's clock), and a follower that asks the chain for its height every
-  ``poll`` seconds and tells the core (``Followed``). ``CallEnclave`` effects are
-  carried out at once, on the node (an enclave is local to its host); every other
-  effect goes to the simulator. Its ``Persist("committee")`` lands on the node's
-  simulated disk.
+* :class:`TipPoller` -- a simulated node's follower: it asks the chain for its height
+  every ``poll`` seconds and takes only the answer to its newest question.
 
 Key material is drawn by the enclaves from the OS (as on hardware), so two runs of one
 seed hold different keys; the schedule, every message's kind and time, and therefore
@@ -36,35 +32,27 @@ the trace digest are the same.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sealbridge.chain.eras import CommitteePhase, EraRecord
 from sealbridge.core.effects import (
-    CallEnclave,
     ChainRead,
     Effect,
-    EnclaveAnswer,
     ReadChain,
-    Send,
     SetTimer,
 )
-from sealbridge.core.encoding import Message, decode_canonical, encode
+from sealbridge.core.encoding import Message
 from sealbridge.core.errors import ConfigError, SealbridgeError
-from sealbridge.crypto.dkg import GroupPublicKeys
-from sealbridge.keyservice.committee import CommitteeState
 from sealbridge.keyservice.committee_host import (
     CardsQuery,
     CommitteeEvent,
-    CommitteeHostCore,
     CommitteeLogs,
     ConfirmReady,
     DealingSeen,
     DealtQuery,
     EraElectedSeen,
     EraQuery,
-    Followed,
     MembersQuery,
     PendingEra,
     PendingQuery,
@@ -73,29 +61,11 @@ from sealbridge.keyservice.committee_host import (
     RotationReadySeen,
     RotationRestartedSeen,
 )
-from sealbridge.keyservice.ecalls import CommitteeEcalls
-from sealbridge.keyservice.gatekeeper import Gatekeeper
-from sealbridge.keyservice.messages import ChainFacts, KeyRequest, KeyRequestBody
-from sealbridge.keyservice.threshold_messages import PartialKeyRelease
-from sealbridge.runtime.catchup import GroupKeysRequest
 from sealbridge.tee.card import AttestedCard
-from sealbridge.tee.ecall import get_ecall_table
-from sealbridge.tee.enclave import EnclaveContext, RawEcall
-from sealbridge.tee.policy import AttestationPolicy
 
-__all__ = [
-    "CommitteeModel",
-    "Elect",
-    "KeyReleaseAnswer",
-    "KeyReleaseAsk",
-    "KeyFactsQuery",
-    "SimGatekeeper",
-    "TipPoller",
-    "TipQuery",
-]
+__all__ = ["CommitteeModel", "Elect", "TipPoller", "TipQuery"]
 
 ADMIN = -1  # the sender of admin transactions (the simulator's outside world)
-MAX_RELEASES = 64  # key requests a simulated gatekeeper holds while it reads their facts
 COMMITTEE_TXS = (PostDealing, ConfirmReady, RestartEra)
 
 
@@ -105,28 +75,6 @@ class Elect(Message, frozen=True):
     members: list[bytes]
     threshold: int
     committee: str = "gatekeepers"  # or "gateways"
-
-
-class KeyReleaseAsk(Message, frozen=True):
-    """A worker host asks a gatekeeper: the committee's group keys, or its partial
-    release of a contract key."""
-
-    tag: str
-    request: GroupKeysRequest | KeyRequest
-
-
-class KeyReleaseAnswer(Message, frozen=True):
-    tag: str
-    group: GroupPublicKeys | None = None
-    release: PartialKeyRelease | None = None
-    error: str = ""
-
-
-class KeyFactsQuery(Message, frozen=True):
-    """What the chain says about a key request (answer: ``ChainFacts``)."""
-
-    contract_id: bytes
-    worker_id: bytes
 
 
 class TipQuery(Message, frozen=True):
@@ -391,126 +339,3 @@ def _with(record: EraRecord, **changes: Any) -> EraRecord:
     fields = {name: getattr(record, name) for name in record.__struct_fields__}
     fields.update(changes)
     return EraRecord(**fields)
-
-
-class SimGatekeeper:
-    """One gatekeeper in the simulator (see the module docstring)."""
-
-    def __init__(
-        self,
-        address: int,
-        *,
-        chain: int,
-        enclave: EnclaveContext,
-        policy: AttestationPolicy,
-        measurement: bytes,
-        clock: Callable[[], float],
-        poll: float = 1.0,
-    ) -> None:
-        self.address = address
-        self.chain = chain
-        self.enclave = enclave
-        self.clock = clock
-        # the gatekeeper's trusted core: its committee member takes part in the eras, and
-        # its key release answers the workers (with the chain model's facts)
-        self.gatekeeper = Gatekeeper(enclave=enclave, policy=policy, measurement=measurement)
-        self.member = self.gatekeeper.committee
-        # facts read tag -> (the worker, its tag, its request)
-        self.releases: dict[str, tuple[int, str, KeyRequest]] = {}
-        self._reads = 0
-        self.released = 0
-        self.refused = 0
-        self.card = AttestedCard(node=enclave.identity, quote=enclave.get_identity_quote())
-        self.committee_id = enclave.identity.identity_key
-        self.core = CommitteeHostCore(self.committee_id, scanned=0, address=address, chain=chain)
-        ecalls = CommitteeEcalls(get_member=lambda: self.member, seal=_seal_for_sim, clock=clock)
-        self.table: dict[str, RawEcall] = get_ecall_table(ecalls)
-        self.follower = TipPoller(chain, poll)
-
-    @property
-    def node_id(self) -> int:
-        return self.address
-
-    def on_start(self, now: float) -> list[Effect]:
-        return self._run([*self.core.on_start(now), self.follower.start()], now)
-
-    def on_timer(self, name: str, now: float) -> list[Effect]:
-        if name == TipPoller.TIMER:
-            return self.follower.ask()
-        return self._run(self.core.on_timer(name, now), now)
-
-    def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
-        if isinstance(message, KeyReleaseAsk):
-            return self._on_key_ask(sender, message)
-        if sender == self.chain and isinstance(message, ChainRead) and message.tag in self.releases:
-            return self._release(message, now)
-        if self.follower.claims(message):
-            height = self.follower.take(sender, message)
-            if height is None:
-                return []
-            message = Followed(height=height)
-        return self._run(self.core.on_message(sender, message, now), now)
-
-    # -- key release ---------------------------------------------------------------------
-    def _on_key_ask(self, sender: int, ask: KeyReleaseAsk) -> list[Effect]:
-        """A worker's question: the group keys at once; a partial release once the chain's
-        facts about the request are read."""
-        if isinstance(ask.request, GroupKeysRequest):
-            try:
-                group = self.member.get_active().public
-            except SealbridgeError as exc:
-                return [Send((sender,), KeyReleaseAnswer(ask.tag, error=exc.message))]
-            return [Send((sender,), KeyReleaseAnswer(ask.tag, group=group))]
-        if not isinstance(ask.request, KeyRequest) or len(self.releases) >= MAX_RELEASES:
-            return [Send((sender,), KeyReleaseAnswer(ask.tag, error="not a key request, or busy"))]
-        try:
-            body = decode_canonical(ask.request.body, KeyRequestBody)
-        except SealbridgeError as exc:
-            return [Send((sender,), KeyReleaseAnswer(ask.tag, error=exc.message))]
-        self._reads += 1
-        tag = f"key-facts:{self._reads}"
-        self.releases[tag] = (sender, ask.tag, ask.request)
-        return [ReadChain(tag, KeyFactsQuery(body.contract_id, body.worker_id))]
-
-    def _release(self, read: ChainRead, now: float) -> list[Effect]:
-        sender, tag, request = self.releases.pop(read.tag)
-        if read.error or not isinstance(read.value, ChainFacts):
-            self.refused += 1
-            return [Send((sender,), KeyReleaseAnswer(tag, error=read.error or "no facts"))]
-        try:
-            release = self.gatekeeper.release_partial(request, read.value, int(self.clock()))
-        except SealbridgeError as exc:
-            self.refused += 1
-            return [Send((sender,), KeyReleaseAnswer(tag, error=f"{exc.code}: {exc.message}"))]
-        self.released += 1
-        return [Send((sender,), KeyReleaseAnswer(tag, release=release))]
-
-    def _run(self, effects: list[Effect], now: float) -> list[Effect]:
-        """Carry out the enclave calls at once (the enclave is local); pass on the rest."""
-        out: list[Effect] = []
-        queue = list(effects)
-        while queue:
-            effect = queue.pop(0)
-            if not isinstance(effect, CallEnclave):
-                out.append(effect)
-                continue
-            queue += self.core.on_message(self.chain, self._ecall(effect), now)
-        return out
-
-    def _ecall(self, effect: CallEnclave) -> EnclaveAnswer:
-        spec = effect.ecall
-        run = self.table.get(getattr(spec, "name", ""))
-        if run is None:
-            return EnclaveAnswer(effect.tag, error="unknown_ecall: not a committee ECALL")
-        try:
-            return EnclaveAnswer(
-                effect.tag, spec.decode_response(run(spec.encode_request(effect.request)))
-            )
-        except SealbridgeError as exc:
-            return EnclaveAnswer(effect.tag, error=f"{exc.code}: {exc.message}")
-
-
-def _seal_for_sim(state: CommitteeState) -> bytes:
-    """The simulator's stand-in for sealing: the state's canonical encoding (the disk
-    of a simulated node is the simulator's own memory)."""
-    return encode(state)

@@ -56,9 +56,7 @@ from sealbridge.core.effects import ReadChain, SubmitTx
 from sealbridge.core.encoding import decode
 from sealbridge.core.errors import ConfigError
 from sealbridge.core.ids import keccak
-from sealbridge.crypto.keyschedule import compute_contract_keys
 from sealbridge.crypto.signing import ed25519_keypair
-from sealbridge.crypto.threshold_prf import combine_contract_key
 from sealbridge.interop.evm_gateway import ChainAnchor, EscrowRef, GatewaySetup
 from sealbridge.keyservice.committee import ChainBinding
 from sealbridge.runtime.catchup import StateBundle
@@ -72,11 +70,12 @@ from sealbridge.runtime.messages import (
 )
 from sealbridge.sim.bridged import BridgedChain, InstallEscrowKey, LockFunds
 from sealbridge.sim.chain_model import ChainModel, RegistryEntry
-from sealbridge.sim.committee import CommitteeModel, Elect, SimGatekeeper
+from sealbridge.sim.committee import CommitteeModel, Elect
 from sealbridge.sim.delays import Uniform
 from sealbridge.sim.enclave_worker import SimEnclaveWorker
 from sealbridge.sim.engine import FixedCpu, Simulator
 from sealbridge.sim.evm_blocks import EvmChain
+from sealbridge.sim.gatekeeper import SimGatekeeper
 from sealbridge.sim.gateway import NameEscrows, SimGateway, StartTransfer, TransferRelayer
 from sealbridge.sim.worker import (
     Command,
@@ -105,6 +104,7 @@ MANAGEMENT = ManagementEventSources(
     execution_ledger=bytes.fromhex(LEDGER[2:]),
     admin=keccak(b"sim/admin")[:20],
 )
+PUBLISH_WAIT = 120  # blocks the deploy commands wait for the contracts' keys
 GATEWAY_COMMITTEE = "0x" + "6c" * 20  # the gateway committee contract's address
 
 
@@ -166,7 +166,8 @@ class SimDevnet:
         )
         self.gatekeepers: dict[int, SimGatekeeper] = {}
         first = self.spec.storage_nodes + 1
-        for address in range(first, first + self.spec.gatekeepers):
+        gatekeeper_addresses = tuple(range(first, first + self.spec.gatekeepers))
+        for address in gatekeeper_addresses:
             enclave = EnclaveContext(
                 program="sim:gatekeeper",
                 measurement=GATEKEEPER_MEASUREMENT,
@@ -181,6 +182,12 @@ class SimDevnet:
                 measurement=GATEKEEPER_MEASUREMENT,
                 clock=self._now,
                 poll=self.spec.follow_poll,
+                peers=gatekeeper_addresses,
+                chain_id=CHAIN_ID,
+                # with real blocks, the gatekeepers publish the contracts' keys
+                contract_registry=(
+                    "0x" + MANAGEMENT.contract_registry.hex() if self.spec.worker_enclaves else ""
+                ),
             )
         if not 0 <= self.spec.workers <= 32 or not 1 <= self.spec.contracts <= 64:
             raise ConfigError("a simulated devnet has 0 to 32 workers and 1 to 64 contracts")
@@ -191,7 +198,6 @@ class SimDevnet:
         first_worker = first + self.spec.gatekeepers
         self.evm: EvmChain | None = None
         self.workers: dict[int, SimWorker] = {}
-        self.contract_keys: dict[bytes, bytes] = {}
         self._nonces: dict[bytes, int] = {}
         if self.spec.worker_enclaves:
             worker_ids = self._build_enclave_workers(first_worker, platform)
@@ -375,44 +381,37 @@ class SimDevnet:
         return None
 
     def deploy_contracts(self) -> None:
-        """Deploy every contract (a token) with the key the gatekeepers' committee
-        derives for it, and send each deployer's deploy command a block later. The
-        contract keys are combined here from ``t`` members' partials (the publishing
-        gatekeeper's part, modelled); workers get theirs from the gatekeepers."""
+        """Deploy every contract (a token), each naming a publishing gatekeeper (in turn);
+        the gatekeepers publish the keys their committee derives (their key publisher
+        cores), and each deployer's deploy command is sent once its key is published."""
         if self.evm is None:
             raise ConfigError("contracts are deployed only with the workers' enclaves")
-        members = [
-            g.member
-            for g in self.gatekeepers.values()
-            if g.member.current_era == self.committee.active
-        ]
-        if not members or self.committee.active == 0:
-            raise ConfigError("the gatekeepers' committee has no active era yet")
-        holders = [m.get_active() for m in members]
-        group = holders[0].public
+        if not self.gatekeepers:
+            raise ConfigError("contracts need gatekeepers to publish their keys")
+        publishers = [self.gatekeepers[a].committee_id for a in sorted(self.gatekeepers)]
         code = get_source("token")
-        for cid in self.contract_ids:
-            partials = [h.compute_partial(cid) for h in holders[: group.threshold]]
-            key = combine_contract_key(
-                cid,
-                partials,
-                threshold=group.threshold,
-                group_public_key=group.group_public_key,
-                public_shares=group.public_shares,
-            )
-            self.contract_keys[cid] = key
-            keys = compute_contract_keys(cid, key)
+        for i, cid in enumerate(self.contract_ids):
             self.chain.submit_admin(
                 DeployContract(
                     contract_id=cid,
                     code_hash=compute_code_hash(code),
                     workers=self.executors,
                     deployer_commitment=compute_deployer_commitment(cid, self.deployer_pub),
-                    command_key=keys.command_public_key,
-                    message_key=keys.message_public_key,
+                    gatekeeper_id=publishers[i % len(publishers)],
                 )
             )
-        self.sim.call_at(self.sim.now + self.spec.block_time * 1.5, self._send_deploy_commands)
+        self._deploy_when_published(PUBLISH_WAIT)
+
+    def _deploy_when_published(self, tries: int) -> None:
+        """Each deployer's deploy command, once every key is published (checked every
+        block, ``tries`` times at most)."""
+        if all(cid in self.ledger.published for cid in self.contract_ids):
+            self._send_deploy_commands()
+        elif tries > 0:
+            self.sim.call_at(
+                self.sim.now + self.spec.block_time,
+                lambda: self._deploy_when_published(tries - 1),
+            )
 
     def restart_worker(self, address: int, *, at: float | None = None, wipe: bool = False) -> None:
         """Restart a (crashed) enclave worker at ``at``: a fresh host and enclave program
@@ -440,10 +439,12 @@ class SimDevnet:
         """The deployer's command, sealed to the contract's key (deterministic)."""
         nonce = self._nonces.get(contract_id, 0) + 1
         self._nonces[contract_id] = nonce
-        keys = compute_contract_keys(contract_id, self.contract_keys[contract_id])
+        published = self.ledger.published.get(contract_id)
+        if published is None:
+            raise ConfigError("the contract's key is not published yet")
         ciphertext = seal_command(
             contract_id=contract_id,
-            contract_public_key=keys.command_public_key,
+            contract_public_key=published.contract_public_key,
             sender_private_key=self.deployer,
             nonce=nonce,
             method=method,

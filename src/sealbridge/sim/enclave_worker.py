@@ -33,7 +33,7 @@ order: the block to the follow core, ``BlockApplied`` and then the block's
 (a key not released yet, a backlog) stays first and runs again at the next poll; any
 other failure stops the following (``follow_stopped``). ``AskPeers`` goes over the
 simulated links: a :class:`WitnessCall` to each named peer host (whose enclave signs
-its :class:`WitnessReply`), or a :class:`~sealbridge.sim.committee.KeyReleaseAsk` to
+its :class:`WitnessReply`), or a :class:`~sealbridge.sim.gatekeeper.KeyReleaseAsk` to
 each gatekeeper; what came within ``witness_timeout`` seconds (or, for the
 gatekeepers, the ``needed`` answers) is the answer.
 
@@ -100,7 +100,8 @@ from sealbridge.runtime.follow import (
 )
 from sealbridge.runtime.messages import BlockWitness, ChainConfig, ContractStatus, WitnessRequest
 from sealbridge.runtime.submission import CaughtUp
-from sealbridge.sim.committee import KeyReleaseAnswer, KeyReleaseAsk, TipPoller
+from sealbridge.sim.committee import TipPoller
+from sealbridge.sim.gatekeeper import KeyReleaseAnswer, KeyReleaseAsk
 from sealbridge.sim.worker import LedgerModel, SimWorker
 from sealbridge.tee.ecall import NOTHING
 from sealbridge.tee.enclave import RawEcall

@@ -65,6 +65,13 @@ from sealbridge.core.effects import (
 from sealbridge.core.encoding import Message, encode
 from sealbridge.core.errors import ConfigError
 from sealbridge.core.ids import keccak
+from sealbridge.keyservice.publisher import (
+    ContractDeployedSeen,
+    ContractKeyQuery,
+    ContractKeyView,
+    KeyPublishedQuery,
+    PublishKeyOnChain,
+)
 from sealbridge.runtime.catchup import (
     BlockHashQuery,
     CheckpointRecordsQuery,
@@ -112,6 +119,8 @@ __all__ = [
 ]
 
 LEDGER_QUERIES = (
+    KeyPublishedQuery,
+    ContractKeyQuery,
     AcceptedEndsQuery,
     CheckpointFactsQuery,
     StorageThresholdQuery,
@@ -133,15 +142,14 @@ class Command(Message, frozen=True):
 
 
 class DeployContract(Message, frozen=True):
-    """The admin records a contract in the ContractRegistry (its deployment and its
-    published keys: the gatekeepers' part, modelled)."""
+    """The admin records a contract's deployment in the ContractRegistry; its publishing
+    gatekeeper (``gatekeeper_id``) publishes its keys later (``PublishKeyOnChain``)."""
 
     contract_id: bytes
     code_hash: bytes
     workers: list[bytes]
     deployer_commitment: bytes
-    command_key: bytes
-    message_key: bytes
+    gatekeeper_id: bytes
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,8 @@ class LedgerModel:
     logs: list[list[EventLog]] = field(default_factory=list)
     seq: int = 0  # the inbox's command counter
     deployed: dict[bytes, DeployContract] = field(default_factory=dict)
+    deployed_at: list[tuple[int, bytes]] = field(default_factory=list)  # (block, contract)
+    published: dict[bytes, PublishKeyOnChain] = field(default_factory=dict)
     key_events: list[KeyEvent] = field(default_factory=list)
     checkpoint_records: dict[bytes, CheckpointView] = field(default_factory=dict)
     inline_blobs: dict[bytes, bytes] = field(default_factory=dict)  # hash -> inline blob
@@ -200,6 +210,8 @@ class LedgerModel:
     def apply(self, sender_id: bytes | None, tx: Any, block: int, is_active: Any) -> str:
         if isinstance(tx, DeployContract):
             return self._deploy(sender_id, tx, block)
+        if isinstance(tx, PublishKeyOnChain):
+            return self._publish(sender_id, tx, block)
         if isinstance(tx, Command):
             if sender_id is not None:
                 return "only the admin sends commands here"
@@ -229,29 +241,54 @@ class LedgerModel:
         if tx.contract_id in self.deployed:
             return "contract already deployed"
         self.deployed[tx.contract_id] = tx
-        self.key_events.append(
-            KeyEvent(
-                contract_id=tx.contract_id,
-                block_number=block,
-                contract_public_key=tx.command_key,
-                message_key=tx.message_key,
-            )
-        )
-        registry = self.addresses.contract_registry
+        self.deployed_at.append((block, tx.contract_id))
         deployed = contract_deployed_log(
             tx.contract_id,
             code_hash=tx.code_hash,
             workers=tx.workers,
             deployer_commitment=tx.deployer_commitment,
-            gatekeeper_id=bytes(32),
+            gatekeeper_id=tx.gatekeeper_id,
             deployer=self.addresses.admin,
-            address=registry,
+            address=self.addresses.contract_registry,
+        )
+        self.logs.append([deployed])
+        return ""
+
+    def _publish(self, sender_id: bytes | None, tx: PublishKeyOnChain, block: int) -> str:
+        """``publish_contract_key``: by the contract's publishing gatekeeper, once (the
+        enclave's signature over the keys is not checked here)."""
+        deployed = self.deployed.get(tx.contract_id)
+        if deployed is None or self.addresses is None:
+            return "contract not registered"
+        if sender_id != deployed.gatekeeper_id:
+            return "not the contract's gatekeeper"
+        if tx.contract_id in self.published:
+            return "key already published"
+        self.published[tx.contract_id] = tx
+        self.key_events.append(
+            KeyEvent(
+                contract_id=tx.contract_id,
+                block_number=block,
+                contract_public_key=tx.contract_public_key,
+                message_key=tx.message_key,
+            )
         )
         published = key_published_log(
-            tx.contract_id, tx.command_key, tx.message_key, b"", address=registry
+            tx.contract_id,
+            tx.contract_public_key,
+            tx.message_key,
+            tx.wrapped_key,
+            address=self.addresses.contract_registry,
         )
-        self.logs += [[deployed], [published]]
+        self.logs.append([published])
         return ""
+
+    def get_deployments(self, first: int, last: int) -> list[ContractDeployedSeen]:
+        return [
+            ContractDeployedSeen(contract_id=cid, gatekeeper_id=self.deployed[cid].gatekeeper_id)
+            for block, cid in self.deployed_at
+            if first <= block <= last
+        ]
 
     def _submit(self, sender: bytes, tx: OutputSubmission, block: int, is_active: Any) -> str:
         count = len(tx.contract_ids)
@@ -376,6 +413,15 @@ class LedgerModel:
             return KeyEvents(events=events)
         if isinstance(query, ContractRecordsQuery):
             return ContractViews(views=[self._view(c) for c in query.contract_ids])
+        if isinstance(query, KeyPublishedQuery):
+            return query.contract_id in self.published
+        if isinstance(query, ContractKeyQuery):
+            deployed = self.deployed.get(query.contract_id)
+            if deployed is None:
+                return None
+            return ContractKeyView(
+                gatekeeper_id=deployed.gatekeeper_id, key_version=0, rotation_pending=False
+            )
         if isinstance(query, CheckpointRecordsQuery):
             records = [self.checkpoint_records.get(c) for c in query.contract_ids]
             return CheckpointViews(records=records)
@@ -383,11 +429,12 @@ class LedgerModel:
 
     def _view(self, contract_id: bytes) -> ContractView | None:
         deployed = self.deployed.get(contract_id)
+        published = self.published.get(contract_id)
         if deployed is None:
             return None
         return ContractView(
             code_hash=deployed.code_hash,
-            contract_public_key=deployed.command_key,
+            contract_public_key=published.contract_public_key if published else bytes(32),
             deployer_commitment=deployed.deployer_commitment,
             workers=list(deployed.workers),
         )
