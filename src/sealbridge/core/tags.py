@@ -42,13 +42,27 @@ the core's own bookkeeping.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sealbridge.core.errors import ConfigError
 
 __all__ = ["TagSource"]
 
 
+@dataclass(init=False)
 class TagSource:
-    """Issues fresh tags ``<prefix><sep>[<kind><sep>]<incarnation><sep><n>``."""
+    """Issues fresh tags ``<prefix><sep>[<kind><sep>]<incarnation><sep><n>``.
+
+    ``incarnation`` is the wiring's count (see the module docstring); compared by value,
+    so a core's state can be snapshotted and compared whole.
+    """
+
+    prefix: str
+    sep: str
+    wiring: int  # the wiring's count
+    generation: int  # starts of this object (0: never started)
+    start_time: float  # the ``now`` of the latest start
+    issued: int  # tags issued, all incarnations
 
     def __init__(self, prefix: str = "", *, sep: str = ":", incarnation: int = 0) -> None:
         if sep not in (":", "/"):
@@ -58,9 +72,9 @@ class TagSource:
         self.prefix = prefix
         self.sep = sep
         self.wiring = int(incarnation)
-        self.generation = 0  # starts of this object (0: never started)
+        self.generation = 0
         self.start_time = 0.0
-        self.issued = 0  # tags issued (all incarnations of this object)
+        self.issued = 0
 
     @property
     def incarnation(self) -> str:
