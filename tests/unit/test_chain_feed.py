@@ -131,3 +131,19 @@ def test_more_evidence_than_the_blocks_asked_for_is_refused() -> None:
     effects = read(core, ask, ["e1", "e2"] + ["junk"] * 10_000)
     assert [e for e in effects if isinstance(e, CallEnclave)] == []
     assert core.round is None and core.heights[1] == 0 and "evidence" in core.last_error
+
+
+def test_a_restarted_feed_does_not_take_an_answer_to_the_previous_incarnation() -> None:
+    old = ChainFeedCore({1: 0}, confirmations=0)
+    old.on_start(0.0)
+    old.on_message(0, EscrowsNamed(), 0.0)
+    stale = one(old.on_message(0, SyncChains(), 0.0))  # in flight when the node crashed
+    fresh = ChainFeedCore({1: 0}, confirmations=0)  # the restarted process
+    fresh.on_start(5.0)
+    fresh.on_message(0, EscrowsNamed(), 5.0)
+    tip = one(fresh.on_message(0, SyncChains(), 5.0))
+    assert tip.query == stale.query
+    assert fresh.on_message(0, ChainRead(stale.tag, 100), 5.0) == []
+    assert fresh.round is not None and fresh.round.final == -1
+    ask = one(read(fresh, tip, 2))  # its own answer is taken
+    assert ask.query == EvidenceQuery(1, [1, 2])

@@ -169,3 +169,18 @@ def test_bad_settings_are_refused() -> None:
         RegistrationCore(NODE, ROLE, ttl=0)
     with pytest.raises(ConfigError):
         RegistrationCore(NODE, ROLE, ttl=10, tick=0)
+
+
+def test_a_restarted_core_does_not_take_an_outcome_of_the_previous_incarnation() -> None:
+    old = make()
+    old.on_message(view(active=False), 1000.0)
+    stale = tag(old, "register")  # in flight when the node crashed
+    fresh = RegistrationCore(NODE, ROLE, ttl=TTL)  # the restarted process
+    fresh.on_start(1005.0)
+    fresh.on_message(view(active=False), 1005.0)
+    assert "register" in fresh.in_flight
+    # the old registration's revert (a race it lost) is not the new one's outcome
+    assert fresh.on_message(TxOutcome(stale, "reverted", reason="stake too low"), 1006.0) == []
+    assert fresh.revert is None and "register" in fresh.in_flight
+    effects = fresh.on_message(TxOutcome(tag(fresh, "register"), "mined", 11), 1007.0)
+    assert fresh.phase == RegistrationPhase.READY and Report("registered", 1405) in effects

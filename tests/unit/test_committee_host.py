@@ -467,3 +467,18 @@ def test_a_lost_restart_outcome_does_not_stop_the_deadline_checks() -> None:
     effects = io(ticks(core, int(ANSWER_TIMEOUT / DEADLINE_CHECK)))
     assert [e.query for e in effects] == [PendingQuery()]
     assert core.on_message(CHAIN, answer(restart), 0.0) == []
+
+
+def test_a_restarted_host_does_not_take_a_log_read_of_the_previous_incarnation() -> None:
+    old = CommitteeHostCore(ME, scanned=0)
+    old.on_start(0.0)
+    stale = one(old.on_message(CHAIN, Followed(height=10), 0.0))  # blocks 1..10, in flight
+    fresh = CommitteeHostCore(ME, scanned=0)  # the restarted process
+    fresh.on_start(5.0)
+    read = one(fresh.on_message(CHAIN, Followed(height=30), 5.0))  # blocks 1..30
+    assert read.query == CommitteeLogs(1, 30) and stale.query == CommitteeLogs(1, 10)
+    # the old answer for 1..10 must not pass for 1..30 (events 11..30 would be skipped)
+    assert fresh.on_message(CHAIN, answer(stale, []), 5.0) == []
+    assert fresh.scanned == 0 and fresh.reading_logs == read.tag
+    fresh.on_message(CHAIN, answer(read, [EraElectedSeen(era=2)]), 5.0)
+    assert fresh.scanned == 30 and 2 in fresh.eras

@@ -575,3 +575,15 @@ def test_the_inline_driver_carries_out_the_effects_in_order() -> None:
     driver.step()
     assert done == ["process_block", f"persist {BUNDLE_KEY}", "MessagesReleased"]
     assert core.failure is None and core.bundle.height == 3
+
+
+def test_a_restarted_core_does_not_take_an_answer_to_the_previous_incarnation() -> None:
+    old = new_core()
+    old.on_start(0.0)
+    stale_tag, _ = waiting(old, block(6))  # in flight when the worker crashed
+    fresh = new_core()  # the restarted process
+    fresh.on_start(5.0)
+    tag, _ = waiting(fresh, block(6))
+    good = BlockOutput(number=6, contracts=[], receipts=[receipt(1)])
+    assert fresh.on_message(ENCLAVE, EnclaveAnswer(stale_tag, good), 5.0) == []
+    assert fresh.step == FollowStep.APPLYING and fresh.tag == tag and fresh.receipts == {}

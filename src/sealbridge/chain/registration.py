@@ -23,7 +23,9 @@ time it is given:
   ``(era, slot)``. An inactive node skips its slot.
 
 At most one transaction of each kind is in flight, each under a tag of its own (an
-outcome for an older transaction, or a replayed one, matches nothing). Views are taken
+outcome for an older transaction, or a replayed one, matches nothing; the tags come from
+a :class:`~sealbridge.core.tags.TagSource` that ``on_start`` begins anew, so neither
+does one for a transaction of the node's previous incarnation). Views are taken
 in order: one older than a view already taken, or than a block where one of our
 transactions was mined, is stale and ignored, and so is a view that cannot be true
 (negative numbers, an active node without an expiry, a slot out of range). Heartbeats
@@ -66,6 +68,7 @@ from sealbridge.core.effects import (
 )
 from sealbridge.core.encoding import Message
 from sealbridge.core.errors import ConfigError
+from sealbridge.core.tags import TagSource
 
 __all__ = [
     "EraParams",
@@ -156,6 +159,7 @@ class RegistrationCore:
         tick: float = 1.0,
         retry_delay: float = 30.0,
         may_renew: Callable[[], bool] | None = None,
+        incarnation: int = 0,
     ) -> None:
         if ttl <= 0 or tick <= 0 or retry_delay < 0:
             raise ConfigError("a registration needs ttl > 0, tick > 0 and retry_delay >= 0")
@@ -172,7 +176,7 @@ class RegistrationCore:
         self.view: RegistryView | None = None
         self.tip_seen = -1  # the newest tip of a view taken (older views are stale)
         self.in_flight: dict[str, tuple[str, Any]] = {}  # kind -> (tag, transaction)
-        self.sent = 0  # transactions asked for (each gets a tag of its own)
+        self.tags = TagSource(sep="/", incarnation=incarnation)  # "<kind>/<incarnation>/<n>"
         self.renew_after = 0.0  # no renewal before this time (after a failed one)
         self.slot_done: tuple[int, int] | None = None  # the newest heartbeat slot handled
         self.heartbeats_sent = 0
@@ -183,6 +187,7 @@ class RegistrationCore:
 
     # -- handlers ----------------------------------------------------------------------
     def on_start(self, now: float) -> list[Effect]:
+        self.tags.start(now)  # no outcome of an earlier incarnation's transaction is taken
         self.phase = RegistrationPhase.REGISTERING
         return [self._read(), SetTimer(UPKEEP_TIMER, self.tick)]
 
@@ -299,8 +304,7 @@ class RegistrationCore:
         return []
 
     def _submit(self, kind: str, tx: Any) -> SubmitTx:
-        self.sent += 1
-        tag = f"{kind}/{self.sent}"
+        tag = self.tags.issue(kind)
         self.in_flight[kind] = (tag, tx)
         return SubmitTx(tag, tx)
 

@@ -11,7 +11,10 @@ carries out its effects (:mod:`sealbridge.node.gateway` is the wiring).
 nothing to follow), :class:`SyncChains` (the follower loop is idle, or a sign request
 wants the enclave up to date first), and the answers to its effects (from the chain
 side only, with the awaited tag and of the kind the effect gets; evidence for more
-blocks than were asked for is refused).
+blocks than were asked for is refused). Tags come from a
+:class:`~sealbridge.core.tags.TagSource` started by ``on_start``: an answer to an effect
+of the node's previous incarnation (in flight when it crashed) never carries the awaited
+tag of a restarted core.
 
 **A sync round**, one chain after another in chain-id order:
 
@@ -46,6 +49,7 @@ from sealbridge.core.effects import (
     Report,
 )
 from sealbridge.core.encoding import Message
+from sealbridge.core.tags import TagSource
 from sealbridge.interop.evm_gateway import GATEWAY_FOLLOW, FollowBlock, Height
 
 __all__ = [
@@ -95,6 +99,7 @@ class ChainFeedCore:
         confirmations: int,
         address: int = 0,
         chain: int = 0,
+        incarnation: int = 0,
     ) -> None:
         self.heights = dict(heights)  # chain id -> the enclave's verified height
         self.confirmations = max(int(confirmations), 0)
@@ -105,7 +110,7 @@ class ChainFeedCore:
         self.again = False
         self.tag = ""
         self.awaited: type = ChainRead  # the kind of answer the tag's effect gets
-        self._seq = 0
+        self.tags = TagSource("feed", incarnation=incarnation)
         self.rounds = 0
         self.blocks_fed = 0
         self.last_error = ""
@@ -116,6 +121,7 @@ class ChainFeedCore:
 
     # -- ProtocolNode ----------------------------------------------------------------
     def on_start(self, now: float) -> list[Effect]:
+        self.tags.start(now)  # no answer to an earlier incarnation's effect is taken
         return []
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
@@ -153,8 +159,7 @@ class ChainFeedCore:
         return self._next(self.round)
 
     def _ask(self, effect: ReadChain | CallEnclave) -> list[Effect]:
-        self._seq += 1
-        self.tag = f"feed:{self._seq}"
+        self.tag = self.tags.issue()
         if isinstance(effect, ReadChain):
             self.awaited = ChainRead
             return [ReadChain(self.tag, effect.query)]

@@ -18,7 +18,10 @@ timer (every :data:`DEADLINE_CHECK` seconds: a pending era past its deadline is
 restarted by whoever sees it first), the ``retry`` timer, and the answers to its
 effects -- taken from the chain's address (``chain``) only and matched by tag; an
 answer that does not carry the awaited tag, or is not the kind its effect gets, is
-stale or forged and changes nothing. A chain answer naming members or dealers that are
+stale or forged and changes nothing. Tags come from a
+:class:`~sealbridge.core.tags.TagSource` that ``on_start`` begins anew: an answer to an
+effect of the node's previous incarnation (in flight when it crashed) never carries
+a restarted core's tag. A chain answer naming members or dealers that are
 not node ids, or a pending era that is not three numbers, is malformed: the era is
 dropped, the restart not sent.
 
@@ -92,6 +95,7 @@ from sealbridge.core.effects import (
 )
 from sealbridge.core.encoding import Message
 from sealbridge.core.errors import LocalProtocolError
+from sealbridge.core.tags import TagSource
 from sealbridge.crypto.dkg import GroupPublicKeys
 from sealbridge.keyservice.committee import Dealing, EraInfo
 from sealbridge.keyservice.ecalls import (
@@ -326,7 +330,15 @@ class _Waiting:
 class CommitteeHostCore:
     """One node's decisions in a committee's eras (see the module docstring)."""
 
-    def __init__(self, node_id: bytes, *, scanned: int, address: int = 0, chain: int = 0) -> None:
+    def __init__(
+        self,
+        node_id: bytes,
+        *,
+        scanned: int,
+        address: int = 0,
+        chain: int = 0,
+        incarnation: int = 0,
+    ) -> None:
         self.my_id = bytes(node_id)
         self.address = address
         self.chain = chain  # only this sender's answers count
@@ -341,7 +353,7 @@ class CommitteeHostCore:
         self.restarting: str = ""  # the tag of a restart in flight
         self.ticks = 0  # deadline timers fired: the clock of the answer timeout
         self.asked = {"logs": 0, "deadline": 0, "restart": 0}  # the tick each was asked at
-        self._seq = 0
+        self.tags = TagSource("committee", incarnation=incarnation)
         self.dealings_posted = 0
         self.confirmations_posted = 0
         self.restarts_sent = 0
@@ -354,6 +366,7 @@ class CommitteeHostCore:
 
     # -- ProtocolNode ----------------------------------------------------------------
     def on_start(self, now: float) -> list[Effect]:
+        self.tags.start(now)  # no answer to an earlier incarnation's effect is taken
         return [SetTimer("deadline", DEADLINE_CHECK)]
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
@@ -739,8 +752,7 @@ class CommitteeHostCore:
         return []
 
     def _tag(self, prefix: str) -> str:
-        self._seq += 1
-        return f"committee:{prefix}:{self._seq}"
+        return self.tags.issue(prefix)
 
     # -- status ----------------------------------------------------------------------
     def get_status(self) -> dict[str, Any]:

@@ -37,7 +37,10 @@ behind the requester's back (it asks another gatekeeper, or again).
 The core never judges the facts: a wrong header, proof or request is the enclave's to
 refuse. It only takes answers from the chain side with the awaited tag and of the kind
 the effect gets (anything else changes nothing), and ends a request whose header read
-answered more headers than it asked for. The answer
+answered more headers than it asked for. Tags come from a
+:class:`~sealbridge.core.tags.TagSource` that ``on_start`` begins anew: an answer to an
+effect of the node's previous incarnation (in flight when it crashed) never carries
+a restarted core's tag. The answer
 (:attr:`FactsServiceCore.result`) is the partial release or the error, taken by the
 wiring once the driver has nothing more to do.
 """
@@ -58,6 +61,7 @@ from sealbridge.core.effects import (
 )
 from sealbridge.core.encoding import Message
 from sealbridge.core.errors import LocalProtocolError
+from sealbridge.core.tags import TagSource
 from sealbridge.keyservice.chainfacts import FactsProof
 from sealbridge.keyservice.ecalls import (
     GATEKEEPER_ADVANCE_HEADERS,
@@ -134,7 +138,7 @@ class _Serving:
 class FactsServiceCore:
     """A gatekeeper host's service of key requests (see the module docstring)."""
 
-    def __init__(self, *, address: int = 0, chain: int = 0) -> None:
+    def __init__(self, *, address: int = 0, chain: int = 0, incarnation: int = 0) -> None:
         self.address = address
         self.chain = chain
         self.step = ServeStep.IDLE
@@ -142,7 +146,7 @@ class FactsServiceCore:
         self.tag = ""
         self.awaited: type = ChainRead  # the kind of answer the tag's effect gets
         self.asked = 0  # header numbers the header read in flight asked for
-        self._seq = 0
+        self.tags = TagSource("facts", incarnation=incarnation)
         self.result: PartialKeyRelease | str | None = None  # the release, or an error
         self.released = 0
         self.refetched = 0
@@ -154,6 +158,7 @@ class FactsServiceCore:
 
     # -- ProtocolNode ----------------------------------------------------------------
     def on_start(self, now: float) -> list[Effect]:
+        self.tags.start(now)  # no answer to an earlier incarnation's effect is taken
         return []
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
@@ -183,8 +188,7 @@ class FactsServiceCore:
 
     # -- steps -------------------------------------------------------------------------
     def _ask(self, step: ServeStep, effect: ReadChain | CallEnclave) -> list[Effect]:
-        self._seq += 1
-        self.tag = f"facts:{self._seq}"
+        self.tag = self.tags.issue()
         self.step = step
         if isinstance(effect, ReadChain):
             self.awaited = ChainRead

@@ -12,7 +12,10 @@ the host does about those events; the network driver carries out its effects
 
 **Inputs.** :class:`ContractDeployedSeen` and :class:`KeyRotationRequestedSeen`, in
 chain order (the host's block follower hands them over), the ``retry`` timer, and the
-answers to its effects (from the chain side only, with the awaited tag).
+answers to its effects (from the chain side only, with the awaited tag). Tags come from a
+:class:`~sealbridge.core.tags.TagSource` that ``on_start`` begins anew: an answer to an
+effect of the node's previous incarnation (in flight when it crashed) never carries
+a restarted core's tag.
 
 **One job per event, one at a time.** A job's steps, each waiting on one effect:
 
@@ -65,6 +68,7 @@ from sealbridge.core.effects import (
     TxOutcome,
 )
 from sealbridge.core.encoding import Message
+from sealbridge.core.tags import TagSource
 from sealbridge.crypto.keyschedule import compute_key_id
 from sealbridge.keyservice.ecalls import (
     COMMITTEE_STATUS,
@@ -174,6 +178,7 @@ class KeyPublisherCore:
         contract_registry: str,
         address: int = 0,
         chain: int = 0,
+        incarnation: int = 0,
     ) -> None:
         self.my_id = bytes(node_id)
         self.chain_id = chain_id
@@ -182,7 +187,7 @@ class KeyPublisherCore:
         self.chain = chain
         self.backlog: deque[_Job] = deque()
         self.job: _Job | None = None
-        self._seq = 0
+        self.tags = TagSource("publisher", incarnation=incarnation)
         self.published = 0
         self.rotated = 0
         self.gave_up = 0
@@ -194,6 +199,7 @@ class KeyPublisherCore:
 
     # -- ProtocolNode ----------------------------------------------------------------
     def on_start(self, now: float) -> list[Effect]:
+        self.tags.start(now)  # no answer to an earlier incarnation's effect is taken
         return []
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
@@ -239,8 +245,7 @@ class KeyPublisherCore:
     def _emit(
         self, job: _Job, effect: ReadChain | SubmitTx | CallEnclave | AskPeers
     ) -> list[Effect]:
-        self._seq += 1
-        job.tag = f"publisher:{self._seq}"
+        job.tag = self.tags.issue()
         job.effect = effect
         if isinstance(effect, ReadChain):
             return [ReadChain(job.tag, effect.query)]

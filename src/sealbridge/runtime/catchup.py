@@ -67,7 +67,10 @@ finds the core idle.
 **Hostile answers change nothing.** An answer is taken only if it is of the type the
 current step waits for (:data:`ANSWERS`), carries the current tag and comes from the
 address serving that kind of effect (``chain`` for reads, ``enclave``, ``peers``); host
-inputs only from ``host``. Anything else is ignored. An answer of the right kind that
+inputs only from ``host``. Anything else is ignored.
+Tags come from a :class:`~sealbridge.core.tags.TagSource` that ``on_start`` begins
+anew: an answer to an effect of the node's previous incarnation (in flight when it
+crashed) never carries a restarted core's tag. An answer of the right kind that
 cannot be true (a list of the wrong length, events outside the range asked, a hash of
 the wrong size) fails the job as a passing ``unsound_answer``: nothing is installed.
 Peers' answers are filtered: only group keys and partial releases for the key in hand
@@ -95,6 +98,7 @@ from sealbridge.core.effects import (
 from sealbridge.core.encoding import Message, decode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import keccak
+from sealbridge.core.tags import TagSource
 from sealbridge.crypto.dkg import GroupPublicKeys
 from sealbridge.crypto.keyschedule import compute_key_id
 from sealbridge.keyservice.messages import KeyRequest
@@ -386,6 +390,7 @@ class CatchupCore:
         chain: int = 0,
         enclave: int = 0,
         peers: int = 0,
+        incarnation: int = 0,
     ) -> None:
         self.worker_id = bytes(worker_id)
         self.chain_config = chain_config  # its anchor fields are filled in per start
@@ -400,7 +405,7 @@ class CatchupCore:
         }
         self.step = CatchupStep.IDLE
         self.tag = ""  # the tag of the answer awaited ("" when idle)
-        self.sent = 0
+        self.tags = TagSource("catchup", sep="/", incarnation=incarnation)
         self.job: _CatchupJob | None = None
         self.backlog: deque[_CatchupJob] = deque()
         self.failure: CatchupFailure | None = None
@@ -437,6 +442,7 @@ class CatchupCore:
         return self.address
 
     def on_start(self, now: float) -> list[Effect]:
+        self.tags.start(now)  # no answer to an earlier incarnation's effect is taken
         return []
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
@@ -535,8 +541,7 @@ class CatchupCore:
         return self._read_record(job)
 
     def _ask(self, step: CatchupStep, make: Callable[[str], Effect]) -> list[Effect]:
-        self.sent += 1
-        self.tag = f"catchup/{self.sent}"
+        self.tag = self.tags.issue()
         self.step = step
         return [make(self.tag)]
 

@@ -66,7 +66,10 @@ the enclave did not apply.
 **Hostile answers change nothing.** An answer is taken only if it is of the type the
 current step waits for (:data:`ANSWERS`), carries the current tag and comes from the
 address serving that kind of effect (``chain``, ``enclave``, ``peers``); host inputs
-only from ``host``. Anything else is ignored. An answer of the right kind that cannot be
+only from ``host``. Anything else is ignored.
+Tags come from a :class:`~sealbridge.core.tags.TagSource` that ``on_start`` begins
+anew: an answer to an effect of the node's previous incarnation (in flight when it
+crashed) never carries a restarted core's tag. An answer of the right kind that cannot be
 true (a proof that is not an ``AccountProof``, an output that is not a ``BlockOutput``
 of this block) fails the job as a passing ``unsound_answer``, with nothing changed.
 Peer answers are filtered: only a ``BlockWitness`` under the name of a peer asked
@@ -98,6 +101,7 @@ from sealbridge.core.effects import (
 )
 from sealbridge.core.encoding import Message, encode
 from sealbridge.core.errors import LocalProtocolError
+from sealbridge.core.tags import TagSource
 from sealbridge.runtime.catchup import StateBundle
 from sealbridge.runtime.ecalls import WORKER_PROCESS_BLOCK, WORKER_RELEASE_OUTPUTS
 from sealbridge.runtime.messages import (
@@ -278,6 +282,7 @@ class WorkerFollowCore:
         peer_workers: int = 0,
         posting: int = 0,
         submission: int = 0,
+        incarnation: int = 0,
     ) -> None:
         self.bundle = bundle if bundle is not None else StateBundle()
         self.peers = list(dict.fromkeys(peers or []))
@@ -294,7 +299,7 @@ class WorkerFollowCore:
         }
         self.step = FollowStep.IDLE
         self.tag = ""  # the tag of the answer awaited ("" when idle)
-        self.sent = 0
+        self.tags = TagSource("follow", sep="/", incarnation=incarnation)
         self.now = 0.0  # the time of the input in hand
         self.job: _FollowJob | None = None
         self.backlog: deque[_FollowJob] = deque()
@@ -319,6 +324,7 @@ class WorkerFollowCore:
         return self.address
 
     def on_start(self, now: float) -> list[Effect]:
+        self.tags.start(now)  # no answer to an earlier incarnation's effect is taken
         return []
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
@@ -397,8 +403,7 @@ class WorkerFollowCore:
         return self._offer(job, block)
 
     def _ask(self, step: FollowStep, make: Callable[[str], Effect]) -> list[Effect]:
-        self.sent += 1
-        self.tag = f"follow/{self.sent}"
+        self.tag = self.tags.issue()
         self.step = step
         return [make(self.tag)]
 

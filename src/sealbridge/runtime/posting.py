@@ -30,6 +30,9 @@ With ``post`` off the core remembers messages but sends nothing. Outcomes
 (:class:`~sealbridge.core.effects.TxOutcome`, from the ``chain`` address only, under a
 tag of its own) are counted: ``sent`` or ``mined`` as posted (or reposted), anything
 else reported; a failed post stays remembered and is due again at its time.
+Tags come from a :class:`~sealbridge.core.tags.TagSource` that ``on_start`` begins
+anew: an answer to an effect of the node's previous incarnation (in flight when it
+crashed) never carries a restarted core's tag.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from sealbridge.core.effects import Effect, Report, SubmitTx, TxOutcome
 from sealbridge.core.encoding import Message
 from sealbridge.core.errors import ConfigError, LocalProtocolError
 from sealbridge.core.ids import keccak
+from sealbridge.core.tags import TagSource
 from sealbridge.runtime.messages import OutgoingMessage
 
 __all__ = [
@@ -96,6 +100,7 @@ class MessagePostingCore:
         address: int = 0,
         host: int = 0,
         chain: int = 0,
+        incarnation: int = 0,
     ) -> None:
         if max_pending < 1:
             raise ConfigError("a posting core remembers at least one message")
@@ -109,7 +114,7 @@ class MessagePostingCore:
         # keccak(ciphertext) -> (target, ciphertext, block by which it should be on chain)
         self.pending: OrderedDict[bytes, tuple[bytes, bytes, int]] = OrderedDict()
         self.in_flight: dict[str, str] = {}  # tag -> "posted" | "reposted"
-        self.sent = 0
+        self.tags = TagSource("message", sep="/", incarnation=incarnation)
         self.posted = 0
         self.reposted = 0
         self.failed = 0
@@ -120,6 +125,7 @@ class MessagePostingCore:
         return self.address
 
     def on_start(self, now: float) -> list[Effect]:
+        self.tags.start(now)  # no answer to an earlier incarnation's effect is taken
         return []
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
@@ -192,8 +198,7 @@ class MessagePostingCore:
         return [Report("message_not_posted", str(outcome.reason or outcome.status))]
 
     def _post(self, kind: str, target: bytes, ciphertext: bytes) -> SubmitTx:
-        self.sent += 1
-        tag = f"message/{self.sent}"
+        tag = self.tags.issue()
         self.in_flight[tag] = kind
         while len(self.in_flight) > 2 * self.max_pending:  # outcomes lost: forget the oldest
             del self.in_flight[next(iter(self.in_flight))]

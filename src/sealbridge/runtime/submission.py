@@ -62,7 +62,10 @@ caught up at a newer block); nothing is counted for it.
 current state waits for, carries the current tag, and comes from the address that
 serves that kind of effect (``chain`` for reads and transactions, ``enclave``,
 ``storage``; ``host`` says :class:`CaughtUp`). Anything else -- an old or unknown tag,
-a forged sender, an answer in the wrong state -- is ignored. An expected answer that
+a forged sender, an answer in the wrong state -- is ignored.
+Tags come from a :class:`~sealbridge.core.tags.TagSource` that ``on_start`` begins
+anew: an answer to an effect of the node's previous incarnation (in flight when it
+crashed) never carries a restarted core's tag. An expected answer that
 cannot be true (lists of the wrong length, negative blocks, unsorted confirmations) is
 treated as the failure of its step.
 """
@@ -91,6 +94,7 @@ from sealbridge.core.effects import (
 )
 from sealbridge.core.encoding import Message
 from sealbridge.core.errors import ConfigError, LocalProtocolError
+from sealbridge.core.tags import TagSource
 from sealbridge.runtime.ecalls import WORKER_SIGN_OUTPUTS
 from sealbridge.runtime.messages import SignedOutputs, SignOutputs
 
@@ -229,6 +233,7 @@ class SubmissionCore:
         chain: int = 0,
         enclave: int = 0,
         storage: int = 0,
+        incarnation: int = 0,
     ) -> None:
         if inline_checkpoint_max < 0 or answer_timeout <= 0:
             raise ConfigError("a submission core needs inline_checkpoint_max >= 0, timeout > 0")
@@ -251,7 +256,7 @@ class SubmissionCore:
         self.submit_after = 0  # no round before the enclave has seen this block
         self.attempted_at = 0  # the height the last round started at
         self.tag = ""  # the tag of the answer awaited ("" when idle)
-        self.sent = 0  # effects asked for (each gets a tag of its own)
+        self.tags = TagSource("outputs", sep="/", incarnation=incarnation)
         self.domains: list[list[bytes]] = []  # the round's domains still to do
         self.domain: list[bytes] = []  # the domain in hand
         self.signed: SignedOutputs | None = None  # its signed outputs
@@ -273,6 +278,7 @@ class SubmissionCore:
         return self.address
 
     def on_start(self, now: float) -> list[Effect]:
+        self.tags.start(now)  # no answer to an earlier incarnation's effect is taken
         return []
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
@@ -342,8 +348,7 @@ class SubmissionCore:
         )
 
     def _ask(self, phase: SubmissionPhase, make: Callable[[str], Effect]) -> list[Effect]:
-        self.sent += 1
-        self.tag = f"outputs/{self.sent}"
+        self.tag = self.tags.issue()
         self.phase = phase
         return [make(self.tag), SetTimer(ANSWER_TIMER, self.answer_timeout)]
 
