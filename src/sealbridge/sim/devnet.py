@@ -199,6 +199,7 @@ class SimDevnet:
         self.evm: EvmChain | None = None
         self.workers: dict[int, SimWorker] = {}
         self._nonces: dict[bytes, int] = {}
+        self.restarts: dict[int, int] = {}  # address -> restarts (the cores' incarnation)
         if self.spec.worker_enclaves:
             worker_ids = self._build_enclave_workers(first_worker, platform)
         else:
@@ -347,7 +348,9 @@ class SimDevnet:
             self.workers[address] = self._make_enclave_worker(address, StateBundle())
         return worker_ids
 
-    def _make_enclave_worker(self, address: int, bundle: StateBundle) -> SimEnclaveWorker:
+    def _make_enclave_worker(
+        self, address: int, bundle: StateBundle, incarnation: int = 0
+    ) -> SimEnclaveWorker:
         """A worker host and its enclave (a fresh enclave program over the enclave's
         sealed identity, as after a restart), starting from ``bundle``."""
         names = {a: f"worker-{a}" for a in self.worker_enclaves}
@@ -366,6 +369,7 @@ class SimDevnet:
             checkpoint_interval=self.spec.checkpoint_interval,
             fetch_blob=self._fetch_blob,
             bundle=bundle,
+            incarnation=incarnation,
             poll=self.spec.follow_poll,
         )
 
@@ -424,7 +428,8 @@ class SimDevnet:
                 disk.clear()
             raw = disk.get(BUNDLE_KEY)
             bundle = decode(raw, StateBundle) if raw is not None else StateBundle()
-            worker = self._make_enclave_worker(address, bundle)
+            self.restarts[address] = self.restarts.get(address, 0) + 1
+            worker = self._make_enclave_worker(address, bundle, self.restarts[address])
             self.workers[address] = worker
             self.sim.restart(address, node=worker)
 

@@ -187,6 +187,7 @@ class SimEnclaveWorker(SimWorker):
         checkpoint_interval: int,
         fetch_blob: Callable[[bytes], bytes | None],
         bundle: StateBundle | None = None,
+        incarnation: int = 0,
         poll: float = 1.0,
         store_timeout: float = 5.0,
         witness_timeout: float = 2.0,
@@ -202,6 +203,7 @@ class SimEnclaveWorker(SimWorker):
             checkpoint_interval=checkpoint_interval,
             poll=poll,
             store_timeout=store_timeout,
+            incarnation=incarnation,
         )
         self.name = f"worker-{address}"
         self.program = program
@@ -220,6 +222,7 @@ class SimEnclaveWorker(SimWorker):
             chain=chain,
             enclave=address,
             peers=address,
+            incarnation=incarnation,
         )
         self.follow = WorkerFollowCore(
             bundle=bundle,
@@ -231,6 +234,7 @@ class SimEnclaveWorker(SimWorker):
             peer_workers=address,
             posting=address,
             submission=address,
+            incarnation=incarnation,
         )
         self.witness_timeout = witness_timeout
         self.tip = 0
@@ -258,7 +262,8 @@ class SimEnclaveWorker(SimWorker):
 
     # -- ProtocolNode ----------------------------------------------------------------------
     def on_start(self, now: float) -> list[Effect]:
-        return super().on_start(now) + self._advance(now)
+        started = [*self.catchup.on_start(now), *self.follow.on_start(now)]
+        return super().on_start(now) + self._run_cores(started, now) + self._advance(now)
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
         if name == WITNESS_TIMER:

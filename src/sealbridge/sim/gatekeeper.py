@@ -206,7 +206,10 @@ class SimGatekeeper:
 
     # -- ProtocolNode ----------------------------------------------------------------------
     def on_start(self, now: float) -> list[Effect]:
-        return self._run([*self.core.on_start(now), self.follower.start()], now)
+        out = self._run([*self.core.on_start(now), self.follower.start()], now)
+        if self.publisher is not None:
+            out += self._run_publisher(self.publisher.on_start(now), now)
+        return out
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
         if name == TipPoller.TIMER:

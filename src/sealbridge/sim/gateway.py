@@ -140,7 +140,8 @@ class SimGateway:
 
     # -- ProtocolNode ----------------------------------------------------------------------
     def on_start(self, now: float) -> list[Effect]:
-        return self._run(self.committee.on_start(now), now) + [self.follower.start()]
+        effects = [*self.committee.on_start(now), *self.feed.on_start(now)]
+        return self._run(effects, now) + [self.follower.start()]
 
     def on_timer(self, name: str, now: float) -> list[Effect]:
         if name == TipPoller.TIMER:

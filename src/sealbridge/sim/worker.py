@@ -512,6 +512,7 @@ class SimWorker:
         inline_checkpoint_max: int = 1024,
         poll: float = 1.0,
         store_timeout: float = 5.0,
+        incarnation: int = 0,
     ) -> None:
         if poll <= 0 or store_timeout <= 0:
             raise ConfigError("a simulated worker needs poll > 0 and store_timeout > 0")
@@ -532,6 +533,7 @@ class SimWorker:
             chain=chain,
             enclave=address,
             storage=address,
+            incarnation=incarnation,
         )
         self.height = 0
         self.follower = TipPoller(chain, poll)
