@@ -93,8 +93,6 @@ from sealbridge.keyrelease.freshness import (
     get_guarded,
 )
 from sealbridge.keyrelease.matcher import (
-    ChainObservation,
-    DoubleSpendReport,
     MatcherPolicy,
     MatcherStatus,
 )
@@ -113,7 +111,6 @@ from sealbridge.keyrelease.matcher_program import (
     MATCHER_REGISTER_OWNER,
     MATCHER_REGISTER_REQUESTER,
     MATCHER_REGISTER_SWEEP_ADDRESS,
-    MATCHER_REPORT,
     MATCHER_RESTORE,
     MATCHER_SEAL,
     MATCHER_SEAL_TAIL,
@@ -126,12 +123,10 @@ from sealbridge.keyrelease.matcher_program import (
     AdvanceChainHeaders,
     ChainTipQuery,
     FeeChain,
-    LossReport,
     MatchAnswer,
     MatcherCard,
     MatcherConfig,
     ObserveBlocks,
-    OperatorTx,
     Reclaim,
     RegisterOwner,
     RegisterRequester,
@@ -144,18 +139,27 @@ from sealbridge.keyrelease.matcher_program import (
 from sealbridge.keyrelease.operator import (
     ACCEPT_MARGIN_S,
     AcceptFlow,
+    BalanceProofQuery,
+    CallVault,
     ChunkBalanceQuery,
     FeeChainSynced,
     FeesPaidQuery,
+    GasFeesQuery,
     MatcherOperator,
     MatchFlow,
     MatchStep,
+    NonceQuery,
     OperatorAnswer,
     OperatorEffect,
+    OutflowsQuery,
     PayFee,
     PoolBalanceQuery,
     PriceQuery,
+    RawTx,
+    ReportFlow,
     SyncFeeChain,
+    TokenRecipientsQuery,
+    TxInputQuery,
 )
 from sealbridge.keyrelease.swap_driver import (
     ROLE_OWNER,
@@ -179,14 +183,12 @@ from sealbridge.keyrelease.types import (
 )
 from sealbridge.keyrelease.vault import (
     ANCHORED_ECALLS,
-    ERC20_TRANSFER_SELECTOR,
     MAX_BTC_SWEEP_UTXOS,
     TOKEN_SWEEP_GAS,
     VAULT_ABORT,
     VAULT_ATTEST_UNRELEASED,
     VAULT_BIND_OWNER,
     VAULT_CARD,
-    VAULT_CLAIM_LOSS,
     VAULT_CONFIGURE,
     VAULT_CREATE_KEYS,
     VAULT_DELIVER,
@@ -1165,7 +1167,7 @@ class KeyReleaseDevnet:
 
     def _run_flow(
         self,
-        flow: MatchFlow | AcceptFlow,
+        flow: MatchFlow | AcceptFlow | ReportFlow,
         effects: Sequence[OperatorEffect],
         client: KeyReleaseClient,
     ) -> None:
@@ -1181,6 +1183,9 @@ class KeyReleaseDevnet:
         if isinstance(effect, Report):
             self._emit(effect.kind, **effect.data)
             return None
+        if isinstance(effect, CallVault):
+            vault = self._client(effect.party).vault
+            return EnclaveAnswer(effect.tag, vault.call(effect.ecall, effect.request))
         if isinstance(effect, CallEnclave):
             response = self._matcher().call(effect.ecall, effect.request)
             # the matcher took the client's nonce once it answered a signed request
@@ -1193,15 +1198,38 @@ class KeyReleaseDevnet:
             return FeeChainSynced(effect.tag, self.sync_fee_chain())
         if isinstance(effect, SubmitTx):
             tx = effect.tx
-            if not isinstance(tx, PayFee):
+            if isinstance(tx, PayFee):
+                payer = self.clients_by_account(tx.payer)
+                receipt = self.pool.pay_fee(tx.request_key, tx.amount_wei, payer.wallet_key)
+            elif isinstance(tx, RawTx):
+                chain = self.adapters[tx.chain_id]
+                receipt = chain.wait_for_receipt(chain.send_raw_transaction(tx.raw))
+            else:
                 raise KeyReleaseDevnetError(f"no transaction {type(tx).__name__} here")
-            payer = self.clients_by_account(tx.payer)
-            receipt = self.pool.pay_fee(tx.request_key, tx.amount_wei, payer.wallet_key)
-            self._count(receipt.gas_used)
+            self._count(receipt.gas_used)  # (a reverted one raised)
             return TxOutcome(effect.tag, "mined", receipt.block_number)
-        query = effect.query
-        value: int
-        if isinstance(query, ChunkBalanceQuery):
+        return ChainRead(effect.tag, self._read_for(effect.query))
+
+    def _read_for(self, query: object) -> Any:
+        """One chain reading a flow asked for."""
+        value: Any
+        if isinstance(query, OutflowsQuery):
+            outflows = self.adapters[query.chain_id].find_outgoing_transactions(
+                query.address, query.since
+            )
+            value = [[to, tx_hash] for to, tx_hash in outflows]
+        elif isinstance(query, TxInputQuery):
+            value = self.adapters[query.chain_id].get_transaction_input(query.tx_hash)
+        elif isinstance(query, TokenRecipientsQuery):
+            value = self.token.get_transfer_recipients(query.address, query.since)
+        elif isinstance(query, BalanceProofQuery):
+            proofs = self.prove_balances([query.chunk])  # none for a btc chunk
+            value = proofs[0] if proofs else None
+        elif isinstance(query, GasFeesQuery):
+            value = list(self.adapters[query.chain_id].get_fees())
+        elif isinstance(query, NonceQuery):
+            value = self.adapters[query.chain_id].get_nonce(query.account)
+        elif isinstance(query, ChunkBalanceQuery):
             value = self._chunk_balance(query.chunk)
         elif isinstance(query, PriceQuery):
             value = self.price(query.asset)
@@ -1211,7 +1239,7 @@ class KeyReleaseDevnet:
             value = self.pool.get_pool()
         else:
             raise KeyReleaseDevnetError(f"no question {type(query).__name__} here")
-        return ChainRead(effect.tag, value)
+        return value
 
     def clients_by_account(self, account: str) -> KeyReleaseClient:
         for client in self.clients.values():
@@ -1600,68 +1628,30 @@ class KeyReleaseDevnet:
 
     def report_double_spend(self, victim: KeyReleaseClient, chunk: Chunk) -> int:
         """The victim reports; the matcher's host reads the chain; the matcher enclave
-        judges and signs the slash and the compensation; the host submits them."""
+        judges and signs the slash and the compensation; the host submits them. A
+        :class:`~sealbridge.keyrelease.operator.ReportFlow` decides what to read and
+        what the readings say; this host carries out its questions. Returns the
+        compensation in wei."""
         asset = self.assets[chunk.asset]
-        adapter = self.adapters[asset.chain_id]
-        since = self.deposit_blocks.get(chunk.chunk_id, 0)
-        outflows = adapter.find_outgoing_transactions(chunk.address, since)
-        recipients: list[str] = []  # where value went, in chain order
-        for to, tx_hash in outflows:
-            if asset.kind == AssetKind.ERC20 and to.lower() == self.token.address.lower():
-                # a token chunk leaves by transfer(to, amount): the recipient is in the call
-                data = adapter.get_transaction_input(tx_hash)
-                if len(data) >= 36 and data[:4] == ERC20_TRANSFER_SELECTOR:
-                    to = to_checksum_address(data[16:36])
-            recipients.append(to)
-        if asset.kind == AssetKind.ERC20:  # and by transferFrom, whoever sent it
-            recipients += self.token.get_transfer_recipients(chunk.address, since)
-        proofs = self.prove_balances([chunk])  # none for a btc chunk (the host's reading)
-        balance = proofs[0] if proofs else None
-        observation = ChainObservation(
-            balance=self._chunk_balance(chunk),
-            outflow_to=recipients[0] if recipients else "",
-            outflow_tx=outflows[0][1].hex() if outflows else "",
-            address=chunk.address,
-            outflows_to=recipients[:256],
-        )
-        a = self.adapters[CHAIN_A]
         card = self.matcher_card
         if card is None:
             raise KeyReleaseDevnetError("the devnet is not started")
-        max_fee, tip = a.get_fees()
-        claim = victim.vault.call(VAULT_CLAIM_LOSS, ChunkRef(chunk_id=chunk.chunk_id))
-        outcome = self._matcher().call(
-            MATCHER_REPORT,
-            LossReport(
-                report=DoubleSpendReport(chunk_id=chunk.chunk_id, victim=victim.account),
-                claim=claim,
-                observation=observation,
-                price_e8=self.price("ETH@31337"),
-                tx=OperatorTx(
-                    chain_id=CHAIN_A,
-                    pool=self.pool.address,
-                    nonce=a.get_nonce(card.operator),
-                    max_fee_per_gas=max_fee,
-                    max_priority_fee_per_gas=tip,
-                ),
-                owner_account=chunk.owner,
-                balance=balance,
-            ),
-        )
-        for raw in outcome.transactions:
-            receipt = a.wait_for_receipt(a.send_raw_transaction(raw))
-            self._count(receipt.gas_used)
-        self._emit(
-            "penalty",
+        flow = self.operator.open_report(
             victim=victim.name,
-            offender=self._name_of(outcome.penalty.owner),
-            chunk=chunk.chunk_id[-6:],
-            slashed_wei=outcome.get_slash_wei(),
-            compensation_wei=outcome.get_compensation_wei(),
-            uncovered_usd=outcome.penalty.uncovered_usd_e8 / USD,
-            pool_wei=self.pool.get_pool(),
+            victim_account=victim.account,
+            chunk=chunk,
+            chain_id=asset.chain_id,
+            token=self.token.address if asset.kind == AssetKind.ERC20 else "",
+            since=self.deposit_blocks.get(chunk.chunk_id, 0),
+            fee_chain_id=CHAIN_A,
+            pool=self.pool.address,
+            operator=card.operator,
+            names={c.account: c.name for c in self.clients.values()},
         )
-        return outcome.get_compensation_wei()
+        self._run_flow(flow, flow.start(), victim)
+        if flow.result is None:  # pragma: no cover -- the flow ends with its result
+            raise KeyReleaseDevnetError("the report flow did not finish")
+        return flow.result
 
     # -- contract Z: the time-locked escrow -----------------------------------------------------
     def run_escrow(

@@ -6,10 +6,11 @@ Between a client and the matcher enclave sits an untrusted host. For a requester
 asks the matcher for chunks and checks the answer before anyone relies on it; it
 accepts an offer and pays the matching fee; as the matcher's operator it files a
 victim's double-spend report and submits the slash and the compensation the matcher
-signed. Each of these is a *flow*: a short state machine that decides what to ask
-next, what an answer means and when to refuse, and does nothing else. Its driver
-(``KeyReleaseDevnet`` on a devnet, a hand-written host in ``tests/unit``) carries out
-what the flow asks and hands back the answers. Time comes in as ``now`` (seconds of the
+signed (:class:`MatchFlow`, :class:`AcceptFlow`, :class:`ReportFlow`). Each of these
+is a *flow*: a short state machine that decides what to ask next, what an answer means
+and when to refuse, and does nothing else. Its driver (``KeyReleaseDevnet`` on a
+devnet, a hand-written host in ``tests/unit``) carries out what the flow asks and hands
+back the answers. Time comes in as ``now`` (seconds of the
 wall clock: quotes are checked against it); nothing here reads a clock or a chain.
 
 :class:`MatcherOperator` keeps what outlives one flow (the contract names already
@@ -19,15 +20,20 @@ Effects (each names a ``tag``; its answer carries the same tag):
 
 * :class:`~sealbridge.core.effects.CallEnclave` -- call the *matcher* enclave. Answer:
   :class:`~sealbridge.core.effects.EnclaveAnswer`.
+* :class:`CallVault` -- call a client's vault enclave (the victim's loss claim). Answer:
+  :class:`~sealbridge.core.effects.EnclaveAnswer`.
 * :class:`~sealbridge.core.effects.ReadChain` -- a typed question about a chain
   (:class:`ChunkBalanceQuery`, :class:`PriceQuery`, :class:`FeesPaidQuery`,
-  :class:`PoolBalanceQuery`). Answer: :class:`~sealbridge.core.effects.ChainRead`.
+  :class:`PoolBalanceQuery`, :class:`OutflowsQuery`, :class:`TxInputQuery`,
+  :class:`TokenRecipientsQuery`, :class:`BalanceProofQuery`, :class:`GasFeesQuery`,
+  :class:`NonceQuery`). Answer: :class:`~sealbridge.core.effects.ChainRead`.
 * :class:`~sealbridge.core.effects.SubmitTx` -- :class:`PayFee` from the requester's
-  wallet. Answer: :class:`~sealbridge.core.effects.TxOutcome`.
+  wallet, or :class:`RawTx` (a transaction the matcher signed). Answer:
+  :class:`~sealbridge.core.effects.TxOutcome` (a driver answers once it is mined).
 * :class:`SyncFeeChain` -- feed the matcher the fee chain's blocks it has not verified
   (so it sees a fee paid). Answer: :class:`FeeChainSynced`.
 * :class:`~sealbridge.core.effects.Report` -- an observation (the devnet's events
-  ``expire``, ``match``, ``accept``).
+  ``expire``, ``match``, ``accept``, ``penalty``).
 
 Flows and their steps (each step waits on one answer; ``_MOVES`` lists the moves)::
 
@@ -42,6 +48,14 @@ Flows and their steps (each step waits on one answer; ``_MOVES`` lists the moves
              PAYING --the fee's transaction mined--> SYNCING
              SYNCING --the matcher followed the fee chain--> ACCEPTING
              ACCEPTING --MATCHER_ACCEPT--> POOL --pool balance--> DONE (report "accept")
+    report:  OUTFLOWS --the chunk address's transactions--> INPUTS (token chunk) | PROOF
+             INPUTS --the calldata of each call to the token--> TRANSFERS
+             TRANSFERS --the token's Transfer recipients--> PROOF
+             PROOF --a balance proof for the matcher (none for btc)--> BALANCE
+             BALANCE --> GAS --> CLAIM (the victim's vault signs) --> PRICING --> NONCE
+             NONCE --> JUDGING (MATCHER_REPORT: the matcher judges and signs)
+             JUDGING --> SUBMITTING (each signed transaction mined, in order)
+             SUBMITTING --> POOL --pool balance--> DONE (report "penalty")
 
 What is trusted, and why. Nothing an answer says is taken on its word where it can be
 checked here. A match answer must be for the request that was sent (request id,
@@ -53,14 +67,22 @@ refused. An accept goes ahead only after the matcher enclave's own ``CHECK_ACCEP
 returned the very offer the requester holds (made to it, still open for the margin the
 fee's transaction needs): a refused accept pays nothing. The fee is paid once: what the
 pool's ``FeePaid`` events already credit the requester for this offer is not paid again.
+A double-spend report is judged by the matcher enclave, not here: the flow gathers what
+it needs (where the chunk's value went -- the first recipient, the first transaction
+and at most :data:`MAX_OUTFLOWS` recipients, reading a token ``transfer``'s recipient
+from its calldata -- a balance proof, the victim vault's signed claim, the price and
+the operator's nonce), and submits the transactions the matcher signed, in order. It
+refuses a claim, a proof or a penalty that names another chunk, and a transaction that
+is not signed bytes.
 
 Hostile input. Each of these raises a typed error and changes nothing (the flow still
 waits for the same answer; a driver that gives up drops the flow):
 
 * an answer whose tag was never asked, was answered already, or belongs to another
   flow; an answer of the wrong kind or shape (:class:`OperatorInputRefused`);
-* an answer that carries a failure: the enclave's refusal, a failed read
-  (:class:`OperatorInputRefused`), a fee transaction not mined (:class:`FeeNotPaid`);
+* an answer that carries a failure: the enclave's refusal, a failed read, a matcher's
+  transaction not mined (:class:`OperatorInputRefused`), a fee transaction not mined
+  (:class:`FeeNotPaid`);
 * an offer for another request, another offer from ``CHECK_ACCEPT``, a chunk below its
   amount (:class:`OfferRefused`); a card or manifest that does not verify
   (:class:`~sealbridge.keyrelease.errors.AttestationRefused`).
@@ -88,18 +110,22 @@ from sealbridge.core.effects import (
 )
 from sealbridge.core.encoding import Message, decode_canonical
 from sealbridge.core.errors import SealbridgeError
+from sealbridge.crypto.signing import to_checksum_address
 from sealbridge.keyrelease.auth import SignedRequest
+from sealbridge.keyrelease.balances import BalanceProof
 from sealbridge.keyrelease.errors import (
     FeeNotPaid,
     InvalidRequest,
     OfferRefused,
     OperatorInputRefused,
 )
+from sealbridge.keyrelease.matcher import ChainObservation, DoubleSpendReport
 from sealbridge.keyrelease.matcher_program import (
     MATCHER_ACCEPT,
     MATCHER_CHECK_ACCEPT,
     MATCHER_EXPIRE,
     MATCHER_MATCH,
+    MATCHER_REPORT,
     usd_to_wei,
     verify_answer,
 )
@@ -107,30 +133,46 @@ from sealbridge.keyrelease.messages import (
     Accept,
     AcceptOrder,
     Expired,
+    LossClaim,
+    LossReport,
     MatchAnswer,
     MatcherCard,
+    OperatorTx,
+    PenaltyOutcome,
 )
 from sealbridge.keyrelease.types import USD_DECIMALS, Chunk, ChunkRequest, Offer
+from sealbridge.keyrelease.vault import ERC20_TRANSFER_SELECTOR, VAULT_CLAIM_LOSS, ChunkRef
 from sealbridge.tee.ecall import NOTHING
 from sealbridge.tee.policy import AttestationPolicy
 
 __all__ = [
     "ACCEPT_MARGIN_S",
     "FEE_ASSET",
+    "MAX_OUTFLOWS",
     "AcceptFlow",
     "AcceptStep",
+    "BalanceProofQuery",
+    "CallVault",
     "ChunkBalanceQuery",
     "FeeChainSynced",
     "FeesPaidQuery",
+    "GasFeesQuery",
     "MatchFlow",
     "MatchStep",
     "MatcherOperator",
+    "NonceQuery",
     "OperatorAnswer",
     "OperatorEffect",
     "PayFee",
     "PoolBalanceQuery",
     "PriceQuery",
+    "RawTx",
+    "ReportFlow",
+    "ReportStep",
     "SyncFeeChain",
+    "TokenRecipientsQuery",
+    "TxInputQuery",
+    "OutflowsQuery",
     "compute_fee_key",
 ]
 
@@ -193,13 +235,25 @@ class FeeChainSynced:
     tip: int
 
 
-OperatorEffect = CallEnclave | ReadChain | SubmitTx | SyncFeeChain | Report
+@dataclass(frozen=True, slots=True)
+class CallVault:
+    """Call the vault enclave of the client ``party``. Answer:
+    :class:`~sealbridge.core.effects.EnclaveAnswer`."""
+
+    tag: str
+    party: str
+    ecall: Any
+    request: Any
+
+
+OperatorEffect = CallEnclave | CallVault | ReadChain | SubmitTx | SyncFeeChain | Report
 OperatorAnswer = EnclaveAnswer | ChainRead | TxOutcome | FeeChainSynced
 _ANSWER_OF: dict[type, type] = {
     CallEnclave: EnclaveAnswer,
     ReadChain: ChainRead,
     SubmitTx: TxOutcome,
     SyncFeeChain: FeeChainSynced,
+    CallVault: EnclaveAnswer,
 }
 
 
@@ -587,3 +641,366 @@ class MatcherOperator:
         if not isinstance(answer, MatchAnswer):
             raise InvalidRequest("an accept needs the MatchAnswer it accepts")
         return AcceptFlow(self._next_id("accept"), answer=answer, signed=signed)
+
+    def open_report(
+        self,
+        *,
+        victim: str,
+        victim_account: str,
+        chunk: Chunk,
+        chain_id: int,
+        token: str,
+        since: int,
+        fee_chain_id: int,
+        pool: str,
+        operator: str,
+        names: dict[str, str] | None = None,
+    ) -> ReportFlow:
+        """The double-spend report of ``victim`` (its vault's client label) for ``chunk``,
+        on chain ``chain_id`` (``token``: the chunk's token contract, "" for a native
+        chunk), funded in block ``since``; the operator ``operator`` pays gas on the fee
+        chain, where the pool ``pool`` is. ``names``: account -> label, for the report."""
+        if not isinstance(chunk, Chunk):
+            raise InvalidRequest("a report needs the chunk it is about")
+        return ReportFlow(
+            self._next_id("report"),
+            victim=victim,
+            victim_account=victim_account,
+            chunk=chunk,
+            chain_id=chain_id,
+            token=token,
+            since=since,
+            fee_chain_id=fee_chain_id,
+            pool=pool,
+            operator=operator,
+            names=names or {},
+        )
+
+
+# --- the double-spend report -------------------------------------------------------------------
+
+
+class OutflowsQuery(Message, frozen=True):
+    """Every transaction ``address`` sent on chain ``chain_id`` since block ``since``, in
+    chain order -> list of ``[recipient, tx hash]``."""
+
+    chain_id: int
+    address: str
+    since: int
+
+
+class TxInputQuery(Message, frozen=True):
+    """The calldata of a mined transaction -> bytes."""
+
+    chain_id: int
+    tx_hash: bytes
+
+
+class TokenRecipientsQuery(Message, frozen=True):
+    """The recipients of every token ``Transfer`` out of ``address`` since ``since`` (by
+    ``transfer`` and ``transferFrom`` alike), in chain order -> list[str]."""
+
+    address: str
+    since: int
+
+
+class BalanceProofQuery(Message, frozen=True):
+    """A proof of ``chunk``'s balance at the matcher's newest verified block of its chain
+    (after bringing the matcher to the head) -> BalanceProof, or None for a chunk whose
+    balance nothing proves (bitcoin)."""
+
+    chunk: Chunk
+
+
+class GasFeesQuery(Message, frozen=True):
+    """(max fee per gas, priority fee) to pay on chain ``chain_id`` now -> [int, int]."""
+
+    chain_id: int
+
+
+class NonceQuery(Message, frozen=True):
+    """The next nonce of ``account`` on chain ``chain_id`` -> int."""
+
+    chain_id: int
+    account: str
+
+
+class RawTx(Message, frozen=True):
+    """Send a transaction signed elsewhere (by the matcher enclave) on ``chain_id``, and
+    wait for it to be mined (a :class:`~sealbridge.core.effects.SubmitTx`)."""
+
+    chain_id: int
+    raw: bytes
+
+
+class ReportStep(StrEnum):
+    NEW = "new"
+    OUTFLOWS = "outflows"  # the chunk address's outgoing transactions
+    INPUTS = "inputs"  # token chunks: the calldata of each call to the token
+    TRANSFERS = "transfers"  # token chunks: the token's Transfer events out of the address
+    PROOF = "proof"  # a proof of the chunk's balance for the matcher
+    BALANCE = "balance"  # the host's reading of the balance
+    GAS = "gas"  # the fee chain's gas prices, for the operator's transactions
+    CLAIM = "claim"  # the victim's vault signs its loss claim
+    PRICING = "pricing"  # the fee asset's price
+    NONCE = "nonce"  # the operator's next nonce
+    JUDGING = "judging"  # MATCHER_REPORT: the matcher judges and signs
+    SUBMITTING = "submitting"  # the slash and the compensation, one after the other
+    POOL = "pool"  # the pool's balance, for the report
+    DONE = "done"
+
+
+_REPORT_ORDER = list(ReportStep)
+MAX_OUTFLOWS = 256  # recipients the observation carries
+
+
+class ReportFlow(_Flow):
+    """A victim's double-spend report, filed by the matcher's operator: read where the
+    chunk's value went, have the victim's vault sign its claim, let the matcher judge,
+    and submit the transactions it signed (see :class:`MatcherOperator.open_report`).
+    ``result`` is the compensation in wei once ``step`` is DONE."""
+
+    _moves = {step: frozenset(_REPORT_ORDER[i + 1 :]) for i, step in enumerate(_REPORT_ORDER[:-1])}
+
+    def __init__(
+        self,
+        flow_id: str,
+        *,
+        victim: str,
+        victim_account: str,
+        chunk: Chunk,
+        chain_id: int,
+        token: str,
+        since: int,
+        fee_chain_id: int,
+        pool: str,
+        operator: str,
+        names: dict[str, str],
+    ) -> None:
+        super().__init__(flow_id, ReportStep.NEW)
+        self.victim = victim
+        self.victim_account = victim_account
+        self.chunk = chunk
+        self._chain_id = chain_id
+        self._token = token  # the chunk's token contract ("" for a native chunk)
+        self._since = since
+        self._fee_chain_id = fee_chain_id
+        self._pool = pool
+        self._operator_account = operator
+        self._names = dict(names)
+        self._outflows: list[tuple[str, bytes]] = []
+        self._recipients: list[str] = []
+        self._inputs_read = 0
+        self._proof: BalanceProof | None = None
+        self._balance = 0
+        self._gas: tuple[int, int] = (0, 0)
+        self._claim: LossClaim | None = None
+        self._price = 0
+        self._outcome: PenaltyOutcome | None = None
+        self._submitted = 0
+        self.result: int | None = None
+
+    def start(self) -> list[OperatorEffect]:
+        if self.step is not ReportStep.NEW:
+            raise InvalidRequest(f"{self.flow_id} started already")
+        self._move(ReportStep.OUTFLOWS)
+        query = OutflowsQuery(
+            chain_id=self._chain_id, address=self.chunk.address, since=self._since
+        )
+        return [self._read("outflows", query)]
+
+    def _on_answer(
+        self, asked: OperatorEffect, answer: OperatorAnswer, now: float
+    ) -> list[OperatorEffect]:
+        step = self.step
+        if isinstance(answer, ChainRead):
+            return self._on_read(step, answer)
+        if step is ReportStep.CLAIM:
+            claim = self._response(answer, LossClaim)
+            if claim.chunk_id != self.chunk.chunk_id:
+                raise OperatorInputRefused(f"{answer.tag}: a claim of another chunk")
+            self._claim = claim
+            self._move(ReportStep.PRICING)
+            return [self._read("price", PriceQuery(asset=FEE_ASSET))]
+        if step is ReportStep.JUDGING:
+            outcome = self._response(answer, PenaltyOutcome)
+            if outcome.penalty.chunk_id != self.chunk.chunk_id:
+                raise OperatorInputRefused(f"{answer.tag}: a penalty for another chunk")
+            if not all(isinstance(raw, bytes) and raw for raw in outcome.transactions):
+                raise OperatorInputRefused(f"{answer.tag}: a transaction is not signed bytes")
+            self._outcome = outcome
+            self._move(ReportStep.SUBMITTING)
+            return self._submit_next()
+        if step is ReportStep.SUBMITTING and isinstance(answer, TxOutcome):
+            if not answer.is_mined:
+                raise OperatorInputRefused(
+                    f"{answer.tag}: the matcher's transaction was not mined ({answer.status})"
+                )
+            self._submitted += 1
+            return self._submit_next()
+        raise OperatorInputRefused(
+            f"{answer.tag}: not an answer for step {step}"
+        )  # pragma: no cover
+
+    def _on_read(self, step: str, answer: ChainRead) -> list[OperatorEffect]:
+        value = answer.value
+        if step is ReportStep.OUTFLOWS:
+            outflows = _get_outflows(answer)
+            self._outflows = outflows
+            self._recipients = [to for to, _ in outflows]
+            if not self._token:
+                return self._prove()
+            self._move(ReportStep.INPUTS)
+            return self._read_next_input()
+        if step is ReportStep.INPUTS:
+            if not isinstance(value, bytes):
+                raise OperatorInputRefused(f"{answer.tag}: calldata is bytes")
+            # a token chunk leaves by transfer(to, amount): the recipient is in the call
+            if len(value) >= 36 and value[:4] == ERC20_TRANSFER_SELECTOR:
+                self._recipients[self._get_input_index()] = to_checksum_address(value[16:36])
+            self._inputs_read += 1
+            return self._read_next_input()
+        if step is ReportStep.TRANSFERS:
+            if not isinstance(value, list) or not all(isinstance(to, str) for to in value):
+                raise OperatorInputRefused(f"{answer.tag}: recipients are a list of str")
+            self._recipients += value  # and by transferFrom, whoever sent it
+            return self._prove()
+        if step is ReportStep.PROOF:
+            if value is not None and not (
+                isinstance(value, BalanceProof) and value.chunk_id == self.chunk.chunk_id
+            ):
+                raise OperatorInputRefused(f"{answer.tag}: not a proof of {self.chunk.chunk_id}")
+            self._proof = value
+            self._move(ReportStep.BALANCE)
+            return [self._read("balance", ChunkBalanceQuery(chunk=self.chunk))]
+        if step is ReportStep.BALANCE:
+            self._balance = _get_count(answer, "the chunk's balance")
+            self._move(ReportStep.GAS)
+            return [self._read("gas", GasFeesQuery(chain_id=self._fee_chain_id))]
+        if step is ReportStep.GAS:
+            if (
+                not isinstance(value, tuple | list)
+                or len(value) != 2
+                or not all(type(v) is int and v >= 0 for v in value)
+            ):
+                raise OperatorInputRefused(f"{answer.tag}: gas fees are two ints >= 0")
+            self._gas = (value[0], value[1])
+            self._move(ReportStep.CLAIM)
+            effect = CallVault(
+                self._next_tag("claim"),
+                self.victim,
+                VAULT_CLAIM_LOSS,
+                ChunkRef(chunk_id=self.chunk.chunk_id),
+            )
+            self._awaiting[effect.tag] = effect
+            return [effect]
+        if step is ReportStep.PRICING:
+            price = _get_count(answer, "the fee asset's price")
+            self._price = price
+            self._move(ReportStep.NONCE)
+            query = NonceQuery(chain_id=self._fee_chain_id, account=self._operator_account)
+            return [self._read("nonce", query)]
+        if step is ReportStep.NONCE:
+            return self._judge(_get_count(answer, "the operator's nonce"))
+        if step is ReportStep.POOL:
+            pool = _get_count(answer, "the pool's balance")
+            return self._finish(pool)
+        raise OperatorInputRefused(f"{answer.tag}: not a read for step {step}")  # pragma: no cover
+
+    def _get_token_calls(self) -> list[int]:
+        """Indexes of the outflows that called the token contract."""
+        token = self._token.lower()
+        return [i for i, (to, _) in enumerate(self._outflows) if to.lower() == token]
+
+    def _get_input_index(self) -> int:
+        return self._get_token_calls()[self._inputs_read]
+
+    def _read_next_input(self) -> list[OperatorEffect]:
+        calls = self._get_token_calls()
+        if self._inputs_read < len(calls):
+            _, tx_hash = self._outflows[calls[self._inputs_read]]
+            return [self._read("input", TxInputQuery(chain_id=self._chain_id, tx_hash=tx_hash))]
+        self._move(ReportStep.TRANSFERS)
+        query = TokenRecipientsQuery(address=self.chunk.address, since=self._since)
+        return [self._read("transfers", query)]
+
+    def _prove(self) -> list[OperatorEffect]:
+        self._move(ReportStep.PROOF)
+        return [self._read("proof", BalanceProofQuery(chunk=self.chunk))]
+
+    def _judge(self, nonce: int) -> list[OperatorEffect]:
+        if self._claim is None:  # pragma: no cover -- set at CLAIM
+            raise OperatorInputRefused("no claim to report")
+        recipients = self._recipients
+        observation = ChainObservation(
+            balance=self._balance,
+            outflow_to=recipients[0] if recipients else "",
+            outflow_tx=self._outflows[0][1].hex() if self._outflows else "",
+            address=self.chunk.address,
+            outflows_to=recipients[:MAX_OUTFLOWS],
+        )
+        max_fee, tip = self._gas
+        report = LossReport(
+            report=DoubleSpendReport(chunk_id=self.chunk.chunk_id, victim=self.victim_account),
+            claim=self._claim,
+            observation=observation,
+            price_e8=self._price,
+            tx=OperatorTx(
+                chain_id=self._fee_chain_id,
+                pool=self._pool,
+                nonce=nonce,
+                max_fee_per_gas=max_fee,
+                max_priority_fee_per_gas=tip,
+            ),
+            owner_account=self.chunk.owner,
+            balance=self._proof,
+        )
+        self._move(ReportStep.JUDGING)
+        return [self._call("report", MATCHER_REPORT, report)]
+
+    def _submit_next(self) -> list[OperatorEffect]:
+        outcome = self._outcome
+        if outcome is None:  # pragma: no cover -- set at JUDGING
+            raise OperatorInputRefused("no outcome to submit")
+        if self._submitted < len(outcome.transactions):
+            raw = RawTx(chain_id=self._fee_chain_id, raw=outcome.transactions[self._submitted])
+            effect = SubmitTx(self._next_tag("submit"), raw)
+            self._awaiting[effect.tag] = effect
+            return [effect]
+        self._move(ReportStep.POOL)
+        return [self._read("pool", PoolBalanceQuery())]
+
+    def _finish(self, pool: int) -> list[OperatorEffect]:
+        outcome = self._outcome
+        if outcome is None:  # pragma: no cover
+            raise OperatorInputRefused("no outcome to report")
+        penalty = outcome.penalty
+        self.result = outcome.get_compensation_wei()
+        self._move(ReportStep.DONE)
+        data = {
+            "victim": self.victim,
+            "offender": self._names.get(penalty.owner, penalty.owner),
+            "chunk": self.chunk.chunk_id[-6:],
+            "slashed_wei": outcome.get_slash_wei(),
+            "compensation_wei": self.result,
+            "uncovered_usd": penalty.uncovered_usd_e8 / _USD,
+            "pool_wei": pool,
+        }
+        return [Report("penalty", data)]
+
+
+def _get_outflows(answer: ChainRead) -> list[tuple[str, bytes]]:
+    value = answer.value
+    if not isinstance(value, list | tuple):
+        raise OperatorInputRefused(f"{answer.tag}: outflows are a list")
+    outflows: list[tuple[str, bytes]] = []
+    for item in value:
+        if (
+            not isinstance(item, list | tuple)
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or not isinstance(item[1], bytes)
+        ):
+            raise OperatorInputRefused(f"{answer.tag}: an outflow is [recipient, tx hash]")
+        outflows.append((item[0], item[1]))
+    return outflows
