@@ -23,6 +23,13 @@ interpreter. Contract Z exchanges them (the escrow, and the requester's side of 
 the matcher does not book them, since it cannot prove a bitcoin balance (no bitcoin light
 client here).
 
+What the hosts decide is decided in sans-I/O cores; this module carries out their
+effects against the enclaves, the chains and the pool: the swaps by
+:class:`~sealbridge.keyrelease.swap_driver.SwapDriver` (:meth:`KeyReleaseDevnet.run_swap`),
+the match, the accept, the offer, the reclaim and the double-spend report by the flows of
+:mod:`sealbridge.keyrelease.operator`. Wallets, funding, sweeps, the escrow and the
+processes stay here.
+
 A compromised client (``compromised=...``) runs its vault on a platform declared broken
 (``--simulate-compromise``): its host extracts a key it released and sweeps it first,
 which is the double spend the matcher must catch.
@@ -98,7 +105,6 @@ from sealbridge.keyrelease.matcher import (
 )
 from sealbridge.keyrelease.matcher_program import (
     JOURNALED_ECALLS,
-    MATCHER_ADD_CHUNKS,
     MATCHER_ADVANCE_HEADERS,
     MATCHER_ANCHORED_ECALLS,
     MATCHER_CARD,
@@ -107,7 +113,6 @@ from sealbridge.keyrelease.matcher_program import (
     MATCHER_FEE_TIP,
     MATCHER_OBSERVE_BLOCKS,
     MATCHER_PROGRAM,
-    MATCHER_RECLAIM,
     MATCHER_REGISTER_OWNER,
     MATCHER_REGISTER_REQUESTER,
     MATCHER_REGISTER_SWEEP_ADDRESS,
@@ -119,7 +124,6 @@ from sealbridge.keyrelease.matcher_program import (
     MAX_OBSERVED_BLOCKS,
     Accept,
     AcceptOrder,
-    AddChunks,
     AdvanceChainHeaders,
     ChainTipQuery,
     FeeChain,
@@ -127,7 +131,6 @@ from sealbridge.keyrelease.matcher_program import (
     MatcherCard,
     MatcherConfig,
     ObserveBlocks,
-    Reclaim,
     RegisterOwner,
     RegisterRequester,
     SealedJournal,
@@ -140,6 +143,7 @@ from sealbridge.keyrelease.operator import (
     ACCEPT_MARGIN_S,
     AcceptFlow,
     BalanceProofQuery,
+    BalanceProofsQuery,
     CallVault,
     ChunkBalanceQuery,
     FeeChainSynced,
@@ -149,6 +153,7 @@ from sealbridge.keyrelease.operator import (
     MatchFlow,
     MatchStep,
     NonceQuery,
+    OfferFlow,
     OperatorAnswer,
     OperatorEffect,
     OutflowsQuery,
@@ -156,6 +161,7 @@ from sealbridge.keyrelease.operator import (
     PoolBalanceQuery,
     PriceQuery,
     RawTx,
+    ReclaimFlow,
     ReportFlow,
     SyncFeeChain,
     TokenRecipientsQuery,
@@ -186,7 +192,6 @@ from sealbridge.keyrelease.vault import (
     MAX_BTC_SWEEP_UTXOS,
     TOKEN_SWEEP_GAS,
     VAULT_ABORT,
-    VAULT_ATTEST_UNRELEASED,
     VAULT_BIND_OWNER,
     VAULT_CARD,
     VAULT_CONFIGURE,
@@ -1068,18 +1073,16 @@ class KeyReleaseDevnet:
         return chunks
 
     def offer(self, name: str, chunks: Sequence[Chunk]) -> None:
-        """Put funded chunks in the matcher's book, each with a proof of its funds."""
-        if any(self.assets[c.asset].kind == AssetKind.BTC for c in chunks):
-            raise KeyReleaseDevnetError(
-                "the matcher does not book btc chunks (it cannot prove a bitcoin balance)"
-            )
-        self._matcher().call(
-            MATCHER_ADD_CHUNKS, AddChunks(chunks=list(chunks), proofs=self.prove_balances(chunks))
-        )
+        """Put funded chunks in the matcher's book, each with a proof of its funds (an
+        :class:`~sealbridge.keyrelease.operator.OfferFlow` decides; btc chunks are
+        refused)."""
+        unproven = {a for a, asset in self.assets.items() if asset.kind == AssetKind.BTC}
+        with _as_devnet_errors():
+            flow = self.operator.open_offer(name, list(chunks), unproven=unproven)
         client = self._client(name)
+        self._run_flow(flow, flow.start(), client)
         offered = {c.chunk_id for c in chunks}
         client.chunks = [c for c in client.chunks if c.chunk_id not in offered]
-        self._emit("offer", client=name, chunks=len(chunks))
 
     # -- requesters ---------------------------------------------------------------------------
     @property
@@ -1167,7 +1170,7 @@ class KeyReleaseDevnet:
 
     def _run_flow(
         self,
-        flow: MatchFlow | AcceptFlow | ReportFlow,
+        flow: MatchFlow | AcceptFlow | ReportFlow | OfferFlow | ReclaimFlow,
         effects: Sequence[OperatorEffect],
         client: KeyReleaseClient,
     ) -> None:
@@ -1222,6 +1225,8 @@ class KeyReleaseDevnet:
             value = self.adapters[query.chain_id].get_transaction_input(query.tx_hash)
         elif isinstance(query, TokenRecipientsQuery):
             value = self.token.get_transfer_recipients(query.address, query.since)
+        elif isinstance(query, BalanceProofsQuery):
+            value = self.prove_balances(query.chunks)
         elif isinstance(query, BalanceProofQuery):
             proofs = self.prove_balances([query.chunk])  # none for a btc chunk
             value = proofs[0] if proofs else None
@@ -1404,12 +1409,11 @@ class KeyReleaseDevnet:
 
     def reclaim(self, name: str, chunk_ids: Sequence[str]) -> None:
         """Give allocated chunks whose keys were never released back to the book (their
-        contract ended without them): the owner's vault signs that each key is free."""
+        contract ended without them): the owner's vault signs that each key is free (a
+        :class:`~sealbridge.keyrelease.operator.ReclaimFlow` decides)."""
         client = self._client(name)
-        for chunk_id in chunk_ids:
-            statement = client.vault.call(VAULT_ATTEST_UNRELEASED, ChunkRef(chunk_id=chunk_id))
-            self._matcher().call(MATCHER_RECLAIM, Reclaim(statement=statement))
-        self._emit("reclaim", owner=name, chunks=len(chunk_ids))
+        flow = self.operator.open_reclaim(name, list(chunk_ids))
+        self._run_flow(flow, flow.start(), client)
 
     def _double_spend(self, owner: KeyReleaseClient, chunk: Chunk) -> None:
         """The compromised owner's host: extract the key it is about to release and sweep

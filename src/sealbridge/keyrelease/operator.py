@@ -6,7 +6,9 @@ Between a client and the matcher enclave sits an untrusted host. For a requester
 asks the matcher for chunks and checks the answer before anyone relies on it; it
 accepts an offer and pays the matching fee; as the matcher's operator it files a
 victim's double-spend report and submits the slash and the compensation the matcher
-signed (:class:`MatchFlow`, :class:`AcceptFlow`, :class:`ReportFlow`). Each of these
+signed; for an owner it offers funded chunks and reclaims chunks whose keys stayed free
+(:class:`MatchFlow`, :class:`AcceptFlow`, :class:`ReportFlow`, :class:`OfferFlow`,
+:class:`ReclaimFlow`). Each of these
 is a *flow*: a short state machine that decides what to ask next, what an answer means
 and when to refuse, and does nothing else. Its driver (``KeyReleaseDevnet`` on a
 devnet, a hand-written host in ``tests/unit``) carries out what the flow asks and hands
@@ -20,22 +22,23 @@ Effects (each names a ``tag``; its answer carries the same tag):
 
 * :class:`~sealbridge.core.effects.CallEnclave` -- call the *matcher* enclave. Answer:
   :class:`~sealbridge.core.effects.EnclaveAnswer`.
-* :class:`CallVault` -- call a client's vault enclave (the victim's loss claim). Answer:
-  :class:`~sealbridge.core.effects.EnclaveAnswer`.
+* :class:`CallVault` -- call a client's vault enclave (the victim's loss claim, the
+  owner's word that a key is free). Answer: :class:`~sealbridge.core.effects.EnclaveAnswer`.
 * :class:`~sealbridge.core.effects.ReadChain` -- a typed question about a chain
   (:class:`ChunkBalanceQuery`, :class:`PriceQuery`, :class:`FeesPaidQuery`,
   :class:`PoolBalanceQuery`, :class:`OutflowsQuery`, :class:`TxInputQuery`,
-  :class:`TokenRecipientsQuery`, :class:`BalanceProofQuery`, :class:`GasFeesQuery`,
-  :class:`NonceQuery`). Answer: :class:`~sealbridge.core.effects.ChainRead`.
+  :class:`TokenRecipientsQuery`, :class:`BalanceProofQuery`,
+  :class:`BalanceProofsQuery`, :class:`GasFeesQuery`, :class:`NonceQuery`). Answer:
+  :class:`~sealbridge.core.effects.ChainRead`.
 * :class:`~sealbridge.core.effects.SubmitTx` -- :class:`PayFee` from the requester's
   wallet, or :class:`RawTx` (a transaction the matcher signed). Answer:
   :class:`~sealbridge.core.effects.TxOutcome` (a driver answers once it is mined).
 * :class:`SyncFeeChain` -- feed the matcher the fee chain's blocks it has not verified
   (so it sees a fee paid). Answer: :class:`FeeChainSynced`.
 * :class:`~sealbridge.core.effects.Report` -- an observation (the devnet's events
-  ``expire``, ``match``, ``accept``, ``penalty``).
+  ``expire``, ``match``, ``accept``, ``penalty``, ``offer``, ``reclaim``).
 
-Flows and their steps (each step waits on one answer; ``_MOVES`` lists the moves)::
+Flows and their steps (each step waits on one answer; a flow's ``_moves`` lists them)::
 
     match:   EXPIRING --Expired (report "expire" if any)--> MATCHING
              MATCHING --MatchAnswer for this request, signed by the matcher's card,
@@ -56,6 +59,10 @@ Flows and their steps (each step waits on one answer; ``_MOVES`` lists the moves
              NONCE --> JUDGING (MATCHER_REPORT: the matcher judges and signs)
              JUDGING --> SUBMITTING (each signed transaction mined, in order)
              SUBMITTING --> POOL --pool balance--> DONE (report "penalty")
+    offer:   PROVING --a proof of each chunk's balance--> ADDING
+             ADDING --MATCHER_ADD_CHUNKS--> DONE (report "offer")
+    reclaim: per chunk, in order: ATTESTING --the owner's vault: the key is free-->
+             RECLAIMING --MATCHER_RECLAIM--> next chunk, or DONE (report "reclaim")
 
 What is trusted, and why. Nothing an answer says is taken on its word where it can be
 checked here. A match answer must be for the request that was sent (request id,
@@ -73,7 +80,9 @@ and at most :data:`MAX_OUTFLOWS` recipients, reading a token ``transfer``'s reci
 from its calldata -- a balance proof, the victim vault's signed claim, the price and
 the operator's nonce), and submits the transactions the matcher signed, in order. It
 refuses a claim, a proof or a penalty that names another chunk, and a transaction that
-is not signed bytes.
+is not signed bytes. An offer of bitcoin chunks is refused (nothing proves their
+balance to the matcher); proofs of chunks not offered, or twice, are refused; so is a
+vault's statement that another key is free.
 
 Hostile input. Each of these raises a typed error and changes nothing (the flow still
 waits for the same answer; a driver that gives up drops the flow):
@@ -122,9 +131,11 @@ from sealbridge.keyrelease.errors import (
 from sealbridge.keyrelease.matcher import ChainObservation, DoubleSpendReport
 from sealbridge.keyrelease.matcher_program import (
     MATCHER_ACCEPT,
+    MATCHER_ADD_CHUNKS,
     MATCHER_CHECK_ACCEPT,
     MATCHER_EXPIRE,
     MATCHER_MATCH,
+    MATCHER_RECLAIM,
     MATCHER_REPORT,
     usd_to_wei,
     verify_answer,
@@ -132,6 +143,7 @@ from sealbridge.keyrelease.matcher_program import (
 from sealbridge.keyrelease.messages import (
     Accept,
     AcceptOrder,
+    AddChunks,
     Expired,
     LossClaim,
     LossReport,
@@ -139,9 +151,16 @@ from sealbridge.keyrelease.messages import (
     MatcherCard,
     OperatorTx,
     PenaltyOutcome,
+    Reclaim,
+    Unreleased,
 )
 from sealbridge.keyrelease.types import USD_DECIMALS, Chunk, ChunkRequest, Offer
-from sealbridge.keyrelease.vault import ERC20_TRANSFER_SELECTOR, VAULT_CLAIM_LOSS, ChunkRef
+from sealbridge.keyrelease.vault import (
+    ERC20_TRANSFER_SELECTOR,
+    VAULT_ATTEST_UNRELEASED,
+    VAULT_CLAIM_LOSS,
+    ChunkRef,
+)
 from sealbridge.tee.ecall import NOTHING
 from sealbridge.tee.policy import AttestationPolicy
 
@@ -152,6 +171,7 @@ __all__ = [
     "AcceptFlow",
     "AcceptStep",
     "BalanceProofQuery",
+    "BalanceProofsQuery",
     "CallVault",
     "ChunkBalanceQuery",
     "FeeChainSynced",
@@ -161,12 +181,16 @@ __all__ = [
     "MatchStep",
     "MatcherOperator",
     "NonceQuery",
+    "OfferFlow",
+    "OfferStep",
     "OperatorAnswer",
     "OperatorEffect",
     "PayFee",
     "PoolBalanceQuery",
     "PriceQuery",
     "RawTx",
+    "ReclaimFlow",
+    "ReclaimStep",
     "ReportFlow",
     "ReportStep",
     "SyncFeeChain",
@@ -676,6 +700,23 @@ class MatcherOperator:
             names=names or {},
         )
 
+    def open_offer(self, owner: str, chunks: list[Chunk], *, unproven: set[str]) -> OfferFlow:
+        """``owner`` offers funded ``chunks``; ``unproven``: the assets whose balance
+        nothing proves to the matcher (bitcoin), which it does not book."""
+        if not isinstance(chunks, list) or not all(isinstance(c, Chunk) for c in chunks):
+            raise InvalidRequest("an offer is a list of chunks")
+        if any(c.asset in unproven for c in chunks):
+            raise InvalidRequest(
+                "the matcher does not book btc chunks (it cannot prove a bitcoin balance)"
+            )
+        return OfferFlow(self._next_id("offer"), owner=owner, chunks=list(chunks))
+
+    def open_reclaim(self, owner: str, chunk_ids: list[str]) -> ReclaimFlow:
+        """``owner``'s vault vouches, chunk by chunk, that these keys are free."""
+        if not isinstance(chunk_ids, list) or not all(isinstance(c, str) for c in chunk_ids):
+            raise InvalidRequest("a reclaim names its chunks by id")
+        return ReclaimFlow(self._next_id("reclaim"), owner=owner, chunk_ids=list(chunk_ids))
+
 
 # --- the double-spend report -------------------------------------------------------------------
 
@@ -1004,3 +1045,115 @@ def _get_outflows(answer: ChainRead) -> list[tuple[str, bytes]]:
             raise OperatorInputRefused(f"{answer.tag}: an outflow is [recipient, tx hash]")
         outflows.append((item[0], item[1]))
     return outflows
+
+
+# --- owners: offering chunks, reclaiming them --------------------------------------------------
+
+
+class BalanceProofsQuery(Message, frozen=True):
+    """Proofs of ``chunks``' balances at the matcher's newest verified blocks (after
+    bringing it to the heads) -> list[BalanceProof] (none for a chunk nothing proves)."""
+
+    chunks: list[Chunk]
+
+
+class OfferStep(StrEnum):
+    NEW = "new"
+    PROVING = "proving"  # a proof of every chunk's balance
+    ADDING = "adding"  # MATCHER_ADD_CHUNKS: the matcher checks the proofs and books them
+    DONE = "done"
+
+
+class OfferFlow(_Flow):
+    """An owner puts funded chunks in the matcher's book, each with a proof of its funds
+    (bitcoin chunks are refused when the flow opens: nothing proves their balance)."""
+
+    _moves = {
+        OfferStep.NEW: frozenset({OfferStep.PROVING}),
+        OfferStep.PROVING: frozenset({OfferStep.ADDING}),
+        OfferStep.ADDING: frozenset({OfferStep.DONE}),
+    }
+
+    def __init__(self, flow_id: str, *, owner: str, chunks: list[Chunk]) -> None:
+        super().__init__(flow_id, OfferStep.NEW)
+        self.owner = owner
+        self.chunks = chunks
+
+    def start(self) -> list[OperatorEffect]:
+        if self.step is not OfferStep.NEW:
+            raise InvalidRequest(f"{self.flow_id} started already")
+        self._move(OfferStep.PROVING)
+        return [self._read("proofs", BalanceProofsQuery(chunks=list(self.chunks)))]
+
+    def _on_answer(
+        self, asked: OperatorEffect, answer: OperatorAnswer, now: float
+    ) -> list[OperatorEffect]:
+        if self.step is OfferStep.PROVING and isinstance(answer, ChainRead):
+            proofs = answer.value
+            ids = [c.chunk_id for c in self.chunks]
+            if not isinstance(proofs, list) or not all(isinstance(p, BalanceProof) for p in proofs):
+                raise OperatorInputRefused(f"{answer.tag}: proofs are a list of BalanceProof")
+            proven = [p.chunk_id for p in proofs]
+            if len(set(proven)) != len(proven) or not set(proven) <= set(ids):
+                raise OperatorInputRefused(f"{answer.tag}: a proof of another or the same chunk")
+            self._move(OfferStep.ADDING)
+            add = AddChunks(chunks=list(self.chunks), proofs=proofs)
+            return [self._call("add", MATCHER_ADD_CHUNKS, add)]
+        if self.step is OfferStep.ADDING:
+            self._move(OfferStep.DONE)
+            return [Report("offer", {"client": self.owner, "chunks": len(self.chunks)})]
+        raise OperatorInputRefused(f"{answer.tag}: not an answer for step {self.step}")
+
+
+class ReclaimStep(StrEnum):
+    NEW = "new"
+    ATTESTING = "attesting"  # the owner's vault signs that the chunk's key is free
+    RECLAIMING = "reclaiming"  # MATCHER_RECLAIM with that statement
+    DONE = "done"
+
+
+class ReclaimFlow(_Flow):
+    """An owner gives allocated chunks whose keys were never released back to the book:
+    for each, in order, its vault signs that the key is free and the matcher takes it."""
+
+    _moves = {
+        ReclaimStep.NEW: frozenset({ReclaimStep.ATTESTING, ReclaimStep.DONE}),
+        ReclaimStep.ATTESTING: frozenset({ReclaimStep.RECLAIMING}),
+        ReclaimStep.RECLAIMING: frozenset({ReclaimStep.ATTESTING, ReclaimStep.DONE}),
+    }
+
+    def __init__(self, flow_id: str, *, owner: str, chunk_ids: list[str]) -> None:
+        super().__init__(flow_id, ReclaimStep.NEW)
+        self.owner = owner
+        self.chunk_ids = chunk_ids
+        self.reclaimed = 0
+
+    def start(self) -> list[OperatorEffect]:
+        if self.step is not ReclaimStep.NEW:
+            raise InvalidRequest(f"{self.flow_id} started already")
+        return self._next()
+
+    def _next(self) -> list[OperatorEffect]:
+        if self.reclaimed == len(self.chunk_ids):
+            self._move(ReclaimStep.DONE)
+            return [Report("reclaim", {"owner": self.owner, "chunks": self.reclaimed})]
+        self._move(ReclaimStep.ATTESTING)
+        chunk_id = self.chunk_ids[self.reclaimed]
+        ref = ChunkRef(chunk_id=chunk_id)
+        effect = CallVault(self._next_tag("attest"), self.owner, VAULT_ATTEST_UNRELEASED, ref)
+        self._awaiting[effect.tag] = effect
+        return [effect]
+
+    def _on_answer(
+        self, asked: OperatorEffect, answer: OperatorAnswer, now: float
+    ) -> list[OperatorEffect]:
+        if self.step is ReclaimStep.ATTESTING:
+            statement = self._response(answer, Unreleased)
+            if statement.chunk_id != self.chunk_ids[self.reclaimed]:
+                raise OperatorInputRefused(f"{answer.tag}: a statement of another chunk")
+            self._move(ReclaimStep.RECLAIMING)
+            return [self._call("reclaim", MATCHER_RECLAIM, Reclaim(statement=statement))]
+        if self.step is ReclaimStep.RECLAIMING:
+            self.reclaimed += 1
+            return self._next()
+        raise OperatorInputRefused(f"{answer.tag}: not an answer for step {self.step}")
