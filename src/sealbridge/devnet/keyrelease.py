@@ -23,6 +23,13 @@ interpreter. Contract Z exchanges them (the escrow, and the requester's side of 
 the matcher does not book them, since it cannot prove a bitcoin balance (no bitcoin light
 client here).
 
+What the hosts decide is decided in sans-I/O cores; this module carries out their
+effects against the enclaves, the chains and the pool: the swaps by
+:class:`~sealbridge.keyrelease.swap_driver.SwapDriver` (:meth:`KeyReleaseDevnet.run_swap`),
+the match, the accept, the offer, the reclaim and the double-spend report by the flows of
+:mod:`sealbridge.keyrelease.operator`. Wallets, funding, sweeps, the escrow and the
+processes stay here.
+
 A compromised client (``compromised=...``) runs its vault on a platform declared broken
 (``--simulate-compromise``): its host extracts a key it released and sweeps it first,
 which is the double spend the matcher must catch.
@@ -30,11 +37,11 @@ which is the double spend the matcher must catch.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +50,14 @@ import msgspec
 
 from sealbridge.chain.anchor import get_anchor_slots
 from sealbridge.config.node import write_atomic
-from sealbridge.core.effects import Report
+from sealbridge.core.effects import (
+    CallEnclave,
+    ChainRead,
+    EnclaveAnswer,
+    Report,
+    SubmitTx,
+    TxOutcome,
+)
 from sealbridge.core.encoding import Message, decode_canonical, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.crypto.signing import (
@@ -73,6 +87,7 @@ from sealbridge.keyrelease.balances import (
     get_balance_slot,
 )
 from sealbridge.keyrelease.bitcoin import BitcoinError, Utxo, p2wpkh_address
+from sealbridge.keyrelease.errors import InvalidRequest, OfferRefused
 from sealbridge.keyrelease.freshness import (
     ANCHOR_STATUS,
     CHECK_RESTORED,
@@ -85,31 +100,22 @@ from sealbridge.keyrelease.freshness import (
     get_guarded,
 )
 from sealbridge.keyrelease.matcher import (
-    ChainObservation,
-    DoubleSpendReport,
     MatcherPolicy,
     MatcherStatus,
 )
 from sealbridge.keyrelease.matcher_program import (
     JOURNALED_ECALLS,
-    MATCHER_ACCEPT,
-    MATCHER_ADD_CHUNKS,
     MATCHER_ADVANCE_HEADERS,
     MATCHER_ANCHORED_ECALLS,
     MATCHER_CARD,
     MATCHER_CHAIN_TIP,
-    MATCHER_CHECK_ACCEPT,
     MATCHER_CONFIGURE,
-    MATCHER_EXPIRE,
     MATCHER_FEE_TIP,
-    MATCHER_MATCH,
     MATCHER_OBSERVE_BLOCKS,
     MATCHER_PROGRAM,
-    MATCHER_RECLAIM,
     MATCHER_REGISTER_OWNER,
     MATCHER_REGISTER_REQUESTER,
     MATCHER_REGISTER_SWEEP_ADDRESS,
-    MATCHER_REPORT,
     MATCHER_RESTORE,
     MATCHER_SEAL,
     MATCHER_SEAL_TAIL,
@@ -118,25 +124,48 @@ from sealbridge.keyrelease.matcher_program import (
     MAX_OBSERVED_BLOCKS,
     Accept,
     AcceptOrder,
-    AddChunks,
     AdvanceChainHeaders,
     ChainTipQuery,
     FeeChain,
-    LossReport,
     MatchAnswer,
     MatcherCard,
     MatcherConfig,
     ObserveBlocks,
-    OperatorTx,
-    Reclaim,
     RegisterOwner,
     RegisterRequester,
     SealedJournal,
     Settle,
     SweepAddress,
     usd_to_wei,
-    verify_answer,
     verify_matcher_card,
+)
+from sealbridge.keyrelease.operator import (
+    ACCEPT_MARGIN_S,
+    AcceptFlow,
+    BalanceProofQuery,
+    BalanceProofsQuery,
+    CallVault,
+    ChunkBalanceQuery,
+    FeeChainSynced,
+    FeesPaidQuery,
+    GasFeesQuery,
+    MatcherOperator,
+    MatchFlow,
+    MatchStep,
+    NonceQuery,
+    OfferFlow,
+    OperatorAnswer,
+    OperatorEffect,
+    OutflowsQuery,
+    PayFee,
+    PoolBalanceQuery,
+    PriceQuery,
+    RawTx,
+    ReclaimFlow,
+    ReportFlow,
+    SyncFeeChain,
+    TokenRecipientsQuery,
+    TxInputQuery,
 )
 from sealbridge.keyrelease.swap_driver import (
     ROLE_OWNER,
@@ -160,14 +189,11 @@ from sealbridge.keyrelease.types import (
 )
 from sealbridge.keyrelease.vault import (
     ANCHORED_ECALLS,
-    ERC20_TRANSFER_SELECTOR,
     MAX_BTC_SWEEP_UTXOS,
     TOKEN_SWEEP_GAS,
     VAULT_ABORT,
-    VAULT_ATTEST_UNRELEASED,
     VAULT_BIND_OWNER,
     VAULT_CARD,
-    VAULT_CLAIM_LOSS,
     VAULT_CONFIGURE,
     VAULT_CREATE_KEYS,
     VAULT_DELIVER,
@@ -218,6 +244,7 @@ from sealbridge.tee.quote import create_sim_platform
 from sealbridge.tee.sim import SimBackend
 
 __all__ = [
+    "ACCEPT_MARGIN_S",
     "CHAIN_A",
     "CHAIN_B",
     "Event",
@@ -231,10 +258,6 @@ USD = 10**8
 ETHER = 10**18
 MAX_CLIENTS = 8
 WALLET_FUNDING_WEI = 500 * 10**18  # what each client's wallet gets on each chain
-# a requester accepts only an offer that stays open this much longer (at most a quarter
-# of its time to live): the fee's transaction must be mined before the matcher confirms
-# (a refused accept pays nothing)
-ACCEPT_MARGIN_S = 15.0
 TKN_DECIMALS = 6  # a dollar-like token; chunk amounts must fit 64 bits
 DEFAULT_PRICES = {"ETH": 3_000 * USD, "TKN": 1 * USD, "BTC": 60_000 * USD}
 BTC_NETWORK = "regtest"
@@ -263,6 +286,15 @@ def compute_btc_fee(inputs: int) -> int:
 
 class KeyReleaseDevnetError(LocalProtocolError):
     code = "keyrelease_devnet"
+
+
+@contextmanager
+def _as_devnet_errors() -> Iterator[None]:
+    """A requester flow's refusal of a request or an offer, as the devnet's error."""
+    try:
+        yield
+    except (InvalidRequest, OfferRefused) as exc:
+        raise KeyReleaseDevnetError(exc.message) from exc
 
 
 class Event(Message, frozen=True):
@@ -578,7 +610,7 @@ class KeyReleaseDevnet:
         self.vault_policy: AttestationPolicy | None = None
         self.deposit_blocks: dict[str, int] = {}  # chunk id -> block it was funded in
         self.btc = UtxoLedger(BTC_NETWORK)  # a local model of the bitcoin network, not a node
-        self._contracts: set[str] = set()  # contracts requests were matched for
+        self.operator = MatcherOperator()  # the requester flows' decisions
         self.swept_to: dict[str, str] = {}  # chunk id -> the sweep key it went to
         self._nonces: dict[str, int] = {}  # account (lowercase) -> last request nonce taken
         self.risk_policy: MatcherPolicy | None = None  # the matcher's, once started
@@ -1041,18 +1073,16 @@ class KeyReleaseDevnet:
         return chunks
 
     def offer(self, name: str, chunks: Sequence[Chunk]) -> None:
-        """Put funded chunks in the matcher's book, each with a proof of its funds."""
-        if any(self.assets[c.asset].kind == AssetKind.BTC for c in chunks):
-            raise KeyReleaseDevnetError(
-                "the matcher does not book btc chunks (it cannot prove a bitcoin balance)"
-            )
-        self._matcher().call(
-            MATCHER_ADD_CHUNKS, AddChunks(chunks=list(chunks), proofs=self.prove_balances(chunks))
-        )
+        """Put funded chunks in the matcher's book, each with a proof of its funds (an
+        :class:`~sealbridge.keyrelease.operator.OfferFlow` decides; btc chunks are
+        refused)."""
+        unproven = {a for a, asset in self.assets.items() if asset.kind == AssetKind.BTC}
+        with _as_devnet_errors():
+            flow = self.operator.open_offer(name, list(chunks), unproven=unproven)
         client = self._client(name)
+        self._run_flow(flow, flow.start(), client)
         offered = {c.chunk_id for c in chunks}
         client.chunks = [c for c in client.chunks if c.chunk_id not in offered]
-        self._emit("offer", client=name, chunks=len(chunks))
 
     # -- requesters ---------------------------------------------------------------------------
     @property
@@ -1092,51 +1122,32 @@ class KeyReleaseDevnet:
 
     def request_signed(self, signed: SignedRequest) -> MatchAnswer:
         """Ask the matcher with a client's signed ``ChunkRequest`` (the matcher enclave
-        checks the signature and the nonce too); check its card, its signature, every
-        vault's manifest and every chunk's balance on chain before answering yes."""
+        checks the signature and the nonce too). A
+        :class:`~sealbridge.keyrelease.operator.MatchFlow` decides (expire stale offers,
+        ask, check the card, the signature, every vault's manifest and every chunk's
+        balance on chain before answering yes); this host carries out its questions."""
         try:
             body = decode_canonical(signed.request.body, ChunkRequest)
         except SealbridgeError as exc:
             raise KeyReleaseDevnetError(f"the match request is malformed: {exc}") from exc
         client = self.check_client(signed, "match", body.requester)
-        name = client.name
-        asset_id, usd_e8, contract = body.asset, body.usd_e8, body.contract
-        if contract in self._contracts:
-            raise KeyReleaseDevnetError(
-                f"contract {contract} was used before: name another one (or none, for a fresh one)"
-            )
-        started = time.monotonic()
-        expired = self._matcher().call(MATCHER_EXPIRE, NOTHING)
-        if expired.request_ids:
-            self._emit("expire", offers=len(expired.request_ids))
-        answer = self._matcher().call(MATCHER_MATCH, signed)
-        self.took(signed, client)
         card = self.matcher_card
         if card is None:
             raise KeyReleaseDevnetError("the devnet is not started")
-        verify_answer(answer, card, self._vault_policy(), time.time())
-        self._contracts.add(contract)
-        for chunk in answer.offer.chunks:
-            held = self._chunk_balance(chunk)
-            if held < chunk.amount:
-                raise KeyReleaseDevnetError(
-                    f"offered chunk {chunk.chunk_id} holds {held}, not {chunk.amount}"
-                )
-        owners: dict[str, int] = {}
-        for chunk in answer.offer.chunks:
-            owners[self._name_of(chunk.owner)] = owners.get(self._name_of(chunk.owner), 0) + 1
-        self._emit(
-            "match",
-            client=name,
-            asset=asset_id,
-            usd=usd_e8 / USD,
-            chunks=len(answer.offer.chunks),
-            owners=owners,
-            fee_usd=answer.offer.fee_e8 / USD,
-            checked="matcher quote + signature, vault manifests, balances on chain",
-            ms=round((time.monotonic() - started) * 1e3, 1),
-        )
-        return answer
+        names = {c.account: c.name for c in self.clients.values()}
+        with _as_devnet_errors():
+            flow = self.operator.open_match(
+                signed,
+                body,
+                label=client.name,
+                card=card,
+                vault_policy=self._vault_policy(),
+                names=names,
+            )
+            self._run_flow(flow, flow.start(time.time()), client)
+        if flow.result is None or flow.step is not MatchStep.DONE:  # pragma: no cover
+            raise KeyReleaseDevnetError("the match flow did not finish")
+        return flow.result
 
     def accept(self, name: str, answer: MatchAnswer) -> None:
         """Accept for ``name`` (signed in process with its wallet key)."""
@@ -1145,44 +1156,95 @@ class KeyReleaseDevnet:
         self.accept_signed(answer, client.sign(self.service_id, "accept", encode(body)))
 
     def accept_signed(self, answer: MatchAnswer, signed: SignedRequest) -> None:
-        """Check every precondition, then pay the fee into the insurance pool and confirm
-        the allocation with the client's signed ``Accept``: a refused accept pays nothing."""
-        try:
-            body = decode_canonical(signed.request.body, Accept)
-        except SealbridgeError as exc:
-            raise KeyReleaseDevnetError(f"the accept request is malformed: {exc}") from exc
-        if body.request_id != answer.offer.request_id:
-            raise KeyReleaseDevnetError("the signed accept names another offer")
-        client = self.check_client(signed, "accept", body.requester)
-        name = client.name
-        offer = answer.offer
-        if offer.requester.lower() != client.account.lower():
-            raise KeyReleaseDevnetError(
-                f"offer {offer.request_id} was made to another requester, not {name}"
-            )
-        # the matcher enclave's own word: open, made to this account, and still open
-        # after the fee's transaction (ACCEPT_MARGIN_S, at most a quarter of the ttl)
+        """Accept ``answer``'s offer with the client's signed ``Accept``. An
+        :class:`~sealbridge.keyrelease.operator.AcceptFlow` decides (every precondition,
+        then the fee into the insurance pool once, then the accept: a refused accept pays
+        nothing); this host carries out its questions."""
+        with _as_devnet_errors():
+            flow = self.operator.open_accept(answer, signed)
+        client = self.check_client(signed, "accept", flow.requester)
         ttl = self.risk_policy.offer_ttl_s if self.risk_policy is not None else 0.0
-        checked = self._matcher().call(
-            MATCHER_CHECK_ACCEPT,
-            Accept(
-                request_id=offer.request_id,
-                requester=client.account,
-                margin_s=min(ACCEPT_MARGIN_S, ttl / 4),
-            ),
-        )
-        if checked != offer:
-            raise KeyReleaseDevnetError(f"offer {offer.request_id} is not the one the matcher made")
-        fee_wei = usd_to_wei(answer.offer.fee_e8, self.price("ETH@31337"))
-        request_key = hashlib.sha256(answer.offer.request_id.encode()).digest()
-        # paid once: a retry after a failure past the payment does not pay again
-        if fee_wei > 0 and self.pool.get_fees_paid(client.account, request_key) < fee_wei:
-            receipt = self.pool.pay_fee(request_key, fee_wei, client.wallet_key)
-            self._count(receipt.gas_used)
-        self.sync_fee_chain()  # the matcher sees the fee paid before it accepts
-        self._matcher().call(MATCHER_ACCEPT, AcceptOrder(signed=signed))
-        self.took(signed, client)
-        self._emit("accept", client=name, fee_wei=fee_wei, pool_wei=self.pool.get_pool())
+        with _as_devnet_errors():
+            effects = flow.start(label=client.name, account=client.account, offer_ttl_s=ttl)
+            self._run_flow(flow, effects, client)
+
+    def _run_flow(
+        self,
+        flow: MatchFlow | AcceptFlow | ReportFlow | OfferFlow | ReclaimFlow,
+        effects: Sequence[OperatorEffect],
+        client: KeyReleaseClient,
+    ) -> None:
+        """Carry out a requester flow's questions in order, handing each answer back."""
+        queue = list(reversed(effects))
+        while queue:
+            answer = self._ask_for(queue.pop(), client)
+            if answer is not None:
+                queue.extend(reversed(flow.process(answer, time.time())))
+
+    def _ask_for(self, effect: OperatorEffect, client: KeyReleaseClient) -> OperatorAnswer | None:
+        """One question of a requester flow, against the matcher, a chain or the pool."""
+        if isinstance(effect, Report):
+            self._emit(effect.kind, **effect.data)
+            return None
+        if isinstance(effect, CallVault):
+            vault = self._client(effect.party).vault
+            return EnclaveAnswer(effect.tag, vault.call(effect.ecall, effect.request))
+        if isinstance(effect, CallEnclave):
+            response = self._matcher().call(effect.ecall, effect.request)
+            # the matcher took the client's nonce once it answered a signed request
+            if isinstance(effect.request, SignedRequest):
+                self.took(effect.request, client)
+            elif isinstance(effect.request, AcceptOrder):
+                self.took(effect.request.signed, client)
+            return EnclaveAnswer(effect.tag, response)
+        if isinstance(effect, SyncFeeChain):
+            return FeeChainSynced(effect.tag, self.sync_fee_chain())
+        if isinstance(effect, SubmitTx):
+            tx = effect.tx
+            if isinstance(tx, PayFee):
+                payer = self.clients_by_account(tx.payer)
+                receipt = self.pool.pay_fee(tx.request_key, tx.amount_wei, payer.wallet_key)
+            elif isinstance(tx, RawTx):
+                chain = self.adapters[tx.chain_id]
+                receipt = chain.wait_for_receipt(chain.send_raw_transaction(tx.raw))
+            else:
+                raise KeyReleaseDevnetError(f"no transaction {type(tx).__name__} here")
+            self._count(receipt.gas_used)  # (a reverted one raised)
+            return TxOutcome(effect.tag, "mined", receipt.block_number)
+        return ChainRead(effect.tag, self._read_for(effect.query))
+
+    def _read_for(self, query: object) -> Any:
+        """One chain reading a flow asked for."""
+        value: Any
+        if isinstance(query, OutflowsQuery):
+            outflows = self.adapters[query.chain_id].find_outgoing_transactions(
+                query.address, query.since
+            )
+            value = [[to, tx_hash] for to, tx_hash in outflows]
+        elif isinstance(query, TxInputQuery):
+            value = self.adapters[query.chain_id].get_transaction_input(query.tx_hash)
+        elif isinstance(query, TokenRecipientsQuery):
+            value = self.token.get_transfer_recipients(query.address, query.since)
+        elif isinstance(query, BalanceProofsQuery):
+            value = self.prove_balances(query.chunks)
+        elif isinstance(query, BalanceProofQuery):
+            proofs = self.prove_balances([query.chunk])  # none for a btc chunk
+            value = proofs[0] if proofs else None
+        elif isinstance(query, GasFeesQuery):
+            value = list(self.adapters[query.chain_id].get_fees())
+        elif isinstance(query, NonceQuery):
+            value = self.adapters[query.chain_id].get_nonce(query.account)
+        elif isinstance(query, ChunkBalanceQuery):
+            value = self._chunk_balance(query.chunk)
+        elif isinstance(query, PriceQuery):
+            value = self.price(query.asset)
+        elif isinstance(query, FeesPaidQuery):
+            value = self.pool.get_fees_paid(query.payer, query.request_key)
+        elif isinstance(query, PoolBalanceQuery):
+            value = self.pool.get_pool()
+        else:
+            raise KeyReleaseDevnetError(f"no question {type(query).__name__} here")
+        return value
 
     def clients_by_account(self, account: str) -> KeyReleaseClient:
         for client in self.clients.values():
@@ -1347,12 +1409,11 @@ class KeyReleaseDevnet:
 
     def reclaim(self, name: str, chunk_ids: Sequence[str]) -> None:
         """Give allocated chunks whose keys were never released back to the book (their
-        contract ended without them): the owner's vault signs that each key is free."""
+        contract ended without them): the owner's vault signs that each key is free (a
+        :class:`~sealbridge.keyrelease.operator.ReclaimFlow` decides)."""
         client = self._client(name)
-        for chunk_id in chunk_ids:
-            statement = client.vault.call(VAULT_ATTEST_UNRELEASED, ChunkRef(chunk_id=chunk_id))
-            self._matcher().call(MATCHER_RECLAIM, Reclaim(statement=statement))
-        self._emit("reclaim", owner=name, chunks=len(chunk_ids))
+        flow = self.operator.open_reclaim(name, list(chunk_ids))
+        self._run_flow(flow, flow.start(), client)
 
     def _double_spend(self, owner: KeyReleaseClient, chunk: Chunk) -> None:
         """The compromised owner's host: extract the key it is about to release and sweep
@@ -1571,68 +1632,30 @@ class KeyReleaseDevnet:
 
     def report_double_spend(self, victim: KeyReleaseClient, chunk: Chunk) -> int:
         """The victim reports; the matcher's host reads the chain; the matcher enclave
-        judges and signs the slash and the compensation; the host submits them."""
+        judges and signs the slash and the compensation; the host submits them. A
+        :class:`~sealbridge.keyrelease.operator.ReportFlow` decides what to read and
+        what the readings say; this host carries out its questions. Returns the
+        compensation in wei."""
         asset = self.assets[chunk.asset]
-        adapter = self.adapters[asset.chain_id]
-        since = self.deposit_blocks.get(chunk.chunk_id, 0)
-        outflows = adapter.find_outgoing_transactions(chunk.address, since)
-        recipients: list[str] = []  # where value went, in chain order
-        for to, tx_hash in outflows:
-            if asset.kind == AssetKind.ERC20 and to.lower() == self.token.address.lower():
-                # a token chunk leaves by transfer(to, amount): the recipient is in the call
-                data = adapter.get_transaction_input(tx_hash)
-                if len(data) >= 36 and data[:4] == ERC20_TRANSFER_SELECTOR:
-                    to = to_checksum_address(data[16:36])
-            recipients.append(to)
-        if asset.kind == AssetKind.ERC20:  # and by transferFrom, whoever sent it
-            recipients += self.token.get_transfer_recipients(chunk.address, since)
-        proofs = self.prove_balances([chunk])  # none for a btc chunk (the host's reading)
-        balance = proofs[0] if proofs else None
-        observation = ChainObservation(
-            balance=self._chunk_balance(chunk),
-            outflow_to=recipients[0] if recipients else "",
-            outflow_tx=outflows[0][1].hex() if outflows else "",
-            address=chunk.address,
-            outflows_to=recipients[:256],
-        )
-        a = self.adapters[CHAIN_A]
         card = self.matcher_card
         if card is None:
             raise KeyReleaseDevnetError("the devnet is not started")
-        max_fee, tip = a.get_fees()
-        claim = victim.vault.call(VAULT_CLAIM_LOSS, ChunkRef(chunk_id=chunk.chunk_id))
-        outcome = self._matcher().call(
-            MATCHER_REPORT,
-            LossReport(
-                report=DoubleSpendReport(chunk_id=chunk.chunk_id, victim=victim.account),
-                claim=claim,
-                observation=observation,
-                price_e8=self.price("ETH@31337"),
-                tx=OperatorTx(
-                    chain_id=CHAIN_A,
-                    pool=self.pool.address,
-                    nonce=a.get_nonce(card.operator),
-                    max_fee_per_gas=max_fee,
-                    max_priority_fee_per_gas=tip,
-                ),
-                owner_account=chunk.owner,
-                balance=balance,
-            ),
-        )
-        for raw in outcome.transactions:
-            receipt = a.wait_for_receipt(a.send_raw_transaction(raw))
-            self._count(receipt.gas_used)
-        self._emit(
-            "penalty",
+        flow = self.operator.open_report(
             victim=victim.name,
-            offender=self._name_of(outcome.penalty.owner),
-            chunk=chunk.chunk_id[-6:],
-            slashed_wei=outcome.get_slash_wei(),
-            compensation_wei=outcome.get_compensation_wei(),
-            uncovered_usd=outcome.penalty.uncovered_usd_e8 / USD,
-            pool_wei=self.pool.get_pool(),
+            victim_account=victim.account,
+            chunk=chunk,
+            chain_id=asset.chain_id,
+            token=self.token.address if asset.kind == AssetKind.ERC20 else "",
+            since=self.deposit_blocks.get(chunk.chunk_id, 0),
+            fee_chain_id=CHAIN_A,
+            pool=self.pool.address,
+            operator=card.operator,
+            names={c.account: c.name for c in self.clients.values()},
         )
-        return outcome.get_compensation_wei()
+        self._run_flow(flow, flow.start(), victim)
+        if flow.result is None:  # pragma: no cover -- the flow ends with its result
+            raise KeyReleaseDevnetError("the report flow did not finish")
+        return flow.result
 
     # -- contract Z: the time-locked escrow -----------------------------------------------------
     def run_escrow(

@@ -53,6 +53,26 @@ class ReportRejected(KeyReleaseError):
     code = "keyrelease_report_rejected"
 
 
+class OperatorInputRefused(RemoteProtocolError):
+    """An answer a matcher-operator flow did not ask for, or of the wrong kind or shape
+    (see :mod:`sealbridge.keyrelease.operator`)."""
+
+    code = "keyrelease_operator_input"
+
+
+class OfferRefused(RemoteProtocolError):
+    """An offer that does not check out for its requester: made for another request, not
+    the one the matcher holds, or a chunk that does not hold its amount on chain."""
+
+    code = "keyrelease_offer_refused"
+
+
+class FeeNotPaid(KeyReleaseError):
+    """The matching fee's transaction was not mined: nothing is accepted."""
+
+    code = "keyrelease_fee_not_paid"
+
+
 class SwapInputRefused(RemoteProtocolError):
     """An answer or output the swap driver did not ask for, or one that names what is not
     the side's to release or sweep (see :mod:`sealbridge.keyrelease.swap_driver`)."""
