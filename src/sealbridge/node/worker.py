@@ -89,6 +89,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from sealbridge.chain.abi import canonical_address
 from sealbridge.chain.ledger import OutputSubmission
 from sealbridge.config.node import NodeConfig, write_atomic
@@ -106,6 +108,7 @@ from sealbridge.net.http import NodeClient, TransportError
 from sealbridge.node.checkpoint_store import BlobUnavailable, fetch_blob, store_blob
 from sealbridge.node.driver import Executors, NetworkDriver
 from sealbridge.node.host import HostPhase, NodeHost
+from sealbridge.runtime.block_steps import ObservedWorkerBlock, StepTarget, plan_block_steps
 from sealbridge.runtime.catchup import (
     BlockApplied,
     BlockHashQuery,
@@ -147,7 +150,7 @@ from sealbridge.runtime.messages import (
     WitnessedQuery,
     WitnessRequest,
 )
-from sealbridge.runtime.posting import InboxBlock, MessagePostingCore, MessagesOut, PostMessage
+from sealbridge.runtime.posting import MessagePostingCore, MessagesOut, PostMessage
 from sealbridge.runtime.submission import (
     AcceptedEnds,
     AcceptedEndsQuery,
@@ -484,30 +487,28 @@ class WorkerHost(NodeHost):
     # The decisions are WorkerFollowCore's (runtime/follow.py) and CatchupCore's; this
     # calls them in order and carries out the follow core's effects on this thread.
     def on_block(self, block: ObservedBlock) -> None:
-        # a block retried after a later step failed (e.g. too few gatekeepers answered
-        # for an install) is in the enclave already: only the steps after it run again
-        if block.number > self.last_delivered:
-            rotated = [e for e in block.events if e.name == "ContractKeyRotated"]
-            if rotated:
-                self.run_catchup(KeysRotated(events=[_get_key_event(e) for e in rotated]))
-            update = ApplyBlock(
-                number=block.number,
-                block_hash=block.hash,
-                evidence=block.evidence,
-                directory=self.catchup.directory,
-                applied=self.last_delivered,
-            )
-            self.raise_for(self.run_follow(update))
-            self.run_catchup(BlockApplied(number=block.number))  # it took the directory
-        # messages seen in the inbox are forgotten; overdue ones are posted again
-        ciphertexts = [bytes(e.args["ciphertext"]) for e in block.events if e.name == "Command"]
-        self.posting_driver.deliver(0, InboxBlock(number=block.number, ciphertexts=ciphertexts))
-        self.posting_driver.step()
-        # the enclave installs a contract only with the facts it read itself: after it
-        # verified the blocks that deployed the contract and published its key
-        published = [e for e in block.events if e.name == "ContractKeyPublished"]
-        if published:
-            self.run_catchup(KeysPublished(events=[_get_key_event(e) for e in published]))
+        """Run the block's steps across the cores in their one order
+        (:func:`~sealbridge.runtime.block_steps.plan_block_steps`): a block retried after
+        a later step failed (e.g. too few gatekeepers answered for an install) is in the
+        enclave already, and only the steps after it run again."""
+        observed = ObservedWorkerBlock(
+            number=block.number,
+            block_hash=block.hash,
+            evidence=block.evidence,
+            rotated=[_get_key_event(e) for e in block.events if e.name == "ContractKeyRotated"],
+            published=[_get_key_event(e) for e in block.events if e.name == "ContractKeyPublished"],
+            ciphertexts=[bytes(e.args["ciphertext"]) for e in block.events if e.name == "Command"],
+        )
+        for step in plan_block_steps(observed, self.last_delivered):
+            message = step.message
+            if step.target is StepTarget.FOLLOW and isinstance(message, ApplyBlock):
+                message = msgspec.structs.replace(message, directory=self.catchup.directory)
+                self.raise_for(self.run_follow(message))
+            elif step.target is StepTarget.POSTING:
+                self.posting_driver.deliver(0, message)
+                self.posting_driver.step()
+            elif isinstance(message, KeysRotated | BlockApplied | KeysPublished):
+                self.run_catchup(message)
 
     def on_caught_up(self) -> None:
         # the core releases held outputs, then tells the submission core (which decides,

@@ -27,9 +27,10 @@ What the host does around them is what the network worker's follow loop does: it
 the chain's height every ``poll`` seconds, reads the evidence of the blocks it has not
 offered (``EvidenceQuery`` of the chain model's own chain, whose blocks are in the real
 formats with the management contracts' events, :mod:`sealbridge.sim.management_logs`),
-and runs each block's steps in :meth:`~sealbridge.node.worker.WorkerHost.on_block`'s
-order: the block to the follow core, ``BlockApplied`` and then the block's
-``KeysPublished`` to the catch-up core. A step whose core failed for a passing reason
+and runs each block's steps in the order the network host runs them too, declared once
+in :func:`~sealbridge.runtime.block_steps.plan_block_steps`: the block to the follow
+core, ``BlockApplied`` and then the block's ``KeysPublished`` to the catch-up core (the
+posting core's step is left out). A step whose core failed for a passing reason
 (a key not released yet, a backlog) stays first and runs again at the next poll; any
 other failure stops the following (``follow_stopped``). ``AskPeers`` goes over the
 simulated links: a :class:`WitnessCall` to each named peer host (whose enclave signs
@@ -74,14 +75,13 @@ from sealbridge.core.encoding import Message
 from sealbridge.core.errors import ConfigError, SealbridgeError
 from sealbridge.interop.chain_feed import EvidenceQuery
 from sealbridge.keyservice.messages import KeyRequest
+from sealbridge.runtime.block_steps import ObservedWorkerBlock, StepTarget, plan_block_steps
 from sealbridge.runtime.catchup import (
-    BlockApplied,
     CatchupCore,
     CatchupFailure,
     CheckpointBlobQuery,
     GroupKeysRequest,
     KeyEvent,
-    KeysPublished,
     StartCatchup,
     StateBundle,
 )
@@ -241,9 +241,9 @@ class SimEnclaveWorker(SimWorker):
         self.fetching = ""  # the tag of the evidence read in flight
         self._reads = 0
         self.fetched: deque[BlockEvidence] = deque()
-        # the steps still to run, in order (a block's: the follow core's ApplyBlock, then
-        # the catch-up core's BlockApplied and KeysPublished, as WorkerHost.on_block);
-        # one that failed for a passing reason stays first and runs again at the next poll
+        # the steps still to run, in order (the start, then each block's, from
+        # plan_block_steps); one that failed for a passing reason stays first and runs
+        # again at the next poll
         self.steps: deque[tuple[str, Any]] = deque(
             [("catchup", StartCatchup(bundle=self.follow.bundle))]
         )
@@ -341,23 +341,17 @@ class SimEnclaveWorker(SimWorker):
         return out
 
     def _queue_block(self, evidence: BlockEvidence) -> None:
-        number = evidence.header.number
-        self.steps.append(
-            (
-                "follow",
-                ApplyBlock(
-                    number=number,
-                    block_hash=compute_header_hash(evidence.header),
-                    evidence=evidence,
-                    directory=[],  # filled in when the step runs (the catch-up's, then)
-                    applied=number - 1,
-                ),
-            )
+        """The block's steps, in the one order of :func:`plan_block_steps` (the posting
+        core's step is left out: it is not run here)."""
+        observed = ObservedWorkerBlock(
+            number=evidence.header.number,
+            block_hash=compute_header_hash(evidence.header),
+            evidence=evidence,
+            published=key_events_in(evidence, self.catchup.chain_config.contract_registry),
         )
-        self.steps.append(("catchup", BlockApplied(number=number)))
-        published = key_events_in(evidence, self.catchup.chain_config.contract_registry)
-        if published:
-            self.steps.append(("catchup", KeysPublished(events=published)))
+        for step in plan_block_steps(observed, self.catchup.last_delivered):
+            if step.target is not StepTarget.POSTING:
+                self.steps.append((step.target.value, step.message))
 
     def _step_done(self, core: str, out: list[Effect]) -> bool:
         """The first step's core is idle: drop the step, or keep it after a failure that
