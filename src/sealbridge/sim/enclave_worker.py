@@ -72,7 +72,7 @@ from sealbridge.core.effects import (
     SetTimer,
 )
 from sealbridge.core.encoding import Message
-from sealbridge.core.errors import ConfigError, SealbridgeError
+from sealbridge.core.errors import ConfigError
 from sealbridge.interop.chain_feed import EvidenceQuery
 from sealbridge.keyservice.messages import KeyRequest
 from sealbridge.runtime.block_steps import ObservedWorkerBlock, StepTarget, plan_block_steps
@@ -102,9 +102,9 @@ from sealbridge.runtime.messages import BlockWitness, ChainConfig, ContractStatu
 from sealbridge.runtime.submission import CaughtUp
 from sealbridge.sim.committee import TipPoller
 from sealbridge.sim.gatekeeper import KeyReleaseAnswer, KeyReleaseAsk
+from sealbridge.sim.local_enclave import LocalEnclave
 from sealbridge.sim.worker import LedgerModel, SimWorker
 from sealbridge.tee.ecall import NOTHING
-from sealbridge.tee.enclave import RawEcall
 
 __all__ = ["SimEnclaveWorker", "WitnessCall", "WitnessReply"]
 
@@ -207,7 +207,7 @@ class SimEnclaveWorker(SimWorker):
         )
         self.name = f"worker-{address}"
         self.program = program
-        self.table: dict[str, RawEcall] = dict(program.get_ecalls())
+        self.local = LocalEnclave(program.get_ecalls(), "worker")
         self.chain_id = chain_config.chain_id
         self.peer_names = dict(peers)  # address -> name
         self.gatekeepers = tuple(gatekeepers)
@@ -508,16 +508,7 @@ class SimEnclaveWorker(SimWorker):
 
     # -- the enclave -------------------------------------------------------------------------
     def _ecall(self, effect: CallEnclave) -> EnclaveAnswer:
-        spec = effect.ecall
-        run = self.table.get(getattr(spec, "name", ""))
-        if run is None:
-            return EnclaveAnswer(effect.tag, error="unknown_ecall: not a worker ECALL")
-        try:
-            return EnclaveAnswer(
-                effect.tag, spec.decode_response(run(spec.encode_request(effect.request)))
-            )
-        except SealbridgeError as exc:
-            return EnclaveAnswer(effect.tag, error=f"{exc.code}: {exc.message}")
+        return self.local.answer(effect)
 
     def get_status(self) -> list[ContractStatus]:
         """The enclave's status of its contracts (heights, roots, commands applied)."""

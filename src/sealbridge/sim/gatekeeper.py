@@ -75,9 +75,10 @@ from sealbridge.keyservice.publisher import ContractDeployedSeen, KeyPublisherCo
 from sealbridge.keyservice.threshold_messages import PartialKeyRelease
 from sealbridge.runtime.catchup import GroupKeysRequest
 from sealbridge.sim.committee import TipPoller
+from sealbridge.sim.local_enclave import LocalEnclave
 from sealbridge.tee.card import AttestedCard
 from sealbridge.tee.ecall import get_ecall_table
-from sealbridge.tee.enclave import EnclaveContext, RawEcall
+from sealbridge.tee.enclave import EnclaveContext
 from sealbridge.tee.policy import AttestationPolicy
 
 __all__ = [
@@ -178,7 +179,7 @@ class SimGatekeeper:
         self.core = CommitteeHostCore(self.committee_id, scanned=0, address=address, chain=chain)
         committee = CommitteeEcalls(get_member=lambda: self.member, seal=_seal_for_sim, clock=clock)
         keys = _KeyEcalls(enclave, self.gatekeeper, clock)
-        self.table: dict[str, RawEcall] = dict(get_ecall_table(committee, keys))
+        self.local = LocalEnclave(get_ecall_table(committee, keys), "gatekeeper")
         self.follower = TipPoller(chain, poll)
         self.peers = tuple(p for p in peers if p != address)
         self.publisher: KeyPublisherCore | None = None
@@ -355,16 +356,7 @@ class SimGatekeeper:
         return out
 
     def _ecall(self, effect: CallEnclave) -> EnclaveAnswer:
-        spec = effect.ecall
-        run = self.table.get(getattr(spec, "name", ""))
-        if run is None:
-            return EnclaveAnswer(effect.tag, error="unknown_ecall: not a gatekeeper ECALL")
-        try:
-            return EnclaveAnswer(
-                effect.tag, spec.decode_response(run(spec.encode_request(effect.request)))
-            )
-        except SealbridgeError as exc:
-            return EnclaveAnswer(effect.tag, error=f"{exc.code}: {exc.message}")
+        return self.local.answer(effect)
 
 
 def _seal_for_sim(state: CommitteeState) -> bytes:

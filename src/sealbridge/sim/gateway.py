@@ -75,8 +75,9 @@ from sealbridge.interop.evm_gateway import (
 from sealbridge.keyservice.committee_host import CommitteeHostCore, Followed
 from sealbridge.sim.bridged import EscrowKeyQuery, LockFunds, ReleaseFunds, SettleLock
 from sealbridge.sim.committee import TipPoller
+from sealbridge.sim.local_enclave import LocalEnclave
 from sealbridge.tee.card import AttestedCard
-from sealbridge.tee.enclave import EnclaveContext, RawEcall
+from sealbridge.tee.enclave import EnclaveContext
 
 __all__ = ["NameEscrows", "SignAnswer", "SignAsk", "SimGateway", "TransferRelayer"]
 
@@ -116,8 +117,8 @@ class SimGateway:
         self.address = address
         self.chain = chain
         self.program = GatewayProgram(enclave, clock)
-        self.table: dict[str, RawEcall] = dict(self.program.get_ecalls())
-        self.sealed_setup = self._call_now(GATEWAY_SETUP, setup).sealed
+        self.local = LocalEnclave(self.program.get_ecalls(), "gateway")
+        self.sealed_setup = self.local.call(GATEWAY_SETUP, setup).sealed
         self.card = AttestedCard(node=enclave.identity, quote=enclave.get_identity_quote())
         self.committee_id = enclave.identity.identity_key
         self.committee = CommitteeHostCore(
@@ -220,22 +221,7 @@ class SimGateway:
         return out
 
     def _ecall(self, effect: CallEnclave) -> EnclaveAnswer:
-        spec = effect.ecall
-        run = self.table.get(getattr(spec, "name", ""))
-        if run is None:
-            return EnclaveAnswer(effect.tag, error="unknown_ecall: not a gateway ECALL")
-        try:
-            return EnclaveAnswer(
-                effect.tag, spec.decode_response(run(spec.encode_request(effect.request)))
-            )
-        except SealbridgeError as exc:
-            return EnclaveAnswer(effect.tag, error=f"{exc.code}: {exc.message}")
-
-    def _call_now(self, spec: Any, request: Any) -> Any:
-        answer = self._ecall(CallEnclave("build", spec, request))
-        if answer.error:
-            raise ConfigError(f"the gateway enclave refused its setup: {answer.error}")
-        return answer.response
+        return self.local.answer(effect)
 
 
 class TransferPhase(StrEnum):
