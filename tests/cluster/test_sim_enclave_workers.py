@@ -8,9 +8,9 @@ from __future__ import annotations
 import msgspec
 
 from sealbridge.chain.ledger import OutputSubmission
-from sealbridge.core.effects import ChainRead, SubmitTx
+from sealbridge.core.effects import ChainRead, SubmitTx, TxOutcome
 from sealbridge.runtime.chainview import COMMAND_TOPIC
-from sealbridge.sim.devnet import SimDevnet, SimDevnetSpec
+from sealbridge.sim.devnet import CHAIN, SimDevnet, SimDevnetSpec
 
 SPEC = SimDevnetSpec(
     storage_nodes=3,
@@ -188,3 +188,33 @@ def test_a_restarted_worker_resumes_from_its_bundle_and_a_wiped_one_recovers() -
     assert len(states) == 1
     ((_, _, first), (_, _, second)) = states.pop()
     assert sorted([first, second]) == [7, 7]  # a deploy and six mints each
+
+
+def test_a_worker_whose_chain_answers_are_lost_for_a_while_catches_up_after() -> None:
+    """For 30 seconds the chain's answers to one worker's block reads and transactions are
+    lost (its height polls still come through, so it keeps asking for the blocks); each
+    effect it waits on is answered with a failure after the answer timeout (as the
+    network driver answers a transport failure), it tries again, and once the answers
+    come through again the worker catches up with the others."""
+    devnet = _devnet(seed="lost answers", commands=8)
+    cut = min(devnet.workers)
+    lost = (DEPLOYED + 12.0, DEPLOYED + 42.0)
+
+    def drop(now: float, sender: int, receiver: int, message: object) -> object:
+        if sender != CHAIN or receiver != cut or not lost[0] <= now < lost[1]:
+            return message
+        if isinstance(message, TxOutcome):
+            return None
+        if isinstance(message, ChainRead) and isinstance(message.value, list):
+            return None  # the blocks' evidence
+        return message
+
+    devnet.sim.add_filter(drop)
+    devnet.run(until=DEPLOYED + 80.0)
+    assert devnet.sim.answers_timed_out >= 1
+    states = set()
+    for worker in devnet.workers.values():
+        assert worker.stopped == "" and worker.catchup.started
+        states.add(tuple(sorted((s.contract_id, s.state_root) for s in worker.get_status())))
+    assert len(states) == 1
+    assert devnet.workers[cut].catchup.last_delivered >= DEPLOYED + 70

@@ -8,7 +8,17 @@ from typing import Any
 
 import pytest
 
-from sealbridge.core.effects import CancelTimer, Effect, Report, Send, SetTimer
+from sealbridge.core.effects import (
+    CancelTimer,
+    ChainRead,
+    Effect,
+    ReadChain,
+    Report,
+    Send,
+    SetTimer,
+    SubmitTx,
+    TxOutcome,
+)
 from sealbridge.core.encoding import Message, encode
 from sealbridge.core.errors import ConfigError, LocalProtocolError
 from sealbridge.sim import (
@@ -701,3 +711,87 @@ def test_measured_cpu_charges_computing_not_sleeping() -> None:
     assert sim.get_busy_until(0) == stats.cpu_seconds[0]
     free = Simulator([burner], seed=1, cpu=MeasuredCpu(scale=0.0))
     assert free.run().cpu_seconds[0] == 0.0
+
+
+class Reader(Toy):
+    """Asks its chain one question at start (tag "q1") and logs the answers."""
+
+    def on_start(self, now: float) -> list[Effect]:
+        super().on_start(now)
+        return [ReadChain("q1", "height?"), SubmitTx("t1", "tx")]
+
+
+class Chain(Toy):
+    """Answers questions after ``delay`` seconds (never, with ``None``)."""
+
+    def __init__(self, node_id: int, delay: float | None) -> None:
+        super().__init__(node_id)
+        self.delay = delay
+        self.waiting: list[tuple[int, Any]] = []
+
+    def on_message(self, sender: int, message: Any, now: float) -> list[Effect]:
+        super().on_message(sender, message, now)
+        if self.delay is None:
+            return []
+        self.waiting.append((sender, message))
+        return [SetTimer("answer", self.delay)]
+
+    def on_timer(self, name: str, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        for sender, message in self.waiting:
+            if isinstance(message, ReadChain):
+                out.append(Send((sender,), ChainRead(message.tag, 7)))
+            else:
+                out.append(Send((sender,), TxOutcome(message.tag, "mined", 1)))
+        self.waiting = []
+        return out
+
+
+def answers(node: Toy) -> list[Any]:
+    return [entry[2] for entry in node.log if entry[0] == "message"]
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+def test_a_lost_answer_is_answered_with_a_failure_after_the_answer_timeout(
+    timeout: float | None,
+) -> None:
+    reader, chain = Reader(1), Chain(0, delay=None)  # the chain never answers
+    sim = Simulator([chain, reader], seed=1, delay=Fixed(0.01))
+    sim.set_service(ReadChain, 0, answer_timeout=timeout)
+    sim.set_service(SubmitTx, 0, answer_timeout=timeout)
+    sim.run(until=20.0)
+    if timeout is None:
+        assert answers(reader) == [] and sim.answers_timed_out == 0
+        return
+    got = answers(reader)
+    assert [type(a) for a in got] == [ChainRead, TxOutcome]
+    assert got[0].tag == "q1" and got[0].error and got[0].passing
+    assert got[1].tag == "t1" and got[1].status == "failed"
+    assert sim.answers_timed_out == 2
+
+
+def test_an_answer_in_time_is_not_answered_again_and_a_crash_forgets_what_was_awaited() -> None:
+    reader, chain = Reader(1), Chain(0, delay=1.0)
+    sim = Simulator([chain, reader], seed=1, delay=Fixed(0.01))
+    sim.set_service(ReadChain, 0, answer_timeout=5.0)
+    sim.set_service(SubmitTx, 0, answer_timeout=5.0)
+    sim.run(until=20.0)
+    assert [type(a) for a in answers(reader)] == [ChainRead, TxOutcome]
+    assert answers(reader)[0].value == 7 and sim.answers_timed_out == 0
+
+    lonely, silent = Reader(3), Chain(2, delay=None)
+    sim = Simulator([silent, lonely], seed=1, delay=Fixed(0.01))
+    sim.set_service(ReadChain, 2, answer_timeout=5.0)
+    sim.set_service(SubmitTx, 2, answer_timeout=5.0)
+    sim.crash(3, at=1.0)  # before the answers are due: the restarted node awaits none
+    sim.restart(3, at=2.0, node=Toy(3))
+    sim.run(until=4.0)
+    assert sim.answers_timed_out == 0
+    sim.run(until=20.0)
+    assert sim.answers_timed_out == 0
+
+
+def test_the_answer_timeout_must_be_a_number_of_seconds() -> None:
+    sim = Simulator([Chain(0, delay=None)], seed=1)
+    with pytest.raises(ConfigError):
+        sim.set_service(ReadChain, 0, answer_timeout=-1.0)

@@ -104,6 +104,7 @@ MANAGEMENT = ManagementEventSources(
     execution_ledger=bytes.fromhex(LEDGER[2:]),
     admin=keccak(b"sim/admin")[:20],
 )
+ANSWER_TIMEOUT = 10.0  # seconds before a lost chain answer is answered with a failure
 PUBLISH_WAIT = 120  # blocks the deploy commands wait for the contracts' keys
 GATEWAY_COMMITTEE = "0x" + "6c" * 20  # the gateway committee contract's address
 
@@ -276,8 +277,10 @@ class SimDevnet:
             cpu=FixedCpu(),
             delay=Uniform(self.spec.delay_low, self.spec.delay_high),
         )
-        self.sim.set_service(SubmitTx, CHAIN)
-        self.sim.set_service(ReadChain, CHAIN)
+        # an answer lost on a link is answered with a failure, as the network driver
+        # answers a transport failure: no host core waits for ever
+        self.sim.set_service(SubmitTx, CHAIN, answer_timeout=ANSWER_TIMEOUT)
+        self.sim.set_service(ReadChain, CHAIN, answer_timeout=ANSWER_TIMEOUT)
 
     # -- workers ----------------------------------------------------------------------------
     def _build_modelled_workers(self, first: int) -> dict[int, bytes]:

@@ -52,7 +52,14 @@ Effects.
       ``ChainRead``, ``EnclaveAnswer``, ``PeerAnswers``, ``CheckpointStored``). Link
       delays, partitions and crashes apply to them like to any message. A node may also
       carry out its own ``CallEnclave`` effects (its enclave is local:
-      :mod:`sealbridge.sim.committee`).
+      :mod:`sealbridge.sim.local_enclave`). With an ``answer_timeout`` (``set_service``),
+      an effect whose answer has not reached its node that many seconds after the effect
+      left it (lost under a partition, or the service down) is answered there by the
+      simulator with a failure of its kind -- a ``TxOutcome`` ``failed``, a ``ChainRead``
+      error that may pass, an ``EnclaveAnswer`` or ``CheckpointStored`` error, a
+      ``PeerAnswers`` with no answer -- as the network driver answers an effect whose
+      transport failed: every such effect is answered once. An answer that comes later
+      still is delivered too (a core takes only the answer to the tag it awaits).
     * ``Persist(key, data)`` -- written to the node's simulated disk
       (:meth:`Simulator.get_disk`), which survives a crash and a restart.
 
@@ -104,7 +111,11 @@ from sealbridge.core.effects import (
     AskPeers,
     CallEnclave,
     CancelTimer,
+    ChainRead,
+    CheckpointStored,
     Effect,
+    EnclaveAnswer,
+    PeerAnswers,
     Persist,
     ProtocolNode,
     ReadChain,
@@ -113,6 +124,7 @@ from sealbridge.core.effects import (
     SetTimer,
     StoreCheckpoint,
     SubmitTx,
+    TxOutcome,
 )
 from sealbridge.core.encoding import encode
 from sealbridge.core.errors import ConfigError, LocalProtocolError
@@ -417,6 +429,9 @@ class Simulator:
         self._hasher = hashlib.sha256(_TRACE_TAG)
         self._stale_timers = 0  # heap entries of replaced/cancelled timers (an estimate)
         self._services: dict[type, int] = {}  # effect kind -> the node that serves it
+        self._answer_timeouts: dict[type, float] = {}  # effect kind -> seconds
+        self._awaited: dict[tuple[int, str], type] = {}  # (node, tag) -> effect kind
+        self._answers_timed_out = 0
         self._disks: dict[int, dict[str, bytes]] = {}
 
         self._events = 0
@@ -451,14 +466,20 @@ class Simulator:
             when = self._check_time(at)
             self._push_action(when, lambda: self._do_restart(node_id, None, "join"))
 
-    def set_service(self, kind: type, node_id: int) -> None:
+    def set_service(self, kind: type, node_id: int, *, answer_timeout: float | None = None) -> None:
         """Route every effect of ``kind`` (one of :data:`SERVED`) to node ``node_id`` as
-        a message from the node that returned it."""
+        a message from the node that returned it. With ``answer_timeout``, an effect not
+        answered that many seconds after it left is answered with a failure (see the
+        class docstring)."""
         if kind not in SERVED:
             raise SimulationError(f"{kind.__name__} is not an effect a service serves")
         if node_id not in self._known:
             raise UnknownNodeError(f"service node {node_id} is not in the simulation")
         self._services[kind] = node_id
+        if answer_timeout is None:
+            self._answer_timeouts.pop(kind, None)
+        else:
+            self._answer_timeouts[kind] = check_seconds("answer_timeout", answer_timeout)
 
     def get_disk(self, node_id: int) -> dict[str, bytes]:
         """What ``node_id`` persisted (key -> data); kept across crashes and restarts."""
@@ -726,6 +747,41 @@ class Simulator:
         self._seq += 1
         heapq.heappush(self._queue, (at, self._seq, kind, state, a, b, c))
 
+    @property
+    def answers_timed_out(self) -> int:
+        """Served effects answered by the simulator with a failure (see set_service)."""
+        return self._answers_timed_out
+
+    def _await_answer(self, node_id: int, tag: str, kind: type, due: float) -> None:
+        key = (node_id, tag)
+        self._awaited[key] = kind
+        self._push_action(due, lambda: self._answer_due(key, kind))
+
+    def _answer_due(self, key: tuple[int, str], kind: type) -> None:
+        """The answer to a served effect is overdue: answer it with a failure."""
+        if self._awaited.get(key) is not kind:
+            return  # answered, or its node crashed since
+        del self._awaited[key]
+        node_id, tag = key
+        state = self._states[node_id]
+        if state.is_down:
+            return
+        why = "no answer in time (lost on the way, or the service is down)"
+        answer: Any
+        if kind is SubmitTx:
+            answer = TxOutcome(tag, "failed", reason=why)
+        elif kind is ReadChain:
+            answer = ChainRead(tag, error=why, passing=True)
+        elif kind is CallEnclave:
+            answer = EnclaveAnswer(tag, error=f"enclave_unavailable: {why}")
+        elif kind is AskPeers:
+            answer = PeerAnswers(tag, errors=(why,))
+        else:
+            answer = CheckpointStored(tag, error=why)
+        self._answers_timed_out += 1
+        self._record(self._now, node_id, "answer_timeout", EXTERNAL, kind.__name__, tag)
+        self._arrive(state, (_INJECT, self._services[kind], answer, 0))
+
     def _push_action(self, at: float, action: Callable[[], None]) -> None:
         self._push(at, _ACTION, None, action, None, None)
 
@@ -762,6 +818,12 @@ class Simulator:
             ):
                 self._drop(at, state.node_id, a, b, "partition")
                 return
+            if self._awaited:  # an answer to a served effect has arrived in time
+                tag = getattr(b, "tag", None)
+                if isinstance(tag, str):
+                    awaited = self._awaited.get((state.node_id, tag))
+                    if awaited is not None and self._services.get(awaited) == a:
+                        del self._awaited[(state.node_id, tag)]
             self._arrive(state, (kind, a, b, c))
         elif kind == _TIMER:
             self._arrive(state, (_TIMER, a, b, None))
@@ -925,7 +987,12 @@ class Simulator:
             elif type(effect) is Persist:
                 self._disks.setdefault(state.node_id, {})[effect.key] = bytes(effect.data)
             else:
-                self._send(state.node_id, done, (self._services[type(effect)],), effect)
+                kind = type(effect)
+                self._send(state.node_id, done, (self._services[kind],), effect)
+                timeout = self._answer_timeouts.get(kind)
+                tag = getattr(effect, "tag", None)
+                if timeout is not None and isinstance(tag, str):
+                    self._await_answer(state.node_id, tag, kind, done + timeout)
         if self._stale_timers > _COMPACT_MIN and 2 * self._stale_timers > len(self._queue):
             self._compact()
 
@@ -1005,6 +1072,8 @@ class Simulator:
         state.is_down = True
         self._stale_timers += len(state.timers)
         state.timers.clear()
+        for key in [k for k in self._awaited if k[0] == node_id]:
+            del self._awaited[key]  # a restarted node awaits none of its old answers
         for kind, a, b, _ in state.inbox:
             if kind == _MESSAGE or kind == _INJECT:
                 self._drop(self._now, node_id, a, b, "down")
