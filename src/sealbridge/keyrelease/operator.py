@@ -106,7 +106,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+from eth_account import Account
+from eth_account.typed_transactions.typed_transaction import TypedTransaction
+from eth_keys.exceptions import BadSignature
+from eth_utils.exceptions import ValidationError
+from hexbytes import HexBytes
+from rlp.exceptions import RLPException
 
 from sealbridge.core.effects import (
     CallEnclave,
@@ -117,8 +124,8 @@ from sealbridge.core.effects import (
     SubmitTx,
     TxOutcome,
 )
-from sealbridge.core.encoding import Message, decode_canonical
-from sealbridge.core.errors import SealbridgeError
+from sealbridge.core.encoding import Message, decode, decode_canonical, encode
+from sealbridge.core.errors import EncodingError, SealbridgeError
 from sealbridge.crypto.signing import to_checksum_address
 from sealbridge.keyrelease.auth import SignedRequest
 from sealbridge.keyrelease.balances import BalanceProof
@@ -286,6 +293,18 @@ def compute_fee_key(request_id: str) -> bytes:
     return hashlib.sha256(request_id.encode()).digest()
 
 
+_T = TypeVar("_T")
+
+
+def _get_valid(tag: str, value: Any, kind: type[_T]) -> _T:
+    """``value`` as decoding its bytes would give it: a struct a host built by hand, with
+    fields of any type (or nested too deeply), is refused before anything reads it."""
+    try:
+        return decode(encode(value), kind)
+    except (EncodingError, RecursionError) as exc:
+        raise OperatorInputRefused(f"{tag}: a malformed {kind.__name__}: {exc}") from exc
+
+
 def _get_count(answer: ChainRead, what: str) -> int:
     value = answer.value
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -360,7 +379,7 @@ class _Flow:
         response = answer.response if isinstance(answer, EnclaveAnswer) else None
         if not isinstance(response, kind):
             raise OperatorInputRefused(f"{answer.tag}: expected a {kind.__name__}")
-        return response
+        return _get_valid(answer.tag, response, kind)
 
 
 class MatchStep(StrEnum):
@@ -793,6 +812,7 @@ class ReportStep(StrEnum):
 
 _REPORT_ORDER = list(ReportStep)
 MAX_OUTFLOWS = 256  # recipients the observation carries
+MAX_PENALTY_TXS = 2  # what the matcher signs for a penalty: the slash, the compensation
 
 
 class ReportFlow(_Flow):
@@ -837,6 +857,7 @@ class ReportFlow(_Flow):
         self._gas: tuple[int, int] = (0, 0)
         self._claim: LossClaim | None = None
         self._price = 0
+        self._nonce = 0
         self._outcome: PenaltyOutcome | None = None
         self._submitted = 0
         self.result: int | None = None
@@ -867,8 +888,7 @@ class ReportFlow(_Flow):
             outcome = self._response(answer, PenaltyOutcome)
             if outcome.penalty.chunk_id != self.chunk.chunk_id:
                 raise OperatorInputRefused(f"{answer.tag}: a penalty for another chunk")
-            if not all(isinstance(raw, bytes) and raw for raw in outcome.transactions):
-                raise OperatorInputRefused(f"{answer.tag}: a transaction is not signed bytes")
+            self._check_transactions(answer.tag, outcome.transactions)
             self._outcome = outcome
             self._move(ReportStep.SUBMITTING)
             return self._submit_next()
@@ -902,15 +922,20 @@ class ReportFlow(_Flow):
             self._inputs_read += 1
             return self._read_next_input()
         if step is ReportStep.TRANSFERS:
-            if not isinstance(value, list) or not all(isinstance(to, str) for to in value):
+            if not isinstance(value, list):
                 raise OperatorInputRefused(f"{answer.tag}: recipients are a list of str")
-            self._recipients += value  # and by transferFrom, whoever sent it
+            kept = value[: max(0, MAX_OUTFLOWS - len(self._recipients))]  # no more are carried
+            if not all(isinstance(to, str) for to in kept):
+                raise OperatorInputRefused(f"{answer.tag}: recipients are a list of str")
+            self._recipients += kept  # and by transferFrom, whoever sent it
             return self._prove()
         if step is ReportStep.PROOF:
             if value is not None and not (
                 isinstance(value, BalanceProof) and value.chunk_id == self.chunk.chunk_id
             ):
                 raise OperatorInputRefused(f"{answer.tag}: not a proof of {self.chunk.chunk_id}")
+            if value is not None:
+                value = _get_valid(answer.tag, value, BalanceProof)
             self._proof = value
             self._move(ReportStep.BALANCE)
             return [self._read("balance", ChunkBalanceQuery(chunk=self.chunk))]
@@ -937,6 +962,8 @@ class ReportFlow(_Flow):
             return [effect]
         if step is ReportStep.PRICING:
             price = _get_count(answer, "the fee asset's price")
+            if price == 0:
+                raise OperatorInputRefused(f"{answer.tag}: a price of 0")
             self._price = price
             self._move(ReportStep.NONCE)
             query = NonceQuery(chain_id=self._fee_chain_id, account=self._operator_account)
@@ -981,6 +1008,7 @@ class ReportFlow(_Flow):
             outflows_to=recipients[:MAX_OUTFLOWS],
         )
         max_fee, tip = self._gas
+        self._nonce = nonce
         report = LossReport(
             report=DoubleSpendReport(chunk_id=self.chunk.chunk_id, victim=self.victim_account),
             claim=self._claim,
@@ -998,6 +1026,33 @@ class ReportFlow(_Flow):
         )
         self._move(ReportStep.JUDGING)
         return [self._call("report", MATCHER_REPORT, report)]
+
+    def _check_transactions(self, tag: str, transactions: list[bytes]) -> None:
+        """The slash and the compensation, each as the matcher signs it: by the operator
+        key, for the pool on the fee chain, carrying no value, at the nonce the matcher
+        was given and the next (so in order, and none twice)."""
+        if len(transactions) > MAX_PENALTY_TXS:
+            raise OperatorInputRefused(
+                f"{tag}: at most {MAX_PENALTY_TXS} transactions (the slash, the compensation)"
+            )
+        for offset, raw in enumerate(transactions):
+            try:
+                fields = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+                sender = Account.recover_transaction(raw)
+            except (RLPException, ValueError, TypeError, BadSignature, ValidationError) as exc:
+                raise OperatorInputRefused(
+                    f"{tag}: a transaction is not signed bytes ({exc})"
+                ) from exc
+            if sender.lower() != self._operator_account.lower():
+                raise OperatorInputRefused(f"{tag}: a transaction not signed by the operator")
+            if fields.get("chainId") != self._fee_chain_id:
+                raise OperatorInputRefused(f"{tag}: a transaction not for the fee chain")
+            if "0x" + bytes(fields.get("to") or b"").hex() != self._pool.lower():
+                raise OperatorInputRefused(f"{tag}: a transaction not to the pool")
+            if fields.get("nonce") != self._nonce + offset:
+                raise OperatorInputRefused(f"{tag}: a transaction at the wrong nonce")
+            if fields.get("value") != 0:
+                raise OperatorInputRefused(f"{tag}: a transaction that carries value")
 
     def _submit_next(self) -> list[OperatorEffect]:
         outcome = self._outcome
@@ -1035,7 +1090,9 @@ def _get_outflows(answer: ChainRead) -> list[tuple[str, bytes]]:
     if not isinstance(value, list | tuple):
         raise OperatorInputRefused(f"{answer.tag}: outflows are a list")
     outflows: list[tuple[str, bytes]] = []
-    for item in value:
+    # the observation carries the first MAX_OUTFLOWS recipients: later transactions are
+    # neither kept nor read (a node listing a million costs nothing more)
+    for item in value[:MAX_OUTFLOWS]:
         if (
             not isinstance(item, list | tuple)
             or len(item) != 2
