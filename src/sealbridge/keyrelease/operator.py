@@ -73,14 +73,16 @@ chain's (read by the driver): every offered chunk must hold its amount, or the o
 refused. An accept goes ahead only after the matcher enclave's own ``CHECK_ACCEPT``
 returned the very offer the requester holds (made to it, still open for the margin the
 fee's transaction needs): a refused accept pays nothing. The fee is paid once: what the
-pool's ``FeePaid`` events already credit the requester for this offer is not paid again.
+pool's ``FeePaid`` events already credit the requester for this offer is not paid again
+(only what is missing is paid; a price that makes a due fee 0 wei is refused).
 A double-spend report is judged by the matcher enclave, not here: the flow gathers what
 it needs (where the chunk's value went -- the first recipient, the first transaction
 and at most :data:`MAX_OUTFLOWS` recipients, reading a token ``transfer``'s recipient
 from its calldata -- a balance proof, the victim vault's signed claim, the price and
 the operator's nonce), and submits the transactions the matcher signed, in order. It
 refuses a claim, a proof or a penalty that names another chunk, and a transaction that
-is not signed bytes. An offer of bitcoin chunks is refused (nothing proves their
+is not signed by the operator key for the pool on the fee chain at the nonce the matcher
+was given (or the next), or a third one. An offer of bitcoin chunks is refused (nothing proves their
 balance to the matcher); proofs of chunks not offered, or twice, are refused; so is a
 vault's statement that another key is free.
 
@@ -88,7 +90,8 @@ Hostile input. Each of these raises a typed error and changes nothing (the flow 
 waits for the same answer; a driver that gives up drops the flow):
 
 * an answer whose tag was never asked, was answered already, or belongs to another
-  flow; an answer of the wrong kind or shape (:class:`OperatorInputRefused`);
+  flow; an answer of the wrong kind or shape (a struct is re-validated as decoding its
+  bytes would); a ``now`` that is no finite number (:class:`OperatorInputRefused`);
 * an answer that carries a failure: the enclave's refusal, a failed read, a matcher's
   transaction not mined (:class:`OperatorInputRefused`), a fee transaction not mined
   (:class:`FeeNotPaid`);
@@ -104,6 +107,8 @@ names another offer or is made by another requester) raises
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -294,15 +299,27 @@ def compute_fee_key(request_id: str) -> bytes:
 
 
 _T = TypeVar("_T")
+_F = TypeVar("_F", bound="_Flow")
 
 
-def _get_valid(tag: str, value: Any, kind: type[_T]) -> _T:
+def _get_valid(
+    tag: str,
+    value: Any,
+    kind: type[_T],
+    error: type[SealbridgeError] = OperatorInputRefused,
+) -> _T:
     """``value`` as decoding its bytes would give it: a struct a host built by hand, with
     fields of any type (or nested too deeply), is refused before anything reads it."""
     try:
         return decode(encode(value), kind)
     except (EncodingError, RecursionError) as exc:
-        raise OperatorInputRefused(f"{tag}: a malformed {kind.__name__}: {exc}") from exc
+        raise error(f"{tag}: a malformed {kind.__name__}: {exc}") from exc
+
+
+def _check_time(now: object) -> None:
+    """``now`` is what quotes and offers are checked against: a finite number."""
+    if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+        raise OperatorInputRefused(f"the time must be a finite number, got {now!r}")
 
 
 def _get_count(answer: ChainRead, what: str) -> int:
@@ -335,6 +352,7 @@ class _Flow:
         answer raises and changes nothing."""
         if not isinstance(answer, EnclaveAnswer | ChainRead | TxOutcome | FeeChainSynced):
             raise OperatorInputRefused(f"not an answer to a flow: {type(answer).__name__}")
+        _check_time(now)
         asked = self._awaiting.get(answer.tag) if isinstance(answer.tag, str) else None
         if asked is None or isinstance(asked, Report):
             raise OperatorInputRefused(f"{self.flow_id}: no question {answer.tag!r} awaits")
@@ -428,6 +446,7 @@ class MatchFlow(_Flow):
     def start(self, now: float) -> list[OperatorEffect]:
         if self.step is not MatchStep.NEW:
             raise InvalidRequest(f"{self.flow_id} started already")
+        _check_time(now)
         self._started = now
         self._move(MatchStep.EXPIRING)
         return [self._call("expire", MATCHER_EXPIRE, NOTHING)]
@@ -465,6 +484,8 @@ class MatchFlow(_Flow):
             )
         if not offer.chunks:
             raise OfferRefused(f"offer {offer.request_id} holds no chunk")
+        if request.contract in self._operator.contracts:  # by a flow opened alongside
+            raise InvalidRequest(f"contract {request.contract} was used before")
         verify_answer(answer, self._card, self._vault_policy, now)
         # checked: the contract's name is taken, whatever the chain says next
         self._operator.contracts.add(request.contract)
@@ -585,6 +606,11 @@ class AcceptFlow(_Flow):
             if price == 0:
                 raise OperatorInputRefused(f"{answer.tag}: a price of 0")
             fee_wei = usd_to_wei(self.offer.fee_e8, price)
+            if self.offer.fee_e8 > 0 and fee_wei <= 0:  # the node's price is absurd
+                raise OperatorInputRefused(
+                    f"{answer.tag}: at a price of {price} the fee of offer "
+                    f"{self.offer.request_id} would be 0 wei"
+                )
             self.fee_wei = fee_wei
             if fee_wei <= 0:
                 return self._sync()
@@ -596,9 +622,9 @@ class AcceptFlow(_Flow):
             if paid >= self.fee_wei:  # paid once: a retry does not pay again
                 return self._sync()
             self._move(AcceptStep.PAYING)
-            pay = PayFee(
-                payer=self._account, request_key=self._request_key, amount_wei=self.fee_wei
-            )
+            # the matcher adds up the offer's FeePaid events: only what is missing is paid
+            due = self.fee_wei - paid
+            pay = PayFee(payer=self._account, request_key=self._request_key, amount_wei=due)
             effect = SubmitTx(self._next_tag("pay-fee"), pay)
             self._awaiting[effect.tag] = effect
             return [effect]
@@ -615,7 +641,8 @@ class AcceptFlow(_Flow):
             self._move(AcceptStep.ACCEPTING)
             return [self._call("accept", MATCHER_ACCEPT, AcceptOrder(signed=self.signed))]
         if step is AcceptStep.ACCEPTING:
-            self._response(answer, Offer)
+            if self._response(answer, Offer) != self.offer:
+                raise OfferRefused(f"offer {self.offer.request_id} is not the one the matcher made")
             self._move(AcceptStep.POOL)
             return [self._read("pool", PoolBalanceQuery())]
         if step is AcceptStep.POOL and isinstance(answer, ChainRead):
@@ -645,9 +672,11 @@ class MatcherOperator:
         self.contracts: set[str] = set()
         self._flows = 0
 
-    def _next_id(self, kind: str) -> str:
+    def _open(self, kind: str, make: Callable[[str], _F]) -> _F:
+        """A flow numbered next; a flow refused as it opens takes no number."""
+        flow = make(f"{kind}-{self._flows + 1}")
         self._flows += 1
-        return f"{kind}-{self._flows}"
+        return flow
 
     def open_match(
         self,
@@ -668,22 +697,31 @@ class MatcherOperator:
                 f"contract {request.contract} was used before: name another one (or none, "
                 "for a fresh one)"
             )
-        return MatchFlow(
-            self,
-            self._next_id("match"),
-            signed=signed,
-            request=request,
-            label=label,
-            card=card,
-            vault_policy=vault_policy,
-            names=names or {},
+        return self._open(
+            "match",
+            lambda flow_id: MatchFlow(
+                self,
+                flow_id,
+                signed=signed,
+                request=request,
+                label=label,
+                card=card,
+                vault_policy=vault_policy,
+                names=names or {},
+            ),
         )
 
     def open_accept(self, answer: MatchAnswer, signed: SignedRequest) -> AcceptFlow:
         """An accept of ``answer``'s offer with the client's ``signed`` Accept."""
         if not isinstance(answer, MatchAnswer):
             raise InvalidRequest("an accept needs the MatchAnswer it accepts")
-        return AcceptFlow(self._next_id("accept"), answer=answer, signed=signed)
+        if not isinstance(signed, SignedRequest):
+            raise InvalidRequest("an accept needs the client's SignedRequest")
+        answer = _get_valid("accept", answer, MatchAnswer, InvalidRequest)
+        signed = _get_valid("accept", signed, SignedRequest, InvalidRequest)
+        return self._open(
+            "accept", lambda flow_id: AcceptFlow(flow_id, answer=answer, signed=signed)
+        )
 
     def open_report(
         self,
@@ -705,18 +743,21 @@ class MatcherOperator:
         chain, where the pool ``pool`` is. ``names``: account -> label, for the report."""
         if not isinstance(chunk, Chunk):
             raise InvalidRequest("a report needs the chunk it is about")
-        return ReportFlow(
-            self._next_id("report"),
-            victim=victim,
-            victim_account=victim_account,
-            chunk=chunk,
-            chain_id=chain_id,
-            token=token,
-            since=since,
-            fee_chain_id=fee_chain_id,
-            pool=pool,
-            operator=operator,
-            names=names or {},
+        return self._open(
+            "report",
+            lambda flow_id: ReportFlow(
+                flow_id,
+                victim=victim,
+                victim_account=victim_account,
+                chunk=chunk,
+                chain_id=chain_id,
+                token=token,
+                since=since,
+                fee_chain_id=fee_chain_id,
+                pool=pool,
+                operator=operator,
+                names=names or {},
+            ),
         )
 
     def open_offer(self, owner: str, chunks: list[Chunk], *, unproven: set[str]) -> OfferFlow:
@@ -728,13 +769,20 @@ class MatcherOperator:
             raise InvalidRequest(
                 "the matcher does not book btc chunks (it cannot prove a bitcoin balance)"
             )
-        return OfferFlow(self._next_id("offer"), owner=owner, chunks=list(chunks))
+        return self._open(
+            "offer", lambda flow_id: OfferFlow(flow_id, owner=owner, chunks=list(chunks))
+        )
 
     def open_reclaim(self, owner: str, chunk_ids: list[str]) -> ReclaimFlow:
         """``owner``'s vault vouches, chunk by chunk, that these keys are free."""
         if not isinstance(chunk_ids, list) or not all(isinstance(c, str) for c in chunk_ids):
             raise InvalidRequest("a reclaim names its chunks by id")
-        return ReclaimFlow(self._next_id("reclaim"), owner=owner, chunk_ids=list(chunk_ids))
+        if len(set(chunk_ids)) != len(chunk_ids):
+            raise InvalidRequest("a reclaim names a chunk twice")
+        return self._open(
+            "reclaim",
+            lambda flow_id: ReclaimFlow(flow_id, owner=owner, chunk_ids=list(chunk_ids)),
+        )
 
 
 # --- the double-spend report -------------------------------------------------------------------
@@ -1150,6 +1198,7 @@ class OfferFlow(_Flow):
             ids = [c.chunk_id for c in self.chunks]
             if not isinstance(proofs, list) or not all(isinstance(p, BalanceProof) for p in proofs):
                 raise OperatorInputRefused(f"{answer.tag}: proofs are a list of BalanceProof")
+            proofs = [_get_valid(answer.tag, p, BalanceProof) for p in proofs]
             proven = [p.chunk_id for p in proofs]
             if len(set(proven)) != len(proven) or not set(proven) <= set(ids):
                 raise OperatorInputRefused(f"{answer.tag}: a proof of another or the same chunk")
