@@ -507,3 +507,149 @@ def test_a_fee_not_mined_accepts_nothing(
         OperatorInputRefused,
         lambda: flow.process(TxOutcome(pay.tag, "mined", 9), NOW),
     )
+
+
+# --- hostile answers (attacker review) -------------------------------------------------------
+
+
+def test_answers_of_the_wrong_shape_are_refused(
+    vault: tuple[AttestationPolicy, VaultManifest],
+) -> None:
+    """Structs built by hand with fields of any type: a typed refusal, nothing changed."""
+    policy, manifest = vault
+    operator, flow, expire = open_match(policy)
+    for bad in (Expired(request_ids=5), Expired(request_ids=[None])):  # type: ignore[arg-type]
+        unchanged(
+            operator,
+            flow,
+            OperatorInputRefused,
+            lambda b=bad: flow.process(EnclaveAnswer(expire.tag, b), NOW),  # type: ignore[misc]
+            "malformed",
+        )
+    match = one(flow.process(EnclaveAnswer(expire.tag, Expired(request_ids=[])), NOW), CallEnclave)
+    good = sign_answer(make_offer(manifest), manifest)
+    for bad in (
+        msgspec.structs.replace(good, offer=None),
+        msgspec.structs.replace(good, manifests=None),
+        msgspec.structs.replace(good, offer=make_offer(manifest, chunks=[None])),
+    ):
+        unchanged(
+            operator,
+            flow,
+            OperatorInputRefused,
+            lambda b=bad: flow.process(EnclaveAnswer(match.tag, b), NOW),  # type: ignore[misc]
+            "malformed",
+        )
+    assert operator.contracts == set()
+    one(flow.process(EnclaveAnswer(match.tag, good), NOW), ReadChain)
+
+
+@pytest.mark.parametrize("now", [float("nan"), float("inf"), -float("inf"), True, "now"])
+def test_a_time_that_is_no_finite_number_is_refused(
+    vault: tuple[AttestationPolicy, VaultManifest], now: Any
+) -> None:
+    """The quotes are checked against ``now``: NaN or infinity checks nothing (or
+    crashes the manifest check)."""
+    policy, manifest = vault
+    with pytest.raises(OperatorInputRefused, match="time"):
+        MatcherOperator().open_match(
+            client_signed("match", REQUEST),
+            REQUEST,
+            label="alice",
+            card=CARD,
+            vault_policy=policy,
+        ).start(now)
+    operator, flow, expire = open_match(policy)
+    match = one(flow.process(EnclaveAnswer(expire.tag, Expired(request_ids=[])), NOW), CallEnclave)
+    answer = EnclaveAnswer(match.tag, sign_answer(make_offer(manifest), manifest))
+    unchanged(operator, flow, OperatorInputRefused, lambda: flow.process(answer, now), "time")
+
+
+def test_a_contract_name_is_taken_once_by_flows_opened_together(
+    vault: tuple[AttestationPolicy, VaultManifest],
+) -> None:
+    """Two matches for the same contract opened before either checked out: the second
+    signed offer is refused (a name is used once); a refused match takes no name."""
+    policy, manifest = vault
+    operator, first, first_expire = open_match(policy)
+    _, second, second_expire = open_match(policy, operator)
+    answer = sign_answer(make_offer(manifest), manifest)
+    matches = [
+        one(flow.process(EnclaveAnswer(expire.tag, Expired(request_ids=[])), NOW), CallEnclave)
+        for flow, expire in ((first, first_expire), (second, second_expire))
+    ]
+    one(first.process(EnclaveAnswer(matches[0].tag, answer), NOW), ReadChain)
+    unchanged(
+        operator,
+        second,
+        InvalidRequest,
+        lambda: second.process(EnclaveAnswer(matches[1].tag, answer), NOW),
+        "used before",
+    )
+    assert operator.contracts == {"z"}
+
+
+def test_a_partial_fee_paid_is_topped_up_not_paid_again(
+    vault: tuple[AttestationPolicy, VaultManifest],
+) -> None:
+    """The matcher adds up every FeePaid of the offer: what the pool credits already is
+    not paid a second time (an earlier payment at an older price, say)."""
+    _, manifest = vault
+    fee = usd_to_wei(2 * USD, PRICE)
+    _, flow, check = open_accept(manifest)
+    asked, _ = run_accept(flow, check, paid=fee // 3)
+    (pay,) = [e for e in asked if isinstance(e, SubmitTx)]
+    assert pay.tx.amount_wei == fee - fee // 3
+    assert flow.fee_wei == fee
+
+
+def test_a_price_that_makes_a_due_fee_0_wei_is_refused(
+    vault: tuple[AttestationPolicy, VaultManifest],
+) -> None:
+    """A node answering an absurd price would have the requester skip the fee."""
+    _, manifest = vault
+    operator, flow, check = open_accept(manifest)
+    price = one(flow.process(EnclaveAnswer(check.tag, flow.offer), NOW), ReadChain)
+    huge = ChainRead(price.tag, 10**40)
+    unchanged(operator, flow, OperatorInputRefused, lambda: flow.process(huge, NOW), "0 wei")
+    assert flow.step is AcceptStep.PRICING
+
+
+def test_matcher_accept_must_return_the_same_offer(
+    vault: tuple[AttestationPolicy, VaultManifest],
+) -> None:
+    _, manifest = vault
+    operator, flow, check = open_accept(manifest)
+    price = one(flow.process(EnclaveAnswer(check.tag, flow.offer), NOW), ReadChain)
+    paid = one(flow.process(ChainRead(price.tag, PRICE), NOW), ReadChain)
+    sync = one(flow.process(ChainRead(paid.tag, 10**18), NOW), SyncFeeChain)
+    accept = one(flow.process(FeeChainSynced(sync.tag, 9), NOW), CallEnclave)
+    other = msgspec.structs.replace(flow.offer, request_id="r2")
+    unchanged(
+        operator,
+        flow,
+        OfferRefused,
+        lambda: flow.process(EnclaveAnswer(accept.tag, other), NOW),
+        "not the one",
+    )
+    one(flow.process(EnclaveAnswer(accept.tag, flow.offer), NOW), ReadChain)
+
+
+def test_a_refused_open_changes_nothing(
+    vault: tuple[AttestationPolicy, VaultManifest],
+) -> None:
+    """A refused open takes no flow number and raises no foreign exception."""
+    _, manifest = vault
+    operator = MatcherOperator()
+    answer = sign_answer(make_offer(manifest), manifest)
+    signed = client_signed("accept", Accept(request_id="r1", requester=ALICE))
+    for bad_answer, bad_signed in (
+        (answer, client_signed("accept", REQUEST)),  # malformed body
+        (answer, client_signed("accept", Accept(request_id="r2"))),  # another offer
+        (answer, None),
+        (answer, msgspec.structs.replace(signed, request=None)),
+        (msgspec.structs.replace(answer, offer=None), signed),
+    ):
+        with pytest.raises(InvalidRequest):
+            operator.open_accept(bad_answer, bad_signed)  # type: ignore[arg-type]
+    assert operator.open_accept(answer, signed).flow_id == "accept-1"

@@ -112,3 +112,20 @@ def test_a_reclaim_has_the_vault_vouch_for_each_key_then_the_matcher_takes_it() 
     assert flow.step is ReclaimStep.DONE and flow.reclaimed == 2
     (done,) = MatcherOperator().open_reclaim("bob", []).start()
     assert done == Report("reclaim", {"owner": "bob", "chunks": 0})
+
+
+# --- hostile answers (attacker review) -------------------------------------------------------
+
+
+def test_proofs_of_the_wrong_shape_are_refused() -> None:
+    flow = MatcherOperator().open_offer("bob", [chunk(1), chunk(2)], unproven=set())
+    (read,) = flow.start()
+    unhashable = msgspec.structs.replace(proof(1), chunk_id=["vault:1"])
+    unchanged(flow, ChainRead(read.tag, [unhashable]), "malformed")
+    unchanged(flow, ChainRead(read.tag, [msgspec.structs.replace(proof(1), number=None)]))
+    flow.process(ChainRead(read.tag, [proof(1), proof(2)]), 0.0)
+
+
+def test_a_reclaim_naming_a_chunk_twice_is_refused_when_it_opens() -> None:
+    with pytest.raises(InvalidRequest, match="twice"):
+        MatcherOperator().open_reclaim("bob", ["vault:1", "vault:2", "vault:1"])

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from eth_account import Account
 
 from sealbridge.chain.proofs import AccountProof
 from sealbridge.core.effects import (
@@ -58,7 +59,8 @@ THIEF = to_checksum_address(b"\x0c" * 20)
 OTHER = to_checksum_address(b"\x0d" * 20)
 TOKEN = to_checksum_address(b"\x70" * 20)
 POOL = "0x" + "50" * 20
-OPERATOR = "0x" + "0e" * 20
+OPERATOR_KEY = bytes(31) + b"\x0e"
+OPERATOR = Account.from_key(OPERATOR_KEY).address
 CHUNK = Chunk(
     chunk_id="vault:3",
     owner=MALLORY,
@@ -81,11 +83,31 @@ PENALTY = Penalty(
     uncovered_usd_e8=0,
     claim_id=bytes(32),
 )
+
+
+def sign_tx(nonce: int, data: bytes, key: bytes = OPERATOR_KEY, **changes: Any) -> bytes:
+    """A pool transaction as the matcher signs it (its operator key; the fee chain)."""
+    tx = {
+        "type": 2,
+        "chainId": 31337,
+        "nonce": nonce,
+        "to": to_checksum_address(bytes.fromhex(POOL[2:])),
+        "value": 0,
+        "data": data,
+        "gas": 200_000,
+        "maxFeePerGas": 30,
+        "maxPriorityFeePerGas": 2,
+    } | changes
+    return bytes(Account.sign_transaction(tx, key).raw_transaction)
+
+
+SLASH_TX = sign_tx(4, b"slash")
+COMPENSATE_TX = sign_tx(5, b"compensate")
 OUTCOME = PenaltyOutcome(
     penalty=PENALTY,
     slash_wei=(7 * 10**16).to_bytes(32, "big"),
     compensation_wei=(3 * 10**16).to_bytes(32, "big"),
-    transactions=[b"slash", b"compensate"],
+    transactions=[SLASH_TX, COMPENSATE_TX],
 )
 
 
@@ -210,8 +232,8 @@ def test_a_report_reads_the_chain_then_the_matcher_judges_and_its_transactions_g
         balance=PROOF,
     )
     assert [e.tx for e in host.asked[8:10]] == [
-        RawTx(chain_id=31337, raw=b"slash"),
-        RawTx(chain_id=31337, raw=b"compensate"),
+        RawTx(chain_id=31337, raw=SLASH_TX),
+        RawTx(chain_id=31337, raw=COMPENSATE_TX),
     ]
     (report,) = host.reports
     assert report == Report(
@@ -302,7 +324,7 @@ def test_a_claim_or_a_penalty_for_another_chunk_is_refused() -> None:
         OUTCOME, penalty=msgspec.structs.replace(PENALTY, chunk_id="vault:4")
     )
     unchanged(flow, lambda: flow.process(EnclaveAnswer(judge.tag, other), 0.0), "another chunk")
-    unsigned = msgspec.structs.replace(OUTCOME, transactions=[b"slash", b""])
+    unsigned = msgspec.structs.replace(OUTCOME, transactions=[SLASH_TX, b""])
     unchanged(flow, lambda: flow.process(EnclaveAnswer(judge.tag, unsigned), 0.0), "signed")
     refused = EnclaveAnswer(judge.tag, OUTCOME, error="keyrelease_invalid: was swept")
     unchanged(flow, lambda: flow.process(refused, 0.0), "refused")
@@ -312,9 +334,110 @@ def test_a_transaction_not_mined_stops_the_report_until_it_is() -> None:
     flow = open_report()
     host = Host(flow, NATIVE_READS)
     submit = host.run(lambda e: isinstance(e, SubmitTx))
-    assert submit.tx == RawTx(chain_id=31337, raw=b"slash")
+    assert submit.tx == RawTx(chain_id=31337, raw=SLASH_TX)
     for status in ("reverted", "failed"):
         unchanged(flow, lambda s=status: flow.process(TxOutcome(submit.tag, s), 0.0), "not mined")  # type: ignore[misc]
     (second,) = flow.process(TxOutcome(submit.tag, "mined", 3), 0.0)
-    assert isinstance(second, SubmitTx) and second.tx.raw == b"compensate"
+    assert isinstance(second, SubmitTx) and second.tx.raw == COMPENSATE_TX
     unchanged(flow, lambda: flow.process(TxOutcome(submit.tag, "mined", 3), 0.0), "no question")
+
+
+# --- hostile answers (attacker review) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"penalty": None},
+        {"transactions": None},
+        {"transactions": "slash"},
+        {"slash_wei": None},  # would only blow up once the transactions were out
+        {"compensation_wei": 7},
+        {"penalty": msgspec.structs.replace(PENALTY, owner=["mallory"])},
+        {"penalty": msgspec.structs.replace(PENALTY, uncovered_usd_e8="0")},
+    ],
+)
+def test_a_penalty_outcome_of_the_wrong_shape_is_refused(change: dict[str, Any]) -> None:
+    """A struct built by hand, fields of any type: refused before anything goes out."""
+    flow = open_report()
+    host = Host(flow, NATIVE_READS)
+    judge = host.run(lambda e: isinstance(e, CallEnclave))
+    bad = msgspec.structs.replace(OUTCOME, **change)
+    unchanged(flow, lambda: flow.process(EnclaveAnswer(judge.tag, bad), 0.0), "malformed")
+    assert flow.step is ReportStep.JUDGING
+
+
+def test_a_claim_or_proof_of_the_wrong_shape_is_refused() -> None:
+    flow = open_report()
+    host = Host(flow, NATIVE_READS)
+    proof = host.run(lambda e: isinstance(e, ReadChain) and isinstance(e.query, BalanceProofQuery))
+    bad_proof = msgspec.structs.replace(PROOF, number="9")
+    unchanged(flow, lambda: flow.process(ChainRead(proof.tag, bad_proof), 0.0), "malformed")
+    flow = open_report()
+    host = Host(flow, NATIVE_READS)
+    claim = host.run(lambda e: isinstance(e, CallVault))
+    bad_claim = msgspec.structs.replace(CLAIM, sweep_address=None)
+    unchanged(flow, lambda: flow.process(EnclaveAnswer(claim.tag, bad_claim), 0.0), "malformed")
+
+
+@pytest.mark.parametrize(
+    ("transactions", "reason"),
+    [
+        ([sign_tx(4, b"slash", key=bytes(31) + b"\x0f"), COMPENSATE_TX], "operator"),
+        ([SLASH_TX, sign_tx(5, b"compensate", chainId=1)], "fee chain"),
+        ([sign_tx(4, b"slash", to=OTHER), COMPENSATE_TX], "pool"),
+        ([SLASH_TX, sign_tx(9, b"compensate")], "nonce"),
+        ([COMPENSATE_TX, SLASH_TX], "nonce"),  # out of order
+        ([SLASH_TX, SLASH_TX], "nonce"),  # twice
+        ([sign_tx(4, b"slash", value=1), COMPENSATE_TX], "value"),
+        ([SLASH_TX, COMPENSATE_TX, sign_tx(6, b"more")], "at most"),
+        ([b"\x02not a transaction"], "signed"),
+        ([SLASH_TX[:-3]], "signed"),
+    ],
+)
+def test_only_the_operators_transactions_to_the_pool_are_submitted(
+    transactions: list[bytes], reason: str
+) -> None:
+    """The matcher signs the slash and the compensation with its operator key, for the
+    pool on the fee chain, at the nonce it was given and the next: nothing else goes out."""
+    flow = open_report()
+    host = Host(flow, NATIVE_READS)
+    judge = host.run(lambda e: isinstance(e, CallEnclave))
+    bad = msgspec.structs.replace(OUTCOME, transactions=transactions)
+    unchanged(flow, lambda: flow.process(EnclaveAnswer(judge.tag, bad), 0.0), reason)
+    # the honest outcome still goes through; one transaction alone too
+    (submit,) = flow.process(EnclaveAnswer(judge.tag, OUTCOME), 0.0)
+    assert isinstance(submit, SubmitTx) and submit.tx.raw == SLASH_TX
+    flow = open_report()
+    judge = Host(flow, NATIVE_READS).run(lambda e: isinstance(e, CallEnclave))
+    alone = msgspec.structs.replace(OUTCOME, transactions=[SLASH_TX])
+    (submit,) = flow.process(EnclaveAnswer(judge.tag, alone), 0.0)
+    assert submit.tx.raw == SLASH_TX
+
+
+def test_a_price_of_0_is_refused_before_the_matcher_judges() -> None:
+    flow = open_report()
+    host = Host(flow, NATIVE_READS)
+    price = host.run(lambda e: isinstance(e, ReadChain) and isinstance(e.query, PriceQuery))
+    unchanged(flow, lambda: flow.process(ChainRead(price.tag, 0), 0.0), "price")
+
+
+def test_huge_outflows_are_read_no_further_than_the_observation_needs() -> None:
+    """A hostile node lists many calls to the token and many Transfer recipients: only
+    the first MAX_OUTFLOWS are read or kept (the observation carries no more)."""
+    many = MAX_OUTFLOWS * 4
+    calls = {i.to_bytes(32, "big"): transfer_call(THIEF) for i in range(many)}
+    reads = dict(NATIVE_READS)
+    reads[OutflowsQuery] = [[TOKEN, tx_hash] for tx_hash in calls]
+    reads[TxInputQuery] = lambda query: calls[query.tx_hash]
+    reads[TokenRecipientsQuery] = [OTHER] * 100_000
+    flow = open_report(token=TOKEN)
+    host = Host(flow, reads)
+    judge = host.run(lambda e: isinstance(e, CallEnclave))
+    inputs = [
+        e for e in host.asked if isinstance(e, ReadChain) and isinstance(e.query, TxInputQuery)
+    ]
+    assert len(inputs) == MAX_OUTFLOWS
+    assert len(flow._outflows) <= MAX_OUTFLOWS and len(flow._recipients) <= MAX_OUTFLOWS
+    assert judge.request.observation.outflows_to == [THIEF] * MAX_OUTFLOWS
+    assert judge.request.observation.outflow_tx == bytes(32).hex()

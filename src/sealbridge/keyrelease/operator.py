@@ -73,14 +73,16 @@ chain's (read by the driver): every offered chunk must hold its amount, or the o
 refused. An accept goes ahead only after the matcher enclave's own ``CHECK_ACCEPT``
 returned the very offer the requester holds (made to it, still open for the margin the
 fee's transaction needs): a refused accept pays nothing. The fee is paid once: what the
-pool's ``FeePaid`` events already credit the requester for this offer is not paid again.
+pool's ``FeePaid`` events already credit the requester for this offer is not paid again
+(only what is missing is paid; a price that makes a due fee 0 wei is refused).
 A double-spend report is judged by the matcher enclave, not here: the flow gathers what
 it needs (where the chunk's value went -- the first recipient, the first transaction
 and at most :data:`MAX_OUTFLOWS` recipients, reading a token ``transfer``'s recipient
 from its calldata -- a balance proof, the victim vault's signed claim, the price and
 the operator's nonce), and submits the transactions the matcher signed, in order. It
 refuses a claim, a proof or a penalty that names another chunk, and a transaction that
-is not signed bytes. An offer of bitcoin chunks is refused (nothing proves their
+is not signed by the operator key for the pool on the fee chain at the nonce the matcher
+was given (or the next), or a third one. An offer of bitcoin chunks is refused (nothing proves their
 balance to the matcher); proofs of chunks not offered, or twice, are refused; so is a
 vault's statement that another key is free.
 
@@ -88,7 +90,8 @@ Hostile input. Each of these raises a typed error and changes nothing (the flow 
 waits for the same answer; a driver that gives up drops the flow):
 
 * an answer whose tag was never asked, was answered already, or belongs to another
-  flow; an answer of the wrong kind or shape (:class:`OperatorInputRefused`);
+  flow; an answer of the wrong kind or shape (a struct is re-validated as decoding its
+  bytes would); a ``now`` that is no finite number (:class:`OperatorInputRefused`);
 * an answer that carries a failure: the enclave's refusal, a failed read, a matcher's
   transaction not mined (:class:`OperatorInputRefused`), a fee transaction not mined
   (:class:`FeeNotPaid`);
@@ -104,9 +107,18 @@ names another offer or is made by another requester) raises
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+from eth_account import Account
+from eth_account.typed_transactions.typed_transaction import TypedTransaction
+from eth_keys.exceptions import BadSignature
+from eth_utils.exceptions import ValidationError
+from hexbytes import HexBytes
+from rlp.exceptions import RLPException
 
 from sealbridge.core.effects import (
     CallEnclave,
@@ -117,8 +129,8 @@ from sealbridge.core.effects import (
     SubmitTx,
     TxOutcome,
 )
-from sealbridge.core.encoding import Message, decode_canonical
-from sealbridge.core.errors import SealbridgeError
+from sealbridge.core.encoding import Message, decode, decode_canonical, encode
+from sealbridge.core.errors import EncodingError, SealbridgeError
 from sealbridge.crypto.signing import to_checksum_address
 from sealbridge.keyrelease.auth import SignedRequest
 from sealbridge.keyrelease.balances import BalanceProof
@@ -286,6 +298,30 @@ def compute_fee_key(request_id: str) -> bytes:
     return hashlib.sha256(request_id.encode()).digest()
 
 
+_T = TypeVar("_T")
+_F = TypeVar("_F", bound="_Flow")
+
+
+def _get_valid(
+    tag: str,
+    value: Any,
+    kind: type[_T],
+    error: type[SealbridgeError] = OperatorInputRefused,
+) -> _T:
+    """``value`` as decoding its bytes would give it: a struct a host built by hand, with
+    fields of any type (or nested too deeply), is refused before anything reads it."""
+    try:
+        return decode(encode(value), kind)
+    except (EncodingError, RecursionError) as exc:
+        raise error(f"{tag}: a malformed {kind.__name__}: {exc}") from exc
+
+
+def _check_time(now: object) -> None:
+    """``now`` is what quotes and offers are checked against: a finite number."""
+    if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+        raise OperatorInputRefused(f"the time must be a finite number, got {now!r}")
+
+
 def _get_count(answer: ChainRead, what: str) -> int:
     value = answer.value
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -316,6 +352,7 @@ class _Flow:
         answer raises and changes nothing."""
         if not isinstance(answer, EnclaveAnswer | ChainRead | TxOutcome | FeeChainSynced):
             raise OperatorInputRefused(f"not an answer to a flow: {type(answer).__name__}")
+        _check_time(now)
         asked = self._awaiting.get(answer.tag) if isinstance(answer.tag, str) else None
         if asked is None or isinstance(asked, Report):
             raise OperatorInputRefused(f"{self.flow_id}: no question {answer.tag!r} awaits")
@@ -360,7 +397,7 @@ class _Flow:
         response = answer.response if isinstance(answer, EnclaveAnswer) else None
         if not isinstance(response, kind):
             raise OperatorInputRefused(f"{answer.tag}: expected a {kind.__name__}")
-        return response
+        return _get_valid(answer.tag, response, kind)
 
 
 class MatchStep(StrEnum):
@@ -409,6 +446,7 @@ class MatchFlow(_Flow):
     def start(self, now: float) -> list[OperatorEffect]:
         if self.step is not MatchStep.NEW:
             raise InvalidRequest(f"{self.flow_id} started already")
+        _check_time(now)
         self._started = now
         self._move(MatchStep.EXPIRING)
         return [self._call("expire", MATCHER_EXPIRE, NOTHING)]
@@ -446,6 +484,8 @@ class MatchFlow(_Flow):
             )
         if not offer.chunks:
             raise OfferRefused(f"offer {offer.request_id} holds no chunk")
+        if request.contract in self._operator.contracts:  # by a flow opened alongside
+            raise InvalidRequest(f"contract {request.contract} was used before")
         verify_answer(answer, self._card, self._vault_policy, now)
         # checked: the contract's name is taken, whatever the chain says next
         self._operator.contracts.add(request.contract)
@@ -566,6 +606,11 @@ class AcceptFlow(_Flow):
             if price == 0:
                 raise OperatorInputRefused(f"{answer.tag}: a price of 0")
             fee_wei = usd_to_wei(self.offer.fee_e8, price)
+            if self.offer.fee_e8 > 0 and fee_wei <= 0:  # the node's price is absurd
+                raise OperatorInputRefused(
+                    f"{answer.tag}: at a price of {price} the fee of offer "
+                    f"{self.offer.request_id} would be 0 wei"
+                )
             self.fee_wei = fee_wei
             if fee_wei <= 0:
                 return self._sync()
@@ -577,9 +622,9 @@ class AcceptFlow(_Flow):
             if paid >= self.fee_wei:  # paid once: a retry does not pay again
                 return self._sync()
             self._move(AcceptStep.PAYING)
-            pay = PayFee(
-                payer=self._account, request_key=self._request_key, amount_wei=self.fee_wei
-            )
+            # the matcher adds up the offer's FeePaid events: only what is missing is paid
+            due = self.fee_wei - paid
+            pay = PayFee(payer=self._account, request_key=self._request_key, amount_wei=due)
             effect = SubmitTx(self._next_tag("pay-fee"), pay)
             self._awaiting[effect.tag] = effect
             return [effect]
@@ -596,7 +641,8 @@ class AcceptFlow(_Flow):
             self._move(AcceptStep.ACCEPTING)
             return [self._call("accept", MATCHER_ACCEPT, AcceptOrder(signed=self.signed))]
         if step is AcceptStep.ACCEPTING:
-            self._response(answer, Offer)
+            if self._response(answer, Offer) != self.offer:
+                raise OfferRefused(f"offer {self.offer.request_id} is not the one the matcher made")
             self._move(AcceptStep.POOL)
             return [self._read("pool", PoolBalanceQuery())]
         if step is AcceptStep.POOL and isinstance(answer, ChainRead):
@@ -626,9 +672,11 @@ class MatcherOperator:
         self.contracts: set[str] = set()
         self._flows = 0
 
-    def _next_id(self, kind: str) -> str:
+    def _open(self, kind: str, make: Callable[[str], _F]) -> _F:
+        """A flow numbered next; a flow refused as it opens takes no number."""
+        flow = make(f"{kind}-{self._flows + 1}")
         self._flows += 1
-        return f"{kind}-{self._flows}"
+        return flow
 
     def open_match(
         self,
@@ -649,22 +697,31 @@ class MatcherOperator:
                 f"contract {request.contract} was used before: name another one (or none, "
                 "for a fresh one)"
             )
-        return MatchFlow(
-            self,
-            self._next_id("match"),
-            signed=signed,
-            request=request,
-            label=label,
-            card=card,
-            vault_policy=vault_policy,
-            names=names or {},
+        return self._open(
+            "match",
+            lambda flow_id: MatchFlow(
+                self,
+                flow_id,
+                signed=signed,
+                request=request,
+                label=label,
+                card=card,
+                vault_policy=vault_policy,
+                names=names or {},
+            ),
         )
 
     def open_accept(self, answer: MatchAnswer, signed: SignedRequest) -> AcceptFlow:
         """An accept of ``answer``'s offer with the client's ``signed`` Accept."""
         if not isinstance(answer, MatchAnswer):
             raise InvalidRequest("an accept needs the MatchAnswer it accepts")
-        return AcceptFlow(self._next_id("accept"), answer=answer, signed=signed)
+        if not isinstance(signed, SignedRequest):
+            raise InvalidRequest("an accept needs the client's SignedRequest")
+        answer = _get_valid("accept", answer, MatchAnswer, InvalidRequest)
+        signed = _get_valid("accept", signed, SignedRequest, InvalidRequest)
+        return self._open(
+            "accept", lambda flow_id: AcceptFlow(flow_id, answer=answer, signed=signed)
+        )
 
     def open_report(
         self,
@@ -686,18 +743,21 @@ class MatcherOperator:
         chain, where the pool ``pool`` is. ``names``: account -> label, for the report."""
         if not isinstance(chunk, Chunk):
             raise InvalidRequest("a report needs the chunk it is about")
-        return ReportFlow(
-            self._next_id("report"),
-            victim=victim,
-            victim_account=victim_account,
-            chunk=chunk,
-            chain_id=chain_id,
-            token=token,
-            since=since,
-            fee_chain_id=fee_chain_id,
-            pool=pool,
-            operator=operator,
-            names=names or {},
+        return self._open(
+            "report",
+            lambda flow_id: ReportFlow(
+                flow_id,
+                victim=victim,
+                victim_account=victim_account,
+                chunk=chunk,
+                chain_id=chain_id,
+                token=token,
+                since=since,
+                fee_chain_id=fee_chain_id,
+                pool=pool,
+                operator=operator,
+                names=names or {},
+            ),
         )
 
     def open_offer(self, owner: str, chunks: list[Chunk], *, unproven: set[str]) -> OfferFlow:
@@ -709,13 +769,20 @@ class MatcherOperator:
             raise InvalidRequest(
                 "the matcher does not book btc chunks (it cannot prove a bitcoin balance)"
             )
-        return OfferFlow(self._next_id("offer"), owner=owner, chunks=list(chunks))
+        return self._open(
+            "offer", lambda flow_id: OfferFlow(flow_id, owner=owner, chunks=list(chunks))
+        )
 
     def open_reclaim(self, owner: str, chunk_ids: list[str]) -> ReclaimFlow:
         """``owner``'s vault vouches, chunk by chunk, that these keys are free."""
         if not isinstance(chunk_ids, list) or not all(isinstance(c, str) for c in chunk_ids):
             raise InvalidRequest("a reclaim names its chunks by id")
-        return ReclaimFlow(self._next_id("reclaim"), owner=owner, chunk_ids=list(chunk_ids))
+        if len(set(chunk_ids)) != len(chunk_ids):
+            raise InvalidRequest("a reclaim names a chunk twice")
+        return self._open(
+            "reclaim",
+            lambda flow_id: ReclaimFlow(flow_id, owner=owner, chunk_ids=list(chunk_ids)),
+        )
 
 
 # --- the double-spend report -------------------------------------------------------------------
@@ -793,6 +860,7 @@ class ReportStep(StrEnum):
 
 _REPORT_ORDER = list(ReportStep)
 MAX_OUTFLOWS = 256  # recipients the observation carries
+MAX_PENALTY_TXS = 2  # what the matcher signs for a penalty: the slash, the compensation
 
 
 class ReportFlow(_Flow):
@@ -837,6 +905,7 @@ class ReportFlow(_Flow):
         self._gas: tuple[int, int] = (0, 0)
         self._claim: LossClaim | None = None
         self._price = 0
+        self._nonce = 0
         self._outcome: PenaltyOutcome | None = None
         self._submitted = 0
         self.result: int | None = None
@@ -867,8 +936,7 @@ class ReportFlow(_Flow):
             outcome = self._response(answer, PenaltyOutcome)
             if outcome.penalty.chunk_id != self.chunk.chunk_id:
                 raise OperatorInputRefused(f"{answer.tag}: a penalty for another chunk")
-            if not all(isinstance(raw, bytes) and raw for raw in outcome.transactions):
-                raise OperatorInputRefused(f"{answer.tag}: a transaction is not signed bytes")
+            self._check_transactions(answer.tag, outcome.transactions)
             self._outcome = outcome
             self._move(ReportStep.SUBMITTING)
             return self._submit_next()
@@ -902,15 +970,20 @@ class ReportFlow(_Flow):
             self._inputs_read += 1
             return self._read_next_input()
         if step is ReportStep.TRANSFERS:
-            if not isinstance(value, list) or not all(isinstance(to, str) for to in value):
+            if not isinstance(value, list):
                 raise OperatorInputRefused(f"{answer.tag}: recipients are a list of str")
-            self._recipients += value  # and by transferFrom, whoever sent it
+            kept = value[: max(0, MAX_OUTFLOWS - len(self._recipients))]  # no more are carried
+            if not all(isinstance(to, str) for to in kept):
+                raise OperatorInputRefused(f"{answer.tag}: recipients are a list of str")
+            self._recipients += kept  # and by transferFrom, whoever sent it
             return self._prove()
         if step is ReportStep.PROOF:
             if value is not None and not (
                 isinstance(value, BalanceProof) and value.chunk_id == self.chunk.chunk_id
             ):
                 raise OperatorInputRefused(f"{answer.tag}: not a proof of {self.chunk.chunk_id}")
+            if value is not None:
+                value = _get_valid(answer.tag, value, BalanceProof)
             self._proof = value
             self._move(ReportStep.BALANCE)
             return [self._read("balance", ChunkBalanceQuery(chunk=self.chunk))]
@@ -937,6 +1010,8 @@ class ReportFlow(_Flow):
             return [effect]
         if step is ReportStep.PRICING:
             price = _get_count(answer, "the fee asset's price")
+            if price == 0:
+                raise OperatorInputRefused(f"{answer.tag}: a price of 0")
             self._price = price
             self._move(ReportStep.NONCE)
             query = NonceQuery(chain_id=self._fee_chain_id, account=self._operator_account)
@@ -981,6 +1056,7 @@ class ReportFlow(_Flow):
             outflows_to=recipients[:MAX_OUTFLOWS],
         )
         max_fee, tip = self._gas
+        self._nonce = nonce
         report = LossReport(
             report=DoubleSpendReport(chunk_id=self.chunk.chunk_id, victim=self.victim_account),
             claim=self._claim,
@@ -998,6 +1074,33 @@ class ReportFlow(_Flow):
         )
         self._move(ReportStep.JUDGING)
         return [self._call("report", MATCHER_REPORT, report)]
+
+    def _check_transactions(self, tag: str, transactions: list[bytes]) -> None:
+        """The slash and the compensation, each as the matcher signs it: by the operator
+        key, for the pool on the fee chain, carrying no value, at the nonce the matcher
+        was given and the next (so in order, and none twice)."""
+        if len(transactions) > MAX_PENALTY_TXS:
+            raise OperatorInputRefused(
+                f"{tag}: at most {MAX_PENALTY_TXS} transactions (the slash, the compensation)"
+            )
+        for offset, raw in enumerate(transactions):
+            try:
+                fields = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+                sender = Account.recover_transaction(raw)
+            except (RLPException, ValueError, TypeError, BadSignature, ValidationError) as exc:
+                raise OperatorInputRefused(
+                    f"{tag}: a transaction is not signed bytes ({exc})"
+                ) from exc
+            if sender.lower() != self._operator_account.lower():
+                raise OperatorInputRefused(f"{tag}: a transaction not signed by the operator")
+            if fields.get("chainId") != self._fee_chain_id:
+                raise OperatorInputRefused(f"{tag}: a transaction not for the fee chain")
+            if "0x" + bytes(fields.get("to") or b"").hex() != self._pool.lower():
+                raise OperatorInputRefused(f"{tag}: a transaction not to the pool")
+            if fields.get("nonce") != self._nonce + offset:
+                raise OperatorInputRefused(f"{tag}: a transaction at the wrong nonce")
+            if fields.get("value") != 0:
+                raise OperatorInputRefused(f"{tag}: a transaction that carries value")
 
     def _submit_next(self) -> list[OperatorEffect]:
         outcome = self._outcome
@@ -1035,7 +1138,9 @@ def _get_outflows(answer: ChainRead) -> list[tuple[str, bytes]]:
     if not isinstance(value, list | tuple):
         raise OperatorInputRefused(f"{answer.tag}: outflows are a list")
     outflows: list[tuple[str, bytes]] = []
-    for item in value:
+    # the observation carries the first MAX_OUTFLOWS recipients: later transactions are
+    # neither kept nor read (a node listing a million costs nothing more)
+    for item in value[:MAX_OUTFLOWS]:
         if (
             not isinstance(item, list | tuple)
             or len(item) != 2
@@ -1093,6 +1198,7 @@ class OfferFlow(_Flow):
             ids = [c.chunk_id for c in self.chunks]
             if not isinstance(proofs, list) or not all(isinstance(p, BalanceProof) for p in proofs):
                 raise OperatorInputRefused(f"{answer.tag}: proofs are a list of BalanceProof")
+            proofs = [_get_valid(answer.tag, p, BalanceProof) for p in proofs]
             proven = [p.chunk_id for p in proofs]
             if len(set(proven)) != len(proven) or not set(proven) <= set(ids):
                 raise OperatorInputRefused(f"{answer.tag}: a proof of another or the same chunk")
