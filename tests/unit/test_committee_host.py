@@ -242,13 +242,30 @@ def test_a_member_of_a_replaced_era_waits_for_the_fresh_eras_ready() -> None:
     assert core.eras[5].step == EraStep.WAITING
 
 
-def test_an_era_not_involving_the_node_or_no_longer_pending_is_left_alone() -> None:
+def test_an_era_not_involving_the_node_or_failed_is_left_alone() -> None:
     core = CommitteeHostCore(ME, scanned=0)
     read = one(feed_logs(core, 10, [EraElectedSeen(era=2), EraElectedSeen(era=3)]))
     nxt = one(reply(core, read, record(2, [B, C])))  # not ours: the next job starts
     assert nxt.query == EraQuery(3)
-    assert io(reply(core, nxt, record(3, [ME, B], phase=CommitteePhase.ACTIVE))) == []
+    assert io(reply(core, nxt, record(3, [ME, B], phase=CommitteePhase.FAILED))) == []
     assert core.eras == {}
+
+
+def test_an_era_that_formed_while_the_node_was_down_still_retires_its_old_share() -> None:
+    """Found by running the e2e suite in reverse: a gatekeeper restarted after an era it
+    was in formed without it dropped that era (no longer ELECTED) and never told its
+    enclave of the era's activation, so it kept serving the retired era's group keys
+    and workers that asked it first could not install. Now the era waits for its
+    RotationReady, which reaches the enclave (it retires the older shares)."""
+    core = CommitteeHostCore(ME, scanned=0)
+    read = one(feed_logs(core, 10, [EraElectedSeen(era=3)]))
+    effects = reply(core, read, record(3, [B, C], [ME, B, C], phase=CommitteePhase.ACTIVE))
+    assert io(effects) == [] and core.eras[3].step == EraStep.WAITING
+    ready = one(feed_logs(core, 20, [RotationReadySeen(era=3, group_public_key=b"g" * 48)]))
+    assert isinstance(ready, CallEnclave) and ready.ecall is COMMITTEE_READY
+    assert ready.request.info.era == 3 and ready.request.info.members == [B, C]
+    effects = reply(core, ready, SealedBlob(sealed=b"s9"))
+    assert Persist("committee", b"s9") in effects and 3 not in core.eras
 
 
 def test_a_restart_drops_the_failed_era_in_the_enclave() -> None:

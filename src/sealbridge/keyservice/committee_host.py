@@ -281,8 +281,11 @@ class EraStep(StrEnum):
 
 S = EraStep
 IDLE = frozenset({S.COLLECTING, S.WAITING})  # steps that wait for the next event
+# an era read in these phases formed while this node was not following: it only waits
+# for its RotationReady (the enclave retires older shares when it hears of it)
+LATE_PHASES = frozenset({CommitteePhase.ACTIVE, CommitteePhase.RETIRED})
 TRANSITIONS: dict[EraStep, frozenset[EraStep]] = {
-    S.RECORD: frozenset({S.CARDS, S.LEAVERS, S.DONE}),
+    S.RECORD: frozenset({S.CARDS, S.LEAVERS, S.WAITING, S.DONE}),
     S.LEAVERS: frozenset({S.WAITING, S.DONE}),
     S.CARDS: frozenset({S.GROUP, S.ELECTED, S.DONE}),
     S.GROUP: frozenset({S.ELECTED, S.DONE}),
@@ -649,8 +652,11 @@ class CommitteeHostCore:
         return [Report("committee_era_dropped", self.last_note)]
 
     def _on_record(self, track: EraTrack, record: Any) -> list[Effect]:
-        if not isinstance(record, EraRecord) or record.phase != CommitteePhase.ELECTED:
-            self._move(track, S.DONE)  # gone past ELECTED: nothing to do for it now
+        late = isinstance(record, EraRecord) and record.phase in LATE_PHASES
+        if not isinstance(record, EraRecord) or (
+            record.phase != CommitteePhase.ELECTED and not late
+        ):
+            self._move(track, S.DONE)  # failed, or gone: nothing to do for it now
             return []
         if not _is_ids(record.members) or not _is_ids(record.dealers):
             return self._on_refusal(track, "malformed era record")
@@ -664,6 +670,13 @@ class CommitteeHostCore:
             previous_era=record.previous_era,
             fresh=record.fresh,
         )
+        if late:
+            # read after it formed (this node was down): too late to take part, but its
+            # RotationReady, next in the logs, must still reach the enclave, which then
+            # retires the shares it holds of older eras (else it would serve a retired
+            # era's group keys to the workers)
+            self._move(track, S.WAITING)
+            return [Report("committee_era_missed", track.era)]
         involved = list(dict.fromkeys([*track.info.members, *track.info.dealers]))
         if self.my_id not in involved:
             if record.fresh and record.previous_era:
