@@ -146,6 +146,7 @@ class World:
     reads: list[Any] = field(default_factory=list)
     reports: list[Report] = field(default_factory=list)
     key_for: bytes = b""  # the key id of the last key request
+    stale_first: bool = False  # the first gatekeeper serves a retired era's public keys
 
     def answer(self, effect: Effect) -> tuple[int, Any]:
         if isinstance(effect, ReadChain):
@@ -159,7 +160,10 @@ class World:
         assert isinstance(effect, AskPeers)
         if isinstance(effect.request, GroupKeysRequest):
             group = GroupPublicKeys(threshold=self.threshold, group_public_key=b"g" * 48, shares=[])
-            answers: tuple[Any, ...] = (group,) if self.gatekeepers_up else ()
+            answers: tuple[Any, ...] = (group,) * min(self.gatekeepers_up, effect.needed)
+            if self.stale_first and answers:
+                stale = GroupPublicKeys(threshold=3, group_public_key=b"g" * 48, shares=[])
+                answers = (stale, *answers[1:])
             return PEERS, PeerAnswers(effect.tag, answers, ("gk-9: down",))
         count = min(effect.needed, self.gatekeepers_up)
         releases = tuple(
@@ -263,6 +267,21 @@ def test_a_fresh_start_anchors_before_the_management_contracts() -> None:
     (install,) = installs(world)
     assert install.contract_id == A and install.sealed_state == b"" and install.resume_height == 0
     assert install.workers == [ME] and len(install.releases) == 2 and install.group is not None
+    assert core.installed == {A: [ME]}
+
+
+def test_a_gatekeeper_serving_a_retired_eras_keys_is_outvoted() -> None:
+    """Found by running the e2e suite in reverse: the worker took the first gatekeeper's
+    view of the committee's public keys; a gatekeeper that still served a retired era's
+    view (or lied) stalled every install of every worker that asked it first. The view
+    most gatekeepers offer is taken."""
+    world = World(events=[published(A, 7)], contracts={A: view([ME])}, stale_first=True)
+    core = new_core()
+    run(core, world, StartCatchup(bundle=StateBundle()))
+    run(core, world, BlockApplied(number=7))
+    run(core, world, KeysPublished(events=[published(A, 7)]))
+    (install,) = installs(world)
+    assert install.group is not None and install.group.threshold == world.threshold
     assert core.installed == {A: [ME]}
 
 

@@ -48,10 +48,13 @@ to this worker, is left alone. Otherwise its sealed state comes from the bundle 
 there is one), the key version is the one in force after that state's block (after the
 followed height without one), and the key is fetched: ``MAKE_KEY_REQUEST`` (the
 enclave signs a request), ``AskPeers`` for the committee's group keys
-(:class:`GroupKeysRequest`, one answer) and for ``t`` partial releases; then
-``WORKER_INSTALL_CONTRACT``. An install the enclave refuses for its facts
-(``install_facts_unverified`` / ``install_facts_mismatch``: e.g. deployed before its
-anchor with no sealed state to vouch for it) leaves the contract uninstalled and the
+(:class:`GroupKeysRequest`, of up to :data:`GROUP_VIEWS` gatekeepers: the view most of
+them offer is taken, so one that serves a retired era's keys, or lies, cannot stall the
+install) and for ``t`` partial releases; then ``WORKER_INSTALL_CONTRACT`` with all the
+releases that came (the enclave drops one that does not verify). An install the
+enclave refuses for its facts (``install_facts_unverified`` /
+``install_facts_mismatch``: e.g. deployed before its anchor with no sealed state to
+vouch for it) leaves the contract uninstalled and the
 worker going (other workers serve it). **Rotations** (``ContractKeyRotated``) of an
 installed contract fetch the new version the same way and stage it
 (``WORKER_STAGE_CONTRACT_KEY``; the enclave switches after that block).
@@ -95,7 +98,7 @@ from sealbridge.core.effects import (
     ReadChain,
     Report,
 )
-from sealbridge.core.encoding import Message, decode
+from sealbridge.core.encoding import Message, decode, encode
 from sealbridge.core.errors import LocalProtocolError, SealbridgeError
 from sealbridge.core.ids import keccak
 from sealbridge.core.tags import TagSource
@@ -294,6 +297,24 @@ class CheckpointBlobQuery(Message, frozen=True):
 
 class GroupKeysRequest(Message, frozen=True):
     """Asked of the gatekeepers: the committee's group public keys (``GroupPublicKeys``)."""
+
+
+GROUP_VIEWS = 16  # gatekeepers asked for the committee's public keys (all, in a devnet)
+MAX_RELEASES = 64  # partial releases handed to the enclave at most
+
+
+def get_most_offered(groups: Sequence[GroupPublicKeys]) -> GroupPublicKeys:
+    """The view of the committee's public keys the most gatekeepers offered (the first
+    offered among equals): a gatekeeper that serves an era it no longer belongs to, or
+    lies, is outvoted by the committee's members instead of stalling every install."""
+    counts: dict[bytes, int] = {}
+    first: dict[bytes, GroupPublicKeys] = {}
+    for group in groups:
+        key = encode(group)
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, group)
+    best = max(counts, key=lambda k: (counts[k], -list(first).index(k)))
+    return first[best]
 
 
 @dataclass(frozen=True)
@@ -794,7 +815,8 @@ class CatchupCore:
         job.request = answer.response
         job.group = None
         return self._ask(
-            CatchupStep.READING_GROUP, lambda tag: AskPeers(tag, GroupKeysRequest(), 1)
+            CatchupStep.READING_GROUP,
+            lambda tag: AskPeers(tag, GroupKeysRequest(), GROUP_VIEWS),
         )
 
     def _on_group(self, job: _CatchupJob, answer: PeerAnswers) -> list[Effect]:
@@ -802,7 +824,7 @@ class CatchupCore:
         request = job.request
         if not groups or request is None:
             return self._key_unavailable(0, "?", answer.errors)
-        job.group = groups[0]
+        job.group = get_most_offered(groups[:GROUP_VIEWS])
         needed = job.group.threshold
         return self._ask(CatchupStep.COLLECTING, lambda tag: AskPeers(tag, request, needed))
 
@@ -817,7 +839,8 @@ class CatchupCore:
         ]
         if len(releases) < group.threshold:
             return self._key_unavailable(len(releases), str(group.threshold), answer.errors)
-        return self._on_key_released(job, group, releases[: group.threshold])
+        # all of them: the enclave drops a release that does not verify and combines t
+        return self._on_key_released(job, group, releases[:MAX_RELEASES])
 
     def _key_unavailable(self, got: int, need: str, errors: Sequence[Any]) -> list[Effect]:
         why = "; ".join(str(e) for e in errors) or "no gatekeeper"
