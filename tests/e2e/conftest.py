@@ -12,10 +12,13 @@ from sealbridge.core.ids import to_hex
 from sealbridge.devnet.launcher import start_devnet, stop_devnet
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``runs_last`` (the leak scan) run after every other test of the
     session, so they see what the others wrote to the shared devnet; each still passes
-    on its own."""
+    on its own. This runs after any reordering (``--reverse-order`` in tests/conftest.py),
+    so they stay last whatever the order asked for. The order is a benefit, not a need:
+    the scan makes confidential writes of its own and passes when run alone or first."""
     last = [item for item in items if item.get_closest_marker("runs_last")]
     if last:
         items[:] = [item for item in items if not item.get_closest_marker("runs_last")] + last

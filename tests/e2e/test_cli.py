@@ -52,6 +52,19 @@ def test_call_then_query_json_verifies_with_a_standard_library(
     devnet_home: Path, cli_token: str
 ) -> None:
     token_id = cli_token
+    query = (
+        "query",
+        token_id,
+        "balance",
+        "--args",
+        '{"owner": "carol"}',
+        "--as",
+        "carol",
+        "--json",
+    )
+    before = run(*query, home=devnet_home)  # other tests of the module may have paid carol
+    assert before.returncode == 0, before.stderr
+    carol = json.loads(before.stdout)["answer"]["result"]
     mint = run(
         "call",
         token_id,
@@ -65,17 +78,7 @@ def test_call_then_query_json_verifies_with_a_standard_library(
     )
     assert mint.returncode == 0, mint.stderr
     assert json.loads(mint.stdout)["method"] == "mint"
-    out = run(
-        "query",
-        token_id,
-        "balance",
-        "--args",
-        '{"owner": "carol"}',
-        "--as",
-        "carol",
-        "--json",
-        home=devnet_home,
-    )
+    out = run(*query, home=devnet_home)
     assert out.returncode == 0, out.stderr
     record = json.loads(out.stdout)
     payload = bytes.fromhex(record["signed_payload"][2:])
@@ -84,7 +87,7 @@ def test_call_then_query_json_verifies_with_a_standard_library(
     worker = Ed25519PublicKey.from_public_bytes(bytes.fromhex(record["worker_key"][2:]))
     worker.verify(signature, prefix + payload)  # raises if it does not verify
     answer = msgspec.msgpack.decode(payload)
-    assert answer["result"] == record["answer"]["result"] == 5
+    assert answer["result"] == record["answer"]["result"] == carol + 5
     with pytest.raises(Exception):  # noqa: B017 - any InvalidSignature
         worker.verify(signature, prefix + payload + b"x")
 
@@ -125,12 +128,12 @@ def test_no_devnet_running(tmp_path: Path) -> None:
 
 
 def test_call_reports_the_contract_outcome(devnet_home: Path, cli_token: str) -> None:
-    ok = run(
+    ok = run(  # carol gets what her transfer of 1 below needs, whatever ran before
         "call",
         cli_token,
         "mint",
         "--args",
-        '{"to": "bob", "amount": 7}',
+        '{"to": "carol", "amount": 7}',
         "--as",
         "bob",
         home=devnet_home,

@@ -1,7 +1,9 @@
 """The whole foundation slice on a real anvil chain with real processes.
 
-Order matters inside this module (one devnet, one token): registration, then commands and
-queries, then refusals, then the leak scan over everything the chain stored.
+Every test sets up what it reads (a mint before a transfer, a command before its replay)
+and compares balances before and after, so the tests pass in any order on the session's
+shared devnet and token (``--reverse-order`` checks it). The leak scan over everything
+the chain stored is in test_leak_scan.py.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ def balance(client: Client, token_id: str, user: str, worker: int = 0) -> int:
     ).answer.result
 
 
+def fund(client: Client, token: Deployment, token_id: str, user: str, amount: int) -> None:
+    """Mint ``amount`` to ``user`` (the deployer mints) and wait until both workers have
+    it, so the test that calls this reads balances it set up itself."""
+    r = client.call(token_id, "mint", {"to": user, "amount": amount}, as_user="alice")
+    client.wait_applied(token.contract_id, r.block_number)
+
+
 def get_worker_root(client: Client, token: Deployment, worker: int) -> str:
     status = NodeClient(client.state.workers[worker].url).get_json("/v1/status")
     (entry,) = [
@@ -61,16 +70,23 @@ def test_nodes_registered_by_attestation(client: Client) -> None:
     follower_events = client.chain.get_logs(
         0, client.chain.get_block_number(), [client.addresses.node_registry], [registered]
     )
-    # every gatekeeper, every worker and every storage node (which stake too)
+    # every gatekeeper, every worker and every storage node (which stake too), once each;
+    # other tests of the session register nodes of their own on this chain (renewals)
     nodes = [*client.state.gatekeepers, *client.state.workers, *client.state.storage]
-    assert len(follower_events) == len(nodes)
+    devnet_ids = {from_hex(n.node_id, size=32) for n in nodes}
+    worker_ids = {from_hex(w.node_id, size=32) for w in client.state.workers}
     from sealbridge.evm.follower import BlockFollower
 
+    registered_ids: list[bytes] = []
     seen = 0
     for block in BlockFollower(client.chain, client.addresses).poll_until_caught_up():
         for event in block.events:
+            if event.name == "NodeRegistered":
+                registered_ids.append(bytes(event.args["node_id"]))
             if event.name != "NodeRegistered" or event.args["role"] != Role.WORKER:
                 continue
+            if bytes(event.args["node_id"]) not in worker_ids:
+                continue  # a node another test registered
             quote = bytes(event.args["quote"])
             assert keccak(quote) == event.args["quote_hash"]
             record = registry.get_node(bytes(event.args["node_id"]))
@@ -89,6 +105,8 @@ def test_nodes_registered_by_attestation(client: Client) -> None:
             assert verdict.accepted and verdict.kind == "simulated"
             seen += 1
     assert seen == 2
+    assert len(registered_ids) == len(follower_events)  # the follower sees what the logs say
+    assert sorted(i for i in registered_ids if i in devnet_ids) == sorted(devnet_ids)
 
 
 def test_deploy_publishes_the_key_and_initializes(client: Client, token: Deployment) -> None:
@@ -138,7 +156,8 @@ def test_encrypted_transfers_and_signed_queries(
     assert output.end_hash == client.chain.get_block(output.end).hash
 
 
-def test_only_the_owner_reads_a_balance(client: Client, token_id: str) -> None:
+def test_only_the_owner_reads_a_balance(client: Client, token: Deployment, token_id: str) -> None:
+    fund(client, token, token_id, "alice", 1)  # a supply to read, whatever ran before
     with pytest.raises(NodeRefused) as refused:
         client.query(token_id, "balance", {"owner": "alice"}, as_user="carol")
     assert refused.value.remote_code == "query_refused"
@@ -173,6 +192,9 @@ def test_bad_commands_on_chain_change_nothing(
     client: Client, token: Deployment, token_id: str, case: str
 ) -> None:
     alice = client.get_user("alice")
+    # alice has a command on chain (the nonce "replayed" reuses) and a balance a transfer
+    # of 1 would change, whatever ran before
+    fund(client, token, token_id, "alice", 1)
     before_root = get_worker_root(client, token, 0)
     before_balance = balance(client, token_id, "alice")
     nonce = client.next_nonce(alice, token.contract_id)
@@ -211,9 +233,12 @@ def test_bad_commands_on_chain_change_nothing(
 def test_replaying_an_accepted_ciphertext_is_refused(
     client: Client, token: Deployment, token_id: str
 ) -> None:
+    fund(client, token, token_id, "alice", 1)  # the transfer is covered, whatever ran before
+    before = balance(client, token_id, "bob")
     r = client.call(token_id, "transfer", {"to": "bob", "amount": 1}, as_user="alice")
     client.wait_applied(token.contract_id, r.block_number)
     after_once = balance(client, token_id, "bob")
+    assert after_once == before + 1  # applied once
     block = client.chain.web3.eth.get_transaction(r.tx_hash)
     alice = client.get_user("alice")
     # Submit the very same ciphertext again (copied from the chain).

@@ -13,6 +13,11 @@ Attacks from issue 15 that must fail here:
   lock that exists only there is never signed for;
 * retired gateways that kept their shares signing together after a rotation: after a
   fresh era the escrows hold a new key, so a signature of the old shares no longer pays.
+
+One swap devnet for the module. Its state at setup (the genesis era's key, the escrows'
+keys, the dealings each gateway posted) is recorded before any test runs, and every test
+acts on the committee era active when it starts (which gateways hold shares, which era
+comes next), so the tests pass in any order (``--reverse-order``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -49,6 +55,33 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwapDevnet]:
         yield swap
 
 
+@dataclass(frozen=True)
+class Genesis:
+    """What the module's devnet looked like once set up, before any test ran."""
+
+    group_public_key: bytes
+    escrow_keys: dict[int, bytes]
+    dealings_posted: list[int]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def genesis(devnet: SwapDevnet) -> Genesis:
+    """Recorded at the module's start (autouse), whichever test runs first."""
+    return Genesis(
+        group_public_key=devnet.group_public_key,
+        escrow_keys={c: e.get_group_public_key() for c, e in devnet.escrows.items()},
+        dealings_posted=[g.get_status()["dealings_posted"] for g in devnet.gateways],
+    )
+
+
+def holders(devnet: SwapDevnet) -> list[int]:
+    """Positions of the gateways that are members of the active era."""
+    committee = devnet.committee
+    assert committee is not None
+    members = committee.get_members(committee.get_current_era())
+    return [i for i, g in enumerate(devnet.gateways) if g.node_id in members]
+
+
 def registry(devnet: SwapDevnet) -> ManagementContracts:
     assert devnet.devnet is not None
     addresses = ManagementAddresses.load(Path(devnet.devnet.addresses_file))
@@ -62,15 +95,20 @@ def test_each_gateway_is_its_own_process_account_and_registration(devnet: SwapDe
     accounts = {g.account for g in devnet.gateways}
     assert len(accounts) == 3
     mgmt = registry(devnet)
-    for gateway in devnet.gateways:
+    members = holders(devnet)  # all three in the genesis era
+    for position, gateway in enumerate(devnet.gateways):
         record = mgmt.node_registry.get_node(gateway.node_id)
         assert record is not None and record.active and record.role == int(Role.GATEWAY)
         assert record.owner == gateway.account  # it paid its own stake
         status = gateway.get_status()
-        assert status["registered"] and status["member"] and status["account"] == gateway.account
+        assert status["registered"] and status["account"] == gateway.account
+        assert status["member"] == (position in members)
 
 
-def test_the_committee_key_comes_from_every_members_dealing(devnet: SwapDevnet) -> None:
+def test_the_committee_key_comes_from_every_members_dealing(
+    devnet: SwapDevnet, genesis: Genesis
+) -> None:
+    """The genesis era (era 1), whatever rotations other tests made since."""
     committee = devnet.committee
     assert committee is not None
     assert committee.get_member_role() == int(Role.GATEWAY)
@@ -78,18 +116,18 @@ def test_the_committee_key_comes_from_every_members_dealing(devnet: SwapDevnet) 
     assert committee.get_members(1) == members
     assert all(committee.has_dealt(1, node_id) for node_id in members)  # no single dealer
     record = committee.get_era(1)
-    assert record is not None and record.group_public_key == devnet.group_public_key
-    for escrow in devnet.escrows.values():
-        assert escrow.get_group_public_key() == devnet.group_public_key
-    assert [g.get_status()["dealings_posted"] for g in devnet.gateways] == [1, 1, 1]
+    assert record is not None and record.group_public_key == genesis.group_public_key
+    assert genesis.escrow_keys == dict.fromkeys(devnet.escrows, genesis.group_public_key)
+    assert genesis.dealings_posted == [1, 1, 1]
 
 
 def test_a_restarted_gateway_keeps_its_sealed_anchor_and_refuses_another_chain(
     devnet: SwapDevnet,
 ) -> None:
-    """The host of gateway-3 restarts it against an anvil of its own with chain B's id, an
-    escrow at the same address and a lock that exists only there."""
-    victim = devnet.gateways[2]
+    """The host of a member (gateway-3 in the genesis era) restarts it against an anvil of
+    its own with chain B's id, an escrow at the same address and a lock that exists only
+    there."""
+    victim = devnet.gateways[holders(devnet)[-1]]
     assert devnet.home is not None
     config_file = get_devnet_dir(devnet.home) / f"{victim.name}.json"
     config = load_node_config(config_file)
@@ -155,17 +193,22 @@ def test_a_restarted_gateway_keeps_its_sealed_anchor_and_refuses_another_chain(
 
 
 def test_transfers_commit_across_a_committee_rotation(devnet: SwapDevnet) -> None:
+    committee = devnet.committee
+    assert committee is not None
+    current = committee.get_current_era()
     first = devnet.run_transfer(amount=10**17)
     assert first.outcome == "committed"
-    record = devnet.rotate_committee([0, 1])  # gateway-3 leaves
-    assert record.era == 2 and record.group_public_key == devnet.group_public_key
+    leaving = holders(devnet)[-1]  # gateway-3 in the genesis era
+    stay = [i for i in range(len(devnet.gateways)) if i != leaving]
+    record = devnet.rotate_committee(stay)  # a non-member among them joins by the reshare
+    assert record.era == current + 1 and record.group_public_key == devnet.group_public_key
     # the leaver's host hands RotationReady to its enclave when it next reads the chain
     deadline = time.monotonic() + 30
-    leaver = devnet.gateways[2].get_status()
-    while leaver["era"] != 2 and time.monotonic() < deadline:
+    leaver = devnet.gateways[leaving].get_status()
+    while leaver["era"] != record.era and time.monotonic() < deadline:
         time.sleep(0.2)
-        leaver = devnet.gateways[2].get_status()
-    assert not leaver["member"] and leaver["era"] == 2  # its share is erased
+        leaver = devnet.gateways[leaving].get_status()
+    assert not leaver["member"] and leaver["era"] == record.era  # its share is erased
     second = devnet.run_transfer(amount=10**17, reverse=True)
     assert second.outcome == "committed"
     escrows_file = get_devnet_dir(devnet.home or Path()) / "escrows.json"
@@ -190,7 +233,9 @@ def test_a_fresh_key_per_epoch_is_handed_over_to_both_escrows(devnet: SwapDevnet
     fresh_members = [i for i in holders if i != leaver] + others
     old_key = devnet.group_public_key
     source, dest = devnet.escrows[CHAIN_A], devnet.escrows[CHAIN_B]
-    assert source.get_key_epoch() == dest.get_key_epoch() == 1
+    epoch = source.get_key_epoch()  # 1 unless a fresh era came before
+    assert dest.get_key_epoch() == epoch
+    signed_before = sum(s["handover_partials_signed"] for s in devnet.get_status())
     # a lock, whose release the leaver and another holder sign with their old shares
     recipient = ChainAdapter.address_of(dest.adapter.get_dev_key(2))
     transfer, _ = source.lock(
@@ -221,7 +266,7 @@ def test_a_fresh_key_per_epoch_is_handed_over_to_both_escrows(devnet: SwapDevnet
     assert record.group_public_key != old_key
     assert devnet.group_public_key == record.group_public_key
     for escrow in (source, dest):
-        assert escrow.get_key_epoch() == 2
+        assert escrow.get_key_epoch() == epoch + 1
         assert escrow.get_group_public_key() == record.group_public_key
     # every gateway verified both KeyRotated events: no old share is left anywhere
     deadline = time.monotonic() + 60
@@ -233,8 +278,11 @@ def test_a_fresh_key_per_epoch_is_handed_over_to_both_escrows(devnet: SwapDevnet
     for position, status in enumerate(statuses):
         assert status["era"] == record.era
         assert status["member"] == (position in fresh_members)
-    assert all(s["key_epochs"] == {str(CHAIN_A): 2, str(CHAIN_B): 2} for s in statuses)
-    assert sum(s["handover_partials_signed"] for s in statuses) >= 4  # t per escrow
+    assert all(
+        s["key_epochs"] == dict.fromkeys((str(CHAIN_A), str(CHAIN_B)), epoch + 1) for s in statuses
+    )
+    signed = sum(s["handover_partials_signed"] for s in statuses) - signed_before
+    assert signed >= 4  # t per escrow
 
     # what the leaver signed with its old share: no escrow takes it, no new share matches
     new_shares = devnet.get_public_shares()

@@ -1,7 +1,9 @@
 """Contract key rotation on a real devnet (PODG 4.7, second half).
 
 One devnet of its own (anvil, three gatekeepers 2-of-3, two workers, three storage
-nodes). Order matters inside this module: one token, one history.
+nodes) and one token with one history: each step needs the rotations before it, so the
+steps are one test (``test_key_rotation_scenario``) that runs them in order, never
+relying on the order pytest runs tests in.
 
 1. The deployer rotates the token's key with ``sealbridge rotate-key``'s client call: the
    gatekeeper publishes version 1, both workers switch after the rotation block (same new
@@ -56,8 +58,7 @@ def key_versions(s: Scenario) -> dict[str, int]:
     return out
 
 
-def test_the_deployer_rotates_the_key_and_the_state_carries_over(scenario: Scenario) -> None:
-    s = scenario
+def step_1_the_deployer_rotates_the_key_and_the_state_carries_over(s: Scenario) -> None:
     registry = s.client.mgmt.contract_registry
     s.mint("alice", 500)
     s.transfer("alice", "bob", 120)
@@ -92,8 +93,7 @@ def test_the_deployer_rotates_the_key_and_the_state_carries_over(scenario: Scena
     s.check_in_step()
 
 
-def test_a_command_to_the_old_key_is_refused_and_changes_nothing(scenario: Scenario) -> None:
-    s = scenario
+def step_2_a_command_to_the_old_key_is_refused_and_changes_nothing(s: Scenario) -> None:
     bob = s.client.get_user("bob")
     contract_id = s.token.contract_id
     old_key = s.token.contract_public_key  # the key at deployment: version 0
@@ -121,10 +121,7 @@ def test_a_command_to_the_old_key_is_refused_and_changes_nothing(scenario: Scena
     assert (record.key_version, record.rotation_pending) == (1, False)
 
 
-def test_the_old_key_is_gone_and_a_wiped_worker_recovers_under_the_new_one(
-    scenario: Scenario,
-) -> None:
-    s = scenario
+def step_3_the_old_key_is_gone_and_a_wiped_worker_recovers_under_the_new_one(s: Scenario) -> None:
     registry = s.client.mgmt.contract_registry
     s.transfer("carol", "alice", 7)
     s.check_in_step()
@@ -173,3 +170,10 @@ def test_the_old_key_is_gone_and_a_wiped_worker_recovers_under_the_new_one(
     assert to_hex(s.client.get_contract(s.token.contract_id).contract_public_key) != to_hex(
         s.token.contract_public_key
     )
+
+
+def test_key_rotation_scenario(scenario: Scenario) -> None:
+    """The module's one history, step by step (each step starts from the one before)."""
+    step_1_the_deployer_rotates_the_key_and_the_state_carries_over(scenario)
+    step_2_a_command_to_the_old_key_is_refused_and_changes_nothing(scenario)
+    step_3_the_old_key_is_gone_and_a_wiped_worker_recovers_under_the_new_one(scenario)

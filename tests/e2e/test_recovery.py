@@ -2,7 +2,9 @@
 from the newest checkpoint recorded on the ExecutionLedger.
 
 One devnet of its own (anvil, the gatekeepers, two workers, three storage nodes, 2-of-3
-storage confirmations). Order matters inside this module: one token, one history.
+storage confirmations) and one token, whose balances the scenario object tracks. Each test
+sets up what it needs (funds for the transfers it sends, a recorded checkpoint) and checks
+against the tracked balances, so the tests pass in any order (``--reverse-order``):
 
 1. Commands, then empty blocks until the ledger records a checkpoint, then more commands.
 2. worker-2 is killed with SIGKILL (host and enclave), its ``state/`` directory deleted
@@ -108,6 +110,25 @@ class Scenario:
         self.balances[to] += amount
         self.applied += 1
         self.last_block = receipt.block_number
+
+    def fund(self, **amounts: int) -> None:
+        """Mint to each user what it lacks of ``amount`` (the transfers a test sends must
+        be valid whatever ran before it)."""
+        for user, amount in amounts.items():
+            if self.balances[user] < amount:
+                self.mint(user, amount - self.balances[user])
+
+    def ensure_checkpoint(self) -> CheckpointRecord:
+        """The ledger's newest checkpoint; if there is none yet, empty blocks until one is
+        recorded (a checkpoint is due every 20 blocks)."""
+
+        def recorded() -> CheckpointRecord | None:
+            record = self.checkpoint()
+            if record is None:
+                self.client.chain.mine(5)
+            return record
+
+        return wait_for(recorded, "the ledger to record a checkpoint")
 
     def wait_applied(self, names: tuple[str, ...] = WORKERS) -> None:
         """Every named worker has applied the last command's block (others may be down)."""
@@ -230,13 +251,16 @@ def test_a_checkpoint_is_recorded_and_stored_on_the_storage_nodes(scenario: Scen
     s.transfer("alice", "carol", 50)
     s.transfer("bob", "carol", 10)
     s.wait_applied()
+    before = s.checkpoint()
 
     def recorded() -> CheckpointRecord | None:
         record = s.checkpoint()
-        if record is None:
+        if record is None or (before is not None and record.height <= before.height):
             s.client.chain.mine(5)  # empty blocks: a checkpoint is due every 20 blocks
+            return None
         return record
 
+    # a checkpoint after these commands (a test that ran before may have recorded others)
     record = wait_for(recorded, "the ledger to record a checkpoint")
     print(f"\ncheckpoint recorded at block {record.height} (in block {record.recorded_at})")
     assert not record.inline and record.size > 0
@@ -254,6 +278,8 @@ def test_a_checkpoint_is_recorded_and_stored_on_the_storage_nodes(scenario: Scen
 
 def test_a_worker_that_lost_its_state_recovers_from_the_checkpoint(scenario: Scenario) -> None:
     s = scenario
+    s.fund(alice=10, bob=10, carol=10)  # the transfers below and frozen_checkpoint's
+    s.ensure_checkpoint()
     node_id = get_status(s.url(VICTIM))["node_id"]
     with s.frozen_checkpoint(before_last_command=True) as record:
         print(f"\nnewest checkpoint at block {record.height}, last command in {s.last_block}")
@@ -297,6 +323,8 @@ def test_recovery_skips_tampered_copies_of_the_checkpoint(
     scenario: Scenario, corrupted: int
 ) -> None:
     s = scenario
+    s.fund(alice=10)  # the transfer below and frozen_checkpoint's
+    s.ensure_checkpoint()
     s.transfer("alice", "carol", 2)
     s.check_in_step()
     tampered = STORAGE[:corrupted]  # the host asks the nodes in order: these come first
@@ -330,6 +358,8 @@ def test_recovery_skips_tampered_copies_of_the_checkpoint(
 
 def test_no_intact_copy_means_a_clear_failure_not_a_wrong_state(scenario: Scenario) -> None:
     s = scenario
+    s.fund(alice=20, bob=10, carol=10)  # the transfers below and frozen_checkpoint's
+    s.ensure_checkpoint()
     s.transfer("carol", "bob", 4)
     s.check_in_step()
     with s.frozen_checkpoint() as record:
@@ -378,7 +408,8 @@ def test_no_intact_copy_means_a_clear_failure_not_a_wrong_state(scenario: Scenar
 
 
 def test_outputs_resume_after_every_worker_restarts_from_its_bundle(scenario: Scenario) -> None:
-    """Last in the module: while it fails, the contract's outputs stay stalled.
+    """Last in the module as written: while it fails, the contract's outputs stay stalled
+    (so a failure here cannot make the others fail); it passes in any position.
 
     Two storage nodes down (below the 2-of-3 threshold) and a checkpoint due: no output can
     be submitted. A command lands; both workers apply it (their bundles move past the last
@@ -386,6 +417,7 @@ def test_outputs_resume_after_every_worker_restarts_from_its_bundle(scenario: Sc
     bundles: outputs must resume."""
     s = scenario
     ledger = s.client.mgmt.execution_ledger
+    s.fund(alice=10, carol=10)  # the transfers below
     s.transfer("alice", "bob", 3)
     s.check_in_step()
     wait_output(s.client, s.token.contract_id, s.applied)

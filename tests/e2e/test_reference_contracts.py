@@ -3,8 +3,10 @@ the shared anvil devnet: real chain, real worker processes, encrypted commands.
 
 Every contract here is deployed by one client to the same two workers, so they share a
 domain and the DEX and the auction call their tokens synchronously. Deployments are
-module-scoped and each test leaves them in a state the next one expects (pytest runs a
-module's tests in file order).
+module-scoped; no test relies on what another did to them: a test that needs a fresh
+contract deploys its own, and a contract's life that goes step by step (a pool filled
+then traded, an auction bid on then closed) is one test that runs its steps in order.
+The tests pass in any order (``--reverse-order``).
 """
 
 from __future__ import annotations
@@ -231,7 +233,13 @@ def jar_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # -- DEX ------------------------------------------------------------------------------
 def test_dex_init_resolves_hex_ids(client: Client, pool: dict[str, Deployment]) -> None:
-    reserves = read(client, cid(pool["dex"]), "reserves", {}, "carol")
+    # a DEX of its own over the pool's tokens: empty, whatever the other tests traded
+    dex = client.deploy(
+        "dex",
+        as_user="alice",
+        init_args={"token_a": cid(pool["a"]), "token_b": cid(pool["b"])},
+    )
+    reserves = read(client, cid(dex), "reserves", {}, "carol")
     assert reserves == {
         "token_a": pool["a"].contract_id,
         "token_b": pool["b"].contract_id,
@@ -241,8 +249,12 @@ def test_dex_init_resolves_hex_ids(client: Client, pool: dict[str, Deployment]) 
     }
 
 
-def test_dex_liquidity_and_swap(client: Client, pool: dict[str, Deployment]) -> None:
+def test_dex_liquidity_swap_and_slippage(client: Client, pool: dict[str, Deployment]) -> None:
+    """The pool's life in order: liquidity into the empty pool, a swap, then a swap
+    refused for slippage and one refused inside the token call, which change nothing.
+    (The only test that changes the pool.)"""
     a, b, dex = cid(pool["a"]), cid(pool["b"]), cid(pool["dex"])
+    # 1. liquidity into the empty pool, and a swap
     *_, added = ok_all(
         client,
         [
@@ -273,9 +285,7 @@ def test_dex_liquidity_and_swap(client: Client, pool: dict[str, Deployment]) -> 
         LIQUIDITY_B - expected_out,
     )
 
-
-def test_dex_slippage_refused_changes_nothing(client: Client, pool: dict[str, Deployment]) -> None:
-    a, dex = cid(pool["a"]), cid(pool["dex"])
+    # 2. a swap refused for slippage changes nothing
     reserves = read(client, dex, "reserves", {}, "bob")
     before = {
         "bob a": balance(client, pool["a"], "bob"),
@@ -321,10 +331,13 @@ def auction(client: Client, pay_token: Deployment) -> Deployment:
     )
 
 
-def test_auction_bids_are_sealed(
+def test_auction_bids_are_sealed_and_the_close_pays_the_second_price(
     client: Client, pay_token: Deployment, auction: Deployment, dave: str
 ) -> None:
+    """The auction's life in order: sealed bids while open, then the close. (The only test
+    that uses the auction.)"""
     token, house = cid(pay_token), cid(auction)
+    # 1. sealed bids while bidding is open
     status = read(client, house, "status", {}, "carol")
     assert status["state"] == "open" and status["bids"] == 0
     assert status["close_block"] > client.chain.get_block_number()
@@ -353,11 +366,7 @@ def test_auction_bids_are_sealed(
     status = read(client, house, "status", {}, dave)
     assert status["state"] == "open" and status["bids"] == 3
 
-
-def test_auction_close_pays_the_second_price(
-    client: Client, pay_token: Deployment, auction: Deployment, dave: str
-) -> None:
-    house = cid(auction)
+    # 2. past the close block: no more bids; anyone closes; the second price is paid
     close_block = read(client, house, "status", {}, "carol")["close_block"]
     seller_before = balance(client, pay_token, "alice")
     # Move the chain past close_block (empty blocks: the workers follow them like any).
@@ -396,8 +405,7 @@ KMEANS_DIMS = 3
 KMEANS_POINTS_EACH = 400  # sized so that compute needs more than the default gas
 
 
-@pytest.fixture(scope="module")
-def kmeans(client: Client) -> Deployment:
+def deploy_kmeans(client: Client) -> Deployment:
     return client.deploy(
         "kmeans",
         as_user="alice",
@@ -438,8 +446,14 @@ def numpy_lloyd(
     return centroids, np.bincount(assignment, minlength=k), assignment
 
 
-def test_kmeans_parties_are_resolved_keys(client: Client, kmeans: Deployment) -> None:
-    config = read(client, cid(kmeans), "config", {}, "carol")
+@pytest.fixture(scope="module")
+def kmeans(client: Client) -> Deployment:
+    return deploy_kmeans(client)
+
+
+def test_kmeans_parties_are_resolved_keys(client: Client) -> None:
+    # one of its own: no points yet, whatever the other tests contributed to theirs
+    config = read(client, cid(deploy_kmeans(client)), "config", {}, "carol")
     assert config["parties"] == [client.get_user(u).identity_key for u in KMEANS_PARTIES]
     assert (config["k"], config["iterations"], config["dims"], config["points"]) == (
         KMEANS_K,
