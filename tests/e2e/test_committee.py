@@ -153,3 +153,16 @@ def test_a_rotation_that_times_out_is_restarted_without_the_unresponsive(home: P
     failed = committee.get_era(era)
     assert failed is not None and failed.phase == CommitteePhase.FAILED
     start_node(home, absent.name)
+    # back, it catches up with the eras it missed: the retry era's activation retires its
+    # old share, so it serves no retired era's group keys to the workers (before the fix
+    # it stayed in the old era and stalled the installs of every worker asking it first)
+    client.refresh_state()
+    back = next(g for g in client.state.gatekeepers if g.name == absent.name)
+    wait_for(
+        lambda: status(back.url)["committee"]["current_era"] == retry.era,
+        f"{absent.name} to catch up with era {retry.era}",
+    )
+    assert not status(back.url)["committee"]["holds_share"]
+    with NodeClient(back.url) as gk, pytest.raises(NodeRefused) as refused:
+        gk.post("/v1/group", b"")
+    assert refused.value.remote_code == "committee_unavailable"
